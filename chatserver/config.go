@@ -1,0 +1,82 @@
+package chatserver
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"nearchat/pkg/wire"
+)
+
+// Config configures a Server. Start from DefaultConfig.
+type Config struct {
+	// Listen is the TCP address to serve on; port 0 picks a free port.
+	Listen string
+	// ID names the server to clients and to Central. Empty means "chat-"
+	// followed by the bound port.
+	ID string
+	// Loops is the number of gnet event loops; 0 means one per CPU.
+	Loops int
+	// MaxFrame is the largest inbound frame accepted (at most wire.MaxFrame).
+	MaxFrame int
+	// MaxConns bounds open connections; one more is told server_full.
+	MaxConns int
+	// MaxRooms bounds rooms on this server.
+	MaxRooms int
+	// MaxMembers bounds the members of one room.
+	MaxMembers int
+	// MaxOutbound is the number of unsent bytes after which a member is
+	// cut off as a slow consumer.
+	MaxOutbound int
+	// History is how many recent messages each room keeps for members that
+	// reconnect.
+	History int
+	// ShutdownGrace bounds how long Close waits for goodbye frames to go out.
+	ShutdownGrace time.Duration
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the configuration of bin/chatserver without flags.
+func DefaultConfig() Config {
+	return Config{
+		Listen:        "127.0.0.1:3002",
+		MaxFrame:      wire.MaxFrame,
+		MaxConns:      100_000,
+		MaxRooms:      50_000,
+		MaxMembers:    10_000,
+		MaxOutbound:   4 << 20,
+		History:       256,
+		ShutdownGrace: time.Second,
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
+	}
+	if c.MaxFrame <= wire.HeaderSize || c.MaxFrame > wire.MaxFrame {
+		errs = append(errs, fmt.Errorf("max frame %d: want %d..%d", c.MaxFrame, wire.HeaderSize+1, wire.MaxFrame))
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{{"max conns", c.MaxConns}, {"max rooms", c.MaxRooms}, {"max members", c.MaxMembers}, {"max outbound", c.MaxOutbound}, {"history", c.History}} {
+		if l.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %d: must be positive", l.name, l.v))
+		}
+	}
+	if c.Loops < 0 {
+		errs = append(errs, fmt.Errorf("loops %d: must not be negative", c.Loops))
+	}
+	if c.ShutdownGrace < 0 {
+		errs = append(errs, fmt.Errorf("shutdown grace %v: must not be negative", c.ShutdownGrace))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("chatserver: invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}

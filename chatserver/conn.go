@@ -1,0 +1,245 @@
+package chatserver
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+// member is the state of one connection. It is owned by the connection's
+// event loop: only code running there reads or writes it, except room,
+// user and lastSent, which are set before the member is published to its
+// room and not changed after.
+type member struct {
+	c     gnet.Conn
+	loop  *loop
+	hello bool
+	dead  bool // nothing more is written: closed, or closing
+	gone  bool // OnClose has run
+
+	doomedAt time.Time // when a cut-off member is closed even if unread
+
+	room     *room
+	user     string
+	lastSent uint64
+	joinEv   uint64 // fan-out items numbered up to this predate the join
+	shard    *shard
+	idx      int // position in shard.members, -1 when not in one
+}
+
+// write sends b to the member, or cuts it off if it is not keeping up.
+// Event loop only.
+func (m *member) write(b []byte, max int) {
+	if m.dead {
+		return
+	}
+	if m.c.OutboundBuffered() > max {
+		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
+		return
+	}
+	_, _ = m.c.Write(b)
+}
+
+// kill sends a fatal error frame and closes the connection. When the frame
+// cannot leave at once (a slow consumer's backlog is ahead of it), the
+// connection stays open, written to no more, until its backlog drains or
+// doomGrace passes, so the peer can still learn why it was cut off. Event
+// loop only.
+func (m *member) kill(code proto.Code, reason string) {
+	if m.dead {
+		return
+	}
+	m.dead = true
+	_, _ = m.c.Write(errorFrame(code, reason))
+	if m.c.OutboundBuffered() == 0 || m.gone {
+		_ = m.c.Close()
+		return
+	}
+	m.doomedAt = time.Now().Add(doomGrace)
+	m.loop.doom(m)
+}
+
+// doomGrace bounds how long a cut-off member's backlog may take to drain.
+const doomGrace = 2 * time.Second
+
+// errFatal carries the error frame owed to a peer that broke the protocol.
+type errFatal struct {
+	code   proto.Code
+	reason string
+}
+
+func (e *errFatal) Error() string { return e.code.String() + ": " + e.reason }
+
+func fatal(code proto.Code, format string, a ...any) error {
+	return &errFatal{code: code, reason: fmt.Sprintf(format, a...)}
+}
+
+// serve handles every complete frame in m's inbound buffer. Event loop only.
+func (s *Server) serve(m *member) gnet.Action {
+	c := m.c
+	for !m.dead {
+		buffered := c.InboundBuffered()
+		if buffered < wire.LenSize {
+			return gnet.None
+		}
+		hdr, _ := c.Peek(wire.LenSize)
+		n, err := wire.FrameLen(hdr, s.cfg.MaxFrame)
+		if err != nil {
+			return s.reject(m, classify(err), err.Error())
+		}
+		if buffered < n {
+			return gnet.None
+		}
+		frame, _ := c.Peek(n)
+		err = s.handle(m, wire.Type(frame[wire.LenSize]), frame[wire.HeaderSize:])
+		_, _ = c.Discard(n)
+		if err != nil {
+			var f *errFatal
+			if errors.As(err, &f) {
+				return s.reject(m, f.code, f.reason)
+			}
+			return s.reject(m, proto.CodeInternal, err.Error())
+		}
+	}
+	return gnet.None
+}
+
+func classify(err error) proto.Code {
+	switch {
+	case errors.Is(err, wire.ErrTooLarge):
+		return proto.CodeTooLarge
+	case errors.Is(err, wire.ErrBody):
+		return proto.CodeBadBody
+	}
+	return proto.CodeBadFrame
+}
+
+// reject answers a protocol violation with a fatal error frame and closes
+// the offender's connection.
+func (s *Server) reject(m *member, code proto.Code, reason string) gnet.Action {
+	s.log.Debug("closing connection", "remote", m.c.RemoteAddr(), "code", code, "reason", reason)
+	m.kill(code, reason)
+	return gnet.None
+}
+
+func (s *Server) handle(m *member, t wire.Type, body []byte) error {
+	if !m.hello {
+		if t != proto.THello {
+			return fatal(proto.CodeNoHello, "the first frame must be Hello, got type 0x%02x", byte(t))
+		}
+		var h proto.Hello
+		if err := wire.Unmarshal(body, &h); err != nil {
+			return fatal(proto.CodeBadBody, "hello: %v", err)
+		}
+		if h.V != wire.Version {
+			return fatal(proto.CodeVersion, "protocol version %d not spoken here; this server speaks %d", h.V, wire.Version)
+		}
+		m.hello = true
+		s.reply(m, &proto.Welcome{V: wire.Version, Server: s.cfg.ID, Max: s.cfg.MaxFrame})
+		return nil
+	}
+	switch t {
+	case proto.TPing:
+		var p proto.Ping
+		if err := wire.Unmarshal(body, &p); err != nil {
+			return fatal(proto.CodeBadBody, "ping: %v", err)
+		}
+		s.reply(m, (*proto.Pong)(&p))
+		return nil
+	case proto.TChat:
+		if m.room == nil {
+			return fatal(proto.CodeNotJoined, "chat before join")
+		}
+		var msg proto.Chat
+		if err := wire.Unmarshal(body, &msg); err != nil {
+			return fatal(proto.CodeBadBody, "chat: %v", err)
+		}
+		if len(msg.Text) > proto.MaxText {
+			return fatal(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(msg.Text), proto.MaxText)
+		}
+		s.broadcast(m, &msg)
+		return nil
+	case proto.TJoin:
+		if m.room != nil {
+			return fatal(proto.CodeBadJoin, "already joined room %q on this connection", m.room.id)
+		}
+		var j proto.Join
+		if err := wire.Unmarshal(body, &j); err != nil {
+			return fatal(proto.CodeBadBody, "join: %v", err)
+		}
+		if err := proto.CheckRoom(j.Room); err != nil {
+			return fatal(proto.CodeBadJoin, "%v", err)
+		}
+		if err := proto.CheckUser(j.User); err != nil {
+			return fatal(proto.CodeBadJoin, "%v", err)
+		}
+		return s.join(m, &j)
+	case proto.TLeave:
+		if m.room == nil {
+			return fatal(proto.CodeNotJoined, "leave before join")
+		}
+		if err := wire.Unmarshal(body, &proto.Leave{}); err != nil {
+			return fatal(proto.CodeBadBody, "leave: %v", err)
+		}
+		s.leave(m)
+		m.dead = true
+		_ = m.c.Close()
+		return nil
+	case proto.TResend:
+		if m.room == nil {
+			return fatal(proto.CodeNotJoined, "resend before join")
+		}
+		var r proto.Resend
+		if err := wire.Unmarshal(body, &r); err != nil {
+			return fatal(proto.CodeBadBody, "resend: %v", err)
+		}
+		r.By = m.user
+		s.forward(m, r.Of, &r)
+		return nil
+	case proto.TMissed:
+		if m.room == nil {
+			return fatal(proto.CodeNotJoined, "missed before join")
+		}
+		var x proto.Missed
+		if err := wire.Unmarshal(body, &x); err != nil {
+			return fatal(proto.CodeBadBody, "missed: %v", err)
+		}
+		x.From = m.user
+		s.forward(m, x.To, &x)
+		return nil
+	case proto.THello:
+		return fatal(proto.CodeBadFrame, "second hello")
+	}
+	if proto.New(t) == nil {
+		return fatal(proto.CodeUnknownType, "unknown frame type 0x%02x", byte(t))
+	}
+	return fatal(proto.CodeUnknownType, "frame type 0x%02x is not accepted by a chat server", byte(t))
+}
+
+// reply encodes msg into a pooled buffer and writes it to m. Event loop only.
+func (s *Server) reply(m *member, msg wire.Message) {
+	bb := bytebufferpool.Get()
+	var err error
+	bb.B, err = wire.AppendFrame(bb.B, msg)
+	if err == nil {
+		m.write(bb.B, s.cfg.MaxOutbound)
+	} else {
+		s.log.Error("encoding reply", "type", fmt.Sprintf("%T", msg), "err", err)
+	}
+	bytebufferpool.Put(bb)
+}
+
+// errorFrame encodes a fatal Error frame. Errors are rare, so it allocates.
+func errorFrame(code proto.Code, reason string) []byte {
+	b, err := wire.AppendFrame(nil, &proto.Error{Code: code, Reason: reason, Fatal: true})
+	if err != nil {
+		b, _ = wire.AppendFrame(nil, &proto.Error{Code: code, Fatal: true})
+	}
+	return b
+}

@@ -1,0 +1,40 @@
+// Package chatserver is nearchat's chat server: rooms, broadcast and the TCP
+// echo that clients use to measure their round-trip time, on gnet event loops.
+//
+// # Data plane
+//
+// Every connection belongs to one gnet event loop, and everything about a
+// connection (its inbound parsing, its writes, its membership of a room's
+// per-loop shard) happens on that loop. A room is split into shards, one per
+// event loop that has members in it. A chat message arriving on loop K is
+// encoded once into a pooled, reference-counted frame buffer; under the room's
+// lock it gets the next room sequence number and one fan-out item is queued on
+// each loop that has members, in sequence order. Each loop drains its queue in
+// a single task and writes the same bytes to each of its members with
+// Conn.Write. So the work per recipient is one write call: no encoding, no
+// allocation, no cross-goroutine hop per member, and every member sees the
+// room's messages in the order of their sequence numbers.
+//
+// gnet's own task queues do not promise FIFO order under load (low-priority
+// tasks can overflow into the urgent queue), so fan-out order is kept by our
+// per-loop queues and gnet only carries the "drain now" wake-up.
+//
+// # Slow consumers
+//
+// Before writing to a member, its loop checks the member's unsent outbound
+// bytes; past Config.MaxOutbound the member gets an Error frame
+// (slow_consumer) and is disconnected. The rest of the room never waits for
+// it, since nothing ever blocks on a member's socket.
+//
+// # History
+//
+// Each room keeps its last Config.History frames. A member that joins with
+// Since > 0 (a reconnect to the same server) is sent the frames after Since,
+// or told that the history no longer reaches back that far.
+//
+// # Concurrency
+//
+// Server's exported methods are safe for concurrent use. Room state is
+// guarded by the room's mutex; the room map by the server's; a shard's member
+// list is touched only on its own event loop.
+package chatserver

@@ -1,0 +1,289 @@
+package chatserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"nearchat/pkg/proto"
+)
+
+// Server is one chat server. Create it with New.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg Config
+	log *slog.Logger
+
+	eng    gnet.Engine
+	addr   string
+	booted chan error    // receives the outcome of binding
+	exited chan struct{} // closed when gnet.Run returns
+	runErr error         // gnet.Run's result, read after exited
+
+	closing   atomic.Bool
+	stopReap  chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+
+	conns atomic.Int64
+
+	mu    sync.Mutex
+	rooms map[string]*room
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loop
+}
+
+// New validates cfg, binds the listener and starts the event loops. The
+// server serves from the moment New returns; Run waits for it to end.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		booted:   make(chan error, 1),
+		stopReap: make(chan struct{}),
+		exited:   make(chan struct{}),
+		rooms:    make(map[string]*room),
+		loops:    make(map[gnet.EventLoop]*loop),
+	}
+	opts := []gnet.Option{
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(cfg.Loops),
+		gnet.WithReuseAddr(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogger(gnetLogger{log}),
+	}
+	go func() {
+		s.runErr = gnet.Run(s, "tcp://"+cfg.Listen, opts...)
+		close(s.exited)
+	}()
+	select {
+	case err := <-s.booted:
+		if err != nil {
+			_ = s.eng.Stop(context.Background())
+			<-s.exited
+			return nil, err
+		}
+	case <-s.exited:
+		return nil, fmt.Errorf("chatserver: listen on %s: %w", cfg.Listen, s.runErr)
+	}
+	go s.reapLoop()
+	s.log.Info("chat server listening", "addr", s.addr, "id", s.cfg.ID)
+	return s, nil
+}
+
+// OnBoot runs once gnet has bound the listener; it records the engine and
+// the real address (which matters when Listen asked for port 0). It runs
+// before the event loops start, so what it sets needs no lock.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	addr, err := boundAddr(eng)
+	if err != nil {
+		s.booted <- fmt.Errorf("chatserver: reading bound address: %w", err)
+		return gnet.None
+	}
+	s.addr = addr
+	if s.cfg.ID == "" {
+		_, port, _ := net.SplitHostPort(addr)
+		s.cfg.ID = "chat-" + port
+	}
+	s.booted <- nil
+	return gnet.None
+}
+
+func boundAddr(eng gnet.Engine) (string, error) {
+	fd, err := eng.Dup()
+	if err != nil {
+		return "", err
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// Addr returns the address the server listens on. Safe for concurrent use.
+func (s *Server) Addr() string { return s.addr }
+
+// ID returns the server's name. Safe for concurrent use.
+func (s *Server) ID() string { return s.cfg.ID }
+
+// Run blocks until ctx ends (then closes the server) or the event loops stop
+// for another reason. It returns nil after a clean shutdown. Safe to call
+// once.
+func (s *Server) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return s.Close()
+	case <-s.exited:
+		if s.closing.Load() {
+			return nil
+		}
+		return fmt.Errorf("chatserver: event loops stopped: %w", s.runErr)
+	}
+}
+
+// Close says goodbye to every member (Error shutdown), gives those frames
+// up to ShutdownGrace to leave, and stops the event loops. It is idempotent
+// and safe for concurrent use.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.closing.Store(true)
+		s.log.Info("chat server shutting down", "id", s.cfg.ID)
+		bye := s.goodbye()
+		deadline := time.Now().Add(s.cfg.ShutdownGrace)
+		for !bye() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		close(s.stopReap)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.eng.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.closeErr = fmt.Errorf("chatserver: stop: %w", err)
+		}
+		<-s.exited
+	})
+	return s.closeErr
+}
+
+// Stats is a snapshot of the server's load.
+type Stats struct {
+	Conns int
+	Rooms int
+}
+
+// Stats reports the current load. Safe for concurrent use.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	n := len(s.rooms)
+	s.mu.Unlock()
+	return Stats{Conns: int(s.conns.Load()), Rooms: n}
+}
+
+// RoomInfo describes one hosted room.
+type RoomInfo struct {
+	ID      string
+	Epoch   uint64
+	Seq     uint64
+	Members []string
+}
+
+// Rooms lists the rooms this server hosts. Safe for concurrent use.
+func (s *Server) Rooms() []RoomInfo {
+	s.mu.Lock()
+	rs := make([]*room, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		rs = append(rs, r)
+	}
+	s.mu.Unlock()
+	out := make([]RoomInfo, 0, len(rs))
+	for _, r := range rs {
+		r.mu.Lock()
+		info := RoomInfo{ID: r.id, Epoch: r.epoch, Seq: r.seq, Members: make([]string, 0, len(r.members))}
+		for u := range r.members {
+			info.Members = append(info.Members, u)
+		}
+		closed := r.closed
+		r.mu.Unlock()
+		if !closed {
+			out = append(out, info)
+		}
+	}
+	return out
+}
+
+// reapLoop asks each loop with cut-off members to close the ones whose
+// error frame has drained or whose grace has passed.
+func (s *Server) reapLoop() {
+	t := time.NewTicker(doomGrace / 8)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopReap:
+			return
+		case <-t.C:
+		}
+		s.loopsMu.Lock()
+		for _, l := range s.loops {
+			if l.ndoomed.Load() > 0 {
+				_ = l.el.Execute(context.Background(), &l.reaper)
+			}
+		}
+		s.loopsMu.Unlock()
+	}
+}
+
+// loopFor returns our state for a gnet event loop, creating it on first use.
+func (s *Server) loopFor(el gnet.EventLoop) *loop {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	l := s.loops[el]
+	if l == nil {
+		l = &loop{el: el, srv: s}
+		l.reaper.l = l
+		s.loops[el] = l
+	}
+	return l
+}
+
+// OnOpen admits a connection unless the server is full or closing.
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	n := s.conns.Add(1)
+	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
+	c.SetContext(m)
+	switch {
+	case s.closing.Load():
+		return errorFrame(proto.CodeShutdown, "server is shutting down"), gnet.Close
+	case n > int64(s.cfg.MaxConns):
+		return errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns)), gnet.Close
+	}
+	return nil, gnet.None
+}
+
+// OnClose removes the connection from its room.
+func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
+	s.conns.Add(-1)
+	if m, ok := c.Context().(*member); ok {
+		m.dead, m.gone = true, true
+		if m.room != nil {
+			s.leave(m)
+		}
+	}
+	return gnet.None
+}
+
+// OnTraffic parses every complete frame buffered for c.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	m := c.Context().(*member)
+	return s.serve(m)
+}
+
+// gnetLogger routes gnet's own logging into slog at debug level.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }

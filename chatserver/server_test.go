@@ -1,0 +1,588 @@
+package chatserver
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+func TestPingPong(t *testing.T) {
+	s := startServer(t, nil)
+	p := hello(t, s)
+	for i := uint64(1); i <= 5; i++ {
+		p.send(&proto.Ping{ID: i, At: int64(i * 1000)})
+		pong := p.expect(proto.TPong).(*proto.Pong)
+		if pong.ID != i || pong.At != int64(i*1000) {
+			t.Fatalf("pong %d = %+v", i, pong)
+		}
+	}
+}
+
+func TestBroadcastOrderAckAndPresence(t *testing.T) {
+	s := startServer(t, nil)
+	a, ja := joinAs(t, s, "room-1", "alice")
+	if len(ja.Members) != 1 || ja.Seq != 0 {
+		t.Fatalf("first joined = %+v", ja)
+	}
+	b, jb := joinAs(t, s, "room-1", "bob")
+	if len(jb.Members) != 2 {
+		t.Fatalf("second joined members = %+v", jb.Members)
+	}
+	pres := a.expect(proto.TPresence).(*proto.Presence)
+	if pres.User != "bob" || !pres.Here {
+		t.Fatalf("presence = %+v", pres)
+	}
+	c, _ := joinAs(t, s, "room-1", "carol")
+
+	const n = 200
+	for i := uint64(1); i <= n; i++ {
+		a.send(&proto.Chat{Num: i, At: 7, Text: fmt.Sprintf("m%d", i)})
+	}
+	for i := uint64(1); i <= n; i++ {
+		ack := a.expect(proto.TAck).(*proto.Ack)
+		if ack.Num != i || ack.Seq != i {
+			t.Fatalf("ack %d = %+v", i, ack)
+		}
+	}
+	for _, p := range []*peer{b, c} {
+		for i := uint64(1); i <= n; i++ {
+			d := p.expect(proto.TDeliver).(*proto.Deliver)
+			if d.Seq != i || d.Num != i || d.From != "alice" || d.Text != fmt.Sprintf("m%d", i) || d.At != 7 {
+				t.Fatalf("deliver %d = %+v", i, d)
+			}
+		}
+	}
+	// The sender never receives its own message: the next frame alice sees
+	// is bob's.
+	b.send(&proto.Chat{Num: 1, Text: "hi"})
+	d := a.expect(proto.TDeliver).(*proto.Deliver)
+	if d.From != "bob" || d.Seq != n+1 {
+		t.Fatalf("alice got %+v, want bob's message seq %d", d, n+1)
+	}
+	b.send(&proto.Leave{})
+	b.expectEOF()
+	left := a.expect(proto.TPresence).(*proto.Presence)
+	if left.User != "bob" || left.Here {
+		t.Fatalf("leave presence = %+v", left)
+	}
+}
+
+func TestConcurrentSendersKeepRoomOrder(t *testing.T) {
+	s := startServer(t, nil)
+	const senders, each = 4, 300
+	var peers []*peer
+	for i := 0; i < senders; i++ {
+		p, _ := joinAs(t, s, "busy", fmt.Sprintf("u%d", i))
+		peers = append(peers, p)
+	}
+	watcher, _ := joinAs(t, s, "busy", "watcher")
+	var wg sync.WaitGroup
+	for i, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var b []byte
+			for n := uint64(1); n <= each; n++ {
+				b, _ = wire.AppendFrame(b[:0], &proto.Chat{Num: n, Text: fmt.Sprintf("%d-%d", i, n)})
+				if _, err := p.conn.Write(b); err != nil {
+					t.Errorf("write: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	next := map[string]uint64{}
+	var seq uint64
+	for got := 0; got < senders*each; {
+		m, err := watcher.next(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", got, err)
+		}
+		d, ok := m.(*proto.Deliver)
+		if !ok {
+			continue
+		}
+		got++
+		if d.Seq != seq+1 {
+			t.Fatalf("seq %d after %d", d.Seq, seq)
+		}
+		seq = d.Seq
+		if d.Num != next[d.From]+1 {
+			t.Fatalf("%s: num %d after %d", d.From, d.Num, next[d.From])
+		}
+		next[d.From] = d.Num
+	}
+	wg.Wait()
+}
+
+func TestHistoryReplay(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.History = 10 })
+	a, _ := joinAs(t, s, "hist", "alice")
+	for i := uint64(1); i <= 25; i++ {
+		a.send(&proto.Chat{Num: i, Text: "x"})
+		a.expect(proto.TAck)
+	}
+	tests := []struct {
+		name      string
+		since     uint64
+		first     uint64
+		truncated bool
+	}{
+		{"recent", 20, 21, false},
+		{"edge of history", 15, 16, false},
+		{"too old", 3, 16, true},
+		{"up to date", 25, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := hello(t, s)
+			b.send(&proto.Join{Room: "hist", User: "bob-" + strings.ReplaceAll(tc.name, " ", "-"), Since: tc.since})
+			j := b.expect(proto.TJoined).(*proto.Joined)
+			if j.Truncated != tc.truncated || j.Seq != 25 {
+				t.Fatalf("joined = %+v", j)
+			}
+			if tc.first == 0 {
+				b.send(&proto.Ping{ID: 9})
+				b.expect(proto.TPong)
+				return
+			}
+			for want := tc.first; want <= 25; want++ {
+				d := b.expect(proto.TDeliver).(*proto.Deliver)
+				if d.Seq != want {
+					t.Fatalf("replayed seq %d, want %d", d.Seq, want)
+				}
+			}
+		})
+	}
+}
+
+func TestSameUserReplacesOlderConnection(t *testing.T) {
+	s := startServer(t, nil)
+	old, _ := joinAs(t, s, "r", "alice")
+	other, _ := joinAs(t, s, "r", "bob")
+	fresh, j := joinAs(t, s, "r", "alice")
+	if len(j.Members) != 2 {
+		t.Fatalf("members after replace = %+v", j.Members)
+	}
+	old.expectClosed(proto.CodeConflict)
+	other.send(&proto.Chat{Num: 1, Text: "still here?"})
+	if d := fresh.expect(proto.TDeliver).(*proto.Deliver); d.Text != "still here?" {
+		t.Fatalf("fresh got %+v", d)
+	}
+}
+
+func TestResendAndMissedAreForwarded(t *testing.T) {
+	s := startServer(t, nil)
+	a, _ := joinAs(t, s, "r", "alice")
+	b, _ := joinAs(t, s, "r", "bob")
+	b.send(&proto.Resend{Of: "alice", After: 3})
+	r := a.expect(proto.TResend).(*proto.Resend)
+	if r.By != "bob" || r.After != 3 || r.Of != "alice" {
+		t.Fatalf("forwarded resend = %+v", r)
+	}
+	a.send(&proto.Missed{To: "bob", First: 1, Last: 2})
+	x := b.expect(proto.TMissed).(*proto.Missed)
+	if x.From != "alice" || x.First != 1 || x.Last != 2 {
+		t.Fatalf("forwarded missed = %+v", x)
+	}
+	b.send(&proto.Resend{Of: "nobody", After: 1})
+	e := b.expect(proto.TError).(*proto.Error)
+	if e.Code != proto.CodeNotFound || e.Fatal || e.Ref != "nobody" {
+		t.Fatalf("resend to absent member: %+v", e)
+	}
+}
+
+func TestEmptyRoomsAreRemoved(t *testing.T) {
+	s := startServer(t, nil)
+	a, _ := joinAs(t, s, "gone-soon", "alice")
+	b, _ := joinAs(t, s, "gone-soon", "bob")
+	if got := s.Stats().Rooms; got != 1 {
+		t.Fatalf("rooms = %d", got)
+	}
+	a.send(&proto.Leave{})
+	b.conn.Close()
+	waitFor(t, 5*time.Second, "room removal", func() bool { return s.Stats().Rooms == 0 })
+	waitFor(t, 5*time.Second, "connections to close", func() bool { return s.Stats().Conns == 0 })
+}
+
+// TestBadInput sends each kind of garbage on its own connection while a
+// bystander room keeps chatting; the offender gets an error frame and a
+// closed connection, nobody else notices anything.
+func TestBadInput(t *testing.T) {
+	s := startServer(t, nil)
+	x, _ := joinAs(t, s, "bystanders", "x")
+	y, _ := joinAs(t, s, "bystanders", "y")
+	var num uint64
+	checkBystanders := func(t *testing.T) {
+		t.Helper()
+		num++
+		x.send(&proto.Chat{Num: num, Text: "still fine"})
+		if d := y.expect(proto.TDeliver).(*proto.Deliver); d.Num != num {
+			t.Fatalf("bystander got %+v", d)
+		}
+		x.expect(proto.TAck)
+	}
+	frame := func(t wire.Type, body []byte) []byte {
+		b := []byte{0, 0, 0, 0, byte(t)}
+		b = append(b, body...)
+		l := len(b) - 4
+		b[0], b[1], b[2], b[3] = byte(l>>24), byte(l>>16), byte(l>>8), byte(l)
+		return b
+	}
+	mustEncode := func(m wire.Message) []byte {
+		b, err := wire.AppendFrame(nil, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	random := make([]byte, 4096)
+	for i := range random {
+		random[i] = byte(rnd.UintN(256))
+	}
+	random[0] = 0x7f // make the length prefix absurd even before the hello check
+	helloFrame := mustEncode(&proto.Hello{V: wire.Version})
+	tests := []struct {
+		name    string
+		noHello bool
+		input   []byte
+		code    proto.Code
+	}{
+		{"random bytes", true, random, proto.CodeTooLarge},
+		{"length over maximum", false, []byte{0, 1, 0, 1, byte(proto.TChat)}, proto.CodeTooLarge},
+		{"zero length", false, []byte{0, 0, 0, 0}, proto.CodeBadFrame},
+		{"unknown type", false, frame(0xEE, []byte{0x80}), proto.CodeUnknownType},
+		{"type not for a chat server", false, frame(proto.TAssign, []byte{0x80}), proto.CodeUnknownType},
+		{"wrong msgpack shape", false, frame(proto.TPing, []byte{0x92, 0x01, 0x02}), proto.CodeBadBody},
+		{"wrong field type", false, frame(proto.TPing, []byte{0x81, 0xa2, 'i', 'd', 0xa1, 'x'}), proto.CodeBadBody},
+		{"not msgpack at all", false, frame(proto.TJoin, []byte{0xc1, 0xc1}), proto.CodeBadBody},
+		{"trailing bytes", false, frame(proto.TPing, []byte{0x80, 0x00}), proto.CodeBadBody},
+		{"unknown field", false, frame(proto.TPing, []byte{0x81, 0xa3, 'z', 'z', 'z', 0x01}), proto.CodeBadBody},
+		{"chat before join", false, mustEncode(&proto.Chat{Num: 1, Text: "hi"}), proto.CodeNotJoined},
+		{"empty room id", false, mustEncode(&proto.Join{Room: "", User: "u"}), proto.CodeBadJoin},
+		{"oversized room id", false, mustEncode(&proto.Join{Room: strings.Repeat("r", proto.MaxRoom+1), User: "u"}), proto.CodeBadJoin},
+		{"empty user name", false, mustEncode(&proto.Join{Room: "r", User: ""}), proto.CodeBadJoin},
+		{"oversized user name", false, mustEncode(&proto.Join{Room: "r", User: strings.Repeat("u", proto.MaxUser+1)}), proto.CodeBadJoin},
+		{"user name with spaces", false, mustEncode(&proto.Join{Room: "r", User: "a b"}), proto.CodeBadJoin},
+		{"oversized text", false, append(mustEncode(&proto.Join{Room: "r2", User: "u"}), mustEncode(&proto.Chat{Num: 1, Text: strings.Repeat("t", proto.MaxText+1)})...), proto.CodeBadBody},
+		{"second join", false, append(mustEncode(&proto.Join{Room: "r3", User: "u"}), mustEncode(&proto.Join{Room: "r4", User: "u"})...), proto.CodeBadJoin},
+		{"no hello", true, mustEncode(&proto.Ping{ID: 1}), proto.CodeNoHello},
+		{"wrong version", true, mustEncode(&proto.Hello{V: 99}), proto.CodeVersion},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := dial(t, s)
+			if !tc.noHello {
+				p.raw(helloFrame)
+				p.expect(proto.TWelcome)
+			}
+			p.raw(tc.input)
+			p.expectClosed(tc.code)
+			checkBystanders(t)
+		})
+	}
+
+	t.Run("truncated frame then close", func(t *testing.T) {
+		p := hello(t, s)
+		b := mustEncode(&proto.Chat{Num: 1, Text: "cut short"})
+		p.raw(b[:len(b)-3])
+		p.conn.Close()
+		checkBystanders(t)
+	})
+	t.Run("frame split byte by byte", func(t *testing.T) {
+		p := dial(t, s)
+		for _, c := range helloFrame {
+			p.raw([]byte{c})
+		}
+		p.expect(proto.TWelcome)
+		checkBystanders(t)
+	})
+	waitFor(t, 5*time.Second, "offenders' connections to close", func() bool { return s.Stats().Conns == 2 })
+}
+
+func TestConnectionBurst(t *testing.T) {
+	raiseFDLimit(t)
+	s := startServer(t, nil)
+	x, _ := joinAs(t, s, "bystanders", "x")
+	y, _ := joinAs(t, s, "bystanders", "y")
+	const total, parallel = 10_000, 64
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, parallel)
+	for w := 0; w < parallel; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < total; i += parallel {
+				c, err := net.DialTimeout("tcp", s.Addr(), 5*time.Second)
+				if err != nil {
+					errs <- err
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var num uint64
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		num++
+		x.send(&proto.Chat{Num: num, Text: "during the burst"})
+		if d := y.expect(proto.TDeliver).(*proto.Deliver); d.Num != num {
+			t.Fatalf("bystander got %+v", d)
+		}
+		x.expect(proto.TAck)
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatalf("burst dial: %v", err)
+	}
+	t.Logf("%d connections opened and closed in %v while %d messages went through", total, time.Since(start), num)
+	waitFor(t, 10*time.Second, "burst connections to close", func() bool { return s.Stats().Conns == 2 })
+}
+
+func TestSlowConsumerIsCutOff(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxOutbound = 256 << 10 })
+	sender, _ := joinAs(t, s, "r", "sender")
+	fast, _ := joinAs(t, s, "r", "fast")
+	slow, _ := joinAs(t, s, "r", "slow")
+	// slow never reads; shrink its receive buffer so the server's outbound
+	// queue is what fills up.
+	slow.conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+
+	text := strings.Repeat("z", 4000)
+	const n = 2000 // ~8 MB, far beyond socket buffers plus MaxOutbound
+	errc := make(chan error, 1)
+	go func() {
+		var b []byte
+		for i := uint64(1); i <= n; i++ {
+			b, _ = wire.AppendFrame(b[:0], &proto.Chat{Num: i, Text: text})
+			if _, err := sender.conn.Write(b); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	for i := uint64(1); i <= n; i++ {
+		m, err := fast.next(10 * time.Second)
+		if err != nil {
+			t.Fatalf("fast member stalled at %d: %v", i, err)
+		}
+		if d, ok := m.(*proto.Deliver); !ok || d.Num != i {
+			if _, isPres := m.(*proto.Presence); isPres {
+				i--
+				continue
+			}
+			t.Fatalf("fast member got %+v at %d", m, i)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+	// Now drain the slow member: somewhere in its stream is the error frame.
+	slow.conn.(*net.TCPConn).SetReadBuffer(1 << 20)
+	for {
+		m, err := slow.next(10 * time.Second)
+		if err != nil {
+			t.Fatalf("slow member: no slow_consumer error before %v", err)
+		}
+		if e, ok := m.(*proto.Error); ok {
+			if e.Code != proto.CodeSlowConsumer {
+				t.Fatalf("slow member got %+v", e)
+			}
+			break
+		}
+	}
+	slow.expectEOF()
+}
+
+func TestLimits(t *testing.T) {
+	t.Run("connections", func(t *testing.T) {
+		s := startServer(t, func(c *Config) { c.MaxConns = 2 })
+		hello(t, s)
+		hello(t, s)
+		dial(t, s).expectClosed(proto.CodeServerFull)
+	})
+	t.Run("rooms", func(t *testing.T) {
+		s := startServer(t, func(c *Config) { c.MaxRooms = 1 })
+		joinAs(t, s, "one", "a")
+		joinAs(t, s, "one", "b")
+		p := hello(t, s)
+		p.send(&proto.Join{Room: "two", User: "c"})
+		p.expectClosed(proto.CodeServerFull)
+	})
+	t.Run("members", func(t *testing.T) {
+		s := startServer(t, func(c *Config) { c.MaxMembers = 2 })
+		joinAs(t, s, "r", "a")
+		joinAs(t, s, "r", "b")
+		p := hello(t, s)
+		p.send(&proto.Join{Room: "r", User: "c"})
+		p.expectClosed(proto.CodeRoomFull)
+	})
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	a, _ := joinAs(t, s, "r", "a")
+	b, _ := joinAs(t, s, "r", "b")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	a.expectClosed(proto.CodeShutdown)
+	b.expectClosed(proto.CodeShutdown)
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", s.Addr(), time.Second); err == nil {
+		t.Fatal("listener still accepting after shutdown")
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"bad address", func(c *Config) { c.Listen = "nonsense" }, "listen address"},
+		{"frame limit too big", func(c *Config) { c.MaxFrame = wire.MaxFrame + 1 }, "max frame"},
+		{"no history", func(c *Config) { c.History = 0 }, "history"},
+		{"negative conns", func(c *Config) { c.MaxConns = -1 }, "max conns"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			tc.edit(&cfg)
+			_, err := New(cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want error mentioning %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("port in use", func(t *testing.T) {
+		s := startServer(t, nil)
+		cfg := DefaultConfig()
+		cfg.Listen = s.Addr()
+		if s2, err := New(cfg); err == nil {
+			s2.Close()
+			t.Fatal("second server bound the same port")
+		}
+	})
+}
+
+// TestBroadcastAllocsPerRecipient checks that the fan-out path allocates
+// nothing per recipient: the allocations per message must not grow with the
+// size of the room.
+func TestBroadcastAllocsPerRecipient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures allocations over many messages")
+	}
+	raiseFDLimit(t)
+	perMessage := func(members int) float64 {
+		s := startServer(t, nil)
+		sender, _ := joinAs(t, s, "alloc", "sender")
+		var readers []*peer
+		for i := 0; i < members; i++ {
+			p, _ := joinAs(t, s, "alloc", fmt.Sprintf("m%d", i))
+			readers = append(readers, p)
+		}
+		var wg sync.WaitGroup
+		const n = 400
+		// Readers discard raw bytes without decoding, so they allocate
+		// nothing of their own.
+		for _, p := range readers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 32<<10)
+				var fc frameCounter
+				for fc.delivers < n {
+					p.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+					k, err := p.conn.Read(buf)
+					if err != nil {
+						t.Errorf("reader: %v after %d messages", err, fc.delivers)
+						return
+					}
+					fc.feed(buf[:k])
+				}
+			}()
+		}
+		frames := make([][]byte, n)
+		for i := range frames {
+			frames[i], _ = wire.AppendFrame(nil, &proto.Chat{Num: uint64(i + 1), Text: "0123456789abcdef0123456789abcdef0123456789abcdef"})
+		}
+		time.Sleep(50 * time.Millisecond) // let presence traffic settle
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for _, f := range frames {
+			sender.raw(f)
+		}
+		wg.Wait()
+		runtime.ReadMemStats(&after)
+		return float64(after.Mallocs-before.Mallocs) / n
+	}
+	small := perMessage(2)
+	large := perMessage(64)
+	perRecipient := (large - small) / 62
+	t.Logf("allocations per message: %.2f with 2 members, %.2f with 64; %.3f per extra recipient", small, large, perRecipient)
+	if perRecipient > 0.25 {
+		t.Fatalf("broadcast allocates %.3f times per recipient, want 0", perRecipient)
+	}
+}
+
+// frameCounter counts Deliver frames in a byte stream without allocating.
+type frameCounter struct {
+	hdr      [wire.HeaderSize]byte
+	hn       int
+	skip     int
+	delivers int
+}
+
+func (fc *frameCounter) feed(b []byte) {
+	for len(b) > 0 {
+		if fc.skip > 0 {
+			k := min(fc.skip, len(b))
+			fc.skip -= k
+			b = b[k:]
+			continue
+		}
+		fc.hdr[fc.hn] = b[0]
+		fc.hn++
+		b = b[1:]
+		if fc.hn == wire.HeaderSize {
+			fc.skip = int(binary.BigEndian.Uint32(fc.hdr[:])) - 1
+			fc.hn = 0
+			if wire.Type(fc.hdr[wire.LenSize]) == proto.TDeliver {
+				fc.delivers++
+			}
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package proto
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code classifies an Error frame.
+type Code uint16
+
+// Error codes. Values are part of the protocol: never renumber.
+const (
+	CodeBadFrame     Code = 1  // bytes that are not a frame
+	CodeTooLarge     Code = 2  // length prefix over the receiver's limit
+	CodeUnknownType  Code = 3  // a type byte this version does not define, or not valid here
+	CodeBadBody      Code = 4  // body of the wrong msgpack shape
+	CodeVersion      Code = 5  // Hello with a version the listener does not speak
+	CodeNoHello      Code = 6  // anything but Hello as the first frame
+	CodeNotJoined    Code = 7  // Chat (or Leave, Resend) before Join
+	CodeBadJoin      Code = 8  // empty or oversized room id or user name, or a second Join
+	CodeRoomFull     Code = 9  // the room has its maximum number of members
+	CodeServerFull   Code = 10 // connection or room limit of the server reached
+	CodeSlowConsumer Code = 11 // the peer did not read fast enough
+	CodeUnauthorized Code = 12 // missing, wrong or expired token or ticket
+	CodeShutdown     Code = 13 // the server is going away
+	CodeNotFound     Code = 14 // unknown user, request or room
+	CodeConflict     Code = 15 // duplicate request, name taken
+	CodeRateLimited  Code = 16 // too many requests
+	CodeBadRequest   Code = 17 // a well-formed message that makes no sense (request to oneself)
+	CodeInternal     Code = 18 // the server's own fault
+	CodeTimeout      Code = 19 // the peer said nothing for too long
+)
+
+var codeNames = map[Code]string{
+	CodeBadFrame: "bad_frame", CodeTooLarge: "too_large", CodeUnknownType: "unknown_type",
+	CodeBadBody: "bad_body", CodeVersion: "version", CodeNoHello: "no_hello",
+	CodeNotJoined: "not_joined", CodeBadJoin: "bad_join", CodeRoomFull: "room_full",
+	CodeServerFull: "server_full", CodeSlowConsumer: "slow_consumer",
+	CodeUnauthorized: "unauthorized", CodeShutdown: "shutdown", CodeNotFound: "not_found",
+	CodeConflict: "conflict", CodeRateLimited: "rate_limited", CodeBadRequest: "bad_request",
+	CodeInternal: "internal", CodeTimeout: "timeout",
+}
+
+func (c Code) String() string {
+	if s, ok := codeNames[c]; ok {
+		return s
+	}
+	return fmt.Sprintf("code_%d", uint16(c))
+}
+
+// StatusCode is one step of a chat request's status stream.
+type StatusCode uint8
+
+// Status codes, in the order a request normally sees them. Values are part
+// of the protocol: never renumber.
+const (
+	AckConn      StatusCode = 1 // Central has the request
+	ReqSent      StatusCode = 2 // every invitee has been told
+	UserNotFound StatusCode = 3 // an invitee is not registered or not connected (final)
+	AwaitingReq  StatusCode = 4 // still waiting for an answer (repeated)
+	ReqAccepted  StatusCode = 5 // all accepted; Assign follows (final)
+	ServerErr    StatusCode = 6 // no chat server can host the room (final)
+	ReqDeclined  StatusCode = 7 // an invitee declined (final)
+	ReqTimeout   StatusCode = 8 // no answer in time (final)
+	ReqInvalid   StatusCode = 9 // request to oneself, duplicate, or malformed (final)
+)
+
+var statusNames = [...]string{
+	AckConn: "ACK_CONN", ReqSent: "REQ_SENT", UserNotFound: "USER_NOT_FOUND",
+	AwaitingReq: "AWAITING_REQ", ReqAccepted: "REQ_ACCEPTED", ServerErr: "SERVER_ERR",
+	ReqDeclined: "REQ_DECLINED", ReqTimeout: "REQ_TIMEOUT", ReqInvalid: "REQ_INVALID",
+}
+
+func (s StatusCode) String() string {
+	if int(s) < len(statusNames) && statusNames[s] != "" {
+		return statusNames[s]
+	}
+	return fmt.Sprintf("STATUS_%d", uint8(s))
+}
+
+// Final reports whether no further Status follows s for the same request.
+func (s StatusCode) Final() bool {
+	switch s {
+	case AckConn, ReqSent, AwaitingReq:
+		return false
+	}
+	return true
+}
+
+// Limits on names and text, enforced by every receiver.
+const (
+	MaxUser = 32
+	MaxRoom = 64
+	MaxText = 4096
+)
+
+// ErrName is returned by CheckUser and CheckRoom.
+var ErrName = errors.New("proto: invalid name")
+
+// CheckUser reports whether s is a valid user name: 1 to MaxUser bytes of
+// ASCII letters, digits, '.', '_' and '-'.
+func CheckUser(s string) error { return checkName("user name", s, MaxUser) }
+
+// CheckRoom reports whether s is a valid room id: 1 to MaxRoom bytes of
+// ASCII letters, digits, '.', '_', ':' and '-'.
+func CheckRoom(s string) error { return checkName("room id", s, MaxRoom) }
+
+func checkName(what, s string, max int) error {
+	if s == "" {
+		return fmt.Errorf("%w: empty %s", ErrName, what)
+	}
+	if len(s) > max {
+		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrName, what, len(s), max)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '_' || c == '-' || (c == ':' && what == "room id")
+		if !ok {
+			return fmt.Errorf("%w: %s %q has character %q at %d", ErrName, what, s, c, i)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,386 @@
+// Package proto defines the messages that nearchat's programs exchange over
+// the frame codec of package wire. Each type's comment gives its type byte,
+// who sends it, and its fields as they appear in the msgpack map (the key in
+// brackets). Every field is always present on the wire, zero or not, which
+// keeps encoding free of allocations.
+//
+// Every connection opens with Hello and Welcome (see package wire). After
+// that, a chat-server connection is used for one room membership:
+//
+//	client                       chat server
+//	Join{room,user,ticket,...} ->
+//	                            <- Joined{room,seq,members,...}
+//	                            <- Deliver...   (history the member missed)
+//	Chat{num,at,text}          ->
+//	                            <- Ack{num,seq}           (to the sender)
+//	                            <- Deliver{seq,from,...}  (to every other member)
+//	Ping{id,at}                ->
+//	                            <- Pong{id,at}
+//
+// and the control connection to Central carries chat requests, their status
+// stream, and room assignments:
+//
+//	requester            Central              peer
+//	Request{to}      ->
+//	                 <- Status{ACK_CONN}
+//	                 <- Status{REQ_SENT}   -> Incoming{req,from}
+//	                 <- Status{AWAITING_REQ} (periodic)
+//	                                       <- Answer{req,accept}
+//	                 <- Status{REQ_ACCEPTED}
+//	                 <- Assign{room,server,epoch,ticket} -> Assign{...}
+//	AssignAck{room,epoch} ->               <- AssignAck{room,epoch}
+//
+// Relocations are further Assign frames with a higher epoch; clients answer
+// each with AssignAck, and Central repeats an unacknowledged Assign.
+package proto
+
+import (
+	"fmt"
+	"time"
+
+	"nearchat/pkg/wire"
+)
+
+// Frame type bytes. Values are part of the protocol: never renumber.
+const (
+	// Both directions, every connection.
+	THello   wire.Type = 0x01
+	TWelcome wire.Type = 0x02
+	TError   wire.Type = 0x03
+	TPing    wire.Type = 0x04
+	TPong    wire.Type = 0x05
+
+	// Client <-> chat server.
+	TJoin     wire.Type = 0x10
+	TJoined   wire.Type = 0x11
+	TLeave    wire.Type = 0x12
+	TChat     wire.Type = 0x13
+	TAck      wire.Type = 0x14
+	TDeliver  wire.Type = 0x15
+	TPresence wire.Type = 0x16
+	TResend   wire.Type = 0x17
+	TMissed   wire.Type = 0x18
+
+	// Client <-> Central control port.
+	TRequest     wire.Type = 0x20
+	TStatus      wire.Type = 0x21
+	TIncoming    wire.Type = 0x22
+	TAnswer      wire.Type = 0x23
+	TAssign      wire.Type = 0x24
+	TAssignAck   wire.Type = 0x25
+	TUnreachable wire.Type = 0x26
+	TLeaveRoom   wire.Type = 0x27
+	TRoomClosed  wire.Type = 0x28
+)
+
+// Hello (0x01, dialer -> listener, first frame). V is the protocol version
+// the dialer speaks; Agent names the program ("chat/1", "bot/1"); Token is
+// the session token on Central's control port and empty elsewhere.
+type Hello struct {
+	V     int    `msgpack:"v"`
+	Agent string `msgpack:"agent"`
+	Token string `msgpack:"token"`
+}
+
+// Welcome (0x02, listener -> dialer, answers Hello). Server is the
+// listener's name (a chat server's ID, or "central"); Max its frame limit;
+// User, on the control port, the user the token belongs to.
+type Welcome struct {
+	V      int    `msgpack:"v"`
+	Server string `msgpack:"server"`
+	Max    int    `msgpack:"max"`
+	User   string `msgpack:"user"`
+}
+
+// Error (0x03, either direction). Code is one of the Code constants; Reason
+// is for humans; Fatal means the sender closes the connection after it. Ref
+// names what failed when that is not obvious (a request id, a room).
+type Error struct {
+	Code   Code   `msgpack:"code"`
+	Reason string `msgpack:"reason"`
+	Fatal  bool   `msgpack:"fatal"`
+	Ref    string `msgpack:"ref"`
+}
+
+func (e *Error) Error() string {
+	if e.Ref != "" {
+		return fmt.Sprintf("%s (%s): %s", e.Code, e.Ref, e.Reason)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Reason)
+}
+
+// Ping (0x04, either direction): an echo request, used for RTT probes on
+// chat servers and for keepalive on the control port. At is the sender's
+// monotonic clock reading in nanoseconds; the receiver echoes both fields.
+type Ping struct {
+	ID uint64 `msgpack:"id"`
+	At int64  `msgpack:"at"`
+}
+
+// Pong (0x05): the answer to Ping, with ID and At copied unchanged.
+type Pong struct {
+	ID uint64 `msgpack:"id"`
+	At int64  `msgpack:"at"`
+}
+
+// Join (0x10, client -> chat server): become a member of Room as User.
+// Ticket is Central's signed admission for (room, user, epoch). LastSent is
+// the highest message number this member has sent in the room (0 if none),
+// announced to the others so they can detect a lost tail. Since is the room
+// sequence number of the last Deliver this member saw from this same server
+// (0 if none): the server replays what came after it from its history.
+type Join struct {
+	Room     string `msgpack:"room"`
+	User     string `msgpack:"user"`
+	Ticket   []byte `msgpack:"ticket"`
+	Epoch    uint64 `msgpack:"epoch"`
+	LastSent uint64 `msgpack:"last"`
+	Since    uint64 `msgpack:"since"`
+}
+
+// Member describes one room member in Joined.
+type Member struct {
+	User     string `msgpack:"user"`
+	LastSent uint64 `msgpack:"last"`
+}
+
+// Joined (0x11, chat server -> client): the Join succeeded. Seq is the
+// room's latest sequence number; Members the members now present (the
+// joiner included). Truncated means the history no longer reaches back to
+// Since: messages between Since and Oldest are gone from this server.
+// Replayed Deliver frames follow.
+type Joined struct {
+	Room      string   `msgpack:"room"`
+	Epoch     uint64   `msgpack:"epoch"`
+	Seq       uint64   `msgpack:"seq"`
+	Members   []Member `msgpack:"members"`
+	Truncated bool     `msgpack:"trunc"`
+	Oldest    uint64   `msgpack:"oldest"`
+}
+
+// Leave (0x12, client -> chat server): leave the room; the server closes
+// the connection after flushing what it owes.
+type Leave struct{}
+
+// Chat (0x13, client -> chat server): a message to the room. Num is the
+// sender's own message number, 1, 2, 3... with no gaps; At the sender's
+// wall clock in Unix nanoseconds; Text the message.
+type Chat struct {
+	Num  uint64 `msgpack:"num"`
+	At   int64  `msgpack:"at"`
+	Text string `msgpack:"text"`
+}
+
+// Ack (0x14, chat server -> sender): message Num was handed to every member
+// present and got room sequence Seq.
+type Ack struct {
+	Num uint64 `msgpack:"num"`
+	Seq uint64 `msgpack:"seq"`
+}
+
+// Deliver (0x15, chat server -> members): a message of the room. Seq is the
+// room sequence on this server; From, Num, At and Text are the sender's.
+type Deliver struct {
+	Seq  uint64 `msgpack:"seq"`
+	From string `msgpack:"from"`
+	Num  uint64 `msgpack:"num"`
+	At   int64  `msgpack:"at"`
+	Text string `msgpack:"text"`
+}
+
+// Presence (0x16, chat server -> members): User joined (Here) or left the
+// room. LastSent is what the joiner announced in its Join.
+type Presence struct {
+	User     string `msgpack:"user"`
+	Here     bool   `msgpack:"here"`
+	LastSent uint64 `msgpack:"last"`
+}
+
+// Resend (0x17): a member asks the room's member Of to send again its
+// messages numbered after After. The server forwards the frame to Of with By
+// set to the asking member.
+type Resend struct {
+	Of    string `msgpack:"of"`
+	After uint64 `msgpack:"after"`
+	By    string `msgpack:"by"`
+}
+
+// Missed (0x18): the answer to a Resend that cannot be met in full: member
+// From no longer holds its messages First..Last for member To. The server
+// forwards it to To, which tells its user plainly.
+type Missed struct {
+	To    string `msgpack:"to"`
+	From  string `msgpack:"from"`
+	First uint64 `msgpack:"first"`
+	Last  uint64 `msgpack:"last"`
+}
+
+// Request (0x20, client -> Central): ask To (one or more users) to chat.
+type Request struct {
+	To []string `msgpack:"to"`
+}
+
+// Status (0x21, Central -> requester): one step of a request. Req is the
+// request id Central assigned (given from ACK_CONN on); Room is set with
+// REQ_ACCEPTED; Detail is for humans.
+type Status struct {
+	Req    string     `msgpack:"req"`
+	Code   StatusCode `msgpack:"code"`
+	Detail string     `msgpack:"detail"`
+	Room   string     `msgpack:"room"`
+}
+
+// Incoming (0x22, Central -> invitee): From asks you to chat; Members is
+// everyone invited, From included.
+type Incoming struct {
+	Req     string   `msgpack:"req"`
+	From    string   `msgpack:"from"`
+	Members []string `msgpack:"members"`
+}
+
+// Answer (0x23, invitee -> Central): accept or decline request Req.
+type Answer struct {
+	Req    string `msgpack:"req"`
+	Accept bool   `msgpack:"accept"`
+}
+
+// ServerRef names a chat server and where to reach it.
+type ServerRef struct {
+	ID   string `msgpack:"id"`
+	Addr string `msgpack:"addr"`
+}
+
+// Assign (0x24, Central -> members): the room lives on Server from Epoch on.
+// Epoch 1 is the first placement; every move increments it. Ticket admits
+// this member (the security issue makes chat servers check it). Reason says
+// why a move happened; Prev names the server the room leaves; PrevRTT and
+// RTT are the room's worst member RTT before and after, when known.
+type Assign struct {
+	Room    string        `msgpack:"room"`
+	Epoch   uint64        `msgpack:"epoch"`
+	Server  ServerRef     `msgpack:"server"`
+	Members []string      `msgpack:"members"`
+	Ticket  []byte        `msgpack:"ticket"`
+	Reason  string        `msgpack:"reason"`
+	Prev    string        `msgpack:"prev"`
+	PrevRTT time.Duration `msgpack:"prev_rtt"`
+	RTT     time.Duration `msgpack:"rtt"`
+}
+
+// AssignAck (0x25, member -> Central): the member follows Room's Epoch.
+type AssignAck struct {
+	Room  string `msgpack:"room"`
+	Epoch uint64 `msgpack:"epoch"`
+}
+
+// Unreachable (0x26, member -> Central): the member lost its connection to
+// Server, which hosts Room at Epoch. Central checks the server at once.
+type Unreachable struct {
+	Room   string `msgpack:"room"`
+	Server string `msgpack:"server"`
+	Epoch  uint64 `msgpack:"epoch"`
+}
+
+// LeaveRoom (0x27, member -> Central): the member has left Room for good.
+type LeaveRoom struct {
+	Room string `msgpack:"room"`
+}
+
+// RoomClosed (0x28, Central -> members): Room no longer exists.
+type RoomClosed struct {
+	Room   string `msgpack:"room"`
+	Reason string `msgpack:"reason"`
+}
+
+func (*Hello) FrameType() wire.Type       { return THello }
+func (*Welcome) FrameType() wire.Type     { return TWelcome }
+func (*Error) FrameType() wire.Type       { return TError }
+func (*Ping) FrameType() wire.Type        { return TPing }
+func (*Pong) FrameType() wire.Type        { return TPong }
+func (*Join) FrameType() wire.Type        { return TJoin }
+func (*Joined) FrameType() wire.Type      { return TJoined }
+func (*Leave) FrameType() wire.Type       { return TLeave }
+func (*Chat) FrameType() wire.Type        { return TChat }
+func (*Ack) FrameType() wire.Type         { return TAck }
+func (*Deliver) FrameType() wire.Type     { return TDeliver }
+func (*Presence) FrameType() wire.Type    { return TPresence }
+func (*Resend) FrameType() wire.Type      { return TResend }
+func (*Missed) FrameType() wire.Type      { return TMissed }
+func (*Request) FrameType() wire.Type     { return TRequest }
+func (*Status) FrameType() wire.Type      { return TStatus }
+func (*Incoming) FrameType() wire.Type    { return TIncoming }
+func (*Answer) FrameType() wire.Type      { return TAnswer }
+func (*Assign) FrameType() wire.Type      { return TAssign }
+func (*AssignAck) FrameType() wire.Type   { return TAssignAck }
+func (*Unreachable) FrameType() wire.Type { return TUnreachable }
+func (*LeaveRoom) FrameType() wire.Type   { return TLeaveRoom }
+func (*RoomClosed) FrameType() wire.Type  { return TRoomClosed }
+
+// New returns an empty message of type t, ready for wire.Unmarshal, or nil
+// for a type byte this protocol version does not define.
+func New(t wire.Type) wire.Message {
+	switch t {
+	case THello:
+		return new(Hello)
+	case TWelcome:
+		return new(Welcome)
+	case TError:
+		return new(Error)
+	case TPing:
+		return new(Ping)
+	case TPong:
+		return new(Pong)
+	case TJoin:
+		return new(Join)
+	case TJoined:
+		return new(Joined)
+	case TLeave:
+		return new(Leave)
+	case TChat:
+		return new(Chat)
+	case TAck:
+		return new(Ack)
+	case TDeliver:
+		return new(Deliver)
+	case TPresence:
+		return new(Presence)
+	case TResend:
+		return new(Resend)
+	case TMissed:
+		return new(Missed)
+	case TRequest:
+		return new(Request)
+	case TStatus:
+		return new(Status)
+	case TIncoming:
+		return new(Incoming)
+	case TAnswer:
+		return new(Answer)
+	case TAssign:
+		return new(Assign)
+	case TAssignAck:
+		return new(AssignAck)
+	case TUnreachable:
+		return new(Unreachable)
+	case TLeaveRoom:
+		return new(LeaveRoom)
+	case TRoomClosed:
+		return new(RoomClosed)
+	}
+	return nil
+}
+
+// ErrUnknownType is returned by Decode for a type byte New does not know.
+var ErrUnknownType = fmt.Errorf("proto: unknown frame type")
+
+// Decode turns a parsed frame into its message.
+func Decode(t wire.Type, body []byte) (wire.Message, error) {
+	m := New(t)
+	if m == nil {
+		return nil, fmt.Errorf("%w 0x%02x", ErrUnknownType, byte(t))
+	}
+	if err := wire.Unmarshal(body, m); err != nil {
+		return nil, fmt.Errorf("frame 0x%02x: %w", byte(t), err)
+	}
+	return m, nil
+}

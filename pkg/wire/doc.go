@@ -1,0 +1,46 @@
+// Package wire is nearchat's frame codec, and its documentation is the
+// protocol specification shared by every program: Central's control port, the
+// chat servers, the terminal client, the bot and the benchmarks.
+//
+// # Frames
+//
+// Every TCP stream carries a sequence of frames:
+//
+//	 0               1               2               3               4               5
+//	+---------------+---------------+---------------+---------------+---------------+- - - - - - - - -+
+//	|                length L (uint32, big-endian)                  |  type (uint8)  |  msgpack body   |
+//	+---------------+---------------+---------------+---------------+---------------+- - - - - - - - -+
+//	                                                                 <-------------- L bytes ---------->
+//
+// L counts the type byte and the body, so a frame occupies 4+L bytes on the
+// wire and L is never 0. A receiver reads the four length bytes first and
+// rejects the frame when L exceeds its maximum (MaxFrame, 64 KiB, unless
+// configured lower) before it buffers a single body byte: an oversized or
+// malformed frame costs the receiver nothing but an error frame and a closed
+// connection. The body is one msgpack value, a map keyed by the short field
+// names listed in package proto; unknown keys, trailing bytes and values of
+// the wrong msgpack type are all errors.
+//
+// # Handshake
+//
+// The first frame in each direction is a version exchange: the dialing side
+// sends Hello{v, agent, token}, the listening side answers Welcome{v, server,
+// max} or an Error frame and closes. A peer whose Hello names a version it
+// does not speak gets Error{code: Version}. Nothing else is accepted before
+// Hello. The current version is Version.
+//
+// # Errors
+//
+// Error{code, reason, fatal} carries a numeric code (see proto.Code*) and a
+// sentence for humans. When fatal is true the sender closes the connection
+// right after it; otherwise the request that caused it failed and the
+// connection goes on.
+//
+// The message types themselves, their type bytes and fields, are specified in
+// package proto, next to their definitions.
+//
+// # Concurrency
+//
+// The functions of this package are safe for concurrent use; they keep no
+// state but pools.
+package wire
