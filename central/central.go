@@ -1,0 +1,275 @@
+package central
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"nearchat/central/store"
+	"nearchat/pkg/selection"
+)
+
+// Central is the registry and matchmaker. Create it with New, serve with
+// Run, stop with Close. All exported methods are safe for concurrent use.
+type Central struct {
+	cfg Config
+	log *slog.Logger
+	st  store.Store
+	now func() time.Time
+
+	// mu guards everything below it: the in-memory picture (users,
+	// servers, rooms and their latency matrices), control sessions,
+	// pending requests and pushes. Every write to st happens under mu, so
+	// st and the picture never disagree. Holders never block on I/O:
+	// control frames go out with gnet's AsyncWrite.
+	mu         sync.Mutex
+	users      map[string]*user
+	tokens     map[string]*user
+	servers    []*srv
+	srvByID    map[string]*srv
+	sel        []selection.Server
+	layout     uint64
+	latGen     uint64
+	rooms      []*room
+	roomByID   map[string]*room
+	reqs       map[string]*request
+	reqByKey   map[string]*request
+	pushes     map[*push]struct{}
+	conns      map[*conn]struct{}
+	dirty      map[*user]struct{}
+	denseAt    uint64 // layout at which every user's dense vector was refreshed
+	rnd        *rand.Rand
+	workerRnds []*rand.Rand
+	online     int
+
+	kick chan struct{}
+
+	restLn   net.Listener
+	httpSrv  *http.Server
+	ctrl     *control
+	ctrlAddr string
+	gnetDone chan error
+
+	ctx       context.Context // ends on Close; bounds probes
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+	runOnce   sync.Once
+}
+
+// New validates cfg, loads the records already in cfg.Store, and binds the
+// REST and control listeners. Nothing is served until Run.
+func New(cfg Config) (*Central, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("central: config: %w", err)
+	}
+	c := &Central{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		st:       cfg.Store,
+		now:      cfg.Clock,
+		users:    map[string]*user{},
+		tokens:   map[string]*user{},
+		srvByID:  map[string]*srv{},
+		layout:   1,
+		roomByID: map[string]*room{},
+		reqs:     map[string]*request{},
+		reqByKey: map[string]*request{},
+		pushes:   map[*push]struct{}{},
+		conns:    map[*conn]struct{}{},
+		dirty:    map[*user]struct{}{},
+		kick:     make(chan struct{}, 1),
+		gnetDone: make(chan error, 1),
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.st == nil {
+		c.st = store.NewMemory()
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	seed := rand.Uint64()
+	c.rnd = rand.New(rand.NewPCG(seed, 1))
+	for i := range max(1, runtime.GOMAXPROCS(0)) {
+		c.workerRnds = append(c.workerRnds, rand.New(rand.NewPCG(seed, uint64(i)+2)))
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if err := c.load(); err != nil {
+		c.cancel()
+		return nil, fmt.Errorf("central: load store: %w", err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.RESTListen)
+	if err != nil {
+		c.cancel()
+		return nil, fmt.Errorf("central: REST listen: %w", err)
+	}
+	c.restLn = ln
+	c.httpSrv = &http.Server{
+		Handler:           c.restHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
+	}
+	if err := c.startControl(); err != nil {
+		ln.Close()
+		c.cancel()
+		return nil, fmt.Errorf("central: control listen: %w", err)
+	}
+	return c, nil
+}
+
+// RESTAddr returns the bound REST address. Safe for concurrent use.
+func (c *Central) RESTAddr() string { return c.restLn.Addr().String() }
+
+// ControlAddr returns the bound control-port address. Safe for concurrent
+// use.
+func (c *Central) ControlAddr() string { return c.ctrlAddr }
+
+// Run serves until ctx ends or Close is called, then shuts down. It returns
+// nil on a clean stop. Run may be called once. Safe for concurrent use with
+// Close.
+func (c *Central) Run(ctx context.Context) error {
+	err := errors.New("central: Run called twice")
+	c.runOnce.Do(func() {
+		err = c.run(ctx)
+	})
+	return err
+}
+
+func (c *Central) run(ctx context.Context) error {
+	httpErr := make(chan error, 1)
+	c.wg.Add(3)
+	go func() {
+		defer c.wg.Done()
+		err := c.httpSrv.Serve(c.restLn)
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+			err = nil
+		}
+		httpErr <- err
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.scanLoop()
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.houseLoop()
+	}()
+	c.log.Info("central running", "rest", c.RESTAddr(), "control", c.ControlAddr())
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-c.ctx.Done():
+	case err = <-httpErr:
+		if err != nil {
+			err = fmt.Errorf("central: REST server: %w", err)
+		}
+	case err = <-c.gnetDone:
+		c.gnetDone <- err // Close waits for it too
+		if err != nil {
+			err = fmt.Errorf("central: control port: %w", err)
+		}
+	}
+	return errors.Join(err, c.Close())
+}
+
+// Close stops both listeners, tells every control connection that Central
+// is shutting down, and waits for Central's goroutines. It is idempotent and
+// safe for concurrent use.
+func (c *Central) Close() error {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		errs := []error{}
+		// Shutdown lets requests in flight finish, but it also waits for
+		// connections that were opened and never used (a client's spare
+		// keep-alive dial); past a short grace those are cut.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := c.httpSrv.Shutdown(ctx); err != nil {
+			c.httpSrv.Close()
+		}
+		cancel()
+		c.restLn.Close()
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, c.stopControl(ctx))
+		cancel()
+		c.wg.Wait()
+		c.closeErr = errors.Join(errs...)
+	})
+	return c.closeErr
+}
+
+type mrand = rand.Rand
+
+// chunkCounter hands out consecutive ranges of the room slice to scan
+// workers.
+type chunkCounter struct{ n atomic.Int64 }
+
+func (k *chunkCounter) take(size int) int { return int(k.n.Add(int64(size))) - size }
+
+// kickScan asks the scan loop to run now; it never blocks.
+func (c *Central) kickScan() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Central) scanLoop() {
+	t := time.NewTicker(c.cfg.ScanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+		c.mu.Lock()
+		c.scanLocked()
+		c.mu.Unlock()
+	}
+}
+
+// houseTick is the period of the housekeeping loop: fine enough that
+// timeouts measured on the (possibly fake) clock are noticed promptly.
+func (c *Central) houseTick() time.Duration {
+	d := min(c.cfg.AwaitingEvery, c.cfg.AssignRetry, c.cfg.HeartbeatInterval) / 4
+	return min(max(d, 5*time.Millisecond), 250*time.Millisecond)
+}
+
+func (c *Central) houseLoop() {
+	t := time.NewTicker(c.houseTick())
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		now := c.now()
+		changed := c.checkLivenessLocked(now)
+		c.tickRequestsLocked(now)
+		c.tickPushesLocked(now)
+		c.tickHelloLocked(now)
+		c.mu.Unlock()
+		if changed {
+			c.kickScan()
+		}
+	}
+}

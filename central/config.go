@@ -1,0 +1,116 @@
+package central
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"nearchat/central/store"
+	"nearchat/pkg/selection"
+)
+
+// Config is Central's configuration. Start from DefaultConfig.
+type Config struct {
+	// RESTListen and ControlListen are host:port; port 0 picks a free port.
+	RESTListen    string
+	ControlListen string
+
+	// HeartbeatInterval is what chat servers are told to heartbeat at;
+	// a server silent for OfflineAfter is marked down.
+	HeartbeatInterval time.Duration
+	OfflineAfter      time.Duration
+	// ScanInterval is the period of the relocation scan, which also runs
+	// on every liveness change.
+	ScanInterval time.Duration
+	// RequestTimeout ends a chat request nobody answered with REQ_TIMEOUT;
+	// AwaitingEvery is the period of AWAITING_REQ while it waits.
+	RequestTimeout time.Duration
+	AwaitingEvery  time.Duration
+	// AssignRetry is how often an unacknowledged Assign is sent again;
+	// AssignGiveUp is how long Central keeps trying (also across the
+	// member's reconnects) before it logs and drops the push.
+	AssignRetry  time.Duration
+	AssignGiveUp time.Duration
+	// SessionGrace is how long a registered name stays reserved for its
+	// token while no control connection is open.
+	SessionGrace time.Duration
+	// ProbeTimeout bounds Central's own echo check of a server reported
+	// unreachable.
+	ProbeTimeout time.Duration
+	// MaxMembers bounds the members of one chat request (requester
+	// included).
+	MaxMembers int
+
+	Policy selection.Policy
+
+	// ClusterSecret, when not empty, must accompany every chat server's
+	// register, heartbeat, drain and deregister.
+	ClusterSecret string
+
+	// Multicore runs the control port on one gnet event loop per CPU.
+	Multicore bool
+
+	// Store holds the records; nil means a fresh store.NewMemory(). A
+	// store that already holds records is loaded by New.
+	Store store.Store
+	// Clock returns the current time; nil means time.Now. Tests inject a
+	// fake one to exercise liveness without waiting.
+	Clock func() time.Time
+	// Logger receives Central's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the paper's defaults on loopback addresses.
+func DefaultConfig() Config {
+	return Config{
+		RESTListen:        "127.0.0.1:8080",
+		ControlListen:     "127.0.0.1:8081",
+		HeartbeatInterval: 3 * time.Second,
+		OfflineAfter:      15 * time.Second,
+		ScanInterval:      4 * time.Second,
+		RequestTimeout:    30 * time.Second,
+		AwaitingEvery:     2 * time.Second,
+		AssignRetry:       time.Second,
+		AssignGiveUp:      2 * time.Minute,
+		SessionGrace:      time.Minute,
+		ProbeTimeout:      500 * time.Millisecond,
+		MaxMembers:        16,
+		Policy:            selection.DefaultPolicy(),
+		Multicore:         true,
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	for _, a := range []struct{ name, v string }{{"RESTListen", c.RESTListen}, {"ControlListen", c.ControlListen}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", a.name, a.v, err))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"HeartbeatInterval", c.HeartbeatInterval}, {"OfflineAfter", c.OfflineAfter},
+		{"ScanInterval", c.ScanInterval}, {"RequestTimeout", c.RequestTimeout},
+		{"AwaitingEvery", c.AwaitingEvery}, {"AssignRetry", c.AssignRetry},
+		{"AssignGiveUp", c.AssignGiveUp}, {"SessionGrace", c.SessionGrace},
+		{"ProbeTimeout", c.ProbeTimeout},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
+		}
+	}
+	if c.OfflineAfter > 0 && c.OfflineAfter < c.HeartbeatInterval {
+		errs = append(errs, fmt.Errorf("OfflineAfter %v is shorter than HeartbeatInterval %v", c.OfflineAfter, c.HeartbeatInterval))
+	}
+	if c.MaxMembers < 2 {
+		errs = append(errs, fmt.Errorf("MaxMembers must be at least 2, got %d", c.MaxMembers))
+	}
+	if c.Policy.MinGain < 0 || c.Policy.MinGainPct < 0 || c.Policy.MinDwell < 0 {
+		errs = append(errs, fmt.Errorf("policy margins and dwell must not be negative: %+v", c.Policy))
+	}
+	return errors.Join(errs...)
+}

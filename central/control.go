@@ -1,0 +1,428 @@
+package central
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+// helloTimeout closes a control connection that has not said Hello.
+const helloTimeout = 10 * time.Second
+
+// conn is one control connection.
+type conn struct {
+	gc     gnet.Conn
+	opened time.Time
+	dead   atomic.Bool // a fatal error was sent: ignore further input
+	user   *user       // guarded by Central.mu; nil before Hello
+}
+
+// control is the gnet event handler of the control port.
+type control struct {
+	gnet.BuiltinEventEngine
+	c    *Central
+	eng  gnet.Engine
+	boot chan string // the bound address, once
+}
+
+func (c *Central) startControl() error {
+	h := &control{c: c, boot: make(chan string, 1)}
+	c.ctrl = h
+	go func() {
+		c.gnetDone <- gnet.Run(h, "tcp://"+c.cfg.ControlListen,
+			gnet.WithMulticore(c.cfg.Multicore),
+			gnet.WithLogger(gnetLogger{c.log}),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithTCPKeepAlive(time.Minute),
+			// A restarted Central must get its port back while the last
+			// instance's connections sit in TIME_WAIT.
+			gnet.WithReuseAddr(true))
+	}()
+	select {
+	case addr := <-h.boot:
+		if addr == "" {
+			return errors.Join(errors.New("cannot read the bound address"), c.stopControl(context.Background()))
+		}
+		c.ctrlAddr = addr
+		return nil
+	case err := <-c.gnetDone:
+		return err
+	}
+}
+
+func (c *Central) stopControl(ctx context.Context) error {
+	c.mu.Lock()
+	for cn := range c.conns {
+		c.fatalLocked(cn, proto.CodeShutdown, "central is shutting down")
+	}
+	c.mu.Unlock()
+	var errs []error
+	if err := c.ctrl.eng.Stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("central: stop control port: %w", err))
+	}
+	select {
+	case err := <-c.gnetDone:
+		c.gnetDone <- err
+		if err != nil {
+			errs = append(errs, fmt.Errorf("central: control port: %w", err))
+		}
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("central: control port did not stop: %w", ctx.Err()))
+	}
+	return errors.Join(errs...)
+}
+
+// OnBoot keeps the engine and learns the real port through a duplicate of
+// the listening socket.
+func (h *control) OnBoot(eng gnet.Engine) gnet.Action {
+	h.eng = eng
+	addr := ""
+	if fd, err := eng.Dup(); err == nil {
+		f := os.NewFile(uintptr(fd), "control-listener")
+		if ln, err := net.FileListener(f); err == nil {
+			addr = ln.Addr().String()
+			ln.Close()
+		}
+		f.Close()
+	}
+	h.boot <- addr
+	return gnet.None
+}
+
+// OnOpen runs on the connection's event loop.
+func (h *control) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	cn := &conn{gc: gc}
+	gc.SetContext(cn)
+	c := h.c
+	c.mu.Lock()
+	cn.opened = c.now()
+	c.conns[cn] = struct{}{}
+	c.mu.Unlock()
+	return nil, gnet.None
+}
+
+// OnClose runs on the connection's event loop.
+func (h *control) OnClose(gc gnet.Conn, _ error) gnet.Action {
+	cn, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	c := h.c
+	c.mu.Lock()
+	delete(c.conns, cn)
+	if u := cn.user; u != nil && u.sess == cn {
+		c.offlineLocked(u)
+	}
+	c.mu.Unlock()
+	return gnet.None
+}
+
+// OnTraffic decodes every complete frame buffered; it runs on the
+// connection's event loop.
+func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
+	cn := gc.Context().(*conn)
+	for {
+		n := gc.InboundBuffered()
+		if cn.dead.Load() {
+			gc.Discard(n)
+			return gnet.None
+		}
+		if n < wire.LenSize {
+			return gnet.None
+		}
+		hdr, err := gc.Peek(wire.LenSize)
+		if err != nil {
+			return gnet.None
+		}
+		size, err := wire.FrameLen(hdr, wire.MaxFrame)
+		if err != nil {
+			code := proto.CodeBadFrame
+			if errors.Is(err, wire.ErrTooLarge) {
+				code = proto.CodeTooLarge
+			}
+			h.c.fatal(cn, code, err.Error())
+			continue
+		}
+		if n < size {
+			return gnet.None
+		}
+		buf, err := gc.Peek(size)
+		if err != nil {
+			return gnet.None
+		}
+		t, body, _, err := wire.ParseFrame(buf, wire.MaxFrame)
+		var msg wire.Message
+		if err == nil {
+			msg, err = proto.Decode(t, body) // copies what it keeps out of buf
+		}
+		gc.Discard(size)
+		if err != nil {
+			code := proto.CodeBadBody
+			if errors.Is(err, proto.ErrUnknownType) {
+				code = proto.CodeUnknownType
+			}
+			h.c.fatal(cn, code, err.Error())
+			continue
+		}
+		h.c.handle(cn, msg)
+	}
+}
+
+func (c *Central) fatal(cn *conn, code proto.Code, reason string) {
+	c.mu.Lock()
+	c.fatalLocked(cn, code, reason)
+	c.mu.Unlock()
+}
+
+// writeLocked queues frame on cn; frame must not change afterwards.
+func (c *Central) writeLocked(cn *conn, frame []byte) {
+	if cn.dead.Load() {
+		return
+	}
+	if err := cn.gc.AsyncWrite(frame, nil); err != nil {
+		c.log.Debug("control write", "err", err)
+	}
+}
+
+func (c *Central) sendLocked(cn *conn, m wire.Message) {
+	frame, err := wire.AppendFrame(nil, m)
+	if err != nil {
+		c.log.Error("encode control frame", "type", fmt.Sprintf("%T", m), "err", err)
+		return
+	}
+	c.writeLocked(cn, frame)
+}
+
+// fatalLocked sends a fatal Error and closes cn once it is written.
+func (c *Central) fatalLocked(cn *conn, code proto.Code, reason string) {
+	if cn.dead.Load() {
+		return
+	}
+	frame, err := wire.AppendFrame(nil, &proto.Error{Code: code, Reason: reason, Fatal: true})
+	cn.dead.Store(true)
+	if err != nil {
+		cn.gc.Close()
+		return
+	}
+	if cn.gc.AsyncWrite(frame, func(gc gnet.Conn, _ error) error { return gc.Close() }) != nil {
+		cn.gc.Close()
+	}
+}
+
+// offlineLocked ends u's session: its requests fail, its pushes wait.
+func (c *Central) offlineLocked(u *user) {
+	u.sess = nil
+	u.offlineSince = c.now()
+	c.online--
+	for q := range u.reqs {
+		detail := fmt.Sprintf("user %s went offline", u.name)
+		if q.from == u {
+			detail = fmt.Sprintf("requester %s went offline", u.name)
+		}
+		c.finishLocked(q, proto.UserNotFound, detail, "")
+	}
+}
+
+// tickHelloLocked closes connections that never said Hello.
+func (c *Central) tickHelloLocked(now time.Time) {
+	for cn := range c.conns {
+		if cn.user == nil && !cn.dead.Load() && now.Sub(cn.opened) > helloTimeout {
+			c.fatalLocked(cn, proto.CodeTimeout, "no hello within "+helloTimeout.String())
+		}
+	}
+}
+
+// handle applies one decoded frame from cn.
+func (c *Central) handle(cn *conn, msg wire.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cn.dead.Load() {
+		return
+	}
+	u := cn.user
+	if u == nil {
+		hello, ok := msg.(*proto.Hello)
+		if !ok {
+			c.fatalLocked(cn, proto.CodeNoHello, "the first frame must be Hello")
+			return
+		}
+		c.helloLocked(cn, hello)
+		return
+	}
+	if u.sess != cn {
+		return // replaced; its close is on the way
+	}
+	switch m := msg.(type) {
+	case *proto.Ping:
+		c.sendLocked(cn, &proto.Pong{ID: m.ID, At: m.At})
+	case *proto.Pong:
+	case *proto.Request:
+		c.handleRequestLocked(u, m)
+	case *proto.Answer:
+		c.handleAnswerLocked(cn, u, m)
+	case *proto.AssignAck:
+		c.ackLocked(u, m)
+	case *proto.Unreachable:
+		c.unreachableLocked(cn, u, m)
+	case *proto.LeaveRoom:
+		r := c.roomByID[m.Room]
+		if r == nil || !r.hasMember(u) {
+			c.sendLocked(cn, &proto.Error{Code: proto.CodeNotFound, Reason: "you are not a member of this room", Ref: m.Room})
+			return
+		}
+		c.log.Info("member left room", "room", r.id, "user", u.name)
+		c.removeMemberLocked(r, u)
+	case *proto.Hello:
+		c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: "hello was already done on this connection"})
+	default:
+		c.sendLocked(cn, &proto.Error{Code: proto.CodeUnknownType, Reason: fmt.Sprintf("frame type 0x%02x is not used on Central's control port", byte(msg.FrameType()))})
+	}
+}
+
+func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
+	if m.V != wire.Version {
+		c.fatalLocked(cn, proto.CodeVersion, fmt.Sprintf("protocol version %d is not spoken here; this Central speaks %d", m.V, wire.Version))
+		return
+	}
+	u := c.tokens[m.Token]
+	if m.Token == "" || u == nil {
+		c.fatalLocked(cn, proto.CodeUnauthorized, "unknown session token: register over REST first")
+		return
+	}
+	if old := u.sess; old != nil {
+		c.fatalLocked(old, proto.CodeConflict, "replaced by a newer connection")
+		old.user = nil
+	} else {
+		c.online++
+	}
+	u.sess = cn
+	cn.user = u
+	c.sendLocked(cn, &proto.Welcome{V: wire.Version, Server: "central", Max: wire.MaxFrame, User: u.name})
+	now := c.now()
+	for _, p := range u.pushes {
+		c.sendPushLocked(p, now)
+	}
+}
+
+// unreachableLocked handles a member's report that its room's server is
+// gone: a member behind the room's current placement is simply told it
+// again; otherwise Central checks the server itself.
+func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
+	r := c.roomByID[m.Room]
+	if r == nil || !r.hasMember(u) {
+		c.sendLocked(cn, &proto.Error{Code: proto.CodeNotFound, Reason: "you are not a member of this room", Ref: m.Room})
+		return
+	}
+	if r.srv == nil || r.epoch != m.Epoch || r.srv.rec.ID != m.Server {
+		if p := u.pushes[r.id]; p != nil {
+			c.sendPushLocked(p, c.now())
+		} else if r.srv != nil {
+			c.resendPlacementLocked(u, r)
+		}
+		return
+	}
+	c.probeLocked(r.srv)
+}
+
+// resendPlacementLocked pushes r's current placement to u alone.
+func (c *Central) resendPlacementLocked(u *user, r *room) {
+	frame, err := wire.AppendFrame(nil, &proto.Assign{
+		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
+		Members: r.memberNames(), Reason: "current placement",
+	})
+	if err != nil {
+		return
+	}
+	now := c.now()
+	p := &push{u: u, room: r.id, epoch: r.epoch, frame: frame, first: now, next: now}
+	u.pushes[r.id] = p
+	c.pushes[p] = struct{}{}
+	c.sendPushLocked(p, now)
+}
+
+// probeLocked starts one echo check of s unless one is running.
+func (c *Central) probeLocked(s *srv) {
+	if s.probing || s.rec.Down || s.gone {
+		return
+	}
+	s.probing = true
+	addr, id := s.rec.Addr, s.rec.ID
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ProbeTimeout)
+		err := echo(ctx, addr)
+		cancel()
+		c.mu.Lock()
+		s.probing = false
+		down := err != nil && c.ctx.Err() == nil && c.srvByID[id] == s
+		if down {
+			c.markDownLocked(s, "reported unreachable and failed Central's echo check: "+err.Error())
+		}
+		c.mu.Unlock()
+		if down {
+			c.kickScan()
+		} else if err == nil {
+			c.log.Info("server reported unreachable answers Central's echo", "server", id)
+		}
+	}()
+}
+
+// echo checks that a chat server answers Hello and one Ping.
+func echo(ctx context.Context, addr string) error {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	var out []byte
+	out, _ = wire.AppendFrame(out, &proto.Hello{V: wire.Version, Agent: "central/1"})
+	out, _ = wire.AppendFrame(out, &proto.Ping{ID: 1, At: time.Now().UnixNano()})
+	if _, err := nc.Write(out); err != nil {
+		return err
+	}
+	var buf []byte
+	tmp := make([]byte, 4096)
+	for welcomed := false; ; {
+		t, body, n, err := wire.ParseFrame(buf, wire.MaxFrame)
+		if errors.Is(err, wire.ErrIncomplete) {
+			k, rerr := nc.Read(tmp)
+			if rerr != nil {
+				return rerr
+			}
+			buf = append(buf, tmp[:k]...)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		msg, err := proto.Decode(t, body)
+		if err != nil {
+			return err
+		}
+		buf = buf[n:]
+		switch m := msg.(type) {
+		case *proto.Welcome:
+			welcomed = true
+		case *proto.Pong:
+			if welcomed && m.ID == 1 {
+				return nil
+			}
+		case *proto.Error:
+			return m
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package central
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+func TestControlHandshakeErrors(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	s := h.register(t, "alice")
+	frame := func(m wire.Message) []byte {
+		b, err := wire.AppendFrame(nil, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	huge := binary.BigEndian.AppendUint32(nil, wire.MaxFrame+1)
+	cases := []struct {
+		name string
+		send []byte
+		code proto.Code
+	}{
+		{"wrong token", frame(&proto.Hello{V: wire.Version, Token: "nope"}), proto.CodeUnauthorized},
+		{"no token", frame(&proto.Hello{V: wire.Version}), proto.CodeUnauthorized},
+		{"wrong version", frame(&proto.Hello{V: 99, Token: s.Token}), proto.CodeVersion},
+		{"request before hello", frame(&proto.Request{To: []string{"bob"}}), proto.CodeNoHello},
+		{"oversized frame", huge, proto.CodeTooLarge},
+		{"empty frame", []byte{0, 0, 0, 0}, proto.CodeBadFrame},
+		{"unknown type", []byte{0, 0, 0, 1, 0x7f}, proto.CodeUnknownType},
+		{"bad body", []byte{0, 0, 0, 2, byte(proto.THello), 0xc1}, proto.CodeBadBody},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			k := dialCtl(t, h.c.ControlAddr())
+			if _, err := k.nc.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			e := expect[*proto.Error](k, nil)
+			if e.Code != tc.code || !e.Fatal {
+				t.Fatalf("error %+v, want fatal %v", e, tc.code)
+			}
+			k.expectClosed()
+		})
+	}
+	// The valid user is unaffected by all of the above.
+	k := h.connectAs(t, s)
+	k.send(&proto.Ping{ID: 7, At: 42})
+	if p := expect[*proto.Pong](k, nil); p.ID != 7 || p.At != 42 {
+		t.Fatalf("pong %+v", p)
+	}
+}
+
+func TestControlNonFatalErrors(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	k, _ := h.connect(t, "alice")
+	cases := []struct {
+		name string
+		msg  wire.Message
+		code proto.Code
+		ref  string
+	}{
+		{"answer unknown request", &proto.Answer{Req: "q-nothing", Accept: true}, proto.CodeNotFound, "q-nothing"},
+		{"leave unknown room", &proto.LeaveRoom{Room: "r-nothing"}, proto.CodeNotFound, "r-nothing"},
+		{"unreachable unknown room", &proto.Unreachable{Room: "r-nothing", Server: "s", Epoch: 1}, proto.CodeNotFound, "r-nothing"},
+		{"second hello", &proto.Hello{V: wire.Version}, proto.CodeBadRequest, ""},
+		{"chat-server frame", &proto.Chat{Num: 1, Text: "hi"}, proto.CodeUnknownType, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			k.send(tc.msg)
+			e := expect[*proto.Error](k, nil)
+			if e.Code != tc.code || e.Fatal || e.Ref != tc.ref {
+				t.Fatalf("error %+v, want non-fatal %v ref %q", e, tc.code, tc.ref)
+			}
+		})
+	}
+	k.send(&proto.Ping{ID: 1})
+	expect[*proto.Pong](k, nil)
+}
+
+func TestControlReplacedConnection(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	s := h.register(t, "alice")
+	old := h.connectAs(t, s)
+	newer := h.connectAs(t, s)
+	e := expect[*proto.Error](old, nil)
+	if e.Code != proto.CodeConflict || !e.Fatal {
+		t.Fatalf("old connection got %+v", e)
+	}
+	old.expectClosed()
+	newer.send(&proto.Ping{ID: 3})
+	expect[*proto.Pong](newer, nil)
+	info, err := h.api.LookupClient(ctx(t), "alice")
+	if err != nil || !info.Online {
+		t.Fatalf("alice must still be online: %+v %v", info, err)
+	}
+}
+
+func TestControlHelloTimeoutAndShutdown(t *testing.T) {
+	clk := newFakeClock()
+	cfg := testConfig(t)
+	cfg.Clock = clk.Now
+	h := startCentral(t, cfg)
+	silent := dialCtl(t, h.c.ControlAddr())
+	waitFor(t, 5*time.Second, "connection registered", func() bool {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		return len(h.c.conns) == 1
+	})
+	clk.Advance(helloTimeout + time.Second)
+	if e := expect[*proto.Error](silent, nil); e.Code != proto.CodeTimeout || !e.Fatal {
+		t.Fatalf("silent connection got %+v", e)
+	}
+	k, _ := h.connect(t, "alice")
+	h.c.Close()
+	if e := expect[*proto.Error](k, nil); e.Code != proto.CodeShutdown || !e.Fatal {
+		t.Fatalf("on shutdown got %+v", e)
+	}
+	k.expectClosed()
+	if _, err := h.api.Health(ctx(t)); err == nil {
+		t.Fatal("REST still answers after Close")
+	}
+}

@@ -1,0 +1,65 @@
+// Package central is nearchat's Central: the registry of clients and chat
+// servers, server liveness, the clients' latency vectors, matchmaking, server
+// selection and the relocation loop, and the pushes that tell clients where
+// their rooms live. API.md in this directory documents the REST API and the
+// control protocol.
+//
+// # Two ports
+//
+// The REST API (net/http, JSON under /v1/) is for registration and for
+// everything that is a plain request/answer: clients register a name and get
+// a session token, report latency vectors, look each other up; chat servers
+// register, heartbeat their load and rooms, drain, deregister. The control
+// port (gnet, frames of package wire) carries what Central must push: every
+// client holds one control connection, authenticated by its Hello token, over
+// which chat requests, their status streams and room assignments flow.
+//
+// # State
+//
+// The records (users, servers, rooms) live in a store.Store; New loads what
+// the store already holds, and every change is written through. Next to the
+// records Central keeps what is derived or tied to a connection: control
+// sessions, pending requests, unacknowledged pushes, and one latency matrix
+// per room laid out in server order (selection.Matrix), rebuilt lazily when a
+// member reports a new vector or the server list changes. One mutex guards
+// all of it. Its holders never do I/O: frames leave through gnet's
+// AsyncWrite, echo checks run on their own goroutines.
+//
+// # Relocation
+//
+// A scan re-evaluates every room with selection.Policy.DecideMatrix every
+// ScanInterval and right after any liveness change (a server registers, comes
+// back, is found down, drains or deregisters). The rooms are cut into chunks
+// decided in parallel on every CPU (decisions only read shared state); moves
+// are then applied one by one: the epoch goes up and an Assign is pushed to
+// every member. A latency-vector update re-evaluates that member's rooms at
+// once rather than waiting for the scan, so a server a client has just
+// measured is used promptly (the anti-flap margins and dwell still apply).
+//
+// Pushes are repeated every AssignRetry until the member acknowledges the
+// epoch with AssignAck; a member that is offline gets them when it
+// reconnects; a newer epoch replaces the pending push of an older one; after
+// AssignGiveUp Central logs and drops the push.
+//
+// # Liveness
+//
+// A server silent for OfflineAfter is marked down. The fast path: a member
+// that lost its room's server sends Unreachable; Central dials the server
+// itself (Hello, one Ping, ProbeTimeout) and, if that fails, marks it down
+// and relocates its rooms at once. A member that reports a placement older
+// than Central's is simply sent the current one.
+//
+// # Restart
+//
+// Central's in-memory store dies with it, but nothing else needs to: chat
+// servers keep serving; their heartbeats get unknown_server, they register
+// again and report their rooms, which Central adopts with their epochs and
+// members; clients register again with their old tokens (accepted when the
+// name is free) and reconnect. The room goes on with its id and epoch.
+//
+// # Concurrency
+//
+// Central's exported methods are safe for concurrent use. gnet callbacks take
+// the mutex for short, bounded work only; the longest hold is a relocation
+// scan (about ten milliseconds for 100,000 rooms on two cores).
+package central

@@ -1,0 +1,237 @@
+package central
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+// bot is a goroutine-safe control client for load tests: errors instead of
+// t.Fatal.
+type bot struct {
+	name string
+	nc   net.Conn
+	rd   *bufio.Reader
+}
+
+func dialBot(addr string, s centralapi.Session) (*bot, error) {
+	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	b := &bot{name: s.Name, nc: nc, rd: bufio.NewReader(nc)}
+	if err := b.send(&proto.Hello{V: wire.Version, Agent: "loadbot/1", Token: s.Token}); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if _, err := recvType[*proto.Welcome](b); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *bot) send(m wire.Message) error {
+	f, err := wire.AppendFrame(nil, m)
+	if err != nil {
+		return err
+	}
+	_, err = b.nc.Write(f)
+	return err
+}
+
+func (b *bot) recv() (wire.Message, error) {
+	b.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var hdr [wire.LenSize]byte
+	if _, err := io.ReadFull(b.rd, hdr[:]); err != nil {
+		return nil, fmt.Errorf("%s: %w", b.name, err)
+	}
+	n, err := wire.FrameLen(hdr[:], 0)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, n)
+	copy(buf, hdr[:])
+	if _, err := io.ReadFull(b.rd, buf[wire.LenSize:]); err != nil {
+		return nil, err
+	}
+	t, body, _, err := wire.ParseFrame(buf, 0)
+	if err != nil {
+		return nil, err
+	}
+	return proto.Decode(t, body)
+}
+
+// recvType skips AWAITING_REQ and returns the next frame, which must be a T.
+func recvType[T wire.Message](b *bot) (T, error) {
+	var zero T
+	for {
+		m, err := b.recv()
+		if err != nil {
+			return zero, err
+		}
+		if skipAwaiting(m) {
+			continue
+		}
+		if v, ok := m.(T); ok {
+			return v, nil
+		}
+		return zero, fmt.Errorf("%s: got %T %+v, want %T", b.name, m, m, zero)
+	}
+}
+
+// pair runs one full request from a to b and returns the room.
+func pair(a, b *bot) (string, error) {
+	if err := a.send(&proto.Request{To: []string{b.name}}); err != nil {
+		return "", err
+	}
+	var req string
+	for _, want := range []proto.StatusCode{proto.AckConn, proto.ReqSent} {
+		st, err := recvType[*proto.Status](a)
+		if err != nil {
+			return "", err
+		}
+		if st.Code != want {
+			return "", fmt.Errorf("%s: status %v (%s), want %v", a.name, st.Code, st.Detail, want)
+		}
+		req = st.Req
+	}
+	in, err := recvType[*proto.Incoming](b)
+	if err != nil {
+		return "", err
+	}
+	if in.Req != req {
+		return "", fmt.Errorf("%s: incoming %s, want %s", b.name, in.Req, req)
+	}
+	if err := b.send(&proto.Answer{Req: req, Accept: true}); err != nil {
+		return "", err
+	}
+	st, err := recvType[*proto.Status](a)
+	if err != nil {
+		return "", err
+	}
+	if st.Code != proto.ReqAccepted {
+		return "", fmt.Errorf("%s: status %v (%s), want REQ_ACCEPTED", a.name, st.Code, st.Detail)
+	}
+	if _, err := recvType[*proto.Status](b); err != nil {
+		return "", err
+	}
+	for _, k := range []*bot{a, b} {
+		as, err := recvType[*proto.Assign](k)
+		if err != nil {
+			return "", err
+		}
+		if as.Room != st.Room || as.Epoch != 1 {
+			return "", fmt.Errorf("%s: assign %+v for room %s", k.name, as, st.Room)
+		}
+		if err := k.send(&proto.AssignAck{Room: as.Room, Epoch: as.Epoch}); err != nil {
+			return "", err
+		}
+	}
+	return st.Room, nil
+}
+
+// loadClients registers and connects n clients (bounded REST concurrency)
+// with a vector over serv1 and serv2.
+func loadClients(ctx context.Context, api *centralapi.Client, ctrl string, prefix string, n int) ([]*bot, error) {
+	bots := make([]*bot, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			s, err := api.RegisterClient(ctx, fmt.Sprintf("%s%04d", prefix, i), "")
+			if err == nil {
+				err = api.PutLatency(ctx, s.Name, s.Token, map[string]centralapi.Sample{
+					"serv1": centralapi.SampleOf(time.Duration(10+i%7)*time.Millisecond, 0, 3),
+					"serv2": centralapi.SampleOf(time.Duration(12+i%5)*time.Millisecond, 0, 3),
+				})
+			}
+			if err == nil {
+				bots[i], err = dialBot(ctrl, s)
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	return bots, errors.Join(errs...)
+}
+
+func closeBots(bots []*bot) {
+	for _, b := range bots {
+		if b != nil {
+			b.nc.Close()
+		}
+	}
+}
+
+func pooledAPI(addr string) *centralapi.Client {
+	return centralapi.NewClient(addr, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}})
+}
+
+func TestThousandClients(t *testing.T) {
+	const n = 1000
+	cfg := testConfig(t)
+	cfg.Logger = nil // 500 rooms of INFO lines drown the test log
+	h := startCentral(t, cfg)
+	h.addServer(t, "serv1")
+	h.addServer(t, "serv2")
+	api := pooledAPI(h.c.RESTAddr())
+	start := time.Now()
+	bots, err := loadClients(ctx(t), api, h.c.ControlAddr(), "u", n)
+	defer closeBots(bots)
+	if err != nil {
+		t.Fatalf("clients: %v", err)
+	}
+	reg := time.Since(start)
+	rooms := make([]string, n/2)
+	errs := make([]error, n/2)
+	var wg sync.WaitGroup
+	for i := range n / 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rooms[i], errs[i] = pair(bots[2*i], bots[2*i+1])
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("pairs: %v", err)
+	}
+	t.Logf("%d clients registered+connected in %v; %d rooms matched in %v", n, reg, n/2, time.Since(start)-reg)
+	list, err := api.Rooms(ctx(t))
+	if err != nil || len(list) != n/2 {
+		t.Fatalf("rooms: %d %v", len(list), err)
+	}
+	seen := map[string]bool{}
+	for _, r := range rooms {
+		if seen[r] {
+			t.Fatalf("room %s handed out twice", r)
+		}
+		seen[r] = true
+	}
+	waitFor(t, 10*time.Second, "every assign acknowledged", func() bool {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		return len(h.c.pushes) == 0
+	})
+	hl, err := api.Health(ctx(t))
+	if err != nil || hl.Online != n || hl.Clients != n {
+		t.Fatalf("health %+v %v", hl, err)
+	}
+}

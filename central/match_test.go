@@ -1,0 +1,218 @@
+package central
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+// world is a Central with two servers and users that measured both.
+type world struct {
+	*harness
+	clk *fakeClock
+}
+
+func newWorld(t *testing.T, mutate func(*Config)) *world {
+	cfg := testConfig(t)
+	clk := newFakeClock()
+	cfg.Clock = clk.Now
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	h := startCentral(t, cfg)
+	h.addServer(t, "serv1")
+	h.addServer(t, "serv2")
+	return &world{harness: h, clk: clk}
+}
+
+// user registers and connects name with a vector favouring serv1.
+func (w *world) user(t *testing.T, name string) *ctl {
+	k, s := w.connect(t, name)
+	w.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10), "serv2": ms(30)})
+	return k
+}
+
+func TestRequestInvalid(t *testing.T) {
+	w := newWorld(t, nil)
+	a := w.user(t, "alice")
+	w.user(t, "bob")
+	w.register(t, "dave") // registered, never connected
+	cases := []struct {
+		name   string
+		to     []string
+		code   proto.StatusCode
+		detail string
+	}{
+		{"empty", nil, proto.ReqInvalid, "nobody"},
+		{"to oneself", []string{"alice"}, proto.ReqInvalid, "oneself"},
+		{"invited twice", []string{"bob", "bob"}, proto.ReqInvalid, "twice"},
+		{"invalid name", []string{"b b"}, proto.ReqInvalid, "invalid"},
+		{"too many", strings.Fields(strings.Repeat("x ", 16)), proto.ReqInvalid, "at most"},
+		{"unknown user", []string{"nobody"}, proto.UserNotFound, "registered"},
+		{"offline user", []string{"dave"}, proto.UserNotFound, "not connected"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a.send(&proto.Request{To: tc.to})
+			ack := a.expectStatus(proto.AckConn)
+			st := a.expectStatus(tc.code)
+			if st.Req != ack.Req || ack.Req == "" || !strings.Contains(st.Detail, tc.detail) {
+				t.Fatalf("status %+v after ack %+v, want detail with %q", st, ack, tc.detail)
+			}
+			t.Logf("%v: %s", st.Code, st.Detail)
+		})
+	}
+}
+
+func TestRequestDuplicate(t *testing.T) {
+	w := newWorld(t, nil)
+	a, b := w.user(t, "alice"), w.user(t, "bob")
+	a.send(&proto.Request{To: []string{"bob"}})
+	first := a.expectStatus(proto.AckConn)
+	a.expectStatus(proto.ReqSent)
+	expect[*proto.Incoming](b, nil)
+	for _, tc := range []struct {
+		name string
+		from *ctl
+		to   string
+	}{{"same direction", a, "bob"}, {"reverse direction", b, "alice"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.from.send(&proto.Request{To: []string{tc.to}})
+			tc.from.expectStatus(proto.AckConn)
+			st := tc.from.expectStatus(proto.ReqInvalid)
+			if !strings.Contains(st.Detail, first.Req) {
+				t.Fatalf("detail %q does not name the pending request %s", st.Detail, first.Req)
+			}
+		})
+	}
+}
+
+func TestRequestOutcomes(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, w *world, a, b *ctl, req string)
+	}{
+		{"accepted", func(t *testing.T, w *world, a, b *ctl, req string) {
+			b.send(&proto.Answer{Req: req, Accept: true})
+			st := a.expectStatus(proto.ReqAccepted)
+			as := expect[*proto.Assign](a, skipAwaiting)
+			if as.Room != st.Room || as.Epoch != 1 || as.Server.ID != "serv1" || as.Reason != "new room" || as.RTT != 10*time.Millisecond {
+				t.Fatalf("assign %+v after %+v", as, st)
+			}
+			b.expectStatus(proto.ReqAccepted)
+			if bs := expect[*proto.Assign](b, nil); bs.Room != as.Room || len(bs.Members) != 2 {
+				t.Fatalf("bob's assign %+v", bs)
+			}
+			b.send(&proto.Answer{Req: req, Accept: true})
+			if e := expect[*proto.Error](b, func(m wire.Message) bool { _, ok := m.(*proto.Assign); return ok }); e.Code != proto.CodeNotFound || e.Ref != req {
+				t.Fatalf("answer to a finished request: %+v", e)
+			}
+		}},
+		{"declined", func(t *testing.T, w *world, a, b *ctl, req string) {
+			b.send(&proto.Answer{Req: req, Accept: false})
+			if st := a.expectStatus(proto.ReqDeclined); !strings.Contains(st.Detail, "bob") {
+				t.Fatalf("decline detail %q", st.Detail)
+			}
+			b.expectStatus(proto.ReqDeclined)
+		}},
+		{"timeout", func(t *testing.T, w *world, a, b *ctl, req string) {
+			w.clk.Advance(w.c.cfg.RequestTimeout)
+			if st := a.expectStatus(proto.ReqTimeout); !strings.Contains(st.Detail, "bob") {
+				t.Fatalf("timeout detail %q", st.Detail)
+			}
+			b.expectStatus(proto.ReqTimeout)
+		}},
+		{"invitee goes offline", func(t *testing.T, w *world, a, b *ctl, req string) {
+			b.nc.Close()
+			if st := a.expectStatus(proto.UserNotFound); !strings.Contains(st.Detail, "bob went offline") {
+				t.Fatalf("detail %q", st.Detail)
+			}
+		}},
+		{"requester goes offline", func(t *testing.T, w *world, a, b *ctl, req string) {
+			a.nc.Close()
+			if st := b.expectStatus(proto.UserNotFound); !strings.Contains(st.Detail, "requester alice went offline") {
+				t.Fatalf("detail %q", st.Detail)
+			}
+		}},
+		{"no common server", func(t *testing.T, w *world, a, b *ctl, req string) {
+			if err := w.api.PutLatency(ctx(t), "bob", w.token(t, "bob"), map[string]centralapi.Sample{"serv9": ms(1)}); err != nil {
+				t.Fatal(err)
+			}
+			b.send(&proto.Answer{Req: req, Accept: true})
+			if st := a.expectStatus(proto.ServerErr); !strings.Contains(st.Detail, "no eligible server") {
+				t.Fatalf("detail %q", st.Detail)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, nil)
+			a, b := w.user(t, "alice"), w.user(t, "bob")
+			a.send(&proto.Request{To: []string{"bob"}})
+			ack := a.expectStatus(proto.AckConn)
+			a.expectStatus(proto.ReqSent)
+			in := expect[*proto.Incoming](b, nil)
+			if in.Req != ack.Req || in.From != "alice" || strings.Join(in.Members, ",") != "alice,bob" {
+				t.Fatalf("incoming %+v", in)
+			}
+			tc.run(t, w, a, b, ack.Req)
+		})
+	}
+}
+
+// token returns the session token of a registered user.
+func (w *world) token(t *testing.T, name string) string {
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	return w.c.users[name].token
+}
+
+func TestRequestAwaiting(t *testing.T) {
+	h := startCentral(t, testConfig(t)) // real clock: AWAITING_REQ every 100 ms
+	a, _ := h.connect(t, "alice")
+	b, _ := h.connect(t, "bob")
+	a.send(&proto.Request{To: []string{"bob"}})
+	ack := a.expectStatus(proto.AckConn)
+	a.expectStatus(proto.ReqSent)
+	expect[*proto.Incoming](b, nil)
+	start := time.Now()
+	for range 3 {
+		if st := a.expectStatus(proto.AwaitingReq); st.Req != ack.Req {
+			t.Fatalf("awaiting for %s, want %s", st.Req, ack.Req)
+		}
+	}
+	el := time.Since(start)
+	t.Logf("3 AWAITING_REQ in %v (every %v)", el, h.c.cfg.AwaitingEvery)
+	if el < 150*time.Millisecond {
+		t.Fatalf("AWAITING_REQ too often: 3 in %v", el)
+	}
+}
+
+func TestGroupRequest(t *testing.T) {
+	w := newWorld(t, nil)
+	a, b, c := w.user(t, "alice"), w.user(t, "bob"), w.user(t, "carol")
+	a.send(&proto.Request{To: []string{"bob", "carol"}})
+	ack := a.expectStatus(proto.AckConn)
+	a.expectStatus(proto.ReqSent)
+	expect[*proto.Incoming](b, nil)
+	expect[*proto.Incoming](c, nil)
+	b.send(&proto.Answer{Req: ack.Req, Accept: true})
+	b.send(&proto.Answer{Req: ack.Req, Accept: true})
+	if e := expect[*proto.Error](b, nil); e.Code != proto.CodeConflict {
+		t.Fatalf("second accept: %+v", e)
+	}
+	c.send(&proto.Answer{Req: ack.Req, Accept: true})
+	st := a.expectStatus(proto.ReqAccepted)
+	for _, k := range []*ctl{a, b, c} {
+		as := expect[*proto.Assign](k, skipStatus)
+		if as.Room != st.Room || len(as.Members) != 3 {
+			t.Fatalf("%s: assign %+v", k.name, as)
+		}
+	}
+}
+
+func skipStatus(m wire.Message) bool { _, ok := m.(*proto.Status); return ok }

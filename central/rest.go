@@ -1,0 +1,520 @@
+package central
+
+import (
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"nearchat/central/store"
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/selection"
+)
+
+const (
+	// maxBody bounds every request body but heartbeats.
+	maxBody = 64 << 10
+	// maxHeartbeat bounds a heartbeat, which lists every room of a server.
+	maxHeartbeat = 8 << 20
+	// maxVector bounds the servers in one latency vector.
+	maxVector = 1024
+)
+
+type apiError struct {
+	status        int
+	code, message string
+}
+
+func errf(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Del("X-Content-Type-Options")
+	w.WriteHeader(status)
+	if v != nil {
+		json.NewEncoder(w).Encode(v)
+	}
+}
+
+func writeErr(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.status, centralapi.Error{Code: e.code, Message: e.message})
+}
+
+// handler adapts a route that returns (status, body, error).
+func handler(f func(r *http.Request) (int, any, *apiError)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		status, body, e := f(r)
+		if e != nil {
+			writeErr(w, e)
+			return
+		}
+		if body == nil {
+			w.WriteHeader(status)
+			return
+		}
+		writeJSON(w, status, body)
+	}
+}
+
+// decode reads one JSON value of at most limit bytes into v.
+func decode(r *http.Request, limit int64, v any) *apiError {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return errf(http.StatusRequestEntityTooLarge, centralapi.CodeTooLarge, "request body exceeds %d bytes", limit)
+		}
+		return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "malformed JSON body: %v", err)
+	}
+	if dec.More() {
+		return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "trailing data after the JSON body")
+	}
+	return nil
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+func same(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// restHandler routes /v1/ and /healthz; anything the mux itself rejects
+// (unknown path, wrong method) is answered in JSON too.
+func (c *Central) restHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", handler(c.health))
+	mux.Handle("POST /v1/clients", handler(c.registerClient))
+	mux.Handle("GET /v1/clients/{name}", handler(c.lookupClient))
+	mux.Handle("DELETE /v1/clients/{name}", handler(c.deregisterClient))
+	mux.Handle("PUT /v1/clients/{name}/latency", handler(c.putLatency))
+	mux.Handle("POST /v1/servers", handler(c.registerServer))
+	mux.Handle("GET /v1/servers", handler(c.listServers))
+	mux.Handle("POST /v1/servers/{id}/heartbeat", handler(c.heartbeat))
+	mux.Handle("POST /v1/servers/{id}/drain", handler(c.drain))
+	mux.Handle("DELETE /v1/servers/{id}", handler(c.deregisterServer))
+	mux.Handle("GET /v1/rooms", handler(c.listRooms))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h, pattern := mux.Handler(r); pattern == "" {
+			sw := &statusOnly{header: w.Header()}
+			h.ServeHTTP(sw, r)
+			switch sw.status {
+			case http.StatusMethodNotAllowed:
+				writeErr(w, errf(sw.status, centralapi.CodeMethodNotAllowed, "method %s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, w.Header().Get("Allow")))
+			case http.StatusNotFound, 0:
+				writeErr(w, errf(http.StatusNotFound, centralapi.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
+			default:
+				// A redirect (such as a cleaned path) goes out as the mux meant.
+				w.WriteHeader(sw.status)
+			}
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// statusOnly records the status the mux's own error handlers write and
+// throws their plain-text bodies away; headers (Allow, Location) pass through.
+type statusOnly struct {
+	header http.Header
+	status int
+}
+
+func (s *statusOnly) Header() http.Header { return s.header }
+func (s *statusOnly) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+}
+func (s *statusOnly) Write(p []byte) (int, error) {
+	s.WriteHeader(http.StatusOK)
+	return len(p), nil
+}
+
+func (c *Central) health(*http.Request) (int, any, *apiError) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := centralapi.Health{Status: "ok", Online: c.online, Rooms: len(c.rooms)}
+	for _, u := range c.users {
+		if !u.placeholder() {
+			h.Clients++
+		}
+	}
+	for _, s := range c.servers {
+		if !s.gone {
+			h.Servers++
+			if !s.rec.Down {
+				h.Up++
+			}
+		}
+	}
+	return http.StatusOK, h, nil
+}
+
+func validToken(t string) bool {
+	b, err := hex.DecodeString(t)
+	return err == nil && len(b) == 32
+}
+
+func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
+	var in centralapi.RegisterClientRequest
+	if e := decode(r, maxBody, &in); e != nil {
+		return 0, nil, e
+	}
+	if err := proto.CheckUser(in.Name); err != nil {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "%v", err)
+	}
+	if in.Token != "" && !validToken(in.Token) {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "a token is 64 hex digits, as Central issued it")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	u := c.users[in.Name]
+	if u != nil && !u.placeholder() {
+		if in.Token != "" && same(in.Token, u.token) {
+			return http.StatusOK, centralapi.Session{Name: u.name, Token: u.token}, nil
+		}
+		if u.sess != nil || now.Sub(u.offlineSince) < c.cfg.SessionGrace {
+			return 0, nil, errf(http.StatusConflict, centralapi.CodeNameTaken,
+				"user name %q is in use by a live session; pick another name, or register with that session's token", in.Name)
+		}
+		c.log.Info("expired session's name taken over", "user", u.name)
+		c.dropUserLocked(u, "lost its name after the session expired")
+		u = nil
+	}
+	token := in.Token
+	if token != "" {
+		if other := c.tokens[token]; other != nil {
+			return 0, nil, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this token belongs to another user")
+		}
+	} else {
+		token = randomID("", 32)
+	}
+	if u == nil {
+		u = c.newUserLocked(in.Name, token, now)
+	} else {
+		// A placeholder from a heartbeat: the member of a live room is back.
+		u.token, u.reg, u.offlineSince = token, now, now
+		c.tokens[token] = u
+	}
+	c.storeErr("put user", c.st.PutUser(u.record()))
+	c.log.Info("client registered", "user", u.name)
+	return http.StatusCreated, centralapi.Session{Name: u.name, Token: u.token}, nil
+}
+
+// authUserLocked finds the user named in the path and checks the bearer
+// token against it.
+func (c *Central) authUserLocked(r *http.Request) (*user, *apiError) {
+	name := r.PathValue("name")
+	u := c.users[name]
+	if u == nil || u.placeholder() {
+		return nil, errf(http.StatusNotFound, centralapi.CodeUnknownClient, "no registered client %q", name)
+	}
+	if t := bearer(r); t == "" || !same(t, u.token) {
+		return nil, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "missing or wrong session token for %q (Authorization: Bearer <token>)", name)
+	}
+	return u, nil
+}
+
+func (c *Central) lookupClient(r *http.Request) (int, any, *apiError) {
+	name := r.PathValue("name")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u := c.users[name]
+	if u == nil || u.placeholder() {
+		return 0, nil, errf(http.StatusNotFound, centralapi.CodeUnknownClient, "no registered client %q", name)
+	}
+	info := centralapi.ClientInfo{Name: u.name, Online: u.sess != nil, Rooms: []string{}}
+	for r := range u.rooms {
+		info.Rooms = append(info.Rooms, r.id)
+	}
+	slices.Sort(info.Rooms)
+	return http.StatusOK, info, nil
+}
+
+func (c *Central) deregisterClient(r *http.Request) (int, any, *apiError) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u, e := c.authUserLocked(r)
+	if e != nil {
+		return 0, nil, e
+	}
+	c.log.Info("client deregistered", "user", u.name)
+	c.dropUserLocked(u, "deregistered")
+	return http.StatusNoContent, nil, nil
+}
+
+func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
+	var in centralapi.LatencyVector
+	if e := decode(r, maxBody, &in); e != nil {
+		return 0, nil, e
+	}
+	if len(in.Servers) > maxVector {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "%d servers in the vector, limit %d", len(in.Servers), maxVector)
+	}
+	lat := make(map[string]selection.Sample, len(in.Servers))
+	for id, s := range in.Servers {
+		if err := proto.CheckUser(id); err != nil {
+			return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server id: %v", err)
+		}
+		if s.MedianUS < 0 || s.SpreadUS < 0 || s.Count < 0 {
+			return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server %s: negative median, spread or count", id)
+		}
+		lat[id] = selection.Sample{Median: s.Median(), Spread: s.Spread(), Count: s.Count}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u, e := c.authUserLocked(r)
+	if e != nil {
+		return 0, nil, e
+	}
+	c.setLatencyLocked(u, lat)
+	return http.StatusNoContent, nil, nil
+}
+
+// secretOK checks a server's cluster secret, given in the body or as a
+// bearer token.
+func (c *Central) secretOK(r *http.Request, body string) *apiError {
+	if c.cfg.ClusterSecret == "" {
+		return nil
+	}
+	got := body
+	if got == "" {
+		got = bearer(r)
+	}
+	if !same(got, c.cfg.ClusterSecret) {
+		return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "missing or wrong cluster secret")
+	}
+	return nil
+}
+
+func (c *Central) serverLocked(r *http.Request) (*srv, *apiError) {
+	id := r.PathValue("id")
+	s := c.srvByID[id]
+	if s == nil {
+		return nil, errf(http.StatusNotFound, centralapi.CodeUnknownServer, "no registered server %q: register first", id)
+	}
+	return s, nil
+}
+
+func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
+	var in centralapi.RegisterServerRequest
+	if e := decode(r, maxBody, &in); e != nil {
+		return 0, nil, e
+	}
+	if e := c.secretOK(r, in.Secret); e != nil {
+		return 0, nil, e
+	}
+	if err := proto.CheckUser(in.ID); err != nil {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server id: %v", err)
+	}
+	host, port, err := net.SplitHostPort(in.Addr)
+	if p, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || p <= 0 || p > 65535 {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "addr %q is not host:port", in.Addr)
+	}
+	if in.MaxRooms < 0 || in.MaxConns < 0 {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "negative limits")
+	}
+	c.mu.Lock()
+	now := c.now()
+	s := c.srvByID[in.ID]
+	rec := store.Server{ID: in.ID, Addr: in.Addr, MaxRooms: in.MaxRooms, MaxConns: in.MaxConns, Registered: now, LastSeen: now}
+	if s == nil {
+		s = c.addServerLocked(rec)
+	} else {
+		rec.Conns, rec.Rooms = s.rec.Conns, s.rec.Rooms
+		s.rec = rec
+	}
+	c.storeErr("put server", c.st.PutServer(s.rec))
+	c.syncSelLocked()
+	c.mu.Unlock()
+	c.log.Info("chat server registered", "server", in.ID, "addr", in.Addr)
+	c.kickScan()
+	return http.StatusOK, centralapi.RegisterServerResponse{
+		ID: in.ID, HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), OfflineAfterMS: c.cfg.OfflineAfter.Milliseconds(),
+	}, nil
+}
+
+func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
+	var in centralapi.HeartbeatRequest
+	if e := decode(r, maxHeartbeat, &in); e != nil {
+		return 0, nil, e
+	}
+	if e := c.secretOK(r, in.Secret); e != nil {
+		return 0, nil, e
+	}
+	if in.Conns < 0 {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "negative conns")
+	}
+	c.mu.Lock()
+	s, e := c.serverLocked(r)
+	if e != nil {
+		c.mu.Unlock()
+		return 0, nil, e
+	}
+	now := c.now()
+	revived := s.rec.Down
+	s.rec.Down = false
+	s.rec.LastSeen = now
+	s.rec.Conns, s.rec.Rooms = in.Conns, len(in.Rooms)
+	c.adoptLocked(s, in.Rooms, now)
+	c.storeErr("put server", c.st.PutServer(s.rec))
+	c.syncSelLocked()
+	out := centralapi.HeartbeatResponse{HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), Draining: s.rec.Draining}
+	c.mu.Unlock()
+	if revived {
+		c.log.Info("chat server back up", "server", s.rec.ID)
+		c.kickScan()
+	}
+	return http.StatusOK, out, nil
+}
+
+// adoptLocked merges the rooms a server reports into the picture. Rooms
+// Central does not know (it restarted) are adopted with their epoch and
+// members; a higher epoch than Central's means the reporter holds the
+// room's newest placement; adopted rooms learn members as they reconnect.
+func (c *Central) adoptLocked(s *srv, reports []centralapi.RoomReport, now time.Time) {
+	for _, rep := range reports {
+		if proto.CheckRoom(rep.ID) != nil || rep.Epoch == 0 {
+			continue
+		}
+		var members []string
+		for _, m := range rep.Members {
+			if proto.CheckUser(m) == nil && !slices.Contains(members, m) && len(members) < c.cfg.MaxMembers {
+				members = append(members, m)
+			}
+		}
+		r := c.roomByID[rep.ID]
+		if r == nil {
+			if len(members) == 0 {
+				continue
+			}
+			r = &room{id: rep.ID, srv: s, epoch: rep.Epoch, created: now, lastMove: now, adopted: true}
+			for _, m := range members {
+				r.members = append(r.members, c.userOrPlaceholderLocked(m, now))
+			}
+			c.insertRoomLocked(r)
+			c.storeErr("put room", c.st.PutRoom(r.record()))
+			c.log.Info("room adopted from heartbeat", "room", r.id, "server", s.rec.ID, "epoch", r.epoch, "members", members)
+			continue
+		}
+		changed := false
+		if rep.Epoch > r.epoch {
+			if r.srv != nil {
+				r.srv.assigned--
+			}
+			r.srv, r.epoch = s, rep.Epoch
+			s.assigned++
+			changed = true
+		}
+		if r.adopted && r.srv == s && rep.Epoch == r.epoch {
+			for _, m := range members {
+				u := c.userOrPlaceholderLocked(m, now)
+				if !r.hasMember(u) && len(r.members) < c.cfg.MaxMembers {
+					r.members = append(r.members, u)
+					u.rooms[r] = struct{}{}
+					r.mFresh = false
+					changed = true
+				}
+			}
+		}
+		if changed {
+			c.storeErr("put room", c.st.PutRoom(r.record()))
+		}
+	}
+}
+
+func (c *Central) drain(r *http.Request) (int, any, *apiError) {
+	var in centralapi.SecretRequest
+	if r.ContentLength != 0 {
+		if e := decode(r, maxBody, &in); e != nil {
+			return 0, nil, e
+		}
+	}
+	if e := c.secretOK(r, in.Secret); e != nil {
+		return 0, nil, e
+	}
+	c.mu.Lock()
+	s, e := c.serverLocked(r)
+	if e != nil {
+		c.mu.Unlock()
+		return 0, nil, e
+	}
+	s.rec.Draining = true
+	c.storeErr("put server", c.st.PutServer(s.rec))
+	c.syncSelLocked()
+	n := s.assigned
+	c.mu.Unlock()
+	c.log.Info("chat server draining", "server", s.rec.ID, "rooms", n)
+	c.kickScan()
+	return http.StatusNoContent, nil, nil
+}
+
+func (c *Central) deregisterServer(r *http.Request) (int, any, *apiError) {
+	if e := c.secretOK(r, ""); e != nil {
+		return 0, nil, e
+	}
+	c.mu.Lock()
+	s, e := c.serverLocked(r)
+	if e != nil {
+		c.mu.Unlock()
+		return 0, nil, e
+	}
+	s.gone = true
+	delete(c.srvByID, s.rec.ID)
+	c.storeErr("delete server", c.st.DeleteServer(s.rec.ID))
+	c.compactLocked()
+	c.syncSelLocked()
+	c.mu.Unlock()
+	c.log.Info("chat server deregistered", "server", s.rec.ID)
+	c.kickScan()
+	return http.StatusNoContent, nil, nil
+}
+
+func (c *Central) listServers(r *http.Request) (int, any, *apiError) {
+	all := r.URL.Query().Get("all")
+	withDown := all != "" && all != "0" && all != "false"
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := centralapi.ServerList{Servers: []centralapi.ServerInfo{}}
+	for _, s := range c.servers {
+		if s.gone || (s.rec.Down && !withDown) {
+			continue
+		}
+		out.Servers = append(out.Servers, centralapi.ServerInfo{
+			ID: s.rec.ID, Addr: s.rec.Addr, Up: !s.rec.Down, Draining: s.rec.Draining, Full: s.full(),
+			Conns: s.rec.Conns, Rooms: s.assigned, MaxRooms: s.rec.MaxRooms, MaxConns: s.rec.MaxConns, LastSeen: s.rec.LastSeen,
+		})
+	}
+	slices.SortFunc(out.Servers, func(a, b centralapi.ServerInfo) int { return strings.Compare(a.ID, b.ID) })
+	return http.StatusOK, out, nil
+}
+
+func (c *Central) listRooms(*http.Request) (int, any, *apiError) {
+	c.mu.Lock()
+	out := centralapi.RoomList{Rooms: make([]centralapi.RoomInfo, 0, len(c.rooms))}
+	for _, r := range c.rooms {
+		info := centralapi.RoomInfo{ID: r.id, Epoch: r.epoch, Members: r.memberNames(), LastMove: r.lastMove, Adopted: r.adopted}
+		if r.srv != nil {
+			info.Server, info.Addr = r.srv.rec.ID, r.srv.rec.Addr
+		}
+		out.Rooms = append(out.Rooms, info)
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out.Rooms, func(a, b centralapi.RoomInfo) int { return strings.Compare(a.ID, b.ID) })
+	return http.StatusOK, out, nil
+}

@@ -1,0 +1,209 @@
+package central
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"nearchat/pkg/centralapi"
+)
+
+func TestRESTErrors(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ClusterSecret = "s3cret"
+	h := startCentral(t, cfg)
+	alice := h.register(t, "alice")
+	if _, err := h.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: "127.0.0.1:3002", Secret: "s3cret"}); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + h.c.RESTAddr()
+	big := `{"name":"` + strings.Repeat("x", 70<<10) + `"}`
+	cases := []struct {
+		name, method, path, body, auth string
+		status                         int
+		code                           string
+		allow                          string
+	}{
+		{"unknown path", "GET", "/v1/nothing", "", "", 404, centralapi.CodeNotFound, ""},
+		{"wrong method on clients", "GET", "/v1/clients", "", "", 405, centralapi.CodeMethodNotAllowed, "POST"},
+		{"wrong method on client", "POST", "/v1/clients/alice", "", "", 405, centralapi.CodeMethodNotAllowed, "DELETE, GET, HEAD"},
+		{"wrong method on rooms", "DELETE", "/v1/rooms", "", "", 405, centralapi.CodeMethodNotAllowed, "GET, HEAD"},
+		{"malformed json", "POST", "/v1/clients", "{", "", 400, centralapi.CodeBadRequest, ""},
+		{"trailing json", "POST", "/v1/clients", `{"name":"zed"} {}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"body too large", "POST", "/v1/clients", big, "", 413, centralapi.CodeTooLarge, ""},
+		{"invalid name", "POST", "/v1/clients", `{"name":"no spaces"}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"empty name", "POST", "/v1/clients", `{"name":""}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"malformed token", "POST", "/v1/clients", `{"name":"zed","token":"abc"}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"name taken", "POST", "/v1/clients", `{"name":"alice"}`, "", 409, centralapi.CodeNameTaken, ""},
+		{"name taken wrong token", "POST", "/v1/clients", `{"name":"alice","token":"` + strings.Repeat("ab", 32) + `"}`, "", 409, centralapi.CodeNameTaken, ""},
+		{"lookup unknown", "GET", "/v1/clients/nobody", "", "", 404, centralapi.CodeUnknownClient, ""},
+		{"deregister no token", "DELETE", "/v1/clients/alice", "", "", 401, centralapi.CodeUnauthorized, ""},
+		{"deregister wrong token", "DELETE", "/v1/clients/alice", "", "Bearer nope", 401, centralapi.CodeUnauthorized, ""},
+		{"deregister unknown", "DELETE", "/v1/clients/nobody", "", "Bearer " + alice.Token, 404, centralapi.CodeUnknownClient, ""},
+		{"latency wrong token", "PUT", "/v1/clients/alice/latency", `{"servers":{}}`, "Bearer nope", 401, centralapi.CodeUnauthorized, ""},
+		{"latency negative", "PUT", "/v1/clients/alice/latency", `{"servers":{"serv1":{"median_us":-1,"count":1}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
+		{"latency bad server id", "PUT", "/v1/clients/alice/latency", `{"servers":{"a b":{"median_us":1,"count":1}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
+		{"server no secret", "POST", "/v1/servers", `{"id":"serv2","addr":"127.0.0.1:1"}`, "", 401, centralapi.CodeUnauthorized, ""},
+		{"server bad addr", "POST", "/v1/servers", `{"id":"serv2","addr":"nowhere","secret":"s3cret"}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"server bad id", "POST", "/v1/servers", `{"id":"","addr":"127.0.0.1:1","secret":"s3cret"}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"heartbeat unknown server", "POST", "/v1/servers/ghost/heartbeat", `{"secret":"s3cret"}`, "", 404, centralapi.CodeUnknownServer, ""},
+		{"heartbeat wrong secret", "POST", "/v1/servers/serv1/heartbeat", `{"secret":"bad"}`, "", 401, centralapi.CodeUnauthorized, ""},
+		{"drain unknown", "POST", "/v1/servers/ghost/drain", `{"secret":"s3cret"}`, "", 404, centralapi.CodeUnknownServer, ""},
+		{"deregister server no secret", "DELETE", "/v1/servers/serv1", "", "", 401, centralapi.CodeUnauthorized, ""},
+		{"deregister unknown server", "DELETE", "/v1/servers/ghost", "", "Bearer s3cret", 404, centralapi.CodeUnknownServer, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(ctx(t), tc.method, base+tc.path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			data, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d; body %s", resp.StatusCode, tc.status, data)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("content type %q", ct)
+			}
+			var e centralapi.Error
+			if err := json.Unmarshal(data, &e); err != nil || e.Code != tc.code || e.Message == "" {
+				t.Fatalf("body %s: code %q, want %q (%v)", data, e.Code, tc.code, err)
+			}
+			if tc.allow != "" && resp.Header.Get("Allow") != tc.allow {
+				t.Errorf("Allow %q, want %q", resp.Header.Get("Allow"), tc.allow)
+			}
+			t.Logf("%d %s: %s", resp.StatusCode, e.Code, e.Message)
+		})
+	}
+}
+
+func TestRESTClientLifecycle(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	api := h.api
+	s, err := api.RegisterClient(ctx(t), "bob", "")
+	if err != nil || s.Name != "bob" || len(s.Token) != 64 {
+		t.Fatalf("register: %+v %v", s, err)
+	}
+	again, err := api.RegisterClient(ctx(t), "bob", s.Token)
+	if err != nil || again != s {
+		t.Fatalf("same token must give the same identity: %+v %v", again, err)
+	}
+	if _, err := api.RegisterClient(ctx(t), "bob", ""); !centralapi.IsNameTaken(err) {
+		t.Fatalf("second registration: %v, want name_taken", err)
+	}
+	info, err := api.LookupClient(ctx(t), "bob")
+	if err != nil || info.Name != "bob" || info.Online || len(info.Rooms) != 0 {
+		t.Fatalf("lookup: %+v %v", info, err)
+	}
+	k := h.connectAs(t, s)
+	waitFor(t, 5e9, "bob online", func() bool {
+		info, err := api.LookupClient(ctx(t), "bob")
+		return err == nil && info.Online
+	})
+	if err := api.PutLatency(ctx(t), "bob", s.Token, map[string]centralapi.Sample{"serv1": ms(10)}); err != nil {
+		t.Fatal(err)
+	}
+	hl, err := api.Health(ctx(t))
+	if err != nil || hl.Status != "ok" || hl.Clients != 1 || hl.Online != 1 {
+		t.Fatalf("health: %+v %v", hl, err)
+	}
+	if err := api.DeregisterClient(ctx(t), "bob", s.Token); err != nil {
+		t.Fatal(err)
+	}
+	k.expectClosed()
+	if _, err := api.LookupClient(ctx(t), "bob"); !errors.As(err, new(*centralapi.Error)) || err.(*centralapi.Error).Code != centralapi.CodeUnknownClient {
+		t.Fatalf("lookup after deregister: %v", err)
+	}
+	// The name is free again, for anyone.
+	if _, err := api.RegisterClient(ctx(t), "bob", ""); err != nil {
+		t.Fatalf("register after deregister: %v", err)
+	}
+}
+
+func TestRESTSessionGrace(t *testing.T) {
+	clk := newFakeClock()
+	cfg := testConfig(t)
+	cfg.Clock = clk.Now
+	h := startCentral(t, cfg)
+	s := h.register(t, "carol")
+	if _, err := h.api.RegisterClient(ctx(t), "carol", ""); !centralapi.IsNameTaken(err) {
+		t.Fatalf("within grace: %v, want name_taken", err)
+	}
+	clk.Advance(cfg.SessionGrace + 1)
+	s2, err := h.api.RegisterClient(ctx(t), "carol", "")
+	if err != nil || s2.Token == s.Token {
+		t.Fatalf("after grace the name must be free with a new token: %+v %v", s2, err)
+	}
+	if _, err := h.api.RegisterClient(ctx(t), "carol", s.Token); !centralapi.IsNameTaken(err) {
+		t.Fatalf("old token after takeover: %v, want name_taken", err)
+	}
+}
+
+func TestRESTServers(t *testing.T) {
+	clk := newFakeClock()
+	cfg := testConfig(t)
+	cfg.Clock = clk.Now
+	h := startCentral(t, cfg)
+	api := h.api
+	reg, err := api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: "127.0.0.1:3002", MaxRooms: 10})
+	if err != nil || reg.HeartbeatInterval() != cfg.HeartbeatInterval || reg.OfflineAfterMS != cfg.OfflineAfter.Milliseconds() {
+		t.Fatalf("register: %+v %v", reg, err)
+	}
+	if _, err := api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv2", Addr: "127.0.0.1:3003"}); err != nil {
+		t.Fatal(err)
+	}
+	hb, err := api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{Conns: 3})
+	if err != nil || hb.Draining {
+		t.Fatalf("heartbeat: %+v %v", hb, err)
+	}
+	list, err := api.Servers(ctx(t))
+	if err != nil || len(list) != 2 || list[0].ID != "serv1" || list[0].Conns != 3 || !list[0].Up || list[0].MaxRooms != 10 {
+		t.Fatalf("servers: %+v %v", list, err)
+	}
+	if err := api.Drain(ctx(t), "serv2", ""); err != nil {
+		t.Fatal(err)
+	}
+	hb, err = api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{})
+	if err != nil || !hb.Draining {
+		t.Fatalf("heartbeat of a draining server: %+v %v", hb, err)
+	}
+	// serv1 falls silent past OfflineAfter; serv2 keeps beating.
+	clk.Advance(cfg.OfflineAfter / 2)
+	api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{})
+	clk.Advance(cfg.OfflineAfter/2 + 1)
+	waitFor(t, 5e9, "serv1 offline", func() bool {
+		l, err := api.Servers(ctx(t))
+		return err == nil && len(l) == 1 && l[0].ID == "serv2"
+	})
+	all, err := api.AllServers(ctx(t))
+	if err != nil || len(all) != 2 || all[0].Up {
+		t.Fatalf("all servers: %+v %v", all, err)
+	}
+	if _, err := api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5e9, "serv1 up again", func() bool {
+		l, err := api.Servers(ctx(t))
+		return err == nil && len(l) == 2 && l[0].Up
+	})
+	if err := api.Deregister(ctx(t), "serv1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); !centralapi.IsUnknownServer(err) {
+		t.Fatalf("heartbeat after deregister: %v, want unknown_server", err)
+	}
+	if l, _ := api.AllServers(ctx(t)); len(l) != 1 {
+		t.Fatalf("after deregister: %+v", l)
+	}
+}

@@ -1,0 +1,208 @@
+// Package store holds Central's records (clients, chat servers, rooms) behind
+// the Store interface, so that the in-memory map Central uses today can be
+// replaced by a replicated store without touching the matchmaking code.
+//
+// Records go in and out by value: a Store never hands out memory that the
+// caller could change behind its back, and a caller may keep what it got.
+// Every Store implementation must be safe for concurrent use.
+package store
+
+import (
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"nearchat/pkg/selection"
+)
+
+// ErrNotFound is returned by the Delete methods for a record that does not
+// exist.
+var ErrNotFound = errors.New("store: not found")
+
+// User is a registered client.
+type User struct {
+	Name  string
+	Token string
+	// Latency is the client's last reported vector: server ID -> sample.
+	Latency    map[string]selection.Sample
+	Registered time.Time
+}
+
+// Server is a registered chat server.
+type Server struct {
+	ID       string
+	Addr     string
+	MaxRooms int // 0 = no limit
+	MaxConns int // 0 = no limit
+	Conns    int // from the last heartbeat
+	Rooms    int // from the last heartbeat
+	Down     bool
+	Draining bool
+	// Registered is when the server last registered; LastSeen is its last
+	// registration or heartbeat.
+	Registered time.Time
+	LastSeen   time.Time
+}
+
+// Room is a conversation and the server it lives on.
+type Room struct {
+	ID       string
+	Server   string
+	Epoch    uint64
+	Members  []string
+	Created  time.Time
+	LastMove time.Time
+	// Adopted means Central learnt the room from a server's heartbeat
+	// rather than creating it, which happens after a Central restart.
+	Adopted bool
+}
+
+// Store is the record keeper. Put creates or replaces a record; the list
+// methods return records sorted by key.
+type Store interface {
+	User(name string) (User, bool)
+	PutUser(u User) error
+	DeleteUser(name string) error
+	Users() ([]User, error)
+
+	Server(id string) (Server, bool)
+	PutServer(s Server) error
+	DeleteServer(id string) error
+	Servers() ([]Server, error)
+
+	Room(id string) (Room, bool)
+	PutRoom(r Room) error
+	DeleteRoom(id string) error
+	Rooms() ([]Room, error)
+
+	// Counts returns the number of users, servers and rooms.
+	Counts() (users, servers, rooms int)
+}
+
+// Memory is a Store in process memory, guarded by one RWMutex. The zero
+// value is not usable; call NewMemory.
+type Memory struct {
+	mu      sync.RWMutex
+	users   map[string]User
+	servers map[string]Server
+	rooms   map[string]Room
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory {
+	return &Memory{users: map[string]User{}, servers: map[string]Server{}, rooms: map[string]Room{}}
+}
+
+func cloneUser(u User) User {
+	u.Latency = maps.Clone(u.Latency)
+	return u
+}
+
+func cloneRoom(r Room) Room {
+	r.Members = slices.Clone(r.Members)
+	return r
+}
+
+// User is safe for concurrent use.
+func (m *Memory) User(name string) (User, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	u, ok := m.users[name]
+	return cloneUser(u), ok
+}
+
+// PutUser is safe for concurrent use.
+func (m *Memory) PutUser(u User) error {
+	u = cloneUser(u)
+	m.mu.Lock()
+	m.users[u.Name] = u
+	m.mu.Unlock()
+	return nil
+}
+
+// DeleteUser is safe for concurrent use.
+func (m *Memory) DeleteUser(name string) error { return del(&m.mu, m.users, name) }
+
+// Users is safe for concurrent use.
+func (m *Memory) Users() ([]User, error) { return list(&m.mu, m.users, cloneUser), nil }
+
+// Server is safe for concurrent use.
+func (m *Memory) Server(id string) (Server, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	s, ok := m.servers[id]
+	return s, ok
+}
+
+// PutServer is safe for concurrent use.
+func (m *Memory) PutServer(s Server) error {
+	m.mu.Lock()
+	m.servers[s.ID] = s
+	m.mu.Unlock()
+	return nil
+}
+
+// DeleteServer is safe for concurrent use.
+func (m *Memory) DeleteServer(id string) error { return del(&m.mu, m.servers, id) }
+
+// Servers is safe for concurrent use.
+func (m *Memory) Servers() ([]Server, error) {
+	return list(&m.mu, m.servers, func(s Server) Server { return s }), nil
+}
+
+// Room is safe for concurrent use.
+func (m *Memory) Room(id string) (Room, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	r, ok := m.rooms[id]
+	return cloneRoom(r), ok
+}
+
+// PutRoom is safe for concurrent use.
+func (m *Memory) PutRoom(r Room) error {
+	r = cloneRoom(r)
+	m.mu.Lock()
+	m.rooms[r.ID] = r
+	m.mu.Unlock()
+	return nil
+}
+
+// DeleteRoom is safe for concurrent use.
+func (m *Memory) DeleteRoom(id string) error { return del(&m.mu, m.rooms, id) }
+
+// Rooms is safe for concurrent use.
+func (m *Memory) Rooms() ([]Room, error) { return list(&m.mu, m.rooms, cloneRoom), nil }
+
+// Counts is safe for concurrent use.
+func (m *Memory) Counts() (users, servers, rooms int) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.users), len(m.servers), len(m.rooms)
+}
+
+func del[V any](mu *sync.RWMutex, m map[string]V, key string) error {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, ok := m[key]; !ok {
+		return ErrNotFound
+	}
+	delete(m, key)
+	return nil
+}
+
+func list[V any](mu *sync.RWMutex, m map[string]V, clone func(V) V) []V {
+	mu.RLock()
+	keys := slices.Collect(maps.Keys(m))
+	slices.SortFunc(keys, strings.Compare)
+	out := make([]V, len(keys))
+	for i, k := range keys {
+		out[i] = clone(m[k])
+	}
+	mu.RUnlock()
+	return out
+}

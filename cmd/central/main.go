@@ -1,0 +1,70 @@
+// Command central runs nearchat's Central: the REST API for registration,
+// latency vectors and chat-server heartbeats, and the control port that
+// pushes chat requests and room assignments to clients.
+//
+//	central -rest 127.0.0.1:8080 -control 127.0.0.1:8081 -secret "$NEARCHAT_SECRET"
+//
+// It stops cleanly on SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"nearchat/central"
+)
+
+func main() {
+	cfg := central.DefaultConfig()
+	fs := flag.NewFlagSet("central", flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: central [flags]\n\nRuns nearchat's Central (registry, matchmaking, relocation).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.RESTListen, "rest", cfg.RESTListen, "REST API listen address (host:port)")
+	fs.StringVar(&cfg.ControlListen, "control", cfg.ControlListen, "control port listen address (host:port)")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval chat servers are told to use")
+	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "a chat server silent this long is marked down")
+	fs.DurationVar(&cfg.ScanInterval, "scan", cfg.ScanInterval, "relocation scan interval")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "a chat request unanswered this long ends with REQ_TIMEOUT")
+	fs.DurationVar(&cfg.AwaitingEvery, "awaiting-every", cfg.AwaitingEvery, "period of AWAITING_REQ while a request waits")
+	fs.DurationVar(&cfg.AssignRetry, "assign-retry", cfg.AssignRetry, "resend an unacknowledged Assign this often")
+	fs.DurationVar(&cfg.AssignGiveUp, "assign-give-up", cfg.AssignGiveUp, "stop resending an Assign after this long")
+	fs.DurationVar(&cfg.SessionGrace, "session-grace", cfg.SessionGrace, "a name stays reserved this long without a control connection")
+	fs.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "timeout of Central's echo check of a server reported unreachable")
+	fs.DurationVar(&cfg.Policy.MinGain, "min-gain", cfg.Policy.MinGain, "a move must lower the room's worst RTT by at least this much")
+	fs.Float64Var(&cfg.Policy.MinGainPct, "min-gain-pct", cfg.Policy.MinGainPct, "... and by at least this many percent")
+	fs.DurationVar(&cfg.Policy.MinDwell, "min-dwell", cfg.Policy.MinDwell, "no voluntary move within this long after the last one")
+	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "most members in one chat request")
+	fs.StringVar(&cfg.ClusterSecret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster secret chat servers must present (default $NEARCHAT_SECRET; empty: none)")
+	fs.BoolVar(&cfg.Multicore, "multicore", cfg.Multicore, "one control-port event loop per CPU")
+	verbose := fs.Bool("v", false, "debug logging")
+	fs.Parse(os.Args[1:])
+	if fs.NArg() > 0 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	c, err := central.New(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := c.Run(ctx); err != nil {
+		cfg.Logger.Error("central stopped", "err", err)
+		os.Exit(1)
+	}
+	cfg.Logger.Info("central stopped")
+}

@@ -1,0 +1,196 @@
+// Package centralapi is the contract of Central's REST API: the JSON bodies
+// of every route under /v1/ and a small client for them, used by chat servers
+// (Register, Heartbeat, Drain, Deregister) and by the client library
+// (RegisterClient, LookupClient, DeregisterClient, PutLatency, Servers,
+// Rooms). The routes themselves are documented in central/API.md.
+//
+// Every error response has the body {"code": "...", "message": "..."}; the
+// client turns it into an *Error, so callers can branch on Code with
+// errors.As or with the helpers IsUnknownServer and IsNameTaken.
+package centralapi
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Error codes carried in the "code" field of an error body.
+const (
+	CodeBadRequest       = "bad_request"        // malformed JSON, invalid name, bad field value
+	CodeTooLarge         = "too_large"          // body over the size limit (64 KiB)
+	CodeUnauthorized     = "unauthorized"       // missing or wrong session token or cluster secret
+	CodeNotFound         = "not_found"          // unknown path
+	CodeUnknownClient    = "unknown_client"     // no such registered client
+	CodeUnknownServer    = "unknown_server"     // no such registered server: register again
+	CodeNameTaken        = "name_taken"         // a live session holds the user name
+	CodeMethodNotAllowed = "method_not_allowed" // wrong method; the Allow header lists the right ones
+	CodeInternal         = "internal"           // Central's own fault
+)
+
+// Error is an error response from Central.
+type Error struct {
+	Status  int    `json:"-"` // HTTP status code
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("central: %s (%d): %s", e.Code, e.Status, e.Message)
+}
+
+func hasCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// IsUnknownServer reports whether err says Central does not know the server,
+// which after a Central restart means: register again.
+func IsUnknownServer(err error) bool { return hasCode(err, CodeUnknownServer) }
+
+// IsNameTaken reports whether err says a live session holds the user name.
+func IsNameTaken(err error) bool { return hasCode(err, CodeNameTaken) }
+
+// IsUnauthorized reports whether err is a refused token or secret.
+func IsUnauthorized(err error) bool { return hasCode(err, CodeUnauthorized) }
+
+// RegisterClientRequest is the body of POST /v1/clients. Token is optional:
+// a client that registered before sends its token to get the same identity
+// back, also from a Central that restarted in between.
+type RegisterClientRequest struct {
+	Name  string `json:"name"`
+	Token string `json:"token,omitempty"`
+}
+
+// Session is the answer to POST /v1/clients. Token authenticates the
+// client's REST mutations (Authorization: Bearer) and its control
+// connection (Hello.Token).
+type Session struct {
+	Name  string `json:"name"`
+	Token string `json:"token"`
+}
+
+// ClientInfo is the answer to GET /v1/clients/{name}.
+type ClientInfo struct {
+	Name string `json:"name"`
+	// Online is true while the client holds a control connection.
+	Online bool     `json:"online"`
+	Rooms  []string `json:"rooms"`
+}
+
+// Sample is one server's RTT as a client measured it.
+type Sample struct {
+	MedianUS int64 `json:"median_us"`
+	SpreadUS int64 `json:"spread_us"`
+	Count    int   `json:"count"`
+}
+
+// Median returns MedianUS as a Duration.
+func (s Sample) Median() time.Duration { return time.Duration(s.MedianUS) * time.Microsecond }
+
+// Spread returns SpreadUS as a Duration.
+func (s Sample) Spread() time.Duration { return time.Duration(s.SpreadUS) * time.Microsecond }
+
+// SampleOf builds a Sample from durations.
+func SampleOf(median, spread time.Duration, count int) Sample {
+	return Sample{MedianUS: median.Microseconds(), SpreadUS: spread.Microseconds(), Count: count}
+}
+
+// LatencyVector is the body of PUT /v1/clients/{name}/latency: it replaces
+// the client's whole vector, server ID -> sample.
+type LatencyVector struct {
+	Servers map[string]Sample `json:"servers"`
+}
+
+// RegisterServerRequest is the body of POST /v1/servers.
+type RegisterServerRequest struct {
+	ID       string `json:"id"`
+	Addr     string `json:"addr"` // host:port clients dial
+	Secret   string `json:"secret,omitempty"`
+	MaxRooms int    `json:"max_rooms,omitempty"` // 0 = no limit
+	MaxConns int    `json:"max_conns,omitempty"` // 0 = no limit
+}
+
+// RegisterServerResponse tells a chat server how often to heartbeat.
+type RegisterServerResponse struct {
+	ID                  string `json:"id"`
+	HeartbeatIntervalMS int64  `json:"heartbeat_interval_ms"`
+	OfflineAfterMS      int64  `json:"offline_after_ms"`
+}
+
+// HeartbeatInterval returns HeartbeatIntervalMS as a Duration.
+func (r RegisterServerResponse) HeartbeatInterval() time.Duration {
+	return time.Duration(r.HeartbeatIntervalMS) * time.Millisecond
+}
+
+// RoomReport is one room a chat server hosts, as its heartbeat reports it.
+type RoomReport struct {
+	ID      string   `json:"id"`
+	Epoch   uint64   `json:"epoch"`
+	Members []string `json:"members"` // users connected to the room now
+}
+
+// HeartbeatRequest is the body of POST /v1/servers/{id}/heartbeat.
+type HeartbeatRequest struct {
+	Secret string       `json:"secret,omitempty"`
+	Conns  int          `json:"conns"`
+	Rooms  []RoomReport `json:"rooms"`
+}
+
+// HeartbeatResponse answers a heartbeat.
+type HeartbeatResponse struct {
+	HeartbeatIntervalMS int64 `json:"heartbeat_interval_ms"`
+	// Draining echoes Central's view, so a server drained by an operator
+	// through the API learns it.
+	Draining bool `json:"draining"`
+}
+
+// SecretRequest is the body of POST /v1/servers/{id}/drain.
+type SecretRequest struct {
+	Secret string `json:"secret,omitempty"`
+}
+
+// ServerInfo describes a chat server in GET /v1/servers.
+type ServerInfo struct {
+	ID       string    `json:"id"`
+	Addr     string    `json:"addr"`
+	Up       bool      `json:"up"`
+	Draining bool      `json:"draining"`
+	Full     bool      `json:"full"`
+	Conns    int       `json:"conns"`
+	Rooms    int       `json:"rooms"` // rooms Central has placed there
+	MaxRooms int       `json:"max_rooms"`
+	MaxConns int       `json:"max_conns"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// ServerList is the answer to GET /v1/servers.
+type ServerList struct {
+	Servers []ServerInfo `json:"servers"`
+}
+
+// RoomInfo describes a room in GET /v1/rooms.
+type RoomInfo struct {
+	ID       string    `json:"id"`
+	Server   string    `json:"server"`
+	Addr     string    `json:"addr"`
+	Epoch    uint64    `json:"epoch"`
+	Members  []string  `json:"members"`
+	LastMove time.Time `json:"last_move"`
+	Adopted  bool      `json:"adopted,omitempty"`
+}
+
+// RoomList is the answer to GET /v1/rooms.
+type RoomList struct {
+	Rooms []RoomInfo `json:"rooms"`
+}
+
+// Health is the answer to GET /healthz.
+type Health struct {
+	Status  string `json:"status"`
+	Clients int    `json:"clients"`
+	Online  int    `json:"online"`
+	Servers int    `json:"servers"`
+	Up      int    `json:"up"`
+	Rooms   int    `json:"rooms"`
+}

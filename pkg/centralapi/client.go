@@ -1,0 +1,166 @@
+package centralapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client calls Central's REST API. It holds no per-user state: tokens and
+// secrets are arguments. A Client is safe for concurrent use.
+type Client struct {
+	base string
+	hc   *http.Client
+}
+
+// NewClient returns a client for the Central at base, given as host:port or
+// as an http(s):// URL. A nil hc uses a client with a 10 s timeout.
+func NewClient(base string, hc *http.Client) *Client {
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	return &Client{base: strings.TrimRight(base, "/"), hc: hc}
+}
+
+// do sends in (if not nil) as JSON and decodes a 2xx answer into out (if not
+// nil); any other answer becomes an *Error.
+func (c *Client) do(ctx context.Context, method, path, bearer string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("centralapi: encode %s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("centralapi: %s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("centralapi: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("centralapi: %s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(data, e) != nil || e.Code == "" {
+			e.Code, e.Message = CodeInternal, strings.TrimSpace(string(data))
+		}
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("centralapi: %s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Register registers (or re-registers) a chat server. Re-registering an
+// existing ID updates its address and limits and marks it up and not
+// draining.
+func (c *Client) Register(ctx context.Context, r RegisterServerRequest) (RegisterServerResponse, error) {
+	var out RegisterServerResponse
+	err := c.do(ctx, http.MethodPost, "/v1/servers", "", r, &out)
+	return out, err
+}
+
+// Heartbeat reports a server's load and rooms. An error for which
+// IsUnknownServer is true means Central forgot the server (it restarted, or
+// declared the server offline and an operator deregistered it): call
+// Register, then heartbeat again.
+func (c *Client) Heartbeat(ctx context.Context, id string, hb HeartbeatRequest) (HeartbeatResponse, error) {
+	var out HeartbeatResponse
+	err := c.do(ctx, http.MethodPost, "/v1/servers/"+esc(id)+"/heartbeat", "", hb, &out)
+	return out, err
+}
+
+// Drain marks a server as draining: its rooms move away now and no new room
+// is placed on it.
+func (c *Client) Drain(ctx context.Context, id, secret string) error {
+	return c.do(ctx, http.MethodPost, "/v1/servers/"+esc(id)+"/drain", "", SecretRequest{Secret: secret}, nil)
+}
+
+// Deregister removes a server; its rooms move away at once.
+func (c *Client) Deregister(ctx context.Context, id, secret string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/servers/"+esc(id), secret, nil, nil)
+}
+
+// RegisterClient registers user name. With the token of an earlier session
+// it gets the same identity back; without one, a name held by a live
+// session fails with an error for which IsNameTaken is true.
+func (c *Client) RegisterClient(ctx context.Context, name, token string) (Session, error) {
+	var out Session
+	err := c.do(ctx, http.MethodPost, "/v1/clients", "", RegisterClientRequest{Name: name, Token: token}, &out)
+	return out, err
+}
+
+// LookupClient returns what Central knows about a user.
+func (c *Client) LookupClient(ctx context.Context, name string) (ClientInfo, error) {
+	var out ClientInfo
+	err := c.do(ctx, http.MethodGet, "/v1/clients/"+esc(name), "", nil, &out)
+	return out, err
+}
+
+// DeregisterClient ends the session of name, which must own token.
+func (c *Client) DeregisterClient(ctx context.Context, name, token string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/clients/"+esc(name), token, nil, nil)
+}
+
+// PutLatency replaces the latency vector of name, which must own token.
+func (c *Client) PutLatency(ctx context.Context, name, token string, servers map[string]Sample) error {
+	return c.do(ctx, http.MethodPut, "/v1/clients/"+esc(name)+"/latency", token, LatencyVector{Servers: servers}, nil)
+}
+
+// Servers lists the live chat servers (up, draining included and flagged);
+// these are the servers a client should measure.
+func (c *Client) Servers(ctx context.Context) ([]ServerInfo, error) {
+	var out ServerList
+	err := c.do(ctx, http.MethodGet, "/v1/servers", "", nil, &out)
+	return out.Servers, err
+}
+
+// AllServers lists every registered server, down ones included.
+func (c *Client) AllServers(ctx context.Context) ([]ServerInfo, error) {
+	var out ServerList
+	err := c.do(ctx, http.MethodGet, "/v1/servers?all=1", "", nil, &out)
+	return out.Servers, err
+}
+
+// Rooms lists every room with its server, members and epoch.
+func (c *Client) Rooms(ctx context.Context) ([]RoomInfo, error) {
+	var out RoomList
+	err := c.do(ctx, http.MethodGet, "/v1/rooms", "", nil, &out)
+	return out.Rooms, err
+}
+
+// Health returns Central's health summary.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var out Health
+	err := c.do(ctx, http.MethodGet, "/healthz", "", nil, &out)
+	return out, err
+}

@@ -1,0 +1,135 @@
+package centralapi_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"nearchat/central"
+	"nearchat/pkg/centralapi"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+	)
+}
+
+// startCentral runs a real Central on loopback ports.
+func startCentral(t *testing.T, secret string) *central.Central {
+	t.Helper()
+	cfg := central.DefaultConfig()
+	cfg.RESTListen, cfg.ControlListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ClusterSecret = secret
+	c, err := central.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(context.Background()) }()
+	t.Cleanup(func() {
+		c.Close()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return c
+}
+
+func TestClientAgainstCentral(t *testing.T) {
+	c := startCentral(t, "k")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, base := range []string{c.RESTAddr(), "http://" + c.RESTAddr() + "/"} {
+		api := centralapi.NewClient(base, nil)
+		if h, err := api.Health(ctx); err != nil || h.Status != "ok" {
+			t.Fatalf("%s: health %+v %v", base, h, err)
+		}
+	}
+	api := centralapi.NewClient(c.RESTAddr(), nil)
+
+	// Servers.
+	if _, err := api.Register(ctx, centralapi.RegisterServerRequest{ID: "serv1", Addr: "127.0.0.1:3002"}); !centralapi.IsUnauthorized(err) {
+		t.Fatalf("register without secret: %v", err)
+	}
+	reg, err := api.Register(ctx, centralapi.RegisterServerRequest{ID: "serv1", Addr: "127.0.0.1:3002", Secret: "k", MaxConns: 100})
+	if err != nil || reg.ID != "serv1" || reg.HeartbeatInterval() != 3*time.Second {
+		t.Fatalf("register: %+v %v", reg, err)
+	}
+	hb := centralapi.HeartbeatRequest{Secret: "k", Conns: 2, Rooms: []centralapi.RoomReport{{ID: "r-1", Epoch: 4, Members: []string{"ann", "ben"}}}}
+	if _, err := api.Heartbeat(ctx, "serv1", hb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.Heartbeat(ctx, "serv9", hb); !centralapi.IsUnknownServer(err) {
+		t.Fatalf("unknown server: %v", err)
+	}
+	servers, err := api.Servers(ctx)
+	if err != nil || len(servers) != 1 || servers[0].Conns != 2 || servers[0].MaxConns != 100 {
+		t.Fatalf("servers: %+v %v", servers, err)
+	}
+	rooms, err := api.Rooms(ctx)
+	if err != nil || len(rooms) != 1 || rooms[0].ID != "r-1" || rooms[0].Epoch != 4 || rooms[0].Addr != "127.0.0.1:3002" || !slices.Equal(rooms[0].Members, []string{"ann", "ben"}) {
+		t.Fatalf("rooms: %+v %v", rooms, err)
+	}
+
+	// Clients.
+	s, err := api.RegisterClient(ctx, "ann", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.RegisterClient(ctx, "ann", ""); !centralapi.IsNameTaken(err) {
+		t.Fatalf("taken: %v", err)
+	}
+	if err := api.PutLatency(ctx, "ann", s.Token, map[string]centralapi.Sample{"serv1": centralapi.SampleOf(12*time.Millisecond, time.Millisecond, 5)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.PutLatency(ctx, "ann", "bad", nil); !centralapi.IsUnauthorized(err) {
+		t.Fatalf("latency with a wrong token: %v", err)
+	}
+	info, err := api.LookupClient(ctx, "ann")
+	if err != nil || !slices.Equal(info.Rooms, []string{"r-1"}) {
+		t.Fatalf("lookup: %+v %v", info, err)
+	}
+	if err := api.DeregisterClient(ctx, "ann", s.Token); err != nil {
+		t.Fatal(err)
+	}
+	var e *centralapi.Error
+	if _, err := api.LookupClient(ctx, "ann"); !errors.As(err, &e) || e.Status != 404 || e.Code != centralapi.CodeUnknownClient {
+		t.Fatalf("lookup after deregister: %v", err)
+	}
+
+	// Drain, then deregister.
+	if err := api.Drain(ctx, "serv1", "k"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := api.Heartbeat(ctx, "serv1", hb); err != nil || !out.Draining {
+		t.Fatalf("heartbeat while draining: %+v %v", out, err)
+	}
+	if err := api.Deregister(ctx, "serv1", "wrong"); !centralapi.IsUnauthorized(err) {
+		t.Fatalf("deregister with a wrong secret: %v", err)
+	}
+	if err := api.Deregister(ctx, "serv1", "k"); err != nil {
+		t.Fatal(err)
+	}
+	if all, err := api.AllServers(ctx); err != nil || len(all) != 0 {
+		t.Fatalf("after deregister: %+v %v", all, err)
+	}
+}
+
+func TestClientTransportError(t *testing.T) {
+	api := centralapi.NewClient("127.0.0.1:1", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := api.Servers(ctx)
+	var e *centralapi.Error
+	if err == nil || errors.As(err, &e) {
+		t.Fatalf("connection refused must be a transport error, got %v", err)
+	}
+}
