@@ -1,0 +1,78 @@
+package ticket
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestVerify(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	otherPub, otherPriv, _ := ed25519.GenerateKey(nil)
+	_ = otherPub
+	now := time.Unix(1_800_000_000, 0)
+	good := Claims{Room: "r-1", User: "alice", Epoch: 3, Expires: now.Add(time.Minute).Unix()}
+	sign := func(k ed25519.PrivateKey, c Claims) []byte {
+		b, err := Sign(k, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	flipped := sign(priv, good)
+	flipped[len(flipped)-1] ^= 1
+	tampered := sign(priv, good)
+	tampered[3] ^= 1
+	tests := []struct {
+		name       string
+		ticket     []byte
+		room, user string
+		want       error
+	}{
+		{"valid", sign(priv, good), "r-1", "alice", nil},
+		{"another room", sign(priv, good), "r-2", "alice", ErrMismatch},
+		{"another user", sign(priv, good), "r-1", "bob", ErrMismatch},
+		{"expired", sign(priv, Claims{Room: "r-1", User: "alice", Epoch: 3, Expires: now.Unix()}), "r-1", "alice", ErrExpired},
+		{"broken signature", flipped, "r-1", "alice", ErrSignature},
+		{"tampered claims", tampered, "r-1", "alice", ErrSignature},
+		{"signed by another key", sign(otherPriv, good), "r-1", "alice", ErrSignature},
+		{"empty", nil, "r-1", "alice", ErrMalformed},
+		{"signature only", make([]byte, ed25519.SignatureSize), "r-1", "alice", ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Verify(pub, tc.ticket, tc.room, tc.user, now)
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("Verify = %v, want %v", err, tc.want)
+			}
+			if tc.want == nil && c != good {
+				t.Fatalf("claims = %+v, want %+v", c, good)
+			}
+		})
+	}
+}
+
+func TestKeyFiles(t *testing.T) {
+	dir := t.TempDir()
+	privPath, pubPath := filepath.Join(dir, "k"), filepath.Join(dir, "k.pub")
+	if err := GenerateFiles(privPath, pubPath); err != nil {
+		t.Fatal(err)
+	}
+	priv, err := LoadPrivate(privPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := LoadPublic(pubPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, _ := Sign(priv, Claims{Room: "r", User: "u", Expires: time.Now().Add(time.Hour).Unix()})
+	if _, err := Verify(pub, tk, "r", "u", time.Now()); err != nil {
+		t.Fatalf("round trip through files: %v", err)
+	}
+	if _, err := LoadPublic(privPath); err == nil {
+		t.Fatal("a private key file was accepted as a public key")
+	}
+}
