@@ -1,6 +1,8 @@
 package chatserver
 
 import (
+	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,8 +14,12 @@ import (
 
 // Config configures a Server. Start from DefaultConfig.
 type Config struct {
-	// Listen is the TCP address to serve on; port 0 picks a free port.
+	// Listen is the plaintext TCP address to serve on; port 0 picks a free
+	// port. It may be empty when TLS is on: then only TLS is served.
 	Listen string
+	// TLS, when set, serves TLS 1.3 on TLSListen as well (or only).
+	TLS       *tls.Config
+	TLSListen string
 	// ID names the server to clients and to Central. Empty means "chat-"
 	// followed by the bound port.
 	ID string
@@ -33,6 +39,21 @@ type Config struct {
 	// History is how many recent messages each room keeps for members that
 	// reconnect.
 	History int
+	// TicketKey is Central's Ed25519 public key. When set, Join needs a
+	// ticket signed by Central for exactly that room, user and epoch (or a
+	// later epoch than the room has here), not yet expired.
+	TicketKey ed25519.PublicKey
+	// Central is the address (host:port or URL) of Central's REST API.
+	// Empty runs the server standalone.
+	Central string
+	// Secret is the cluster secret presented to Central.
+	Secret string
+	// Advertise is the address clients should dial, as told to Central;
+	// empty means the bound address.
+	Advertise string
+	// Heartbeat is the interval between heartbeats to Central; 0 takes the
+	// interval Central suggests at registration.
+	Heartbeat time.Duration
 	// ShutdownGrace bounds how long Close waits for goodbye frames to go out.
 	ShutdownGrace time.Duration
 	// Logger receives the server's logs; nil discards them.
@@ -55,8 +76,15 @@ func DefaultConfig() Config {
 
 func (c *Config) validate() error {
 	var errs []error
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
+	if c.Listen != "" || c.TLS == nil {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
+		}
+	}
+	if c.TLS != nil {
+		if _, _, err := net.SplitHostPort(c.TLSListen); err != nil {
+			errs = append(errs, fmt.Errorf("TLS listen address %q: %w", c.TLSListen, err))
+		}
 	}
 	if c.MaxFrame <= wire.HeaderSize || c.MaxFrame > wire.MaxFrame {
 		errs = append(errs, fmt.Errorf("max frame %d: want %d..%d", c.MaxFrame, wire.HeaderSize+1, wire.MaxFrame))
@@ -71,6 +99,9 @@ func (c *Config) validate() error {
 	}
 	if c.Loops < 0 {
 		errs = append(errs, fmt.Errorf("loops %d: must not be negative", c.Loops))
+	}
+	if c.Heartbeat < 0 {
+		errs = append(errs, fmt.Errorf("heartbeat %v: must not be negative", c.Heartbeat))
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, fmt.Errorf("shutdown grace %v: must not be negative", c.ShutdownGrace))

@@ -9,6 +9,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/ticket"
 	"nearchat/pkg/wire"
 )
 
@@ -178,6 +179,15 @@ func (s *Server) handle(m *member, t wire.Type, body []byte) error {
 		}
 		if err := proto.CheckUser(j.User); err != nil {
 			return fatal(proto.CodeBadJoin, "%v", err)
+		}
+		if s.cfg.TicketKey != nil {
+			c, err := ticket.Verify(s.cfg.TicketKey, j.Ticket, j.Room, j.User, time.Now())
+			if err != nil {
+				return fatal(proto.CodeUnauthorized, "%v", err)
+			}
+			if c.Epoch != j.Epoch {
+				return fatal(proto.CodeUnauthorized, "ticket is for epoch %d, join says %d", c.Epoch, j.Epoch)
+			}
 		}
 		return s.join(m, &j)
 	case proto.TLeave:

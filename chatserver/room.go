@@ -254,6 +254,10 @@ func (s *Server) join(m *member, j *proto.Join) error {
 		r.mu.Unlock()
 	}
 
+	if s.cfg.TicketKey != nil && j.Epoch < r.epoch {
+		r.mu.Unlock()
+		return fatal(proto.CodeUnauthorized, "ticket is for epoch %d; room %q is at epoch %d here", j.Epoch, j.Room, r.epoch)
+	}
 	old := r.members[j.User]
 	if old == nil && len(r.members) >= s.cfg.MaxMembers {
 		r.mu.Unlock()
@@ -352,11 +356,13 @@ func (s *Server) detach(r *room, m *member) {
 		return
 	}
 	delete(r.members, m.user)
-	m.shard.count--
 	pres := newFrame()
 	pres.bb.B, _ = wire.AppendFrame(pres.bb.B, &proto.Presence{User: m.user})
+	// fanout discounts the skipped member from its shard's count itself,
+	// so the count drops only afterwards.
 	r.fanout(pres, m)
 	pres.release()
+	m.shard.count--
 }
 
 // leave takes m out of its room and removes the room once empty. Event loop

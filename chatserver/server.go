@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,13 +26,18 @@ type Server struct {
 	log *slog.Logger
 
 	eng    gnet.Engine
-	addr   string
+	addr   string // where the event loops listen (TCP, or a Unix socket under TLS only)
+	front  *tlsFront
 	booted chan error    // receives the outcome of binding
 	exited chan struct{} // closed when gnet.Run returns
 	runErr error         // gnet.Run's result, read after exited
 
 	closing   atomic.Bool
 	stopReap  chan struct{}
+	stopAgent context.CancelFunc
+	agentDone chan struct{}
+	drainReq  chan struct{}
+	centralOK atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 
@@ -59,6 +65,7 @@ func New(cfg Config) (*Server, error) {
 		log:      log,
 		booted:   make(chan error, 1),
 		stopReap: make(chan struct{}),
+		drainReq: make(chan struct{}, 1),
 		exited:   make(chan struct{}),
 		rooms:    make(map[string]*room),
 		loops:    make(map[gnet.EventLoop]*loop),
@@ -70,8 +77,36 @@ func New(cfg Config) (*Server, error) {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{log}),
 	}
+	// The TLS listener binds first, so its port can name the server before
+	// the event loops start reading the name.
+	network, listen := "tcp", cfg.Listen
+	var tlsLn net.Listener
+	var sockDir string
+	if cfg.TLS != nil {
+		var err error
+		if tlsLn, err = tls.Listen("tcp", cfg.TLSListen, cfg.TLS); err != nil {
+			return nil, fmt.Errorf("chatserver: TLS listen on %s: %w", cfg.TLSListen, err)
+		}
+		if network, listen, sockDir, err = plainBackend(&cfg); err != nil {
+			tlsLn.Close()
+			return nil, fmt.Errorf("chatserver: %w", err)
+		}
+		if s.cfg.ID == "" {
+			_, port, _ := net.SplitHostPort(tlsLn.Addr().String())
+			s.cfg.ID = "chat-" + port
+		}
+	}
+	fail := func(err error) (*Server, error) {
+		if tlsLn != nil {
+			tlsLn.Close()
+		}
+		if sockDir != "" {
+			os.RemoveAll(sockDir)
+		}
+		return nil, err
+	}
 	go func() {
-		s.runErr = gnet.Run(s, "tcp://"+cfg.Listen, opts...)
+		s.runErr = gnet.Run(s, network+"://"+listen, opts...)
 		close(s.exited)
 	}()
 	select {
@@ -79,13 +114,20 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			_ = s.eng.Stop(context.Background())
 			<-s.exited
-			return nil, err
+			return fail(err)
 		}
 	case <-s.exited:
-		return nil, fmt.Errorf("chatserver: listen on %s: %w", cfg.Listen, s.runErr)
+		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
+	}
+	if tlsLn != nil {
+		s.front = &tlsFront{ln: tlsLn, network: network, backend: s.addr, sockDir: sockDir,
+			log: s.log.Debug, conns: map[net.Conn]struct{}{}}
+		s.front.wg.Add(1)
+		go s.front.serve()
 	}
 	go s.reapLoop()
-	s.log.Info("chat server listening", "addr", s.addr, "id", s.cfg.ID)
+	s.startAgent()
+	s.log.Info("chat server listening", "addr", s.Addr(), "loops", s.addr, "tls", s.front != nil, "id", s.cfg.ID)
 	return s, nil
 }
 
@@ -123,8 +165,28 @@ func boundAddr(eng gnet.Engine) (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// Addr returns the address the server listens on. Safe for concurrent use.
-func (s *Server) Addr() string { return s.addr }
+// Addr returns the address clients dial: the TLS address when TLS is on,
+// the plaintext one otherwise. Safe for concurrent use.
+func (s *Server) Addr() string {
+	if s.front != nil {
+		return s.front.ln.Addr().String()
+	}
+	return s.addr
+}
+
+// PlainAddr returns where the event loops listen: the plaintext TCP
+// address, or a Unix socket path when only TLS is served. Safe for
+// concurrent use.
+func (s *Server) PlainAddr() string { return s.addr }
+
+// Advertised returns the address announced to Central for clients to dial.
+// Safe for concurrent use.
+func (s *Server) Advertised() string {
+	if s.cfg.Advertise != "" {
+		return s.cfg.Advertise
+	}
+	return s.Addr()
+}
 
 // ID returns the server's name. Safe for concurrent use.
 func (s *Server) ID() string { return s.cfg.ID }
@@ -151,6 +213,14 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
 		s.log.Info("chat server shutting down", "id", s.cfg.ID)
+		if s.stopAgent != nil {
+			s.stopAgent()
+			<-s.agentDone
+			s.deregister()
+		}
+		if s.front != nil {
+			_ = s.front.ln.Close() // no new TLS members; current ones still get goodbye
+		}
 		bye := s.goodbye()
 		deadline := time.Now().Add(s.cfg.ShutdownGrace)
 		for !bye() && time.Now().Before(deadline) {
@@ -163,6 +233,9 @@ func (s *Server) Close() error {
 			s.closeErr = fmt.Errorf("chatserver: stop: %w", err)
 		}
 		<-s.exited
+		if s.front != nil {
+			s.front.close()
+		}
 	})
 	return s.closeErr
 }

@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/ticket"
 	"nearchat/pkg/wire"
 )
 
@@ -584,5 +586,70 @@ func (fc *frameCounter) feed(b []byte) {
 				fc.delivers++
 			}
 		}
+	}
+}
+
+func TestTicketsAreChecked(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	_, otherPriv, _ := ed25519.GenerateKey(nil)
+	s := startServer(t, func(c *Config) { c.TicketKey = pub })
+	exp := time.Now().Add(time.Minute).Unix()
+	sign := func(k ed25519.PrivateKey, room, user string, epoch uint64, exp int64) []byte {
+		b, err := ticket.Sign(k, ticket.Claims{Room: room, User: user, Epoch: epoch, Expires: exp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// The room reaches epoch 2 with a valid ticket; everything below is
+	// measured against it.
+	alice := hello(t, s)
+	alice.send(&proto.Join{Room: "r", User: "alice", Epoch: 2, Ticket: sign(priv, "r", "alice", 2, exp)})
+	alice.expect(proto.TJoined)
+
+	broken := sign(priv, "r", "bob", 2, exp)
+	broken[len(broken)-5] ^= 0xff
+	tests := []struct {
+		name   string
+		epoch  uint64
+		ticket []byte
+	}{
+		{"no ticket", 2, nil},
+		{"another room", 2, sign(priv, "other", "bob", 2, exp)},
+		{"another user", 2, sign(priv, "r", "carol", 2, exp)},
+		{"old epoch", 1, sign(priv, "r", "bob", 1, exp)},
+		{"epoch differs from join", 2, sign(priv, "r", "bob", 3, exp)},
+		{"expired", 2, sign(priv, "r", "bob", 2, time.Now().Add(-time.Second).Unix())},
+		{"broken signature", 2, broken},
+		{"signed by someone else", 2, sign(otherPriv, "r", "bob", 2, exp)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := hello(t, s)
+			p.send(&proto.Join{Room: "r", User: "bob", Epoch: tc.epoch, Ticket: tc.ticket})
+			p.expectClosed(proto.CodeUnauthorized)
+		})
+	}
+	bob := hello(t, s)
+	bob.send(&proto.Join{Room: "r", User: "bob", Epoch: 2, Ticket: sign(priv, "r", "bob", 2, exp)})
+	bob.expect(proto.TJoined)
+	bob.send(&proto.Chat{Num: 1, Text: "let in"})
+	if d := alice.expect(proto.TDeliver).(*proto.Deliver); d.From != "bob" {
+		t.Fatalf("alice got %+v", d)
+	}
+}
+
+// TestLeaveReachesMembersOnTheSameLoop: with one event loop every member
+// shares the leaver's shard, which once hid the departure from them.
+func TestLeaveReachesMembersOnTheSameLoop(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Loops = 1 })
+	a, _ := joinAs(t, s, "r", "alice")
+	b, _ := joinAs(t, s, "r", "bob")
+	if p := a.expect(proto.TPresence).(*proto.Presence); p.User != "bob" || !p.Here {
+		t.Fatalf("join presence = %+v", p)
+	}
+	b.send(&proto.Leave{})
+	if p := a.expect(proto.TPresence).(*proto.Presence); p.User != "bob" || p.Here {
+		t.Fatalf("leave presence = %+v", p)
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"nearchat/chatserver"
+	"nearchat/pkg/ticket"
 )
 
 func main() {
@@ -29,7 +31,13 @@ func main() {
 	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "maximum members of one room")
 	fs.IntVar(&cfg.MaxOutbound, "max-outbound", cfg.MaxOutbound, "unsent `bytes` after which a member is cut off as a slow consumer")
 	fs.IntVar(&cfg.History, "history", cfg.History, "recent messages kept per room for reconnecting members")
+	fs.StringVar(&cfg.Central, "central", cfg.Central, "Central's REST `address` (host:port or URL); empty runs standalone")
+	fs.StringVar(&cfg.Secret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster `secret` presented to Central (default $NEARCHAT_SECRET)")
+	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "`address` clients should dial, as told to Central (default: the bound address)")
+	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "heartbeat interval to Central (0: what Central suggests)")
+	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to wait for Central to move the rooms away before closing")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for goodbye frames")
+	ticketKey := fs.String("ticket-key", "", "`file` with Central's ticket public key; when set, joins need a ticket signed by Central")
 	verbose := fs.Bool("v", false, "log debug detail")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
@@ -41,19 +49,43 @@ func main() {
 		fmt.Fprintf(os.Stderr, "chatserver: unexpected argument %q\n", fs.Arg(0))
 		os.Exit(2)
 	}
+	if *ticketKey != "" {
+		pub, err := ticket.LoadPublic(*ticketKey)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chatserver:", err)
+			os.Exit(2)
+		}
+		cfg.TicketKey = pub
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	s, err := chatserver.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-sigs
+		if cfg.Central != "" {
+			// First signal: drain, so Central moves the rooms away before
+			// we go. A second signal cuts the wait short.
+			cfg.Logger.Info("draining: asking Central to move the rooms", "timeout", *drainTimeout)
+			dctx, dcancel := context.WithTimeout(ctx, *drainTimeout)
+			go func() { <-sigs; dcancel() }()
+			if err := s.Drain(dctx); err != nil {
+				cfg.Logger.Warn("drain incomplete; closing anyway", "err", err)
+			}
+			dcancel()
+		}
+		cancel()
+	}()
 	if err := s.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -1,0 +1,162 @@
+package chatserver
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"nearchat/pkg/centralapi"
+)
+
+// agent keeps the server registered with Central and heartbeating. Central
+// being away never stops the chat: the agent retries with backoff, and after
+// Central restarts (it answers unknown_server) it registers again and its
+// next heartbeat reports every hosted room, so Central rebuilds its picture.
+type agent struct {
+	s   *Server
+	api *centralapi.Client
+
+	draining bool
+}
+
+func (s *Server) startAgent() {
+	if s.cfg.Central == "" {
+		return
+	}
+	a := &agent{s: s, api: centralapi.NewClient(s.cfg.Central, nil)}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopAgent = cancel
+	s.agentDone = make(chan struct{})
+	go func() {
+		defer close(s.agentDone)
+		a.run(ctx)
+	}()
+}
+
+func (a *agent) register(ctx context.Context) (time.Duration, error) {
+	cfg := a.s.cfg
+	resp, err := a.api.Register(ctx, centralapi.RegisterServerRequest{
+		ID: cfg.ID, Addr: a.s.Advertised(), Secret: cfg.Secret,
+		MaxRooms: cfg.MaxRooms, MaxConns: cfg.MaxConns,
+	})
+	if err != nil {
+		return 0, err
+	}
+	a.s.log.Info("registered with Central", "central", cfg.Central, "id", cfg.ID, "heartbeat", resp.HeartbeatInterval())
+	if a.draining {
+		// A Central that restarted while we drained must hear it again.
+		_ = a.api.Drain(ctx, cfg.ID, cfg.Secret)
+	}
+	return resp.HeartbeatInterval(), nil
+}
+
+func (a *agent) heartbeat(ctx context.Context) (centralapi.HeartbeatResponse, error) {
+	st := a.s.Stats()
+	hb := centralapi.HeartbeatRequest{Secret: a.s.cfg.Secret, Conns: st.Conns}
+	for _, r := range a.s.Rooms() {
+		hb.Rooms = append(hb.Rooms, centralapi.RoomReport{ID: r.ID, Epoch: r.Epoch, Members: r.Members})
+	}
+	return a.api.Heartbeat(ctx, a.s.cfg.ID, hb)
+}
+
+func (a *agent) run(ctx context.Context) {
+	interval := a.s.cfg.Heartbeat
+	registered := false
+	backoff := 100 * time.Millisecond
+	for {
+		var err error
+		if !registered {
+			var iv time.Duration
+			iv, err = a.register(ctx)
+			if err == nil {
+				registered = true
+				if iv > 0 && a.s.cfg.Heartbeat == 0 {
+					interval = iv
+				}
+			}
+		}
+		if registered {
+			var resp centralapi.HeartbeatResponse
+			resp, err = a.heartbeat(ctx)
+			switch {
+			case centralapi.IsUnknownServer(err):
+				a.s.log.Info("Central does not know this server (restarted?); registering again")
+				registered = false
+				continue
+			case err == nil:
+				a.s.centralOK.Store(true)
+				if resp.Draining && !a.draining {
+					a.s.log.Info("Central says this server is draining")
+				}
+			}
+		}
+		wait := interval
+		if interval <= 0 {
+			wait = 3 * time.Second
+		}
+		if err != nil {
+			a.s.centralOK.Store(false)
+			if ctx.Err() != nil {
+				return
+			}
+			a.s.log.Warn("Central unreachable; rooms keep running", "err", err, "retry", backoff)
+			wait = backoff + rand.N(backoff/2+1)
+			backoff = min(backoff*2, max(interval, time.Second))
+		} else {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.s.drainReq:
+			a.draining = true
+			if err := a.api.Drain(ctx, a.s.cfg.ID, a.s.cfg.Secret); err != nil {
+				a.s.log.Warn("telling Central about the drain", "err", err)
+			}
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Drain asks Central to move every room away from this server, stops new
+// rooms from being placed here, and waits until no room is left or ctx
+// ends. Without a Central there is nobody to move the rooms, so Drain returns
+// at once. Safe for concurrent use.
+func (s *Server) Drain(ctx context.Context) error {
+	if s.cfg.Central == "" {
+		return errors.New("chatserver: no Central configured; nothing can take the rooms")
+	}
+	select {
+	case s.drainReq <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for s.Stats().Rooms > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// deregister tells Central this server is gone for good; best effort.
+func (s *Server) deregister() {
+	if s.cfg.Central == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	api := centralapi.NewClient(s.cfg.Central, nil)
+	if err := api.Deregister(ctx, s.cfg.ID, s.cfg.Secret); err != nil {
+		s.log.Debug("deregistering from Central", "err", err)
+	}
+}
+
+// CentralOK reports whether the last exchange with Central succeeded. Safe
+// for concurrent use.
+func (s *Server) CentralOK() bool { return s.centralOK.Load() }

@@ -1,0 +1,141 @@
+package chatserver
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"nearchat/central"
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
+)
+
+// startCentral runs a real Central on loopback, on the given REST address
+// ("127.0.0.1:0" for a fresh port).
+func startCentral(t *testing.T, rest string) *central.Central {
+	t.Helper()
+	cfg := central.DefaultConfig()
+	cfg.RESTListen = rest
+	cfg.ControlListen = "127.0.0.1:0"
+	cfg.HeartbeatInterval = 50 * time.Millisecond
+	cfg.ClusterSecret = "s3cret"
+	cfg.Logger = slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c, err := central.New(cfg)
+	if err != nil {
+		t.Fatalf("central.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c
+}
+
+func serverInfo(t *testing.T, api *centralapi.Client, id string) (centralapi.ServerInfo, bool) {
+	t.Helper()
+	list, err := api.AllServers(context.Background())
+	if err != nil {
+		return centralapi.ServerInfo{}, false
+	}
+	for _, s := range list {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return centralapi.ServerInfo{}, false
+}
+
+func TestRegistersHeartbeatsAndReregisters(t *testing.T) {
+	c := startCentral(t, "127.0.0.1:0")
+	rest := c.RESTAddr()
+	api := centralapi.NewClient(rest, nil)
+	s := startServer(t, func(cfg *Config) {
+		cfg.ID = "serv1"
+		cfg.Central = rest
+		cfg.Secret = "s3cret"
+	})
+	waitFor(t, 5*time.Second, "registration", func() bool {
+		info, ok := serverInfo(t, api, "serv1")
+		return ok && info.Up && info.Addr == s.Addr()
+	})
+	for _, u := range []string{"alice", "bob"} {
+		p := hello(t, s)
+		p.send(&proto.Join{Room: "r-live", User: u, Epoch: 1})
+		p.expect(proto.TJoined)
+	}
+	waitFor(t, 5*time.Second, "heartbeat with the room", func() bool {
+		info, _ := serverInfo(t, api, "serv1")
+		return info.Conns == 2
+	})
+
+	// Central restarts on the same port: the server registers again by
+	// itself and its heartbeat hands the live room back.
+	c.Close()
+	waitFor(t, 5*time.Second, "server to notice Central is gone", func() bool { return !s.CentralOK() })
+	c2 := startCentral(t, rest)
+	_ = c2
+	waitFor(t, 10*time.Second, "re-registration and room adoption", func() bool {
+		rooms, err := api.Rooms(context.Background())
+		if err != nil {
+			return false
+		}
+		for _, r := range rooms {
+			if r.ID == "r-live" && r.Server == "serv1" {
+				m := slices.Clone(r.Members)
+				slices.Sort(m)
+				return slices.Equal(m, []string{"alice", "bob"})
+			}
+		}
+		return false
+	})
+}
+
+func TestWrongSecretIsRefused(t *testing.T) {
+	c := startCentral(t, "127.0.0.1:0")
+	api := centralapi.NewClient(c.RESTAddr(), nil)
+	s := startServer(t, func(cfg *Config) {
+		cfg.ID = "intruder"
+		cfg.Central = c.RESTAddr()
+		cfg.Secret = "wrong"
+	})
+	time.Sleep(300 * time.Millisecond) // several heartbeat intervals
+	if _, ok := serverInfo(t, api, "intruder"); ok {
+		t.Fatal("a server with the wrong secret was registered")
+	}
+	if s.CentralOK() {
+		t.Fatal("server believes Central accepted it")
+	}
+}
+
+func TestDrainWaitsForRoomsToLeave(t *testing.T) {
+	c := startCentral(t, "127.0.0.1:0")
+	api := centralapi.NewClient(c.RESTAddr(), nil)
+	s := startServer(t, func(cfg *Config) {
+		cfg.ID = "serv-d"
+		cfg.Central = c.RESTAddr()
+		cfg.Secret = "s3cret"
+	})
+	waitFor(t, 5*time.Second, "registration", func() bool { _, ok := serverInfo(t, api, "serv-d"); return ok })
+	p, _ := joinAs(t, s, "r-d", "alice")
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- s.Drain(ctx)
+	}()
+	waitFor(t, 5*time.Second, "Central to mark the server draining", func() bool {
+		info, _ := serverInfo(t, api, "serv-d")
+		return info.Draining
+	})
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned %v while a room was still here", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	p.conn.Close() // the member moved away
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+}

@@ -1,0 +1,225 @@
+package chatserver
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/tlsconfig"
+	"nearchat/pkg/wire"
+)
+
+func devCA(t *testing.T) tlsconfig.Files {
+	t.Helper()
+	f, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func startTLSServer(t *testing.T, ca tlsconfig.Files) *Server {
+	t.Helper()
+	cfg, err := tlsconfig.Server(ca.ServerCert, ca.ServerKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, func(c *Config) {
+		c.Listen = "" // TLS only
+		c.TLS = cfg
+		c.TLSListen = "127.0.0.1:0"
+	})
+}
+
+func dialTLS(t *testing.T, addr string, ca tlsconfig.Files, base *net.Dialer) (*peer, error) {
+	t.Helper()
+	cfg, err := tlsconfig.Client(ca.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &tlsconfig.Dialer{Config: cfg}
+	if base != nil {
+		d.Base = base
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { c.Close() })
+	return &peer{t: t, conn: c, r: bufio.NewReader(c)}, nil
+}
+
+func tlsMember(t *testing.T, addr string, ca tlsconfig.Files, room, user string) *peer {
+	t.Helper()
+	p, err := dialTLS(t, addr, ca, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.send(&proto.Hello{V: wire.Version})
+	p.expect(proto.TWelcome)
+	p.send(&proto.Join{Room: room, User: user})
+	p.expect(proto.TJoined)
+	return p
+}
+
+func TestTLSChat(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	a := tlsMember(t, s.Addr(), ca, "r", "alice")
+	b := tlsMember(t, s.Addr(), ca, "r", "bob")
+	for i := uint64(1); i <= 50; i++ {
+		a.send(&proto.Chat{Num: i, Text: "over tls"})
+	}
+	for i := uint64(1); i <= 50; i++ {
+		if d := b.expect(proto.TDeliver).(*proto.Deliver); d.Num != i {
+			t.Fatalf("got %+v, want num %d", d, i)
+		}
+	}
+	if !strings.HasPrefix(s.PlainAddr(), "/") {
+		t.Fatalf("event loops listen on %q, want a private Unix socket when plaintext is off", s.PlainAddr())
+	}
+}
+
+func TestTLSRejections(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	x := tlsMember(t, s.Addr(), ca, "bystanders", "x")
+	y := tlsMember(t, s.Addr(), ca, "bystanders", "y")
+	var num uint64
+	stillFine := func(t *testing.T) {
+		t.Helper()
+		num++
+		x.send(&proto.Chat{Num: num, Text: "fine"})
+		if d := y.expect(proto.TDeliver).(*proto.Deliver); d.Num != num {
+			t.Fatalf("bystander got %+v", d)
+		}
+	}
+
+	t.Run("plaintext to the TLS port", func(t *testing.T) {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		hello, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version})
+		c.Write(hello)
+		c.SetReadDeadline(time.Now().Add(handshakeTimeout() + 5*time.Second))
+		buf := make([]byte, 256)
+		var got []byte
+		for {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		if bytes.Contains(got, []byte{byte(proto.TWelcome)}) && len(got) > wire.HeaderSize && got[wire.LenSize] == byte(proto.TWelcome) {
+			t.Fatal("a plaintext Hello was answered with Welcome")
+		}
+		stillFine(t)
+	})
+	t.Run("certificate from another CA", func(t *testing.T) {
+		other := devCA(t)
+		_, err := dialTLS(t, s.Addr(), other, nil)
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Fatalf("dial with another CA: %v, want a certificate error", err)
+		}
+		stillFine(t)
+	})
+}
+
+// recorder is a TCP proxy that keeps a copy of every byte it forwards.
+type recorder struct {
+	ln  net.Listener
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func newRecorder(t *testing.T, target string) *recorder {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				return
+			}
+			cp := func(dst, src net.Conn) {
+				_, _ = io.Copy(io.MultiWriter(dst, r), src)
+				dst.Close()
+				src.Close()
+			}
+			go cp(up, c)
+			go cp(c, up)
+		}
+	}()
+	return r
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.Write(p)
+}
+
+func (r *recorder) bytes() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.buf.Bytes())
+}
+
+func TestTLSCaptureHoldsNoText(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	rec := newRecorder(t, s.Addr())
+	cfg, _ := tlsconfig.Client(ca.CA, "", "")
+	cfg.ServerName = "127.0.0.1"
+	raw, err := net.Dial("tcp", rec.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, cfg)
+	t.Cleanup(func() { c.Close() })
+	a := &peer{t: t, conn: c, r: bufio.NewReader(c)}
+	a.send(&proto.Hello{V: wire.Version})
+	a.expect(proto.TWelcome)
+	a.send(&proto.Join{Room: "secret-room", User: "alice"})
+	a.expect(proto.TJoined)
+	b := tlsMember(t, s.Addr(), ca, "secret-room", "bob")
+	const text = "the eagle lands at midnight"
+	b.send(&proto.Chat{Num: 1, Text: text})
+	if d := a.expect(proto.TDeliver).(*proto.Deliver); d.Text != text {
+		t.Fatalf("alice got %+v", d)
+	}
+	a.send(&proto.Chat{Num: 1, Text: text + " again"})
+	a.expect(proto.TAck)
+	captured := rec.bytes()
+	if len(captured) < 200 {
+		t.Fatalf("captured only %d bytes", len(captured))
+	}
+	for _, needle := range []string{"eagle", "midnight", "secret-room", "alice", "bob"} {
+		if bytes.Contains(captured, []byte(needle)) {
+			t.Fatalf("captured TLS bytes contain %q", needle)
+		}
+	}
+	t.Logf("%d bytes captured, none of the message text, room or user names among them", len(captured))
+}
