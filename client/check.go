@@ -1,0 +1,126 @@
+package client
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Checker verifies the delivery guarantee from the receiving end: feed it
+// every message received (Observe) and, at the end, how many each sender
+// sent (Expect); Report then counts what was lost, duplicated or out of
+// order. The bot and the tests use it. Safe for concurrent use.
+type Checker struct {
+	mu      sync.Mutex
+	senders map[string]*checkSender
+}
+
+type checkSender struct {
+	last     uint64 // highest number observed
+	seen     map[uint64]struct{}
+	expected uint64
+	dup      int
+	reorder  int
+}
+
+// CheckReport is the outcome of a Checker.
+type CheckReport struct {
+	Received   int            // distinct messages
+	Duplicates int            // messages seen more than once
+	OutOfOrder int            // messages observed after a higher number of the same sender
+	Missing    map[string]int // by sender: expected but never seen
+}
+
+// OK reports whether every expected message arrived exactly once, in order.
+func (r CheckReport) OK() bool {
+	if r.Duplicates > 0 || r.OutOfOrder > 0 {
+		return false
+	}
+	for _, n := range r.Missing {
+		if n > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (r CheckReport) String() string {
+	var miss []string
+	for u, n := range r.Missing {
+		if n > 0 {
+			miss = append(miss, fmt.Sprintf("%s:%d", u, n))
+		}
+	}
+	sort.Strings(miss)
+	return fmt.Sprintf("received %d, duplicates %d, out of order %d, missing [%s]",
+		r.Received, r.Duplicates, r.OutOfOrder, strings.Join(miss, " "))
+}
+
+// NewChecker returns an empty Checker.
+func NewChecker() *Checker { return &Checker{senders: make(map[string]*checkSender)} }
+
+func (c *Checker) sender(from string) *checkSender {
+	s := c.senders[from]
+	if s == nil {
+		s = &checkSender{seen: make(map[uint64]struct{})}
+		c.senders[from] = s
+	}
+	return s
+}
+
+// Observe records message num of from. It returns false when the message
+// breaks the guarantee: a duplicate, or one arriving after a higher number.
+func (c *Checker) Observe(from string, num uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.sender(from)
+	if _, ok := s.seen[num]; ok {
+		s.dup++
+		return false
+	}
+	s.seen[num] = struct{}{}
+	if num < s.last {
+		s.reorder++
+		return false
+	}
+	s.last = num
+	return true
+}
+
+// Expect records that from sent messages 1..n.
+func (c *Checker) Expect(from string, n uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sender(from).expected = n
+}
+
+// Count returns how many distinct messages of from were observed.
+func (c *Checker) Count(from string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.senders[from]; s != nil {
+		return len(s.seen)
+	}
+	return 0
+}
+
+// Report summarises everything observed so far.
+func (c *Checker) Report() CheckReport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := CheckReport{Missing: make(map[string]int)}
+	for u, s := range c.senders {
+		r.Received += len(s.seen)
+		r.Duplicates += s.dup
+		r.OutOfOrder += s.reorder
+		miss := 0
+		for n := uint64(1); n <= s.expected; n++ {
+			if _, ok := s.seen[n]; !ok {
+				miss++
+			}
+		}
+		r.Missing[u] = miss
+	}
+	return r
+}

@@ -1,0 +1,581 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/rtt"
+	"nearchat/pkg/wire"
+)
+
+// Options configures a Client: the user's whole presence in nearchat.
+type Options struct {
+	// Central is the REST address of Central (host:port or URL); Control
+	// its control port (host:port).
+	Central string
+	Control string
+	// User is the name to register; Token, if known from an earlier
+	// session, gets the same identity back.
+	User  string
+	Token string
+	// Agent is announced in Hello ("chat/1", "bot/1").
+	Agent string
+	// Dialer opens every TCP connection (control, probes, chat); nil means
+	// a plain net.Dialer. Tests and the demo inject delaynet here.
+	Dialer rtt.Dialer
+	// Session configures each room's session; its Dialer and OnBroken are
+	// set by the Client.
+	Session Config
+	// Probe configures the RTT prober; its Dialer is set by the Client.
+	Probe rtt.Config
+	// ProbeEvery is the interval between probe rounds over the live
+	// servers, each followed by a latency report to Central.
+	ProbeEvery time.Duration
+	// BackoffMin and BackoffMax bound the reconnect delay to Central
+	// (exponential, with jitter).
+	BackoffMin, BackoffMax time.Duration
+	// OnProbe, if set, sees every probe round's results (server ID ->
+	// result). It runs on the prober's goroutine and must not block.
+	OnProbe func(map[string]rtt.Result)
+	// Logger receives the client's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultOptions returns the defaults of the terminal client and the bot.
+func DefaultOptions() Options {
+	return Options{
+		Central:    "127.0.0.1:8080",
+		Control:    "127.0.0.1:8081",
+		Agent:      "chat/1",
+		Session:    DefaultConfig(),
+		Probe:      rtt.DefaultConfig(),
+		ProbeEvery: 3 * time.Second,
+		BackoffMin: 100 * time.Millisecond,
+		BackoffMax: 5 * time.Second,
+	}
+}
+
+// Controller events, delivered on Client.Events next to nothing else; each
+// room's own events come from its Session.
+
+// Status is one step of a chat request this client made.
+type Status struct{ proto.Status }
+
+// Incoming is a chat request from another user, to Answer.
+type Incoming struct{ proto.Incoming }
+
+// RoomReady announces a room this client is now a member of.
+type RoomReady struct {
+	Room    string
+	Session *Session
+	Assign  proto.Assign
+}
+
+// Relocated reports that a room followed a move: the session joined the
+// new server and sends there. Took runs from the Assign to Joined.
+type Relocated struct {
+	Room   string
+	Assign proto.Assign
+	Took   time.Duration
+}
+
+// RoomClosed reports that Central ended a room.
+type RoomClosed struct{ proto.RoomClosed }
+
+// Connected reports that the control connection to Central is (re)established.
+type Connected struct{ Central string }
+
+// Disconnected reports that the control connection dropped; the client
+// reconnects by itself.
+type Disconnected struct{ Err error }
+
+func (Status) event()       {}
+func (Incoming) event()     {}
+func (RoomReady) event()    {}
+func (RoomClosed) event()   {}
+func (Relocated) event()    {}
+func (Connected) event()    {}
+func (Disconnected) event() {}
+
+// Client registers with Central, keeps one control connection to it with
+// reconnects, probes the chat servers and reports its latency vector, and
+// follows room assignments: opening sessions and moving them. Its methods
+// are safe for concurrent use.
+type Client struct {
+	opts   Options
+	log    *slog.Logger
+	api    *centralapi.Client
+	dialer rtt.Dialer
+	events chan Event
+
+	mu      sync.Mutex
+	token   string
+	ctrl    *ctrlConn // nil while disconnected
+	rooms   map[string]*roomState
+	servers []centralapi.ServerInfo
+
+	reported chan struct{} // closed after the first latency report
+	repOnce  sync.Once
+}
+
+type roomState struct {
+	assigns chan proto.Assign // the newest pending Assign, handled one at a time
+	done    chan struct{}     // closed when the room is left or closed
+	mu      sync.Mutex
+	sess    *Session
+	epoch   uint64
+}
+
+// New validates opts. Nothing is dialed before Run.
+func New(opts Options) (*Client, error) {
+	if err := proto.CheckUser(opts.User); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if opts.Central == "" || opts.Control == "" {
+		return nil, errors.New("client: Central's REST and control addresses are both needed")
+	}
+	if opts.ProbeEvery <= 0 || opts.BackoffMin <= 0 || opts.BackoffMax < opts.BackoffMin {
+		return nil, errors.New("client: probe interval and backoff bounds must be positive, min <= max")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d := opts.Dialer
+	if d == nil {
+		d = &net.Dialer{Timeout: 5 * time.Second}
+	}
+	return &Client{
+		opts:     opts,
+		log:      log,
+		api:      centralapi.NewClient(opts.Central, nil),
+		dialer:   d,
+		events:   make(chan Event, 256),
+		token:    opts.Token,
+		rooms:    make(map[string]*roomState),
+		reported: make(chan struct{}),
+	}, nil
+}
+
+// Events returns the controller's events: Status, Incoming, RoomReady,
+// Relocated, RoomClosed, Connected, Disconnected, Error.
+func (c *Client) Events() <-chan Event { return c.events }
+
+// User returns the registered user name.
+func (c *Client) User() string { return c.opts.User }
+
+// Token returns the session token, empty before registration.
+func (c *Client) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+// Reported is closed once the first latency vector reached Central; a chat
+// request made before that finds no server measured.
+func (c *Client) Reported() <-chan struct{} { return c.reported }
+
+// API returns the REST client for Central.
+func (c *Client) API() *centralapi.Client { return c.api }
+
+func (c *Client) emit(e Event) {
+	select {
+	case c.events <- e:
+	default:
+		// A reader that does not keep up loses controller events rather
+		// than stalling the control connection; room traffic is separate.
+		c.log.Warn("controller event dropped: nobody is reading Events", "event", fmt.Sprintf("%T", e))
+	}
+}
+
+// Register registers the user with Central (or re-registers with the
+// token), once. Run does it by itself.
+func (c *Client) Register(ctx context.Context) error {
+	sess, err := c.api.RegisterClient(ctx, c.opts.User, c.Token())
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.token = sess.Token
+	c.mu.Unlock()
+	return nil
+}
+
+// Run registers, keeps the control connection up and probes servers until
+// ctx ends. It returns ctx's error, or a registration refusal (the name is
+// held by another live session).
+func (c *Client) Run(ctx context.Context) error {
+	if err := c.Register(ctx); err != nil {
+		return fmt.Errorf("client: register %q: %w", c.opts.User, err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.probeLoop(ctx)
+	}()
+	err := c.controlLoop(ctx)
+	wg.Wait()
+	c.mu.Lock()
+	rooms := c.rooms
+	c.rooms = map[string]*roomState{}
+	c.mu.Unlock()
+	for _, r := range rooms {
+		r.mu.Lock()
+		if r.sess != nil {
+			_ = r.sess.Close()
+		}
+		r.mu.Unlock()
+	}
+	return err
+}
+
+func (c *Client) controlLoop(ctx context.Context) error {
+	backoff := c.opts.BackoffMin
+	for {
+		err := c.controlOnce(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var pe *proto.Error
+		if errors.As(err, &pe) && pe.Code == proto.CodeUnauthorized {
+			// Central forgot our token (it restarted after the grace
+			// period); registering again with it restores the name.
+			if rerr := c.Register(ctx); rerr != nil {
+				c.log.Warn("re-registering", "err", rerr)
+			}
+		}
+		c.emit(Disconnected{Err: err})
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Info("control connection lost; reconnecting", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, c.opts.BackoffMax)
+		if err == nil {
+			backoff = c.opts.BackoffMin
+		}
+	}
+}
+
+// ctrlConn is one control connection; writes are serialised by mu.
+type ctrlConn struct {
+	conn net.Conn
+	mu   sync.Mutex
+	buf  []byte
+}
+
+func (cc *ctrlConn) send(m wire.Message) error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	var err error
+	cc.buf, err = wire.AppendFrame(cc.buf[:0], m)
+	if err != nil {
+		return err
+	}
+	_ = cc.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err = cc.conn.Write(cc.buf)
+	return err
+}
+
+func (c *Client) controlOnce(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	conn, err := c.dialer.DialContext(dctx, "tcp", c.opts.Control)
+	cancel()
+	if err != nil {
+		return err
+	}
+	cc := &ctrlConn{conn: conn}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	var scratch []byte
+	if err := cc.send(&proto.Hello{V: wire.Version, Agent: c.opts.Agent, Token: c.Token()}); err != nil {
+		return err
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	m, err := readFrame(r, &scratch)
+	if err != nil {
+		return fmt.Errorf("control handshake: %w", err)
+	}
+	switch w := m.(type) {
+	case *proto.Welcome:
+	case *proto.Error:
+		return w
+	default:
+		return fmt.Errorf("control handshake: unexpected %T", m)
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	c.mu.Lock()
+	c.ctrl = cc
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if c.ctrl == cc {
+			c.ctrl = nil
+		}
+		c.mu.Unlock()
+	}()
+	c.emit(Connected{Central: c.opts.Control})
+	c.log.Info("control connection up", "central", c.opts.Control, "user", c.opts.User)
+	for {
+		m, err := readFrame(r, &scratch)
+		if err != nil {
+			return err
+		}
+		switch m := m.(type) {
+		case *proto.Status:
+			c.emit(Status{*m})
+		case *proto.Incoming:
+			c.emit(Incoming{*m})
+		case *proto.Assign:
+			c.assign(ctx, *m)
+		case *proto.RoomClosed:
+			c.closeRoom(m.Room)
+			c.emit(RoomClosed{*m})
+		case *proto.Ping:
+			_ = cc.send((*proto.Pong)(m))
+		case *proto.Pong:
+		case *proto.Error:
+			if m.Fatal {
+				return m
+			}
+			c.log.Warn("Central reports an error", "err", m)
+			c.emit(Error{Err: m})
+		default:
+			c.log.Debug("ignoring control frame", "type", fmt.Sprintf("%T", m))
+		}
+	}
+}
+
+// send writes m on the current control connection.
+func (c *Client) send(m wire.Message) error {
+	c.mu.Lock()
+	cc := c.ctrl
+	c.mu.Unlock()
+	if cc == nil {
+		return errors.New("client: not connected to Central")
+	}
+	return cc.send(m)
+}
+
+// Request asks Central to start a chat with the given users. The status
+// stream arrives as Status events.
+func (c *Client) Request(to ...string) error {
+	for _, u := range to {
+		if err := proto.CheckUser(u); err != nil {
+			return err
+		}
+	}
+	return c.send(&proto.Request{To: to})
+}
+
+// Answer accepts or declines an Incoming request.
+func (c *Client) Answer(req string, accept bool) error {
+	return c.send(&proto.Answer{Req: req, Accept: accept})
+}
+
+// Leave leaves a room for good and tells Central.
+func (c *Client) Leave(room string) error {
+	c.closeRoom(room)
+	return c.send(&proto.LeaveRoom{Room: room})
+}
+
+// Session returns the session of a room this client is in, or nil.
+func (c *Client) Session(room string) *Session {
+	c.mu.Lock()
+	r := c.rooms[room]
+	c.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sess
+}
+
+func (c *Client) closeRoom(room string) {
+	c.mu.Lock()
+	r := c.rooms[room]
+	delete(c.rooms, room)
+	c.mu.Unlock()
+	if r == nil {
+		return
+	}
+	close(r.done)
+	r.mu.Lock()
+	if r.sess != nil {
+		_ = r.sess.Close()
+	}
+	r.mu.Unlock()
+}
+
+// assign hands an Assign to its room's worker, which opens or moves the
+// session; only the newest pending Assign matters.
+func (c *Client) assign(ctx context.Context, a proto.Assign) {
+	c.mu.Lock()
+	r := c.rooms[a.Room]
+	if r == nil {
+		r = &roomState{assigns: make(chan proto.Assign, 1), done: make(chan struct{})}
+		c.rooms[a.Room] = r
+		go c.roomWorker(ctx, a.Room, r)
+	}
+	c.mu.Unlock()
+	for {
+		select {
+		case r.assigns <- a:
+			return
+		default:
+		}
+		select {
+		case old := <-r.assigns:
+			if old.Epoch > a.Epoch {
+				a = old
+			}
+		default:
+		}
+	}
+}
+
+func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
+	for {
+		var a proto.Assign
+		select {
+		case <-r.done:
+			return
+		case <-ctx.Done():
+			return
+		case a = <-r.assigns:
+		}
+		r.mu.Lock()
+		cur := r.epoch
+		sess := r.sess
+		r.mu.Unlock()
+		if a.Epoch <= cur {
+			// A repeat of what we already follow: Central missed the ack.
+			_ = c.send(&proto.AssignAck{Room: room, Epoch: cur})
+			continue
+		}
+		var err error
+		if sess == nil {
+			cfg := c.opts.Session
+			cfg.Dialer = c.dialer
+			cfg.OnBroken = func(server proto.ServerRef, epoch uint64, _ error) {
+				// Tell Central at once; it checks the server and moves us.
+				_ = c.send(&proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch})
+			}
+			sess, err = Open(ctx, cfg, a.Server, room, c.opts.User, a.Epoch, a.Ticket)
+			if err == nil {
+				r.mu.Lock()
+				r.sess, r.epoch = sess, a.Epoch
+				r.mu.Unlock()
+				select {
+				case <-r.done: // left while we were joining
+					_ = sess.Close()
+					return
+				default:
+				}
+				c.emit(RoomReady{Room: room, Session: sess, Assign: a})
+			}
+		} else {
+			start := time.Now()
+			err = sess.Move(ctx, a.Server, a.Epoch, a.Ticket)
+			if err == nil {
+				r.mu.Lock()
+				r.epoch = a.Epoch
+				r.mu.Unlock()
+				c.emit(Relocated{Room: room, Assign: a, Took: time.Since(start)})
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			// No ack: Central sends the Assign again, and we try again.
+			c.log.Warn("following assignment", "room", room, "server", a.Server.ID, "epoch", a.Epoch, "err", err)
+			_ = c.send(&proto.Unreachable{Room: room, Server: a.Server.ID, Epoch: a.Epoch})
+			continue
+		}
+		_ = c.send(&proto.AssignAck{Room: room, Epoch: a.Epoch})
+	}
+}
+
+// Servers returns the live servers as of the last probe round.
+func (c *Client) Servers() []centralapi.ServerInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]centralapi.ServerInfo(nil), c.servers...)
+}
+
+func (c *Client) probeLoop(ctx context.Context) {
+	pcfg := c.opts.Probe
+	pcfg.Dialer = c.dialer
+	pcfg.Logger = c.log
+	p, err := rtt.New(pcfg)
+	if err != nil {
+		c.log.Error("prober", "err", err)
+		return
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.probeOnce(ctx, p); err != nil && ctx.Err() == nil {
+			c.log.Warn("latency round", "err", err)
+		}
+		t.Reset(c.opts.ProbeEvery)
+	}
+}
+
+// probeOnce measures every live server and reports the vector.
+func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
+	servers, err := c.api.Servers(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.servers = servers
+	c.mu.Unlock()
+	targets := make([]rtt.Target, 0, len(servers))
+	for _, s := range servers {
+		targets = append(targets, rtt.Target{ID: s.ID, Addr: s.Addr})
+	}
+	results := p.Round(ctx, targets)
+	if c.opts.OnProbe != nil {
+		c.opts.OnProbe(results)
+	}
+	vec := make(map[string]centralapi.Sample, len(results))
+	for id, r := range results {
+		if r.Err == nil && r.Count > 0 {
+			vec[id] = centralapi.SampleOf(r.Median, r.Spread, r.Count)
+		}
+	}
+	err = c.api.PutLatency(ctx, c.opts.User, c.Token(), vec)
+	if centralapi.IsUnauthorized(err) {
+		if rerr := c.Register(ctx); rerr == nil {
+			err = c.api.PutLatency(ctx, c.opts.User, c.Token(), vec)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	c.repOnce.Do(func() { close(c.reported) })
+	return nil
+}

@@ -1,0 +1,461 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"nearchat/central"
+	"nearchat/client"
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/delaynet"
+	"nearchat/pkg/proto"
+)
+
+// The paper's round-trip times from either client.
+var paperRTT = map[string]time.Duration{
+	"serv1": 40 * time.Millisecond,
+	"serv3": 60 * time.Millisecond,
+	"serv4": 80 * time.Millisecond,
+	"serv2": 100 * time.Millisecond,
+}
+
+var (
+	buildOnce  sync.Once
+	chatBinary string
+	buildErr   error
+)
+
+// chatserverBinary builds bin/chatserver once per test run, so tests can
+// kill a real server process with SIGKILL.
+func chatserverBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nearchat-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		chatBinary = filepath.Join(dir, "chatserver")
+		out, err := exec.Command("go", "build", "-o", chatBinary, "nearchat/cmd/chatserver").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build chatserver: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return chatBinary
+}
+
+type cluster struct {
+	t       *testing.T
+	central *central.Central
+	api     *centralapi.Client
+	delays  *delaynet.Delays
+	procs   map[string]*exec.Cmd
+	logs    map[string]*bytes.Buffer
+	ctx     context.Context
+	cancel  context.CancelFunc
+	centCfg central.Config
+}
+
+const secret = "e2e-secret"
+
+func newCluster(t *testing.T, edits ...func(*central.Config)) *cluster {
+	t.Helper()
+	cfg := central.DefaultConfig()
+	cfg.RESTListen = "127.0.0.1:0"
+	cfg.ControlListen = "127.0.0.1:0"
+	cfg.HeartbeatInterval = 200 * time.Millisecond
+	cfg.OfflineAfter = 1500 * time.Millisecond
+	cfg.ScanInterval = 500 * time.Millisecond
+	cfg.AssignRetry = 300 * time.Millisecond
+	cfg.Policy.MinDwell = time.Second
+	cfg.ClusterSecret = secret
+	cfg.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &cluster{t: t, delays: &delaynet.Delays{}, procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{},
+		ctx: ctx, cancel: cancel, centCfg: cfg}
+	c.startCentral()
+	t.Cleanup(func() {
+		for id := range c.procs {
+			c.kill(id, syscall.SIGKILL)
+		}
+		cancel()
+		if t.Failed() {
+			for id, b := range c.logs {
+				t.Logf("--- %s log ---\n%s", id, b.String())
+			}
+		}
+	})
+	return c
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimSpace(p)))
+	return len(p), nil
+}
+
+func (c *cluster) startCentral() {
+	c.t.Helper()
+	cen, err := central.New(c.centCfg)
+	if err != nil {
+		c.t.Fatalf("central.New: %v", err)
+	}
+	c.central = cen
+	c.api = centralapi.NewClient(cen.RESTAddr(), nil)
+	c.centCfg.RESTListen, c.centCfg.ControlListen = cen.RESTAddr(), cen.ControlAddr()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = cen.Run(c.ctx) }()
+	c.t.Cleanup(func() { cen.Close(); <-done })
+}
+
+// restartCentral stops Central and starts a new one on the same ports.
+func (c *cluster) restartCentral() {
+	c.t.Helper()
+	c.central.Close()
+	c.startCentral()
+}
+
+// startServer runs a chat server process and waits until Central lists it,
+// then gives its address the paper's delay.
+func (c *cluster) startServer(id string) {
+	c.t.Helper()
+	log := &bytes.Buffer{}
+	cmd := exec.Command(chatserverBinary(c.t), "-listen", "127.0.0.1:0", "-id", id,
+		"-central", c.centCfg.RESTListen, "-secret", secret, "-heartbeat", "200ms")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", id, err)
+	}
+	c.procs[id], c.logs[id] = cmd, log
+	waitFor(c.t, 10*time.Second, id+" to register", func() bool {
+		list, err := c.api.Servers(context.Background())
+		if err != nil {
+			return false
+		}
+		for _, s := range list {
+			if s.ID == id && s.Up {
+				c.delays.Set(s.Addr, paperRTT[id]/2)
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func (c *cluster) kill(id string, sig syscall.Signal) {
+	cmd := c.procs[id]
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	_ = cmd.Wait()
+	delete(c.procs, id)
+}
+
+// user is one connected client in a test.
+type user struct {
+	t      *testing.T
+	name   string
+	c      *client.Client
+	events chan client.Event
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (c *cluster) user(name string) *user {
+	c.t.Helper()
+	opts := client.DefaultOptions()
+	opts.Central, opts.Control, opts.User = c.centCfg.RESTListen, c.centCfg.ControlListen, name
+	opts.Dialer = &delaynet.Dialer{Delay: c.delays.Get}
+	opts.ProbeEvery = 300 * time.Millisecond
+	opts.Probe.Samples = 3
+	opts.BackoffMin, opts.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
+	opts.Logger = slog.New(slog.NewTextHandler(tWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cl, err := client.New(opts)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	u := &user{t: c.t, name: name, c: cl, cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(u.done); _ = cl.Run(ctx) }()
+	c.t.Cleanup(func() { cancel(); <-u.done })
+	select {
+	case <-cl.Reported():
+	case <-time.After(10 * time.Second):
+		c.t.Fatalf("%s: no latency report within 10s", name)
+	}
+	return u
+}
+
+// next returns the next controller event of type T, skipping others.
+func next[T client.Event](u *user, timeout time.Duration) T {
+	u.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case ev := <-u.c.Events():
+			if e, ok := ev.(T); ok {
+				return e
+			}
+		case <-deadline:
+			var zero T
+			u.t.Fatalf("%s: no %T within %v", u.name, zero, timeout)
+			return zero
+		}
+	}
+}
+
+// chat has a request from a to b accepted and returns both sessions.
+func chat(t *testing.T, a, b *user) (*client.Session, *client.Session, proto.Assign) {
+	t.Helper()
+	if err := a.c.Request(b.name); err != nil {
+		t.Fatal(err)
+	}
+	in := next[client.Incoming](b, 5*time.Second)
+	if err := b.c.Answer(in.Req, true); err != nil {
+		t.Fatal(err)
+	}
+	ra := next[client.RoomReady](a, 5*time.Second)
+	rb := next[client.RoomReady](b, 5*time.Second)
+	return ra.Session, rb.Session, ra.Assign
+}
+
+// stream sends n messages from s, one every gap, in the background.
+func stream(t *testing.T, s *client.Session, n int, gap time.Duration) chan error {
+	errc := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			if _, err := s.Send(fmt.Sprintf("%s %d", s.User(), i+1)); err != nil {
+				errc <- err
+				return
+			}
+			time.Sleep(gap)
+		}
+		errc <- nil
+	}()
+	return errc
+}
+
+// collect gathers messages from s until it has want of them, failing on a
+// duplicate or a message out of order.
+func collect(t *testing.T, s *client.Session, want int, timeout time.Duration) chan error {
+	errc := make(chan error, 1)
+	go func() {
+		check := client.NewChecker()
+		got := 0
+		deadline := time.After(timeout)
+		for got < want {
+			select {
+			case ev, ok := <-s.Events():
+				if !ok {
+					errc <- fmt.Errorf("%s: session closed after %d messages", s.User(), got)
+					return
+				}
+				if m, isMsg := ev.(client.Message); isMsg {
+					if !check.Observe(m.From, m.Num) {
+						errc <- fmt.Errorf("%s: message %d of %s duplicated or out of order", s.User(), m.Num, m.From)
+						return
+					}
+					got++
+				}
+			case <-deadline:
+				errc <- fmt.Errorf("%s: %d of %d messages after %v: %s", s.User(), got, want, timeout, check.Report())
+				return
+			}
+		}
+		errc <- nil
+	}()
+	return errc
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestE2ERoomStartsOnBestServer(t *testing.T) {
+	c := newCluster(t)
+	for _, id := range []string{"serv2", "serv3", "serv4"} {
+		c.startServer(id)
+	}
+	alice, bob := c.user("alice"), c.user("bob")
+	_, _, a := chat(t, alice, bob)
+	if a.Server.ID != "serv3" {
+		t.Fatalf("room placed on %s, want serv3 (60 ms, the best running)", a.Server.ID)
+	}
+}
+
+// TestE2EMovesAndSurvivesKill plays the paper's scenario under a steady
+// stream both ways: a better server appears and the room moves there; that
+// server is killed with SIGKILL and the room moves back; nothing is lost,
+// duplicated or reordered.
+func TestE2EMovesAndSurvivesKill(t *testing.T) {
+	c := newCluster(t)
+	for _, id := range []string{"serv2", "serv3", "serv4"} {
+		c.startServer(id)
+	}
+	alice, bob := c.user("alice"), c.user("bob")
+	sa, sb, a := chat(t, alice, bob)
+	if a.Server.ID != "serv3" {
+		t.Fatalf("room placed on %s, want serv3", a.Server.ID)
+	}
+	const n = 400
+	gap := 15 * time.Millisecond
+	sendA, sendB := stream(t, sa, n, gap), stream(t, sb, n, gap)
+	recvA, recvB := collect(t, sa, n, 60*time.Second), collect(t, sb, n, 60*time.Second)
+
+	started := time.Now()
+	c.startServer("serv1")
+	moved := next[client.Relocated](alice, 10*time.Second)
+	tookUp := time.Since(started)
+	if moved.Assign.Server.ID != "serv1" {
+		t.Fatalf("moved to %s, want serv1", moved.Assign.Server.ID)
+	}
+	t.Logf("better server: serv1 started, room moved %v later (scan interval %v)", tookUp, c.centCfg.ScanInterval)
+	if limit := c.centCfg.ScanInterval + time.Second + 3*time.Second; tookUp > limit {
+		t.Errorf("move took %v, want within %v (one scan + 1 s, plus noise headroom)", tookUp, limit)
+	}
+
+	time.Sleep(300 * time.Millisecond)
+	killed := time.Now()
+	c.kill("serv1", syscall.SIGKILL)
+	back := next[client.Relocated](alice, 10*time.Second)
+	tookKill := time.Since(killed)
+	if back.Assign.Server.ID != "serv3" {
+		t.Fatalf("after the kill the room moved to %s, want serv3", back.Assign.Server.ID)
+	}
+	t.Logf("SIGKILL: room on serv3 again %v after serv1 was killed", tookKill)
+	if tookKill > 3*time.Second {
+		t.Errorf("recovery took %v, want about 1 s (3 s with headroom)", tookKill)
+	}
+
+	for _, ch := range []chan error{sendA, sendB, recvA, recvB} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestE2ECentralRestartKeepsChatting(t *testing.T) {
+	c := newCluster(t)
+	c.startServer("serv3")
+	alice, bob := c.user("alice"), c.user("bob")
+	sa, sb, _ := chat(t, alice, bob)
+	const n = 200
+	sendA := stream(t, sa, n, 10*time.Millisecond)
+	recvB := collect(t, sb, n, 30*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	c.restartCentral()
+	if err := <-sendA; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-recvB; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the new Central to know the room", func() bool {
+		rooms, err := c.api.Rooms(context.Background())
+		return err == nil && len(rooms) == 1 && rooms[0].Server == "serv3"
+	})
+}
+
+func TestE2ERequestOutcomes(t *testing.T) {
+	c := newCluster(t, func(cfg *central.Config) {
+		cfg.RequestTimeout = 1500 * time.Millisecond
+		cfg.AwaitingEvery = 300 * time.Millisecond
+	})
+	c.startServer("serv3")
+	alice, bob := c.user("alice"), c.user("bob")
+
+	final := func(u *user) client.Status {
+		t.Helper()
+		for {
+			st := next[client.Status](u, 10*time.Second)
+			if st.Code.Final() {
+				return st
+			}
+		}
+	}
+	t.Run("unknown user", func(t *testing.T) {
+		if err := alice.c.Request("nobody"); err != nil {
+			t.Fatal(err)
+		}
+		if st := final(alice); st.Code != proto.UserNotFound {
+			t.Fatalf("status %s (%s), want USER_NOT_FOUND", st.Code, st.Detail)
+		}
+	})
+	t.Run("decline", func(t *testing.T) {
+		if err := alice.c.Request("bob"); err != nil {
+			t.Fatal(err)
+		}
+		in := next[client.Incoming](bob, 5*time.Second)
+		if err := bob.c.Answer(in.Req, false); err != nil {
+			t.Fatal(err)
+		}
+		if st := final(alice); st.Code != proto.ReqDeclined {
+			t.Fatalf("status %s (%s), want REQ_DECLINED", st.Code, st.Detail)
+		}
+	})
+	t.Run("timeout with awaiting updates", func(t *testing.T) {
+		if err := alice.c.Request("bob"); err != nil {
+			t.Fatal(err)
+		}
+		next[client.Incoming](bob, 5*time.Second) // bob never answers
+		var awaiting int
+		for {
+			st := next[client.Status](alice, 10*time.Second)
+			if st.Code == proto.AwaitingReq {
+				awaiting++
+			}
+			if st.Code.Final() {
+				if st.Code != proto.ReqTimeout || awaiting == 0 {
+					t.Fatalf("final %s after %d AWAITING_REQ, want REQ_TIMEOUT after at least one", st.Code, awaiting)
+				}
+				break
+			}
+		}
+	})
+	t.Run("request to oneself", func(t *testing.T) {
+		if err := alice.c.Request("alice"); err != nil {
+			t.Fatal(err)
+		}
+		if st := final(alice); st.Code != proto.ReqInvalid {
+			t.Fatalf("status %s (%s), want REQ_INVALID", st.Code, st.Detail)
+		}
+	})
+	t.Run("peer goes offline mid-request", func(t *testing.T) {
+		carol := c.user("carol")
+		if err := alice.c.Request("carol"); err != nil {
+			t.Fatal(err)
+		}
+		next[client.Incoming](carol, 5*time.Second)
+		carol.cancel()
+		<-carol.done
+		st := final(alice)
+		if st.Code == proto.ReqAccepted {
+			t.Fatalf("status %s after the peer left", st.Code)
+		}
+		t.Logf("peer offline mid-request: %s (%s)", st.Code, st.Detail)
+	})
+}

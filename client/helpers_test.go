@@ -1,0 +1,403 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"nearchat/chatserver"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// gnet's shared worker pool outlives individual engines.
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).purgeStaleWorkers"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).ticktock"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+	)
+}
+
+type tlogWriter struct{ t testing.TB }
+
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func testLogger(t testing.TB, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: level}))
+}
+
+// startChat runs a chat server on a free loopback port until the test ends.
+func startChat(t testing.TB, id string) *chatserver.Server {
+	t.Helper()
+	cfg := chatserver.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.ID = id
+	cfg.Loops = 2
+	cfg.Logger = testLogger(t, slog.LevelWarn)
+	s, err := chatserver.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("chat server %s: %v", id, err)
+		}
+	})
+	return s
+}
+
+func ref(s *chatserver.Server) proto.ServerRef { return proto.ServerRef{ID: s.ID(), Addr: s.Addr()} }
+
+// member is a Session plus everything its events told.
+type member struct {
+	t       testing.TB
+	s       *Session
+	check   *Checker
+	mu      sync.Mutex
+	moves   []Moved
+	drained []Drained
+	miss    []Missed
+	broke   []Broken
+	errs    []error
+	last    map[string]Message
+	done    chan struct{}
+}
+
+func testConfig(t testing.TB) Config {
+	cfg := DefaultConfig()
+	cfg.Logger = testLogger(t, slog.LevelInfo)
+	// Long enough that the gap timers (the fallback) cannot rescue a test
+	// within its waits: the primary paths must do the work.
+	cfg.HoldBack = 3 * time.Second
+	cfg.GapTimeout = 20 * time.Second
+	cfg.DrainTimeout = time.Second
+	return cfg
+}
+
+// join opens a session for user on srv and drains its events.
+func join(t testing.TB, cfg Config, srv proto.ServerRef, room, user string) *member {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := Open(ctx, cfg, srv, room, user, 1, nil)
+	if err != nil {
+		t.Fatalf("open %s: %v", user, err)
+	}
+	m := &member{t: t, s: s, check: NewChecker(), last: map[string]Message{}, done: make(chan struct{})}
+	go m.drain()
+	t.Cleanup(func() {
+		s.Close()
+		<-m.done
+	})
+	return m
+}
+
+func (m *member) drain() {
+	defer close(m.done)
+	for ev := range m.s.Events() {
+		m.mu.Lock()
+		switch ev := ev.(type) {
+		case Message:
+			if !m.check.Observe(ev.From, ev.Num) {
+				m.t.Errorf("%s: message %s#%d breaks the guarantee", m.s.User(), ev.From, ev.Num)
+			}
+			m.last[ev.From] = ev
+		case Moved:
+			m.moves = append(m.moves, ev)
+		case Drained:
+			m.drained = append(m.drained, ev)
+		case Missed:
+			m.miss = append(m.miss, ev)
+		case Broken:
+			m.broke = append(m.broke, ev)
+		case Error:
+			m.errs = append(m.errs, ev.Err)
+		}
+		m.mu.Unlock()
+	}
+}
+
+func (m *member) got(from string) int { return m.check.Count(from) }
+
+func (m *member) lastFrom(from string) Message {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last[from]
+}
+
+func (m *member) drains() []Drained {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Drained(nil), m.drained...)
+}
+
+func (m *member) movesSoFar() []Moved {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Moved(nil), m.moves...)
+}
+
+func (m *member) brokenCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.broke)
+}
+
+func (m *member) missed() []Missed {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Missed(nil), m.miss...)
+}
+
+func (m *member) send(t testing.TB, text string) uint64 {
+	t.Helper()
+	n, err := m.s.Send(text)
+	if err != nil {
+		t.Fatalf("%s send: %v", m.s.User(), err)
+	}
+	return n
+}
+
+func (m *member) move(t testing.TB, srv proto.ServerRef, epoch uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.s.Move(ctx, srv, epoch, nil); err != nil {
+		t.Fatalf("%s move: %v", m.s.User(), err)
+	}
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// verify checks that every member got every other member's messages
+// exactly once and in order.
+func verify(t testing.TB, members []*member, sent map[string]uint64) {
+	t.Helper()
+	for _, m := range members {
+		for from, n := range sent {
+			if from != m.s.User() {
+				m.check.Expect(from, n)
+			}
+		}
+		r := m.check.Report()
+		t.Logf("%s: %v; stats %+v", m.s.User(), r, m.s.Stats())
+		if !r.OK() {
+			t.Errorf("%s: delivery check failed: %v", m.s.User(), r)
+		}
+	}
+}
+
+// proxy sits between members and a chat server: it can drop the Deliver
+// frames it relays to clients, and sever every connection at once, which to
+// the members looks like the server dying.
+type proxy struct {
+	t      testing.TB
+	ln     net.Listener
+	target string
+	drop   atomic.Bool
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	wg     sync.WaitGroup
+}
+
+func startProxy(t testing.TB, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{t: t, ln: ln, target: target, conns: map[net.Conn]bool{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.kill()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) ref(id string) proto.ServerRef {
+	return proto.ServerRef{ID: id, Addr: p.ln.Addr().String()}
+}
+
+func (p *proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		c.Close()
+		return false
+	}
+	p.conns[c] = true
+	return true
+}
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		down, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			down.Close()
+			continue
+		}
+		if !p.track(down) || !p.track(up) {
+			down.Close()
+			up.Close()
+			continue
+		}
+		p.wg.Add(2)
+		go func() {
+			defer p.wg.Done()
+			_, _ = io.Copy(up, down)
+			up.Close()
+		}()
+		go func() {
+			defer p.wg.Done()
+			p.relayDown(up, down)
+			down.Close()
+		}()
+	}
+}
+
+// relayDown copies frames from the server to the client, minus Deliver
+// frames while drop is set.
+func (p *proxy) relayDown(up, down net.Conn) {
+	r := bufio.NewReader(up)
+	for {
+		hdr, err := r.Peek(wire.LenSize)
+		if err != nil {
+			return
+		}
+		n, err := wire.FrameLen(hdr, 0)
+		if err != nil {
+			return
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return
+		}
+		if p.drop.Load() && wire.Type(b[wire.LenSize]) == proto.TDeliver {
+			continue
+		}
+		if _, err := down.Write(b); err != nil {
+			return
+		}
+	}
+}
+
+// kill closes every relayed connection at once (a reset for both ends).
+func (p *proxy) kill() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for c := range conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+	}
+}
+
+// rawPeer speaks the protocol by hand, to send what a correct Session
+// would not.
+type rawPeer struct {
+	conn    net.Conn
+	r       *bufio.Reader
+	scratch []byte
+}
+
+func dialRaw(t testing.TB, addr, room, user string) *rawPeer {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	p := &rawPeer{conn: c, r: bufio.NewReader(c)}
+	p.send(t, &proto.Hello{V: wire.Version, Agent: "test"})
+	p.expect(t, proto.TWelcome)
+	p.send(t, &proto.Join{Room: room, User: user, Epoch: 1})
+	p.expect(t, proto.TJoined)
+	return p
+}
+
+func (p *rawPeer) send(t testing.TB, m wire.Message) {
+	t.Helper()
+	b, err := wire.AppendFrame(nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.conn.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *rawPeer) next() (wire.Message, error) {
+	_ = p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	return readFrame(p.r, &p.scratch)
+}
+
+// expect reads frames until one of type typ arrives.
+func (p *rawPeer) expect(t testing.TB, typ wire.Type) wire.Message {
+	t.Helper()
+	for range 1000 {
+		m, err := p.next()
+		if err != nil {
+			t.Fatalf("waiting for frame 0x%02x: %v", byte(typ), err)
+		}
+		if m.FrameType() == typ {
+			return m
+		}
+	}
+	t.Fatalf("no frame 0x%02x in 1000 frames", byte(typ))
+	return nil
+}
+
+// stream sends n numbered messages from m, one every gap, calling at(i)
+// before message i (1-based) so a test can act mid-stream.
+func stream(m *member, n int, gap time.Duration, at func(i int)) error {
+	for i := 1; i <= n; i++ {
+		if at != nil {
+			at(i)
+		}
+		if _, err := m.s.Send(fmt.Sprintf("%s-%d", m.s.User(), i)); err != nil {
+			return err
+		}
+		if gap > 0 {
+			time.Sleep(gap)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,77 @@
+package client
+
+import "nearchat/pkg/proto"
+
+// outbox numbers this member's messages and keeps what a Resend or a move
+// may need again: every unacknowledged message, and the last window
+// acknowledged ones. Loop-owned; not safe for concurrent use.
+type outbox struct {
+	window int
+	last   uint64 // highest number handed out
+	base   uint64 // msgs[0] has number base+1
+	msgs   []proto.Chat
+	acked  []bool
+	upTo   uint64 // every number <= upTo is acknowledged
+	nAck   int    // acknowledged messages among msgs above upTo
+}
+
+func newOutbox(window int) *outbox { return &outbox{window: window} }
+
+// add numbers a new message.
+func (o *outbox) add(text string, at int64) proto.Chat {
+	o.last++
+	c := proto.Chat{Num: o.last, At: at, Text: text}
+	o.msgs = append(o.msgs, c)
+	o.acked = append(o.acked, false)
+	return c
+}
+
+// ack marks num acknowledged and forgets what falls out of the window.
+// Numbers it never handed out, or already forgot, are ignored.
+func (o *outbox) ack(num uint64) {
+	if num <= o.upTo || num > o.last || num <= o.base {
+		return
+	}
+	i := int(num - o.base - 1)
+	if o.acked[i] {
+		return
+	}
+	o.acked[i] = true
+	o.nAck++
+	for o.upTo < o.last && o.acked[o.upTo-o.base] {
+		o.upTo++
+		o.nAck--
+	}
+	for o.upTo > o.base && int(o.upTo-o.base) > o.window {
+		o.msgs[0] = proto.Chat{}
+		o.msgs, o.acked = o.msgs[1:], o.acked[1:]
+		o.base++
+	}
+}
+
+// unacked returns the messages not yet acknowledged, in order.
+func (o *outbox) unacked() []proto.Chat {
+	var out []proto.Chat
+	for i := int(o.upTo - o.base); i < len(o.msgs); i++ {
+		if !o.acked[i] {
+			out = append(out, o.msgs[i])
+		}
+	}
+	return out
+}
+
+// pending counts unacknowledged messages.
+func (o *outbox) pending() int { return int(o.last-o.upTo) - o.nAck }
+
+// after returns the kept messages numbered above n, and the range
+// first..last of messages above n that are no longer kept (0, 0 if none).
+func (o *outbox) after(n uint64) (msgs []proto.Chat, first, last uint64) {
+	if n >= o.last {
+		return nil, 0, 0
+	}
+	if n < o.base {
+		first, last = n+1, o.base
+		n = o.base
+	}
+	return o.msgs[n-o.base:], first, last
+}

@@ -1,0 +1,199 @@
+package client
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"nearchat/pkg/proto"
+)
+
+func nums(ds []proto.Deliver) []uint64 {
+	var out []uint64
+	for _, d := range ds {
+		out = append(out, d.Num)
+	}
+	return out
+}
+
+func TestInboxOrderAndDuplicates(t *testing.T) {
+	tests := []struct {
+		name    string
+		arrive  []uint64
+		want    []uint64
+		dups    int
+		held    int
+		lagging bool
+	}{
+		{"in-order", []uint64{1, 2, 3}, []uint64{1, 2, 3}, 0, 0, false},
+		{"duplicate", []uint64{1, 1, 2, 1, 2}, []uint64{1, 2}, 3, 0, false},
+		{"swap", []uint64{2, 1, 3}, []uint64{1, 2, 3}, 0, 0, false},
+		{"reverse", []uint64{4, 3, 2, 1}, []uint64{1, 2, 3, 4}, 0, 0, false},
+		{"gap-held", []uint64{1, 3, 4}, []uint64{1}, 0, 2, true},
+		{"held-duplicate", []uint64{3, 3, 1}, []uint64{1}, 1, 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := newInbox(time.Second, 5*time.Second, 100)
+			now := time.Unix(100, 0)
+			var got []uint64
+			dups := 0
+			for _, n := range tt.arrive {
+				ready, dup := in.accept(proto.Deliver{From: "a", Num: n}, now)
+				if dup {
+					dups++
+				}
+				got = append(got, nums(ready)...)
+			}
+			if !slices.Equal(got, tt.want) || dups != tt.dups || in.held() != tt.held {
+				t.Errorf("delivered %v dups %d held %d, want %v %d %d", got, dups, in.held(), tt.want, tt.dups, tt.held)
+			}
+			if lag := len(in.lagging(now)) > 0; lag != tt.lagging {
+				t.Errorf("lagging %v, want %v", lag, tt.lagging)
+			}
+		})
+	}
+}
+
+func TestInboxTimers(t *testing.T) {
+	const hold, giveUp = 100 * time.Millisecond, time.Second
+	t0 := time.Unix(100, 0)
+	in := newInbox(hold, giveUp, 100)
+	in.accept(proto.Deliver{From: "a", Num: 1}, t0)
+	in.accept(proto.Deliver{From: "a", Num: 4}, t0)
+	in.accept(proto.Deliver{From: "a", Num: 5}, t0)
+
+	if asks, _, _ := in.tick(t0.Add(hold/2), false); len(asks) != 0 {
+		t.Fatalf("asked before hold-back: %v", asks)
+	}
+	if nx := in.next(); !nx.Equal(t0.Add(hold)) {
+		t.Fatalf("next %v, want %v", nx, t0.Add(hold))
+	}
+	if asks, _, _ := in.tick(t0.Add(hold), true); len(asks) != 0 {
+		t.Fatalf("asked while quiet: %v", asks)
+	}
+	asks, _, _ := in.tick(t0.Add(hold), false)
+	if len(asks) != 1 || asks[0] != (ask{of: "a", after: 1}) {
+		t.Fatalf("asks %v, want one Resend after 1", asks)
+	}
+	if asks, _, _ := in.tick(t0.Add(hold+hold/2), false); len(asks) != 0 {
+		t.Fatalf("asked again too soon: %v", asks)
+	}
+	_, gaps, ready := in.tick(t0.Add(giveUp), false)
+	if len(gaps) != 1 || gaps[0] != (gap{from: "a", first: 2, last: 3}) {
+		t.Fatalf("gaps %v, want a:2-3", gaps)
+	}
+	if got := nums(ready); !slices.Equal(got, []uint64{4, 5}) {
+		t.Fatalf("released %v, want [4 5]", got)
+	}
+	if !in.next().IsZero() {
+		t.Fatalf("timer still armed: %v", in.next())
+	}
+	// Late arrivals of given-up numbers are duplicates now.
+	if _, dup := in.accept(proto.Deliver{From: "a", Num: 2}, t0.Add(giveUp)); !dup {
+		t.Error("late message not dropped")
+	}
+}
+
+func TestInboxAnnounceAndMissed(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	in := newInbox(time.Second, 5*time.Second, 100)
+	in.accept(proto.Deliver{From: "a", Num: 1}, t0)
+	in.announce("a", 6, t0)
+	lag := in.lagging(t0)
+	if len(lag) != 1 || lag[0] != (ask{of: "a", after: 1}) {
+		t.Fatalf("lagging %v", lag)
+	}
+	in.accept(proto.Deliver{From: "a", Num: 5}, t0)
+	ready, g := in.missed("a", 2, 4, t0)
+	if g != (gap{from: "a", first: 2, last: 4}) || !slices.Equal(nums(ready), []uint64{5}) {
+		t.Fatalf("missed: gap %v ready %v", g, nums(ready))
+	}
+	if ready, g := in.missed("a", 1, 3, t0); len(ready) != 0 || g.last != 0 {
+		t.Fatalf("stale Missed applied: %v %v", nums(ready), g)
+	}
+	ready, _ = in.accept(proto.Deliver{From: "a", Num: 6}, t0)
+	if !slices.Equal(nums(ready), []uint64{6}) || len(in.lagging(t0)) != 0 {
+		t.Fatalf("after tail: ready %v lagging %v", nums(ready), in.lagging(t0))
+	}
+}
+
+func TestInboxMaxHeld(t *testing.T) {
+	in := newInbox(time.Second, time.Minute, 3)
+	t0 := time.Unix(100, 0)
+	var got []uint64
+	for _, n := range []uint64{3, 4, 5, 6} {
+		ready, _ := in.accept(proto.Deliver{From: "a", Num: n}, t0)
+		got = append(got, nums(ready)...)
+	}
+	if !slices.Equal(got, []uint64{3, 4, 5, 6}) {
+		t.Fatalf("overflowing hold released %v", got)
+	}
+}
+
+func TestOutbox(t *testing.T) {
+	o := newOutbox(3)
+	for i := range 6 {
+		if c := o.add("m", 0); c.Num != uint64(i+1) {
+			t.Fatalf("num %d, want %d", c.Num, i+1)
+		}
+	}
+	o.ack(2)
+	if o.pending() != 5 || len(o.unacked()) != 5 {
+		t.Fatalf("pending %d unacked %d", o.pending(), len(o.unacked()))
+	}
+	o.ack(1)
+	o.ack(3)
+	o.ack(3)
+	o.ack(99)
+	if got := o.unacked(); len(got) != 3 || got[0].Num != 4 || o.pending() != 3 {
+		t.Fatalf("unacked %v pending %d", got, o.pending())
+	}
+	o.ack(4)
+	o.ack(5)
+	o.ack(6)
+	msgs, first, last := o.after(0)
+	var got []uint64
+	for _, m := range msgs {
+		got = append(got, m.Num)
+	}
+	if !slices.Equal(got, []uint64{4, 5, 6}) || first != 1 || last != 3 {
+		t.Fatalf("after(0): %v missed %d-%d", got, first, last)
+	}
+	if msgs, first, _ := o.after(5); len(msgs) != 1 || first != 0 {
+		t.Fatalf("after(5): %v, first %d", msgs, first)
+	}
+	if msgs, _, _ := o.after(6); len(msgs) != 0 {
+		t.Fatalf("after(6): %v", msgs)
+	}
+}
+
+func TestChecker(t *testing.T) {
+	tests := []struct {
+		name      string
+		seen      []uint64
+		expect    uint64
+		ok        bool
+		dup, ooo  int
+		missingOf int
+	}{
+		{"clean", []uint64{1, 2, 3}, 3, true, 0, 0, 0},
+		{"lost", []uint64{1, 3}, 3, false, 0, 0, 1},
+		{"duplicate", []uint64{1, 2, 2, 3}, 3, false, 1, 0, 0},
+		{"reordered", []uint64{1, 3, 2}, 3, false, 0, 1, 0},
+		{"tail-missing", []uint64{1, 2}, 4, false, 0, 0, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewChecker()
+			for _, n := range tt.seen {
+				c.Observe("a", n)
+			}
+			c.Expect("a", tt.expect)
+			r := c.Report()
+			if r.OK() != tt.ok || r.Duplicates != tt.dup || r.OutOfOrder != tt.ooo || r.Missing["a"] != tt.missingOf {
+				t.Errorf("report %v, want ok=%v dup=%d ooo=%d missing=%d", r, tt.ok, tt.dup, tt.ooo, tt.missingOf)
+			}
+		})
+	}
+}

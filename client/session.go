@@ -1,0 +1,718 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/rtt"
+	"nearchat/pkg/wire"
+)
+
+// Config tunes a Session. Start from DefaultConfig.
+type Config struct {
+	// Dialer opens chat-server connections; nil means a plain net.Dialer.
+	Dialer rtt.Dialer
+	// Agent is announced in Hello.
+	Agent string
+	// Window is how many acknowledged messages are kept to answer Resend.
+	Window int
+	// MaxUnacked bounds unacknowledged messages; Send fails beyond it.
+	MaxUnacked int
+	// HoldBack is how long a gap in a sender's numbers may wait before the
+	// sender is asked to send again.
+	HoldBack time.Duration
+	// GapTimeout is how long a gap may wait before it is given up and
+	// reported as Missed.
+	GapTimeout time.Duration
+	// MaxHeld bounds the messages held back behind one sender's gap.
+	MaxHeld int
+	// DrainTimeout bounds how long the old connection stays open after a
+	// move.
+	DrainTimeout time.Duration
+	// HandshakeTimeout bounds Hello/Welcome.
+	HandshakeTimeout time.Duration
+	// IdleTimeout: a connection silent this long is considered dead; the
+	// session pings every third of it. 0 disables both.
+	IdleTimeout time.Duration
+	// EventBuffer is the capacity of the Events channel, and the number of
+	// undelivered events past which the session stops reading from the
+	// server until the user catches up.
+	EventBuffer int
+	// OnBroken, if set, is called on the session goroutine when the room's
+	// connection breaks (as the Broken event is emitted). It must not block;
+	// the controller uses it to tell Central at once.
+	OnBroken func(server proto.ServerRef, epoch uint64, err error)
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults used by the terminal client and bot.
+func DefaultConfig() Config {
+	return Config{
+		Agent:            "chat/1",
+		Window:           1024,
+		MaxUnacked:       8192,
+		HoldBack:         300 * time.Millisecond,
+		GapTimeout:       10 * time.Second,
+		MaxHeld:          4096,
+		DrainTimeout:     3 * time.Second,
+		HandshakeTimeout: 5 * time.Second,
+		IdleTimeout:      15 * time.Second,
+		EventBuffer:      1024,
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	for _, v := range []struct {
+		name string
+		v    int
+	}{{"window", c.Window}, {"max unacked", c.MaxUnacked}, {"max held", c.MaxHeld}, {"event buffer", c.EventBuffer}} {
+		if v.v < 1 {
+			errs = append(errs, fmt.Errorf("%s %d: must be positive", v.name, v.v))
+		}
+	}
+	for _, v := range []struct {
+		name string
+		v    time.Duration
+	}{{"hold back", c.HoldBack}, {"gap timeout", c.GapTimeout}, {"drain timeout", c.DrainTimeout}, {"handshake timeout", c.HandshakeTimeout}} {
+		if v.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must be positive", v.name, v.v))
+		}
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idle timeout %v: must not be negative", c.IdleTimeout))
+	}
+	if c.GapTimeout < c.HoldBack {
+		errs = append(errs, fmt.Errorf("gap timeout %v shorter than hold back %v", c.GapTimeout, c.HoldBack))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("client: invalid config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+var (
+	// ErrClosed is returned by a Session's methods after Close.
+	ErrClosed = errors.New("client: session closed")
+	// ErrBackpressure is returned by Send when MaxUnacked messages await
+	// acknowledgement.
+	ErrBackpressure = errors.New("client: too many unacknowledged messages")
+)
+
+// Stats is a snapshot of a Session's counters.
+type Stats struct {
+	Server     proto.ServerRef
+	Epoch      uint64
+	Connected  bool   // joined on a live connection
+	Sent       uint64 // last message number handed out
+	Unacked    int
+	Received   int // messages delivered as events
+	Duplicates int // messages dropped as duplicates
+	Resent     int // messages sent again (after a move or on Resend)
+	Held       int // messages waiting behind a gap
+	Missed     int // messages reported as missed
+}
+
+// Session is one user's membership of one room, across servers.
+type Session struct {
+	cfg        Config
+	room, user string
+	log        *slog.Logger
+
+	calls  chan func()
+	frames chan inbound
+	events chan Event
+	quit   chan struct{}
+	done   chan struct{}
+	wg     sync.WaitGroup
+
+	moveMu    sync.Mutex
+	closeOnce sync.Once
+
+	// Owned by the loop goroutine.
+	cur, old, pending *link
+	epoch             uint64
+	out               *outbox
+	in                *inbox
+	sentUpTo          uint64            // highest number ever written to a connection
+	since             map[string]uint64 // last room seq seen, by server address
+	drainUntil        time.Time
+	movedAt           time.Time // when the current drain began
+	nextPing          time.Time
+	moveWait          chan error
+	queue             []Event // events not yet taken from the channel
+	wakeups           int     // loop iterations, for tests that check it idles
+	stats             Stats
+}
+
+type inbound struct {
+	l   *link
+	m   wire.Message
+	err error
+}
+
+// Open joins room as user on server (epoch and ticket as Central assigned
+// them) and returns the running Session. ctx bounds the join only.
+func Open(ctx context.Context, cfg Config, server proto.ServerRef, room, user string, epoch uint64, ticket []byte) (*Session, error) {
+	if err := proto.CheckRoom(room); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if err := proto.CheckUser(user); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = &net.Dialer{}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Session{
+		cfg: cfg, room: room, user: user,
+		log:    log.With("room", room, "user", user),
+		calls:  make(chan func()),
+		frames: make(chan inbound, 256),
+		events: make(chan Event, cfg.EventBuffer),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+		out:    newOutbox(cfg.Window),
+		in:     newInbox(cfg.HoldBack, cfg.GapTimeout, cfg.MaxHeld),
+		since:  make(map[string]uint64),
+	}
+	go s.run()
+	if err := s.Move(ctx, server, epoch, ticket); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Room returns the room id. Safe for concurrent use.
+func (s *Session) Room() string { return s.room }
+
+// User returns the user name. Safe for concurrent use.
+func (s *Session) User() string { return s.user }
+
+// Events returns the channel of events; it is closed by Close. Safe for
+// concurrent use.
+func (s *Session) Events() <-chan Event { return s.events }
+
+// call runs fn on the loop and waits for it.
+func (s *Session) call(fn func()) error {
+	ran := make(chan struct{})
+	select {
+	case s.calls <- func() { fn(); close(ran) }:
+	case <-s.done:
+		return ErrClosed
+	}
+	<-ran
+	return nil
+}
+
+// Send numbers text as this member's next message and sends it, or holds
+// it until the session is connected (after a break, or while a move is
+// joining). It returns the message number. Safe for concurrent use.
+func (s *Session) Send(text string) (uint64, error) {
+	if len(text) > proto.MaxText {
+		return 0, fmt.Errorf("client: message of %d bytes, limit %d", len(text), proto.MaxText)
+	}
+	var num uint64
+	var err error
+	if e := s.call(func() {
+		if s.out.pending() >= s.cfg.MaxUnacked {
+			err = ErrBackpressure
+			return
+		}
+		c := s.out.add(text, time.Now().UnixNano())
+		num = c.Num
+		if l := s.sendLink(); l != nil {
+			l.send(&c)
+			s.sentUpTo = c.Num
+		}
+	}); e != nil {
+		return 0, e
+	}
+	return num, err
+}
+
+// Stats returns the session's counters. Safe for concurrent use.
+func (s *Session) Stats() Stats {
+	var st Stats
+	if s.call(func() {
+		st = s.stats
+		if s.cur != nil {
+			st.Server = s.cur.server
+			st.Connected = s.cur.joined && !s.cur.dead
+		}
+		st.Epoch = s.epoch
+		st.Sent = s.out.last
+		st.Unacked = s.out.pending()
+		st.Held = s.in.held()
+	}) != nil {
+		return Stats{}
+	}
+	return st
+}
+
+// Move relocates the session to server for epoch, make-before-break (see
+// the package doc). It returns once the new server has answered Joined;
+// the old connection drains in the background. A Move for an older epoch,
+// or for the current server and epoch while connected, does nothing. On
+// failure the session stays where it was. Safe for concurrent use; calls
+// are serialized.
+func (s *Session) Move(ctx context.Context, server proto.ServerRef, epoch uint64, ticket []byte) error {
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	var skip bool
+	if err := s.call(func() {
+		live := s.cur != nil && !s.cur.dead
+		skip = epoch < s.epoch || (epoch == s.epoch && live && s.cur.server == server)
+	}); err != nil {
+		return err
+	}
+	if skip {
+		return nil
+	}
+	start := time.Now()
+	l, err := dialLink(ctx, s, server)
+	if err != nil {
+		return fmt.Errorf("client: join %s: %w", server.ID, err)
+	}
+	ticket = append([]byte(nil), ticket...)
+	wait := make(chan error, 1)
+	if err := s.call(func() {
+		l.epoch, l.started = epoch, start
+		if s.pending != nil {
+			s.pending.close(false)
+		}
+		s.pending, s.moveWait = l, wait
+		l.start()
+		l.send(&proto.Join{Room: s.room, User: s.user, Ticket: ticket, Epoch: epoch, LastSent: s.out.last, Since: s.since[server.Addr]})
+		s.armPing(time.Now())
+	}); err != nil {
+		l.conn.Close()
+		return err
+	}
+	select {
+	case err := <-wait:
+		if err != nil {
+			return fmt.Errorf("client: join %s: %w", server.ID, err)
+		}
+		return nil
+	case <-ctx.Done():
+		_ = s.call(func() {
+			if s.pending == l {
+				s.abandonPending(ctx.Err())
+			}
+		})
+		if err := <-wait; err != nil {
+			return fmt.Errorf("client: join %s: %w", server.ID, err)
+		}
+		return nil
+	}
+}
+
+// Close leaves the room (Leave on every open connection) and stops the
+// session; the Events channel is closed once everything has stopped. Safe
+// for concurrent use; idempotent.
+func (s *Session) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.quit)
+		<-s.done
+		s.wg.Wait()
+		close(s.events)
+	})
+	return nil
+}
+
+func (s *Session) run() {
+	defer close(s.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		s.wakeups++
+		s.arm(timer)
+		// Events wait in s.queue and leave through this select, so a user
+		// who calls Send from the goroutine that reads Events can never
+		// deadlock with the loop; a long queue pauses reading instead.
+		var out chan<- Event
+		var head Event
+		if len(s.queue) > 0 {
+			out, head = s.events, s.queue[0]
+		}
+		frames := s.frames
+		if len(s.queue) >= s.cfg.EventBuffer {
+			frames = nil
+		}
+		select {
+		case <-s.quit:
+			s.shutdown()
+			return
+		case out <- head:
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+		case fn := <-s.calls:
+			fn()
+		case in := <-frames:
+			s.handle(in)
+		case <-timer.C:
+			s.tick(time.Now())
+		}
+	}
+}
+
+// quiet reports whether gaps must wait: the old server may still deliver
+// them, or we cannot ask anyone (no live connection, or a join pending).
+// A gap is never given up while we could not have recovered it.
+func (s *Session) quiet() bool {
+	return s.old != nil || s.pending != nil || s.cur == nil || !s.cur.joined || s.cur.dead
+}
+
+// arm points timer at the next deadline the loop has.
+func (s *Session) arm(timer *time.Timer) {
+	var next time.Time
+	if !s.quiet() {
+		next = s.in.next()
+	}
+	for _, t := range []time.Time{s.drainUntil, s.nextPing} {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if next.IsZero() {
+		timer.Stop()
+		return
+	}
+	timer.Reset(max(time.Until(next), 0))
+}
+
+func (s *Session) armPing(now time.Time) {
+	if s.cfg.IdleTimeout > 0 && s.nextPing.IsZero() {
+		s.nextPing = now.Add(s.cfg.IdleTimeout / 3)
+	}
+}
+
+func (s *Session) shutdown() {
+	for _, l := range []*link{s.cur, s.old, s.pending} {
+		if l != nil && !l.dead {
+			l.close(true)
+		}
+	}
+	if s.moveWait != nil {
+		s.moveWait <- ErrClosed
+		s.moveWait = nil
+	}
+}
+
+// emit queues ev for the user.
+func (s *Session) emit(ev Event) { s.queue = append(s.queue, ev) }
+
+// sendLink is where new messages go now, or nil to hold them.
+func (s *Session) sendLink() *link {
+	if s.pending != nil || s.cur == nil || !s.cur.joined || s.cur.dead {
+		return nil
+	}
+	return s.cur
+}
+
+func (s *Session) handle(in inbound) {
+	switch l := in.l; l {
+	case s.pending:
+		s.handlePending(l, in)
+	case s.cur, s.old:
+		s.handleMember(l, in)
+	}
+}
+
+func (s *Session) handlePending(l *link, in inbound) {
+	if in.err != nil {
+		s.abandonPending(in.err)
+		return
+	}
+	switch m := in.m.(type) {
+	case *proto.Joined:
+		s.switchTo(l, m)
+	case *proto.Error:
+		s.abandonPending(m)
+	}
+}
+
+// abandonPending gives up the join in progress and lets held messages go
+// out on the current connection.
+func (s *Session) abandonPending(err error) {
+	l := s.pending
+	s.pending = nil
+	l.dead = true
+	l.close(false)
+	if s.moveWait != nil {
+		s.moveWait <- err
+		s.moveWait = nil
+	}
+	if c := s.sendLink(); c != nil {
+		for _, m := range s.out.unacked() {
+			if m.Num > s.sentUpTo {
+				c.send(&m)
+			}
+		}
+		s.sentUpTo = s.out.last
+	}
+}
+
+// switchTo makes the freshly joined l the room's connection.
+func (s *Session) switchTo(l *link, j *proto.Joined) {
+	now := time.Now()
+	prev := s.cur
+	l.joined = true
+	l.members = make(map[string]uint64, len(j.Members))
+	var names []string
+	for _, m := range j.Members {
+		if m.User == s.user {
+			continue
+		}
+		names = append(names, m.User)
+		l.members[m.User] = m.LastSent
+		s.in.announce(m.User, m.LastSent, now)
+	}
+	s.cur, s.pending, s.epoch = l, nil, l.epoch
+	if s.old != nil {
+		s.old.close(true)
+		s.old = nil
+	}
+	s.drainUntil = time.Time{}
+	if prev != nil {
+		if prev.dead {
+			prev.close(false)
+		} else {
+			s.old = prev
+			s.movedAt = now
+			s.drainUntil = now.Add(s.cfg.DrainTimeout)
+		}
+	}
+	for _, m := range s.out.unacked() {
+		if m.Num <= s.sentUpTo {
+			s.stats.Resent++
+		}
+		l.send(&m)
+	}
+	s.sentUpTo = s.out.last
+	ev := Moved{To: l.server, Epoch: l.epoch, Took: now.Sub(l.started), Members: names}
+	if prev != nil {
+		ev.From = prev.server
+	}
+	s.log.Debug("joined", "server", l.server.ID, "epoch", l.epoch, "took", ev.Took, "members", names)
+	if s.moveWait != nil {
+		s.moveWait <- nil
+		s.moveWait = nil
+	}
+	s.emit(ev)
+	if s.old != nil {
+		s.checkDrain(now)
+	} else {
+		s.askLagging(now)
+	}
+}
+
+func (s *Session) handleMember(l *link, in inbound) {
+	now := time.Now()
+	if in.err != nil {
+		s.linkDown(l, in.err)
+		return
+	}
+	switch m := in.m.(type) {
+	case *proto.Deliver:
+		if m.Seq > l.lastSeq {
+			l.lastSeq = m.Seq
+			s.since[l.server.Addr] = m.Seq
+		}
+		if m.From == s.user {
+			return
+		}
+		ready, dup := s.in.accept(*m, now)
+		if dup {
+			s.stats.Duplicates++
+		}
+		s.deliver(ready, l, now)
+		if l == s.old {
+			s.checkDrain(now)
+		}
+	case *proto.Ack:
+		s.out.ack(m.Num)
+	case *proto.Presence:
+		if m.User == s.user {
+			return
+		}
+		if m.Here {
+			l.members[m.User] = m.LastSent
+			s.in.announce(m.User, m.LastSent, now)
+			if l == s.cur && s.old == nil && s.in.cursor(m.User) < m.LastSent {
+				s.askLagging(now)
+			}
+		} else {
+			delete(l.members, m.User)
+		}
+		if l == s.cur {
+			s.emit(Presence{User: m.User, Here: m.Here, LastSent: m.LastSent, Server: l.serverID})
+		}
+		if s.old != nil {
+			s.checkDrain(now)
+		}
+	case *proto.Resend:
+		s.answerResend(m)
+	case *proto.Missed:
+		if m.To != s.user {
+			return
+		}
+		ready, g := s.in.missed(m.From, m.First, m.Last, now)
+		if g.last > 0 {
+			s.reportMissed(g, "the sender no longer has them")
+		}
+		s.deliver(ready, l, now)
+	case *proto.Error:
+		if m.Fatal {
+			s.linkDown(l, m)
+			return
+		}
+		if m.Code == proto.CodeNotFound {
+			// A Resend for a member not on this server; the gap timer asks
+			// again later.
+			s.log.Debug("server", "err", m)
+			return
+		}
+		s.emit(Error{Err: fmt.Errorf("server %s: %w", l.server.ID, m)})
+	}
+}
+
+func (s *Session) deliver(ready []proto.Deliver, l *link, now time.Time) {
+	for _, d := range ready {
+		at := time.Unix(0, d.At)
+		s.stats.Received++
+		s.emit(Message{From: d.From, Num: d.Num, Seq: d.Seq, At: at, Text: d.Text, Latency: now.Sub(at), Server: l.serverID})
+	}
+}
+
+func (s *Session) reportMissed(g gap, reason string) {
+	s.stats.Missed += int(g.last - g.first + 1)
+	s.emit(Missed{From: g.from, First: g.first, Last: g.last, Reason: reason})
+}
+
+// linkDown handles the end of a connection we did not close.
+func (s *Session) linkDown(l *link, err error) {
+	if l.dead {
+		return
+	}
+	l.dead = true
+	l.close(false)
+	switch l {
+	case s.old:
+		now := time.Now()
+		s.old = nil
+		s.drainUntil = time.Time{}
+		s.emit(Drained{Server: l.server, After: now.Sub(s.movedAt), Err: err})
+		s.askLagging(now)
+	case s.cur:
+		s.log.Info("connection to room server lost", "server", l.server.ID, "err", err)
+		if s.cfg.OnBroken != nil {
+			s.cfg.OnBroken(l.server, l.epoch, err)
+		}
+		s.emit(Broken{Server: l.server, Epoch: l.epoch, Err: err})
+	}
+}
+
+// checkDrain closes the old connection once nothing more can arrive on it.
+func (s *Session) checkDrain(now time.Time) {
+	o := s.old
+	if o == nil {
+		return
+	}
+	timedOut := !now.Before(s.drainUntil)
+	if !timedOut {
+		for u := range o.members {
+			last, there := s.cur.members[u]
+			if !there || s.in.cursor(u) < last {
+				return
+			}
+		}
+	}
+	s.log.Debug("old connection drained", "server", o.server.ID, "timed_out", timedOut)
+	o.close(true)
+	s.old = nil
+	s.drainUntil = time.Time{}
+	s.emit(Drained{Server: o.server, After: now.Sub(s.movedAt), TimedOut: timedOut})
+	s.askLagging(now)
+}
+
+// askLagging asks every sender known to be ahead of our cursor to send its
+// tail again. Only called when no old connection can still deliver it.
+func (s *Session) askLagging(now time.Time) {
+	l := s.sendLink()
+	if l == nil && s.cur != nil && s.cur.joined && !s.cur.dead {
+		l = s.cur
+	}
+	if l == nil {
+		return
+	}
+	for _, a := range s.in.lagging(now) {
+		l.send(&proto.Resend{Of: a.of, After: a.after})
+	}
+}
+
+// answerResend sends our messages after m.After again, and Missed for any
+// no longer kept.
+func (s *Session) answerResend(m *proto.Resend) {
+	l := s.cur
+	if l == nil || !l.joined || l.dead {
+		return
+	}
+	msgs, first, last := s.out.after(m.After)
+	if first > 0 && m.By != "" {
+		l.send(&proto.Missed{To: m.By, From: s.user, First: first, Last: last})
+	}
+	for i := range msgs {
+		if msgs[i].Num > s.sentUpTo {
+			break // held for a pending move; they go out with it
+		}
+		l.send(&msgs[i])
+		s.stats.Resent++
+	}
+}
+
+func (s *Session) tick(now time.Time) {
+	asks, gaps, ready := s.in.tick(now, s.quiet())
+	if len(asks) > 0 {
+		for _, a := range asks {
+			s.cur.send(&proto.Resend{Of: a.of, After: a.after})
+		}
+	}
+	for _, g := range gaps {
+		s.reportMissed(g, "not received in time")
+	}
+	if s.cur != nil {
+		s.deliver(ready, s.cur, now)
+	}
+	if s.old != nil {
+		s.checkDrain(now)
+	}
+	if !s.nextPing.IsZero() && !now.Before(s.nextPing) {
+		s.nextPing = time.Time{}
+		live := false
+		for _, l := range []*link{s.cur, s.old, s.pending} {
+			if l != nil && !l.dead {
+				l.send(&proto.Ping{At: int64(now.UnixNano())})
+				live = true
+			}
+		}
+		if live {
+			s.armPing(now)
+		}
+	}
+}

@@ -1,0 +1,446 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"nearchat/chatserver"
+	"nearchat/pkg/delaynet"
+	"nearchat/pkg/proto"
+)
+
+func TestRoomExchange(t *testing.T) {
+	tests := []struct {
+		name    string
+		members int
+		each    int
+	}{
+		{"members=2", 2, 200},
+		{"members=3", 3, 100},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startChat(t, "serv1")
+			var ms []*member
+			for i := range tt.members {
+				ms = append(ms, join(t, testConfig(t), ref(srv), "room-1", fmt.Sprintf("u%d", i)))
+			}
+			var wg sync.WaitGroup
+			for _, m := range ms {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := stream(m, tt.each, 0, nil); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			sent := map[string]uint64{}
+			for _, m := range ms {
+				sent[m.s.User()] = uint64(tt.each)
+			}
+			for _, m := range ms {
+				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
+					return m.check.Report().Received == (tt.members-1)*tt.each
+				})
+				waitFor(t, 5*time.Second, m.s.User()+" all acked", func() bool { return m.s.Stats().Unacked == 0 })
+			}
+			verify(t, ms, sent)
+			for _, m := range ms {
+				last := m.lastFrom(ms[len(ms)-1].s.User())
+				if m != ms[len(ms)-1] && last.Text != fmt.Sprintf("%s-%d", ms[len(ms)-1].s.User(), tt.each) {
+					t.Errorf("%s: last text %q", m.s.User(), last.Text)
+				}
+			}
+		})
+	}
+}
+
+// TestPlannedMove moves a room between two servers in the middle of a
+// steady stream in both directions, the members moving at different times.
+func TestPlannedMove(t *testing.T) {
+	tests := []struct {
+		name    string
+		members int
+		stagger time.Duration // between the members' moves
+	}{
+		{"members=2/together", 2, 0},
+		{"members=2/stagger=30ms", 2, 30 * time.Millisecond},
+		{"members=3/stagger=10ms", 3, 10 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
+			var ms []*member
+			for i := range tt.members {
+				ms = append(ms, join(t, testConfig(t), ref(s1), "room-move", fmt.Sprintf("u%d", i)))
+			}
+			const n = 300
+			var wg sync.WaitGroup
+			moved := make(chan struct{})
+			for i, m := range ms {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					err := stream(m, n, time.Millisecond, func(k int) {
+						if i == 0 && k == n/3 {
+							close(moved)
+						}
+					})
+					if err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			<-moved
+			start := time.Now()
+			for _, m := range ms {
+				m.move(t, ref(s2), 2)
+				time.Sleep(tt.stagger)
+			}
+			t.Logf("all members moved in %v", time.Since(start))
+			wg.Wait()
+			sent := map[string]uint64{}
+			for _, m := range ms {
+				sent[m.s.User()] = n
+			}
+			for _, m := range ms {
+				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
+					return m.check.Report().Received == (tt.members-1)*n
+				})
+				if st := m.s.Stats(); st.Server != ref(s2) || st.Epoch != 2 || !st.Connected {
+					t.Errorf("%s: on %v epoch %d connected %v", m.s.User(), st.Server, st.Epoch, st.Connected)
+				}
+				if mv := m.movesSoFar(); len(mv) != 2 || mv[1].From != ref(s1) || mv[1].To != ref(s2) {
+					t.Errorf("%s: moves %+v", m.s.User(), mv)
+				} else {
+					t.Logf("%s: join on serv2 took %v", m.s.User(), mv[1].Took)
+				}
+				waitFor(t, 2*time.Second, m.s.User()+" drains serv1", func() bool { return len(m.drains()) == 1 })
+				d := m.drains()[0]
+				t.Logf("%s: serv1 connection closed %v after the switch (timed out: %v)", m.s.User(), d.After, d.TimedOut)
+				if d.Server != ref(s1) || d.Err != nil {
+					t.Errorf("%s: drained %+v", m.s.User(), d)
+				}
+			}
+			verify(t, ms, sent)
+			waitFor(t, 5*time.Second, "serv1 empty", func() bool { return s1.Stats().Rooms == 0 })
+		})
+	}
+}
+
+// TestServerDies cuts every connection to the first server mid-stream (as
+// a killed process would), then moves the room to the second.
+func TestServerDies(t *testing.T) {
+	tests := []struct {
+		name string
+		kill func(p *proxy, s1 *chatserver.Server)
+	}{
+		{"reset", func(p *proxy, _ *chatserver.Server) { p.kill() }},
+		{"shutdown", func(_ *proxy, s1 *chatserver.Server) { go s1.Close() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
+			p := startProxy(t, s1.Addr())
+			var mu sync.Mutex
+			var broken []string
+			cfg := testConfig(t)
+			cfg.OnBroken = func(server proto.ServerRef, epoch uint64, err error) {
+				mu.Lock()
+				broken = append(broken, fmt.Sprintf("%s@%d: %v", server.ID, epoch, err))
+				mu.Unlock()
+			}
+			a := join(t, cfg, p.ref("serv1"), "room-kill", "alice")
+			b := join(t, cfg, p.ref("serv1"), "room-kill", "bob")
+			const n = 300
+			var wg sync.WaitGroup
+			killed := make(chan struct{})
+			for i, m := range []*member{a, b} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					err := stream(m, n, time.Millisecond, func(k int) {
+						if i == 0 && k == n/2 {
+							tt.kill(p, s1)
+							close(killed)
+						}
+					})
+					if err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			<-killed
+			start := time.Now()
+			waitFor(t, 5*time.Second, "both see the break", func() bool { return a.brokenCount() == 1 && b.brokenCount() == 1 })
+			t.Logf("break noticed after %v: %v", time.Since(start), broken)
+			a.move(t, ref(s2), 2)
+			b.move(t, ref(s2), 2)
+			t.Logf("room on serv2 %v after the kill", time.Since(start))
+			wg.Wait()
+			for _, m := range []*member{a, b} {
+				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
+			}
+			verify(t, []*member{a, b}, map[string]uint64{"alice": n, "bob": n})
+			if st := a.s.Stats(); st.Resent == 0 {
+				t.Logf("alice resent nothing (every message was acked before the cut)")
+			}
+		})
+	}
+}
+
+// TestTailLoss: the old server acknowledged alice's last messages but bob
+// never received them before it died; bob recovers them on the new server
+// from alice's LastSent.
+func TestTailLoss(t *testing.T) {
+	tests := []struct {
+		name       string
+		window     int
+		wantMissed bool
+	}{
+		{"recovered", 1024, false},
+		{"beyond-window", 4, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
+			p := startProxy(t, s1.Addr())
+			cfg := testConfig(t)
+			cfg.Window = tt.window
+			a := join(t, cfg, ref(s1), "room-tail", "alice")
+			b := join(t, cfg, p.ref("serv1"), "room-tail", "bob")
+			for i := range 10 {
+				a.send(t, fmt.Sprintf("m%d", i+1))
+			}
+			waitFor(t, 5*time.Second, "bob gets 10", func() bool { return b.got("alice") == 10 })
+			p.drop.Store(true)
+			for i := range 10 {
+				a.send(t, fmt.Sprintf("m%d", i+11))
+			}
+			waitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
+			if got := b.got("alice"); got != 10 {
+				t.Fatalf("bob got %d before the crash, want 10", got)
+			}
+			p.kill()
+			waitFor(t, 5*time.Second, "bob sees the break", func() bool { return b.brokenCount() == 1 })
+			start := time.Now()
+			b.move(t, ref(s2), 2)
+			a.move(t, ref(s2), 2)
+			if !tt.wantMissed {
+				waitFor(t, 2500*time.Millisecond, "bob recovers the tail", func() bool { return b.got("alice") == 20 })
+				t.Logf("tail recovered %v after the move", time.Since(start))
+				verify(t, []*member{b}, map[string]uint64{"alice": 20})
+				if st := a.s.Stats(); st.Resent < 10 {
+					t.Errorf("alice resent %d, want >= 10", st.Resent)
+				}
+				return
+			}
+			waitFor(t, 2500*time.Millisecond, "bob told what he missed", func() bool { return len(b.missed()) > 0 })
+			miss := b.missed()[0]
+			t.Logf("missed %+v", miss)
+			if miss.From != "alice" || miss.First != 11 || miss.Last != 16 {
+				t.Errorf("missed %+v, want alice 11-16", miss)
+			}
+			waitFor(t, 2500*time.Millisecond, "bob gets the kept tail", func() bool { return b.got("alice") == 14 })
+		})
+	}
+}
+
+// TestDuplicatesAndReorder has a raw peer send numbers out of order and
+// twice; the session delivers each once, in order.
+func TestDuplicatesAndReorder(t *testing.T) {
+	srv := startChat(t, "serv1")
+	b := join(t, testConfig(t), ref(srv), "room-dup", "bob")
+	raw := dialRaw(t, srv.Addr(), "room-dup", "mallory")
+	for _, n := range []uint64{1, 1, 3, 2, 2, 3, 4, 1} {
+		raw.send(t, &proto.Chat{Num: n, At: time.Now().UnixNano(), Text: fmt.Sprint(n)})
+	}
+	waitFor(t, 5*time.Second, "bob gets 4", func() bool { return b.got("mallory") == 4 })
+	waitFor(t, 5*time.Second, "duplicates counted", func() bool { return b.s.Stats().Duplicates == 4 })
+	verify(t, []*member{b}, map[string]uint64{"mallory": 4})
+}
+
+// TestGapIsAskedFor: a peer skips a number; the session asks it to send
+// again (Resend) and delivers in order once the hole is filled.
+func TestGapIsAskedFor(t *testing.T) {
+	srv := startChat(t, "serv1")
+	cfg := testConfig(t)
+	cfg.HoldBack = 50 * time.Millisecond
+	b := join(t, cfg, ref(srv), "room-gap", "bob")
+	raw := dialRaw(t, srv.Addr(), "room-gap", "mallory")
+	raw.send(t, &proto.Chat{Num: 1, Text: "1"})
+	raw.send(t, &proto.Chat{Num: 3, Text: "3"})
+	rs := raw.expect(t, proto.TResend).(*proto.Resend)
+	if rs.By != "bob" || rs.After != 1 {
+		t.Fatalf("resend %+v, want by bob after 1", rs)
+	}
+	if got := b.got("mallory"); got != 1 {
+		t.Fatalf("bob delivered %d before the gap filled", got)
+	}
+	raw.send(t, &proto.Chat{Num: 2, Text: "2"})
+	raw.send(t, &proto.Chat{Num: 3, Text: "3"})
+	waitFor(t, 5*time.Second, "bob gets 3", func() bool { return b.got("mallory") == 3 })
+	verify(t, []*member{b}, map[string]uint64{"mallory": 3})
+}
+
+// TestMoveThroughDelay moves between servers behind injected latency and
+// checks that Moved reports the join time.
+func TestMoveThroughDelay(t *testing.T) {
+	s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
+	var delays delaynet.Delays
+	delays.Set(s1.Addr(), 15*time.Millisecond)
+	delays.Set(s2.Addr(), 5*time.Millisecond)
+	cfg := testConfig(t)
+	cfg.Dialer = &delaynet.Dialer{Delay: delays.Get}
+	a := join(t, cfg, ref(s1), "room-delay", "alice")
+	b := join(t, cfg, ref(s1), "room-delay", "bob")
+	const n = 100
+	var wg sync.WaitGroup
+	for _, m := range []*member{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = stream(m, n, 2*time.Millisecond, func(k int) {
+				if k == n/2 {
+					m.move(t, ref(s2), 2)
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	for _, m := range []*member{a, b} {
+		waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
+		mv := m.movesSoFar()
+		t.Logf("%s: first join %v, move %v", m.s.User(), mv[0].Took, mv[len(mv)-1].Took)
+		if took := mv[0].Took; took < 60*time.Millisecond {
+			t.Errorf("%s: join through 15 ms one-way took %v, want >= 60ms (dial 2d + Hello 2d + Join 2d... at least 4d)", m.s.User(), took)
+		}
+	}
+	verify(t, []*member{a, b}, map[string]uint64{"alice": n, "bob": n})
+}
+
+func TestOpenErrors(t *testing.T) {
+	srv := startChat(t, "serv1")
+	tests := []struct {
+		name string
+		cfg  func(*Config)
+		room string
+		user string
+		addr string
+	}{
+		{"bad-user", nil, "r", "no spaces", srv.Addr()},
+		{"bad-room", nil, "", "u", srv.Addr()},
+		{"bad-config", func(c *Config) { c.Window = 0 }, "r", "u", srv.Addr()},
+		{"no-server", nil, "r", "u", "127.0.0.1:1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			s, err := Open(ctx, cfg, proto.ServerRef{ID: "x", Addr: tt.addr}, tt.room, tt.user, 1, nil)
+			if err == nil {
+				s.Close()
+				t.Fatal("expected an error")
+			}
+			t.Logf("%v", err)
+		})
+	}
+}
+
+func TestClosedSession(t *testing.T) {
+	srv := startChat(t, "serv1")
+	m := join(t, testConfig(t), ref(srv), "room-c", "u")
+	m.s.Close()
+	if _, err := m.s.Send("x"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Send after Close: %v", err)
+	}
+	if err := m.s.Move(context.Background(), ref(srv), 5, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Move after Close: %v", err)
+	}
+	if err := m.s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	waitFor(t, 5*time.Second, "server sees the leave", func() bool { return srv.Stats().Rooms == 0 })
+}
+
+// TestSendFromEventReader echoes every message back from the goroutine
+// that reads Events, with a tiny event buffer: the session must not
+// deadlock with its own reader.
+func TestSendFromEventReader(t *testing.T) {
+	srv := startChat(t, "serv1")
+	cfg := testConfig(t)
+	cfg.EventBuffer = 2
+	a := join(t, cfg, ref(srv), "room-echo", "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	bob, err := Open(ctx, cfg, ref(srv), "room-echo", "bob", 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoed := make(chan int, 1)
+	go func() {
+		n := 0
+		for ev := range bob.Events() {
+			if m, ok := ev.(Message); ok {
+				if _, err := bob.Send("re:" + m.Text); err != nil {
+					t.Error(err)
+				}
+				n++
+			}
+		}
+		echoed <- n
+	}()
+	const n = 500
+	for i := range n {
+		a.send(t, fmt.Sprint(i))
+	}
+	waitFor(t, 10*time.Second, "all echoes", func() bool { return a.got("bob") == n })
+	bob.Close()
+	if got := <-echoed; got != n {
+		t.Errorf("bob echoed %d, want %d", got, n)
+	}
+	verify(t, []*member{a}, map[string]uint64{"bob": n})
+}
+
+// TestIdleWhenBroken: a session whose server died (with a gap open and
+// messages waiting) must sleep, not spin, until it is moved.
+func TestIdleWhenBroken(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	cfg := testConfig(t)
+	cfg.HoldBack = 20 * time.Millisecond
+	cfg.IdleTimeout = 300 * time.Millisecond
+	b := join(t, cfg, p.ref("serv1"), "room-idle", "bob")
+	raw := dialRaw(t, s1.Addr(), "room-idle", "mallory")
+	raw.send(t, &proto.Chat{Num: 2, Text: "2"}) // a gap: 1 is missing
+	waitFor(t, 2*time.Second, "gap held", func() bool { return b.s.Stats().Held == 1 })
+	p.kill()
+	waitFor(t, 2*time.Second, "break seen", func() bool { return b.brokenCount() == 1 })
+	if _, err := b.s.Send("queued"); err != nil {
+		t.Fatal(err)
+	}
+	wakeups := func() (n int) {
+		_ = b.s.call(func() { n = b.s.wakeups })
+		return n
+	}
+	before := wakeups()
+	time.Sleep(500 * time.Millisecond)
+	woke := wakeups() - before - 1
+	t.Logf("loop woke %d times in 500ms while broken", woke)
+	if woke > 5 {
+		t.Errorf("loop woke %d times in 500ms while disconnected", woke)
+	}
+	if st := b.s.Stats(); st.Missed != 0 || st.Held != 1 || st.Unacked != 1 {
+		t.Errorf("stats while broken %+v: want the gap kept and the message queued", st)
+	}
+}

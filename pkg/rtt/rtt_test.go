@@ -1,0 +1,351 @@
+package rtt
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// echoServer is a minimal chat-server stand-in: Hello -> Welcome, Ping ->
+// Pong after delay. mode alters it to misbehave.
+type echoServer struct {
+	ln    net.Listener
+	delay time.Duration
+	mode  string // "", "silent", "error"
+	wg    sync.WaitGroup
+}
+
+func startEcho(t *testing.T, delay time.Duration, mode string) *echoServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &echoServer{ln: ln, delay: delay, mode: mode}
+	var conns sync.Map
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Store(c, true)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer conns.Delete(c)
+				s.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *echoServer) Addr() string { return s.ln.Addr().String() }
+
+func (s *echoServer) serve(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	var out []byte
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return
+		}
+		l, err := wire.FrameLen(hdr[:], 0)
+		if err != nil {
+			return
+		}
+		buf := make([]byte, l)
+		copy(buf, hdr[:])
+		if _, err := io.ReadFull(r, buf[4:]); err != nil {
+			return
+		}
+		typ, body, _, _ := wire.ParseFrame(buf, 0)
+		m, err := proto.Decode(typ, body)
+		if err != nil {
+			return
+		}
+		var reply wire.Message
+		switch m := m.(type) {
+		case *proto.Hello:
+			switch s.mode {
+			case "silent":
+				continue
+			case "error":
+				reply = &proto.Error{Code: proto.CodeServerFull, Reason: "full", Fatal: true}
+			default:
+				reply = &proto.Welcome{V: wire.Version, Server: "echo"}
+			}
+		case *proto.Ping:
+			time.Sleep(s.delay)
+			reply = &proto.Pong{ID: m.ID, At: m.At}
+		default:
+			continue
+		}
+		out, _ = wire.AppendFrame(out[:0], reply)
+		if _, err := c.Write(out); err != nil {
+			return
+		}
+	}
+}
+
+func TestProbe(t *testing.T) {
+	tests := []struct {
+		name    string
+		delay   time.Duration
+		samples int
+	}{
+		{"fast", 0, 5},
+		{"delay=20ms", 20 * time.Millisecond, 5},
+		{"one-sample", 10 * time.Millisecond, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startEcho(t, tt.delay, "")
+			res, err := Probe(context.Background(), &net.Dialer{}, s.Addr(), tt.samples, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("median %v spread %v min %v max %v", res.Median, res.Spread, res.Min, res.Max)
+			if res.Count != tt.samples || len(res.Samples) != tt.samples {
+				t.Fatalf("count %d, samples %d, want %d", res.Count, len(res.Samples), tt.samples)
+			}
+			if res.Median < tt.delay || res.Median > tt.delay+50*time.Millisecond {
+				t.Errorf("median %v, want within [%v, %v]", res.Median, tt.delay, tt.delay+50*time.Millisecond)
+			}
+			if res.Min > res.Median || res.Median > res.Max || res.Spread < 0 {
+				t.Errorf("inconsistent summary %+v", res)
+			}
+		})
+	}
+}
+
+func TestProbeFailures(t *testing.T) {
+	silent := startEcho(t, 0, "silent")
+	refusing := startEcho(t, 0, "error")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := ln.Addr().String()
+	ln.Close()
+
+	tests := []struct {
+		name    string
+		addr    string
+		samples int
+		want    error
+	}{
+		{"no-samples", silent.Addr(), 0, ErrNoSamples},
+		{"no-welcome", silent.Addr(), 3, context.DeadlineExceeded},
+		{"server-error", refusing.Addr(), 3, nil},
+		{"refused", closedAddr, 3, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := Probe(context.Background(), nil, tt.addr, tt.samples, 300*time.Millisecond)
+			took := time.Since(start)
+			t.Logf("err %v after %v", err, took)
+			if err == nil {
+				t.Fatal("expected an error")
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("error %v, want %v", err, tt.want)
+			}
+			if took > 2*time.Second {
+				t.Errorf("took %v, timeout was 300ms", took)
+			}
+		})
+	}
+}
+
+func TestProbeCancel(t *testing.T) {
+	s := startEcho(t, 0, "silent")
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := Probe(ctx, nil, s.Addr(), 3, 0)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want context.Canceled", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("cancel took %v", took)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	tests := []struct {
+		name           string
+		in             []time.Duration
+		median, spread time.Duration
+	}{
+		{"empty", nil, 0, 0},
+		{"one", ms(7), 7 * time.Millisecond, 0},
+		{"odd", ms(50, 10, 30, 20, 40), 30 * time.Millisecond, 20 * time.Millisecond},
+		{"even", ms(10, 20, 30, 40), 25 * time.Millisecond, 15 * time.Millisecond},
+		{"outlier", ms(40, 41, 40, 42, 400), 41 * time.Millisecond, 2 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := Summarize(tt.in)
+			if r.Median != tt.median || r.Spread != tt.spread || r.Count != len(tt.in) {
+				t.Errorf("got median %v spread %v count %d, want %v %v %d", r.Median, r.Spread, r.Count, tt.median, tt.spread, len(tt.in))
+			}
+		})
+	}
+}
+
+func TestProberRound(t *testing.T) {
+	slow := startEcho(t, 30*time.Millisecond, "")
+	var targets []Target
+	for i := range 6 {
+		targets = append(targets, Target{ID: string(rune('a' + i)), Addr: slow.Addr()})
+	}
+	targets = append(targets, Target{ID: "dead", Addr: startEcho(t, 0, "silent").Addr()})
+	cd := &countingDialer{}
+	cfg := DefaultConfig()
+	cfg.Dialer = cd
+	cfg.Samples = 3
+	cfg.Concurrency = 2
+	cfg.Timeout = 500 * time.Millisecond
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := p.Round(context.Background(), targets)
+	if len(res) != len(targets) {
+		t.Fatalf("%d results, want %d", len(res), len(targets))
+	}
+	for id, r := range res {
+		if id == "dead" {
+			if r.Err == nil {
+				t.Errorf("dead server reported no error: %+v", r)
+			}
+			continue
+		}
+		if r.Err != nil || r.Count != 3 || r.Median < 30*time.Millisecond {
+			t.Errorf("%s: %+v", id, r)
+		}
+	}
+	t.Logf("max concurrent probes: %d", cd.max.Load())
+	if m := cd.max.Load(); m > 2 || m < 1 {
+		t.Errorf("saw %d concurrent probes, limit 2", m)
+	}
+}
+
+func TestProberConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"samples", func(c *Config) { c.Samples = 0 }},
+		{"timeout", func(c *Config) { c.Timeout = 0 }},
+		{"concurrency", func(c *Config) { c.Concurrency = 0 }},
+		{"jitter", func(c *Config) { c.Jitter = 2 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tt.mod(&c)
+			if _, err := New(c); err == nil {
+				t.Fatal("expected an error")
+			}
+		})
+	}
+}
+
+func TestProberRun(t *testing.T) {
+	s := startEcho(t, 0, "")
+	p, err := New(DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var rounds atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Run(ctx, 20*time.Millisecond, func() []Target { return []Target{{ID: "s", Addr: s.Addr()}} },
+			func(r map[string]Result) {
+				if r["s"].Err == nil && r["s"].Count == 5 {
+					rounds.Add(1)
+				}
+			})
+	}()
+	waitFor(t, 5*time.Second, func() bool { return rounds.Load() >= 3 })
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// countingDialer tracks how many of its connections are open at once.
+type countingDialer struct {
+	d           net.Dialer
+	active, max atomic.Int32
+}
+
+type countedConn struct {
+	net.Conn
+	once sync.Once
+	d    *countingDialer
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.d.active.Add(-1) })
+	return c.Conn.Close()
+}
+
+func (d *countingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	n := d.active.Add(1)
+	for {
+		m := d.max.Load()
+		if n <= m || d.max.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	return &countedConn{Conn: c, d: d}, nil
+}
