@@ -2,6 +2,7 @@ package central
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"nearchat/central/store"
 	"nearchat/pkg/selection"
+	"nearchat/pkg/tlsconfig"
 )
 
 // Central is the registry and matchmaker. Create it with New, serve with
@@ -53,11 +55,13 @@ type Central struct {
 
 	kick chan struct{}
 
-	restLn   net.Listener
-	httpSrv  *http.Server
-	ctrl     *control
-	ctrlAddr string
-	gnetDone chan error
+	restLn    net.Listener
+	httpSrv   *http.Server
+	ctrl      *control
+	regLimit  bucket // registrations, guarded by mu
+	ctrlAddr  string
+	ctrlFront *tlsconfig.Front // TLS in front of the control port, if on
+	gnetDone  chan error
 
 	ctx       context.Context // ends on Close; bounds probes
 	cancel    context.CancelFunc
@@ -115,6 +119,9 @@ func New(cfg Config) (*Central, error) {
 	if err != nil {
 		c.cancel()
 		return nil, fmt.Errorf("central: REST listen: %w", err)
+	}
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
 	}
 	c.restLn = ln
 	c.httpSrv = &http.Server{

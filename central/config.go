@@ -1,6 +1,8 @@
 package central
 
 import (
+	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +51,25 @@ type Config struct {
 	// register, heartbeat, drain and deregister.
 	ClusterSecret string
 
+	// RequestRate and RequestBurst bound each user's chat requests (a token
+	// bucket), so nobody can flood another user with requests;
+	// RegisterRate and RegisterBurst bound registrations Central-wide.
+	RequestRate   float64
+	RequestBurst  int
+	RegisterRate  float64
+	RegisterBurst int
+
+	// TLS, when set, serves the REST API and the control port over TLS 1.3
+	// only. With ClientCAs and ClientAuth VerifyClientCertIfGiven, a chat
+	// server presenting a certificate from that CA needs no cluster secret.
+	TLS *tls.Config
+
+	// TicketKey, when set, signs a ticket for every member in every
+	// Assign; chat servers holding the public key admit only ticket holders.
+	// TicketTTL is how long a ticket stays valid.
+	TicketKey ed25519.PrivateKey
+	TicketTTL time.Duration
+
 	// Multicore runs the control port on one gnet event loop per CPU.
 	Multicore bool
 
@@ -77,6 +98,11 @@ func DefaultConfig() Config {
 		SessionGrace:      time.Minute,
 		ProbeTimeout:      500 * time.Millisecond,
 		MaxMembers:        16,
+		TicketTTL:         10 * time.Minute,
+		RequestRate:       1,
+		RequestBurst:      10,
+		RegisterRate:      200,
+		RegisterBurst:     2000,
 		Policy:            selection.DefaultPolicy(),
 		Multicore:         true,
 	}
@@ -97,7 +123,7 @@ func (c *Config) validate() error {
 		{"ScanInterval", c.ScanInterval}, {"RequestTimeout", c.RequestTimeout},
 		{"AwaitingEvery", c.AwaitingEvery}, {"AssignRetry", c.AssignRetry},
 		{"AssignGiveUp", c.AssignGiveUp}, {"SessionGrace", c.SessionGrace},
-		{"ProbeTimeout", c.ProbeTimeout},
+		{"ProbeTimeout", c.ProbeTimeout}, {"TicketTTL", c.TicketTTL},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
@@ -105,6 +131,12 @@ func (c *Config) validate() error {
 	}
 	if c.OfflineAfter > 0 && c.OfflineAfter < c.HeartbeatInterval {
 		errs = append(errs, fmt.Errorf("OfflineAfter %v is shorter than HeartbeatInterval %v", c.OfflineAfter, c.HeartbeatInterval))
+	}
+	if c.TicketKey != nil && c.TicketTTL <= c.AssignGiveUp {
+		errs = append(errs, fmt.Errorf("TicketTTL %v must exceed AssignGiveUp %v, or a retried Assign could carry an expired ticket", c.TicketTTL, c.AssignGiveUp))
+	}
+	if c.RequestRate <= 0 || c.RequestBurst < 1 || c.RegisterRate <= 0 || c.RegisterBurst < 1 {
+		errs = append(errs, fmt.Errorf("request and registration rates must be positive with bursts of at least 1"))
 	}
 	if c.MaxMembers < 2 {
 		errs = append(errs, fmt.Errorf("MaxMembers must be at least 2, got %d", c.MaxMembers))

@@ -2,6 +2,7 @@ package central
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
 )
 
@@ -37,8 +39,22 @@ type control struct {
 func (c *Central) startControl() error {
 	h := &control{c: c, boot: make(chan string, 1)}
 	c.ctrl = h
+	// With TLS the event loops listen on a private Unix socket and a TLS
+	// front on ControlListen relays to them (gnet has no TLS).
+	network, listen, sockDir := "tcp", c.cfg.ControlListen, ""
+	var tlsLn net.Listener
+	if c.cfg.TLS != nil {
+		var err error
+		if tlsLn, err = tls.Listen("tcp", c.cfg.ControlListen, c.cfg.TLS); err != nil {
+			return err
+		}
+		if network, listen, sockDir, err = tlsconfig.Backend(""); err != nil {
+			tlsLn.Close()
+			return err
+		}
+	}
 	go func() {
-		c.gnetDone <- gnet.Run(h, "tcp://"+c.cfg.ControlListen,
+		c.gnetDone <- gnet.Run(h, network+"://"+listen,
 			gnet.WithMulticore(c.cfg.Multicore),
 			gnet.WithLogger(gnetLogger{c.log}),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
@@ -47,15 +63,26 @@ func (c *Central) startControl() error {
 			// instance's connections sit in TIME_WAIT.
 			gnet.WithReuseAddr(true))
 	}()
+	fail := func(err error) error {
+		if tlsLn != nil {
+			tlsLn.Close()
+			os.RemoveAll(sockDir)
+		}
+		return err
+	}
 	select {
 	case addr := <-h.boot:
 		if addr == "" {
-			return errors.Join(errors.New("cannot read the bound address"), c.stopControl(context.Background()))
+			return fail(errors.Join(errors.New("cannot read the bound address"), c.stopControl(context.Background())))
 		}
 		c.ctrlAddr = addr
+		if tlsLn != nil {
+			c.ctrlFront = tlsconfig.NewFront(tlsLn, network, addr, sockDir, c.log.Debug)
+			c.ctrlAddr = tlsLn.Addr().String()
+		}
 		return nil
 	case err := <-c.gnetDone:
-		return err
+		return fail(err)
 	}
 }
 
@@ -66,6 +93,9 @@ func (c *Central) stopControl(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	var errs []error
+	if c.ctrlFront != nil {
+		c.ctrlFront.StopAccepting()
+	}
 	if err := c.ctrl.eng.Stop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("central: stop control port: %w", err))
 	}
@@ -77,6 +107,9 @@ func (c *Central) stopControl(ctx context.Context) error {
 		}
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("central: control port did not stop: %w", ctx.Err()))
+	}
+	if c.ctrlFront != nil {
+		c.ctrlFront.Close()
 	}
 	return errors.Join(errs...)
 }
@@ -335,14 +368,14 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 
 // resendPlacementLocked pushes r's current placement to u alone.
 func (c *Central) resendPlacementLocked(u *user, r *room) {
-	frame, err := wire.AppendFrame(nil, &proto.Assign{
+	now := c.now()
+	frame, err := c.assignFrame(&proto.Assign{
 		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
 		Members: r.memberNames(), Reason: "current placement",
-	})
+	}, u.name, now)
 	if err != nil {
 		return
 	}
-	now := c.now()
 	p := &push{u: u, room: r.id, epoch: r.epoch, frame: frame, first: now, next: now}
 	u.pushes[r.id] = p
 	c.pushes[p] = struct{}{}

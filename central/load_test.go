@@ -193,7 +193,11 @@ func TestThousandClients(t *testing.T) {
 	h.addServer(t, "serv2")
 	api := pooledAPI(h.c.RESTAddr())
 	start := time.Now()
-	bots, err := loadClients(ctx(t), api, h.c.ControlAddr(), "u", n)
+	// A generous bound: under -race on a loaded 2-core machine a thousand
+	// registrations take many seconds; the figure is logged below.
+	lctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	bots, err := loadClients(lctx, api, h.c.ControlAddr(), "u", n)
 	defer closeBots(bots)
 	if err != nil {
 		t.Fatalf("clients: %v", err)

@@ -8,6 +8,7 @@ import (
 
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
+	"nearchat/pkg/ticket"
 	"nearchat/pkg/wire"
 )
 
@@ -35,6 +36,10 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 	c.statusLocked(u, id, proto.AckConn, "", "")
 	invalid := func(format string, args ...any) {
 		c.statusLocked(u, id, proto.ReqInvalid, fmt.Sprintf(format, args...), "")
+	}
+	if !u.reqLimit.allow(c.now(), c.cfg.RequestRate, c.cfg.RequestBurst) {
+		invalid("too many chat requests: at most %g a second (bursts of %d)", c.cfg.RequestRate, c.cfg.RequestBurst)
+		return
 	}
 	if len(m.To) == 0 {
 		invalid("nobody to invite")
@@ -199,18 +204,34 @@ func (c *Central) pushAssignLocked(r *room, reason, prev string, prevRTT, rtt ti
 		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
 		Members: r.memberNames(), Reason: reason, Prev: prev, PrevRTT: prevRTT, RTT: rtt,
 	}
-	frame, err := wire.AppendFrame(nil, m)
-	if err != nil {
-		c.log.Error("encode assign", "room", r.id, "err", err)
-		return
-	}
 	for _, u := range r.members {
 		c.dropPushLocked(u, r.id)
+		frame, err := c.assignFrame(m, u.name, now)
+		if err != nil {
+			c.log.Error("encode assign", "room", r.id, "err", err)
+			return
+		}
 		p := &push{u: u, room: r.id, epoch: r.epoch, frame: frame, first: now, next: now}
 		u.pushes[r.id] = p
 		c.pushes[p] = struct{}{}
 		c.sendPushLocked(p, now)
 	}
+}
+
+// assignFrame encodes m for one member, with that member's own ticket when
+// Central signs tickets. Each frame is built fresh: pushes keep theirs
+// immutable while AsyncWrite may hold it.
+func (c *Central) assignFrame(m *proto.Assign, user string, now time.Time) ([]byte, error) {
+	m.Ticket = nil
+	if c.cfg.TicketKey != nil {
+		t, err := ticket.Sign(c.cfg.TicketKey, ticket.Claims{Room: m.Room, User: user, Epoch: m.Epoch,
+			Expires: now.Add(c.cfg.TicketTTL).Unix()})
+		if err != nil {
+			return nil, err
+		}
+		m.Ticket = t
+	}
+	return wire.AppendFrame(nil, m)
 }
 
 func (c *Central) sendPushLocked(p *push, now time.Time) {

@@ -216,3 +216,23 @@ func TestGroupRequest(t *testing.T) {
 }
 
 func skipStatus(m wire.Message) bool { _, ok := m.(*proto.Status); return ok }
+
+// TestRequestRateLimit: one user cannot flood others with chat requests.
+func TestRequestRateLimit(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RequestRate, cfg.RequestBurst = 0.001, 2
+	h := startCentral(t, cfg)
+	alice, _ := h.connect(t, "alice")
+	h.connect(t, "bob")
+	for range 2 {
+		alice.send(&proto.Request{To: []string{"nobody"}})
+		alice.expectStatus(proto.AckConn)
+		alice.expectStatus(proto.UserNotFound)
+	}
+	alice.send(&proto.Request{To: []string{"nobody"}})
+	alice.expectStatus(proto.AckConn)
+	st := alice.expectStatus(proto.ReqInvalid)
+	if !strings.Contains(st.Detail, "too many") {
+		t.Fatalf("third request: %s %q, want a rate-limit answer", st.Code, st.Detail)
+	}
+}

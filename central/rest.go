@@ -183,6 +183,10 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
+	if !c.regLimit.allow(now, c.cfg.RegisterRate, c.cfg.RegisterBurst) {
+		return 0, nil, errf(http.StatusTooManyRequests, centralapi.CodeRateLimited,
+			"too many registrations: Central takes at most %g a second; try again shortly", c.cfg.RegisterRate)
+	}
 	u := c.users[in.Name]
 	if u != nil && !u.placeholder() {
 		if in.Token != "" && same(in.Token, u.token) {
@@ -287,10 +291,13 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 }
 
 // secretOK checks a server's cluster secret, given in the body or as a
-// bearer token.
+// bearer token, or a verified client certificate when TLS asks for one.
 func (c *Central) secretOK(r *http.Request, body string) *apiError {
 	if c.cfg.ClusterSecret == "" {
 		return nil
+	}
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		return nil // a client certificate from the cluster CA stands for the secret
 	}
 	got := body
 	if got == "" {

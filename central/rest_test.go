@@ -207,3 +207,59 @@ func TestRESTServers(t *testing.T) {
 		t.Fatalf("after deregister: %+v", l)
 	}
 }
+
+// TestRESTTrustsOnlyTokens: a mutation is allowed by the right session token
+// and nothing else: not another user's token, not a forwarded-for header
+// naming loopback or any other address.
+func TestRESTTrustsOnlyTokens(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	h.register(t, "alice")
+	bob := h.register(t, "bob")
+	base := "http://" + h.c.RESTAddr()
+	cases := []struct {
+		name    string
+		method  string
+		path    string
+		headers map[string]string
+	}{
+		{"another user's token on latency", "PUT", "/v1/clients/alice/latency", map[string]string{"Authorization": "Bearer " + bob.Token}},
+		{"another user's token on deregister", "DELETE", "/v1/clients/alice", map[string]string{"Authorization": "Bearer " + bob.Token}},
+		{"spoofed X-Forwarded-For", "PUT", "/v1/clients/alice/latency", map[string]string{"X-Forwarded-For": "127.0.0.1"}},
+		{"spoofed X-Real-IP and Forwarded", "DELETE", "/v1/clients/alice", map[string]string{"X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(ctx(t), tc.method, base+tc.path, strings.NewReader(`{"servers":{}}`))
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401", resp.StatusCode)
+			}
+		})
+	}
+	if info, err := h.api.LookupClient(ctx(t), "alice"); err != nil || info.Name != "alice" {
+		t.Fatalf("alice after the attempts: %+v, %v", info, err)
+	}
+}
+
+func TestRegistrationRateLimit(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegisterRate, cfg.RegisterBurst = 0.001, 3
+	h := startCentral(t, cfg)
+	for i := range 3 {
+		if _, err := h.api.RegisterClient(ctx(t), "user"+string(rune('a'+i)), ""); err != nil {
+			t.Fatalf("registration %d within the burst: %v", i, err)
+		}
+	}
+	_, err := h.api.RegisterClient(ctx(t), "userz", "")
+	var e *centralapi.Error
+	if !errors.As(err, &e) || e.Status != http.StatusTooManyRequests || e.Code != centralapi.CodeRateLimited {
+		t.Fatalf("fourth registration: %v, want 429 rate_limited", err)
+	}
+}

@@ -34,6 +34,7 @@ type user struct {
 	pushes       map[string]*push // by room id
 	sess         *conn            // live control connection, nil when offline
 	offlineSince time.Time
+	reqLimit     bucket // chat requests this user may still make
 }
 
 func (u *user) placeholder() bool { return u.token == "" }

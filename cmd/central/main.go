@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 
 	"nearchat/central"
+	"nearchat/pkg/ticket"
+	"nearchat/pkg/tlsconfig"
 )
 
 func main() {
@@ -43,8 +46,46 @@ func main() {
 	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "most members in one chat request")
 	fs.StringVar(&cfg.ClusterSecret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster secret chat servers must present (default $NEARCHAT_SECRET; empty: none)")
 	fs.BoolVar(&cfg.Multicore, "multicore", cfg.Multicore, "one control-port event loop per CPU")
+	fs.Float64Var(&cfg.RequestRate, "request-rate", cfg.RequestRate, "chat requests a user may make per second, on average")
+	fs.IntVar(&cfg.RequestBurst, "request-burst", cfg.RequestBurst, "chat requests a user may make at once")
+	fs.Float64Var(&cfg.RegisterRate, "register-rate", cfg.RegisterRate, "client registrations Central takes per second, on average")
+	fs.IntVar(&cfg.RegisterBurst, "register-burst", cfg.RegisterBurst, "client registrations Central takes at once")
+	tlsCert := fs.String("tls-cert", "", "certificate `file`: serve the REST API and control port over TLS 1.3 only")
+	tlsKey := fs.String("tls-key", "", "private key `file` of -tls-cert")
+	clientCA := fs.String("tls-client-ca", "", "CA `file`: chat servers presenting a certificate from it need no cluster secret")
+	ticketKey := fs.String("ticket-key", "", "Ed25519 private key `file` (make certs): sign a room ticket for every member")
+	fs.DurationVar(&cfg.TicketTTL, "ticket-ttl", cfg.TicketTTL, "how long a room ticket stays valid")
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Parse(os.Args[1:])
+	if (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintln(os.Stderr, "central: -tls-cert and -tls-key go together")
+		os.Exit(2)
+	}
+	if *tlsCert != "" {
+		tc, err := tlsconfig.Server(*tlsCert, *tlsKey, "")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "central:", err)
+			os.Exit(2)
+		}
+		if *clientCA != "" {
+			withCA, err := tlsconfig.Server(*tlsCert, *tlsKey, *clientCA)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "central:", err)
+				os.Exit(2)
+			}
+			// Clients (users) have no certificates; chat servers may.
+			tc.ClientCAs, tc.ClientAuth = withCA.ClientCAs, tls.VerifyClientCertIfGiven
+		}
+		cfg.TLS = tc
+	}
+	if *ticketKey != "" {
+		k, err := ticket.LoadPrivate(*ticketKey)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "central:", err)
+			os.Exit(2)
+		}
+		cfg.TicketKey = k
+	}
 	if fs.NArg() > 0 {
 		fs.Usage()
 		os.Exit(2)

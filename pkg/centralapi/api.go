@@ -25,6 +25,7 @@ const (
 	CodeUnknownServer    = "unknown_server"     // no such registered server: register again
 	CodeNameTaken        = "name_taken"         // a live session holds the user name
 	CodeMethodNotAllowed = "method_not_allowed" // wrong method; the Allow header lists the right ones
+	CodeRateLimited      = "rate_limited"       // too many registrations; try again shortly
 	CodeInternal         = "internal"           // Central's own fault
 )
 

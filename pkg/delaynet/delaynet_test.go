@@ -152,8 +152,8 @@ func TestPerDestinationDelay(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%s: median %v, min %v, want %v", tc.addr, res.Median, res.Min, tc.want)
-		if res.Min < tc.want || res.Min > tc.want+3*time.Millisecond {
-			t.Errorf("%s: fastest sample %v, want %v (+3ms)", tc.addr, res.Min, tc.want)
+		if res.Min < tc.want || res.Min > tc.want+15*time.Millisecond { // headroom for a loaded machine
+			t.Errorf("%s: fastest sample %v, want %v (+15ms)", tc.addr, res.Min, tc.want)
 		}
 	}
 	table.Set(far, 0)
