@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net/http"
+	"strings"
 	"time"
 
 	"nearchat/pkg/centralapi"
@@ -24,7 +26,7 @@ func (s *Server) startAgent() {
 	if s.cfg.Central == "" {
 		return
 	}
-	a := &agent{s: s, api: centralapi.NewClient(s.cfg.Central, nil)}
+	a := &agent{s: s, api: s.centralAPI()}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopAgent = cancel
 	s.agentDone = make(chan struct{})
@@ -151,7 +153,7 @@ func (s *Server) deregister() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	api := centralapi.NewClient(s.cfg.Central, nil)
+	api := s.centralAPI()
 	if err := api.Deregister(ctx, s.cfg.ID, s.cfg.Secret); err != nil {
 		s.log.Debug("deregistering from Central", "err", err)
 	}
@@ -160,3 +162,17 @@ func (s *Server) deregister() {
 // CentralOK reports whether the last exchange with Central succeeded. Safe
 // for concurrent use.
 func (s *Server) CentralOK() bool { return s.centralOK.Load() }
+
+// centralAPI returns a REST client for Central, over https when
+// CentralTLS is set.
+func (s *Server) centralAPI() *centralapi.Client {
+	if s.cfg.CentralTLS == nil {
+		return centralapi.NewClient(s.cfg.Central, nil)
+	}
+	base := s.cfg.Central
+	if !strings.Contains(base, "://") {
+		base = "https://" + base
+	}
+	return centralapi.NewClient(base, &http.Client{Timeout: 10 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: s.cfg.CentralTLS.Clone(), ForceAttemptHTTP2: true}})
+}

@@ -48,6 +48,9 @@ type Config struct {
 	Central string
 	// Secret is the cluster secret presented to Central.
 	Secret string
+	// CentralTLS, when set, reaches Central over https with this client
+	// configuration (its certificate, if any, can stand for the secret).
+	CentralTLS *tls.Config
 	// Advertise is the address clients should dial, as told to Central;
 	// empty means the bound address.
 	Advertise string

@@ -16,6 +16,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/tlsconfig"
 )
 
 // Server is one chat server. Create it with New.
@@ -27,7 +28,7 @@ type Server struct {
 
 	eng    gnet.Engine
 	addr   string // where the event loops listen (TCP, or a Unix socket under TLS only)
-	front  *tlsFront
+	front  *tlsconfig.Front
 	booted chan error    // receives the outcome of binding
 	exited chan struct{} // closed when gnet.Run returns
 	runErr error         // gnet.Run's result, read after exited
@@ -87,7 +88,7 @@ func New(cfg Config) (*Server, error) {
 		if tlsLn, err = tls.Listen("tcp", cfg.TLSListen, cfg.TLS); err != nil {
 			return nil, fmt.Errorf("chatserver: TLS listen on %s: %w", cfg.TLSListen, err)
 		}
-		if network, listen, sockDir, err = plainBackend(&cfg); err != nil {
+		if network, listen, sockDir, err = tlsconfig.Backend(cfg.Listen); err != nil {
 			tlsLn.Close()
 			return nil, fmt.Errorf("chatserver: %w", err)
 		}
@@ -120,10 +121,7 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
 	}
 	if tlsLn != nil {
-		s.front = &tlsFront{ln: tlsLn, network: network, backend: s.addr, sockDir: sockDir,
-			log: s.log.Debug, conns: map[net.Conn]struct{}{}}
-		s.front.wg.Add(1)
-		go s.front.serve()
+		s.front = tlsconfig.NewFront(tlsLn, network, s.addr, sockDir, s.log.Debug)
 	}
 	go s.reapLoop()
 	s.startAgent()
@@ -169,7 +167,7 @@ func boundAddr(eng gnet.Engine) (string, error) {
 // the plaintext one otherwise. Safe for concurrent use.
 func (s *Server) Addr() string {
 	if s.front != nil {
-		return s.front.ln.Addr().String()
+		return s.front.Addr().String()
 	}
 	return s.addr
 }
@@ -219,7 +217,7 @@ func (s *Server) Close() error {
 			s.deregister()
 		}
 		if s.front != nil {
-			_ = s.front.ln.Close() // no new TLS members; current ones still get goodbye
+			s.front.StopAccepting() // current TLS members still get their goodbye
 		}
 		bye := s.goodbye()
 		deadline := time.Now().Add(s.cfg.ShutdownGrace)
@@ -234,7 +232,7 @@ func (s *Server) Close() error {
 		}
 		<-s.exited
 		if s.front != nil {
-			s.front.close()
+			s.front.Close()
 		}
 	})
 	return s.closeErr

@@ -113,7 +113,7 @@ func TestTLSRejections(t *testing.T) {
 		defer c.Close()
 		hello, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version})
 		c.Write(hello)
-		c.SetReadDeadline(time.Now().Add(handshakeTimeout() + 5*time.Second))
+		c.SetReadDeadline(time.Now().Add(tlsconfig.HandshakeTimeout + 5*time.Second))
 		buf := make([]byte, 256)
 		var got []byte
 		for {

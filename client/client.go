@@ -3,18 +3,22 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
+	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
 )
 
@@ -33,6 +37,10 @@ type Options struct {
 	// Dialer opens every TCP connection (control, probes, chat); nil means
 	// a plain net.Dialer. Tests and the demo inject delaynet here.
 	Dialer rtt.Dialer
+	// TLS, when set, is used on every link: REST over https, and the
+	// control, probe and chat connections through a TLS handshake on top
+	// of Dialer. It must trust the cluster's CA.
+	TLS *tls.Config
 	// Session configures each room's session; its Dialer and OnBroken are
 	// set by the Client.
 	Session Config
@@ -155,10 +163,20 @@ func New(opts Options) (*Client, error) {
 	if d == nil {
 		d = &net.Dialer{Timeout: 5 * time.Second}
 	}
+	api := centralapi.NewClient(opts.Central, nil)
+	if opts.TLS != nil {
+		d = &tlsconfig.Dialer{Base: d, Config: opts.TLS}
+		base := opts.Central
+		if !strings.Contains(base, "://") {
+			base = "https://" + base
+		}
+		api = centralapi.NewClient(base, &http.Client{Timeout: 10 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: opts.TLS.Clone(), ForceAttemptHTTP2: true}})
+	}
 	return &Client{
 		opts:     opts,
 		log:      log,
-		api:      centralapi.NewClient(opts.Central, nil),
+		api:      api,
 		dialer:   d,
 		events:   make(chan Event, 256),
 		token:    opts.Token,

@@ -3,8 +3,10 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,8 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/delaynet"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/ticket"
+	"nearchat/pkg/tlsconfig"
 )
 
 // The paper's round-trip times from either client.
@@ -66,6 +70,8 @@ type cluster struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	centCfg central.Config
+
+	certs *tlsconfig.Files // TLS on every link and tickets when set
 }
 
 const secret = "e2e-secret"
@@ -88,6 +94,9 @@ func newCluster(t *testing.T, edits ...func(*central.Config)) *cluster {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &cluster{t: t, delays: &delaynet.Delays{}, procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{},
 		ctx: ctx, cancel: cancel, centCfg: cfg}
+	if cfg.TLS != nil {
+		c.certs = tlsFiles
+	}
 	c.startCentral()
 	t.Cleanup(func() {
 		for id := range c.procs {
@@ -118,6 +127,10 @@ func (c *cluster) startCentral() {
 	}
 	c.central = cen
 	c.api = centralapi.NewClient(cen.RESTAddr(), nil)
+	if c.certs != nil {
+		tc, _ := tlsconfig.Client(c.certs.CA, "", "")
+		c.api = centralapi.NewClient("https://"+cen.RESTAddr(), &http.Client{Transport: &http.Transport{TLSClientConfig: tc}})
+	}
 	c.centCfg.RESTListen, c.centCfg.ControlListen = cen.RESTAddr(), cen.ControlAddr()
 	done := make(chan struct{})
 	go func() { defer close(done); _ = cen.Run(c.ctx) }()
@@ -136,8 +149,14 @@ func (c *cluster) restartCentral() {
 func (c *cluster) startServer(id string) {
 	c.t.Helper()
 	log := &bytes.Buffer{}
-	cmd := exec.Command(chatserverBinary(c.t), "-listen", "127.0.0.1:0", "-id", id,
-		"-central", c.centCfg.RESTListen, "-secret", secret, "-heartbeat", "200ms")
+	args := []string{"-listen", "127.0.0.1:0", "-id", id, "-central", c.centCfg.RESTListen, "-heartbeat", "200ms"}
+	if f := c.certs; f != nil {
+		args = append(args, "-tls-cert", f.ServerCert, "-tls-key", f.ServerKey, "-ca", f.CA,
+			"-client-cert", f.ClientCert, "-client-key", f.ClientKey, "-ticket-key", filepath.Join(f.Dir, "ticket.pub"))
+	} else {
+		args = append(args, "-secret", secret)
+	}
+	cmd := exec.Command(chatserverBinary(c.t), args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
@@ -187,6 +206,13 @@ func (c *cluster) user(name string) *user {
 	opts.Probe.Samples = 3
 	opts.BackoffMin, opts.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 	opts.Logger = slog.New(slog.NewTextHandler(tWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if c.certs != nil {
+		tc, err := tlsconfig.Client(c.certs.CA, "", "")
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		opts.TLS = tc
+	}
 	cl, err := client.New(opts)
 	if err != nil {
 		c.t.Fatal(err)
@@ -378,6 +404,61 @@ func TestE2ECentralRestartKeepsChatting(t *testing.T) {
 		rooms, err := c.api.Rooms(context.Background())
 		return err == nil && len(rooms) == 1 && rooms[0].Server == "serv3"
 	})
+}
+
+// tlsFiles is the development CA of the TLS tests; withTLS sets it up.
+var tlsFiles *tlsconfig.Files
+
+// withTLS turns on TLS for Central's REST and control ports (chat servers
+// authenticate with their client certificate) and room tickets.
+func withTLS(t *testing.T) func(*central.Config) {
+	dir := t.TempDir()
+	f, err := tlsconfig.WriteDev(dir, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ticket.GenerateFiles(filepath.Join(dir, "ticket.key"), filepath.Join(dir, "ticket.pub")); err != nil {
+		t.Fatal(err)
+	}
+	tlsFiles = &f
+	return func(cfg *central.Config) {
+		tc, err := tlsconfig.Server(f.ServerCert, f.ServerKey, f.CA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
+		cfg.TLS = tc
+		if cfg.TicketKey, err = ticket.LoadPrivate(filepath.Join(dir, "ticket.key")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestE2ETLSAndTickets runs a move and a kill with TLS on every link, chat
+// servers authenticated by certificate, and tickets checked on every join.
+func TestE2ETLSAndTickets(t *testing.T) {
+	c := newCluster(t, withTLS(t))
+	c.startServer("serv3")
+	alice, bob := c.user("alice"), c.user("bob")
+	sa, sb, a := chat(t, alice, bob)
+	if a.Server.ID != "serv3" || len(a.Ticket) == 0 {
+		t.Fatalf("assign = server %s, ticket %d bytes; want serv3 with a ticket", a.Server.ID, len(a.Ticket))
+	}
+	const n = 150
+	sendA, recvB := stream(t, sa, n, 10*time.Millisecond), collect(t, sb, n, 30*time.Second)
+	c.startServer("serv1")
+	if mv := next[client.Relocated](alice, 10*time.Second); mv.Assign.Server.ID != "serv1" {
+		t.Fatalf("moved to %s, want serv1", mv.Assign.Server.ID)
+	}
+	c.kill("serv1", syscall.SIGKILL)
+	if mv := next[client.Relocated](alice, 10*time.Second); mv.Assign.Server.ID != "serv3" {
+		t.Fatalf("after the kill: moved to %s, want serv3", mv.Assign.Server.ID)
+	}
+	for _, ch := range []chan error{sendA, recvB} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestE2ERequestOutcomes(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 
 	"nearchat/chatserver"
 	"nearchat/pkg/ticket"
+	"nearchat/pkg/tlsconfig"
 )
 
 func main() {
@@ -37,6 +38,12 @@ func main() {
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "heartbeat interval to Central (0: what Central suggests)")
 	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to wait for Central to move the rooms away before closing")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for goodbye frames")
+	tlsCert := fs.String("tls-cert", "", "certificate `file`: serve TLS 1.3 on -listen (and plaintext only on -plain-listen, if given)")
+	tlsKey := fs.String("tls-key", "", "private key `file` of -tls-cert")
+	plain := fs.String("plain-listen", "", "with TLS on, also serve plaintext on this `address` (default: none)")
+	ca := fs.String("ca", "", "CA `file` to verify Central with; reaches Central over https")
+	clientCert := fs.String("client-cert", "", "certificate `file` to present to Central (stands for -secret when Central trusts its CA)")
+	clientKey := fs.String("client-key", "", "private key `file` of -client-cert")
 	ticketKey := fs.String("ticket-key", "", "`file` with Central's ticket public key; when set, joins need a ticket signed by Central")
 	verbose := fs.Bool("v", false, "log debug detail")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -48,6 +55,26 @@ func main() {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "chatserver: unexpected argument %q\n", fs.Arg(0))
 		os.Exit(2)
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintln(os.Stderr, "chatserver: -tls-cert and -tls-key go together")
+		os.Exit(2)
+	}
+	if *tlsCert != "" {
+		tc, err := tlsconfig.Server(*tlsCert, *tlsKey, "")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chatserver:", err)
+			os.Exit(2)
+		}
+		cfg.TLS, cfg.TLSListen, cfg.Listen = tc, cfg.Listen, *plain
+	}
+	if *ca != "" {
+		tc, err := tlsconfig.Client(*ca, *clientCert, *clientKey)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chatserver:", err)
+			os.Exit(2)
+		}
+		cfg.CentralTLS = tc
 	}
 	if *ticketKey != "" {
 		pub, err := ticket.LoadPublic(*ticketKey)

@@ -1,4 +1,4 @@
-package chatserver
+package tlsconfig
 
 import (
 	"context"
@@ -12,15 +12,13 @@ import (
 	"time"
 )
 
-// gnet has no TLS of its own. With TLS on, a listener beside the event
-// loops terminates TLS and relays each connection's plaintext to the loops
-// over a Unix socket in a private directory (or to the plaintext TCP port
-// when one is configured too), so TLS members join the same rooms and meet
-// the same limits, slow-consumer rule included. The cost is one relay hop
-// per TLS connection; bench/ measures it beside the plain path.
-
-// tlsFront is the TLS listener and its relays.
-type tlsFront struct {
+// Front terminates TLS in front of a plaintext server, for gnet, which has
+// no TLS of its own: each TLS connection is relayed to the plaintext
+// listener, best a Unix socket in a private directory (see Backend), so TLS
+// peers reach the same event loops and meet the same limits, slow-consumer
+// rule included. The cost is one relay hop per connection; bench/ measures
+// it beside the plain path. Its methods are safe for concurrent use.
+type Front struct {
 	ln      net.Listener
 	backend string // "unix" or "tcp" address of the event loops
 	network string
@@ -32,9 +30,29 @@ type tlsFront struct {
 	conns map[net.Conn]struct{}
 }
 
-func handshakeTimeout() time.Duration { return 10 * time.Second }
+// HandshakeTimeout bounds a TLS handshake on a Front.
+const HandshakeTimeout = 10 * time.Second
 
-func (f *tlsFront) serve() {
+// NewFront starts relaying the connections accepted by ln (a TLS listener)
+// to the plaintext server at network/backend. log may be nil. Close stops it
+// and removes sockDir, the private directory made by Backend, if given.
+func NewFront(ln net.Listener, network, backend, sockDir string, log func(msg string, args ...any)) *Front {
+	if log == nil {
+		log = func(string, ...any) {}
+	}
+	f := &Front{ln: ln, network: network, backend: backend, sockDir: sockDir, log: log, conns: map[net.Conn]struct{}{}}
+	f.wg.Add(1)
+	go f.serve()
+	return f
+}
+
+// Addr is the TLS address.
+func (f *Front) Addr() net.Addr { return f.ln.Addr() }
+
+// StopAccepting closes the listener; relayed connections go on.
+func (f *Front) StopAccepting() { _ = f.ln.Close() }
+
+func (f *Front) serve() {
 	defer f.wg.Done()
 	for {
 		c, err := f.ln.Accept()
@@ -49,7 +67,7 @@ func (f *tlsFront) serve() {
 	}
 }
 
-func (f *tlsFront) track(c net.Conn, on bool) bool {
+func (f *Front) track(c net.Conn, on bool) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.conns == nil {
@@ -63,14 +81,14 @@ func (f *tlsFront) track(c net.Conn, on bool) bool {
 	return true
 }
 
-func (f *tlsFront) relay(c *tls.Conn) {
+func (f *Front) relay(c *tls.Conn) {
 	defer f.wg.Done()
 	defer c.Close()
 	if !f.track(c, true) {
 		return
 	}
 	defer f.track(c, false)
-	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout())
+	ctx, cancel := context.WithTimeout(context.Background(), HandshakeTimeout)
 	err := c.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
@@ -97,8 +115,9 @@ func (f *tlsFront) relay(c *tls.Conn) {
 	<-done
 }
 
-// close stops accepting, ends every relayed connection and waits.
-func (f *tlsFront) close() {
+// Close stops accepting, ends every relayed connection and waits for the
+// relays to finish.
+func (f *Front) Close() {
 	_ = f.ln.Close()
 	f.mu.Lock()
 	conns := f.conns
@@ -113,12 +132,12 @@ func (f *tlsFront) close() {
 	}
 }
 
-// plainBackend decides where the event loops listen when TLS is on: the
-// configured plaintext address, or a Unix socket in a new private
-// directory when plaintext is off.
-func plainBackend(cfg *Config) (proto, addr, dir string, err error) {
-	if cfg.Listen != "" {
-		return "tcp", cfg.Listen, "", nil
+// Backend decides where a server behind a Front listens: the plaintext TCP
+// address listen when one is configured, or else a Unix socket in a new
+// private directory (dir, to be removed by the caller or by Front.Close).
+func Backend(listen string) (network, addr, dir string, err error) {
+	if listen != "" {
+		return "tcp", listen, "", nil
 	}
 	dir, err = os.MkdirTemp("", "nearchat-chat-")
 	if err != nil {
