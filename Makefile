@@ -7,7 +7,11 @@ CMDS := $(notdir $(wildcard cmd/*))
 FUZZTIME ?= 60s
 BENCHFLAGS ?=
 
-.PHONY: help build test race fuzz bench lint clean
+# Debian packages the tests use: tmux drives the terminal client in its
+# integration test. The Mininet scenario installs its own.
+APT_TEST_DEPS := tmux
+
+.PHONY: help build deps test race fuzz bench lint demo certs clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -16,7 +20,14 @@ build: ## build every program into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
-test: build ## vet, then every test with the race detector
+deps: ## install the Debian packages the tests need (as root; otherwise say what is missing)
+	@missing=""; for p in $(APT_TEST_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "not root: cannot install$$missing; the tests that need them will skip and say so"; fi
+
+test: build deps ## vet, then every test with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
@@ -32,6 +43,12 @@ bench: ## fan-out benchmarks (gnet server and goroutine baseline) with a ratio t
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+demo: build ## the paper's scenario on loopback: Central, four chat servers, two bots
+	$(BIN)/demo -bin $(BIN)
+
+certs: build ## a development CA and certificates in certs/ (for -tls flags and the demo)
+	$(BIN)/certs -dir certs
 
 clean: ## remove built programs
 	rm -rf $(BIN)

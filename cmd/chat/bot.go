@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"nearchat/client"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/rtt"
+)
+
+// botOut writes one JSON object per line; safe for concurrent use.
+type botOut struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func (o *botOut) emit(ev string, fields map[string]any) {
+	if fields == nil {
+		fields = map[string]any{}
+	}
+	fields["ev"] = ev
+	fields["t"] = time.Now().UTC().Format(time.RFC3339Nano)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_ = o.enc.Encode(fields)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// bot is one headless user: it requests or accepts a chat, sends at a
+// steady rate, and checks that what it receives is complete and in order.
+type bot struct {
+	f   *flags
+	out *botOut
+	c   *client.Client
+
+	check *client.Checker
+	mu    sync.Mutex
+	last  map[string]uint64 // highest number seen or announced per sender
+	recv  map[string]int
+	sess  *client.Session
+}
+
+func runBot(ctx context.Context, f *flags, stdout io.Writer) int {
+	out := &botOut{enc: json.NewEncoder(stdout)}
+	log, closeLog, err := newLogger(f, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chat:", err)
+		return 2
+	}
+	defer closeLog()
+	c, err := newClient(f, log, func(res map[string]rtt.Result) {
+		m := map[string]float64{}
+		for id, r := range res {
+			if r.Err == nil && r.Count > 0 {
+				m[id] = ms(r.Median)
+			}
+		}
+		out.emit("probe", map[string]any{"rtt_ms": m})
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chat:", err)
+		return 2
+	}
+	b := &bot{f: f, out: out, c: c, check: client.NewChecker(), last: map[string]uint64{}, recv: map[string]int{}}
+	return b.run(ctx)
+}
+
+func (b *bot) run(ctx context.Context) int {
+	f := b.f
+	// The client outlives ctx so the last messages can still be
+	// acknowledged after the stop signal.
+	life, kill := context.WithCancel(context.Background())
+	defer kill()
+	runErr := make(chan error, 1)
+	go func() { runErr <- b.c.Run(life) }()
+
+	stop := ctx
+	if f.duration > 0 {
+		var cancel context.CancelFunc
+		stop, cancel = context.WithTimeout(ctx, f.duration)
+		defer cancel()
+	}
+	select {
+	case <-b.c.Reported():
+		b.out.emit("ready", map[string]any{"user": f.name, "token": b.c.Token()})
+	case err := <-runErr:
+		b.out.emit("error", map[string]any{"err": err.Error(), "fatal": true})
+		return 1
+	case <-stop.Done():
+		b.out.emit("error", map[string]any{"err": "stopped before the first latency report", "fatal": true})
+		return 1
+	}
+
+	var peers []string
+	if f.peers != "" {
+		peers = strings.Split(f.peers, ",")
+	}
+	retry := time.NewTimer(0)
+	if len(peers) == 0 {
+		retry.Stop()
+	}
+	defer retry.Stop()
+	sendDone := make(chan struct{})
+	var sending sync.WaitGroup
+	var sess *client.Session
+loop:
+	for {
+		select {
+		case <-stop.Done():
+			break loop
+		case err := <-runErr:
+			b.out.emit("error", map[string]any{"err": err.Error(), "fatal": true})
+			return 1
+		case <-retry.C:
+			if sess == nil {
+				if err := b.c.Request(peers...); err != nil {
+					b.out.emit("error", map[string]any{"err": err.Error()})
+					retry.Reset(time.Second)
+				}
+			}
+		case <-sendDone:
+			break loop
+		case ev := <-b.c.Events():
+			switch ev := ev.(type) {
+			case client.Status:
+				b.out.emit("status", map[string]any{"req": ev.Req, "code": ev.Code.String(), "detail": ev.Detail, "room": ev.Room})
+				if ev.Code.Final() && ev.Code != proto.ReqAccepted && sess == nil && len(peers) > 0 {
+					retry.Reset(time.Second)
+				}
+			case client.Incoming:
+				b.out.emit("incoming", map[string]any{"req": ev.Req, "from": ev.From, "members": ev.Members})
+				if f.accept && sess == nil {
+					if err := b.c.Answer(ev.Req, true); err != nil {
+						b.out.emit("error", map[string]any{"err": err.Error()})
+					}
+				} else {
+					_ = b.c.Answer(ev.Req, false)
+				}
+			case client.RoomReady:
+				if sess != nil {
+					continue // a bot keeps to one room
+				}
+				sess = ev.Session
+				b.mu.Lock()
+				b.sess = sess
+				b.mu.Unlock()
+				b.out.emit("joined", map[string]any{"room": ev.Room, "server": ev.Assign.Server.ID, "epoch": ev.Assign.Epoch,
+					"rtt_ms": ms(ev.Assign.RTT), "members": ev.Assign.Members})
+				go b.receive(sess)
+				sending.Add(1)
+				go func() {
+					defer sending.Done()
+					if b.send(stop, sess) {
+						close(sendDone)
+					}
+				}()
+			case client.Relocated:
+				a := ev.Assign
+				b.out.emit("moved", map[string]any{"room": ev.Room, "from": a.Prev, "to": a.Server.ID, "epoch": a.Epoch,
+					"reason": a.Reason, "took_ms": ms(ev.Took), "prev_rtt_ms": ms(a.PrevRTT), "rtt_ms": ms(a.RTT)})
+			case client.RoomClosed:
+				b.out.emit("closed", map[string]any{"room": ev.Room, "reason": ev.Reason})
+			case client.Connected:
+				b.out.emit("control", map[string]any{"up": true})
+			case client.Disconnected:
+				msg := ""
+				if ev.Err != nil {
+					msg = ev.Err.Error()
+				}
+				b.out.emit("control", map[string]any{"up": false, "err": msg})
+			case client.Error:
+				b.out.emit("error", map[string]any{"err": ev.Err.Error()})
+			}
+		}
+	}
+	return b.finish(stop, sess, &sending, kill)
+}
+
+// send sends at the configured rate until stop or -count; it reports
+// whether it ended because the count was reached.
+func (b *bot) send(stop context.Context, sess *client.Session) bool {
+	f := b.f
+	t := time.NewTicker(time.Duration(float64(time.Second) / f.rate))
+	defer t.Stop()
+	for n := 1; f.count == 0 || n <= f.count; {
+		select {
+		case <-stop.Done():
+			return false
+		case <-t.C:
+		}
+		text := fmt.Sprintf("%s #%d", f.name, n)
+		if len(text) < f.size {
+			text += strings.Repeat(".", f.size-len(text))
+		}
+		num, err := sess.Send(text)
+		switch {
+		case errors.Is(err, client.ErrBackpressure):
+			continue // the room cannot keep up; try again on the next tick
+		case err != nil:
+			b.out.emit("error", map[string]any{"err": err.Error()})
+			return false
+		}
+		if f.verbose {
+			b.out.emit("sent", map[string]any{"num": num})
+		}
+		n++
+	}
+	return true
+}
+
+func (b *bot) receive(sess *client.Session) {
+	for ev := range sess.Events() {
+		switch ev := ev.(type) {
+		case client.Message:
+			ok := b.check.Observe(ev.From, ev.Num)
+			b.mu.Lock()
+			b.recv[ev.From]++
+			b.last[ev.From] = max(b.last[ev.From], ev.Num)
+			b.mu.Unlock()
+			if !ok {
+				b.out.emit("error", map[string]any{"err": fmt.Sprintf("message %d of %s duplicated or out of order", ev.Num, ev.From)})
+			}
+			if !b.f.quiet {
+				b.out.emit("received", map[string]any{"from": ev.From, "num": ev.Num, "latency_ms": ms(ev.Latency), "server": ev.Server})
+			}
+		case client.Presence:
+			b.mu.Lock()
+			if ev.User != b.f.name {
+				b.last[ev.User] = max(b.last[ev.User], ev.LastSent)
+			}
+			b.mu.Unlock()
+		case client.Missed:
+			b.out.emit("missed", map[string]any{"from": ev.From, "first": ev.First, "last": ev.Last, "reason": ev.Reason})
+		case client.Broken:
+			b.out.emit("broken", map[string]any{"server": ev.Server.ID, "epoch": ev.Epoch, "err": fmt.Sprint(ev.Err)})
+		case client.Error:
+			b.out.emit("error", map[string]any{"err": ev.Err.Error()})
+		}
+	}
+}
+
+// finish stops sending, lets the last messages be acknowledged and the
+// peers' in-flight ones arrive, and prints the delivery report.
+func (b *bot) finish(stop context.Context, sess *client.Session, sending *sync.WaitGroup, kill context.CancelFunc) int {
+	if sess == nil {
+		b.out.emit("report", map[string]any{"user": b.f.name, "sent": 0, "ok": false, "err": "never joined a room"})
+		return 1
+	}
+	sending.Wait()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) && sess.Stats().Unacked > 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // what peers sent just before their own stop
+	st := sess.Stats()
+	b.mu.Lock()
+	for u, n := range b.last {
+		b.check.Expect(u, n)
+	}
+	recv := make(map[string]int, len(b.recv))
+	for u, n := range b.recv {
+		recv[u] = n
+	}
+	b.mu.Unlock()
+	rep := b.check.Report()
+	lost := 0
+	for _, n := range rep.Missing {
+		lost += n
+	}
+	ok := rep.OK() && st.Unacked == 0
+	b.out.emit("report", map[string]any{
+		"user": b.f.name, "sent": st.Sent, "unacked": st.Unacked, "received": recv,
+		"lost": lost, "duplicated": rep.Duplicates, "reordered": rep.OutOfOrder,
+		"resent": st.Resent, "server": st.Server.ID, "epoch": st.Epoch, "ok": ok,
+	})
+	_ = b.c.Leave(sess.Room())
+	kill()
+	if !ok {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+)
+
+type botRun struct {
+	events []map[string]any
+	err    error
+	stderr bytes.Buffer
+}
+
+func (r *botRun) last(kind string) map[string]any {
+	for i := len(r.events) - 1; i >= 0; i-- {
+		if r.events[i]["ev"] == kind {
+			return r.events[i]
+		}
+	}
+	return nil
+}
+
+// TestBots runs two real bot processes through a real Central and chat
+// server: one requests, one accepts, both send a fixed count, and both must
+// report every message delivered once and in order, and exit 0.
+func TestBots(t *testing.T) {
+	bin := buildChat(t)
+	c := startCluster(t)
+	c.startServer("serv1", 0)
+	const count = 30
+	run := func(args ...string) *botRun {
+		r := &botRun{}
+		cmd := exec.Command(bin, append([]string{"-bot", "-central", c.rest, "-control", c.ctrl,
+			"-rate", "40", "-count", "30", "-duration", "60s", "-probe-every", "300ms"}, args...)...)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = &r.stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				t.Errorf("not a JSON line: %q", sc.Text())
+				continue
+			}
+			r.events = append(r.events, m)
+		}
+		r.err = cmd.Wait()
+		return r
+	}
+	var wg sync.WaitGroup
+	var bob, alice *botRun
+	wg.Add(2)
+	go func() { defer wg.Done(); bob = run("-name", "bob", "-accept") }()
+	time.Sleep(200 * time.Millisecond)
+	go func() { defer wg.Done(); alice = run("-name", "alice", "-peer", "bob") }()
+	wg.Wait()
+	for name, r := range map[string]*botRun{"alice": alice, "bob": bob} {
+		if r.err != nil {
+			t.Errorf("%s exited with %v\n%s", name, r.err, r.stderr.String())
+		}
+		rep := r.last("report")
+		if rep == nil {
+			t.Fatalf("%s printed no report", name)
+		}
+		if rep["ok"] != true || rep["sent"] != float64(count) {
+			t.Errorf("%s report: %v", name, rep)
+		}
+		if r.last("joined") == nil || r.last("ready") == nil || r.last("probe") == nil {
+			t.Errorf("%s: missing ready/probe/joined events", name)
+		}
+		t.Logf("%s report: %v", name, rep)
+	}
+	recv, _ := bob.last("report")["received"].(map[string]any)
+	if recv["alice"] != float64(count) {
+		t.Errorf("bob received %v of alice's %d", recv["alice"], count)
+	}
+}
+
+func TestBotFlagErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"bot without name", []string{"-bot", "-accept"}},
+		{"bot without peer or accept", []string{"-bot", "-name", "x"}},
+		{"zero rate", []string{"-bot", "-name", "x", "-accept", "-rate", "0"}},
+		{"stray argument", []string{"extra"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if _, err := parseFlags(tc.args, &out); err == nil {
+				t.Fatalf("parseFlags(%q) accepted", tc.args)
+			}
+		})
+	}
+	if _, err := parseEmulation("serv1=40ms,bad"); err == nil {
+		t.Fatal("a malformed -emulate-rtt was accepted")
+	}
+	m, err := parseEmulation("serv1=40ms, serv3=60ms")
+	if err != nil || m["serv1"] != 40*time.Millisecond || m["serv3"] != 60*time.Millisecond {
+		t.Fatalf("parseEmulation = %v, %v", m, err)
+	}
+}

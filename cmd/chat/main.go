@@ -1,0 +1,184 @@
+// Command chat is nearchat's client: a raw-mode terminal UI by default, and
+// a headless bot with -bot.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"nearchat/client"
+	"nearchat/pkg/delaynet"
+	"nearchat/pkg/rtt"
+	"nearchat/pkg/tlsconfig"
+)
+
+// flags holds everything both modes share, plus the bot's own settings.
+type flags struct {
+	name, central, control string
+	token                  string
+	emulate                string
+	logFile                string
+	ca                     string
+	verbose                bool
+	probeEvery             time.Duration
+
+	bot      bool
+	peers    string
+	accept   bool
+	rate     float64
+	count    int
+	duration time.Duration
+	size     int
+	quiet    bool
+}
+
+func parseFlags(args []string, out io.Writer) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, `usage: chat [flags]            terminal client (arrow keys, Enter)
+       chat -bot [flags]       headless bot, one JSON line per event
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	def := client.DefaultOptions()
+	fs.StringVar(&f.name, "name", "", "user `name` (the terminal client asks when empty; required with -bot)")
+	fs.StringVar(&f.central, "central", def.Central, "Central's REST `address`")
+	fs.StringVar(&f.control, "control", def.Control, "Central's control port `address`")
+	fs.StringVar(&f.token, "token", os.Getenv("NEARCHAT_TOKEN"), "session `token` from an earlier run, to get the same identity back (default $NEARCHAT_TOKEN)")
+	fs.StringVar(&f.emulate, "emulate-rtt", "", "emulate round-trip times to chat servers, e.g. `serv1=40ms,serv3=60ms` (delay added in both directions, for demos on one machine)")
+	fs.StringVar(&f.logFile, "log", "", "write the client's log to this `file` (default: discard in the terminal UI, stderr for the bot)")
+	fs.StringVar(&f.ca, "ca", "", "CA `file`: talk TLS 1.3 to Central and the chat servers, trusting only this CA")
+	fs.BoolVar(&f.verbose, "v", false, "debug logging")
+	fs.DurationVar(&f.probeEvery, "probe-every", def.ProbeEvery, "interval between RTT probe rounds over the live chat servers")
+	fs.BoolVar(&f.bot, "bot", false, "run headless: request or accept a chat, send messages, print JSON events")
+	fs.StringVar(&f.peers, "peer", "", "bot: `users` to request a chat with (comma-separated)")
+	fs.BoolVar(&f.accept, "accept", false, "bot: accept every incoming chat request")
+	fs.Float64Var(&f.rate, "rate", 5, "bot: messages per `second`")
+	fs.IntVar(&f.count, "count", 0, "bot: messages to send (0: until -duration or a signal)")
+	fs.DurationVar(&f.duration, "duration", 0, "bot: stop after this long (0: no limit)")
+	fs.IntVar(&f.size, "size", 0, "bot: pad messages to this many `bytes`")
+	fs.BoolVar(&f.quiet, "quiet", false, "bot: do not print a line per received message")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if f.bot {
+		switch {
+		case f.name == "":
+			return nil, errors.New("-bot needs -name")
+		case f.peers == "" && !f.accept:
+			return nil, errors.New("-bot needs -peer or -accept")
+		case f.rate <= 0 || f.rate > 10000:
+			return nil, fmt.Errorf("-rate %v: want more than 0 and at most 10000", f.rate)
+		case f.count < 0 || f.size < 0 || f.duration < 0:
+			return nil, errors.New("-count, -size and -duration must not be negative")
+		}
+	}
+	return f, nil
+}
+
+// parseEmulation reads "serv1=40ms,serv3=60ms" into server ID -> RTT.
+func parseEmulation(s string) (map[string]time.Duration, error) {
+	m := map[string]time.Duration{}
+	if s == "" {
+		return m, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		id, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" {
+			return nil, fmt.Errorf("-emulate-rtt: %q is not server=duration", part)
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("-emulate-rtt: %q: want a duration such as 40ms", part)
+		}
+		m[id] = d
+	}
+	return m, nil
+}
+
+// newClient builds the client library with the flags' settings. With
+// -emulate-rtt, connections to a server get half its RTT added each way;
+// the server's address is looked up in the client's latest server list.
+func newClient(f *flags, log *slog.Logger, onProbe func(map[string]rtt.Result)) (*client.Client, error) {
+	rtts, err := parseEmulation(f.emulate)
+	if err != nil {
+		return nil, err
+	}
+	opts := client.DefaultOptions()
+	opts.Central, opts.Control, opts.User, opts.Token = f.central, f.control, f.name, f.token
+	opts.Logger = log
+	opts.OnProbe = onProbe
+	if f.probeEvery > 0 {
+		opts.ProbeEvery = f.probeEvery
+	}
+	var c *client.Client
+	if len(rtts) > 0 {
+		opts.Dialer = &delaynet.Dialer{Delay: func(addr string) time.Duration {
+			for _, s := range c.Servers() {
+				if s.Addr == addr {
+					return rtts[s.ID] / 2
+				}
+			}
+			return 0
+		}}
+	}
+	if f.bot {
+		opts.Agent = "bot/1"
+	}
+	if f.ca != "" {
+		if opts.TLS, err = tlsconfig.Client(f.ca, "", ""); err != nil {
+			return nil, err
+		}
+	}
+	c, err = client.New(opts)
+	return c, err
+}
+
+func newLogger(f *flags, fallback io.Writer) (*slog.Logger, func(), error) {
+	level := slog.LevelInfo
+	if f.verbose {
+		level = slog.LevelDebug
+	}
+	w, done := fallback, func() {}
+	if f.logFile != "" {
+		file, err := os.OpenFile(f.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, err
+		}
+		w, done = file, func() { file.Close() }
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), done, nil
+}
+
+func main() {
+	f, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chat:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if f.bot {
+		os.Exit(runBot(ctx, f, os.Stdout))
+	}
+	os.Exit(runTerminal(ctx, f))
+}

@@ -1,0 +1,506 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"nearchat/client"
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
+)
+
+func keysOf(s string) []any {
+	var out []any
+	for _, r := range s {
+		out = append(out, runeKey(r))
+	}
+	return out
+}
+
+func status(req string, code proto.StatusCode, detail, room string) client.Status {
+	return client.Status{Status: proto.Status{Req: req, Code: code, Detail: detail, Room: room}}
+}
+
+func ready(room, server string, rtt time.Duration, members ...string) client.RoomReady {
+	return client.RoomReady{Room: room, Assign: proto.Assign{Room: room, Epoch: 1, Server: proto.ServerRef{ID: server}, Members: members, RTT: rtt}}
+}
+
+// seq flattens messages and message lists into one sequence.
+func seq(parts ...any) []any {
+	var out []any
+	for _, p := range parts {
+		if l, ok := p.([]any); ok {
+			out = append(out, l...)
+		} else {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// inMenu is alice registered, latency reported, on the menu.
+func inMenu() []any {
+	return seq(keysOf("alice"), codeKey(keyEnter), registeredMsg{name: "alice"}, reportedMsg{}, client.Connected{})
+}
+
+// inChat is alice in room r1 with bob on serv3.
+func inChat() []any {
+	return seq(inMenu(), ready("r1", "serv3", 60*time.Millisecond, "alice", "bob"))
+}
+
+func lastLine(m *model) string {
+	if m.chat == nil || len(m.chat.lines) == 0 {
+		return ""
+	}
+	return m.chat.lines[len(m.chat.lines)-1].text
+}
+
+func TestModel(t *testing.T) {
+	taken := &centralapi.Error{Status: 409, Code: centralapi.CodeNameTaken, Message: "in use"}
+	tests := []struct {
+		name  string
+		init  string // -name
+		msgs  []any
+		cmds  []cmd // of the last message
+		check func(t *testing.T, m *model)
+	}{
+		{
+			name: "empty name refused",
+			msgs: []any{codeKey(keyEnter)},
+			check: func(t *testing.T, m *model) {
+				if m.scr != scrName || !strings.Contains(m.nameErr, "empty") {
+					t.Errorf("screen %d, error %q", m.scr, m.nameErr)
+				}
+			},
+		},
+		{
+			name: "invalid name refused",
+			msgs: seq(keysOf("a b"), codeKey(keyEnter)),
+			check: func(t *testing.T, m *model) {
+				if m.registering || !strings.Contains(m.nameErr, "character ' '") {
+					t.Errorf("registering %v, error %q", m.registering, m.nameErr)
+				}
+			},
+		},
+		{
+			name: "valid name registers",
+			msgs: seq(keysOf(" alice"), codeKey(keyEnter)),
+			cmds: []cmd{cmdRegister{name: "alice"}},
+			check: func(t *testing.T, m *model) {
+				if !m.registering {
+					t.Error("not registering")
+				}
+			},
+		},
+		{
+			name: "keys ignored while registering",
+			msgs: seq(keysOf("alice"), codeKey(keyEnter), runeKey('x'), codeKey(keyEnter)),
+			check: func(t *testing.T, m *model) {
+				if m.name.String() != "alice" {
+					t.Errorf("name %q", m.name.String())
+				}
+			},
+		},
+		{
+			name: "taken name asks again",
+			msgs: seq(keysOf("bob"), codeKey(keyEnter), registeredMsg{name: "bob", err: fmt.Errorf("client: %w", taken)}),
+			check: func(t *testing.T, m *model) {
+				if m.scr != scrName || m.registering || !strings.Contains(m.nameErr, `"bob" is taken`) {
+					t.Errorf("screen %d registering %v error %q", m.scr, m.registering, m.nameErr)
+				}
+			},
+		},
+		{
+			name: "taken name, then another",
+			msgs: seq(keysOf("bob"), codeKey(keyEnter), registeredMsg{name: "bob", err: taken},
+				ctrlKey('u'), keysOf("alice"), codeKey(keyEnter)),
+			cmds: []cmd{cmdRegister{name: "alice"}},
+		},
+		{
+			name: "unreachable Central",
+			msgs: seq(keysOf("bob"), codeKey(keyEnter), registeredMsg{name: "bob", err: errors.New("connection refused")}),
+			check: func(t *testing.T, m *model) {
+				if !strings.Contains(m.nameErr, "connection refused") {
+					t.Errorf("error %q", m.nameErr)
+				}
+			},
+		},
+		{
+			name: "name from the flag registers at once",
+			init: "alice",
+			msgs: []any{registeredMsg{name: "alice"}},
+			check: func(t *testing.T, m *model) {
+				if m.scr != scrMenu || m.user != "alice" {
+					t.Errorf("screen %d user %q", m.scr, m.user)
+				}
+			},
+		},
+		{
+			name: "menu: down twice reaches Quit",
+			msgs: seq(inMenu(), codeKey(keyDown), runeKey('j'), codeKey(keyEnter)),
+			cmds: []cmd{cmdQuit{}},
+			check: func(t *testing.T, m *model) {
+				if !m.quit {
+					t.Error("not quitting")
+				}
+			},
+		},
+		{
+			name: "menu: up wraps to Quit, k moves back",
+			msgs: seq(inMenu(), codeKey(keyUp), runeKey('k')),
+			check: func(t *testing.T, m *model) {
+				if m.menu != menuRequests {
+					t.Errorf("menu at %d", m.menu)
+				}
+			},
+		},
+		{
+			name: "ctrl-c quits from the name prompt",
+			msgs: []any{ctrlKey('c')},
+			cmds: []cmd{cmdQuit{}},
+		},
+		{
+			name: "ctrl-c quits from a chat",
+			msgs: seq(inChat(), ctrlKey('c')),
+			cmds: []cmd{cmdQuit{}},
+		},
+		{
+			name: "ctrl-l redraws",
+			msgs: seq(inMenu(), ctrlKey('l')),
+			cmds: []cmd{cmdRedraw{}},
+		},
+		{
+			name: "begin a chat sends the request",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob, carol"), codeKey(keyEnter)),
+			cmds: []cmd{cmdRequest{to: []string{"bob", "carol"}}},
+		},
+		{
+			name: "request waits for the first latency report",
+			msgs: seq(keysOf("alice"), codeKey(keyEnter), registeredMsg{name: "alice"}, codeKey(keyEnter),
+				keysOf("bob"), codeKey(keyEnter), reportedMsg{}),
+			cmds: []cmd{cmdRequest{to: []string{"bob"}}},
+		},
+		{
+			name: "request to oneself refused",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob,alice"), codeKey(keyEnter)),
+			check: func(t *testing.T, m *model) {
+				if m.out != nil || !strings.Contains(m.beginErr, "that is you") {
+					t.Errorf("out %v error %q", m.out, m.beginErr)
+				}
+			},
+		},
+		{
+			name: "duplicate invitee refused",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob, bob"), codeKey(keyEnter)),
+			check: func(t *testing.T, m *model) {
+				if !strings.Contains(m.beginErr, "twice") {
+					t.Errorf("error %q", m.beginErr)
+				}
+			},
+		},
+		{
+			name: "no invitee refused",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf(" , "), codeKey(keyEnter)),
+			check: func(t *testing.T, m *model) {
+				if !strings.Contains(m.beginErr, "one or more") {
+					t.Errorf("error %q", m.beginErr)
+				}
+			},
+		},
+		{
+			name: "status stream is followed",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
+				status("q1", proto.AckConn, "", ""), status("q1", proto.ReqSent, "", ""),
+				status("q9", proto.AwaitingReq, "", ""), // someone else's
+				status("q1", proto.AwaitingReq, "", ""), status("q1", proto.AwaitingReq, "", ""),
+				status("q1", proto.ReqAccepted, "", "r1")),
+			check: func(t *testing.T, m *model) {
+				o := m.out
+				if o == nil || o.req != "q1" || !o.final {
+					t.Fatalf("outgoing %+v", o)
+				}
+				if got := o.summary(); got != "ACK_CONN, REQ_SENT, AWAITING_REQ x2, REQ_ACCEPTED" {
+					t.Errorf("summary %q", got)
+				}
+			},
+		},
+		{
+			name: "accepted request opens the chat with its history",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
+				status("q1", proto.AckConn, "", ""), status("q1", proto.ReqSent, "", ""),
+				status("q1", proto.ReqAccepted, "", "r1"), ready("r1", "serv3", 60*time.Millisecond, "alice", "bob")),
+			check: func(t *testing.T, m *model) {
+				if m.scr != scrChat || m.chat.id != "r1" || m.out != nil {
+					t.Fatalf("screen %d chat %+v out %+v", m.scr, m.chat, m.out)
+				}
+				if got := m.chat.lines[0].text; got != "request q1: ACK_CONN, REQ_SENT, REQ_ACCEPTED" {
+					t.Errorf("first line %q", got)
+				}
+				if got := lastLine(m); !strings.Contains(got, "chat with bob on serv3 (RTT 60 ms)") {
+					t.Errorf("last line %q", got)
+				}
+			},
+		},
+		{
+			name: "declined request ends with its detail, and a new one may go",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
+				status("q1", proto.AckConn, "", ""), status("q1", proto.ReqDeclined, "bob declined", ""),
+				codeKey(keyEnter)),
+			cmds: []cmd{cmdRequest{to: []string{"bob"}}},
+			check: func(t *testing.T, m *model) {
+				if len(m.out.steps) != 0 {
+					t.Errorf("new request has steps %v", m.out.steps)
+				}
+			},
+		},
+		{
+			name: "second request refused while one is under way",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
+				status("q1", proto.AckConn, "", ""), codeKey(keyEnter)),
+			check: func(t *testing.T, m *model) {
+				if !strings.Contains(m.beginErr, "under way") {
+					t.Errorf("error %q", m.beginErr)
+				}
+			},
+		},
+		{
+			name: "failed request send",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
+				failedMsg{cmd: cmdRequest{to: []string{"bob"}}, err: errors.New("not connected")}),
+			check: func(t *testing.T, m *model) {
+				if !m.out.final || !strings.Contains(m.beginErr, "not connected") {
+					t.Errorf("out %+v error %q", m.out, m.beginErr)
+				}
+			},
+		},
+		{
+			name: "incoming request counted",
+			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol", Members: []string{"carol", "alice"}}},
+				client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}), // a repeat
+			check: func(t *testing.T, m *model) {
+				if got := m.menuLabel(menuRequests); got != "View chat requests (1)" {
+					t.Errorf("label %q", got)
+				}
+			},
+		},
+		{
+			name: "accept an incoming request",
+			msgs: seq(inMenu(),
+				client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}},
+				client.Incoming{Incoming: proto.Incoming{Req: "q3", From: "dave"}},
+				codeKey(keyDown), codeKey(keyEnter), codeKey(keyDown), codeKey(keyEnter)),
+			cmds: []cmd{cmdAnswer{req: "q3", accept: true}},
+			check: func(t *testing.T, m *model) {
+				if len(m.incoming) != 1 || m.incoming[0].Req != "q2" || m.scr != scrMenu {
+					t.Errorf("incoming %v screen %d", m.incoming, m.scr)
+				}
+			},
+		},
+		{
+			name: "accept with a",
+			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}},
+				codeKey(keyDown), codeKey(keyEnter), runeKey('a')),
+			cmds: []cmd{cmdAnswer{req: "q2", accept: true}},
+		},
+		{
+			name: "decline with d stays on the list",
+			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}},
+				codeKey(keyDown), codeKey(keyEnter), runeKey('d')),
+			cmds: []cmd{cmdAnswer{req: "q2", accept: false}},
+			check: func(t *testing.T, m *model) {
+				if m.scr != scrRequests || len(m.incoming) != 0 {
+					t.Errorf("screen %d incoming %v", m.scr, m.incoming)
+				}
+			},
+		},
+		{
+			name: "enter on an empty list does nothing; Esc goes back",
+			msgs: seq(inMenu(), codeKey(keyDown), codeKey(keyEnter), codeKey(keyEnter), codeKey(keyEsc)),
+			check: func(t *testing.T, m *model) {
+				if m.scr != scrMenu {
+					t.Errorf("screen %d", m.scr)
+				}
+			},
+		},
+		{
+			name: "incoming request that timed out disappears",
+			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}},
+				status("q2", proto.ReqTimeout, "no answer", "")),
+			check: func(t *testing.T, m *model) {
+				if len(m.incoming) != 0 || !strings.Contains(m.notice, "REQ_TIMEOUT") {
+					t.Errorf("incoming %v notice %q", m.incoming, m.notice)
+				}
+			},
+		},
+		{
+			name: "send a message",
+			msgs: seq(inChat(), keysOf("hi bob"), codeKey(keyEnter)),
+			cmds: []cmd{cmdSend{room: "r1", text: "hi bob"}},
+			check: func(t *testing.T, m *model) {
+				l := m.chat.lines[len(m.chat.lines)-1]
+				if l.kind != lineSelf || l.from != "alice" || l.text != "hi bob" || m.chat.input.String() != "" {
+					t.Errorf("line %+v input %q", l, m.chat.input.String())
+				}
+			},
+		},
+		{
+			name: "blank message not sent",
+			msgs: seq(inChat(), keysOf("  "), codeKey(keyEnter)),
+		},
+		{
+			name: "cursor editing in the chat input",
+			msgs: seq(inChat(), keysOf("hllo"), codeKey(keyHome), codeKey(keyRight), runeKey('e'), codeKey(keyEnd), runeKey('!'), codeKey(keyEnter)),
+			cmds: []cmd{cmdSend{room: "r1", text: "hello!"}},
+		},
+		{
+			name: "message received",
+			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: "yo\x1b[2J"}}, roomMsg{room: "r0", ev: client.Message{From: "x", Text: "old room"}}),
+			check: func(t *testing.T, m *model) {
+				l := m.chat.lines[len(m.chat.lines)-1]
+				if l.kind != lineMsg || l.from != "bob" || l.text != "yo\uFFFD[2J" {
+					t.Errorf("line %+v", l)
+				}
+			},
+		},
+		{
+			name: "move shown as a system line",
+			msgs: seq(inChat(), client.Relocated{Room: "r1", Assign: proto.Assign{Room: "r1", Epoch: 2, Server: proto.ServerRef{ID: "serv1"},
+				Prev: "serv3", PrevRTT: 62400 * time.Microsecond, RTT: 40600 * time.Microsecond, Reason: "better server"}, Took: 12 * time.Millisecond}),
+			check: func(t *testing.T, m *model) {
+				if got := lastLine(m); !strings.HasPrefix(got, "moved to serv1: 62 ms -> 41 ms (better server, from serv3, switched in 12 ms)") {
+					t.Errorf("line %q", got)
+				}
+				if m.chat.server != "serv1" || m.chat.rtt != 40600*time.Microsecond {
+					t.Errorf("header server %s rtt %v", m.chat.server, m.chat.rtt)
+				}
+			},
+		},
+		{
+			name: "presence only on change",
+			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Moved{Members: []string{"bob"}}},
+				roomMsg{room: "r1", ev: client.Presence{User: "bob", Here: true, Server: "serv3"}},
+				roomMsg{room: "r1", ev: client.Presence{User: "bob", Here: false, Server: "serv3"}}),
+			check: func(t *testing.T, m *model) {
+				if got := lastLine(m); got != "bob left serv3" || strings.Contains(m.chat.lines[len(m.chat.lines)-2].text, "is here") {
+					t.Errorf("lines %+v", m.chat.lines)
+				}
+			},
+		},
+		{
+			name: "missed messages",
+			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Missed{From: "bob", First: 4, Last: 6, Reason: "gone"}}),
+			check: func(t *testing.T, m *model) {
+				if got := lastLine(m); got != "missed messages 4-6 of bob: gone" {
+					t.Errorf("line %q", got)
+				}
+			},
+		},
+		{
+			name: "broken connection",
+			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Broken{Server: proto.ServerRef{ID: "serv3"}, Err: errors.New("EOF")}}),
+			check: func(t *testing.T, m *model) {
+				if !m.chat.broken || !strings.Contains(lastLine(m), "connection to serv3 lost (EOF)") {
+					t.Errorf("broken %v line %q", m.chat.broken, lastLine(m))
+				}
+			},
+		},
+		{
+			name: "control connection lost and restored",
+			msgs: seq(inChat(), client.Disconnected{Err: errors.New("EOF")}, client.Disconnected{Err: errors.New("refused")}, client.Connected{}),
+			check: func(t *testing.T, m *model) {
+				var sys []string
+				for _, l := range m.chat.lines[1:] {
+					sys = append(sys, l.text)
+				}
+				want := []string{"control connection to Central lost (EOF); reconnecting", "control connection to Central restored"}
+				if !reflect.DeepEqual(sys, want) {
+					t.Errorf("lines %q, want %q", sys, want)
+				}
+			},
+		},
+		{
+			name: "esc leaves the chat",
+			msgs: seq(inChat(), codeKey(keyEsc)),
+			cmds: []cmd{cmdLeave{room: "r1"}},
+			check: func(t *testing.T, m *model) {
+				if m.scr != scrMenu || m.chat != nil {
+					t.Errorf("screen %d", m.scr)
+				}
+			},
+		},
+		{
+			name: "ctrl-d leaves the chat",
+			msgs: seq(inChat(), ctrlKey('d')),
+			cmds: []cmd{cmdLeave{room: "r1"}},
+		},
+		{
+			name: "closed room: no Leave",
+			msgs: seq(inChat(), client.RoomClosed{RoomClosed: proto.RoomClosed{Room: "r1", Reason: "everyone left"}}, codeKey(keyEsc)),
+			check: func(t *testing.T, m *model) {
+				if m.scr != scrMenu {
+					t.Errorf("screen %d", m.scr)
+				}
+			},
+		},
+		{
+			name: "a second room while chatting is left",
+			msgs: seq(inChat(), ready("r2", "serv1", 0, "alice", "carol")),
+			cmds: []cmd{cmdLeave{room: "r2"}},
+			check: func(t *testing.T, m *model) {
+				if m.chat.id != "r1" {
+					t.Errorf("chat %s", m.chat.id)
+				}
+			},
+		},
+		{
+			name: "end of input quits",
+			msgs: seq(inMenu(), inputClosedMsg{}),
+			cmds: []cmd{cmdQuit{}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, cmds := newModel(tt.init, 80, 24)
+			for _, msg := range tt.msgs {
+				cmds = m.update(msg)
+			}
+			if !reflect.DeepEqual(cmds, tt.cmds) {
+				t.Errorf("commands %#v, want %#v", cmds, tt.cmds)
+			}
+			if tt.check != nil {
+				tt.check(t, m)
+			}
+			// Every state must draw.
+			checkFrame(t, m.view(), 80, 24)
+		})
+	}
+}
+
+func TestMoveLine(t *testing.T) {
+	tests := []struct {
+		name string
+		a    proto.Assign
+		took time.Duration
+		want string
+	}{
+		{"both known", proto.Assign{Server: proto.ServerRef{ID: "serv1"}, PrevRTT: 62 * time.Millisecond, RTT: 41 * time.Millisecond}, 0, "moved to serv1: 62 ms -> 41 ms"},
+		{"rounded", proto.Assign{Server: proto.ServerRef{ID: "serv1"}, PrevRTT: 61500 * time.Microsecond, RTT: 40499 * time.Microsecond}, 0, "moved to serv1: 62 ms -> 40 ms"},
+		{"only new", proto.Assign{Server: proto.ServerRef{ID: "serv3"}, RTT: 60 * time.Millisecond, Reason: "current server down"}, 0, "moved to serv3: 60 ms (current server down)"},
+		{"nothing known", proto.Assign{Server: proto.ServerRef{ID: "serv3"}}, 0, "moved to serv3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := moveLine(tt.a, tt.took); got != tt.want {
+				t.Errorf("moveLine = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func errTaken() error {
+	return &centralapi.Error{Status: 409, Code: centralapi.CodeNameTaken, Message: "in use"}
+}

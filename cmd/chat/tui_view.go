@@ -1,0 +1,337 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"nearchat/pkg/proto"
+)
+
+// style is how a whole row is drawn.
+type style uint8
+
+const (
+	stPlain style = iota
+	stBar         // header and footer: reverse video across the width
+	stSel         // the selected menu entry or request
+	stTitle
+	stDim
+	stSys
+	stErr
+	stSelf
+)
+
+// row is one screen row: its text (already cut to the width) and style.
+type row struct {
+	text string
+	st   style
+}
+
+// frame is a whole screen: exactly h rows, and where the cursor goes.
+type frame struct {
+	w, h       int
+	rows       []row
+	cursor     bool
+	crow, ccol int
+}
+
+// minimum size below which only a warning is drawn.
+const minW, minH = 20, 6
+
+// view draws the model. It is a pure function of the model.
+func (m *model) view() frame {
+	f := frame{w: max(m.w, 0), h: max(m.h, 0)}
+	if f.w < minW || f.h < minH {
+		f.rows = make([]row, f.h)
+		if f.h > 0 {
+			f.rows[0] = row{text: fit("window too small", f.w), st: stErr}
+		}
+		return f
+	}
+	var body []row
+	var hint string
+	switch m.scr {
+	case scrName:
+		body, hint = m.viewName(&f)
+	case scrMenu:
+		body, hint = m.viewMenu()
+	case scrBegin:
+		body, hint = m.viewBegin(&f)
+	case scrRequests:
+		body, hint = m.viewRequests()
+	case scrChat:
+		return m.viewChat()
+	}
+	// On a short window, scroll the body up so the input row still shows.
+	if last := f.h - 2; f.cursor && f.crow > last {
+		shift := f.crow - last
+		body, f.crow = body[shift:], last
+	}
+	f.rows = make([]row, 0, f.h)
+	f.rows = append(f.rows, row{text: spread(" nearchat"+m.title(), m.connState()+" ", f.w), st: stBar})
+	for _, r := range body {
+		if len(f.rows) == f.h-1 {
+			break
+		}
+		r.text = fit(r.text, f.w)
+		f.rows = append(f.rows, r)
+	}
+	for len(f.rows) < f.h-1 {
+		f.rows = append(f.rows, row{})
+	}
+	f.rows = append(f.rows, row{text: pad(" "+hint, f.w), st: stBar})
+	return f
+}
+
+func (m *model) title() string {
+	switch m.scr {
+	case scrMenu:
+		return " · menu"
+	case scrBegin:
+		return " · begin a chat"
+	case scrRequests:
+		return fmt.Sprintf(" · chat requests (%d)", len(m.incoming))
+	}
+	return ""
+}
+
+func (m *model) connState() string {
+	switch {
+	case m.user == "":
+		return ""
+	case m.stoppedBy != "":
+		return m.user + " · stopped"
+	case m.ctrlUp:
+		return m.user + " · online"
+	case m.ctrlSeen:
+		return m.user + " · reconnecting"
+	}
+	return m.user + " · connecting"
+}
+
+func (m *model) viewName(f *frame) ([]row, string) {
+	body := []row{
+		{},
+		{text: "  Welcome to nearchat.", st: stTitle},
+		{},
+		{text: "  Choose a user name: 1 to 32 letters, digits, '.', '_' or '-'."},
+		{},
+	}
+	line, col := m.name.view("  Your user name: ", f.w)
+	f.cursor, f.crow, f.ccol = !m.registering, len(body)+1, col
+	body = append(body, row{text: line}, row{})
+	switch {
+	case m.registering:
+		body = append(body, row{text: "  Registering " + clean(m.name.String()) + " with Central...", st: stDim})
+	case m.nameErr != "":
+		for _, l := range wrap(m.nameErr, f.w-4) {
+			body = append(body, row{text: "  " + l, st: stErr})
+		}
+	}
+	return body, "Enter: continue · Ctrl-C: quit"
+}
+
+func (m *model) menuLabel(i int) string {
+	switch i {
+	case menuBegin:
+		return "Begin a chat"
+	case menuRequests:
+		return fmt.Sprintf("View chat requests (%d)", len(m.incoming))
+	}
+	return "Quit"
+}
+
+func (m *model) viewMenu() ([]row, string) {
+	body := []row{{}}
+	for i := range menuItems {
+		if i == m.menu {
+			body = append(body, row{text: "  > " + m.menuLabel(i) + " ", st: stSel})
+		} else {
+			body = append(body, row{text: "    " + m.menuLabel(i)})
+		}
+	}
+	body = append(body, row{})
+	if o := m.out; o != nil {
+		body = append(body, row{text: "  Your request to " + strings.Join(o.to, ", ") + ": " + o.progress(), st: stDim})
+	}
+	if m.notice != "" {
+		st := stSys
+		if m.noticeEr {
+			st = stErr
+		}
+		for _, l := range wrap(m.notice, m.w-4) {
+			body = append(body, row{text: "  " + l, st: st})
+		}
+	}
+	body = append(body, row{}, row{text: "  " + m.probeLine(), st: stDim})
+	return body, "Up/Down or k/j: move · Enter: choose · Ctrl-C: quit"
+}
+
+func (o *outgoing) progress() string {
+	switch {
+	case o.queued:
+		return "waiting for the first latency measurement"
+	case len(o.steps) == 0:
+		return "sending"
+	}
+	return o.summary()
+}
+
+// probeLine lists the measured servers, best first.
+func (m *model) probeLine() string {
+	if len(m.probes) == 0 {
+		if m.reported {
+			return "No chat server measured."
+		}
+		return "Measuring the round-trip time to the chat servers..."
+	}
+	ids := make([]string, 0, len(m.probes))
+	for id := range m.probes {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b string) int {
+		if d := m.probes[a] - m.probes[b]; d != 0 {
+			return int(d / max(d.Abs(), 1))
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = clean(id) + " " + fmtMS(m.probes[id])
+	}
+	return "RTT: " + strings.Join(parts, " · ")
+}
+
+func (m *model) viewBegin(f *frame) ([]row, string) {
+	body := []row{
+		{},
+		{text: "  Chat with (one or more user names, separated by commas):"},
+	}
+	line, col := m.peers.view("  > ", f.w)
+	f.cursor, f.crow, f.ccol = true, len(body)+1, col
+	body = append(body, row{text: line})
+	if m.beginErr != "" {
+		for _, l := range wrap(m.beginErr, f.w-4) {
+			body = append(body, row{text: "  " + l, st: stErr})
+		}
+	}
+	body = append(body, row{})
+	if o := m.out; o != nil {
+		head := "  Request to " + strings.Join(o.to, ", ")
+		if o.req != "" {
+			head += " (" + o.req + ")"
+		}
+		body = append(body, row{text: head + ":", st: stTitle})
+		if o.queued {
+			body = append(body, row{text: "    waiting for the first latency measurement...", st: stDim})
+		}
+		// Keep the newest steps when they do not all fit.
+		room := max(f.h-len(body)-3, 1)
+		steps := o.steps
+		if len(steps) > room {
+			steps = steps[len(steps)-room:]
+		}
+		for _, s := range steps {
+			st := stPlain
+			if s.code.Final() {
+				st = stSys
+				if s.code != proto.ReqAccepted {
+					st = stErr
+				}
+			}
+			body = append(body, row{text: "    " + s.String(), st: st})
+		}
+	}
+	return body, "Enter: send the request · Esc: back · Ctrl-C: quit"
+}
+
+func (m *model) viewRequests() ([]row, string) {
+	body := []row{{}}
+	if len(m.incoming) == 0 {
+		body = append(body, row{text: "  No pending chat requests.", st: stDim})
+	}
+	for i, in := range m.incoming {
+		text := "  " + clean(in.From)
+		var others []string
+		for _, u := range in.Members {
+			if u != in.From && u != m.user {
+				others = append(others, clean(u))
+			}
+		}
+		if len(others) > 0 {
+			text += " (with " + strings.Join(others, ", ") + ")"
+		}
+		text += "  " + clean(in.Req)
+		if i == m.sel {
+			body = append(body, row{text: "> " + text[2:] + " ", st: stSel})
+		} else {
+			body = append(body, row{text: text})
+		}
+	}
+	if m.notice != "" {
+		body = append(body, row{}, row{text: "  " + m.notice, st: stSys})
+	}
+	return body, "Up/Down: choose · Enter/a: accept · d: decline · Esc: back"
+}
+
+func (m *model) viewChat() frame {
+	r := m.chat
+	f := frame{w: m.w, h: m.h, rows: make([]row, 0, m.h)}
+	where := r.server
+	switch {
+	case r.closed != "":
+		where += " (closed)"
+	case r.broken:
+		where += " (connection lost)"
+	}
+	rtt := "RTT " + fmtMS(r.rtt)
+	if d, ok := m.probes[r.server]; ok {
+		rtt += ", you " + fmtMS(d)
+	}
+	with := strings.Join(r.members, ", ")
+	left := fmt.Sprintf(" %s · with %s · on %s · %s", r.id, with, where, rtt)
+	f.rows = append(f.rows, row{text: spread(fit(left, m.w-1), m.connState()+" ", m.w), st: stBar})
+
+	// The conversation, wrapped, bottom-aligned, scrolled back by r.scroll.
+	height := m.h - 3
+	var all []row
+	for _, l := range r.lines {
+		var text string
+		st := stPlain
+		switch l.kind {
+		case lineMsg:
+			text = l.from + ": " + l.text
+		case lineSelf:
+			text, st = l.from+": "+l.text, stSelf
+		case lineSys:
+			text, st = "* "+l.text, stSys
+		case lineErr:
+			text, st = "! "+l.text, stErr
+		}
+		for _, w := range wrap(text, m.w) {
+			all = append(all, row{text: w, st: st})
+		}
+	}
+	r.scroll = min(r.scroll, max(len(all)-height, 0))
+	end := len(all) - r.scroll
+	start := max(end-height, 0)
+	for range height - (end - start) {
+		f.rows = append(f.rows, row{})
+	}
+	f.rows = append(f.rows, all[start:end]...)
+
+	hint := " Enter: send · Esc/Ctrl-D: leave · PgUp/PgDn: scroll · Ctrl-C: quit"
+	if r.scroll > 0 {
+		hint = fmt.Sprintf(" scrolled back %d rows · PgDn: newer · Esc: leave", r.scroll)
+	}
+	right := ""
+	if n := len(m.incoming); n > 0 {
+		right = fmt.Sprintf("requests: %d ", n)
+	}
+	f.rows = append(f.rows, row{text: spread(hint, right, m.w), st: stBar})
+	line, col := r.input.view("> ", m.w)
+	f.rows = append(f.rows, row{text: line})
+	f.cursor, f.crow, f.ccol = true, m.h-1, col
+	return f
+}

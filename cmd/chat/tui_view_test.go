@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"nearchat/client"
+	"nearchat/pkg/proto"
+)
+
+// checkFrame asserts the invariants every frame keeps: exactly h rows,
+// none wider than w, the cursor on the screen.
+func checkFrame(t *testing.T, f frame, w, h int) {
+	t.Helper()
+	if len(f.rows) != h {
+		t.Fatalf("%dx%d frame has %d rows", w, h, len(f.rows))
+	}
+	for i, r := range f.rows {
+		if n := textWidth(r.text); n > w {
+			t.Errorf("%dx%d row %d is %d columns: %q", w, h, i, n, r.text)
+		}
+	}
+	if f.cursor && (f.crow < 0 || f.crow >= h || f.ccol < 0 || f.ccol >= w) {
+		t.Errorf("%dx%d cursor at %d,%d", w, h, f.crow, f.ccol)
+	}
+}
+
+func text(f frame) string {
+	var b strings.Builder
+	for _, r := range f.rows {
+		b.WriteString(r.text)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// many is n messages from bob, numbered from 1.
+func many(n int) []any {
+	var out []any
+	for i := range n {
+		out = append(out, roomMsg{room: "r1", ev: client.Message{From: "bob", Text: fmt.Sprint(i + 1)}})
+	}
+	return out
+}
+
+func drive(t *testing.T, w, h int, msgs ...any) *model {
+	t.Helper()
+	m, _ := newModel("", w, h)
+	for _, msg := range msgs {
+		m.update(msg)
+	}
+	return m
+}
+
+func TestViewScreens(t *testing.T) {
+	long := strings.Repeat("word ", 40)
+	tests := []struct {
+		name string
+		msgs []any
+		want []string // substrings of the screen
+		crow int      // cursor row, -1 for hidden
+	}{
+		{"name prompt", nil, []string{"Your user name:", "Enter: continue"}, 6},
+		{"name taken", seq(keysOf("bob"), codeKey(keyEnter), registeredMsg{name: "bob", err: fmt.Errorf("x: %w", errTaken())}), []string{`"bob" is taken`}, 6},
+		{"menu", inMenu(), []string{"> Begin a chat", "View chat requests (0)", "Quit", "alice · online"}, -1},
+		{"menu with requests", seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}), []string{"View chat requests (1)", "chat request from carol"}, -1},
+		{"menu with probes", seq(inMenu(), probeMsg{rtt: map[string]time.Duration{"serv3": 60 * time.Millisecond, "serv1": 40 * time.Millisecond}}), []string{"RTT: serv1 40 ms · serv3 60 ms"}, -1},
+		{"begin with status stream", seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
+			status("q1", proto.AckConn, "", ""), status("q1", proto.ReqSent, "", ""), status("q1", proto.AwaitingReq, "", ""),
+			status("q1", proto.ReqDeclined, "bob declined", "")),
+			[]string{"Request to bob (q1):", "ACK_CONN", "REQ_SENT", "AWAITING_REQ", "REQ_DECLINED: bob declined"}, 3},
+		{"requests list", seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol", Members: []string{"carol", "alice", "dave"}}},
+			codeKey(keyDown), codeKey(keyEnter)), []string{"> carol (with dave)  q2", "Enter/a: accept"}, -1},
+		{"empty requests list", seq(inMenu(), codeKey(keyDown), codeKey(keyEnter)), []string{"No pending chat requests."}, -1},
+		{"chat", seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: "hi alice"}}, keysOf("typing")),
+			[]string{"r1 · with bob · on serv3 · RTT 60 ms", "bob: hi alice", "> typing", "Esc/Ctrl-D: leave"}, 23},
+		{"chat long line wraps", seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: long}}), []string{"bob: word word"}, 23},
+		{"chat scrolled", seq(inChat(), many(40), codeKey(keyUp), codeKey(keyUp)), []string{"scrolled back 2 rows", "bob: 38\n scrolled"}, 23},
+		{"chat scrolled to the top", seq(inChat(), many(40), codeKey(keyPgUp), codeKey(keyPgUp), codeKey(keyPgUp)), []string{"* chat with bob", "scrolled back 20 rows"}, 23},
+		{"chat with pending request", seq(inChat(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}), []string{"requests: 1", "chat request from carol"}, 23},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := drive(t, 80, 24, tt.msgs...)
+			f := m.view()
+			checkFrame(t, f, 80, 24)
+			s := text(f)
+			for _, w := range tt.want {
+				if !strings.Contains(s, w) {
+					t.Errorf("screen lacks %q:\n%s", w, s)
+				}
+			}
+			row := -1
+			if f.cursor {
+				row = f.crow
+			}
+			if row != tt.crow {
+				t.Errorf("cursor row %d, want %d:\n%s", row, tt.crow, s)
+			}
+		})
+	}
+}
+
+// TestViewAnySize draws every screen at every small size and a few big
+// ones: no panic, and the frame invariants hold.
+func TestViewAnySize(t *testing.T) {
+	states := map[string][]any{
+		"name":     nil,
+		"menu":     seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}),
+		"begin":    seq(inMenu(), codeKey(keyEnter), keysOf(strings.Repeat("bob,", 30)), codeKey(keyEnter), status("q1", proto.AckConn, "", "")),
+		"requests": seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}, codeKey(keyDown), codeKey(keyEnter)),
+		"chat":     seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: strings.Repeat("日本 ", 50)}}, keysOf(strings.Repeat("x", 200))),
+	}
+	for name, msgs := range states {
+		t.Run(name, func(t *testing.T) {
+			m := drive(t, 80, 24, msgs...)
+			for _, size := range [][2]int{{0, 0}, {1, 1}, {19, 24}, {80, 5}, {200, 60}} {
+				m.update(resizeMsg{w: size[0], h: size[1]})
+				checkFrame(t, m.view(), size[0], size[1])
+			}
+			for w := minW; w <= minW+20; w++ {
+				for h := minH; h <= minH+4; h++ {
+					m.update(resizeMsg{w: w, h: h})
+					checkFrame(t, m.view(), w, h)
+				}
+			}
+		})
+	}
+}
+
+func TestPainter(t *testing.T) {
+	var out bytes.Buffer
+	p := &painter{w: &out}
+	f := frame{w: 10, h: 3, rows: []row{{text: "head", st: stBar}, {text: "body"}, {text: "0123456789"}}, cursor: true, crow: 1, ccol: 4}
+	if err := p.paint(f, false); err != nil {
+		t.Fatal(err)
+	}
+	first := out.String()
+	for _, want := range []string{escClear, "\x1b[1;1H\x1b[7mhead\x1b[0m\x1b[K", "\x1b[2;1Hbody\x1b[K", "\x1b[3;1H0123456789\x1b[2;5H" + escShowCur} {
+		if !strings.Contains(first, want) {
+			t.Errorf("first paint %q lacks %q", first, want)
+		}
+	}
+	out.Reset()
+	f.rows[1].text = "changed"
+	if err := p.paint(f, false); err != nil {
+		t.Fatal(err)
+	}
+	second := out.String()
+	if strings.Contains(second, "head") || strings.Contains(second, escClear) || !strings.Contains(second, "\x1b[2;1Hchanged\x1b[K") {
+		t.Errorf("second paint should redraw only row 2: %q", second)
+	}
+	out.Reset()
+	f.w = 12
+	if err := p.paint(f, false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), escClear) || !strings.Contains(out.String(), "head") {
+		t.Errorf("a resize must redraw everything: %q", out.String())
+	}
+}
+
+func TestGuardedRestoresOnPanic(t *testing.T) {
+	restored := 0
+	defer func() {
+		r := recover()
+		if r != "boom" {
+			t.Errorf("recovered %v, want the original panic", r)
+		}
+		if restored != 1 {
+			t.Errorf("restore ran %d times, want 1", restored)
+		}
+	}()
+	guarded(func() { restored++ }, func() { panic("boom") })
+	t.Error("guarded swallowed the panic")
+}
