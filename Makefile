@@ -11,7 +11,10 @@ BENCHFLAGS ?=
 # integration test. The Mininet scenario installs its own.
 APT_TEST_DEPS := tmux
 
-.PHONY: help build deps test race fuzz bench lint demo certs clean
+MININET_FLAGS ?=
+
+# mininet is also a directory, so every target is phony.
+.PHONY: help build deps test race fuzz bench lint demo certs mininet mininet-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,6 +33,7 @@ deps: ## install the Debian packages the tests need (as root; otherwise say what
 test: build deps ## vet, then every test with the race detector
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	./mininet/mininet-test.sh $(MININET_FLAGS)
 
 race: ## the tests again under -race, three times, to shake out flakes
 	$(GO) test -race -count=3 -timeout 30m ./...
@@ -49,6 +53,12 @@ demo: build ## the paper's scenario on loopback: Central, four chat servers, two
 
 certs: build ## a development CA and certificates in certs/ (for -tls flags and the demo)
 	$(BIN)/certs -dir certs
+
+mininet: build ## the paper's network in Mininet with its CLI (root; MININET_FLAGS='--delay-mode relay')
+	/usr/bin/python3 -I mininet/chat_network.py $(MININET_FLAGS)
+
+mininet-test: build ## the paper's scenario as a headless Mininet test (root on Linux; installs Mininet; skips otherwise)
+	./mininet/mininet-test.sh $(MININET_FLAGS)
 
 clean: ## remove built programs
 	rm -rf $(BIN)
