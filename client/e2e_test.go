@@ -20,6 +20,7 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/delaynet"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/rtt"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 )
@@ -191,6 +192,8 @@ func (c *cluster) kill(id string, sig syscall.Signal) {
 type user struct {
 	t      *testing.T
 	name   string
+	mu     sync.Mutex
+	probes []map[string]time.Duration // medians of each probe round, newest last
 	c      *client.Client
 	events chan client.Event
 	cancel context.CancelFunc
@@ -206,6 +209,18 @@ func (c *cluster) user(name string) *user {
 	opts.Probe.Samples = 3
 	opts.BackoffMin, opts.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 	opts.Logger = slog.New(slog.NewTextHandler(tWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	u := &user{t: c.t, name: name}
+	opts.OnProbe = func(res map[string]rtt.Result) {
+		m := map[string]time.Duration{}
+		for id, r := range res {
+			if r.Err == nil && r.Count > 0 {
+				m[id] = r.Median
+			}
+		}
+		u.mu.Lock()
+		u.probes = append(u.probes, m)
+		u.mu.Unlock()
+	}
 	if c.certs != nil {
 		tc, err := tlsconfig.Client(c.certs.CA, "", "")
 		if err != nil {
@@ -218,7 +233,7 @@ func (c *cluster) user(name string) *user {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	u := &user{t: c.t, name: name, c: cl, cancel: cancel, done: make(chan struct{})}
+	u.c, u.cancel, u.done = cl, cancel, make(chan struct{})
 	go func() { defer close(u.done); _ = cl.Run(ctx) }()
 	c.t.Cleanup(func() { cancel(); <-u.done })
 	select {
@@ -247,9 +262,32 @@ func next[T client.Event](u *user, timeout time.Duration) T {
 	}
 }
 
+// settled reports whether u's last two probe rounds both rank the servers
+// they measured in the order of their emulated RTTs. On a loaded machine a
+// round can come out late; placement is only meaningful once the
+// measurements agree with the emulation.
+func (u *user) settled() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.probes) < 2 {
+		return false
+	}
+	for _, m := range u.probes[len(u.probes)-2:] {
+		for a, ra := range m {
+			for b, rb := range m {
+				if paperRTT[a] < paperRTT[b] && ra >= rb {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
 // chat has a request from a to b accepted and returns both sessions.
 func chat(t *testing.T, a, b *user) (*client.Session, *client.Session, proto.Assign) {
 	t.Helper()
+	waitFor(t, 20*time.Second, "probes that agree with the emulated RTTs", func() bool { return a.settled() && b.settled() })
 	if err := a.c.Request(b.name); err != nil {
 		t.Fatal(err)
 	}
