@@ -104,11 +104,11 @@ func (b *bot) run(ctx context.Context) int {
 	if f.peers != "" {
 		peers = strings.Split(f.peers, ",")
 	}
-	retry := time.NewTimer(0)
-	if len(peers) == 0 {
-		retry.Stop()
-	}
+	// The first request waits for the control connection (Connected).
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
 	defer retry.Stop()
+	connected := false
 	sendDone := make(chan struct{})
 	var sending sync.WaitGroup
 	var sess *client.Session
@@ -171,6 +171,10 @@ loop:
 				b.out.emit("closed", map[string]any{"room": ev.Room, "reason": ev.Reason})
 			case client.Connected:
 				b.out.emit("control", map[string]any{"up": true})
+				if !connected && len(peers) > 0 {
+					retry.Reset(0)
+				}
+				connected = true
 			case client.Disconnected:
 				msg := ""
 				if ev.Err != nil {

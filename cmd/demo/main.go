@@ -290,7 +290,7 @@ func (d *demo) run(ctx context.Context, rate float64, hold time.Duration) error 
 	if err := d.startBot("alice", "-peer", "bob", "-rate", rateArg); err != nil {
 		return err
 	}
-	probe, err := d.await(ctx, "latency probe from alice", 15*time.Second, func(e botEvent) bool {
+	probe, err := d.await(ctx, "latency probe from alice", 30*time.Second, func(e botEvent) bool {
 		m, _ := e.fields["rtt_ms"].(map[string]any)
 		return e.bot == "alice" && e.fields["ev"] == "probe" && len(m) >= 3
 	})
@@ -299,7 +299,7 @@ func (d *demo) run(ctx context.Context, rate float64, hold time.Duration) error 
 	}
 	d.say("alice measured: %s", rttLine(probe.fields["rtt_ms"]))
 
-	joined, err := d.await(ctx, "room assignment", 15*time.Second, is("joined"))
+	joined, err := d.await(ctx, "room assignment", 30*time.Second, is("joined"))
 	if err != nil {
 		return err
 	}
