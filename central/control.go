@@ -12,6 +12,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"nearchat/pkg/gnetlog"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
@@ -56,7 +57,7 @@ func (c *Central) startControl() error {
 	go func() {
 		c.gnetDone <- gnet.Run(h, network+"://"+listen,
 			gnet.WithMulticore(c.cfg.Multicore),
-			gnet.WithLogger(gnetLogger{c.log}),
+			gnet.WithLogger(gnetlog.Logger{L: c.log}),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithTCPKeepAlive(time.Minute),
 			// A restarted Central must get its port back while the last

@@ -15,6 +15,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"nearchat/pkg/gnetlog"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
 )
@@ -76,7 +77,7 @@ func New(cfg Config) (*Server, error) {
 		gnet.WithNumEventLoop(cfg.Loops),
 		gnet.WithReuseAddr(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithLogger(gnetLogger{log}),
+		gnet.WithLogger(gnetlog.Logger{L: log}),
 	}
 	// The TLS listener binds first, so its port can name the server before
 	// the event loops start reading the name.
@@ -349,12 +350,3 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
 	return s.serve(m)
 }
-
-// gnetLogger routes gnet's own logging into slog at debug level.
-type gnetLogger struct{ l *slog.Logger }
-
-func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }

@@ -222,7 +222,8 @@ type Request struct {
 
 // Status (0x21, Central -> requester): one step of a request. Req is the
 // request id Central assigned (given from ACK_CONN on); Room is set with
-// REQ_ACCEPTED; Detail is for humans.
+// REQ_ACCEPTED; Detail is for humans. The final status also goes to every
+// invitee still connected, so an invitee can drop a request that ended.
 type Status struct {
 	Req    string     `msgpack:"req"`
 	Code   StatusCode `msgpack:"code"`
