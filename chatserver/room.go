@@ -88,6 +88,7 @@ type loop struct {
 	spare     []item
 	scheduled bool
 
+	batch   []byte       // frames of a run of broadcasts, concatenated; loop only
 	doomed  []*member    // cut off, waiting for their error frame to drain; loop only
 	ndoomed atomic.Int32 // len(doomed), for the reaper goroutine
 	reaper  reaper
@@ -156,45 +157,95 @@ func (l *loop) Run(context.Context) error {
 	l.scheduled = false
 	l.mu.Unlock()
 
-	max := l.srv.cfg.MaxOutbound
-	for i := range q {
+	for i := 0; i < len(q); {
 		it := &q[i]
-		b := it.f.bb.B
-		if m := it.target; m != nil {
-			if it.ev > m.joinEv {
-				m.write(b, max)
-				if it.bye {
-					m.dead = true
-					_ = m.c.Close()
-				}
-			}
-		} else {
-			// A write that fails closes its connection on the spot, and
-			// OnClose swaps the last member into the closed one's slot:
-			// index the slice afresh and revisit a slot that changed.
-			members := &it.sh.members
-			for i := 0; i < len(*members); i++ {
-				m := (*members)[i]
-				if m == it.skip || it.ev <= m.joinEv {
-					continue
-				}
-				m.write(b, max)
-				if it.bye {
-					m.dead = true
-					_ = m.c.Close()
-				}
-				if i < len(*members) && (*members)[i] != m {
-					i--
-				}
+		// Consecutive broadcasts to the same shard go out as one write per
+		// member: under load a drained queue holds many messages of a busy
+		// room, and a system call per member per message is the cost that
+		// dominates fan-out.
+		n, size := 1, len(it.f.bb.B)
+		if it.target == nil && !it.bye {
+			for i+n < len(q) && q[i+n].sh == it.sh && q[i+n].target == nil && !q[i+n].bye &&
+				size+len(q[i+n].f.bb.B) <= maxBatch {
+				size += len(q[i+n].f.bb.B)
+				n++
 			}
 		}
-		it.f.release()
-		*it = item{}
+		l.deliver(q[i : i+n])
+		for k := i; k < i+n; k++ {
+			q[k].f.release()
+			q[k] = item{}
+		}
+		i += n
 	}
 	l.mu.Lock()
 	l.spare = q[:0]
 	l.mu.Unlock()
 	return nil
+}
+
+// maxBatch bounds the bytes written to a member in one call, so the
+// slow-consumer check between calls stays close to MaxOutbound.
+const maxBatch = 64 << 10
+
+// deliver writes a run of items: one targeted item, or broadcasts to one
+// shard. Event loop only.
+func (l *loop) deliver(run []item) {
+	max := l.srv.cfg.MaxOutbound
+	first := &run[0]
+	if m := first.target; m != nil {
+		if first.ev > m.joinEv {
+			m.write(first.f.bb.B, max)
+			if first.bye {
+				m.dead = true
+				_ = m.c.Close()
+			}
+		}
+		return
+	}
+	batch := first.f.bb.B
+	if len(run) > 1 {
+		l.batch = l.batch[:0]
+		for k := range run {
+			l.batch = append(l.batch, run[k].f.bb.B...)
+		}
+		batch = l.batch
+	}
+	// A write that fails closes its connection on the spot, and OnClose
+	// swaps the last member into the closed one's slot: index the slice
+	// afresh and revisit a slot that changed.
+	members := &first.sh.members
+	for i := 0; i < len(*members); i++ {
+		m := (*members)[i]
+		if m.joinEv < first.ev && !sentOne(run, m) {
+			m.write(batch, max)
+		} else {
+			// The member sent one of these messages, or joined in the
+			// middle of the run: pick its frames one by one.
+			for k := range run {
+				if run[k].skip != m && run[k].ev > m.joinEv {
+					m.write(run[k].f.bb.B, max)
+				}
+			}
+		}
+		if first.bye {
+			m.dead = true
+			_ = m.c.Close()
+		}
+		if i < len(*members) && (*members)[i] != m {
+			i--
+		}
+	}
+}
+
+// sentOne reports whether m sent one of the run's messages.
+func sentOne(run []item, m *member) bool {
+	for k := range run {
+		if run[k].skip == m {
+			return true
+		}
+	}
+	return false
 }
 
 // shardFor returns r's shard for loop l, adding one if needed. Caller holds
@@ -285,10 +336,17 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	pres.release()
 	m.joinEv = r.ev
 
-	joined := proto.Joined{Room: r.id, Epoch: r.epoch, Seq: r.seq, Members: make([]proto.Member, 0, len(r.members))}
+	// A frame holds at most joinedMembers members; the rest of a big room
+	// follows as Presence frames, so the joiner always gets its answer.
+	all := make([]proto.Member, 0, len(r.members))
+	all = append(all, proto.Member{User: m.user, LastSent: m.lastSent})
 	for _, x := range r.members {
-		joined.Members = append(joined.Members, proto.Member{User: x.user, LastSent: x.lastSent})
+		if x != m {
+			all = append(all, proto.Member{User: x.user, LastSent: x.lastSent})
+		}
 	}
+	joined := proto.Joined{Room: r.id, Epoch: r.epoch, Seq: r.seq, Members: all[:min(len(all), joinedMembers)]}
+	rest := all[len(joined.Members):]
 	var replay []*frame
 	if j.Since > 0 && j.Since < r.seq {
 		replay, joined.Oldest = r.historyAfter(j.Since)
@@ -302,12 +360,20 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	m.idx = len(sh.members)
 	sh.members = append(sh.members, m)
 	s.reply(m, &joined)
+	for i := range rest {
+		s.reply(m, &proto.Presence{User: rest[i].User, Here: true, LastSent: rest[i].LastSent})
+	}
 	for _, f := range replay {
 		m.write(f.bb.B, s.cfg.MaxOutbound)
 		f.release()
 	}
 	return nil
 }
+
+// joinedMembers is how many members a Joined frame lists: with names of
+// up to proto.MaxUser bytes that stays well under wire.MaxFrame. A variable
+// so tests can exercise the split with small rooms.
+var joinedMembers = 1000
 
 // historyAfter returns the kept frames with sequence numbers above since, in
 // order and retained for the caller, and the oldest sequence number kept.

@@ -1,6 +1,7 @@
 package chatserver
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
@@ -10,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -364,21 +366,51 @@ func TestSlowConsumerIsCutOff(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.MaxOutbound = 256 << 10 })
 	sender, _ := joinAs(t, s, "r", "sender")
 	fast, _ := joinAs(t, s, "r", "fast")
-	slow, _ := joinAs(t, s, "r", "slow")
-	// slow never reads; shrink its receive buffer so the server's outbound
-	// queue is what fills up.
-	slow.conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	// slow never reads. Its receive buffer is made small before it
+	// connects (shrinking it later leaves TCP crawling on a window it
+	// already advertised), so the server's outbound queue is what fills up.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10) })
+		return serr
+	}}
+	sc, err := d.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	slow := &peer{t: t, conn: sc, r: bufio.NewReaderSize(sc, 64<<10)}
+	slow.send(&proto.Hello{V: wire.Version})
+	slow.expect(proto.TWelcome)
+	slow.send(&proto.Join{Room: "r", User: "slow"})
+	slow.expect(proto.TJoined)
 
 	text := strings.Repeat("z", 4000)
 	const n = 2000 // ~8 MB, far beyond socket buffers plus MaxOutbound
+	const window = 32
 	errc := make(chan error, 1)
 	go func() {
+		// Like a real client, the sender keeps a bounded number of
+		// messages unacknowledged; the fast member keeps up with that.
 		var b []byte
 		for i := uint64(1); i <= n; i++ {
 			b, _ = wire.AppendFrame(b[:0], &proto.Chat{Num: i, Text: text})
 			if _, err := sender.conn.Write(b); err != nil {
 				errc <- err
 				return
+			}
+			if i%window != 0 {
+				continue
+			}
+			for acked := 0; acked < window; {
+				m, err := sender.next(10 * time.Second)
+				if err != nil {
+					errc <- fmt.Errorf("sender waiting for acks at %d: %w", i, err)
+					return
+				}
+				if _, ok := m.(*proto.Ack); ok {
+					acked++
+				}
 			}
 		}
 		errc <- nil
@@ -400,8 +432,10 @@ func TestSlowConsumerIsCutOff(t *testing.T) {
 		t.Fatalf("sender: %v", err)
 	}
 	// Now drain the slow member: somewhere in its stream is the error frame.
-	slow.conn.(*net.TCPConn).SetReadBuffer(1 << 20)
+	t1 := time.Now()
+	cnt := 0
 	for {
+		cnt++
 		m, err := slow.next(10 * time.Second)
 		if err != nil {
 			t.Fatalf("slow member: no slow_consumer error before %v", err)
@@ -413,6 +447,7 @@ func TestSlowConsumerIsCutOff(t *testing.T) {
 			break
 		}
 	}
+	t.Logf("error after %d frames, %v", cnt, time.Since(t1))
 	slow.expectEOF()
 }
 
@@ -651,5 +686,51 @@ func TestLeaveReachesMembersOnTheSameLoop(t *testing.T) {
 	b.send(&proto.Leave{})
 	if p := a.expect(proto.TPresence).(*proto.Presence); p.User != "bob" || p.Here {
 		t.Fatalf("leave presence = %+v", p)
+	}
+}
+
+// TestHugeRoomJoin: a room too big to list in one Joined frame still
+// answers every joiner, with the rest of the members as Presence frames.
+func TestHugeRoomJoin(t *testing.T) {
+	// The largest Joined the server can build must fit in a frame.
+	big := proto.Joined{Room: strings.Repeat("r", proto.MaxRoom), Epoch: ^uint64(0), Seq: ^uint64(0),
+		Truncated: true, Oldest: ^uint64(0)}
+	for i := 0; i < joinedMembers; i++ {
+		big.Members = append(big.Members, proto.Member{User: fmt.Sprintf("%0*d", proto.MaxUser, i), LastSent: ^uint64(0)})
+	}
+	if b, err := wire.AppendFrame(nil, &big); err != nil {
+		t.Fatalf("a full Joined does not fit: %v", err)
+	} else {
+		t.Logf("largest Joined: %d bytes of %d", len(b), wire.MaxFrame)
+	}
+
+	// Restored in a cleanup registered before the server's, so it runs after
+	// the server has stopped reading it.
+	saved := joinedMembers
+	t.Cleanup(func() { joinedMembers = saved })
+	joinedMembers = 5
+	s := startServer(t, nil)
+	const n = 12
+	for i := 0; i < n; i++ {
+		p := hello(t, s)
+		p.send(&proto.Join{Room: "huge", User: fmt.Sprintf("u%02d", i)})
+		p.expect(proto.TJoined)
+	}
+	last := hello(t, s)
+	last.send(&proto.Join{Room: "huge", User: "late"})
+	j := last.expect(proto.TJoined).(*proto.Joined)
+	if len(j.Members) != joinedMembers || j.Members[0].User != "late" {
+		t.Fatalf("joined lists %d members starting with %q", len(j.Members), j.Members[0].User)
+	}
+	seen := map[string]bool{}
+	for _, mb := range j.Members {
+		seen[mb.User] = true
+	}
+	for len(seen) < n+1 {
+		p := last.expect(proto.TPresence).(*proto.Presence)
+		if !p.Here || seen[p.User] {
+			t.Fatalf("presence %+v after %d members", p, len(seen))
+		}
+		seen[p.User] = true
 	}
 }
