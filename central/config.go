@@ -64,6 +64,10 @@ type Config struct {
 	// server presenting a certificate from that CA needs no cluster secret.
 	TLS *tls.Config
 
+	// ChatTLS, when set, is the client configuration for Central's own
+	// echo check of chat servers that serve TLS.
+	ChatTLS *tls.Config
+
 	// TicketKey, when set, signs a ticket for every member in every
 	// Assign; chat servers holding the public key admit only ticket holders.
 	// TicketTTL is how long a ticket stays valid.

@@ -14,6 +14,7 @@ import (
 
 	"nearchat/pkg/gnetlog"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/rtt"
 	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
 )
@@ -364,6 +365,7 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 		}
 		return
 	}
+	r.srv.reporters = append(r.srv.reporters, reporter{u, r})
 	c.probeLocked(r.srv)
 }
 
@@ -394,14 +396,21 @@ func (c *Central) probeLocked(s *srv) {
 	go func() {
 		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ProbeTimeout)
-		err := echo(ctx, addr)
+		err := echo(ctx, addr, c.cfg.ChatTLS)
 		cancel()
 		c.mu.Lock()
 		s.probing = false
 		down := err != nil && c.ctx.Err() == nil && c.srvByID[id] == s
 		if down {
 			c.markDownLocked(s, "reported unreachable and failed Central's echo check: "+err.Error())
+		} else if err == nil {
+			for _, rep := range s.reporters {
+				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
+					c.resendPlacementLocked(rep.u, rep.r)
+				}
+			}
 		}
+		s.reporters = nil
 		c.mu.Unlock()
 		if down {
 			c.kickScan()
@@ -412,8 +421,11 @@ func (c *Central) probeLocked(s *srv) {
 }
 
 // echo checks that a chat server answers Hello and one Ping.
-func echo(ctx context.Context, addr string) error {
-	var d net.Dialer
+func echo(ctx context.Context, addr string, tc *tls.Config) error {
+	var d rtt.Dialer = &net.Dialer{}
+	if tc != nil {
+		d = &tlsconfig.Dialer{Config: tc}
+	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err

@@ -51,6 +51,16 @@ type srv struct {
 	gone     bool
 	probing  bool
 	assigned int // rooms Central placed here
+	// reporters said the server was unreachable while its echo check ran;
+	// if it answers, each gets its room's placement again, so a member
+	// whose connection broke (the server may have restarted and lost the
+	// room) joins afresh instead of waiting forever.
+	reporters []reporter
+}
+
+type reporter struct {
+	u *user
+	r *room
 }
 
 // full reports whether the server takes no new room.

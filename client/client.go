@@ -132,8 +132,16 @@ type Client struct {
 	rooms   map[string]*roomState
 	servers []centralapi.ServerInfo
 
+	lastVec map[string]centralapi.Sample // the last vector reported
+	good    map[string]goodSample        // each server's last successful probe
+
 	reported chan struct{} // closed after the first latency report
 	repOnce  sync.Once
+}
+
+type goodSample struct {
+	s  centralapi.Sample
+	at time.Time
 }
 
 type roomState struct {
@@ -182,6 +190,7 @@ func New(opts Options) (*Client, error) {
 		token:    opts.Token,
 		rooms:    make(map[string]*roomState),
 		reported: make(chan struct{}),
+		good:     make(map[string]goodSample),
 	}, nil
 }
 
@@ -348,6 +357,20 @@ func (c *Client) controlOnce(ctx context.Context) error {
 		c.mu.Unlock()
 	}()
 	c.emit(Connected{Central: c.opts.Control})
+	// A Central that restarted has no latency vector for us: send the last
+	// one now rather than at the next probe round.
+	c.mu.Lock()
+	last := c.lastVec
+	c.mu.Unlock()
+	if last != nil {
+		go func() {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := c.report(rctx, last); err != nil && ctx.Err() == nil {
+				c.log.Debug("re-reporting latency after reconnect", "err", err)
+			}
+		}()
+	}
 	c.log.Info("control connection up", "central", c.opts.Control, "user", c.opts.User)
 	for {
 		m, err := readFrame(r, &scratch)
@@ -482,18 +505,22 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 		cur := r.epoch
 		sess := r.sess
 		r.mu.Unlock()
-		if a.Epoch <= cur {
+		if a.Epoch < cur || (a.Epoch == cur && sess.Stats().Connected) {
 			// A repeat of what we already follow: Central missed the ack.
 			_ = c.send(&proto.AssignAck{Room: room, Epoch: cur})
 			continue
 		}
+		// The same epoch while broken is Central answering our Unreachable
+		// with "the server is alive": join it again (Move does that).
 		var err error
 		if sess == nil {
 			cfg := c.opts.Session
 			cfg.Dialer = c.dialer
 			cfg.OnBroken = func(server proto.ServerRef, epoch uint64, _ error) {
-				// Tell Central at once; it checks the server and moves us.
+				// Tell Central at once; it checks the server and moves us,
+				// or sends the placement again if the server answers.
 				_ = c.send(&proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch})
+				go c.remindBroken(ctx, r, room, server, epoch)
 			}
 			sess, err = Open(ctx, cfg, a.Server, room, c.opts.User, a.Epoch, a.Ticket)
 			if err == nil {
@@ -531,6 +558,34 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 	}
 }
 
+// remindBroken repeats Unreachable while the room's session stays broken
+// at the same epoch: the first report may be lost with a control connection
+// that is itself reconnecting, or find a server that restarted and answers
+// echoes but no longer holds the room.
+func (c *Client) remindBroken(ctx context.Context, r *roomState, room string, server proto.ServerRef, epoch uint64) {
+	t := time.NewTicker(unreachableEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.done:
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		sess, cur := r.sess, r.epoch
+		r.mu.Unlock()
+		if sess == nil || cur != epoch || sess.Stats().Connected {
+			return
+		}
+		_ = c.send(&proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch})
+	}
+}
+
+// unreachableEvery is how often a broken room reminds Central.
+const unreachableEvery = time.Second
+
 // Servers returns the live servers as of the last probe round.
 func (c *Client) Servers() []centralapi.ServerInfo {
 	c.mu.Lock()
@@ -562,6 +617,18 @@ func (c *Client) probeLoop(ctx context.Context) {
 	}
 }
 
+// report sends vec to Central, registering again first when Central has
+// forgotten the user (it restarted) or the token.
+func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) error {
+	err := c.api.PutLatency(ctx, c.opts.User, c.Token(), vec)
+	if centralapi.IsUnauthorized(err) || centralapi.IsUnknownClient(err) {
+		if rerr := c.Register(ctx); rerr == nil {
+			err = c.api.PutLatency(ctx, c.opts.User, c.Token(), vec)
+		}
+	}
+	return err
+}
+
 // probeOnce measures every live server and reports the vector.
 func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
 	servers, err := c.api.Servers(ctx)
@@ -579,19 +646,32 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
 	if c.opts.OnProbe != nil {
 		c.opts.OnProbe(results)
 	}
+	// A server whose probe failed this round keeps its last good sample
+	// for a few rounds: one timed-out probe on a busy machine must not
+	// make the room's server look unmeasured and force a move.
+	now := time.Now()
 	vec := make(map[string]centralapi.Sample, len(results))
+	c.mu.Lock()
 	for id, r := range results {
 		if r.Err == nil && r.Count > 0 {
 			vec[id] = centralapi.SampleOf(r.Median, r.Spread, r.Count)
+			c.good[id] = goodSample{vec[id], now}
 		}
 	}
-	err = c.api.PutLatency(ctx, c.opts.User, c.Token(), vec)
-	if centralapi.IsUnauthorized(err) {
-		if rerr := c.Register(ctx); rerr == nil {
-			err = c.api.PutLatency(ctx, c.opts.User, c.Token(), vec)
+	// The same holds for a server missing from the list for a moment, as
+	// while chat servers register again with a restarted Central.
+	for id, g := range c.good {
+		if _, ok := vec[id]; !ok && now.Sub(g.at) < 3*c.opts.ProbeEvery {
+			vec[id] = g.s
+		} else if !ok {
+			delete(c.good, id)
 		}
 	}
-	if err != nil {
+	c.mu.Unlock()
+	c.mu.Lock()
+	c.lastVec = vec
+	c.mu.Unlock()
+	if err := c.report(ctx, vec); err != nil {
 		return err
 	}
 	c.repOnce.Do(func() { close(c.reported) })

@@ -466,6 +466,9 @@ func withTLS(t *testing.T) func(*central.Config) {
 		}
 		tc.ClientAuth = tls.VerifyClientCertIfGiven
 		cfg.TLS = tc
+		if cfg.ChatTLS, err = tlsconfig.Client(f.CA, "", ""); err != nil {
+			t.Fatal(err)
+		}
 		if cfg.TicketKey, err = ticket.LoadPrivate(filepath.Join(dir, "ticket.key")); err != nil {
 			t.Fatal(err)
 		}

@@ -53,6 +53,7 @@ func main() {
 	tlsCert := fs.String("tls-cert", "", "certificate `file`: serve the REST API and control port over TLS 1.3 only")
 	tlsKey := fs.String("tls-key", "", "private key `file` of -tls-cert")
 	clientCA := fs.String("tls-client-ca", "", "CA `file`: chat servers presenting a certificate from it need no cluster secret")
+	chatCA := fs.String("chat-ca", "", "CA `file` to verify chat servers with, for Central's echo check when they serve TLS")
 	ticketKey := fs.String("ticket-key", "", "Ed25519 private key `file` (make certs): sign a room ticket for every member")
 	fs.DurationVar(&cfg.TicketTTL, "ticket-ttl", cfg.TicketTTL, "how long a room ticket stays valid")
 	verbose := fs.Bool("v", false, "debug logging")
@@ -77,6 +78,14 @@ func main() {
 			tc.ClientCAs, tc.ClientAuth = withCA.ClientCAs, tls.VerifyClientCertIfGiven
 		}
 		cfg.TLS = tc
+	}
+	if *chatCA != "" {
+		tc, err := tlsconfig.Client(*chatCA, "", "")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "central:", err)
+			os.Exit(2)
+		}
+		cfg.ChatTLS = tc
 	}
 	if *ticketKey != "" {
 		k, err := ticket.LoadPrivate(*ticketKey)

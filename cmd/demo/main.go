@@ -266,7 +266,7 @@ func (d *demo) run(ctx context.Context, rate float64, hold time.Duration) error 
 			return err
 		}
 		cargs = append(cargs, "-tls-cert", d.certs.ServerCert, "-tls-key", d.certs.ServerKey,
-			"-tls-client-ca", d.certs.CA, "-ticket-key", d.tpriv)
+			"-tls-client-ca", d.certs.CA, "-chat-ca", d.certs.CA, "-ticket-key", d.tpriv)
 	}
 	if _, err := d.spawn("central", nil, cargs...); err != nil {
 		return err

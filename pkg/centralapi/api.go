@@ -52,6 +52,10 @@ func IsUnknownServer(err error) bool { return hasCode(err, CodeUnknownServer) }
 // IsNameTaken reports whether err says a live session holds the user name.
 func IsNameTaken(err error) bool { return hasCode(err, CodeNameTaken) }
 
+// IsUnknownClient reports whether err says Central does not know the user,
+// which after a Central restart means: register again.
+func IsUnknownClient(err error) bool { return hasCode(err, CodeUnknownClient) }
+
 // IsUnauthorized reports whether err is a refused token or secret.
 func IsUnauthorized(err error) bool { return hasCode(err, CodeUnauthorized) }
 
