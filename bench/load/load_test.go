@@ -1,0 +1,238 @@
+package load
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// gnet's shared worker pool outlives individual engines.
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).purgeStaleWorkers"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).ticktock"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+	)
+}
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// chatserverBin builds bin/chatserver once per test run into a temporary
+// directory, so the tests kill real processes whatever make built.
+func chatserverBin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "chatload-test-")
+		if buildErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "chatserver"), "nearchat/cmd/chatserver").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build chatserver: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestParseChaos(t *testing.T) {
+	tests := []struct {
+		name, spec string
+		want       []Action
+		bad        bool
+	}{
+		{name: "empty", spec: ""},
+		{name: "periodic kill and one restart", spec: "kill=10s,central=@65s",
+			want: []Action{{Kind: ChaosKill, Every: 10 * time.Second}, {Kind: ChaosCentral, At: 65 * time.Second}}},
+		{name: "spaces and repeats", spec: " drain=30s , add=@0s, add=@5s",
+			want: []Action{{Kind: ChaosDrain, Every: 30 * time.Second}, {Kind: ChaosAdd}, {Kind: ChaosAdd, At: 5 * time.Second}}},
+		{name: "unknown kind", spec: "explode=1s", bad: true},
+		{name: "no value", spec: "kill", bad: true},
+		{name: "bad duration", spec: "kill=soon", bad: true},
+		{name: "period too short", spec: "kill=1ms", bad: true},
+		{name: "negative time", spec: "central=@-1s", bad: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseChaos(tt.spec)
+			if tt.bad {
+				if err == nil {
+					t.Fatalf("ParseChaos(%q) = %v, want an error", tt.spec, got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("ParseChaos(%q) = %v, want %v", tt.spec, got, tt.want)
+			}
+			if back, err := ParseChaos(ChaosString(got)); err != nil || fmt.Sprint(back) != fmt.Sprint(got) {
+				t.Fatalf("round trip through %q gave %v, %v", ChaosString(got), back, err)
+			}
+		})
+	}
+}
+
+func TestDue(t *testing.T) {
+	sched := []Action{{Kind: ChaosKill, Every: 10 * time.Second}, {Kind: ChaosCentral, At: 65 * time.Second}, {Kind: ChaosAdd}}
+	tests := []struct {
+		name     string
+		from, to time.Duration
+		want     string
+	}{
+		{"start", -1, 0, "[add]"},
+		{"before the first kill", 0, 9 * time.Second, "[]"},
+		{"first kill", 9 * time.Second, 10 * time.Second, "[kill]"},
+		{"a long gap catches up", 5 * time.Second, 31 * time.Second, "[kill kill kill]"},
+		{"restart", 64 * time.Second, 66 * time.Second, "[central]"},
+		{"edge is exclusive at from", 10 * time.Second, 11 * time.Second, "[]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fmt.Sprint(due(sched, tt.from, tt.to)); got != tt.want {
+				t.Fatalf("due(%v, %v] = %s, want %s", tt.from, tt.to, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHistQuantiles(t *testing.T) {
+	tests := []struct {
+		name   string
+		values func(add func(time.Duration))
+		q      float64
+		want   time.Duration
+	}{
+		{"exact small values", func(add func(time.Duration)) {
+			for i := 1; i <= 100; i++ {
+				add(time.Duration(i) * time.Microsecond)
+			}
+		}, 0.5, 50 * time.Microsecond},
+		{"milliseconds", func(add func(time.Duration)) {
+			for i := 1; i <= 1000; i++ {
+				add(time.Duration(i) * time.Millisecond)
+			}
+		}, 0.99, 990 * time.Millisecond},
+		{"max caps the bucket", func(add func(time.Duration)) {
+			add(3 * time.Second)
+		}, 1, 3 * time.Second},
+		{"one outlier in a thousand", func(add func(time.Duration)) {
+			for range 999 {
+				add(time.Millisecond)
+			}
+			add(time.Second)
+		}, 0.999, time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h hist
+			tt.values(h.add)
+			got := h.quantile(tt.q)
+			if diff := float64(got-tt.want) / float64(tt.want); diff < -0.02 || diff > 0.02 {
+				t.Fatalf("q%v = %v, want %v within 2%%", tt.q, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestConfigRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Config)
+	}{
+		{"no rooms", func(c *Config) { c.Rooms = 0 }},
+		{"too many rooms", func(c *Config) { c.Rooms = MaxRooms + 1 }},
+		{"one member", func(c *Config) { c.Members = 1 }},
+		{"zero rate", func(c *Config) { c.Rate = 0 }},
+		{"remote Central", func(c *Config) { c.Central, c.Control, c.Secret = "192.0.2.1:8080", "192.0.2.1:8081", "s" }},
+		{"restart someone else's Central", func(c *Config) {
+			c.Central, c.Control, c.Servers = "127.0.0.1:8080", "127.0.0.1:8081", 0
+			c.Chaos = []Action{{Kind: ChaosCentral, At: time.Second}}
+		}},
+		{"kill with one server", func(c *Config) { c.Servers = 1; c.Chaos = []Action{{Kind: ChaosKill, Every: time.Second}} }},
+		{"no servers for our Central", func(c *Config) { c.Servers = 0 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			tt.edit(&cfg)
+			if err := cfg.validate(); err == nil {
+				t.Fatal("config accepted")
+			} else {
+				t.Log(err)
+			}
+		})
+	}
+	cfg := DefaultConfig()
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("default config refused: %v", err)
+	}
+}
+
+// TestSoakShort is the soak in miniature, run by make test: 20 rooms of 3
+// for 8 s, one chat server SIGKILLed and Central restarted once while they
+// chat. Nothing may be lost, duplicated or reordered.
+func TestSoakShort(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Bin = chatserverBin(t)
+	cfg.Rooms, cfg.Members = 20, 3
+	cfg.Rate = 5
+	cfg.Duration = 8 * time.Second
+	cfg.Servers = 3
+	cfg.ProbeEvery = time.Second
+	cfg.Chaos = []Action{{Kind: ChaosKill, At: 2 * time.Second}, {Kind: ChaosCentral, At: 5 * time.Second}}
+	cfg.Progress = tWriter{t}
+	cfg.LogDir = t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	_ = rep.WriteTable(&b)
+	t.Logf("report:\n%s", b.String())
+	if !rep.OK() {
+		t.Errorf("delivery guarantee broken: lost %d, duplicated %d, out of order %d, missed %d, rooms %d/%d, settled %v",
+			rep.Lost, rep.Duplicated, rep.OutOfOrder, rep.MissedReported, rep.RoomsUp, rep.Rooms, rep.Settled)
+	}
+	if rep.Sent == 0 || rep.Delivered != rep.Expected {
+		t.Errorf("delivered %d of %d expected (sent %d)", rep.Delivered, rep.Expected, rep.Sent)
+	}
+	if rep.ChaosDone["kill"] != 1 || rep.ChaosDone["central"] != 1 {
+		t.Errorf("chaos done %v, want one kill and one Central restart", rep.ChaosDone)
+	}
+	if rep.Moves["kill"] == 0 {
+		t.Errorf("moves %v: the kill moved no room", rep.Moves)
+	}
+	// The target is under 1 s; the race detector and a noisy machine get
+	// headroom.
+	if limit := Millis(3000); rep.Outage.Max > limit {
+		t.Errorf("a room went %v without a server, want under %v", rep.Outage.Max, limit)
+	}
+	t.Logf("longest without a server: %v over %d incidents; handoff p99 %v; latency p99 %v",
+		rep.Outage.Max, rep.Outage.Count, rep.Handoff.P99, rep.Latency.P99)
+}

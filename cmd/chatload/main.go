@@ -1,0 +1,138 @@
+// Command chatload drives synthetic rooms through a nearchat cluster, with
+// optional chaos, and counts every message: sent, delivered, lost,
+// duplicated, out of order, latency, moves and the longest time a room went
+// without a working server.
+//
+//	chatload -rooms 200 -members 3 -duration 2m -chaos kill=10s,central=@64s
+//
+// By default it starts its own cluster: Central in this process and
+// -servers chat servers as children of -bin/chatserver. With -central and
+// -control it joins an existing Central instead; then only the chat servers
+// it started itself (-servers, which needs -secret) can be killed or
+// drained, and Central cannot be restarted. Progress goes to stderr once a
+// second, the summary table to stdout, the JSON report to the -json file
+// ("-" for stdout). It exits 1 when a message was lost, duplicated or
+// reordered, a room did not form, or (with -max-outage) a room went too
+// long without a working server.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"nearchat/bench/load"
+)
+
+func main() {
+	cfg := load.DefaultConfig()
+	fs := flag.NewFlagSet("chatload", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `usage: chatload [flags]
+
+Drives synthetic rooms through a nearchat cluster and counts every message.
+
+Chaos schedule (-chaos): comma-separated kind=WHEN, WHEN being D (every D,
+first at D after sending starts) or @T (once at T):
+  kill=D     SIGKILL the chat server hosting most rooms; it starts again
+             (same name and address) once Central moved its rooms away
+  drain=D    SIGTERM it instead: it drains through Central, exits, restarts
+  add=D      start one more chat server (up to -max-servers)
+  central=D  close Central and start a new one on the same ports
+e.g. -chaos kill=10s,central=@64s
+
+flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "number of rooms")
+	fs.IntVar(&cfg.Members, "members", cfg.Members, "members per room")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "mean messages per second per member")
+	arrivals := fs.String("arrivals", string(cfg.Arrivals), "inter-message times: exp (Poisson) or uniform (±50%)")
+	fs.IntVar(&cfg.Size, "size", cfg.Size, "message text `bytes`")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long members send once every room is up")
+	fs.DurationVar(&cfg.SetupTimeout, "setup-timeout", cfg.SetupTimeout, "bound on forming every room")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "bound on waiting for acks and deliveries after sending stops")
+	fs.IntVar(&cfg.SetupConcurrency, "setup-concurrency", cfg.SetupConcurrency, "rooms formed at once")
+	fs.StringVar(&cfg.Central, "central", "", "existing Central's REST `address` (with -control); empty: start one in this process")
+	fs.StringVar(&cfg.Control, "control", "", "existing Central's control `address`")
+	fs.IntVar(&cfg.Servers, "servers", cfg.Servers, "chat servers to start")
+	fs.IntVar(&cfg.MaxServers, "max-servers", cfg.MaxServers, "most chat servers of ours running at once")
+	fs.StringVar(&cfg.Bin, "bin", cfg.Bin, "`directory` holding chatserver")
+	fs.StringVar(&cfg.Secret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster secret (default $NEARCHAT_SECRET; made up for our own Central)")
+	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "chat servers' heartbeat interval")
+	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "our Central marks a silent chat server down after this")
+	fs.DurationVar(&cfg.ProbeEvery, "probe-every", cfg.ProbeEvery, "members' RTT probe and latency report interval")
+	fs.DurationVar(&cfg.MinGain, "min-gain", cfg.MinGain, "our Central's absolute anti-flap margin (all servers share one loopback: a smaller gain is noise)")
+	chaos := fs.String("chaos", "", "chaos `schedule` (see above)")
+	maxOutage := fs.Duration("max-outage", 0, "also fail when a room went longer than this without a working server (0: no limit)")
+	jsonOut := fs.String("json", "", "write the JSON report to this `file` (- for stdout)")
+	fs.StringVar(&cfg.LogDir, "logs", "", "`directory` for the logs of Central, the servers and the clients (default: temporary, removed after a clean run)")
+	fs.BoolVar(&cfg.KeepLogs, "keep-logs", false, "keep the temporary log directory after a clean run")
+	quiet := fs.Bool("q", false, "no progress lines")
+	verbose := fs.Bool("v", false, "log the run's own warnings to stderr")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "chatload: unexpected argument %q\n", fs.Arg(0))
+		os.Exit(2)
+	}
+	cfg.Arrivals = load.Arrivals(*arrivals)
+	var err error
+	if cfg.Chaos, err = load.ParseChaos(*chaos); err != nil {
+		fmt.Fprintln(os.Stderr, "chatload:", err)
+		os.Exit(2)
+	}
+	if !*quiet {
+		cfg.Progress = os.Stderr
+	}
+	if *verbose {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := load.Run(ctx, cfg)
+	if rep != nil {
+		fmt.Println()
+		_ = rep.WriteTable(os.Stdout)
+		if *jsonOut != "" {
+			if werr := writeJSON(*jsonOut, rep); werr != nil {
+				fmt.Fprintln(os.Stderr, "chatload:", werr)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chatload:", err)
+		os.Exit(1)
+	}
+	if !rep.OK() {
+		os.Exit(1)
+	}
+	if limit := *maxOutage; limit > 0 && float64(rep.Outage.Max) > float64(limit)/float64(time.Millisecond) {
+		fmt.Fprintf(os.Stderr, "chatload: a room went %v without a working server, limit %v\n", rep.Outage.Max, limit)
+		os.Exit(1)
+	}
+}
+
+func writeJSON(path string, rep *load.Report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if path == "-" {
+		_, err = os.Stdout.Write(b)
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
