@@ -14,7 +14,7 @@ APT_TEST_DEPS := tmux
 MININET_FLAGS ?=
 
 # mininet is also a directory, so every target is phony.
-.PHONY: help build deps test race fuzz bench lint demo certs mininet mininet-test clean
+.PHONY: help build deps test race fuzz bench lint demo certs mininet mininet-test soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,8 +41,9 @@ race: ## the tests again under -race, three times, to shake out flakes
 fuzz: ## fuzz the frame parser for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./pkg/wire
 
-bench: ## fan-out benchmarks (gnet server and goroutine baseline) with a ratio table
-	$(GO) test -run '^$$' -bench . -benchmem $(BENCHFLAGS) ./pkg/... ./chatserver/...
+bench: ## fan-out table: gnet server vs goroutine-per-connection baseline, with ratios and idle memory (~10 min)
+	NEARCHAT_BENCH=1 $(GO) test -run 'TestCompareTable|TestIdleMemory' -v -count=1 -timeout 40m ./bench/
+	$(GO) test -run '^$$' -bench . -benchmem $(BENCHFLAGS) ./pkg/wire ./pkg/selection ./chatserver ./central
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -59,6 +60,9 @@ mininet: build ## the paper's network in Mininet with its CLI (root; MININET_FLA
 
 mininet-test: build ## the paper's scenario as a headless Mininet test (root on Linux; installs Mininet; skips otherwise)
 	./mininet/mininet-test.sh $(MININET_FLAGS)
+
+soak: build ## 200 rooms x 3 for 2 min, a chat server SIGKILLed every 10 s, Central restarted once; fails on any loss
+	$(BIN)/chatload -bin $(BIN) -rooms 200 -members 3 -rate 1 -duration 2m -servers 4 -probe-every 5s -chaos kill=10s,central=@64s -max-outage 1s -json soak.json
 
 clean: ## remove built programs
 	rm -rf $(BIN)

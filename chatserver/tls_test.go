@@ -17,7 +17,7 @@ import (
 	"nearchat/pkg/wire"
 )
 
-func devCA(t *testing.T) tlsconfig.Files {
+func devCA(t testing.TB) tlsconfig.Files {
 	t.Helper()
 	f, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
 	if err != nil {
@@ -26,7 +26,7 @@ func devCA(t *testing.T) tlsconfig.Files {
 	return f
 }
 
-func startTLSServer(t *testing.T, ca tlsconfig.Files) *Server {
+func startTLSServer(t testing.TB, ca tlsconfig.Files) *Server {
 	t.Helper()
 	cfg, err := tlsconfig.Server(ca.ServerCert, ca.ServerKey, "")
 	if err != nil {
@@ -39,7 +39,7 @@ func startTLSServer(t *testing.T, ca tlsconfig.Files) *Server {
 	})
 }
 
-func dialTLS(t *testing.T, addr string, ca tlsconfig.Files, base *net.Dialer) (*peer, error) {
+func dialTLS(t testing.TB, addr string, ca tlsconfig.Files, base *net.Dialer) (*peer, error) {
 	t.Helper()
 	cfg, err := tlsconfig.Client(ca.CA, "", "")
 	if err != nil {
@@ -59,7 +59,7 @@ func dialTLS(t *testing.T, addr string, ca tlsconfig.Files, base *net.Dialer) (*
 	return &peer{t: t, conn: c, r: bufio.NewReader(c)}, nil
 }
 
-func tlsMember(t *testing.T, addr string, ca tlsconfig.Files, room, user string) *peer {
+func tlsMember(t testing.TB, addr string, ca tlsconfig.Files, room, user string) *peer {
 	t.Helper()
 	p, err := dialTLS(t, addr, ca, nil)
 	if err != nil {
