@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"net/http"
-	"strings"
 	"time"
 
 	"nearchat/pkg/centralapi"
@@ -169,10 +167,5 @@ func (s *Server) centralAPI() *centralapi.Client {
 	if s.cfg.CentralTLS == nil {
 		return centralapi.NewClient(s.cfg.Central, nil)
 	}
-	base := s.cfg.Central
-	if !strings.Contains(base, "://") {
-		base = "https://" + base
-	}
-	return centralapi.NewClient(base, &http.Client{Timeout: 10 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: s.cfg.CentralTLS.Clone(), ForceAttemptHTTP2: true}})
+	return centralapi.NewClientTLS(s.cfg.Central, s.cfg.CentralTLS)
 }

@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -174,12 +172,7 @@ func New(opts Options) (*Client, error) {
 	api := centralapi.NewClient(opts.Central, nil)
 	if opts.TLS != nil {
 		d = &tlsconfig.Dialer{Base: d, Config: opts.TLS}
-		base := opts.Central
-		if !strings.Contains(base, "://") {
-			base = "https://" + base
-		}
-		api = centralapi.NewClient(base, &http.Client{Timeout: 10 * time.Second,
-			Transport: &http.Transport{TLSClientConfig: opts.TLS.Clone(), ForceAttemptHTTP2: true}})
+		api = centralapi.NewClientTLS(opts.Central, opts.TLS)
 	}
 	return &Client{
 		opts:     opts,

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -130,7 +129,7 @@ func (c *cluster) startCentral() {
 	c.api = centralapi.NewClient(cen.RESTAddr(), nil)
 	if c.certs != nil {
 		tc, _ := tlsconfig.Client(c.certs.CA, "", "")
-		c.api = centralapi.NewClient("https://"+cen.RESTAddr(), &http.Client{Transport: &http.Transport{TLSClientConfig: tc}})
+		c.api = centralapi.NewClientTLS(cen.RESTAddr(), tc)
 	}
 	c.centCfg.RESTListen, c.centCfg.ControlListen = cen.RESTAddr(), cen.ControlAddr()
 	done := make(chan struct{})
