@@ -1,0 +1,102 @@
+package tlsconfig
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigErrors(t *testing.T) {
+	f, err := WriteDev(t.TempDir(), []string{"example.test", "10.9.8.7"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"client without CA", func() error { _, err := Client("", "", ""); return err }(), "CA file is needed"},
+		{"CA file that is a key", func() error { _, err := Client(f.ServerKey, "", ""); return err }(), "no PEM certificate"},
+		{"missing server key", func() error { _, err := Server(f.ServerCert, f.Dir+"/nope", ""); return err }(), "server certificate"},
+		{"client cert without key", func() error { _, err := Client(f.CA, f.ClientCert, ""); return err }(), "client certificate"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one mentioning %q", tc.err, tc.want)
+			}
+		})
+	}
+}
+
+// TestFrontRelaysAndVerifies: a TLS client with the right CA reaches the
+// plaintext backend through the Front; one trusting another CA is refused.
+func TestFrontRelaysAndVerifies(t *testing.T) {
+	f, err := WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The backend echoes in plaintext on a private Unix socket.
+	network, addr, dir, err := Backend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := back.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	scfg, err := Server(f.ServerCert, f.ServerKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := NewFront(ln, network, addr, dir, nil)
+	t.Cleanup(func() { front.Close(); back.Close() })
+
+	dial := func(ca string) (net.Conn, error) {
+		cfg, err := Client(ca, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return (&Dialer{Config: cfg}).DialContext(ctx, "tcp", front.Addr().String())
+	}
+	c, err := dial(f.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping through tls")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping through tls" {
+		t.Fatalf("echo = %q, %v", buf, err)
+	}
+	if _, err := dial(other.CA); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("dial trusting another CA: %v, want a certificate error", err)
+	}
+}
