@@ -115,8 +115,14 @@ func TestUnreachableFastPath(t *testing.T) {
 	}
 	room := chat(t, a, b)
 
-	// A report about a server that answers changes nothing.
+	// A report about a server that answers moves nothing: the reporter gets
+	// the placement again, to rejoin (the server may have restarted).
 	a.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
+	again := expect[*proto.Assign](a, nil)
+	if again.Epoch != 1 || again.Server.ID != "serv1" || again.Reason != "current placement" {
+		t.Fatalf("report about a live server answered with %+v", again)
+	}
+	a.send(&proto.AssignAck{Room: again.Room, Epoch: again.Epoch})
 	// A stale report gets the current placement back.
 	b.send(&proto.Unreachable{Room: room.Room, Server: "serv0", Epoch: 0})
 	cur := expect[*proto.Assign](b, nil)
