@@ -512,8 +512,12 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 			cfg.OnBroken = func(server proto.ServerRef, epoch uint64, _ error) {
 				// Tell Central at once; it checks the server and moves us,
 				// or sends the placement again if the server answers.
-				_ = c.send(&proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch})
-				go c.remindBroken(ctx, r, room, server, epoch)
+				// OnBroken runs on the session's goroutine: never block it
+				// on a control connection that may itself be stuck.
+				go func() {
+					_ = c.send(&proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch})
+					c.remindBroken(ctx, r, room, server, epoch)
+				}()
 			}
 			sess, err = Open(ctx, cfg, a.Server, room, c.opts.User, a.Epoch, a.Ticket)
 			if err == nil {
