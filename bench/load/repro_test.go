@@ -80,18 +80,14 @@ func allConnected(r *room) bool {
 	return true
 }
 
-// TestReproRestartedServerKeepsDeadRooms: the only chat server is killed
-// with SIGKILL and its supervisor starts it again under the same name and
-// address, after Central has marked it down. The members' sessions broke;
-// nothing ever tells them to join again. Central's registerServer
-// (central/rest.go, the s != nil branch that keeps the slot) brings the
-// server back up with its rooms still assigned, though the new process
-// hosts none, and the heartbeats that report no such room change nothing
-// (adoptLocked only adds); the client sends Unreachable once, when the
-// connection breaks (client/client.go, the OnBroken hook in roomWorker),
-// and never again while its session stays broken.
-func TestReproRestartedServerKeepsDeadRooms(t *testing.T) {
-	reproOnly(t)
+// TestRestartedServerRoomsRejoin: the only chat server is killed with
+// SIGKILL and its supervisor starts it again under the same name and
+// address, after Central has marked it down. The members' sessions broke.
+// This once left them dead for good: the client reported Unreachable only
+// once, and Central, finding the restarted server alive, said nothing. Now
+// members repeat the report while broken and Central answers a live server
+// with the placement again, so they rejoin.
+func TestRestartedServerRoomsRejoin(t *testing.T) {
 	g := testGen(t, 1, nil)
 	r := testRoom(t, g, 0, 2)
 	id := roomServer(r)
