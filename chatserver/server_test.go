@@ -271,6 +271,7 @@ func TestBadInput(t *testing.T) {
 		{"wrong msgpack shape", false, frame(proto.TPing, []byte{0x92, 0x01, 0x02}), proto.CodeBadBody},
 		{"wrong field type", false, frame(proto.TPing, []byte{0x81, 0xa2, 'i', 'd', 0xa1, 'x'}), proto.CodeBadBody},
 		{"not msgpack at all", false, frame(proto.TJoin, []byte{0xc1, 0xc1}), proto.CodeBadBody},
+		{"declares a 2 GiB array", false, frame(proto.TJoin, []byte{0x81, 0xa4, 'r', 'o', 'o', 'm', 0xdd, 0x7f, 0xff, 0xff, 0xf0, 0x80}), proto.CodeBadBody},
 		{"trailing bytes", false, frame(proto.TPing, []byte{0x80, 0x00}), proto.CodeBadBody},
 		{"unknown field", false, frame(proto.TPing, []byte{0x81, 0xa3, 'z', 'z', 'z', 0x01}), proto.CodeBadBody},
 		{"chat before join", false, mustEncode(&proto.Chat{Num: 1, Text: "hi"}), proto.CodeNotJoined},

@@ -151,6 +151,9 @@ func Unmarshal(body []byte, v any) error {
 	if len(body) == 0 || !isMap(body[0]) {
 		return fmt.Errorf("%w: body is not a msgpack map", ErrBody)
 	}
+	if err := checkShape(body); err != nil {
+		return fmt.Errorf("%w: %v", ErrBody, err)
+	}
 	d := decoders.Get().(*decoder)
 	d.r.Reset(body)
 	d.dec.Reset(&d.r)

@@ -137,6 +137,15 @@ func TestUnmarshalRejectsWrongShapes(t *testing.T) {
 		{"trailing bytes", []byte{0x80, 0x00}},
 		{"truncated map", []byte{0x82, 0xa2, 'i', 'd'}},
 		{"invalid byte", []byte{0xc1}},
+		// Declared lengths past the body: msgpack would allocate them up
+		// front, so a tiny frame could exhaust the receiver's memory.
+		{"bin32 of 2 GiB", []byte{0x81, 0xa2, 'i', 'd', 0xc6, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3}},
+		{"str32 past the end", []byte{0x81, 0xa2, 'i', 'd', 0xdb, 0x00, 0x01, 0x00, 0x00, 'x'}},
+		{"array32 of 2 billion", []byte{0x81, 0xa2, 'i', 'd', 0xdd, 0x7f, 0xff, 0xff, 0xf0, 0x80}},
+		{"map32 of 2 billion", []byte{0x81, 0xa2, 'i', 'd', 0xdf, 0x7f, 0xff, 0xff, 0xf0, 0x80}},
+		{"map16 header cut", []byte{0x81, 0xa2, 'i', 'd', 0xde, 0x01}},
+		{"ext32 past the end", []byte{0x81, 0xa2, 'i', 'd', 0xc9, 0x00, 0x10, 0x00, 0x00, 0x01}},
+		{"fixmap with too few entries", []byte{0x83, 0xa2, 'i', 'd', 0x01}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -190,5 +199,15 @@ func BenchmarkParseChat(b *testing.B) {
 	for b.Loop() {
 		_, body, _, _ := wire.ParseFrame(frame, 0)
 		_ = wire.Unmarshal(body, &c)
+	}
+}
+
+// TestHugeDeclaredLengthsAllocateNothing: the shape check runs before
+// msgpack sees the body, so a declared 2 GiB costs nothing.
+func TestHugeDeclaredLengthsAllocateNothing(t *testing.T) {
+	body := []byte{0x81, 0xa7, 'm', 'e', 'm', 'b', 'e', 'r', 's', 0xdd, 0x7f, 0xff, 0xff, 0xf0, 0x80}
+	var j proto.Joined
+	if n := testing.AllocsPerRun(100, func() { _ = wire.Unmarshal(body, &j) }); n > 3 {
+		t.Fatalf("rejecting a huge declared array allocates %.0f times", n)
 	}
 }
