@@ -19,7 +19,9 @@
 // malformed frame costs the receiver nothing but an error frame and a closed
 // connection. The body is one msgpack value, a map keyed by the short field
 // names listed in package proto; unknown keys, trailing bytes and values of
-// the wrong msgpack type are all errors.
+// the wrong msgpack type are all errors. Every length the body declares is
+// checked against the bytes actually present before decoding, so a frame
+// can never make its receiver allocate more than the frame's own size.
 //
 // # Handshake
 //
