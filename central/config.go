@@ -74,6 +74,15 @@ type Config struct {
 	TicketKey ed25519.PrivateKey
 	TicketTTL time.Duration
 
+	// MaxConns bounds the descriptors Central's connections may hold, on
+	// the REST and control ports together (a TLS control connection holds
+	// three); 0 means the process's descriptor limit minus a reserve, and
+	// a larger value is lowered to that. MaxConnsPerSource bounds the
+	// connections of one IP address on each port (0: no bound).
+	// Connections past either are refused at once.
+	MaxConns          int
+	MaxConnsPerSource int
+
 	// Multicore runs the control port on one gnet event loop per CPU.
 	Multicore bool
 
@@ -109,6 +118,7 @@ func DefaultConfig() Config {
 		RegisterBurst:     2000,
 		Policy:            selection.DefaultPolicy(),
 		Multicore:         true,
+		MaxConnsPerSource: 2048,
 	}
 }
 
@@ -141,6 +151,9 @@ func (c *Config) validate() error {
 	}
 	if c.RequestRate <= 0 || c.RequestBurst < 1 || c.RegisterRate <= 0 || c.RegisterBurst < 1 {
 		errs = append(errs, fmt.Errorf("request and registration rates must be positive with bursts of at least 1"))
+	}
+	if c.MaxConns < 0 || c.MaxConnsPerSource < 0 {
+		errs = append(errs, fmt.Errorf("MaxConns and MaxConnsPerSource must not be negative"))
 	}
 	if c.MaxMembers < 2 {
 		errs = append(errs, fmt.Errorf("MaxMembers must be at least 2, got %d", c.MaxMembers))

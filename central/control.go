@@ -12,6 +12,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/gnetlog"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
@@ -20,14 +21,30 @@ import (
 )
 
 // helloTimeout closes a control connection that has not said Hello.
-const helloTimeout = 10 * time.Second
+const helloTimeout = 5 * time.Second
+
+// Bounds of one control connection. Replies and pushes that the client does
+// not read wait in its outbound buffer; past ctrlPauseOutbound its input is
+// left unread (the client is asked to read first), and a connection whose
+// unread input grows past ctrlMaxInbound meanwhile, or whose output passes
+// ctrlMaxOutbound, is cut off as a slow consumer. One client that never
+// reads thus costs Central a few hundred KiB at most.
+const (
+	ctrlPauseOutbound = 256 << 10
+	ctrlMaxOutbound   = 1 << 20
+	ctrlMaxInbound    = 256 << 10
+)
 
 // conn is one control connection.
 type conn struct {
-	gc     gnet.Conn
-	opened time.Time
-	dead   atomic.Bool // a fatal error was sent: ignore further input
-	user   *user       // guarded by Central.mu; nil before Hello
+	gc       gnet.Conn
+	opened   time.Time
+	dead     atomic.Bool  // a fatal error was sent: ignore further input
+	counted  bool         // holds a descriptor of Central's budget; loop only
+	queued   atomic.Int64 // bytes handed to AsyncWrite, not yet on the loop
+	outbound atomic.Int64 // the outbound buffer as last seen on the loop
+	paused   atomic.Bool  // input left unread until the output drains
+	user     *user        // guarded by Central.mu; nil before Hello
 }
 
 // control is the gnet event handler of the control port.
@@ -46,10 +63,13 @@ func (c *Central) startControl() error {
 	network, listen, sockDir := "tcp", c.cfg.ControlListen, ""
 	var tlsLn net.Listener
 	if c.cfg.TLS != nil {
-		var err error
-		if tlsLn, err = tls.Listen("tcp", c.cfg.ControlListen, c.cfg.TLS); err != nil {
+		ln, err := net.Listen("tcp", c.cfg.ControlListen)
+		if err != nil {
 			return err
 		}
+		// A relayed TLS connection holds two descriptors in the front and
+		// one on the event loops (counted in OnOpen).
+		tlsLn = tls.NewListener(c.ctrlPort.Listener(ln, 2), c.cfg.TLS)
 		if network, listen, sockDir, err = tlsconfig.Backend(""); err != nil {
 			tlsLn.Close()
 			return err
@@ -122,6 +142,9 @@ func (h *control) OnBoot(eng gnet.Engine) gnet.Action {
 	h.eng = eng
 	addr := ""
 	if fd, err := eng.Dup(); err == nil {
+		if err := connlimit.SetBacklog(fd, connlimit.Backlog); err != nil {
+			h.c.log.Warn("control port", "err", err)
+		}
 		f := os.NewFile(uintptr(fd), "control-listener")
 		if ln, err := net.FileListener(f); err == nil {
 			addr = ln.Addr().String()
@@ -138,6 +161,12 @@ func (h *control) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	cn := &conn{gc: gc}
 	gc.SetContext(cn)
 	c := h.c
+	if !c.ctrlPort.Acquire(gc.RemoteAddr(), 1) {
+		cn.dead.Store(true)
+		b, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeServerFull, Reason: "Central has too many connections (from your address or in all); try again later", Fatal: true})
+		return b, gnet.Close
+	}
+	cn.counted = true
 	c.mu.Lock()
 	cn.opened = c.now()
 	c.conns[cn] = struct{}{}
@@ -152,6 +181,9 @@ func (h *control) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	c := h.c
+	if cn.counted {
+		c.ctrlPort.Release(gc.RemoteAddr(), 1)
+	}
 	c.mu.Lock()
 	delete(c.conns, cn)
 	if u := cn.user; u != nil && u.sess == cn {
@@ -169,6 +201,9 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 		n := gc.InboundBuffered()
 		if cn.dead.Load() {
 			gc.Discard(n)
+			return gnet.None
+		}
+		if h.c.backPressure(cn, n) {
 			return gnet.None
 		}
 		if n < wire.LenSize {
@@ -218,12 +253,53 @@ func (c *Central) fatal(cn *conn, code proto.Code, reason string) {
 	c.mu.Unlock()
 }
 
-// writeLocked queues frame on cn; frame must not change afterwards.
+// backPressure reports whether cn's input must stay unread for now: its
+// output is over ctrlPauseOutbound. It cuts off a connection whose unread
+// input passes ctrlMaxInbound meanwhile. Event loop only.
+func (c *Central) backPressure(cn *conn, inbound int) bool {
+	out := int64(cn.gc.OutboundBuffered())
+	cn.outbound.Store(out)
+	if out+cn.queued.Load() <= ctrlPauseOutbound {
+		cn.paused.Store(false)
+		return false
+	}
+	cn.paused.Store(true)
+	if inbound > ctrlMaxInbound {
+		c.fatal(cn, proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes of replies unread", ctrlPauseOutbound))
+	}
+	return true
+}
+
+// wakePausedLocked asks the loops to look again at connections whose input
+// waits for their output to drain: gnet has no "writable" callback.
+func (c *Central) wakePausedLocked() {
+	for cn := range c.conns {
+		if cn.paused.Load() && !cn.dead.Load() {
+			_ = cn.gc.Wake(nil)
+		}
+	}
+}
+
+// writeLocked queues frame on cn; frame must not change afterwards. A
+// connection whose unsent output would pass ctrlMaxOutbound is cut off
+// instead.
 func (c *Central) writeLocked(cn *conn, frame []byte) {
 	if cn.dead.Load() {
 		return
 	}
-	if err := cn.gc.AsyncWrite(frame, nil); err != nil {
+	n := int64(len(frame))
+	if cn.queued.Load()+cn.outbound.Load()+n > ctrlMaxOutbound {
+		c.fatalLocked(cn, proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", ctrlMaxOutbound))
+		return
+	}
+	cn.queued.Add(n)
+	err := cn.gc.AsyncWrite(frame, func(gc gnet.Conn, _ error) error {
+		cn.queued.Add(-n)
+		cn.outbound.Store(int64(gc.OutboundBuffered()))
+		return nil
+	})
+	if err != nil {
+		cn.queued.Add(-n)
 		c.log.Debug("control write", "err", err)
 	}
 }
@@ -269,6 +345,7 @@ func (c *Central) offlineLocked(u *user) {
 
 // tickHelloLocked closes connections that never said Hello.
 func (c *Central) tickHelloLocked(now time.Time) {
+	c.wakePausedLocked()
 	for cn := range c.conns {
 		if cn.user == nil && !cn.dead.Load() && now.Sub(cn.opened) > helloTimeout {
 			c.fatalLocked(cn, proto.CodeTimeout, "no hello within "+helloTimeout.String())
@@ -340,6 +417,7 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 		c.online++
 	}
 	u.sess = cn
+	u.everOnline = true
 	cn.user = u
 	c.sendLocked(cn, &proto.Welcome{V: wire.Version, Server: "central", Max: wire.MaxFrame, User: u.name})
 	now := c.now()

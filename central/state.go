@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type user struct {
 	sess         *conn            // live control connection, nil when offline
 	offlineSince time.Time
 	reqLimit     bucket // chat requests this user may still make
+	everOnline   bool   // a control connection said Hello for this user
 }
 
 func (u *user) placeholder() bool { return u.token == "" }
@@ -51,6 +53,10 @@ type srv struct {
 	gone     bool
 	probing  bool
 	assigned int // rooms Central placed here
+	// token is issued at registration; heartbeats, drain and deregister
+	// for this id must carry it. Kept in memory only: after a Central
+	// restart the server registers again.
+	token string
 	// reporters said the server was unreachable while its echo check ran;
 	// if it answers, each gets its room's placement again, so a member
 	// whose connection broke (the server may have restarted and lost the
@@ -166,6 +172,7 @@ func (c *Central) newUserLocked(name, token string, now time.Time) *user {
 	u := &user{name: name, token: token, reg: now, latGen: c.latGen, offlineSince: now,
 		rooms: map[*room]struct{}{}, reqs: map[*request]struct{}{}, pushes: map[string]*push{}}
 	c.users[name] = u
+	c.folded[strings.ToLower(name)] = u
 	if token != "" {
 		c.tokens[token] = u
 	}
@@ -195,6 +202,9 @@ func (c *Central) dropUserLocked(u *user, why string) {
 		c.online--
 	}
 	delete(c.users, u.name)
+	if c.folded[strings.ToLower(u.name)] == u {
+		delete(c.folded, strings.ToLower(u.name))
+	}
 	if u.token != "" {
 		delete(c.tokens, u.token)
 	}

@@ -40,6 +40,7 @@ type Server struct {
 	agentDone chan struct{}
 	drainReq  chan struct{}
 	centralOK atomic.Bool
+	token     atomic.Pointer[string] // this server's token from Central
 	closeOnce sync.Once
 	closeErr  error
 

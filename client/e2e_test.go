@@ -438,7 +438,7 @@ func TestE2ECentralRestartKeepsChatting(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the new Central to know the room", func() bool {
-		rooms, err := c.api.Rooms(context.Background())
+		rooms, err := c.api.Rooms(context.Background(), "")
 		return err == nil && len(rooms) == 1 && rooms[0].Server == "serv3"
 	})
 }

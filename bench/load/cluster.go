@@ -58,6 +58,7 @@ func newCluster(cfg Config, log *slog.Logger, logDir string) (*cluster, error) {
 	}
 	cc := central.DefaultConfig()
 	cc.RESTListen, cc.ControlListen = "127.0.0.1:0", "127.0.0.1:0"
+	cc.MaxConnsPerSource = 0 // every synthetic member comes from loopback
 	cc.HeartbeatInterval = cfg.Heartbeat
 	cc.OfflineAfter = cfg.OfflineAfter
 	cc.ScanInterval = time.Second
