@@ -61,7 +61,7 @@ type Central struct {
 	restLn    net.Listener
 	httpSrv   *http.Server
 	ctrl      *control
-	regLimit  sourceBuckets // registrations per source address, guarded by mu
+	regLimit  sourceBuckets    // registrations per source address, guarded by mu
 	folded    map[string]*user // users by case-folded name, guarded by mu
 	fresh     []*user          // registrations not yet expired or connected, oldest first; guarded by mu
 	ctrlAddr  string
@@ -142,7 +142,7 @@ func New(cfg Config) (*Central, error) {
 	}
 	c.restLn = ln
 	c.httpSrv = &http.Server{
-		Handler:           c.restHandler(),
+		Handler: c.restHandler(),
 		// Short timeouts: an idle or trickling connection holds a
 		// descriptor from the budget every port shares.
 		ReadHeaderTimeout: restHeaderTimeout,
@@ -304,6 +304,7 @@ func (c *Central) houseLoop() {
 		c.tickHelloLocked(now)
 		c.expireFreshLocked(now)
 		c.mu.Unlock()
+		c.lim.Reclaim()
 		if changed {
 			c.kickScan()
 		}

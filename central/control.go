@@ -25,14 +25,15 @@ const helloTimeout = 5 * time.Second
 
 // Bounds of one control connection. Replies and pushes that the client does
 // not read wait in its outbound buffer; past ctrlPauseOutbound its input is
-// left unread (the client is asked to read first), and a connection whose
-// unread input grows past ctrlMaxInbound meanwhile, or whose output passes
-// ctrlMaxOutbound, is cut off as a slow consumer. One client that never
+// left unread, and a connection whose unread input grows past
+// ctrlMaxInbound meanwhile, that stays paused for ctrlMaxPause, or whose
+// output passes ctrlMaxOutbound, is cut off as a slow consumer. One client that never
 // reads thus costs Central a few hundred KiB at most.
 const (
 	ctrlPauseOutbound = 256 << 10
 	ctrlMaxOutbound   = 1 << 20
 	ctrlMaxInbound    = 256 << 10
+	ctrlMaxPause      = 5 * time.Second
 )
 
 // conn is one control connection.
@@ -44,6 +45,7 @@ type conn struct {
 	queued   atomic.Int64 // bytes handed to AsyncWrite, not yet on the loop
 	outbound atomic.Int64 // the outbound buffer as last seen on the loop
 	paused   atomic.Bool  // input left unread until the output drains
+	pausedAt atomic.Int64 // when paused was set, Unix nanoseconds
 	user     *user        // guarded by Central.mu; nil before Hello
 }
 
@@ -263,7 +265,9 @@ func (c *Central) backPressure(cn *conn, inbound int) bool {
 		cn.paused.Store(false)
 		return false
 	}
-	cn.paused.Store(true)
+	if !cn.paused.Swap(true) {
+		cn.pausedAt.Store(time.Now().UnixNano())
+	}
 	if inbound > ctrlMaxInbound {
 		c.fatal(cn, proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes of replies unread", ctrlPauseOutbound))
 	}
@@ -271,12 +275,18 @@ func (c *Central) backPressure(cn *conn, inbound int) bool {
 }
 
 // wakePausedLocked asks the loops to look again at connections whose input
-// waits for their output to drain: gnet has no "writable" callback.
+// waits for their output to drain (gnet has no "writable" callback), and
+// cuts off those paused for longer than ctrlMaxPause.
 func (c *Central) wakePausedLocked() {
 	for cn := range c.conns {
-		if cn.paused.Load() && !cn.dead.Load() {
-			_ = cn.gc.Wake(nil)
+		if !cn.paused.Load() || cn.dead.Load() {
+			continue
 		}
+		if time.Since(time.Unix(0, cn.pausedAt.Load())) > ctrlMaxPause {
+			c.fatalLocked(cn, proto.CodeSlowConsumer, fmt.Sprintf("replies unread for %v", ctrlMaxPause))
+			continue
+		}
+		_ = cn.gc.Wake(nil)
 	}
 }
 

@@ -29,6 +29,17 @@ type Config struct {
 	MaxFrame int
 	// MaxConns bounds open connections; one more is told server_full.
 	MaxConns int
+	// MaxConnsPerSource bounds the connections of one IP address (0: no
+	// bound). Past it, or past the descriptor budget (RLIMIT_NOFILE minus a
+	// reserve), a connection is told server_full and closed.
+	MaxConnsPerSource int
+	// HelloTimeout closes a connection that has not said Hello this long
+	// after it opened; FrameTimeout one that started a frame and has not
+	// finished it; IdleTimeout one that said nothing this long (clients
+	// ping every few seconds).
+	HelloTimeout time.Duration
+	FrameTimeout time.Duration
+	IdleTimeout  time.Duration
 	// MaxRooms bounds rooms on this server.
 	MaxRooms int
 	// MaxMembers bounds the members of one room.
@@ -66,14 +77,18 @@ type Config struct {
 // DefaultConfig returns the configuration of bin/chatserver without flags.
 func DefaultConfig() Config {
 	return Config{
-		Listen:        "127.0.0.1:3002",
-		MaxFrame:      wire.MaxFrame,
-		MaxConns:      100_000,
-		MaxRooms:      50_000,
-		MaxMembers:    10_000,
-		MaxOutbound:   4 << 20,
-		History:       256,
-		ShutdownGrace: time.Second,
+		Listen:            "127.0.0.1:3002",
+		MaxFrame:          wire.MaxFrame,
+		MaxConns:          100_000,
+		MaxConnsPerSource: 2048,
+		HelloTimeout:      5 * time.Second,
+		FrameTimeout:      10 * time.Second,
+		IdleTimeout:       45 * time.Second,
+		MaxRooms:          50_000,
+		MaxMembers:        10_000,
+		MaxOutbound:       4 << 20,
+		History:           256,
+		ShutdownGrace:     time.Second,
 	}
 }
 
@@ -98,6 +113,17 @@ func (c *Config) validate() error {
 	}{{"max conns", c.MaxConns}, {"max rooms", c.MaxRooms}, {"max members", c.MaxMembers}, {"max outbound", c.MaxOutbound}, {"history", c.History}} {
 		if l.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %d: must be positive", l.name, l.v))
+		}
+	}
+	if c.MaxConnsPerSource < 0 {
+		errs = append(errs, fmt.Errorf("max conns per source %d: must not be negative", c.MaxConnsPerSource))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"hello timeout", c.HelloTimeout}, {"frame timeout", c.FrameTimeout}, {"idle timeout", c.IdleTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must be positive", d.name, d.v))
 		}
 	}
 	if c.Loops < 0 {

@@ -25,6 +25,9 @@ type member struct {
 
 	doomedAt time.Time // when a cut-off member is closed even if unread
 
+	guardState
+	guard *guardSet
+
 	room     *room
 	user     string
 	lastSent uint64

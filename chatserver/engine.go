@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
 )
@@ -44,6 +47,12 @@ func boundAddr(eng gnet.Engine) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// gnet accepts the whole queue before OnOpen counts anything: keep the
+	// queue short, so the count bounds the descriptors held.
+	if err := connlimit.SetBacklog(fd, connlimit.Backlog); err != nil {
+		unix.Close(fd)
+		return "", err
+	}
 	f := os.NewFile(uintptr(fd), "listener")
 	defer f.Close()
 	ln, err := net.FileListener(f)
@@ -60,6 +69,10 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	n := s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
 	c.SetContext(m)
+	if !s.admit(m) {
+		m.dead = true
+		return errorFrame(proto.CodeServerFull, "server has too many connections (from your address or in all); try again later"), gnet.Close
+	}
 	switch {
 	case s.closing.Load():
 		return errorFrame(proto.CodeShutdown, "server is shutting down"), gnet.Close
@@ -74,6 +87,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 	s := e.s
 	s.conns.Add(-1)
 	if m, ok := c.Context().(*member); ok {
+		s.release(m)
 		m.dead, m.gone = true, true
 		if m.room != nil {
 			s.leave(m)
@@ -90,9 +104,18 @@ func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 // serve handles every complete frame in m's inbound buffer. Event loop only.
 func (s *Server) serve(m *member) gnet.Action {
 	c := m.c
+	now := time.Now()
 	for !m.dead {
 		buffered := c.InboundBuffered()
+		if buffered == 0 {
+			m.partialAt = time.Time{}
+			return gnet.None
+		}
+		if s.backPressure(m, buffered) {
+			return gnet.None
+		}
 		if buffered < wire.LenSize {
+			m.startPartial(now)
 			return gnet.None
 		}
 		hdr, _ := c.Peek(wire.LenSize)
@@ -101,8 +124,10 @@ func (s *Server) serve(m *member) gnet.Action {
 			return s.reject(m, classify(err), err.Error())
 		}
 		if buffered < n {
+			m.startPartial(now)
 			return gnet.None
 		}
+		m.partialAt, m.lastIn = time.Time{}, now
 		frame, _ := c.Peek(n)
 		err = s.handle(m, wire.Type(frame[wire.LenSize]), frame[wire.HeaderSize:])
 		_, _ = c.Discard(n)
@@ -114,7 +139,21 @@ func (s *Server) serve(m *member) gnet.Action {
 			return s.reject(m, proto.CodeInternal, err.Error())
 		}
 	}
+	// A cut-off member's input is never read: drop it rather than let it
+	// pile up while the error frame drains; one that goes on sending that
+	// much is not reading its error frame either.
+	n, _ := c.Discard(c.InboundBuffered())
+	if m.dropped += n; m.dropped > maxDropped && !m.gone {
+		_ = c.Close()
+	}
 	return gnet.None
+}
+
+// startPartial notes when an incomplete frame began to arrive. Loop only.
+func (m *member) startPartial(now time.Time) {
+	if m.partialAt.IsZero() {
+		m.partialAt = now
+	}
 }
 
 func classify(err error) proto.Code {

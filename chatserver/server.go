@@ -15,6 +15,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/gnetlog"
 	"nearchat/pkg/tlsconfig"
 )
@@ -42,6 +43,11 @@ type Server struct {
 	closeErr  error
 
 	conns atomic.Int64
+
+	lim     *connlimit.Limiter // descriptors held by connections, TLS front included
+	port    *connlimit.Port
+	guardMu sync.Mutex // guards guards; each set is its loop's
+	guards  map[gnet.EventLoop]*guardSet
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
 	// loop's). loopsMu is never held with s.mu or r.mu; under it only l.mu
@@ -72,7 +78,14 @@ func New(cfg Config) (*Server, error) {
 		exited:   make(chan struct{}),
 		rooms:    make(map[string]*room),
 		loops:    make(map[gnet.EventLoop]*loop),
+		guards:   make(map[gnet.EventLoop]*guardSet),
 	}
+	budget, _, err := connlimit.Budget()
+	if err != nil {
+		return nil, fmt.Errorf("chatserver: %w", err)
+	}
+	s.lim = connlimit.New(budget)
+	s.port = s.lim.Port(cfg.MaxConnsPerSource)
 	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(cfg.Loops),
@@ -86,10 +99,14 @@ func New(cfg Config) (*Server, error) {
 	var tlsLn net.Listener
 	var sockDir string
 	if cfg.TLS != nil {
-		var err error
-		if tlsLn, err = tls.Listen("tcp", cfg.TLSListen, cfg.TLS); err != nil {
+		ln, err := net.Listen("tcp", cfg.TLSListen)
+		if err != nil {
 			return nil, fmt.Errorf("chatserver: TLS listen on %s: %w", cfg.TLSListen, err)
 		}
+		// A relayed TLS connection holds two descriptors in the front and
+		// one on the event loops (counted in OnOpen, by no source: the
+		// front counted the source).
+		tlsLn = tls.NewListener(s.port.Listener(ln, 2), cfg.TLS)
 		if network, listen, sockDir, err = tlsconfig.Backend(cfg.Listen); err != nil {
 			tlsLn.Close()
 			return nil, fmt.Errorf("chatserver: %w", err)
@@ -126,6 +143,7 @@ func New(cfg Config) (*Server, error) {
 		s.front = tlsconfig.NewFront(tlsLn, network, s.addr, sockDir, s.log.Debug)
 	}
 	go s.reapLoop()
+	go s.guardLoop()
 	s.startAgent()
 	s.log.Info("chat server listening", "addr", s.Addr(), "loops", s.addr, "tls", s.front != nil, "id", s.cfg.ID)
 	return s, nil

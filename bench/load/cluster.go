@@ -216,7 +216,8 @@ func (c *cluster) start(ctx context.Context, s *server) error {
 		return err
 	}
 	cmd := exec.Command(bin, "-listen", s.addr, "-id", s.id, "-central", c.rest, "-secret", c.cfg.Secret,
-		"-heartbeat", c.cfg.Heartbeat.String(), "-drain-timeout", "10s")
+		"-heartbeat", c.cfg.Heartbeat.String(), "-drain-timeout", "10s",
+		"-max-conns-per-source", "0") // every synthetic member comes from loopback
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Our own process group, so a terminal's Ctrl-C reaches only us, and
 	// death with us, so no server outlives a crashed run.

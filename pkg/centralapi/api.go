@@ -114,8 +114,8 @@ type LatencyVector struct {
 // RegisterServerRequest is the body of POST /v1/servers.
 type RegisterServerRequest struct {
 	ID       string `json:"id"`
-	Addr     string `json:"addr"` // host:port clients dial
-	Secret   string `json:"secret,omitempty"` // the cluster secret, if not sent as a bearer token
+	Addr     string `json:"addr"`                // host:port clients dial
+	Secret   string `json:"secret,omitempty"`    // the cluster secret, if not sent as a bearer token
 	MaxRooms int    `json:"max_rooms,omitempty"` // 0 = no limit
 	MaxConns int    `json:"max_conns,omitempty"` // 0 = no limit
 	// Token is the server token of an earlier registration of this id,

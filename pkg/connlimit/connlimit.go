@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,6 +31,9 @@ type Limiter struct {
 	max     int64
 	n       atomic.Int64
 	refused atomic.Int64
+
+	peak        atomic.Int64 // for Reclaim
+	lastReclaim atomic.Int64 // Unix nanoseconds
 }
 
 // New returns a Limiter allowing max descriptors in all.
@@ -223,3 +227,29 @@ func Backoff(prev time.Duration) time.Duration {
 	}
 	return min(2*prev, time.Second)
 }
+
+// Reclaim hands freed memory back to the operating system after a flood:
+// when the descriptors in use fall to half of their peak since the last
+// reclaim, by at least reclaimDrop, and at most once per reclaimEvery.
+// Buffers of the connections of a flood are garbage once they close, but
+// the runtime returns them slowly; an operator watching RSS after an attack
+// should see it fall. Call it periodically.
+func (l *Limiter) Reclaim() {
+	n := l.n.Load()
+	if n > l.peak.Load() {
+		l.peak.Store(n)
+		return
+	}
+	peak := l.peak.Load()
+	if peak-n < reclaimDrop || n > peak/2 || time.Since(time.Unix(0, l.lastReclaim.Load())) < reclaimEvery {
+		return
+	}
+	l.peak.Store(n)
+	l.lastReclaim.Store(time.Now().UnixNano())
+	debug.FreeOSMemory()
+}
+
+const (
+	reclaimDrop  = 256
+	reclaimEvery = 10 * time.Second
+)
