@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -111,4 +112,60 @@ func TestConnectionLimitPerSource(t *testing.T) {
 	q := &peer{t: t, conn: c, r: bufio.NewReaderSize(c, 64<<10)}
 	q.send(&proto.Hello{V: wire.Version, Agent: "test"})
 	q.expect(proto.TWelcome)
+}
+
+// A client that keeps writing after a protocol error still reads the
+// Error frame before the close, over TLS and plaintext alike. (Before:
+// over TLS, a bare close about 1 time in 4.)
+func TestFatalErrorReachesAWritingClient(t *testing.T) {
+	ca := devCA(t)
+	servers := map[string]*Server{"plain": startServer(t, nil), "tls": startTLSServer(t, ca)}
+	for name, s := range servers {
+		t.Run(name, func(t *testing.T) {
+			lost := 0
+			for range 20 {
+				var p *peer
+				if name == "tls" {
+					var err error
+					if p, err = dialTLS(t, s.Addr(), ca, nil); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					p = dial(t, s)
+				}
+				p.send(&proto.Hello{V: wire.Version, Agent: "test"})
+				p.expect(proto.TWelcome)
+				junk := bytes.Repeat([]byte{0xff}, 16<<10) // a declared length far past the maximum
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					for range 64 {
+						p.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+						if _, err := p.conn.Write(junk); err != nil {
+							return
+						}
+					}
+				}()
+				got := false
+				for {
+					m, err := p.next(5 * time.Second)
+					if err != nil {
+						break
+					}
+					if e, ok := m.(*proto.Error); ok && e.Fatal && e.Code == proto.CodeTooLarge {
+						got = true
+						break
+					}
+				}
+				<-done
+				p.conn.Close()
+				if !got {
+					lost++
+				}
+			}
+			if lost > 0 {
+				t.Fatalf("%d of 20 clients writing past a protocol error got a bare close, no Error frame", lost)
+			}
+		})
+	}
 }

@@ -186,6 +186,9 @@ func (s *Server) Run(ctx context.Context) error {
 		if s.closing.Load() {
 			return nil
 		}
+		if s.runErr == nil {
+			return errors.New("chatserver: event loops stopped")
+		}
 		return fmt.Errorf("chatserver: event loops stopped: %w", s.runErr)
 	}
 }

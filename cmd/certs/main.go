@@ -20,7 +20,18 @@ func main() {
 	dir := flag.String("dir", "certs", "output `directory`")
 	hosts := flag.String("hosts", "", "extra comma-separated `names or IPs` for the server certificate (localhost, 127.0.0.1 and ::1 are always in)")
 	validity := flag.Duration("validity", 90*24*time.Hour, "how long the certificates stay valid")
+	force := flag.Bool("force", false, "replace keys and certificates already in -dir")
 	flag.Parse()
+	// A second run must not silently replace a CA (and the ticket key)
+	// that a deployment already trusts.
+	if !*force {
+		for _, p := range []string{tlsconfig.DevFiles(*dir).CA, tlsconfig.DevFiles(*dir).CAKey, filepath.Join(*dir, "ticket.key")} {
+			if _, err := os.Stat(p); err == nil {
+				fmt.Fprintf(os.Stderr, "certs: %s exists; not replacing it (use -force to make a new CA and keys)\n", p)
+				os.Exit(1)
+			}
+		}
+	}
 	var extra []string
 	for _, h := range strings.Split(*hosts, ",") {
 		if h = strings.TrimSpace(h); h != "" {
