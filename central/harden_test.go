@@ -103,7 +103,6 @@ func TestControlNonReaderIsCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	nc.(*net.TCPConn).SetReadBuffer(4 << 10)
 	hello, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Token: s.Token, Agent: "spammer"})
 	if _, err := nc.Write(hello); err != nil {
 		t.Fatal(err)

@@ -57,7 +57,6 @@ func TestDeadlines(t *testing.T) {
 func TestNonReaderIsBounded(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.MaxOutbound = 64 << 10 })
 	p := hello(t, s)
-	p.conn.(*net.TCPConn).SetReadBuffer(4 << 10)
 	var batch []byte
 	for i := range 1024 {
 		batch, _ = wire.AppendFrame(batch, &proto.Ping{ID: uint64(i), At: 1})

@@ -217,7 +217,8 @@ func (c *cluster) start(ctx context.Context, s *server) error {
 	}
 	cmd := exec.Command(bin, "-listen", s.addr, "-id", s.id, "-central", c.rest, "-secret", c.cfg.Secret,
 		"-heartbeat", c.cfg.Heartbeat.String(), "-drain-timeout", "10s",
-		"-max-conns-per-source", "0") // every synthetic member comes from loopback
+		"-max-conns-per-source", "0", // every synthetic member comes from loopback
+		"-insecure") // the load's members have no tickets
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Our own process group, so a terminal's Ctrl-C reaches only us, and
 	// death with us, so no server outlives a crashed run.

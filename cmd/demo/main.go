@@ -173,7 +173,7 @@ func (d *demo) startServer(id string) error {
 		args = append(args, "-tls-cert", d.certs.ServerCert, "-tls-key", d.certs.ServerKey, "-ca", d.certs.CA,
 			"-client-cert", d.certs.ClientCert, "-client-key", d.certs.ClientKey, "-ticket-key", d.tpub)
 	} else {
-		args = append(args, "-secret", d.secret)
+		args = append(args, "-secret", d.secret, "-ticket-key", d.tpub)
 	}
 	_, err = d.spawn(id, nil, args...)
 	return err
@@ -257,21 +257,28 @@ func (d *demo) run(ctx context.Context, rate float64, hold time.Duration) error 
 	fmt.Println()
 	cargs := []string{"central", "-rest", d.rest, "-control", d.control, "-secret", d.secret,
 		"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s"}
+	// Room tickets in both modes: plaintext hides nothing from the wire,
+	// but still admits only the members Central placed.
+	keys := filepath.Join(d.logDir, "keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return err
+	}
+	d.tpriv, d.tpub = filepath.Join(keys, "ticket.key"), filepath.Join(keys, "ticket.pub")
+	if err := ticket.GenerateFiles(d.tpriv, d.tpub); err != nil {
+		return err
+	}
+	cargs = append(cargs, "-ticket-key", d.tpriv)
 	if d.tls {
 		if d.certs, err = tlsconfig.WriteDev(filepath.Join(d.logDir, "certs"), nil, 24*time.Hour); err != nil {
 			return err
 		}
-		d.tpriv, d.tpub = filepath.Join(d.certs.Dir, "ticket.key"), filepath.Join(d.certs.Dir, "ticket.pub")
-		if err := ticket.GenerateFiles(d.tpriv, d.tpub); err != nil {
-			return err
-		}
 		cargs = append(cargs, "-tls-cert", d.certs.ServerCert, "-tls-key", d.certs.ServerKey,
-			"-tls-client-ca", d.certs.CA, "-chat-ca", d.certs.CA, "-ticket-key", d.tpriv)
+			"-tls-client-ca", d.certs.CA, "-chat-ca", d.certs.CA)
 	}
 	if _, err := d.spawn("central", nil, cargs...); err != nil {
 		return err
 	}
-	mode := "plaintext, cluster secret"
+	mode := "plaintext, cluster secret, signed room tickets"
 	if d.tls {
 		mode = "TLS 1.3 everywhere, signed room tickets, chat servers authenticated by certificate"
 	}
