@@ -66,6 +66,9 @@ type Central struct {
 	fresh     []*user          // registrations not yet expired or connected, oldest first; guarded by mu
 	ctrlAddr  string
 	ctrlFront *tlsconfig.Front // TLS in front of the control port, if on
+	ctrlLn    net.Listener     // the plaintext control port, fed to the loops
+	ctrlFed   chan struct{}    // closed when feeding ctrlLn ends
+	ctrlSock  string           // the loops' private socket directory, when no front owns it
 	gnetDone  chan error
 
 	ctx       context.Context // ends on Close; bounds probes

@@ -60,25 +60,28 @@ type control struct {
 func (c *Central) startControl() error {
 	h := &control{c: c, boot: make(chan string, 1)}
 	c.ctrl = h
-	// With TLS the event loops listen on a private Unix socket and a TLS
-	// front on ControlListen relays to them (gnet has no TLS).
-	network, listen, sockDir := "tcp", c.cfg.ControlListen, ""
+	// The event loops listen on a private Unix socket, never on the
+	// network: gnet's accept loop ends the engine on EMFILE. Plaintext
+	// connections are accepted by connlimit.Feed; with TLS a front on
+	// ControlListen relays to the socket (gnet has no TLS).
+	network, listen, sockDir, err := tlsconfig.Backend("")
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.cfg.ControlListen)
+	if err != nil {
+		os.RemoveAll(sockDir)
+		return err
+	}
 	var tlsLn net.Listener
 	if c.cfg.TLS != nil {
-		ln, err := net.Listen("tcp", c.cfg.ControlListen)
-		if err != nil {
-			return err
-		}
 		// A relayed TLS connection holds two descriptors in the front and
 		// one on the event loops (counted in OnOpen).
 		tlsLn = tls.NewListener(c.ctrlPort.Listener(ln, 2), c.cfg.TLS)
-		if network, listen, sockDir, err = tlsconfig.Backend(""); err != nil {
-			tlsLn.Close()
-			return err
-		}
 	}
 	go func() {
 		c.gnetDone <- gnet.Run(h, network+"://"+listen,
+			gnet.WithLoadBalancing(gnet.LeastConnections), // Engine.Register needs it
 			gnet.WithMulticore(c.cfg.Multicore),
 			gnet.WithLogger(gnetlog.Logger{L: c.log}),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
@@ -88,22 +91,23 @@ func (c *Central) startControl() error {
 			gnet.WithReuseAddr(true))
 	}()
 	fail := func(err error) error {
-		if tlsLn != nil {
-			tlsLn.Close()
-			os.RemoveAll(sockDir)
-		}
+		ln.Close()
+		os.RemoveAll(sockDir)
 		return err
 	}
 	select {
-	case addr := <-h.boot:
-		if addr == "" {
-			return fail(errors.Join(errors.New("cannot read the bound address"), c.stopControl(context.Background())))
-		}
-		c.ctrlAddr = addr
+	case <-h.boot:
+		c.ctrlAddr = ln.Addr().String()
 		if tlsLn != nil {
-			c.ctrlFront = tlsconfig.NewFront(tlsLn, network, addr, sockDir, c.log.Debug)
-			c.ctrlAddr = tlsLn.Addr().String()
+			c.ctrlFront = tlsconfig.NewFront(tlsLn, network, listen, sockDir, c.log.Debug)
+			return nil
 		}
+		c.ctrlSock, c.ctrlLn, c.ctrlFed = sockDir, ln, make(chan struct{})
+		full, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeServerFull, Reason: "Central has too many connections; try again later", Fatal: true})
+		go func() {
+			defer close(c.ctrlFed)
+			connlimit.Feed(ln, h.eng, c.lim, full, c.log.Warn)
+		}()
 		return nil
 	case err := <-c.gnetDone:
 		return fail(err)
@@ -120,6 +124,10 @@ func (c *Central) stopControl(ctx context.Context) error {
 	if c.ctrlFront != nil {
 		c.ctrlFront.StopAccepting()
 	}
+	if c.ctrlLn != nil {
+		c.ctrlLn.Close()
+		<-c.ctrlFed
+	}
 	if err := c.ctrl.eng.Stop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("central: stop control port: %w", err))
 	}
@@ -135,26 +143,16 @@ func (c *Central) stopControl(ctx context.Context) error {
 	if c.ctrlFront != nil {
 		c.ctrlFront.Close()
 	}
+	if c.ctrlSock != "" {
+		os.RemoveAll(c.ctrlSock)
+	}
 	return errors.Join(errs...)
 }
 
-// OnBoot keeps the engine and learns the real port through a duplicate of
-// the listening socket.
+// OnBoot keeps the engine.
 func (h *control) OnBoot(eng gnet.Engine) gnet.Action {
 	h.eng = eng
-	addr := ""
-	if fd, err := eng.Dup(); err == nil {
-		if err := connlimit.SetBacklog(fd, connlimit.Backlog); err != nil {
-			h.c.log.Warn("control port", "err", err)
-		}
-		f := os.NewFile(uintptr(fd), "control-listener")
-		if ln, err := net.FileListener(f); err == nil {
-			addr = ln.Addr().String()
-			ln.Close()
-		}
-		f.Close()
-	}
-	h.boot <- addr
+	h.boot <- ""
 	return gnet.None
 }
 

@@ -24,6 +24,8 @@ func TestMain(m *testing.M) {
 		// the life of the process.
 		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
 		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+		// Its idle workers, which handed connections to the loops (Engine.Register).
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"),
 	)
 }
 

@@ -3,14 +3,10 @@ package chatserver
 import (
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 
-	"nearchat/pkg/connlimit"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
 )
@@ -22,45 +18,12 @@ type engine struct {
 	s *Server
 }
 
-// OnBoot runs once gnet has bound the listener; it records the engine and
-// the real address (which matters when Listen asked for port 0). It runs
-// before the event loops start, so what it sets needs no lock.
+// OnBoot runs once gnet has bound its listener; it records the engine.
+// It runs before the event loops start, so what it sets needs no lock.
 func (e *engine) OnBoot(eng gnet.Engine) gnet.Action {
-	s := e.s
-	s.eng = eng
-	addr, err := boundAddr(eng)
-	if err != nil {
-		s.booted <- fmt.Errorf("chatserver: reading bound address: %w", err)
-		return gnet.None
-	}
-	s.addr = addr
-	if s.cfg.ID == "" {
-		_, port, _ := net.SplitHostPort(addr)
-		s.cfg.ID = "chat-" + port
-	}
-	s.booted <- nil
+	e.s.eng = eng
+	e.s.booted <- nil
 	return gnet.None
-}
-
-func boundAddr(eng gnet.Engine) (string, error) {
-	fd, err := eng.Dup()
-	if err != nil {
-		return "", err
-	}
-	// gnet accepts the whole queue before OnOpen counts anything: keep the
-	// queue short, so the count bounds the descriptors held.
-	if err := connlimit.SetBacklog(fd, connlimit.Backlog); err != nil {
-		unix.Close(fd)
-		return "", err
-	}
-	f := os.NewFile(uintptr(fd), "listener")
-	defer f.Close()
-	ln, err := net.FileListener(f)
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // OnOpen admits a connection unless the server is full or closing.

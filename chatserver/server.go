@@ -17,6 +17,7 @@ import (
 
 	"nearchat/pkg/connlimit"
 	"nearchat/pkg/gnetlog"
+	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
 )
 
@@ -44,6 +45,9 @@ type Server struct {
 
 	conns atomic.Int64
 
+	plainLn net.Listener       // plaintext TCP, fed to the loops by connlimit.Feed
+	fed     chan struct{}      // closed when the feeding ends
+	sockDir string             // the loops' private socket directory, when no front owns it
 	lim     *connlimit.Limiter // descriptors held by connections, TLS front included
 	port    *connlimit.Port
 	guardMu sync.Mutex // guards guards; each set is its loop's
@@ -92,12 +96,29 @@ func New(cfg Config) (*Server, error) {
 		gnet.WithReuseAddr(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetlog.Logger{L: log}),
+		// Connections reach the loops through Engine.Register (see
+		// connlimit.Feed), which RoundRobin does not allow.
+		gnet.WithLoadBalancing(gnet.LeastConnections),
 	}
-	// The TLS listener binds first, so its port can name the server before
-	// the event loops start reading the name.
-	network, listen := "tcp", cfg.Listen
-	var tlsLn net.Listener
-	var sockDir string
+	// gnet never accepts from the network: its own accept loop ends the
+	// engine on EMFILE. It listens on a private Unix socket (where only the
+	// TLS front connects), and connlimit.Feed accepts plaintext TCP.
+	network, listen, sockDir, err := tlsconfig.Backend("")
+	if err != nil {
+		return nil, fmt.Errorf("chatserver: %w", err)
+	}
+	var plainLn, tlsLn net.Listener
+	if cfg.Listen != "" {
+		if plainLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+			os.RemoveAll(sockDir)
+			return nil, fmt.Errorf("chatserver: listen on %s: %w", cfg.Listen, err)
+		}
+		s.addr = plainLn.Addr().String()
+	} else {
+		s.addr = listen
+	}
+	// The listeners bind first, so a port can name the server before the
+	// event loops start reading the name.
 	if cfg.TLS != nil {
 		ln, err := net.Listen("tcp", cfg.TLSListen)
 		if err != nil {
@@ -107,18 +128,21 @@ func New(cfg Config) (*Server, error) {
 		// one on the event loops (counted in OnOpen, by no source: the
 		// front counted the source).
 		tlsLn = tls.NewListener(s.port.Listener(ln, 2), cfg.TLS)
-		if network, listen, sockDir, err = tlsconfig.Backend(cfg.Listen); err != nil {
-			tlsLn.Close()
-			return nil, fmt.Errorf("chatserver: %w", err)
+	}
+	if s.cfg.ID == "" {
+		named := plainLn
+		if tlsLn != nil {
+			named = tlsLn
 		}
-		if s.cfg.ID == "" {
-			_, port, _ := net.SplitHostPort(tlsLn.Addr().String())
-			s.cfg.ID = "chat-" + port
-		}
+		_, port, _ := net.SplitHostPort(named.Addr().String())
+		s.cfg.ID = "chat-" + port
 	}
 	fail := func(err error) (*Server, error) {
 		if tlsLn != nil {
 			tlsLn.Close()
+		}
+		if plainLn != nil {
+			plainLn.Close()
 		}
 		if sockDir != "" {
 			os.RemoveAll(sockDir)
@@ -140,7 +164,18 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
 	}
 	if tlsLn != nil {
-		s.front = tlsconfig.NewFront(tlsLn, network, s.addr, sockDir, s.log.Debug)
+		s.front = tlsconfig.NewFront(tlsLn, network, listen, sockDir, s.log.Debug)
+	} else {
+		s.sockDir = sockDir
+	}
+	if plainLn != nil {
+		s.plainLn = plainLn
+		s.fed = make(chan struct{})
+		full := errorFrame(proto.CodeServerFull, "server has too many connections; try again later")
+		go func() {
+			defer close(s.fed)
+			connlimit.Feed(plainLn, s.eng, s.lim, full, s.log.Warn)
+		}()
 	}
 	go s.reapLoop()
 	go s.guardLoop()
@@ -208,6 +243,10 @@ func (s *Server) Close() error {
 		if s.front != nil {
 			s.front.StopAccepting() // current TLS members still get their goodbye
 		}
+		if s.plainLn != nil {
+			s.plainLn.Close()
+			<-s.fed
+		}
 		bye := s.goodbye()
 		deadline := time.Now().Add(s.cfg.ShutdownGrace)
 		for !bye() && time.Now().Before(deadline) {
@@ -222,6 +261,9 @@ func (s *Server) Close() error {
 		<-s.exited
 		if s.front != nil {
 			s.front.Close()
+		}
+		if s.sockDir != "" {
+			os.RemoveAll(s.sockDir)
 		}
 	})
 	return s.closeErr
