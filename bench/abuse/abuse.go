@@ -55,11 +55,12 @@ func FreeAddr() (string, error) {
 
 // Proc is a target process.
 type Proc struct {
-	cmd  *exec.Cmd
-	log  *bytes.Buffer
-	mu   *sync.Mutex
-	done chan struct{}
-	err  error
+	cmd        *exec.Cmd
+	statusFile *os.File // /proc/pid/status, opened at start: a flood may leave no descriptor to open it later
+	log        *bytes.Buffer
+	mu         *sync.Mutex
+	done       chan struct{}
+	err        error
 }
 
 type lockedBuf struct {
@@ -88,6 +89,7 @@ func Start(bin string, nofile int, args ...string) (*Proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	p.statusFile, _ = os.Open(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -112,12 +114,17 @@ func (p *Proc) Log() string {
 	return p.log.String()
 }
 
-// status reads a field of /proc/pid/status in KiB.
+// status reads a field of /proc/pid/status, in bytes.
 func (p *Proc) status(field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
+	if p.statusFile == nil {
 		return 0
 	}
+	buf := make([]byte, 8192)
+	n, err := p.statusFile.ReadAt(buf, 0)
+	if n == 0 && err != nil {
+		return 0
+	}
+	b := buf[:n]
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, field+":") {
 			f := strings.Fields(line[len(field)+1:])
@@ -366,8 +373,10 @@ func (r *Room) Stop(settle time.Duration) RoomStats {
 type Flood struct {
 	mu    sync.Mutex
 	conns []net.Conn
-	// Opened counts connections established; Failed dials that failed.
-	Opened, Failed int
+	// Opened counts connections established and held; Refused those the
+	// target closed at once (only counted when Open is asked to check);
+	// Failed dials that failed.
+	Opened, Refused, Failed int
 }
 
 // Close closes every held connection.
@@ -407,6 +416,17 @@ func (f *Flood) Alive() int {
 // Open dials n connections to addr with up to par dials at once, writes
 // first (if not nil) on each, and holds them.
 func Open(ctx context.Context, addr string, n, par int, first []byte) *Flood {
+	return open(ctx, addr, n, par, first, 0)
+}
+
+// OpenShed is Open, but waits up to check after each dial and drops (as
+// Refused) the connections the target closed by then, so that a flood far
+// past the target's limit does not exhaust the attacker's descriptors.
+func OpenShed(ctx context.Context, addr string, n, par int, check time.Duration) *Flood {
+	return open(ctx, addr, n, par, nil, check)
+}
+
+func open(ctx context.Context, addr string, n, par int, first []byte, check time.Duration) *Flood {
 	f := &Flood{}
 	sem := make(chan struct{}, par)
 	var wg sync.WaitGroup
@@ -420,6 +440,16 @@ func Open(ctx context.Context, addr string, n, par int, first []byte) *Flood {
 			if err == nil && first != nil {
 				c.SetWriteDeadline(time.Now().Add(2 * time.Second))
 				_, err = c.Write(first)
+			}
+			if err == nil && check > 0 {
+				c.SetReadDeadline(time.Now().Add(check))
+				if _, rerr := c.Read(make([]byte, 512)); !isTimeout(rerr) {
+					c.Close()
+					f.mu.Lock()
+					f.Refused++
+					f.mu.Unlock()
+					return
+				}
 			}
 			f.mu.Lock()
 			defer f.mu.Unlock()
@@ -505,4 +535,9 @@ func BigBody(url, token string, size int) (int, error) {
 	}
 	n, _ := strconv.Atoi(f[1])
 	return n, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
