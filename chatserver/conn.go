@@ -36,15 +36,22 @@ type member struct {
 
 // write sends b to the member, or cuts it off if it is not keeping up.
 // Event loop only.
-func (m *member) write(b []byte, max int) {
+func (m *member) write(b []byte, max int) { m.writeN(b, max, 1) }
+
+// writeN is write for b holding frames frames, for the counters. Event
+// loop only.
+func (m *member) writeN(b []byte, max, frames int) {
 	if m.dead {
 		return
 	}
-	if m.c.OutboundBuffered() > max {
+	backlog := m.c.OutboundBuffered()
+	if backlog > max {
+		m.loop.st.slowConsumers.Add(1)
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
 		return
 	}
 	_, _ = m.c.Write(b)
+	m.loop.st.wrote(b, frames, backlog)
 }
 
 // kill sends a fatal error frame and closes the connection. When the frame
@@ -98,6 +105,8 @@ func (s *Server) serve(m *member) gnet.Action {
 			return gnet.None
 		}
 		frame, _ := c.Peek(n)
+		m.loop.st.framesIn.Add(1)
+		m.loop.st.bytesIn.Add(uint64(n))
 		err = s.handle(m, wire.Type(frame[wire.LenSize]), frame[wire.HeaderSize:])
 		_, _ = c.Discard(n)
 		if err != nil {

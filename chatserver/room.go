@@ -16,7 +16,8 @@ import (
 
 // room is one conversation hosted here.
 type room struct {
-	id string
+	id  string
+	srv *Server
 
 	mu      sync.Mutex
 	closed  bool // removed from the server's map; a joiner must look again
@@ -74,7 +75,8 @@ type item struct {
 	skip   *member
 	target *member
 	ev     uint64
-	bye    bool // after writing f, close the recipients
+	bye    bool  // after writing f, close the recipients
+	at     int64 // when a fan-out item was queued (Unix ns), for the latency histogram
 }
 
 // loop is our fan-out queue for one gnet event loop. gnet runs the loop
@@ -92,6 +94,8 @@ type loop struct {
 	doomed  []*member    // cut off, waiting for their error frame to drain; loop only
 	ndoomed atomic.Int32 // len(doomed), for the reaper goroutine
 	reaper  reaper
+
+	st loopStats
 }
 
 func (l *loop) doom(m *member) {
@@ -151,6 +155,7 @@ func (l *loop) idle() bool {
 
 // Run drains the queue on the event loop; it implements gnet.Runnable.
 func (l *loop) Run(context.Context) error {
+	start := time.Now()
 	l.mu.Lock()
 	q := l.queue
 	l.queue = l.spare[:0]
@@ -172,7 +177,11 @@ func (l *loop) Run(context.Context) error {
 			}
 		}
 		l.deliver(q[i : i+n])
+		now := time.Now().UnixNano()
 		for k := i; k < i+n; k++ {
+			if q[k].at != 0 {
+				l.st.observeFanout(q[k].at, now)
+			}
 			q[k].f.release()
 			q[k] = item{}
 		}
@@ -181,6 +190,7 @@ func (l *loop) Run(context.Context) error {
 	l.mu.Lock()
 	l.spare = q[:0]
 	l.mu.Unlock()
+	l.st.busySince(start)
 	return nil
 }
 
@@ -218,7 +228,7 @@ func (l *loop) deliver(run []item) {
 	for i := 0; i < len(*members); i++ {
 		m := (*members)[i]
 		if m.joinEv < first.ev && !sentOne(run, m) {
-			m.write(batch, max)
+			m.writeN(batch, max, len(run))
 		} else {
 			// The member sent one of these messages, or joined in the
 			// middle of the run: pick its frames one by one.
@@ -266,6 +276,7 @@ func (r *room) shardFor(l *loop) *shard {
 // reference to f.
 func (r *room) fanout(f *frame, skip *member) {
 	r.ev++
+	at := time.Now().UnixNano()
 	for _, sh := range r.shards {
 		n := sh.count
 		if skip != nil && skip.shard == sh {
@@ -275,7 +286,7 @@ func (r *room) fanout(f *frame, skip *member) {
 			continue
 		}
 		f.retain()
-		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev})
+		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev, at: at})
 	}
 }
 
@@ -294,7 +305,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 				s.mu.Unlock()
 				return fatal(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
 			}
-			r = &room{id: j.Room, members: make(map[string]*member)}
+			r = &room{id: j.Room, members: make(map[string]*member), srv: s}
 			s.rooms[j.Room] = r
 		}
 		s.mu.Unlock()
@@ -402,13 +413,16 @@ func (r *room) historyAfter(since uint64) ([]*frame, uint64) {
 // remember keeps f in r's history ring. Caller holds r.mu.
 func (r *room) remember(f *frame, limit int) {
 	f.retain()
+	r.srv.histBytes.Add(int64(len(f.bb.B)))
 	if r.hist == nil {
 		r.hist = make([]*frame, 0, limit)
 	}
 	if len(r.hist) < cap(r.hist) {
+		r.srv.histFrames.Add(1)
 		r.hist = append(r.hist, f)
 		return
 	}
+	r.srv.histBytes.Add(-int64(len(r.hist[r.histPos].bb.B)))
 	r.hist[r.histPos].release()
 	r.hist[r.histPos] = f
 	r.histPos = (r.histPos + 1) % len(r.hist)
@@ -458,8 +472,10 @@ func (s *Server) leave(m *member) {
 		r.closed = true
 		delete(s.rooms, r.id)
 		for _, f := range r.hist {
+			s.histBytes.Add(-int64(len(f.bb.B)))
 			f.release()
 		}
+		s.histFrames.Add(-int64(len(r.hist)))
 		r.hist = nil
 	}
 	r.mu.Unlock()

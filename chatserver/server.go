@@ -45,6 +45,8 @@ type Server struct {
 
 	conns atomic.Int64
 
+	histFrames, histBytes atomic.Int64 // held by the rooms' history rings
+
 	mu    sync.Mutex
 	rooms map[string]*room
 
@@ -348,5 +350,8 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTraffic parses every complete frame buffered for c.
 func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
-	return s.serve(m)
+	start := time.Now()
+	a := s.serve(m)
+	m.loop.st.busySince(start)
+	return a
 }
