@@ -45,8 +45,8 @@ func newObserver() *observer {
 			Name: "nearchat_central_moves_total", Help: "Room moves by reason.",
 		}, []string{"reason"}),
 		badFor: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "nearchat_central_move_bad_state_seconds",
-			Help: "For moves away from a server that was down, draining or gone: time from Central's first sign of it (a member's Unreachable report, the first missed heartbeat, the drain) to the move.",
+			Name:    "nearchat_central_move_bad_state_seconds",
+			Help:    "For moves away from a server that was down, draining or gone: time from Central's first sign of it (a member's Unreachable report, the first missed heartbeat, the drain) to the move.",
 			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
 		}),
 		scan: prometheus.NewHistogram(prometheus.HistogramOpts{
