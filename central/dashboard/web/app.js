@@ -15,6 +15,7 @@ function ms(ns) {
 function dur(ns) {
   if (!ns) return "–";
   const v = ns / 1e6;
+  if (v < 1) return "< 1 ms";
   if (v < 1000) return v.toFixed(0) + " ms";
   return (v / 1000).toFixed(2) + " s";
 }
