@@ -46,7 +46,7 @@ func (m *member) writeN(b []byte, max, frames int) {
 	}
 	backlog := m.c.OutboundBuffered()
 	if backlog > max {
-		m.loop.st.slowConsumers.Add(1)
+		m.loop.st.cutOff()
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
 		return
 	}
@@ -105,8 +105,7 @@ func (s *Server) serve(m *member) gnet.Action {
 			return gnet.None
 		}
 		frame, _ := c.Peek(n)
-		m.loop.st.framesIn.Add(1)
-		m.loop.st.bytesIn.Add(uint64(n))
+		m.loop.st.received(n)
 		err = s.handle(m, wire.Type(frame[wire.LenSize]), frame[wire.HeaderSize:])
 		_, _ = c.Discard(n)
 		if err != nil {

@@ -5,10 +5,11 @@ import (
 	"time"
 )
 
-// Counters kept for monitoring. The hot path only adds to atomics owned by
-// its own event loop (a single writer each, so the adds never contend);
-// Server.Metrics sums them when someone asks, so collecting costs no
-// allocation and no lock per message.
+// Counters kept for monitoring, when Config.Metrics is on. The hot path only
+// adds to atomics owned by its own event loop (a single writer each, so the
+// adds never contend); Server.Metrics sums them when someone asks, so
+// collecting costs no allocation and no lock per message. With metrics off
+// a loop has no loopStats and every method below returns at once.
 
 // fanoutBuckets are the upper bounds, in seconds, of the fan-out latency
 // histogram: from a message queued for a loop to its write to the members.
@@ -25,7 +26,8 @@ var fanoutBucketNs = func() (ns [len(fanoutBuckets)]int64) {
 	return ns
 }()
 
-// loopStats are one event loop's counters; only that loop adds to them.
+// loopStats are one event loop's counters; only that loop adds to them. A
+// nil *loopStats records nothing.
 type loopStats struct {
 	framesIn, bytesIn   atomic.Uint64
 	framesOut, bytesOut atomic.Uint64
@@ -40,6 +42,9 @@ type loopStats struct {
 
 // observeFanout records one item's wait from enqueue (at, Unix ns) to now.
 func (st *loopStats) observeFanout(at, now int64) {
+	if st == nil || at == 0 {
+		return
+	}
 	d := now - at
 	i := 0
 	for i < len(fanoutBucketNs) && d > fanoutBucketNs[i] {
@@ -53,6 +58,9 @@ func (st *loopStats) observeFanout(at, now int64) {
 // wrote counts one write of b carrying frames frames to a member whose
 // unsent backlog was backlog bytes before it. Event loop only.
 func (st *loopStats) wrote(b []byte, frames, backlog int) {
+	if st == nil {
+		return
+	}
 	st.framesOut.Add(uint64(frames))
 	st.bytesOut.Add(uint64(len(b)))
 	if int64(backlog) > st.outHigh.Load() {
@@ -60,9 +68,52 @@ func (st *loopStats) wrote(b []byte, frames, backlog int) {
 	}
 }
 
+// received counts one inbound frame of n bytes. Event loop only.
+func (st *loopStats) received(n int) {
+	if st == nil {
+		return
+	}
+	st.framesIn.Add(1)
+	st.bytesIn.Add(uint64(n))
+}
+
+// cutOff counts a slow consumer cut off. Event loop only.
+func (st *loopStats) cutOff() {
+	if st != nil {
+		st.slowConsumers.Add(1)
+	}
+}
+
+// start returns the time now when the loop is timed, for busySince.
+func (st *loopStats) start() time.Time {
+	if st == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
 // busySince adds the time since start to the loop's busy time.
 func (st *loopStats) busySince(start time.Time) {
-	st.busyNs.Add(int64(time.Since(start)))
+	if st != nil {
+		st.busyNs.Add(int64(time.Since(start)))
+	}
+}
+
+// countHistory adds to the history gauges when metrics are on.
+func (s *Server) countHistory(frames, bytes int) {
+	if s.cfg.Metrics {
+		s.histFrames.Add(int64(frames))
+		s.histBytes.Add(int64(bytes))
+	}
+}
+
+// stamp returns the enqueue time of a fan-out item, or 0 when metrics
+// are off.
+func (s *Server) stamp() int64 {
+	if !s.cfg.Metrics {
+		return 0
+	}
+	return time.Now().UnixNano()
 }
 
 // Metrics is a snapshot of the server's counters and gauges, for
@@ -96,7 +147,8 @@ type Metrics struct {
 	TLSHandshakes, TLSFailures uint64
 }
 
-// Metrics sums the per-loop counters and reads the gauges. Each call
+// Metrics sums the per-loop counters and reads the gauges; with
+// Config.Metrics off only the gauges are filled in. Each call
 // resets OutboundHigh's window. Safe for concurrent use; it takes the room
 // locks one at a time to count members, so call it at scrape intervals,
 // not per message.
@@ -124,7 +176,10 @@ func (s *Server) Metrics() Metrics {
 	}
 	s.loopsMu.Lock()
 	for _, l := range s.loops {
-		st := &l.st
+		st := l.st
+		if st == nil {
+			continue
+		}
 		m.FramesIn += st.framesIn.Load()
 		m.BytesIn += st.bytesIn.Load()
 		m.FramesOut += st.framesOut.Load()

@@ -95,7 +95,7 @@ type loop struct {
 	ndoomed atomic.Int32 // len(doomed), for the reaper goroutine
 	reaper  reaper
 
-	st loopStats
+	st *loopStats // nil when Config.Metrics is off
 }
 
 func (l *loop) doom(m *member) {
@@ -155,7 +155,7 @@ func (l *loop) idle() bool {
 
 // Run drains the queue on the event loop; it implements gnet.Runnable.
 func (l *loop) Run(context.Context) error {
-	start := time.Now()
+	start := l.st.start()
 	l.mu.Lock()
 	q := l.queue
 	l.queue = l.spare[:0]
@@ -177,11 +177,12 @@ func (l *loop) Run(context.Context) error {
 			}
 		}
 		l.deliver(q[i : i+n])
-		now := time.Now().UnixNano()
+		var now int64
+		if l.st != nil {
+			now = time.Now().UnixNano()
+		}
 		for k := i; k < i+n; k++ {
-			if q[k].at != 0 {
-				l.st.observeFanout(q[k].at, now)
-			}
+			l.st.observeFanout(q[k].at, now)
 			q[k].f.release()
 			q[k] = item{}
 		}
@@ -276,7 +277,7 @@ func (r *room) shardFor(l *loop) *shard {
 // reference to f.
 func (r *room) fanout(f *frame, skip *member) {
 	r.ev++
-	at := time.Now().UnixNano()
+	at := r.srv.stamp()
 	for _, sh := range r.shards {
 		n := sh.count
 		if skip != nil && skip.shard == sh {
@@ -413,16 +414,15 @@ func (r *room) historyAfter(since uint64) ([]*frame, uint64) {
 // remember keeps f in r's history ring. Caller holds r.mu.
 func (r *room) remember(f *frame, limit int) {
 	f.retain()
-	r.srv.histBytes.Add(int64(len(f.bb.B)))
 	if r.hist == nil {
 		r.hist = make([]*frame, 0, limit)
 	}
 	if len(r.hist) < cap(r.hist) {
-		r.srv.histFrames.Add(1)
+		r.srv.countHistory(1, len(f.bb.B))
 		r.hist = append(r.hist, f)
 		return
 	}
-	r.srv.histBytes.Add(-int64(len(r.hist[r.histPos].bb.B)))
+	r.srv.countHistory(0, len(f.bb.B)-len(r.hist[r.histPos].bb.B))
 	r.hist[r.histPos].release()
 	r.hist[r.histPos] = f
 	r.histPos = (r.histPos + 1) % len(r.hist)
@@ -472,10 +472,9 @@ func (s *Server) leave(m *member) {
 		r.closed = true
 		delete(s.rooms, r.id)
 		for _, f := range r.hist {
-			s.histBytes.Add(-int64(len(f.bb.B)))
+			s.countHistory(-1, -len(f.bb.B))
 			f.release()
 		}
-		s.histFrames.Add(-int64(len(r.hist)))
 		r.hist = nil
 	}
 	r.mu.Unlock()

@@ -315,6 +315,9 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 	l := s.loops[el]
 	if l == nil {
 		l = &loop{el: el, srv: s}
+		if s.cfg.Metrics {
+			l.st = new(loopStats)
+		}
 		l.reaper.l = l
 		s.loops[el] = l
 	}
@@ -350,7 +353,7 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTraffic parses every complete frame buffered for c.
 func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
-	start := time.Now()
+	start := m.loop.st.start()
 	a := s.serve(m)
 	m.loop.st.busySince(start)
 	return a

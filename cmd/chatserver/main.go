@@ -92,6 +92,7 @@ func main() {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	cfg.Metrics = *metricsAddr != ""
 	s, err := chatserver.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
