@@ -23,7 +23,8 @@ import (
 //	NEARCHAT_BENCH=1 go test -run TestMetricsOverhead -v ./bench/
 //
 // (NEARCHAT_BENCH_ROUNDS and NEARCHAT_BENCH_ROUND tune the rounds, default
-// 6 of 2s per server and room size).
+// 6 of 2s per server and room size; NEARCHAT_BENCH_MEMBERS picks one room
+// size instead of 16 and 256).
 func TestMetricsOverhead(t *testing.T) {
 	if os.Getenv(benchEnv) == "" {
 		t.Skipf("set %s=1 to run the metrics overhead comparison", benchEnv)
@@ -38,7 +39,11 @@ func TestMetricsOverhead(t *testing.T) {
 	fmt.Printf("Fan-out with metrics on and off, one sender, 64 B messages, 64 in flight, %d alternating rounds of %v each.\n\n", rounds, round)
 	fmt.Println("| members | off msgs/s | on msgs/s | on / off | off p99 | on p99 | allocs/msg off / on |")
 	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|")
-	for _, members := range []int{16, 256} {
+	sizes := []int{16, 256}
+	if v, err := strconv.Atoi(os.Getenv("NEARCHAT_BENCH_MEMBERS")); err == nil && v > 1 {
+		sizes = []int{v}
+	}
+	for _, members := range sizes {
 		on, off := overheadSession(t, true, members), overheadSession(t, false, members)
 		var sums [2]struct {
 			delivered uint64
@@ -60,6 +65,8 @@ func TestMetricsOverhead(t *testing.T) {
 			sums[k].elapsed += c.res.Elapsed
 			sums[k].p99 = append(sums[k].p99, time.Duration(c.res.Latency.Quantile(0.99)))
 			sums[k].allocs += c.allocsPerMsg / float64(rounds)
+			t.Logf("members=%d round %d metrics=%v: %.0f msgs/s, p99 %v", members, i/2, k == 0, c.res.MsgsPerSec(),
+				time.Duration(c.res.Latency.Quantile(0.99)).Round(time.Microsecond))
 		}
 		rate := func(k int) float64 { return float64(sums[k].delivered) / sums[k].elapsed.Seconds() }
 		median := func(k int) time.Duration {

@@ -29,6 +29,8 @@ var fanoutBucketNs = func() (ns [len(fanoutBuckets)]int64) {
 // loopStats are one event loop's counters; only that loop adds to them. A
 // nil *loopStats records nothing.
 type loopStats struct {
+	_ [64]byte // keep other loops' counters off these cache lines
+
 	framesIn, bytesIn   atomic.Uint64
 	framesOut, bytesOut atomic.Uint64
 	slowConsumers       atomic.Uint64
@@ -38,6 +40,8 @@ type loopStats struct {
 	fanoutCount atomic.Uint64
 	fanoutSumNs atomic.Int64
 	fanout      [len(fanoutBuckets) + 1]atomic.Uint64 // last slot: above every bound
+
+	_ [64]byte
 }
 
 // observeFanout records one item's wait from enqueue (at, Unix ns) to now.

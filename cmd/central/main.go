@@ -60,7 +60,7 @@ func main() {
 	ticketKey := fs.String("ticket-key", "", "Ed25519 private key `file` (make certs): sign a room ticket for every member")
 	fs.DurationVar(&cfg.TicketTTL, "ticket-ttl", cfg.TicketTTL, "how long a room ticket stays valid")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9090 (empty: off)")
-	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088 (empty: off); any non-loopback address needs -dashboard-token and -tls-cert")
+	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088 (empty: off); any non-loopback address needs -dashboard-token and -tls-cert, and serves https")
 	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Parse(os.Args[1:])
@@ -127,7 +127,9 @@ func main() {
 	}
 	if *dashAddr != "" {
 		dc := dashboard.Config{Listen: *dashAddr, Token: *dashToken, Logger: cfg.Logger}
-		if *tlsCert != "" {
+		// On loopback the page is plain http, so a browser on this machine
+		// needs no CA; anywhere else it is https and needs the token.
+		if *tlsCert != "" && !dashboard.Loopback(*dashAddr) {
 			if dc.TLS, err = tlsconfig.Server(*tlsCert, *tlsKey, ""); err != nil {
 				fmt.Fprintln(os.Stderr, "central:", err)
 				os.Exit(2)
