@@ -91,40 +91,19 @@ func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 func (s *Server) serve(m *member) gnet.Action {
 	c := m.c
 	for !m.dead {
-		buffered := c.InboundBuffered()
-		if buffered < wire.LenSize {
+		t, body, n, err := wire.Next(c, s.cfg.MaxFrame)
+		if errors.Is(err, wire.ErrIncomplete) {
 			return gnet.None
 		}
-		hdr, _ := c.Peek(wire.LenSize)
-		n, err := wire.FrameLen(hdr, s.cfg.MaxFrame)
-		if err != nil {
-			return s.reject(m, classify(err), err.Error())
+		if err == nil {
+			err = s.handle(m, t, body)
+			_, _ = c.Discard(n)
 		}
-		if buffered < n {
-			return gnet.None
-		}
-		frame, _ := c.Peek(n)
-		err = s.handle(m, wire.Type(frame[wire.LenSize]), frame[wire.HeaderSize:])
-		_, _ = c.Discard(n)
 		if err != nil {
-			var f *errFatal
-			if errors.As(err, &f) {
-				return s.reject(m, f.code, f.reason)
-			}
-			return s.reject(m, proto.CodeInternal, err.Error())
+			return s.reject(m, proto.CodeOf(err), proto.ReasonOf(err))
 		}
 	}
 	return gnet.None
-}
-
-func classify(err error) proto.Code {
-	switch {
-	case errors.Is(err, wire.ErrTooLarge):
-		return proto.CodeTooLarge
-	case errors.Is(err, wire.ErrBody):
-		return proto.CodeBadBody
-	}
-	return proto.CodeBadFrame
 }
 
 // reject answers a protocol violation with a fatal error frame and closes

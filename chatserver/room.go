@@ -34,11 +34,11 @@ func (s *Server) join(m *member, j *proto.Join) error {
 		if r == nil {
 			if s.closing.Load() {
 				s.mu.Unlock()
-				return fatal(proto.CodeShutdown, "server is shutting down")
+				return proto.Fatalf(proto.CodeShutdown, "server is shutting down")
 			}
 			if len(s.rooms) >= s.cfg.MaxRooms {
 				s.mu.Unlock()
-				return fatal(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
+				return proto.Fatalf(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
 			}
 			r = &room{id: j.Room, members: make(map[string]*member)}
 			s.rooms[j.Room] = r
@@ -53,12 +53,12 @@ func (s *Server) join(m *member, j *proto.Join) error {
 
 	if s.cfg.TicketKey != nil && j.Epoch < r.epoch {
 		r.mu.Unlock()
-		return fatal(proto.CodeUnauthorized, "ticket is for epoch %d; room %q is at epoch %d here", j.Epoch, j.Room, r.epoch)
+		return proto.Fatalf(proto.CodeUnauthorized, "ticket is for epoch %d; room %q is at epoch %d here", j.Epoch, j.Room, r.epoch)
 	}
 	old := r.members[j.User]
 	if old == nil && len(r.members) >= s.cfg.MaxMembers {
 		r.mu.Unlock()
-		return fatal(proto.CodeRoomFull, "room %q has its maximum of %d members", j.Room, s.cfg.MaxMembers)
+		return proto.Fatalf(proto.CodeRoomFull, "room %q has its maximum of %d members", j.Room, s.cfg.MaxMembers)
 	}
 	if old != nil {
 		// The same user again: a reconnect whose old connection we have not
