@@ -126,6 +126,7 @@ func (m *member) drain() {
 			m.drained = append(m.drained, ev)
 		case Missed:
 			m.miss = append(m.miss, ev)
+			m.check.Missed(ev.From, ev.First, ev.Last)
 		case Broken:
 			m.broke = append(m.broke, ev)
 		case Error:
