@@ -150,8 +150,8 @@ type Session struct {
 	nextPing          time.Time
 	moveWait          chan error
 	answered          map[string]answer // last Resend answered, by asker
-	queue             []Event // events not yet taken from the channel
-	wakeups           int     // loop iterations, for tests that check it idles
+	queue             []Event           // events not yet taken from the channel
+	wakeups           int               // loop iterations, for tests that check it idles
 	stats             Stats
 }
 
