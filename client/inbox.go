@@ -29,6 +29,10 @@ type sender struct {
 	gapSince time.Time     // when the current gap was noticed or last made progress; zero if none
 	asked    time.Time     // when we last asked for it again
 	wait     time.Duration // how long after asked to ask again; doubles while nothing arrives
+
+	// The incarnation before inc, closed out up to prevCursor: its frames
+	// that still arrive (a history replay) are delivered past it, in order.
+	prevInc, prevCursor uint64
 }
 
 // Reasons a gap is given up, as the user is told them.
@@ -78,7 +82,7 @@ func (in *inbox) cursor(user string) uint64 {
 // incarnation moves p to incarnation inc if that is newer than the one it
 // follows: whatever the old incarnation still owed is given up (held
 // messages delivered, holes reported) and numbering starts afresh. It
-// reports false for an older incarnation, whose frames are stale.
+// reports false for an older incarnation.
 func (in *inbox) incarnation(from string, p *sender, inc uint64, now time.Time) (ok bool, ready []proto.Deliver, gaps []gap) {
 	switch {
 	case inc == p.inc:
@@ -89,7 +93,7 @@ func (in *inbox) incarnation(from string, p *sender, inc uint64, now time.Time) 
 	for p.known > p.cursor || len(p.held) > 0 {
 		ready = append(ready, in.giveUp(from, p, now, &gaps, reasonRestart)...)
 	}
-	*p = sender{inc: inc}
+	*p = sender{inc: inc, prevInc: p.inc, prevCursor: p.cursor}
 	return true, ready, gaps
 }
 
@@ -100,7 +104,7 @@ func (in *inbox) accept(d proto.Deliver, now time.Time) (ready []proto.Deliver, 
 	p := in.peer(d.From)
 	ok, ready, gaps := in.incarnation(d.From, p, d.Inc, now)
 	if !ok {
-		return nil, nil, true
+		return in.late(p, d)
 	}
 	if d.Num > p.known {
 		p.known = d.Num
@@ -127,6 +131,22 @@ func (in *inbox) accept(d proto.Deliver, now time.Time) (ready []proto.Deliver, 
 	p.cursor = d.Num
 	ready = append(ready, d)
 	return in.release(p, now, ready), gaps, false
+}
+
+// late takes a Deliver of an incarnation older than the sender's current
+// one: one of the incarnation just closed out and past what was delivered
+// or reported of it is delivered, after a report of any hole before it;
+// anything else is a duplicate.
+func (in *inbox) late(p *sender, d proto.Deliver) ([]proto.Deliver, []gap, bool) {
+	if d.Inc != p.prevInc || d.Num <= p.prevCursor {
+		return nil, nil, true
+	}
+	var gaps []gap
+	if d.Num > p.prevCursor+1 {
+		gaps = append(gaps, gap{from: d.From, inc: d.Inc, first: p.prevCursor + 1, last: d.Num - 1, reason: reasonRestart})
+	}
+	p.prevCursor = d.Num
+	return []proto.Deliver{d}, gaps, false
 }
 
 // release appends the held messages that follow the cursor. Any progress

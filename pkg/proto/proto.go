@@ -153,7 +153,7 @@ type Member struct {
 
 // Joined (0x11, chat server -> client): the Join succeeded. Seq is the
 // room's latest sequence number; Members the members now present, the
-// joiner first. A very large room lists its first 1000 members here and
+// joiner first. A very large room lists its first 900 members here and
 // sends the others as Presence frames right after. Truncated means the history no longer reaches back to
 // Since: messages between Since and Oldest are gone from this server.
 // Replayed Deliver frames follow.
