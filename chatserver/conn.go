@@ -31,7 +31,7 @@ type member struct {
 	lastSent uint64
 	inc      uint64        // the member's incarnation, from its Join
 	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
-	joinEv   uint64 // fan-out items numbered up to this predate the join
+	joinEv   uint64        // fan-out items numbered up to this predate the join
 	shard    *shard
 	idx      int // position in shard.members, -1 when not in one
 }
