@@ -94,7 +94,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	joined := proto.Joined{Room: r.id, Epoch: r.epoch, Seq: r.seq, Members: all[:min(len(all), joinedMembers)]}
 	rest := all[len(joined.Members):]
 	var replay []*frame
-	if j.Since > 0 && j.Since < r.seq {
+	if (j.Since > 0 || j.Move) && j.Since < r.seq {
 		replay, joined.Oldest = r.historyAfter(j.Since)
 		joined.Truncated = joined.Oldest > j.Since+1
 	}

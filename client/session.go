@@ -311,7 +311,7 @@ func (s *Session) Move(ctx context.Context, server proto.ServerRef, epoch uint64
 		}
 		s.pending, s.moveWait = l, wait
 		l.start()
-		l.send(&proto.Join{Room: s.room, User: s.user, Ticket: ticket, Epoch: epoch, LastSent: s.out.last, Since: s.since[server.Addr], Inc: s.inc})
+		l.send(&proto.Join{Room: s.room, User: s.user, Ticket: ticket, Epoch: epoch, LastSent: s.out.last, Since: s.since[server.Addr], Inc: s.inc, Move: s.cur != nil})
 		s.armPing(time.Now())
 	}); err != nil {
 		l.conn.Close()

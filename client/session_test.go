@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -573,4 +574,27 @@ func TestResendStorm(t *testing.T) {
 	if d := b.s.Stats().Duplicates; d != 0 {
 		t.Errorf("bob dropped %d duplicates: resends were broadcast", d)
 	}
+}
+
+// TestLateJoinerOnNewServer: in a room of three, alice moves to serv2 and
+// sends there before bob arrives. Bob gets it as soon as he joins serv2,
+// not after the old connection's DrainTimeout (review finding 11; with
+// nothing later from alice, he used to never get it at all). Production
+// timers, with a DrainTimeout long enough that only the fix can pass.
+func TestLateJoinerOnNewServer(t *testing.T) {
+	s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
+	cfg := DefaultConfig()
+	cfg.Logger = testLogger(t, slog.LevelInfo)
+	cfg.DrainTimeout = time.Minute
+	a := join(t, cfg, ref(s1), "room-late", "alice")
+	b := join(t, cfg, ref(s1), "room-late", "bob")
+	join(t, cfg, ref(s1), "room-late", "carol")
+	a.move(t, ref(s2), 2)
+	a.send(t, "on serv2")
+	waitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
+	start := time.Now()
+	b.move(t, ref(s2), 2)
+	waitFor(t, 20*time.Second, "bob gets alice's serv2 message", func() bool { return b.got("alice") == 1 })
+	t.Logf("bob got alice's serv2 message %v after joining serv2", time.Since(start))
+	verify(t, []*member{b}, map[string]uint64{"alice": 1})
 }

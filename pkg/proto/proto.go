@@ -132,7 +132,10 @@ type Pong struct {
 // Inc is the member's incarnation: its numbering starts again at 1 with
 // every incarnation, and a later incarnation is a larger number (the
 // client uses the Unix nanosecond its Session started), so receivers tell
-// a restarted member's new message 1 from its old one.
+// a restarted member's new message 1 from its old one. Move says the
+// member brings the room here from another server: with Since 0 the
+// server then replays its whole history, which holds exactly what was
+// sent here before the member arrived.
 type Join struct {
 	Room     string `msgpack:"room"`
 	User     string `msgpack:"user"`
@@ -141,6 +144,7 @@ type Join struct {
 	LastSent uint64 `msgpack:"last"`
 	Since    uint64 `msgpack:"since"`
 	Inc      uint64 `msgpack:"inc"`
+	Move     bool   `msgpack:"move"`
 }
 
 // Member describes one room member in Joined.
