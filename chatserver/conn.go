@@ -6,6 +6,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/time/rate"
 
 	"nearchat/pkg/proto"
 	"nearchat/pkg/ticket"
@@ -28,7 +29,9 @@ type member struct {
 	room     *room
 	user     string
 	lastSent uint64
-	joinEv   uint64 // fan-out items numbered up to this predate the join
+	inc      uint64        // the member's incarnation, from its Join
+	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
+	joinEv   uint64        // fan-out items numbered up to this predate the join
 	shard    *shard
 	idx      int // position in shard.members, -1 when not in one
 }
@@ -169,7 +172,8 @@ func (s *Server) onJoin(m *member, body []byte) error {
 	return s.join(m, &j)
 }
 
-// onChat broadcasts a joined member's message to its room.
+// onChat broadcasts a joined member's message to its room, or hands a
+// resend (To set) to that one member.
 func (s *Server) onChat(m *member, body []byte) error {
 	var msg proto.Chat
 	if err := wire.Unmarshal(body, &msg); err != nil {
@@ -177,6 +181,10 @@ func (s *Server) onChat(m *member, body []byte) error {
 	}
 	if len(msg.Text) > proto.MaxText {
 		return proto.Fatalf(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(msg.Text), proto.MaxText)
+	}
+	if msg.To != "" {
+		s.forward(m, msg.To, &proto.Deliver{From: m.user, Num: msg.Num, At: msg.At, Text: msg.Text, Inc: m.inc})
+		return nil
 	}
 	s.broadcast(m, &msg)
 	return nil
@@ -194,10 +202,20 @@ func (s *Server) onLeave(m *member, body []byte) error {
 }
 
 // onResend forwards a Resend to the member asked, signed with the sender.
+// Asks beyond ResendRate per asker are dropped: an ask costs the member
+// asked a whole answer, and an asker whose ask was dropped asks again on
+// its own timer, so nothing is lost by it.
 func (s *Server) onResend(m *member, body []byte) error {
 	var r proto.Resend
 	if err := wire.Unmarshal(body, &r); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "resend: %v", err)
+	}
+	if m.resends == nil {
+		m.resends = rate.NewLimiter(rate.Limit(s.cfg.ResendRate), s.cfg.ResendBurst)
+	}
+	if !m.resends.Allow() {
+		s.resendsDropped.Add(1)
+		return nil
 	}
 	r.By = m.user
 	s.forward(m, r.Of, &r)

@@ -40,7 +40,8 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	conns atomic.Int64
+	conns          atomic.Int64
+	resendsDropped atomic.Uint64
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
 	// loop's). loopsMu is never held with s.mu or r.mu; under it only l.mu
@@ -209,6 +210,8 @@ func (s *Server) Close() error {
 type Stats struct {
 	Conns int
 	Rooms int
+	// ResendsDropped counts Resend asks over a member's ResendRate.
+	ResendsDropped uint64
 }
 
 // Stats reports the current load. Safe for concurrent use.
@@ -216,7 +219,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	n := len(s.rooms)
 	s.mu.Unlock()
-	return Stats{Conns: int(s.conns.Load()), Rooms: n}
+	return Stats{Conns: int(s.conns.Load()), Rooms: n, ResendsDropped: s.resendsDropped.Load()}
 }
 
 // RoomInfo describes one hosted room.
