@@ -2,13 +2,13 @@ package chatserver
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,12 +27,14 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	eng    gnet.Engine
-	addr   string // where the event loops listen (TCP, or a Unix socket under TLS only)
-	front  *tlsconfig.Front
-	booted chan error    // receives the outcome of binding
-	exited chan struct{} // closed when gnet.Run returns
-	runErr error         // gnet.Run's result, read after exited
+	eng     gnet.Engine
+	addr    string // where the event loops listen (TCP, or a Unix socket under TLS only)
+	tlsLn   net.Listener
+	front   *tlsFront
+	sockDir string        // private directory of the loops' Unix socket, if any
+	booted  chan error    // receives the outcome of binding
+	exited  chan struct{} // closed when gnet.Run returns
+	runErr  error         // gnet.Run's result, read after exited
 
 	closing   atomic.Bool
 	stopReap  chan struct{}
@@ -80,19 +82,23 @@ func New(cfg Config) (*Server, error) {
 		gnet.WithLogger(gnetlog.Logger{L: log}),
 	}
 	// The TLS listener binds first, so its port can name the server before
-	// the event loops start reading the name.
+	// the event loops start reading the name. With TLS only, the loops
+	// listen on a Unix socket in a private directory that nobody dials:
+	// gnet needs a listener, and TLS connections join the loops by
+	// enrolment.
 	network, listen := "tcp", cfg.Listen
 	var tlsLn net.Listener
 	var sockDir string
 	if cfg.TLS != nil {
 		var err error
-		if tlsLn, err = tls.Listen("tcp", cfg.TLSListen, cfg.TLS); err != nil {
+		if tlsLn, err = net.Listen("tcp", cfg.TLSListen); err != nil {
 			return nil, fmt.Errorf("chatserver: TLS listen on %s: %w", cfg.TLSListen, err)
 		}
 		if network, listen, sockDir, err = tlsconfig.Backend(cfg.Listen); err != nil {
 			tlsLn.Close()
 			return nil, fmt.Errorf("chatserver: %w", err)
 		}
+		s.tlsLn, s.sockDir = tlsLn, sockDir
 		if s.cfg.ID == "" {
 			_, port, _ := net.SplitHostPort(tlsLn.Addr().String())
 			s.cfg.ID = "chat-" + port
@@ -122,12 +128,21 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
 	}
 	if tlsLn != nil {
-		s.front = tlsconfig.NewFront(tlsLn, network, s.addr, sockDir, s.log.Debug)
+		s.front = newTLSFront(s, tlsLn)
 	}
 	go s.reapLoop()
 	s.startAgent()
-	s.log.Info("chat server listening", "addr", s.Addr(), "loops", s.addr, "tls", s.front != nil, "id", s.cfg.ID)
+	s.log.Info("chat server listening", "addr", s.Addr(), "plain", s.addr, "tls", s.front != nil, "loops", s.numLoops(), "id", s.cfg.ID)
 	return s, nil
+}
+
+// numLoops is the number of event loops gnet runs: Config.Loops, or one
+// per CPU this process may use.
+func (s *Server) numLoops() int {
+	if s.cfg.Loops > 0 {
+		return s.cfg.Loops
+	}
+	return runtime.NumCPU()
 }
 
 // OnBoot runs once gnet has bound the listener; it records the engine and
@@ -167,8 +182,8 @@ func boundAddr(eng gnet.Engine) (string, error) {
 // Addr returns the address clients dial: the TLS address when TLS is on,
 // the plaintext one otherwise. Safe for concurrent use.
 func (s *Server) Addr() string {
-	if s.front != nil {
-		return s.front.Addr().String()
+	if s.tlsLn != nil {
+		return s.tlsLn.Addr().String()
 	}
 	return s.addr
 }
@@ -218,7 +233,7 @@ func (s *Server) Close() error {
 			s.deregister()
 		}
 		if s.front != nil {
-			s.front.StopAccepting() // current TLS members still get their goodbye
+			s.front.stopAccepting() // current TLS members still get their goodbye
 		}
 		bye := s.goodbye()
 		deadline := time.Now().Add(s.cfg.ShutdownGrace)
@@ -232,8 +247,8 @@ func (s *Server) Close() error {
 			s.closeErr = fmt.Errorf("chatserver: stop: %w", err)
 		}
 		<-s.exited
-		if s.front != nil {
-			s.front.Close()
+		if s.sockDir != "" {
+			_ = os.RemoveAll(s.sockDir)
 		}
 	})
 	return s.closeErr
@@ -323,14 +338,31 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	n := s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
+	if h, ok := c.Context().(*tlsHandoff); ok {
+		h.t.attach(c)
+		m.tls = h.c
+	}
 	c.SetContext(m)
+	var refuse []byte
 	switch {
 	case s.closing.Load():
-		return errorFrame(proto.CodeShutdown, "server is shutting down"), gnet.Close
+		refuse = errorFrame(proto.CodeShutdown, "server is shutting down")
 	case n > int64(s.cfg.MaxConns):
-		return errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns)), gnet.Close
+		refuse = errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns))
+	default:
+		if m.tls != nil {
+			// Records that arrived with the end of the handshake are
+			// already in the tls.Conn: have OnTraffic look at them.
+			_ = c.Wake(nil)
+		}
+		return nil, gnet.None
 	}
-	return nil, gnet.None
+	m.dead = true
+	if m.tls != nil {
+		m.send(refuse)
+		return nil, gnet.Close
+	}
+	return refuse, gnet.Close
 }
 
 // OnClose removes the connection from its room.
@@ -348,5 +380,8 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTraffic parses every complete frame buffered for c.
 func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
-	return s.serve(m)
+	if m.tls != nil {
+		return s.serveTLS(m)
+	}
+	return s.serve(m, c)
 }
