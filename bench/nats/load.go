@@ -278,7 +278,6 @@ func (l *load) close() {
 	l.wg.Wait()
 }
 
-
 // closedLoop sends from one room's sender for d, keeping the room's window
 // full.
 func (l *load) closedLoop(d time.Duration) error {
