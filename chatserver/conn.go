@@ -1,6 +1,7 @@
 package chatserver
 
 import (
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 // room and not changed after.
 type member struct {
 	c     gnet.Conn
+	tls   *tls.Conn // nil for a plaintext member; writes go through it
 	loop  *loop
 	hello bool
 	dead  bool // nothing more is written: closed, or closing
@@ -34,6 +36,18 @@ type member struct {
 	joinEv   uint64        // fan-out items numbered up to this predate the join
 	shard    *shard
 	idx      int // position in shard.members, -1 when not in one
+
+	partial []byte // TLS only: the decrypted start of a frame not yet whole
+}
+
+// send writes b to the member's connection, encrypted if it is TLS. Event
+// loop only.
+func (m *member) send(b []byte) {
+	if m.tls != nil {
+		_, _ = m.tls.Write(b)
+		return
+	}
+	_, _ = m.c.Write(b)
 }
 
 // write sends b to the member, or cuts it off if it is not keeping up.
@@ -46,7 +60,7 @@ func (m *member) write(b []byte, max int) {
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
 		return
 	}
-	_, _ = m.c.Write(b)
+	m.send(b)
 }
 
 // kill sends a fatal error frame and closes the connection. When the frame
@@ -59,7 +73,7 @@ func (m *member) kill(code proto.Code, reason string) {
 		return
 	}
 	m.dead = true
-	_, _ = m.c.Write(errorFrame(code, reason))
+	m.send(errorFrame(code, reason))
 	if m.c.OutboundBuffered() == 0 || m.gone {
 		_ = m.c.Close()
 		return

@@ -69,10 +69,12 @@ type loop struct {
 	spare     []item
 	scheduled bool
 
-	batch   []byte       // frames of a run of broadcasts, concatenated; loop only
-	doomed  []*member    // cut off, waiting for their error frame to drain; loop only
-	ndoomed atomic.Int32 // len(doomed), for the reaper goroutine
-	reaper  reaper
+	batch    []byte       // frames of a run of broadcasts, concatenated; loop only
+	plain    plainIn      // a TLS member's decrypted input while it is served; loop only
+	plainBuf []byte       // plain's buffer, kept between members; loop only
+	doomed   []*member    // cut off, waiting for their error frame to drain; loop only
+	ndoomed  atomic.Int32 // len(doomed), for the reaper goroutine
+	reaper   reaper
 }
 
 func (l *loop) doom(m *member) {
