@@ -202,7 +202,7 @@ func (s *Server) Metrics() Metrics {
 		m.Fanout[i] += m.Fanout[i-1]
 	}
 	if s.front != nil {
-		m.TLSHandshakes, m.TLSFailures = s.front.Handshakes()
+		m.TLSHandshakes, m.TLSFailures = s.front.handshakes.Load(), s.front.failed.Load()
 	}
 	return m
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -29,8 +28,6 @@ type Front struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
-
-	handshakes, failed atomic.Uint64
 }
 
 // HandshakeTimeout bounds a TLS handshake on a Front.
@@ -51,10 +48,6 @@ func NewFront(ln net.Listener, network, backend, sockDir string, log func(msg st
 
 // Addr is the TLS address.
 func (f *Front) Addr() net.Addr { return f.ln.Addr() }
-
-// Handshakes returns how many TLS handshakes completed and how many failed
-// so far. Safe for concurrent use.
-func (f *Front) Handshakes() (ok, failed uint64) { return f.handshakes.Load(), f.failed.Load() }
 
 // StopAccepting closes the listener; relayed connections go on.
 func (f *Front) StopAccepting() { _ = f.ln.Close() }
@@ -99,11 +92,9 @@ func (f *Front) relay(c *tls.Conn) {
 	err := c.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
-		f.failed.Add(1)
 		f.log("TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
-	f.handshakes.Add(1)
 	back, err := net.Dial(f.network, f.backend)
 	if err != nil {
 		f.log("TLS relay: reaching the event loops", "err", err)
