@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -65,4 +66,24 @@ func TestMetricsCount(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMetricsTLSHandshakes counts a handshake that completes and one that
+// fails (a client that speaks plaintext to the TLS port).
+func TestMetricsTLSHandshakes(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	tlsMember(t, s.Addr(), ca, "r", "a")
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "one handshake and one failure counted", func() bool {
+		m := s.Metrics()
+		return m.TLSHandshakes == 1 && m.TLSFailures == 1
+	})
 }
