@@ -9,10 +9,12 @@
 // /api/events, a server-sent event stream that pushes a new snapshot
 // whenever Central's picture changes, so it updates without a reload.
 //
-// The dashboard listens on its own address, loopback by default. Bound to
-// any other address it requires an operator token and TLS: a browser gives
-// the token once as ?token=..., gets it back as an HttpOnly cookie, and
-// tools send it as "Authorization: Bearer <token>".
+// The dashboard listens on its own address: a loopback address, or a Unix
+// socket ("unix:/path", which the Mininet scripts relay to the machine's
+// loopback from Central's network namespace). Bound to any other address
+// it requires an operator token and TLS: a browser gives the token once as
+// ?token=..., gets it back as an HttpOnly cookie, and tools send it as
+// "Authorization: Bearer <token>".
 package dashboard
 
 import (
@@ -29,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,7 +48,8 @@ type Source interface {
 
 // Config configures a Server.
 type Config struct {
-	// Listen is the address to serve on; port 0 picks one.
+	// Listen is the address to serve on (port 0 picks one), or
+	// "unix:/path" for a Unix socket.
 	Listen string
 	// Token, when set, is required on every request. It must be set, and
 	// TLS too, when Listen is not a loopback address.
@@ -72,8 +76,12 @@ type Server struct {
 	once   sync.Once
 }
 
-// Loopback reports whether addr (host:port) binds only loopback addresses.
+// Loopback reports whether addr (host:port, or unix:path) can only be
+// reached from this machine.
 func Loopback(addr string) bool {
+	if strings.HasPrefix(addr, "unix:") {
+		return true
+	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
@@ -97,7 +105,11 @@ func New(cfg Config, src Source) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	network, addr := "tcp", cfg.Listen
+	if path, ok := strings.CutPrefix(cfg.Listen, "unix:"); ok {
+		network, addr = "unix", path
+	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: listen on %s: %w", cfg.Listen, err)
 	}
