@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -108,6 +109,10 @@ func New(cfg Config, src Source) (*Server, error) {
 	network, addr := "tcp", cfg.Listen
 	if path, ok := strings.CutPrefix(cfg.Listen, "unix:"); ok {
 		network, addr = "unix", path
+		// A socket left by an earlier run of ours would refuse the bind.
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(path)
+		}
 	}
 	ln, err := net.Listen(network, addr)
 	if err != nil {
@@ -136,8 +141,12 @@ func New(cfg Config, src Source) (*Server, error) {
 // Addr returns the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// URL returns the page's address (with the token, if any).
+// URL returns the page's address (with the token, if any); for a Unix
+// socket, "unix:" and its path.
 func (s *Server) URL() string {
+	if s.ln.Addr().Network() == "unix" {
+		return "unix:" + s.Addr()
+	}
 	scheme := "http"
 	if s.cfg.TLS != nil {
 		scheme = "https"
