@@ -64,7 +64,7 @@ func TestMetricsOverhead(t *testing.T) {
 				if err != nil {
 					t.Fatalf("members=%d: %v", members, err)
 				}
-				cpu[k] = float64((cpuTime()-before).Microseconds()) * 1000 / float64(max(c.res.Delivered, 1))
+				cpu[k] = float64((cpuTime() - before).Microseconds()) * 1000 / float64(max(c.res.Delivered, 1))
 				cpus[k] = append(cpus[k], cpu[k])
 				pair[k] = c.res.MsgsPerSec()
 				rates[k] = append(rates[k], pair[k])
