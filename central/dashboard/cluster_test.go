@@ -175,13 +175,22 @@ func next[T client.Event](t *testing.T, u *client.Client, timeout time.Duration)
 func (c *cluster) chat(a, b *client.Client) (*client.Session, *client.Session, string) {
 	t := c.t
 	t.Helper()
-	// Both must have measured every server before the request, so the room
-	// starts where the emulated RTTs say.
-	waitFor(t, 20*time.Second, "latency vectors covering every server", func() bool {
+	// Both must have measured every server, in the order of the emulated
+	// RTTs (a round on a loaded machine can come out late), before the
+	// request, so the room starts where the emulation says.
+	waitFor(t, 30*time.Second, "latency vectors that rank the servers as emulated", func() bool {
 		snap := c.cen.Snapshot()
 		n := 0
 		for _, cv := range snap.Clients {
-			if len(cv.RTT) == len(c.servers) {
+			ok := len(cv.RTT) == len(c.servers)
+			for a := range cv.RTT {
+				for b := range cv.RTT {
+					if rtts[a] < rtts[b] && cv.RTT[a] >= cv.RTT[b] {
+						ok = false
+					}
+				}
+			}
+			if ok {
 				n++
 			}
 		}
