@@ -190,8 +190,19 @@ func (c *Client) emit(e Event) {
 // first Moved is the join RoomReady announces; each later one gets the
 // Assign it followed.
 func (c *Client) forward(r *roomState, ready RoomReady) {
+	events := ready.Session.Events()
+	first, ok := <-events
+	if m, join := first.(Moved); join && m.From.ID == "" {
+		ready.Present, first = m.Members, nil
+	}
 	c.emit(ready)
-	for ev := range ready.Session.Events() {
+	if !ok {
+		return
+	}
+	if first != nil {
+		c.emit(inRoom(first, ready.Room))
+	}
+	for ev := range events {
 		if m, ok := ev.(Moved); ok {
 			if m.From.ID == "" {
 				continue

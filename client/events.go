@@ -28,6 +28,7 @@ type RoomReady struct {
 	Room    string
 	Session *Session
 	Assign  proto.Assign
+	Present []string // the other members on the server when we joined
 }
 
 // RoomClosed reports that Central ended a room.

@@ -177,12 +177,6 @@ func (t *tui) handle(ctx context.Context, m *model, msg any) bool {
 		}
 	case client.RoomReady:
 		t.sessions[msg.Room] = msg.Session
-		room, sess := msg.Room, msg.Session
-		t.spawn(&t.forwarded, func() {
-			for ev := range sess.Events() {
-				t.post(roomMsg{room: room, ev: ev})
-			}
-		})
 	}
 	return t.exec(ctx, m, m.update(msg))
 }

@@ -50,11 +50,6 @@ type (
 	reportedMsg struct{}
 	// probeMsg carries a probe round's median RTT per server.
 	probeMsg struct{ rtt map[string]time.Duration }
-	// roomMsg is an event of a room's session.
-	roomMsg struct {
-		room string
-		ev   client.Event
-	}
 	// failedMsg reports a command that failed.
 	failedMsg struct {
 		cmd cmd
@@ -251,8 +246,6 @@ func (m *model) update(msg any) []cmd {
 	case inputClosedMsg:
 		m.quit = true
 		return []cmd{cmdQuit{}}
-	case roomMsg:
-		m.roomEvent(msg)
 	case client.Event:
 		return m.clientEvent(msg)
 	}
@@ -523,12 +516,17 @@ func (m *model) clientEvent(ev client.Event) []cmd {
 		}
 	case client.RoomReady:
 		return m.roomReady(e)
-	case client.Relocated:
+	case client.Moved:
 		if m.chat != nil && m.chat.id == e.Room {
 			a := e.Assign
-			m.chat.server, m.chat.rtt, m.chat.epoch, m.chat.broken = a.Server.ID, a.RTT, a.Epoch, false
+			m.chat.server, m.chat.rtt, m.chat.epoch, m.chat.broken = e.To.ID, a.RTT, e.Epoch, false
+			for _, u := range e.Members {
+				m.chat.present[u] = true
+			}
 			m.chat.sys("%s", moveLine(a, e.Took))
 		}
+	case client.Message, client.Presence, client.Missed, client.Broken, client.Drained:
+		m.roomEvent(e)
 	case client.RoomClosed:
 		if m.chat != nil && m.chat.id == e.Room {
 			m.chat.closed = "closed"
@@ -548,7 +546,11 @@ func (m *model) clientEvent(ev client.Event) []cmd {
 		}
 		m.ctrlUp = false
 	case client.Error:
-		m.say(true, "Central: "+e.Err.Error())
+		if e.Room != "" {
+			m.roomEvent(e)
+		} else {
+			m.say(true, "Central: "+e.Err.Error())
+		}
 	}
 	return nil
 }
@@ -638,6 +640,9 @@ func (m *model) roomReady(e client.RoomReady) []cmd {
 		}
 	}
 	sort.Strings(r.members)
+	for _, u := range e.Present {
+		r.present[u] = true
+	}
 	if o := m.out; o != nil && o.req != "" && len(o.steps) > 0 && o.steps[len(o.steps)-1].room == e.Room {
 		r.sys("request %s: %s", o.req, o.summary())
 		m.out = nil
@@ -647,12 +652,14 @@ func (m *model) roomReady(e client.RoomReady) []cmd {
 	return nil
 }
 
-func (m *model) roomEvent(rm roomMsg) {
+// roomEvent applies an event of the open chat's room; those of rooms
+// already left are dropped.
+func (m *model) roomEvent(ev client.Event) {
 	r := m.chat
-	if r == nil || r.id != rm.room {
+	if r == nil || r.id != roomOf(ev) {
 		return
 	}
-	switch e := rm.ev.(type) {
+	switch e := ev.(type) {
 	case client.Message:
 		r.add(lineMsg, e.From, e.Text)
 	case client.Presence:
@@ -665,10 +672,6 @@ func (m *model) roomEvent(rm roomMsg) {
 		} else {
 			r.sys("%s left %s", e.User, e.Server)
 		}
-	case client.Moved:
-		for _, u := range e.Members {
-			r.present[u] = true
-		}
 	case client.Missed:
 		r.add(lineErr, "", fmt.Sprintf("missed messages %d-%d of %s: %s", e.First, e.Last, e.From, e.Reason))
 	case client.Broken:
@@ -677,4 +680,23 @@ func (m *model) roomEvent(rm roomMsg) {
 	case client.Error:
 		r.add(lineErr, "", e.Err.Error())
 	}
+}
+
+// roomOf returns the room of a room event.
+func roomOf(ev client.Event) string {
+	switch e := ev.(type) {
+	case client.Message:
+		return e.Room
+	case client.Presence:
+		return e.Room
+	case client.Missed:
+		return e.Room
+	case client.Broken:
+		return e.Room
+	case client.Drained:
+		return e.Room
+	case client.Error:
+		return e.Room
+	}
+	return ""
 }

@@ -358,7 +358,7 @@ func TestModel(t *testing.T) {
 		},
 		{
 			name: "message received",
-			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: "yo\x1b[2J"}}, roomMsg{room: "r0", ev: client.Message{From: "x", Text: "old room"}}),
+			msgs: seq(inChat(), client.Message{Room: "r1", From: "bob", Text: "yo\x1b[2J"}, client.Message{Room: "r0", From: "x", Text: "old room"}),
 			check: func(t *testing.T, m *model) {
 				l := m.chat.lines[len(m.chat.lines)-1]
 				if l.kind != lineMsg || l.from != "bob" || l.text != "yo\uFFFD[2J" {
@@ -368,7 +368,7 @@ func TestModel(t *testing.T) {
 		},
 		{
 			name: "move shown as a system line",
-			msgs: seq(inChat(), client.Relocated{Room: "r1", Assign: proto.Assign{Room: "r1", Epoch: 2, Server: proto.ServerRef{ID: "serv1"},
+			msgs: seq(inChat(), client.Moved{Room: "r1", From: proto.ServerRef{ID: "serv3"}, To: proto.ServerRef{ID: "serv1"}, Epoch: 2, Assign: proto.Assign{Room: "r1", Epoch: 2, Server: proto.ServerRef{ID: "serv1"},
 				Prev: "serv3", PrevRTT: 62400 * time.Microsecond, RTT: 40600 * time.Microsecond, Reason: "better server"}, Took: 12 * time.Millisecond}),
 			check: func(t *testing.T, m *model) {
 				if got := lastLine(m); !strings.HasPrefix(got, "moved to serv1: 62 ms -> 41 ms (better server, from serv3, switched in 12 ms)") {
@@ -381,9 +381,9 @@ func TestModel(t *testing.T) {
 		},
 		{
 			name: "presence only on change",
-			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Moved{Members: []string{"bob"}}},
-				roomMsg{room: "r1", ev: client.Presence{User: "bob", Here: true, Server: "serv3"}},
-				roomMsg{room: "r1", ev: client.Presence{User: "bob", Here: false, Server: "serv3"}}),
+			msgs: seq(inChat(), client.Moved{Room: "r1", From: proto.ServerRef{ID: "serv2"}, To: proto.ServerRef{ID: "serv3"}, Epoch: 2, Members: []string{"bob"}},
+				client.Presence{Room: "r1", User: "bob", Here: true, Server: "serv3"},
+				client.Presence{Room: "r1", User: "bob", Here: false, Server: "serv3"}),
 			check: func(t *testing.T, m *model) {
 				if got := lastLine(m); got != "bob left serv3" || strings.Contains(m.chat.lines[len(m.chat.lines)-2].text, "is here") {
 					t.Errorf("lines %+v", m.chat.lines)
@@ -392,7 +392,7 @@ func TestModel(t *testing.T) {
 		},
 		{
 			name: "missed messages",
-			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Missed{From: "bob", First: 4, Last: 6, Reason: "gone"}}),
+			msgs: seq(inChat(), client.Missed{Room: "r1", From: "bob", First: 4, Last: 6, Reason: "gone"}),
 			check: func(t *testing.T, m *model) {
 				if got := lastLine(m); got != "missed messages 4-6 of bob: gone" {
 					t.Errorf("line %q", got)
@@ -401,7 +401,7 @@ func TestModel(t *testing.T) {
 		},
 		{
 			name: "broken connection",
-			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Broken{Server: proto.ServerRef{ID: "serv3"}, Err: errors.New("EOF")}}),
+			msgs: seq(inChat(), client.Broken{Room: "r1", Server: proto.ServerRef{ID: "serv3"}, Err: errors.New("EOF")}),
 			check: func(t *testing.T, m *model) {
 				if !m.chat.broken || !strings.Contains(lastLine(m), "connection to serv3 lost (EOF)") {
 					t.Errorf("broken %v line %q", m.chat.broken, lastLine(m))

@@ -148,7 +148,7 @@ func (c *cluster) peer(name string) *peer {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = cl.Run(ctx) }()
-	go func() { defer wg.Done(); p.pump(ctx, &wg) }()
+	go func() { defer wg.Done(); p.pump(ctx) }()
 	c.t.Cleanup(func() { cancel(); wg.Wait() })
 	select {
 	case <-cl.Reported():
@@ -158,7 +158,7 @@ func (c *cluster) peer(name string) *peer {
 	return p
 }
 
-func (p *peer) pump(ctx context.Context, wg *sync.WaitGroup) {
+func (p *peer) pump(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -172,17 +172,8 @@ func (p *peer) pump(ctx context.Context, wg *sync.WaitGroup) {
 				p.incoming = append(p.incoming, ev)
 			case client.RoomReady:
 				p.sess = ev.Session
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for ev := range ev.Session.Events() {
-						if m, ok := ev.(client.Message); ok {
-							p.mu.Lock()
-							p.got = append(p.got, m)
-							p.mu.Unlock()
-						}
-					}
-				}()
+			case client.Message:
+				p.got = append(p.got, ev)
 			}
 			p.mu.Unlock()
 		}

@@ -41,7 +41,7 @@ func text(f frame) string {
 func many(n int) []any {
 	var out []any
 	for i := range n {
-		out = append(out, roomMsg{room: "r1", ev: client.Message{From: "bob", Text: fmt.Sprint(i + 1)}})
+		out = append(out, client.Message{Room: "r1", From: "bob", Text: fmt.Sprint(i + 1)})
 	}
 	return out
 }
@@ -75,9 +75,9 @@ func TestViewScreens(t *testing.T) {
 		{"requests list", seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol", Members: []string{"carol", "alice", "dave"}}},
 			codeKey(keyDown), codeKey(keyEnter)), []string{"> carol (with dave)  q2", "Enter/a: accept"}, -1},
 		{"empty requests list", seq(inMenu(), codeKey(keyDown), codeKey(keyEnter)), []string{"No pending chat requests."}, -1},
-		{"chat", seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: "hi alice"}}, keysOf("typing")),
+		{"chat", seq(inChat(), client.Message{Room: "r1", From: "bob", Text: "hi alice"}, keysOf("typing")),
 			[]string{"r1 · with bob · on serv3 · RTT 60 ms", "bob: hi alice", "> typing", "Esc/Ctrl-D: leave"}, 23},
-		{"chat long line wraps", seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: long}}), []string{"bob: word word"}, 23},
+		{"chat long line wraps", seq(inChat(), client.Message{Room: "r1", From: "bob", Text: long}), []string{"bob: word word"}, 23},
 		{"chat scrolled", seq(inChat(), many(40), codeKey(keyUp), codeKey(keyUp)), []string{"scrolled back 2 rows", "bob: 38\n scrolled"}, 23},
 		{"chat scrolled to the top", seq(inChat(), many(40), codeKey(keyPgUp), codeKey(keyPgUp), codeKey(keyPgUp)), []string{"* chat with bob", "scrolled back 20 rows"}, 23},
 		{"chat with pending request", seq(inChat(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}), []string{"requests: 1", "chat request from carol"}, 23},
@@ -112,7 +112,7 @@ func TestViewAnySize(t *testing.T) {
 		"menu":     seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}),
 		"begin":    seq(inMenu(), codeKey(keyEnter), keysOf(strings.Repeat("bob,", 30)), codeKey(keyEnter), status("q1", proto.AckConn, "", "")),
 		"requests": seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}, codeKey(keyDown), codeKey(keyEnter)),
-		"chat":     seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: strings.Repeat("日本 ", 50)}}, keysOf(strings.Repeat("x", 200))),
+		"chat":     seq(inChat(), client.Message{Room: "r1", From: "bob", Text: strings.Repeat("日本 ", 50)}, keysOf(strings.Repeat("x", 200))),
 	}
 	for name, msgs := range states {
 		t.Run(name, func(t *testing.T) {
