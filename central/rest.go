@@ -148,6 +148,9 @@ func (c *Central) health(*http.Request) (int, any, *apiError) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	h := centralapi.Health{Status: "ok", Online: c.online, Rooms: len(c.rooms)}
+	if _, port, err := net.SplitHostPort(c.ctrlAddr); err == nil {
+		h.ControlPort, _ = strconv.Atoi(port)
+	}
 	for _, u := range c.users {
 		if !u.placeholder() {
 			h.Clients++
