@@ -322,6 +322,8 @@ func (b *bot) send(stop context.Context, sess *client.Session) bool {
 func (b *bot) finish(stop context.Context, sess *client.Session, sending *sync.WaitGroup, kill context.CancelFunc) int {
 	if sess == nil {
 		b.out.emit("report", map[string]any{"user": b.f.name, "sent": 0, "ok": false, "err": "never joined a room"})
+		kill()
+		deregister(b.c)
 		return 1
 	}
 	sending.Wait()
@@ -350,6 +352,7 @@ func (b *bot) finish(stop context.Context, sess *client.Session, sending *sync.W
 	})
 	_ = b.c.Leave(sess.Room())
 	kill()
+	deregister(b.c)
 	if !ok {
 		return 1
 	}
