@@ -86,7 +86,7 @@ type (
 		req    string
 		accept bool
 	}
-	cmdSend   struct {
+	cmdSend struct {
 		room, text string
 		id         int // the line that shows it, for its pending mark
 	}
