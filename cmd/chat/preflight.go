@@ -82,7 +82,8 @@ func explainCentral(addr string, useTLS bool, err error) error {
 	switch {
 	case errors.As(err, &ae) && strings.Contains(ae.Message, "HTTP request to an HTTPS server"):
 		return fmt.Errorf("Central at %s serves TLS: start with -ca FILE (the cluster's CA, e.g. certs/ca.pem) or set NEARCHAT_CA", addr)
-	case errors.As(err, &rhe) || strings.Contains(msg, "first record does not look like a TLS handshake"):
+	case errors.As(err, &rhe) || strings.Contains(msg, "first record does not look like a TLS handshake") ||
+		strings.Contains(msg, "HTTP response to HTTPS client"):
 		return fmt.Errorf("Central at %s does not serve TLS: leave out -ca (and NEARCHAT_CA)", addr)
 	case errors.As(err, &ua):
 		return fmt.Errorf("Central at %s has a certificate the CA given with -ca did not sign: give the cluster's CA (the certs directory Central's certificate came from)", addr)
@@ -123,6 +124,10 @@ func checkControl(ctx context.Context, f *flags) error {
 	if err != nil {
 		return err
 	}
+	// The blank line makes an HTTP server answer at once (400) instead of
+	// waiting for the rest of a request; Central has answered the Hello
+	// before it reads past it.
+	hello = append(hello, "\r\n\r\n"...)
 	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
 	if _, err := conn.Write(hello); err != nil {
 		return fmt.Errorf("Central's control port %s: %v", f.control, err)
