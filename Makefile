@@ -6,6 +6,7 @@ BIN := bin
 CMDS := $(notdir $(wildcard cmd/*))
 FUZZTIME ?= 60s
 BENCHFLAGS ?=
+COMPAREFLAGS ?=
 
 # Debian packages the tests use: tmux drives the terminal client in its
 # integration test. The Mininet scenario installs its own.
@@ -27,7 +28,7 @@ deps: ## install the Debian packages the tests need (as root; otherwise say what
 	@missing=""; for p in $(APT_TEST_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		echo "installing:$$missing"; apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing; \
 	else echo "not root: cannot install$$missing; the tests that need them will skip and say so"; fi
 
 test: build deps ## vet, then every test with the race detector
@@ -41,8 +42,9 @@ race: ## the tests again under -race, three times, to shake out flakes
 fuzz: ## fuzz the frame parser for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./pkg/wire
 
-bench: ## fan-out table: gnet server vs goroutine-per-connection baseline, with ratios and idle memory (~10 min)
-	NEARCHAT_BENCH=1 $(GO) test -run 'TestCompareTable|TestIdleMemory' -v -count=1 -timeout 40m ./bench/
+bench: ## nearchat vs nats-server (and the goroutine baseline), pinned apart, plain and TLS: one table (~5 min; COMPAREFLAGS=-full for 10 s cells)
+	cd bench/nats && $(GO) build -o ../../$(BIN)/compare .
+	$(BIN)/compare $(COMPAREFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem $(BENCHFLAGS) ./pkg/wire ./pkg/selection ./chatserver ./central
 
 lint: ## gofmt and go vet

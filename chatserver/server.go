@@ -2,13 +2,13 @@ package chatserver
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,23 +16,22 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"nearchat/pkg/gnetlog"
-	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
 )
 
 // Server is one chat server. Create it with New.
 type Server struct {
-	gnet.BuiltinEventEngine
-
 	cfg Config
 	log *slog.Logger
 
-	eng    gnet.Engine
-	addr   string // where the event loops listen (TCP, or a Unix socket under TLS only)
-	front  *tlsconfig.Front
-	booted chan error    // receives the outcome of binding
-	exited chan struct{} // closed when gnet.Run returns
-	runErr error         // gnet.Run's result, read after exited
+	eng     gnet.Engine
+	addr    string // where the event loops listen (TCP, or a Unix socket under TLS only)
+	tlsLn   net.Listener
+	front   *tlsFront
+	sockDir string        // private directory of the loops' Unix socket, if any
+	booted  chan error    // receives the outcome of binding
+	exited  chan struct{} // closed when gnet.Run returns
+	runErr  error         // gnet.Run's result, read after exited
 
 	closing   atomic.Bool
 	stopReap  chan struct{}
@@ -43,12 +42,16 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	conns atomic.Int64
+	conns          atomic.Int64
+	resendsDropped atomic.Uint64
 
-	mu    sync.Mutex
+	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
+	// loop's). loopsMu is never held with s.mu or r.mu; under it only l.mu
+	// is taken. l.mu is a leaf: nothing is locked while it is held.
+	mu    sync.Mutex // guards rooms
 	rooms map[string]*room
 
-	loopsMu sync.Mutex
+	loopsMu sync.Mutex // guards loops
 	loops   map[gnet.EventLoop]*loop
 }
 
@@ -80,19 +83,23 @@ func New(cfg Config) (*Server, error) {
 		gnet.WithLogger(gnetlog.Logger{L: log}),
 	}
 	// The TLS listener binds first, so its port can name the server before
-	// the event loops start reading the name.
+	// the event loops start reading the name. With TLS only, the loops
+	// listen on a Unix socket in a private directory that nobody dials:
+	// gnet needs a listener, and TLS connections join the loops by
+	// enrolment (see tls.go).
 	network, listen := "tcp", cfg.Listen
 	var tlsLn net.Listener
 	var sockDir string
 	if cfg.TLS != nil {
 		var err error
-		if tlsLn, err = tls.Listen("tcp", cfg.TLSListen, cfg.TLS); err != nil {
+		if tlsLn, err = net.Listen("tcp", cfg.TLSListen); err != nil {
 			return nil, fmt.Errorf("chatserver: TLS listen on %s: %w", cfg.TLSListen, err)
 		}
 		if network, listen, sockDir, err = tlsconfig.Backend(cfg.Listen); err != nil {
 			tlsLn.Close()
 			return nil, fmt.Errorf("chatserver: %w", err)
 		}
+		s.tlsLn, s.sockDir = tlsLn, sockDir
 		if s.cfg.ID == "" {
 			_, port, _ := net.SplitHostPort(tlsLn.Addr().String())
 			s.cfg.ID = "chat-" + port
@@ -108,7 +115,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	go func() {
-		s.runErr = gnet.Run(s, network+"://"+listen, opts...)
+		s.runErr = gnet.Run(&engine{s: s}, network+"://"+listen, opts...)
 		close(s.exited)
 	}()
 	select {
@@ -122,53 +129,28 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
 	}
 	if tlsLn != nil {
-		s.front = tlsconfig.NewFront(tlsLn, network, s.addr, sockDir, s.log.Debug)
+		s.front = newTLSFront(s, tlsLn)
 	}
 	go s.reapLoop()
 	s.startAgent()
-	s.log.Info("chat server listening", "addr", s.Addr(), "loops", s.addr, "tls", s.front != nil, "id", s.cfg.ID)
+	s.log.Info("chat server listening", "addr", s.Addr(), "plain", s.addr, "tls", s.front != nil, "loops", s.numLoops(), "id", s.cfg.ID)
 	return s, nil
 }
 
-// OnBoot runs once gnet has bound the listener; it records the engine and
-// the real address (which matters when Listen asked for port 0). It runs
-// before the event loops start, so what it sets needs no lock.
-func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
-	s.eng = eng
-	addr, err := boundAddr(eng)
-	if err != nil {
-		s.booted <- fmt.Errorf("chatserver: reading bound address: %w", err)
-		return gnet.None
+// numLoops is the number of event loops gnet runs: Config.Loops, or one
+// per CPU this process may use.
+func (s *Server) numLoops() int {
+	if s.cfg.Loops > 0 {
+		return s.cfg.Loops
 	}
-	s.addr = addr
-	if s.cfg.ID == "" {
-		_, port, _ := net.SplitHostPort(addr)
-		s.cfg.ID = "chat-" + port
-	}
-	s.booted <- nil
-	return gnet.None
-}
-
-func boundAddr(eng gnet.Engine) (string, error) {
-	fd, err := eng.Dup()
-	if err != nil {
-		return "", err
-	}
-	f := os.NewFile(uintptr(fd), "listener")
-	defer f.Close()
-	ln, err := net.FileListener(f)
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return runtime.NumCPU()
 }
 
 // Addr returns the address clients dial: the TLS address when TLS is on,
 // the plaintext one otherwise. Safe for concurrent use.
 func (s *Server) Addr() string {
-	if s.front != nil {
-		return s.front.Addr().String()
+	if s.tlsLn != nil {
+		return s.tlsLn.Addr().String()
 	}
 	return s.addr
 }
@@ -218,7 +200,7 @@ func (s *Server) Close() error {
 			s.deregister()
 		}
 		if s.front != nil {
-			s.front.StopAccepting() // current TLS members still get their goodbye
+			s.front.stopAccepting() // current TLS members still get their goodbye
 		}
 		bye := s.goodbye()
 		deadline := time.Now().Add(s.cfg.ShutdownGrace)
@@ -232,8 +214,8 @@ func (s *Server) Close() error {
 			s.closeErr = fmt.Errorf("chatserver: stop: %w", err)
 		}
 		<-s.exited
-		if s.front != nil {
-			s.front.Close()
+		if s.sockDir != "" {
+			_ = os.RemoveAll(s.sockDir)
 		}
 	})
 	return s.closeErr
@@ -243,6 +225,8 @@ func (s *Server) Close() error {
 type Stats struct {
 	Conns int
 	Rooms int
+	// ResendsDropped counts Resend asks over a member's ResendRate.
+	ResendsDropped uint64
 }
 
 // Stats reports the current load. Safe for concurrent use.
@@ -250,7 +234,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	n := len(s.rooms)
 	s.mu.Unlock()
-	return Stats{Conns: int(s.conns.Load()), Rooms: n}
+	return Stats{Conns: int(s.conns.Load()), Rooms: n, ResendsDropped: s.resendsDropped.Load()}
 }
 
 // RoomInfo describes one hosted room.
@@ -283,70 +267,4 @@ func (s *Server) Rooms() []RoomInfo {
 		}
 	}
 	return out
-}
-
-// reapLoop asks each loop with cut-off members to close the ones whose
-// error frame has drained or whose grace has passed.
-func (s *Server) reapLoop() {
-	t := time.NewTicker(doomGrace / 8)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopReap:
-			return
-		case <-t.C:
-		}
-		s.loopsMu.Lock()
-		for _, l := range s.loops {
-			if l.ndoomed.Load() > 0 {
-				_ = l.el.Execute(context.Background(), &l.reaper)
-			}
-		}
-		s.loopsMu.Unlock()
-	}
-}
-
-// loopFor returns our state for a gnet event loop, creating it on first use.
-func (s *Server) loopFor(el gnet.EventLoop) *loop {
-	s.loopsMu.Lock()
-	defer s.loopsMu.Unlock()
-	l := s.loops[el]
-	if l == nil {
-		l = &loop{el: el, srv: s}
-		l.reaper.l = l
-		s.loops[el] = l
-	}
-	return l
-}
-
-// OnOpen admits a connection unless the server is full or closing.
-func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	n := s.conns.Add(1)
-	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
-	c.SetContext(m)
-	switch {
-	case s.closing.Load():
-		return errorFrame(proto.CodeShutdown, "server is shutting down"), gnet.Close
-	case n > int64(s.cfg.MaxConns):
-		return errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns)), gnet.Close
-	}
-	return nil, gnet.None
-}
-
-// OnClose removes the connection from its room.
-func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
-	s.conns.Add(-1)
-	if m, ok := c.Context().(*member); ok {
-		m.dead, m.gone = true, true
-		if m.room != nil {
-			s.leave(m)
-		}
-	}
-	return gnet.None
-}
-
-// OnTraffic parses every complete frame buffered for c.
-func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
-	m := c.Context().(*member)
-	return s.serve(m)
 }

@@ -49,6 +49,7 @@ type Disconnected struct{ Err error }
 type Message struct {
 	Room string
 	From string
+	Inc  uint64 // the sender's incarnation: a restarted sender numbers from 1 again in a larger one
 	Num  uint64 // the sender's message number
 	Seq  uint64 // room sequence on the server that relayed it
 	At   time.Time
@@ -93,11 +94,15 @@ type Drained struct {
 	Err      error
 }
 
-// Missed reports messages of From, numbers First to Last, that will never
-// arrive: the sender no longer had them, or the gap outlived the hold time.
+// Missed reports messages of From (incarnation Inc), numbers First to
+// Last, that will never arrive, and why: the sender no longer had them,
+// the gap outlived GapTimeout, more than MaxHeld later messages waited
+// behind it, or the sender restarted before they arrived. It is the only
+// way a message is ever not delivered.
 type Missed struct {
 	Room        string
 	From        string
+	Inc         uint64
 	First, Last uint64
 	Reason      string
 }
