@@ -48,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	priv, pub := filepath.Join(*dir, "ticket.key"), filepath.Join(*dir, "ticket.pub")
 	if !*force {
-		for _, p := range []string{tlsconfig.DevFiles(*dir).CA, priv} {
+		for _, p := range []string{tlsconfig.DevFiles(*dir).CA, tlsconfig.DevFiles(*dir).CAKey, priv} {
 			if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
 				fmt.Fprintf(stderr, "certs: %s already exists: a new CA or ticket key would break the trust of everything made with it.\n"+
 					"Use it as it is, or run again with -force to replace it (then restart Central, the chat servers and the clients).\n", p)
