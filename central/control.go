@@ -45,6 +45,15 @@ func (c *Central) startControl() error {
 	// front on ControlListen relays to them (gnet has no TLS).
 	network, listen, sockDir := "tcp", c.cfg.ControlListen, ""
 	var tlsLn net.Listener
+	if c.cfg.TLS == nil {
+		// gnet reports a port in use as "setsockopt: bad file descriptor":
+		// bind it once here, so the error says what is wrong.
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return err
+		}
+		ln.Close()
+	}
 	if c.cfg.TLS != nil {
 		var err error
 		if tlsLn, err = tls.Listen("tcp", c.cfg.ControlListen, c.cfg.TLS); err != nil {

@@ -110,6 +110,16 @@ func main() {
 		level = slog.LevelDebug
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	switch {
+	case cfg.ClusterSecret != "":
+	case *clientCA != "":
+		cfg.Logger.Warn("no -secret: a chat server without a certificate from -tls-client-ca can register too; set -secret (or NEARCHAT_SECRET) to require one or the other")
+	default:
+		cfg.Logger.Warn("no -secret and no -tls-client-ca: any chat server that reaches the REST port can register and host rooms; set -secret (or NEARCHAT_SECRET), or with TLS -tls-client-ca and -secret")
+	}
+	if cfg.TLS != nil {
+		cfg.Logger.Info("TLS 1.3 on the REST and control ports")
+	}
 
 	c, err := central.New(cfg)
 	if err != nil {
