@@ -218,7 +218,9 @@ func (c *cluster) roomServer() string {
 }
 
 // send has s send n messages and waits until other has them all.
-func send(t *testing.T, s, other *client.Session, n int) {
+// send has s send n messages and waits until the user to, whose Client
+// stream carries every room's events, has them all.
+func send(t *testing.T, s *client.Session, to *client.Client, n int) {
 	t.Helper()
 	for i := range n {
 		if _, err := s.Send(fmt.Sprintf("hello %d", i)); err != nil {
@@ -229,12 +231,12 @@ func send(t *testing.T, s, other *client.Session, n int) {
 	deadline := time.After(10 * time.Second)
 	for got < n {
 		select {
-		case ev := <-other.Events():
+		case ev := <-to.Events():
 			if _, ok := ev.(client.Message); ok {
 				got++
 			}
 		case <-deadline:
-			t.Fatalf("%s got %d of %d messages", other.User(), got, n)
+			t.Fatalf("%s got %d of %d messages", to.User(), got, n)
 		}
 	}
 }
