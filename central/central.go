@@ -53,6 +53,7 @@ type Central struct {
 	rnd        *rand.Rand
 	workerRnds []*rand.Rand
 	online     int
+	obs        *observer
 
 	kick chan struct{}
 
@@ -103,6 +104,7 @@ func New(cfg Config) (*Central, error) {
 		dirty:    map[*user]struct{}{},
 		kick:     make(chan struct{}, 1),
 		gnetDone: make(chan error, 1),
+		obs:      newObserver(),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -145,7 +147,7 @@ func New(cfg Config) (*Central, error) {
 	}
 	c.restLn = ln
 	c.httpSrv = &http.Server{
-		Handler: c.restHandler(),
+		Handler: c.observeREST(c.restHandler()),
 		// Short timeouts: an idle or trickling connection holds a
 		// descriptor from the budget every port shares.
 		ReadHeaderTimeout: restHeaderTimeout,
@@ -277,9 +279,11 @@ func (c *Central) scanLoop() {
 		case <-t.C:
 		case <-c.kick:
 		}
+		start := time.Now()
 		c.mu.Lock()
 		c.scanLocked()
 		c.mu.Unlock()
+		c.obs.scan.Observe(time.Since(start).Seconds())
 	}
 }
 

@@ -31,18 +31,33 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
 	n := s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
+	if h, ok := c.Context().(*tlsHandoff); ok {
+		h.t.attach(c)
+		m.tls = h.c
+	}
 	c.SetContext(m)
-	if !s.admit(m) {
-		m.dead = true
-		return errorFrame(proto.CodeServerFull, "server has too many connections (from your address or in all); try again later"), gnet.Close
-	}
+	var refuse []byte
 	switch {
+	case !s.admit(m):
+		refuse = errorFrame(proto.CodeServerFull, "server has too many connections (from your address or in all); try again later")
 	case s.closing.Load():
-		return errorFrame(proto.CodeShutdown, "server is shutting down"), gnet.Close
+		refuse = errorFrame(proto.CodeShutdown, "server is shutting down")
 	case n > int64(s.cfg.MaxConns):
-		return errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns)), gnet.Close
+		refuse = errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns))
+	default:
+		if m.tls != nil {
+			// Records that arrived with the end of the handshake are
+			// already in the tls.Conn: have OnTraffic look at them.
+			_ = c.Wake(nil)
+		}
+		return nil, gnet.None
 	}
-	return nil, gnet.None
+	m.dead = true
+	if m.tls != nil {
+		m.send(refuse)
+		return nil, gnet.Close
+	}
+	return refuse, gnet.Close
 }
 
 // OnClose removes the connection from its room.
@@ -61,12 +76,29 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 
 // OnTraffic parses every complete frame buffered for c.
 func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
-	return e.s.serve(c.Context().(*member))
+	m := c.Context().(*member)
+	start := m.loop.st.start()
+	var a gnet.Action
+	if m.tls != nil {
+		a = e.s.serveTLS(m)
+	} else {
+		a = e.s.serve(m, c)
+	}
+	m.loop.st.busySince(start)
+	return a
 }
 
-// serve handles every complete frame in m's inbound buffer. Event loop only.
-func (s *Server) serve(m *member) gnet.Action {
-	c := m.c
+// inbound is where serve reads frames from: the gnet connection itself for
+// plaintext, the decrypted bytes for TLS.
+type inbound interface {
+	InboundBuffered() int
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+}
+
+// serve handles every complete frame in c, m's inbound bytes. Event loop
+// only.
+func (s *Server) serve(m *member, c inbound) gnet.Action {
 	now := time.Now()
 	for !m.dead {
 		buffered := c.InboundBuffered()
@@ -77,29 +109,21 @@ func (s *Server) serve(m *member) gnet.Action {
 		if s.backPressure(m, buffered) {
 			return gnet.None
 		}
-		if buffered < wire.LenSize {
-			m.startPartial(now)
-			return gnet.None
-		}
-		hdr, _ := c.Peek(wire.LenSize)
-		n, err := wire.FrameLen(hdr, s.cfg.MaxFrame)
-		if err != nil {
-			return s.reject(m, classify(err), err.Error())
-		}
-		if buffered < n {
-			m.startPartial(now)
-			return gnet.None
-		}
-		m.partialAt, m.lastIn = time.Time{}, now
-		frame, _ := c.Peek(n)
-		err = s.handle(m, wire.Type(frame[wire.LenSize]), frame[wire.HeaderSize:])
-		_, _ = c.Discard(n)
-		if err != nil {
-			var f *errFatal
-			if errors.As(err, &f) {
-				return s.reject(m, f.code, f.reason)
+		t, body, n, err := wire.Next(c, s.cfg.MaxFrame)
+		if errors.Is(err, wire.ErrIncomplete) {
+			if m.partialAt.IsZero() {
+				m.partialAt = now // a frame has begun: it must finish within FrameTimeout
 			}
-			return s.reject(m, proto.CodeInternal, err.Error())
+			return gnet.None
+		}
+		if err == nil {
+			m.partialAt, m.lastIn = time.Time{}, now
+			m.loop.st.received(n)
+			err = s.handle(m, t, body)
+			_, _ = c.Discard(n)
+		}
+		if err != nil {
+			return s.reject(m, proto.CodeOf(err), proto.ReasonOf(err))
 		}
 	}
 	// A cut-off member's input is never read: drop it rather than let it
@@ -107,26 +131,9 @@ func (s *Server) serve(m *member) gnet.Action {
 	// much is not reading its error frame either.
 	n, _ := c.Discard(c.InboundBuffered())
 	if m.dropped += n; m.dropped > maxDropped && !m.gone {
-		_ = c.Close()
+		_ = m.c.Close()
 	}
 	return gnet.None
-}
-
-// startPartial notes when an incomplete frame began to arrive. Loop only.
-func (m *member) startPartial(now time.Time) {
-	if m.partialAt.IsZero() {
-		m.partialAt = now
-	}
-}
-
-func classify(err error) proto.Code {
-	switch {
-	case errors.Is(err, wire.ErrTooLarge):
-		return proto.CodeTooLarge
-	case errors.Is(err, wire.ErrBody):
-		return proto.CodeBadBody
-	}
-	return proto.CodeBadFrame
 }
 
 // reject answers a protocol violation with a fatal error frame and closes

@@ -2,13 +2,13 @@ package chatserver
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,12 +26,14 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	eng    gnet.Engine
-	addr   string // where the event loops listen (TCP, or a Unix socket under TLS only)
-	front  *tlsconfig.Front
-	booted chan error    // receives the outcome of binding
-	exited chan struct{} // closed when gnet.Run returns
-	runErr error         // gnet.Run's result, read after exited
+	eng     gnet.Engine
+	addr    string // where the event loops listen (TCP, or a Unix socket under TLS only)
+	tlsLn   net.Listener
+	front   *tlsFront
+	sockDir string        // private directory of the loops' Unix socket, if any
+	booted  chan error    // receives the outcome of binding
+	exited  chan struct{} // closed when gnet.Run returns
+	runErr  error         // gnet.Run's result, read after exited
 
 	closing   atomic.Bool
 	stopReap  chan struct{}
@@ -43,11 +45,13 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	conns atomic.Int64
+	conns          atomic.Int64
+	histFrames     atomic.Int64 // held by the rooms' history rings, when Config.Metrics is on
+	histBytes      atomic.Int64
+	resendsDropped atomic.Uint64
 
 	plainLn net.Listener       // plaintext TCP, fed to the loops by connlimit.Feed
 	fed     chan struct{}      // closed when the feeding ends
-	sockDir string             // the loops' private socket directory, when no front owns it
 	lim     *connlimit.Limiter // descriptors held by connections, TLS front included
 	port    *connlimit.Port
 	guardMu sync.Mutex // guards guards; each set is its loop's
@@ -101,12 +105,15 @@ func New(cfg Config) (*Server, error) {
 		gnet.WithLoadBalancing(gnet.LeastConnections),
 	}
 	// gnet never accepts from the network: its own accept loop ends the
-	// engine on EMFILE. It listens on a private Unix socket (where only the
-	// TLS front connects), and connlimit.Feed accepts plaintext TCP.
+	// engine on EMFILE. It listens on a private Unix socket in a directory
+	// that nobody dials (gnet needs a listener); connlimit.Feed accepts
+	// plaintext TCP and the TLS front TLS, and both enrol what they accept
+	// on the loops.
 	network, listen, sockDir, err := tlsconfig.Backend("")
 	if err != nil {
 		return nil, fmt.Errorf("chatserver: %w", err)
 	}
+	s.sockDir = sockDir
 	var plainLn, tlsLn net.Listener
 	if cfg.Listen != "" {
 		if plainLn, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -120,14 +127,14 @@ func New(cfg Config) (*Server, error) {
 	// The listeners bind first, so a port can name the server before the
 	// event loops start reading the name.
 	if cfg.TLS != nil {
-		ln, err := net.Listen("tcp", cfg.TLSListen)
-		if err != nil {
+		if tlsLn, err = net.Listen("tcp", cfg.TLSListen); err != nil {
+			if plainLn != nil {
+				plainLn.Close()
+			}
+			os.RemoveAll(sockDir)
 			return nil, fmt.Errorf("chatserver: TLS listen on %s: %w", cfg.TLSListen, err)
 		}
-		// A relayed TLS connection holds two descriptors in the front and
-		// one on the event loops (counted in OnOpen, by no source: the
-		// front counted the source).
-		tlsLn = tls.NewListener(s.port.Listener(ln, 2), cfg.TLS)
+		s.tlsLn = tlsLn
 	}
 	if s.cfg.ID == "" {
 		named := plainLn
@@ -164,9 +171,7 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
 	}
 	if tlsLn != nil {
-		s.front = tlsconfig.NewFront(tlsLn, network, listen, sockDir, s.log.Debug)
-	} else {
-		s.sockDir = sockDir
+		s.front = newTLSFront(s, tlsLn)
 	}
 	if plainLn != nil {
 		s.plainLn = plainLn
@@ -180,15 +185,24 @@ func New(cfg Config) (*Server, error) {
 	go s.reapLoop()
 	go s.guardLoop()
 	s.startAgent()
-	s.log.Info("chat server listening", "addr", s.Addr(), "loops", s.addr, "tls", s.front != nil, "id", s.cfg.ID)
+	s.log.Info("chat server listening", "addr", s.Addr(), "plain", s.addr, "tls", s.front != nil, "loops", s.numLoops(), "id", s.cfg.ID)
 	return s, nil
+}
+
+// numLoops is the number of event loops gnet runs: Config.Loops, or one
+// per CPU this process may use.
+func (s *Server) numLoops() int {
+	if s.cfg.Loops > 0 {
+		return s.cfg.Loops
+	}
+	return runtime.NumCPU()
 }
 
 // Addr returns the address clients dial: the TLS address when TLS is on,
 // the plaintext one otherwise. Safe for concurrent use.
 func (s *Server) Addr() string {
-	if s.front != nil {
-		return s.front.Addr().String()
+	if s.tlsLn != nil {
+		return s.tlsLn.Addr().String()
 	}
 	return s.addr
 }
@@ -241,7 +255,7 @@ func (s *Server) Close() error {
 			s.deregister()
 		}
 		if s.front != nil {
-			s.front.StopAccepting() // current TLS members still get their goodbye
+			s.front.stopAccepting() // current TLS members still get their goodbye
 		}
 		if s.plainLn != nil {
 			s.plainLn.Close()
@@ -259,11 +273,8 @@ func (s *Server) Close() error {
 			s.closeErr = fmt.Errorf("chatserver: stop: %w", err)
 		}
 		<-s.exited
-		if s.front != nil {
-			s.front.Close()
-		}
 		if s.sockDir != "" {
-			os.RemoveAll(s.sockDir)
+			_ = os.RemoveAll(s.sockDir)
 		}
 	})
 	return s.closeErr
@@ -273,6 +284,8 @@ func (s *Server) Close() error {
 type Stats struct {
 	Conns int
 	Rooms int
+	// ResendsDropped counts Resend asks over a member's ResendRate.
+	ResendsDropped uint64
 }
 
 // Stats reports the current load. Safe for concurrent use.
@@ -280,7 +293,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	n := len(s.rooms)
 	s.mu.Unlock()
-	return Stats{Conns: int(s.conns.Load()), Rooms: n}
+	return Stats{Conns: int(s.conns.Load()), Rooms: n, ResendsDropped: s.resendsDropped.Load()}
 }
 
 // RoomInfo describes one hosted room.
