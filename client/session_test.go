@@ -11,6 +11,8 @@ import (
 	"nearchat/chatserver"
 	"nearchat/pkg/delaynet"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
+	"nearchat/pkg/wiretest"
 )
 
 func TestRoomExchange(t *testing.T) {
@@ -45,10 +47,10 @@ func TestRoomExchange(t *testing.T) {
 				sent[m.s.User()] = uint64(tt.each)
 			}
 			for _, m := range ms {
-				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
+				testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
 					return m.check.Report().Received == (tt.members-1)*tt.each
 				})
-				waitFor(t, 5*time.Second, m.s.User()+" all acked", func() bool { return m.s.Stats().Unacked == 0 })
+				testkit.WaitFor(t, 5*time.Second, m.s.User()+" all acked", func() bool { return m.s.Stats().Unacked == 0 })
 			}
 			verify(t, ms, sent)
 			for _, m := range ms {
@@ -110,7 +112,7 @@ func TestPlannedMove(t *testing.T) {
 				sent[m.s.User()] = n
 			}
 			for _, m := range ms {
-				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
+				testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
 					return m.check.Report().Received == (tt.members-1)*n
 				})
 				if st := m.s.Stats(); st.Server != ref(s2) || st.Epoch != 2 || !st.Connected {
@@ -121,7 +123,7 @@ func TestPlannedMove(t *testing.T) {
 				} else {
 					t.Logf("%s: join on serv2 took %v", m.s.User(), mv[1].Took)
 				}
-				waitFor(t, 2*time.Second, m.s.User()+" drains serv1", func() bool { return len(m.drains()) == 1 })
+				testkit.WaitFor(t, 2*time.Second, m.s.User()+" drains serv1", func() bool { return len(m.drains()) == 1 })
 				d := m.drains()[0]
 				t.Logf("%s: serv1 connection closed %v after the switch (timed out: %v)", m.s.User(), d.After, d.TimedOut)
 				if d.Server != ref(s1) || d.Err != nil {
@@ -129,7 +131,7 @@ func TestPlannedMove(t *testing.T) {
 				}
 			}
 			verify(t, ms, sent)
-			waitFor(t, 5*time.Second, "serv1 empty", func() bool { return s1.Stats().Rooms == 0 })
+			testkit.WaitFor(t, 5*time.Second, "serv1 empty", func() bool { return s1.Stats().Rooms == 0 })
 		})
 	}
 }
@@ -178,14 +180,14 @@ func TestServerDies(t *testing.T) {
 			}
 			<-killed
 			start := time.Now()
-			waitFor(t, 5*time.Second, "both see the break", func() bool { return a.brokenCount() == 1 && b.brokenCount() == 1 })
+			testkit.WaitFor(t, 5*time.Second, "both see the break", func() bool { return a.brokenCount() == 1 && b.brokenCount() == 1 })
 			t.Logf("break noticed after %v: %v", time.Since(start), broken)
 			a.move(t, ref(s2), 2)
 			b.move(t, ref(s2), 2)
 			t.Logf("room on serv2 %v after the kill", time.Since(start))
 			wg.Wait()
 			for _, m := range []*member{a, b} {
-				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
+				testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
 			}
 			verify(t, []*member{a, b}, map[string]uint64{"alice": n, "bob": n})
 			if st := a.s.Stats(); st.Resent == 0 {
@@ -218,22 +220,22 @@ func TestTailLoss(t *testing.T) {
 			for i := range 10 {
 				a.send(t, fmt.Sprintf("m%d", i+1))
 			}
-			waitFor(t, 5*time.Second, "bob gets 10", func() bool { return b.got("alice") == 10 })
+			testkit.WaitFor(t, 5*time.Second, "bob gets 10", func() bool { return b.got("alice") == 10 })
 			p.drop.Store(true)
 			for i := range 10 {
 				a.send(t, fmt.Sprintf("m%d", i+11))
 			}
-			waitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
+			testkit.WaitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
 			if got := b.got("alice"); got != 10 {
 				t.Fatalf("bob got %d before the crash, want 10", got)
 			}
 			p.kill()
-			waitFor(t, 5*time.Second, "bob sees the break", func() bool { return b.brokenCount() == 1 })
+			testkit.WaitFor(t, 5*time.Second, "bob sees the break", func() bool { return b.brokenCount() == 1 })
 			start := time.Now()
 			b.move(t, ref(s2), 2)
 			a.move(t, ref(s2), 2)
 			if !tt.wantMissed {
-				waitFor(t, 2500*time.Millisecond, "bob recovers the tail", func() bool { return b.got("alice") == 20 })
+				testkit.WaitFor(t, 2500*time.Millisecond, "bob recovers the tail", func() bool { return b.got("alice") == 20 })
 				t.Logf("tail recovered %v after the move", time.Since(start))
 				verify(t, []*member{b}, map[string]uint64{"alice": 20})
 				if st := a.s.Stats(); st.Resent < 10 {
@@ -241,13 +243,13 @@ func TestTailLoss(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, 2500*time.Millisecond, "bob told what he missed", func() bool { return len(b.missed()) > 0 })
+			testkit.WaitFor(t, 2500*time.Millisecond, "bob told what he missed", func() bool { return len(b.missed()) > 0 })
 			miss := b.missed()[0]
 			t.Logf("missed %+v", miss)
 			if miss.From != "alice" || miss.First != 11 || miss.Last != 16 {
 				t.Errorf("missed %+v, want alice 11-16", miss)
 			}
-			waitFor(t, 2500*time.Millisecond, "bob gets the kept tail", func() bool { return b.got("alice") == 14 })
+			testkit.WaitFor(t, 2500*time.Millisecond, "bob gets the kept tail", func() bool { return b.got("alice") == 14 })
 		})
 	}
 }
@@ -259,10 +261,10 @@ func TestDuplicatesAndReorder(t *testing.T) {
 	b := join(t, testConfig(t), ref(srv), "room-dup", "bob")
 	raw := dialRaw(t, srv.Addr(), "room-dup", "mallory")
 	for _, n := range []uint64{1, 1, 3, 2, 2, 3, 4, 1} {
-		raw.send(t, &proto.Chat{Num: n, At: time.Now().UnixNano(), Text: fmt.Sprint(n)})
+		raw.Send(&proto.Chat{Num: n, At: time.Now().UnixNano(), Text: fmt.Sprint(n)})
 	}
-	waitFor(t, 5*time.Second, "bob gets 4", func() bool { return b.got("mallory") == 4 })
-	waitFor(t, 5*time.Second, "duplicates counted", func() bool { return b.s.Stats().Duplicates == 4 })
+	testkit.WaitFor(t, 5*time.Second, "bob gets 4", func() bool { return b.got("mallory") == 4 })
+	testkit.WaitFor(t, 5*time.Second, "duplicates counted", func() bool { return b.s.Stats().Duplicates == 4 })
 	verify(t, []*member{b}, map[string]uint64{"mallory": 4})
 }
 
@@ -274,18 +276,18 @@ func TestGapIsAskedFor(t *testing.T) {
 	cfg.HoldBack = 50 * time.Millisecond
 	b := join(t, cfg, ref(srv), "room-gap", "bob")
 	raw := dialRaw(t, srv.Addr(), "room-gap", "mallory")
-	raw.send(t, &proto.Chat{Num: 1, Text: "1"})
-	raw.send(t, &proto.Chat{Num: 3, Text: "3"})
-	rs := raw.expect(t, proto.TResend).(*proto.Resend)
+	raw.Send(&proto.Chat{Num: 1, Text: "1"})
+	raw.Send(&proto.Chat{Num: 3, Text: "3"})
+	rs := wiretest.Expect[*proto.Resend](raw, wiretest.AllBut(proto.TResend))
 	if rs.By != "bob" || rs.After != 1 {
 		t.Fatalf("resend %+v, want by bob after 1", rs)
 	}
 	if got := b.got("mallory"); got != 1 {
 		t.Fatalf("bob delivered %d before the gap filled", got)
 	}
-	raw.send(t, &proto.Chat{Num: 2, Text: "2"})
-	raw.send(t, &proto.Chat{Num: 3, Text: "3"})
-	waitFor(t, 5*time.Second, "bob gets 3", func() bool { return b.got("mallory") == 3 })
+	raw.Send(&proto.Chat{Num: 2, Text: "2"})
+	raw.Send(&proto.Chat{Num: 3, Text: "3"})
+	testkit.WaitFor(t, 5*time.Second, "bob gets 3", func() bool { return b.got("mallory") == 3 })
 	verify(t, []*member{b}, map[string]uint64{"mallory": 3})
 }
 
@@ -315,7 +317,7 @@ func TestMoveThroughDelay(t *testing.T) {
 	}
 	wg.Wait()
 	for _, m := range []*member{a, b} {
-		waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
+		testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
 		mv := m.movesSoFar()
 		t.Logf("%s: first join %v, move %v", m.s.User(), mv[0].Took, mv[len(mv)-1].Took)
 		if took := mv[0].Took; took < 60*time.Millisecond {
@@ -370,7 +372,7 @@ func TestClosedSession(t *testing.T) {
 	if err := m.s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	waitFor(t, 5*time.Second, "server sees the leave", func() bool { return srv.Stats().Rooms == 0 })
+	testkit.WaitFor(t, 5*time.Second, "server sees the leave", func() bool { return srv.Stats().Rooms == 0 })
 }
 
 // TestSendFromEventReader echoes every message back from the goroutine
@@ -404,7 +406,7 @@ func TestSendFromEventReader(t *testing.T) {
 	for i := range n {
 		a.send(t, fmt.Sprint(i))
 	}
-	waitFor(t, 10*time.Second, "all echoes", func() bool { return a.got("bob") == n })
+	testkit.WaitFor(t, 10*time.Second, "all echoes", func() bool { return a.got("bob") == n })
 	bob.Close()
 	if got := <-echoed; got != n {
 		t.Errorf("bob echoed %d, want %d", got, n)
@@ -422,10 +424,10 @@ func TestIdleWhenBroken(t *testing.T) {
 	cfg.IdleTimeout = 300 * time.Millisecond
 	b := join(t, cfg, p.ref("serv1"), "room-idle", "bob")
 	raw := dialRaw(t, s1.Addr(), "room-idle", "mallory")
-	raw.send(t, &proto.Chat{Num: 2, Text: "2"}) // a gap: 1 is missing
-	waitFor(t, 2*time.Second, "gap held", func() bool { return b.s.Stats().Held == 1 })
+	raw.Send(&proto.Chat{Num: 2, Text: "2"}) // a gap: 1 is missing
+	testkit.WaitFor(t, 2*time.Second, "gap held", func() bool { return b.s.Stats().Held == 1 })
 	p.kill()
-	waitFor(t, 2*time.Second, "break seen", func() bool { return b.brokenCount() == 1 })
+	testkit.WaitFor(t, 2*time.Second, "break seen", func() bool { return b.brokenCount() == 1 })
 	if _, err := b.s.Send("queued"); err != nil {
 		t.Fatal(err)
 	}

@@ -120,6 +120,12 @@ func (p *Peer) ExpectType(typ wire.Type, skip func(wire.Message) bool) wire.Mess
 	}
 }
 
+// AllBut is a skip function for Expect that passes over every frame not
+// of type typ.
+func AllBut(typ wire.Type) func(wire.Message) bool {
+	return func(m wire.Message) bool { return m.FrameType() != typ }
+}
+
 // ExpectClosed reads until the other side closes the connection, failing
 // after Timeout. With code non-zero, the first Error frame must be a fatal
 // one with that code; other frames before it are passed over.
