@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"nearchat/pkg/testkit"
 )
 
 type botRun struct {
@@ -29,7 +31,7 @@ func (r *botRun) last(kind string) map[string]any {
 // server: one requests, one accepts, both send a fixed count, and both must
 // report every message delivered once and in order, and exit 0.
 func TestBots(t *testing.T) {
-	bin := buildChat(t)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
 	c := startCluster(t)
 	c.startServer("serv1", 0)
 	const count = 30

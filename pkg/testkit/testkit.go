@@ -8,6 +8,7 @@ package testkit
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -28,13 +29,7 @@ func Logger(t testing.TB) *slog.Logger { return LoggerAt(t, slog.LevelDebug) }
 
 // LoggerAt is Logger for records at level and above.
 func LoggerAt(t testing.TB, level slog.Level) *slog.Logger {
-	w := &tlog{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+	return slog.New(slog.NewTextHandler(Writer(t), &slog.HandlerOptions{
 		Level: level,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if a.Key == slog.TimeKey && len(groups) == 0 {
@@ -43,6 +38,18 @@ func LoggerAt(t testing.TB, level slog.Level) *slog.Logger {
 			return a
 		},
 	}))
+}
+
+// Writer returns a writer that passes each write to t.Log as one line, and
+// drops writes once the test's cleanup runs.
+func Writer(t testing.TB) io.Writer {
+	w := &tlog{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
 }
 
 type tlog struct {
@@ -60,20 +67,22 @@ func (w *tlog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// WaitFor polls cond every 5 ms until it holds, failing the test with what
-// after timeout. Tests wait on conditions this way, never on sleeps.
+// WaitFor polls cond until it holds, failing the test with what after
+// timeout. Tests wait on conditions this way, never on sleeps. It polls
+// every 5 ms at first and backs off to every 20 ms, so a cond that is
+// costly (a tmux capture, say) does not load the machine.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
+	every := 5 * time.Millisecond
 	for !cond() {
 		select {
 		case <-ctx.Done():
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		case <-tick.C:
+		case <-time.After(every):
 		}
+		every = min(every*5/4, 20*time.Millisecond)
 	}
 }
 
