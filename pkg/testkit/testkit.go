@@ -95,6 +95,9 @@ var ignored = []goleak.Option{
 	goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).ticktock"),
 	goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
 	goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+	// Idle workers of that pool, which ran work gnet handed it (the
+	// enrolment of TLS connections on their event loops).
+	goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"),
 }
 
 // VerifyNoLeaks runs the package's tests and then fails the run if any
