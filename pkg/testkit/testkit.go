@@ -1,7 +1,8 @@
 // Package testkit holds the helpers every nearchat test package shares: a
 // logger that writes through t.Log, a poll with a deadline, the one
 // goroutine-leak check run by every package's TestMain, and a
-// once-per-run build of the programs a test starts as processes. It uses
+// once-per-run build of the programs a test starts as processes; its own
+// test keeps "every package has a package doc" true repo-wide. It uses
 // the standard library and goleak only, and only tests import it.
 package testkit
 
