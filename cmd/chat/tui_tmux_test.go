@@ -346,8 +346,9 @@ func TestTerminalChat(t *testing.T) {
 	p.waitScreen("> Begin a chat", "View chat requests (0)", "Quit", "alice · online")
 
 	p.keys("Enter")
-	p.waitScreen("Chat with")
-	p.typeText("bob")
+	p.waitScreen("Chat with", "Online now: bob")
+	p.typeText("b")
+	p.keys("Tab") // completes to bob, the one online user starting with b
 	p.keys("Enter")
 	// The status stream, live, before bob answers.
 	s := p.waitScreen("Request to bob:", "Central has the request", "waiting for an answer")
