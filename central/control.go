@@ -351,6 +351,9 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 		return
 	}
 	r.srv.reporters = append(r.srv.reporters, reporter{u, r})
+	if r.srv.suspectAt.IsZero() {
+		r.srv.suspectAt = c.now()
+	}
 	c.probeLocked(r.srv)
 }
 
@@ -389,6 +392,7 @@ func (c *Central) probeLocked(s *srv) {
 		if down {
 			c.markDownLocked(s, "reported unreachable and failed Central's echo check: "+err.Error())
 		} else if err == nil {
+			s.suspectAt = time.Time{}
 			for _, rep := range s.reporters {
 				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
 					c.resendPlacementLocked(rep.u, rep.r)

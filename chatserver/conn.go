@@ -52,15 +52,22 @@ func (m *member) send(b []byte) {
 
 // write sends b to the member, or cuts it off if it is not keeping up.
 // Event loop only.
-func (m *member) write(b []byte, max int) {
+func (m *member) write(b []byte, max int) { m.writeN(b, max, 1) }
+
+// writeN is write for b holding frames frames, for the counters. Event
+// loop only.
+func (m *member) writeN(b []byte, max, frames int) {
 	if m.dead {
 		return
 	}
-	if m.c.OutboundBuffered() > max {
+	backlog := m.c.OutboundBuffered()
+	if backlog > max {
+		m.loop.st.cutOff()
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
 		return
 	}
 	m.send(b)
+	m.loop.st.wrote(b, frames, backlog)
 }
 
 // kill sends a fatal error frame and closes the connection. When the frame

@@ -102,10 +102,15 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTraffic parses every complete frame buffered for c.
 func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
+	start := m.loop.st.start()
+	var a gnet.Action
 	if m.tls != nil {
-		return e.s.serveTLS(m)
+		a = e.s.serveTLS(m)
+	} else {
+		a = e.s.serve(m, c)
 	}
-	return e.s.serve(m, c)
+	m.loop.st.busySince(start)
+	return a
 }
 
 // inbound is where serve reads frames from: the gnet connection itself for
@@ -125,6 +130,7 @@ func (s *Server) serve(m *member, c inbound) gnet.Action {
 			return gnet.None
 		}
 		if err == nil {
+			m.loop.st.received(n)
 			err = s.handle(m, t, body)
 			_, _ = c.Discard(n)
 		}

@@ -12,7 +12,8 @@ import (
 
 // room is one conversation hosted here.
 type room struct {
-	id string
+	id  string
+	srv *Server
 
 	mu      sync.Mutex // taken after Server.mu when both are held
 	closed  bool       // removed from the server's map; a joiner must look again
@@ -40,7 +41,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 				s.mu.Unlock()
 				return proto.Fatalf(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
 			}
-			r = &room{id: j.Room, members: make(map[string]*member)}
+			r = &room{id: j.Room, members: make(map[string]*member), srv: s}
 			s.rooms[j.Room] = r
 		}
 		s.mu.Unlock()
@@ -152,9 +153,11 @@ func (r *room) remember(f *frame, limit int) {
 		r.hist = make([]*frame, 0, limit)
 	}
 	if len(r.hist) < cap(r.hist) {
+		r.srv.countHistory(1, len(f.bb.B))
 		r.hist = append(r.hist, f)
 		return
 	}
+	r.srv.countHistory(0, len(f.bb.B)-len(r.hist[r.histPos].bb.B))
 	r.hist[r.histPos].release()
 	r.hist[r.histPos] = f
 	r.histPos = (r.histPos + 1) % len(r.hist)
@@ -204,6 +207,7 @@ func (s *Server) leave(m *member) {
 		r.closed = true
 		delete(s.rooms, r.id)
 		for _, f := range r.hist {
+			s.countHistory(-1, -len(f.bb.B))
 			f.release()
 		}
 		r.hist = nil

@@ -43,6 +43,8 @@ type Server struct {
 	closeErr  error
 
 	conns          atomic.Int64
+	histFrames     atomic.Int64 // held by the rooms' history rings, when Config.Metrics is on
+	histBytes      atomic.Int64
 	resendsDropped atomic.Uint64
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out

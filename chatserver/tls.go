@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -44,6 +45,8 @@ type tlsFront struct {
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // in the handshake, closed by stop
 	stopped bool
+
+	handshakes, failed atomic.Uint64 // completed and failed, for Metrics
 }
 
 func newTLSFront(s *Server, ln net.Listener) *tlsFront {
@@ -109,11 +112,13 @@ func (f *tlsFront) handshake(c *net.TCPConn) {
 	cancel()
 	if !f.track(c, false) || err != nil {
 		if err != nil {
+			f.failed.Add(1)
 			f.s.log.Debug("TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
 		}
 		c.Close()
 		return
 	}
+	f.handshakes.Add(1)
 	hand := &tlsHandoff{t: t, c: tc}
 	ctx = gnet.NewContext(gnet.NewNetConnContext(context.Background(), c), hand)
 	// Enroll duplicates the descriptor and closes c; from OnOpen on, the

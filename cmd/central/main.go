@@ -3,6 +3,7 @@
 // pushes chat requests and room assignments to clients.
 //
 //	central -rest 127.0.0.1:8080 -control 127.0.0.1:8081 -secret "$NEARCHAT_SECRET"
+//	central -metrics 127.0.0.1:9090 -dashboard 127.0.0.1:8088
 //
 // It stops cleanly on SIGINT or SIGTERM.
 package main
@@ -18,6 +19,8 @@ import (
 	"syscall"
 
 	"nearchat/central"
+	"nearchat/central/dashboard"
+	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 )
@@ -56,6 +59,9 @@ func main() {
 	chatCA := fs.String("chat-ca", "", "CA `file` to verify chat servers with, for Central's echo check when they serve TLS")
 	ticketKey := fs.String("ticket-key", "", "Ed25519 private key `file` (make certs): sign a room ticket for every member")
 	fs.DurationVar(&cfg.TicketTTL, "ticket-ttl", cfg.TicketTTL, "how long a room ticket stays valid")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9090 (empty: off)")
+	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088 (empty: off); any non-loopback address needs -dashboard-token and -tls-cert, and serves https")
+	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Parse(os.Args[1:])
 	if (*tlsCert == "") != (*tlsKey == "") {
@@ -119,6 +125,33 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if *metricsAddr != "" {
+		m, err := metricshttp.Listen(*metricsAddr, c.Collector())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "central:", err)
+			os.Exit(1)
+		}
+		defer m.Close()
+		cfg.Logger.Info("metrics", "url", "http://"+m.Addr()+"/metrics")
+	}
+	if *dashAddr != "" {
+		dc := dashboard.Config{Listen: *dashAddr, Token: *dashToken, Logger: cfg.Logger}
+		// On loopback the page is plain http, so a browser on this machine
+		// needs no CA; anywhere else it is https and needs the token.
+		if *tlsCert != "" && !dashboard.Loopback(*dashAddr) {
+			if dc.TLS, err = tlsconfig.Server(*tlsCert, *tlsKey, ""); err != nil {
+				fmt.Fprintln(os.Stderr, "central:", err)
+				os.Exit(2)
+			}
+		}
+		d, err := dashboard.New(dc, c)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "central:", err)
+			os.Exit(1)
+		}
+		defer d.Close()
+		cfg.Logger.Info("dashboard", "url", d.URL())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
