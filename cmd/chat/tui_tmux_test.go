@@ -388,7 +388,7 @@ func TestTerminalChat(t *testing.T) {
 	moved := regexp.MustCompile(`the chat moved to serv1, a closer server`)
 	waitFor(t, 20*time.Second, "the move line", func() bool { return moved.MatchString(p.screen()) })
 	t.Logf("serv1 started -> move line on screen: %v; %s", time.Since(start).Round(time.Millisecond), moved.FindString(p.screen()))
-	p.waitScreen("on serv1")
+	t.Logf("after the move:\n%s", p.waitScreen("on serv1"))
 	p.typeText("after the move")
 	p.keys("Enter")
 	waitFor(t, 10*time.Second, "bob to receive the message sent after the move", func() bool { return bob.received("alice", "after the move") })
