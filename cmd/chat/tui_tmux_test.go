@@ -315,8 +315,9 @@ func TestTerminalChat(t *testing.T) {
 	p.waitScreen("> Begin a chat", "View chat requests (0)", "Quit", "alice · online")
 
 	p.keys("Enter")
-	p.waitScreen("Chat with")
-	p.typeText("bob")
+	p.waitScreen("Chat with", "Online now: bob")
+	p.typeText("b")
+	p.keys("Tab") // completes to bob, the one online user starting with b
 	p.keys("Enter")
 	// The status stream, live, before bob answers.
 	s := p.waitScreen("Request to bob:", "Central has the request", "waiting for an answer")
@@ -356,7 +357,7 @@ func TestTerminalChat(t *testing.T) {
 	moved := regexp.MustCompile(`the chat moved to serv1, a closer server`)
 	testkit.WaitFor(t, 20*time.Second, "the move line", func() bool { return moved.MatchString(p.screen()) })
 	t.Logf("serv1 started -> move line on screen: %v; %s", time.Since(start).Round(time.Millisecond), moved.FindString(p.screen()))
-	p.waitScreen("on serv1")
+	t.Logf("after the move:\n%s", p.waitScreen("on serv1"))
 	p.typeText("after the move")
 	p.keys("Enter")
 	testkit.WaitFor(t, 10*time.Second, "bob to receive the message sent after the move", func() bool { return bob.received("alice", "after the move") })
