@@ -13,6 +13,7 @@ import (
 
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
 )
 
@@ -79,12 +80,12 @@ func TestRegistrationThatNeverConnectsExpires(t *testing.T) {
 	h.register(t, "ghost")
 	alice := h.register(t, "alice")
 	h.connectAs(t, alice)
-	waitFor(t, 5*time.Second, "alice online", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "alice online", func() bool {
 		info, err := h.api.LookupClient(ctx(t), "alice")
 		return err == nil && info.Online
 	})
 	clk.Advance(cfg.SessionGrace + time.Second)
-	waitFor(t, 5*time.Second, "ghost's registration to expire", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "ghost's registration to expire", func() bool {
 		_, err := h.api.LookupClient(ctx(t), "ghost")
 		return centralapi.IsUnknownClient(err)
 	})

@@ -1,7 +1,6 @@
 package chatserver
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -108,7 +107,7 @@ func TestConnectionLimitPerSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	q := &peer{t: t, conn: c, r: bufio.NewReaderSize(c, 64<<10)}
+	q := newPeer(t, c)
 	q.send(&proto.Hello{V: wire.Version, Agent: "test"})
 	q.expect(proto.TWelcome)
 }

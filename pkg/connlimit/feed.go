@@ -43,14 +43,7 @@ func Feed(ln net.Listener, eng gnet.Engine, l *Limiter, refusal []byte, logf fun
 			_ = c.Close()
 			continue
 		}
-		ctx := gnet.NewNetConnContext(context.Background(), c)
-		res, err := eng.Register(ctx)
-		// OnBoot, after which a server starts feeding, runs before gnet
-		// has made its event loops: wait for them.
-		for wait := 0; errors.Is(err, gerrors.ErrEmptyEngine) && wait < 5000; wait++ {
-			time.Sleep(time.Millisecond)
-			res, err = eng.Register(ctx)
-		}
+		res, err := Register(eng, gnet.NewNetConnContext(context.Background(), c))
 		if err != nil {
 			if logf != nil {
 				logf("handing a connection to the event loops", "err", err)
@@ -62,4 +55,16 @@ func Feed(ln net.Listener, eng gnet.Engine, l *Limiter, refusal []byte, logf fun
 			logf("handing a connection to the event loops", "err", r.Err)
 		}
 	}
+}
+
+// Register is eng.Register, waiting up to 5 s for the event loops when
+// they do not exist yet: OnBoot, after which servers start accepting, runs
+// before gnet has made them.
+func Register(eng gnet.Engine, ctx context.Context) (<-chan gnet.RegisteredResult, error) {
+	res, err := eng.Register(ctx)
+	for wait := 0; errors.Is(err, gerrors.ErrEmptyEngine) && wait < 5000; wait++ {
+		time.Sleep(time.Millisecond)
+		res, err = eng.Register(ctx)
+	}
+	return res, err
 }
