@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,10 +56,13 @@ type control struct {
 	c    *Central
 	eng  gnet.Engine
 	boot chan string // the bound address, once
+
+	loopsUp chan struct{} // closed by the first OnTick
+	once    sync.Once
 }
 
 func (c *Central) startControl() error {
-	h := &control{c: c, boot: make(chan string, 1)}
+	h := &control{c: c, boot: make(chan string, 1), loopsUp: make(chan struct{})}
 	c.ctrl = h
 	// The event loops listen on a private Unix socket, never on the
 	// network: gnet's accept loop ends the engine on EMFILE. Plaintext
@@ -82,6 +86,7 @@ func (c *Central) startControl() error {
 	go func() {
 		c.gnetDone <- gnet.Run(h, network+"://"+listen,
 			gnet.WithLoadBalancing(gnet.LeastConnections), // Engine.Register needs it
+			gnet.WithTicker(true),                         // the first OnTick says the loops exist
 			gnet.WithMulticore(c.cfg.Multicore),
 			gnet.WithLogger(gnetlog.Logger{L: c.log}),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
@@ -97,6 +102,11 @@ func (c *Central) startControl() error {
 	}
 	select {
 	case <-h.boot:
+		select {
+		case <-h.loopsUp:
+		case err := <-c.gnetDone:
+			return fail(err)
+		}
 		c.ctrlAddr = ln.Addr().String()
 		if tlsLn != nil {
 			c.ctrlFront = tlsconfig.NewFront(tlsLn, network, listen, sockDir, c.log.Debug)
@@ -147,6 +157,13 @@ func (c *Central) stopControl(ctx context.Context) error {
 		os.RemoveAll(c.ctrlSock)
 	}
 	return errors.Join(errs...)
+}
+
+// OnTick runs on gnet's ticker, which starts once the event loops exist;
+// its first run lets startControl start enrolling connections.
+func (h *control) OnTick() (time.Duration, gnet.Action) {
+	h.once.Do(func() { close(h.loopsUp) })
+	return time.Hour, gnet.None
 }
 
 // OnBoot keeps the engine.

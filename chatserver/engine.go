@@ -26,6 +26,13 @@ func (e *engine) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
+// OnTick runs on gnet's ticker, which starts once the event loops exist;
+// its first run lets New start enrolling connections.
+func (e *engine) OnTick() (time.Duration, gnet.Action) {
+	e.s.loopsOne.Do(func() { close(e.s.loopsUp) })
+	return time.Hour, gnet.None
+}
+
 // OnOpen admits a connection unless the server is full or closing.
 func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s

@@ -274,15 +274,19 @@ func (r *room) fanout(f *frame, skip *member) {
 }
 
 // reapLoop asks each loop with cut-off members to close the ones whose
-// error frame has drained or whose grace has passed.
+// error frame has drained or whose grace has passed, and every other tick
+// sweeps the connections' deadlines (guard.go).
 func (s *Server) reapLoop() {
 	t := time.NewTicker(doomGrace / 8)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-s.stopReap:
 			return
 		case <-t.C:
+		}
+		if tick%2 == 1 {
+			s.sweepGuards()
 		}
 		s.loopsMu.Lock()
 		for _, l := range s.loops {

@@ -17,11 +17,11 @@ import (
 // TLS, since TLS peers reach the same event loops.
 //
 // Each event loop has a guardSet of its connections, touched only on that
-// loop; a goroutine asks every loop to sweep its set once per guardTick.
+// loop; reapLoop asks every loop to sweep its set once per guardTick.
 
-// guardTick is the period of the sweep, and so the resolution of every
-// deadline below.
-const guardTick = 500 * time.Millisecond
+// guardTick is the period of the sweep (two of reapLoop's ticks), and so
+// the resolution of every deadline below.
+const guardTick = doomGrace / 4
 
 // guardState is the guard's part of a member. Loop only.
 type guardState struct {
@@ -61,23 +61,15 @@ func (s *Server) guardFor(el gnet.EventLoop) *guardSet {
 	return g
 }
 
-// guardLoop schedules a sweep on every loop each guardTick.
-func (s *Server) guardLoop() {
-	t := time.NewTicker(guardTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopReap:
-			return
-		case <-t.C:
-		}
-		s.guardMu.Lock()
-		for el, g := range s.guards {
-			_ = el.Execute(context.Background(), &g.sweep)
-		}
-		s.guardMu.Unlock()
-		s.lim.Reclaim()
+// sweepGuards schedules a sweep on every loop; reapLoop calls it each
+// guardTick.
+func (s *Server) sweepGuards() {
+	s.guardMu.Lock()
+	for el, g := range s.guards {
+		_ = el.Execute(context.Background(), &g.sweep)
 	}
+	s.guardMu.Unlock()
+	s.lim.Reclaim()
 }
 
 // Run sweeps one loop's connections. It runs on that loop.

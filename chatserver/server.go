@@ -50,12 +50,14 @@ type Server struct {
 	histBytes      atomic.Int64
 	resendsDropped atomic.Uint64
 
-	plainLn net.Listener       // plaintext TCP, fed to the loops by connlimit.Feed
-	fed     chan struct{}      // closed when the feeding ends
-	lim     *connlimit.Limiter // descriptors held by connections, TLS front included
-	port    *connlimit.Port
-	guardMu sync.Mutex // guards guards; each set is its loop's
-	guards  map[gnet.EventLoop]*guardSet
+	loopsUp  chan struct{} // closed by the first OnTick: the event loops exist
+	loopsOne sync.Once
+	plainLn  net.Listener       // plaintext TCP, fed to the loops by connlimit.Feed
+	fed      chan struct{}      // closed when the feeding ends
+	lim      *connlimit.Limiter // descriptors held by connections, TLS front included
+	port     *connlimit.Port
+	guardMu  sync.Mutex // guards guards; each set is its loop's
+	guards   map[gnet.EventLoop]*guardSet
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
 	// loop's). loopsMu is never held with s.mu or r.mu; under it only l.mu
@@ -81,6 +83,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      log,
 		booted:   make(chan error, 1),
+		loopsUp:  make(chan struct{}),
 		stopReap: make(chan struct{}),
 		drainReq: make(chan struct{}, 1),
 		exited:   make(chan struct{}),
@@ -103,6 +106,9 @@ func New(cfg Config) (*Server, error) {
 		// Connections reach the loops through Engine.Register (see
 		// connlimit.Feed), which RoundRobin does not allow.
 		gnet.WithLoadBalancing(gnet.LeastConnections),
+		// The first OnTick says the loops exist, so connections may be
+		// enrolled (OnBoot comes before gnet makes them).
+		gnet.WithTicker(true),
 	}
 	// gnet never accepts from the network: its own accept loop ends the
 	// engine on EMFILE. It listens on a private Unix socket in a directory
@@ -170,6 +176,11 @@ func New(cfg Config) (*Server, error) {
 	case <-s.exited:
 		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
 	}
+	select {
+	case <-s.loopsUp:
+	case <-s.exited:
+		return fail(fmt.Errorf("chatserver: event loops did not start: %w", s.runErr))
+	}
 	if tlsLn != nil {
 		s.front = newTLSFront(s, tlsLn)
 	}
@@ -183,7 +194,6 @@ func New(cfg Config) (*Server, error) {
 		}()
 	}
 	go s.reapLoop()
-	go s.guardLoop()
 	s.startAgent()
 	s.log.Info("chat server listening", "addr", s.Addr(), "plain", s.addr, "tls", s.front != nil, "loops", s.numLoops(), "id", s.cfg.ID)
 	return s, nil

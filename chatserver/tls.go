@@ -138,7 +138,7 @@ func (f *tlsFront) handshake(c *net.TCPConn) {
 	ctx = gnet.NewContext(gnet.NewNetConnContext(context.Background(), c), hand)
 	// Enroll duplicates the descriptor and closes c; from OnOpen on, the
 	// connection lives on its loop.
-	res, err := connlimit.Register(f.s.eng, ctx)
+	res, err := f.s.eng.Register(ctx)
 	if err != nil {
 		c.Close()
 		return

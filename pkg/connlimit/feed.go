@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	gerrors "github.com/panjf2000/gnet/v2/pkg/errors"
 )
 
 // Feed accepts connections from ln and hands each to eng's event loops,
@@ -18,7 +17,9 @@ import (
 // loops, and at most one accepted connection at a time waits to reach its
 // loop, so the descriptors held can never outrun the count by more than
 // one (gnet briefly duplicates each one). eng must use a load-balancing
-// algorithm other than RoundRobin (gnet's rule for Engine.Register).
+// algorithm other than RoundRobin (gnet's rule for Engine.Register), and
+// its event loops must be running: OnBoot comes before gnet makes them,
+// OnTick (WithTicker) after.
 // logf may be nil.
 func Feed(ln net.Listener, eng gnet.Engine, l *Limiter, refusal []byte, logf func(string, ...any)) {
 	var delay time.Duration
@@ -43,7 +44,7 @@ func Feed(ln net.Listener, eng gnet.Engine, l *Limiter, refusal []byte, logf fun
 			_ = c.Close()
 			continue
 		}
-		res, err := Register(eng, gnet.NewNetConnContext(context.Background(), c))
+		res, err := eng.Register(gnet.NewNetConnContext(context.Background(), c))
 		if err != nil {
 			if logf != nil {
 				logf("handing a connection to the event loops", "err", err)
@@ -57,14 +58,3 @@ func Feed(ln net.Listener, eng gnet.Engine, l *Limiter, refusal []byte, logf fun
 	}
 }
 
-// Register is eng.Register, waiting up to 5 s for the event loops when
-// they do not exist yet: OnBoot, after which servers start accepting, runs
-// before gnet has made them.
-func Register(eng gnet.Engine, ctx context.Context) (<-chan gnet.RegisteredResult, error) {
-	res, err := eng.Register(ctx)
-	for wait := 0; errors.Is(err, gerrors.ErrEmptyEngine) && wait < 5000; wait++ {
-		time.Sleep(time.Millisecond)
-		res, err = eng.Register(ctx)
-	}
-	return res, err
-}
