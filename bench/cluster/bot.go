@@ -126,19 +126,23 @@ type Bot struct {
 // BotOptions describes a bot.
 type BotOptions struct {
 	Name string
-	// Control is the control address the bot dials; empty means Central's.
-	Control string
+	// REST and Control are the addresses the bot dials for Central;
+	// empty means Central's own.
+	REST, Control string
 	// Args are the bot's role and pace: -peer/-accept, -rate, ...
 	Args []string
 }
 
 // StartBot starts a bot. It returns once the process runs.
 func (c *Cluster) StartBot(o BotOptions) (*Bot, error) {
-	ctl := o.Control
+	rest, ctl := o.REST, o.Control
+	if rest == "" {
+		rest = c.REST
+	}
 	if ctl == "" {
 		ctl = c.Control
 	}
-	args := []string{"-bot", "-name", o.Name, "-central", c.REST, "-control", ctl,
+	args := []string{"-bot", "-name", o.Name, "-central", rest, "-control", ctl,
 		"-log", filepath.Join(c.opts.Dir, o.Name+".client.log")}
 	if c.opts.TLS {
 		args = append(args, "-ca", c.certs.CA)

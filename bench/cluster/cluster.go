@@ -70,6 +70,8 @@ type Server struct {
 // ServerOptions describes a chat server to add.
 type ServerOptions struct {
 	ID string
+	// Listen is the address to serve on; empty picks a free one.
+	Listen string
 	// Advertise is the address clients and Central's echo check dial
 	// (a proxy in front of the server); empty means its own address.
 	Advertise string
@@ -278,9 +280,12 @@ func (c *Cluster) UpServers(ctx context.Context) (map[string]bool, error) {
 // AddServer starts a new chat server and, unless o.NoWait, waits until
 // Central lists it as up.
 func (c *Cluster) AddServer(ctx context.Context, o ServerOptions) (*Server, error) {
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
+	addr := o.Listen
+	if addr == "" {
+		var err error
+		if addr, err = FreeAddr(); err != nil {
+			return nil, err
+		}
 	}
 	if o.ID == "" {
 		return nil, errors.New("cluster: a chat server needs an ID")

@@ -147,3 +147,13 @@ func (p *Proc) Stop(sig syscall.Signal, grace time.Duration) error {
 	_ = p.Kill()
 	return fmt.Errorf("cluster: %s did not exit within %v of %v; killed", p.Name, grace, sig)
 }
+
+// Pid is the running process's id, 0 when it does not run.
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
