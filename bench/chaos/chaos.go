@@ -202,7 +202,9 @@ func RunScenario(ctx context.Context, cfg Config, sc Scenario, seed uint64, logf
 	}
 	e := &Env{cfg: cfg, ctx: ctx, Rng: rand.New(rand.NewPCG(seed, uint64(len(sc.Name)))),
 		Chat: map[string]*Proxy{}, Beat: map[string]*Proxy{}, Control: map[string]*Proxy{}, REST: map[string]*Proxy{},
-		log: func(f string, a ...any) { logf("  %s %6.2fs "+f, append([]any{sc.Name, time.Since(start).Seconds()}, a...)...) }}
+		log: func(f string, a ...any) {
+			logf("  %s %6.2fs "+f, append([]any{sc.Name, time.Since(start).Seconds()}, a...)...)
+		}}
 	err := e.run(sc, seed, &res)
 	if err != nil {
 		res.Error = err.Error()
