@@ -34,7 +34,7 @@ type Config struct {
 
 // DefaultConfig returns the caps and timings the README states.
 func DefaultConfig() Config {
-	return Config{Bin: "bin", Converge: 5 * time.Second, CentralRSS: 128 << 20, ServerRSS: 256 << 20, Rate: 20}
+	return Config{Bin: "bin", Converge: 5 * time.Second, CentralRSS: 32 << 20, ServerRSS: 64 << 20, Rate: 20}
 }
 
 // Result is what one scenario run found.
@@ -184,6 +184,10 @@ type Scenario struct {
 	ServerArgs, BotArgs []string
 	// Rate overrides Config.Rate when set.
 	Rate float64
+	// NoLoss makes any Missed a violation too: the design's
+	// "back-pressure before loss" (a slow member slows the senders before
+	// a buffer overflows) allows no loss where every process stays up.
+	NoLoss bool
 	Run  func(e *Env) error
 }
 
@@ -200,6 +204,21 @@ func RunScenario(ctx context.Context, cfg Config, sc Scenario, seed uint64, logf
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	// The scenario's own timeline goes to chaos.log beside the processes'
+	// logs, so a failure can be read in order.
+	if err := os.MkdirAll(res.Logs, 0o755); err == nil {
+		if f, err := os.Create(filepath.Join(res.Logs, "chaos.log")); err == nil {
+			defer f.Close()
+			var mu sync.Mutex
+			inner := logf
+			logf = func(format string, a ...any) {
+				inner(format, a...)
+				mu.Lock()
+				fmt.Fprintf(f, format+"\n", a...)
+				mu.Unlock()
+			}
+		}
+	}
 	e := &Env{cfg: cfg, ctx: ctx, Rng: rand.New(rand.NewPCG(seed, uint64(len(sc.Name)))),
 		Chat: map[string]*Proxy{}, Beat: map[string]*Proxy{}, Control: map[string]*Proxy{}, REST: map[string]*Proxy{},
 		log: func(f string, a ...any) {
@@ -212,6 +231,7 @@ func RunScenario(ctx context.Context, cfg Config, sc Scenario, seed uint64, logf
 	res.Violations = append(res.Violations, e.viol...)
 	res.Pass = err == nil && len(res.Violations) == 0
 	res.Seconds = time.Since(start).Seconds()
+	logf("%s", res.Line())
 	return res
 }
 
@@ -338,6 +358,9 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	stopRSS()
 	viol, recv, missed := delivery(c.Events.All())
 	res.Received, res.Missed = recv, missed
+	if sc.NoLoss && missed > 0 {
+		e.Violate("%d messages reported missed with every process up: back-pressure should have slowed the senders first", missed)
+	}
 	for _, v := range viol {
 		e.Violate("%s", v)
 	}
@@ -423,6 +446,3 @@ func (e *Env) Restart(id string) error {
 	e.Fault("restart %s", id)
 	return e.C.StartServer(e.ctx, id)
 }
-
-// ensureDir makes the harness's log root.
-func ensureDir(dir string) error { return os.MkdirAll(dir, 0o755) }

@@ -65,6 +65,13 @@ type Proxy struct {
 	wg    sync.WaitGroup
 }
 
+// sockBuf and queued bound what a proxy holds per connection and
+// direction: socket buffers, and frames read but not yet forwarded.
+const (
+	sockBuf = 32 << 10
+	queued  = 64
+)
+
 // unit is a frame (or a chunk on a raw link) with the time it was read.
 type unit struct {
 	b  []byte
@@ -221,9 +228,18 @@ func (p *Proxy) accept() {
 			a.Close()
 			continue
 		}
+		// Small socket buffers, so a stalled or slow direction pushes
+		// back on the sender within tens of kilobytes, as a slow reader
+		// does, instead of vanishing into megabytes of loopback buffers.
+		for _, conn := range []net.Conn{a, b} {
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(sockBuf)
+				_ = tc.SetWriteBuffer(sockBuf)
+			}
+		}
 		c := &pconn{p: p, a: a, b: b, closed: make(chan struct{})}
 		for d := range c.q {
-			c.q[d] = make(chan unit, 256)
+			c.q[d] = make(chan unit, queued)
 			c.last[d] = map[wire.Type][]byte{}
 		}
 		p.mu.Lock()

@@ -24,9 +24,13 @@ var Scenarios = []Scenario{
 	{Name: "control-never-reads", Doc: "a registered client floods Central's control port with requests and never reads", Run: controlNeverReads},
 	{Name: "flaky-control-during-move", Doc: "every member's control link drops 20% and reorders 20% of frames, +50 ms, during a move", Run: flakyControl},
 	{Name: "heartbeat-blackhole", Doc: "the room's server's heartbeats to Central black-holed past offline-after, then healed", Run: heartbeatBlackhole},
-	{Name: "slow-reader", Doc: "one member reads at 1/10 of the room's send rate (server -max-outbound 256 KiB)", Rate: 100,
-		BotArgs: []string{"-size", "500"}, ServerArgs: []string{"-max-outbound", "262144"}, Run: slowReader},
-	{Name: "reader-stall-resume", Doc: "one member stops reading for 6 s, then resumes", Rate: 50, BotArgs: []string{"-size", "200"}, Run: readerStall},
+	// The two below overflow what the chat server's kernel send buffer
+	// absorbs (up to 4 MiB here), so the server's own outbound bound
+	// (-max-outbound, scaled down to 256 KiB) is reached.
+	{Name: "slow-reader", Doc: "one member reads at 1/10 of the room's send rate (2 x 200 msg/s of 3 KB; server -max-outbound 256 KiB)", Rate: 200,
+		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"}, NoLoss: true, Run: slowReader},
+	{Name: "reader-stall-resume", Doc: "one member stops reading for 8 s, then resumes (2 x 150 msg/s of 3 KB; server -max-outbound 256 KiB)", Rate: 150,
+		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"}, NoLoss: true, Run: readerStall},
 	{Name: "resend-storm", Doc: "one member sends 50 Resend frames for the whole history of another", Run: resendStorm},
 }
 
@@ -280,8 +284,8 @@ func slowReader(e *Env) error {
 		return err
 	}
 	victim := e.pick()
-	// Two senders at 100 msg/s of ~560 bytes on the wire: ~110 KB/s.
-	e.Chat[at].Set(victim, Down, Rule{Rate: 11_000})
+	// Two senders at 200 msg/s of ~3060 bytes on the wire: ~1.2 MB/s.
+	e.Chat[at].Set(victim, Down, Rule{Rate: 122_000})
 	e.Fault("%s reads at 1/10 of the room's send rate", victim)
 	return e.Sleep(e.Jitter(6*time.Second, 8*time.Second))
 }
@@ -294,7 +298,7 @@ func readerStall(e *Env) error {
 	victim := e.pick()
 	e.Chat[at].Set(victim, Down, Rule{Stall: true})
 	e.Fault("%s stops reading", victim)
-	if err := e.Sleep(6 * time.Second); err != nil {
+	if err := e.Sleep(8 * time.Second); err != nil {
 		return err
 	}
 	e.Chat[at].Heal()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -30,7 +29,7 @@ var (
 	buildErr  error
 )
 
-// chatserverBin builds bin/chatserver once per test run into a temporary
+// chatserverBin builds chatserver and central once per test run into a temporary
 // directory, so the tests kill real processes whatever make built.
 func chatserverBin(t *testing.T) string {
 	t.Helper()
@@ -39,9 +38,9 @@ func chatserverBin(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "chatserver"), "nearchat/cmd/chatserver").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", binDir+"/", "nearchat/cmd/chatserver", "nearchat/cmd/central").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build chatserver: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build chatserver central: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

@@ -242,7 +242,7 @@ func (b *bot) receive(sess *client.Session) {
 			}
 			if !b.f.quiet {
 				b.out.emit("received", map[string]any{"from": ev.From, "num": ev.Num, "latency_ms": ms(ev.Latency), "server": ev.Server,
-					"inc": lastWord(ev.Text)})
+					"inc": incOf(ev.Text)})
 			}
 		case client.Presence:
 			b.mu.Lock()
@@ -302,5 +302,12 @@ func (b *bot) finish(stop context.Context, sess *client.Session, sending *sync.W
 	return 0
 }
 
-// lastWord is the text after the last space: a bot's incarnation.
-func lastWord(s string) string { return s[strings.LastIndexByte(s, ' ')+1:] }
+// incOf reads the sender's incarnation from a bot's message text,
+// "name #n inc" and any padding dots.
+func incOf(text string) string {
+	f := strings.Fields(text)
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.TrimRight(f[2], ".")
+}
