@@ -188,7 +188,7 @@ type Scenario struct {
 	// "back-pressure before loss" (a slow member slows the senders before
 	// a buffer overflows) allows no loss where every process stays up.
 	NoLoss bool
-	Run  func(e *Env) error
+	Run    func(e *Env) error
 }
 
 var members = []string{"alice", "bob", "carol"}
