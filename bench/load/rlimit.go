@@ -7,8 +7,8 @@ import (
 
 // raiseFileLimit lifts the soft RLIMIT_NOFILE towards want (never above the
 // hard limit) and returns the limit now in force. Every member holds a
-// control and a chat connection, Central in this process their other ends,
-// and the chat servers inherit the limit too.
+// control and a chat connection, and Central and the chat servers, which
+// hold their other ends, inherit the limit.
 func raiseFileLimit(want uint64) (uint64, error) {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
