@@ -29,6 +29,9 @@ type Options struct {
 	// tickets; chat servers then authenticate by certificate. Without it
 	// the links are plaintext and servers present Secret.
 	TLS bool
+	// Certs, with TLS, are existing development files (tlsconfig.WriteDev,
+	// with ticket.key and ticket.pub beside them) instead of new ones.
+	Certs *tlsconfig.Files
 	// Secret is the cluster secret (plaintext mode); empty makes one up.
 	Secret string
 	// CentralArgs are extra flags for central (timings, policy).
@@ -109,7 +112,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		opts.Secret = fmt.Sprintf("cluster-%d", time.Now().UnixNano())
 	}
 	c := &Cluster{opts: opts, servers: map[string]*Server{}, bots: map[string]*Bot{}, Events: newRecorder()}
-	if opts.TLS {
+	if opts.TLS && opts.Certs != nil {
+		c.certs = *opts.Certs
+		c.tpriv, c.tpb = filepath.Join(c.certs.Dir, "ticket.key"), filepath.Join(c.certs.Dir, "ticket.pub")
+	} else if opts.TLS {
 		var err error
 		if c.certs, err = tlsconfig.WriteDev(filepath.Join(opts.Dir, "certs"), nil, 24*time.Hour); err != nil {
 			return nil, err
