@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -290,55 +289,27 @@ func (c *Client) controlLoop(ctx context.Context) error {
 	}
 }
 
-// ctrlConn is one control connection; writes are serialised by mu.
-type ctrlConn struct {
-	conn net.Conn
-	mu   sync.Mutex
-	buf  []byte
-}
+// ctrlConn is one control connection.
+type ctrlConn struct{ pc *proto.Conn }
 
+// send writes m, failing if that takes more than 5 s. Safe for concurrent
+// use.
 func (cc *ctrlConn) send(m wire.Message) error {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	var err error
-	cc.buf, err = wire.AppendFrame(cc.buf[:0], m)
-	if err != nil {
-		return err
-	}
-	_ = cc.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, err = cc.conn.Write(cc.buf)
-	return err
+	_ = cc.pc.NetConn().SetWriteDeadline(time.Now().Add(5 * time.Second))
+	return cc.pc.Send(m)
 }
 
 func (c *Client) controlOnce(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	conn, err := c.dialer.DialContext(dctx, "tcp", c.opts.Control)
+	pc, _, err := proto.Dial(dctx, c.dialer, c.opts.Control, &proto.Hello{Agent: c.opts.Agent, Token: c.Token()})
 	cancel()
 	if err != nil {
-		return err
+		return fmt.Errorf("control: %w", err)
 	}
-	cc := &ctrlConn{conn: conn}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	cc := &ctrlConn{pc: pc}
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	defer stop()
-	defer conn.Close()
-	r := bufio.NewReader(conn)
-	var scratch []byte
-	if err := cc.send(&proto.Hello{V: wire.Version, Agent: c.opts.Agent, Token: c.Token()}); err != nil {
-		return err
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	m, err := readFrame(r, &scratch)
-	if err != nil {
-		return fmt.Errorf("control handshake: %w", err)
-	}
-	switch w := m.(type) {
-	case *proto.Welcome:
-	case *proto.Error:
-		return w
-	default:
-		return fmt.Errorf("control handshake: unexpected %T", m)
-	}
-	_ = conn.SetReadDeadline(time.Time{})
+	defer pc.Close()
 	c.mu.Lock()
 	c.ctrl = cc
 	c.mu.Unlock()
@@ -366,7 +337,7 @@ func (c *Client) controlOnce(ctx context.Context) error {
 	}
 	c.log.Info("control connection up", "central", c.opts.Control, "user", c.opts.User)
 	for {
-		m, err := readFrame(r, &scratch)
+		m, err := pc.Recv()
 		if err != nil {
 			return err
 		}

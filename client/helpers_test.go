@@ -1,8 +1,8 @@
 package client
 
 import (
-	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -293,23 +293,18 @@ func (p *proxy) accept() {
 // relayDown copies frames from the server to the client, minus Deliver
 // frames while drop is set.
 func (p *proxy) relayDown(up, down net.Conn) {
-	r := bufio.NewReader(up)
+	r := wire.NewReader(up, 0)
+	var b []byte
 	for {
-		hdr, err := r.Peek(wire.LenSize)
+		t, body, err := r.Next()
 		if err != nil {
 			return
 		}
-		n, err := wire.FrameLen(hdr, 0)
-		if err != nil {
-			return
-		}
-		b := make([]byte, n)
-		if _, err := io.ReadFull(r, b); err != nil {
-			return
-		}
-		if p.drop.Load() && wire.Type(b[wire.LenSize]) == proto.TDeliver {
+		if p.drop.Load() && t == proto.TDeliver {
 			continue
 		}
+		b = binary.BigEndian.AppendUint32(b[:0], uint32(1+len(body)))
+		b = append(append(b, byte(t)), body...)
 		if _, err := down.Write(b); err != nil {
 			return
 		}
@@ -333,9 +328,8 @@ func (p *proxy) kill() {
 // rawPeer speaks the protocol by hand, to send what a correct Session
 // would not.
 type rawPeer struct {
-	conn    net.Conn
-	r       *bufio.Reader
-	scratch []byte
+	conn net.Conn
+	pc   *proto.Conn
 }
 
 func dialRaw(t testing.TB, addr, room, user string) *rawPeer {
@@ -345,7 +339,7 @@ func dialRaw(t testing.TB, addr, room, user string) *rawPeer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	p := &rawPeer{conn: c, r: bufio.NewReader(c)}
+	p := &rawPeer{conn: c, pc: proto.NewConn(c, 0)}
 	p.send(t, &proto.Hello{V: wire.Version, Agent: "test"})
 	p.expect(t, proto.TWelcome)
 	p.send(t, &proto.Join{Room: room, User: user, Epoch: 1})
@@ -366,7 +360,7 @@ func (p *rawPeer) send(t testing.TB, m wire.Message) {
 
 func (p *rawPeer) next() (wire.Message, error) {
 	_ = p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	return readFrame(p.r, &p.scratch)
+	return p.pc.Recv()
 }
 
 // expect reads frames until one of type typ arrives.
