@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -264,60 +265,79 @@ func (c *pconn) close() {
 	})
 }
 
-// read cuts what src sends into frames (or chunks) and queues them.
+// read cuts what src sends into frames with wire.Reader (or into chunks on
+// a raw link, or once a frame link carries something that is no frame)
+// and queues them.
 func (c *pconn) read(d Dir, src net.Conn) {
 	defer c.p.wg.Done()
 	defer c.close()
-	frames := c.p.frames
-	buf := make([]byte, 0, 64<<10)
-	tmp := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(tmp)
-		buf = append(buf, tmp[:n]...)
-		now := time.Now()
-		for len(buf) > 0 {
-			u := unit{at: now}
-			if frames {
-				size, ferr := wire.FrameLen(buf, wire.MaxFrame)
-				switch {
-				case errors.Is(ferr, wire.ErrIncomplete):
-					size = 0
-				case ferr != nil:
-					// Not ours to judge: pass the rest through untouched.
-					frames = false
-					continue
-				case len(buf) < size:
-					size = 0
+	queue := func(u unit) bool {
+		select {
+		case c.q[d] <- u:
+			return true
+		case <-c.closed:
+			return false
+		}
+	}
+	if c.p.frames {
+		fr := wire.NewReader(src, wire.MaxFrame)
+		for {
+			t, body, err := fr.Next()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					c.drain(d)
+					return
 				}
-				if size == 0 {
-					break
+				if errors.Is(err, io.ErrUnexpectedEOF) || isNetErr(err) {
+					return
 				}
-				u.b, u.t, u.ok = slices.Clone(buf[:size]), wire.Type(buf[wire.LenSize]), true
-				buf = buf[size:]
-				c.learn(d, u)
-			} else {
-				u.b = slices.Clone(buf)
-				buf = buf[:0]
+				// Not ours to judge: pass the rest through untouched.
+				c.raw(d, fr, queue)
+				return
 			}
-			select {
-			case c.q[d] <- u:
-			case <-c.closed:
+			f := make([]byte, wire.HeaderSize+len(body))
+			binary.BigEndian.PutUint32(f, uint32(1+len(body)))
+			f[wire.LenSize] = byte(t)
+			copy(f[wire.HeaderSize:], body)
+			u := unit{b: f, at: time.Now(), t: t, ok: true}
+			c.learn(d, u)
+			if !queue(u) {
 				return
 			}
 		}
+	}
+	c.raw(d, src, queue)
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, net.ErrClosed)
+}
+
+// raw queues what r yields in chunks as they come.
+func (c *pconn) raw(d Dir, r io.Reader, queue func(unit) bool) {
+	tmp := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(tmp)
+		if n > 0 && !queue(unit{b: slices.Clone(tmp[:n]), at: time.Now()}) {
+			return
+		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				return
-			}
-			// Let what is queued go out before the close.
-			for len(c.q[d]) > 0 {
-				select {
-				case <-c.closed:
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
+			if errors.Is(err, io.EOF) {
+				c.drain(d)
 			}
 			return
+		}
+	}
+}
+
+// drain lets what is queued in direction d go out before the close.
+func (c *pconn) drain(d Dir) {
+	for len(c.q[d]) > 0 {
+		select {
+		case <-c.closed:
+			return
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

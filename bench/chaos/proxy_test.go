@@ -1,8 +1,8 @@
 package chaos
 
 import (
-	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,23 +41,24 @@ func frame(t *testing.T, m wire.Message) []byte {
 	return b
 }
 
-// readFrame reads one whole frame from c.
+var (
+	readersMu sync.Mutex
+	readers   = map[net.Conn]*wire.Reader{}
+)
+
+// readFrame reads one frame from c, through one wire.Reader per conn.
 func readFrame(t *testing.T, c net.Conn, timeout time.Duration) (wire.Type, error) {
 	t.Helper()
+	readersMu.Lock()
+	r := readers[c]
+	if r == nil {
+		r = wire.NewReader(c, 0)
+		readers[c] = r
+	}
+	readersMu.Unlock()
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
-	hdr := make([]byte, wire.LenSize)
-	if _, err := io.ReadFull(c, hdr); err != nil {
-		return 0, err
-	}
-	n, err := wire.FrameLen(hdr, 0)
-	if err != nil {
-		return 0, err
-	}
-	rest := make([]byte, n-wire.LenSize)
-	if _, err := io.ReadFull(c, rest); err != nil {
-		return 0, err
-	}
-	return wire.Type(rest[0]), nil
+	typ, _, err := r.Next()
+	return typ, err
 }
 
 // TestProxyRulesHitOneMember: the proxy learns the member from its Join,
