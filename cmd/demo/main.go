@@ -60,7 +60,7 @@ func main() {
 	}
 	d := &demo{start: time.Now()}
 	err = d.run(ctx, cluster.Options{Bin: *bin, Dir: dir, TLS: *useTLS,
-		CentralArgs: []string{"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s"}}, *rate, *hold)
+		CentralArgs: []string{"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s", "-min-gain", "10ms"}}, *rate, *hold)
 	if err != nil && d.c != nil {
 		d.diagnose()
 	}
@@ -93,8 +93,9 @@ func (d *demo) await(ctx context.Context, from int, what string, timeout time.Du
 	return ev, nil
 }
 
-// pause lets the chat run for hold, reporting the bots' errors and Missed
-// reports as they come.
+// pause lets the chat run for hold, reporting as they come the bots'
+// errors and Missed reports, and any move nobody caused (alice's view; a
+// loaded machine's probe noise can beat the anti-flap margins).
 func (d *demo) pause(ctx context.Context, hold time.Duration) error {
 	from := d.c.Events.Len()
 	end := time.Now().Add(hold)
@@ -104,7 +105,7 @@ func (d *demo) pause(ctx context.Context, hold time.Duration) error {
 			return nil
 		}
 		ev, err := d.c.Events.Await(ctx, from, left, func(e cluster.Event) bool {
-			return e.Kind() == "error" || e.Kind() == "missed"
+			return e.Kind() == "error" || e.Kind() == "missed" || (e.Kind() == "moved" && e.Bot == "alice")
 		})
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -112,9 +113,43 @@ func (d *demo) pause(ctx context.Context, hold time.Duration) error {
 		if err != nil {
 			return nil
 		}
-		d.say("%s: %s: %s", ev.Bot, ev.Kind(), fieldsLine(ev.Fields))
+		if ev.Kind() == "moved" {
+			d.say("chat moved %s -> %s (%s)", ev.Str("from"), ev.Str("to"), ev.Str("reason"))
+		} else {
+			d.say("%s: %s: %s", ev.Bot, ev.Kind(), fieldsLine(ev.Fields))
+		}
 		from = ev.Seq + 1
 	}
+}
+
+// where returns the chat's server as the bots last said (a joined or
+// moved event) and the position of that event.
+func (d *demo) where() (string, int) {
+	evs := d.c.Events.All()
+	for i := len(evs) - 1; i >= 0; i-- {
+		switch evs[i].Kind() {
+		case "joined":
+			return evs[i].Str("server"), i
+		case "moved":
+			return evs[i].Str("to"), i
+		}
+	}
+	return "", 0
+}
+
+// backOn waits until the chat is on id again, if it moved away.
+func (d *demo) backOn(ctx context.Context, id string) error {
+	at, seq := d.where()
+	if at == id {
+		return nil
+	}
+	d.say("the chat is on %s, not %s: waiting for it to return to the better server", at, id)
+	mv, err := d.await(ctx, seq+1, "the chat's return to "+id, 20*time.Second, cluster.Is("moved", "to", id))
+	if err != nil {
+		return err
+	}
+	d.say("chat moved %s -> %s (%s)", mv.Str("from"), id, mv.Str("reason"))
+	return nil
 }
 
 func emulation() string {
@@ -222,6 +257,10 @@ func (d *demo) run(ctx context.Context, opts cluster.Options, rate float64, hold
 		return err
 	}
 
+	// The kill must hit the chat's server.
+	if err := d.backOn(ctx, "serv1"); err != nil {
+		return err
+	}
 	killAt := time.Now()
 	from = c.Events.Len()
 	if err := c.Server("serv1").Kill(); err != nil {
