@@ -344,6 +344,7 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	}
 	// Stop every bot at once; each stops sending, lets its last messages
 	// be acknowledged and prints its report.
+	stopAt := time.Now()
 	var wg sync.WaitGroup
 	for _, b := range c.Bots() {
 		wg.Add(1)
@@ -356,7 +357,7 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	}
 	wg.Wait()
 	stopRSS()
-	viol, recv, missed := delivery(c.Events.All())
+	viol, recv, missed := delivery(c.Events.All(), stopAt)
 	res.Received, res.Missed = recv, missed
 	if sc.NoLoss && missed > 0 {
 		e.Violate("%d messages reported missed with every process up: back-pressure should have slowed the senders first", missed)
