@@ -45,6 +45,12 @@ func placements(c *cluster.Cluster) map[string]placement {
 			if e.Str("server") == p.server && uint64(e.Num("epoch")) == p.epoch {
 				p.broken = true
 			}
+		case "received":
+			// A message through the same server: the link works again.
+			if !p.broken || e.Str("server") != p.server {
+				continue
+			}
+			p.broken = false
 		default:
 			continue
 		}
