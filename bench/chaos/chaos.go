@@ -268,6 +268,7 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		if e.Beat[id], err = proxy(id+"-central", c.REST, false); err != nil {
 			return err
 		}
+		// Later flags win: a scenario's ServerArgs may override these.
 		args := append([]string{"-heartbeat", "500ms", "-drain-timeout", "3s"}, sc.ServerArgs...)
 		if _, err := c.AddServer(ctx, cluster.ServerOptions{ID: id, Listen: listen, Advertise: e.Chat[id].Addr(),
 			Central: e.Beat[id].Addr(), Args: args}); err != nil {

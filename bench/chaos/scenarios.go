@@ -13,7 +13,12 @@ import (
 
 // Scenarios is every fault script, in the order make chaos runs them.
 var Scenarios = []Scenario{
-	{Name: "partition-during-move", Doc: "cut one member off from Central (control and REST stalled, then cut) for longer than Central's Assign give-up while its room moves", Run: partitionDuringMove},
+	// The drained server waits up to 30 s for its rooms to go, so the
+	// partitioned member's old link stays up: nothing but Central can
+	// tell it the room moved (reliability review finding 1).
+	{Name: "partition-during-move", Doc: "cut one member off from Central (control and REST stalled, then cut) for longer than Central's Assign give-up while its room moves off a draining server that stays up",
+		ServerArgs: []string{"-drain-timeout", "30s"}, Run: partitionDuringMove},
+	{Name: "partition-old-server-gone", Doc: "the same partition, but the drained server exits after 3 s, breaking the member's old link", Run: partitionDuringMove},
 	{Name: "central-restart-during-move", Doc: "SIGKILL Central right after a drain starts a move, start it again", Run: centralRestartDuringMove},
 	{Name: "kill-server-during-handoff", Doc: "SIGKILL the destination chat server while a move's handoff runs", Run: killDuringHandoff},
 	{Name: "kill-server-central-down", Doc: "SIGKILL the room's chat server while Central is down, then start Central", Run: killWhileCentralDown},
