@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"nearchat/bench/cluster"
@@ -20,6 +21,8 @@ var Scenarios = []Scenario{
 		ServerArgs: []string{"-drain-timeout", "30s"}, Run: partitionDuringMove},
 	{Name: "partition-old-server-gone", Doc: "the same partition, but the drained server exits after 3 s, breaking the member's old link", Run: partitionDuringMove},
 	{Name: "central-restart-during-move", Doc: "SIGKILL Central right after a drain starts a move, start it again", Run: centralRestartDuringMove},
+	{Name: "central-restart-old-server-up", Doc: "SIGKILL Central 0-100 ms after a drain asks for a move, the drained server staying up (-drain-timeout 30s) so a member that missed its Assign keeps its old link",
+		ServerArgs: []string{"-drain-timeout", "30s"}, Run: centralRestartEarly},
 	{Name: "kill-server-during-handoff", Doc: "SIGKILL the destination chat server while a move's handoff runs", Run: killDuringHandoff},
 	{Name: "kill-server-central-down", Doc: "SIGKILL the room's chat server while Central is down, then start Central", Run: killWhileCentralDown},
 	{Name: "client-kill-restart", Doc: "SIGKILL a member's client and start it again with its token", Run: clientKillRestart},
@@ -92,7 +95,29 @@ func centralRestartDuringMove(e *Env) error {
 		return err
 	}
 	e.Fault("SIGKILL Central")
-	if err := e.C.StopCentral(9); err != nil {
+	if err := e.C.StopCentral(syscall.SIGKILL); err != nil {
+		return err
+	}
+	if err := e.Sleep(e.Jitter(300*time.Millisecond, 1500*time.Millisecond)); err != nil {
+		return err
+	}
+	e.Fault("start Central")
+	return e.C.StartCentral(e.ctx)
+}
+
+func centralRestartEarly(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	if err := e.Drain(at); err != nil {
+		return err
+	}
+	if err := e.Sleep(e.Jitter(0, 100*time.Millisecond)); err != nil {
+		return err
+	}
+	e.Fault("SIGKILL Central")
+	if err := e.C.StopCentral(syscall.SIGKILL); err != nil {
 		return err
 	}
 	if err := e.Sleep(e.Jitter(300*time.Millisecond, 1500*time.Millisecond)); err != nil {
@@ -127,7 +152,7 @@ func killWhileCentralDown(e *Env) error {
 		return err
 	}
 	e.Fault("SIGKILL Central")
-	if err := e.C.StopCentral(9); err != nil {
+	if err := e.C.StopCentral(syscall.SIGKILL); err != nil {
 		return err
 	}
 	if err := e.Kill(at); err != nil {
