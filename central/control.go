@@ -45,6 +45,15 @@ func (c *Central) startControl() error {
 	// front on ControlListen relays to them (gnet has no TLS).
 	network, listen, sockDir := "tcp", c.cfg.ControlListen, ""
 	var tlsLn net.Listener
+	if c.cfg.TLS == nil {
+		// gnet reports a port in use as "setsockopt: bad file descriptor":
+		// bind it once here, so the error says what is wrong.
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return err
+		}
+		ln.Close()
+	}
 	if c.cfg.TLS != nil {
 		var err error
 		if tlsLn, err = tls.Listen("tcp", c.cfg.ControlListen, c.cfg.TLS); err != nil {
@@ -342,6 +351,9 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 		return
 	}
 	r.srv.reporters = append(r.srv.reporters, reporter{u, r})
+	if r.srv.suspectAt.IsZero() {
+		r.srv.suspectAt = c.now()
+	}
 	c.probeLocked(r.srv)
 }
 
@@ -380,6 +392,7 @@ func (c *Central) probeLocked(s *srv) {
 		if down {
 			c.markDownLocked(s, "reported unreachable and failed Central's echo check: "+err.Error())
 		} else if err == nil {
+			s.suspectAt = time.Time{}
 			for _, rep := range s.reporters {
 				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
 					c.resendPlacementLocked(rep.u, rep.r)

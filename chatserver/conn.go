@@ -1,11 +1,13 @@
 package chatserver
 
 import (
+	"crypto/tls"
 	"fmt"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/time/rate"
 
 	"nearchat/pkg/proto"
 	"nearchat/pkg/ticket"
@@ -18,6 +20,7 @@ import (
 // room and not changed after.
 type member struct {
 	c     gnet.Conn
+	tls   *tls.Conn // nil for a plaintext member; writes go through it
 	loop  *loop
 	hello bool
 	dead  bool // nothing more is written: closed, or closing
@@ -28,22 +31,43 @@ type member struct {
 	room     *room
 	user     string
 	lastSent uint64
-	joinEv   uint64 // fan-out items numbered up to this predate the join
+	inc      uint64        // the member's incarnation, from its Join
+	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
+	joinEv   uint64        // fan-out items numbered up to this predate the join
 	shard    *shard
 	idx      int // position in shard.members, -1 when not in one
+
+	partial []byte // TLS only: the decrypted start of a frame not yet whole
+}
+
+// send writes b to the member's connection, encrypted if it is TLS. Event
+// loop only.
+func (m *member) send(b []byte) {
+	if m.tls != nil {
+		_, _ = m.tls.Write(b)
+		return
+	}
+	_, _ = m.c.Write(b)
 }
 
 // write sends b to the member, or cuts it off if it is not keeping up.
 // Event loop only.
-func (m *member) write(b []byte, max int) {
+func (m *member) write(b []byte, max int) { m.writeN(b, max, 1) }
+
+// writeN is write for b holding frames frames, for the counters. Event
+// loop only.
+func (m *member) writeN(b []byte, max, frames int) {
 	if m.dead {
 		return
 	}
-	if m.c.OutboundBuffered() > max {
+	backlog := m.c.OutboundBuffered()
+	if backlog > max {
+		m.loop.st.cutOff()
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
 		return
 	}
-	_, _ = m.c.Write(b)
+	m.send(b)
+	m.loop.st.wrote(b, frames, backlog)
 }
 
 // kill sends a fatal error frame and closes the connection. When the frame
@@ -56,7 +80,7 @@ func (m *member) kill(code proto.Code, reason string) {
 		return
 	}
 	m.dead = true
-	_, _ = m.c.Write(errorFrame(code, reason))
+	m.send(errorFrame(code, reason))
 	if m.c.OutboundBuffered() == 0 || m.gone {
 		_ = m.c.Close()
 		return
@@ -169,7 +193,8 @@ func (s *Server) onJoin(m *member, body []byte) error {
 	return s.join(m, &j)
 }
 
-// onChat broadcasts a joined member's message to its room.
+// onChat broadcasts a joined member's message to its room, or hands a
+// resend (To set) to that one member.
 func (s *Server) onChat(m *member, body []byte) error {
 	var msg proto.Chat
 	if err := wire.Unmarshal(body, &msg); err != nil {
@@ -177,6 +202,10 @@ func (s *Server) onChat(m *member, body []byte) error {
 	}
 	if len(msg.Text) > proto.MaxText {
 		return proto.Fatalf(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(msg.Text), proto.MaxText)
+	}
+	if msg.To != "" {
+		s.forward(m, msg.To, &proto.Deliver{From: m.user, Num: msg.Num, At: msg.At, Text: msg.Text, Inc: m.inc})
+		return nil
 	}
 	s.broadcast(m, &msg)
 	return nil
@@ -194,10 +223,20 @@ func (s *Server) onLeave(m *member, body []byte) error {
 }
 
 // onResend forwards a Resend to the member asked, signed with the sender.
+// Asks beyond ResendRate per asker are dropped: an ask costs the member
+// asked a whole answer, and an asker whose ask was dropped asks again on
+// its own timer, so nothing is lost by it.
 func (s *Server) onResend(m *member, body []byte) error {
 	var r proto.Resend
 	if err := wire.Unmarshal(body, &r); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "resend: %v", err)
+	}
+	if m.resends == nil {
+		m.resends = rate.NewLimiter(rate.Limit(s.cfg.ResendRate), s.cfg.ResendBurst)
+	}
+	if !m.resends.Allow() {
+		s.resendsDropped.Add(1)
+		return nil
 	}
 	r.By = m.user
 	s.forward(m, r.Of, &r)

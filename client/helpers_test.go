@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -78,7 +79,24 @@ type member struct {
 	broke   []Broken
 	errs    []error
 	last    map[string]Message
+	incs    map[string][]uint64 // incarnations seen, by sender, in order
 	done    chan struct{}
+}
+
+// key names the checker's sender for from's incarnation inc: from itself
+// for the first incarnation seen, "from/2", "from/3"... for later ones.
+// Caller holds m.mu.
+func (m *member) key(from string, inc uint64) string {
+	incs := m.incs[from]
+	i := slices.Index(incs, inc)
+	if i < 0 {
+		i = len(incs)
+		m.incs[from] = append(incs, inc)
+	}
+	if i == 0 {
+		return from
+	}
+	return fmt.Sprintf("%s/%d", from, i+1)
 }
 
 func testConfig(t testing.TB) Config {
@@ -101,7 +119,7 @@ func join(t testing.TB, cfg Config, srv proto.ServerRef, room, user string) *mem
 	if err != nil {
 		t.Fatalf("open %s: %v", user, err)
 	}
-	m := &member{t: t, s: s, check: NewChecker(), last: map[string]Message{}, done: make(chan struct{})}
+	m := &member{t: t, s: s, check: NewChecker(), last: map[string]Message{}, incs: map[string][]uint64{}, done: make(chan struct{})}
 	go m.drain()
 	t.Cleanup(func() {
 		s.Close()
@@ -116,7 +134,7 @@ func (m *member) drain() {
 		m.mu.Lock()
 		switch ev := ev.(type) {
 		case Message:
-			if !m.check.Observe(ev.From, ev.Num) {
+			if !m.check.Observe(m.key(ev.From, ev.Inc), ev.Num) {
 				m.t.Errorf("%s: message %s#%d breaks the guarantee", m.s.User(), ev.From, ev.Num)
 			}
 			m.last[ev.From] = ev
@@ -126,6 +144,7 @@ func (m *member) drain() {
 			m.drained = append(m.drained, ev)
 		case Missed:
 			m.miss = append(m.miss, ev)
+			m.check.Missed(m.key(ev.From, ev.Inc), ev.First, ev.Last)
 		case Broken:
 			m.broke = append(m.broke, ev)
 		case Error:

@@ -39,8 +39,9 @@ var servers = []struct {
 }
 
 type demo struct {
-	c     *cluster.Cluster
-	start time.Time
+	c         *cluster.Cluster
+	start     time.Time
+	dashboard string // Central's dashboard address
 }
 
 func main() {
@@ -48,6 +49,7 @@ func main() {
 	rate := flag.Float64("rate", 10, "messages per second from each bot")
 	hold := flag.Duration("hold", 4*time.Second, "how long each phase of the chat runs before the next event")
 	keep := flag.Bool("keep-logs", false, "keep the processes' logs and the bots' event logs (their directory is printed)")
+	dash := flag.String("dashboard", "", "`address` of Central's live dashboard (default: a free loopback port)")
 	useTLS := flag.Bool("tls", true, "TLS 1.3 on every link and signed room tickets (a throwaway CA is made for the run)")
 	flag.Parse()
 
@@ -58,9 +60,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
-	d := &demo{start: time.Now()}
+	if *dash == "" {
+		if *dash, err = cluster.FreeAddr(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			os.Exit(1)
+		}
+	}
+	d := &demo{start: time.Now(), dashboard: *dash}
 	err = d.run(ctx, cluster.Options{Bin: *bin, Dir: dir, TLS: *useTLS,
-		CentralArgs: []string{"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s", "-min-gain", "10ms"}}, *rate, *hold)
+		CentralArgs: []string{"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s", "-min-gain", "10ms",
+			"-dashboard", *dash}}, *rate, *hold)
 	if err != nil && d.c != nil {
 		d.diagnose()
 	}
@@ -196,6 +205,7 @@ func (d *demo) run(ctx context.Context, opts cluster.Options, rate float64, hold
 		mode = "TLS 1.3 everywhere, signed room tickets, chat servers authenticated by certificate"
 	}
 	d.say("central up: REST %s, control %s (%s)", c.REST, c.Control, mode)
+	d.say("dashboard: http://%s/ (-hold 30s gives each phase time to watch it)", d.dashboard)
 	// Every server is registered before the bots start, so their first
 	// probe round measures all three.
 	first := []string{"serv2", "serv3", "serv4"}
