@@ -75,10 +75,11 @@ const (
 
 // unit is a frame (or a chunk on a raw link) with the time it was read.
 type unit struct {
-	b  []byte
-	at time.Time
-	t  wire.Type
-	ok bool // b is a whole frame
+	b   []byte
+	at  time.Time
+	t   wire.Type
+	ok  bool // b is a whole frame
+	eof bool // the source ended: half-close the destination
 }
 
 type pconn struct {
@@ -90,6 +91,7 @@ type pconn struct {
 	last   [2]map[wire.Type][]byte
 	closed chan struct{}
 	once   sync.Once
+	ended  int // directions whose source ended cleanly (under mu)
 }
 
 // NewProxy listens on a free loopback port and forwards to target.
@@ -270,7 +272,15 @@ func (c *pconn) close() {
 // and queues them.
 func (c *pconn) read(d Dir, src net.Conn) {
 	defer c.p.wg.Done()
-	defer c.close()
+	if !c.readFrom(d, src) {
+		c.close()
+	}
+}
+
+// readFrom queues src's frames or chunks; it reports whether src ended
+// cleanly (an EOF between frames, queued for the writer to pass on as a
+// half-close).
+func (c *pconn) readFrom(d Dir, src net.Conn) bool {
 	queue := func(u unit) bool {
 		select {
 		case c.q[d] <- u:
@@ -285,15 +295,13 @@ func (c *pconn) read(d Dir, src net.Conn) {
 			t, body, err := fr.Next()
 			if err != nil {
 				if errors.Is(err, io.EOF) {
-					c.drain(d)
-					return
+					return queue(unit{eof: true})
 				}
 				if errors.Is(err, io.ErrUnexpectedEOF) || isNetErr(err) {
-					return
+					return false
 				}
 				// Not ours to judge: pass the rest through untouched.
-				c.raw(d, fr, queue)
-				return
+				return c.raw(fr, queue)
 			}
 			f := make([]byte, wire.HeaderSize+len(body))
 			binary.BigEndian.PutUint32(f, uint32(1+len(body)))
@@ -302,11 +310,11 @@ func (c *pconn) read(d Dir, src net.Conn) {
 			u := unit{b: f, at: time.Now(), t: t, ok: true}
 			c.learn(d, u)
 			if !queue(u) {
-				return
+				return false
 			}
 		}
 	}
-	c.raw(d, src, queue)
+	return c.raw(src, queue)
 }
 
 func isNetErr(err error) bool {
@@ -314,31 +322,33 @@ func isNetErr(err error) bool {
 	return errors.As(err, &ne) || errors.Is(err, net.ErrClosed)
 }
 
-// raw queues what r yields in chunks as they come.
-func (c *pconn) raw(d Dir, r io.Reader, queue func(unit) bool) {
+// raw queues what r yields in chunks as they come; it reports whether r
+// ended cleanly.
+func (c *pconn) raw(r io.Reader, queue func(unit) bool) bool {
 	tmp := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(tmp)
 		if n > 0 && !queue(unit{b: slices.Clone(tmp[:n]), at: time.Now()}) {
-			return
+			return false
 		}
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				c.drain(d)
-			}
-			return
+			return errors.Is(err, io.EOF) && queue(unit{eof: true})
 		}
 	}
 }
 
-// drain lets what is queued in direction d go out before the close.
-func (c *pconn) drain(d Dir) {
-	for len(c.q[d]) > 0 {
-		select {
-		case <-c.closed:
-			return
-		case <-time.After(10 * time.Millisecond):
-		}
+// halfClose passes an EOF on: it closes dst for writing, and the whole
+// connection once both directions have ended.
+func (c *pconn) halfClose(dst net.Conn) {
+	if tc, ok := dst.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	c.mu.Lock()
+	c.ended++
+	both := c.ended == 2
+	c.mu.Unlock()
+	if both {
+		c.close()
 	}
 }
 
@@ -359,28 +369,45 @@ func (c *pconn) learn(d Dir, u unit) {
 // write forwards queued units to dst under the rule of the moment.
 func (c *pconn) write(d Dir, dst net.Conn) {
 	defer c.p.wg.Done()
-	defer c.close()
+	if c.writeTo(d, dst) {
+		c.halfClose(dst)
+	} else {
+		c.close()
+	}
+}
+
+// writeTo forwards until the source's EOF (true) or an error or close
+// (false).
+func (c *pconn) writeTo(d Dir, dst net.Conn) bool {
 	var held []byte // a frame held back to be reordered
 	for {
 		var u unit
 		select {
 		case u = <-c.q[d]:
 		case <-c.closed:
-			return
+			return false
 		case <-time.After(50 * time.Millisecond):
 			if held != nil {
 				if _, err := dst.Write(held); err != nil {
-					return
+					return false
 				}
 				held = nil
 			}
 			continue
 		}
+		if u.eof {
+			if held != nil {
+				if _, err := dst.Write(held); err != nil {
+					return false
+				}
+			}
+			return true
+		}
 		r := c.p.rule(c, d)
 		for r.Stall {
 			select {
 			case <-c.closed:
-				return
+				return false
 			case <-time.After(20 * time.Millisecond):
 			}
 			r = c.p.rule(c, d)
@@ -388,7 +415,7 @@ func (c *pconn) write(d Dir, dst net.Conn) {
 		if wait := time.Until(u.at.Add(r.Delay)); wait > 0 {
 			select {
 			case <-c.closed:
-				return
+				return false
 			case <-time.After(wait):
 			}
 		}
@@ -408,12 +435,12 @@ func (c *pconn) write(d Dir, dst net.Conn) {
 			held = nil
 		}
 		if _, err := dst.Write(out); err != nil {
-			return
+			return false
 		}
 		if r.Rate > 0 {
 			select {
 			case <-c.closed:
-				return
+				return false
 			case <-time.After(time.Duration(len(out)) * time.Second / time.Duration(r.Rate)):
 			}
 		}

@@ -180,3 +180,38 @@ func TestProxyRateLimitsOneDirection(t *testing.T) {
 		t.Errorf("40 KB at 20 KB/s took %v, want about 2 s", took)
 	}
 }
+
+// TestProxyPassesHalfClose: a dialer that sends its request and closes its
+// writing side still gets the answer (the bot's check of the control port
+// does that), on a frame link and on a raw one.
+func TestProxyPassesHalfClose(t *testing.T) {
+	for _, frames := range []bool{true, false} {
+		addr, conns := sink(t)
+		p, err := NewProxy("s", addr, frames, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		c, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(frame(t, &proto.Hello{V: wire.Version})); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		srv := <-conns
+		if typ, err := readFrame(t, srv, 5*time.Second); err != nil || typ != proto.THello {
+			t.Fatalf("frames=%v: server got %v, %v; want the Hello", frames, typ, err)
+		}
+		if _, err := srv.Write(frame(t, &proto.Welcome{V: wire.Version})); err != nil {
+			t.Fatal(err)
+		}
+		if typ, err := readFrame(t, c, 5*time.Second); err != nil || typ != proto.TWelcome {
+			t.Fatalf("frames=%v: after its half-close the dialer got %v, %v; want the Welcome", frames, typ, err)
+		}
+	}
+}
