@@ -2,13 +2,13 @@ package chaos
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
+
+	"nearchat/pkg/testkit"
 )
 
 // waitingFor lists the scenarios that fail on main today, each with the
@@ -38,39 +38,16 @@ var waitingFor = map[string]string{
 	"slow-reader": "delivery (flow control before cut-off)",
 }
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
 // bins builds central, chatserver and chat once per test run, so the
-// harness runs what this tree holds whatever make built.
+// harness runs what this tree holds whatever make built, and returns their
+// directory.
 func bins(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "nearchat-chaos-bin-"); buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", binDir+"/",
-			"nearchat/cmd/central", "nearchat/cmd/chatserver", "nearchat/cmd/chat").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
+	testkit.BuildOnce(t, "nearchat/cmd/central")
+	testkit.BuildOnce(t, "nearchat/cmd/chat")
+	return filepath.Dir(testkit.BuildOnce(t, "nearchat/cmd/chatserver"))
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 
 // TestScenarios runs every scenario once (seed $CHAOS_SEED, default 1)
 // except those waiting for a fix, and fails on any violation.
