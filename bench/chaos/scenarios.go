@@ -20,9 +20,9 @@ var Scenarios = []Scenario{
 	{Name: "partition-during-move", Doc: "cut one member off from Central (control and REST stalled, then cut) for longer than Central's Assign give-up while its room moves off a draining server that stays up",
 		ServerArgs: []string{"-drain-timeout", "30s"}, Run: partitionDuringMove},
 	{Name: "partition-old-server-gone", Doc: "the same partition, but the drained server exits after 3 s, breaking the member's old link", Run: partitionDuringMove},
-	{Name: "central-restart-during-move", Doc: "SIGKILL Central right after a drain starts a move, start it again", Run: centralRestartDuringMove},
+	{Name: "central-restart-during-move", Doc: "SIGKILL Central right after a drain starts a move, start it again", Run: centralRestart(true, 200*time.Millisecond)},
 	{Name: "central-restart-old-server-up", Doc: "SIGKILL Central 0-100 ms after a drain asks for a move, the drained server staying up (-drain-timeout 30s) so a member that missed its Assign keeps its old link",
-		ServerArgs: []string{"-drain-timeout", "30s"}, Run: centralRestartEarly},
+		ServerArgs: []string{"-drain-timeout", "30s"}, Run: centralRestart(false, 100*time.Millisecond)},
 	{Name: "kill-server-during-handoff", Doc: "SIGKILL the destination chat server while a move's handoff runs", Run: killDuringHandoff},
 	{Name: "kill-server-central-down", Doc: "SIGKILL the room's chat server while Central is down, then start Central", Run: killWhileCentralDown},
 	{Name: "client-kill-restart", Doc: "SIGKILL a member's client and start it again with its token", Run: clientKillRestart},
@@ -79,52 +79,36 @@ func partitionDuringMove(e *Env) error {
 	return nil
 }
 
-func centralRestartDuringMove(e *Env) error {
-	at, _, err := e.Where()
-	if err != nil {
-		return err
+// centralRestart drains the room's server, then SIGKILLs Central within
+// upTo, once a member moved if awaitMove, and starts it again.
+func centralRestart(awaitMove bool, upTo time.Duration) func(*Env) error {
+	return func(e *Env) error {
+		at, _, err := e.Where()
+		if err != nil {
+			return err
+		}
+		from := e.C.Events.Len()
+		if err := e.Drain(at); err != nil {
+			return err
+		}
+		if awaitMove {
+			if _, err := e.AwaitMove(from, 10*time.Second); err != nil {
+				e.log("no move seen yet (%v); restarting Central anyway", err)
+			}
+		}
+		if err := e.Sleep(e.Jitter(0, upTo)); err != nil {
+			return err
+		}
+		e.Fault("SIGKILL Central")
+		if err := e.C.StopCentral(syscall.SIGKILL); err != nil {
+			return err
+		}
+		if err := e.Sleep(e.Jitter(300*time.Millisecond, 1500*time.Millisecond)); err != nil {
+			return err
+		}
+		e.Fault("start Central")
+		return e.C.StartCentral(e.ctx)
 	}
-	from := e.C.Events.Len()
-	if err := e.Drain(at); err != nil {
-		return err
-	}
-	if _, err := e.AwaitMove(from, 10*time.Second); err != nil {
-		e.log("no move seen yet (%v); restarting Central anyway", err)
-	}
-	if err := e.Sleep(e.Jitter(0, 200*time.Millisecond)); err != nil {
-		return err
-	}
-	e.Fault("SIGKILL Central")
-	if err := e.C.StopCentral(syscall.SIGKILL); err != nil {
-		return err
-	}
-	if err := e.Sleep(e.Jitter(300*time.Millisecond, 1500*time.Millisecond)); err != nil {
-		return err
-	}
-	e.Fault("start Central")
-	return e.C.StartCentral(e.ctx)
-}
-
-func centralRestartEarly(e *Env) error {
-	at, _, err := e.Where()
-	if err != nil {
-		return err
-	}
-	if err := e.Drain(at); err != nil {
-		return err
-	}
-	if err := e.Sleep(e.Jitter(0, 100*time.Millisecond)); err != nil {
-		return err
-	}
-	e.Fault("SIGKILL Central")
-	if err := e.C.StopCentral(syscall.SIGKILL); err != nil {
-		return err
-	}
-	if err := e.Sleep(e.Jitter(300*time.Millisecond, 1500*time.Millisecond)); err != nil {
-		return err
-	}
-	e.Fault("start Central")
-	return e.C.StartCentral(e.ctx)
 }
 
 func killDuringHandoff(e *Env) error {
