@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"nearchat/pkg/centralapi"
+	"nearchat/pkg/testkit"
 )
 
 func TestRESTErrors(t *testing.T) {
@@ -107,7 +108,7 @@ func TestRESTClientLifecycle(t *testing.T) {
 		t.Fatalf("lookup: %+v %v", info, err)
 	}
 	k := h.connectAs(t, s)
-	waitFor(t, 5e9, "bob online", func() bool {
+	testkit.WaitFor(t, 5e9, "bob online", func() bool {
 		info, err := api.LookupClient(ctx(t), "bob")
 		return err == nil && info.Online
 	})
@@ -182,7 +183,7 @@ func TestRESTServers(t *testing.T) {
 	clk.Advance(cfg.OfflineAfter / 2)
 	api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{})
 	clk.Advance(cfg.OfflineAfter/2 + 1)
-	waitFor(t, 5e9, "serv1 offline", func() bool {
+	testkit.WaitFor(t, 5e9, "serv1 offline", func() bool {
 		l, err := api.Servers(ctx(t))
 		return err == nil && len(l) == 1 && l[0].ID == "serv2"
 	})
@@ -193,7 +194,7 @@ func TestRESTServers(t *testing.T) {
 	if _, err := api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5e9, "serv1 up again", func() bool {
+	testkit.WaitFor(t, 5e9, "serv1 up again", func() bool {
 		l, err := api.Servers(ctx(t))
 		return err == nil && len(l) == 2 && l[0].Up
 	})
