@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // TestMetricsFollowAMove starts a real cluster, chats, drains the room's
@@ -21,7 +23,15 @@ func TestMetricsFollowAMove(t *testing.T) {
 	}
 	send(t, sa, bob, 20)
 
-	before := scrape(t, c.prom["serv1"])
+	// A loop publishes its counts when its callback or run ends, just
+	// after the writes the members have already read.
+	var before map[string]*dto.MetricFamily
+	waitFor(t, 5*time.Second, "serv1's counts published", func() bool {
+		before = scrape(t, c.prom["serv1"])
+		return value(before, "nearchat_chatserver_fanout_latency_seconds") >= 20 &&
+			value(before, "nearchat_chatserver_frames_received_total") >= 20 &&
+			value(before, "nearchat_chatserver_frames_sent_total") >= 40
+	})
 	cenBefore := scrape(t, c.cenProm)
 	checks := []struct {
 		what string
@@ -73,7 +83,12 @@ func TestMetricsFollowAMove(t *testing.T) {
 	})
 	send(t, sb, alice, 10)
 
-	after3 := scrape(t, c.prom["serv3"])
+	var after3 map[string]*dto.MetricFamily
+	waitFor(t, 5*time.Second, "serv3's counts published", func() bool {
+		after3 = scrape(t, c.prom["serv3"])
+		return value(after3, "nearchat_chatserver_fanout_latency_seconds") >= 10 &&
+			value(after3, "nearchat_chatserver_frames_received_total") >= 10
+	})
 	cen := scrape(t, c.cenProm)
 	if m := value(cen, "nearchat_central_moves_total", "reason", "server_draining"); m != 1 {
 		t.Errorf("moves_total{reason=server_draining} = %v, want 1", m)
