@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 )
 
 // TestMetricsCount checks every counter of Metrics against traffic of a
@@ -30,7 +31,7 @@ func TestMetricsCount(t *testing.T) {
 			// just after the writes the peers have already read.
 			m := s.Metrics()
 			if on {
-				waitFor(t, 5*time.Second, "the tallies published", func() bool {
+				testkit.WaitFor(t, 5*time.Second, "the tallies published", func() bool {
 					m = s.Metrics()
 					return m.FramesIn == 4+n && m.FramesOut == 5+2*n && m.FanoutCount == n+1
 				})
@@ -68,7 +69,7 @@ func TestMetricsCount(t *testing.T) {
 			}
 			a.send(&proto.Leave{})
 			b.send(&proto.Leave{})
-			waitFor(t, 5*time.Second, "the room gone", func() bool { return s.Metrics().Rooms == 0 })
+			testkit.WaitFor(t, 5*time.Second, "the room gone", func() bool { return s.Metrics().Rooms == 0 })
 			if m := s.Metrics(); m.HistoryFrames != 0 || m.HistoryBytes != 0 {
 				t.Errorf("after the room closed: history %d frames, %d bytes", m.HistoryFrames, m.HistoryBytes)
 			}
@@ -90,7 +91,7 @@ func TestMetricsTLSHandshakes(t *testing.T) {
 	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "one handshake and one failure counted", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "one handshake and one failure counted", func() bool {
 		m := s.Metrics()
 		return m.TLSHandshakes == 1 && m.TLSFailures == 1
 	})

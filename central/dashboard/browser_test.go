@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"nearchat/pkg/testkit"
+
 	"github.com/chromedp/chromedp"
 )
 
@@ -126,7 +128,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := c.api.Drain(context.Background(), "serv1", secret); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the room off serv1", func() bool { s := c.roomServer(); return s != "" && s != "serv1" })
+	testkit.WaitFor(t, 10*time.Second, "the room off serv1", func() bool { s := c.roomServer(); return s != "" && s != "serv1" })
 	send(t, sb, alice, 5)
 	do("see the move",
 		chromedp.WaitVisible(chromedp.CSS(`#rooms tbody tr:not([data-server="serv1"])`)),

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"nearchat/pkg/testkit"
 )
 
 // TestMetricsFollowAMove starts a real cluster, chats, drains the room's
@@ -26,7 +28,7 @@ func TestMetricsFollowAMove(t *testing.T) {
 	// A loop publishes its counts when its callback or run ends, just
 	// after the writes the members have already read.
 	var before map[string]*dto.MetricFamily
-	waitFor(t, 5*time.Second, "serv1's counts published", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "serv1's counts published", func() bool {
 		before = scrape(t, c.prom["serv1"])
 		return value(before, "nearchat_chatserver_fanout_latency_seconds") >= 20 &&
 			value(before, "nearchat_chatserver_frames_received_total") >= 20 &&
@@ -77,14 +79,14 @@ func TestMetricsFollowAMove(t *testing.T) {
 	if err := c.api.Drain(context.Background(), "serv1", secret); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
-	waitFor(t, 10*time.Second, "both members on serv3", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
+	testkit.WaitFor(t, 10*time.Second, "both members on serv3", func() bool {
 		return value(scrape(t, c.prom["serv3"]), "nearchat_chatserver_members") == 2
 	})
 	send(t, sb, alice, 10)
 
 	var after3 map[string]*dto.MetricFamily
-	waitFor(t, 5*time.Second, "serv3's counts published", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "serv3's counts published", func() bool {
 		after3 = scrape(t, c.prom["serv3"])
 		return value(after3, "nearchat_chatserver_fanout_latency_seconds") >= 10 &&
 			value(after3, "nearchat_chatserver_frames_received_total") >= 10
@@ -120,7 +122,7 @@ func TestMetricsFollowAMove(t *testing.T) {
 	if busy := value(after3, "nearchat_chatserver_loop_busy_seconds_total"); busy <= 0 {
 		t.Errorf("serv3 loop busy time = %v, want > 0", busy)
 	}
-	waitFor(t, 10*time.Second, "serv1 empty", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "serv1 empty", func() bool {
 		m := scrape(t, c.prom["serv1"])
 		return value(m, "nearchat_chatserver_rooms") == 0 && value(m, "nearchat_chatserver_history_messages") == 0
 	})
