@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -31,9 +32,14 @@ type member struct {
 	lastSent uint64
 	inc      uint64        // the member's incarnation, from its Join
 	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
-	joinEv   uint64        // fan-out items numbered up to this predate the join
-	shard    *shard
-	idx      int // position in shard.members, -1 when not in one
+	sends    *rate.Limiter // Chat frames accepted from this member; nil until its first
+
+	behind      *room        // set while the member's backlog is past HighWater (flow.go)
+	behindSince time.Time    // when it fell behind
+	lastRead    atomic.Int64 // Server.now when a frame last came in; read by the idle sweep
+	joinEv      uint64       // fan-out items numbered up to this predate the join
+	shard       *shard
+	idx         int // position in shard.members, -1 when not in one
 }
 
 // write sends b to the member, or cuts it off if it is not keeping up.
@@ -47,6 +53,7 @@ func (m *member) write(b []byte, max int) {
 		return
 	}
 	_, _ = m.c.Write(b)
+	m.noteBacklog()
 }
 
 // kill sends a fatal error frame and closes the connection. When the frame
@@ -193,6 +200,12 @@ func (s *Server) onChat(m *member, body []byte) error {
 	}
 	if len(msg.Text) > proto.MaxText {
 		return fatal(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(msg.Text), proto.MaxText)
+	}
+	if m.sends == nil {
+		m.sends = rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)
+	}
+	if !m.sends.Allow() {
+		return fatal(proto.CodeRateLimited, "more than %v messages a second", s.cfg.SendRate)
 	}
 	if msg.To != "" {
 		s.forward(m, msg.To, &proto.Deliver{From: m.user, Num: msg.Num, At: msg.At, Text: msg.Text, Inc: m.inc})

@@ -59,6 +59,7 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
 	n := s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
+	m.lastRead.Store(s.now.Load())
 	c.SetContext(m)
 	switch {
 	case s.closing.Load():
@@ -90,6 +91,7 @@ func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 // serve handles every complete frame in m's inbound buffer. Event loop only.
 func (s *Server) serve(m *member) gnet.Action {
 	c := m.c
+	m.lastRead.Store(s.now.Load())
 	for !m.dead {
 		buffered := c.InboundBuffered()
 		if buffered < wire.LenSize {

@@ -3,6 +3,7 @@ package chatserver
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/valyala/bytebufferpool"
 
@@ -20,9 +21,11 @@ type room struct {
 	seq     uint64 // last room sequence number given to a message
 	ev      uint64 // last fan-out item number (messages and presence)
 	members map[string]*member
-	shards  []*shard // one per event loop that has had members here
-	hist    []*frame // ring of the last History message frames
-	histPos int      // next slot to overwrite once hist is full
+	shards  []*shard     // one per event loop that has had members here
+	hist    []*frame     // ring of the last History message frames
+	histPos int          // next slot to overwrite once hist is full
+	acks    []heldAck    // Acks withheld while a member is behind (flow.go)
+	nbehind atomic.Int32 // members behind; read without mu
 }
 
 // join makes m a member of j.Room. Event loop only.
@@ -237,10 +240,13 @@ func (s *Server) broadcast(m *member, msg *proto.Chat) {
 	r.fanout(f, m)
 	r.remember(f, s.cfg.History)
 	seq := r.seq
+	ack := r.holdAck(m, msg.Num, seq)
 	r.mu.Unlock()
 	f.release()
 
-	s.reply(m, &proto.Ack{Num: msg.Num, Seq: seq})
+	if ack {
+		s.reply(m, &proto.Ack{Num: msg.Num, Seq: seq})
+	}
 }
 
 // forward delivers msg to the member named to, on that member's loop.

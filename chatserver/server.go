@@ -41,6 +41,7 @@ type Server struct {
 	closeErr  error
 
 	conns          atomic.Int64
+	now            atomic.Int64 // Unix ns, kept current by flowLoop for cheap timestamps
 	resendsDropped atomic.Uint64
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
@@ -125,7 +126,8 @@ func New(cfg Config) (*Server, error) {
 	if tlsLn != nil {
 		s.front = tlsconfig.NewFront(tlsLn, network, s.addr, sockDir, s.log.Debug)
 	}
-	go s.reapLoop()
+	s.now.Store(time.Now().UnixNano())
+	go s.flowLoop()
 	s.startAgent()
 	s.log.Info("chat server listening", "addr", s.Addr(), "loops", s.addr, "tls", s.front != nil, "id", s.cfg.ID)
 	return s, nil
