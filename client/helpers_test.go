@@ -44,11 +44,20 @@ func testLogger(t testing.TB, level slog.Level) *slog.Logger {
 // startChat runs a chat server on a free loopback port until the test ends.
 func startChat(t testing.TB, id string) *chatserver.Server {
 	t.Helper()
+	return startChatWith(t, id, nil)
+}
+
+// startChatWith is startChat with tune applied to the configuration.
+func startChatWith(t testing.TB, id string, tune func(*chatserver.Config)) *chatserver.Server {
+	t.Helper()
 	cfg := chatserver.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.ID = id
 	cfg.Loops = 2
 	cfg.Logger = testLogger(t, slog.LevelWarn)
+	if tune != nil {
+		tune(&cfg)
+	}
 	s, err := chatserver.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -64,7 +64,7 @@ func DefaultConfig() Config {
 		Agent:            "chat/1",
 		Window:           1024,
 		MaxUnacked:       8192,
-		SendWindow:       256 << 10,
+		SendWindow:       64 << 10,
 		HoldBack:         300 * time.Millisecond,
 		GapTimeout:       10 * time.Second,
 		MaxHeld:          4096,

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -597,4 +601,147 @@ func TestLateJoinerOnNewServer(t *testing.T) {
 	waitFor(t, 20*time.Second, "bob gets alice's serv2 message", func() bool { return b.got("alice") == 1 })
 	t.Logf("bob got alice's serv2 message %v after joining serv2", time.Since(start))
 	verify(t, []*member{b}, map[string]uint64{"alice": 1})
+}
+
+// TestSlowReader: bob's user reads his events far slower than alice
+// sends (a slow UI), or stops reading for a while and then resumes. The
+// server's outbound limit is small, as in review finding 5, where bob
+// was cut off and lost 3,280 of 6,000 messages. Now alice is slowed to
+// bob's pace: nothing is lost, nobody is cut off, no Missed. Production
+// timers.
+func TestSlowReader(t *testing.T) {
+	tests := []struct {
+		name  string
+		pause func(i int) time.Duration // before bob reads event i
+	}{
+		{"reads-slowly", func(i int) time.Duration {
+			if i%4 == 0 {
+				return time.Millisecond
+			}
+			return 0
+		}},
+		{"stops-and-resumes", func(i int) time.Duration {
+			if i == 100 {
+				return 3 * time.Second
+			}
+			return 0
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startChatWith(t, "serv1", func(c *chatserver.Config) { c.MaxOutbound = 256 << 10 })
+			cfg := DefaultConfig()
+			cfg.Logger = testLogger(t, slog.LevelInfo)
+			a := join(t, cfg, ref(srv), "room-slow", "alice")
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			bcfg := cfg
+			bcfg.EventBuffer = 16
+			bcfg.Dialer = smallRcvBuf()
+			bob, err := Open(ctx, bcfg, ref(srv), "room-slow", "bob", 1, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check := NewChecker()
+			var broken, missed atomic.Int32
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				i := 0
+				for ev := range bob.Events() {
+					i++
+					time.Sleep(tt.pause(i)) // the user's pace
+					switch ev := ev.(type) {
+					case Message:
+						check.Observe(ev.From, ev.Num)
+					case Missed:
+						missed.Add(1)
+						check.Missed(ev.From, ev.First, ev.Last)
+					case Broken:
+						broken.Add(1)
+					}
+				}
+			}()
+			const n = 3000 // 9 MB of 3 KB messages: 36 times the server's outbound limit
+			text := strings.Repeat("x", 3000)
+			start := time.Now()
+			for range n {
+				a.send(t, text)
+			}
+			waitFor(t, 60*time.Second, "bob reads all", func() bool { return check.Count("alice") == n })
+			t.Logf("bob read %d messages in %v; alice %+v", n, time.Since(start), a.s.Stats())
+			bob.Close()
+			<-done
+			check.Expect("alice", n)
+			if r := check.Report(); !r.OK() || broken.Load() != 0 || missed.Load() != 0 {
+				t.Errorf("bob: %v, broken %d, missed events %d", r, broken.Load(), missed.Load())
+			}
+		})
+	}
+}
+
+// TestStalledReaderPastTheBound: bob stops reading for longer than the
+// server's SlowTimeout. He is cut off, rejoins, gets what the history and
+// alice still hold, and exactly one Missed for exactly the rest: no
+// silent loss, no duplicate.
+func TestStalledReaderPastTheBound(t *testing.T) {
+	srv := startChatWith(t, "serv1", func(c *chatserver.Config) {
+		c.MaxOutbound = 256 << 10
+		c.SlowTimeout = 500 * time.Millisecond
+	})
+	cfg := DefaultConfig()
+	cfg.Logger = testLogger(t, slog.LevelInfo)
+	a := join(t, cfg, ref(srv), "room-stall", "alice")
+	bcfg := cfg
+	bcfg.EventBuffer = 16
+	bcfg.Dialer = smallRcvBuf()
+	b := join(t, bcfg, ref(srv), "room-stall", "bob")
+	// join drains bob's events at once; stall it by holding its lock.
+	b.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			b.mu.Unlock()
+		}
+	}()
+	const n = 3000
+	text := strings.Repeat("x", 3000)
+	for range n {
+		a.send(t, text)
+	}
+	// bob's session cannot see the cut while it reads nothing: watch the
+	// server instead.
+	waitFor(t, 30*time.Second, "bob cut off", func() bool { return srv.Stats().Conns == 1 })
+	locked = false
+	b.mu.Unlock()
+	waitFor(t, 10*time.Second, "bob sees the break", func() bool { return b.brokenCount() == 1 })
+	b.move(t, ref(srv), 2)
+	waitFor(t, 30*time.Second, "alice's messages all delivered or told", func() bool {
+		b.check.Expect("alice", n)
+		r := b.check.Report()
+		return r.Missing["alice"] == r.Told["alice"] && a.s.Stats().Unacked == 0
+	})
+	r := b.check.Report()
+	miss := b.missed()
+	t.Logf("bob: %v; missed %+v; alice %+v", r, miss, a.s.Stats())
+	if r.Silent() != 0 || r.Duplicates != 0 || r.OutOfOrder != 0 {
+		t.Errorf("bob: %v", r)
+	}
+	if len(miss) != 1 || miss[0].Reason != reasonGone {
+		t.Errorf("missed %+v, want exactly one range the sender no longer has", miss)
+	}
+}
+
+// smallRcvBuf dials with a 4 KiB receive buffer, so that a reader that
+// falls behind shows as the server's backlog rather than the kernel's.
+func smallRcvBuf() *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
 }
