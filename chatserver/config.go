@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"nearchat/pkg/wire"
@@ -48,6 +51,13 @@ type Config struct {
 	// this long; its room sees it leave. Clients ping every third of their
 	// own idle timeout (15 s by default). 0 disables it.
 	IdleTimeout time.Duration
+	// HistoryBudget and OutboundBudget cap the bytes held in all rooms'
+	// histories and in all members' unsent backlogs. Past either, new rooms
+	// and new members are refused (server_full) while those already in keep
+	// working, and histories stop growing. 0 means an eighth of the
+	// machine's memory each.
+	HistoryBudget  int64
+	OutboundBudget int64
 	// SendRate and SendBurst bound the Chat frames one member may send
 	// (per second, and at once); past them it is cut off (rate_limited).
 	// Well-behaved clients never get near: the Ack credit paces them.
@@ -110,6 +120,12 @@ func (c *Config) validate() error {
 	if c.HighWater == 0 {
 		c.HighWater = c.MaxOutbound / 4
 	}
+	if c.HistoryBudget == 0 {
+		c.HistoryBudget = machineMemory() / 8
+	}
+	if c.OutboundBudget == 0 {
+		c.OutboundBudget = machineMemory() / 8
+	}
 	if c.Listen != "" || c.TLS == nil {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
@@ -133,6 +149,9 @@ func (c *Config) validate() error {
 	}
 	if c.HighWater >= c.MaxOutbound {
 		errs = append(errs, fmt.Errorf("high water %d: must be below max outbound %d", c.HighWater, c.MaxOutbound))
+	}
+	if c.HistoryBudget < 0 || c.OutboundBudget < 0 {
+		errs = append(errs, fmt.Errorf("memory budgets %d, %d: must not be negative", c.HistoryBudget, c.OutboundBudget))
 	}
 	if c.SlowTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("slow timeout %v: must be positive", c.SlowTimeout))
@@ -159,4 +178,22 @@ func (c *Config) validate() error {
 		return fmt.Errorf("chatserver: invalid config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// machineMemory returns the machine's memory in bytes (MemTotal from
+// /proc/meminfo), or 8 GiB where that cannot be read.
+func machineMemory() int64 {
+	const fallback = 8 << 30
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return fallback
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil && kb > 0 {
+				return kb << 10
+			}
+		}
+	}
+	return fallback
 }

@@ -37,6 +37,7 @@ type member struct {
 	behind      *room        // set while the member's backlog is past HighWater (flow.go)
 	behindSince time.Time    // when it fell behind
 	lastRead    atomic.Int64 // Server.now when a frame last came in; read by the idle sweep
+	outb        int          // OutboundBuffered when last looked at, counted in Server.outBytes
 	joinEv      uint64       // fan-out items numbered up to this predate the join
 	shard       *shard
 	idx         int // position in shard.members, -1 when not in one

@@ -76,6 +76,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 	s.conns.Add(-1)
 	if m, ok := c.Context().(*member); ok {
 		m.dead, m.gone = true, true
+		m.forgetBacklog()
 		if m.room != nil {
 			s.leave(m)
 		}

@@ -34,11 +34,17 @@ type heldAck struct {
 // flowTick is how often behind members are checked for having drained.
 const flowTick = 20 * time.Millisecond
 
-// noteBacklog marks m behind when its backlog passed HighWater. Event loop
-// only, right after a write to m.
+// noteBacklog records m's backlog in the server's total and marks m
+// behind when it passed HighWater. Event loop only, right after a write to
+// m.
 func (m *member) noteBacklog() {
 	s := m.loop.srv
-	if m.behind != nil || m.room == nil || m.c.OutboundBuffered() <= s.cfg.HighWater {
+	n := m.c.OutboundBuffered()
+	if n != m.outb {
+		s.outBytes.Add(int64(n - m.outb))
+		m.outb = n
+	}
+	if m.behind != nil || m.room == nil || n <= s.cfg.HighWater {
 		return
 	}
 	m.behind, m.behindSince = m.room, time.Now()
@@ -88,12 +94,16 @@ func (w *watcher) Run(context.Context) error {
 		switch {
 		case m.behind == nil:
 			// Caught up already (the connection closed and was counted).
-		case m.dead || m.gone || m.c.OutboundBuffered() <= s.cfg.HighWater/2:
+		case m.gone:
+			m.catchUp()
+		case m.dead || m.c.OutboundBuffered() <= s.cfg.HighWater/2:
+			m.noteBacklog()
 			m.catchUp()
 		case now.Sub(m.behindSince) > s.cfg.SlowTimeout:
 			m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread for over %v", s.cfg.HighWater, s.cfg.SlowTimeout))
 			m.catchUp()
 		default:
+			m.noteBacklog()
 			keep = append(keep, m)
 		}
 	}
@@ -169,4 +179,24 @@ func (r *room) holdAck(m *member, num, seq uint64) (write bool) {
 	}
 	r.acks = append(r.acks, heldAck{m: m, num: num, seq: seq})
 	return false
+}
+
+// forgetBacklog takes a closed member's backlog out of the server's total.
+// Event loop only, from OnClose.
+func (m *member) forgetBacklog() {
+	m.loop.srv.outBytes.Add(-int64(m.outb))
+	m.outb = 0
+}
+
+// overBudget refuses a new room or member while the server's history
+// bytes are within a frame of their budget, or its outbound bytes past
+// theirs; members already in keep working.
+func (s *Server) overBudget() error {
+	if h := s.histBytes.Load(); h+int64(s.cfg.MaxFrame) > s.cfg.HistoryBudget {
+		return fatal(proto.CodeServerFull, "history memory budget reached (%d of %d bytes): try another server", h, s.cfg.HistoryBudget)
+	}
+	if o := s.outBytes.Load(); o > s.cfg.OutboundBudget {
+		return fatal(proto.CodeServerFull, "outbound memory budget reached (%d of %d bytes unsent): try another server", o, s.cfg.OutboundBudget)
+	}
+	return nil
 }

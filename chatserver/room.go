@@ -15,17 +15,18 @@ import (
 type room struct {
 	id string
 
-	mu      sync.Mutex // taken after Server.mu when both are held
-	closed  bool       // removed from the server's map; a joiner must look again
-	epoch   uint64
-	seq     uint64 // last room sequence number given to a message
-	ev      uint64 // last fan-out item number (messages and presence)
-	members map[string]*member
-	shards  []*shard     // one per event loop that has had members here
-	hist    []*frame     // ring of the last History message frames
-	histPos int          // next slot to overwrite once hist is full
-	acks    []heldAck    // Acks withheld while a member is behind (flow.go)
-	nbehind atomic.Int32 // members behind; read without mu
+	mu        sync.Mutex // taken after Server.mu when both are held
+	closed    bool       // removed from the server's map; a joiner must look again
+	epoch     uint64
+	seq       uint64 // last room sequence number given to a message
+	ev        uint64 // last fan-out item number (messages and presence)
+	members   map[string]*member
+	shards    []*shard     // one per event loop that has had members here
+	hist      []*frame     // ring of the last History message frames
+	histPos   int          // next slot to overwrite once hist is full
+	acks      []heldAck    // Acks withheld while a member is behind (flow.go)
+	histBytes int          // bytes in hist
+	nbehind   atomic.Int32 // members behind; read without mu
 }
 
 // join makes m a member of j.Room. Event loop only.
@@ -42,6 +43,10 @@ func (s *Server) join(m *member, j *proto.Join) error {
 			if len(s.rooms) >= s.cfg.MaxRooms {
 				s.mu.Unlock()
 				return fatal(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
+			}
+			if err := s.overBudget(); err != nil {
+				s.mu.Unlock()
+				return err
 			}
 			r = &room{id: j.Room, members: make(map[string]*member)}
 			s.rooms[j.Room] = r
@@ -62,6 +67,10 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	if old == nil && len(r.members) >= s.cfg.MaxMembers {
 		r.mu.Unlock()
 		return fatal(proto.CodeRoomFull, "room %q has its maximum of %d members", j.Room, s.cfg.MaxMembers)
+	}
+	if err := s.overBudget(); old == nil && err != nil {
+		r.mu.Unlock()
+		return err
 	}
 	if old != nil {
 		// The same user again: a reconnect whose old connection we have not
@@ -148,19 +157,31 @@ func (r *room) historyAfter(since uint64) ([]*frame, uint64) {
 	return out, oldest
 }
 
-// remember keeps f in r's history ring. Caller holds r.mu.
-func (r *room) remember(f *frame, limit int) {
+// remember keeps f in r's history ring. While the server's history
+// bytes are over HistoryBudget a ring stops growing: it keeps the length
+// it has, the new frame replacing its oldest. Caller holds r.mu.
+func (r *room) remember(f *frame, s *Server) {
 	f.retain()
 	if r.hist == nil {
-		r.hist = make([]*frame, 0, limit)
+		r.hist = make([]*frame, 0, s.cfg.History)
 	}
+	n := int64(len(f.bb.B))
+	if len(r.hist) < cap(r.hist) && len(r.hist) > 0 && s.histBytes.Load()+n > s.cfg.HistoryBudget {
+		r.hist = r.hist[:len(r.hist):len(r.hist)]
+	}
+	r.histBytes += int(n)
 	if len(r.hist) < cap(r.hist) {
 		r.hist = append(r.hist, f)
+		s.histBytes.Add(n)
 		return
 	}
-	r.hist[r.histPos].release()
+	old := r.hist[r.histPos]
+	n -= int64(len(old.bb.B))
+	r.histBytes -= len(old.bb.B)
+	old.release()
 	r.hist[r.histPos] = f
 	r.histPos = (r.histPos + 1) % len(r.hist)
+	s.histBytes.Add(n)
 }
 
 // detach removes m from r's bookkeeping (not from its shard's member list,
@@ -210,6 +231,8 @@ func (s *Server) leave(m *member) {
 			f.release()
 		}
 		r.hist = nil
+		s.histBytes.Add(-int64(r.histBytes))
+		r.histBytes = 0
 	}
 	r.mu.Unlock()
 	s.mu.Unlock()
@@ -238,7 +261,7 @@ func (s *Server) broadcast(m *member, msg *proto.Chat) {
 		m.lastSent = msg.Num
 	}
 	r.fanout(f, m)
-	r.remember(f, s.cfg.History)
+	r.remember(f, s)
 	seq := r.seq
 	ack := r.holdAck(m, msg.Num, seq)
 	r.mu.Unlock()

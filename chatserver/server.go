@@ -42,6 +42,8 @@ type Server struct {
 
 	conns          atomic.Int64
 	now            atomic.Int64 // Unix ns, kept current by flowLoop for cheap timestamps
+	histBytes      atomic.Int64 // bytes in every room's history
+	outBytes       atomic.Int64 // members' unsent bytes, as last seen (member.outb)
 	resendsDropped atomic.Uint64
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out

@@ -859,3 +859,52 @@ func TestIdleMemberRemoved(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoryBudgets fills the history budget, then the outbound budget:
+// past each, a new room and a new member are refused with server_full,
+// while the members already in keep chatting.
+func TestMemoryBudgets(t *testing.T) {
+	t.Run("history", func(t *testing.T) {
+		s := startServer(t, func(c *Config) { c.HistoryBudget = 100 << 10 })
+		a, _ := joinAs(t, s, "one", "a")
+		b, _ := joinAs(t, s, "one", "b")
+		text := strings.Repeat("h", 4000)
+		for i := uint64(1); i <= 30; i++ {
+			a.send(&proto.Chat{Num: i, Text: text})
+			a.expect(proto.TAck)
+		}
+		t.Logf("history bytes %d of %d", s.histBytes.Load(), s.cfg.HistoryBudget)
+		if h := s.histBytes.Load(); h > s.cfg.HistoryBudget+5000 {
+			t.Errorf("history holds %d bytes, budget %d", h, s.cfg.HistoryBudget)
+		}
+		p := hello(t, s)
+		p.send(&proto.Join{Room: "two", User: "c"})
+		p.expectClosed(proto.CodeServerFull)
+		p = hello(t, s)
+		p.send(&proto.Join{Room: "one", User: "c"})
+		p.expectClosed(proto.CodeServerFull)
+		a.send(&proto.Chat{Num: 31, Text: "still here"})
+		a.expect(proto.TAck)
+		for {
+			if d, ok := b.expect(proto.TDeliver).(*proto.Deliver); ok && d.Num == 31 {
+				break
+			}
+		}
+	})
+	t.Run("outbound", func(t *testing.T) {
+		s := startServer(t, func(c *Config) { c.OutboundBudget = 64 << 10; c.MaxOutbound = 1 << 20; c.SlowTimeout = time.Minute })
+		a, _ := joinAs(t, s, "one", "a")
+		dialSlow(t, s, "one", "slow") // never reads
+		text := strings.Repeat("o", 4000)
+		var b []byte
+		for i := uint64(1); i <= 1000; i++ {
+			b, _ = wire.AppendFrame(b, &proto.Chat{Num: i, Text: text})
+		}
+		go a.conn.Write(b) //nolint:errcheck // the assertions below tell
+		waitFor(t, 10*time.Second, "the backlog past the budget", func() bool { return s.outBytes.Load() > s.cfg.OutboundBudget })
+		t.Logf("outbound bytes %d of %d", s.outBytes.Load(), s.cfg.OutboundBudget)
+		p := hello(t, s)
+		p.send(&proto.Join{Room: "two", User: "c"})
+		p.expectClosed(proto.CodeServerFull)
+	})
+}

@@ -108,15 +108,32 @@ func (m *member) key(from string, inc uint64) string {
 	return fmt.Sprintf("%s/%d", from, i+1)
 }
 
+// settle bounds how long a test waits for the primary delivery paths to
+// finish: wide, for a loaded 2-core CI under -race.
+const settle = 15 * time.Second
+
 func testConfig(t testing.TB) Config {
 	cfg := DefaultConfig()
 	cfg.Logger = testLogger(t, slog.LevelInfo)
-	// Long enough that the gap timers (the fallback) cannot rescue a test
-	// within its waits: the primary paths must do the work.
-	cfg.HoldBack = 3 * time.Second
-	cfg.GapTimeout = 20 * time.Second
+	// Far longer than settle, so that the gap timers (the fallback)
+	// cannot rescue a test within its waits: the primary paths must do
+	// the work.
+	cfg.HoldBack = 4 * settle
+	cfg.GapTimeout = 8 * settle
 	cfg.DrainTimeout = time.Second
 	return cfg
+}
+
+// configFor returns testConfig for timers "test", and the production
+// timers (DefaultConfig) for "default": the paths must work with the
+// timers users run, too.
+func configFor(t testing.TB, timers string) Config {
+	if timers == "default" {
+		cfg := DefaultConfig()
+		cfg.Logger = testLogger(t, slog.LevelInfo)
+		return cfg
+	}
+	return testConfig(t)
 }
 
 // join opens a session for user on srv and drains its events.

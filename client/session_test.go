@@ -28,41 +28,43 @@ func TestRoomExchange(t *testing.T) {
 		{"members=3", 3, 100},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			srv := startChat(t, "serv1")
-			var ms []*member
-			for i := range tt.members {
-				ms = append(ms, join(t, testConfig(t), ref(srv), "room-1", fmt.Sprintf("u%d", i)))
-			}
-			var wg sync.WaitGroup
-			for _, m := range ms {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if err := stream(m, tt.each, 0, nil); err != nil {
-						t.Error(err)
-					}
-				}()
-			}
-			wg.Wait()
-			sent := map[string]uint64{}
-			for _, m := range ms {
-				sent[m.s.User()] = uint64(tt.each)
-			}
-			for _, m := range ms {
-				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
-					return m.check.Report().Received == (tt.members-1)*tt.each
-				})
-				waitFor(t, 5*time.Second, m.s.User()+" all acked", func() bool { return m.s.Stats().Unacked == 0 })
-			}
-			verify(t, ms, sent)
-			for _, m := range ms {
-				last := m.lastFrom(ms[len(ms)-1].s.User())
-				if m != ms[len(ms)-1] && last.Text != fmt.Sprintf("%s-%d", ms[len(ms)-1].s.User(), tt.each) {
-					t.Errorf("%s: last text %q", m.s.User(), last.Text)
+		for _, timers := range []string{"test", "default"} {
+			t.Run(tt.name+"/timers="+timers, func(t *testing.T) {
+				srv := startChat(t, "serv1")
+				var ms []*member
+				for i := range tt.members {
+					ms = append(ms, join(t, configFor(t, timers), ref(srv), "room-1", fmt.Sprintf("u%d", i)))
 				}
-			}
-		})
+				var wg sync.WaitGroup
+				for _, m := range ms {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if err := stream(m, tt.each, 0, nil); err != nil {
+							t.Error(err)
+						}
+					}()
+				}
+				wg.Wait()
+				sent := map[string]uint64{}
+				for _, m := range ms {
+					sent[m.s.User()] = uint64(tt.each)
+				}
+				for _, m := range ms {
+					waitFor(t, settle, m.s.User()+" receives all", func() bool {
+						return m.check.Report().Received == (tt.members-1)*tt.each
+					})
+					waitFor(t, 5*time.Second, m.s.User()+" all acked", func() bool { return m.s.Stats().Unacked == 0 })
+				}
+				verify(t, ms, sent)
+				for _, m := range ms {
+					last := m.lastFrom(ms[len(ms)-1].s.User())
+					if m != ms[len(ms)-1] && last.Text != fmt.Sprintf("%s-%d", ms[len(ms)-1].s.User(), tt.each) {
+						t.Errorf("%s: last text %q", m.s.User(), last.Text)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -79,63 +81,65 @@ func TestPlannedMove(t *testing.T) {
 		{"members=3/stagger=10ms", 3, 10 * time.Millisecond},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
-			var ms []*member
-			for i := range tt.members {
-				ms = append(ms, join(t, testConfig(t), ref(s1), "room-move", fmt.Sprintf("u%d", i)))
-			}
-			const n = 300
-			var wg sync.WaitGroup
-			moved := make(chan struct{})
-			for i, m := range ms {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					err := stream(m, n, time.Millisecond, func(k int) {
-						if i == 0 && k == n/3 {
-							close(moved)
+		for _, timers := range []string{"test", "default"} {
+			t.Run(tt.name+"/timers="+timers, func(t *testing.T) {
+				s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
+				var ms []*member
+				for i := range tt.members {
+					ms = append(ms, join(t, configFor(t, timers), ref(s1), "room-move", fmt.Sprintf("u%d", i)))
+				}
+				const n = 300
+				var wg sync.WaitGroup
+				moved := make(chan struct{})
+				for i, m := range ms {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						err := stream(m, n, time.Millisecond, func(k int) {
+							if i == 0 && k == n/3 {
+								close(moved)
+							}
+						})
+						if err != nil {
+							t.Error(err)
 						}
+					}()
+				}
+				<-moved
+				start := time.Now()
+				for _, m := range ms {
+					m.move(t, ref(s2), 2)
+					time.Sleep(tt.stagger)
+				}
+				t.Logf("all members moved in %v", time.Since(start))
+				wg.Wait()
+				sent := map[string]uint64{}
+				for _, m := range ms {
+					sent[m.s.User()] = n
+				}
+				for _, m := range ms {
+					waitFor(t, settle, m.s.User()+" receives all", func() bool {
+						return m.check.Report().Received == (tt.members-1)*n
 					})
-					if err != nil {
-						t.Error(err)
+					if st := m.s.Stats(); st.Server != ref(s2) || st.Epoch != 2 || !st.Connected {
+						t.Errorf("%s: on %v epoch %d connected %v", m.s.User(), st.Server, st.Epoch, st.Connected)
 					}
-				}()
-			}
-			<-moved
-			start := time.Now()
-			for _, m := range ms {
-				m.move(t, ref(s2), 2)
-				time.Sleep(tt.stagger)
-			}
-			t.Logf("all members moved in %v", time.Since(start))
-			wg.Wait()
-			sent := map[string]uint64{}
-			for _, m := range ms {
-				sent[m.s.User()] = n
-			}
-			for _, m := range ms {
-				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
-					return m.check.Report().Received == (tt.members-1)*n
-				})
-				if st := m.s.Stats(); st.Server != ref(s2) || st.Epoch != 2 || !st.Connected {
-					t.Errorf("%s: on %v epoch %d connected %v", m.s.User(), st.Server, st.Epoch, st.Connected)
+					if mv := m.movesSoFar(); len(mv) != 2 || mv[1].From != ref(s1) || mv[1].To != ref(s2) {
+						t.Errorf("%s: moves %+v", m.s.User(), mv)
+					} else {
+						t.Logf("%s: join on serv2 took %v", m.s.User(), mv[1].Took)
+					}
+					waitFor(t, settle, m.s.User()+" drains serv1", func() bool { return len(m.drains()) == 1 })
+					d := m.drains()[0]
+					t.Logf("%s: serv1 connection closed %v after the switch (timed out: %v)", m.s.User(), d.After, d.TimedOut)
+					if d.Server != ref(s1) || d.Err != nil {
+						t.Errorf("%s: drained %+v", m.s.User(), d)
+					}
 				}
-				if mv := m.movesSoFar(); len(mv) != 2 || mv[1].From != ref(s1) || mv[1].To != ref(s2) {
-					t.Errorf("%s: moves %+v", m.s.User(), mv)
-				} else {
-					t.Logf("%s: join on serv2 took %v", m.s.User(), mv[1].Took)
-				}
-				waitFor(t, 2*time.Second, m.s.User()+" drains serv1", func() bool { return len(m.drains()) == 1 })
-				d := m.drains()[0]
-				t.Logf("%s: serv1 connection closed %v after the switch (timed out: %v)", m.s.User(), d.After, d.TimedOut)
-				if d.Server != ref(s1) || d.Err != nil {
-					t.Errorf("%s: drained %+v", m.s.User(), d)
-				}
-			}
-			verify(t, ms, sent)
-			waitFor(t, 5*time.Second, "serv1 empty", func() bool { return s1.Stats().Rooms == 0 })
-		})
+				verify(t, ms, sent)
+				waitFor(t, 5*time.Second, "serv1 empty", func() bool { return s1.Stats().Rooms == 0 })
+			})
+		}
 	}
 }
 
@@ -190,7 +194,7 @@ func TestServerDies(t *testing.T) {
 			t.Logf("room on serv2 %v after the kill", time.Since(start))
 			wg.Wait()
 			for _, m := range []*member{a, b} {
-				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
+				waitFor(t, settle, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
 			}
 			verify(t, []*member{a, b}, map[string]uint64{"alice": n, "bob": n})
 			if st := a.s.Stats(); st.Resent == 0 {
@@ -238,7 +242,7 @@ func TestTailLoss(t *testing.T) {
 			b.move(t, ref(s2), 2)
 			a.move(t, ref(s2), 2)
 			if !tt.wantMissed {
-				waitFor(t, 2500*time.Millisecond, "bob recovers the tail", func() bool { return b.got("alice") == 20 })
+				waitFor(t, settle, "bob recovers the tail", func() bool { return b.got("alice") == 20 })
 				t.Logf("tail recovered %v after the move", time.Since(start))
 				verify(t, []*member{b}, map[string]uint64{"alice": 20})
 				if st := a.s.Stats(); st.Resent < 10 {
@@ -246,13 +250,13 @@ func TestTailLoss(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, 2500*time.Millisecond, "bob told what he missed", func() bool { return len(b.missed()) > 0 })
+			waitFor(t, settle, "bob told what he missed", func() bool { return len(b.missed()) > 0 })
 			miss := b.missed()[0]
 			t.Logf("missed %+v", miss)
 			if miss.From != "alice" || miss.First != 11 || miss.Last != 16 {
 				t.Errorf("missed %+v, want alice 11-16", miss)
 			}
-			waitFor(t, 2500*time.Millisecond, "bob gets the kept tail", func() bool { return b.got("alice") == 14 })
+			waitFor(t, settle, "bob gets the kept tail", func() bool { return b.got("alice") == 14 })
 		})
 	}
 }
@@ -320,7 +324,7 @@ func TestMoveThroughDelay(t *testing.T) {
 	}
 	wg.Wait()
 	for _, m := range []*member{a, b} {
-		waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
+		waitFor(t, settle, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
 		mv := m.movesSoFar()
 		t.Logf("%s: first join %v, move %v", m.s.User(), mv[0].Took, mv[len(mv)-1].Took)
 		if took := mv[0].Took; took < 60*time.Millisecond {
