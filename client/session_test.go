@@ -708,18 +708,21 @@ func TestStalledReaderPastTheBound(t *testing.T) {
 			b.mu.Unlock()
 		}
 	}()
-	const n = 3000
+	// The kernel's socket buffers on loopback grow to 16 MiB each way, so
+	// alice sends until the server has cut bob off (it cannot see that
+	// while it reads nothing: watch the server), at most 8000 x 3 KB.
 	text := strings.Repeat("x", 3000)
-	for range n {
+	for i := 0; i < 8000 && srv.Stats().Conns == 2; i++ {
 		a.send(t, text)
 	}
-	// bob's session cannot see the cut while it reads nothing: watch the
-	// server instead.
 	waitFor(t, 30*time.Second, "bob cut off", func() bool { return srv.Stats().Conns == 1 })
+	n := a.s.Stats().Sent
+	t.Logf("bob cut off after alice sent %d", n)
 	locked = false
 	b.mu.Unlock()
 	waitFor(t, 10*time.Second, "bob sees the break", func() bool { return b.brokenCount() == 1 })
 	b.move(t, ref(srv), 2)
+	defer func() { t.Logf("bob: %v; missed %+v; alice %+v; bob %+v", b.check.Report(), b.missed(), a.s.Stats(), b.s.Stats()) }()
 	waitFor(t, 30*time.Second, "alice's messages all delivered or told", func() bool {
 		b.check.Expect("alice", n)
 		r := b.check.Report()
