@@ -722,7 +722,6 @@ func TestStalledReaderPastTheBound(t *testing.T) {
 	b.mu.Unlock()
 	waitFor(t, 10*time.Second, "bob sees the break", func() bool { return b.brokenCount() == 1 })
 	b.move(t, ref(srv), 2)
-	defer func() { t.Logf("bob: %v; missed %+v; alice %+v; bob %+v", b.check.Report(), b.missed(), a.s.Stats(), b.s.Stats()) }()
 	waitFor(t, 30*time.Second, "alice's messages all delivered or told", func() bool {
 		b.check.Expect("alice", n)
 		r := b.check.Report()
