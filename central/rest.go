@@ -98,6 +98,7 @@ func (c *Central) restHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /healthz", handler(c.health))
 	mux.Handle("POST /v1/clients", handler(c.registerClient))
+	mux.Handle("GET /v1/clients", handler(c.onlineClients))
 	mux.Handle("GET /v1/clients/{name}", handler(c.lookupClient))
 	mux.Handle("DELETE /v1/clients/{name}", handler(c.deregisterClient))
 	mux.Handle("PUT /v1/clients/{name}/latency", handler(c.putLatency))
@@ -148,6 +149,9 @@ func (c *Central) health(*http.Request) (int, any, *apiError) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	h := centralapi.Health{Status: "ok", Online: c.online, Rooms: len(c.rooms)}
+	if _, port, err := net.SplitHostPort(c.ctrlAddr); err == nil {
+		h.ControlPort, _ = strconv.Atoi(port)
+	}
 	for _, u := range c.users {
 		if !u.placeholder() {
 			h.Clients++
@@ -192,9 +196,14 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 		if in.Token != "" && same(in.Token, u.token) {
 			return http.StatusOK, centralapi.Session{Name: u.name, Token: u.token}, nil
 		}
-		if u.sess != nil || now.Sub(u.offlineSince) < c.cfg.SessionGrace {
+		if u.sess != nil {
 			return 0, nil, errf(http.StatusConflict, centralapi.CodeNameTaken,
 				"user name %q is in use by a live session; pick another name, or register with that session's token", in.Name)
+		}
+		if left := c.cfg.SessionGrace - now.Sub(u.offlineSince); left > 0 {
+			return 0, nil, errf(http.StatusConflict, centralapi.CodeNameTaken,
+				"user name %q is reserved for %d s for the session that held it, which ended without deregistering; register with that session's token to take it back",
+				in.Name, int(left.Seconds()+0.999))
 		}
 		c.log.Info("expired session's name taken over", "user", u.name)
 		c.dropUserLocked(u, "lost its name after the session expired")
@@ -248,6 +257,26 @@ func (c *Central) lookupClient(r *http.Request) (int, any, *apiError) {
 	}
 	slices.Sort(info.Rooms)
 	return http.StatusOK, info, nil
+}
+
+// maxListed bounds GET /v1/clients: a directory for people picking a peer,
+// not a dump of a large deployment.
+const maxListed = 500
+
+func (c *Central) onlineClients(*http.Request) (int, any, *apiError) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := centralapi.ClientList{Clients: []string{}}
+	for _, u := range c.users {
+		if u.sess != nil && !u.placeholder() {
+			out.Clients = append(out.Clients, u.name)
+		}
+	}
+	slices.Sort(out.Clients)
+	if len(out.Clients) > maxListed {
+		out.Clients, out.More = out.Clients[:maxListed], true
+	}
+	return http.StatusOK, out, nil
 }
 
 func (c *Central) deregisterClient(r *http.Request) (int, any, *apiError) {

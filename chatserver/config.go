@@ -90,6 +90,10 @@ type Config struct {
 	// Heartbeat is the interval between heartbeats to Central; 0 takes the
 	// interval Central suggests at registration.
 	Heartbeat time.Duration
+	// Metrics turns on the counters behind Server.Metrics and Collector
+	// (frames, bytes, fan-out latency, busy time, history); off, the event
+	// loops record nothing beyond the connection count.
+	Metrics bool
 	// ShutdownGrace bounds how long Close waits for goodbye frames to go out.
 	ShutdownGrace time.Duration
 	// Logger receives the server's logs; nil discards them.
@@ -113,6 +117,7 @@ func DefaultConfig() Config {
 		ResendRate:    4,
 		ResendBurst:   8,
 		ShutdownGrace: time.Second,
+		Metrics:       true,
 	}
 }
 

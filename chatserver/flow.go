@@ -100,6 +100,7 @@ func (w *watcher) Run(context.Context) error {
 			m.noteBacklog()
 			m.catchUp()
 		case now.Sub(m.behindSince) > s.cfg.SlowTimeout:
+			l.st.cutOff()
 			m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread for over %v", s.cfg.HighWater, s.cfg.SlowTimeout))
 			m.catchUp()
 		default:
@@ -193,10 +194,10 @@ func (m *member) forgetBacklog() {
 // theirs; members already in keep working.
 func (s *Server) overBudget() error {
 	if h := s.histBytes.Load(); h+int64(s.cfg.MaxFrame) > s.cfg.HistoryBudget {
-		return fatal(proto.CodeServerFull, "history memory budget reached (%d of %d bytes): try another server", h, s.cfg.HistoryBudget)
+		return proto.Fatalf(proto.CodeServerFull, "history memory budget reached (%d of %d bytes): try another server", h, s.cfg.HistoryBudget)
 	}
 	if o := s.outBytes.Load(); o > s.cfg.OutboundBudget {
-		return fatal(proto.CodeServerFull, "outbound memory budget reached (%d of %d bytes unsent): try another server", o, s.cfg.OutboundBudget)
+		return proto.Fatalf(proto.CodeServerFull, "outbound memory budget reached (%d of %d bytes unsent): try another server", o, s.cfg.OutboundBudget)
 	}
 	return nil
 }

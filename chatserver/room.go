@@ -13,20 +13,20 @@ import (
 
 // room is one conversation hosted here.
 type room struct {
-	id string
+	id  string
+	srv *Server
 
-	mu        sync.Mutex // taken after Server.mu when both are held
-	closed    bool       // removed from the server's map; a joiner must look again
-	epoch     uint64
-	seq       uint64 // last room sequence number given to a message
-	ev        uint64 // last fan-out item number (messages and presence)
-	members   map[string]*member
-	shards    []*shard     // one per event loop that has had members here
-	hist      []*frame     // ring of the last History message frames
-	histPos   int          // next slot to overwrite once hist is full
-	acks      []heldAck    // Acks withheld while a member is behind (flow.go)
-	histBytes int          // bytes in hist
-	nbehind   atomic.Int32 // members behind; read without mu
+	mu      sync.Mutex // taken after Server.mu when both are held
+	closed  bool       // removed from the server's map; a joiner must look again
+	epoch   uint64
+	seq     uint64 // last room sequence number given to a message
+	ev      uint64 // last fan-out item number (messages and presence)
+	members map[string]*member
+	shards  []*shard     // one per event loop that has had members here
+	hist    []*frame     // ring of the last History message frames
+	histPos int          // next slot to overwrite once hist is full
+	acks    []heldAck    // Acks withheld while a member is behind (flow.go)
+	nbehind atomic.Int32 // members behind; read without mu
 }
 
 // join makes m a member of j.Room. Event loop only.
@@ -38,17 +38,17 @@ func (s *Server) join(m *member, j *proto.Join) error {
 		if r == nil {
 			if s.closing.Load() {
 				s.mu.Unlock()
-				return fatal(proto.CodeShutdown, "server is shutting down")
+				return proto.Fatalf(proto.CodeShutdown, "server is shutting down")
 			}
 			if len(s.rooms) >= s.cfg.MaxRooms {
 				s.mu.Unlock()
-				return fatal(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
+				return proto.Fatalf(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
 			}
 			if err := s.overBudget(); err != nil {
 				s.mu.Unlock()
 				return err
 			}
-			r = &room{id: j.Room, members: make(map[string]*member)}
+			r = &room{id: j.Room, members: make(map[string]*member), srv: s}
 			s.rooms[j.Room] = r
 		}
 		s.mu.Unlock()
@@ -61,12 +61,12 @@ func (s *Server) join(m *member, j *proto.Join) error {
 
 	if s.cfg.TicketKey != nil && j.Epoch < r.epoch {
 		r.mu.Unlock()
-		return fatal(proto.CodeUnauthorized, "ticket is for epoch %d; room %q is at epoch %d here", j.Epoch, j.Room, r.epoch)
+		return proto.Fatalf(proto.CodeUnauthorized, "ticket is for epoch %d; room %q is at epoch %d here", j.Epoch, j.Room, r.epoch)
 	}
 	old := r.members[j.User]
 	if old == nil && len(r.members) >= s.cfg.MaxMembers {
 		r.mu.Unlock()
-		return fatal(proto.CodeRoomFull, "room %q has its maximum of %d members", j.Room, s.cfg.MaxMembers)
+		return proto.Fatalf(proto.CodeRoomFull, "room %q has its maximum of %d members", j.Room, s.cfg.MaxMembers)
 	}
 	if err := s.overBudget(); old == nil && err != nil {
 		r.mu.Unlock()
@@ -165,23 +165,18 @@ func (r *room) remember(f *frame, s *Server) {
 	if r.hist == nil {
 		r.hist = make([]*frame, 0, s.cfg.History)
 	}
-	n := int64(len(f.bb.B))
-	if len(r.hist) < cap(r.hist) && len(r.hist) > 0 && s.histBytes.Load()+n > s.cfg.HistoryBudget {
+	if len(r.hist) < cap(r.hist) && len(r.hist) > 0 && s.histBytes.Load()+int64(len(f.bb.B)) > s.cfg.HistoryBudget {
 		r.hist = r.hist[:len(r.hist):len(r.hist)]
 	}
-	r.histBytes += int(n)
 	if len(r.hist) < cap(r.hist) {
+		s.countHistory(1, len(f.bb.B))
 		r.hist = append(r.hist, f)
-		s.histBytes.Add(n)
 		return
 	}
-	old := r.hist[r.histPos]
-	n -= int64(len(old.bb.B))
-	r.histBytes -= len(old.bb.B)
-	old.release()
+	s.countHistory(0, len(f.bb.B)-len(r.hist[r.histPos].bb.B))
+	r.hist[r.histPos].release()
 	r.hist[r.histPos] = f
 	r.histPos = (r.histPos + 1) % len(r.hist)
-	s.histBytes.Add(n)
 }
 
 // detach removes m from r's bookkeeping (not from its shard's member list,
@@ -228,11 +223,10 @@ func (s *Server) leave(m *member) {
 		r.closed = true
 		delete(s.rooms, r.id)
 		for _, f := range r.hist {
+			s.countHistory(-1, -len(f.bb.B))
 			f.release()
 		}
 		r.hist = nil
-		s.histBytes.Add(-int64(r.histBytes))
-		r.histBytes = 0
 	}
 	r.mu.Unlock()
 	s.mu.Unlock()

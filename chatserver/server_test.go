@@ -1,7 +1,6 @@
 package chatserver
 
 import (
-	"bufio"
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/wire"
 )
@@ -216,8 +216,8 @@ func TestEmptyRoomsAreRemoved(t *testing.T) {
 	}
 	a.send(&proto.Leave{})
 	b.conn.Close()
-	waitFor(t, 5*time.Second, "room removal", func() bool { return s.Stats().Rooms == 0 })
-	waitFor(t, 5*time.Second, "connections to close", func() bool { return s.Stats().Conns == 0 })
+	testkit.WaitFor(t, 5*time.Second, "room removal", func() bool { return s.Stats().Rooms == 0 })
+	testkit.WaitFor(t, 5*time.Second, "connections to close", func() bool { return s.Stats().Conns == 0 })
 }
 
 // TestBadInput sends each kind of garbage on its own connection while a
@@ -314,11 +314,10 @@ func TestBadInput(t *testing.T) {
 		p.expect(proto.TWelcome)
 		checkBystanders(t)
 	})
-	waitFor(t, 5*time.Second, "offenders' connections to close", func() bool { return s.Stats().Conns == 2 })
+	testkit.WaitFor(t, 5*time.Second, "offenders' connections to close", func() bool { return s.Stats().Conns == 2 })
 }
 
 func TestConnectionBurst(t *testing.T) {
-	raiseFDLimit(t)
 	s := startServer(t, nil)
 	x, _ := joinAs(t, s, "bystanders", "x")
 	y, _ := joinAs(t, s, "bystanders", "y")
@@ -361,7 +360,7 @@ func TestConnectionBurst(t *testing.T) {
 		t.Fatalf("burst dial: %v", err)
 	}
 	t.Logf("%d connections opened and closed in %v while %d messages went through", total, time.Since(start), num)
-	waitFor(t, 10*time.Second, "burst connections to close", func() bool { return s.Stats().Conns == 2 })
+	testkit.WaitFor(t, 10*time.Second, "burst connections to close", func() bool { return s.Stats().Conns == 2 })
 }
 
 func TestSlowConsumerIsCutOff(t *testing.T) {
@@ -382,8 +381,7 @@ func TestSlowConsumerIsCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { sc.Close() })
-	slow := &peer{t: t, conn: sc, r: bufio.NewReaderSize(sc, 64<<10)}
+	slow := newPeer(t, sc)
 	slow.send(&proto.Hello{V: wire.Version})
 	slow.expect(proto.TWelcome)
 	slow.send(&proto.Join{Room: "r", User: "slow"})
@@ -434,6 +432,9 @@ func TestSlowConsumerIsCutOff(t *testing.T) {
 	}
 	if err := <-errc; err != nil {
 		t.Fatalf("sender: %v", err)
+	}
+	if n := s.Metrics().SlowConsumers; n != 1 {
+		t.Errorf("slow-consumer cut-offs counted: %d, want 1", n)
 	}
 	// Now drain the slow member: somewhere in its stream is the error frame.
 	t1 := time.Now()
@@ -545,7 +546,6 @@ func TestBroadcastAllocsPerRecipient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures allocations over many messages")
 	}
-	raiseFDLimit(t)
 	perMessage := func(members int) float64 {
 		s := startServer(t, nil)
 		sender, _ := joinAs(t, s, "alloc", "sender")
@@ -566,7 +566,7 @@ func TestBroadcastAllocsPerRecipient(t *testing.T) {
 				var fc frameCounter
 				for fc.delivers < n {
 					p.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-					k, err := p.conn.Read(buf)
+					k, err := p.Conn.Read(buf)
 					if err != nil {
 						t.Errorf("reader: %v after %d messages", err, fc.delivers)
 						return
@@ -753,7 +753,7 @@ func dialSlow(t *testing.T, s *Server, room, user string) *peer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	p := &peer{t: t, conn: c, r: bufio.NewReaderSize(c, 4<<10)}
+	p := newPeer(t, c)
 	p.send(&proto.Hello{V: wire.Version})
 	p.expect(proto.TWelcome)
 	p.send(&proto.Join{Room: room, User: user})
@@ -901,7 +901,7 @@ func TestMemoryBudgets(t *testing.T) {
 			b, _ = wire.AppendFrame(b, &proto.Chat{Num: i, Text: text})
 		}
 		go a.conn.Write(b) //nolint:errcheck // the assertions below tell
-		waitFor(t, 10*time.Second, "the backlog past the budget", func() bool { return s.outBytes.Load() > s.cfg.OutboundBudget })
+		testkit.WaitFor(t, 10*time.Second, "the backlog past the budget", func() bool { return s.outBytes.Load() > s.cfg.OutboundBudget })
 		t.Logf("outbound bytes %d of %d", s.outBytes.Load(), s.cfg.OutboundBudget)
 		p := hello(t, s)
 		p.send(&proto.Join{Room: "two", User: "c"})

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"nearchat/pkg/delaynet"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 )
@@ -30,34 +30,6 @@ var paperRTT = map[string]time.Duration{
 	"serv3": 60 * time.Millisecond,
 	"serv4": 80 * time.Millisecond,
 	"serv2": 100 * time.Millisecond,
-}
-
-var (
-	buildOnce  sync.Once
-	chatBinary string
-	buildErr   error
-)
-
-// chatserverBinary builds bin/chatserver once per test run, so tests can
-// kill a real server process with SIGKILL.
-func chatserverBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nearchat-e2e-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		chatBinary = filepath.Join(dir, "chatserver")
-		out, err := exec.Command("go", "build", "-o", chatBinary, "nearchat/cmd/chatserver").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build chatserver: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return chatBinary
 }
 
 type cluster struct {
@@ -87,7 +59,7 @@ func newCluster(t *testing.T, edits ...func(*central.Config)) *cluster {
 	cfg.AssignRetry = 300 * time.Millisecond
 	cfg.Policy.MinDwell = time.Second
 	cfg.ClusterSecret = secret
-	cfg.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = testkit.LoggerAt(t, slog.LevelWarn)
 	for _, edit := range edits {
 		edit(&cfg)
 	}
@@ -110,13 +82,6 @@ func newCluster(t *testing.T, edits ...func(*central.Config)) *cluster {
 		}
 	})
 	return c
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimSpace(p)))
-	return len(p), nil
 }
 
 func (c *cluster) startCentral() {
@@ -156,13 +121,13 @@ func (c *cluster) startServer(id string) {
 	} else {
 		args = append(args, "-secret", secret)
 	}
-	cmd := exec.Command(chatserverBinary(c.t), args...)
+	cmd := exec.Command(testkit.BuildOnce(c.t, "nearchat/cmd/chatserver"), args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
 	}
 	c.procs[id], c.logs[id] = cmd, log
-	waitFor(c.t, 10*time.Second, id+" to register", func() bool {
+	testkit.WaitFor(c.t, 10*time.Second, id+" to register", func() bool {
 		list, err := c.api.Servers(context.Background())
 		if err != nil {
 			return false
@@ -194,7 +159,8 @@ type user struct {
 	mu     sync.Mutex
 	probes []map[string]time.Duration // medians of each probe round, newest last
 	c      *client.Client
-	events chan client.Event
+	events chan client.Event   // every event of c but messages
+	msgs   chan client.Message // c's messages, in order
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -207,7 +173,7 @@ func (c *cluster) user(name string) *user {
 	opts.ProbeEvery = 300 * time.Millisecond
 	opts.Probe.Samples = 3
 	opts.BackoffMin, opts.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
-	opts.Logger = slog.New(slog.NewTextHandler(tWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts.Logger = testkit.LoggerAt(c.t, slog.LevelWarn)
 	u := &user{t: c.t, name: name}
 	opts.OnProbe = func(res map[string]rtt.Result) {
 		m := map[string]time.Duration{}
@@ -233,7 +199,27 @@ func (c *cluster) user(name string) *user {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	u.c, u.cancel, u.done = cl, cancel, make(chan struct{})
+	u.events, u.msgs = make(chan client.Event, 1024), make(chan client.Message, 4096)
 	go func() { defer close(u.done); _ = cl.Run(ctx) }()
+	go func() {
+		for {
+			var ev client.Event
+			select {
+			case ev = <-cl.Events():
+			case <-ctx.Done():
+				return
+			}
+			if m, ok := ev.(client.Message); ok {
+				u.msgs <- m
+			} else {
+				select {
+				case u.events <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
 	c.t.Cleanup(func() { cancel(); <-u.done })
 	select {
 	case <-cl.Reported():
@@ -243,13 +229,13 @@ func (c *cluster) user(name string) *user {
 	return u
 }
 
-// next returns the next controller event of type T, skipping others.
+// next returns the next event of type T but Message, skipping others.
 func next[T client.Event](u *user, timeout time.Duration) T {
 	u.t.Helper()
 	deadline := time.After(timeout)
 	for {
 		select {
-		case ev := <-u.c.Events():
+		case ev := <-u.events:
 			if e, ok := ev.(T); ok {
 				return e
 			}
@@ -286,7 +272,7 @@ func (u *user) settled() bool {
 // chat has a request from a to b accepted and returns both sessions.
 func chat(t *testing.T, a, b *user) (*client.Session, *client.Session, proto.Assign) {
 	t.Helper()
-	waitFor(t, 20*time.Second, "probes that agree with the emulated RTTs", func() bool { return a.settled() && b.settled() })
+	testkit.WaitFor(t, 20*time.Second, "probes that agree with the emulated RTTs", func() bool { return a.settled() && b.settled() })
 	if err := a.c.Request(b.name); err != nil {
 		t.Fatal(err)
 	}
@@ -315,9 +301,9 @@ func stream(t *testing.T, s *client.Session, n int, gap time.Duration) chan erro
 	return errc
 }
 
-// collect gathers messages from s until it has want of them, failing on a
+// collect gathers messages of u until it has want of them, failing on a
 // duplicate or a message out of order.
-func collect(t *testing.T, s *client.Session, want int, timeout time.Duration) chan error {
+func collect(t *testing.T, u *user, want int, timeout time.Duration) chan error {
 	errc := make(chan error, 1)
 	go func() {
 		check := client.NewChecker()
@@ -325,37 +311,24 @@ func collect(t *testing.T, s *client.Session, want int, timeout time.Duration) c
 		deadline := time.After(timeout)
 		for got < want {
 			select {
-			case ev, ok := <-s.Events():
-				if !ok {
-					errc <- fmt.Errorf("%s: session closed after %d messages", s.User(), got)
+			case m := <-u.msgs:
+				if m.Room == "" {
+					errc <- fmt.Errorf("%s: message %d of %s carries no room", u.name, m.Num, m.From)
 					return
 				}
-				if m, isMsg := ev.(client.Message); isMsg {
-					if !check.Observe(m.From, m.Num) {
-						errc <- fmt.Errorf("%s: message %d of %s duplicated or out of order", s.User(), m.Num, m.From)
-						return
-					}
-					got++
+				if !check.Observe(m.From, m.Num) {
+					errc <- fmt.Errorf("%s: message %d of %s duplicated or out of order", u.name, m.Num, m.From)
+					return
 				}
+				got++
 			case <-deadline:
-				errc <- fmt.Errorf("%s: %d of %d messages after %v: %s", s.User(), got, want, timeout, check.Report())
+				errc <- fmt.Errorf("%s: %d of %d messages after %v: %s", u.name, got, want, timeout, check.Report())
 				return
 			}
 		}
 		errc <- nil
 	}()
 	return errc
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestE2ERoomStartsOnBestServer(t *testing.T) {
@@ -387,14 +360,18 @@ func TestE2EMovesAndSurvivesKill(t *testing.T) {
 	const n = 400
 	gap := 15 * time.Millisecond
 	sendA, sendB := stream(t, sa, n, gap), stream(t, sb, n, gap)
-	recvA, recvB := collect(t, sa, n, 60*time.Second), collect(t, sb, n, 60*time.Second)
+	recvA, recvB := collect(t, alice, n, 60*time.Second), collect(t, bob, n, 60*time.Second)
 
 	started := time.Now()
 	c.startServer("serv1")
-	moved := next[client.Relocated](alice, 10*time.Second)
+	moved := next[client.Moved](alice, 10*time.Second)
 	tookUp := time.Since(started)
 	if moved.Assign.Server.ID != "serv1" {
 		t.Fatalf("moved to %s, want serv1", moved.Assign.Server.ID)
+	}
+	// One move is one event, carrying its room, both ends and the Assign.
+	if moved.Room != a.Room || moved.From.ID != "serv3" || moved.To.ID != "serv1" || moved.Assign.Epoch != moved.Epoch || moved.Assign.Reason == "" {
+		t.Fatalf("Moved = %+v, want room %s from serv3 to serv1 with its Assign", moved, a.Room)
 	}
 	t.Logf("better server: serv1 started, room moved %v later (scan interval %v)", tookUp, c.centCfg.ScanInterval)
 	if limit := c.centCfg.ScanInterval + time.Second + 3*time.Second; tookUp > limit {
@@ -404,7 +381,7 @@ func TestE2EMovesAndSurvivesKill(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	killed := time.Now()
 	c.kill("serv1", syscall.SIGKILL)
-	back := next[client.Relocated](alice, 10*time.Second)
+	back := next[client.Moved](alice, 10*time.Second)
 	tookKill := time.Since(killed)
 	if back.Assign.Server.ID != "serv3" {
 		t.Fatalf("after the kill the room moved to %s, want serv3", back.Assign.Server.ID)
@@ -425,10 +402,10 @@ func TestE2ECentralRestartKeepsChatting(t *testing.T) {
 	c := newCluster(t)
 	c.startServer("serv3")
 	alice, bob := c.user("alice"), c.user("bob")
-	sa, sb, _ := chat(t, alice, bob)
+	sa, _, _ := chat(t, alice, bob)
 	const n = 200
 	sendA := stream(t, sa, n, 10*time.Millisecond)
-	recvB := collect(t, sb, n, 30*time.Second)
+	recvB := collect(t, bob, n, 30*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	c.restartCentral()
 	if err := <-sendA; err != nil {
@@ -437,7 +414,7 @@ func TestE2ECentralRestartKeepsChatting(t *testing.T) {
 	if err := <-recvB; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the new Central to know the room", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the new Central to know the room", func() bool {
 		rooms, err := c.api.Rooms(context.Background())
 		return err == nil && len(rooms) == 1 && rooms[0].Server == "serv3"
 	})
@@ -480,18 +457,18 @@ func TestE2ETLSAndTickets(t *testing.T) {
 	c := newCluster(t, withTLS(t))
 	c.startServer("serv3")
 	alice, bob := c.user("alice"), c.user("bob")
-	sa, sb, a := chat(t, alice, bob)
+	sa, _, a := chat(t, alice, bob)
 	if a.Server.ID != "serv3" || len(a.Ticket) == 0 {
 		t.Fatalf("assign = server %s, ticket %d bytes; want serv3 with a ticket", a.Server.ID, len(a.Ticket))
 	}
 	const n = 150
-	sendA, recvB := stream(t, sa, n, 10*time.Millisecond), collect(t, sb, n, 30*time.Second)
+	sendA, recvB := stream(t, sa, n, 10*time.Millisecond), collect(t, bob, n, 30*time.Second)
 	c.startServer("serv1")
-	if mv := next[client.Relocated](alice, 10*time.Second); mv.Assign.Server.ID != "serv1" {
+	if mv := next[client.Moved](alice, 10*time.Second); mv.Assign.Server.ID != "serv1" {
 		t.Fatalf("moved to %s, want serv1", mv.Assign.Server.ID)
 	}
 	c.kill("serv1", syscall.SIGKILL)
-	if mv := next[client.Relocated](alice, 10*time.Second); mv.Assign.Server.ID != "serv3" {
+	if mv := next[client.Moved](alice, 10*time.Second); mv.Assign.Server.ID != "serv3" {
 		t.Fatalf("after the kill: moved to %s, want serv3", mv.Assign.Server.ID)
 	}
 	for _, ch := range []chan error{sendA, recvB} {

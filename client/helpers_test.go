@@ -1,8 +1,8 @@
 package client
 
 import (
-	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,33 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"nearchat/chatserver"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
+	"nearchat/pkg/wiretest"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// gnet's shared worker pool outlives individual engines.
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).ticktock"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
-	)
-}
-
-type tlogWriter struct{ t testing.TB }
-
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: level}))
-}
+func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 
 // startChat runs a chat server on a free loopback port until the test ends.
 func startChat(t testing.TB, id string) *chatserver.Server {
@@ -54,7 +35,7 @@ func startChatWith(t testing.TB, id string, tune func(*chatserver.Config)) *chat
 	cfg.Listen = "127.0.0.1:0"
 	cfg.ID = id
 	cfg.Loops = 2
-	cfg.Logger = testLogger(t, slog.LevelWarn)
+	cfg.Logger = testkit.LoggerAt(t, slog.LevelWarn)
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -114,7 +95,7 @@ const settle = 15 * time.Second
 
 func testConfig(t testing.TB) Config {
 	cfg := DefaultConfig()
-	cfg.Logger = testLogger(t, slog.LevelInfo)
+	cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
 	// Far longer than settle, so that the gap timers (the fallback)
 	// cannot rescue a test within its waits: the primary paths must do
 	// the work.
@@ -130,7 +111,7 @@ func testConfig(t testing.TB) Config {
 func configFor(t testing.TB, timers string) Config {
 	if timers == "default" {
 		cfg := DefaultConfig()
-		cfg.Logger = testLogger(t, slog.LevelInfo)
+		cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
 		return cfg
 	}
 	return testConfig(t)
@@ -227,17 +208,6 @@ func (m *member) move(t testing.TB, srv proto.ServerRef, epoch uint64) {
 	defer cancel()
 	if err := m.s.Move(ctx, srv, epoch, nil); err != nil {
 		t.Fatalf("%s move: %v", m.s.User(), err)
-	}
-}
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -338,23 +308,18 @@ func (p *proxy) accept() {
 // relayDown copies frames from the server to the client, minus Deliver
 // frames while drop is set.
 func (p *proxy) relayDown(up, down net.Conn) {
-	r := bufio.NewReader(up)
+	r := wire.NewReader(up, 0)
+	var b []byte
 	for {
-		hdr, err := r.Peek(wire.LenSize)
+		t, body, err := r.Next()
 		if err != nil {
 			return
 		}
-		n, err := wire.FrameLen(hdr, 0)
-		if err != nil {
-			return
-		}
-		b := make([]byte, n)
-		if _, err := io.ReadFull(r, b); err != nil {
-			return
-		}
-		if p.drop.Load() && wire.Type(b[wire.LenSize]) == proto.TDeliver {
+		if p.drop.Load() && t == proto.TDeliver {
 			continue
 		}
+		b = binary.BigEndian.AppendUint32(b[:0], uint32(1+len(body)))
+		b = append(append(b, byte(t)), body...)
 		if _, err := down.Write(b); err != nil {
 			return
 		}
@@ -375,59 +340,15 @@ func (p *proxy) kill() {
 	}
 }
 
-// rawPeer speaks the protocol by hand, to send what a correct Session
-// would not.
-type rawPeer struct {
-	conn    net.Conn
-	r       *bufio.Reader
-	scratch []byte
-}
-
-func dialRaw(t testing.TB, addr, room, user string) *rawPeer {
+// dialRaw joins room as user over a raw protocol peer, to send what a
+// correct Session would not.
+func dialRaw(t testing.TB, addr, room, user string) *wiretest.Peer {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	p := &rawPeer{conn: c, r: bufio.NewReader(c)}
-	p.send(t, &proto.Hello{V: wire.Version, Agent: "test"})
-	p.expect(t, proto.TWelcome)
-	p.send(t, &proto.Join{Room: room, User: user, Epoch: 1})
-	p.expect(t, proto.TJoined)
+	p := wiretest.Dial(t, addr)
+	p.Hello(&proto.Hello{Agent: "test"})
+	p.Send(&proto.Join{Room: room, User: user, Epoch: 1})
+	wiretest.Expect[*proto.Joined](p, wiretest.AllBut(proto.TJoined))
 	return p
-}
-
-func (p *rawPeer) send(t testing.TB, m wire.Message) {
-	t.Helper()
-	b, err := wire.AppendFrame(nil, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.conn.Write(b); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (p *rawPeer) next() (wire.Message, error) {
-	_ = p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	return readFrame(p.r, &p.scratch)
-}
-
-// expect reads frames until one of type typ arrives.
-func (p *rawPeer) expect(t testing.TB, typ wire.Type) wire.Message {
-	t.Helper()
-	for range 1000 {
-		m, err := p.next()
-		if err != nil {
-			t.Fatalf("waiting for frame 0x%02x: %v", byte(typ), err)
-		}
-		if m.FrameType() == typ {
-			return m
-		}
-	}
-	t.Fatalf("no frame 0x%02x in 1000 frames", byte(typ))
-	return nil
 }
 
 // stream sends n numbered messages from m, one every gap, calling at(i)

@@ -83,6 +83,13 @@ type ClientInfo struct {
 	Rooms  []string `json:"rooms"`
 }
 
+// ClientList is the answer to GET /v1/clients: the names of the users
+// online now, sorted, at most 500 (More says there are others).
+type ClientList struct {
+	Clients []string `json:"clients"`
+	More    bool     `json:"more,omitempty"`
+}
+
 // Sample is one server's RTT as a client measured it.
 type Sample struct {
 	MedianUS int64 `json:"median_us"`
@@ -198,4 +205,7 @@ type Health struct {
 	Servers int    `json:"servers"`
 	Up      int    `json:"up"`
 	Rooms   int    `json:"rooms"`
+	// ControlPort is the port of Central's control listener, on the same
+	// host as the REST API: a client needs only Central's REST address.
+	ControlPort int `json:"control_port,omitempty"`
 }
