@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"nearchat/central/store"
 	"nearchat/pkg/centralapi"
@@ -309,7 +308,7 @@ func (c *Central) secretOK(r *http.Request, body string) *apiError {
 	return nil
 }
 
-func (c *Central) serverLocked(r *http.Request) (*srv, *apiError) {
+func (c *Central) serverLocked(r *http.Request) (*serverRec, *apiError) {
 	id := r.PathValue("id")
 	s := c.srvByID[id]
 	if s == nil {
@@ -388,61 +387,6 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 		c.kickScan()
 	}
 	return http.StatusOK, out, nil
-}
-
-// adoptLocked merges the rooms a server reports into the picture. Rooms
-// Central does not know (it restarted) are adopted with their epoch and
-// members; a higher epoch than Central's means the reporter holds the
-// room's newest placement; adopted rooms learn members as they reconnect.
-func (c *Central) adoptLocked(s *srv, reports []centralapi.RoomReport, now time.Time) {
-	for _, rep := range reports {
-		if proto.CheckRoom(rep.ID) != nil || rep.Epoch == 0 {
-			continue
-		}
-		var members []string
-		for _, m := range rep.Members {
-			if proto.CheckUser(m) == nil && !slices.Contains(members, m) && len(members) < c.cfg.MaxMembers {
-				members = append(members, m)
-			}
-		}
-		r := c.roomByID[rep.ID]
-		if r == nil {
-			if len(members) == 0 {
-				continue
-			}
-			r = &room{id: rep.ID, srv: s, epoch: rep.Epoch, created: now, lastMove: now, adopted: true}
-			for _, m := range members {
-				r.members = append(r.members, c.userOrPlaceholderLocked(m, now))
-			}
-			c.insertRoomLocked(r)
-			c.storeErr("put room", c.st.PutRoom(r.record()))
-			c.log.Info("room adopted from heartbeat", "room", r.id, "server", s.rec.ID, "epoch", r.epoch, "members", members)
-			continue
-		}
-		changed := false
-		if rep.Epoch > r.epoch {
-			if r.srv != nil {
-				r.srv.assigned--
-			}
-			r.srv, r.epoch = s, rep.Epoch
-			s.assigned++
-			changed = true
-		}
-		if r.adopted && r.srv == s && rep.Epoch == r.epoch {
-			for _, m := range members {
-				u := c.userOrPlaceholderLocked(m, now)
-				if !r.hasMember(u) && len(r.members) < c.cfg.MaxMembers {
-					r.members = append(r.members, u)
-					u.rooms[r] = struct{}{}
-					r.mFresh = false
-					changed = true
-				}
-			}
-		}
-		if changed {
-			c.storeErr("put room", c.st.PutRoom(r.record()))
-		}
-	}
 }
 
 func (c *Central) drain(r *http.Request) (int, any, *apiError) {

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"nearchat/central/store"
+	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
 )
@@ -43,9 +43,9 @@ func (u *user) record() store.User {
 	return store.User{Name: u.name, Token: u.token, Latency: u.lat, Registered: u.reg}
 }
 
-// srv is a chat server slot. Slots keep their index (their position in
+// serverRec is a chat server slot. Slots keep their index (their position in
 // every latency matrix) until a compaction changes the layout.
-type srv struct {
+type serverRec struct {
 	rec      store.Server
 	idx      int // -1 once compacted away
 	gone     bool
@@ -64,7 +64,7 @@ type reporter struct {
 }
 
 // full reports whether the server takes no new room.
-func (s *srv) full() bool {
+func (s *serverRec) full() bool {
 	rooms := max(s.rec.Rooms, s.assigned)
 	return (s.rec.MaxRooms > 0 && rooms >= s.rec.MaxRooms) || (s.rec.MaxConns > 0 && s.rec.Conns >= s.rec.MaxConns)
 }
@@ -75,7 +75,7 @@ func (s *srv) full() bool {
 // instead of visiting every member.
 type room struct {
 	id       string
-	srv      *srv
+	srv      *serverRec
 	epoch    uint64
 	members  []*user
 	created  time.Time
@@ -225,8 +225,8 @@ func (c *Central) setLatencyLocked(u *user, lat map[string]selection.Sample) {
 }
 
 // addServerLocked creates a slot for a new server ID.
-func (c *Central) addServerLocked(rec store.Server) *srv {
-	s := &srv{rec: rec, idx: len(c.servers)}
+func (c *Central) addServerLocked(rec store.Server) *serverRec {
+	s := &serverRec{rec: rec, idx: len(c.servers)}
 	c.servers = append(c.servers, s)
 	c.srvByID[rec.ID] = s
 	c.layout++
@@ -268,7 +268,7 @@ func (c *Central) syncSelLocked() {
 }
 
 // markDownLocked declares s down; the caller kicks the scan.
-func (c *Central) markDownLocked(s *srv, why string) {
+func (c *Central) markDownLocked(s *serverRec, why string) {
 	if s.rec.Down || s.gone {
 		return
 	}
@@ -342,175 +342,57 @@ func (c *Central) removeMemberLocked(r *room, u *user) {
 	}
 }
 
-// refreshDenseLocked lays u's vector out in server order.
-func (c *Central) refreshDenseLocked(u *user) {
-	if u.denseLayout == c.layout && u.denseGen == u.latGen {
-		return
-	}
-	u.dense = slices.Grow(u.dense[:0], len(c.servers))[:len(c.servers)]
-	for i, s := range c.servers {
-		d := selection.Unmeasured
-		if smp, ok := u.lat[s.rec.ID]; ok && smp.Count > 0 && smp.Median >= 0 {
-			d = smp.Median
+// adoptLocked merges the rooms a server reports into the picture. Rooms
+// Central does not know (it restarted) are adopted with their epoch and
+// members; a higher epoch than Central's means the reporter holds the
+// room's newest placement; adopted rooms learn members as they reconnect.
+func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now time.Time) {
+	for _, rep := range reports {
+		if proto.CheckRoom(rep.ID) != nil || rep.Epoch == 0 {
+			continue
 		}
-		u.dense[i] = d
-	}
-	u.denseLayout, u.denseGen = c.layout, u.latGen
-}
-
-// refreshDirtyLocked brings every dense vector up to date, so that matrix
-// rebuilds can read them from several goroutines at once.
-func (c *Central) refreshDirtyLocked() {
-	if c.denseAt != c.layout {
-		for _, u := range c.users {
-			c.refreshDenseLocked(u)
+		var members []string
+		for _, m := range rep.Members {
+			if proto.CheckUser(m) == nil && !slices.Contains(members, m) && len(members) < c.cfg.MaxMembers {
+				members = append(members, m)
+			}
 		}
-		c.denseAt = c.layout
-	} else {
-		for u := range c.dirty {
-			c.refreshDenseLocked(u)
+		r := c.roomByID[rep.ID]
+		if r == nil {
+			if len(members) == 0 {
+				continue
+			}
+			r = &room{id: rep.ID, srv: s, epoch: rep.Epoch, created: now, lastMove: now, adopted: true}
+			for _, m := range members {
+				r.members = append(r.members, c.userOrPlaceholderLocked(m, now))
+			}
+			c.insertRoomLocked(r)
+			c.storeErr("put room", c.st.PutRoom(r.record()))
+			c.log.Info("room adopted from heartbeat", "room", r.id, "server", s.rec.ID, "epoch", r.epoch, "members", members)
+			continue
 		}
-	}
-	clear(c.dirty)
-}
-
-// refreshMatrix rebuilds r.m if stale. It writes only r and reads the
-// members' dense vectors, which refreshDirtyLocked made current.
-func (c *Central) refreshMatrix(r *room) {
-	if r.mFresh && r.mLayout == c.layout {
-		return
-	}
-	k := len(r.members)
-	n := len(c.servers)
-	if cap(r.m.RTT) < n*k {
-		r.m.RTT = make([]time.Duration, n*k)
-	}
-	r.m.RTT = r.m.RTT[:n*k]
-	r.m.Servers, r.m.Members = n, k
-	for j, u := range r.members {
-		for s := range n {
-			r.m.RTT[s*k+j] = u.dense[s]
+		changed := false
+		if rep.Epoch > r.epoch {
+			if r.srv != nil {
+				r.srv.assigned--
+			}
+			r.srv, r.epoch = s, rep.Epoch
+			s.assigned++
+			changed = true
 		}
-	}
-	r.mLayout, r.mFresh = c.layout, true
-}
-
-// move is a relocation decided by a scan.
-type move struct {
-	r       *room
-	to      int
-	epoch   uint64
-	reason  string
-	prevRTT time.Duration
-	rtt     time.Duration
-}
-
-// decide runs the policy for one room without changing anything but its
-// matrix; it is safe to call for different rooms from several goroutines.
-func (c *Central) decide(r *room, now time.Time, rnd *mrand) (move, bool) {
-	if len(r.members) == 0 {
-		return move{}, false
-	}
-	c.refreshMatrix(r)
-	cur := r.cur()
-	d, err := c.cfg.Policy.DecideMatrix(cur, r.lastMove, now, c.sel, r.m, rnd)
-	if err != nil || !d.Move {
-		return move{}, false
-	}
-	mv := move{r: r, to: d.To.Index, epoch: r.epoch, reason: d.Reason, rtt: d.To.Max}
-	if cur >= 0 {
-		if sc, ok := selection.ScoreMatrix(c.sel, r.m, cur); ok {
-			mv.prevRTT = sc.Max
-		}
-	}
-	return mv, true
-}
-
-// evaluateLocked decides and applies one room's move.
-func (c *Central) evaluateLocked(r *room, now time.Time, rnd *mrand) {
-	if mv, ok := c.decide(r, now, rnd); ok {
-		c.applyMoveLocked(mv, now)
-	}
-}
-
-func (c *Central) applyMoveLocked(mv move, now time.Time) {
-	r := mv.r
-	if c.roomByID[r.id] != r || r.epoch != mv.epoch {
-		return
-	}
-	if t := c.sel[mv.to]; !t.Up || t.Draining || (t.Full && mv.to != r.cur()) {
-		return // a move applied earlier in this scan filled it; the next scan retries
-	}
-	to := c.servers[mv.to]
-	prev := r.srv
-	prevID := ""
-	if prev != nil {
-		prevID = prev.rec.ID
-		prev.assigned--
-		if prev.idx >= 0 {
-			c.sel[prev.idx].Full = prev.full()
-		}
-	}
-	r.srv = to
-	to.assigned++
-	c.sel[to.idx].Full = to.full()
-	r.epoch++
-	r.lastMove = now
-	c.storeErr("put room", c.st.PutRoom(r.record()))
-	c.log.Info("room moved", "room", r.id, "epoch", r.epoch, "from", prevID, "to", to.rec.ID, "reason", mv.reason, "rtt", mv.rtt, "prev_rtt", mv.prevRTT)
-	c.pushAssignLocked(r, mv.reason, prevID, mv.prevRTT, mv.rtt, now)
-}
-
-// scanChunk is how many rooms one scan worker takes at a time.
-const scanChunk = 1024
-
-// scanLocked re-evaluates every room, in parallel over the CPUs. Decisions
-// only read shared state (each worker writes the matrices of its own rooms
-// alone), and moves are applied afterwards on this goroutine.
-func (c *Central) scanLocked() int {
-	c.syncSelLocked()
-	c.refreshDirtyLocked()
-	now := c.now()
-	workers := len(c.workerRnds)
-	if len(c.rooms) < 2*scanChunk {
-		workers = 1
-	}
-	found := make([][]move, workers)
-	if workers == 1 {
-		found[0] = c.scanRange(0, len(c.rooms), now, c.workerRnds[0], nil)
-	} else {
-		var wg sync.WaitGroup
-		var next chunkCounter
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					lo := next.take(scanChunk)
-					if lo >= len(c.rooms) {
-						return
-					}
-					found[w] = c.scanRange(lo, min(lo+scanChunk, len(c.rooms)), now, c.workerRnds[w], found[w])
+		if r.adopted && r.srv == s && rep.Epoch == r.epoch {
+			for _, m := range members {
+				u := c.userOrPlaceholderLocked(m, now)
+				if !r.hasMember(u) && len(r.members) < c.cfg.MaxMembers {
+					r.members = append(r.members, u)
+					u.rooms[r] = struct{}{}
+					r.mFresh = false
+					changed = true
 				}
-			}()
+			}
 		}
-		wg.Wait()
-	}
-	n := 0
-	for _, mvs := range found {
-		for _, mv := range mvs {
-			c.applyMoveLocked(mv, now)
-			n++
+		if changed {
+			c.storeErr("put room", c.st.PutRoom(r.record()))
 		}
 	}
-	return n
-}
-
-func (c *Central) scanRange(lo, hi int, now time.Time, rnd *mrand, out []move) []move {
-	for _, r := range c.rooms[lo:hi] {
-		if mv, ok := c.decide(r, now, rnd); ok {
-			out = append(out, mv)
-		}
-	}
-	return out
 }

@@ -8,8 +8,6 @@ import (
 
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
-	"nearchat/pkg/ticket"
-	"nearchat/pkg/wire"
 )
 
 // request is a chat request waiting for its invitees' answers.
@@ -182,90 +180,6 @@ func (c *Central) tickRequestsLocked(now time.Time) {
 		case now.Sub(q.lastAwait) >= c.cfg.AwaitingEvery:
 			q.lastAwait = now
 			c.statusLocked(q.from, q.id, proto.AwaitingReq, "", "")
-		}
-	}
-}
-
-// push is an Assign that a member has not acknowledged yet.
-type push struct {
-	u     *user
-	room  string
-	epoch uint64
-	frame []byte // immutable once built: AsyncWrite may still hold it
-	first time.Time
-	next  time.Time
-	tries int
-}
-
-// pushAssignLocked sends r's placement to every member and keeps it until
-// acknowledged. A newer epoch replaces an older pending push for the room.
-func (c *Central) pushAssignLocked(r *room, reason, prev string, prevRTT, rtt time.Duration, now time.Time) {
-	m := &proto.Assign{
-		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
-		Members: r.memberNames(), Reason: reason, Prev: prev, PrevRTT: prevRTT, RTT: rtt,
-	}
-	for _, u := range r.members {
-		c.dropPushLocked(u, r.id)
-		frame, err := c.assignFrame(m, u.name, now)
-		if err != nil {
-			c.log.Error("encode assign", "room", r.id, "err", err)
-			return
-		}
-		p := &push{u: u, room: r.id, epoch: r.epoch, frame: frame, first: now, next: now}
-		u.pushes[r.id] = p
-		c.pushes[p] = struct{}{}
-		c.sendPushLocked(p, now)
-	}
-}
-
-// assignFrame encodes m for one member, with that member's own ticket when
-// Central signs tickets. Each frame is built fresh: pushes keep theirs
-// immutable while AsyncWrite may hold it.
-func (c *Central) assignFrame(m *proto.Assign, user string, now time.Time) ([]byte, error) {
-	m.Ticket = nil
-	if c.cfg.TicketKey != nil {
-		t, err := ticket.Sign(c.cfg.TicketKey, ticket.Claims{Room: m.Room, User: user, Epoch: m.Epoch,
-			Expires: now.Add(c.cfg.TicketTTL).Unix()})
-		if err != nil {
-			return nil, err
-		}
-		m.Ticket = t
-	}
-	return wire.AppendFrame(nil, m)
-}
-
-func (c *Central) sendPushLocked(p *push, now time.Time) {
-	if p.u.sess == nil {
-		return
-	}
-	p.tries++
-	p.next = now.Add(c.cfg.AssignRetry)
-	c.writeLocked(p.u.sess, p.frame)
-}
-
-func (c *Central) dropPushLocked(u *user, room string) {
-	if p := u.pushes[room]; p != nil {
-		delete(u.pushes, room)
-		delete(c.pushes, p)
-	}
-}
-
-// ackLocked clears u's push for the room once it follows that epoch.
-func (c *Central) ackLocked(u *user, m *proto.AssignAck) {
-	if p := u.pushes[m.Room]; p != nil && m.Epoch >= p.epoch {
-		c.dropPushLocked(u, m.Room)
-	}
-}
-
-// tickPushesLocked resends due pushes and gives up on old ones.
-func (c *Central) tickPushesLocked(now time.Time) {
-	for p := range c.pushes {
-		switch {
-		case now.Sub(p.first) >= c.cfg.AssignGiveUp:
-			c.log.Warn("assign never acknowledged; giving up", "user", p.u.name, "room", p.room, "epoch", p.epoch, "tries", p.tries)
-			c.dropPushLocked(p.u, p.room)
-		case !now.Before(p.next):
-			c.sendPushLocked(p, now)
 		}
 	}
 }
