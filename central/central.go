@@ -55,6 +55,7 @@ type Central struct {
 	rnd        *rand.Rand
 	workerRnds []*rand.Rand
 	online     int
+	started    time.Time // when New ran: servers get OfflineAfter to come back
 
 	kick chan struct{}
 
@@ -113,6 +114,7 @@ func New(cfg Config) (*Central, error) {
 		c.workerRnds = append(c.workerRnds, rand.New(rand.NewPCG(seed, uint64(i)+2)))
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.started = c.now()
 	if err := c.load(); err != nil {
 		c.cancel()
 		return nil, fmt.Errorf("central: load store: %w", err)
@@ -230,9 +232,16 @@ func (c *Central) houseTick() time.Duration {
 	return min(max(d, 5*time.Millisecond), 250*time.Millisecond)
 }
 
+// expireEvery is how often the tick loop looks for expired rooms and
+// users: often enough against RoomTTL, rarely enough to stay cheap.
+func (c *Central) expireEvery() time.Duration {
+	return min(c.cfg.RoomTTL/4, 5*time.Second)
+}
+
 func (c *Central) tickLoop() {
 	t := time.NewTicker(c.houseTick())
 	defer t.Stop()
+	var lastExpire time.Time
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -245,6 +254,10 @@ func (c *Central) tickLoop() {
 		c.tickRequestsLocked(now)
 		c.tickPushesLocked(now)
 		c.tickHelloLocked(now)
+		if now.Sub(lastExpire) >= c.expireEvery() {
+			lastExpire = now
+			c.expireLocked(now)
+		}
 		c.mu.Unlock()
 		if changed {
 			c.kickScan()

@@ -222,9 +222,36 @@ func (c *Central) writeLocked(cn *conn, frame []byte) {
 	if cn.dead.Load() {
 		return
 	}
-	if err := cn.gc.AsyncWrite(frame, nil); err != nil {
+	if err := cn.gc.AsyncWrite(frame, c.afterWrite); err != nil {
 		c.log.Debug("control write", "err", err)
 	}
+}
+
+// afterWrite runs on the connection's event loop after each queued write:
+// a client whose unsent backlog passes MaxOutbound is not reading, and is
+// cut off rather than buffered for without bound.
+func (c *Central) afterWrite(gc gnet.Conn, _ error) error {
+	n := gc.OutboundBuffered()
+	if n <= c.cfg.MaxOutbound {
+		return nil
+	}
+	cn, ok := gc.Context().(*conn)
+	if !ok || !cn.dead.CompareAndSwap(false, true) {
+		return nil
+	}
+	name := ""
+	c.mu.Lock()
+	if cn.user != nil {
+		name = cn.user.name
+	}
+	c.mu.Unlock()
+	c.log.Warn("control client does not read its frames; cutting it off", "user", name, "backlog", n, "limit", c.cfg.MaxOutbound)
+	frame, err := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeTooLarge, Fatal: true,
+		Reason: fmt.Sprintf("you left %d bytes unread (limit %d); read your control connection", n, c.cfg.MaxOutbound)})
+	if err == nil {
+		_, _ = gc.Write(frame)
+	}
+	return gc.Close()
 }
 
 func (c *Central) sendLocked(cn *conn, m wire.Message) {
@@ -307,6 +334,8 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 		c.ackLocked(u, m)
 	case *proto.Unreachable:
 		c.unreachableLocked(cn, u, m)
+	case *proto.Holding:
+		c.holdingLocked(cn, u, m)
 	case *proto.LeaveRoom:
 		r := c.roomByID[m.Room]
 		if r == nil || !r.hasMember(u) {
@@ -343,6 +372,7 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 	c.sendLocked(cn, &proto.Welcome{V: wire.Version, Server: "central", Max: wire.MaxFrame, User: u.name})
 	now := c.now()
 	for _, p := range u.pushes {
+		p.first = now // the give-up clock stood still while u was away
 		c.sendPushLocked(p, now)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -92,6 +93,9 @@ func (c *Central) decide(r *room, now time.Time, rnd *rand.Rand) (move, bool) {
 	if len(r.members) == 0 {
 		return move{}, false
 	}
+	if r.srv == nil && r.lostSrv != "" && now.Sub(c.started) < c.cfg.OfflineAfter {
+		return move{}, false // its server may still come back and report it
+	}
 	c.refreshMatrix(r)
 	cur := r.cur()
 	d, err := c.cfg.Policy.DecideMatrix(cur, r.lastMove, now, c.sel, r.m, rnd)
@@ -135,11 +139,25 @@ func (c *Central) applyMoveLocked(mv move, now time.Time) {
 	r.srv = to
 	to.assigned++
 	c.sel[to.idx].Full = to.full()
-	r.epoch++
+	r.epoch = c.nextEpoch(r, now)
 	r.lastMove = now
+	r.lostSrv = ""
 	c.storeErr("put room", c.st.PutRoom(r.record()))
 	c.log.Info("room moved", "room", r.id, "epoch", r.epoch, "from", prevID, "to", to.rec.ID, "reason", mv.reason, "rtt", mv.rtt, "prev_rtt", mv.prevRTT)
 	c.pushAssignLocked(r, mv.reason, prevID, mv.prevRTT, mv.rtt, now)
+}
+
+// nextEpoch is the epoch of r's next placement. A room Central created
+// counts up from 1. A room it adopted may have had placements this process
+// never saw (a move made just before a restart, which some member follows),
+// so its next epoch is also at least the current Unix time in
+// milliseconds: epochs never repeat across restarts.
+func (c *Central) nextEpoch(r *room, now time.Time) uint64 {
+	e := r.epoch + 1
+	if r.adopted {
+		e = max(e, uint64(now.UnixMilli()))
+	}
+	return e
 }
 
 // scanChunk is how many rooms one scan worker takes at a time.
@@ -226,36 +244,59 @@ func (c *Central) scanLoop() {
 	}
 }
 
-// push is an Assign that a member has not acknowledged yet.
+// push is the placement Central wants one member to follow, repeated until
+// the member acknowledges it. There is at most one per (member, room): a
+// newer placement replaces the older push.
 type push struct {
-	u     *user
-	room  string
-	epoch uint64
-	frame []byte // immutable once built: AsyncWrite may still hold it
-	first time.Time
-	next  time.Time
-	tries int
+	u      *user
+	room   string
+	epoch  uint64
+	server string
+	frame  []byte    // immutable once built: AsyncWrite may still hold it
+	first  time.Time // start of the give-up clock: the member's last connect
+	next   time.Time
+	tries  int
 }
 
 // pushAssignLocked sends r's placement to every member and keeps it until
-// acknowledged. A newer epoch replaces an older pending push for the room.
+// acknowledged.
 func (c *Central) pushAssignLocked(r *room, reason, prev string, prevRTT, rtt time.Duration, now time.Time) {
 	m := &proto.Assign{
 		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
 		Members: r.memberNames(), Reason: reason, Prev: prev, PrevRTT: prevRTT, RTT: rtt,
 	}
 	for _, u := range r.members {
-		c.dropPushLocked(u, r.id)
-		frame, err := c.assignFrame(m, u.name, now)
-		if err != nil {
-			c.log.Error("encode assign", "room", r.id, "err", err)
-			return
-		}
-		p := &push{u: u, room: r.id, epoch: r.epoch, frame: frame, first: now, next: now}
-		u.pushes[r.id] = p
-		c.pushes[p] = struct{}{}
-		c.sendPushLocked(p, now)
+		c.pushToLocked(u, r, m, now)
 	}
+}
+
+// pushToLocked replaces u's push for r with m and sends it.
+func (c *Central) pushToLocked(u *user, r *room, m *proto.Assign, now time.Time) {
+	c.dropPushLocked(u, r.id)
+	frame, err := c.assignFrame(m, u.name, now)
+	if err != nil {
+		c.log.Error("encode assign", "room", r.id, "err", err)
+		return
+	}
+	p := &push{u: u, room: r.id, epoch: m.Epoch, server: m.Server.ID, frame: frame, first: now, next: now}
+	u.pushes[r.id] = p
+	c.pushes[p] = struct{}{}
+	c.sendPushLocked(p, now)
+}
+
+// resendPlacementLocked pushes r's current placement to u alone, unless a
+// push of that very placement is already pending (it is being retried).
+func (c *Central) resendPlacementLocked(u *user, r *room, reason string) {
+	if r.srv == nil {
+		return
+	}
+	if p := u.pushes[r.id]; p != nil && p.epoch == r.epoch && p.server == r.srv.rec.ID {
+		return
+	}
+	c.pushToLocked(u, r, &proto.Assign{
+		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
+		Members: r.memberNames(), Reason: reason,
+	}, c.now())
 }
 
 // assignFrame encodes m for one member, with that member's own ticket when
@@ -283,6 +324,7 @@ func (c *Central) sendPushLocked(p *push, now time.Time) {
 	c.writeLocked(p.u.sess, p.frame)
 }
 
+// dropPushLocked forgets u's push for room, whatever its epoch.
 func (c *Central) dropPushLocked(u *user, room string) {
 	if p := u.pushes[room]; p != nil {
 		delete(u.pushes, room)
@@ -290,29 +332,143 @@ func (c *Central) dropPushLocked(u *user, room string) {
 	}
 }
 
+// removePushLocked forgets p itself, and nothing that replaced it.
+func (c *Central) removePushLocked(p *push) {
+	if p.u.pushes[p.room] == p {
+		delete(p.u.pushes, p.room)
+	}
+	delete(c.pushes, p)
+}
+
 // ackLocked clears u's push for the room once it follows that epoch.
 func (c *Central) ackLocked(u *user, m *proto.AssignAck) {
+	if r := c.roomByID[m.Room]; r != nil && r.srv != nil && m.Epoch == r.epoch {
+		r.confirm(u, m.Epoch)
+	}
 	if p := u.pushes[m.Room]; p != nil && m.Epoch >= p.epoch {
 		c.dropPushLocked(u, m.Room)
 	}
 }
 
-// tickPushesLocked resends due pushes and gives up on old ones.
+// tickPushesLocked resends due pushes. A push is given up only after
+// AssignGiveUp of being offered to a connected member (the clock restarts
+// at every connect, and stands still while the member is offline); the
+// member's next Holding report brings it back if the member still holds
+// something else.
 func (c *Central) tickPushesLocked(now time.Time) {
 	for p := range c.pushes {
 		switch {
+		case p.u.sess == nil:
 		case now.Sub(p.first) >= c.cfg.AssignGiveUp:
-			c.log.Warn("assign never acknowledged; giving up", "user", p.u.name, "room", p.room, "epoch", p.epoch, "tries", p.tries)
-			c.dropPushLocked(p.u, p.room)
+			c.log.Warn("assign never acknowledged; giving up until the member reports again", "user", p.u.name, "room", p.room, "epoch", p.epoch, "tries", p.tries)
+			c.removePushLocked(p)
 		case !now.Before(p.next):
 			c.sendPushLocked(p, now)
 		}
 	}
 }
 
+// maxHolding bounds the rooms of one Holding report.
+const maxHolding = 4096
+
+// holdingLocked reconciles what u says it holds with the desired placement
+// of each room: every difference gets the room's placement pushed again,
+// rooms Central does not know (it restarted) are adopted from the report,
+// and rooms u should hold but does not list are pushed to it.
+func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
+	if len(m.Rooms) > maxHolding {
+		c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: fmt.Sprintf("%d rooms in one Holding report, limit %d", len(m.Rooms), maxHolding)})
+		return
+	}
+	now := c.now()
+	listed := make(map[*room]struct{}, len(m.Rooms))
+	for _, h := range m.Rooms {
+		if proto.CheckRoom(h.Room) != nil || h.Epoch == 0 || proto.CheckUser(h.Server) != nil {
+			continue
+		}
+		r := c.roomByID[h.Room]
+		if r == nil {
+			r = &room{id: h.Room, srv: c.srvByID[h.Server], epoch: h.Epoch, created: now, lastMove: now, adopted: true, members: []*user{u}}
+			if r.srv == nil {
+				r.lostSrv = h.Server
+			}
+			c.insertRoomLocked(r)
+			r.confirm(u, h.Epoch)
+			c.storeErr("put room", c.st.PutRoom(r.record()))
+			c.log.Info("room adopted from a member's report", "room", r.id, "server", h.Server, "known", r.srv != nil, "epoch", r.epoch, "member", u.name)
+			listed[r] = struct{}{}
+			continue
+		}
+		if !r.hasMember(u) {
+			if !r.adopted || len(r.members) >= c.cfg.MaxMembers {
+				c.sendLocked(cn, &proto.RoomClosed{Room: h.Room, Reason: "you are not a member of this room"})
+				continue
+			}
+			r.members = append(r.members, u)
+			u.rooms[r] = struct{}{}
+			r.mFresh = false
+			c.storeErr("put room", c.st.PutRoom(r.record()))
+		}
+		listed[r] = struct{}{}
+		if h.Epoch > r.epoch {
+			// u follows a placement newer than Central's: Central lost
+			// the move that made it (a restart). The newest epoch wins.
+			c.adoptPlacementLocked(r, c.srvByID[h.Server], h.Server, h.Epoch, now)
+		}
+		if r.srv != nil && h.Epoch == r.epoch && h.Server == r.srv.rec.ID {
+			r.confirm(u, h.Epoch)
+			if p := u.pushes[r.id]; p != nil && p.epoch <= h.Epoch {
+				c.dropPushLocked(u, r.id)
+			}
+			continue
+		}
+		c.resendPlacementLocked(u, r, "your placement differs from the room's")
+	}
+	for r := range u.rooms {
+		if _, ok := listed[r]; !ok && u.pushes[r.id] == nil {
+			c.resendPlacementLocked(u, r, "you do not hold this room")
+		}
+	}
+}
+
+// adoptPlacementLocked makes (s, epoch) r's placement without a move: some
+// member or server already holds it. s is nil when Central does not know
+// the server (yet); id names it then. Members that follow something else
+// are told.
+func (c *Central) adoptPlacementLocked(r *room, s *serverRec, id string, epoch uint64, now time.Time) {
+	if r.srv != nil {
+		r.srv.assigned--
+	}
+	r.srv, r.epoch, r.lostSrv = s, epoch, ""
+	if s == nil {
+		r.lostSrv = id
+	} else {
+		s.assigned++
+	}
+	c.storeErr("put room", c.st.PutRoom(r.record()))
+	if s == nil {
+		return
+	}
+	for _, v := range r.members {
+		if r.held[v] != epoch {
+			c.resendPlacementLocked(v, r, "the room's newest placement")
+		}
+	}
+}
+
+// reporter is one member's report that its room's server is unreachable.
+type reporter struct {
+	u *user
+	r *room
+}
+
+// maxReporters bounds the reports kept per server while its check runs.
+const maxReporters = 4096
+
 // unreachableLocked handles a member's report that its room's server is
 // gone: a member behind the room's current placement is simply told it
-// again; otherwise Central checks the server itself.
+// again; otherwise Central checks the server itself. Reports are kept once
+// per (member, room).
 func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 	r := c.roomByID[m.Room]
 	if r == nil || !r.hasMember(u) {
@@ -322,57 +478,95 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 	if r.srv == nil || r.epoch != m.Epoch || r.srv.rec.ID != m.Server {
 		if p := u.pushes[r.id]; p != nil {
 			c.sendPushLocked(p, c.now())
-		} else if r.srv != nil {
-			c.resendPlacementLocked(u, r)
+		} else {
+			c.resendPlacementLocked(u, r, "current placement")
 		}
 		return
 	}
-	r.srv.reporters = append(r.srv.reporters, reporter{u, r})
-	c.probeLocked(r.srv)
-}
-
-// resendPlacementLocked pushes r's current placement to u alone.
-func (c *Central) resendPlacementLocked(u *user, r *room) {
-	now := c.now()
-	frame, err := c.assignFrame(&proto.Assign{
-		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
-		Members: r.memberNames(), Reason: "current placement",
-	}, u.name, now)
-	if err != nil {
-		return
+	s := r.srv
+	if s.rec.Down {
+		return // the scan moves the room as soon as a server can take it
 	}
-	p := &push{u: u, room: r.id, epoch: r.epoch, frame: frame, first: now, next: now}
-	u.pushes[r.id] = p
-	c.pushes[p] = struct{}{}
-	c.sendPushLocked(p, now)
+	if s.reporters == nil {
+		s.reporters = map[reporter]struct{}{}
+	}
+	if len(s.reporters) < maxReporters {
+		s.reporters[reporter{u, r}] = struct{}{}
+	}
+	c.probeLocked(s)
 }
 
-// probeLocked starts one echo check of s unless one is running.
+// probeTimeout is how long Central's check of s may take: ProbeTimeout, or
+// four times the slowest RTT to s that Central or a reporter measured, if
+// that is longer, so a distant server is not declared dead for being far.
+func (c *Central) probeTimeoutLocked(s *serverRec) time.Duration {
+	d := max(c.cfg.ProbeTimeout, 4*s.echoRTT)
+	for rep := range s.reporters {
+		if smp, ok := rep.u.lat[s.rec.ID]; ok && smp.Count > 0 {
+			d = max(d, 4*smp.Median)
+		}
+	}
+	return d
+}
+
+// corroboratedLocked reports whether a failed check of s is backed by
+// other evidence: a heartbeat overdue, or reports from two members.
+func (c *Central) corroboratedLocked(s *serverRec, now time.Time) (bool, string) {
+	if late := now.Sub(s.rec.LastSeen); late > c.cfg.HeartbeatInterval*3/2 {
+		return true, fmt.Sprintf("no heartbeat for %v", late.Round(time.Millisecond))
+	}
+	var first *user
+	for rep := range s.reporters {
+		if first == nil {
+			first = rep.u
+		} else if rep.u != first {
+			return true, "reported by two members"
+		}
+	}
+	return false, ""
+}
+
+// probeLocked starts one echo check of s unless one is running. A failed
+// check marks s down only when corroborated; otherwise the reports stay
+// and the next one (members repeat theirs every second) checks again.
 func (c *Central) probeLocked(s *serverRec) {
 	if s.probing || s.rec.Down || s.gone {
 		return
 	}
 	s.probing = true
 	addr, id := s.rec.Addr, s.rec.ID
+	timeout := c.probeTimeoutLocked(s)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ProbeTimeout)
+		ctx, cancel := context.WithTimeout(c.ctx, timeout)
+		start := time.Now()
 		err := echo(ctx, addr, c.cfg.ChatTLS)
+		took := time.Since(start)
 		cancel()
 		c.mu.Lock()
 		s.probing = false
-		down := err != nil && c.ctx.Err() == nil && c.srvByID[id] == s
-		if down {
-			c.markDownLocked(s, "reported unreachable and failed Central's echo check: "+err.Error())
-		} else if err == nil {
-			for _, rep := range s.reporters {
+		now := c.now()
+		down, why := false, ""
+		switch {
+		case c.ctx.Err() != nil || c.srvByID[id] != s:
+		case err == nil:
+			s.echoRTT = took
+			for rep := range s.reporters {
 				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
-					c.resendPlacementLocked(rep.u, rep.r)
+					c.resendPlacementLocked(rep.u, rep.r, "current placement")
 				}
 			}
+			clear(s.reporters)
+		default:
+			var ok bool
+			if ok, why = c.corroboratedLocked(s, now); ok {
+				down = true
+				c.markDownLocked(s, "reported unreachable, failed Central's echo check ("+err.Error()+") and "+why)
+			} else {
+				c.log.Info("server reported unreachable failed one echo check; waiting for corroboration", "server", id, "err", err)
+			}
 		}
-		s.reporters = nil
 		c.mu.Unlock()
 		if down {
 			c.kickScan()

@@ -31,14 +31,16 @@ func (c *Central) statusLocked(u *user, req string, code proto.StatusCode, detai
 // handleRequestLocked runs the first steps of a chat request from u.
 func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 	id := randomID("q-", 8)
-	c.statusLocked(u, id, proto.AckConn, "", "")
 	invalid := func(format string, args ...any) {
 		c.statusLocked(u, id, proto.ReqInvalid, fmt.Sprintf(format, args...), "")
 	}
 	if !u.reqLimit.allow(c.now(), c.cfg.RequestRate, c.cfg.RequestBurst) {
+		// One reply, not two: a flood of requests must not buy a flood
+		// of answers.
 		invalid("too many chat requests: at most %g a second (bursts of %d)", c.cfg.RequestRate, c.cfg.RequestBurst)
 		return
 	}
+	c.statusLocked(u, id, proto.AckConn, "", "")
 	if len(m.To) == 0 {
 		invalid("nobody to invite")
 		return

@@ -51,16 +51,13 @@ type serverRec struct {
 	gone     bool
 	probing  bool
 	assigned int // rooms Central placed here
-	// reporters said the server was unreachable while its echo check ran;
-	// if it answers, each gets its room's placement again, so a member
-	// whose connection broke (the server may have restarted and lost the
-	// room) joins afresh instead of waiting forever.
-	reporters []reporter
-}
-
-type reporter struct {
-	u *user
-	r *room
+	// echoRTT is how long Central's last successful echo check took.
+	echoRTT time.Duration
+	// reporters said the server was unreachable (once per member and
+	// room); if it answers Central's check, each gets its room's placement
+	// again, so a member whose connection broke (the server may have
+	// restarted and lost the room) joins afresh instead of waiting forever.
+	reporters map[reporter]struct{}
 }
 
 // full reports whether the server takes no new room.
@@ -82,6 +79,17 @@ type room struct {
 	lastMove time.Time
 	adopted  bool
 	pos      int // index in c.rooms
+	// lostSrv names the server a member or a restarted Central's store
+	// says the room is on while Central does not know that server (srv is
+	// nil): it may register again, or the room is placed afresh once
+	// servers had OfflineAfter to come back.
+	lostSrv string
+	// alive is when a member was last seen connected or a server last
+	// reported the room; RoomTTL after it the room expires.
+	alive time.Time
+	// held is the epoch each member last confirmed it follows (AssignAck,
+	// or a Holding report that matches the placement).
+	held map[*user]uint64
 
 	m       selection.Matrix
 	mLayout uint64
@@ -104,6 +112,14 @@ func (r *room) memberNames() []string {
 }
 
 func (r *room) hasMember(u *user) bool { return slices.Contains(r.members, u) }
+
+// confirm records that u follows the room at epoch.
+func (r *room) confirm(u *user, epoch uint64) {
+	if r.held == nil {
+		r.held = make(map[*user]uint64, len(r.members))
+	}
+	r.held[u] = epoch
+}
 
 func (r *room) record() store.Room {
 	rec := store.Room{ID: r.id, Epoch: r.epoch, Members: r.memberNames(), Created: r.created, LastMove: r.lastMove, Adopted: r.adopted}
@@ -152,6 +168,9 @@ func (c *Central) load() error {
 	}
 	for _, rec := range rooms {
 		r := &room{id: rec.ID, srv: c.srvByID[rec.Server], epoch: rec.Epoch, created: rec.Created, lastMove: rec.LastMove, adopted: rec.Adopted}
+		if r.srv == nil {
+			r.lostSrv = rec.Server
+		}
 		for _, name := range rec.Members {
 			r.members = append(r.members, c.userOrPlaceholderLocked(name, now))
 		}
@@ -273,6 +292,7 @@ func (c *Central) markDownLocked(s *serverRec, why string) {
 		return
 	}
 	s.rec.Down = true
+	clear(s.reporters)
 	c.log.Warn("chat server down", "server", s.rec.ID, "addr", s.rec.Addr, "why", why, "rooms", s.assigned)
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
@@ -286,12 +306,15 @@ func (c *Central) checkLivenessLocked(now time.Time) bool {
 		if !s.rec.Down && !s.gone && now.Sub(s.rec.LastSeen) > c.cfg.OfflineAfter {
 			c.markDownLocked(s, fmt.Sprintf("no heartbeat for %v", now.Sub(s.rec.LastSeen).Round(time.Millisecond)))
 			changed = true
+		} else if len(s.reporters) > 0 && !s.rec.Down && now.Sub(s.rec.LastSeen) > c.cfg.HeartbeatInterval*3/2 {
+			c.probeLocked(s) // a report plus a late heartbeat: check again now
 		}
 	}
 	return changed
 }
 
 func (c *Central) insertRoomLocked(r *room) {
+	r.alive = c.now()
 	r.pos = len(c.rooms)
 	c.rooms = append(c.rooms, r)
 	c.roomByID[r.id] = r
@@ -328,6 +351,7 @@ func (c *Central) removeMemberLocked(r *room, u *user) {
 		return
 	}
 	r.members = slices.Delete(r.members, i, i+1)
+	delete(r.held, u)
 	r.mFresh = false
 	delete(u.rooms, r)
 	c.dropPushLocked(u, r.id)
@@ -371,14 +395,18 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 			c.log.Info("room adopted from heartbeat", "room", r.id, "server", s.rec.ID, "epoch", r.epoch, "members", members)
 			continue
 		}
+		r.alive = now
 		changed := false
-		if rep.Epoch > r.epoch {
-			if r.srv != nil {
-				r.srv.assigned--
+		if rep.Epoch > r.epoch || (r.srv == nil && rep.Epoch == r.epoch) {
+			c.adoptPlacementLocked(r, s, s.rec.ID, rep.Epoch, now)
+		} else if rep.Epoch < r.epoch {
+			// s still holds members of an older placement: those that have
+			// not confirmed the current one are told it again.
+			for _, m := range members {
+				if u := c.users[m]; u != nil && r.hasMember(u) && r.held[u] != r.epoch {
+					c.resendPlacementLocked(u, r, "the room has moved")
+				}
 			}
-			r.srv, r.epoch = s, rep.Epoch
-			s.assigned++
-			changed = true
 		}
 		if r.adopted && r.srv == s && rep.Epoch == r.epoch {
 			for _, m := range members {
@@ -393,6 +421,37 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 		}
 		if changed {
 			c.storeErr("put room", c.st.PutRoom(r.record()))
+		}
+	}
+}
+
+// expireLocked forgets rooms none of whose members has been connected, and
+// that no server has reported, for RoomTTL (their clients crashed or never
+// came back, so nobody will send LeaveRoom), and users whose session has
+// been gone for SessionGrace and who are left in no room. Expired rooms
+// stop counting against their server's capacity.
+func (c *Central) expireLocked(now time.Time) {
+	for i := 0; i < len(c.rooms); {
+		r := c.rooms[i]
+		for _, u := range r.members {
+			if u.sess != nil {
+				r.alive = now
+				break
+			}
+		}
+		if now.Sub(r.alive) < c.cfg.RoomTTL {
+			i++
+			continue
+		}
+		c.log.Info("room expired: no member connected and no server reported it", "room", r.id, "for", now.Sub(r.alive).Round(time.Second))
+		for len(r.members) > 0 {
+			c.removeMemberLocked(r, r.members[0]) // the last one deletes r, which moves another room to i
+		}
+	}
+	for _, u := range c.users {
+		if u.sess == nil && !u.placeholder() && len(u.rooms) == 0 && len(u.reqs) == 0 && now.Sub(u.offlineSince) >= c.cfg.SessionGrace {
+			c.log.Info("user expired: offline past the session grace", "user", u.name)
+			c.dropUserLocked(u, "expired")
 		}
 	}
 }
