@@ -546,6 +546,7 @@ func (c *Central) probeLocked(s *serverRec) {
 		cancel()
 		c.mu.Lock()
 		s.probing = false
+		s.checks++
 		now := c.now()
 		down, why := false, ""
 		switch {

@@ -53,6 +53,7 @@ type serverRec struct {
 	assigned int // rooms Central placed here
 	// echoRTT is how long Central's last successful echo check took.
 	echoRTT time.Duration
+	checks  int // echo checks finished, for tests and logs
 	// reporters said the server was unreachable (once per member and
 	// room); if it answers Central's check, each gets its room's placement
 	// again, so a member whose connection broke (the server may have
