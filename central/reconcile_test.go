@@ -323,11 +323,14 @@ func TestControlOutboundBounded(t *testing.T) {
 	sent := 0
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		if _, err := nc.Write(pings); err != nil {
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		n, err := nc.Write(pings)
+		sent += n
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			continue // Central is slow to read on a loaded machine: keep pushing
+		} else if err != nil {
 			break
 		}
-		sent += len(pings)
 		if !online() {
 			break
 		}
