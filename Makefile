@@ -27,7 +27,7 @@ deps: ## install the Debian packages the tests need (as root; otherwise say what
 	@missing=""; for p in $(APT_TEST_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		echo "installing:$$missing"; apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing; \
 	else echo "not root: cannot install$$missing; the tests that need them will skip and say so"; fi
 
 test: build deps ## vet, then every test with the race detector

@@ -1,7 +1,6 @@
 package chatserver
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -81,155 +80,152 @@ func fatal(code proto.Code, format string, a ...any) error {
 	return &errFatal{code: code, reason: fmt.Sprintf(format, a...)}
 }
 
-// serve handles every complete frame in m's inbound buffer. Event loop only.
-func (s *Server) serve(m *member) gnet.Action {
-	c := m.c
-	for !m.dead {
-		buffered := c.InboundBuffered()
-		if buffered < wire.LenSize {
-			return gnet.None
-		}
-		hdr, _ := c.Peek(wire.LenSize)
-		n, err := wire.FrameLen(hdr, s.cfg.MaxFrame)
-		if err != nil {
-			return s.reject(m, classify(err), err.Error())
-		}
-		if buffered < n {
-			return gnet.None
-		}
-		frame, _ := c.Peek(n)
-		err = s.handle(m, wire.Type(frame[wire.LenSize]), frame[wire.HeaderSize:])
-		_, _ = c.Discard(n)
-		if err != nil {
-			var f *errFatal
-			if errors.As(err, &f) {
-				return s.reject(m, f.code, f.reason)
-			}
-			return s.reject(m, proto.CodeInternal, err.Error())
-		}
-	}
-	return gnet.None
-}
-
-func classify(err error) proto.Code {
-	switch {
-	case errors.Is(err, wire.ErrTooLarge):
-		return proto.CodeTooLarge
-	case errors.Is(err, wire.ErrBody):
-		return proto.CodeBadBody
-	}
-	return proto.CodeBadFrame
-}
-
-// reject answers a protocol violation with a fatal error frame and closes
-// the offender's connection.
-func (s *Server) reject(m *member, code proto.Code, reason string) gnet.Action {
-	s.log.Debug("closing connection", "remote", m.c.RemoteAddr(), "code", code, "reason", reason)
-	m.kill(code, reason)
-	return gnet.None
-}
-
+// handle dispatches one frame from m to the method for its type. The first
+// frame must be Hello; Chat, Leave, Resend and Missed need a joined room.
+// An error it returns is fatal to the connection. Event loop only.
 func (s *Server) handle(m *member, t wire.Type, body []byte) error {
 	if !m.hello {
-		if t != proto.THello {
-			return fatal(proto.CodeNoHello, "the first frame must be Hello, got type 0x%02x", byte(t))
-		}
-		var h proto.Hello
-		if err := wire.Unmarshal(body, &h); err != nil {
-			return fatal(proto.CodeBadBody, "hello: %v", err)
-		}
-		if h.V != wire.Version {
-			return fatal(proto.CodeVersion, "protocol version %d not spoken here; this server speaks %d", h.V, wire.Version)
-		}
-		m.hello = true
-		s.reply(m, &proto.Welcome{V: wire.Version, Server: s.cfg.ID, Max: s.cfg.MaxFrame})
-		return nil
+		return s.onHello(m, t, body)
 	}
 	switch t {
 	case proto.TPing:
-		var p proto.Ping
-		if err := wire.Unmarshal(body, &p); err != nil {
-			return fatal(proto.CodeBadBody, "ping: %v", err)
-		}
-		s.reply(m, (*proto.Pong)(&p))
-		return nil
-	case proto.TChat:
-		if m.room == nil {
-			return fatal(proto.CodeNotJoined, "chat before join")
-		}
-		var msg proto.Chat
-		if err := wire.Unmarshal(body, &msg); err != nil {
-			return fatal(proto.CodeBadBody, "chat: %v", err)
-		}
-		if len(msg.Text) > proto.MaxText {
-			return fatal(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(msg.Text), proto.MaxText)
-		}
-		s.broadcast(m, &msg)
-		return nil
+		return s.onPing(m, body)
 	case proto.TJoin:
-		if m.room != nil {
-			return fatal(proto.CodeBadJoin, "already joined room %q on this connection", m.room.id)
-		}
-		var j proto.Join
-		if err := wire.Unmarshal(body, &j); err != nil {
-			return fatal(proto.CodeBadBody, "join: %v", err)
-		}
-		if err := proto.CheckRoom(j.Room); err != nil {
-			return fatal(proto.CodeBadJoin, "%v", err)
-		}
-		if err := proto.CheckUser(j.User); err != nil {
-			return fatal(proto.CodeBadJoin, "%v", err)
-		}
-		if s.cfg.TicketKey != nil {
-			c, err := ticket.Verify(s.cfg.TicketKey, j.Ticket, j.Room, j.User, time.Now())
-			if err != nil {
-				return fatal(proto.CodeUnauthorized, "%v", err)
-			}
-			if c.Epoch != j.Epoch {
-				return fatal(proto.CodeUnauthorized, "ticket is for epoch %d, join says %d", c.Epoch, j.Epoch)
-			}
-		}
-		return s.join(m, &j)
-	case proto.TLeave:
-		if m.room == nil {
-			return fatal(proto.CodeNotJoined, "leave before join")
-		}
-		if err := wire.Unmarshal(body, &proto.Leave{}); err != nil {
-			return fatal(proto.CodeBadBody, "leave: %v", err)
-		}
-		s.leave(m)
-		m.dead = true
-		_ = m.c.Close()
-		return nil
-	case proto.TResend:
-		if m.room == nil {
-			return fatal(proto.CodeNotJoined, "resend before join")
-		}
-		var r proto.Resend
-		if err := wire.Unmarshal(body, &r); err != nil {
-			return fatal(proto.CodeBadBody, "resend: %v", err)
-		}
-		r.By = m.user
-		s.forward(m, r.Of, &r)
-		return nil
-	case proto.TMissed:
-		if m.room == nil {
-			return fatal(proto.CodeNotJoined, "missed before join")
-		}
-		var x proto.Missed
-		if err := wire.Unmarshal(body, &x); err != nil {
-			return fatal(proto.CodeBadBody, "missed: %v", err)
-		}
-		x.From = m.user
-		s.forward(m, x.To, &x)
-		return nil
+		return s.onJoin(m, body)
 	case proto.THello:
 		return fatal(proto.CodeBadFrame, "second hello")
 	}
-	if proto.New(t) == nil {
-		return fatal(proto.CodeUnknownType, "unknown frame type 0x%02x", byte(t))
+	var on func(*member, []byte) error
+	switch t {
+	case proto.TChat:
+		on = s.onChat
+	case proto.TLeave:
+		on = s.onLeave
+	case proto.TResend:
+		on = s.onResend
+	case proto.TMissed:
+		on = s.onMissed
+	default:
+		if proto.New(t) == nil {
+			return fatal(proto.CodeUnknownType, "unknown frame type 0x%02x", byte(t))
+		}
+		return fatal(proto.CodeUnknownType, "frame type 0x%02x is not accepted by a chat server", byte(t))
 	}
-	return fatal(proto.CodeUnknownType, "frame type 0x%02x is not accepted by a chat server", byte(t))
+	if m.room == nil {
+		return fatal(proto.CodeNotJoined, "%s before join", roomFrames[t])
+	}
+	return on(m, body)
+}
+
+// roomFrames names the frames that need a joined room, for error reasons.
+var roomFrames = map[wire.Type]string{
+	proto.TChat:   "chat",
+	proto.TLeave:  "leave",
+	proto.TResend: "resend",
+	proto.TMissed: "missed",
+}
+
+// onHello answers the connection's first frame, which must be a Hello in
+// a version spoken here, with a Welcome.
+func (s *Server) onHello(m *member, t wire.Type, body []byte) error {
+	if t != proto.THello {
+		return fatal(proto.CodeNoHello, "the first frame must be Hello, got type 0x%02x", byte(t))
+	}
+	var h proto.Hello
+	if err := wire.Unmarshal(body, &h); err != nil {
+		return fatal(proto.CodeBadBody, "hello: %v", err)
+	}
+	if h.V != wire.Version {
+		return fatal(proto.CodeVersion, "protocol version %d not spoken here; this server speaks %d", h.V, wire.Version)
+	}
+	m.hello = true
+	s.reply(m, &proto.Welcome{V: wire.Version, Server: s.cfg.ID, Max: s.cfg.MaxFrame})
+	return nil
+}
+
+// onPing echoes a Ping as a Pong: the RTT probe clients measure with.
+func (s *Server) onPing(m *member, body []byte) error {
+	var p proto.Ping
+	if err := wire.Unmarshal(body, &p); err != nil {
+		return fatal(proto.CodeBadBody, "ping: %v", err)
+	}
+	s.reply(m, (*proto.Pong)(&p))
+	return nil
+}
+
+// onJoin checks a Join (names, and the ticket when tickets are required)
+// and makes m a member of the room.
+func (s *Server) onJoin(m *member, body []byte) error {
+	if m.room != nil {
+		return fatal(proto.CodeBadJoin, "already joined room %q on this connection", m.room.id)
+	}
+	var j proto.Join
+	if err := wire.Unmarshal(body, &j); err != nil {
+		return fatal(proto.CodeBadBody, "join: %v", err)
+	}
+	if err := proto.CheckRoom(j.Room); err != nil {
+		return fatal(proto.CodeBadJoin, "%v", err)
+	}
+	if err := proto.CheckUser(j.User); err != nil {
+		return fatal(proto.CodeBadJoin, "%v", err)
+	}
+	if s.cfg.TicketKey != nil {
+		c, err := ticket.Verify(s.cfg.TicketKey, j.Ticket, j.Room, j.User, time.Now())
+		if err != nil {
+			return fatal(proto.CodeUnauthorized, "%v", err)
+		}
+		if c.Epoch != j.Epoch {
+			return fatal(proto.CodeUnauthorized, "ticket is for epoch %d, join says %d", c.Epoch, j.Epoch)
+		}
+	}
+	return s.join(m, &j)
+}
+
+// onChat broadcasts a joined member's message to its room.
+func (s *Server) onChat(m *member, body []byte) error {
+	var msg proto.Chat
+	if err := wire.Unmarshal(body, &msg); err != nil {
+		return fatal(proto.CodeBadBody, "chat: %v", err)
+	}
+	if len(msg.Text) > proto.MaxText {
+		return fatal(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(msg.Text), proto.MaxText)
+	}
+	s.broadcast(m, &msg)
+	return nil
+}
+
+// onLeave takes a joined member out of its room and closes the connection.
+func (s *Server) onLeave(m *member, body []byte) error {
+	if err := wire.Unmarshal(body, &proto.Leave{}); err != nil {
+		return fatal(proto.CodeBadBody, "leave: %v", err)
+	}
+	s.leave(m)
+	m.dead = true
+	_ = m.c.Close()
+	return nil
+}
+
+// onResend forwards a Resend to the member asked, signed with the sender.
+func (s *Server) onResend(m *member, body []byte) error {
+	var r proto.Resend
+	if err := wire.Unmarshal(body, &r); err != nil {
+		return fatal(proto.CodeBadBody, "resend: %v", err)
+	}
+	r.By = m.user
+	s.forward(m, r.Of, &r)
+	return nil
+}
+
+// onMissed forwards a Missed to the member it answers, signed with the
+// sender.
+func (s *Server) onMissed(m *member, body []byte) error {
+	var x proto.Missed
+	if err := wire.Unmarshal(body, &x); err != nil {
+		return fatal(proto.CodeBadBody, "missed: %v", err)
+	}
+	x.From = m.user
+	s.forward(m, x.To, &x)
+	return nil
 }
 
 // reply encodes msg into a pooled buffer and writes it to m. Event loop only.

@@ -37,4 +37,18 @@
 // Server's exported methods are safe for concurrent use. Room state is
 // guarded by the room's mutex; the room map by the server's; a shard's member
 // list is touched only on its own event loop.
+//
+// Lock order: Server.mu before room.mu before loop.mu (leave and goodbye
+// take the first two; fan-out pushes onto a loop's queue under room.mu).
+// Server.loopsMu is taken with neither Server.mu nor room.mu held, and only
+// loop.mu is taken under it. loop.mu is a leaf.
+//
+// # Files
+//
+// server.go has the lifecycle and the queries; engine.go the gnet callbacks
+// and the frame loop; conn.go a connection (member) and one handler per
+// frame type; room.go rooms, joins, history and broadcast; fanout.go the
+// per-loop queues, shared frames and the reaper; agent.go the agent that
+// keeps the server registered with Central, and Drain; config.go the
+// Config.
 package chatserver

@@ -16,14 +16,11 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"nearchat/pkg/gnetlog"
-	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
 )
 
 // Server is one chat server. Create it with New.
 type Server struct {
-	gnet.BuiltinEventEngine
-
 	cfg Config
 	log *slog.Logger
 
@@ -45,10 +42,13 @@ type Server struct {
 
 	conns atomic.Int64
 
-	mu    sync.Mutex
+	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
+	// loop's). loopsMu is never held with s.mu or r.mu; under it only l.mu
+	// is taken. l.mu is a leaf: nothing is locked while it is held.
+	mu    sync.Mutex // guards rooms
 	rooms map[string]*room
 
-	loopsMu sync.Mutex
+	loopsMu sync.Mutex // guards loops
 	loops   map[gnet.EventLoop]*loop
 }
 
@@ -108,7 +108,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	go func() {
-		s.runErr = gnet.Run(s, network+"://"+listen, opts...)
+		s.runErr = gnet.Run(&engine{s: s}, network+"://"+listen, opts...)
 		close(s.exited)
 	}()
 	select {
@@ -128,40 +128,6 @@ func New(cfg Config) (*Server, error) {
 	s.startAgent()
 	s.log.Info("chat server listening", "addr", s.Addr(), "loops", s.addr, "tls", s.front != nil, "id", s.cfg.ID)
 	return s, nil
-}
-
-// OnBoot runs once gnet has bound the listener; it records the engine and
-// the real address (which matters when Listen asked for port 0). It runs
-// before the event loops start, so what it sets needs no lock.
-func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
-	s.eng = eng
-	addr, err := boundAddr(eng)
-	if err != nil {
-		s.booted <- fmt.Errorf("chatserver: reading bound address: %w", err)
-		return gnet.None
-	}
-	s.addr = addr
-	if s.cfg.ID == "" {
-		_, port, _ := net.SplitHostPort(addr)
-		s.cfg.ID = "chat-" + port
-	}
-	s.booted <- nil
-	return gnet.None
-}
-
-func boundAddr(eng gnet.Engine) (string, error) {
-	fd, err := eng.Dup()
-	if err != nil {
-		return "", err
-	}
-	f := os.NewFile(uintptr(fd), "listener")
-	defer f.Close()
-	ln, err := net.FileListener(f)
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // Addr returns the address clients dial: the TLS address when TLS is on,
@@ -283,70 +249,4 @@ func (s *Server) Rooms() []RoomInfo {
 		}
 	}
 	return out
-}
-
-// reapLoop asks each loop with cut-off members to close the ones whose
-// error frame has drained or whose grace has passed.
-func (s *Server) reapLoop() {
-	t := time.NewTicker(doomGrace / 8)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopReap:
-			return
-		case <-t.C:
-		}
-		s.loopsMu.Lock()
-		for _, l := range s.loops {
-			if l.ndoomed.Load() > 0 {
-				_ = l.el.Execute(context.Background(), &l.reaper)
-			}
-		}
-		s.loopsMu.Unlock()
-	}
-}
-
-// loopFor returns our state for a gnet event loop, creating it on first use.
-func (s *Server) loopFor(el gnet.EventLoop) *loop {
-	s.loopsMu.Lock()
-	defer s.loopsMu.Unlock()
-	l := s.loops[el]
-	if l == nil {
-		l = &loop{el: el, srv: s}
-		l.reaper.l = l
-		s.loops[el] = l
-	}
-	return l
-}
-
-// OnOpen admits a connection unless the server is full or closing.
-func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	n := s.conns.Add(1)
-	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
-	c.SetContext(m)
-	switch {
-	case s.closing.Load():
-		return errorFrame(proto.CodeShutdown, "server is shutting down"), gnet.Close
-	case n > int64(s.cfg.MaxConns):
-		return errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns)), gnet.Close
-	}
-	return nil, gnet.None
-}
-
-// OnClose removes the connection from its room.
-func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
-	s.conns.Add(-1)
-	if m, ok := c.Context().(*member); ok {
-		m.dead, m.gone = true, true
-		if m.room != nil {
-			s.leave(m)
-		}
-	}
-	return gnet.None
-}
-
-// OnTraffic parses every complete frame buffered for c.
-func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
-	m := c.Context().(*member)
-	return s.serve(m)
 }

@@ -58,8 +58,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 	fi
 	echo "mininet-test: installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q >/dev/null || fail "apt-get update failed"
-	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+	apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null || fail "apt-get update failed"
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
 		fail "apt-get install ${missing[*]} failed"
 	have_mininet || fail "Mininet installed, but $python cannot import the mininet module"
 fi

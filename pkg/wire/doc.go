@@ -38,6 +38,16 @@
 // right after it; otherwise the request that caused it failed and the
 // connection goes on.
 //
+// # Reading frames
+//
+// There are two frame readers and nothing else parses frames: Reader, for a
+// goroutine blocked on a net.Conn, and Next, for an event loop that peeks
+// at a connection's inbound buffer (gnet.Conn is an Inbound). Both refuse a
+// frame over the receiver's maximum after its four length bytes. The
+// dialing side of the handshake is proto.Dial; the listening side's version
+// rule is proto.CheckHello, and proto.CodeOf names the Error code that
+// answers a frame that breaks these rules.
+//
 // The message types themselves, their type bytes and fields, are specified in
 // package proto, next to their definitions.
 //

@@ -3,6 +3,7 @@ package wire_test
 import (
 	"bytes"
 	"errors"
+	"io"
 	"testing"
 
 	"nearchat/pkg/proto"
@@ -14,8 +15,46 @@ import (
 // never panic, never read past a frame, and that decoded messages survive a
 // re-encode.
 func FuzzParseFrame(f *testing.F) {
-	for _, tc := range messages {
-		b, err := wire.AppendFrame(nil, tc.msg)
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
+		whole := parseAll(t, data)
+		split := int(cut) % (len(data) + 1)
+		if got := parseStream(t, data[:split], data[split:]); !equalResults(whole, got) {
+			t.Fatalf("split at %d: %v, whole: %v", split, got, whole)
+		}
+	})
+}
+
+// FuzzNext feeds the same input through wire.Next, the event-loop servers'
+// reader, arriving in two parts the way an event loop's inbound buffer fills
+// up, and through wire.Reader, the blocking reader, in reads cut at the same
+// point; both must agree with a whole parse.
+func FuzzNext(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
+		whole := parseAll(t, data)
+		split := int(cut) % (len(data) + 1)
+		if got := nextStream(t, data[:split], data[split:]); !equalResults(whole, got) {
+			t.Fatalf("Next, split at %d: %v, whole: %v", split, got, whole)
+		}
+		if got := readStream(t, data, split); !equalResults(whole, got) {
+			t.Fatalf("Reader, split at %d: %v, whole: %v", split, got, whole)
+		}
+	})
+}
+
+// seeds are one frame of each body shape the codec meets.
+var seeds = []wire.Message{
+	&proto.Hello{V: wire.Version, Agent: "chat/1", Token: "tok"},
+	&proto.Ping{ID: 7, At: 123456789},
+	&proto.Joined{Room: "r-1", Epoch: 2, Seq: 10, Members: []proto.Member{{User: "alice", LastSent: 41}, {User: "bob"}}},
+	&proto.Chat{Num: 42, At: 1700000000000000000, Text: "hello, world"},
+	&proto.Assign{Room: "r-1", Epoch: 3, Server: proto.ServerRef{ID: "serv1", Addr: "127.0.0.1:3002"}, Members: []string{"alice", "bob"}},
+}
+
+func addSeeds(f *testing.F) {
+	for _, m := range seeds {
+		b, err := wire.AppendFrame(nil, m)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -24,13 +63,49 @@ func FuzzParseFrame(f *testing.F) {
 	}
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x01}, uint16(2))
 	f.Add([]byte{0, 0, 0, 0}, uint16(0))
-	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
-		whole := parseAll(t, data)
-		split := int(cut) % (len(data) + 1)
-		if got := parseStream(t, data[:split], data[split:]); !equalResults(whole, got) {
-			t.Fatalf("split at %d: %v, whole: %v", split, got, whole)
+}
+
+// nextStream reads frames with wire.Next from an in-memory inbound buffer
+// that receives first, then second.
+func nextStream(t *testing.T, first, second []byte) result {
+	var r result
+	in := &inbound{}
+	for _, chunk := range [][]byte{first, second} {
+		in.b = append(in.b, chunk...)
+		for {
+			typ, body, n, err := wire.Next(in, 0)
+			if errors.Is(err, wire.ErrIncomplete) {
+				break
+			}
+			if err != nil {
+				r.err = err
+				return r
+			}
+			checkDecode(t, typ, body)
+			r.types = append(r.types, typ)
+			in.discard(n)
 		}
-	})
+	}
+	return r
+}
+
+// readStream reads frames with a wire.Reader from a stream whose first
+// read returns data up to split.
+func readStream(t *testing.T, data []byte, split int) result {
+	var r result
+	rd := wire.NewReader(io.MultiReader(bytes.NewReader(data[:split]), bytes.NewReader(data[split:])), 0)
+	for {
+		typ, body, err := rd.Next()
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return r // the end of the input, like ErrIncomplete
+		}
+		if err != nil {
+			r.err = err
+			return r
+		}
+		checkDecode(t, typ, body)
+		r.types = append(r.types, typ)
+	}
 }
 
 type result struct {

@@ -1,0 +1,136 @@
+package chatserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+// engine is the Server's gnet event handler. The callbacks live on this
+// unexported type so that they are not part of Server's API.
+type engine struct {
+	gnet.BuiltinEventEngine
+	s *Server
+}
+
+// OnBoot runs once gnet has bound the listener; it records the engine and
+// the real address (which matters when Listen asked for port 0). It runs
+// before the event loops start, so what it sets needs no lock.
+func (e *engine) OnBoot(eng gnet.Engine) gnet.Action {
+	s := e.s
+	s.eng = eng
+	addr, err := boundAddr(eng)
+	if err != nil {
+		s.booted <- fmt.Errorf("chatserver: reading bound address: %w", err)
+		return gnet.None
+	}
+	s.addr = addr
+	if s.cfg.ID == "" {
+		_, port, _ := net.SplitHostPort(addr)
+		s.cfg.ID = "chat-" + port
+	}
+	s.booted <- nil
+	return gnet.None
+}
+
+func boundAddr(eng gnet.Engine) (string, error) {
+	fd, err := eng.Dup()
+	if err != nil {
+		return "", err
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// OnOpen admits a connection unless the server is full or closing.
+func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	s := e.s
+	n := s.conns.Add(1)
+	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
+	c.SetContext(m)
+	switch {
+	case s.closing.Load():
+		return errorFrame(proto.CodeShutdown, "server is shutting down"), gnet.Close
+	case n > int64(s.cfg.MaxConns):
+		return errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns)), gnet.Close
+	}
+	return nil, gnet.None
+}
+
+// OnClose removes the connection from its room.
+func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
+	s := e.s
+	s.conns.Add(-1)
+	if m, ok := c.Context().(*member); ok {
+		m.dead, m.gone = true, true
+		if m.room != nil {
+			s.leave(m)
+		}
+	}
+	return gnet.None
+}
+
+// OnTraffic parses every complete frame buffered for c.
+func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
+	return e.s.serve(c.Context().(*member))
+}
+
+// serve handles every complete frame in m's inbound buffer. Event loop only.
+func (s *Server) serve(m *member) gnet.Action {
+	c := m.c
+	for !m.dead {
+		buffered := c.InboundBuffered()
+		if buffered < wire.LenSize {
+			return gnet.None
+		}
+		hdr, _ := c.Peek(wire.LenSize)
+		n, err := wire.FrameLen(hdr, s.cfg.MaxFrame)
+		if err != nil {
+			return s.reject(m, classify(err), err.Error())
+		}
+		if buffered < n {
+			return gnet.None
+		}
+		frame, _ := c.Peek(n)
+		err = s.handle(m, wire.Type(frame[wire.LenSize]), frame[wire.HeaderSize:])
+		_, _ = c.Discard(n)
+		if err != nil {
+			var f *errFatal
+			if errors.As(err, &f) {
+				return s.reject(m, f.code, f.reason)
+			}
+			return s.reject(m, proto.CodeInternal, err.Error())
+		}
+	}
+	return gnet.None
+}
+
+func classify(err error) proto.Code {
+	switch {
+	case errors.Is(err, wire.ErrTooLarge):
+		return proto.CodeTooLarge
+	case errors.Is(err, wire.ErrBody):
+		return proto.CodeBadBody
+	}
+	return proto.CodeBadFrame
+}
+
+// reject answers a protocol violation with a fatal error frame and closes
+// the offender's connection.
+func (s *Server) reject(m *member, code proto.Code, reason string) gnet.Action {
+	s.log.Debug("closing connection", "remote", m.c.RemoteAddr(), "code", code, "reason", reason)
+	m.kill(code, reason)
+	return gnet.None
+}

@@ -1,0 +1,295 @@
+package chatserver
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
+)
+
+// shard is the part of a room whose members live on one event loop. count
+// is guarded by the room's mutex; members is touched only on the loop.
+type shard struct {
+	loop    *loop
+	count   int
+	members []*member
+}
+
+// frame is an encoded frame shared by every recipient, returned to the pool
+// when the last holder releases it.
+type frame struct {
+	bb   *bytebufferpool.ByteBuffer
+	seq  uint64
+	refs atomic.Int32
+}
+
+var frames = sync.Pool{New: func() any { return new(frame) }}
+
+func newFrame() *frame {
+	f := frames.Get().(*frame)
+	f.bb = bytebufferpool.Get()
+	f.refs.Store(1)
+	return f
+}
+
+func (f *frame) retain() { f.refs.Add(1) }
+
+func (f *frame) release() {
+	if f.refs.Add(-1) == 0 {
+		bytebufferpool.Put(f.bb)
+		f.bb, f.seq = nil, 0
+		frames.Put(f)
+	}
+}
+
+// item is one unit of fan-out work queued on a loop: write f to every
+// member of sh except skip (the sender), or only to target when it is set.
+// ev orders the item against joins: members that joined at or after ev
+// already have what it carries.
+type item struct {
+	sh     *shard
+	f      *frame
+	skip   *member
+	target *member
+	ev     uint64
+	bye    bool // after writing f, close the recipients
+}
+
+// loop is our fan-out queue for one gnet event loop. gnet runs the loop
+// (as a gnet.Runnable) whenever the queue goes from empty to non-empty.
+type loop struct {
+	el  gnet.EventLoop
+	srv *Server
+
+	mu        sync.Mutex // a leaf: taken under room.mu (push) or Server.loopsMu (idle)
+	queue     []item
+	spare     []item
+	scheduled bool
+
+	batch   []byte       // frames of a run of broadcasts, concatenated; loop only
+	doomed  []*member    // cut off, waiting for their error frame to drain; loop only
+	ndoomed atomic.Int32 // len(doomed), for the reaper goroutine
+	reaper  reaper
+}
+
+func (l *loop) doom(m *member) {
+	l.doomed = append(l.doomed, m)
+	l.ndoomed.Store(int32(len(l.doomed)))
+}
+
+// reaper closes doomed members whose backlog drained or whose grace ran
+// out. It runs on the loop, scheduled by Server.reapLoop.
+type reaper struct{ l *loop }
+
+func (r *reaper) Run(context.Context) error {
+	l := r.l
+	now := time.Now()
+	keep := l.doomed[:0]
+	for _, m := range l.doomed {
+		switch {
+		case m.gone:
+		case m.c.OutboundBuffered() == 0 || now.After(m.doomedAt):
+			_ = m.c.Close()
+		default:
+			keep = append(keep, m)
+		}
+	}
+	clear(l.doomed[len(keep):])
+	l.doomed = keep
+	l.ndoomed.Store(int32(len(keep)))
+	return nil
+}
+
+func (l *loop) push(it item) {
+	l.mu.Lock()
+	l.queue = append(l.queue, it)
+	wake := !l.scheduled
+	l.scheduled = true
+	l.mu.Unlock()
+	if wake {
+		if err := l.el.Execute(context.Background(), l); err != nil {
+			// The engine is stopping: nothing will run the queue again.
+			l.mu.Lock()
+			q := l.queue
+			l.queue = nil
+			l.mu.Unlock()
+			for _, it := range q {
+				it.f.release()
+			}
+		}
+	}
+}
+
+// idle reports whether nothing is queued. Safe for concurrent use.
+func (l *loop) idle() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queue) == 0 && !l.scheduled
+}
+
+// Run drains the queue on the event loop; it implements gnet.Runnable.
+func (l *loop) Run(context.Context) error {
+	l.mu.Lock()
+	q := l.queue
+	l.queue = l.spare[:0]
+	l.scheduled = false
+	l.mu.Unlock()
+
+	for i := 0; i < len(q); {
+		it := &q[i]
+		// Consecutive broadcasts to the same shard go out as one write per
+		// member: under load a drained queue holds many messages of a busy
+		// room, and a system call per member per message is the cost that
+		// dominates fan-out.
+		n, size := 1, len(it.f.bb.B)
+		if it.target == nil && !it.bye {
+			for i+n < len(q) && q[i+n].sh == it.sh && q[i+n].target == nil && !q[i+n].bye &&
+				size+len(q[i+n].f.bb.B) <= maxBatch {
+				size += len(q[i+n].f.bb.B)
+				n++
+			}
+		}
+		l.deliver(q[i : i+n])
+		for k := i; k < i+n; k++ {
+			q[k].f.release()
+			q[k] = item{}
+		}
+		i += n
+	}
+	l.mu.Lock()
+	l.spare = q[:0]
+	l.mu.Unlock()
+	return nil
+}
+
+// maxBatch bounds the bytes written to a member in one call, so the
+// slow-consumer check between calls stays close to MaxOutbound.
+const maxBatch = 64 << 10
+
+// deliver writes a run of items: one targeted item, or broadcasts to one
+// shard. Event loop only.
+func (l *loop) deliver(run []item) {
+	max := l.srv.cfg.MaxOutbound
+	first := &run[0]
+	if m := first.target; m != nil {
+		if first.ev > m.joinEv {
+			m.write(first.f.bb.B, max)
+			if first.bye {
+				m.dead = true
+				_ = m.c.Close()
+			}
+		}
+		return
+	}
+	batch := first.f.bb.B
+	if len(run) > 1 {
+		l.batch = l.batch[:0]
+		for k := range run {
+			l.batch = append(l.batch, run[k].f.bb.B...)
+		}
+		batch = l.batch
+	}
+	// A write that fails closes its connection on the spot, and OnClose
+	// swaps the last member into the closed one's slot: index the slice
+	// afresh and revisit a slot that changed.
+	members := &first.sh.members
+	for i := 0; i < len(*members); i++ {
+		m := (*members)[i]
+		if m.joinEv < first.ev && !sentOne(run, m) {
+			m.write(batch, max)
+		} else {
+			// The member sent one of these messages, or joined in the
+			// middle of the run: pick its frames one by one.
+			for k := range run {
+				if run[k].skip != m && run[k].ev > m.joinEv {
+					m.write(run[k].f.bb.B, max)
+				}
+			}
+		}
+		if first.bye {
+			m.dead = true
+			_ = m.c.Close()
+		}
+		if i < len(*members) && (*members)[i] != m {
+			i--
+		}
+	}
+}
+
+// sentOne reports whether m sent one of the run's messages.
+func sentOne(run []item, m *member) bool {
+	for k := range run {
+		if run[k].skip == m {
+			return true
+		}
+	}
+	return false
+}
+
+// shardFor returns r's shard for loop l, adding one if needed. Caller holds
+// r.mu.
+func (r *room) shardFor(l *loop) *shard {
+	for _, sh := range r.shards {
+		if sh.loop == l {
+			return sh
+		}
+	}
+	sh := &shard{loop: l}
+	r.shards = append(r.shards, sh)
+	return sh
+}
+
+// fanout queues f for every member of r but skip. Caller holds r.mu, so
+// items reach each loop in the room's order. The caller keeps its own
+// reference to f.
+func (r *room) fanout(f *frame, skip *member) {
+	r.ev++
+	for _, sh := range r.shards {
+		n := sh.count
+		if skip != nil && skip.shard == sh {
+			n--
+		}
+		if n <= 0 {
+			continue
+		}
+		f.retain()
+		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev})
+	}
+}
+
+// reapLoop asks each loop with cut-off members to close the ones whose
+// error frame has drained or whose grace has passed.
+func (s *Server) reapLoop() {
+	t := time.NewTicker(doomGrace / 8)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopReap:
+			return
+		case <-t.C:
+		}
+		s.loopsMu.Lock()
+		for _, l := range s.loops {
+			if l.ndoomed.Load() > 0 {
+				_ = l.el.Execute(context.Background(), &l.reaper)
+			}
+		}
+		s.loopsMu.Unlock()
+	}
+}
+
+// loopFor returns our state for a gnet event loop, creating it on first use.
+func (s *Server) loopFor(el gnet.EventLoop) *loop {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	l := s.loops[el]
+	if l == nil {
+		l = &loop{el: el, srv: s}
+		l.reaper.l = l
+		s.loops[el] = l
+	}
+	return l
+}

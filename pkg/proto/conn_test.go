@@ -1,0 +1,123 @@
+package proto_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+// listen serves each connection with answer, given the Hello it sent.
+func listen(t *testing.T, answer func(*proto.Hello) wire.Message) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				c := proto.NewConn(nc, 0)
+				m, err := c.Recv()
+				if err != nil {
+					return
+				}
+				h, _ := m.(*proto.Hello)
+				if reply := answer(h); reply != nil {
+					_ = c.Send(reply)
+				}
+				_, _ = c.Recv() // hold the connection until the dialer closes it
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestDialHandshake(t *testing.T) {
+	welcome := func(h *proto.Hello) wire.Message {
+		if err := proto.CheckHello(h, "this test"); err != nil {
+			var f *proto.Fatal
+			errors.As(err, &f)
+			return &proto.Error{Code: f.Code, Reason: f.Reason, Fatal: true}
+		}
+		return &proto.Welcome{V: h.V, Server: "s1", Max: wire.MaxFrame}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	c, w, err := proto.Dial(ctx, nil, listen(t, welcome), &proto.Hello{Agent: "test/1"})
+	if err != nil || w.Server != "s1" {
+		t.Fatalf("Dial = %+v, %v", w, err)
+	}
+	if err := c.Send(&proto.Ping{ID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	_, _, err = proto.Dial(ctx, nil, listen(t, welcome), &proto.Hello{V: wire.Version + 1})
+	var e *proto.Error
+	if !errors.As(err, &e) || e.Code != proto.CodeVersion || proto.CodeOf(err) != proto.CodeVersion {
+		t.Fatalf("Dial in another version = %v, want an Error{version}", err)
+	}
+
+	other := func(h *proto.Hello) wire.Message { return &proto.Welcome{V: wire.Version + 1} }
+	if _, _, err = proto.Dial(ctx, nil, listen(t, other), &proto.Hello{}); err == nil {
+		t.Fatal("Dial accepted a Welcome in another version")
+	}
+
+	pong := func(h *proto.Hello) wire.Message { return &proto.Pong{ID: 1} }
+	if _, _, err = proto.Dial(ctx, nil, listen(t, pong), &proto.Hello{}); err == nil {
+		t.Fatal("Dial accepted a Pong for a Welcome")
+	}
+}
+
+func TestDialCancelUnblocksASilentListener(t *testing.T) {
+	silent := func(*proto.Hello) wire.Message { return nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	_, _, err := proto.Dial(ctx, nil, listen(t, silent), &proto.Hello{})
+	t.Logf("Dial returned after %v: %v", time.Since(start), err)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Dial = %v, want context.Canceled", err)
+	}
+}
+
+func TestCodeOf(t *testing.T) {
+	_, _, _, tooLarge := wire.ParseFrame([]byte{0xff, 0xff, 0xff, 0xff}, 0)
+	_, _, _, empty := wire.ParseFrame([]byte{0, 0, 0, 0}, 0)
+	_, unknown := proto.Decode(0x7f, []byte{0x80})
+	_, badBody := proto.Decode(proto.TPing, []byte{0x01})
+	for _, tc := range []struct {
+		err  error
+		want proto.Code
+	}{
+		{nil, 0},
+		{tooLarge, proto.CodeTooLarge},
+		{empty, proto.CodeBadFrame},
+		{unknown, proto.CodeUnknownType},
+		{badBody, proto.CodeBadBody},
+		{proto.Fatalf(proto.CodeRoomFull, "full"), proto.CodeRoomFull},
+		{fmt.Errorf("wrapped: %w", proto.Fatalf(proto.CodeNoHello, "x")), proto.CodeNoHello},
+		{&proto.Error{Code: proto.CodeShutdown}, proto.CodeShutdown},
+		{errors.New("disk on fire"), proto.CodeInternal},
+	} {
+		if got := proto.CodeOf(tc.err); got != tc.want {
+			t.Errorf("CodeOf(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+	if got := proto.ReasonOf(proto.Fatalf(proto.CodeBadJoin, "room %q", "x")); got != `room "x"` {
+		t.Errorf("ReasonOf = %q", got)
+	}
+}
