@@ -160,12 +160,13 @@ func (h *harness) register(t testing.TB, name string) centralapi.Session {
 
 // ctl is a test control-port client speaking pkg/wire.
 type ctl struct {
-	t    testing.TB
-	name string
-	nc   net.Conn
-	in   chan wire.Message
-	mu   sync.Mutex
-	err  error
+	t      testing.TB
+	name   string
+	nc     net.Conn
+	in     chan wire.Message
+	mu     sync.Mutex
+	err    error
+	events []proto.ServerEvent // guarded by mu
 }
 
 func dialCtl(t testing.TB, addr string) *ctl {
@@ -223,7 +224,7 @@ func (k *ctl) send(m wire.Message) {
 	}
 }
 
-// next returns the next frame, skipping keepalive Pongs.
+// next returns the next frame, setting ServerEvents aside in events.
 func (k *ctl) next(timeout time.Duration) (wire.Message, bool) {
 	tm := time.NewTimer(timeout)
 	defer tm.Stop()
@@ -232,6 +233,14 @@ func (k *ctl) next(timeout time.Duration) (wire.Message, bool) {
 		case m, ok := <-k.in:
 			if !ok {
 				return nil, false
+			}
+			if ev, ok := m.(*proto.ServerEvent); ok {
+				// Server announcements interleave with everything; tests
+				// that care read them from events.
+				k.mu.Lock()
+				k.events = append(k.events, *ev)
+				k.mu.Unlock()
+				continue
 			}
 			return m, true
 		case <-tm.C:

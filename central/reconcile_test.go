@@ -2,6 +2,7 @@ package central
 
 import (
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -374,5 +375,33 @@ func TestGhostRoomsExpire(t *testing.T) {
 	r := chat(t, c, d)
 	if r.Server.ID != "serv1" {
 		t.Fatalf("carol's room on %s", r.Server.ID)
+	}
+}
+
+// Issue 14: connected clients hear of a server that registers, drains or
+// goes down at once.
+func TestServerEventsAnnounced(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	a, _ := h.connect(t, "alice")
+	h.addServer(t, "serv9")
+	if err := h.api.Drain(ctx(t), "serv9", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.api.Deregister(ctx(t), "serv9", ""); err != nil {
+		t.Fatal(err)
+	}
+	a.send(&proto.Ping{ID: 8})
+	expect[*proto.Pong](a, nil)
+	a.mu.Lock()
+	got := append([]proto.ServerEvent(nil), a.events...)
+	a.mu.Unlock()
+	var states []string
+	for _, ev := range got {
+		if ev.Server.ID == "serv9" {
+			states = append(states, ev.State)
+		}
+	}
+	if want := []string{proto.ServerUp, proto.ServerDraining, proto.ServerDown}; !slices.Equal(states, want) {
+		t.Fatalf("alice heard %v about serv9, want %v", states, want)
 	}
 }

@@ -456,6 +456,21 @@ func (c *Central) adoptPlacementLocked(r *room, s *serverRec, id string, epoch u
 	}
 }
 
+// announceLocked tells every connected client that s came up, drains or
+// went down, so clients measure a new server at once instead of at their
+// next probe round. One frame is shared by every connection.
+func (c *Central) announceLocked(s *serverRec, state string) {
+	frame, err := wire.AppendFrame(nil, &proto.ServerEvent{Server: proto.ServerRef{ID: s.rec.ID, Addr: s.rec.Addr}, State: state})
+	if err != nil {
+		return
+	}
+	for cn := range c.conns {
+		if cn.user != nil {
+			c.writeLocked(cn, frame)
+		}
+	}
+}
+
 // reporter is one member's report that its room's server is unreachable.
 type reporter struct {
 	u *user

@@ -347,6 +347,7 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	}
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
+	c.announceLocked(s, proto.ServerUp)
 	c.mu.Unlock()
 	c.log.Info("chat server registered", "server", in.ID, "addr", in.Addr)
 	c.kickScan()
@@ -380,6 +381,9 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	c.adoptLocked(s, in.Rooms, now)
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
+	if revived {
+		c.announceLocked(s, proto.ServerUp)
+	}
 	out := centralapi.HeartbeatResponse{HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), Draining: s.rec.Draining}
 	c.mu.Unlock()
 	if revived {
@@ -408,6 +412,7 @@ func (c *Central) drain(r *http.Request) (int, any, *apiError) {
 	s.rec.Draining = true
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
+	c.announceLocked(s, proto.ServerDraining)
 	n := s.assigned
 	c.mu.Unlock()
 	c.log.Info("chat server draining", "server", s.rec.ID, "rooms", n)
@@ -426,6 +431,7 @@ func (c *Central) deregisterServer(r *http.Request) (int, any, *apiError) {
 		return 0, nil, e
 	}
 	s.gone = true
+	c.announceLocked(s, proto.ServerDown)
 	delete(c.srvByID, s.rec.ID)
 	c.storeErr("delete server", c.st.DeleteServer(s.rec.ID))
 	c.compactLocked()

@@ -294,6 +294,7 @@ func (c *Central) markDownLocked(s *serverRec, why string) {
 	}
 	s.rec.Down = true
 	clear(s.reporters)
+	c.announceLocked(s, proto.ServerDown)
 	c.log.Warn("chat server down", "server", s.rec.ID, "addr", s.rec.Addr, "why", why, "rooms", s.assigned)
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()

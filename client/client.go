@@ -47,6 +47,10 @@ type Options struct {
 	// ProbeEvery is the interval between probe rounds over the live
 	// servers, each followed by a latency report to Central.
 	ProbeEvery time.Duration
+	// HoldingEvery is how often the client tells Central which rooms it
+	// holds (also right after every connect), so any placement it missed
+	// is sent again.
+	HoldingEvery time.Duration
 	// BackoffMin and BackoffMax bound the reconnect delay to Central
 	// (exponential, with jitter).
 	BackoffMin, BackoffMax time.Duration
@@ -60,14 +64,15 @@ type Options struct {
 // DefaultOptions returns the defaults of the terminal client and the bot.
 func DefaultOptions() Options {
 	return Options{
-		Central:    "127.0.0.1:8080",
-		Control:    "127.0.0.1:8081",
-		Agent:      "chat/1",
-		Session:    DefaultConfig(),
-		Probe:      rtt.DefaultConfig(),
-		ProbeEvery: 3 * time.Second,
-		BackoffMin: 100 * time.Millisecond,
-		BackoffMax: 5 * time.Second,
+		Central:      "127.0.0.1:8080",
+		Control:      "127.0.0.1:8081",
+		Agent:        "chat/1",
+		Session:      DefaultConfig(),
+		Probe:        rtt.DefaultConfig(),
+		ProbeEvery:   3 * time.Second,
+		HoldingEvery: 5 * time.Second,
+		BackoffMin:   100 * time.Millisecond,
+		BackoffMax:   5 * time.Second,
 	}
 }
 
@@ -130,8 +135,10 @@ type Client struct {
 	rooms   map[string]*roomState
 	servers []centralapi.ServerInfo
 
-	lastVec map[string]centralapi.Sample // the last vector reported
-	good    map[string]goodSample        // each server's last successful probe
+	lastVec  map[string]centralapi.Sample // the last vector reported
+	left     map[string]time.Time         // rooms left lately: their Assigns are stale
+	probeNow chan struct{}                // asks the prober for a round now
+	good     map[string]goodSample        // each server's last successful probe
 
 	reported chan struct{} // closed after the first latency report
 	repOnce  sync.Once
@@ -148,6 +155,7 @@ type roomState struct {
 	mu      sync.Mutex
 	sess    *Session
 	epoch   uint64
+	server  string // the server the session follows at epoch
 }
 
 // New validates opts. Nothing is dialed before Run.
@@ -157,6 +165,9 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.Central == "" || opts.Control == "" {
 		return nil, errors.New("client: Central's REST and control addresses are both needed")
+	}
+	if opts.HoldingEvery <= 0 {
+		opts.HoldingEvery = DefaultOptions().HoldingEvery
 	}
 	if opts.ProbeEvery <= 0 || opts.BackoffMin <= 0 || opts.BackoffMax < opts.BackoffMin {
 		return nil, errors.New("client: probe interval and backoff bounds must be positive, min <= max")
@@ -184,6 +195,8 @@ func New(opts Options) (*Client, error) {
 		rooms:    make(map[string]*roomState),
 		reported: make(chan struct{}),
 		good:     make(map[string]goodSample),
+		left:     make(map[string]time.Time),
+		probeNow: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -365,6 +378,28 @@ func (c *Client) controlOnce(ctx context.Context) error {
 		}()
 	}
 	c.log.Info("control connection up", "central", c.opts.Control, "user", c.opts.User)
+	// State what we hold now and every HoldingEvery: Central answers every
+	// difference from the rooms' placements, whatever made it.
+	if err := cc.send(c.holding()); err != nil {
+		return err
+	}
+	hctx, hstop := context.WithCancel(ctx)
+	defer hstop()
+	go func() {
+		t := time.NewTicker(c.opts.HoldingEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+				if cc.send(c.holding()) != nil {
+					conn.Close()
+					return
+				}
+			}
+		}
+	}()
 	for {
 		m, err := readFrame(r, &scratch)
 		if err != nil {
@@ -380,6 +415,14 @@ func (c *Client) controlOnce(ctx context.Context) error {
 		case *proto.RoomClosed:
 			c.closeRoom(m.Room)
 			c.emit(RoomClosed{*m})
+		case *proto.ServerEvent:
+			if m.State == proto.ServerUp {
+				// Measure it now: the room may move there at once.
+				select {
+				case c.probeNow <- struct{}{}:
+				default:
+				}
+			}
 		case *proto.Ping:
 			_ = cc.send((*proto.Pong)(m))
 		case *proto.Pong:
@@ -393,6 +436,29 @@ func (c *Client) controlOnce(ctx context.Context) error {
 			c.log.Debug("ignoring control frame", "type", fmt.Sprintf("%T", m))
 		}
 	}
+}
+
+// holding lists the rooms this client holds, with the placement each
+// session follows; a room whose session is still opening is left out
+// (Central's push for it is pending anyway).
+func (c *Client) holding() *proto.Holding {
+	c.mu.Lock()
+	rooms := make([]*roomState, 0, len(c.rooms))
+	ids := make([]string, 0, len(c.rooms))
+	for id, r := range c.rooms {
+		rooms = append(rooms, r)
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	h := &proto.Holding{Rooms: make([]proto.Held, 0, len(rooms))}
+	for i, r := range rooms {
+		r.mu.Lock()
+		if r.sess != nil {
+			h.Rooms = append(h.Rooms, proto.Held{Room: ids[i], Epoch: r.epoch, Server: r.server})
+		}
+		r.mu.Unlock()
+	}
+	return h
 }
 
 // send writes m on the current control connection.
@@ -424,6 +490,15 @@ func (c *Client) Answer(req string, accept bool) error {
 
 // Leave leaves a room for good and tells Central.
 func (c *Client) Leave(room string) error {
+	now := time.Now()
+	c.mu.Lock()
+	for id, at := range c.left {
+		if now.Sub(at) > leftFor {
+			delete(c.left, id)
+		}
+	}
+	c.left[room] = now
+	c.mu.Unlock()
 	c.closeRoom(room)
 	return c.send(&proto.LeaveRoom{Room: room})
 }
@@ -461,6 +536,11 @@ func (c *Client) closeRoom(room string) {
 // session; only the newest pending Assign matters.
 func (c *Client) assign(ctx context.Context, a proto.Assign) {
 	c.mu.Lock()
+	if _, ok := c.left[a.Room]; ok {
+		// Sent before Central saw our LeaveRoom: a room left stays left.
+		c.mu.Unlock()
+		return
+	}
 	r := c.rooms[a.Room]
 	if r == nil {
 		r = &roomState{assigns: make(chan proto.Assign, 1), done: make(chan struct{})}
@@ -495,10 +575,12 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 		case a = <-r.assigns:
 		}
 		r.mu.Lock()
-		cur := r.epoch
+		cur, curServer := r.epoch, r.server
 		sess := r.sess
 		r.mu.Unlock()
-		if a.Epoch < cur || (a.Epoch == cur && sess.Stats().Connected) {
+		// A placement is (epoch, server): the same epoch on another server
+		// is a different placement (a restarted Central may reuse one).
+		if a.Epoch < cur || (a.Epoch == cur && a.Server.ID == curServer && sess.Stats().Connected) {
 			// A repeat of what we already follow: Central missed the ack.
 			_ = c.send(&proto.AssignAck{Room: room, Epoch: cur})
 			continue
@@ -522,7 +604,7 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 			sess, err = Open(ctx, cfg, a.Server, room, c.opts.User, a.Epoch, a.Ticket)
 			if err == nil {
 				r.mu.Lock()
-				r.sess, r.epoch = sess, a.Epoch
+				r.sess, r.epoch, r.server = sess, a.Epoch, a.Server.ID
 				r.mu.Unlock()
 				select {
 				case <-r.done: // left while we were joining
@@ -537,7 +619,7 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 			err = sess.Move(ctx, a.Server, a.Epoch, a.Ticket)
 			if err == nil {
 				r.mu.Lock()
-				r.epoch = a.Epoch
+				r.epoch, r.server = a.Epoch, a.Server.ID
 				r.mu.Unlock()
 				c.emit(Relocated{Room: room, Assign: a, Took: time.Since(start)})
 			}
@@ -583,6 +665,9 @@ func (c *Client) remindBroken(ctx context.Context, r *roomState, room string, se
 // unreachableEvery is how often a broken room reminds Central.
 const unreachableEvery = time.Second
 
+// leftFor is how long Assigns for a room this client left are ignored.
+const leftFor = time.Minute
+
 // Servers returns the live servers as of the last probe round.
 func (c *Client) Servers() []centralapi.ServerInfo {
 	c.mu.Lock()
@@ -606,6 +691,8 @@ func (c *Client) probeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.probeNow:
+			t.Stop()
 		}
 		if err := c.probeOnce(ctx, p); err != nil && ctx.Err() == nil {
 			c.log.Warn("latency round", "err", err)
