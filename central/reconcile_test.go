@@ -405,3 +405,42 @@ func TestServerEventsAnnounced(t *testing.T) {
 		t.Fatalf("alice heard %v about serv9, want %v", states, want)
 	}
 }
+
+// Reliability 13: a room whose server died while Central was down is known
+// to a restarted Central only from its members' reports; once servers have
+// had OfflineAfter to come back, it is placed afresh.
+func TestStrandedRoomReplacedAfterRestart(t *testing.T) {
+	cfg := testConfig(t)
+	clk := newFakeClock()
+	cfg.Clock = clk.Now
+	h := startCentral(t, cfg)
+	h.addServer(t, "serv2") // serv1 died while Central was down
+	a, as := h.connect(t, "alice")
+	b, bs := h.connect(t, "bob")
+	for _, s := range []centralapi.Session{as, bs} {
+		h.latency(t, s, map[string]centralapi.Sample{"serv2": ms(20)})
+	}
+	const room = "r-0123456789ab"
+	for _, k := range []*ctl{a, b} {
+		k.send(&proto.Holding{Rooms: []proto.Held{{Room: room, Epoch: 3, Server: "serv1"}}})
+	}
+	waitFor(t, 5*time.Second, "both members adopted", func() bool {
+		r, ok := h.roomOf(t, room)
+		return ok && len(r.Members) == 2
+	})
+	// Within OfflineAfter of the start serv1 may still come back: no move.
+	a.send(&proto.Ping{ID: 1})
+	expect[*proto.Pong](a, nil)
+	for range 2 {
+		clk.Advance(cfg.OfflineAfter/2 + time.Second)
+		if _, err := h.api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []*ctl{a, b} {
+		mv := expect[*proto.Assign](k, nil)
+		if mv.Room != room || mv.Server.ID != "serv2" || mv.Epoch <= 3 {
+			t.Fatalf("%s got %+v", k.name, mv)
+		}
+	}
+}
