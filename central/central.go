@@ -56,6 +56,8 @@ type Central struct {
 	workerRnds []*rand.Rand
 	online     int
 	started    time.Time // when New ran: servers get OfflineAfter to come back
+	tokenKey   []byte    // signs session tokens (newToken)
+	checkTok   bool      // tokenKey survives restarts: placeholders need their token
 
 	kick chan struct{}
 
@@ -115,6 +117,11 @@ func New(cfg Config) (*Central, error) {
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.started = c.now()
+	if c.tokenKey = deriveTokenKey(cfg); c.tokenKey != nil {
+		c.checkTok = true
+	} else {
+		c.tokenKey = []byte(randomID("", 32))
+	}
 	if err := c.load(); err != nil {
 		c.cancel()
 		return nil, fmt.Errorf("central: load store: %w", err)

@@ -3,6 +3,7 @@ package central
 import (
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -442,5 +443,35 @@ func TestStrandedRoomReplacedAfterRestart(t *testing.T) {
 		if mv.Room != room || mv.Server.ID != "serv2" || mv.Epoch <= 3 {
 			t.Fatalf("%s got %+v", k.name, mv)
 		}
+	}
+}
+
+// Reliability 13 (security): after a restart every member of an adopted
+// room is a placeholder until its client comes back; nobody else may take
+// its name, with no token or with a made-up one.
+func TestPlaceholderNameNeedsItsToken(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ClusterSecret = "s3cret"
+	h1 := startCentral(t, cfg)
+	bs := h1.register(t, "bob")
+	h1.c.Close()
+	h2 := startCentral(t, cfg) // same secret, empty store
+	e := startEcho(t)
+	if _, err := h2.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.addr(), Secret: "s3cret"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h2.api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{Secret: "s3cret",
+		Rooms: []centralapi.RoomReport{{ID: "r-0123456789ab", Epoch: 2, Members: []string{"alice", "bob"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{"", strings.Repeat("ab", 32)} {
+		if s, err := h2.api.RegisterClient(ctx(t), "bob", tok); err == nil {
+			t.Fatalf("bob's name taken with token %q: %+v", tok, s)
+		} else {
+			t.Logf("taking bob's name with token %q: %v", tok, err)
+		}
+	}
+	if s, err := h2.api.RegisterClient(ctx(t), "bob", bs.Token); err != nil || s.Token != bs.Token {
+		t.Fatalf("bob with his own token: %+v %v", s, err)
 	}
 }

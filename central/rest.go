@@ -199,13 +199,19 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 		c.dropUserLocked(u, "lost its name after the session expired")
 		u = nil
 	}
+	if u != nil && c.checkTok && !c.tokenFor(in.Name, in.Token) {
+		// A placeholder stands for a member of a live room that Central
+		// learnt of from a report; only that member's token claims it.
+		return 0, nil, errf(http.StatusConflict, centralapi.CodeNameTaken,
+			"user name %q belongs to a member of a live room; register with that member's token", in.Name)
+	}
 	token := in.Token
 	if token != "" {
 		if other := c.tokens[token]; other != nil {
 			return 0, nil, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this token belongs to another user")
 		}
 	} else {
-		token = randomID("", 32)
+		token = c.newToken(in.Name)
 	}
 	if u == nil {
 		u = c.newUserLocked(in.Name, token, now)

@@ -1,7 +1,9 @@
 package central
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -128,6 +130,50 @@ func (r *room) record() store.Room {
 		rec.Server = r.srv.rec.ID
 	}
 	return rec
+}
+
+// newToken issues a session token for name: 16 random bytes and the first
+// 16 bytes of their HMAC with name under Central's token key. A Central
+// that restarted with the same key (from TicketKey or ClusterSecret) can
+// so tell a member's own token from a guess without having stored it.
+func (c *Central) newToken(name string) string {
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	return hex.EncodeToString(append(nonce, c.tokenMAC(name, nonce)...))
+}
+
+func (c *Central) tokenMAC(name string, nonce []byte) []byte {
+	m := hmac.New(sha256.New, c.tokenKey)
+	m.Write(nonce)
+	m.Write([]byte(name))
+	return m.Sum(nil)[:16]
+}
+
+// tokenFor reports whether token is one Central issued for name.
+func (c *Central) tokenFor(name, token string) bool {
+	b, err := hex.DecodeString(token)
+	if err != nil || len(b) != 32 {
+		return false
+	}
+	return hmac.Equal(b[16:], c.tokenMAC(name, b[:16]))
+}
+
+// deriveTokenKey is the key of newToken: derived from the ticket key or
+// the cluster secret, which survive a restart, else random (then tokens
+// cannot be checked after a restart, and placeholders are claimed by the
+// first token of the right form, as the chat servers admit anyone then).
+func deriveTokenKey(cfg Config) []byte {
+	h := sha256.New()
+	h.Write([]byte("nearchat session token key\x00"))
+	switch {
+	case cfg.TicketKey != nil:
+		h.Write(cfg.TicketKey.Seed())
+	case cfg.ClusterSecret != "":
+		h.Write([]byte(cfg.ClusterSecret))
+	default:
+		return nil
+	}
+	return h.Sum(nil)
 }
 
 func randomID(prefix string, n int) string {
