@@ -27,6 +27,10 @@ type conn struct {
 	opened time.Time
 	dead   atomic.Bool // a fatal error was sent: ignore further input
 	user   *user       // guarded by Central.mu; nil before Hello
+	// queued counts the bytes handed to AsyncWrite that the event loop
+	// has not taken yet: with OutboundBuffered, the backlog a client that
+	// does not read leaves in Central.
+	queued atomic.Int64
 }
 
 // control is the gnet event handler of the control port.
@@ -208,6 +212,9 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 			continue
 		}
 		h.c.handle(cn, msg)
+		if h.c.backlogged(gc, cn) {
+			return gnet.None // cut off: the rest is not read
+		}
 	}
 }
 
@@ -222,22 +229,29 @@ func (c *Central) writeLocked(cn *conn, frame []byte) {
 	if cn.dead.Load() {
 		return
 	}
-	if err := cn.gc.AsyncWrite(frame, c.afterWrite); err != nil {
+	n := int64(len(frame))
+	cn.queued.Add(n)
+	err := cn.gc.AsyncWrite(frame, func(gc gnet.Conn, _ error) error {
+		cn.queued.Add(-n)
+		c.backlogged(gc, cn)
+		return nil
+	})
+	if err != nil {
+		cn.queued.Add(-n)
 		c.log.Debug("control write", "err", err)
 	}
 }
 
-// afterWrite runs on the connection's event loop after each queued write:
-// a client whose unsent backlog passes MaxOutbound is not reading, and is
-// cut off rather than buffered for without bound.
-func (c *Central) afterWrite(gc gnet.Conn, _ error) error {
-	n := gc.OutboundBuffered()
+// backlogged runs on cn's event loop, after each queued write and each
+// frame read: a client whose unsent backlog passes MaxOutbound is not
+// reading, and is cut off rather than buffered for without bound.
+func (c *Central) backlogged(gc gnet.Conn, cn *conn) bool {
+	n := gc.OutboundBuffered() + int(cn.queued.Load())
 	if n <= c.cfg.MaxOutbound {
-		return nil
+		return false
 	}
-	cn, ok := gc.Context().(*conn)
-	if !ok || !cn.dead.CompareAndSwap(false, true) {
-		return nil
+	if !cn.dead.CompareAndSwap(false, true) {
+		return true
 	}
 	name := ""
 	c.mu.Lock()
@@ -251,7 +265,8 @@ func (c *Central) afterWrite(gc gnet.Conn, _ error) error {
 	if err == nil {
 		_, _ = gc.Write(frame)
 	}
-	return gc.Close()
+	_ = gc.Close()
+	return true
 }
 
 func (c *Central) sendLocked(cn *conn, m wire.Message) {

@@ -370,8 +370,8 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	if e := c.secretOK(r, in.Secret); e != nil {
 		return 0, nil, e
 	}
-	if in.Conns < 0 {
-		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "negative conns")
+	if in.Conns < 0 || in.Total < 0 {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "negative conns or total")
 	}
 	c.mu.Lock()
 	s, e := c.serverLocked(r)
@@ -383,7 +383,7 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	revived := s.rec.Down
 	s.rec.Down = false
 	s.rec.LastSeen = now
-	s.rec.Conns, s.rec.Rooms = in.Conns, len(in.Rooms)
+	s.rec.Conns, s.rec.Rooms = in.Conns, max(in.Total, len(in.Rooms))
 	c.adoptLocked(s, in.Rooms, now)
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
