@@ -30,12 +30,13 @@ func (c *Central) refreshDenseLocked(u *user) {
 		return
 	}
 	u.dense = slices.Grow(u.dense[:0], len(c.servers))[:len(c.servers)]
+	u.spread = slices.Grow(u.spread[:0], len(c.servers))[:len(c.servers)]
 	for i, s := range c.servers {
-		d := selection.Unmeasured
+		d, sp := selection.Unmeasured, time.Duration(0)
 		if smp, ok := u.lat[s.rec.ID]; ok && smp.Count > 0 && smp.Median >= 0 {
-			d = smp.Median
+			d, sp = smp.Median, max(smp.Spread, 0)
 		}
-		u.dense[i] = d
+		u.dense[i], u.spread[i] = d, sp
 	}
 	u.denseLayout, u.denseGen = c.layout, u.latGen
 }
@@ -66,12 +67,14 @@ func (c *Central) refreshMatrix(r *room) {
 	n := len(c.servers)
 	if cap(r.m.RTT) < n*k {
 		r.m.RTT = make([]time.Duration, n*k)
+		r.m.Spread = make([]time.Duration, n*k)
 	}
-	r.m.RTT = r.m.RTT[:n*k]
+	r.m.RTT, r.m.Spread = r.m.RTT[:n*k], r.m.Spread[:n*k]
 	r.m.Servers, r.m.Members = n, k
 	for j, u := range r.members {
 		for s := range n {
 			r.m.RTT[s*k+j] = u.dense[s]
+			r.m.Spread[s*k+j] = u.spread[s]
 		}
 	}
 	r.mLayout, r.mFresh = c.layout, true

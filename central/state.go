@@ -28,6 +28,7 @@ type user struct {
 	// order, valid while denseLayout and denseGen match.
 	latGen      uint64
 	dense       []time.Duration
+	spread      []time.Duration // the samples' spreads, laid out as dense
 	denseLayout uint64
 	denseGen    uint64
 
