@@ -475,3 +475,33 @@ func TestPlaceholderNameNeedsItsToken(t *testing.T) {
 		t.Fatalf("bob with his own token: %+v %v", s, err)
 	}
 }
+
+// Issue 14.5 and usability 0: a server that registers after the members
+// measured is not in their vectors when the room is made; the room is
+// placed provisionally and moves as soon as a member's report shows the
+// better server, dwell or not.
+func TestProvisionalPlacementCorrected(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Policy.MinDwell = time.Hour
+	h := startCentral(t, cfg)
+	h.addServer(t, "serv2")
+	a, as := h.connect(t, "alice")
+	b, bs := h.connect(t, "bob")
+	for _, s := range []centralapi.Session{as, bs} {
+		h.latency(t, s, map[string]centralapi.Sample{"serv2": ms(100)})
+	}
+	h.addServer(t, "serv1") // late, and closer
+	room := chat(t, a, b)
+	if room.Server.ID != "serv2" {
+		t.Fatalf("placed on %s", room.Server.ID)
+	}
+	start := time.Now()
+	for _, s := range []centralapi.Session{as, bs} {
+		h.latency(t, s, map[string]centralapi.Sample{"serv2": ms(100), "serv1": ms(40)})
+	}
+	mv := expect[*proto.Assign](a, nil)
+	t.Logf("moved to the late server %v after the reports", time.Since(start))
+	if mv.Server.ID != "serv1" {
+		t.Fatalf("alice got %+v", mv)
+	}
+}

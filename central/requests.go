@@ -161,10 +161,18 @@ func (c *Central) placeLocked(q *request) (*room, time.Duration, error) {
 		}
 	}
 	r.srv = c.servers[ch.Index]
+	provisional := c.unsettledLocked(r)
+	if provisional {
+		// Some member has not measured a server that could host the room
+		// (it registered after the member's last round; the member was
+		// told and is probing it now): place it now, and let the
+		// member's report move it at once, with no dwell to wait out.
+		r.lastMove = time.Time{}
+	}
 	c.insertRoomLocked(r)
 	c.sel[ch.Index].Full = r.srv.full()
 	c.storeErr("put room", c.st.PutRoom(r.record()))
-	c.log.Info("room created", "room", r.id, "server", r.srv.rec.ID, "members", r.memberNames(), "rtt", ch.Max)
+	c.log.Info("room created", "room", r.id, "server", r.srv.rec.ID, "members", r.memberNames(), "rtt", ch.Max, "provisional", provisional)
 	return r, ch.Max, nil
 }
 
@@ -184,4 +192,20 @@ func (c *Central) tickRequestsLocked(now time.Time) {
 			c.statusLocked(q.from, q.id, proto.AwaitingReq, "", "")
 		}
 	}
+}
+
+// unsettledLocked reports whether some open server is unmeasured by some
+// member of r, whose matrix is fresh.
+func (c *Central) unsettledLocked(r *room) bool {
+	for i, s := range c.sel {
+		if !s.Up || s.Draining || s.Full {
+			continue
+		}
+		for j := range r.m.Members {
+			if r.m.At(j, i) < 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
