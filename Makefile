@@ -6,10 +6,12 @@ BIN := bin
 CMDS := $(notdir $(wildcard cmd/*))
 FUZZTIME ?= 60s
 BENCHFLAGS ?=
+COMPAREFLAGS ?=
 
 # Debian packages the tests use: tmux drives the terminal client in its
-# integration test. The Mininet scenario installs its own.
-APT_TEST_DEPS := tmux
+# integration test; chromium (headless) drives the dashboard in its browser
+# test. The Mininet scenario installs its own.
+APT_TEST_DEPS := tmux chromium
 
 MININET_FLAGS ?=
 
@@ -41,8 +43,9 @@ race: ## the tests again under -race, three times, to shake out flakes
 fuzz: ## fuzz the frame parser for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzParseFrame$$' -fuzztime $(FUZZTIME) ./pkg/wire
 
-bench: ## fan-out table: gnet server vs goroutine-per-connection baseline, with ratios and idle memory (~10 min)
-	NEARCHAT_BENCH=1 $(GO) test -run 'TestCompareTable|TestIdleMemory' -v -count=1 -timeout 40m ./bench/
+bench: ## nearchat vs nats-server (and the goroutine baseline), pinned apart, plain and TLS: one table (~5 min; COMPAREFLAGS=-full for 10 s cells)
+	cd bench/nats && $(GO) build -o ../../$(BIN)/compare .
+	$(BIN)/compare $(COMPAREFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem $(BENCHFLAGS) ./pkg/wire ./pkg/selection ./chatserver ./central
 
 lint: ## gofmt and go vet

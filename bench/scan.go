@@ -7,12 +7,12 @@ import (
 	"nearchat/pkg/wire"
 )
 
-// deliverInfo pulls seq, num and at out of a Deliver body without decoding
+// DeliverInfo pulls seq, num and at out of a Deliver body without decoding
 // its strings, so a receiver costs no allocation per frame. It understands
 // the msgpack forms an encoder produces for proto.Deliver (a map of short
 // string keys to integers and strings); anything else reports ok=false and
 // the caller falls back to wire.Unmarshal.
-func deliverInfo(b []byte) (seq, num uint64, at int64, ok bool) {
+func DeliverInfo(b []byte) (seq, num uint64, at int64, ok bool) {
 	n, b, ok := mapLen(b)
 	if !ok {
 		return 0, 0, 0, false
@@ -160,12 +160,12 @@ func skip(b []byte) ([]byte, bool) {
 	return rest, ok
 }
 
-// appendChat appends a whole Chat frame to dst, encoded by hand so the
+// AppendChat appends a whole Chat frame to dst, encoded by hand so the
 // sender allocates nothing per message and allocs/op counts the server
 // alone. It produces a msgpack map that proto.Chat decodes (the key names
 // of its struct tags; fixed-width integers), which TestAppendChat checks
 // against wire.Unmarshal. Text must be shorter than 64 KiB.
-func appendChat(dst []byte, num uint64, at int64, text string) []byte {
+func AppendChat(dst []byte, num uint64, at int64, text string) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0, byte(proto.TChat), 0x83)
 	dst = append(dst, 0xa3, 'n', 'u', 'm', 0xcf)

@@ -31,15 +31,15 @@ func TestDeliverInfo(t *testing.T) {
 			if err != nil || typ != proto.TDeliver {
 				t.Fatalf("ParseFrame: type 0x%02x, %v", byte(typ), err)
 			}
-			seq, num, at, ok := deliverInfo(body)
+			seq, num, at, ok := DeliverInfo(body)
 			if !ok || seq != tt.d.Seq || num != tt.d.Num || at != tt.d.At {
-				t.Errorf("deliverInfo = %d, %d, %d, %v; want %d, %d, %d, true", seq, num, at, ok, tt.d.Seq, tt.d.Num, tt.d.At)
+				t.Errorf("DeliverInfo = %d, %d, %d, %v; want %d, %d, %d, true", seq, num, at, ok, tt.d.Seq, tt.d.Num, tt.d.At)
 			}
 		})
 	}
 	for _, bad := range [][]byte{nil, {0x91, 0x01}, {0x81, 0xa2, 'a', 't', 0x90}, {0x81, 0xa2, 'a'}, {0x81, 0xa2, 'a', 't', 0x01, 0x00}} {
-		if _, _, _, ok := deliverInfo(bad); ok {
-			t.Errorf("deliverInfo(% x) ok, want not ok", bad)
+		if _, _, _, ok := DeliverInfo(bad); ok {
+			t.Errorf("DeliverInfo(% x) ok, want not ok", bad)
 		}
 	}
 }
@@ -47,7 +47,7 @@ func TestDeliverInfo(t *testing.T) {
 func TestAppendChat(t *testing.T) {
 	for _, size := range []int{0, 1, 31, 32, 64, 255, 256, 1024, proto.MaxText} {
 		text := strings.Repeat("t", size)
-		frame := appendChat([]byte("junk"), 42, -7, text)[4:]
+		frame := AppendChat([]byte("junk"), 42, -7, text)[4:]
 		typ, body, n, err := wire.ParseFrame(frame, 0)
 		if err != nil || typ != proto.TChat || n != len(frame) {
 			t.Fatalf("size %d: ParseFrame: type 0x%02x, n %d of %d, %v", size, byte(typ), n, len(frame), err)
@@ -60,8 +60,8 @@ func TestAppendChat(t *testing.T) {
 			t.Errorf("size %d: decoded num %d at %d text of %d bytes", size, c.Num, c.At, len(c.Text))
 		}
 	}
-	if a := testing.AllocsPerRun(100, func() { _ = appendChat(make([]byte, 0, 2048)[:0], 1, 2, "hello") }); a > 1 {
-		t.Errorf("appendChat: %.0f allocations, want only the caller's buffer", a)
+	if a := testing.AllocsPerRun(100, func() { _ = AppendChat(make([]byte, 0, 2048)[:0], 1, 2, "hello") }); a > 1 {
+		t.Errorf("AppendChat: %.0f allocations, want only the caller's buffer", a)
 	}
 }
 

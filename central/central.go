@@ -58,6 +58,7 @@ type Central struct {
 	started    time.Time // when New ran: servers get OfflineAfter to come back
 	tokenKey   []byte    // signs session tokens (newToken)
 	checkTok   bool      // tokenKey survives restarts: placeholders need their token
+	obs        *observer
 
 	kick chan struct{}
 
@@ -100,6 +101,7 @@ func New(cfg Config) (*Central, error) {
 		dirty:    map[*user]struct{}{},
 		kick:     make(chan struct{}, 1),
 		gnetDone: make(chan error, 1),
+		obs:      newObserver(),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -137,7 +139,7 @@ func New(cfg Config) (*Central, error) {
 	}
 	c.restLn = ln
 	c.httpSrv = &http.Server{
-		Handler:           c.restHandler(),
+		Handler:           c.observeREST(c.restHandler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

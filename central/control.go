@@ -48,6 +48,15 @@ func (c *Central) startControl() error {
 	// front on ControlListen relays to them (gnet has no TLS).
 	network, listen, sockDir := "tcp", c.cfg.ControlListen, ""
 	var tlsLn net.Listener
+	if c.cfg.TLS == nil {
+		// gnet reports a port in use as "setsockopt: bad file descriptor":
+		// bind it once here, so the error says what is wrong.
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return err
+		}
+		ln.Close()
+	}
 	if c.cfg.TLS != nil {
 		var err error
 		if tlsLn, err = tls.Listen("tcp", c.cfg.ControlListen, c.cfg.TLS); err != nil {
@@ -174,41 +183,17 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 			gc.Discard(n)
 			return gnet.None
 		}
-		if n < wire.LenSize {
+		t, body, size, err := wire.Next(gc, wire.MaxFrame)
+		if errors.Is(err, wire.ErrIncomplete) {
 			return gnet.None
 		}
-		hdr, err := gc.Peek(wire.LenSize)
-		if err != nil {
-			return gnet.None
-		}
-		size, err := wire.FrameLen(hdr, wire.MaxFrame)
-		if err != nil {
-			code := proto.CodeBadFrame
-			if errors.Is(err, wire.ErrTooLarge) {
-				code = proto.CodeTooLarge
-			}
-			h.c.fatal(cn, code, err.Error())
-			continue
-		}
-		if n < size {
-			return gnet.None
-		}
-		buf, err := gc.Peek(size)
-		if err != nil {
-			return gnet.None
-		}
-		t, body, _, err := wire.ParseFrame(buf, wire.MaxFrame)
 		var msg wire.Message
 		if err == nil {
-			msg, err = proto.Decode(t, body) // copies what it keeps out of buf
+			msg, err = proto.Decode(t, body) // copies what it keeps out of gc's buffer
+			gc.Discard(size)
 		}
-		gc.Discard(size)
 		if err != nil {
-			code := proto.CodeBadBody
-			if errors.Is(err, proto.ErrUnknownType) {
-				code = proto.CodeUnknownType
-			}
-			h.c.fatal(cn, code, err.Error())
+			h.c.fatal(cn, proto.CodeOf(err), err.Error())
 			continue
 		}
 		h.c.handle(cn, msg)
@@ -367,8 +352,8 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 }
 
 func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
-	if m.V != wire.Version {
-		c.fatalLocked(cn, proto.CodeVersion, fmt.Sprintf("protocol version %d is not spoken here; this Central speaks %d", m.V, wire.Version))
+	if err := proto.CheckHello(m, "this Central"); err != nil {
+		c.fatalLocked(cn, proto.CodeOf(err), proto.ReasonOf(err))
 		return
 	}
 	u := c.tokens[m.Token]

@@ -7,7 +7,6 @@ package central
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -147,6 +146,7 @@ func (c *Central) applyMoveLocked(mv move, now time.Time) {
 	r.lostSrv = ""
 	c.storeErr("put room", c.st.PutRoom(r.record()))
 	c.log.Info("room moved", "room", r.id, "epoch", r.epoch, "from", prevID, "to", to.rec.ID, "reason", mv.reason, "rtt", mv.rtt, "prev_rtt", mv.prevRTT)
+	c.noteMoveLocked(r, prev, mv, now)
 	c.pushAssignLocked(r, mv.reason, prevID, mv.prevRTT, mv.rtt, now)
 }
 
@@ -241,9 +241,11 @@ func (c *Central) scanLoop() {
 		case <-t.C:
 		case <-c.kick:
 		}
+		start := time.Now()
 		c.mu.Lock()
 		c.scanLocked()
 		c.mu.Unlock()
+		c.obs.scan.Observe(time.Since(start).Seconds())
 	}
 }
 
@@ -511,6 +513,9 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 	if len(s.reporters) < maxReporters {
 		s.reporters[reporter{u, r}] = struct{}{}
 	}
+	if s.suspectAt.IsZero() {
+		s.suspectAt = c.now()
+	}
 	c.probeLocked(s)
 }
 
@@ -571,6 +576,7 @@ func (c *Central) probeLocked(s *serverRec) {
 		case c.ctx.Err() != nil || c.srvByID[id] != s:
 		case err == nil:
 			s.echoRTT = took
+			s.suspectAt = time.Time{}
 			for rep := range s.reporters {
 				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
 					c.resendPlacementLocked(rep.u, rep.r, "current placement")
@@ -597,53 +603,10 @@ func (c *Central) probeLocked(s *serverRec) {
 
 // echo checks that a chat server answers Hello and one Ping.
 func echo(ctx context.Context, addr string, tc *tls.Config) error {
-	var d rtt.Dialer = &net.Dialer{}
+	var d proto.Dialer = &net.Dialer{}
 	if tc != nil {
 		d = &tlsconfig.Dialer{Config: tc}
 	}
-	nc, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		nc.SetDeadline(dl)
-	}
-	var out []byte
-	out, _ = wire.AppendFrame(out, &proto.Hello{V: wire.Version, Agent: "central/1"})
-	out, _ = wire.AppendFrame(out, &proto.Ping{ID: 1, At: time.Now().UnixNano()})
-	if _, err := nc.Write(out); err != nil {
-		return err
-	}
-	var buf []byte
-	tmp := make([]byte, 4096)
-	for welcomed := false; ; {
-		t, body, n, err := wire.ParseFrame(buf, wire.MaxFrame)
-		if errors.Is(err, wire.ErrIncomplete) {
-			k, rerr := nc.Read(tmp)
-			if rerr != nil {
-				return rerr
-			}
-			buf = append(buf, tmp[:k]...)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		msg, err := proto.Decode(t, body)
-		if err != nil {
-			return err
-		}
-		buf = buf[n:]
-		switch m := msg.(type) {
-		case *proto.Welcome:
-			welcomed = true
-		case *proto.Pong:
-			if welcomed && m.ID == 1 {
-				return nil
-			}
-		case *proto.Error:
-			return m
-		}
-	}
+	_, err := rtt.Probe(ctx, d, addr, 1, 0)
+	return err
 }

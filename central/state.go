@@ -54,6 +54,10 @@ type serverRec struct {
 	gone     bool
 	probing  bool
 	assigned int // rooms Central placed here
+	// suspectAt is when a member first reported the server unreachable,
+	// badAt when Central first had a sign it is down, draining or gone
+	// (see noteServersLocked); zero while it is fine.
+	suspectAt, badAt time.Time
 	// echoRTT is how long Central's last successful echo check took.
 	echoRTT time.Duration
 	checks  int // echo checks finished, for tests and logs
@@ -272,6 +276,7 @@ func (c *Central) dropUserLocked(u *user, why string) {
 // setLatencyLocked replaces u's vector and re-evaluates u's rooms at once,
 // so a client that just measured a new server does not wait for the scan.
 func (c *Central) setLatencyLocked(u *user, lat map[string]selection.Sample) {
+	c.obs.reports.Inc()
 	u.lat = lat
 	c.latGen++
 	u.latGen = c.latGen
@@ -332,6 +337,7 @@ func (c *Central) syncSelLocked() {
 	for _, s := range c.servers {
 		c.sel = append(c.sel, selection.Server{ID: s.rec.ID, Up: !s.rec.Down && !s.gone, Draining: s.rec.Draining, Full: s.full()})
 	}
+	c.noteServersLocked()
 }
 
 // markDownLocked declares s down; the caller kicks the scan.

@@ -59,14 +59,31 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
 	n := s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
+	if h, ok := c.Context().(*tlsHandoff); ok {
+		h.t.attach(c)
+		m.tls = h.c
+	}
 	c.SetContext(m)
+	var refuse []byte
 	switch {
 	case s.closing.Load():
-		return errorFrame(proto.CodeShutdown, "server is shutting down"), gnet.Close
+		refuse = errorFrame(proto.CodeShutdown, "server is shutting down")
 	case n > int64(s.cfg.MaxConns):
-		return errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns)), gnet.Close
+		refuse = errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns))
+	default:
+		if m.tls != nil {
+			// Records that arrived with the end of the handshake are
+			// already in the tls.Conn: have OnTraffic look at them.
+			_ = c.Wake(nil)
+		}
+		return nil, gnet.None
 	}
-	return nil, gnet.None
+	m.dead = true
+	if m.tls != nil {
+		m.send(refuse)
+		return nil, gnet.Close
+	}
+	return refuse, gnet.Close
 }
 
 // OnClose removes the connection from its room.
@@ -84,47 +101,44 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 
 // OnTraffic parses every complete frame buffered for c.
 func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
-	return e.s.serve(c.Context().(*member))
+	m := c.Context().(*member)
+	start := m.loop.st.start()
+	var a gnet.Action
+	if m.tls != nil {
+		a = e.s.serveTLS(m)
+	} else {
+		a = e.s.serve(m, c)
+	}
+	m.loop.st.busySince(start)
+	return a
 }
 
-// serve handles every complete frame in m's inbound buffer. Event loop only.
-func (s *Server) serve(m *member) gnet.Action {
-	c := m.c
+// inbound is where serve reads frames from: the gnet connection itself for
+// plaintext, the decrypted bytes for TLS.
+type inbound interface {
+	InboundBuffered() int
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+}
+
+// serve handles every complete frame in c, m's inbound bytes. Event loop
+// only.
+func (s *Server) serve(m *member, c inbound) gnet.Action {
 	for !m.dead {
-		buffered := c.InboundBuffered()
-		if buffered < wire.LenSize {
+		t, body, n, err := wire.Next(c, s.cfg.MaxFrame)
+		if errors.Is(err, wire.ErrIncomplete) {
 			return gnet.None
 		}
-		hdr, _ := c.Peek(wire.LenSize)
-		n, err := wire.FrameLen(hdr, s.cfg.MaxFrame)
-		if err != nil {
-			return s.reject(m, classify(err), err.Error())
+		if err == nil {
+			m.loop.st.received(n)
+			err = s.handle(m, t, body)
+			_, _ = c.Discard(n)
 		}
-		if buffered < n {
-			return gnet.None
-		}
-		frame, _ := c.Peek(n)
-		err = s.handle(m, wire.Type(frame[wire.LenSize]), frame[wire.HeaderSize:])
-		_, _ = c.Discard(n)
 		if err != nil {
-			var f *errFatal
-			if errors.As(err, &f) {
-				return s.reject(m, f.code, f.reason)
-			}
-			return s.reject(m, proto.CodeInternal, err.Error())
+			return s.reject(m, proto.CodeOf(err), proto.ReasonOf(err))
 		}
 	}
 	return gnet.None
-}
-
-func classify(err error) proto.Code {
-	switch {
-	case errors.Is(err, wire.ErrTooLarge):
-		return proto.CodeTooLarge
-	case errors.Is(err, wire.ErrBody):
-		return proto.CodeBadBody
-	}
-	return proto.CodeBadFrame
 }
 
 // reject answers a protocol violation with a fatal error frame and closes

@@ -55,7 +55,8 @@ type item struct {
 	skip   *member
 	target *member
 	ev     uint64
-	bye    bool // after writing f, close the recipients
+	bye    bool  // after writing f, close the recipients
+	at     int64 // when a fan-out item was queued (Unix ns), for the latency histogram
 }
 
 // loop is our fan-out queue for one gnet event loop. gnet runs the loop
@@ -69,10 +70,14 @@ type loop struct {
 	spare     []item
 	scheduled bool
 
-	batch   []byte       // frames of a run of broadcasts, concatenated; loop only
-	doomed  []*member    // cut off, waiting for their error frame to drain; loop only
-	ndoomed atomic.Int32 // len(doomed), for the reaper goroutine
-	reaper  reaper
+	batch    []byte       // frames of a run of broadcasts, concatenated; loop only
+	plain    plainIn      // a TLS member's decrypted input while it is served; loop only
+	plainBuf []byte       // plain's buffer, kept between members; loop only
+	doomed   []*member    // cut off, waiting for their error frame to drain; loop only
+	ndoomed  atomic.Int32 // len(doomed), for the reaper goroutine
+	reaper   reaper
+
+	st *loopStats // nil when Config.Metrics is off
 }
 
 func (l *loop) doom(m *member) {
@@ -132,6 +137,7 @@ func (l *loop) idle() bool {
 
 // Run drains the queue on the event loop; it implements gnet.Runnable.
 func (l *loop) Run(context.Context) error {
+	start := l.st.start()
 	l.mu.Lock()
 	q := l.queue
 	l.queue = l.spare[:0]
@@ -153,7 +159,12 @@ func (l *loop) Run(context.Context) error {
 			}
 		}
 		l.deliver(q[i : i+n])
+		var now int64
+		if l.st != nil {
+			now = time.Now().UnixNano()
+		}
 		for k := i; k < i+n; k++ {
+			l.st.observeFanout(q[k].at, now)
 			q[k].f.release()
 			q[k] = item{}
 		}
@@ -162,6 +173,7 @@ func (l *loop) Run(context.Context) error {
 	l.mu.Lock()
 	l.spare = q[:0]
 	l.mu.Unlock()
+	l.st.busySince(start)
 	return nil
 }
 
@@ -199,7 +211,7 @@ func (l *loop) deliver(run []item) {
 	for i := 0; i < len(*members); i++ {
 		m := (*members)[i]
 		if m.joinEv < first.ev && !sentOne(run, m) {
-			m.write(batch, max)
+			m.writeN(batch, max, len(run))
 		} else {
 			// The member sent one of these messages, or joined in the
 			// middle of the run: pick its frames one by one.
@@ -247,6 +259,7 @@ func (r *room) shardFor(l *loop) *shard {
 // reference to f.
 func (r *room) fanout(f *frame, skip *member) {
 	r.ev++
+	at := r.srv.stamp()
 	for _, sh := range r.shards {
 		n := sh.count
 		if skip != nil && skip.shard == sh {
@@ -256,7 +269,7 @@ func (r *room) fanout(f *frame, skip *member) {
 			continue
 		}
 		f.retain()
-		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev})
+		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev, at: at})
 	}
 }
 
@@ -288,6 +301,9 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 	l := s.loops[el]
 	if l == nil {
 		l = &loop{el: el, srv: s}
+		if s.cfg.Metrics {
+			l.st = new(loopStats)
+		}
 		l.reaper.l = l
 		s.loops[el] = l
 	}

@@ -2,13 +2,13 @@ package chatserver
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,12 +24,14 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	eng    gnet.Engine
-	addr   string // where the event loops listen (TCP, or a Unix socket under TLS only)
-	front  *tlsconfig.Front
-	booted chan error    // receives the outcome of binding
-	exited chan struct{} // closed when gnet.Run returns
-	runErr error         // gnet.Run's result, read after exited
+	eng     gnet.Engine
+	addr    string // where the event loops listen (TCP, or a Unix socket under TLS only)
+	tlsLn   net.Listener
+	front   *tlsFront
+	sockDir string        // private directory of the loops' Unix socket, if any
+	booted  chan error    // receives the outcome of binding
+	exited  chan struct{} // closed when gnet.Run returns
+	runErr  error         // gnet.Run's result, read after exited
 
 	closing   atomic.Bool
 	stopReap  chan struct{}
@@ -40,7 +42,10 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	conns atomic.Int64
+	conns          atomic.Int64
+	histFrames     atomic.Int64 // held by the rooms' history rings, when Config.Metrics is on
+	histBytes      atomic.Int64
+	resendsDropped atomic.Uint64
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
 	// loop's). loopsMu is never held with s.mu or r.mu; under it only l.mu
@@ -80,19 +85,23 @@ func New(cfg Config) (*Server, error) {
 		gnet.WithLogger(gnetlog.Logger{L: log}),
 	}
 	// The TLS listener binds first, so its port can name the server before
-	// the event loops start reading the name.
+	// the event loops start reading the name. With TLS only, the loops
+	// listen on a Unix socket in a private directory that nobody dials:
+	// gnet needs a listener, and TLS connections join the loops by
+	// enrolment (see tls.go).
 	network, listen := "tcp", cfg.Listen
 	var tlsLn net.Listener
 	var sockDir string
 	if cfg.TLS != nil {
 		var err error
-		if tlsLn, err = tls.Listen("tcp", cfg.TLSListen, cfg.TLS); err != nil {
+		if tlsLn, err = net.Listen("tcp", cfg.TLSListen); err != nil {
 			return nil, fmt.Errorf("chatserver: TLS listen on %s: %w", cfg.TLSListen, err)
 		}
 		if network, listen, sockDir, err = tlsconfig.Backend(cfg.Listen); err != nil {
 			tlsLn.Close()
 			return nil, fmt.Errorf("chatserver: %w", err)
 		}
+		s.tlsLn, s.sockDir = tlsLn, sockDir
 		if s.cfg.ID == "" {
 			_, port, _ := net.SplitHostPort(tlsLn.Addr().String())
 			s.cfg.ID = "chat-" + port
@@ -122,19 +131,28 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
 	}
 	if tlsLn != nil {
-		s.front = tlsconfig.NewFront(tlsLn, network, s.addr, sockDir, s.log.Debug)
+		s.front = newTLSFront(s, tlsLn)
 	}
 	go s.reapLoop()
 	s.startAgent()
-	s.log.Info("chat server listening", "addr", s.Addr(), "loops", s.addr, "tls", s.front != nil, "id", s.cfg.ID)
+	s.log.Info("chat server listening", "addr", s.Addr(), "plain", s.addr, "tls", s.front != nil, "loops", s.numLoops(), "id", s.cfg.ID)
 	return s, nil
+}
+
+// numLoops is the number of event loops gnet runs: Config.Loops, or one
+// per CPU this process may use.
+func (s *Server) numLoops() int {
+	if s.cfg.Loops > 0 {
+		return s.cfg.Loops
+	}
+	return runtime.NumCPU()
 }
 
 // Addr returns the address clients dial: the TLS address when TLS is on,
 // the plaintext one otherwise. Safe for concurrent use.
 func (s *Server) Addr() string {
-	if s.front != nil {
-		return s.front.Addr().String()
+	if s.tlsLn != nil {
+		return s.tlsLn.Addr().String()
 	}
 	return s.addr
 }
@@ -184,7 +202,7 @@ func (s *Server) Close() error {
 			s.deregister()
 		}
 		if s.front != nil {
-			s.front.StopAccepting() // current TLS members still get their goodbye
+			s.front.stopAccepting() // current TLS members still get their goodbye
 		}
 		bye := s.goodbye()
 		deadline := time.Now().Add(s.cfg.ShutdownGrace)
@@ -198,8 +216,8 @@ func (s *Server) Close() error {
 			s.closeErr = fmt.Errorf("chatserver: stop: %w", err)
 		}
 		<-s.exited
-		if s.front != nil {
-			s.front.Close()
+		if s.sockDir != "" {
+			_ = os.RemoveAll(s.sockDir)
 		}
 	})
 	return s.closeErr
@@ -209,6 +227,8 @@ func (s *Server) Close() error {
 type Stats struct {
 	Conns int
 	Rooms int
+	// ResendsDropped counts Resend asks over a member's ResendRate.
+	ResendsDropped uint64
 }
 
 // Stats reports the current load. Safe for concurrent use.
@@ -216,7 +236,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	n := len(s.rooms)
 	s.mu.Unlock()
-	return Stats{Conns: int(s.conns.Load()), Rooms: n}
+	return Stats{Conns: int(s.conns.Load()), Rooms: n, ResendsDropped: s.resendsDropped.Load()}
 }
 
 // RoomInfo describes one hosted room.

@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -222,4 +225,148 @@ func TestTLSCaptureHoldsNoText(t *testing.T) {
 		}
 	}
 	t.Logf("%d bytes captured, none of the message text, room or user names among them", len(captured))
+}
+
+// TestTLSNoGoroutinePerConnection holds the design's promise that TLS
+// members are served by the event loops: once their handshakes are done,
+// forty TLS members cost the server no goroutine (the relay this replaced
+// ran two per member).
+func TestTLSNoGoroutinePerConnection(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	first := tlsMember(t, s.Addr(), ca, "warm", "a")
+	tlsMember(t, s.Addr(), ca, "warm", "b")
+	first.send(&proto.Ping{})
+	first.expect(proto.TPong)
+	before := runtime.NumGoroutine()
+	const n = 40
+	peers := make([]*peer, n)
+	for i := range peers {
+		peers[i] = tlsMember(t, s.Addr(), ca, fmt.Sprintf("r%d", i/2), fmt.Sprintf("u%d", i%2))
+	}
+	// Handshake goroutines end just after their connection is enrolled.
+	var after int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		after = runtime.NumGoroutine()
+		if after-before < n/4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("goroutines: %d before, %d with %d more TLS members", before, after, n)
+	if after-before >= n/4 {
+		t.Fatalf("%d TLS members added %d goroutines", n, after-before)
+	}
+	for i := 0; i < n; i += 2 {
+		peers[i].send(&proto.Chat{Num: 1, Text: "hi"})
+		if d := peers[i+1].expect(proto.TDeliver).(*proto.Deliver); d.Text != "hi" {
+			t.Fatalf("got %+v", d)
+		}
+	}
+}
+
+// TestTLSFramesSplitAcrossRecords sends frames whose bytes are cut across
+// TLS records at every awkward place (inside the length prefix, the type
+// byte, the body) with the records apart in time, and several frames in
+// one record: the loop must keep a partial frame between records.
+func TestTLSFramesSplitAcrossRecords(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	a := tlsMember(t, s.Addr(), ca, "split", "alice")
+	b := tlsMember(t, s.Addr(), ca, "split", "bob")
+	var stream []byte
+	const n = 20
+	for i := uint64(1); i <= n; i++ {
+		stream, _ = wire.AppendFrame(stream, &proto.Chat{Num: i, Text: strings.Repeat("s", int(i)*37)})
+	}
+	cuts := []int{1, 2, 3, 4, 5, 7, 11, 64, 300, 2}
+	for i := 0; len(stream) > 0; i++ {
+		k := min(cuts[i%len(cuts)], len(stream))
+		a.raw(stream[:k])
+		stream = stream[k:]
+		if i%3 == 0 {
+			time.Sleep(time.Millisecond) // a record on its own, not coalesced
+		}
+	}
+	for i := uint64(1); i <= n; i++ {
+		d := b.expect(proto.TDeliver).(*proto.Deliver)
+		if d.Num != i || len(d.Text) != int(i)*37 {
+			t.Fatalf("got num %d with %d bytes, want %d with %d", d.Num, len(d.Text), i, i*37)
+		}
+	}
+}
+
+// TestTLSLimitsAndSlowConsumer: a TLS connection past MaxConns is told
+// server_full over TLS, and a TLS member that stops reading is cut off as
+// a slow consumer like a plaintext one.
+func TestTLSLimitsAndSlowConsumer(t *testing.T) {
+	ca := devCA(t)
+	cfg, err := tlsconfig.Server(ca.ServerCert, ca.ServerKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, func(c *Config) {
+		c.Listen = ""
+		c.TLS = cfg
+		c.TLSListen = "127.0.0.1:0"
+		c.MaxConns = 3
+		c.MaxOutbound = 64 << 10
+	})
+	sender := tlsMember(t, s.Addr(), ca, "r", "sender")
+	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10) })
+		return serr
+	}}
+	slow, err := dialTLS(t, s.Addr(), ca, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow.send(&proto.Hello{V: wire.Version})
+	slow.expect(proto.TWelcome)
+	slow.send(&proto.Join{Room: "r", User: "slow"})
+	slow.expect(proto.TJoined)
+	third, err := dialTLS(t, s.Addr(), ca, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third.send(&proto.Hello{V: wire.Version})
+	third.expect(proto.TWelcome)
+	over, err := dialTLS(t, s.Addr(), ca, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	over.expectClosed(proto.CodeServerFull)
+
+	text := strings.Repeat("z", 4000)
+	var frame []byte
+	for i := uint64(1); i <= 2000; i++ {
+		frame, _ = wire.AppendFrame(frame[:0], &proto.Chat{Num: i, Text: text})
+		sender.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := sender.conn.Write(frame); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		if i%32 == 0 {
+			for k := 0; k < 32; k++ {
+				sender.expect(proto.TAck)
+			}
+		}
+		if s.Stats().Conns < 3 {
+			break
+		}
+	}
+	waitFor(t, 10*time.Second, "the slow TLS member to be cut off", func() bool { return s.Stats().Conns < 3 })
+	for {
+		m, err := slow.next(5 * time.Second)
+		if err != nil {
+			t.Fatalf("slow member: no slow_consumer error before %v", err)
+		}
+		if e, ok := m.(*proto.Error); ok {
+			if e.Code != proto.CodeSlowConsumer {
+				t.Fatalf("slow member got %+v", e)
+			}
+			break
+		}
+	}
 }

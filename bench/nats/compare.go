@@ -1,0 +1,321 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"nearchat/bench"
+	"nearchat/pkg/tlsconfig"
+)
+
+// result is one server's figures for one cell.
+type result struct {
+	server     string
+	msgsPerSec float64
+	lat        *bench.Histogram
+	perCPU     float64 // deliveries per second of server CPU time
+	hwm        int64
+	err        error
+}
+
+// group is one row block of the table: a pattern at one room size and
+// payload size, every server's result.
+type group struct {
+	pattern string
+	members int
+	size    int
+	results []result
+}
+
+func (g *group) get(server string) *result {
+	for i := range g.results {
+		if g.results[i].server == server && g.results[i].err == nil {
+			return &g.results[i]
+		}
+	}
+	return nil
+}
+
+func protocolFor(kind string) protocol {
+	if strings.HasPrefix(kind, kindNATS) {
+		return &natsProto{}
+	}
+	return &nearchatProto{}
+}
+
+func (o *options) dialer(kind, addr string) dialer {
+	d := dialer{addr: addr}
+	if strings.HasSuffix(kind, "-tls") {
+		cfg, err := tlsconfig.Client(o.certs.CA, "", "")
+		if err != nil {
+			panic(err) // the certificates were written by this process
+		}
+		cfg.ServerName = "127.0.0.1"
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(0)
+		d.tls = cfg
+	}
+	return d
+}
+
+func compare(o *options) int {
+	var groups []*group
+	start := time.Now()
+	for _, m := range o.members {
+		gs := make([]*group, len(o.sizes))
+		for i, size := range o.sizes {
+			gs[i] = &group{pattern: "one room", members: m, size: size}
+		}
+		kinds := append([]string(nil), o.servers...)
+		for _, b := range o.baselineM {
+			if b == m {
+				kinds = append(kinds, kindBaseline)
+			}
+		}
+		for _, kind := range kinds {
+			rs := o.oneRoom(kind, m)
+			for i := range gs {
+				gs[i].results = append(gs[i].results, rs[i])
+			}
+		}
+		groups = append(groups, gs...)
+	}
+	if o.rooms > 0 {
+		g := &group{pattern: fmt.Sprintf("%d rooms at %d msg/s", o.rooms, o.rate), members: 2, size: o.sizes[0]}
+		kinds := append([]string(nil), o.servers...)
+		if len(o.baselineM) > 0 {
+			kinds = append(kinds, kindBaseline)
+		}
+		for _, kind := range kinds {
+			g.results = append(g.results, o.fixedRate(kind, g.size))
+		}
+		groups = append(groups, g)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%s, %s/%s, Go %s. Servers pinned to CPU %s, load generator to CPU %s; %v per cell, %d messages in flight (one room); fixed rate over %v.\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.serverCPU, o.loadCPU, o.cell, o.window, o.rateTime)
+	fmt.Fprintf(&b, "Command: %s\n\n", strings.Join(os.Args, " "))
+	writeTable(&b, groups)
+	if o.idle > 0 {
+		b.WriteString("\n")
+		o.idleTable(&b)
+	}
+	fmt.Fprintf(&b, "\nTotal %v.\n", time.Since(start).Round(time.Second))
+	fmt.Print(b.String())
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(b.String()), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	for _, g := range groups {
+		for _, r := range g.results {
+			if r.err != nil {
+				return 1
+			}
+		}
+	}
+	return 0
+}
+
+// oneRoom measures a room of m members on a fresh server of kind, one
+// result per payload size.
+func (o *options) oneRoom(kind string, m int) []result {
+	out := make([]result, len(o.sizes))
+	fail := func(err error) []result {
+		fmt.Fprintf(os.Stderr, "compare: %s members=%d: %v\n", kind, m, err)
+		for i := range out {
+			if out[i].server == "" {
+				out[i] = result{server: kind, err: err}
+			}
+		}
+		return out
+	}
+	c, err := startChild(o, kind, fmt.Sprintf("m%d", m))
+	if err != nil {
+		return fail(err)
+	}
+	defer c.stop()
+	t0 := time.Now()
+	l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), 1, m, o.window)
+	if err != nil {
+		return fail(err)
+	}
+	defer l.close()
+	fmt.Fprintf(os.Stderr, "compare: %s: %d members joined in %v\n", kind, m, time.Since(t0).Round(time.Millisecond))
+	for i, size := range o.sizes {
+		l.size = size
+		for range 4 * o.window {
+			if err := l.send(l.rooms[0], time.Now()); err != nil {
+				return fail(err)
+			}
+		}
+		if err := l.drain(60 * time.Second); err != nil {
+			return fail(fmt.Errorf("warm-up: %w", err))
+		}
+		l.reset()
+		r, err := o.measure(c, l, func() error { return l.closedLoop(o.cell) })
+		if err != nil {
+			return fail(err)
+		}
+		r.server = kind
+		out[i] = r
+		fmt.Fprintf(os.Stderr, "compare: %s members=%d size=%d: %.0f msgs/s, p99 %v, %.0f per CPU-s\n", kind, m, size, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU)
+	}
+	return out
+}
+
+// measure runs drive and reads the figures of the cell.
+func (o *options) measure(c *child, l *load, drive func() error) (result, error) {
+	before := l.received.Load()
+	cpu0, err := c.cpu()
+	if err != nil {
+		return result{}, err
+	}
+	t0 := time.Now()
+	if err := drive(); err != nil {
+		return result{}, err
+	}
+	if err := l.drain(60 * time.Second); err != nil {
+		return result{}, err
+	}
+	elapsed := time.Since(t0)
+	cpu1, err := c.cpu()
+	if err != nil {
+		return result{}, err
+	}
+	hwm, err := c.status("VmHWM")
+	if err != nil {
+		return result{}, err
+	}
+	n := float64(l.received.Load() - before)
+	r := result{msgsPerSec: n / elapsed.Seconds(), lat: l.latency(), hwm: hwm}
+	if d := cpu1 - cpu0; d > 0 {
+		r.perCPU = n / d.Seconds()
+	}
+	return r, nil
+}
+
+// fixedRate measures many rooms of two at a fixed total rate.
+func (o *options) fixedRate(kind string, size int) result {
+	fail := func(err error) result {
+		fmt.Fprintf(os.Stderr, "compare: %s fixed rate: %v\n", kind, err)
+		return result{server: kind, err: err}
+	}
+	c, err := startChild(o, kind, "rate")
+	if err != nil {
+		return fail(err)
+	}
+	defer c.stop()
+	l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), o.rooms, 2, 0)
+	if err != nil {
+		return fail(err)
+	}
+	defer l.close()
+	l.size = size
+	if err := l.fixedRate(o.rate, time.Second); err != nil {
+		return fail(err)
+	}
+	if err := l.drain(30 * time.Second); err != nil {
+		return fail(err)
+	}
+	l.reset()
+	r, err := o.measure(c, l, func() error { return l.fixedRate(o.rate, o.rateTime) })
+	if err != nil {
+		return fail(err)
+	}
+	r.server = kind
+	fmt.Fprintf(os.Stderr, "compare: %s fixed rate: %.0f msgs/s, p99 %v\n", kind, r.msgsPerSec, r.lat.Quantile(0.99))
+	return r
+}
+
+// idleTable measures the resident memory idle members cost each server.
+func (o *options) idleTable(b *strings.Builder) {
+	fmt.Fprintf(b, "Resident memory per idle member: %d connections joined in rooms of two, server VmRSS after a GC, before and after.\n\n", o.idle)
+	fmt.Fprintln(b, "| server | RSS before | RSS after | bytes/member |")
+	fmt.Fprintln(b, "|---|---:|---:|---:|")
+	for _, kind := range o.servers {
+		before, after, err := o.idleMemory(kind)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "compare: %s idle: %v\n", kind, err)
+			fmt.Fprintf(b, "| %s | failed: %v | | |\n", kind, err)
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %.1f MiB | %.1f MiB | %.0f |\n", kind, mib(before), mib(after), float64(after-before)/float64(o.idle))
+	}
+}
+
+func (o *options) idleMemory(kind string) (before, after int64, err error) {
+	c, err := startChild(o, kind, "idle")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.stop()
+	if err := c.gc(); err != nil {
+		return 0, 0, err
+	}
+	if before, err = c.status("VmRSS"); err != nil {
+		return 0, 0, err
+	}
+	l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), o.idle/2, 2, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer l.close()
+	if err := c.gc(); err != nil {
+		return 0, 0, err
+	}
+	after, err = c.status("VmRSS")
+	return before, after, err
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func writeTable(b *strings.Builder, groups []*group) {
+	fmt.Fprintln(b, "| pattern | members | size | server | delivered msgs/s | p50 | p99 | p99.9 | deliveries per server CPU-s | server peak RSS |")
+	fmt.Fprintln(b, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+	for _, g := range groups {
+		lead := fmt.Sprintf("| %s | %d | %d B", g.pattern, g.members, g.size)
+		for _, r := range g.results {
+			if r.err != nil {
+				fmt.Fprintf(b, "%s | %s | failed: %s | | | | | |\n", lead, r.server, oneLine(r.err))
+				continue
+			}
+			fmt.Fprintf(b, "%s | %s | %.0f | %s | %s | %s | %.0f | %.1f MiB |\n", lead, r.server, r.msgsPerSec,
+				round(r.lat.Quantile(0.5)), round(r.lat.Quantile(0.99)), round(r.lat.Quantile(0.999)), r.perCPU, mib(r.hwm))
+		}
+		for _, pair := range [][2]string{
+			{kindNearchat, kindNATS}, {kindNearchat + "-tls", kindNATS + "-tls"},
+			{kindNearchat, kindBaseline}, {kindNearchat + "-tls", kindNearchat},
+		} {
+			a, c := g.get(pair[0]), g.get(pair[1])
+			if a == nil || c == nil {
+				continue
+			}
+			fmt.Fprintf(b, "%s | **%s ÷ %s** | **%.2f×** | | **%.2f×** | | **%.2f×** | |\n", lead, pair[0], pair[1],
+				a.msgsPerSec/c.msgsPerSec, float64(a.lat.Quantile(0.99))/float64(c.lat.Quantile(0.99)), a.perCPU/c.perCPU)
+		}
+	}
+}
+
+func oneLine(err error) string {
+	s := err.Error()
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return strings.ReplaceAll(s, "|", "/")
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	default:
+		return d.Round(100 * time.Nanosecond)
+	}
+}
