@@ -95,7 +95,7 @@ type Client struct {
 	lastVec  map[string]centralapi.Sample // the last vector reported
 	left     map[string]time.Time         // rooms left lately: their Assigns are stale
 	probeNow chan struct{}                // asks the prober for a round now
-	good     map[string]goodSample        // each server's last successful probe
+	good     map[string][]goodSample      // each server's recent successful probes, oldest first
 
 	reported chan struct{} // closed after the first latency report
 	repOnce  sync.Once
@@ -156,7 +156,7 @@ func New(opts Options) (*Client, error) {
 		rooms:    make(map[string]*roomState),
 		reported: make(chan struct{}),
 		running:  make(chan struct{}),
-		good:     make(map[string]goodSample),
+		good:     make(map[string][]goodSample),
 		left:     make(map[string]time.Time),
 		probeNow: make(chan struct{}, 1),
 	}, nil
@@ -644,6 +644,10 @@ func (c *Client) remindBroken(ctx context.Context, r *roomState, room string, se
 // unreachableEvery is how often a broken room reminds Central.
 const unreachableEvery = time.Second
 
+// recentRounds is how many probe rounds a server's reported figure is the
+// best of.
+const recentRounds = 3
+
 // leftFor is how long Assigns for a room this client left are ignored.
 const leftFor = time.Minute
 
@@ -709,26 +713,40 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
 	if c.opts.OnProbe != nil {
 		c.opts.OnProbe(results)
 	}
-	// A server whose probe failed this round keeps its last good sample
-	// for a few rounds: one timed-out probe on a busy machine must not
-	// make the room's server look unmeasured and force a move.
+	// Each server is reported by its best round of the last few (as
+	// Tailscale's netcheck judges a region by its best recent latency):
+	// the noise of a busy machine only ever adds delay, so one slow round
+	// must not make a server look worse and move a room, while a server
+	// that got better shows at once. A server whose probe failed this
+	// round, or that is missing from the list for a moment (chat servers
+	// registering again with a restarted Central), keeps its recent rounds
+	// too, so it does not look unmeasured and force a move.
 	now := time.Now()
+	window := recentRounds * c.opts.ProbeEvery
 	vec := make(map[string]centralapi.Sample, len(results))
 	c.mu.Lock()
 	for id, r := range results {
 		if r.Err == nil && r.Count > 0 {
-			vec[id] = centralapi.SampleOf(r.Median, r.Spread, r.Count)
-			c.good[id] = goodSample{vec[id], now}
+			g := append(c.good[id], goodSample{centralapi.SampleOf(r.Median, r.Spread, r.Count), now})
+			c.good[id] = g[max(0, len(g)-recentRounds):]
 		}
 	}
-	// The same holds for a server missing from the list for a moment, as
-	// while chat servers register again with a restarted Central.
 	for id, g := range c.good {
-		if _, ok := vec[id]; !ok && now.Sub(g.at) < 3*c.opts.ProbeEvery {
-			vec[id] = g.s
-		} else if !ok {
-			delete(c.good, id)
+		for len(g) > 0 && now.Sub(g[0].at) >= window {
+			g = g[1:]
 		}
+		if len(g) == 0 {
+			delete(c.good, id)
+			continue
+		}
+		c.good[id] = g
+		best := g[0].s
+		for _, x := range g[1:] {
+			if x.s.MedianUS < best.MedianUS {
+				best = x.s
+			}
+		}
+		vec[id] = best
 	}
 	c.mu.Unlock()
 	c.mu.Lock()
