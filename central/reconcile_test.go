@@ -1,6 +1,7 @@
 package central
 
 import (
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -218,6 +219,7 @@ func TestReportersBoundedWhileDown(t *testing.T) {
 	if kept != 0 {
 		t.Fatalf("%d reports kept for a server already down", kept)
 	}
+	clk.Advance(5 * time.Second) // past bob's report rate limit
 	if _, err := h.api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); err != nil {
 		t.Fatal(err)
 	}
@@ -503,5 +505,32 @@ func TestProvisionalPlacementCorrected(t *testing.T) {
 	t.Logf("moved to the late server %v after the reports", time.Since(start))
 	if mv.Server.ID != "serv1" {
 		t.Fatalf("alice got %+v", mv)
+	}
+}
+
+// Reports are rate-limited per member: a member cannot make Central adopt
+// rooms without bound by flooding Holding reports.
+func TestHoldingRateLimited(t *testing.T) {
+	w := newWorld(t, nil)
+	a := w.user(t, "alice")
+	var flood []byte
+	for i := range 20 {
+		var h proto.Holding
+		for j := range 100 {
+			h.Rooms = append(h.Rooms, proto.Held{Room: fmt.Sprintf("r-%012x", i*100+j), Epoch: 1, Server: "serv1"})
+		}
+		flood, _ = wire.AppendFrame(flood, &h)
+	}
+	if _, err := a.nc.Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	a.send(&proto.Ping{ID: 2})
+	expect[*proto.Pong](a, nil)
+	w.c.mu.Lock()
+	n := len(w.c.rooms)
+	w.c.mu.Unlock()
+	t.Logf("20 reports of 100 unknown rooms each in one burst: %d rooms adopted", n)
+	if n > holdingBurst*100 {
+		t.Fatalf("%d rooms adopted from one member's burst", n)
 	}
 }

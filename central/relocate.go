@@ -373,8 +373,17 @@ func (c *Central) tickPushesLocked(now time.Time) {
 	}
 }
 
-// maxHolding bounds the rooms of one Holding report.
+// maxHolding bounds the rooms of one Holding report, and the rooms a
+// member's reports can make Central adopt.
 const maxHolding = 4096
+
+// Members' reports are rate-limited per member: Holding comes every few
+// seconds and Unreachable every second per broken room, so these leave
+// room for honest bursts (a reconnect, several rooms on one dead server).
+const (
+	holdingRate, holdingBurst         = 1, 5
+	unreachableRate, unreachableBurst = 20, 50
+)
 
 // holdingLocked reconciles what u says it holds with the desired placement
 // of each room: every difference gets the room's placement pushed again,
@@ -386,12 +395,18 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 		return
 	}
 	now := c.now()
+	if !u.holdLimit.allow(now, holdingRate, holdingBurst) {
+		return // a member reports every few seconds; more is noise
+	}
 	listed := make(map[*room]struct{}, len(m.Rooms))
 	for _, h := range m.Rooms {
 		if proto.CheckRoom(h.Room) != nil || h.Epoch == 0 || proto.CheckUser(h.Server) != nil {
 			continue
 		}
 		r := c.roomByID[h.Room]
+		if r == nil && len(u.rooms) >= maxHolding {
+			continue // no member makes Central hold rooms without bound
+		}
 		if r == nil {
 			r = &room{id: h.Room, srv: c.srvByID[h.Server], epoch: h.Epoch, created: now, lastMove: now, adopted: true, members: []*user{u}}
 			if r.srv == nil {
@@ -490,6 +505,9 @@ const maxReporters = 4096
 // again; otherwise Central checks the server itself. Reports are kept once
 // per (member, room).
 func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
+	if !u.repLimit.allow(c.now(), unreachableRate, unreachableBurst) {
+		return
+	}
 	r := c.roomByID[m.Room]
 	if r == nil || !r.hasMember(u) {
 		c.sendLocked(cn, &proto.Error{Code: proto.CodeNotFound, Reason: "you are not a member of this room", Ref: m.Room})

@@ -38,6 +38,8 @@ type user struct {
 	sess         *conn            // live control connection, nil when offline
 	offlineSince time.Time
 	reqLimit     bucket // chat requests this user may still make
+	holdLimit    bucket // Holding reports
+	repLimit     bucket // Unreachable reports
 }
 
 func (u *user) placeholder() bool { return u.token == "" }
