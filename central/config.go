@@ -41,6 +41,10 @@ type Config struct {
 	// ProbeTimeout bounds Central's own echo check of a server reported
 	// unreachable.
 	ProbeTimeout time.Duration
+	// SettleWait is how long a new room's placement waits, once everyone
+	// accepted, for every member to have measured every open server; past
+	// it the room is placed provisionally.
+	SettleWait time.Duration
 	// MaxOutbound bounds the bytes queued for one control connection that
 	// its client has not read; past it the client is cut off.
 	MaxOutbound int
@@ -110,6 +114,7 @@ func DefaultConfig() Config {
 		ProbeTimeout:      500 * time.Millisecond,
 		MaxMembers:        16,
 		MaxOutbound:       1 << 20,
+		SettleWait:        2 * time.Second,
 		RoomTTL:           10 * time.Minute,
 		TicketTTL:         10 * time.Minute,
 		RequestRate:       1,
@@ -137,6 +142,7 @@ func (c *Config) validate() error {
 		{"AwaitingEvery", c.AwaitingEvery}, {"AssignRetry", c.AssignRetry},
 		{"AssignGiveUp", c.AssignGiveUp}, {"SessionGrace", c.SessionGrace},
 		{"ProbeTimeout", c.ProbeTimeout}, {"TicketTTL", c.TicketTTL}, {"RoomTTL", c.RoomTTL},
+		{"SettleWait", c.SettleWait},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))

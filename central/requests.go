@@ -19,6 +19,11 @@ type request struct {
 	waiting   map[*user]struct{}
 	created   time.Time
 	lastAwait time.Time
+	// settleBy is set once everyone accepted: until then Central waits
+	// for every member to have measured every open server (a server that
+	// registered after a member's last round is measured at once, on its
+	// ServerEvent), so the first placement is the right one.
+	settleBy time.Time
 }
 
 // statusLocked sends one Status to u if it is online.
@@ -133,7 +138,17 @@ func (c *Central) handleAnswerLocked(cn *conn, u *user, m *proto.Answer) {
 	if len(q.waiting) > 0 {
 		return
 	}
-	r, rtt, err := c.placeLocked(q)
+	q.settleBy = c.now().Add(c.cfg.SettleWait)
+	c.tryPlaceLocked(q, false)
+}
+
+// tryPlaceLocked places q's room unless some member's vector is not
+// settled yet and force is false.
+func (c *Central) tryPlaceLocked(q *request, force bool) {
+	r, rtt, err := c.placeLocked(q, force)
+	if r == nil && err == nil {
+		return // not settled: a member's report or the tick tries again
+	}
 	if err != nil {
 		c.log.Warn("no server for new room", "req", q.id, "err", err)
 		c.finishLocked(q, proto.ServerErr, "no chat server can host this room: "+err.Error(), "")
@@ -145,12 +160,17 @@ func (c *Central) handleAnswerLocked(cn *conn, u *user, m *proto.Answer) {
 
 // placeLocked chooses a server for q's members and creates the room at
 // epoch 1.
-func (c *Central) placeLocked(q *request) (*room, time.Duration, error) {
+// Unless force is set, it returns nothing (no room, no error) while some
+// member has not measured some open server.
+func (c *Central) placeLocked(q *request, force bool) (*room, time.Duration, error) {
 	c.syncSelLocked()
 	c.refreshDirtyLocked()
 	now := c.now()
 	r := &room{epoch: 1, members: slices.Clone(q.members), created: now, lastMove: now}
 	c.refreshMatrix(r)
+	if !force && c.unsettledLocked(r) {
+		return nil, 0, nil
+	}
 	ch, err := selection.ChooseMatrix(c.sel, r.m, c.rnd)
 	if err != nil {
 		return nil, 0, err
@@ -181,6 +201,8 @@ func (c *Central) placeLocked(q *request) (*room, time.Duration, error) {
 func (c *Central) tickRequestsLocked(now time.Time) {
 	for _, q := range c.reqs {
 		switch {
+		case !q.settleBy.IsZero():
+			c.tryPlaceLocked(q, !now.Before(q.settleBy))
 		case now.Sub(q.created) >= c.cfg.RequestTimeout:
 			names := make([]string, 0, len(q.waiting))
 			for v := range q.waiting {

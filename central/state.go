@@ -287,6 +287,11 @@ func (c *Central) setLatencyLocked(u *user, lat map[string]selection.Sample) {
 		r.mFresh = false
 	}
 	c.storeErr("put user", c.st.PutUser(u.record()))
+	for q := range u.reqs {
+		if !q.settleBy.IsZero() {
+			c.tryPlaceLocked(q, false) // u's new vector may settle it
+		}
+	}
 	if len(u.rooms) == 0 {
 		return
 	}
