@@ -37,6 +37,7 @@ func (c *Central) statusLocked(u *user, req string, code proto.StatusCode, detai
 func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 	id := randomID("q-", 8)
 	invalid := func(format string, args ...any) {
+		c.countRequest(proto.ReqInvalid)
 		c.statusLocked(u, id, proto.ReqInvalid, fmt.Sprintf(format, args...), "")
 	}
 	if !u.reqLimit.allow(c.now(), c.cfg.RequestRate, c.cfg.RequestBurst) {
@@ -75,9 +76,11 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 		v := c.users[to]
 		switch {
 		case v == nil || v.placeholder():
+			c.countRequest(proto.UserNotFound)
 			c.statusLocked(u, id, proto.UserNotFound, fmt.Sprintf("no user %s is registered", to), "")
 			return
 		case v.sess == nil:
+			c.countRequest(proto.UserNotFound)
 			c.statusLocked(u, id, proto.UserNotFound, fmt.Sprintf("user %s is not connected", to), "")
 			return
 		}
@@ -112,7 +115,7 @@ func (c *Central) finishLocked(q *request, code proto.StatusCode, detail, room s
 	}
 	delete(c.reqs, q.id)
 	delete(c.reqByKey, q.key)
-	c.obs.requests.WithLabelValues(statusOutcome(code)).Inc()
+	c.countRequest(code)
 	for _, v := range q.members {
 		delete(v.reqs, q)
 		c.statusLocked(v, q.id, code, detail, room)

@@ -83,7 +83,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if first != "serv1" {
 		t.Fatalf("room started on %s, want serv1", first)
 	}
-	send(t, sa, sb, 5)
+	send(t, sa, bob, 5)
 
 	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
@@ -126,7 +126,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
-	send(t, sb, sa, 5)
+	send(t, sb, alice, 5)
 	do("see the move",
 		chromedp.WaitVisible(chromedp.CSS(`#rooms tbody tr[data-server="serv3"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#moves tbody tr[data-to="serv3"]`)),

@@ -175,13 +175,22 @@ func next[T client.Event](t *testing.T, u *client.Client, timeout time.Duration)
 func (c *cluster) chat(a, b *client.Client) (*client.Session, *client.Session, string) {
 	t := c.t
 	t.Helper()
-	// Both must have measured every server before the request, so the room
-	// starts where the emulated RTTs say.
-	waitFor(t, 20*time.Second, "latency vectors covering every server", func() bool {
+	// Both must have measured every server, in the order of the emulated
+	// RTTs (a round on a loaded machine can come out late), before the
+	// request, so the room starts where the emulation says.
+	waitFor(t, 30*time.Second, "latency vectors that rank the servers as emulated", func() bool {
 		snap := c.cen.Snapshot()
 		n := 0
 		for _, cv := range snap.Clients {
-			if len(cv.RTT) == len(c.servers) {
+			ok := len(cv.RTT) == len(c.servers)
+			for a := range cv.RTT {
+				for b := range cv.RTT {
+					if rtts[a] < rtts[b] && cv.RTT[a] >= cv.RTT[b] {
+						ok = false
+					}
+				}
+			}
+			if ok {
 				n++
 			}
 		}
@@ -209,7 +218,9 @@ func (c *cluster) roomServer() string {
 }
 
 // send has s send n messages and waits until other has them all.
-func send(t *testing.T, s, other *client.Session, n int) {
+// send has s send n messages and waits until the user to, whose Client
+// stream carries every room's events, has them all.
+func send(t *testing.T, s *client.Session, to *client.Client, n int) {
 	t.Helper()
 	for i := range n {
 		if _, err := s.Send(fmt.Sprintf("hello %d", i)); err != nil {
@@ -220,12 +231,12 @@ func send(t *testing.T, s, other *client.Session, n int) {
 	deadline := time.After(10 * time.Second)
 	for got < n {
 		select {
-		case ev := <-other.Events():
+		case ev := <-to.Events():
 			if _, ok := ev.(client.Message); ok {
 				got++
 			}
 		case <-deadline:
-			t.Fatalf("%s got %d of %d messages", other.User(), got, n)
+			t.Fatalf("%s got %d of %d messages", to.User(), got, n)
 		}
 	}
 }

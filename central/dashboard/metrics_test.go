@@ -19,7 +19,7 @@ func TestMetricsFollowAMove(t *testing.T) {
 	if first != "serv1" {
 		t.Fatalf("room started on %s, want serv1 (40 ms against 60 ms)", first)
 	}
-	send(t, sa, sb, 20)
+	send(t, sa, bob, 20)
 
 	before := scrape(t, c.prom["serv1"])
 	cenBefore := scrape(t, c.cenProm)
@@ -71,7 +71,7 @@ func TestMetricsFollowAMove(t *testing.T) {
 	waitFor(t, 10*time.Second, "both members on serv3", func() bool {
 		return value(scrape(t, c.prom["serv3"]), "nearchat_chatserver_members") == 2
 	})
-	send(t, sb, sa, 10)
+	send(t, sb, alice, 10)
 
 	after3 := scrape(t, c.prom["serv3"])
 	cen := scrape(t, c.cenProm)
