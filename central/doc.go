@@ -35,6 +35,7 @@
 // every member. A latency-vector update re-evaluates that member's rooms at
 // once rather than waiting for the scan, so a server a client has just
 // measured is used promptly (the anti-flap margins and dwell still apply).
+// When a room moves is decided by the rule stated in package selection.
 //
 // Placement is level-triggered: Central holds each room's desired
 // placement (server, epoch); members report what they hold (Holding, after

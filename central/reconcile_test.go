@@ -11,14 +11,16 @@ import (
 
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
+	"nearchat/pkg/wiretest"
 )
 
 // offline closes k's control connection and waits until Central sees it.
 func (h *harness) offline(t *testing.T, k *ctl) {
 	t.Helper()
 	k.nc.Close()
-	waitFor(t, 5*time.Second, k.name+" offline", func() bool {
+	testkit.WaitFor(t, 5*time.Second, k.name+" offline", func() bool {
 		info, err := h.api.LookupClient(ctx(t), k.name)
 		return err == nil && !info.Online
 	})
@@ -112,7 +114,7 @@ func TestHoldingReconciles(t *testing.T) {
 	c := w.user(t, "carol")
 	const room = "r-00aa11bb22cc"
 	a.send(&proto.Holding{Rooms: []proto.Held{{Room: room, Epoch: 5, Server: "serv2"}}})
-	waitFor(t, 5*time.Second, "room adopted from alice's report", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "room adopted from alice's report", func() bool {
 		r, ok := w.roomOf(t, room)
 		return ok && r.Epoch == 5 && r.Server == "serv2" && r.Adopted
 	})
@@ -124,7 +126,7 @@ func TestHoldingReconciles(t *testing.T) {
 	}
 	// Reporting the placement settles it: the push goes, nothing repeats.
 	b.send(&proto.Holding{Rooms: []proto.Held{{Room: room, Epoch: 5, Server: "serv2"}}})
-	waitFor(t, 5*time.Second, "bob's push settled by his report", func() bool { return w.pushCount() == 0 })
+	testkit.WaitFor(t, 5*time.Second, "bob's push settled by his report", func() bool { return w.pushCount() == 0 })
 	// The same epoch on another server is a difference too.
 	b.send(&proto.Holding{Rooms: []proto.Held{{Room: room, Epoch: 5, Server: "serv1"}}})
 	if got := expect[*proto.Assign](b, nil); got.Epoch != 5 || got.Server.ID != "serv2" {
@@ -163,7 +165,7 @@ func TestDuplicateUnreachableOnePush(t *testing.T) {
 		t.Fatalf("bob got %+v", again)
 	}
 	b.send(&proto.AssignAck{Room: room.Room, Epoch: 1})
-	waitFor(t, 5*time.Second, "no push left after bob's ack", func() bool { return w.pushCount() == 0 })
+	testkit.WaitFor(t, 5*time.Second, "no push left after bob's ack", func() bool { return w.pushCount() == 0 })
 	// Nothing stale is repeated to bob.
 	w.clk.Advance(5 * w.c.cfg.AssignRetry)
 	b.send(&proto.Ping{ID: 3})
@@ -196,7 +198,7 @@ func TestReportersBoundedWhileDown(t *testing.T) {
 	}
 	room := chat(t, a, b)
 	clk.Advance(cfg.OfflineAfter + time.Second)
-	waitFor(t, 5*time.Second, "serv1 down", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "serv1 down", func() bool {
 		all, _ := h.api.AllServers(ctx(t))
 		return len(all) == 1 && !all[0].Up
 	})
@@ -223,7 +225,7 @@ func TestReportersBoundedWhileDown(t *testing.T) {
 	b.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
 	expect[*proto.Assign](b, nil)
 	b.send(&proto.AssignAck{Room: room.Room, Epoch: 1})
-	waitFor(t, 5*time.Second, "no push left", func() bool { return h.pushCount() == 0 })
+	testkit.WaitFor(t, 5*time.Second, "no push left", func() bool { return h.pushCount() == 0 })
 	b.send(&proto.Ping{ID: 5})
 	if p := expect[*proto.Pong](b, nil); p.ID != 5 {
 		t.Fatalf("bob got %+v after one answer", p)
@@ -266,7 +268,7 @@ func TestOneReportDoesNotEvictSlowServer(t *testing.T) {
 		return w.c.srvByID["serv1"].checks
 	}
 	a.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
-	waitFor(t, 10*time.Second, "Central's check of serv1 to fail", func() bool { return checks() == 1 })
+	testkit.WaitFor(t, 10*time.Second, "Central's check of serv1 to fail", func() bool { return checks() == 1 })
 	all, _ := w.api.AllServers(ctx(t))
 	for _, s := range all {
 		if s.ID == "serv1" && !s.Up {
@@ -316,7 +318,7 @@ func TestControlOutboundBounded(t *testing.T) {
 		u := h.c.users["mallory"]
 		return u != nil && u.sess != nil
 	}
-	waitFor(t, 5*time.Second, "mallory online", online)
+	testkit.WaitFor(t, 5*time.Second, "mallory online", online)
 	var pings []byte
 	for i := range 1000 {
 		pings, _ = wire.AppendFrame(pings, &proto.Ping{ID: uint64(i)})
@@ -357,8 +359,8 @@ func TestGhostRoomsExpire(t *testing.T) {
 	clk := newFakeClock()
 	cfg.Clock = clk.Now
 	h := startCentral(t, cfg)
-	e := startEcho(t)
-	if _, err := h.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.addr(), MaxRooms: 1}); err != nil {
+	e := wiretest.EchoServer(t, 0, nil)
+	if _, err := h.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.Addr(), MaxRooms: 1}); err != nil {
 		t.Fatal(err)
 	}
 	a, as := h.connect(t, "alice")
@@ -376,7 +378,7 @@ func TestGhostRoomsExpire(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "the ghost room to expire", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the ghost room to expire", func() bool {
 		_, ok := h.roomOf(t, ghost.Room)
 		return !ok
 	})
@@ -402,9 +404,7 @@ func TestServerEventsAnnounced(t *testing.T) {
 	}
 	a.send(&proto.Ping{ID: 8})
 	expect[*proto.Pong](a, nil)
-	a.mu.Lock()
-	got := append([]proto.ServerEvent(nil), a.events...)
-	a.mu.Unlock()
+	got := a.events
 	var states []string
 	for _, ev := range got {
 		if ev.Server.ID == "serv9" {
@@ -434,7 +434,7 @@ func TestStrandedRoomReplacedAfterRestart(t *testing.T) {
 	for _, k := range []*ctl{a, b} {
 		k.send(&proto.Holding{Rooms: []proto.Held{{Room: room, Epoch: 3, Server: "serv1"}}})
 	}
-	waitFor(t, 5*time.Second, "both members adopted", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "both members adopted", func() bool {
 		r, ok := h.roomOf(t, room)
 		return ok && len(r.Members) == 2
 	})
@@ -465,8 +465,8 @@ func TestPlaceholderNameNeedsItsToken(t *testing.T) {
 	bs := h1.register(t, "bob")
 	h1.c.Close()
 	h2 := startCentral(t, cfg) // same secret, empty store
-	e := startEcho(t)
-	if _, err := h2.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.addr(), Secret: "s3cret"}); err != nil {
+	e := wiretest.EchoServer(t, 0, nil)
+	if _, err := h2.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.Addr(), Secret: "s3cret"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h2.api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{Secret: "s3cret",

@@ -8,6 +8,8 @@ import (
 	"nearchat/central/store"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
+	"nearchat/pkg/wiretest"
 )
 
 // fakeServer plays a chat server's side of the REST API.
@@ -44,8 +46,8 @@ type restartWorld struct {
 
 func twoServerChat(t *testing.T, cfg Config) restartWorld {
 	w := restartWorld{h: startCentral(t, cfg)}
-	w.s1 = &fakeServer{id: "serv1", addr: startEcho(t).addr()}
-	w.s2 = &fakeServer{id: "serv2", addr: startEcho(t).addr()}
+	w.s1 = &fakeServer{id: "serv1", addr: wiretest.EchoServer(t, 0, nil).Addr()}
+	w.s2 = &fakeServer{id: "serv2", addr: wiretest.EchoServer(t, 0, nil).Addr()}
 	w.s1.beat(t, w.h.api)
 	w.s2.beat(t, w.h.api)
 	w.a, w.as = w.h.connect(t, "alice")
@@ -77,7 +79,7 @@ func TestRestartRebuildsRooms(t *testing.T) {
 	cfg2 := testConfig(t)
 	cfg2.RESTListen, cfg2.ControlListen = restAddr, ctrlAddr
 	var h2 *harness
-	waitFor(t, 10*time.Second, "Central to start again on the same ports", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "Central to start again on the same ports", func() bool {
 		c, err := New(cfg2)
 		if err != nil {
 			t.Logf("restart: %v", err)

@@ -109,7 +109,7 @@ func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 	} else {
 		a = e.s.serve(m, c)
 	}
-	m.loop.st.busySince(start)
+	m.loop.st.done(start)
 	return a
 }
 

@@ -173,7 +173,7 @@ func (l *loop) Run(context.Context) error {
 	l.mu.Lock()
 	l.spare = q[:0]
 	l.mu.Unlock()
-	l.st.busySince(start)
+	l.st.done(start)
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"nearchat/pkg/testkit"
+
 	"github.com/chromedp/chromedp"
 )
 
@@ -125,7 +127,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := c.api.Drain(context.Background(), "serv1", secret); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
+	testkit.WaitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
 	send(t, sb, alice, 5)
 	do("see the move",
 		chromedp.WaitVisible(chromedp.CSS(`#rooms tbody tr[data-server="serv3"]`)),

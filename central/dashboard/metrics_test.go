@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"nearchat/pkg/testkit"
 )
 
 // TestMetricsFollowAMove starts a real cluster, chats, drains the room's
@@ -67,8 +69,8 @@ func TestMetricsFollowAMove(t *testing.T) {
 	if err := c.api.Drain(context.Background(), "serv1", secret); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
-	waitFor(t, 10*time.Second, "both members on serv3", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
+	testkit.WaitFor(t, 10*time.Second, "both members on serv3", func() bool {
 		return value(scrape(t, c.prom["serv3"]), "nearchat_chatserver_members") == 2
 	})
 	send(t, sb, alice, 10)
@@ -105,7 +107,7 @@ func TestMetricsFollowAMove(t *testing.T) {
 	if busy := value(after3, "nearchat_chatserver_loop_busy_seconds_total"); busy <= 0 {
 		t.Errorf("serv3 loop busy time = %v, want > 0", busy)
 	}
-	waitFor(t, 10*time.Second, "serv1 empty", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "serv1 empty", func() bool {
 		m := scrape(t, c.prom["serv1"])
 		return value(m, "nearchat_chatserver_rooms") == 0 && value(m, "nearchat_chatserver_history_messages") == 0
 	})
