@@ -16,7 +16,6 @@ import (
 	"nearchat/pkg/connlimit"
 	"nearchat/pkg/gnetlog"
 	"nearchat/pkg/proto"
-	"nearchat/pkg/rtt"
 	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
 )
@@ -25,16 +24,14 @@ import (
 const helloTimeout = 5 * time.Second
 
 // Bounds of one control connection. Replies and pushes that the client does
-// not read wait in its outbound buffer; past ctrlPauseOutbound its input is
-// left unread, and a connection whose unread input grows past
+// not read wait in its outbound buffer; past a quarter of Config.MaxOutbound
+// its input is left unread, and a connection whose unread input grows past
 // ctrlMaxInbound meanwhile, that stays paused for ctrlMaxPause, or whose
-// output passes ctrlMaxOutbound, is cut off as a slow consumer. One client that never
-// reads thus costs Central a few hundred KiB at most.
+// output passes MaxOutbound, is cut off as a slow consumer. One client that
+// never reads thus costs Central about MaxOutbound at most.
 const (
-	ctrlPauseOutbound = 256 << 10
-	ctrlMaxOutbound   = 1 << 20
-	ctrlMaxInbound    = 256 << 10
-	ctrlMaxPause      = 5 * time.Second
+	ctrlMaxInbound = 256 << 10
+	ctrlMaxPause   = 5 * time.Second
 )
 
 // conn is one control connection.
@@ -247,12 +244,13 @@ func (c *Central) fatal(cn *conn, code proto.Code, reason string) {
 }
 
 // backPressure reports whether cn's input must stay unread for now: its
-// output is over ctrlPauseOutbound. It cuts off a connection whose unread
+// output is over a quarter of MaxOutbound. It cuts off a connection whose unread
 // input passes ctrlMaxInbound meanwhile. Event loop only.
 func (c *Central) backPressure(cn *conn, inbound int) bool {
 	out := int64(cn.gc.OutboundBuffered())
 	cn.outbound.Store(out)
-	if out+cn.queued.Load() <= ctrlPauseOutbound {
+	pause := int64(c.cfg.MaxOutbound / 4)
+	if out+cn.queued.Load() <= pause {
 		cn.paused.Store(false)
 		return false
 	}
@@ -260,7 +258,7 @@ func (c *Central) backPressure(cn *conn, inbound int) bool {
 		cn.pausedAt.Store(time.Now().UnixNano())
 	}
 	if inbound > ctrlMaxInbound {
-		c.fatal(cn, proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes of replies unread", ctrlPauseOutbound))
+		c.fatal(cn, proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes of replies unread", pause))
 	}
 	return true
 }
@@ -282,15 +280,15 @@ func (c *Central) wakePausedLocked() {
 }
 
 // writeLocked queues frame on cn; frame must not change afterwards. A
-// connection whose unsent output would pass ctrlMaxOutbound is cut off
+// connection whose unsent output would pass MaxOutbound is cut off
 // instead.
 func (c *Central) writeLocked(cn *conn, frame []byte) {
 	if cn.dead.Load() {
 		return
 	}
 	n := int64(len(frame))
-	if cn.queued.Load()+cn.outbound.Load()+n > ctrlMaxOutbound {
-		c.fatalLocked(cn, proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", ctrlMaxOutbound))
+	if limit := int64(c.cfg.MaxOutbound); cn.queued.Load()+cn.outbound.Load()+n > limit {
+		c.fatalLocked(cn, proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread (limit %d); read your control connection", cn.queued.Load()+cn.outbound.Load()+n, limit))
 		return
 	}
 	cn.queued.Add(n)
@@ -386,6 +384,8 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 		c.ackLocked(u, m)
 	case *proto.Unreachable:
 		c.unreachableLocked(cn, u, m)
+	case *proto.Holding:
+		c.holdingLocked(cn, u, m)
 	case *proto.LeaveRoom:
 		r := c.roomByID[m.Room]
 		if r == nil || !r.hasMember(u) {
@@ -418,97 +418,11 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 		c.online++
 	}
 	u.sess = cn
-	u.everOnline = true
 	cn.user = u
 	c.sendLocked(cn, &proto.Welcome{V: wire.Version, Server: "central", Max: wire.MaxFrame, User: u.name})
 	now := c.now()
 	for _, p := range u.pushes {
+		p.first = now // the give-up clock stood still while u was away
 		c.sendPushLocked(p, now)
 	}
-}
-
-// unreachableLocked handles a member's report that its room's server is
-// gone: a member behind the room's current placement is simply told it
-// again; otherwise Central checks the server itself.
-func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
-	r := c.roomByID[m.Room]
-	if r == nil || !r.hasMember(u) {
-		c.sendLocked(cn, &proto.Error{Code: proto.CodeNotFound, Reason: "you are not a member of this room", Ref: m.Room})
-		return
-	}
-	if r.srv == nil || r.epoch != m.Epoch || r.srv.rec.ID != m.Server {
-		if p := u.pushes[r.id]; p != nil {
-			c.sendPushLocked(p, c.now())
-		} else if r.srv != nil {
-			c.resendPlacementLocked(u, r)
-		}
-		return
-	}
-	r.srv.reporters = append(r.srv.reporters, reporter{u, r})
-	if r.srv.suspectAt.IsZero() {
-		r.srv.suspectAt = c.now()
-	}
-	c.probeLocked(r.srv)
-}
-
-// resendPlacementLocked pushes r's current placement to u alone.
-func (c *Central) resendPlacementLocked(u *user, r *room) {
-	now := c.now()
-	frame, err := c.assignFrame(&proto.Assign{
-		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
-		Members: r.memberNames(), Reason: "current placement",
-	}, u.name, now)
-	if err != nil {
-		return
-	}
-	p := &push{u: u, room: r.id, epoch: r.epoch, frame: frame, first: now, next: now}
-	u.pushes[r.id] = p
-	c.pushes[p] = struct{}{}
-	c.sendPushLocked(p, now)
-}
-
-// probeLocked starts one echo check of s unless one is running.
-func (c *Central) probeLocked(s *srv) {
-	if s.probing || s.rec.Down || s.gone {
-		return
-	}
-	s.probing = true
-	addr, id := s.rec.Addr, s.rec.ID
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ProbeTimeout)
-		err := echo(ctx, addr, c.cfg.ChatTLS)
-		cancel()
-		c.mu.Lock()
-		s.probing = false
-		down := err != nil && c.ctx.Err() == nil && c.srvByID[id] == s
-		if down {
-			c.markDownLocked(s, "reported unreachable and failed Central's echo check: "+err.Error())
-		} else if err == nil {
-			s.suspectAt = time.Time{}
-			for _, rep := range s.reporters {
-				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
-					c.resendPlacementLocked(rep.u, rep.r)
-				}
-			}
-		}
-		s.reporters = nil
-		c.mu.Unlock()
-		if down {
-			c.kickScan()
-		} else if err == nil {
-			c.log.Info("server reported unreachable answers Central's echo", "server", id)
-		}
-	}()
-}
-
-// echo checks that a chat server answers Hello and one Ping.
-func echo(ctx context.Context, addr string, tc *tls.Config) error {
-	var d proto.Dialer = &net.Dialer{}
-	if tc != nil {
-		d = &tlsconfig.Dialer{Config: tc}
-	}
-	_, err := rtt.Probe(ctx, d, addr, 1, 0)
-	return err
 }

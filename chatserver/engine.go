@@ -38,6 +38,7 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
 	n := s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
+	m.lastRead.Store(s.now.Load())
 	if h, ok := c.Context().(*tlsHandoff); ok {
 		h.t.attach(c)
 		m.tls = h.c
@@ -74,6 +75,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 	if m, ok := c.Context().(*member); ok {
 		s.release(m)
 		m.dead, m.gone = true, true
+		m.forgetBacklog()
 		if m.room != nil {
 			s.leave(m)
 		}
@@ -106,6 +108,7 @@ type inbound interface {
 // serve handles every complete frame in c, m's inbound bytes. Event loop
 // only.
 func (s *Server) serve(m *member, c inbound) gnet.Action {
+	m.lastRead.Store(s.now.Load())
 	now := time.Now()
 	for !m.dead {
 		buffered := c.InboundBuffered()
@@ -124,7 +127,7 @@ func (s *Server) serve(m *member, c inbound) gnet.Action {
 			return gnet.None
 		}
 		if err == nil {
-			m.partialAt, m.lastIn = time.Time{}, now
+			m.partialAt = time.Time{}
 			m.loop.st.received(n)
 			err = s.handle(m, t, body)
 			_, _ = c.Discard(n)

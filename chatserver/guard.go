@@ -17,16 +17,16 @@ import (
 // TLS, since TLS peers reach the same event loops.
 //
 // Each event loop has a guardSet of its connections, touched only on that
-// loop; reapLoop asks every loop to sweep its set once per guardTick.
+// loop; flowLoop (flow.go) asks every loop to sweep its set once per
+// guardTick.
 
-// guardTick is the period of the sweep (two of reapLoop's ticks), and so
+// guardTick is the period of the sweep (a multiple of flowLoop's ticks), and so
 // the resolution of every deadline below.
 const guardTick = doomGrace / 4
 
 // guardState is the guard's part of a member. Loop only.
 type guardState struct {
 	opened    time.Time // accepted
-	lastIn    time.Time // the last complete frame arrived
 	partialAt time.Time // the first byte of an incomplete frame arrived; zero when none
 	paused    bool      // input left unread until the output drains
 	pausedAt  time.Time // when paused was last set
@@ -61,7 +61,7 @@ func (s *Server) guardFor(el gnet.EventLoop) *guardSet {
 	return g
 }
 
-// sweepGuards schedules a sweep on every loop; reapLoop calls it each
+// sweepGuards schedules a sweep on every loop; flowLoop calls it each
 // guardTick.
 func (s *Server) sweepGuards() {
 	s.guardMu.Lock()
@@ -84,7 +84,7 @@ func (w *sweeper) Run(context.Context) error {
 			m.kill(proto.CodeTimeout, fmt.Sprintf("no hello within %v", s.cfg.HelloTimeout))
 		case !m.partialAt.IsZero() && now.Sub(m.partialAt) > s.cfg.FrameTimeout:
 			m.kill(proto.CodeTimeout, fmt.Sprintf("a frame took more than %v to arrive", s.cfg.FrameTimeout))
-		case m.hello && now.Sub(m.lastIn) > s.cfg.IdleTimeout:
+		case m.hello && s.cfg.IdleTimeout > 0 && now.UnixNano()-m.lastRead.Load() > int64(s.cfg.IdleTimeout):
 			m.kill(proto.CodeTimeout, fmt.Sprintf("nothing received for %v (clients ping)", s.cfg.IdleTimeout))
 		case m.paused && now.Sub(m.pausedAt) > maxPause:
 			m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread for %v", s.cfg.MaxOutbound/2, maxPause))
@@ -101,7 +101,7 @@ func (w *sweeper) Run(context.Context) error {
 // it to its loop's guard set. It returns false when it must be refused.
 // Loop only.
 func (s *Server) admit(m *member) bool {
-	m.opened, m.lastIn = time.Now(), time.Now()
+	m.opened = time.Now()
 	m.guard = s.guardFor(m.c.EventLoop())
 	m.guard.conns[m] = struct{}{}
 	if !s.port.Acquire(m.c.RemoteAddr(), 1) {

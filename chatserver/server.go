@@ -46,8 +46,10 @@ type Server struct {
 	closeErr  error
 
 	conns          atomic.Int64
+	now            atomic.Int64 // Unix ns, kept current by flowLoop for cheap timestamps
+	outBytes       atomic.Int64 // members' unsent bytes, as last seen (member.outb)
 	histFrames     atomic.Int64 // held by the rooms' history rings, when Config.Metrics is on
-	histBytes      atomic.Int64
+	histBytes      atomic.Int64 // held by the rooms' history rings, always counted (HistoryBudget)
 	resendsDropped atomic.Uint64
 
 	loopsUp  chan struct{} // closed by the first OnTick: the event loops exist
@@ -181,6 +183,7 @@ func New(cfg Config) (*Server, error) {
 	case <-s.exited:
 		return fail(fmt.Errorf("chatserver: event loops did not start: %w", s.runErr))
 	}
+	s.now.Store(time.Now().UnixNano()) // before the first connection stamps lastRead
 	if tlsLn != nil {
 		s.front = newTLSFront(s, tlsLn)
 	}
@@ -193,7 +196,7 @@ func New(cfg Config) (*Server, error) {
 			connlimit.Feed(plainLn, s.eng, s.lim, full, s.log.Warn)
 		}()
 	}
-	go s.reapLoop()
+	go s.flowLoop()
 	s.startAgent()
 	s.log.Info("chat server listening", "addr", s.Addr(), "plain", s.addr, "tls", s.front != nil, "loops", s.numLoops(), "id", s.cfg.ID)
 	return s, nil

@@ -153,8 +153,13 @@ type RoomReport struct {
 }
 
 // HeartbeatRequest is the body of POST /v1/servers/{id}/heartbeat.
+// Rooms is one page of the server's rooms (the changed ones first, the
+// rest in turn), so a heartbeat stays small however many rooms a server
+// hosts; Total is how many it hosts (0 from an older server means
+// len(Rooms)).
 type HeartbeatRequest struct {
 	Conns int          `json:"conns"`
+	Total int          `json:"total,omitempty"`
 	Rooms []RoomReport `json:"rooms"`
 }
 
