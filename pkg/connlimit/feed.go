@@ -57,4 +57,3 @@ func Feed(ln net.Listener, eng gnet.Engine, l *Limiter, refusal []byte, logf fun
 		}
 	}
 }
-
