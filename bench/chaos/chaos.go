@@ -30,11 +30,15 @@ type Config struct {
 	CentralRSS, ServerRSS int64
 	// Rate is each bot's messages per second.
 	Rate float64
+	// Hold is how long the long faults last: a slow reader reads slowly
+	// for Hold, a stalled reader stops for Hold/2. make chaos holds them
+	// for a minute; the short run in make test scales them down.
+	Hold time.Duration
 }
 
 // DefaultConfig returns the caps and timings the README states.
 func DefaultConfig() Config {
-	return Config{Bin: "bin", Converge: 5 * time.Second, CentralRSS: 32 << 20, ServerRSS: 64 << 20, Rate: 20}
+	return Config{Bin: "bin", Converge: 5 * time.Second, CentralRSS: 32 << 20, ServerRSS: 64 << 20, Rate: 20, Hold: time.Minute}
 }
 
 // Result is what one scenario run found.
@@ -180,15 +184,21 @@ type Scenario struct {
 	// What the scenario injects, for the listing.
 	Doc string
 	// ServerArgs and BotArgs are extra flags for every chat server and
-	// bot of this scenario.
+	// bot of this scenario; HoldArgs, more server flags that scale with
+	// Config.Hold.
 	ServerArgs, BotArgs []string
+	HoldArgs            func(hold time.Duration) []string
 	// Rate overrides Config.Rate when set.
 	Rate float64
-	// NoLoss makes any Missed a violation too: the design's
-	// "back-pressure before loss" (a slow member slows the senders before
-	// a buffer overflows) allows no loss where every process stays up.
+	// NoLoss makes any Missed, and any member's chat link breaking, a
+	// violation too: the design's "back-pressure before loss" (a slow
+	// member slows the senders before a buffer overflows) allows no loss
+	// and no cut-off where every process stays up.
 	NoLoss bool
 	Run    func(e *Env) error
+	// Check, when set, looks at every bot event once the bots stopped
+	// and reports what the scenario alone promises.
+	Check func(e *Env, evs []cluster.Event)
 }
 
 var members = []string{"alice", "bob", "carol"}
@@ -270,6 +280,9 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		}
 		// Later flags win: a scenario's ServerArgs may override these.
 		args := append([]string{"-heartbeat", "500ms", "-drain-timeout", "3s"}, sc.ServerArgs...)
+		if sc.HoldArgs != nil {
+			args = append(args, sc.HoldArgs(e.cfg.Hold)...)
+		}
 		if _, err := c.AddServer(ctx, cluster.ServerOptions{ID: id, Listen: listen, Advertise: e.Chat[id].Addr(),
 			Central: e.Beat[id].Addr(), Args: args}); err != nil {
 			return err
@@ -358,10 +371,21 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	}
 	wg.Wait()
 	stopRSS()
-	viol, recv, missed := delivery(c.Events.All(), stopAt)
+	evs := c.Events.All()
+	viol, recv, missed := delivery(evs, stopAt)
 	res.Received, res.Missed = recv, missed
 	if sc.NoLoss && missed > 0 {
 		e.Violate("%d messages reported missed with every process up: back-pressure should have slowed the senders first", missed)
+	}
+	if sc.NoLoss {
+		for _, ev := range evs {
+			if ev.Kind() == "broken" && ev.At.Before(stopAt) {
+				e.Violate("%s was cut off from %s with every process up: %s", ev.Bot, ev.Str("server"), ev.Str("err"))
+			}
+		}
+	}
+	if sc.Check != nil {
+		sc.Check(e, evs)
 	}
 	for _, v := range viol {
 		e.Violate("%s", v)
