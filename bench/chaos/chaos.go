@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -356,6 +357,7 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	if err := e.Sleep(1500 * time.Millisecond); err != nil {
 		return err
 	}
+	e.settle(30 * time.Second)
 	// Stop every bot at once; each stops sending, lets its last messages
 	// be acknowledged and prints its report.
 	stopAt := time.Now()
@@ -400,6 +402,66 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		}
 	}
 	return nil
+}
+
+// settle waits, up to timeout, until every running bot has received (or
+// been told it missed) what every other running bot had sent when settle
+// was called. Flow control holds a stalled reader's senders back, so after
+// a long stall messages sent seconds ago may still be on their way; they
+// are owed, and the bots must not stop before they arrive. A backlog that
+// never drains is left to the delivery check to report.
+func (e *Env) settle(timeout time.Duration) {
+	running := map[string]int{}
+	for _, b := range e.C.Bots() {
+		if b.Running() {
+			running[b.Name] = b.Starts()
+		}
+	}
+	sent := map[string]uint64{} // "sender inc": its last number so far
+	got := map[string]uint64{}  // "receiver|sender inc" (or "receiver|sender" for a Missed)
+	pos := 0
+	scan := func() {
+		evs := e.C.Events.All()
+		for _, ev := range evs[pos:] {
+			if running[ev.Bot] != ev.Run {
+				continue
+			}
+			switch ev.Kind() {
+			case "sent":
+				k := ev.Bot + " " + ev.Str("inc")
+				sent[k] = max(sent[k], uint64(ev.Num("num")))
+			case "received":
+				k := ev.Bot + "|" + ev.Str("from") + " " + ev.Str("inc")
+				got[k] = max(got[k], uint64(ev.Num("num")))
+			case "missed":
+				k := ev.Bot + "|" + ev.Str("from")
+				got[k] = max(got[k], uint64(ev.Num("last")))
+			}
+		}
+		pos = len(evs)
+	}
+	scan()
+	owed := maps.Clone(sent)
+	start := time.Now()
+	err := cluster.WaitFor(e.ctx, timeout, func() bool {
+		scan()
+		for s, last := range owed {
+			from, _, _ := strings.Cut(s, " ")
+			for r := range running {
+				if r != from && got[r+"|"+s] < last && got[r+"|"+from] < last {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if err != nil {
+		e.log("not every message sent before the stop arrived within %v", timeout)
+		return
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		e.log("the last backlog drained in %v", d.Round(time.Millisecond))
+	}
 }
 
 // sampleRSS records the largest RSS of Central and each chat server until
