@@ -15,24 +15,7 @@ import (
 // fix it waits for (the engineer's branch that carries it). The short run
 // in make test skips them; make chaos runs them all. Re-enable one by
 // deleting its line once its fix has merged and it passes.
-var waitingFor = map[string]string{
-	// A member partitioned from Central while its room moves, its old
-	// server still up, is never told: the room splits for good
-	// (reliability review finding 1).
-	"partition-during-move": "converge (placement on Hello and on a stale heartbeat)",
-	// Central forgets a room whose server dies while Central is down: the
-	// members stay on the dead server and their messages wait unreported.
-	"kill-server-central-down": "converge (Central rebuilds rooms after a restart)",
-	// A client restarted with its token is never told its room's
-	// placement (reliability review finding 1).
-	"client-kill-restart": "converge (Central sends the current placement on Hello)",
-	// The same, for the sender; then its numbering restarts at 1 and the
-	// receivers drop its messages as duplicates (finding 4).
-	"member-restart-midstream": "converge (placement on Hello), then delivery (sender incarnations)",
-	// One member's Unreachable and a 500 ms echo check evict every room
-	// from a live but slow server (finding 7).
-	"slow-server-checks": "converge (more than one failed check before down)",
-}
+var waitingFor = map[string]string{}
 
 // bins builds central, chatserver and chat once per test run, so the
 // harness runs what this tree holds whatever make built, and returns their
