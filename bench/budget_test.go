@@ -34,7 +34,7 @@ func TestBudgetRSS(t *testing.T) {
 		t.Skip("set NEARCHAT_BENCH=1 to run the budget RSS measurement")
 	}
 	const (
-		historyBudget  = 128 << 20
+		historyBudget  = 256 << 20
 		outboundBudget = 32 << 20
 		history        = 256
 		rooms          = 1000
@@ -94,7 +94,7 @@ func TestBudgetRSS(t *testing.T) {
 	fmt.Printf("  %-44s %12s %12s\n", "none (after start)", mib(base), mib(historyBudget+outboundBudget))
 	fmt.Printf("  %-44s %12s %12s   (%.0f bytes/member, %v to join)\n", fmt.Sprintf("%d idle members, rooms of 4", len(cs)),
 		mib(idle), mib(historyBudget+outboundBudget), float64(idle-base)/float64(max(len(cs), 1)), idleSetup.Round(time.Second))
-	fmt.Printf("  %-44s %12s %12s   (%s of history offered, %v to send)\n", fmt.Sprintf("%d rooms x %d messages of %d B", rooms, history, textSize),
+	fmt.Printf("  %-44s %12s %12s   (%s of message text, %v to send)\n", fmt.Sprintf("%d rooms x %d messages of %d B", rooms, history, textSize),
 		mib(full), mib(historyBudget+outboundBudget), mib(int64(rooms*history*textSize)), fill.Round(time.Second))
 
 	// The histories must stay within their budget: 64 MiB covers the
