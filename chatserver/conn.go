@@ -53,6 +53,9 @@ func (m *member) write(b []byte, max int) {
 	if m.dead {
 		return
 	}
+	if m.loop.ackTo == m {
+		m.loop.flushAcks() // acknowledgements keep their place in the stream
+	}
 	if m.c.OutboundBuffered() > max {
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
 		return
@@ -197,14 +200,19 @@ func (s *Server) onJoin(m *member, body []byte) error {
 
 // onChat broadcasts a joined member's message to its room.
 func (s *Server) onChat(m *member, body []byte) error {
-	var msg proto.Chat
-	if err := wire.Unmarshal(body, &msg); err != nil {
-		return fatal(proto.CodeBadBody, "chat: %v", err)
+	num, at, text, ok := proto.ScanChat(body)
+	if !ok {
+		// Not the encoding the fast path knows: the codec decides.
+		var msg proto.Chat
+		if err := wire.Unmarshal(body, &msg); err != nil {
+			return fatal(proto.CodeBadBody, "chat: %v", err)
+		}
+		num, at, text = msg.Num, msg.At, []byte(msg.Text)
 	}
-	if len(msg.Text) > proto.MaxText {
-		return fatal(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(msg.Text), proto.MaxText)
+	if len(text) > proto.MaxText {
+		return fatal(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(text), proto.MaxText)
 	}
-	s.broadcast(m, &msg)
+	s.broadcast(m, num, at, text)
 	return nil
 }
 

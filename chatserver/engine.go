@@ -91,7 +91,13 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 	s := e.s
 	s.conns.Add(-1)
 	if m, ok := c.Context().(*member); ok {
+		m.loop.enter()
+		defer m.loop.exit()
 		m.dead, m.gone = true, true
+		if m.loop.ackTo == m {
+			m.loop.ackTo = nil
+			m.loop.acks = m.loop.acks[:0]
+		}
 		if m.room != nil {
 			s.leave(m)
 		}
@@ -102,6 +108,8 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTraffic parses every complete frame buffered for c.
 func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
+	m.loop.enter()
+	defer m.loop.exit()
 	if m.tls != nil {
 		return e.s.serveTLS(m)
 	}
