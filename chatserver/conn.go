@@ -1,7 +1,6 @@
 package chatserver
 
 import (
-	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -19,7 +18,7 @@ import (
 // room and not changed after.
 type member struct {
 	c     gnet.Conn
-	tls   *tls.Conn // nil for a plaintext member; writes go through it
+	rec   *recordLayer // TLS: protects what is read and written; nil for plaintext
 	loop  *loop
 	hello bool
 	dead  bool // nothing more is written: closed, or closing
@@ -40,8 +39,8 @@ type member struct {
 // send writes b to the member's connection, encrypted if it is TLS. Event
 // loop only.
 func (m *member) send(b []byte) {
-	if m.tls != nil {
-		_, _ = m.tls.Write(b)
+	if m.rec != nil {
+		m.loop.sealTo(m, b)
 		return
 	}
 	_, _ = m.c.Write(b)

@@ -59,9 +59,8 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
 	n := s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
-	if h, ok := c.Context().(*tlsHandoff); ok {
-		h.t.attach(c)
-		m.tls = h.c
+	if rl, ok := c.Context().(*recordLayer); ok {
+		m.rec = rl
 	}
 	c.SetContext(m)
 	var refuse []byte
@@ -71,15 +70,15 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	case n > int64(s.cfg.MaxConns):
 		refuse = errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns))
 	default:
-		if m.tls != nil {
-			// Records that arrived with the end of the handshake are
-			// already in the tls.Conn: have OnTraffic look at them.
+		if m.rec != nil && m.rec.pending != nil {
+			// Records that arrived with the end of the handshake: have
+			// OnTraffic look at them.
 			_ = c.Wake(nil)
 		}
 		return nil, gnet.None
 	}
 	m.dead = true
-	if m.tls != nil {
+	if m.rec != nil {
 		m.send(refuse)
 		return nil, gnet.Close
 	}
@@ -110,7 +109,7 @@ func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
 	m.loop.enter()
 	defer m.loop.exit()
-	if m.tls != nil {
+	if m.rec != nil {
 		return e.s.serveTLS(m)
 	}
 	return e.s.serve(m, c)

@@ -82,12 +82,17 @@ type loop struct {
 	acks  []byte  // loop only
 	ackTo *member // loop only
 
-	batch    []byte       // frames of a run of broadcasts, concatenated; loop only
-	plain    plainIn      // a TLS member's decrypted input while it is served; loop only
-	plainBuf []byte       // plain's buffer, kept between members; loop only
-	doomed   []*member    // cut off, waiting for their error frame to drain; loop only
-	ndoomed  atomic.Int32 // len(doomed), for the reaper goroutine
-	reaper   reaper
+	batch []byte // frames of a run of broadcasts, concatenated; loop only
+	// TLS scratch, loop only: a member's ciphertext and plaintext while it
+	// is served, records being sealed, and the AEAD nonce.
+	plain     plainIn
+	plainBuf  []byte
+	cipherBuf []byte
+	sealBuf   []byte
+	nonce     [12]byte
+	doomed    []*member    // cut off, waiting for their error frame to drain; loop only
+	ndoomed   atomic.Int32 // len(doomed), for the reaper goroutine
+	reaper    reaper
 }
 
 func (l *loop) doom(m *member) {

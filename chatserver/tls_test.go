@@ -370,3 +370,65 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSResumedAndEagerClients: a client resuming its session with a
+// ticket (the server sent tickets under the new keys, which the record
+// layer must count) and a client whose first frames ride in the same
+// segment as its Finished both chat normally.
+func TestTLSResumedAndEagerClients(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	cfg, err := tlsconfig.Client(ca.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "127.0.0.1"
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	join := func(user string) (*peer, bool) {
+		raw, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := tls.Client(raw, cfg)
+		t.Cleanup(func() { c.Close() })
+		// Hello and Join are written before the handshake is driven, so
+		// they leave with the client's Finished.
+		b, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version})
+		b, _ = wire.AppendFrame(b, &proto.Join{Room: "resume", User: user})
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		p := &peer{t: t, conn: c, r: bufio.NewReader(c)}
+		p.expect(proto.TWelcome)
+		p.expect(proto.TJoined)
+		return p, c.ConnectionState().DidResume
+	}
+	a, _ := join("alice")
+	// Tickets arrive after the handshake; reading a frame took them in.
+	b, resumed := join("bob")
+	if !resumed {
+		t.Fatal("second connection did not resume its session")
+	}
+	// Each side reads the other's message, skipping its own Acks.
+	deliver := func(p *peer) *proto.Deliver {
+		for {
+			m, err := p.next(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d, ok := m.(*proto.Deliver); ok {
+				return d
+			}
+		}
+	}
+	for i := uint64(1); i <= 3; i++ {
+		a.send(&proto.Chat{Num: i, Text: "to bob"})
+		b.send(&proto.Chat{Num: i, Text: "to alice"})
+		if d := deliver(b); d.Num != i || d.From != "alice" {
+			t.Fatalf("bob got %+v", d)
+		}
+		if d := deliver(a); d.Num != i || d.From != "bob" {
+			t.Fatalf("alice got %+v", d)
+		}
+	}
+}

@@ -241,6 +241,15 @@ func (c *child) line(prefix string) (string, error) {
 	}
 }
 
+// heapProfile makes the child write a heap profile to path.
+func (c *child) heapProfile(path string) error {
+	if _, err := io.WriteString(c.stdin, "heap "+path+"\n"); err != nil {
+		return err
+	}
+	_, err := c.line("ok")
+	return err
+}
+
 // gc makes the child collect garbage and return free memory to the OS.
 func (c *child) gc() error {
 	if _, err := io.WriteString(c.stdin, "gc\n"); err != nil {

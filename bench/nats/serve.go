@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -131,9 +132,16 @@ func serveChild(kind string, tlsOn bool, certDir, profile string) int {
 	fmt.Printf("ADDR %s\n", addr)
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		if in.Text() == "gc" {
+		switch cmd, arg, _ := strings.Cut(in.Text(), " "); cmd {
+		case "gc":
 			runtime.GC()
 			debug.FreeOSMemory()
+			fmt.Println("ok")
+		case "heap":
+			if f, err := os.Create(arg); err == nil {
+				_ = pprof.WriteHeapProfile(f)
+				f.Close()
+			}
 			fmt.Println("ok")
 		}
 	}
