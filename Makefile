@@ -9,8 +9,9 @@ BENCHFLAGS ?=
 COMPAREFLAGS ?=
 
 # Debian packages the tests use: tmux drives the terminal client in its
-# integration test. The Mininet scenario installs its own.
-APT_TEST_DEPS := tmux
+# integration test; chromium (headless) drives the dashboard in its browser
+# test. The Mininet scenario installs its own.
+APT_TEST_DEPS := tmux chromium
 
 MININET_FLAGS ?=
 

@@ -45,34 +45,44 @@ func runCells(t testing.TB, kind string, members int, d time.Duration) ([]cell, 
 		if err := s.SetSize(size.bytes); err != nil {
 			return nil, err
 		}
-		for range 4 * cap(s.tokens) {
-			if err := s.Send(); err != nil {
-				return nil, fmt.Errorf("%s members=%d: warm-up: %w", kind, members, err)
-			}
-		}
-		if err := s.Drain(); err != nil {
-			return nil, fmt.Errorf("%s members=%d: warm-up: %w", kind, members, err)
-		}
-		s.Reset()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		end := time.Now().Add(d)
-		for i := 0; ; i++ {
-			if i%64 == 0 && time.Now().After(end) {
-				break
-			}
-			if err := s.Send(); err != nil {
-				return nil, fmt.Errorf("%s members=%d: %w", kind, members, err)
-			}
-		}
-		if err := s.Drain(); err != nil {
+		c, err := measureFor(s, d)
+		if err != nil {
 			return nil, fmt.Errorf("%s members=%d: %w", kind, members, err)
 		}
-		runtime.ReadMemStats(&after)
-		r := s.Result()
-		cells = append(cells, cell{res: r, allocsPerMsg: float64(after.Mallocs-before.Mallocs) / float64(max(r.Messages, 1))})
+		cells = append(cells, c)
 	}
 	return cells, nil
+}
+
+// measureFor warms s up, then sends for about d and waits for the last
+// messages to arrive.
+func measureFor(s *Session, d time.Duration) (cell, error) {
+	for range 4 * cap(s.tokens) {
+		if err := s.Send(); err != nil {
+			return cell{}, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	if err := s.Drain(); err != nil {
+		return cell{}, fmt.Errorf("warm-up: %w", err)
+	}
+	s.Reset()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	end := time.Now().Add(d)
+	for i := 0; ; i++ {
+		if i%64 == 0 && time.Now().After(end) {
+			break
+		}
+		if err := s.Send(); err != nil {
+			return cell{}, err
+		}
+	}
+	if err := s.Drain(); err != nil {
+		return cell{}, err
+	}
+	runtime.ReadMemStats(&after)
+	r := s.Result()
+	return cell{res: r, allocsPerMsg: float64(after.Mallocs-before.Mallocs) / float64(max(r.Messages, 1))}, nil
 }
 
 // TestCompareTable runs every BenchmarkBroadcast workload against both

@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -247,6 +248,13 @@ func (s *Session) join(addr string, i int) (*member, int, error) {
 		}
 		switch t {
 		case proto.TWelcome:
+			m, err := proto.Decode(t, body)
+			if err == nil {
+				_, err = proto.CheckWelcome(m)
+			}
+			if err != nil {
+				return fail(err)
+			}
 			got++
 		case proto.TJoined:
 			if err := wire.Unmarshal(body, &joined); err != nil {
@@ -470,6 +478,16 @@ func (f *frameReader) init(c net.Conn, size int) {
 	f.c, f.buf = c, make([]byte, size)
 }
 
+// InboundBuffered and Peek make f a wire.Inbound.
+func (f *frameReader) InboundBuffered() int { return f.w - f.r }
+
+func (f *frameReader) Peek(n int) ([]byte, error) {
+	if n > f.w-f.r {
+		return nil, io.ErrShortBuffer
+	}
+	return f.buf[f.r : f.r+n], nil
+}
+
 // frame splits off the next whole buffered frame; ok is false when no
 // whole frame is buffered, and the buffer has then grown if the next frame
 // would not fit.
@@ -478,7 +496,7 @@ func (f *frameReader) frame() (t wire.Type, body []byte, ok bool, err error) {
 		f.r, f.w = 0, 0
 		return 0, nil, false, nil
 	}
-	t, body, n, err := wire.ParseFrame(f.buf[f.r:f.w], 0)
+	t, body, n, err := wire.Next(f, 0)
 	if err == nil {
 		f.r += n
 		return t, body, true, nil
@@ -487,7 +505,7 @@ func (f *frameReader) frame() (t wire.Type, body []byte, ok bool, err error) {
 		return 0, nil, false, err
 	}
 	f.compact()
-	if n, err := wire.FrameLen(f.buf[:f.w], 0); err == nil && n > len(f.buf) {
+	if n > len(f.buf) {
 		f.buf = append(f.buf, make([]byte, n-len(f.buf))...)
 	}
 	return 0, nil, false, nil

@@ -52,6 +52,7 @@ type Central struct {
 	rnd        *rand.Rand
 	workerRnds []*rand.Rand
 	online     int
+	obs        *observer
 
 	kick chan struct{}
 
@@ -94,6 +95,7 @@ func New(cfg Config) (*Central, error) {
 		dirty:    map[*user]struct{}{},
 		kick:     make(chan struct{}, 1),
 		gnetDone: make(chan error, 1),
+		obs:      newObserver(),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -125,7 +127,7 @@ func New(cfg Config) (*Central, error) {
 	}
 	c.restLn = ln
 	c.httpSrv = &http.Server{
-		Handler:           c.restHandler(),
+		Handler:           c.observeREST(c.restHandler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -246,9 +248,11 @@ func (c *Central) scanLoop() {
 		case <-t.C:
 		case <-c.kick:
 		}
+		start := time.Now()
 		c.mu.Lock()
 		c.scanLocked()
 		c.mu.Unlock()
+		c.obs.scan.Observe(time.Since(start).Seconds())
 	}
 }
 

@@ -45,6 +45,15 @@ func (c *Central) startControl() error {
 	// front on ControlListen relays to them (gnet has no TLS).
 	network, listen, sockDir := "tcp", c.cfg.ControlListen, ""
 	var tlsLn net.Listener
+	if c.cfg.TLS == nil {
+		// gnet reports a port in use as "setsockopt: bad file descriptor":
+		// bind it once here, so the error says what is wrong.
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return err
+		}
+		ln.Close()
+	}
 	if c.cfg.TLS != nil {
 		var err error
 		if tlsLn, err = tls.Listen("tcp", c.cfg.ControlListen, c.cfg.TLS); err != nil {
@@ -171,41 +180,17 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 			gc.Discard(n)
 			return gnet.None
 		}
-		if n < wire.LenSize {
+		t, body, size, err := wire.Next(gc, wire.MaxFrame)
+		if errors.Is(err, wire.ErrIncomplete) {
 			return gnet.None
 		}
-		hdr, err := gc.Peek(wire.LenSize)
-		if err != nil {
-			return gnet.None
-		}
-		size, err := wire.FrameLen(hdr, wire.MaxFrame)
-		if err != nil {
-			code := proto.CodeBadFrame
-			if errors.Is(err, wire.ErrTooLarge) {
-				code = proto.CodeTooLarge
-			}
-			h.c.fatal(cn, code, err.Error())
-			continue
-		}
-		if n < size {
-			return gnet.None
-		}
-		buf, err := gc.Peek(size)
-		if err != nil {
-			return gnet.None
-		}
-		t, body, _, err := wire.ParseFrame(buf, wire.MaxFrame)
 		var msg wire.Message
 		if err == nil {
-			msg, err = proto.Decode(t, body) // copies what it keeps out of buf
+			msg, err = proto.Decode(t, body) // copies what it keeps out of gc's buffer
+			gc.Discard(size)
 		}
-		gc.Discard(size)
 		if err != nil {
-			code := proto.CodeBadBody
-			if errors.Is(err, proto.ErrUnknownType) {
-				code = proto.CodeUnknownType
-			}
-			h.c.fatal(cn, code, err.Error())
+			h.c.fatal(cn, proto.CodeOf(err), err.Error())
 			continue
 		}
 		h.c.handle(cn, msg)
@@ -324,8 +309,8 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 }
 
 func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
-	if m.V != wire.Version {
-		c.fatalLocked(cn, proto.CodeVersion, fmt.Sprintf("protocol version %d is not spoken here; this Central speaks %d", m.V, wire.Version))
+	if err := proto.CheckHello(m, "this Central"); err != nil {
+		c.fatalLocked(cn, proto.CodeOf(err), proto.ReasonOf(err))
 		return
 	}
 	u := c.tokens[m.Token]
@@ -366,6 +351,9 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 		return
 	}
 	r.srv.reporters = append(r.srv.reporters, reporter{u, r})
+	if r.srv.suspectAt.IsZero() {
+		r.srv.suspectAt = c.now()
+	}
 	c.probeLocked(r.srv)
 }
 
@@ -404,6 +392,7 @@ func (c *Central) probeLocked(s *srv) {
 		if down {
 			c.markDownLocked(s, "reported unreachable and failed Central's echo check: "+err.Error())
 		} else if err == nil {
+			s.suspectAt = time.Time{}
 			for _, rep := range s.reporters {
 				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
 					c.resendPlacementLocked(rep.u, rep.r)
@@ -422,53 +411,10 @@ func (c *Central) probeLocked(s *srv) {
 
 // echo checks that a chat server answers Hello and one Ping.
 func echo(ctx context.Context, addr string, tc *tls.Config) error {
-	var d rtt.Dialer = &net.Dialer{}
+	var d proto.Dialer = &net.Dialer{}
 	if tc != nil {
 		d = &tlsconfig.Dialer{Config: tc}
 	}
-	nc, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		nc.SetDeadline(dl)
-	}
-	var out []byte
-	out, _ = wire.AppendFrame(out, &proto.Hello{V: wire.Version, Agent: "central/1"})
-	out, _ = wire.AppendFrame(out, &proto.Ping{ID: 1, At: time.Now().UnixNano()})
-	if _, err := nc.Write(out); err != nil {
-		return err
-	}
-	var buf []byte
-	tmp := make([]byte, 4096)
-	for welcomed := false; ; {
-		t, body, n, err := wire.ParseFrame(buf, wire.MaxFrame)
-		if errors.Is(err, wire.ErrIncomplete) {
-			k, rerr := nc.Read(tmp)
-			if rerr != nil {
-				return rerr
-			}
-			buf = append(buf, tmp[:k]...)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		msg, err := proto.Decode(t, body)
-		if err != nil {
-			return err
-		}
-		buf = buf[n:]
-		switch m := msg.(type) {
-		case *proto.Welcome:
-			welcomed = true
-		case *proto.Pong:
-			if welcomed && m.ID == 1 {
-				return nil
-			}
-		case *proto.Error:
-			return m
-		}
-	}
+	_, err := rtt.Probe(ctx, d, addr, 1, 0)
+	return err
 }

@@ -2,6 +2,9 @@ package central
 
 import (
 	"encoding/binary"
+	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,5 +127,39 @@ func TestControlHelloTimeoutAndShutdown(t *testing.T) {
 	k.expectClosed()
 	if _, err := h.api.Health(ctx(t)); err == nil {
 		t.Fatal("REST still answers after Close")
+	}
+}
+
+// TestControlPortInUse: a busy control port is reported as such, not as
+// gnet's "setsockopt: bad file descriptor".
+func TestControlPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := testConfig(t)
+	cfg.ControlListen = ln.Addr().String()
+	c, err := New(cfg)
+	if err == nil {
+		c.Close()
+		t.Fatal("New succeeded on a control port in use")
+	}
+	if !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("error %q does not say the address is in use", err)
+	}
+	t.Logf("message: %v", err)
+}
+
+// TestHealthNamesControlPort: a client learns the control port from
+// GET /healthz, so it needs only the REST address.
+func TestHealthNamesControlPort(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	hl, err := h.api.Health(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := h.c.ControlAddr(); !strings.HasSuffix(want, fmt.Sprintf(":%d", hl.ControlPort)) {
+		t.Fatalf("health control_port %d, control listens on %s", hl.ControlPort, want)
 	}
 }

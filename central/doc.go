@@ -57,6 +57,15 @@
 // members; clients register again with their old tokens (accepted when the
 // name is free) and reconnect. The room goes on with its id and epoch.
 //
+// # Observing
+//
+// Collector gives Prometheus Central's counters (requests by outcome, moves
+// by reason, time on a bad server before a move, scans, latency reports,
+// REST requests by route) and gauges read under the lock at scrape time;
+// Snapshot copies the picture (servers, clients' RTTs, rooms, the last 256
+// moves) for the dashboard (package central/dashboard). Both live in
+// observe.go; recording is a counter increment where the event happens.
+//
 // # Concurrency
 //
 // Central's exported methods are safe for concurrent use. gnet callbacks take

@@ -107,6 +107,7 @@ func (c *Central) finishLocked(q *request, code proto.StatusCode, detail, room s
 	}
 	delete(c.reqs, q.id)
 	delete(c.reqByKey, q.key)
+	c.obs.requests.WithLabelValues(statusOutcome(code)).Inc()
 	for _, v := range q.members {
 		delete(v.reqs, q)
 		c.statusLocked(v, q.id, code, detail, room)

@@ -148,6 +148,9 @@ func (c *Central) health(*http.Request) (int, any, *apiError) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	h := centralapi.Health{Status: "ok", Online: c.online, Rooms: len(c.rooms)}
+	if _, port, err := net.SplitHostPort(c.ctrlAddr); err == nil {
+		h.ControlPort, _ = strconv.Atoi(port)
+	}
 	for _, u := range c.users {
 		if !u.placeholder() {
 			h.Clients++
@@ -192,9 +195,14 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 		if in.Token != "" && same(in.Token, u.token) {
 			return http.StatusOK, centralapi.Session{Name: u.name, Token: u.token}, nil
 		}
-		if u.sess != nil || now.Sub(u.offlineSince) < c.cfg.SessionGrace {
+		if u.sess != nil {
 			return 0, nil, errf(http.StatusConflict, centralapi.CodeNameTaken,
 				"user name %q is in use by a live session; pick another name, or register with that session's token", in.Name)
+		}
+		if left := c.cfg.SessionGrace - now.Sub(u.offlineSince); left > 0 {
+			return 0, nil, errf(http.StatusConflict, centralapi.CodeNameTaken,
+				"user name %q is reserved for %d s for the session that held it, which ended without deregistering; register with that session's token to take it back",
+				in.Name, int(left.Seconds()+0.999))
 		}
 		c.log.Info("expired session's name taken over", "user", u.name)
 		c.dropUserLocked(u, "lost its name after the session expired")

@@ -263,3 +263,26 @@ func TestRegistrationRateLimit(t *testing.T) {
 		t.Fatalf("fourth registration: %v, want 429 rate_limited", err)
 	}
 }
+
+// TestNameReservedSaysForHowLong: a name whose session ended without
+// deregistering is refused with how long it stays reserved; deregistering
+// frees it at once.
+func TestNameReservedSaysForHowLong(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	s, err := h.api.RegisterClient(ctx(t), "bob", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.api.RegisterClient(ctx(t), "bob", "")
+	var ae *centralapi.Error
+	if !errors.As(err, &ae) || ae.Code != centralapi.CodeNameTaken || !strings.Contains(ae.Message, "reserved for 60 s") {
+		t.Fatalf("second registration: %v; want name_taken saying it is reserved for 60 s", err)
+	}
+	t.Logf("message: %s", ae.Message)
+	if err := h.api.DeregisterClient(ctx(t), "bob", s.Token); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.api.RegisterClient(ctx(t), "bob", ""); err != nil {
+		t.Fatalf("after deregistering, the name is still refused: %v", err)
+	}
+}

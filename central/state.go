@@ -51,6 +51,10 @@ type srv struct {
 	gone     bool
 	probing  bool
 	assigned int // rooms Central placed here
+	// suspectAt is when a member first reported the server unreachable,
+	// badAt when Central first had a sign it is down, draining or gone
+	// (see noteServersLocked); zero while it is fine.
+	suspectAt, badAt time.Time
 	// reporters said the server was unreachable while its echo check ran;
 	// if it answers, each gets its room's placement again, so a member
 	// whose connection broke (the server may have restarted and lost the
@@ -205,6 +209,7 @@ func (c *Central) dropUserLocked(u *user, why string) {
 // setLatencyLocked replaces u's vector and re-evaluates u's rooms at once,
 // so a client that just measured a new server does not wait for the scan.
 func (c *Central) setLatencyLocked(u *user, lat map[string]selection.Sample) {
+	c.obs.reports.Inc()
 	u.lat = lat
 	c.latGen++
 	u.latGen = c.latGen
@@ -265,6 +270,7 @@ func (c *Central) syncSelLocked() {
 	for _, s := range c.servers {
 		c.sel = append(c.sel, selection.Server{ID: s.rec.ID, Up: !s.rec.Down && !s.gone, Draining: s.rec.Draining, Full: s.full()})
 	}
+	c.noteServersLocked()
 }
 
 // markDownLocked declares s down; the caller kicks the scan.
@@ -458,6 +464,7 @@ func (c *Central) applyMoveLocked(mv move, now time.Time) {
 	r.lastMove = now
 	c.storeErr("put room", c.st.PutRoom(r.record()))
 	c.log.Info("room moved", "room", r.id, "epoch", r.epoch, "from", prevID, "to", to.rec.ID, "reason", mv.reason, "rtt", mv.rtt, "prev_rtt", mv.prevRTT)
+	c.noteMoveLocked(r, prev, mv, now)
 	c.pushAssignLocked(r, mv.reason, prevID, mv.prevRTT, mv.rtt, now)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"nearchat/pkg/centralapi"
@@ -100,7 +101,11 @@ func (a *agent) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			a.s.log.Warn("Central unreachable; rooms keep running", "err", err, "retry", backoff)
+			if hint := centralMisconfig(err); hint != "" {
+				a.s.log.Error(hint, "err", err, "retry", backoff)
+			} else {
+				a.s.log.Warn("Central unreachable; rooms keep running", "err", err, "retry", backoff)
+			}
 			wait = backoff + rand.N(backoff/2+1)
 			backoff = min(backoff*2, max(interval, time.Second))
 		} else {
@@ -168,4 +173,17 @@ func (s *Server) centralAPI() *centralapi.Client {
 		return centralapi.NewClient(s.cfg.Central, nil)
 	}
 	return centralapi.NewClientTLS(s.cfg.Central, s.cfg.CentralTLS)
+}
+
+// centralMisconfig names a configuration mistake behind err, which retrying
+// cannot fix, or returns "".
+func centralMisconfig(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "HTTP request to an HTTPS server"):
+		return "Central serves TLS: start the chat server with -ca FILE (the cluster's CA), and -client-cert/-client-key or -secret"
+	case strings.Contains(msg, "HTTP response to HTTPS client"), strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return "Central does not serve TLS: start the chat server without -ca"
+	}
+	return ""
 }

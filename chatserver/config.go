@@ -39,6 +39,11 @@ type Config struct {
 	// History is how many recent messages each room keeps for members that
 	// reconnect.
 	History int
+	// ResendRate and ResendBurst bound the Resend asks forwarded for one
+	// member (per second, and at once); asks beyond them are dropped, and
+	// the asker asks again later on its own timer.
+	ResendRate  float64
+	ResendBurst int
 	// TicketKey is Central's Ed25519 public key. When set, Join needs a
 	// ticket signed by Central for exactly that room, user and epoch (or a
 	// later epoch than the room has here), not yet expired.
@@ -57,6 +62,10 @@ type Config struct {
 	// Heartbeat is the interval between heartbeats to Central; 0 takes the
 	// interval Central suggests at registration.
 	Heartbeat time.Duration
+	// Metrics turns on the counters behind Server.Metrics and Collector
+	// (frames, bytes, fan-out latency, busy time, history); off, the event
+	// loops record nothing beyond the connection count.
+	Metrics bool
 	// ShutdownGrace bounds how long Close waits for goodbye frames to go out.
 	ShutdownGrace time.Duration
 	// Logger receives the server's logs; nil discards them.
@@ -73,7 +82,10 @@ func DefaultConfig() Config {
 		MaxMembers:    10_000,
 		MaxOutbound:   4 << 20,
 		History:       256,
+		ResendRate:    4,
+		ResendBurst:   8,
 		ShutdownGrace: time.Second,
+		Metrics:       true,
 	}
 }
 
@@ -95,10 +107,13 @@ func (c *Config) validate() error {
 	for _, l := range []struct {
 		name string
 		v    int
-	}{{"max conns", c.MaxConns}, {"max rooms", c.MaxRooms}, {"max members", c.MaxMembers}, {"max outbound", c.MaxOutbound}, {"history", c.History}} {
+	}{{"max conns", c.MaxConns}, {"max rooms", c.MaxRooms}, {"max members", c.MaxMembers}, {"max outbound", c.MaxOutbound}, {"history", c.History}, {"resend burst", c.ResendBurst}} {
 		if l.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %d: must be positive", l.name, l.v))
 		}
+	}
+	if c.ResendRate <= 0 {
+		errs = append(errs, fmt.Errorf("resend rate %v: must be positive", c.ResendRate))
 	}
 	if c.Loops < 0 {
 		errs = append(errs, fmt.Errorf("loops %d: must not be negative", c.Loops))

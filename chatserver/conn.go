@@ -6,6 +6,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/time/rate"
 
 	"nearchat/pkg/proto"
 	"nearchat/pkg/ticket"
@@ -29,7 +30,9 @@ type member struct {
 	room     *room
 	user     string
 	lastSent uint64
-	joinEv   uint64 // fan-out items numbered up to this predate the join
+	inc      uint64        // the member's incarnation, from its Join
+	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
+	joinEv   uint64        // fan-out items numbered up to this predate the join
 	shard    *shard
 	idx      int // position in shard.members, -1 when not in one
 
@@ -48,18 +51,25 @@ func (m *member) send(b []byte) {
 
 // write sends b to the member, or cuts it off if it is not keeping up.
 // Event loop only.
-func (m *member) write(b []byte, max int) {
+func (m *member) write(b []byte, max int) { m.writeN(b, max, 1) }
+
+// writeN is write for b holding frames frames, for the counters. Event
+// loop only.
+func (m *member) writeN(b []byte, max, frames int) {
 	if m.dead {
 		return
 	}
 	if m.loop.ackTo == m {
 		m.loop.flushAcks() // acknowledgements keep their place in the stream
 	}
-	if m.c.OutboundBuffered() > max {
+	backlog := m.c.OutboundBuffered()
+	if backlog > max {
+		m.loop.st.cutOff()
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
 		return
 	}
 	m.send(b)
+	m.loop.st.wrote(b, frames, backlog)
 }
 
 // kill sends a fatal error frame and closes the connection. When the frame
@@ -84,18 +94,6 @@ func (m *member) kill(code proto.Code, reason string) {
 // doomGrace bounds how long a cut-off member's backlog may take to drain.
 const doomGrace = 2 * time.Second
 
-// errFatal carries the error frame owed to a peer that broke the protocol.
-type errFatal struct {
-	code   proto.Code
-	reason string
-}
-
-func (e *errFatal) Error() string { return e.code.String() + ": " + e.reason }
-
-func fatal(code proto.Code, format string, a ...any) error {
-	return &errFatal{code: code, reason: fmt.Sprintf(format, a...)}
-}
-
 // handle dispatches one frame from m to the method for its type. The first
 // frame must be Hello; Chat, Leave, Resend and Missed need a joined room.
 // An error it returns is fatal to the connection. Event loop only.
@@ -109,7 +107,7 @@ func (s *Server) handle(m *member, t wire.Type, body []byte) error {
 	case proto.TJoin:
 		return s.onJoin(m, body)
 	case proto.THello:
-		return fatal(proto.CodeBadFrame, "second hello")
+		return proto.Fatalf(proto.CodeBadFrame, "second hello")
 	}
 	var on func(*member, []byte) error
 	switch t {
@@ -123,12 +121,12 @@ func (s *Server) handle(m *member, t wire.Type, body []byte) error {
 		on = s.onMissed
 	default:
 		if proto.New(t) == nil {
-			return fatal(proto.CodeUnknownType, "unknown frame type 0x%02x", byte(t))
+			return proto.Fatalf(proto.CodeUnknownType, "unknown frame type 0x%02x", byte(t))
 		}
-		return fatal(proto.CodeUnknownType, "frame type 0x%02x is not accepted by a chat server", byte(t))
+		return proto.Fatalf(proto.CodeUnknownType, "frame type 0x%02x is not accepted by a chat server", byte(t))
 	}
 	if m.room == nil {
-		return fatal(proto.CodeNotJoined, "%s before join", roomFrames[t])
+		return proto.Fatalf(proto.CodeNotJoined, "%s before join", roomFrames[t])
 	}
 	return on(m, body)
 }
@@ -145,14 +143,14 @@ var roomFrames = map[wire.Type]string{
 // a version spoken here, with a Welcome.
 func (s *Server) onHello(m *member, t wire.Type, body []byte) error {
 	if t != proto.THello {
-		return fatal(proto.CodeNoHello, "the first frame must be Hello, got type 0x%02x", byte(t))
+		return proto.Fatalf(proto.CodeNoHello, "the first frame must be Hello, got type 0x%02x", byte(t))
 	}
 	var h proto.Hello
 	if err := wire.Unmarshal(body, &h); err != nil {
-		return fatal(proto.CodeBadBody, "hello: %v", err)
+		return proto.Fatalf(proto.CodeBadBody, "hello: %v", err)
 	}
-	if h.V != wire.Version {
-		return fatal(proto.CodeVersion, "protocol version %d not spoken here; this server speaks %d", h.V, wire.Version)
+	if err := proto.CheckHello(&h, "this server"); err != nil {
+		return err
 	}
 	m.hello = true
 	s.reply(m, &proto.Welcome{V: wire.Version, Server: s.cfg.ID, Max: s.cfg.MaxFrame})
@@ -163,7 +161,7 @@ func (s *Server) onHello(m *member, t wire.Type, body []byte) error {
 func (s *Server) onPing(m *member, body []byte) error {
 	var p proto.Ping
 	if err := wire.Unmarshal(body, &p); err != nil {
-		return fatal(proto.CodeBadBody, "ping: %v", err)
+		return proto.Fatalf(proto.CodeBadBody, "ping: %v", err)
 	}
 	s.reply(m, (*proto.Pong)(&p))
 	return nil
@@ -173,43 +171,52 @@ func (s *Server) onPing(m *member, body []byte) error {
 // and makes m a member of the room.
 func (s *Server) onJoin(m *member, body []byte) error {
 	if m.room != nil {
-		return fatal(proto.CodeBadJoin, "already joined room %q on this connection", m.room.id)
+		return proto.Fatalf(proto.CodeBadJoin, "already joined room %q on this connection", m.room.id)
 	}
 	var j proto.Join
 	if err := wire.Unmarshal(body, &j); err != nil {
-		return fatal(proto.CodeBadBody, "join: %v", err)
+		return proto.Fatalf(proto.CodeBadBody, "join: %v", err)
 	}
 	if err := proto.CheckRoom(j.Room); err != nil {
-		return fatal(proto.CodeBadJoin, "%v", err)
+		return proto.Fatalf(proto.CodeBadJoin, "%v", err)
 	}
 	if err := proto.CheckUser(j.User); err != nil {
-		return fatal(proto.CodeBadJoin, "%v", err)
+		return proto.Fatalf(proto.CodeBadJoin, "%v", err)
 	}
 	if s.cfg.TicketKey != nil {
 		c, err := ticket.Verify(s.cfg.TicketKey, j.Ticket, j.Room, j.User, time.Now())
 		if err != nil {
-			return fatal(proto.CodeUnauthorized, "%v", err)
+			return proto.Fatalf(proto.CodeUnauthorized, "%v", err)
 		}
 		if c.Epoch != j.Epoch {
-			return fatal(proto.CodeUnauthorized, "ticket is for epoch %d, join says %d", c.Epoch, j.Epoch)
+			return proto.Fatalf(proto.CodeUnauthorized, "ticket is for epoch %d, join says %d", c.Epoch, j.Epoch)
 		}
 	}
 	return s.join(m, &j)
 }
 
-// onChat broadcasts a joined member's message to its room.
+// onChat broadcasts a joined member's message to its room, or hands a
+// resend (To set) to that one member.
 func (s *Server) onChat(m *member, body []byte) error {
-	num, at, text, ok := proto.ScanChat(body)
-	if !ok {
-		// Not the encoding the fast path knows: the codec decides.
+	num, at, text, to, ok := proto.ScanChat(body)
+	if !ok || len(to) > 0 {
+		// Not the encoding the fast path knows, or a resend for one
+		// member: the codec decides.
 		var msg proto.Chat
 		if err := wire.Unmarshal(body, &msg); err != nil {
-			return fatal(proto.CodeBadBody, "chat: %v", err)
+			return proto.Fatalf(proto.CodeBadBody, "chat: %v", err)
+		}
+		if len(msg.Text) > proto.MaxText {
+			return proto.Fatalf(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(msg.Text), proto.MaxText)
+		}
+		if msg.To != "" {
+			s.forward(m, msg.To, &proto.Deliver{From: m.user, Num: msg.Num, At: msg.At, Text: msg.Text, Inc: m.inc})
+			return nil
 		}
 		num, at, text = msg.Num, msg.At, []byte(msg.Text)
 	}
 	if len(text) > proto.MaxText {
-		return fatal(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(text), proto.MaxText)
+		return proto.Fatalf(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(text), proto.MaxText)
 	}
 	s.broadcast(m, num, at, text)
 	return nil
@@ -218,7 +225,7 @@ func (s *Server) onChat(m *member, body []byte) error {
 // onLeave takes a joined member out of its room and closes the connection.
 func (s *Server) onLeave(m *member, body []byte) error {
 	if err := wire.Unmarshal(body, &proto.Leave{}); err != nil {
-		return fatal(proto.CodeBadBody, "leave: %v", err)
+		return proto.Fatalf(proto.CodeBadBody, "leave: %v", err)
 	}
 	s.leave(m)
 	m.dead = true
@@ -227,10 +234,20 @@ func (s *Server) onLeave(m *member, body []byte) error {
 }
 
 // onResend forwards a Resend to the member asked, signed with the sender.
+// Asks beyond ResendRate per asker are dropped: an ask costs the member
+// asked a whole answer, and an asker whose ask was dropped asks again on
+// its own timer, so nothing is lost by it.
 func (s *Server) onResend(m *member, body []byte) error {
 	var r proto.Resend
 	if err := wire.Unmarshal(body, &r); err != nil {
-		return fatal(proto.CodeBadBody, "resend: %v", err)
+		return proto.Fatalf(proto.CodeBadBody, "resend: %v", err)
+	}
+	if m.resends == nil {
+		m.resends = rate.NewLimiter(rate.Limit(s.cfg.ResendRate), s.cfg.ResendBurst)
+	}
+	if !m.resends.Allow() {
+		s.resendsDropped.Add(1)
+		return nil
 	}
 	r.By = m.user
 	s.forward(m, r.Of, &r)
@@ -242,7 +259,7 @@ func (s *Server) onResend(m *member, body []byte) error {
 func (s *Server) onMissed(m *member, body []byte) error {
 	var x proto.Missed
 	if err := wire.Unmarshal(body, &x); err != nil {
-		return fatal(proto.CodeBadBody, "missed: %v", err)
+		return proto.Fatalf(proto.CodeBadBody, "missed: %v", err)
 	}
 	x.From = m.user
 	s.forward(m, x.To, &x)

@@ -43,6 +43,14 @@
 // Server.loopsMu is taken with neither Server.mu nor room.mu held, and only
 // loop.mu is taken under it. loop.mu is a leaf.
 //
+// # Metrics
+//
+// With Config.Metrics on, each event loop counts frames and bytes in and
+// out, fan-out latency (enqueue to write, in fixed buckets), slow-consumer
+// cut-offs and its busy time in atomics only that loop writes; Metrics sums
+// them and Collector exposes them to Prometheus at scrape time. Nothing is
+// allocated or locked per message for it; off, nothing is recorded.
+//
 // # Files
 //
 // server.go has the lifecycle and the queries; engine.go the gnet callbacks
@@ -50,5 +58,6 @@
 // frame type; room.go rooms, joins, history and broadcast; fanout.go the
 // per-loop queues, shared frames and the reaper; agent.go the agent that
 // keeps the server registered with Central, and Drain; config.go the
-// Config.
+// Config; metrics.go and collector.go the counters and their Prometheus
+// collector.
 package chatserver

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -54,6 +55,14 @@ func boundAddr(eng gnet.Engine) (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// OnTick runs first right after gnet has started the event loops (the
+// ticker is on only with TLS): from then on connections may be enrolled on
+// them. OnBoot comes too early for that, before the loops exist.
+func (e *engine) OnTick() (time.Duration, gnet.Action) {
+	e.s.loopsUpOnce.Do(func() { close(e.s.loopsUp) })
+	return time.Hour, gnet.None
+}
+
 // OnOpen admits a connection unless the server is full or closing.
 func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
@@ -95,7 +104,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 		m.dead, m.gone = true, true
 		if m.loop.ackTo == m {
 			m.loop.ackTo = nil
-			m.loop.acks = m.loop.acks[:0]
+			m.loop.acks, m.loop.nacks = m.loop.acks[:0], 0
 		}
 		if m.room != nil {
 			s.leave(m)
@@ -109,10 +118,15 @@ func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
 	m.loop.enter()
 	defer m.loop.exit()
+	start := m.loop.st.start()
+	var a gnet.Action
 	if m.rec != nil {
-		return e.s.serveTLS(m)
+		a = e.s.serveTLS(m)
+	} else {
+		a = e.s.serve(m, c)
 	}
-	return e.s.serve(m, c)
+	m.loop.st.busySince(start)
+	return a
 }
 
 // inbound is where serve reads frames from: the gnet connection itself for
@@ -127,40 +141,20 @@ type inbound interface {
 // only.
 func (s *Server) serve(m *member, c inbound) gnet.Action {
 	for !m.dead {
-		buffered := c.InboundBuffered()
-		if buffered < wire.LenSize {
+		t, body, n, err := wire.Next(c, s.cfg.MaxFrame)
+		if errors.Is(err, wire.ErrIncomplete) {
 			return gnet.None
 		}
-		hdr, _ := c.Peek(wire.LenSize)
-		n, err := wire.FrameLen(hdr, s.cfg.MaxFrame)
-		if err != nil {
-			return s.reject(m, classify(err), err.Error())
+		if err == nil {
+			m.loop.st.received(n)
+			err = s.handle(m, t, body)
+			_, _ = c.Discard(n)
 		}
-		if buffered < n {
-			return gnet.None
-		}
-		frame, _ := c.Peek(n)
-		err = s.handle(m, wire.Type(frame[wire.LenSize]), frame[wire.HeaderSize:])
-		_, _ = c.Discard(n)
 		if err != nil {
-			var f *errFatal
-			if errors.As(err, &f) {
-				return s.reject(m, f.code, f.reason)
-			}
-			return s.reject(m, proto.CodeInternal, err.Error())
+			return s.reject(m, proto.CodeOf(err), proto.ReasonOf(err))
 		}
 	}
 	return gnet.None
-}
-
-func classify(err error) proto.Code {
-	switch {
-	case errors.Is(err, wire.ErrTooLarge):
-		return proto.CodeTooLarge
-	case errors.Is(err, wire.ErrBody):
-		return proto.CodeBadBody
-	}
-	return proto.CodeBadFrame
 }
 
 // reject answers a protocol violation with a fatal error frame and closes

@@ -57,7 +57,8 @@ type item struct {
 	skip   *member
 	target *member
 	ev     uint64
-	bye    bool // after writing f, close the recipients
+	bye    bool  // after writing f, close the recipients
+	at     int64 // when a fan-out item was queued (Unix ns), for the latency histogram
 }
 
 // loop is our fan-out queue for one gnet event loop. gnet runs the loop
@@ -80,6 +81,7 @@ type loop struct {
 	// acks holds the Ack frames owed to ackTo, written in one call when
 	// the callback ends (or before anything else is written to ackTo).
 	acks  []byte  // loop only
+	nacks int     // frames in acks; loop only
 	ackTo *member // loop only
 
 	batch []byte // frames of a run of broadcasts, concatenated; loop only
@@ -93,6 +95,8 @@ type loop struct {
 	doomed    []*member    // cut off, waiting for their error frame to drain; loop only
 	ndoomed   atomic.Int32 // len(doomed), for the reaper goroutine
 	reaper    reaper
+
+	st *loopStats // nil when Config.Metrics is off
 }
 
 func (l *loop) doom(m *member) {
@@ -186,6 +190,7 @@ func (l *loop) ack(m *member, num, seq uint64) {
 		l.ackTo = m
 	}
 	l.acks = proto.AppendAck(l.acks, num, seq)
+	l.nacks++
 }
 
 // flushAcks writes the queued acknowledgements. Event loop only.
@@ -195,8 +200,8 @@ func (l *loop) flushAcks() {
 		return
 	}
 	l.ackTo = nil
-	m.write(l.acks, l.srv.cfg.MaxOutbound)
-	l.acks = l.acks[:0]
+	m.writeN(l.acks, l.srv.cfg.MaxOutbound, l.nacks)
+	l.acks, l.nacks = l.acks[:0], 0
 }
 
 // Run drains the queue on the event loop; it implements gnet.Runnable.
@@ -210,6 +215,7 @@ func (l *loop) Run(context.Context) error {
 // drain delivers everything queued. Event loop only, never nested: a
 // callback or drain inside it sees depth > 0 and defers to it.
 func (l *loop) drain() {
+	start := l.st.start()
 	l.mu.Lock()
 	q := l.queue
 	l.queue = l.spare[:0]
@@ -231,7 +237,12 @@ func (l *loop) drain() {
 			}
 		}
 		l.deliver(q[i : i+n])
+		var now int64
+		if l.st != nil {
+			now = time.Now().UnixNano()
+		}
 		for k := i; k < i+n; k++ {
+			l.st.observeFanout(q[k].at, now)
 			q[k].f.release()
 			q[k] = item{}
 		}
@@ -240,6 +251,7 @@ func (l *loop) drain() {
 	l.mu.Lock()
 	l.spare = q[:0]
 	l.mu.Unlock()
+	l.st.busySince(start)
 }
 
 // maxBatch bounds the bytes written to a member in one call, so the
@@ -276,7 +288,7 @@ func (l *loop) deliver(run []item) {
 	for i := 0; i < len(*members); i++ {
 		m := (*members)[i]
 		if m.joinEv < first.ev && !sentOne(run, m) {
-			m.write(batch, max)
+			m.writeN(batch, max, len(run))
 		} else {
 			// The member sent one of these messages, or joined in the
 			// middle of the run: pick its frames one by one.
@@ -324,6 +336,7 @@ func (r *room) shardFor(l *loop) *shard {
 // reference to f.
 func (r *room) fanout(f *frame, skip *member, from *loop) {
 	r.ev++
+	at := r.srv.stamp()
 	for _, sh := range r.shards {
 		n := sh.count
 		if skip != nil && skip.shard == sh {
@@ -333,7 +346,7 @@ func (r *room) fanout(f *frame, skip *member, from *loop) {
 			continue
 		}
 		f.retain()
-		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev}, from)
+		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev, at: at}, from)
 	}
 }
 
@@ -365,6 +378,9 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 	l := s.loops[el]
 	if l == nil {
 		l = &loop{el: el, srv: s}
+		if s.cfg.Metrics {
+			l.st = new(loopStats)
+		}
 		l.reaper.l = l
 		s.loops[el] = l
 	}

@@ -12,7 +12,8 @@ import (
 
 // room is one conversation hosted here.
 type room struct {
-	id string
+	id  string
+	srv *Server
 
 	mu      sync.Mutex // taken after Server.mu when both are held
 	closed  bool       // removed from the server's map; a joiner must look again
@@ -34,13 +35,13 @@ func (s *Server) join(m *member, j *proto.Join) error {
 		if r == nil {
 			if s.closing.Load() {
 				s.mu.Unlock()
-				return fatal(proto.CodeShutdown, "server is shutting down")
+				return proto.Fatalf(proto.CodeShutdown, "server is shutting down")
 			}
 			if len(s.rooms) >= s.cfg.MaxRooms {
 				s.mu.Unlock()
-				return fatal(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
+				return proto.Fatalf(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
 			}
-			r = &room{id: j.Room, members: make(map[string]*member)}
+			r = &room{id: j.Room, members: make(map[string]*member), srv: s}
 			s.rooms[j.Room] = r
 		}
 		s.mu.Unlock()
@@ -53,12 +54,12 @@ func (s *Server) join(m *member, j *proto.Join) error {
 
 	if s.cfg.TicketKey != nil && j.Epoch < r.epoch {
 		r.mu.Unlock()
-		return fatal(proto.CodeUnauthorized, "ticket is for epoch %d; room %q is at epoch %d here", j.Epoch, j.Room, r.epoch)
+		return proto.Fatalf(proto.CodeUnauthorized, "ticket is for epoch %d; room %q is at epoch %d here", j.Epoch, j.Room, r.epoch)
 	}
 	old := r.members[j.User]
 	if old == nil && len(r.members) >= s.cfg.MaxMembers {
 		r.mu.Unlock()
-		return fatal(proto.CodeRoomFull, "room %q has its maximum of %d members", j.Room, s.cfg.MaxMembers)
+		return proto.Fatalf(proto.CodeRoomFull, "room %q has its maximum of %d members", j.Room, s.cfg.MaxMembers)
 	}
 	if old != nil {
 		// The same user again: a reconnect whose old connection we have not
@@ -70,14 +71,14 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	if j.Epoch > r.epoch {
 		r.epoch = j.Epoch
 	}
-	m.room, m.user, m.lastSent = r, j.User, j.LastSent
+	m.room, m.user, m.lastSent, m.inc = r, j.User, j.LastSent, j.Inc
 	sh := r.shardFor(m.loop)
 	sh.count++
 	m.shard = sh
 	r.members[j.User] = m
 
 	pres := newFrame()
-	pres.bb.B, _ = wire.AppendFrame(pres.bb.B, &proto.Presence{User: j.User, Here: true, LastSent: j.LastSent})
+	pres.bb.B, _ = wire.AppendFrame(pres.bb.B, &proto.Presence{User: j.User, Here: true, LastSent: j.LastSent, Inc: j.Inc})
 	r.fanout(pres, m, m.loop)
 	pres.release()
 	m.joinEv = r.ev
@@ -85,16 +86,16 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	// A frame holds at most joinedMembers members; the rest of a big room
 	// follows as Presence frames, so the joiner always gets its answer.
 	all := make([]proto.Member, 0, len(r.members))
-	all = append(all, proto.Member{User: m.user, LastSent: m.lastSent})
+	all = append(all, proto.Member{User: m.user, LastSent: m.lastSent, Inc: m.inc})
 	for _, x := range r.members {
 		if x != m {
-			all = append(all, proto.Member{User: x.user, LastSent: x.lastSent})
+			all = append(all, proto.Member{User: x.user, LastSent: x.lastSent, Inc: x.inc})
 		}
 	}
 	joined := proto.Joined{Room: r.id, Epoch: r.epoch, Seq: r.seq, Members: all[:min(len(all), joinedMembers)]}
 	rest := all[len(joined.Members):]
 	var replay []*frame
-	if j.Since > 0 && j.Since < r.seq {
+	if (j.Since > 0 || j.Move) && j.Since < r.seq {
 		replay, joined.Oldest = r.historyAfter(j.Since)
 		joined.Truncated = joined.Oldest > j.Since+1
 	}
@@ -107,7 +108,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	sh.members = append(sh.members, m)
 	s.reply(m, &joined)
 	for i := range rest {
-		s.reply(m, &proto.Presence{User: rest[i].User, Here: true, LastSent: rest[i].LastSent})
+		s.reply(m, &proto.Presence{User: rest[i].User, Here: true, LastSent: rest[i].LastSent, Inc: rest[i].Inc})
 	}
 	for _, f := range replay {
 		m.write(f.bb.B, s.cfg.MaxOutbound)
@@ -119,7 +120,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 // joinedMembers is how many members a Joined frame lists: with names of
 // up to proto.MaxUser bytes that stays well under wire.MaxFrame. A variable
 // so tests can exercise the split with small rooms.
-var joinedMembers = 1000
+var joinedMembers = 900
 
 // historyAfter returns the kept frames with sequence numbers above since, in
 // order and retained for the caller, and the oldest sequence number kept.
@@ -152,9 +153,11 @@ func (r *room) remember(f *frame, limit int) {
 		r.hist = make([]*frame, 0, limit)
 	}
 	if len(r.hist) < cap(r.hist) {
+		r.srv.countHistory(1, len(f.bb.B))
 		r.hist = append(r.hist, f)
 		return
 	}
+	r.srv.countHistory(0, len(f.bb.B)-len(r.hist[r.histPos].bb.B))
 	r.hist[r.histPos].release()
 	r.hist[r.histPos] = f
 	r.histPos = (r.histPos + 1) % len(r.hist)
@@ -204,6 +207,7 @@ func (s *Server) leave(m *member) {
 		r.closed = true
 		delete(s.rooms, r.id)
 		for _, f := range r.hist {
+			s.countHistory(-1, -len(f.bb.B))
 			f.release()
 		}
 		r.hist = nil
@@ -221,7 +225,7 @@ func (s *Server) broadcast(m *member, num uint64, at int64, text []byte) {
 	r.mu.Lock()
 	r.seq++
 	f.seq = r.seq
-	f.bb.B = proto.AppendDeliver(f.bb.B, r.seq, m.user, num, at, text)
+	f.bb.B = proto.AppendDeliver(f.bb.B, r.seq, m.user, num, at, text, m.inc)
 	if num > m.lastSent {
 		m.lastSent = num
 	}

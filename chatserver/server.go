@@ -28,10 +28,13 @@ type Server struct {
 	addr    string // where the event loops listen (TCP, or a Unix socket under TLS only)
 	tlsLn   net.Listener
 	front   *tlsFront
-	sockDir string        // private directory of the loops' Unix socket, if any
-	booted  chan error    // receives the outcome of binding
-	exited  chan struct{} // closed when gnet.Run returns
-	runErr  error         // gnet.Run's result, read after exited
+	sockDir string     // private directory of the loops' Unix socket, if any
+	booted  chan error // receives the outcome of binding
+	// loopsUp is closed once the event loops run (OnTick, with TLS only).
+	loopsUp     chan struct{}
+	loopsUpOnce sync.Once
+	exited      chan struct{} // closed when gnet.Run returns
+	runErr      error         // gnet.Run's result, read after exited
 
 	closing   atomic.Bool
 	stopReap  chan struct{}
@@ -42,7 +45,10 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	conns atomic.Int64
+	conns          atomic.Int64
+	histFrames     atomic.Int64 // held by the rooms' history rings, when Config.Metrics is on
+	histBytes      atomic.Int64
+	resendsDropped atomic.Uint64
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
 	// loop's). loopsMu is never held with s.mu or r.mu; under it only l.mu
@@ -68,6 +74,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      log,
 		booted:   make(chan error, 1),
+		loopsUp:  make(chan struct{}),
 		stopReap: make(chan struct{}),
 		drainReq: make(chan struct{}, 1),
 		exited:   make(chan struct{}),
@@ -81,6 +88,10 @@ func New(cfg Config) (*Server, error) {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetlog.Logger{L: log}),
 	}
+	if cfg.TLS != nil {
+		opts = append(opts, gnet.WithTicker(true))
+	}
+
 	// The TLS listener binds first, so its port can name the server before
 	// the event loops start reading the name. With TLS only, the loops
 	// listen on a Unix socket in a private directory that nobody dials:
@@ -128,6 +139,11 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
 	}
 	if tlsLn != nil {
+		select {
+		case <-s.loopsUp:
+		case <-s.exited:
+			return fail(fmt.Errorf("chatserver: event loops stopped: %w", s.runErr))
+		}
 		s.front = newTLSFront(s, tlsLn)
 	}
 	go s.reapLoop()
@@ -224,6 +240,8 @@ func (s *Server) Close() error {
 type Stats struct {
 	Conns int
 	Rooms int
+	// ResendsDropped counts Resend asks over a member's ResendRate.
+	ResendsDropped uint64
 }
 
 // Stats reports the current load. Safe for concurrent use.
@@ -231,7 +249,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	n := len(s.rooms)
 	s.mu.Unlock()
-	return Stats{Conns: int(s.conns.Load()), Rooms: n}
+	return Stats{Conns: int(s.conns.Load()), Rooms: n, ResendsDropped: s.resendsDropped.Load()}
 }
 
 // RoomInfo describes one hosted room.

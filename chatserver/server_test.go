@@ -432,6 +432,9 @@ func TestSlowConsumerIsCutOff(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatalf("sender: %v", err)
 	}
+	if n := s.Metrics().SlowConsumers; n != 1 {
+		t.Errorf("slow-consumer cut-offs counted: %d, want 1", n)
+	}
 	// Now drain the slow member: somewhere in its stream is the error frame.
 	t1 := time.Now()
 	cnt := 0

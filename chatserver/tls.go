@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -47,6 +48,8 @@ type tlsFront struct {
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // in the handshake, closed by stop
 	stopped bool
+
+	handshakes, failed atomic.Uint64 // completed and failed, for Metrics
 }
 
 func newTLSFront(s *Server, ln net.Listener) *tlsFront {
@@ -136,16 +139,19 @@ func (f *tlsFront) handshake(c *net.TCPConn) {
 	}
 	if !f.track(c, false) || err != nil {
 		if err != nil {
+			f.failed.Add(1)
 			f.s.log.Debug("TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
 		}
 		c.Close()
 		return
 	}
+	f.handshakes.Add(1)
 	ctx = gnet.NewContext(gnet.NewNetConnContext(context.Background(), c), rl)
 	// Enroll duplicates the descriptor and closes c; from OnOpen on, the
 	// connection lives on its loop.
 	res, err := f.s.eng.Register(ctx)
 	if err != nil {
+		f.s.log.Debug("TLS connection not enrolled", "remote", c.RemoteAddr(), "err", err)
 		c.Close()
 		return
 	}

@@ -10,7 +10,10 @@ import (
 // Checker verifies the delivery guarantee from the receiving end: feed it
 // every message received (Observe) and, at the end, how many each sender
 // sent (Expect); Report then counts what was lost, duplicated or out of
-// order. The bot and the tests use it. Safe for concurrent use.
+// order. Feed it the Missed events too (Missed): a message missing but
+// announced as missed is a told loss, one missing and never announced a
+// silent loss, which the guarantee forbids. The bot and the tests use it.
+// Safe for concurrent use.
 type Checker struct {
 	mu      sync.Mutex
 	senders map[string]*checkSender
@@ -19,6 +22,7 @@ type Checker struct {
 type checkSender struct {
 	last     uint64 // highest number observed
 	seen     map[uint64]struct{}
+	told     [][2]uint64 // ranges announced as missed
 	expected uint64
 	dup      int
 	reorder  int
@@ -30,6 +34,17 @@ type CheckReport struct {
 	Duplicates int            // messages seen more than once
 	OutOfOrder int            // messages observed after a higher number of the same sender
 	Missing    map[string]int // by sender: expected but never seen
+	Told       map[string]int // by sender: of Missing, how many a Missed event announced
+}
+
+// Silent counts the messages missing without a Missed event: losses the
+// guarantee forbids.
+func (r CheckReport) Silent() int {
+	n := 0
+	for u, m := range r.Missing {
+		n += m - r.Told[u]
+	}
+	return n
 }
 
 // OK reports whether every expected message arrived exactly once, in order.
@@ -53,8 +68,8 @@ func (r CheckReport) String() string {
 		}
 	}
 	sort.Strings(miss)
-	return fmt.Sprintf("received %d, duplicates %d, out of order %d, missing [%s]",
-		r.Received, r.Duplicates, r.OutOfOrder, strings.Join(miss, " "))
+	return fmt.Sprintf("received %d, duplicates %d, out of order %d, missing [%s], silent %d",
+		r.Received, r.Duplicates, r.OutOfOrder, strings.Join(miss, " "), r.Silent())
 }
 
 // NewChecker returns an empty Checker.
@@ -88,6 +103,14 @@ func (c *Checker) Observe(from string, num uint64) bool {
 	return true
 }
 
+// Missed records that messages first..last of from were announced missed.
+func (c *Checker) Missed(from string, first, last uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.sender(from)
+	s.told = append(s.told, [2]uint64{first, last})
+}
+
 // Expect records that from sent messages 1..n.
 func (c *Checker) Expect(from string, n uint64) {
 	c.mu.Lock()
@@ -109,18 +132,31 @@ func (c *Checker) Count(from string) int {
 func (c *Checker) Report() CheckReport {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r := CheckReport{Missing: make(map[string]int)}
+	r := CheckReport{Missing: make(map[string]int), Told: make(map[string]int)}
 	for u, s := range c.senders {
 		r.Received += len(s.seen)
 		r.Duplicates += s.dup
 		r.OutOfOrder += s.reorder
-		miss := 0
+		miss, told := 0, 0
 		for n := uint64(1); n <= s.expected; n++ {
 			if _, ok := s.seen[n]; !ok {
 				miss++
+				if s.announced(n) {
+					told++
+				}
 			}
 		}
 		r.Missing[u] = miss
+		r.Told[u] = told
 	}
 	return r
+}
+
+func (s *checkSender) announced(n uint64) bool {
+	for _, r := range s.told {
+		if r[0] <= n && n <= r[1] {
+			return true
+		}
+	}
+	return false
 }

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -71,48 +70,6 @@ func DefaultOptions() Options {
 	}
 }
 
-// Controller events, delivered on Client.Events next to nothing else; each
-// room's own events come from its Session.
-
-// Status is one step of a chat request this client made.
-type Status struct{ proto.Status }
-
-// Incoming is a chat request from another user, to Answer.
-type Incoming struct{ proto.Incoming }
-
-// RoomReady announces a room this client is now a member of.
-type RoomReady struct {
-	Room    string
-	Session *Session
-	Assign  proto.Assign
-}
-
-// Relocated reports that a room followed a move: the session joined the
-// new server and sends there. Took runs from the Assign to Joined.
-type Relocated struct {
-	Room   string
-	Assign proto.Assign
-	Took   time.Duration
-}
-
-// RoomClosed reports that Central ended a room.
-type RoomClosed struct{ proto.RoomClosed }
-
-// Connected reports that the control connection to Central is (re)established.
-type Connected struct{ Central string }
-
-// Disconnected reports that the control connection dropped; the client
-// reconnects by itself.
-type Disconnected struct{ Err error }
-
-func (Status) event()       {}
-func (Incoming) event()     {}
-func (RoomReady) event()    {}
-func (RoomClosed) event()   {}
-func (Relocated) event()    {}
-func (Connected) event()    {}
-func (Disconnected) event() {}
-
 // Client registers with Central, keeps one control connection to it with
 // reconnects, probes the chat servers and reports its latency vector, and
 // follows room assignments: opening sessions and moving them. Its methods
@@ -135,6 +92,9 @@ type Client struct {
 
 	reported chan struct{} // closed after the first latency report
 	repOnce  sync.Once
+
+	running chan struct{} // closed when Run starts; runDone is then set
+	runDone <-chan struct{}
 }
 
 type goodSample struct {
@@ -148,6 +108,7 @@ type roomState struct {
 	mu      sync.Mutex
 	sess    *Session
 	epoch   uint64
+	follow  proto.Assign // the Assign being followed, for its Moved event
 }
 
 // New validates opts. Nothing is dialed before Run.
@@ -183,12 +144,18 @@ func New(opts Options) (*Client, error) {
 		token:    opts.Token,
 		rooms:    make(map[string]*roomState),
 		reported: make(chan struct{}),
+		running:  make(chan struct{}),
 		good:     make(map[string]goodSample),
 	}, nil
 }
 
-// Events returns the controller's events: Status, Incoming, RoomReady,
-// Relocated, RoomClosed, Connected, Disconnected, Error.
+// Events returns every event of the client, in one stream: the
+// controller's (Status, Incoming, RoomReady, RoomClosed, Connected,
+// Disconnected, Error) and every room's (Message, Presence, Moved, Drained,
+// Missed, Broken, Error), each carrying its Room. A room's events follow its
+// RoomReady, in the session's order. The user must keep draining it: a
+// reader that stops holds up the control connection and every room (see
+// Concurrency in the package doc).
 func (c *Client) Events() <-chan Event { return c.events }
 
 // User returns the registered user name.
@@ -208,13 +175,50 @@ func (c *Client) Reported() <-chan struct{} { return c.reported }
 // API returns the REST client for Central.
 func (c *Client) API() *centralapi.Client { return c.api }
 
+// emit hands e to the reader of Events, waiting for it until Run ends.
 func (c *Client) emit(e Event) {
+	<-c.running
 	select {
 	case c.events <- e:
-	default:
-		// A reader that does not keep up loses controller events rather
-		// than stalling the control connection; room traffic is separate.
-		c.log.Warn("controller event dropped: nobody is reading Events", "event", fmt.Sprintf("%T", e))
+	case <-c.runDone:
+	}
+}
+
+// forward announces a room and passes its session's events on, with
+// their Room, until the session ends or the room is left. The session's
+// first Moved is the join RoomReady announces; each later one gets the
+// Assign it followed.
+func (c *Client) forward(r *roomState, ready RoomReady) {
+	events := ready.Session.Events()
+	first, ok := <-events
+	if m, join := first.(Moved); join && m.From.ID == "" {
+		ready.Present, first = m.Members, nil
+	}
+	c.emit(ready)
+	if !ok {
+		return
+	}
+	if first != nil {
+		c.emit(inRoom(first, ready.Room))
+	}
+	for ev := range events {
+		if m, ok := ev.(Moved); ok {
+			if m.From.ID == "" {
+				continue
+			}
+			r.mu.Lock()
+			if r.follow.Epoch == m.Epoch {
+				m.Assign = r.follow
+			}
+			r.mu.Unlock()
+			ev = m
+		}
+		select {
+		case <-r.done:
+			return
+		default:
+		}
+		c.emit(inRoom(ev, ready.Room))
 	}
 }
 
@@ -235,6 +239,8 @@ func (c *Client) Register(ctx context.Context) error {
 // ctx ends. It returns ctx's error, or a registration refusal (the name is
 // held by another live session).
 func (c *Client) Run(ctx context.Context) error {
+	c.runDone = ctx.Done()
+	close(c.running)
 	if err := c.Register(ctx); err != nil {
 		return fmt.Errorf("client: register %q: %w", c.opts.User, err)
 	}
@@ -290,55 +296,27 @@ func (c *Client) controlLoop(ctx context.Context) error {
 	}
 }
 
-// ctrlConn is one control connection; writes are serialised by mu.
-type ctrlConn struct {
-	conn net.Conn
-	mu   sync.Mutex
-	buf  []byte
-}
+// ctrlConn is one control connection.
+type ctrlConn struct{ pc *proto.Conn }
 
+// send writes m, failing if that takes more than 5 s. Safe for concurrent
+// use.
 func (cc *ctrlConn) send(m wire.Message) error {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	var err error
-	cc.buf, err = wire.AppendFrame(cc.buf[:0], m)
-	if err != nil {
-		return err
-	}
-	_ = cc.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, err = cc.conn.Write(cc.buf)
-	return err
+	_ = cc.pc.NetConn().SetWriteDeadline(time.Now().Add(5 * time.Second))
+	return cc.pc.Send(m)
 }
 
 func (c *Client) controlOnce(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	conn, err := c.dialer.DialContext(dctx, "tcp", c.opts.Control)
+	pc, _, err := proto.Dial(dctx, c.dialer, c.opts.Control, &proto.Hello{Agent: c.opts.Agent, Token: c.Token()})
 	cancel()
 	if err != nil {
-		return err
+		return fmt.Errorf("control: %w", err)
 	}
-	cc := &ctrlConn{conn: conn}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	cc := &ctrlConn{pc: pc}
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	defer stop()
-	defer conn.Close()
-	r := bufio.NewReader(conn)
-	var scratch []byte
-	if err := cc.send(&proto.Hello{V: wire.Version, Agent: c.opts.Agent, Token: c.Token()}); err != nil {
-		return err
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	m, err := readFrame(r, &scratch)
-	if err != nil {
-		return fmt.Errorf("control handshake: %w", err)
-	}
-	switch w := m.(type) {
-	case *proto.Welcome:
-	case *proto.Error:
-		return w
-	default:
-		return fmt.Errorf("control handshake: unexpected %T", m)
-	}
-	_ = conn.SetReadDeadline(time.Time{})
+	defer pc.Close()
 	c.mu.Lock()
 	c.ctrl = cc
 	c.mu.Unlock()
@@ -366,7 +344,7 @@ func (c *Client) controlOnce(ctx context.Context) error {
 	}
 	c.log.Info("control connection up", "central", c.opts.Control, "user", c.opts.User)
 	for {
-		m, err := readFrame(r, &scratch)
+		m, err := pc.Recv()
 		if err != nil {
 			return err
 		}
@@ -497,6 +475,9 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 		r.mu.Lock()
 		cur := r.epoch
 		sess := r.sess
+		if a.Epoch > cur {
+			r.follow = a
+		}
 		r.mu.Unlock()
 		if a.Epoch < cur || (a.Epoch == cur && sess.Stats().Connected) {
 			// A repeat of what we already follow: Central missed the ack.
@@ -530,16 +511,14 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 					return
 				default:
 				}
-				c.emit(RoomReady{Room: room, Session: sess, Assign: a})
+				go c.forward(r, RoomReady{Room: room, Session: sess, Assign: a})
 			}
 		} else {
-			start := time.Now()
 			err = sess.Move(ctx, a.Server, a.Epoch, a.Ticket)
 			if err == nil {
 				r.mu.Lock()
 				r.epoch = a.Epoch
 				r.mu.Unlock()
-				c.emit(Relocated{Room: room, Assign: a, Took: time.Since(start)})
 			}
 		}
 		if err != nil {

@@ -1,6 +1,31 @@
-// Package client is nearchat's client library: the room session that speaks
-// to chat servers and keeps the delivery guarantee across relocations, with
-// the control connection to Central to come beside it.
+// Package client is nearchat's client library: a Client is one user's
+// presence in nearchat, and each of its rooms is a Session.
+//
+// # Client
+//
+// New validates an Options; Run registers the user with Central over REST
+// (or takes the name back with a Token from an earlier session), then keeps
+// one control connection to Central, reconnecting with jittered exponential
+// backoff and registering again if Central forgot the user. Beside it, a
+// prober measures the RTT to every live chat server each ProbeEvery and
+// reports the latency vector to Central, which places rooms from it.
+// Request asks for a chat, Answer accepts or declines one; Central sends an
+// Assign for each room the user is in, and the Client follows it: it opens
+// the room's Session on the first one (RoomReady) and moves it on each
+// later one (Moved). A broken room connection is reported to Central
+// (Unreachable) until Central moves the room or confirms the server.
+//
+// Everything the Client sees arrives on one channel, Client.Events: the
+// controller's events (Status, Incoming, RoomReady, RoomClosed, Connected,
+// Disconnected, Error) and every room's (Message, Presence, Moved, Drained,
+// Missed, Broken, Error), each carrying its Room. One move is one Moved
+// event, with the Assign that caused it.
+//
+// # Session
+//
+// A Session is one room on one chat server at a time. It can be used
+// without a Client (Open, Move, Send, Session.Events) by whoever gets
+// assignments another way, as the chat server's tests and the benchmarks do.
 //
 // # Delivery guarantee
 //
@@ -29,6 +54,14 @@
 // for again.
 //
 // # Concurrency
+//
+// A Client's methods are safe for concurrent use. It runs a control
+// goroutine, a prober, a worker per room that follows Assigns one at a time
+// (only the newest pending one matters), and a goroutine per room that
+// passes the session's events on to Client.Events. Client.Events must be
+// drained: while nobody reads it the control connection and every room
+// wait. Calling Request, Answer, Leave or Session.Send from the goroutine
+// that reads Client.Events is fine.
 //
 // A Session runs one goroutine that owns all of its state, plus a reader and
 // a writer per connection. Its exported methods are safe for concurrent use;

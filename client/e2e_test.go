@@ -194,7 +194,8 @@ type user struct {
 	mu     sync.Mutex
 	probes []map[string]time.Duration // medians of each probe round, newest last
 	c      *client.Client
-	events chan client.Event
+	events chan client.Event   // every event of c but messages
+	msgs   chan client.Message // c's messages, in order
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -233,7 +234,27 @@ func (c *cluster) user(name string) *user {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	u.c, u.cancel, u.done = cl, cancel, make(chan struct{})
+	u.events, u.msgs = make(chan client.Event, 1024), make(chan client.Message, 4096)
 	go func() { defer close(u.done); _ = cl.Run(ctx) }()
+	go func() {
+		for {
+			var ev client.Event
+			select {
+			case ev = <-cl.Events():
+			case <-ctx.Done():
+				return
+			}
+			if m, ok := ev.(client.Message); ok {
+				u.msgs <- m
+			} else {
+				select {
+				case u.events <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
 	c.t.Cleanup(func() { cancel(); <-u.done })
 	select {
 	case <-cl.Reported():
@@ -243,13 +264,13 @@ func (c *cluster) user(name string) *user {
 	return u
 }
 
-// next returns the next controller event of type T, skipping others.
+// next returns the next event of type T but Message, skipping others.
 func next[T client.Event](u *user, timeout time.Duration) T {
 	u.t.Helper()
 	deadline := time.After(timeout)
 	for {
 		select {
-		case ev := <-u.c.Events():
+		case ev := <-u.events:
 			if e, ok := ev.(T); ok {
 				return e
 			}
@@ -315,9 +336,9 @@ func stream(t *testing.T, s *client.Session, n int, gap time.Duration) chan erro
 	return errc
 }
 
-// collect gathers messages from s until it has want of them, failing on a
+// collect gathers messages of u until it has want of them, failing on a
 // duplicate or a message out of order.
-func collect(t *testing.T, s *client.Session, want int, timeout time.Duration) chan error {
+func collect(t *testing.T, u *user, want int, timeout time.Duration) chan error {
 	errc := make(chan error, 1)
 	go func() {
 		check := client.NewChecker()
@@ -325,20 +346,18 @@ func collect(t *testing.T, s *client.Session, want int, timeout time.Duration) c
 		deadline := time.After(timeout)
 		for got < want {
 			select {
-			case ev, ok := <-s.Events():
-				if !ok {
-					errc <- fmt.Errorf("%s: session closed after %d messages", s.User(), got)
+			case m := <-u.msgs:
+				if m.Room == "" {
+					errc <- fmt.Errorf("%s: message %d of %s carries no room", u.name, m.Num, m.From)
 					return
 				}
-				if m, isMsg := ev.(client.Message); isMsg {
-					if !check.Observe(m.From, m.Num) {
-						errc <- fmt.Errorf("%s: message %d of %s duplicated or out of order", s.User(), m.Num, m.From)
-						return
-					}
-					got++
+				if !check.Observe(m.From, m.Num) {
+					errc <- fmt.Errorf("%s: message %d of %s duplicated or out of order", u.name, m.Num, m.From)
+					return
 				}
+				got++
 			case <-deadline:
-				errc <- fmt.Errorf("%s: %d of %d messages after %v: %s", s.User(), got, want, timeout, check.Report())
+				errc <- fmt.Errorf("%s: %d of %d messages after %v: %s", u.name, got, want, timeout, check.Report())
 				return
 			}
 		}
@@ -387,14 +406,18 @@ func TestE2EMovesAndSurvivesKill(t *testing.T) {
 	const n = 400
 	gap := 15 * time.Millisecond
 	sendA, sendB := stream(t, sa, n, gap), stream(t, sb, n, gap)
-	recvA, recvB := collect(t, sa, n, 60*time.Second), collect(t, sb, n, 60*time.Second)
+	recvA, recvB := collect(t, alice, n, 60*time.Second), collect(t, bob, n, 60*time.Second)
 
 	started := time.Now()
 	c.startServer("serv1")
-	moved := next[client.Relocated](alice, 10*time.Second)
+	moved := next[client.Moved](alice, 10*time.Second)
 	tookUp := time.Since(started)
 	if moved.Assign.Server.ID != "serv1" {
 		t.Fatalf("moved to %s, want serv1", moved.Assign.Server.ID)
+	}
+	// One move is one event, carrying its room, both ends and the Assign.
+	if moved.Room != a.Room || moved.From.ID != "serv3" || moved.To.ID != "serv1" || moved.Assign.Epoch != moved.Epoch || moved.Assign.Reason == "" {
+		t.Fatalf("Moved = %+v, want room %s from serv3 to serv1 with its Assign", moved, a.Room)
 	}
 	t.Logf("better server: serv1 started, room moved %v later (scan interval %v)", tookUp, c.centCfg.ScanInterval)
 	if limit := c.centCfg.ScanInterval + time.Second + 3*time.Second; tookUp > limit {
@@ -404,7 +427,7 @@ func TestE2EMovesAndSurvivesKill(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	killed := time.Now()
 	c.kill("serv1", syscall.SIGKILL)
-	back := next[client.Relocated](alice, 10*time.Second)
+	back := next[client.Moved](alice, 10*time.Second)
 	tookKill := time.Since(killed)
 	if back.Assign.Server.ID != "serv3" {
 		t.Fatalf("after the kill the room moved to %s, want serv3", back.Assign.Server.ID)
@@ -425,10 +448,10 @@ func TestE2ECentralRestartKeepsChatting(t *testing.T) {
 	c := newCluster(t)
 	c.startServer("serv3")
 	alice, bob := c.user("alice"), c.user("bob")
-	sa, sb, _ := chat(t, alice, bob)
+	sa, _, _ := chat(t, alice, bob)
 	const n = 200
 	sendA := stream(t, sa, n, 10*time.Millisecond)
-	recvB := collect(t, sb, n, 30*time.Second)
+	recvB := collect(t, bob, n, 30*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	c.restartCentral()
 	if err := <-sendA; err != nil {
@@ -480,18 +503,18 @@ func TestE2ETLSAndTickets(t *testing.T) {
 	c := newCluster(t, withTLS(t))
 	c.startServer("serv3")
 	alice, bob := c.user("alice"), c.user("bob")
-	sa, sb, a := chat(t, alice, bob)
+	sa, _, a := chat(t, alice, bob)
 	if a.Server.ID != "serv3" || len(a.Ticket) == 0 {
 		t.Fatalf("assign = server %s, ticket %d bytes; want serv3 with a ticket", a.Server.ID, len(a.Ticket))
 	}
 	const n = 150
-	sendA, recvB := stream(t, sa, n, 10*time.Millisecond), collect(t, sb, n, 30*time.Second)
+	sendA, recvB := stream(t, sa, n, 10*time.Millisecond), collect(t, bob, n, 30*time.Second)
 	c.startServer("serv1")
-	if mv := next[client.Relocated](alice, 10*time.Second); mv.Assign.Server.ID != "serv1" {
+	if mv := next[client.Moved](alice, 10*time.Second); mv.Assign.Server.ID != "serv1" {
 		t.Fatalf("moved to %s, want serv1", mv.Assign.Server.ID)
 	}
 	c.kill("serv1", syscall.SIGKILL)
-	if mv := next[client.Relocated](alice, 10*time.Second); mv.Assign.Server.ID != "serv3" {
+	if mv := next[client.Moved](alice, 10*time.Second); mv.Assign.Server.ID != "serv3" {
 		t.Fatalf("after the kill: moved to %s, want serv3", mv.Assign.Server.ID)
 	}
 	for _, ch := range []chan error{sendA, recvB} {

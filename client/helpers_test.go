@@ -1,12 +1,13 @@
 package client
 
 import (
-	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -78,7 +79,24 @@ type member struct {
 	broke   []Broken
 	errs    []error
 	last    map[string]Message
+	incs    map[string][]uint64 // incarnations seen, by sender, in order
 	done    chan struct{}
+}
+
+// key names the checker's sender for from's incarnation inc: from itself
+// for the first incarnation seen, "from/2", "from/3"... for later ones.
+// Caller holds m.mu.
+func (m *member) key(from string, inc uint64) string {
+	incs := m.incs[from]
+	i := slices.Index(incs, inc)
+	if i < 0 {
+		i = len(incs)
+		m.incs[from] = append(incs, inc)
+	}
+	if i == 0 {
+		return from
+	}
+	return fmt.Sprintf("%s/%d", from, i+1)
 }
 
 func testConfig(t testing.TB) Config {
@@ -101,7 +119,7 @@ func join(t testing.TB, cfg Config, srv proto.ServerRef, room, user string) *mem
 	if err != nil {
 		t.Fatalf("open %s: %v", user, err)
 	}
-	m := &member{t: t, s: s, check: NewChecker(), last: map[string]Message{}, done: make(chan struct{})}
+	m := &member{t: t, s: s, check: NewChecker(), last: map[string]Message{}, incs: map[string][]uint64{}, done: make(chan struct{})}
 	go m.drain()
 	t.Cleanup(func() {
 		s.Close()
@@ -116,7 +134,7 @@ func (m *member) drain() {
 		m.mu.Lock()
 		switch ev := ev.(type) {
 		case Message:
-			if !m.check.Observe(ev.From, ev.Num) {
+			if !m.check.Observe(m.key(ev.From, ev.Inc), ev.Num) {
 				m.t.Errorf("%s: message %s#%d breaks the guarantee", m.s.User(), ev.From, ev.Num)
 			}
 			m.last[ev.From] = ev
@@ -126,6 +144,7 @@ func (m *member) drain() {
 			m.drained = append(m.drained, ev)
 		case Missed:
 			m.miss = append(m.miss, ev)
+			m.check.Missed(m.key(ev.From, ev.Inc), ev.First, ev.Last)
 		case Broken:
 			m.broke = append(m.broke, ev)
 		case Error:
@@ -293,23 +312,18 @@ func (p *proxy) accept() {
 // relayDown copies frames from the server to the client, minus Deliver
 // frames while drop is set.
 func (p *proxy) relayDown(up, down net.Conn) {
-	r := bufio.NewReader(up)
+	r := wire.NewReader(up, 0)
+	var b []byte
 	for {
-		hdr, err := r.Peek(wire.LenSize)
+		t, body, err := r.Next()
 		if err != nil {
 			return
 		}
-		n, err := wire.FrameLen(hdr, 0)
-		if err != nil {
-			return
-		}
-		b := make([]byte, n)
-		if _, err := io.ReadFull(r, b); err != nil {
-			return
-		}
-		if p.drop.Load() && wire.Type(b[wire.LenSize]) == proto.TDeliver {
+		if p.drop.Load() && t == proto.TDeliver {
 			continue
 		}
+		b = binary.BigEndian.AppendUint32(b[:0], uint32(1+len(body)))
+		b = append(append(b, byte(t)), body...)
 		if _, err := down.Write(b); err != nil {
 			return
 		}
@@ -333,9 +347,8 @@ func (p *proxy) kill() {
 // rawPeer speaks the protocol by hand, to send what a correct Session
 // would not.
 type rawPeer struct {
-	conn    net.Conn
-	r       *bufio.Reader
-	scratch []byte
+	conn net.Conn
+	pc   *proto.Conn
 }
 
 func dialRaw(t testing.TB, addr, room, user string) *rawPeer {
@@ -345,7 +358,7 @@ func dialRaw(t testing.TB, addr, room, user string) *rawPeer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	p := &rawPeer{conn: c, r: bufio.NewReader(c)}
+	p := &rawPeer{conn: c, pc: proto.NewConn(c, 0)}
 	p.send(t, &proto.Hello{V: wire.Version, Agent: "test"})
 	p.expect(t, proto.TWelcome)
 	p.send(t, &proto.Join{Room: room, User: user, Epoch: 1})
@@ -366,7 +379,7 @@ func (p *rawPeer) send(t testing.TB, m wire.Message) {
 
 func (p *rawPeer) next() (wire.Message, error) {
 	_ = p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	return readFrame(p.r, &p.scratch)
+	return p.pc.Recv()
 }
 
 // expect reads frames until one of type typ arrives.

@@ -1,16 +1,19 @@
 package client
 
 import (
+	"slices"
 	"time"
 
 	"nearchat/pkg/proto"
 )
 
 // inbox restores each sender's order and removes duplicates. Messages are
-// numbered per sender, so (sender, number) identifies one exactly; a message
-// that arrives ahead of a gap is held until the gap fills, for at most
-// gapTimeout and maxHeld messages, after which the gap is reported as missed
-// and delivery goes on. Loop-owned; not safe for concurrent use.
+// numbered per sender incarnation, so (sender, incarnation, number)
+// identifies one exactly; a message that arrives ahead of a gap is held
+// until the gap fills, for at most gapTimeout and maxHeld messages. Every
+// number the inbox gives up on comes back as a gap for the user to be told
+// about: nothing is ever skipped silently, and nothing held is discarded.
+// Loop-owned; not safe for concurrent use.
 type inbox struct {
 	holdBack   time.Duration // a gap this old triggers a Resend
 	gapTimeout time.Duration // a gap this old is given up
@@ -19,22 +22,39 @@ type inbox struct {
 }
 
 type sender struct {
+	inc      uint64 // incarnation the numbers below belong to
 	cursor   uint64 // last number delivered in order
 	known    uint64 // highest number the sender is known to have sent
 	held     map[uint64]proto.Deliver
-	gapSince time.Time // when the current gap was noticed; zero if none
-	asked    time.Time // when we last asked for it again
+	gapSince time.Time     // when the current gap was noticed or last made progress; zero if none
+	asked    time.Time     // when we last asked for it again
+	wait     time.Duration // how long after asked to ask again; doubles while nothing arrives
+
+	// The incarnation before inc, closed out up to prevCursor: its frames
+	// that still arrive (a history replay) are delivered past it, in order.
+	prevInc, prevCursor uint64
 }
 
-// gap is a range of a sender's messages given up as lost.
+// Reasons a gap is given up, as the user is told them.
+const (
+	reasonGone    = "the sender no longer has them"
+	reasonTimeout = "not received in time"
+	reasonHeld    = "too many later messages held behind them"
+	reasonRestart = "the sender restarted before they arrived"
+)
+
+// gap is a range of a sender's messages given up as lost, and why.
 type gap struct {
 	from        string
+	inc         uint64
 	first, last uint64
+	reason      string
 }
 
 // ask is a Resend to request.
 type ask struct {
 	of    string
+	inc   uint64
 	after uint64
 }
 
@@ -59,18 +79,41 @@ func (in *inbox) cursor(user string) uint64 {
 	return 0
 }
 
+// incarnation moves p to incarnation inc if that is newer than the one it
+// follows: whatever the old incarnation still owed is given up (held
+// messages delivered, holes reported) and numbering starts afresh. It
+// reports false for an older incarnation.
+func (in *inbox) incarnation(from string, p *sender, inc uint64, now time.Time) (ok bool, ready []proto.Deliver, gaps []gap) {
+	switch {
+	case inc == p.inc:
+		return true, nil, nil
+	case inc < p.inc:
+		return false, nil, nil
+	}
+	for p.known > p.cursor || len(p.held) > 0 {
+		ready = append(ready, in.giveUp(from, p, now, &gaps, reasonRestart)...)
+	}
+	*p = sender{inc: inc, prevInc: p.inc, prevCursor: p.cursor}
+	return true, ready, gaps
+}
+
 // accept takes one Deliver. It returns the messages now deliverable, in
-// order, and whether d was a duplicate (and dropped).
-func (in *inbox) accept(d proto.Deliver, now time.Time) (ready []proto.Deliver, dup bool) {
+// order, the gaps given up on the way, and whether d was a duplicate (and
+// dropped).
+func (in *inbox) accept(d proto.Deliver, now time.Time) (ready []proto.Deliver, gaps []gap, dup bool) {
 	p := in.peer(d.From)
+	ok, ready, gaps := in.incarnation(d.From, p, d.Inc, now)
+	if !ok {
+		return in.late(p, d)
+	}
 	if d.Num > p.known {
 		p.known = d.Num
 	}
 	if d.Num <= p.cursor {
-		return nil, true
+		return ready, gaps, true
 	}
 	if _, ok := p.held[d.Num]; ok {
-		return nil, true
+		return ready, gaps, true
 	}
 	if d.Num != p.cursor+1 {
 		if p.held == nil {
@@ -81,16 +124,33 @@ func (in *inbox) accept(d proto.Deliver, now time.Time) (ready []proto.Deliver, 
 			p.gapSince = now
 		}
 		if len(p.held) > in.maxHeld {
-			return in.giveUp(d.From, p, now, nil), false
+			ready = append(ready, in.giveUp(d.From, p, now, &gaps, reasonHeld)...)
 		}
-		return nil, false
+		return ready, gaps, false
 	}
 	p.cursor = d.Num
 	ready = append(ready, d)
-	return in.release(p, now, ready), false
+	return in.release(p, now, ready), gaps, false
 }
 
-// release appends the held messages that follow the cursor.
+// late takes a Deliver of an incarnation older than the sender's current
+// one: one of the incarnation just closed out and past what was delivered
+// or reported of it is delivered, after a report of any hole before it;
+// anything else is a duplicate.
+func (in *inbox) late(p *sender, d proto.Deliver) ([]proto.Deliver, []gap, bool) {
+	if d.Inc != p.prevInc || d.Num <= p.prevCursor {
+		return nil, nil, true
+	}
+	var gaps []gap
+	if d.Num > p.prevCursor+1 {
+		gaps = append(gaps, gap{from: d.From, inc: d.Inc, first: p.prevCursor + 1, last: d.Num - 1, reason: reasonRestart})
+	}
+	p.prevCursor = d.Num
+	return []proto.Deliver{d}, gaps, false
+}
+
+// release appends the held messages that follow the cursor. Any progress
+// restarts the gap clocks: an answer still arriving is not asked for again.
 func (in *inbox) release(p *sender, now time.Time, ready []proto.Deliver) []proto.Deliver {
 	for len(p.held) > 0 {
 		d, ok := p.held[p.cursor+1]
@@ -101,7 +161,7 @@ func (in *inbox) release(p *sender, now time.Time, ready []proto.Deliver) []prot
 		p.cursor = d.Num
 		ready = append(ready, d)
 	}
-	p.gapSince = time.Time{}
+	p.gapSince, p.wait = time.Time{}, 0
 	if len(p.held) > 0 || p.known > p.cursor {
 		p.gapSince = now
 	}
@@ -109,52 +169,75 @@ func (in *inbox) release(p *sender, now time.Time, ready []proto.Deliver) []prot
 }
 
 // giveUp skips the cursor over the first gap of p, recording it in *gaps
-// when gaps is not nil, and returns what that releases.
-func (in *inbox) giveUp(from string, p *sender, now time.Time, gaps *[]gap) []proto.Deliver {
+// with reason, and returns what that releases.
+func (in *inbox) giveUp(from string, p *sender, now time.Time, gaps *[]gap, reason string) []proto.Deliver {
 	next := p.known + 1
 	for n := range p.held {
 		if n < next {
 			next = n
 		}
 	}
-	if gaps != nil && next > p.cursor+1 {
-		*gaps = append(*gaps, gap{from: from, first: p.cursor + 1, last: next - 1})
+	if next > p.cursor+1 {
+		*gaps = append(*gaps, gap{from: from, inc: p.inc, first: p.cursor + 1, last: next - 1, reason: reason})
 	}
 	p.cursor = next - 1
 	return in.release(p, now, nil)
 }
 
-// announce records that user has sent up to last (from Joined or
-// Presence). A last beyond the cursor opens a tail gap.
-func (in *inbox) announce(user string, last uint64, now time.Time) {
+// announce records that user, in incarnation inc, has sent up to last
+// (from Joined or Presence). A last beyond the cursor opens a tail gap; a
+// newer incarnation closes out the old one first.
+func (in *inbox) announce(user string, inc, last uint64, now time.Time) (ready []proto.Deliver, gaps []gap) {
 	p := in.peer(user)
+	ok, ready, gaps := in.incarnation(user, p, inc, now)
+	if !ok {
+		return nil, nil
+	}
 	if last > p.known {
 		p.known = last
 	}
 	if p.known > p.cursor && p.gapSince.IsZero() {
 		p.gapSince = now
 	}
+	return ready, gaps
 }
 
-// missed applies a Missed: user no longer holds first..last. The cursor
-// skips over them when it has reached first-1; it returns what that
-// releases and the range actually skipped.
-func (in *inbox) missed(user string, first, last uint64, now time.Time) ([]proto.Deliver, gap) {
+// missed applies a Missed: user, in incarnation inc, no longer holds
+// first..last. Messages of that range already held are delivered, never
+// discarded; the holes among them are returned as gaps. A Missed that
+// does not start at the cursor (stale, or for another incarnation) is
+// ignored.
+func (in *inbox) missed(user string, inc, first, last uint64, now time.Time) ([]proto.Deliver, []gap) {
 	p := in.peer(user)
-	if last <= p.cursor || first > p.cursor+1 {
-		return nil, gap{}
+	if inc != p.inc || last <= p.cursor || first > p.cursor+1 {
+		return nil, nil
 	}
-	g := gap{from: user, first: p.cursor + 1, last: last}
-	p.cursor = last
+	var keys []uint64
 	for n := range p.held {
 		if n <= last {
-			delete(p.held, n)
+			keys = append(keys, n)
 		}
 	}
+	slices.Sort(keys)
+	var ready []proto.Deliver
+	var gaps []gap
+	next := p.cursor + 1
+	for _, n := range keys {
+		if n > next {
+			gaps = append(gaps, gap{from: user, inc: inc, first: next, last: n - 1, reason: reasonGone})
+		}
+		ready = append(ready, p.held[n])
+		delete(p.held, n)
+		next = n + 1
+	}
+	if next <= last {
+		gaps = append(gaps, gap{from: user, inc: inc, first: next, last: last, reason: reasonGone})
+	}
+	p.cursor = last
 	if last > p.known {
 		p.known = last
 	}
-	return in.release(p, now, nil), g
+	return in.release(p, now, ready), gaps
 }
 
 // lagging lists the senders known to have sent past the cursor, and
@@ -168,16 +251,18 @@ func (in *inbox) lagging(now time.Time) []ask {
 			p.gapSince = now
 		}
 		if p.known > p.cursor {
-			p.asked, p.gapSince = now, now
-			out = append(out, ask{of: u, after: p.cursor})
+			p.asked, p.gapSince, p.wait = now, now, 2*in.holdBack
+			out = append(out, ask{of: u, inc: p.inc, after: p.cursor})
 		}
 	}
 	return out
 }
 
-// tick runs the timers: a gap older than holdBack is asked for again (every
-// holdBack), one older than gapTimeout is given up. With quiet set (the old
-// server may still deliver) nothing is asked or given up yet.
+// tick runs the timers: a gap without progress for holdBack is asked for
+// again, after holdBack, then twice that, and so on while nothing arrives
+// (an answer over a slow link is not asked for twice); one without
+// progress for gapTimeout is given up. With quiet set (the old server may
+// still deliver) nothing is asked or given up yet.
 func (in *inbox) tick(now time.Time, quiet bool) (asks []ask, gaps []gap, ready []proto.Deliver) {
 	if quiet {
 		return nil, nil, nil
@@ -187,12 +272,13 @@ func (in *inbox) tick(now time.Time, quiet bool) (asks []ask, gaps []gap, ready 
 			continue
 		}
 		if now.Sub(p.gapSince) >= in.gapTimeout {
-			ready = append(ready, in.giveUp(u, p, now, &gaps)...)
+			ready = append(ready, in.giveUp(u, p, now, &gaps, reasonTimeout)...)
 			continue
 		}
-		if now.Sub(p.gapSince) >= in.holdBack && now.Sub(p.asked) >= in.holdBack {
+		if now.Sub(p.gapSince) >= in.holdBack && now.Sub(p.asked) >= max(p.wait, in.holdBack) {
 			p.asked = now
-			asks = append(asks, ask{of: u, after: p.cursor})
+			p.wait = 2 * max(p.wait, in.holdBack)
+			asks = append(asks, ask{of: u, inc: p.inc, after: p.cursor})
 		}
 	}
 	return asks, gaps, ready
@@ -206,7 +292,7 @@ func (in *inbox) next() time.Time {
 			continue
 		}
 		a := p.gapSince.Add(in.holdBack)
-		if again := p.asked.Add(in.holdBack); again.After(a) {
+		if again := p.asked.Add(max(p.wait, in.holdBack)); again.After(a) {
 			a = again
 		}
 		w := p.gapSince.Add(in.gapTimeout)

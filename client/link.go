@@ -1,13 +1,9 @@
 package client
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
@@ -22,8 +18,8 @@ type link struct {
 	s        *Session
 	server   proto.ServerRef
 	serverID string // as the server named itself in Welcome
+	pc       *proto.Conn // reads; the writer goroutine writes to conn
 	conn     net.Conn
-	r        *bufio.Reader
 
 	mu      sync.Mutex
 	buf     []byte
@@ -39,79 +35,22 @@ type link struct {
 	lastSeq uint64
 }
 
-// dialLink connects to server and exchanges Hello and Welcome. It runs on
-// the caller's goroutine; the link is not started.
+// dialLink connects to server and exchanges Hello and Welcome within
+// HandshakeTimeout. It runs on the caller's goroutine; the link is not
+// started.
 func dialLink(ctx context.Context, s *Session, server proto.ServerRef) (*link, error) {
-	conn, err := s.cfg.Dialer.DialContext(ctx, "tcp", server.Addr)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	pc, welcome, err := proto.Dial(ctx, s.cfg.Dialer, server.Addr, &proto.Hello{Agent: s.cfg.Agent})
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", server.Addr, err)
+		return nil, err
 	}
-	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	l := &link{s: s, server: server, conn: conn, r: bufio.NewReaderSize(conn, 16<<10), wake: make(chan struct{}, 1)}
-	welcome, err := l.handshake()
-	if !stop() || err != nil {
-		conn.Close()
-		if err == nil || ctx.Err() != nil {
-			err = errors.Join(err, ctx.Err())
-		}
-		return nil, fmt.Errorf("handshake with %s: %w", server.Addr, err)
-	}
-	_ = conn.SetDeadline(time.Time{})
+	l := &link{s: s, server: server, pc: pc, conn: pc.NetConn(), wake: make(chan struct{}, 1)}
 	l.serverID = welcome.Server
 	if l.serverID == "" {
 		l.serverID = server.ID
 	}
 	return l, nil
-}
-
-func (l *link) handshake() (*proto.Welcome, error) {
-	b, err := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: l.s.cfg.Agent})
-	if err != nil {
-		return nil, err
-	}
-	if _, err := l.conn.Write(b); err != nil {
-		return nil, err
-	}
-	var scratch []byte
-	m, err := readFrame(l.r, &scratch)
-	if err != nil {
-		return nil, err
-	}
-	switch m := m.(type) {
-	case *proto.Welcome:
-		return m, nil
-	case *proto.Error:
-		return nil, m
-	default:
-		return nil, fmt.Errorf("expected welcome, got frame 0x%02x", byte(m.FrameType()))
-	}
-}
-
-// readFrame reads and decodes one frame; scratch is reused between calls.
-func readFrame(r *bufio.Reader, scratch *[]byte) (wire.Message, error) {
-	hdr, err := r.Peek(wire.LenSize)
-	if err != nil {
-		return nil, err
-	}
-	n, err := wire.FrameLen(hdr, 0)
-	if err != nil {
-		return nil, err
-	}
-	b := slices.Grow((*scratch)[:0], n)[:n]
-	*scratch = b
-	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, err
-	}
-	t, body, _, err := wire.ParseFrame(b, 0)
-	if err != nil {
-		return nil, err
-	}
-	return proto.Decode(t, body)
 }
 
 // start launches the reader and writer. Loop only.
@@ -123,13 +62,12 @@ func (l *link) start() {
 
 func (l *link) readLoop() {
 	defer l.s.wg.Done()
-	var scratch []byte
 	idle := l.s.cfg.IdleTimeout
 	for {
 		if idle > 0 {
 			_ = l.conn.SetReadDeadline(time.Now().Add(idle))
 		}
-		m, err := readFrame(l.r, &scratch)
+		m, err := l.pc.Recv()
 		select {
 		case l.s.frames <- inbound{l: l, m: m, err: err}:
 		case <-l.s.done:

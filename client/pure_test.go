@@ -39,7 +39,10 @@ func TestInboxOrderAndDuplicates(t *testing.T) {
 			var got []uint64
 			dups := 0
 			for _, n := range tt.arrive {
-				ready, dup := in.accept(proto.Deliver{From: "a", Num: n}, now)
+				ready, gaps, dup := in.accept(proto.Deliver{From: "a", Num: n}, now)
+				if len(gaps) > 0 {
+					t.Errorf("gave up %v", gaps)
+				}
 				if dup {
 					dups++
 				}
@@ -76,11 +79,19 @@ func TestInboxTimers(t *testing.T) {
 	if len(asks) != 1 || asks[0] != (ask{of: "a", after: 1}) {
 		t.Fatalf("asks %v, want one Resend after 1", asks)
 	}
+	// Nothing arrives: the next ask waits twice as long, so an answer on
+	// its way over a slow link is not asked for twice.
+	if asks, _, _ := in.tick(t0.Add(2*hold), false); len(asks) != 0 {
+		t.Fatalf("asked again after one hold-back: %v", asks)
+	}
+	if asks, _, _ := in.tick(t0.Add(3*hold), false); len(asks) != 1 {
+		t.Fatalf("no second ask after twice the hold-back: %v", asks)
+	}
 	if asks, _, _ := in.tick(t0.Add(hold+hold/2), false); len(asks) != 0 {
 		t.Fatalf("asked again too soon: %v", asks)
 	}
 	_, gaps, ready := in.tick(t0.Add(giveUp), false)
-	if len(gaps) != 1 || gaps[0] != (gap{from: "a", first: 2, last: 3}) {
+	if len(gaps) != 1 || gaps[0] != (gap{from: "a", first: 2, last: 3, reason: reasonTimeout}) {
 		t.Fatalf("gaps %v, want a:2-3", gaps)
 	}
 	if got := nums(ready); !slices.Equal(got, []uint64{4, 5}) {
@@ -90,7 +101,7 @@ func TestInboxTimers(t *testing.T) {
 		t.Fatalf("timer still armed: %v", in.next())
 	}
 	// Late arrivals of given-up numbers are duplicates now.
-	if _, dup := in.accept(proto.Deliver{From: "a", Num: 2}, t0.Add(giveUp)); !dup {
+	if _, _, dup := in.accept(proto.Deliver{From: "a", Num: 2}, t0.Add(giveUp)); !dup {
 		t.Error("late message not dropped")
 	}
 }
@@ -99,35 +110,108 @@ func TestInboxAnnounceAndMissed(t *testing.T) {
 	t0 := time.Unix(100, 0)
 	in := newInbox(time.Second, 5*time.Second, 100)
 	in.accept(proto.Deliver{From: "a", Num: 1}, t0)
-	in.announce("a", 6, t0)
+	in.announce("a", 0, 6, t0)
 	lag := in.lagging(t0)
 	if len(lag) != 1 || lag[0] != (ask{of: "a", after: 1}) {
 		t.Fatalf("lagging %v", lag)
 	}
 	in.accept(proto.Deliver{From: "a", Num: 5}, t0)
-	ready, g := in.missed("a", 2, 4, t0)
-	if g != (gap{from: "a", first: 2, last: 4}) || !slices.Equal(nums(ready), []uint64{5}) {
+	ready, g := in.missed("a", 0, 2, 4, t0)
+	if !slices.Equal(g, []gap{{from: "a", first: 2, last: 4, reason: reasonGone}}) || !slices.Equal(nums(ready), []uint64{5}) {
 		t.Fatalf("missed: gap %v ready %v", g, nums(ready))
 	}
-	if ready, g := in.missed("a", 1, 3, t0); len(ready) != 0 || g.last != 0 {
+	if ready, g := in.missed("a", 0, 1, 3, t0); len(ready) != 0 || len(g) != 0 {
 		t.Fatalf("stale Missed applied: %v %v", nums(ready), g)
 	}
-	ready, _ = in.accept(proto.Deliver{From: "a", Num: 6}, t0)
+	ready, _, _ = in.accept(proto.Deliver{From: "a", Num: 6}, t0)
 	if !slices.Equal(nums(ready), []uint64{6}) || len(in.lagging(t0)) != 0 {
 		t.Fatalf("after tail: ready %v lagging %v", nums(ready), in.lagging(t0))
 	}
 }
 
+// TestInboxMaxHeld overflows the hold behind a gap: the gap is given up,
+// and said (review finding 3: it used to be skipped silently).
 func TestInboxMaxHeld(t *testing.T) {
 	in := newInbox(time.Second, time.Minute, 3)
 	t0 := time.Unix(100, 0)
 	var got []uint64
+	var gaps []gap
 	for _, n := range []uint64{3, 4, 5, 6} {
-		ready, _ := in.accept(proto.Deliver{From: "a", Num: n}, t0)
+		ready, g, _ := in.accept(proto.Deliver{From: "a", Num: n}, t0)
 		got = append(got, nums(ready)...)
+		gaps = append(gaps, g...)
 	}
 	if !slices.Equal(got, []uint64{3, 4, 5, 6}) {
 		t.Fatalf("overflowing hold released %v", got)
+	}
+	if !slices.Equal(gaps, []gap{{from: "a", first: 1, last: 2, reason: reasonHeld}}) {
+		t.Fatalf("gaps %v, want a:1-2 reported", gaps)
+	}
+}
+
+// TestInboxMissedKeepsHeld applies a Missed over a range whose later
+// numbers are already held: they are delivered, and only the holes are
+// reported (review finding 12: they used to be discarded).
+func TestInboxMissedKeepsHeld(t *testing.T) {
+	in := newInbox(time.Second, time.Minute, 100)
+	t0 := time.Unix(100, 0)
+	in.accept(proto.Deliver{From: "m", Num: 1}, t0)
+	for _, n := range []uint64{3, 5, 6, 8} {
+		in.accept(proto.Deliver{From: "m", Num: n}, t0)
+	}
+	ready, gaps := in.missed("m", 0, 2, 6, t0)
+	if got := nums(ready); !slices.Equal(got, []uint64{3, 5, 6}) {
+		t.Fatalf("delivered %v, want the held 3 5 6", got)
+	}
+	want := []gap{{from: "m", first: 2, last: 2, reason: reasonGone}, {from: "m", first: 4, last: 4, reason: reasonGone}}
+	if !slices.Equal(gaps, want) {
+		t.Fatalf("gaps %v, want %v", gaps, want)
+	}
+	if in.cursor("m") != 6 || in.held() != 1 {
+		t.Fatalf("cursor %d held %d, want 6 and 1", in.cursor("m"), in.held())
+	}
+}
+
+// TestInboxIncarnation restarts a sender: its new numbering is delivered,
+// not dropped as duplicates (review finding 4), what the old incarnation
+// still owed is reported, held messages of it are delivered, and frames
+// of the old incarnation arriving late are dropped.
+func TestInboxIncarnation(t *testing.T) {
+	in := newInbox(time.Second, time.Minute, 100)
+	t0 := time.Unix(100, 0)
+	for _, n := range []uint64{1, 2, 3, 5} {
+		in.accept(proto.Deliver{From: "a", Inc: 10, Num: n}, t0)
+	}
+	in.announce("a", 10, 7, t0)
+	ready, gaps, dup := in.accept(proto.Deliver{From: "a", Inc: 20, Num: 1}, t0)
+	if dup || !slices.Equal(nums(ready), []uint64{5, 1}) {
+		t.Fatalf("new incarnation: ready %v dup %v, want [5 1] (old held 5, new 1)", nums(ready), dup)
+	}
+	want := []gap{{from: "a", inc: 10, first: 4, last: 4, reason: reasonRestart}, {from: "a", inc: 10, first: 6, last: 7, reason: reasonRestart}}
+	if !slices.Equal(gaps, want) {
+		t.Fatalf("gaps %v, want %v", gaps, want)
+	}
+	// The old incarnation was closed out up to 7 (6-7 reported): a late 6
+	// is a duplicate, a late 8 (a history replay) is still delivered.
+	if _, _, dup := in.accept(proto.Deliver{From: "a", Inc: 10, Num: 6}, t0); !dup {
+		t.Error("late frame of the old incarnation, already reported missed, delivered")
+	}
+	if ready, gaps, dup := in.accept(proto.Deliver{From: "a", Inc: 10, Num: 8}, t0); dup || len(gaps) != 0 || !slices.Equal(nums(ready), []uint64{8}) {
+		t.Errorf("late 8 of the old incarnation: %v %v dup %v", nums(ready), gaps, dup)
+	}
+	if ready, gaps, _ := in.accept(proto.Deliver{From: "a", Inc: 10, Num: 11}, t0); !slices.Equal(nums(ready), []uint64{11}) ||
+		!slices.Equal(gaps, []gap{{from: "a", inc: 10, first: 9, last: 10, reason: reasonRestart}}) {
+		t.Errorf("late 11 of the old incarnation: %v %v", nums(ready), gaps)
+	}
+	if _, _, dup := in.accept(proto.Deliver{From: "a", Inc: 5, Num: 99}, t0); !dup {
+		t.Error("frame of an incarnation older than the previous one delivered")
+	}
+	if ready, _, dup := in.accept(proto.Deliver{From: "a", Inc: 20, Num: 2}, t0); dup || !slices.Equal(nums(ready), []uint64{2}) {
+		t.Errorf("second message of the new incarnation: %v dup %v", nums(ready), dup)
+	}
+	// A stale announcement of the old incarnation changes nothing.
+	if r, g := in.announce("a", 10, 9, t0); len(r)+len(g) != 0 || len(in.lagging(t0)) != 0 {
+		t.Errorf("stale announce: %v %v lagging %v", r, g, in.lagging(t0))
 	}
 }
 
@@ -176,12 +260,16 @@ func TestChecker(t *testing.T) {
 		ok        bool
 		dup, ooo  int
 		missingOf int
+		told      [][2]uint64
+		silent    int
 	}{
-		{"clean", []uint64{1, 2, 3}, 3, true, 0, 0, 0},
-		{"lost", []uint64{1, 3}, 3, false, 0, 0, 1},
-		{"duplicate", []uint64{1, 2, 2, 3}, 3, false, 1, 0, 0},
-		{"reordered", []uint64{1, 3, 2}, 3, false, 0, 1, 0},
-		{"tail-missing", []uint64{1, 2}, 4, false, 0, 0, 2},
+		{"clean", []uint64{1, 2, 3}, 3, true, 0, 0, 0, nil, 0},
+		{"lost", []uint64{1, 3}, 3, false, 0, 0, 1, nil, 1},
+		{"lost-told", []uint64{1, 3}, 3, false, 0, 0, 1, [][2]uint64{{2, 2}}, 0},
+		{"duplicate", []uint64{1, 2, 2, 3}, 3, false, 1, 0, 0, nil, 0},
+		{"reordered", []uint64{1, 3, 2}, 3, false, 0, 1, 0, nil, 0},
+		{"tail-missing", []uint64{1, 2}, 4, false, 0, 0, 2, nil, 2},
+		{"tail-partly-told", []uint64{1, 2}, 5, false, 0, 0, 3, [][2]uint64{{3, 4}}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -189,9 +277,12 @@ func TestChecker(t *testing.T) {
 			for _, n := range tt.seen {
 				c.Observe("a", n)
 			}
+			for _, m := range tt.told {
+				c.Missed("a", m[0], m[1])
+			}
 			c.Expect("a", tt.expect)
 			r := c.Report()
-			if r.OK() != tt.ok || r.Duplicates != tt.dup || r.OutOfOrder != tt.ooo || r.Missing["a"] != tt.missingOf {
+			if r.OK() != tt.ok || r.Duplicates != tt.dup || r.OutOfOrder != tt.ooo || r.Missing["a"] != tt.missingOf || r.Silent() != tt.silent {
 				t.Errorf("report %v, want ok=%v dup=%d ooo=%d missing=%d", r, tt.ok, tt.dup, tt.ooo, tt.missingOf)
 			}
 		})

@@ -116,6 +116,7 @@ type Stats struct {
 	Received   int // messages delivered as events
 	Duplicates int // messages dropped as duplicates
 	Resent     int // messages sent again (after a move or on Resend)
+	Suppressed int // Resend asks not answered: an answer to the same ask was just sent
 	Held       int // messages waiting behind a gap
 	Missed     int // messages reported as missed
 }
@@ -139,6 +140,7 @@ type Session struct {
 	// Owned by the loop goroutine.
 	cur, old, pending *link
 	epoch             uint64
+	inc               uint64 // this session's incarnation, see proto.Join
 	out               *outbox
 	in                *inbox
 	sentUpTo          uint64            // highest number ever written to a connection
@@ -147,9 +149,17 @@ type Session struct {
 	movedAt           time.Time // when the current drain began
 	nextPing          time.Time
 	moveWait          chan error
-	queue             []Event // events not yet taken from the channel
-	wakeups           int     // loop iterations, for tests that check it idles
+	answered          map[string]answer // last Resend answered, by asker
+	queue             []Event           // events not yet taken from the channel
+	wakeups           int               // loop iterations, for tests that check it idles
 	stats             Stats
+}
+
+// answer records a Resend answered: the asker was sent every kept message
+// of inc after after up to upTo, at time at.
+type answer struct {
+	inc, after, upTo uint64
+	at               time.Time
 }
 
 type inbound struct {
@@ -188,6 +198,10 @@ func Open(ctx context.Context, cfg Config, server proto.ServerRef, room, user st
 		out:    newOutbox(cfg.Window),
 		in:     newInbox(cfg.HoldBack, cfg.GapTimeout, cfg.MaxHeld),
 		since:  make(map[string]uint64),
+		// A later Session of the same user, in this process or after a
+		// restart, numbers its messages in a larger incarnation.
+		inc:      uint64(time.Now().UnixNano()),
+		answered: make(map[string]answer),
 	}
 	go s.run()
 	if err := s.Move(ctx, server, epoch, ticket); err != nil {
@@ -297,7 +311,7 @@ func (s *Session) Move(ctx context.Context, server proto.ServerRef, epoch uint64
 		}
 		s.pending, s.moveWait = l, wait
 		l.start()
-		l.send(&proto.Join{Room: s.room, User: s.user, Ticket: ticket, Epoch: epoch, LastSent: s.out.last, Since: s.since[server.Addr]})
+		l.send(&proto.Join{Room: s.room, User: s.user, Ticket: ticket, Epoch: epoch, LastSent: s.out.last, Since: s.since[server.Addr], Inc: s.inc, Move: s.cur != nil})
 		s.armPing(time.Now())
 	}); err != nil {
 		l.conn.Close()
@@ -481,7 +495,8 @@ func (s *Session) switchTo(l *link, j *proto.Joined) {
 		}
 		names = append(names, m.User)
 		l.members[m.User] = m.LastSent
-		s.in.announce(m.User, m.LastSent, now)
+		ready, gaps := s.in.announce(m.User, m.Inc, m.LastSent, now)
+		s.hand(ready, gaps, l, now)
 	}
 	s.cur, s.pending, s.epoch = l, nil, l.epoch
 	if s.old != nil {
@@ -537,11 +552,11 @@ func (s *Session) handleMember(l *link, in inbound) {
 		if m.From == s.user {
 			return
 		}
-		ready, dup := s.in.accept(*m, now)
+		ready, gaps, dup := s.in.accept(*m, now)
 		if dup {
 			s.stats.Duplicates++
 		}
-		s.deliver(ready, l, now)
+		s.hand(ready, gaps, l, now)
 		if l == s.old {
 			s.checkDrain(now)
 		}
@@ -553,7 +568,8 @@ func (s *Session) handleMember(l *link, in inbound) {
 		}
 		if m.Here {
 			l.members[m.User] = m.LastSent
-			s.in.announce(m.User, m.LastSent, now)
+			ready, gaps := s.in.announce(m.User, m.Inc, m.LastSent, now)
+			s.hand(ready, gaps, l, now)
 			if l == s.cur && s.old == nil && s.in.cursor(m.User) < m.LastSent {
 				s.askLagging(now)
 			}
@@ -567,16 +583,13 @@ func (s *Session) handleMember(l *link, in inbound) {
 			s.checkDrain(now)
 		}
 	case *proto.Resend:
-		s.answerResend(m)
+		s.answerResend(l, m, now)
 	case *proto.Missed:
 		if m.To != s.user {
 			return
 		}
-		ready, g := s.in.missed(m.From, m.First, m.Last, now)
-		if g.last > 0 {
-			s.reportMissed(g, "the sender no longer has them")
-		}
-		s.deliver(ready, l, now)
+		ready, gaps := s.in.missed(m.From, m.Inc, m.First, m.Last, now)
+		s.hand(ready, gaps, l, now)
 	case *proto.Error:
 		if m.Fatal {
 			s.linkDown(l, m)
@@ -592,17 +605,17 @@ func (s *Session) handleMember(l *link, in inbound) {
 	}
 }
 
-func (s *Session) deliver(ready []proto.Deliver, l *link, now time.Time) {
+// hand tells the user about the gaps given up, then delivers ready.
+func (s *Session) hand(ready []proto.Deliver, gaps []gap, l *link, now time.Time) {
+	for _, g := range gaps {
+		s.stats.Missed += int(g.last - g.first + 1)
+		s.emit(Missed{From: g.from, Inc: g.inc, First: g.first, Last: g.last, Reason: g.reason})
+	}
 	for _, d := range ready {
 		at := time.Unix(0, d.At)
 		s.stats.Received++
-		s.emit(Message{From: d.From, Num: d.Num, Seq: d.Seq, At: at, Text: d.Text, Latency: now.Sub(at), Server: l.serverID})
+		s.emit(Message{From: d.From, Inc: d.Inc, Num: d.Num, Seq: d.Seq, At: at, Text: d.Text, Latency: now.Sub(at), Server: l.serverID})
 	}
-}
-
-func (s *Session) reportMissed(g gap, reason string) {
-	s.stats.Missed += int(g.last - g.first + 1)
-	s.emit(Missed{From: g.from, First: g.first, Last: g.last, Reason: reason})
 }
 
 // linkDown handles the end of a connection we did not close.
@@ -662,42 +675,64 @@ func (s *Session) askLagging(now time.Time) {
 		return
 	}
 	for _, a := range s.in.lagging(now) {
-		l.send(&proto.Resend{Of: a.of, After: a.after})
+		l.send(&proto.Resend{Of: a.of, After: a.after, Inc: a.inc})
 	}
 }
 
-// answerResend sends our messages after m.After again, and Missed for any
-// no longer kept.
-func (s *Session) answerResend(m *proto.Resend) {
-	l := s.cur
-	if l == nil || !l.joined || l.dead {
+// answerResend sends our messages after m.After again to the asker alone,
+// on the connection the ask came in on, and Missed for any no longer kept.
+// An ask for another incarnation than ours gets everything we keep. The
+// same ask again while our answer may still be on its way is not
+// answered twice.
+func (s *Session) answerResend(l *link, m *proto.Resend, now time.Time) {
+	if !l.joined || l.dead || m.By == "" {
 		return
 	}
-	msgs, first, last := s.out.after(m.After)
-	if first > 0 && m.By != "" {
-		l.send(&proto.Missed{To: m.By, From: s.user, First: first, Last: last})
+	after := m.After
+	if m.Inc != s.inc {
+		after = 0
 	}
+	if a, ok := s.answered[m.By]; ok && a.inc == s.inc && after >= a.after && after < a.upTo && now.Sub(a.at) < 2*s.cfg.HoldBack {
+		s.stats.Suppressed++
+		return
+	}
+	msgs, first, last := s.out.after(after)
+	if first > 0 {
+		l.send(&proto.Missed{To: m.By, From: s.user, First: first, Last: last, Inc: s.inc})
+	}
+	upTo := after
 	for i := range msgs {
 		if msgs[i].Num > s.sentUpTo {
 			break // held for a pending move; they go out with it
 		}
-		l.send(&msgs[i])
+		c := msgs[i]
+		c.To = m.By
+		l.send(&c)
+		upTo = c.Num
 		s.stats.Resent++
+	}
+	if len(s.answered) >= maxAnswered {
+		for by, a := range s.answered {
+			if now.Sub(a.at) >= 2*s.cfg.HoldBack {
+				delete(s.answered, by)
+			}
+		}
+	}
+	if len(s.answered) < maxAnswered {
+		s.answered[m.By] = answer{inc: s.inc, after: after, upTo: upTo, at: now}
 	}
 }
 
+// maxAnswered bounds the askers remembered for suppressing repeat asks.
+const maxAnswered = 1024
+
 func (s *Session) tick(now time.Time) {
 	asks, gaps, ready := s.in.tick(now, s.quiet())
-	if len(asks) > 0 {
-		for _, a := range asks {
-			s.cur.send(&proto.Resend{Of: a.of, After: a.after})
-		}
-	}
-	for _, g := range gaps {
-		s.reportMissed(g, "not received in time")
+	for _, a := range asks {
+		s.cur.send(&proto.Resend{Of: a.of, After: a.after, Inc: a.inc})
 	}
 	if s.cur != nil {
-		s.deliver(ready, s.cur, now)
+		s.hand(ready, gaps, s.cur, now)
 	}
 	if s.old != nil {
 		s.checkDrain(now)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -443,4 +444,157 @@ func TestIdleWhenBroken(t *testing.T) {
 	if st := b.s.Stats(); st.Missed != 0 || st.Held != 1 || st.Unacked != 1 {
 		t.Errorf("stats while broken %+v: want the gap kept and the message queued", st)
 	}
+}
+
+// TestHeldOverflowIsTold: mallory never sends her message 1 and streams
+// past MaxHeld behind the gap. Bob is told exactly 1 is missed, and why,
+// and gets every later message (review finding 3: silent skip).
+func TestHeldOverflowIsTold(t *testing.T) {
+	srv := startChat(t, "serv1")
+	cfg := testConfig(t)
+	cfg.MaxHeld = 4
+	b := join(t, cfg, ref(srv), "room-held", "bob")
+	raw := dialRaw(t, srv.Addr(), "room-held", "mallory")
+	for n := uint64(2); n <= 10; n++ {
+		raw.send(t, &proto.Chat{Num: n, Text: fmt.Sprint(n)})
+	}
+	waitFor(t, 5*time.Second, "bob gets 2-10", func() bool { return b.got("mallory") == 9 })
+	miss := b.missed()
+	if len(miss) != 1 || miss[0].From != "mallory" || miss[0].First != 1 || miss[0].Last != 1 || miss[0].Reason != reasonHeld {
+		t.Fatalf("missed %+v, want exactly mallory 1-1 (%s)", miss, reasonHeld)
+	}
+	b.check.Expect("mallory", 10)
+	if r := b.check.Report(); r.Silent() != 0 || r.Duplicates != 0 || r.OutOfOrder != 0 {
+		t.Errorf("report %v", r)
+	}
+}
+
+// TestMissedKeepsHeld: bob holds mallory's 3, 5 and 6 behind a gap when
+// her Missed for 2-6 arrives: he gets them, and is told of 2 and 4 only
+// (review finding 12: a Missed used to discard them).
+func TestMissedKeepsHeld(t *testing.T) {
+	srv := startChat(t, "serv1")
+	b := join(t, testConfig(t), ref(srv), "room-keep", "bob")
+	raw := dialRaw(t, srv.Addr(), "room-keep", "mallory")
+	for _, n := range []uint64{1, 3, 5, 6} {
+		raw.send(t, &proto.Chat{Num: n, Text: fmt.Sprint(n)})
+	}
+	waitFor(t, 5*time.Second, "3 held", func() bool { return b.s.Stats().Held == 3 })
+	raw.send(t, &proto.Missed{To: "bob", First: 2, Last: 6})
+	waitFor(t, 5*time.Second, "bob gets 1 3 5 6", func() bool { return b.got("mallory") == 4 })
+	waitFor(t, 5*time.Second, "two ranges told", func() bool { return len(b.missed()) == 2 })
+	miss := b.missed()
+	if miss[0].First != 2 || miss[0].Last != 2 || miss[1].First != 4 || miss[1].Last != 4 {
+		t.Errorf("missed %+v, want 2-2 and 4-4", miss)
+	}
+	b.check.Expect("mallory", 6)
+	if r := b.check.Report(); r.Silent() != 0 || r.Missing["mallory"] != 2 {
+		t.Errorf("report %v", r)
+	}
+}
+
+// TestSenderRestart: alice's process restarts mid-stream and a new
+// Session numbers from 1 again; bob delivers both incarnations in full,
+// with no duplicate and no Missed (review finding 4: the new messages
+// were dropped as duplicates).
+func TestSenderRestart(t *testing.T) {
+	srv := startChat(t, "serv1")
+	cfg := testConfig(t)
+	b := join(t, cfg, ref(srv), "room-restart", "bob")
+	const n = 100
+	a := join(t, cfg, ref(srv), "room-restart", "alice")
+	if err := stream(a, n/2, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The process dies once its messages are out (what it never got out,
+	// nobody knew of); a new one starts below.
+	waitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
+	a.s.Close()
+	a2 := join(t, cfg, ref(srv), "room-restart", "alice")
+	if err := stream(a2, n, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "bob gets both incarnations", func() bool {
+		return b.got("alice") == n/2 && b.got("alice/2") == n
+	})
+	verify(t, []*member{b}, map[string]uint64{"alice": n / 2, "alice/2": n})
+	st := b.s.Stats()
+	t.Logf("bob: %+v", st)
+	if st.Received != n/2+n || st.Duplicates != 0 || st.Missed != 0 {
+		t.Errorf("bob received %d duplicates %d missed %d, want %d, 0, 0", st.Received, st.Duplicates, st.Missed, n/2+n)
+	}
+}
+
+// TestResendStorm: mallory sends 50 Resend frames for alice's 200
+// messages. The server forwards at most its burst, alice answers the
+// same ask once, the answer goes to mallory alone: bob sees no duplicate
+// (review finding 10: 50 asks made 10,000 resends, all broadcast).
+func TestResendStorm(t *testing.T) {
+	srv := startChat(t, "serv1")
+	cfg := testConfig(t)
+	a := join(t, cfg, ref(srv), "room-storm", "alice")
+	b := join(t, cfg, ref(srv), "room-storm", "bob")
+	raw := dialRaw(t, srv.Addr(), "room-storm", "mallory")
+	const n, asks = 200, 50
+	if err := stream(a, n, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "bob gets all", func() bool { return b.got("alice") == n })
+	for range asks {
+		raw.send(t, &proto.Resend{Of: "alice", After: 0})
+	}
+	// Every ask is accounted for: dropped by the server's rate limit,
+	// suppressed by alice as a repeat, or answered.
+	waitFor(t, 10*time.Second, "every ask handled", func() bool {
+		st := a.s.Stats()
+		return int(srv.Stats().ResendsDropped)+st.Suppressed+st.Resent/n == asks
+	})
+	st := a.s.Stats()
+	t.Logf("alice %+v; server dropped %d asks", st, srv.Stats().ResendsDropped)
+	if st.Resent > 2*n {
+		t.Errorf("alice resent %d messages for %d asks of %d, want at most %d", st.Resent, asks, n, 2*n)
+	}
+	delivers := 0
+	for delivers < n {
+		m, err := raw.next()
+		if err != nil {
+			t.Fatalf("mallory got %d resent messages: %v", delivers, err)
+		}
+		if d, ok := m.(*proto.Deliver); ok && d.From == "alice" {
+			if d.Num != uint64(delivers+1) {
+				t.Fatalf("mallory got alice#%d, want #%d", d.Num, delivers+1)
+			}
+			delivers++
+		}
+	}
+	// A marker after the storm: once bob has it, any broadcast resend
+	// would have reached him before it.
+	a.send(t, "after")
+	waitFor(t, 5*time.Second, "bob gets the marker", func() bool { return b.got("alice") == n+1 })
+	if d := b.s.Stats().Duplicates; d != 0 {
+		t.Errorf("bob dropped %d duplicates: resends were broadcast", d)
+	}
+}
+
+// TestLateJoinerOnNewServer: in a room of three, alice moves to serv2 and
+// sends there before bob arrives. Bob gets it as soon as he joins serv2,
+// not after the old connection's DrainTimeout (review finding 11; with
+// nothing later from alice, he used to never get it at all). Production
+// timers, with a DrainTimeout long enough that only the fix can pass.
+func TestLateJoinerOnNewServer(t *testing.T) {
+	s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
+	cfg := DefaultConfig()
+	cfg.Logger = testLogger(t, slog.LevelInfo)
+	cfg.DrainTimeout = time.Minute
+	a := join(t, cfg, ref(s1), "room-late", "alice")
+	b := join(t, cfg, ref(s1), "room-late", "bob")
+	join(t, cfg, ref(s1), "room-late", "carol")
+	a.move(t, ref(s2), 2)
+	a.send(t, "on serv2")
+	waitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
+	start := time.Now()
+	b.move(t, ref(s2), 2)
+	waitFor(t, 20*time.Second, "bob gets alice's serv2 message", func() bool { return b.got("alice") == 1 })
+	t.Logf("bob got alice's serv2 message %v after joining serv2", time.Since(start))
+	verify(t, []*member{b}, map[string]uint64{"alice": 1})
 }

@@ -36,9 +36,11 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -185,6 +187,67 @@ def build_network(delay_mode='auto', switch='lxbr', relay_bin=None):
     return net, link
 
 
+DASHBOARD_PORT = 8088
+
+
+class DashboardRelay:
+    """Shows Central's dashboard to this machine's browser. Central runs in
+    the network namespace of host central, whose 127.0.0.1 is not this
+    machine's; it serves the dashboard on a Unix socket instead (file
+    system paths cross namespaces), and this relays 127.0.0.1:PORT here to
+    it, one pair of threads per connection."""
+
+    def __init__(self, sock_path, port=DASHBOARD_PORT):
+        self.path = sock_path
+        self.ln = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ln.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.ln.bind(('127.0.0.1', port))
+        except OSError:
+            self.ln.bind(('127.0.0.1', 0))  # taken: any free port
+        self.ln.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self):
+        return 'http://127.0.0.1:%d/' % self.ln.getsockname()[1]
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ln.accept()
+            except OSError:
+                return  # closed
+            u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                u.connect(self.path)
+            except OSError:
+                c.close()
+                u.close()
+                continue
+            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.ln.close()
+
+
 class ChatProcesses:
     """Starts nearchat programs inside Mininet hosts and stops them again.
     Every process gets its own log file in logdir; stop_all() ends them all
@@ -202,6 +265,7 @@ class ChatProcesses:
         self.logdir = logdir or tempfile.mkdtemp(prefix='nearchat-mininet-')
         self.timing = dict(DEMO_TIMING, **(timing or {}))
         self.central_args = list(central_args)
+        self.dashboard = None  # DashboardRelay, once Central is up
         self.procs = {}  # name -> (Popen, log file)
         # Central and chatserver read the secret from the environment: it
         # stays off command lines and logs.
@@ -220,7 +284,11 @@ class ChatProcesses:
                 '-heartbeat', self.timing['heartbeat'],
                 '-offline-after', self.timing['offline_after'],
                 '-scan', self.timing['scan'],
-                '-min-dwell', self.timing['min_dwell']] + self.central_args
+                '-min-dwell', self.timing['min_dwell'],
+                '-dashboard', 'unix:' + self.dashboard_sock()] + self.central_args
+
+    def dashboard_sock(self):
+        return os.path.join(self.logdir, 'dashboard.sock')
 
     def server_cmd(self, host, cli=False):
         return [self.binary('chatserver'),
@@ -289,6 +357,14 @@ class ChatProcesses:
         self.start('central', 'central', self.central_cmd())
         self.wait_listening('central', REST_PORT, name='central')
         self.wait_listening('central', CONTROL_PORT, name='central')
+        deadline = time.time() + 10
+        while not os.path.exists(self.dashboard_sock()):
+            if time.time() > deadline or not self.running('central'):
+                raise RuntimeError('Central serves no dashboard; log %s:\n%s' % (
+                    self.log_path('central'), self.tail('central')))
+            time.sleep(0.05)
+        if self.dashboard is None:
+            self.dashboard = DashboardRelay(self.dashboard_sock())
 
     def start_server(self, host, registered=True, timeout=10.0):
         """Start host's chat server; wait until it listens and, with
@@ -331,6 +407,8 @@ class ChatProcesses:
 
     def stop_all(self, timeout=5.0):
         "Stop every process started here; safe to call more than once."
+        if self.dashboard is not None:
+            self.dashboard.close()
         for name, (proc, _) in reversed(list(self.procs.items())):
             if proc.poll() is None:
                 proc.terminate()
@@ -410,6 +488,7 @@ def print_walkthrough(net, procs, link, switch):
 *** Central on {rest} (control {ctl}); chat servers serv2, serv3, serv4 on :{port};
 *** serv1 (10.0.0.7, closest to both clients) is held back.
 *** The cluster secret is in $NEARCHAT_SECRET in every host. Logs: {logs}
+*** Central's live dashboard: {dash} (open it in a browser on this machine)
 
 Chat from c1 and c2, each in its own terminal (the client wants a real one):
   mininet> xterm c1 c2          (needs xterm and an X display), then in each xterm:
@@ -433,6 +512,7 @@ Other useful commands: c1 ping -c3 serv4, pingall, exit.
            sw='Open vSwitch' if switch == 'ovs' else 'Linux bridge',
            rest=procs.central_addr(REST_PORT), ctl=procs.central_addr(CONTROL_PORT),
            port=CHAT_PORT, logs=procs.logdir, b=b, abs=procs.bindir,
+           dash=procs.dashboard.url(),
            client=client, c1pid=net['c1'].pid, c2pid=net['c2'].pid,
            boblog=shown(procs.log_path('bob')), serv1=serv1,
            serv1log=shown(procs.log_path(LATE_SERVER))))

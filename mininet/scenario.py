@@ -349,7 +349,8 @@ class Scenario:
             self.ping_check(early)
 
         self.procs.start_central()
-        self.say('Central up on %s' % self.procs.central_addr(cn.REST_PORT))
+        self.say('Central up on %s; dashboard %s' % (
+            self.procs.central_addr(cn.REST_PORT), self.procs.dashboard.url()))
         for host in early:
             self.procs.start_server(host)
         self.say('chat servers %s up' % ', '.join(early))

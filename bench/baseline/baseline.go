@@ -5,7 +5,7 @@
 // # Design
 //
 // Each accepted connection gets one goroutine that reads frames with a
-// bufio.Reader and handles them one at a time. Rooms live in a map behind one
+// wire.Reader and handles them one at a time. Rooms live in a map behind one
 // mutex; each room has its own mutex guarding its members, its sequence
 // counter and a small history ring. A Chat is encoded once into a Deliver
 // frame, and then, while the sending goroutine holds the room lock (which is
@@ -25,7 +25,6 @@
 package baseline
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -269,29 +268,21 @@ func (c *conn) serve() {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
-	r := bufio.NewReader(c.nc)
-	var buf []byte
+	r := wire.NewReader(c.nc, s.cfg.MaxFrame)
 	hello := false
 	for {
-		t, body, err := readFrame(r, &buf, s.cfg.MaxFrame)
+		t, body, err := r.Next()
+		var m wire.Message
+		if err == nil {
+			m, err = proto.Decode(t, body)
+		}
 		if err != nil {
 			switch {
-			case errors.Is(err, wire.ErrTooLarge):
-				c.fail(proto.CodeTooLarge, err.Error())
-			case errors.Is(err, wire.ErrEmpty):
-				c.fail(proto.CodeBadFrame, err.Error())
 			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
+			case proto.CodeOf(err) != proto.CodeInternal:
+				c.fail(proto.CodeOf(err), err.Error())
 			default:
 				s.log.Debug("read", "err", err)
-			}
-			return
-		}
-		m, err := proto.Decode(t, body)
-		if err != nil {
-			if errors.Is(err, proto.ErrUnknownType) {
-				c.fail(proto.CodeUnknownType, err.Error())
-			} else {
-				c.fail(proto.CodeBadBody, err.Error())
 			}
 			return
 		}
@@ -301,8 +292,8 @@ func (c *conn) serve() {
 				c.fail(proto.CodeNoHello, "the first frame must be hello")
 				return
 			}
-			if h.V != wire.Version {
-				c.fail(proto.CodeVersion, fmt.Sprintf("version %d not spoken; this server speaks %d", h.V, wire.Version))
+			if err := proto.CheckHello(h, "this server"); err != nil {
+				c.fail(proto.CodeOf(err), proto.ReasonOf(err))
 				return
 			}
 			hello = true
@@ -315,28 +306,6 @@ func (c *conn) serve() {
 			return
 		}
 	}
-}
-
-// readFrame reads one whole frame, refusing an oversized one after its four
-// length bytes. The body aliases *buf until the next call.
-func readFrame(r *bufio.Reader, buf *[]byte, max int) (wire.Type, []byte, error) {
-	hdr, err := r.Peek(wire.LenSize)
-	if err != nil {
-		return 0, nil, err
-	}
-	n, err := wire.FrameLen(hdr, max)
-	if err != nil {
-		return 0, nil, err
-	}
-	if cap(*buf) < n {
-		*buf = make([]byte, n)
-	}
-	b := (*buf)[:n]
-	if _, err := io.ReadFull(r, b); err != nil {
-		return 0, nil, err
-	}
-	t, body, _, err := wire.ParseFrame(b, max)
-	return t, body, err
 }
 
 // handle acts on one frame after the handshake and reports whether the

@@ -66,7 +66,7 @@ func (g *gen) errorf(format string, a ...any) {
 	g.mu.Unlock()
 }
 
-func (g *gen) relocated(m *member, ev client.Relocated) {
+func (g *gen) relocated(m *member, ev client.Moved) {
 	g.handoff.add(ev.Took)
 	now := time.Now()
 	key := fmt.Sprintf("%s/%d", ev.Room, ev.Assign.Epoch)

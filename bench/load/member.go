@@ -43,8 +43,7 @@ type member struct {
 	statuses chan client.Status // member 0 only: final statuses of its requests
 	ready    chan struct{}      // closed when the room's session exists
 	sess     atomic.Pointer[client.Session]
-	evDone   chan struct{} // closed when the session's events ended
-	ctlDone  chan struct{} // closed when controlEvents returned
+	evDone   chan struct{} // closed when events returned
 
 	check *client.Checker
 	sent  atomic.Uint64
@@ -101,12 +100,11 @@ func (g *gen) memberName(r *room, i int) string { return fmt.Sprintf("u-%s-%d-%d
 func (g *gen) newMember(r *room, i int) (*member, error) {
 	m := &member{
 		r: r, idx: i, g: g,
-		name:    fmt.Sprintf("u-%s-%d-%d", g.run, r.idx, i),
-		done:    make(chan struct{}),
-		ready:   make(chan struct{}),
-		evDone:  make(chan struct{}),
-		ctlDone: make(chan struct{}),
-		check:   client.NewChecker(),
+		name:   fmt.Sprintf("u-%s-%d-%d", g.run, r.idx, i),
+		done:   make(chan struct{}),
+		ready:  make(chan struct{}),
+		evDone: make(chan struct{}),
+		check:  client.NewChecker(),
 	}
 	if i == 0 {
 		m.statuses = make(chan client.Status, 8)
@@ -130,13 +128,13 @@ func (g *gen) newMember(r *room, i int) (*member, error) {
 		defer close(m.done)
 		m.runErr = cl.Run(ctx)
 	}()
-	go m.controlEvents(ctx)
+	go m.events(ctx)
 	return m, nil
 }
 
-// controlEvents handles the client's controller events until it stops.
-func (m *member) controlEvents(ctx context.Context) {
-	defer close(m.ctlDone)
+// events handles the client's events, the room's included, until it stops.
+func (m *member) events(ctx context.Context) {
+	defer close(m.evDone)
 	for {
 		var ev client.Event
 		select {
@@ -144,6 +142,7 @@ func (m *member) controlEvents(ctx context.Context) {
 			return
 		case ev = <-m.cl.Events():
 		}
+		now := time.Now()
 		switch ev := ev.(type) {
 		case client.Incoming:
 			accept := ev.From == m.r.lead
@@ -166,26 +165,11 @@ func (m *member) controlEvents(ctx context.Context) {
 			m.r.id = ev.Room
 			m.r.mu.Unlock()
 			m.sess.Store(ev.Session)
-			go m.sessionEvents(ev.Session)
 			close(m.ready)
-		case client.Relocated:
-			m.g.relocated(m, ev)
 		case client.RoomClosed:
 			m.g.errorf("room_closed")
 		case client.Disconnected:
 			m.g.disconnects.Add(1)
-		case client.Error:
-			m.g.errorf("central_error:%s", errKind(ev.Err))
-		}
-	}
-}
-
-// sessionEvents handles the room session's events until it closes.
-func (m *member) sessionEvents(s *client.Session) {
-	defer close(m.evDone)
-	for ev := range s.Events() {
-		now := time.Now()
-		switch ev := ev.(type) {
 		case client.Message:
 			m.check.Observe(ev.From, ev.Num)
 			m.g.lat.add(ev.Latency)
@@ -196,6 +180,7 @@ func (m *member) sessionEvents(s *client.Session) {
 			m.r.markBroken(m.idx, now)
 			m.g.broken.Add(1)
 		case client.Moved:
+			m.g.relocated(m, ev)
 			if d, ok := m.r.markJoined(m.idx, now); ok {
 				m.g.outage.add(d)
 				m.g.noteOutage(m.r, d)
@@ -208,7 +193,11 @@ func (m *member) sessionEvents(s *client.Session) {
 				m.g.errorf("drain_timeout")
 			}
 		case client.Error:
-			m.g.errorf("session_error:%s", errKind(ev.Err))
+			if ev.Room == "" {
+				m.g.errorf("central_error:%s", errKind(ev.Err))
+			} else {
+				m.g.errorf("session_error:%s", errKind(ev.Err))
+			}
 		}
 	}
 }
@@ -345,8 +334,5 @@ func (m *member) send(stop <-chan struct{}, rnd *rand.Rand) {
 func (m *member) stop() {
 	m.cancel()
 	<-m.done
-	<-m.ctlDone
-	if m.sess.Load() != nil {
-		<-m.evDone
-	}
+	<-m.evDone
 }

@@ -3,6 +3,7 @@
 // pushes chat requests and room assignments to clients.
 //
 //	central -rest 127.0.0.1:8080 -control 127.0.0.1:8081 -secret "$NEARCHAT_SECRET"
+//	central -metrics 127.0.0.1:9090 -dashboard 127.0.0.1:8088
 //
 // It stops cleanly on SIGINT or SIGTERM.
 package main
@@ -18,6 +19,8 @@ import (
 	"syscall"
 
 	"nearchat/central"
+	"nearchat/central/dashboard"
+	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 )
@@ -56,6 +59,9 @@ func main() {
 	chatCA := fs.String("chat-ca", "", "CA `file` to verify chat servers with, for Central's echo check when they serve TLS")
 	ticketKey := fs.String("ticket-key", "", "Ed25519 private key `file` (make certs): sign a room ticket for every member")
 	fs.DurationVar(&cfg.TicketTTL, "ticket-ttl", cfg.TicketTTL, "how long a room ticket stays valid")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9090 (empty: off)")
+	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088 (empty: off); any non-loopback address needs -dashboard-token and -tls-cert, and serves https")
+	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Parse(os.Args[1:])
 	if (*tlsCert == "") != (*tlsKey == "") {
@@ -104,11 +110,48 @@ func main() {
 		level = slog.LevelDebug
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	switch {
+	case cfg.ClusterSecret != "":
+	case *clientCA != "":
+		cfg.Logger.Warn("no -secret: a chat server without a certificate from -tls-client-ca can register too; set -secret (or NEARCHAT_SECRET) to require one or the other")
+	default:
+		cfg.Logger.Warn("no -secret and no -tls-client-ca: any chat server that reaches the REST port can register and host rooms; set -secret (or NEARCHAT_SECRET), or with TLS -tls-client-ca and -secret")
+	}
+	if cfg.TLS != nil {
+		cfg.Logger.Info("TLS 1.3 on the REST and control ports")
+	}
 
 	c, err := central.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if *metricsAddr != "" {
+		m, err := metricshttp.Listen(*metricsAddr, c.Collector())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "central:", err)
+			os.Exit(1)
+		}
+		defer m.Close()
+		cfg.Logger.Info("metrics", "url", "http://"+m.Addr()+"/metrics")
+	}
+	if *dashAddr != "" {
+		dc := dashboard.Config{Listen: *dashAddr, Token: *dashToken, Logger: cfg.Logger}
+		// On loopback the page is plain http, so a browser on this machine
+		// needs no CA; anywhere else it is https and needs the token.
+		if *tlsCert != "" && !dashboard.Loopback(*dashAddr) {
+			if dc.TLS, err = tlsconfig.Server(*tlsCert, *tlsKey, ""); err != nil {
+				fmt.Fprintln(os.Stderr, "central:", err)
+				os.Exit(2)
+			}
+		}
+		d, err := dashboard.New(dc, c)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "central:", err)
+			os.Exit(1)
+		}
+		defer d.Close()
+		cfg.Logger.Info("dashboard", "url", d.URL())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

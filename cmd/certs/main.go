@@ -5,8 +5,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,26 +20,53 @@ import (
 )
 
 func main() {
-	dir := flag.String("dir", "certs", "output `directory`")
-	hosts := flag.String("hosts", "", "extra comma-separated `names or IPs` for the server certificate (localhost, 127.0.0.1 and ::1 are always in)")
-	validity := flag.Duration("validity", 90*24*time.Hour, "how long the certificates stay valid")
-	flag.Parse()
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("certs", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fl.Usage = func() {
+		fmt.Fprintf(stderr, "usage: certs [flags]   a development CA, certificates and ticket keys for nearchat's TLS mode\n\nflags:\n")
+		fl.PrintDefaults()
+	}
+	dir := fl.String("dir", "certs", "output `directory`")
+	hosts := fl.String("hosts", "", "extra comma-separated `names or IPs` for the server certificate (localhost, 127.0.0.1 and ::1 are always in)")
+	validity := fl.Duration("validity", 90*24*time.Hour, "how long the certificates stay valid")
+	force := fl.Bool("force", false, "replace an existing CA and ticket key (every running server, client and ticket made with the old ones stops being trusted)")
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
 	var extra []string
 	for _, h := range strings.Split(*hosts, ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			extra = append(extra, h)
 		}
 	}
+	priv, pub := filepath.Join(*dir, "ticket.key"), filepath.Join(*dir, "ticket.pub")
+	if !*force {
+		for _, p := range []string{tlsconfig.DevFiles(*dir).CA, tlsconfig.DevFiles(*dir).CAKey, priv} {
+			if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+				fmt.Fprintf(stderr, "certs: %s already exists: a new CA or ticket key would break the trust of everything made with it.\n"+
+					"Use it as it is, or run again with -force to replace it (then restart Central, the chat servers and the clients).\n", p)
+				return 1
+			}
+		}
+	}
 	f, err := tlsconfig.WriteDev(*dir, extra, *validity)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "certs:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "certs:", err)
+		return 1
 	}
-	priv, pub := filepath.Join(*dir, "ticket.key"), filepath.Join(*dir, "ticket.pub")
 	if err := ticket.GenerateFiles(priv, pub); err != nil {
-		fmt.Fprintln(os.Stderr, "certs:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "certs:", err)
+		return 1
 	}
-	fmt.Printf("development CA in %s:\n  CA           %s\n  server       %s %s\n  client       %s %s\n  ticket keys  %s (Central) %s (chat servers)\n",
+	fmt.Fprintf(stdout, "development CA in %s:\n  CA           %s\n  server       %s %s\n  client       %s %s\n  ticket keys  %s (Central) %s (chat servers)\n",
 		f.Dir, f.CA, f.ServerCert, f.ServerKey, f.ClientCert, f.ClientKey, priv, pub)
+	fmt.Fprintf(stdout, "next: see \"Run it by hand\" in README.md (TLS), or: NEARCHAT_CA=%s bin/chat\n", f.CA)
+	return 0
 }

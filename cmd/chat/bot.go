@@ -112,6 +112,7 @@ func (b *bot) run(ctx context.Context) int {
 	sendDone := make(chan struct{})
 	var sending sync.WaitGroup
 	var sess *client.Session
+	var ask asking
 loop:
 	for {
 		select {
@@ -130,12 +131,21 @@ loop:
 		case <-sendDone:
 			break loop
 		case ev := <-b.c.Events():
+			if b.roomEvent(ev) {
+				continue
+			}
 			switch ev := ev.(type) {
 			case client.Status:
 				b.out.emit("status", map[string]any{"req": ev.Req, "code": ev.Code.String(), "detail": ev.Detail, "room": ev.Room})
-				if ev.Code.Final() && ev.Code != proto.ReqAccepted && sess == nil && len(peers) > 0 {
-					retry.Reset(time.Second)
+				if !ev.Code.Final() || ev.Code == proto.ReqAccepted || sess != nil || len(peers) == 0 {
+					continue
 				}
+				wait, why := ask.next(ev.Code)
+				if why != "" {
+					b.out.emit("error", map[string]any{"err": why, "fatal": true})
+					return b.finish(stop, nil, &sending, kill)
+				}
+				retry.Reset(wait)
 			case client.Incoming:
 				b.out.emit("incoming", map[string]any{"req": ev.Req, "from": ev.From, "members": ev.Members})
 				if f.accept && sess == nil {
@@ -155,7 +165,6 @@ loop:
 				b.mu.Unlock()
 				b.out.emit("joined", map[string]any{"room": ev.Room, "server": ev.Assign.Server.ID, "epoch": ev.Assign.Epoch,
 					"rtt_ms": ms(ev.Assign.RTT), "members": ev.Assign.Members})
-				go b.receive(sess)
 				sending.Add(1)
 				go func() {
 					defer sending.Done()
@@ -163,10 +172,6 @@ loop:
 						close(sendDone)
 					}
 				}()
-			case client.Relocated:
-				a := ev.Assign
-				b.out.emit("moved", map[string]any{"room": ev.Room, "from": a.Prev, "to": a.Server.ID, "epoch": a.Epoch,
-					"reason": a.Reason, "took_ms": ms(ev.Took), "prev_rtt_ms": ms(a.PrevRTT), "rtt_ms": ms(a.RTT)})
 			case client.RoomClosed:
 				b.out.emit("closed", map[string]any{"room": ev.Room, "reason": ev.Reason})
 			case client.Connected:
@@ -187,6 +192,97 @@ loop:
 		}
 	}
 	return b.finish(stop, sess, &sending, kill)
+}
+
+// asking decides what a bot does after its chat request ended without a
+// room: ask again after a pause that doubles on each decline or timeout (a
+// person can say no), give up at once on a request that can never succeed,
+// and after a few tries on a user who is not there.
+type asking struct {
+	declined, missing int
+}
+
+// maxMissing is how many times a bot asks for a user Central does not know
+// before it gives up: the peer may be starting at the same moment.
+const maxMissing = 5
+
+func (a *asking) next(code proto.StatusCode) (wait time.Duration, giveUp string) {
+	switch code {
+	case proto.ReqInvalid:
+		return 0, "the chat request is invalid (" + code.String() + "); not asking again"
+	case proto.UserNotFound:
+		a.missing++
+		if a.missing >= maxMissing {
+			return 0, fmt.Sprintf("the peer is not registered with Central after %d tries; giving up", a.missing)
+		}
+		return time.Second, ""
+	case proto.ReqDeclined, proto.ReqTimeout:
+		a.declined++
+		return min(time.Second<<a.declined, time.Minute), ""
+	}
+	return time.Second, ""
+}
+
+// roomEvent handles an event of the bot's room; it reports whether ev was
+// one.
+func (b *bot) roomEvent(ev client.Event) bool {
+	switch ev := ev.(type) {
+	case client.Message:
+		ok := b.check.Observe(ev.From, ev.Num)
+		b.mu.Lock()
+		b.recv[ev.From]++
+		b.last[ev.From] = max(b.last[ev.From], ev.Num)
+		b.mu.Unlock()
+		if !ok {
+			b.out.emit("error", map[string]any{"err": fmt.Sprintf("message %d of %s duplicated or out of order", ev.Num, ev.From)})
+		}
+		if !b.f.quiet {
+			b.out.emit("received", map[string]any{"from": ev.From, "num": ev.Num, "latency_ms": ms(ev.Latency), "server": ev.Server})
+		}
+	case client.Presence:
+		b.mu.Lock()
+		if ev.User != b.f.name {
+			b.last[ev.User] = max(b.last[ev.User], ev.LastSent)
+		}
+		b.mu.Unlock()
+		if !ev.Here {
+			b.out.emit("left", map[string]any{"user": ev.User, "server": ev.Server})
+		}
+	case client.Moved:
+		a := ev.Assign
+		b.out.emit("moved", map[string]any{"room": ev.Room, "from": ev.From.ID, "to": ev.To.ID, "epoch": ev.Epoch,
+			"reason": a.Reason, "took_ms": ms(ev.Took), "prev_rtt_ms": ms(a.PrevRTT), "rtt_ms": ms(a.RTT)})
+	case client.Missed:
+		b.out.emit("missed", map[string]any{"from": ev.From, "first": ev.First, "last": ev.Last, "reason": ev.Reason})
+	case client.Broken:
+		b.out.emit("broken", map[string]any{"server": ev.Server.ID, "epoch": ev.Epoch, "err": fmt.Sprint(ev.Err)})
+	case client.Drained:
+	case client.Error:
+		if ev.Room == "" {
+			return false
+		}
+		b.out.emit("error", map[string]any{"err": ev.Err.Error()})
+	default:
+		return false
+	}
+	return true
+}
+
+// drain handles the room's events for d, or until done reports true.
+func (b *bot) drain(d time.Duration, done func() bool) {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for done == nil || !done() {
+		select {
+		case ev := <-b.c.Events():
+			b.roomEvent(ev)
+		case <-tick.C:
+		case <-deadline.C:
+			return
+		}
+	}
 }
 
 // send sends at the configured rate until stop or -count; it reports
@@ -221,50 +317,18 @@ func (b *bot) send(stop context.Context, sess *client.Session) bool {
 	return true
 }
 
-func (b *bot) receive(sess *client.Session) {
-	for ev := range sess.Events() {
-		switch ev := ev.(type) {
-		case client.Message:
-			ok := b.check.Observe(ev.From, ev.Num)
-			b.mu.Lock()
-			b.recv[ev.From]++
-			b.last[ev.From] = max(b.last[ev.From], ev.Num)
-			b.mu.Unlock()
-			if !ok {
-				b.out.emit("error", map[string]any{"err": fmt.Sprintf("message %d of %s duplicated or out of order", ev.Num, ev.From)})
-			}
-			if !b.f.quiet {
-				b.out.emit("received", map[string]any{"from": ev.From, "num": ev.Num, "latency_ms": ms(ev.Latency), "server": ev.Server})
-			}
-		case client.Presence:
-			b.mu.Lock()
-			if ev.User != b.f.name {
-				b.last[ev.User] = max(b.last[ev.User], ev.LastSent)
-			}
-			b.mu.Unlock()
-		case client.Missed:
-			b.out.emit("missed", map[string]any{"from": ev.From, "first": ev.First, "last": ev.Last, "reason": ev.Reason})
-		case client.Broken:
-			b.out.emit("broken", map[string]any{"server": ev.Server.ID, "epoch": ev.Epoch, "err": fmt.Sprint(ev.Err)})
-		case client.Error:
-			b.out.emit("error", map[string]any{"err": ev.Err.Error()})
-		}
-	}
-}
-
 // finish stops sending, lets the last messages be acknowledged and the
 // peers' in-flight ones arrive, and prints the delivery report.
 func (b *bot) finish(stop context.Context, sess *client.Session, sending *sync.WaitGroup, kill context.CancelFunc) int {
 	if sess == nil {
 		b.out.emit("report", map[string]any{"user": b.f.name, "sent": 0, "ok": false, "err": "never joined a room"})
+		kill()
+		deregister(b.c)
 		return 1
 	}
 	sending.Wait()
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) && sess.Stats().Unacked > 0 {
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(500 * time.Millisecond) // what peers sent just before their own stop
+	b.drain(3*time.Second, func() bool { return sess.Stats().Unacked == 0 })
+	b.drain(500*time.Millisecond, nil) // what peers sent just before their own stop
 	st := sess.Stats()
 	b.mu.Lock()
 	for u, n := range b.last {
@@ -288,6 +352,7 @@ func (b *bot) finish(stop context.Context, sess *client.Session, sending *sync.W
 	})
 	_ = b.c.Leave(sess.Room())
 	kill()
+	deregister(b.c)
 	if !ok {
 		return 1
 	}

@@ -3,8 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,5 +113,103 @@ func TestBotFlagErrors(t *testing.T) {
 	m, err := parseEmulation("serv1=40ms, serv3=60ms")
 	if err != nil || m["serv1"] != 40*time.Millisecond || m["serv3"] != 60*time.Millisecond {
 		t.Fatalf("parseEmulation = %v, %v", m, err)
+	}
+}
+
+// runBotProc runs bin/chat -bot with args against c and returns its events,
+// its exit error and how long it ran.
+func runBotProc(t *testing.T, bin string, c *cluster, args ...string) (*botRun, time.Duration) {
+	t.Helper()
+	r := &botRun{}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-bot", "-central", c.rest, "-probe-every", "300ms"}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &r.stderr
+	start := time.Now()
+	r.err = cmd.Run()
+	took := time.Since(start)
+	for _, line := range bytes.Split(out.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if len(line) > 0 && json.Unmarshal(line, &m) == nil {
+			r.events = append(r.events, m)
+		}
+	}
+	return r, took
+}
+
+// TestBotGivesUpOnHopelessRequests: a request that can never succeed ends
+// the bot with a reason, instead of a retry every second until a signal.
+func TestBotGivesUpOnHopelessRequests(t *testing.T) {
+	bin := buildChat(t)
+	c := startCluster(t)
+	c.startServer("serv1", 0)
+	c.peer("bob")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"peer not registered", []string{"-name", "x1", "-peer", "nobody", "-count", "5"}, "not registered with Central after 5 tries"},
+		{"invalid request", []string{"-name", "x2", "-peer", "bob,bob", "-count", "5"}, "the chat request is invalid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, took := runBotProc(t, bin, c, tc.args...)
+			t.Logf("ended after %v: %v", took.Round(time.Millisecond), r.err)
+			if r.err == nil {
+				t.Errorf("exit 0")
+			}
+			e := r.last("error")
+			if e == nil || e["fatal"] != true || !strings.Contains(fmt.Sprint(e["err"]), tc.want) {
+				t.Fatalf("last error %v, want a fatal one saying %q\n%s", e, tc.want, r.stderr.String())
+			}
+			if rep := r.last("report"); rep == nil || rep["ok"] != false {
+				t.Errorf("report %v", rep)
+			}
+		})
+	}
+}
+
+// TestBotBacksOffAfterDecline: a person who declines is not asked again
+// every second.
+func TestBotBacksOffAfterDecline(t *testing.T) {
+	bin := buildChat(t)
+	c := startCluster(t)
+	c.startServer("serv1", 0)
+	dave := c.peer("dave")
+	stop := make(chan struct{})
+	asked := make(chan int, 1)
+	go func() {
+		seen := map[string]bool{}
+		for {
+			select {
+			case <-stop:
+				asked <- len(seen)
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			dave.mu.Lock()
+			var fresh []string
+			for _, in := range dave.incoming {
+				if !seen[in.Req] {
+					seen[in.Req] = true
+					fresh = append(fresh, in.Req)
+				}
+			}
+			dave.mu.Unlock()
+			for _, req := range fresh {
+				_ = dave.c.Answer(req, false)
+			}
+		}
+	}()
+	r, took := runBotProc(t, bin, c, "-name", "pest", "-peer", "dave", "-duration", "7s")
+	close(stop)
+	n := <-asked
+	t.Logf("asked dave %d times in %v (retrying each second would be about 7)", n, took.Round(time.Millisecond))
+	if n == 0 {
+		t.Fatalf("the bot never asked: %s", r.stderr.String())
+	}
+	if n > 4 {
+		t.Errorf("asked %d times in 7 s after declines; want a growing pause (2 s, 4 s, ...)", n)
 	}
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,11 +15,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"nearchat/client"
 	"nearchat/pkg/delaynet"
+	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
-	"nearchat/pkg/tlsconfig"
 )
 
 // flags holds everything both modes share, plus the bot's own settings.
@@ -28,6 +30,7 @@ type flags struct {
 	emulate                string
 	logFile                string
 	ca                     string
+	tls                    *tls.Config // loaded from ca by preflight
 	verbose                bool
 	probeEvery             time.Duration
 
@@ -55,18 +58,18 @@ flags:
 	}
 	def := client.DefaultOptions()
 	fs.StringVar(&f.name, "name", "", "user `name` (the terminal client asks when empty; required with -bot)")
-	fs.StringVar(&f.central, "central", def.Central, "Central's REST `address`")
-	fs.StringVar(&f.control, "control", def.Control, "Central's control port `address`")
+	fs.StringVar(&f.central, "central", envOr("NEARCHAT_CENTRAL", def.Central), "Central's REST `address` (default $NEARCHAT_CENTRAL, else "+def.Central+")")
+	fs.StringVar(&f.control, "control", "", "Central's control port `address` (default: learned from Central)")
 	fs.StringVar(&f.token, "token", os.Getenv("NEARCHAT_TOKEN"), "session `token` from an earlier run, to get the same identity back (default $NEARCHAT_TOKEN)")
 	fs.StringVar(&f.emulate, "emulate-rtt", "", "emulate round-trip times to chat servers, e.g. `serv1=40ms,serv3=60ms` (delay added in both directions, for demos on one machine)")
 	fs.StringVar(&f.logFile, "log", "", "write the client's log to this `file` (default: discard in the terminal UI, stderr for the bot)")
-	fs.StringVar(&f.ca, "ca", "", "CA `file`: talk TLS 1.3 to Central and the chat servers, trusting only this CA")
+	fs.StringVar(&f.ca, "ca", os.Getenv("NEARCHAT_CA"), "CA `file`: talk TLS 1.3 to Central and the chat servers, trusting only this CA (default $NEARCHAT_CA)")
 	fs.BoolVar(&f.verbose, "v", false, "debug logging")
 	fs.DurationVar(&f.probeEvery, "probe-every", def.ProbeEvery, "interval between RTT probe rounds over the live chat servers")
 	fs.BoolVar(&f.bot, "bot", false, "run headless: request or accept a chat, send messages, print JSON events")
 	fs.StringVar(&f.peers, "peer", "", "bot: `users` to request a chat with (comma-separated)")
 	fs.BoolVar(&f.accept, "accept", false, "bot: accept every incoming chat request")
-	fs.Float64Var(&f.rate, "rate", 5, "bot: messages per `second`")
+	fs.Float64Var(&f.rate, "rate", 5, "bot: messages per second (`rate`)")
 	fs.IntVar(&f.count, "count", 0, "bot: messages to send (0: until -duration or a signal)")
 	fs.DurationVar(&f.duration, "duration", 0, "bot: stop after this long (0: no limit)")
 	fs.IntVar(&f.size, "size", 0, "bot: pad messages to this many `bytes`")
@@ -76,6 +79,18 @@ flags:
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if !f.bot {
+		var botOnly []string
+		fs.Visit(func(fl *flag.Flag) {
+			switch fl.Name {
+			case "peer", "accept", "rate", "count", "duration", "size", "quiet":
+				botOnly = append(botOnly, "-"+fl.Name)
+			}
+		})
+		if len(botOnly) > 0 {
+			return nil, fmt.Errorf("%s only work with -bot; the terminal client asks whom to chat with", strings.Join(botOnly, ", "))
+		}
 	}
 	if f.bot {
 		switch {
@@ -87,6 +102,18 @@ flags:
 			return nil, fmt.Errorf("-rate %v: want more than 0 and at most 10000", f.rate)
 		case f.count < 0 || f.size < 0 || f.duration < 0:
 			return nil, errors.New("-count, -size and -duration must not be negative")
+		}
+		if err := proto.CheckUser(f.name); err != nil {
+			return nil, fmt.Errorf("-name: %s", nameProblem(f.name))
+		}
+		for _, p := range strings.Split(f.peers, ",") {
+			switch {
+			case f.peers == "":
+			case p == f.name:
+				return nil, fmt.Errorf("-peer %s: that is the bot itself (-name %s); name another user", p, f.name)
+			case proto.CheckUser(p) != nil:
+				return nil, fmt.Errorf("-peer: %s", nameProblem(p))
+			}
 		}
 	}
 	return f, nil
@@ -141,13 +168,16 @@ func newClient(f *flags, log *slog.Logger, onProbe func(map[string]rtt.Result)) 
 	if f.bot {
 		opts.Agent = "bot/1"
 	}
-	if f.ca != "" {
-		if opts.TLS, err = tlsconfig.Client(f.ca, "", ""); err != nil {
-			return nil, err
-		}
-	}
+	opts.TLS = f.tls
 	c, err = client.New(opts)
 	return c, err
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
 
 func newLogger(f *flags, fallback io.Writer) (*slog.Logger, func(), error) {
@@ -177,8 +207,41 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if _, err := parseEmulation(f.emulate); err != nil {
+		fmt.Fprintln(os.Stderr, "chat:", err)
+		os.Exit(2)
+	}
+	if err := preflight(ctx, f); err != nil {
+		fmt.Fprintln(os.Stderr, "chat:", err)
+		os.Exit(1)
+	}
 	if f.bot {
 		os.Exit(runBot(ctx, f, os.Stdout))
 	}
 	os.Exit(runTerminal(ctx, f))
+}
+
+// nameProblem says, for a person, why name is not a valid user name:
+// counted in characters (not bytes), the offending character shown as
+// typed, 1-based.
+func nameProblem(name string) string {
+	if name == "" {
+		return "type a user name"
+	}
+	if n := utf8.RuneCountInString(name); n > proto.MaxUser {
+		return fmt.Sprintf("%q has %d characters; a user name has at most %d", name, n, proto.MaxUser)
+	}
+	i := 0
+	for _, r := range name {
+		i++
+		ok := r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+		if !ok {
+			what := fmt.Sprintf("%q", r)
+			if r == ' ' {
+				what = "a space"
+			}
+			return fmt.Sprintf("%q: %s (character %d) is not allowed; a user name uses only ASCII letters (a-z, A-Z), digits, '.', '_' and '-'", name, what, i)
+		}
+	}
+	return ""
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"nearchat/client"
+	"nearchat/pkg/centralapi"
 	"nearchat/pkg/rtt"
 )
 
@@ -88,6 +90,26 @@ type tui struct {
 	runDone   chan struct{}
 	sessions  map[string]*client.Session
 	forwarded sync.WaitGroup
+	polling   bool // an acknowledgement poll is under way
+}
+
+// pollAcks asks the open chat's session, off the loop, how far the server
+// has acknowledged this user's messages, while any line shows as pending.
+func (t *tui) pollAcks(m *model) {
+	r := m.chat
+	if t.polling || r == nil || !r.pending() {
+		return
+	}
+	sess := t.sessions[r.id]
+	if sess == nil {
+		return
+	}
+	t.polling = true
+	room := r.id
+	t.spawn(&t.forwarded, func() {
+		st := sess.Stats()
+		t.post(ackedMsg{room: room, num: st.Sent - uint64(st.Unacked)})
+	})
 }
 
 // post hands msg to the loop; after the loop ended it drops msg.
@@ -133,6 +155,9 @@ func (t *tui) run(ctx context.Context, in io.Reader, out io.Writer, w, h int, si
 	defer signal.Stop(winch)
 
 	m, cmds := newModel(t.f.name, w, h)
+	m.tls = t.f.tls != nil
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
 	p := &painter{w: out}
 	full := t.exec(ctx, m, cmds)
 	for !m.quit {
@@ -144,6 +169,9 @@ func (t *tui) run(ctx context.Context, in io.Reader, out io.Writer, w, h int, si
 		select {
 		case <-ctx.Done():
 			m.quit = true
+		case now := <-tick.C:
+			m.update(tickMsg{now: now})
+			t.pollAcks(m)
 		case <-winch:
 			if w, h, err := size(); err == nil {
 				m.update(resizeMsg{w: w, h: h})
@@ -171,18 +199,14 @@ func (t *tui) run(ctx context.Context, in io.Reader, out io.Writer, w, h int, si
 // reports whether the screen must be redrawn from scratch.
 func (t *tui) handle(ctx context.Context, m *model, msg any) bool {
 	switch msg := msg.(type) {
+	case ackedMsg:
+		t.polling = false
 	case registeredMsg:
 		if msg.err == nil {
 			t.start(msg.c)
 		}
 	case client.RoomReady:
 		t.sessions[msg.Room] = msg.Session
-		room, sess := msg.Room, msg.Session
-		t.spawn(&t.forwarded, func() {
-			for ev := range sess.Events() {
-				t.post(roomMsg{room: room, ev: ev})
-			}
-		})
 	}
 	return t.exec(ctx, m, m.update(msg))
 }
@@ -215,9 +239,12 @@ func (t *tui) exec(ctx context.Context, m *model, cmds []cmd) (full bool) {
 				continue
 			}
 			t.jobs <- func() {
-				if _, err := sess.Send(c.text); err != nil {
+				num, err := sess.Send(c.text)
+				if err != nil {
 					t.post(failedMsg{cmd: c, err: err})
+					return
 				}
+				t.post(sentMsg{room: c.room, id: c.id, num: num})
 			}
 		case cmdLeave:
 			delete(t.sessions, c.room)
@@ -252,12 +279,24 @@ func (t *tui) register(ctx context.Context, name string) {
 		default:
 		}
 	})
+	msg := registeredMsg{name: name}
 	if err == nil {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err = c.Register(rctx)
+		var ae *centralapi.Error
+		switch {
+		case err == nil:
+			msg.token = c.Token()
+		case centralapi.IsNameTaken(err):
+			info, lerr := c.API().LookupClient(rctx, name)
+			msg.online = lerr != nil || info.Online
+		case !errors.As(err, &ae):
+			err = explainCentral(t.f.central, t.f.tls != nil, err)
+		}
 		cancel()
 	}
-	t.post(registeredMsg{name: name, err: err, c: c})
+	msg.err, msg.c = err, c
+	t.post(msg)
 }
 
 // start runs the registered client and forwards its events to the loop.
@@ -310,8 +349,22 @@ func (t *tui) shutdown(workerDone chan struct{}) {
 	if t.stopRun != nil {
 		t.stopRun()
 		wait(t.runDone, 3*time.Second)
+		// Give the name back at once rather than after Central's grace
+		// period: this session is over. The client has stopped, so it
+		// cannot register the name again behind our back.
+		deregister(t.c)
 	}
 	fw := make(chan struct{})
 	go func() { t.forwarded.Wait(); close(fw) }()
 	wait(fw, time.Second)
+}
+
+// deregister tells Central the user is gone, so the name is free at once;
+// a Central that cannot be reached frees it after its grace period anyway.
+func deregister(c *client.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if tok := c.Token(); tok != "" {
+		_ = c.API().DeregisterClient(ctx, c.User(), tok)
+	}
 }

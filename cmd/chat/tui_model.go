@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,20 +42,30 @@ type (
 	resizeMsg struct{ w, h int }
 	// registeredMsg is the outcome of registering the typed name.
 	registeredMsg struct {
-		name string
-		err  error
-		c    *client.Client // for the runtime; the model ignores it
+		name   string
+		err    error
+		token  string         // to take the name back after a crash
+		online bool           // with a taken name: its holder is online
+		c      *client.Client // for the runtime; the model ignores it
 	}
 	// reportedMsg: the first latency vector reached Central, so a chat
 	// request can be placed.
 	reportedMsg struct{}
 	// probeMsg carries a probe round's median RTT per server.
 	probeMsg struct{ rtt map[string]time.Duration }
-	// roomMsg is an event of a room's session.
-	roomMsg struct {
+	// sentMsg: the room's session numbered line id's message num.
+	sentMsg struct {
 		room string
-		ev   client.Event
+		id   int
+		num  uint64
 	}
+	// ackedMsg: the server acknowledged the room's messages up to num.
+	ackedMsg struct {
+		room string
+		num  uint64
+	}
+	// tickMsg comes a few times a second: time-based changes to the screen.
+	tickMsg struct{ now time.Time }
 	// failedMsg reports a command that failed.
 	failedMsg struct {
 		cmd cmd
@@ -75,7 +86,10 @@ type (
 		req    string
 		accept bool
 	}
-	cmdSend   struct{ room, text string }
+	cmdSend struct {
+		room, text string
+		id         int // the line that shows it, for its pending mark
+	}
 	cmdLeave  struct{ room string }
 	cmdRedraw struct{}
 	cmdQuit   struct{}
@@ -108,14 +122,8 @@ type step struct {
 }
 
 func (s step) String() string {
-	t := s.code.String()
-	if s.n > 1 {
-		t += fmt.Sprintf(" x%d", s.n)
-	}
-	if s.room != "" {
-		t += " room " + s.room
-	}
-	if s.detail != "" {
+	t := statusText(s.code)
+	if s.detail != "" && s.code.Final() && s.code != proto.ReqAccepted {
 		t += ": " + s.detail
 	}
 	return t
@@ -124,12 +132,36 @@ func (s step) String() string {
 func (o *outgoing) summary() string {
 	parts := make([]string, len(o.steps))
 	for i, s := range o.steps {
-		parts[i] = s.code.String()
-		if s.n > 1 {
-			parts[i] += fmt.Sprintf(" x%d", s.n)
-		}
+		parts[i] = statusText(s.code)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// statusText says what a request status means to the person who made it.
+func statusText(c proto.StatusCode) string {
+	switch c {
+	case proto.AckConn:
+		return "Central has the request"
+	case proto.ReqSent:
+		return "asked"
+	case proto.AwaitingReq:
+		return "waiting for an answer"
+	case proto.ReqAccepted:
+		return "accepted"
+	case proto.UserNotFound:
+		return "not online"
+	case proto.ServerErr:
+		return "no chat server can host the chat"
+	case proto.ReqDeclined:
+		return "declined"
+	case proto.ReqTimeout:
+		return "no answer in time"
+	case proto.ReqInvalid:
+		return "not a valid request"
+	case 0:
+		return "not sent"
+	}
+	return "status " + strconv.Itoa(int(c))
 }
 
 type lineKind uint8
@@ -142,10 +174,18 @@ const (
 )
 
 type chatLine struct {
-	kind lineKind
-	from string
-	text string
+	kind    lineKind
+	from    string
+	text    string
+	at      time.Time
+	id      int    // own lines: the id cmdSend carries
+	num     uint64 // own lines: the session's message number, once known
+	pending bool   // own lines: not yet acknowledged by the server
 }
+
+// leaveGrace is how long a member may be off the room's server before the
+// chat says they left: long enough for a move, which they may follow first.
+const leaveGrace = 3 * time.Second
 
 // maxLines bounds a room's scrollback.
 const maxLines = 2000
@@ -158,21 +198,39 @@ type room struct {
 	epoch   uint64
 	members []string // everyone but this user
 	present map[string]bool
+	gone    map[string]time.Time // members who left the room's server, and when
 	lines   []chatLine
 	input   lineEdit
 	scroll  int // rows scrolled back from the bottom
+	unread  int // lines that arrived while scrolled back
 	broken  bool
-	closed  string // why Central closed it; empty while open
+	lostAt  time.Time // when the connection to the room's server broke
+	closed  string    // why Central closed it; empty while open
+	leaving bool      // asking whether to leave
+	history []string  // lines this user sent, oldest first
+	hist    int       // position in history while browsing it; len(history) when not
+	draft   string    // the unsent input, kept while browsing history
+	nextID  int
+	now     func() time.Time
 }
 
-func (r *room) add(kind lineKind, from, text string) {
-	r.lines = append(r.lines, chatLine{kind: kind, from: clean(from), text: clean(text)})
+func (r *room) add(kind lineKind, from, text string) *chatLine {
+	r.lines = append(r.lines, chatLine{kind: kind, from: clean(from), text: clean(text), at: r.now()})
 	if len(r.lines) > maxLines {
 		r.lines = slices.Delete(r.lines, 0, len(r.lines)-maxLines)
 	}
+	if r.scroll > 0 {
+		r.unread++
+	}
+	return &r.lines[len(r.lines)-1]
 }
 
 func (r *room) sys(format string, args ...any) { r.add(lineSys, "", fmt.Sprintf(format, args...)) }
+
+// pending reports whether any of this user's lines awaits acknowledgement.
+func (r *room) pending() bool {
+	return slices.ContainsFunc(r.lines, func(l chatLine) bool { return l.pending })
+}
 
 // model is the whole state of the terminal client. update is its only
 // mutator and does no I/O; it runs on the runtime's loop goroutine.
@@ -184,6 +242,7 @@ type model struct {
 	nameErr     string
 	registering bool
 	user        string // registered name
+	token       string // the session's token, shown to take the name back
 
 	menu     int
 	notice   string // one line under the menu, about the last thing that happened
@@ -204,11 +263,15 @@ type model struct {
 
 	chat *room
 	quit bool
+
+	confirmQuit bool             // asking whether to quit
+	tls         bool             // Central and the chat servers are reached over TLS
+	now         func() time.Time // the clock for timestamps; tests fix it
 }
 
 func newModel(name string, w, h int) (*model, []cmd) {
-	m := &model{w: w, h: h, scr: scrName}
-	m.name.max = proto.MaxUser
+	m := &model{w: w, h: h, scr: scrName, now: time.Now}
+	m.name.max = 256 // a memory bound: longer names are refused with the limit, not cut
 	m.peers.max = 1024
 	if name == "" {
 		return m, nil
@@ -241,6 +304,36 @@ func (m *model) update(msg any) []cmd {
 		m.probes = msg.rtt
 	case failedMsg:
 		return m.failed(msg)
+	case tickMsg:
+		if r := m.chat; r != nil {
+			var left []string
+			for u, at := range r.gone {
+				if msg.now.Sub(at) >= leaveGrace {
+					left = append(left, u)
+					delete(r.gone, u)
+				}
+			}
+			sort.Strings(left)
+			for _, u := range left {
+				r.sys("%s left the chat", u)
+			}
+		}
+	case sentMsg:
+		if r := m.chat; r != nil && r.id == msg.room {
+			for i := range r.lines {
+				if r.lines[i].id == msg.id && r.lines[i].kind == lineSelf {
+					r.lines[i].num = msg.num
+				}
+			}
+		}
+	case ackedMsg:
+		if r := m.chat; r != nil && r.id == msg.room {
+			for i := range r.lines {
+				if l := &r.lines[i]; l.pending && l.num > 0 && l.num <= msg.num {
+					l.pending = false
+				}
+			}
+		}
 	case stoppedMsg:
 		m.ctrlUp = false
 		m.stoppedBy = fmt.Sprint(msg.err)
@@ -251,8 +344,6 @@ func (m *model) update(msg any) []cmd {
 	case inputClosedMsg:
 		m.quit = true
 		return []cmd{cmdQuit{}}
-	case roomMsg:
-		m.roomEvent(msg)
 	case client.Event:
 		return m.clientEvent(msg)
 	}
@@ -300,7 +391,7 @@ func (m *model) keyName(k key) []cmd {
 func (m *model) submitName() []cmd {
 	name := strings.TrimSpace(m.name.String())
 	if err := proto.CheckUser(name); err != nil {
-		m.nameErr = strings.TrimPrefix(err.Error(), "proto: ")
+		m.nameErr = nameProblem(name)
 		return nil
 	}
 	m.registering, m.nameErr = true, ""
@@ -310,23 +401,33 @@ func (m *model) submitName() []cmd {
 func (m *model) registered(r registeredMsg) []cmd {
 	m.registering = false
 	if r.err == nil {
-		m.user, m.scr = r.name, scrMenu
+		m.user, m.token, m.scr = r.name, r.token, scrMenu
 		return nil
 	}
 	var ae *centralapi.Error
 	switch {
-	case errors.As(r.err, &ae) && ae.Code == centralapi.CodeNameTaken:
+	case errors.As(r.err, &ae) && ae.Code == centralapi.CodeNameTaken && r.online:
 		m.nameErr = fmt.Sprintf("%q is taken: someone with that name is online. Choose another name.", r.name)
+	case errors.As(r.err, &ae) && ae.Code == centralapi.CodeNameTaken:
+		m.nameErr = fmt.Sprintf("%q is not free yet: %s. Choose another name, or wait.", r.name, ae.Message)
 	case errors.As(r.err, &ae):
 		m.nameErr = fmt.Sprintf("Central refused %q: %s", r.name, ae.Message)
 	default:
-		m.nameErr = fmt.Sprintf("cannot register: %v (Enter to try again)", r.err)
+		m.nameErr = fmt.Sprintf("%v (Enter to try again)", r.err)
 	}
 	m.nameErr = clean(m.nameErr)
 	return nil
 }
 
 func (m *model) keyMenu(k key) []cmd {
+	if m.confirmQuit {
+		m.confirmQuit = false
+		if k == runeKey('y') || k.code == keyEnter {
+			m.quit = true
+			return []cmd{cmdQuit{}}
+		}
+		return nil
+	}
 	switch {
 	case k.code == keyUp || k == runeKey('k'):
 		m.menu = (m.menu + menuItems - 1) % menuItems
@@ -337,8 +438,7 @@ func (m *model) keyMenu(k key) []cmd {
 	case k.code == keyEnd:
 		m.menu = menuItems - 1
 	case k == runeKey('q'):
-		m.quit = true
-		return []cmd{cmdQuit{}}
+		m.confirmQuit = true
 	case k.code == keyEnter:
 		switch m.menu {
 		case menuBegin:
@@ -347,8 +447,7 @@ func (m *model) keyMenu(k key) []cmd {
 			m.scr = scrRequests
 			m.sel = min(m.sel, max(len(m.incoming)-1, 0))
 		case menuQuit:
-			m.quit = true
-			return []cmd{cmdQuit{}}
+			m.confirmQuit = true
 		}
 	}
 	return nil
@@ -451,39 +550,83 @@ func (m *model) removeIncoming(req string) (proto.Incoming, bool) {
 func (m *model) keyChat(k key) []cmd {
 	r := m.chat
 	page := max(m.h-4, 1)
-	switch {
-	case k.code == keyEsc || k == ctrlKey('d'):
-		m.chat, m.scr = nil, scrMenu
-		m.setNotice(false, "left room %s", r.id)
-		if r.closed != "" {
-			return nil
+	if r.leaving {
+		r.leaving = false
+		if k == runeKey('y') || k.code == keyEnter {
+			return m.leave()
 		}
-		return []cmd{cmdLeave{room: r.id}}
+		return nil
+	}
+	switch {
+	case k.code == keyEsc && r.scroll > 0:
+		r.scroll, r.unread = 0, 0
+	case k.code == keyEsc || k == ctrlKey('d'):
+		if r.closed != "" {
+			return m.leave()
+		}
+		r.leaving = true
 	case k.code == keyEnter:
 		text := r.input.String()
 		if strings.TrimSpace(text) == "" {
 			return nil
 		}
 		if r.closed != "" {
-			r.add(lineErr, "", "not sent: the room is closed (Esc to go back)")
+			r.add(lineErr, "", "not sent: the chat is closed (Esc to go back)")
+			return nil
+		}
+		if n := len(text); n > proto.MaxText {
+			r.add(lineErr, "", fmt.Sprintf("not sent: the message is %d bytes, the limit is %d; shorten it (it is still in the input line)", n, proto.MaxText))
 			return nil
 		}
 		r.input.clear()
-		r.scroll = 0
-		r.add(lineSelf, m.user, text)
-		return []cmd{cmdSend{room: r.id, text: text}}
+		r.scroll, r.unread = 0, 0
+		r.history = append(r.history, text)
+		r.hist, r.draft = len(r.history), ""
+		r.nextID++
+		l := r.add(lineSelf, m.user, text)
+		l.id, l.pending = r.nextID, true
+		return []cmd{cmdSend{room: r.id, text: text, id: r.nextID}}
 	case k.code == keyPgUp:
 		r.scroll += page
 	case k.code == keyPgDn:
 		r.scroll = max(r.scroll-page, 0)
+		if r.scroll == 0 {
+			r.unread = 0
+		}
+	case k.code == keyEnd && r.scroll > 0:
+		r.scroll, r.unread = 0, 0
 	case k.code == keyUp:
-		r.scroll++
+		if r.hist > 0 {
+			if r.hist == len(r.history) {
+				r.draft = r.input.String()
+			}
+			r.hist--
+			r.input.set(r.history[r.hist])
+		}
 	case k.code == keyDown:
-		r.scroll = max(r.scroll-1, 0)
+		if r.hist < len(r.history) {
+			r.hist++
+			if r.hist == len(r.history) {
+				r.input.set(r.draft)
+			} else {
+				r.input.set(r.history[r.hist])
+			}
+		}
 	default:
 		r.input.edit(k)
 	}
 	return nil
+}
+
+// leave closes the chat and goes back to the menu.
+func (m *model) leave() []cmd {
+	r := m.chat
+	m.chat, m.scr = nil, scrMenu
+	m.setNotice(false, "left the chat with %s", strings.Join(r.members, ", "))
+	if r.closed != "" {
+		return nil
+	}
+	return []cmd{cmdLeave{room: r.id}}
 }
 
 func (m *model) failed(f failedMsg) []cmd {
@@ -498,10 +641,15 @@ func (m *model) failed(f failedMsg) []cmd {
 		m.setNotice(true, "answer not sent: %v", f.err)
 	case cmdSend:
 		if m.chat != nil && m.chat.id == c.room {
+			for i := range m.chat.lines {
+				if l := &m.chat.lines[i]; l.kind == lineSelf && l.id == c.id {
+					l.pending = false
+				}
+			}
 			m.chat.add(lineErr, "", fmt.Sprintf("not sent (%q): %v", c.text, f.err))
 		}
 	case cmdLeave:
-		m.setNotice(true, "leaving room %s: %v", c.room, f.err)
+		m.setNotice(true, "leaving the chat: %v", f.err)
 	default:
 		m.setNotice(true, "%v", f.err)
 	}
@@ -523,12 +671,19 @@ func (m *model) clientEvent(ev client.Event) []cmd {
 		}
 	case client.RoomReady:
 		return m.roomReady(e)
-	case client.Relocated:
+	case client.Moved:
 		if m.chat != nil && m.chat.id == e.Room {
-			a := e.Assign
-			m.chat.server, m.chat.rtt, m.chat.epoch, m.chat.broken = a.Server.ID, a.RTT, a.Epoch, false
-			m.chat.sys("%s", moveLine(a, e.Took))
+			r := m.chat
+			line := moveLine(r.server, e, r.lostAt, m.now())
+			r.server, r.rtt, r.epoch, r.broken, r.lostAt = e.To.ID, e.Assign.RTT, e.Epoch, false, time.Time{}
+			for _, u := range e.Members {
+				r.present[u] = true
+				delete(r.gone, u)
+			}
+			r.sys("%s", line)
 		}
+	case client.Message, client.Presence, client.Missed, client.Broken, client.Drained:
+		m.roomEvent(e)
 	case client.RoomClosed:
 		if m.chat != nil && m.chat.id == e.Room {
 			m.chat.closed = "closed"
@@ -543,12 +698,20 @@ func (m *model) clientEvent(ev client.Event) []cmd {
 		}
 		m.ctrlUp, m.ctrlSeen = true, true
 	case client.Disconnected:
-		if m.ctrlUp {
+		switch {
+		case m.ctrlUp:
 			m.say(true, fmt.Sprintf("control connection to Central lost (%v); reconnecting", e.Err))
+		case !m.ctrlSeen:
+			// Never connected: say why, rather than "connecting" forever.
+			m.say(true, fmt.Sprintf("cannot reach Central's control port (%v); retrying", e.Err))
 		}
 		m.ctrlUp = false
 	case client.Error:
-		m.say(true, "Central: "+e.Err.Error())
+		if e.Room != "" {
+			m.roomEvent(e)
+		} else {
+			m.say(true, "Central: "+e.Err.Error())
+		}
 	}
 	return nil
 }
@@ -566,41 +729,62 @@ func (m *model) say(isErr bool, text string) {
 	m.setNotice(isErr, "%s", text)
 }
 
-// moveLine describes a move, as "moved to serv1: 62 ms -> 41 ms (reason)".
-func moveLine(a proto.Assign, took time.Duration) string {
-	s := "moved to " + a.Server.ID
+// moveLine says what a move means to the person in the chat, who was on
+// server from: why the chat moved, and what it changed for them.
+func moveLine(from string, e client.Moved, lostAt, now time.Time) string {
+	a := e.Assign
+	to := e.To.ID
+	var s string
 	switch {
-	case a.PrevRTT > 0 && a.RTT > 0:
-		s += fmt.Sprintf(": %s -> %s", fmtMS(a.PrevRTT), fmtMS(a.RTT))
-	case a.RTT > 0:
-		s += ": " + fmtMS(a.RTT)
+	case strings.HasPrefix(a.Reason, "better server"):
+		s = fmt.Sprintf("the chat moved to %s, a closer server", to)
+		if a.PrevRTT > 0 && a.RTT > 0 {
+			s += fmt.Sprintf(": the slowest member's round trip went from %s to %s", fmtMS(a.PrevRTT), fmtMS(a.RTT))
+		}
+	case strings.Contains(a.Reason, "draining"):
+		s = fmt.Sprintf("%s is shutting down; the chat moved to %s", from, to)
+	case strings.Contains(a.Reason, "down") || !lostAt.IsZero():
+		s = fmt.Sprintf("%s stopped answering; the chat moved to %s", from, to)
+		if !lostAt.IsZero() {
+			s += fmt.Sprintf(" after %s without a server", fmtDur(now.Sub(lostAt)))
+		}
+	default:
+		s = "the chat moved to " + to
+		if a.Reason != "" {
+			s += " (" + a.Reason + ")"
+		}
 	}
-	var why []string
-	if a.Reason != "" {
-		why = append(why, a.Reason)
-	}
-	if a.Prev != "" {
-		why = append(why, "from "+a.Prev)
-	}
-	if took > 0 {
-		why = append(why, "switched in "+fmtMS(took))
-	}
-	if len(why) > 0 {
-		s += " (" + strings.Join(why, ", ") + ")"
+	if e.Took > 0 {
+		s += fmt.Sprintf("; nothing lost (switched in %s)", fmtMS(e.Took))
 	}
 	return s
 }
 
+// fmtDur rounds d for a person: "850 ms", "10.2 s".
+func fmtDur(d time.Duration) string {
+	if d < time.Second {
+		return fmtMS(d)
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
+}
+
 // fmtMS rounds d to whole milliseconds.
 func fmtMS(d time.Duration) string {
+	if d > 0 && d < time.Millisecond {
+		return "<1 ms"
+	}
 	return fmt.Sprintf("%d ms", d.Round(time.Millisecond).Milliseconds())
 }
 
 func (m *model) status(st proto.Status) {
 	if st.Code.Final() {
 		if in, ok := m.removeIncoming(st.Req); ok {
-			if st.Code != proto.ReqAccepted {
-				m.say(false, fmt.Sprintf("%s's request ended: %s %s", in.From, st.Code, st.Detail))
+			switch st.Code {
+			case proto.ReqAccepted:
+			case proto.ReqTimeout:
+				m.say(false, fmt.Sprintf("%s's chat request expired: you did not answer in time", in.From))
+			default:
+				m.say(false, fmt.Sprintf("%s's chat request ended: %s", in.From, step{code: st.Code, detail: st.Detail}))
 			}
 			return
 		}
@@ -630,29 +814,44 @@ func (m *model) roomReady(e client.RoomReady) []cmd {
 		return []cmd{cmdLeave{room: e.Room}}
 	}
 	a := e.Assign
-	r := &room{id: e.Room, server: a.Server.ID, rtt: a.RTT, epoch: a.Epoch, present: map[string]bool{}}
-	r.input.max = proto.MaxText
+	r := &room{id: e.Room, server: a.Server.ID, rtt: a.RTT, epoch: a.Epoch, present: map[string]bool{}, gone: map[string]time.Time{}, now: m.now}
+	// A memory bound only: a longer message is refused with the limit on
+	// Enter, never cut.
+	r.input.max = 1 << 20
 	for _, u := range a.Members {
 		if u != m.user {
 			r.members = append(r.members, u)
 		}
 	}
 	sort.Strings(r.members)
+	for _, u := range e.Present {
+		r.present[u] = true
+	}
 	if o := m.out; o != nil && o.req != "" && len(o.steps) > 0 && o.steps[len(o.steps)-1].room == e.Room {
-		r.sys("request %s: %s", o.req, o.summary())
 		m.out = nil
 	}
-	r.sys("chat with %s on %s (RTT %s); Esc or Ctrl-D leaves", strings.Join(r.members, ", "), a.Server.ID, fmtMS(a.RTT))
+	r.sys("chat with %s on %s; Esc or Ctrl-D leaves", strings.Join(r.members, ", "), a.Server.ID)
+	var away []string
+	for _, u := range r.members {
+		if !r.present[u] {
+			away = append(away, u)
+		}
+	}
+	if len(away) > 0 {
+		r.sys("waiting for %s to join", strings.Join(away, ", "))
+	}
 	m.chat, m.scr, m.notice = r, scrChat, ""
 	return nil
 }
 
-func (m *model) roomEvent(rm roomMsg) {
+// roomEvent applies an event of the open chat's room; those of rooms
+// already left are dropped.
+func (m *model) roomEvent(ev client.Event) {
 	r := m.chat
-	if r == nil || r.id != rm.room {
+	if r == nil || r.id != roomOf(ev) {
 		return
 	}
-	switch e := rm.ev.(type) {
+	switch e := ev.(type) {
 	case client.Message:
 		r.add(lineMsg, e.From, e.Text)
 	case client.Presence:
@@ -660,21 +859,49 @@ func (m *model) roomEvent(rm roomMsg) {
 			return
 		}
 		r.present[e.User] = e.Here
-		if e.Here {
-			r.sys("%s is here (on %s)", e.User, e.Server)
-		} else {
-			r.sys("%s left %s", e.User, e.Server)
+		if !slices.Contains(r.members, e.User) && e.Here {
+			r.members = append(r.members, e.User)
+			sort.Strings(r.members)
 		}
-	case client.Moved:
-		for _, u := range e.Members {
-			r.present[u] = true
+		if e.Here {
+			if _, moving := r.gone[e.User]; moving {
+				delete(r.gone, e.User) // it was a move, not a leave
+				return
+			}
+			r.sys("%s joined the chat", e.User)
+		} else {
+			// A member who follows a move leaves this server a moment
+			// before we do: say "left" only if they do not turn up.
+			r.gone[e.User] = m.now()
 		}
 	case client.Missed:
 		r.add(lineErr, "", fmt.Sprintf("missed messages %d-%d of %s: %s", e.First, e.Last, e.From, e.Reason))
 	case client.Broken:
+		if !r.broken {
+			r.lostAt = m.now()
+		}
 		r.broken = true
-		r.add(lineErr, "", fmt.Sprintf("connection to %s lost (%v); waiting for Central to move the room", e.Server.ID, e.Err))
+		r.add(lineErr, "", fmt.Sprintf("lost the connection to %s (%v); your messages wait and go out once Central moves the chat to a working server", e.Server.ID, e.Err))
 	case client.Error:
 		r.add(lineErr, "", e.Err.Error())
 	}
+}
+
+// roomOf returns the room of a room event.
+func roomOf(ev client.Event) string {
+	switch e := ev.(type) {
+	case client.Message:
+		return e.Room
+	case client.Presence:
+		return e.Room
+	case client.Missed:
+		return e.Room
+	case client.Broken:
+		return e.Room
+	case client.Drained:
+		return e.Room
+	case client.Error:
+		return e.Room
+	}
+	return ""
 }

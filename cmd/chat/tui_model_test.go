@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +26,10 @@ func status(req string, code proto.StatusCode, detail, room string) client.Statu
 	return client.Status{Status: proto.Status{Req: req, Code: code, Detail: detail, Room: room}}
 }
 
+// ready is a room whose other members were all on the server at the join.
 func ready(room, server string, rtt time.Duration, members ...string) client.RoomReady {
-	return client.RoomReady{Room: room, Assign: proto.Assign{Room: room, Epoch: 1, Server: proto.ServerRef{ID: server}, Members: members, RTT: rtt}}
+	return client.RoomReady{Room: room, Assign: proto.Assign{Room: room, Epoch: 1, Server: proto.ServerRef{ID: server}, Members: members, RTT: rtt},
+		Present: slices.DeleteFunc(slices.Clone(members), func(u string) bool { return u == "alice" })}
 }
 
 // seq flattens messages and message lists into one sequence.
@@ -72,7 +75,7 @@ func TestModel(t *testing.T) {
 			name: "empty name refused",
 			msgs: []any{codeKey(keyEnter)},
 			check: func(t *testing.T, m *model) {
-				if m.scr != scrName || !strings.Contains(m.nameErr, "empty") {
+				if m.scr != scrName || !strings.Contains(m.nameErr, "type a user name") {
 					t.Errorf("screen %d, error %q", m.scr, m.nameErr)
 				}
 			},
@@ -81,7 +84,7 @@ func TestModel(t *testing.T) {
 			name: "invalid name refused",
 			msgs: seq(keysOf("a b"), codeKey(keyEnter)),
 			check: func(t *testing.T, m *model) {
-				if m.registering || !strings.Contains(m.nameErr, "character ' '") {
+				if m.registering || !strings.Contains(m.nameErr, "a space (character 2) is not allowed") {
 					t.Errorf("registering %v, error %q", m.registering, m.nameErr)
 				}
 			},
@@ -107,10 +110,32 @@ func TestModel(t *testing.T) {
 		},
 		{
 			name: "taken name asks again",
-			msgs: seq(keysOf("bob"), codeKey(keyEnter), registeredMsg{name: "bob", err: fmt.Errorf("client: %w", taken)}),
+			msgs: seq(keysOf("bob"), codeKey(keyEnter), registeredMsg{name: "bob", online: true, err: fmt.Errorf("client: %w", taken)}),
 			check: func(t *testing.T, m *model) {
-				if m.scr != scrName || m.registering || !strings.Contains(m.nameErr, `"bob" is taken`) {
+				if m.scr != scrName || m.registering || !strings.Contains(m.nameErr, `"bob" is taken: someone with that name is online`) {
 					t.Errorf("screen %d registering %v error %q", m.scr, m.registering, m.nameErr)
+				}
+			},
+		},
+		{
+			name: "name of an ended session says what Central said, not online",
+			msgs: seq(keysOf("bob"), codeKey(keyEnter), registeredMsg{name: "bob", err: fmt.Errorf("client: %w",
+				&centralapi.Error{Status: 409, Code: centralapi.CodeNameTaken, Message: `user name "bob" is reserved for 42 s`})}),
+			check: func(t *testing.T, m *model) {
+				if !strings.Contains(m.nameErr, "reserved for 42 s") || strings.Contains(m.nameErr, "online") {
+					t.Errorf("error %q", m.nameErr)
+				}
+			},
+		},
+		{
+			name: "over-long and non-ASCII names refused with the limit, never cut",
+			msgs: seq(keysOf("a-very-long-name-that-exceeds-32-chars"), codeKey(keyEnter)),
+			check: func(t *testing.T, m *model) {
+				if m.registering || m.name.String() != "a-very-long-name-that-exceeds-32-chars" || !strings.Contains(m.nameErr, "has 38 characters; a user name has at most 32") {
+					t.Errorf("registering %v name %q error %q", m.registering, m.name.String(), m.nameErr)
+				}
+				if got := nameProblem("zoë"); !strings.Contains(got, "'ë' (character 3) is not allowed") {
+					t.Errorf("zoë: %q", got)
 				}
 			},
 		},
@@ -140,8 +165,8 @@ func TestModel(t *testing.T) {
 			},
 		},
 		{
-			name: "menu: down twice reaches Quit",
-			msgs: seq(inMenu(), codeKey(keyDown), runeKey('j'), codeKey(keyEnter)),
+			name: "menu: down twice reaches Quit, which asks first",
+			msgs: seq(inMenu(), codeKey(keyDown), runeKey('j'), codeKey(keyEnter), runeKey('y')),
 			cmds: []cmd{cmdQuit{}},
 			check: func(t *testing.T, m *model) {
 				if !m.quit {
@@ -223,7 +248,7 @@ func TestModel(t *testing.T) {
 				if o == nil || o.req != "q1" || !o.final {
 					t.Fatalf("outgoing %+v", o)
 				}
-				if got := o.summary(); got != "ACK_CONN, REQ_SENT, AWAITING_REQ x2, REQ_ACCEPTED" {
+				if got := o.summary(); got != "Central has the request, asked, waiting for an answer, accepted" {
 					t.Errorf("summary %q", got)
 				}
 			},
@@ -237,10 +262,12 @@ func TestModel(t *testing.T) {
 				if m.scr != scrChat || m.chat.id != "r1" || m.out != nil {
 					t.Fatalf("screen %d chat %+v out %+v", m.scr, m.chat, m.out)
 				}
-				if got := m.chat.lines[0].text; got != "request q1: ACK_CONN, REQ_SENT, REQ_ACCEPTED" {
-					t.Errorf("first line %q", got)
+				for _, l := range m.chat.lines {
+					if strings.Contains(l.text, "q1") || strings.Contains(l.text, "r1") {
+						t.Errorf("a request or room id on screen: %q", l.text)
+					}
 				}
-				if got := lastLine(m); !strings.Contains(got, "chat with bob on serv3 (RTT 60 ms)") {
+				if got := lastLine(m); !strings.Contains(got, "chat with bob on serv3") {
 					t.Errorf("last line %q", got)
 				}
 			},
@@ -331,7 +358,7 @@ func TestModel(t *testing.T) {
 			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}},
 				status("q2", proto.ReqTimeout, "no answer", "")),
 			check: func(t *testing.T, m *model) {
-				if len(m.incoming) != 0 || !strings.Contains(m.notice, "REQ_TIMEOUT") {
+				if len(m.incoming) != 0 || !strings.Contains(m.notice, "carol's chat request expired: you did not answer in time") {
 					t.Errorf("incoming %v notice %q", m.incoming, m.notice)
 				}
 			},
@@ -339,11 +366,68 @@ func TestModel(t *testing.T) {
 		{
 			name: "send a message",
 			msgs: seq(inChat(), keysOf("hi bob"), codeKey(keyEnter)),
-			cmds: []cmd{cmdSend{room: "r1", text: "hi bob"}},
+			cmds: []cmd{cmdSend{room: "r1", text: "hi bob", id: 1}},
 			check: func(t *testing.T, m *model) {
 				l := m.chat.lines[len(m.chat.lines)-1]
-				if l.kind != lineSelf || l.from != "alice" || l.text != "hi bob" || m.chat.input.String() != "" {
+				if l.kind != lineSelf || l.from != "alice" || l.text != "hi bob" || m.chat.input.String() != "" || !l.pending {
 					t.Errorf("line %+v input %q", l, m.chat.input.String())
+				}
+			},
+		},
+		{
+			name: "pending mark cleared by the acknowledgement, not before",
+			msgs: seq(inChat(), keysOf("one"), codeKey(keyEnter), keysOf("two"), codeKey(keyEnter),
+				sentMsg{room: "r1", id: 1, num: 1}, sentMsg{room: "r1", id: 2, num: 2}, ackedMsg{room: "r1", num: 1}),
+			check: func(t *testing.T, m *model) {
+				n := len(m.chat.lines)
+				if one, two := m.chat.lines[n-2], m.chat.lines[n-1]; one.pending || !two.pending {
+					t.Errorf("one pending %v, two pending %v; want false, true", one.pending, two.pending)
+				}
+			},
+		},
+		{
+			name: "a message over the limit is refused with the limit and kept, never cut",
+			msgs: seq(inChat(), keysOf(strings.Repeat("y", proto.MaxText+10)), codeKey(keyEnter)),
+			check: func(t *testing.T, m *model) {
+				if got := lastLine(m); !strings.Contains(got, fmt.Sprintf("not sent: the message is %d bytes, the limit is %d", proto.MaxText+10, proto.MaxText)) {
+					t.Errorf("line %q", got)
+				}
+				if len(m.chat.input.String()) != proto.MaxText+10 {
+					t.Errorf("input cut to %d bytes", len(m.chat.input.String()))
+				}
+			},
+		},
+		{
+			name: "input history: Up recalls, Down returns to the draft",
+			msgs: seq(inChat(), keysOf("first"), codeKey(keyEnter), keysOf("second"), codeKey(keyEnter), keysOf("dra"),
+				codeKey(keyUp), codeKey(keyUp)),
+			check: func(t *testing.T, m *model) {
+				if got := m.chat.input.String(); got != "first" {
+					t.Errorf("after Up Up: %q", got)
+				}
+				m.update(codeKey(keyDown))
+				m.update(codeKey(keyDown))
+				if got := m.chat.input.String(); got != "dra" {
+					t.Errorf("after Down Down: %q", got)
+				}
+			},
+		},
+		{
+			name: "Esc ends scroll mode before it asks to leave; End jumps to the latest",
+			msgs: seq(inChat(), codeKey(keyPgUp), client.Message{Room: "r1", From: "bob", Text: "new"}),
+			check: func(t *testing.T, m *model) {
+				r := m.chat
+				if r.scroll == 0 || r.unread != 1 {
+					t.Fatalf("scroll %d unread %d", r.scroll, r.unread)
+				}
+				m.update(codeKey(keyEsc))
+				if m.scr != scrChat || r.scroll != 0 || r.unread != 0 || r.leaving {
+					t.Errorf("after Esc: screen %d scroll %d unread %d leaving %v", m.scr, r.scroll, r.unread, r.leaving)
+				}
+				m.update(codeKey(keyPgUp))
+				m.update(codeKey(keyEnd))
+				if r.scroll != 0 {
+					t.Errorf("End left scroll at %d", r.scroll)
 				}
 			},
 		},
@@ -354,11 +438,11 @@ func TestModel(t *testing.T) {
 		{
 			name: "cursor editing in the chat input",
 			msgs: seq(inChat(), keysOf("hllo"), codeKey(keyHome), codeKey(keyRight), runeKey('e'), codeKey(keyEnd), runeKey('!'), codeKey(keyEnter)),
-			cmds: []cmd{cmdSend{room: "r1", text: "hello!"}},
+			cmds: []cmd{cmdSend{room: "r1", text: "hello!", id: 1}},
 		},
 		{
 			name: "message received",
-			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: "yo\x1b[2J"}}, roomMsg{room: "r0", ev: client.Message{From: "x", Text: "old room"}}),
+			msgs: seq(inChat(), client.Message{Room: "r1", From: "bob", Text: "yo\x1b[2J"}, client.Message{Room: "r0", From: "x", Text: "old room"}),
 			check: func(t *testing.T, m *model) {
 				l := m.chat.lines[len(m.chat.lines)-1]
 				if l.kind != lineMsg || l.from != "bob" || l.text != "yo\uFFFD[2J" {
@@ -368,10 +452,10 @@ func TestModel(t *testing.T) {
 		},
 		{
 			name: "move shown as a system line",
-			msgs: seq(inChat(), client.Relocated{Room: "r1", Assign: proto.Assign{Room: "r1", Epoch: 2, Server: proto.ServerRef{ID: "serv1"},
+			msgs: seq(inChat(), client.Moved{Room: "r1", From: proto.ServerRef{ID: "serv3"}, To: proto.ServerRef{ID: "serv1"}, Epoch: 2, Assign: proto.Assign{Room: "r1", Epoch: 2, Server: proto.ServerRef{ID: "serv1"},
 				Prev: "serv3", PrevRTT: 62400 * time.Microsecond, RTT: 40600 * time.Microsecond, Reason: "better server"}, Took: 12 * time.Millisecond}),
 			check: func(t *testing.T, m *model) {
-				if got := lastLine(m); !strings.HasPrefix(got, "moved to serv1: 62 ms -> 41 ms (better server, from serv3, switched in 12 ms)") {
+				if got := lastLine(m); got != "the chat moved to serv1, a closer server: the slowest member's round trip went from 62 ms to 41 ms; nothing lost (switched in 12 ms)" {
 					t.Errorf("line %q", got)
 				}
 				if m.chat.server != "serv1" || m.chat.rtt != 40600*time.Microsecond {
@@ -380,19 +464,35 @@ func TestModel(t *testing.T) {
 			},
 		},
 		{
-			name: "presence only on change",
-			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Moved{Members: []string{"bob"}}},
-				roomMsg{room: "r1", ev: client.Presence{User: "bob", Here: true, Server: "serv3"}},
-				roomMsg{room: "r1", ev: client.Presence{User: "bob", Here: false, Server: "serv3"}}),
+			name: "presence only on change; a leave is told once it is not a move",
+			msgs: seq(inChat(), client.Moved{Room: "r1", From: proto.ServerRef{ID: "serv2"}, To: proto.ServerRef{ID: "serv3"}, Epoch: 2, Members: []string{"bob"}},
+				client.Presence{Room: "r1", User: "bob", Here: true, Server: "serv3"},
+				client.Presence{Room: "r1", User: "bob", Here: false, Server: "serv3"}),
 			check: func(t *testing.T, m *model) {
-				if got := lastLine(m); got != "bob left serv3" || strings.Contains(m.chat.lines[len(m.chat.lines)-2].text, "is here") {
-					t.Errorf("lines %+v", m.chat.lines)
+				for _, l := range m.chat.lines {
+					if strings.Contains(l.text, "joined") || strings.Contains(l.text, "left") {
+						t.Errorf("line %q before the leave grace passed", l.text)
+					}
+				}
+				m.update(tickMsg{now: time.Now().Add(leaveGrace)})
+				if got := lastLine(m); got != "bob left the chat" {
+					t.Errorf("last line %q", got)
+				}
+			},
+		},
+		{
+			name: "the first member is told when the second joins",
+			msgs: seq(inMenu(), client.RoomReady{Room: "r1", Assign: proto.Assign{Room: "r1", Epoch: 1, Server: proto.ServerRef{ID: "serv3"}, Members: []string{"alice", "bob"}}},
+				client.Presence{Room: "r1", User: "bob", Here: true, Server: "serv3"}),
+			check: func(t *testing.T, m *model) {
+				if got := lastLine(m); got != "bob joined the chat" {
+					t.Errorf("last line %q", got)
 				}
 			},
 		},
 		{
 			name: "missed messages",
-			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Missed{From: "bob", First: 4, Last: 6, Reason: "gone"}}),
+			msgs: seq(inChat(), client.Missed{Room: "r1", From: "bob", First: 4, Last: 6, Reason: "gone"}),
 			check: func(t *testing.T, m *model) {
 				if got := lastLine(m); got != "missed messages 4-6 of bob: gone" {
 					t.Errorf("line %q", got)
@@ -401,9 +501,9 @@ func TestModel(t *testing.T) {
 		},
 		{
 			name: "broken connection",
-			msgs: seq(inChat(), roomMsg{room: "r1", ev: client.Broken{Server: proto.ServerRef{ID: "serv3"}, Err: errors.New("EOF")}}),
+			msgs: seq(inChat(), client.Broken{Room: "r1", Server: proto.ServerRef{ID: "serv3"}, Err: errors.New("EOF")}),
 			check: func(t *testing.T, m *model) {
-				if !m.chat.broken || !strings.Contains(lastLine(m), "connection to serv3 lost (EOF)") {
+				if !m.chat.broken || !strings.Contains(lastLine(m), "lost the connection to serv3 (EOF)") {
 					t.Errorf("broken %v line %q", m.chat.broken, lastLine(m))
 				}
 			},
@@ -423,8 +523,8 @@ func TestModel(t *testing.T) {
 			},
 		},
 		{
-			name: "esc leaves the chat",
-			msgs: seq(inChat(), codeKey(keyEsc)),
+			name: "esc leaves the chat, once confirmed",
+			msgs: seq(inChat(), codeKey(keyEsc), runeKey('y')),
 			cmds: []cmd{cmdLeave{room: "r1"}},
 			check: func(t *testing.T, m *model) {
 				if m.scr != scrMenu || m.chat != nil {
@@ -433,9 +533,18 @@ func TestModel(t *testing.T) {
 			},
 		},
 		{
-			name: "ctrl-d leaves the chat",
-			msgs: seq(inChat(), ctrlKey('d')),
+			name: "ctrl-d leaves the chat, once confirmed",
+			msgs: seq(inChat(), ctrlKey('d'), codeKey(keyEnter)),
 			cmds: []cmd{cmdLeave{room: "r1"}},
+		},
+		{
+			name: "leaving can be called off",
+			msgs: seq(inChat(), codeKey(keyEsc), runeKey('n')),
+			check: func(t *testing.T, m *model) {
+				if m.scr != scrChat || m.chat == nil || m.chat.leaving {
+					t.Errorf("screen %d", m.scr)
+				}
+			},
 		},
 		{
 			name: "closed room: no Leave",
@@ -481,21 +590,33 @@ func TestModel(t *testing.T) {
 }
 
 func TestMoveLine(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 4, 0, 0, 0, time.UTC)
+	mv := func(to string, a proto.Assign, took time.Duration) client.Moved {
+		a.Server.ID = to
+		return client.Moved{To: proto.ServerRef{ID: to}, Assign: a, Took: took}
+	}
 	tests := []struct {
-		name string
-		a    proto.Assign
-		took time.Duration
-		want string
+		name   string
+		from   string
+		e      client.Moved
+		lostAt time.Time
+		want   string
 	}{
-		{"both known", proto.Assign{Server: proto.ServerRef{ID: "serv1"}, PrevRTT: 62 * time.Millisecond, RTT: 41 * time.Millisecond}, 0, "moved to serv1: 62 ms -> 41 ms"},
-		{"rounded", proto.Assign{Server: proto.ServerRef{ID: "serv1"}, PrevRTT: 61500 * time.Microsecond, RTT: 40499 * time.Microsecond}, 0, "moved to serv1: 62 ms -> 40 ms"},
-		{"only new", proto.Assign{Server: proto.ServerRef{ID: "serv3"}, RTT: 60 * time.Millisecond, Reason: "current server down"}, 0, "moved to serv3: 60 ms (current server down)"},
-		{"nothing known", proto.Assign{Server: proto.ServerRef{ID: "serv3"}}, 0, "moved to serv3"},
+		{"better server", "serv3", mv("serv1", proto.Assign{Reason: "better server: serv1 41.6ms < serv3 61.6ms", PrevRTT: 61500 * time.Microsecond, RTT: 41499 * time.Microsecond}, 166*time.Millisecond), time.Time{},
+			"the chat moved to serv1, a closer server: the slowest member's round trip went from 62 ms to 41 ms; nothing lost (switched in 166 ms)"},
+		{"drain", "serv3", mv("serv2", proto.Assign{Reason: "current server draining"}, time.Millisecond), time.Time{},
+			"serv3 is shutting down; the chat moved to serv2; nothing lost (switched in 1 ms)"},
+		// The user saw serv3 die; Central had cascaded the room through
+		// serv4 and serv2 meanwhile: the line names what the user saw,
+		// and the outage, not the last switch alone.
+		{"down after an outage", "serv3", mv("serv3", proto.Assign{Reason: "current server down", Prev: "serv2"}, 249*time.Millisecond), t0.Add(-10200 * time.Millisecond),
+			"serv3 stopped answering; the chat moved to serv3 after 10.2 s without a server; nothing lost (switched in 249 ms)"},
+		{"nothing known", "serv3", mv("serv4", proto.Assign{}, 0), time.Time{}, "the chat moved to serv4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := moveLine(tt.a, tt.took); got != tt.want {
-				t.Errorf("moveLine = %q, want %q", got, tt.want)
+			if got := moveLine(tt.from, tt.e, tt.lostAt, t0); got != tt.want {
+				t.Errorf("moveLine =\n%q, want\n%q", got, tt.want)
 			}
 		})
 	}

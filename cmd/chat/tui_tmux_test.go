@@ -148,7 +148,7 @@ func (c *cluster) peer(name string) *peer {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = cl.Run(ctx) }()
-	go func() { defer wg.Done(); p.pump(ctx, &wg) }()
+	go func() { defer wg.Done(); p.pump(ctx) }()
 	c.t.Cleanup(func() { cancel(); wg.Wait() })
 	select {
 	case <-cl.Reported():
@@ -158,7 +158,7 @@ func (c *cluster) peer(name string) *peer {
 	return p
 }
 
-func (p *peer) pump(ctx context.Context, wg *sync.WaitGroup) {
+func (p *peer) pump(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -172,17 +172,8 @@ func (p *peer) pump(ctx context.Context, wg *sync.WaitGroup) {
 				p.incoming = append(p.incoming, ev)
 			case client.RoomReady:
 				p.sess = ev.Session
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for ev := range ev.Session.Events() {
-						if m, ok := ev.(client.Message); ok {
-							p.mu.Lock()
-							p.got = append(p.got, m)
-							p.mu.Unlock()
-						}
-					}
-				}()
+			case client.Message:
+				p.got = append(p.got, ev)
 			}
 			p.mu.Unlock()
 		}
@@ -359,18 +350,32 @@ func TestTerminalChat(t *testing.T) {
 	p.typeText("bob")
 	p.keys("Enter")
 	// The status stream, live, before bob answers.
-	p.waitScreen("Request to bob (q-", "ACK_CONN", "REQ_SENT", "AWAITING_REQ")
+	s := p.waitScreen("Request to bob:", "Central has the request", "waiting for an answer")
+	for _, jargon := range []string{"q-", "ACK_CONN", "REQ_SENT", "AWAITING_REQ", "STATUS_"} {
+		if strings.Contains(s, jargon) {
+			t.Errorf("protocol jargon %q on screen:\n%s", jargon, s)
+		}
+	}
 	in := bob.waitIncoming("alice")
 	if err := bob.c.Answer(in.Req, true); err != nil {
 		t.Fatal(err)
 	}
-	s := p.waitScreen("REQ_ACCEPTED", "with bob · on serv2", "* chat with bob on serv2")
+	s = p.waitScreen("with bob · on serv2", "* chat with bob on serv2")
 	t.Logf("chat view:\n%s", s)
+	if strings.Contains(s, "r-") {
+		t.Errorf("a room id on screen:\n%s", s)
+	}
 
 	p.typeText("hello from tmux")
 	p.keys("Enter")
 	waitFor(t, 10*time.Second, "bob to receive alice's message", func() bool { return bob.received("alice", "hello from tmux") })
-	p.waitScreen("alice: hello from tmux")
+	// Timestamped; pending until the server acknowledged it, then not.
+	stamped := regexp.MustCompile(`\d\d:\d\d alice: hello from tmux`)
+	waitFor(t, 10*time.Second, "the timestamped line", func() bool { return stamped.MatchString(p.screen()) })
+	waitFor(t, 10*time.Second, "the pending mark to clear", func() bool {
+		s := p.screen()
+		return strings.Contains(s, "alice: hello from tmux") && !strings.Contains(s, "[sending]")
+	})
 
 	waitFor(t, 10*time.Second, "bob's session", func() bool { return bob.session() != nil })
 	bob.send("hi alice")
@@ -379,7 +384,7 @@ func TestTerminalChat(t *testing.T) {
 	// A better server starts: the room moves, and the move gets its line.
 	start := time.Now()
 	cl.startServer("serv1", 40*time.Millisecond)
-	moved := regexp.MustCompile(`moved to serv1: (\d+) ms -> (\d+) ms`)
+	moved := regexp.MustCompile(`the chat moved to serv1, a closer server`)
 	waitFor(t, 20*time.Second, "the move line", func() bool { return moved.MatchString(p.screen()) })
 	t.Logf("serv1 started -> move line on screen: %v; %s", time.Since(start).Round(time.Millisecond), moved.FindString(p.screen()))
 	p.waitScreen("on serv1")
@@ -398,6 +403,14 @@ func TestTerminalChat(t *testing.T) {
 	p.keys("Enter")
 	waitFor(t, 10*time.Second, "bob to receive the edited line", func() bool { return bob.received("alice", "xacd!") })
 
+	// Input history: Up recalls the last line sent.
+	p.keys("Up")
+	waitFor(t, 5*time.Second, "the recalled line", func() bool {
+		lines := strings.Split(strings.TrimRight(p.screen(), "\n"), "\n")
+		return strings.HasPrefix(lines[len(lines)-1], "> xacd!")
+	})
+	p.keys("C-u")
+
 	p.tmux("resize-window", "-t", "chat", "-x", "100", "-y", "30")
 	waitFor(t, 10*time.Second, "a redraw at 100x30", func() bool {
 		lines := strings.Split(strings.TrimSuffix(p.screen(), "\n"), "\n")
@@ -407,6 +420,10 @@ func TestTerminalChat(t *testing.T) {
 
 	p.keys("C-c")
 	p.waitScreen("EXIT=0", "TTY=RESTORED")
+	// Ctrl-C gave the name back at once.
+	if _, err := bob.c.API().RegisterClient(context.Background(), "alice", ""); err != nil {
+		t.Errorf("alice's name after Ctrl-C: %v", err)
+	}
 }
 
 func TestTerminalRequests(t *testing.T) {
@@ -423,7 +440,7 @@ func TestTerminalRequests(t *testing.T) {
 	p.waitScreen("Your user name:")
 	p.typeText("a b")
 	p.keys("Enter")
-	p.waitScreen("character ' '")
+	p.waitScreen("a space (character 2) is not allowed")
 	p.keys("C-u")
 	p.typeText("carol") // held by a live session
 	p.keys("Enter")
@@ -453,8 +470,21 @@ func TestTerminalRequests(t *testing.T) {
 	carol.send("welcome")
 	p.waitScreen("carol: welcome")
 
+	// Esc asks before it leaves; any other key stays.
 	p.keys("Escape")
-	p.waitScreen("> View chat requests (0)", "left room r-")
-	p.keys("Down", "Enter") // Quit
+	p.waitScreen("Leave the chat with carol? y: leave")
+	p.keys("n")
+	p.waitScreen("Enter: send")
+	p.keys("Escape")
+	p.waitScreen("Leave the chat with carol?")
+	p.keys("y")
+	p.waitScreen("> View chat requests (0)", "left the chat with carol")
+	p.keys("Down", "Enter") // Quit, which asks too
+	p.waitScreen("Quit nearchat? y: quit")
+	p.keys("y")
 	p.waitScreen("EXIT=0", "TTY=RESTORED")
+	// Quitting gave the name back at once: no "reserved" for a minute.
+	if _, err := carol.c.API().RegisterClient(context.Background(), "alice", ""); err != nil {
+		t.Errorf("alice's name after Quit: %v", err)
+	}
 }

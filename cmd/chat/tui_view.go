@@ -165,7 +165,14 @@ func (m *model) viewMenu() ([]row, string) {
 		}
 	}
 	body = append(body, row{}, row{text: "  " + m.probeLine(), st: stDim})
-	return body, "Up/Down or k/j: move · Enter: choose · Ctrl-C: quit"
+	if m.token != "" {
+		body = append(body, row{}, row{text: "  To take your name back after a crash: -token " + m.token, st: stDim})
+	}
+	hint := "Up/Down or k/j: move · Enter: choose · q: quit"
+	if m.confirmQuit {
+		hint = "Quit nearchat? y: quit · any other key: stay"
+	}
+	return body, hint
 }
 
 func (o *outgoing) progress() string {
@@ -218,11 +225,7 @@ func (m *model) viewBegin(f *frame) ([]row, string) {
 	}
 	body = append(body, row{})
 	if o := m.out; o != nil {
-		head := "  Request to " + strings.Join(o.to, ", ")
-		if o.req != "" {
-			head += " (" + o.req + ")"
-		}
-		body = append(body, row{text: head + ":", st: stTitle})
+		body = append(body, row{text: "  Request to " + strings.Join(o.to, ", ") + ":", st: stTitle})
 		if o.queued {
 			body = append(body, row{text: "    waiting for the first latency measurement...", st: stDim})
 		}
@@ -262,7 +265,6 @@ func (m *model) viewRequests() ([]row, string) {
 		if len(others) > 0 {
 			text += " (with " + strings.Join(others, ", ") + ")"
 		}
-		text += "  " + clean(in.Req)
 		if i == m.sel {
 			body = append(body, row{text: "> " + text[2:] + " ", st: stSel})
 		} else {
@@ -278,6 +280,15 @@ func (m *model) viewRequests() ([]row, string) {
 func (m *model) viewChat() frame {
 	r := m.chat
 	f := frame{w: m.w, h: m.h, rows: make([]row, 0, m.h)}
+
+	// Header: who is in the chat, where it runs, how fast, how safe.
+	who := make([]string, len(r.members))
+	for i, u := range r.members {
+		who[i] = u
+		if !r.present[u] {
+			who[i] += " (away)"
+		}
+	}
 	where := r.server
 	switch {
 	case r.closed != "":
@@ -285,15 +296,23 @@ func (m *model) viewChat() frame {
 	case r.broken:
 		where += " (connection lost)"
 	}
-	rtt := "RTT " + fmtMS(r.rtt)
+	speed := ""
 	if d, ok := m.probes[r.server]; ok {
-		rtt += ", you " + fmtMS(d)
+		speed = " · you " + fmtMS(d)
+		if r.rtt > 0 {
+			speed += ", slowest " + fmtMS(r.rtt)
+		}
+	} else if r.rtt > 0 {
+		speed = " · slowest member " + fmtMS(r.rtt)
 	}
-	with := strings.Join(r.members, ", ")
-	left := fmt.Sprintf(" %s · with %s · on %s · %s", r.id, with, where, rtt)
+	if m.tls {
+		speed += " · TLS"
+	}
+	left := fmt.Sprintf(" with %s · on %s%s", strings.Join(who, ", "), where, speed)
 	f.rows = append(f.rows, row{text: spread(fit(left, m.w-1), m.connState()+" ", m.w), st: stBar})
 
-	// The conversation, wrapped, bottom-aligned, scrolled back by r.scroll.
+	// The conversation, wrapped with a hanging indent under the time,
+	// bottom-aligned, scrolled back by r.scroll.
 	height := m.h - 3
 	var all []row
 	for _, l := range r.lines {
@@ -304,13 +323,20 @@ func (m *model) viewChat() frame {
 			text = l.from + ": " + l.text
 		case lineSelf:
 			text, st = l.from+": "+l.text, stSelf
+			if l.pending {
+				text += " [sending]"
+			}
 		case lineSys:
 			text, st = "* "+l.text, stSys
 		case lineErr:
 			text, st = "! "+l.text, stErr
 		}
-		for _, w := range wrap(text, m.w) {
-			all = append(all, row{text: w, st: st})
+		stamp := l.at.Format("15:04") + " "
+		for i, w := range wrap(text, m.w-len(stamp)) {
+			if i > 0 {
+				stamp = strings.Repeat(" ", len(stamp))
+			}
+			all = append(all, row{text: stamp + w, st: st})
 		}
 	}
 	r.scroll = min(r.scroll, max(len(all)-height, 0))
@@ -321,16 +347,29 @@ func (m *model) viewChat() frame {
 	}
 	f.rows = append(f.rows, all[start:end]...)
 
-	hint := " Enter: send · Esc/Ctrl-D: leave · PgUp/PgDn: scroll · Ctrl-C: quit"
-	if r.scroll > 0 {
-		hint = fmt.Sprintf(" scrolled back %d rows · PgDn: newer · Esc: leave", r.scroll)
+	hint := " Enter: send · Up: history · PgUp: scroll · Esc: leave"
+	switch {
+	case r.leaving:
+		hint = fmt.Sprintf(" Leave the chat with %s? y: leave · any other key: stay", strings.Join(r.members, ", "))
+	case r.scroll > 0 && r.unread > 0:
+		hint = fmt.Sprintf(" %d new below · scrolled back %d rows · End or Esc: jump to the latest", r.unread, r.scroll)
+	case r.scroll > 0:
+		hint = fmt.Sprintf(" scrolled back %d rows · PgDn: newer · End or Esc: jump to the latest", r.scroll)
 	}
 	right := ""
 	if n := len(m.incoming); n > 0 {
 		right = fmt.Sprintf("requests: %d ", n)
 	}
-	f.rows = append(f.rows, row{text: spread(hint, right, m.w), st: stBar})
-	line, col := r.input.view("> ", m.w)
+	st := stBar
+	if r.leaving {
+		st = stSel
+	}
+	f.rows = append(f.rows, row{text: spread(hint, right, m.w), st: st})
+	prompt := "> "
+	if n := len(r.input.String()); n > proto.MaxText {
+		prompt = fmt.Sprintf("(too long: %d/%d bytes) > ", n, proto.MaxText)
+	}
+	line, col := r.input.view(prompt, m.w)
 	f.rows = append(f.rows, row{text: line})
 	f.cursor, f.crow, f.ccol = true, m.h-1, col
 	return f

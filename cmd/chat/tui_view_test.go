@@ -41,7 +41,7 @@ func text(f frame) string {
 func many(n int) []any {
 	var out []any
 	for i := range n {
-		out = append(out, roomMsg{room: "r1", ev: client.Message{From: "bob", Text: fmt.Sprint(i + 1)}})
+		out = append(out, client.Message{Room: "r1", From: "bob", Text: fmt.Sprint(i + 1)})
 	}
 	return out
 }
@@ -49,6 +49,7 @@ func many(n int) []any {
 func drive(t *testing.T, w, h int, msgs ...any) *model {
 	t.Helper()
 	m, _ := newModel("", w, h)
+	m.now = func() time.Time { return time.Date(2026, 11, 30, 4, 5, 0, 0, time.Local) }
 	for _, msg := range msgs {
 		m.update(msg)
 	}
@@ -64,21 +65,28 @@ func TestViewScreens(t *testing.T) {
 		crow int      // cursor row, -1 for hidden
 	}{
 		{"name prompt", nil, []string{"Your user name:", "Enter: continue"}, 6},
-		{"name taken", seq(keysOf("bob"), codeKey(keyEnter), registeredMsg{name: "bob", err: fmt.Errorf("x: %w", errTaken())}), []string{`"bob" is taken`}, 6},
+		{"name taken", seq(keysOf("bob"), codeKey(keyEnter), registeredMsg{name: "bob", online: true, err: fmt.Errorf("x: %w", errTaken())}), []string{`"bob" is taken`}, 6},
 		{"menu", inMenu(), []string{"> Begin a chat", "View chat requests (0)", "Quit", "alice · online"}, -1},
 		{"menu with requests", seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}), []string{"View chat requests (1)", "chat request from carol"}, -1},
 		{"menu with probes", seq(inMenu(), probeMsg{rtt: map[string]time.Duration{"serv3": 60 * time.Millisecond, "serv1": 40 * time.Millisecond}}), []string{"RTT: serv1 40 ms · serv3 60 ms"}, -1},
 		{"begin with status stream", seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
 			status("q1", proto.AckConn, "", ""), status("q1", proto.ReqSent, "", ""), status("q1", proto.AwaitingReq, "", ""),
 			status("q1", proto.ReqDeclined, "bob declined", "")),
-			[]string{"Request to bob (q1):", "ACK_CONN", "REQ_SENT", "AWAITING_REQ", "REQ_DECLINED: bob declined"}, 3},
+			[]string{"Request to bob:", "Central has the request", "asked", "waiting for an answer", "declined: bob declined"}, 3},
 		{"requests list", seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol", Members: []string{"carol", "alice", "dave"}}},
-			codeKey(keyDown), codeKey(keyEnter)), []string{"> carol (with dave)  q2", "Enter/a: accept"}, -1},
+			codeKey(keyDown), codeKey(keyEnter)), []string{"> carol (with dave)", "Enter/a: accept"}, -1},
 		{"empty requests list", seq(inMenu(), codeKey(keyDown), codeKey(keyEnter)), []string{"No pending chat requests."}, -1},
-		{"chat", seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: "hi alice"}}, keysOf("typing")),
-			[]string{"r1 · with bob · on serv3 · RTT 60 ms", "bob: hi alice", "> typing", "Esc/Ctrl-D: leave"}, 23},
-		{"chat long line wraps", seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: long}}), []string{"bob: word word"}, 23},
-		{"chat scrolled", seq(inChat(), many(40), codeKey(keyUp), codeKey(keyUp)), []string{"scrolled back 2 rows", "bob: 38\n scrolled"}, 23},
+		{"chat", seq(inChat(), client.Message{Room: "r1", From: "bob", Text: "hi alice"}, keysOf("typing")),
+			[]string{" with bob · on serv3 · slowest member 60 ms", "04:05 bob: hi alice", "> typing", "Esc: leave"}, 23},
+		{"chat header with probes and TLS, a member away", seq(inMenu(), probeMsg{rtt: map[string]time.Duration{"serv3": 61 * time.Millisecond}},
+			client.RoomReady{Room: "r1", Assign: proto.Assign{Room: "r1", Epoch: 1, Server: proto.ServerRef{ID: "serv3"}, Members: []string{"alice", "bob", "carol"}, RTT: 62 * time.Millisecond}, Present: []string{"bob"}}),
+			[]string{" with bob, carol (away) · on serv3 · you 61 ms, slowest 62 ms", "waiting for carol to join"}, 23},
+		{"chat pending line", seq(inChat(), keysOf("hello"), codeKey(keyEnter)), []string{"04:05 alice: hello [sending]"}, 23},
+		{"asking before leaving", seq(inChat(), codeKey(keyEsc)), []string{"Leave the chat with bob? y: leave"}, 23},
+		{"new messages while scrolled back", seq(inChat(), many(40), codeKey(keyPgUp), client.Message{Room: "r1", From: "bob", Text: "late"}),
+			[]string{"1 new below", "End or Esc: jump to the latest"}, 23},
+		{"chat long line wraps", seq(inChat(), client.Message{Room: "r1", From: "bob", Text: long}), []string{"bob: word word"}, 23},
+		{"chat scrolled", seq(inChat(), many(40), codeKey(keyPgUp)), []string{"scrolled back 20 rows", "bob: 20\n scrolled"}, 23},
 		{"chat scrolled to the top", seq(inChat(), many(40), codeKey(keyPgUp), codeKey(keyPgUp), codeKey(keyPgUp)), []string{"* chat with bob", "scrolled back 20 rows"}, 23},
 		{"chat with pending request", seq(inChat(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}), []string{"requests: 1", "chat request from carol"}, 23},
 	}
@@ -112,7 +120,7 @@ func TestViewAnySize(t *testing.T) {
 		"menu":     seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}),
 		"begin":    seq(inMenu(), codeKey(keyEnter), keysOf(strings.Repeat("bob,", 30)), codeKey(keyEnter), status("q1", proto.AckConn, "", "")),
 		"requests": seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}, codeKey(keyDown), codeKey(keyEnter)),
-		"chat":     seq(inChat(), roomMsg{room: "r1", ev: client.Message{From: "bob", Text: strings.Repeat("日本 ", 50)}}, keysOf(strings.Repeat("x", 200))),
+		"chat":     seq(inChat(), client.Message{Room: "r1", From: "bob", Text: strings.Repeat("日本 ", 50)}, keysOf(strings.Repeat("x", 200))),
 	}
 	for name, msgs := range states {
 		t.Run(name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"nearchat/chatserver"
+	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 )
@@ -45,6 +46,7 @@ func main() {
 	clientCert := fs.String("client-cert", "", "certificate `file` to present to Central (stands for -secret when Central trusts its CA)")
 	clientKey := fs.String("client-key", "", "private key `file` of -client-cert")
 	ticketKey := fs.String("ticket-key", "", "`file` with Central's ticket public key; when set, joins need a ticket signed by Central")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9091 (empty: off)")
 	verbose := fs.Bool("v", false, "log debug detail")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
@@ -90,10 +92,21 @@ func main() {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	cfg.Metrics = *metricsAddr != ""
 	s, err := chatserver.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if *metricsAddr != "" {
+		m, err := metricshttp.Listen(*metricsAddr, s.Collector())
+		if err != nil {
+			s.Close()
+			fmt.Fprintln(os.Stderr, "chatserver:", err)
+			os.Exit(1)
+		}
+		defer m.Close()
+		cfg.Logger.Info("metrics", "url", "http://"+m.Addr()+"/metrics")
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)

@@ -48,6 +48,8 @@ type demo struct {
 	control string
 	secret  string
 
+	dashboard string // Central's dashboard address
+
 	mu    sync.Mutex
 	procs map[string]*exec.Cmd
 
@@ -69,12 +71,13 @@ func main() {
 	rate := flag.Float64("rate", 10, "messages per second from each bot")
 	hold := flag.Duration("hold", 4*time.Second, "how long each phase of the chat runs before the next event")
 	keep := flag.Bool("keep-logs", false, "keep the processes' logs (their directory is printed)")
+	dash := flag.String("dashboard", "", "`address` of Central's live dashboard (default: a free loopback port)")
 	useTLS := flag.Bool("tls", true, "TLS 1.3 on every link and signed room tickets (a throwaway CA is made for the run)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := &demo{bin: *bin, procs: map[string]*exec.Cmd{}, events: make(chan botEvent, 1024), secret: "demo-secret", tls: *useTLS}
+	d := &demo{bin: *bin, procs: map[string]*exec.Cmd{}, events: make(chan botEvent, 1024), secret: "demo-secret", tls: *useTLS, dashboard: *dash}
 	err := d.run(ctx, *rate, *hold)
 	d.stopAll()
 	if *keep || err != nil {
@@ -251,12 +254,17 @@ func (d *demo) run(ctx context.Context, rate float64, hold time.Duration) error 
 	if d.control, err = freeAddr(); err != nil {
 		return err
 	}
+	if d.dashboard == "" {
+		if d.dashboard, err = freeAddr(); err != nil {
+			return err
+		}
+	}
 	d.start = time.Now()
 	fmt.Println("nearchat demo: the paper's scenario on loopback, RTTs emulated for the two bots")
 	fmt.Println("  serv1 40 ms, serv3 60 ms, serv4 80 ms, serv2 100 ms (from either client)")
 	fmt.Println()
 	cargs := []string{"central", "-rest", d.rest, "-control", d.control, "-secret", d.secret,
-		"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s"}
+		"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s", "-dashboard", d.dashboard}
 	if d.tls {
 		if d.certs, err = tlsconfig.WriteDev(filepath.Join(d.logDir, "certs"), nil, 24*time.Hour); err != nil {
 			return err
@@ -276,6 +284,7 @@ func (d *demo) run(ctx context.Context, rate float64, hold time.Duration) error 
 		mode = "TLS 1.3 everywhere, signed room tickets, chat servers authenticated by certificate"
 	}
 	d.say("central up: REST %s, control %s (%s)", d.rest, d.control, mode)
+	d.say("dashboard: http://%s/ (-hold 30s gives each phase time to watch it)", d.dashboard)
 	time.Sleep(200 * time.Millisecond)
 	for _, id := range []string{"serv2", "serv3", "serv4"} {
 		if err := d.startServer(id); err != nil {

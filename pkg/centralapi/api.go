@@ -198,4 +198,7 @@ type Health struct {
 	Servers int    `json:"servers"`
 	Up      int    `json:"up"`
 	Rooms   int    `json:"rooms"`
+	// ControlPort is the port of Central's control listener, on the same
+	// host as the REST API: a client needs only Central's REST address.
+	ControlPort int `json:"control_port,omitempty"`
 }

@@ -35,7 +35,7 @@ func NewConn(nc net.Conn, max int) *Conn {
 }
 
 // Dial connects to addr through d (nil: a plain net.Dialer), sends hello
-// (its V set to wire.Version when zero) and waits for the Welcome. An Error
+// (its V set to wire.Version) and waits for the Welcome. An Error
 // frame in its place is returned as the error (a *Error, fatal or not), and
 // so is a Welcome in another version. ctx bounds the dial and the handshake
 // and, until Dial returns, cancelling it unblocks them; afterwards the
@@ -67,9 +67,7 @@ func Dial(ctx context.Context, d Dialer, addr string, hello *Hello) (*Conn, *Wel
 
 func (c *Conn) handshake(hello *Hello) (*Welcome, error) {
 	h := *hello
-	if h.V == 0 {
-		h.V = wire.Version
-	}
+	h.V = wire.Version
 	if err := c.Send(&h); err != nil {
 		return nil, err
 	}
@@ -77,10 +75,18 @@ func (c *Conn) handshake(hello *Hello) (*Welcome, error) {
 	if err != nil {
 		return nil, fmt.Errorf("waiting for welcome: %w", err)
 	}
+	return CheckWelcome(m)
+}
+
+// CheckWelcome applies the dialer's rule to the listener's first frame: a
+// Welcome in the version the dialer speaks (wire.Version) is returned; an
+// Error frame is returned as the error; anything else is an error too. Dial
+// uses it; so does a dialer that pipelines its first frames.
+func CheckWelcome(m wire.Message) (*Welcome, error) {
 	switch m := m.(type) {
 	case *Welcome:
-		if m.V != h.V {
-			return nil, fmt.Errorf("welcome speaks protocol version %d, we speak %d", m.V, h.V)
+		if m.V != wire.Version {
+			return nil, fmt.Errorf("welcome speaks protocol version %d, we speak %d", m.V, wire.Version)
 		}
 		return m, nil
 	case *Error:

@@ -65,7 +65,11 @@ func TestDialHandshake(t *testing.T) {
 	}
 	c.Close()
 
-	_, _, err = proto.Dial(ctx, nil, listen(t, welcome), &proto.Hello{V: wire.Version + 1})
+	refuse := func(h *proto.Hello) wire.Message {
+		h.V++ // as if the dialer spoke the next version
+		return welcome(h)
+	}
+	_, _, err = proto.Dial(ctx, nil, listen(t, refuse), &proto.Hello{})
 	var e *proto.Error
 	if !errors.As(err, &e) || e.Code != proto.CodeVersion || proto.CodeOf(err) != proto.CodeVersion {
 		t.Fatalf("Dial in another version = %v, want an Error{version}", err)

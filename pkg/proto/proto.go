@@ -129,6 +129,13 @@ type Pong struct {
 // announced to the others so they can detect a lost tail. Since is the room
 // sequence number of the last Deliver this member saw from this same server
 // (0 if none): the server replays what came after it from its history.
+// Inc is the member's incarnation: its numbering starts again at 1 with
+// every incarnation, and a later incarnation is a larger number (the
+// client uses the Unix nanosecond its Session started), so receivers tell
+// a restarted member's new message 1 from its old one. Move says the
+// member brings the room here from another server: with Since 0 the
+// server then replays its whole history, which holds exactly what was
+// sent here before the member arrived.
 type Join struct {
 	Room     string `msgpack:"room"`
 	User     string `msgpack:"user"`
@@ -136,17 +143,21 @@ type Join struct {
 	Epoch    uint64 `msgpack:"epoch"`
 	LastSent uint64 `msgpack:"last"`
 	Since    uint64 `msgpack:"since"`
+	Inc      uint64 `msgpack:"inc"`
+	Move     bool   `msgpack:"move"`
 }
 
 // Member describes one room member in Joined.
+// Inc is the incarnation the member announced in its Join.
 type Member struct {
 	User     string `msgpack:"user"`
 	LastSent uint64 `msgpack:"last"`
+	Inc      uint64 `msgpack:"inc"`
 }
 
 // Joined (0x11, chat server -> client): the Join succeeded. Seq is the
 // room's latest sequence number; Members the members now present, the
-// joiner first. A very large room lists its first 1000 members here and
+// joiner first. A very large room lists its first 900 members here and
 // sends the others as Presence frames right after. Truncated means the history no longer reaches back to
 // Since: messages between Since and Oldest are gone from this server.
 // Replayed Deliver frames follow.
@@ -165,11 +176,15 @@ type Leave struct{}
 
 // Chat (0x13, client -> chat server): a message to the room. Num is the
 // sender's own message number, 1, 2, 3... with no gaps; At the sender's
-// wall clock in Unix nanoseconds; Text the message.
+// wall clock in Unix nanoseconds; Text the message. To, when set, makes it
+// a resend for that one member (the answer to its Resend): the server
+// hands it to To only, gives it no room sequence (Deliver.Seq 0), keeps it
+// out of the history and does not acknowledge it.
 type Chat struct {
 	Num  uint64 `msgpack:"num"`
 	At   int64  `msgpack:"at"`
 	Text string `msgpack:"text"`
+	To   string `msgpack:"to"`
 }
 
 // Ack (0x14, chat server -> sender): message Num was handed to every member
@@ -180,40 +195,49 @@ type Ack struct {
 }
 
 // Deliver (0x15, chat server -> members): a message of the room. Seq is the
-// room sequence on this server; From, Num, At and Text are the sender's.
+// room sequence on this server (0 for a resend to one member); From, Num,
+// At and Text are the sender's; Inc is the sender's incarnation (see Join).
 type Deliver struct {
 	Seq  uint64 `msgpack:"seq"`
 	From string `msgpack:"from"`
 	Num  uint64 `msgpack:"num"`
 	At   int64  `msgpack:"at"`
 	Text string `msgpack:"text"`
+	Inc  uint64 `msgpack:"inc"`
 }
 
 // Presence (0x16, chat server -> members): User joined (Here) or left the
-// room. LastSent is what the joiner announced in its Join.
+// room. LastSent and Inc are what the joiner announced in its Join.
 type Presence struct {
 	User     string `msgpack:"user"`
 	Here     bool   `msgpack:"here"`
 	LastSent uint64 `msgpack:"last"`
+	Inc      uint64 `msgpack:"inc"`
 }
 
 // Resend (0x17): a member asks the room's member Of to send again its
-// messages numbered after After. The server forwards the frame to Of with By
-// set to the asking member.
+// messages numbered after After of its incarnation Inc (an asker that
+// knows another incarnation than Of's current one is sent everything Of
+// still holds). The server forwards the frame to Of with By set to the
+// asking member, at a bounded rate per asker; Of answers
+// with Chat frames addressed To the asker alone.
 type Resend struct {
 	Of    string `msgpack:"of"`
 	After uint64 `msgpack:"after"`
 	By    string `msgpack:"by"`
+	Inc   uint64 `msgpack:"inc"`
 }
 
 // Missed (0x18): the answer to a Resend that cannot be met in full: member
 // From no longer holds its messages First..Last for member To. The server
-// forwards it to To, which tells its user plainly.
+// forwards it to To, which tells its user plainly. Inc is From's
+// incarnation the numbers belong to.
 type Missed struct {
 	To    string `msgpack:"to"`
 	From  string `msgpack:"from"`
 	First uint64 `msgpack:"first"`
 	Last  uint64 `msgpack:"last"`
+	Inc   uint64 `msgpack:"inc"`
 }
 
 // Request (0x20, client -> Central): ask To (one or more users) to chat.

@@ -15,45 +15,52 @@ import (
 // the same struct (the struct tags' keys, fixed-width integers), which the
 // tests check.
 
-// ScanChat pulls num, at and text out of a Chat body. Text aliases b.
-func ScanChat(b []byte) (num uint64, at int64, text []byte, ok bool) {
+// ScanChat pulls num, at, text and to out of a Chat body. Text and to
+// alias b.
+func ScanChat(b []byte) (num uint64, at int64, text, to []byte, ok bool) {
 	n, b, ok := mapLen(b)
 	if !ok {
-		return 0, 0, nil, false
+		return 0, 0, nil, nil, false
 	}
 	for range n {
 		var key []byte
 		if key, b, ok = str(b); !ok {
-			return 0, 0, nil, false
+			return 0, 0, nil, nil, false
 		}
 		switch string(key) {
 		case "num", "at":
 			var v int64
 			if v, b, ok = integer(b); !ok {
-				return 0, 0, nil, false
+				return 0, 0, nil, nil, false
 			}
 			if key[0] == 'n' {
 				num = uint64(v)
 			} else {
 				at = v
 			}
-		case "text":
-			if text, b, ok = str(b); !ok {
-				return 0, 0, nil, false
+		case "text", "to":
+			var v []byte
+			if v, b, ok = str(b); !ok {
+				return 0, 0, nil, nil, false
+			}
+			if key[0] == 't' && key[1] == 'e' {
+				text = v
+			} else {
+				to = v
 			}
 		default:
 			if b, ok = skip(b); !ok {
-				return 0, 0, nil, false
+				return 0, 0, nil, nil, false
 			}
 		}
 	}
-	return num, at, text, len(b) == 0
+	return num, at, text, to, len(b) == 0
 }
 
 // AppendDeliver appends a whole Deliver frame to dst.
-func AppendDeliver(dst []byte, seq uint64, from string, num uint64, at int64, text []byte) []byte {
+func AppendDeliver(dst []byte, seq uint64, from string, num uint64, at int64, text []byte, inc uint64) []byte {
 	start := len(dst)
-	dst = append(dst, 0, 0, 0, 0, byte(TDeliver), 0x85, 0xa3, 's', 'e', 'q', 0xcf)
+	dst = append(dst, 0, 0, 0, 0, byte(TDeliver), 0x86, 0xa3, 's', 'e', 'q', 0xcf)
 	dst = binary.BigEndian.AppendUint64(dst, seq)
 	dst = append(dst, 0xa4, 'f', 'r', 'o', 'm')
 	dst = appendStr(dst, from)
@@ -63,6 +70,8 @@ func AppendDeliver(dst []byte, seq uint64, from string, num uint64, at int64, te
 	dst = binary.BigEndian.AppendUint64(dst, uint64(at))
 	dst = append(dst, 0xa4, 't', 'e', 'x', 't')
 	dst = appendStr(dst, text)
+	dst = append(dst, 0xa3, 'i', 'n', 'c', 0xcf)
+	dst = binary.BigEndian.AppendUint64(dst, inc)
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-wire.LenSize))
 	return dst
 }

@@ -65,10 +65,10 @@ func TestAppendChat(t *testing.T) {
 }
 
 func TestHandEncodersDecode(t *testing.T) {
-	for _, want := range []Deliver{{}, {Seq: 1, From: "u", Num: 2, At: -3, Text: "hi"},
-		{Seq: math.MaxUint64, From: strings.Repeat("f", MaxUser), Num: 1 << 40, At: math.MinInt64, Text: strings.Repeat("t", MaxText)},
+	for _, want := range []Deliver{{}, {Seq: 1, From: "u", Num: 2, At: -3, Text: "hi", Inc: 4},
+		{Seq: math.MaxUint64, From: strings.Repeat("f", MaxUser), Num: 1 << 40, At: math.MinInt64, Text: strings.Repeat("t", MaxText), Inc: math.MaxUint64},
 		{Seq: 7, From: "x", Num: 8, At: 9, Text: strings.Repeat("t", 300)}} {
-		b := AppendDeliver([]byte("junk"), want.Seq, want.From, want.Num, want.At, []byte(want.Text))[4:]
+		b := AppendDeliver([]byte("junk"), want.Seq, want.From, want.Num, want.At, []byte(want.Text), want.Inc)[4:]
 		var got Deliver
 		decodeFrame(t, b, TDeliver, &got)
 		if got != want {
@@ -96,27 +96,31 @@ func decodeFrame(t *testing.T, b []byte, typ wire.Type, v any) {
 }
 
 func TestScanChat(t *testing.T) {
-	for _, want := range []Chat{{}, {Num: 1, At: 2, Text: "hello"}, {Num: math.MaxUint64, At: -1, Text: strings.Repeat("x", MaxText)}} {
+	for _, want := range []Chat{{}, {Num: 1, At: 2, Text: "hello"}, {Num: 3, Text: "again", To: "bob"}, {Num: math.MaxUint64, At: -1, Text: strings.Repeat("x", MaxText)}} {
 		// Both the codec's encoding and the hand-written one.
 		coded, _ := wire.AppendFrame(nil, &want)
-		for _, frame := range [][]byte{coded, AppendChat(nil, want.Num, want.At, want.Text)} {
+		frames := [][]byte{coded}
+		if want.To == "" {
+			frames = append(frames, AppendChat(nil, want.Num, want.At, want.Text))
+		}
+		for _, frame := range frames {
 			_, body, _, err := wire.ParseFrame(frame, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			num, at, text, ok := ScanChat(body)
-			if !ok || num != want.Num || at != want.At || string(text) != want.Text {
+			num, at, text, to, ok := ScanChat(body)
+			if !ok || num != want.Num || at != want.At || string(text) != want.Text || string(to) != want.To {
 				t.Fatalf("ScanChat(%+v) = %d, %d, %d bytes, %v", want, num, at, len(text), ok)
 			}
 		}
 	}
 	for _, bad := range [][]byte{nil, {0x91, 0x01}, {0x81, 0xa4, 't', 'e', 'x', 't', 0x01}, {0x81, 0xa3, 'n', 'u', 'm', 0xa1, 'x'}, {0x81, 0xa2, 'a', 't', 0x01, 0x00}} {
-		if _, _, _, ok := ScanChat(bad); ok {
+		if _, _, _, _, ok := ScanChat(bad); ok {
 			t.Errorf("ScanChat(% x) ok, want not ok", bad)
 		}
 	}
 	body := AppendChat(nil, 1, 2, "hi")[wire.HeaderSize:]
-	if a := testing.AllocsPerRun(100, func() { _, _, _, _ = ScanChat(body) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { _, _, _, _, _ = ScanChat(body) }); a != 0 {
 		t.Errorf("ScanChat allocates %.0f times", a)
 	}
 }

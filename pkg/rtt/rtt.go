@@ -10,25 +10,18 @@
 package rtt
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"slices"
 	"time"
 
 	"nearchat/pkg/proto"
-	"nearchat/pkg/wire"
 )
 
-// Dialer opens connections. *net.Dialer satisfies it; tests and the loopback
-// demo pass one that adds latency (package delaynet).
-type Dialer interface {
-	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
-}
+// Dialer opens connections: proto.Dialer, named here for Config.
+type Dialer = proto.Dialer
 
 // Agent is the Hello agent string a probe announces.
 const Agent = "rtt/1"
@@ -63,28 +56,12 @@ func Probe(ctx context.Context, d Dialer, addr string, samples int, timeout time
 	if samples < 1 {
 		return Result{}, ErrNoSamples
 	}
-	if d == nil {
-		d = &net.Dialer{}
-	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return Result{}, fmt.Errorf("rtt: dial %s: %w", addr, err)
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	// A cancelled ctx without a deadline must still unblock a pending read.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	p := prober{conn: conn, r: bufio.NewReaderSize(conn, 512)}
-	res, err := p.run(samples)
+	res, err := probe(ctx, d, addr, samples)
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
@@ -98,75 +75,34 @@ func Probe(ctx context.Context, d Dialer, addr string, samples int, timeout time
 	return res, nil
 }
 
-type prober struct {
-	conn net.Conn
-	r    *bufio.Reader
-	buf  []byte
-	body []byte
-}
-
-func (p *prober) send(m wire.Message) error {
-	var err error
-	p.buf, err = wire.AppendFrame(p.buf[:0], m)
+func probe(ctx context.Context, d Dialer, addr string, samples int) (Result, error) {
+	c, _, err := proto.Dial(ctx, d, addr, &proto.Hello{Agent: Agent})
 	if err != nil {
-		return err
-	}
-	_, err = p.conn.Write(p.buf)
-	return err
-}
-
-// read returns the next frame's message.
-func (p *prober) read() (wire.Message, error) {
-	var hdr [wire.LenSize]byte
-	if _, err := io.ReadFull(p.r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n, err := wire.FrameLen(hdr[:], 0)
-	if err != nil {
-		return nil, err
-	}
-	p.body = slices.Grow(p.body[:0], n)[:n]
-	copy(p.body, hdr[:])
-	if _, err := io.ReadFull(p.r, p.body[wire.LenSize:]); err != nil {
-		return nil, err
-	}
-	t, body, _, err := wire.ParseFrame(p.body, 0)
-	if err != nil {
-		return nil, err
-	}
-	m, err := proto.Decode(t, body)
-	if err != nil {
-		return nil, err
-	}
-	if e, ok := m.(*proto.Error); ok {
-		return nil, fmt.Errorf("server error: %w", e)
-	}
-	return m, nil
-}
-
-func (p *prober) run(samples int) (Result, error) {
-	if err := p.send(&proto.Hello{V: wire.Version, Agent: Agent}); err != nil {
 		return Result{}, err
 	}
-	m, err := p.read()
-	if err != nil {
-		return Result{}, fmt.Errorf("waiting for welcome: %w", err)
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.NetConn().SetDeadline(dl)
 	}
-	if _, ok := m.(*proto.Welcome); !ok {
-		return Result{}, fmt.Errorf("expected welcome, got frame 0x%02x", byte(m.FrameType()))
-	}
+	// A cancelled ctx without a deadline must still unblock a pending read.
+	stop := context.AfterFunc(ctx, func() { _ = c.NetConn().SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
 	got := make([]time.Duration, 0, samples)
 	base := time.Now()
 	for i := range samples {
 		id := uint64(i + 1)
 		start := time.Now()
-		if err := p.send(&proto.Ping{ID: id, At: int64(start.Sub(base))}); err != nil {
+		if err := c.Send(&proto.Ping{ID: id, At: int64(start.Sub(base))}); err != nil {
 			return summarize(got), err
 		}
 		for {
-			m, err := p.read()
+			m, err := c.Recv()
 			if err != nil {
 				return summarize(got), fmt.Errorf("waiting for pong %d: %w", id, err)
+			}
+			if e, ok := m.(*proto.Error); ok {
+				return summarize(got), fmt.Errorf("server error: %w", e)
 			}
 			pong, ok := m.(*proto.Pong)
 			if !ok || pong.ID != id {

@@ -16,8 +16,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-
-	"nearchat/pkg/rtt"
 )
 
 // Server returns a TLS 1.3 server configuration with the certificate in
@@ -74,11 +72,17 @@ func loadPool(caFile string) (*x509.CertPool, error) {
 
 // Dialer dials through Base (nil: a plain net.Dialer) and runs a TLS
 // handshake with Config, verifying the server's name against the host part
-// of the address dialed. It implements rtt.Dialer and is safe for
+// of the address dialed. It implements proto.Dialer and is safe for
 // concurrent use.
 type Dialer struct {
-	Base   rtt.Dialer
+	Base   BaseDialer
 	Config *tls.Config
+}
+
+// BaseDialer opens the connections a Dialer runs TLS over: *net.Dialer, or
+// one that adds latency (package delaynet).
+type BaseDialer interface {
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // DialContext dials addr and completes the TLS handshake within ctx.

@@ -81,7 +81,9 @@ type Inbound interface {
 
 // Next returns the first whole frame buffered in in, without consuming it:
 // the caller discards n bytes once done with body, which aliases in's
-// buffer. It returns ErrIncomplete while the frame is not all there, and
+// buffer. It returns ErrIncomplete while the frame is not all there (with n
+// its whole size once the length bytes are in, for a caller that must make
+// room for it), and
 // refuses an oversized frame (ErrTooLarge, max 0 meaning MaxFrame) as soon
 // as its four length bytes are buffered. Any error but ErrIncomplete is a
 // protocol violation: answer it (proto.CodeOf) and close the connection.
@@ -100,11 +102,11 @@ func Next(in Inbound, max int) (t Type, body []byte, n int, err error) {
 		return 0, nil, 0, err
 	}
 	if buffered < n {
-		return 0, nil, 0, ErrIncomplete
+		return 0, nil, n, ErrIncomplete
 	}
 	b, err := in.Peek(n)
 	if err != nil || len(b) < n {
-		return 0, nil, 0, ErrIncomplete
+		return 0, nil, n, ErrIncomplete
 	}
 	return Type(b[LenSize]), b[HeaderSize:n:n], n, nil
 }

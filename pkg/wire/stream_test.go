@@ -95,7 +95,9 @@ func TestReaderCutStreams(t *testing.T) {
 }
 
 func TestNextWaitsForWholeFrames(t *testing.T) {
-	stream := frames(t, &proto.Ping{ID: 1}, &proto.Chat{Num: 2, Text: "hi"})
+	ping, chat := frames(t, &proto.Ping{ID: 1}), frames(t, &proto.Chat{Num: 2, Text: "hi"})
+	stream := append(ping, chat...)
+	sizes := []int{len(ping), len(chat)}
 	in := &inbound{}
 	var got []wire.Type
 	for i := range stream {
@@ -103,6 +105,13 @@ func TestNextWaitsForWholeFrames(t *testing.T) {
 		for {
 			typ, body, n, err := wire.Next(in, 0)
 			if errors.Is(err, wire.ErrIncomplete) {
+				want := 0 // the size of the frame at the head, once its length is in
+				if len(in.b) >= wire.LenSize {
+					want = sizes[len(got)]
+				}
+				if n != want {
+					t.Fatalf("byte %d: incomplete with n %d, want %d", i, n, want)
+				}
 				break
 			}
 			if err != nil || n != wire.HeaderSize+len(body) {

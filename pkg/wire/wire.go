@@ -12,7 +12,7 @@ import (
 
 const (
 	// Version is the protocol version carried by Hello and Welcome.
-	Version = 1
+	Version = 2
 	// LenSize is the size of the length prefix.
 	LenSize = 4
 	// HeaderSize is the length prefix plus the type byte.

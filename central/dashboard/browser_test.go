@@ -1,0 +1,162 @@
+package dashboard_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// browser starts a headless Chromium (Debian's chromium package; make test
+// installs it as root) and returns a chromedp context, and the console
+// errors and exceptions the pages report.
+func browser(t *testing.T) (context.Context, func() []string) {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("skipping the browser test: no chromium on PATH (make test installs Debian's chromium as root)")
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+
+	// Start the browser, then follow its console: calls of the console
+	// API, uncaught exceptions and the browser log (failed loads).
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	var mu sync.Mutex
+	var problems []string
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			switch m.Type {
+			case chromedp.ConsoleException, "error", "warning", "assert":
+				mu.Lock()
+				problems = append(problems, m.String())
+				mu.Unlock()
+			}
+		}
+	}()
+	return ctx, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), problems...)
+	}
+}
+
+// TestDashboardInBrowser drives the dashboard in a real headless Chromium:
+// the page loads with no console errors, shows the servers, the clients'
+// RTTs and the room, and when the room moves the page shows it through the
+// event stream, without reloading. It saves a screenshot as an artifact
+// (go test -artifacts; NEARCHAT_DASHBOARD_PNG=path also writes one there).
+func TestDashboardInBrowser(t *testing.T) {
+	ctx, problems := browser(t)
+	c := startCluster(t)
+	for _, id := range []string{"serv1", "serv3", "serv4"} {
+		c.startServer(id)
+	}
+	alice, bob := c.user("alice"), c.user("bob")
+	sa, sb, first := c.chat(alice, bob)
+	if first != "serv1" {
+		t.Fatalf("room started on %s, want serv1", first)
+	}
+	send(t, sa, sb, 5)
+
+	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(tctx, actions...); err != nil {
+			t.Fatalf("%s: %v (page problems: %q)", what, err, problems())
+		}
+	}
+	eval := func(expr string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", expr, err)
+		}
+		return v
+	}
+	do("load the page",
+		chromedp.Navigate(c.dash.URL()),
+		chromedp.WaitVisible(chromedp.CSS(`#rooms tbody tr[data-server="serv1"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#live.on`)),
+	)
+	servers := eval(`Array.from(document.querySelectorAll("#servers tbody tr")).map(r => r.dataset.server + "=" + r.dataset.state).join(",")`)
+	heatCells := eval(`String(document.querySelectorAll("#heat td.cell").length)`)
+	roomServer := eval(`document.querySelector("#rooms tbody tr").dataset.server`)
+	// A mark that a reload would wipe.
+	eval(`window.nearchatMark = "still here"`)
+	if servers != "serv1=up,serv3=up,serv4=up" {
+		t.Errorf("servers on the page: %q, want serv1, serv3, serv4 all up", servers)
+	}
+	if heatCells != "6" {
+		t.Errorf("heatmap cells: %s, want 2 clients x 3 servers", heatCells)
+	}
+	if roomServer != "serv1" {
+		t.Errorf("room on %q, want serv1", roomServer)
+	}
+
+	// Drain serv1: the room moves to serv3, and the page must follow.
+	if err := c.api.Drain(context.Background(), "serv1", secret); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
+	send(t, sb, sa, 5)
+	do("see the move",
+		chromedp.WaitVisible(chromedp.CSS(`#rooms tbody tr[data-server="serv3"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#moves tbody tr[data-to="serv3"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#servers tbody tr[data-server="serv1"][data-state="draining"]`)),
+	)
+	mark := eval(`String(window.nearchatMark)`)
+	moveRow := eval(`document.querySelector("#moves tbody tr").textContent`)
+	if mark != "still here" {
+		t.Errorf("the page was reloaded (mark %q): updates must come through the event stream", mark)
+	}
+	if !strings.Contains(moveRow, "serv1 → serv3") || !strings.Contains(moveRow, "server draining") {
+		t.Errorf("move row %q, want serv1 → serv3 for draining", moveRow)
+	}
+	t.Logf("servers %s; move row %q", servers, moveRow)
+
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	out := filepath.Join(t.ArtifactDir(), "dashboard.png")
+	if err := os.WriteFile(out, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", out, len(png))
+	if p := os.Getenv("NEARCHAT_DASHBOARD_PNG"); p != "" {
+		if err := os.WriteFile(p, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page reported problems: %q", p)
+	}
+}

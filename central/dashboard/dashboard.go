@@ -1,0 +1,265 @@
+// Package dashboard serves Central's live console: a web page showing the
+// chat servers (liveness, load, draining), a heatmap of every client's RTT
+// to every server, the rooms with their server, worst member RTT and best
+// alternative, and a timeline of moves with their reasons and how long the
+// bad state before each lasted.
+//
+// The page is static (HTML, CSS and plain JavaScript embedded in the
+// binary; no build step). It reads /api/snapshot once and then follows
+// /api/events, a server-sent event stream that pushes a new snapshot
+// whenever Central's picture changes, so it updates without a reload.
+//
+// The dashboard listens on its own address: a loopback address, or a Unix
+// socket ("unix:/path", which the Mininet scripts relay to the machine's
+// loopback from Central's network namespace). Bound to any other address
+// it requires an operator token and TLS: a browser gives the token once as
+// ?token=..., gets it back as an HttpOnly cookie, and tools send it as
+// "Authorization: Bearer <token>".
+package dashboard
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"nearchat/central"
+)
+
+//go:embed web
+var web embed.FS
+
+// Source is what the dashboard shows; *central.Central is one.
+type Source interface {
+	Snapshot() central.Snapshot
+}
+
+// Config configures a Server.
+type Config struct {
+	// Listen is the address to serve on (port 0 picks one), or
+	// "unix:/path" for a Unix socket.
+	Listen string
+	// Token, when set, is required on every request. It must be set, and
+	// TLS too, when Listen is not a loopback address.
+	Token string
+	// TLS, when set, serves https.
+	TLS *tls.Config
+	// Interval is how often the picture is checked for changes to push;
+	// 0 means 250 ms.
+	Interval time.Duration
+	// Logger receives the dashboard's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Server is a running dashboard. Create it with New.
+type Server struct {
+	cfg  Config
+	src  Source
+	log  *slog.Logger
+	ln   net.Listener
+	http *http.Server
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+// Loopback reports whether addr (host:port, or unix:path) can only be
+// reached from this machine.
+func Loopback(addr string) bool {
+	if strings.HasPrefix(addr, "unix:") {
+		return true
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// New validates cfg, binds the listener and starts serving src.
+func New(cfg Config, src Source) (*Server, error) {
+	if !Loopback(cfg.Listen) && (cfg.Token == "" || cfg.TLS == nil) {
+		return nil, fmt.Errorf("dashboard: %s is not a loopback address: it needs an operator token and TLS", cfg.Listen)
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 250 * time.Millisecond
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	network, addr := "tcp", cfg.Listen
+	if path, ok := strings.CutPrefix(cfg.Listen, "unix:"); ok {
+		network, addr = "unix", path
+		// A socket left by an earlier run of ours would refuse the bind.
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(path)
+		}
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: listen on %s: %w", cfg.Listen, err)
+	}
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	s := &Server{cfg: cfg, src: src, log: log, ln: ln}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	static, _ := fs.Sub(web, "web")
+	mux := http.NewServeMux()
+	mux.Handle("GET /", http.FileServerFS(static))
+	mux.HandleFunc("GET /api/snapshot", s.snapshot)
+	mux.HandleFunc("GET /api/events", s.events)
+	s.http = &http.Server{Handler: s.auth(mux), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	go func() {
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("dashboard stopped", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Addr returns the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL returns the page's address (with the token, if any); for a Unix
+// socket, "unix:" and its path.
+func (s *Server) URL() string {
+	if s.ln.Addr().Network() == "unix" {
+		return "unix:" + s.Addr()
+	}
+	scheme := "http"
+	if s.cfg.TLS != nil {
+		scheme = "https"
+	}
+	u := scheme + "://" + s.Addr() + "/"
+	if s.cfg.Token != "" {
+		u += "?token=" + s.cfg.Token
+	}
+	return u
+}
+
+// Close stops serving and ends the event streams. Idempotent.
+func (s *Server) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		err = s.http.Shutdown(ctx)
+	})
+	return err
+}
+
+const cookieName = "nearchat_dashboard"
+
+// auth lets a request through when no token is configured or it carries
+// the token (header, cookie, or ?token= which also sets the cookie).
+func (s *Server) auth(next http.Handler) http.Handler {
+	want := []byte(s.cfg.Token)
+	ok := func(got string) bool { return got != "" && subtle.ConstantTimeCompare([]byte(got), want) == 1 }
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; img-src 'self' data:")
+		if s.cfg.Token == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if q := r.URL.Query().Get("token"); ok(q) {
+			http.SetCookie(w, &http.Cookie{Name: cookieName, Value: q, Path: "/", HttpOnly: true, Secure: s.cfg.TLS != nil, SameSite: http.SameSiteStrictMode})
+			u := *r.URL
+			u.RawQuery = ""
+			http.Redirect(w, r, u.String(), http.StatusSeeOther)
+			return
+		}
+		if h := r.Header.Get("Authorization"); len(h) > 7 && h[:7] == "Bearer " && ok(h[7:]) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if c, err := r.Cookie(cookieName); err == nil && ok(c.Value) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "operator token required", http.StatusUnauthorized)
+	})
+}
+
+func (s *Server) snapshot(w http.ResponseWriter, _ *http.Request) {
+	b, err := json.Marshal(s.src.Snapshot())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(b)
+}
+
+// events streams a snapshot whenever the picture differs from the last one
+// sent (the snapshot's own timestamp aside), and a comment every 15 s so
+// proxies keep the stream open.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	var last []byte
+	quiet := time.Now()
+	for {
+		snap := s.src.Snapshot()
+		at := snap.At
+		snap.At = time.Time{}
+		b, err := json.Marshal(snap)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(b, last) {
+			last = b
+			snap.At = at
+			b, _ = json.Marshal(snap)
+			if _, err := fmt.Fprintf(w, "event: snapshot\ndata: %s\n\n", b); err != nil {
+				return
+			}
+			quiet = time.Now()
+		} else if time.Since(quiet) > 15*time.Second {
+			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+			quiet = time.Now()
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,208 @@
+package chatserver
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Counters kept for monitoring, when Config.Metrics is on. The hot path only
+// adds to atomics owned by its own event loop (a single writer each, so the
+// adds never contend); Server.Metrics sums them when someone asks, so
+// collecting costs no allocation and no lock per message. With metrics off
+// a loop has no loopStats and every method below returns at once.
+
+// fanoutBuckets are the upper bounds, in seconds, of the fan-out latency
+// histogram: from a message queued for a loop to its write to the members.
+var fanoutBuckets = [...]float64{
+	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+	0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+}
+
+// fanoutBucketNs is fanoutBuckets in nanoseconds, for the loop to compare with.
+var fanoutBucketNs = func() (ns [len(fanoutBuckets)]int64) {
+	for i, s := range fanoutBuckets {
+		ns[i] = int64(s * 1e9)
+	}
+	return ns
+}()
+
+// loopStats are one event loop's counters; only that loop adds to them. A
+// nil *loopStats records nothing.
+type loopStats struct {
+	_ [64]byte // keep other loops' counters off these cache lines
+
+	framesIn, bytesIn   atomic.Uint64
+	framesOut, bytesOut atomic.Uint64
+	slowConsumers       atomic.Uint64
+	busyNs              atomic.Int64
+	outHigh             atomic.Int64 // most unsent bytes seen before a write, since the last Metrics call
+
+	fanoutCount atomic.Uint64
+	fanoutSumNs atomic.Int64
+	fanout      [len(fanoutBuckets) + 1]atomic.Uint64 // last slot: above every bound
+
+	_ [64]byte
+}
+
+// observeFanout records one item's wait from enqueue (at, Unix ns) to now.
+func (st *loopStats) observeFanout(at, now int64) {
+	if st == nil || at == 0 {
+		return
+	}
+	d := now - at
+	i := 0
+	for i < len(fanoutBucketNs) && d > fanoutBucketNs[i] {
+		i++
+	}
+	st.fanout[i].Add(1)
+	st.fanoutCount.Add(1)
+	st.fanoutSumNs.Add(d)
+}
+
+// wrote counts one write of b carrying frames frames to a member whose
+// unsent backlog was backlog bytes before it. Event loop only.
+func (st *loopStats) wrote(b []byte, frames, backlog int) {
+	if st == nil {
+		return
+	}
+	st.framesOut.Add(uint64(frames))
+	st.bytesOut.Add(uint64(len(b)))
+	if int64(backlog) > st.outHigh.Load() {
+		st.outHigh.Store(int64(backlog))
+	}
+}
+
+// received counts one inbound frame of n bytes. Event loop only.
+func (st *loopStats) received(n int) {
+	if st == nil {
+		return
+	}
+	st.framesIn.Add(1)
+	st.bytesIn.Add(uint64(n))
+}
+
+// cutOff counts a slow consumer cut off. Event loop only.
+func (st *loopStats) cutOff() {
+	if st != nil {
+		st.slowConsumers.Add(1)
+	}
+}
+
+// start returns the time now when the loop is timed, for busySince.
+func (st *loopStats) start() time.Time {
+	if st == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// busySince adds the time since start to the loop's busy time.
+func (st *loopStats) busySince(start time.Time) {
+	if st != nil {
+		st.busyNs.Add(int64(time.Since(start)))
+	}
+}
+
+// countHistory adds to the history gauges when metrics are on.
+func (s *Server) countHistory(frames, bytes int) {
+	if s.cfg.Metrics {
+		s.histFrames.Add(int64(frames))
+		s.histBytes.Add(int64(bytes))
+	}
+}
+
+// stamp returns the enqueue time of a fan-out item, or 0 when metrics
+// are off.
+func (s *Server) stamp() int64 {
+	if !s.cfg.Metrics {
+		return 0
+	}
+	return time.Now().UnixNano()
+}
+
+// Metrics is a snapshot of the server's counters and gauges, for
+// monitoring. Counters only grow over the server's life.
+type Metrics struct {
+	Conns, Rooms, Members int
+
+	FramesIn, BytesIn   uint64
+	FramesOut, BytesOut uint64
+	SlowConsumers       uint64
+	// Busy is the event loops' total time spent parsing inbound frames
+	// and writing fan-out, summed over the loops.
+	Busy time.Duration
+
+	// FanoutBuckets are the upper bounds of Fanout, in seconds. Fanout
+	// holds cumulative counts per bound, as Prometheus wants them.
+	FanoutBuckets []float64
+	Fanout        []uint64
+	FanoutCount   uint64
+	FanoutSum     time.Duration
+
+	// HistoryFrames and HistoryBytes are what the rooms' history rings hold;
+	// HistoryLimit is Config.History, the ring size per room.
+	HistoryFrames, HistoryBytes int64
+	HistoryLimit                int
+	// OutboundHigh is the largest unsent backlog a member had before a
+	// write since the previous Metrics call; OutboundLimit is
+	// Config.MaxOutbound, past which a member is cut off.
+	OutboundHigh, OutboundLimit int64
+
+	TLSHandshakes, TLSFailures uint64
+}
+
+// Metrics sums the per-loop counters and reads the gauges; with
+// Config.Metrics off only the gauges are filled in. Each call
+// resets OutboundHigh's window. Safe for concurrent use; it takes the room
+// locks one at a time to count members, so call it at scrape intervals,
+// not per message.
+func (s *Server) Metrics() Metrics {
+	m := Metrics{
+		Conns:         int(s.conns.Load()),
+		FanoutBuckets: fanoutBuckets[:],
+		Fanout:        make([]uint64, len(fanoutBuckets)),
+		HistoryFrames: s.histFrames.Load(),
+		HistoryBytes:  s.histBytes.Load(),
+		HistoryLimit:  s.cfg.History,
+		OutboundLimit: int64(s.cfg.MaxOutbound),
+	}
+	s.mu.Lock()
+	rooms := make([]*room, 0, len(s.rooms))
+	for _, r := range s.rooms {
+		rooms = append(rooms, r)
+	}
+	s.mu.Unlock()
+	m.Rooms = len(rooms)
+	for _, r := range rooms {
+		r.mu.Lock()
+		m.Members += len(r.members)
+		r.mu.Unlock()
+	}
+	s.loopsMu.Lock()
+	for _, l := range s.loops {
+		st := l.st
+		if st == nil {
+			continue
+		}
+		m.FramesIn += st.framesIn.Load()
+		m.BytesIn += st.bytesIn.Load()
+		m.FramesOut += st.framesOut.Load()
+		m.BytesOut += st.bytesOut.Load()
+		m.SlowConsumers += st.slowConsumers.Load()
+		m.Busy += time.Duration(st.busyNs.Load())
+		m.OutboundHigh = max(m.OutboundHigh, st.outHigh.Swap(0))
+		m.FanoutCount += st.fanoutCount.Load()
+		m.FanoutSum += time.Duration(st.fanoutSumNs.Load())
+		for i := range m.Fanout {
+			m.Fanout[i] += st.fanout[i].Load()
+		}
+	}
+	s.loopsMu.Unlock()
+	for i := 1; i < len(m.Fanout); i++ {
+		m.Fanout[i] += m.Fanout[i-1]
+	}
+	if s.front != nil {
+		m.TLSHandshakes, m.TLSFailures = s.front.handshakes.Load(), s.front.failed.Load()
+	}
+	return m
+}

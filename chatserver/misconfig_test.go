@@ -1,0 +1,34 @@
+package chatserver
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"nearchat/pkg/centralapi"
+)
+
+// TestCentralMisconfigNamesTLSMismatch: a chat server talking plain HTTP
+// to a TLS Central (or TLS to a plain one) is told which flag to fix, not
+// that Central is unreachable.
+func TestCentralMisconfigNamesTLSMismatch(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	tlsSrv := httptest.NewTLSServer(h)
+	defer tlsSrv.Close()
+	plainSrv := httptest.NewServer(h)
+	defer plainSrv.Close()
+
+	_, err := centralapi.NewClient(strings.TrimPrefix(tlsSrv.URL, "https://"), nil).Health(context.Background())
+	if got := centralMisconfig(err); !strings.Contains(got, "Central serves TLS: start the chat server with -ca FILE") {
+		t.Errorf("plain to TLS: %v -> %q", err, got)
+	}
+	_, err = centralapi.NewClientTLS(strings.TrimPrefix(plainSrv.URL, "http://"), tlsSrv.Client().Transport.(*http.Transport).TLSClientConfig).Health(context.Background())
+	if got := centralMisconfig(err); !strings.Contains(got, "Central does not serve TLS") {
+		t.Errorf("TLS to plain: %v -> %q", err, got)
+	}
+	if got := centralMisconfig(context.DeadlineExceeded); got != "" {
+		t.Errorf("a timeout called a misconfiguration: %q", got)
+	}
+}

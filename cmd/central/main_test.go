@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bufio"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"nearchat/pkg/tlsconfig"
+)
+
+// TestWarnsWhenServersAreNotAuthenticated: a Central that lets any chat
+// server register says so at start; one with a secret does not.
+func TestWarnsWhenServersAreNotAuthenticated(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "central")
+	if out, err := exec.Command("go", "build", "-o", bin, "nearchat/cmd/central").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	files, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0"}
+	tlsFlags := []string{"-tls-cert", files.ServerCert, "-tls-key", files.ServerKey}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // "" for no warning
+	}{
+		{"TLS, no secret, no client CA", tlsFlags, "any chat server that reaches the REST port can register"},
+		{"TLS, client CA, no secret", append(append([]string{}, tlsFlags...), "-tls-client-ca", files.CA), "a chat server without a certificate from -tls-client-ca can register too"},
+		{"plaintext, no secret", nil, "any chat server that reaches the REST port can register"},
+		{"secret", []string{"-secret", "s3cret"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, append(append([]string{}, ports...), tc.args...)...)
+			cmd.Env = []string{"PATH=/usr/bin:/bin"}
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+			var log []string
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				log = append(log, sc.Text())
+				if strings.Contains(sc.Text(), "central running") {
+					break
+				}
+			}
+			all := strings.Join(log, "\n")
+			if !strings.Contains(all, "central running") {
+				t.Fatalf("Central did not start:\n%s", all)
+			}
+			warned := strings.Contains(all, "level=WARN")
+			switch {
+			case tc.want == "" && warned:
+				t.Errorf("warned with a secret set:\n%s", all)
+			case tc.want != "" && !strings.Contains(all, tc.want):
+				t.Errorf("no warning %q:\n%s", tc.want, all)
+			}
+		})
+	}
+}

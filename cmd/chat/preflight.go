@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/tlsconfig"
+	"nearchat/pkg/wire"
+)
+
+// preflight checks, before the terminal client draws anything or the bot
+// prints its first event, what a person most often gets wrong when starting
+// the client: the CA file, Central's address, TLS on one side only, the
+// control port. It loads -ca into f.tls, fills f.control from Central when
+// it was not given, and returns an error that says what to do.
+func preflight(ctx context.Context, f *flags) error {
+	if f.ca != "" {
+		tc, err := tlsconfig.Client(f.ca, "", "")
+		if err != nil {
+			return fmt.Errorf("cannot use the CA file given with -ca (or NEARCHAT_CA): %v\n"+
+				"Give the cluster's CA certificate (make certs writes certs/ca.pem), or leave -ca out for a Central without TLS", err)
+		}
+		f.tls = tc
+	}
+	api := centralapi.NewClient(f.central, nil)
+	if f.tls != nil {
+		api = centralapi.NewClientTLS(f.central, f.tls)
+	}
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	h, err := api.Health(hctx)
+	if err != nil {
+		return explainCentral(f.central, f.tls != nil, err)
+	}
+	if f.control == "" {
+		host := centralHost(f.central)
+		if h.ControlPort == 0 {
+			return fmt.Errorf("Central at %s did not say its control port (an older Central?): give it with -control HOST:PORT", f.central)
+		}
+		f.control = net.JoinHostPort(host, strconv.Itoa(h.ControlPort))
+		return nil
+	}
+	return checkControl(hctx, f)
+}
+
+// centralHost returns the host part of Central's REST address, given as
+// host:port or as a URL.
+func centralHost(addr string) string {
+	if strings.Contains(addr, "://") {
+		if u, err := url.Parse(addr); err == nil {
+			return u.Hostname()
+		}
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}
+
+// explainCentral turns a failed first contact with Central's REST API into
+// what to do about it.
+func explainCentral(addr string, useTLS bool, err error) error {
+	var ae *centralapi.Error
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var rhe tls.RecordHeaderError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &ae) && strings.Contains(ae.Message, "HTTP request to an HTTPS server"):
+		return fmt.Errorf("Central at %s serves TLS: start with -ca FILE (the cluster's CA, e.g. certs/ca.pem) or set NEARCHAT_CA", addr)
+	case errors.As(err, &rhe) || strings.Contains(msg, "first record does not look like a TLS handshake") ||
+		strings.Contains(msg, "HTTP response to HTTPS client"):
+		return fmt.Errorf("Central at %s does not serve TLS: leave out -ca (and NEARCHAT_CA)", addr)
+	case errors.As(err, &ua):
+		return fmt.Errorf("Central at %s has a certificate the CA given with -ca did not sign: give the cluster's CA (the certs directory Central's certificate came from)", addr)
+	case errors.As(err, &hn):
+		return fmt.Errorf("Central's certificate is not valid for %q: %v; use the host name the certificate was made for", centralHost(addr), hn)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("Central at %s is not reachable (connection refused). Is it running? Give its REST address with -central or NEARCHAT_CENTRAL", addr)
+	case strings.Contains(msg, "malformed HTTP") || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) && !useTLS:
+		return fmt.Errorf("%s answers, but not as Central's REST API: it looks like Central's control port. Give the REST port with -central (the control port is learned from Central)", addr)
+	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "Client.Timeout"):
+		return fmt.Errorf("Central at %s did not answer within 5 s: check the address (-central or NEARCHAT_CENTRAL) and the network", addr)
+	case errors.As(err, &ae):
+		return fmt.Errorf("Central at %s answered with an error: %s", addr, ae.Message)
+	}
+	var ne *net.OpError
+	if errors.As(err, &ne) {
+		return fmt.Errorf("Central at %s is not reachable (%v): check -central or NEARCHAT_CENTRAL", addr, ne.Err)
+	}
+	return fmt.Errorf("cannot reach Central at %s: %v", addr, err)
+}
+
+// checkControl makes sure -control, when given, is Central's control port:
+// it says Hello and looks at the first bytes of the answer.
+func checkControl(ctx context.Context, f *flags) error {
+	d := &net.Dialer{}
+	var conn net.Conn
+	var err error
+	if f.tls != nil {
+		conn, err = (&tlsconfig.Dialer{Base: d, Config: f.tls}).DialContext(ctx, "tcp", f.control)
+	} else {
+		conn, err = d.DialContext(ctx, "tcp", f.control)
+	}
+	if err != nil {
+		return fmt.Errorf("Central's control port %s is not reachable (%v): leave -control out, the client learns the port from Central", f.control, unwrapOp(err))
+	}
+	defer conn.Close()
+	hello, err := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: "chat/1"})
+	if err != nil {
+		return err
+	}
+	// The blank line makes an HTTP server answer at once (400) instead of
+	// waiting for the rest of a request; Central has answered the Hello
+	// before it reads past it.
+	hello = append(hello, "\r\n\r\n"...)
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := conn.Write(hello); err != nil {
+		return fmt.Errorf("Central's control port %s: %v", f.control, err)
+	}
+	head := make([]byte, 5)
+	if _, err := io.ReadFull(conn, head); err != nil {
+		return fmt.Errorf("%s did not answer as Central's control port (%v): leave -control out, the client learns the port from Central", f.control, unwrapOp(err))
+	}
+	if bytes.HasPrefix(head, []byte("HTTP/")) {
+		return fmt.Errorf("-control %s is an HTTP port (Central's REST port?): leave -control out, the client learns the control port from Central", f.control)
+	}
+	return nil
+}
+
+func unwrapOp(err error) error {
+	var ne *net.OpError
+	if errors.As(err, &ne) {
+		return ne.Err
+	}
+	return err
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"nearchat/central"
+	"nearchat/pkg/tlsconfig"
+)
+
+// startTLSCentral runs a Central serving TLS on both ports with a
+// development CA, and returns it with the CA file.
+func startTLSCentral(t *testing.T) (*central.Central, string) {
+	t.Helper()
+	files, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := central.DefaultConfig()
+	cfg.RESTListen, cfg.ControlListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ClusterSecret = testSecret
+	cfg.Logger = testLog(t)
+	if cfg.TLS, err = tlsconfig.Server(files.ServerCert, files.ServerKey, ""); err != nil {
+		t.Fatal(err)
+	}
+	cen, err := central.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = cen.Run(ctx) }()
+	t.Cleanup(func() { cancel(); cen.Close(); <-done })
+	return cen, files.CA
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestStartupErrors runs bin/chat with the mistakes people make when
+// starting it, and checks that each is caught before any screen is drawn,
+// with a message that says what to do, and never hangs.
+func TestStartupErrors(t *testing.T) {
+	bin := buildChat(t)
+	plain := startCluster(t)
+	tlsCen, ca := startTLSCentral(t)
+	dead := closedPort(t)
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"missing CA file", nil, []string{"-central", tlsCen.RESTAddr(), "-ca", "certs/nope.pem"},
+			"cannot use the CA file given with -ca"},
+		{"no -ca against a TLS Central", nil, []string{"-central", tlsCen.RESTAddr()},
+			"serves TLS: start with -ca FILE"},
+		{"-ca against a plaintext Central", nil, []string{"-central", plain.rest, "-ca", ca},
+			"does not serve TLS: leave out -ca"},
+		{"Central not running", nil, []string{"-central", dead},
+			"is not reachable (connection refused). Is it running?"},
+		{"NEARCHAT_CENTRAL read", []string{"NEARCHAT_CENTRAL=" + dead}, nil,
+			dead + " is not reachable"},
+		{"control port given as -central", nil, []string{"-central", plain.ctrl},
+			"it looks like Central's control port"},
+		{"REST port given as -control", nil, []string{"-central", plain.rest, "-control", plain.rest},
+			"is an HTTP port (Central's REST port?)"},
+		{"nothing on -control", nil, []string{"-central", plain.rest, "-control", dead},
+			"control port " + dead + " is not reachable"},
+		{"bot flags without -bot", nil, []string{"-peer", "dave", "-rate", "3"},
+			"-peer, -rate only work with -bot"},
+		{"bot asking itself", nil, []string{"-bot", "-name", "x9", "-peer", "x9"},
+			"that is the bot itself"},
+		{"non-ASCII bot name", nil, []string{"-bot", "-name", "zoë", "-accept"},
+			"'ë' (character 3) is not allowed"},
+		{"over-long bot name", nil, []string{"-bot", "-name", strings.Repeat("a", 38), "-accept"},
+			"has 38 characters; a user name has at most 32"},
+		// The right address alone is enough: the control port is learned,
+		// and the client gets as far as wanting a terminal.
+		{"REST address alone", []string{"NEARCHAT_CENTRAL=" + plain.rest}, nil,
+			"the terminal client needs a terminal"},
+		{"TLS with NEARCHAT_CA", []string{"NEARCHAT_CENTRAL=" + tlsCen.RESTAddr(), "NEARCHAT_CA=" + ca}, nil,
+			"the terminal client needs a terminal"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, tc.args...)
+			cmd.Env = append(cleanEnv(), tc.env...)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			err := cmd.Run()
+			if ctx.Err() != nil {
+				t.Fatalf("still running after 20 s: %s", out.String())
+			}
+			if err == nil {
+				t.Fatalf("exit 0, want an error; output:\n%s", out.String())
+			}
+			if !strings.Contains(out.String(), tc.want) {
+				t.Fatalf("output lacks %q:\n%s", tc.want, out.String())
+			}
+			t.Logf("%s", strings.TrimSpace(out.String()))
+		})
+	}
+}
+
+// cleanEnv is the test's environment without nearchat's variables.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NEARCHAT_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
