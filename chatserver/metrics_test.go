@@ -26,7 +26,15 @@ func TestMetricsCount(t *testing.T) {
 				b.expect(proto.TDeliver)
 				a.expect(proto.TAck)
 			}
+			// A loop counts a write after it is made and a fan-out item
+			// after its writes, so the client can see them first.
 			m := s.Metrics()
+			if on {
+				waitFor(t, 5*time.Second, "the counters to catch up", func() bool {
+					m = s.Metrics()
+					return m.FramesOut >= 5+2*n && m.FanoutCount >= n+1
+				})
+			}
 			t.Logf("%+v", m)
 			if m.Rooms != 1 || m.Members != 2 || m.Conns != 2 {
 				t.Errorf("rooms %d, members %d, conns %d; want 1, 2, 2", m.Rooms, m.Members, m.Conns)

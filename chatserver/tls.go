@@ -45,6 +45,7 @@ type tlsFront struct {
 	sem chan struct{}
 	wg  sync.WaitGroup
 
+	enrolMu sync.Mutex // serialises Engine.Register
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // in the handshake, closed by stop
 	stopped bool
@@ -149,7 +150,11 @@ func (f *tlsFront) handshake(c *net.TCPConn) {
 	ctx = gnet.NewContext(gnet.NewNetConnContext(context.Background(), c), rl)
 	// Enroll duplicates the descriptor and closes c; from OnOpen on, the
 	// connection lives on its loop.
+	// gnet's round-robin choice of a loop is not safe for concurrent use,
+	// though Register says it is.
+	f.enrolMu.Lock()
 	res, err := f.s.eng.Register(ctx)
+	f.enrolMu.Unlock()
 	if err != nil {
 		f.s.log.Debug("TLS connection not enrolled", "remote", c.RemoteAddr(), "err", err)
 		c.Close()
