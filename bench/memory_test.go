@@ -29,10 +29,6 @@ const memChildEnv = "NEARCHAT_MEMCHILD"
 // and then answers each "gc" line on stdin with a GC, a return of free
 // memory to the OS and an "ok" line. It stops the server at EOF.
 func memChild(kind string) int {
-	if _, err := RaiseFileLimit(1 << 20); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	tgt, err := StartServer(kind, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
 )
 
@@ -110,7 +111,7 @@ func TestControlHelloTimeoutAndShutdown(t *testing.T) {
 	cfg.Clock = clk.Now
 	h := startCentral(t, cfg)
 	silent := dialCtl(t, h.c.ControlAddr())
-	waitFor(t, 5*time.Second, "connection registered", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "connection registered", func() bool {
 		h.c.mu.Lock()
 		defer h.c.mu.Unlock()
 		return len(h.c.conns) == 1

@@ -35,6 +35,7 @@
 // every member. A latency-vector update re-evaluates that member's rooms at
 // once rather than waiting for the scan, so a server a client has just
 // measured is used promptly (the anti-flap margins and dwell still apply).
+// When a room moves is decided by the rule stated in package selection.
 //
 // Pushes are repeated every AssignRetry until the member acknowledges the
 // epoch with AssignAck; a member that is offline gets them when it
@@ -44,10 +45,10 @@
 // # Liveness
 //
 // A server silent for OfflineAfter is marked down. The fast path: a member
-// that lost its room's server sends Unreachable; Central dials the server
-// itself (Hello, one Ping, ProbeTimeout) and, if that fails, marks it down
-// and relocates its rooms at once. A member that reports a placement older
-// than Central's is simply sent the current one.
+// that lost its room's server sends Unreachable; Central probes the server
+// itself (rtt.Probe: Hello, one Ping, ProbeTimeout) and, if that fails,
+// marks it down and relocates its rooms at once. A member that reports a
+// placement older than Central's is simply sent the current one.
 //
 // # Restart
 //

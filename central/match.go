@@ -35,6 +35,7 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 	id := randomID("q-", 8)
 	c.statusLocked(u, id, proto.AckConn, "", "")
 	invalid := func(format string, args ...any) {
+		c.countRequest(proto.ReqInvalid)
 		c.statusLocked(u, id, proto.ReqInvalid, fmt.Sprintf(format, args...), "")
 	}
 	if !u.reqLimit.allow(c.now(), c.cfg.RequestRate, c.cfg.RequestBurst) {
@@ -70,9 +71,11 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 		v := c.users[to]
 		switch {
 		case v == nil || v.placeholder():
+			c.countRequest(proto.UserNotFound)
 			c.statusLocked(u, id, proto.UserNotFound, fmt.Sprintf("no user %s is registered", to), "")
 			return
 		case v.sess == nil:
+			c.countRequest(proto.UserNotFound)
 			c.statusLocked(u, id, proto.UserNotFound, fmt.Sprintf("user %s is not connected", to), "")
 			return
 		}
@@ -107,7 +110,7 @@ func (c *Central) finishLocked(q *request, code proto.StatusCode, detail, room s
 	}
 	delete(c.reqs, q.id)
 	delete(c.reqByKey, q.key)
-	c.obs.requests.WithLabelValues(statusOutcome(code)).Inc()
+	c.countRequest(code)
 	for _, v := range q.members {
 		delete(v.reqs, q)
 		c.statusLocked(v, q.id, code, detail, room)

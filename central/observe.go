@@ -363,5 +363,7 @@ func (c *Central) roomRTTsLocked(r *room) (worst time.Duration, best string, bes
 	return worst, best, bestRTT
 }
 
-// statusOutcome is the label for a request's final status.
-func statusOutcome(code proto.StatusCode) string { return strings.ToLower(code.String()) }
+// countRequest counts a chat request that ended with code.
+func (c *Central) countRequest(code proto.StatusCode) {
+	c.obs.requests.WithLabelValues(strings.ToLower(code.String())).Inc()
+}

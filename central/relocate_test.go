@@ -6,6 +6,7 @@ import (
 
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 )
 
 func TestAssignRetriedUntilAck(t *testing.T) {
@@ -26,7 +27,7 @@ func TestAssignRetriedUntilAck(t *testing.T) {
 		}
 	}
 	b.send(&proto.AssignAck{Room: first.Room, Epoch: 1})
-	waitFor(t, 5*time.Second, "pushes acknowledged", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "pushes acknowledged", func() bool {
 		w.c.mu.Lock()
 		defer w.c.mu.Unlock()
 		return len(w.c.pushes) == 0
@@ -46,7 +47,7 @@ func TestAssignGiveUp(t *testing.T) {
 	a, b := w.user(t, "alice"), w.user(t, "bob")
 	as := chatNoAck(t, a, b)
 	w.clk.Advance(w.c.cfg.AssignGiveUp)
-	waitFor(t, 5*time.Second, "pushes dropped", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "pushes dropped", func() bool {
 		w.c.mu.Lock()
 		defer w.c.mu.Unlock()
 		return len(w.c.pushes) == 0
@@ -77,7 +78,7 @@ func TestServerDownRelocatesAndOfflineMemberCatchesUp(t *testing.T) {
 		t.Fatalf("room placed on %s, want serv1", as.Server.ID)
 	}
 	b.nc.Close()
-	waitFor(t, 5*time.Second, "bob offline", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "bob offline", func() bool {
 		info, err := w.api.LookupClient(ctx(t), "bob")
 		return err == nil && !info.Online
 	})
@@ -131,7 +132,7 @@ func TestUnreachableFastPath(t *testing.T) {
 	}
 	b.send(&proto.AssignAck{Room: cur.Room, Epoch: cur.Epoch})
 
-	e1.stop()
+	e1.Stop()
 	start := time.Now()
 	a.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
 	mv := expect[*proto.Assign](a, nil)
@@ -224,7 +225,7 @@ func TestLeaveRoomRemovesRoom(t *testing.T) {
 	a, b := w.user(t, "alice"), w.user(t, "bob")
 	room := chat(t, a, b)
 	a.send(&proto.LeaveRoom{Room: room.Room})
-	waitFor(t, 5*time.Second, "alice out of the room", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "alice out of the room", func() bool {
 		r, ok := w.roomOf(t, room.Room)
 		return ok && len(r.Members) == 1 && r.Members[0] == "bob"
 	})
@@ -233,7 +234,7 @@ func TestLeaveRoomRemovesRoom(t *testing.T) {
 		t.Fatalf("second leave: %+v", e)
 	}
 	b.send(&proto.LeaveRoom{Room: room.Room})
-	waitFor(t, 5*time.Second, "room removed", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "room removed", func() bool {
 		_, ok := w.roomOf(t, room.Room)
 		return !ok
 	})

@@ -98,6 +98,7 @@ func (c *Central) restHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /healthz", handler(c.health))
 	mux.Handle("POST /v1/clients", handler(c.registerClient))
+	mux.Handle("GET /v1/clients", handler(c.onlineClients))
 	mux.Handle("GET /v1/clients/{name}", handler(c.lookupClient))
 	mux.Handle("DELETE /v1/clients/{name}", handler(c.deregisterClient))
 	mux.Handle("PUT /v1/clients/{name}/latency", handler(c.putLatency))
@@ -256,6 +257,26 @@ func (c *Central) lookupClient(r *http.Request) (int, any, *apiError) {
 	}
 	slices.Sort(info.Rooms)
 	return http.StatusOK, info, nil
+}
+
+// maxListed bounds GET /v1/clients: a directory for people picking a peer,
+// not a dump of a large deployment.
+const maxListed = 500
+
+func (c *Central) onlineClients(*http.Request) (int, any, *apiError) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := centralapi.ClientList{Clients: []string{}}
+	for _, u := range c.users {
+		if u.sess != nil && !u.placeholder() {
+			out.Clients = append(out.Clients, u.name)
+		}
+	}
+	slices.Sort(out.Clients)
+	if len(out.Clients) > maxListed {
+		out.Clients, out.More = out.Clients[:maxListed], true
+	}
+	return http.StatusOK, out, nil
 }
 
 func (c *Central) deregisterClient(r *http.Request) (int, any, *apiError) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"nearchat/pkg/centralapi"
+	"nearchat/pkg/testkit"
 )
 
 func TestRESTErrors(t *testing.T) {
@@ -28,7 +29,7 @@ func TestRESTErrors(t *testing.T) {
 		allow                          string
 	}{
 		{"unknown path", "GET", "/v1/nothing", "", "", 404, centralapi.CodeNotFound, ""},
-		{"wrong method on clients", "GET", "/v1/clients", "", "", 405, centralapi.CodeMethodNotAllowed, "POST"},
+		{"wrong method on clients", "PUT", "/v1/clients", "", "", 405, centralapi.CodeMethodNotAllowed, "GET, HEAD, POST"},
 		{"wrong method on client", "POST", "/v1/clients/alice", "", "", 405, centralapi.CodeMethodNotAllowed, "DELETE, GET, HEAD"},
 		{"wrong method on rooms", "DELETE", "/v1/rooms", "", "", 405, centralapi.CodeMethodNotAllowed, "GET, HEAD"},
 		{"malformed json", "POST", "/v1/clients", "{", "", 400, centralapi.CodeBadRequest, ""},
@@ -107,7 +108,7 @@ func TestRESTClientLifecycle(t *testing.T) {
 		t.Fatalf("lookup: %+v %v", info, err)
 	}
 	k := h.connectAs(t, s)
-	waitFor(t, 5e9, "bob online", func() bool {
+	testkit.WaitFor(t, 5e9, "bob online", func() bool {
 		info, err := api.LookupClient(ctx(t), "bob")
 		return err == nil && info.Online
 	})
@@ -182,7 +183,7 @@ func TestRESTServers(t *testing.T) {
 	clk.Advance(cfg.OfflineAfter / 2)
 	api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{})
 	clk.Advance(cfg.OfflineAfter/2 + 1)
-	waitFor(t, 5e9, "serv1 offline", func() bool {
+	testkit.WaitFor(t, 5e9, "serv1 offline", func() bool {
 		l, err := api.Servers(ctx(t))
 		return err == nil && len(l) == 1 && l[0].ID == "serv2"
 	})
@@ -193,7 +194,7 @@ func TestRESTServers(t *testing.T) {
 	if _, err := api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5e9, "serv1 up again", func() bool {
+	testkit.WaitFor(t, 5e9, "serv1 up again", func() bool {
 		l, err := api.Servers(ctx(t))
 		return err == nil && len(l) == 2 && l[0].Up
 	})
@@ -284,5 +285,25 @@ func TestNameReservedSaysForHowLong(t *testing.T) {
 	}
 	if _, err := h.api.RegisterClient(ctx(t), "bob", ""); err != nil {
 		t.Fatalf("after deregistering, the name is still refused: %v", err)
+	}
+}
+
+// TestOnlineClients: GET /v1/clients lists who is online, for a person
+// picking a peer; a name registered without a control connection is not.
+func TestOnlineClients(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	h.connect(t, "bob")
+	h.connect(t, "alice")
+	if _, err := h.api.RegisterClient(ctx(t), "ghost", ""); err != nil {
+		t.Fatal(err)
+	}
+	var got centralapi.ClientList
+	testkit.WaitFor(t, 5e9, "alice and bob listed", func() bool {
+		var err error
+		got, err = h.api.OnlineClients(ctx(t))
+		return err == nil && len(got.Clients) == 2
+	})
+	if got.Clients[0] != "alice" || got.Clients[1] != "bob" || got.More {
+		t.Fatalf("online clients %+v, want [alice bob]", got)
 	}
 }

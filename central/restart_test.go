@@ -8,6 +8,8 @@ import (
 	"nearchat/central/store"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
+	"nearchat/pkg/wiretest"
 )
 
 // fakeServer plays a chat server's side of the REST API.
@@ -34,8 +36,8 @@ func (f *fakeServer) beat(t *testing.T, api *centralapi.Client) {
 func TestRestartRebuildsRooms(t *testing.T) {
 	cfg := testConfig(t)
 	h1 := startCentral(t, cfg)
-	s1 := &fakeServer{id: "serv1", addr: startEcho(t).addr()}
-	s2 := &fakeServer{id: "serv2", addr: startEcho(t).addr()}
+	s1 := &fakeServer{id: "serv1", addr: wiretest.EchoServer(t, 0, nil).Addr()}
+	s2 := &fakeServer{id: "serv2", addr: wiretest.EchoServer(t, 0, nil).Addr()}
 	s1.beat(t, h1.api)
 	s2.beat(t, h1.api)
 	a, as := h1.connect(t, "alice")
@@ -60,7 +62,7 @@ func TestRestartRebuildsRooms(t *testing.T) {
 	cfg2 := testConfig(t)
 	cfg2.RESTListen, cfg2.ControlListen = restAddr, ctrlAddr
 	var h2 *harness
-	waitFor(t, 10*time.Second, "Central to start again on the same ports", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "Central to start again on the same ports", func() bool {
 		c, err := New(cfg2)
 		if err != nil {
 			t.Logf("restart: %v", err)

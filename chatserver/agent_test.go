@@ -10,6 +10,7 @@ import (
 	"nearchat/central"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 )
 
 // startCentral runs a real Central on loopback, on the given REST address
@@ -21,7 +22,7 @@ func startCentral(t *testing.T, rest string) *central.Central {
 	cfg.ControlListen = "127.0.0.1:0"
 	cfg.HeartbeatInterval = 50 * time.Millisecond
 	cfg.ClusterSecret = "s3cret"
-	cfg.Logger = slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = testkit.LoggerAt(t, slog.LevelWarn)
 	c, err := central.New(cfg)
 	if err != nil {
 		t.Fatalf("central.New: %v", err)
@@ -56,7 +57,7 @@ func TestRegistersHeartbeatsAndReregisters(t *testing.T) {
 		cfg.Central = rest
 		cfg.Secret = "s3cret"
 	})
-	waitFor(t, 5*time.Second, "registration", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "registration", func() bool {
 		info, ok := serverInfo(t, api, "serv1")
 		return ok && info.Up && info.Addr == s.Addr()
 	})
@@ -65,7 +66,7 @@ func TestRegistersHeartbeatsAndReregisters(t *testing.T) {
 		p.send(&proto.Join{Room: "r-live", User: u, Epoch: 1})
 		p.expect(proto.TJoined)
 	}
-	waitFor(t, 5*time.Second, "heartbeat with the room", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "heartbeat with the room", func() bool {
 		info, _ := serverInfo(t, api, "serv1")
 		return info.Conns == 2
 	})
@@ -73,10 +74,10 @@ func TestRegistersHeartbeatsAndReregisters(t *testing.T) {
 	// Central restarts on the same port: the server registers again by
 	// itself and its heartbeat hands the live room back.
 	c.Close()
-	waitFor(t, 5*time.Second, "server to notice Central is gone", func() bool { return !s.CentralOK() })
+	testkit.WaitFor(t, 5*time.Second, "server to notice Central is gone", func() bool { return !s.CentralOK() })
 	c2 := startCentral(t, rest)
 	_ = c2
-	waitFor(t, 10*time.Second, "re-registration and room adoption", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "re-registration and room adoption", func() bool {
 		rooms, err := api.Rooms(context.Background())
 		if err != nil {
 			return false
@@ -117,7 +118,7 @@ func TestDrainWaitsForRoomsToLeave(t *testing.T) {
 		cfg.Central = c.RESTAddr()
 		cfg.Secret = "s3cret"
 	})
-	waitFor(t, 5*time.Second, "registration", func() bool { _, ok := serverInfo(t, api, "serv-d"); return ok })
+	testkit.WaitFor(t, 5*time.Second, "registration", func() bool { _, ok := serverInfo(t, api, "serv-d"); return ok })
 	p, _ := joinAs(t, s, "r-d", "alice")
 	drained := make(chan error, 1)
 	go func() {
@@ -125,7 +126,7 @@ func TestDrainWaitsForRoomsToLeave(t *testing.T) {
 		defer cancel()
 		drained <- s.Drain(ctx)
 	}()
-	waitFor(t, 5*time.Second, "Central to mark the server draining", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "Central to mark the server draining", func() bool {
 		info, _ := serverInfo(t, api, "serv-d")
 		return info.Draining
 	})

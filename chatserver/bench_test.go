@@ -1,8 +1,8 @@
 package chatserver
 
 import (
-	"bufio"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +26,6 @@ func BenchmarkFanoutTransport(b *testing.B) {
 	for _, transport := range []string{"plain", "tls"} {
 		for _, members := range []int{16, 256} {
 			b.Run(fmt.Sprintf("transport=%s/members=%d/size=64B", transport, members), func(b *testing.B) {
-				raiseFDLimit(b)
 				var s *Server
 				dialMember := func(user string) *peer {
 					if transport == "plain" {
@@ -48,7 +47,7 @@ func BenchmarkFanoutTransport(b *testing.B) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						countDelivers(p.r, &delivered)
+						countDelivers(p.Conn, &delivered)
 					}()
 				}
 				text := strings.Repeat("x", 64)
@@ -104,7 +103,7 @@ func BenchmarkFanoutTransport(b *testing.B) {
 }
 
 // countDelivers counts Deliver frames until the connection ends.
-func countDelivers(r *bufio.Reader, n *atomic.Int64) {
+func countDelivers(r io.Reader, n *atomic.Int64) {
 	var fc frameCounter
 	buf := make([]byte, 32<<10)
 	for {

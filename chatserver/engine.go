@@ -100,7 +100,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 	s.conns.Add(-1)
 	if m, ok := c.Context().(*member); ok {
 		m.loop.enter()
-		defer m.loop.exit()
+		defer m.loop.exit(m.loop.st.start())
 		m.dead, m.gone = true, true
 		if m.loop.ackTo == m {
 			m.loop.ackTo = nil
@@ -117,7 +117,6 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
 	m.loop.enter()
-	defer m.loop.exit()
 	start := m.loop.st.start()
 	var a gnet.Action
 	if m.rec != nil {
@@ -125,7 +124,7 @@ func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 	} else {
 		a = e.s.serve(m, c)
 	}
-	m.loop.st.busySince(start)
+	m.loop.exit(start)
 	return a
 }
 

@@ -166,9 +166,10 @@ func (l *loop) idle() bool {
 // enter marks the start of a callback on l. Event loop only.
 func (l *loop) enter() { l.depth++ }
 
-// exit ends a callback on l; the outermost one flushes the acknowledgements
-// and drains what was queued on l from the loop itself. Event loop only.
-func (l *loop) exit() {
+// exit ends a callback on l that began at start; the outermost one flushes
+// the acknowledgements, drains what was queued on l from the loop itself,
+// and hands the loop's tally to the metrics. Event loop only.
+func (l *loop) exit(start time.Time) {
 	if l.depth > 1 {
 		l.depth--
 		return
@@ -180,6 +181,7 @@ func (l *loop) exit() {
 		l.flushAcks()
 	}
 	l.depth--
+	l.st.done(start)
 }
 
 // ack queues an Ack frame for m, to be written with the others of this
@@ -207,15 +209,15 @@ func (l *loop) flushAcks() {
 // Run drains the queue on the event loop; it implements gnet.Runnable.
 func (l *loop) Run(context.Context) error {
 	l.enter()
+	start := l.st.start()
 	l.drain()
-	l.exit()
+	l.exit(start)
 	return nil
 }
 
 // drain delivers everything queued. Event loop only, never nested: a
 // callback or drain inside it sees depth > 0 and defers to it.
 func (l *loop) drain() {
-	start := l.st.start()
 	l.mu.Lock()
 	q := l.queue
 	l.queue = l.spare[:0]
@@ -251,7 +253,6 @@ func (l *loop) drain() {
 	l.mu.Lock()
 	l.spare = q[:0]
 	l.mu.Unlock()
-	l.st.busySince(start)
 }
 
 // maxBatch bounds the bytes written to a member in one call, so the

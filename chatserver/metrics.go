@@ -5,11 +5,13 @@ import (
 	"time"
 )
 
-// Counters kept for monitoring, when Config.Metrics is on. The hot path only
-// adds to atomics owned by its own event loop (a single writer each, so the
-// adds never contend); Server.Metrics sums them when someone asks, so
-// collecting costs no allocation and no lock per message. With metrics off
-// a loop has no loopStats and every method below returns at once.
+// Counters kept for monitoring, when Config.Metrics is on. The hot path
+// adds to plain tallies that belong to its event loop, which publishes
+// them to atomics once at the end of each callback or fan-out run (flush);
+// Server.Metrics sums the atomics when someone asks. So recording costs a
+// few plain additions per write, no allocation, no lock, and no atomic
+// instruction per member. With metrics off a loop has no loopStats and
+// every method below returns at once.
 
 // fanoutBuckets are the upper bounds, in seconds, of the fan-out latency
 // histogram: from a message queued for a loop to its write to the members.
@@ -26,10 +28,23 @@ var fanoutBucketNs = func() (ns [len(fanoutBuckets)]int64) {
 	return ns
 }()
 
-// loopStats are one event loop's counters; only that loop adds to them. A
-// nil *loopStats records nothing.
+// tally is what a loop counted since its last flush; loop only.
+type tally struct {
+	framesIn, bytesIn   uint64
+	framesOut, bytesOut uint64
+	outHigh             int64
+	fanoutCount         uint64
+	fanoutSumNs         int64
+	fanout              [len(fanoutBuckets) + 1]uint64
+}
+
+// loopStats are one event loop's counters: the tally only the loop
+// touches, and the published atomics only the loop adds to. A nil
+// *loopStats records nothing.
 type loopStats struct {
 	_ [64]byte // keep other loops' counters off these cache lines
+
+	t tally
 
 	framesIn, bytesIn   atomic.Uint64
 	framesOut, bytesOut atomic.Uint64
@@ -45,6 +60,7 @@ type loopStats struct {
 }
 
 // observeFanout records one item's wait from enqueue (at, Unix ns) to now.
+// Event loop only.
 func (st *loopStats) observeFanout(at, now int64) {
 	if st == nil || at == 0 {
 		return
@@ -54,9 +70,9 @@ func (st *loopStats) observeFanout(at, now int64) {
 	for i < len(fanoutBucketNs) && d > fanoutBucketNs[i] {
 		i++
 	}
-	st.fanout[i].Add(1)
-	st.fanoutCount.Add(1)
-	st.fanoutSumNs.Add(d)
+	st.t.fanout[i]++
+	st.t.fanoutCount++
+	st.t.fanoutSumNs += d
 }
 
 // wrote counts one write of b carrying frames frames to a member whose
@@ -65,11 +81,9 @@ func (st *loopStats) wrote(b []byte, frames, backlog int) {
 	if st == nil {
 		return
 	}
-	st.framesOut.Add(uint64(frames))
-	st.bytesOut.Add(uint64(len(b)))
-	if int64(backlog) > st.outHigh.Load() {
-		st.outHigh.Store(int64(backlog))
-	}
+	st.t.framesOut += uint64(frames)
+	st.t.bytesOut += uint64(len(b))
+	st.t.outHigh = max(st.t.outHigh, int64(backlog))
 }
 
 // received counts one inbound frame of n bytes. Event loop only.
@@ -77,8 +91,8 @@ func (st *loopStats) received(n int) {
 	if st == nil {
 		return
 	}
-	st.framesIn.Add(1)
-	st.bytesIn.Add(uint64(n))
+	st.t.framesIn++
+	st.t.bytesIn += uint64(n)
 }
 
 // cutOff counts a slow consumer cut off. Event loop only.
@@ -88,7 +102,7 @@ func (st *loopStats) cutOff() {
 	}
 }
 
-// start returns the time now when the loop is timed, for busySince.
+// start returns the time now when the loop is timed, for done.
 func (st *loopStats) start() time.Time {
 	if st == nil {
 		return time.Time{}
@@ -96,11 +110,35 @@ func (st *loopStats) start() time.Time {
 	return time.Now()
 }
 
-// busySince adds the time since start to the loop's busy time.
-func (st *loopStats) busySince(start time.Time) {
-	if st != nil {
-		st.busyNs.Add(int64(time.Since(start)))
+// done ends a callback or fan-out run that began at start: it adds the
+// time to the loop's busy time and publishes the tally. Event loop only.
+func (st *loopStats) done(start time.Time) {
+	if st == nil {
+		return
 	}
+	st.busyNs.Add(int64(time.Since(start)))
+	t := &st.t
+	if t.framesIn != 0 {
+		st.framesIn.Add(t.framesIn)
+		st.bytesIn.Add(t.bytesIn)
+	}
+	if t.framesOut != 0 {
+		st.framesOut.Add(t.framesOut)
+		st.bytesOut.Add(t.bytesOut)
+	}
+	if t.outHigh > st.outHigh.Load() {
+		st.outHigh.Store(t.outHigh)
+	}
+	if t.fanoutCount != 0 {
+		st.fanoutCount.Add(t.fanoutCount)
+		st.fanoutSumNs.Add(t.fanoutSumNs)
+		for i, n := range t.fanout {
+			if n != 0 {
+				st.fanout[i].Add(n)
+			}
+		}
+	}
+	*t = tally{}
 }
 
 // countHistory adds to the history gauges when metrics are on.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 )
 
 // TestMetricsCount checks every counter of Metrics against traffic of a
@@ -30,10 +31,14 @@ func TestMetricsCount(t *testing.T) {
 			// after its writes, so the client can see them first.
 			m := s.Metrics()
 			if on {
-				waitFor(t, 5*time.Second, "the counters to catch up", func() bool {
+				deadline := time.Now().Add(5 * time.Second)
+				for m.FramesOut < 5+2*n || m.FanoutCount < n+1 {
+					if time.Now().After(deadline) {
+						break // the checks below say what is missing
+					}
+					time.Sleep(5 * time.Millisecond)
 					m = s.Metrics()
-					return m.FramesOut >= 5+2*n && m.FanoutCount >= n+1
-				})
+				}
 			}
 			t.Logf("%+v", m)
 			if m.Rooms != 1 || m.Members != 2 || m.Conns != 2 {
@@ -68,7 +73,7 @@ func TestMetricsCount(t *testing.T) {
 			}
 			a.send(&proto.Leave{})
 			b.send(&proto.Leave{})
-			waitFor(t, 5*time.Second, "the room gone", func() bool { return s.Metrics().Rooms == 0 })
+			testkit.WaitFor(t, 5*time.Second, "the room gone", func() bool { return s.Metrics().Rooms == 0 })
 			if m := s.Metrics(); m.HistoryFrames != 0 || m.HistoryBytes != 0 {
 				t.Errorf("after the room closed: history %d frames, %d bytes", m.HistoryFrames, m.HistoryBytes)
 			}
@@ -90,8 +95,46 @@ func TestMetricsTLSHandshakes(t *testing.T) {
 	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "one handshake and one failure counted", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "one handshake and one failure counted", func() bool {
 		m := s.Metrics()
 		return m.TLSHandshakes == 1 && m.TLSFailures == 1
 	})
+}
+
+// BenchmarkMetricsHooks measures what recording costs per member write
+// (wrote), per fan-out item (observeFanout) and per callback or fan-out run
+// (start and done, which publish the tally), against the nil (metrics off)
+// receiver. Compare with the
+// fan-out's own CPU per delivery (bench.TestMetricsOverhead prints it).
+func BenchmarkMetricsHooks(b *testing.B) {
+	frame := make([]byte, 64)
+	for _, on := range []bool{false, true} {
+		var st *loopStats
+		if on {
+			st = new(loopStats)
+		}
+		b.Run(fmt.Sprintf("metrics=%v/hook=write", on), func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				st.wrote(frame, 1, i&1023)
+			}
+		})
+		b.Run(fmt.Sprintf("metrics=%v/hook=run", on), func(b *testing.B) {
+			// Once per callback or fan-out run: timing and publishing.
+			b.ReportAllocs()
+			for b.Loop() {
+				st.wrote(frame, 1, 0)
+				st.done(st.start())
+			}
+		})
+		b.Run(fmt.Sprintf("metrics=%v/hook=item", on), func(b *testing.B) {
+			b.ReportAllocs()
+			now := time.Now().UnixNano()
+			for b.Loop() {
+				st.observeFanout(now-300_000, now)
+			}
+		})
+	}
 }

@@ -1,7 +1,6 @@
 package chatserver
 
 import (
-	"bufio"
 	"context"
 	"crypto/ed25519"
 	"encoding/binary"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/wire"
 )
@@ -215,8 +215,8 @@ func TestEmptyRoomsAreRemoved(t *testing.T) {
 	}
 	a.send(&proto.Leave{})
 	b.conn.Close()
-	waitFor(t, 5*time.Second, "room removal", func() bool { return s.Stats().Rooms == 0 })
-	waitFor(t, 5*time.Second, "connections to close", func() bool { return s.Stats().Conns == 0 })
+	testkit.WaitFor(t, 5*time.Second, "room removal", func() bool { return s.Stats().Rooms == 0 })
+	testkit.WaitFor(t, 5*time.Second, "connections to close", func() bool { return s.Stats().Conns == 0 })
 }
 
 // TestBadInput sends each kind of garbage on its own connection while a
@@ -313,11 +313,10 @@ func TestBadInput(t *testing.T) {
 		p.expect(proto.TWelcome)
 		checkBystanders(t)
 	})
-	waitFor(t, 5*time.Second, "offenders' connections to close", func() bool { return s.Stats().Conns == 2 })
+	testkit.WaitFor(t, 5*time.Second, "offenders' connections to close", func() bool { return s.Stats().Conns == 2 })
 }
 
 func TestConnectionBurst(t *testing.T) {
-	raiseFDLimit(t)
 	s := startServer(t, nil)
 	x, _ := joinAs(t, s, "bystanders", "x")
 	y, _ := joinAs(t, s, "bystanders", "y")
@@ -360,7 +359,7 @@ func TestConnectionBurst(t *testing.T) {
 		t.Fatalf("burst dial: %v", err)
 	}
 	t.Logf("%d connections opened and closed in %v while %d messages went through", total, time.Since(start), num)
-	waitFor(t, 10*time.Second, "burst connections to close", func() bool { return s.Stats().Conns == 2 })
+	testkit.WaitFor(t, 10*time.Second, "burst connections to close", func() bool { return s.Stats().Conns == 2 })
 }
 
 func TestSlowConsumerIsCutOff(t *testing.T) {
@@ -379,8 +378,7 @@ func TestSlowConsumerIsCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { sc.Close() })
-	slow := &peer{t: t, conn: sc, r: bufio.NewReaderSize(sc, 64<<10)}
+	slow := newPeer(t, sc)
 	slow.send(&proto.Hello{V: wire.Version})
 	slow.expect(proto.TWelcome)
 	slow.send(&proto.Join{Room: "r", User: "slow"})
@@ -545,7 +543,6 @@ func TestBroadcastAllocsPerRecipient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures allocations over many messages")
 	}
-	raiseFDLimit(t)
 	ca := devCA(t)
 	perMessage := func(members int, tlsOn bool) float64 {
 		join := func(s *Server, user string) *peer {
@@ -578,7 +575,7 @@ func TestBroadcastAllocsPerRecipient(t *testing.T) {
 				var fc frameCounter
 				for fc.delivers < n {
 					p.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-					k, err := p.conn.Read(buf)
+					k, err := p.Conn.Read(buf)
 					if err != nil {
 						t.Errorf("reader: %v after %d messages", err, fc.delivers)
 						return

@@ -1,7 +1,6 @@
 package chatserver
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
 )
@@ -58,8 +58,7 @@ func dialTLS(t testing.TB, addr string, ca tlsconfig.Files, base *net.Dialer) (*
 	if err != nil {
 		return nil, err
 	}
-	t.Cleanup(func() { c.Close() })
-	return &peer{t: t, conn: c, r: bufio.NewReader(c)}, nil
+	return newPeer(t, c), nil
 }
 
 func tlsMember(t testing.TB, addr string, ca tlsconfig.Files, room, user string) *peer {
@@ -68,8 +67,7 @@ func tlsMember(t testing.TB, addr string, ca tlsconfig.Files, room, user string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.send(&proto.Hello{V: wire.Version})
-	p.expect(proto.TWelcome)
+	p.Hello(&proto.Hello{})
 	p.send(&proto.Join{Room: room, User: user})
 	p.expect(proto.TJoined)
 	return p
@@ -201,8 +199,7 @@ func TestTLSCaptureHoldsNoText(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := tls.Client(raw, cfg)
-	t.Cleanup(func() { c.Close() })
-	a := &peer{t: t, conn: c, r: bufio.NewReader(c)}
+	a := newPeer(t, c)
 	a.send(&proto.Hello{V: wire.Version})
 	a.expect(proto.TWelcome)
 	a.send(&proto.Join{Room: "secret-room", User: "alice"})
@@ -356,7 +353,7 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 			break
 		}
 	}
-	waitFor(t, 10*time.Second, "the slow TLS member to be cut off", func() bool { return s.Stats().Conns < 3 })
+	testkit.WaitFor(t, 10*time.Second, "the slow TLS member to be cut off", func() bool { return s.Stats().Conns < 3 })
 	for {
 		m, err := slow.next(5 * time.Second)
 		if err != nil {
@@ -398,7 +395,7 @@ func TestTLSResumedAndEagerClients(t *testing.T) {
 		if _, err := c.Write(b); err != nil {
 			t.Fatal(err)
 		}
-		p := &peer{t: t, conn: c, r: bufio.NewReader(c)}
+		p := newPeer(t, c)
 		p.expect(proto.TWelcome)
 		p.expect(proto.TJoined)
 		return p, c.ConnectionState().DidResume

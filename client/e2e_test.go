@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"nearchat/pkg/delaynet"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 )
@@ -30,34 +30,6 @@ var paperRTT = map[string]time.Duration{
 	"serv3": 60 * time.Millisecond,
 	"serv4": 80 * time.Millisecond,
 	"serv2": 100 * time.Millisecond,
-}
-
-var (
-	buildOnce  sync.Once
-	chatBinary string
-	buildErr   error
-)
-
-// chatserverBinary builds bin/chatserver once per test run, so tests can
-// kill a real server process with SIGKILL.
-func chatserverBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nearchat-e2e-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		chatBinary = filepath.Join(dir, "chatserver")
-		out, err := exec.Command("go", "build", "-o", chatBinary, "nearchat/cmd/chatserver").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build chatserver: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return chatBinary
 }
 
 type cluster struct {
@@ -87,7 +59,7 @@ func newCluster(t *testing.T, edits ...func(*central.Config)) *cluster {
 	cfg.AssignRetry = 300 * time.Millisecond
 	cfg.Policy.MinDwell = time.Second
 	cfg.ClusterSecret = secret
-	cfg.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = testkit.LoggerAt(t, slog.LevelWarn)
 	for _, edit := range edits {
 		edit(&cfg)
 	}
@@ -110,13 +82,6 @@ func newCluster(t *testing.T, edits ...func(*central.Config)) *cluster {
 		}
 	})
 	return c
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimSpace(p)))
-	return len(p), nil
 }
 
 func (c *cluster) startCentral() {
@@ -156,13 +121,13 @@ func (c *cluster) startServer(id string) {
 	} else {
 		args = append(args, "-secret", secret)
 	}
-	cmd := exec.Command(chatserverBinary(c.t), args...)
+	cmd := exec.Command(testkit.BuildOnce(c.t, "nearchat/cmd/chatserver"), args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
 	}
 	c.procs[id], c.logs[id] = cmd, log
-	waitFor(c.t, 10*time.Second, id+" to register", func() bool {
+	testkit.WaitFor(c.t, 10*time.Second, id+" to register", func() bool {
 		list, err := c.api.Servers(context.Background())
 		if err != nil {
 			return false
@@ -208,7 +173,7 @@ func (c *cluster) user(name string) *user {
 	opts.ProbeEvery = 300 * time.Millisecond
 	opts.Probe.Samples = 3
 	opts.BackoffMin, opts.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
-	opts.Logger = slog.New(slog.NewTextHandler(tWriter{c.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts.Logger = testkit.LoggerAt(c.t, slog.LevelWarn)
 	u := &user{t: c.t, name: name}
 	opts.OnProbe = func(res map[string]rtt.Result) {
 		m := map[string]time.Duration{}
@@ -307,7 +272,7 @@ func (u *user) settled() bool {
 // chat has a request from a to b accepted and returns both sessions.
 func chat(t *testing.T, a, b *user) (*client.Session, *client.Session, proto.Assign) {
 	t.Helper()
-	waitFor(t, 20*time.Second, "probes that agree with the emulated RTTs", func() bool { return a.settled() && b.settled() })
+	testkit.WaitFor(t, 20*time.Second, "probes that agree with the emulated RTTs", func() bool { return a.settled() && b.settled() })
 	if err := a.c.Request(b.name); err != nil {
 		t.Fatal(err)
 	}
@@ -364,17 +329,6 @@ func collect(t *testing.T, u *user, want int, timeout time.Duration) chan error 
 		errc <- nil
 	}()
 	return errc
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestE2ERoomStartsOnBestServer(t *testing.T) {
@@ -460,7 +414,7 @@ func TestE2ECentralRestartKeepsChatting(t *testing.T) {
 	if err := <-recvB; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the new Central to know the room", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the new Central to know the room", func() bool {
 		rooms, err := c.api.Rooms(context.Background())
 		return err == nil && len(rooms) == 1 && rooms[0].Server == "serv3"
 	})

@@ -13,33 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"nearchat/chatserver"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
+	"nearchat/pkg/wiretest"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// gnet's shared worker pool outlives individual engines.
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).ticktock"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
-	)
-}
-
-type tlogWriter struct{ t testing.TB }
-
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: level}))
-}
+func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 
 // startChat runs a chat server on a free loopback port until the test ends.
 func startChat(t testing.TB, id string) *chatserver.Server {
@@ -48,7 +29,7 @@ func startChat(t testing.TB, id string) *chatserver.Server {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.ID = id
 	cfg.Loops = 2
-	cfg.Logger = testLogger(t, slog.LevelWarn)
+	cfg.Logger = testkit.LoggerAt(t, slog.LevelWarn)
 	s, err := chatserver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +82,7 @@ func (m *member) key(from string, inc uint64) string {
 
 func testConfig(t testing.TB) Config {
 	cfg := DefaultConfig()
-	cfg.Logger = testLogger(t, slog.LevelInfo)
+	cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
 	// Long enough that the gap timers (the fallback) cannot rescue a test
 	// within its waits: the primary paths must do the work.
 	cfg.HoldBack = 3 * time.Second
@@ -201,17 +182,6 @@ func (m *member) move(t testing.TB, srv proto.ServerRef, epoch uint64) {
 	defer cancel()
 	if err := m.s.Move(ctx, srv, epoch, nil); err != nil {
 		t.Fatalf("%s move: %v", m.s.User(), err)
-	}
-}
-
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -344,58 +314,15 @@ func (p *proxy) kill() {
 	}
 }
 
-// rawPeer speaks the protocol by hand, to send what a correct Session
-// would not.
-type rawPeer struct {
-	conn net.Conn
-	pc   *proto.Conn
-}
-
-func dialRaw(t testing.TB, addr, room, user string) *rawPeer {
+// dialRaw joins room as user over a raw protocol peer, to send what a
+// correct Session would not.
+func dialRaw(t testing.TB, addr, room, user string) *wiretest.Peer {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	p := &rawPeer{conn: c, pc: proto.NewConn(c, 0)}
-	p.send(t, &proto.Hello{V: wire.Version, Agent: "test"})
-	p.expect(t, proto.TWelcome)
-	p.send(t, &proto.Join{Room: room, User: user, Epoch: 1})
-	p.expect(t, proto.TJoined)
+	p := wiretest.Dial(t, addr)
+	p.Hello(&proto.Hello{Agent: "test"})
+	p.Send(&proto.Join{Room: room, User: user, Epoch: 1})
+	wiretest.Expect[*proto.Joined](p, wiretest.AllBut(proto.TJoined))
 	return p
-}
-
-func (p *rawPeer) send(t testing.TB, m wire.Message) {
-	t.Helper()
-	b, err := wire.AppendFrame(nil, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.conn.Write(b); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (p *rawPeer) next() (wire.Message, error) {
-	_ = p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	return p.pc.Recv()
-}
-
-// expect reads frames until one of type typ arrives.
-func (p *rawPeer) expect(t testing.TB, typ wire.Type) wire.Message {
-	t.Helper()
-	for range 1000 {
-		m, err := p.next()
-		if err != nil {
-			t.Fatalf("waiting for frame 0x%02x: %v", byte(typ), err)
-		}
-		if m.FrameType() == typ {
-			return m
-		}
-	}
-	t.Fatalf("no frame 0x%02x in 1000 frames", byte(typ))
-	return nil
 }
 
 // stream sends n numbered messages from m, one every gap, calling at(i)

@@ -12,6 +12,8 @@ import (
 	"nearchat/chatserver"
 	"nearchat/pkg/delaynet"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
+	"nearchat/pkg/wiretest"
 )
 
 func TestRoomExchange(t *testing.T) {
@@ -46,10 +48,10 @@ func TestRoomExchange(t *testing.T) {
 				sent[m.s.User()] = uint64(tt.each)
 			}
 			for _, m := range ms {
-				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
+				testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
 					return m.check.Report().Received == (tt.members-1)*tt.each
 				})
-				waitFor(t, 5*time.Second, m.s.User()+" all acked", func() bool { return m.s.Stats().Unacked == 0 })
+				testkit.WaitFor(t, 5*time.Second, m.s.User()+" all acked", func() bool { return m.s.Stats().Unacked == 0 })
 			}
 			verify(t, ms, sent)
 			for _, m := range ms {
@@ -111,7 +113,7 @@ func TestPlannedMove(t *testing.T) {
 				sent[m.s.User()] = n
 			}
 			for _, m := range ms {
-				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
+				testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
 					return m.check.Report().Received == (tt.members-1)*n
 				})
 				if st := m.s.Stats(); st.Server != ref(s2) || st.Epoch != 2 || !st.Connected {
@@ -122,7 +124,7 @@ func TestPlannedMove(t *testing.T) {
 				} else {
 					t.Logf("%s: join on serv2 took %v", m.s.User(), mv[1].Took)
 				}
-				waitFor(t, 2*time.Second, m.s.User()+" drains serv1", func() bool { return len(m.drains()) == 1 })
+				testkit.WaitFor(t, 2*time.Second, m.s.User()+" drains serv1", func() bool { return len(m.drains()) == 1 })
 				d := m.drains()[0]
 				t.Logf("%s: serv1 connection closed %v after the switch (timed out: %v)", m.s.User(), d.After, d.TimedOut)
 				if d.Server != ref(s1) || d.Err != nil {
@@ -130,7 +132,7 @@ func TestPlannedMove(t *testing.T) {
 				}
 			}
 			verify(t, ms, sent)
-			waitFor(t, 5*time.Second, "serv1 empty", func() bool { return s1.Stats().Rooms == 0 })
+			testkit.WaitFor(t, 5*time.Second, "serv1 empty", func() bool { return s1.Stats().Rooms == 0 })
 		})
 	}
 }
@@ -179,14 +181,14 @@ func TestServerDies(t *testing.T) {
 			}
 			<-killed
 			start := time.Now()
-			waitFor(t, 5*time.Second, "both see the break", func() bool { return a.brokenCount() == 1 && b.brokenCount() == 1 })
+			testkit.WaitFor(t, 5*time.Second, "both see the break", func() bool { return a.brokenCount() == 1 && b.brokenCount() == 1 })
 			t.Logf("break noticed after %v: %v", time.Since(start), broken)
 			a.move(t, ref(s2), 2)
 			b.move(t, ref(s2), 2)
 			t.Logf("room on serv2 %v after the kill", time.Since(start))
 			wg.Wait()
 			for _, m := range []*member{a, b} {
-				waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
+				testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
 			}
 			verify(t, []*member{a, b}, map[string]uint64{"alice": n, "bob": n})
 			if st := a.s.Stats(); st.Resent == 0 {
@@ -219,22 +221,22 @@ func TestTailLoss(t *testing.T) {
 			for i := range 10 {
 				a.send(t, fmt.Sprintf("m%d", i+1))
 			}
-			waitFor(t, 5*time.Second, "bob gets 10", func() bool { return b.got("alice") == 10 })
+			testkit.WaitFor(t, 5*time.Second, "bob gets 10", func() bool { return b.got("alice") == 10 })
 			p.drop.Store(true)
 			for i := range 10 {
 				a.send(t, fmt.Sprintf("m%d", i+11))
 			}
-			waitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
+			testkit.WaitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
 			if got := b.got("alice"); got != 10 {
 				t.Fatalf("bob got %d before the crash, want 10", got)
 			}
 			p.kill()
-			waitFor(t, 5*time.Second, "bob sees the break", func() bool { return b.brokenCount() == 1 })
+			testkit.WaitFor(t, 5*time.Second, "bob sees the break", func() bool { return b.brokenCount() == 1 })
 			start := time.Now()
 			b.move(t, ref(s2), 2)
 			a.move(t, ref(s2), 2)
 			if !tt.wantMissed {
-				waitFor(t, 2500*time.Millisecond, "bob recovers the tail", func() bool { return b.got("alice") == 20 })
+				testkit.WaitFor(t, 2500*time.Millisecond, "bob recovers the tail", func() bool { return b.got("alice") == 20 })
 				t.Logf("tail recovered %v after the move", time.Since(start))
 				verify(t, []*member{b}, map[string]uint64{"alice": 20})
 				if st := a.s.Stats(); st.Resent < 10 {
@@ -242,13 +244,13 @@ func TestTailLoss(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, 2500*time.Millisecond, "bob told what he missed", func() bool { return len(b.missed()) > 0 })
+			testkit.WaitFor(t, 2500*time.Millisecond, "bob told what he missed", func() bool { return len(b.missed()) > 0 })
 			miss := b.missed()[0]
 			t.Logf("missed %+v", miss)
 			if miss.From != "alice" || miss.First != 11 || miss.Last != 16 {
 				t.Errorf("missed %+v, want alice 11-16", miss)
 			}
-			waitFor(t, 2500*time.Millisecond, "bob gets the kept tail", func() bool { return b.got("alice") == 14 })
+			testkit.WaitFor(t, 2500*time.Millisecond, "bob gets the kept tail", func() bool { return b.got("alice") == 14 })
 		})
 	}
 }
@@ -260,10 +262,10 @@ func TestDuplicatesAndReorder(t *testing.T) {
 	b := join(t, testConfig(t), ref(srv), "room-dup", "bob")
 	raw := dialRaw(t, srv.Addr(), "room-dup", "mallory")
 	for _, n := range []uint64{1, 1, 3, 2, 2, 3, 4, 1} {
-		raw.send(t, &proto.Chat{Num: n, At: time.Now().UnixNano(), Text: fmt.Sprint(n)})
+		raw.Send(&proto.Chat{Num: n, At: time.Now().UnixNano(), Text: fmt.Sprint(n)})
 	}
-	waitFor(t, 5*time.Second, "bob gets 4", func() bool { return b.got("mallory") == 4 })
-	waitFor(t, 5*time.Second, "duplicates counted", func() bool { return b.s.Stats().Duplicates == 4 })
+	testkit.WaitFor(t, 5*time.Second, "bob gets 4", func() bool { return b.got("mallory") == 4 })
+	testkit.WaitFor(t, 5*time.Second, "duplicates counted", func() bool { return b.s.Stats().Duplicates == 4 })
 	verify(t, []*member{b}, map[string]uint64{"mallory": 4})
 }
 
@@ -275,18 +277,18 @@ func TestGapIsAskedFor(t *testing.T) {
 	cfg.HoldBack = 50 * time.Millisecond
 	b := join(t, cfg, ref(srv), "room-gap", "bob")
 	raw := dialRaw(t, srv.Addr(), "room-gap", "mallory")
-	raw.send(t, &proto.Chat{Num: 1, Text: "1"})
-	raw.send(t, &proto.Chat{Num: 3, Text: "3"})
-	rs := raw.expect(t, proto.TResend).(*proto.Resend)
+	raw.Send(&proto.Chat{Num: 1, Text: "1"})
+	raw.Send(&proto.Chat{Num: 3, Text: "3"})
+	rs := wiretest.Expect[*proto.Resend](raw, wiretest.AllBut(proto.TResend))
 	if rs.By != "bob" || rs.After != 1 {
 		t.Fatalf("resend %+v, want by bob after 1", rs)
 	}
 	if got := b.got("mallory"); got != 1 {
 		t.Fatalf("bob delivered %d before the gap filled", got)
 	}
-	raw.send(t, &proto.Chat{Num: 2, Text: "2"})
-	raw.send(t, &proto.Chat{Num: 3, Text: "3"})
-	waitFor(t, 5*time.Second, "bob gets 3", func() bool { return b.got("mallory") == 3 })
+	raw.Send(&proto.Chat{Num: 2, Text: "2"})
+	raw.Send(&proto.Chat{Num: 3, Text: "3"})
+	testkit.WaitFor(t, 5*time.Second, "bob gets 3", func() bool { return b.got("mallory") == 3 })
 	verify(t, []*member{b}, map[string]uint64{"mallory": 3})
 }
 
@@ -316,7 +318,7 @@ func TestMoveThroughDelay(t *testing.T) {
 	}
 	wg.Wait()
 	for _, m := range []*member{a, b} {
-		waitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
+		testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
 		mv := m.movesSoFar()
 		t.Logf("%s: first join %v, move %v", m.s.User(), mv[0].Took, mv[len(mv)-1].Took)
 		if took := mv[0].Took; took < 60*time.Millisecond {
@@ -371,7 +373,7 @@ func TestClosedSession(t *testing.T) {
 	if err := m.s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	waitFor(t, 5*time.Second, "server sees the leave", func() bool { return srv.Stats().Rooms == 0 })
+	testkit.WaitFor(t, 5*time.Second, "server sees the leave", func() bool { return srv.Stats().Rooms == 0 })
 }
 
 // TestSendFromEventReader echoes every message back from the goroutine
@@ -405,7 +407,7 @@ func TestSendFromEventReader(t *testing.T) {
 	for i := range n {
 		a.send(t, fmt.Sprint(i))
 	}
-	waitFor(t, 10*time.Second, "all echoes", func() bool { return a.got("bob") == n })
+	testkit.WaitFor(t, 10*time.Second, "all echoes", func() bool { return a.got("bob") == n })
 	bob.Close()
 	if got := <-echoed; got != n {
 		t.Errorf("bob echoed %d, want %d", got, n)
@@ -423,10 +425,10 @@ func TestIdleWhenBroken(t *testing.T) {
 	cfg.IdleTimeout = 300 * time.Millisecond
 	b := join(t, cfg, p.ref("serv1"), "room-idle", "bob")
 	raw := dialRaw(t, s1.Addr(), "room-idle", "mallory")
-	raw.send(t, &proto.Chat{Num: 2, Text: "2"}) // a gap: 1 is missing
-	waitFor(t, 2*time.Second, "gap held", func() bool { return b.s.Stats().Held == 1 })
+	raw.Send(&proto.Chat{Num: 2, Text: "2"}) // a gap: 1 is missing
+	testkit.WaitFor(t, 2*time.Second, "gap held", func() bool { return b.s.Stats().Held == 1 })
 	p.kill()
-	waitFor(t, 2*time.Second, "break seen", func() bool { return b.brokenCount() == 1 })
+	testkit.WaitFor(t, 2*time.Second, "break seen", func() bool { return b.brokenCount() == 1 })
 	if _, err := b.s.Send("queued"); err != nil {
 		t.Fatal(err)
 	}
@@ -456,9 +458,9 @@ func TestHeldOverflowIsTold(t *testing.T) {
 	b := join(t, cfg, ref(srv), "room-held", "bob")
 	raw := dialRaw(t, srv.Addr(), "room-held", "mallory")
 	for n := uint64(2); n <= 10; n++ {
-		raw.send(t, &proto.Chat{Num: n, Text: fmt.Sprint(n)})
+		raw.Send(&proto.Chat{Num: n, Text: fmt.Sprint(n)})
 	}
-	waitFor(t, 5*time.Second, "bob gets 2-10", func() bool { return b.got("mallory") == 9 })
+	testkit.WaitFor(t, 5*time.Second, "bob gets 2-10", func() bool { return b.got("mallory") == 9 })
 	miss := b.missed()
 	if len(miss) != 1 || miss[0].From != "mallory" || miss[0].First != 1 || miss[0].Last != 1 || miss[0].Reason != reasonHeld {
 		t.Fatalf("missed %+v, want exactly mallory 1-1 (%s)", miss, reasonHeld)
@@ -477,12 +479,12 @@ func TestMissedKeepsHeld(t *testing.T) {
 	b := join(t, testConfig(t), ref(srv), "room-keep", "bob")
 	raw := dialRaw(t, srv.Addr(), "room-keep", "mallory")
 	for _, n := range []uint64{1, 3, 5, 6} {
-		raw.send(t, &proto.Chat{Num: n, Text: fmt.Sprint(n)})
+		raw.Send(&proto.Chat{Num: n, Text: fmt.Sprint(n)})
 	}
-	waitFor(t, 5*time.Second, "3 held", func() bool { return b.s.Stats().Held == 3 })
-	raw.send(t, &proto.Missed{To: "bob", First: 2, Last: 6})
-	waitFor(t, 5*time.Second, "bob gets 1 3 5 6", func() bool { return b.got("mallory") == 4 })
-	waitFor(t, 5*time.Second, "two ranges told", func() bool { return len(b.missed()) == 2 })
+	testkit.WaitFor(t, 5*time.Second, "3 held", func() bool { return b.s.Stats().Held == 3 })
+	raw.Send(&proto.Missed{To: "bob", First: 2, Last: 6})
+	testkit.WaitFor(t, 5*time.Second, "bob gets 1 3 5 6", func() bool { return b.got("mallory") == 4 })
+	testkit.WaitFor(t, 5*time.Second, "two ranges told", func() bool { return len(b.missed()) == 2 })
 	miss := b.missed()
 	if miss[0].First != 2 || miss[0].Last != 2 || miss[1].First != 4 || miss[1].Last != 4 {
 		t.Errorf("missed %+v, want 2-2 and 4-4", miss)
@@ -508,13 +510,13 @@ func TestSenderRestart(t *testing.T) {
 	}
 	// The process dies once its messages are out (what it never got out,
 	// nobody knew of); a new one starts below.
-	waitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
+	testkit.WaitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
 	a.s.Close()
 	a2 := join(t, cfg, ref(srv), "room-restart", "alice")
 	if err := stream(a2, n, 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "bob gets both incarnations", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "bob gets both incarnations", func() bool {
 		return b.got("alice") == n/2 && b.got("alice/2") == n
 	})
 	verify(t, []*member{b}, map[string]uint64{"alice": n / 2, "alice/2": n})
@@ -539,13 +541,13 @@ func TestResendStorm(t *testing.T) {
 	if err := stream(a, n, 0, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "bob gets all", func() bool { return b.got("alice") == n })
+	testkit.WaitFor(t, 10*time.Second, "bob gets all", func() bool { return b.got("alice") == n })
 	for range asks {
-		raw.send(t, &proto.Resend{Of: "alice", After: 0})
+		raw.Send(&proto.Resend{Of: "alice", After: 0})
 	}
 	// Every ask is accounted for: dropped by the server's rate limit,
 	// suppressed by alice as a repeat, or answered.
-	waitFor(t, 10*time.Second, "every ask handled", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "every ask handled", func() bool {
 		st := a.s.Stats()
 		return int(srv.Stats().ResendsDropped)+st.Suppressed+st.Resent/n == asks
 	})
@@ -556,7 +558,7 @@ func TestResendStorm(t *testing.T) {
 	}
 	delivers := 0
 	for delivers < n {
-		m, err := raw.next()
+		m, err := raw.Next(wiretest.Timeout)
 		if err != nil {
 			t.Fatalf("mallory got %d resent messages: %v", delivers, err)
 		}
@@ -570,7 +572,7 @@ func TestResendStorm(t *testing.T) {
 	// A marker after the storm: once bob has it, any broadcast resend
 	// would have reached him before it.
 	a.send(t, "after")
-	waitFor(t, 5*time.Second, "bob gets the marker", func() bool { return b.got("alice") == n+1 })
+	testkit.WaitFor(t, 5*time.Second, "bob gets the marker", func() bool { return b.got("alice") == n+1 })
 	if d := b.s.Stats().Duplicates; d != 0 {
 		t.Errorf("bob dropped %d duplicates: resends were broadcast", d)
 	}
@@ -584,17 +586,17 @@ func TestResendStorm(t *testing.T) {
 func TestLateJoinerOnNewServer(t *testing.T) {
 	s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
 	cfg := DefaultConfig()
-	cfg.Logger = testLogger(t, slog.LevelInfo)
+	cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
 	cfg.DrainTimeout = time.Minute
 	a := join(t, cfg, ref(s1), "room-late", "alice")
 	b := join(t, cfg, ref(s1), "room-late", "bob")
 	join(t, cfg, ref(s1), "room-late", "carol")
 	a.move(t, ref(s2), 2)
 	a.send(t, "on serv2")
-	waitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
+	testkit.WaitFor(t, 5*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
 	start := time.Now()
 	b.move(t, ref(s2), 2)
-	waitFor(t, 20*time.Second, "bob gets alice's serv2 message", func() bool { return b.got("alice") == 1 })
+	testkit.WaitFor(t, 20*time.Second, "bob gets alice's serv2 message", func() bool { return b.got("alice") == 1 })
 	t.Logf("bob got alice's serv2 message %v after joining serv2", time.Since(start))
 	verify(t, []*member{b}, map[string]uint64{"alice": 1})
 }

@@ -438,6 +438,39 @@ def shown(path):
     return path if rel.startswith('..') else rel
 
 
+class TmuxChat:
+    """bin/chat in a tmux server of its own (tmux -L HOST) started inside
+    HOST's network namespace, so the client dials from that host. The
+    socket lives in the shared file system: 'tmux -L HOST attach' from any
+    shell on this machine shows the screen."""
+
+    def __init__(self, host, procs, user, width=100, height=30):
+        self.host, self.label, self.user = host, host.name, user
+        self.log = procs.log_path('tui-' + user)
+        cmd = ' '.join(procs.client_cmd(user)) + ' -log ' + self.log
+        self.tmux('kill-server')
+        out = self.tmux('new-session', '-d', '-s', 'chat', '-x', str(width),
+                        '-y', str(height), cmd)
+        if 'error' in out.lower() or 'no server' in out.lower():
+            raise RuntimeError('tmux in %s: %s' % (self.label, out))
+
+    def tmux(self, *args):
+        quoted = ' '.join("'%s'" % a.replace("'", "'\\''") for a in args)
+        return self.host.cmd('env -u TMUX tmux -L %s %s 2>&1' % (self.label, quoted))
+
+    def screen(self):
+        return self.tmux('capture-pane', '-p', '-t', 'chat')
+
+    def keys(self, *keys):
+        self.tmux('send-keys', '-t', 'chat', *keys)
+
+    def type(self, text):
+        self.tmux('send-keys', '-t', 'chat', '-l', text)
+
+    def close(self):
+        self.tmux('kill-server')
+
+
 class ChatCLI(CLI):
     """The Mininet CLI with two shortcuts for the demo's chat servers."""
 
@@ -459,6 +492,22 @@ class ChatCLI(CLI):
             print('%s up (log %s)' % (host, self.procs.log_path(host)))
         except RuntimeError as err:
             print(err)
+
+    def do_chat(self, line):
+        """chat HOST USER: open USER's terminal client on HOST (c1 or c2) in
+        a tmux server of its own inside HOST's namespace; attach to it from
+        another shell with 'tmux -L HOST attach'."""
+        args = line.split()
+        if len(args) != 2 or args[0] not in CLIENTS:
+            print('usage: chat %s USER' % '|'.join(CLIENTS))
+            return
+        try:
+            TmuxChat(self.mn.get(args[0]), self.procs, args[1])
+        except RuntimeError as err:
+            print(err)
+            return
+        print('%s runs on %s: in another shell, tmux -L %s attach' % (
+            args[1], args[0], args[0]))
 
     def do_serverkill(self, line):
         """serverkill HOST [TERM]: kill HOST's chat server with SIGKILL, or
@@ -490,8 +539,12 @@ def print_walkthrough(net, procs, link, switch):
 *** The cluster secret is in $NEARCHAT_SECRET in every host. Logs: {logs}
 *** Central's live dashboard: {dash} (open it in a browser on this machine)
 
-Chat from c1 and c2, each in its own terminal (the client wants a real one):
-  mininet> xterm c1 c2          (needs xterm and an X display), then in each xterm:
+Chat from c1 and c2, each in its own terminal (the client wants a real one).
+Without X, each in a tmux server inside the host's namespace:
+  mininet> chat c1 alice        then, in another shell:  sudo tmux -L c1 attach
+  mininet> chat c2 bob          then, in another shell:  sudo tmux -L c2 attach
+With X:
+  mininet> xterm c1 c2          then in each xterm:
       {b}/chat -name alice {client}      (bob in the other)
 or, like the paper's "ssh 10.0.0.1", from two more terminals on this machine:
   sudo mnexec -a {c1pid} {abs}/chat -name alice {client}

@@ -6,7 +6,8 @@
 # missing, checks that bin/ holds the programs (make build), runs the
 # scenario with the system Python (the one with the mininet module; a
 # pyenv/venv python3 earlier on PATH usually lacks it) and ends with one
-# line: "mininet: 1 passed, 0 failed" or "mininet: 0 passed, 1 failed".
+# line: "mininet: 2 passed, 0 failed" (the bots' scenario and the terminal
+# client's, mininet/tui_scenario.py), or how many failed.
 #
 # Extra arguments go to scenario.py (e.g. --delay-mode relay, --keep-logs).
 # Environment: BIN (default: <repo>/bin), MININET_PYTHON (default
@@ -51,6 +52,7 @@ command -v brctl >/dev/null 2>&1 || missing+=(bridge-utils)
 command -v ethtool >/dev/null 2>&1 || missing+=(ethtool)
 command -v ifconfig >/dev/null 2>&1 || missing+=(net-tools)
 { command -v ip && command -v tc && command -v ss; } >/dev/null 2>&1 || missing+=(iproute2)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 
 if [ ${#missing[@]} -gt 0 ]; then
 	if ! command -v apt-get >/dev/null 2>&1; then
@@ -69,12 +71,19 @@ for prog in central chatserver chat linkdelay; do
 done
 
 cd "$repo" || fail "cannot cd to $repo"
-timeout --foreground -k 60 "$outer" "$python" -I mininet/scenario.py --bin "$bin" "$@"
-status=$?
-if [ $status -eq 0 ]; then
-	echo "mininet: 1 passed, 0 failed"
-	exit 0
-fi
-[ $status -eq 124 ] && echo "mininet-test: the scenario did not finish within ${outer} s" >&2
-echo "mininet: 0 passed, 1 failed"
-exit 1
+passed=0
+failed=0
+# The bots' scenario, then the terminal client's (tmux in c1 and c2).
+for scenario in "mininet/scenario.py --bin $bin $*" "mininet/tui_scenario.py --bin $bin"; do
+	# shellcheck disable=SC2086 # the words of $scenario are its arguments
+	timeout --foreground -k 60 "$outer" "$python" -I $scenario
+	status=$?
+	if [ $status -eq 0 ]; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		[ $status -eq 124 ] && echo "mininet-test: ${scenario%% *} did not finish within ${outer} s" >&2
+	fi
+done
+echo "mininet: $passed passed, $failed failed"
+[ $failed -eq 0 ]

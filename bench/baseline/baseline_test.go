@@ -3,20 +3,17 @@ package baseline
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
+	"nearchat/pkg/wiretest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 
 func startServer(t *testing.T) *Server {
 	t.Helper()
@@ -41,28 +38,18 @@ func startServer(t *testing.T) *Server {
 	return s
 }
 
+// client is a raw protocol peer of the baseline server.
 type client struct {
-	t   *testing.T
-	c   net.Conn
-	buf []byte
+	*wiretest.Peer
+	t *testing.T
 }
 
 func dial(t *testing.T, s *Server) *client {
 	t.Helper()
-	c, err := net.Dial("tcp", s.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &client{t: t, c: c}
+	return &client{Peer: wiretest.Dial(t, s.Addr()), t: t}
 }
 
-func (c *client) sendRaw(b []byte) {
-	c.t.Helper()
-	if _, err := c.c.Write(b); err != nil {
-		c.t.Fatal(err)
-	}
-}
+func (c *client) sendRaw(b []byte) { c.t.Helper(); c.Raw(b) }
 
 func (c *client) send(ms ...wire.Message) {
 	c.t.Helper()
@@ -76,52 +63,18 @@ func (c *client) send(ms ...wire.Message) {
 	c.sendRaw(b)
 }
 
-// next returns the next message, or nil and the error once the
-// connection ends.
-func (c *client) next() (wire.Message, error) {
-	c.t.Helper()
-	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		t, body, n, err := wire.ParseFrame(c.buf, 0)
-		if err == nil {
-			m, err := proto.Decode(t, body)
-			c.buf = c.buf[n:]
-			return m, err
-		}
-		if !errors.Is(err, wire.ErrIncomplete) {
-			return nil, err
-		}
-		tmp := make([]byte, 4096)
-		k, err := c.c.Read(tmp)
-		c.buf = append(c.buf, tmp[:k]...)
-		if err != nil && k == 0 {
-			return nil, err
-		}
-	}
-}
-
 func expect[T wire.Message](c *client) T {
 	c.t.Helper()
-	m, err := c.next()
-	if err != nil {
-		c.t.Fatalf("want %T, got error %v", *new(T), err)
-	}
-	v, ok := m.(T)
-	if !ok {
-		c.t.Fatalf("want %T, got %#v", *new(T), m)
-	}
-	return v
+	return wiretest.Expect[T](c.Peer, nil)
 }
 
+// expectClosed wants the connection closed with no frame before the end.
 func (c *client) expectClosed() {
 	c.t.Helper()
-	if m, err := c.next(); err == nil {
+	if m, err := c.Next(wiretest.Timeout); err == nil {
 		c.t.Fatalf("want the connection closed, got %#v", m)
-	} else if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			c.t.Fatalf("connection still open: %v", err)
-		}
+	} else if !wiretest.Closed(err) {
+		c.t.Fatalf("connection still open: %v", err)
 	}
 }
 
@@ -249,7 +202,7 @@ func TestBadInput(t *testing.T) {
 			c.sendRaw(b)
 			var e *proto.Error
 			for e == nil {
-				m, err := c.next()
+				m, err := c.Next(wiretest.Timeout)
 				if err != nil {
 					t.Fatalf("no error frame before %v", err)
 				}

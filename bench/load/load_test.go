@@ -3,58 +3,20 @@ package load
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"nearchat/pkg/testkit"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// gnet's shared worker pool outlives individual engines.
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).ticktock"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
-	)
-}
+func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// chatserverBin builds bin/chatserver once per test run into a temporary
-// directory, so the tests kill real processes whatever make built.
+// chatserverBin returns the directory holding a chatserver built for this
+// test run, so the tests kill real processes whatever make built.
 func chatserverBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "chatload-test-")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "chatserver"), "nearchat/cmd/chatserver").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build chatserver: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+	return filepath.Dir(testkit.BuildOnce(t, "nearchat/cmd/chatserver"))
 }
 
 func TestParseChaos(t *testing.T) {
@@ -204,7 +166,7 @@ func TestSoakShort(t *testing.T) {
 	cfg.Servers = 3
 	cfg.ProbeEvery = time.Second
 	cfg.Chaos = []Action{{Kind: ChaosKill, At: 2 * time.Second}, {Kind: ChaosCentral, At: 5 * time.Second}}
-	cfg.Progress = tWriter{t}
+	cfg.Progress = testkit.Writer(t)
 	cfg.LogDir = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

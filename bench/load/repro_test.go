@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"nearchat/pkg/testkit"
 )
 
 // The tests in this file reproduce defects found by the soak in packages
@@ -32,7 +34,7 @@ func testGen(t *testing.T, servers int, edit func(*Config)) *gen {
 	if edit != nil {
 		edit(&cfg)
 	}
-	log := slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelError}))
+	log := testkit.LoggerAt(t, slog.LevelError)
 	g := &gen{cfg: cfg, log: log, clientLog: log, run: "r", errs: map[string]int{}, moves: map[string]int{},
 		movesSeen: map[string]bool{}, chaosLog: map[string][]chaosMark{}, chaosDone: map[string]int{}, hitRooms: map[*room]bool{}}
 	cl, err := newCluster(cfg, log, t.TempDir())

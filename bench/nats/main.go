@@ -39,7 +39,6 @@ import (
 	"syscall"
 	"time"
 
-	"nearchat/bench"
 	"nearchat/pkg/tlsconfig"
 )
 
@@ -124,9 +123,6 @@ func run() int {
 		return usage(err)
 	}
 	o.servers = strings.Split(*servers, ",")
-	if _, err := bench.RaiseFileLimit(1 << 20); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
 	dir, err := os.MkdirTemp("", "nearchat-compare-")
 	if err != nil {
 		return usage(err)

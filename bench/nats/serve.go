@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"nearchat/bench"
 	"nearchat/bench/baseline"
 	"nearchat/chatserver"
 	"nearchat/pkg/tlsconfig"
@@ -108,9 +107,6 @@ func startKind(kind string, tlsOn bool, certs tlsconfig.Files) (stopper, string,
 // address, answers each "gc" line on stdin with a GC and "ok", and stops
 // at EOF. With profile set it writes a CPU profile of its whole life.
 func serveChild(kind string, tlsOn bool, certDir, profile string) int {
-	if _, err := bench.RaiseFileLimit(1 << 20); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
 	if profile != "" {
 		f, err := os.Create(profile)
 		if err != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"nearchat/pkg/testkit"
+
 	"github.com/chromedp/chromedp"
 )
 
@@ -83,7 +85,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if first != "serv1" {
 		t.Fatalf("room started on %s, want serv1", first)
 	}
-	send(t, sa, sb, 5)
+	send(t, sa, bob, 5)
 
 	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
@@ -125,8 +127,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := c.api.Drain(context.Background(), "serv1", secret); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
-	send(t, sb, sa, 5)
+	testkit.WaitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
+	send(t, sb, alice, 5)
 	do("see the move",
 		chromedp.WaitVisible(chromedp.CSS(`#rooms tbody tr[data-server="serv3"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#moves tbody tr[data-to="serv3"]`)),

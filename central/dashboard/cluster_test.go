@@ -21,6 +21,7 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/delaynet"
 	"nearchat/pkg/metricshttp"
+	"nearchat/pkg/testkit"
 )
 
 // cluster is a real Central, chat servers and clients on loopback, with
@@ -44,16 +45,7 @@ const secret = "dashboard-test"
 // rtts are the emulated round trips from every client to each server.
 var rtts = map[string]time.Duration{"serv1": 40 * time.Millisecond, "serv3": 60 * time.Millisecond, "serv4": 80 * time.Millisecond}
 
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimSpace(p)))
-	return len(p), nil
-}
-
-func logger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
+func logger(t *testing.T) *slog.Logger { return testkit.LoggerAt(t, slog.LevelWarn) }
 
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
@@ -112,7 +104,7 @@ func (c *cluster) startServer(id string) {
 	t.Cleanup(func() { m.Close() })
 	c.servers[id], c.prom[id] = s, m.Addr()
 	c.delays.Set(s.Addr(), rtts[id]/2)
-	waitFor(t, 10*time.Second, id+" registered", func() bool {
+	testkit.WaitFor(t, 10*time.Second, id+" registered", func() bool {
 		list, err := c.api.Servers(context.Background())
 		if err != nil {
 			return false
@@ -175,13 +167,22 @@ func next[T client.Event](t *testing.T, u *client.Client, timeout time.Duration)
 func (c *cluster) chat(a, b *client.Client) (*client.Session, *client.Session, string) {
 	t := c.t
 	t.Helper()
-	// Both must have measured every server before the request, so the room
-	// starts where the emulated RTTs say.
-	waitFor(t, 20*time.Second, "latency vectors covering every server", func() bool {
+	// Both must have measured every server, in the order of the emulated
+	// RTTs (a round on a loaded machine can come out late), before the
+	// request, so the room starts where the emulation says.
+	testkit.WaitFor(t, 30*time.Second, "latency vectors that rank the servers as emulated", func() bool {
 		snap := c.cen.Snapshot()
 		n := 0
 		for _, cv := range snap.Clients {
-			if len(cv.RTT) == len(c.servers) {
+			ok := len(cv.RTT) == len(c.servers)
+			for a := range cv.RTT {
+				for b := range cv.RTT {
+					if rtts[a] < rtts[b] && cv.RTT[a] >= cv.RTT[b] {
+						ok = false
+					}
+				}
+			}
+			if ok {
 				n++
 			}
 		}
@@ -209,7 +210,9 @@ func (c *cluster) roomServer() string {
 }
 
 // send has s send n messages and waits until other has them all.
-func send(t *testing.T, s, other *client.Session, n int) {
+// send has s send n messages and waits until the user to, whose Client
+// stream carries every room's events, has them all.
+func send(t *testing.T, s *client.Session, to *client.Client, n int) {
 	t.Helper()
 	for i := range n {
 		if _, err := s.Send(fmt.Sprintf("hello %d", i)); err != nil {
@@ -220,24 +223,13 @@ func send(t *testing.T, s, other *client.Session, n int) {
 	deadline := time.After(10 * time.Second)
 	for got < n {
 		select {
-		case ev := <-other.Events():
+		case ev := <-to.Events():
 			if _, ok := ev.(client.Message); ok {
 				got++
 			}
 		case <-deadline:
-			t.Fatalf("%s got %d of %d messages", other.User(), got, n)
+			t.Fatalf("%s got %d of %d messages", to.User(), got, n)
 		}
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

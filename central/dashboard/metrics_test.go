@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"nearchat/pkg/testkit"
 )
 
 // TestMetricsFollowAMove starts a real cluster, chats, drains the room's
@@ -19,7 +21,7 @@ func TestMetricsFollowAMove(t *testing.T) {
 	if first != "serv1" {
 		t.Fatalf("room started on %s, want serv1 (40 ms against 60 ms)", first)
 	}
-	send(t, sa, sb, 20)
+	send(t, sa, bob, 20)
 
 	before := scrape(t, c.prom["serv1"])
 	cenBefore := scrape(t, c.cenProm)
@@ -67,11 +69,11 @@ func TestMetricsFollowAMove(t *testing.T) {
 	if err := c.api.Drain(context.Background(), "serv1", secret); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
-	waitFor(t, 10*time.Second, "both members on serv3", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the room on serv3", func() bool { return c.roomServer() == "serv3" })
+	testkit.WaitFor(t, 10*time.Second, "both members on serv3", func() bool {
 		return value(scrape(t, c.prom["serv3"]), "nearchat_chatserver_members") == 2
 	})
-	send(t, sb, sa, 10)
+	send(t, sb, alice, 10)
 
 	after3 := scrape(t, c.prom["serv3"])
 	cen := scrape(t, c.cenProm)
@@ -105,7 +107,7 @@ func TestMetricsFollowAMove(t *testing.T) {
 	if busy := value(after3, "nearchat_chatserver_loop_busy_seconds_total"); busy <= 0 {
 		t.Errorf("serv3 loop busy time = %v, want > 0", busy)
 	}
-	waitFor(t, 10*time.Second, "serv1 empty", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "serv1 empty", func() bool {
 		m := scrape(t, c.prom["serv1"])
 		return value(m, "nearchat_chatserver_rooms") == 0 && value(m, "nearchat_chatserver_history_messages") == 0
 	})

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"nearchat/pkg/testkit"
 )
 
 type botRun struct {
@@ -32,7 +34,7 @@ func (r *botRun) last(kind string) map[string]any {
 // server: one requests, one accepts, both send a fixed count, and both must
 // report every message delivered once and in order, and exit 0.
 func TestBots(t *testing.T) {
-	bin := buildChat(t)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
 	c := startCluster(t)
 	c.startServer("serv1", 0)
 	const count = 30
@@ -141,7 +143,7 @@ func runBotProc(t *testing.T, bin string, c *cluster, args ...string) (*botRun, 
 // TestBotGivesUpOnHopelessRequests: a request that can never succeed ends
 // the bot with a reason, instead of a retry every second until a signal.
 func TestBotGivesUpOnHopelessRequests(t *testing.T) {
-	bin := buildChat(t)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
 	c := startCluster(t)
 	c.startServer("serv1", 0)
 	c.peer("bob")
@@ -173,7 +175,7 @@ func TestBotGivesUpOnHopelessRequests(t *testing.T) {
 // TestBotBacksOffAfterDecline: a person who declines is not asked again
 // every second.
 func TestBotBacksOffAfterDecline(t *testing.T) {
-	bin := buildChat(t)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
 	c := startCluster(t)
 	c.startServer("serv1", 0)
 	dave := c.peer("dave")

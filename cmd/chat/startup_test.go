@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"nearchat/central"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/tlsconfig"
 )
 
@@ -55,7 +56,7 @@ func closedPort(t *testing.T) string {
 // starting it, and checks that each is caught before any screen is drawn,
 // with a message that says what to do, and never hangs.
 func TestStartupErrors(t *testing.T) {
-	bin := buildChat(t)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
 	plain := startCluster(t)
 	tlsCen, ca := startTLSCentral(t)
 	dead := closedPort(t)

@@ -254,6 +254,15 @@ func (t *tui) exec(ctx context.Context, m *model, cmds []cmd) (full bool) {
 					t.post(failedMsg{cmd: c, err: err})
 				}
 			}
+		case cmdOnline:
+			cl := t.c
+			t.jobs <- func() {
+				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				if l, err := cl.API().OnlineClients(ctx); err == nil {
+					t.post(onlineMsg{names: l.Clients, more: l.More})
+				}
+			}
 		case cmdQuit:
 		}
 	}

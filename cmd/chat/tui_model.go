@@ -64,6 +64,11 @@ type (
 		room string
 		num  uint64
 	}
+	// onlineMsg lists the users online now, for picking a peer.
+	onlineMsg struct {
+		names []string
+		more  bool
+	}
 	// tickMsg comes a few times a second: time-based changes to the screen.
 	tickMsg struct{ now time.Time }
 	// failedMsg reports a command that failed.
@@ -92,6 +97,7 @@ type (
 	}
 	cmdLeave  struct{ room string }
 	cmdRedraw struct{}
+	cmdOnline struct{} // fetch the users online now
 	cmdQuit   struct{}
 )
 
@@ -101,6 +107,7 @@ func (cmdAnswer) isCmd()   {}
 func (cmdSend) isCmd()     {}
 func (cmdLeave) isCmd()    {}
 func (cmdRedraw) isCmd()   {}
+func (cmdOnline) isCmd()   {}
 func (cmdQuit) isCmd()     {}
 
 // outgoing is the chat request this user made, with its status stream.
@@ -254,9 +261,12 @@ type model struct {
 	probes    map[string]time.Duration
 	stoppedBy string
 
-	peers    lineEdit
-	beginErr string
-	out      *outgoing
+	peers      lineEdit
+	beginErr   string
+	online     []string // users online now, this one excepted
+	completing string   // the prefix Tab completes from
+	more       bool     // more are online than listed
+	out        *outgoing
 
 	incoming []proto.Incoming
 	sel      int
@@ -318,6 +328,9 @@ func (m *model) update(msg any) []cmd {
 				r.sys("%s left the chat", u)
 			}
 		}
+	case onlineMsg:
+		m.online = slices.DeleteFunc(msg.names, func(u string) bool { return u == m.user })
+		m.more = msg.more
 	case sentMsg:
 		if r := m.chat; r != nil && r.id == msg.room {
 			for i := range r.lines {
@@ -443,6 +456,7 @@ func (m *model) keyMenu(k key) []cmd {
 		switch m.menu {
 		case menuBegin:
 			m.scr, m.beginErr = scrBegin, ""
+			return []cmd{cmdOnline{}}
 		case menuRequests:
 			m.scr = scrRequests
 			m.sel = min(m.sel, max(len(m.incoming)-1, 0))
@@ -460,11 +474,47 @@ func (m *model) keyBegin(k key) []cmd {
 		return nil
 	case keyEnter:
 		return m.submitRequest()
+	case keyTab:
+		m.complete()
+		return nil
 	}
 	if m.peers.edit(k) {
 		m.beginErr = ""
 	}
 	return nil
+}
+
+// complete replaces the name being typed (after the last comma) with the
+// next online user it is a prefix of, cycling on each Tab.
+func (m *model) complete() {
+	text := m.peers.String()
+	head, word := "", text
+	if i := strings.LastIndex(text, ","); i >= 0 {
+		head, word = text[:i+1]+" ", strings.TrimSpace(text[i+1:])
+	}
+	var match []string
+	for _, u := range m.online {
+		if strings.HasPrefix(u, m.completing) {
+			match = append(match, u)
+		}
+	}
+	if len(match) == 0 || !slices.Contains(match, word) {
+		m.completing = word
+		match = match[:0]
+		for _, u := range m.online {
+			if strings.HasPrefix(u, word) {
+				match = append(match, u)
+			}
+		}
+		if len(match) == 0 {
+			m.beginErr = "nobody online starts with " + strconv.Quote(word)
+			return
+		}
+		m.peers.set(head + match[0])
+		return
+	}
+	i := slices.Index(match, word)
+	m.peers.set(head + match[(i+1)%len(match)])
 }
 
 // parsePeers reads "bob, carol" into names, checking each.

@@ -237,6 +237,25 @@ func TestModel(t *testing.T) {
 			},
 		},
 		{
+			name: "online users listed; Tab completes and cycles",
+			msgs: seq(inMenu(), codeKey(keyEnter), onlineMsg{names: []string{"alice", "bob", "bert", "carol"}}, keysOf("carol, b"), codeKey(keyTab)),
+			check: func(t *testing.T, m *model) {
+				if !reflect.DeepEqual(m.online, []string{"bob", "bert", "carol"}) {
+					t.Errorf("online %q (alice is this user)", m.online)
+				}
+				if got := m.peers.String(); got != "carol, bob" {
+					t.Errorf("after Tab: %q", got)
+				}
+				m.update(codeKey(keyTab))
+				if got := m.peers.String(); got != "carol, bert" {
+					t.Errorf("after Tab Tab: %q", got)
+				}
+				if s := text(m.view()); !strings.Contains(s, "Online now: bob, bert, carol") {
+					t.Errorf("screen lacks the online list:\n%s", s)
+				}
+			},
+		},
+		{
 			name: "status stream is followed",
 			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
 				status("q1", proto.AckConn, "", ""), status("q1", proto.ReqSent, "", ""),

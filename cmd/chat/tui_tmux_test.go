@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -19,50 +18,20 @@ import (
 	"nearchat/client"
 	"nearchat/pkg/delaynet"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 )
 
 // The tests in this file run the real bin/chat in a tmux pane, type into it
 // with send-keys and read the screen with capture-pane, against a Central,
 // chat servers and peer users run in the test process.
 
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimSpace(p)))
-	return len(p), nil
-}
-
-func testLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func testLog(t *testing.T) *slog.Logger { return testkit.LoggerAt(t, slog.LevelWarn) }
 
 func needTmux(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Skip("tmux is not installed: skipping the terminal integration test (apt-get install tmux)")
 	}
-}
-
-// buildChat builds bin/chat into the test's temporary directory.
-func buildChat(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "chat")
-	out, err := exec.Command("go", "build", "-o", bin, "nearchat/cmd/chat").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build nearchat/cmd/chat: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // cluster is a Central and its chat servers, in this process.
@@ -212,7 +181,7 @@ func (p *peer) hasStatus(code proto.StatusCode) bool {
 func (p *peer) waitIncoming(from string) client.Incoming {
 	p.t.Helper()
 	var in client.Incoming
-	waitFor(p.t, 10*time.Second, p.name+" to get a request from "+from, func() bool {
+	testkit.WaitFor(p.t, 10*time.Second, p.name+" to get a request from "+from, func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		for _, i := range p.incoming {
@@ -306,7 +275,7 @@ func (p *pane) screen() string {
 func (p *pane) waitScreen(want ...string) string {
 	p.t.Helper()
 	var s string
-	waitFor(p.t, 15*time.Second, fmt.Sprintf("the screen to show %q", want), func() bool {
+	testkit.WaitFor(p.t, 15*time.Second, fmt.Sprintf("the screen to show %q", want), func() bool {
 		s = p.screen()
 		for _, w := range want {
 			if !strings.Contains(s, w) {
@@ -332,7 +301,7 @@ func chatCommand(t *testing.T, bin string, args ...string) (string, string) {
 
 func TestTerminalChat(t *testing.T) {
 	needTmux(t)
-	bin := buildChat(t)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
 	cl := startCluster(t)
 	cl.startServer("serv2", 100*time.Millisecond)
 	bob := cl.peer("bob")
@@ -346,8 +315,9 @@ func TestTerminalChat(t *testing.T) {
 	p.waitScreen("> Begin a chat", "View chat requests (0)", "Quit", "alice · online")
 
 	p.keys("Enter")
-	p.waitScreen("Chat with")
-	p.typeText("bob")
+	p.waitScreen("Chat with", "Online now: bob")
+	p.typeText("b")
+	p.keys("Tab") // completes to bob, the one online user starting with b
 	p.keys("Enter")
 	// The status stream, live, before bob answers.
 	s := p.waitScreen("Request to bob:", "Central has the request", "waiting for an answer")
@@ -368,16 +338,16 @@ func TestTerminalChat(t *testing.T) {
 
 	p.typeText("hello from tmux")
 	p.keys("Enter")
-	waitFor(t, 10*time.Second, "bob to receive alice's message", func() bool { return bob.received("alice", "hello from tmux") })
+	testkit.WaitFor(t, 10*time.Second, "bob to receive alice's message", func() bool { return bob.received("alice", "hello from tmux") })
 	// Timestamped; pending until the server acknowledged it, then not.
 	stamped := regexp.MustCompile(`\d\d:\d\d alice: hello from tmux`)
-	waitFor(t, 10*time.Second, "the timestamped line", func() bool { return stamped.MatchString(p.screen()) })
-	waitFor(t, 10*time.Second, "the pending mark to clear", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the timestamped line", func() bool { return stamped.MatchString(p.screen()) })
+	testkit.WaitFor(t, 10*time.Second, "the pending mark to clear", func() bool {
 		s := p.screen()
 		return strings.Contains(s, "alice: hello from tmux") && !strings.Contains(s, "[sending]")
 	})
 
-	waitFor(t, 10*time.Second, "bob's session", func() bool { return bob.session() != nil })
+	testkit.WaitFor(t, 10*time.Second, "bob's session", func() bool { return bob.session() != nil })
 	bob.send("hi alice")
 	p.waitScreen("bob: hi alice")
 
@@ -385,12 +355,12 @@ func TestTerminalChat(t *testing.T) {
 	start := time.Now()
 	cl.startServer("serv1", 40*time.Millisecond)
 	moved := regexp.MustCompile(`the chat moved to serv1, a closer server`)
-	waitFor(t, 20*time.Second, "the move line", func() bool { return moved.MatchString(p.screen()) })
+	testkit.WaitFor(t, 20*time.Second, "the move line", func() bool { return moved.MatchString(p.screen()) })
 	t.Logf("serv1 started -> move line on screen: %v; %s", time.Since(start).Round(time.Millisecond), moved.FindString(p.screen()))
-	p.waitScreen("on serv1")
+	t.Logf("after the move:\n%s", p.waitScreen("on serv1"))
 	p.typeText("after the move")
 	p.keys("Enter")
-	waitFor(t, 10*time.Second, "bob to receive the message sent after the move", func() bool { return bob.received("alice", "after the move") })
+	testkit.WaitFor(t, 10*time.Second, "bob to receive the message sent after the move", func() bool { return bob.received("alice", "after the move") })
 
 	// Cursor editing: "abd" -> Left, Backspace... -> "xacd!".
 	p.typeText("abd")
@@ -401,18 +371,18 @@ func TestTerminalChat(t *testing.T) {
 	p.keys("Left", "Left")
 	p.typeText("c")
 	p.keys("Enter")
-	waitFor(t, 10*time.Second, "bob to receive the edited line", func() bool { return bob.received("alice", "xacd!") })
+	testkit.WaitFor(t, 10*time.Second, "bob to receive the edited line", func() bool { return bob.received("alice", "xacd!") })
 
 	// Input history: Up recalls the last line sent.
 	p.keys("Up")
-	waitFor(t, 5*time.Second, "the recalled line", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the recalled line", func() bool {
 		lines := strings.Split(strings.TrimRight(p.screen(), "\n"), "\n")
 		return strings.HasPrefix(lines[len(lines)-1], "> xacd!")
 	})
 	p.keys("C-u")
 
 	p.tmux("resize-window", "-t", "chat", "-x", "100", "-y", "30")
-	waitFor(t, 10*time.Second, "a redraw at 100x30", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "a redraw at 100x30", func() bool {
 		lines := strings.Split(strings.TrimSuffix(p.screen(), "\n"), "\n")
 		return len(lines) == 30 && strings.HasPrefix(lines[29], ">") &&
 			len(strings.TrimRight(lines[0], " ")) > 80 && strings.Contains(lines[0], "alice · online")
@@ -428,7 +398,7 @@ func TestTerminalChat(t *testing.T) {
 
 func TestTerminalRequests(t *testing.T) {
 	needTmux(t)
-	bin := buildChat(t)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
 	cl := startCluster(t)
 	cl.startServer("serv1", 40*time.Millisecond)
 	carol := cl.peer("carol")
@@ -462,11 +432,11 @@ func TestTerminalRequests(t *testing.T) {
 	p.keys("Down", "Enter")
 	p.waitScreen("chat requests (2)", "> carol", "dave", "Enter/a: accept")
 	p.keys("j", "d")
-	waitFor(t, 10*time.Second, "dave to see REQ_DECLINED", func() bool { return dave.hasStatus(proto.ReqDeclined) })
+	testkit.WaitFor(t, 10*time.Second, "dave to see REQ_DECLINED", func() bool { return dave.hasStatus(proto.ReqDeclined) })
 	p.waitScreen("declined dave's request", "> carol")
 	p.keys("Enter")
 	p.waitScreen("with carol · on serv1", "* chat with carol on serv1")
-	waitFor(t, 10*time.Second, "carol's session", func() bool { return carol.session() != nil })
+	testkit.WaitFor(t, 10*time.Second, "carol's session", func() bool { return carol.session() != nil })
 	carol.send("welcome")
 	p.waitScreen("carol: welcome")
 

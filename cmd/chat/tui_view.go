@@ -223,6 +223,17 @@ func (m *model) viewBegin(f *frame) ([]row, string) {
 			body = append(body, row{text: "  " + l, st: stErr})
 		}
 	}
+	if len(m.online) > 0 {
+		list := "  Online now: " + strings.Join(m.online, ", ")
+		if m.more {
+			list += ", ..."
+		}
+		for _, l := range wrap(list+" (Tab completes a name)", f.w-2) {
+			body = append(body, row{text: l, st: stDim})
+		}
+	} else if m.online != nil {
+		body = append(body, row{text: "  Nobody else is online right now.", st: stDim})
+	}
 	body = append(body, row{})
 	if o := m.out; o != nil {
 		body = append(body, row{text: "  Request to " + strings.Join(o.to, ", ") + ":", st: stTitle})
@@ -246,7 +257,7 @@ func (m *model) viewBegin(f *frame) ([]row, string) {
 			body = append(body, row{text: "    " + s.String(), st: st})
 		}
 	}
-	return body, "Enter: send the request · Esc: back · Ctrl-C: quit"
+	return body, "Enter: send the request · Tab: complete a name · Esc: back"
 }
 
 func (m *model) viewRequests() ([]row, string) {

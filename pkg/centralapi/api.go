@@ -83,6 +83,13 @@ type ClientInfo struct {
 	Rooms  []string `json:"rooms"`
 }
 
+// ClientList is the answer to GET /v1/clients: the names of the users
+// online now, sorted, at most 500 (More says there are others).
+type ClientList struct {
+	Clients []string `json:"clients"`
+	More    bool     `json:"more,omitempty"`
+}
+
 // Sample is one server's RTT as a client measured it.
 type Sample struct {
 	MedianUS int64 `json:"median_us"`

@@ -138,6 +138,13 @@ func (c *Client) LookupClient(ctx context.Context, name string) (ClientInfo, err
 	return out, err
 }
 
+// OnlineClients returns the names of the users online now.
+func (c *Client) OnlineClients(ctx context.Context) (ClientList, error) {
+	var out ClientList
+	err := c.do(ctx, http.MethodGet, "/v1/clients", "", nil, &out)
+	return out, err
+}
+
 // DeregisterClient ends the session of name, which must own token.
 func (c *Client) DeregisterClient(ctx context.Context, name, token string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/clients/"+esc(name), token, nil, nil)

@@ -11,12 +11,12 @@ import (
 
 	"nearchat/central"
 	"nearchat/pkg/centralapi"
+	"nearchat/pkg/testkit"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+	testkit.VerifyNoLeaks(m,
+		// The REST client under test keeps its idle keep-alive connections.
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 	)

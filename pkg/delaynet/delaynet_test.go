@@ -1,7 +1,6 @@
 package delaynet
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -12,14 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
-	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
-	"nearchat/pkg/wire"
+	"nearchat/pkg/testkit"
+	"nearchat/pkg/wiretest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 
 // startServer runs handle on every accepted connection until the test ends.
 func startServer(t *testing.T, handle func(net.Conn)) string {
@@ -64,46 +61,8 @@ func startServer(t *testing.T, handle func(net.Conn)) string {
 
 func echoBytes(c net.Conn) { _, _ = io.Copy(c, c) }
 
-// pingServer answers Hello with Welcome and Ping with Pong, like a chat
-// server's echo.
-func pingServer(c net.Conn) {
-	r := bufio.NewReader(c)
-	var out []byte
-	for {
-		var hdr [4]byte
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return
-		}
-		n, err := wire.FrameLen(hdr[:], 0)
-		if err != nil {
-			return
-		}
-		buf := make([]byte, n)
-		copy(buf, hdr[:])
-		if _, err := io.ReadFull(r, buf[4:]); err != nil {
-			return
-		}
-		typ, body, _, _ := wire.ParseFrame(buf, 0)
-		m, err := proto.Decode(typ, body)
-		if err != nil {
-			return
-		}
-		switch m := m.(type) {
-		case *proto.Hello:
-			out, _ = wire.AppendFrame(out[:0], &proto.Welcome{V: wire.Version, Server: "t"})
-		case *proto.Ping:
-			out, _ = wire.AppendFrame(out[:0], &proto.Pong{ID: m.ID, At: m.At})
-		default:
-			continue
-		}
-		if _, err := c.Write(out); err != nil {
-			return
-		}
-	}
-}
-
 func TestProbeMeasuresInjectedDelay(t *testing.T) {
-	addr := startServer(t, pingServer)
+	addr := wiretest.EchoServer(t, 0, nil).Addr()
 	tests := []struct {
 		name  string
 		delay time.Duration
@@ -137,8 +96,8 @@ func TestProbeMeasuresInjectedDelay(t *testing.T) {
 }
 
 func TestPerDestinationDelay(t *testing.T) {
-	near := startServer(t, pingServer)
-	far := startServer(t, pingServer)
+	near := wiretest.EchoServer(t, 0, nil).Addr()
+	far := wiretest.EchoServer(t, 0, nil).Addr()
 	var table Delays
 	table.Set(near, 5*time.Millisecond)
 	table.Set(far, 25*time.Millisecond)

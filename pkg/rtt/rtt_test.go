@@ -1,114 +1,29 @@
 package rtt
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
+	"nearchat/pkg/wiretest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 
-// echoServer is a minimal chat-server stand-in: Hello -> Welcome, Ping ->
-// Pong after delay. mode alters it to misbehave.
-type echoServer struct {
-	ln    net.Listener
-	delay time.Duration
-	mode  string // "", "silent", "error"
-	wg    sync.WaitGroup
-}
-
-func startEcho(t *testing.T, delay time.Duration, mode string) *echoServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// silent never answers Hello; refuse answers it with a fatal Error.
+var (
+	silent = func(*proto.Hello) wire.Message { return nil }
+	refuse = func(*proto.Hello) wire.Message {
+		return &proto.Error{Code: proto.CodeServerFull, Reason: "full", Fatal: true}
 	}
-	s := &echoServer{ln: ln, delay: delay, mode: mode}
-	var conns sync.Map
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Store(c, true)
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer conns.Delete(c)
-				s.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
-		s.wg.Wait()
-	})
-	return s
-}
-
-func (s *echoServer) Addr() string { return s.ln.Addr().String() }
-
-func (s *echoServer) serve(c net.Conn) {
-	defer c.Close()
-	r := bufio.NewReader(c)
-	var out []byte
-	for {
-		var hdr [4]byte
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return
-		}
-		l, err := wire.FrameLen(hdr[:], 0)
-		if err != nil {
-			return
-		}
-		buf := make([]byte, l)
-		copy(buf, hdr[:])
-		if _, err := io.ReadFull(r, buf[4:]); err != nil {
-			return
-		}
-		typ, body, _, _ := wire.ParseFrame(buf, 0)
-		m, err := proto.Decode(typ, body)
-		if err != nil {
-			return
-		}
-		var reply wire.Message
-		switch m := m.(type) {
-		case *proto.Hello:
-			switch s.mode {
-			case "silent":
-				continue
-			case "error":
-				reply = &proto.Error{Code: proto.CodeServerFull, Reason: "full", Fatal: true}
-			default:
-				reply = &proto.Welcome{V: wire.Version, Server: "echo"}
-			}
-		case *proto.Ping:
-			time.Sleep(s.delay)
-			reply = &proto.Pong{ID: m.ID, At: m.At}
-		default:
-			continue
-		}
-		out, _ = wire.AppendFrame(out[:0], reply)
-		if _, err := c.Write(out); err != nil {
-			return
-		}
-	}
-}
+)
 
 func TestProbe(t *testing.T) {
 	tests := []struct {
@@ -122,7 +37,7 @@ func TestProbe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := startEcho(t, tt.delay, "")
+			s := wiretest.EchoServer(t, tt.delay, nil)
 			res, err := Probe(context.Background(), &net.Dialer{}, s.Addr(), tt.samples, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
@@ -142,8 +57,8 @@ func TestProbe(t *testing.T) {
 }
 
 func TestProbeFailures(t *testing.T) {
-	silent := startEcho(t, 0, "silent")
-	refusing := startEcho(t, 0, "error")
+	silent := wiretest.EchoServer(t, 0, silent)
+	refusing := wiretest.EchoServer(t, 0, refuse)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +97,7 @@ func TestProbeFailures(t *testing.T) {
 }
 
 func TestProbeCancel(t *testing.T) {
-	s := startEcho(t, 0, "silent")
+	s := wiretest.EchoServer(t, 0, silent)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	start := time.Now()
@@ -225,12 +140,12 @@ func TestSummarize(t *testing.T) {
 }
 
 func TestProberRound(t *testing.T) {
-	slow := startEcho(t, 30*time.Millisecond, "")
+	slow := wiretest.EchoServer(t, 30*time.Millisecond, nil)
 	var targets []Target
 	for i := range 6 {
 		targets = append(targets, Target{ID: string(rune('a' + i)), Addr: slow.Addr()})
 	}
-	targets = append(targets, Target{ID: "dead", Addr: startEcho(t, 0, "silent").Addr()})
+	targets = append(targets, Target{ID: "dead", Addr: wiretest.EchoServer(t, 0, silent).Addr()})
 	cd := &countingDialer{}
 	cfg := DefaultConfig()
 	cfg.Dialer = cd
@@ -284,7 +199,7 @@ func TestProberConfig(t *testing.T) {
 }
 
 func TestProberRun(t *testing.T) {
-	s := startEcho(t, 0, "")
+	s := wiretest.EchoServer(t, 0, nil)
 	p, err := New(DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -300,21 +215,10 @@ func TestProberRun(t *testing.T) {
 				}
 			})
 	}()
-	waitFor(t, 5*time.Second, func() bool { return rounds.Load() >= 3 })
+	testkit.WaitFor(t, 5*time.Second, "three good rounds", func() bool { return rounds.Load() >= 3 })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run returned %v", err)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -41,6 +41,13 @@
 // still a fine home for a room already on it, so fullness only keeps new
 // rooms away.
 //
+// The defaults (DefaultPolicy) are a gain of at least 5 ms and at least 10 %
+// of the current worst-case RTT, and a dwell of 10 s, which is longer than
+// Central's scan interval so a room that has just moved sits out one scan.
+// Central's -min-gain, -min-gain-pct and -min-dwell flags set them. This is
+// the one statement of the relocation rule; the README, package central and
+// central/API.md refer here.
+//
 // # Two forms of the same rule
 //
 // Choose, Score and Policy.Decide take members as maps keyed by server ID,

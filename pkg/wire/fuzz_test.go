@@ -10,26 +10,14 @@ import (
 	"nearchat/pkg/wire"
 )
 
-// FuzzParseFrame feeds arbitrary bytes to the parser, whole and split in two
-// at every point a reader might see them, and checks that both ways agree,
-// never panic, never read past a frame, and that decoded messages survive a
-// re-encode.
+// FuzzParseFrame feeds arbitrary bytes to the frame readers, whole and
+// split in two at every point a reader might see them: ParseFrame on the
+// whole input; wire.Next, the event-loop servers' reader, on an in-memory
+// inbound buffer that receives the input in two parts; and wire.Reader, the
+// blocking reader, on a stream whose reads are cut at the same point. All
+// must agree, never panic and never read past a frame, and decoded messages
+// must survive a re-encode.
 func FuzzParseFrame(f *testing.F) {
-	addSeeds(f)
-	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
-		whole := parseAll(t, data)
-		split := int(cut) % (len(data) + 1)
-		if got := parseStream(t, data[:split], data[split:]); !equalResults(whole, got) {
-			t.Fatalf("split at %d: %v, whole: %v", split, got, whole)
-		}
-	})
-}
-
-// FuzzNext feeds the same input through wire.Next, the event-loop servers'
-// reader, arriving in two parts the way an event loop's inbound buffer fills
-// up, and through wire.Reader, the blocking reader, in reads cut at the same
-// point; both must agree with a whole parse.
-func FuzzNext(f *testing.F) {
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
 		whole := parseAll(t, data)
@@ -143,30 +131,6 @@ func parseAll(t *testing.T, data []byte) result {
 		checkDecode(t, typ, body)
 		r.types = append(r.types, typ)
 		data = data[n:]
-	}
-	return r
-}
-
-// parseStream parses the same bytes arriving in two reads, the way a
-// connection would see them.
-func parseStream(t *testing.T, first, second []byte) result {
-	var buf []byte
-	var r result
-	for _, chunk := range [][]byte{first, second} {
-		buf = append(buf, chunk...)
-		for len(buf) > 0 {
-			typ, body, n, err := wire.ParseFrame(buf, 0)
-			if errors.Is(err, wire.ErrIncomplete) {
-				break
-			}
-			if err != nil {
-				r.err = err
-				return r
-			}
-			checkDecode(t, typ, body)
-			r.types = append(r.types, typ)
-			buf = buf[n:]
-		}
 	}
 	return r
 }

@@ -19,7 +19,7 @@ type Reader struct {
 
 // readerSize is the read buffer: frames up to it are returned without a
 // copy, larger ones are copied into a buffer kept for the next one.
-const readerSize = 16 << 10
+const readerSize = 4 << 10
 
 // NewReader returns a Reader of frames from r that refuses a frame whose
 // length prefix exceeds max (0 means MaxFrame) right after reading the four

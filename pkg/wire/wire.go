@@ -11,7 +11,16 @@ import (
 )
 
 const (
-	// Version is the protocol version carried by Hello and Welcome.
+	// Version is the protocol version carried by Hello and Welcome. It is
+	// bumped whenever there is a wire-incompatible change; a listener
+	// refuses a Hello in another version (proto.CheckHello), so both ends
+	// must move together.
+	//
+	//   - version 1: the frame format and the messages as first released.
+	//   - version 2: sessions carry an incarnation: Inc in Join, Member,
+	//     Presence, Deliver, Resend and Missed; Chat.To makes a Chat the
+	//     answer to one member's Resend (no room sequence, Deliver.Seq 0,
+	//     not kept in history, not acknowledged).
 	Version = 2
 	// LenSize is the size of the length prefix.
 	LenSize = 4

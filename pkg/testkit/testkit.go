@@ -1,0 +1,175 @@
+// Package testkit holds the helpers every nearchat test package shares: a
+// logger that writes through t.Log, a poll with a deadline, the one
+// goroutine-leak check run by every package's TestMain, and a
+// once-per-run build of the programs a test starts as processes; its own
+// test keeps "every package has a package doc" true repo-wide. It uses
+// the standard library and goleak only, and only tests import it.
+package testkit
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// Logger returns a logger that writes every record through t.Log, and goes
+// silent once the test's cleanup runs (a server goroutine that logs after
+// its test has ended would otherwise panic the test binary).
+func Logger(t testing.TB) *slog.Logger { return LoggerAt(t, slog.LevelDebug) }
+
+// LoggerAt is Logger for records at level and above.
+func LoggerAt(t testing.TB, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(Writer(t), &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{} // t.Log is timestamped enough with -v
+			}
+			return a
+		},
+	}))
+}
+
+// Writer returns a writer that passes each write to t.Log as one line, and
+// drops writes once the test's cleanup runs.
+func Writer(t testing.TB) io.Writer {
+	w := &tlog{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+type tlog struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *tlog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// WaitFor polls cond until it holds, failing the test with what after
+// timeout. Tests wait on conditions this way, never on sleeps. It polls
+// every 5 ms at first and backs off to every 20 ms, so a cond that is
+// costly (a tmux capture, say) does not load the machine.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	every := 5 * time.Millisecond
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		case <-time.After(every):
+		}
+		every = min(every*5/4, 20*time.Millisecond)
+	}
+}
+
+// ignored are the goroutines that outlive every test by design: gnet's
+// shared worker pool (ants) keeps its purge and clock goroutines for the
+// life of the process. This is the one list; a package that needs more
+// passes them to VerifyNoLeaks and says why.
+var ignored = []goleak.Option{
+	goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).purgeStaleWorkers"),
+	goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*Pool).ticktock"),
+	goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+	goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+	// Idle workers of that pool, which ran work gnet handed it (the
+	// enrolment of TLS connections on their event loops).
+	goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"),
+}
+
+// VerifyNoLeaks runs the package's tests and then fails the run if any
+// goroutine is left behind, other than the ignored ones and extra. It also
+// removes the binaries BuildOnce built. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
+func VerifyNoLeaks(m *testing.M, extra ...goleak.Option) {
+	opts := append([]goleak.Option{goleak.Cleanup(func(code int) {
+		removeBuilds()
+		os.Exit(code)
+	})}, ignored...)
+	goleak.VerifyTestMain(m, append(opts, extra...)...)
+}
+
+var builds struct {
+	sync.Mutex
+	dir  string
+	bins map[string]*build
+}
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// BuildOnce builds the main package pkg ("nearchat/cmd/chatserver") once
+// per test binary and returns the path of the executable, for tests that
+// run a program as a process (to kill it with SIGKILL, say). The binaries
+// go in one temporary directory that VerifyNoLeaks removes.
+func BuildOnce(t testing.TB, pkg string) string {
+	t.Helper()
+	builds.Lock()
+	if builds.bins == nil {
+		builds.bins = map[string]*build{}
+	}
+	b := builds.bins[pkg]
+	if b == nil {
+		b = &build{}
+		builds.bins[pkg] = b
+	}
+	builds.Unlock()
+	b.once.Do(func() {
+		builds.Lock()
+		if builds.dir == "" {
+			builds.dir, b.err = os.MkdirTemp("", "nearchat-test-bin-")
+		}
+		dir := builds.dir
+		builds.Unlock()
+		if b.err != nil {
+			return
+		}
+		bin := filepath.Join(dir, path.Base(pkg))
+		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+			return
+		}
+		b.path = bin
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+func removeBuilds() {
+	builds.Lock()
+	defer builds.Unlock()
+	if builds.dir != "" {
+		os.RemoveAll(builds.dir)
+		builds.dir = ""
+	}
+}
