@@ -155,18 +155,29 @@ func mapLen(b []byte) (int, []byte, bool) {
 }
 
 func str(b []byte) ([]byte, []byte, bool) {
+	if len(b) > 0 && b[0]&0xe0 == 0xa0 {
+		n := int(b[0] & 0x1f)
+		if len(b)-1 < n {
+			return nil, b, false
+		}
+		return b[1 : 1+n], b[1+n:], true
+	}
+	return sized(b, 0xd9, 0xda, 0xdb)
+}
+
+// sized splits off a msgpack value whose length follows its tag in 1, 2
+// or 4 bytes (tags t8, t16, t32): its payload, and what follows it.
+func sized(b []byte, t8, t16, t32 byte) ([]byte, []byte, bool) {
 	if len(b) == 0 {
 		return nil, b, false
 	}
 	var n, h int
 	switch c := b[0]; {
-	case c&0xe0 == 0xa0:
-		n, h = int(c&0x1f), 1
-	case c == 0xd9 && len(b) >= 2:
+	case c == t8 && len(b) >= 2:
 		n, h = int(b[1]), 2
-	case c == 0xda && len(b) >= 3:
+	case c == t16 && len(b) >= 3:
 		n, h = int(binary.BigEndian.Uint16(b[1:])), 3
-	case c == 0xdb && len(b) >= 5:
+	case c == t32 && len(b) >= 5:
 		n, h = int(binary.BigEndian.Uint32(b[1:])), 5
 	default:
 		return nil, b, false
@@ -237,21 +248,8 @@ func skip(b []byte) ([]byte, bool) {
 		_, rest, ok := str(b)
 		return rest, ok
 	case c == 0xc4 || c == 0xc5 || c == 0xc6:
-		var n, h int
-		switch {
-		case c == 0xc4 && len(b) >= 2:
-			n, h = int(b[1]), 2
-		case c == 0xc5 && len(b) >= 3:
-			n, h = int(binary.BigEndian.Uint16(b[1:])), 3
-		case c == 0xc6 && len(b) >= 5:
-			n, h = int(binary.BigEndian.Uint32(b[1:])), 5
-		default:
-			return b, false
-		}
-		if len(b)-h < n {
-			return b, false
-		}
-		return b[h+n:], true
+		_, rest, ok := sized(b, 0xc4, 0xc5, 0xc6)
+		return rest, ok
 	}
 	_, rest, ok := integer(b)
 	return rest, ok
