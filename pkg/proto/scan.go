@@ -64,12 +64,7 @@ func AppendDeliver(dst []byte, seq uint64, from string, num uint64, at int64, te
 	dst = binary.BigEndian.AppendUint64(dst, seq)
 	dst = append(dst, 0xa4, 'f', 'r', 'o', 'm')
 	dst = appendStr(dst, from)
-	dst = append(dst, 0xa3, 'n', 'u', 'm', 0xcf)
-	dst = binary.BigEndian.AppendUint64(dst, num)
-	dst = append(dst, 0xa2, 'a', 't', 0xd3)
-	dst = binary.BigEndian.AppendUint64(dst, uint64(at))
-	dst = append(dst, 0xa4, 't', 'e', 'x', 't')
-	dst = appendStr(dst, text)
+	dst = appendMessage(dst, num, at, text)
 	dst = append(dst, 0xa3, 'i', 'n', 'c', 0xcf)
 	dst = binary.BigEndian.AppendUint64(dst, inc)
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-wire.LenSize))
@@ -263,12 +258,18 @@ func skip(b []byte) ([]byte, bool) {
 func AppendChat(dst []byte, num uint64, at int64, text string) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0, byte(TChat), 0x83)
+	dst = appendMessage(dst, num, at, text)
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-wire.LenSize))
+	return dst
+}
+
+// appendMessage appends the num, at and text entries that Chat and Deliver
+// share.
+func appendMessage[S string | []byte](dst []byte, num uint64, at int64, text S) []byte {
 	dst = append(dst, 0xa3, 'n', 'u', 'm', 0xcf)
 	dst = binary.BigEndian.AppendUint64(dst, num)
 	dst = append(dst, 0xa2, 'a', 't', 0xd3)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(at))
 	dst = append(dst, 0xa4, 't', 'e', 'x', 't')
-	dst = appendStr(dst, text)
-	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-wire.LenSize))
-	return dst
+	return appendStr(dst, text)
 }
