@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -32,9 +33,15 @@ type member struct {
 	lastSent uint64
 	inc      uint64        // the member's incarnation, from its Join
 	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
-	joinEv   uint64        // fan-out items numbered up to this predate the join
-	shard    *shard
-	idx      int // position in shard.members, -1 when not in one
+	sends    *rate.Limiter // Chat frames accepted from this member; nil until its first
+
+	behind      *room        // set while the member's backlog is past HighWater (flow.go)
+	behindSince time.Time    // when it fell behind
+	lastRead    atomic.Int64 // Server.now when a frame last came in; read by the idle sweep
+	outb        int          // OutboundBuffered when last looked at, counted in Server.outBytes
+	joinEv      uint64       // fan-out items numbered up to this predate the join
+	shard       *shard
+	idx         int // position in shard.members, -1 when not in one
 
 	partial []byte // TLS only: the decrypted start of a frame not yet whole
 }
@@ -70,6 +77,7 @@ func (m *member) writeN(b []byte, max, frames int) {
 	}
 	m.send(b)
 	m.loop.st.wrote(b, frames, backlog)
+	m.noteBacklog()
 }
 
 // kill sends a fatal error frame and closes the connection. When the frame
@@ -198,6 +206,12 @@ func (s *Server) onJoin(m *member, body []byte) error {
 // onChat broadcasts a joined member's message to its room, or hands a
 // resend (To set) to that one member.
 func (s *Server) onChat(m *member, body []byte) error {
+	if m.sends == nil {
+		m.sends = rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)
+	}
+	if !m.sends.Allow() {
+		return proto.Fatalf(proto.CodeRateLimited, "more than %v messages a second", s.cfg.SendRate)
+	}
 	num, at, text, to, ok := proto.ScanChat(body)
 	if !ok || len(to) > 0 {
 		// Not the encoding the fast path knows, or a resend for one

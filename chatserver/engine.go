@@ -68,6 +68,7 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
 	n := s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
+	m.lastRead.Store(s.now.Load())
 	if rl, ok := c.Context().(*recordLayer); ok {
 		m.rec = rl
 	}
@@ -106,6 +107,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 			m.loop.ackTo = nil
 			m.loop.acks, m.loop.nacks = m.loop.acks[:0], 0
 		}
+		m.forgetBacklog()
 		if m.room != nil {
 			s.leave(m)
 		}
@@ -139,6 +141,7 @@ type inbound interface {
 // serve handles every complete frame in c, m's inbound bytes. Event loop
 // only.
 func (s *Server) serve(m *member, c inbound) gnet.Action {
+	m.lastRead.Store(s.now.Load())
 	for !m.dead {
 		t, body, n, err := wire.Next(c, s.cfg.MaxFrame)
 		if errors.Is(err, wire.ErrIncomplete) {

@@ -27,18 +27,14 @@ func TestMetricsCount(t *testing.T) {
 				b.expect(proto.TDeliver)
 				a.expect(proto.TAck)
 			}
-			// A loop counts a write after it is made and a fan-out item
-			// after its writes, so the client can see them first.
+			// A loop publishes its tally when its callback or run ends,
+			// just after the writes the peers have already read.
 			m := s.Metrics()
 			if on {
-				deadline := time.Now().Add(5 * time.Second)
-				for m.FramesOut < 5+2*n || m.FanoutCount < n+1 {
-					if time.Now().After(deadline) {
-						break // the checks below say what is missing
-					}
-					time.Sleep(5 * time.Millisecond)
+				testkit.WaitFor(t, 5*time.Second, "the tallies published", func() bool {
 					m = s.Metrics()
-				}
+					return m.FramesIn == 4+n && m.FramesOut == 5+2*n && m.FanoutCount == n+1
+				})
 			}
 			t.Logf("%+v", m)
 			if m.Rooms != 1 || m.Members != 2 || m.Conns != 2 {

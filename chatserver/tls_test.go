@@ -309,6 +309,7 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 		c.TLSListen = "127.0.0.1:0"
 		c.MaxConns = 3
 		c.MaxOutbound = 64 << 10
+		c.SlowTimeout = time.Second
 	})
 	sender := tlsMember(t, s.Addr(), ca, "r", "sender")
 	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
@@ -337,23 +338,38 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 	over.expectClosed(proto.CodeServerFull)
 
 	text := strings.Repeat("z", 4000)
-	var frame []byte
-	for i := uint64(1); i <= 2000; i++ {
-		frame, _ = wire.AppendFrame(frame[:0], &proto.Chat{Num: i, Text: text})
-		sender.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if _, err := sender.conn.Write(frame); err != nil {
-			t.Fatalf("send %d: %v", i, err)
-		}
-		if i%32 == 0 {
-			for k := 0; k < 32; k++ {
-				sender.expect(proto.TAck)
+	errc := make(chan error, 1)
+	go func() {
+		// The sender keeps 32 messages unacknowledged, as a client does;
+		// Acks wait while the slow member is behind, until it is cut off.
+		var frame []byte
+		for i := uint64(1); i <= 2000; i++ {
+			frame, _ = wire.AppendFrame(frame[:0], &proto.Chat{Num: i, Text: text})
+			if _, err := sender.conn.Write(frame); err != nil {
+				errc <- err
+				return
+			}
+			if i%32 != 0 {
+				continue
+			}
+			for acked := 0; acked < 32; {
+				m, err := sender.next(10 * time.Second)
+				if err != nil {
+					errc <- fmt.Errorf("sender waiting for acks at %d: %w", i, err)
+					return
+				}
+				if _, ok := m.(*proto.Ack); ok {
+					acked++
+				}
+			}
+			if s.Metrics().SlowConsumers > 0 {
+				break
 			}
 		}
-		if s.Stats().Conns < 3 {
-			break
-		}
-	}
-	testkit.WaitFor(t, 10*time.Second, "the slow TLS member to be cut off", func() bool { return s.Stats().Conns < 3 })
+		errc <- nil
+	}()
+	testkit.WaitFor(t, 20*time.Second, "the slow TLS member to be cut off", func() bool { return s.Metrics().SlowConsumers > 0 })
+	// Its backlog, and the error frame after it, leave as it reads.
 	for {
 		m, err := slow.next(5 * time.Second)
 		if err != nil {
@@ -365,6 +381,9 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 			}
 			break
 		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("sender: %v", err)
 	}
 }
 
