@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"nearchat/central/store"
@@ -33,11 +32,15 @@ type Central struct {
 	// pending requests and pushes. Every write to st happens under mu, so
 	// st and the picture never disagree. Holders never block on I/O:
 	// control frames go out with gnet's AsyncWrite.
+	//
+	// Lock order: mu, then the store's own lock (every st call runs under
+	// mu). No other lock is held with mu; scan workers run while the
+	// scanning goroutine holds mu and take no lock themselves.
 	mu         sync.Mutex
 	users      map[string]*user
 	tokens     map[string]*user
-	servers    []*srv
-	srvByID    map[string]*srv
+	servers    []*serverRec
+	srvByID    map[string]*serverRec
 	sel        []selection.Server
 	layout     uint64
 	latGen     uint64
@@ -52,6 +55,9 @@ type Central struct {
 	rnd        *rand.Rand
 	workerRnds []*rand.Rand
 	online     int
+	started    time.Time // when New ran: servers get OfflineAfter to come back
+	tokenKey   []byte    // signs session tokens (newToken)
+	checkTok   bool      // tokenKey survives restarts: placeholders need their token
 	obs        *observer
 
 	kick chan struct{}
@@ -85,7 +91,7 @@ func New(cfg Config) (*Central, error) {
 		now:      cfg.Clock,
 		users:    map[string]*user{},
 		tokens:   map[string]*user{},
-		srvByID:  map[string]*srv{},
+		srvByID:  map[string]*serverRec{},
 		layout:   1,
 		roomByID: map[string]*room{},
 		reqs:     map[string]*request{},
@@ -112,6 +118,12 @@ func New(cfg Config) (*Central, error) {
 		c.workerRnds = append(c.workerRnds, rand.New(rand.NewPCG(seed, uint64(i)+2)))
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.started = c.now()
+	if c.tokenKey = deriveTokenKey(cfg); c.tokenKey != nil {
+		c.checkTok = true
+	} else {
+		c.tokenKey = []byte(randomID("", 32))
+	}
 	if err := c.load(); err != nil {
 		c.cancel()
 		return nil, fmt.Errorf("central: load store: %w", err)
@@ -177,7 +189,7 @@ func (c *Central) run(ctx context.Context) error {
 	}()
 	go func() {
 		defer c.wg.Done()
-		c.houseLoop()
+		c.tickLoop()
 	}()
 	c.log.Info("central running", "rest", c.RESTAddr(), "control", c.ControlAddr())
 	var err error
@@ -222,40 +234,6 @@ func (c *Central) Close() error {
 	return c.closeErr
 }
 
-type mrand = rand.Rand
-
-// chunkCounter hands out consecutive ranges of the room slice to scan
-// workers.
-type chunkCounter struct{ n atomic.Int64 }
-
-func (k *chunkCounter) take(size int) int { return int(k.n.Add(int64(size))) - size }
-
-// kickScan asks the scan loop to run now; it never blocks.
-func (c *Central) kickScan() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (c *Central) scanLoop() {
-	t := time.NewTicker(c.cfg.ScanInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-		case <-c.kick:
-		}
-		start := time.Now()
-		c.mu.Lock()
-		c.scanLocked()
-		c.mu.Unlock()
-		c.obs.scan.Observe(time.Since(start).Seconds())
-	}
-}
-
 // houseTick is the period of the housekeeping loop: fine enough that
 // timeouts measured on the (possibly fake) clock are noticed promptly.
 func (c *Central) houseTick() time.Duration {
@@ -263,9 +241,16 @@ func (c *Central) houseTick() time.Duration {
 	return min(max(d, 5*time.Millisecond), 250*time.Millisecond)
 }
 
-func (c *Central) houseLoop() {
+// expireEvery is how often the tick loop looks for expired rooms and
+// users: often enough against RoomTTL, rarely enough to stay cheap.
+func (c *Central) expireEvery() time.Duration {
+	return min(c.cfg.RoomTTL/4, 5*time.Second)
+}
+
+func (c *Central) tickLoop() {
 	t := time.NewTicker(c.houseTick())
 	defer t.Stop()
+	var lastExpire time.Time
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -278,6 +263,10 @@ func (c *Central) houseLoop() {
 		c.tickRequestsLocked(now)
 		c.tickPushesLocked(now)
 		c.tickHelloLocked(now)
+		if now.Sub(lastExpire) >= c.expireEvery() {
+			lastExpire = now
+			c.expireLocked(now)
+		}
 		c.mu.Unlock()
 		if changed {
 			c.kickScan()

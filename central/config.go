@@ -41,6 +41,17 @@ type Config struct {
 	// ProbeTimeout bounds Central's own echo check of a server reported
 	// unreachable.
 	ProbeTimeout time.Duration
+	// SettleWait is how long a new room's placement waits, once everyone
+	// accepted, for every member to have measured every open server; past
+	// it the room is placed provisionally.
+	SettleWait time.Duration
+	// MaxOutbound bounds the bytes queued for one control connection that
+	// its client has not read; past it the client is cut off.
+	MaxOutbound int
+	// RoomTTL removes a room once none of its members has been connected,
+	// and no server has reported it, for this long; a user whose session
+	// has been gone for SessionGrace and who is in no room is forgotten.
+	RoomTTL time.Duration
 	// MaxMembers bounds the members of one chat request (requester
 	// included).
 	MaxMembers int
@@ -102,6 +113,9 @@ func DefaultConfig() Config {
 		SessionGrace:      time.Minute,
 		ProbeTimeout:      500 * time.Millisecond,
 		MaxMembers:        16,
+		MaxOutbound:       1 << 20,
+		SettleWait:        2 * time.Second,
+		RoomTTL:           10 * time.Minute,
 		TicketTTL:         10 * time.Minute,
 		RequestRate:       1,
 		RequestBurst:      10,
@@ -127,7 +141,8 @@ func (c *Config) validate() error {
 		{"ScanInterval", c.ScanInterval}, {"RequestTimeout", c.RequestTimeout},
 		{"AwaitingEvery", c.AwaitingEvery}, {"AssignRetry", c.AssignRetry},
 		{"AssignGiveUp", c.AssignGiveUp}, {"SessionGrace", c.SessionGrace},
-		{"ProbeTimeout", c.ProbeTimeout}, {"TicketTTL", c.TicketTTL},
+		{"ProbeTimeout", c.ProbeTimeout}, {"TicketTTL", c.TicketTTL}, {"RoomTTL", c.RoomTTL},
+		{"SettleWait", c.SettleWait},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
@@ -141,6 +156,9 @@ func (c *Config) validate() error {
 	}
 	if c.RequestRate <= 0 || c.RequestBurst < 1 || c.RegisterRate <= 0 || c.RegisterBurst < 1 {
 		errs = append(errs, fmt.Errorf("request and registration rates must be positive with bursts of at least 1"))
+	}
+	if c.MaxOutbound < 64<<10 {
+		errs = append(errs, fmt.Errorf("MaxOutbound must be at least 64 KiB, got %d", c.MaxOutbound))
 	}
 	if c.MaxMembers < 2 {
 		errs = append(errs, fmt.Errorf("MaxMembers must be at least 2, got %d", c.MaxMembers))

@@ -14,7 +14,6 @@ import (
 
 	"nearchat/pkg/gnetlog"
 	"nearchat/pkg/proto"
-	"nearchat/pkg/rtt"
 	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
 )
@@ -28,6 +27,10 @@ type conn struct {
 	opened time.Time
 	dead   atomic.Bool // a fatal error was sent: ignore further input
 	user   *user       // guarded by Central.mu; nil before Hello
+	// queued counts the bytes handed to AsyncWrite that the event loop
+	// has not taken yet: with OutboundBuffered, the backlog a client that
+	// does not read leaves in Central.
+	queued atomic.Int64
 }
 
 // control is the gnet event handler of the control port.
@@ -194,6 +197,9 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 			continue
 		}
 		h.c.handle(cn, msg)
+		if h.c.backlogged(gc, cn) {
+			return gnet.None // cut off: the rest is not read
+		}
 	}
 }
 
@@ -208,9 +214,44 @@ func (c *Central) writeLocked(cn *conn, frame []byte) {
 	if cn.dead.Load() {
 		return
 	}
-	if err := cn.gc.AsyncWrite(frame, nil); err != nil {
+	n := int64(len(frame))
+	cn.queued.Add(n)
+	err := cn.gc.AsyncWrite(frame, func(gc gnet.Conn, _ error) error {
+		cn.queued.Add(-n)
+		c.backlogged(gc, cn)
+		return nil
+	})
+	if err != nil {
+		cn.queued.Add(-n)
 		c.log.Debug("control write", "err", err)
 	}
+}
+
+// backlogged runs on cn's event loop, after each queued write and each
+// frame read: a client whose unsent backlog passes MaxOutbound is not
+// reading, and is cut off rather than buffered for without bound.
+func (c *Central) backlogged(gc gnet.Conn, cn *conn) bool {
+	n := gc.OutboundBuffered() + int(cn.queued.Load())
+	if n <= c.cfg.MaxOutbound {
+		return false
+	}
+	if !cn.dead.CompareAndSwap(false, true) {
+		return true
+	}
+	name := ""
+	c.mu.Lock()
+	if cn.user != nil {
+		name = cn.user.name
+	}
+	c.mu.Unlock()
+	c.log.Warn("control client does not read its frames; cutting it off", "user", name, "backlog", n, "limit", c.cfg.MaxOutbound)
+	frame, err := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeTooLarge, Fatal: true,
+		Reason: fmt.Sprintf("you left %d bytes unread (limit %d); read your control connection", n, c.cfg.MaxOutbound)})
+	if err == nil {
+		_, _ = gc.Write(frame)
+	}
+	_ = gc.Close()
+	return true
 }
 
 func (c *Central) sendLocked(cn *conn, m wire.Message) {
@@ -293,6 +334,8 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 		c.ackLocked(u, m)
 	case *proto.Unreachable:
 		c.unreachableLocked(cn, u, m)
+	case *proto.Holding:
+		c.holdingLocked(cn, u, m)
 	case *proto.LeaveRoom:
 		r := c.roomByID[m.Room]
 		if r == nil || !r.hasMember(u) {
@@ -329,92 +372,7 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 	c.sendLocked(cn, &proto.Welcome{V: wire.Version, Server: "central", Max: wire.MaxFrame, User: u.name})
 	now := c.now()
 	for _, p := range u.pushes {
+		p.first = now // the give-up clock stood still while u was away
 		c.sendPushLocked(p, now)
 	}
-}
-
-// unreachableLocked handles a member's report that its room's server is
-// gone: a member behind the room's current placement is simply told it
-// again; otherwise Central checks the server itself.
-func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
-	r := c.roomByID[m.Room]
-	if r == nil || !r.hasMember(u) {
-		c.sendLocked(cn, &proto.Error{Code: proto.CodeNotFound, Reason: "you are not a member of this room", Ref: m.Room})
-		return
-	}
-	if r.srv == nil || r.epoch != m.Epoch || r.srv.rec.ID != m.Server {
-		if p := u.pushes[r.id]; p != nil {
-			c.sendPushLocked(p, c.now())
-		} else if r.srv != nil {
-			c.resendPlacementLocked(u, r)
-		}
-		return
-	}
-	r.srv.reporters = append(r.srv.reporters, reporter{u, r})
-	if r.srv.suspectAt.IsZero() {
-		r.srv.suspectAt = c.now()
-	}
-	c.probeLocked(r.srv)
-}
-
-// resendPlacementLocked pushes r's current placement to u alone.
-func (c *Central) resendPlacementLocked(u *user, r *room) {
-	now := c.now()
-	frame, err := c.assignFrame(&proto.Assign{
-		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
-		Members: r.memberNames(), Reason: "current placement",
-	}, u.name, now)
-	if err != nil {
-		return
-	}
-	p := &push{u: u, room: r.id, epoch: r.epoch, frame: frame, first: now, next: now}
-	u.pushes[r.id] = p
-	c.pushes[p] = struct{}{}
-	c.sendPushLocked(p, now)
-}
-
-// probeLocked starts one echo check of s unless one is running.
-func (c *Central) probeLocked(s *srv) {
-	if s.probing || s.rec.Down || s.gone {
-		return
-	}
-	s.probing = true
-	addr, id := s.rec.Addr, s.rec.ID
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ProbeTimeout)
-		err := echo(ctx, addr, c.cfg.ChatTLS)
-		cancel()
-		c.mu.Lock()
-		s.probing = false
-		down := err != nil && c.ctx.Err() == nil && c.srvByID[id] == s
-		if down {
-			c.markDownLocked(s, "reported unreachable and failed Central's echo check: "+err.Error())
-		} else if err == nil {
-			s.suspectAt = time.Time{}
-			for _, rep := range s.reporters {
-				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
-					c.resendPlacementLocked(rep.u, rep.r)
-				}
-			}
-		}
-		s.reporters = nil
-		c.mu.Unlock()
-		if down {
-			c.kickScan()
-		} else if err == nil {
-			c.log.Info("server reported unreachable answers Central's echo", "server", id)
-		}
-	}()
-}
-
-// echo checks that a chat server answers Hello and one Ping.
-func echo(ctx context.Context, addr string, tc *tls.Config) error {
-	var d proto.Dialer = &net.Dialer{}
-	if tc != nil {
-		d = &tlsconfig.Dialer{Config: tc}
-	}
-	_, err := rtt.Probe(ctx, d, addr, 1, 0)
-	return err
 }

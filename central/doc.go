@@ -37,18 +37,38 @@
 // measured is used promptly (the anti-flap margins and dwell still apply).
 // When a room moves is decided by the rule stated in package selection.
 //
-// Pushes are repeated every AssignRetry until the member acknowledges the
-// epoch with AssignAck; a member that is offline gets them when it
-// reconnects; a newer epoch replaces the pending push of an older one; after
-// AssignGiveUp Central logs and drops the push.
+// Placement is level-triggered: Central holds each room's desired
+// placement (server, epoch); members report what they hold (Holding, after
+// every Welcome and every few seconds) and servers what they host (a page
+// of rooms per heartbeat); every difference is answered with the placement,
+// however it arose. There is one push per (member, room), repeated every
+// AssignRetry until acknowledged, replaced by a newer placement, and given
+// up only after AssignGiveUp of being offered to a connected member (the
+// next report revives it). Rooms Central adopted (after a restart) move to
+// epochs of at least the Unix time in ms, so epochs never repeat.
+//
+// Events first, the scan as a safety net: a server that registers, drains
+// or goes down is announced to every connected client (ServerEvent), which
+// probes a new server at once; a latency report re-evaluates that member's
+// rooms at once; a room placed before every open server was measured is
+// provisional (no dwell). Moves need a gain beyond the margins and beyond
+// the measured spreads (selection.Policy).
 //
 // # Liveness
 //
 // A server silent for OfflineAfter is marked down. The fast path: a member
-// that lost its room's server sends Unreachable; Central probes the server
-// itself (rtt.Probe: Hello, one Ping, ProbeTimeout) and, if that fails,
-// marks it down and relocates its rooms at once. A member that reports a
+// that lost its room's server sends Unreachable; Central dials the server
+// itself (Hello, one Ping, ProbeTimeout scaled by measured RTTs) and, if
+// that fails and the evidence is corroborated (a late heartbeat, or a
+// second member's report), marks it down and relocates its rooms at once.
+// Reports are kept once per (member, room). A member that reports a
 // placement older than Central's is simply sent the current one.
+//
+// # Bounds
+//
+// A control client that leaves MaxOutbound unread is cut off. Rooms with
+// no member connected and no server report for RoomTTL expire; users past
+// SessionGrace in no room are forgotten.
 //
 // # Restart
 //
@@ -56,7 +76,18 @@
 // servers keep serving; their heartbeats get unknown_server, they register
 // again and report their rooms, which Central adopts with their epochs and
 // members; clients register again with their old tokens (accepted when the
-// name is free) and reconnect. The room goes on with its id and epoch.
+// name is free; a placeholder's name only with that member's token, which
+// Central checks by its HMAC) and reconnect, stating what they hold. The
+// room goes on with its id and epoch. A room whose server died meanwhile is
+// known from its members' reports and placed afresh once servers had
+// OfflineAfter to come back.
+//
+// # Files
+//
+// state.go holds the records and their adoption from reports, relocate.go
+// the scan, the pushes and the reports, requests.go chat requests, rest.go
+// the HTTP API, control.go the control port (the only code that writes
+// frames).
 //
 // # Observing
 //

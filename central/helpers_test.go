@@ -100,6 +100,10 @@ type ctl struct {
 	t    testing.TB
 	name string
 	nc   net.Conn
+	// events collects the ServerEvents expect passed over: server
+	// announcements interleave with everything, and tests that care read
+	// them here.
+	events []proto.ServerEvent
 }
 
 func dialCtl(t testing.TB, addr string) *ctl {
@@ -114,7 +118,13 @@ func (k *ctl) send(m wire.Message) { k.t.Helper(); k.Send(m) }
 // 5 s.
 func expect[T wire.Message](k *ctl, skip func(wire.Message) bool) T {
 	k.t.Helper()
-	return wiretest.Expect[T](k.Peer, skip)
+	return wiretest.Expect[T](k.Peer, func(m wire.Message) bool {
+		if ev, ok := m.(*proto.ServerEvent); ok {
+			k.events = append(k.events, *ev)
+			return true
+		}
+		return skip != nil && skip(m)
+	})
 }
 
 // skipAwaiting skips the periodic AWAITING_REQ status.

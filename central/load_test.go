@@ -51,8 +51,8 @@ func recvType[T wire.Message](b *bot) (T, error) {
 		if err != nil {
 			return zero, err
 		}
-		if skipAwaiting(m) {
-			continue
+		if _, ev := m.(*proto.ServerEvent); skipAwaiting(m) || ev {
+			continue // server announcements interleave with everything
 		}
 		if v, ok := m.(T); ok {
 			return v, nil

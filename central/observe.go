@@ -97,7 +97,7 @@ type Move struct {
 }
 
 // noteMoveLocked records a move Central has just applied.
-func (c *Central) noteMoveLocked(r *room, prev *srv, mv move, now time.Time) {
+func (c *Central) noteMoveLocked(r *room, prev *serverRec, mv move, now time.Time) {
 	rec := Move{At: now, Room: r.id, To: r.srv.rec.ID, Reason: moveReason(mv.reason), Detail: mv.reason, PrevRTT: mv.prevRTT, RTT: mv.rtt}
 	if prev != nil {
 		rec.From = prev.rec.ID

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"nearchat/central/store"
 	"nearchat/pkg/centralapi"
@@ -209,13 +208,19 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 		c.dropUserLocked(u, "lost its name after the session expired")
 		u = nil
 	}
+	if u != nil && c.checkTok && !c.tokenFor(in.Name, in.Token) {
+		// A placeholder stands for a member of a live room that Central
+		// learnt of from a report; only that member's token claims it.
+		return 0, nil, errf(http.StatusConflict, centralapi.CodeNameTaken,
+			"user name %q belongs to a member of a live room; register with that member's token", in.Name)
+	}
 	token := in.Token
 	if token != "" {
 		if other := c.tokens[token]; other != nil {
 			return 0, nil, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this token belongs to another user")
 		}
 	} else {
-		token = randomID("", 32)
+		token = c.newToken(in.Name)
 	}
 	if u == nil {
 		u = c.newUserLocked(in.Name, token, now)
@@ -338,7 +343,7 @@ func (c *Central) secretOK(r *http.Request, body string) *apiError {
 	return nil
 }
 
-func (c *Central) serverLocked(r *http.Request) (*srv, *apiError) {
+func (c *Central) serverLocked(r *http.Request) (*serverRec, *apiError) {
 	id := r.PathValue("id")
 	s := c.srvByID[id]
 	if s == nil {
@@ -377,6 +382,7 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	}
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
+	c.announceLocked(s, proto.ServerUp)
 	c.mu.Unlock()
 	c.log.Info("chat server registered", "server", in.ID, "addr", in.Addr)
 	c.kickScan()
@@ -393,8 +399,8 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	if e := c.secretOK(r, in.Secret); e != nil {
 		return 0, nil, e
 	}
-	if in.Conns < 0 {
-		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "negative conns")
+	if in.Conns < 0 || in.Total < 0 {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "negative conns or total")
 	}
 	c.mu.Lock()
 	s, e := c.serverLocked(r)
@@ -406,10 +412,13 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	revived := s.rec.Down
 	s.rec.Down = false
 	s.rec.LastSeen = now
-	s.rec.Conns, s.rec.Rooms = in.Conns, len(in.Rooms)
+	s.rec.Conns, s.rec.Rooms = in.Conns, max(in.Total, len(in.Rooms))
 	c.adoptLocked(s, in.Rooms, now)
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
+	if revived {
+		c.announceLocked(s, proto.ServerUp)
+	}
 	out := centralapi.HeartbeatResponse{HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), Draining: s.rec.Draining}
 	c.mu.Unlock()
 	if revived {
@@ -417,61 +426,6 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 		c.kickScan()
 	}
 	return http.StatusOK, out, nil
-}
-
-// adoptLocked merges the rooms a server reports into the picture. Rooms
-// Central does not know (it restarted) are adopted with their epoch and
-// members; a higher epoch than Central's means the reporter holds the
-// room's newest placement; adopted rooms learn members as they reconnect.
-func (c *Central) adoptLocked(s *srv, reports []centralapi.RoomReport, now time.Time) {
-	for _, rep := range reports {
-		if proto.CheckRoom(rep.ID) != nil || rep.Epoch == 0 {
-			continue
-		}
-		var members []string
-		for _, m := range rep.Members {
-			if proto.CheckUser(m) == nil && !slices.Contains(members, m) && len(members) < c.cfg.MaxMembers {
-				members = append(members, m)
-			}
-		}
-		r := c.roomByID[rep.ID]
-		if r == nil {
-			if len(members) == 0 {
-				continue
-			}
-			r = &room{id: rep.ID, srv: s, epoch: rep.Epoch, created: now, lastMove: now, adopted: true}
-			for _, m := range members {
-				r.members = append(r.members, c.userOrPlaceholderLocked(m, now))
-			}
-			c.insertRoomLocked(r)
-			c.storeErr("put room", c.st.PutRoom(r.record()))
-			c.log.Info("room adopted from heartbeat", "room", r.id, "server", s.rec.ID, "epoch", r.epoch, "members", members)
-			continue
-		}
-		changed := false
-		if rep.Epoch > r.epoch {
-			if r.srv != nil {
-				r.srv.assigned--
-			}
-			r.srv, r.epoch = s, rep.Epoch
-			s.assigned++
-			changed = true
-		}
-		if r.adopted && r.srv == s && rep.Epoch == r.epoch {
-			for _, m := range members {
-				u := c.userOrPlaceholderLocked(m, now)
-				if !r.hasMember(u) && len(r.members) < c.cfg.MaxMembers {
-					r.members = append(r.members, u)
-					u.rooms[r] = struct{}{}
-					r.mFresh = false
-					changed = true
-				}
-			}
-		}
-		if changed {
-			c.storeErr("put room", c.st.PutRoom(r.record()))
-		}
-	}
 }
 
 func (c *Central) drain(r *http.Request) (int, any, *apiError) {
@@ -493,6 +447,7 @@ func (c *Central) drain(r *http.Request) (int, any, *apiError) {
 	s.rec.Draining = true
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
+	c.announceLocked(s, proto.ServerDraining)
 	n := s.assigned
 	c.mu.Unlock()
 	c.log.Info("chat server draining", "server", s.rec.ID, "rooms", n)
@@ -511,6 +466,7 @@ func (c *Central) deregisterServer(r *http.Request) (int, any, *apiError) {
 		return 0, nil, e
 	}
 	s.gone = true
+	c.announceLocked(s, proto.ServerDown)
 	delete(c.srvByID, s.rec.ID)
 	c.storeErr("delete server", c.st.DeleteServer(s.rec.ID))
 	c.compactLocked()

@@ -1,15 +1,17 @@
 package central
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"nearchat/central/store"
+	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
 )
@@ -26,6 +28,7 @@ type user struct {
 	// order, valid while denseLayout and denseGen match.
 	latGen      uint64
 	dense       []time.Duration
+	spread      []time.Duration // the samples' spreads, laid out as dense
 	denseLayout uint64
 	denseGen    uint64
 
@@ -35,6 +38,8 @@ type user struct {
 	sess         *conn            // live control connection, nil when offline
 	offlineSince time.Time
 	reqLimit     bucket // chat requests this user may still make
+	holdLimit    bucket // Holding reports
+	repLimit     bucket // Unreachable reports
 }
 
 func (u *user) placeholder() bool { return u.token == "" }
@@ -43,9 +48,9 @@ func (u *user) record() store.User {
 	return store.User{Name: u.name, Token: u.token, Latency: u.lat, Registered: u.reg}
 }
 
-// srv is a chat server slot. Slots keep their index (their position in
+// serverRec is a chat server slot. Slots keep their index (their position in
 // every latency matrix) until a compaction changes the layout.
-type srv struct {
+type serverRec struct {
 	rec      store.Server
 	idx      int // -1 once compacted away
 	gone     bool
@@ -55,20 +60,18 @@ type srv struct {
 	// badAt when Central first had a sign it is down, draining or gone
 	// (see noteServersLocked); zero while it is fine.
 	suspectAt, badAt time.Time
-	// reporters said the server was unreachable while its echo check ran;
-	// if it answers, each gets its room's placement again, so a member
-	// whose connection broke (the server may have restarted and lost the
-	// room) joins afresh instead of waiting forever.
-	reporters []reporter
-}
-
-type reporter struct {
-	u *user
-	r *room
+	// echoRTT is how long Central's last successful echo check took.
+	echoRTT time.Duration
+	checks  int // echo checks finished, for tests and logs
+	// reporters said the server was unreachable (once per member and
+	// room); if it answers Central's check, each gets its room's placement
+	// again, so a member whose connection broke (the server may have
+	// restarted and lost the room) joins afresh instead of waiting forever.
+	reporters map[reporter]struct{}
 }
 
 // full reports whether the server takes no new room.
-func (s *srv) full() bool {
+func (s *serverRec) full() bool {
 	rooms := max(s.rec.Rooms, s.assigned)
 	return (s.rec.MaxRooms > 0 && rooms >= s.rec.MaxRooms) || (s.rec.MaxConns > 0 && s.rec.Conns >= s.rec.MaxConns)
 }
@@ -79,13 +82,24 @@ func (s *srv) full() bool {
 // instead of visiting every member.
 type room struct {
 	id       string
-	srv      *srv
+	srv      *serverRec
 	epoch    uint64
 	members  []*user
 	created  time.Time
 	lastMove time.Time
 	adopted  bool
 	pos      int // index in c.rooms
+	// lostSrv names the server a member or a restarted Central's store
+	// says the room is on while Central does not know that server (srv is
+	// nil): it may register again, or the room is placed afresh once
+	// servers had OfflineAfter to come back.
+	lostSrv string
+	// alive is when a member was last seen connected or a server last
+	// reported the room; RoomTTL after it the room expires.
+	alive time.Time
+	// held is the epoch each member last confirmed it follows (AssignAck,
+	// or a Holding report that matches the placement).
+	held map[*user]uint64
 
 	m       selection.Matrix
 	mLayout uint64
@@ -109,12 +123,64 @@ func (r *room) memberNames() []string {
 
 func (r *room) hasMember(u *user) bool { return slices.Contains(r.members, u) }
 
+// confirm records that u follows the room at epoch.
+func (r *room) confirm(u *user, epoch uint64) {
+	if r.held == nil {
+		r.held = make(map[*user]uint64, len(r.members))
+	}
+	r.held[u] = epoch
+}
+
 func (r *room) record() store.Room {
 	rec := store.Room{ID: r.id, Epoch: r.epoch, Members: r.memberNames(), Created: r.created, LastMove: r.lastMove, Adopted: r.adopted}
 	if r.srv != nil {
 		rec.Server = r.srv.rec.ID
 	}
 	return rec
+}
+
+// newToken issues a session token for name: 16 random bytes and the first
+// 16 bytes of their HMAC with name under Central's token key. A Central
+// that restarted with the same key (from TicketKey or ClusterSecret) can
+// so tell a member's own token from a guess without having stored it.
+func (c *Central) newToken(name string) string {
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	return hex.EncodeToString(append(nonce, c.tokenMAC(name, nonce)...))
+}
+
+func (c *Central) tokenMAC(name string, nonce []byte) []byte {
+	m := hmac.New(sha256.New, c.tokenKey)
+	m.Write(nonce)
+	m.Write([]byte(name))
+	return m.Sum(nil)[:16]
+}
+
+// tokenFor reports whether token is one Central issued for name.
+func (c *Central) tokenFor(name, token string) bool {
+	b, err := hex.DecodeString(token)
+	if err != nil || len(b) != 32 {
+		return false
+	}
+	return hmac.Equal(b[16:], c.tokenMAC(name, b[:16]))
+}
+
+// deriveTokenKey is the key of newToken: derived from the ticket key or
+// the cluster secret, which survive a restart, else random (then tokens
+// cannot be checked after a restart, and placeholders are claimed by the
+// first token of the right form, as the chat servers admit anyone then).
+func deriveTokenKey(cfg Config) []byte {
+	h := sha256.New()
+	h.Write([]byte("nearchat session token key\x00"))
+	switch {
+	case cfg.TicketKey != nil:
+		h.Write(cfg.TicketKey.Seed())
+	case cfg.ClusterSecret != "":
+		h.Write([]byte(cfg.ClusterSecret))
+	default:
+		return nil
+	}
+	return h.Sum(nil)
 }
 
 func randomID(prefix string, n int) string {
@@ -156,6 +222,9 @@ func (c *Central) load() error {
 	}
 	for _, rec := range rooms {
 		r := &room{id: rec.ID, srv: c.srvByID[rec.Server], epoch: rec.Epoch, created: rec.Created, lastMove: rec.LastMove, adopted: rec.Adopted}
+		if r.srv == nil {
+			r.lostSrv = rec.Server
+		}
 		for _, name := range rec.Members {
 			r.members = append(r.members, c.userOrPlaceholderLocked(name, now))
 		}
@@ -218,6 +287,11 @@ func (c *Central) setLatencyLocked(u *user, lat map[string]selection.Sample) {
 		r.mFresh = false
 	}
 	c.storeErr("put user", c.st.PutUser(u.record()))
+	for q := range u.reqs {
+		if !q.settleBy.IsZero() {
+			c.tryPlaceLocked(q, false) // u's new vector may settle it
+		}
+	}
 	if len(u.rooms) == 0 {
 		return
 	}
@@ -230,8 +304,8 @@ func (c *Central) setLatencyLocked(u *user, lat map[string]selection.Sample) {
 }
 
 // addServerLocked creates a slot for a new server ID.
-func (c *Central) addServerLocked(rec store.Server) *srv {
-	s := &srv{rec: rec, idx: len(c.servers)}
+func (c *Central) addServerLocked(rec store.Server) *serverRec {
+	s := &serverRec{rec: rec, idx: len(c.servers)}
 	c.servers = append(c.servers, s)
 	c.srvByID[rec.ID] = s
 	c.layout++
@@ -274,11 +348,13 @@ func (c *Central) syncSelLocked() {
 }
 
 // markDownLocked declares s down; the caller kicks the scan.
-func (c *Central) markDownLocked(s *srv, why string) {
+func (c *Central) markDownLocked(s *serverRec, why string) {
 	if s.rec.Down || s.gone {
 		return
 	}
 	s.rec.Down = true
+	clear(s.reporters)
+	c.announceLocked(s, proto.ServerDown)
 	c.log.Warn("chat server down", "server", s.rec.ID, "addr", s.rec.Addr, "why", why, "rooms", s.assigned)
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
@@ -292,12 +368,15 @@ func (c *Central) checkLivenessLocked(now time.Time) bool {
 		if !s.rec.Down && !s.gone && now.Sub(s.rec.LastSeen) > c.cfg.OfflineAfter {
 			c.markDownLocked(s, fmt.Sprintf("no heartbeat for %v", now.Sub(s.rec.LastSeen).Round(time.Millisecond)))
 			changed = true
+		} else if len(s.reporters) > 0 && !s.rec.Down && now.Sub(s.rec.LastSeen) > c.cfg.HeartbeatInterval*3/2 {
+			c.probeLocked(s) // a report plus a late heartbeat: check again now
 		}
 	}
 	return changed
 }
 
 func (c *Central) insertRoomLocked(r *room) {
+	r.alive = c.now()
 	r.pos = len(c.rooms)
 	c.rooms = append(c.rooms, r)
 	c.roomByID[r.id] = r
@@ -334,6 +413,7 @@ func (c *Central) removeMemberLocked(r *room, u *user) {
 		return
 	}
 	r.members = slices.Delete(r.members, i, i+1)
+	delete(r.held, u)
 	r.mFresh = false
 	delete(u.rooms, r)
 	c.dropPushLocked(u, r.id)
@@ -348,176 +428,92 @@ func (c *Central) removeMemberLocked(r *room, u *user) {
 	}
 }
 
-// refreshDenseLocked lays u's vector out in server order.
-func (c *Central) refreshDenseLocked(u *user) {
-	if u.denseLayout == c.layout && u.denseGen == u.latGen {
-		return
-	}
-	u.dense = slices.Grow(u.dense[:0], len(c.servers))[:len(c.servers)]
-	for i, s := range c.servers {
-		d := selection.Unmeasured
-		if smp, ok := u.lat[s.rec.ID]; ok && smp.Count > 0 && smp.Median >= 0 {
-			d = smp.Median
+// adoptLocked merges the rooms a server reports into the picture. Rooms
+// Central does not know (it restarted) are adopted with their epoch and
+// members; a higher epoch than Central's means the reporter holds the
+// room's newest placement; adopted rooms learn members as they reconnect.
+func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now time.Time) {
+	for _, rep := range reports {
+		if proto.CheckRoom(rep.ID) != nil || rep.Epoch == 0 {
+			continue
 		}
-		u.dense[i] = d
-	}
-	u.denseLayout, u.denseGen = c.layout, u.latGen
-}
-
-// refreshDirtyLocked brings every dense vector up to date, so that matrix
-// rebuilds can read them from several goroutines at once.
-func (c *Central) refreshDirtyLocked() {
-	if c.denseAt != c.layout {
-		for _, u := range c.users {
-			c.refreshDenseLocked(u)
+		var members []string
+		for _, m := range rep.Members {
+			if proto.CheckUser(m) == nil && !slices.Contains(members, m) && len(members) < c.cfg.MaxMembers {
+				members = append(members, m)
+			}
 		}
-		c.denseAt = c.layout
-	} else {
-		for u := range c.dirty {
-			c.refreshDenseLocked(u)
+		r := c.roomByID[rep.ID]
+		if r == nil {
+			if len(members) == 0 {
+				continue
+			}
+			r = &room{id: rep.ID, srv: s, epoch: rep.Epoch, created: now, lastMove: now, adopted: true}
+			for _, m := range members {
+				r.members = append(r.members, c.userOrPlaceholderLocked(m, now))
+			}
+			c.insertRoomLocked(r)
+			c.storeErr("put room", c.st.PutRoom(r.record()))
+			c.log.Info("room adopted from heartbeat", "room", r.id, "server", s.rec.ID, "epoch", r.epoch, "members", members)
+			continue
 		}
-	}
-	clear(c.dirty)
-}
-
-// refreshMatrix rebuilds r.m if stale. It writes only r and reads the
-// members' dense vectors, which refreshDirtyLocked made current.
-func (c *Central) refreshMatrix(r *room) {
-	if r.mFresh && r.mLayout == c.layout {
-		return
-	}
-	k := len(r.members)
-	n := len(c.servers)
-	if cap(r.m.RTT) < n*k {
-		r.m.RTT = make([]time.Duration, n*k)
-	}
-	r.m.RTT = r.m.RTT[:n*k]
-	r.m.Servers, r.m.Members = n, k
-	for j, u := range r.members {
-		for s := range n {
-			r.m.RTT[s*k+j] = u.dense[s]
-		}
-	}
-	r.mLayout, r.mFresh = c.layout, true
-}
-
-// move is a relocation decided by a scan.
-type move struct {
-	r       *room
-	to      int
-	epoch   uint64
-	reason  string
-	prevRTT time.Duration
-	rtt     time.Duration
-}
-
-// decide runs the policy for one room without changing anything but its
-// matrix; it is safe to call for different rooms from several goroutines.
-func (c *Central) decide(r *room, now time.Time, rnd *mrand) (move, bool) {
-	if len(r.members) == 0 {
-		return move{}, false
-	}
-	c.refreshMatrix(r)
-	cur := r.cur()
-	d, err := c.cfg.Policy.DecideMatrix(cur, r.lastMove, now, c.sel, r.m, rnd)
-	if err != nil || !d.Move {
-		return move{}, false
-	}
-	mv := move{r: r, to: d.To.Index, epoch: r.epoch, reason: d.Reason, rtt: d.To.Max}
-	if cur >= 0 {
-		if sc, ok := selection.ScoreMatrix(c.sel, r.m, cur); ok {
-			mv.prevRTT = sc.Max
-		}
-	}
-	return mv, true
-}
-
-// evaluateLocked decides and applies one room's move.
-func (c *Central) evaluateLocked(r *room, now time.Time, rnd *mrand) {
-	if mv, ok := c.decide(r, now, rnd); ok {
-		c.applyMoveLocked(mv, now)
-	}
-}
-
-func (c *Central) applyMoveLocked(mv move, now time.Time) {
-	r := mv.r
-	if c.roomByID[r.id] != r || r.epoch != mv.epoch {
-		return
-	}
-	if t := c.sel[mv.to]; !t.Up || t.Draining || (t.Full && mv.to != r.cur()) {
-		return // a move applied earlier in this scan filled it; the next scan retries
-	}
-	to := c.servers[mv.to]
-	prev := r.srv
-	prevID := ""
-	if prev != nil {
-		prevID = prev.rec.ID
-		prev.assigned--
-		if prev.idx >= 0 {
-			c.sel[prev.idx].Full = prev.full()
-		}
-	}
-	r.srv = to
-	to.assigned++
-	c.sel[to.idx].Full = to.full()
-	r.epoch++
-	r.lastMove = now
-	c.storeErr("put room", c.st.PutRoom(r.record()))
-	c.log.Info("room moved", "room", r.id, "epoch", r.epoch, "from", prevID, "to", to.rec.ID, "reason", mv.reason, "rtt", mv.rtt, "prev_rtt", mv.prevRTT)
-	c.noteMoveLocked(r, prev, mv, now)
-	c.pushAssignLocked(r, mv.reason, prevID, mv.prevRTT, mv.rtt, now)
-}
-
-// scanChunk is how many rooms one scan worker takes at a time.
-const scanChunk = 1024
-
-// scanLocked re-evaluates every room, in parallel over the CPUs. Decisions
-// only read shared state (each worker writes the matrices of its own rooms
-// alone), and moves are applied afterwards on this goroutine.
-func (c *Central) scanLocked() int {
-	c.syncSelLocked()
-	c.refreshDirtyLocked()
-	now := c.now()
-	workers := len(c.workerRnds)
-	if len(c.rooms) < 2*scanChunk {
-		workers = 1
-	}
-	found := make([][]move, workers)
-	if workers == 1 {
-		found[0] = c.scanRange(0, len(c.rooms), now, c.workerRnds[0], nil)
-	} else {
-		var wg sync.WaitGroup
-		var next chunkCounter
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					lo := next.take(scanChunk)
-					if lo >= len(c.rooms) {
-						return
-					}
-					found[w] = c.scanRange(lo, min(lo+scanChunk, len(c.rooms)), now, c.workerRnds[w], found[w])
+		r.alive = now
+		changed := false
+		if rep.Epoch > r.epoch || (r.srv == nil && rep.Epoch == r.epoch) {
+			c.adoptPlacementLocked(r, s, s.rec.ID, rep.Epoch, now)
+		} else if rep.Epoch < r.epoch {
+			// s still holds members of an older placement: those that have
+			// not confirmed the current one are told it again.
+			for _, m := range members {
+				if u := c.users[m]; u != nil && r.hasMember(u) && r.held[u] != r.epoch {
+					c.resendPlacementLocked(u, r, "the room has moved")
 				}
-			}()
+			}
 		}
-		wg.Wait()
-	}
-	n := 0
-	for _, mvs := range found {
-		for _, mv := range mvs {
-			c.applyMoveLocked(mv, now)
-			n++
+		if r.adopted && r.srv == s && rep.Epoch == r.epoch {
+			for _, m := range members {
+				u := c.userOrPlaceholderLocked(m, now)
+				if !r.hasMember(u) && len(r.members) < c.cfg.MaxMembers {
+					r.members = append(r.members, u)
+					u.rooms[r] = struct{}{}
+					r.mFresh = false
+					changed = true
+				}
+			}
+		}
+		if changed {
+			c.storeErr("put room", c.st.PutRoom(r.record()))
 		}
 	}
-	return n
 }
 
-func (c *Central) scanRange(lo, hi int, now time.Time, rnd *mrand, out []move) []move {
-	for _, r := range c.rooms[lo:hi] {
-		if mv, ok := c.decide(r, now, rnd); ok {
-			out = append(out, mv)
+// expireLocked forgets rooms none of whose members has been connected, and
+// that no server has reported, for RoomTTL (their clients crashed or never
+// came back, so nobody will send LeaveRoom), and users whose session has
+// been gone for SessionGrace and who are left in no room. Expired rooms
+// stop counting against their server's capacity.
+func (c *Central) expireLocked(now time.Time) {
+	for i := 0; i < len(c.rooms); {
+		r := c.rooms[i]
+		for _, u := range r.members {
+			if u.sess != nil {
+				r.alive = now
+				break
+			}
+		}
+		if now.Sub(r.alive) < c.cfg.RoomTTL {
+			i++
+			continue
+		}
+		c.log.Info("room expired: no member connected and no server reported it", "room", r.id, "for", now.Sub(r.alive).Round(time.Second))
+		for len(r.members) > 0 {
+			c.removeMemberLocked(r, r.members[0]) // the last one deletes r, which moves another room to i
 		}
 	}
-	return out
+	for _, u := range c.users {
+		if u.sess == nil && !u.placeholder() && len(u.rooms) == 0 && len(u.reqs) == 0 && now.Sub(u.offlineSince) >= c.cfg.SessionGrace {
+			c.log.Info("user expired: offline past the session grace", "user", u.name)
+			c.dropUserLocked(u, "expired")
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +20,74 @@ type agent struct {
 	api *centralapi.Client
 
 	draining bool
+	pages    pager
+}
+
+// heartbeatPage bounds the rooms one heartbeat reports: 2,000 rooms of 16
+// members stay near 0.5 MB, far inside Central's body limit, whatever
+// MaxRooms is.
+const heartbeatPage = 2000
+
+// pager picks the rooms of each heartbeat: rooms that changed since they
+// were last reported (new, moved, members came or went) first, then the
+// others in turn, so every room is reported at least once every
+// rooms/heartbeatPage beats and a change within a beat or two.
+type pager struct {
+	sent map[string]uint64 // room -> signature last reported
+	next string            // rotation cursor: the page starts after this ID
+}
+
+func signature(r RoomInfo) uint64 {
+	sig := r.Epoch*0x9e3779b97f4a7c15 + uint64(len(r.Members))
+	for _, m := range r.Members {
+		h := uint64(14695981039346656037) // FNV-1a, inline: no allocation
+		for i := range len(m) {
+			h = (h ^ uint64(m[i])) * 1099511628211
+		}
+		sig += h // a sum: member order does not matter
+	}
+	return sig
+}
+
+// page returns at most max reports out of rooms.
+func (p *pager) page(rooms []RoomInfo, max int) []centralapi.RoomReport {
+	if p.sent == nil {
+		p.sent = map[string]uint64{}
+	}
+	slices.SortFunc(rooms, func(a, b RoomInfo) int { return strings.Compare(a.ID, b.ID) })
+	out := make([]centralapi.RoomReport, 0, min(max, len(rooms)))
+	take := func(r RoomInfo, sig uint64) {
+		out = append(out, centralapi.RoomReport{ID: r.ID, Epoch: r.Epoch, Members: r.Members})
+		p.sent[r.ID] = sig
+	}
+	present := make(map[string]struct{}, len(rooms))
+	var same []int
+	for i, r := range rooms {
+		present[r.ID] = struct{}{}
+		sig := signature(r)
+		if old, ok := p.sent[r.ID]; ok && old == sig {
+			same = append(same, i)
+		} else if len(out) < max {
+			take(r, sig)
+		}
+	}
+	for id := range p.sent {
+		if _, ok := present[id]; !ok {
+			delete(p.sent, id)
+		}
+	}
+	start, _ := slices.BinarySearchFunc(same, p.next, func(i int, id string) int {
+		if rooms[i].ID <= id {
+			return -1
+		}
+		return 1
+	})
+	for k := 0; k < len(same) && len(out) < max; k++ {
+		r := rooms[same[(start+k)%len(same)]]
+		take(r, p.sent[r.ID])
+		p.next = r.ID
+	}
+	return out
 }
 
 func (s *Server) startAgent() {
@@ -45,6 +114,7 @@ func (a *agent) register(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	a.s.log.Info("registered with Central", "central", cfg.Central, "id", cfg.ID, "heartbeat", resp.HeartbeatInterval())
+	a.pages = pager{} // a Central that restarted has seen none of our rooms
 	if a.draining {
 		// A Central that restarted while we drained must hear it again.
 		_ = a.api.Drain(ctx, cfg.ID, cfg.Secret)
@@ -54,10 +124,9 @@ func (a *agent) register(ctx context.Context) (time.Duration, error) {
 
 func (a *agent) heartbeat(ctx context.Context) (centralapi.HeartbeatResponse, error) {
 	st := a.s.Stats()
-	hb := centralapi.HeartbeatRequest{Secret: a.s.cfg.Secret, Conns: st.Conns}
-	for _, r := range a.s.Rooms() {
-		hb.Rooms = append(hb.Rooms, centralapi.RoomReport{ID: r.ID, Epoch: r.Epoch, Members: r.Members})
-	}
+	rooms := a.s.Rooms()
+	hb := centralapi.HeartbeatRequest{Secret: a.s.cfg.Secret, Conns: st.Conns, Total: len(rooms),
+		Rooms: a.pages.page(rooms, heartbeatPage)}
 	return a.api.Heartbeat(ctx, a.s.cfg.ID, hb)
 }
 

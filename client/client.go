@@ -46,6 +46,10 @@ type Options struct {
 	// ProbeEvery is the interval between probe rounds over the live
 	// servers, each followed by a latency report to Central.
 	ProbeEvery time.Duration
+	// HoldingEvery is how often the client tells Central which rooms it
+	// holds (also right after every connect), so any placement it missed
+	// is sent again.
+	HoldingEvery time.Duration
 	// BackoffMin and BackoffMax bound the reconnect delay to Central
 	// (exponential, with jitter).
 	BackoffMin, BackoffMax time.Duration
@@ -59,14 +63,15 @@ type Options struct {
 // DefaultOptions returns the defaults of the terminal client and the bot.
 func DefaultOptions() Options {
 	return Options{
-		Central:    "127.0.0.1:8080",
-		Control:    "127.0.0.1:8081",
-		Agent:      "chat/1",
-		Session:    DefaultConfig(),
-		Probe:      rtt.DefaultConfig(),
-		ProbeEvery: 3 * time.Second,
-		BackoffMin: 100 * time.Millisecond,
-		BackoffMax: 5 * time.Second,
+		Central:      "127.0.0.1:8080",
+		Control:      "127.0.0.1:8081",
+		Agent:        "chat/1",
+		Session:      DefaultConfig(),
+		Probe:        rtt.DefaultConfig(),
+		ProbeEvery:   3 * time.Second,
+		HoldingEvery: 5 * time.Second,
+		BackoffMin:   100 * time.Millisecond,
+		BackoffMax:   5 * time.Second,
 	}
 }
 
@@ -87,8 +92,10 @@ type Client struct {
 	rooms   map[string]*roomState
 	servers []centralapi.ServerInfo
 
-	lastVec map[string]centralapi.Sample // the last vector reported
-	good    map[string]goodSample        // each server's last successful probe
+	lastVec  map[string]centralapi.Sample // the last vector reported
+	left     map[string]time.Time         // rooms left lately: their Assigns are stale
+	probeNow chan struct{}                // asks the prober for a round now
+	good     map[string][]goodSample      // each server's recent successful probes, oldest first
 
 	reported chan struct{} // closed after the first latency report
 	repOnce  sync.Once
@@ -108,6 +115,7 @@ type roomState struct {
 	mu      sync.Mutex
 	sess    *Session
 	epoch   uint64
+	server  string       // the server the session follows at epoch
 	follow  proto.Assign // the Assign being followed, for its Moved event
 }
 
@@ -118,6 +126,9 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.Central == "" || opts.Control == "" {
 		return nil, errors.New("client: Central's REST and control addresses are both needed")
+	}
+	if opts.HoldingEvery <= 0 {
+		opts.HoldingEvery = DefaultOptions().HoldingEvery
 	}
 	if opts.ProbeEvery <= 0 || opts.BackoffMin <= 0 || opts.BackoffMax < opts.BackoffMin {
 		return nil, errors.New("client: probe interval and backoff bounds must be positive, min <= max")
@@ -145,7 +156,9 @@ func New(opts Options) (*Client, error) {
 		rooms:    make(map[string]*roomState),
 		reported: make(chan struct{}),
 		running:  make(chan struct{}),
-		good:     make(map[string]goodSample),
+		good:     make(map[string][]goodSample),
+		left:     make(map[string]time.Time),
+		probeNow: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -343,6 +356,28 @@ func (c *Client) controlOnce(ctx context.Context) error {
 		}()
 	}
 	c.log.Info("control connection up", "central", c.opts.Control, "user", c.opts.User)
+	// State what we hold now and every HoldingEvery: Central answers every
+	// difference from the rooms' placements, whatever made it.
+	if err := cc.send(c.holding()); err != nil {
+		return err
+	}
+	hctx, hstop := context.WithCancel(ctx)
+	defer hstop()
+	go func() {
+		t := time.NewTicker(c.opts.HoldingEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+				if cc.send(c.holding()) != nil {
+					pc.Close()
+					return
+				}
+			}
+		}
+	}()
 	for {
 		m, err := pc.Recv()
 		if err != nil {
@@ -358,6 +393,14 @@ func (c *Client) controlOnce(ctx context.Context) error {
 		case *proto.RoomClosed:
 			c.closeRoom(m.Room)
 			c.emit(RoomClosed{*m})
+		case *proto.ServerEvent:
+			if m.State == proto.ServerUp {
+				// Measure it now: the room may move there at once.
+				select {
+				case c.probeNow <- struct{}{}:
+				default:
+				}
+			}
 		case *proto.Ping:
 			_ = cc.send((*proto.Pong)(m))
 		case *proto.Pong:
@@ -371,6 +414,29 @@ func (c *Client) controlOnce(ctx context.Context) error {
 			c.log.Debug("ignoring control frame", "type", fmt.Sprintf("%T", m))
 		}
 	}
+}
+
+// holding lists the rooms this client holds, with the placement each
+// session follows; a room whose session is still opening is left out
+// (Central's push for it is pending anyway).
+func (c *Client) holding() *proto.Holding {
+	c.mu.Lock()
+	rooms := make([]*roomState, 0, len(c.rooms))
+	ids := make([]string, 0, len(c.rooms))
+	for id, r := range c.rooms {
+		rooms = append(rooms, r)
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	h := &proto.Holding{Rooms: make([]proto.Held, 0, len(rooms))}
+	for i, r := range rooms {
+		r.mu.Lock()
+		if r.sess != nil {
+			h.Rooms = append(h.Rooms, proto.Held{Room: ids[i], Epoch: r.epoch, Server: r.server})
+		}
+		r.mu.Unlock()
+	}
+	return h
 }
 
 // send writes m on the current control connection.
@@ -402,6 +468,15 @@ func (c *Client) Answer(req string, accept bool) error {
 
 // Leave leaves a room for good and tells Central.
 func (c *Client) Leave(room string) error {
+	now := time.Now()
+	c.mu.Lock()
+	for id, at := range c.left {
+		if now.Sub(at) > leftFor {
+			delete(c.left, id)
+		}
+	}
+	c.left[room] = now
+	c.mu.Unlock()
 	c.closeRoom(room)
 	return c.send(&proto.LeaveRoom{Room: room})
 }
@@ -439,6 +514,11 @@ func (c *Client) closeRoom(room string) {
 // session; only the newest pending Assign matters.
 func (c *Client) assign(ctx context.Context, a proto.Assign) {
 	c.mu.Lock()
+	if _, ok := c.left[a.Room]; ok {
+		// Sent before Central saw our LeaveRoom: a room left stays left.
+		c.mu.Unlock()
+		return
+	}
 	r := c.rooms[a.Room]
 	if r == nil {
 		r = &roomState{assigns: make(chan proto.Assign, 1), done: make(chan struct{})}
@@ -473,13 +553,15 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 		case a = <-r.assigns:
 		}
 		r.mu.Lock()
-		cur := r.epoch
+		cur, curServer := r.epoch, r.server
 		sess := r.sess
-		if a.Epoch > cur {
+		if a.Epoch > cur || (a.Epoch == cur && a.Server.ID != curServer) {
 			r.follow = a
 		}
 		r.mu.Unlock()
-		if a.Epoch < cur || (a.Epoch == cur && sess.Stats().Connected) {
+		// A placement is (epoch, server): the same epoch on another server
+		// is a different placement (a restarted Central may reuse one).
+		if a.Epoch < cur || (a.Epoch == cur && a.Server.ID == curServer && sess.Stats().Connected) {
 			// A repeat of what we already follow: Central missed the ack.
 			_ = c.send(&proto.AssignAck{Room: room, Epoch: cur})
 			continue
@@ -503,7 +585,7 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 			sess, err = Open(ctx, cfg, a.Server, room, c.opts.User, a.Epoch, a.Ticket)
 			if err == nil {
 				r.mu.Lock()
-				r.sess, r.epoch = sess, a.Epoch
+				r.sess, r.epoch, r.server = sess, a.Epoch, a.Server.ID
 				r.mu.Unlock()
 				select {
 				case <-r.done: // left while we were joining
@@ -517,7 +599,7 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 			err = sess.Move(ctx, a.Server, a.Epoch, a.Ticket)
 			if err == nil {
 				r.mu.Lock()
-				r.epoch = a.Epoch
+				r.epoch, r.server = a.Epoch, a.Server.ID
 				r.mu.Unlock()
 			}
 		}
@@ -562,6 +644,13 @@ func (c *Client) remindBroken(ctx context.Context, r *roomState, room string, se
 // unreachableEvery is how often a broken room reminds Central.
 const unreachableEvery = time.Second
 
+// recentRounds is how many probe rounds a server's reported figure is the
+// best of.
+const recentRounds = 3
+
+// leftFor is how long Assigns for a room this client left are ignored.
+const leftFor = time.Minute
+
 // Servers returns the live servers as of the last probe round.
 func (c *Client) Servers() []centralapi.ServerInfo {
 	c.mu.Lock()
@@ -585,6 +674,8 @@ func (c *Client) probeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.probeNow:
+			t.Stop()
 		}
 		if err := c.probeOnce(ctx, p); err != nil && ctx.Err() == nil {
 			c.log.Warn("latency round", "err", err)
@@ -622,26 +713,40 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
 	if c.opts.OnProbe != nil {
 		c.opts.OnProbe(results)
 	}
-	// A server whose probe failed this round keeps its last good sample
-	// for a few rounds: one timed-out probe on a busy machine must not
-	// make the room's server look unmeasured and force a move.
+	// Each server is reported by its best round of the last few (as
+	// Tailscale's netcheck judges a region by its best recent latency):
+	// the noise of a busy machine only ever adds delay, so one slow round
+	// must not make a server look worse and move a room, while a server
+	// that got better shows at once. A server whose probe failed this
+	// round, or that is missing from the list for a moment (chat servers
+	// registering again with a restarted Central), keeps its recent rounds
+	// too, so it does not look unmeasured and force a move.
 	now := time.Now()
+	window := recentRounds * c.opts.ProbeEvery
 	vec := make(map[string]centralapi.Sample, len(results))
 	c.mu.Lock()
 	for id, r := range results {
 		if r.Err == nil && r.Count > 0 {
-			vec[id] = centralapi.SampleOf(r.Median, r.Spread, r.Count)
-			c.good[id] = goodSample{vec[id], now}
+			g := append(c.good[id], goodSample{centralapi.SampleOf(r.Median, r.Spread, r.Count), now})
+			c.good[id] = g[max(0, len(g)-recentRounds):]
 		}
 	}
-	// The same holds for a server missing from the list for a moment, as
-	// while chat servers register again with a restarted Central.
 	for id, g := range c.good {
-		if _, ok := vec[id]; !ok && now.Sub(g.at) < 3*c.opts.ProbeEvery {
-			vec[id] = g.s
-		} else if !ok {
-			delete(c.good, id)
+		for len(g) > 0 && now.Sub(g[0].at) >= window {
+			g = g[1:]
 		}
+		if len(g) == 0 {
+			delete(c.good, id)
+			continue
+		}
+		c.good[id] = g
+		best := g[0].s
+		for _, x := range g[1:] {
+			if x.s.MedianUS < best.MedianUS {
+				best = x.s
+			}
+		}
+		vec[id] = best
 	}
 	c.mu.Unlock()
 	c.mu.Lock()

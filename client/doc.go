@@ -7,13 +7,19 @@
 // (or takes the name back with a Token from an earlier session), then keeps
 // one control connection to Central, reconnecting with jittered exponential
 // backoff and registering again if Central forgot the user. Beside it, a
-// prober measures the RTT to every live chat server each ProbeEvery and
-// reports the latency vector to Central, which places rooms from it.
+// prober measures the RTT to every live chat server each ProbeEvery (and
+// at once when Central announces a new server) and reports the latency
+// vector to Central, which places rooms from it; each server is reported by
+// its best round of the last three, so a momentary stall moves nothing.
 // Request asks for a chat, Answer accepts or declines one; Central sends an
 // Assign for each room the user is in, and the Client follows it: it opens
 // the room's Session on the first one (RoomReady) and moves it on each
-// later one (Moved). A broken room connection is reported to Central
-// (Unreachable) until Central moves the room or confirms the server.
+// later one (Moved); a placement is (epoch, server), and an Assign that
+// differs in either is followed. After every (re)connect and each
+// HoldingEvery the Client tells Central which rooms it holds and where
+// (Holding), so any placement it missed is sent again. A broken room
+// connection is reported to Central (Unreachable) until Central moves the
+// room or confirms the server.
 //
 // Everything the Client sees arrives on one channel, Client.Events: the
 // controller's events (Status, Incoming, RoomReady, RoomClosed, Connected,

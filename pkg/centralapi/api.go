@@ -143,9 +143,14 @@ type RoomReport struct {
 }
 
 // HeartbeatRequest is the body of POST /v1/servers/{id}/heartbeat.
+// Rooms is one page of the server's rooms (the changed ones first, the
+// rest in turn), so a heartbeat stays small however many rooms a server
+// hosts; Total is how many it hosts (0 from an older server means
+// len(Rooms)).
 type HeartbeatRequest struct {
 	Secret string       `json:"secret,omitempty"`
 	Conns  int          `json:"conns"`
+	Total  int          `json:"total,omitempty"`
 	Rooms  []RoomReport `json:"rooms"`
 }
 

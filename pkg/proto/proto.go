@@ -32,6 +32,12 @@
 //
 // Relocations are further Assign frames with a higher epoch; clients answer
 // each with AssignAck, and Central repeats an unacknowledged Assign.
+// Placement is level-triggered: a member states what it holds (Holding,
+// after every Welcome and periodically), Central answers every difference
+// from the desired placement with an Assign, and a member follows an
+// Assign whose (epoch, server) differs from its own, never the epoch alone.
+// Central tells connected clients of servers that come up, drain or go down
+// (ServerEvent), so they measure a new server at once.
 package proto
 
 import (
@@ -71,6 +77,8 @@ const (
 	TUnreachable wire.Type = 0x26
 	TLeaveRoom   wire.Type = 0x27
 	TRoomClosed  wire.Type = 0x28
+	THolding     wire.Type = 0x29
+	TServerEvent wire.Type = 0x2a
 )
 
 // Hello (0x01, dialer -> listener, first frame). V is the protocol version
@@ -318,6 +326,40 @@ type RoomClosed struct {
 	Reason string `msgpack:"reason"`
 }
 
+// Held is one room a member holds: the placement its session follows.
+type Held struct {
+	Room   string `msgpack:"room"`
+	Epoch  uint64 `msgpack:"epoch"`
+	Server string `msgpack:"server"`
+}
+
+// Holding (0x29, member -> Central): every room the member holds, with the
+// placement it follows. A member sends it right after Welcome and again
+// every few seconds; Central compares each entry with the room's desired
+// placement and sends an Assign wherever they differ, so a lost Assign, a
+// missed move or a Central restart heals without any edge being seen.
+// Rooms Central does not know are adopted from it (Central restarted).
+type Holding struct {
+	Rooms []Held `msgpack:"rooms"`
+}
+
+// Server states of a ServerEvent.
+const (
+	ServerUp       = "up"
+	ServerDraining = "draining"
+	ServerDown     = "down"
+)
+
+// ServerEvent (0x2a, Central -> every connected client): Server has just
+// come up, started draining or gone down (State, one of the Server*
+// constants). A client measures a server that came up at once and reports
+// its vector, so the room can move there without waiting for the next
+// probe round.
+type ServerEvent struct {
+	Server ServerRef `msgpack:"server"`
+	State  string    `msgpack:"state"`
+}
+
 func (*Hello) FrameType() wire.Type       { return THello }
 func (*Welcome) FrameType() wire.Type     { return TWelcome }
 func (*Error) FrameType() wire.Type       { return TError }
@@ -341,6 +383,8 @@ func (*AssignAck) FrameType() wire.Type   { return TAssignAck }
 func (*Unreachable) FrameType() wire.Type { return TUnreachable }
 func (*LeaveRoom) FrameType() wire.Type   { return TLeaveRoom }
 func (*RoomClosed) FrameType() wire.Type  { return TRoomClosed }
+func (*Holding) FrameType() wire.Type     { return THolding }
+func (*ServerEvent) FrameType() wire.Type { return TServerEvent }
 
 // New returns an empty message of type t, ready for wire.Unmarshal, or nil
 // for a type byte this protocol version does not define.
@@ -392,6 +436,10 @@ func New(t wire.Type) wire.Message {
 		return new(LeaveRoom)
 	case TRoomClosed:
 		return new(RoomClosed)
+	case THolding:
+		return new(Holding)
+	case TServerEvent:
+		return new(ServerEvent)
 	}
 	return nil
 }

@@ -14,8 +14,8 @@
 // every such room onto the same machine.
 //
 // The figure used for a member is the median of its probe samples. The
-// median ignores the odd slow probe; the spread is carried along for the
-// benefit of callers and reports, but the rule itself does not use it.
+// median ignores the odd slow probe. The spread (interquartile range) does
+// not rank servers, but it judges moves: see below.
 //
 // A server is a candidate only when it is up, not draining, not at capacity,
 // and measured by every member of the room. Requiring every member, rather
@@ -31,7 +31,10 @@
 // absolute margin AND a relative one (the absolute margin stops churn between
 // nearby servers, the relative one stops it between distant servers whose
 // figures jitter by more than the absolute margin), and the room must have
-// stayed put for a minimum dwell time. A move must also strictly lower the
+// stayed put for a minimum dwell time. The gain must also exceed the
+// measurements' own noise: SpreadFactor times the sum of the two servers'
+// spreads (each the largest member spread there), so a gain that the probes
+// cannot tell apart from jitter moves nothing. A move must also strictly lower the
 // worst case, even when both margins are zero, because otherwise the random
 // tie-break alone would shuttle a room between equal servers on every scan.
 //

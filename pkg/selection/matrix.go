@@ -24,10 +24,27 @@ var ErrShape = errors.New("selection: matrix shape does not match server list")
 // member reports a new latency vector, which happens far less often than the
 // scan runs. When the server list changes (a server added or removed, not
 // merely marked down) every matrix must be rebuilt against the new order.
+//
+// Spread, when not nil, holds the members' spreads (interquartile range of
+// their probes) in the same layout; Policy.DecideMatrix then refuses moves
+// whose gain the spreads cannot show.
 type Matrix struct {
 	Servers int
 	Members int
 	RTT     []time.Duration
+	Spread  []time.Duration
+}
+
+// spreadAt is the largest member spread on server s, 0 when unknown.
+func (m Matrix) spreadAt(s int) time.Duration {
+	if len(m.Spread) != len(m.RTT) || s < 0 || s >= m.Servers {
+		return 0
+	}
+	var d time.Duration
+	for _, v := range m.Spread[s*m.Members : (s+1)*m.Members] {
+		d = max(d, v)
+	}
+	return d
 }
 
 // NewMatrix returns a matrix with every cell Unmeasured.
@@ -214,5 +231,6 @@ func (p Policy) DecideMatrix(current int, lastMove time.Time, now time.Time, ser
 		return Decision{To: cur, Reason: ReasonDwell}, nil
 	}
 	best, _ := chooseMatrix(servers, m, current, rnd)
+	cur.Spread, best.Spread = m.spreadAt(cur.Index), m.spreadAt(best.Index)
 	return p.judge(cur, best), nil
 }

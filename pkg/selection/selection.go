@@ -44,6 +44,10 @@ type Choice struct {
 	Index int
 	Max   time.Duration // worst member median RTT on that server
 	Sum   time.Duration // sum of member medians on that server
+	// Spread is the largest member spread (interquartile range of the
+	// probes) on that server, when the caller knows spreads; Policy uses
+	// it only to judge whether a gain is real.
+	Spread time.Duration
 }
 
 var (
@@ -65,6 +69,7 @@ const (
 	ReasonOnBest            = "already on best server"
 	ReasonBelowAbsolute     = "gain below absolute margin"
 	ReasonBelowRelative     = "gain below relative margin"
+	ReasonBelowSpread       = "gain within the measurements' spread"
 	ReasonDwell             = "within dwell time"
 )
 
@@ -220,6 +225,10 @@ type Policy struct {
 	MinGain    time.Duration // absolute improvement of Max required (default 5ms)
 	MinGainPct float64       // relative improvement of Max required, in percent (default 10)
 	MinDwell   time.Duration // no voluntary move within this long after the last move (default 10s)
+	// SpreadFactor: a voluntary move also needs a gain above SpreadFactor
+	// times the sum of the two servers' spreads (default 1), so a gain the
+	// measurements cannot tell from noise moves nothing. 0 turns it off.
+	SpreadFactor float64
 }
 
 // DefaultPolicy returns the defaults: 5ms and 10% of gain, 10s of dwell.
@@ -227,7 +236,7 @@ type Policy struct {
 // moved sits out at least two scans while its members' probes of the new
 // server settle.
 func DefaultPolicy() Policy {
-	return Policy{MinGain: 5 * time.Millisecond, MinGainPct: 10, MinDwell: 10 * time.Second}
+	return Policy{MinGain: 5 * time.Millisecond, MinGainPct: 10, MinDwell: 10 * time.Second, SpreadFactor: 1}
 }
 
 // Decision says whether to move a room now. To is where the room should be
@@ -291,6 +300,7 @@ func (p Policy) Decide(current string, lastMove time.Time, now time.Time, server
 		return Decision{To: cur, Reason: ReasonDwell}, nil
 	}
 	best, _ := chooseMap(servers, members, ci, rnd) // cur is eligible, so ok
+	cur.Spread, best.Spread = spreadOf(cur.ServerID, members), spreadOf(best.ServerID, members)
 	return p.judge(cur, best), nil
 }
 
@@ -308,8 +318,19 @@ func (p Policy) judge(cur, best Choice) Decision {
 	// whole-number percentages.
 	case float64(gain)*100 < p.MinGainPct*float64(cur.Max):
 		return Decision{To: cur, Reason: ReasonBelowRelative}
+	case p.SpreadFactor > 0 && float64(gain) <= p.SpreadFactor*float64(cur.Spread+best.Spread):
+		return Decision{To: cur, Reason: ReasonBelowSpread}
 	}
 	return Decision{Move: true, To: best, Reason: moveReason(best, cur)}
+}
+
+// spreadOf is the largest member spread on server id.
+func spreadOf(id string, members []Member) time.Duration {
+	var d time.Duration
+	for _, m := range members {
+		d = max(d, m.RTT[id].Spread)
+	}
+	return d
 }
 
 // moveReason renders "better server: serv1 41ms < serv3 62ms" with one

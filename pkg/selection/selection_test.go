@@ -773,3 +773,48 @@ func markFlags(servers []Server) {
 func randRTT(r *rand.Rand) time.Duration {
 	return 5*ms + time.Duration(r.IntN(200_000))*time.Microsecond
 }
+
+// Issue 14: a gain the measurements cannot show (no larger than the two
+// servers' spreads together) moves nothing, in both forms of the rule.
+func TestDecideSpread(t *testing.T) {
+	servers := up("a", "b")
+	for _, tc := range []struct {
+		name   string
+		spread time.Duration
+		move   bool
+	}{
+		{"gain 20ms within spreads 2x12ms", 12 * time.Millisecond, false},
+		{"gain 20ms beyond spreads 2x5ms", 5 * time.Millisecond, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vec := map[string]Sample{
+				"a": {Median: 60 * time.Millisecond, Spread: tc.spread, Count: 5},
+				"b": {Median: 40 * time.Millisecond, Spread: tc.spread, Count: 5},
+			}
+			members := []Member{{User: "x", RTT: vec}, {User: "y", RTT: vec}}
+			now := time.Now()
+			p := DefaultPolicy()
+			d, err := p.Decide("a", now.Add(-time.Hour), now, servers, members, nil)
+			if err != nil || d.Move != tc.move {
+				t.Fatalf("Decide: %+v %v, want move=%v", d, err, tc.move)
+			}
+			if !tc.move && d.Reason != ReasonBelowSpread {
+				t.Fatalf("Decide reason %q", d.Reason)
+			}
+			var m Matrix
+			m.Fill(servers, members)
+			m.Spread = make([]time.Duration, len(m.RTT))
+			for i := range m.Spread {
+				m.Spread[i] = tc.spread
+			}
+			dm, err := p.DecideMatrix(0, now.Add(-time.Hour), now, servers, m, nil)
+			if err != nil || dm.Move != tc.move || dm.Reason != d.Reason {
+				t.Fatalf("DecideMatrix: %+v %v, want %+v", dm, err, d)
+			}
+			p.SpreadFactor = 0
+			if d, _ := p.Decide("a", now.Add(-time.Hour), now, servers, members, nil); !d.Move {
+				t.Fatalf("SpreadFactor 0 must ignore spreads: %+v", d)
+			}
+		})
+	}
+}

@@ -8,8 +8,6 @@ import (
 
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
-	"nearchat/pkg/ticket"
-	"nearchat/pkg/wire"
 )
 
 // request is a chat request waiting for its invitees' answers.
@@ -21,6 +19,11 @@ type request struct {
 	waiting   map[*user]struct{}
 	created   time.Time
 	lastAwait time.Time
+	// settleBy is set once everyone accepted: until then Central waits
+	// for every member to have measured every open server (a server that
+	// registered after a member's last round is measured at once, on its
+	// ServerEvent), so the first placement is the right one.
+	settleBy time.Time
 }
 
 // statusLocked sends one Status to u if it is online.
@@ -33,15 +36,17 @@ func (c *Central) statusLocked(u *user, req string, code proto.StatusCode, detai
 // handleRequestLocked runs the first steps of a chat request from u.
 func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 	id := randomID("q-", 8)
-	c.statusLocked(u, id, proto.AckConn, "", "")
 	invalid := func(format string, args ...any) {
 		c.countRequest(proto.ReqInvalid)
 		c.statusLocked(u, id, proto.ReqInvalid, fmt.Sprintf(format, args...), "")
 	}
 	if !u.reqLimit.allow(c.now(), c.cfg.RequestRate, c.cfg.RequestBurst) {
+		// One reply, not two: a flood of requests must not buy a flood
+		// of answers.
 		invalid("too many chat requests: at most %g a second (bursts of %d)", c.cfg.RequestRate, c.cfg.RequestBurst)
 		return
 	}
+	c.statusLocked(u, id, proto.AckConn, "", "")
 	if len(m.To) == 0 {
 		invalid("nobody to invite")
 		return
@@ -136,7 +141,17 @@ func (c *Central) handleAnswerLocked(cn *conn, u *user, m *proto.Answer) {
 	if len(q.waiting) > 0 {
 		return
 	}
-	r, rtt, err := c.placeLocked(q)
+	q.settleBy = c.now().Add(c.cfg.SettleWait)
+	c.tryPlaceLocked(q, false)
+}
+
+// tryPlaceLocked places q's room unless some member's vector is not
+// settled yet and force is false.
+func (c *Central) tryPlaceLocked(q *request, force bool) {
+	r, rtt, err := c.placeLocked(q, force)
+	if r == nil && err == nil {
+		return // not settled: a member's report or the tick tries again
+	}
 	if err != nil {
 		c.log.Warn("no server for new room", "req", q.id, "err", err)
 		c.finishLocked(q, proto.ServerErr, "no chat server can host this room: "+err.Error(), "")
@@ -148,12 +163,17 @@ func (c *Central) handleAnswerLocked(cn *conn, u *user, m *proto.Answer) {
 
 // placeLocked chooses a server for q's members and creates the room at
 // epoch 1.
-func (c *Central) placeLocked(q *request) (*room, time.Duration, error) {
+// Unless force is set, it returns nothing (no room, no error) while some
+// member has not measured some open server.
+func (c *Central) placeLocked(q *request, force bool) (*room, time.Duration, error) {
 	c.syncSelLocked()
 	c.refreshDirtyLocked()
 	now := c.now()
 	r := &room{epoch: 1, members: slices.Clone(q.members), created: now, lastMove: now}
 	c.refreshMatrix(r)
+	if !force && c.unsettledLocked(r) {
+		return nil, 0, nil
+	}
 	ch, err := selection.ChooseMatrix(c.sel, r.m, c.rnd)
 	if err != nil {
 		return nil, 0, err
@@ -165,10 +185,18 @@ func (c *Central) placeLocked(q *request) (*room, time.Duration, error) {
 		}
 	}
 	r.srv = c.servers[ch.Index]
+	provisional := c.unsettledLocked(r)
+	if provisional {
+		// Some member has not measured a server that could host the room
+		// (it registered after the member's last round; the member was
+		// told and is probing it now): place it now, and let the
+		// member's report move it at once, with no dwell to wait out.
+		r.lastMove = time.Time{}
+	}
 	c.insertRoomLocked(r)
 	c.sel[ch.Index].Full = r.srv.full()
 	c.storeErr("put room", c.st.PutRoom(r.record()))
-	c.log.Info("room created", "room", r.id, "server", r.srv.rec.ID, "members", r.memberNames(), "rtt", ch.Max)
+	c.log.Info("room created", "room", r.id, "server", r.srv.rec.ID, "members", r.memberNames(), "rtt", ch.Max, "provisional", provisional)
 	return r, ch.Max, nil
 }
 
@@ -176,6 +204,8 @@ func (c *Central) placeLocked(q *request) (*room, time.Duration, error) {
 func (c *Central) tickRequestsLocked(now time.Time) {
 	for _, q := range c.reqs {
 		switch {
+		case !q.settleBy.IsZero():
+			c.tryPlaceLocked(q, !now.Before(q.settleBy))
 		case now.Sub(q.created) >= c.cfg.RequestTimeout:
 			names := make([]string, 0, len(q.waiting))
 			for v := range q.waiting {
@@ -190,86 +220,18 @@ func (c *Central) tickRequestsLocked(now time.Time) {
 	}
 }
 
-// push is an Assign that a member has not acknowledged yet.
-type push struct {
-	u     *user
-	room  string
-	epoch uint64
-	frame []byte // immutable once built: AsyncWrite may still hold it
-	first time.Time
-	next  time.Time
-	tries int
-}
-
-// pushAssignLocked sends r's placement to every member and keeps it until
-// acknowledged. A newer epoch replaces an older pending push for the room.
-func (c *Central) pushAssignLocked(r *room, reason, prev string, prevRTT, rtt time.Duration, now time.Time) {
-	m := &proto.Assign{
-		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
-		Members: r.memberNames(), Reason: reason, Prev: prev, PrevRTT: prevRTT, RTT: rtt,
-	}
-	for _, u := range r.members {
-		c.dropPushLocked(u, r.id)
-		frame, err := c.assignFrame(m, u.name, now)
-		if err != nil {
-			c.log.Error("encode assign", "room", r.id, "err", err)
-			return
+// unsettledLocked reports whether some open server is unmeasured by some
+// member of r, whose matrix is fresh.
+func (c *Central) unsettledLocked(r *room) bool {
+	for i, s := range c.sel {
+		if !s.Up || s.Draining || s.Full {
+			continue
 		}
-		p := &push{u: u, room: r.id, epoch: r.epoch, frame: frame, first: now, next: now}
-		u.pushes[r.id] = p
-		c.pushes[p] = struct{}{}
-		c.sendPushLocked(p, now)
-	}
-}
-
-// assignFrame encodes m for one member, with that member's own ticket when
-// Central signs tickets. Each frame is built fresh: pushes keep theirs
-// immutable while AsyncWrite may hold it.
-func (c *Central) assignFrame(m *proto.Assign, user string, now time.Time) ([]byte, error) {
-	m.Ticket = nil
-	if c.cfg.TicketKey != nil {
-		t, err := ticket.Sign(c.cfg.TicketKey, ticket.Claims{Room: m.Room, User: user, Epoch: m.Epoch,
-			Expires: now.Add(c.cfg.TicketTTL).Unix()})
-		if err != nil {
-			return nil, err
-		}
-		m.Ticket = t
-	}
-	return wire.AppendFrame(nil, m)
-}
-
-func (c *Central) sendPushLocked(p *push, now time.Time) {
-	if p.u.sess == nil {
-		return
-	}
-	p.tries++
-	p.next = now.Add(c.cfg.AssignRetry)
-	c.writeLocked(p.u.sess, p.frame)
-}
-
-func (c *Central) dropPushLocked(u *user, room string) {
-	if p := u.pushes[room]; p != nil {
-		delete(u.pushes, room)
-		delete(c.pushes, p)
-	}
-}
-
-// ackLocked clears u's push for the room once it follows that epoch.
-func (c *Central) ackLocked(u *user, m *proto.AssignAck) {
-	if p := u.pushes[m.Room]; p != nil && m.Epoch >= p.epoch {
-		c.dropPushLocked(u, m.Room)
-	}
-}
-
-// tickPushesLocked resends due pushes and gives up on old ones.
-func (c *Central) tickPushesLocked(now time.Time) {
-	for p := range c.pushes {
-		switch {
-		case now.Sub(p.first) >= c.cfg.AssignGiveUp:
-			c.log.Warn("assign never acknowledged; giving up", "user", p.u.name, "room", p.room, "epoch", p.epoch, "tries", p.tries)
-			c.dropPushLocked(p.u, p.room)
-		case !now.Before(p.next):
-			c.sendPushLocked(p, now)
+		for j := range r.m.Members {
+			if r.m.At(j, i) < 0 {
+				return true
+			}
 		}
 	}
+	return false
 }

@@ -143,6 +143,11 @@ func TestRequestOutcomes(t *testing.T) {
 				t.Fatal(err)
 			}
 			b.send(&proto.Answer{Req: req, Accept: true})
+			// bob has not measured the open servers: Central waits
+			// SettleWait for his vector before it gives up.
+			b.send(&proto.Ping{ID: 1})
+			expect[*proto.Pong](b, nil)
+			w.clk.Advance(w.c.cfg.SettleWait)
 			if st := a.expectStatus(proto.ServerErr); !strings.Contains(st.Detail, "no eligible server") {
 				t.Fatalf("detail %q", st.Detail)
 			}
@@ -229,10 +234,14 @@ func TestRequestRateLimit(t *testing.T) {
 		alice.expectStatus(proto.AckConn)
 		alice.expectStatus(proto.UserNotFound)
 	}
+	// Over the limit a request gets exactly one reply, not ACK_CONN first.
 	alice.send(&proto.Request{To: []string{"nobody"}})
-	alice.expectStatus(proto.AckConn)
 	st := alice.expectStatus(proto.ReqInvalid)
 	if !strings.Contains(st.Detail, "too many") {
 		t.Fatalf("third request: %s %q, want a rate-limit answer", st.Code, st.Detail)
+	}
+	alice.send(&proto.Ping{ID: 7})
+	if p := expect[*proto.Pong](alice, nil); p.ID != 7 {
+		t.Fatalf("after the refusal: %+v", p)
 	}
 }

@@ -1,0 +1,571 @@
+package central
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
+	"nearchat/pkg/wire"
+	"nearchat/pkg/wiretest"
+)
+
+// offline closes k's control connection and waits until Central sees it.
+func (h *harness) offline(t *testing.T, k *ctl) {
+	t.Helper()
+	k.nc.Close()
+	testkit.WaitFor(t, 5*time.Second, k.name+" offline", func() bool {
+		info, err := h.api.LookupClient(ctx(t), k.name)
+		return err == nil && !info.Online
+	})
+}
+
+// pushCount returns how many pushes Central holds, logging them.
+func (h *harness) pushCount() int {
+	h.c.mu.Lock()
+	defer h.c.mu.Unlock()
+	for p := range h.c.pushes {
+		h.c.log.Debug("push pending", "user", p.u.name, "room", p.room, "epoch", p.epoch, "server", p.server, "tries", p.tries)
+	}
+	return len(h.c.pushes)
+}
+
+// Reliability finding 1 (b): a member whose control link is down while its
+// room moves must be told when it comes back, however long it was away.
+func TestOfflineMemberToldAfterGiveUp(t *testing.T) {
+	w := newWorld(t, nil)
+	a := w.user(t, "alice")
+	b, bs := w.connect(t, "bob")
+	w.latency(t, bs, map[string]centralapi.Sample{"serv1": ms(10), "serv2": ms(30)})
+	as := chat(t, a, b)
+	w.offline(t, b)
+	if err := w.api.Drain(ctx(t), "serv1", ""); err != nil {
+		t.Fatal(err)
+	}
+	mv := expect[*proto.Assign](a, nil)
+	a.send(&proto.AssignAck{Room: mv.Room, Epoch: mv.Epoch})
+	// Long past AssignGiveUp, in steps the tick loop sees: carol's chat
+	// request to dave, which nobody answers, times out on each tick.
+	c, d := w.user(t, "carol"), w.user(t, "dave")
+	for range 4 {
+		c.send(&proto.Request{To: []string{"dave"}})
+		c.expectStatus(proto.AckConn)
+		c.expectStatus(proto.ReqSent)
+		expect[*proto.Incoming](d, nil)
+		w.clk.Advance(w.c.cfg.AssignGiveUp / 2)
+		c.expectStatus(proto.ReqTimeout)
+		expect[*proto.Status](d, nil)
+	}
+	b2 := w.connectAs(t, bs)
+	got := expect[*proto.Assign](b2, nil)
+	if got.Room != as.Room || got.Epoch != mv.Epoch || got.Server.ID != "serv2" {
+		t.Fatalf("bob on reconnect got %+v, want the room on serv2 at epoch %d", got, mv.Epoch)
+	}
+}
+
+// Reliability finding 1 (a): Central restarts after moving a room while a
+// member was away; the old server still lists that member at the old epoch.
+// The restarted Central must move the member, from the heartbeats alone.
+func TestRestartMidMoveHealsStaleMember(t *testing.T) {
+	w := twoServerChat(t, testConfig(t))
+	h1, s1, s2, a, b, as, bs, room := w.h, w.s1, w.s2, w.a, w.b, w.as, w.bs, w.room
+	h1.offline(t, b)
+	if err := h1.api.Drain(ctx(t), "serv1", ""); err != nil {
+		t.Fatal(err)
+	}
+	mv := expect[*proto.Assign](a, nil)
+	a.send(&proto.AssignAck{Room: mv.Room, Epoch: mv.Epoch})
+
+	// Central restarts with an empty store. bob still sits on serv1 at
+	// epoch 1; alice is on serv2.
+	h1.c.Close()
+	h2 := startCentral(t, testConfig(t))
+	s1.rooms = []centralapi.RoomReport{{ID: room.Room, Epoch: room.Epoch, Members: []string{"bob"}}}
+	s2.rooms = []centralapi.RoomReport{{ID: room.Room, Epoch: mv.Epoch, Members: []string{"alice"}}}
+	s1.beat(t, h2.api)
+	s2.beat(t, h2.api)
+	for _, s := range []centralapi.Session{as, bs} {
+		if _, err := h2.api.RegisterClient(ctx(t), s.Name, s.Token); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b2 := h2.connectAs(t, bs)
+	got := expect[*proto.Assign](b2, nil)
+	if got.Room != room.Room || got.Epoch != mv.Epoch || got.Server.ID != "serv2" {
+		t.Fatalf("bob after the restart got %+v, want the room on serv2 at epoch %d", got, mv.Epoch)
+	}
+}
+
+// Holding reports alone rebuild a room and heal a member that follows an
+// older placement; a member that lists nothing is given its rooms; a
+// non-member of a room Central made is told the room is closed to it.
+func TestHoldingReconciles(t *testing.T) {
+	// The members' vectors favour serv1: no voluntary move may blur what
+	// the reports alone do.
+	w := newWorld(t, func(c *Config) { c.Policy.MinDwell = time.Hour })
+	a := w.user(t, "alice")
+	b := w.user(t, "bob")
+	c := w.user(t, "carol")
+	const room = "r-00aa11bb22cc"
+	a.send(&proto.Holding{Rooms: []proto.Held{{Room: room, Epoch: 5, Server: "serv2"}}})
+	testkit.WaitFor(t, 5*time.Second, "room adopted from alice's report", func() bool {
+		r, ok := w.roomOf(t, room)
+		return ok && r.Epoch == 5 && r.Server == "serv2" && r.Adopted
+	})
+	// bob follows epoch 4 on serv1: he is told epoch 5 on serv2.
+	b.send(&proto.Holding{Rooms: []proto.Held{{Room: room, Epoch: 4, Server: "serv1"}}})
+	got := expect[*proto.Assign](b, nil)
+	if got.Room != room || got.Epoch != 5 || got.Server.ID != "serv2" {
+		t.Fatalf("bob got %+v", got)
+	}
+	// Reporting the placement settles it: the push goes, nothing repeats.
+	b.send(&proto.Holding{Rooms: []proto.Held{{Room: room, Epoch: 5, Server: "serv2"}}})
+	testkit.WaitFor(t, 5*time.Second, "bob's push settled by his report", func() bool { return w.pushCount() == 0 })
+	// The same epoch on another server is a difference too.
+	b.send(&proto.Holding{Rooms: []proto.Held{{Room: room, Epoch: 5, Server: "serv1"}}})
+	if got := expect[*proto.Assign](b, nil); got.Epoch != 5 || got.Server.ID != "serv2" {
+		t.Fatalf("bob on the wrong server at the right epoch got %+v", got)
+	}
+	b.send(&proto.AssignAck{Room: room, Epoch: 5})
+	// alice lists nothing (her client restarted): she gets the room.
+	a.send(&proto.Holding{})
+	if got := expect[*proto.Assign](a, nil); got.Room != room || got.Epoch != 5 {
+		t.Fatalf("alice listing nothing got %+v", got)
+	}
+	a.send(&proto.AssignAck{Room: room, Epoch: 5})
+	// A room Central made itself admits no member from a report.
+	made := chat(t, a, b)
+	c.send(&proto.Holding{Rooms: []proto.Held{{Room: made.Room, Epoch: 1, Server: made.Server.ID}}})
+	if rc := expect[*proto.RoomClosed](c, nil); rc.Room != made.Room {
+		t.Fatalf("carol got %+v", rc)
+	}
+}
+
+// Reliability finding 2: the same report twice while the check runs must
+// leave one push, settled by one ack, and the member's next push intact.
+func TestDuplicateUnreachableOnePush(t *testing.T) {
+	w := newWorld(t, nil)
+	a, b := w.user(t, "alice"), w.user(t, "bob")
+	room := chat(t, a, b)
+	var two []byte
+	for range 2 {
+		two, _ = wire.AppendFrame(two, &proto.Unreachable{Room: room.Room, Server: room.Server.ID, Epoch: 1})
+	}
+	if _, err := b.nc.Write(two); err != nil {
+		t.Fatal(err)
+	}
+	again := expect[*proto.Assign](b, nil)
+	if again.Epoch != 1 || again.Server.ID != room.Server.ID {
+		t.Fatalf("bob got %+v", again)
+	}
+	b.send(&proto.AssignAck{Room: room.Room, Epoch: 1})
+	testkit.WaitFor(t, 5*time.Second, "no push left after bob's ack", func() bool { return w.pushCount() == 0 })
+	// Nothing stale is repeated to bob.
+	w.clk.Advance(5 * w.c.cfg.AssignRetry)
+	b.send(&proto.Ping{ID: 3})
+	if m := expect[*proto.Pong](b, nil); m.ID != 3 {
+		t.Fatalf("got %+v", m)
+	}
+	// The next move's push to bob survives until he acknowledges it.
+	if err := w.api.Drain(ctx(t), room.Server.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	mv := expect[*proto.Assign](b, nil)
+	w.clk.Advance(w.c.cfg.AssignRetry)
+	if re := expect[*proto.Assign](b, nil); re.Epoch != mv.Epoch {
+		t.Fatalf("retry %+v, want epoch %d", re, mv.Epoch)
+	}
+}
+
+// Reliability finding 2: reports about a server that is already down are
+// not stored; when it comes back one report gets one answer.
+func TestReportersBoundedWhileDown(t *testing.T) {
+	cfg := testConfig(t)
+	clk := newFakeClock()
+	cfg.Clock = clk.Now
+	h := startCentral(t, cfg)
+	h.addServer(t, "serv1")
+	a, as := h.connect(t, "alice")
+	b, bs := h.connect(t, "bob")
+	for _, s := range []centralapi.Session{as, bs} {
+		h.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10)})
+	}
+	room := chat(t, a, b)
+	clk.Advance(cfg.OfflineAfter + time.Second)
+	testkit.WaitFor(t, 5*time.Second, "serv1 down", func() bool {
+		all, _ := h.api.AllServers(ctx(t))
+		return len(all) == 1 && !all[0].Up
+	})
+	var many []byte
+	for range 2000 {
+		many, _ = wire.AppendFrame(many, &proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
+	}
+	if _, err := b.nc.Write(many); err != nil {
+		t.Fatal(err)
+	}
+	b.send(&proto.Ping{ID: 4})
+	expect[*proto.Pong](b, nil)
+	h.c.mu.Lock()
+	kept := len(h.c.srvByID["serv1"].reporters)
+	h.c.mu.Unlock()
+	t.Logf("reports kept for a down server: %d", kept)
+	if kept != 0 {
+		t.Fatalf("%d reports kept for a server already down", kept)
+	}
+	clk.Advance(5 * time.Second) // past bob's report rate limit
+	if _, err := h.api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	b.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
+	expect[*proto.Assign](b, nil)
+	b.send(&proto.AssignAck{Room: room.Room, Epoch: 1})
+	testkit.WaitFor(t, 5*time.Second, "no push left", func() bool { return h.pushCount() == 0 })
+	b.send(&proto.Ping{ID: 5})
+	if p := expect[*proto.Pong](b, nil); p.ID != 5 {
+		t.Fatalf("bob got %+v after one answer", p)
+	}
+}
+
+// Reliability finding 7: one member's report about a slow server that
+// fails one check does not evict every room on it; a second member's
+// report corroborates it.
+func TestOneReportDoesNotEvictSlowServer(t *testing.T) {
+	w := newWorld(t, nil)
+	// serv1 is re-registered at a listener that accepts and never answers.
+	slow, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slow.Close() })
+	go func() {
+		for {
+			nc, err := slow.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { nc.Close() })
+		}
+	}()
+	if _, err := w.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: slow.Addr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := w.user(t, "alice"), w.user(t, "bob")
+	c, d := w.user(t, "carol"), w.user(t, "dave")
+	room := chat(t, a, b)
+	other := chat(t, c, d)
+	if room.Server.ID != "serv1" || other.Server.ID != "serv1" {
+		t.Fatalf("rooms on %s and %s, want serv1", room.Server.ID, other.Server.ID)
+	}
+	checks := func() int {
+		w.c.mu.Lock()
+		defer w.c.mu.Unlock()
+		return w.c.srvByID["serv1"].checks
+	}
+	a.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
+	testkit.WaitFor(t, 10*time.Second, "Central's check of serv1 to fail", func() bool { return checks() == 1 })
+	all, _ := w.api.AllServers(ctx(t))
+	for _, s := range all {
+		if s.ID == "serv1" && !s.Up {
+			t.Fatal("one report and one failed check marked serv1 down")
+		}
+	}
+	c.send(&proto.Ping{ID: 6})
+	if p := expect[*proto.Pong](c, nil); p.ID != 6 {
+		t.Fatalf("carol got %+v", p)
+	}
+	// bob, the other member, reports too: now serv1 is down.
+	b.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
+	mv := expect[*proto.Assign](b, nil)
+	if mv.Server.ID != "serv2" || mv.Reason != "current server down" {
+		t.Fatalf("after two members' reports bob got %+v", mv)
+	}
+	if cm := expect[*proto.Assign](c, nil); cm.Server.ID != "serv2" {
+		t.Fatalf("carol got %+v", cm)
+	}
+}
+
+// Reliability finding 6: a client that writes and never reads is cut off
+// once its unread backlog passes MaxOutbound; Central's memory is not its
+// buffer.
+func TestControlOutboundBounded(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxOutbound = 64 << 10
+	h := startCentral(t, cfg)
+	s := h.register(t, "mallory")
+	nc, err := net.Dial("tcp", h.c.ControlAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.(*net.TCPConn).SetReadBuffer(4 << 10)
+	hello, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: "test/1", Token: s.Token})
+	if _, err := nc.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Read(make([]byte, 64)); err != nil { // the Welcome
+		t.Fatal(err)
+	}
+	online := func() bool {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		u := h.c.users["mallory"]
+		return u != nil && u.sess != nil
+	}
+	testkit.WaitFor(t, 5*time.Second, "mallory online", online)
+	var pings []byte
+	for i := range 1000 {
+		pings, _ = wire.AppendFrame(pings, &proto.Ping{ID: uint64(i)})
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	sent := 0
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) && online() {
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		n, err := nc.Write(pings)
+		sent += n
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			continue // Central reads slowly on a loaded machine: keep pushing
+		} else if err != nil {
+			break
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("wrote %d KiB of pings without reading; cut off: %v; heap in use grew by %d KiB", sent>>10, !online(), grew>>10)
+	// Either Central cut the client off, or TCP flow control held the
+	// flood back before Central buffered it: memory must not grow with it.
+	if online() && grew > 32<<20 {
+		t.Fatalf("a client that does not read grew Central's heap by %d MiB", grew>>20)
+	}
+	if sent > 64<<20 && online() {
+		t.Fatalf("%d MiB written and still connected", sent>>20)
+	}
+}
+
+// Reliability finding 9: rooms whose members are all gone expire and stop
+// filling their server.
+func TestGhostRoomsExpire(t *testing.T) {
+	cfg := testConfig(t)
+	clk := newFakeClock()
+	cfg.Clock = clk.Now
+	h := startCentral(t, cfg)
+	e := wiretest.EchoServer(t, 0, nil)
+	if _, err := h.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.Addr(), MaxRooms: 1}); err != nil {
+		t.Fatal(err)
+	}
+	a, as := h.connect(t, "alice")
+	b, bs := h.connect(t, "bob")
+	c, cs := h.connect(t, "carol")
+	for _, s := range []centralapi.Session{as, bs, cs} {
+		h.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10)})
+	}
+	ghost := chat(t, a, b)
+	h.offline(t, a)
+	h.offline(t, b)
+	for range 3 {
+		clk.Advance(cfg.RoomTTL/2 + time.Second)
+		if _, err := h.api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.WaitFor(t, 10*time.Second, "the ghost room to expire", func() bool {
+		_, ok := h.roomOf(t, ghost.Room)
+		return !ok
+	})
+	d, ds := h.connect(t, "dave")
+	h.latency(t, ds, map[string]centralapi.Sample{"serv1": ms(10)})
+	r := chat(t, c, d)
+	if r.Server.ID != "serv1" {
+		t.Fatalf("carol's room on %s", r.Server.ID)
+	}
+}
+
+// Issue 14: connected clients hear of a server that registers, drains or
+// goes down at once.
+func TestServerEventsAnnounced(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	a, _ := h.connect(t, "alice")
+	h.addServer(t, "serv9")
+	if err := h.api.Drain(ctx(t), "serv9", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.api.Deregister(ctx(t), "serv9", ""); err != nil {
+		t.Fatal(err)
+	}
+	a.send(&proto.Ping{ID: 8})
+	expect[*proto.Pong](a, nil)
+	got := a.events
+	var states []string
+	for _, ev := range got {
+		if ev.Server.ID == "serv9" {
+			states = append(states, ev.State)
+		}
+	}
+	if want := []string{proto.ServerUp, proto.ServerDraining, proto.ServerDown}; !slices.Equal(states, want) {
+		t.Fatalf("alice heard %v about serv9, want %v", states, want)
+	}
+}
+
+// Reliability 13: a room whose server died while Central was down is known
+// to a restarted Central only from its members' reports; once servers have
+// had OfflineAfter to come back, it is placed afresh.
+func TestStrandedRoomReplacedAfterRestart(t *testing.T) {
+	cfg := testConfig(t)
+	clk := newFakeClock()
+	cfg.Clock = clk.Now
+	h := startCentral(t, cfg)
+	h.addServer(t, "serv2") // serv1 died while Central was down
+	a, as := h.connect(t, "alice")
+	b, bs := h.connect(t, "bob")
+	for _, s := range []centralapi.Session{as, bs} {
+		h.latency(t, s, map[string]centralapi.Sample{"serv2": ms(20)})
+	}
+	const room = "r-0123456789ab"
+	for _, k := range []*ctl{a, b} {
+		k.send(&proto.Holding{Rooms: []proto.Held{{Room: room, Epoch: 3, Server: "serv1"}}})
+	}
+	testkit.WaitFor(t, 5*time.Second, "both members adopted", func() bool {
+		r, ok := h.roomOf(t, room)
+		return ok && len(r.Members) == 2
+	})
+	// Within OfflineAfter of the start serv1 may still come back: no move.
+	a.send(&proto.Ping{ID: 1})
+	expect[*proto.Pong](a, nil)
+	for range 2 {
+		clk.Advance(cfg.OfflineAfter/2 + time.Second)
+		if _, err := h.api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []*ctl{a, b} {
+		mv := expect[*proto.Assign](k, nil)
+		if mv.Room != room || mv.Server.ID != "serv2" || mv.Epoch <= 3 {
+			t.Fatalf("%s got %+v", k.name, mv)
+		}
+	}
+}
+
+// Reliability 13 (security): after a restart every member of an adopted
+// room is a placeholder until its client comes back; nobody else may take
+// its name, with no token or with a made-up one.
+func TestPlaceholderNameNeedsItsToken(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ClusterSecret = "s3cret"
+	h1 := startCentral(t, cfg)
+	bs := h1.register(t, "bob")
+	h1.c.Close()
+	h2 := startCentral(t, cfg) // same secret, empty store
+	e := wiretest.EchoServer(t, 0, nil)
+	if _, err := h2.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.Addr(), Secret: "s3cret"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h2.api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{Secret: "s3cret",
+		Rooms: []centralapi.RoomReport{{ID: "r-0123456789ab", Epoch: 2, Members: []string{"alice", "bob"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{"", strings.Repeat("ab", 32)} {
+		if s, err := h2.api.RegisterClient(ctx(t), "bob", tok); err == nil {
+			t.Fatalf("bob's name taken with token %q: %+v", tok, s)
+		} else {
+			t.Logf("taking bob's name with token %q: %v", tok, err)
+		}
+	}
+	if s, err := h2.api.RegisterClient(ctx(t), "bob", bs.Token); err != nil || s.Token != bs.Token {
+		t.Fatalf("bob with his own token: %+v %v", s, err)
+	}
+}
+
+// Issue 14.5 and usability 0: a server that registers after the members
+// measured is not in their vectors when the room is made; the room is
+// placed provisionally and moves as soon as a member's report shows the
+// better server, dwell or not.
+func TestProvisionalPlacementCorrected(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Policy.MinDwell = time.Hour
+	h := startCentral(t, cfg)
+	h.addServer(t, "serv2")
+	a, as := h.connect(t, "alice")
+	b, bs := h.connect(t, "bob")
+	for _, s := range []centralapi.Session{as, bs} {
+		h.latency(t, s, map[string]centralapi.Sample{"serv2": ms(100)})
+	}
+	h.addServer(t, "serv1") // late, and closer
+	room := chat(t, a, b)
+	if room.Server.ID != "serv2" {
+		t.Fatalf("placed on %s", room.Server.ID)
+	}
+	start := time.Now()
+	for _, s := range []centralapi.Session{as, bs} {
+		h.latency(t, s, map[string]centralapi.Sample{"serv2": ms(100), "serv1": ms(40)})
+	}
+	mv := expect[*proto.Assign](a, nil)
+	t.Logf("moved to the late server %v after the reports", time.Since(start))
+	if mv.Server.ID != "serv1" {
+		t.Fatalf("alice got %+v", mv)
+	}
+}
+
+// Reports are rate-limited per member: a member cannot make Central adopt
+// rooms without bound by flooding Holding reports.
+func TestHoldingRateLimited(t *testing.T) {
+	w := newWorld(t, nil)
+	a := w.user(t, "alice")
+	var flood []byte
+	for i := range 20 {
+		var h proto.Holding
+		for j := range 100 {
+			h.Rooms = append(h.Rooms, proto.Held{Room: fmt.Sprintf("r-%012x", i*100+j), Epoch: 1, Server: "serv1"})
+		}
+		flood, _ = wire.AppendFrame(flood, &h)
+	}
+	if _, err := a.nc.Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	a.send(&proto.Ping{ID: 2})
+	// Each report is complete, so rooms of an earlier one are pushed back.
+	expect[*proto.Pong](a, func(m wire.Message) bool { _, ok := m.(*proto.Assign); return ok })
+	w.c.mu.Lock()
+	n := len(w.c.rooms)
+	w.c.mu.Unlock()
+	t.Logf("20 reports of 100 unknown rooms each in one burst: %d rooms adopted", n)
+	if n > holdingBurst*100 {
+		t.Fatalf("%d rooms adopted from one member's burst", n)
+	}
+}
+
+// Issue 14.5: once everyone accepted, the placement waits (SettleWait) for
+// every member to have measured a server that registered after their last
+// round, so the first placement is already the right one.
+func TestFirstPlacementWaitsForSettledVector(t *testing.T) {
+	w := newWorld(t, nil)
+	a, as := w.connect(t, "alice")
+	b, bs := w.connect(t, "bob")
+	old := map[string]centralapi.Sample{"serv1": ms(60), "serv2": ms(100)}
+	w.latency(t, as, old)
+	w.latency(t, bs, old)
+	w.addServer(t, "serv3") // late, and the closest
+	a.send(&proto.Request{To: []string{"bob"}})
+	a.expectStatus(proto.AckConn)
+	a.expectStatus(proto.ReqSent)
+	in := expect[*proto.Incoming](b, nil)
+	b.send(&proto.Answer{Req: in.Req, Accept: true})
+	b.send(&proto.Ping{ID: 1})
+	expect[*proto.Pong](b, nil) // the answer was handled: nothing placed yet
+	now := map[string]centralapi.Sample{"serv1": ms(60), "serv2": ms(100), "serv3": ms(40)}
+	w.latency(t, as, now)
+	w.latency(t, bs, now)
+	a.expectStatus(proto.ReqAccepted)
+	if as := expect[*proto.Assign](a, skipAwaiting); as.Server.ID != "serv3" || as.Epoch != 1 {
+		t.Fatalf("first placement %+v, want serv3 at epoch 1", as)
+	}
+}

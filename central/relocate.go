@@ -1,0 +1,630 @@
+// Relocation: the scan and the decisions it makes, the pushes that carry
+// a room's placement to its members until they acknowledge it, and the
+// members' reports that a room's server is unreachable.
+
+package central
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/rtt"
+	"nearchat/pkg/selection"
+	"nearchat/pkg/ticket"
+	"nearchat/pkg/tlsconfig"
+	"nearchat/pkg/wire"
+)
+
+// refreshDenseLocked lays u's vector out in server order.
+func (c *Central) refreshDenseLocked(u *user) {
+	if u.denseLayout == c.layout && u.denseGen == u.latGen {
+		return
+	}
+	u.dense = slices.Grow(u.dense[:0], len(c.servers))[:len(c.servers)]
+	u.spread = slices.Grow(u.spread[:0], len(c.servers))[:len(c.servers)]
+	for i, s := range c.servers {
+		d, sp := selection.Unmeasured, time.Duration(0)
+		if smp, ok := u.lat[s.rec.ID]; ok && smp.Count > 0 && smp.Median >= 0 {
+			d, sp = smp.Median, max(smp.Spread, 0)
+		}
+		u.dense[i], u.spread[i] = d, sp
+	}
+	u.denseLayout, u.denseGen = c.layout, u.latGen
+}
+
+// refreshDirtyLocked brings every dense vector up to date, so that matrix
+// rebuilds can read them from several goroutines at once.
+func (c *Central) refreshDirtyLocked() {
+	if c.denseAt != c.layout {
+		for _, u := range c.users {
+			c.refreshDenseLocked(u)
+		}
+		c.denseAt = c.layout
+	} else {
+		for u := range c.dirty {
+			c.refreshDenseLocked(u)
+		}
+	}
+	clear(c.dirty)
+}
+
+// refreshMatrix rebuilds r.m if stale. It writes only r and reads the
+// members' dense vectors, which refreshDirtyLocked made current.
+func (c *Central) refreshMatrix(r *room) {
+	if r.mFresh && r.mLayout == c.layout {
+		return
+	}
+	k := len(r.members)
+	n := len(c.servers)
+	if cap(r.m.RTT) < n*k {
+		r.m.RTT = make([]time.Duration, n*k)
+		r.m.Spread = make([]time.Duration, n*k)
+	}
+	r.m.RTT, r.m.Spread = r.m.RTT[:n*k], r.m.Spread[:n*k]
+	r.m.Servers, r.m.Members = n, k
+	for j, u := range r.members {
+		for s := range n {
+			r.m.RTT[s*k+j] = u.dense[s]
+			r.m.Spread[s*k+j] = u.spread[s]
+		}
+	}
+	r.mLayout, r.mFresh = c.layout, true
+}
+
+// move is a relocation decided by a scan.
+type move struct {
+	r       *room
+	to      int
+	epoch   uint64
+	reason  string
+	prevRTT time.Duration
+	rtt     time.Duration
+}
+
+// decide runs the policy for one room without changing anything but its
+// matrix; it is safe to call for different rooms from several goroutines.
+func (c *Central) decide(r *room, now time.Time, rnd *rand.Rand) (move, bool) {
+	if len(r.members) == 0 {
+		return move{}, false
+	}
+	if r.srv == nil && r.lostSrv != "" && now.Sub(c.started) < c.cfg.OfflineAfter {
+		return move{}, false // its server may still come back and report it
+	}
+	c.refreshMatrix(r)
+	cur := r.cur()
+	d, err := c.cfg.Policy.DecideMatrix(cur, r.lastMove, now, c.sel, r.m, rnd)
+	if err != nil || !d.Move {
+		return move{}, false
+	}
+	mv := move{r: r, to: d.To.Index, epoch: r.epoch, reason: d.Reason, rtt: d.To.Max}
+	if cur >= 0 {
+		if sc, ok := selection.ScoreMatrix(c.sel, r.m, cur); ok {
+			mv.prevRTT = sc.Max
+		}
+	}
+	return mv, true
+}
+
+// evaluateLocked decides and applies one room's move.
+func (c *Central) evaluateLocked(r *room, now time.Time, rnd *rand.Rand) {
+	if mv, ok := c.decide(r, now, rnd); ok {
+		c.applyMoveLocked(mv, now)
+	}
+}
+
+func (c *Central) applyMoveLocked(mv move, now time.Time) {
+	r := mv.r
+	if c.roomByID[r.id] != r || r.epoch != mv.epoch {
+		return
+	}
+	if t := c.sel[mv.to]; !t.Up || t.Draining || (t.Full && mv.to != r.cur()) {
+		return // a move applied earlier in this scan filled it; the next scan retries
+	}
+	to := c.servers[mv.to]
+	prev := r.srv
+	prevID := ""
+	if prev != nil {
+		prevID = prev.rec.ID
+		prev.assigned--
+		if prev.idx >= 0 {
+			c.sel[prev.idx].Full = prev.full()
+		}
+	}
+	r.srv = to
+	to.assigned++
+	c.sel[to.idx].Full = to.full()
+	r.epoch = c.nextEpoch(r, now)
+	r.lastMove = now
+	r.lostSrv = ""
+	c.storeErr("put room", c.st.PutRoom(r.record()))
+	c.log.Info("room moved", "room", r.id, "epoch", r.epoch, "from", prevID, "to", to.rec.ID, "reason", mv.reason, "rtt", mv.rtt, "prev_rtt", mv.prevRTT)
+	c.noteMoveLocked(r, prev, mv, now)
+	c.pushAssignLocked(r, mv.reason, prevID, mv.prevRTT, mv.rtt, now)
+}
+
+// nextEpoch is the epoch of r's next placement. A room Central created
+// counts up from 1. A room it adopted may have had placements this process
+// never saw (a move made just before a restart, which some member follows),
+// so its next epoch is also at least the current Unix time in
+// milliseconds: epochs never repeat across restarts.
+func (c *Central) nextEpoch(r *room, now time.Time) uint64 {
+	e := r.epoch + 1
+	if r.adopted {
+		e = max(e, uint64(now.UnixMilli()))
+	}
+	return e
+}
+
+// scanChunk is how many rooms one scan worker takes at a time.
+const scanChunk = 1024
+
+// scanLocked re-evaluates every room, in parallel over the CPUs. Decisions
+// only read shared state (each worker writes the matrices of its own rooms
+// alone), and moves are applied afterwards on this goroutine.
+func (c *Central) scanLocked() int {
+	c.syncSelLocked()
+	c.refreshDirtyLocked()
+	now := c.now()
+	workers := len(c.workerRnds)
+	if len(c.rooms) < 2*scanChunk {
+		workers = 1
+	}
+	found := make([][]move, workers)
+	if workers == 1 {
+		found[0] = c.scanRange(0, len(c.rooms), now, c.workerRnds[0], nil)
+	} else {
+		var wg sync.WaitGroup
+		var next chunkCounter
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					lo := next.take(scanChunk)
+					if lo >= len(c.rooms) {
+						return
+					}
+					found[w] = c.scanRange(lo, min(lo+scanChunk, len(c.rooms)), now, c.workerRnds[w], found[w])
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	n := 0
+	for _, mvs := range found {
+		for _, mv := range mvs {
+			c.applyMoveLocked(mv, now)
+			n++
+		}
+	}
+	return n
+}
+
+func (c *Central) scanRange(lo, hi int, now time.Time, rnd *rand.Rand, out []move) []move {
+	for _, r := range c.rooms[lo:hi] {
+		if mv, ok := c.decide(r, now, rnd); ok {
+			out = append(out, mv)
+		}
+	}
+	return out
+}
+
+// chunkCounter hands out consecutive ranges of the room slice to scan
+// workers.
+type chunkCounter struct{ n atomic.Int64 }
+
+func (k *chunkCounter) take(size int) int { return int(k.n.Add(int64(size))) - size }
+
+// kickScan asks the scan loop to run now; it never blocks.
+func (c *Central) kickScan() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Central) scanLoop() {
+	t := time.NewTicker(c.cfg.ScanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+		start := time.Now()
+		c.mu.Lock()
+		c.scanLocked()
+		c.mu.Unlock()
+		c.obs.scan.Observe(time.Since(start).Seconds())
+	}
+}
+
+// push is the placement Central wants one member to follow, repeated until
+// the member acknowledges it. There is at most one per (member, room): a
+// newer placement replaces the older push.
+type push struct {
+	u      *user
+	room   string
+	epoch  uint64
+	server string
+	frame  []byte    // immutable once built: AsyncWrite may still hold it
+	first  time.Time // start of the give-up clock: the member's last connect
+	next   time.Time
+	tries  int
+}
+
+// pushAssignLocked sends r's placement to every member and keeps it until
+// acknowledged.
+func (c *Central) pushAssignLocked(r *room, reason, prev string, prevRTT, rtt time.Duration, now time.Time) {
+	m := &proto.Assign{
+		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
+		Members: r.memberNames(), Reason: reason, Prev: prev, PrevRTT: prevRTT, RTT: rtt,
+	}
+	for _, u := range r.members {
+		c.pushToLocked(u, r, m, now)
+	}
+}
+
+// pushToLocked replaces u's push for r with m and sends it.
+func (c *Central) pushToLocked(u *user, r *room, m *proto.Assign, now time.Time) {
+	c.dropPushLocked(u, r.id)
+	frame, err := c.assignFrame(m, u.name, now)
+	if err != nil {
+		c.log.Error("encode assign", "room", r.id, "err", err)
+		return
+	}
+	p := &push{u: u, room: r.id, epoch: m.Epoch, server: m.Server.ID, frame: frame, first: now, next: now}
+	u.pushes[r.id] = p
+	c.pushes[p] = struct{}{}
+	c.sendPushLocked(p, now)
+}
+
+// resendPlacementLocked pushes r's current placement to u alone, unless a
+// push of that very placement is already pending (it is being retried).
+func (c *Central) resendPlacementLocked(u *user, r *room, reason string) {
+	if r.srv == nil {
+		return
+	}
+	if p := u.pushes[r.id]; p != nil && p.epoch == r.epoch && p.server == r.srv.rec.ID {
+		return
+	}
+	c.pushToLocked(u, r, &proto.Assign{
+		Room: r.id, Epoch: r.epoch, Server: proto.ServerRef{ID: r.srv.rec.ID, Addr: r.srv.rec.Addr},
+		Members: r.memberNames(), Reason: reason,
+	}, c.now())
+}
+
+// assignFrame encodes m for one member, with that member's own ticket when
+// Central signs tickets. Each frame is built fresh: pushes keep theirs
+// immutable while AsyncWrite may hold it.
+func (c *Central) assignFrame(m *proto.Assign, user string, now time.Time) ([]byte, error) {
+	m.Ticket = nil
+	if c.cfg.TicketKey != nil {
+		t, err := ticket.Sign(c.cfg.TicketKey, ticket.Claims{Room: m.Room, User: user, Epoch: m.Epoch,
+			Expires: now.Add(c.cfg.TicketTTL).Unix()})
+		if err != nil {
+			return nil, err
+		}
+		m.Ticket = t
+	}
+	return wire.AppendFrame(nil, m)
+}
+
+func (c *Central) sendPushLocked(p *push, now time.Time) {
+	if p.u.sess == nil {
+		return
+	}
+	p.tries++
+	p.next = now.Add(c.cfg.AssignRetry)
+	c.writeLocked(p.u.sess, p.frame)
+}
+
+// dropPushLocked forgets u's push for room, whatever its epoch.
+func (c *Central) dropPushLocked(u *user, room string) {
+	if p := u.pushes[room]; p != nil {
+		delete(u.pushes, room)
+		delete(c.pushes, p)
+	}
+}
+
+// removePushLocked forgets p itself, and nothing that replaced it.
+func (c *Central) removePushLocked(p *push) {
+	if p.u.pushes[p.room] == p {
+		delete(p.u.pushes, p.room)
+	}
+	delete(c.pushes, p)
+}
+
+// ackLocked clears u's push for the room once it follows that epoch.
+func (c *Central) ackLocked(u *user, m *proto.AssignAck) {
+	if r := c.roomByID[m.Room]; r != nil && r.srv != nil && m.Epoch == r.epoch {
+		r.confirm(u, m.Epoch)
+	}
+	if p := u.pushes[m.Room]; p != nil && m.Epoch >= p.epoch {
+		c.dropPushLocked(u, m.Room)
+	}
+}
+
+// tickPushesLocked resends due pushes. A push is given up only after
+// AssignGiveUp of being offered to a connected member (the clock restarts
+// at every connect, and stands still while the member is offline); the
+// member's next Holding report brings it back if the member still holds
+// something else.
+func (c *Central) tickPushesLocked(now time.Time) {
+	for p := range c.pushes {
+		switch {
+		case p.u.sess == nil:
+		case now.Sub(p.first) >= c.cfg.AssignGiveUp:
+			c.log.Warn("assign never acknowledged; giving up until the member reports again", "user", p.u.name, "room", p.room, "epoch", p.epoch, "tries", p.tries)
+			c.removePushLocked(p)
+		case !now.Before(p.next):
+			c.sendPushLocked(p, now)
+		}
+	}
+}
+
+// maxHolding bounds the rooms of one Holding report, and the rooms a
+// member's reports can make Central adopt.
+const maxHolding = 4096
+
+// Members' reports are rate-limited per member: Holding comes every few
+// seconds and Unreachable every second per broken room, so these leave
+// room for honest bursts (a reconnect, several rooms on one dead server).
+const (
+	holdingRate, holdingBurst         = 1, 5
+	unreachableRate, unreachableBurst = 20, 50
+)
+
+// holdingLocked reconciles what u says it holds with the desired placement
+// of each room: every difference gets the room's placement pushed again,
+// rooms Central does not know (it restarted) are adopted from the report,
+// and rooms u should hold but does not list are pushed to it.
+func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
+	if len(m.Rooms) > maxHolding {
+		c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: fmt.Sprintf("%d rooms in one Holding report, limit %d", len(m.Rooms), maxHolding)})
+		return
+	}
+	now := c.now()
+	if !u.holdLimit.allow(now, holdingRate, holdingBurst) {
+		return // a member reports every few seconds; more is noise
+	}
+	listed := make(map[*room]struct{}, len(m.Rooms))
+	for _, h := range m.Rooms {
+		if proto.CheckRoom(h.Room) != nil || h.Epoch == 0 || proto.CheckUser(h.Server) != nil {
+			continue
+		}
+		r := c.roomByID[h.Room]
+		if r == nil && len(u.rooms) >= maxHolding {
+			continue // no member makes Central hold rooms without bound
+		}
+		if r == nil {
+			r = &room{id: h.Room, srv: c.srvByID[h.Server], epoch: h.Epoch, created: now, lastMove: now, adopted: true, members: []*user{u}}
+			if r.srv == nil {
+				r.lostSrv = h.Server
+			}
+			c.insertRoomLocked(r)
+			r.confirm(u, h.Epoch)
+			c.storeErr("put room", c.st.PutRoom(r.record()))
+			c.log.Info("room adopted from a member's report", "room", r.id, "server", h.Server, "known", r.srv != nil, "epoch", r.epoch, "member", u.name)
+			listed[r] = struct{}{}
+			continue
+		}
+		if !r.hasMember(u) {
+			if !r.adopted || len(r.members) >= c.cfg.MaxMembers {
+				c.sendLocked(cn, &proto.RoomClosed{Room: h.Room, Reason: "you are not a member of this room"})
+				continue
+			}
+			r.members = append(r.members, u)
+			u.rooms[r] = struct{}{}
+			r.mFresh = false
+			c.storeErr("put room", c.st.PutRoom(r.record()))
+		}
+		listed[r] = struct{}{}
+		if h.Epoch > r.epoch {
+			// u follows a placement newer than Central's: Central lost
+			// the move that made it (a restart). The newest epoch wins.
+			c.adoptPlacementLocked(r, c.srvByID[h.Server], h.Server, h.Epoch, now)
+		}
+		if r.srv != nil && h.Epoch == r.epoch && h.Server == r.srv.rec.ID {
+			r.confirm(u, h.Epoch)
+			if p := u.pushes[r.id]; p != nil && p.epoch <= h.Epoch {
+				c.dropPushLocked(u, r.id)
+			}
+			continue
+		}
+		c.resendPlacementLocked(u, r, "your placement differs from the room's")
+	}
+	for r := range u.rooms {
+		if _, ok := listed[r]; !ok && u.pushes[r.id] == nil {
+			c.resendPlacementLocked(u, r, "you do not hold this room")
+		}
+	}
+}
+
+// adoptPlacementLocked makes (s, epoch) r's placement without a move: some
+// member or server already holds it. s is nil when Central does not know
+// the server (yet); id names it then. Members that follow something else
+// are told.
+func (c *Central) adoptPlacementLocked(r *room, s *serverRec, id string, epoch uint64, now time.Time) {
+	if r.srv != nil {
+		r.srv.assigned--
+	}
+	r.srv, r.epoch, r.lostSrv = s, epoch, ""
+	if s == nil {
+		r.lostSrv = id
+	} else {
+		s.assigned++
+	}
+	c.storeErr("put room", c.st.PutRoom(r.record()))
+	if s == nil {
+		return
+	}
+	for _, v := range r.members {
+		if r.held[v] != epoch {
+			c.resendPlacementLocked(v, r, "the room's newest placement")
+		}
+	}
+}
+
+// announceLocked tells every connected client that s came up, drains or
+// went down, so clients measure a new server at once instead of at their
+// next probe round. One frame is shared by every connection.
+func (c *Central) announceLocked(s *serverRec, state string) {
+	frame, err := wire.AppendFrame(nil, &proto.ServerEvent{Server: proto.ServerRef{ID: s.rec.ID, Addr: s.rec.Addr}, State: state})
+	if err != nil {
+		return
+	}
+	for cn := range c.conns {
+		if cn.user != nil {
+			c.writeLocked(cn, frame)
+		}
+	}
+}
+
+// reporter is one member's report that its room's server is unreachable.
+type reporter struct {
+	u *user
+	r *room
+}
+
+// maxReporters bounds the reports kept per server while its check runs.
+const maxReporters = 4096
+
+// unreachableLocked handles a member's report that its room's server is
+// gone: a member behind the room's current placement is simply told it
+// again; otherwise Central checks the server itself. Reports are kept once
+// per (member, room).
+func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
+	if !u.repLimit.allow(c.now(), unreachableRate, unreachableBurst) {
+		return
+	}
+	r := c.roomByID[m.Room]
+	if r == nil || !r.hasMember(u) {
+		c.sendLocked(cn, &proto.Error{Code: proto.CodeNotFound, Reason: "you are not a member of this room", Ref: m.Room})
+		return
+	}
+	if r.srv == nil || r.epoch != m.Epoch || r.srv.rec.ID != m.Server {
+		if p := u.pushes[r.id]; p != nil {
+			c.sendPushLocked(p, c.now())
+		} else {
+			c.resendPlacementLocked(u, r, "current placement")
+		}
+		return
+	}
+	s := r.srv
+	if s.rec.Down {
+		return // the scan moves the room as soon as a server can take it
+	}
+	if s.reporters == nil {
+		s.reporters = map[reporter]struct{}{}
+	}
+	if len(s.reporters) < maxReporters {
+		s.reporters[reporter{u, r}] = struct{}{}
+	}
+	if s.suspectAt.IsZero() {
+		s.suspectAt = c.now()
+	}
+	c.probeLocked(s)
+}
+
+// probeTimeout is how long Central's check of s may take: ProbeTimeout, or
+// four times the slowest RTT to s that Central or a reporter measured, if
+// that is longer, so a distant server is not declared dead for being far.
+func (c *Central) probeTimeoutLocked(s *serverRec) time.Duration {
+	d := max(c.cfg.ProbeTimeout, 4*s.echoRTT)
+	for rep := range s.reporters {
+		if smp, ok := rep.u.lat[s.rec.ID]; ok && smp.Count > 0 {
+			d = max(d, 4*smp.Median)
+		}
+	}
+	return d
+}
+
+// corroboratedLocked reports whether a failed check of s is backed by
+// other evidence: a heartbeat overdue, or reports from two members.
+func (c *Central) corroboratedLocked(s *serverRec, now time.Time) (bool, string) {
+	if late := now.Sub(s.rec.LastSeen); late > c.cfg.HeartbeatInterval*3/2 {
+		return true, fmt.Sprintf("no heartbeat for %v", late.Round(time.Millisecond))
+	}
+	var first *user
+	for rep := range s.reporters {
+		if first == nil {
+			first = rep.u
+		} else if rep.u != first {
+			return true, "reported by two members"
+		}
+	}
+	return false, ""
+}
+
+// probeLocked starts one echo check of s unless one is running. A failed
+// check marks s down only when corroborated; otherwise the reports stay
+// and the next one (members repeat theirs every second) checks again.
+func (c *Central) probeLocked(s *serverRec) {
+	if s.probing || s.rec.Down || s.gone {
+		return
+	}
+	s.probing = true
+	addr, id := s.rec.Addr, s.rec.ID
+	timeout := c.probeTimeoutLocked(s)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, timeout)
+		start := time.Now()
+		err := echo(ctx, addr, c.cfg.ChatTLS)
+		took := time.Since(start)
+		cancel()
+		c.mu.Lock()
+		s.probing = false
+		s.checks++
+		now := c.now()
+		down, why := false, ""
+		switch {
+		case c.ctx.Err() != nil || c.srvByID[id] != s:
+		case err == nil:
+			s.echoRTT = took
+			s.suspectAt = time.Time{}
+			for rep := range s.reporters {
+				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
+					c.resendPlacementLocked(rep.u, rep.r, "current placement")
+				}
+			}
+			clear(s.reporters)
+		default:
+			var ok bool
+			if ok, why = c.corroboratedLocked(s, now); ok {
+				down = true
+				c.markDownLocked(s, "reported unreachable, failed Central's echo check ("+err.Error()+") and "+why)
+			} else {
+				c.log.Info("server reported unreachable failed one echo check; waiting for corroboration", "server", id, "err", err)
+			}
+		}
+		c.mu.Unlock()
+		if down {
+			c.kickScan()
+		} else if err == nil {
+			c.log.Info("server reported unreachable answers Central's echo", "server", id)
+		}
+	}()
+}
+
+// echo checks that a chat server answers Hello and one Ping.
+func echo(ctx context.Context, addr string, tc *tls.Config) error {
+	var d proto.Dialer = &net.Dialer{}
+	if tc != nil {
+		d = &tlsconfig.Dialer{Config: tc}
+	}
+	_, err := rtt.Probe(ctx, d, addr, 1, 0)
+	return err
+}
