@@ -297,7 +297,17 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		rate = sc.Rate
 	}
 	from := c.Events.Len()
-	for i, name := range members {
+	// The invitees first, and the requester once they are registered:
+	// it gives up on a peer Central does not know after a few tries.
+	for _, i := range []int{1, 2, 0} {
+		name := members[i]
+		if i == 0 {
+			for _, m := range members[1:] {
+				if err := e.awaitReady(from, m); err != nil {
+					return err
+				}
+			}
+		}
 		if e.Control[name], err = proxy(name+"-control", c.Control, true); err != nil {
 			return err
 		}
@@ -401,6 +411,38 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		}
 	}
 	return nil
+}
+
+// awaitReady waits for bot name's "ready" event (it registered with
+// Central). A bot that exits before it is started once more: on a loaded
+// machine its start-up check of Central's control port can fail; the
+// retry is logged, and a second failure ends the run.
+func (e *Env) awaitReady(from int, name string) error {
+	b := e.C.Bot(name)
+	for try := 1; ; try++ {
+		ready := make(chan error, 1)
+		go func() {
+			_, err := e.C.Events.Await(e.ctx, from, 30*time.Second, func(ev cluster.Event) bool {
+				return ev.Bot == name && ev.Kind() == "ready"
+			})
+			ready <- err
+		}()
+		select {
+		case err := <-ready:
+			if err != nil {
+				return fmt.Errorf("%s never registered with Central: %w", name, err)
+			}
+			return nil
+		case <-b.Exited():
+		}
+		if try == 2 {
+			return fmt.Errorf("%s exited twice before it registered with Central (see %s.log)", name, name)
+		}
+		e.log("%s exited before it registered with Central (see %s.log); starting it again", name, name)
+		if err := b.Start(); err != nil {
+			return err
+		}
+	}
 }
 
 // settle waits, up to timeout, until no running bot lags: each has

@@ -46,7 +46,7 @@ var Scenarios = []Scenario{
 	{Name: "reader-stall-cutoff", Doc: "one member stops reading for half the hold, past the server's -slow-timeout of a sixth of it (2 x 300 msg/s of 3 KB): cut off, then told exactly what it lacks, one Missed per sender", Rate: 300,
 		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"},
 		HoldArgs: func(hold time.Duration) []string { return []string{"-slow-timeout", (hold / 6).String()} },
-		Run:      readerStall, Check: oneMissedPerSender},
+		Run:      readerStallCutoff, Check: oneMissedPerSender},
 	{Name: "vanished-member", Doc: "SIGSTOP a member's client past the server's -idle-timeout (3 s): the others see it leave; SIGCONT, it comes back",
 		ServerArgs: []string{"-idle-timeout", "3s"}, Run: vanishedMember},
 	{Name: "resend-storm", Doc: "one member sends 50 Resend frames for the whole history of another", Run: resendStorm},
@@ -314,16 +314,35 @@ func slowReader(e *Env) error {
 	return e.Sleep(e.cfg.Hold)
 }
 
-func readerStall(e *Env) error {
+func readerStall(e *Env) error { return stallReader(e, false) }
+
+func readerStallCutoff(e *Env) error { return stallReader(e, true) }
+
+// stallReader stops one member reading for half the hold; untilCut keeps
+// it stopped until the room sees it leave (the server cut it off), up to
+// a minute more: the kernel's socket buffers absorb several seconds of
+// the room's traffic before the server's own bounds are reached, longer
+// than the short run's hold.
+func stallReader(e *Env, untilCut bool) error {
 	at, _, err := e.Where()
 	if err != nil {
 		return err
 	}
 	victim := e.pick()
+	from := e.C.Events.Len()
 	e.Chat[at].Set(victim, Down, Rule{Stall: true})
 	e.Fault("%s stops reading for %v", victim, e.cfg.Hold/2)
 	if err := e.Sleep(e.cfg.Hold / 2); err != nil {
 		return err
+	}
+	if untilCut {
+		if _, err := e.C.Events.Await(e.ctx, from, time.Minute, func(ev cluster.Event) bool {
+			return ev.Kind() == "left" && ev.Str("user") == victim
+		}); err != nil {
+			e.log("the room never saw %s leave: %v", victim, err)
+		} else {
+			e.log("the server cut %s off", victim)
+		}
 	}
 	e.Chat[at].Heal()
 	e.Fault("%s reads again", victim)
