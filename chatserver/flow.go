@@ -75,7 +75,7 @@ func (s *Server) releaseAcks(r *room) {
 		f := newFrame()
 		f.bb.B, _ = wire.AppendFrame(f.bb.B, &proto.Ack{Num: a.num, Seq: a.seq})
 		r.ev++
-		a.m.loop.push(item{target: a.m, f: f, ev: r.ev})
+		a.m.loop.push(item{target: a.m, f: f, ev: r.ev}, nil)
 	}
 	clear(r.acks)
 	r.acks = r.acks[:0]

@@ -30,10 +30,14 @@ type Server struct {
 	addr    string // where the event loops listen (TCP, or a Unix socket under TLS only)
 	tlsLn   net.Listener
 	front   *tlsFront
-	sockDir string        // private directory of the loops' Unix socket, if any
-	booted  chan error    // receives the outcome of binding
-	exited  chan struct{} // closed when gnet.Run returns
-	runErr  error         // gnet.Run's result, read after exited
+	sockDir string     // private directory of the loops' Unix socket, if any
+	booted  chan error // receives the outcome of binding
+	// loopsUp is closed once the event loops run (the first OnTick); the
+	// plaintext feed and the TLS front enrol connections only after it.
+	loopsUp     chan struct{}
+	loopsUpOnce sync.Once
+	exited      chan struct{} // closed when gnet.Run returns
+	runErr      error         // gnet.Run's result, read after exited
 
 	closing   atomic.Bool
 	stopReap  chan struct{}
@@ -52,14 +56,12 @@ type Server struct {
 	histBytes      atomic.Int64 // held by the rooms' history rings, always counted (HistoryBudget)
 	resendsDropped atomic.Uint64
 
-	loopsUp  chan struct{} // closed by the first OnTick: the event loops exist
-	loopsOne sync.Once
-	plainLn  net.Listener       // plaintext TCP, fed to the loops by connlimit.Feed
-	fed      chan struct{}      // closed when the feeding ends
-	lim      *connlimit.Limiter // descriptors held by connections, TLS front included
-	port     *connlimit.Port
-	guardMu  sync.Mutex // guards guards; each set is its loop's
-	guards   map[gnet.EventLoop]*guardSet
+	plainLn net.Listener       // plaintext TCP, fed to the loops by connlimit.Feed
+	fed     chan struct{}      // closed when the feeding ends
+	lim     *connlimit.Limiter // descriptors held by connections, TLS front included
+	port    *connlimit.Port
+	guardMu sync.Mutex // guards guards; each set is its loop's
+	guards  map[gnet.EventLoop]*guardSet
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
 	// loop's). loopsMu is never held with s.mu or r.mu; under it only l.mu
