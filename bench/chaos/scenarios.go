@@ -314,11 +314,15 @@ func slowReader(e *Env) error {
 	return e.Sleep(e.cfg.Hold)
 }
 
+// trickle is the bytes per second a stopped reader's link still carries:
+// one 3 KB message every 5 s.
+const trickle = 600
+
 func readerStall(e *Env) error { return stallReader(e, false) }
 
 func readerStallCutoff(e *Env) error { return stallReader(e, true) }
 
-// stallReader stops one member reading for half the hold; untilCut keeps
+// stallReader (nearly) stops one member reading for half the hold; untilCut keeps
 // it stopped until the room sees it leave (the server cut it off), up to
 // a minute more: the kernel's socket buffers absorb several seconds of
 // the room's traffic before the server's own bounds are reached, longer
@@ -330,7 +334,12 @@ func stallReader(e *Env, untilCut bool) error {
 	}
 	victim := e.pick()
 	from := e.C.Events.Len()
-	e.Chat[at].Set(victim, Down, Rule{Stall: true})
+	// A reader that stops is an application that stops taking its
+	// client's events: the client stops reading its socket, and its link
+	// stays alive. A full stall of the link would instead look like a dead
+	// network to the client, which gives up on a link silent for 15 s
+	// (client IdleTimeout), so one frame every few seconds trickles through.
+	e.Chat[at].Set(victim, Down, Rule{Rate: trickle})
 	e.Fault("%s stops reading for %v", victim, e.cfg.Hold/2)
 	if err := e.Sleep(e.cfg.Hold / 2); err != nil {
 		return err
