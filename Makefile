@@ -10,8 +10,10 @@ COMPAREFLAGS ?=
 
 # Debian packages the tests use: tmux drives the terminal client in its
 # integration test; chromium (headless) drives the dashboard in its browser
-# test. The Mininet scenario installs its own.
-APT_TEST_DEPS := tmux chromium
+# test; etcd (Debian's etcd-server) backs the etcd store's tests. An entry is
+# the command, or command:package when the two differ. The Mininet scenario
+# installs its own.
+APT_TEST_DEPS := tmux chromium etcd:etcd-server
 
 MININET_FLAGS ?=
 
@@ -26,7 +28,7 @@ build: ## build every program into bin/
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 deps: ## install the Debian packages the tests need (as root; otherwise say what is missing)
-	@missing=""; for p in $(APT_TEST_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_TEST_DEPS); do command -v $${p%%:*} >/dev/null || missing="$$missing $${p#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing:$$missing"; apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing; \
