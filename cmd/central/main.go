@@ -4,6 +4,7 @@
 //
 //	central -rest 127.0.0.1:8080 -control 127.0.0.1:8081 -secret "$NEARCHAT_SECRET"
 //	central -metrics 127.0.0.1:9090 -dashboard 127.0.0.1:8088
+//	central -store etcd://127.0.0.1:2379,127.0.0.1:22379/nearchat
 //
 // It stops cleanly on SIGINT or SIGTERM.
 package main
@@ -17,9 +18,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"nearchat/central"
 	"nearchat/central/dashboard"
+	"nearchat/central/store/etcdstore"
 	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
@@ -65,6 +68,7 @@ func main() {
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088 (empty: off); any non-loopback address needs -dashboard-token and -tls-cert, and serves https")
 	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
+	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing)")
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Parse(os.Args[1:])
 	if (*tlsCert == "") != (*tlsKey == "") {
@@ -124,6 +128,22 @@ func main() {
 		cfg.Logger.Info("TLS 1.3 on the REST and control ports")
 	}
 
+	if *storeURL != "memory" {
+		st, err := openEtcd(*storeURL)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "central:", err)
+			os.Exit(1)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := st.Close(ctx); err != nil {
+				cfg.Logger.Error("etcd store: writes lost at shutdown", "err", err, "pending", st.Pending())
+			}
+		}()
+		cfg.Store = st
+		cfg.Logger.Info("records in etcd", "store", *storeURL)
+	}
 	c, err := central.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -163,4 +183,14 @@ func main() {
 		os.Exit(1)
 	}
 	cfg.Logger.Info("central stopped")
+}
+
+func openEtcd(storeURL string) (*etcdstore.Store, error) {
+	endpoints, prefix, err := etcdstore.ParseURL(storeURL)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return etcdstore.Open(ctx, endpoints, prefix)
 }
