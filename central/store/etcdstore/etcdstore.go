@@ -17,8 +17,14 @@
 // Close flushes what it can within its context. Flush waits for every write
 // queued before it.
 //
-// One Store per prefix at a time: two Centrals writing one prefix would
-// overwrite each other's records.
+// One Store writes a prefix at a time. OpenLeader enforces it: it waits to
+// win an etcd election (concurrency.Election on prefix+"leader", held by a
+// lease that lives TTL past the process's last keep-alive), loads only
+// then, and fences every write on still holding the leadership, so a
+// deposed leader (killed, partitioned from etcd, paused) cannot overwrite
+// its successor's records: its Lost channel closes instead and it must
+// stop serving. Several Centrals started with OpenLeader on one prefix are
+// so one leader and hot standbys.
 package etcdstore
 
 import (
@@ -33,8 +39,14 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"go.etcd.io/etcd/client/v3/concurrency"
+
 	"nearchat/central/store"
 )
+
+// ErrNotLeader is the write error of a leader's Store that lost the
+// leadership.
+var ErrNotLeader = errors.New("etcdstore: no longer the leader")
 
 // DefaultPrefix is where the records live when the URL names no path.
 const DefaultPrefix = "/nearchat/"
@@ -59,6 +71,14 @@ type Store struct {
 
 	stop context.CancelFunc
 	done chan struct{}
+
+	// Set by OpenLeader: the session whose lease holds the leadership,
+	// the election, and the fence every transaction carries.
+	sess     *concurrency.Session
+	elec     *concurrency.Election
+	fence    []clientv3.Cmp
+	lost     chan struct{} // closed once the leadership is gone
+	lostOnce sync.Once
 }
 
 var _ store.Store = (*Store)(nil)
@@ -87,25 +107,97 @@ func ParseURL(s string) (endpoints []string, prefix string, err error) {
 }
 
 // Open connects to etcd at endpoints and loads every record under prefix.
-// ctx bounds the connection and the load.
+// ctx bounds the connection and the load. The Store does not take part in
+// an election: use it only where nothing else writes the prefix.
 func Open(ctx context.Context, endpoints []string, prefix string) (*Store, error) {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: 5 * time.Second,
-	})
+	s, err := newStore(endpoints, prefix)
+	if err != nil {
+		return nil, err
+	}
+	return s, s.start(ctx)
+}
+
+// OpenLeader connects to etcd at endpoints, waits until this process leads
+// prefix (ctx bounds the wait), then loads every record under it. name is
+// what the election records for the leader (for operators); ttl (a whole
+// number of seconds, at least one) is how long the leadership outlives a
+// leader that stopped renewing it. Close resigns.
+func OpenLeader(ctx context.Context, endpoints []string, prefix, name string, ttl time.Duration) (*Store, error) {
+	s, err := newStore(endpoints, prefix)
+	if err != nil {
+		return nil, err
+	}
+	s.sess, err = concurrency.NewSession(s.cli, concurrency.WithTTL(max(1, int(ttl.Round(time.Second)/time.Second))))
+	if err != nil {
+		s.cli.Close()
+		return nil, fmt.Errorf("etcdstore: session: %w", err)
+	}
+	s.elec = concurrency.NewElection(s.sess, prefix+"leader")
+	if err := s.elec.Campaign(ctx, name); err != nil {
+		s.sess.Close()
+		s.cli.Close()
+		return nil, fmt.Errorf("etcdstore: campaign: %w", err)
+	}
+	s.fence = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.elec.Key()), "=", s.elec.Rev())}
+	go func() {
+		select {
+		case <-s.sess.Done():
+			s.loseLeadership()
+		case <-s.lost:
+		}
+	}()
+	return s, s.start(ctx)
+}
+
+func newStore(endpoints []string, prefix string) (*Store, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: %w", err)
 	}
-	s := &Store{Memory: store.NewMemory(), cli: cli, prefix: prefix,
-		pending: map[string]*string{}, changed: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	return &Store{Memory: store.NewMemory(), cli: cli, prefix: prefix,
+		pending: map[string]*string{}, changed: make(chan struct{}), wake: make(chan struct{}, 1),
+		done: make(chan struct{}), lost: make(chan struct{})}, nil
+}
+
+func (s *Store) start(ctx context.Context) error {
 	if err := s.load(ctx); err != nil {
-		cli.Close()
-		return nil, err
+		s.closeClient()
+		return err
 	}
 	var wctx context.Context
 	wctx, s.stop = context.WithCancel(context.Background())
 	go s.writer(wctx)
-	return s, nil
+	return nil
+}
+
+func (s *Store) closeClient() error {
+	s.lostOnce.Do(func() { close(s.lost) })
+	var err error
+	if s.sess != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.elec.Resign(ctx) // a successor need not wait out the lease
+		cancel()
+		err = s.sess.Close()
+	}
+	return errors.Join(err, s.cli.Close())
+}
+
+// Lost is closed when a Store from OpenLeader is no longer the leader (its
+// lease expired or a write found another leader), and when the Store
+// closes; a Store from Open never loses leadership until Close.
+func (s *Store) Lost() <-chan struct{} { return s.lost }
+
+func (s *Store) loseLeadership() {
+	s.lostOnce.Do(func() { close(s.lost) })
+}
+
+// Leader returns the name of the current leader of prefix, "" if none.
+func (s *Store) Leader(ctx context.Context) (string, error) {
+	resp, err := s.cli.Get(ctx, s.prefix+"leader", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil || len(resp.Kvs) == 0 {
+		return "", err
+	}
+	return string(resp.Kvs[0].Value), nil
 }
 
 func (s *Store) load(ctx context.Context) error {
@@ -219,6 +311,10 @@ func (s *Store) writer(ctx context.Context) {
 		}
 		for {
 			err := s.writeBatch(ctx)
+			if errors.Is(err, ErrNotLeader) {
+				s.loseLeadership()
+				return
+			}
 			if err == nil {
 				backoff = 10 * time.Millisecond
 				break
@@ -251,8 +347,12 @@ func (s *Store) writeBatch(ctx context.Context) error {
 	send := func() {
 		if err == nil && len(ops) > 0 {
 			tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err = s.cli.Txn(tctx).Then(ops...).Commit()
+			var resp *clientv3.TxnResponse
+			resp, err = s.cli.Txn(tctx).If(s.fence...).Then(ops...).Commit()
 			cancel()
+			if err == nil && !resp.Succeeded {
+				err = ErrNotLeader
+			}
 		}
 		ops = ops[:0]
 	}
@@ -299,6 +399,8 @@ func (s *Store) Flush(ctx context.Context) error {
 		}
 		select {
 		case <-changed:
+		case <-s.lost:
+			return ErrNotLeader
 		case <-ctx.Done():
 			return errors.Join(ctx.Err(), lastErr)
 		}
@@ -312,11 +414,18 @@ func (s *Store) Pending() int {
 	return len(s.pending)
 }
 
-// Close flushes within ctx, stops the writer and closes the etcd client.
-// Writes still pending when ctx ends are lost (the cache had them).
+// Close flushes within ctx, stops the writer, resigns a leadership and
+// closes the etcd client. Writes still pending when ctx ends are lost (the
+// cache had them).
 func (s *Store) Close(ctx context.Context) error {
-	err := s.Flush(ctx)
+	var err error
+	select {
+	case <-s.lost:
+		err = ErrNotLeader
+	default:
+		err = s.Flush(ctx)
+	}
 	s.stop()
 	<-s.done
-	return errors.Join(err, s.cli.Close())
+	return errors.Join(err, s.closeClient())
 }

@@ -162,3 +162,80 @@ func TestMemberLoss(t *testing.T) {
 		t.Fatalf("after a member loss etcd has %+v, want epoch 51", got)
 	}
 }
+
+func openLeader(t *testing.T, endpoints []string, prefix, name string) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := OpenLeader(ctx, endpoints, prefix, name, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
+// TestDeposedLeaderCannotWrite revokes the first leader's lease (what
+// etcd does when a leader dies or is cut off for the TTL): a standby takes
+// over with the first leader's records, and the first leader's later
+// writes are refused, its Lost channel closes, and etcd keeps the new
+// leader's records.
+func TestDeposedLeaderCannotWrite(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	l1 := openLeader(t, ec.Endpoints(), "/el/", "one")
+	l1.PutRoom(store.Room{ID: "r1", Epoch: 1})
+	flush(t, l1)
+	if name, err := l1.Leader(context.Background()); err != nil || name != "one" {
+		t.Fatalf("leader %q %v", name, err)
+	}
+
+	standby := make(chan *Store, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		s, err := OpenLeader(ctx, ec.Endpoints(), "/el/", "two", time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		standby <- s
+	}()
+	select {
+	case <-standby:
+		t.Fatal("the standby leads while the first leader lives")
+	case <-time.After(500 * time.Millisecond):
+	}
+	start := time.Now()
+	if _, err := l1.cli.Revoke(context.Background(), l1.sess.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	l2 := <-standby
+	if l2 == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { l2.Close(context.Background()) })
+	t.Logf("standby led %v after the lease ended", time.Since(start))
+	if r, ok := l2.Room("r1"); !ok || r.Epoch != 1 {
+		t.Fatalf("the new leader loaded %+v %v", r, ok)
+	}
+	l2.PutRoom(store.Room{ID: "r1", Epoch: 2})
+	flush(t, l2)
+
+	l1.PutRoom(store.Room{ID: "r1", Epoch: 99})
+	select {
+	case <-l1.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the deposed leader does not learn it lost")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l1.Flush(ctx); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("deposed leader's flush: %v", err)
+	}
+	if name, err := l2.Leader(ctx); err != nil || name != "two" {
+		t.Fatalf("leader %q %v", name, err)
+	}
+	check := open(t, ec.Endpoints(), "/el/")
+	if r, _ := check.Room("r1"); r.Epoch != 2 {
+		t.Fatalf("etcd has %+v, want the new leader's epoch 2", r)
+	}
+}
