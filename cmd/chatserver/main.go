@@ -33,7 +33,7 @@ func main() {
 	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "maximum members of one room")
 	fs.IntVar(&cfg.MaxOutbound, "max-outbound", cfg.MaxOutbound, "unsent `bytes` after which a member is cut off as a slow consumer")
 	fs.IntVar(&cfg.History, "history", cfg.History, "recent messages kept per room for reconnecting members")
-	fs.StringVar(&cfg.Central, "central", cfg.Central, "Central's REST `address` (host:port or URL); empty runs standalone")
+	fs.StringVar(&cfg.Central, "central", cfg.Central, "Central's REST `address` (host:port or URL), or several Central replicas' comma-separated (heartbeats go to the one that serves); empty runs standalone")
 	fs.StringVar(&cfg.Secret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster `secret` presented to Central (default $NEARCHAT_SECRET)")
 	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "`address` clients should dial, as told to Central (default: the bound address)")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "heartbeat interval to Central (0: what Central suggests)")
