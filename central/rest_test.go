@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/testkit"
@@ -298,7 +299,7 @@ func TestOnlineClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got centralapi.ClientList
-	testkit.WaitFor(t, 5e9, "alice and bob listed", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "alice and bob listed", func() bool {
 		var err error
 		got, err = h.api.OnlineClients(ctx(t))
 		return err == nil && len(got.Clients) == 2

@@ -17,7 +17,7 @@ import (
 type link struct {
 	s        *Session
 	server   proto.ServerRef
-	serverID string // as the server named itself in Welcome
+	serverID string      // as the server named itself in Welcome
 	pc       *proto.Conn // reads; the writer goroutine writes to conn
 	conn     net.Conn
 

@@ -117,6 +117,8 @@ type outgoing struct {
 	queued bool   // waiting for the first latency report before it is sent
 	steps  []step
 	final  bool
+	since  time.Time     // when it was made
+	waited time.Duration // how long it has waited for an answer, as of the last tick
 }
 
 // step is one status of a request; repeats of AWAITING_REQ are counted
@@ -315,6 +317,9 @@ func (m *model) update(msg any) []cmd {
 	case failedMsg:
 		return m.failed(msg)
 	case tickMsg:
+		if o := m.out; o != nil && !o.final {
+			o.waited = msg.now.Sub(o.since)
+		}
 		if r := m.chat; r != nil {
 			var left []string
 			for u, at := range r.gone {
@@ -553,7 +558,7 @@ func (m *model) submitRequest() []cmd {
 		return nil
 	}
 	m.beginErr = ""
-	m.out = &outgoing{to: names, queued: !m.reported}
+	m.out = &outgoing{to: names, queued: !m.reported, since: m.now()}
 	if m.out.queued {
 		return nil
 	}

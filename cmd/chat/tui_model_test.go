@@ -256,6 +256,17 @@ func TestModel(t *testing.T) {
 			},
 		},
 		{
+			name: "a waiting request says how long it has waited",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
+				status("q1", proto.AckConn, "", ""), status("q1", proto.ReqSent, "", ""), status("q1", proto.AwaitingReq, "", "")),
+			check: func(t *testing.T, m *model) {
+				m.update(tickMsg{now: m.out.since.Add(12 * time.Second)})
+				if s := text(m.view()); !strings.Contains(s, "waiting for an answer (12 s so far)") {
+					t.Errorf("screen:\n%s", s)
+				}
+			},
+		},
+		{
 			name: "status stream is followed",
 			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
 				status("q1", proto.AckConn, "", ""), status("q1", proto.ReqSent, "", ""),

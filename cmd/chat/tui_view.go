@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"nearchat/pkg/proto"
 )
@@ -254,7 +255,11 @@ func (m *model) viewBegin(f *frame) ([]row, string) {
 					st = stErr
 				}
 			}
-			body = append(body, row{text: "    " + s.String(), st: st})
+			text := "    " + s.String()
+			if s.code == proto.AwaitingReq && !o.final && o.waited >= time.Second {
+				text += fmt.Sprintf(" (%d s so far)", int(o.waited.Seconds()))
+			}
+			body = append(body, row{text: text, st: st})
 		}
 	}
 	return body, "Enter: send the request · Tab: complete a name · Esc: back"
