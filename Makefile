@@ -22,7 +22,7 @@ CHAOS_RUNS ?= 3
 CHAOS_SEED ?= 0
 
 # mininet is also a directory, so every target is phony.
-.PHONY: help build deps test race fuzz bench lint demo chaos certs mininet mininet-test soak clean
+.PHONY: help build deps test race fuzz bench lint demo cluster-demo chaos certs mininet mininet-test soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ lint: ## gofmt and go vet
 
 demo: build ## the paper's scenario on loopback: Central, four chat servers, two bots
 	$(BIN)/demo -bin $(BIN)
+
+cluster-demo: build deps ## 3 etcd members, 3 Central replicas, 4 chat servers, 2 bots: SIGKILL the leader Central, then an etcd member
+	$(BIN)/demo -bin $(BIN) -replicas
 
 chaos: build ## fault injection on real processes, a proxy on every link: every scenario with CHAOS_RUNS seeds from CHAOS_SEED; fails on any violation
 	$(BIN)/chaos -bin $(BIN) -runs $(CHAOS_RUNS) -seed $(CHAOS_SEED) -json chaos.json

@@ -79,13 +79,7 @@ func Start(t testing.TB, n int) *Cluster {
 		initial = append(initial, m.Name+"="+m.Peer)
 	}
 	for _, m := range c.Members {
-		m.args = []string{"--name", m.Name, "--data-dir", m.dir,
-			"--listen-client-urls", m.Client, "--advertise-client-urls", m.Client,
-			"--listen-peer-urls", m.Peer, "--initial-advertise-peer-urls", m.Peer,
-			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
-			"--initial-cluster-token", "nearchat-test",
-			"--heartbeat-interval", "50", "--election-timeout", "500",
-			"--logger", "zap", "--log-level", "error"}
+		m.args = MemberArgs(m.Name, m.dir, m.Client, m.Peer, strings.Join(initial, ","))
 		m.start(bin)
 	}
 	t.Cleanup(func() {
@@ -105,6 +99,20 @@ func Start(t testing.TB, n int) *Cluster {
 		return err == nil
 	})
 	return c
+}
+
+// MemberArgs are the etcd flags of one member of a new loopback cluster:
+// client and peer are its http:// URLs, initial the cluster's
+// name=peerURL list. Leader election is tuned for loopback (50 ms
+// heartbeat, 500 ms election timeout).
+func MemberArgs(name, dir, client, peer, initial string) []string {
+	return []string{"--name", name, "--data-dir", dir,
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", initial, "--initial-cluster-state", "new",
+		"--initial-cluster-token", "nearchat-test",
+		"--heartbeat-interval", "50", "--election-timeout", "500",
+		"--logger", "zap", "--log-level", "error"}
 }
 
 func (m *Member) start(bin string) {
