@@ -77,30 +77,32 @@ func (e *Env) awaitNewLeader(old int, since time.Time) error {
 	return nil
 }
 
-// drainRoom drains the room's server and waits for the move.
-func (e *Env) drainRoom() error {
+// drainRoom drains the room's server; from is the first event after.
+func (e *Env) drainRoom() (from int, err error) {
 	at, _, err := e.Where()
+	if err != nil {
+		return 0, err
+	}
+	from = e.C.Events.Len()
+	return from, e.Drain(at)
+}
+
+// drainRoomMoves drains the room's server and waits for the move.
+func (e *Env) drainRoomMoves() error {
+	from, err := e.drainRoom()
 	if err != nil {
 		return err
 	}
-	from := e.C.Events.Len()
-	if err := e.Drain(at); err != nil {
-		return err
-	}
 	if _, err := e.AwaitMove(from, 15*time.Second); err != nil {
-		return fmt.Errorf("the drain of %s moved nobody: %w", at, err)
+		return fmt.Errorf("the drain of the room's server moved nobody: %w", err)
 	}
 	return nil
 }
 
 func killLeaderDuringMove(e *Env) error {
-	at, _, err := e.Where()
-	if err != nil {
-		return err
-	}
 	lead := e.Rep.Leader(e.ctx)
-	from := e.C.Events.Len()
-	if err := e.Drain(at); err != nil {
+	from, err := e.drainRoom()
+	if err != nil {
 		return err
 	}
 	if _, err := e.AwaitMove(from, 10*time.Second); err != nil {
@@ -130,7 +132,7 @@ func killFollower(e *Env) error {
 	if now := e.Rep.Leader(e.ctx); now != lead {
 		e.Violate("the leader changed from central%d to central%d when a standby died", lead, now)
 	}
-	return e.drainRoom()
+	return e.drainRoomMoves()
 }
 
 func partitionLeaderFromEtcd(e *Env) error {
@@ -151,7 +153,7 @@ func partitionLeaderFromEtcd(e *Env) error {
 	for _, p := range e.Etcd[lead] {
 		p.Heal()
 	}
-	return e.drainRoom()
+	return e.drainRoomMoves()
 }
 
 func killEtcdMember(e *Env) error {
@@ -161,7 +163,7 @@ func killEtcdMember(e *Env) error {
 	if err := e.Rep.Etcd[victim].Kill(); err != nil {
 		return err
 	}
-	if err := e.drainRoom(); err != nil {
+	if err := e.drainRoomMoves(); err != nil {
 		return err
 	}
 	if now := e.Rep.Leader(e.ctx); now != lead {

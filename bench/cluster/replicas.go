@@ -65,11 +65,8 @@ func StartReplicas(ctx context.Context, o ReplicaOptions) (*Replicas, error) {
 	}
 	for i := range o.Etcd {
 		name := fmt.Sprintf("etcd%d", i)
-		p, err := newProc(filepath.Dir(etcdBin), o.Dir, name, filepath.Base(etcdBin),
+		p, err := startProc(filepath.Dir(etcdBin), o.Dir, name, filepath.Base(etcdBin),
 			etcdtest.MemberArgs(name, filepath.Join(o.Dir, name+".data"), "http://"+r.EtcdAddrs[i], peers[i], strings.Join(initial, ",")))
-		if err == nil {
-			err = p.start()
-		}
 		if err != nil {
 			r.Close()
 			return nil, err
@@ -96,10 +93,7 @@ func StartReplicas(ctx context.Context, o ReplicaOptions) (*Replicas, error) {
 		r.REST, r.Control = append(r.REST, rest), append(r.Control, ctl)
 		args := append([]string{"-rest", rest, "-control", ctl, "-secret", o.Secret,
 			"-store", "etcd://" + strings.Join(eps, ",") + "/nearchat", "-leader-ttl", o.LeaderTTL.String()}, o.CentralArgs...)
-		p, err := newProc(o.Bin, o.Dir, fmt.Sprintf("central%d", i), "central", args)
-		if err == nil {
-			err = p.start()
-		}
+		p, err := startProc(o.Bin, o.Dir, fmt.Sprintf("central%d", i), "central", args)
 		if err != nil {
 			r.Close()
 			return nil, err
@@ -111,6 +105,14 @@ func StartReplicas(ctx context.Context, o ReplicaOptions) (*Replicas, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+func startProc(bin, logDir, name, program string, args []string) (*Proc, error) {
+	p, err := newProc(bin, logDir, name, program, args)
+	if err != nil {
+		return nil, err
+	}
+	return p, p.start()
 }
 
 func orDefault(n, def int) int {

@@ -57,6 +57,22 @@ func startBinary(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
 	}
 }
 
+// awaitKey waits until key is in etcd.
+func awaitKey(t *testing.T, ec *etcdtest.Cluster, key string) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	testkit.WaitFor(t, 10*time.Second, key+" in etcd", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		resp, err := cli.Get(ctx, key)
+		return err == nil && len(resp.Kvs) == 1
+	})
+}
+
 // TestSIGKILLedCentralKeepsRecordsInEtcd registers a chat server with a
 // Central on -store etcd://, waits until the record is in etcd, SIGKILLs
 // the Central, and checks that a new one on the same etcd (and new ports)
@@ -78,15 +94,7 @@ func TestSIGKILLedCentralKeepsRecordsInEtcd(t *testing.T) {
 	if _, err := api.Register(ctx, centralapi.RegisterServerRequest{ID: "serv1", Addr: ln.Addr().String(), Secret: "s"}); err != nil {
 		t.Fatal(err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	testkit.WaitFor(t, 10*time.Second, "serv1's record in etcd", func() bool {
-		resp, err := cli.Get(ctx, "/killtest/servers/serv1")
-		return err == nil && len(resp.Kvs) == 1
-	})
+	awaitKey(t, ec, "/killtest/servers/serv1")
 	cmd.Process.Kill()
 	cmd.Wait()
 
@@ -113,15 +121,7 @@ func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
 	if _, err := api.Register(ctx, centralapi.RegisterServerRequest{ID: "serv1", Addr: "127.0.0.1:1", Secret: "s"}); err != nil {
 		t.Fatal(err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	testkit.WaitFor(t, 10*time.Second, "serv1's record in etcd", func() bool {
-		resp, err := cli.Get(ctx, "/pair/servers/serv1")
-		return err == nil && len(resp.Kvs) == 1
-	})
+	awaitKey(t, ec, "/pair/servers/serv1")
 	select {
 	case <-standby:
 		t.Fatal("the standby serves while the leader lives")
