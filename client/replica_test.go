@@ -33,7 +33,7 @@ func freeAddr(t *testing.T) string {
 func TestE2ECentralFailoverKeepsChatting(t *testing.T) {
 	ec := etcdtest.Start(t, 1)
 	lead := func(ctx context.Context) (*etcdstore.Store, error) {
-		return etcdstore.OpenLeader(ctx, ec.Endpoints(), "/replicas/", "test", time.Second)
+		return etcdstore.OpenLeader(ctx, ec.Endpoints(), "/replicas/", "test", 3*time.Second)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	st1, err := lead(ctx)

@@ -25,7 +25,7 @@ var replicaScenarios = []Scenario{
 func init() { Scenarios = append(Scenarios, replicaScenarios...) }
 
 // leaderTTL is the replicas' -leader-ttl.
-const leaderTTL = time.Second
+const leaderTTL = 2 * time.Second
 
 func (e *Env) startReplicas(opts *cluster.Options, proxy func(name, target string, frames bool) (*Proxy, error)) error {
 	opts.Secret = fmt.Sprintf("chaos-%d", time.Now().UnixNano())

@@ -112,7 +112,7 @@ func TestSIGKILLedCentralKeepsRecordsInEtcd(t *testing.T) {
 func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
 	ec := etcdtest.Start(t, 1)
 	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
-	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", "etcd://" + ec.Hosts() + "/pair"}
+	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "2s", "-store", "etcd://" + ec.Hosts() + "/pair"}
 	leader, rest := startBinary(t, bin, args...)
 	_, standby := launch(t, bin, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -136,7 +136,7 @@ func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the standby did not take over")
 	}
-	t.Logf("standby serves %v after the leader's SIGKILL (lease TTL 1s)", time.Since(start))
+	t.Logf("standby serves %v after the leader's SIGKILL (lease TTL 2s)", time.Since(start))
 	api2 := centralapi.NewClient("http://"+rest2, nil)
 	if _, err := api2.Heartbeat(ctx, "serv1", centralapi.HeartbeatRequest{Secret: "s"}); err != nil {
 		t.Fatalf("heartbeat to the new leader: %v", err)

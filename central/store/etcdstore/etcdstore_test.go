@@ -167,7 +167,9 @@ func openLeader(t *testing.T, endpoints []string, prefix, name string) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, err := OpenLeader(ctx, endpoints, prefix, name, time.Second)
+	// A lease long enough that a loaded machine renews it in time; the
+	// test ends the first leader's by revoking it.
+	s, err := OpenLeader(ctx, endpoints, prefix, name, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +195,7 @@ func TestDeposedLeaderCannotWrite(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		s, err := OpenLeader(ctx, ec.Endpoints(), "/el/", "two", time.Second)
+		s, err := OpenLeader(ctx, ec.Endpoints(), "/el/", "two", 5*time.Second)
 		if err != nil {
 			t.Error(err)
 		}
