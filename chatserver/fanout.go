@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
@@ -38,6 +39,16 @@ func newFrame() *frame {
 }
 
 func (f *frame) retain() { f.refs.Add(1) }
+
+// frameOverhead is what a held frame costs beyond its buffer's bytes: the
+// frame, its ByteBuffer and its slot in a history ring.
+const frameOverhead = int(unsafe.Sizeof(frame{}) + unsafe.Sizeof(bytebufferpool.ByteBuffer{}) + unsafe.Sizeof(&frame{}))
+
+// held is the memory f holds while kept: its buffer's capacity, which a
+// pooled buffer may have grown well past this frame's length, and the
+// structures around it. HistoryBudget is counted in it, so the budget
+// bounds memory, not payload.
+func (f *frame) held() int { return cap(f.bb.B) + frameOverhead }
 
 func (f *frame) release() {
 	if f.refs.Add(-1) == 0 {

@@ -165,15 +165,15 @@ func (r *room) remember(f *frame, s *Server) {
 	if r.hist == nil {
 		r.hist = make([]*frame, 0, s.cfg.History)
 	}
-	if len(r.hist) < cap(r.hist) && len(r.hist) > 0 && s.histBytes.Load()+int64(len(f.bb.B)) > s.cfg.HistoryBudget {
+	if len(r.hist) < cap(r.hist) && len(r.hist) > 0 && s.histBytes.Load()+int64(f.held()) > s.cfg.HistoryBudget {
 		r.hist = r.hist[:len(r.hist):len(r.hist)]
 	}
 	if len(r.hist) < cap(r.hist) {
-		s.countHistory(1, len(f.bb.B))
+		s.countHistory(1, f.held())
 		r.hist = append(r.hist, f)
 		return
 	}
-	s.countHistory(0, len(f.bb.B)-len(r.hist[r.histPos].bb.B))
+	s.countHistory(0, f.held()-r.hist[r.histPos].held())
 	r.hist[r.histPos].release()
 	r.hist[r.histPos] = f
 	r.histPos = (r.histPos + 1) % len(r.hist)
@@ -223,7 +223,7 @@ func (s *Server) leave(m *member) {
 		r.closed = true
 		delete(s.rooms, r.id)
 		for _, f := range r.hist {
-			s.countHistory(-1, -len(f.bb.B))
+			s.countHistory(-1, -f.held())
 			f.release()
 		}
 		r.hist = nil

@@ -924,3 +924,27 @@ func TestMemoryBudgets(t *testing.T) {
 		p.expectClosed(proto.CodeServerFull)
 	})
 }
+
+// TestHistoryCountsHeldMemory: the history budget counts the memory a
+// kept frame holds (its pooled buffer's capacity and the structures
+// around it), not only the frame's length, so a budget bounds the
+// server's memory. Small messages are where the two differ most.
+func TestHistoryCountsHeldMemory(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.History = 8 })
+	a, _ := joinAs(t, s, "r", "a")
+	var payload int64
+	for i := uint64(1); i <= 8; i++ {
+		m := &proto.Chat{Num: i, Text: "hi"}
+		a.send(m)
+		a.expect(proto.TAck)
+		b, _ := wire.AppendFrame(nil, m)
+		payload += int64(len(b))
+	}
+	h := s.histBytes.Load()
+	t.Logf("8 small frames (~%d bytes of frames) count as %d bytes held", payload, h)
+	// Each kept Deliver is at least as long as the Chat it carries, and
+	// holds frameOverhead more.
+	if min := payload + int64(8*frameOverhead); h < min {
+		t.Errorf("history counts %d bytes for 8 frames, under their %d bytes of Chat plus %d of structures", h, payload, 8*frameOverhead)
+	}
+}
