@@ -10,8 +10,10 @@ COMPAREFLAGS ?=
 
 # Debian packages the tests use: tmux drives the terminal client in its
 # integration test; chromium (headless) drives the dashboard in its browser
-# test. The Mininet scenario installs its own.
-APT_TEST_DEPS := tmux chromium
+# test; etcd (Debian's etcd-server) backs the etcd store's tests. An entry is
+# the command, or command:package when the two differ. The Mininet scenario
+# installs its own.
+APT_TEST_DEPS := tmux chromium etcd:etcd-server
 
 MININET_FLAGS ?=
 # make chaos: how many seeds every scenario runs with, and the first seed
@@ -20,7 +22,7 @@ CHAOS_RUNS ?= 3
 CHAOS_SEED ?= 0
 
 # mininet is also a directory, so every target is phony.
-.PHONY: help build deps test race fuzz bench lint demo chaos certs mininet mininet-test soak clean
+.PHONY: help build deps test race fuzz bench lint demo cluster-demo chaos certs mininet mininet-test soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,7 +32,7 @@ build: ## build every program into bin/
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 deps: ## install the Debian packages the tests need (as root; otherwise say what is missing)
-	@missing=""; for p in $(APT_TEST_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_TEST_DEPS); do command -v $${p%%:*} >/dev/null || missing="$$missing $${p#*:}"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing:$$missing"; apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing; \
@@ -58,6 +60,9 @@ lint: ## gofmt and go vet
 
 demo: build ## the paper's scenario on loopback: Central, four chat servers, two bots
 	$(BIN)/demo -bin $(BIN)
+
+cluster-demo: build deps ## 3 etcd members, 3 Central replicas, 4 chat servers, 2 bots: SIGKILL the leader Central, then an etcd member
+	$(BIN)/demo -bin $(BIN) -replicas
 
 chaos: build ## fault injection on real processes, a proxy on every link: every scenario with CHAOS_RUNS seeds from CHAOS_SEED; fails on any violation
 	$(BIN)/chaos -bin $(BIN) -runs $(CHAOS_RUNS) -seed $(CHAOS_SEED) -json chaos.json

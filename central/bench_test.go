@@ -1,6 +1,7 @@
 package central
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"nearchat/central/store"
+	"nearchat/central/store/etcdstore"
+	"nearchat/central/store/etcdstore/etcdtest"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
 )
@@ -19,9 +22,30 @@ import (
 // 64 servers, every room outside its dwell time (so every room is fully
 // evaluated) and already on its best server (so the steady state is timed,
 // not a burst of moves).
-func BenchmarkScan(b *testing.B) {
+func BenchmarkScan(b *testing.B) { benchStores(b, benchScan) }
+
+// benchStores runs bench with Central's records in memory, then in a real
+// etcd (one member on loopback; skipped when etcd is not installed).
+func benchStores(b *testing.B, bench func(*testing.B, Config)) {
+	b.Run("store=memory", func(b *testing.B) { bench(b, testConfig(b)) })
+	b.Run("store=etcd", func(b *testing.B) {
+		ec := etcdtest.Start(b, 1)
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := etcdstore.Open(c, ec.Endpoints(), etcdstore.DefaultPrefix)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close(context.Background())
+		cfg := testConfig(b)
+		cfg.Store = st
+		bench(b, cfg)
+		b.ReportMetric(float64(st.Pending()), "etcd-pending-keys")
+	})
+}
+
+func benchScan(b *testing.B, cfg Config) {
 	const servers, rooms = 64, 100_000
-	cfg := testConfig(b)
 	cfg.Logger = nil
 	clk := newFakeClock()
 	cfg.Clock = clk.Now
@@ -89,9 +113,10 @@ func cpuTime() time.Duration {
 // BenchmarkMatch measures complete chat requests (Request, ACK_CONN,
 // REQ_SENT, Incoming, Answer, REQ_ACCEPTED, Assign to both, AssignAck) over
 // the real control port, with 64 pairs of clients working concurrently.
-func BenchmarkMatch(b *testing.B) {
+func BenchmarkMatch(b *testing.B) { benchStores(b, benchMatch) }
+
+func benchMatch(b *testing.B, cfg Config) {
 	const pairs = 64
-	cfg := testConfig(b)
 	cfg.Logger = nil
 	h := startCentral(b, cfg)
 	h.addServer(b, "serv1")

@@ -72,6 +72,9 @@
 //
 // # Restart
 //
+// A Central on etcd (etcdstore) finds its records there when it starts
+// again, or a standby replica does when it wins the election; what follows
+// covers what its last write batch lost, and the in-memory store.
 // Central's in-memory store dies with it, but nothing else needs to: chat
 // servers keep serving; their heartbeats get unknown_server, they register
 // again and report their rooms, which Central adopts with their epochs and

@@ -445,6 +445,7 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	if s.token == "" || !same(in.Token, s.token) {
 		s.token = randomID("", 32)
 	}
+	s.rec.Token = s.token
 	token := s.token
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()

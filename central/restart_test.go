@@ -1,11 +1,14 @@
 package central
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
 
 	"nearchat/central/store"
+	"nearchat/central/store/etcdstore"
+	"nearchat/central/store/etcdstore/etcdtest"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
@@ -126,6 +129,39 @@ func TestRestartRebuildsRooms(t *testing.T) {
 
 func TestRestartFromStore(t *testing.T) {
 	st := store.NewMemory()
+	restartFromStore(t, st, func() store.Store { return st })
+}
+
+// TestRestartFromEtcd is TestRestartFromStore with the records in a real
+// etcd: the second Central opens its own store on it and finds everything.
+func TestRestartFromEtcd(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	openStore := func() *etcdstore.Store {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := etcdstore.Open(ctx, ec.Endpoints(), etcdstore.DefaultPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	st1 := openStore()
+	restartFromStore(t, st1, func() store.Store {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := st1.Close(ctx); err != nil {
+			t.Fatalf("close the first store: %v", err)
+		}
+		st2 := openStore()
+		t.Cleanup(func() { st2.Close(context.Background()) })
+		return st2
+	})
+}
+
+// restartFromStore runs a chat on a Central over st, closes it, and starts
+// a second Central over reopen()'s store, which must know the room and
+// both identities.
+func restartFromStore(t *testing.T, st store.Store, reopen func() store.Store) {
 	cfg := testConfig(t)
 	cfg.Store = st
 	h1 := startCentral(t, cfg)
@@ -139,7 +175,7 @@ func TestRestartFromStore(t *testing.T) {
 	h1.c.Close()
 
 	cfg2 := testConfig(t)
-	cfg2.Store = st
+	cfg2.Store = reopen()
 	h2 := startCentral(t, cfg2)
 	r, ok := h2.roomOf(t, room.Room)
 	if !ok || r.Epoch != 1 || r.Server != "serv1" || r.Adopted {

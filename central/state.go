@@ -314,7 +314,7 @@ func (c *Central) setLatencyLocked(u *user, lat map[string]selection.Sample) {
 
 // addServerLocked creates a slot for a new server ID.
 func (c *Central) addServerLocked(rec store.Server) *serverRec {
-	s := &serverRec{rec: rec, idx: len(c.servers)}
+	s := &serverRec{rec: rec, idx: len(c.servers), token: rec.Token}
 	c.servers = append(c.servers, s)
 	c.srvByID[rec.ID] = s
 	c.layout++

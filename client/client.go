@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,7 +23,9 @@ import (
 // Options configures a Client: the user's whole presence in nearchat.
 type Options struct {
 	// Central is the REST address of Central (host:port or URL); Control
-	// its control port (host:port).
+	// its control port (host:port). With several Central replicas, each is
+	// a comma-separated list: the client uses the address that last
+	// answered and, when it cannot connect, the next ones in turn.
 	Central string
 	Control string
 	// User is the name to register; Token, if known from an earlier
@@ -85,6 +88,7 @@ type Client struct {
 	api    *centralapi.Client
 	dialer rtt.Dialer
 	events chan Event
+	ctrlAt int // index into the control addresses of the one last connected
 
 	mu      sync.Mutex
 	token   string
@@ -320,12 +324,25 @@ func (cc *ctrlConn) send(m wire.Message) error {
 }
 
 func (c *Client) controlOnce(ctx context.Context) error {
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	pc, _, err := proto.Dial(dctx, c.dialer, c.opts.Control, &proto.Hello{Agent: c.opts.Agent, Token: c.Token()})
-	cancel()
+	addrs := strings.Split(c.opts.Control, ",")
+	var pc *proto.Conn
+	var err error
+	for i := range addrs {
+		at := (c.ctrlAt + i) % len(addrs)
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pc, _, err = proto.Dial(dctx, c.dialer, addrs[at], &proto.Hello{Agent: c.opts.Agent, Token: c.Token()})
+		cancel()
+		if err == nil {
+			c.ctrlAt = at
+			break
+		}
+		c.log.Debug("control connection failed", "central", addrs[at], "err", err)
+	}
 	if err != nil {
+		c.ctrlAt = (c.ctrlAt + 1) % len(addrs)
 		return fmt.Errorf("control: %w", err)
 	}
+	ctrlAddr := addrs[c.ctrlAt]
 	cc := &ctrlConn{pc: pc}
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	defer stop()
@@ -340,7 +357,7 @@ func (c *Client) controlOnce(ctx context.Context) error {
 		}
 		c.mu.Unlock()
 	}()
-	c.emit(Connected{Central: c.opts.Control})
+	c.emit(Connected{Central: ctrlAddr})
 	// A Central that restarted has no latency vector for us: send the last
 	// one now rather than at the next probe round.
 	c.mu.Lock()
@@ -355,7 +372,7 @@ func (c *Client) controlOnce(ctx context.Context) error {
 			}
 		}()
 	}
-	c.log.Info("control connection up", "central", c.opts.Control, "user", c.opts.User)
+	c.log.Info("control connection up", "central", ctrlAddr, "user", c.opts.User)
 	// State what we hold now and every HoldingEvery: Central answers every
 	// difference from the rooms' placements, whatever made it.
 	if err := cc.send(c.holding()); err != nil {

@@ -109,6 +109,10 @@ type Env struct {
 	// control link (frames) and REST link (raw HTTP).
 	Chat, Beat    map[string]*Proxy
 	Control, REST map[string]*Proxy
+	// Rep is the Central replicas of a Replicas scenario; Etcd[c][m] the
+	// proxy between Central c and etcd member m.
+	Rep  *cluster.Replicas
+	Etcd [][]*Proxy
 
 	mu        sync.Mutex
 	lastFault time.Time
@@ -136,6 +140,11 @@ func (e *Env) Violate(format string, a ...any) {
 func (e *Env) Heal() {
 	for _, m := range []map[string]*Proxy{e.Chat, e.Beat, e.Control, e.REST} {
 		for _, p := range m {
+			p.Heal()
+		}
+	}
+	for _, ps := range e.Etcd {
+		for _, p := range ps {
 			p.Heal()
 		}
 	}
@@ -195,7 +204,11 @@ type Scenario struct {
 	// member slows the senders before a buffer overflows) allows no loss
 	// and no cut-off where every process stays up.
 	NoLoss bool
-	Run    func(e *Env) error
+	// Replicas runs three Centrals on three etcd members (see
+	// replicas.go) instead of one Central; servers and bots get every
+	// Central's address and no proxy on their links to Central.
+	Replicas bool
+	Run      func(e *Env) error
 	// Check, when set, looks at every bot event once the bots stopped
 	// and reports what the scenario alone promises.
 	Check func(e *Env, evs []cluster.Event)
@@ -247,9 +260,21 @@ func RunScenario(ctx context.Context, cfg Config, sc Scenario, seed uint64, logf
 
 func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	ctx := e.ctx
-	c, err := cluster.Start(ctx, cluster.Options{Bin: e.cfg.Bin, Dir: res.Logs, CentralArgs: []string{
+	pseed := seed
+	proxy := func(name, target string, frames bool) (*Proxy, error) {
+		pseed++
+		return NewProxy(name, target, frames, pseed)
+	}
+	opts := cluster.Options{Bin: e.cfg.Bin, Dir: res.Logs, CentralArgs: []string{
 		"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s",
-		"-assign-retry", "300ms", "-assign-give-up", "5s"}})
+		"-assign-retry", "300ms", "-assign-give-up", "5s"}}
+	if sc.Replicas {
+		if err := e.startReplicas(&opts, proxy); err != nil {
+			return err
+		}
+		defer e.closeReplicas()
+	}
+	c, err := cluster.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -262,11 +287,6 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 			}
 		}
 	}()
-	pseed := seed
-	proxy := func(name, target string, frames bool) (*Proxy, error) {
-		pseed++
-		return NewProxy(name, target, frames, pseed)
-	}
 	for _, id := range []string{"s1", "s2", "s3"} {
 		listen, err := cluster.FreeAddr()
 		if err != nil {
@@ -275,8 +295,12 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		if e.Chat[id], err = proxy(id, listen, true); err != nil {
 			return err
 		}
-		if e.Beat[id], err = proxy(id+"-central", c.REST, false); err != nil {
-			return err
+		central := "" // the cluster's: every replica
+		if !sc.Replicas {
+			if e.Beat[id], err = proxy(id+"-central", c.REST, false); err != nil {
+				return err
+			}
+			central = e.Beat[id].Addr()
 		}
 		// Later flags win: a scenario's ServerArgs may override these.
 		args := append([]string{"-heartbeat", "500ms", "-drain-timeout", "3s"}, sc.ServerArgs...)
@@ -284,7 +308,7 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 			args = append(args, sc.HoldArgs(e.cfg.Hold)...)
 		}
 		if _, err := c.AddServer(ctx, cluster.ServerOptions{ID: id, Listen: listen, Advertise: e.Chat[id].Addr(),
-			Central: e.Beat[id].Addr(), Args: args}); err != nil {
+			Central: central, Args: args}); err != nil {
 			return err
 		}
 	}
@@ -308,11 +332,15 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 				}
 			}
 		}
-		if e.Control[name], err = proxy(name+"-control", c.Control, true); err != nil {
-			return err
-		}
-		if e.REST[name], err = proxy(name+"-rest", c.REST, false); err != nil {
-			return err
+		var rest, control string // the cluster's: every replica
+		if !sc.Replicas {
+			if e.Control[name], err = proxy(name+"-control", c.Control, true); err != nil {
+				return err
+			}
+			if e.REST[name], err = proxy(name+"-rest", c.REST, false); err != nil {
+				return err
+			}
+			rest, control = e.REST[name].Addr(), e.Control[name].Addr()
 		}
 		role := []string{"-accept"}
 		if i == 0 {
@@ -320,7 +348,7 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		}
 		args := append(append(role, "-v", "-probe-every", "1s", "-rate", fmt.Sprint(rate),
 			"-emulate-rtt", strings.Join(emu, ",")), sc.BotArgs...)
-		if _, err := c.StartBot(cluster.BotOptions{Name: name, REST: e.REST[name].Addr(), Control: e.Control[name].Addr(), Args: args}); err != nil {
+		if _, err := c.StartBot(cluster.BotOptions{Name: name, REST: rest, Control: control, Args: args}); err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,7 @@
 // Package store holds Central's records (clients, chat servers, rooms) behind
-// the Store interface, so that the in-memory map Central uses today can be
-// replaced by a replicated store without touching the matchmaking code.
+// the Store interface: Memory here, the default, and etcdstore.Store, which
+// keeps them in etcd for restarts and replicas, without touching the
+// matchmaking code.
 //
 // Records go in and out by value: a Store never hands out memory that the
 // caller could change behind its back, and a caller may keep what it got.
@@ -41,6 +42,9 @@ type Server struct {
 	Rooms    int // from the last heartbeat
 	Down     bool
 	Draining bool
+	// Token is the bearer token issued at registration: kept in the store
+	// so that a restarted or standby Central still knows the server.
+	Token string
 	// Registered is when the server last registered; LastSeen is its last
 	// registration or heartbeat.
 	Registered time.Time

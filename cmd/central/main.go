@@ -4,6 +4,7 @@
 //
 //	central -rest 127.0.0.1:8080 -control 127.0.0.1:8081 -secret "$NEARCHAT_SECRET"
 //	central -metrics 127.0.0.1:9090 -dashboard 127.0.0.1:8088
+//	central -store etcd://127.0.0.1:2379,127.0.0.1:22379/nearchat
 //
 // It stops cleanly on SIGINT or SIGTERM.
 package main
@@ -11,21 +12,28 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"nearchat/central"
 	"nearchat/central/dashboard"
+	"nearchat/central/store/etcdstore"
 	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 )
 
-func main() {
+func main() { os.Exit(run()) }
+
+// run is main's body, so that its deferred closes (the etcd store flushes
+// and resigns) run before the process exits with run's status.
+func run() int {
 	cfg := central.DefaultConfig()
 	fs := flag.NewFlagSet("central", flag.ExitOnError)
 	fs.Usage = func() {
@@ -67,6 +75,8 @@ func main() {
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088 (empty: off); any non-loopback address needs -dashboard-token and -tls-cert, and serves https")
 	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
+	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing); with etcd, Centrals on one prefix elect one leader that serves, the others wait as standbys")
+	leaderTTL := fs.Duration("leader-ttl", 2*time.Second, "with -store etcd://: a leader that stops renewing its lease (killed, cut off from etcd) is replaced after this long (whole seconds)")
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Parse(os.Args[1:])
 	if (*tlsCert == "") != (*tlsKey == "") {
@@ -126,6 +136,26 @@ func main() {
 		cfg.Logger.Info("TLS 1.3 on the REST and control ports")
 	}
 
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var lost <-chan struct{}
+	if *storeURL != "memory" {
+		cfg.Logger.Info("standby: waiting to lead", "store", *storeURL)
+		st, err := openEtcd(ctx, *storeURL, cfg.ControlListen, *leaderTTL)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "central:", err)
+			os.Exit(1)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := st.Close(ctx); err != nil {
+				cfg.Logger.Error("etcd store: writes lost at shutdown", "err", err, "pending", st.Pending())
+			}
+		}()
+		cfg.Store, lost = st, st.Lost()
+		cfg.Logger.Info("leading: records loaded from etcd", "store", *storeURL)
+	}
 	c, err := central.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -158,11 +188,34 @@ func main() {
 		defer d.Close()
 		cfg.Logger.Info("dashboard", "url", d.URL())
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := c.Run(ctx); err != nil {
+	runCtx, deposed := context.WithCancel(ctx)
+	defer deposed()
+	go func() {
+		select {
+		case <-lost:
+			cfg.Logger.Error("lost the leadership (lease expired or another leader wrote): stopping so a standby serves")
+			deposed()
+		case <-runCtx.Done():
+		}
+	}()
+	err = c.Run(runCtx)
+	if err == nil && ctx.Err() == nil {
+		err = errors.New("deposed")
+	}
+	if err != nil {
 		cfg.Logger.Error("central stopped", "err", err)
-		os.Exit(1)
+		return 1
 	}
 	cfg.Logger.Info("central stopped")
+	return 0
+}
+
+// openEtcd waits (until ctx ends) to lead the URL's prefix and loads it.
+func openEtcd(ctx context.Context, storeURL, name string, ttl time.Duration) (*etcdstore.Store, error) {
+	endpoints, prefix, err := etcdstore.ParseURL(storeURL)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	return etcdstore.OpenLeader(ctx, endpoints, prefix, fmt.Sprintf("%s/%d/%s", host, os.Getpid(), name), ttl)
 }

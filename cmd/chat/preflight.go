@@ -46,11 +46,16 @@ func preflight(ctx context.Context, f *flags) error {
 		return explainCentral(f.central, f.tls != nil, err)
 	}
 	if f.control == "" {
-		host := centralHost(f.central)
 		if h.ControlPort == 0 {
 			return fmt.Errorf("Central at %s did not say its control port (an older Central?): give it with -control HOST:PORT", f.central)
 		}
-		f.control = net.JoinHostPort(host, strconv.Itoa(h.ControlPort))
+		// Replicas (a comma-separated list) are taken to use the same
+		// control port as the one that answered, each on its own host.
+		var ctl []string
+		for _, a := range strings.Split(f.central, ",") {
+			ctl = append(ctl, net.JoinHostPort(centralHost(a), strconv.Itoa(h.ControlPort)))
+		}
+		f.control = strings.Join(ctl, ",")
 		return nil
 	}
 	return checkControl(hctx, f)
@@ -108,6 +113,9 @@ func explainCentral(addr string, useTLS bool, err error) error {
 // checkControl makes sure -control, when given, is Central's control port:
 // it says Hello and looks at the first bytes of the answer.
 func checkControl(ctx context.Context, f *flags) error {
+	if strings.Contains(f.control, ",") {
+		return nil // replicas: standbys bind no port, the client tries each
+	}
 	d := &net.Dialer{}
 	var conn net.Conn
 	var err error

@@ -5,69 +5,102 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // Client calls Central's REST API. It holds no per-user state: tokens and
 // secrets are arguments. A Client is safe for concurrent use.
+//
+// Given several Central addresses (replicas: one leads and serves, the
+// others bind no port until they lead), a Client sends each call to the
+// address that last answered; when connecting there fails it tries the
+// next ones at once, since a refused connection carried nothing. Any other
+// failure is returned as before, and the next call starts at the next
+// address.
 type Client struct {
-	base string
-	hc   *http.Client
+	bases []string
+	cur   atomic.Uint32 // index into bases of the address that last answered
+	hc    *http.Client
 }
 
 // NewClient returns a client for the Central at base, given as host:port or
-// as an http(s):// URL. A nil hc uses a client with a 10 s timeout.
+// as an http(s):// URL, or for several Central replicas, comma-separated. A
+// nil hc uses a client with a 10 s timeout.
 func NewClient(base string, hc *http.Client) *Client {
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
 	if hc == nil {
 		hc = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &Client{base: strings.TrimRight(base, "/"), hc: hc}
+	c := &Client{hc: hc}
+	for _, b := range strings.Split(base, ",") {
+		if !strings.Contains(b, "://") {
+			b = "http://" + b
+		}
+		c.bases = append(c.bases, strings.TrimRight(b, "/"))
+	}
+	return c
 }
 
 // NewClientTLS returns a client that reaches Central over https, verifying
 // it (and presenting a certificate) as tc says. A base without a scheme
 // gets https://.
 func NewClientTLS(base string, tc *tls.Config) *Client {
-	if !strings.Contains(base, "://") {
-		base = "https://" + base
+	bases := strings.Split(base, ",")
+	for i, b := range bases {
+		if !strings.Contains(b, "://") {
+			bases[i] = "https://" + b
+		}
 	}
-	return NewClient(base, &http.Client{Timeout: 10 * time.Second,
+	return NewClient(strings.Join(bases, ","), &http.Client{Timeout: 10 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: tc.Clone(), ForceAttemptHTTP2: true}})
 }
 
 // do sends in (if not nil) as JSON and decodes a 2xx answer into out (if not
 // nil); any other answer becomes an *Error.
 func (c *Client) do(ctx context.Context, method, path, bearer string, in, out any) error {
-	var body io.Reader
+	var payload []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("centralapi: encode %s %s: %w", method, path, err)
 		}
-		body = bytes.NewReader(b)
+		payload = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return fmt.Errorf("centralapi: %s %s: %w", method, path, err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("centralapi: %s %s: %w", method, path, err)
+	first := int(c.cur.Load())
+	var resp *http.Response
+	for i := range c.bases {
+		at := (first + i) % len(c.bases)
+		var body io.Reader
+		if in != nil {
+			body = bytes.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, c.bases[at]+path, body)
+		if err != nil {
+			return fmt.Errorf("centralapi: %s %s: %w", method, path, err)
+		}
+		if in != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		req.Header.Set("Accept", "application/json")
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err = c.hc.Do(req)
+		if err == nil {
+			c.cur.Store(uint32(at))
+			break
+		}
+		c.cur.CompareAndSwap(uint32(first), uint32((at+1)%len(c.bases)))
+		if !refused(err) || i == len(c.bases)-1 || ctx.Err() != nil {
+			return fmt.Errorf("centralapi: %s %s: %w", method, path, err)
+		}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -88,6 +121,13 @@ func (c *Client) do(ctx context.Context, method, path, bearer string, in, out an
 		return fmt.Errorf("centralapi: %s %s: decode answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// refused reports whether err is a failure to connect, so that the request
+// reached no Central and may go to another.
+func refused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 func esc(s string) string { return url.PathEscape(s) }

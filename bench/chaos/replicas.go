@@ -1,0 +1,173 @@
+package chaos
+
+import (
+	"fmt"
+	"time"
+
+	"nearchat/bench/cluster"
+)
+
+// The scenarios of Central replicas (three Centrals electing a leader on
+// three etcd members, every Central's link to every member through a
+// proxy). Each ends with a drain of the room's server, so a move must
+// succeed under the new leader too.
+var replicaScenarios = []Scenario{
+	{Name: "replica-kill-leader-during-move", Doc: "three Centrals on etcd: SIGKILL the leader right after a drain starts a move; a standby must lead and finish it",
+		Replicas: true, Run: killLeaderDuringMove},
+	{Name: "replica-kill-follower", Doc: "three Centrals on etcd: SIGKILL a standby Central, then drain the room's server",
+		Replicas: true, Run: killFollower},
+	{Name: "replica-partition-leader-etcd", Doc: "three Centrals on etcd: cut the leader off from every etcd member; it must step down and a standby lead, then drain the room's server",
+		Replicas: true, Run: partitionLeaderFromEtcd},
+	{Name: "replica-kill-etcd-member", Doc: "three Centrals on etcd: SIGKILL one of the three etcd members, then drain the room's server",
+		Replicas: true, Run: killEtcdMember},
+}
+
+func init() { Scenarios = append(Scenarios, replicaScenarios...) }
+
+// leaderTTL is the replicas' -leader-ttl.
+const leaderTTL = 2 * time.Second
+
+func (e *Env) startReplicas(opts *cluster.Options, proxy func(name, target string, frames bool) (*Proxy, error)) error {
+	opts.Secret = fmt.Sprintf("chaos-%d", time.Now().UnixNano())
+	r, err := cluster.StartReplicas(e.ctx, cluster.ReplicaOptions{Bin: opts.Bin, Dir: opts.Dir, Secret: opts.Secret,
+		LeaderTTL: leaderTTL, CentralArgs: opts.CentralArgs,
+		EtcdVia: func(c, m int, addr string) (string, error) {
+			for len(e.Etcd) <= c {
+				e.Etcd = append(e.Etcd, nil)
+			}
+			p, err := proxy(fmt.Sprintf("central%d-etcd%d", c, m), addr, false)
+			if err != nil {
+				return "", err
+			}
+			e.Etcd[c] = append(e.Etcd[c], p)
+			return p.Addr(), nil
+		}})
+	if err != nil {
+		e.closeReplicas()
+		return err
+	}
+	e.Rep = r
+	opts.REST, opts.Control = r.Addrs()
+	e.log("central%d leads", r.Leader(e.ctx))
+	return nil
+}
+
+func (e *Env) closeReplicas() {
+	if e.Rep != nil {
+		e.Rep.Close()
+	}
+	for _, ps := range e.Etcd {
+		for _, p := range ps {
+			p.Close()
+		}
+	}
+}
+
+// awaitNewLeader waits for a Central other than old to lead.
+func (e *Env) awaitNewLeader(old int, since time.Time) error {
+	lead := -1
+	err := cluster.WaitFor(e.ctx, 10*leaderTTL+10*time.Second, func() bool {
+		lead = e.Rep.Leader(e.ctx)
+		return lead >= 0 && lead != old
+	})
+	if err != nil {
+		return fmt.Errorf("no Central but central%d leads: %w", old, err)
+	}
+	e.Fault("central%d leads, %.0f ms after the fault", lead, float64(time.Since(since).Milliseconds()))
+	return nil
+}
+
+// drainRoom drains the room's server; from is the first event after.
+func (e *Env) drainRoom() (from int, err error) {
+	at, _, err := e.Where()
+	if err != nil {
+		return 0, err
+	}
+	from = e.C.Events.Len()
+	return from, e.Drain(at)
+}
+
+// drainRoomMoves drains the room's server and waits for the move.
+func (e *Env) drainRoomMoves() error {
+	from, err := e.drainRoom()
+	if err != nil {
+		return err
+	}
+	if _, err := e.AwaitMove(from, 15*time.Second); err != nil {
+		return fmt.Errorf("the drain of the room's server moved nobody: %w", err)
+	}
+	return nil
+}
+
+func killLeaderDuringMove(e *Env) error {
+	lead := e.Rep.Leader(e.ctx)
+	from, err := e.drainRoom()
+	if err != nil {
+		return err
+	}
+	if _, err := e.AwaitMove(from, 10*time.Second); err != nil {
+		e.log("no move seen yet (%v); killing the leader anyway", err)
+	}
+	if err := e.Sleep(e.Jitter(0, 200*time.Millisecond)); err != nil {
+		return err
+	}
+	e.Fault("SIGKILL the leader, central%d", lead)
+	start := time.Now()
+	if err := e.Rep.Centrals[lead].Kill(); err != nil {
+		return err
+	}
+	return e.awaitNewLeader(lead, start)
+}
+
+func killFollower(e *Env) error {
+	lead := e.Rep.Leader(e.ctx)
+	victim := (lead + 1 + e.Rng.IntN(len(e.Rep.Centrals)-1)) % len(e.Rep.Centrals)
+	e.Fault("SIGKILL a standby, central%d", victim)
+	if err := e.Rep.Centrals[victim].Kill(); err != nil {
+		return err
+	}
+	if err := e.Sleep(2 * leaderTTL); err != nil {
+		return err
+	}
+	if now := e.Rep.Leader(e.ctx); now != lead {
+		e.Violate("the leader changed from central%d to central%d when a standby died", lead, now)
+	}
+	return e.drainRoomMoves()
+}
+
+func partitionLeaderFromEtcd(e *Env) error {
+	lead := e.Rep.Leader(e.ctx)
+	for _, p := range e.Etcd[lead] {
+		p.Set("", Up, Rule{Blackhole: true})
+		p.Set("", Down, Rule{Blackhole: true})
+	}
+	e.Fault("partitioned the leader, central%d, from every etcd member", lead)
+	start := time.Now()
+	if err := e.awaitNewLeader(lead, start); err != nil {
+		return err
+	}
+	old := e.Rep.Centrals[lead]
+	if err := cluster.WaitFor(e.ctx, 10*leaderTTL+5*time.Second, func() bool { return !old.Running() }); err != nil {
+		e.Violate("central%d, cut off from etcd, still runs %v after a new leader took over", lead, time.Since(start))
+	}
+	for _, p := range e.Etcd[lead] {
+		p.Heal()
+	}
+	return e.drainRoomMoves()
+}
+
+func killEtcdMember(e *Env) error {
+	victim := e.Rng.IntN(len(e.Rep.Etcd))
+	lead := e.Rep.Leader(e.ctx)
+	e.Fault("SIGKILL etcd%d", victim)
+	if err := e.Rep.Etcd[victim].Kill(); err != nil {
+		return err
+	}
+	if err := e.drainRoomMoves(); err != nil {
+		return err
+	}
+	if now := e.Rep.Leader(e.ctx); now != lead {
+		e.log("the leader changed from central%d to central%d", lead, now)
+	}
+	return nil
+}

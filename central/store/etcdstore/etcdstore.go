@@ -1,0 +1,431 @@
+// Package etcdstore keeps Central's records (users, chat servers, rooms) in
+// etcd, so that a Central that dies or restarts, on this machine or another,
+// finds them again.
+//
+// A Store is a write-behind cache: every record also lives in a
+// store.Memory, which serves all reads, and every Put or Delete is applied
+// there at once and queued for etcd. A single writer goroutine sends the
+// queue in batched transactions (the last write to a key wins, so a busy
+// record costs one etcd write per batch, not one per change). Central writes
+// its records while holding its lock, so an etcd round trip there would
+// stall matchmaking; the price is that a Central killed outright loses the
+// writes of its last batch (milliseconds), which the chat servers'
+// heartbeats give back (Central adopts the rooms they report).
+//
+// Open loads everything under the prefix into the cache. A failed batch is
+// kept and retried, with backoff, until it succeeds or the Store is closed;
+// Close flushes what it can within its context. Flush waits for every write
+// queued before it.
+//
+// One Store writes a prefix at a time. OpenLeader enforces it: it waits to
+// win an etcd election (concurrency.Election on prefix+"leader", held by a
+// lease that lives TTL past the process's last keep-alive), loads only
+// then, and fences every write on still holding the leadership, so a
+// deposed leader (killed, partitioned from etcd, paused) cannot overwrite
+// its successor's records: its Lost channel closes instead and it must
+// stop serving. Several Centrals started with OpenLeader on one prefix are
+// so one leader and hot standbys.
+package etcdstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"nearchat/central/store"
+)
+
+// ErrNotLeader is the write error of a leader's Store that lost the
+// leadership.
+var ErrNotLeader = errors.New("etcdstore: no longer the leader")
+
+// DefaultPrefix is where the records live when the URL names no path.
+const DefaultPrefix = "/nearchat/"
+
+// maxOps is the most operations one transaction carries (etcd's default
+// --max-txn-ops is 128).
+const maxOps = 128
+
+// Store is a store.Store backed by etcd. Create it with Open.
+type Store struct {
+	*store.Memory
+	cli    *clientv3.Client
+	prefix string
+
+	mu      sync.Mutex
+	pending map[string]*string // key -> value to put; nil: delete
+	queued  uint64             // writes queued so far
+	written uint64             // writes etcd has (queued count at the last good batch)
+	lastErr error
+	changed chan struct{} // closed and replaced when written or lastErr changes
+	wake    chan struct{}
+
+	stop context.CancelFunc
+	done chan struct{}
+
+	// Set by OpenLeader: the session whose lease holds the leadership,
+	// the election, and the fence every transaction carries.
+	sess     *concurrency.Session
+	elec     *concurrency.Election
+	fence    []clientv3.Cmp
+	lost     chan struct{} // closed once the leadership is gone
+	lostOnce sync.Once
+}
+
+var _ store.Store = (*Store)(nil)
+
+// ParseURL splits "etcd://host:2379,host2:2379/prefix" into endpoints and a
+// key prefix (DefaultPrefix when the URL has no path).
+func ParseURL(s string) (endpoints []string, prefix string, err error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, "", fmt.Errorf("etcdstore: %w", err)
+	}
+	if u.Scheme != "etcd" || u.Host == "" {
+		return nil, "", fmt.Errorf("etcdstore: %q: want etcd://host:port[,host:port...][/prefix]", s)
+	}
+	for _, h := range strings.Split(u.Host, ",") {
+		if h == "" {
+			return nil, "", fmt.Errorf("etcdstore: %q: empty endpoint", s)
+		}
+		endpoints = append(endpoints, "http://"+h)
+	}
+	prefix = DefaultPrefix
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		prefix = "/" + p + "/"
+	}
+	return endpoints, prefix, nil
+}
+
+// Open connects to etcd at endpoints and loads every record under prefix.
+// ctx bounds the connection and the load. The Store does not take part in
+// an election: use it only where nothing else writes the prefix.
+func Open(ctx context.Context, endpoints []string, prefix string) (*Store, error) {
+	s, err := newStore(endpoints, prefix)
+	if err != nil {
+		return nil, err
+	}
+	return s, s.start(ctx)
+}
+
+// OpenLeader connects to etcd at endpoints, waits until this process leads
+// prefix (ctx bounds the wait), then loads every record under it. name is
+// what the election records for the leader (for operators); ttl (a whole
+// number of seconds, at least one) is how long the leadership outlives a
+// leader that stopped renewing it. Close resigns.
+func OpenLeader(ctx context.Context, endpoints []string, prefix, name string, ttl time.Duration) (*Store, error) {
+	s, err := newStore(endpoints, prefix)
+	if err != nil {
+		return nil, err
+	}
+	s.sess, err = concurrency.NewSession(s.cli, concurrency.WithTTL(max(1, int(ttl.Round(time.Second)/time.Second))))
+	if err != nil {
+		s.cli.Close()
+		return nil, fmt.Errorf("etcdstore: session: %w", err)
+	}
+	s.elec = concurrency.NewElection(s.sess, prefix+"leader")
+	if err := s.elec.Campaign(ctx, name); err != nil {
+		s.sess.Close()
+		s.cli.Close()
+		return nil, fmt.Errorf("etcdstore: campaign: %w", err)
+	}
+	s.fence = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.elec.Key()), "=", s.elec.Rev())}
+	go func() {
+		select {
+		case <-s.sess.Done():
+			s.loseLeadership()
+		case <-s.lost:
+		}
+	}()
+	return s, s.start(ctx)
+}
+
+func newStore(endpoints []string, prefix string) (*Store, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("etcdstore: %w", err)
+	}
+	return &Store{Memory: store.NewMemory(), cli: cli, prefix: prefix,
+		pending: map[string]*string{}, changed: make(chan struct{}), wake: make(chan struct{}, 1),
+		done: make(chan struct{}), lost: make(chan struct{})}, nil
+}
+
+func (s *Store) start(ctx context.Context) error {
+	if err := s.load(ctx); err != nil {
+		s.closeClient()
+		return err
+	}
+	var wctx context.Context
+	wctx, s.stop = context.WithCancel(context.Background())
+	go s.writer(wctx)
+	return nil
+}
+
+func (s *Store) closeClient() error {
+	s.lostOnce.Do(func() { close(s.lost) })
+	var err error
+	if s.sess != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.elec.Resign(ctx) // a successor need not wait out the lease
+		cancel()
+		err = s.sess.Close()
+	}
+	return errors.Join(err, s.cli.Close())
+}
+
+// Lost is closed when a Store from OpenLeader is no longer the leader (its
+// lease expired or a write found another leader), and when the Store
+// closes; a Store from Open never loses leadership until Close.
+func (s *Store) Lost() <-chan struct{} { return s.lost }
+
+func (s *Store) loseLeadership() {
+	s.lostOnce.Do(func() { close(s.lost) })
+}
+
+// Leader returns the name of the current leader of prefix, "" if none.
+func (s *Store) Leader(ctx context.Context) (string, error) {
+	resp, err := s.cli.Get(ctx, s.prefix+"leader", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil || len(resp.Kvs) == 0 {
+		return "", err
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
+func (s *Store) load(ctx context.Context) error {
+	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("etcdstore: load %s: %w", s.prefix, err)
+	}
+	for _, kv := range resp.Kvs {
+		kind, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), s.prefix), "/")
+		var err error
+		switch kind {
+		case "users":
+			var u store.User
+			if err = json.Unmarshal(kv.Value, &u); err == nil {
+				err = s.Memory.PutUser(u)
+			}
+		case "servers":
+			var v store.Server
+			if err = json.Unmarshal(kv.Value, &v); err == nil {
+				err = s.Memory.PutServer(v)
+			}
+		case "rooms":
+			var r store.Room
+			if err = json.Unmarshal(kv.Value, &r); err == nil {
+				err = s.Memory.PutRoom(r)
+			}
+		default:
+			continue // someone else's key under the prefix
+		}
+		if err != nil {
+			return fmt.Errorf("etcdstore: load %s: %w", kv.Key, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) key(kind, id string) string { return s.prefix + kind + "/" + id }
+
+func (s *Store) queue(key string, v any) error {
+	var val *string
+	if v != nil {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("etcdstore: %s: %w", key, err)
+		}
+		str := string(b)
+		val = &str
+	}
+	s.mu.Lock()
+	s.pending[key] = val
+	s.queued++
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// PutUser is safe for concurrent use.
+func (s *Store) PutUser(u store.User) error {
+	s.Memory.PutUser(u)
+	return s.queue(s.key("users", u.Name), u)
+}
+
+// DeleteUser is safe for concurrent use.
+func (s *Store) DeleteUser(name string) error {
+	if err := s.Memory.DeleteUser(name); err != nil {
+		return err
+	}
+	return s.queue(s.key("users", name), nil)
+}
+
+// PutServer is safe for concurrent use.
+func (s *Store) PutServer(v store.Server) error {
+	s.Memory.PutServer(v)
+	return s.queue(s.key("servers", v.ID), v)
+}
+
+// DeleteServer is safe for concurrent use.
+func (s *Store) DeleteServer(id string) error {
+	if err := s.Memory.DeleteServer(id); err != nil {
+		return err
+	}
+	return s.queue(s.key("servers", id), nil)
+}
+
+// PutRoom is safe for concurrent use.
+func (s *Store) PutRoom(r store.Room) error {
+	s.Memory.PutRoom(r)
+	return s.queue(s.key("rooms", r.ID), r)
+}
+
+// DeleteRoom is safe for concurrent use.
+func (s *Store) DeleteRoom(id string) error {
+	if err := s.Memory.DeleteRoom(id); err != nil {
+		return err
+	}
+	return s.queue(s.key("rooms", id), nil)
+}
+
+// writer sends the queue to etcd until ctx ends, then once more.
+func (s *Store) writer(ctx context.Context) {
+	defer close(s.done)
+	backoff := 10 * time.Millisecond
+	for {
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			err := s.writeBatch(ctx)
+			if errors.Is(err, ErrNotLeader) {
+				s.loseLeadership()
+				return
+			}
+			if err == nil {
+				backoff = 10 * time.Millisecond
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+	}
+}
+
+// writeBatch writes everything pending. On failure the keys not written
+// since go back into the queue.
+func (s *Store) writeBatch(ctx context.Context) error {
+	s.mu.Lock()
+	batch, upTo := s.pending, s.queued
+	s.pending = map[string]*string{}
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	ops := make([]clientv3.Op, 0, min(len(batch), maxOps))
+	var err error
+	send := func() {
+		if err == nil && len(ops) > 0 {
+			tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			var resp *clientv3.TxnResponse
+			resp, err = s.cli.Txn(tctx).If(s.fence...).Then(ops...).Commit()
+			cancel()
+			if err == nil && !resp.Succeeded {
+				err = ErrNotLeader
+			}
+		}
+		ops = ops[:0]
+	}
+	for k, v := range batch {
+		if v == nil {
+			ops = append(ops, clientv3.OpDelete(k))
+		} else {
+			ops = append(ops, clientv3.OpPut(k, *v))
+		}
+		if len(ops) == maxOps {
+			send()
+		}
+	}
+	send()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		for k, v := range batch {
+			if _, newer := s.pending[k]; !newer {
+				s.pending[k] = v
+			}
+		}
+	} else {
+		s.written = upTo
+	}
+	s.lastErr = err
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return err
+}
+
+// Flush waits until every write queued before it is in etcd, or ctx ends
+// (then it returns the last write error, if any, with ctx's).
+func (s *Store) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	want := s.queued
+	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		written, lastErr, changed := s.written, s.lastErr, s.changed
+		s.mu.Unlock()
+		if written >= want {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-s.lost:
+			return ErrNotLeader
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), lastErr)
+		}
+	}
+}
+
+// Pending returns how many keys wait to be written.
+func (s *Store) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+// Close flushes within ctx, stops the writer, resigns a leadership and
+// closes the etcd client. Writes still pending when ctx ends are lost (the
+// cache had them).
+func (s *Store) Close(ctx context.Context) error {
+	var err error
+	select {
+	case <-s.lost:
+		err = ErrNotLeader
+	default:
+		err = s.Flush(ctx)
+	}
+	s.stop()
+	<-s.done
+	return errors.Join(err, s.closeClient())
+}

@@ -1,0 +1,243 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"nearchat/central/store"
+	"nearchat/central/store/etcdstore/etcdtest"
+	"nearchat/pkg/selection"
+)
+
+func open(t *testing.T, endpoints []string, prefix string) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, endpoints, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
+func flush(t *testing.T, s *Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.Flush(ctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	t.Logf("flush took %v", time.Since(start))
+}
+
+func TestParseURL(t *testing.T) {
+	for _, tc := range []struct {
+		in, prefix string
+		eps        []string
+		bad        bool
+	}{
+		{in: "etcd://a:2379", prefix: DefaultPrefix, eps: []string{"http://a:2379"}},
+		{in: "etcd://a:1,b:2/chat/eu", prefix: "/chat/eu/", eps: []string{"http://a:1", "http://b:2"}},
+		{in: "http://a:2379", bad: true},
+		{in: "etcd://", bad: true},
+		{in: "etcd://a:1,,b:2", bad: true},
+	} {
+		eps, prefix, err := ParseURL(tc.in)
+		if (err != nil) != tc.bad || (!tc.bad && (prefix != tc.prefix || !slices.Equal(eps, tc.eps))) {
+			t.Errorf("ParseURL(%q) = %v %q %v", tc.in, eps, prefix, err)
+		}
+	}
+}
+
+// TestReopenSeesEverything writes every kind of record, deletes some, and
+// checks that a second Store opened on the same etcd loads exactly the rest,
+// and that another prefix sees none of it.
+func TestReopenSeesEverything(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	s := open(t, ec.Endpoints(), "/t1/")
+	now := time.Now().UTC().Round(time.Millisecond)
+	lat := map[string]selection.Sample{"serv1": {Median: 5 * time.Millisecond, Spread: time.Millisecond, Count: 3}}
+	for _, name := range []string{"alice", "bob", "carol"} {
+		s.PutUser(store.User{Name: name, Token: "tok-" + name, Latency: lat, Registered: now})
+	}
+	s.PutServer(store.Server{ID: "serv1", Addr: "127.0.0.1:9000", MaxRooms: 4, Registered: now, LastSeen: now})
+	s.PutServer(store.Server{ID: "serv2", Addr: "127.0.0.1:9001"})
+	for i := range 300 { // more than one transaction's worth
+		s.PutRoom(store.Room{ID: "r" + string(rune('a'+i%26)) + string(rune('a'+i/26)), Server: "serv1", Epoch: uint64(i), Members: []string{"alice", "bob"}, Created: now})
+	}
+	s.PutRoom(store.Room{ID: "raa", Server: "serv2", Epoch: 7, Members: []string{"alice", "bob"}, Created: now, LastMove: now})
+	if err := s.DeleteUser("carol"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteServer("serv2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRoom("rba"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRoom("nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("delete of a missing room: %v", err)
+	}
+	flush(t, s)
+
+	s2 := open(t, ec.Endpoints(), "/t1/")
+	if u, sv, r := s2.Counts(); u != 2 || sv != 1 || r != 299 {
+		t.Fatalf("reopened counts: %d users %d servers %d rooms", u, sv, r)
+	}
+	u, ok := s2.User("alice")
+	if !ok || u.Token != "tok-alice" || u.Latency["serv1"] != lat["serv1"] || !u.Registered.Equal(now) {
+		t.Fatalf("alice reopened: %+v %v", u, ok)
+	}
+	sv, ok := s2.Server("serv1")
+	if !ok || sv.Addr != "127.0.0.1:9000" || sv.MaxRooms != 4 || !sv.LastSeen.Equal(now) {
+		t.Fatalf("serv1 reopened: %+v %v", sv, ok)
+	}
+	r, ok := s2.Room("raa")
+	if !ok || r.Server != "serv2" || r.Epoch != 7 || !slices.Equal(r.Members, []string{"alice", "bob"}) || !r.LastMove.Equal(now) {
+		t.Fatalf("raa reopened: %+v %v", r, ok)
+	}
+	if other := open(t, ec.Endpoints(), "/t2/"); func() bool { u, sv, r := other.Counts(); return u+sv+r != 0 }() {
+		t.Fatal("another prefix sees the records")
+	}
+}
+
+// TestWritesSurviveEtcdOutage kills the only etcd member, writes, and checks
+// that Flush reports the failure, then succeeds once etcd is back, with the
+// last write to each key winning.
+func TestWritesSurviveEtcdOutage(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	s := open(t, ec.Endpoints(), "/out/")
+	s.PutRoom(store.Room{ID: "r1", Epoch: 1})
+	flush(t, s)
+
+	ec.Members[0].Kill()
+	start := time.Now()
+	s.PutRoom(store.Room{ID: "r1", Epoch: 2}) // returns at once: the write waits in the queue
+	s.PutRoom(store.Room{ID: "r1", Epoch: 3})
+	s.PutUser(store.User{Name: "alice"})
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("writes blocked %v with etcd down", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := s.Flush(ctx)
+	cancel()
+	if err == nil {
+		t.Fatal("flush succeeded with etcd down")
+	}
+	t.Logf("flush with etcd down: %v; pending %d", err, s.Pending())
+	if got, _ := s.Room("r1"); got.Epoch != 3 {
+		t.Fatalf("cache lost the write: %+v", got)
+	}
+
+	ec.Members[0].Restart()
+	flush(t, s)
+	s2 := open(t, ec.Endpoints(), "/out/")
+	if got, _ := s2.Room("r1"); got.Epoch != 3 {
+		t.Fatalf("after the outage etcd has %+v, want epoch 3", got)
+	}
+	if _, ok := s2.User("alice"); !ok {
+		t.Fatal("alice lost in the outage")
+	}
+}
+
+// TestMemberLoss writes through a three-member cluster while one member is
+// killed: the other two keep quorum, so no write fails for long.
+func TestMemberLoss(t *testing.T) {
+	ec := etcdtest.Start(t, 3)
+	s := open(t, ec.Endpoints(), "/q/")
+	s.PutRoom(store.Room{ID: "r1", Epoch: 1})
+	flush(t, s)
+	ec.Members[0].Kill()
+	for i := range 50 {
+		s.PutRoom(store.Room{ID: "r1", Epoch: uint64(2 + i)})
+	}
+	flush(t, s)
+	s2 := open(t, ec.Endpoints()[1:], "/q/")
+	if got, _ := s2.Room("r1"); got.Epoch != 51 {
+		t.Fatalf("after a member loss etcd has %+v, want epoch 51", got)
+	}
+}
+
+func openLeader(t *testing.T, endpoints []string, prefix, name string) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// A lease long enough that a loaded machine renews it in time; the
+	// test ends the first leader's by revoking it.
+	s, err := OpenLeader(ctx, endpoints, prefix, name, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
+// TestDeposedLeaderCannotWrite revokes the first leader's lease (what
+// etcd does when a leader dies or is cut off for the TTL): a standby takes
+// over with the first leader's records, and the first leader's later
+// writes are refused, its Lost channel closes, and etcd keeps the new
+// leader's records.
+func TestDeposedLeaderCannotWrite(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	l1 := openLeader(t, ec.Endpoints(), "/el/", "one")
+	l1.PutRoom(store.Room{ID: "r1", Epoch: 1})
+	flush(t, l1)
+	if name, err := l1.Leader(context.Background()); err != nil || name != "one" {
+		t.Fatalf("leader %q %v", name, err)
+	}
+
+	standby := make(chan *Store, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		s, err := OpenLeader(ctx, ec.Endpoints(), "/el/", "two", 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		standby <- s
+	}()
+	select {
+	case <-standby:
+		t.Fatal("the standby leads while the first leader lives")
+	case <-time.After(500 * time.Millisecond):
+	}
+	start := time.Now()
+	if _, err := l1.cli.Revoke(context.Background(), l1.sess.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	l2 := <-standby
+	if l2 == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { l2.Close(context.Background()) })
+	t.Logf("standby led %v after the lease ended", time.Since(start))
+	if r, ok := l2.Room("r1"); !ok || r.Epoch != 1 {
+		t.Fatalf("the new leader loaded %+v %v", r, ok)
+	}
+	l2.PutRoom(store.Room{ID: "r1", Epoch: 2})
+	flush(t, l2)
+
+	l1.PutRoom(store.Room{ID: "r1", Epoch: 99})
+	select {
+	case <-l1.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the deposed leader does not learn it lost")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l1.Flush(ctx); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("deposed leader's flush: %v", err)
+	}
+	if name, err := l2.Leader(ctx); err != nil || name != "two" {
+		t.Fatalf("leader %q %v", name, err)
+	}
+	check := open(t, ec.Endpoints(), "/el/")
+	if r, _ := check.Room("r1"); r.Epoch != 2 {
+		t.Fatalf("etcd has %+v, want the new leader's epoch 2", r)
+	}
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"nearchat/central/store/etcdstore/etcdtest"
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/testkit"
+)
+
+// launch runs bin with args; the channel gets its REST address once it
+// logs that it runs. The process is SIGKILLed when the test ends.
+func launch(t *testing.T, bin string, args ...string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	running := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.Contains(line, "central running") {
+				_, rest, _ := strings.Cut(line, "rest=")
+				rest, _, _ = strings.Cut(rest, " ")
+				running <- rest
+			}
+		}
+	}()
+	return cmd, running
+}
+
+// startBinary is launch, waiting until Central runs.
+func startBinary(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd, running := launch(t, bin, args...)
+	select {
+	case rest := <-running:
+		return cmd, rest
+	case <-time.After(30 * time.Second):
+		t.Fatal("Central did not start")
+		return nil, ""
+	}
+}
+
+// awaitKey waits until key is in etcd.
+func awaitKey(t *testing.T, ec *etcdtest.Cluster, key string) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	testkit.WaitFor(t, 10*time.Second, key+" in etcd", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		resp, err := cli.Get(ctx, key)
+		return err == nil && len(resp.Kvs) == 1
+	})
+}
+
+// TestSIGKILLedCentralKeepsRecordsInEtcd registers a chat server with a
+// Central on -store etcd://, waits until the record is in etcd, SIGKILLs
+// the Central, and checks that a new one on the same etcd (and new ports)
+// knows the server: its heartbeat is taken without a new registration.
+func TestSIGKILLedCentralKeepsRecordsInEtcd(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
+	storeURL := "etcd://" + ec.Hosts() + "/killtest"
+	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", storeURL}
+	cmd, rest := startBinary(t, bin, args...)
+	api := centralapi.NewClient("http://"+rest, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	reg, err := api.Register(ctx, centralapi.RegisterServerRequest{ID: "serv1", Addr: ln.Addr().String(), Secret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitKey(t, ec, "/killtest/servers/serv1")
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	_, rest2 := startBinary(t, bin, args...)
+	api2 := centralapi.NewClient("http://"+rest2, nil)
+	if _, err := api2.Heartbeat(ctx, "serv1", reg.Token, centralapi.HeartbeatRequest{}); err != nil {
+		t.Fatalf("heartbeat to the new Central: %v", err)
+	}
+}
+
+// TestStandbyTakesOverFromKilledLeader starts two Centrals on one etcd
+// prefix: the second waits as a standby (serves nothing) until the first
+// is SIGKILLed, then leads within the lease TTL and knows the first one's
+// chat server.
+func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
+	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "2s", "-store", "etcd://" + ec.Hosts() + "/pair"}
+	leader, rest := startBinary(t, bin, args...)
+	_, standby := launch(t, bin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	api := centralapi.NewClient("http://"+rest, nil)
+	reg, err := api.Register(ctx, centralapi.RegisterServerRequest{ID: "serv1", Addr: "127.0.0.1:1", Secret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitKey(t, ec, "/pair/servers/serv1")
+	select {
+	case <-standby:
+		t.Fatal("the standby serves while the leader lives")
+	default:
+	}
+	start := time.Now()
+	leader.Process.Kill()
+	leader.Wait()
+	var rest2 string
+	select {
+	case rest2 = <-standby:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the standby did not take over")
+	}
+	t.Logf("standby serves %v after the leader's SIGKILL (lease TTL 2s)", time.Since(start))
+	api2 := centralapi.NewClient("http://"+rest2, nil)
+	if _, err := api2.Heartbeat(ctx, "serv1", reg.Token, centralapi.HeartbeatRequest{}); err != nil {
+		t.Fatalf("heartbeat to the new leader: %v", err)
+	}
+}
