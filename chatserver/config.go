@@ -76,7 +76,10 @@ type Config struct {
 	SendRate  float64
 	SendBurst int
 	// History is how many recent messages each room keeps for members that
-	// reconnect.
+	// reconnect or move here. 0 keeps none: a Join asking for history
+	// (Since or Move) gets no replay, and its Joined says so (Truncated
+	// when Since is below Seq, Oldest Seq+1); the members then ask the
+	// senders for what they missed (Resend), out of the senders' windows.
 	History int
 	// ResendRate and ResendBurst bound the Resend asks forwarded for one
 	// member (per second, and at once); asks beyond them are dropped, and
@@ -162,7 +165,7 @@ func (c *Config) validate() error {
 	for _, l := range []struct {
 		name string
 		v    int
-	}{{"max conns", c.MaxConns}, {"max rooms", c.MaxRooms}, {"max members", c.MaxMembers}, {"max outbound", c.MaxOutbound}, {"history", c.History}, {"resend burst", c.ResendBurst}, {"high water", c.HighWater}, {"send burst", c.SendBurst}} {
+	}{{"max conns", c.MaxConns}, {"max rooms", c.MaxRooms}, {"max members", c.MaxMembers}, {"max outbound", c.MaxOutbound}, {"resend burst", c.ResendBurst}, {"high water", c.HighWater}, {"send burst", c.SendBurst}} {
 		if l.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %d: must be positive", l.name, l.v))
 		}
@@ -177,6 +180,9 @@ func (c *Config) validate() error {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must be positive", d.name, d.v))
 		}
+	}
+	if c.History < 0 {
+		errs = append(errs, fmt.Errorf("history %d: must not be negative", c.History))
 	}
 	if c.HighWater >= c.MaxOutbound {
 		errs = append(errs, fmt.Errorf("high water %d: must be below max outbound %d", c.HighWater, c.MaxOutbound))

@@ -157,10 +157,13 @@ func (r *room) historyAfter(since uint64) ([]*frame, uint64) {
 	return out, oldest
 }
 
-// remember keeps f in r's history ring. While the server's history
+// remember keeps f in r's history ring, unless the server keeps none. While the server's history
 // bytes are over HistoryBudget a ring stops growing: it keeps the length
 // it has, the new frame replacing its oldest. Caller holds r.mu.
 func (r *room) remember(f *frame, s *Server) {
+	if s.cfg.History == 0 {
+		return
+	}
 	f.retain()
 	if r.hist == nil {
 		r.hist = make([]*frame, 0, s.cfg.History)

@@ -515,7 +515,7 @@ func TestConfigValidation(t *testing.T) {
 	}{
 		{"bad address", func(c *Config) { c.Listen = "nonsense" }, "listen address"},
 		{"frame limit too big", func(c *Config) { c.MaxFrame = wire.MaxFrame + 1 }, "max frame"},
-		{"no history", func(c *Config) { c.History = 0 }, "history"},
+		{"negative history", func(c *Config) { c.History = -1 }, "history"},
 		{"negative conns", func(c *Config) { c.MaxConns = -1 }, "max conns"},
 	}
 	for _, tc := range tests {
