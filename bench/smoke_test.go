@@ -5,13 +5,15 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"nearchat/pkg/testkit"
 )
 
 // TestBroadcastSmoke runs the benchmark harness briefly against both
 // servers so it cannot rot between benchmark runs: every message must reach
 // every other member, in sequence order, with a latency recorded for each.
 func TestBroadcastSmoke(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer testkit.VerifyNone(t, goleak.IgnoreCurrent())
 	const members, msgs = 16, 300
 	for _, kind := range []string{Gnet, Baseline} {
 		t.Run("server="+kind, func(t *testing.T) {

@@ -101,6 +101,14 @@ var ignored = []goleak.Option{
 	goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"),
 }
 
+// VerifyNone fails t if a goroutine other than the ignored ones and extra
+// is running, for a test that checks its own leaks (with
+// goleak.IgnoreCurrent(), say) rather than the whole package's.
+func VerifyNone(t testing.TB, extra ...goleak.Option) {
+	t.Helper()
+	goleak.VerifyNone(t, append(append([]goleak.Option{}, ignored...), extra...)...)
+}
+
 // VerifyNoLeaks runs the package's tests and then fails the run if any
 // goroutine is left behind, other than the ignored ones and extra. It also
 // removes the binaries BuildOnce built. Call it from TestMain:
