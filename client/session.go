@@ -40,6 +40,13 @@ type Config struct {
 	// IdleTimeout: a connection silent this long is considered dead; the
 	// session pings every third of it. 0 disables both.
 	IdleTimeout time.Duration
+	// Liveness is the fast check of the room's current connection: when
+	// it has been silent for max(Liveness/3, 2*RTT) the session pings, and
+	// when that ping goes unanswered (no frame at all) for
+	// max(Liveness, 4*RTT) the connection is declared dead (Broken), RTT
+	// being this connection's own smoothed Ping/Pong round trip. 0 leaves
+	// only IdleTimeout.
+	Liveness time.Duration
 	// EventBuffer is the capacity of the Events channel, and the number of
 	// undelivered events past which the session stops reading from the
 	// server until the user catches up.
@@ -64,6 +71,7 @@ func DefaultConfig() Config {
 		DrainTimeout:     3 * time.Second,
 		HandshakeTimeout: 5 * time.Second,
 		IdleTimeout:      15 * time.Second,
+		Liveness:         300 * time.Millisecond,
 		EventBuffer:      1024,
 	}
 }
@@ -89,6 +97,9 @@ func (c *Config) validate() error {
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle timeout %v: must not be negative", c.IdleTimeout))
 	}
+	if c.Liveness < 0 {
+		errs = append(errs, fmt.Errorf("liveness %v: must not be negative", c.Liveness))
+	}
 	if c.GapTimeout < c.HoldBack {
 		errs = append(errs, fmt.Errorf("gap timeout %v shorter than hold back %v", c.GapTimeout, c.HoldBack))
 	}
@@ -104,6 +115,9 @@ var (
 	// ErrBackpressure is returned by Send when MaxUnacked messages await
 	// acknowledgement.
 	ErrBackpressure = errors.New("client: too many unacknowledged messages")
+	// ErrSilent is the Broken error of a connection that left a ping
+	// unanswered past the liveness deadline (Config.Liveness).
+	ErrSilent = errors.New("client: the server left a ping unanswered past the liveness deadline")
 )
 
 // Stats is a snapshot of a Session's counters.
@@ -148,6 +162,7 @@ type Session struct {
 	drainUntil        time.Time
 	movedAt           time.Time // when the current drain began
 	nextPing          time.Time
+	nextLive          time.Time // next liveness check of cur
 	moveWait          chan error
 	answered          map[string]answer // last Resend answered, by asker
 	queue             []Event           // events not yet taken from the channel
@@ -398,7 +413,7 @@ func (s *Session) arm(timer *time.Timer) {
 	if !s.quiet() {
 		next = s.in.next()
 	}
-	for _, t := range []time.Time{s.drainUntil, s.nextPing} {
+	for _, t := range []time.Time{s.drainUntil, s.nextPing, s.nextLive} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
@@ -440,6 +455,9 @@ func (s *Session) sendLink() *link {
 }
 
 func (s *Session) handle(in inbound) {
+	if in.err == nil {
+		in.l.heard(time.Now(), in.m)
+	}
 	switch l := in.l; l {
 	case s.pending:
 		s.handlePending(l, in)
@@ -499,6 +517,7 @@ func (s *Session) switchTo(l *link, j *proto.Joined) {
 		s.hand(ready, gaps, l, now)
 	}
 	s.cur, s.pending, s.epoch = l, nil, l.epoch
+	s.checkLive(now)
 	if s.old != nil {
 		s.old.close(true)
 		s.old = nil
@@ -737,6 +756,9 @@ func (s *Session) tick(now time.Time) {
 	if s.old != nil {
 		s.checkDrain(now)
 	}
+	if !s.nextLive.IsZero() && !now.Before(s.nextLive) {
+		s.checkLive(now)
+	}
 	if !s.nextPing.IsZero() && !now.Before(s.nextPing) {
 		s.nextPing = time.Time{}
 		live := false
@@ -750,4 +772,43 @@ func (s *Session) tick(now time.Time) {
 			s.armPing(now)
 		}
 	}
+}
+
+// checkLive runs the fast liveness check of the current connection (see
+// Config.Liveness) and sets when it runs next: a ping once the connection
+// has been silent for the ping interval, a break once that ping has gone
+// unanswered for the deadline. Any frame answers, so a busy room's traffic
+// stands in for pings.
+func (s *Session) checkLive(now time.Time) {
+	s.nextLive = time.Time{}
+	l := s.cur
+	if s.cfg.Liveness <= 0 || l == nil || !l.joined || l.dead {
+		return
+	}
+	if len(s.frames) > 0 || len(s.queue) >= s.cfg.EventBuffer {
+		// Frames wait for us (or we stopped reading for a slow user): the
+		// connection is not what is silent.
+		l.heardAt = now
+	}
+	every, deadline := s.liveTimes(l)
+	if l.pingAt.After(l.heardAt) {
+		if now.Sub(l.pingAt) >= deadline {
+			s.linkDown(l, fmt.Errorf("%w (%v, RTT %v)", ErrSilent, now.Sub(l.pingAt).Round(time.Millisecond), l.rtt.Round(time.Microsecond)))
+			return
+		}
+		s.nextLive = l.pingAt.Add(deadline)
+		return
+	}
+	if now.Sub(l.heardAt) < every {
+		s.nextLive = l.heardAt.Add(every)
+		return
+	}
+	l.send(&proto.Ping{At: now.UnixNano()})
+	l.pingAt = now
+	s.nextLive = now.Add(deadline)
+}
+
+// liveTimes returns l's ping interval and liveness deadline.
+func (s *Session) liveTimes(l *link) (every, deadline time.Duration) {
+	return max(s.cfg.Liveness/3, 2*l.rtt), max(s.cfg.Liveness, 4*l.rtt)
 }

@@ -600,3 +600,47 @@ func TestLateJoinerOnNewServer(t *testing.T) {
 	t.Logf("bob got alice's serv2 message %v after joining serv2", time.Since(start))
 	verify(t, []*member{b}, map[string]uint64{"alice": 1})
 }
+
+// TestSilentPathBreaksFast: the room's server stops answering without a
+// reset (a link gone dark). The liveness check must declare the connection
+// Broken well within a second at loopback RTT, not after IdleTimeout (15 s).
+func TestSilentPathBreaksFast(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	cfg := testConfig(t)
+	b := join(t, cfg, p.ref("serv1"), "room-dark", "bob")
+	start := time.Now()
+	p.hole.Store(true)
+	testkit.WaitFor(t, cfg.IdleTimeout/3, "break seen", func() bool { return b.brokenCount() == 1 })
+	took := time.Since(start)
+	t.Logf("silent path declared broken %v after it went dark (liveness %v)", took, cfg.Liveness)
+	b.mu.Lock()
+	err := b.broke[0].Err
+	b.mu.Unlock()
+	if !errors.Is(err, ErrSilent) {
+		t.Errorf("Broken error %v, want ErrSilent", err)
+	}
+}
+
+// TestSlowPathStaysUp: a path whose every frame takes 400 ms (longer than
+// the 300 ms liveness floor) is slow, not dead: the deadline scales with
+// the connection's measured RTT and the session must not break.
+func TestSlowPathStaysUp(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	p.delay.Store(int64(400 * time.Millisecond))
+	cfg := testConfig(t)
+	b := join(t, cfg, p.ref("serv1"), "room-slow", "bob")
+	b.send(t, "hello")
+	testkit.WaitFor(t, 10*time.Second, "ack over the slow path", func() bool { return b.s.Stats().Unacked == 0 })
+	time.Sleep(3 * time.Second) // an observation window: pings must keep it up
+	var rtt time.Duration
+	_ = b.s.call(func() { rtt = b.s.cur.rtt })
+	t.Logf("smoothed RTT over the slow path %v", rtt)
+	if n := b.brokenCount(); n != 0 {
+		t.Errorf("a slow but live path broke %d times", n)
+	}
+	if st := b.s.Stats(); !st.Connected {
+		t.Errorf("not connected over the slow path: %+v", st)
+	}
+}
