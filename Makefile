@@ -14,9 +14,13 @@ COMPAREFLAGS ?=
 APT_TEST_DEPS := tmux chromium
 
 MININET_FLAGS ?=
+# make chaos: how many seeds every scenario runs with, and the first seed
+# (0: taken from the clock; the summary prints it, so a failure can be rerun).
+CHAOS_RUNS ?= 3
+CHAOS_SEED ?= 0
 
 # mininet is also a directory, so every target is phony.
-.PHONY: help build deps test race fuzz bench lint demo certs mininet mininet-test soak clean
+.PHONY: help build deps test race fuzz bench lint demo chaos certs mininet mininet-test soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -54,6 +58,9 @@ lint: ## gofmt and go vet
 
 demo: build ## the paper's scenario on loopback: Central, four chat servers, two bots
 	$(BIN)/demo -bin $(BIN)
+
+chaos: build ## fault injection on real processes, a proxy on every link: every scenario with CHAOS_RUNS seeds from CHAOS_SEED; fails on any violation
+	$(BIN)/chaos -bin $(BIN) -runs $(CHAOS_RUNS) -seed $(CHAOS_SEED) -json chaos.json
 
 certs: build ## a development CA and certificates in certs/ (for -tls flags and the demo)
 	$(BIN)/certs -dir certs

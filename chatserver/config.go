@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"nearchat/pkg/wire"
@@ -34,8 +37,33 @@ type Config struct {
 	// MaxMembers bounds the members of one room.
 	MaxMembers int
 	// MaxOutbound is the number of unsent bytes after which a member is
-	// cut off as a slow consumer.
+	// cut off as a slow consumer. It should exceed HighWater plus the
+	// SendWindow (client.Config) of every member that sends at once.
 	MaxOutbound int
+	// HighWater is the unsent backlog past which a member is behind: while
+	// one is, its room's senders get no Acks, which stops them after their
+	// SendWindow. 0 means MaxOutbound/4.
+	HighWater int
+	// SlowTimeout bounds how long a member may stay behind (and so hold its
+	// room's senders) before it is cut off as a slow consumer.
+	SlowTimeout time.Duration
+	// IdleTimeout closes a member that sent nothing (not even a Ping) for
+	// this long; its room sees it leave. Clients ping every third of their
+	// own idle timeout (15 s by default). 0 disables it.
+	IdleTimeout time.Duration
+	// HistoryBudget and OutboundBudget cap the bytes held in all rooms'
+	// histories and in all members' unsent backlogs. Past either, new rooms
+	// and new members are refused (server_full) while those already in keep
+	// working, and histories stop growing. 0 means an eighth of the
+	// machine's memory each.
+	HistoryBudget  int64
+	OutboundBudget int64
+	// SendRate and SendBurst bound the Chat frames one member may send
+	// (per second, and at once); past them it is cut off (rate_limited).
+	// A safety net against floods, above what one loopback sender reaches
+	// in the benchmarks; the Ack credit is what paces senders.
+	SendRate  float64
+	SendBurst int
 	// History is how many recent messages each room keeps for members that
 	// reconnect.
 	History int
@@ -81,6 +109,10 @@ func DefaultConfig() Config {
 		MaxRooms:      50_000,
 		MaxMembers:    10_000,
 		MaxOutbound:   4 << 20,
+		SlowTimeout:   60 * time.Second,
+		IdleTimeout:   30 * time.Second,
+		SendRate:      100_000,
+		SendBurst:     100_000,
 		History:       256,
 		ResendRate:    4,
 		ResendBurst:   8,
@@ -91,6 +123,15 @@ func DefaultConfig() Config {
 
 func (c *Config) validate() error {
 	var errs []error
+	if c.HighWater == 0 {
+		c.HighWater = c.MaxOutbound / 4
+	}
+	if c.HistoryBudget == 0 {
+		c.HistoryBudget = machineMemory() / 8
+	}
+	if c.OutboundBudget == 0 {
+		c.OutboundBudget = machineMemory() / 8
+	}
 	if c.Listen != "" || c.TLS == nil {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
@@ -107,10 +148,25 @@ func (c *Config) validate() error {
 	for _, l := range []struct {
 		name string
 		v    int
-	}{{"max conns", c.MaxConns}, {"max rooms", c.MaxRooms}, {"max members", c.MaxMembers}, {"max outbound", c.MaxOutbound}, {"history", c.History}, {"resend burst", c.ResendBurst}} {
+	}{{"max conns", c.MaxConns}, {"max rooms", c.MaxRooms}, {"max members", c.MaxMembers}, {"max outbound", c.MaxOutbound}, {"history", c.History}, {"resend burst", c.ResendBurst}, {"high water", c.HighWater}, {"send burst", c.SendBurst}} {
 		if l.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %d: must be positive", l.name, l.v))
 		}
+	}
+	if c.HighWater >= c.MaxOutbound {
+		errs = append(errs, fmt.Errorf("high water %d: must be below max outbound %d", c.HighWater, c.MaxOutbound))
+	}
+	if c.HistoryBudget < 0 || c.OutboundBudget < 0 {
+		errs = append(errs, fmt.Errorf("memory budgets %d, %d: must not be negative", c.HistoryBudget, c.OutboundBudget))
+	}
+	if c.SlowTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("slow timeout %v: must be positive", c.SlowTimeout))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idle timeout %v: must not be negative", c.IdleTimeout))
+	}
+	if c.SendRate <= 0 {
+		errs = append(errs, fmt.Errorf("send rate %v: must be positive", c.SendRate))
 	}
 	if c.ResendRate <= 0 {
 		errs = append(errs, fmt.Errorf("resend rate %v: must be positive", c.ResendRate))
@@ -128,4 +184,22 @@ func (c *Config) validate() error {
 		return fmt.Errorf("chatserver: invalid config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// machineMemory returns the machine's memory in bytes (MemTotal from
+// /proc/meminfo), or 8 GiB where that cannot be read.
+func machineMemory() int64 {
+	const fallback = 8 << 30
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return fallback
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil && kb > 0 {
+				return kb << 10
+			}
+		}
+	}
+	return fallback
 }

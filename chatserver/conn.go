@@ -3,6 +3,7 @@ package chatserver
 import (
 	"crypto/tls"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -33,9 +34,15 @@ type member struct {
 	lastSent uint64
 	inc      uint64        // the member's incarnation, from its Join
 	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
-	joinEv   uint64        // fan-out items numbered up to this predate the join
-	shard    *shard
-	idx      int // position in shard.members, -1 when not in one
+	sends    *rate.Limiter // Chat frames accepted from this member; nil until its first
+
+	behind      *room        // set while the member's backlog is past HighWater (flow.go)
+	behindSince time.Time    // when it fell behind
+	lastRead    atomic.Int64 // Server.now when a frame last came in; read by the idle sweep
+	outb        int          // OutboundBuffered when last looked at, counted in Server.outBytes
+	joinEv      uint64       // fan-out items numbered up to this predate the join
+	shard       *shard
+	idx         int // position in shard.members, -1 when not in one
 
 	partial []byte // TLS only: the decrypted start of a frame not yet whole
 }
@@ -68,6 +75,7 @@ func (m *member) writeN(b []byte, max, frames int) {
 	}
 	m.send(b)
 	m.loop.st.wrote(b, frames, backlog)
+	m.noteBacklog()
 }
 
 // kill sends a fatal error frame and closes the connection. When the frame
@@ -202,6 +210,12 @@ func (s *Server) onChat(m *member, body []byte) error {
 	}
 	if len(msg.Text) > proto.MaxText {
 		return proto.Fatalf(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(msg.Text), proto.MaxText)
+	}
+	if m.sends == nil {
+		m.sends = rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)
+	}
+	if !m.sends.Allow() {
+		return proto.Fatalf(proto.CodeRateLimited, "more than %v messages a second", s.cfg.SendRate)
 	}
 	if msg.To != "" {
 		s.forward(m, msg.To, &proto.Deliver{From: m.user, Num: msg.Num, At: msg.At, Text: msg.Text, Inc: m.inc})

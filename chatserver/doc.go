@@ -19,18 +19,37 @@
 // tasks can overflow into the urgent queue), so fan-out order is kept by our
 // per-loop queues and gnet only carries the "drain now" wake-up.
 //
-// # Slow consumers
+// # Flow control and slow consumers
 //
-// Before writing to a member, its loop checks the member's unsent outbound
-// bytes; past Config.MaxOutbound the member gets an Error frame
-// (slow_consumer) and is disconnected. The rest of the room never waits for
-// it, since nothing ever blocks on a member's socket.
+// After each write to a member its loop looks at the member's unsent
+// bytes. Past Config.HighWater the member is behind: while any member of a
+// room is behind, the Acks of the room's senders are held (in order, in the
+// room) and sent once every member has drained below half of HighWater.
+// Clients write at most their SendWindow of unacknowledged bytes, so held
+// Acks stop the senders: the room slows to its slowest reader instead of
+// the reader's backlog growing. A member behind for longer than
+// Config.SlowTimeout, or whose backlog passes Config.MaxOutbound all the
+// same, gets an Error frame (slow_consumer) and is disconnected; it rejoins
+// and recovers or is told what it missed. Nothing ever blocks on a
+// member's socket. A member that sends nothing for Config.IdleTimeout is
+// closed (timeout) and its room sees it leave. flow.go has all of this.
 //
 // # History
 //
 // Each room keeps its last Config.History frames. A member that joins with
 // Since > 0 (a reconnect to the same server) is sent the frames after Since,
-// or told that the history no longer reaches back that far.
+// or told that the history no longer reaches back that far; one that joins
+// with Move set and Since 0 (the room moving here) is sent the whole
+// history: what was sent here before it arrived. A resend to one member
+// (Chat.To) is handed to that member only, without a room sequence number
+// and outside the history.
+//
+// # Memory budgets
+//
+// The bytes in all rooms' histories and in all members' unsent backlogs are
+// counted. Past Config.HistoryBudget or Config.OutboundBudget, a Join that
+// would add a room or a member is refused (server_full), members already in
+// keep working, and histories stop growing.
 //
 // # Concurrency
 //
@@ -56,7 +75,8 @@
 // server.go has the lifecycle and the queries; engine.go the gnet callbacks
 // and the frame loop; conn.go a connection (member) and one handler per
 // frame type; room.go rooms, joins, history and broadcast; fanout.go the
-// per-loop queues, shared frames and the reaper; agent.go the agent that
+// per-loop queues, shared frames and the reaper; flow.go flow control,
+// liveness and the memory budgets; agent.go the agent that
 // keeps the server registered with Central, and Drain; config.go the
 // Config; metrics.go and collector.go the counters and their Prometheus
 // collector.

@@ -59,6 +59,7 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
 	n := s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
+	m.lastRead.Store(s.now.Load())
 	if h, ok := c.Context().(*tlsHandoff); ok {
 		h.t.attach(c)
 		m.tls = h.c
@@ -92,6 +93,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 	s.conns.Add(-1)
 	if m, ok := c.Context().(*member); ok {
 		m.dead, m.gone = true, true
+		m.forgetBacklog()
 		if m.room != nil {
 			s.leave(m)
 		}
@@ -124,6 +126,7 @@ type inbound interface {
 // serve handles every complete frame in c, m's inbound bytes. Event loop
 // only.
 func (s *Server) serve(m *member, c inbound) gnet.Action {
+	m.lastRead.Store(s.now.Load())
 	for !m.dead {
 		t, body, n, err := wire.Next(c, s.cfg.MaxFrame)
 		if errors.Is(err, wire.ErrIncomplete) {

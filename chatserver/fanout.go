@@ -78,6 +78,10 @@ type loop struct {
 	reaper   reaper
 
 	st *loopStats // nil when Config.Metrics is off
+
+	behind  []*member    // members past HighWater; loop only (flow.go)
+	nbehind atomic.Int32 // len(behind), for Server.flowLoop
+	watcher watcher
 }
 
 func (l *loop) doom(m *member) {
@@ -86,7 +90,7 @@ func (l *loop) doom(m *member) {
 }
 
 // reaper closes doomed members whose backlog drained or whose grace ran
-// out. It runs on the loop, scheduled by Server.reapLoop.
+// out. It runs on the loop, scheduled by Server.flowLoop.
 type reaper struct{ l *loop }
 
 func (r *reaper) Run(context.Context) error {
@@ -273,27 +277,6 @@ func (r *room) fanout(f *frame, skip *member) {
 	}
 }
 
-// reapLoop asks each loop with cut-off members to close the ones whose
-// error frame has drained or whose grace has passed.
-func (s *Server) reapLoop() {
-	t := time.NewTicker(doomGrace / 8)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopReap:
-			return
-		case <-t.C:
-		}
-		s.loopsMu.Lock()
-		for _, l := range s.loops {
-			if l.ndoomed.Load() > 0 {
-				_ = l.el.Execute(context.Background(), &l.reaper)
-			}
-		}
-		s.loopsMu.Unlock()
-	}
-}
-
 // loopFor returns our state for a gnet event loop, creating it on first use.
 func (s *Server) loopFor(el gnet.EventLoop) *loop {
 	s.loopsMu.Lock()
@@ -305,6 +288,7 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 			l.st = new(loopStats)
 		}
 		l.reaper.l = l
+		l.watcher.l = l
 		s.loops[el] = l
 	}
 	return l

@@ -141,11 +141,12 @@ func (st *loopStats) done(start time.Time) {
 	*t = tally{}
 }
 
-// countHistory adds to the history gauges when metrics are on.
+// countHistory adds to the history gauges. The bytes are always counted:
+// HistoryBudget is checked against them.
 func (s *Server) countHistory(frames, bytes int) {
+	s.histBytes.Add(int64(bytes))
 	if s.cfg.Metrics {
 		s.histFrames.Add(int64(frames))
-		s.histBytes.Add(int64(bytes))
 	}
 }
 

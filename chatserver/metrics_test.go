@@ -27,7 +27,15 @@ func TestMetricsCount(t *testing.T) {
 				b.expect(proto.TDeliver)
 				a.expect(proto.TAck)
 			}
+			// A loop publishes its tally when its callback or run ends,
+			// just after the writes the peers have already read.
 			m := s.Metrics()
+			if on {
+				testkit.WaitFor(t, 5*time.Second, "the tallies published", func() bool {
+					m = s.Metrics()
+					return m.FramesIn == 4+n && m.FramesOut == 5+2*n && m.FanoutCount == n+1
+				})
+			}
 			t.Logf("%+v", m)
 			if m.Rooms != 1 || m.Members != 2 || m.Conns != 2 {
 				t.Errorf("rooms %d, members %d, conns %d; want 1, 2, 2", m.Rooms, m.Members, m.Conns)

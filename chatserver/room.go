@@ -3,6 +3,7 @@ package chatserver
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/valyala/bytebufferpool"
 
@@ -21,9 +22,11 @@ type room struct {
 	seq     uint64 // last room sequence number given to a message
 	ev      uint64 // last fan-out item number (messages and presence)
 	members map[string]*member
-	shards  []*shard // one per event loop that has had members here
-	hist    []*frame // ring of the last History message frames
-	histPos int      // next slot to overwrite once hist is full
+	shards  []*shard     // one per event loop that has had members here
+	hist    []*frame     // ring of the last History message frames
+	histPos int          // next slot to overwrite once hist is full
+	acks    []heldAck    // Acks withheld while a member is behind (flow.go)
+	nbehind atomic.Int32 // members behind; read without mu
 }
 
 // join makes m a member of j.Room. Event loop only.
@@ -40,6 +43,10 @@ func (s *Server) join(m *member, j *proto.Join) error {
 			if len(s.rooms) >= s.cfg.MaxRooms {
 				s.mu.Unlock()
 				return proto.Fatalf(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
+			}
+			if err := s.overBudget(); err != nil {
+				s.mu.Unlock()
+				return err
 			}
 			r = &room{id: j.Room, members: make(map[string]*member), srv: s}
 			s.rooms[j.Room] = r
@@ -60,6 +67,10 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	if old == nil && len(r.members) >= s.cfg.MaxMembers {
 		r.mu.Unlock()
 		return proto.Fatalf(proto.CodeRoomFull, "room %q has its maximum of %d members", j.Room, s.cfg.MaxMembers)
+	}
+	if err := s.overBudget(); old == nil && err != nil {
+		r.mu.Unlock()
+		return err
 	}
 	if old != nil {
 		// The same user again: a reconnect whose old connection we have not
@@ -146,18 +157,23 @@ func (r *room) historyAfter(since uint64) ([]*frame, uint64) {
 	return out, oldest
 }
 
-// remember keeps f in r's history ring. Caller holds r.mu.
-func (r *room) remember(f *frame, limit int) {
+// remember keeps f in r's history ring. While the server's history
+// bytes are over HistoryBudget a ring stops growing: it keeps the length
+// it has, the new frame replacing its oldest. Caller holds r.mu.
+func (r *room) remember(f *frame, s *Server) {
 	f.retain()
 	if r.hist == nil {
-		r.hist = make([]*frame, 0, limit)
+		r.hist = make([]*frame, 0, s.cfg.History)
+	}
+	if len(r.hist) < cap(r.hist) && len(r.hist) > 0 && s.histBytes.Load()+int64(len(f.bb.B)) > s.cfg.HistoryBudget {
+		r.hist = r.hist[:len(r.hist):len(r.hist)]
 	}
 	if len(r.hist) < cap(r.hist) {
-		r.srv.countHistory(1, len(f.bb.B))
+		s.countHistory(1, len(f.bb.B))
 		r.hist = append(r.hist, f)
 		return
 	}
-	r.srv.countHistory(0, len(f.bb.B)-len(r.hist[r.histPos].bb.B))
+	s.countHistory(0, len(f.bb.B)-len(r.hist[r.histPos].bb.B))
 	r.hist[r.histPos].release()
 	r.hist[r.histPos] = f
 	r.histPos = (r.histPos + 1) % len(r.hist)
@@ -239,12 +255,15 @@ func (s *Server) broadcast(m *member, msg *proto.Chat) {
 		m.lastSent = msg.Num
 	}
 	r.fanout(f, m)
-	r.remember(f, s.cfg.History)
+	r.remember(f, s)
 	seq := r.seq
+	ack := r.holdAck(m, msg.Num, seq)
 	r.mu.Unlock()
 	f.release()
 
-	s.reply(m, &proto.Ack{Num: msg.Num, Seq: seq})
+	if ack {
+		s.reply(m, &proto.Ack{Num: msg.Num, Seq: seq})
+	}
 }
 
 // forward delivers msg to the member named to, on that member's loop.

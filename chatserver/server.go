@@ -43,8 +43,10 @@ type Server struct {
 	closeErr  error
 
 	conns          atomic.Int64
+	now            atomic.Int64 // Unix ns, kept current by flowLoop for cheap timestamps
+	outBytes       atomic.Int64 // members' unsent bytes, as last seen (member.outb)
 	histFrames     atomic.Int64 // held by the rooms' history rings, when Config.Metrics is on
-	histBytes      atomic.Int64
+	histBytes      atomic.Int64 // held by the rooms' history rings, always counted (HistoryBudget)
 	resendsDropped atomic.Uint64
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
@@ -133,7 +135,8 @@ func New(cfg Config) (*Server, error) {
 	if tlsLn != nil {
 		s.front = newTLSFront(s, tlsLn)
 	}
-	go s.reapLoop()
+	s.now.Store(time.Now().UnixNano())
+	go s.flowLoop()
 	s.startAgent()
 	s.log.Info("chat server listening", "addr", s.Addr(), "plain", s.addr, "tls", s.front != nil, "loops", s.numLoops(), "id", s.cfg.ID)
 	return s, nil

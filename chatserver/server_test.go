@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -363,7 +364,9 @@ func TestConnectionBurst(t *testing.T) {
 }
 
 func TestSlowConsumerIsCutOff(t *testing.T) {
-	s := startServer(t, func(c *Config) { c.MaxOutbound = 256 << 10 })
+	// A member behind holds the room's senders (no Acks) until it drains
+	// or SlowTimeout passes: one that never reads is cut off after it.
+	s := startServer(t, func(c *Config) { c.MaxOutbound = 256 << 10; c.SlowTimeout = time.Second })
 	sender, _ := joinAs(t, s, "r", "sender")
 	fast, _ := joinAs(t, s, "r", "fast")
 	// slow never reads. Its receive buffer is made small before it
@@ -734,4 +737,174 @@ func TestHugeRoomJoin(t *testing.T) {
 		}
 		seen[p.User] = true
 	}
+}
+
+// dialSlow joins room as user over a socket with a 4 KiB receive buffer,
+// so the server's outbound queue, not the kernel, holds its backlog.
+func dialSlow(t *testing.T, s *Server, room, user string) *peer {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10) })
+		return serr
+	}}
+	c, err := d.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	p := newPeer(t, c)
+	p.send(&proto.Hello{V: wire.Version})
+	p.expect(proto.TWelcome)
+	p.send(&proto.Join{Room: room, User: user})
+	p.expect(proto.TJoined)
+	return p
+}
+
+// TestSlowReaderSlowsSenders: a member reading far slower than the sender
+// sends is never cut off and loses nothing: the server withholds the
+// sender's Acks while the reader is behind, and the sender, keeping a
+// bounded number unacknowledged as a session does, waits. Before flow
+// control the reader was cut off at MaxOutbound.
+func TestSlowReaderSlowsSenders(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxOutbound = 256 << 10 })
+	sender, _ := joinAs(t, s, "r", "sender")
+	slow := dialSlow(t, s, "r", "slow")
+	text := strings.Repeat("z", 4000)
+	const n = 2000 // 8 MB: beyond the socket buffers and MaxOutbound together
+	const window = 16
+	errc := make(chan error, 1)
+	var held atomic.Int64 // time spent waiting for Acks
+	go func() {
+		var b []byte
+		for i := uint64(1); i <= n; i++ {
+			b, _ = wire.AppendFrame(b[:0], &proto.Chat{Num: i, Text: text})
+			if _, err := sender.conn.Write(b); err != nil {
+				errc <- err
+				return
+			}
+			if i%window != 0 {
+				continue
+			}
+			start := time.Now()
+			for acked := 0; acked < window; {
+				m, err := sender.next(30 * time.Second)
+				if err != nil {
+					errc <- fmt.Errorf("sender waiting for acks at %d: %w", i, err)
+					return
+				}
+				if _, ok := m.(*proto.Ack); ok {
+					acked++
+				}
+			}
+			held.Add(int64(time.Since(start)))
+		}
+		errc <- nil
+	}()
+	start := time.Now()
+	for i := uint64(1); i <= n; i++ {
+		m, err := slow.next(30 * time.Second)
+		if err != nil {
+			t.Fatalf("slow member lost the stream at %d: %v", i, err)
+		}
+		switch m := m.(type) {
+		case *proto.Deliver:
+			if m.Num != i {
+				t.Fatalf("slow member got %d, want %d", m.Num, i)
+			}
+		case *proto.Presence:
+			i--
+		default:
+			t.Fatalf("slow member got %+v at %d", m, i)
+		}
+		time.Sleep(time.Millisecond) // the pace of a slow reader, not a wait for a condition
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+	t.Logf("slow member read %d x %d B in %v; sender waited %v for Acks", n, len(text), time.Since(start), time.Duration(held.Load()))
+}
+
+// TestIdleMemberRemoved: a member that sends nothing, not even a Ping,
+// for IdleTimeout is closed with a timeout error and the room is told
+// it left.
+func TestIdleMemberRemoved(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	quiet, _ := joinAs(t, s, "r", "quiet")
+	alive, _ := joinAs(t, s, "r", "alive")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				alive.send(&proto.Ping{ID: 1})
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	quiet.expectClosed(proto.CodeTimeout)
+	for {
+		m, err := alive.next(10 * time.Second)
+		if err != nil {
+			t.Fatalf("alive never told quiet left: %v", err)
+		}
+		if p, ok := m.(*proto.Presence); ok && p.User == "quiet" && !p.Here {
+			return
+		}
+	}
+}
+
+// TestMemoryBudgets fills the history budget, then the outbound budget:
+// past each, a new room and a new member are refused with server_full,
+// while the members already in keep chatting.
+func TestMemoryBudgets(t *testing.T) {
+	t.Run("history", func(t *testing.T) {
+		s := startServer(t, func(c *Config) { c.HistoryBudget = 100 << 10 })
+		a, _ := joinAs(t, s, "one", "a")
+		b, _ := joinAs(t, s, "one", "b")
+		text := strings.Repeat("h", 4000)
+		for i := uint64(1); i <= 30; i++ {
+			a.send(&proto.Chat{Num: i, Text: text})
+			a.expect(proto.TAck)
+		}
+		t.Logf("history bytes %d of %d", s.histBytes.Load(), s.cfg.HistoryBudget)
+		if h := s.histBytes.Load(); h > s.cfg.HistoryBudget+5000 {
+			t.Errorf("history holds %d bytes, budget %d", h, s.cfg.HistoryBudget)
+		}
+		p := hello(t, s)
+		p.send(&proto.Join{Room: "two", User: "c"})
+		p.expectClosed(proto.CodeServerFull)
+		p = hello(t, s)
+		p.send(&proto.Join{Room: "one", User: "c"})
+		p.expectClosed(proto.CodeServerFull)
+		a.send(&proto.Chat{Num: 31, Text: "still here"})
+		a.expect(proto.TAck)
+		for {
+			if d, ok := b.expect(proto.TDeliver).(*proto.Deliver); ok && d.Num == 31 {
+				break
+			}
+		}
+	})
+	t.Run("outbound", func(t *testing.T) {
+		s := startServer(t, func(c *Config) { c.OutboundBudget = 64 << 10; c.MaxOutbound = 1 << 20; c.SlowTimeout = time.Minute })
+		a, _ := joinAs(t, s, "one", "a")
+		dialSlow(t, s, "one", "slow") // never reads
+		text := strings.Repeat("o", 4000)
+		var b []byte
+		for i := uint64(1); i <= 1000; i++ {
+			b, _ = wire.AppendFrame(b, &proto.Chat{Num: i, Text: text})
+		}
+		go a.conn.Write(b) //nolint:errcheck // the assertions below tell
+		testkit.WaitFor(t, 10*time.Second, "the backlog past the budget", func() bool { return s.outBytes.Load() > s.cfg.OutboundBudget })
+		t.Logf("outbound bytes %d of %d", s.outBytes.Load(), s.cfg.OutboundBudget)
+		p := hello(t, s)
+		p.send(&proto.Join{Room: "two", User: "c"})
+		p.expectClosed(proto.CodeServerFull)
+	})
 }

@@ -43,9 +43,27 @@
 // sender's order. When a member joins a server it states the last number it
 // sent; a receiver whose cursor for that member is lower asks the member,
 // through the server, to send the tail again (Resend), so a message the old
-// server acknowledged but never delivered before dying is recovered. What a
-// sender no longer holds is reported plainly (Missed), never skipped in
-// silence.
+// server acknowledged but never delivered before dying is recovered. The
+// answer goes to the asker alone (Chat.To); repeat asks back off while
+// nothing arrives, and the sender does not answer the same ask twice while
+// its answer may be on the way.
+//
+// Every number given up is reported as a Missed event with its reason (the
+// sender no longer holds it, the gap timed out, MaxHeld messages waited
+// behind it, or the sender restarted); held messages are always delivered,
+// never discarded. Nothing is skipped in silence.
+//
+// Numbers belong to the Session's incarnation (the Unix nanosecond it
+// started): a user's new Session, after a restart, numbers from 1 in a
+// larger incarnation, and receivers follow it instead of dropping its
+// messages as duplicates.
+//
+// # Flow control
+//
+// A Session writes at most SendWindow bytes of unacknowledged messages to
+// the server; later ones wait in the session and go out as Acks return.
+// The server withholds Acks while a member of the room is behind, so the
+// senders slow to the slowest reader before anything is lost.
 //
 // # Make-before-break
 //
@@ -73,7 +91,7 @@
 // a writer per connection. Its exported methods are safe for concurrent use;
 // Move calls are serialized. Events arrive on one channel, which the user
 // must keep draining: while EventBuffer events wait, the session stops
-// reading from the server (TCP pushes back, and a server eventually cuts off
-// a member that never reads). Calling Send from the goroutine that reads
+// reading from the server (TCP pushes back, the server holds the room's
+// senders, and cuts off a member that stays behind past its SlowTimeout). Calling Send from the goroutine that reads
 // Events is fine.
 package client

@@ -1,18 +1,18 @@
 package client_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"os/exec"
+	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	proc "nearchat/bench/cluster"
 	"nearchat/central"
 	"nearchat/client"
 	"nearchat/pkg/centralapi"
@@ -37,8 +37,7 @@ type cluster struct {
 	central *central.Central
 	api     *centralapi.Client
 	delays  *delaynet.Delays
-	procs   map[string]*exec.Cmd
-	logs    map[string]*bytes.Buffer
+	procs   *proc.Cluster // the chat server processes
 	ctx     context.Context
 	cancel  context.CancelFunc
 	centCfg central.Config
@@ -64,20 +63,28 @@ func newCluster(t *testing.T, edits ...func(*central.Config)) *cluster {
 		edit(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &cluster{t: t, delays: &delaynet.Delays{}, procs: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{},
-		ctx: ctx, cancel: cancel, centCfg: cfg}
+	c := &cluster{t: t, delays: &delaynet.Delays{}, ctx: ctx, cancel: cancel, centCfg: cfg}
 	if cfg.TLS != nil {
 		c.certs = tlsFiles
 	}
 	c.startCentral()
+	logs := t.TempDir()
+	procs, err := proc.Start(ctx, proc.Options{Bin: filepath.Dir(testkit.BuildOnce(t, "nearchat/cmd/chatserver")), Dir: logs, Secret: secret,
+		TLS: c.certs != nil, Certs: c.certs, REST: c.centCfg.RESTListen, Control: c.centCfg.ControlListen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.procs = procs
 	t.Cleanup(func() {
-		for id := range c.procs {
-			c.kill(id, syscall.SIGKILL)
+		for _, s := range procs.Servers() {
+			_ = s.Signal(syscall.SIGKILL)
 		}
+		procs.Close()
 		cancel()
 		if t.Failed() {
-			for id, b := range c.logs {
-				t.Logf("--- %s log ---\n%s", id, b.String())
+			for _, s := range procs.Servers() {
+				b, _ := os.ReadFile(filepath.Join(logs, s.ID+".log"))
+				t.Logf("--- %s log ---\n%s", s.ID, b)
 			}
 		}
 	})
@@ -113,43 +120,27 @@ func (c *cluster) restartCentral() {
 // then gives its address the paper's delay.
 func (c *cluster) startServer(id string) {
 	c.t.Helper()
-	log := &bytes.Buffer{}
-	args := []string{"-listen", "127.0.0.1:0", "-id", id, "-central", c.centCfg.RESTListen, "-heartbeat", "200ms"}
-	if f := c.certs; f != nil {
-		args = append(args, "-tls-cert", f.ServerCert, "-tls-key", f.ServerKey, "-ca", f.CA,
-			"-client-cert", f.ClientCert, "-client-key", f.ClientKey, "-ticket-key", filepath.Join(f.Dir, "ticket.pub"))
+	var err error
+	if s := c.procs.Server(id); s != nil {
+		err = c.procs.StartServer(c.ctx, id)
 	} else {
-		args = append(args, "-secret", secret)
+		_, err = c.procs.AddServer(c.ctx, proc.ServerOptions{ID: id, Args: []string{"-heartbeat", "200ms"}})
 	}
-	cmd := exec.Command(testkit.BuildOnce(c.t, "nearchat/cmd/chatserver"), args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("start %s: %v", id, err)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	c.procs[id], c.logs[id] = cmd, log
-	testkit.WaitFor(c.t, 10*time.Second, id+" to register", func() bool {
-		list, err := c.api.Servers(context.Background())
-		if err != nil {
-			return false
-		}
-		for _, s := range list {
-			if s.ID == id && s.Up {
-				c.delays.Set(s.Addr, paperRTT[id]/2)
-				return true
-			}
-		}
-		return false
-	})
+	c.delays.Set(c.procs.Server(id).Advertise, paperRTT[id]/2)
 }
 
+// kill signals chat server id and waits until its process has exited.
 func (c *cluster) kill(id string, sig syscall.Signal) {
-	cmd := c.procs[id]
-	if cmd == nil {
+	s := c.procs.Server(id)
+	if s == nil || !s.Running() {
 		return
 	}
-	_ = cmd.Process.Signal(sig)
-	_ = cmd.Wait()
-	delete(c.procs, id)
+	ex := s.Exited()
+	_ = s.Signal(sig)
+	<-ex
 }
 
 // user is one connected client in a test.

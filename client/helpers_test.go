@@ -25,11 +25,20 @@ func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 // startChat runs a chat server on a free loopback port until the test ends.
 func startChat(t testing.TB, id string) *chatserver.Server {
 	t.Helper()
+	return startChatWith(t, id, nil)
+}
+
+// startChatWith is startChat with tune applied to the configuration.
+func startChatWith(t testing.TB, id string, tune func(*chatserver.Config)) *chatserver.Server {
+	t.Helper()
 	cfg := chatserver.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.ID = id
 	cfg.Loops = 2
 	cfg.Logger = testkit.LoggerAt(t, slog.LevelWarn)
+	if tune != nil {
+		tune(&cfg)
+	}
 	s, err := chatserver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -80,15 +89,32 @@ func (m *member) key(from string, inc uint64) string {
 	return fmt.Sprintf("%s/%d", from, i+1)
 }
 
+// settle bounds how long a test waits for the primary delivery paths to
+// finish: wide, for a loaded 2-core CI under -race.
+const settle = 15 * time.Second
+
 func testConfig(t testing.TB) Config {
 	cfg := DefaultConfig()
 	cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
-	// Long enough that the gap timers (the fallback) cannot rescue a test
-	// within its waits: the primary paths must do the work.
-	cfg.HoldBack = 3 * time.Second
-	cfg.GapTimeout = 20 * time.Second
+	// Far longer than settle, so that the gap timers (the fallback)
+	// cannot rescue a test within its waits: the primary paths must do
+	// the work.
+	cfg.HoldBack = 4 * settle
+	cfg.GapTimeout = 8 * settle
 	cfg.DrainTimeout = time.Second
 	return cfg
+}
+
+// configFor returns testConfig for timers "test", and the production
+// timers (DefaultConfig) for "default": the paths must work with the
+// timers users run, too.
+func configFor(t testing.TB, timers string) Config {
+	if timers == "default" {
+		cfg := DefaultConfig()
+		cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
+		return cfg
+	}
+	return testConfig(t)
 }
 
 // join opens a session for user on srv and drains its events.

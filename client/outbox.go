@@ -26,17 +26,19 @@ func (o *outbox) add(text string, at int64) proto.Chat {
 	return c
 }
 
-// ack marks num acknowledged and forgets what falls out of the window.
-// Numbers it never handed out, or already forgot, are ignored.
-func (o *outbox) ack(num uint64) {
+// ack marks num acknowledged and forgets what falls out of the window. It
+// returns the message newly acknowledged (valid until the next call), or
+// nil for a number it never handed out, forgot, or had acknowledged.
+func (o *outbox) ack(num uint64) *proto.Chat {
 	if num <= o.upTo || num > o.last || num <= o.base {
-		return
+		return nil
 	}
 	i := int(num - o.base - 1)
 	if o.acked[i] {
-		return
+		return nil
 	}
 	o.acked[i] = true
+	c := o.msgs[i]
 	o.nAck++
 	for o.upTo < o.last && o.acked[o.upTo-o.base] {
 		o.upTo++
@@ -47,7 +49,11 @@ func (o *outbox) ack(num uint64) {
 		o.msgs, o.acked = o.msgs[1:], o.acked[1:]
 		o.base++
 	}
+	return &c
 }
+
+// get returns message num, which must be unacknowledged (so still kept).
+func (o *outbox) get(num uint64) *proto.Chat { return &o.msgs[num-o.base-1] }
 
 // unacked returns the messages not yet acknowledged, in order.
 func (o *outbox) unacked() []proto.Chat {

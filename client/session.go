@@ -24,6 +24,12 @@ type Config struct {
 	Window int
 	// MaxUnacked bounds unacknowledged messages; Send fails beyond it.
 	MaxUnacked int
+	// SendWindow bounds the bytes of messages written to the server and
+	// not yet acknowledged. Later messages wait in the session (Send still
+	// succeeds) and go out as Acks return. The server withholds Acks while
+	// a member of the room is behind, so this is how a slow member slows
+	// the senders before any buffer overflows.
+	SendWindow int
 	// HoldBack is how long a gap in a sender's numbers may wait before the
 	// sender is asked to send again.
 	HoldBack time.Duration
@@ -65,6 +71,7 @@ func DefaultConfig() Config {
 		Agent:            "chat/1",
 		Window:           1024,
 		MaxUnacked:       8192,
+		SendWindow:       64 << 10,
 		HoldBack:         300 * time.Millisecond,
 		GapTimeout:       10 * time.Second,
 		MaxHeld:          4096,
@@ -81,7 +88,7 @@ func (c *Config) validate() error {
 	for _, v := range []struct {
 		name string
 		v    int
-	}{{"window", c.Window}, {"max unacked", c.MaxUnacked}, {"max held", c.MaxHeld}, {"event buffer", c.EventBuffer}} {
+	}{{"window", c.Window}, {"max unacked", c.MaxUnacked}, {"send window", c.SendWindow}, {"max held", c.MaxHeld}, {"event buffer", c.EventBuffer}} {
 		if v.v < 1 {
 			errs = append(errs, fmt.Errorf("%s %d: must be positive", v.name, v.v))
 		}
@@ -158,6 +165,7 @@ type Session struct {
 	out               *outbox
 	in                *inbox
 	sentUpTo          uint64            // highest number ever written to a connection
+	inflight          int               // bytes of the messages up to sentUpTo not acknowledged
 	since             map[string]uint64 // last room seq seen, by server address
 	drainUntil        time.Time
 	movedAt           time.Time // when the current drain began
@@ -262,12 +270,8 @@ func (s *Session) Send(text string) (uint64, error) {
 			err = ErrBackpressure
 			return
 		}
-		c := s.out.add(text, time.Now().UnixNano())
-		num = c.Num
-		if l := s.sendLink(); l != nil {
-			l.send(&c)
-			s.sentUpTo = c.Num
-		}
+		num = s.out.add(text, time.Now().UnixNano()).Num
+		s.flush()
 	}); e != nil {
 		return 0, e
 	}
@@ -490,13 +494,24 @@ func (s *Session) abandonPending(err error) {
 		s.moveWait <- err
 		s.moveWait = nil
 	}
-	if c := s.sendLink(); c != nil {
-		for _, m := range s.out.unacked() {
-			if m.Num > s.sentUpTo {
-				c.send(&m)
-			}
-		}
-		s.sentUpTo = s.out.last
+	s.flush()
+}
+
+// wireSize is what a message counts against SendWindow.
+func wireSize(c *proto.Chat) int { return len(c.Text) + 64 }
+
+// flush writes the messages not yet written, as far as SendWindow allows,
+// to the connection new messages go to.
+func (s *Session) flush() {
+	l := s.sendLink()
+	if l == nil {
+		return
+	}
+	for s.sentUpTo < s.out.last && s.inflight < s.cfg.SendWindow {
+		c := s.out.get(s.sentUpTo + 1)
+		l.send(c)
+		s.sentUpTo = c.Num
+		s.inflight += wireSize(c)
 	}
 }
 
@@ -532,13 +547,17 @@ func (s *Session) switchTo(l *link, j *proto.Joined) {
 			s.drainUntil = now.Add(s.cfg.DrainTimeout)
 		}
 	}
+	// What the old server did not acknowledge goes again (it already
+	// counts against the window): the new server is owed it before
+	// anything newer.
 	for _, m := range s.out.unacked() {
-		if m.Num <= s.sentUpTo {
-			s.stats.Resent++
+		if m.Num > s.sentUpTo {
+			break
 		}
+		s.stats.Resent++
 		l.send(&m)
 	}
-	s.sentUpTo = s.out.last
+	s.flush()
 	ev := Moved{To: l.server, Epoch: l.epoch, Took: now.Sub(l.started), Members: names}
 	if prev != nil {
 		ev.From = prev.server
@@ -580,7 +599,10 @@ func (s *Session) handleMember(l *link, in inbound) {
 			s.checkDrain(now)
 		}
 	case *proto.Ack:
-		s.out.ack(m.Num)
+		if c := s.out.ack(m.Num); c != nil && m.Num <= s.sentUpTo {
+			s.inflight = max(s.inflight-wireSize(c), 0)
+			s.flush()
+		}
 	case *proto.Presence:
 		if m.User == s.user {
 			return

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,41 +30,43 @@ func TestRoomExchange(t *testing.T) {
 		{"members=3", 3, 100},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			srv := startChat(t, "serv1")
-			var ms []*member
-			for i := range tt.members {
-				ms = append(ms, join(t, testConfig(t), ref(srv), "room-1", fmt.Sprintf("u%d", i)))
-			}
-			var wg sync.WaitGroup
-			for _, m := range ms {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if err := stream(m, tt.each, 0, nil); err != nil {
-						t.Error(err)
-					}
-				}()
-			}
-			wg.Wait()
-			sent := map[string]uint64{}
-			for _, m := range ms {
-				sent[m.s.User()] = uint64(tt.each)
-			}
-			for _, m := range ms {
-				testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
-					return m.check.Report().Received == (tt.members-1)*tt.each
-				})
-				testkit.WaitFor(t, 5*time.Second, m.s.User()+" all acked", func() bool { return m.s.Stats().Unacked == 0 })
-			}
-			verify(t, ms, sent)
-			for _, m := range ms {
-				last := m.lastFrom(ms[len(ms)-1].s.User())
-				if m != ms[len(ms)-1] && last.Text != fmt.Sprintf("%s-%d", ms[len(ms)-1].s.User(), tt.each) {
-					t.Errorf("%s: last text %q", m.s.User(), last.Text)
+		for _, timers := range []string{"test", "default"} {
+			t.Run(tt.name+"/timers="+timers, func(t *testing.T) {
+				srv := startChat(t, "serv1")
+				var ms []*member
+				for i := range tt.members {
+					ms = append(ms, join(t, configFor(t, timers), ref(srv), "room-1", fmt.Sprintf("u%d", i)))
 				}
-			}
-		})
+				var wg sync.WaitGroup
+				for _, m := range ms {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if err := stream(m, tt.each, 0, nil); err != nil {
+							t.Error(err)
+						}
+					}()
+				}
+				wg.Wait()
+				sent := map[string]uint64{}
+				for _, m := range ms {
+					sent[m.s.User()] = uint64(tt.each)
+				}
+				for _, m := range ms {
+					testkit.WaitFor(t, settle, m.s.User()+" receives all", func() bool {
+						return m.check.Report().Received == (tt.members-1)*tt.each
+					})
+					testkit.WaitFor(t, 5*time.Second, m.s.User()+" all acked", func() bool { return m.s.Stats().Unacked == 0 })
+				}
+				verify(t, ms, sent)
+				for _, m := range ms {
+					last := m.lastFrom(ms[len(ms)-1].s.User())
+					if m != ms[len(ms)-1] && last.Text != fmt.Sprintf("%s-%d", ms[len(ms)-1].s.User(), tt.each) {
+						t.Errorf("%s: last text %q", m.s.User(), last.Text)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -77,63 +83,65 @@ func TestPlannedMove(t *testing.T) {
 		{"members=3/stagger=10ms", 3, 10 * time.Millisecond},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
-			var ms []*member
-			for i := range tt.members {
-				ms = append(ms, join(t, testConfig(t), ref(s1), "room-move", fmt.Sprintf("u%d", i)))
-			}
-			const n = 300
-			var wg sync.WaitGroup
-			moved := make(chan struct{})
-			for i, m := range ms {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					err := stream(m, n, time.Millisecond, func(k int) {
-						if i == 0 && k == n/3 {
-							close(moved)
+		for _, timers := range []string{"test", "default"} {
+			t.Run(tt.name+"/timers="+timers, func(t *testing.T) {
+				s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
+				var ms []*member
+				for i := range tt.members {
+					ms = append(ms, join(t, configFor(t, timers), ref(s1), "room-move", fmt.Sprintf("u%d", i)))
+				}
+				const n = 300
+				var wg sync.WaitGroup
+				moved := make(chan struct{})
+				for i, m := range ms {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						err := stream(m, n, time.Millisecond, func(k int) {
+							if i == 0 && k == n/3 {
+								close(moved)
+							}
+						})
+						if err != nil {
+							t.Error(err)
 						}
+					}()
+				}
+				<-moved
+				start := time.Now()
+				for _, m := range ms {
+					m.move(t, ref(s2), 2)
+					time.Sleep(tt.stagger)
+				}
+				t.Logf("all members moved in %v", time.Since(start))
+				wg.Wait()
+				sent := map[string]uint64{}
+				for _, m := range ms {
+					sent[m.s.User()] = n
+				}
+				for _, m := range ms {
+					testkit.WaitFor(t, settle, m.s.User()+" receives all", func() bool {
+						return m.check.Report().Received == (tt.members-1)*n
 					})
-					if err != nil {
-						t.Error(err)
+					if st := m.s.Stats(); st.Server != ref(s2) || st.Epoch != 2 || !st.Connected {
+						t.Errorf("%s: on %v epoch %d connected %v", m.s.User(), st.Server, st.Epoch, st.Connected)
 					}
-				}()
-			}
-			<-moved
-			start := time.Now()
-			for _, m := range ms {
-				m.move(t, ref(s2), 2)
-				time.Sleep(tt.stagger)
-			}
-			t.Logf("all members moved in %v", time.Since(start))
-			wg.Wait()
-			sent := map[string]uint64{}
-			for _, m := range ms {
-				sent[m.s.User()] = n
-			}
-			for _, m := range ms {
-				testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool {
-					return m.check.Report().Received == (tt.members-1)*n
-				})
-				if st := m.s.Stats(); st.Server != ref(s2) || st.Epoch != 2 || !st.Connected {
-					t.Errorf("%s: on %v epoch %d connected %v", m.s.User(), st.Server, st.Epoch, st.Connected)
+					if mv := m.movesSoFar(); len(mv) != 2 || mv[1].From != ref(s1) || mv[1].To != ref(s2) {
+						t.Errorf("%s: moves %+v", m.s.User(), mv)
+					} else {
+						t.Logf("%s: join on serv2 took %v", m.s.User(), mv[1].Took)
+					}
+					testkit.WaitFor(t, settle, m.s.User()+" drains serv1", func() bool { return len(m.drains()) == 1 })
+					d := m.drains()[0]
+					t.Logf("%s: serv1 connection closed %v after the switch (timed out: %v)", m.s.User(), d.After, d.TimedOut)
+					if d.Server != ref(s1) || d.Err != nil {
+						t.Errorf("%s: drained %+v", m.s.User(), d)
+					}
 				}
-				if mv := m.movesSoFar(); len(mv) != 2 || mv[1].From != ref(s1) || mv[1].To != ref(s2) {
-					t.Errorf("%s: moves %+v", m.s.User(), mv)
-				} else {
-					t.Logf("%s: join on serv2 took %v", m.s.User(), mv[1].Took)
-				}
-				testkit.WaitFor(t, 2*time.Second, m.s.User()+" drains serv1", func() bool { return len(m.drains()) == 1 })
-				d := m.drains()[0]
-				t.Logf("%s: serv1 connection closed %v after the switch (timed out: %v)", m.s.User(), d.After, d.TimedOut)
-				if d.Server != ref(s1) || d.Err != nil {
-					t.Errorf("%s: drained %+v", m.s.User(), d)
-				}
-			}
-			verify(t, ms, sent)
-			testkit.WaitFor(t, 5*time.Second, "serv1 empty", func() bool { return s1.Stats().Rooms == 0 })
-		})
+				verify(t, ms, sent)
+				testkit.WaitFor(t, 5*time.Second, "serv1 empty", func() bool { return s1.Stats().Rooms == 0 })
+			})
+		}
 	}
 }
 
@@ -188,7 +196,7 @@ func TestServerDies(t *testing.T) {
 			t.Logf("room on serv2 %v after the kill", time.Since(start))
 			wg.Wait()
 			for _, m := range []*member{a, b} {
-				testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
+				testkit.WaitFor(t, settle, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
 			}
 			verify(t, []*member{a, b}, map[string]uint64{"alice": n, "bob": n})
 			if st := a.s.Stats(); st.Resent == 0 {
@@ -236,7 +244,7 @@ func TestTailLoss(t *testing.T) {
 			b.move(t, ref(s2), 2)
 			a.move(t, ref(s2), 2)
 			if !tt.wantMissed {
-				testkit.WaitFor(t, 2500*time.Millisecond, "bob recovers the tail", func() bool { return b.got("alice") == 20 })
+				testkit.WaitFor(t, settle, "bob recovers the tail", func() bool { return b.got("alice") == 20 })
 				t.Logf("tail recovered %v after the move", time.Since(start))
 				verify(t, []*member{b}, map[string]uint64{"alice": 20})
 				if st := a.s.Stats(); st.Resent < 10 {
@@ -244,13 +252,13 @@ func TestTailLoss(t *testing.T) {
 				}
 				return
 			}
-			testkit.WaitFor(t, 2500*time.Millisecond, "bob told what he missed", func() bool { return len(b.missed()) > 0 })
+			testkit.WaitFor(t, settle, "bob told what he missed", func() bool { return len(b.missed()) > 0 })
 			miss := b.missed()[0]
 			t.Logf("missed %+v", miss)
 			if miss.From != "alice" || miss.First != 11 || miss.Last != 16 {
 				t.Errorf("missed %+v, want alice 11-16", miss)
 			}
-			testkit.WaitFor(t, 2500*time.Millisecond, "bob gets the kept tail", func() bool { return b.got("alice") == 14 })
+			testkit.WaitFor(t, settle, "bob gets the kept tail", func() bool { return b.got("alice") == 14 })
 		})
 	}
 }
@@ -318,7 +326,7 @@ func TestMoveThroughDelay(t *testing.T) {
 	}
 	wg.Wait()
 	for _, m := range []*member{a, b} {
-		testkit.WaitFor(t, 2500*time.Millisecond, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
+		testkit.WaitFor(t, settle, m.s.User()+" receives all", func() bool { return m.check.Report().Received == n })
 		mv := m.movesSoFar()
 		t.Logf("%s: first join %v, move %v", m.s.User(), mv[0].Took, mv[len(mv)-1].Took)
 		if took := mv[0].Took; took < 60*time.Millisecond {
@@ -643,4 +651,149 @@ func TestSlowPathStaysUp(t *testing.T) {
 	if st := b.s.Stats(); !st.Connected {
 		t.Errorf("not connected over the slow path: %+v", st)
 	}
+}
+
+// TestSlowReader: bob's user reads his events far slower than alice
+// sends (a slow UI), or stops reading for a while and then resumes. The
+// server's outbound limit is small, as in review finding 5, where bob
+// was cut off and lost 3,280 of 6,000 messages. Now alice is slowed to
+// bob's pace: nothing is lost, nobody is cut off, no Missed. Production
+// timers.
+func TestSlowReader(t *testing.T) {
+	tests := []struct {
+		name  string
+		pause func(i int) time.Duration // before bob reads event i
+	}{
+		{"reads-slowly", func(i int) time.Duration {
+			if i%4 == 0 {
+				return time.Millisecond
+			}
+			return 0
+		}},
+		{"stops-and-resumes", func(i int) time.Duration {
+			if i == 100 {
+				return 3 * time.Second
+			}
+			return 0
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startChatWith(t, "serv1", func(c *chatserver.Config) { c.MaxOutbound = 256 << 10 })
+			cfg := DefaultConfig()
+			cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
+			a := join(t, cfg, ref(srv), "room-slow", "alice")
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			bcfg := cfg
+			bcfg.EventBuffer = 16
+			bcfg.Dialer = smallRcvBuf()
+			bob, err := Open(ctx, bcfg, ref(srv), "room-slow", "bob", 1, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check := NewChecker()
+			var broken, missed atomic.Int32
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				i := 0
+				for ev := range bob.Events() {
+					i++
+					time.Sleep(tt.pause(i)) // the user's pace
+					switch ev := ev.(type) {
+					case Message:
+						check.Observe(ev.From, ev.Num)
+					case Missed:
+						missed.Add(1)
+						check.Missed(ev.From, ev.First, ev.Last)
+					case Broken:
+						broken.Add(1)
+					}
+				}
+			}()
+			const n = 3000 // 9 MB of 3 KB messages: 36 times the server's outbound limit
+			text := strings.Repeat("x", 3000)
+			start := time.Now()
+			for range n {
+				a.send(t, text)
+			}
+			testkit.WaitFor(t, 60*time.Second, "bob reads all", func() bool { return check.Count("alice") == n })
+			t.Logf("bob read %d messages in %v; alice %+v", n, time.Since(start), a.s.Stats())
+			bob.Close()
+			<-done
+			check.Expect("alice", n)
+			if r := check.Report(); !r.OK() || broken.Load() != 0 || missed.Load() != 0 {
+				t.Errorf("bob: %v, broken %d, missed events %d", r, broken.Load(), missed.Load())
+			}
+		})
+	}
+}
+
+// TestStalledReaderPastTheBound: bob stops reading for longer than the
+// server's SlowTimeout. He is cut off, rejoins, gets what the history and
+// alice still hold, and exactly one Missed for exactly the rest: no
+// silent loss, no duplicate.
+func TestStalledReaderPastTheBound(t *testing.T) {
+	srv := startChatWith(t, "serv1", func(c *chatserver.Config) {
+		c.MaxOutbound = 256 << 10
+		c.SlowTimeout = 500 * time.Millisecond
+	})
+	cfg := DefaultConfig()
+	cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
+	a := join(t, cfg, ref(srv), "room-stall", "alice")
+	bcfg := cfg
+	bcfg.EventBuffer = 16
+	bcfg.Dialer = smallRcvBuf()
+	b := join(t, bcfg, ref(srv), "room-stall", "bob")
+	// join drains bob's events at once; stall it by holding its lock.
+	b.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			b.mu.Unlock()
+		}
+	}()
+	// The kernel's socket buffers on loopback grow to 16 MiB each way, so
+	// alice sends until the server has cut bob off (it cannot see that
+	// while it reads nothing: watch the server), at most 8000 x 3 KB.
+	text := strings.Repeat("x", 3000)
+	for i := 0; i < 8000 && srv.Stats().Conns == 2; i++ {
+		a.send(t, text)
+	}
+	testkit.WaitFor(t, 30*time.Second, "bob cut off", func() bool { return srv.Stats().Conns == 1 })
+	n := a.s.Stats().Sent
+	t.Logf("bob cut off after alice sent %d", n)
+	locked = false
+	b.mu.Unlock()
+	testkit.WaitFor(t, 10*time.Second, "bob sees the break", func() bool { return b.brokenCount() == 1 })
+	b.move(t, ref(srv), 2)
+	testkit.WaitFor(t, 30*time.Second, "alice's messages all delivered or told", func() bool {
+		b.check.Expect("alice", n)
+		r := b.check.Report()
+		return r.Missing["alice"] == r.Told["alice"] && a.s.Stats().Unacked == 0
+	})
+	r := b.check.Report()
+	miss := b.missed()
+	t.Logf("bob: %v; missed %+v; alice %+v", r, miss, a.s.Stats())
+	if r.Silent() != 0 || r.Duplicates != 0 || r.OutOfOrder != 0 {
+		t.Errorf("bob: %v", r)
+	}
+	if len(miss) != 1 || miss[0].Reason != reasonGone {
+		t.Errorf("missed %+v, want exactly one range the sender no longer has", miss)
+	}
+}
+
+// smallRcvBuf dials with a 4 KiB receive buffer, so that a reader that
+// falls behind shows as the server's backlog rather than the kernel's.
+func smallRcvBuf() *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
 }

@@ -52,7 +52,7 @@ type Config struct {
 	SetupConcurrency int
 
 	// Central and Control, when both set, are an existing Central's REST
-	// and control addresses; empty starts a Central in this process.
+	// and control addresses; empty starts a Central process (Bin/central).
 	Central, Control string
 	// Servers is how many chat servers to start (children of
 	// Bin/chatserver). With an existing Central, 0 uses only the servers
@@ -61,17 +61,17 @@ type Config struct {
 	// MaxServers bounds the servers this run may have started at once
 	// (the "add" chaos action stops there).
 	MaxServers int
-	// Bin is the directory holding chatserver.
+	// Bin is the directory holding central and chatserver.
 	Bin string
-	// Secret is the cluster secret; empty makes one up for an in-process
-	// Central (an existing Central needs its own).
+	// Secret is the cluster secret; empty makes one up for a Central of
+	// our own (an existing Central needs its own).
 	Secret string
 	// Heartbeat is the chat servers' heartbeat interval, OfflineAfter when
-	// the in-process Central gives a silent server up.
+	// our own Central gives a silent server up.
 	Heartbeat, OfflineAfter time.Duration
 	// ProbeEvery is each member's RTT probe and latency report interval.
 	ProbeEvery time.Duration
-	// MinGain is the in-process Central's absolute anti-flap margin. Every
+	// MinGain is our own Central's absolute anti-flap margin. Every
 	// server here sits on one loopback, so a "better server" is only
 	// measurement noise, which under load exceeds the production default
 	// of 5 ms; the default keeps the moves this run counts to the ones

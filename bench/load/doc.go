@@ -3,9 +3,10 @@
 //
 // # What runs
 //
-// Run either starts its own cluster (Central in this process, with short
-// intervals, and chat servers as child processes of bin/chatserver, so that
-// a SIGKILL is a real one) or joins an existing Central given by its REST
+// Run either starts its own cluster through bench/cluster (Central, with
+// short intervals, and chat servers as child processes of bin/central and
+// bin/chatserver, so that a SIGKILL is a real one) or joins an existing
+// Central given by its REST
 // and control addresses. It then forms Rooms rooms of Members members. Every
 // member is a full client.Client (its own registration, control connection,
 // RTT prober and room session), many of them in this one process: member 0
@@ -17,8 +18,8 @@
 //
 // While the load runs, a schedule (see ParseChaos) kills chat servers with
 // SIGKILL, drains them with SIGTERM, starts new ones and restarts Central.
-// Only servers this process started can be killed or drained, and Central
-// can be restarted only when it runs in this process. Actions never overlap:
+// Only servers this run started can be killed or drained, and Central
+// can be restarted only when this run started it. Actions never overlap:
 // a killed server is started again (same name and address) once Central has
 // marked it down and moved its rooms away, as a supervisor that waits for
 // the cluster to give up on a crashed process would; a restart of Central

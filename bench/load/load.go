@@ -198,11 +198,11 @@ func (g *gen) runIn(ctx context.Context, logDir string) (*Report, error) {
 		}
 	}
 	g.progress("cluster up: Central %s (control %s), chat servers %s; run %s",
-		cl.rest, cl.control, strings.Join(cl.running(), " "), g.run)
+		cl.rest, cl.control, strings.Join(cl.Running(), " "), g.run)
 
 	rep := &Report{
 		Rooms: cfg.Rooms, Members: cfg.Members, Rate: cfg.Rate, Duration: ms(cfg.Duration),
-		Servers: len(cl.running()), Chaos: ChaosString(cfg.Chaos),
+		Servers: len(cl.Running()), Chaos: ChaosString(cfg.Chaos),
 	}
 	phase := atomic.Value{}
 	phase.Store("setup")
@@ -511,7 +511,7 @@ func (g *gen) act(ctx context.Context, k ChaosKind) error {
 		done()
 		return g.cl.drain(ctx, id)
 	case ChaosAdd:
-		if len(g.cl.running()) >= g.cfg.MaxServers {
+		if len(g.cl.Running()) >= g.cfg.MaxServers {
 			return nil
 		}
 		id, err := g.cl.addServer(ctx)

@@ -13,9 +13,11 @@ import (
 
 func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 
-// chatserverBin returns the directory holding a chatserver built for this
-// test run, so the tests kill real processes whatever make built.
+// chatserverBin returns the directory holding central and chatserver
+// built for this test run, so the tests kill real processes whatever make
+// built.
 func chatserverBin(t *testing.T) string {
+	testkit.BuildOnce(t, "nearchat/cmd/central")
 	return filepath.Dir(testkit.BuildOnce(t, "nearchat/cmd/chatserver"))
 }
 

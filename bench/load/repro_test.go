@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"syscall"
 	"testing"
 	"time"
 
@@ -93,15 +92,12 @@ func TestRestartedServerRoomsRejoin(t *testing.T) {
 	g := testGen(t, 1, nil)
 	r := testRoom(t, g, 0, 2)
 	id := roomServer(r)
-	exited, err := g.cl.signal(id, syscall.SIGKILL)
-	if err != nil {
+	if err := g.cl.Server(id).Kill(); err != nil {
 		t.Fatal(err)
 	}
-	<-exited
-	g.cl.forget(id)
 	ctx := context.Background()
 	if err := waitUntil(ctx, 10*time.Second, func() bool {
-		up, err := g.cl.upServers(ctx)
+		up, err := g.cl.UpServers(ctx)
 		return err == nil && !up[id]
 	}); err != nil {
 		t.Fatalf("Central never marked %s down: %v", id, err)
@@ -110,7 +106,7 @@ func TestRestartedServerRoomsRejoin(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted := time.Now()
-	err = waitUntil(ctx, 10*time.Second, func() bool { return allConnected(r) })
+	err := waitUntil(ctx, 10*time.Second, func() bool { return allConnected(r) })
 	if err != nil {
 		t.Fatalf("%s is back under the same name and address, but the room's members are still not connected %v later", id, time.Since(restarted).Round(time.Millisecond))
 	}
@@ -133,13 +129,10 @@ func TestReproCentralRestartForgetsLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := roomServer(r)
-	exited, err := g.cl.signal(id, syscall.SIGKILL)
-	if err != nil {
+	killed := time.Now()
+	if err := g.cl.Server(id).Kill(); err != nil {
 		t.Fatal(err)
 	}
-	killed := time.Now()
-	<-exited
-	g.cl.forget(id)
 	if err := waitUntil(ctx, 15*time.Second, func() bool { return allConnected(r) }); err != nil {
 		t.Fatalf("room never rejoined after its server died: %v", err)
 	}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -43,10 +45,14 @@ type bot struct {
 	c   *client.Client
 
 	check *client.Checker
-	mu    sync.Mutex
-	last  map[string]uint64 // highest number seen or announced per sender
-	recv  map[string]int
-	sess  *client.Session
+	// inc tells this process's messages from an earlier run's under the
+	// same name (a restart with -token numbers from 1 again); it ends
+	// every message text.
+	inc  string
+	mu   sync.Mutex
+	last map[string]uint64 // highest number seen or announced per sender
+	recv map[string]int
+	sess *client.Session
 }
 
 func runBot(ctx context.Context, f *flags, stdout io.Writer) int {
@@ -70,7 +76,8 @@ func runBot(ctx context.Context, f *flags, stdout io.Writer) int {
 		fmt.Fprintln(os.Stderr, "chat:", err)
 		return 2
 	}
-	b := &bot{f: f, out: out, c: c, check: client.NewChecker(), last: map[string]uint64{}, recv: map[string]int{}}
+	b := &bot{f: f, out: out, c: c, check: client.NewChecker(), last: map[string]uint64{}, recv: map[string]int{},
+		inc: strconv.FormatUint(rand.Uint64()&0xffffffff, 36)}
 	return b.run(ctx)
 }
 
@@ -91,7 +98,7 @@ func (b *bot) run(ctx context.Context) int {
 	}
 	select {
 	case <-b.c.Reported():
-		b.out.emit("ready", map[string]any{"user": f.name, "token": b.c.Token()})
+		b.out.emit("ready", map[string]any{"user": f.name, "token": b.c.Token(), "inc": b.inc})
 	case err := <-runErr:
 		b.out.emit("error", map[string]any{"err": err.Error(), "fatal": true})
 		return 1
@@ -237,7 +244,8 @@ func (b *bot) roomEvent(ev client.Event) bool {
 			b.out.emit("error", map[string]any{"err": fmt.Sprintf("message %d of %s duplicated or out of order", ev.Num, ev.From)})
 		}
 		if !b.f.quiet {
-			b.out.emit("received", map[string]any{"from": ev.From, "num": ev.Num, "latency_ms": ms(ev.Latency), "server": ev.Server})
+			b.out.emit("received", map[string]any{"from": ev.From, "num": ev.Num, "latency_ms": ms(ev.Latency), "server": ev.Server,
+				"inc": incOf(ev.Text)})
 		}
 	case client.Presence:
 		b.mu.Lock()
@@ -297,7 +305,7 @@ func (b *bot) send(stop context.Context, sess *client.Session) bool {
 			return false
 		case <-t.C:
 		}
-		text := fmt.Sprintf("%s #%d", f.name, n)
+		text := fmt.Sprintf("%s #%d %s", f.name, n, b.inc)
 		if len(text) < f.size {
 			text += strings.Repeat(".", f.size-len(text))
 		}
@@ -310,7 +318,7 @@ func (b *bot) send(stop context.Context, sess *client.Session) bool {
 			return false
 		}
 		if f.verbose {
-			b.out.emit("sent", map[string]any{"num": num})
+			b.out.emit("sent", map[string]any{"num": num, "inc": b.inc})
 		}
 		n++
 	}
@@ -357,4 +365,14 @@ func (b *bot) finish(stop context.Context, sess *client.Session, sending *sync.W
 		return 1
 	}
 	return 0
+}
+
+// incOf reads the sender's incarnation from a bot's message text,
+// "name #n inc" and any padding dots.
+func incOf(text string) string {
+	f := strings.Fields(text)
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.TrimRight(f[2], ".")
 }

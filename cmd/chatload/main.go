@@ -5,8 +5,8 @@
 //
 //	chatload -rooms 200 -members 3 -duration 2m -chaos kill=10s,central=@64s
 //
-// By default it starts its own cluster: Central in this process and
-// -servers chat servers as children of -bin/chatserver. With -central and
+// By default it starts its own cluster: Central as a child of -bin/central
+// and -servers chat servers as children of -bin/chatserver. With -central and
 // -control it joins an existing Central instead; then only the chat servers
 // it started itself (-servers, which needs -secret) can be killed or
 // drained, and Central cannot be restarted. Progress goes to stderr once a
@@ -60,11 +60,11 @@ flags:
 	fs.DurationVar(&cfg.SetupTimeout, "setup-timeout", cfg.SetupTimeout, "bound on forming every room")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "bound on waiting for acks and deliveries after sending stops")
 	fs.IntVar(&cfg.SetupConcurrency, "setup-concurrency", cfg.SetupConcurrency, "rooms formed at once")
-	fs.StringVar(&cfg.Central, "central", "", "existing Central's REST `address` (with -control); empty: start one in this process")
+	fs.StringVar(&cfg.Central, "central", "", "existing Central's REST `address` (with -control); empty: start one (-bin/central)")
 	fs.StringVar(&cfg.Control, "control", "", "existing Central's control `address`")
 	fs.IntVar(&cfg.Servers, "servers", cfg.Servers, "chat servers to start")
 	fs.IntVar(&cfg.MaxServers, "max-servers", cfg.MaxServers, "most chat servers of ours running at once")
-	fs.StringVar(&cfg.Bin, "bin", cfg.Bin, "`directory` holding chatserver")
+	fs.StringVar(&cfg.Bin, "bin", cfg.Bin, "`directory` holding central and chatserver")
 	fs.StringVar(&cfg.Secret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster secret (default $NEARCHAT_SECRET; made up for our own Central)")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "chat servers' heartbeat interval")
 	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "our Central marks a silent chat server down after this")

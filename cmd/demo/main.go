@@ -4,29 +4,27 @@
 // held back, the chat starts on serv3, serv1 starts and the chat moves
 // there, serv1 is killed and the chat moves back. It prints a timeline and a
 // final delivery count, and stops every process it started.
+//
+// The processes run under bench/cluster, which records every event the
+// bots print: a step waits for its event without discarding any other, and
+// a failure says what was awaited, what the bots last said and what
+// Central holds. The bots' event logs (<bot>.events.jsonl) are kept with
+// the other logs on failure or with -keep-logs.
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"nearchat/pkg/ticket"
-	"nearchat/pkg/tlsconfig"
+	"nearchat/bench/cluster"
 )
 
 // The paper's topology, as round-trip times from either client.
@@ -41,50 +39,47 @@ var servers = []struct {
 }
 
 type demo struct {
-	bin     string
-	logDir  string
-	start   time.Time
-	rest    string
-	control string
-	secret  string
-
+	c         *cluster.Cluster
+	start     time.Time
 	dashboard string // Central's dashboard address
-
-	mu    sync.Mutex
-	procs map[string]*exec.Cmd
-
-	events chan botEvent
-	seen   []botEvent // joins that came while something else was awaited
-
-	tls   bool
-	certs tlsconfig.Files
-	tpriv string // ticket signing key (Central)
-	tpub  string // ticket public key (chat servers)
-}
-
-type botEvent struct {
-	bot    string
-	fields map[string]any
 }
 
 func main() {
 	bin := flag.String("bin", "bin", "`directory` holding central, chatserver and chat")
 	rate := flag.Float64("rate", 10, "messages per second from each bot")
 	hold := flag.Duration("hold", 4*time.Second, "how long each phase of the chat runs before the next event")
-	keep := flag.Bool("keep-logs", false, "keep the processes' logs (their directory is printed)")
+	keep := flag.Bool("keep-logs", false, "keep the processes' logs and the bots' event logs (their directory is printed)")
 	dash := flag.String("dashboard", "", "`address` of Central's live dashboard (default: a free loopback port)")
 	useTLS := flag.Bool("tls", true, "TLS 1.3 on every link and signed room tickets (a throwaway CA is made for the run)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := &demo{bin: *bin, procs: map[string]*exec.Cmd{}, events: make(chan botEvent, 1024), secret: "demo-secret", tls: *useTLS, dashboard: *dash}
-	err := d.run(ctx, *rate, *hold)
-	d.stopAll()
+	dir, err := os.MkdirTemp("", "nearchat-demo-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+	if *dash == "" {
+		if *dash, err = cluster.FreeAddr(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			os.Exit(1)
+		}
+	}
+	d := &demo{start: time.Now(), dashboard: *dash}
+	err = d.run(ctx, cluster.Options{Bin: *bin, Dir: dir, TLS: *useTLS,
+		CentralArgs: []string{"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s", "-min-gain", "10ms",
+			"-dashboard", *dash}}, *rate, *hold)
+	if err != nil && d.c != nil {
+		d.diagnose()
+	}
+	if d.c != nil {
+		d.c.Close()
+	}
 	if *keep || err != nil {
-		fmt.Printf("logs: %s\n", d.logDir)
-	} else if d.logDir != "" {
-		os.RemoveAll(d.logDir)
+		fmt.Printf("logs: %s (<name>.log: each process; <bot>.events.jsonl: the bots' events; <bot>.client.log: the bots' client logs)\n", dir)
+	} else {
+		os.RemoveAll(dir)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
@@ -96,158 +91,99 @@ func (d *demo) say(format string, a ...any) {
 	fmt.Printf("%7.3fs  %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, a...))
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// await waits for the first event at or after from that matches, printing
+// the bots' errors and Missed reports seen on the way. Its error names what
+// was awaited.
+func (d *demo) await(ctx context.Context, from int, what string, timeout time.Duration, match func(cluster.Event) bool) (cluster.Event, error) {
+	ev, err := d.c.Events.Await(ctx, from, timeout, match)
 	if err != nil {
-		return "", err
+		return ev, fmt.Errorf("waiting for %s: %w", what, err)
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return ev, nil
 }
 
-func (d *demo) spawn(name string, stdout io.Writer, args ...string) (*exec.Cmd, error) {
-	path := filepath.Join(d.bin, args[0])
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("%s not built (run make build): %w", path, err)
-	}
-	logf, err := os.Create(filepath.Join(d.logDir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(path, args[1:]...)
-	cmd.Stderr = logf
-	cmd.Stdout = logf
-	if stdout != nil {
-		cmd.Stdout = stdout
-	}
-	// Our own process group, so a Ctrl-C on the terminal reaches only us
-	// and we stop the children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	d.mu.Lock()
-	d.procs[name] = cmd
-	d.mu.Unlock()
-	go func() { _ = cmd.Wait(); logf.Close() }()
-	return cmd, nil
-}
-
-func (d *demo) signal(name string, sig syscall.Signal) {
-	d.mu.Lock()
-	cmd := d.procs[name]
-	if sig == syscall.SIGKILL {
-		delete(d.procs, name)
-	}
-	d.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Signal(sig)
-	}
-}
-
-func (d *demo) stopAll() {
-	d.mu.Lock()
-	procs := d.procs
-	d.procs = map[string]*exec.Cmd{}
-	d.mu.Unlock()
-	for _, cmd := range procs {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for _, cmd := range procs {
-		for cmd.ProcessState == nil && time.Now().Before(deadline) {
-			if cmd.Process.Signal(syscall.Signal(0)) != nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
+// pause lets the chat run for hold, reporting as they come the bots'
+// errors and Missed reports, and any move nobody caused (alice's view; a
+// loaded machine's probe noise can beat the anti-flap margins).
+func (d *demo) pause(ctx context.Context, hold time.Duration) error {
+	from := d.c.Events.Len()
+	end := time.Now().Add(hold)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
 		}
-		_ = cmd.Process.Kill()
+		ev, err := d.c.Events.Await(ctx, from, left, func(e cluster.Event) bool {
+			return e.Kind() == "error" || e.Kind() == "missed" || (e.Kind() == "moved" && e.Bot == "alice")
+		})
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			return nil
+		}
+		if ev.Kind() == "moved" {
+			d.say("chat moved %s -> %s (%s)", ev.Str("from"), ev.Str("to"), ev.Str("reason"))
+		} else {
+			d.say("%s: %s: %s", ev.Bot, ev.Kind(), fieldsLine(ev.Fields))
+		}
+		from = ev.Seq + 1
 	}
 }
 
-func (d *demo) startServer(id string) error {
-	addr, err := freeAddr()
+// alices narrows match to alice's events: both bots report every move, and
+// the timeline follows one view of it.
+func alices(match func(cluster.Event) bool) func(cluster.Event) bool {
+	return func(e cluster.Event) bool { return e.Bot == "alice" && match(e) }
+}
+
+// where returns the chat's server as the bots last said (a joined or
+// moved event) and the position of that event.
+func (d *demo) where() (string, int) {
+	evs := d.c.Events.All()
+	for i := len(evs) - 1; i >= 0; i-- {
+		switch evs[i].Kind() {
+		case "joined":
+			return evs[i].Str("server"), i
+		case "moved":
+			return evs[i].Str("to"), i
+		}
+	}
+	return "", 0
+}
+
+// backOn waits until the chat is on id again, if it moved away.
+func (d *demo) backOn(ctx context.Context, id string) error {
+	at, seq := d.where()
+	if at == id {
+		return nil
+	}
+	d.say("the chat is on %s, not %s: waiting for it to return to the better server", at, id)
+	mv, err := d.await(ctx, seq+1, "the chat's return to "+id, 20*time.Second, alices(cluster.Is("moved", "to", id)))
 	if err != nil {
 		return err
 	}
-	args := []string{"chatserver", "-listen", addr, "-id", id, "-central", d.rest, "-heartbeat", "500ms"}
-	if d.tls {
-		// The client certificate stands for the cluster secret.
-		args = append(args, "-tls-cert", d.certs.ServerCert, "-tls-key", d.certs.ServerKey, "-ca", d.certs.CA,
-			"-client-cert", d.certs.ClientCert, "-client-key", d.certs.ClientKey, "-ticket-key", d.tpub)
-	} else {
-		args = append(args, "-secret", d.secret)
-	}
-	_, err = d.spawn(id, nil, args...)
-	return err
+	d.say("chat moved %s -> %s (%s)", mv.Str("from"), id, mv.Str("reason"))
+	return nil
 }
 
-func (d *demo) startBot(name string, role ...string) error {
+func emulation() string {
 	var emu []string
 	for _, s := range servers {
 		emu = append(emu, fmt.Sprintf("%s=%v", s.id, s.rtt))
 	}
-	pr, pw := io.Pipe()
-	args := append([]string{"chat", "-bot", "-name", name, "-central", d.rest, "-control", d.control,
-		"-emulate-rtt", strings.Join(emu, ","), "-quiet", "-probe-every", "1s", "-log", filepath.Join(d.logDir, name+".client.log")}, role...)
-	if d.tls {
-		args = append(args, "-ca", d.certs.CA)
-	}
-	if _, err := d.spawn(name, pw, args...); err != nil {
-		return err
-	}
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				d.events <- botEvent{bot: name, fields: m}
-			}
-		}
-	}()
-	return nil
+	return strings.Join(emu, ",")
 }
 
-// await returns the first bot event satisfying match, or fails after timeout.
-func (d *demo) await(ctx context.Context, what string, timeout time.Duration, match func(botEvent) bool) (botEvent, error) {
-	// An event that came while an earlier step was awaited (the room can
-	// be joined before alice's full probe round is reported) still counts.
-	for i, ev := range d.seen {
-		if match(ev) {
-			d.seen = append(d.seen[:i], d.seen[i+1:]...)
-			return ev, nil
-		}
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
-		select {
-		case ev := <-d.events:
-			if ev.fields["ev"] == "error" {
-				d.say("%s: error: %v", ev.bot, ev.fields["err"])
-			}
-			if match(ev) {
-				return ev, nil
-			}
-			if ev.fields["ev"] == "joined" && len(d.seen) < 16 {
-				d.seen = append(d.seen, ev)
-			}
-		case <-t.C:
-			return botEvent{}, fmt.Errorf("no %s within %v", what, timeout)
-		case <-ctx.Done():
-			return botEvent{}, ctx.Err()
-		}
-	}
-}
-
-func is(kind string, fields ...string) func(botEvent) bool {
-	return func(e botEvent) bool {
-		if e.fields["ev"] != kind {
+// measured matches a probe event of bot that covers every server in ids.
+func measured(bot string, ids ...string) func(cluster.Event) bool {
+	return func(e cluster.Event) bool {
+		if e.Bot != bot || e.Kind() != "probe" {
 			return false
 		}
-		for i := 0; i+1 < len(fields); i += 2 {
-			if fmt.Sprint(e.fields[fields[i]]) != fields[i+1] {
+		m, _ := e.Fields["rtt_ms"].(map[string]any)
+		for _, id := range ids {
+			if _, ok := m[id]; !ok {
 				return false
 			}
 		}
@@ -255,142 +191,190 @@ func is(kind string, fields ...string) func(botEvent) bool {
 	}
 }
 
-func (d *demo) run(ctx context.Context, rate float64, hold time.Duration) error {
-	var err error
-	if d.logDir, err = os.MkdirTemp("", "nearchat-demo-"); err != nil {
-		return err
-	}
-	if d.rest, err = freeAddr(); err != nil {
-		return err
-	}
-	if d.control, err = freeAddr(); err != nil {
-		return err
-	}
-	if d.dashboard == "" {
-		if d.dashboard, err = freeAddr(); err != nil {
-			return err
-		}
-	}
-	d.start = time.Now()
+func (d *demo) run(ctx context.Context, opts cluster.Options, rate float64, hold time.Duration) error {
 	fmt.Println("nearchat demo: the paper's scenario on loopback, RTTs emulated for the two bots")
 	fmt.Println("  serv1 40 ms, serv3 60 ms, serv4 80 ms, serv2 100 ms (from either client)")
 	fmt.Println()
-	cargs := []string{"central", "-rest", d.rest, "-control", d.control, "-secret", d.secret,
-		"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s", "-dashboard", d.dashboard}
-	if d.tls {
-		if d.certs, err = tlsconfig.WriteDev(filepath.Join(d.logDir, "certs"), nil, 24*time.Hour); err != nil {
-			return err
-		}
-		d.tpriv, d.tpub = filepath.Join(d.certs.Dir, "ticket.key"), filepath.Join(d.certs.Dir, "ticket.pub")
-		if err := ticket.GenerateFiles(d.tpriv, d.tpub); err != nil {
-			return err
-		}
-		cargs = append(cargs, "-tls-cert", d.certs.ServerCert, "-tls-key", d.certs.ServerKey,
-			"-tls-client-ca", d.certs.CA, "-chat-ca", d.certs.CA, "-ticket-key", d.tpriv)
-	}
-	if _, err := d.spawn("central", nil, cargs...); err != nil {
+	c, err := cluster.Start(ctx, opts)
+	if err != nil {
 		return err
 	}
+	d.c = c
 	mode := "plaintext, cluster secret"
-	if d.tls {
+	if opts.TLS {
 		mode = "TLS 1.3 everywhere, signed room tickets, chat servers authenticated by certificate"
 	}
-	d.say("central up: REST %s, control %s (%s)", d.rest, d.control, mode)
+	d.say("central up: REST %s, control %s (%s)", c.REST, c.Control, mode)
 	d.say("dashboard: http://%s/ (-hold 30s gives each phase time to watch it)", d.dashboard)
-	time.Sleep(200 * time.Millisecond)
-	for _, id := range []string{"serv2", "serv3", "serv4"} {
-		if err := d.startServer(id); err != nil {
+	// Every server is registered before the bots start, so their first
+	// probe round measures all three.
+	first := []string{"serv2", "serv3", "serv4"}
+	for _, id := range first {
+		if _, err := c.AddServer(ctx, cluster.ServerOptions{ID: id, Args: []string{"-heartbeat", "500ms"}}); err != nil {
 			return err
 		}
 	}
-	d.say("chat servers serv2, serv3, serv4 started; serv1 held back")
-	rateArg := fmt.Sprint(rate)
-	if err := d.startBot("bob", "-accept", "-rate", rateArg); err != nil {
-		return err
-	}
-	if err := d.startBot("alice", "-peer", "bob", "-rate", rateArg); err != nil {
-		return err
-	}
-	probe, err := d.await(ctx, "latency probe from alice", 30*time.Second, func(e botEvent) bool {
-		m, _ := e.fields["rtt_ms"].(map[string]any)
-		return e.bot == "alice" && e.fields["ev"] == "probe" && len(m) >= 3
-	})
-	if err != nil {
-		return err
-	}
-	d.say("alice measured: %s", rttLine(probe.fields["rtt_ms"]))
+	d.say("chat servers serv2, serv3, serv4 registered with Central; serv1 held back")
 
-	joined, err := d.await(ctx, "room assignment", 30*time.Second, is("joined"))
+	rateArg := fmt.Sprint(rate)
+	common := []string{"-emulate-rtt", emulation(), "-quiet", "-probe-every", "1s", "-rate", rateArg}
+	if _, err := c.StartBot(cluster.BotOptions{Name: "bob", Args: append([]string{"-accept"}, common...)}); err != nil {
+		return err
+	}
+	// alice asks for the chat right after her first latency report; bob's
+	// vector must be complete by then, or Central places the room on what
+	// it knows.
+	if _, err := d.await(ctx, 0, "bob's measurement of serv2, serv3 and serv4", 30*time.Second, measured("bob", first...)); err != nil {
+		return err
+	}
+	if _, err := c.StartBot(cluster.BotOptions{Name: "alice", Args: append([]string{"-peer", "bob"}, common...)}); err != nil {
+		return err
+	}
+	// Every wait from here reads the recorded events from the start: a
+	// joined event that comes before alice's full measurement is kept.
+	joined, err := d.await(ctx, 0, "the room assignment (a joined event from either bot)", 45*time.Second, cluster.Is("joined"))
 	if err != nil {
 		return err
 	}
-	first := joined.fields["server"]
-	d.say("chat started on %v (worst member RTT %.1f ms)", first, joined.fields["rtt_ms"])
-	if first != "serv3" {
-		return fmt.Errorf("chat started on %v, want serv3", first)
+	// alice's measurement as Central had it: her last probe before the join.
+	if probe, ok := lastBefore(c.Events.All(), joined.Seq, measured("alice")); ok {
+		d.say("alice measured: %s", rttLine(probe.Fields["rtt_ms"]))
+	}
+	at := joined.Str("server")
+	d.say("chat started on %s (worst member RTT %.1f ms)", at, joined.Num("rtt_ms"))
+	if at != "serv3" {
+		// Central placed the room before it had every member's full
+		// latency vector; it must correct that by itself.
+		d.say("serv3 is the best server; waiting for Central to move the chat there")
+		mv, err := d.await(ctx, joined.Seq, "a move to serv3 (the best server while serv1 is held back)", 20*time.Second, alices(cluster.Is("moved", "to", "serv3")))
+		if err != nil {
+			return err
+		}
+		d.say("chat moved %s -> serv3 (%s)", mv.Str("from"), mv.Str("reason"))
 	}
 	if err := d.pause(ctx, hold); err != nil {
 		return err
 	}
 
 	upAt := time.Now()
-	if err := d.startServer("serv1"); err != nil {
+	from := c.Events.Len()
+	if _, err := c.AddServer(ctx, cluster.ServerOptions{ID: "serv1", Args: []string{"-heartbeat", "500ms"}}); err != nil {
 		return err
 	}
 	d.say("serv1 started")
-	mv, err := d.await(ctx, "move to serv1", 20*time.Second, is("moved", "to", "serv1"))
+	mv, err := d.await(ctx, from, "the move to serv1 (it started as the best server)", 20*time.Second, alices(cluster.Is("moved", "to", "serv1")))
 	if err != nil {
 		return err
 	}
-	d.say("chat moved %v -> serv1 (%s): %.1f ms -> %.1f ms, %.2fs after serv1 started, handoff %.0f ms",
-		mv.fields["from"], mv.fields["reason"], mv.fields["prev_rtt_ms"], mv.fields["rtt_ms"],
-		time.Since(upAt).Seconds(), mv.fields["took_ms"])
+	d.say("chat moved %s -> serv1 (%s): %.1f ms -> %.1f ms, %.2fs after serv1 started, handoff %.0f ms",
+		mv.Str("from"), mv.Str("reason"), mv.Num("prev_rtt_ms"), mv.Num("rtt_ms"),
+		mv.At.Sub(upAt).Seconds(), mv.Num("took_ms"))
 	if err := d.pause(ctx, hold); err != nil {
 		return err
 	}
 
+	// The kill must hit the chat's server.
+	if err := d.backOn(ctx, "serv1"); err != nil {
+		return err
+	}
 	killAt := time.Now()
-	d.signal("serv1", syscall.SIGKILL)
+	from = c.Events.Len()
+	if err := c.Server("serv1").Kill(); err != nil {
+		return err
+	}
 	d.say("serv1 killed with SIGKILL")
-	back, err := d.await(ctx, "move away from serv1", 20*time.Second, is("moved", "from", "serv1"))
+	back, err := d.await(ctx, from, "the move away from the killed serv1", 20*time.Second, alices(cluster.Is("moved", "from", "serv1")))
 	if err != nil {
 		return err
 	}
-	d.say("chat moved serv1 -> %v (%s), %.0f ms after the kill", back.fields["to"], back.fields["reason"],
-		float64(time.Since(killAt).Microseconds())/1000)
+	d.say("chat moved serv1 -> %s (%s), %.0f ms after the kill", back.Str("to"), back.Str("reason"),
+		float64(back.At.Sub(killAt).Microseconds())/1000)
 	if err := d.pause(ctx, hold); err != nil {
 		return err
 	}
 
 	d.say("stopping the bots")
-	d.signal("alice", syscall.SIGTERM)
-	d.signal("bob", syscall.SIGTERM)
+	from = c.Events.Len()
+	for _, name := range []string{"alice", "bob"} {
+		_ = c.Bot(name).Signal(syscall.SIGTERM)
+	}
 	reports := map[string]map[string]any{}
-	for len(reports) < 2 {
-		r, err := d.await(ctx, "delivery reports", 10*time.Second, is("report"))
+	for _, name := range []string{"alice", "bob"} {
+		r, err := d.await(ctx, from, name+"'s delivery report", 15*time.Second, func(e cluster.Event) bool {
+			return e.Bot == name && e.Kind() == "report"
+		})
 		if err != nil {
 			return err
 		}
-		reports[r.bot] = r.fields
+		reports[name] = r.Fields
 	}
-	return d.verdict(reports)
+	return verdict(reports)
 }
 
-func (d *demo) pause(ctx context.Context, hold time.Duration) error {
-	t := time.NewTimer(hold)
-	defer t.Stop()
-	for {
-		select {
-		case ev := <-d.events:
-			if ev.fields["ev"] == "error" || ev.fields["ev"] == "missed" {
-				d.say("%s: %v: %v", ev.bot, ev.fields["ev"], ev.fields["err"])
-			}
-		case <-t.C:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
+// lastBefore returns the last event before position seq that matches.
+func lastBefore(evs []cluster.Event, seq int, match func(cluster.Event) bool) (cluster.Event, bool) {
+	for i := min(seq, len(evs)) - 1; i >= 0; i-- {
+		if match(evs[i]) {
+			return evs[i], true
 		}
 	}
+	return cluster.Event{}, false
+}
+
+// diagnose prints what a failed step needs to be understood: Central's
+// servers and rooms and each bot's last events.
+func (d *demo) diagnose() {
+	fmt.Println()
+	fmt.Println("what the cluster looked like when the demo failed:")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if list, err := d.c.API.AllServers(ctx); err != nil {
+		fmt.Printf("  Central's servers: %v\n", err)
+	} else {
+		for _, s := range list {
+			fmt.Printf("  Central's server %s: up=%v draining=%v rooms=%d\n", s.ID, s.Up, s.Draining, s.Rooms)
+		}
+	}
+	if rooms, err := d.c.API.Rooms(ctx); err != nil {
+		fmt.Printf("  Central's rooms: %v\n", err)
+	} else if len(rooms) == 0 {
+		fmt.Println("  Central has no room")
+	} else {
+		for _, r := range rooms {
+			fmt.Printf("  Central's room %s: server %s epoch %d members %v\n", r.ID, r.Server, r.Epoch, r.Members)
+		}
+	}
+	evs := d.c.Events.All()
+	for _, name := range []string{"bob", "alice"} {
+		var mine []cluster.Event
+		for _, e := range evs {
+			if e.Bot == name {
+				mine = append(mine, e)
+			}
+		}
+		if b := d.c.Bot(name); b != nil && !b.Running() && b.Err() != nil {
+			fmt.Printf("  %s exited: %v\n", name, b.Err())
+		}
+		fmt.Printf("  %s printed %d events; the last ones:\n", name, len(mine))
+		for _, e := range mine[max(0, len(mine)-6):] {
+			fmt.Printf("    %7.3fs %s %s\n", e.At.Sub(d.start).Seconds(), e.Kind(), fieldsLine(e.Fields))
+		}
+	}
+}
+
+func fieldsLine(m map[string]any) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if k != "ev" && k != "t" && k != "token" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%v", k, m[k]))
+	}
+	return strings.Join(parts, " ")
 }
 
 func rttLine(v any) string {
@@ -408,7 +392,7 @@ func rttLine(v any) string {
 }
 
 // verdict checks each bot received exactly what the other sent.
-func (d *demo) verdict(reports map[string]map[string]any) error {
+func verdict(reports map[string]map[string]any) error {
 	var errs []error
 	num := func(v any) int { f, _ := v.(float64); return int(f) }
 	pairs := [][2]string{{"alice", "bob"}, {"bob", "alice"}}
@@ -420,7 +404,7 @@ func (d *demo) verdict(reports map[string]map[string]any) error {
 		fmt.Printf("  %s -> %s: sent %d, delivered %d, lost %d, duplicated %d, reordered %d\n",
 			p[0], p[1], sent, got, num(to["lost"]), num(to["duplicated"]), num(to["reordered"]))
 		if sent != got || to["ok"] != true {
-			errs = append(errs, fmt.Errorf("%s -> %s: sent %d, delivered %d", p[0], p[1], sent, got))
+			errs = append(errs, fmt.Errorf("%s -> %s: sent %d, delivered %d (report: %s)", p[0], p[1], sent, got, fieldsLine(to)))
 		}
 	}
 	if len(errs) > 0 {

@@ -134,6 +134,8 @@ function renderMoves(s) {
     const tr = row([el("td", clock(m.at)), el("td", m.room), el("td", (m.from || "–") + " → " + m.to), reason,
       td(ms(m.prev_rtt) + " → " + ms(m.rtt), "num"), td(dur(m.bad_for), "num")]);
     tr.dataset.to = m.to;
+    tr.dataset.from = m.from || "";
+    tr.dataset.reason = m.reason;
     if (fresh.has(key(m))) tr.className = "fresh";
     body.appendChild(tr);
   }

@@ -1,0 +1,450 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"nearchat/bench/cluster"
+)
+
+// Config is one harness run.
+type Config struct {
+	// Bin holds central, chatserver and chat.
+	Bin string
+	// Dir receives one log directory per scenario run.
+	Dir string
+	// Converge is how soon after the last fault every room must have
+	// converged.
+	Converge time.Duration
+	// CentralRSS and ServerRSS cap the resident memory of Central and of
+	// each chat server, sampled through the run.
+	CentralRSS, ServerRSS int64
+	// Rate is each bot's messages per second.
+	Rate float64
+}
+
+// DefaultConfig returns the caps and timings the README states.
+func DefaultConfig() Config {
+	return Config{Bin: "bin", Converge: 5 * time.Second, CentralRSS: 32 << 20, ServerRSS: 64 << 20, Rate: 20}
+}
+
+// Result is what one scenario run found.
+type Result struct {
+	Scenario   string           `json:"scenario"`
+	Seed       uint64           `json:"seed"`
+	Pass       bool             `json:"pass"`
+	Violations []string         `json:"violations,omitempty"`
+	Error      string           `json:"error,omitempty"` // the harness itself failed
+	ConvergeMS float64          `json:"converge_ms"`     // after the last fault; -1 if never
+	Received   int              `json:"received"`
+	Missed     int              `json:"missed"`
+	MaxRSS     map[string]int64 `json:"max_rss_bytes"`
+	Seconds    float64          `json:"seconds"`
+	Logs       string           `json:"logs"`
+}
+
+// Line is the result as one line of text.
+func (r Result) Line() string {
+	status := "PASS"
+	if !r.Pass {
+		status = "FAIL"
+	}
+	var rss []string
+	for _, k := range sortedKeys(r.MaxRSS) {
+		rss = append(rss, fmt.Sprintf("%s=%dMiB", k, r.MaxRSS[k]>>20))
+	}
+	conv := "never"
+	if r.ConvergeMS >= 0 {
+		conv = fmt.Sprintf("%.0fms", r.ConvergeMS)
+	}
+	s := fmt.Sprintf("%s %-26s seed=%-20d %5.1fs converged=%s received=%d missed=%d rss[%s]",
+		status, r.Scenario, r.Seed, r.Seconds, conv, r.Received, r.Missed, strings.Join(rss, " "))
+	if r.Error != "" {
+		s += "\n    harness error: " + r.Error
+	}
+	for _, v := range r.Violations {
+		s += "\n    violation: " + v
+	}
+	if !r.Pass {
+		s += "\n    logs: " + r.Logs
+	}
+	return s
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	k := make([]string, 0, len(m))
+	for s := range m {
+		k = append(k, s)
+	}
+	sort.Strings(k)
+	return k
+}
+
+// Env is the cluster one scenario runs on: Central, three chat servers
+// s1..s3 (emulated RTTs 20, 40 and 60 ms from every bot, so rooms start
+// on s1 and a move has a clear destination) and a room of alice (who
+// asked), bob and carol, with a fault proxy on every link.
+type Env struct {
+	C    *cluster.Cluster
+	Rng  *rand.Rand
+	cfg  Config
+	ctx  context.Context
+	Room string
+
+	// Proxies: chat servers (frames, shared by every member, rules per
+	// user), server heartbeats to Central (raw HTTP), and per bot its
+	// control link (frames) and REST link (raw HTTP).
+	Chat, Beat    map[string]*Proxy
+	Control, REST map[string]*Proxy
+
+	mu        sync.Mutex
+	lastFault time.Time
+	viol      []string
+	log       func(string, ...any)
+}
+
+// Fault marks that a fault happened now: convergence is timed from the
+// last one.
+func (e *Env) Fault(format string, a ...any) {
+	e.mu.Lock()
+	e.lastFault = time.Now()
+	e.mu.Unlock()
+	e.log(format, a...)
+}
+
+// Violate records a violation a scenario finds on its own.
+func (e *Env) Violate(format string, a ...any) {
+	e.mu.Lock()
+	e.viol = append(e.viol, fmt.Sprintf(format, a...))
+	e.mu.Unlock()
+}
+
+// Heal removes every proxy rule.
+func (e *Env) Heal() {
+	for _, m := range []map[string]*Proxy{e.Chat, e.Beat, e.Control, e.REST} {
+		for _, p := range m {
+			p.Heal()
+		}
+	}
+	e.Fault("healed every link")
+}
+
+// Sleep waits d (or until the run is cancelled).
+func (e *Env) Sleep(d time.Duration) error {
+	select {
+	case <-e.ctx.Done():
+		return e.ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// Jitter returns a duration in [lo, hi) drawn from the seed.
+func (e *Env) Jitter(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(e.Rng.Int64N(int64(hi-lo)+1))
+}
+
+// Where returns the room's server and epoch as Central lists them.
+func (e *Env) Where() (string, uint64, error) {
+	cctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
+	defer cancel()
+	rooms, err := e.C.API.Rooms(cctx)
+	if err != nil {
+		return "", 0, err
+	}
+	for _, r := range rooms {
+		if r.ID == e.Room {
+			return r.Server, r.Epoch, nil
+		}
+	}
+	return "", 0, fmt.Errorf("Central lists no room %s", e.Room)
+}
+
+// AwaitMove waits for a move of any bot at or after event from.
+func (e *Env) AwaitMove(from int, timeout time.Duration) (cluster.Event, error) {
+	return e.C.Events.Await(e.ctx, from, timeout, cluster.Is("moved"))
+}
+
+// Scenario is one fault script.
+type Scenario struct {
+	Name string
+	// What the scenario injects, for the listing.
+	Doc string
+	// ServerArgs and BotArgs are extra flags for every chat server and
+	// bot of this scenario.
+	ServerArgs, BotArgs []string
+	// Rate overrides Config.Rate when set.
+	Rate float64
+	// NoLoss makes any Missed a violation too: the design's
+	// "back-pressure before loss" (a slow member slows the senders before
+	// a buffer overflows) allows no loss where every process stays up.
+	NoLoss bool
+	Run    func(e *Env) error
+}
+
+var members = []string{"alice", "bob", "carol"}
+
+var serverRTT = map[string]string{"s1": "20ms", "s2": "40ms", "s3": "60ms"}
+
+// RunScenario runs sc once with seed on a fresh cluster and checks the
+// invariants afterwards.
+func RunScenario(ctx context.Context, cfg Config, sc Scenario, seed uint64, logf func(string, ...any)) Result {
+	start := time.Now()
+	res := Result{Scenario: sc.Name, Seed: seed, ConvergeMS: -1, MaxRSS: map[string]int64{}}
+	res.Logs = filepath.Join(cfg.Dir, fmt.Sprintf("%s-%d", sc.Name, seed))
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	// The scenario's own timeline goes to chaos.log beside the processes'
+	// logs, so a failure can be read in order.
+	if err := os.MkdirAll(res.Logs, 0o755); err == nil {
+		if f, err := os.Create(filepath.Join(res.Logs, "chaos.log")); err == nil {
+			defer f.Close()
+			var mu sync.Mutex
+			inner := logf
+			logf = func(format string, a ...any) {
+				inner(format, a...)
+				mu.Lock()
+				fmt.Fprintf(f, format+"\n", a...)
+				mu.Unlock()
+			}
+		}
+	}
+	e := &Env{cfg: cfg, ctx: ctx, Rng: rand.New(rand.NewPCG(seed, uint64(len(sc.Name)))),
+		Chat: map[string]*Proxy{}, Beat: map[string]*Proxy{}, Control: map[string]*Proxy{}, REST: map[string]*Proxy{},
+		log: func(f string, a ...any) {
+			logf("  %s %6.2fs "+f, append([]any{sc.Name, time.Since(start).Seconds()}, a...)...)
+		}}
+	err := e.run(sc, seed, &res)
+	if err != nil {
+		res.Error = err.Error()
+	}
+	res.Violations = append(res.Violations, e.viol...)
+	res.Pass = err == nil && len(res.Violations) == 0
+	res.Seconds = time.Since(start).Seconds()
+	logf("%s", res.Line())
+	return res
+}
+
+func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
+	ctx := e.ctx
+	c, err := cluster.Start(ctx, cluster.Options{Bin: e.cfg.Bin, Dir: res.Logs, CentralArgs: []string{
+		"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s",
+		"-assign-retry", "300ms", "-assign-give-up", "5s"}})
+	if err != nil {
+		return err
+	}
+	e.C = c
+	defer func() {
+		c.Close()
+		for _, m := range []map[string]*Proxy{e.Chat, e.Beat, e.Control, e.REST} {
+			for _, p := range m {
+				p.Close()
+			}
+		}
+	}()
+	pseed := seed
+	proxy := func(name, target string, frames bool) (*Proxy, error) {
+		pseed++
+		return NewProxy(name, target, frames, pseed)
+	}
+	for _, id := range []string{"s1", "s2", "s3"} {
+		listen, err := cluster.FreeAddr()
+		if err != nil {
+			return err
+		}
+		if e.Chat[id], err = proxy(id, listen, true); err != nil {
+			return err
+		}
+		if e.Beat[id], err = proxy(id+"-central", c.REST, false); err != nil {
+			return err
+		}
+		// Later flags win: a scenario's ServerArgs may override these.
+		args := append([]string{"-heartbeat", "500ms", "-drain-timeout", "3s"}, sc.ServerArgs...)
+		if _, err := c.AddServer(ctx, cluster.ServerOptions{ID: id, Listen: listen, Advertise: e.Chat[id].Addr(),
+			Central: e.Beat[id].Addr(), Args: args}); err != nil {
+			return err
+		}
+	}
+	var emu []string
+	for _, id := range sortedKeys(serverRTT) {
+		emu = append(emu, id+"="+serverRTT[id])
+	}
+	rate := e.cfg.Rate
+	if sc.Rate > 0 {
+		rate = sc.Rate
+	}
+	from := c.Events.Len()
+	for i, name := range members {
+		if e.Control[name], err = proxy(name+"-control", c.Control, true); err != nil {
+			return err
+		}
+		if e.REST[name], err = proxy(name+"-rest", c.REST, false); err != nil {
+			return err
+		}
+		role := []string{"-accept"}
+		if i == 0 {
+			role = []string{"-peer", strings.Join(members[1:], ",")}
+		}
+		args := append(append(role, "-v", "-probe-every", "1s", "-rate", fmt.Sprint(rate),
+			"-emulate-rtt", strings.Join(emu, ",")), sc.BotArgs...)
+		if _, err := c.StartBot(cluster.BotOptions{Name: name, REST: e.REST[name].Addr(), Control: e.Control[name].Addr(), Args: args}); err != nil {
+			return err
+		}
+	}
+	for _, name := range members {
+		ev, err := c.Events.Await(ctx, from, 45*time.Second, func(ev cluster.Event) bool {
+			return ev.Bot == name && ev.Kind() == "joined"
+		})
+		if err != nil {
+			return fmt.Errorf("%s never joined the room: %w", name, err)
+		}
+		e.Room = ev.Str("room")
+	}
+	e.log("room %s formed", e.Room)
+
+	stopRSS := e.sampleRSS(res)
+	defer stopRSS()
+	if err := e.Sleep(time.Second); err != nil {
+		return err
+	}
+	e.Fault("start")
+	if err := sc.Run(e); err != nil {
+		return fmt.Errorf("scenario: %w", err)
+	}
+	e.Heal()
+	e.mu.Lock()
+	last := e.lastFault
+	e.mu.Unlock()
+	var diff []string
+	err = cluster.WaitFor(ctx, e.cfg.Converge, func() bool {
+		diff = divergence(ctx, c)
+		return len(diff) == 0
+	})
+	if err == nil {
+		res.ConvergeMS = float64(time.Since(last).Microseconds()) / 1000
+		e.log("converged %.0f ms after the last fault", res.ConvergeMS)
+	} else {
+		e.Violate("not converged %v after the last fault: %s", e.cfg.Converge, strings.Join(diff, "; "))
+		// Give it longer, to tell "slow" from "never" in the report.
+		if cluster.WaitFor(ctx, 10*time.Second, func() bool { return len(divergence(ctx, c)) == 0 }) == nil {
+			res.ConvergeMS = float64(time.Since(last).Microseconds()) / 1000
+		}
+	}
+	if err := e.Sleep(1500 * time.Millisecond); err != nil {
+		return err
+	}
+	// Stop every bot at once; each stops sending, lets its last messages
+	// be acknowledged and prints its report.
+	stopAt := time.Now()
+	var wg sync.WaitGroup
+	for _, b := range c.Bots() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.StopClean(20 * time.Second); err != nil {
+				e.Violate("%v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	stopRSS()
+	viol, recv, missed := delivery(c.Events.All(), stopAt)
+	res.Received, res.Missed = recv, missed
+	if sc.NoLoss && missed > 0 {
+		e.Violate("%d messages reported missed with every process up: back-pressure should have slowed the senders first", missed)
+	}
+	for _, v := range viol {
+		e.Violate("%s", v)
+	}
+	for name, b := range res.MaxRSS {
+		limit := e.cfg.ServerRSS
+		if name == "central" {
+			limit = e.cfg.CentralRSS
+		}
+		if b > limit {
+			e.Violate("%s's RSS reached %d MiB, over its cap of %d MiB", name, b>>20, limit>>20)
+		}
+	}
+	return nil
+}
+
+// sampleRSS records the largest RSS of Central and each chat server until
+// the returned function is called.
+func (e *Env) sampleRSS(res *Result) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var mu sync.Mutex
+	sample := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if p := e.C.Central(); p != nil {
+			res.MaxRSS["central"] = max(res.MaxRSS["central"], rss(p.Pid()))
+		}
+		for _, s := range e.C.Servers() {
+			res.MaxRSS[s.ID] = max(res.MaxRSS[s.ID], rss(s.Pid()))
+		}
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			sample()
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(stop); <-done }) }
+}
+
+// Kill SIGKILLs a chat server and records the fault.
+func (e *Env) Kill(id string) error {
+	s := e.C.Server(id)
+	if s == nil {
+		return fmt.Errorf("no server %s", id)
+	}
+	e.Fault("SIGKILL %s", id)
+	return s.Kill()
+}
+
+// Drain SIGTERMs a chat server (it asks Central to move its rooms, then
+// exits) without waiting for the exit.
+func (e *Env) Drain(id string) error {
+	s := e.C.Server(id)
+	if s == nil {
+		return fmt.Errorf("no server %s", id)
+	}
+	e.Fault("drain %s (SIGTERM)", id)
+	return s.Signal(syscall.SIGTERM)
+}
+
+// Restart starts a stopped server again once its old process is gone.
+func (e *Env) Restart(id string) error {
+	s := e.C.Server(id)
+	if s == nil {
+		return fmt.Errorf("no server %s", id)
+	}
+	if ex := s.Exited(); ex != nil {
+		select {
+		case <-ex:
+		case <-time.After(10 * time.Second):
+			return errors.New(id + " did not exit")
+		}
+	}
+	e.Fault("restart %s", id)
+	return e.C.StartServer(e.ctx, id)
+}

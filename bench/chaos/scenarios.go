@@ -1,0 +1,343 @@
+package chaos
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"nearchat/bench/cluster"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+// Scenarios is every fault script, in the order make chaos runs them.
+var Scenarios = []Scenario{
+	// The drained server waits up to 30 s for its rooms to go, so the
+	// partitioned member's old link stays up: nothing but Central can
+	// tell it the room moved (reliability review finding 1).
+	{Name: "partition-during-move", Doc: "cut one member off from Central (control and REST stalled, then cut) for longer than Central's Assign give-up while its room moves off a draining server that stays up",
+		ServerArgs: []string{"-drain-timeout", "30s"}, Run: partitionDuringMove},
+	{Name: "partition-old-server-gone", Doc: "the same partition, but the drained server exits after 3 s, breaking the member's old link", Run: partitionDuringMove},
+	{Name: "central-restart-during-move", Doc: "SIGKILL Central right after a drain starts a move, start it again", Run: centralRestart(true, 200*time.Millisecond)},
+	{Name: "central-restart-old-server-up", Doc: "SIGKILL Central 0-100 ms after a drain asks for a move, the drained server staying up (-drain-timeout 30s) so a member that missed its Assign keeps its old link",
+		ServerArgs: []string{"-drain-timeout", "30s"}, Run: centralRestart(false, 100*time.Millisecond)},
+	{Name: "kill-server-during-handoff", Doc: "SIGKILL the destination chat server while a move's handoff runs", Run: killDuringHandoff},
+	{Name: "kill-server-central-down", Doc: "SIGKILL the room's chat server while Central is down, then start Central", Run: killWhileCentralDown},
+	{Name: "client-kill-restart", Doc: "SIGKILL a member's client and start it again with its token", Run: clientKillRestart},
+	{Name: "member-restart-midstream", Doc: "SIGKILL the member sending 100 msg/s and start it again with its token", Rate: 100, Run: senderRestart},
+	{Name: "slow-server-checks", Doc: "the room's server answers 400 ms late each way while a member reports it unreachable", Run: slowServerChecks},
+	{Name: "duplicate-stale-reports", Doc: "a member's Unreachable and AssignAck frames doubled, then old ones replayed after a move", Run: duplicateStaleReports},
+	{Name: "control-never-reads", Doc: "a registered client floods Central's control port with requests and never reads", Run: controlNeverReads},
+	{Name: "flaky-control-during-move", Doc: "every member's control link drops 20% and reorders 20% of frames, +50 ms, during a move", Run: flakyControl},
+	{Name: "heartbeat-blackhole", Doc: "the room's server's heartbeats to Central black-holed past offline-after, then healed", Run: heartbeatBlackhole},
+	// The two below overflow what the chat server's kernel send buffer
+	// absorbs (up to 4 MiB here), so the server's own outbound bound
+	// (-max-outbound, scaled down to 256 KiB) is reached.
+	{Name: "slow-reader", Doc: "one member reads at 1/10 of the room's send rate (2 x 200 msg/s of 3 KB; server -max-outbound 256 KiB)", Rate: 200,
+		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"}, NoLoss: true, Run: slowReader},
+	{Name: "reader-stall-resume", Doc: "one member stops reading for 8 s, then resumes (2 x 150 msg/s of 3 KB; server -max-outbound 256 KiB)", Rate: 150,
+		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"}, NoLoss: true, Run: readerStall},
+	{Name: "resend-storm", Doc: "one member sends 50 Resend frames for the whole history of another", Run: resendStorm},
+}
+
+// Find returns the scenario called name.
+func Find(name string) (Scenario, bool) {
+	for _, s := range Scenarios {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Scenario{}, false
+}
+
+// pick returns one of the members the requester invited.
+func (e *Env) pick() string { return members[1+e.Rng.IntN(len(members)-1)] }
+
+func partitionDuringMove(e *Env) error {
+	victim := e.pick()
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	for _, p := range []*Proxy{e.Control[victim], e.REST[victim]} {
+		p.Set("", Up, Rule{Stall: true})
+		p.Set("", Down, Rule{Stall: true})
+	}
+	e.Fault("partitioned %s from Central", victim)
+	if err := e.Drain(at); err != nil {
+		return err
+	}
+	if err := e.Sleep(e.Jitter(6*time.Second, 8*time.Second)); err != nil {
+		return err
+	}
+	// TCP gave up on the partitioned connections long ago.
+	e.Control[victim].Cut("")
+	e.REST[victim].Cut("")
+	e.Fault("cut %s's stalled connections to Central", victim)
+	return nil
+}
+
+// centralRestart drains the room's server, then SIGKILLs Central within
+// upTo, once a member moved if awaitMove, and starts it again.
+func centralRestart(awaitMove bool, upTo time.Duration) func(*Env) error {
+	return func(e *Env) error {
+		at, _, err := e.Where()
+		if err != nil {
+			return err
+		}
+		from := e.C.Events.Len()
+		if err := e.Drain(at); err != nil {
+			return err
+		}
+		if awaitMove {
+			if _, err := e.AwaitMove(from, 10*time.Second); err != nil {
+				e.log("no move seen yet (%v); restarting Central anyway", err)
+			}
+		}
+		if err := e.Sleep(e.Jitter(0, upTo)); err != nil {
+			return err
+		}
+		e.Fault("SIGKILL Central")
+		if err := e.C.StopCentral(syscall.SIGKILL); err != nil {
+			return err
+		}
+		if err := e.Sleep(e.Jitter(300*time.Millisecond, 1500*time.Millisecond)); err != nil {
+			return err
+		}
+		e.Fault("start Central")
+		return e.C.StartCentral(e.ctx)
+	}
+}
+
+func killDuringHandoff(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	from := e.C.Events.Len()
+	if err := e.Drain(at); err != nil {
+		return err
+	}
+	mv, err := e.AwaitMove(from, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("the drain of %s moved nobody: %w", at, err)
+	}
+	if err := e.Sleep(e.Jitter(0, 100*time.Millisecond)); err != nil {
+		return err
+	}
+	return e.Kill(mv.Str("to"))
+}
+
+func killWhileCentralDown(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	e.Fault("SIGKILL Central")
+	if err := e.C.StopCentral(syscall.SIGKILL); err != nil {
+		return err
+	}
+	if err := e.Kill(at); err != nil {
+		return err
+	}
+	if err := e.Sleep(e.Jitter(500*time.Millisecond, 2*time.Second)); err != nil {
+		return err
+	}
+	e.Fault("start Central")
+	return e.C.StartCentral(e.ctx)
+}
+
+func restartBot(e *Env, name string) error {
+	b := e.C.Bot(name)
+	e.Fault("SIGKILL %s", name)
+	if err := b.Kill(); err != nil {
+		return err
+	}
+	if err := e.Sleep(e.Jitter(300*time.Millisecond, 2*time.Second)); err != nil {
+		return err
+	}
+	e.Fault("restart %s with its token", name)
+	return b.Restart()
+}
+
+func clientKillRestart(e *Env) error { return restartBot(e, e.pick()) }
+
+func senderRestart(e *Env) error {
+	if err := e.Sleep(e.Jitter(500*time.Millisecond, 1500*time.Millisecond)); err != nil {
+		return err
+	}
+	return restartBot(e, "alice")
+}
+
+func slowServerChecks(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	from := e.C.Events.Len()
+	p := e.Chat[at]
+	p.Set("", Up, Rule{Delay: 400 * time.Millisecond})
+	p.Set("", Down, Rule{Delay: 400 * time.Millisecond})
+	victim := e.pick()
+	e.Fault("%s answers 400 ms late each way; cut %s's link to it", at, victim)
+	p.Cut(victim)
+	if err := e.Sleep(3 * time.Second); err != nil {
+		return err
+	}
+	for _, ev := range e.C.Events.All()[from:] {
+		if ev.Kind() == "moved" && ev.Str("from") == at && strings.Contains(ev.Str("reason"), "down") {
+			e.Violate("%s was moved off %s (%q), a live server that was only slow", ev.Bot, at, ev.Str("reason"))
+			break
+		}
+	}
+	return nil
+}
+
+func duplicateStaleReports(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	victim := e.pick()
+	ctl := e.Control[victim]
+	ctl.Set("", Up, Rule{Dup: []wire.Type{proto.TUnreachable, proto.TAssignAck}})
+	e.Fault("%s's reports doubled; cut its link to %s", victim, at)
+	e.Chat[at].Cut(victim)
+	if err := e.Sleep(1500 * time.Millisecond); err != nil {
+		return err
+	}
+	if at, _, err = e.Where(); err != nil {
+		return err
+	}
+	from := e.C.Events.Len()
+	if err := e.Drain(at); err != nil {
+		return err
+	}
+	if _, err := e.C.Events.Await(e.ctx, from, 10*time.Second, func(ev cluster.Event) bool {
+		return ev.Bot == victim && ev.Kind() == "moved"
+	}); err != nil {
+		e.log("%s did not move off %s: %v", victim, at, err)
+	}
+	n := ctl.Replay("", Up, proto.TUnreachable, 5) + ctl.Replay("", Up, proto.TAssignAck, 5)
+	e.Fault("replayed %d stale reports of %s", n, victim)
+	return e.Sleep(time.Second)
+}
+
+func controlNeverReads(e *Env) error {
+	sess, err := e.C.API.RegisterClient(e.ctx, "mallory", "")
+	if err != nil {
+		return err
+	}
+	conn, err := net.DialTimeout("tcp", e.C.Control, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	hello, err := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: "chaos/never-reads", Token: sess.Token})
+	if err != nil {
+		return err
+	}
+	req, err := wire.AppendFrame(nil, &proto.Request{To: []string{"alice"}})
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Write(hello); err != nil {
+		return err
+	}
+	per := (64 << 10) / len(req)
+	batch := make([]byte, 0, per*len(req))
+	for range per {
+		batch = append(batch, req...)
+	}
+	e.Fault("mallory floods Central's control port with requests and never reads")
+	n := 0
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end) && n < 400_000; n += per {
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := conn.Write(batch); err != nil {
+			e.log("Central stopped taking mallory's frames after %d requests: %v", n, err)
+			break
+		}
+	}
+	e.log("mallory sent about %d requests", n)
+	return nil
+}
+
+func flakyControl(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	r := Rule{Drop: 0.2, Reorder: 0.2, Delay: 50 * time.Millisecond}
+	for _, p := range e.Control {
+		p.Set("", Up, r)
+		p.Set("", Down, r)
+	}
+	e.Fault("every control link drops and reorders 20%% of frames")
+	if err := e.Drain(at); err != nil {
+		return err
+	}
+	return e.Sleep(e.Jitter(4*time.Second, 6*time.Second))
+}
+
+func heartbeatBlackhole(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	e.Beat[at].Set("", Up, Rule{Blackhole: true})
+	e.Beat[at].Set("", Down, Rule{Blackhole: true})
+	e.Fault("%s's heartbeats to Central black-holed", at)
+	return e.Sleep(e.Jitter(4*time.Second, 5*time.Second))
+}
+
+func slowReader(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	victim := e.pick()
+	// Two senders at 200 msg/s of ~3060 bytes on the wire: ~1.2 MB/s.
+	e.Chat[at].Set(victim, Down, Rule{Rate: 122_000})
+	e.Fault("%s reads at 1/10 of the room's send rate", victim)
+	return e.Sleep(e.Jitter(6*time.Second, 8*time.Second))
+}
+
+func readerStall(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	victim := e.pick()
+	e.Chat[at].Set(victim, Down, Rule{Stall: true})
+	e.Fault("%s stops reading", victim)
+	if err := e.Sleep(8 * time.Second); err != nil {
+		return err
+	}
+	e.Chat[at].Heal()
+	e.Fault("%s reads again", victim)
+	return nil
+}
+
+func resendStorm(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	victim := e.pick()
+	f, err := wire.AppendFrame(nil, &proto.Resend{Of: "alice", After: 0})
+	if err != nil {
+		return err
+	}
+	e.Fault("%s asks alice 50 times for everything she sent", victim)
+	for range 50 {
+		if e.Chat[at].Inject(victim, Up, f) == 0 {
+			return fmt.Errorf("%s has no link through %s's proxy", victim, at)
+		}
+		if err := e.Sleep(20 * time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return e.Sleep(2 * time.Second)
+}
