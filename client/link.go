@@ -31,6 +31,7 @@ type link struct {
 	started time.Time
 	joined  bool
 	dead    bool
+	suspect bool              // silent past the liveness deadline; reported Broken, still open
 	members map[string]uint64 // other members present, with the LastSent they announced
 	lastSeq uint64
 	heardAt time.Time     // when the last frame arrived

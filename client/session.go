@@ -285,7 +285,7 @@ func (s *Session) Stats() Stats {
 		st = s.stats
 		if s.cur != nil {
 			st.Server = s.cur.server
-			st.Connected = s.cur.joined && !s.cur.dead
+			st.Connected = s.cur.joined && !s.cur.dead && !s.cur.suspect
 		}
 		st.Epoch = s.epoch
 		st.Sent = s.out.last
@@ -308,7 +308,9 @@ func (s *Session) Move(ctx context.Context, server proto.ServerRef, epoch uint64
 	defer s.moveMu.Unlock()
 	var skip bool
 	if err := s.call(func() {
-		live := s.cur != nil && !s.cur.dead
+		// A suspect connection is joined again, make-before-break: Central
+		// answered our report by confirming the placement.
+		live := s.cur != nil && !s.cur.dead && !s.cur.suspect
 		skip = epoch < s.epoch || (epoch == s.epoch && live && s.cur.server == server)
 	}); err != nil {
 		return err
@@ -408,7 +410,7 @@ func (s *Session) run() {
 // them, or we cannot ask anyone (no live connection, or a join pending).
 // A gap is never given up while we could not have recovered it.
 func (s *Session) quiet() bool {
-	return s.old != nil || s.pending != nil || s.cur == nil || !s.cur.joined || s.cur.dead
+	return s.old != nil || s.pending != nil || s.cur == nil || !s.cur.joined || s.cur.dead || s.cur.suspect
 }
 
 // arm points timer at the next deadline the loop has.
@@ -460,7 +462,13 @@ func (s *Session) sendLink() *link {
 
 func (s *Session) handle(in inbound) {
 	if in.err == nil {
-		in.l.heard(time.Now(), in.m)
+		now := time.Now()
+		in.l.heard(now, in.m)
+		if in.l.suspect && in.l == s.cur {
+			in.l.suspect = false
+			s.log.Info("room server answers again", "server", in.l.server.ID)
+			s.checkLive(now)
+		}
 	}
 	switch l := in.l; l {
 	case s.pending:
@@ -675,6 +683,9 @@ func (s *Session) linkDown(l *link, err error) {
 		s.askLagging(now)
 	case s.cur:
 		s.log.Info("connection to room server lost", "server", l.server.ID, "err", err)
+		if l.suspect {
+			return // reported Broken when it fell silent
+		}
 		if s.cfg.OnBroken != nil {
 			s.cfg.OnBroken(l.server, l.epoch, err)
 		}
@@ -804,7 +815,7 @@ func (s *Session) tick(now time.Time) {
 func (s *Session) checkLive(now time.Time) {
 	s.nextLive = time.Time{}
 	l := s.cur
-	if s.cfg.Liveness <= 0 || l == nil || !l.joined || l.dead {
+	if s.cfg.Liveness <= 0 || l == nil || !l.joined || l.dead || l.suspect {
 		return
 	}
 	if len(s.frames) > 0 || len(s.queue) >= s.cfg.EventBuffer {
@@ -815,7 +826,7 @@ func (s *Session) checkLive(now time.Time) {
 	every, deadline := s.liveTimes(l)
 	if l.pingAt.After(l.heardAt) {
 		if now.Sub(l.pingAt) >= deadline {
-			s.linkDown(l, fmt.Errorf("%w (%v, RTT %v)", ErrSilent, now.Sub(l.pingAt).Round(time.Millisecond), l.rtt.Round(time.Microsecond)))
+			s.fellSilent(l, fmt.Errorf("%w (%v, RTT %v)", ErrSilent, now.Sub(l.pingAt).Round(time.Millisecond), l.rtt.Round(time.Microsecond)))
 			return
 		}
 		s.nextLive = l.pingAt.Add(deadline)
@@ -828,6 +839,19 @@ func (s *Session) checkLive(now time.Time) {
 	l.send(&proto.Ping{At: now.UnixNano()})
 	l.pingAt = now
 	s.nextLive = now.Add(deadline)
+}
+
+// fellSilent reports the current connection Broken (ErrSilent) without
+// closing it: the server may only be stalled. Anything that arrives on it
+// makes it live again; a Move, even to the same server and epoch, joins
+// anew make-before-break; IdleTimeout closes it for good. Loop only.
+func (s *Session) fellSilent(l *link, err error) {
+	l.suspect = true
+	s.log.Info("room server silent", "server", l.server.ID, "err", err)
+	if s.cfg.OnBroken != nil {
+		s.cfg.OnBroken(l.server, l.epoch, err)
+	}
+	s.emit(Broken{Server: l.server, Epoch: l.epoch, Err: err})
 }
 
 // liveTimes returns l's ping interval and liveness deadline.

@@ -797,3 +797,29 @@ func smallRcvBuf() *net.Dialer {
 		return serr
 	}}
 }
+
+// TestStalledServerRecovers: the server's answers stop for longer than the
+// liveness deadline and then resume (a stall, not a death). The session
+// reports Broken once, keeps the connection, and is connected again with
+// nothing lost as soon as frames arrive; no rejoin is needed.
+func TestStalledServerRecovers(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	cfg := testConfig(t)
+	a := join(t, cfg, p.ref("serv1"), "room-stall", "alice")
+	b := join(t, cfg, ref(s1), "room-stall", "bob")
+	p.hole.Store(true) // alice hears nothing; what she sends still arrives
+	testkit.WaitFor(t, 5*time.Second, "alice's break seen", func() bool { return a.brokenCount() == 1 })
+	if a.s.Stats().Connected {
+		t.Error("a silent connection counts as connected")
+	}
+	n := b.send(t, "while alice hears nothing")
+	p.hole.Store(false) // frames flow again (what was dropped is recovered by Resend)
+	b.send(t, "after the stall")
+	testkit.WaitFor(t, 5*time.Second, "alice connected again", func() bool { return a.s.Stats().Connected })
+	testkit.WaitFor(t, 10*time.Second, "alice gets both", func() bool { return a.check.Report().Received == int(n)+1 })
+	if got := a.brokenCount(); got != 1 {
+		t.Errorf("alice saw %d Broken events, want 1", got)
+	}
+	verify(t, []*member{a, b}, map[string]uint64{"bob": n + 1})
+}
