@@ -746,7 +746,8 @@ const (
 )
 
 // meaningful reports whether vec differs from the last vector reported
-// enough to send: a server came or went, or a figure moved by reportDelta.
+// enough to send: a server came or went, or a median or spread moved by
+// reportDelta.
 func meaningful(last, vec map[string]centralapi.Sample) bool {
 	if last == nil || len(last) != len(vec) {
 		return true
@@ -756,13 +757,17 @@ func meaningful(last, vec map[string]centralapi.Sample) bool {
 		if !ok {
 			return true
 		}
-		d := max(v.MedianUS-l.MedianUS, l.MedianUS-v.MedianUS)
-		if d >= max(reportDeltaMin.Microseconds(), l.MedianUS*reportDeltaPct/100) {
+		// Central weighs a move's gain against the spreads too, so a
+		// spread that calmed down (or grew) matters as much as the median.
+		limit := max(reportDeltaMin.Microseconds(), l.MedianUS*reportDeltaPct/100)
+		if abs(v.MedianUS-l.MedianUS) >= limit || abs(v.SpreadUS-l.SpreadUS) >= limit {
 			return true
 		}
 	}
 	return false
 }
+
+func abs(v int64) int64 { return max(v, -v) }
 
 // recentRounds is how many probe rounds a server's reported figure is the
 // best of.

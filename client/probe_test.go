@@ -89,6 +89,8 @@ func TestReportOnlyMeaningful(t *testing.T) {
 		{"jitter", map[string]centralapi.Sample{"a": ms(60.4), "b": ms(79.2)}, false},
 		{"a worse by 5 ms", map[string]centralapi.Sample{"a": ms(65), "b": ms(80)}, true},
 		{"b better by 10 ms", map[string]centralapi.Sample{"a": ms(60), "b": ms(70)}, true},
+		{"a's spread grows by 20 ms", map[string]centralapi.Sample{"a": centralapi.SampleOf(60*time.Millisecond, 20*time.Millisecond, 5), "b": ms(80)}, true},
+		{"a's spread by 0.5 ms", map[string]centralapi.Sample{"a": centralapi.SampleOf(60*time.Millisecond, 500*time.Microsecond, 5), "b": ms(80)}, false},
 		{"c appears", map[string]centralapi.Sample{"a": ms(60), "b": ms(80), "c": ms(40)}, true},
 		{"b gone", map[string]centralapi.Sample{"a": ms(60)}, true},
 	} {
