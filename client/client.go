@@ -795,17 +795,23 @@ func (c *Client) probeLoop(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
+		newOnly := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-c.probeNow:
-			t.Stop()
+			// A server came up: measure just the servers not measured yet,
+			// at once (a round of every server waits for the farthest);
+			// the regular rounds keep their pace.
+			newOnly = true
 		}
-		if err := c.probeOnce(ctx, p); err != nil && ctx.Err() == nil {
+		if err := c.probeOnce(ctx, p, newOnly); err != nil && ctx.Err() == nil {
 			c.log.Warn("latency round", "err", err)
 		}
-		t.Reset(c.opts.ProbeEvery)
+		if !newOnly {
+			t.Reset(c.opts.ProbeEvery)
+		}
 	}
 }
 
@@ -821,17 +827,30 @@ func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) e
 	return err
 }
 
-// probeOnce measures this round's servers (see Options.ProbeEvery) and
-// reports the vector when it changed meaningfully.
-func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
+// probeOnce measures this round's servers (see Options.ProbeEvery), or
+// with newOnly just those without a recent sample, and reports the vector
+// when it changed meaningfully.
+func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) error {
 	servers, err := c.api.Servers(ctx)
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
 	c.servers = servers
-	targets := c.roundTargetsLocked(servers)
+	var targets []rtt.Target
+	if newOnly {
+		for _, s := range servers {
+			if len(c.good[s.ID]) == 0 {
+				targets = append(targets, rtt.Target{ID: s.ID, Addr: s.Addr})
+			}
+		}
+	} else {
+		targets = c.roundTargetsLocked(servers)
+	}
 	c.mu.Unlock()
+	if newOnly && len(targets) == 0 {
+		return nil
+	}
 	results := p.Round(ctx, targets)
 	if c.opts.OnProbe != nil {
 		c.opts.OnProbe(results)
