@@ -31,6 +31,7 @@
 //	go test -run '^$' -bench . -benchtime 2s ./bench/               # BenchmarkBroadcast, benchstat-friendly
 //	NEARCHAT_BENCH=1 go test -run TestCompareTable -v -timeout 30m ./bench/   # both servers, markdown table with ratios, idle memory
 //	NEARCHAT_BENCH=1 go test -run TestIdleMemory -v ./bench/          # idle memory only
+//	NEARCHAT_BENCH=1 go test -run TestBudgetRSS -v -timeout 15m ./bench/  # bin/chatserver's RSS beside -history-budget/-outbound-budget
 //
 // BenchmarkBroadcast is named server=…/members=…/size=…; sizes share one
 // room per server and member count, because joining is quadratic in the

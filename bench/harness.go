@@ -335,7 +335,7 @@ func (s *Session) Send() error {
 	}
 	s.sent++
 	s.slots[s.sent%uint64(len(s.slots))].left.Store(int32(s.w.Members - 1))
-	s.out = AppendChat(s.out[:0], s.sent, time.Now().UnixNano(), s.text)
+	s.out = proto.AppendChat(s.out[:0], s.sent, time.Now().UnixNano(), s.text)
 	if _, err := s.sender.conn.Write(s.out); err != nil {
 		s.fail(fmt.Errorf("bench: send: %w", err))
 		return s.err
@@ -438,7 +438,7 @@ func (m *member) consume() error {
 		switch t {
 		case proto.TDeliver:
 			now := time.Now().UnixNano()
-			seq, num, at, ok := DeliverInfo(body)
+			seq, num, at, ok := proto.DeliverInfo(body)
 			if !ok {
 				if err := wire.Unmarshal(body, &m.dec); err != nil {
 					return fmt.Errorf("deliver: %w", err)

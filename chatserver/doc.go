@@ -17,7 +17,25 @@
 //
 // gnet's own task queues do not promise FIFO order under load (low-priority
 // tasks can overflow into the urgent queue), so fan-out order is kept by our
-// per-loop queues and gnet only carries the "drain now" wake-up.
+// per-loop queues and gnet only carries the "drain now" wake-up. A push onto
+// the queue of the loop the caller runs on needs no wake-up: the callback
+// drains it before it returns, so the messages of one read reach each member
+// in one write, and the sender's Acks for them leave in one write too. Chat,
+// Deliver and Ack go through hand-written encoders (pkg/proto's scan.go),
+// not the reflecting msgpack codec.
+//
+// # TLS
+//
+// TLS 1.3 is served on the event loops too (tls.go, tlsrecord.go). A
+// bounded pool of goroutines runs each handshake with crypto/tls, off the
+// loops; the connection is then enrolled on a loop with a record layer
+// built from the handshake's application traffic secrets, and the tls.Conn
+// is dropped. On the loop, OnTraffic opens whole records in the loop's
+// scratch buffers and parses the frames they complete; writes are sealed
+// into gnet's outbound buffer. No goroutine and no relay belong to an
+// established TLS member, which costs a few kilobytes (two AEADs, two IVs
+// and sequence numbers) beyond a plaintext one, and meets the same limits
+// and slow-consumer rule.
 //
 // # Flow control and slow consumers
 //
@@ -79,5 +97,6 @@
 // liveness and the memory budgets; agent.go the agent that
 // keeps the server registered with Central, and Drain; config.go the
 // Config; metrics.go and collector.go the counters and their Prometheus
-// collector.
+// collector; tls.go the TLS accept loop, handshakes and on-loop reading;
+// tlsrecord.go the TLS 1.3 record layer.
 package chatserver

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -54,15 +55,22 @@ func boundAddr(eng gnet.Engine) (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// OnTick runs first right after gnet has started the event loops (the
+// ticker is on only with TLS): from then on connections may be enrolled on
+// them. OnBoot comes too early for that, before the loops exist.
+func (e *engine) OnTick() (time.Duration, gnet.Action) {
+	e.s.loopsUpOnce.Do(func() { close(e.s.loopsUp) })
+	return time.Hour, gnet.None
+}
+
 // OnOpen admits a connection unless the server is full or closing.
 func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
 	n := s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
 	m.lastRead.Store(s.now.Load())
-	if h, ok := c.Context().(*tlsHandoff); ok {
-		h.t.attach(c)
-		m.tls = h.c
+	if rl, ok := c.Context().(*recordLayer); ok {
+		m.rec = rl
 	}
 	c.SetContext(m)
 	var refuse []byte
@@ -72,15 +80,15 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	case n > int64(s.cfg.MaxConns):
 		refuse = errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns))
 	default:
-		if m.tls != nil {
-			// Records that arrived with the end of the handshake are
-			// already in the tls.Conn: have OnTraffic look at them.
+		if m.rec != nil && m.rec.pending != nil {
+			// Records that arrived with the end of the handshake: have
+			// OnTraffic look at them.
 			_ = c.Wake(nil)
 		}
 		return nil, gnet.None
 	}
 	m.dead = true
-	if m.tls != nil {
+	if m.rec != nil {
 		m.send(refuse)
 		return nil, gnet.Close
 	}
@@ -92,7 +100,13 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 	s := e.s
 	s.conns.Add(-1)
 	if m, ok := c.Context().(*member); ok {
+		m.loop.enter()
+		defer m.loop.exit(m.loop.st.start())
 		m.dead, m.gone = true, true
+		if m.loop.ackTo == m {
+			m.loop.ackTo = nil
+			m.loop.acks, m.loop.nacks = m.loop.acks[:0], 0
+		}
 		m.forgetBacklog()
 		if m.room != nil {
 			s.leave(m)
@@ -104,14 +118,15 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTraffic parses every complete frame buffered for c.
 func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
+	m.loop.enter()
 	start := m.loop.st.start()
 	var a gnet.Action
-	if m.tls != nil {
+	if m.rec != nil {
 		a = e.s.serveTLS(m)
 	} else {
 		a = e.s.serve(m, c)
 	}
-	m.loop.st.done(start)
+	m.loop.exit(start)
 	return a
 }
 

@@ -5,9 +5,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
+
+	"nearchat/pkg/proto"
 )
 
 // shard is the part of a room whose members live on one event loop. count
@@ -36,6 +39,16 @@ func newFrame() *frame {
 }
 
 func (f *frame) retain() { f.refs.Add(1) }
+
+// frameOverhead is what a held frame costs beyond its buffer's bytes: the
+// frame, its ByteBuffer and its slot in a history ring.
+const frameOverhead = int(unsafe.Sizeof(frame{}) + unsafe.Sizeof(bytebufferpool.ByteBuffer{}) + unsafe.Sizeof(&frame{}))
+
+// held is the memory f holds while kept: its buffer's capacity, which a
+// pooled buffer may have grown well past this frame's length, and the
+// structures around it. HistoryBudget is counted in it, so the budget
+// bounds memory, not payload.
+func (f *frame) held() int { return cap(f.bb.B) + frameOverhead }
 
 func (f *frame) release() {
 	if f.refs.Add(-1) == 0 {
@@ -70,12 +83,29 @@ type loop struct {
 	spare     []item
 	scheduled bool
 
-	batch    []byte       // frames of a run of broadcasts, concatenated; loop only
-	plain    plainIn      // a TLS member's decrypted input while it is served; loop only
-	plainBuf []byte       // plain's buffer, kept between members; loop only
-	doomed   []*member    // cut off, waiting for their error frame to drain; loop only
-	ndoomed  atomic.Int32 // len(doomed), for the reaper goroutine
-	reaper   reaper
+	// depth counts the gnet callbacks and queue drains running on the loop
+	// (they nest: a write that fails closes its connection inside the
+	// drain). A push to the loop's own queue from inside one needs no
+	// wake-up: deferred asks the outermost to drain before it returns.
+	depth    int  // loop only
+	deferred bool // loop only
+	// acks holds the Ack frames owed to ackTo, written in one call when
+	// the callback ends (or before anything else is written to ackTo).
+	acks  []byte  // loop only
+	nacks int     // frames in acks; loop only
+	ackTo *member // loop only
+
+	batch []byte // frames of a run of broadcasts, concatenated; loop only
+	// TLS scratch, loop only: a member's ciphertext and plaintext while it
+	// is served, records being sealed, and the AEAD nonce.
+	plain     plainIn
+	plainBuf  []byte
+	cipherBuf []byte
+	sealBuf   []byte
+	nonce     [12]byte
+	doomed    []*member    // cut off, waiting for their error frame to drain; loop only
+	ndoomed   atomic.Int32 // len(doomed), for the reaper goroutine
+	reaper    reaper
 
 	st *loopStats // nil when Config.Metrics is off
 
@@ -112,12 +142,21 @@ func (r *reaper) Run(context.Context) error {
 	return nil
 }
 
-func (l *loop) push(it item) {
+// push queues it on l. from is the loop the caller runs on, nil if it
+// runs on none.
+func (l *loop) push(it item, from *loop) {
 	l.mu.Lock()
 	l.queue = append(l.queue, it)
 	wake := !l.scheduled
 	l.scheduled = true
 	l.mu.Unlock()
+	if wake && from == l && l.depth > 0 {
+		// Our own callback drains the queue when it ends: no system call
+		// to wake a loop that is awake, and the messages of one read go out
+		// as one write per member.
+		l.deferred = true
+		return
+	}
 	if wake {
 		if err := l.el.Execute(context.Background(), l); err != nil {
 			// The engine is stopping: nothing will run the queue again.
@@ -139,9 +178,61 @@ func (l *loop) idle() bool {
 	return len(l.queue) == 0 && !l.scheduled
 }
 
+// enter marks the start of a callback on l. Event loop only.
+func (l *loop) enter() { l.depth++ }
+
+// exit ends a callback on l that began at start; the outermost one flushes
+// the acknowledgements, drains what was queued on l from the loop itself,
+// and hands the loop's tally to the metrics. Event loop only.
+func (l *loop) exit(start time.Time) {
+	if l.depth > 1 {
+		l.depth--
+		return
+	}
+	l.flushAcks()
+	for l.deferred {
+		l.deferred = false
+		l.drain()
+		l.flushAcks()
+	}
+	l.depth--
+	l.st.done(start)
+}
+
+// ack queues an Ack frame for m, to be written with the others of this
+// callback. Event loop only.
+func (l *loop) ack(m *member, num, seq uint64) {
+	if l.ackTo != m {
+		l.flushAcks()
+		l.ackTo = m
+	}
+	l.acks = proto.AppendAck(l.acks, num, seq)
+	l.nacks++
+}
+
+// flushAcks writes the queued acknowledgements. Event loop only.
+func (l *loop) flushAcks() {
+	m := l.ackTo
+	if m == nil {
+		return
+	}
+	l.ackTo = nil
+	m.writeN(l.acks, l.srv.cfg.MaxOutbound, l.nacks)
+	l.acks, l.nacks = l.acks[:0], 0
+}
+
 // Run drains the queue on the event loop; it implements gnet.Runnable.
 func (l *loop) Run(context.Context) error {
+	l.enter()
 	start := l.st.start()
+	l.drain()
+	l.exit(start)
+	return nil
+}
+
+// drain delivers everything queued. Event loop only, never nested: a
+// callback or drain inside it sees depth > 0 and defers to it.
+func (l *loop) drain() {
 	l.mu.Lock()
 	q := l.queue
 	l.queue = l.spare[:0]
@@ -177,8 +268,6 @@ func (l *loop) Run(context.Context) error {
 	l.mu.Lock()
 	l.spare = q[:0]
 	l.mu.Unlock()
-	l.st.done(start)
-	return nil
 }
 
 // maxBatch bounds the bytes written to a member in one call, so the
@@ -261,7 +350,7 @@ func (r *room) shardFor(l *loop) *shard {
 // fanout queues f for every member of r but skip. Caller holds r.mu, so
 // items reach each loop in the room's order. The caller keeps its own
 // reference to f.
-func (r *room) fanout(f *frame, skip *member) {
+func (r *room) fanout(f *frame, skip *member, from *loop) {
 	r.ev++
 	at := r.srv.stamp()
 	for _, sh := range r.shards {
@@ -273,7 +362,7 @@ func (r *room) fanout(f *frame, skip *member) {
 			continue
 		}
 		f.retain()
-		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev, at: at})
+		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev, at: at}, from)
 	}
 }
 

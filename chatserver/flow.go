@@ -75,7 +75,7 @@ func (s *Server) releaseAcks(r *room) {
 		f := newFrame()
 		f.bb.B, _ = wire.AppendFrame(f.bb.B, &proto.Ack{Num: a.num, Seq: a.seq})
 		r.ev++
-		a.m.loop.push(item{target: a.m, f: f, ev: r.ev})
+		a.m.loop.push(item{target: a.m, f: f, ev: r.ev}, nil)
 	}
 	clear(r.acks)
 	r.acks = r.acks[:0]
@@ -163,7 +163,7 @@ func (s *Server) sweepIdle(now time.Time) {
 			if m.lastRead.Load() < cutoff {
 				f := s.sharedError(proto.CodeTimeout, fmt.Sprintf("nothing received for %v", s.cfg.IdleTimeout))
 				r.ev++
-				m.loop.push(item{target: m, f: f, ev: r.ev, bye: true})
+				m.loop.push(item{target: m, f: f, ev: r.ev, bye: true}, nil)
 				m.lastRead.Store(now.UnixNano()) // once is enough
 			}
 		}

@@ -75,9 +75,9 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	if old != nil {
 		// The same user again: a reconnect whose old connection we have not
 		// seen die yet. The newer connection wins.
-		s.detach(r, old)
+		s.detach(r, old, m.loop)
 		r.ev++
-		old.loop.push(item{target: old, f: s.sharedError(proto.CodeConflict, "replaced by a newer connection"), ev: r.ev, bye: true})
+		old.loop.push(item{target: old, f: s.sharedError(proto.CodeConflict, "replaced by a newer connection"), ev: r.ev, bye: true}, m.loop)
 	}
 	if j.Epoch > r.epoch {
 		r.epoch = j.Epoch
@@ -90,7 +90,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 
 	pres := newFrame()
 	pres.bb.B, _ = wire.AppendFrame(pres.bb.B, &proto.Presence{User: j.User, Here: true, LastSent: j.LastSent, Inc: j.Inc})
-	r.fanout(pres, m)
+	r.fanout(pres, m, m.loop)
 	pres.release()
 	m.joinEv = r.ev
 
@@ -165,15 +165,15 @@ func (r *room) remember(f *frame, s *Server) {
 	if r.hist == nil {
 		r.hist = make([]*frame, 0, s.cfg.History)
 	}
-	if len(r.hist) < cap(r.hist) && len(r.hist) > 0 && s.histBytes.Load()+int64(len(f.bb.B)) > s.cfg.HistoryBudget {
+	if len(r.hist) < cap(r.hist) && len(r.hist) > 0 && s.histBytes.Load()+int64(f.held()) > s.cfg.HistoryBudget {
 		r.hist = r.hist[:len(r.hist):len(r.hist)]
 	}
 	if len(r.hist) < cap(r.hist) {
-		s.countHistory(1, len(f.bb.B))
+		s.countHistory(1, f.held())
 		r.hist = append(r.hist, f)
 		return
 	}
-	s.countHistory(0, len(f.bb.B)-len(r.hist[r.histPos].bb.B))
+	s.countHistory(0, f.held()-r.hist[r.histPos].held())
 	r.hist[r.histPos].release()
 	r.hist[r.histPos] = f
 	r.histPos = (r.histPos + 1) % len(r.hist)
@@ -182,7 +182,7 @@ func (r *room) remember(f *frame, s *Server) {
 // detach removes m from r's bookkeeping (not from its shard's member list,
 // which only m's loop may touch) and tells the others it left. Caller holds
 // r.mu.
-func (s *Server) detach(r *room, m *member) {
+func (s *Server) detach(r *room, m *member, from *loop) {
 	if r.members[m.user] != m {
 		return
 	}
@@ -191,7 +191,7 @@ func (s *Server) detach(r *room, m *member) {
 	pres.bb.B, _ = wire.AppendFrame(pres.bb.B, &proto.Presence{User: m.user})
 	// fanout discounts the skipped member from its shard's count itself,
 	// so the count drops only afterwards.
-	r.fanout(pres, m)
+	r.fanout(pres, m, from)
 	pres.release()
 	m.shard.count--
 }
@@ -201,7 +201,7 @@ func (s *Server) detach(r *room, m *member) {
 func (s *Server) leave(m *member) {
 	r := m.room
 	r.mu.Lock()
-	s.detach(r, m)
+	s.detach(r, m, m.loop)
 	if sh := m.shard; m.idx >= 0 {
 		last := len(sh.members) - 1
 		moved := sh.members[last]
@@ -223,7 +223,7 @@ func (s *Server) leave(m *member) {
 		r.closed = true
 		delete(s.rooms, r.id)
 		for _, f := range r.hist {
-			s.countHistory(-1, -len(f.bb.B))
+			s.countHistory(-1, -f.held())
 			f.release()
 		}
 		r.hist = nil
@@ -235,34 +235,25 @@ func (s *Server) leave(m *member) {
 // broadcast gives msg the next room sequence number, queues one encoding of
 // it for every other member and acknowledges it to the sender. Event loop
 // only.
-func (s *Server) broadcast(m *member, msg *proto.Chat) {
+func (s *Server) broadcast(m *member, num uint64, at int64, text []byte) {
 	r := m.room
 	f := newFrame()
 	r.mu.Lock()
 	r.seq++
 	f.seq = r.seq
-	d := proto.Deliver{Seq: r.seq, From: m.user, Num: msg.Num, At: msg.At, Text: msg.Text, Inc: m.inc}
-	var err error
-	f.bb.B, err = wire.AppendFrame(f.bb.B, &d)
-	if err != nil {
-		r.seq--
-		r.mu.Unlock()
-		f.release()
-		m.kill(proto.CodeBadBody, fmt.Sprintf("message cannot be relayed: %v", err))
-		return
+	f.bb.B = proto.AppendDeliver(f.bb.B, r.seq, m.user, num, at, text, m.inc)
+	if num > m.lastSent {
+		m.lastSent = num
 	}
-	if msg.Num > m.lastSent {
-		m.lastSent = msg.Num
-	}
-	r.fanout(f, m)
+	r.fanout(f, m, m.loop)
 	r.remember(f, s)
 	seq := r.seq
-	ack := r.holdAck(m, msg.Num, seq)
+	ack := r.holdAck(m, num, seq)
 	r.mu.Unlock()
 	f.release()
 
 	if ack {
-		s.reply(m, &proto.Ack{Num: msg.Num, Seq: seq})
+		m.loop.ack(m, num, seq)
 	}
 }
 
@@ -284,7 +275,7 @@ func (s *Server) forward(m *member, to string, msg wire.Message) {
 	f := newFrame()
 	f.bb.B, _ = wire.AppendFrame(f.bb.B, msg)
 	r.ev++
-	target.loop.push(item{target: target, f: f, ev: r.ev})
+	target.loop.push(item{target: target, f: f, ev: r.ev}, m.loop)
 	r.mu.Unlock()
 }
 
@@ -311,7 +302,7 @@ func (s *Server) goodbye() func() bool {
 		for _, sh := range r.shards {
 			if sh.count > 0 {
 				f.retain()
-				sh.loop.push(item{sh: sh, f: f, ev: r.ev, bye: true})
+				sh.loop.push(item{sh: sh, f: f, ev: r.ev, bye: true}, nil)
 			}
 		}
 		f.release()

@@ -28,10 +28,13 @@ type Server struct {
 	addr    string // where the event loops listen (TCP, or a Unix socket under TLS only)
 	tlsLn   net.Listener
 	front   *tlsFront
-	sockDir string        // private directory of the loops' Unix socket, if any
-	booted  chan error    // receives the outcome of binding
-	exited  chan struct{} // closed when gnet.Run returns
-	runErr  error         // gnet.Run's result, read after exited
+	sockDir string     // private directory of the loops' Unix socket, if any
+	booted  chan error // receives the outcome of binding
+	// loopsUp is closed once the event loops run (OnTick, with TLS only).
+	loopsUp     chan struct{}
+	loopsUpOnce sync.Once
+	exited      chan struct{} // closed when gnet.Run returns
+	runErr      error         // gnet.Run's result, read after exited
 
 	closing   atomic.Bool
 	stopReap  chan struct{}
@@ -73,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      log,
 		booted:   make(chan error, 1),
+		loopsUp:  make(chan struct{}),
 		stopReap: make(chan struct{}),
 		drainReq: make(chan struct{}, 1),
 		exited:   make(chan struct{}),
@@ -86,6 +90,10 @@ func New(cfg Config) (*Server, error) {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetlog.Logger{L: log}),
 	}
+	if cfg.TLS != nil {
+		opts = append(opts, gnet.WithTicker(true))
+	}
+
 	// The TLS listener binds first, so its port can name the server before
 	// the event loops start reading the name. With TLS only, the loops
 	// listen on a Unix socket in a private directory that nobody dials:
@@ -133,6 +141,11 @@ func New(cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
 	}
 	if tlsLn != nil {
+		select {
+		case <-s.loopsUp:
+		case <-s.exited:
+			return fail(fmt.Errorf("chatserver: event loops stopped: %w", s.runErr))
+		}
 		s.front = newTLSFront(s, tlsLn)
 	}
 	s.now.Store(time.Now().UnixNano())

@@ -546,13 +546,25 @@ func TestBroadcastAllocsPerRecipient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures allocations over many messages")
 	}
-	perMessage := func(members int) float64 {
-		s := startServer(t, nil)
-		sender, _ := joinAs(t, s, "alloc", "sender")
+	ca := devCA(t)
+	perMessage := func(members int, tlsOn bool) float64 {
+		join := func(s *Server, user string) *peer {
+			if tlsOn {
+				return tlsMember(t, s.Addr(), ca, "alloc", user)
+			}
+			p, _ := joinAs(t, s, "alloc", user)
+			return p
+		}
+		var s *Server
+		if tlsOn {
+			s = startTLSServer(t, ca)
+		} else {
+			s = startServer(t, nil)
+		}
+		sender := join(s, "sender")
 		var readers []*peer
 		for i := 0; i < members; i++ {
-			p, _ := joinAs(t, s, "alloc", fmt.Sprintf("m%d", i))
-			readers = append(readers, p)
+			readers = append(readers, join(s, fmt.Sprintf("m%d", i)))
 		}
 		var wg sync.WaitGroup
 		const n = 400
@@ -590,12 +602,16 @@ func TestBroadcastAllocsPerRecipient(t *testing.T) {
 		runtime.ReadMemStats(&after)
 		return float64(after.Mallocs-before.Mallocs) / n
 	}
-	small := perMessage(2)
-	large := perMessage(64)
-	perRecipient := (large - small) / 62
-	t.Logf("allocations per message: %.2f with 2 members, %.2f with 64; %.3f per extra recipient", small, large, perRecipient)
-	if perRecipient > 0.25 {
-		t.Fatalf("broadcast allocates %.3f times per recipient, want 0", perRecipient)
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			small := perMessage(2, tlsOn)
+			large := perMessage(64, tlsOn)
+			perRecipient := (large - small) / 62
+			t.Logf("allocations per message: %.2f with 2 members, %.2f with 64; %.3f per extra recipient", small, large, perRecipient)
+			if perRecipient > 0.25 {
+				t.Fatalf("broadcast allocates %.3f times per recipient, want 0", perRecipient)
+			}
+		})
 	}
 }
 
@@ -907,4 +923,28 @@ func TestMemoryBudgets(t *testing.T) {
 		p.send(&proto.Join{Room: "two", User: "c"})
 		p.expectClosed(proto.CodeServerFull)
 	})
+}
+
+// TestHistoryCountsHeldMemory: the history budget counts the memory a
+// kept frame holds (its pooled buffer's capacity and the structures
+// around it), not only the frame's length, so a budget bounds the
+// server's memory. Small messages are where the two differ most.
+func TestHistoryCountsHeldMemory(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.History = 8 })
+	a, _ := joinAs(t, s, "r", "a")
+	var payload int64
+	for i := uint64(1); i <= 8; i++ {
+		m := &proto.Chat{Num: i, Text: "hi"}
+		a.send(m)
+		a.expect(proto.TAck)
+		b, _ := wire.AppendFrame(nil, m)
+		payload += int64(len(b))
+	}
+	h := s.histBytes.Load()
+	t.Logf("8 small frames (~%d bytes of frames) count as %d bytes held", payload, h)
+	// Each kept Deliver is at least as long as the Chat it carries, and
+	// holds frameOverhead more.
+	if min := payload + int64(8*frameOverhead); h < min {
+		t.Errorf("history counts %d bytes for 8 frames, under their %d bytes of Chat plus %d of structures", h, payload, 8*frameOverhead)
+	}
 }

@@ -3,7 +3,10 @@ package chatserver
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -15,18 +18,17 @@ import (
 // TLS on the event loops.
 //
 // gnet has no TLS, so the TLS port is a plain Go listener. A bounded pool
-// of goroutines runs handshakes (they block, and may take a round trip or
-// two); a connection whose handshake succeeded is enrolled on an event loop
-// (gnet duplicates its descriptor) together with its crypto/tls state, and
-// from then on it is served exactly like a plaintext one: no goroutine and
-// no relay belong to it. On the loop the tls.Conn sits on a transport that
-// reads the ciphertext gnet has already buffered and writes through gnet.
-// An empty buffer reads as a temporary error, which crypto/tls treats as
-// "come back later": it keeps a partial record and carries on when
-// OnTraffic brings the rest. The loop therefore decrypts whatever records
-// are complete, parses the frames they hold, and encrypts each write into
+// of goroutines runs handshakes with crypto/tls (they block, and may take a
+// round trip or two), recording the bytes they read and write and the
+// application traffic secrets from the key log. A connection whose
+// handshake succeeded is enrolled on an event loop (gnet duplicates its
+// descriptor) with a record layer built from those secrets (tlsrecord.go),
+// and the tls.Conn is dropped. From then on the connection is served
+// exactly like a plaintext one: OnTraffic decrypts whatever records are
+// whole and parses the frames they complete, and each write is sealed into
 // gnet's outbound buffer, so the same limits, slow-consumer rule and
-// tickets apply to both.
+// tickets apply. No goroutine and no relay belong to an established TLS
+// member. TLS 1.3 only.
 
 // tlsHandshakes bounds concurrent TLS handshakes. A full pool stops the
 // accept loop, so the kernel's backlog, not our memory, holds the queue.
@@ -38,10 +40,12 @@ const tlsHandshakeTimeout = 10 * time.Second
 // tlsFront accepts TLS connections and hands them to the event loops.
 type tlsFront struct {
 	s   *Server
+	cfg *tls.Config // hands each handshake its own key log
 	ln  net.Listener
 	sem chan struct{}
 	wg  sync.WaitGroup
 
+	enrolMu sync.Mutex // serialises Engine.Register
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // in the handshake, closed by stop
 	stopped bool
@@ -51,6 +55,26 @@ type tlsFront struct {
 
 func newTLSFront(s *Server, ln net.Listener) *tlsFront {
 	f := &tlsFront{s: s, ln: ln, sem: make(chan struct{}, tlsHandshakes), pending: make(map[net.Conn]struct{})}
+	base := s.cfg.TLS
+	f.cfg = &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+			cfg := base
+			if base.GetConfigForClient != nil {
+				c, err := base.GetConfigForClient(hi)
+				if err != nil {
+					return nil, err
+				}
+				if c != nil {
+					cfg = c
+				}
+			}
+			cfg = cfg.Clone()
+			cfg.MinVersion = tls.VersionTLS13
+			cfg.KeyLogWriter = &hi.Conn.(*tlsTransport).keys
+			return cfg, nil
+		},
+	}
 	f.wg.Add(1)
 	go f.accept()
 	return f
@@ -103,13 +127,17 @@ func (f *tlsFront) track(c net.Conn, on bool) bool {
 }
 
 // handshake runs the TLS handshake on c off the loops, then enrolls c on
-// an event loop with its TLS state as the connection's context.
+// an event loop with its record layer as the connection's context.
 func (f *tlsFront) handshake(c *net.TCPConn) {
 	t := &tlsTransport{Conn: c}
-	tc := tls.Server(t, f.s.cfg.TLS)
+	tc := tls.Server(t, f.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	var rl *recordLayer
+	if err == nil {
+		rl, err = newRecordLayer(tc.ConnectionState().CipherSuite, &t.keys, t.read, t.written)
+	}
 	if !f.track(c, false) || err != nil {
 		if err != nil {
 			f.failed.Add(1)
@@ -119,12 +147,16 @@ func (f *tlsFront) handshake(c *net.TCPConn) {
 		return
 	}
 	f.handshakes.Add(1)
-	hand := &tlsHandoff{t: t, c: tc}
-	ctx = gnet.NewContext(gnet.NewNetConnContext(context.Background(), c), hand)
+	ctx = gnet.NewContext(gnet.NewNetConnContext(context.Background(), c), rl)
 	// Enroll duplicates the descriptor and closes c; from OnOpen on, the
 	// connection lives on its loop.
+	// gnet's round-robin choice of a loop is not safe for concurrent use,
+	// though Register says it is.
+	f.enrolMu.Lock()
 	res, err := f.s.eng.Register(ctx)
+	f.enrolMu.Unlock()
 	if err != nil {
+		f.s.log.Debug("TLS connection not enrolled", "remote", c.RemoteAddr(), "err", err)
 		c.Close()
 		return
 	}
@@ -146,97 +178,25 @@ func (f *tlsFront) stopAccepting() {
 	f.wg.Wait()
 }
 
-// tlsHandoff is the context of a connection being enrolled: its TLS state.
-type tlsHandoff struct {
-	t *tlsTransport
-	c *tls.Conn
-}
-
-// tlsTransport is the net.Conn under a member's tls.Conn: the accepted TCP
-// connection during the handshake, gnet's buffers once on the loop.
+// tlsTransport is the net.Conn under a tls.Conn during its handshake: the
+// accepted TCP connection, keeping a copy of what crosses it (a few
+// kilobytes, dropped with the tls.Conn) for newRecordLayer.
 type tlsTransport struct {
-	net.Conn           // during the handshake only; nil after
-	gc       gnet.Conn // set on the loop in OnOpen
+	net.Conn
+	read, written []byte
+	keys          keyCapture
 }
 
-// errWouldBlock is what the transport reads when gnet holds no more bytes.
-// crypto/tls keeps its state for a temporary net.Error.
-var errWouldBlock = &wouldBlock{}
-
-type wouldBlock struct{}
-
-func (*wouldBlock) Error() string   { return "chatserver: no buffered TLS input" }
-func (*wouldBlock) Timeout() bool   { return true }
-func (*wouldBlock) Temporary() bool { return true }
-
-// Read reads the ciphertext gnet has buffered. Event loop only, once
-// enrolled.
 func (t *tlsTransport) Read(p []byte) (int, error) {
-	if t.gc == nil {
-		return t.Conn.Read(p)
-	}
-	if t.gc.InboundBuffered() == 0 {
-		return 0, errWouldBlock
-	}
-	return t.gc.Read(p)
+	n, err := t.Conn.Read(p)
+	t.read = append(t.read, p[:n]...)
+	return n, err
 }
 
-// Write hands ciphertext to gnet, which sends it or buffers what the
-// socket will not take. Event loop only, once enrolled.
 func (t *tlsTransport) Write(p []byte) (int, error) {
-	if t.gc == nil {
-		return t.Conn.Write(p)
-	}
-	return t.gc.Write(p)
-}
-
-// Close closes the TCP connection during the handshake; on the loop the
-// member's connection is closed through gnet instead.
-func (t *tlsTransport) Close() error {
-	if t.gc == nil {
-		return t.Conn.Close()
-	}
-	return nil
-}
-
-func (t *tlsTransport) SetDeadline(d time.Time) error {
-	if t.gc == nil {
-		return t.Conn.SetDeadline(d)
-	}
-	return nil
-}
-
-func (t *tlsTransport) SetReadDeadline(d time.Time) error {
-	if t.gc == nil {
-		return t.Conn.SetReadDeadline(d)
-	}
-	return nil
-}
-
-func (t *tlsTransport) SetWriteDeadline(d time.Time) error {
-	if t.gc == nil {
-		return t.Conn.SetWriteDeadline(d)
-	}
-	return nil
-}
-
-func (t *tlsTransport) LocalAddr() net.Addr {
-	if t.gc == nil {
-		return t.Conn.LocalAddr()
-	}
-	return t.gc.LocalAddr()
-}
-
-func (t *tlsTransport) RemoteAddr() net.Addr {
-	if t.gc == nil {
-		return t.Conn.RemoteAddr()
-	}
-	return t.gc.RemoteAddr()
-}
-
-// attach moves t onto gnet connection c. Event loop only (OnOpen).
-func (t *tlsTransport) attach(c gnet.Conn) {
-	t.gc, t.Conn = c, nil
+	n, err := t.Conn.Write(p)
+	t.written = append(t.written, p[:n]...)
+	return n, err
 }
 
 // plainIn is the decrypted inbound stream of a TLS member, in the shape
@@ -256,47 +216,106 @@ func (p *plainIn) Discard(n int) (int, error) {
 	return n, nil
 }
 
-// tlsReadChunk is the least room left in the scratch buffer for one
-// decrypting read: a whole TLS record's plaintext.
-const tlsReadChunk = 16 << 10
-
-// serveTLS decrypts every complete record gnet has buffered for m and
-// handles the frames they complete. A partial frame is kept on the member
-// (only then does it hold a buffer of its own). Event loop only.
+// serveTLS decrypts every whole record gnet has buffered for m and handles
+// the frames they complete. A partial record, and a partial frame, are
+// kept on the member (only then does it hold a buffer of its own). Event
+// loop only.
 func (s *Server) serveTLS(m *member) gnet.Action {
-	l := m.loop
+	l, rl := m.loop, m.rec
+	ct := append(l.cipherBuf[:0], rl.pending...)
+	if n := m.c.InboundBuffered(); n > 0 {
+		ct = append(ct, make([]byte, n)...)
+		k, _ := m.c.Read(ct[len(ct)-n:])
+		ct = ct[:len(ct)-n+k]
+	}
 	in := &l.plain
 	in.buf, in.off = append(l.plainBuf[:0], m.partial...), 0
-	m.partial = m.partial[:0]
-	for !m.dead {
-		if cap(in.buf)-len(in.buf) < tlsReadChunk {
-			if in.off > 0 {
-				in.buf = in.buf[:copy(in.buf, in.buf[in.off:])]
-				in.off = 0
-			}
-			if cap(in.buf)-len(in.buf) < tlsReadChunk {
-				in.buf = append(in.buf, make([]byte, tlsReadChunk)...)[:len(in.buf)]
-			}
-		}
-		n, err := m.tls.Read(in.buf[len(in.buf):cap(in.buf)])
-		in.buf = in.buf[:len(in.buf)+n]
-		if n > 0 {
-			s.serve(m, in)
-		}
-		if err != nil {
-			if err != errWouldBlock && !m.dead {
-				s.log.Debug("TLS read", "remote", m.c.RemoteAddr(), "err", err)
-				m.dead = true
-				_ = m.c.Close()
-			}
+	b := ct
+	var err error
+	for len(b) >= recordHeader && err == nil && !m.dead {
+		n := int(binary.BigEndian.Uint16(b[3:]))
+		if b[0] != typeAppData || n > maxCiphertext {
+			err = fmt.Errorf("%srecord of type %d, %d bytes", errRecordMsg, b[0], n)
 			break
 		}
+		if recordHeader+n > len(b) {
+			break
+		}
+		var typ byte
+		var size int
+		if cap(in.buf)-len(in.buf) < n {
+			in.buf = append(in.buf, make([]byte, n)...)[:len(in.buf)]
+		}
+		in.buf, typ, size, err = rl.in.open(in.buf, b[:recordHeader], b[recordHeader:recordHeader+n], &l.nonce)
+		b = b[recordHeader+n:]
+		if err != nil {
+			break
+		}
+		switch typ {
+		case typeAppData:
+		case typeHandshake:
+			msg := in.buf[len(in.buf)-size:]
+			in.buf = in.buf[:len(in.buf)-size]
+			err = s.keyUpdate(m, msg)
+		case typeAlert:
+			// close_notify or a fatal alert: the peer is done either way.
+			err = io.EOF
+		default:
+			err = fmt.Errorf("%scontent type %d", errRecordMsg, typ)
+		}
+	}
+	if len(b) > 0 && err == nil && !m.dead {
+		rl.pending = append(rl.pending[:0], b...)
+	} else {
+		rl.pending = nil
+	}
+	l.cipherBuf = ct[:0]
+	if in.InboundBuffered() > 0 {
+		s.serve(m, in)
 	}
 	if rest := in.buf[in.off:]; len(rest) > 0 && !m.dead {
-		m.partial = append(m.partial, rest...)
+		m.partial = append(m.partial[:0], rest...)
 	} else {
 		m.partial = nil
 	}
 	l.plainBuf, in.buf = in.buf[:0], nil
+	if err != nil && !m.dead {
+		if err != io.EOF {
+			s.log.Debug("TLS record", "remote", m.c.RemoteAddr(), "err", err)
+		}
+		m.dead = true
+		_ = m.c.Close()
+	}
 	return gnet.None
+}
+
+// keyUpdate handles a post-handshake message: only KeyUpdate is allowed.
+// The peer's next records use its next key; if it asks, ours move on too,
+// announced under the old key. Event loop only.
+func (s *Server) keyUpdate(m *member, msg []byte) error {
+	if len(msg) != 5 || msg[0] != keyUpdate || msg[1] != 0 || msg[2] != 0 || msg[3] != 1 || msg[4] > 1 {
+		return fmt.Errorf("%sunexpected handshake message % x", errRecordMsg, msg)
+	}
+	if err := m.rec.in.update(); err != nil {
+		return err
+	}
+	if msg[4] == 1 {
+		l := m.loop
+		l.sealBuf = m.rec.out.seal(l.sealBuf[:0], typeHandshake, []byte{keyUpdate, 0, 0, 1, 0}, &l.nonce)
+		_, _ = m.c.Write(l.sealBuf)
+		return m.rec.out.update()
+	}
+	return nil
+}
+
+// sealTo encrypts b into records and writes them to m. Event loop only.
+func (l *loop) sealTo(m *member, b []byte) {
+	out := l.sealBuf[:0]
+	for len(b) > 0 {
+		k := min(len(b), maxPlain)
+		out = m.rec.out.seal(out, typeAppData, b[:k], &l.nonce)
+		b = b[k:]
+	}
+	l.sealBuf = out[:0]
+	_, _ = m.c.Write(out)
 }

@@ -309,6 +309,7 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 		c.TLSListen = "127.0.0.1:0"
 		c.MaxConns = 3
 		c.MaxOutbound = 64 << 10
+		c.SlowTimeout = time.Second
 	})
 	sender := tlsMember(t, s.Addr(), ca, "r", "sender")
 	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
@@ -337,23 +338,38 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 	over.expectClosed(proto.CodeServerFull)
 
 	text := strings.Repeat("z", 4000)
-	var frame []byte
-	for i := uint64(1); i <= 2000; i++ {
-		frame, _ = wire.AppendFrame(frame[:0], &proto.Chat{Num: i, Text: text})
-		sender.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if _, err := sender.conn.Write(frame); err != nil {
-			t.Fatalf("send %d: %v", i, err)
-		}
-		if i%32 == 0 {
-			for k := 0; k < 32; k++ {
-				sender.expect(proto.TAck)
+	errc := make(chan error, 1)
+	go func() {
+		// The sender keeps 32 messages unacknowledged, as a client does;
+		// Acks wait while the slow member is behind, until it is cut off.
+		var frame []byte
+		for i := uint64(1); i <= 2000; i++ {
+			frame, _ = wire.AppendFrame(frame[:0], &proto.Chat{Num: i, Text: text})
+			if _, err := sender.conn.Write(frame); err != nil {
+				errc <- err
+				return
+			}
+			if i%32 != 0 {
+				continue
+			}
+			for acked := 0; acked < 32; {
+				m, err := sender.next(10 * time.Second)
+				if err != nil {
+					errc <- fmt.Errorf("sender waiting for acks at %d: %w", i, err)
+					return
+				}
+				if _, ok := m.(*proto.Ack); ok {
+					acked++
+				}
+			}
+			if s.Metrics().SlowConsumers > 0 {
+				break
 			}
 		}
-		if s.Stats().Conns < 3 {
-			break
-		}
-	}
-	testkit.WaitFor(t, 10*time.Second, "the slow TLS member to be cut off", func() bool { return s.Stats().Conns < 3 })
+		errc <- nil
+	}()
+	testkit.WaitFor(t, 20*time.Second, "the slow TLS member to be cut off", func() bool { return s.Metrics().SlowConsumers > 0 })
+	// Its backlog, and the error frame after it, leave as it reads.
 	for {
 		m, err := slow.next(5 * time.Second)
 		if err != nil {
@@ -364,6 +380,71 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 				t.Fatalf("slow member got %+v", e)
 			}
 			break
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+}
+
+// TestTLSResumedAndEagerClients: a client resuming its session with a
+// ticket (the server sent tickets under the new keys, which the record
+// layer must count) and a client whose first frames ride in the same
+// segment as its Finished both chat normally.
+func TestTLSResumedAndEagerClients(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	cfg, err := tlsconfig.Client(ca.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "127.0.0.1"
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	join := func(user string) (*peer, bool) {
+		raw, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := tls.Client(raw, cfg)
+		t.Cleanup(func() { c.Close() })
+		// Hello and Join are written before the handshake is driven, so
+		// they leave with the client's Finished.
+		b, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version})
+		b, _ = wire.AppendFrame(b, &proto.Join{Room: "resume", User: user})
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		p := newPeer(t, c)
+		p.expect(proto.TWelcome)
+		p.expect(proto.TJoined)
+		return p, c.ConnectionState().DidResume
+	}
+	a, _ := join("alice")
+	// Tickets arrive after the handshake; reading a frame took them in.
+	b, resumed := join("bob")
+	if !resumed {
+		t.Fatal("second connection did not resume its session")
+	}
+	// Each side reads the other's message, skipping its own Acks.
+	deliver := func(p *peer) *proto.Deliver {
+		for {
+			m, err := p.next(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d, ok := m.(*proto.Deliver); ok {
+				return d
+			}
+		}
+	}
+	for i := uint64(1); i <= 3; i++ {
+		a.send(&proto.Chat{Num: i, Text: "to bob"})
+		b.send(&proto.Chat{Num: i, Text: "to alice"})
+		if d := deliver(b); d.Num != i || d.From != "alice" {
+			t.Fatalf("bob got %+v", d)
+		}
+		if d := deliver(a); d.Num != i || d.From != "bob" {
+			t.Fatalf("alice got %+v", d)
 		}
 	}
 }

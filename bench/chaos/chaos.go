@@ -30,11 +30,15 @@ type Config struct {
 	CentralRSS, ServerRSS int64
 	// Rate is each bot's messages per second.
 	Rate float64
+	// Hold is how long the long faults last: a slow reader reads slowly
+	// for Hold, a stalled reader stops for Hold/2. make chaos holds them
+	// for a minute; the short run in make test scales them down.
+	Hold time.Duration
 }
 
 // DefaultConfig returns the caps and timings the README states.
 func DefaultConfig() Config {
-	return Config{Bin: "bin", Converge: 5 * time.Second, CentralRSS: 32 << 20, ServerRSS: 64 << 20, Rate: 20}
+	return Config{Bin: "bin", Converge: 5 * time.Second, CentralRSS: 32 << 20, ServerRSS: 64 << 20, Rate: 20, Hold: time.Minute}
 }
 
 // Result is what one scenario run found.
@@ -180,15 +184,21 @@ type Scenario struct {
 	// What the scenario injects, for the listing.
 	Doc string
 	// ServerArgs and BotArgs are extra flags for every chat server and
-	// bot of this scenario.
+	// bot of this scenario; HoldArgs, more server flags that scale with
+	// Config.Hold.
 	ServerArgs, BotArgs []string
+	HoldArgs            func(hold time.Duration) []string
 	// Rate overrides Config.Rate when set.
 	Rate float64
-	// NoLoss makes any Missed a violation too: the design's
-	// "back-pressure before loss" (a slow member slows the senders before
-	// a buffer overflows) allows no loss where every process stays up.
+	// NoLoss makes any Missed, and any member's chat link breaking, a
+	// violation too: the design's "back-pressure before loss" (a slow
+	// member slows the senders before a buffer overflows) allows no loss
+	// and no cut-off where every process stays up.
 	NoLoss bool
 	Run    func(e *Env) error
+	// Check, when set, looks at every bot event once the bots stopped
+	// and reports what the scenario alone promises.
+	Check func(e *Env, evs []cluster.Event)
 }
 
 var members = []string{"alice", "bob", "carol"}
@@ -270,6 +280,9 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		}
 		// Later flags win: a scenario's ServerArgs may override these.
 		args := append([]string{"-heartbeat", "500ms", "-drain-timeout", "3s"}, sc.ServerArgs...)
+		if sc.HoldArgs != nil {
+			args = append(args, sc.HoldArgs(e.cfg.Hold)...)
+		}
 		if _, err := c.AddServer(ctx, cluster.ServerOptions{ID: id, Listen: listen, Advertise: e.Chat[id].Addr(),
 			Central: e.Beat[id].Addr(), Args: args}); err != nil {
 			return err
@@ -284,7 +297,17 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		rate = sc.Rate
 	}
 	from := c.Events.Len()
-	for i, name := range members {
+	// The invitees first, and the requester once they are registered:
+	// it gives up on a peer Central does not know after a few tries.
+	for _, i := range []int{1, 2, 0} {
+		name := members[i]
+		if i == 0 {
+			for _, m := range members[1:] {
+				if err := e.awaitReady(from, m); err != nil {
+					return err
+				}
+			}
+		}
 		if e.Control[name], err = proxy(name+"-control", c.Control, true); err != nil {
 			return err
 		}
@@ -343,6 +366,7 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	if err := e.Sleep(1500 * time.Millisecond); err != nil {
 		return err
 	}
+	e.settle(time.Minute)
 	// Stop every bot at once; each stops sending, lets its last messages
 	// be acknowledged and prints its report.
 	stopAt := time.Now()
@@ -358,10 +382,21 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	}
 	wg.Wait()
 	stopRSS()
-	viol, recv, missed := delivery(c.Events.All(), stopAt)
+	evs := c.Events.All()
+	viol, recv, missed := delivery(evs, stopAt)
 	res.Received, res.Missed = recv, missed
 	if sc.NoLoss && missed > 0 {
 		e.Violate("%d messages reported missed with every process up: back-pressure should have slowed the senders first", missed)
+	}
+	if sc.NoLoss {
+		for _, ev := range evs {
+			if ev.Kind() == "broken" && ev.At.Before(stopAt) {
+				e.Violate("%s was cut off from %s with every process up: %s", ev.Bot, ev.Str("server"), ev.Str("err"))
+			}
+		}
+	}
+	if sc.Check != nil {
+		sc.Check(e, evs)
 	}
 	for _, v := range viol {
 		e.Violate("%s", v)
@@ -376,6 +411,103 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		}
 	}
 	return nil
+}
+
+// awaitReady waits for bot name's "ready" event (it registered with
+// Central). A bot that exits before it is started once more: on a loaded
+// machine its start-up check of Central's control port can fail; the
+// retry is logged, and a second failure ends the run.
+func (e *Env) awaitReady(from int, name string) error {
+	b := e.C.Bot(name)
+	for try := 1; ; try++ {
+		ready := make(chan error, 1)
+		go func() {
+			_, err := e.C.Events.Await(e.ctx, from, 30*time.Second, func(ev cluster.Event) bool {
+				return ev.Bot == name && ev.Kind() == "ready"
+			})
+			ready <- err
+		}()
+		select {
+		case err := <-ready:
+			if err != nil {
+				return fmt.Errorf("%s never registered with Central: %w", name, err)
+			}
+			return nil
+		case <-b.Exited():
+		}
+		if try == 2 {
+			return fmt.Errorf("%s exited twice before it registered with Central (see %s.log)", name, name)
+		}
+		e.log("%s exited before it registered with Central (see %s.log); starting it again", name, name)
+		if err := b.Start(); err != nil {
+			return err
+		}
+	}
+}
+
+// settle waits, up to timeout, until no running bot lags: each has
+// received (or been told it missed) every other running bot's messages
+// sent more than a second ago. A bot's "sent" is when its client took the
+// message, and after a long stall a sender's client may hold seconds of
+// messages that flow control keeps back; they are owed, and the bots must
+// not stop before they arrive. A backlog that never drains is left to the
+// delivery check to report.
+func (e *Env) settle(timeout time.Duration) {
+	running := map[string]int{}
+	for _, b := range e.C.Bots() {
+		if b.Running() {
+			running[b.Name] = b.Starts()
+		}
+	}
+	sent := map[string][]sentMsg{} // "sender inc": its messages so far
+	got := map[string]uint64{}     // "receiver|sender inc" (or "receiver|sender" for a Missed)
+	pos := 0
+	scan := func() {
+		evs := e.C.Events.All()
+		for _, ev := range evs[pos:] {
+			if running[ev.Bot] != ev.Run {
+				continue
+			}
+			switch ev.Kind() {
+			case "sent":
+				k := ev.Bot + " " + ev.Str("inc")
+				sent[k] = append(sent[k], sentMsg{num: uint64(ev.Num("num")), at: ev.At})
+			case "received":
+				k := ev.Bot + "|" + ev.Str("from") + " " + ev.Str("inc")
+				got[k] = max(got[k], uint64(ev.Num("num")))
+			case "missed":
+				k := ev.Bot + "|" + ev.Str("from")
+				got[k] = max(got[k], uint64(ev.Num("last")))
+			}
+		}
+		pos = len(evs)
+	}
+	start := time.Now()
+	err := cluster.WaitFor(e.ctx, timeout, func() bool {
+		scan()
+		old := time.Now().Add(-time.Second)
+		for s, msgs := range sent {
+			i := sort.Search(len(msgs), func(i int) bool { return msgs[i].at.After(old) })
+			if i == 0 {
+				continue
+			}
+			last := msgs[i-1].num
+			from, _, _ := strings.Cut(s, " ")
+			for r := range running {
+				if r != from && got[r+"|"+s] < last && got[r+"|"+from] < last {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if err != nil {
+		e.log("some bot still lags %v after the heal; stopping anyway", timeout)
+		return
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		e.log("the last backlog drained in %v", d.Round(time.Millisecond))
+	}
 }
 
 // sampleRSS records the largest RSS of Central and each chat server until

@@ -16,6 +16,12 @@
 //   - memory: the RSS of Central and of each chat server stays under
 //     Config.CentralRSS and Config.ServerRSS.
 //
+// Long faults (a slow or stalled reader) last Config.Hold: a minute in
+// make chaos, scaled down in the short run of make test. Before the bots
+// stop, the harness waits until no bot lags behind what the others sent
+// more than a second earlier, so a backlog flow control held back counts
+// only if it never arrives.
+//
 // The Proxy cuts frame links (client to Central control, client to chat
 // server) into frames with wire.Reader, so it can drop, duplicate, reorder,
 // inject and replay frames, and learns a chat connection's user from its

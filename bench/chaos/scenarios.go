@@ -32,13 +32,23 @@ var Scenarios = []Scenario{
 	{Name: "control-never-reads", Doc: "a registered client floods Central's control port with requests and never reads", Run: controlNeverReads},
 	{Name: "flaky-control-during-move", Doc: "every member's control link drops 20% and reorders 20% of frames, +50 ms, during a move", Run: flakyControl},
 	{Name: "heartbeat-blackhole", Doc: "the room's server's heartbeats to Central black-holed past offline-after, then healed", Run: heartbeatBlackhole},
-	// The two below overflow what the chat server's kernel send buffer
-	// absorbs (up to 4 MiB here), so the server's own outbound bound
-	// (-max-outbound, scaled down to 256 KiB) is reached.
-	{Name: "slow-reader", Doc: "one member reads at 1/10 of the room's send rate (2 x 200 msg/s of 3 KB; server -max-outbound 256 KiB)", Rate: 200,
+	// The three below overflow what the chat server's kernel send buffer
+	// absorbs (up to 4 MiB here), so the server's own bounds (-max-outbound,
+	// scaled down to 256 KiB, and -slow-timeout) are reached.
+	{Name: "slow-reader", Doc: "one member reads at 1/10 of the room's send rate for the hold (2 x 200 msg/s of 3 KB; server -max-outbound 256 KiB): no loss, no Missed, nobody cut off", Rate: 200,
 		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"}, NoLoss: true, Run: slowReader},
-	{Name: "reader-stall-resume", Doc: "one member stops reading for 8 s, then resumes (2 x 150 msg/s of 3 KB; server -max-outbound 256 KiB)", Rate: 150,
-		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"}, NoLoss: true, Run: readerStall},
+	{Name: "reader-stall-resume", Doc: "one member stops reading for half the hold, within the server's -slow-timeout of twice the hold, then resumes (2 x 150 msg/s of 3 KB; server -max-outbound 256 KiB): no loss", Rate: 150,
+		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"},
+		HoldArgs: func(hold time.Duration) []string { return []string{"-slow-timeout", (2 * hold).String()} },
+		NoLoss:   true, Run: readerStall},
+	// At 2 x 300 msg/s the kernel's buffers fill within about 2 s, so the
+	// member is behind well before the stall ends even in the short run.
+	{Name: "reader-stall-cutoff", Doc: "one member stops reading for half the hold, past the server's -slow-timeout of a sixth of it (2 x 300 msg/s of 3 KB): cut off, then told exactly what it lacks, one Missed per sender", Rate: 300,
+		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"},
+		HoldArgs: func(hold time.Duration) []string { return []string{"-slow-timeout", (hold / 6).String()} },
+		Run:      readerStallCutoff, Check: oneMissedPerSender},
+	{Name: "vanished-member", Doc: "SIGSTOP a member's client past the server's -idle-timeout (3 s): the others see it leave; SIGCONT, it comes back",
+		ServerArgs: []string{"-idle-timeout", "3s"}, Run: vanishedMember},
 	{Name: "resend-storm", Doc: "one member sends 50 Resend frames for the whole history of another", Run: resendStorm},
 }
 
@@ -300,20 +310,39 @@ func slowReader(e *Env) error {
 	victim := e.pick()
 	// Two senders at 200 msg/s of ~3060 bytes on the wire: ~1.2 MB/s.
 	e.Chat[at].Set(victim, Down, Rule{Rate: 122_000})
-	e.Fault("%s reads at 1/10 of the room's send rate", victim)
-	return e.Sleep(e.Jitter(6*time.Second, 8*time.Second))
+	e.Fault("%s reads at 1/10 of the room's send rate for %v", victim, e.cfg.Hold)
+	return e.Sleep(e.cfg.Hold)
 }
 
-func readerStall(e *Env) error {
+func readerStall(e *Env) error { return stallReader(e, false) }
+
+func readerStallCutoff(e *Env) error { return stallReader(e, true) }
+
+// stallReader stops one member reading for half the hold; untilCut keeps
+// it stopped until the room sees it leave (the server cut it off), up to
+// a minute more: the kernel's socket buffers absorb several seconds of
+// the room's traffic before the server's own bounds are reached, longer
+// than the short run's hold.
+func stallReader(e *Env, untilCut bool) error {
 	at, _, err := e.Where()
 	if err != nil {
 		return err
 	}
 	victim := e.pick()
+	from := e.C.Events.Len()
 	e.Chat[at].Set(victim, Down, Rule{Stall: true})
-	e.Fault("%s stops reading", victim)
-	if err := e.Sleep(8 * time.Second); err != nil {
+	e.Fault("%s stops reading for %v", victim, e.cfg.Hold/2)
+	if err := e.Sleep(e.cfg.Hold / 2); err != nil {
 		return err
+	}
+	if untilCut {
+		if _, err := e.C.Events.Await(e.ctx, from, time.Minute, func(ev cluster.Event) bool {
+			return ev.Kind() == "left" && ev.Str("user") == victim
+		}); err != nil {
+			e.log("the room never saw %s leave: %v", victim, err)
+		} else {
+			e.log("the server cut %s off", victim)
+		}
 	}
 	e.Chat[at].Heal()
 	e.Fault("%s reads again", victim)
@@ -330,7 +359,7 @@ func resendStorm(e *Env) error {
 	if err != nil {
 		return err
 	}
-	e.Fault("%s asks alice 50 times for everything she sent", victim)
+	e.Fault("%s asks alice 50 times in a second for everything she sent", victim)
 	for range 50 {
 		if e.Chat[at].Inject(victim, Up, f) == 0 {
 			return fmt.Errorf("%s has no link through %s's proxy", victim, at)
@@ -340,4 +369,72 @@ func resendStorm(e *Env) error {
 		}
 	}
 	return e.Sleep(2 * time.Second)
+}
+
+// oneMissedPerSender checks the member that was cut off: for each sender,
+// at most one Missed, covering exactly what it did not get (nothing it
+// got is reported missed).
+func oneMissedPerSender(e *Env, evs []cluster.Event) {
+	type key struct{ bot, from string }
+	got := map[key]map[uint64]bool{}
+	missed := map[key][]cluster.Event{}
+	cut := map[string]bool{}
+	for _, ev := range evs {
+		k := key{ev.Bot, ev.Str("from")}
+		switch ev.Kind() {
+		case "received":
+			if got[k] == nil {
+				got[k] = map[uint64]bool{}
+			}
+			got[k][uint64(ev.Num("num"))] = true
+		case "missed":
+			missed[k] = append(missed[k], ev)
+			cut[ev.Bot] = true
+		}
+	}
+	if len(cut) == 0 {
+		e.Violate("nobody was told of a gap: the stalled member was never cut off")
+	}
+	for k, ms := range missed {
+		if len(ms) != 1 {
+			e.Violate("%s got %d Missed for %s, want one", k.bot, len(ms), k.from)
+		}
+		for _, m := range ms {
+			first, last := uint64(m.Num("first")), uint64(m.Num("last"))
+			var dup []uint64
+			for n := range got[k] {
+				if n >= first && n <= last {
+					dup = append(dup, n)
+				}
+			}
+			if len(dup) > 0 {
+				e.Violate("%s's Missed for %s (%d-%d) covers %d messages it got: %s", k.bot, k.from, first, last, len(dup), ranges(dup))
+			}
+		}
+	}
+}
+
+// vanishedMember freezes a member's client (SIGSTOP): it sends nothing,
+// not even a ping, so its server closes it after -idle-timeout and the
+// room sees it leave. Then it thaws and comes back.
+func vanishedMember(e *Env) error {
+	victim := e.pick()
+	b := e.C.Bot(victim)
+	from := e.C.Events.Len()
+	e.Fault("SIGSTOP %s", victim)
+	if err := b.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	for _, m := range members {
+		if m == victim {
+			continue
+		}
+		if _, err := e.C.Events.Await(e.ctx, from, 15*time.Second, func(ev cluster.Event) bool {
+			return ev.Bot == m && ev.Kind() == "left" && ev.Str("user") == victim
+		}); err != nil {
+			e.Violate("%s never saw %s leave after it froze: %v", m, victim, err)
+		}
+	}
+	e.Fault("SIGCONT %s", victim)
+	return b.Signal(syscall.SIGCONT)
 }

@@ -201,6 +201,10 @@ func (b *Bot) Restart() error {
 	return b.start()
 }
 
+// Start starts a stopped bot again as it was first started, without a
+// token: for one that exited before it registered.
+func (b *Bot) Start() error { return b.start() }
+
 // StopClean ends the bot with SIGTERM (it prints its report) and waits.
 func (b *Bot) StopClean(grace time.Duration) error { return b.Stop(syscall.SIGTERM, grace) }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -269,6 +270,9 @@ func (o *options) idleMemory(kind string) (before, after int64, err error) {
 		return 0, 0, err
 	}
 	after, err = c.status("VmRSS")
+	if o.profile != "" && err == nil {
+		err = c.heapProfile(filepath.Join(o.profile, kind+"-idle.heap"))
+	}
 	return before, after, err
 }
 

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"nearchat/bench"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
 )
@@ -61,7 +60,7 @@ func (p *nearchatProto) appendPub(dst []byte, _ string, num uint64, at int64, si
 	if len(p.text) != size {
 		p.text = strings.Repeat("x", size)
 	}
-	return bench.AppendChat(dst, num, at, p.text)
+	return proto.AppendChat(dst, num, at, p.text)
 }
 
 func (p *nearchatProto) next(_ net.Conn, rd *bufio.Reader) (bool, uint64, int64, error) {
@@ -71,7 +70,7 @@ func (p *nearchatProto) next(_ net.Conn, rd *bufio.Reader) (bool, uint64, int64,
 	}
 	switch t {
 	case proto.TDeliver:
-		_, num, at, ok := bench.DeliverInfo(body)
+		_, num, at, ok := proto.DeliverInfo(body)
 		if !ok {
 			var d proto.Deliver
 			if err := wire.Unmarshal(body, &d); err != nil {

@@ -8,11 +8,11 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"nearchat/bench"
 	"nearchat/bench/baseline"
 	"nearchat/chatserver"
 	"nearchat/pkg/tlsconfig"
@@ -107,9 +107,6 @@ func startKind(kind string, tlsOn bool, certs tlsconfig.Files) (stopper, string,
 // address, answers each "gc" line on stdin with a GC and "ok", and stops
 // at EOF. With profile set it writes a CPU profile of its whole life.
 func serveChild(kind string, tlsOn bool, certDir, profile string) int {
-	if _, err := bench.RaiseFileLimit(1 << 20); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
 	if profile != "" {
 		f, err := os.Create(profile)
 		if err != nil {
@@ -131,9 +128,16 @@ func serveChild(kind string, tlsOn bool, certDir, profile string) int {
 	fmt.Printf("ADDR %s\n", addr)
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		if in.Text() == "gc" {
+		switch cmd, arg, _ := strings.Cut(in.Text(), " "); cmd {
+		case "gc":
 			runtime.GC()
 			debug.FreeOSMemory()
+			fmt.Println("ok")
+		case "heap":
+			if f, err := os.Create(arg); err == nil {
+				_ = pprof.WriteHeapProfile(f)
+				f.Close()
+			}
 			fmt.Println("ok")
 		}
 	}

@@ -86,6 +86,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	// On a loaded machine a probe round can come out late and the room
 	// start, or move, elsewhere; the page must show wherever it is.
 	t.Logf("room started on %s", first)
+	// Wherever a late probe round put it, Central's scan must bring the
+	// room to serv1, which the emulation ranks first (after the 10 s
+	// minimum dwell at worst).
+	testkit.WaitFor(t, 30*time.Second, "the room on serv1, the best server", func() bool { return c.roomServer() == "serv1" })
 	send(t, sa, bob, 5)
 
 	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {

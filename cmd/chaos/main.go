@@ -32,6 +32,7 @@ func main() {
 	jsonOut := flag.String("json", "", "also write the JSON summary to this `file`")
 	dir := flag.String("dir", "", "log `directory` (default: a temporary one; logs of passing runs are removed unless -keep-logs)")
 	keep := flag.Bool("keep-logs", false, "keep the logs of passing runs too")
+	flag.DurationVar(&cfg.Hold, "hold", cfg.Hold, "how long the long faults last (a slow reader; a stalled one stops for half of it)")
 	flag.DurationVar(&cfg.Converge, "converge", cfg.Converge, "every room must converge this soon after the last fault")
 	cmib := flag.Int64("central-rss", cfg.CentralRSS>>20, "Central's RSS cap in `MiB`")
 	smib := flag.Int64("server-rss", cfg.ServerRSS>>20, "each chat server's RSS cap in `MiB`")

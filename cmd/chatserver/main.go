@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -17,6 +18,10 @@ import (
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 )
+
+// memHeadroom is what the process needs beyond its budgets (runtime, event
+// loops, connections) in the soft memory limit it sets.
+const memHeadroom = 64 << 20
 
 func main() {
 	cfg := chatserver.DefaultConfig()
@@ -100,6 +105,13 @@ func main() {
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	cfg.Metrics = *metricsAddr != ""
+	// With both budgets given, the garbage collector is told about them:
+	// without a limit it lets the heap grow to twice what is live before
+	// it collects, so the RSS would reach twice the budgets. GOMEMLIMIT,
+	// when set, wins.
+	if cfg.HistoryBudget > 0 && cfg.OutboundBudget > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.HistoryBudget + cfg.OutboundBudget + memHeadroom)
+	}
 	s, err := chatserver.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -17,8 +17,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -26,6 +28,36 @@ import (
 
 	"nearchat/bench/cluster"
 )
+
+// maxRate bounds -rate: above it the bots' messages, not the moves, are
+// what the demo would measure.
+const maxRate = 1000
+
+// checkFlags refuses values the demo cannot run with, before any process
+// starts, saying which flag is wrong and why.
+func checkFlags(bin string, rate float64, hold time.Duration, dash string, rest []string) error {
+	var errs []error
+	if len(rest) > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q: every setting is a flag", rest))
+	}
+	if !(rate > 0 && rate <= maxRate) { // also refuses NaN
+		errs = append(errs, fmt.Errorf("-rate %v: must be above 0 and at most %d messages per second", rate, maxRate))
+	}
+	if hold < time.Second {
+		errs = append(errs, fmt.Errorf("-hold %v: must be at least 1s, or a phase ends before a probe round can see it", hold))
+	}
+	if dash != "" {
+		if _, _, err := net.SplitHostPort(dash); err != nil {
+			errs = append(errs, fmt.Errorf("-dashboard %q: want host:port: %v", dash, err))
+		}
+	}
+	for _, prog := range []string{"central", "chatserver", "chat"} {
+		if _, err := os.Stat(filepath.Join(bin, prog)); err != nil {
+			errs = append(errs, fmt.Errorf("-bin %s: no %s there (make build puts it in bin/)", bin, prog))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // The paper's topology, as round-trip times from either client.
 var servers = []struct {
@@ -52,6 +84,11 @@ func main() {
 	dash := flag.String("dashboard", "", "`address` of Central's live dashboard (default: a free loopback port)")
 	useTLS := flag.Bool("tls", true, "TLS 1.3 on every link and signed room tickets (a throwaway CA is made for the run)")
 	flag.Parse()
+	if err := checkFlags(*bin, *rate, *hold, *dash, flag.Args()); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		flag.Usage()
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,243 @@
+package chatserver
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// The TLS 1.3 record layer of an established connection (RFC 8446, 5.2),
+// run on the event loop in the loop's own buffers. crypto/tls does the
+// handshake; its key log hands us the application traffic secrets, and the
+// tls.Conn is then dropped, with the buffers its handshake grew (a
+// post-quantum ClientHello leaves several kilobytes behind). What a member
+// keeps is two AEADs, two IVs and sequence numbers.
+
+const (
+	recordHeader  = 5
+	maxPlain      = 16 << 10       // largest plaintext in one record
+	maxCiphertext = maxPlain + 256 // largest record body allowed in
+
+	// Content types, and the one post-handshake message a client may send.
+	typeAlert     = 21
+	typeHandshake = 22
+	typeAppData   = 23
+	keyUpdate     = 24
+
+	errRecordMsg = "chatserver: TLS " // prefix of record errors
+)
+
+// halfConn protects one direction.
+type halfConn struct {
+	suite  uint16
+	secret []byte
+	aead   cipher.AEAD
+	iv     [12]byte
+	seq    uint64
+}
+
+func suiteHash(suite uint16) func() hash.Hash {
+	if suite == tls.TLS_AES_256_GCM_SHA384 {
+		return sha512.New384
+	}
+	return sha256.New
+}
+
+// expandLabel is HKDF-Expand-Label (RFC 8446, 7.1) with an empty context.
+func expandLabel(suite uint16, secret []byte, label string, n int) ([]byte, error) {
+	info := make([]byte, 0, 4+6+len(label))
+	info = binary.BigEndian.AppendUint16(info, uint16(n))
+	info = append(info, byte(6+len(label)))
+	info = append(info, "tls13 "...)
+	info = append(info, label...)
+	info = append(info, 0)
+	return hkdf.Expand(suiteHash(suite), secret, string(info), n)
+}
+
+// setSecret derives the key and IV of a traffic secret (RFC 8446, 7.3).
+func (h *halfConn) setSecret(suite uint16, secret []byte) error {
+	keyLen := 16
+	switch suite {
+	case tls.TLS_AES_128_GCM_SHA256:
+	case tls.TLS_AES_256_GCM_SHA384, tls.TLS_CHACHA20_POLY1305_SHA256:
+		keyLen = 32
+	default:
+		return fmt.Errorf("%scipher suite %s is not TLS 1.3", errRecordMsg, tls.CipherSuiteName(suite))
+	}
+	key, err := expandLabel(suite, secret, "key", keyLen)
+	if err != nil {
+		return err
+	}
+	iv, err := expandLabel(suite, secret, "iv", 12)
+	if err != nil {
+		return err
+	}
+	var aead cipher.AEAD
+	if suite == tls.TLS_CHACHA20_POLY1305_SHA256 {
+		aead, err = chacha20poly1305.New(key)
+	} else {
+		var block cipher.Block
+		if block, err = aes.NewCipher(key); err == nil {
+			aead, err = cipher.NewGCM(block)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	*h = halfConn{suite: suite, secret: secret, aead: aead}
+	copy(h.iv[:], iv)
+	return nil
+}
+
+// update moves to the next traffic secret after a KeyUpdate.
+func (h *halfConn) update() error {
+	next, err := expandLabel(h.suite, h.secret, "traffic upd", suiteHash(h.suite)().Size())
+	if err != nil {
+		return err
+	}
+	return h.setSecret(h.suite, next)
+}
+
+// nonce writes the per-record nonce into n, which lives in the loop so
+// that handing it to the AEAD allocates nothing.
+func (h *halfConn) nonce(n *[12]byte) {
+	*n = h.iv
+	for i := 0; i < 8; i++ {
+		n[4+i] ^= byte(h.seq >> (56 - 8*i))
+	}
+}
+
+// seal appends one record carrying payload (at most maxPlain bytes) of
+// content type typ to dst.
+func (h *halfConn) seal(dst []byte, typ byte, payload []byte, n *[12]byte) []byte {
+	size := len(payload) + 1 + h.aead.Overhead()
+	if cap(dst)-len(dst) < recordHeader+size {
+		dst = append(dst, make([]byte, recordHeader+size)...)[:len(dst)]
+	}
+	hdr := len(dst)
+	dst = append(dst, typeAppData, 3, 3, byte(size>>8), byte(size))
+	start := len(dst)
+	dst = append(dst, payload...)
+	dst = append(dst, typ)
+	h.nonce(n)
+	dst = h.aead.Seal(dst[:start], n[:], dst[start:], dst[hdr:start])
+	h.seq++
+	return dst
+}
+
+// open decrypts record body ct (with its header hdr), appending the
+// plaintext to dst; it returns the content type and the plaintext's length.
+func (h *halfConn) open(dst, hdr, ct []byte, n *[12]byte) ([]byte, byte, int, error) {
+	h.nonce(n)
+	start := len(dst)
+	out, err := h.aead.Open(dst, n[:], ct, hdr)
+	if err != nil {
+		return dst, 0, 0, errors.New(errRecordMsg + "record failed authentication")
+	}
+	h.seq++
+	// The content type is the last non-zero byte; zeros after it pad.
+	i := len(out) - 1
+	for i >= start && out[i] == 0 {
+		i--
+	}
+	if i < start {
+		return dst, 0, 0, errors.New(errRecordMsg + "record without a content type")
+	}
+	return out[:i], out[i], i - start, nil
+}
+
+// recordLayer is a TLS member's protection state. Event loop only.
+type recordLayer struct {
+	in, out halfConn
+	pending []byte // ciphertext of a record not yet whole; nil when none
+}
+
+// keyCapture collects the application traffic secrets from crypto/tls's
+// key log during one connection's handshake.
+type keyCapture struct {
+	client, server []byte
+}
+
+func (k *keyCapture) Write(line []byte) (int, error) {
+	f := bytes.Fields(line)
+	if len(f) != 3 {
+		return len(line), nil
+	}
+	secret, err := hex.DecodeString(string(f[2]))
+	if err != nil {
+		return 0, err
+	}
+	switch string(f[0]) {
+	case "CLIENT_TRAFFIC_SECRET_0":
+		k.client = secret
+	case "SERVER_TRAFFIC_SECRET_0":
+		k.server = secret
+	}
+	return len(line), nil
+}
+
+// newRecordLayer builds the record layer of a finished handshake. read
+// and written are every byte the handshake read from and wrote to the
+// socket: records the client sent after its Finished may already be among
+// the bytes read, and the server may have sent session tickets under the
+// new keys, so the sequence numbers and the first unread application
+// record are found by trying the application keys on those records.
+func newRecordLayer(suite uint16, keys *keyCapture, read, written []byte) (*recordLayer, error) {
+	if keys.client == nil || keys.server == nil {
+		return nil, errors.New(errRecordMsg + "handshake logged no traffic secrets")
+	}
+	rl := &recordLayer{}
+	if err := rl.in.setSecret(suite, keys.client); err != nil {
+		return nil, err
+	}
+	if err := rl.out.setSecret(suite, keys.server); err != nil {
+		return nil, err
+	}
+	var nonce [12]byte
+	var scratch []byte
+	// Our own records under the new keys: session tickets.
+	for b := written; len(b) >= recordHeader; {
+		n := recordHeader + int(binary.BigEndian.Uint16(b[3:]))
+		if n > len(b) {
+			break
+		}
+		if b[0] == typeAppData {
+			// A record under the handshake keys fails; each success moves
+			// the sequence number on.
+			_, _, _, _ = rl.out.open(scratch[:0], b[:recordHeader], b[recordHeader:n], &nonce)
+		}
+		b = b[n:]
+	}
+	// The client's first application record: the first one that opens
+	// under its application key, or a partial one (the handshake is over,
+	// so every handshake record was whole).
+	b := read
+	for len(b) >= recordHeader {
+		n := recordHeader + int(binary.BigEndian.Uint16(b[3:]))
+		if n > len(b) {
+			break
+		}
+		if b[0] == typeAppData {
+			probe := rl.in
+			if _, _, _, err := probe.open(scratch[:0], b[:recordHeader], b[recordHeader:n], &nonce); err == nil {
+				break
+			}
+		}
+		b = b[n:]
+	}
+	if len(b) > 0 {
+		rl.pending = append([]byte(nil), b...)
+	}
+	return rl, nil
+}

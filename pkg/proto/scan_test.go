@@ -1,0 +1,126 @@
+package proto
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"nearchat/pkg/wire"
+)
+
+func TestDeliverInfo(t *testing.T) {
+	tests := []struct {
+		name string
+		d    Deliver
+	}{
+		{"zero", Deliver{}},
+		{"small", Deliver{Seq: 1, From: "u1", Num: 2, At: 3, Text: "hi"}},
+		{"now", Deliver{Seq: 70000, From: "sender", Num: 1 << 33, At: time.Now().UnixNano(), Text: strings.Repeat("x", 1024)}},
+		{"negative at", Deliver{Seq: 255, From: "a", Num: 256, At: -5, Text: strings.Repeat("y", 40)}},
+		{"max", Deliver{Seq: math.MaxUint64, From: strings.Repeat("z", 32), Num: math.MaxUint64 - 1, At: math.MinInt64, Text: strings.Repeat("q", MaxText)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			frame, err := wire.AppendFrame(nil, &tt.d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			typ, body, _, err := wire.ParseFrame(frame, 0)
+			if err != nil || typ != TDeliver {
+				t.Fatalf("ParseFrame: type 0x%02x, %v", byte(typ), err)
+			}
+			seq, num, at, ok := DeliverInfo(body)
+			if !ok || seq != tt.d.Seq || num != tt.d.Num || at != tt.d.At {
+				t.Errorf("DeliverInfo = %d, %d, %d, %v; want %d, %d, %d, true", seq, num, at, ok, tt.d.Seq, tt.d.Num, tt.d.At)
+			}
+		})
+	}
+	for _, bad := range [][]byte{nil, {0x91, 0x01}, {0x81, 0xa2, 'a', 't', 0x90}, {0x81, 0xa2, 'a'}, {0x81, 0xa2, 'a', 't', 0x01, 0x00}} {
+		if _, _, _, ok := DeliverInfo(bad); ok {
+			t.Errorf("DeliverInfo(% x) ok, want not ok", bad)
+		}
+	}
+}
+
+func TestAppendChat(t *testing.T) {
+	for _, size := range []int{0, 1, 31, 32, 64, 255, 256, 1024, MaxText} {
+		text := strings.Repeat("t", size)
+		frame := AppendChat([]byte("junk"), 42, -7, text)[4:]
+		typ, body, n, err := wire.ParseFrame(frame, 0)
+		if err != nil || typ != TChat || n != len(frame) {
+			t.Fatalf("size %d: ParseFrame: type 0x%02x, n %d of %d, %v", size, byte(typ), n, len(frame), err)
+		}
+		var c Chat
+		if err := wire.Unmarshal(body, &c); err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		if c.Num != 42 || c.At != -7 || c.Text != text {
+			t.Errorf("size %d: decoded num %d at %d text of %d bytes", size, c.Num, c.At, len(c.Text))
+		}
+	}
+	if a := testing.AllocsPerRun(100, func() { _ = AppendChat(make([]byte, 0, 2048)[:0], 1, 2, "hello") }); a > 1 {
+		t.Errorf("AppendChat: %.0f allocations, want only the caller's buffer", a)
+	}
+}
+
+func TestHandEncodersDecode(t *testing.T) {
+	for _, want := range []Deliver{{}, {Seq: 1, From: "u", Num: 2, At: -3, Text: "hi", Inc: 4},
+		{Seq: math.MaxUint64, From: strings.Repeat("f", MaxUser), Num: 1 << 40, At: math.MinInt64, Text: strings.Repeat("t", MaxText), Inc: math.MaxUint64},
+		{Seq: 7, From: "x", Num: 8, At: 9, Text: strings.Repeat("t", 300)}} {
+		b := AppendDeliver([]byte("junk"), want.Seq, want.From, want.Num, want.At, []byte(want.Text), want.Inc)[4:]
+		var got Deliver
+		decodeFrame(t, b, TDeliver, &got)
+		if got != want {
+			t.Fatalf("AppendDeliver(%+v) decodes to %+v", want, got)
+		}
+	}
+	for _, want := range []Ack{{}, {Num: 1, Seq: 2}, {Num: math.MaxUint64, Seq: 1 << 40}} {
+		var got Ack
+		decodeFrame(t, AppendAck([]byte("junk"), want.Num, want.Seq)[4:], TAck, &got)
+		if got != want {
+			t.Fatalf("AppendAck(%+v) decodes to %+v", want, got)
+		}
+	}
+}
+
+func decodeFrame(t *testing.T, b []byte, typ wire.Type, v any) {
+	t.Helper()
+	got, body, n, err := wire.ParseFrame(b, 0)
+	if err != nil || got != typ || n != len(b) {
+		t.Fatalf("ParseFrame: type 0x%02x, %d of %d bytes, %v", byte(got), n, len(b), err)
+	}
+	if err := wire.Unmarshal(body, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestScanChat(t *testing.T) {
+	for _, want := range []Chat{{}, {Num: 1, At: 2, Text: "hello"}, {Num: 3, Text: "again", To: "bob"}, {Num: math.MaxUint64, At: -1, Text: strings.Repeat("x", MaxText)}} {
+		// Both the codec's encoding and the hand-written one.
+		coded, _ := wire.AppendFrame(nil, &want)
+		frames := [][]byte{coded}
+		if want.To == "" {
+			frames = append(frames, AppendChat(nil, want.Num, want.At, want.Text))
+		}
+		for _, frame := range frames {
+			_, body, _, err := wire.ParseFrame(frame, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			num, at, text, to, ok := ScanChat(body)
+			if !ok || num != want.Num || at != want.At || string(text) != want.Text || string(to) != want.To {
+				t.Fatalf("ScanChat(%+v) = %d, %d, %d bytes, %v", want, num, at, len(text), ok)
+			}
+		}
+	}
+	for _, bad := range [][]byte{nil, {0x91, 0x01}, {0x81, 0xa4, 't', 'e', 'x', 't', 0x01}, {0x81, 0xa3, 'n', 'u', 'm', 0xa1, 'x'}, {0x81, 0xa2, 'a', 't', 0x01, 0x00}} {
+		if _, _, _, _, ok := ScanChat(bad); ok {
+			t.Errorf("ScanChat(% x) ok, want not ok", bad)
+		}
+	}
+	body := AppendChat(nil, 1, 2, "hi")[wire.HeaderSize:]
+	if a := testing.AllocsPerRun(100, func() { _, _, _, _, _ = ScanChat(body) }); a != 0 {
+		t.Errorf("ScanChat allocates %.0f times", a)
+	}
+}
