@@ -30,8 +30,9 @@
 //
 // A Session watches its room's connection (Config.Liveness): silent for
 // max(Liveness/3, 2*RTT) it pings, and a ping unanswered for
-// max(Liveness, 4*RTT) (RTT: that connection's smoothed Ping/Pong time;
-// any frame counts as an answer) makes it Broken with ErrSilent, which the
+// max(Liveness, 4*RTT, 2*(RTT+4*RTTVAR)) (RTT and RTTVAR: that
+// connection's smoothed Ping/Pong time and deviation; any frame counts as
+// an answer) makes it Broken with ErrSilent, which the
 // Client reports to Central at once. A silent connection is kept open: if
 // the server was only stalled, its next frame makes the session connected
 // again; a Move, even to the same server and epoch, joins anew.

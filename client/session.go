@@ -49,9 +49,10 @@ type Config struct {
 	// Liveness is the fast check of the room's current connection: when
 	// it has been silent for max(Liveness/3, 2*RTT) the session pings, and
 	// when that ping goes unanswered (no frame at all) for
-	// max(Liveness, 4*RTT) the connection is declared dead (Broken), RTT
-	// being this connection's own smoothed Ping/Pong round trip. 0 leaves
-	// only IdleTimeout.
+	// max(Liveness, 4*RTT, 2*(RTT+4*RTTVAR)) the connection is reported
+	// Broken, RTT and RTTVAR being this connection's own smoothed Ping/Pong
+	// round trip and deviation (as TCP keeps them). 0 leaves only
+	// IdleTimeout.
 	Liveness time.Duration
 	// EventBuffer is the capacity of the Events channel, and the number of
 	// undelivered events past which the session stops reading from the
@@ -854,7 +855,9 @@ func (s *Session) fellSilent(l *link, err error) {
 	s.emit(Broken{Server: l.server, Epoch: l.epoch, Err: err})
 }
 
-// liveTimes returns l's ping interval and liveness deadline.
+// liveTimes returns l's ping interval and liveness deadline: the deadline
+// is at least four RTTs and twice TCP's retransmission timeout (RTT plus
+// four deviations), so a jittery, loaded path is not taken for a dead one.
 func (s *Session) liveTimes(l *link) (every, deadline time.Duration) {
-	return max(s.cfg.Liveness/3, 2*l.rtt), max(s.cfg.Liveness, 4*l.rtt)
+	return max(s.cfg.Liveness/3, 2*l.rtt), max(s.cfg.Liveness, 4*l.rtt, 2*(l.rtt+4*l.rttvar))
 }
