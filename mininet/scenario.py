@@ -392,8 +392,9 @@ class Scenario:
                           'the dwell to pass')
         t_up = time.time()
         self.procs.start_server(cn.LATE_SERVER)
+        self.results['up-register'] = time.time() - t_up
         self.say('%s started (registered with Central after %.2f s)' % (
-            cn.LATE_SERVER, time.time() - t_up))
+            cn.LATE_SERVER, self.results['up-register']))
         t_moved = self.expect_room_on(better, t_up, args.move_timeout,
                                       '(c) %s started' % cn.LATE_SERVER)
         self.results['up->move'] = t_moved - t_up
@@ -511,9 +512,11 @@ class Scenario:
                            ('drain->move', 'serv4 drained -> chat moved')):
             if key in self.results:
                 print('  %-40s %6.2f s' % (label, self.results[key]))
-                if key == 'linkdown->move' and 'linkdown-cmd' in self.results:
-                    print('  %-40s %6.2f s' % ('  of which the link-down command',
-                                              self.results['linkdown-cmd']))
+                part = {'linkdown->move': ('linkdown-cmd', 'the link-down command'),
+                        'up->move': ('up-register', 'serv1 starting, registering')}.get(key)
+                if part and part[0] in self.results:
+                    print('  %-40s %6.2f s' % ('  of which ' + part[1],
+                                              self.results[part[0]]))
         if 'delivered' in self.results:
             print('  %-40s %6d' % ('messages delivered', self.results['delivered']))
 
