@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"nearchat/central/store"
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/selection"
 	"nearchat/pkg/tlsconfig"
 )
@@ -62,12 +63,18 @@ type Central struct {
 
 	kick chan struct{}
 
+	lim       *connlimit.Limiter // descriptors held by connections, every port
+	ctrlPort  *connlimit.Port
 	restLn    net.Listener
 	httpSrv   *http.Server
 	ctrl      *control
-	regLimit  bucket // registrations, guarded by mu
+	regLimit  sourceBuckets    // registrations per source address, guarded by mu
+	folded    map[string]*user // users by case-folded name, guarded by mu
 	ctrlAddr  string
 	ctrlFront *tlsconfig.Front // TLS in front of the control port, if on
+	ctrlLn    net.Listener     // the plaintext control port, fed to the loops
+	ctrlFed   chan struct{}    // closed when feeding ctrlLn ends
+	ctrlSock  string           // the loops' private socket directory, when no front owns it
 	gnetDone  chan error
 
 	ctx       context.Context // ends on Close; bounds probes
@@ -90,6 +97,7 @@ func New(cfg Config) (*Central, error) {
 		st:       cfg.Store,
 		now:      cfg.Clock,
 		users:    map[string]*user{},
+		folded:   map[string]*user{},
 		tokens:   map[string]*user{},
 		srvByID:  map[string]*serverRec{},
 		layout:   1,
@@ -129,21 +137,35 @@ func New(cfg Config) (*Central, error) {
 		return nil, fmt.Errorf("central: load store: %w", err)
 	}
 
+	budget, _, err := connlimit.Budget()
+	if err != nil {
+		c.cancel()
+		return nil, fmt.Errorf("central: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		budget = min(budget, cfg.MaxConns)
+	}
+	c.lim = connlimit.New(budget)
+	c.ctrlPort = c.lim.Port(cfg.MaxConnsPerSource)
 	ln, err := net.Listen("tcp", cfg.RESTListen)
 	if err != nil {
 		c.cancel()
 		return nil, fmt.Errorf("central: REST listen: %w", err)
 	}
+	ln = c.lim.Port(cfg.MaxConnsPerSource).Listener(ln, 1)
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}
 	c.restLn = ln
 	c.httpSrv = &http.Server{
-		Handler:           c.observeREST(c.restHandler()),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		Handler: c.observeREST(c.restHandler()),
+		// Short timeouts: an idle or trickling connection holds a
+		// descriptor from the budget every port shares.
+		ReadHeaderTimeout: restHeaderTimeout,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       restIdleTimeout,
+		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
 	}
 	if err := c.startControl(); err != nil {
@@ -153,6 +175,14 @@ func New(cfg Config) (*Central, error) {
 	}
 	return c, nil
 }
+
+// REST timeouts: headers must arrive within restHeaderTimeout of the
+// connection (or of the previous response), and a keep-alive connection
+// idle for restIdleTimeout is closed.
+const (
+	restHeaderTimeout = 5 * time.Second
+	restIdleTimeout   = 15 * time.Second
+)
 
 // RESTAddr returns the bound REST address. Safe for concurrent use.
 func (c *Central) RESTAddr() string { return c.restLn.Addr().String() }
@@ -268,6 +298,7 @@ func (c *Central) tickLoop() {
 			c.expireLocked(now)
 		}
 		c.mu.Unlock()
+		c.lim.Reclaim()
 		if changed {
 			c.kickScan()
 		}

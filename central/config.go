@@ -48,7 +48,9 @@ type Config struct {
 	// it the room is placed provisionally.
 	SettleWait time.Duration
 	// MaxOutbound bounds the bytes queued for one control connection that
-	// its client has not read; past it the client is cut off.
+	// its client has not read; past a quarter of it the connection's input
+	// is left unread (and cut off if that lasts), past it the client is
+	// cut off.
 	MaxOutbound int
 	// RoomTTL removes a room once none of its members has been connected,
 	// and no server has reported it, for this long; a user whose session
@@ -86,6 +88,15 @@ type Config struct {
 	// TicketTTL is how long a ticket stays valid.
 	TicketKey ed25519.PrivateKey
 	TicketTTL time.Duration
+
+	// MaxConns bounds the descriptors Central's connections may hold, on
+	// the REST and control ports together (a TLS control connection holds
+	// three); 0 means the process's descriptor limit minus a reserve, and
+	// a larger value is lowered to that. MaxConnsPerSource bounds the
+	// connections of one IP address on each port (0: no bound).
+	// Connections past either are refused at once.
+	MaxConns          int
+	MaxConnsPerSource int
 
 	// Multicore runs the control port on one gnet event loop per CPU.
 	Multicore bool
@@ -125,6 +136,7 @@ func DefaultConfig() Config {
 		RegisterBurst:     2000,
 		Policy:            selection.DefaultPolicy(),
 		Multicore:         true,
+		MaxConnsPerSource: 2048,
 	}
 }
 
@@ -158,6 +170,9 @@ func (c *Config) validate() error {
 	}
 	if c.RequestRate <= 0 || c.RequestBurst < 1 || c.RegisterRate <= 0 || c.RegisterBurst < 1 {
 		errs = append(errs, fmt.Errorf("request and registration rates must be positive with bursts of at least 1"))
+	}
+	if c.MaxConns < 0 || c.MaxConnsPerSource < 0 {
+		errs = append(errs, fmt.Errorf("MaxConns and MaxConnsPerSource must not be negative"))
 	}
 	if c.MaxOutbound < 64<<10 {
 		errs = append(errs, fmt.Errorf("MaxOutbound must be at least 64 KiB, got %d", c.MaxOutbound))

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/gnetlog"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
@@ -19,18 +21,30 @@ import (
 )
 
 // helloTimeout closes a control connection that has not said Hello.
-const helloTimeout = 10 * time.Second
+const helloTimeout = 5 * time.Second
+
+// Bounds of one control connection. Replies and pushes that the client does
+// not read wait in its outbound buffer; past a quarter of Config.MaxOutbound
+// its input is left unread, and a connection whose unread input grows past
+// ctrlMaxInbound meanwhile, that stays paused for ctrlMaxPause, or whose
+// output passes MaxOutbound, is cut off as a slow consumer. One client that
+// never reads thus costs Central about MaxOutbound at most.
+const (
+	ctrlMaxInbound = 256 << 10
+	ctrlMaxPause   = 5 * time.Second
+)
 
 // conn is one control connection.
 type conn struct {
-	gc     gnet.Conn
-	opened time.Time
-	dead   atomic.Bool // a fatal error was sent: ignore further input
-	user   *user       // guarded by Central.mu; nil before Hello
-	// queued counts the bytes handed to AsyncWrite that the event loop
-	// has not taken yet: with OutboundBuffered, the backlog a client that
-	// does not read leaves in Central.
-	queued atomic.Int64
+	gc       gnet.Conn
+	opened   time.Time
+	dead     atomic.Bool  // a fatal error was sent: ignore further input
+	counted  bool         // holds a descriptor of Central's budget; loop only
+	queued   atomic.Int64 // bytes handed to AsyncWrite, not yet on the loop
+	outbound atomic.Int64 // the outbound buffer as last seen on the loop
+	paused   atomic.Bool  // input left unread until the output drains
+	pausedAt atomic.Int64 // when paused was set, Unix nanoseconds
+	user     *user        // guarded by Central.mu; nil before Hello
 }
 
 // control is the gnet event handler of the control port.
@@ -39,36 +53,37 @@ type control struct {
 	c    *Central
 	eng  gnet.Engine
 	boot chan string // the bound address, once
+
+	loopsUp chan struct{} // closed by the first OnTick
+	once    sync.Once
 }
 
 func (c *Central) startControl() error {
-	h := &control{c: c, boot: make(chan string, 1)}
+	h := &control{c: c, boot: make(chan string, 1), loopsUp: make(chan struct{})}
 	c.ctrl = h
-	// With TLS the event loops listen on a private Unix socket and a TLS
-	// front on ControlListen relays to them (gnet has no TLS).
-	network, listen, sockDir := "tcp", c.cfg.ControlListen, ""
-	var tlsLn net.Listener
-	if c.cfg.TLS == nil {
-		// gnet reports a port in use as "setsockopt: bad file descriptor":
-		// bind it once here, so the error says what is wrong.
-		ln, err := net.Listen("tcp", listen)
-		if err != nil {
-			return err
-		}
-		ln.Close()
+	// The event loops listen on a private Unix socket, never on the
+	// network: gnet's accept loop ends the engine on EMFILE. Plaintext
+	// connections are accepted by connlimit.Feed; with TLS a front on
+	// ControlListen relays to the socket (gnet has no TLS).
+	network, listen, sockDir, err := tlsconfig.Backend("")
+	if err != nil {
+		return err
 	}
+	ln, err := net.Listen("tcp", c.cfg.ControlListen)
+	if err != nil {
+		os.RemoveAll(sockDir)
+		return err
+	}
+	var tlsLn net.Listener
 	if c.cfg.TLS != nil {
-		var err error
-		if tlsLn, err = tls.Listen("tcp", c.cfg.ControlListen, c.cfg.TLS); err != nil {
-			return err
-		}
-		if network, listen, sockDir, err = tlsconfig.Backend(""); err != nil {
-			tlsLn.Close()
-			return err
-		}
+		// A relayed TLS connection holds two descriptors in the front and
+		// one on the event loops (counted in OnOpen).
+		tlsLn = tls.NewListener(c.ctrlPort.Listener(ln, 2), c.cfg.TLS)
 	}
 	go func() {
 		c.gnetDone <- gnet.Run(h, network+"://"+listen,
+			gnet.WithLoadBalancing(gnet.LeastConnections), // Engine.Register needs it
+			gnet.WithTicker(true),                         // the first OnTick says the loops exist
 			gnet.WithMulticore(c.cfg.Multicore),
 			gnet.WithLogger(gnetlog.Logger{L: c.log}),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
@@ -78,22 +93,28 @@ func (c *Central) startControl() error {
 			gnet.WithReuseAddr(true))
 	}()
 	fail := func(err error) error {
-		if tlsLn != nil {
-			tlsLn.Close()
-			os.RemoveAll(sockDir)
-		}
+		ln.Close()
+		os.RemoveAll(sockDir)
 		return err
 	}
 	select {
-	case addr := <-h.boot:
-		if addr == "" {
-			return fail(errors.Join(errors.New("cannot read the bound address"), c.stopControl(context.Background())))
+	case <-h.boot:
+		select {
+		case <-h.loopsUp:
+		case err := <-c.gnetDone:
+			return fail(err)
 		}
-		c.ctrlAddr = addr
+		c.ctrlAddr = ln.Addr().String()
 		if tlsLn != nil {
-			c.ctrlFront = tlsconfig.NewFront(tlsLn, network, addr, sockDir, c.log.Debug)
-			c.ctrlAddr = tlsLn.Addr().String()
+			c.ctrlFront = tlsconfig.NewFront(tlsLn, network, listen, sockDir, c.log.Debug)
+			return nil
 		}
+		c.ctrlSock, c.ctrlLn, c.ctrlFed = sockDir, ln, make(chan struct{})
+		full, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeServerFull, Reason: "Central has too many connections; try again later", Fatal: true})
+		go func() {
+			defer close(c.ctrlFed)
+			connlimit.Feed(ln, h.eng, c.lim, full, c.log.Warn)
+		}()
 		return nil
 	case err := <-c.gnetDone:
 		return fail(err)
@@ -110,6 +131,10 @@ func (c *Central) stopControl(ctx context.Context) error {
 	if c.ctrlFront != nil {
 		c.ctrlFront.StopAccepting()
 	}
+	if c.ctrlLn != nil {
+		c.ctrlLn.Close()
+		<-c.ctrlFed
+	}
 	if err := c.ctrl.eng.Stop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("central: stop control port: %w", err))
 	}
@@ -125,23 +150,23 @@ func (c *Central) stopControl(ctx context.Context) error {
 	if c.ctrlFront != nil {
 		c.ctrlFront.Close()
 	}
+	if c.ctrlSock != "" {
+		os.RemoveAll(c.ctrlSock)
+	}
 	return errors.Join(errs...)
 }
 
-// OnBoot keeps the engine and learns the real port through a duplicate of
-// the listening socket.
+// OnTick runs on gnet's ticker, which starts once the event loops exist;
+// its first run lets startControl start enrolling connections.
+func (h *control) OnTick() (time.Duration, gnet.Action) {
+	h.once.Do(func() { close(h.loopsUp) })
+	return time.Hour, gnet.None
+}
+
+// OnBoot keeps the engine.
 func (h *control) OnBoot(eng gnet.Engine) gnet.Action {
 	h.eng = eng
-	addr := ""
-	if fd, err := eng.Dup(); err == nil {
-		f := os.NewFile(uintptr(fd), "control-listener")
-		if ln, err := net.FileListener(f); err == nil {
-			addr = ln.Addr().String()
-			ln.Close()
-		}
-		f.Close()
-	}
-	h.boot <- addr
+	h.boot <- ""
 	return gnet.None
 }
 
@@ -150,6 +175,12 @@ func (h *control) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	cn := &conn{gc: gc}
 	gc.SetContext(cn)
 	c := h.c
+	if !c.ctrlPort.Acquire(gc.RemoteAddr(), 1) {
+		cn.dead.Store(true)
+		b, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeServerFull, Reason: "Central has too many connections (from your address or in all); try again later", Fatal: true})
+		return b, gnet.Close
+	}
+	cn.counted = true
 	c.mu.Lock()
 	cn.opened = c.now()
 	c.conns[cn] = struct{}{}
@@ -164,6 +195,9 @@ func (h *control) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	c := h.c
+	if cn.counted {
+		c.ctrlPort.Release(gc.RemoteAddr(), 1)
+	}
 	c.mu.Lock()
 	delete(c.conns, cn)
 	if u := cn.user; u != nil && u.sess == cn {
@@ -183,6 +217,9 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 			gc.Discard(n)
 			return gnet.None
 		}
+		if h.c.backPressure(cn, n) {
+			return gnet.None
+		}
 		t, body, size, err := wire.Next(gc, wire.MaxFrame)
 		if errors.Is(err, wire.ErrIncomplete) {
 			return gnet.None
@@ -197,9 +234,6 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 			continue
 		}
 		h.c.handle(cn, msg)
-		if h.c.backlogged(gc, cn) {
-			return gnet.None // cut off: the rest is not read
-		}
 	}
 }
 
@@ -209,49 +243,64 @@ func (c *Central) fatal(cn *conn, code proto.Code, reason string) {
 	c.mu.Unlock()
 }
 
-// writeLocked queues frame on cn; frame must not change afterwards.
+// backPressure reports whether cn's input must stay unread for now: its
+// output is over a quarter of MaxOutbound. It cuts off a connection whose unread
+// input passes ctrlMaxInbound meanwhile. Event loop only.
+func (c *Central) backPressure(cn *conn, inbound int) bool {
+	out := int64(cn.gc.OutboundBuffered())
+	cn.outbound.Store(out)
+	pause := int64(c.cfg.MaxOutbound / 4)
+	if out+cn.queued.Load() <= pause {
+		cn.paused.Store(false)
+		return false
+	}
+	if !cn.paused.Swap(true) {
+		cn.pausedAt.Store(time.Now().UnixNano())
+	}
+	if inbound > ctrlMaxInbound {
+		c.fatal(cn, proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes of replies unread", pause))
+	}
+	return true
+}
+
+// wakePausedLocked asks the loops to look again at connections whose input
+// waits for their output to drain (gnet has no "writable" callback), and
+// cuts off those paused for longer than ctrlMaxPause.
+func (c *Central) wakePausedLocked() {
+	for cn := range c.conns {
+		if !cn.paused.Load() || cn.dead.Load() {
+			continue
+		}
+		if time.Since(time.Unix(0, cn.pausedAt.Load())) > ctrlMaxPause {
+			c.fatalLocked(cn, proto.CodeSlowConsumer, fmt.Sprintf("replies unread for %v", ctrlMaxPause))
+			continue
+		}
+		_ = cn.gc.Wake(nil)
+	}
+}
+
+// writeLocked queues frame on cn; frame must not change afterwards. A
+// connection whose unsent output would pass MaxOutbound is cut off
+// instead.
 func (c *Central) writeLocked(cn *conn, frame []byte) {
 	if cn.dead.Load() {
 		return
 	}
 	n := int64(len(frame))
+	if limit := int64(c.cfg.MaxOutbound); cn.queued.Load()+cn.outbound.Load()+n > limit {
+		c.fatalLocked(cn, proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread (limit %d); read your control connection", cn.queued.Load()+cn.outbound.Load()+n, limit))
+		return
+	}
 	cn.queued.Add(n)
 	err := cn.gc.AsyncWrite(frame, func(gc gnet.Conn, _ error) error {
 		cn.queued.Add(-n)
-		c.backlogged(gc, cn)
+		cn.outbound.Store(int64(gc.OutboundBuffered()))
 		return nil
 	})
 	if err != nil {
 		cn.queued.Add(-n)
 		c.log.Debug("control write", "err", err)
 	}
-}
-
-// backlogged runs on cn's event loop, after each queued write and each
-// frame read: a client whose unsent backlog passes MaxOutbound is not
-// reading, and is cut off rather than buffered for without bound.
-func (c *Central) backlogged(gc gnet.Conn, cn *conn) bool {
-	n := gc.OutboundBuffered() + int(cn.queued.Load())
-	if n <= c.cfg.MaxOutbound {
-		return false
-	}
-	if !cn.dead.CompareAndSwap(false, true) {
-		return true
-	}
-	name := ""
-	c.mu.Lock()
-	if cn.user != nil {
-		name = cn.user.name
-	}
-	c.mu.Unlock()
-	c.log.Warn("control client does not read its frames; cutting it off", "user", name, "backlog", n, "limit", c.cfg.MaxOutbound)
-	frame, err := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeTooLarge, Fatal: true,
-		Reason: fmt.Sprintf("you left %d bytes unread (limit %d); read your control connection", n, c.cfg.MaxOutbound)})
-	if err == nil {
-		_, _ = gc.Write(frame)
-	}
-	_ = gc.Close()
-	return true
 }
 
 func (c *Central) sendLocked(cn *conn, m wire.Message) {
@@ -295,6 +344,7 @@ func (c *Central) offlineLocked(u *user) {
 
 // tickHelloLocked closes connections that never said Hello.
 func (c *Central) tickHelloLocked(now time.Time) {
+	c.wakePausedLocked()
 	for cn := range c.conns {
 		if cn.user == nil && !cn.dead.Load() && now.Sub(cn.opened) > helloTimeout {
 			c.fatalLocked(cn, proto.CodeTimeout, "no hello within "+helloTimeout.String())

@@ -194,7 +194,7 @@ func (h *harness) latency(t testing.TB, s centralapi.Session, v map[string]centr
 // roomOf returns the room with id from the REST listing.
 func (h *harness) roomOf(t testing.TB, id string) (centralapi.RoomInfo, bool) {
 	t.Helper()
-	rooms, err := h.api.Rooms(ctx(t))
+	rooms, err := h.api.Rooms(ctx(t), h.c.cfg.ClusterSecret)
 	if err != nil {
 		t.Fatalf("rooms: %v", err)
 	}

@@ -1,6 +1,9 @@
 package central
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // bucket is a token bucket: rate tokens a second, at most burst saved up.
 // Callers serialise access (Central's mutex).
@@ -22,4 +25,42 @@ func (b *bucket) allow(now time.Time, rate float64, burst int) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// maxSources bounds the addresses sourceBuckets remembers; past it, the
+// buckets that have refilled (their sources are quiet) are forgotten.
+const maxSources = 16384
+
+// sourceBuckets is a token bucket per source address, so one flooder
+// spends its own allowance and not everyone's. Callers serialise access.
+type sourceBuckets struct {
+	m map[netip.Addr]*bucket
+}
+
+// allow takes a token from src's bucket at now.
+func (s *sourceBuckets) allow(src netip.Addr, now time.Time, rate float64, burst int) bool {
+	if s.m == nil {
+		s.m = map[netip.Addr]*bucket{}
+	}
+	b := s.m[src]
+	if b == nil {
+		if len(s.m) >= maxSources {
+			s.prune(now, rate, burst)
+			if len(s.m) >= maxSources {
+				return false // every remembered source is busy: refuse newcomers rather than grow
+			}
+		}
+		b = &bucket{}
+		s.m[src] = b
+	}
+	return b.allow(now, rate, burst)
+}
+
+// prune forgets the buckets that would be full again at now.
+func (s *sourceBuckets) prune(now time.Time, rate float64, burst int) {
+	for src, b := range s.m {
+		if b.tokens+now.Sub(b.last).Seconds()*rate >= float64(burst) {
+			delete(s.m, src)
+		}
+	}
 }

@@ -191,7 +191,7 @@ func TestThousandClients(t *testing.T) {
 		t.Fatalf("pairs: %v", err)
 	}
 	t.Logf("%d clients registered+connected in %v; %d rooms matched in %v", n, reg, n/2, time.Since(start)-reg)
-	list, err := api.Rooms(ctx(t))
+	list, err := api.Rooms(ctx(t), "")
 	if err != nil || len(list) != n/2 {
 		t.Fatalf("rooms: %d %v", len(list), err)
 	}

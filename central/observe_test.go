@@ -39,7 +39,7 @@ func TestObserveRequestsAndBadState(t *testing.T) {
 	lastSeen := w.c.srvByID["serv1"].rec.LastSeen
 	w.c.mu.Unlock()
 	w.clk.Advance(w.c.cfg.OfflineAfter / 2)
-	if _, err := w.api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{}); err != nil {
+	if _, err := w.api.Heartbeat(ctx(t), "serv2", "", centralapi.HeartbeatRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	w.clk.Advance(w.c.cfg.OfflineAfter/2 + time.Millisecond)

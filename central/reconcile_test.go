@@ -219,7 +219,7 @@ func TestReportersBoundedWhileDown(t *testing.T) {
 		t.Fatalf("%d reports kept for a server already down", kept)
 	}
 	clk.Advance(5 * time.Second) // past bob's report rate limit
-	if _, err := h.api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); err != nil {
+	if _, err := h.api.Heartbeat(ctx(t), "serv1", "", centralapi.HeartbeatRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	b.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
@@ -374,7 +374,7 @@ func TestGhostRoomsExpire(t *testing.T) {
 	h.offline(t, b)
 	for range 3 {
 		clk.Advance(cfg.RoomTTL/2 + time.Second)
-		if _, err := h.api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); err != nil {
+		if _, err := h.api.Heartbeat(ctx(t), "serv1", "", centralapi.HeartbeatRequest{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -443,7 +443,7 @@ func TestStrandedRoomReplacedAfterRestart(t *testing.T) {
 	expect[*proto.Pong](a, nil)
 	for range 2 {
 		clk.Advance(cfg.OfflineAfter/2 + time.Second)
-		if _, err := h.api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{}); err != nil {
+		if _, err := h.api.Heartbeat(ctx(t), "serv2", "", centralapi.HeartbeatRequest{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -466,10 +466,11 @@ func TestPlaceholderNameNeedsItsToken(t *testing.T) {
 	h1.c.Close()
 	h2 := startCentral(t, cfg) // same secret, empty store
 	e := wiretest.EchoServer(t, 0, nil)
-	if _, err := h2.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.Addr(), Secret: "s3cret"}); err != nil {
+	reg, err := h2.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.Addr(), Secret: "s3cret"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h2.api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{Secret: "s3cret",
+	if _, err := h2.api.Heartbeat(ctx(t), "serv1", reg.Token, centralapi.HeartbeatRequest{
 		Rooms: []centralapi.RoomReport{{ID: "r-0123456789ab", Epoch: 2, Members: []string{"alice", "bob"}}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -311,7 +311,7 @@ func (c *Central) assignFrame(m *proto.Assign, user string, now time.Time) ([]by
 	m.Ticket = nil
 	if c.cfg.TicketKey != nil {
 		t, err := ticket.Sign(c.cfg.TicketKey, ticket.Claims{Room: m.Room, User: user, Epoch: m.Epoch,
-			Expires: now.Add(c.cfg.TicketTTL).Unix()})
+			Server: m.Server.ID, Expires: now.Add(c.cfg.TicketTTL).Unix()})
 		if err != nil {
 			return nil, err
 		}

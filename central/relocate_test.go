@@ -85,7 +85,7 @@ func TestServerDownRelocatesAndOfflineMemberCatchesUp(t *testing.T) {
 	})
 	// serv2 keeps beating; serv1 falls silent.
 	w.clk.Advance(w.c.cfg.OfflineAfter / 2)
-	if _, err := w.api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{}); err != nil {
+	if _, err := w.api.Heartbeat(ctx(t), "serv2", "", centralapi.HeartbeatRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	w.clk.Advance(w.c.cfg.OfflineAfter/2 + time.Millisecond)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,9 +19,13 @@ import (
 	"nearchat/pkg/selection"
 )
 
+// Body caps by route: a body is read only after its sender is known where
+// the route allows, and never past its cap.
 const (
-	// maxBody bounds every request body but heartbeats.
+	// maxBody bounds a latency vector, the largest body but heartbeats.
 	maxBody = 64 << 10
+	// maxSmallBody bounds registrations.
+	maxSmallBody = 4 << 10
 	// maxHeartbeat bounds a heartbeat, which lists every room of a server.
 	maxHeartbeat = 8 << 20
 	// maxVector bounds the servers in one latency vector.
@@ -79,6 +84,16 @@ func decode(r *http.Request, limit int64, v any) *apiError {
 		return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "trailing data after the JSON body")
 	}
 	return nil
+}
+
+// sourceIP is the address a request came from: the connection's peer,
+// never a header.
+func sourceIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 func bearer(r *http.Request) string {
@@ -174,7 +189,7 @@ func validToken(t string) bool {
 
 func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 	var in centralapi.RegisterClientRequest
-	if e := decode(r, maxBody, &in); e != nil {
+	if e := decode(r, maxSmallBody, &in); e != nil {
 		return 0, nil, e
 	}
 	if err := proto.CheckUser(in.Name); err != nil {
@@ -186,11 +201,19 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	if !c.regLimit.allow(now, c.cfg.RegisterRate, c.cfg.RegisterBurst) {
+	if !c.regLimit.allow(sourceIP(r), now, c.cfg.RegisterRate, c.cfg.RegisterBurst) {
 		return 0, nil, errf(http.StatusTooManyRequests, centralapi.CodeRateLimited,
-			"too many registrations: Central takes at most %g a second; try again shortly", c.cfg.RegisterRate)
+			"too many registrations from your address: Central takes at most %g a second from one address; try again shortly", c.cfg.RegisterRate)
 	}
 	u := c.users[in.Name]
+	if u == nil {
+		// Names differing only in case are one name: "ALICE" beside
+		// "alice" would only confuse their peers.
+		if other := c.folded[strings.ToLower(in.Name)]; other != nil {
+			return 0, nil, errf(http.StatusConflict, centralapi.CodeNameTaken,
+				"user name %q is taken as %q (names differ by more than case); pick another name", in.Name, other.name)
+		}
+	}
 	if u != nil && !u.placeholder() {
 		if in.Token != "" && same(in.Token, u.token) {
 			return http.StatusOK, centralapi.Session{Name: u.name, Token: u.token}, nil
@@ -324,23 +347,48 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 	return http.StatusNoContent, nil, nil
 }
 
-// secretOK checks a server's cluster secret, given in the body or as a
-// bearer token, or a verified client certificate when TLS asks for one.
-func (c *Central) secretOK(r *http.Request, body string) *apiError {
+// clusterOK checks that r comes from a member of the cluster: a verified
+// client certificate from the cluster CA, or the cluster secret as a bearer
+// token or, for registration only, in the (small, capped) body.
+func (c *Central) clusterOK(r *http.Request, body string) *apiError {
 	if c.cfg.ClusterSecret == "" {
 		return nil
 	}
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		return nil // a client certificate from the cluster CA stands for the secret
 	}
-	got := body
+	got := bearer(r)
 	if got == "" {
-		got = bearer(r)
+		got = body
 	}
 	if !same(got, c.cfg.ClusterSecret) {
 		return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "missing or wrong cluster secret")
 	}
 	return nil
+}
+
+// serverAuthOn reports whether chat servers must prove who they are: a
+// cluster secret or a TLS client CA is configured. Without either, Central
+// runs open (for the demo and tests) and says so at start.
+func (c *Central) serverAuthOn() bool {
+	return c.cfg.ClusterSecret != "" || (c.cfg.TLS != nil && c.cfg.TLS.ClientCAs != nil)
+}
+
+// authServer finds the server named in the path and checks, before any
+// body is read, that r carries the token Central issued to that server at
+// registration: a server speaks for itself only.
+func (c *Central) authServer(r *http.Request) (*serverRec, *apiError) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, e := c.serverLocked(r)
+	if e != nil {
+		return nil, e
+	}
+	if c.serverAuthOn() && (s.token == "" || !same(bearer(r), s.token)) {
+		return nil, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized,
+			"missing or wrong server token for %q (Authorization: Bearer <token from registration>); register again", s.rec.ID)
+	}
+	return s, nil
 }
 
 func (c *Central) serverLocked(r *http.Request) (*serverRec, *apiError) {
@@ -353,11 +401,16 @@ func (c *Central) serverLocked(r *http.Request) (*serverRec, *apiError) {
 }
 
 func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
+	if bearer(r) != "" {
+		if e := c.clusterOK(r, ""); e != nil {
+			return 0, nil, e
+		}
+	}
 	var in centralapi.RegisterServerRequest
-	if e := decode(r, maxBody, &in); e != nil {
+	if e := decode(r, maxSmallBody, &in); e != nil {
 		return 0, nil, e
 	}
-	if e := c.secretOK(r, in.Secret); e != nil {
+	if e := c.clusterOK(r, in.Secret); e != nil {
 		return 0, nil, e
 	}
 	if err := proto.CheckUser(in.ID); err != nil {
@@ -373,6 +426,15 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	c.mu.Lock()
 	now := c.now()
 	s := c.srvByID[in.ID]
+	// A live server's id is its own: another holder of the cluster secret
+	// may not take it over or re-address it. The server itself, restarted
+	// without its token, gets it back at the same address, or anywhere once
+	// it has been declared down.
+	if s != nil && c.serverAuthOn() && s.token != "" && !s.rec.Down && !same(in.Token, s.token) && in.Addr != s.rec.Addr {
+		c.mu.Unlock()
+		return 0, nil, errf(http.StatusConflict, centralapi.CodeServerTaken,
+			"server id %q is registered by a live server at %s; pick another id", in.ID, s.rec.Addr)
+	}
 	rec := store.Server{ID: in.ID, Addr: in.Addr, MaxRooms: in.MaxRooms, MaxConns: in.MaxConns, Registered: now, LastSeen: now}
 	if s == nil {
 		s = c.addServerLocked(rec)
@@ -380,6 +442,10 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 		rec.Conns, rec.Rooms = s.rec.Conns, s.rec.Rooms
 		s.rec = rec
 	}
+	if s.token == "" || !same(in.Token, s.token) {
+		s.token = randomID("", 32)
+	}
+	token := s.token
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
 	c.announceLocked(s, proto.ServerUp)
@@ -387,26 +453,27 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	c.log.Info("chat server registered", "server", in.ID, "addr", in.Addr)
 	c.kickScan()
 	return http.StatusOK, centralapi.RegisterServerResponse{
-		ID: in.ID, HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), OfflineAfterMS: c.cfg.OfflineAfter.Milliseconds(),
+		ID: in.ID, Token: token, HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), OfflineAfterMS: c.cfg.OfflineAfter.Milliseconds(),
 	}, nil
 }
 
 func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
-	var in centralapi.HeartbeatRequest
-	if e := decode(r, maxHeartbeat, &in); e != nil {
+	// Authenticate before reading a body of up to maxHeartbeat.
+	s, e := c.authServer(r)
+	if e != nil {
 		return 0, nil, e
 	}
-	if e := c.secretOK(r, in.Secret); e != nil {
+	var in centralapi.HeartbeatRequest
+	if e := decode(r, maxHeartbeat, &in); e != nil {
 		return 0, nil, e
 	}
 	if in.Conns < 0 || in.Total < 0 {
 		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "negative conns or total")
 	}
 	c.mu.Lock()
-	s, e := c.serverLocked(r)
-	if e != nil {
+	if c.srvByID[s.rec.ID] != s {
 		c.mu.Unlock()
-		return 0, nil, e
+		return 0, nil, errf(http.StatusNotFound, centralapi.CodeUnknownServer, "server %q was deregistered meanwhile: register again", s.rec.ID)
 	}
 	now := c.now()
 	revived := s.rec.Down
@@ -429,20 +496,14 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 }
 
 func (c *Central) drain(r *http.Request) (int, any, *apiError) {
-	var in centralapi.SecretRequest
-	if r.ContentLength != 0 {
-		if e := decode(r, maxBody, &in); e != nil {
-			return 0, nil, e
-		}
-	}
-	if e := c.secretOK(r, in.Secret); e != nil {
+	s, e := c.authServer(r)
+	if e != nil {
 		return 0, nil, e
 	}
 	c.mu.Lock()
-	s, e := c.serverLocked(r)
-	if e != nil {
+	if c.srvByID[s.rec.ID] != s {
 		c.mu.Unlock()
-		return 0, nil, e
+		return 0, nil, errf(http.StatusNotFound, centralapi.CodeUnknownServer, "server %q was deregistered meanwhile", s.rec.ID)
 	}
 	s.rec.Draining = true
 	c.storeErr("put server", c.st.PutServer(s.rec))
@@ -456,14 +517,14 @@ func (c *Central) drain(r *http.Request) (int, any, *apiError) {
 }
 
 func (c *Central) deregisterServer(r *http.Request) (int, any, *apiError) {
-	if e := c.secretOK(r, ""); e != nil {
+	s, e := c.authServer(r)
+	if e != nil {
 		return 0, nil, e
 	}
 	c.mu.Lock()
-	s, e := c.serverLocked(r)
-	if e != nil {
+	if c.srvByID[s.rec.ID] != s {
 		c.mu.Unlock()
-		return 0, nil, e
+		return 0, nil, errf(http.StatusNotFound, centralapi.CodeUnknownServer, "server %q was deregistered meanwhile", s.rec.ID)
 	}
 	s.gone = true
 	c.announceLocked(s, proto.ServerDown)
@@ -496,7 +557,12 @@ func (c *Central) listServers(r *http.Request) (int, any, *apiError) {
 	return http.StatusOK, out, nil
 }
 
-func (c *Central) listRooms(*http.Request) (int, any, *apiError) {
+func (c *Central) listRooms(r *http.Request) (int, any, *apiError) {
+	if c.serverAuthOn() {
+		if e := c.clusterOK(r, ""); e != nil {
+			return 0, nil, e
+		}
+	}
 	c.mu.Lock()
 	out := centralapi.RoomList{Rooms: make([]centralapi.RoomInfo, 0, len(c.rooms))}
 	for _, r := range c.rooms {

@@ -51,10 +51,19 @@ func TestRESTErrors(t *testing.T) {
 		{"server no secret", "POST", "/v1/servers", `{"id":"serv2","addr":"127.0.0.1:1"}`, "", 401, centralapi.CodeUnauthorized, ""},
 		{"server bad addr", "POST", "/v1/servers", `{"id":"serv2","addr":"nowhere","secret":"s3cret"}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"server bad id", "POST", "/v1/servers", `{"id":"","addr":"127.0.0.1:1","secret":"s3cret"}`, "", 400, centralapi.CodeBadRequest, ""},
-		{"heartbeat unknown server", "POST", "/v1/servers/ghost/heartbeat", `{"secret":"s3cret"}`, "", 404, centralapi.CodeUnknownServer, ""},
+		{"heartbeat unknown server", "POST", "/v1/servers/ghost/heartbeat", `{}`, "Bearer s3cret", 404, centralapi.CodeUnknownServer, ""},
 		{"heartbeat wrong secret", "POST", "/v1/servers/serv1/heartbeat", `{"secret":"bad"}`, "", 401, centralapi.CodeUnauthorized, ""},
-		{"drain unknown", "POST", "/v1/servers/ghost/drain", `{"secret":"s3cret"}`, "", 404, centralapi.CodeUnknownServer, ""},
+		{"heartbeat with the cluster secret", "POST", "/v1/servers/serv1/heartbeat", `{}`, "Bearer s3cret", 401, centralapi.CodeUnauthorized, ""},
+		{"drain unknown", "POST", "/v1/servers/ghost/drain", ``, "Bearer s3cret", 404, centralapi.CodeUnknownServer, ""},
+		{"drain with the cluster secret", "POST", "/v1/servers/serv1/drain", ``, "Bearer s3cret", 401, centralapi.CodeUnauthorized, ""},
 		{"deregister server no secret", "DELETE", "/v1/servers/serv1", "", "", 401, centralapi.CodeUnauthorized, ""},
+		{"deregister server with the cluster secret", "DELETE", "/v1/servers/serv1", "", "Bearer s3cret", 401, centralapi.CodeUnauthorized, ""},
+		{"take a live server's id", "POST", "/v1/servers", `{"id":"serv1","addr":"127.0.0.1:9"}`, "Bearer s3cret", 409, centralapi.CodeServerTaken, ""},
+		{"server id dot", "POST", "/v1/servers", `{"id":".","addr":"127.0.0.1:9"}`, "Bearer s3cret", 400, centralapi.CodeBadRequest, ""},
+		{"name dot", "POST", "/v1/clients", `{"name":"."}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"name dot dot", "POST", "/v1/clients", `{"name":".."}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"name differs by case", "POST", "/v1/clients", `{"name":"ALICE"}`, "", 409, centralapi.CodeNameTaken, ""},
+		{"rooms without secret", "GET", "/v1/rooms", "", "", 401, centralapi.CodeUnauthorized, ""},
 		{"deregister unknown server", "DELETE", "/v1/servers/ghost", "", "Bearer s3cret", 404, centralapi.CodeUnknownServer, ""},
 	}
 	for _, tc := range cases {
@@ -165,7 +174,7 @@ func TestRESTServers(t *testing.T) {
 	if _, err := api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv2", Addr: "127.0.0.1:3003"}); err != nil {
 		t.Fatal(err)
 	}
-	hb, err := api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{Conns: 3})
+	hb, err := api.Heartbeat(ctx(t), "serv1", "", centralapi.HeartbeatRequest{Conns: 3})
 	if err != nil || hb.Draining {
 		t.Fatalf("heartbeat: %+v %v", hb, err)
 	}
@@ -176,13 +185,13 @@ func TestRESTServers(t *testing.T) {
 	if err := api.Drain(ctx(t), "serv2", ""); err != nil {
 		t.Fatal(err)
 	}
-	hb, err = api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{})
+	hb, err = api.Heartbeat(ctx(t), "serv2", "", centralapi.HeartbeatRequest{})
 	if err != nil || !hb.Draining {
 		t.Fatalf("heartbeat of a draining server: %+v %v", hb, err)
 	}
 	// serv1 falls silent past OfflineAfter; serv2 keeps beating.
 	clk.Advance(cfg.OfflineAfter / 2)
-	api.Heartbeat(ctx(t), "serv2", centralapi.HeartbeatRequest{})
+	api.Heartbeat(ctx(t), "serv2", "", centralapi.HeartbeatRequest{})
 	clk.Advance(cfg.OfflineAfter/2 + 1)
 	testkit.WaitFor(t, 5e9, "serv1 offline", func() bool {
 		l, err := api.Servers(ctx(t))
@@ -192,7 +201,7 @@ func TestRESTServers(t *testing.T) {
 	if err != nil || len(all) != 2 || all[0].Up {
 		t.Fatalf("all servers: %+v %v", all, err)
 	}
-	if _, err := api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); err != nil {
+	if _, err := api.Heartbeat(ctx(t), "serv1", "", centralapi.HeartbeatRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 5e9, "serv1 up again", func() bool {
@@ -202,7 +211,7 @@ func TestRESTServers(t *testing.T) {
 	if err := api.Deregister(ctx(t), "serv1", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := api.Heartbeat(ctx(t), "serv1", centralapi.HeartbeatRequest{}); !centralapi.IsUnknownServer(err) {
+	if _, err := api.Heartbeat(ctx(t), "serv1", "", centralapi.HeartbeatRequest{}); !centralapi.IsUnknownServer(err) {
 		t.Fatalf("heartbeat after deregister: %v, want unknown_server", err)
 	}
 	if l, _ := api.AllServers(ctx(t)); len(l) != 1 {

@@ -22,10 +22,10 @@ type fakeServer struct {
 // server, as a chat server must.
 func (f *fakeServer) beat(t *testing.T, api *centralapi.Client) {
 	t.Helper()
-	_, err := api.Heartbeat(ctx(t), f.id, centralapi.HeartbeatRequest{Conns: 2 * len(f.rooms), Rooms: f.rooms})
+	_, err := api.Heartbeat(ctx(t), f.id, "", centralapi.HeartbeatRequest{Conns: 2 * len(f.rooms), Rooms: f.rooms})
 	if centralapi.IsUnknownServer(err) {
 		if _, err = api.Register(ctx(t), centralapi.RegisterServerRequest{ID: f.id, Addr: f.addr}); err == nil {
-			_, err = api.Heartbeat(ctx(t), f.id, centralapi.HeartbeatRequest{Conns: 2 * len(f.rooms), Rooms: f.rooms})
+			_, err = api.Heartbeat(ctx(t), f.id, "", centralapi.HeartbeatRequest{Conns: 2 * len(f.rooms), Rooms: f.rooms})
 		}
 	}
 	if err != nil {

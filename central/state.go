@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"nearchat/central/store"
@@ -56,6 +57,10 @@ type serverRec struct {
 	gone     bool
 	probing  bool
 	assigned int // rooms Central placed here
+	// token is issued at registration; heartbeats, drain and deregister
+	// for this id must carry it. Kept in memory only: after a Central
+	// restart the server registers again.
+	token string
 	// suspectAt is when a member first reported the server unreachable,
 	// badAt when Central first had a sign it is down, draining or gone
 	// (see noteServersLocked); zero while it is fine.
@@ -239,6 +244,7 @@ func (c *Central) newUserLocked(name, token string, now time.Time) *user {
 	u := &user{name: name, token: token, reg: now, latGen: c.latGen, offlineSince: now,
 		rooms: map[*room]struct{}{}, reqs: map[*request]struct{}{}, pushes: map[string]*push{}}
 	c.users[name] = u
+	c.folded[strings.ToLower(name)] = u
 	if token != "" {
 		c.tokens[token] = u
 	}
@@ -268,6 +274,9 @@ func (c *Central) dropUserLocked(u *user, why string) {
 		c.online--
 	}
 	delete(c.users, u.name)
+	if c.folded[strings.ToLower(u.name)] == u {
+		delete(c.folded, strings.ToLower(u.name))
+	}
 	if u.token != "" {
 		delete(c.tokens, u.token)
 	}

@@ -108,16 +108,17 @@ func (a *agent) register(ctx context.Context) (time.Duration, error) {
 	cfg := a.s.cfg
 	resp, err := a.api.Register(ctx, centralapi.RegisterServerRequest{
 		ID: cfg.ID, Addr: a.s.Advertised(), Secret: cfg.Secret,
-		MaxRooms: cfg.MaxRooms, MaxConns: cfg.MaxConns,
+		MaxRooms: cfg.MaxRooms, MaxConns: cfg.MaxConns, Token: a.s.centralToken(),
 	})
 	if err != nil {
 		return 0, err
 	}
+	a.s.token.Store(&resp.Token)
 	a.s.log.Info("registered with Central", "central", cfg.Central, "id", cfg.ID, "heartbeat", resp.HeartbeatInterval())
 	a.pages = pager{} // a Central that restarted has seen none of our rooms
 	if a.draining {
 		// A Central that restarted while we drained must hear it again.
-		_ = a.api.Drain(ctx, cfg.ID, cfg.Secret)
+		_ = a.api.Drain(ctx, cfg.ID, a.s.centralToken())
 	}
 	return resp.HeartbeatInterval(), nil
 }
@@ -125,9 +126,9 @@ func (a *agent) register(ctx context.Context) (time.Duration, error) {
 func (a *agent) heartbeat(ctx context.Context) (centralapi.HeartbeatResponse, error) {
 	st := a.s.Stats()
 	rooms := a.s.Rooms()
-	hb := centralapi.HeartbeatRequest{Secret: a.s.cfg.Secret, Conns: st.Conns, Total: len(rooms),
+	hb := centralapi.HeartbeatRequest{Conns: st.Conns, Total: len(rooms),
 		Rooms: a.pages.page(rooms, heartbeatPage)}
-	return a.api.Heartbeat(ctx, a.s.cfg.ID, hb)
+	return a.api.Heartbeat(ctx, a.s.cfg.ID, a.s.centralToken(), hb)
 }
 
 func (a *agent) run(ctx context.Context) {
@@ -150,8 +151,8 @@ func (a *agent) run(ctx context.Context) {
 			var resp centralapi.HeartbeatResponse
 			resp, err = a.heartbeat(ctx)
 			switch {
-			case centralapi.IsUnknownServer(err):
-				a.s.log.Info("Central does not know this server (restarted?); registering again")
+			case centralapi.IsUnknownServer(err), centralapi.IsUnauthorized(err):
+				a.s.log.Info("Central does not know this server or its token (restarted?); registering again", "err", err)
 				registered = false
 				continue
 			case err == nil:
@@ -185,7 +186,7 @@ func (a *agent) run(ctx context.Context) {
 			return
 		case <-a.s.drainReq:
 			a.draining = true
-			if err := a.api.Drain(ctx, a.s.cfg.ID, a.s.cfg.Secret); err != nil {
+			if err := a.api.Drain(ctx, a.s.cfg.ID, a.s.centralToken()); err != nil {
 				a.s.log.Warn("telling Central about the drain", "err", err)
 			}
 		case <-time.After(wait):
@@ -226,9 +227,18 @@ func (s *Server) deregister() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	api := s.centralAPI()
-	if err := api.Deregister(ctx, s.cfg.ID, s.cfg.Secret); err != nil {
+	if err := api.Deregister(ctx, s.cfg.ID, s.centralToken()); err != nil {
 		s.log.Debug("deregistering from Central", "err", err)
 	}
+}
+
+// centralToken is the server token from the last registration with
+// Central, or "". Safe for concurrent use.
+func (s *Server) centralToken() string {
+	if t := s.token.Load(); t != nil {
+		return *t
+	}
+	return ""
 }
 
 // CentralOK reports whether the last exchange with Central succeeded. Safe

@@ -78,7 +78,7 @@ func TestRegistersHeartbeatsAndReregisters(t *testing.T) {
 	c2 := startCentral(t, rest)
 	_ = c2
 	testkit.WaitFor(t, 10*time.Second, "re-registration and room adoption", func() bool {
-		rooms, err := api.Rooms(context.Background())
+		rooms, err := api.Rooms(context.Background(), "s3cret")
 		if err != nil {
 			return false
 		}

@@ -32,6 +32,16 @@ type Config struct {
 	MaxFrame int
 	// MaxConns bounds open connections; one more is told server_full.
 	MaxConns int
+	// MaxConnsPerSource bounds the connections of one IP address (0: no
+	// bound). Past it, or past the descriptor budget (RLIMIT_NOFILE minus a
+	// reserve), a connection is told server_full and closed.
+	MaxConnsPerSource int
+	// HelloTimeout closes a connection that has not said Hello this long
+	// after it opened; FrameTimeout one that started a frame and has not
+	// finished it. (IdleTimeout, below, closes one that said Hello and then
+	// nothing.)
+	HelloTimeout time.Duration
+	FrameTimeout time.Duration
 	// MaxRooms bounds rooms on this server.
 	MaxRooms int
 	// MaxMembers bounds the members of one room.
@@ -47,8 +57,9 @@ type Config struct {
 	// SlowTimeout bounds how long a member may stay behind (and so hold its
 	// room's senders) before it is cut off as a slow consumer.
 	SlowTimeout time.Duration
-	// IdleTimeout closes a member that sent nothing (not even a Ping) for
-	// this long; its room sees it leave. Clients ping every third of their
+	// IdleTimeout closes a connection that said Hello and then sent nothing
+	// (not even a Ping) for this long, in a room or not; its room, if any,
+	// sees it leave. Clients ping every third of their
 	// own idle timeout (15 s by default). 0 disables it.
 	IdleTimeout time.Duration
 	// HistoryBudget and OutboundBudget cap the bytes held in all rooms'
@@ -103,21 +114,24 @@ type Config struct {
 // DefaultConfig returns the configuration of bin/chatserver without flags.
 func DefaultConfig() Config {
 	return Config{
-		Listen:        "127.0.0.1:3002",
-		MaxFrame:      wire.MaxFrame,
-		MaxConns:      100_000,
-		MaxRooms:      50_000,
-		MaxMembers:    10_000,
-		MaxOutbound:   4 << 20,
-		SlowTimeout:   60 * time.Second,
-		IdleTimeout:   30 * time.Second,
-		SendRate:      100_000,
-		SendBurst:     100_000,
-		History:       256,
-		ResendRate:    4,
-		ResendBurst:   8,
-		ShutdownGrace: time.Second,
-		Metrics:       true,
+		Listen:            "127.0.0.1:3002",
+		MaxFrame:          wire.MaxFrame,
+		MaxConns:          100_000,
+		MaxConnsPerSource: 2048,
+		HelloTimeout:      5 * time.Second,
+		FrameTimeout:      10 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		MaxRooms:          50_000,
+		MaxMembers:        10_000,
+		MaxOutbound:       4 << 20,
+		SlowTimeout:       60 * time.Second,
+		SendRate:          100_000,
+		SendBurst:         100_000,
+		History:           256,
+		ResendRate:        4,
+		ResendBurst:       8,
+		ShutdownGrace:     time.Second,
+		Metrics:           true,
 	}
 }
 
@@ -151,6 +165,17 @@ func (c *Config) validate() error {
 	}{{"max conns", c.MaxConns}, {"max rooms", c.MaxRooms}, {"max members", c.MaxMembers}, {"max outbound", c.MaxOutbound}, {"history", c.History}, {"resend burst", c.ResendBurst}, {"high water", c.HighWater}, {"send burst", c.SendBurst}} {
 		if l.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %d: must be positive", l.name, l.v))
+		}
+	}
+	if c.MaxConnsPerSource < 0 {
+		errs = append(errs, fmt.Errorf("max conns per source %d: must not be negative", c.MaxConnsPerSource))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"hello timeout", c.HelloTimeout}, {"frame timeout", c.FrameTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must be positive", d.name, d.v))
 		}
 	}
 	if c.HighWater >= c.MaxOutbound {

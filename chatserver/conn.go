@@ -28,6 +28,9 @@ type member struct {
 
 	doomedAt time.Time // when a cut-off member is closed even if unread
 
+	guardState
+	guard *guardSet
+
 	room     *room
 	user     string
 	lastSent uint64
@@ -198,6 +201,11 @@ func (s *Server) onJoin(m *member, body []byte) error {
 		}
 		if c.Epoch != j.Epoch {
 			return proto.Fatalf(proto.CodeUnauthorized, "ticket is for epoch %d, join says %d", c.Epoch, j.Epoch)
+		}
+		// A ticket admits to the room's placement, not to any server: one
+		// for another server (the room's old or future home) is refused.
+		if c.Server != s.cfg.ID {
+			return proto.Fatalf(proto.CodeUnauthorized, "ticket is for server %q, this is %q", c.Server, s.cfg.ID)
 		}
 	}
 	return s.join(m, &j)

@@ -49,8 +49,9 @@
 // Config.SlowTimeout, or whose backlog passes Config.MaxOutbound all the
 // same, gets an Error frame (slow_consumer) and is disconnected; it rejoins
 // and recovers or is told what it missed. Nothing ever blocks on a
-// member's socket. A member that sends nothing for Config.IdleTimeout is
-// closed (timeout) and its room sees it leave. flow.go has all of this.
+// member's socket. flow.go has all of this. A connection that said Hello
+// and then sends nothing for Config.IdleTimeout is closed (timeout) by the
+// guard's sweep (guard.go), which flowLoop runs; its room sees it leave.
 //
 // # History
 //

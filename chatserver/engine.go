@@ -3,8 +3,6 @@ package chatserver
 import (
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -20,44 +18,17 @@ type engine struct {
 	s *Server
 }
 
-// OnBoot runs once gnet has bound the listener; it records the engine and
-// the real address (which matters when Listen asked for port 0). It runs
-// before the event loops start, so what it sets needs no lock.
+// OnBoot runs once gnet has bound its listener; it records the engine.
+// It runs before the event loops start, so what it sets needs no lock.
 func (e *engine) OnBoot(eng gnet.Engine) gnet.Action {
-	s := e.s
-	s.eng = eng
-	addr, err := boundAddr(eng)
-	if err != nil {
-		s.booted <- fmt.Errorf("chatserver: reading bound address: %w", err)
-		return gnet.None
-	}
-	s.addr = addr
-	if s.cfg.ID == "" {
-		_, port, _ := net.SplitHostPort(addr)
-		s.cfg.ID = "chat-" + port
-	}
-	s.booted <- nil
+	e.s.eng = eng
+	e.s.booted <- nil
 	return gnet.None
 }
 
-func boundAddr(eng gnet.Engine) (string, error) {
-	fd, err := eng.Dup()
-	if err != nil {
-		return "", err
-	}
-	f := os.NewFile(uintptr(fd), "listener")
-	defer f.Close()
-	ln, err := net.FileListener(f)
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// OnTick runs first right after gnet has started the event loops (the
-// ticker is on only with TLS): from then on connections may be enrolled on
-// them. OnBoot comes too early for that, before the loops exist.
+// OnTick runs first right after gnet has started the event loops: from
+// then on connections may be enrolled on them. OnBoot comes too early for
+// that, before the loops exist.
 func (e *engine) OnTick() (time.Duration, gnet.Action) {
 	e.s.loopsUpOnce.Do(func() { close(e.s.loopsUp) })
 	return time.Hour, gnet.None
@@ -75,6 +46,8 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	c.SetContext(m)
 	var refuse []byte
 	switch {
+	case !s.admit(m):
+		refuse = errorFrame(proto.CodeServerFull, "server has too many connections (from your address or in all); try again later")
 	case s.closing.Load():
 		refuse = errorFrame(proto.CodeShutdown, "server is shutting down")
 	case n > int64(s.cfg.MaxConns):
@@ -100,6 +73,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 	s := e.s
 	s.conns.Add(-1)
 	if m, ok := c.Context().(*member); ok {
+		s.release(m)
 		m.loop.enter()
 		defer m.loop.exit(m.loop.st.start())
 		m.dead, m.gone = true, true
@@ -142,12 +116,25 @@ type inbound interface {
 // only.
 func (s *Server) serve(m *member, c inbound) gnet.Action {
 	m.lastRead.Store(s.now.Load())
+	now := time.Now()
 	for !m.dead {
+		buffered := c.InboundBuffered()
+		if buffered == 0 {
+			m.partialAt = time.Time{}
+			return gnet.None
+		}
+		if s.backPressure(m, buffered) {
+			return gnet.None
+		}
 		t, body, n, err := wire.Next(c, s.cfg.MaxFrame)
 		if errors.Is(err, wire.ErrIncomplete) {
+			if m.partialAt.IsZero() {
+				m.partialAt = now // a frame has begun: it must finish within FrameTimeout
+			}
 			return gnet.None
 		}
 		if err == nil {
+			m.partialAt = time.Time{}
 			m.loop.st.received(n)
 			err = s.handle(m, t, body)
 			_, _ = c.Discard(n)
@@ -155,6 +142,13 @@ func (s *Server) serve(m *member, c inbound) gnet.Action {
 		if err != nil {
 			return s.reject(m, proto.CodeOf(err), proto.ReasonOf(err))
 		}
+	}
+	// A cut-off member's input is never read: drop it rather than let it
+	// pile up while the error frame drains; one that goes on sending that
+	// much is not reading its error frame either.
+	n, _ := c.Discard(c.InboundBuffered())
+	if m.dropped += n; m.dropped > maxDropped && !m.gone {
+		_ = m.c.Close()
 	}
 	return gnet.None
 }

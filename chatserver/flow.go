@@ -21,9 +21,9 @@ import (
 // rejoins and recovers what it lacks from the history and the senders, or
 // is told exactly what it missed.
 //
-// Liveness: every member must send something (its session pings) at least
-// every IdleTimeout; one silent longer is closed with a timeout error, and
-// its room sees it leave.
+// Liveness: every connection must send something (its session pings) at
+// least every IdleTimeout; one silent longer is closed with a timeout error
+// by the guard's sweep (guard.go), and its room sees it leave.
 
 // heldAck is an Ack withheld while the room has a member behind.
 type heldAck struct {
@@ -115,11 +115,12 @@ func (w *watcher) Run(context.Context) error {
 }
 
 // flowLoop runs the loops' periodic work: closing cut-off members
-// (reaper), catching up behind members (watcher) and closing silent ones.
+// (reaper), catching up behind members (watcher) and, every guardTick,
+// the connections' deadlines, silence (IdleTimeout) among them (guard.go).
 func (s *Server) flowLoop() {
 	t := time.NewTicker(flowTick)
 	defer t.Stop()
-	var lastReap, lastSweep time.Time
+	var lastReap, lastGuard time.Time
 	for {
 		select {
 		case <-s.stopReap:
@@ -140,34 +141,11 @@ func (s *Server) flowLoop() {
 				}
 			}
 			s.loopsMu.Unlock()
-			if s.cfg.IdleTimeout > 0 && now.Sub(lastSweep) >= s.cfg.IdleTimeout/4 {
-				lastSweep = now
-				s.sweepIdle(now)
+			if now.Sub(lastGuard) >= guardTick {
+				lastGuard = now
+				s.sweepGuards()
 			}
 		}
-	}
-}
-
-// sweepIdle closes the members that sent nothing for IdleTimeout.
-func (s *Server) sweepIdle(now time.Time) {
-	cutoff := now.Add(-s.cfg.IdleTimeout).UnixNano()
-	s.mu.Lock()
-	rooms := make([]*room, 0, len(s.rooms))
-	for _, r := range s.rooms {
-		rooms = append(rooms, r)
-	}
-	s.mu.Unlock()
-	for _, r := range rooms {
-		r.mu.Lock()
-		for _, m := range r.members {
-			if m.lastRead.Load() < cutoff {
-				f := s.sharedError(proto.CodeTimeout, fmt.Sprintf("nothing received for %v", s.cfg.IdleTimeout))
-				r.ev++
-				m.loop.push(item{target: m, f: f, ev: r.ev, bye: true}, nil)
-				m.lastRead.Store(now.UnixNano()) // once is enough
-			}
-		}
-		r.mu.Unlock()
 	}
 }
 

@@ -15,7 +15,9 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/gnetlog"
+	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
 )
 
@@ -30,7 +32,8 @@ type Server struct {
 	front   *tlsFront
 	sockDir string     // private directory of the loops' Unix socket, if any
 	booted  chan error // receives the outcome of binding
-	// loopsUp is closed once the event loops run (OnTick, with TLS only).
+	// loopsUp is closed once the event loops run (the first OnTick); the
+	// plaintext feed and the TLS front enrol connections only after it.
 	loopsUp     chan struct{}
 	loopsUpOnce sync.Once
 	exited      chan struct{} // closed when gnet.Run returns
@@ -42,6 +45,7 @@ type Server struct {
 	agentDone chan struct{}
 	drainReq  chan struct{}
 	centralOK atomic.Bool
+	token     atomic.Pointer[string] // this server's token from Central
 	closeOnce sync.Once
 	closeErr  error
 
@@ -51,6 +55,13 @@ type Server struct {
 	histFrames     atomic.Int64 // held by the rooms' history rings, when Config.Metrics is on
 	histBytes      atomic.Int64 // held by the rooms' history rings, always counted (HistoryBudget)
 	resendsDropped atomic.Uint64
+
+	plainLn net.Listener       // plaintext TCP, fed to the loops by connlimit.Feed
+	fed     chan struct{}      // closed when the feeding ends
+	lim     *connlimit.Limiter // descriptors held by connections, TLS front included
+	port    *connlimit.Port
+	guardMu sync.Mutex // guards guards; each set is its loop's
+	guards  map[gnet.EventLoop]*guardSet
 
 	// Lock order: s.mu before r.mu (a room's) before l.mu (a fan-out
 	// loop's). loopsMu is never held with s.mu or r.mu; under it only l.mu
@@ -82,44 +93,73 @@ func New(cfg Config) (*Server, error) {
 		exited:   make(chan struct{}),
 		rooms:    make(map[string]*room),
 		loops:    make(map[gnet.EventLoop]*loop),
+		guards:   make(map[gnet.EventLoop]*guardSet),
 	}
+	budget, _, err := connlimit.Budget()
+	if err != nil {
+		return nil, fmt.Errorf("chatserver: %w", err)
+	}
+	s.lim = connlimit.New(budget)
+	s.port = s.lim.Port(cfg.MaxConnsPerSource)
 	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(cfg.Loops),
 		gnet.WithReuseAddr(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetlog.Logger{L: log}),
+		// Connections reach the loops through Engine.Register (see
+		// connlimit.Feed), which RoundRobin does not allow.
+		gnet.WithLoadBalancing(gnet.LeastConnections),
+		// The first OnTick says the loops exist, so connections may be
+		// enrolled (OnBoot comes before gnet makes them).
+		gnet.WithTicker(true),
 	}
-	if cfg.TLS != nil {
-		opts = append(opts, gnet.WithTicker(true))
+	// gnet never accepts from the network: its own accept loop ends the
+	// engine on EMFILE. It listens on a private Unix socket in a directory
+	// that nobody dials (gnet needs a listener); connlimit.Feed accepts
+	// plaintext TCP and the TLS front TLS, and both enrol what they accept
+	// on the loops.
+	network, listen, sockDir, err := tlsconfig.Backend("")
+	if err != nil {
+		return nil, fmt.Errorf("chatserver: %w", err)
 	}
-
-	// The TLS listener binds first, so its port can name the server before
-	// the event loops start reading the name. With TLS only, the loops
-	// listen on a Unix socket in a private directory that nobody dials:
-	// gnet needs a listener, and TLS connections join the loops by
-	// enrolment (see tls.go).
-	network, listen := "tcp", cfg.Listen
-	var tlsLn net.Listener
-	var sockDir string
+	s.sockDir = sockDir
+	var plainLn, tlsLn net.Listener
+	if cfg.Listen != "" {
+		if plainLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+			os.RemoveAll(sockDir)
+			return nil, fmt.Errorf("chatserver: listen on %s: %w", cfg.Listen, err)
+		}
+		s.addr = plainLn.Addr().String()
+	} else {
+		s.addr = listen
+	}
+	// The listeners bind first, so a port can name the server before the
+	// event loops start reading the name.
 	if cfg.TLS != nil {
-		var err error
 		if tlsLn, err = net.Listen("tcp", cfg.TLSListen); err != nil {
+			if plainLn != nil {
+				plainLn.Close()
+			}
+			os.RemoveAll(sockDir)
 			return nil, fmt.Errorf("chatserver: TLS listen on %s: %w", cfg.TLSListen, err)
 		}
-		if network, listen, sockDir, err = tlsconfig.Backend(cfg.Listen); err != nil {
-			tlsLn.Close()
-			return nil, fmt.Errorf("chatserver: %w", err)
+		s.tlsLn = tlsLn
+	}
+	if s.cfg.ID == "" {
+		named := plainLn
+		if tlsLn != nil {
+			named = tlsLn
 		}
-		s.tlsLn, s.sockDir = tlsLn, sockDir
-		if s.cfg.ID == "" {
-			_, port, _ := net.SplitHostPort(tlsLn.Addr().String())
-			s.cfg.ID = "chat-" + port
-		}
+		_, port, _ := net.SplitHostPort(named.Addr().String())
+		s.cfg.ID = "chat-" + port
 	}
 	fail := func(err error) (*Server, error) {
 		if tlsLn != nil {
 			tlsLn.Close()
+		}
+		if plainLn != nil {
+			plainLn.Close()
 		}
 		if sockDir != "" {
 			os.RemoveAll(sockDir)
@@ -140,15 +180,24 @@ func New(cfg Config) (*Server, error) {
 	case <-s.exited:
 		return fail(fmt.Errorf("chatserver: listen on %s: %w", listen, s.runErr))
 	}
+	select {
+	case <-s.loopsUp:
+	case <-s.exited:
+		return fail(fmt.Errorf("chatserver: event loops did not start: %w", s.runErr))
+	}
+	s.now.Store(time.Now().UnixNano()) // before the first connection stamps lastRead
 	if tlsLn != nil {
-		select {
-		case <-s.loopsUp:
-		case <-s.exited:
-			return fail(fmt.Errorf("chatserver: event loops stopped: %w", s.runErr))
-		}
 		s.front = newTLSFront(s, tlsLn)
 	}
-	s.now.Store(time.Now().UnixNano())
+	if plainLn != nil {
+		s.plainLn = plainLn
+		s.fed = make(chan struct{})
+		full := errorFrame(proto.CodeServerFull, "server has too many connections; try again later")
+		go func() {
+			defer close(s.fed)
+			connlimit.Feed(plainLn, s.eng, s.lim, full, s.log.Warn)
+		}()
+	}
 	go s.flowLoop()
 	s.startAgent()
 	s.log.Info("chat server listening", "addr", s.Addr(), "plain", s.addr, "tls", s.front != nil, "loops", s.numLoops(), "id", s.cfg.ID)
@@ -201,6 +250,9 @@ func (s *Server) Run(ctx context.Context) error {
 		if s.closing.Load() {
 			return nil
 		}
+		if s.runErr == nil {
+			return errors.New("chatserver: event loops stopped")
+		}
 		return fmt.Errorf("chatserver: event loops stopped: %w", s.runErr)
 	}
 }
@@ -219,6 +271,10 @@ func (s *Server) Close() error {
 		}
 		if s.front != nil {
 			s.front.stopAccepting() // current TLS members still get their goodbye
+		}
+		if s.plainLn != nil {
+			s.plainLn.Close()
+			<-s.fed
 		}
 		bye := s.goodbye()
 		deadline := time.Now().Add(s.cfg.ShutdownGrace)

@@ -647,10 +647,11 @@ func (fc *frameCounter) feed(b []byte) {
 func TestTicketsAreChecked(t *testing.T) {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	_, otherPriv, _ := ed25519.GenerateKey(nil)
-	s := startServer(t, func(c *Config) { c.TicketKey = pub })
+	s := startServer(t, func(c *Config) { c.TicketKey = pub; c.ID = "serv1" })
 	exp := time.Now().Add(time.Minute).Unix()
+	server := "serv1"
 	sign := func(k ed25519.PrivateKey, room, user string, epoch uint64, exp int64) []byte {
-		b, err := ticket.Sign(k, ticket.Claims{Room: room, User: user, Epoch: epoch, Expires: exp})
+		b, err := ticket.Sign(k, ticket.Claims{Room: room, User: user, Epoch: epoch, Server: server, Expires: exp})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -662,6 +663,9 @@ func TestTicketsAreChecked(t *testing.T) {
 	alice.send(&proto.Join{Room: "r", User: "alice", Epoch: 2, Ticket: sign(priv, "r", "alice", 2, exp)})
 	alice.expect(proto.TJoined)
 
+	server = "serv2"
+	elsewhere := sign(priv, "r", "bob", 2, exp)
+	server = "serv1"
 	broken := sign(priv, "r", "bob", 2, exp)
 	broken[len(broken)-5] ^= 0xff
 	tests := []struct {
@@ -677,6 +681,7 @@ func TestTicketsAreChecked(t *testing.T) {
 		{"expired", 2, sign(priv, "r", "bob", 2, time.Now().Add(-time.Second).Unix())},
 		{"broken signature", 2, broken},
 		{"signed by someone else", 2, sign(otherPriv, "r", "bob", 2, exp)},
+		{"for another server", 2, elsewhere},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"nearchat/pkg/connlimit"
 )
 
 // TLS on the event loops.
@@ -82,19 +84,31 @@ func newTLSFront(s *Server, ln net.Listener) *tlsFront {
 
 func (f *tlsFront) accept() {
 	defer f.wg.Done()
+	var delay time.Duration
 	for {
 		f.sem <- struct{}{}
 		c, err := f.ln.Accept()
 		if err != nil {
 			<-f.sem
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			if !errors.Is(err, net.ErrClosed) {
+			// Out of descriptors (EMFILE) must not end TLS service for
+			// good: pause and try again.
+			if !connlimit.Retry(err) {
 				f.s.log.Warn("TLS accept", "err", err)
 			}
-			return
+			delay = connlimit.Backoff(delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		// The handshake holds a descriptor of the budget; OnOpen counts the
+		// connection again once it is on a loop.
+		if !f.s.port.Acquire(c.RemoteAddr(), 1) {
+			<-f.sem
+			c.Close()
+			continue
 		}
 		if !f.track(c, true) {
 			<-f.sem
@@ -134,6 +148,7 @@ func (f *tlsFront) handshake(c *net.TCPConn) {
 	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	f.s.port.Release(c.RemoteAddr(), 1)
 	var rl *recordLayer
 	if err == nil {
 		rl, err = newRecordLayer(tc.ConnectionState().CipherSuite, &t.keys, t.read, t.written)

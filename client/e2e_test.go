@@ -419,7 +419,7 @@ func TestE2ECentralRestartKeepsChatting(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "the new Central to know the room", func() bool {
-		rooms, err := c.api.Rooms(context.Background())
+		rooms, err := c.api.Rooms(context.Background(), secret)
 		return err == nil && len(rooms) == 1 && rooms[0].Server == "serv3"
 	})
 }

@@ -161,7 +161,7 @@ func (e *Env) Jitter(lo, hi time.Duration) time.Duration {
 func (e *Env) Where() (string, uint64, error) {
 	cctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
 	defer cancel()
-	rooms, err := e.C.API.Rooms(cctx)
+	rooms, err := e.C.API.Rooms(cctx, e.C.Secret())
 	if err != nil {
 		return "", 0, err
 	}

@@ -65,7 +65,7 @@ func placements(c *cluster.Cluster) map[string]placement {
 func divergence(ctx context.Context, c *cluster.Cluster) []string {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	rooms, err := c.API.Rooms(cctx)
+	rooms, err := c.API.Rooms(cctx, c.Secret())
 	if err != nil {
 		return []string{fmt.Sprintf("Central's room listing: %v", err)}
 	}

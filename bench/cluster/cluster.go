@@ -34,6 +34,10 @@ type Options struct {
 	Certs *tlsconfig.Files
 	// Secret is the cluster secret (plaintext mode); empty makes one up.
 	Secret string
+	// Tickets, in plaintext mode, has Central sign room tickets that the
+	// chat servers check, as with TLS. Without it (and without TLS) the
+	// chat servers run -insecure: anyone may join any room.
+	Tickets bool
 	// CentralArgs are extra flags for central (timings, policy).
 	CentralArgs []string
 	// REST and Control, when both set, are an existing Central's
@@ -124,6 +128,15 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		if err := ticket.GenerateFiles(c.tpriv, c.tpb); err != nil {
 			return nil, err
 		}
+	} else if opts.Tickets {
+		keys := filepath.Join(opts.Dir, "keys")
+		if err := os.MkdirAll(keys, 0o700); err != nil {
+			return nil, err
+		}
+		c.tpriv, c.tpb = filepath.Join(keys, "ticket.key"), filepath.Join(keys, "ticket.pub")
+		if err := ticket.GenerateFiles(c.tpriv, c.tpb); err != nil {
+			return nil, err
+		}
 	}
 	if opts.REST != "" && opts.Control != "" {
 		c.REST, c.Control = opts.REST, opts.Control
@@ -144,6 +157,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			"-tls-client-ca", c.certs.CA, "-chat-ca", c.certs.CA, "-ticket-key", c.tpriv)
 	} else {
 		args = append(args, "-secret", opts.Secret)
+		if opts.Tickets {
+			args = append(args, "-ticket-key", c.tpriv)
+		}
 	}
 	if c.central, err = newProc(opts.Bin, opts.Dir, "central", "central", append(args, opts.CentralArgs...)); err != nil {
 		return nil, err
@@ -308,8 +324,10 @@ func (c *Cluster) AddServer(ctx context.Context, o ServerOptions) (*Server, erro
 		// The client certificate stands for the cluster secret.
 		args = append(args, "-tls-cert", c.certs.ServerCert, "-tls-key", c.certs.ServerKey, "-ca", c.certs.CA,
 			"-client-cert", c.certs.ClientCert, "-client-key", c.certs.ClientKey, "-ticket-key", c.tpb)
+	} else if c.opts.Tickets {
+		args = append(args, "-secret", c.opts.Secret, "-ticket-key", c.tpb)
 	} else {
-		args = append(args, "-secret", c.opts.Secret)
+		args = append(args, "-secret", c.opts.Secret, "-insecure") // no tickets to check
 	}
 	p, err := newProc(c.opts.Bin, c.opts.Dir, o.ID, "chatserver", append(args, o.Args...))
 	if err != nil {

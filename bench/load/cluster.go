@@ -36,7 +36,8 @@ func newCluster(cfg Config, log *slog.Logger, logDir string) (*cluster, error) {
 	if cfg.Central == "" {
 		opts.CentralArgs = []string{"-heartbeat", cfg.Heartbeat.String(), "-offline-after", cfg.OfflineAfter.String(),
 			"-scan", "1s", "-assign-retry", "300ms", "-awaiting-every", "1s", "-request-timeout", "20s",
-			"-min-gain", cfg.MinGain.String(), "-max-members", fmt.Sprint(max(16, cfg.Members))}
+			"-min-gain", cfg.MinGain.String(), "-max-members", fmt.Sprint(max(16, cfg.Members)),
+			"-max-conns-per-source", "0"} // every synthetic member comes from loopback
 	}
 	cl, err := proc.Start(context.Background(), opts)
 	if err != nil {
@@ -75,7 +76,9 @@ func (c *cluster) addServer(ctx context.Context) (string, error) {
 	id := fmt.Sprintf("load%d", c.nextID)
 	c.mu.Unlock()
 	_, err := c.AddServer(ctx, proc.ServerOptions{ID: id,
-		Args: []string{"-heartbeat", c.cfg.Heartbeat.String(), "-drain-timeout", "10s"}})
+		// Every synthetic member comes from loopback. The harness runs
+		// plaintext servers -insecure: the load's members have no tickets.
+		Args: []string{"-heartbeat", c.cfg.Heartbeat.String(), "-drain-timeout", "10s", "-max-conns-per-source", "0"}})
 	if err != nil {
 		return "", fmt.Errorf("load: %w", err)
 	}

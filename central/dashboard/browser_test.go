@@ -128,7 +128,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Drain the room's server: the room moves, and the page must follow.
 	from := roomServer
-	if err := c.api.Drain(context.Background(), from, secret); err != nil {
+	if err := c.drain(from); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "the room off "+from, func() bool { s := c.roomServer(); return s != "" && s != from })

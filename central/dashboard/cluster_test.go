@@ -285,3 +285,12 @@ next:
 	}
 	return -1
 }
+
+// drain has chat server id drain itself, as SIGTERM does: its agent tells
+// Central with the server's own token (a cluster secret does not speak for
+// a server), and it returns once the server's rooms have moved away.
+func (c *cluster) drain(id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return c.servers[id].Drain(ctx)
+}

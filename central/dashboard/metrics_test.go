@@ -1,7 +1,6 @@
 package dashboard_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -81,7 +80,7 @@ func TestMetricsFollowAMove(t *testing.T) {
 	}
 
 	// Drain it: the room must move to the other server.
-	if err := c.api.Drain(context.Background(), from, secret); err != nil {
+	if err := c.drain(from); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 10*time.Second, "the room on "+to, func() bool { return c.roomServer() == to })

@@ -34,13 +34,16 @@ func main() {
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "server `name` announced to clients and Central (default chat-<port>)")
 	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops (0: one per CPU)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "maximum open connections")
+	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", cfg.MaxConnsPerSource, "connections one IP address may hold (0: no limit)")
+	fs.DurationVar(&cfg.HelloTimeout, "hello-timeout", cfg.HelloTimeout, "close a connection that has not said Hello within this long")
+	fs.DurationVar(&cfg.FrameTimeout, "frame-timeout", cfg.FrameTimeout, "close a connection that takes longer than this to finish a frame it started")
 	fs.IntVar(&cfg.MaxRooms, "max-rooms", cfg.MaxRooms, "maximum rooms hosted")
 	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "maximum members of one room")
 	fs.IntVar(&cfg.MaxOutbound, "max-outbound", cfg.MaxOutbound, "unsent `bytes` after which a member is cut off as a slow consumer")
 	fs.IntVar(&cfg.History, "history", cfg.History, "recent messages kept per room for reconnecting members")
 	fs.IntVar(&cfg.HighWater, "high-water", cfg.HighWater, "unsent `bytes` past which a member is behind and its room's Acks are withheld (0: max-outbound/4)")
 	fs.DurationVar(&cfg.SlowTimeout, "slow-timeout", cfg.SlowTimeout, "how long a member may stay behind before it is cut off")
-	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a member that sends nothing (not even a ping) this long (0: never)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a connection that said Hello and then sends nothing (not even a ping) this long (0: never)")
 	fs.Float64Var(&cfg.SendRate, "send-rate", cfg.SendRate, "Chat frames a second one member may send before it is cut off")
 	fs.Float64Var(&cfg.ResendRate, "resend-rate", cfg.ResendRate, "Resend asks a second forwarded per asker")
 	fs.Int64Var(&cfg.HistoryBudget, "history-budget", cfg.HistoryBudget, "total `bytes` of all rooms' histories (0: an eighth of the machine's memory)")
@@ -58,6 +61,7 @@ func main() {
 	clientCert := fs.String("client-cert", "", "certificate `file` to present to Central (stands for -secret when Central trusts its CA)")
 	clientKey := fs.String("client-key", "", "private key `file` of -client-cert")
 	ticketKey := fs.String("ticket-key", "", "`file` with Central's ticket public key; when set, joins need a ticket signed by Central")
+	insecure := fs.Bool("insecure", false, "without -ticket-key, admit joins with no ticket: anyone may join any room under any name (tests and labs only)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9091 (empty: off)")
 	verbose := fs.Bool("v", false, "log debug detail")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -68,6 +72,10 @@ func main() {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "chatserver: unexpected argument %q\n", fs.Arg(0))
+		os.Exit(2)
+	}
+	if (*ticketKey == "") == !*insecure {
+		fmt.Fprintln(os.Stderr, "chatserver: give -ticket-key (Central's ticket public key, from make certs), or -insecure to admit anyone to any room")
 		os.Exit(2)
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
@@ -104,6 +112,9 @@ func main() {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	if *insecure {
+		cfg.Logger.Warn("INSECURE: no room tickets; anyone who reaches this server can join any room as anyone, and replace a member")
+	}
 	cfg.Metrics = *metricsAddr != ""
 	// With both budgets given, the garbage collector is told about them:
 	// without a limit it lets the heap grow to twice what is live before

@@ -104,7 +104,7 @@ func main() {
 		}
 	}
 	d := &demo{start: time.Now(), dashboard: *dash}
-	err = d.run(ctx, cluster.Options{Bin: *bin, Dir: dir, TLS: *useTLS,
+	err = d.run(ctx, cluster.Options{Bin: *bin, Dir: dir, TLS: *useTLS, Tickets: true,
 		CentralArgs: []string{"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s", "-min-gain", "10ms",
 			"-dashboard", *dash}}, *rate, *hold)
 	if err != nil && d.c != nil {
@@ -237,7 +237,7 @@ func (d *demo) run(ctx context.Context, opts cluster.Options, rate float64, hold
 		return err
 	}
 	d.c = c
-	mode := "plaintext, cluster secret"
+	mode := "plaintext, cluster secret, signed room tickets"
 	if opts.TLS {
 		mode = "TLS 1.3 everywhere, signed room tickets, chat servers authenticated by certificate"
 	}
@@ -372,7 +372,7 @@ func (d *demo) diagnose() {
 			fmt.Printf("  Central's server %s: up=%v draining=%v rooms=%d\n", s.ID, s.Up, s.Draining, s.Rooms)
 		}
 	}
-	if rooms, err := d.c.API.Rooms(ctx); err != nil {
+	if rooms, err := d.c.API.Rooms(ctx, d.c.Secret()); err != nil {
 		fmt.Printf("  Central's rooms: %v\n", err)
 	} else if len(rooms) == 0 {
 		fmt.Println("  Central has no room")

@@ -26,6 +26,7 @@ const (
 	CodeNameTaken        = "name_taken"         // a live session holds the user name
 	CodeMethodNotAllowed = "method_not_allowed" // wrong method; the Allow header lists the right ones
 	CodeRateLimited      = "rate_limited"       // too many registrations; try again shortly
+	CodeServerTaken      = "server_taken"       // the server id belongs to another live server
 	CodeInternal         = "internal"           // Central's own fault
 )
 
@@ -58,6 +59,9 @@ func IsUnknownClient(err error) bool { return hasCode(err, CodeUnknownClient) }
 
 // IsUnauthorized reports whether err is a refused token or secret.
 func IsUnauthorized(err error) bool { return hasCode(err, CodeUnauthorized) }
+
+// IsServerTaken reports whether err says another live server holds the id.
+func IsServerTaken(err error) bool { return hasCode(err, CodeServerTaken) }
 
 // RegisterClientRequest is the body of POST /v1/clients. Token is optional:
 // a client that registered before sends its token to get the same identity
@@ -117,15 +121,21 @@ type LatencyVector struct {
 // RegisterServerRequest is the body of POST /v1/servers.
 type RegisterServerRequest struct {
 	ID       string `json:"id"`
-	Addr     string `json:"addr"` // host:port clients dial
-	Secret   string `json:"secret,omitempty"`
+	Addr     string `json:"addr"`                // host:port clients dial
+	Secret   string `json:"secret,omitempty"`    // the cluster secret, if not sent as a bearer token
 	MaxRooms int    `json:"max_rooms,omitempty"` // 0 = no limit
 	MaxConns int    `json:"max_conns,omitempty"` // 0 = no limit
+	// Token is the server token of an earlier registration of this id,
+	// if the server has one: with it, the id is taken back from anywhere.
+	Token string `json:"token,omitempty"`
 }
 
-// RegisterServerResponse tells a chat server how often to heartbeat.
+// RegisterServerResponse tells a chat server how often to heartbeat, and
+// gives it its server token: heartbeats, drain and deregister of this id
+// must carry it (Authorization: Bearer), so a server speaks for itself only.
 type RegisterServerResponse struct {
 	ID                  string `json:"id"`
+	Token               string `json:"token"`
 	HeartbeatIntervalMS int64  `json:"heartbeat_interval_ms"`
 	OfflineAfterMS      int64  `json:"offline_after_ms"`
 }
@@ -148,10 +158,9 @@ type RoomReport struct {
 // hosts; Total is how many it hosts (0 from an older server means
 // len(Rooms)).
 type HeartbeatRequest struct {
-	Secret string       `json:"secret,omitempty"`
-	Conns  int          `json:"conns"`
-	Total  int          `json:"total,omitempty"`
-	Rooms  []RoomReport `json:"rooms"`
+	Conns int          `json:"conns"`
+	Total int          `json:"total,omitempty"`
+	Rooms []RoomReport `json:"rooms"`
 }
 
 // HeartbeatResponse answers a heartbeat.
@@ -160,11 +169,6 @@ type HeartbeatResponse struct {
 	// Draining echoes Central's view, so a server drained by an operator
 	// through the API learns it.
 	Draining bool `json:"draining"`
-}
-
-// SecretRequest is the body of POST /v1/servers/{id}/drain.
-type SecretRequest struct {
-	Secret string `json:"secret,omitempty"`
 }
 
 // ServerInfo describes a chat server in GET /v1/servers.

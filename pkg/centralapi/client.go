@@ -101,25 +101,27 @@ func (c *Client) Register(ctx context.Context, r RegisterServerRequest) (Registe
 	return out, err
 }
 
-// Heartbeat reports a server's load and rooms. An error for which
-// IsUnknownServer is true means Central forgot the server (it restarted, or
-// declared the server offline and an operator deregistered it): call
-// Register, then heartbeat again.
-func (c *Client) Heartbeat(ctx context.Context, id string, hb HeartbeatRequest) (HeartbeatResponse, error) {
+// Heartbeat reports a server's load and rooms, with the token its
+// registration returned. An error for which IsUnknownServer or
+// IsUnauthorized is true means Central forgot the server or its token (it
+// restarted, declared the server offline, or an operator deregistered it):
+// call Register, then heartbeat again.
+func (c *Client) Heartbeat(ctx context.Context, id, token string, hb HeartbeatRequest) (HeartbeatResponse, error) {
 	var out HeartbeatResponse
-	err := c.do(ctx, http.MethodPost, "/v1/servers/"+esc(id)+"/heartbeat", "", hb, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/servers/"+esc(id)+"/heartbeat", token, hb, &out)
 	return out, err
 }
 
 // Drain marks a server as draining: its rooms move away now and no new room
-// is placed on it.
-func (c *Client) Drain(ctx context.Context, id, secret string) error {
-	return c.do(ctx, http.MethodPost, "/v1/servers/"+esc(id)+"/drain", "", SecretRequest{Secret: secret}, nil)
+// is placed on it. token is the server's, from Register.
+func (c *Client) Drain(ctx context.Context, id, token string) error {
+	return c.do(ctx, http.MethodPost, "/v1/servers/"+esc(id)+"/drain", token, nil, nil)
 }
 
-// Deregister removes a server; its rooms move away at once.
-func (c *Client) Deregister(ctx context.Context, id, secret string) error {
-	return c.do(ctx, http.MethodDelete, "/v1/servers/"+esc(id), secret, nil, nil)
+// Deregister removes a server; its rooms move away at once. token is the
+// server's, from Register.
+func (c *Client) Deregister(ctx context.Context, id, token string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/servers/"+esc(id), token, nil, nil)
 }
 
 // RegisterClient registers user name. With the token of an earlier session
@@ -171,9 +173,12 @@ func (c *Client) AllServers(ctx context.Context) ([]ServerInfo, error) {
 }
 
 // Rooms lists every room with its server, members and epoch.
-func (c *Client) Rooms(ctx context.Context) ([]RoomInfo, error) {
+//
+// When Central has a cluster secret, the listing needs it (secret): it
+// says who talks where.
+func (c *Client) Rooms(ctx context.Context, secret string) ([]RoomInfo, error) {
 	var out RoomList
-	err := c.do(ctx, http.MethodGet, "/v1/rooms", "", nil, &out)
+	err := c.do(ctx, http.MethodGet, "/v1/rooms", secret, nil, &out)
 	return out.Rooms, err
 }
 

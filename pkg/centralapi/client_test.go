@@ -70,18 +70,24 @@ func TestClientAgainstCentral(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hb := centralapi.HeartbeatRequest{Secret: "k", Conns: 2, Rooms: []centralapi.RoomReport{{ID: "r-1", Epoch: 4, Members: []string{"ann", "ben"}}}}
-	if _, err := api.Heartbeat(ctx, "serv1", hb); err != nil {
+	hb := centralapi.HeartbeatRequest{Conns: 2, Rooms: []centralapi.RoomReport{{ID: "r-1", Epoch: 4, Members: []string{"ann", "ben"}}}}
+	if _, err := api.Heartbeat(ctx, "serv1", reg.Token, hb); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := api.Heartbeat(ctx, "serv9", hb); !centralapi.IsUnknownServer(err) {
+	if _, err := api.Heartbeat(ctx, "serv1", "k", hb); !centralapi.IsUnauthorized(err) {
+		t.Fatalf("heartbeat with the cluster secret instead of the server token: %v", err)
+	}
+	if _, err := api.Heartbeat(ctx, "serv9", reg.Token, hb); !centralapi.IsUnknownServer(err) {
 		t.Fatalf("unknown server: %v", err)
 	}
 	servers, err := api.Servers(ctx)
 	if err != nil || len(servers) != 1 || servers[0].Conns != 2 || servers[0].MaxConns != 100 {
 		t.Fatalf("servers: %+v %v", servers, err)
 	}
-	rooms, err := api.Rooms(ctx)
+	if _, err := api.Rooms(ctx, ""); !centralapi.IsUnauthorized(err) {
+		t.Fatalf("rooms without the secret: %v", err)
+	}
+	rooms, err := api.Rooms(ctx, "k")
 	if err != nil || len(rooms) != 1 || rooms[0].ID != "r-1" || rooms[0].Epoch != 4 || rooms[0].Addr != "127.0.0.1:3002" || !slices.Equal(rooms[0].Members, []string{"ann", "ben"}) {
 		t.Fatalf("rooms: %+v %v", rooms, err)
 	}
@@ -109,16 +115,19 @@ func TestClientAgainstCentral(t *testing.T) {
 	}
 
 	// Drain, then deregister.
-	if err := api.Drain(ctx, "serv1", "k"); err != nil {
+	if err := api.Drain(ctx, "serv1", "k"); !centralapi.IsUnauthorized(err) {
+		t.Fatalf("drain with the cluster secret instead of the server token: %v", err)
+	}
+	if err := api.Drain(ctx, "serv1", reg.Token); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := api.Heartbeat(ctx, "serv1", hb); err != nil || !out.Draining {
+	if out, err := api.Heartbeat(ctx, "serv1", reg.Token, hb); err != nil || !out.Draining {
 		t.Fatalf("heartbeat while draining: %+v %v", out, err)
 	}
 	if err := api.Deregister(ctx, "serv1", "wrong"); !centralapi.IsUnauthorized(err) {
 		t.Fatalf("deregister with a wrong secret: %v", err)
 	}
-	if err := api.Deregister(ctx, "serv1", "k"); err != nil {
+	if err := api.Deregister(ctx, "serv1", reg.Token); err != nil {
 		t.Fatal(err)
 	}
 	if all, err := api.AllServers(ctx); err != nil || len(all) != 0 {

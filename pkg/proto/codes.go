@@ -112,6 +112,10 @@ func checkName(what, s string, max int) error {
 	if len(s) > max {
 		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrName, what, len(s), max)
 	}
+	if s == "." || s == ".." {
+		// They name no one in a URL path (/v1/clients/..).
+		return fmt.Errorf("%w: %s %q is a path element", ErrName, what, s)
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||

@@ -2,7 +2,10 @@
 // that a user may join a room at an epoch until an expiry; chat servers,
 // holding only Central's public key, check it on every Join.
 //
-// Encoding: the msgpack map {room, user, epoch, exp} followed by the 64-byte
+// A ticket is bound to the placement it was issued for: the room's server
+// and epoch. A chat server admits only tickets naming itself.
+//
+// Encoding: the msgpack map {room, user, epoch, srv, exp} followed by the 64-byte
 // Ed25519 signature over those map bytes. The signed bytes are exactly the
 // bytes carried, so verification never depends on re-encoding.
 package ticket
@@ -23,6 +26,7 @@ type Claims struct {
 	Room    string `msgpack:"room"`
 	User    string `msgpack:"user"`
 	Epoch   uint64 `msgpack:"epoch"`
+	Server  string `msgpack:"srv"` // the chat server the room is placed on at Epoch
 	Expires int64  `msgpack:"exp"` // Unix seconds
 }
 

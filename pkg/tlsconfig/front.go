@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"nearchat/pkg/connlimit"
 )
 
 // Front terminates TLS in front of a plaintext server, for gnet, which has
@@ -54,14 +56,23 @@ func (f *Front) StopAccepting() { _ = f.ln.Close() }
 
 func (f *Front) serve() {
 	defer f.wg.Done()
+	var delay time.Duration
 	for {
 		c, err := f.ln.Accept()
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors or memory must not end TLS service for
+			// good: pause and try again.
+			if !connlimit.Retry(err) {
 				f.log("TLS accept", "err", err)
 			}
-			return
+			delay = connlimit.Backoff(delay)
+			time.Sleep(delay)
+			continue
 		}
+		delay = 0
 		f.wg.Add(1)
 		go f.relay(c.(*tls.Conn))
 	}
@@ -101,18 +112,39 @@ func (f *Front) relay(c *tls.Conn) {
 		return
 	}
 	defer back.Close()
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		// Either side ending ends both: a closed member must not linger.
-		_ = dst.Close()
-		_ = src.Close()
-		done <- struct{}{}
+	// The server's last words (a fatal Error frame) must reach the client
+	// even when the client is still writing: the client's side only ever
+	// half-closes the backend; the backend's side, once everything it sent
+	// is relayed, half-closes the client (close_notify, then FIN) and
+	// drains what the client still sends for a moment, so that closing
+	// does not reset the connection over unread bytes.
+	up := make(chan struct{})
+	go func() {
+		defer close(up)
+		if _, err := io.Copy(back, c); err != nil {
+			_, _ = io.Copy(io.Discard, c) // the backend is gone: drain until the deadline below
+		}
+		closeWrite(back)
+	}()
+	_, _ = io.Copy(c, back)
+	_ = c.SetWriteDeadline(time.Now().Add(LingerTimeout))
+	_ = c.CloseWrite()
+	closeWrite(c.NetConn())
+	_ = c.SetReadDeadline(time.Now().Add(LingerTimeout))
+	<-up
+}
+
+// LingerTimeout bounds how long a relayed connection the server has closed
+// is drained before it is closed, so the server's last frame is read
+// rather than lost to a reset.
+const LingerTimeout = time.Second
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
 	}
-	go pipe(back, c)
-	go pipe(c, back)
-	<-done
-	<-done
+	_ = c.Close()
 }
 
 // Close stops accepting, ends every relayed connection and waits for the

@@ -1,0 +1,137 @@
+package central
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
+	"nearchat/pkg/wire"
+)
+
+// A heartbeat with a wrong token is refused before its body is read: the
+// answer arrives while the sender has sent 1 KiB of a declared 8 MiB.
+func TestHeartbeatAuthBeforeBody(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ClusterSecret = "s3cret"
+	h := startCentral(t, cfg)
+	if _, err := h.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: "127.0.0.1:3002", Secret: "s3cret"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, auth := range []string{"Bearer s3cret", "Bearer wrong", ""} {
+		nc, err := net.Dial("tcp", h.c.RESTAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		hdr := fmt.Sprintf("POST /v1/servers/serv1/heartbeat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n", 8<<20)
+		if auth != "" {
+			hdr += "Authorization: " + auth + "\r\n"
+		}
+		if _, err := nc.Write([]byte(hdr + "\r\n{\"conns\":1,\"rooms\":[" + strings.Repeat(" ", 1024))); err != nil {
+			t.Fatal(err)
+		}
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			t.Fatalf("auth %q: no answer before the body was sent: %v", auth, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("auth %q: status %d, want 401", auth, resp.StatusCode)
+		}
+	}
+}
+
+// One flooder spends its own registration allowance, not everyone's.
+func TestRegistrationLimitPerSource(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RegisterRate, cfg.RegisterBurst = 0.001, 3
+	h := startCentral(t, cfg)
+	for i := range 3 {
+		h.register(t, fmt.Sprintf("flood%d", i))
+	}
+	if _, err := h.api.RegisterClient(ctx(t), "flood3", ""); err == nil || !strings.Contains(err.Error(), centralapi.CodeRateLimited) {
+		t.Fatalf("fourth registration from one address: %v, want rate_limited", err)
+	}
+	other := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
+	api := centralapi.NewClient(h.c.RESTAddr(), other)
+	if _, err := api.RegisterClient(ctx(t), "newcomer", ""); err != nil {
+		t.Fatalf("a newcomer from another address was refused: %v", err)
+	}
+}
+
+// A registration whose client never connects does not hold its name for
+// ever; one that connected keeps it.
+func TestRegistrationThatNeverConnectsExpires(t *testing.T) {
+	cfg := testConfig(t)
+	clk := newFakeClock()
+	cfg.Clock = clk.Now
+	cfg.SessionGrace = time.Minute
+	h := startCentral(t, cfg)
+	h.register(t, "ghost")
+	alice := h.register(t, "alice")
+	h.connectAs(t, alice)
+	testkit.WaitFor(t, 5*time.Second, "alice online", func() bool {
+		info, err := h.api.LookupClient(ctx(t), "alice")
+		return err == nil && info.Online
+	})
+	clk.Advance(cfg.SessionGrace + time.Second)
+	testkit.WaitFor(t, 5*time.Second, "ghost's registration to expire", func() bool {
+		_, err := h.api.LookupClient(ctx(t), "ghost")
+		return centralapi.IsUnknownClient(err)
+	})
+	if _, err := h.api.LookupClient(ctx(t), "alice"); err != nil {
+		t.Fatalf("a connected client lost its registration: %v", err)
+	}
+}
+
+// A control client that sends pings and never reads the pongs is cut off
+// once its replies pass the outbound cap, and Central goes on serving.
+func TestControlNonReaderIsCutOff(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	s := h.register(t, "spammer")
+	nc, err := net.Dial("tcp", h.c.ControlAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	hello, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Token: s.Token, Agent: "spammer"})
+	if _, err := nc.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	var batch []byte
+	for i := range 1024 {
+		batch, _ = wire.AppendFrame(batch, &proto.Ping{ID: uint64(i), At: 1})
+	}
+	const limit = 256 << 20
+	sent, start := 0, time.Now()
+	for sent < limit && time.Since(start) < 60*time.Second {
+		nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		n, err := nc.Write(batch)
+		sent += n
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue // our side's buffers are full: Central stopped reading us
+			}
+			t.Logf("cut off after %d KiB of pings in %v: %v", sent>>10, time.Since(start), err)
+			break
+		}
+	}
+	if sent >= limit {
+		t.Fatalf("Central read %d MiB of pings without cutting off a client that never reads", sent>>20)
+	}
+	if _, err := h.api.Health(ctx(t)); err != nil {
+		t.Fatalf("Central after the flood: %v", err)
+	}
+	_ = context.Background
+}

@@ -1,0 +1,169 @@
+package chatserver
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+func TestDeadlines(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.HelloTimeout = 300 * time.Millisecond
+		c.FrameTimeout = 300 * time.Millisecond
+		c.IdleTimeout = 800 * time.Millisecond
+	})
+	t.Run("no hello", func(t *testing.T) {
+		p := dial(t, s)
+		p.expectClosed(proto.CodeTimeout)
+	})
+	t.Run("frame header then stall", func(t *testing.T) {
+		p := hello(t, s)
+		hdr := make([]byte, wire.LenSize)
+		binary.BigEndian.PutUint32(hdr, 100)
+		p.raw(append(hdr, byte(proto.TPing), 0x80))
+		p.expectClosed(proto.CodeTimeout)
+	})
+	t.Run("partial header then stall", func(t *testing.T) {
+		p := hello(t, s)
+		p.raw([]byte{0})
+		p.expectClosed(proto.CodeTimeout)
+	})
+	t.Run("silent after hello", func(t *testing.T) {
+		p := hello(t, s)
+		p.expectClosed(proto.CodeTimeout)
+	})
+	t.Run("pinging member stays", func(t *testing.T) {
+		p := hello(t, s)
+		start := time.Now()
+		for i := uint64(1); time.Since(start) < 2*time.Second; i++ {
+			p.send(&proto.Ping{ID: i})
+			p.expect(proto.TPong)
+			time.Sleep(100 * time.Millisecond) // the pacing of a client's pings, not synchronisation
+		}
+	})
+}
+
+// A member that sends pings and never reads the pongs costs at most its
+// outbound cap plus the paused-input bound: it is cut off, and what it
+// sends after that is dropped, not buffered. (Before: 165-193 MiB.)
+func TestNonReaderIsBounded(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxOutbound = 64 << 10 })
+	p := hello(t, s)
+	var batch []byte
+	for i := range 1024 {
+		batch, _ = wire.AppendFrame(batch, &proto.Ping{ID: uint64(i), At: 1})
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base, peak := ms.HeapInuse, ms.HeapInuse
+	sent, start, cut := 0, time.Now(), false
+	for i := 0; sent < 1<<30 && time.Since(start) < 30*time.Second; i++ {
+		p.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		n, err := p.conn.Write(batch)
+		sent += n
+		if i%64 == 0 {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			t.Logf("cut off after %d KiB of pings in %v: %v", sent>>10, time.Since(start), err)
+			cut = true
+			break
+		}
+	}
+	growth := int64(peak) - int64(base)
+	t.Logf("sent %d MiB; heap in use grew by at most %d KiB", sent>>20, growth>>10)
+	if !cut {
+		t.Errorf("a member that never reads was not cut off after %d MiB", sent>>20)
+	}
+	if growth > 32<<20 {
+		t.Errorf("heap grew by %d MiB for one member that never reads (cap 64 KiB out, 256 KiB in)", growth>>20)
+	}
+	hello(t, s) // still serving
+}
+
+func TestConnectionLimitPerSource(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxConnsPerSource = 3 })
+	for range 3 {
+		hello(t, s)
+	}
+	p := dial(t, s)
+	p.expectClosed(proto.CodeServerFull)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	q := newPeer(t, c)
+	q.send(&proto.Hello{V: wire.Version, Agent: "test"})
+	q.expect(proto.TWelcome)
+}
+
+// A client that keeps writing after a protocol error still reads the
+// Error frame before the close, over TLS and plaintext alike. (Before:
+// over TLS, a bare close about 1 time in 4.)
+func TestFatalErrorReachesAWritingClient(t *testing.T) {
+	ca := devCA(t)
+	servers := map[string]*Server{"plain": startServer(t, nil), "tls": startTLSServer(t, ca)}
+	for name, s := range servers {
+		t.Run(name, func(t *testing.T) {
+			lost := 0
+			for range 20 {
+				var p *peer
+				if name == "tls" {
+					var err error
+					if p, err = dialTLS(t, s.Addr(), ca, nil); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					p = dial(t, s)
+				}
+				p.send(&proto.Hello{V: wire.Version, Agent: "test"})
+				p.expect(proto.TWelcome)
+				junk := bytes.Repeat([]byte{0xff}, 16<<10) // a declared length far past the maximum
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					for range 64 {
+						p.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+						if _, err := p.conn.Write(junk); err != nil {
+							return
+						}
+					}
+				}()
+				got := false
+				for {
+					m, err := p.next(5 * time.Second)
+					if err != nil {
+						break
+					}
+					if e, ok := m.(*proto.Error); ok && e.Fatal && e.Code == proto.CodeTooLarge {
+						got = true
+						break
+					}
+				}
+				<-done
+				p.conn.Close()
+				if !got {
+					lost++
+				}
+			}
+			if lost > 0 {
+				t.Fatalf("%d of 20 clients writing past a protocol error got a bare close, no Error frame", lost)
+			}
+		})
+	}
+}

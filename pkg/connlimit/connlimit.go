@@ -1,0 +1,255 @@
+// Package connlimit keeps a server's connections within what the process can
+// hold: a descriptor budget below RLIMIT_NOFILE, shared by every port of the
+// process, and a cap on what one source address may hold.
+//
+// gnet's main reactor stops for good when accept(2) fails (EMFILE), and a Go
+// listener that fails the same way ends its accept loop, so a process must
+// never let its connections reach the descriptor limit. A Limiter counts
+// descriptors, not connections: a TLS connection relayed to the event loops
+// holds three. Connections past a limit are refused at once (closed, or told
+// why where the protocol allows), never queued.
+//
+// A Limiter is safe for concurrent use.
+package connlimit
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Limiter is the descriptor budget of a process, shared by its ports.
+type Limiter struct {
+	max     int64
+	n       atomic.Int64
+	refused atomic.Int64
+
+	peak        atomic.Int64 // for Reclaim
+	lastReclaim atomic.Int64 // Unix nanoseconds
+}
+
+// New returns a Limiter allowing max descriptors in all.
+func New(max int) *Limiter { return &Limiter{max: int64(max)} }
+
+// Port is one listening port's share of a Limiter: the budget is common,
+// the per-source cap is the port's own.
+type Port struct {
+	l      *Limiter
+	perSrc int
+	mu     sync.Mutex
+	src    map[netip.Addr]int
+}
+
+// Port returns a Port drawing on l with at most perSource connections from
+// one IP address (0: no per-source cap).
+func (l *Limiter) Port(perSource int) *Port {
+	return &Port{l: l, perSrc: perSource, src: map[netip.Addr]int{}}
+}
+
+// Budget returns how many descriptors connections may use in this process:
+// the soft RLIMIT_NOFILE (Go raises it to the hard limit at start) minus a
+// reserve for listeners, files, outgoing dials, logs, and the connections
+// the kernel has queued for accept that gnet takes before we see them (see
+// Backlog). It also returns the reserve.
+func Budget() (budget, reserve int, err error) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, 0, fmt.Errorf("connlimit: getrlimit: %w", err)
+	}
+	return budgetFor(int(min(rl.Cur, 1<<30)))
+}
+
+func budgetFor(limit int) (budget, reserve int, err error) {
+	reserve = min(max(48, limit/4), 1024+Backlog)
+	if limit-reserve < 16 {
+		return 0, reserve, fmt.Errorf("connlimit: RLIMIT_NOFILE %d leaves no room for connections (reserve %d)", limit, reserve)
+	}
+	return limit - reserve, reserve, nil
+}
+
+// Backlog is the listen backlog servers should use. gnet listens with the
+// system maximum (often 4096) and accepts the whole queue before any
+// connection reaches OnOpen; a short queue bounds how far accepted
+// descriptors can run ahead of the count.
+const Backlog = 128
+
+// SetBacklog sets the listen backlog of the listening socket fd (a
+// duplicate of it will do: the backlog belongs to the socket).
+func SetBacklog(fd, n int) error {
+	if err := unix.Listen(fd, n); err != nil {
+		return fmt.Errorf("connlimit: listen backlog: %w", err)
+	}
+	return nil
+}
+
+// Max returns the descriptor budget.
+func (l *Limiter) Max() int { return int(l.max) }
+
+// InUse returns the descriptors held by admitted connections.
+func (l *Limiter) InUse() int { return int(l.n.Load()) }
+
+// Refused returns how many connections were refused so far.
+func (l *Limiter) Refused() int64 { return l.refused.Load() }
+
+// sourceOf returns addr's IP, or false for addresses without one (Unix
+// sockets: the relay of a TLS front, already counted by source there).
+func sourceOf(addr net.Addr) (netip.Addr, bool) {
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		ip, ok := netip.AddrFromSlice(a.IP)
+		return ip.Unmap(), ok
+	case *net.UDPAddr:
+		ip, ok := netip.AddrFromSlice(a.IP)
+		return ip.Unmap(), ok
+	}
+	return netip.Addr{}, false
+}
+
+// Acquire takes cost descriptors for a connection from addr. It reports
+// false, taking nothing, when the budget or addr's per-source cap is spent.
+func (p *Port) Acquire(addr net.Addr, cost int) bool {
+	l := p.l
+	if l.n.Add(int64(cost)) > l.max {
+		l.n.Add(-int64(cost))
+		l.refused.Add(1)
+		return false
+	}
+	if ip, ok := sourceOf(addr); ok && p.perSrc > 0 {
+		p.mu.Lock()
+		if p.src[ip] >= p.perSrc {
+			p.mu.Unlock()
+			l.n.Add(-int64(cost))
+			l.refused.Add(1)
+			return false
+		}
+		p.src[ip]++
+		p.mu.Unlock()
+	}
+	return true
+}
+
+// Release returns what Acquire took for a connection from addr.
+func (p *Port) Release(addr net.Addr, cost int) {
+	p.l.n.Add(-int64(cost))
+	if ip, ok := sourceOf(addr); ok && p.perSrc > 0 {
+		p.mu.Lock()
+		if p.src[ip]--; p.src[ip] <= 0 {
+			delete(p.src, ip)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Listener wraps ln so that each accepted connection costs cost
+// descriptors: one past the limits is closed at once, and accept errors
+// that say the process or system is out of descriptors or memory are
+// retried with back-off instead of ending the caller's accept loop.
+func (p *Port) Listener(ln net.Listener, cost int) net.Listener {
+	return &listener{Listener: ln, p: p, cost: cost}
+}
+
+type listener struct {
+	net.Listener
+	p    *Port
+	cost int
+}
+
+func (ln *listener) Accept() (net.Conn, error) {
+	var delay time.Duration
+	for {
+		c, err := ln.Listener.Accept()
+		if err != nil {
+			if !Retry(err) {
+				return nil, err
+			}
+			delay = Backoff(delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		if !ln.p.Acquire(c.RemoteAddr(), ln.cost) {
+			_ = c.Close()
+			continue
+		}
+		return &conn{Conn: c, p: ln.p, cost: ln.cost}, nil
+	}
+}
+
+type conn struct {
+	net.Conn
+	p    *Port
+	cost int
+	once sync.Once
+}
+
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.p.Release(c.Conn.RemoteAddr(), c.cost) })
+	return err
+}
+
+// CloseWrite half-closes the connection when the underlying one can.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+// Retry reports whether an accept error is worth retrying after a pause:
+// out of descriptors (EMFILE, ENFILE), buffers or memory, or a peer that
+// gave up while queued.
+func Retry(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return false
+	}
+	for _, e := range []syscall.Errno{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.ECONNABORTED, unix.EINTR, unix.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Backoff returns the next pause after prev: 5 ms doubling to 1 s.
+func Backoff(prev time.Duration) time.Duration {
+	if prev == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*prev, time.Second)
+}
+
+// Reclaim hands freed memory back to the operating system after a flood:
+// when the descriptors in use fall to half of their peak since the last
+// reclaim, by at least reclaimDrop, and at most once per reclaimEvery.
+// Buffers of the connections of a flood are garbage once they close, but
+// the runtime returns them slowly; an operator watching RSS after an attack
+// should see it fall. Call it periodically.
+func (l *Limiter) Reclaim() {
+	n := l.n.Load()
+	if n > l.peak.Load() {
+		l.peak.Store(n)
+		return
+	}
+	peak := l.peak.Load()
+	if peak-n < reclaimDrop || n > peak/2 || time.Since(time.Unix(0, l.lastReclaim.Load())) < reclaimEvery {
+		return
+	}
+	l.peak.Store(n)
+	l.lastReclaim.Store(time.Now().UnixNano())
+	debug.FreeOSMemory()
+}
+
+const (
+	reclaimDrop  = 256
+	reclaimEvery = 10 * time.Second
+)
