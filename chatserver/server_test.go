@@ -913,7 +913,9 @@ func TestMemoryBudgets(t *testing.T) {
 		}
 	})
 	t.Run("outbound", func(t *testing.T) {
-		s := startServer(t, func(c *Config) { c.OutboundBudget = 64 << 10; c.MaxOutbound = 1 << 20; c.SlowTimeout = time.Minute })
+		// MaxOutbound above all 1000 x 4 KB, so the never-reading member is not
+		// cut off (taking its backlog with it) before the refused join.
+		s := startServer(t, func(c *Config) { c.OutboundBudget = 64 << 10; c.MaxOutbound = 8 << 20; c.SlowTimeout = time.Minute })
 		a, _ := joinAs(t, s, "one", "a")
 		dialSlow(t, s, "one", "slow") // never reads
 		text := strings.Repeat("o", 4000)
