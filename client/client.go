@@ -20,8 +20,8 @@ import (
 	"nearchat/pkg/wire"
 )
 
-// Options configures a Client: the user's whole presence in nearchat.
-type Options struct {
+// Config configures a Client: the user's whole presence in nearchat.
+type Config struct {
 	// Central is the REST address of Central (host:port or URL); Control
 	// its control port (host:port). With several Central replicas, each is
 	// a comma-separated list: the client uses the address that last
@@ -43,7 +43,7 @@ type Options struct {
 	TLS *tls.Config
 	// Session configures each room's session; its Dialer and OnBroken are
 	// set by the Client.
-	Session Config
+	Session SessionConfig
 	// Probe configures the RTT prober; its Dialer is set by the Client.
 	Probe rtt.Config
 	// ProbeEvery is the interval between probe rounds over the live
@@ -63,13 +63,13 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// DefaultOptions returns the defaults of the terminal client and the bot.
-func DefaultOptions() Options {
-	return Options{
+// DefaultConfig returns the defaults of the terminal client and the bot.
+func DefaultConfig() Config {
+	return Config{
 		Central:      "127.0.0.1:8080",
 		Control:      "127.0.0.1:8081",
 		Agent:        "chat/1",
-		Session:      DefaultConfig(),
+		Session:      DefaultSessionConfig(),
 		Probe:        rtt.DefaultConfig(),
 		ProbeEvery:   3 * time.Second,
 		HoldingEvery: 5 * time.Second,
@@ -83,7 +83,7 @@ func DefaultOptions() Options {
 // follows room assignments: opening sessions and moving them. Its methods
 // are safe for concurrent use.
 type Client struct {
-	opts   Options
+	opts   Config
 	log    *slog.Logger
 	api    *centralapi.Client
 	dialer rtt.Dialer
@@ -124,7 +124,7 @@ type roomState struct {
 }
 
 // New validates opts. Nothing is dialed before Run.
-func New(opts Options) (*Client, error) {
+func New(opts Config) (*Client, error) {
 	if err := proto.CheckUser(opts.User); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -132,7 +132,7 @@ func New(opts Options) (*Client, error) {
 		return nil, errors.New("client: Central's REST and control addresses are both needed")
 	}
 	if opts.HoldingEvery <= 0 {
-		opts.HoldingEvery = DefaultOptions().HoldingEvery
+		opts.HoldingEvery = DefaultConfig().HoldingEvery
 	}
 	if opts.ProbeEvery <= 0 || opts.BackoffMin <= 0 || opts.BackoffMax < opts.BackoffMin {
 		return nil, errors.New("client: probe interval and backoff bounds must be positive, min <= max")

@@ -3,7 +3,7 @@
 //
 // # Client
 //
-// New validates an Options; Run registers the user with Central over REST
+// New validates a Config; Run registers the user with Central over REST
 // (or takes the name back with a Token from an earlier session), then keeps
 // one control connection to Central, reconnecting with jittered exponential
 // backoff and registering again if Central forgot the user. Beside it, a
@@ -30,7 +30,7 @@
 // # Session
 //
 // A Session is one room on one chat server at a time. It can be used
-// without a Client (Open, Move, Send, Session.Events) by whoever gets
+// without a Client (Open with a SessionConfig, Move, Send, Session.Events) by whoever gets
 // assignments another way, as the chat server's tests and the benchmarks do.
 //
 // # Delivery guarantee

@@ -158,7 +158,7 @@ type user struct {
 
 func (c *cluster) user(name string) *user {
 	c.t.Helper()
-	opts := client.DefaultOptions()
+	opts := client.DefaultConfig()
 	opts.Central, opts.Control, opts.User = c.centCfg.RESTListen, c.centCfg.ControlListen, name
 	opts.Dialer = &delaynet.Dialer{Delay: c.delays.Get}
 	opts.ProbeEvery = 300 * time.Millisecond

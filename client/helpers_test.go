@@ -93,8 +93,8 @@ func (m *member) key(from string, inc uint64) string {
 // finish: wide, for a loaded 2-core CI under -race.
 const settle = 15 * time.Second
 
-func testConfig(t testing.TB) Config {
-	cfg := DefaultConfig()
+func testConfig(t testing.TB) SessionConfig {
+	cfg := DefaultSessionConfig()
 	cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
 	// Far longer than settle, so that the gap timers (the fallback)
 	// cannot rescue a test within its waits: the primary paths must do
@@ -106,11 +106,11 @@ func testConfig(t testing.TB) Config {
 }
 
 // configFor returns testConfig for timers "test", and the production
-// timers (DefaultConfig) for "default": the paths must work with the
+// timers (DefaultSessionConfig) for "default": the paths must work with the
 // timers users run, too.
-func configFor(t testing.TB, timers string) Config {
+func configFor(t testing.TB, timers string) SessionConfig {
 	if timers == "default" {
-		cfg := DefaultConfig()
+		cfg := DefaultSessionConfig()
 		cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
 		return cfg
 	}
@@ -118,7 +118,7 @@ func configFor(t testing.TB, timers string) Config {
 }
 
 // join opens a session for user on srv and drains its events.
-func join(t testing.TB, cfg Config, srv proto.ServerRef, room, user string) *member {
+func join(t testing.TB, cfg SessionConfig, srv proto.ServerRef, room, user string) *member {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -14,8 +14,8 @@ import (
 	"nearchat/pkg/wire"
 )
 
-// Config tunes a Session. Start from DefaultConfig.
-type Config struct {
+// SessionConfig tunes a Session. Start from DefaultSessionConfig.
+type SessionConfig struct {
 	// Dialer opens chat-server connections; nil means a plain net.Dialer.
 	Dialer rtt.Dialer
 	// Agent is announced in Hello.
@@ -58,9 +58,9 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultConfig returns the defaults used by the terminal client and bot.
-func DefaultConfig() Config {
-	return Config{
+// DefaultSessionConfig returns the defaults used by the terminal client and bot.
+func DefaultSessionConfig() SessionConfig {
+	return SessionConfig{
 		Agent:            "chat/1",
 		Window:           1024,
 		MaxUnacked:       8192,
@@ -75,7 +75,7 @@ func DefaultConfig() Config {
 	}
 }
 
-func (c *Config) validate() error {
+func (c *SessionConfig) validate() error {
 	var errs []error
 	for _, v := range []struct {
 		name string
@@ -130,7 +130,7 @@ type Stats struct {
 
 // Session is one user's membership of one room, across servers.
 type Session struct {
-	cfg        Config
+	cfg        SessionConfig
 	room, user string
 	log        *slog.Logger
 
@@ -178,7 +178,7 @@ type inbound struct {
 
 // Open joins room as user on server (epoch and ticket as Central assigned
 // them) and returns the running Session. ctx bounds the join only.
-func Open(ctx context.Context, cfg Config, server proto.ServerRef, room, user string, epoch uint64, ticket []byte) (*Session, error) {
+func Open(ctx context.Context, cfg SessionConfig, server proto.ServerRef, room, user string, epoch uint64, ticket []byte) (*Session, error) {
 	if err := proto.CheckRoom(room); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}

@@ -340,14 +340,14 @@ func TestOpenErrors(t *testing.T) {
 	srv := startChat(t, "serv1")
 	tests := []struct {
 		name string
-		cfg  func(*Config)
+		cfg  func(*SessionConfig)
 		room string
 		user string
 		addr string
 	}{
 		{"bad-user", nil, "r", "no spaces", srv.Addr()},
 		{"bad-room", nil, "", "u", srv.Addr()},
-		{"bad-config", func(c *Config) { c.Window = 0 }, "r", "u", srv.Addr()},
+		{"bad-config", func(c *SessionConfig) { c.Window = 0 }, "r", "u", srv.Addr()},
 		{"no-server", nil, "r", "u", "127.0.0.1:1"},
 	}
 	for _, tt := range tests {
@@ -593,7 +593,7 @@ func TestResendStorm(t *testing.T) {
 // timers, with a DrainTimeout long enough that only the fix can pass.
 func TestLateJoinerOnNewServer(t *testing.T) {
 	s1, s2 := startChat(t, "serv1"), startChat(t, "serv2")
-	cfg := DefaultConfig()
+	cfg := DefaultSessionConfig()
 	cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
 	cfg.DrainTimeout = time.Minute
 	a := join(t, cfg, ref(s1), "room-late", "alice")
@@ -645,7 +645,7 @@ func TestSlowReader(t *testing.T) {
 				t.Skip("waits for flow control that counts queued fan-out (see the chaos waitingFor list)")
 			}
 			srv := startChatWith(t, "serv1", func(c *chatserver.Config) { c.MaxOutbound = 256 << 10 })
-			cfg := DefaultConfig()
+			cfg := DefaultSessionConfig()
 			cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
 			a := join(t, cfg, ref(srv), "room-slow", "alice")
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -704,7 +704,7 @@ func TestStalledReaderPastTheBound(t *testing.T) {
 		c.MaxOutbound = 256 << 10
 		c.SlowTimeout = 500 * time.Millisecond
 	})
-	cfg := DefaultConfig()
+	cfg := DefaultSessionConfig()
 	cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
 	a := join(t, cfg, ref(srv), "room-stall", "alice")
 	bcfg := cfg

@@ -109,7 +109,7 @@ func (g *gen) newMember(r *room, i int) (*member, error) {
 	if i == 0 {
 		m.statuses = make(chan client.Status, 8)
 	}
-	opts := client.DefaultOptions()
+	opts := client.DefaultConfig()
 	opts.Central, opts.Control, opts.User = g.cl.rest, g.cl.control, m.name
 	opts.Agent = "chatload/1"
 	opts.ProbeEvery = g.cfg.ProbeEvery

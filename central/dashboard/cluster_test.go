@@ -122,7 +122,7 @@ func (c *cluster) startServer(id string) {
 func (c *cluster) user(name string) *client.Client {
 	t := c.t
 	t.Helper()
-	opts := client.DefaultOptions()
+	opts := client.DefaultConfig()
 	opts.Central, opts.Control, opts.User = c.restAddr, c.ctlAddr, name
 	opts.Dialer = &delaynet.Dialer{Delay: c.delays.Get}
 	opts.ProbeEvery = 300 * time.Millisecond

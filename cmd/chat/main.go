@@ -56,7 +56,7 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	def := client.DefaultOptions()
+	def := client.DefaultConfig()
 	fs.StringVar(&f.name, "name", "", "user `name` (the terminal client asks when empty; required with -bot)")
 	fs.StringVar(&f.central, "central", envOr("NEARCHAT_CENTRAL", def.Central), "Central's REST `address`, or several Central replicas' comma-separated (default $NEARCHAT_CENTRAL, else "+def.Central+")")
 	fs.StringVar(&f.control, "control", "", "Central's control port `address`, or one per replica comma-separated (default: learned from Central, the same port on each replica's host)")
@@ -147,7 +147,7 @@ func newClient(f *flags, log *slog.Logger, onProbe func(map[string]rtt.Result)) 
 	if err != nil {
 		return nil, err
 	}
-	opts := client.DefaultOptions()
+	opts := client.DefaultConfig()
 	opts.Central, opts.Control, opts.User, opts.Token = f.central, f.control, f.name, f.token
 	opts.Logger = log
 	opts.OnProbe = onProbe

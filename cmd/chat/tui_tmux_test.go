@@ -101,7 +101,7 @@ type peer struct {
 
 func (c *cluster) peer(name string) *peer {
 	c.t.Helper()
-	opts := client.DefaultOptions()
+	opts := client.DefaultConfig()
 	opts.Central, opts.Control, opts.User = c.rest, c.ctrl, name
 	opts.Dialer = &delaynet.Dialer{Delay: c.delays.Get}
 	opts.ProbeEvery = 300 * time.Millisecond
