@@ -14,7 +14,6 @@ import (
 	"nearchat/central/store"
 	"nearchat/central/store/etcdstore"
 	"nearchat/central/store/etcdstore/etcdtest"
-	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
 )
 
@@ -139,7 +138,7 @@ func benchMatch(b *testing.B, cfg Config) {
 			for range work {
 				room, err := pair(a, z)
 				if err == nil {
-					err = errors.Join(a.send(&proto.LeaveRoom{Room: room}), z.send(&proto.LeaveRoom{Room: room}))
+					err = errors.Join(a.leave(room), z.leave(room))
 				}
 				if err != nil {
 					errs[p] = err
