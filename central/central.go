@@ -48,7 +48,9 @@ type Central struct {
 	rooms      []*room
 	roomByID   map[string]*room
 	reqs       map[string]*request
-	reqByKey   map[string]*request
+	reqByGroup map[string]*request
+	done       map[string]store.Request // outcomes of keyed requests, for repeats
+	doneQ      []string                 // done's ids, oldest first
 	pushes     map[*push]struct{}
 	conns      map[*conn]struct{}
 	dirty      map[*user]struct{}
@@ -92,24 +94,25 @@ func New(cfg Config) (*Central, error) {
 		return nil, fmt.Errorf("central: config: %w", err)
 	}
 	c := &Central{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		st:       cfg.Store,
-		now:      cfg.Clock,
-		users:    map[string]*user{},
-		folded:   map[string]*user{},
-		tokens:   map[string]*user{},
-		srvByID:  map[string]*serverRec{},
-		layout:   1,
-		roomByID: map[string]*room{},
-		reqs:     map[string]*request{},
-		reqByKey: map[string]*request{},
-		pushes:   map[*push]struct{}{},
-		conns:    map[*conn]struct{}{},
-		dirty:    map[*user]struct{}{},
-		kick:     make(chan struct{}, 1),
-		gnetDone: make(chan error, 1),
-		obs:      newObserver(),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		st:         cfg.Store,
+		now:        cfg.Clock,
+		users:      map[string]*user{},
+		folded:     map[string]*user{},
+		tokens:     map[string]*user{},
+		srvByID:    map[string]*serverRec{},
+		layout:     1,
+		roomByID:   map[string]*room{},
+		reqs:       map[string]*request{},
+		reqByGroup: map[string]*request{},
+		done:       map[string]store.Request{},
+		pushes:     map[*push]struct{}{},
+		conns:      map[*conn]struct{}{},
+		dirty:      map[*user]struct{}{},
+		kick:       make(chan struct{}, 1),
+		gnetDone:   make(chan error, 1),
+		obs:        newObserver(),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))

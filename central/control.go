@@ -418,11 +418,20 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 		c.online++
 	}
 	u.sess = cn
+	u.restored = false
 	cn.user = u
 	c.sendLocked(cn, &proto.Welcome{V: wire.Version, Server: "central", Max: wire.MaxFrame, User: u.name})
 	now := c.now()
 	for _, p := range u.pushes {
 		p.first = now // the give-up clock stood still while u was away
 		c.sendPushLocked(p, now)
+	}
+	// Requests waiting for u's answer: made while u was awaited
+	// (awaitedLocked), so never told, or told on the connection this one
+	// replaces (going offline would have ended them).
+	for q := range u.reqs {
+		if _, ok := q.waiting[u]; ok {
+			c.incomingLocked(u, q)
+		}
 	}
 }

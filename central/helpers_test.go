@@ -230,5 +230,19 @@ func chat(t testing.TB, a, b *ctl) *proto.Assign {
 	}
 	a.send(&proto.AssignAck{Room: asA.Room, Epoch: asA.Epoch})
 	b.send(&proto.AssignAck{Room: asB.Room, Epoch: asB.Epoch})
+	a.sync()
+	b.sync()
 	return asA
+}
+
+// sync makes a Ping round trip: once it returns, Central has handled
+// everything k sent before (frames of one connection are handled in
+// order), so a test that moves the fake clock next cannot have a retry
+// overtake an acknowledgement still on its way.
+func (k *ctl) sync() {
+	k.t.Helper()
+	k.send(&proto.Ping{ID: 0x5c})
+	if p := expect[*proto.Pong](k, skipAwaiting); p.ID != 0x5c {
+		k.t.Fatalf("%s: pong %+v", k.name, p)
+	}
 }

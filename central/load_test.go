@@ -27,6 +27,9 @@ type bot struct {
 	// the last room matters: everything Central sends after handling the
 	// LeaveRoom (the next request's frames) comes after those.
 	left string
+	// asked counts the bot's requests: each carries a fresh key, as the
+	// client library's do.
+	asked int
 }
 
 func dialBot(addr string, s centralapi.Session) (*bot, error) {
@@ -80,7 +83,8 @@ func recvType[T wire.Message](b *bot) (T, error) {
 
 // pair runs one full request from a to b and returns the room.
 func pair(a, b *bot) (string, error) {
-	if err := a.send(&proto.Request{To: []string{b.name}}); err != nil {
+	a.asked++
+	if err := a.send(&proto.Request{To: []string{b.name}, Key: fmt.Sprintf("k%d", a.asked)}); err != nil {
 		return "", err
 	}
 	var req string

@@ -38,9 +38,12 @@ type user struct {
 	pushes       map[string]*push // by room id
 	sess         *conn            // live control connection, nil when offline
 	offlineSince time.Time
-	reqLimit     bucket // chat requests this user may still make
-	holdLimit    bucket // Holding reports
-	repLimit     bucket // Unreachable reports
+	// restored: loaded from the store and not connected to this Central
+	// since (see awaitedLocked).
+	restored  bool
+	reqLimit  bucket // chat requests this user may still make
+	holdLimit bucket // Holding reports
+	repLimit  bucket // Unreachable reports
 }
 
 func (u *user) placeholder() bool { return u.token == "" }
@@ -219,7 +222,7 @@ func (c *Central) load() error {
 	}
 	for _, rec := range users {
 		u := c.newUserLocked(rec.Name, rec.Token, now)
-		u.lat, u.reg = rec.Latency, rec.Registered
+		u.lat, u.reg, u.restored = rec.Latency, rec.Registered, true
 	}
 	rooms, err := c.st.Rooms()
 	if err != nil {
@@ -234,6 +237,15 @@ func (c *Central) load() error {
 			r.members = append(r.members, c.userOrPlaceholderLocked(name, now))
 		}
 		c.insertRoomLocked(r)
+	}
+	reqs, err := c.st.Requests()
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(reqs, func(a, b store.Request) int { return a.Finished.Compare(b.Finished) })
+	for _, rec := range reqs {
+		c.done[rec.ID] = rec
+		c.doneQ = append(c.doneQ, rec.ID)
 	}
 	c.syncSelLocked()
 	return nil
@@ -502,6 +514,7 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 // been gone for SessionGrace and who are left in no room. Expired rooms
 // stop counting against their server's capacity.
 func (c *Central) expireLocked(now time.Time) {
+	c.expireDoneLocked(now)
 	for i := 0; i < len(c.rooms); {
 		r := c.rooms[i]
 		for _, u := range r.members {

@@ -97,6 +97,7 @@ type Client struct {
 	servers []centralapi.ServerInfo
 
 	lastVec  map[string]centralapi.Sample // the last vector reported
+	asked    map[string]*proto.Request    // requests with no final status yet, by request id
 	left     map[string]time.Time         // rooms left lately: their Assigns are stale
 	probeNow chan struct{}                // asks the prober for a round now
 	good     map[string][]goodSample      // each server's recent successful probes, oldest first
@@ -162,6 +163,7 @@ func New(opts Config) (*Client, error) {
 		running:  make(chan struct{}),
 		good:     make(map[string][]goodSample),
 		left:     make(map[string]time.Time),
+		asked:    make(map[string]*proto.Request),
 		probeNow: make(chan struct{}, 1),
 	}, nil
 }
@@ -378,6 +380,11 @@ func (c *Client) controlOnce(ctx context.Context) error {
 	if err := cc.send(c.holding()); err != nil {
 		return err
 	}
+	// Requests with no final status yet: this Central may be a new one
+	// that never saw them, or the old one whose answer we missed.
+	if err := c.reask(cc); err != nil {
+		return err
+	}
 	hctx, hstop := context.WithCancel(ctx)
 	defer hstop()
 	go func() {
@@ -402,6 +409,7 @@ func (c *Client) controlOnce(ctx context.Context) error {
 		}
 		switch m := m.(type) {
 		case *proto.Status:
+			c.settled(m)
 			c.emit(Status{*m})
 		case *proto.Incoming:
 			c.emit(Incoming{*m})
@@ -467,15 +475,61 @@ func (c *Client) send(m wire.Message) error {
 	return cc.send(m)
 }
 
+// maxAsked bounds the chat requests in flight (no final status yet).
+const maxAsked = 64
+
 // Request asks Central to start a chat with the given users. The status
-// stream arrives as Status events.
+// stream arrives as Status events, and ends with a final one whatever
+// happens to the control connection or to Central: each request carries a
+// key (proto.Request.Key) and, until its final status arrives, is sent
+// again on every new control connection, to the same Central or another
+// replica, which answers the same request rather than starting a second
+// one (its status stream starts again from ACK_CONN, with the same Req).
+// A request made while disconnected goes out on the next connection. It
+// fails only for an invalid name or when maxAsked requests are in flight.
 func (c *Client) Request(to ...string) error {
 	for _, u := range to {
 		if err := proto.CheckUser(u); err != nil {
 			return err
 		}
 	}
-	return c.send(&proto.Request{To: to})
+	m := &proto.Request{To: to, Key: fmt.Sprintf("%016x", rand.Uint64())}
+	c.mu.Lock()
+	if len(c.asked) >= maxAsked {
+		c.mu.Unlock()
+		return fmt.Errorf("client: %d chat requests are waiting for an answer already", maxAsked)
+	}
+	c.asked[proto.RequestID(c.opts.User, m.Key)] = m
+	c.mu.Unlock()
+	if err := c.send(m); err != nil {
+		c.log.Info("chat request queued until Central is reachable", "to", to, "err", err)
+	}
+	return nil
+}
+
+// settled forgets a request once its final status arrived.
+func (c *Client) settled(st *proto.Status) {
+	if st.Code.Final() {
+		c.mu.Lock()
+		delete(c.asked, st.Req)
+		c.mu.Unlock()
+	}
+}
+
+// reask sends every request still in flight on a new control connection.
+func (c *Client) reask(cc *ctrlConn) error {
+	c.mu.Lock()
+	asked := make([]*proto.Request, 0, len(c.asked))
+	for _, m := range c.asked {
+		asked = append(asked, m)
+	}
+	c.mu.Unlock()
+	for _, m := range asked {
+		if err := cc.send(m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Answer accepts or declines an Incoming request.

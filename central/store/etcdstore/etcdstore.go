@@ -1,4 +1,5 @@
-// Package etcdstore keeps Central's records (users, chat servers, rooms) in
+// Package etcdstore keeps Central's records (users, chat servers, rooms,
+// the outcomes of keyed chat requests) in
 // etcd, so that a Central that dies or restarts, on this machine or another,
 // finds them again.
 //
@@ -224,6 +225,11 @@ func (s *Store) load(ctx context.Context) error {
 			if err = json.Unmarshal(kv.Value, &r); err == nil {
 				err = s.Memory.PutRoom(r)
 			}
+		case "requests":
+			var q store.Request
+			if err = json.Unmarshal(kv.Value, &q); err == nil {
+				err = s.Memory.PutRequest(q)
+			}
 		default:
 			continue // someone else's key under the prefix
 		}
@@ -297,6 +303,20 @@ func (s *Store) DeleteRoom(id string) error {
 		return err
 	}
 	return s.queue(s.key("rooms", id), nil)
+}
+
+// PutRequest is safe for concurrent use.
+func (s *Store) PutRequest(q store.Request) error {
+	s.Memory.PutRequest(q)
+	return s.queue(s.key("requests", q.ID), q)
+}
+
+// DeleteRequest is safe for concurrent use.
+func (s *Store) DeleteRequest(id string) error {
+	if err := s.Memory.DeleteRequest(id); err != nil {
+		return err
+	}
+	return s.queue(s.key("requests", id), nil)
 }
 
 // writer sends the queue to etcd until ctx ends, then once more.
