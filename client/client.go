@@ -54,7 +54,10 @@ type Config struct {
 	// is sent again.
 	HoldingEvery time.Duration
 	// BackoffMin and BackoffMax bound the reconnect delay to Central
-	// (exponential, with jitter).
+	// (exponential, with jitter). When a connection that had settled
+	// breaks, the delay starts again from BackoffMin and stays at most
+	// 4*BackoffMin for failoverRetry: a standby Central leads within its
+	// lease TTL, and the client should find it at once.
 	BackoffMin, BackoffMax time.Duration
 	// OnProbe, if set, sees every probe round's results (server ID ->
 	// result). It runs on the prober's goroutine and must not block.
@@ -285,10 +288,18 @@ func (c *Client) Run(ctx context.Context) error {
 	return err
 }
 
+// failoverRetry is how long after a settled control connection broke the
+// client keeps retrying at most every 4*BackoffMin: long enough for a
+// standby Central to win the election (the lease TTL, 2 s by default),
+// start and bind its ports.
+const failoverRetry = 10 * time.Second
+
 func (c *Client) controlLoop(ctx context.Context) error {
 	backoff := c.opts.BackoffMin
+	var broke time.Time // when the last settled connection broke
 	for {
-		err := c.controlOnce(ctx)
+		var up time.Time
+		err := c.controlOnce(ctx, &up)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -301,7 +312,19 @@ func (c *Client) controlLoop(ctx context.Context) error {
 			}
 		}
 		c.emit(Disconnected{Err: err})
-		wait := backoff/2 + rand.N(backoff/2+1)
+		now := time.Now()
+		if !up.IsZero() && now.Sub(up) > backoff {
+			// The connection outlived the backoff: this is a new
+			// incident (Central died, or failed over), not the same
+			// one going on, and the backoff starts again. A
+			// connection cut right after each Welcome keeps growing it.
+			backoff, broke = c.opts.BackoffMin, now
+		}
+		step := backoff
+		if now.Sub(broke) < failoverRetry {
+			step = min(step, 4*c.opts.BackoffMin)
+		}
+		wait := step/2 + rand.N(step/2+1)
 		c.log.Info("control connection lost; reconnecting", "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
@@ -309,9 +332,6 @@ func (c *Client) controlLoop(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, c.opts.BackoffMax)
-		if err == nil {
-			backoff = c.opts.BackoffMin
-		}
 	}
 }
 
@@ -325,7 +345,10 @@ func (cc *ctrlConn) send(m wire.Message) error {
 	return cc.pc.Send(m)
 }
 
-func (c *Client) controlOnce(ctx context.Context) error {
+// controlOnce connects to Central (the first of the addresses that
+// answers) and runs the connection until it breaks; it sets *up to when
+// Central welcomed it, if it did.
+func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 	addrs := strings.Split(c.opts.Control, ",")
 	var pc *proto.Conn
 	var err error
@@ -344,6 +367,7 @@ func (c *Client) controlOnce(ctx context.Context) error {
 		c.ctrlAt = (c.ctrlAt + 1) % len(addrs)
 		return fmt.Errorf("control: %w", err)
 	}
+	*up = time.Now()
 	ctrlAddr := addrs[c.ctrlAt]
 	cc := &ctrlConn{pc: pc}
 	stop := context.AfterFunc(ctx, func() { pc.Close() })

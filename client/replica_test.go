@@ -211,13 +211,32 @@ func TestE2ECentralFailoverAnswersRequests(t *testing.T) {
 	if err := bob.c.Answer(again.Req, true); err != nil {
 		t.Fatal(err)
 	}
-	st := finalStatus(alice, asked.Req, proto.ReqAccepted, 15*time.Second)
-	t.Logf("alice's request answered %v after the leader stopped (room %s)", time.Since(start), st.Room)
-
-	// Carol's request, made with no Central serving, reaches alice.
-	in := next[client.Incoming](alice, 15*time.Second)
-	if in.From != "carol" {
-		t.Fatalf("alice asked %+v, want carol's request", in)
+	// Alice sees her request's end and carol's request, made with no
+	// Central serving, in either order.
+	var st client.Status
+	var in client.Incoming
+	deadline := time.After(15 * time.Second)
+	for st.Req == "" || in.Req == "" {
+		select {
+		case ev := <-alice.events:
+			switch ev := ev.(type) {
+			case client.Status:
+				if ev.Req == asked.Req && ev.Code.Final() {
+					if ev.Code != proto.ReqAccepted {
+						t.Fatalf("alice's request ended %v (%s)", ev.Code, ev.Detail)
+					}
+					st = ev
+					t.Logf("alice's request answered %v after the leader stopped (room %s)", time.Since(start), st.Room)
+				}
+			case client.Incoming:
+				if ev.From != "carol" {
+					t.Fatalf("alice asked %+v, want carol's request", ev)
+				}
+				in = ev
+			}
+		case <-deadline:
+			t.Fatalf("alice: request ended %+v, carol's request %+v after 15s", st, in)
+		}
 	}
 	if err := alice.c.Answer(in.Req, true); err != nil {
 		t.Fatal(err)
@@ -228,4 +247,40 @@ func TestE2ECentralFailoverAnswersRequests(t *testing.T) {
 	}
 	t.Logf("carol's request answered %v after the leader stopped (room %s)", time.Since(start), st2.Room)
 	next[client.RoomReady](carol, 15*time.Second)
+}
+
+// TestReconnectBackoffStartsAgain: a long outage of Central grows the
+// client's reconnect backoff to BackoffMax; once a connection has been up
+// longer than that, losing it is a new incident (Central restarted, or a
+// standby took over), and the client reconnects at once, not after a
+// BackoffMax-sized wait (at least BackoffMax/2 before the fix).
+func TestReconnectBackoffStartsAgain(t *testing.T) {
+	const backoffMax = 4 * time.Second
+	c := newCluster(t)
+	c.startServer("serv3")
+	alice := c.user("alice", func(o *client.Config) { o.BackoffMin, o.BackoffMax = 20*time.Millisecond, backoffMax })
+	next[client.Connected](alice, 10*time.Second)
+
+	c.central.Close()
+	// 20 ms doubled 8 times passes 4 s: the backoff is at its maximum.
+	for range 9 {
+		next[client.Disconnected](alice, 3*backoffMax)
+	}
+	c.startCentral()
+	next[client.Connected](alice, 3*backoffMax)
+	upAt := time.Now()
+	// Time passing is the scenario here: the connection must outlive the
+	// backoff to count as settled.
+	testkit.WaitFor(t, 3*backoffMax, "the connection to outlive the backoff", func() bool {
+		return time.Since(upAt) > backoffMax+backoffMax/4
+	})
+
+	start := time.Now()
+	c.restartCentral()
+	next[client.Connected](alice, 3*backoffMax)
+	took := time.Since(start)
+	t.Logf("reconnected %v after a restart that followed a settled connection", took)
+	if took >= backoffMax/2 {
+		t.Fatalf("reconnect took %v: the backoff did not start again (a wait of at least %v)", took, backoffMax/2)
+	}
 }
