@@ -220,6 +220,10 @@ func (c *Central) load() error {
 	if err != nil {
 		return err
 	}
+	// Sized once: a standby that takes over loads every user and room,
+	// and growing maps of 100,000 entries step by step costs seconds.
+	c.users, c.folded, c.tokens = make(map[string]*user, len(users)), make(map[string]*user, len(users)), make(map[string]*user, len(users))
+	c.dirty = make(map[*user]struct{}, len(users))
 	for _, rec := range users {
 		u := c.newUserLocked(rec.Name, rec.Token, now)
 		u.lat, u.reg, u.restored = rec.Latency, rec.Registered, true
@@ -228,6 +232,7 @@ func (c *Central) load() error {
 	if err != nil {
 		return err
 	}
+	c.roomByID, c.rooms = make(map[string]*room, len(rooms)), make([]*room, 0, len(rooms))
 	for _, rec := range rooms {
 		r := &room{id: rec.ID, srv: c.srvByID[rec.Server], epoch: rec.Epoch, created: rec.Created, lastMove: rec.LastMove, adopted: rec.Adopted}
 		if r.srv == nil {
