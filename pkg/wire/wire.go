@@ -21,7 +21,10 @@ const (
 	//     Presence, Deliver, Resend and Missed; Chat.To makes a Chat the
 	//     answer to one member's Resend (no room sequence, Deliver.Seq 0,
 	//     not kept in history, not acknowledged).
-	Version = 2
+	//   - version 3: Presences (0x19) carries several joins and leaves in
+	//     one frame; the chat server sends it instead of runs of Presence
+	//     frames, and for the members a big room's Joined cannot list.
+	Version = 3
 	// LenSize is the size of the length prefix.
 	LenSize = 4
 	// HeaderSize is the length prefix plus the type byte.
