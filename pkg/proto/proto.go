@@ -224,12 +224,13 @@ type Presence struct {
 	Inc      uint64 `msgpack:"inc"`
 }
 
-// Presences (0x19, chat server -> members): several Presence changes in
-// the order they happened, each exactly as a Presence frame would carry it
-// [changes]. The server coalesces the joins and leaves it fans out to a
-// member at once into one Presences frame, and lists the members a very
-// large room's Joined has no room for in them, so M members joining
-// together cost each member a few frames rather than M.
+// Presences (0x19, chat server -> members, version 3): several Presence
+// changes in the order they happened, each exactly as a Presence frame
+// would carry it [changes]. The server gathers a room's joins and leaves
+// and sends them in one Presences frame per member (a lone change goes as
+// a Presence), and lists the members a very large room's Joined has no
+// room for in them, so M members joining together cost each member a few
+// frames rather than M. A version-2 member gets Presence frames instead.
 type Presences struct {
 	Changes []Presence `msgpack:"changes"`
 }
