@@ -219,7 +219,7 @@ func (s *Server) onChat(m *member, body []byte) error {
 	if m.sends == nil {
 		m.sends = rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)
 	}
-	if !m.sends.Allow() {
+	if !m.sends.AllowN(m.loop.now, 1) {
 		return proto.Fatalf(proto.CodeRateLimited, "more than %v messages a second", s.cfg.SendRate)
 	}
 	num, at, text, to, ok := proto.ScanChat(body)

@@ -106,8 +106,9 @@ type loop struct {
 	// (they nest: a write that fails closes its connection inside the
 	// drain). A push to the loop's own queue from inside one needs no
 	// wake-up: deferred asks the outermost to drain before it returns.
-	depth    int  // loop only
-	deferred bool // loop only
+	depth    int       // loop only
+	deferred bool      // loop only
+	now      time.Time // when the outermost callback running began; loop only
 	// acks holds the Ack frames owed to ackTo, written in one call when
 	// the callback ends (or before anything else is written to ackTo).
 	acks  []byte  // loop only
@@ -199,8 +200,17 @@ func (l *loop) idle() bool {
 	return len(l.queue) == 0 && !l.scheduled
 }
 
-// enter marks the start of a callback on l. Event loop only.
-func (l *loop) enter() { l.depth++ }
+// enter marks the start of a callback on l and returns the time it began:
+// the clock is read once, by the outermost callback, for everything done
+// in it (a clock read costs as much as a message's fan-out work on some
+// virtual machines). Event loop only.
+func (l *loop) enter() time.Time {
+	if l.depth == 0 {
+		l.now = time.Now()
+	}
+	l.depth++
+	return l.now
+}
 
 // exit ends a callback on l that began at start; the outermost one flushes
 // the acknowledgements, drains what was queued on l from the loop itself,
@@ -244,8 +254,7 @@ func (l *loop) flushAcks() {
 
 // Run drains the queue on the event loop; it implements gnet.Runnable.
 func (l *loop) Run(context.Context) error {
-	l.enter()
-	start := l.st.start()
+	start := l.enter()
 	l.drain()
 	l.exit(start)
 	return nil
@@ -378,7 +387,7 @@ func (r *room) shardFor(l *loop) *shard {
 // reference to f.
 func (r *room) fanout(f *frame, skip *member, from *loop) {
 	r.ev++
-	at := r.srv.stamp()
+	at := r.srv.stamp(from)
 	for _, sh := range r.shards {
 		sh.closePres(from)
 		n := sh.count

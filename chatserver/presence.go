@@ -65,14 +65,14 @@ func (r *room) presence(p *proto.Presence, skip *member, from *loop) {
 		case wait <= 0:
 			sh.presGap = presenceGap
 			b.queued = true
-			sh.loop.push(item{sh: sh, pb: b, at: r.srv.stamp()}, from)
+			sh.loop.push(item{sh: sh, pb: b, at: r.srv.stamp(from)}, from)
 		default:
 			b.timed = true
 			time.AfterFunc(wait, func() {
 				r.mu.Lock()
 				if sh.pres == b && !b.queued {
 					b.queued = true
-					sh.loop.push(item{sh: sh, pb: b, at: r.srv.stamp()}, nil)
+					sh.loop.push(item{sh: sh, pb: b, at: r.srv.stamp(nil)}, nil)
 				}
 				r.mu.Unlock()
 			})
@@ -91,7 +91,7 @@ func (sh *shard) closePres(from *loop) {
 	sh.pres = nil
 	if !b.queued {
 		b.queued = true
-		sh.loop.push(item{sh: sh, pb: b, at: sh.room.srv.stamp()}, from)
+		sh.loop.push(item{sh: sh, pb: b, at: sh.room.srv.stamp(from)}, from)
 	}
 }
 

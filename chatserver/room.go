@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -139,6 +140,10 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	return nil
 }
 
+// deliverOverhead bounds a Deliver frame's bytes beyond its sender's name
+// and text: the header, the keys and the numbers.
+const deliverOverhead = 80
+
 // joinedMembers is how many members a Joined frame lists: with names of
 // up to proto.MaxUser bytes that stays well under wire.MaxFrame. A variable
 // so tests can exercise the split with small rooms.
@@ -256,6 +261,9 @@ func (s *Server) broadcast(m *member, num uint64, at int64, text []byte) {
 	r.mu.Lock()
 	r.seq++
 	f.seq = r.seq
+	// One allocation at most, not one per doubling, for a buffer the pool
+	// has just made (after a GC empties it).
+	f.bb.B = slices.Grow(f.bb.B[:0], deliverOverhead+len(m.user)+len(text))
 	f.bb.B = proto.AppendDeliver(f.bb.B, r.seq, m.user, num, at, text, m.inc)
 	if num > m.lastSent {
 		m.lastSent = num
