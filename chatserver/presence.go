@@ -34,6 +34,12 @@ const (
 	maxPresenceGap = time.Second
 )
 
+// maxPresBatch bounds the changes a batch gathers: one that holds this
+// many is queued at once, whatever the gap, so a flood of joins and
+// leaves (a member reconnecting in a loop) cannot grow it. A variable so
+// tests can hit it with few members.
+var maxPresBatch = presencesMembers
+
 // presence tells every member of r but skip of a join or leave. Caller
 // holds r.mu. from is the loop the caller runs on.
 func (r *room) presence(p *proto.Presence, skip *member, from *loop) {
@@ -61,7 +67,12 @@ func (r *room) presence(p *proto.Presence, skip *member, from *loop) {
 		b.evs = append(b.evs, r.ev)
 		b.skips = append(b.skips, skip)
 		switch wait := sh.presAt.Add(sh.presGap).Sub(now); {
-		case b.queued || b.timed:
+		case b.queued:
+		case len(b.evs) >= maxPresBatch:
+			sh.pres = nil // the changes after these start a new batch
+			b.queued = true
+			sh.loop.push(item{sh: sh, pb: b, at: r.srv.stamp(from)}, from)
+		case b.timed:
 		case wait <= 0:
 			sh.presGap = presenceGap
 			b.queued = true

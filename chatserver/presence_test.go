@@ -234,3 +234,34 @@ func TestVersion2Member(t *testing.T) {
 	p1.send(&proto.Hello{V: 1, Agent: "v1"})
 	p1.expectClosed(proto.CodeVersion)
 }
+
+// TestPresenceBatchCap: a batch that holds maxPresBatch changes goes out
+// at once instead of gathering more while its gap lasts, so no Presences
+// frame carries more, and every join still arrives.
+func TestPresenceBatchCap(t *testing.T) {
+	old := maxPresBatch
+	t.Cleanup(func() { maxPresBatch = old })
+	maxPresBatch = 4
+	s := startServer(t, func(c *Config) { c.Loops = 1; c.IdleTimeout = 0 })
+	a, _ := joinAs(t, s, "r", "a")
+	const n = 40
+	for i := range n {
+		joinAs(t, s, "r", fmt.Sprintf("u%02d", i))
+	}
+	seen, biggest := map[string]bool{}, 0
+	for len(seen) < n {
+		msg, err := a.next(10 * time.Second)
+		if err != nil {
+			t.Fatalf("a saw %d joins: %v", len(seen), err)
+		}
+		ch := presenceOf(msg)
+		biggest = max(biggest, len(ch))
+		for _, x := range ch {
+			seen[x.User] = true
+		}
+	}
+	t.Logf("largest batch: %d changes", biggest)
+	if biggest > maxPresBatch {
+		t.Fatalf("a Presences frame carried %d changes, cap %d", biggest, maxPresBatch)
+	}
+}
