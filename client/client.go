@@ -100,7 +100,7 @@ type Client struct {
 	servers []centralapi.ServerInfo
 
 	lastVec  map[string]centralapi.Sample // the last vector reported
-	asked    map[string]*proto.Request    // requests with no final status yet, by request id
+	asked    map[string]asking            // requests with no final status yet, by request id
 	left     map[string]time.Time         // rooms left lately: their Assigns are stale
 	probeNow chan struct{}                // asks the prober for a round now
 	good     map[string][]goodSample      // each server's recent successful probes, oldest first
@@ -166,7 +166,7 @@ func New(opts Config) (*Client, error) {
 		running:  make(chan struct{}),
 		good:     make(map[string][]goodSample),
 		left:     make(map[string]time.Time),
-		asked:    make(map[string]*proto.Request),
+		asked:    make(map[string]asking),
 		probeNow: make(chan struct{}, 1),
 	}, nil
 }
@@ -499,8 +499,20 @@ func (c *Client) send(m wire.Message) error {
 	return cc.send(m)
 }
 
-// maxAsked bounds the chat requests in flight (no final status yet).
-const maxAsked = 64
+// maxAsked bounds the chat requests in flight (no final status yet);
+// askedFor is how long one is sent again on reconnects: past it, with no
+// Central having answered, it ends on the client with REQ_TIMEOUT rather
+// than reach an invitee long after it was made.
+const (
+	maxAsked = 64
+	askedFor = 2 * time.Minute
+)
+
+// asking is a request in flight and when it was made.
+type asking struct {
+	m  *proto.Request
+	at time.Time
+}
 
 // Request asks Central to start a chat with the given users. The status
 // stream arrives as Status events, and ends with a final one whatever
@@ -509,8 +521,10 @@ const maxAsked = 64
 // again on every new control connection, to the same Central or another
 // replica, which answers the same request rather than starting a second
 // one (its status stream starts again from ACK_CONN, with the same Req).
-// A request made while disconnected goes out on the next connection. It
-// fails only for an invalid name or when maxAsked requests are in flight.
+// A request made while disconnected goes out on the next connection; one
+// that no Central answered within askedFor (2 minutes) ends with
+// REQ_TIMEOUT on the next. It fails only for an invalid name or when
+// maxAsked requests are in flight.
 func (c *Client) Request(to ...string) error {
 	for _, u := range to {
 		if err := proto.CheckUser(u); err != nil {
@@ -523,7 +537,7 @@ func (c *Client) Request(to ...string) error {
 		c.mu.Unlock()
 		return fmt.Errorf("client: %d chat requests are waiting for an answer already", maxAsked)
 	}
-	c.asked[proto.RequestID(c.opts.User, m.Key)] = m
+	c.asked[proto.RequestID(c.opts.User, m.Key)] = asking{m, time.Now()}
 	c.mu.Unlock()
 	if err := c.send(m); err != nil {
 		c.log.Info("chat request queued until Central is reachable", "to", to, "err", err)
@@ -540,14 +554,25 @@ func (c *Client) settled(st *proto.Status) {
 	}
 }
 
-// reask sends every request still in flight on a new control connection.
+// reask sends every request still in flight on a new control connection,
+// and ends those older than askedFor.
 func (c *Client) reask(cc *ctrlConn) error {
+	now := time.Now()
+	var asked []*proto.Request
+	var expired []string
 	c.mu.Lock()
-	asked := make([]*proto.Request, 0, len(c.asked))
-	for _, m := range c.asked {
-		asked = append(asked, m)
+	for id, a := range c.asked {
+		if now.Sub(a.at) > askedFor {
+			delete(c.asked, id)
+			expired = append(expired, id)
+			continue
+		}
+		asked = append(asked, a.m)
 	}
 	c.mu.Unlock()
+	for _, id := range expired {
+		c.emit(Status{proto.Status{Req: id, Code: proto.ReqTimeout, Detail: fmt.Sprintf("no Central answered within %v", askedFor)}})
+	}
 	for _, m := range asked {
 		if err := cc.send(m); err != nil {
 			return err
