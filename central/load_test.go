@@ -239,12 +239,8 @@ func TestThousandClients(t *testing.T) {
 // copy on its control connection; the next request must read past it (the
 // race BenchmarkMatch hit under load), made certain here with a fake clock.
 func TestPairSkipsStaleAssign(t *testing.T) {
-	cfg := testConfig(t)
-	clk := newFakeClock()
-	cfg.Clock = clk.Now
-	h := startCentral(t, cfg)
-	h.addServer(t, "serv1")
-	h.addServer(t, "serv2")
+	w := newWorld(t, nil)
+	h, clk := w.harness, w.clk
 	bots, err := loadClients(ctx(t), pooledAPI(h.c.RESTAddr()), h.c.ControlAddr(), "s", 2)
 	defer closeBots(bots)
 	if err != nil {
@@ -279,7 +275,7 @@ func TestPairSkipsStaleAssign(t *testing.T) {
 		room = as.Room
 	}
 	// AssignRetry passes: both Assigns go out again, unread.
-	clk.Advance(cfg.AssignRetry)
+	clk.Advance(h.c.cfg.AssignRetry)
 	testkit.WaitFor(t, 10*time.Second, "both Assigns re-sent", func() bool {
 		h.c.mu.Lock()
 		defer h.c.mu.Unlock()
