@@ -488,6 +488,7 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 		c.announceLocked(s, proto.ServerUp)
 	}
 	out := centralapi.HeartbeatResponse{HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), Draining: s.rec.Draining}
+	c.revocationsLocked(&out, in.RevokeLog, in.RevokeSeq, now)
 	c.mu.Unlock()
 	if revived {
 		c.log.Info("chat server back up", "server", s.rec.ID)

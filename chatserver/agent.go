@@ -128,7 +128,12 @@ func (a *agent) heartbeat(ctx context.Context) (centralapi.HeartbeatResponse, er
 	rooms := a.s.Rooms()
 	hb := centralapi.HeartbeatRequest{Conns: st.Conns, Total: len(rooms),
 		Rooms: a.pages.page(rooms, heartbeatPage)}
-	return a.api.Heartbeat(ctx, a.s.cfg.ID, a.s.centralToken(), hb)
+	hb.RevokeLog, hb.RevokeSeq = a.s.revoked.cursor()
+	resp, err := a.api.Heartbeat(ctx, a.s.cfg.ID, a.s.centralToken(), hb)
+	if err == nil {
+		a.s.applyRevocations(&resp)
+	}
+	return resp, err
 }
 
 func (a *agent) run(ctx context.Context) {
