@@ -427,13 +427,15 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	now := c.now()
 	s := c.srvByID[in.ID]
 	// A live server's id is its own: another holder of the cluster secret
-	// may not take it over or re-address it. The server itself, restarted
-	// without its token, gets it back at the same address, or anywhere once
-	// it has been declared down.
-	if s != nil && c.serverAuthOn() && s.token != "" && !s.rec.Down && !same(in.Token, s.token) && in.Addr != s.rec.Addr {
+	// may not take it over, re-address it or reset its token, not even at
+	// its own address. The server itself, restarted, takes it back with
+	// its token (chatserver -token-file), or without once it has been
+	// declared down.
+	if s != nil && c.serverAuthOn() && s.token != "" && !s.rec.Down && !same(in.Token, s.token) {
 		c.mu.Unlock()
 		return 0, nil, errf(http.StatusConflict, centralapi.CodeServerTaken,
-			"server id %q is registered by a live server at %s; pick another id", in.ID, s.rec.Addr)
+			"server id %q is registered by a live server at %s; pick another id, present its token, or wait until it is declared down (%v without a heartbeat)",
+			in.ID, s.rec.Addr, c.cfg.OfflineAfter)
 	}
 	rec := store.Server{ID: in.ID, Addr: in.Addr, MaxRooms: in.MaxRooms, MaxConns: in.MaxConns, Registered: now, LastSeen: now}
 	if s == nil {
