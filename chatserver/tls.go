@@ -1,6 +1,7 @@
 package chatserver
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -32,12 +33,26 @@ import (
 // tickets apply. No goroutine and no relay belong to an established TLS
 // member. TLS 1.3 only.
 
-// tlsHandshakes bounds concurrent TLS handshakes. A full pool stops the
-// accept loop, so the kernel's backlog, not our memory, holds the queue.
+// tlsHandshakes bounds concurrent TLS handshakes. A connection takes a
+// slot only once its first record (the ClientHello) has arrived whole, so
+// idle sockets cannot hold the pool: they wait in the hello stage, which
+// has a short deadline and never blocks accepting (when it is full, its
+// oldest connection is closed to make room).
 const tlsHandshakes = 64
 
-// tlsHandshakeTimeout bounds one handshake.
+// tlsHandshakeTimeout bounds one handshake, from its first record on.
 const tlsHandshakeTimeout = 10 * time.Second
+
+// Bounds of the hello stage: how long a connection may take to send its
+// first record, and how many may wait for it at once.
+const (
+	tlsHelloTimeout = 3 * time.Second
+	tlsHelloWaiters = 1024
+)
+
+// maxFirstRecord is the largest first record waited for whole: a TLS
+// record holds at most 16 KiB of plaintext (RFC 8446 section 5.1).
+const maxFirstRecord = 5 + 16384 + 256
 
 // tlsFront accepts TLS connections and hands them to the event loops.
 type tlsFront struct {
@@ -50,13 +65,16 @@ type tlsFront struct {
 	enrolMu sync.Mutex // serialises Engine.Register
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // in the handshake, closed by stop
+	waiting *list.List            // of net.Conn awaiting their first record, oldest first
 	stopped bool
+	stop    chan struct{} // closed by stopAccepting
 
 	handshakes, failed atomic.Uint64 // completed and failed, for Metrics
 }
 
 func newTLSFront(s *Server, ln net.Listener) *tlsFront {
-	f := &tlsFront{s: s, ln: ln, sem: make(chan struct{}, tlsHandshakes), pending: make(map[net.Conn]struct{})}
+	f := &tlsFront{s: s, ln: ln, sem: make(chan struct{}, tlsHandshakes), pending: make(map[net.Conn]struct{}),
+		waiting: list.New(), stop: make(chan struct{})}
 	base := s.cfg.TLS
 	f.cfg = &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -86,10 +104,8 @@ func (f *tlsFront) accept() {
 	defer f.wg.Done()
 	var delay time.Duration
 	for {
-		f.sem <- struct{}{}
 		c, err := f.ln.Accept()
 		if err != nil {
-			<-f.sem
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -106,22 +122,84 @@ func (f *tlsFront) accept() {
 		// The handshake holds a descriptor of the budget; OnOpen counts the
 		// connection again once it is on a loop.
 		if !f.s.port.Acquire(c.RemoteAddr(), 1) {
-			<-f.sem
 			c.Close()
 			continue
 		}
-		if !f.track(c, true) {
-			<-f.sem
+		el := f.await(c)
+		if el == nil {
+			f.s.port.Release(c.RemoteAddr(), 1)
 			c.Close()
 			return
 		}
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			f.handshake(c.(*net.TCPConn))
-			<-f.sem
+			f.hello(c.(*net.TCPConn), el)
 		}()
 	}
+}
+
+// await puts c in the hello stage, closing the oldest waiter if the stage
+// is full, and returns c's place in it; nil means the front is stopped.
+func (f *tlsFront) await(c net.Conn) *list.Element {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return nil
+	}
+	if f.waiting.Len() >= tlsHelloWaiters {
+		old := f.waiting.Remove(f.waiting.Front()).(net.Conn)
+		_ = old.Close() // its hello goroutine sees the read fail
+	}
+	f.pending[c] = struct{}{}
+	return f.waiting.PushBack(c)
+}
+
+// hello waits, within tlsHelloTimeout, for c's first record, then for a
+// handshake slot, and runs the handshake in it.
+func (f *tlsFront) hello(c *net.TCPConn, el *list.Element) {
+	_ = c.SetReadDeadline(time.Now().Add(tlsHelloTimeout))
+	first, err := readFirstRecord(c)
+	_ = c.SetReadDeadline(time.Time{})
+	f.mu.Lock()
+	f.waiting.Remove(el) // a no-op when it was evicted
+	f.mu.Unlock()
+	if err == nil {
+		select {
+		case f.sem <- struct{}{}:
+			defer func() { <-f.sem }()
+		case <-f.stop:
+			err = net.ErrClosed
+		}
+	}
+	if err != nil {
+		f.s.port.Release(c.RemoteAddr(), 1)
+		f.track(c, false)
+		f.failed.Add(1)
+		f.s.log.Debug("TLS client sent no first record in time", "remote", c.RemoteAddr(), "err", err)
+		c.Close()
+		return
+	}
+	f.handshake(c, first)
+}
+
+// readFirstRecord reads the header of the first TLS record from c and, if
+// it is a handshake record of a plausible size, the whole record. Anything
+// else is returned as read, for crypto/tls to refuse.
+func readFirstRecord(c net.Conn) ([]byte, error) {
+	b := make([]byte, 5, 512)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(b[3:5]))
+	if b[0] != 0x16 || 5+n > maxFirstRecord {
+		return b, nil
+	}
+	b = append(b, make([]byte, n)...)
+	if _, err := io.ReadFull(c, b[5:]); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // track records c as in its handshake (on) or not (off); false means the
@@ -142,8 +220,8 @@ func (f *tlsFront) track(c net.Conn, on bool) bool {
 
 // handshake runs the TLS handshake on c off the loops, then enrolls c on
 // an event loop with its record layer as the connection's context.
-func (f *tlsFront) handshake(c *net.TCPConn) {
-	t := &tlsTransport{Conn: c}
+func (f *tlsFront) handshake(c *net.TCPConn, first []byte) {
+	t := &tlsTransport{Conn: c, first: first}
 	tc := tls.Server(t, f.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
@@ -185,6 +263,9 @@ func (f *tlsFront) handshake(c *net.TCPConn) {
 func (f *tlsFront) stopAccepting() {
 	_ = f.ln.Close()
 	f.mu.Lock()
+	if !f.stopped {
+		close(f.stop)
+	}
 	f.stopped = true
 	for c := range f.pending {
 		_ = c.Close()
@@ -198,11 +279,18 @@ func (f *tlsFront) stopAccepting() {
 // kilobytes, dropped with the tls.Conn) for newRecordLayer.
 type tlsTransport struct {
 	net.Conn
+	first         []byte // read before the handshake began, handed out first
 	read, written []byte
 	keys          keyCapture
 }
 
 func (t *tlsTransport) Read(p []byte) (int, error) {
+	if len(t.first) > 0 {
+		n := copy(p, t.first)
+		t.first = t.first[n:]
+		t.read = append(t.read, p[:n]...)
+		return n, nil
+	}
 	n, err := t.Conn.Read(p)
 	t.read = append(t.read, p[:n]...)
 	return n, err

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -447,4 +449,43 @@ func TestTLSResumedAndEagerClients(t *testing.T) {
 			t.Fatalf("alice got %+v", d)
 		}
 	}
+}
+
+// TestTLSIdleSocketsDoNotStallHandshakes opens more idle TCP connections
+// to the TLS port than there are handshake slots, and then a real client:
+// idle sockets wait for their first record outside the pool, so the client
+// is served at once rather than after the idle ones time out.
+func TestTLSIdleSocketsDoNotStallHandshakes(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	idle := make([]net.Conn, 0, 2*tlsHandshakes)
+	t.Cleanup(func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	})
+	for range cap(idle) {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	start := time.Now()
+	p, err := dialTLS(t, s.Addr(), ca, nil)
+	if err != nil {
+		t.Fatalf("TLS client behind %d idle sockets: %v after %v", len(idle), err, time.Since(start))
+	}
+	p.Hello(&proto.Hello{})
+	took := time.Since(start)
+	t.Logf("handshake and hello behind %d idle sockets: %v", len(idle), took)
+	if took > tlsHandshakeTimeout/2 {
+		t.Fatalf("took %v: the idle sockets held the handshake pool", took)
+	}
+	// The idle ones are closed once their hello deadline passes.
+	testkit.WaitFor(t, tlsHelloTimeout+5*time.Second, "idle sockets closed", func() bool {
+		_ = idle[0].SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		_, err := idle[0].Read(make([]byte, 1))
+		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	})
 }
