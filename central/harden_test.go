@@ -135,3 +135,28 @@ func TestControlNonReaderIsCutOff(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// A control connection that said Hello and then went silent is closed
+// after ControlIdle; one that pings stays.
+func TestControlIdleClosed(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ControlIdle = 300 * time.Millisecond
+	h := startCentral(t, cfg)
+	silent, _ := h.connect(t, "silent")
+	talker, _ := h.connect(t, "talker")
+	start := time.Now()
+	// Pings every 100 ms for 3 x ControlIdle: each is answered.
+	for i := uint64(1); time.Since(start) < 3*cfg.ControlIdle; i++ {
+		talker.send(&proto.Ping{ID: i})
+		if p := expect[*proto.Pong](talker, nil); p.ID != i {
+			t.Fatalf("pong %+v, want id %d", p, i)
+		}
+		time.Sleep(100 * time.Millisecond) // the client's ping period, not a wait for a condition
+	}
+	silent.ExpectClosed(proto.CodeTimeout) // its error frame and close were kept for us
+	t.Logf("ControlIdle %v: the silent connection was closed; the pinging one stayed open for %v", cfg.ControlIdle, time.Since(start).Round(10*time.Millisecond))
+	talker.send(&proto.Ping{ID: 999})
+	if p := expect[*proto.Pong](talker, nil); p.ID != 999 {
+		t.Fatalf("pong %+v", p)
+	}
+}
