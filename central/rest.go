@@ -17,6 +17,7 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
+	"nearchat/pkg/tlsconfig"
 )
 
 // Body caps by route: a body is read only after its sender is known where
@@ -367,6 +368,21 @@ func (c *Central) clusterOK(r *http.Request, body string) *apiError {
 	return nil
 }
 
+// certFor refuses r when it carries a verified client certificate that
+// names chat server ids (tlsconfig.ServerIDURI) other than id: such a
+// certificate speaks for its own server alone. A certificate naming no id
+// stands for the cluster, as the secret does.
+func certFor(r *http.Request, id string) *apiError {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	ids := tlsconfig.ServerIDs(r.TLS.VerifiedChains[0][0])
+	if len(ids) == 0 || slices.Contains(ids, id) {
+		return nil
+	}
+	return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate is for chat server %s, not %q", strings.Join(ids, ", "), id)
+}
+
 // serverAuthOn reports whether chat servers must prove who they are: a
 // cluster secret or a TLS client CA is configured. Without either, Central
 // runs open (for the demo and tests) and says so at start.
@@ -382,6 +398,9 @@ func (c *Central) authServer(r *http.Request) (*serverRec, *apiError) {
 	defer c.mu.Unlock()
 	s, e := c.serverLocked(r)
 	if e != nil {
+		return nil, e
+	}
+	if e := certFor(r, s.rec.ID); e != nil {
 		return nil, e
 	}
 	if c.serverAuthOn() && (s.token == "" || !same(bearer(r), s.token)) {
@@ -411,6 +430,9 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 		return 0, nil, e
 	}
 	if e := c.clusterOK(r, in.Secret); e != nil {
+		return 0, nil, e
+	}
+	if e := certFor(r, in.ID); e != nil {
 		return 0, nil, e
 	}
 	if err := proto.CheckUser(in.ID); err != nil {
