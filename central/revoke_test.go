@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"nearchat/chatserver"
-	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
 	"nearchat/pkg/wiretest"
@@ -77,11 +76,8 @@ func TestTicketsRevoked(t *testing.T) {
 	cfg.HeartbeatInterval = 50 * time.Millisecond
 	h := startCentral(t, cfg)
 	srv := startChatServers(t, h, pub, "serv1", "serv2")
-	a, as := h.connect(t, "alice")
-	b, bs := h.connect(t, "bob")
-	vec := map[string]centralapi.Sample{"serv1": ms(10), "serv2": ms(30)}
-	h.latency(t, as, vec)
-	h.latency(t, bs, vec)
+	w := &world{harness: h} // its users favour serv1; its fake clock is not used
+	a, b := w.user(t, "alice"), w.user(t, "bob")
 	first := chat(t, a, b)
 	if first.Server.ID != "serv1" || len(first.Ticket) == 0 {
 		t.Fatalf("first placement %+v, want serv1 with a ticket", first)

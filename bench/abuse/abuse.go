@@ -360,13 +360,18 @@ func (r *Room) Stop(settle time.Duration) RoomStats {
 	defer r.mu.Unlock()
 	st := RoomStats{Sent: int(r.sent.Load()), Delivered: r.gotN, Err: errors.Join(r.errs...)}
 	st.Lost = st.Sent - st.Delivered
-	if len(r.lat) > 0 {
-		slices.Sort(r.lat)
-		st.P50 = r.lat[len(r.lat)/2]
-		st.P99 = r.lat[len(r.lat)*99/100]
-		st.Max = r.lat[len(r.lat)-1]
-	}
+	st.P50, st.P99, st.Max = quantiles(r.lat)
 	return st
+}
+
+// quantiles sorts d and returns its median, 99th percentile and maximum
+// (zeros when d is empty).
+func quantiles(d []time.Duration) (p50, p99, hi time.Duration) {
+	if len(d) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(d)
+	return d[len(d)/2], d[len(d)*99/100], d[len(d)-1]
 }
 
 // Flood holds connections an attack opened.
@@ -612,12 +617,7 @@ func (n *Newcomers) Stop() NewcomerStats {
 	if len(n.errs) > 0 {
 		st.FirstErr = n.errs[0]
 	}
-	if len(n.took) > 0 {
-		slices.Sort(n.took)
-		st.P50 = n.took[len(n.took)/2]
-		st.P99 = n.took[len(n.took)*99/100]
-		st.Max = n.took[len(n.took)-1]
-	}
+	st.P50, st.P99, st.Max = quantiles(n.took)
 	return st
 }
 
