@@ -33,18 +33,21 @@ import (
 // tickets apply. No goroutine and no relay belong to an established TLS
 // member. TLS 1.3 only.
 
-// tlsHandshakes bounds concurrent TLS handshakes. A connection takes a
-// slot only once its first record (the ClientHello) has arrived whole, so
-// idle sockets cannot hold the pool: they wait in the hello stage, which
-// has a short deadline and never blocks accepting (when it is full, its
-// oldest connection is closed to make room).
+// tlsHandshakes bounds concurrent TLS handshakes. A connection holds a
+// slot only while the server works on its handshake: from the moment its
+// first record (the ClientHello) has arrived whole until the server has
+// sent its answer and waits for the client's. Waiting on the client, before
+// and after, happens outside the pool, in a stage that never blocks
+// accepting: when it holds tlsHelloWaiters connections, its oldest is
+// closed to make room. So neither idle sockets nor clients that stall
+// mid-handshake can hold the pool.
 const tlsHandshakes = 64
 
 // tlsHandshakeTimeout bounds one handshake, from its first record on.
 const tlsHandshakeTimeout = 10 * time.Second
 
-// Bounds of the hello stage: how long a connection may take to send its
-// first record, and how many may wait for it at once.
+// Bounds of waiting on clients: how long a connection may take to send
+// its first record, and how many may wait on their client at once.
 const (
 	tlsHelloTimeout = 3 * time.Second
 	tlsHelloWaiters = 1024
@@ -65,7 +68,7 @@ type tlsFront struct {
 	enrolMu sync.Mutex // serialises Engine.Register
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // in the handshake, closed by stop
-	waiting *list.List            // of net.Conn awaiting their first record, oldest first
+	waiting *list.List            // of net.Conn waiting on their client, oldest first
 	stopped bool
 	stop    chan struct{} // closed by stopAccepting
 
@@ -125,7 +128,7 @@ func (f *tlsFront) accept() {
 			c.Close()
 			continue
 		}
-		el := f.await(c)
+		el := f.park(c)
 		if el == nil {
 			f.s.port.Release(c.RemoteAddr(), 1)
 			c.Close()
@@ -139,9 +142,10 @@ func (f *tlsFront) accept() {
 	}
 }
 
-// await puts c in the hello stage, closing the oldest waiter if the stage
-// is full, and returns c's place in it; nil means the front is stopped.
-func (f *tlsFront) await(c net.Conn) *list.Element {
+// park lists c as waiting on its client, closing the oldest waiter if
+// tlsHelloWaiters wait, and returns c's place in the list; nil means the
+// front is stopped.
+func (f *tlsFront) park(c net.Conn) *list.Element {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stopped {
@@ -161,13 +165,14 @@ func (f *tlsFront) hello(c *net.TCPConn, el *list.Element) {
 	_ = c.SetReadDeadline(time.Now().Add(tlsHelloTimeout))
 	first, err := readFirstRecord(c)
 	_ = c.SetReadDeadline(time.Time{})
-	f.mu.Lock()
-	f.waiting.Remove(el) // a no-op when it was evicted
-	f.mu.Unlock()
+	f.unpark(el)
+	var release func()
 	if err == nil {
 		select {
 		case f.sem <- struct{}{}:
-			defer func() { <-f.sem }()
+			var once sync.Once
+			release = func() { once.Do(func() { <-f.sem }) }
+			defer release()
 		case <-f.stop:
 			err = net.ErrClosed
 		}
@@ -180,7 +185,17 @@ func (f *tlsFront) hello(c *net.TCPConn, el *list.Element) {
 		c.Close()
 		return
 	}
-	f.handshake(c, first)
+	f.handshake(c, first, release)
+}
+
+// unpark takes el off the waiting list; a no-op if it was evicted.
+func (f *tlsFront) unpark(el *list.Element) {
+	if el == nil {
+		return
+	}
+	f.mu.Lock()
+	f.waiting.Remove(el)
+	f.mu.Unlock()
 }
 
 // readFirstRecord reads the header of the first TLS record from c and, if
@@ -219,13 +234,19 @@ func (f *tlsFront) track(c net.Conn, on bool) bool {
 }
 
 // handshake runs the TLS handshake on c off the loops, then enrolls c on
-// an event loop with its record layer as the connection's context.
-func (f *tlsFront) handshake(c *net.TCPConn, first []byte) {
-	t := &tlsTransport{Conn: c, first: first}
+// an event loop with its record layer as the connection's context. It
+// calls release, giving up its slot, once it waits on the client.
+func (f *tlsFront) handshake(c *net.TCPConn, first []byte, release func()) {
+	var el *list.Element
+	t := &tlsTransport{Conn: c, first: first, onWait: func() {
+		release()
+		el = f.park(c)
+	}}
 	tc := tls.Server(t, f.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	f.unpark(el)
 	f.s.port.Release(c.RemoteAddr(), 1)
 	var rl *recordLayer
 	if err == nil {
@@ -280,6 +301,7 @@ func (f *tlsFront) stopAccepting() {
 type tlsTransport struct {
 	net.Conn
 	first         []byte // read before the handshake began, handed out first
+	onWait        func() // called once, when the server has answered and waits on the client
 	read, written []byte
 	keys          keyCapture
 }
@@ -290,6 +312,10 @@ func (t *tlsTransport) Read(p []byte) (int, error) {
 		t.first = t.first[n:]
 		t.read = append(t.read, p[:n]...)
 		return n, nil
+	}
+	if t.onWait != nil && len(t.written) > 0 {
+		t.onWait()
+		t.onWait = nil
 	}
 	n, err := t.Conn.Read(p)
 	t.read = append(t.read, p[:n]...)

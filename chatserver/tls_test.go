@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -488,4 +489,66 @@ func TestTLSIdleSocketsDoNotStallHandshakes(t *testing.T) {
 		_, err := idle[0].Read(make([]byte, 1))
 		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 	})
+}
+
+// stallConn sends what the TLS client writes (its ClientHello) but never
+// lets it read the server's answer, so the client never finishes.
+type stallConn struct {
+	net.Conn
+	wrote *atomic.Int32
+	stop  chan struct{}
+}
+
+func (c stallConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.wrote.Add(1)
+	return n, err
+}
+
+func (c stallConn) Read([]byte) (int, error) {
+	<-c.stop
+	return 0, net.ErrClosed
+}
+
+// TestTLSStalledHandshakesDoNotStallOthers starts more TLS handshakes
+// than there are slots, each sending a real ClientHello and then never
+// answering the server: a new client is served at once, as the slot is
+// given up while the server waits on its client.
+func TestTLSStalledHandshakesDoNotStallOthers(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	cfg, err := tlsconfig.Client(ca.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "127.0.0.1"
+	n := 2 * tlsHandshakes
+	var wrote atomic.Int32
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	for range n {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			_ = tls.Client(stallConn{Conn: c, wrote: &wrote, stop: stop}, cfg).Handshake()
+		}()
+	}
+	testkit.WaitFor(t, 10*time.Second, "every stalled client's ClientHello sent", func() bool { return wrote.Load() >= int32(n) })
+	start := time.Now()
+	p, err := dialTLS(t, s.Addr(), ca, nil)
+	if err != nil {
+		t.Fatalf("TLS client behind %d stalled handshakes: %v after %v", n, err, time.Since(start))
+	}
+	p.Hello(&proto.Hello{})
+	took := time.Since(start)
+	t.Logf("handshake and hello behind %d stalled handshakes: %v", n, took)
+	if took > tlsHandshakeTimeout/2 {
+		t.Fatalf("took %v: stalled handshakes held the pool", took)
+	}
 }
