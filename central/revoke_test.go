@@ -108,10 +108,12 @@ func TestTicketsRevoked(t *testing.T) {
 	wiretest.Expect[*proto.Joined](alice, wiretest.AllBut(proto.TJoined))
 	bob := joinWith(t, srv["serv2"], "bob", mvB)
 	wiretest.Expect[*proto.Joined](bob, wiretest.AllBut(proto.TJoined))
+	left := time.Now()
 	a.send(&proto.LeaveRoom{Room: mvA.Room})
 
 	t.Run("member that left is dropped", func(t *testing.T) {
 		alice.ExpectClosed(proto.CodeUnauthorized)
+		t.Logf("dropped %v after leaving (heartbeats every %v)", time.Since(left).Round(time.Millisecond), cfg.HeartbeatInterval)
 	})
 	h.heardTwice(t, "serv2")
 	t.Run("member that left cannot rejoin", func(t *testing.T) {
