@@ -45,6 +45,18 @@ func startTLSServer(t testing.TB, ca tlsconfig.Files) *Server {
 	})
 }
 
+// clientTLS is a client configuration trusting ca, for the loopback
+// address.
+func clientTLS(t testing.TB, ca tlsconfig.Files) *tls.Config {
+	t.Helper()
+	cfg, err := tlsconfig.Client(ca.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "127.0.0.1"
+	return cfg
+}
+
 func dialTLS(t testing.TB, addr string, ca tlsconfig.Files, base *net.Dialer) (*peer, error) {
 	t.Helper()
 	cfg, err := tlsconfig.Client(ca.CA, "", "")
@@ -397,11 +409,7 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 func TestTLSResumedAndEagerClients(t *testing.T) {
 	ca := devCA(t)
 	s := startTLSServer(t, ca)
-	cfg, err := tlsconfig.Client(ca.CA, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ServerName = "127.0.0.1"
+	cfg := clientTLS(t, ca)
 	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	join := func(user string) (*peer, bool) {
 		raw, err := net.Dial("tcp", s.Addr())
@@ -517,11 +525,7 @@ func (c stallConn) Read([]byte) (int, error) {
 func TestTLSStalledHandshakesDoNotStallOthers(t *testing.T) {
 	ca := devCA(t)
 	s := startTLSServer(t, ca)
-	cfg, err := tlsconfig.Client(ca.CA, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ServerName = "127.0.0.1"
+	cfg := clientTLS(t, ca)
 	n := 2 * tlsHandshakes
 	var wrote atomic.Int32
 	stop := make(chan struct{})
