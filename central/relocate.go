@@ -537,11 +537,13 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 	c.probeLocked(s)
 }
 
-// probeTimeout is how long Central's check of s may take: ProbeTimeout, or
-// four times the slowest RTT to s that Central or a reporter measured, if
-// that is longer, so a distant server is not declared dead for being far.
+// probeTimeout is how long Central's check of s may take: ProbeTimeout,
+// or, if longer, twice Central's last echo of s (which spans three round
+// trips: connect, Hello, Ping) or four times the slowest RTT to s that a
+// reporter measured, so a distant server is not declared dead for being
+// far.
 func (c *Central) probeTimeoutLocked(s *serverRec) time.Duration {
-	d := max(c.cfg.ProbeTimeout, 4*s.echoRTT)
+	d := max(c.cfg.ProbeTimeout, 2*s.echoRTT)
 	for rep := range s.reporters {
 		if smp, ok := rep.u.lat[s.rec.ID]; ok && smp.Count > 0 {
 			d = max(d, 4*smp.Median)

@@ -6,6 +6,7 @@ import (
 
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/selection"
 	"nearchat/pkg/testkit"
 )
 
@@ -241,4 +242,32 @@ func TestLeaveRoomRemovesRoom(t *testing.T) {
 	if _, ok := w.c.st.Room(room.Room); ok {
 		t.Fatal("room still in the store")
 	}
+}
+
+// TestProbeTimeoutScales: Central's check of a server a member reported
+// unreachable is on the path of every move off a dark link, so its default
+// bound is short (issue 14: link down to move under a second), and it
+// grows with the RTTs measured to the server: twice Central's last echo
+// (three round trips), four times a reporter's RTT.
+func TestProbeTimeoutScales(t *testing.T) {
+	if d := DefaultConfig().ProbeTimeout; d > 300*time.Millisecond {
+		t.Errorf("default ProbeTimeout %v: a dark link's move waits that long", d)
+	}
+	w := newWorld(t, nil)
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	s := w.c.srvByID["serv1"]
+	if d := w.c.probeTimeoutLocked(s); d != w.c.cfg.ProbeTimeout {
+		t.Errorf("nothing measured: timeout %v, want ProbeTimeout %v", d, w.c.cfg.ProbeTimeout)
+	}
+	s.echoRTT = 300 * time.Millisecond
+	if d := w.c.probeTimeoutLocked(s); d != 600*time.Millisecond {
+		t.Errorf("last echo 300ms: timeout %v, want 600ms", d)
+	}
+	far := &user{name: "far", lat: map[string]selection.Sample{"serv1": {Median: 200 * time.Millisecond, Count: 5}}}
+	s.reporters = map[reporter]struct{}{{u: far}: {}}
+	if d := w.c.probeTimeoutLocked(s); d != 800*time.Millisecond {
+		t.Errorf("a reporter 200ms away: timeout %v, want 800ms", d)
+	}
+	s.reporters = nil
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,9 +48,19 @@ type Config struct {
 	Session SessionConfig
 	// Probe configures the RTT prober; its Dialer is set by the Client.
 	Probe rtt.Config
-	// ProbeEvery is the interval between probe rounds over the live
-	// servers, each followed by a latency report to Central.
+	// ProbeEvery is the interval between probe rounds. A round probes
+	// the ProbeBest servers with the best recent figures, the servers of
+	// the rooms held, any server not measured lately, and ProbeExplore of
+	// the rest in turn (so a new good server is found); the vector is
+	// reported to Central only when it changed meaningfully (a server
+	// came or went, or a figure moved by reportDelta).
 	ProbeEvery time.Duration
+	// ProbeBest is how many of the best servers every round probes; 0
+	// probes every live server every round.
+	ProbeBest int
+	// ProbeExplore is how many of the other servers each round probes,
+	// taking them in turn.
+	ProbeExplore int
 	// HoldingEvery is how often the client tells Central which rooms it
 	// holds (also right after every connect), so any placement it missed
 	// is sent again.
@@ -72,6 +84,8 @@ func DefaultConfig() Config {
 		Session:      DefaultSessionConfig(),
 		Probe:        rtt.DefaultConfig(),
 		ProbeEvery:   3 * time.Second,
+		ProbeBest:    3,
+		ProbeExplore: 2,
 		HoldingEvery: 5 * time.Second,
 		BackoffMin:   100 * time.Millisecond,
 		BackoffMax:   5 * time.Second,
@@ -100,6 +114,8 @@ type Client struct {
 	left     map[string]time.Time         // rooms left lately: their Assigns are stale
 	probeNow chan struct{}                // asks the prober for a round now
 	good     map[string][]goodSample      // each server's recent successful probes, oldest first
+	explore  int                          // where the next round's exploration starts among the rest
+	often    map[string]bool              // the servers probed every round, as of the last round
 
 	reported chan struct{} // closed after the first latency report
 	repOnce  sync.Once
@@ -133,6 +149,9 @@ func New(opts Config) (*Client, error) {
 	}
 	if opts.HoldingEvery <= 0 {
 		opts.HoldingEvery = DefaultConfig().HoldingEvery
+	}
+	if opts.ProbeBest < 0 || opts.ProbeExplore < 0 {
+		return nil, errors.New("client: ProbeBest and ProbeExplore must not be negative")
 	}
 	if opts.ProbeEvery <= 0 || opts.BackoffMin <= 0 || opts.BackoffMax < opts.BackoffMin {
 		return nil, errors.New("client: probe interval and backoff bounds must be positive, min <= max")
@@ -661,6 +680,112 @@ func (c *Client) remindBroken(ctx context.Context, r *roomState, room string, se
 // unreachableEvery is how often a broken room reminds Central.
 const unreachableEvery = time.Second
 
+// roundTargetsLocked picks this round's servers: all of them when there
+// are few; otherwise the ProbeBest with the best figures, the servers of
+// the rooms held and any server without a recent sample (new, or aged
+// out), every round, and ProbeExplore of the rest in turn.
+func (c *Client) roundTargetsLocked(servers []centralapi.ServerInfo) []rtt.Target {
+	figure := func(id string) (int64, bool) {
+		g := c.good[id]
+		if len(g) == 0 {
+			return 0, false
+		}
+		best := g[0].s.MedianUS
+		for _, x := range g[1:] {
+			best = min(best, x.s.MedianUS)
+		}
+		return best, true
+	}
+	all := c.opts.ProbeBest == 0 || len(servers) <= c.opts.ProbeBest+c.opts.ProbeExplore
+	often := make(map[string]bool, c.opts.ProbeBest+len(c.rooms))
+	var measured []centralapi.ServerInfo
+	for _, s := range servers {
+		if _, ok := figure(s.ID); ok && !all {
+			measured = append(measured, s)
+		} else {
+			often[s.ID] = true
+		}
+	}
+	slices.SortFunc(measured, func(a, b centralapi.ServerInfo) int {
+		fa, _ := figure(a.ID)
+		fb, _ := figure(b.ID)
+		return cmp.Or(cmp.Compare(fa, fb), cmp.Compare(a.ID, b.ID))
+	})
+	for i, s := range measured {
+		if i < c.opts.ProbeBest {
+			often[s.ID] = true
+		}
+	}
+	for _, r := range c.rooms {
+		r.mu.Lock()
+		if r.server != "" {
+			often[r.server] = true
+		}
+		r.mu.Unlock()
+	}
+	var rest, targets []rtt.Target
+	for _, s := range servers {
+		t := rtt.Target{ID: s.ID, Addr: s.Addr}
+		if often[s.ID] {
+			targets = append(targets, t)
+		} else {
+			rest = append(rest, t)
+		}
+	}
+	slices.SortFunc(rest, func(a, b rtt.Target) int { return cmp.Compare(a.ID, b.ID) })
+	for i := range min(c.opts.ProbeExplore, len(rest)) {
+		targets = append(targets, rest[(c.explore+i)%len(rest)])
+	}
+	c.explore += c.opts.ProbeExplore
+	c.often = often
+	return targets
+}
+
+// periodLocked is how often server id is probed, with n live servers: every
+// round for the often-probed, else once per turn through the rest.
+func (c *Client) periodLocked(id string, n int) time.Duration {
+	if c.often[id] || c.opts.ProbeExplore == 0 {
+		// With no exploration the rest are probed again once their
+		// samples age out, as unmeasured servers.
+		return c.opts.ProbeEvery
+	}
+	rest := max(1, n-len(c.often))
+	return time.Duration((rest+c.opts.ProbeExplore-1)/c.opts.ProbeExplore) * c.opts.ProbeEvery
+}
+
+// reportDelta is the change in a server's figure that is worth a report:
+// reportDeltaMin or reportDeltaPct of the figure, whichever is larger.
+// Central's smallest move gain (selection.Policy.MinGain, 5 ms and 10%)
+// is well above it, and changes add up against the last vector reported.
+const (
+	reportDeltaMin = time.Millisecond
+	reportDeltaPct = 5
+)
+
+// meaningful reports whether vec differs from the last vector reported
+// enough to send: a server came or went, or a median or spread moved by
+// reportDelta.
+func meaningful(last, vec map[string]centralapi.Sample) bool {
+	if last == nil || len(last) != len(vec) {
+		return true
+	}
+	for id, v := range vec {
+		l, ok := last[id]
+		if !ok {
+			return true
+		}
+		// Central weighs a move's gain against the spreads too, so a
+		// spread that calmed down (or grew) matters as much as the median.
+		limit := max(reportDeltaMin.Microseconds(), l.MedianUS*reportDeltaPct/100)
+		if abs(v.MedianUS-l.MedianUS) >= limit || abs(v.SpreadUS-l.SpreadUS) >= limit {
+			return true
+		}
+	}
+	return false
+}
+
+func abs(v int64) int64 { return max(v, -v) }
+
 // recentRounds is how many probe rounds a server's reported figure is the
 // best of.
 const recentRounds = 3
@@ -687,17 +812,23 @@ func (c *Client) probeLoop(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
+		newOnly := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-c.probeNow:
-			t.Stop()
+			// A server came up: measure just the servers not measured yet,
+			// at once (a round of every server waits for the farthest);
+			// the regular rounds keep their pace.
+			newOnly = true
 		}
-		if err := c.probeOnce(ctx, p); err != nil && ctx.Err() == nil {
+		if err := c.probeOnce(ctx, p, newOnly); err != nil && ctx.Err() == nil {
 			c.log.Warn("latency round", "err", err)
 		}
-		t.Reset(c.opts.ProbeEvery)
+		if !newOnly {
+			t.Reset(c.opts.ProbeEvery)
+		}
 	}
 }
 
@@ -713,18 +844,29 @@ func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) e
 	return err
 }
 
-// probeOnce measures every live server and reports the vector.
-func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
+// probeOnce measures this round's servers (see Options.ProbeEvery), or
+// with newOnly just those without a recent sample, and reports the vector
+// when it changed meaningfully.
+func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) error {
 	servers, err := c.api.Servers(ctx)
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
 	c.servers = servers
+	var targets []rtt.Target
+	if newOnly {
+		for _, s := range servers {
+			if len(c.good[s.ID]) == 0 {
+				targets = append(targets, rtt.Target{ID: s.ID, Addr: s.Addr})
+			}
+		}
+	} else {
+		targets = c.roundTargetsLocked(servers)
+	}
 	c.mu.Unlock()
-	targets := make([]rtt.Target, 0, len(servers))
-	for _, s := range servers {
-		targets = append(targets, rtt.Target{ID: s.ID, Addr: s.Addr})
+	if newOnly && len(targets) == 0 {
+		return nil
 	}
 	results := p.Round(ctx, targets)
 	if c.opts.OnProbe != nil {
@@ -737,9 +879,9 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
 	// that got better shows at once. A server whose probe failed this
 	// round, or that is missing from the list for a moment (chat servers
 	// registering again with a restarted Central), keeps its recent rounds
-	// too, so it does not look unmeasured and force a move.
+	// too, so it does not look unmeasured and force a move. A sample ages
+	// out after recentRounds of its server's probe period.
 	now := time.Now()
-	window := recentRounds * c.opts.ProbeEvery
 	vec := make(map[string]centralapi.Sample, len(results))
 	c.mu.Lock()
 	for id, r := range results {
@@ -749,6 +891,7 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
 		}
 	}
 	for id, g := range c.good {
+		window := recentRounds * c.periodLocked(id, len(servers))
 		for len(g) > 0 && now.Sub(g[0].at) >= window {
 			g = g[1:]
 		}
@@ -765,13 +908,17 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
 		}
 		vec[id] = best
 	}
+	changed := meaningful(c.lastVec, vec)
 	c.mu.Unlock()
-	c.mu.Lock()
-	c.lastVec = vec
-	c.mu.Unlock()
+	if !changed {
+		return nil
+	}
 	if err := c.report(ctx, vec); err != nil {
 		return err
 	}
+	c.mu.Lock()
+	c.lastVec = vec
+	c.mu.Unlock()
 	c.repOnce.Do(func() { close(c.reported) })
 	return nil
 }

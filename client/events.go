@@ -108,8 +108,10 @@ type Missed struct {
 }
 
 // Broken reports that the connection to the room's server ended without
-// being asked to. The session keeps unacknowledged messages and waits for
-// Move; the controller should tell Central (Unreachable).
+// being asked to, or fell silent past the liveness deadline (Err wraps
+// ErrSilent; the connection stays open and serves again if the server
+// answers). The session keeps unacknowledged messages and waits for Move;
+// the controller should tell Central (Unreachable).
 type Broken struct {
 	Room   string
 	Server proto.ServerRef

@@ -230,13 +230,16 @@ func verify(t testing.TB, members []*member, sent map[string]uint64) {
 }
 
 // proxy sits between members and a chat server: it can drop the Deliver
-// frames it relays to clients, and sever every connection at once, which to
+// frames it relays to clients (drop), or every frame (hole: a path that
+// went dark without a reset), and sever every connection at once, which to
 // the members looks like the server dying.
 type proxy struct {
 	t      testing.TB
 	ln     net.Listener
 	target string
 	drop   atomic.Bool
+	hole   atomic.Bool
+	delay  atomic.Int64 // nanoseconds each frame to the client waits
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
@@ -315,8 +318,11 @@ func (p *proxy) relayDown(up, down net.Conn) {
 		if err != nil {
 			return
 		}
-		if p.drop.Load() && t == proto.TDeliver {
+		if p.hole.Load() || (p.drop.Load() && t == proto.TDeliver) {
 			continue
+		}
+		if d := p.delay.Load(); d > 0 {
+			time.Sleep(time.Duration(d)) // an emulated long path, not synchronisation
 		}
 		b = binary.BigEndian.AppendUint32(b[:0], uint32(1+len(body)))
 		b = append(append(b, byte(t)), body...)
