@@ -844,7 +844,7 @@ func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) e
 	return err
 }
 
-// probeOnce measures this round's servers (see Options.ProbeEvery), or
+// probeOnce measures this round's servers (see Config.ProbeEvery), or
 // with newOnly just those without a recent sample, and reports the vector
 // when it changed meaningfully.
 func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) error {

@@ -12,7 +12,7 @@ import (
 // room's server and 2 of the rest in turn, a new server at once, and
 // every server within a turn through the rest; with few servers, all.
 func TestProbeRoundTargets(t *testing.T) {
-	opts := DefaultOptions()
+	opts := DefaultConfig()
 	opts.User = "alice"
 	c, err := New(opts)
 	if err != nil {
