@@ -28,7 +28,7 @@
 //
 // # Liveness
 //
-// A Session watches its room's connection (Config.Liveness): silent for
+// A Session watches its room's connection (SessionConfig.Liveness): silent for
 // max(Liveness/3, 2*RTT) it pings, and a ping unanswered for
 // max(Liveness, 4*RTT, 2*(RTT+4*RTTVAR)) (RTT and RTTVAR: that
 // connection's smoothed Ping/Pong time and deviation; any frame counts as

@@ -127,7 +127,7 @@ var (
 	// acknowledgement.
 	ErrBackpressure = errors.New("client: too many unacknowledged messages")
 	// ErrSilent is the Broken error of a connection that left a ping
-	// unanswered past the liveness deadline (Config.Liveness).
+	// unanswered past the liveness deadline (SessionConfig.Liveness).
 	ErrSilent = errors.New("client: the server left a ping unanswered past the liveness deadline")
 )
 
@@ -812,7 +812,7 @@ func (s *Session) tick(now time.Time) {
 }
 
 // checkLive runs the fast liveness check of the current connection (see
-// Config.Liveness) and sets when it runs next: a ping once the connection
+// SessionConfig.Liveness) and sets when it runs next: a ping once the connection
 // has been silent for the ping interval, a break once that ping has gone
 // unanswered for the deadline. Any frame answers, so a busy room's traffic
 // stands in for pings.
