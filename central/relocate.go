@@ -526,10 +526,13 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 		return // the scan moves the room as soon as a server can take it
 	}
 	if s.reporters == nil {
-		s.reporters = map[reporter]struct{}{}
+		s.reporters = map[reporter]bool{}
 	}
-	if len(s.reporters) < maxReporters {
-		s.reporters[reporter{u, r}] = struct{}{}
+	rep := reporter{u, r}
+	if silent, ok := s.reporters[rep]; ok {
+		s.reporters[rep] = silent && m.Silent // a break outweighs a silence
+	} else if len(s.reporters) < maxReporters {
+		s.reporters[rep] = m.Silent
 	}
 	if s.suspectAt.IsZero() {
 		s.suspectAt = c.now()
@@ -553,16 +556,26 @@ func (c *Central) probeTimeoutLocked(s *serverRec) time.Duration {
 }
 
 // corroboratedLocked reports whether a failed check of s is backed by
-// other evidence: a heartbeat overdue, or reports from two members.
-func (c *Central) corroboratedLocked(s *serverRec, now time.Time) (bool, string) {
+// other evidence: a heartbeat overdue, or reports from two members. A
+// member's silence (its liveness ping unanswered, the connection still
+// open) counts only when Central's own check could not even connect
+// (connected false): a server whose port accepts connections but answers
+// late is slow, as everything is on a starved machine, not gone, and
+// silences from every member of its rooms at once say nothing more.
+func (c *Central) corroboratedLocked(s *serverRec, now time.Time, connected bool) (bool, string) {
 	if late := now.Sub(s.rec.LastSeen); late > c.cfg.HeartbeatInterval*3/2 {
 		return true, fmt.Sprintf("no heartbeat for %v", late.Round(time.Millisecond))
 	}
 	var first *user
-	for rep := range s.reporters {
-		if first == nil {
+	for rep, silent := range s.reporters {
+		switch {
+		case silent && connected:
+		case first == nil:
 			first = rep.u
-		} else if rep.u != first {
+		case rep.u != first:
+			if connected {
+				return true, "connections broken for two members"
+			}
 			return true, "reported by two members"
 		}
 	}
@@ -571,7 +584,9 @@ func (c *Central) corroboratedLocked(s *serverRec, now time.Time) (bool, string)
 
 // probeLocked starts one echo check of s unless one is running. A failed
 // check marks s down only when corroborated; otherwise the reports stay
-// and the next one (members repeat theirs every second) checks again.
+// and the next one (members repeat theirs every second) checks again. A
+// check whose timer fired late (Central itself was starved of CPU) proves
+// nothing either way.
 func (c *Central) probeLocked(s *serverRec) {
 	if s.probing || s.rec.Down || s.gone {
 		return
@@ -584,7 +599,7 @@ func (c *Central) probeLocked(s *serverRec) {
 		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
 		start := time.Now()
-		err := echo(ctx, addr, c.cfg.ChatTLS)
+		connected, err := echo(ctx, addr, c.cfg.ChatTLS)
 		took := time.Since(start)
 		cancel()
 		c.mu.Lock()
@@ -603,13 +618,15 @@ func (c *Central) probeLocked(s *serverRec) {
 				}
 			}
 			clear(s.reporters)
+		case took > timeout+max(timeout/2, starvedSlack):
+			c.log.Info("echo check of a server reported unreachable ran late; Central was starved, the check proves nothing", "server", id, "took", took.Round(time.Millisecond), "timeout", timeout, "err", err)
 		default:
 			var ok bool
-			if ok, why = c.corroboratedLocked(s, now); ok {
+			if ok, why = c.corroboratedLocked(s, now, connected); ok {
 				down = true
 				c.markDownLocked(s, "reported unreachable, failed Central's echo check ("+err.Error()+") and "+why)
 			} else {
-				c.log.Info("server reported unreachable failed one echo check; waiting for corroboration", "server", id, "err", err)
+				c.log.Info("server reported unreachable failed one echo check; waiting for corroboration", "server", id, "connected", connected, "err", err)
 			}
 		}
 		c.mu.Unlock()
@@ -621,12 +638,33 @@ func (c *Central) probeLocked(s *serverRec) {
 	}()
 }
 
-// echo checks that a chat server answers Hello and one Ping.
-func echo(ctx context.Context, addr string, tc *tls.Config) error {
-	var d proto.Dialer = &net.Dialer{}
+// starvedSlack is how late past its timeout an echo check may end before
+// it counts as run on a starved Central (timers firing late).
+const starvedSlack = 100 * time.Millisecond
+
+// echo checks that a chat server answers Hello and one Ping. connected
+// reports whether the TCP connection itself was made: the host and the
+// path to it are up, whatever the server process then did.
+func echo(ctx context.Context, addr string, tc *tls.Config) (connected bool, err error) {
+	base := &connectDialer{}
+	var d proto.Dialer = base
 	if tc != nil {
-		d = &tlsconfig.Dialer{Config: tc}
+		d = &tlsconfig.Dialer{Base: base, Config: tc}
 	}
-	_, err := rtt.Probe(ctx, d, addr, 1, 0)
-	return err
+	_, err = rtt.Probe(ctx, d, addr, 1, 0)
+	return base.connected.Load(), err
+}
+
+// connectDialer notes whether its TCP connect succeeded.
+type connectDialer struct {
+	net.Dialer
+	connected atomic.Bool
+}
+
+func (d *connectDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.Dialer.DialContext(ctx, network, addr)
+	if err == nil {
+		d.connected.Store(true)
+	}
+	return c, err
 }
