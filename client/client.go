@@ -130,13 +130,15 @@ type goodSample struct {
 }
 
 type roomState struct {
-	assigns chan proto.Assign // the newest pending Assign, handled one at a time
-	done    chan struct{}     // closed when the room is left or closed
-	mu      sync.Mutex
-	sess    *Session
-	epoch   uint64
-	server  string       // the server the session follows at epoch
-	follow  proto.Assign // the Assign being followed, for its Moved event
+	assigns   chan proto.Assign // the newest pending Assign, handled one at a time
+	done      chan struct{}     // closed when the room is left or closed
+	mu        sync.Mutex
+	sess      *Session
+	epoch     uint64
+	server    string            // the server the session follows at epoch
+	follow    proto.Assign      // the Assign being followed, for its Moved event
+	broken    proto.Unreachable // the last report of a broken session
+	reminding bool              // a remindBroken runs
 }
 
 // New validates opts. Nothing is dialed before Run.
@@ -608,14 +610,22 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 		if sess == nil {
 			cfg := c.opts.Session
 			cfg.Dialer = c.dialer
-			cfg.OnBroken = func(server proto.ServerRef, epoch uint64, _ error) {
+			cfg.OnBroken = func(server proto.ServerRef, epoch uint64, err error) {
 				// Tell Central at once; it checks the server and moves us,
 				// or sends the placement again if the server answers.
 				// OnBroken runs on the session's goroutine: never block it
 				// on a control connection that may itself be stuck.
+				m := &proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch, Silent: errors.Is(err, ErrSilent)}
+				r.mu.Lock()
+				r.broken = *m
+				remind := !r.reminding
+				r.reminding = true
+				r.mu.Unlock()
 				go func() {
-					_ = c.send(&proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch})
-					c.remindBroken(ctx, r, room, server, epoch)
+					_ = c.send(m)
+					if remind {
+						c.remindBroken(ctx, r)
+					}
 				}()
 			}
 			sess, err = Open(ctx, cfg, a.Server, room, c.opts.User, a.Epoch, a.Ticket)
@@ -652,28 +662,38 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 	}
 }
 
-// remindBroken repeats Unreachable while the room's session stays broken
-// at the same epoch: the first report may be lost with a control connection
-// that is itself reconnecting, or find a server that restarted and answers
-// echoes but no longer holds the room.
-func (c *Client) remindBroken(ctx context.Context, r *roomState, room string, server proto.ServerRef, epoch uint64) {
+// remindBroken repeats the room's last Unreachable while its session
+// stays broken at that epoch: the first report may be lost with a control
+// connection that is itself reconnecting, or find a server that restarted
+// and answers echoes but no longer holds the room. One runs per room at a
+// time.
+func (c *Client) remindBroken(ctx context.Context, r *roomState) {
 	t := time.NewTicker(unreachableEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return // the room's reminders end with it
 		case <-r.done:
 			return
 		case <-t.C:
 		}
 		r.mu.Lock()
-		sess, cur := r.sess, r.epoch
+		m, sess, cur := r.broken, r.sess, r.epoch
 		r.mu.Unlock()
-		if sess == nil || cur != epoch || sess.Stats().Connected {
+		if sess != nil && cur == m.Epoch && !sess.Stats().Connected {
+			_ = c.send(&m)
+			continue
+		}
+		r.mu.Lock()
+		newer := r.broken != m // a break since: it still needs reminding
+		if !newer {
+			r.reminding = false
+		}
+		r.mu.Unlock()
+		if !newer {
 			return
 		}
-		_ = c.send(&proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch})
 	}
 }
 

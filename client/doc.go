@@ -33,7 +33,10 @@
 // max(Liveness, 4*RTT, 2*(RTT+4*RTTVAR)) (RTT and RTTVAR: that
 // connection's smoothed Ping/Pong time and deviation; any frame counts as
 // an answer) makes it Broken with ErrSilent, which the
-// Client reports to Central at once. A silent connection is kept open: if
+// Client reports to Central at once, marked as a silence (Central weighs it
+// below a broken connection: see package central). A check that runs well
+// past its time (the process was starved, the answer may wait unread)
+// looks again shortly instead of declaring silence. A silent connection is kept open: if
 // the server was only stalled, its next frame makes the session connected
 // again; a Move, even to the same server and epoch, joins anew.
 //

@@ -62,8 +62,10 @@ type SessionConfig struct {
 	// server until the user catches up.
 	EventBuffer int
 	// OnBroken, if set, is called on the session goroutine when the room's
-	// connection breaks (as the Broken event is emitted). It must not block;
-	// the controller uses it to tell Central at once.
+	// connection breaks (as the Broken event is emitted), and once more
+	// when a connection that fell silent (err wraps ErrSilent) then breaks
+	// for good. It must not block; the controller uses it to tell Central
+	// at once.
 	OnBroken func(server proto.ServerRef, epoch uint64, err error)
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -688,7 +690,13 @@ func (s *Session) linkDown(l *link, err error) {
 	case s.cur:
 		s.log.Info("connection to room server lost", "server", l.server.ID, "err", err)
 		if l.suspect {
-			return // reported Broken when it fell silent
+			// Reported Broken when it fell silent; tell the controller
+			// the silence became a break (stronger evidence for Central),
+			// with no second event.
+			if s.cfg.OnBroken != nil {
+				s.cfg.OnBroken(l.server, l.epoch, err)
+			}
+			return
 		}
 		if s.cfg.OnBroken != nil {
 			s.cfg.OnBroken(l.server, l.epoch, err)
@@ -817,6 +825,7 @@ func (s *Session) tick(now time.Time) {
 // unanswered for the deadline. Any frame answers, so a busy room's traffic
 // stands in for pings.
 func (s *Session) checkLive(now time.Time) {
+	scheduled := s.nextLive
 	s.nextLive = time.Time{}
 	l := s.cur
 	if s.cfg.Liveness <= 0 || l == nil || !l.joined || l.dead || l.suspect {
@@ -828,7 +837,15 @@ func (s *Session) checkLive(now time.Time) {
 		l.heardAt = now
 	}
 	every, deadline := s.liveTimes(l)
+	late := !scheduled.IsZero() && now.Sub(scheduled) > max(deadline/4, lateSlack)
 	if l.pingAt.After(l.heardAt) {
+		if late {
+			// This check ran late: the process was starved, and the
+			// answer may wait unread in the socket. Judge again shortly,
+			// once the reader has had its turn.
+			s.nextLive = now.Add(deadline / 4)
+			return
+		}
 		if now.Sub(l.pingAt) >= deadline {
 			s.fellSilent(l, fmt.Errorf("%w (%v, RTT %v)", ErrSilent, now.Sub(l.pingAt).Round(time.Millisecond), l.rtt.Round(time.Microsecond)))
 			return
@@ -857,6 +874,10 @@ func (s *Session) fellSilent(l *link, err error) {
 	}
 	s.emit(Broken{Server: l.server, Epoch: l.epoch, Err: err})
 }
+
+// lateSlack is how late past its time a liveness check may run before it
+// counts as run by a starved process (see checkLive).
+const lateSlack = 100 * time.Millisecond
 
 // liveTimes returns l's ping interval and liveness deadline: the deadline
 // is at least four RTTs and twice TCP's retransmission timeout (RTT plus

@@ -835,3 +835,39 @@ func TestStalledServerRecovers(t *testing.T) {
 	}
 	verify(t, []*member{a, b}, map[string]uint64{"bob": n + 1})
 }
+
+// TestLateLivenessCheckWaits: a liveness check that runs long after its
+// time (the process was starved of CPU, and the answer may wait unread in
+// the socket) does not declare the connection silent; it looks again
+// shortly, and a check on time does declare it.
+func TestLateLivenessCheckWaits(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	cfg := testConfig(t)
+	cfg.Liveness = 300 * time.Millisecond
+	b := join(t, cfg, ref(s1), "room-late", "bob")
+	var lateSilent, onTimeSilent bool
+	var retry time.Duration
+	if err := b.s.call(func() {
+		s, l := b.s, b.s.cur
+		now := time.Now()
+		// A ping unanswered for 5 s, and a check that was due 4 s ago.
+		l.heardAt, l.pingAt = now.Add(-10*time.Second), now.Add(-5*time.Second)
+		s.nextLive = now.Add(-4 * time.Second)
+		s.checkLive(now)
+		lateSilent, retry = l.suspect, s.nextLive.Sub(now)
+		s.checkLive(s.nextLive) // the next check, on time
+		onTimeSilent = l.suspect
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if lateSilent {
+		t.Error("a check that ran 4 s late declared the connection silent")
+	}
+	if retry <= 0 || retry > cfg.Liveness {
+		t.Errorf("after a late check the next one is in %v, want shortly", retry)
+	}
+	if !onTimeSilent {
+		t.Error("the check on time did not declare the unanswered ping")
+	}
+	testkit.WaitFor(t, 5*time.Second, "the Broken event", func() bool { return b.brokenCount() == 1 })
+}
