@@ -113,6 +113,7 @@ type Client struct {
 	lastVec  map[string]centralapi.Sample // the last vector reported
 	left     map[string]time.Time         // rooms left lately: their Assigns are stale
 	probeNow chan struct{}                // asks the prober for a round now
+	upNow    map[string]string            // servers announced up since that round: ID -> address
 	good     map[string][]goodSample      // each server's recent successful probes, oldest first
 	explore  int                          // where the next round's exploration starts among the rest
 	often    map[string]bool              // the servers probed every round, as of the last round
@@ -184,6 +185,7 @@ func New(opts Config) (*Client, error) {
 		good:     make(map[string][]goodSample),
 		left:     make(map[string]time.Time),
 		probeNow: make(chan struct{}, 1),
+		upNow:    make(map[string]string),
 	}, nil
 }
 
@@ -434,6 +436,11 @@ func (c *Client) controlOnce(ctx context.Context) error {
 		case *proto.ServerEvent:
 			if m.State == proto.ServerUp {
 				// Measure it now: the room may move there at once.
+				c.mu.Lock()
+				if len(c.upNow) < maxUpNow {
+					c.upNow[m.Server.ID] = m.Server.Addr
+				}
+				c.mu.Unlock()
 				select {
 				case c.probeNow <- struct{}{}:
 				default:
@@ -806,6 +813,10 @@ func meaningful(last, vec map[string]centralapi.Sample) bool {
 
 func abs(v int64) int64 { return max(v, -v) }
 
+// maxUpNow bounds the announced servers waiting for their first probe;
+// past it the next regular round finds the rest.
+const maxUpNow = 64
+
 // recentRounds is how many probe rounds a server's reported figure is the
 // best of.
 const recentRounds = 3
@@ -868,23 +879,28 @@ func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) e
 // with newOnly just those without a recent sample, and reports the vector
 // when it changed meaningfully.
 func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) error {
-	servers, err := c.api.Servers(ctx)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.servers = servers
 	var targets []rtt.Target
 	if newOnly {
-		for _, s := range servers {
-			if len(c.good[s.ID]) == 0 {
-				targets = append(targets, rtt.Target{ID: s.ID, Addr: s.Addr})
+		// The announcements name the servers: probe them without asking
+		// Central for the list first (a round trip on the way to a move).
+		c.mu.Lock()
+		for id, addr := range c.upNow {
+			if len(c.good[id]) == 0 {
+				targets = append(targets, rtt.Target{ID: id, Addr: addr})
 			}
 		}
+		clear(c.upNow)
+		c.mu.Unlock()
 	} else {
+		servers, err := c.api.Servers(ctx)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.servers = servers
 		targets = c.roundTargetsLocked(servers)
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
 	if newOnly && len(targets) == 0 {
 		return nil
 	}
@@ -911,7 +927,7 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 		}
 	}
 	for id, g := range c.good {
-		window := recentRounds * c.periodLocked(id, len(servers))
+		window := recentRounds * c.periodLocked(id, len(c.servers))
 		for len(g) > 0 && now.Sub(g[0].at) >= window {
 			g = g[1:]
 		}

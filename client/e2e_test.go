@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -156,7 +157,7 @@ type user struct {
 	done   chan struct{}
 }
 
-func (c *cluster) user(name string) *user {
+func (c *cluster) user(name string, edits ...func(*client.Config)) *user {
 	c.t.Helper()
 	opts := client.DefaultConfig()
 	opts.Central, opts.Control, opts.User = c.centCfg.RESTListen, c.centCfg.ControlListen, name
@@ -165,6 +166,9 @@ func (c *cluster) user(name string) *user {
 	opts.Probe.Samples = 3
 	opts.BackoffMin, opts.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 	opts.Logger = testkit.LoggerAt(c.t, slog.LevelWarn)
+	for _, edit := range edits {
+		edit(&opts)
+	}
 	u := &user{t: c.t, name: name}
 	opts.OnProbe = func(res map[string]rtt.Result) {
 		m := map[string]time.Duration{}
@@ -236,6 +240,13 @@ func next[T client.Event](u *user, timeout time.Duration) T {
 			return zero
 		}
 	}
+}
+
+// probeRounds returns the medians of u's probe rounds so far.
+func (u *user) probeRounds() []map[string]time.Duration {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.probes)
 }
 
 // settled reports whether u's last two probe rounds both rank the servers
@@ -399,6 +410,42 @@ func TestE2EMovesAndSurvivesKill(t *testing.T) {
 		if err := <-ch; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestE2EAnnouncedServerProbedAtOnce: a server that comes up is measured
+// as soon as Central announces it, on its own (the announcement names it:
+// no round of every server, no list fetched first), and the room moves
+// there without waiting for the next probe round (5 s away here).
+func TestE2EAnnouncedServerProbedAtOnce(t *testing.T) {
+	c := newCluster(t, func(cfg *central.Config) { cfg.Policy.MinDwell = 0 })
+	for _, id := range []string{"serv2", "serv3", "serv4"} {
+		c.startServer(id)
+	}
+	slow := func(o *client.Config) { o.ProbeEvery = 5 * time.Second }
+	alice, bob := c.user("alice", slow), c.user("bob", slow)
+	_, _, a := chat(t, alice, bob)
+	if a.Server.ID != "serv3" {
+		t.Fatalf("room placed on %s, want serv3", a.Server.ID)
+	}
+	rounds := len(alice.probeRounds())
+	started := time.Now()
+	c.startServer("serv1")
+	moved := next[client.Moved](alice, 10*time.Second)
+	took := time.Since(started)
+	t.Logf("serv1 started (and registered), room moved %v later; probe rounds every 5 s", took)
+	if moved.To.ID != "serv1" {
+		t.Fatalf("moved to %s, want serv1", moved.To.ID)
+	}
+	var first map[string]time.Duration
+	for _, r := range alice.probeRounds()[rounds:] {
+		if _, ok := r["serv1"]; ok {
+			first = r
+			break
+		}
+	}
+	if len(first) != 1 {
+		t.Errorf("serv1 was first measured in a round of %v, want a round of serv1 alone", first)
 	}
 }
 
