@@ -560,24 +560,32 @@ func (c *Central) probeTimeoutLocked(s *serverRec) time.Duration {
 // member's silence (its liveness ping unanswered, the connection still
 // open) counts only when Central's own check could not even connect
 // (connected false): a server whose port accepts connections but answers
-// late is slow, as everything is on a starved machine, not gone, and
-// silences from every member of its rooms at once say nothing more.
+// late is slow, as everything is on a starved machine, not gone; silences
+// from every member of its rooms at once, and a heartbeat a little late,
+// say nothing more. A process that stays stopped is found by OfflineAfter.
 func (c *Central) corroboratedLocked(s *serverRec, now time.Time, connected bool) (bool, string) {
-	if late := now.Sub(s.rec.LastSeen); late > c.cfg.HeartbeatInterval*3/2 {
-		return true, fmt.Sprintf("no heartbeat for %v", late.Round(time.Millisecond))
-	}
 	var first *user
+	two := false
 	for rep, silent := range s.reporters {
 		switch {
 		case silent && connected:
 		case first == nil:
 			first = rep.u
 		case rep.u != first:
-			if connected {
-				return true, "connections broken for two members"
-			}
-			return true, "reported by two members"
+			two = true
 		}
+	}
+	if first == nil {
+		return false, "" // only silences, from a server that accepts connections
+	}
+	if late := now.Sub(s.rec.LastSeen); late > c.cfg.HeartbeatInterval*3/2 {
+		return true, fmt.Sprintf("no heartbeat for %v", late.Round(time.Millisecond))
+	}
+	if two {
+		if connected {
+			return true, "connections broken for two members"
+		}
+		return true, "reported by two members"
 	}
 	return false, ""
 }
