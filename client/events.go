@@ -119,6 +119,17 @@ type Broken struct {
 	Err    error
 }
 
+// Resumed reports that a connection reported Broken for falling silent
+// (ErrSilent) answered again before any move: the server was only slow,
+// and the session serves on it as before. After is how long it was
+// silent past the liveness deadline.
+type Resumed struct {
+	Room   string
+	Server proto.ServerRef
+	Epoch  uint64
+	After  time.Duration
+}
+
 // Error reports a problem that does not end the session or the client,
 // such as an Error frame from a chat server (Room set) or from Central
 // (Room empty).
@@ -139,6 +150,7 @@ func (Moved) event()        {}
 func (Missed) event()       {}
 func (Drained) event()      {}
 func (Broken) event()       {}
+func (Resumed) event()      {}
 func (Error) event()        {}
 
 // inRoom returns ev with its Room set.
@@ -160,6 +172,9 @@ func inRoom(ev Event, room string) Event {
 		e.Room = room
 		return e
 	case Broken:
+		e.Room = room
+		return e
+	case Resumed:
 		e.Room = room
 		return e
 	case Error:

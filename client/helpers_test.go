@@ -67,6 +67,7 @@ type member struct {
 	drained []Drained
 	miss    []Missed
 	broke   []Broken
+	resumed []Resumed
 	errs    []error
 	last    map[string]Message
 	incs    map[string][]uint64 // incarnations seen, by sender, in order
@@ -154,6 +155,8 @@ func (m *member) drain() {
 			m.check.Missed(m.key(ev.From, ev.Inc), ev.First, ev.Last)
 		case Broken:
 			m.broke = append(m.broke, ev)
+		case Resumed:
+			m.resumed = append(m.resumed, ev)
 		case Error:
 			m.errs = append(m.errs, ev.Err)
 		}

@@ -27,17 +27,18 @@ type link struct {
 	wake    chan struct{}
 
 	// Owned by the session loop.
-	epoch   uint64
-	started time.Time
-	joined  bool
-	dead    bool
-	suspect bool              // silent past the liveness deadline; reported Broken, still open
-	members map[string]uint64 // other members present, with the LastSent they announced
-	lastSeq uint64
-	heardAt time.Time     // when the last frame arrived
-	pingAt  time.Time     // when the last liveness ping went out
-	rtt     time.Duration // smoothed round trip: the handshake's, then each Pong's
-	rttvar  time.Duration // its smoothed deviation
+	epoch    uint64
+	started  time.Time
+	joined   bool
+	dead     bool
+	suspect  bool              // silent past the liveness deadline; reported Broken, still open
+	silentAt time.Time         // when it was found silent
+	members  map[string]uint64 // other members present, with the LastSent they announced
+	lastSeq  uint64
+	heardAt  time.Time     // when the last frame arrived
+	pingAt   time.Time     // when the last liveness ping went out
+	rtt      time.Duration // smoothed round trip: the handshake's, then each Pong's
+	rttvar   time.Duration // its smoothed deviation
 }
 
 // dialLink connects to server and exchanges Hello and Welcome within

@@ -84,7 +84,7 @@ func DefaultSessionConfig() SessionConfig {
 		DrainTimeout:     3 * time.Second,
 		HandshakeTimeout: 5 * time.Second,
 		IdleTimeout:      15 * time.Second,
-		Liveness:         0, // off until silence reports carry weaker weight at Central (see Liveness)
+		Liveness:         300 * time.Millisecond,
 		EventBuffer:      1024,
 	}
 }
@@ -473,6 +473,7 @@ func (s *Session) handle(in inbound) {
 		if in.l.suspect && in.l == s.cur {
 			in.l.suspect = false
 			s.log.Info("room server answers again", "server", in.l.server.ID)
+			s.emit(Resumed{Server: in.l.server, Epoch: in.l.epoch, After: now.Sub(in.l.silentAt)})
 			s.checkLive(now)
 		}
 	}
@@ -864,10 +865,10 @@ func (s *Session) checkLive(now time.Time) {
 
 // fellSilent reports the current connection Broken (ErrSilent) without
 // closing it: the server may only be stalled. Anything that arrives on it
-// makes it live again; a Move, even to the same server and epoch, joins
+// makes it live again (Resumed); a Move, even to the same server and epoch, joins
 // anew make-before-break; IdleTimeout closes it for good. Loop only.
 func (s *Session) fellSilent(l *link, err error) {
-	l.suspect = true
+	l.suspect, l.silentAt = true, time.Now()
 	s.log.Info("room server silent", "server", l.server.ID, "err", err)
 	if s.cfg.OnBroken != nil {
 		s.cfg.OnBroken(l.server, l.epoch, err)

@@ -812,7 +812,8 @@ func smallRcvBuf() *net.Dialer {
 // TestStalledServerRecovers: the server's answers stop for longer than the
 // liveness deadline and then resume (a stall, not a death). The session
 // reports Broken once, keeps the connection, and is connected again with
-// nothing lost as soon as frames arrive; no rejoin is needed.
+// nothing lost as soon as frames arrive (and says so: Resumed); no rejoin
+// is needed.
 func TestStalledServerRecovers(t *testing.T) {
 	s1 := startChat(t, "serv1")
 	p := startProxy(t, s1.Addr())
@@ -829,6 +830,11 @@ func TestStalledServerRecovers(t *testing.T) {
 	p.hole.Store(false) // frames flow again (what was dropped is recovered by Resend)
 	b.send(t, "after the stall")
 	testkit.WaitFor(t, 5*time.Second, "alice connected again", func() bool { return a.s.Stats().Connected })
+	testkit.WaitFor(t, 5*time.Second, "alice told the server answers again", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.resumed) == 1
+	})
 	testkit.WaitFor(t, 10*time.Second, "alice gets both", func() bool { return a.check.Report().Received == int(n)+1 })
 	if got := a.brokenCount(); got != 1 {
 		t.Errorf("alice saw %d Broken events, want 1", got)
