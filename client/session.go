@@ -51,11 +51,11 @@ type SessionConfig struct {
 	// when that ping goes unanswered (no frame at all) for
 	// max(Liveness, 4*RTT, 2*(RTT+4*RTTVAR)) the connection is reported
 	// Broken, RTT and RTTVAR being this connection's own smoothed Ping/Pong
-	// round trip and deviation (as TCP keeps them). 0 (the default) leaves
-	// only IdleTimeout: on a starved machine every member of a room goes
-	// silent at once, and their reports, corroborating each other, get a
-	// live server declared down; turn it on (300ms) where hosts are not
-	// overloaded.
+	// round trip and deviation (as TCP keeps them). The report says the
+	// connection is silent, not broken, and Central weighs it less (on a
+	// starved machine every member of a room goes silent at once); a
+	// check that runs late looks again before judging. 0 leaves only
+	// IdleTimeout.
 	Liveness time.Duration
 	// EventBuffer is the capacity of the Events channel, and the number of
 	// undelivered events past which the session stops reading from the

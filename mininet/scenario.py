@@ -198,9 +198,7 @@ class Scenario:
     def start_bot(self, name, role):
         cmd = self.procs.client_cmd(name)
         cmd[1:1] = ['-bot']
-        # The fast liveness check is off by default (it can mistake a
-        # starved machine for a dead path); the scenario measures it on.
-        cmd += role + ['-liveness', '300ms', '-rate', str(BOT_RATE),
+        cmd += role + ['-rate', str(BOT_RATE),
                        '-duration', '%ds' % (self.args.timeout + 30)]
         if self.json_flag:
             cmd.append('-json')
