@@ -118,6 +118,7 @@ type Client struct {
 	explore  int                          // where the next round's exploration starts among the rest
 	often    map[string]bool              // the servers probed every round, as of the last round
 
+	repMu    sync.Mutex    // held while a vector is made and reported
 	reported chan struct{} // closed after the first latency report
 	repOnce  sync.Once
 
@@ -383,18 +384,21 @@ func (c *Client) controlOnce(ctx context.Context) error {
 	c.emit(Connected{Central: ctrlAddr})
 	// A Central that restarted has no latency vector for us: send the last
 	// one now rather than at the next probe round.
-	c.mu.Lock()
-	last := c.lastVec
-	c.mu.Unlock()
-	if last != nil {
-		go func() {
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			if err := c.report(rctx, last); err != nil && ctx.Err() == nil {
-				c.log.Debug("re-reporting latency after reconnect", "err", err)
-			}
-		}()
-	}
+	go func() {
+		c.repMu.Lock()
+		defer c.repMu.Unlock()
+		c.mu.Lock()
+		last := c.lastVec
+		c.mu.Unlock()
+		if last == nil {
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := c.report(rctx, last); err != nil && ctx.Err() == nil {
+			c.log.Debug("re-reporting latency after reconnect", "err", err)
+		}
+	}()
 	c.log.Info("control connection up", "central", ctrlAddr, "user", c.opts.User)
 	// State what we hold now and every HoldingEvery: Central answers every
 	// difference from the rooms' placements, whatever made it.
@@ -840,26 +844,37 @@ func (c *Client) probeLoop(ctx context.Context) {
 		c.log.Error("prober", "err", err)
 		return
 	}
+	// A server announced up is measured at once, on its own, beside the
+	// regular rounds (one in progress may wait on the farthest server);
+	// the regular rounds keep their pace.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.probeNow:
+			}
+			if err := c.probeOnce(ctx, p, true); err != nil && ctx.Err() == nil {
+				c.log.Warn("latency round of announced servers", "err", err)
+			}
+		}
+	}()
+	defer wg.Wait()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		newOnly := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-c.probeNow:
-			// A server came up: measure just the servers not measured yet,
-			// at once (a round of every server waits for the farthest);
-			// the regular rounds keep their pace.
-			newOnly = true
 		}
-		if err := c.probeOnce(ctx, p, newOnly); err != nil && ctx.Err() == nil {
+		if err := c.probeOnce(ctx, p, false); err != nil && ctx.Err() == nil {
 			c.log.Warn("latency round", "err", err)
 		}
-		if !newOnly {
-			t.Reset(c.opts.ProbeEvery)
-		}
+		t.Reset(c.opts.ProbeEvery)
 	}
 }
 
@@ -908,6 +923,10 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 	if c.opts.OnProbe != nil {
 		c.opts.OnProbe(results)
 	}
+	// One report at a time, each made from every result so far: a round
+	// that finished earlier must not report after, and over, a later one.
+	c.repMu.Lock()
+	defer c.repMu.Unlock()
 	// Each server is reported by its best round of the last few (as
 	// Tailscale's netcheck judges a region by its best recent latency):
 	// the noise of a busy machine only ever adds delay, so one slow round
