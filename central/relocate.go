@@ -555,6 +555,21 @@ func (c *Central) probeTimeoutLocked(s *serverRec) time.Duration {
 	return d
 }
 
+// connectTimeoutLocked bounds the TCP connect of Central's check of s: a
+// connect takes one round trip, so three of the slowest reporter's RTTs,
+// or Central's last whole echo (three round trips), or minConnectTimeout
+// if longer, and never more than the whole check. A dark path (SYNs lost)
+// is told within it.
+func (c *Central) connectTimeoutLocked(s *serverRec) time.Duration {
+	d := max(minConnectTimeout, s.echoRTT)
+	for rep := range s.reporters {
+		if smp, ok := rep.u.lat[s.rec.ID]; ok && smp.Count > 0 {
+			d = max(d, 3*smp.Median)
+		}
+	}
+	return min(d, c.probeTimeoutLocked(s))
+}
+
 // corroboratedLocked reports whether a failed check of s is backed by
 // other evidence: a heartbeat overdue, or reports from two members. A
 // member's silence (its liveness ping unanswered, the connection still
@@ -601,15 +616,18 @@ func (c *Central) probeLocked(s *serverRec) {
 	}
 	s.probing = true
 	addr, id := s.rec.Addr, s.rec.ID
-	timeout := c.probeTimeoutLocked(s)
+	timeout, connTimeout := c.probeTimeoutLocked(s), c.connectTimeoutLocked(s)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
 		start := time.Now()
-		connected, err := echo(ctx, addr, c.cfg.ChatTLS)
+		connected, err := echo(ctx, connTimeout, addr, c.cfg.ChatTLS)
 		took := time.Since(start)
 		cancel()
+		if !connected {
+			timeout = connTimeout // what the late check below compares with
+		}
 		c.mu.Lock()
 		s.probing = false
 		s.checks++
@@ -646,6 +664,9 @@ func (c *Central) probeLocked(s *serverRec) {
 	}()
 }
 
+// minConnectTimeout is the shortest bound on the connect of an echo check.
+const minConnectTimeout = 150 * time.Millisecond
+
 // starvedSlack is how late past its timeout an echo check may end before
 // it counts as run on a starved Central (timers firing late).
 const starvedSlack = 100 * time.Millisecond
@@ -653,8 +674,8 @@ const starvedSlack = 100 * time.Millisecond
 // echo checks that a chat server answers Hello and one Ping. connected
 // reports whether the TCP connection itself was made: the host and the
 // path to it are up, whatever the server process then did.
-func echo(ctx context.Context, addr string, tc *tls.Config) (connected bool, err error) {
-	base := &connectDialer{}
+func echo(ctx context.Context, connTimeout time.Duration, addr string, tc *tls.Config) (connected bool, err error) {
+	base := &connectDialer{timeout: connTimeout}
 	var d proto.Dialer = base
 	if tc != nil {
 		d = &tlsconfig.Dialer{Base: base, Config: tc}
@@ -663,13 +684,17 @@ func echo(ctx context.Context, addr string, tc *tls.Config) (connected bool, err
 	return base.connected.Load(), err
 }
 
-// connectDialer notes whether its TCP connect succeeded.
+// connectDialer bounds its TCP connect by timeout and notes whether it
+// succeeded.
 type connectDialer struct {
 	net.Dialer
+	timeout   time.Duration
 	connected atomic.Bool
 }
 
 func (d *connectDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
 	c, err := d.Dialer.DialContext(ctx, network, addr)
 	if err == nil {
 		d.connected.Store(true)

@@ -272,6 +272,15 @@ func TestProbeTimeoutScales(t *testing.T) {
 	if d := w.c.probeTimeoutLocked(s); d != 800*time.Millisecond {
 		t.Errorf("a reporter 200ms away: timeout %v, want 800ms", d)
 	}
+	// The connect alone is one round trip: three of them bound it.
+	if d := w.c.connectTimeoutLocked(s); d != 600*time.Millisecond {
+		t.Errorf("a reporter 200ms away: connect timeout %v, want 600ms", d)
+	}
+	s.echoRTT = 0
+	s.reporters = map[reporter]bool{{u: &user{lat: map[string]selection.Sample{"serv1": {Median: 10 * time.Millisecond, Count: 5}}}}: true}
+	if d := w.c.connectTimeoutLocked(s); d != minConnectTimeout {
+		t.Errorf("a reporter 10ms away: connect timeout %v, want the floor %v", d, minConnectTimeout)
+	}
 	s.reporters = nil
 }
 

@@ -621,6 +621,7 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 		if sess == nil {
 			cfg := c.opts.Session
 			cfg.Dialer = c.dialer
+			cfg.RTTHint = c.rttHint
 			cfg.OnBroken = func(server proto.ServerRef, epoch uint64, err error) {
 				// Tell Central at once; it checks the server and moves us,
 				// or sends the placement again if the server answers.
@@ -721,11 +722,7 @@ func (c *Client) roundTargetsLocked(servers []centralapi.ServerInfo) []rtt.Targe
 		if len(g) == 0 {
 			return 0, false
 		}
-		best := g[0].s.MedianUS
-		for _, x := range g[1:] {
-			best = min(best, x.s.MedianUS)
-		}
-		return best, true
+		return bestOf(g).MedianUS, true
 	}
 	all := c.opts.ProbeBest == 0 || len(servers) <= c.opts.ProbeBest+c.opts.ProbeExplore
 	often := make(map[string]bool, c.opts.ProbeBest+len(c.rooms))
@@ -816,6 +813,30 @@ func meaningful(last, vec map[string]centralapi.Sample) bool {
 }
 
 func abs(v int64) int64 { return max(v, -v) }
+
+// rttHint is the prober's figure for server: its best median of the recent
+// rounds, with that round's spread.
+func (c *Client) rttHint(server string) (rtt, spread time.Duration, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.good[server]
+	if len(g) == 0 {
+		return 0, 0, false
+	}
+	best := bestOf(g)
+	return time.Duration(best.MedianUS) * time.Microsecond, time.Duration(best.SpreadUS) * time.Microsecond, true
+}
+
+// bestOf returns the sample of g with the lowest median; g is not empty.
+func bestOf(g []goodSample) centralapi.Sample {
+	best := g[0].s
+	for _, x := range g[1:] {
+		if x.s.MedianUS < best.MedianUS {
+			best = x.s
+		}
+	}
+	return best
+}
 
 // maxUpNow bounds the announced servers waiting for their first probe;
 // past it the next regular round finds the rest.
@@ -955,13 +976,7 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 			continue
 		}
 		c.good[id] = g
-		best := g[0].s
-		for _, x := range g[1:] {
-			if x.s.MedianUS < best.MedianUS {
-				best = x.s
-			}
-		}
-		vec[id] = best
+		vec[id] = bestOf(g)
 	}
 	changed := meaningful(c.lastVec, vec)
 	c.mu.Unlock()

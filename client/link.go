@@ -53,10 +53,17 @@ func dialLink(ctx context.Context, s *Session, server proto.ServerRef) (*link, e
 		return nil, err
 	}
 	// Connect and Hello/Welcome take two round trips (more with TLS): an
-	// overestimate to start from, which the first Pong corrects.
+	// overestimate to start from, with TCP's initial deviation (half of
+	// it), which Pongs correct. The prober's figures for the server, from
+	// many round trips, are a better start when there are any.
 	now := time.Now()
 	l := &link{s: s, server: server, pc: pc, conn: pc.NetConn(), wake: make(chan struct{}, 1), heardAt: now, rtt: now.Sub(start) / 2}
 	l.rttvar = l.rtt / 2
+	if s.cfg.RTTHint != nil {
+		if rtt, spread, ok := s.cfg.RTTHint(server.ID); ok && rtt > 0 {
+			l.rtt, l.rttvar = rtt, max(spread, rtt/8)
+		}
+	}
 	l.serverID = welcome.Server
 	if l.serverID == "" {
 		l.serverID = server.ID

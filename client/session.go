@@ -57,6 +57,10 @@ type SessionConfig struct {
 	// check that runs late looks again before judging. 0 leaves only
 	// IdleTimeout.
 	Liveness time.Duration
+	// RTTHint, if set, gives the RTT and spread measured to a server by
+	// other means (the Client's prober): a new connection's liveness
+	// deadline starts from them rather than from its handshake alone.
+	RTTHint func(server string) (rtt, spread time.Duration, ok bool)
 	// EventBuffer is the capacity of the Events channel, and the number of
 	// undelivered events past which the session stops reading from the
 	// server until the user catches up.

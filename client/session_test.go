@@ -877,3 +877,24 @@ func TestLateLivenessCheckWaits(t *testing.T) {
 	}
 	testkit.WaitFor(t, 5*time.Second, "the Broken event", func() bool { return b.brokenCount() == 1 })
 }
+
+// TestRTTHintSeedsLiveness: a new connection's liveness estimate starts
+// from the prober's figures for its server when there are any (many round
+// trips, a small spread), not from TCP's wide initial deviation (half the
+// RTT, which made a fresh link's deadline 2 x (RTT + 2 x RTT)).
+func TestRTTHintSeedsLiveness(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	cfg := testConfig(t)
+	cfg.Liveness = 3 * time.Second // no ping (and no Pong to refine it) for a second
+	cfg.RTTHint = func(server string) (time.Duration, time.Duration, bool) {
+		return 60 * time.Millisecond, time.Millisecond, server == "serv1"
+	}
+	b := join(t, cfg, ref(s1), "room-hint", "bob")
+	var rtt, rttvar time.Duration
+	if err := b.s.call(func() { rtt, rttvar = b.s.cur.rtt, b.s.cur.rttvar }); err != nil {
+		t.Fatal(err)
+	}
+	if rtt != 60*time.Millisecond || rttvar != 60*time.Millisecond/8 {
+		t.Errorf("rtt %v, rttvar %v; want the hint's 60ms and a deviation of 7.5ms (an eighth, above its spread)", rtt, rttvar)
+	}
+}
