@@ -849,7 +849,8 @@ const recentRounds = 3
 // leftFor is how long Assigns for a room this client left are ignored.
 const leftFor = time.Minute
 
-// Servers returns the live servers as of the last probe round.
+// Servers returns the live servers as of the last probe round, and those
+// Central announced since.
 func (c *Client) Servers() []centralapi.ServerInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -923,6 +924,10 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 		for id, addr := range c.upNow {
 			if len(c.good[id]) == 0 {
 				targets = append(targets, rtt.Target{ID: id, Addr: addr})
+			}
+			// Servers lists it from now on, as the next round's list will.
+			if !slices.ContainsFunc(c.servers, func(s centralapi.ServerInfo) bool { return s.ID == id }) {
+				c.servers = append(slices.Clip(c.servers), centralapi.ServerInfo{ID: id, Addr: addr, Up: true})
 			}
 		}
 		clear(c.upNow)
