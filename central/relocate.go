@@ -644,7 +644,7 @@ func (c *Central) probeLocked(s *serverRec) {
 				}
 			}
 			clear(s.reporters)
-		case took > timeout+max(timeout/2, starvedSlack):
+		case took > timeout+max(timeout/4, starvedSlack):
 			c.log.Info("echo check of a server reported unreachable ran late; Central was starved, the check proves nothing", "server", id, "took", took.Round(time.Millisecond), "timeout", timeout, "err", err)
 		default:
 			var ok bool
@@ -669,7 +669,7 @@ const minConnectTimeout = 150 * time.Millisecond
 
 // starvedSlack is how late past its timeout an echo check may end before
 // it counts as run on a starved Central (timers firing late).
-const starvedSlack = 100 * time.Millisecond
+const starvedSlack = 50 * time.Millisecond
 
 // echo checks that a chat server answers Hello and one Ping. connected
 // reports whether the TCP connection itself was made: the host and the
