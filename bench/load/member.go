@@ -113,6 +113,7 @@ func (g *gen) newMember(r *room, i int) (*member, error) {
 	opts.Central, opts.Control, opts.User = g.cl.rest, g.cl.control, m.name
 	opts.Agent = "chatload/1"
 	opts.ProbeEvery = g.cfg.ProbeEvery
+	opts.Session.Liveness = g.cfg.Liveness
 	opts.Probe.Samples = 3
 	opts.Probe.Concurrency = 2
 	opts.BackoffMin, opts.BackoffMax = 50*time.Millisecond, time.Second
