@@ -638,8 +638,13 @@ func (c *Central) probeLocked(s *serverRec) {
 		case err == nil:
 			s.echoRTT = took
 			s.suspectAt = time.Time{}
-			for rep := range s.reporters {
-				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
+			for rep, silent := range s.reporters {
+				// A member whose connection broke rejoins (the server may
+				// have restarted and lost the room); one whose connection
+				// is only silent keeps it: the server is alive, and its
+				// next frame makes the session whole again, where a rejoin
+				// of every member of a slow server would only add load.
+				if !silent && rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
 					c.resendPlacementLocked(rep.u, rep.r, "current placement")
 				}
 			}

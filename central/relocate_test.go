@@ -447,3 +447,26 @@ func TestSilenceOfDeadServerMovesFast(t *testing.T) {
 		})
 	}
 }
+
+// TestSilenceOfLiveServerNoRejoin: a member reports its connection silent,
+// and the server answers Central's check. The member is not sent the
+// placement again (which would make it rejoin, and every member of a slow
+// server rejoin at once): its connection is open, and the server's next
+// frame resumes it. A broken connection still gets it (see
+// TestUnreachableFastPath).
+func TestSilenceOfLiveServerNoRejoin(t *testing.T) {
+	w := newWorld(t, nil)
+	a, b := w.user(t, "alice"), w.user(t, "bob")
+	room := chat(t, a, b)
+	checks := func() int {
+		w.c.mu.Lock()
+		defer w.c.mu.Unlock()
+		return w.c.srvByID[room.Server.ID].checks
+	}
+	a.send(&proto.Unreachable{Room: room.Room, Server: room.Server.ID, Epoch: 1, Silent: true})
+	testkit.WaitFor(t, 10*time.Second, "Central's check of the server", func() bool { return checks() == 1 })
+	a.send(&proto.Ping{ID: 7})
+	if p := expect[*proto.Pong](a, nil); p.ID != 7 {
+		t.Fatalf("after her silence report alice got %+v, want no Assign", p)
+	}
+}
