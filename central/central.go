@@ -60,6 +60,7 @@ type Central struct {
 	tokenKey   []byte    // signs session tokens (newToken)
 	checkTok   bool      // tokenKey survives restarts: placeholders need their token
 	obs        *observer
+	revokes    revokeLog // tickets withdrawn before they expire (revoke.go)
 
 	kick chan struct{}
 
@@ -127,6 +128,7 @@ func New(cfg Config) (*Central, error) {
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.started = c.now()
+	c.revokes.id = randomID("", 8)
 	if c.tokenKey = deriveTokenKey(cfg); c.tokenKey != nil {
 		c.checkTok = true
 	} else {

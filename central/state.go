@@ -413,6 +413,7 @@ func (c *Central) deleteRoomLocked(r *room) {
 	if r.srv != nil {
 		r.srv.assigned--
 	}
+	c.revokeLocked(centralapi.Revocation{Room: r.id, Before: c.now().UnixNano()}, c.now())
 	c.storeErr("delete room", c.st.DeleteRoom(r.id))
 	c.log.Info("room removed", "room", r.id)
 }
@@ -425,6 +426,8 @@ func (c *Central) removeMemberLocked(r *room, u *user) {
 	}
 	r.members = slices.Delete(r.members, i, i+1)
 	delete(r.held, u)
+	// The tickets u holds for r admit it no more, wherever r is.
+	c.revokeLocked(centralapi.Revocation{Room: r.id, User: u.name, Before: c.now().UnixNano()}, c.now())
 	r.mFresh = false
 	delete(u.rooms, r)
 	c.dropPushLocked(u, r.id)

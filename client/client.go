@@ -337,6 +337,11 @@ func (c *Client) controlLoop(ctx context.Context) error {
 	}
 }
 
+// ctrlSilence is the least time the control connection may stay silent
+// before the client drops it and connects again: Central answers the
+// client's pings (every HoldingEvery) at once.
+const ctrlSilence = 30 * time.Second
+
 // ctrlConn is one control connection.
 type ctrlConn struct{ pc *proto.Conn }
 
@@ -401,7 +406,10 @@ func (c *Client) controlOnce(ctx context.Context) error {
 	}()
 	c.log.Info("control connection up", "central", ctrlAddr, "user", c.opts.User)
 	// State what we hold now and every HoldingEvery: Central answers every
-	// difference from the rooms' placements, whatever made it.
+	// difference from the rooms' placements, whatever made it. A Ping goes
+	// with it: Central closes control connections silent past its
+	// ControlIdle, and its Pong keeps ours from going silent past
+	// ctrlSilence, after which we take Central (or the path) for dead.
 	if err := cc.send(c.holding()); err != nil {
 		return err
 	}
@@ -410,19 +418,21 @@ func (c *Client) controlOnce(ctx context.Context) error {
 	go func() {
 		t := time.NewTicker(c.opts.HoldingEvery)
 		defer t.Stop()
-		for {
+		for n := uint64(1); ; n++ {
 			select {
 			case <-hctx.Done():
 				return
 			case <-t.C:
-				if cc.send(c.holding()) != nil {
+				if cc.send(c.holding()) != nil || cc.send(&proto.Ping{ID: n, At: time.Now().UnixNano()}) != nil {
 					pc.Close()
 					return
 				}
 			}
 		}
 	}()
+	silence := max(6*c.opts.HoldingEvery, ctrlSilence)
 	for {
+		_ = pc.NetConn().SetReadDeadline(time.Now().Add(silence))
 		m, err := pc.Recv()
 		if err != nil {
 			return err
