@@ -91,6 +91,54 @@ type Central struct {
 // New validates cfg, loads the records already in cfg.Store, and binds the
 // REST and control listeners. Nothing is served until Run.
 func New(cfg Config) (*Central, error) {
+	c, err := newCore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	budget, _, err := connlimit.Budget()
+	if err != nil {
+		c.cancel()
+		return nil, fmt.Errorf("central: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		budget = min(budget, cfg.MaxConns)
+	}
+	c.lim = connlimit.New(budget)
+	c.ctrlPort = c.lim.Port(cfg.MaxConnsPerSource)
+	ln, err := net.Listen("tcp", cfg.RESTListen)
+	if err != nil {
+		c.cancel()
+		return nil, fmt.Errorf("central: REST listen: %w", err)
+	}
+	ln = c.lim.Port(cfg.MaxConnsPerSource).Listener(ln, 1)
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	c.restLn = ln
+	c.httpSrv = &http.Server{
+		Handler: c.observeREST(c.restHandler()),
+		// Short timeouts: an idle or trickling connection holds a
+		// descriptor from the budget every port shares.
+		ReadHeaderTimeout: restHeaderTimeout,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       restIdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
+	}
+	if err := c.startControl(); err != nil {
+		ln.Close()
+		c.cancel()
+		return nil, fmt.Errorf("central: control listen: %w", err)
+	}
+	return c, nil
+}
+
+// newCore builds Central's state from cfg and the records already in
+// cfg.Store, with no listener: the socket-free core that New puts behind
+// its ports, and that tests drive directly (core_test.go). Its holder calls
+// c.cancel when done with it.
+func newCore(cfg Config) (*Central, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("central: config: %w", err)
 	}
@@ -140,43 +188,6 @@ func New(cfg Config) (*Central, error) {
 	if err := c.load(); err != nil {
 		c.cancel()
 		return nil, fmt.Errorf("central: load store: %w", err)
-	}
-
-	budget, _, err := connlimit.Budget()
-	if err != nil {
-		c.cancel()
-		return nil, fmt.Errorf("central: %w", err)
-	}
-	if cfg.MaxConns > 0 {
-		budget = min(budget, cfg.MaxConns)
-	}
-	c.lim = connlimit.New(budget)
-	c.ctrlPort = c.lim.Port(cfg.MaxConnsPerSource)
-	ln, err := net.Listen("tcp", cfg.RESTListen)
-	if err != nil {
-		c.cancel()
-		return nil, fmt.Errorf("central: REST listen: %w", err)
-	}
-	ln = c.lim.Port(cfg.MaxConnsPerSource).Listener(ln, 1)
-	if cfg.TLS != nil {
-		ln = tls.NewListener(ln, cfg.TLS)
-	}
-	c.restLn = ln
-	c.httpSrv = &http.Server{
-		Handler: c.observeREST(c.restHandler()),
-		// Short timeouts: an idle or trickling connection holds a
-		// descriptor from the budget every port shares.
-		ReadHeaderTimeout: restHeaderTimeout,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       restIdleTimeout,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
-	}
-	if err := c.startControl(); err != nil {
-		ln.Close()
-		c.cancel()
-		return nil, fmt.Errorf("central: control listen: %w", err)
 	}
 	return c, nil
 }

@@ -34,9 +34,21 @@ const (
 	ctrlMaxPause   = 5 * time.Second
 )
 
+// link is the part of a gnet.Conn the control code uses. On the event
+// loops it is the gnet.Conn itself; tests drive the core (state, requests,
+// relocation) through a recorder instead, with no socket (core_test.go).
+// Callbacks may run synchronously and get a nil gnet.Conn: they use the
+// link they captured.
+type link interface {
+	AsyncWrite(frame []byte, callback gnet.AsyncCallback) error
+	OutboundBuffered() int
+	Wake(callback gnet.AsyncCallback) error
+	Close() error
+}
+
 // conn is one control connection.
 type conn struct {
-	gc       gnet.Conn
+	gc       link
 	opened   time.Time
 	dead     atomic.Bool  // a fatal error was sent: ignore further input
 	counted  bool         // holds a descriptor of Central's budget; loop only
@@ -295,9 +307,9 @@ func (c *Central) writeLocked(cn *conn, frame []byte) {
 		return
 	}
 	cn.queued.Add(n)
-	err := cn.gc.AsyncWrite(frame, func(gc gnet.Conn, _ error) error {
+	err := cn.gc.AsyncWrite(frame, func(gnet.Conn, error) error {
 		cn.queued.Add(-n)
-		cn.outbound.Store(int64(gc.OutboundBuffered()))
+		cn.outbound.Store(int64(cn.gc.OutboundBuffered()))
 		return nil
 	})
 	if err != nil {
@@ -326,7 +338,7 @@ func (c *Central) fatalLocked(cn *conn, code proto.Code, reason string) {
 		cn.gc.Close()
 		return
 	}
-	if cn.gc.AsyncWrite(frame, func(gc gnet.Conn, _ error) error { return gc.Close() }) != nil {
+	if cn.gc.AsyncWrite(frame, func(gnet.Conn, error) error { return cn.gc.Close() }) != nil {
 		cn.gc.Close()
 	}
 }
