@@ -195,11 +195,16 @@ func (h *control) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		return b, gnet.Close
 	}
 	cn.counted = true
+	c.open(cn)
+	return nil, gnet.None
+}
+
+// open enrolls cn, which has helloTimeout to say Hello.
+func (c *Central) open(cn *conn) {
 	c.mu.Lock()
 	cn.opened = c.now()
 	c.conns[cn] = struct{}{}
 	c.mu.Unlock()
-	return nil, gnet.None
 }
 
 // OnClose runs on the connection's event loop.
@@ -212,13 +217,18 @@ func (h *control) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if cn.counted {
 		c.ctrlPort.Release(gc.RemoteAddr(), 1)
 	}
+	c.closed(cn)
+	return gnet.None
+}
+
+// closed forgets cn, and ends its user's session if cn held it.
+func (c *Central) closed(cn *conn) {
 	c.mu.Lock()
 	delete(c.conns, cn)
 	if u := cn.user; u != nil && u.sess == cn {
 		c.offlineLocked(u)
 	}
 	c.mu.Unlock()
-	return gnet.None
 }
 
 // OnTraffic decodes every complete frame buffered; it runs on the
