@@ -95,8 +95,19 @@
 //
 // state.go holds the records and their adoption from reports, relocate.go
 // the scan, the pushes and the reports, requests.go chat requests, rest.go
-// the HTTP API, control.go the control port (the only code that writes
-// frames).
+// the HTTP API, control.go the control port.
+//
+// # Core and ports
+//
+// The core (state, requests, relocation: newCore builds it, with no
+// listener) knows a control connection only as a conn, and hands every
+// frame for it to control.go (sendLocked, writeLocked, fatalLocked), the
+// only code that writes frames: it applies the outbound bounds and calls
+// the connection's link, which on the event loops is the gnet.Conn
+// (AsyncWrite, never blocking, under the mutex). Frames come in the other
+// way: the read loop decodes them and calls handle. New puts the core
+// behind its two ports; core_test.go drives it without sockets, through
+// the REST handler in memory, handle, and a recorder as the link.
 //
 // # Observing
 //
