@@ -50,8 +50,9 @@ type Config struct {
 	// cut off as a slow consumer. It should exceed HighWater plus the
 	// SendWindow (client.Config) of every member that sends at once.
 	MaxOutbound int
-	// HighWater is the unsent backlog past which a member is behind: while
-	// one is, its room's senders get no Acks, which stops them after their
+	// HighWater is the backlog (unsent bytes, plus fan-out queued for the
+	// member on its event loop) past which a member is behind: while one
+	// is, its room's senders get no Acks, which stops them after their
 	// SendWindow. 0 means MaxOutbound/4.
 	HighWater int
 	// SlowTimeout bounds how long a member may stay behind (and so hold its

@@ -39,10 +39,14 @@
 //
 // # Flow control and slow consumers
 //
-// After each write to a member its loop looks at the member's unsent
-// bytes. Past Config.HighWater the member is behind: while any member of a
-// room is behind, the Acks of the room's senders are held (in order, in the
-// room) and sent once every member has drained below half of HighWater.
+// A member's backlog is its connection's unsent bytes plus the fan-out
+// queued for it on its event loop and not yet written, so a loop lagging
+// behind the sender's counts as the reader being behind. After each write
+// to a member its loop looks at the member's backlog, and a sender's loop
+// looks at what it queues for another loop. Past Config.HighWater the
+// member is behind: while any member of a room is behind, the Acks of the
+// room's senders are held (in order, in the room) and sent once every
+// member has drained below half of HighWater.
 // Clients write at most their SendWindow of unacknowledged bytes, so held
 // Acks stop the senders: the room slows to its slowest reader instead of
 // the reader's backlog growing. A member behind for longer than

@@ -17,8 +17,17 @@ import (
 // is guarded by the room's mutex; members is touched only on the loop.
 type shard struct {
 	loop    *loop
+	room    *room
 	count   int
 	members []*member
+
+	// Flow control (flow.go): the bytes of items queued for the shard's
+	// members on loop and not yet written, the largest backlog among them
+	// when they were last written to, and whether the two together put
+	// the shard behind (counted in room.nbehind).
+	queued atomic.Int64
+	peak   atomic.Int64
+	behind atomic.Bool
 }
 
 // frame is an encoded frame shared by every recipient, returned to the pool
@@ -61,9 +70,11 @@ func (f *frame) release() {
 // item is one unit of fan-out work queued on a loop: write f to every
 // member of sh except skip (the sender), or only to target when it is set.
 // ev orders the item against joins: members that joined at or after ev
-// already have what it carries.
+// already have what it carries. size is what the item counts in
+// sh.queued until it is written (0: not counted).
 type item struct {
 	sh     *shard
+	size   int
 	f      *frame
 	skip   *member
 	target *member
@@ -165,6 +176,9 @@ func (l *loop) push(it item, from *loop) {
 			l.queue = nil
 			l.mu.Unlock()
 			for _, it := range q {
+				if it.size > 0 {
+					it.sh.queued.Add(-int64(it.size))
+				}
 				it.f.release()
 			}
 		}
@@ -254,14 +268,20 @@ func (l *loop) drain() {
 			}
 		}
 		l.deliver(q[i : i+n])
+		sh := it.sh // it is cleared below
 		var now int64
 		if l.st != nil {
 			now = time.Now().UnixNano()
 		}
+		written := 0
 		for k := i; k < i+n; k++ {
+			written += q[k].size
 			l.st.observeFanout(q[k].at, now)
 			q[k].f.release()
 			q[k] = item{}
+		}
+		if written > 0 {
+			sh.dequeue(written)
 		}
 		i += n
 	}
@@ -301,6 +321,7 @@ func (l *loop) deliver(run []item) {
 	// swaps the last member into the closed one's slot: index the slice
 	// afresh and revisit a slot that changed.
 	members := &first.sh.members
+	peak := 0
 	for i := 0; i < len(*members); i++ {
 		m := (*members)[i]
 		if m.joinEv < first.ev && !sentOne(run, m) {
@@ -318,10 +339,14 @@ func (l *loop) deliver(run []item) {
 			m.dead = true
 			_ = m.c.Close()
 		}
+		if m.outb > peak {
+			peak = m.outb
+		}
 		if i < len(*members) && (*members)[i] != m {
 			i--
 		}
 	}
+	first.sh.peak.Store(int64(peak))
 }
 
 // sentOne reports whether m sent one of the run's messages.
@@ -342,7 +367,7 @@ func (r *room) shardFor(l *loop) *shard {
 			return sh
 		}
 	}
-	sh := &shard{loop: l}
+	sh := &shard{loop: l, room: r}
 	r.shards = append(r.shards, sh)
 	return sh
 }
@@ -362,7 +387,9 @@ func (r *room) fanout(f *frame, skip *member, from *loop) {
 			continue
 		}
 		f.retain()
-		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev, at: at}, from)
+		size := len(f.bb.B)
+		sh.enqueue(size)
+		sh.loop.push(item{sh: sh, size: size, f: f, skip: skip, ev: r.ev, at: at}, from)
 	}
 }
 

@@ -9,13 +9,27 @@ import (
 	"nearchat/pkg/wire"
 )
 
-// Flow control. A member whose unsent backlog passes HighWater is behind:
-// while any member of a room is behind, the room's senders get no Acks
-// (they are held in the room, in order), and a sender's session writes no
-// more than its SendWindow unacknowledged bytes, so the senders slow to the
-// slowest reader's pace instead of the reader's backlog growing without
-// bound. A member is caught up again once its backlog drains below half of
-// HighWater; the held Acks are then sent. A member that stays behind longer
+// Flow control. A member's backlog is what the server holds for it and
+// has not sent: its connection's unsent bytes plus the fan-out queued for
+// its shard on its event loop and not yet written (shard.queued). The
+// queued part matters when the member's loop lags behind the sender's: the
+// sender's loop acknowledges at once, and without it the senders would
+// run on while the lagging loop's queue grew, to be written to the member
+// all at once past MaxOutbound.
+//
+// A member whose backlog passes HighWater is behind: while any member of
+// a room is behind, the room's senders get no Acks (they are held in the
+// room, in order), and a sender's session writes no more than its
+// SendWindow unacknowledged bytes, so the senders slow to the slowest
+// reader's pace instead of the reader's backlog growing without bound.
+// The member's loop marks the member (after each write to it); the
+// sender's loop marks the shard when what it queues there, plus the
+// largest backlog among the shard's members at their last write
+// (shard.peak), passes HighWater, so a loop that has not run yet holds
+// the senders too. A member is caught up again once its backlog drains
+// below half of HighWater, a shard once its queue does; the held Acks are
+// then sent. So a member's backlog stays under HighWater plus the
+// SendWindows of the room's senders. A member that stays behind longer
 // than SlowTimeout, or whose backlog passes MaxOutbound all the same (more
 // senders than the windows allow for), is cut off as a slow consumer: it
 // rejoins and recovers what it lacks from the history and the senders, or
@@ -34,9 +48,9 @@ type heldAck struct {
 // flowTick is how often behind members are checked for having drained.
 const flowTick = 20 * time.Millisecond
 
-// noteBacklog records m's backlog in the server's total and marks m
-// behind when it passed HighWater. Event loop only, right after a write to
-// m.
+// noteBacklog records m's unsent bytes in the server's total and marks m
+// behind when its backlog passed HighWater. Event loop only, right after a
+// write to m.
 func (m *member) noteBacklog() {
 	s := m.loop.srv
 	n := m.c.OutboundBuffered()
@@ -44,7 +58,7 @@ func (m *member) noteBacklog() {
 		s.outBytes.Add(int64(n - m.outb))
 		m.outb = n
 	}
-	if m.behind != nil || m.room == nil || n <= s.cfg.HighWater {
+	if m.behind != nil || m.room == nil || m.backlog(n) <= s.cfg.HighWater {
 		return
 	}
 	m.behind, m.behindSince = m.room, time.Now()
@@ -52,6 +66,40 @@ func (m *member) noteBacklog() {
 	l := m.loop
 	l.behind = append(l.behind, m)
 	l.nbehind.Store(int32(len(l.behind)))
+}
+
+// backlog is m's backlog given its connection's unsent bytes: those
+// plus what is queued for its shard. Event loop only.
+func (m *member) backlog(unsent int) int {
+	if m.shard == nil {
+		return unsent
+	}
+	return unsent + int(m.shard.queued.Load())
+}
+
+// enqueue counts n bytes queued on sh's loop for its members, and marks
+// sh behind when they and the largest backlog among its members pass
+// HighWater. Caller holds the room's mutex, and pushes the item after.
+func (sh *shard) enqueue(n int) {
+	q := sh.queued.Add(int64(n))
+	if q+sh.peak.Load() > int64(sh.room.srv.cfg.HighWater) && sh.behind.CompareAndSwap(false, true) {
+		sh.room.nbehind.Add(1)
+	}
+}
+
+// dequeue takes n written bytes out of sh's queue and, once it is down to
+// half of HighWater, clears sh's behind mark (sending the held Acks when
+// it was the room's last). Event loop only (sh's), holding no lock. Every
+// mark is cleared in time: the item queued right after a mark is set
+// comes here after it.
+func (sh *shard) dequeue(n int) {
+	q := sh.queued.Add(-int64(n))
+	if q > int64(sh.room.srv.cfg.HighWater/2) || !sh.behind.CompareAndSwap(true, false) {
+		return
+	}
+	if sh.room.nbehind.Add(-1) == 0 {
+		sh.room.srv.releaseAcks(sh.room)
+	}
 }
 
 // catchUp clears m's behind mark and, if it was its room's last member
@@ -96,7 +144,7 @@ func (w *watcher) Run(context.Context) error {
 			// Caught up already (the connection closed and was counted).
 		case m.gone:
 			m.catchUp()
-		case m.dead || m.c.OutboundBuffered() <= s.cfg.HighWater/2:
+		case m.dead || m.backlog(m.c.OutboundBuffered()) <= s.cfg.HighWater/2:
 			m.noteBacklog()
 			m.catchUp()
 		case now.Sub(m.behindSince) > s.cfg.SlowTimeout:

@@ -278,7 +278,9 @@ func (s *Server) forward(m *member, to string, msg wire.Message) {
 	f := newFrame()
 	f.bb.B, _ = wire.AppendFrame(f.bb.B, msg)
 	r.ev++
-	target.loop.push(item{target: target, f: f, ev: r.ev}, m.loop)
+	size := len(f.bb.B)
+	target.shard.enqueue(size)
+	target.loop.push(item{target: target, sh: target.shard, size: size, f: f, ev: r.ev}, m.loop)
 	r.mu.Unlock()
 }
 

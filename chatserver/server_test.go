@@ -788,11 +788,6 @@ func dialSlow(t *testing.T, s *Server, room, user string) *peer {
 // bounded number unacknowledged as a session does, waits. Before flow
 // control the reader was cut off at MaxOutbound.
 func TestSlowReaderSlowsSenders(t *testing.T) {
-	// Fails now and then (cut off at message 817): the sender's Acks are
-	// released before a lagging loop has written the fan-out to the slow
-	// member, the same hole as the chaos slow-reader scenario; waits for
-	// flow control that counts fan-out queued on a loop.
-	t.Skip("waits for flow control that counts queued fan-out (see the chaos waitingFor list)")
 	s := startServer(t, func(c *Config) { c.MaxOutbound = 256 << 10 })
 	sender, _ := joinAs(t, s, "r", "sender")
 	slow := dialSlow(t, s, "r", "slow")

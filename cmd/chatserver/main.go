@@ -41,7 +41,7 @@ func main() {
 	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "maximum members of one room")
 	fs.IntVar(&cfg.MaxOutbound, "max-outbound", cfg.MaxOutbound, "unsent `bytes` after which a member is cut off as a slow consumer")
 	fs.IntVar(&cfg.History, "history", cfg.History, "recent messages kept per room for reconnecting members (0: none; members then recover through the senders' resends)")
-	fs.IntVar(&cfg.HighWater, "high-water", cfg.HighWater, "unsent `bytes` past which a member is behind and its room's Acks are withheld (0: max-outbound/4)")
+	fs.IntVar(&cfg.HighWater, "high-water", cfg.HighWater, "backlog `bytes` (unsent, plus fan-out queued on its event loop) past which a member is behind and its room's Acks are withheld (0: max-outbound/4)")
 	fs.DurationVar(&cfg.SlowTimeout, "slow-timeout", cfg.SlowTimeout, "how long a member may stay behind before it is cut off")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a connection that said Hello and then sends nothing (not even a ping) this long (0: never)")
 	fs.Float64Var(&cfg.SendRate, "send-rate", cfg.SendRate, "Chat frames a second one member may send before it is cut off")
