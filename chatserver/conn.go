@@ -92,6 +92,10 @@ func (m *member) kill(code proto.Code, reason string) {
 	if m.dead {
 		return
 	}
+	if code == proto.CodeSlowConsumer {
+		m.loop.srv.log.Info("cutting off a slow consumer", "user", m.user, "remote", m.c.RemoteAddr(), "reason", reason,
+			"unsent", m.c.OutboundBuffered(), "queued", m.backlog(0), "behind", m.behind != nil)
+	}
 	m.dead = true
 	m.send(errorFrame(code, reason))
 	if m.c.OutboundBuffered() == 0 || m.gone {

@@ -267,21 +267,26 @@ func (l *loop) drain() {
 				n++
 			}
 		}
+		// The run leaves the queue as it goes into the members' backlogs.
+		sh, counted := it.sh, 0
+		for k := i; k < i+n; k++ {
+			counted += q[k].size
+		}
+		if counted > 0 {
+			sh.queued.Add(-int64(counted))
+		}
 		l.deliver(q[i : i+n])
-		sh := it.sh // it is cleared below
+		if counted > 0 {
+			sh.settle()
+		}
 		var now int64
 		if l.st != nil {
 			now = time.Now().UnixNano()
 		}
-		written := 0
 		for k := i; k < i+n; k++ {
-			written += q[k].size
 			l.st.observeFanout(q[k].at, now)
 			q[k].f.release()
 			q[k] = item{}
-		}
-		if written > 0 {
-			sh.dequeue(written)
 		}
 		i += n
 	}

@@ -87,14 +87,14 @@ func (sh *shard) enqueue(n int) {
 	}
 }
 
-// dequeue takes n written bytes out of sh's queue and, once it is down to
-// half of HighWater, clears sh's behind mark (sending the held Acks when
-// it was the room's last). Event loop only (sh's), holding no lock. Every
-// mark is cleared in time: the item queued right after a mark is set
-// comes here after it.
-func (sh *shard) dequeue(n int) {
-	q := sh.queued.Add(-int64(n))
-	if q > int64(sh.room.srv.cfg.HighWater/2) || !sh.behind.CompareAndSwap(true, false) {
+// settle clears sh's behind mark once its queue is down to half of
+// HighWater (sending the held Acks when it was the room's last). Its loop
+// calls it after writing a run of items to the members, having taken them
+// out of sh.queued. Event loop only (sh's), holding no lock. Every mark
+// is cleared in time: the item queued right after a mark is set is
+// written, and settle called, after it.
+func (sh *shard) settle() {
+	if sh.queued.Load() > int64(sh.room.srv.cfg.HighWater/2) || !sh.behind.CompareAndSwap(true, false) {
 		return
 	}
 	if sh.room.nbehind.Add(-1) == 0 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +29,23 @@ func memberLoops(t *testing.T, s *Server, room string, users ...string) []*loop 
 		out = append(out, r.members[u].loop)
 	}
 	return out
+}
+
+// shrinkSendBuffer gives the server's side of user's connection a small,
+// fixed kernel send buffer (no autotuning, which grows it to 16 MiB on
+// loopback here), so that the server's own outbound buffer holds what
+// the member has not read within a few kilobytes.
+func shrinkSendBuffer(t *testing.T, s *Server, room, user string) {
+	t.Helper()
+	s.mu.Lock()
+	r := s.rooms[room]
+	s.mu.Unlock()
+	r.mu.Lock()
+	fd := r.members[user].c.Fd()
+	r.mu.Unlock()
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<10); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // blockLoop keeps l's event loop busy until the returned function is
@@ -55,6 +73,72 @@ func blockLoop(t *testing.T, l *loop) (unblock func()) {
 	return unblock
 }
 
+// windowed is a sender that sends as a session does: at most window
+// messages unacknowledged, waiting for their Acks before the next window.
+type windowed struct {
+	sent atomic.Int64 // messages written
+	held atomic.Int64 // time spent waiting for Acks, in ns
+	done chan error   // the outcome, once all are sent and acknowledged
+}
+
+// sendWindowed sends n messages of text from p, window at a time.
+func sendWindowed(p *peer, n, window int, text string) *windowed {
+	w := &windowed{done: make(chan error, 1)}
+	go func() {
+		var b []byte
+		for i := 1; i <= n; i++ {
+			b, _ = wire.AppendFrame(b[:0], &proto.Chat{Num: uint64(i), Text: text})
+			if _, err := p.conn.Write(b); err != nil {
+				w.done <- err
+				return
+			}
+			w.sent.Store(int64(i))
+			if i%window != 0 {
+				continue
+			}
+			start := time.Now()
+			for acked := 0; acked < window; {
+				m, err := p.next(time.Minute)
+				if err != nil {
+					w.done <- fmt.Errorf("sender waiting for acks at %d: %w", i, err)
+					return
+				}
+				if _, ok := m.(*proto.Ack); ok {
+					acked++
+				}
+			}
+			w.held.Add(int64(time.Since(start)))
+		}
+		w.done <- nil
+	}()
+	return w
+}
+
+// readAll reads n Deliver frames, numbered 1 to n, from p at one per pace,
+// skipping Presence and Pong; anything else fails the test.
+func readAll(t *testing.T, p *peer, n int, pace time.Duration) {
+	t.Helper()
+	for i := 1; i <= n; {
+		m, err := p.next(30 * time.Second)
+		if err != nil {
+			t.Fatalf("slow member lost the stream at %d: %v", i, err)
+		}
+		switch m := m.(type) {
+		case *proto.Deliver:
+			if m.Num != uint64(i) {
+				t.Fatalf("slow member got %d, want %d", m.Num, i)
+			}
+			i++
+			if pace > 0 {
+				time.Sleep(pace) // the pace of a slow reader, not a wait for a condition
+			}
+		case *proto.Presence, *proto.Pong:
+		default:
+			t.Fatalf("slow member got %+v at %d", m, i)
+		}
+	}
+}
+
 // TestLaggingLoopHoldsSenders: fan-out queued for a member on an event
 // loop that has not run yet counts in the member's backlog. The slow
 // member's loop is held busy while the sender sends as a session does
@@ -73,37 +157,8 @@ func TestLaggingLoopHoldsSenders(t *testing.T) {
 	}
 	unblock := blockLoop(t, loops[1])
 
-	text := strings.Repeat("z", 4000)
 	const n = 2000 // 8 MB, 32 times MaxOutbound
-	const window = 16
-	var sent atomic.Int64
-	errc := make(chan error, 1)
-	go func() {
-		var b []byte
-		for i := uint64(1); i <= n; i++ {
-			b, _ = wire.AppendFrame(b[:0], &proto.Chat{Num: i, Text: text})
-			if _, err := sender.conn.Write(b); err != nil {
-				errc <- err
-				return
-			}
-			sent.Store(int64(i))
-			if i%window != 0 {
-				continue
-			}
-			for acked := 0; acked < window; {
-				m, err := sender.next(30 * time.Second)
-				if err != nil {
-					errc <- fmt.Errorf("sender waiting for acks at %d: %w", i, err)
-					return
-				}
-				if _, ok := m.(*proto.Ack); ok {
-					acked++
-				}
-			}
-		}
-		errc <- nil
-	}()
-
+	w := sendWindowed(sender, n, 16, strings.Repeat("z", 4000))
 	s.mu.Lock()
 	r := s.rooms["r"]
 	s.mu.Unlock()
@@ -112,33 +167,60 @@ func TestLaggingLoopHoldsSenders(t *testing.T) {
 		defer r.mu.Unlock()
 		return len(r.acks) > 0
 	}
-	testkit.WaitFor(t, 30*time.Second, "the sender held, or done", func() bool { return held() || sent.Load() == n })
+	testkit.WaitFor(t, 30*time.Second, "the sender held, or done", func() bool { return held() || w.sent.Load() == n })
 	r.mu.Lock()
 	queued := r.shardFor(loops[1]).queued.Load()
 	r.mu.Unlock()
-	t.Logf("while the reader's loop was stopped: sender sent %d of %d (%d bytes), %d bytes queued for the reader", sent.Load(), n, sent.Load()*int64(len(text)), queued)
-	if sent.Load() == n {
+	t.Logf("while the reader's loop was stopped: sender sent %d of %d, %d bytes queued for the reader", w.sent.Load(), n, queued)
+	if w.sent.Load() == n {
 		t.Errorf("the sender got Acks for all %d messages while none was written to the reader", n)
 	}
 	unblock()
-
-	for i := uint64(1); i <= n; i++ {
-		m, err := slow.next(30 * time.Second)
-		if err != nil {
-			t.Fatalf("slow member lost the stream at %d: %v", i, err)
-		}
-		switch m := m.(type) {
-		case *proto.Deliver:
-			if m.Num != i {
-				t.Fatalf("slow member got %d, want %d", m.Num, i)
-			}
-		case *proto.Presence:
-			i--
-		default:
-			t.Fatalf("slow member got %+v at %d", m, i)
-		}
+	readAll(t, slow, n, 0)
+	if err := <-w.done; err != nil {
+		t.Fatalf("sender: %v", err)
 	}
-	if err := <-errc; err != nil {
+}
+
+// TestBehindMemberOutlastsPause: a member that stops reading while it
+// goes on pinging, as a client whose user stopped taking events does, is
+// behind (the room's senders are held) and its input is paused. Flow
+// control bounds its backlog, and SlowTimeout bounds how long it may
+// stay so: it is not cut off after the guard's shorter maxPause, which is
+// for a member that nobody holds back for. Before, it was cut off at
+// maxPause with its backlog under HighWater plus the sender's window.
+func TestBehindMemberOutlastsPause(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.MaxOutbound = 256 << 10
+		c.HighWater = 140 << 10 // past MaxOutbound/2, where its input pauses
+		c.SlowTimeout = time.Minute
+	})
+	sender, _ := joinAs(t, s, "r", "sender")
+	slow := dialSlow(t, s, "r", "slow")
+	shrinkSendBuffer(t, s, "r", "slow")
+	const n = 500
+	w := sendWindowed(sender, n, 16, strings.Repeat("z", 4000))
+
+	s.mu.Lock()
+	r := s.rooms["r"]
+	s.mu.Unlock()
+	ping, _ := wire.AppendFrame(nil, &proto.Ping{ID: 1})
+	stall := maxPause + 4*guardTick
+	start := time.Now()
+	behind := false
+	for time.Since(start) < stall {
+		if _, err := slow.conn.Write(ping); err != nil {
+			t.Fatalf("slow member's ping: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // a client's ping pace, not a wait for a condition
+		behind = behind || r.nbehind.Load() > 0
+	}
+	t.Logf("after a %v stall: %d bytes unsent (input paused past %d)", stall, s.outBytes.Load(), s.cfg.MaxOutbound/2)
+	if !behind {
+		t.Errorf("the room never had a member behind while one stopped reading")
+	}
+	readAll(t, slow, n, 0)
+	if err := <-w.done; err != nil {
 		t.Fatalf("sender: %v", err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -793,57 +792,13 @@ func TestSlowReaderSlowsSenders(t *testing.T) {
 	slow := dialSlow(t, s, "r", "slow")
 	text := strings.Repeat("z", 4000)
 	const n = 2000 // 8 MB: beyond the socket buffers and MaxOutbound together
-	const window = 16
-	errc := make(chan error, 1)
-	var held atomic.Int64 // time spent waiting for Acks
-	go func() {
-		var b []byte
-		for i := uint64(1); i <= n; i++ {
-			b, _ = wire.AppendFrame(b[:0], &proto.Chat{Num: i, Text: text})
-			if _, err := sender.conn.Write(b); err != nil {
-				errc <- err
-				return
-			}
-			if i%window != 0 {
-				continue
-			}
-			start := time.Now()
-			for acked := 0; acked < window; {
-				m, err := sender.next(30 * time.Second)
-				if err != nil {
-					errc <- fmt.Errorf("sender waiting for acks at %d: %w", i, err)
-					return
-				}
-				if _, ok := m.(*proto.Ack); ok {
-					acked++
-				}
-			}
-			held.Add(int64(time.Since(start)))
-		}
-		errc <- nil
-	}()
+	w := sendWindowed(sender, n, 16, text)
 	start := time.Now()
-	for i := uint64(1); i <= n; i++ {
-		m, err := slow.next(30 * time.Second)
-		if err != nil {
-			t.Fatalf("slow member lost the stream at %d: %v", i, err)
-		}
-		switch m := m.(type) {
-		case *proto.Deliver:
-			if m.Num != i {
-				t.Fatalf("slow member got %d, want %d", m.Num, i)
-			}
-		case *proto.Presence:
-			i--
-		default:
-			t.Fatalf("slow member got %+v at %d", m, i)
-		}
-		time.Sleep(time.Millisecond) // the pace of a slow reader, not a wait for a condition
-	}
-	if err := <-errc; err != nil {
+	readAll(t, slow, n, time.Millisecond)
+	if err := <-w.done; err != nil {
 		t.Fatalf("sender: %v", err)
 	}
-	t.Logf("slow member read %d x %d B in %v; sender waited %v for Acks", n, len(text), time.Since(start), time.Duration(held.Load()))
+	t.Logf("slow member read %d x %d B in %v; sender waited %v for Acks", n, len(text), time.Since(start), time.Duration(w.held.Load()))
 }
 
 // TestIdleMemberRemoved: a member that sends nothing, not even a Ping,
