@@ -18,10 +18,6 @@ import (
 // in make test skips them; make chaos runs them all. Re-enable one by
 // deleting its line once its fix has merged and it passes.
 var waitingFor = map[string]string{
-	// The stopped reader is emulated in the proxy, so the client reconnects
-	// while still throttled and is cut off again: 2-4 Missed per sender
-	// instead of one. It needs a bot that stops reading at the application.
-	"reader-stall-cutoff": "a bot flag that stops taking events (the proxy cannot stop the application)",
 }
 
 // bins builds central, chatserver and chat once per test run, so the
