@@ -17,8 +17,7 @@ import (
 // fix it waits for (the engineer's branch that carries it). The short run
 // in make test skips them; make chaos runs them all. Re-enable one by
 // deleting its line once its fix has merged and it passes.
-var waitingFor = map[string]string{
-}
+var waitingFor = map[string]string{}
 
 // bins builds central, chatserver and chat once per test run, so the
 // harness runs what this tree holds whatever make built, and returns their
