@@ -77,7 +77,9 @@ type Config struct {
 	SendRate  float64
 	SendBurst int
 	// History is how many recent messages each room keeps for members that
-	// reconnect or move here. 0 keeps none: a Join asking for history
+	// reconnect or move here. A joiner is replayed the newest of them that
+	// fit in a quarter of MaxOutbound (the whole history with the
+	// defaults), and asks the senders for anything older. 0 keeps none: a Join asking for history
 	// (Since or Move) gets no replay, and its Joined says so (Truncated
 	// when Since is below Seq, Oldest Seq+1); the members then ask the
 	// senders for what they missed (Resend), out of the senders' windows.

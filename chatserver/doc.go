@@ -63,7 +63,9 @@
 // Since > 0 (a reconnect to the same server) is sent the frames after Since,
 // or told that the history no longer reaches back that far; one that joins
 // with Move set and Since 0 (the room moving here) is sent the whole
-// history: what was sent here before it arrived. A resend to one member
+// history: what was sent here before it arrived. A replay is at most a
+// quarter of Config.MaxOutbound, the newest frames (Joined.Oldest says
+// where it starts), so that it never cuts its joiner off by itself. A resend to one member
 // (Chat.To) is handed to that member only, without a room sequence number
 // and outside the history.
 //
