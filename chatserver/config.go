@@ -78,8 +78,8 @@ type Config struct {
 	SendBurst int
 	// History is how many recent messages each room keeps for members that
 	// reconnect or move here. A joiner is replayed the newest of them that
-	// fit in a quarter of MaxOutbound (the whole history with the
-	// defaults), and asks the senders for anything older. 0 keeps none: a Join asking for history
+	// fit in a quarter of MaxOutbound (1 MiB by default: 256 frames
+	// of up to 4 KiB), and asks the senders for anything older. 0 keeps none: a Join asking for history
 	// (Since or Move) gets no replay, and its Joined says so (Truncated
 	// when Since is below Seq, Oldest Seq+1); the members then ask the
 	// senders for what they missed (Resend), out of the senders' windows.

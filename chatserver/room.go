@@ -136,8 +136,8 @@ var joinedMembers = 900
 // replayShare: a joiner is replayed at most MaxOutbound/replayShare bytes
 // of history, so the replay alone never comes near the cut-off, and
 // leaves room for the senders' answers to its Resends and the room's
-// traffic. With the defaults (4 MiB, History 256, messages of at most
-// proto.MaxText) the whole history fits.
+// traffic. With the defaults (1 MiB of 4 MiB, History 256) a history of
+// messages averaging up to 4 KiB fits whole.
 const replayShare = 4
 
 // historyAfter returns the newest kept frames with sequence numbers above
