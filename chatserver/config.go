@@ -70,10 +70,13 @@ type Config struct {
 	// machine's memory each.
 	HistoryBudget  int64
 	OutboundBudget int64
-	// SendRate and SendBurst bound the Chat frames one member may send
-	// (per second, and at once); past them it is cut off (rate_limited).
-	// A safety net against floods, above what one loopback sender reaches
-	// in the benchmarks; the Ack credit is what paces senders.
+	// SendRate and SendBurst bound the Chat frames taken from one member
+	// (per second, and at once); past them its input is left unread until
+	// its rate allows more, which slows a session's sender through its
+	// SendWindow. One that sends 256 KiB more meanwhile is cut off
+	// (rate_limited). The default is a safety net against floods, above
+	// what one loopback sender reaches in the benchmarks; the Ack credit
+	// is what paces senders.
 	SendRate  float64
 	SendBurst int
 	// History is how many recent messages each room keeps for members that

@@ -37,6 +37,7 @@ type member struct {
 	inc      uint64        // the member's incarnation, from its Join
 	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
 	sends    *rate.Limiter // Chat frames accepted from this member; nil until its first
+	paced    bool          // its input waits for sends (flow.go)
 
 	behind      *room        // set while the member's backlog is past HighWater (flow.go)
 	behindSince time.Time    // when it fell behind
@@ -217,13 +218,8 @@ func (s *Server) onJoin(m *member, body []byte) error {
 
 // onChat broadcasts a joined member's message to its room, or hands a
 // resend (To set) to that one member.
+// Its rate was checked by serve (pace).
 func (s *Server) onChat(m *member, body []byte) error {
-	if m.sends == nil {
-		m.sends = rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)
-	}
-	if !m.sends.Allow() {
-		return proto.Fatalf(proto.CodeRateLimited, "more than %v messages a second", s.cfg.SendRate)
-	}
 	num, at, text, to, ok := proto.ScanChat(body)
 	if !ok || len(to) > 0 {
 		// Not the encoding the fast path knows, or a resend for one

@@ -53,7 +53,9 @@
 // Config.SlowTimeout, or whose backlog passes Config.MaxOutbound all the
 // same, gets an Error frame (slow_consumer) and is disconnected; it rejoins
 // and recovers or is told what it missed. Nothing ever blocks on a
-// member's socket. flow.go has all of this. A connection that said Hello
+// member's socket. A member sending Chat frames past Config.SendRate has
+// its input left unread until its rate allows more, which slows a
+// session's sender the same way. flow.go has all of this. A connection that said Hello
 // and then sends nothing for Config.IdleTimeout is closed (timeout) by the
 // guard's sweep (guard.go), which flowLoop runs; its room sees it leave.
 //

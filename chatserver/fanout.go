@@ -122,6 +122,8 @@ type loop struct {
 
 	behind  []*member    // members past HighWater; loop only (flow.go)
 	nbehind atomic.Int32 // len(behind), for Server.flowLoop
+	paced   []*member    // members whose input waits for their send rate; loop only (flow.go)
+	npaced  atomic.Int32 // len(paced), for Server.flowLoop
 	watcher watcher
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
 )
@@ -38,6 +40,36 @@ import (
 // Liveness: every connection must send something (its session pings) at
 // least every IdleTimeout; one silent longer is closed with a timeout error
 // by the guard's sweep (guard.go), and its room sees it leave.
+
+// Pacing. A member's Chat frames are taken at SendRate (burst SendBurst):
+// past it, its input is left unread (pace), and its loop's watcher wakes
+// it every flowTick to take what its rate allows by then. A session's
+// sender is so slowed through its SendWindow, as by a slow reader; only
+// one that goes on sending maxPausedInbound bytes past its rate is cut
+// off (rate_limited).
+
+// pace reports whether m's next frame, a Chat, must wait for its rate;
+// a Chat it lets through is counted. buffered is m's unread input. Event
+// loop only.
+func (s *Server) pace(m *member, now time.Time, buffered int) bool {
+	if m.sends == nil {
+		m.sends = rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)
+	}
+	if m.sends.AllowN(now, 1) {
+		return false
+	}
+	if buffered > maxPausedInbound {
+		m.kill(proto.CodeRateLimited, fmt.Sprintf("more than %d bytes sent past %v messages a second", maxPausedInbound, s.cfg.SendRate))
+		return true
+	}
+	if !m.paced {
+		m.paced = true
+		l := m.loop
+		l.paced = append(l.paced, m)
+		l.npaced.Store(int32(len(l.paced)))
+	}
+	return true
+}
 
 // heldAck is an Ack withheld while the room has a member behind.
 type heldAck struct {
@@ -159,6 +191,17 @@ func (w *watcher) Run(context.Context) error {
 	clear(l.behind[len(keep):])
 	l.behind = keep
 	l.nbehind.Store(int32(len(keep)))
+
+	// Paced members read again: serve takes what their rate allows now.
+	for _, m := range l.paced {
+		m.paced = false
+		if !m.gone && !m.dead {
+			_ = m.c.Wake(nil)
+		}
+	}
+	clear(l.paced)
+	l.paced = l.paced[:0]
+	l.npaced.Store(0)
 	return nil
 }
 
@@ -184,7 +227,7 @@ func (s *Server) flowLoop() {
 				if reap && l.ndoomed.Load() > 0 {
 					_ = l.el.Execute(context.Background(), &l.reaper)
 				}
-				if l.nbehind.Load() > 0 {
+				if l.nbehind.Load() > 0 || l.npaced.Load() > 0 {
 					_ = l.el.Execute(context.Background(), &l.watcher)
 				}
 			}

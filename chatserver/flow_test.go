@@ -224,3 +224,39 @@ func TestBehindMemberOutlastsPause(t *testing.T) {
 		t.Fatalf("sender: %v", err)
 	}
 }
+
+// TestFloodingSenderIsSlowed: a member sending past SendRate has its
+// input left unread until its rate allows more, so a sender that keeps a
+// window of unacknowledged messages, as a session does, is slowed to the
+// rate and loses nothing; before, it was cut off (rate_limited) at the
+// end of its burst. One that goes on sending regardless is cut off once
+// maxPausedInbound bytes wait.
+func TestFloodingSenderIsSlowed(t *testing.T) {
+	const sendRate, burst = 200, 20
+	s := startServer(t, func(c *Config) { c.SendRate = sendRate; c.SendBurst = burst })
+	t.Run("windowed", func(t *testing.T) {
+		sender, _ := joinAs(t, s, "slowed", "sender")
+		reader, _ := joinAs(t, s, "slowed", "reader")
+		const n = 300
+		start := time.Now()
+		w := sendWindowed(sender, n, 16, "flood")
+		readAll(t, reader, n, 0)
+		if err := <-w.done; err != nil {
+			t.Fatalf("sender: %v", err)
+		}
+		took, least := time.Since(start), time.Duration(n-burst)*time.Second/sendRate
+		t.Logf("%d messages at most %d/s (burst %d) took %v; the rate allows them in %v", n, sendRate, burst, took, least)
+		if took < least/2 {
+			t.Errorf("%d messages took %v: the rate of %d/s did not slow them", n, took, sendRate)
+		}
+	})
+	t.Run("flooding", func(t *testing.T) {
+		flooder, _ := joinAs(t, s, "flooded", "flooder")
+		var b []byte
+		for i := uint64(1); len(b) < 4*maxPausedInbound; i++ {
+			b, _ = wire.AppendFrame(b, &proto.Chat{Num: i, Text: strings.Repeat("f", 1000)})
+		}
+		go flooder.conn.Write(b) //nolint:errcheck // the close below tells
+		flooder.ExpectClosed(proto.CodeRateLimited)
+	})
+}

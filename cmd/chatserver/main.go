@@ -44,7 +44,7 @@ func main() {
 	fs.IntVar(&cfg.HighWater, "high-water", cfg.HighWater, "backlog `bytes` (unsent, plus fan-out queued on its event loop) past which a member is behind and its room's Acks are withheld (0: max-outbound/4)")
 	fs.DurationVar(&cfg.SlowTimeout, "slow-timeout", cfg.SlowTimeout, "how long a member may stay behind before it is cut off")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a connection that said Hello and then sends nothing (not even a ping) this long (0: never)")
-	fs.Float64Var(&cfg.SendRate, "send-rate", cfg.SendRate, "Chat frames a second one member may send before it is cut off")
+	fs.Float64Var(&cfg.SendRate, "send-rate", cfg.SendRate, "Chat frames a second taken from one member; past it its input waits (one that sends 256 KiB more meanwhile is cut off)")
 	fs.Float64Var(&cfg.ResendRate, "resend-rate", cfg.ResendRate, "Resend asks a second forwarded per asker")
 	fs.Int64Var(&cfg.HistoryBudget, "history-budget", cfg.HistoryBudget, "total `bytes` of all rooms' histories (0: an eighth of the machine's memory)")
 	fs.Int64Var(&cfg.OutboundBudget, "outbound-budget", cfg.OutboundBudget, "total unsent `bytes` of all members (0: an eighth of the machine's memory)")
