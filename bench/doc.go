@@ -5,8 +5,8 @@
 // # Workload
 //
 // Open dials Workload.Members connections, each of which sends Hello and
-// Join into one room, and waits until every Presence those joins caused has
-// arrived. Member 0 then sends Chat frames whose At field is the wall clock
+// Join into one room, and waits until every join has been reported to
+// every member (in Presence frames, or gathered in Presences frames). Member 0 then sends Chat frames whose At field is the wall clock
 // at sending; the server delivers each to the other Members-1. A message is
 // complete when every receiver has it, and at most Workload.Window (64)
 // messages are in flight, so a run measures throughput rather than one
@@ -34,8 +34,9 @@
 //	NEARCHAT_BENCH=1 go test -run TestBudgetRSS -v -timeout 15m ./bench/  # bin/chatserver's RSS beside -history-budget/-outbound-budget
 //
 // BenchmarkBroadcast is named server=…/members=…/size=…; sizes share one
-// room per server and member count, because joining is quadratic in the
-// room size (4096 members means 8.4 million Presence frames). The
+// room per server and member count, because joining costs the baseline
+// one Presence frame per member per join (4096 members: 8.4 million
+// frames; nearchat gathers them into a few Presences frames a member). The
 // idle-memory measurement re-executes the test binary as a child process
 // hosting one server, opens 10,000 connections that complete Hello/Welcome
 // and Join (rooms of two), and compares the child's VmRSS, after a GC,

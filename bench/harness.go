@@ -263,6 +263,12 @@ func (s *Session) join(addr string, i int) (*member, int, error) {
 			got++
 		case proto.TPresence:
 			s.presence.Add(1)
+		case proto.TPresences:
+			n, err := presences(body)
+			if err != nil {
+				return fail(err)
+			}
+			s.presence.Add(n)
 		case proto.TError:
 			return fail(decodeError(body))
 		default:
@@ -457,6 +463,12 @@ func (m *member) consume() error {
 			}
 		case proto.TPresence:
 			s.presence.Add(1)
+		case proto.TPresences:
+			n, err := presences(body)
+			if err != nil {
+				return err
+			}
+			s.presence.Add(n)
 		case proto.TAck, proto.TPong:
 		case proto.TError:
 			return decodeError(body)
@@ -464,6 +476,15 @@ func (m *member) consume() error {
 			return fmt.Errorf("unexpected frame 0x%02x", byte(t))
 		}
 	}
+}
+
+// presences returns how many joins and leaves a Presences body carries.
+func presences(body []byte) (int64, error) {
+	var p proto.Presences
+	if err := wire.Unmarshal(body, &p); err != nil {
+		return 0, err
+	}
+	return int64(len(p.Changes)), nil
 }
 
 // frameReader reads whole frames from a connection into one reusable

@@ -402,7 +402,8 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 }
 
 func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
-	if err := proto.CheckHello(m, "this Central"); err != nil {
+	v, err := proto.CheckHello(m, "this Central")
+	if err != nil {
 		c.fatalLocked(cn, proto.CodeOf(err), proto.ReasonOf(err))
 		return
 	}
@@ -419,7 +420,7 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 	}
 	u.sess = cn
 	cn.user = u
-	c.sendLocked(cn, &proto.Welcome{V: wire.Version, Server: "central", Max: wire.MaxFrame, User: u.name})
+	c.sendLocked(cn, &proto.Welcome{V: v, Server: "central", Max: wire.MaxFrame, User: u.name})
 	now := c.now()
 	for _, p := range u.pushes {
 		p.first = now // the give-up clock stood still while u was away

@@ -23,6 +23,7 @@ type member struct {
 	rec   *recordLayer // TLS: protects what is read and written; nil for plaintext
 	loop  *loop
 	hello bool
+	v2    bool // speaks protocol version 2: no Presences frames
 	dead  bool // nothing more is written: closed, or closing
 	gone  bool // OnClose has run
 
@@ -165,11 +166,12 @@ func (s *Server) onHello(m *member, t wire.Type, body []byte) error {
 	if err := wire.Unmarshal(body, &h); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "hello: %v", err)
 	}
-	if err := proto.CheckHello(&h, "this server"); err != nil {
+	v, err := proto.CheckHello(&h, "this server")
+	if err != nil {
 		return err
 	}
-	m.hello = true
-	s.reply(m, &proto.Welcome{V: wire.Version, Server: s.cfg.ID, Max: s.cfg.MaxFrame})
+	m.hello, m.v2 = true, v < 3
+	s.reply(m, &proto.Welcome{V: v, Server: s.cfg.ID, Max: s.cfg.MaxFrame})
 	return nil
 }
 

@@ -24,6 +24,23 @@
 // Deliver and Ack go through hand-written encoders (pkg/proto's scan.go),
 // not the reflecting msgpack codec.
 //
+// # Joins and leaves
+//
+// A join or leave is not a fan-out item of its own: each shard of the
+// room keeps a batch of the presence changes its members have yet to see
+// (presence.go), encoded once. The first change after a quiet spell queues
+// the batch at once; while a batch went out less than the shard's gap ago
+// (10 ms, doubling up to a second while a burst lasts), the next one
+// gathers changes until a timer queues it, or until it holds 800. When
+// the loop reaches the batch it writes it to each member as one Presences
+// frame (a Presence frame for a lone change, the frames one by one to a
+// member that speaks version 2), so a room of M members forming costs
+// each member a handful of frames however the connections reach the
+// loops, not one per join. Any other item queued for the shard (a
+// message, a resend, a goodbye) queues the open batch ahead of it, so the
+// changes keep their place among the messages. A member that joined after
+// part of a batch, or that the batch names, gets its own selection of it.
+//
 // # TLS
 //
 // TLS 1.3 is served on the event loops too (tls.go, tlsrecord.go). A
@@ -102,7 +119,8 @@
 // server.go has the lifecycle and the queries; engine.go the gnet callbacks
 // and the frame loop; conn.go a connection (member) and one handler per
 // frame type; room.go rooms, joins, history and broadcast; fanout.go the
-// per-loop queues, shared frames and the reaper; flow.go flow control,
+// per-loop queues, shared frames and the reaper; presence.go the batches
+// of joins and leaves; flow.go flow control,
 // liveness and the memory budgets; agent.go the agent that
 // keeps the server registered with Central, and Drain; config.go the
 // Config; metrics.go and collector.go the counters and their Prometheus

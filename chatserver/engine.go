@@ -74,8 +74,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 	s.conns.Add(-1)
 	if m, ok := c.Context().(*member); ok {
 		s.release(m)
-		m.loop.enter()
-		defer m.loop.exit(m.loop.st.start())
+		defer m.loop.exit(m.loop.enter())
 		m.dead, m.gone = true, true
 		if m.loop.ackTo == m {
 			m.loop.ackTo = nil
@@ -92,8 +91,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTraffic parses every complete frame buffered for c.
 func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 	m := c.Context().(*member)
-	m.loop.enter()
-	start := m.loop.st.start()
+	start := m.loop.enter()
 	var a gnet.Action
 	if m.rec != nil {
 		a = e.s.serveTLS(m)
@@ -116,7 +114,7 @@ type inbound interface {
 // only.
 func (s *Server) serve(m *member, c inbound) gnet.Action {
 	m.lastRead.Store(s.now.Load())
-	now := time.Now()
+	now := m.loop.now
 	for !m.dead {
 		buffered := c.InboundBuffered()
 		if buffered == 0 {

@@ -13,13 +13,22 @@ import (
 	"nearchat/pkg/proto"
 )
 
-// shard is the part of a room whose members live on one event loop. count
-// is guarded by the room's mutex; members is touched only on the loop.
+// shard is the part of a room whose members live on one event loop. count,
+// pres and presAt are guarded by the room's mutex; members is touched only
+// on the loop.
 type shard struct {
 	loop    *loop
 	room    *room
 	count   int
 	members []*member
+
+	// pres collects the room's joins and leaves for this shard's members
+	// until its loop delivers them, all in one Presences frame per member
+	// (presence.go). Anything else queued for the shard closes it first, so
+	// the members see the changes in their place among the messages.
+	pres    *presBatch
+	presAt  time.Time     // when the loop last took a batch
+	presGap time.Duration // how long after presAt the next batch waits
 
 	// Flow control (flow.go): the bytes of items queued for the shard's
 	// members on loop and not yet written, the largest backlog among them
@@ -81,6 +90,15 @@ type item struct {
 	ev     uint64
 	bye    bool  // after writing f, close the recipients
 	at     int64 // when a fan-out item was queued (Unix ns), for the latency histogram
+	// pb, in place of f, is a batch of joins and leaves for sh's members.
+	pb *presBatch
+}
+
+// release drops the item's hold on its frame.
+func (it *item) release() {
+	if it.f != nil {
+		it.f.release()
+	}
 }
 
 // loop is our fan-out queue for one gnet event loop. gnet runs the loop
@@ -98,8 +116,9 @@ type loop struct {
 	// (they nest: a write that fails closes its connection inside the
 	// drain). A push to the loop's own queue from inside one needs no
 	// wake-up: deferred asks the outermost to drain before it returns.
-	depth    int  // loop only
-	deferred bool // loop only
+	depth    int       // loop only
+	deferred bool      // loop only
+	now      time.Time // when the outermost callback running began; loop only
 	// acks holds the Ack frames owed to ackTo, written in one call when
 	// the callback ends (or before anything else is written to ackTo).
 	acks  []byte  // loop only
@@ -107,6 +126,8 @@ type loop struct {
 	ackTo *member // loop only
 
 	batch []byte // frames of a run of broadcasts, concatenated; loop only
+	own   []byte // the joins and leaves one member gets; loop only
+	pres  []byte // Presence frames being gathered into a Presences; loop only
 	// TLS scratch, loop only: a member's ciphertext and plaintext while it
 	// is served, records being sealed, and the AEAD nonce.
 	plain     plainIn
@@ -181,7 +202,7 @@ func (l *loop) push(it item, from *loop) {
 				if it.size > 0 {
 					it.sh.queued.Add(-int64(it.size))
 				}
-				it.f.release()
+				it.release()
 			}
 		}
 	}
@@ -194,8 +215,17 @@ func (l *loop) idle() bool {
 	return len(l.queue) == 0 && !l.scheduled
 }
 
-// enter marks the start of a callback on l. Event loop only.
-func (l *loop) enter() { l.depth++ }
+// enter marks the start of a callback on l and returns the time it began:
+// the clock is read once, by the outermost callback, for everything done
+// in it (a clock read costs as much as a message's fan-out work on some
+// virtual machines). Event loop only.
+func (l *loop) enter() time.Time {
+	if l.depth == 0 {
+		l.now = time.Now()
+	}
+	l.depth++
+	return l.now
+}
 
 // exit ends a callback on l that began at start; the outermost one flushes
 // the acknowledgements, drains what was queued on l from the loop itself,
@@ -239,8 +269,7 @@ func (l *loop) flushAcks() {
 
 // Run drains the queue on the event loop; it implements gnet.Runnable.
 func (l *loop) Run(context.Context) error {
-	l.enter()
-	start := l.st.start()
+	start := l.enter()
 	l.drain()
 	l.exit(start)
 	return nil
@@ -261,25 +290,31 @@ func (l *loop) drain() {
 		// member: under load a drained queue holds many messages of a busy
 		// room, and a system call per member per message is the cost that
 		// dominates fan-out.
-		n, size := 1, len(it.f.bb.B)
-		if it.target == nil && !it.bye {
-			for i+n < len(q) && q[i+n].sh == it.sh && q[i+n].target == nil && !q[i+n].bye &&
-				size+len(q[i+n].f.bb.B) <= maxBatch {
-				size += len(q[i+n].f.bb.B)
-				n++
+		n := 1
+		if it.pb != nil {
+			l.deliverPresence(it)
+		} else {
+			if it.target == nil && !it.bye {
+				size := len(it.f.bb.B)
+				for i+n < len(q) && q[i+n].sh == it.sh && q[i+n].target == nil && !q[i+n].bye && q[i+n].pb == nil &&
+					size+len(q[i+n].f.bb.B) <= maxBatch {
+					size += len(q[i+n].f.bb.B)
+					n++
+				}
 			}
-		}
-		// The run leaves the queue as it goes into the members' backlogs.
-		sh, counted := it.sh, 0
-		for k := i; k < i+n; k++ {
-			counted += q[k].size
-		}
-		if counted > 0 {
-			sh.queued.Add(-int64(counted))
-		}
-		l.deliver(q[i : i+n])
-		if counted > 0 {
-			sh.settle()
+			// The run leaves the queue as it goes into the members'
+			// backlogs (flow.go).
+			sh, counted := it.sh, 0
+			for k := i; k < i+n; k++ {
+				counted += q[k].size
+			}
+			if counted > 0 {
+				sh.queued.Add(-int64(counted))
+			}
+			l.deliver(q[i : i+n])
+			if counted > 0 {
+				sh.settle()
+			}
 		}
 		var now int64
 		if l.st != nil {
@@ -287,7 +322,7 @@ func (l *loop) drain() {
 		}
 		for k := i; k < i+n; k++ {
 			l.st.observeFanout(q[k].at, now)
-			q[k].f.release()
+			q[k].release()
 			q[k] = item{}
 		}
 		i += n
@@ -384,8 +419,9 @@ func (r *room) shardFor(l *loop) *shard {
 // reference to f.
 func (r *room) fanout(f *frame, skip *member, from *loop) {
 	r.ev++
-	at := r.srv.stamp()
+	at := r.srv.stamp(from)
 	for _, sh := range r.shards {
+		sh.closePres(from)
 		n := sh.count
 		if skip != nil && skip.shard == sh {
 			n--

@@ -132,7 +132,7 @@ func readAll(t *testing.T, p *peer, n int, pace time.Duration) {
 			if pace > 0 {
 				time.Sleep(pace) // the pace of a slow reader, not a wait for a condition
 			}
-		case *proto.Presence, *proto.Pong:
+		case *proto.Presence, *proto.Presences, *proto.Pong:
 		default:
 			t.Fatalf("slow member got %+v at %d", m, i)
 		}

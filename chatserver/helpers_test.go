@@ -78,12 +78,15 @@ func (p *peer) raw(b []byte) { p.t.Helper(); p.Raw(b) }
 
 func (p *peer) next(timeout time.Duration) (wire.Message, error) { return p.Next(timeout) }
 
-// expect reads frames until one of type t arrives, skipping Presence.
+// expect reads frames until one of type t arrives, skipping Presence and
+// Presences.
 func (p *peer) expect(t wire.Type) wire.Message {
 	p.t.Helper()
 	var skip func(wire.Message) bool
-	if t != proto.TPresence {
-		skip = func(m wire.Message) bool { return m.FrameType() == proto.TPresence }
+	if t != proto.TPresence && t != proto.TPresences {
+		skip = func(m wire.Message) bool {
+			return m.FrameType() == proto.TPresence || m.FrameType() == proto.TPresences
+		}
 	}
 	return p.ExpectType(t, skip)
 }

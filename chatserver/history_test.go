@@ -76,6 +76,11 @@ func TestReplayFitsOutbound(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", j.User, err)
 			}
+			switch m.(type) {
+			case *proto.Presence, *proto.Presences:
+				want--
+				continue
+			}
 			if pong, ok := m.(*proto.Pong); ok && pong.ID == 9 {
 				if want != n+1 {
 					t.Fatalf("%s: replay ended before seq %d, want through %d", j.User, want, n)

@@ -102,14 +102,6 @@ func (st *loopStats) cutOff() {
 	}
 }
 
-// start returns the time now when the loop is timed, for done.
-func (st *loopStats) start() time.Time {
-	if st == nil {
-		return time.Time{}
-	}
-	return time.Now()
-}
-
 // done ends a callback or fan-out run that began at start: it adds the
 // time to the loop's busy time and publishes the tally. Event loop only.
 func (st *loopStats) done(start time.Time) {
@@ -150,11 +142,15 @@ func (s *Server) countHistory(frames, bytes int) {
 	}
 }
 
-// stamp returns the enqueue time of a fan-out item, or 0 when metrics
-// are off.
-func (s *Server) stamp() int64 {
+// stamp returns the enqueue time of a fan-out item queued from a callback
+// on loop from (nil: from no loop), or 0 when metrics are off. On a loop
+// it is when the callback began, read once for all it queues.
+func (s *Server) stamp(from *loop) int64 {
 	if !s.cfg.Metrics {
 		return 0
+	}
+	if from != nil && from.depth > 0 {
+		return from.now.UnixNano()
 	}
 	return time.Now().UnixNano()
 }

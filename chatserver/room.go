@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -88,14 +89,12 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	m.shard = sh
 	r.members[j.User] = m
 
-	pres := newFrame()
-	pres.bb.B, _ = wire.AppendFrame(pres.bb.B, &proto.Presence{User: j.User, Here: true, LastSent: j.LastSent, Inc: j.Inc})
-	r.fanout(pres, m, m.loop)
-	pres.release()
+	r.presence(&proto.Presence{User: j.User, Here: true, LastSent: j.LastSent, Inc: j.Inc}, m, m.loop)
 	m.joinEv = r.ev
 
 	// A frame holds at most joinedMembers members; the rest of a big room
-	// follows as Presence frames, so the joiner always gets its answer.
+	// follows in Presences frames (Presence frames in version 2), so the
+	// joiner always gets its answer.
 	all := make([]proto.Member, 0, len(r.members))
 	all = append(all, proto.Member{User: m.user, LastSent: m.lastSent, Inc: m.inc})
 	for _, x := range r.members {
@@ -118,8 +117,21 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	m.idx = len(sh.members)
 	sh.members = append(sh.members, m)
 	s.reply(m, &joined)
-	for i := range rest {
-		s.reply(m, &proto.Presence{User: rest[i].User, Here: true, LastSent: rest[i].LastSent, Inc: rest[i].Inc})
+	for len(rest) > 0 {
+		n := min(len(rest), presencesMembers)
+		if m.v2 {
+			n = 1
+		}
+		batch := proto.Presences{Changes: make([]proto.Presence, n)}
+		for i, x := range rest[:n] {
+			batch.Changes[i] = proto.Presence{User: x.User, Here: true, LastSent: x.LastSent, Inc: x.Inc}
+		}
+		if m.v2 {
+			s.reply(m, &batch.Changes[0])
+		} else {
+			s.reply(m, &batch)
+		}
+		rest = rest[n:]
 	}
 	for _, f := range replay {
 		m.write(f.bb.B, s.cfg.MaxOutbound)
@@ -128,10 +140,18 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	return nil
 }
 
+// deliverOverhead bounds a Deliver frame's bytes beyond its sender's name
+// and text: the header, the keys and the numbers.
+const deliverOverhead = 80
+
 // joinedMembers is how many members a Joined frame lists: with names of
 // up to proto.MaxUser bytes that stays well under wire.MaxFrame. A variable
 // so tests can exercise the split with small rooms.
 var joinedMembers = 900
+
+// presencesMembers is how many joins a Presences frame listing the rest of
+// a big room holds (each entry a little larger than a Joined member's).
+const presencesMembers = 800
 
 // replayShare: a joiner is replayed at most MaxOutbound/replayShare bytes
 // of history, so the replay alone never comes near the cut-off, and
@@ -211,12 +231,9 @@ func (s *Server) detach(r *room, m *member, from *loop) {
 		return
 	}
 	delete(r.members, m.user)
-	pres := newFrame()
-	pres.bb.B, _ = wire.AppendFrame(pres.bb.B, &proto.Presence{User: m.user})
-	// fanout discounts the skipped member from its shard's count itself,
+	// presence discounts the skipped member from its shard's count itself,
 	// so the count drops only afterwards.
-	r.fanout(pres, m, from)
-	pres.release()
+	r.presence(&proto.Presence{User: m.user}, m, from)
 	m.shard.count--
 }
 
@@ -265,6 +282,9 @@ func (s *Server) broadcast(m *member, num uint64, at int64, text []byte) {
 	r.mu.Lock()
 	r.seq++
 	f.seq = r.seq
+	// One allocation at most, not one per doubling, for a buffer the pool
+	// has just made (after a GC empties it).
+	f.bb.B = slices.Grow(f.bb.B[:0], deliverOverhead+len(m.user)+len(text))
 	f.bb.B = proto.AppendDeliver(f.bb.B, r.seq, m.user, num, at, text, m.inc)
 	if num > m.lastSent {
 		m.lastSent = num
@@ -298,6 +318,7 @@ func (s *Server) forward(m *member, to string, msg wire.Message) {
 	}
 	f := newFrame()
 	f.bb.B, _ = wire.AppendFrame(f.bb.B, msg)
+	target.shard.closePres(m.loop)
 	r.ev++
 	size := len(f.bb.B)
 	target.shard.enqueue(size)
@@ -326,6 +347,7 @@ func (s *Server) goodbye() func() bool {
 		f := s.sharedError(proto.CodeShutdown, "server is shutting down")
 		r.ev++
 		for _, sh := range r.shards {
+			sh.closePres(nil)
 			if sh.count > 0 {
 				f.retain()
 				sh.loop.push(item{sh: sh, f: f, ev: r.ev, bye: true}, nil)

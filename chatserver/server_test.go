@@ -714,7 +714,7 @@ func TestLeaveReachesMembersOnTheSameLoop(t *testing.T) {
 }
 
 // TestHugeRoomJoin: a room too big to list in one Joined frame still
-// answers every joiner, with the rest of the members as Presence frames.
+// answers every joiner, with the rest of the members in Presences frames.
 func TestHugeRoomJoin(t *testing.T) {
 	// The largest Joined the server can build must fit in a frame.
 	big := proto.Joined{Room: strings.Repeat("r", proto.MaxRoom), Epoch: ^uint64(0), Seq: ^uint64(0),
@@ -726,6 +726,15 @@ func TestHugeRoomJoin(t *testing.T) {
 		t.Fatalf("a full Joined does not fit: %v", err)
 	} else {
 		t.Logf("largest Joined: %d bytes of %d", len(b), wire.MaxFrame)
+	}
+	bigP := proto.Presences{Changes: make([]proto.Presence, presencesMembers)}
+	for i := range bigP.Changes {
+		bigP.Changes[i] = proto.Presence{User: fmt.Sprintf("%0*d", proto.MaxUser, i), Here: true, LastSent: ^uint64(0), Inc: ^uint64(0)}
+	}
+	if b, err := wire.AppendFrame(nil, &bigP); err != nil {
+		t.Fatalf("a full Presences does not fit: %v", err)
+	} else {
+		t.Logf("largest Presences: %d bytes of %d", len(b), wire.MaxFrame)
 	}
 
 	// Restored in a cleanup registered before the server's, so it runs after
@@ -750,12 +759,15 @@ func TestHugeRoomJoin(t *testing.T) {
 	for _, mb := range j.Members {
 		seen[mb.User] = true
 	}
-	for len(seen) < n+1 {
-		p := last.expect(proto.TPresence).(*proto.Presence)
+	ps := last.expect(proto.TPresences).(*proto.Presences)
+	for _, p := range ps.Changes {
 		if !p.Here || seen[p.User] {
 			t.Fatalf("presence %+v after %d members", p, len(seen))
 		}
 		seen[p.User] = true
+	}
+	if len(seen) != n+1 {
+		t.Fatalf("joined and one Presences frame name %d members, want %d", len(seen), n+1)
 	}
 }
 

@@ -67,6 +67,7 @@ type member struct {
 	drained []Drained
 	miss    []Missed
 	broke   []Broken
+	here    map[string]bool // members present, from Presence events
 	errs    []error
 	last    map[string]Message
 	incs    map[string][]uint64 // incarnations seen, by sender, in order
@@ -126,7 +127,7 @@ func join(t testing.TB, cfg SessionConfig, srv proto.ServerRef, room, user strin
 	if err != nil {
 		t.Fatalf("open %s: %v", user, err)
 	}
-	m := &member{t: t, s: s, check: NewChecker(), last: map[string]Message{}, incs: map[string][]uint64{}, done: make(chan struct{})}
+	m := &member{t: t, s: s, check: NewChecker(), last: map[string]Message{}, incs: map[string][]uint64{}, here: map[string]bool{}, done: make(chan struct{})}
 	go m.drain()
 	t.Cleanup(func() {
 		s.Close()
@@ -154,6 +155,8 @@ func (m *member) drain() {
 			m.check.Missed(m.key(ev.From, ev.Inc), ev.First, ev.Last)
 		case Broken:
 			m.broke = append(m.broke, ev)
+		case Presence:
+			m.here[ev.User] = ev.Here
 		case Error:
 			m.errs = append(m.errs, ev.Err)
 		}
@@ -179,6 +182,20 @@ func (m *member) movesSoFar() []Moved {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]Moved(nil), m.moves...)
+}
+
+// present returns the members m's Presence events say are here.
+func (m *member) present() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for u, here := range m.here {
+		if here {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (m *member) brokenCount() int {

@@ -556,6 +556,29 @@ func (s *Session) switchTo(l *link, j *proto.Joined) {
 	}
 }
 
+// presence applies one member's join or leave reported on l.
+func (s *Session) presence(l *link, m *proto.Presence, now time.Time) {
+	if m.User == s.user {
+		return
+	}
+	if m.Here {
+		l.members[m.User] = m.LastSent
+		ready, gaps := s.in.announce(m.User, m.Inc, m.LastSent, now)
+		s.hand(ready, gaps, l, now)
+		if l == s.cur && s.old == nil && s.in.cursor(m.User) < m.LastSent {
+			s.askLagging(now)
+		}
+	} else {
+		delete(l.members, m.User)
+	}
+	if l == s.cur {
+		s.emit(Presence{User: m.User, Here: m.Here, LastSent: m.LastSent, Server: l.serverID})
+	}
+	if s.old != nil {
+		s.checkDrain(now)
+	}
+}
+
 func (s *Session) handleMember(l *link, in inbound) {
 	now := time.Now()
 	if in.err != nil {
@@ -585,24 +608,10 @@ func (s *Session) handleMember(l *link, in inbound) {
 			s.flush()
 		}
 	case *proto.Presence:
-		if m.User == s.user {
-			return
-		}
-		if m.Here {
-			l.members[m.User] = m.LastSent
-			ready, gaps := s.in.announce(m.User, m.Inc, m.LastSent, now)
-			s.hand(ready, gaps, l, now)
-			if l == s.cur && s.old == nil && s.in.cursor(m.User) < m.LastSent {
-				s.askLagging(now)
-			}
-		} else {
-			delete(l.members, m.User)
-		}
-		if l == s.cur {
-			s.emit(Presence{User: m.User, Here: m.Here, LastSent: m.LastSent, Server: l.serverID})
-		}
-		if s.old != nil {
-			s.checkDrain(now)
+		s.presence(l, m, now)
+	case *proto.Presences:
+		for i := range m.Changes {
+			s.presence(l, &m.Changes[i], now)
 		}
 	case *proto.Resend:
 		s.answerResend(l, m, now)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -752,4 +753,25 @@ func smallRcvBuf() *net.Dialer {
 		}
 		return serr
 	}}
+}
+
+// TestBurstOfJoinsAndLeaves: members joining and leaving a room in a
+// burst reach the server's members gathered in Presences frames (the
+// server holds changes back while a burst lasts); the Session reports
+// each join and each leave as its own Presence event.
+func TestBurstOfJoinsAndLeaves(t *testing.T) {
+	srv := startChat(t, "serv1")
+	a := join(t, testConfig(t), ref(srv), "room-burst", "alice")
+	var peers []*wiretest.Peer
+	var want []string
+	for i := range 12 {
+		u := fmt.Sprintf("u%02d", i)
+		peers = append(peers, dialRaw(t, srv.Addr(), "room-burst", u))
+		want = append(want, u)
+	}
+	testkit.WaitFor(t, settle, "alice sees the twelve", func() bool { return slices.Equal(a.present(), want) })
+	for _, p := range peers[:6] {
+		p.Close()
+	}
+	testkit.WaitFor(t, settle, "alice sees six leave", func() bool { return slices.Equal(a.present(), want[6:]) })
 }

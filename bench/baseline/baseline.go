@@ -292,12 +292,13 @@ func (c *conn) serve() {
 				c.fail(proto.CodeNoHello, "the first frame must be hello")
 				return
 			}
-			if err := proto.CheckHello(h, "this server"); err != nil {
+			v, err := proto.CheckHello(h, "this server")
+			if err != nil {
 				c.fail(proto.CodeOf(err), proto.ReasonOf(err))
 				return
 			}
 			hello = true
-			if c.send(&proto.Welcome{V: wire.Version, Server: s.cfg.ID, Max: s.cfg.MaxFrame}) != nil {
+			if c.send(&proto.Welcome{V: v, Server: s.cfg.ID, Max: s.cfg.MaxFrame}) != nil {
 				return
 			}
 			continue

@@ -20,8 +20,8 @@
 // resident memory of idle members (-idle connections in rooms of two,
 // after a GC). Ratios are nearchat over NATS, TLS against TLS.
 //
-//	make bench                    # the default: 2 s cells, rooms up to 256, a few minutes
-//	bin/compare -full             # 10 s cells, and a room of 1,024
+//	make bench                    # the default: 2 s cells, a few minutes
+//	bin/compare -full             # 10 s cells
 //	bin/compare -profile /tmp/p   # CPU profile of every server process
 package main
 
@@ -73,7 +73,7 @@ func run() int {
 	var o options
 	full := flag.Bool("full", false, "10 s per cell (the default is 2 s)")
 	cell := flag.Duration("cell", 0, "measuring time per cell (overrides -full)")
-	members := flag.String("members", "", "room sizes of the one-room pattern (default 2,16,256; with -full 2,16,256,1024)")
+	members := flag.String("members", "", "room sizes of the one-room pattern (default 2,16,256,1024)")
 	sizes := flag.String("sizes", "64,1024", "payload sizes in bytes")
 	servers := flag.String("servers", "nearchat,nats,nearchat-tls,nats-tls", "servers to compare")
 	baselineM := flag.String("baseline", "2,16", "room sizes at which the goroutine-per-connection baseline runs too (empty: never)")
@@ -105,12 +105,10 @@ func run() int {
 	}
 	o.rateTime = max(o.cell, 5*time.Second)
 	if *members == "" {
-		// A room of 1,024 takes a minute or more to join (every join is
-		// announced to every member), so only the full run has it.
-		*members = "2,16,256"
-		if *full {
-			*members += ",1024"
-		}
+		// A room of 1,024 joins in a few seconds since the chat server
+		// gathers joins into Presences frames (it took a minute or more
+		// with a Presence frame per member per join).
+		*members = "2,16,256,1024"
 	}
 	var err error
 	if o.members, err = ints(*members); err != nil {

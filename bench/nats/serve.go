@@ -44,6 +44,7 @@ func startKind(kind string, tlsOn bool, certs tlsconfig.Files) (stopper, string,
 		cfg := chatserver.DefaultConfig()
 		cfg.Listen = "127.0.0.1:0"
 		cfg.MaxConns = 30_000
+		cfg.MaxConnsPerSource = 0 // every member dials from 127.0.0.1
 		cfg.MaxMembers = 10_000
 		cfg.MaxRooms = 30_000
 		if tlsOn {

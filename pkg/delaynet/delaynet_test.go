@@ -88,7 +88,11 @@ func TestProbeMeasuresInjectedDelay(t *testing.T) {
 			// The upper bound has headroom for a machine loaded by parallel
 			// test binaries under -race; the accuracy itself is reported by
 			// the log line above and measured on an idle machine in the README.
-			if limit := want + 15*time.Millisecond; res.Min < want || res.Min > limit {
+			// Half the injected RTT of slack still catches a delay applied
+			// twice (the 50 ms row would read 200 ms), and a loaded box
+			// (one run: 117 ms fastest of 7 at load 12) stays inside it.
+			limit := want + max(15*time.Millisecond, want/2)
+			if res.Min < want || res.Min > limit {
 				t.Errorf("fastest sample %v outside [%v, %v]", res.Min, want, limit)
 			}
 		})

@@ -132,14 +132,17 @@ func (c *Conn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // Close closes the connection.
 func (c *Conn) Close() error { return c.nc.Close() }
 
-// CheckHello applies the listener's version rule to a Hello: a peer that
-// speaks another version gets a fatal Error{CodeVersion}. who names the
-// listener in the reason ("this server", "this Central").
-func CheckHello(h *Hello, who string) error {
-	if h.V != wire.Version {
-		return Fatalf(CodeVersion, "protocol version %d is not spoken here; %s speaks %d", h.V, who, wire.Version)
+// CheckHello applies the listener's version rule to a Hello and returns
+// the version the connection speaks from then on, which the listener names
+// in its Welcome: the Hello's own, when it is one spoken here
+// (wire.MinVersion to wire.Version). A peer that speaks another version
+// gets a fatal Error{CodeVersion}. who names the listener in the reason
+// ("this server", "this Central").
+func CheckHello(h *Hello, who string) (int, error) {
+	if h.V < wire.MinVersion || h.V > wire.Version {
+		return 0, Fatalf(CodeVersion, "protocol version %d is not spoken here; %s speaks %d to %d", h.V, who, wire.MinVersion, wire.Version)
 	}
-	return nil
+	return h.V, nil
 }
 
 // Fatal is a protocol violation that ends the connection: the listener

@@ -46,7 +46,7 @@ func listen(t *testing.T, answer func(*proto.Hello) wire.Message) string {
 
 func TestDialHandshake(t *testing.T) {
 	welcome := func(h *proto.Hello) wire.Message {
-		if err := proto.CheckHello(h, "this test"); err != nil {
+		if _, err := proto.CheckHello(h, "this test"); err != nil {
 			var f *proto.Fatal
 			errors.As(err, &f)
 			return &proto.Error{Code: f.Code, Reason: f.Reason, Fatal: true}
@@ -123,5 +123,21 @@ func TestCodeOf(t *testing.T) {
 	}
 	if got := proto.ReasonOf(proto.Fatalf(proto.CodeBadJoin, "room %q", "x")); got != `room "x"` {
 		t.Errorf("ReasonOf = %q", got)
+	}
+}
+
+// TestCheckHelloVersions: a listener speaks every version from
+// wire.MinVersion to wire.Version, answers in the Hello's own, and refuses
+// the others with Error{version}.
+func TestCheckHelloVersions(t *testing.T) {
+	for v := wire.MinVersion - 1; v <= wire.Version+1; v++ {
+		got, err := proto.CheckHello(&proto.Hello{V: v}, "this test")
+		spoken := v >= wire.MinVersion && v <= wire.Version
+		switch {
+		case spoken && (err != nil || got != v):
+			t.Errorf("CheckHello(v%d) = %d, %v; want %d", v, got, err, v)
+		case !spoken && proto.CodeOf(err) != proto.CodeVersion:
+			t.Errorf("CheckHello(v%d) = %d, %v; want Error{version}", v, got, err)
+		}
 	}
 }

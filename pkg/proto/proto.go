@@ -57,15 +57,16 @@ const (
 	TPong    wire.Type = 0x05
 
 	// Client <-> chat server.
-	TJoin     wire.Type = 0x10
-	TJoined   wire.Type = 0x11
-	TLeave    wire.Type = 0x12
-	TChat     wire.Type = 0x13
-	TAck      wire.Type = 0x14
-	TDeliver  wire.Type = 0x15
-	TPresence wire.Type = 0x16
-	TResend   wire.Type = 0x17
-	TMissed   wire.Type = 0x18
+	TJoin      wire.Type = 0x10
+	TJoined    wire.Type = 0x11
+	TLeave     wire.Type = 0x12
+	TChat      wire.Type = 0x13
+	TAck       wire.Type = 0x14
+	TDeliver   wire.Type = 0x15
+	TPresence  wire.Type = 0x16
+	TResend    wire.Type = 0x17
+	TMissed    wire.Type = 0x18
+	TPresences wire.Type = 0x19
 
 	// Client <-> Central control port.
 	TRequest     wire.Type = 0x20
@@ -166,7 +167,7 @@ type Member struct {
 // Joined (0x11, chat server -> client): the Join succeeded. Seq is the
 // room's latest sequence number; Members the members now present, the
 // joiner first. A very large room lists its first 900 members here and
-// sends the others as Presence frames right after. Truncated means the history no longer reaches back to
+// sends the others in Presences frames right after. Truncated means the history no longer reaches back to
 // Since: messages between Since and Oldest are gone from this server.
 // Replayed Deliver frames follow.
 type Joined struct {
@@ -221,6 +222,17 @@ type Presence struct {
 	Here     bool   `msgpack:"here"`
 	LastSent uint64 `msgpack:"last"`
 	Inc      uint64 `msgpack:"inc"`
+}
+
+// Presences (0x19, chat server -> members, version 3): several Presence
+// changes in the order they happened, each exactly as a Presence frame
+// would carry it [changes]. The server gathers a room's joins and leaves
+// and sends them in one Presences frame per member (a lone change goes as
+// a Presence), and lists the members a very large room's Joined has no
+// room for in them, so M members joining together cost each member a few
+// frames rather than M. A version-2 member gets Presence frames instead.
+type Presences struct {
+	Changes []Presence `msgpack:"changes"`
 }
 
 // Resend (0x17): a member asks the room's member Of to send again its
@@ -374,6 +386,7 @@ func (*Deliver) FrameType() wire.Type     { return TDeliver }
 func (*Presence) FrameType() wire.Type    { return TPresence }
 func (*Resend) FrameType() wire.Type      { return TResend }
 func (*Missed) FrameType() wire.Type      { return TMissed }
+func (*Presences) FrameType() wire.Type   { return TPresences }
 func (*Request) FrameType() wire.Type     { return TRequest }
 func (*Status) FrameType() wire.Type      { return TStatus }
 func (*Incoming) FrameType() wire.Type    { return TIncoming }
@@ -418,6 +431,8 @@ func New(t wire.Type) wire.Message {
 		return new(Resend)
 	case TMissed:
 		return new(Missed)
+	case TPresences:
+		return new(Presences)
 	case TRequest:
 		return new(Request)
 	case TStatus:

@@ -35,6 +35,7 @@ var messages = []struct {
 	{"ack", &proto.Ack{Num: 42, Seq: 11}},
 	{"deliver", &proto.Deliver{Seq: 11, From: "alice", Num: 42, At: 1700000000000000000, Text: "hello, world", Inc: 1700000000000000001}},
 	{"presence", &proto.Presence{User: "bob", Here: true, LastSent: 3, Inc: 1700000000000000002}},
+	{"presences", &proto.Presences{Changes: []proto.Presence{{User: "bob", Here: true, LastSent: 3, Inc: 1700000000000000002}, {User: "carol"}}}},
 	{"resend", &proto.Resend{Of: "alice", After: 40, By: "bob", Inc: 1700000000000000001}},
 	{"missed", &proto.Missed{To: "bob", From: "alice", First: 1, Last: 5, Inc: 1700000000000000001}},
 	{"request", &proto.Request{To: []string{"bob"}}},

@@ -273,3 +273,29 @@ func appendMessage[S string | []byte](dst []byte, num uint64, at int64, text S) 
 	dst = append(dst, 0xa4, 't', 'e', 'x', 't')
 	return appendStr(dst, text)
 }
+
+// AppendPresences appends a whole Presences frame to dst whose changes are
+// the n Presence frames concatenated in frames (each with its header, as
+// wire.AppendFrame makes them), so a server can coalesce frames it has
+// already encoded without decoding them.
+func AppendPresences(dst []byte, n int, frames []byte) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, byte(TPresences), 0x81, 0xa7, 'c', 'h', 'a', 'n', 'g', 'e', 's')
+	switch {
+	case n < 16:
+		dst = append(dst, 0x90|byte(n))
+	case n < 1<<16:
+		dst = append(dst, 0xdc)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(n))
+	default:
+		dst = append(dst, 0xdd)
+		dst = binary.BigEndian.AppendUint32(dst, uint32(n))
+	}
+	for len(frames) >= wire.HeaderSize {
+		l := int(binary.BigEndian.Uint32(frames))
+		dst = append(dst, frames[wire.HeaderSize:wire.LenSize+l]...)
+		frames = frames[wire.LenSize+l:]
+	}
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-wire.LenSize))
+	return dst
+}

@@ -1,7 +1,10 @@
 package proto
 
 import (
+	"bytes"
+	"fmt"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +125,33 @@ func TestScanChat(t *testing.T) {
 	body := AppendChat(nil, 1, 2, "hi")[wire.HeaderSize:]
 	if a := testing.AllocsPerRun(100, func() { _, _, _, _, _ = ScanChat(body) }); a != 0 {
 		t.Errorf("ScanChat allocates %.0f times", a)
+	}
+}
+
+// TestAppendPresences checks that coalescing encoded Presence frames gives
+// the bytes wire.AppendFrame gives for the same Presences, across the
+// msgpack array sizes.
+func TestAppendPresences(t *testing.T) {
+	for _, n := range []int{1, 2, 15, 16, 300, 1 << 16} {
+		var want Presences
+		var frames []byte
+		for i := range n {
+			p := Presence{User: fmt.Sprintf("u%d", i), Here: i%3 != 0, LastSent: uint64(i), Inc: uint64(i) << 20}
+			want.Changes = append(want.Changes, p)
+			frames, _ = wire.AppendFrame(frames, &p)
+		}
+		wantB, err := wire.AppendFrame(nil, &want)
+		if n < 1<<12 && err != nil {
+			t.Fatal(err)
+		}
+		got := AppendPresences([]byte("junk"), n, frames)[4:]
+		if err == nil && !bytes.Equal(got, wantB) {
+			t.Fatalf("n=%d: AppendPresences = %x, want %x", n, got, wantB)
+		}
+		body := got[wire.HeaderSize:]
+		var dec Presences
+		if err := wire.Unmarshal(body, &dec); err != nil || !reflect.DeepEqual(dec, want) {
+			t.Fatalf("n=%d: decodes to %d changes, %v", n, len(dec.Changes), err)
+		}
 	}
 }

@@ -27,9 +27,13 @@
 //
 // The first frame in each direction is a version exchange: the dialing side
 // sends Hello{v, agent, token}, the listening side answers Welcome{v, server,
-// max} or an Error frame and closes. A peer whose Hello names a version it
-// does not speak gets Error{code: Version}. Nothing else is accepted before
-// Hello. The current version is Version.
+// max} or an Error frame and closes. A listener speaks every version from
+// MinVersion to Version: its Welcome names the Hello's version, and from
+// then on it sends that peer only frames of that version (a version-2 chat
+// member gets Presence frames where a version-3 one gets Presences). A
+// peer whose Hello names another version gets Error{code: Version}; a
+// dialer takes only a Welcome in its own version. Nothing else is accepted
+// before Hello. The current version is Version.
 //
 // # Errors
 //

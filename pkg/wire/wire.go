@@ -11,17 +11,24 @@ import (
 )
 
 const (
-	// Version is the protocol version carried by Hello and Welcome. It is
-	// bumped whenever there is a wire-incompatible change; a listener
-	// refuses a Hello in another version (proto.CheckHello), so both ends
-	// must move together.
+	// Version is the newest protocol version, carried by Hello and
+	// Welcome. It is bumped whenever the wire changes. A listener speaks
+	// every version from MinVersion to Version, each as it was: it answers
+	// a Hello in one of them with a Welcome in the same version and sends
+	// that peer only what its version has; it refuses any other version
+	// (proto.CheckHello). A dialer takes only a Welcome in its own version.
 	//
 	//   - version 1: the frame format and the messages as first released.
 	//   - version 2: sessions carry an incarnation: Inc in Join, Member,
 	//     Presence, Deliver, Resend and Missed; Chat.To makes a Chat the
 	//     answer to one member's Resend (no room sequence, Deliver.Seq 0,
 	//     not kept in history, not acknowledged).
-	Version = 2
+	//   - version 3: Presences (0x19) carries several joins and leaves in
+	//     one frame; the chat server sends it instead of runs of Presence
+	//     frames, and for the members a big room's Joined cannot list.
+	Version = 3
+	// MinVersion is the oldest version a listener still speaks.
+	MinVersion = 2
 	// LenSize is the size of the length prefix.
 	LenSize = 4
 	// HeaderSize is the length prefix plus the type byte.
