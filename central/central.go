@@ -48,7 +48,9 @@ type Central struct {
 	rooms      []*room
 	roomByID   map[string]*room
 	reqs       map[string]*request
-	reqByKey   map[string]*request
+	reqByGroup map[string]*request
+	done       map[string]store.Request // outcomes of keyed requests, for repeats
+	doneQ      []string                 // done's ids, oldest first
 	pushes     map[*push]struct{}
 	conns      map[*conn]struct{}
 	dirty      map[*user]struct{}
@@ -60,6 +62,7 @@ type Central struct {
 	tokenKey   []byte    // signs session tokens (newToken)
 	checkTok   bool      // tokenKey survives restarts: placeholders need their token
 	obs        *observer
+	revokes    revokeLog // tickets withdrawn before they expire (revoke.go)
 
 	kick chan struct{}
 
@@ -92,24 +95,25 @@ func New(cfg Config) (*Central, error) {
 		return nil, fmt.Errorf("central: config: %w", err)
 	}
 	c := &Central{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		st:       cfg.Store,
-		now:      cfg.Clock,
-		users:    map[string]*user{},
-		folded:   map[string]*user{},
-		tokens:   map[string]*user{},
-		srvByID:  map[string]*serverRec{},
-		layout:   1,
-		roomByID: map[string]*room{},
-		reqs:     map[string]*request{},
-		reqByKey: map[string]*request{},
-		pushes:   map[*push]struct{}{},
-		conns:    map[*conn]struct{}{},
-		dirty:    map[*user]struct{}{},
-		kick:     make(chan struct{}, 1),
-		gnetDone: make(chan error, 1),
-		obs:      newObserver(),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		st:         cfg.Store,
+		now:        cfg.Clock,
+		users:      map[string]*user{},
+		folded:     map[string]*user{},
+		tokens:     map[string]*user{},
+		srvByID:    map[string]*serverRec{},
+		layout:     1,
+		roomByID:   map[string]*room{},
+		reqs:       map[string]*request{},
+		reqByGroup: map[string]*request{},
+		done:       map[string]store.Request{},
+		pushes:     map[*push]struct{}{},
+		conns:      map[*conn]struct{}{},
+		dirty:      map[*user]struct{}{},
+		kick:       make(chan struct{}, 1),
+		gnetDone:   make(chan error, 1),
+		obs:        newObserver(),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -127,6 +131,7 @@ func New(cfg Config) (*Central, error) {
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.started = c.now()
+	c.revokes.id = randomID("", 8)
 	if c.tokenKey = deriveTokenKey(cfg); c.tokenKey != nil {
 		c.checkTok = true
 	} else {

@@ -50,6 +50,10 @@ type Config struct {
 	// is left unread (and cut off if that lasts), past it the client is
 	// cut off.
 	MaxOutbound int
+	// ControlIdle closes a control connection that said Hello and then
+	// sent nothing for this long (clients state their rooms and ping every
+	// few seconds); 0 keeps silent connections open.
+	ControlIdle time.Duration
 	// RoomTTL removes a room once none of its members has been connected,
 	// and no server has reported it, for this long; a user whose session
 	// has been gone for SessionGrace and who is in no room is forgotten.
@@ -125,6 +129,7 @@ func DefaultConfig() Config {
 		ProbeTimeout:      500 * time.Millisecond,
 		MaxMembers:        16,
 		MaxOutbound:       1 << 20,
+		ControlIdle:       30 * time.Second,
 		SettleWait:        2 * time.Second,
 		RoomTTL:           10 * time.Minute,
 		TicketTTL:         10 * time.Minute,
@@ -171,6 +176,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxConns < 0 || c.MaxConnsPerSource < 0 {
 		errs = append(errs, fmt.Errorf("MaxConns and MaxConnsPerSource must not be negative"))
+	}
+	if c.ControlIdle < 0 {
+		errs = append(errs, fmt.Errorf("ControlIdle must not be negative, got %v", c.ControlIdle))
 	}
 	if c.MaxOutbound < 64<<10 {
 		errs = append(errs, fmt.Errorf("MaxOutbound must be at least 64 KiB, got %d", c.MaxOutbound))

@@ -44,6 +44,7 @@ type conn struct {
 	outbound atomic.Int64 // the outbound buffer as last seen on the loop
 	paused   atomic.Bool  // input left unread until the output drains
 	pausedAt atomic.Int64 // when paused was set, Unix nanoseconds
+	lastRead atomic.Int64 // when input last arrived, Unix nanoseconds
 	user     *user        // guarded by Central.mu; nil before Hello
 }
 
@@ -173,6 +174,7 @@ func (h *control) OnBoot(eng gnet.Engine) gnet.Action {
 // OnOpen runs on the connection's event loop.
 func (h *control) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	cn := &conn{gc: gc}
+	cn.lastRead.Store(time.Now().UnixNano())
 	gc.SetContext(cn)
 	c := h.c
 	if !c.ctrlPort.Acquire(gc.RemoteAddr(), 1) {
@@ -211,6 +213,7 @@ func (h *control) OnClose(gc gnet.Conn, _ error) gnet.Action {
 // connection's event loop.
 func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 	cn := gc.Context().(*conn)
+	cn.lastRead.Store(time.Now().UnixNano())
 	for {
 		n := gc.InboundBuffered()
 		if cn.dead.Load() {
@@ -342,12 +345,19 @@ func (c *Central) offlineLocked(u *user) {
 	}
 }
 
-// tickHelloLocked closes connections that never said Hello.
+// tickHelloLocked closes connections that never said Hello, and those
+// silent for ControlIdle after it (on the real clock: silence is real).
 func (c *Central) tickHelloLocked(now time.Time) {
 	c.wakePausedLocked()
+	idle := c.cfg.ControlIdle.Nanoseconds()
+	real := time.Now().UnixNano()
 	for cn := range c.conns {
-		if cn.user == nil && !cn.dead.Load() && now.Sub(cn.opened) > helloTimeout {
+		switch {
+		case cn.dead.Load():
+		case cn.user == nil && now.Sub(cn.opened) > helloTimeout:
 			c.fatalLocked(cn, proto.CodeTimeout, "no hello within "+helloTimeout.String())
+		case cn.user != nil && idle > 0 && real-cn.lastRead.Load() > idle:
+			c.fatalLocked(cn, proto.CodeTimeout, fmt.Sprintf("nothing received for %v (clients ping)", c.cfg.ControlIdle))
 		}
 	}
 }
@@ -419,11 +429,20 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 		c.online++
 	}
 	u.sess = cn
+	u.restored = false
 	cn.user = u
 	c.sendLocked(cn, &proto.Welcome{V: v, Server: "central", Max: wire.MaxFrame, User: u.name})
 	now := c.now()
 	for _, p := range u.pushes {
 		p.first = now // the give-up clock stood still while u was away
 		c.sendPushLocked(p, now)
+	}
+	// Requests waiting for u's answer: made while u was awaited
+	// (awaitedLocked), so never told, or told on the connection this one
+	// replaces (going offline would have ended them).
+	for q := range u.reqs {
+		if _, ok := q.waiting[u]; ok {
+			c.incomingLocked(u, q)
+		}
 	}
 }

@@ -16,10 +16,12 @@
 //
 // # State
 //
-// The records (users, servers, rooms) live in a store.Store; New loads what
-// the store already holds, and every change is written through. Next to the
-// records Central keeps what is derived or tied to a connection: control
-// sessions, pending requests, unacknowledged pushes, and one latency matrix
+// The records (users, servers, rooms, and for two minutes the outcomes of
+// keyed chat requests) live in a store.Store; New loads what the store
+// already holds, and every change is written through. Next to the records
+// Central keeps what is derived or tied to a connection: control sessions,
+// pending requests (a client sends its own again, by key, to whichever
+// Central it reaches next), unacknowledged pushes, and one latency matrix
 // per room laid out in server order (selection.Matrix), rebuilt lazily when a
 // member reports a new vector or the server list changes. One mutex guards
 // all of it. Its holders never do I/O: frames leave through gnet's

@@ -3,6 +3,7 @@ package central
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
 )
 
@@ -134,4 +136,76 @@ func TestControlNonReaderIsCutOff(t *testing.T) {
 		t.Fatalf("Central after the flood: %v", err)
 	}
 	_ = context.Background
+}
+
+// A control connection that said Hello and then went silent is closed
+// after ControlIdle; one that pings stays.
+func TestControlIdleClosed(t *testing.T) {
+	cfg := testConfig(t)
+	// Wide against the 100 ms pings below: a loaded machine under -race
+	// can stall this goroutine for hundreds of milliseconds.
+	cfg.ControlIdle = 2 * time.Second
+	h := startCentral(t, cfg)
+	silent, _ := h.connect(t, "silent")
+	talker, _ := h.connect(t, "talker")
+	start := time.Now()
+	// Pings every 100 ms for 2 x ControlIdle: each is answered.
+	for i := uint64(1); time.Since(start) < 2*cfg.ControlIdle; i++ {
+		talker.send(&proto.Ping{ID: i})
+		if p := expect[*proto.Pong](talker, nil); p.ID != i {
+			t.Fatalf("pong %+v, want id %d", p, i)
+		}
+		time.Sleep(100 * time.Millisecond) // the client's ping period, not a wait for a condition
+	}
+	silent.ExpectClosed(proto.CodeTimeout) // its error frame and close were kept for us
+	t.Logf("ControlIdle %v: the silent connection was closed; the pinging one stayed open for %v", cfg.ControlIdle, time.Since(start).Round(10*time.Millisecond))
+	talker.send(&proto.Ping{ID: 999})
+	if p := expect[*proto.Pong](talker, nil); p.ID != 999 {
+		t.Fatalf("pong %+v", p)
+	}
+}
+
+// A client certificate naming a chat server id registers and speaks for
+// that id only; the cluster-wide certificate (naming none) registers any.
+func TestServerCertificateNamesItsID(t *testing.T) {
+	f, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert1, key1, err := tlsconfig.WriteServerClient(f, "serv1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTLS, err := tlsconfig.Server(f.ServerCert, f.ServerKey, f.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTLS.ClientAuth = tls.VerifyClientCertIfGiven
+	cfg := testConfig(t)
+	cfg.TLS = srvTLS
+	h := startCentral(t, cfg)
+	api := func(cert, key string) *centralapi.Client {
+		cl, err := tlsconfig.Client(f.CA, cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return centralapi.NewClientTLS(h.c.RESTAddr(), cl)
+	}
+	serv1, shared := api(cert1, key1), api(f.ClientCert, f.ClientKey)
+	if _, err := serv1.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: "127.0.0.1:3002"}); err != nil {
+		t.Fatalf("serv1 registering itself: %v", err)
+	}
+	if _, err := serv1.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv2", Addr: "127.0.0.1:3003"}); !centralapi.IsUnauthorized(err) {
+		t.Fatalf("serv1's certificate registering serv2: %v, want unauthorized", err)
+	}
+	r2, err := shared.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv2", Addr: "127.0.0.1:3003"})
+	if err != nil {
+		t.Fatalf("the cluster-wide certificate registering serv2: %v", err)
+	}
+	if _, err := serv1.Heartbeat(ctx(t), "serv2", r2.Token, centralapi.HeartbeatRequest{}); !centralapi.IsUnauthorized(err) {
+		t.Fatalf("serv1's certificate with serv2's token: %v, want unauthorized", err)
+	}
+	if _, err := shared.Heartbeat(ctx(t), "serv2", r2.Token, centralapi.HeartbeatRequest{}); err != nil {
+		t.Fatalf("serv2's heartbeat: %v", err)
+	}
 }

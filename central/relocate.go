@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
 	"nearchat/pkg/selection"
@@ -143,6 +144,7 @@ func (c *Central) applyMoveLocked(mv move, now time.Time) {
 	c.sel[to.idx].Full = to.full()
 	r.epoch = c.nextEpoch(r, now)
 	r.lastMove = now
+	c.revokeLocked(centralapi.Revocation{Room: r.id, Epoch: r.epoch}, now)
 	r.lostSrv = ""
 	c.storeErr("put room", c.st.PutRoom(r.record()))
 	c.log.Info("room moved", "room", r.id, "epoch", r.epoch, "from", prevID, "to", to.rec.ID, "reason", mv.reason, "rtt", mv.rtt, "prev_rtt", mv.prevRTT)
@@ -311,7 +313,7 @@ func (c *Central) assignFrame(m *proto.Assign, user string, now time.Time) ([]by
 	m.Ticket = nil
 	if c.cfg.TicketKey != nil {
 		t, err := ticket.Sign(c.cfg.TicketKey, ticket.Claims{Room: m.Room, User: user, Epoch: m.Epoch,
-			Server: m.Server.ID, Expires: now.Add(c.cfg.TicketTTL).Unix()})
+			Server: m.Server.ID, Expires: now.Add(c.cfg.TicketTTL).Unix(), Issued: now.UnixNano()})
 		if err != nil {
 			return nil, err
 		}
@@ -458,6 +460,9 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 func (c *Central) adoptPlacementLocked(r *room, s *serverRec, id string, epoch uint64, now time.Time) {
 	if r.srv != nil {
 		r.srv.assigned--
+	}
+	if epoch > r.epoch {
+		c.revokeLocked(centralapi.Revocation{Room: r.id, Epoch: epoch}, now)
 	}
 	r.srv, r.epoch, r.lostSrv = s, epoch, ""
 	if s == nil {

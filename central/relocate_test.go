@@ -19,6 +19,7 @@ func TestAssignRetriedUntilAck(t *testing.T) {
 	first := expect[*proto.Assign](b, skipStatus)
 	expect[*proto.Assign](a, skipStatus)
 	a.send(&proto.AssignAck{Room: first.Room, Epoch: 1})
+	a.sync(skipStatus)
 	for i := range 3 {
 		w.clk.Advance(w.c.cfg.AssignRetry)
 		again := expect[*proto.Assign](b, skipStatus)

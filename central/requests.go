@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"nearchat/central/store"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
 )
@@ -13,7 +14,8 @@ import (
 // request is a chat request waiting for its invitees' answers.
 type request struct {
 	id        string
-	key       string // sorted member names: one pending request per group
+	group     string // sorted member names: one pending request per group
+	keyed     bool   // the requester named it (proto.Request.Key): its outcome is kept
 	from      *user
 	members   []*user // requester first
 	waiting   map[*user]struct{}
@@ -39,6 +41,18 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 	invalid := func(format string, args ...any) {
 		c.countRequest(proto.ReqInvalid)
 		c.statusLocked(u, id, proto.ReqInvalid, fmt.Sprintf(format, args...), "")
+	}
+	if m.Key != "" {
+		if err := proto.CheckKey(m.Key); err != nil {
+			invalid("%v", err)
+			return
+		}
+		id = proto.RequestID(u.name, m.Key)
+		// A repeat costs no token: it starts nothing, and the answers
+		// go to the repeater alone.
+		if c.repeatLocked(u, id) {
+			return
+		}
 	}
 	if !u.reqLimit.allow(c.now(), c.cfg.RequestRate, c.cfg.RequestBurst) {
 		// One reply, not two: a flood of requests must not buy a flood
@@ -79,7 +93,7 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 			c.countRequest(proto.UserNotFound)
 			c.statusLocked(u, id, proto.UserNotFound, fmt.Sprintf("no user %s is registered", to), "")
 			return
-		case v.sess == nil:
+		case v.sess == nil && !c.awaitedLocked(v):
 			c.countRequest(proto.UserNotFound)
 			c.statusLocked(u, id, proto.UserNotFound, fmt.Sprintf("user %s is not connected", to), "")
 			return
@@ -88,23 +102,112 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 	}
 	sorted := slices.Clone(names)
 	slices.Sort(sorted)
-	key := strings.Join(sorted, "\x00")
-	if prev := c.reqByKey[key]; prev != nil {
+	group := strings.Join(sorted, "\x00")
+	if prev := c.reqByGroup[group]; prev != nil {
 		invalid("request %s between the same users is already pending", prev.id)
 		return
 	}
 	now := c.now()
-	q := &request{id: id, key: key, from: u, members: members, waiting: map[*user]struct{}{}, created: now, lastAwait: now}
+	q := &request{id: id, group: group, keyed: m.Key != "", from: u, members: members, waiting: map[*user]struct{}{}, created: now, lastAwait: now}
 	c.reqs[id] = q
-	c.reqByKey[key] = q
+	c.reqByGroup[group] = q
+	var later []string
 	for _, v := range members {
 		v.reqs[q] = struct{}{}
 		if v != u {
 			q.waiting[v] = struct{}{}
-			c.sendLocked(v.sess, &proto.Incoming{Req: id, From: u.name, Members: names})
+			if v.sess == nil {
+				later = append(later, v.name) // told on its Hello
+				continue
+			}
+			c.incomingLocked(v, q)
 		}
 	}
-	c.statusLocked(u, id, proto.ReqSent, "", "")
+	detail := ""
+	if len(later) > 0 {
+		detail = "told when they reconnect to this Central, which has just started: " + strings.Join(later, ", ")
+	}
+	c.statusLocked(u, id, proto.ReqSent, detail, "")
+}
+
+func (c *Central) incomingLocked(v *user, q *request) {
+	names := make([]string, len(q.members))
+	for i, m := range q.members {
+		names[i] = m.name
+	}
+	c.sendLocked(v.sess, &proto.Incoming{Req: q.id, From: q.from.name, Members: names})
+}
+
+// awaitedLocked reports whether v, offline, is expected back: it was
+// loaded from the store by this Central, which started less than
+// SessionGrace ago (a restart or a failover: the name is still reserved
+// for it), and has not connected since. A request to v waits for it
+// (within RequestTimeout) rather than failing because v's client has not
+// found the new Central yet.
+func (c *Central) awaitedLocked(v *user) bool {
+	return v.restored && c.now().Sub(c.started) < c.cfg.SessionGrace
+}
+
+// repeatLocked answers a keyed request u has made before, if Central knows
+// it: a running request's status stream again from ACK_CONN (the
+// AWAITING_REQs and the final status follow as usual), or the outcome of
+// one that ended.
+func (c *Central) repeatLocked(u *user, id string) bool {
+	if q := c.reqs[id]; q != nil && q.from == u {
+		c.statusLocked(u, id, proto.AckConn, "", "")
+		c.statusLocked(u, id, proto.ReqSent, "", "")
+		return true
+	}
+	if d, ok := c.done[id]; ok && d.From == u.name {
+		c.statusLocked(u, id, proto.AckConn, "", "")
+		c.statusLocked(u, id, proto.StatusCode(d.Code), d.Detail, d.Room)
+		return true
+	}
+	return false
+}
+
+// Outcomes of keyed requests are kept for requestMemory, at most maxDone of
+// them: long enough for a client to reconnect and send its request again.
+const (
+	requestMemory = 2 * time.Minute
+	maxDone       = 1 << 16
+)
+
+// rememberLocked keeps q's outcome for repeats of q, in the store too, so
+// that the Central that takes over after a failover answers them. Only
+// decisions are kept: an acceptance (the room exists), a decline, a
+// timeout. A request that failed because a member went offline (the
+// requester's own connection, maybe, which is why it asks again) or found
+// no server is simply run again.
+func (c *Central) rememberLocked(q *request, code proto.StatusCode, detail, room string) {
+	if !q.keyed || (code != proto.ReqAccepted && code != proto.ReqDeclined && code != proto.ReqTimeout) {
+		return
+	}
+	rec := store.Request{ID: q.id, From: q.from.name, Code: uint8(code), Detail: detail, Room: room, Finished: c.now()}
+	if _, ok := c.done[q.id]; !ok {
+		c.doneQ = append(c.doneQ, q.id)
+	}
+	c.done[q.id] = rec
+	c.storeErr("put request", c.st.PutRequest(rec))
+	for len(c.doneQ) > maxDone {
+		c.forgetDoneLocked()
+	}
+}
+
+// forgetDoneLocked drops the oldest kept outcome.
+func (c *Central) forgetDoneLocked() {
+	id := c.doneQ[0]
+	c.doneQ[0] = ""
+	c.doneQ = c.doneQ[1:]
+	delete(c.done, id)
+	c.storeErr("delete request", c.st.DeleteRequest(id))
+}
+
+// expireDoneLocked drops the outcomes older than requestMemory.
+func (c *Central) expireDoneLocked(now time.Time) {
+	for len(c.doneQ) > 0 && now.Sub(c.done[c.doneQ[0]].Finished) >= requestMemory {
+		c.forgetDoneLocked()
+	}
 }
 
 // finishLocked ends q with a final status, told to every member still
@@ -114,8 +217,9 @@ func (c *Central) finishLocked(q *request, code proto.StatusCode, detail, room s
 		return
 	}
 	delete(c.reqs, q.id)
-	delete(c.reqByKey, q.key)
+	delete(c.reqByGroup, q.group)
 	c.countRequest(code)
+	c.rememberLocked(q, code, detail, room)
 	for _, v := range q.members {
 		delete(v.reqs, q)
 		c.statusLocked(v, q.id, code, detail, room)

@@ -245,3 +245,49 @@ func TestRequestRateLimit(t *testing.T) {
 		t.Fatalf("after the refusal: %+v", p)
 	}
 }
+
+// TestRequestKeyRepeats: a Request sent again with its key gets the same
+// request's stream (the invitee is not asked twice), and after the end its
+// outcome with the same room, never a second request or room. Keys are
+// per requester; an invalid key is refused.
+func TestRequestKeyRepeats(t *testing.T) {
+	w := newWorld(t, nil)
+	a, b := w.user(t, "alice"), w.user(t, "bob")
+	want := proto.RequestID("alice", "k1")
+	req := &proto.Request{To: []string{"bob"}, Key: "k1"}
+	for range 2 {
+		a.send(req)
+		if ack := a.expectStatus(proto.AckConn); ack.Req != want {
+			t.Fatalf("ack %+v, want request id %s", ack, want)
+		}
+		a.expectStatus(proto.ReqSent)
+	}
+	in := expect[*proto.Incoming](b, nil)
+	if in.Req != want {
+		t.Fatalf("incoming %+v", in)
+	}
+	b.send(&proto.Answer{Req: in.Req, Accept: true})
+	acc := a.expectStatus(proto.ReqAccepted)
+	expect[*proto.Assign](a, skipAwaiting)
+	b.expectStatus(proto.ReqAccepted) // and no second Incoming before it
+	expect[*proto.Assign](b, nil)
+
+	a.send(req)
+	a.expectStatus(proto.AckConn)
+	if again := a.expectStatus(proto.ReqAccepted); again.Req != want || again.Room != acc.Room {
+		t.Fatalf("repeat after the end: %+v, want %s with room %s", again, want, acc.Room)
+	}
+	if rooms, err := w.api.Rooms(ctx(t), ""); err != nil || len(rooms) != 1 {
+		t.Fatalf("rooms %+v %v, want the one", rooms, err)
+	}
+
+	b.send(&proto.Request{To: []string{"alice"}, Key: "k1"})
+	if ack := b.expectStatus(proto.AckConn); ack.Req == want || ack.Req != proto.RequestID("bob", "k1") {
+		t.Fatalf("bob's request with alice's key: %+v", ack)
+	}
+	b.expectStatus(proto.ReqSent)
+	expect[*proto.Incoming](a, nil)
+
+	a.send(&proto.Request{To: []string{"bob"}, Key: "not a key"})
+	a.expectStatus(proto.ReqInvalid) // alone, as for a rate-limited request
+}

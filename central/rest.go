@@ -17,6 +17,7 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
+	"nearchat/pkg/tlsconfig"
 )
 
 // Body caps by route: a body is read only after its sender is known where
@@ -367,6 +368,21 @@ func (c *Central) clusterOK(r *http.Request, body string) *apiError {
 	return nil
 }
 
+// certFor refuses r when it carries a verified client certificate that
+// names chat server ids (tlsconfig.ServerIDURI) other than id: such a
+// certificate speaks for its own server alone. A certificate naming no id
+// stands for the cluster, as the secret does.
+func certFor(r *http.Request, id string) *apiError {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	ids := tlsconfig.ServerIDs(r.TLS.VerifiedChains[0][0])
+	if len(ids) == 0 || slices.Contains(ids, id) {
+		return nil
+	}
+	return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate is for chat server %s, not %q", strings.Join(ids, ", "), id)
+}
+
 // serverAuthOn reports whether chat servers must prove who they are: a
 // cluster secret or a TLS client CA is configured. Without either, Central
 // runs open (for the demo and tests) and says so at start.
@@ -382,6 +398,9 @@ func (c *Central) authServer(r *http.Request) (*serverRec, *apiError) {
 	defer c.mu.Unlock()
 	s, e := c.serverLocked(r)
 	if e != nil {
+		return nil, e
+	}
+	if e := certFor(r, s.rec.ID); e != nil {
 		return nil, e
 	}
 	if c.serverAuthOn() && (s.token == "" || !same(bearer(r), s.token)) {
@@ -413,6 +432,9 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	if e := c.clusterOK(r, in.Secret); e != nil {
 		return 0, nil, e
 	}
+	if e := certFor(r, in.ID); e != nil {
+		return 0, nil, e
+	}
 	if err := proto.CheckUser(in.ID); err != nil {
 		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server id: %v", err)
 	}
@@ -427,13 +449,15 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	now := c.now()
 	s := c.srvByID[in.ID]
 	// A live server's id is its own: another holder of the cluster secret
-	// may not take it over or re-address it. The server itself, restarted
-	// without its token, gets it back at the same address, or anywhere once
-	// it has been declared down.
-	if s != nil && c.serverAuthOn() && s.token != "" && !s.rec.Down && !same(in.Token, s.token) && in.Addr != s.rec.Addr {
+	// may not take it over, re-address it or reset its token, not even at
+	// its own address. The server itself, restarted, takes it back with
+	// its token (chatserver -token-file), or without once it has been
+	// declared down.
+	if s != nil && c.serverAuthOn() && s.token != "" && !s.rec.Down && !same(in.Token, s.token) {
 		c.mu.Unlock()
 		return 0, nil, errf(http.StatusConflict, centralapi.CodeServerTaken,
-			"server id %q is registered by a live server at %s; pick another id", in.ID, s.rec.Addr)
+			"server id %q is registered by a live server at %s; pick another id, present its token, or wait until it is declared down (%v without a heartbeat)",
+			in.ID, s.rec.Addr, c.cfg.OfflineAfter)
 	}
 	rec := store.Server{ID: in.ID, Addr: in.Addr, MaxRooms: in.MaxRooms, MaxConns: in.MaxConns, Registered: now, LastSeen: now}
 	if s == nil {
@@ -488,6 +512,7 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 		c.announceLocked(s, proto.ServerUp)
 	}
 	out := centralapi.HeartbeatResponse{HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), Draining: s.rec.Draining}
+	c.revocationsLocked(&out, in.RevokeLog, in.RevokeSeq, now)
 	c.mu.Unlock()
 	if revived {
 		c.log.Info("chat server back up", "server", s.rec.ID)

@@ -59,6 +59,7 @@ func TestRESTErrors(t *testing.T) {
 		{"deregister server no secret", "DELETE", "/v1/servers/serv1", "", "", 401, centralapi.CodeUnauthorized, ""},
 		{"deregister server with the cluster secret", "DELETE", "/v1/servers/serv1", "", "Bearer s3cret", 401, centralapi.CodeUnauthorized, ""},
 		{"take a live server's id", "POST", "/v1/servers", `{"id":"serv1","addr":"127.0.0.1:9"}`, "Bearer s3cret", 409, centralapi.CodeServerTaken, ""},
+		{"take a live server's id at its address", "POST", "/v1/servers", `{"id":"serv1","addr":"127.0.0.1:3002"}`, "Bearer s3cret", 409, centralapi.CodeServerTaken, ""},
 		{"server id dot", "POST", "/v1/servers", `{"id":".","addr":"127.0.0.1:9"}`, "Bearer s3cret", 400, centralapi.CodeBadRequest, ""},
 		{"name dot", "POST", "/v1/clients", `{"name":"."}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"name dot dot", "POST", "/v1/clients", `{"name":".."}`, "", 400, centralapi.CodeBadRequest, ""},

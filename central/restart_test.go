@@ -3,6 +3,7 @@ package central
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -188,5 +189,57 @@ func restartFromStore(t *testing.T, st store.Store, reopen func() store.Store) {
 	h2.connectAs(t, bs)
 	if _, err := h2.api.RegisterClient(ctx(t), "bob", ""); !centralapi.IsNameTaken(err) {
 		t.Fatalf("bob's name after restart: %v", err)
+	}
+}
+
+// TestRestartKeepsOutcomesAndAwaitsMembers: a Central that starts over the
+// store of one that stopped answers a repeat of a keyed request with its
+// stored outcome (the same room, not a second one), and a request to a
+// user it loaded but who has not reconnected yet waits for that user and
+// asks it on its Hello, instead of ending USER_NOT_FOUND.
+func TestRestartKeepsOutcomesAndAwaitsMembers(t *testing.T) {
+	st := store.NewMemory()
+	cfg := testConfig(t)
+	cfg.Store = st
+	h1 := startCentral(t, cfg)
+	h1.addServer(t, "serv1")
+	a, as := h1.connect(t, "alice")
+	b, bs := h1.connect(t, "bob")
+	cs := h1.register(t, "carol")
+	for _, s := range []centralapi.Session{as, bs, cs} {
+		h1.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10)})
+	}
+	req := &proto.Request{To: []string{"bob"}, Key: "k1"}
+	a.send(req)
+	a.expectStatus(proto.AckConn)
+	a.expectStatus(proto.ReqSent)
+	in := expect[*proto.Incoming](b, nil)
+	b.send(&proto.Answer{Req: in.Req, Accept: true})
+	acc := a.expectStatus(proto.ReqAccepted)
+	h1.c.Close()
+
+	cfg2 := testConfig(t)
+	cfg2.Store = st
+	h2 := startCentral(t, cfg2)
+	a2 := h2.connectAs(t, as)
+	a2.send(req)
+	a2.expectStatus(proto.AckConn)
+	if st := a2.expectStatus(proto.ReqAccepted); st.Req != in.Req || st.Room != acc.Room {
+		t.Fatalf("repeat at the new Central: %+v, want %s in room %s", st, in.Req, acc.Room)
+	}
+
+	a2.send(&proto.Request{To: []string{"carol"}, Key: "k2"})
+	a2.expectStatus(proto.AckConn)
+	if sent := a2.expectStatus(proto.ReqSent); !strings.Contains(sent.Detail, "carol") {
+		t.Fatalf("REQ_SENT %+v should say carol is told when she reconnects", sent)
+	}
+	c2 := h2.connectAs(t, cs)
+	in2 := expect[*proto.Incoming](c2, nil)
+	if in2.Req != proto.RequestID("alice", "k2") || in2.From != "alice" {
+		t.Fatalf("carol asked %+v", in2)
+	}
+	c2.send(&proto.Answer{Req: in2.Req, Accept: true})
+	if st := a2.expectStatus(proto.ReqAccepted); st.Room == "" || st.Room == acc.Room {
+		t.Fatalf("alice's request to carol: %+v", st)
 	}
 }

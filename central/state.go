@@ -38,9 +38,12 @@ type user struct {
 	pushes       map[string]*push // by room id
 	sess         *conn            // live control connection, nil when offline
 	offlineSince time.Time
-	reqLimit     bucket // chat requests this user may still make
-	holdLimit    bucket // Holding reports
-	repLimit     bucket // Unreachable reports
+	// restored: loaded from the store and not connected to this Central
+	// since (see awaitedLocked).
+	restored  bool
+	reqLimit  bucket // chat requests this user may still make
+	holdLimit bucket // Holding reports
+	repLimit  bucket // Unreachable reports
 }
 
 func (u *user) placeholder() bool { return u.token == "" }
@@ -217,14 +220,19 @@ func (c *Central) load() error {
 	if err != nil {
 		return err
 	}
+	// Sized once: a standby that takes over loads every user and room,
+	// and growing maps of 100,000 entries step by step costs seconds.
+	c.users, c.folded, c.tokens = make(map[string]*user, len(users)), make(map[string]*user, len(users)), make(map[string]*user, len(users))
+	c.dirty = make(map[*user]struct{}, len(users))
 	for _, rec := range users {
 		u := c.newUserLocked(rec.Name, rec.Token, now)
-		u.lat, u.reg = rec.Latency, rec.Registered
+		u.lat, u.reg, u.restored = rec.Latency, rec.Registered, true
 	}
 	rooms, err := c.st.Rooms()
 	if err != nil {
 		return err
 	}
+	c.roomByID, c.rooms = make(map[string]*room, len(rooms)), make([]*room, 0, len(rooms))
 	for _, rec := range rooms {
 		r := &room{id: rec.ID, srv: c.srvByID[rec.Server], epoch: rec.Epoch, created: rec.Created, lastMove: rec.LastMove, adopted: rec.Adopted}
 		if r.srv == nil {
@@ -234,6 +242,15 @@ func (c *Central) load() error {
 			r.members = append(r.members, c.userOrPlaceholderLocked(name, now))
 		}
 		c.insertRoomLocked(r)
+	}
+	reqs, err := c.st.Requests()
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(reqs, func(a, b store.Request) int { return a.Finished.Compare(b.Finished) })
+	for _, rec := range reqs {
+		c.done[rec.ID] = rec
+		c.doneQ = append(c.doneQ, rec.ID)
 	}
 	c.syncSelLocked()
 	return nil
@@ -411,6 +428,7 @@ func (c *Central) deleteRoomLocked(r *room) {
 	if r.srv != nil {
 		r.srv.assigned--
 	}
+	c.revokeLocked(centralapi.Revocation{Room: r.id, Before: c.now().UnixNano()}, c.now())
 	c.storeErr("delete room", c.st.DeleteRoom(r.id))
 	c.log.Info("room removed", "room", r.id)
 }
@@ -423,6 +441,8 @@ func (c *Central) removeMemberLocked(r *room, u *user) {
 	}
 	r.members = slices.Delete(r.members, i, i+1)
 	delete(r.held, u)
+	// The tickets u holds for r admit it no more, wherever r is.
+	c.revokeLocked(centralapi.Revocation{Room: r.id, User: u.name, Before: c.now().UnixNano()}, c.now())
 	r.mFresh = false
 	delete(u.rooms, r)
 	c.dropPushLocked(u, r.id)
@@ -502,6 +522,7 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 // been gone for SessionGrace and who are left in no room. Expired rooms
 // stop counting against their server's capacity.
 func (c *Central) expireLocked(now time.Time) {
+	c.expireDoneLocked(now)
 	for i := 0; i < len(c.rooms); {
 		r := c.rooms[i]
 		for _, u := range r.members {

@@ -3,7 +3,9 @@ package chatserver
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -106,14 +108,27 @@ func (s *Server) startAgent() {
 
 func (a *agent) register(ctx context.Context) (time.Duration, error) {
 	cfg := a.s.cfg
+	tok := a.s.centralToken()
+	if tok == "" && cfg.TokenFile != "" {
+		if b, err := os.ReadFile(cfg.TokenFile); err == nil {
+			tok = strings.TrimSpace(string(b))
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			a.s.log.Warn("reading the server token", "file", cfg.TokenFile, "err", err)
+		}
+	}
 	resp, err := a.api.Register(ctx, centralapi.RegisterServerRequest{
 		ID: cfg.ID, Addr: a.s.Advertised(), Secret: cfg.Secret,
-		MaxRooms: cfg.MaxRooms, MaxConns: cfg.MaxConns, Token: a.s.centralToken(),
+		MaxRooms: cfg.MaxRooms, MaxConns: cfg.MaxConns, Token: tok,
 	})
 	if err != nil {
 		return 0, err
 	}
 	a.s.token.Store(&resp.Token)
+	if cfg.TokenFile != "" && resp.Token != tok {
+		if err := writeToken(cfg.TokenFile, resp.Token); err != nil {
+			a.s.log.Warn("keeping the server token", "file", cfg.TokenFile, "err", err)
+		}
+	}
 	a.s.log.Info("registered with Central", "central", cfg.Central, "id", cfg.ID, "heartbeat", resp.HeartbeatInterval())
 	a.pages = pager{} // a Central that restarted has seen none of our rooms
 	if a.draining {
@@ -128,7 +143,12 @@ func (a *agent) heartbeat(ctx context.Context) (centralapi.HeartbeatResponse, er
 	rooms := a.s.Rooms()
 	hb := centralapi.HeartbeatRequest{Conns: st.Conns, Total: len(rooms),
 		Rooms: a.pages.page(rooms, heartbeatPage)}
-	return a.api.Heartbeat(ctx, a.s.cfg.ID, a.s.centralToken(), hb)
+	hb.RevokeLog, hb.RevokeSeq = a.s.revoked.cursor()
+	resp, err := a.api.Heartbeat(ctx, a.s.cfg.ID, a.s.centralToken(), hb)
+	if err == nil {
+		a.s.applyRevocations(&resp)
+	}
+	return resp, err
 }
 
 func (a *agent) run(ctx context.Context) {
@@ -173,6 +193,8 @@ func (a *agent) run(ctx context.Context) {
 			}
 			if hint := centralMisconfig(err); hint != "" {
 				a.s.log.Error(hint, "err", err, "retry", backoff)
+			} else if centralapi.IsServerTaken(err) {
+				a.s.log.Warn("Central lists this id as a live server; registering again once it declares that instance down (keep -token-file to take it back at once)", "err", err, "retry", backoff)
 			} else {
 				a.s.log.Warn("Central unreachable; rooms keep running", "err", err, "retry", backoff)
 			}
@@ -230,6 +252,15 @@ func (s *Server) deregister() {
 	if err := api.Deregister(ctx, s.cfg.ID, s.centralToken()); err != nil {
 		s.log.Debug("deregistering from Central", "err", err)
 	}
+}
+
+// writeToken replaces the token file with tok, readable by the owner only.
+func writeToken(path, tok string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // centralToken is the server token from the last registration with

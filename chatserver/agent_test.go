@@ -3,6 +3,8 @@ package chatserver
 import (
 	"context"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -139,4 +141,47 @@ func TestDrainWaitsForRoomsToLeave(t *testing.T) {
 	if err := <-drained; err != nil {
 		t.Fatalf("Drain: %v", err)
 	}
+}
+
+// TestRestartTakesIDBackWithTokenFile crashes a registered server (no
+// deregistration) and starts another process in its place, at a new
+// address: with the token file it takes the id back at once, long before
+// Central declares the old instance down (a live id is nobody else's).
+func TestRestartTakesIDBackWithTokenFile(t *testing.T) {
+	c := startCentral(t, "127.0.0.1:0")
+	api := centralapi.NewClient(c.RESTAddr(), nil)
+	file := filepath.Join(t.TempDir(), "serv-t.token")
+	edit := func(cfg *Config) {
+		cfg.ID, cfg.Central, cfg.Secret, cfg.TokenFile = "serv-t", c.RESTAddr(), "s3cret", file
+	}
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Logger = testkit.LoggerAt(t, slog.LevelWarn)
+	edit(&cfg)
+	old, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "registration", func() bool {
+		info, ok := serverInfo(t, api, "serv-t")
+		return ok && info.Up && info.Addr == old.Addr()
+	})
+	if b, err := os.ReadFile(file); err != nil || len(b) < 32 {
+		t.Fatalf("token file: %q %v", b, err)
+	}
+	// A crash: the agent stops without telling Central.
+	old.stopAgent()
+	<-old.agentDone
+	old.cfg.Central = ""
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	s := startServer(t, edit)
+	testkit.WaitFor(t, 5*time.Second, "the restarted server to take its id back", func() bool {
+		info, ok := serverInfo(t, api, "serv-t")
+		return ok && info.Up && info.Addr == s.Addr()
+	})
+	t.Logf("id taken back in %v (Central declares a server down after %v)", time.Since(start).Round(time.Millisecond), central.DefaultConfig().OfflineAfter)
 }

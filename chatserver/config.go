@@ -101,6 +101,12 @@ type Config struct {
 	Central string
 	// Secret is the cluster secret presented to Central.
 	Secret string
+	// TokenFile, when set, keeps the server token Central issues at
+	// registration, so a restarted server presents it and takes its id
+	// back at once. Central gives a live server's id to nobody without its
+	// token: a restarted server without one waits until Central has
+	// declared its old instance down (OfflineAfter).
+	TokenFile string
 	// CentralTLS, when set, reaches Central over https with this client
 	// configuration (its certificate, if any, can stand for the secret).
 	CentralTLS *tls.Config

@@ -36,6 +36,7 @@ type member struct {
 	user     string
 	lastSent uint64
 	inc      uint64        // the member's incarnation, from its Join
+	issued   int64         // when its ticket was issued (Central's clock, Unix ns); 0 without tickets
 	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
 	sends    *rate.Limiter // Chat frames accepted from this member; nil until its first
 	paced    bool          // its input waits for sends (flow.go)
@@ -214,6 +215,19 @@ func (s *Server) onJoin(m *member, body []byte) error {
 		if c.Server != s.cfg.ID {
 			return proto.Fatalf(proto.CodeUnauthorized, "ticket is for server %q, this is %q", c.Server, s.cfg.ID)
 		}
+		if why := s.revoked.revoked(c); why != "" {
+			return proto.Fatalf(proto.CodeUnauthorized, "%s", why)
+		}
+		m.issued = c.Issued
+		if err := s.join(m, &j); err != nil {
+			return err
+		}
+		// A revocation that arrived while we joined found no member to
+		// drop: look again now that m is one.
+		if why := s.revoked.revoked(c); why != "" {
+			return proto.Fatalf(proto.CodeUnauthorized, "%s", why)
+		}
+		return nil
 	}
 	return s.join(m, &j)
 }

@@ -45,7 +45,9 @@
 //
 // TLS 1.3 is served on the event loops too (tls.go, tlsrecord.go). A
 // bounded pool of goroutines runs each handshake with crypto/tls, off the
-// loops; the connection is then enrolled on a loop with a record layer
+// loops, holding a slot only while the server works (a connection waiting
+// on its client, for its ClientHello or its answer, waits outside the
+// pool); the connection is then enrolled on a loop with a record layer
 // built from the handshake's application traffic secrets, and the tls.Conn
 // is dropped. On the loop, OnTraffic opens whole records in the loop's
 // scratch buffers and parses the frames they complete; writes are sealed

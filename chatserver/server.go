@@ -46,6 +46,7 @@ type Server struct {
 	drainReq  chan struct{}
 	centralOK atomic.Bool
 	token     atomic.Pointer[string] // this server's token from Central
+	revoked   revocations            // tickets Central withdrew (revoke.go)
 	closeOnce sync.Once
 	closeErr  error
 

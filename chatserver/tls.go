@@ -1,6 +1,7 @@
 package chatserver
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -32,12 +33,29 @@ import (
 // tickets apply. No goroutine and no relay belong to an established TLS
 // member. TLS 1.3 only.
 
-// tlsHandshakes bounds concurrent TLS handshakes. A full pool stops the
-// accept loop, so the kernel's backlog, not our memory, holds the queue.
+// tlsHandshakes bounds concurrent TLS handshakes. A connection holds a
+// slot only while the server works on its handshake: from the moment its
+// first record (the ClientHello) has arrived whole until the server has
+// sent its answer and waits for the client's. Waiting on the client, before
+// and after, happens outside the pool, in a stage that never blocks
+// accepting: when it holds tlsHelloWaiters connections, its oldest is
+// closed to make room. So neither idle sockets nor clients that stall
+// mid-handshake can hold the pool.
 const tlsHandshakes = 64
 
-// tlsHandshakeTimeout bounds one handshake.
+// tlsHandshakeTimeout bounds one handshake, from its first record on.
 const tlsHandshakeTimeout = 10 * time.Second
+
+// Bounds of waiting on clients: how long a connection may take to send
+// its first record, and how many may wait on their client at once.
+const (
+	tlsHelloTimeout = 3 * time.Second
+	tlsHelloWaiters = 1024
+)
+
+// maxFirstRecord is the largest first record waited for whole: a TLS
+// record holds at most 16 KiB of plaintext (RFC 8446 section 5.1).
+const maxFirstRecord = 5 + 16384 + 256
 
 // tlsFront accepts TLS connections and hands them to the event loops.
 type tlsFront struct {
@@ -50,13 +68,16 @@ type tlsFront struct {
 	enrolMu sync.Mutex // serialises Engine.Register
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // in the handshake, closed by stop
+	waiting *list.List            // of net.Conn waiting on their client, oldest first
 	stopped bool
+	stop    chan struct{} // closed by stopAccepting
 
 	handshakes, failed atomic.Uint64 // completed and failed, for Metrics
 }
 
 func newTLSFront(s *Server, ln net.Listener) *tlsFront {
-	f := &tlsFront{s: s, ln: ln, sem: make(chan struct{}, tlsHandshakes), pending: make(map[net.Conn]struct{})}
+	f := &tlsFront{s: s, ln: ln, sem: make(chan struct{}, tlsHandshakes), pending: make(map[net.Conn]struct{}),
+		waiting: list.New(), stop: make(chan struct{})}
 	base := s.cfg.TLS
 	f.cfg = &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -86,10 +107,8 @@ func (f *tlsFront) accept() {
 	defer f.wg.Done()
 	var delay time.Duration
 	for {
-		f.sem <- struct{}{}
 		c, err := f.ln.Accept()
 		if err != nil {
-			<-f.sem
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -106,22 +125,96 @@ func (f *tlsFront) accept() {
 		// The handshake holds a descriptor of the budget; OnOpen counts the
 		// connection again once it is on a loop.
 		if !f.s.port.Acquire(c.RemoteAddr(), 1) {
-			<-f.sem
 			c.Close()
 			continue
 		}
-		if !f.track(c, true) {
-			<-f.sem
+		el := f.park(c)
+		if el == nil {
+			f.s.port.Release(c.RemoteAddr(), 1)
 			c.Close()
 			return
 		}
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			f.handshake(c.(*net.TCPConn))
-			<-f.sem
+			f.hello(c.(*net.TCPConn), el)
 		}()
 	}
+}
+
+// park lists c as waiting on its client, closing the oldest waiter if
+// tlsHelloWaiters wait, and returns c's place in the list; nil means the
+// front is stopped.
+func (f *tlsFront) park(c net.Conn) *list.Element {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return nil
+	}
+	if f.waiting.Len() >= tlsHelloWaiters {
+		old := f.waiting.Remove(f.waiting.Front()).(net.Conn)
+		_ = old.Close() // its hello goroutine sees the read fail
+	}
+	f.pending[c] = struct{}{}
+	return f.waiting.PushBack(c)
+}
+
+// hello waits, within tlsHelloTimeout, for c's first record, then for a
+// handshake slot, and runs the handshake in it.
+func (f *tlsFront) hello(c *net.TCPConn, el *list.Element) {
+	_ = c.SetReadDeadline(time.Now().Add(tlsHelloTimeout))
+	first, err := readFirstRecord(c)
+	_ = c.SetReadDeadline(time.Time{})
+	f.unpark(el)
+	var release func()
+	if err == nil {
+		select {
+		case f.sem <- struct{}{}:
+			var once sync.Once
+			release = func() { once.Do(func() { <-f.sem }) }
+			defer release()
+		case <-f.stop:
+			err = net.ErrClosed
+		}
+	}
+	if err != nil {
+		f.s.port.Release(c.RemoteAddr(), 1)
+		f.track(c, false)
+		f.failed.Add(1)
+		f.s.log.Debug("TLS client sent no first record in time", "remote", c.RemoteAddr(), "err", err)
+		c.Close()
+		return
+	}
+	f.handshake(c, first, release)
+}
+
+// unpark takes el off the waiting list; a no-op if it was evicted.
+func (f *tlsFront) unpark(el *list.Element) {
+	if el == nil {
+		return
+	}
+	f.mu.Lock()
+	f.waiting.Remove(el)
+	f.mu.Unlock()
+}
+
+// readFirstRecord reads the header of the first TLS record from c and, if
+// it is a handshake record of a plausible size, the whole record. Anything
+// else is returned as read, for crypto/tls to refuse.
+func readFirstRecord(c net.Conn) ([]byte, error) {
+	b := make([]byte, 5, 512)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(b[3:5]))
+	if b[0] != 0x16 || 5+n > maxFirstRecord {
+		return b, nil
+	}
+	b = append(b, make([]byte, n)...)
+	if _, err := io.ReadFull(c, b[5:]); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // track records c as in its handshake (on) or not (off); false means the
@@ -141,13 +234,19 @@ func (f *tlsFront) track(c net.Conn, on bool) bool {
 }
 
 // handshake runs the TLS handshake on c off the loops, then enrolls c on
-// an event loop with its record layer as the connection's context.
-func (f *tlsFront) handshake(c *net.TCPConn) {
-	t := &tlsTransport{Conn: c}
+// an event loop with its record layer as the connection's context. It
+// calls release, giving up its slot, once it waits on the client.
+func (f *tlsFront) handshake(c *net.TCPConn, first []byte, release func()) {
+	var el *list.Element
+	t := &tlsTransport{Conn: c, first: first, onWait: func() {
+		release()
+		el = f.park(c)
+	}}
 	tc := tls.Server(t, f.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	f.unpark(el)
 	f.s.port.Release(c.RemoteAddr(), 1)
 	var rl *recordLayer
 	if err == nil {
@@ -185,6 +284,9 @@ func (f *tlsFront) handshake(c *net.TCPConn) {
 func (f *tlsFront) stopAccepting() {
 	_ = f.ln.Close()
 	f.mu.Lock()
+	if !f.stopped {
+		close(f.stop)
+	}
 	f.stopped = true
 	for c := range f.pending {
 		_ = c.Close()
@@ -198,11 +300,23 @@ func (f *tlsFront) stopAccepting() {
 // kilobytes, dropped with the tls.Conn) for newRecordLayer.
 type tlsTransport struct {
 	net.Conn
+	first         []byte // read before the handshake began, handed out first
+	onWait        func() // called once, when the server has answered and waits on the client
 	read, written []byte
 	keys          keyCapture
 }
 
 func (t *tlsTransport) Read(p []byte) (int, error) {
+	if len(t.first) > 0 {
+		n := copy(p, t.first)
+		t.first = t.first[n:]
+		t.read = append(t.read, p[:n]...)
+		return n, nil
+	}
+	if t.onWait != nil && len(t.written) > 0 {
+		t.onWait()
+		t.onWait = nil
+	}
 	n, err := t.Conn.Read(p)
 	t.read = append(t.read, p[:n]...)
 	return n, err

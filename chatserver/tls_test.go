@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -40,6 +43,18 @@ func startTLSServer(t testing.TB, ca tlsconfig.Files) *Server {
 		c.TLS = cfg
 		c.TLSListen = "127.0.0.1:0"
 	})
+}
+
+// clientTLS is a client configuration trusting ca, for the loopback
+// address.
+func clientTLS(t testing.TB, ca tlsconfig.Files) *tls.Config {
+	t.Helper()
+	cfg, err := tlsconfig.Client(ca.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "127.0.0.1"
+	return cfg
 }
 
 func dialTLS(t testing.TB, addr string, ca tlsconfig.Files, base *net.Dialer) (*peer, error) {
@@ -394,11 +409,7 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 func TestTLSResumedAndEagerClients(t *testing.T) {
 	ca := devCA(t)
 	s := startTLSServer(t, ca)
-	cfg, err := tlsconfig.Client(ca.CA, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ServerName = "127.0.0.1"
+	cfg := clientTLS(t, ca)
 	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	join := func(user string) (*peer, bool) {
 		raw, err := net.Dial("tcp", s.Addr())
@@ -446,5 +457,102 @@ func TestTLSResumedAndEagerClients(t *testing.T) {
 		if d := deliver(a); d.Num != i || d.From != "bob" {
 			t.Fatalf("alice got %+v", d)
 		}
+	}
+}
+
+// TestTLSIdleSocketsDoNotStallHandshakes opens more idle TCP connections
+// to the TLS port than there are handshake slots, and then a real client:
+// idle sockets wait for their first record outside the pool, so the client
+// is served at once rather than after the idle ones time out.
+func TestTLSIdleSocketsDoNotStallHandshakes(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	idle := make([]net.Conn, 0, 2*tlsHandshakes)
+	t.Cleanup(func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	})
+	for range cap(idle) {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	start := time.Now()
+	p, err := dialTLS(t, s.Addr(), ca, nil)
+	if err != nil {
+		t.Fatalf("TLS client behind %d idle sockets: %v after %v", len(idle), err, time.Since(start))
+	}
+	p.Hello(&proto.Hello{})
+	took := time.Since(start)
+	t.Logf("handshake and hello behind %d idle sockets: %v", len(idle), took)
+	if took > tlsHandshakeTimeout/2 {
+		t.Fatalf("took %v: the idle sockets held the handshake pool", took)
+	}
+	// The idle ones are closed once their hello deadline passes.
+	testkit.WaitFor(t, tlsHelloTimeout+5*time.Second, "idle sockets closed", func() bool {
+		_ = idle[0].SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		_, err := idle[0].Read(make([]byte, 1))
+		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	})
+}
+
+// stallConn sends what the TLS client writes (its ClientHello) but never
+// lets it read the server's answer, so the client never finishes.
+type stallConn struct {
+	net.Conn
+	wrote *atomic.Int32
+	stop  chan struct{}
+}
+
+func (c stallConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.wrote.Add(1)
+	return n, err
+}
+
+func (c stallConn) Read([]byte) (int, error) {
+	<-c.stop
+	return 0, net.ErrClosed
+}
+
+// TestTLSStalledHandshakesDoNotStallOthers starts more TLS handshakes
+// than there are slots, each sending a real ClientHello and then never
+// answering the server: a new client is served at once, as the slot is
+// given up while the server waits on its client.
+func TestTLSStalledHandshakesDoNotStallOthers(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	cfg := clientTLS(t, ca)
+	n := 2 * tlsHandshakes
+	var wrote atomic.Int32
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	for range n {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			_ = tls.Client(stallConn{Conn: c, wrote: &wrote, stop: stop}, cfg).Handshake()
+		}()
+	}
+	testkit.WaitFor(t, 10*time.Second, "every stalled client's ClientHello sent", func() bool { return wrote.Load() >= int32(n) })
+	start := time.Now()
+	p, err := dialTLS(t, s.Addr(), ca, nil)
+	if err != nil {
+		t.Fatalf("TLS client behind %d stalled handshakes: %v after %v", n, err, time.Since(start))
+	}
+	p.Hello(&proto.Hello{})
+	took := time.Since(start)
+	t.Logf("handshake and hello behind %d stalled handshakes: %v", n, took)
+	if took > tlsHandshakeTimeout/2 {
+		t.Fatalf("took %v: stalled handshakes held the pool", took)
 	}
 }

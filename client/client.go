@@ -54,7 +54,10 @@ type Config struct {
 	// is sent again.
 	HoldingEvery time.Duration
 	// BackoffMin and BackoffMax bound the reconnect delay to Central
-	// (exponential, with jitter).
+	// (exponential, with jitter). When a connection that had settled
+	// breaks, the delay starts again from BackoffMin and stays at most
+	// 4*BackoffMin for failoverRetry: a standby Central leads within its
+	// lease TTL, and the client should find it at once.
 	BackoffMin, BackoffMax time.Duration
 	// OnProbe, if set, sees every probe round's results (server ID ->
 	// result). It runs on the prober's goroutine and must not block.
@@ -97,6 +100,7 @@ type Client struct {
 	servers []centralapi.ServerInfo
 
 	lastVec  map[string]centralapi.Sample // the last vector reported
+	asked    map[string]asking            // requests with no final status yet, by request id
 	left     map[string]time.Time         // rooms left lately: their Assigns are stale
 	probeNow chan struct{}                // asks the prober for a round now
 	good     map[string][]goodSample      // each server's recent successful probes, oldest first
@@ -162,6 +166,7 @@ func New(opts Config) (*Client, error) {
 		running:  make(chan struct{}),
 		good:     make(map[string][]goodSample),
 		left:     make(map[string]time.Time),
+		asked:    make(map[string]asking),
 		probeNow: make(chan struct{}, 1),
 	}, nil
 }
@@ -283,10 +288,18 @@ func (c *Client) Run(ctx context.Context) error {
 	return err
 }
 
+// failoverRetry is how long after a settled control connection broke the
+// client keeps retrying at most every 4*BackoffMin: long enough for a
+// standby Central to win the election (the lease TTL, 2 s by default),
+// start and bind its ports.
+const failoverRetry = 10 * time.Second
+
 func (c *Client) controlLoop(ctx context.Context) error {
 	backoff := c.opts.BackoffMin
+	var broke time.Time // when the last settled connection broke
 	for {
-		err := c.controlOnce(ctx)
+		var up time.Time
+		err := c.controlOnce(ctx, &up)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -299,7 +312,19 @@ func (c *Client) controlLoop(ctx context.Context) error {
 			}
 		}
 		c.emit(Disconnected{Err: err})
-		wait := backoff/2 + rand.N(backoff/2+1)
+		now := time.Now()
+		if !up.IsZero() && now.Sub(up) > backoff {
+			// The connection outlived the backoff: this is a new
+			// incident (Central died, or failed over), not the same
+			// one going on, and the backoff starts again. A
+			// connection cut right after each Welcome keeps growing it.
+			backoff, broke = c.opts.BackoffMin, now
+		}
+		step := backoff
+		if now.Sub(broke) < failoverRetry {
+			step = min(step, 4*c.opts.BackoffMin)
+		}
+		wait := step/2 + rand.N(step/2+1)
 		c.log.Info("control connection lost; reconnecting", "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
@@ -307,11 +332,13 @@ func (c *Client) controlLoop(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, c.opts.BackoffMax)
-		if err == nil {
-			backoff = c.opts.BackoffMin
-		}
 	}
 }
+
+// ctrlSilence is the least time the control connection may stay silent
+// before the client drops it and connects again: Central answers the
+// client's pings (every HoldingEvery) at once.
+const ctrlSilence = 30 * time.Second
 
 // ctrlConn is one control connection.
 type ctrlConn struct{ pc *proto.Conn }
@@ -323,7 +350,10 @@ func (cc *ctrlConn) send(m wire.Message) error {
 	return cc.pc.Send(m)
 }
 
-func (c *Client) controlOnce(ctx context.Context) error {
+// controlOnce connects to Central (the first of the addresses that
+// answers) and runs the connection until it breaks; it sets *up to when
+// Central welcomed it, if it did.
+func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 	addrs := strings.Split(c.opts.Control, ",")
 	var pc *proto.Conn
 	var err error
@@ -342,6 +372,7 @@ func (c *Client) controlOnce(ctx context.Context) error {
 		c.ctrlAt = (c.ctrlAt + 1) % len(addrs)
 		return fmt.Errorf("control: %w", err)
 	}
+	*up = time.Now()
 	ctrlAddr := addrs[c.ctrlAt]
 	cc := &ctrlConn{pc: pc}
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
@@ -374,8 +405,16 @@ func (c *Client) controlOnce(ctx context.Context) error {
 	}
 	c.log.Info("control connection up", "central", ctrlAddr, "user", c.opts.User)
 	// State what we hold now and every HoldingEvery: Central answers every
-	// difference from the rooms' placements, whatever made it.
+	// difference from the rooms' placements, whatever made it. A Ping goes
+	// with it: Central closes control connections silent past its
+	// ControlIdle, and its Pong keeps ours from going silent past
+	// ctrlSilence, after which we take Central (or the path) for dead.
 	if err := cc.send(c.holding()); err != nil {
+		return err
+	}
+	// Requests with no final status yet: this Central may be a new one
+	// that never saw them, or the old one whose answer we missed.
+	if err := c.reask(cc); err != nil {
 		return err
 	}
 	hctx, hstop := context.WithCancel(ctx)
@@ -383,25 +422,28 @@ func (c *Client) controlOnce(ctx context.Context) error {
 	go func() {
 		t := time.NewTicker(c.opts.HoldingEvery)
 		defer t.Stop()
-		for {
+		for n := uint64(1); ; n++ {
 			select {
 			case <-hctx.Done():
 				return
 			case <-t.C:
-				if cc.send(c.holding()) != nil {
+				if cc.send(c.holding()) != nil || cc.send(&proto.Ping{ID: n, At: time.Now().UnixNano()}) != nil {
 					pc.Close()
 					return
 				}
 			}
 		}
 	}()
+	silence := max(6*c.opts.HoldingEvery, ctrlSilence)
 	for {
+		_ = pc.NetConn().SetReadDeadline(time.Now().Add(silence))
 		m, err := pc.Recv()
 		if err != nil {
 			return err
 		}
 		switch m := m.(type) {
 		case *proto.Status:
+			c.settled(m)
 			c.emit(Status{*m})
 		case *proto.Incoming:
 			c.emit(Incoming{*m})
@@ -467,15 +509,86 @@ func (c *Client) send(m wire.Message) error {
 	return cc.send(m)
 }
 
+// maxAsked bounds the chat requests in flight (no final status yet);
+// askedFor is how long one is sent again on reconnects: past it, with no
+// Central having answered, it ends on the client with REQ_TIMEOUT rather
+// than reach an invitee long after it was made.
+const (
+	maxAsked = 64
+	askedFor = 2 * time.Minute
+)
+
+// asking is a request in flight and when it was made.
+type asking struct {
+	m  *proto.Request
+	at time.Time
+}
+
 // Request asks Central to start a chat with the given users. The status
-// stream arrives as Status events.
+// stream arrives as Status events, and ends with a final one whatever
+// happens to the control connection or to Central: each request carries a
+// key (proto.Request.Key) and, until its final status arrives, is sent
+// again on every new control connection, to the same Central or another
+// replica, which answers the same request rather than starting a second
+// one (its status stream starts again from ACK_CONN, with the same Req).
+// A request made while disconnected goes out on the next connection; one
+// that no Central answered within askedFor (2 minutes) ends with
+// REQ_TIMEOUT on the next. It fails only for an invalid name or when
+// maxAsked requests are in flight.
 func (c *Client) Request(to ...string) error {
 	for _, u := range to {
 		if err := proto.CheckUser(u); err != nil {
 			return err
 		}
 	}
-	return c.send(&proto.Request{To: to})
+	m := &proto.Request{To: to, Key: fmt.Sprintf("%016x", rand.Uint64())}
+	c.mu.Lock()
+	if len(c.asked) >= maxAsked {
+		c.mu.Unlock()
+		return fmt.Errorf("client: %d chat requests are waiting for an answer already", maxAsked)
+	}
+	c.asked[proto.RequestID(c.opts.User, m.Key)] = asking{m, time.Now()}
+	c.mu.Unlock()
+	if err := c.send(m); err != nil {
+		c.log.Info("chat request queued until Central is reachable", "to", to, "err", err)
+	}
+	return nil
+}
+
+// settled forgets a request once its final status arrived.
+func (c *Client) settled(st *proto.Status) {
+	if st.Code.Final() {
+		c.mu.Lock()
+		delete(c.asked, st.Req)
+		c.mu.Unlock()
+	}
+}
+
+// reask sends every request still in flight on a new control connection,
+// and ends those older than askedFor.
+func (c *Client) reask(cc *ctrlConn) error {
+	now := time.Now()
+	var asked []*proto.Request
+	var expired []string
+	c.mu.Lock()
+	for id, a := range c.asked {
+		if now.Sub(a.at) > askedFor {
+			delete(c.asked, id)
+			expired = append(expired, id)
+			continue
+		}
+		asked = append(asked, a.m)
+	}
+	c.mu.Unlock()
+	for _, id := range expired {
+		c.emit(Status{proto.Status{Req: id, Code: proto.ReqTimeout, Detail: fmt.Sprintf("no Central answered within %v", askedFor)}})
+	}
+	for _, m := range asked {
+		if err := cc.send(m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Answer accepts or declines an Incoming request.

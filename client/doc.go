@@ -11,7 +11,11 @@
 // at once when Central announces a new server) and reports the latency
 // vector to Central, which places rooms from it; each server is reported by
 // its best round of the last three, so a momentary stall moves nothing.
-// Request asks for a chat, Answer accepts or declines one; Central sends an
+// Request asks for a chat, Answer accepts or declines one. Every request
+// carries a key and is sent again on each new control connection until its
+// final status arrives, so a request in flight when Central (or the
+// connection) died is answered by the next one, as the same request; an
+// invitee may then be asked again (Incoming with the same Req). Central sends an
 // Assign for each room the user is in, and the Client follows it: it opens
 // the room's Session on the first one (RoomReady) and moves it on each
 // later one (Moved); a placement is (epoch, server), and an Assign that

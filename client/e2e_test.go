@@ -156,7 +156,7 @@ type user struct {
 	done   chan struct{}
 }
 
-func (c *cluster) user(name string) *user {
+func (c *cluster) user(name string, edits ...func(*client.Config)) *user {
 	c.t.Helper()
 	opts := client.DefaultConfig()
 	opts.Central, opts.Control, opts.User = c.centCfg.RESTListen, c.centCfg.ControlListen, name
@@ -165,6 +165,9 @@ func (c *cluster) user(name string) *user {
 	opts.Probe.Samples = 3
 	opts.BackoffMin, opts.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 	opts.Logger = testkit.LoggerAt(c.t, slog.LevelWarn)
+	for _, edit := range edits {
+		edit(&opts)
+	}
 	u := &user{t: c.t, name: name}
 	opts.OnProbe = func(res map[string]rtt.Result) {
 		m := map[string]time.Duration{}

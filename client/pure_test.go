@@ -1,11 +1,14 @@
 package client
 
 import (
+	"io"
+	"net"
 	"slices"
 	"testing"
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
 )
 
 func nums(ds []proto.Deliver) []uint64 {
@@ -286,5 +289,63 @@ func TestChecker(t *testing.T) {
 				t.Errorf("report %v, want ok=%v dup=%d ooo=%d missing=%d", r, tt.ok, tt.dup, tt.ooo, tt.missingOf)
 			}
 		})
+	}
+}
+
+// TestRequestsInFlightBounded: requests made with no Central reachable
+// wait to be sent, at most maxAsked of them; one older than askedFor ends
+// with REQ_TIMEOUT at the next connection instead of being sent.
+func TestRequestsInFlightBounded(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.User = "alice"
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxAsked {
+		if err := c.Request("bob"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if err := c.Request("bob"); err == nil {
+		t.Fatalf("request %d accepted", maxAsked+1)
+	}
+	var old string
+	c.mu.Lock()
+	for id, a := range c.asked {
+		a.at = a.at.Add(-askedFor - time.Second)
+		c.asked[id], old = a, id
+		break
+	}
+	c.mu.Unlock()
+	close(c.running) // as Run does, so that events flow
+	done := make(chan struct{})
+	c.runDone = done
+	defer close(done)
+	// A connection whose far end reads and drops everything: the live
+	// requests go out on it.
+	near, far := net.Pipe()
+	defer near.Close()
+	defer far.Close()
+	go io.Copy(io.Discard, far)
+	sent := make(chan error, 1)
+	go func() { sent <- c.reask(&ctrlConn{pc: proto.NewConn(near, wire.MaxFrame)}) }()
+	var ev Event
+	select {
+	case ev = <-c.Events():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no status for the old request")
+	}
+	st, ok := ev.(Status)
+	if !ok || st.Req != old || st.Code != proto.ReqTimeout {
+		t.Fatalf("got %#v, want REQ_TIMEOUT for %s", ev, old)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.asked[old]; ok || len(c.asked) != maxAsked-1 {
+		t.Fatalf("%d requests in flight, the old one still there: %v", len(c.asked), ok)
 	}
 }

@@ -360,13 +360,18 @@ func (r *Room) Stop(settle time.Duration) RoomStats {
 	defer r.mu.Unlock()
 	st := RoomStats{Sent: int(r.sent.Load()), Delivered: r.gotN, Err: errors.Join(r.errs...)}
 	st.Lost = st.Sent - st.Delivered
-	if len(r.lat) > 0 {
-		slices.Sort(r.lat)
-		st.P50 = r.lat[len(r.lat)/2]
-		st.P99 = r.lat[len(r.lat)*99/100]
-		st.Max = r.lat[len(r.lat)-1]
-	}
+	st.P50, st.P99, st.Max = quantiles(r.lat)
 	return st
+}
+
+// quantiles sorts d and returns its median, 99th percentile and maximum
+// (zeros when d is empty).
+func quantiles(d []time.Duration) (p50, p99, hi time.Duration) {
+	if len(d) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(d)
+	return d[len(d)/2], d[len(d)*99/100], d[len(d)-1]
 }
 
 // Flood holds connections an attack opened.
@@ -540,4 +545,112 @@ func BigBody(url, token string, size int) (int, error) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Newcomers measures whether a target still serves new honest clients
+// during an attack: every Every it runs one arrival (dial, handshake,
+// first exchange) and records how long it took or that it failed.
+type Newcomers struct {
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex
+	took []time.Duration
+	errs []error
+	own  int // arrivals this process could not start: it was out of descriptors itself
+}
+
+// NewcomerStats is what Newcomers saw. Skipped arrivals found this
+// process, not the target, out of descriptors (the flood holds as many as
+// the target does, under the same limit), and count as neither served nor
+// failed.
+type NewcomerStats struct {
+	N, Failed, Skipped int
+	P50, P99, Max      time.Duration
+	FirstErr           error
+}
+
+func (s NewcomerStats) String() string {
+	return fmt.Sprintf("%d arrivals, %d failed, %d skipped (the attacker out of descriptors), p50 %v, p99 %v, max %v, first error %v",
+		s.N, s.Failed, s.Skipped, s.P50, s.P99, s.Max, s.FirstErr)
+}
+
+// StartNewcomers runs arrive every every until Stop; each arrival gets
+// timeout.
+func StartNewcomers(every, timeout time.Duration, arrive func(ctx context.Context) error) *Newcomers {
+	n := &Newcomers{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(n.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			start := time.Now()
+			err := arrive(ctx)
+			took := time.Since(start)
+			cancel()
+			n.mu.Lock()
+			if errors.Is(err, syscall.EMFILE) {
+				n.own++
+			} else if err != nil {
+				n.errs = append(n.errs, err)
+			} else {
+				n.took = append(n.took, took)
+			}
+			n.mu.Unlock()
+		}
+	}()
+	return n
+}
+
+// Stop ends the arrivals and reports.
+func (n *Newcomers) Stop() NewcomerStats {
+	close(n.stop)
+	<-n.done
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := NewcomerStats{N: len(n.took) + len(n.errs), Failed: len(n.errs), Skipped: n.own}
+	if len(n.errs) > 0 {
+		st.FirstErr = n.errs[0]
+	}
+	st.P50, st.P99, st.Max = quantiles(n.took)
+	return st
+}
+
+// Greet is one newcomer on a chat server or Central's control port: it
+// dials addr (through dial, which may add TLS), says Hello (with token, on
+// Central) and waits for Welcome.
+func Greet(ctx context.Context, dial func(ctx context.Context, addr string) (net.Conn, error), addr, token string) error {
+	c, err := dial(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	b, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: "abuse-newcomer", Token: token})
+	if _, err := c.Write(b); err != nil {
+		return err
+	}
+	t, body, err := wire.NewReader(bufio.NewReader(c), wire.MaxFrame).Next()
+	if err != nil {
+		return err
+	}
+	if t != proto.TWelcome {
+		var e proto.Error
+		_ = wire.Unmarshal(body, &e)
+		return fmt.Errorf("frame 0x%02x instead of Welcome: %v", byte(t), &e)
+	}
+	return nil
+}
+
+// DialTCP is a plain dialer for Greet.
+func DialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
 }

@@ -316,7 +316,9 @@ func (c *Cluster) AddServer(ctx context.Context, o ServerOptions) (*Server, erro
 	if cen == "" {
 		cen = c.REST
 	}
-	args := []string{"-listen", addr, "-id", o.ID, "-central", cen}
+	// The token file lets a restarted server take its id back at once:
+	// Central gives a live id to nobody without its token.
+	args := []string{"-listen", addr, "-id", o.ID, "-central", cen, "-token-file", filepath.Join(c.opts.Dir, o.ID+".token")}
 	if o.Advertise != "" {
 		args = append(args, "-advertise", o.Advertise)
 	}

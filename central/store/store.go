@@ -64,6 +64,20 @@ type Room struct {
 	Adopted bool
 }
 
+// Request is the outcome of a chat request made with a key
+// (proto.Request.Key), kept for a while after it ended, so that a client
+// that sends the request again (it lost its connection, or its Central
+// failed over before the final status reached it) gets that outcome, and
+// the room it made, rather than a second request.
+type Request struct {
+	ID       string // proto.RequestID(From, key)
+	From     string
+	Code     uint8 // the final proto.StatusCode
+	Detail   string
+	Room     string
+	Finished time.Time
+}
+
 // Store is the record keeper. Put creates or replaces a record; the list
 // methods return records sorted by key.
 type Store interface {
@@ -82,6 +96,10 @@ type Store interface {
 	DeleteRoom(id string) error
 	Rooms() ([]Room, error)
 
+	PutRequest(q Request) error
+	DeleteRequest(id string) error
+	Requests() ([]Request, error)
+
 	// Counts returns the number of users, servers and rooms.
 	Counts() (users, servers, rooms int)
 }
@@ -93,13 +111,14 @@ type Memory struct {
 	users   map[string]User
 	servers map[string]Server
 	rooms   map[string]Room
+	reqs    map[string]Request
 }
 
 var _ Store = (*Memory)(nil)
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{users: map[string]User{}, servers: map[string]Server{}, rooms: map[string]Room{}}
+	return &Memory{users: map[string]User{}, servers: map[string]Server{}, rooms: map[string]Room{}, reqs: map[string]Request{}}
 }
 
 func cloneUser(u User) User {
@@ -181,6 +200,22 @@ func (m *Memory) DeleteRoom(id string) error { return del(&m.mu, m.rooms, id) }
 
 // Rooms is safe for concurrent use.
 func (m *Memory) Rooms() ([]Room, error) { return list(&m.mu, m.rooms, cloneRoom), nil }
+
+// PutRequest is safe for concurrent use.
+func (m *Memory) PutRequest(q Request) error {
+	m.mu.Lock()
+	m.reqs[q.ID] = q
+	m.mu.Unlock()
+	return nil
+}
+
+// DeleteRequest is safe for concurrent use.
+func (m *Memory) DeleteRequest(id string) error { return del(&m.mu, m.reqs, id) }
+
+// Requests is safe for concurrent use.
+func (m *Memory) Requests() ([]Request, error) {
+	return list(&m.mu, m.reqs, func(q Request) Request { return q }), nil
+}
 
 // Counts is safe for concurrent use.
 func (m *Memory) Counts() (users, servers, rooms int) {

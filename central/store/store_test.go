@@ -30,6 +30,11 @@ func TestMemoryCopiesAndOrder(t *testing.T) {
 		t.Fatalf("rooms %+v", rooms)
 	}
 	m.PutServer(Server{ID: "s"})
+	m.PutRequest(Request{ID: "q-2", Code: 7})
+	m.PutRequest(Request{ID: "q-1", Room: "r2", Code: 5})
+	if reqs, _ := m.Requests(); len(reqs) != 2 || reqs[0].ID != "q-1" || reqs[0].Room != "r2" {
+		t.Fatalf("requests %+v", reqs)
+	}
 	if u, s, r := m.Counts(); u != 2 || s != 1 || r != 2 {
 		t.Fatalf("counts %d %d %d", u, s, r)
 	}
@@ -40,6 +45,7 @@ func TestMemoryCopiesAndOrder(t *testing.T) {
 		{"user", func() error { return m.DeleteUser("a") }},
 		{"server", func() error { return m.DeleteServer("s") }},
 		{"room", func() error { return m.DeleteRoom("r1") }},
+		{"request", func() error { return m.DeleteRequest("q-1") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.del(); err != nil {

@@ -56,6 +56,7 @@ func run() int {
 	fs.DurationVar(&cfg.Policy.MinDwell, "min-dwell", cfg.Policy.MinDwell, "no voluntary move within this long after the last one")
 	fs.Float64Var(&cfg.Policy.SpreadFactor, "spread-factor", cfg.Policy.SpreadFactor, "a move needs a gain above this times the two servers' measured spreads (0: off)")
 	fs.DurationVar(&cfg.RoomTTL, "room-ttl", cfg.RoomTTL, "a room with no member connected and no server reporting it expires after this long")
+	fs.DurationVar(&cfg.ControlIdle, "control-idle", cfg.ControlIdle, "close a control connection silent this long after Hello (clients ping); 0 keeps it")
 	fs.IntVar(&cfg.MaxOutbound, "max-outbound", cfg.MaxOutbound, "bytes a control client may leave unread before it is cut off")
 	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "most members in one chat request")
 	fs.StringVar(&cfg.ClusterSecret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster secret chat servers must present (default $NEARCHAT_SECRET; empty: none)")

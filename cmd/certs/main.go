@@ -33,6 +33,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	dir := fl.String("dir", "certs", "output `directory`")
 	hosts := fl.String("hosts", "", "extra comma-separated `names or IPs` for the server certificate (localhost, 127.0.0.1 and ::1 are always in)")
 	validity := fl.Duration("validity", 90*24*time.Hour, "how long the certificates stay valid")
+	ids := fl.String("server-ids", "", "comma-separated chat server `ids`: also issue each a client certificate naming it (client-ID.pem), with which Central lets it register and speak for that id only; with an existing CA, only these are made")
 	force := fl.Bool("force", false, "replace an existing CA and ticket key (every running server, client and ticket made with the old ones stops being trusted)")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -47,6 +48,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	priv, pub := filepath.Join(*dir, "ticket.key"), filepath.Join(*dir, "ticket.pub")
+	var servers []string
+	for _, id := range strings.Split(*ids, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			servers = append(servers, id)
+		}
+	}
+	issue := func(f tlsconfig.Files) int {
+		for _, id := range servers {
+			cert, key, err := tlsconfig.WriteServerClient(f, id, *validity)
+			if err != nil {
+				fmt.Fprintln(stderr, "certs:", err)
+				return 1
+			}
+			fmt.Fprintf(stdout, "  client for %s: %s %s\n", id, cert, key)
+		}
+		return 0
+	}
+	if _, err := os.Stat(tlsconfig.DevFiles(*dir).CAKey); err == nil && len(servers) > 0 && !*force {
+		return issue(tlsconfig.DevFiles(*dir)) // more servers for an existing CA
+	}
 	if !*force {
 		for _, p := range []string{tlsconfig.DevFiles(*dir).CA, tlsconfig.DevFiles(*dir).CAKey, priv} {
 			if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
@@ -67,6 +88,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "development CA in %s:\n  CA           %s\n  server       %s %s\n  client       %s %s\n  ticket keys  %s (Central) %s (chat servers)\n",
 		f.Dir, f.CA, f.ServerCert, f.ServerKey, f.ClientCert, f.ClientKey, priv, pub)
+	if rc := issue(f); rc != 0 {
+		return rc
+	}
 	fmt.Fprintf(stdout, "next: see \"Run it by hand\" in README.md (TLS), or: NEARCHAT_CA=%s bin/chat\n", f.CA)
 	return 0
 }

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"nearchat/pkg/tlsconfig"
 )
 
 // TestRefusesToOverwrite: a second run keeps the CA and the ticket key
@@ -52,4 +56,37 @@ func TestRefusesToOverwrite(t *testing.T) {
 	if again, _ := os.ReadFile(filepath.Join(dir, "ca.pem")); bytes.Equal(again, ca) {
 		t.Error("-force kept the old CA")
 	}
+}
+
+// TestServerIDs: -server-ids issues each chat server a client certificate
+// naming its id, at first and, with the CA kept, for servers added later.
+func TestServerIDs(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	var out, errOut bytes.Buffer
+	if rc := run([]string{"-dir", dir, "-server-ids", "serv1"}, &out, &errOut); rc != 0 {
+		t.Fatalf("first run: rc %d: %s", rc, errOut.String())
+	}
+	ca, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if rc := run([]string{"-dir", dir, "-server-ids", "serv2, serv3"}, &out, &errOut); rc != 0 {
+		t.Fatalf("adding servers: rc %d: %s", rc, errOut.String())
+	}
+	if again, _ := os.ReadFile(filepath.Join(dir, "ca.pem")); !bytes.Equal(again, ca) {
+		t.Error("adding servers replaced the CA")
+	}
+	for _, id := range []string{"serv1", "serv2", "serv3"} {
+		certFile, _ := tlsconfig.ServerClientFiles(dir, id)
+		b, err := os.ReadFile(certFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(b)
+		cert, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids := tlsconfig.ServerIDs(cert); len(ids) != 1 || ids[0] != id {
+			t.Errorf("%s names %v, want [%s]", certFile, ids, id)
+		}
+	}
+	t.Logf("%s", out.String())
 }

@@ -49,6 +49,7 @@ func main() {
 	fs.Int64Var(&cfg.HistoryBudget, "history-budget", cfg.HistoryBudget, "total `bytes` of all rooms' histories (0: an eighth of the machine's memory)")
 	fs.Int64Var(&cfg.OutboundBudget, "outbound-budget", cfg.OutboundBudget, "total unsent `bytes` of all members (0: an eighth of the machine's memory)")
 	fs.StringVar(&cfg.Central, "central", cfg.Central, "Central's REST `address` (host:port or URL), or several Central replicas' comma-separated (heartbeats go to the one that serves); empty runs standalone")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "`file` keeping the server token from Central, so a restart takes this id back at once (otherwise after Central declares the old instance down)")
 	fs.StringVar(&cfg.Secret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster `secret` presented to Central (default $NEARCHAT_SECRET)")
 	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "`address` clients should dial, as told to Central (default: the bound address)")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "heartbeat interval to Central (0: what Central suggests)")

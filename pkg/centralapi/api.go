@@ -161,6 +161,27 @@ type HeartbeatRequest struct {
 	Conns int          `json:"conns"`
 	Total int          `json:"total,omitempty"`
 	Rooms []RoomReport `json:"rooms"`
+	// RevokeLog and RevokeSeq say how much of Central's revocation log the
+	// server holds: the log's id and the last sequence number applied.
+	RevokeLog string `json:"revoke_log,omitempty"`
+	RevokeSeq uint64 `json:"revoke_seq,omitempty"`
+}
+
+// Revocation withdraws room tickets before they expire. A chat server
+// refuses a Join whose ticket is for Room and, when User is set, for User,
+// and whose epoch is below Epoch (the room moved on: the ticket names a
+// placement that is no more) or that was issued at or before Before (its
+// holder left the room). A member admitted with a ticket issued at or
+// before Before is dropped as well; one admitted at an older epoch is
+// not, as its link to the old placement must drain (make-before-break).
+// Until is when every ticket it covers has expired anyway (Unix seconds),
+// so a server can forget it then.
+type Revocation struct {
+	Room   string `json:"room"`
+	User   string `json:"user,omitempty"`
+	Epoch  uint64 `json:"epoch,omitempty"`
+	Before int64  `json:"before,omitempty"` // Unix nanoseconds, on Central's clock
+	Until  int64  `json:"until"`
 }
 
 // HeartbeatResponse answers a heartbeat.
@@ -169,6 +190,12 @@ type HeartbeatResponse struct {
 	// Draining echoes Central's view, so a server drained by an operator
 	// through the API learns it.
 	Draining bool `json:"draining"`
+	// Revocations follow the server's RevokeSeq in Central's log RevokeLog,
+	// up to RevokeSeq here; a server whose log id differs starts over
+	// from the first entry. Empty when Central signs no tickets.
+	Revocations []Revocation `json:"revocations,omitempty"`
+	RevokeLog   string       `json:"revoke_log,omitempty"`
+	RevokeSeq   uint64       `json:"revoke_seq,omitempty"`
 }
 
 // ServerInfo describes a chat server in GET /v1/servers.

@@ -91,10 +91,11 @@ func (s StatusCode) Final() bool {
 const (
 	MaxUser = 32
 	MaxRoom = 64
+	MaxKey  = 32
 	MaxText = 4096
 )
 
-// ErrName is returned by CheckUser and CheckRoom.
+// ErrName is returned by CheckUser, CheckRoom and CheckKey.
 var ErrName = errors.New("proto: invalid name")
 
 // CheckUser reports whether s is a valid user name: 1 to MaxUser bytes of
@@ -104,6 +105,10 @@ func CheckUser(s string) error { return checkName("user name", s, MaxUser) }
 // CheckRoom reports whether s is a valid room id: 1 to MaxRoom bytes of
 // ASCII letters, digits, '.', '_', ':' and '-'.
 func CheckRoom(s string) error { return checkName("room id", s, MaxRoom) }
+
+// CheckKey reports whether s is a valid Request key: 1 to MaxKey bytes of
+// ASCII letters, digits, '.', '_' and '-'.
+func CheckKey(s string) error { return checkName("request key", s, MaxKey) }
 
 func checkName(what, s string, max int) error {
 	if s == "" {

@@ -41,6 +41,8 @@
 package proto
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -261,8 +263,26 @@ type Missed struct {
 }
 
 // Request (0x20, client -> Central): ask To (one or more users) to chat.
+//
+// Key, when set, is the requester's own name for the request (valid as by
+// CheckKey). Central then takes RequestID(requester, Key) as the request
+// id, the same on every Central, and the Request becomes idempotent: sent
+// again (after the control connection broke, or to another Central after
+// a failover) it gets the running request's status stream again, from
+// ACK_CONN, or the final status of the request if it has ended, never a
+// second request. Without Key the id is random and a Request sent twice
+// is two requests.
 type Request struct {
-	To []string `msgpack:"to"`
+	To  []string `msgpack:"to"`
+	Key string   `msgpack:"key,omitempty"`
+}
+
+// RequestID is the id Central gives the request user made with key: "q-"
+// and 20 hex digits of SHA-256 over both, so that users cannot pick each
+// other's ids and every Central derives the same one.
+func RequestID(user, key string) string {
+	h := sha256.Sum256([]byte(user + "\x00" + key))
+	return "q-" + hex.EncodeToString(h[:10])
 }
 
 // Status (0x21, Central -> requester): one step of a request. Req is the

@@ -39,6 +39,7 @@ var messages = []struct {
 	{"resend", &proto.Resend{Of: "alice", After: 40, By: "bob", Inc: 1700000000000000001}},
 	{"missed", &proto.Missed{To: "bob", From: "alice", First: 1, Last: 5, Inc: 1700000000000000001}},
 	{"request", &proto.Request{To: []string{"bob"}}},
+	{"request-key", &proto.Request{To: []string{"bob", "carol"}, Key: "k-7f3a"}},
 	{"status", &proto.Status{Req: "q-1", Code: proto.AwaitingReq, Detail: "waiting for bob"}},
 	{"incoming", &proto.Incoming{Req: "q-1", From: "alice", Members: []string{"alice", "bob"}}},
 	{"answer", &proto.Answer{Req: "q-1", Accept: true}},

@@ -5,7 +5,12 @@
 // A ticket is bound to the placement it was issued for: the room's server
 // and epoch. A chat server admits only tickets naming itself.
 //
-// Encoding: the msgpack map {room, user, epoch, srv, exp} followed by the 64-byte
+// A ticket also says when it was issued, so Central can revoke what it
+// admits: chat servers refuse a ticket for an epoch their room has moved
+// past, and one issued before its holder left the room (see
+// centralapi.Revocation).
+//
+// Encoding: the msgpack map {room, user, epoch, srv, exp, iat} followed by the 64-byte
 // Ed25519 signature over those map bytes. The signed bytes are exactly the
 // bytes carried, so verification never depends on re-encoding.
 package ticket
@@ -26,8 +31,9 @@ type Claims struct {
 	Room    string `msgpack:"room"`
 	User    string `msgpack:"user"`
 	Epoch   uint64 `msgpack:"epoch"`
-	Server  string `msgpack:"srv"` // the chat server the room is placed on at Epoch
-	Expires int64  `msgpack:"exp"` // Unix seconds
+	Server  string `msgpack:"srv"`           // the chat server the room is placed on at Epoch
+	Expires int64  `msgpack:"exp"`           // Unix seconds
+	Issued  int64  `msgpack:"iat,omitempty"` // Unix nanoseconds, on Central's clock
 }
 
 // Errors returned by Verify, wrapped with detail.

@@ -1,6 +1,7 @@
 package tlsconfig
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,8 +11,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -118,4 +121,94 @@ func writeKey(path string, k *ecdsa.PrivateKey) error {
 
 func writePEM(path, typ string, der []byte, mode os.FileMode) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
+}
+
+// ServerIDURI is the URI SAN by which a client certificate names the chat
+// server id it belongs to: Central lets such a certificate register, and
+// speak for, that id only. A client certificate naming no id stands for
+// the whole cluster, as the cluster secret does.
+func ServerIDURI(id string) *url.URL { return &url.URL{Scheme: "nearchat", Opaque: "server:" + id} }
+
+// ServerIDs returns the chat server ids cert names (see ServerIDURI).
+func ServerIDs(cert *x509.Certificate) []string {
+	var ids []string
+	for _, u := range cert.URIs {
+		if id, ok := strings.CutPrefix(u.Opaque, "server:"); ok && u.Scheme == "nearchat" && id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// ServerClientFiles names the client certificate and key WriteServerClient
+// makes for chat server id in dir.
+func ServerClientFiles(dir, id string) (cert, key string) {
+	return filepath.Join(dir, "client-"+id+".pem"), filepath.Join(dir, "client-"+id+".key")
+}
+
+// WriteServerClient issues, from the development CA in f, a client
+// certificate naming chat server id alone, valid for validity.
+func WriteServerClient(f Files, id string, validity time.Duration) (cert, key string, err error) {
+	caCert, caKey, err := loadCA(f)
+	if err != nil {
+		return "", "", err
+	}
+	cert, key = ServerClientFiles(f.Dir, id)
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "nearchat chat server " + id},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{ServerIDURI(id)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+	if err != nil {
+		return "", "", err
+	}
+	if err := writePEM(cert, "CERTIFICATE", der, 0o644); err != nil {
+		return "", "", err
+	}
+	return cert, key, writeKey(key, k)
+}
+
+// loadCA reads the CA certificate and key WriteDev wrote.
+func loadCA(f Files) (*x509.Certificate, crypto.Signer, error) {
+	read := func(path, typ string) ([]byte, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil || blk.Type != typ {
+			return nil, fmt.Errorf("%s: no PEM block of type %q", path, typ)
+		}
+		return blk.Bytes, nil
+	}
+	der, err := read(f.CA, "CERTIFICATE")
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	if der, err = read(f.CAKey, "PRIVATE KEY"); err != nil {
+		return nil, nil, err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: not a signing key", f.CAKey)
+	}
+	return cert, s, nil
 }

@@ -1,4 +1,5 @@
-// Package etcdstore keeps Central's records (users, chat servers, rooms) in
+// Package etcdstore keeps Central's records (users, chat servers, rooms,
+// the outcomes of keyed chat requests) in
 // etcd, so that a Central that dies or restarts, on this machine or another,
 // finds them again.
 //
@@ -19,8 +20,9 @@
 //
 // One Store writes a prefix at a time. OpenLeader enforces it: it waits to
 // win an etcd election (concurrency.Election on prefix+"leader", held by a
-// lease that lives TTL past the process's last keep-alive), loads only
-// then, and fences every write on still holding the leadership, so a
+// lease that lives TTL past the process's last keep-alive), meanwhile
+// keeping its cache current from a watch (a hot standby: winning costs no
+// load), and fences every write on still holding the leadership, so a
 // deposed leader (killed, partitioned from etcd, paused) cannot overwrite
 // its successor's records: its Lost channel closes instead and it must
 // stop serving. Several Centrals started with OpenLeader on one prefix are
@@ -117,8 +119,11 @@ func Open(ctx context.Context, endpoints []string, prefix string) (*Store, error
 	return s, s.start(ctx)
 }
 
-// OpenLeader connects to etcd at endpoints, waits until this process leads
-// prefix (ctx bounds the wait), then loads every record under it. name is
+// OpenLeader connects to etcd at endpoints, loads every record under
+// prefix, and waits until this process leads prefix (ctx bounds the wait),
+// following every change the leader makes meanwhile (a watch from the
+// load's revision), so that it returns as soon as it wins, with the
+// records complete up to its election, and loads nothing then. name is
 // what the election records for the leader (for operators); ttl (a whole
 // number of seconds, at least one) is how long the leadership outlives a
 // leader that stopped renewing it. Close resigns.
@@ -127,16 +132,52 @@ func OpenLeader(ctx context.Context, endpoints []string, prefix, name string, tt
 	if err != nil {
 		return nil, err
 	}
+	// A hot standby: load now and follow every change while campaigning,
+	// so that winning costs no load (seconds for 100,000 records). The
+	// session (its lease) starts after the load, which it need not
+	// outlive.
+	rev, err := s.load(ctx)
+	if err != nil {
+		s.cli.Close()
+		return nil, err
+	}
 	s.sess, err = concurrency.NewSession(s.cli, concurrency.WithTTL(max(1, int(ttl.Round(time.Second)/time.Second))))
 	if err != nil {
 		s.cli.Close()
 		return nil, fmt.Errorf("etcdstore: session: %w", err)
 	}
-	s.elec = concurrency.NewElection(s.sess, prefix+"leader")
-	if err := s.elec.Campaign(ctx, name); err != nil {
+	fail := func(err error) (*Store, error) {
 		s.sess.Close()
 		s.cli.Close()
-		return nil, fmt.Errorf("etcdstore: campaign: %w", err)
+		return nil, err
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	applied := make(chan int64, 1) // the newest revision applied, when it rises
+	watchErr := make(chan error, 1)
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		s.follow(wctx, rev, applied, watchErr)
+	}()
+	defer func() { stopWatch(); <-followed }()
+
+	s.elec = concurrency.NewElection(s.sess, prefix+"leader")
+	if err := s.elec.Campaign(ctx, name); err != nil {
+		return fail(fmt.Errorf("etcdstore: campaign: %w", err))
+	}
+	// Every write of an earlier leader precedes the creation of our
+	// election key (its key was gone by then): once the watch has
+	// applied that revision, the cache is complete.
+	if err := s.catchUp(ctx, s.elec.Rev(), applied, watchErr); err != nil {
+		if ctx.Err() != nil {
+			return fail(fmt.Errorf("etcdstore: catching up: %w", err))
+		}
+		// The watch broke (compacted past rev, say) and returned: load
+		// afresh.
+		s.Memory = store.NewMemory()
+		if _, err := s.load(ctx); err != nil {
+			return fail(err)
+		}
 	}
 	s.fence = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.elec.Key()), "=", s.elec.Rev())}
 	go func() {
@@ -146,7 +187,57 @@ func OpenLeader(ctx context.Context, endpoints []string, prefix, name string, tt
 		case <-s.lost:
 		}
 	}()
-	return s, s.start(ctx)
+	s.startWriter()
+	return s, nil
+}
+
+// follow applies every change under the prefix after revision rev to the
+// cache until ctx ends, reporting the newest revision applied on applied
+// and a broken watch (compacted past rev, say) on werr.
+func (s *Store) follow(ctx context.Context, rev int64, applied chan int64, werr chan error) {
+	for resp := range s.cli.Watch(clientv3.WithRequireLeader(ctx), s.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if err := resp.Err(); err != nil {
+			werr <- err
+			return
+		}
+		for _, ev := range resp.Events {
+			var err error
+			if ev.Type == clientv3.EventTypeDelete {
+				err = s.forget(string(ev.Kv.Key))
+			} else {
+				err = s.apply(ev.Kv.Key, ev.Kv.Value)
+			}
+			if err != nil {
+				werr <- err
+				return
+			}
+			rev = ev.Kv.ModRevision
+		}
+		select {
+		case <-applied:
+		default:
+		}
+		applied <- rev
+	}
+	if ctx.Err() == nil {
+		werr <- errors.New("etcdstore: watch closed")
+	}
+}
+
+// catchUp waits until follow has applied revision rev, or failed.
+func (s *Store) catchUp(ctx context.Context, rev int64, applied chan int64, werr chan error) error {
+	for {
+		select {
+		case got := <-applied:
+			if got >= rev {
+				return nil
+			}
+		case err := <-werr:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func newStore(endpoints []string, prefix string) (*Store, error) {
@@ -160,14 +251,18 @@ func newStore(endpoints []string, prefix string) (*Store, error) {
 }
 
 func (s *Store) start(ctx context.Context) error {
-	if err := s.load(ctx); err != nil {
+	if _, err := s.load(ctx); err != nil {
 		s.closeClient()
 		return err
 	}
+	s.startWriter()
+	return nil
+}
+
+func (s *Store) startWriter() {
 	var wctx context.Context
 	wctx, s.stop = context.WithCancel(context.Background())
 	go s.writer(wctx)
-	return nil
 }
 
 func (s *Store) closeClient() error {
@@ -200,38 +295,91 @@ func (s *Store) Leader(ctx context.Context) (string, error) {
 	return string(resp.Kvs[0].Value), nil
 }
 
-func (s *Store) load(ctx context.Context) error {
-	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix())
-	if err != nil {
-		return fmt.Errorf("etcdstore: load %s: %w", s.prefix, err)
-	}
-	for _, kv := range resp.Kvs {
-		kind, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), s.prefix), "/")
-		var err error
-		switch kind {
-		case "users":
-			var u store.User
-			if err = json.Unmarshal(kv.Value, &u); err == nil {
-				err = s.Memory.PutUser(u)
-			}
-		case "servers":
-			var v store.Server
-			if err = json.Unmarshal(kv.Value, &v); err == nil {
-				err = s.Memory.PutServer(v)
-			}
-		case "rooms":
-			var r store.Room
-			if err = json.Unmarshal(kv.Value, &r); err == nil {
-				err = s.Memory.PutRoom(r)
-			}
-		default:
-			continue // someone else's key under the prefix
+// loadPage is how many keys one read of load fetches: a prefix of
+// hundreds of thousands of records read at once is a response of tens of
+// megabytes that etcd builds in memory while it serves the leader.
+const loadPage = 2000
+
+// load reads every record under the prefix into the cache, page by page
+// at one revision, and returns that revision.
+func (s *Store) load(ctx context.Context) (int64, error) {
+	key, end := s.prefix, clientv3.GetPrefixRangeEnd(s.prefix)
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(loadPage)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
 		}
+		resp, err := s.cli.Get(ctx, key, opts...)
 		if err != nil {
-			return fmt.Errorf("etcdstore: load %s: %w", kv.Key, err)
+			return 0, fmt.Errorf("etcdstore: load %s: %w", s.prefix, err)
 		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			if err := s.apply(kv.Key, kv.Value); err != nil {
+				return 0, err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return rev, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// apply puts the record stored at key into the cache; keys that hold no
+// record of ours (the election's) are skipped.
+func (s *Store) apply(key, value []byte) error {
+	kind, _, _ := strings.Cut(strings.TrimPrefix(string(key), s.prefix), "/")
+	var err error
+	switch kind {
+	case "users":
+		var u store.User
+		if err = json.Unmarshal(value, &u); err == nil {
+			err = s.Memory.PutUser(u)
+		}
+	case "servers":
+		var v store.Server
+		if err = json.Unmarshal(value, &v); err == nil {
+			err = s.Memory.PutServer(v)
+		}
+	case "rooms":
+		var r store.Room
+		if err = json.Unmarshal(value, &r); err == nil {
+			err = s.Memory.PutRoom(r)
+		}
+	case "requests":
+		var q store.Request
+		if err = json.Unmarshal(value, &q); err == nil {
+			err = s.Memory.PutRequest(q)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("etcdstore: load %s: %w", key, err)
 	}
 	return nil
+}
+
+// forget removes the record that was stored at key from the cache.
+func (s *Store) forget(key string) error {
+	kind, id, _ := strings.Cut(strings.TrimPrefix(key, s.prefix), "/")
+	var err error
+	switch kind {
+	case "users":
+		err = s.Memory.DeleteUser(id)
+	case "servers":
+		err = s.Memory.DeleteServer(id)
+	case "rooms":
+		err = s.Memory.DeleteRoom(id)
+	case "requests":
+		err = s.Memory.DeleteRequest(id)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		err = nil
+	}
+	return err
 }
 
 func (s *Store) key(kind, id string) string { return s.prefix + kind + "/" + id }
@@ -297,6 +445,20 @@ func (s *Store) DeleteRoom(id string) error {
 		return err
 	}
 	return s.queue(s.key("rooms", id), nil)
+}
+
+// PutRequest is safe for concurrent use.
+func (s *Store) PutRequest(q store.Request) error {
+	s.Memory.PutRequest(q)
+	return s.queue(s.key("requests", q.ID), q)
+}
+
+// DeleteRequest is safe for concurrent use.
+func (s *Store) DeleteRequest(id string) error {
+	if err := s.Memory.DeleteRequest(id); err != nil {
+		return err
+	}
+	return s.queue(s.key("requests", id), nil)
 }
 
 // writer sends the queue to etcd until ctx ends, then once more.

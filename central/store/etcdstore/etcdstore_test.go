@@ -3,13 +3,17 @@ package etcdstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"nearchat/central/store"
 	"nearchat/central/store/etcdstore/etcdtest"
 	"nearchat/pkg/selection"
+	"nearchat/pkg/testkit"
 )
 
 func open(t *testing.T, endpoints []string, prefix string) *Store {
@@ -83,6 +87,11 @@ func TestReopenSeesEverything(t *testing.T) {
 	if err := s.DeleteRoom("nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("delete of a missing room: %v", err)
 	}
+	s.PutRequest(store.Request{ID: "q-1", From: "alice", Code: 5, Room: "raa", Finished: now})
+	s.PutRequest(store.Request{ID: "q-2", From: "bob", Code: 7, Detail: "alice declined", Finished: now})
+	if err := s.DeleteRequest("q-2"); err != nil {
+		t.Fatal(err)
+	}
 	flush(t, s)
 
 	s2 := open(t, ec.Endpoints(), "/t1/")
@@ -100,6 +109,9 @@ func TestReopenSeesEverything(t *testing.T) {
 	r, ok := s2.Room("raa")
 	if !ok || r.Server != "serv2" || r.Epoch != 7 || !slices.Equal(r.Members, []string{"alice", "bob"}) || !r.LastMove.Equal(now) {
 		t.Fatalf("raa reopened: %+v %v", r, ok)
+	}
+	if reqs, _ := s2.Requests(); len(reqs) != 1 || reqs[0] != (store.Request{ID: "q-1", From: "alice", Code: 5, Room: "raa", Finished: now}) {
+		t.Fatalf("requests reopened: %+v", reqs)
 	}
 	if other := open(t, ec.Endpoints(), "/t2/"); func() bool { u, sv, r := other.Counts(); return u+sv+r != 0 }() {
 		t.Fatal("another prefix sees the records")
@@ -240,4 +252,72 @@ func TestDeposedLeaderCannotWrite(t *testing.T) {
 	if r, _ := check.Room("r1"); r.Epoch != 2 {
 		t.Fatalf("etcd has %+v, want the new leader's epoch 2", r)
 	}
+}
+
+// TestStandbyFollowsWhileCampaigning: a standby loads the records (more
+// than one page of them) before it campaigns and follows every change
+// the leader makes after that, deletes included, so that when the leader
+// resigns it leads at once with exactly the leader's records, loading
+// nothing.
+func TestStandbyFollowsWhileCampaigning(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	l1 := openLeader(t, ec.Endpoints(), "/hs/", "one")
+	n := loadPage + loadPage/2
+	for i := range n {
+		l1.PutUser(store.User{Name: fmt.Sprintf("u%05d", i), Token: "t"})
+	}
+	l1.PutRoom(store.Room{ID: "r1", Epoch: 1, Members: []string{"u00000", "u00001"}})
+	l1.PutRoom(store.Room{ID: "r2", Epoch: 1})
+	flush(t, l1)
+
+	standby := make(chan *Store, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s, err := OpenLeader(ctx, ec.Endpoints(), "/hs/", "two", 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		standby <- s
+	}()
+	// The standby campaigns (its election key appears) once it has loaded.
+	testkit.WaitFor(t, 20*time.Second, "the standby to campaign", func() bool {
+		resp, err := l1.cli.Get(context.Background(), "/hs/leader", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err == nil && resp.Count == 2
+	})
+	l1.PutRoom(store.Room{ID: "r1", Epoch: 2, Members: []string{"u00000", "u00001"}})
+	if err := l1.DeleteRoom("r2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l1.DeleteUser("u00002"); err != nil {
+		t.Fatal(err)
+	}
+	l1.PutServer(store.Server{ID: "serv1", Addr: "127.0.0.1:9"})
+	l1.PutRequest(store.Request{ID: "q-1", From: "u00000", Code: 5, Room: "r1"})
+	flush(t, l1)
+	start := time.Now()
+	if err := l1.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l2 := <-standby
+	if l2 == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { l2.Close(context.Background()) })
+	t.Logf("the standby leads %v after the leader resigned, with %d users", time.Since(start), n)
+	if u, s, r := l2.Counts(); u != n-1 || s != 1 || r != 1 {
+		t.Fatalf("the new leader holds %d users, %d servers, %d rooms; want %d, 1, 1", u, s, r, n-1)
+	}
+	if r, _ := l2.Room("r1"); r.Epoch != 2 {
+		t.Fatalf("r1 %+v, want epoch 2", r)
+	}
+	if _, ok := l2.User("u00002"); ok {
+		t.Fatal("a deleted user came back")
+	}
+	if reqs, _ := l2.Requests(); len(reqs) != 1 || reqs[0].Room != "r1" {
+		t.Fatalf("requests %+v", reqs)
+	}
+	// And it writes: the leadership is its own.
+	l2.PutRoom(store.Room{ID: "r3", Epoch: 1})
+	flush(t, l2)
 }

@@ -1,0 +1,90 @@
+package central
+
+import (
+	"slices"
+	"time"
+
+	"nearchat/pkg/centralapi"
+)
+
+// Tickets are revoked by a log that every chat server reads, a page at a
+// time, in its heartbeat answers: when a room moves (tickets for its older
+// epochs are void everywhere) and when a member leaves it or the room goes
+// (tickets issued before are void, and their holders are dropped). Chat
+// servers learn within a heartbeat or two; an entry is kept until every
+// ticket it covers has expired. The log lives in memory: a Central that
+// restarts starts a new log (a new id), and servers start reading it over.
+
+// Bounds of the revocation log. maxRevocations entries of about 100 bytes
+// stay near 10 MB; past it the oldest go (and are logged), which a
+// cluster reaches only with more than 100,000 moves and leaves per
+// TicketTTL. revokePage bounds one heartbeat answer.
+const (
+	maxRevocations = 100_000
+	revokePage     = 4096
+)
+
+type revokeLog struct {
+	id      string
+	next    uint64 // sequence number of the next entry
+	entries []centralapi.Revocation
+	seqs    []uint64 // seqs[i] is the sequence number of entries[i]
+	lost    uint64   // entries dropped over the cap
+}
+
+// revokeLocked appends r to the log, when Central signs tickets.
+func (c *Central) revokeLocked(r centralapi.Revocation, now time.Time) {
+	if c.cfg.TicketKey == nil {
+		return
+	}
+	l := &c.revokes
+	c.pruneRevokesLocked(now)
+	if len(l.entries) >= maxRevocations {
+		l.entries, l.seqs = l.entries[1:], l.seqs[1:]
+		if l.lost++; l.lost == 1 || l.lost%10000 == 0 {
+			c.log.Warn("ticket revocation log full: dropping the oldest; servers that fell behind may admit a revoked ticket", "dropped", l.lost, "cap", maxRevocations)
+		}
+	}
+	// A ticket issued at now expires at now+TicketTTL, rounded down to a
+	// second: one second more covers it.
+	r.Until = now.Add(c.cfg.TicketTTL).Unix() + 1
+	l.next++
+	l.entries = append(l.entries, r)
+	l.seqs = append(l.seqs, l.next)
+}
+
+// pruneRevokesLocked forgets entries whose tickets have all expired.
+func (c *Central) pruneRevokesLocked(now time.Time) {
+	l := &c.revokes
+	i := 0
+	for i < len(l.entries) && l.entries[i].Until < now.Unix() {
+		i++
+	}
+	if i == 0 {
+		return
+	}
+	l.entries, l.seqs = l.entries[i:], l.seqs[i:]
+	if cap(l.entries) > 2*len(l.entries)+64 {
+		l.entries, l.seqs = slices.Clone(l.entries), slices.Clone(l.seqs)
+	}
+}
+
+// revocationsLocked fills out's revocation fields for a server that holds
+// log id up to seq.
+func (c *Central) revocationsLocked(out *centralapi.HeartbeatResponse, id string, seq uint64, now time.Time) {
+	if c.cfg.TicketKey == nil {
+		return
+	}
+	l := &c.revokes
+	c.pruneRevokesLocked(now)
+	if id != l.id || seq > l.next {
+		seq = 0
+	}
+	i, _ := slices.BinarySearch(l.seqs, seq+1)
+	j := min(i+revokePage, len(l.entries))
+	out.Revocations = slices.Clone(l.entries[i:j])
+	out.RevokeLog, out.RevokeSeq = l.id, l.next
+	if j > i {
+		out.RevokeSeq = l.seqs[j-1]
+	}
+}
