@@ -885,6 +885,10 @@ func TestMemoryBudgets(t *testing.T) {
 		s := startServer(t, func(c *Config) { c.OutboundBudget = 64 << 10; c.MaxOutbound = 8 << 20; c.SlowTimeout = time.Minute })
 		a, _ := joinAs(t, s, "one", "a")
 		dialSlow(t, s, "one", "slow") // never reads
+		// Without this the kernel's send buffer, autotuned up to 16 MiB,
+		// can take the whole backlog, so the server's own count falls back
+		// under the budget before the join below.
+		shrinkSendBuffer(t, s, "one", "slow")
 		text := strings.Repeat("o", 4000)
 		var b []byte
 		for i := uint64(1); i <= 1000; i++ {
