@@ -39,7 +39,9 @@ type Config struct {
 	// token while no control connection is open.
 	SessionGrace time.Duration
 	// ProbeTimeout bounds Central's own echo check of a server reported
-	// unreachable.
+	// unreachable (longer for a distant server: see the package doc). It
+	// is on the path of every move off a server whose link went dark, so
+	// it is short; a failed check alone never marks a server down.
 	ProbeTimeout time.Duration
 	// SettleWait is how long a new room's placement waits, once everyone
 	// accepted, for every member to have measured every open server; past
@@ -126,7 +128,7 @@ func DefaultConfig() Config {
 		AssignRetry:       time.Second,
 		AssignGiveUp:      2 * time.Minute,
 		SessionGrace:      time.Minute,
-		ProbeTimeout:      500 * time.Millisecond,
+		ProbeTimeout:      250 * time.Millisecond,
 		MaxMembers:        16,
 		MaxOutbound:       1 << 20,
 		ControlIdle:       30 * time.Second,

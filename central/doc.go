@@ -63,6 +63,10 @@
 // itself (Hello, one Ping, ProbeTimeout scaled by measured RTTs) and, if
 // that fails and the evidence is corroborated (a late heartbeat, or a
 // second member's report), marks it down and relocates its rooms at once.
+// A report that the connection merely fell silent (Unreachable.Silent, the
+// member's liveness ping unanswered) weighs less: it corroborates only a
+// check that could not even connect, since on a starved machine every
+// member of a live server's rooms falls silent at once.
 // Reports are kept once per (member, room). A member that reports a
 // placement older than Central's is simply sent the current one.
 //

@@ -238,21 +238,7 @@ func TestReportersBoundedWhileDown(t *testing.T) {
 func TestOneReportDoesNotEvictSlowServer(t *testing.T) {
 	w := newWorld(t, nil)
 	// serv1 is re-registered at a listener that accepts and never answers.
-	slow, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { slow.Close() })
-	go func() {
-		for {
-			nc, err := slow.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { nc.Close() })
-		}
-	}()
-	if _, err := w.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: slow.Addr().String()}); err != nil {
+	if _, err := w.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: stalledAddr(t)}); err != nil {
 		t.Fatal(err)
 	}
 	a, b := w.user(t, "alice"), w.user(t, "bob")

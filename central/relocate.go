@@ -531,10 +531,13 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 		return // the scan moves the room as soon as a server can take it
 	}
 	if s.reporters == nil {
-		s.reporters = map[reporter]struct{}{}
+		s.reporters = map[reporter]bool{}
 	}
-	if len(s.reporters) < maxReporters {
-		s.reporters[reporter{u, r}] = struct{}{}
+	rep := reporter{u, r}
+	if silent, ok := s.reporters[rep]; ok {
+		s.reporters[rep] = silent && m.Silent // a break outweighs a silence
+	} else if len(s.reporters) < maxReporters {
+		s.reporters[rep] = m.Silent
 	}
 	if s.suspectAt.IsZero() {
 		s.suspectAt = c.now()
@@ -542,11 +545,13 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 	c.probeLocked(s)
 }
 
-// probeTimeout is how long Central's check of s may take: ProbeTimeout, or
-// four times the slowest RTT to s that Central or a reporter measured, if
-// that is longer, so a distant server is not declared dead for being far.
+// probeTimeout is how long Central's check of s may take: ProbeTimeout,
+// or, if longer, twice Central's last echo of s (which spans three round
+// trips: connect, Hello, Ping) or four times the slowest RTT to s that a
+// reporter measured, so a distant server is not declared dead for being
+// far.
 func (c *Central) probeTimeoutLocked(s *serverRec) time.Duration {
-	d := max(c.cfg.ProbeTimeout, 4*s.echoRTT)
+	d := max(c.cfg.ProbeTimeout, 2*s.echoRTT)
 	for rep := range s.reporters {
 		if smp, ok := rep.u.lat[s.rec.ID]; ok && smp.Count > 0 {
 			d = max(d, 4*smp.Median)
@@ -555,41 +560,79 @@ func (c *Central) probeTimeoutLocked(s *serverRec) time.Duration {
 	return d
 }
 
+// connectTimeoutLocked bounds the TCP connect of Central's check of s: a
+// connect takes one round trip, so three of the slowest reporter's RTTs,
+// or Central's last whole echo (three round trips), or minConnectTimeout
+// if longer, and never more than the whole check. A dark path (SYNs lost)
+// is told within it.
+func (c *Central) connectTimeoutLocked(s *serverRec) time.Duration {
+	d := max(minConnectTimeout, s.echoRTT)
+	for rep := range s.reporters {
+		if smp, ok := rep.u.lat[s.rec.ID]; ok && smp.Count > 0 {
+			d = max(d, 3*smp.Median)
+		}
+	}
+	return min(d, c.probeTimeoutLocked(s))
+}
+
 // corroboratedLocked reports whether a failed check of s is backed by
-// other evidence: a heartbeat overdue, or reports from two members.
-func (c *Central) corroboratedLocked(s *serverRec, now time.Time) (bool, string) {
+// other evidence: a heartbeat overdue, or reports from two members. A
+// member's silence (its liveness ping unanswered, the connection still
+// open) counts only when Central's own check could not even connect
+// (connected false): a server whose port accepts connections but answers
+// late is slow, as everything is on a starved machine, not gone; silences
+// from every member of its rooms at once, and a heartbeat a little late,
+// say nothing more. A process that stays stopped is found by OfflineAfter.
+func (c *Central) corroboratedLocked(s *serverRec, now time.Time, connected bool) (bool, string) {
+	var first *user
+	two := false
+	for rep, silent := range s.reporters {
+		switch {
+		case silent && connected:
+		case first == nil:
+			first = rep.u
+		case rep.u != first:
+			two = true
+		}
+	}
+	if first == nil {
+		return false, "" // only silences, from a server that accepts connections
+	}
 	if late := now.Sub(s.rec.LastSeen); late > c.cfg.HeartbeatInterval*3/2 {
 		return true, fmt.Sprintf("no heartbeat for %v", late.Round(time.Millisecond))
 	}
-	var first *user
-	for rep := range s.reporters {
-		if first == nil {
-			first = rep.u
-		} else if rep.u != first {
-			return true, "reported by two members"
+	if two {
+		if connected {
+			return true, "connections broken for two members"
 		}
+		return true, "reported by two members"
 	}
 	return false, ""
 }
 
 // probeLocked starts one echo check of s unless one is running. A failed
 // check marks s down only when corroborated; otherwise the reports stay
-// and the next one (members repeat theirs every second) checks again.
+// and the next one (members repeat theirs every second) checks again. A
+// check whose timer fired late (Central itself was starved of CPU) proves
+// nothing either way.
 func (c *Central) probeLocked(s *serverRec) {
 	if s.probing || s.rec.Down || s.gone {
 		return
 	}
 	s.probing = true
 	addr, id := s.rec.Addr, s.rec.ID
-	timeout := c.probeTimeoutLocked(s)
+	timeout, connTimeout := c.probeTimeoutLocked(s), c.connectTimeoutLocked(s)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
 		start := time.Now()
-		err := echo(ctx, addr, c.cfg.ChatTLS)
+		connected, err := echo(ctx, connTimeout, addr, c.cfg.ChatTLS)
 		took := time.Since(start)
 		cancel()
+		if !connected {
+			timeout = connTimeout // what the late check below compares with
+		}
 		c.mu.Lock()
 		s.probing = false
 		s.checks++
@@ -600,19 +643,26 @@ func (c *Central) probeLocked(s *serverRec) {
 		case err == nil:
 			s.echoRTT = took
 			s.suspectAt = time.Time{}
-			for rep := range s.reporters {
-				if rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
+			for rep, silent := range s.reporters {
+				// A member whose connection broke rejoins (the server may
+				// have restarted and lost the room); one whose connection
+				// is only silent keeps it: the server is alive, and its
+				// next frame makes the session whole again, where a rejoin
+				// of every member of a slow server would only add load.
+				if !silent && rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
 					c.resendPlacementLocked(rep.u, rep.r, "current placement")
 				}
 			}
 			clear(s.reporters)
+		case took > timeout+max(timeout/4, starvedSlack):
+			c.log.Info("echo check of a server reported unreachable ran late; Central was starved, the check proves nothing", "server", id, "took", took.Round(time.Millisecond), "timeout", timeout, "err", err)
 		default:
 			var ok bool
-			if ok, why = c.corroboratedLocked(s, now); ok {
+			if ok, why = c.corroboratedLocked(s, now, connected); ok {
 				down = true
 				c.markDownLocked(s, "reported unreachable, failed Central's echo check ("+err.Error()+") and "+why)
 			} else {
-				c.log.Info("server reported unreachable failed one echo check; waiting for corroboration", "server", id, "err", err)
+				c.log.Info("server reported unreachable failed one echo check; waiting for corroboration", "server", id, "connected", connected, "err", err)
 			}
 		}
 		c.mu.Unlock()
@@ -624,12 +674,40 @@ func (c *Central) probeLocked(s *serverRec) {
 	}()
 }
 
-// echo checks that a chat server answers Hello and one Ping.
-func echo(ctx context.Context, addr string, tc *tls.Config) error {
-	var d proto.Dialer = &net.Dialer{}
+// minConnectTimeout is the shortest bound on the connect of an echo check.
+const minConnectTimeout = 150 * time.Millisecond
+
+// starvedSlack is how late past its timeout an echo check may end before
+// it counts as run on a starved Central (timers firing late).
+const starvedSlack = 50 * time.Millisecond
+
+// echo checks that a chat server answers Hello and one Ping. connected
+// reports whether the TCP connection itself was made: the host and the
+// path to it are up, whatever the server process then did.
+func echo(ctx context.Context, connTimeout time.Duration, addr string, tc *tls.Config) (connected bool, err error) {
+	base := &connectDialer{timeout: connTimeout}
+	var d proto.Dialer = base
 	if tc != nil {
-		d = &tlsconfig.Dialer{Config: tc}
+		d = &tlsconfig.Dialer{Base: base, Config: tc}
 	}
-	_, err := rtt.Probe(ctx, d, addr, 1, 0)
-	return err
+	_, err = rtt.Probe(ctx, d, addr, 1, 0)
+	return base.connected.Load(), err
+}
+
+// connectDialer bounds its TCP connect by timeout and notes whether it
+// succeeded.
+type connectDialer struct {
+	net.Dialer
+	timeout   time.Duration
+	connected atomic.Bool
+}
+
+func (d *connectDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	c, err := d.Dialer.DialContext(ctx, network, addr)
+	if err == nil {
+		d.connected.Store(true)
+	}
+	return c, err
 }

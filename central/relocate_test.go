@@ -1,11 +1,15 @@
 package central
 
 import (
+	"fmt"
+	"net"
+	"syscall"
 	"testing"
 	"time"
 
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/selection"
 	"nearchat/pkg/testkit"
 )
 
@@ -241,5 +245,229 @@ func TestLeaveRoomRemovesRoom(t *testing.T) {
 	})
 	if _, ok := w.c.st.Room(room.Room); ok {
 		t.Fatal("room still in the store")
+	}
+}
+
+// TestProbeTimeoutScales: Central's check of a server a member reported
+// unreachable is on the path of every move off a dark link, so its default
+// bound is short (issue 14: link down to move under a second), and it
+// grows with the RTTs measured to the server: twice Central's last echo
+// (three round trips), four times a reporter's RTT.
+func TestProbeTimeoutScales(t *testing.T) {
+	if d := DefaultConfig().ProbeTimeout; d > 300*time.Millisecond {
+		t.Errorf("default ProbeTimeout %v: a dark link's move waits that long", d)
+	}
+	w := newWorld(t, nil)
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	s := w.c.srvByID["serv1"]
+	if d := w.c.probeTimeoutLocked(s); d != w.c.cfg.ProbeTimeout {
+		t.Errorf("nothing measured: timeout %v, want ProbeTimeout %v", d, w.c.cfg.ProbeTimeout)
+	}
+	s.echoRTT = 300 * time.Millisecond
+	if d := w.c.probeTimeoutLocked(s); d != 600*time.Millisecond {
+		t.Errorf("last echo 300ms: timeout %v, want 600ms", d)
+	}
+	far := &user{name: "far", lat: map[string]selection.Sample{"serv1": {Median: 200 * time.Millisecond, Count: 5}}}
+	s.reporters = map[reporter]bool{{u: far}: false}
+	if d := w.c.probeTimeoutLocked(s); d != 800*time.Millisecond {
+		t.Errorf("a reporter 200ms away: timeout %v, want 800ms", d)
+	}
+	// The connect alone is one round trip: three of them bound it.
+	if d := w.c.connectTimeoutLocked(s); d != 600*time.Millisecond {
+		t.Errorf("a reporter 200ms away: connect timeout %v, want 600ms", d)
+	}
+	s.echoRTT = 0
+	s.reporters = map[reporter]bool{{u: &user{lat: map[string]selection.Sample{"serv1": {Median: 10 * time.Millisecond, Count: 5}}}}: true}
+	if d := w.c.connectTimeoutLocked(s); d != minConnectTimeout {
+		t.Errorf("a reporter 10ms away: connect timeout %v, want the floor %v", d, minConnectTimeout)
+	}
+	s.reporters = nil
+}
+
+// stalledAddr returns the address of a listener that accepts connections
+// and never answers: a chat server whose host and kernel are up but whose
+// process does not run (stopped, or starved of CPU).
+func stalledAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { nc.Close() })
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// darkAddr returns a loopback address where a connect times out, as to a
+// host whose link went down: its listener never accepts and its accept
+// queue (backlog 0) is full, so the kernel drops every new SYN.
+func darkAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for range 8 {
+		nc, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			return addr // the queue is full: SYNs are dropped now
+		}
+		t.Cleanup(func() { nc.Close() })
+	}
+	t.Fatal("the accept queue of a backlog-0 listener never filled")
+	return ""
+}
+
+// roomsOnServer1 makes two rooms of two on serv1, re-registered at addr.
+func roomsOnServer1(t *testing.T, w *world, addr string) (a, b, c, d *ctl, room, other *proto.Assign) {
+	t.Helper()
+	if _, err := w.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: addr}); err != nil {
+		t.Fatal(err)
+	}
+	a, b = w.user(t, "alice"), w.user(t, "bob")
+	c, d = w.user(t, "carol"), w.user(t, "dave")
+	room, other = chat(t, a, b), chat(t, c, d)
+	if room.Server.ID != "serv1" || other.Server.ID != "serv1" {
+		t.Fatalf("rooms on %s and %s, want serv1", room.Server.ID, other.Server.ID)
+	}
+	return a, b, c, d, room, other
+}
+
+// TestSilenceOfStalledServerMovesNothing (issue 14): on a starved machine
+// every member of every room on a server goes silent at once (their
+// liveness pings unanswered, the connections open) and Central's own
+// check gets no answer in time either, yet the server is alive. Silences
+// alone must not get it declared down, however many members report them
+// and however often, nor with its heartbeats late; the rooms stay.
+func TestSilenceOfStalledServerMovesNothing(t *testing.T) {
+	w := newWorld(t, nil)
+	a, b, c, d, room, other := roomsOnServer1(t, w, stalledAddr(t))
+	checks := func() int {
+		w.c.mu.Lock()
+		defer w.c.mu.Unlock()
+		return w.c.srvByID["serv1"].checks
+	}
+	for round := 1; round <= 3; round++ {
+		if round > 1 {
+			// Its heartbeats are late too (a starved machine), though
+			// within OfflineAfter.
+			w.clk.Advance(time.Second)
+		}
+		// Every member reports, as each does every second while silent.
+		for _, k := range []*ctl{a, b} {
+			k.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1, Silent: true})
+		}
+		for _, k := range []*ctl{c, d} {
+			k.send(&proto.Unreachable{Room: other.Room, Server: "serv1", Epoch: 1, Silent: true})
+		}
+		testkit.WaitFor(t, 10*time.Second, "Central's check of serv1 to fail", func() bool { return checks() >= round })
+	}
+	for i, k := range []*ctl{a, b, c, d} {
+		// A Pong, not an Assign, comes next: nothing moved.
+		k.send(&proto.Ping{ID: uint64(10 + i)})
+		if p := expect[*proto.Pong](k, nil); p.ID != uint64(10+i) {
+			t.Fatalf("%s got %+v", k.name, p)
+		}
+	}
+	all, _ := w.api.AllServers(ctx(t))
+	for _, s := range all {
+		if s.ID == "serv1" && !s.Up {
+			t.Fatal("silences from every member got a server that accepts connections declared down")
+		}
+	}
+	// A connection that then breaks outweighs a silence: two members'
+	// breaks (the server reset them) and a failed check move the room.
+	for _, k := range []*ctl{a, b} {
+		k.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
+	}
+	if mv := expect[*proto.Assign](a, nil); mv.Server.ID != "serv2" || mv.Reason != "current server down" {
+		t.Fatalf("after two members' breaks alice got %+v", mv)
+	}
+}
+
+// TestSilenceOfDeadServerMovesFast (issue 14): when the room's server is
+// really gone, its members' silences move the room at once: Central's own
+// check cannot even connect, whether the host's link went dark (the
+// connect times out) or the process is gone (refused).
+func TestSilenceOfDeadServerMovesFast(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		addr func(t *testing.T) string
+	}{
+		{"dark path", func(t *testing.T) string { return darkAddr(t) }},
+		{"refused", func(t *testing.T) string {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln.Close()
+			return ln.Addr().String()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, nil)
+			a, b, c, _, room, _ := roomsOnServer1(t, w, tc.addr(t))
+			start := time.Now()
+			for _, k := range []*ctl{a, b} {
+				k.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1, Silent: true})
+			}
+			mv := expect[*proto.Assign](a, nil)
+			took := time.Since(start)
+			t.Logf("%s: two members' silences to the move: %v (ProbeTimeout %v)", tc.name, took, w.c.cfg.ProbeTimeout)
+			if mv.Server.ID != "serv2" || mv.Reason != "current server down" {
+				t.Fatalf("alice got %+v", mv)
+			}
+			if took > 5*time.Second {
+				t.Errorf("the move took %v", took)
+			}
+			// Every room on it moves, the other room's members silent or not.
+			if cm := expect[*proto.Assign](c, nil); cm.Server.ID != "serv2" {
+				t.Fatalf("carol got %+v", cm)
+			}
+		})
+	}
+}
+
+// TestSilenceOfLiveServerNoRejoin: a member reports its connection silent,
+// and the server answers Central's check. The member is not sent the
+// placement again (which would make it rejoin, and every member of a slow
+// server rejoin at once): its connection is open, and the server's next
+// frame resumes it. A broken connection still gets it (see
+// TestUnreachableFastPath).
+func TestSilenceOfLiveServerNoRejoin(t *testing.T) {
+	w := newWorld(t, nil)
+	a, b := w.user(t, "alice"), w.user(t, "bob")
+	room := chat(t, a, b)
+	checks := func() int {
+		w.c.mu.Lock()
+		defer w.c.mu.Unlock()
+		return w.c.srvByID[room.Server.ID].checks
+	}
+	a.send(&proto.Unreachable{Room: room.Room, Server: room.Server.ID, Epoch: 1, Silent: true})
+	testkit.WaitFor(t, 10*time.Second, "Central's check of the server", func() bool { return checks() == 1 })
+	a.send(&proto.Ping{ID: 7})
+	if p := expect[*proto.Pong](a, nil); p.ID != 7 {
+		t.Fatalf("after her silence report alice got %+v, want no Assign", p)
 	}
 }

@@ -72,10 +72,12 @@ type serverRec struct {
 	echoRTT time.Duration
 	checks  int // echo checks finished, for tests and logs
 	// reporters said the server was unreachable (once per member and
-	// room); if it answers Central's check, each gets its room's placement
-	// again, so a member whose connection broke (the server may have
-	// restarted and lost the room) joins afresh instead of waiting forever.
-	reporters map[reporter]struct{}
+	// room; true while every report of that member was only a silence,
+	// see proto.Unreachable); if it answers Central's check, each gets its
+	// room's placement again, so a member whose connection broke (the
+	// server may have restarted and lost the room) joins afresh instead of
+	// waiting forever.
+	reporters map[reporter]bool
 }
 
 // full reports whether the server takes no new room.

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,9 +48,19 @@ type Config struct {
 	Session SessionConfig
 	// Probe configures the RTT prober; its Dialer is set by the Client.
 	Probe rtt.Config
-	// ProbeEvery is the interval between probe rounds over the live
-	// servers, each followed by a latency report to Central.
+	// ProbeEvery is the interval between probe rounds. A round probes
+	// the ProbeBest servers with the best recent figures, the servers of
+	// the rooms held, any server not measured lately, and ProbeExplore of
+	// the rest in turn (so a new good server is found); the vector is
+	// reported to Central only when it changed meaningfully (a server
+	// came or went, or a figure moved by reportDelta).
 	ProbeEvery time.Duration
+	// ProbeBest is how many of the best servers every round probes; 0
+	// probes every live server every round.
+	ProbeBest int
+	// ProbeExplore is how many of the other servers each round probes,
+	// taking them in turn.
+	ProbeExplore int
 	// HoldingEvery is how often the client tells Central which rooms it
 	// holds (also right after every connect), so any placement it missed
 	// is sent again.
@@ -75,6 +87,8 @@ func DefaultConfig() Config {
 		Session:      DefaultSessionConfig(),
 		Probe:        rtt.DefaultConfig(),
 		ProbeEvery:   3 * time.Second,
+		ProbeBest:    3,
+		ProbeExplore: 2,
 		HoldingEvery: 5 * time.Second,
 		BackoffMin:   100 * time.Millisecond,
 		BackoffMax:   5 * time.Second,
@@ -103,8 +117,12 @@ type Client struct {
 	asked    map[string]asking            // requests with no final status yet, by request id
 	left     map[string]time.Time         // rooms left lately: their Assigns are stale
 	probeNow chan struct{}                // asks the prober for a round now
+	upNow    map[string]string            // servers announced up since that round: ID -> address
 	good     map[string][]goodSample      // each server's recent successful probes, oldest first
+	explore  int                          // where the next round's exploration starts among the rest
+	often    map[string]bool              // the servers probed every round, as of the last round
 
+	repMu    sync.Mutex    // held while a vector is made and reported
 	reported chan struct{} // closed after the first latency report
 	repOnce  sync.Once
 
@@ -118,13 +136,15 @@ type goodSample struct {
 }
 
 type roomState struct {
-	assigns chan proto.Assign // the newest pending Assign, handled one at a time
-	done    chan struct{}     // closed when the room is left or closed
-	mu      sync.Mutex
-	sess    *Session
-	epoch   uint64
-	server  string       // the server the session follows at epoch
-	follow  proto.Assign // the Assign being followed, for its Moved event
+	assigns   chan proto.Assign // the newest pending Assign, handled one at a time
+	done      chan struct{}     // closed when the room is left or closed
+	mu        sync.Mutex
+	sess      *Session
+	epoch     uint64
+	server    string            // the server the session follows at epoch
+	follow    proto.Assign      // the Assign being followed, for its Moved event
+	broken    proto.Unreachable // the last report of a broken session
+	reminding bool              // a remindBroken runs
 }
 
 // New validates opts. Nothing is dialed before Run.
@@ -137,6 +157,9 @@ func New(opts Config) (*Client, error) {
 	}
 	if opts.HoldingEvery <= 0 {
 		opts.HoldingEvery = DefaultConfig().HoldingEvery
+	}
+	if opts.ProbeBest < 0 || opts.ProbeExplore < 0 {
+		return nil, errors.New("client: ProbeBest and ProbeExplore must not be negative")
 	}
 	if opts.ProbeEvery <= 0 || opts.BackoffMin <= 0 || opts.BackoffMax < opts.BackoffMin {
 		return nil, errors.New("client: probe interval and backoff bounds must be positive, min <= max")
@@ -168,6 +191,7 @@ func New(opts Config) (*Client, error) {
 		left:     make(map[string]time.Time),
 		asked:    make(map[string]asking),
 		probeNow: make(chan struct{}, 1),
+		upNow:    make(map[string]string),
 	}, nil
 }
 
@@ -391,18 +415,21 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 	c.emit(Connected{Central: ctrlAddr})
 	// A Central that restarted has no latency vector for us: send the last
 	// one now rather than at the next probe round.
-	c.mu.Lock()
-	last := c.lastVec
-	c.mu.Unlock()
-	if last != nil {
-		go func() {
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			if err := c.report(rctx, last); err != nil && ctx.Err() == nil {
-				c.log.Debug("re-reporting latency after reconnect", "err", err)
-			}
-		}()
-	}
+	go func() {
+		c.repMu.Lock()
+		defer c.repMu.Unlock()
+		c.mu.Lock()
+		last := c.lastVec
+		c.mu.Unlock()
+		if last == nil {
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := c.report(rctx, last); err != nil && ctx.Err() == nil {
+			c.log.Debug("re-reporting latency after reconnect", "err", err)
+		}
+	}()
 	c.log.Info("control connection up", "central", ctrlAddr, "user", c.opts.User)
 	// State what we hold now and every HoldingEvery: Central answers every
 	// difference from the rooms' placements, whatever made it. A Ping goes
@@ -455,6 +482,11 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 		case *proto.ServerEvent:
 			if m.State == proto.ServerUp {
 				// Measure it now: the room may move there at once.
+				c.mu.Lock()
+				if len(c.upNow) < maxUpNow {
+					c.upNow[m.Server.ID] = m.Server.Addr
+				}
+				c.mu.Unlock()
 				select {
 				case c.probeNow <- struct{}{}:
 				default:
@@ -702,14 +734,23 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 		if sess == nil {
 			cfg := c.opts.Session
 			cfg.Dialer = c.dialer
-			cfg.OnBroken = func(server proto.ServerRef, epoch uint64, _ error) {
+			cfg.RTTHint = c.rttHint
+			cfg.OnBroken = func(server proto.ServerRef, epoch uint64, err error) {
 				// Tell Central at once; it checks the server and moves us,
 				// or sends the placement again if the server answers.
 				// OnBroken runs on the session's goroutine: never block it
 				// on a control connection that may itself be stuck.
+				m := &proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch, Silent: errors.Is(err, ErrSilent)}
+				r.mu.Lock()
+				r.broken = *m
+				remind := !r.reminding
+				r.reminding = true
+				r.mu.Unlock()
 				go func() {
-					_ = c.send(&proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch})
-					c.remindBroken(ctx, r, room, server, epoch)
+					_ = c.send(m)
+					if remind {
+						c.remindBroken(ctx, r)
+					}
 				}()
 			}
 			sess, err = Open(ctx, cfg, a.Server, room, c.opts.User, a.Epoch, a.Ticket)
@@ -746,33 +787,173 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 	}
 }
 
-// remindBroken repeats Unreachable while the room's session stays broken
-// at the same epoch: the first report may be lost with a control connection
-// that is itself reconnecting, or find a server that restarted and answers
-// echoes but no longer holds the room.
-func (c *Client) remindBroken(ctx context.Context, r *roomState, room string, server proto.ServerRef, epoch uint64) {
+// remindBroken repeats the room's last Unreachable while its session
+// stays broken at that epoch: the first report may be lost with a control
+// connection that is itself reconnecting, or find a server that restarted
+// and answers echoes but no longer holds the room. One runs per room at a
+// time.
+func (c *Client) remindBroken(ctx context.Context, r *roomState) {
 	t := time.NewTicker(unreachableEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return // the room's reminders end with it
 		case <-r.done:
 			return
 		case <-t.C:
 		}
 		r.mu.Lock()
-		sess, cur := r.sess, r.epoch
+		m, sess, cur := r.broken, r.sess, r.epoch
 		r.mu.Unlock()
-		if sess == nil || cur != epoch || sess.Stats().Connected {
+		if sess != nil && cur == m.Epoch && !sess.Stats().Connected {
+			_ = c.send(&m)
+			continue
+		}
+		r.mu.Lock()
+		newer := r.broken != m // a break since: it still needs reminding
+		if !newer {
+			r.reminding = false
+		}
+		r.mu.Unlock()
+		if !newer {
 			return
 		}
-		_ = c.send(&proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch})
 	}
 }
 
 // unreachableEvery is how often a broken room reminds Central.
 const unreachableEvery = time.Second
+
+// roundTargetsLocked picks this round's servers: all of them when there
+// are few; otherwise the ProbeBest with the best figures, the servers of
+// the rooms held and any server without a recent sample (new, or aged
+// out), every round, and ProbeExplore of the rest in turn.
+func (c *Client) roundTargetsLocked(servers []centralapi.ServerInfo) []rtt.Target {
+	figure := func(id string) (int64, bool) {
+		g := c.good[id]
+		if len(g) == 0 {
+			return 0, false
+		}
+		return bestOf(g).MedianUS, true
+	}
+	all := c.opts.ProbeBest == 0 || len(servers) <= c.opts.ProbeBest+c.opts.ProbeExplore
+	often := make(map[string]bool, c.opts.ProbeBest+len(c.rooms))
+	var measured []centralapi.ServerInfo
+	for _, s := range servers {
+		if _, ok := figure(s.ID); ok && !all {
+			measured = append(measured, s)
+		} else {
+			often[s.ID] = true
+		}
+	}
+	slices.SortFunc(measured, func(a, b centralapi.ServerInfo) int {
+		fa, _ := figure(a.ID)
+		fb, _ := figure(b.ID)
+		return cmp.Or(cmp.Compare(fa, fb), cmp.Compare(a.ID, b.ID))
+	})
+	for i, s := range measured {
+		if i < c.opts.ProbeBest {
+			often[s.ID] = true
+		}
+	}
+	for _, r := range c.rooms {
+		r.mu.Lock()
+		if r.server != "" {
+			often[r.server] = true
+		}
+		r.mu.Unlock()
+	}
+	var rest, targets []rtt.Target
+	for _, s := range servers {
+		t := rtt.Target{ID: s.ID, Addr: s.Addr}
+		if often[s.ID] {
+			targets = append(targets, t)
+		} else {
+			rest = append(rest, t)
+		}
+	}
+	slices.SortFunc(rest, func(a, b rtt.Target) int { return cmp.Compare(a.ID, b.ID) })
+	for i := range min(c.opts.ProbeExplore, len(rest)) {
+		targets = append(targets, rest[(c.explore+i)%len(rest)])
+	}
+	c.explore += c.opts.ProbeExplore
+	c.often = often
+	return targets
+}
+
+// periodLocked is how often server id is probed, with n live servers: every
+// round for the often-probed, else once per turn through the rest.
+func (c *Client) periodLocked(id string, n int) time.Duration {
+	if c.often[id] || c.opts.ProbeExplore == 0 {
+		// With no exploration the rest are probed again once their
+		// samples age out, as unmeasured servers.
+		return c.opts.ProbeEvery
+	}
+	rest := max(1, n-len(c.often))
+	return time.Duration((rest+c.opts.ProbeExplore-1)/c.opts.ProbeExplore) * c.opts.ProbeEvery
+}
+
+// reportDelta is the change in a server's figure that is worth a report:
+// reportDeltaMin or reportDeltaPct of the figure, whichever is larger.
+// Central's smallest move gain (selection.Policy.MinGain, 5 ms and 10%)
+// is well above it, and changes add up against the last vector reported.
+const (
+	reportDeltaMin = time.Millisecond
+	reportDeltaPct = 5
+)
+
+// meaningful reports whether vec differs from the last vector reported
+// enough to send: a server came or went, or a median or spread moved by
+// reportDelta.
+func meaningful(last, vec map[string]centralapi.Sample) bool {
+	if last == nil || len(last) != len(vec) {
+		return true
+	}
+	for id, v := range vec {
+		l, ok := last[id]
+		if !ok {
+			return true
+		}
+		// Central weighs a move's gain against the spreads too, so a
+		// spread that calmed down (or grew) matters as much as the median.
+		limit := max(reportDeltaMin.Microseconds(), l.MedianUS*reportDeltaPct/100)
+		if abs(v.MedianUS-l.MedianUS) >= limit || abs(v.SpreadUS-l.SpreadUS) >= limit {
+			return true
+		}
+	}
+	return false
+}
+
+func abs(v int64) int64 { return max(v, -v) }
+
+// rttHint is the prober's figure for server: its best median of the recent
+// rounds, with that round's spread.
+func (c *Client) rttHint(server string) (rtt, spread time.Duration, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.good[server]
+	if len(g) == 0 {
+		return 0, 0, false
+	}
+	best := bestOf(g)
+	return time.Duration(best.MedianUS) * time.Microsecond, time.Duration(best.SpreadUS) * time.Microsecond, true
+}
+
+// bestOf returns the sample of g with the lowest median; g is not empty.
+func bestOf(g []goodSample) centralapi.Sample {
+	best := g[0].s
+	for _, x := range g[1:] {
+		if x.s.MedianUS < best.MedianUS {
+			best = x.s
+		}
+	}
+	return best
+}
+
+// maxUpNow bounds the announced servers waiting for their first probe;
+// past it the next regular round finds the rest.
+const maxUpNow = 64
 
 // recentRounds is how many probe rounds a server's reported figure is the
 // best of.
@@ -781,7 +962,8 @@ const recentRounds = 3
 // leftFor is how long Assigns for a room this client left are ignored.
 const leftFor = time.Minute
 
-// Servers returns the live servers as of the last probe round.
+// Servers returns the live servers as of the last probe round, and those
+// Central announced since.
 func (c *Client) Servers() []centralapi.ServerInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -797,6 +979,25 @@ func (c *Client) probeLoop(ctx context.Context) {
 		c.log.Error("prober", "err", err)
 		return
 	}
+	// A server announced up is measured at once, on its own, beside the
+	// regular rounds (one in progress may wait on the farthest server);
+	// the regular rounds keep their pace.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.probeNow:
+			}
+			if err := c.probeOnce(ctx, p, true); err != nil && ctx.Err() == nil {
+				c.log.Warn("latency round of announced servers", "err", err)
+			}
+		}
+	}()
+	defer wg.Wait()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -804,10 +1005,8 @@ func (c *Client) probeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-c.probeNow:
-			t.Stop()
 		}
-		if err := c.probeOnce(ctx, p); err != nil && ctx.Err() == nil {
+		if err := c.probeOnce(ctx, p, false); err != nil && ctx.Err() == nil {
 			c.log.Warn("latency round", "err", err)
 		}
 		t.Reset(c.opts.ProbeEvery)
@@ -826,23 +1025,47 @@ func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) e
 	return err
 }
 
-// probeOnce measures every live server and reports the vector.
-func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
-	servers, err := c.api.Servers(ctx)
-	if err != nil {
-		return err
+// probeOnce measures this round's servers (see Config.ProbeEvery), or
+// with newOnly just those without a recent sample, and reports the vector
+// when it changed meaningfully.
+func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) error {
+	var targets []rtt.Target
+	if newOnly {
+		// The announcements name the servers: probe them without asking
+		// Central for the list first (a round trip on the way to a move).
+		c.mu.Lock()
+		for id, addr := range c.upNow {
+			if len(c.good[id]) == 0 {
+				targets = append(targets, rtt.Target{ID: id, Addr: addr})
+			}
+			// Servers lists it from now on, as the next round's list will.
+			if !slices.ContainsFunc(c.servers, func(s centralapi.ServerInfo) bool { return s.ID == id }) {
+				c.servers = append(slices.Clip(c.servers), centralapi.ServerInfo{ID: id, Addr: addr, Up: true})
+			}
+		}
+		clear(c.upNow)
+		c.mu.Unlock()
+	} else {
+		servers, err := c.api.Servers(ctx)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.servers = servers
+		targets = c.roundTargetsLocked(servers)
+		c.mu.Unlock()
 	}
-	c.mu.Lock()
-	c.servers = servers
-	c.mu.Unlock()
-	targets := make([]rtt.Target, 0, len(servers))
-	for _, s := range servers {
-		targets = append(targets, rtt.Target{ID: s.ID, Addr: s.Addr})
+	if newOnly && len(targets) == 0 {
+		return nil
 	}
 	results := p.Round(ctx, targets)
 	if c.opts.OnProbe != nil {
 		c.opts.OnProbe(results)
 	}
+	// One report at a time, each made from every result so far: a round
+	// that finished earlier must not report after, and over, a later one.
+	c.repMu.Lock()
+	defer c.repMu.Unlock()
 	// Each server is reported by its best round of the last few (as
 	// Tailscale's netcheck judges a region by its best recent latency):
 	// the noise of a busy machine only ever adds delay, so one slow round
@@ -850,9 +1073,9 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
 	// that got better shows at once. A server whose probe failed this
 	// round, or that is missing from the list for a moment (chat servers
 	// registering again with a restarted Central), keeps its recent rounds
-	// too, so it does not look unmeasured and force a move.
+	// too, so it does not look unmeasured and force a move. A sample ages
+	// out after recentRounds of its server's probe period.
 	now := time.Now()
-	window := recentRounds * c.opts.ProbeEvery
 	vec := make(map[string]centralapi.Sample, len(results))
 	c.mu.Lock()
 	for id, r := range results {
@@ -862,6 +1085,7 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
 		}
 	}
 	for id, g := range c.good {
+		window := recentRounds * c.periodLocked(id, len(c.servers))
 		for len(g) > 0 && now.Sub(g[0].at) >= window {
 			g = g[1:]
 		}
@@ -870,21 +1094,19 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober) error {
 			continue
 		}
 		c.good[id] = g
-		best := g[0].s
-		for _, x := range g[1:] {
-			if x.s.MedianUS < best.MedianUS {
-				best = x.s
-			}
-		}
-		vec[id] = best
+		vec[id] = bestOf(g)
 	}
+	changed := meaningful(c.lastVec, vec)
 	c.mu.Unlock()
-	c.mu.Lock()
-	c.lastVec = vec
-	c.mu.Unlock()
+	if !changed {
+		return nil
+	}
 	if err := c.report(ctx, vec); err != nil {
 		return err
 	}
+	c.mu.Lock()
+	c.lastVec = vec
+	c.mu.Unlock()
 	c.repOnce.Do(func() { close(c.reported) })
 	return nil
 }

@@ -25,6 +25,25 @@
 // connection is reported to Central (Unreachable) until Central moves the
 // room or confirms the server.
 //
+// Probing scales with the number of servers: a round probes the ProbeBest
+// servers with the best figures, the servers of the rooms held and any
+// server not measured lately, and ProbeExplore of the others in turn, and
+// the vector goes to Central only when it changed meaningfully.
+//
+// # Liveness
+//
+// A Session watches its room's connection (SessionConfig.Liveness): silent for
+// max(Liveness/3, 2*RTT) it pings, and a ping unanswered for
+// max(Liveness, 4*RTT, 2*(RTT+4*RTTVAR)) (RTT and RTTVAR: that
+// connection's smoothed Ping/Pong time and deviation; any frame counts as
+// an answer) makes it Broken with ErrSilent, which the
+// Client reports to Central at once, marked as a silence (Central weighs it
+// below a broken connection: see package central). A check that runs well
+// past its time (the process was starved, the answer may wait unread)
+// looks again shortly instead of declaring silence. A silent connection is kept open: if
+// the server was only stalled, its next frame makes the session connected
+// again; a Move, even to the same server and epoch, joins anew.
+//
 // Everything the Client sees arrives on one channel, Client.Events: the
 // controller's events (Status, Incoming, RoomReady, RoomClosed, Connected,
 // Disconnected, Error) and every room's (Message, Presence, Moved, Drained,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -241,6 +242,13 @@ func next[T client.Event](u *user, timeout time.Duration) T {
 	}
 }
 
+// probeRounds returns the medians of u's probe rounds so far.
+func (u *user) probeRounds() []map[string]time.Duration {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.probes)
+}
+
 // settled reports whether u's last two probe rounds both rank the servers
 // they measured in the order of their emulated RTTs. On a loaded machine a
 // round can come out late; placement is only meaningful once the
@@ -402,6 +410,48 @@ func TestE2EMovesAndSurvivesKill(t *testing.T) {
 		if err := <-ch; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestE2EAnnouncedServerProbedAtOnce: a server that comes up is measured
+// as soon as Central announces it, on its own (the announcement names it:
+// no round of every server, no list fetched first), and the room moves
+// there without waiting for the next probe round (5 s away here).
+func TestE2EAnnouncedServerProbedAtOnce(t *testing.T) {
+	c := newCluster(t, func(cfg *central.Config) { cfg.Policy.MinDwell = 0 })
+	for _, id := range []string{"serv2", "serv3", "serv4"} {
+		c.startServer(id)
+	}
+	slow := func(o *client.Config) { o.ProbeEvery = 5 * time.Second }
+	alice, bob := c.user("alice", slow), c.user("bob", slow)
+	_, _, a := chat(t, alice, bob)
+	if a.Server.ID != "serv3" {
+		t.Fatalf("room placed on %s, want serv3", a.Server.ID)
+	}
+	rounds := len(alice.probeRounds())
+	started := time.Now()
+	c.startServer("serv1")
+	moved := next[client.Moved](alice, 10*time.Second)
+	took := time.Since(started)
+	t.Logf("serv1 started (and registered), room moved %v later; probe rounds every 5 s", took)
+	if moved.To.ID != "serv1" {
+		t.Fatalf("moved to %s, want serv1", moved.To.ID)
+	}
+	var first map[string]time.Duration
+	for _, r := range alice.probeRounds()[rounds:] {
+		if _, ok := r["serv1"]; ok {
+			first = r
+			break
+		}
+	}
+	if len(first) != 1 {
+		t.Errorf("serv1 was first measured in a round of %v, want a round of serv1 alone", first)
+	}
+	// Servers lists it already (the chat command's -emulate-rtt finds a
+	// server's address there: a server missing from it was measured
+	// without its emulated delay).
+	if !slices.ContainsFunc(alice.c.Servers(), func(s centralapi.ServerInfo) bool { return s.ID == "serv1" }) {
+		t.Errorf("Servers() = %v after serv1 was measured, want serv1 in it", alice.c.Servers())
 	}
 }
 

@@ -108,13 +108,26 @@ type Missed struct {
 }
 
 // Broken reports that the connection to the room's server ended without
-// being asked to. The session keeps unacknowledged messages and waits for
-// Move; the controller should tell Central (Unreachable).
+// being asked to, or fell silent past the liveness deadline (Err wraps
+// ErrSilent; the connection stays open and serves again if the server
+// answers). The session keeps unacknowledged messages and waits for Move;
+// the controller should tell Central (Unreachable).
 type Broken struct {
 	Room   string
 	Server proto.ServerRef
 	Epoch  uint64
 	Err    error
+}
+
+// Resumed reports that a connection reported Broken for falling silent
+// (ErrSilent) answered again before any move: the server was only slow,
+// and the session serves on it as before. After is how long it was
+// silent past the liveness deadline.
+type Resumed struct {
+	Room   string
+	Server proto.ServerRef
+	Epoch  uint64
+	After  time.Duration
 }
 
 // Error reports a problem that does not end the session or the client,
@@ -137,6 +150,7 @@ func (Moved) event()        {}
 func (Missed) event()       {}
 func (Drained) event()      {}
 func (Broken) event()       {}
+func (Resumed) event()      {}
 func (Error) event()        {}
 
 // inRoom returns ev with its Room set.
@@ -158,6 +172,9 @@ func inRoom(ev Event, room string) Event {
 		e.Room = room
 		return e
 	case Broken:
+		e.Room = room
+		return e
+	case Resumed:
 		e.Room = room
 		return e
 	case Error:

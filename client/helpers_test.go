@@ -67,6 +67,7 @@ type member struct {
 	drained []Drained
 	miss    []Missed
 	broke   []Broken
+	resumed []Resumed
 	here    map[string]bool // members present, from Presence events
 	errs    []error
 	last    map[string]Message
@@ -155,6 +156,8 @@ func (m *member) drain() {
 			m.check.Missed(m.key(ev.From, ev.Inc), ev.First, ev.Last)
 		case Broken:
 			m.broke = append(m.broke, ev)
+		case Resumed:
+			m.resumed = append(m.resumed, ev)
 		case Presence:
 			m.here[ev.User] = ev.Here
 		case Error:
@@ -247,13 +250,16 @@ func verify(t testing.TB, members []*member, sent map[string]uint64) {
 }
 
 // proxy sits between members and a chat server: it can drop the Deliver
-// frames it relays to clients, and sever every connection at once, which to
+// frames it relays to clients (drop), or every frame (hole: a path that
+// went dark without a reset), and sever every connection at once, which to
 // the members looks like the server dying.
 type proxy struct {
 	t      testing.TB
 	ln     net.Listener
 	target string
 	drop   atomic.Bool
+	hole   atomic.Bool
+	delay  atomic.Int64 // nanoseconds each frame to the client waits
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
@@ -332,8 +338,11 @@ func (p *proxy) relayDown(up, down net.Conn) {
 		if err != nil {
 			return
 		}
-		if p.drop.Load() && t == proto.TDeliver {
+		if p.hole.Load() || (p.drop.Load() && t == proto.TDeliver) {
 			continue
+		}
+		if d := p.delay.Load(); d > 0 {
+			time.Sleep(time.Duration(d)) // an emulated long path, not synchronisation
 		}
 		b = binary.BigEndian.AppendUint32(b[:0], uint32(1+len(body)))
 		b = append(append(b, byte(t)), body...)

@@ -27,12 +27,18 @@ type link struct {
 	wake    chan struct{}
 
 	// Owned by the session loop.
-	epoch   uint64
-	started time.Time
-	joined  bool
-	dead    bool
-	members map[string]uint64 // other members present, with the LastSent they announced
-	lastSeq uint64
+	epoch    uint64
+	started  time.Time
+	joined   bool
+	dead     bool
+	suspect  bool              // silent past the liveness deadline; reported Broken, still open
+	silentAt time.Time         // when it was found silent
+	members  map[string]uint64 // other members present, with the LastSent they announced
+	lastSeq  uint64
+	heardAt  time.Time     // when the last frame arrived
+	pingAt   time.Time     // when the last liveness ping went out
+	rtt      time.Duration // smoothed round trip: the handshake's, then each Pong's
+	rttvar   time.Duration // its smoothed deviation
 }
 
 // dialLink connects to server and exchanges Hello and Welcome within
@@ -41,16 +47,42 @@ type link struct {
 func dialLink(ctx context.Context, s *Session, server proto.ServerRef) (*link, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
+	start := time.Now()
 	pc, welcome, err := proto.Dial(ctx, s.cfg.Dialer, server.Addr, &proto.Hello{Agent: s.cfg.Agent})
 	if err != nil {
 		return nil, err
 	}
-	l := &link{s: s, server: server, pc: pc, conn: pc.NetConn(), wake: make(chan struct{}, 1)}
+	// Connect and Hello/Welcome take two round trips (more with TLS): an
+	// overestimate to start from, with TCP's initial deviation (half of
+	// it), which Pongs correct. The prober's figures for the server, from
+	// many round trips, are a better start when there are any.
+	now := time.Now()
+	l := &link{s: s, server: server, pc: pc, conn: pc.NetConn(), wake: make(chan struct{}, 1), heardAt: now, rtt: now.Sub(start) / 2}
+	l.rttvar = l.rtt / 2
+	if s.cfg.RTTHint != nil {
+		if rtt, spread, ok := s.cfg.RTTHint(server.ID); ok && rtt > 0 {
+			l.rtt, l.rttvar = rtt, max(spread, rtt/8)
+		}
+	}
 	l.serverID = welcome.Server
 	if l.serverID == "" {
 		l.serverID = server.ID
 	}
 	return l, nil
+}
+
+// heard notes a frame that arrived at now; a Pong to one of our pings
+// updates the smoothed RTT and its deviation as TCP does (RFC 6298 gains
+// 1/8 and 1/4), so a loaded path's jitter widens the liveness deadline.
+// Loop only.
+func (l *link) heard(now time.Time, m wire.Message) {
+	l.heardAt = now
+	if p, ok := m.(*proto.Pong); ok && p.At > 0 {
+		if d := now.Sub(time.Unix(0, p.At)); d >= 0 && d < time.Minute {
+			l.rttvar += (max(l.rtt-d, d-l.rtt) - l.rttvar) / 4
+			l.rtt += (d - l.rtt) / 8
+		}
+	}
 }
 
 // start launches the reader and writer. Loop only.

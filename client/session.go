@@ -46,13 +46,30 @@ type SessionConfig struct {
 	// IdleTimeout: a connection silent this long is considered dead; the
 	// session pings every third of it. 0 disables both.
 	IdleTimeout time.Duration
+	// Liveness is the fast check of the room's current connection: when
+	// it has been silent for max(Liveness/3, 2*RTT) the session pings, and
+	// when that ping goes unanswered (no frame at all) for
+	// max(Liveness, 4*RTT, 2*(RTT+4*RTTVAR)) the connection is reported
+	// Broken, RTT and RTTVAR being this connection's own smoothed Ping/Pong
+	// round trip and deviation (as TCP keeps them). The report says the
+	// connection is silent, not broken, and Central weighs it less (on a
+	// starved machine every member of a room goes silent at once); a
+	// check that runs late looks again before judging. 0 leaves only
+	// IdleTimeout.
+	Liveness time.Duration
+	// RTTHint, if set, gives the RTT and spread measured to a server by
+	// other means (the Client's prober): a new connection's liveness
+	// deadline starts from them rather than from its handshake alone.
+	RTTHint func(server string) (rtt, spread time.Duration, ok bool)
 	// EventBuffer is the capacity of the Events channel, and the number of
 	// undelivered events past which the session stops reading from the
 	// server until the user catches up.
 	EventBuffer int
 	// OnBroken, if set, is called on the session goroutine when the room's
-	// connection breaks (as the Broken event is emitted). It must not block;
-	// the controller uses it to tell Central at once.
+	// connection breaks (as the Broken event is emitted), and once more
+	// when a connection that fell silent (err wraps ErrSilent) then breaks
+	// for good. It must not block; the controller uses it to tell Central
+	// at once.
 	OnBroken func(server proto.ServerRef, epoch uint64, err error)
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -71,6 +88,7 @@ func DefaultSessionConfig() SessionConfig {
 		DrainTimeout:     3 * time.Second,
 		HandshakeTimeout: 5 * time.Second,
 		IdleTimeout:      15 * time.Second,
+		Liveness:         300 * time.Millisecond,
 		EventBuffer:      1024,
 	}
 }
@@ -96,6 +114,9 @@ func (c *SessionConfig) validate() error {
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle timeout %v: must not be negative", c.IdleTimeout))
 	}
+	if c.Liveness < 0 {
+		errs = append(errs, fmt.Errorf("liveness %v: must not be negative", c.Liveness))
+	}
 	if c.GapTimeout < c.HoldBack {
 		errs = append(errs, fmt.Errorf("gap timeout %v shorter than hold back %v", c.GapTimeout, c.HoldBack))
 	}
@@ -111,6 +132,9 @@ var (
 	// ErrBackpressure is returned by Send when MaxUnacked messages await
 	// acknowledgement.
 	ErrBackpressure = errors.New("client: too many unacknowledged messages")
+	// ErrSilent is the Broken error of a connection that left a ping
+	// unanswered past the liveness deadline (SessionConfig.Liveness).
+	ErrSilent = errors.New("client: the server left a ping unanswered past the liveness deadline")
 )
 
 // Stats is a snapshot of a Session's counters.
@@ -156,6 +180,7 @@ type Session struct {
 	drainUntil        time.Time
 	movedAt           time.Time // when the current drain began
 	nextPing          time.Time
+	nextLive          time.Time // next liveness check of cur
 	moveWait          chan error
 	answered          map[string]answer // last Resend answered, by asker
 	queue             []Event           // events not yet taken from the channel
@@ -270,7 +295,7 @@ func (s *Session) Stats() Stats {
 		st = s.stats
 		if s.cur != nil {
 			st.Server = s.cur.server
-			st.Connected = s.cur.joined && !s.cur.dead
+			st.Connected = s.cur.joined && !s.cur.dead && !s.cur.suspect
 		}
 		st.Epoch = s.epoch
 		st.Sent = s.out.last
@@ -293,7 +318,9 @@ func (s *Session) Move(ctx context.Context, server proto.ServerRef, epoch uint64
 	defer s.moveMu.Unlock()
 	var skip bool
 	if err := s.call(func() {
-		live := s.cur != nil && !s.cur.dead
+		// A suspect connection is joined again, make-before-break: Central
+		// answered our report by confirming the placement.
+		live := s.cur != nil && !s.cur.dead && !s.cur.suspect
 		skip = epoch < s.epoch || (epoch == s.epoch && live && s.cur.server == server)
 	}); err != nil {
 		return err
@@ -393,7 +420,7 @@ func (s *Session) run() {
 // them, or we cannot ask anyone (no live connection, or a join pending).
 // A gap is never given up while we could not have recovered it.
 func (s *Session) quiet() bool {
-	return s.old != nil || s.pending != nil || s.cur == nil || !s.cur.joined || s.cur.dead
+	return s.old != nil || s.pending != nil || s.cur == nil || !s.cur.joined || s.cur.dead || s.cur.suspect
 }
 
 // arm points timer at the next deadline the loop has.
@@ -402,7 +429,7 @@ func (s *Session) arm(timer *time.Timer) {
 	if !s.quiet() {
 		next = s.in.next()
 	}
-	for _, t := range []time.Time{s.drainUntil, s.nextPing} {
+	for _, t := range []time.Time{s.drainUntil, s.nextPing, s.nextLive} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
@@ -444,6 +471,16 @@ func (s *Session) sendLink() *link {
 }
 
 func (s *Session) handle(in inbound) {
+	if in.err == nil {
+		now := time.Now()
+		in.l.heard(now, in.m)
+		if in.l.suspect && in.l == s.cur {
+			in.l.suspect = false
+			s.log.Info("room server answers again", "server", in.l.server.ID)
+			s.emit(Resumed{Server: in.l.server, Epoch: in.l.epoch, After: now.Sub(in.l.silentAt)})
+			s.checkLive(now)
+		}
+	}
 	switch l := in.l; l {
 	case s.pending:
 		s.handlePending(l, in)
@@ -514,6 +551,7 @@ func (s *Session) switchTo(l *link, j *proto.Joined) {
 		s.hand(ready, gaps, l, now)
 	}
 	s.cur, s.pending, s.epoch = l, nil, l.epoch
+	s.checkLive(now)
 	if s.old != nil {
 		s.old.close(true)
 		s.old = nil
@@ -665,6 +703,15 @@ func (s *Session) linkDown(l *link, err error) {
 		s.askLagging(now)
 	case s.cur:
 		s.log.Info("connection to room server lost", "server", l.server.ID, "err", err)
+		if l.suspect {
+			// Reported Broken when it fell silent; tell the controller
+			// the silence became a break (stronger evidence for Central),
+			// with no second event.
+			if s.cfg.OnBroken != nil {
+				s.cfg.OnBroken(l.server, l.epoch, err)
+			}
+			return
+		}
 		if s.cfg.OnBroken != nil {
 			s.cfg.OnBroken(l.server, l.epoch, err)
 		}
@@ -768,6 +815,9 @@ func (s *Session) tick(now time.Time) {
 	if s.old != nil {
 		s.checkDrain(now)
 	}
+	if !s.nextLive.IsZero() && !now.Before(s.nextLive) {
+		s.checkLive(now)
+	}
 	if !s.nextPing.IsZero() && !now.Before(s.nextPing) {
 		s.nextPing = time.Time{}
 		live := false
@@ -781,4 +831,71 @@ func (s *Session) tick(now time.Time) {
 			s.armPing(now)
 		}
 	}
+}
+
+// checkLive runs the fast liveness check of the current connection (see
+// SessionConfig.Liveness) and sets when it runs next: a ping once the connection
+// has been silent for the ping interval, a break once that ping has gone
+// unanswered for the deadline. Any frame answers, so a busy room's traffic
+// stands in for pings.
+func (s *Session) checkLive(now time.Time) {
+	scheduled := s.nextLive
+	s.nextLive = time.Time{}
+	l := s.cur
+	if s.cfg.Liveness <= 0 || l == nil || !l.joined || l.dead || l.suspect {
+		return
+	}
+	if len(s.frames) > 0 || len(s.queue) >= s.cfg.EventBuffer {
+		// Frames wait for us (or we stopped reading for a slow user): the
+		// connection is not what is silent.
+		l.heardAt = now
+	}
+	every, deadline := s.liveTimes(l)
+	late := !scheduled.IsZero() && now.Sub(scheduled) > max(deadline/4, lateSlack)
+	if l.pingAt.After(l.heardAt) {
+		if late {
+			// This check ran late: the process was starved, and the
+			// answer may wait unread in the socket. Judge again shortly,
+			// once the reader has had its turn.
+			s.nextLive = now.Add(deadline / 4)
+			return
+		}
+		if now.Sub(l.pingAt) >= deadline {
+			s.fellSilent(l, fmt.Errorf("%w (%v, RTT %v)", ErrSilent, now.Sub(l.pingAt).Round(time.Millisecond), l.rtt.Round(time.Microsecond)))
+			return
+		}
+		s.nextLive = l.pingAt.Add(deadline)
+		return
+	}
+	if now.Sub(l.heardAt) < every {
+		s.nextLive = l.heardAt.Add(every)
+		return
+	}
+	l.send(&proto.Ping{At: now.UnixNano()})
+	l.pingAt = now
+	s.nextLive = now.Add(deadline)
+}
+
+// fellSilent reports the current connection Broken (ErrSilent) without
+// closing it: the server may only be stalled. Anything that arrives on it
+// makes it live again (Resumed); a Move, even to the same server and epoch, joins
+// anew make-before-break; IdleTimeout closes it for good. Loop only.
+func (s *Session) fellSilent(l *link, err error) {
+	l.suspect, l.silentAt = true, time.Now()
+	s.log.Info("room server silent", "server", l.server.ID, "err", err)
+	if s.cfg.OnBroken != nil {
+		s.cfg.OnBroken(l.server, l.epoch, err)
+	}
+	s.emit(Broken{Server: l.server, Epoch: l.epoch, Err: err})
+}
+
+// lateSlack is how late past its time a liveness check may run before it
+// counts as run by a starved process (see checkLive).
+const lateSlack = 100 * time.Millisecond
+
+// liveTimes returns l's ping interval and liveness deadline: the deadline
+// is at least four RTTs and twice TCP's retransmission timeout (RTT plus
+// four deviations), so a jittery, loaded path is not taken for a dead one.
+func (s *Session) liveTimes(l *link) (every, deadline time.Duration) {
+	return max(s.cfg.Liveness/3, 2*l.rtt), max(s.cfg.Liveness, 4*l.rtt, 2*(l.rtt+4*l.rttvar))
 }

@@ -610,6 +610,52 @@ func TestLateJoinerOnNewServer(t *testing.T) {
 	verify(t, []*member{b}, map[string]uint64{"alice": 1})
 }
 
+// TestSilentPathBreaksFast: the room's server stops answering without a
+// reset (a link gone dark). The liveness check must declare the connection
+// Broken well within a second at loopback RTT, not after IdleTimeout (15 s).
+func TestSilentPathBreaksFast(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	cfg := testConfig(t)
+	cfg.Liveness = 300 * time.Millisecond
+	b := join(t, cfg, p.ref("serv1"), "room-dark", "bob")
+	start := time.Now()
+	p.hole.Store(true)
+	testkit.WaitFor(t, cfg.IdleTimeout/3, "break seen", func() bool { return b.brokenCount() == 1 })
+	took := time.Since(start)
+	t.Logf("silent path declared broken %v after it went dark (liveness %v)", took, cfg.Liveness)
+	b.mu.Lock()
+	err := b.broke[0].Err
+	b.mu.Unlock()
+	if !errors.Is(err, ErrSilent) {
+		t.Errorf("Broken error %v, want ErrSilent", err)
+	}
+}
+
+// TestSlowPathStaysUp: a path whose every frame takes 400 ms (longer than
+// the 300 ms liveness floor) is slow, not dead: the deadline scales with
+// the connection's measured RTT and the session must not break.
+func TestSlowPathStaysUp(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	p.delay.Store(int64(400 * time.Millisecond))
+	cfg := testConfig(t)
+	cfg.Liveness = 300 * time.Millisecond
+	b := join(t, cfg, p.ref("serv1"), "room-slow", "bob")
+	b.send(t, "hello")
+	testkit.WaitFor(t, 10*time.Second, "ack over the slow path", func() bool { return b.s.Stats().Unacked == 0 })
+	time.Sleep(3 * time.Second) // an observation window: pings must keep it up
+	var rtt time.Duration
+	_ = b.s.call(func() { rtt = b.s.cur.rtt })
+	t.Logf("smoothed RTT over the slow path %v", rtt)
+	if n := b.brokenCount(); n != 0 {
+		t.Errorf("a slow but live path broke %d times", n)
+	}
+	if st := b.s.Stats(); !st.Connected {
+		t.Errorf("not connected over the slow path: %+v", st)
+	}
+}
+
 // TestSlowReader: bob's user reads his events far slower than alice
 // sends (a slow UI), or stops reading for a while and then resumes. The
 // server's outbound limit is small, as in review finding 5, where bob
@@ -753,6 +799,96 @@ func smallRcvBuf() *net.Dialer {
 		}
 		return serr
 	}}
+}
+
+// TestStalledServerRecovers: the server's answers stop for longer than the
+// liveness deadline and then resume (a stall, not a death). The session
+// reports Broken once, keeps the connection, and is connected again with
+// nothing lost as soon as frames arrive (and says so: Resumed); no rejoin
+// is needed.
+func TestStalledServerRecovers(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	cfg := testConfig(t)
+	cfg.Liveness = 300 * time.Millisecond
+	a := join(t, cfg, p.ref("serv1"), "room-stall", "alice")
+	b := join(t, cfg, ref(s1), "room-stall", "bob")
+	p.hole.Store(true) // alice hears nothing; what she sends still arrives
+	testkit.WaitFor(t, 5*time.Second, "alice's break seen", func() bool { return a.brokenCount() == 1 })
+	if a.s.Stats().Connected {
+		t.Error("a silent connection counts as connected")
+	}
+	n := b.send(t, "while alice hears nothing")
+	p.hole.Store(false) // frames flow again (what was dropped is recovered by Resend)
+	b.send(t, "after the stall")
+	testkit.WaitFor(t, 5*time.Second, "alice connected again", func() bool { return a.s.Stats().Connected })
+	testkit.WaitFor(t, 5*time.Second, "alice told the server answers again", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.resumed) == 1
+	})
+	testkit.WaitFor(t, 10*time.Second, "alice gets both", func() bool { return a.check.Report().Received == int(n)+1 })
+	if got := a.brokenCount(); got != 1 {
+		t.Errorf("alice saw %d Broken events, want 1", got)
+	}
+	verify(t, []*member{a, b}, map[string]uint64{"bob": n + 1})
+}
+
+// TestLateLivenessCheckWaits: a liveness check that runs long after its
+// time (the process was starved of CPU, and the answer may wait unread in
+// the socket) does not declare the connection silent; it looks again
+// shortly, and a check on time does declare it.
+func TestLateLivenessCheckWaits(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	cfg := testConfig(t)
+	cfg.Liveness = 300 * time.Millisecond
+	b := join(t, cfg, ref(s1), "room-late", "bob")
+	var lateSilent, onTimeSilent bool
+	var retry time.Duration
+	if err := b.s.call(func() {
+		s, l := b.s, b.s.cur
+		now := time.Now()
+		// A ping unanswered for 5 s, and a check that was due 4 s ago.
+		l.heardAt, l.pingAt = now.Add(-10*time.Second), now.Add(-5*time.Second)
+		s.nextLive = now.Add(-4 * time.Second)
+		s.checkLive(now)
+		lateSilent, retry = l.suspect, s.nextLive.Sub(now)
+		s.checkLive(s.nextLive) // the next check, on time
+		onTimeSilent = l.suspect
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if lateSilent {
+		t.Error("a check that ran 4 s late declared the connection silent")
+	}
+	if retry <= 0 || retry > cfg.Liveness {
+		t.Errorf("after a late check the next one is in %v, want shortly", retry)
+	}
+	if !onTimeSilent {
+		t.Error("the check on time did not declare the unanswered ping")
+	}
+	testkit.WaitFor(t, 5*time.Second, "the Broken event", func() bool { return b.brokenCount() == 1 })
+}
+
+// TestRTTHintSeedsLiveness: a new connection's liveness estimate starts
+// from the prober's figures for its server when there are any (many round
+// trips, a small spread), not from TCP's wide initial deviation (half the
+// RTT, which made a fresh link's deadline 2 x (RTT + 2 x RTT)).
+func TestRTTHintSeedsLiveness(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	cfg := testConfig(t)
+	cfg.Liveness = 3 * time.Second // no ping (and no Pong to refine it) for a second
+	cfg.RTTHint = func(server string) (time.Duration, time.Duration, bool) {
+		return 60 * time.Millisecond, time.Millisecond, server == "serv1"
+	}
+	b := join(t, cfg, ref(s1), "room-hint", "bob")
+	var rtt, rttvar time.Duration
+	if err := b.s.call(func() { rtt, rttvar = b.s.cur.rtt, b.s.cur.rttvar }); err != nil {
+		t.Fatal(err)
+	}
+	if rtt != 60*time.Millisecond || rttvar != 60*time.Millisecond/8 {
+		t.Errorf("rtt %v, rttvar %v; want the hint's 60ms and a deviation of 7.5ms (an eighth, above its spread)", rtt, rttvar)
+	}
 }
 
 // TestBurstOfJoinsAndLeaves: members joining and leaving a room in a

@@ -19,6 +19,8 @@ bots' JSON events and checks, in order:
   d. serv1 is killed with SIGKILL: the chat moves back to serv3;
   e. the link s6-s3 goes down (serv3 and serv2 are cut off): the chat moves
      to the best server still reachable (serv4);
+  g. the link comes back, and once both bots measure serv3 again serv4 is
+     sent SIGTERM (it drains): the chat moves to serv3;
   f. the bots stop (SIGTERM) and report every message delivered exactly
      once and in order.
 
@@ -377,11 +379,22 @@ class Scenario:
                               for b in self.bots.values()),
                   15, 'messages flowing through %s' % first)
 
-        # (c) serv1 comes up: the chat moves there.
+        # (c) serv1 comes up: the chat moves there. Central makes no
+        # voluntary move within --min-dwell of the room's start; with
+        # --wait-dwell serv1 starts after that, so the figure is the time to
+        # notice a better server rather than the dwell left.
+        if args.wait_dwell:
+            until = t_join + duration_s(args.min_dwell)
+            if time.time() < until:
+                self.say('waiting out the room\'s dwell (%s) before serv1 starts'
+                         % args.min_dwell)
+                self.wait(lambda: time.time() >= until, until - time.time() + 5,
+                          'the dwell to pass')
         t_up = time.time()
         self.procs.start_server(cn.LATE_SERVER)
+        self.results['up-register'] = time.time() - t_up
         self.say('%s started (registered with Central after %.2f s)' % (
-            cn.LATE_SERVER, time.time() - t_up))
+            cn.LATE_SERVER, self.results['up-register']))
         t_moved = self.expect_room_on(better, t_up, args.move_timeout,
                                       '(c) %s started' % cn.LATE_SERVER)
         self.results['up->move'] = t_moved - t_up
@@ -402,12 +415,36 @@ class Scenario:
         # (e) serv3's switch cut off.
         t_down = time.time()
         self.net.configLinkStatus(CUT_LINK[0], CUT_LINK[1], 'down')
-        self.say('link %s-%s down' % CUT_LINK)
+        # The link goes down somewhere inside the command, which takes a
+        # while on a loaded machine: the figure counts from its start.
+        self.results['linkdown-cmd'] = time.time() - t_down
+        self.say('link %s-%s down (the command took %.2f s)' % (
+            CUT_LINK + (self.results['linkdown-cmd'],)))
         t_moved = self.expect_room_on(after_cut, t_down, args.move_timeout,
                                       '(e) link %s-%s down' % CUT_LINK)
         self.results['linkdown->move'] = t_moved - t_down
         self.say('(e) ok: chat on %s %.2f s after the link went down' % (
             after_cut, t_moved - t_down))
+
+        # (g) link back up, then the chat's server drains: the chat moves
+        # to the best server left.
+        self.net.configLinkStatus(CUT_LINK[0], CUT_LINK[1], 'up')
+        t_back = time.time()
+        self.say('link %s-%s up again' % CUT_LINK)
+        drain_to = cn.best_server(cn.CLIENTS, [s for s in early if s != after_cut])
+        self.wait(lambda: all(self.bots[n].rtts(drain_to, t_back)
+                              for n in self.bots), 30,
+                  'both bots measuring %s again' % drain_to)
+        if all(b.server == after_cut for b in self.bots.values()):
+            t_drain = self.procs.signal(after_cut, signal.SIGTERM)
+            self.say('%s sent SIGTERM: it drains' % after_cut)
+            t_moved = self.expect_room_on(drain_to, t_drain, args.move_timeout,
+                                          '(g) %s drained' % after_cut)
+            self.results['drain->move'] = t_moved - t_drain
+            self.say('(g) ok: chat on %s %.2f s after %s began to drain' % (
+                drain_to, t_moved - t_drain, after_cut))
+        else:
+            self.say('(g) not measured: the chat left %s before the drain' % after_cut)
 
         # (f) stop the bots and read their delivery reports.
         self.stopping = True
@@ -471,9 +508,15 @@ class Scenario:
             print('  %-6s %-6s %6d ms %6.2f ms %7d' % (c, s, want, med, n))
         for key, label in (('up->move', 'serv1 started -> chat on serv1'),
                            ('kill->move', 'serv1 SIGKILL -> chat back on serv3'),
-                           ('linkdown->move', 'link s6-s3 down -> chat moved')):
+                           ('linkdown->move', 'link s6-s3 down -> chat moved'),
+                           ('drain->move', 'serv4 drained -> chat moved')):
             if key in self.results:
                 print('  %-40s %6.2f s' % (label, self.results[key]))
+                part = {'linkdown->move': ('linkdown-cmd', 'the link-down command'),
+                        'up->move': ('up-register', 'serv1 starting, registering')}.get(key)
+                if part and part[0] in self.results:
+                    print('  %-40s %6.2f s' % ('  of which ' + part[1],
+                                              self.results[part[0]]))
         if 'delivered' in self.results:
             print('  %-40s %6d' % ('messages delivered', self.results['delivered']))
 
@@ -509,6 +552,14 @@ def load_average():
         return '?'
 
 
+def duration_s(text):
+    "Seconds in a Go duration such as 10s, 500ms or 1m."
+    total = 0.0
+    for num, unit in re.findall(r'([0-9.]+)(ms|s|m|h)', str(text)):
+        total += float(num) * {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600}[unit]
+    return total
+
+
 def fmt(v):
     return '%.1f' % v if isinstance(v, (int, float)) else '?'
 
@@ -537,6 +588,10 @@ def main():
                         help='nice value of Central, the chat servers and the '
                         'bots (default %(default)s: ahead of other work on a '
                         'busy machine)')
+    parser.add_argument('--wait-dwell', action='store_true',
+                        help='start serv1 only once the room is past '
+                        '--min-dwell, so step c times the detection rather '
+                        'than the dwell left')
     parser.add_argument('--skip-ping', action='store_true',
                         help='skip the ICMP check of the link delays')
     parser.add_argument('--keep-logs', action='store_true',

@@ -417,8 +417,8 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		e.Violate("%d messages reported missed with every process up: back-pressure should have slowed the senders first", missed)
 	}
 	if sc.NoLoss {
-		for _, ev := range evs {
-			if ev.Kind() == "broken" && ev.At.Before(stopAt) {
+		for i, ev := range evs {
+			if ev.Kind() == "broken" && ev.At.Before(stopAt) && !resumed(ev, evs[i+1:]) {
 				e.Violate("%s was cut off from %s with every process up: %s", ev.Bot, ev.Str("server"), ev.Str("err"))
 			}
 		}
@@ -607,4 +607,26 @@ func (e *Env) Restart(id string) error {
 	}
 	e.Fault("restart %s", id)
 	return e.C.StartServer(e.ctx, id)
+}
+
+// resumed reports whether broken, a bot's report that its connection fell
+// silent (liveness), was followed by that connection answering again (the
+// bot's resumed event, same server and epoch) with no move between: a link
+// that only went quiet for a while, not a member cut off.
+func resumed(broken cluster.Event, later []cluster.Event) bool {
+	if b, _ := broken.Fields["silent"].(bool); !b {
+		return false
+	}
+	for _, ev := range later {
+		if ev.Bot != broken.Bot {
+			continue
+		}
+		switch ev.Kind() {
+		case "resumed":
+			return ev.Str("server") == broken.Str("server") && ev.Num("epoch") == broken.Num("epoch")
+		case "moved", "broken":
+			return false
+		}
+	}
+	return false
 }

@@ -80,6 +80,7 @@ type unit struct {
 	t   wire.Type
 	ok  bool // b is a whole frame
 	eof bool // the source ended: half-close the destination
+	rst bool // the source broke (a reset, a frame cut short): close both sides
 }
 
 type pconn struct {
@@ -269,11 +270,16 @@ func (c *pconn) close() {
 
 // read cuts what src sends into frames with wire.Reader (or into chunks on
 // a raw link, or once a frame link carries something that is no frame)
-// and queues them.
+// and queues them. A source that breaks has what it sent before passed on
+// first, as a network delivers the segments ahead of a reset; then the
+// writer closes both sides.
 func (c *pconn) read(d Dir, src net.Conn) {
 	defer c.p.wg.Done()
 	if !c.readFrom(d, src) {
-		c.close()
+		select {
+		case c.q[d] <- unit{rst: true}:
+		case <-c.closed:
+		}
 	}
 }
 
@@ -395,13 +401,13 @@ func (c *pconn) writeTo(d Dir, dst net.Conn) bool {
 			}
 			continue
 		}
-		if u.eof {
+		if u.eof || u.rst {
 			if held != nil {
 				if _, err := dst.Write(held); err != nil {
 					return false
 				}
 			}
-			return true
+			return u.eof
 		}
 		r := c.p.rule(c, d)
 		for r.Stall {

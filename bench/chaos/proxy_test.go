@@ -215,3 +215,43 @@ func TestProxyPassesHalfClose(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyDeliversBeforeReset: a target that answers and then resets the
+// connection (Central does, closing a control connection with unread
+// bytes after its fatal Error) must have its answer delivered first, as a
+// network delivers the segments sent before a RST. The bot's check of the
+// control port read EOF instead, now and then on a loaded machine, and
+// the bot exited ("alice never joined the room").
+func TestProxyDeliversBeforeReset(t *testing.T) {
+	for _, frames := range []bool{true, false} {
+		addr, conns := sink(t)
+		p, err := NewProxy("s", addr, frames, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		// The rule holds every frame back a while, so the reset reaches
+		// the proxy before its writer has passed the answer on.
+		p.Set("", Down, Rule{Delay: 200 * time.Millisecond})
+		c, err := net.Dial("tcp", p.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(frame(t, &proto.Hello{V: wire.Version})); err != nil {
+			t.Fatal(err)
+		}
+		srv := <-conns
+		if typ, err := readFrame(t, srv, 5*time.Second); err != nil || typ != proto.THello {
+			t.Fatalf("frames=%v: server got %v, %v; want the Hello", frames, typ, err)
+		}
+		if _, err := srv.Write(frame(t, &proto.Error{Code: proto.CodeUnauthorized, Reason: "no", Fatal: true})); err != nil {
+			t.Fatal(err)
+		}
+		_ = srv.(*net.TCPConn).SetLinger(0) // Close sends a RST
+		srv.Close()
+		if typ, err := readFrame(t, c, 5*time.Second); err != nil || typ != proto.TError {
+			t.Fatalf("frames=%v: the dialer got %v, %v; want the Error sent before the reset", frames, typ, err)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"nearchat/client"
 )
 
 // Arrivals names the distribution of a member's inter-message times.
@@ -71,6 +73,9 @@ type Config struct {
 	Heartbeat, OfflineAfter time.Duration
 	// ProbeEvery is each member's RTT probe and latency report interval.
 	ProbeEvery time.Duration
+	// Liveness is each member's chat-connection liveness check
+	// (client.SessionConfig.Liveness; 0 turns it off).
+	Liveness time.Duration
 	// MinGain is our own Central's absolute anti-flap margin. Every
 	// server here sits on one loopback, so a "better server" is only
 	// measurement noise, which under load exceeds the production default
@@ -112,6 +117,7 @@ func DefaultConfig() Config {
 		Heartbeat:        250 * time.Millisecond,
 		OfflineAfter:     2 * time.Second,
 		ProbeEvery:       5 * time.Second,
+		Liveness:         client.DefaultSessionConfig().Liveness,
 		MinGain:          50 * time.Millisecond,
 	}
 }

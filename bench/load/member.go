@@ -113,6 +113,7 @@ func (g *gen) newMember(r *room, i int) (*member, error) {
 	opts.Central, opts.Control, opts.User = g.cl.rest, g.cl.control, m.name
 	opts.Agent = "chatload/1"
 	opts.ProbeEvery = g.cfg.ProbeEvery
+	opts.Session.Liveness = g.cfg.Liveness
 	opts.Probe.Samples = 3
 	opts.Probe.Concurrency = 2
 	opts.BackoffMin, opts.BackoffMax = 50*time.Millisecond, time.Second
@@ -179,6 +180,13 @@ func (m *member) events(ctx context.Context) {
 			m.g.log.Info("member lost its server", "room", m.r.roomID(), "user", m.name, "server", ev.Server.ID, "epoch", ev.Epoch, "err", ev.Err)
 			m.r.markBroken(m.idx, now)
 			m.g.broken.Add(1)
+		case client.Resumed:
+			// The silent server answered: the room is whole again
+			// without a move.
+			if d, ok := m.r.markJoined(m.idx, now); ok {
+				m.g.outage.add(d)
+				m.g.noteOutage(m.r, d)
+			}
 		case client.Moved:
 			m.g.relocated(m, ev)
 			if d, ok := m.r.markJoined(m.idx, now); ok {

@@ -279,7 +279,9 @@ func (b *bot) roomEvent(ev client.Event) bool {
 	case client.Missed:
 		b.out.emit("missed", map[string]any{"from": ev.From, "first": ev.First, "last": ev.Last, "reason": ev.Reason})
 	case client.Broken:
-		b.out.emit("broken", map[string]any{"server": ev.Server.ID, "epoch": ev.Epoch, "err": fmt.Sprint(ev.Err)})
+		b.out.emit("broken", map[string]any{"server": ev.Server.ID, "epoch": ev.Epoch, "err": fmt.Sprint(ev.Err), "silent": errors.Is(ev.Err, client.ErrSilent)})
+	case client.Resumed:
+		b.out.emit("resumed", map[string]any{"server": ev.Server.ID, "epoch": ev.Epoch, "after_ms": ms(ev.After)})
 	case client.Drained:
 	case client.Error:
 		if ev.Room == "" {

@@ -33,6 +33,7 @@ type flags struct {
 	tls                    *tls.Config // loaded from ca by preflight
 	verbose                bool
 	probeEvery             time.Duration
+	liveness               time.Duration
 
 	bot      bool
 	peers    string
@@ -66,6 +67,7 @@ flags:
 	fs.StringVar(&f.ca, "ca", os.Getenv("NEARCHAT_CA"), "CA `file`: talk TLS 1.3 to Central and the chat servers, trusting only this CA (default $NEARCHAT_CA)")
 	fs.BoolVar(&f.verbose, "v", false, "debug logging")
 	fs.DurationVar(&f.probeEvery, "probe-every", def.ProbeEvery, "interval between RTT probe rounds over the live chat servers")
+	fs.DurationVar(&f.liveness, "liveness", def.Session.Liveness, "fast check of the room's connection: report it broken when a ping goes unanswered this long (scaled up by the path's RTT and jitter; 0: off, only the 15 s idle timeout)")
 	fs.BoolVar(&f.bot, "bot", false, "run headless: request or accept a chat, send messages, print JSON events")
 	fs.StringVar(&f.peers, "peer", "", "bot: `users` to request a chat with (comma-separated)")
 	fs.BoolVar(&f.accept, "accept", false, "bot: accept every incoming chat request")
@@ -151,6 +153,7 @@ func newClient(f *flags, log *slog.Logger, onProbe func(map[string]rtt.Result)) 
 	opts.Central, opts.Control, opts.User, opts.Token = f.central, f.control, f.name, f.token
 	opts.Logger = log
 	opts.OnProbe = onProbe
+	opts.Session.Liveness = f.liveness
 	if f.probeEvery > 0 {
 		opts.ProbeEvery = f.probeEvery
 	}

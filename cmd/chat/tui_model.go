@@ -737,7 +737,7 @@ func (m *model) clientEvent(ev client.Event) []cmd {
 			}
 			r.sys("%s", line)
 		}
-	case client.Message, client.Presence, client.Missed, client.Broken, client.Drained:
+	case client.Message, client.Presence, client.Missed, client.Broken, client.Resumed, client.Drained:
 		m.roomEvent(e)
 	case client.RoomClosed:
 		if m.chat != nil && m.chat.id == e.Room {
@@ -937,6 +937,9 @@ func (m *model) roomEvent(ev client.Event) {
 		}
 		r.broken = true
 		r.add(lineErr, "", fmt.Sprintf("lost the connection to %s (%v); your messages wait and go out once Central moves the chat to a working server", e.Server.ID, e.Err))
+	case client.Resumed:
+		r.broken, r.lostAt = false, time.Time{}
+		r.sys("%s answers again after %s", e.Server.ID, fmtDur(e.After))
 	case client.Error:
 		r.add(lineErr, "", e.Err.Error())
 	}
@@ -952,6 +955,8 @@ func roomOf(ev client.Event) string {
 	case client.Missed:
 		return e.Room
 	case client.Broken:
+		return e.Room
+	case client.Resumed:
 		return e.Room
 	case client.Drained:
 		return e.Room

@@ -69,6 +69,7 @@ flags:
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "chat servers' heartbeat interval")
 	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "our Central marks a silent chat server down after this")
 	fs.DurationVar(&cfg.ProbeEvery, "probe-every", cfg.ProbeEvery, "members' RTT probe and latency report interval")
+	fs.DurationVar(&cfg.Liveness, "liveness", cfg.Liveness, "members' liveness check of their chat connection (0: off)")
 	fs.DurationVar(&cfg.MinGain, "min-gain", cfg.MinGain, "our Central's absolute anti-flap margin (all servers share one loopback: a smaller gain is noise)")
 	chaos := fs.String("chaos", "", "chaos `schedule` (see above)")
 	maxOutage := fs.Duration("max-outage", 0, "also fail when a room went longer than this without a working server (0: no limit)")

@@ -341,10 +341,15 @@ type AssignAck struct {
 
 // Unreachable (0x26, member -> Central): the member lost its connection to
 // Server, which hosts Room at Epoch. Central checks the server at once.
+// Silent says the connection is still open but left a ping unanswered past
+// the member's liveness deadline: weaker evidence than a connection that
+// broke (a starved server or member looks the same), so Central counts it
+// only against a server its own check cannot even connect to.
 type Unreachable struct {
 	Room   string `msgpack:"room"`
 	Server string `msgpack:"server"`
 	Epoch  uint64 `msgpack:"epoch"`
+	Silent bool   `msgpack:"silent,omitempty"`
 }
 
 // LeaveRoom (0x27, member -> Central): the member has left Room for good.

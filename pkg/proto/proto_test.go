@@ -46,6 +46,7 @@ var messages = []struct {
 	{"assign", &proto.Assign{Room: "r-1", Epoch: 3, Server: proto.ServerRef{ID: "serv1", Addr: "127.0.0.1:3002"}, Members: []string{"alice", "bob"}, Reason: "better server", Prev: "serv3", PrevRTT: 60e6, RTT: 40e6}},
 	{"assign-ack", &proto.AssignAck{Room: "r-1", Epoch: 3}},
 	{"unreachable", &proto.Unreachable{Room: "r-1", Server: "serv3", Epoch: 2}},
+	{"unreachable-silent", &proto.Unreachable{Room: "r-1", Server: "serv3", Epoch: 2, Silent: true}},
 	{"leave-room", &proto.LeaveRoom{Room: "r-1"}},
 	{"room-closed", &proto.RoomClosed{Room: "r-1", Reason: "all members left"}},
 }

@@ -1,0 +1,104 @@
+package client
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"nearchat/pkg/centralapi"
+)
+
+// TestProbeRoundTargets: with 16 servers a round probes the 3 best, the
+// room's server and 2 of the rest in turn, a new server at once, and
+// every server within a turn through the rest; with few servers, all.
+func TestProbeRoundTargets(t *testing.T) {
+	opts := DefaultConfig()
+	opts.User = "alice"
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var servers []centralapi.ServerInfo
+	now := time.Now()
+	for i := range 16 {
+		id := fmt.Sprintf("s%02d", i)
+		servers = append(servers, centralapi.ServerInfo{ID: id, Addr: id + ":1"})
+		// s00 is the best (10 ms), s15 the worst.
+		c.good[id] = []goodSample{{centralapi.SampleOf(time.Duration(10+i)*time.Millisecond, 0, 5), now}}
+	}
+	c.rooms["r"] = &roomState{server: "s09"}
+	seen := map[string]int{}
+	const rounds = 6 // 12 others, 2 a round
+	for range rounds {
+		c.mu.Lock()
+		ts := c.roundTargetsLocked(servers)
+		c.mu.Unlock()
+		ids := map[string]bool{}
+		for _, tg := range ts {
+			ids[tg.ID] = true
+			seen[tg.ID]++
+		}
+		for _, want := range []string{"s00", "s01", "s02", "s09"} {
+			if !ids[want] {
+				t.Errorf("round %v lacks %s (best or held)", ids, want)
+			}
+		}
+		if len(ts) != 6 {
+			t.Errorf("round probes %d servers, want 3 best + 1 held + 2 explored", len(ts))
+		}
+	}
+	for _, s := range servers {
+		if seen[s.ID] == 0 {
+			t.Errorf("%s never probed in %d rounds", s.ID, rounds)
+		}
+	}
+	// A server not measured yet is probed in the next round.
+	servers = append(servers, centralapi.ServerInfo{ID: "new", Addr: "new:1"})
+	c.mu.Lock()
+	ts := c.roundTargetsLocked(servers)
+	c.mu.Unlock()
+	found := false
+	for _, tg := range ts {
+		found = found || tg.ID == "new"
+	}
+	if !found {
+		t.Errorf("a new server is not probed in the next round: %v", ts)
+	}
+	// Few servers: every round probes all of them.
+	c.mu.Lock()
+	ts = c.roundTargetsLocked(servers[:5])
+	c.mu.Unlock()
+	if len(ts) != 5 {
+		t.Errorf("5 servers, round probes %d", len(ts))
+	}
+}
+
+// TestReportOnlyMeaningful: jitter under 1 ms or 5% is not reported; a
+// server coming or going, or a real change, is.
+func TestReportOnlyMeaningful(t *testing.T) {
+	ms := func(v float64) centralapi.Sample {
+		return centralapi.SampleOf(time.Duration(v*float64(time.Millisecond)), 0, 5)
+	}
+	last := map[string]centralapi.Sample{"a": ms(60), "b": ms(80)}
+	for _, tc := range []struct {
+		name string
+		vec  map[string]centralapi.Sample
+		want bool
+	}{
+		{"same", map[string]centralapi.Sample{"a": ms(60), "b": ms(80)}, false},
+		{"jitter", map[string]centralapi.Sample{"a": ms(60.4), "b": ms(79.2)}, false},
+		{"a worse by 5 ms", map[string]centralapi.Sample{"a": ms(65), "b": ms(80)}, true},
+		{"b better by 10 ms", map[string]centralapi.Sample{"a": ms(60), "b": ms(70)}, true},
+		{"a's spread grows by 20 ms", map[string]centralapi.Sample{"a": centralapi.SampleOf(60*time.Millisecond, 20*time.Millisecond, 5), "b": ms(80)}, true},
+		{"a's spread by 0.5 ms", map[string]centralapi.Sample{"a": centralapi.SampleOf(60*time.Millisecond, 500*time.Microsecond, 5), "b": ms(80)}, false},
+		{"c appears", map[string]centralapi.Sample{"a": ms(60), "b": ms(80), "c": ms(40)}, true},
+		{"b gone", map[string]centralapi.Sample{"a": ms(60)}, true},
+	} {
+		if got := meaningful(last, tc.vec); got != tc.want {
+			t.Errorf("%s: meaningful = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if !meaningful(nil, map[string]centralapi.Sample{}) {
+		t.Error("the first vector must be reported")
+	}
+}
