@@ -50,8 +50,9 @@ type Config struct {
 	// cut off as a slow consumer. It should exceed HighWater plus the
 	// SendWindow (client.Config) of every member that sends at once.
 	MaxOutbound int
-	// HighWater is the unsent backlog past which a member is behind: while
-	// one is, its room's senders get no Acks, which stops them after their
+	// HighWater is the backlog (unsent bytes, plus fan-out queued for the
+	// member on its event loop) past which a member is behind: while one
+	// is, its room's senders get no Acks, which stops them after their
 	// SendWindow. 0 means MaxOutbound/4.
 	HighWater int
 	// SlowTimeout bounds how long a member may stay behind (and so hold its
@@ -69,14 +70,19 @@ type Config struct {
 	// machine's memory each.
 	HistoryBudget  int64
 	OutboundBudget int64
-	// SendRate and SendBurst bound the Chat frames one member may send
-	// (per second, and at once); past them it is cut off (rate_limited).
-	// A safety net against floods, above what one loopback sender reaches
-	// in the benchmarks; the Ack credit is what paces senders.
+	// SendRate and SendBurst bound the Chat frames taken from one member
+	// (per second, and at once); past them its input is left unread until
+	// its rate allows more, which slows a session's sender through its
+	// SendWindow. One that sends 256 KiB more meanwhile is cut off
+	// (rate_limited). The default is a safety net against floods, above
+	// what one loopback sender reaches in the benchmarks; the Ack credit
+	// is what paces senders.
 	SendRate  float64
 	SendBurst int
 	// History is how many recent messages each room keeps for members that
-	// reconnect or move here. 0 keeps none: a Join asking for history
+	// reconnect or move here. A joiner is replayed the newest of them that
+	// fit in a quarter of MaxOutbound (1 MiB by default: 256 frames
+	// of up to 4 KiB), and asks the senders for anything older. 0 keeps none: a Join asking for history
 	// (Since or Move) gets no replay, and its Joined says so (Truncated
 	// when Since is below Seq, Oldest Seq+1); the members then ask the
 	// senders for what they missed (Resend), out of the senders' windows.

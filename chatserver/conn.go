@@ -39,6 +39,7 @@ type member struct {
 	issued   int64         // when its ticket was issued (Central's clock, Unix ns); 0 without tickets
 	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
 	sends    *rate.Limiter // Chat frames accepted from this member; nil until its first
+	paced    bool          // its input waits for sends (flow.go)
 
 	behind      *room        // set while the member's backlog is past HighWater (flow.go)
 	behindSince time.Time    // when it fell behind
@@ -93,6 +94,10 @@ func (m *member) writeN(b []byte, max, frames int) {
 func (m *member) kill(code proto.Code, reason string) {
 	if m.dead {
 		return
+	}
+	if code == proto.CodeSlowConsumer {
+		m.loop.srv.log.Info("cutting off a slow consumer", "user", m.user, "remote", m.c.RemoteAddr(), "reason", reason,
+			"unsent", m.c.OutboundBuffered(), "queued", m.backlog(0), "behind", m.behind != nil)
 	}
 	m.dead = true
 	m.send(errorFrame(code, reason))
@@ -229,13 +234,8 @@ func (s *Server) onJoin(m *member, body []byte) error {
 
 // onChat broadcasts a joined member's message to its room, or hands a
 // resend (To set) to that one member.
+// Its rate was checked by serve (pace).
 func (s *Server) onChat(m *member, body []byte) error {
-	if m.sends == nil {
-		m.sends = rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)
-	}
-	if !m.sends.AllowN(m.loop.now, 1) {
-		return proto.Fatalf(proto.CodeRateLimited, "more than %v messages a second", s.cfg.SendRate)
-	}
 	num, at, text, to, ok := proto.ScanChat(body)
 	if !ok || len(to) > 0 {
 		// Not the encoding the fast path knows, or a resend for one

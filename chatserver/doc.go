@@ -58,17 +58,23 @@
 //
 // # Flow control and slow consumers
 //
-// After each write to a member its loop looks at the member's unsent
-// bytes. Past Config.HighWater the member is behind: while any member of a
-// room is behind, the Acks of the room's senders are held (in order, in the
-// room) and sent once every member has drained below half of HighWater.
+// A member's backlog is its connection's unsent bytes plus the fan-out
+// queued for it on its event loop and not yet written, so a loop lagging
+// behind the sender's counts as the reader being behind. After each write
+// to a member its loop looks at the member's backlog, and a sender's loop
+// looks at what it queues for another loop. Past Config.HighWater the
+// member is behind: while any member of a room is behind, the Acks of the
+// room's senders are held (in order, in the room) and sent once every
+// member has drained below half of HighWater.
 // Clients write at most their SendWindow of unacknowledged bytes, so held
 // Acks stop the senders: the room slows to its slowest reader instead of
 // the reader's backlog growing. A member behind for longer than
 // Config.SlowTimeout, or whose backlog passes Config.MaxOutbound all the
 // same, gets an Error frame (slow_consumer) and is disconnected; it rejoins
 // and recovers or is told what it missed. Nothing ever blocks on a
-// member's socket. flow.go has all of this. A connection that said Hello
+// member's socket. A member sending Chat frames past Config.SendRate has
+// its input left unread until its rate allows more, which slows a
+// session's sender the same way. flow.go has all of this. A connection that said Hello
 // and then sends nothing for Config.IdleTimeout is closed (timeout) by the
 // guard's sweep (guard.go), which flowLoop runs; its room sees it leave.
 //
@@ -78,7 +84,9 @@
 // Since > 0 (a reconnect to the same server) is sent the frames after Since,
 // or told that the history no longer reaches back that far; one that joins
 // with Move set and Since 0 (the room moving here) is sent the whole
-// history: what was sent here before it arrived. A resend to one member
+// history: what was sent here before it arrived. A replay is at most a
+// quarter of Config.MaxOutbound, the newest frames (Joined.Oldest says
+// where it starts), so that it never cuts its joiner off by itself. A resend to one member
 // (Chat.To) is handed to that member only, without a room sequence number
 // and outside the history.
 //

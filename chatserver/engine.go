@@ -133,6 +133,9 @@ func (s *Server) serve(m *member, c inbound) gnet.Action {
 		}
 		if err == nil {
 			m.partialAt = time.Time{}
+			if t == proto.TChat && m.room != nil && s.pace(m, now, buffered) {
+				return gnet.None // the Chat stays unread until the member's rate allows it
+			}
 			m.loop.st.received(n)
 			err = s.handle(m, t, body)
 			_, _ = c.Discard(n)

@@ -29,6 +29,14 @@ type shard struct {
 	pres    *presBatch
 	presAt  time.Time     // when the loop last took a batch
 	presGap time.Duration // how long after presAt the next batch waits
+
+	// Flow control (flow.go): the bytes of items queued for the shard's
+	// members on loop and not yet written, the largest backlog among them
+	// when they were last written to, and whether the two together put
+	// the shard behind (counted in room.nbehind).
+	queued atomic.Int64
+	peak   atomic.Int64
+	behind atomic.Bool
 }
 
 // frame is an encoded frame shared by every recipient, returned to the pool
@@ -71,9 +79,11 @@ func (f *frame) release() {
 // item is one unit of fan-out work queued on a loop: write f to every
 // member of sh except skip (the sender), or only to target when it is set.
 // ev orders the item against joins: members that joined at or after ev
-// already have what it carries.
+// already have what it carries. size is what the item counts in
+// sh.queued until it is written (0: not counted).
 type item struct {
 	sh     *shard
+	size   int
 	f      *frame
 	skip   *member
 	target *member
@@ -133,6 +143,8 @@ type loop struct {
 
 	behind  []*member    // members past HighWater; loop only (flow.go)
 	nbehind atomic.Int32 // len(behind), for Server.flowLoop
+	paced   []*member    // members whose input waits for their send rate; loop only (flow.go)
+	npaced  atomic.Int32 // len(paced), for Server.flowLoop
 	watcher watcher
 }
 
@@ -187,6 +199,9 @@ func (l *loop) push(it item, from *loop) {
 			l.queue = nil
 			l.mu.Unlock()
 			for _, it := range q {
+				if it.size > 0 {
+					it.sh.queued.Add(-int64(it.size))
+				}
 				it.release()
 			}
 		}
@@ -287,7 +302,19 @@ func (l *loop) drain() {
 					n++
 				}
 			}
+			// The run leaves the queue as it goes into the members'
+			// backlogs (flow.go).
+			sh, counted := it.sh, 0
+			for k := i; k < i+n; k++ {
+				counted += q[k].size
+			}
+			if counted > 0 {
+				sh.queued.Add(-int64(counted))
+			}
 			l.deliver(q[i : i+n])
+			if counted > 0 {
+				sh.settle()
+			}
 		}
 		var now int64
 		if l.st != nil {
@@ -336,6 +363,7 @@ func (l *loop) deliver(run []item) {
 	// swaps the last member into the closed one's slot: index the slice
 	// afresh and revisit a slot that changed.
 	members := &first.sh.members
+	peak := 0
 	for i := 0; i < len(*members); i++ {
 		m := (*members)[i]
 		if m.joinEv < first.ev && !sentOne(run, m) {
@@ -353,10 +381,14 @@ func (l *loop) deliver(run []item) {
 			m.dead = true
 			_ = m.c.Close()
 		}
+		if m.outb > peak {
+			peak = m.outb
+		}
 		if i < len(*members) && (*members)[i] != m {
 			i--
 		}
 	}
+	first.sh.peak.Store(int64(peak))
 }
 
 // sentOne reports whether m sent one of the run's messages.
@@ -398,7 +430,9 @@ func (r *room) fanout(f *frame, skip *member, from *loop) {
 			continue
 		}
 		f.retain()
-		sh.loop.push(item{sh: sh, f: f, skip: skip, ev: r.ev, at: at}, from)
+		size := len(f.bb.B)
+		sh.enqueue(size)
+		sh.loop.push(item{sh: sh, size: size, f: f, skip: skip, ev: r.ev, at: at}, from)
 	}
 }
 

@@ -5,17 +5,33 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
 )
 
-// Flow control. A member whose unsent backlog passes HighWater is behind:
-// while any member of a room is behind, the room's senders get no Acks
-// (they are held in the room, in order), and a sender's session writes no
-// more than its SendWindow unacknowledged bytes, so the senders slow to the
-// slowest reader's pace instead of the reader's backlog growing without
-// bound. A member is caught up again once its backlog drains below half of
-// HighWater; the held Acks are then sent. A member that stays behind longer
+// Flow control. A member's backlog is what the server holds for it and
+// has not sent: its connection's unsent bytes plus the fan-out queued for
+// its shard on its event loop and not yet written (shard.queued). The
+// queued part matters when the member's loop lags behind the sender's: the
+// sender's loop acknowledges at once, and without it the senders would
+// run on while the lagging loop's queue grew, to be written to the member
+// all at once past MaxOutbound.
+//
+// A member whose backlog passes HighWater is behind: while any member of
+// a room is behind, the room's senders get no Acks (they are held in the
+// room, in order), and a sender's session writes no more than its
+// SendWindow unacknowledged bytes, so the senders slow to the slowest
+// reader's pace instead of the reader's backlog growing without bound.
+// The member's loop marks the member (after each write to it); the
+// sender's loop marks the shard when what it queues there, plus the
+// largest backlog among the shard's members at their last write
+// (shard.peak), passes HighWater, so a loop that has not run yet holds
+// the senders too. A member is caught up again once its backlog drains
+// below half of HighWater, a shard once its queue does; the held Acks are
+// then sent. So a member's backlog stays under HighWater plus the
+// SendWindows of the room's senders. A member that stays behind longer
 // than SlowTimeout, or whose backlog passes MaxOutbound all the same (more
 // senders than the windows allow for), is cut off as a slow consumer: it
 // rejoins and recovers what it lacks from the history and the senders, or
@@ -24,6 +40,36 @@ import (
 // Liveness: every connection must send something (its session pings) at
 // least every IdleTimeout; one silent longer is closed with a timeout error
 // by the guard's sweep (guard.go), and its room sees it leave.
+
+// Pacing. A member's Chat frames are taken at SendRate (burst SendBurst):
+// past it, its input is left unread (pace), and its loop's watcher wakes
+// it every flowTick to take what its rate allows by then. A session's
+// sender is so slowed through its SendWindow, as by a slow reader; only
+// one that goes on sending maxPausedInbound bytes past its rate is cut
+// off (rate_limited).
+
+// pace reports whether m's next frame, a Chat, must wait for its rate;
+// a Chat it lets through is counted. buffered is m's unread input. Event
+// loop only.
+func (s *Server) pace(m *member, now time.Time, buffered int) bool {
+	if m.sends == nil {
+		m.sends = rate.NewLimiter(rate.Limit(s.cfg.SendRate), s.cfg.SendBurst)
+	}
+	if m.sends.AllowN(now, 1) {
+		return false
+	}
+	if buffered > maxPausedInbound {
+		m.kill(proto.CodeRateLimited, fmt.Sprintf("more than %d bytes sent past %v messages a second", maxPausedInbound, s.cfg.SendRate))
+		return true
+	}
+	if !m.paced {
+		m.paced = true
+		l := m.loop
+		l.paced = append(l.paced, m)
+		l.npaced.Store(int32(len(l.paced)))
+	}
+	return true
+}
 
 // heldAck is an Ack withheld while the room has a member behind.
 type heldAck struct {
@@ -34,9 +80,9 @@ type heldAck struct {
 // flowTick is how often behind members are checked for having drained.
 const flowTick = 20 * time.Millisecond
 
-// noteBacklog records m's backlog in the server's total and marks m
-// behind when it passed HighWater. Event loop only, right after a write to
-// m.
+// noteBacklog records m's unsent bytes in the server's total and marks m
+// behind when its backlog passed HighWater. Event loop only, right after a
+// write to m.
 func (m *member) noteBacklog() {
 	s := m.loop.srv
 	n := m.c.OutboundBuffered()
@@ -44,7 +90,7 @@ func (m *member) noteBacklog() {
 		s.outBytes.Add(int64(n - m.outb))
 		m.outb = n
 	}
-	if m.behind != nil || m.room == nil || n <= s.cfg.HighWater {
+	if m.behind != nil || m.room == nil || m.backlog(n) <= s.cfg.HighWater {
 		return
 	}
 	m.behind, m.behindSince = m.room, time.Now()
@@ -52,6 +98,40 @@ func (m *member) noteBacklog() {
 	l := m.loop
 	l.behind = append(l.behind, m)
 	l.nbehind.Store(int32(len(l.behind)))
+}
+
+// backlog is m's backlog given its connection's unsent bytes: those
+// plus what is queued for its shard. Event loop only.
+func (m *member) backlog(unsent int) int {
+	if m.shard == nil {
+		return unsent
+	}
+	return unsent + int(m.shard.queued.Load())
+}
+
+// enqueue counts n bytes queued on sh's loop for its members, and marks
+// sh behind when they and the largest backlog among its members pass
+// HighWater. Caller holds the room's mutex, and pushes the item after.
+func (sh *shard) enqueue(n int) {
+	q := sh.queued.Add(int64(n))
+	if q+sh.peak.Load() > int64(sh.room.srv.cfg.HighWater) && sh.behind.CompareAndSwap(false, true) {
+		sh.room.nbehind.Add(1)
+	}
+}
+
+// settle clears sh's behind mark once its queue is down to half of
+// HighWater (sending the held Acks when it was the room's last). Its loop
+// calls it after writing a run of items to the members, having taken them
+// out of sh.queued. Event loop only (sh's), holding no lock. Every mark
+// is cleared in time: the item queued right after a mark is set is
+// written, and settle called, after it.
+func (sh *shard) settle() {
+	if sh.queued.Load() > int64(sh.room.srv.cfg.HighWater/2) || !sh.behind.CompareAndSwap(true, false) {
+		return
+	}
+	if sh.room.nbehind.Add(-1) == 0 {
+		sh.room.srv.releaseAcks(sh.room)
+	}
 }
 
 // catchUp clears m's behind mark and, if it was its room's last member
@@ -96,7 +176,7 @@ func (w *watcher) Run(context.Context) error {
 			// Caught up already (the connection closed and was counted).
 		case m.gone:
 			m.catchUp()
-		case m.dead || m.c.OutboundBuffered() <= s.cfg.HighWater/2:
+		case m.dead || m.backlog(m.c.OutboundBuffered()) <= s.cfg.HighWater/2:
 			m.noteBacklog()
 			m.catchUp()
 		case now.Sub(m.behindSince) > s.cfg.SlowTimeout:
@@ -111,6 +191,17 @@ func (w *watcher) Run(context.Context) error {
 	clear(l.behind[len(keep):])
 	l.behind = keep
 	l.nbehind.Store(int32(len(keep)))
+
+	// Paced members read again: serve takes what their rate allows now.
+	for _, m := range l.paced {
+		m.paced = false
+		if !m.gone && !m.dead {
+			_ = m.c.Wake(nil)
+		}
+	}
+	clear(l.paced)
+	l.paced = l.paced[:0]
+	l.npaced.Store(0)
 	return nil
 }
 
@@ -136,7 +227,7 @@ func (s *Server) flowLoop() {
 				if reap && l.ndoomed.Load() > 0 {
 					_ = l.el.Execute(context.Background(), &l.reaper)
 				}
-				if l.nbehind.Load() > 0 {
+				if l.nbehind.Load() > 0 || l.npaced.Load() > 0 {
 					_ = l.el.Execute(context.Background(), &l.watcher)
 				}
 			}

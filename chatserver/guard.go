@@ -86,7 +86,14 @@ func (w *sweeper) Run(context.Context) error {
 			m.kill(proto.CodeTimeout, fmt.Sprintf("a frame took more than %v to arrive", s.cfg.FrameTimeout))
 		case m.hello && s.cfg.IdleTimeout > 0 && now.UnixNano()-m.lastRead.Load() > int64(s.cfg.IdleTimeout):
 			m.kill(proto.CodeTimeout, fmt.Sprintf("nothing received for %v (clients ping)", s.cfg.IdleTimeout))
-		case m.paused && now.Sub(m.pausedAt) > maxPause:
+		case m.paused && m.c.OutboundBuffered() <= s.cfg.MaxOutbound/2:
+			// Drained since its input was paused: read it again, even if
+			// it sends nothing new (serve looks only when input waits).
+			m.paused = false
+			_ = m.c.Wake(nil)
+		case m.paused && m.behind == nil && now.Sub(m.pausedAt) > maxPause:
+			// A member behind holds its room's senders, which bounds its
+			// backlog; SlowTimeout (flow.go) bounds how long it may.
 			m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread for %v", s.cfg.MaxOutbound/2, maxPause))
 		case m.paused:
 			// gnet has no "writable" callback: look again at a member
@@ -140,7 +147,8 @@ func (s *Server) backPressure(m *member, inbound int) bool {
 }
 
 // A member whose input is paused is cut off when it sends maxPausedInbound
-// more bytes, or stays paused for maxPause.
+// more bytes, or stays paused for maxPause unless it is behind in a room
+// (flow.go), where SlowTimeout is its bound.
 const (
 	maxPausedInbound = 256 << 10
 	maxPause         = 5 * time.Second

@@ -106,7 +106,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	rest := all[len(joined.Members):]
 	var replay []*frame
 	if (j.Since > 0 || j.Move) && j.Since < r.seq {
-		replay, joined.Oldest = r.historyAfter(j.Since)
+		replay, joined.Oldest = r.historyAfter(j.Since, s.cfg.MaxOutbound/replayShare)
 		joined.Truncated = joined.Oldest > j.Since+1
 	}
 	r.mu.Unlock()
@@ -153,10 +153,18 @@ var joinedMembers = 900
 // a big room holds (each entry a little larger than a Joined member's).
 const presencesMembers = 800
 
-// historyAfter returns the kept frames with sequence numbers above since, in
-// order and retained for the caller, and the oldest sequence number kept.
-// Caller holds r.mu.
-func (r *room) historyAfter(since uint64) ([]*frame, uint64) {
+// replayShare: a joiner is replayed at most MaxOutbound/replayShare bytes
+// of history, so the replay alone never comes near the cut-off, and
+// leaves room for the senders' answers to its Resends and the room's
+// traffic. With the defaults (1 MiB of 4 MiB, History 256) a history of
+// messages averaging up to 4 KiB fits whole.
+const replayShare = 4
+
+// historyAfter returns the newest kept frames with sequence numbers above
+// since that fit in budget bytes, in order and retained for the caller,
+// and the oldest sequence number they reach back to (the oldest kept when
+// there are none after since). Caller holds r.mu.
+func (r *room) historyAfter(since uint64, budget int) ([]*frame, uint64) {
 	n := len(r.hist)
 	if n == 0 {
 		return nil, r.seq + 1
@@ -166,13 +174,26 @@ func (r *room) historyAfter(since uint64) ([]*frame, uint64) {
 		start = r.histPos
 	}
 	oldest := r.hist[start].seq
-	var out []*frame
-	for i := 0; i < n; i++ {
-		f := r.hist[(start+i)%n]
-		if f.seq > since {
-			f.retain()
-			out = append(out, f)
+	k, size := n, 0 // the replay is hist[start+k...], newest last
+	for k > 0 {
+		f := r.hist[(start+k-1)%n]
+		if f.seq <= since || size+len(f.bb.B) > budget {
+			break
 		}
+		size += len(f.bb.B)
+		k--
+	}
+	if k > 0 && r.hist[(start+k-1)%n].seq > since {
+		oldest = r.hist[(start+k)%n].seq // cut by the budget
+		if k == n {
+			oldest = r.seq + 1
+		}
+	}
+	out := make([]*frame, 0, n-k)
+	for i := k; i < n; i++ {
+		f := r.hist[(start+i)%n]
+		f.retain()
+		out = append(out, f)
 	}
 	return out, oldest
 }
@@ -299,7 +320,9 @@ func (s *Server) forward(m *member, to string, msg wire.Message) {
 	f.bb.B, _ = wire.AppendFrame(f.bb.B, msg)
 	target.shard.closePres(m.loop)
 	r.ev++
-	target.loop.push(item{target: target, f: f, ev: r.ev}, m.loop)
+	size := len(f.bb.B)
+	target.shard.enqueue(size)
+	target.loop.push(item{target: target, sh: target.shard, size: size, f: f, ev: r.ev}, m.loop)
 	r.mu.Unlock()
 }
 

@@ -17,18 +17,7 @@ import (
 // fix it waits for (the engineer's branch that carries it). The short run
 // in make test skips them; make chaos runs them all. Re-enable one by
 // deleting its line once its fix has merged and it passes.
-var waitingFor = map[string]string{
-	// A reader at 1/10 of the send rate is still cut off now and then: the
-	// server releases a sender's Ack before a lagging event loop has
-	// written the fan-out to the reader, so the reader's unsent backlog can
-	// pass MaxOutbound before it is marked behind (flow control in
-	// chatserver/flow.go must count queued fan-out too).
-	"slow-reader": "flow control counting fan-out queued on a lagging loop",
-	// The stopped reader is emulated in the proxy, so the client reconnects
-	// while still throttled and is cut off again: 2-4 Missed per sender
-	// instead of one. It needs a bot that stops reading at the application.
-	"reader-stall-cutoff": "a bot flag that stops taking events (the proxy cannot stop the application)",
-}
+var waitingFor = map[string]string{}
 
 // bins builds central, chatserver and chat once per test run, so the
 // harness runs what this tree holds whatever make built, and returns their

@@ -37,13 +37,13 @@ var Scenarios = []Scenario{
 	// scaled down to 256 KiB, and -slow-timeout) are reached.
 	{Name: "slow-reader", Doc: "one member reads at 1/10 of the room's send rate for the hold (2 x 200 msg/s of 3 KB; server -max-outbound 256 KiB): no loss, no Missed, nobody cut off", Rate: 200,
 		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"}, NoLoss: true, Run: slowReader},
-	{Name: "reader-stall-resume", Doc: "one member stops reading for half the hold, within the server's -slow-timeout of twice the hold, then resumes (2 x 150 msg/s of 3 KB; server -max-outbound 256 KiB): no loss", Rate: 150,
+	{Name: "reader-stall-resume", Doc: "one member's bot stops taking events (SIGUSR1: its client stops reading) for half the hold, within the server's -slow-timeout of twice the hold, then resumes (2 x 150 msg/s of 3 KB; server -max-outbound 256 KiB): no loss", Rate: 150,
 		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"},
 		HoldArgs: func(hold time.Duration) []string { return []string{"-slow-timeout", (2 * hold).String()} },
 		NoLoss:   true, Run: readerStall},
 	// At 2 x 300 msg/s the kernel's buffers fill within about 2 s, so the
 	// member is behind well before the stall ends even in the short run.
-	{Name: "reader-stall-cutoff", Doc: "one member stops reading for half the hold, past the server's -slow-timeout of a sixth of it (2 x 300 msg/s of 3 KB): cut off, then told exactly what it lacks, one Missed per sender", Rate: 300,
+	{Name: "reader-stall-cutoff", Doc: "one member's bot stops taking events (SIGUSR1) for half the hold, past the server's -slow-timeout of a sixth of it (2 x 300 msg/s of 3 KB): cut off, then told exactly what it lacks, one Missed per sender", Rate: 300,
 		BotArgs: []string{"-size", "3000"}, ServerArgs: []string{"-max-outbound", "262144"},
 		HoldArgs: func(hold time.Duration) []string { return []string{"-slow-timeout", (hold / 6).String()} },
 		Run:      readerStallCutoff, Check: oneMissedPerSender},
@@ -314,32 +314,25 @@ func slowReader(e *Env) error {
 	return e.Sleep(e.cfg.Hold)
 }
 
-// trickle is the bytes per second a stopped reader's link still carries:
-// one 3 KB message every 5 s.
-const trickle = 600
-
 func readerStall(e *Env) error { return stallReader(e, false) }
 
 func readerStallCutoff(e *Env) error { return stallReader(e, true) }
 
-// stallReader (nearly) stops one member reading for half the hold; untilCut keeps
-// it stopped until the room sees it leave (the server cut it off), up to
-// a minute more: the kernel's socket buffers absorb several seconds of
-// the room's traffic before the server's own bounds are reached, longer
-// than the short run's hold.
+// stallReader stops one member's bot taking its events for half the hold
+// (SIGUSR1), as a user or application that stops reading does: its
+// client stops reading the socket once its event buffers are full, and
+// goes on pinging, so its link stays alive. untilCut keeps it stopped
+// until the room sees it leave (the server cut it off), up to a minute
+// more: the kernel's socket buffers absorb several seconds of the room's
+// traffic before the server's own bounds are reached, longer than the
+// short run's hold.
 func stallReader(e *Env, untilCut bool) error {
-	at, _, err := e.Where()
-	if err != nil {
+	victim := e.pick()
+	b := e.C.Bot(victim)
+	from := e.C.Events.Len()
+	if err := b.Signal(syscall.SIGUSR1); err != nil {
 		return err
 	}
-	victim := e.pick()
-	from := e.C.Events.Len()
-	// A reader that stops is an application that stops taking its
-	// client's events: the client stops reading its socket, and its link
-	// stays alive. A full stall of the link would instead look like a dead
-	// network to the client, which gives up on a link silent for 15 s
-	// (client IdleTimeout), so one frame every few seconds trickles through.
-	e.Chat[at].Set(victim, Down, Rule{Rate: trickle})
 	e.Fault("%s stops reading for %v", victim, e.cfg.Hold/2)
 	if err := e.Sleep(e.cfg.Hold / 2); err != nil {
 		return err
@@ -353,7 +346,9 @@ func stallReader(e *Env, untilCut bool) error {
 			e.log("the server cut %s off", victim)
 		}
 	}
-	e.Chat[at].Heal()
+	if err := b.Signal(syscall.SIGUSR1); err != nil {
+		return err
+	}
 	e.Fault("%s reads again", victim)
 	return nil
 }

@@ -8,9 +8,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"nearchat/client"
@@ -120,9 +122,23 @@ func (b *bot) run(ctx context.Context) int {
 	var sending sync.WaitGroup
 	var sess *client.Session
 	var ask asking
+	// SIGUSR1 stops taking the client's events, as a user or application
+	// that stops reading does; SIGUSR1 again resumes. The client then stops
+	// reading its connections once its event buffers are full.
+	stall := make(chan os.Signal, 1)
+	signal.Notify(stall, syscall.SIGUSR1)
+	defer signal.Stop(stall)
+	events := b.c.Events()
 loop:
 	for {
 		select {
+		case <-stall:
+			if events == nil {
+				events = b.c.Events()
+			} else {
+				events = nil
+			}
+			b.out.emit("stalled", map[string]any{"on": events == nil})
 		case <-stop.Done():
 			break loop
 		case err := <-runErr:
@@ -137,7 +153,7 @@ loop:
 			}
 		case <-sendDone:
 			break loop
-		case ev := <-b.c.Events():
+		case ev := <-events:
 			if b.roomEvent(ev) {
 				continue
 			}

@@ -1,0 +1,262 @@
+package chatserver
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
+	"nearchat/pkg/wire"
+)
+
+// memberLoops returns the fan-out loops of room's members, by user.
+func memberLoops(t *testing.T, s *Server, room string, users ...string) []*loop {
+	t.Helper()
+	s.mu.Lock()
+	r := s.rooms[room]
+	s.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*loop
+	for _, u := range users {
+		out = append(out, r.members[u].loop)
+	}
+	return out
+}
+
+// shrinkSendBuffer gives the server's side of user's connection a small,
+// fixed kernel send buffer (no autotuning, which grows it to 16 MiB on
+// loopback here), so that the server's own outbound buffer holds what
+// the member has not read within a few kilobytes.
+func shrinkSendBuffer(t *testing.T, s *Server, room, user string) {
+	t.Helper()
+	s.mu.Lock()
+	r := s.rooms[room]
+	s.mu.Unlock()
+	r.mu.Lock()
+	fd := r.members[user].c.Fd()
+	r.mu.Unlock()
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<10); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// blockLoop keeps l's event loop busy until the returned function is
+// called: a loop that lags behind the others, as one does on a loaded
+// machine.
+func blockLoop(t *testing.T, l *loop) (unblock func()) {
+	t.Helper()
+	running, release := make(chan struct{}), make(chan struct{})
+	err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		close(running)
+		<-release
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-running
+	var once atomic.Bool
+	unblock = func() {
+		if once.CompareAndSwap(false, true) {
+			close(release)
+		}
+	}
+	t.Cleanup(unblock)
+	return unblock
+}
+
+// windowed is a sender that sends as a session does: at most window
+// messages unacknowledged, waiting for their Acks before the next window.
+type windowed struct {
+	sent atomic.Int64 // messages written
+	held atomic.Int64 // time spent waiting for Acks, in ns
+	done chan error   // the outcome, once all are sent and acknowledged
+}
+
+// sendWindowed sends n messages of text from p, window at a time.
+func sendWindowed(p *peer, n, window int, text string) *windowed {
+	w := &windowed{done: make(chan error, 1)}
+	go func() {
+		var b []byte
+		for i := 1; i <= n; i++ {
+			b, _ = wire.AppendFrame(b[:0], &proto.Chat{Num: uint64(i), Text: text})
+			if _, err := p.conn.Write(b); err != nil {
+				w.done <- err
+				return
+			}
+			w.sent.Store(int64(i))
+			if i%window != 0 {
+				continue
+			}
+			start := time.Now()
+			for acked := 0; acked < window; {
+				m, err := p.next(time.Minute)
+				if err != nil {
+					w.done <- fmt.Errorf("sender waiting for acks at %d: %w", i, err)
+					return
+				}
+				if _, ok := m.(*proto.Ack); ok {
+					acked++
+				}
+			}
+			w.held.Add(int64(time.Since(start)))
+		}
+		w.done <- nil
+	}()
+	return w
+}
+
+// readAll reads n Deliver frames, numbered 1 to n, from p at one per pace,
+// skipping Presence and Pong; anything else fails the test.
+func readAll(t *testing.T, p *peer, n int, pace time.Duration) {
+	t.Helper()
+	for i := 1; i <= n; {
+		m, err := p.next(30 * time.Second)
+		if err != nil {
+			t.Fatalf("slow member lost the stream at %d: %v", i, err)
+		}
+		switch m := m.(type) {
+		case *proto.Deliver:
+			if m.Num != uint64(i) {
+				t.Fatalf("slow member got %d, want %d", m.Num, i)
+			}
+			i++
+			if pace > 0 {
+				time.Sleep(pace) // the pace of a slow reader, not a wait for a condition
+			}
+		case *proto.Presence, *proto.Presences, *proto.Pong:
+		default:
+			t.Fatalf("slow member got %+v at %d", m, i)
+		}
+	}
+}
+
+// TestLaggingLoopHoldsSenders: fan-out queued for a member on an event
+// loop that has not run yet counts in the member's backlog. The slow
+// member's loop is held busy while the sender sends as a session does
+// (a bounded window of unacknowledged messages): the sender's Acks stop
+// once what is queued there passes HighWater, so when the loop runs again
+// the member is not cut off and gets everything. Before, the Acks came
+// back at once, the sender sent on, and the loop then wrote the whole
+// queue into the member's backlog, past MaxOutbound: cut off.
+func TestLaggingLoopHoldsSenders(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Loops = 2; c.MaxOutbound = 256 << 10 })
+	sender, _ := joinAs(t, s, "r", "sender")
+	slow := dialSlow(t, s, "r", "slow")
+	loops := memberLoops(t, s, "r", "sender", "slow")
+	if loops[0] == loops[1] {
+		t.Fatal("sender and slow member share a loop; the balancer gives each connection the least loaded one")
+	}
+	unblock := blockLoop(t, loops[1])
+
+	const n = 2000 // 8 MB, 32 times MaxOutbound
+	w := sendWindowed(sender, n, 16, strings.Repeat("z", 4000))
+	s.mu.Lock()
+	r := s.rooms["r"]
+	s.mu.Unlock()
+	held := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.acks) > 0
+	}
+	testkit.WaitFor(t, 30*time.Second, "the sender held, or done", func() bool { return held() || w.sent.Load() == n })
+	r.mu.Lock()
+	queued := r.shardFor(loops[1]).queued.Load()
+	r.mu.Unlock()
+	t.Logf("while the reader's loop was stopped: sender sent %d of %d, %d bytes queued for the reader", w.sent.Load(), n, queued)
+	if w.sent.Load() == n {
+		t.Errorf("the sender got Acks for all %d messages while none was written to the reader", n)
+	}
+	unblock()
+	readAll(t, slow, n, 0)
+	if err := <-w.done; err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+}
+
+// TestBehindMemberOutlastsPause: a member that stops reading while it
+// goes on pinging, as a client whose user stopped taking events does, is
+// behind (the room's senders are held) and its input is paused. Flow
+// control bounds its backlog, and SlowTimeout bounds how long it may
+// stay so: it is not cut off after the guard's shorter maxPause, which is
+// for a member that nobody holds back for. Before, it was cut off at
+// maxPause with its backlog under HighWater plus the sender's window.
+func TestBehindMemberOutlastsPause(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.MaxOutbound = 256 << 10
+		c.HighWater = 140 << 10 // past MaxOutbound/2, where its input pauses
+		c.SlowTimeout = time.Minute
+	})
+	sender, _ := joinAs(t, s, "r", "sender")
+	slow := dialSlow(t, s, "r", "slow")
+	shrinkSendBuffer(t, s, "r", "slow")
+	const n = 500
+	w := sendWindowed(sender, n, 16, strings.Repeat("z", 4000))
+
+	s.mu.Lock()
+	r := s.rooms["r"]
+	s.mu.Unlock()
+	ping, _ := wire.AppendFrame(nil, &proto.Ping{ID: 1})
+	stall := maxPause + 4*guardTick
+	start := time.Now()
+	behind := false
+	for time.Since(start) < stall {
+		if _, err := slow.conn.Write(ping); err != nil {
+			t.Fatalf("slow member's ping: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // a client's ping pace, not a wait for a condition
+		behind = behind || r.nbehind.Load() > 0
+	}
+	t.Logf("after a %v stall: %d bytes unsent (input paused past %d)", stall, s.outBytes.Load(), s.cfg.MaxOutbound/2)
+	if !behind {
+		t.Errorf("the room never had a member behind while one stopped reading")
+	}
+	readAll(t, slow, n, 0)
+	if err := <-w.done; err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+}
+
+// TestFloodingSenderIsSlowed: a member sending past SendRate has its
+// input left unread until its rate allows more, so a sender that keeps a
+// window of unacknowledged messages, as a session does, is slowed to the
+// rate and loses nothing; before, it was cut off (rate_limited) at the
+// end of its burst. One that goes on sending regardless is cut off once
+// maxPausedInbound bytes wait.
+func TestFloodingSenderIsSlowed(t *testing.T) {
+	const sendRate, burst = 200, 20
+	s := startServer(t, func(c *Config) { c.SendRate = sendRate; c.SendBurst = burst })
+	t.Run("windowed", func(t *testing.T) {
+		sender, _ := joinAs(t, s, "slowed", "sender")
+		reader, _ := joinAs(t, s, "slowed", "reader")
+		const n = 300
+		start := time.Now()
+		w := sendWindowed(sender, n, 16, "flood")
+		readAll(t, reader, n, 0)
+		if err := <-w.done; err != nil {
+			t.Fatalf("sender: %v", err)
+		}
+		took, least := time.Since(start), time.Duration(n-burst)*time.Second/sendRate
+		t.Logf("%d messages at most %d/s (burst %d) took %v; the rate allows them in %v", n, sendRate, burst, took, least)
+		if took < least/2 {
+			t.Errorf("%d messages took %v: the rate of %d/s did not slow them", n, took, sendRate)
+		}
+	})
+	t.Run("flooding", func(t *testing.T) {
+		flooder, _ := joinAs(t, s, "flooded", "flooder")
+		var b []byte
+		for i := uint64(1); len(b) < 4*maxPausedInbound; i++ {
+			b, _ = wire.AppendFrame(b, &proto.Chat{Num: i, Text: strings.Repeat("f", 1000)})
+		}
+		go flooder.conn.Write(b) //nolint:errcheck // the close below tells
+		flooder.ExpectClosed(proto.CodeRateLimited)
+	})
+}
