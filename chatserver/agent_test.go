@@ -162,13 +162,13 @@ func TestRestartTakesIDBackWithTokenFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 5*time.Second, "registration", func() bool {
+	// The agent writes the token file after Central's answer, so Central
+	// may list the server before the file exists: wait for both.
+	testkit.WaitFor(t, 5*time.Second, "registration and its token file", func() bool {
 		info, ok := serverInfo(t, api, "serv-t")
-		return ok && info.Up && info.Addr == old.Addr()
+		b, err := os.ReadFile(file)
+		return ok && info.Up && info.Addr == old.Addr() && err == nil && len(b) >= 32
 	})
-	if b, err := os.ReadFile(file); err != nil || len(b) < 32 {
-		t.Fatalf("token file: %q %v", b, err)
-	}
 	// A crash: the agent stops without telling Central.
 	old.stopAgent()
 	<-old.agentDone
