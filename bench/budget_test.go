@@ -55,7 +55,8 @@ func TestBudgetRSS(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	args := []string{"-history-budget", strconv.Itoa(historyBudget), "-outbound-budget", strconv.Itoa(outboundBudget),
-		"-history", strconv.Itoa(history), "-idle-timeout", "0", "-max-conns", strconv.Itoa(members + 100)}
+		"-history", strconv.Itoa(history), "-idle-timeout", "0", "-max-conns", strconv.Itoa(members + 100),
+		"-insecure", "-max-conns-per-source", "0"} // raw members with no tickets, all from loopback
 
 	// Idle members.
 	srv := startChatServer(t, bin, args)
@@ -240,11 +241,20 @@ func openIdleMembers(addr string, n, size int) ([]net.Conn, error) {
 
 func joinFrom(src *net.TCPAddr, addr, room, user string) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
-	c, err := d.Dial("tcp", addr)
+	var c net.Conn
+	var err error
+	// Dozens of dials at once can overflow the listener's backlog for a
+	// moment; a refused dial is tried again, a refused Join is not.
+	for try := range 5 {
+		if c, err = d.Dial("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(time.Duration(try+1) * 20 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, err
 	}
-	b, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: "bench-budget/1"})
+	b, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: "bench-idle/1"})
 	b, _ = wire.AppendFrame(b, &proto.Join{Room: room, User: user})
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := c.Write(b); err != nil {

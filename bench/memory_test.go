@@ -2,10 +2,8 @@ package bench
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -13,12 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"nearchat/pkg/proto"
-	"nearchat/pkg/wire"
 )
 
 // memChildEnv makes the test binary serve as a child process hosting one
@@ -137,7 +131,7 @@ func measureIdleMemory(t testing.TB, kind string, conns int) idleMemory {
 	res := idleMemory{Conns: conns}
 	res.Before = rss()
 	start := time.Now()
-	cs, err := openIdle(addr, conns)
+	cs, err := openIdleMembers(addr, conns, 2)
 	defer func() {
 		for _, c := range cs {
 			c.Close()
@@ -150,82 +144,6 @@ func measureIdleMemory(t testing.TB, kind string, conns int) idleMemory {
 	res.After = rss()
 	res.BytesPerConn = float64(res.After-res.Before) / float64(conns)
 	return res
-}
-
-// openIdle opens n connections, each through Hello/Welcome and a Join into
-// a room of two, and leaves them idle.
-func openIdle(addr string, n int) ([]net.Conn, error) {
-	cs := make([]net.Conn, n)
-	var next atomic.Int64
-	var mu sync.Mutex
-	var errs error
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				c, err := joinIdle(addr, fmt.Sprintf("idle-%d", i/2), "u"+strconv.Itoa(i%2))
-				if err != nil {
-					mu.Lock()
-					errs = errors.Join(errs, err)
-					mu.Unlock()
-					return
-				}
-				cs[i] = c
-			}
-		}()
-	}
-	wg.Wait()
-	out := cs[:0]
-	for _, c := range cs {
-		if c != nil {
-			out = append(out, c)
-		}
-	}
-	return out, errs
-}
-
-func joinIdle(addr, room, user string) (net.Conn, error) {
-	var c net.Conn
-	var err error
-	for try := range 5 {
-		if c, err = net.DialTimeout("tcp", addr, 10*time.Second); err == nil {
-			break
-		}
-		time.Sleep(time.Duration(try+1) * 20 * time.Millisecond)
-	}
-	if err != nil {
-		return nil, err
-	}
-	b, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: "bench-idle/1"})
-	b, _ = wire.AppendFrame(b, &proto.Join{Room: room, User: user})
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.Write(b); err != nil {
-		c.Close()
-		return nil, err
-	}
-	var rd frameReader
-	rd.init(c, 512)
-	for {
-		t, body, err := rd.next()
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("%s/%s: %w", room, user, err)
-		}
-		switch t {
-		case proto.TJoined:
-			c.SetDeadline(time.Time{})
-			return c, nil
-		case proto.TError:
-			c.Close()
-			return nil, fmt.Errorf("%s/%s: %w", room, user, decodeError(body))
-		}
-	}
 }
 
 // vmRSS reads a process's resident set size from /proc.

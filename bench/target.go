@@ -36,6 +36,7 @@ var starters = map[string]func(log *slog.Logger) (server, error){
 		cfg.ID = "bench-gnet"
 		cfg.MaxConns = 20_000
 		cfg.MaxMembers = 10_000
+		cfg.MaxConnsPerSource = 0 // every benchmark member dials from loopback
 		cfg.Logger = log
 		return chatserver.New(cfg)
 	},
