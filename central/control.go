@@ -453,7 +453,7 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 	u.sess = cn
 	u.restored = false
 	cn.user = u
-	c.sendLocked(cn, &proto.Welcome{V: v, Server: "central", Max: wire.MaxFrame, User: u.name})
+	c.sendLocked(cn, &proto.Welcome{V: v, Server: proto.CentralName, Max: wire.MaxFrame, User: u.name})
 	now := c.now()
 	for _, p := range u.pushes {
 		p.first = now // the give-up clock stood still while u was away

@@ -384,8 +384,15 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 	for i := range addrs {
 		at := (c.ctrlAt + i) % len(addrs)
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		pc, _, err = proto.Dial(dctx, c.dialer, addrs[at], &proto.Hello{Agent: c.opts.Agent, Token: c.Token()})
+		var w *proto.Welcome
+		pc, w, err = proto.Dial(dctx, c.dialer, addrs[at], &proto.Hello{Agent: c.opts.Agent, Token: c.Token()})
 		cancel()
+		if err == nil && w.Server != proto.CentralName {
+			// Something else speaks the protocol there (a chat server on
+			// a port once meant for a Central replica): not Central.
+			pc.Close()
+			err = fmt.Errorf("%s welcomed us as %q, not as Central's control port", addrs[at], w.Server)
+		}
 		if err == nil {
 			c.ctrlAt = at
 			break

@@ -614,3 +614,22 @@ func TestE2ERequestOutcomes(t *testing.T) {
 		t.Logf("peer offline mid-request: %s (%s)", st.Code, st.Detail)
 	})
 }
+
+// TestControlListSkipsChatServer gives the client a control address list
+// whose first entry is a chat server (as when a port reserved for a
+// standby Central replica is taken by a chat server): the handshake there
+// succeeds, but the client must pass over it and stay with Central. Before
+// it checked the Welcome, the client took the chat server for Central,
+// was cut off at its first Holding and dialed it again forever (chaos
+// replica-partition-leader-etcd, one run in 66).
+func TestControlListSkipsChatServer(t *testing.T) {
+	c := newCluster(t)
+	c.startServer("serv3")
+	wrong := c.procs.Server("serv3").Advertise
+	alice := c.user("alice", func(o *client.Config) { o.Control = wrong + "," + c.centCfg.ControlListen })
+	bob := c.user("bob")
+	_, _, a := chat(t, alice, bob)
+	if a.Server.ID != "serv3" {
+		t.Fatalf("room on %s, want serv3", a.Server.ID)
+	}
+}

@@ -94,7 +94,7 @@ type Hello struct {
 }
 
 // Welcome (0x02, listener -> dialer, answers Hello). Server is the
-// listener's name (a chat server's ID, or "central"); Max its frame limit;
+// listener's name (a chat server's ID, or CentralName); Max its frame limit;
 // User, on the control port, the user the token belongs to.
 type Welcome struct {
 	V      int    `msgpack:"v"`
@@ -102,6 +102,11 @@ type Welcome struct {
 	Max    int    `msgpack:"max"`
 	User   string `msgpack:"user"`
 }
+
+// CentralName is the Server a Welcome from Central's control port carries.
+// A client checks it, so an address that turns out to be a chat server is
+// passed over rather than taken for Central.
+const CentralName = "central"
 
 // Error (0x03, either direction). Code is one of the Code constants; Reason
 // is for humans; Fatal means the sender closes the connection after it. Ref
