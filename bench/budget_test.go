@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"nearchat/bench/abuse"
 	"net"
 	"os"
 	"os/exec"
@@ -152,18 +153,10 @@ func startChatServer(t *testing.T, bin string, args []string) *chatProc {
 	p := &chatProc{cmd: cmd, addr: addr, exited: make(chan error, 1)}
 	go func() { p.exited <- cmd.Wait(); logf.Close() }()
 	t.Cleanup(func() { p.stop(t) })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("chatserver never listened on %s: %v (log %s)", addr, err, logf.Name())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := abuse.WaitDial(addr, 30*time.Second); err != nil {
+		t.Fatalf("chatserver never listened on %s: %v (log %s)", addr, err, logf.Name())
 	}
+	return p
 }
 
 // rss reads the server's resident set once it has stopped growing (two
