@@ -24,6 +24,7 @@ type member struct {
 	loop  *loop
 	hello bool
 	v2    bool // speaks protocol version 2: no Presences frames
+	v4    bool // speaks protocol version 4 or later: its resends are acknowledged
 	dead  bool // nothing more is written: closed, or closing
 	gone  bool // OnClose has run
 
@@ -171,7 +172,7 @@ func (s *Server) onHello(m *member, t wire.Type, body []byte) error {
 	if err != nil {
 		return err
 	}
-	m.hello, m.v2 = true, v < 3
+	m.hello, m.v2, m.v4 = true, v < 3, v >= 4
 	s.reply(m, &proto.Welcome{V: v, Server: s.cfg.ID, Max: s.cfg.MaxFrame})
 	return nil
 }
@@ -233,7 +234,7 @@ func (s *Server) onJoin(m *member, body []byte) error {
 }
 
 // onChat broadcasts a joined member's message to its room, or hands a
-// resend (To set) to that one member.
+// resend (To set) to that one member (resend).
 // Its rate was checked by serve (pace).
 func (s *Server) onChat(m *member, body []byte) error {
 	num, at, text, to, ok := proto.ScanChat(body)
@@ -248,7 +249,7 @@ func (s *Server) onChat(m *member, body []byte) error {
 			return proto.Fatalf(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(msg.Text), proto.MaxText)
 		}
 		if msg.To != "" {
-			s.forward(m, msg.To, &proto.Deliver{From: m.user, Num: msg.Num, At: msg.At, Text: msg.Text, Inc: m.inc})
+			s.resend(m, &msg)
 			return nil
 		}
 		num, at, text = msg.Num, msg.At, []byte(msg.Text)

@@ -306,15 +306,39 @@ func (s *Server) broadcast(m *member, num uint64, at int64, text []byte) {
 func (s *Server) forward(m *member, to string, msg wire.Message) {
 	r := m.room
 	r.mu.Lock()
+	found := r.forward(m, to, msg)
+	r.mu.Unlock()
+	if !found {
+		s.notFound(m, r, to)
+	}
+}
+
+// resend hands c, a resend of m's message c.Num, to the member c.To alone
+// and acknowledges it with room sequence 0, in order with m's other Acks
+// and held with them while the room has a member behind: a sender paces
+// its resend answers by these Acks through its SendWindow, as it does its
+// live messages, so a long answer cannot overrun the asker's MaxOutbound.
+// A member of a version before 4 gets no such Ack. Event loop only.
+func (s *Server) resend(m *member, c *proto.Chat) {
+	r := m.room
+	r.mu.Lock()
+	found := r.forward(m, c.To, &proto.Deliver{From: m.user, Num: c.Num, At: c.At, Text: c.Text, Inc: m.inc})
+	ack := m.v4 && r.holdAck(m, c.Num, 0)
+	r.mu.Unlock()
+	if !found {
+		s.notFound(m, r, c.To)
+	}
+	if ack {
+		m.loop.ack(m, c.Num, 0)
+	}
+}
+
+// forward queues msg for the member of r named to on its loop, and
+// reports whether there is one. Caller holds r.mu; m is the sender.
+func (r *room) forward(m *member, to string, msg wire.Message) bool {
 	target := r.members[to]
 	if target == nil {
-		r.mu.Unlock()
-		// Not fatal: the member may just have left.
-		bb := bytebufferpool.Get()
-		bb.B, _ = wire.AppendFrame(bb.B, &proto.Error{Code: proto.CodeNotFound, Reason: fmt.Sprintf("%q is not in room %q", to, r.id), Ref: to})
-		m.write(bb.B, s.cfg.MaxOutbound)
-		bytebufferpool.Put(bb)
-		return
+		return false
 	}
 	f := newFrame()
 	f.bb.B, _ = wire.AppendFrame(f.bb.B, msg)
@@ -323,7 +347,16 @@ func (s *Server) forward(m *member, to string, msg wire.Message) {
 	size := len(f.bb.B)
 	target.shard.enqueue(size)
 	target.loop.push(item{target: target, sh: target.shard, size: size, f: f, ev: r.ev}, m.loop)
-	r.mu.Unlock()
+	return true
+}
+
+// notFound tells m that the member to it addressed is not in room r.
+// Not fatal: the member may just have left. Event loop only.
+func (s *Server) notFound(m *member, r *room, to string) {
+	bb := bytebufferpool.Get()
+	bb.B, _ = wire.AppendFrame(bb.B, &proto.Error{Code: proto.CodeNotFound, Reason: fmt.Sprintf("%q is not in room %q", to, r.id), Ref: to})
+	m.write(bb.B, s.cfg.MaxOutbound)
+	bytebufferpool.Put(bb)
 }
 
 // sharedError encodes a fatal error frame for the fan-out queue.

@@ -39,6 +39,14 @@ type link struct {
 	pingAt   time.Time     // when the last liveness ping went out
 	rtt      time.Duration // smoothed round trip: the handshake's, then each Pong's
 	rttvar   time.Duration // its smoothed deviation
+
+	// Resend answers going out on this connection (Session.pump): the asks
+	// being answered, oldest first, and the sizes of the resent messages
+	// written and not yet acknowledged (Ack.Seq 0), oldest first, with
+	// their sum. They end with the connection: the asker asks again.
+	answers   []*answering
+	racks     []int
+	rinflight int
 }
 
 // dialLink connects to server and exchanges Hello and Welcome within

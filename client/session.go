@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -193,6 +194,14 @@ type Session struct {
 type answer struct {
 	inc, after, upTo uint64
 	at               time.Time
+}
+
+// answering is a Resend being answered on a link: by is sent our messages
+// next..upTo (upTo was the last written when it asked; later ones reach it
+// live), as the SendWindow allows.
+type answering struct {
+	by                string
+	after, next, upTo uint64
 }
 
 type inbound struct {
@@ -519,14 +528,23 @@ func (s *Session) abandonPending(err error) {
 // wireSize is what a message counts against SendWindow.
 func wireSize(c *proto.Chat) int { return len(c.Text) + 64 }
 
-// flush writes the messages not yet written, as far as SendWindow allows,
-// to the connection new messages go to.
+// flush writes what waits, as far as SendWindow allows: first the Resend
+// answers of the current and the old connection (pump), then the messages
+// not yet written, to the connection new messages go to. New messages
+// wait while that connection still has an answer to write, so an asker
+// gets the messages it lacks before any newer ones it would have to hold
+// behind the gap (bounded by its MaxHeld).
 func (s *Session) flush() {
+	for _, l := range []*link{s.cur, s.old} {
+		if l != nil {
+			s.pump(l)
+		}
+	}
 	l := s.sendLink()
-	if l == nil {
+	if l == nil || len(l.answers) > 0 {
 		return
 	}
-	for s.sentUpTo < s.out.last && s.inflight < s.cfg.SendWindow {
+	for s.sentUpTo < s.out.last && s.inflight+l.rinflight < s.cfg.SendWindow {
 		c := s.out.get(s.sentUpTo + 1)
 		l.send(c)
 		s.sentUpTo = c.Num
@@ -608,6 +626,7 @@ func (s *Session) presence(l *link, m *proto.Presence, now time.Time) {
 		}
 	} else {
 		delete(l.members, m.User)
+		s.dropAnswers(l, m.User)
 	}
 	if l == s.cur {
 		s.emit(Presence{User: m.User, Here: m.Here, LastSent: m.LastSent, Server: l.serverID})
@@ -641,6 +660,16 @@ func (s *Session) handleMember(l *link, in inbound) {
 			s.checkDrain(now)
 		}
 	case *proto.Ack:
+		if m.Seq == 0 {
+			// A resend handed to its asker: the Acks come back in the
+			// order the resends went out.
+			if len(l.racks) > 0 {
+				l.rinflight -= l.racks[0]
+				l.racks = l.racks[1:]
+			}
+			s.flush()
+			return
+		}
 		if c := s.out.ack(m.Num); c != nil && m.Num <= s.sentUpTo {
 			s.inflight = max(s.inflight-wireSize(c), 0)
 			s.flush()
@@ -665,9 +694,10 @@ func (s *Session) handleMember(l *link, in inbound) {
 			return
 		}
 		if m.Code == proto.CodeNotFound {
-			// A Resend for a member not on this server; the gap timer asks
-			// again later.
+			// A Resend for a member not on this server (the gap timer
+			// asks again later), or our answer to one that left.
 			s.log.Debug("server", "err", m)
+			s.dropAnswers(l, m.Ref)
 			return
 		}
 		s.emit(Error{Err: fmt.Errorf("server %s: %w", l.server.ID, m)})
@@ -757,11 +787,12 @@ func (s *Session) askLagging(now time.Time) {
 	}
 }
 
-// answerResend sends our messages after m.After again to the asker alone,
-// on the connection the ask came in on, and Missed for any no longer kept.
+// answerResend starts answering m on the connection it came in on: our
+// messages after m.After go again to the asker alone, in byte-bounded
+// steps paced by their Acks (pump), and Missed for any no longer kept.
 // An ask for another incarnation than ours gets everything we keep. The
-// same ask again while our answer may still be on its way is not
-// answered twice.
+// same ask again while our answer is going out, or may still be on its
+// way, is not answered twice.
 func (s *Session) answerResend(l *link, m *proto.Resend, now time.Time) {
 	if !l.joined || l.dead || m.By == "" {
 		return
@@ -774,21 +805,74 @@ func (s *Session) answerResend(l *link, m *proto.Resend, now time.Time) {
 		s.stats.Suppressed++
 		return
 	}
-	msgs, first, last := s.out.after(after)
-	if first > 0 {
-		l.send(&proto.Missed{To: m.By, From: s.user, First: first, Last: last, Inc: s.inc})
-	}
-	upTo := after
-	for i := range msgs {
-		if msgs[i].Num > s.sentUpTo {
-			break // held for a pending move; they go out with it
+	j := &answering{by: m.By}
+	for _, a := range l.answers {
+		if a.by == m.By {
+			if after >= a.after && after < a.upTo {
+				s.stats.Suppressed++
+				return
+			}
+			j = a // an ask for another range: answer that instead
 		}
-		c := msgs[i]
-		c.To = m.By
+	}
+	// Messages held for a pending move are not written yet: they go out
+	// with it, to the asker too.
+	j.after, j.next, j.upTo = after, after+1, s.sentUpTo
+	if len(l.answers) == 0 || l.answers[len(l.answers)-1] != j {
+		l.answers = slices.DeleteFunc(l.answers, func(a *answering) bool { return a == j })
+		l.answers = append(l.answers, j)
+	}
+	s.pump(l)
+}
+
+// pump writes the Resend answers of l, oldest ask first, while the
+// SendWindow has room: resends count against it as our live messages do,
+// and their Acks (Ack.Seq 0) come back as the server hands them to the
+// asker, held while a member of the room is behind, so an answer of any
+// length reaches a slow asker at its pace rather than past the server's
+// outbound limit. Messages no longer kept are reported Missed when the
+// answer reaches them.
+func (s *Session) pump(l *link) {
+	if !l.joined || l.dead {
+		return
+	}
+	for len(l.answers) > 0 {
+		j := l.answers[0]
+		if j.next <= s.out.base && j.next <= j.upTo {
+			last := min(s.out.base, j.upTo)
+			l.send(&proto.Missed{To: j.by, From: s.user, First: j.next, Last: last, Inc: s.inc})
+			j.next = last + 1
+		}
+		if j.next > j.upTo {
+			s.remember(j)
+			l.answers[0] = nil
+			l.answers = l.answers[1:]
+			continue
+		}
+		if s.inflight+l.rinflight >= s.cfg.SendWindow {
+			return
+		}
+		c := *s.out.get(j.next)
+		c.To = j.by
 		l.send(&c)
-		upTo = c.Num
+		n := wireSize(&c)
+		l.racks = append(l.racks, n)
+		l.rinflight += n
+		j.next++
 		s.stats.Resent++
 	}
+}
+
+// dropAnswers stops answering user on l: it left.
+func (s *Session) dropAnswers(l *link, user string) {
+	l.answers = slices.DeleteFunc(l.answers, func(a *answering) bool { return a.by == user })
+}
+
+// remember records j answered in full, for suppressing repeats of its
+// ask, forgetting askers whose suppression window has passed once
+// maxAnswered are remembered.
+func (s *Session) remember(j *answering) {
+	now := time.Now()
 	if len(s.answered) >= maxAnswered {
 		for by, a := range s.answered {
 			if now.Sub(a.at) >= 2*s.cfg.HoldBack {
@@ -796,8 +880,8 @@ func (s *Session) answerResend(l *link, m *proto.Resend, now time.Time) {
 			}
 		}
 	}
-	if len(s.answered) < maxAnswered {
-		s.answered[m.By] = answer{inc: s.inc, after: after, upTo: upTo, at: now}
+	if _, ok := s.answered[j.by]; ok || len(s.answered) < maxAnswered {
+		s.answered[j.by] = answer{inc: s.inc, after: j.after, upTo: j.upTo, at: now}
 	}
 }
 

@@ -195,7 +195,9 @@ type Leave struct{}
 // wall clock in Unix nanoseconds; Text the message. To, when set, makes it
 // a resend for that one member (the answer to its Resend): the server
 // hands it to To only, gives it no room sequence (Deliver.Seq 0), keeps it
-// out of the history and does not acknowledge it.
+// out of the history, and (version 4) acknowledges it with Ack.Seq 0, so
+// that the sender paces its answer by its SendWindow like its live
+// messages.
 type Chat struct {
 	Num  uint64 `msgpack:"num"`
 	At   int64  `msgpack:"at"`
@@ -204,7 +206,11 @@ type Chat struct {
 }
 
 // Ack (0x14, chat server -> sender): message Num was handed to every member
-// present and got room sequence Seq.
+// present and got room sequence Seq; with Seq 0 (version 4), a resend of
+// Num (Chat.To) was handed to its one member (or that member was gone).
+// Acks come back in the order of the Chat frames they answer, resends and
+// live messages alike, and are withheld together while a member of the
+// room is behind.
 type Ack struct {
 	Num uint64 `msgpack:"num"`
 	Seq uint64 `msgpack:"seq"`

@@ -26,7 +26,10 @@ const (
 	//   - version 3: Presences (0x19) carries several joins and leaves in
 	//     one frame; the chat server sends it instead of runs of Presence
 	//     frames, and for the members a big room's Joined cannot list.
-	Version = 3
+	//   - version 4: the chat server acknowledges a resend (Chat.To) with
+	//     Ack.Seq 0, in order with the sender's other Acks, so a sender
+	//     paces its Resend answers by its SendWindow.
+	Version = 4
 	// MinVersion is the oldest version a listener still speaks.
 	MinVersion = 2
 	// LenSize is the size of the length prefix.
