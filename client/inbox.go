@@ -258,6 +258,16 @@ func (in *inbox) lagging(now time.Time) []ask {
 	return out
 }
 
+// restart starts every open gap's clock afresh, as if just asked for:
+// for the time the session did not read, which must not count against them.
+func (in *inbox) restart(now time.Time) {
+	for _, p := range in.peers {
+		if !p.gapSince.IsZero() {
+			p.gapSince, p.asked = now, now
+		}
+	}
+}
+
 // tick runs the timers: a gap without progress for holdBack is asked for
 // again, after holdBack, then twice that, and so on while nothing arrives
 // (an answer over a slow link is not asked for twice); one without

@@ -185,6 +185,7 @@ type Session struct {
 	moveWait          chan error
 	answered          map[string]answer // last Resend answered, by asker
 	queue             []Event           // events not yet taken from the channel
+	paused            bool              // not reading frames: the user has EventBuffer events to take
 	wakeups           int               // loop iterations, for tests that check it idles
 	stats             Stats
 }
@@ -407,6 +408,12 @@ func (s *Session) run() {
 		frames := s.frames
 		if len(s.queue) >= s.cfg.EventBuffer {
 			frames = nil
+			s.paused = true
+		} else if s.paused {
+			// Reading again: what arrived meanwhile waits in the socket,
+			// so the gaps' clocks start afresh.
+			s.paused = false
+			s.in.restart(time.Now())
 		}
 		select {
 		case <-s.quit:
@@ -426,10 +433,12 @@ func (s *Session) run() {
 }
 
 // quiet reports whether gaps must wait: the old server may still deliver
-// them, or we cannot ask anyone (no live connection, or a join pending).
-// A gap is never given up while we could not have recovered it.
+// them, we cannot ask anyone (no live connection, or a join pending), or
+// we do not read (the user is behind on events), so an answer may wait
+// unread in the socket. A gap is never given up, nor asked for again,
+// while we could not have recovered it.
 func (s *Session) quiet() bool {
-	return s.old != nil || s.pending != nil || s.cur == nil || !s.cur.joined || s.cur.dead || s.cur.suspect
+	return s.paused || s.old != nil || s.pending != nil || s.cur == nil || !s.cur.joined || s.cur.dead || s.cur.suspect
 }
 
 // arm points timer at the next deadline the loop has.

@@ -1,0 +1,157 @@
+package client
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"nearchat/chatserver"
+	"nearchat/pkg/testkit"
+)
+
+
+// TestLongResendIsPaced: bob joins a room where alice has sent 6,000
+// messages of 4 KB (24 MB, within her Window) and the server keeps no
+// history, so he lacks them all and asks alice. His user takes no events
+// for the first two seconds, so his client stops reading and the answer
+// backs up: first in the kernel's socket buffers (up to 16 MiB here),
+// then at the server, whose outbound limit is 256 KiB. Before, alice
+// wrote her whole answer at once and the server cut bob off as a slow
+// consumer; and bob, not reading, asked again every few hundred
+// milliseconds, and alice answered again once her suppression window
+// passed. Now the answer goes through alice's SendWindow and the server's
+// held Acks, and bob does not ask again while he does not read: he stays
+// on, gets every message exactly once and in order, and no Missed, and
+// alice answers once. In "live", alice goes on sending at 300 msg/s
+// throughout: her new messages wait behind the answer, so bob holds
+// nothing past his MaxHeld (512) and gets no second Missed either.
+// Production timers.
+func TestLongResendIsPaced(t *testing.T) {
+	for _, live := range []bool{false, true} {
+		name := "idle"
+		if live {
+			name = "live"
+		}
+		t.Run(name, func(t *testing.T) {
+			srv := startChatWith(t, "serv1", func(c *chatserver.Config) {
+				c.MaxOutbound = 256 << 10
+				c.History = 0
+			})
+			cfg := DefaultSessionConfig()
+			cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
+			cfg.Window = 6000
+			a := join(t, cfg, ref(srv), "room-resend", "alice")
+			const n = 6000
+			text := strings.Repeat("x", 4000)
+			for range n {
+				a.send(t, text)
+			}
+			testkit.WaitFor(t, 10*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
+
+			bcfg := cfg
+			bcfg.EventBuffer = 16
+			bcfg.MaxHeld = 512
+			bcfg.Dialer = smallRcvBuf()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			release := make(chan struct{})
+			released := false
+			defer func() {
+				if !released {
+					close(release)
+				}
+			}()
+			start := time.Now()
+			bob, err := Open(ctx, bcfg, ref(srv), "room-resend", "bob", 1, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check := NewChecker()
+			var broken, missed atomic.Int32
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				<-release // the user's stall
+				for ev := range bob.Events() {
+					switch ev := ev.(type) {
+					case Message:
+						check.Observe(ev.From, ev.Num)
+					case Missed:
+						missed.Add(1)
+						check.Missed(ev.From, ev.First, ev.Last)
+						t.Logf("bob told %+v", ev)
+					case Broken:
+						broken.Add(1)
+						t.Logf("bob broken: %v", ev.Err)
+					}
+				}
+			}()
+			defer func() { bob.Close(); <-done }()
+
+			var sent atomic.Int64
+			sent.Store(n)
+			stop := make(chan struct{})
+			sending := make(chan error, 1)
+			go func() {
+				if !live {
+					sending <- nil
+					return
+				}
+				tick := time.NewTicker(time.Second / 300)
+				defer tick.Stop()
+				for range 900 { // 3 s at 300 msg/s
+					select {
+					case <-stop:
+						sending <- nil
+						return
+					case <-tick.C:
+					}
+					if _, err := a.s.Send(text); err != nil {
+						sending <- err
+						return
+					}
+					sent.Add(1)
+				}
+				sending <- nil
+			}()
+			defer func() {
+				close(stop)
+				<-sending
+			}()
+
+			// The stall: 2 s in which bob reads nothing. Watch how much of
+			// the answer alice writes meanwhile, and whether the server
+			// keeps bob.
+			stall := 2 * time.Second
+			peak, cut := 0, false
+			for time.Since(start) < stall {
+				peak = max(peak, a.s.Stats().Resent)
+				cut = cut || srv.Stats().Conns < 2
+				time.Sleep(20 * time.Millisecond) // sampling pace, not a wait for a condition
+			}
+			close(release)
+			released = true
+			t.Logf("during bob's %v stall alice wrote %d resends for %d messages (%d KB); bob cut off: %v", stall, peak, n, peak*(len(text)+64)>>10, cut)
+
+			testkit.WaitFor(t, 60*time.Second, "bob has all of alice's messages or was told", func() bool {
+				r := check.Report()
+				return int64(check.Count("alice")+r.Told["alice"]) >= sent.Load() && a.s.Stats().Unacked == 0
+			})
+			took := time.Since(start)
+			check.Expect("alice", uint64(sent.Load()))
+			r := check.Report()
+			st := a.s.Stats()
+			t.Logf("bob recovered %d messages in %v (%.0f msg/s after the stall); bob %v; alice %+v", sent.Load(), took,
+				float64(sent.Load())/(took-stall).Seconds(), r, st)
+			if !r.OK() || missed.Load() != 0 || broken.Load() != 0 || cut {
+				t.Errorf("bob: %v, missed events %d, broken %d, cut off %v", r, missed.Load(), broken.Load(), cut)
+			}
+			if st.Resent > n {
+				t.Errorf("alice resent %d messages for one ask of %d", st.Resent, n)
+			}
+		})
+	}
+}
