@@ -83,11 +83,17 @@ type windowed struct {
 
 // sendWindowed sends n messages of text from p, window at a time.
 func sendWindowed(p *peer, n, window int, text string) *windowed {
+	return sendWindowedTo(p, n, window, text, "")
+}
+
+// sendWindowedTo is sendWindowed for resends addressed to one member
+// (Chat.To), as a session answers a Resend; to "" sends to the room.
+func sendWindowedTo(p *peer, n, window int, text, to string) *windowed {
 	w := &windowed{done: make(chan error, 1)}
 	go func() {
 		var b []byte
 		for i := 1; i <= n; i++ {
-			b, _ = wire.AppendFrame(b[:0], &proto.Chat{Num: uint64(i), Text: text})
+			b, _ = wire.AppendFrame(b[:0], &proto.Chat{Num: uint64(i), Text: text, To: to})
 			if _, err := p.conn.Write(b); err != nil {
 				w.done <- err
 				return
@@ -259,4 +265,75 @@ func TestFloodingSenderIsSlowed(t *testing.T) {
 		go flooder.conn.Write(b) //nolint:errcheck // the close below tells
 		flooder.ExpectClosed(proto.CodeRateLimited)
 	})
+}
+
+// TestResendsPacedByAcks: a long answer to a Resend, sent as a session
+// sends it (a window of unacknowledged resends, the next once their Acks
+// return), to a member that reads nothing. The server acknowledges each
+// resend (Ack.Seq 0) and holds the Acks while the asker is behind, so the
+// answer stops at about the asker's HighWater plus a window or two, under
+// MaxOutbound, and the asker then gets it all, in order, without being
+// cut off. Before, resends were not acknowledged at all: a sender had to
+// write its whole answer at once, past the asker's MaxOutbound.
+func TestResendsPacedByAcks(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxOutbound = 256 << 10 })
+	sender, _ := joinAs(t, s, "r", "sender")
+	slow := dialSlow(t, s, "r", "slow")
+	shrinkSendBuffer(t, s, "r", "slow")
+	const n, window, size = 2000, 16, 4000 // 8 MB, 32 times MaxOutbound
+	w := sendWindowedTo(sender, n, window, strings.Repeat("z", size), "slow")
+	s.mu.Lock()
+	r := s.rooms["r"]
+	s.mu.Unlock()
+	held := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.acks) > 0
+	}
+	testkit.WaitFor(t, 30*time.Second, "the answer held, or all sent", func() bool { return held() || w.sent.Load() == n })
+	// The asker's backlog, sampled for a while: what the sender had in
+	// flight when its Acks stopped still arrives.
+	var backlog int64
+	for start := time.Now(); time.Since(start) < 500*time.Millisecond; {
+		b := s.outBytes.Load()
+		r.mu.Lock()
+		for _, sh := range r.shards {
+			b += sh.queued.Load()
+		}
+		r.mu.Unlock()
+		backlog = max(backlog, b)
+		time.Sleep(10 * time.Millisecond) // sampling pace, not a wait for a condition
+	}
+	t.Logf("asker reading nothing: %d of %d resends written, asker's backlog %d bytes (HighWater %d, MaxOutbound %d)",
+		w.sent.Load(), n, backlog, s.cfg.HighWater, s.cfg.MaxOutbound)
+	if w.sent.Load() == n {
+		t.Fatalf("the sender got Acks for all %d resends while the asker read nothing", n)
+	}
+	if backlog >= int64(s.cfg.MaxOutbound) {
+		t.Errorf("asker's backlog %d bytes, want under MaxOutbound %d", backlog, s.cfg.MaxOutbound)
+	}
+	readAll(t, slow, n, 0)
+	if err := <-w.done; err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+}
+
+// TestResendsUnacknowledgedBeforeV4: a member that speaks a protocol
+// version before 4 gets no Ack for a resend, as before; its next live
+// message's Ack is the first it gets.
+func TestResendsUnacknowledgedBeforeV4(t *testing.T) {
+	s := startServer(t, nil)
+	_, _ = joinAs(t, s, "r", "asker")
+	p := dial(t, s)
+	p.send(&proto.Hello{V: 3, Agent: "v3"})
+	if w := p.expect(proto.TWelcome).(*proto.Welcome); w.V != 3 {
+		t.Fatalf("welcome %+v, want version 3", w)
+	}
+	p.send(&proto.Join{Room: "r", User: "old"})
+	p.expect(proto.TJoined)
+	p.send(&proto.Chat{Num: 1, Text: "again", To: "asker"})
+	p.send(&proto.Chat{Num: 2, Text: "live"})
+	if a := p.expect(proto.TAck).(*proto.Ack); a.Num != 2 || a.Seq == 0 {
+		t.Fatalf("first Ack %+v, want the live message's", a)
+	}
 }
