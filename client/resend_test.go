@@ -12,7 +12,6 @@ import (
 	"nearchat/pkg/testkit"
 )
 
-
 // TestLongResendIsPaced: bob joins a room where alice has sent 6,000
 // messages of 4 KB (24 MB, within her Window) and the server keeps no
 // history, so he lacks them all and asks alice. His user takes no events
