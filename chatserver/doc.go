@@ -88,7 +88,8 @@
 // quarter of Config.MaxOutbound, the newest frames (Joined.Oldest says
 // where it starts), so that it never cuts its joiner off by itself. A resend to one member
 // (Chat.To) is handed to that member only, without a room sequence number
-// and outside the history.
+// and outside the history, and acknowledged to its sender (Ack.Seq 0,
+// version 4) under the same flow control as its live messages.
 //
 // # Memory budgets
 //

@@ -86,7 +86,13 @@
 // A Session writes at most SendWindow bytes of unacknowledged messages to
 // the server; later ones wait in the session and go out as Acks return.
 // The server withholds Acks while a member of the room is behind, so the
-// senders slow to the slowest reader before anything is lost.
+// senders slow to the slowest reader before anything is lost. Resend
+// answers go through the same window (the server acknowledges each resent
+// message, Ack.Seq 0), ahead of the session's new messages, which wait
+// until the answer is written: a long answer reaches its asker at the
+// asker's pace, and the asker holds no newer messages behind its gap
+// meanwhile. A session that is not reading (its user is behind on events)
+// neither asks again for its gaps nor gives them up.
 //
 // # Make-before-break
 //
