@@ -33,6 +33,7 @@ var messages = []struct {
 	{"chat", &proto.Chat{Num: 42, At: 1700000000000000000, Text: "hello, world"}},
 	{"chat-to", &proto.Chat{Num: 40, At: 1700000000000000000, Text: "again", To: "bob"}},
 	{"ack", &proto.Ack{Num: 42, Seq: 11}},
+	{"ack-resend", &proto.Ack{Num: 40}},
 	{"deliver", &proto.Deliver{Seq: 11, From: "alice", Num: 42, At: 1700000000000000000, Text: "hello, world", Inc: 1700000000000000001}},
 	{"presence", &proto.Presence{User: "bob", Here: true, LastSent: 3, Inc: 1700000000000000002}},
 	{"presences", &proto.Presences{Changes: []proto.Presence{{User: "bob", Here: true, LastSent: 3, Inc: 1700000000000000002}, {User: "carol"}}}},
