@@ -120,6 +120,19 @@ func sendWindowedTo(p *peer, n, window int, text, to string) *windowed {
 	return w
 }
 
+// acksHeld returns room id and a function reporting whether it holds
+// Acks (a member is behind).
+func acksHeld(s *Server, id string) (*room, func() bool) {
+	s.mu.Lock()
+	r := s.rooms[id]
+	s.mu.Unlock()
+	return r, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.acks) > 0
+	}
+}
+
 // readAll reads n Deliver frames, numbered 1 to n, from p at one per pace,
 // skipping Presence and Pong; anything else fails the test.
 func readAll(t *testing.T, p *peer, n int, pace time.Duration) {
@@ -165,14 +178,7 @@ func TestLaggingLoopHoldsSenders(t *testing.T) {
 
 	const n = 2000 // 8 MB, 32 times MaxOutbound
 	w := sendWindowed(sender, n, 16, strings.Repeat("z", 4000))
-	s.mu.Lock()
-	r := s.rooms["r"]
-	s.mu.Unlock()
-	held := func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return len(r.acks) > 0
-	}
+	r, held := acksHeld(s, "r")
 	testkit.WaitFor(t, 30*time.Second, "the sender held, or done", func() bool { return held() || w.sent.Load() == n })
 	r.mu.Lock()
 	queued := r.shardFor(loops[1]).queued.Load()
@@ -282,14 +288,7 @@ func TestResendsPacedByAcks(t *testing.T) {
 	shrinkSendBuffer(t, s, "r", "slow")
 	const n, window, size = 2000, 16, 4000 // 8 MB, 32 times MaxOutbound
 	w := sendWindowedTo(sender, n, window, strings.Repeat("z", size), "slow")
-	s.mu.Lock()
-	r := s.rooms["r"]
-	s.mu.Unlock()
-	held := func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return len(r.acks) > 0
-	}
+	r, held := acksHeld(s, "r")
 	testkit.WaitFor(t, 30*time.Second, "the answer held, or all sent", func() bool { return held() || w.sent.Load() == n })
 	// The asker's backlog, sampled for a while: what the sender had in
 	// flight when its Acks stopped still arrives.

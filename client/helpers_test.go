@@ -119,8 +119,8 @@ func configFor(t testing.TB, timers string) SessionConfig {
 	return testConfig(t)
 }
 
-// join opens a session for user on srv and drains its events.
-func join(t testing.TB, cfg SessionConfig, srv proto.ServerRef, room, user string) *member {
+// open opens a session for user on srv in epoch 1, within 5 s.
+func open(t testing.TB, cfg SessionConfig, srv proto.ServerRef, room, user string) *Session {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -128,6 +128,13 @@ func join(t testing.TB, cfg SessionConfig, srv proto.ServerRef, room, user strin
 	if err != nil {
 		t.Fatalf("open %s: %v", user, err)
 	}
+	return s
+}
+
+// join opens a session for user on srv and drains its events.
+func join(t testing.TB, cfg SessionConfig, srv proto.ServerRef, room, user string) *member {
+	t.Helper()
+	s := open(t, cfg, srv, room, user)
 	m := &member{t: t, s: s, check: NewChecker(), last: map[string]Message{}, incs: map[string][]uint64{}, here: map[string]bool{}, done: make(chan struct{})}
 	go m.drain()
 	t.Cleanup(func() {
@@ -392,4 +399,49 @@ func stream(m *member, n int, gap time.Duration, at func(i int)) error {
 		}
 	}
 	return nil
+}
+
+// reader is a Session whose events a test takes itself, at a pace it
+// sets, counting what the guarantee is about.
+type reader struct {
+	s              *Session
+	check          *Checker
+	broken, missed atomic.Int32
+	done           chan struct{}
+}
+
+// openReader opens a session for user on srv whose events are taken one
+// by one, calling pause(i) before event i (1-based): a user's pace, or a
+// stall. The session closes when the test ends, or at close.
+func openReader(t testing.TB, cfg SessionConfig, srv proto.ServerRef, room, user string, pause func(i int)) *reader {
+	t.Helper()
+	s := open(t, cfg, srv, room, user)
+	r := &reader{s: s, check: NewChecker(), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		i := 0
+		for ev := range s.Events() {
+			i++
+			pause(i)
+			switch ev := ev.(type) {
+			case Message:
+				r.check.Observe(ev.From, ev.Num)
+			case Missed:
+				r.missed.Add(1)
+				r.check.Missed(ev.From, ev.First, ev.Last)
+				t.Logf("%s told %+v", user, ev)
+			case Broken:
+				r.broken.Add(1)
+				t.Logf("%s broken: %v", user, ev.Err)
+			}
+		}
+	}()
+	t.Cleanup(r.close)
+	return r
+}
+
+// close closes the session and waits until its events are taken.
+func (r *reader) close() {
+	r.s.Close()
+	<-r.done
 }

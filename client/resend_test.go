@@ -1,7 +1,6 @@
 package client
 
 import (
-	"context"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -54,8 +53,6 @@ func TestLongResendIsPaced(t *testing.T) {
 			bcfg.EventBuffer = 16
 			bcfg.MaxHeld = 512
 			bcfg.Dialer = smallRcvBuf()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
 			release := make(chan struct{})
 			released := false
 			defer func() {
@@ -64,31 +61,12 @@ func TestLongResendIsPaced(t *testing.T) {
 				}
 			}()
 			start := time.Now()
-			bob, err := Open(ctx, bcfg, ref(srv), "room-resend", "bob", 1, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			check := NewChecker()
-			var broken, missed atomic.Int32
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				<-release // the user's stall
-				for ev := range bob.Events() {
-					switch ev := ev.(type) {
-					case Message:
-						check.Observe(ev.From, ev.Num)
-					case Missed:
-						missed.Add(1)
-						check.Missed(ev.From, ev.First, ev.Last)
-						t.Logf("bob told %+v", ev)
-					case Broken:
-						broken.Add(1)
-						t.Logf("bob broken: %v", ev.Err)
-					}
+			bob := openReader(t, bcfg, ref(srv), "room-resend", "bob", func(i int) {
+				if i == 1 {
+					<-release // the user's stall
 				}
-			}()
-			defer func() { bob.Close(); <-done }()
+			})
+			check, broken, missed := bob.check, &bob.broken, &bob.missed
 
 			var sent atomic.Int64
 			sent.Store(n)

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -686,35 +685,13 @@ func TestSlowReader(t *testing.T) {
 			cfg := DefaultSessionConfig()
 			cfg.Logger = testkit.LoggerAt(t, slog.LevelInfo)
 			a := join(t, cfg, ref(srv), "room-slow", "alice")
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
 			bcfg := cfg
 			bcfg.EventBuffer = 16
 			bcfg.Dialer = smallRcvBuf()
-			bob, err := Open(ctx, bcfg, ref(srv), "room-slow", "bob", 1, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			check := NewChecker()
-			var broken, missed atomic.Int32
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				i := 0
-				for ev := range bob.Events() {
-					i++
-					time.Sleep(tt.pause(i)) // the user's pace
-					switch ev := ev.(type) {
-					case Message:
-						check.Observe(ev.From, ev.Num)
-					case Missed:
-						missed.Add(1)
-						check.Missed(ev.From, ev.First, ev.Last)
-					case Broken:
-						broken.Add(1)
-					}
-				}
-			}()
+			bob := openReader(t, bcfg, ref(srv), "room-slow", "bob", func(i int) {
+				time.Sleep(tt.pause(i)) // the user's pace
+			})
+			check, broken, missed := bob.check, &bob.broken, &bob.missed
 			const n = 3000 // 9 MB of 3 KB messages: 36 times the server's outbound limit
 			text := strings.Repeat("x", 3000)
 			start := time.Now()
@@ -723,8 +700,7 @@ func TestSlowReader(t *testing.T) {
 			}
 			testkit.WaitFor(t, 60*time.Second, "bob reads all", func() bool { return check.Count("alice") == n })
 			t.Logf("bob read %d messages in %v; alice %+v", n, time.Since(start), a.s.Stats())
-			bob.Close()
-			<-done
+			bob.close()
 			check.Expect("alice", n)
 			if r := check.Report(); !r.OK() || broken.Load() != 0 || missed.Load() != 0 {
 				t.Errorf("bob: %v, broken %d, missed events %d", r, broken.Load(), missed.Load())
