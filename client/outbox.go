@@ -13,6 +13,7 @@ type outbox struct {
 	acked  []bool
 	upTo   uint64 // every number <= upTo is acknowledged
 	nAck   int    // acknowledged messages among msgs above upTo
+	keep   uint64 // messages numbered from keep on stay past the window (0: none)
 }
 
 func newOutbox(window int) *outbox { return &outbox{window: window} }
@@ -44,12 +45,25 @@ func (o *outbox) ack(num uint64) *proto.Chat {
 		o.upTo++
 		o.nAck--
 	}
-	for o.upTo > o.base && int(o.upTo-o.base) > o.window {
+	o.trim()
+	return &c
+}
+
+// hold keeps the messages numbered from n on (0: none) past the window,
+// until hold is called again: a Resend answer has yet to write them.
+func (o *outbox) hold(n uint64) {
+	o.keep = n
+	o.trim()
+}
+
+// trim forgets the acknowledged messages that fall out of the window and
+// are not held.
+func (o *outbox) trim() {
+	for o.upTo > o.base && int(o.upTo-o.base) > o.window && (o.keep == 0 || o.base+1 < o.keep) {
 		o.msgs[0] = proto.Chat{}
 		o.msgs, o.acked = o.msgs[1:], o.acked[1:]
 		o.base++
 	}
-	return &c
 }
 
 // get returns message num, which must be unacknowledged (so still kept).
@@ -68,16 +82,3 @@ func (o *outbox) unacked() []proto.Chat {
 
 // pending counts unacknowledged messages.
 func (o *outbox) pending() int { return int(o.last-o.upTo) - o.nAck }
-
-// after returns the kept messages numbered above n, and the range
-// first..last of messages above n that are no longer kept (0, 0 if none).
-func (o *outbox) after(n uint64) (msgs []proto.Chat, first, last uint64) {
-	if n >= o.last {
-		return nil, 0, 0
-	}
-	if n < o.base {
-		first, last = n+1, o.base
-		n = o.base
-	}
-	return o.msgs[n-o.base:], first, last
-}

@@ -544,11 +544,21 @@ func wireSize(c *proto.Chat) int { return len(c.Text) + 64 }
 // gets the messages it lacks before any newer ones it would have to hold
 // behind the gap (bounded by its MaxHeld).
 func (s *Session) flush() {
+	var keep uint64
 	for _, l := range []*link{s.cur, s.old} {
-		if l != nil {
-			s.pump(l)
+		if l == nil {
+			continue
+		}
+		s.pump(l)
+		for _, j := range l.answers {
+			if keep == 0 || j.next < keep {
+				keep = j.next
+			}
 		}
 	}
+	// What an answer has still to write is kept past the window: it was
+	// kept when asked for, and an answer paced by Acks may outlast it.
+	s.out.hold(keep)
 	l := s.sendLink()
 	if l == nil || len(l.answers) > 0 {
 		return
@@ -831,7 +841,7 @@ func (s *Session) answerResend(l *link, m *proto.Resend, now time.Time) {
 		l.answers = slices.DeleteFunc(l.answers, func(a *answering) bool { return a == j })
 		l.answers = append(l.answers, j)
 	}
-	s.pump(l)
+	s.flush()
 }
 
 // pump writes the Resend answers of l, oldest ask first, while the
@@ -875,6 +885,7 @@ func (s *Session) pump(l *link) {
 // dropAnswers stops answering user on l: it left.
 func (s *Session) dropAnswers(l *link, user string) {
 	l.answers = slices.DeleteFunc(l.answers, func(a *answering) bool { return a.by == user })
+	s.flush()
 }
 
 // remember records j answered in full, for suppressing repeats of its
