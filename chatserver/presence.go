@@ -107,7 +107,7 @@ func (sh *shard) closePres(from *loop) {
 }
 
 // deliverPresence writes a batch of joins and leaves to its shard's
-// members: one Presences frame to a member that speaks version 3 (more
+// members: one Presences frame to a member that speaks version 3 or later (more
 // only when they would not fit in one frame), the Presence frames as they
 // are to one that speaks version 2. A member the batch names as joining or
 // leaving, or that joined after some of the changes (its Joined listed
