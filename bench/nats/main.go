@@ -293,6 +293,29 @@ func (c *child) cpu() (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
+// syscalls is how many read-like and write-like system calls the child
+// has made so far (/proc/PID/io syscr and syscw: read, readv, recvmsg...;
+// write, writev, sendmsg...; not epoll_wait).
+func (c *child) syscalls() (reads, writes int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", c.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		switch k {
+		case "syscr":
+			reads, err = strconv.ParseInt(v, 10, 64)
+		case "syscw":
+			writes, err = strconv.ParseInt(v, 10, 64)
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("odd /proc io line %q", line)
+		}
+	}
+	return reads, writes, nil
+}
+
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
 const clockTicks = 100
 
