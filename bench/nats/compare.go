@@ -69,7 +69,7 @@ func (o *options) dialer(kind, addr string) dialer {
 
 func compare(o *options) int {
 	var groups []*group
-	start := time.Now()
+	start, load0 := time.Now(), loadAverage()
 	for _, m := range o.members {
 		gs := make([]*group, len(o.sizes))
 		for i, size := range o.sizes {
@@ -103,6 +103,7 @@ func compare(o *options) int {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%s, %s/%s, Go %s. Servers pinned to CPU %s, load generator to CPU %s; %v per cell, %d messages in flight (one room); fixed rate over %v.\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.serverCPU, o.loadCPU, o.cell, o.window, o.rateTime)
+	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s at the start, %s at the end: above 1 or so, other work shares the CPUs and the cells swing.\n", load0, loadAverage())
 	fmt.Fprintf(&b, "Command: %s\n\n", strings.Join(os.Args, " "))
 	writeTable(&b, groups)
 	if o.idle > 0 {
@@ -340,4 +341,17 @@ func round(d time.Duration) time.Duration {
 	default:
 		return d.Round(100 * time.Nanosecond)
 	}
+}
+
+// loadAverage is the machine's 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " / ")
 }
