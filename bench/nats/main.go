@@ -15,8 +15,11 @@
 //
 // For each cell it reports delivered messages per second, the latency
 // percentiles at the receivers, deliveries per second of server CPU time
-// (utime+stime of the server process over the cell) and the server's peak
-// RSS (VmHWM; each server process serves one member count). Then the
+// (utime+stime of the server process over the cell), the server's read
+// and write system calls per 100 deliveries (/proc/PID/io: how well it
+// batches, which is most of what the CPU figure comes down to while a
+// server is not saturated, as in rooms of two) and the server's peak RSS
+// (VmHWM; each server process serves one member count). Then the
 // resident memory of idle members (-idle connections in rooms of two,
 // after a GC). Ratios are nearchat over NATS, TLS against TLS.
 //
