@@ -258,11 +258,12 @@ func (l *loop) exit(start time.Time) {
 // sender's Acks). A sender's Acks are held while Acks were written to it
 // less than ackDelay ago, up to ackBatch of them or ackBatchBytes of
 // messages acknowledged; the loop's ackTimer writes what is still held
-// ackDelay later, once the sender has gone quiet. So a lone message is acknowledged at once, and a
-// streaming sender's window waits at most ackDelay longer for its Acks
-// (and never past ackBatchBytes, an eighth of a client's default
-// SendWindow). Acks held for one member are written before another
-// member's are queued, so a loop holds one member's at a time.
+// ackDelay later, once the sender has gone quiet. So a lone message is
+// acknowledged at once, and a streaming sender's window waits at most
+// ackDelay longer for its Acks (and never for more than ackBatchBytes, an
+// eighth of a client's default SendWindow). Acks held for one member are
+// written before another member's are queued, so a loop holds one
+// member's at a time.
 const (
 	ackDelay      = 2 * time.Millisecond
 	ackBatch      = 64
