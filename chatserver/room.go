@@ -306,9 +306,9 @@ func (s *Server) broadcast(m *member, num uint64, at int64, text []byte) {
 func (s *Server) forward(m *member, to string, msg wire.Message) {
 	r := m.room
 	r.mu.Lock()
-	found := r.forward(m, to, msg)
+	size := r.forward(m, to, msg)
 	r.mu.Unlock()
-	if !found {
+	if size == 0 {
 		s.notFound(m, r, to)
 	}
 }
@@ -322,23 +322,24 @@ func (s *Server) forward(m *member, to string, msg wire.Message) {
 func (s *Server) resend(m *member, c *proto.Chat) {
 	r := m.room
 	r.mu.Lock()
-	found := r.forward(m, c.To, &proto.Deliver{From: m.user, Num: c.Num, At: c.At, Text: c.Text, Inc: m.inc})
+	size := r.forward(m, c.To, &proto.Deliver{From: m.user, Num: c.Num, At: c.At, Text: c.Text, Inc: m.inc})
 	ack := m.v4 && r.holdAck(m, c.Num, 0)
 	r.mu.Unlock()
-	if !found {
+	if size == 0 {
 		s.notFound(m, r, c.To)
 	}
 	if ack {
-		m.loop.ack(m, c.Num, 0)
+		m.loop.ack(m, c.Num, 0, size)
 	}
 }
 
 // forward queues msg for the member of r named to on its loop, and
-// reports whether there is one. Caller holds r.mu; m is the sender.
-func (r *room) forward(m *member, to string, msg wire.Message) bool {
+// returns the size of its frame, 0 if there is no such member. Caller
+// holds r.mu; m is the sender.
+func (r *room) forward(m *member, to string, msg wire.Message) int {
 	target := r.members[to]
 	if target == nil {
-		return false
+		return 0
 	}
 	f := newFrame()
 	f.bb.B, _ = wire.AppendFrame(f.bb.B, msg)
@@ -347,7 +348,7 @@ func (r *room) forward(m *member, to string, msg wire.Message) bool {
 	size := len(f.bb.B)
 	target.shard.enqueue(size)
 	target.loop.push(item{target: target, sh: target.shard, size: size, f: f, ev: r.ev}, m.loop)
-	return true
+	return size
 }
 
 // notFound tells m that the member to it addressed is not in room r.
