@@ -6,16 +6,24 @@
 //	central -metrics 127.0.0.1:9090 -dashboard 127.0.0.1:8088
 //	central -store etcd://127.0.0.1:2379,127.0.0.1:22379/nearchat
 //
+// With -store etcd://, Centrals on one prefix elect a leader. A replica
+// that does not lead binds both ports all the same and relays every
+// connection, byte for byte, to the leader's (package central/relay), which
+// it learns from the election (etcdstore.WatchLeader); when it wins it
+// closes the relays and serves on the same ports.
+//
 // It stops cleanly on SIGINT or SIGTERM.
 package main
 
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,6 +31,7 @@ import (
 
 	"nearchat/central"
 	"nearchat/central/dashboard"
+	"nearchat/central/relay"
 	"nearchat/central/store/etcdstore"
 	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
@@ -76,7 +85,7 @@ func run() int {
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088 (empty: off); any non-loopback address needs -dashboard-token and -tls-cert, and serves https")
 	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
-	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing); with etcd, Centrals on one prefix elect one leader that serves, the others wait as standbys")
+	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing); with etcd, Centrals on one prefix elect one leader that decides everything; the others relay their REST and control connections to it and stand by to lead")
 	leaderTTL := fs.Duration("leader-ttl", 2*time.Second, "with -store etcd://: a leader that stops renewing its lease (killed, cut off from etcd) is replaced after this long (whole seconds)")
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Parse(os.Args[1:])
@@ -141,8 +150,14 @@ func run() int {
 	defer stop()
 	var lost <-chan struct{}
 	if *storeURL != "memory" {
-		cfg.Logger.Info("standby: waiting to lead", "store", *storeURL)
-		st, err := openEtcd(ctx, *storeURL, cfg.ControlListen, *leaderTTL)
+		f, err := startFollower(ctx, *storeURL, &cfg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "central:", err)
+			os.Exit(1)
+		}
+		cfg.Logger.Info("follower: relaying to the leader while waiting to lead", "store", *storeURL, "rest", cfg.RESTListen, "control", cfg.ControlListen)
+		st, err := openEtcd(ctx, *storeURL, f.self, *leaderTTL)
+		f.stop() // frees the ports for Central
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
 			os.Exit(1)
@@ -211,12 +226,92 @@ func run() int {
 	return 0
 }
 
-// openEtcd waits (until ctx ends) to lead the URL's prefix and loads it.
-func openEtcd(ctx context.Context, storeURL, name string, ttl time.Duration) (*etcdstore.Store, error) {
+// openEtcd waits (until ctx ends) to lead the URL's prefix and loads it;
+// self is what it campaigns with.
+func openEtcd(ctx context.Context, storeURL, self string, ttl time.Duration) (*etcdstore.Store, error) {
 	endpoints, prefix, err := etcdstore.ParseURL(storeURL)
 	if err != nil {
 		return nil, err
 	}
+	return etcdstore.OpenLeader(ctx, endpoints, prefix, self, ttl)
+}
+
+// candidate is what a replica campaigns with: who it is (for operators)
+// and where the followers relay to once it leads.
+type candidate struct {
+	Name    string `json:"name"`
+	REST    string `json:"rest"`
+	Control string `json:"control"`
+}
+
+// relayPatience is how long a follower holds a new connection while no
+// leader answers (the old one died and its lease has not run out, or the
+// new one is starting): about the lease TTL and a start, under the
+// clients' 5 s dial timeout.
+const relayPatience = 4 * time.Second
+
+// follower is a replica that does not lead: it binds both ports and relays
+// every connection to the leader's (package central/relay).
+type follower struct {
+	self      string // the candidate value, JSON
+	rest, ctl *relay.Relay
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+}
+
+// startFollower binds cfg's ports (fixing a port 0 to the one it got, so
+// that Central binds the same one when it leads) and relays them to the
+// leader of the store URL's prefix until stop.
+func startFollower(ctx context.Context, storeURL string, cfg *central.Config) (*follower, error) {
+	endpoints, prefix, err := etcdstore.ParseURL(storeURL)
+	if err != nil {
+		return nil, err
+	}
+	restLn, err := net.Listen("tcp", cfg.RESTListen)
+	if err != nil {
+		return nil, fmt.Errorf("REST port: %w", err)
+	}
+	ctlLn, err := net.Listen("tcp", cfg.ControlListen)
+	if err != nil {
+		restLn.Close()
+		return nil, fmt.Errorf("control port: %w", err)
+	}
+	cfg.RESTListen, cfg.ControlListen = restLn.Addr().String(), ctlLn.Addr().String()
 	host, _ := os.Hostname()
-	return etcdstore.OpenLeader(ctx, endpoints, prefix, fmt.Sprintf("%s/%d/%s", host, os.Getpid(), name), ttl)
+	me := candidate{Name: fmt.Sprintf("%s/%d", host, os.Getpid()), REST: cfg.RESTListen, Control: cfg.ControlListen}
+	self, _ := json.Marshal(me)
+	f := &follower{self: string(self), rest: relay.Serve(restLn, relayPatience), ctl: relay.Serve(ctlLn, relayPatience), watchDone: make(chan struct{})}
+	wctx, cancel := context.WithCancel(ctx)
+	f.stopWatch = cancel
+	leaders, err := etcdstore.WatchLeader(wctx, endpoints, prefix)
+	if err != nil {
+		cancel()
+		f.rest.Close()
+		f.ctl.Close()
+		return nil, err
+	}
+	go func() {
+		defer close(f.watchDone)
+		for v := range leaders {
+			var l candidate
+			if json.Unmarshal([]byte(v), &l) != nil || l == me {
+				// None, one we cannot read (an older Central), or
+				// ourselves, won and about to serve: wait.
+				l = candidate{}
+			}
+			cfg.Logger.Info("follower: leader", "name", l.Name, "rest", l.REST, "control", l.Control)
+			f.rest.SetTarget(l.REST)
+			f.ctl.SetTarget(l.Control)
+		}
+	}()
+	return f, nil
+}
+
+// stop closes the relays (and every connection they carry) and frees the
+// ports.
+func (f *follower) stop() {
+	f.stopWatch()
+	<-f.watchDone
+	f.rest.Close()
+	f.ctl.Close()
 }
