@@ -33,6 +33,7 @@ import (
 	"nearchat/central/dashboard"
 	"nearchat/central/relay"
 	"nearchat/central/store/etcdstore"
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
@@ -277,6 +278,20 @@ func startFollower(ctx context.Context, storeURL string, cfg *central.Config) (*
 		return nil, fmt.Errorf("control port: %w", err)
 	}
 	cfg.RESTListen, cfg.ControlListen = restLn.Addr().String(), ctlLn.Addr().String()
+	// The limits Central applies, counting both ends of a relayed
+	// connection: a follower must not run out of descriptors either.
+	budget, _, err := connlimit.Budget()
+	if err != nil {
+		restLn.Close()
+		ctlLn.Close()
+		return nil, err
+	}
+	if cfg.MaxConns > 0 {
+		budget = min(budget, cfg.MaxConns)
+	}
+	lim := connlimit.New(budget)
+	restLn = lim.Port(cfg.MaxConnsPerSource).Listener(restLn, 2)
+	ctlLn = lim.Port(cfg.MaxConnsPerSource).Listener(ctlLn, 2)
 	host, _ := os.Hostname()
 	me := candidate{Name: fmt.Sprintf("%s/%d", host, os.Getpid()), REST: cfg.RESTListen, Control: cfg.ControlListen}
 	self, _ := json.Marshal(me)

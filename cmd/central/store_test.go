@@ -240,3 +240,44 @@ func TestFollowerRelaysToLeader(t *testing.T) {
 	}
 	pc2.Close()
 }
+
+// TestFollowerLimitsConnections: a follower applies -max-conns-per-source
+// itself (here 1, the leader's 100): a client's control connection through
+// it is welcomed, a second one from the same address is closed unwelcomed.
+func TestFollowerLimitsConnections(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
+	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", "etcd://" + ec.Hosts() + "/limit"}
+	_, rest := startBinary(t, bin, append(args, "-max-conns-per-source", "100")...)
+	_, following, _ := launchReplica(t, bin, append(args, "-max-conns-per-source", "1")...)
+	var f [2]string
+	select {
+	case f = <-following:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second Central does not follow")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api := centralapi.NewClient("http://"+rest, nil)
+	var conns []error
+	for _, name := range []string{"alice", "bob"} {
+		sess, err := api.RegisterClient(ctx, name, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+		pc, _, err := proto.Dial(dctx, nil, f[1], &proto.Hello{Agent: "test", Token: sess.Token})
+		dcancel()
+		if err == nil {
+			defer pc.Close()
+		}
+		conns = append(conns, err)
+	}
+	if conns[0] != nil {
+		t.Fatalf("the first control connection through the follower: %v", conns[0])
+	}
+	if conns[1] == nil {
+		t.Fatal("a second connection from one address was relayed past -max-conns-per-source 1")
+	}
+	t.Logf("the second connection: %v", conns[1])
+}
