@@ -150,6 +150,7 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var lost <-chan struct{}
+	var serving string // with etcd: the leader's value, addresses included
 	if *storeURL != "memory" {
 		f, err := startFollower(ctx, *storeURL, &cfg)
 		if err != nil {
@@ -158,6 +159,7 @@ func run() int {
 		}
 		cfg.Logger.Info("follower: relaying to the leader while waiting to lead", "store", *storeURL, "rest", cfg.RESTListen, "control", cfg.ControlListen)
 		st, err := openEtcd(ctx, *storeURL, f.self, *leaderTTL)
+		serving = f.serving
 		f.stop() // frees the ports for Central
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
@@ -177,6 +179,17 @@ func run() int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if st, ok := cfg.Store.(*etcdstore.Store); ok {
+		// Our ports are Central's now: the followers may relay to them.
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := st.Proclaim(pctx, serving)
+		cancel()
+		if err != nil {
+			cfg.Logger.Error("could not tell the followers where we serve: stopping", "err", err)
+			c.Close()
+			return 1
+		}
 	}
 	if *metricsAddr != "" {
 		m, err := metricshttp.Listen(*metricsAddr, c.Collector())
@@ -237,8 +250,9 @@ func openEtcd(ctx context.Context, storeURL, self string, ttl time.Duration) (*e
 	return etcdstore.OpenLeader(ctx, endpoints, prefix, self, ttl)
 }
 
-// candidate is what a replica campaigns with: who it is (for operators)
-// and where the followers relay to once it leads.
+// candidate is what a replica campaigns with: who it is (for operators),
+// and, proclaimed once it serves as the leader, where the followers relay
+// to.
 type candidate struct {
 	Name    string `json:"name"`
 	REST    string `json:"rest"`
@@ -254,7 +268,8 @@ const relayPatience = 4 * time.Second
 // follower is a replica that does not lead: it binds both ports and relays
 // every connection to the leader's (package central/relay).
 type follower struct {
-	self      string // the candidate value, JSON
+	self      string // the campaign value, JSON: the name alone
+	serving   string // proclaimed once Central serves: name and addresses
 	rest, ctl *relay.Relay
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
@@ -294,8 +309,9 @@ func startFollower(ctx context.Context, storeURL string, cfg *central.Config) (*
 	ctlLn = lim.Port(cfg.MaxConnsPerSource).Listener(ctlLn, 2)
 	host, _ := os.Hostname()
 	me := candidate{Name: fmt.Sprintf("%s/%d", host, os.Getpid()), REST: cfg.RESTListen, Control: cfg.ControlListen}
-	self, _ := json.Marshal(me)
-	f := &follower{self: string(self), rest: relay.Serve(restLn, relayPatience), ctl: relay.Serve(ctlLn, relayPatience), watchDone: make(chan struct{})}
+	self, _ := json.Marshal(candidate{Name: me.Name})
+	serving, _ := json.Marshal(me)
+	f := &follower{self: string(self), serving: string(serving), rest: relay.Serve(restLn, relayPatience), ctl: relay.Serve(ctlLn, relayPatience), watchDone: make(chan struct{})}
 	wctx, cancel := context.WithCancel(ctx)
 	f.stopWatch = cancel
 	leaders, err := etcdstore.WatchLeader(wctx, endpoints, prefix)
@@ -309,9 +325,14 @@ func startFollower(ctx context.Context, storeURL string, cfg *central.Config) (*
 		defer close(f.watchDone)
 		for v := range leaders {
 			var l candidate
-			if json.Unmarshal([]byte(v), &l) != nil || l == me {
+			if json.Unmarshal([]byte(v), &l) != nil || l.REST == me.REST || l.Control == me.Control {
 				// None, one we cannot read (an older Central), or
-				// ourselves, won and about to serve: wait.
+				// ourselves (won and about to serve, or a dead
+				// process on our ports): wait. A leader that has
+				// not proclaimed its addresses yet (still
+				// starting) has none: wait too, so that a relay
+				// never dials a port that is still another
+				// follower's relay.
 				l = candidate{}
 			}
 			cfg.Logger.Info("follower: leader", "name", l.Name, "rest", l.REST, "control", l.Control)

@@ -344,6 +344,20 @@ func WatchLeader(ctx context.Context, endpoints []string, prefix string) (<-chan
 	return out, nil
 }
 
+// Proclaim replaces the value a leading Store campaigned with (what
+// Leader and WatchLeader report), keeping the leadership. A Central
+// campaigns without its addresses and proclaims them once it serves, so a
+// follower never relays to a port the new leader has not bound yet.
+func (s *Store) Proclaim(ctx context.Context, value string) error {
+	if s.elec == nil {
+		return errors.New("etcdstore: Proclaim needs a Store from OpenLeader")
+	}
+	if err := s.elec.Proclaim(ctx, value); err != nil {
+		return fmt.Errorf("etcdstore: proclaim: %w", err)
+	}
+	return nil
+}
+
 // loadPage is how many keys one read of load fetches: a prefix of
 // hundreds of thousands of records read at once is a response of tens of
 // megabytes that etcd builds in memory while it serves the leader.

@@ -323,7 +323,7 @@ func TestStandbyFollowsWhileCampaigning(t *testing.T) {
 }
 
 // TestWatchLeader follows the leadership of a prefix: the first leader's
-// value, nothing new when a standby campaigns, the standby's value when
+// value and the one it proclaims next, nothing new when a standby campaigns, the standby's value when
 // the leader resigns, and "" when nobody leads.
 func TestWatchLeader(t *testing.T) {
 	ec := etcdtest.Start(t, 1)
@@ -347,6 +347,10 @@ func TestWatchLeader(t *testing.T) {
 	next("")
 	l1 := openLeader(t, ec.Endpoints(), "/wl/", "one")
 	next("one")
+	if err := l1.Proclaim(ctx, "one, serving"); err != nil {
+		t.Fatal(err)
+	}
+	next("one, serving")
 	standby := make(chan *Store, 1)
 	go func() {
 		s, err := OpenLeader(ctx, ec.Endpoints(), "/wl/", "two", 5*time.Second)
