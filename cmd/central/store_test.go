@@ -206,7 +206,9 @@ func TestFollowerRelaysToLeader(t *testing.T) {
 	if w.Server != proto.CentralName {
 		t.Fatalf("welcomed as %q", w.Server)
 	}
+	// Records are written behind: a SIGKILL loses the last batch.
 	awaitKey(t, ec, "/relay/servers/serv1")
+	awaitKey(t, ec, "/relay/users/alice")
 	start := time.Now()
 	leader.Process.Kill()
 	leader.Wait()
