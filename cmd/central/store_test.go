@@ -160,6 +160,26 @@ func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
 	}
 }
 
+// startPair starts a leader Central on etcd prefix and, once it runs, a
+// second one that follows it; each gets the common flags and its own
+// extra ones. It returns the leader's process and REST address, the
+// follower's REST and control addresses, and the channel that gets the
+// follower's REST address once it leads.
+func startPair(t *testing.T, ec *etcdtest.Cluster, prefix string, leaderArgs, followerArgs []string) (*exec.Cmd, string, [2]string, <-chan string) {
+	t.Helper()
+	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
+	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", "etcd://" + ec.Hosts() + prefix}
+	leader, rest := startBinary(t, bin, append(args, leaderArgs...)...)
+	_, following, running := launchReplica(t, bin, append(args, followerArgs...)...)
+	select {
+	case f := <-following:
+		return leader, rest, f, running
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second Central does not follow")
+		return nil, "", [2]string{}, nil
+	}
+}
+
 // TestFollowerRelaysToLeader starts two Centrals on one etcd prefix. The
 // follower binds its ports and relays: a health check through it is the
 // leader's, a client registered through its REST port is welcomed on its
@@ -168,16 +188,7 @@ func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
 // connection; the follower then leads on the same ports and knows both.
 func TestFollowerRelaysToLeader(t *testing.T) {
 	ec := etcdtest.Start(t, 1)
-	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
-	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", "etcd://" + ec.Hosts() + "/relay"}
-	leader, rest := startBinary(t, bin, args...)
-	_, following, running := launchReplica(t, bin, args...)
-	var f [2]string
-	select {
-	case f = <-following:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the second Central does not follow")
-	}
+	leader, rest, f, running := startPair(t, ec, "/relay", nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	via := centralapi.NewClient("http://"+f[0], nil)
@@ -248,16 +259,7 @@ func TestFollowerRelaysToLeader(t *testing.T) {
 // it is welcomed, a second one from the same address is closed unwelcomed.
 func TestFollowerLimitsConnections(t *testing.T) {
 	ec := etcdtest.Start(t, 1)
-	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
-	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", "etcd://" + ec.Hosts() + "/limit"}
-	_, rest := startBinary(t, bin, append(args, "-max-conns-per-source", "100")...)
-	_, following, _ := launchReplica(t, bin, append(args, "-max-conns-per-source", "1")...)
-	var f [2]string
-	select {
-	case f = <-following:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the second Central does not follow")
-	}
+	_, rest, f, _ := startPair(t, ec, "/limit", []string{"-max-conns-per-source", "100"}, []string{"-max-conns-per-source", "1"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	api := centralapi.NewClient("http://"+rest, nil)
