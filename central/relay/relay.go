@@ -128,24 +128,37 @@ func (r *Relay) untrack(cs ...net.Conn) {
 	}
 }
 
-// relay dials the target for client and copies both ways until either
-// side ends.
+// relay dials the target for client and copies both ways until both
+// have ended, or either failed.
 func (r *Relay) relay(client net.Conn) {
 	up := r.dial(client)
 	if up == nil {
 		r.untrack(client)
 		return
 	}
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		done <- struct{}{}
+	// A client that ends its sending side cleanly (FIN) may still be
+	// owed an answer: the half-close is passed on and the leader's way
+	// keeps flowing (the leader's timeouts bound it). Anything else, and
+	// the leader's end whatever its kind, ends both ways: a client must
+	// not hold the relay's descriptors once the leader is done.
+	done := make(chan bool, 2)
+	go func() {
+		_, err := io.Copy(up, client)
+		half := false
+		if cw, ok := up.(interface{ CloseWrite() error }); ok && err == nil {
+			half = cw.CloseWrite() == nil
+		}
+		done <- half
+	}()
+	go func() {
+		io.Copy(client, up)
+		done <- false
+	}()
+	if !<-done {
+		r.untrack(client, up) // unblocks the other copy
 	}
-	go pipe(up, client)
-	go pipe(client, up)
 	<-done
-	r.untrack(client, up) // unblocks the other copy
-	<-done
+	r.untrack(client, up)
 }
 
 // dial returns a connection to the target, tracked like client, or nil

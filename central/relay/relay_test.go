@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nearchat/pkg/testkit"
 )
 
 // echo serves on ln: every line it reads comes back prefixed with name.
@@ -160,4 +162,58 @@ func TestRelayGivesUp(t *testing.T) {
 		c3.Close()
 		t.Fatal("the listener still accepts after Close")
 	}
+}
+
+// TestRelayHalfClose: a client that sends its request and shuts its
+// sending side still gets the whole answer: the relay passes the
+// half-close on rather than closing both ways.
+func TestRelayHalfClose(t *testing.T) {
+	a := listen(t)
+	echo(t, a, "a")
+	r := startRelay(t, 5*time.Second)
+	r.SetTarget(a.Addr().String())
+	for i := range 20 {
+		c, _ := dialRelay(t, r)
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(c, "x\ny\n"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != "a:x\na:y\n" {
+			t.Fatalf("try %d: read %q, %v after a half-close; want both answers", i, got, err)
+		}
+		c.Close()
+	}
+}
+
+// TestRelayLeaderEndFreesBoth: when the target closes, the relay lets go
+// of both ends at once, even if the client never closes its own.
+func TestRelayLeaderEndFreesBoth(t *testing.T) {
+	a := listen(t)
+	t.Cleanup(func() { a.Close() })
+	go func() {
+		for {
+			c, err := a.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "bye\n")
+			c.Close()
+		}
+	}()
+	r := startRelay(t, 5*time.Second)
+	r.SetTarget(a.Addr().String())
+	c, rd := dialRelay(t, r) // never closed before the test ends
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if got, err := rd.ReadString('\n'); err != nil || got != "bye\n" {
+		t.Fatalf("%q, %v", got, err)
+	}
+	testkit.WaitFor(t, 20*time.Second, "the relay to let go of both ends", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.conns) == 0
+	})
 }
