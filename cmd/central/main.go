@@ -223,7 +223,7 @@ func run() int {
 	go func() {
 		select {
 		case <-lost:
-			cfg.Logger.Error("lost the leadership (lease expired or another leader wrote): stopping so a standby serves")
+			cfg.Logger.Error("lost the leadership (lease expired or another leader wrote): stopping so a follower leads")
 			deposed()
 		case <-runCtx.Done():
 		}
