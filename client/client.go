@@ -68,9 +68,9 @@ type Config struct {
 	// BackoffMin and BackoffMax bound the reconnect delay to Central
 	// (exponential, with jitter). When a connection that had settled
 	// breaks, the delay starts again from BackoffMin and stays at most
-	// 4*BackoffMin for failoverRetry: another replica relays at once and a
-	// follower Central leads within its
-	// lease TTL, and the client should find it at once.
+	// 4*BackoffMin for failoverRetry: another replica relays at once, a
+	// follower Central leads within its lease TTL, and the client should
+	// find it at once.
 	BackoffMin, BackoffMax time.Duration
 	// OnProbe, if set, sees every probe round's results (server ID ->
 	// result). It runs on the prober's goroutine and must not block.
