@@ -27,6 +27,11 @@
 // all of it. Its holders never do I/O: frames leave through gnet's
 // AsyncWrite, echo checks run on their own goroutines.
 //
+// A member whose control connection drops is waited for: its pushes
+// until it is back, its chat requests (and new ones to it) for
+// ReconnectGrace, after which they fail; a client connects again at once,
+// through another replica when the one relaying it died.
+//
 // # Relocation
 //
 // A scan re-evaluates every room with selection.Policy.DecideMatrix every

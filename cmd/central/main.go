@@ -60,6 +60,7 @@ func run() int {
 	fs.DurationVar(&cfg.AssignRetry, "assign-retry", cfg.AssignRetry, "resend an unacknowledged Assign this often")
 	fs.DurationVar(&cfg.AssignGiveUp, "assign-give-up", cfg.AssignGiveUp, "stop resending an Assign after this long")
 	fs.DurationVar(&cfg.SessionGrace, "session-grace", cfg.SessionGrace, "a name stays reserved this long without a control connection")
+	fs.DurationVar(&cfg.ReconnectGrace, "reconnect-grace", cfg.ReconnectGrace, "a chat request waits this long for a member whose control connection dropped to come back (0: it fails at once)")
 	fs.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "timeout of Central's echo check of a server reported unreachable")
 	fs.DurationVar(&cfg.Policy.MinGain, "min-gain", cfg.Policy.MinGain, "a move must lower the room's worst RTT by at least this much")
 	fs.Float64Var(&cfg.Policy.MinGainPct, "min-gain-pct", cfg.Policy.MinGainPct, "... and by at least this many percent")
