@@ -146,9 +146,10 @@ func partitionLeaderFromEtcd(e *Env) error {
 	if err := e.awaitNewLeader(lead, start); err != nil {
 		return err
 	}
-	old := e.Rep.Centrals[lead]
-	if err := cluster.WaitFor(e.ctx, 10*leaderTTL+5*time.Second, func() bool { return !old.Running() }); err != nil {
-		e.Violate("central%d, cut off from etcd, still runs %v after a new leader took over", lead, time.Since(start))
+	// The old leader steps down (it follows again, or has exited): its
+	// REST port no longer answers as itself.
+	if err := cluster.WaitFor(e.ctx, 10*leaderTTL+5*time.Second, func() bool { return !e.Rep.Serves(e.ctx, lead) }); err != nil {
+		e.Violate("central%d, cut off from etcd, still serves as the leader %v after a new leader took over", lead, time.Since(start))
 	}
 	for _, p := range e.Etcd[lead] {
 		p.Heal()

@@ -146,6 +146,18 @@ func (r *Replicas) Leader(ctx context.Context) int {
 	return -1
 }
 
+// Serves reports whether Central i runs and answers on its REST address
+// as itself (it leads, or still believes it does), not through a relay.
+func (r *Replicas) Serves(ctx context.Context, i int) bool {
+	if !r.Centrals[i].Running() {
+		return false
+	}
+	hctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	h, err := centralapi.NewClient(r.REST[i], nil).Health(hctx)
+	return err == nil && h.REST == r.REST[i]
+}
+
 // Rotated returns the replicas' REST and control addresses, comma-separated,
 // starting at replica i (modulo their number): give each client or chat
 // server another first choice, and every replica holds some connections.

@@ -10,7 +10,9 @@
 // that does not lead binds both ports all the same and relays every
 // connection, byte for byte, to the leader's (package central/relay), which
 // it learns from the election (etcdstore.WatchLeader); when it wins it
-// closes the relays and serves on the same ports.
+// closes the relays and serves on the same ports, and when it loses the
+// leadership (its lease lapsed: cut off from etcd, or starved) it steps
+// down and follows again.
 //
 // It stops cleanly on SIGINT or SIGTERM.
 package main
@@ -150,95 +152,133 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var lost <-chan struct{}
-	var serving string // with etcd: the leader's value, addresses included
-	if *storeURL != "memory" {
-		f, err := startFollower(ctx, *storeURL, &cfg)
+	sv := server{cfg: cfg, metricsAddr: *metricsAddr, dashAddr: *dashAddr, dashToken: *dashToken, tlsCert: *tlsCert, tlsKey: *tlsKey}
+	if *storeURL == "memory" {
+		_, code := sv.serve(ctx, nil, "")
+		return code
+	}
+	// A replica: follow (relay to the leader) until we lead, serve until
+	// we stop or are deposed, then follow again.
+	for {
+		f, err := startFollower(ctx, *storeURL, &sv.cfg)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
-			os.Exit(1)
+			return 1
 		}
-		cfg.Logger.Info("follower: relaying to the leader while waiting to lead", "store", *storeURL, "rest", cfg.RESTListen, "control", cfg.ControlListen)
+		sv.cfg.Logger.Info("follower: relaying to the leader while waiting to lead", "store", *storeURL, "rest", sv.cfg.RESTListen, "control", sv.cfg.ControlListen)
 		st, err := openEtcd(ctx, *storeURL, f.self, *leaderTTL)
-		serving = f.serving
 		f.stop() // frees the ports for Central
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "central:", err)
-			os.Exit(1)
-		}
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := st.Close(ctx); err != nil {
-				cfg.Logger.Error("etcd store: writes lost at shutdown", "err", err, "pending", st.Pending())
+			if ctx.Err() != nil {
+				sv.cfg.Logger.Info("central stopped")
+				return 0
 			}
-		}()
+			fmt.Fprintln(os.Stderr, "central:", err)
+			return 1
+		}
+		sv.cfg.Logger.Info("leading: records loaded from etcd", "store", *storeURL)
+		deposed, code := sv.serve(ctx, st, f.serving)
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := st.Close(cctx); err != nil {
+			sv.cfg.Logger.Error("etcd store: writes lost at shutdown", "err", err, "pending", st.Pending())
+		}
+		cancel()
+		if !deposed || ctx.Err() != nil {
+			return code
+		}
+		sv.cfg.Logger.Warn("deposed: following the new leader")
+	}
+}
+
+// server is what one term of serving needs: Central's configuration and
+// the observers started beside it.
+type server struct {
+	cfg                              central.Config
+	metricsAddr, dashAddr, dashToken string
+	tlsCert, tlsKey                  string
+}
+
+// serve runs Central on st (nil: the in-memory store) until ctx ends or,
+// on etcd, the leadership is lost (deposed); it returns the exit status.
+// serving is what a leader proclaims once its ports serve.
+func (sv *server) serve(ctx context.Context, st *etcdstore.Store, serving string) (deposed bool, code int) {
+	cfg := sv.cfg
+	var lost <-chan struct{}
+	if st != nil {
 		cfg.Store, lost = st, st.Lost()
-		cfg.Logger.Info("leading: records loaded from etcd", "store", *storeURL)
 	}
 	c, err := central.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return false, 1
 	}
-	if st, ok := cfg.Store.(*etcdstore.Store); ok {
+	if st != nil {
 		// Our ports are Central's now: the followers may relay to them.
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := st.Proclaim(pctx, serving)
 		cancel()
 		if err != nil {
-			cfg.Logger.Error("could not tell the followers where we serve: stopping", "err", err)
+			cfg.Logger.Error("could not tell the followers where we serve", "err", err)
 			c.Close()
-			return 1
+			return true, 1
 		}
 	}
-	if *metricsAddr != "" {
-		m, err := metricshttp.Listen(*metricsAddr, c.Collector())
+	if sv.metricsAddr != "" {
+		m, err := metricshttp.Listen(sv.metricsAddr, c.Collector())
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
-			os.Exit(1)
+			c.Close()
+			return false, 1
 		}
 		defer m.Close()
 		cfg.Logger.Info("metrics", "url", "http://"+m.Addr()+"/metrics")
 	}
-	if *dashAddr != "" {
-		dc := dashboard.Config{Listen: *dashAddr, Token: *dashToken, Logger: cfg.Logger}
+	if sv.dashAddr != "" {
+		dc := dashboard.Config{Listen: sv.dashAddr, Token: sv.dashToken, Logger: cfg.Logger}
 		// On loopback the page is plain http, so a browser on this machine
 		// needs no CA; anywhere else it is https and needs the token.
-		if *tlsCert != "" && !dashboard.Loopback(*dashAddr) {
-			if dc.TLS, err = tlsconfig.Server(*tlsCert, *tlsKey, ""); err != nil {
+		if sv.tlsCert != "" && !dashboard.Loopback(sv.dashAddr) {
+			if dc.TLS, err = tlsconfig.Server(sv.tlsCert, sv.tlsKey, ""); err != nil {
 				fmt.Fprintln(os.Stderr, "central:", err)
-				os.Exit(2)
+				c.Close()
+				return false, 2
 			}
 		}
 		d, err := dashboard.New(dc, c)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
-			os.Exit(1)
+			c.Close()
+			return false, 1
 		}
 		defer d.Close()
 		cfg.Logger.Info("dashboard", "url", d.URL())
 	}
-	runCtx, deposed := context.WithCancel(ctx)
-	defer deposed()
+	runCtx, depose := context.WithCancel(ctx)
+	defer depose()
 	go func() {
 		select {
 		case <-lost:
-			cfg.Logger.Error("lost the leadership (lease expired or another leader wrote): stopping so a follower leads")
-			deposed()
+			cfg.Logger.Error("lost the leadership (lease expired or another leader wrote): stepping down so another replica leads")
+			depose()
 		case <-runCtx.Done():
 		}
 	}()
 	err = c.Run(runCtx)
-	if err == nil && ctx.Err() == nil {
-		err = errors.New("deposed")
+	select {
+	case <-lost:
+		deposed = ctx.Err() == nil
+	default:
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		cfg.Logger.Error("central stopped", "err", err)
-		return 1
+		return deposed, 1
+	case ctx.Err() == nil:
+		cfg.Logger.Error("central stopped", "err", "deposed")
+		return deposed, 1
 	}
 	cfg.Logger.Info("central stopped")
-	return 0
+	return false, 0
 }
 
 // openEtcd waits (until ctx ends) to lead the URL's prefix and loads it;
@@ -284,11 +324,11 @@ func startFollower(ctx context.Context, storeURL string, cfg *central.Config) (*
 	if err != nil {
 		return nil, err
 	}
-	restLn, err := net.Listen("tcp", cfg.RESTListen)
+	restLn, err := listen(ctx, cfg.RESTListen)
 	if err != nil {
 		return nil, fmt.Errorf("REST port: %w", err)
 	}
-	ctlLn, err := net.Listen("tcp", cfg.ControlListen)
+	ctlLn, err := listen(ctx, cfg.ControlListen)
 	if err != nil {
 		restLn.Close()
 		return nil, fmt.Errorf("control port: %w", err)
@@ -342,6 +382,23 @@ func startFollower(ctx context.Context, storeURL string, cfg *central.Config) (*
 		}
 	}()
 	return f, nil
+}
+
+// listen binds addr, retrying for a few seconds while it is in use: a
+// deposed leader follows again on the ports its Central has just closed.
+func listen(ctx context.Context, addr string) (net.Listener, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return ln, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // stop closes the relays (and every connection they carry) and frees the

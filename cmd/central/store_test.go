@@ -38,7 +38,9 @@ func launchReplica(t *testing.T, bin string, args ...string) (cmd *exec.Cmd, fol
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	run, follow := make(chan string, 1), make(chan [2]string, 1)
+	// Never blocks the scanner (a full channel drops the line): a
+	// blocked scanner would stall the process on its stderr.
+	run, follow := make(chan string, 4), make(chan [2]string, 4)
 	field := func(line, name string) string {
 		_, v, _ := strings.Cut(line, " "+name+"=")
 		v, _, _ = strings.Cut(v, " ")
@@ -50,9 +52,15 @@ func launchReplica(t *testing.T, bin string, args ...string) (cmd *exec.Cmd, fol
 			line := sc.Text()
 			switch {
 			case strings.Contains(line, "central running"):
-				run <- field(line, "rest")
+				select {
+				case run <- field(line, "rest"):
+				default:
+				}
 			case strings.Contains(line, "follower: relaying"):
-				follow <- [2]string{field(line, "rest"), field(line, "control")}
+				select {
+				case follow <- [2]string{field(line, "rest"), field(line, "control")}:
+				default:
+				}
 			}
 		}
 	}()
@@ -284,4 +292,62 @@ func TestFollowerLimitsConnections(t *testing.T) {
 		t.Fatal("a second connection from one address was relayed past -max-conns-per-source 1")
 	}
 	t.Logf("the second connection: %v", conns[1])
+}
+
+// TestDeposedLeaderFollowsAgain revokes the leader's lease (what etcd does
+// when a starved or cut-off leader misses its keep-alives): the follower
+// leads, and the old leader steps down without exiting and relays to it.
+func TestDeposedLeaderFollowsAgain(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
+	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", "etcd://" + ec.Hosts() + "/depose"}
+	_, oldFollowing, oldRunning := launchReplica(t, bin, args...)
+	var oldREST string
+	select {
+	case oldREST = <-oldRunning:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first Central does not lead")
+	}
+	<-oldFollowing // it followed before it led
+	_, following, running := launchReplica(t, bin, args...)
+	var f [2]string
+	select {
+	case f = <-following:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second Central does not follow")
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "/depose/leader", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("leader key: %v %v", resp, err)
+	}
+	start := time.Now()
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-running:
+		if got != f[0] {
+			t.Fatalf("the follower leads on %s, not %s", got, f[0])
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the follower did not take over")
+	}
+	t.Logf("the follower leads %v after the lease was revoked", time.Since(start))
+	select {
+	case <-oldFollowing:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the deposed leader does not follow again")
+	}
+	api := centralapi.NewClient("http://"+oldREST, nil)
+	testkit.WaitFor(t, 20*time.Second, "the deposed leader to relay to the new one", func() bool {
+		h, err := api.Health(ctx)
+		return err == nil && h.REST == f[0]
+	})
 }
