@@ -12,7 +12,7 @@ import (
 // runReplicas starts three etcd members and three Centrals on them, four
 // chat servers and two bots given every Central's address (the bots a
 // follower's first, which relays them to the leader), then SIGKILLs
-// the leader Central, the follower left, and an etcd member, and prints what happened
+// the leader Central, a follower relaying a bot, and an etcd member, and prints what happened
 // and the delivery counts.
 func (d *demo) runReplicas(ctx context.Context, bin, dir string, rate float64, hold time.Duration) error {
 	fmt.Println("nearchat cluster demo: 3 etcd members, 3 Central replicas (one leads, two relay to it and stand by), 4 chat servers, 2 bots")
@@ -88,21 +88,27 @@ func (d *demo) runReplicas(ctx context.Context, bin, dir string, rate float64, h
 		return err
 	}
 
-	// SIGKILL the follower left: the bot whose control connection it
-	// relays reconnects through another replica.
+	// SIGKILL a follower that relays a bot's control connection (the bots
+	// say where they connected): the bot reconnects through another
+	// replica.
 	fol, held := -1, ""
-	for i := range r.Centrals {
-		if i != lead && i != next {
-			fol = i
+	now := r.Leader(ctx)
+	on := map[string]string{} // bot -> the control address it last connected to
+	for _, e := range c.Events.All() {
+		if cluster.Is("control", "up", "true")(e) {
+			on[e.Bot] = e.Str("central")
 		}
 	}
-	switch fol {
-	case (lead + 1) % len(r.Centrals):
-		held = "bob"
-	case (lead + 2) % len(r.Centrals):
-		held = "alice"
+	for _, name := range []string{"alice", "bob"} {
+		for i, addr := range r.Control {
+			if fol < 0 && i != now && r.Centrals[i].Running() && on[name] == addr {
+				fol, held = i, name
+			}
+		}
 	}
-	if fol >= 0 && held != "" {
+	if fol < 0 {
+		d.say("no follower relays a bot now (both reached the leader directly); not killing one")
+	} else {
 		from, killAt = c.Events.Len(), time.Now()
 		if err := r.Centrals[fol].Kill(); err != nil {
 			return err
