@@ -473,11 +473,19 @@ func (s *Session) sendLink() *link {
 func (s *Session) handle(in inbound) {
 	if in.err == nil {
 		now := time.Now()
+		answered := in.l.pingAt.After(in.l.heardAt)
 		in.l.heard(now, in.m)
-		if in.l.suspect && in.l == s.cur {
+		switch {
+		case in.l != s.cur:
+		case in.l.suspect:
 			in.l.suspect = false
 			s.log.Info("room server answers again", "server", in.l.server.ID)
 			s.emit(Resumed{Server: in.l.server, Epoch: in.l.epoch, After: now.Sub(in.l.silentAt)})
+			s.checkLive(now)
+		case answered:
+			// The next ping is due one ping interval after this answer,
+			// not at the deadline of the ping it answers: left there, a
+			// path going dark was found up to a deadline later.
 			s.checkLive(now)
 		}
 	}

@@ -632,6 +632,36 @@ func TestSilentPathBreaksFast(t *testing.T) {
 	}
 }
 
+// TestDarkPathFoundOneIntervalAfterLastFrame: the path goes dark just after
+// the server answered a ping. The session pings again one ping interval
+// (max(Liveness/3, 2*RTT)) after the last frame it heard and declares the
+// silence one deadline after that. It used to leave its next check at the
+// deadline of the ping just answered, so the next ping, and the silence,
+// came up to a deadline later (Mininet link s6-s3 down: found 0.57 s after
+// the link went dark instead of 0.42 s).
+func TestDarkPathFoundOneIntervalAfterLastFrame(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	cfg := testConfig(t)
+	cfg.Liveness = 2400 * time.Millisecond // at loopback RTT: ping after 800 ms of silence, deadline 2.4 s
+	every, deadline := cfg.Liveness/3, cfg.Liveness
+	b := join(t, cfg, p.ref("serv1"), "room-dark-soon", "bob")
+	joined := time.Now()
+	// The first ping goes out one interval after the join; go dark as
+	// soon as its answer has passed.
+	testkit.WaitFor(t, 10*time.Second, "the first Pong relayed", func() bool {
+		return p.sentAt.Load() > joined.Add(every/2).UnixNano()
+	})
+	p.hole.Store(true)
+	last := time.Unix(0, p.sentAt.Load())
+	testkit.WaitFor(t, 4*deadline, "break seen", func() bool { return b.brokenCount() == 1 })
+	took := time.Since(last)
+	t.Logf("dark path declared silent %v after the last frame (ping interval %v, deadline %v)", took.Round(time.Millisecond), every, deadline)
+	if want := every + deadline + deadline/3; took > want {
+		t.Errorf("declared silent %v after the last frame, want about %v (under %v): the next ping waited for the answered ping's deadline", took.Round(time.Millisecond), every+deadline, want)
+	}
+}
+
 // TestSlowPathStaysUp: a path whose every frame takes 400 ms (longer than
 // the 300 ms liveness floor) is slow, not dead: the deadline scales with
 // the connection's measured RTT and the session must not break.
