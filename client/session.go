@@ -41,7 +41,8 @@ type SessionConfig struct {
 	// DrainTimeout bounds how long the old connection stays open after a
 	// move.
 	DrainTimeout time.Duration
-	// HandshakeTimeout bounds Hello/Welcome.
+	// HandshakeTimeout bounds the connect to a chat server, and then the
+	// wait for its Welcome (Hello and Join go out together).
 	HandshakeTimeout time.Duration
 	// IdleTimeout: a connection silent this long is considered dead; the
 	// session pings every third of it. 0 disables both.
@@ -328,7 +329,6 @@ func (s *Session) Move(ctx context.Context, server proto.ServerRef, epoch uint64
 	if skip {
 		return nil
 	}
-	start := time.Now()
 	l, err := dialLink(ctx, s, server)
 	if err != nil {
 		return fmt.Errorf("client: join %s: %w", server.ID, err)
@@ -336,13 +336,13 @@ func (s *Session) Move(ctx context.Context, server proto.ServerRef, epoch uint64
 	ticket = append([]byte(nil), ticket...)
 	wait := make(chan error, 1)
 	if err := s.call(func() {
-		l.epoch, l.started = epoch, start
+		l.epoch = epoch
 		if s.pending != nil {
 			s.pending.close(false)
 		}
 		s.pending, s.moveWait = l, wait
 		l.start()
-		l.send(&proto.Join{Room: s.room, User: s.user, Ticket: ticket, Epoch: epoch, LastSent: s.out.last, Since: s.since[server.Addr], Inc: s.inc, Move: s.cur != nil})
+		l.open(&proto.Join{Room: s.room, User: s.user, Ticket: ticket, Epoch: epoch, LastSent: s.out.last, Since: s.since[server.Addr], Inc: s.inc, Move: s.cur != nil})
 		s.armPing(time.Now())
 	}); err != nil {
 		l.conn.Close()
@@ -500,6 +500,12 @@ func (s *Session) handle(in inbound) {
 func (s *Session) handlePending(l *link, in inbound) {
 	if in.err != nil {
 		s.abandonPending(in.err)
+		return
+	}
+	if !l.welcomed {
+		if err := l.welcome(in.m, l.heardAt); err != nil {
+			s.abandonPending(err)
+		}
 		return
 	}
 	switch m := in.m.(type) {

@@ -337,6 +337,42 @@ func TestMoveThroughDelay(t *testing.T) {
 	verify(t, []*member{a, b}, map[string]uint64{"alice": n, "bob": n})
 }
 
+// TestJoinPipelinedWithHello: a join sends Hello and Join together, so it
+// takes two round trips (the connect, then Welcome and Joined together),
+// not three (it waited for the Welcome before sending Join). Three members
+// join through 150 ms one-way; the fastest join is judged.
+func TestJoinPipelinedWithHello(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	const oneWay = 150 * time.Millisecond
+	var delays delaynet.Delays
+	delays.Set(s1.Addr(), oneWay)
+	cfg := testConfig(t)
+	cfg.Dialer = &delaynet.Dialer{Delay: delays.Get}
+	var wg sync.WaitGroup
+	members := make([]*member, 3)
+	for i := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			members[i] = join(t, cfg, ref(s1), "room-pipelined", fmt.Sprintf("user%d", i))
+		}()
+	}
+	wg.Wait()
+	took := make([]time.Duration, len(members))
+	for i, m := range members {
+		testkit.WaitFor(t, settle, "the join's Moved event", func() bool { return len(m.movesSoFar()) == 1 })
+		took[i] = m.movesSoFar()[0].Took
+	}
+	fastest := slices.Min(took)
+	t.Logf("joins through %v one-way took %v (two round trips: %v)", oneWay, took, 4*oneWay)
+	if fastest < 4*oneWay {
+		t.Errorf("a join took %v, faster than two round trips (%v) allow", fastest, 4*oneWay)
+	}
+	if fastest > 5*oneWay {
+		t.Errorf("the fastest join took %v, want about %v: Join waited for the Welcome (three round trips: %v)", fastest, 4*oneWay, 6*oneWay)
+	}
+}
+
 func TestOpenErrors(t *testing.T) {
 	srv := startChat(t, "serv1")
 	tests := []struct {
