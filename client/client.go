@@ -119,6 +119,9 @@ type Client struct {
 	probeNow chan struct{}                // asks the prober for a round now
 	upNow    map[string]string            // servers announced up since that round: ID -> address
 	good     map[string][]goodSample      // each server's recent successful probes, oldest first
+	clock    time.Time                    // samples' clock: wall time less the stretches in which every probe failed
+	lastOK   bool                         // the last round measured some server
+	lastAt   time.Time                    // when the last round ended
 	explore  int                          // where the next round's exploration starts among the rest
 	often    map[string]bool              // the servers probed every round, as of the last round
 
@@ -132,7 +135,7 @@ type Client struct {
 
 type goodSample struct {
 	s  centralapi.Sample
-	at time.Time
+	at time.Time // on Client.clock
 }
 
 type roomState struct {
@@ -1020,6 +1023,55 @@ func (c *Client) probeLoop(ctx context.Context) {
 	}
 }
 
+// noteRoundLocked adds a probe round's results, got at now, to each
+// server's recent samples and returns the vector they make.
+func (c *Client) noteRoundLocked(results map[string]rtt.Result, now time.Time) map[string]centralapi.Sample {
+	// Each server is reported by its best round of the last few (as
+	// Tailscale's netcheck judges a region by its best recent latency):
+	// the noise of a busy machine only ever adds delay, so one slow round
+	// must not make a server look worse and move a room, while a server
+	// that got better shows at once. A server whose probe failed this
+	// round, or that is missing from the list for a moment (chat servers
+	// registering again with a restarted Central), keeps its recent rounds
+	// too, so it does not look unmeasured and force a move. A sample ages
+	// out after recentRounds of its server's probe period in which this
+	// client measured some server: a client whose every probe fails is
+	// overloaded itself (thousands of members in one process), which says
+	// nothing against its room's server, so the samples' clock (c.clock)
+	// stops from the last round that measured anything to the next.
+	ok := false
+	for _, r := range results {
+		ok = ok || (r.Err == nil && r.Count > 0)
+	}
+	switch {
+	case ok && c.lastOK:
+		c.clock = c.clock.Add(now.Sub(c.lastAt))
+	case ok && c.clock.IsZero():
+		c.clock = now
+	}
+	c.lastOK, c.lastAt = ok, now
+	vec := make(map[string]centralapi.Sample, len(results))
+	for id, r := range results {
+		if r.Err == nil && r.Count > 0 {
+			g := append(c.good[id], goodSample{centralapi.SampleOf(r.Median, r.Spread, r.Count), c.clock})
+			c.good[id] = g[max(0, len(g)-recentRounds):]
+		}
+	}
+	for id, g := range c.good {
+		window := recentRounds * c.periodLocked(id, len(c.servers))
+		for len(g) > 0 && c.clock.Sub(g[0].at) >= window {
+			g = g[1:]
+		}
+		if len(g) == 0 {
+			delete(c.good, id)
+			continue
+		}
+		c.good[id] = g
+		vec[id] = bestOf(g)
+	}
+	return vec
+}
+
 // report sends vec to Central, registering again first when Central has
 // forgotten the user (it restarted) or the token.
 func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) error {
@@ -1073,36 +1125,8 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 	// that finished earlier must not report after, and over, a later one.
 	c.repMu.Lock()
 	defer c.repMu.Unlock()
-	// Each server is reported by its best round of the last few (as
-	// Tailscale's netcheck judges a region by its best recent latency):
-	// the noise of a busy machine only ever adds delay, so one slow round
-	// must not make a server look worse and move a room, while a server
-	// that got better shows at once. A server whose probe failed this
-	// round, or that is missing from the list for a moment (chat servers
-	// registering again with a restarted Central), keeps its recent rounds
-	// too, so it does not look unmeasured and force a move. A sample ages
-	// out after recentRounds of its server's probe period.
-	now := time.Now()
-	vec := make(map[string]centralapi.Sample, len(results))
 	c.mu.Lock()
-	for id, r := range results {
-		if r.Err == nil && r.Count > 0 {
-			g := append(c.good[id], goodSample{centralapi.SampleOf(r.Median, r.Spread, r.Count), now})
-			c.good[id] = g[max(0, len(g)-recentRounds):]
-		}
-	}
-	for id, g := range c.good {
-		window := recentRounds * c.periodLocked(id, len(c.servers))
-		for len(g) > 0 && now.Sub(g[0].at) >= window {
-			g = g[1:]
-		}
-		if len(g) == 0 {
-			delete(c.good, id)
-			continue
-		}
-		c.good[id] = g
-		vec[id] = bestOf(g)
-	}
+	vec := c.noteRoundLocked(results, time.Now())
 	changed := meaningful(c.lastVec, vec)
 	c.mu.Unlock()
 	if !changed {
