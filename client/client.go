@@ -1023,9 +1023,34 @@ func (c *Client) probeLoop(ctx context.Context) {
 	}
 }
 
+// liveServers returns the servers that a room's session is connected to
+// now, its connection not silent.
+func (c *Client) liveServers() map[string]bool {
+	c.mu.Lock()
+	rooms := make([]*roomState, 0, len(c.rooms))
+	for _, r := range c.rooms {
+		rooms = append(rooms, r)
+	}
+	c.mu.Unlock()
+	live := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
+		r.mu.Lock()
+		sess, server := r.sess, r.server
+		r.mu.Unlock()
+		if sess == nil {
+			continue
+		}
+		if st := sess.Stats(); st.Connected && st.Server.ID == server {
+			live[server] = true
+		}
+	}
+	return live
+}
+
 // noteRoundLocked adds a probe round's results, got at now, to each
-// server's recent samples and returns the vector they make.
-func (c *Client) noteRoundLocked(results map[string]rtt.Result, now time.Time) map[string]centralapi.Sample {
+// server's recent samples and returns the vector they make; the samples
+// of a server in live (a room's connection to it answers) do not age.
+func (c *Client) noteRoundLocked(results map[string]rtt.Result, live map[string]bool, now time.Time) map[string]centralapi.Sample {
 	// Each server is reported by its best round of the last few (as
 	// Tailscale's netcheck judges a region by its best recent latency):
 	// the noise of a busy machine only ever adds delay, so one slow round
@@ -1038,7 +1063,11 @@ func (c *Client) noteRoundLocked(results map[string]rtt.Result, now time.Time) m
 	// client measured some server: a client whose every probe fails is
 	// overloaded itself (thousands of members in one process), which says
 	// nothing against its room's server, so the samples' clock (c.clock)
-	// stops from the last round that measured anything to the next.
+	// stops from the last round that measured anything to the next. Nor
+	// does a server whose probes fail while a room's connection to it
+	// answers age out: that connection's liveness check is the better
+	// witness (a dead path there is reported at once, as a break or a
+	// silence), and the failed probes say the client is overloaded.
 	ok := false
 	for _, r := range results {
 		ok = ok || (r.Err == nil && r.Count > 0)
@@ -1059,7 +1088,7 @@ func (c *Client) noteRoundLocked(results map[string]rtt.Result, now time.Time) m
 	}
 	for id, g := range c.good {
 		window := recentRounds * c.periodLocked(id, len(c.servers))
-		for len(g) > 0 && c.clock.Sub(g[0].at) >= window {
+		for len(g) > 0 && !live[id] && c.clock.Sub(g[0].at) >= window {
 			g = g[1:]
 		}
 		if len(g) == 0 {
@@ -1125,8 +1154,9 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 	// that finished earlier must not report after, and over, a later one.
 	c.repMu.Lock()
 	defer c.repMu.Unlock()
+	live := c.liveServers()
 	c.mu.Lock()
-	vec := c.noteRoundLocked(results, time.Now())
+	vec := c.noteRoundLocked(results, live, time.Now())
 	changed := meaningful(c.lastVec, vec)
 	c.mu.Unlock()
 	if !changed {

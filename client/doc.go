@@ -32,7 +32,8 @@
 // is reported by its best of the last 3 rounds; its figure ages out after
 // 3 of its probe periods in which the Client measured some server, so a
 // Client whose every probe fails (it is overloaded itself) keeps its
-// figures rather than make its room's server look unmeasured to Central.
+// figures rather than make its room's server look unmeasured to Central,
+// and so does a server a room's connection reaches (not silent).
 //
 // # Liveness
 //

@@ -130,10 +130,10 @@ func TestOverloadedClientKeepsItsFigures(t *testing.T) {
 	window := recentRounds * opts.ProbeEvery
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.noteRoundLocked(map[string]rtt.Result{"room": ok(10), "other": ok(20)}, start)
+	c.noteRoundLocked(map[string]rtt.Result{"room": ok(10), "other": ok(20)}, nil, start)
 	var vec map[string]centralapi.Sample
 	for i := 1; i <= 20; i++ {
-		vec = c.noteRoundLocked(map[string]rtt.Result{"room": failed, "other": failed}, start.Add(time.Duration(i)*opts.ProbeEvery))
+		vec = c.noteRoundLocked(map[string]rtt.Result{"room": failed, "other": failed}, nil, start.Add(time.Duration(i)*opts.ProbeEvery))
 	}
 	if _, ok := vec["room"]; !ok || len(vec) != 2 {
 		t.Errorf("after %v of rounds in which every probe failed the vector is %v; want both servers still measured", 20*opts.ProbeEvery, vec)
@@ -142,7 +142,7 @@ func TestOverloadedClientKeepsItsFigures(t *testing.T) {
 	// stretch does not count, the rounds from now on do.
 	at := start.Add(21 * opts.ProbeEvery)
 	for i := range recentRounds + 1 {
-		vec = c.noteRoundLocked(map[string]rtt.Result{"room": failed, "other": ok(20)}, at.Add(time.Duration(i)*opts.ProbeEvery))
+		vec = c.noteRoundLocked(map[string]rtt.Result{"room": failed, "other": ok(20)}, nil, at.Add(time.Duration(i)*opts.ProbeEvery))
 		_, kept := vec["room"]
 		if i < recentRounds && !kept {
 			t.Errorf("the room's server aged out %d rounds after the client measured again (window %v): the blind stretch counted", i, window)
@@ -153,5 +153,15 @@ func TestOverloadedClientKeepsItsFigures(t *testing.T) {
 		if _, ok := vec["other"]; !ok {
 			t.Errorf("the server measured every round is missing from %v", vec)
 		}
+	}
+	// The room's connection to a server answers while its probes fail:
+	// the server keeps its figure, however long.
+	c.noteRoundLocked(map[string]rtt.Result{"room": ok(10), "other": ok(20)}, nil, at.Add(10*opts.ProbeEvery))
+	live := map[string]bool{"room": true}
+	for i := range 20 {
+		vec = c.noteRoundLocked(map[string]rtt.Result{"room": failed, "other": ok(20)}, live, at.Add(time.Duration(11+i)*opts.ProbeEvery))
+	}
+	if _, ok := vec["room"]; !ok {
+		t.Errorf("the server of a live room connection aged out of %v though only its probes failed", vec)
 	}
 }
