@@ -23,6 +23,7 @@ var (
 	dBytesIn       = desc("received_bytes_total", "Bytes of frames received from clients.")
 	dFramesOut     = desc("frames_sent_total", "Frames written to clients.")
 	dBytesOut      = desc("sent_bytes_total", "Bytes written to clients.")
+	dWrites        = desc("writes_total", "Writes of frames to clients (frames_sent_total over this is the batching).")
 	dSlow          = desc("slow_consumer_cutoffs_total", "Members cut off for leaving more than the outbound limit unread.")
 	dBusy          = desc("loop_busy_seconds_total", "Time the event loops spent parsing inbound frames and writing fan-out, summed over loops.")
 	dFanout        = desc("fanout_latency_seconds", "Time from a message queued for an event loop to its write to that loop's members.")
@@ -36,7 +37,7 @@ var (
 )
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dConns, dRooms, dMembers, dFramesIn, dBytesIn, dFramesOut, dBytesOut,
+	for _, d := range []*prometheus.Desc{dConns, dRooms, dMembers, dFramesIn, dBytesIn, dFramesOut, dBytesOut, dWrites,
 		dSlow, dBusy, dFanout, dHistFrames, dHistBytes, dHistLimit, dOutHigh, dOutLimit, dTLSHandshakes, dTLSFailures} {
 		ch <- d
 	}
@@ -55,6 +56,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dBytesIn, float64(m.BytesIn))
 	counter(dFramesOut, float64(m.FramesOut))
 	counter(dBytesOut, float64(m.BytesOut))
+	counter(dWrites, float64(m.Writes))
 	counter(dSlow, float64(m.SlowConsumers))
 	counter(dBusy, m.Busy.Seconds())
 	buckets := make(map[float64]uint64, len(m.FanoutBuckets))

@@ -72,18 +72,27 @@ func (m *member) writeN(b []byte, max, frames int) {
 	if m.dead {
 		return
 	}
-	if m.loop.ackTo == m {
-		m.loop.flushAcks() // acknowledgements keep their place in the stream
+	l := m.loop
+	acked := l.ackTo == m
+	if acked {
+		// The Acks queued for m keep their place in the stream, ahead of
+		// b, and leave in the same write.
+		l.ackTo = nil
+		l.acks = append(l.acks, b...)
+		b, frames = l.acks, frames+l.nacks
 	}
 	backlog := m.c.OutboundBuffered()
 	if backlog > max {
-		m.loop.st.cutOff()
+		l.st.cutOff()
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
-		return
+	} else {
+		m.send(b)
+		l.st.wrote(b, frames, backlog)
+		m.noteBacklog()
 	}
-	m.send(b)
-	m.loop.st.wrote(b, frames, backlog)
-	m.noteBacklog()
+	if acked {
+		l.sentAcks(m)
+	}
 }
 
 // kill sends a fatal error frame and closes the connection. When the frame

@@ -78,7 +78,10 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 		m.dead, m.gone = true, true
 		if m.loop.ackTo == m {
 			m.loop.ackTo = nil
-			m.loop.acks, m.loop.nacks = m.loop.acks[:0], 0
+			m.loop.acks, m.loop.nacks, m.loop.ackBytes = m.loop.acks[:0], 0, 0
+		}
+		if m.loop.ackLast == m {
+			m.loop.ackLast = nil
 		}
 		m.forgetBacklog()
 		if m.room != nil {

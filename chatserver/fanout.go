@@ -120,10 +120,18 @@ type loop struct {
 	deferred bool      // loop only
 	now      time.Time // when the outermost callback running began; loop only
 	// acks holds the Ack frames owed to ackTo, written in one call when
-	// the callback ends (or before anything else is written to ackTo).
-	acks  []byte  // loop only
-	nacks int     // frames in acks; loop only
-	ackTo *member // loop only
+	// the callback ends, or held longer for a sender that streams (see
+	// endAcks), or written ahead of the next bytes going to ackTo, in the
+	// same write. All loop only.
+	acks     []byte
+	nacks    int     // frames in acks
+	ackBytes int     // bytes of the messages acks acknowledge
+	ackTo    *member // who acks are owed to
+	ackLast  *member // who Acks were last written to, and when
+	ackAt    time.Time
+	ackTimer *time.Timer // writes held Acks ackDelay after they were held
+	ackArmed bool        // ackTimer is set and ackRun not run since
+	ackRun   ackFlusher
 
 	batch []byte // frames of a run of broadcasts, concatenated; loop only
 	own   []byte // the joins and leaves one member gets; loop only
@@ -235,25 +243,66 @@ func (l *loop) exit(start time.Time) {
 		l.depth--
 		return
 	}
-	l.flushAcks()
 	for l.deferred {
 		l.deferred = false
 		l.drain()
-		l.flushAcks()
 	}
+	l.endAcks()
 	l.depth--
 	l.st.done(start)
 }
 
-// ack queues an Ack frame for m, to be written with the others of this
-// callback. Event loop only.
-func (l *loop) ack(m *member, num, seq uint64) {
+// Acks of a streaming sender are held and written together: in a room of
+// two, a write of Acks to the sender per read of its messages was a third
+// of the server's system calls (a sender's read, the receiver's write, the
+// sender's Acks). A sender's Acks are held while Acks were written to it
+// less than ackDelay ago, up to ackBatch of them or ackBatchBytes of
+// messages acknowledged; the loop's ackTimer writes what is still held
+// ackDelay later, once the sender has gone quiet. So a lone message is
+// acknowledged at once, and a streaming sender's window waits at most
+// ackDelay longer for its Acks (and never for more than ackBatchBytes, an
+// eighth of a client's default SendWindow). Acks held for one member are
+// written before another member's are queued, so a loop holds one
+// member's at a time.
+const (
+	ackDelay      = 2 * time.Millisecond
+	ackBatch      = 64
+	ackBatchBytes = 8 << 10
+)
+
+// ack queues an Ack frame for m, for a message of size bytes, to be
+// written with the others of this callback or held (endAcks). Event loop
+// only.
+func (l *loop) ack(m *member, num, seq uint64, size int) {
 	if l.ackTo != m {
 		l.flushAcks()
 		l.ackTo = m
 	}
 	l.acks = proto.AppendAck(l.acks, num, seq)
 	l.nacks++
+	l.ackBytes += size
+}
+
+// endAcks writes the Acks queued when the outermost callback ends, unless
+// they are held (see ackDelay). Event loop only.
+func (l *loop) endAcks() {
+	if l.ackTo == nil {
+		return
+	}
+	if l.ackTo != l.ackLast || l.now.Sub(l.ackAt) >= ackDelay || l.nacks >= ackBatch || l.ackBytes >= ackBatchBytes {
+		l.flushAcks()
+		return
+	}
+	if l.ackArmed {
+		return
+	}
+	l.ackArmed = true
+	if l.ackTimer == nil {
+		l.ackRun.l = l
+		l.ackTimer = time.AfterFunc(ackDelay, l.ackRun.wake)
+	} else {
+		l.ackTimer.Reset(ackDelay)
+	}
 }
 
 // flushAcks writes the queued acknowledgements. Event loop only.
@@ -264,7 +313,37 @@ func (l *loop) flushAcks() {
 	}
 	l.ackTo = nil
 	m.writeN(l.acks, l.srv.cfg.MaxOutbound, l.nacks)
-	l.acks, l.nacks = l.acks[:0], 0
+	l.sentAcks(m)
+}
+
+// sentAcks records that the Acks queued for m left, and stops ackTimer:
+// while a sender streams, the callback that reads it after ackDelay
+// writes its Acks, and the timer, which would cost a wake-up of the loop
+// each time, never fires. Event loop only.
+func (l *loop) sentAcks(m *member) {
+	l.acks, l.nacks, l.ackBytes = l.acks[:0], 0, 0
+	l.ackLast, l.ackAt = m, l.now
+	if l.ackArmed && l.ackTimer.Stop() {
+		l.ackArmed = false
+	}
+}
+
+// ackFlusher writes a loop's held Acks when its ackTimer fires.
+type ackFlusher struct{ l *loop }
+
+// wake runs the flusher on its loop; ackTimer calls it.
+func (f *ackFlusher) wake() {
+	// An error means the engine is stopping: the Acks no longer matter.
+	_ = f.l.el.Execute(context.Background(), f)
+}
+
+func (f *ackFlusher) Run(context.Context) error {
+	l := f.l
+	start := l.enter()
+	l.ackArmed = false
+	l.flushAcks()
+	l.exit(start)
+	return nil
 }
 
 // Run drains the queue on the event loop; it implements gnet.Runnable.

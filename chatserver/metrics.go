@@ -32,6 +32,7 @@ var fanoutBucketNs = func() (ns [len(fanoutBuckets)]int64) {
 type tally struct {
 	framesIn, bytesIn   uint64
 	framesOut, bytesOut uint64
+	writes              uint64
 	outHigh             int64
 	fanoutCount         uint64
 	fanoutSumNs         int64
@@ -48,6 +49,7 @@ type loopStats struct {
 
 	framesIn, bytesIn   atomic.Uint64
 	framesOut, bytesOut atomic.Uint64
+	writes              atomic.Uint64
 	slowConsumers       atomic.Uint64
 	busyNs              atomic.Int64
 	outHigh             atomic.Int64 // most unsent bytes seen before a write, since the last Metrics call
@@ -83,6 +85,7 @@ func (st *loopStats) wrote(b []byte, frames, backlog int) {
 	}
 	st.t.framesOut += uint64(frames)
 	st.t.bytesOut += uint64(len(b))
+	st.t.writes++
 	st.t.outHigh = max(st.t.outHigh, int64(backlog))
 }
 
@@ -117,6 +120,7 @@ func (st *loopStats) done(start time.Time) {
 	if t.framesOut != 0 {
 		st.framesOut.Add(t.framesOut)
 		st.bytesOut.Add(t.bytesOut)
+		st.writes.Add(t.writes)
 	}
 	if t.outHigh > st.outHigh.Load() {
 		st.outHigh.Store(t.outHigh)
@@ -162,7 +166,11 @@ type Metrics struct {
 
 	FramesIn, BytesIn   uint64
 	FramesOut, BytesOut uint64
-	SlowConsumers       uint64
+	// Writes counts the writes of frames to clients (a system call each,
+	// unless the connection's unsent bytes were queued): FramesOut over
+	// Writes is how well frames are batched.
+	Writes        uint64
+	SlowConsumers uint64
 	// Busy is the event loops' total time spent parsing inbound frames
 	// and writing fan-out, summed over the loops.
 	Busy time.Duration
@@ -223,6 +231,7 @@ func (s *Server) Metrics() Metrics {
 		m.BytesIn += st.bytesIn.Load()
 		m.FramesOut += st.framesOut.Load()
 		m.BytesOut += st.bytesOut.Load()
+		m.Writes += st.writes.Load()
 		m.SlowConsumers += st.slowConsumers.Load()
 		m.Busy += time.Duration(st.busyNs.Load())
 		m.OutboundHigh = max(m.OutboundHigh, st.outHigh.Swap(0))

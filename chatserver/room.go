@@ -291,13 +291,13 @@ func (s *Server) broadcast(m *member, num uint64, at int64, text []byte) {
 	}
 	r.fanout(f, m, m.loop)
 	r.remember(f, s)
-	seq := r.seq
+	seq, size := r.seq, len(f.bb.B)
 	ack := r.holdAck(m, num, seq)
 	r.mu.Unlock()
 	f.release()
 
 	if ack {
-		m.loop.ack(m, num, seq)
+		m.loop.ack(m, num, seq, size)
 	}
 }
 

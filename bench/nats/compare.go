@@ -19,8 +19,13 @@ type result struct {
 	msgsPerSec float64
 	lat        *bench.Histogram
 	perCPU     float64 // deliveries per second of server CPU time
-	hwm        int64
-	err        error
+	// reads and writes are the server's read-like and write-like system
+	// calls per 100 deliveries: how well it batches, which is most of
+	// what deliveries per CPU-second measure while the server is not
+	// saturated.
+	reads, writes float64
+	hwm           int64
+	err           error
 }
 
 // group is one row block of the table: a pattern at one room size and
@@ -64,7 +69,7 @@ func (o *options) dialer(kind, addr string) dialer {
 
 func compare(o *options) int {
 	var groups []*group
-	start := time.Now()
+	start, load0 := time.Now(), loadAverage()
 	for _, m := range o.members {
 		gs := make([]*group, len(o.sizes))
 		for i, size := range o.sizes {
@@ -98,6 +103,7 @@ func compare(o *options) int {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%s, %s/%s, Go %s. Servers pinned to CPU %s, load generator to CPU %s; %v per cell, %d messages in flight (one room); fixed rate over %v.\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.serverCPU, o.loadCPU, o.cell, o.window, o.rateTime)
+	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s at the start, %s at the end: above 1 or so, other work shares the CPUs and the cells swing.\n", load0, loadAverage())
 	fmt.Fprintf(&b, "Command: %s\n\n", strings.Join(os.Args, " "))
 	writeTable(&b, groups)
 	if o.idle > 0 {
@@ -164,7 +170,8 @@ func (o *options) oneRoom(kind string, m int) []result {
 		}
 		r.server = kind
 		out[i] = r
-		fmt.Fprintf(os.Stderr, "compare: %s members=%d size=%d: %.0f msgs/s, p99 %v, %.0f per CPU-s\n", kind, m, size, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU)
+		fmt.Fprintf(os.Stderr, "compare: %s members=%d size=%d: %.0f msgs/s, p99 %v, %.0f per CPU-s, %.1f reads and %.1f writes per 100\n",
+			kind, m, size, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU, r.reads, r.writes)
 	}
 	return out
 }
@@ -173,6 +180,10 @@ func (o *options) oneRoom(kind string, m int) []result {
 func (o *options) measure(c *child, l *load, drive func() error) (result, error) {
 	before := l.received.Load()
 	cpu0, err := c.cpu()
+	if err != nil {
+		return result{}, err
+	}
+	r0, w0, err := c.syscalls()
 	if err != nil {
 		return result{}, err
 	}
@@ -188,6 +199,10 @@ func (o *options) measure(c *child, l *load, drive func() error) (result, error)
 	if err != nil {
 		return result{}, err
 	}
+	r1, w1, err := c.syscalls()
+	if err != nil {
+		return result{}, err
+	}
 	hwm, err := c.status("VmHWM")
 	if err != nil {
 		return result{}, err
@@ -196,6 +211,9 @@ func (o *options) measure(c *child, l *load, drive func() error) (result, error)
 	r := result{msgsPerSec: n / elapsed.Seconds(), lat: l.latency(), hwm: hwm}
 	if d := cpu1 - cpu0; d > 0 {
 		r.perCPU = n / d.Seconds()
+	}
+	if n > 0 {
+		r.reads, r.writes = float64(r1-r0)*100/n, float64(w1-w0)*100/n
 	}
 	return r, nil
 }
@@ -279,17 +297,17 @@ func (o *options) idleMemory(kind string) (before, after int64, err error) {
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func writeTable(b *strings.Builder, groups []*group) {
-	fmt.Fprintln(b, "| pattern | members | size | server | delivered msgs/s | p50 | p99 | p99.9 | deliveries per server CPU-s | server peak RSS |")
-	fmt.Fprintln(b, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(b, "| pattern | members | size | server | delivered msgs/s | p50 | p99 | p99.9 | deliveries per server CPU-s | server reads / writes per 100 deliveries | server peak RSS |")
+	fmt.Fprintln(b, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, g := range groups {
 		lead := fmt.Sprintf("| %s | %d | %d B", g.pattern, g.members, g.size)
 		for _, r := range g.results {
 			if r.err != nil {
-				fmt.Fprintf(b, "%s | %s | failed: %s | | | | | |\n", lead, r.server, oneLine(r.err))
+				fmt.Fprintf(b, "%s | %s | failed: %s | | | | | | |\n", lead, r.server, oneLine(r.err))
 				continue
 			}
-			fmt.Fprintf(b, "%s | %s | %.0f | %s | %s | %s | %.0f | %.1f MiB |\n", lead, r.server, r.msgsPerSec,
-				round(r.lat.Quantile(0.5)), round(r.lat.Quantile(0.99)), round(r.lat.Quantile(0.999)), r.perCPU, mib(r.hwm))
+			fmt.Fprintf(b, "%s | %s | %.0f | %s | %s | %s | %.0f | %.1f / %.1f | %.1f MiB |\n", lead, r.server, r.msgsPerSec,
+				round(r.lat.Quantile(0.5)), round(r.lat.Quantile(0.99)), round(r.lat.Quantile(0.999)), r.perCPU, r.reads, r.writes, mib(r.hwm))
 		}
 		for _, pair := range [][2]string{
 			{kindNearchat, kindNATS}, {kindNearchat + "-tls", kindNATS + "-tls"},
@@ -299,8 +317,9 @@ func writeTable(b *strings.Builder, groups []*group) {
 			if a == nil || c == nil {
 				continue
 			}
-			fmt.Fprintf(b, "%s | **%s ÷ %s** | **%.2f×** | | **%.2f×** | | **%.2f×** | |\n", lead, pair[0], pair[1],
-				a.msgsPerSec/c.msgsPerSec, float64(a.lat.Quantile(0.99))/float64(c.lat.Quantile(0.99)), a.perCPU/c.perCPU)
+			fmt.Fprintf(b, "%s | **%s ÷ %s** | **%.2f×** | | **%.2f×** | | **%.2f×** | **%.2f×** | |\n", lead, pair[0], pair[1],
+				a.msgsPerSec/c.msgsPerSec, float64(a.lat.Quantile(0.99))/float64(c.lat.Quantile(0.99)), a.perCPU/c.perCPU,
+				(a.reads+a.writes)/(c.reads+c.writes))
 		}
 	}
 }
@@ -322,4 +341,17 @@ func round(d time.Duration) time.Duration {
 	default:
 		return d.Round(100 * time.Nanosecond)
 	}
+}
+
+// loadAverage is the machine's 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " / ")
 }

@@ -15,8 +15,11 @@
 //
 // For each cell it reports delivered messages per second, the latency
 // percentiles at the receivers, deliveries per second of server CPU time
-// (utime+stime of the server process over the cell) and the server's peak
-// RSS (VmHWM; each server process serves one member count). Then the
+// (utime+stime of the server process over the cell), the server's read
+// and write system calls per 100 deliveries (/proc/PID/io: how well it
+// batches, which is most of what the CPU figure comes down to while a
+// server is not saturated, as in rooms of two) and the server's peak RSS
+// (VmHWM; each server process serves one member count). Then the
 // resident memory of idle members (-idle connections in rooms of two,
 // after a GC). Ratios are nearchat over NATS, TLS against TLS.
 //
@@ -291,6 +294,29 @@ func (c *child) cpu() (time.Duration, error) {
 		return 0, fmt.Errorf("odd /proc stat %q", s)
 	}
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// syscalls is how many read-like and write-like system calls the child
+// has made so far (/proc/PID/io syscr and syscw: read, readv, recvmsg...;
+// write, writev, sendmsg...; not epoll_wait).
+func (c *child) syscalls() (reads, writes int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", c.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		switch k {
+		case "syscr":
+			reads, err = strconv.ParseInt(v, 10, 64)
+		case "syscw":
+			writes, err = strconv.ParseInt(v, 10, 64)
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("odd /proc io line %q", line)
+		}
+	}
+	return reads, writes, nil
 }
 
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
