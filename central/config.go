@@ -38,6 +38,11 @@ type Config struct {
 	// SessionGrace is how long a registered name stays reserved for its
 	// token while no control connection is open.
 	SessionGrace time.Duration
+	// ReconnectGrace is how long a chat request waits for a member whose
+	// control connection dropped (a Central replica relaying it died, a
+	// network blip) to connect again before it fails with USER_NOT_FOUND;
+	// a new request to such a user waits too. 0 fails at once.
+	ReconnectGrace time.Duration
 	// ProbeTimeout bounds Central's own echo check of a server reported
 	// unreachable (longer for a distant server: see the package doc). It
 	// is on the path of every move off a server whose link went dark, so
@@ -128,6 +133,7 @@ func DefaultConfig() Config {
 		AssignRetry:       time.Second,
 		AssignGiveUp:      2 * time.Minute,
 		SessionGrace:      time.Minute,
+		ReconnectGrace:    5 * time.Second,
 		ProbeTimeout:      250 * time.Millisecond,
 		MaxMembers:        16,
 		MaxOutbound:       1 << 20,
@@ -166,6 +172,9 @@ func (c *Config) validate() error {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
 		}
+	}
+	if c.ReconnectGrace < 0 {
+		errs = append(errs, fmt.Errorf("ReconnectGrace must not be negative, got %v", c.ReconnectGrace))
 	}
 	if c.OfflineAfter > 0 && c.OfflineAfter < c.HeartbeatInterval {
 		errs = append(errs, fmt.Errorf("OfflineAfter %v is shorter than HeartbeatInterval %v", c.OfflineAfter, c.HeartbeatInterval))

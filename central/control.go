@@ -353,17 +353,15 @@ func (c *Central) fatalLocked(cn *conn, code proto.Code, reason string) {
 	}
 }
 
-// offlineLocked ends u's session: its requests fail, its pushes wait.
+// offlineLocked ends u's session: its requests and pushes wait for it to
+// connect again (requests for ReconnectGrace: tickRequestsLocked).
 func (c *Central) offlineLocked(u *user) {
 	u.sess = nil
 	u.offlineSince = c.now()
+	u.dropped = u.offlineSince
 	c.online--
-	for q := range u.reqs {
-		detail := fmt.Sprintf("user %s went offline", u.name)
-		if q.from == u {
-			detail = fmt.Sprintf("requester %s went offline", u.name)
-		}
-		c.finishLocked(q, proto.UserNotFound, detail, "")
+	if c.cfg.ReconnectGrace <= 0 {
+		c.failOfflineLocked(u)
 	}
 }
 
@@ -452,6 +450,7 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 	}
 	u.sess = cn
 	u.restored = false
+	u.dropped = time.Time{}
 	cn.user = u
 	c.sendLocked(cn, &proto.Welcome{V: v, Server: proto.CentralName, Max: wire.MaxFrame, User: u.name})
 	now := c.now()

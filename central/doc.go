@@ -27,6 +27,11 @@
 // all of it. Its holders never do I/O: frames leave through gnet's
 // AsyncWrite, echo checks run on their own goroutines.
 //
+// A member whose control connection drops is waited for: its pushes
+// until it is back, its chat requests (and new ones to it) for
+// ReconnectGrace, after which they fail; a client connects again at once,
+// through another replica when the one relaying it died.
+//
 // # Relocation
 //
 // A scan re-evaluates every room with selection.Policy.DecideMatrix every
@@ -79,8 +84,24 @@
 // # Restart
 //
 // A Central on etcd (etcdstore) finds its records there when it starts
-// again, or a standby replica does when it wins the election; what follows
+// again, or a follower replica does when it wins the election; what follows
 // covers what its last write batch lost, and the in-memory store.
+//
+// # Replicas
+//
+// A Central is the single writer of its state, and stays so with several
+// replicas on etcd: only the elected leader builds a Central. The other
+// replicas (cmd/central) bind the same two ports and relay every
+// connection, byte for byte, to the leader's (package central/relay), so
+// a client or chat server may use any replica, and pushes reach a member
+// through the replica that holds its connection. Forwarding bytes rather
+// than state keeps the guarantees stated here (one placement and rising
+// epochs per room, one owner of each pending request and push, the fence
+// on every etcd write) exactly as they are proven for one process, with
+// nothing on a follower to keep consistent; the price is a hop on control
+// traffic and a leader that does all the deciding. The leader publishes
+// its addresses (etcdstore.Store.Proclaim) only once it serves, so a relay
+// never points into another relay.
 // Central's in-memory store dies with it, but nothing else needs to: chat
 // servers keep serving; their heartbeats get unknown_server, they register
 // again and report their rooms, which Central adopts with their epochs and

@@ -125,7 +125,7 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 	}
 	detail := ""
 	if len(later) > 0 {
-		detail = "told when they reconnect to this Central, which has just started: " + strings.Join(later, ", ")
+		detail = "told when they reconnect: " + strings.Join(later, ", ")
 	}
 	c.statusLocked(u, id, proto.ReqSent, detail, "")
 }
@@ -144,8 +144,27 @@ func (c *Central) incomingLocked(v *user, q *request) {
 // for it), and has not connected since. A request to v waits for it
 // (within RequestTimeout) rather than failing because v's client has not
 // found the new Central yet.
+//
+// Likewise, v is awaited for ReconnectGrace after its control connection
+// dropped: its client connects again at once (to another replica when the
+// one relaying it died), and a request must not fail for that.
 func (c *Central) awaitedLocked(v *user) bool {
-	return v.restored && c.now().Sub(c.started) < c.cfg.SessionGrace
+	now := c.now()
+	if v.restored && now.Sub(c.started) < c.cfg.SessionGrace {
+		return true
+	}
+	return v.sess == nil && !v.dropped.IsZero() && now.Sub(v.dropped) < c.cfg.ReconnectGrace
+}
+
+// failOfflineLocked ends the requests of u, offline and no longer awaited.
+func (c *Central) failOfflineLocked(u *user) {
+	for q := range u.reqs {
+		detail := fmt.Sprintf("user %s went offline", u.name)
+		if q.from == u {
+			detail = fmt.Sprintf("requester %s went offline", u.name)
+		}
+		c.finishLocked(q, proto.UserNotFound, detail, "")
+	}
 }
 
 // repeatLocked answers a keyed request u has made before, if Central knows
@@ -307,6 +326,17 @@ func (c *Central) placeLocked(q *request, force bool) (*room, time.Duration, err
 // tickRequestsLocked sends AWAITING_REQ and ends requests that timed out.
 func (c *Central) tickRequestsLocked(now time.Time) {
 	for _, q := range c.reqs {
+		if c.reqs[q.id] != q {
+			continue // ended by a member's failOfflineLocked below
+		}
+		for _, v := range q.members {
+			if v.sess == nil && !c.awaitedLocked(v) {
+				c.failOfflineLocked(v)
+			}
+		}
+		if c.reqs[q.id] != q {
+			continue
+		}
 		switch {
 		case !q.settleBy.IsZero():
 			c.tryPlaceLocked(q, !now.Before(q.settleBy))

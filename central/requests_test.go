@@ -127,16 +127,29 @@ func TestRequestOutcomes(t *testing.T) {
 			b.expectStatus(proto.ReqTimeout)
 		}},
 		{"invitee goes offline", func(t *testing.T, w *world, a, b *ctl, req string) {
-			b.nc.Close()
+			w.offline(t, b)
+			w.clk.Advance(w.c.cfg.ReconnectGrace)
 			if st := a.expectStatus(proto.UserNotFound); !strings.Contains(st.Detail, "bob went offline") {
 				t.Fatalf("detail %q", st.Detail)
 			}
 		}},
 		{"requester goes offline", func(t *testing.T, w *world, a, b *ctl, req string) {
-			a.nc.Close()
+			w.offline(t, a)
+			w.clk.Advance(w.c.cfg.ReconnectGrace)
 			if st := b.expectStatus(proto.UserNotFound); !strings.Contains(st.Detail, "requester alice went offline") {
 				t.Fatalf("detail %q", st.Detail)
 			}
+		}},
+		{"invitee reconnects within the grace", func(t *testing.T, w *world, a, b *ctl, req string) {
+			w.offline(t, b)
+			w.clk.Advance(w.c.cfg.ReconnectGrace / 2)
+			b2 := w.connectAs(t, centralapi.Session{Name: "bob", Token: w.token(t, "bob")})
+			if in := expect[*proto.Incoming](b2, nil); in.Req != req {
+				t.Fatalf("bob asked %+v again, want request %s", in, req)
+			}
+			w.clk.Advance(w.c.cfg.ReconnectGrace)
+			b2.send(&proto.Answer{Req: req, Accept: true})
+			a.expectStatus(proto.ReqAccepted)
 		}},
 		{"no common server", func(t *testing.T, w *world, a, b *ctl, req string) {
 			if err := w.api.PutLatency(ctx(t), "bob", w.token(t, "bob"), map[string]centralapi.Sample{"serv9": ms(1)}); err != nil {
@@ -290,4 +303,34 @@ func TestRequestKeyRepeats(t *testing.T) {
 
 	a.send(&proto.Request{To: []string{"bob"}, Key: "not a key"})
 	a.expectStatus(proto.ReqInvalid) // alone, as for a rate-limited request
+}
+
+// TestRequestToDroppedUserWaits: a request to a user whose control
+// connection has just dropped (a relaying replica died) is sent, not
+// refused, and reaches the user when it connects again; past
+// ReconnectGrace a request to it is refused as before.
+func TestRequestToDroppedUserWaits(t *testing.T) {
+	w := newWorld(t, nil)
+	a, b := w.user(t, "alice"), w.user(t, "bob")
+	w.user(t, "carol")
+	w.offline(t, b)
+	a.send(&proto.Request{To: []string{"bob"}})
+	ack := a.expectStatus(proto.AckConn)
+	if st := a.expectStatus(proto.ReqSent); !strings.Contains(st.Detail, "bob") {
+		t.Fatalf("sent with detail %q, want bob named as told later", st.Detail)
+	}
+	b2 := w.connectAs(t, centralapi.Session{Name: "bob", Token: w.token(t, "bob")})
+	if in := expect[*proto.Incoming](b2, nil); in.Req != ack.Req {
+		t.Fatalf("bob asked %+v, want %s", in, ack.Req)
+	}
+	b2.send(&proto.Answer{Req: ack.Req, Accept: false})
+	a.expectStatus(proto.ReqDeclined)
+
+	w.offline(t, b2)
+	w.clk.Advance(w.c.cfg.ReconnectGrace)
+	a.send(&proto.Request{To: []string{"bob"}})
+	a.expectStatus(proto.AckConn)
+	if st := a.expectStatus(proto.UserNotFound); !strings.Contains(st.Detail, "not connected") {
+		t.Fatalf("detail %q", st.Detail)
+	}
 }

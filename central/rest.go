@@ -163,7 +163,7 @@ func (s *statusOnly) Write(p []byte) (int, error) {
 func (c *Central) health(*http.Request) (int, any, *apiError) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	h := centralapi.Health{Status: "ok", Online: c.online, Rooms: len(c.rooms)}
+	h := centralapi.Health{Status: "ok", Online: c.online, Rooms: len(c.rooms), REST: c.RESTAddr()}
 	if _, port, err := net.SplitHostPort(c.ctrlAddr); err == nil {
 		h.ControlPort, _ = strconv.Atoi(port)
 	}

@@ -38,6 +38,9 @@ type user struct {
 	pushes       map[string]*push // by room id
 	sess         *conn            // live control connection, nil when offline
 	offlineSince time.Time
+	// dropped: when u's control connection last ended (zero while
+	// connected, and before u ever connected): see awaitedLocked.
+	dropped time.Time
 	// restored: loaded from the store and not connected to this Central
 	// since (see awaitedLocked).
 	restored  bool

@@ -68,8 +68,9 @@ type Config struct {
 	// BackoffMin and BackoffMax bound the reconnect delay to Central
 	// (exponential, with jitter). When a connection that had settled
 	// breaks, the delay starts again from BackoffMin and stays at most
-	// 4*BackoffMin for failoverRetry: a standby Central leads within its
-	// lease TTL, and the client should find it at once.
+	// 4*BackoffMin for failoverRetry: another replica relays at once, a
+	// follower Central leads within its lease TTL, and the client should
+	// find it at once.
 	BackoffMin, BackoffMax time.Duration
 	// OnProbe, if set, sees every probe round's results (server ID ->
 	// result). It runs on the prober's goroutine and must not block.
@@ -317,7 +318,7 @@ func (c *Client) Run(ctx context.Context) error {
 
 // failoverRetry is how long after a settled control connection broke the
 // client keeps retrying at most every 4*BackoffMin: long enough for a
-// standby Central to win the election (the lease TTL, 2 s by default),
+// follower Central to win the election (the lease TTL, 2 s by default),
 // start and bind its ports.
 const failoverRetry = 10 * time.Second
 

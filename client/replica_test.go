@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"nearchat/central"
+	"nearchat/central/relay"
 	"nearchat/central/store/etcdstore"
 	"nearchat/central/store/etcdstore/etcdtest"
 	"nearchat/client"
@@ -283,4 +284,64 @@ func TestReconnectBackoffStartsAgain(t *testing.T) {
 	if took >= backoffMax/2 {
 		t.Fatalf("reconnect took %v: the backoff did not start again (a wait of at least %v)", took, backoffMax/2)
 	}
+}
+
+// TestE2EFollowerDeathLosesNothing: two users reach Central through a
+// follower's relays (package central/relay, what a replica that does not
+// lead serves with), each also given the leader's own addresses. With a
+// chat request in flight, the follower dies: both users lose their
+// control connection, reconnect to the leader, and the request is
+// answered once, with one room both join.
+func TestE2EFollowerDeathLosesNothing(t *testing.T) {
+	c := newCluster(t)
+	c.startServer("serv3")
+	serve := func(target string) *relay.Relay {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := relay.Serve(ln, 4*time.Second)
+		r.SetTarget(target)
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	restR, ctrlR := serve(c.centCfg.RESTListen), serve(c.centCfg.ControlListen)
+	viaFollower := func(o *client.Config) {
+		o.Central = restR.Addr() + "," + c.centCfg.RESTListen
+		o.Control = ctrlR.Addr() + "," + c.centCfg.ControlListen
+	}
+	alice, bob := c.user("alice", viaFollower), c.user("bob", viaFollower)
+	for _, u := range []*user{alice, bob} {
+		if got := next[client.Connected](u, 10*time.Second); got.Central != ctrlR.Addr() {
+			t.Fatalf("%s connected to %s, not through the follower %s", u.name, got.Central, ctrlR.Addr())
+		}
+	}
+	testkit.WaitFor(t, 20*time.Second, "probes that agree with the emulated RTTs", func() bool {
+		return alice.settled() && bob.settled()
+	})
+	if err := alice.c.Request("bob"); err != nil {
+		t.Fatal(err)
+	}
+	asked := next[client.Incoming](bob, 5*time.Second)
+
+	start := time.Now()
+	restR.Close() // the follower dies, and every connection it relayed
+	ctrlR.Close()
+	for _, u := range []*user{alice, bob} {
+		got := next[client.Connected](u, 10*time.Second)
+		if got.Central != c.centCfg.ControlListen {
+			t.Fatalf("%s reconnected to %s, want the leader %s", u.name, got.Central, c.centCfg.ControlListen)
+		}
+		t.Logf("%s back through the leader %v after the follower died", u.name, time.Since(start))
+	}
+	if err := bob.c.Answer(asked.Req, true); err != nil {
+		t.Fatal(err)
+	}
+	st := finalStatus(alice, asked.Req, proto.ReqAccepted, 15*time.Second)
+	for _, u := range []*user{alice, bob} {
+		if rr := next[client.RoomReady](u, 15*time.Second); rr.Room != st.Room {
+			t.Fatalf("%s joined %s, want %s", u.name, rr.Room, st.Room)
+		}
+	}
+	t.Logf("the request answered %v after the follower died (room %s)", time.Since(start), st.Room)
 }

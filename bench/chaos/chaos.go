@@ -287,7 +287,7 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 			}
 		}
 	}()
-	for _, id := range []string{"s1", "s2", "s3"} {
+	for k, id := range []string{"s1", "s2", "s3"} {
 		listen, err := cluster.FreeAddr()
 		if err != nil {
 			return err
@@ -295,8 +295,12 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 		if e.Chat[id], err = proxy(id, listen, true); err != nil {
 			return err
 		}
-		central := "" // the cluster's: every replica
-		if !sc.Replicas {
+		central := "" // the cluster's
+		if sc.Replicas {
+			// Every replica, each server first trying another, so
+			// that followers hold heartbeats too.
+			central, _ = e.Rep.Rotated(k)
+		} else {
 			if e.Beat[id], err = proxy(id+"-central", c.REST, false); err != nil {
 				return err
 			}
@@ -332,8 +336,13 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 				}
 			}
 		}
-		var rest, control string // the cluster's: every replica
-		if !sc.Replicas {
+		var rest, control string // the cluster's
+		if sc.Replicas {
+			// Every replica, each bot first trying another, so that
+			// followers hold control connections and killing one
+			// drops bots that must reconnect elsewhere.
+			rest, control = e.Rep.Rotated(i)
+		} else {
 			if e.Control[name], err = proxy(name+"-control", c.Control, true); err != nil {
 				return err
 			}

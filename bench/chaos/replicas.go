@@ -12,11 +12,11 @@ import (
 // proxy). Each ends with a drain of the room's server, so a move must
 // succeed under the new leader too.
 var replicaScenarios = []Scenario{
-	{Name: "replica-kill-leader-during-move", Doc: "three Centrals on etcd: SIGKILL the leader right after a drain starts a move; a standby must lead and finish it",
+	{Name: "replica-kill-leader-during-move", Doc: "three Centrals on etcd: SIGKILL the leader right after a drain starts a move; a follower must lead and finish it",
 		Replicas: true, Run: killLeaderDuringMove},
-	{Name: "replica-kill-follower", Doc: "three Centrals on etcd: SIGKILL a standby Central, then drain the room's server",
+	{Name: "replica-kill-follower", Doc: "three Centrals on etcd: SIGKILL a follower Central (it relays a bot, which must reconnect through another replica), then drain the room's server",
 		Replicas: true, Run: killFollower},
-	{Name: "replica-partition-leader-etcd", Doc: "three Centrals on etcd: cut the leader off from every etcd member; it must step down and a standby lead, then drain the room's server",
+	{Name: "replica-partition-leader-etcd", Doc: "three Centrals on etcd: cut the leader off from every etcd member; it must step down and a follower lead, then drain the room's server",
 		Replicas: true, Run: partitionLeaderFromEtcd},
 	{Name: "replica-kill-etcd-member", Doc: "three Centrals on etcd: SIGKILL one of the three etcd members, then drain the room's server",
 		Replicas: true, Run: killEtcdMember},
@@ -122,7 +122,7 @@ func killLeaderDuringMove(e *Env) error {
 func killFollower(e *Env) error {
 	lead := e.Rep.Leader(e.ctx)
 	victim := (lead + 1 + e.Rng.IntN(len(e.Rep.Centrals)-1)) % len(e.Rep.Centrals)
-	e.Fault("SIGKILL a standby, central%d", victim)
+	e.Fault("SIGKILL a follower, central%d", victim)
 	if err := e.Rep.Centrals[victim].Kill(); err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ func killFollower(e *Env) error {
 		return err
 	}
 	if now := e.Rep.Leader(e.ctx); now != lead {
-		e.Violate("the leader changed from central%d to central%d when a standby died", lead, now)
+		e.Violate("the leader changed from central%d to central%d when a follower died", lead, now)
 	}
 	return e.drainRoomMoves()
 }
@@ -146,9 +146,10 @@ func partitionLeaderFromEtcd(e *Env) error {
 	if err := e.awaitNewLeader(lead, start); err != nil {
 		return err
 	}
-	old := e.Rep.Centrals[lead]
-	if err := cluster.WaitFor(e.ctx, 10*leaderTTL+5*time.Second, func() bool { return !old.Running() }); err != nil {
-		e.Violate("central%d, cut off from etcd, still runs %v after a new leader took over", lead, time.Since(start))
+	// The old leader steps down (it follows again, or has exited): its
+	// REST port no longer answers as itself.
+	if err := cluster.WaitFor(e.ctx, 10*leaderTTL+5*time.Second, func() bool { return !e.Rep.Serves(e.ctx, lead) }); err != nil {
+		e.Violate("central%d, cut off from etcd, still serves as the leader %v after a new leader took over", lead, time.Since(start))
 	}
 	for _, p := range e.Etcd[lead] {
 		p.Heal()

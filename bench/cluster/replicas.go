@@ -32,7 +32,8 @@ type ReplicaOptions struct {
 }
 
 // Replicas is an etcd cluster and Central replicas electing a leader on it
-// (bin/central -store etcd://...). Only the leader binds its ports.
+// (bin/central -store etcd://...). Every one binds its ports; the followers
+// relay to the leader.
 type Replicas struct {
 	Etcd     []*Proc
 	Centrals []*Proc
@@ -122,21 +123,52 @@ func orDefault(n, def int) int {
 	return n
 }
 
-// Leader returns the index of the Central that answers on its REST
-// address (a standby binds no port), -1 if none does.
+// Leader returns the index of the Central that leads, -1 if none answers:
+// every replica answers on its REST address (a follower relays to the
+// leader), and the answer names the leader's address.
 func (r *Replicas) Leader(ctx context.Context) int {
 	for i, addr := range r.REST {
 		if !r.Centrals[i].Running() {
 			continue
 		}
 		hctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		_, err := centralapi.NewClient(addr, nil).Health(hctx)
+		h, err := centralapi.NewClient(addr, nil).Health(hctx)
 		cancel()
-		if err == nil {
-			return i
+		if err != nil {
+			continue
+		}
+		for j, rest := range r.REST {
+			if rest == h.REST && r.Centrals[j].Running() {
+				return j
+			}
 		}
 	}
 	return -1
+}
+
+// Serves reports whether Central i runs and answers on its REST address
+// as itself (it leads, or still believes it does), not through a relay.
+func (r *Replicas) Serves(ctx context.Context, i int) bool {
+	if !r.Centrals[i].Running() {
+		return false
+	}
+	hctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	h, err := centralapi.NewClient(r.REST[i], nil).Health(hctx)
+	return err == nil && h.REST == r.REST[i]
+}
+
+// Rotated returns the replicas' REST and control addresses, comma-separated,
+// starting at replica i (modulo their number): give each client or chat
+// server another first choice, and every replica holds some connections.
+func (r *Replicas) Rotated(i int) (rest, control string) {
+	n := len(r.REST)
+	var rs, cs []string
+	for k := range n {
+		j := (i + k) % n
+		rs, cs = append(rs, r.REST[j]), append(cs, r.Control[j])
+	}
+	return strings.Join(rs, ","), strings.Join(cs, ",")
 }
 
 // AwaitLeader waits up to timeout for a Central to lead.

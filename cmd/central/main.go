@@ -6,16 +6,26 @@
 //	central -metrics 127.0.0.1:9090 -dashboard 127.0.0.1:8088
 //	central -store etcd://127.0.0.1:2379,127.0.0.1:22379/nearchat
 //
+// With -store etcd://, Centrals on one prefix elect a leader. A replica
+// that does not lead binds both ports all the same and relays every
+// connection, byte for byte, to the leader's (package central/relay), which
+// it learns from the election (etcdstore.WatchLeader); when it wins it
+// closes the relays and serves on the same ports, and when it loses the
+// leadership (its lease lapsed: cut off from etcd, or starved) it steps
+// down and follows again.
+//
 // It stops cleanly on SIGINT or SIGTERM.
 package main
 
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,7 +33,9 @@ import (
 
 	"nearchat/central"
 	"nearchat/central/dashboard"
+	"nearchat/central/relay"
 	"nearchat/central/store/etcdstore"
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
@@ -50,6 +62,7 @@ func run() int {
 	fs.DurationVar(&cfg.AssignRetry, "assign-retry", cfg.AssignRetry, "resend an unacknowledged Assign this often")
 	fs.DurationVar(&cfg.AssignGiveUp, "assign-give-up", cfg.AssignGiveUp, "stop resending an Assign after this long")
 	fs.DurationVar(&cfg.SessionGrace, "session-grace", cfg.SessionGrace, "a name stays reserved this long without a control connection")
+	fs.DurationVar(&cfg.ReconnectGrace, "reconnect-grace", cfg.ReconnectGrace, "a chat request waits this long for a member whose control connection dropped to come back (0: it fails at once)")
 	fs.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "timeout of Central's echo check of a server reported unreachable")
 	fs.DurationVar(&cfg.Policy.MinGain, "min-gain", cfg.Policy.MinGain, "a move must lower the room's worst RTT by at least this much")
 	fs.Float64Var(&cfg.Policy.MinGainPct, "min-gain-pct", cfg.Policy.MinGainPct, "... and by at least this many percent")
@@ -76,7 +89,7 @@ func run() int {
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088 (empty: off); any non-loopback address needs -dashboard-token and -tls-cert, and serves https")
 	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
-	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing); with etcd, Centrals on one prefix elect one leader that serves, the others wait as standbys")
+	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing); with etcd, Centrals on one prefix elect one leader that decides everything; the others relay their REST and control connections to it and stand by to lead")
 	leaderTTL := fs.Duration("leader-ttl", 2*time.Second, "with -store etcd://: a leader that stops renewing its lease (killed, cut off from etcd) is replaced after this long (whole seconds)")
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Parse(os.Args[1:])
@@ -139,84 +152,260 @@ func run() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var lost <-chan struct{}
-	if *storeURL != "memory" {
-		cfg.Logger.Info("standby: waiting to lead", "store", *storeURL)
-		st, err := openEtcd(ctx, *storeURL, cfg.ControlListen, *leaderTTL)
+	sv := server{cfg: cfg, metricsAddr: *metricsAddr, dashAddr: *dashAddr, dashToken: *dashToken, tlsCert: *tlsCert, tlsKey: *tlsKey}
+	if *storeURL == "memory" {
+		_, code := sv.serve(ctx, nil, "")
+		return code
+	}
+	// A replica: follow (relay to the leader) until we lead, serve until
+	// we stop or are deposed, then follow again.
+	for {
+		f, err := startFollower(ctx, *storeURL, &sv.cfg)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
-			os.Exit(1)
+			return 1
 		}
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := st.Close(ctx); err != nil {
-				cfg.Logger.Error("etcd store: writes lost at shutdown", "err", err, "pending", st.Pending())
+		sv.cfg.Logger.Info("follower: relaying to the leader while waiting to lead", "store", *storeURL, "rest", sv.cfg.RESTListen, "control", sv.cfg.ControlListen)
+		st, err := openEtcd(ctx, *storeURL, f.self, *leaderTTL)
+		f.stop() // frees the ports for Central
+		if err != nil {
+			if ctx.Err() != nil {
+				sv.cfg.Logger.Info("central stopped")
+				return 0
 			}
-		}()
+			fmt.Fprintln(os.Stderr, "central:", err)
+			return 1
+		}
+		sv.cfg.Logger.Info("leading: records loaded from etcd", "store", *storeURL)
+		deposed, code := sv.serve(ctx, st, f.serving)
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := st.Close(cctx); err != nil {
+			sv.cfg.Logger.Error("etcd store: writes lost at shutdown", "err", err, "pending", st.Pending())
+		}
+		cancel()
+		if !deposed || ctx.Err() != nil {
+			return code
+		}
+		sv.cfg.Logger.Warn("deposed: following the new leader")
+	}
+}
+
+// server is what one term of serving needs: Central's configuration and
+// the observers started beside it.
+type server struct {
+	cfg                              central.Config
+	metricsAddr, dashAddr, dashToken string
+	tlsCert, tlsKey                  string
+}
+
+// serve runs Central on st (nil: the in-memory store) until ctx ends or,
+// on etcd, the leadership is lost (deposed); it returns the exit status.
+// serving is what a leader proclaims once its ports serve.
+func (sv *server) serve(ctx context.Context, st *etcdstore.Store, serving string) (deposed bool, code int) {
+	cfg := sv.cfg
+	var lost <-chan struct{}
+	if st != nil {
 		cfg.Store, lost = st, st.Lost()
-		cfg.Logger.Info("leading: records loaded from etcd", "store", *storeURL)
 	}
 	c, err := central.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return false, 1
 	}
-	if *metricsAddr != "" {
-		m, err := metricshttp.Listen(*metricsAddr, c.Collector())
+	if st != nil {
+		// Our ports are Central's now: the followers may relay to them.
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := st.Proclaim(pctx, serving)
+		cancel()
+		if err != nil {
+			cfg.Logger.Error("could not tell the followers where we serve", "err", err)
+			c.Close()
+			return true, 1
+		}
+	}
+	if sv.metricsAddr != "" {
+		m, err := metricshttp.Listen(sv.metricsAddr, c.Collector())
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
-			os.Exit(1)
+			c.Close()
+			return false, 1
 		}
 		defer m.Close()
 		cfg.Logger.Info("metrics", "url", "http://"+m.Addr()+"/metrics")
 	}
-	if *dashAddr != "" {
-		dc := dashboard.Config{Listen: *dashAddr, Token: *dashToken, Logger: cfg.Logger}
+	if sv.dashAddr != "" {
+		dc := dashboard.Config{Listen: sv.dashAddr, Token: sv.dashToken, Logger: cfg.Logger}
 		// On loopback the page is plain http, so a browser on this machine
 		// needs no CA; anywhere else it is https and needs the token.
-		if *tlsCert != "" && !dashboard.Loopback(*dashAddr) {
-			if dc.TLS, err = tlsconfig.Server(*tlsCert, *tlsKey, ""); err != nil {
+		if sv.tlsCert != "" && !dashboard.Loopback(sv.dashAddr) {
+			if dc.TLS, err = tlsconfig.Server(sv.tlsCert, sv.tlsKey, ""); err != nil {
 				fmt.Fprintln(os.Stderr, "central:", err)
-				os.Exit(2)
+				c.Close()
+				return false, 2
 			}
 		}
 		d, err := dashboard.New(dc, c)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
-			os.Exit(1)
+			c.Close()
+			return false, 1
 		}
 		defer d.Close()
 		cfg.Logger.Info("dashboard", "url", d.URL())
 	}
-	runCtx, deposed := context.WithCancel(ctx)
-	defer deposed()
+	runCtx, depose := context.WithCancel(ctx)
+	defer depose()
 	go func() {
 		select {
 		case <-lost:
-			cfg.Logger.Error("lost the leadership (lease expired or another leader wrote): stopping so a standby serves")
-			deposed()
+			cfg.Logger.Error("lost the leadership (lease expired or another leader wrote): stepping down so another replica leads")
+			depose()
 		case <-runCtx.Done():
 		}
 	}()
 	err = c.Run(runCtx)
-	if err == nil && ctx.Err() == nil {
-		err = errors.New("deposed")
+	select {
+	case <-lost:
+		deposed = ctx.Err() == nil
+	default:
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		cfg.Logger.Error("central stopped", "err", err)
-		return 1
+		return deposed, 1
+	case ctx.Err() == nil:
+		cfg.Logger.Error("central stopped", "err", "deposed")
+		return deposed, 1
 	}
 	cfg.Logger.Info("central stopped")
-	return 0
+	return false, 0
 }
 
-// openEtcd waits (until ctx ends) to lead the URL's prefix and loads it.
-func openEtcd(ctx context.Context, storeURL, name string, ttl time.Duration) (*etcdstore.Store, error) {
+// openEtcd waits (until ctx ends) to lead the URL's prefix and loads it;
+// self is what it campaigns with.
+func openEtcd(ctx context.Context, storeURL, self string, ttl time.Duration) (*etcdstore.Store, error) {
 	endpoints, prefix, err := etcdstore.ParseURL(storeURL)
 	if err != nil {
 		return nil, err
 	}
+	return etcdstore.OpenLeader(ctx, endpoints, prefix, self, ttl)
+}
+
+// candidate is what a replica campaigns with: who it is (for operators),
+// and, proclaimed once it serves as the leader, where the followers relay
+// to.
+type candidate struct {
+	Name    string `json:"name"`
+	REST    string `json:"rest"`
+	Control string `json:"control"`
+}
+
+// relayPatience is how long a follower holds a new connection while no
+// leader answers (the old one died and its lease has not run out, or the
+// new one is starting): about the lease TTL and a start, under the
+// clients' 5 s dial timeout.
+const relayPatience = 4 * time.Second
+
+// follower is a replica that does not lead: it binds both ports and relays
+// every connection to the leader's (package central/relay).
+type follower struct {
+	self      string // the campaign value, JSON: the name alone
+	serving   string // proclaimed once Central serves: name and addresses
+	rest, ctl *relay.Relay
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+}
+
+// startFollower binds cfg's ports (fixing a port 0 to the one it got, so
+// that Central binds the same one when it leads) and relays them to the
+// leader of the store URL's prefix until stop.
+func startFollower(ctx context.Context, storeURL string, cfg *central.Config) (*follower, error) {
+	endpoints, prefix, err := etcdstore.ParseURL(storeURL)
+	if err != nil {
+		return nil, err
+	}
+	restLn, err := listen(ctx, cfg.RESTListen)
+	if err != nil {
+		return nil, fmt.Errorf("REST port: %w", err)
+	}
+	ctlLn, err := listen(ctx, cfg.ControlListen)
+	if err != nil {
+		restLn.Close()
+		return nil, fmt.Errorf("control port: %w", err)
+	}
+	cfg.RESTListen, cfg.ControlListen = restLn.Addr().String(), ctlLn.Addr().String()
+	// The limits Central applies, counting both ends of a relayed
+	// connection: a follower must not run out of descriptors either.
+	budget, _, err := connlimit.Budget()
+	if err != nil {
+		restLn.Close()
+		ctlLn.Close()
+		return nil, err
+	}
+	if cfg.MaxConns > 0 {
+		budget = min(budget, cfg.MaxConns)
+	}
+	lim := connlimit.New(budget)
+	restLn = lim.Port(cfg.MaxConnsPerSource).Listener(restLn, 2)
+	ctlLn = lim.Port(cfg.MaxConnsPerSource).Listener(ctlLn, 2)
 	host, _ := os.Hostname()
-	return etcdstore.OpenLeader(ctx, endpoints, prefix, fmt.Sprintf("%s/%d/%s", host, os.Getpid(), name), ttl)
+	me := candidate{Name: fmt.Sprintf("%s/%d", host, os.Getpid()), REST: cfg.RESTListen, Control: cfg.ControlListen}
+	self, _ := json.Marshal(candidate{Name: me.Name})
+	serving, _ := json.Marshal(me)
+	f := &follower{self: string(self), serving: string(serving), rest: relay.Serve(restLn, relayPatience), ctl: relay.Serve(ctlLn, relayPatience), watchDone: make(chan struct{})}
+	wctx, cancel := context.WithCancel(ctx)
+	f.stopWatch = cancel
+	leaders, err := etcdstore.WatchLeader(wctx, endpoints, prefix)
+	if err != nil {
+		cancel()
+		f.rest.Close()
+		f.ctl.Close()
+		return nil, err
+	}
+	go func() {
+		defer close(f.watchDone)
+		for v := range leaders {
+			var l candidate
+			if json.Unmarshal([]byte(v), &l) != nil || l.REST == me.REST || l.Control == me.Control {
+				// None, one we cannot read (an older Central), or
+				// ourselves (won and about to serve, or a dead
+				// process on our ports): wait. A leader that has
+				// not proclaimed its addresses yet (still
+				// starting) has none: wait too, so that a relay
+				// never dials a port that is still another
+				// follower's relay.
+				l = candidate{}
+			}
+			cfg.Logger.Info("follower: leader", "name", l.Name, "rest", l.REST, "control", l.Control)
+			f.rest.SetTarget(l.REST)
+			f.ctl.SetTarget(l.Control)
+		}
+	}()
+	return f, nil
+}
+
+// listen binds addr, retrying for a few seconds while it is in use: a
+// deposed leader follows again on the ports its Central has just closed.
+func listen(ctx context.Context, addr string) (net.Listener, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return ln, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stop closes the relays (and every connection they carry) and frees the
+// ports.
+func (f *follower) stop() {
+	f.stopWatch()
+	<-f.watchDone
+	f.rest.Close()
+	f.ctl.Close()
 }

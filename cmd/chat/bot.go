@@ -198,7 +198,7 @@ loop:
 			case client.RoomClosed:
 				b.out.emit("closed", map[string]any{"room": ev.Room, "reason": ev.Reason})
 			case client.Connected:
-				b.out.emit("control", map[string]any{"up": true})
+				b.out.emit("control", map[string]any{"up": true, "central": ev.Central})
 				if !connected && len(peers) > 0 {
 					retry.Reset(0)
 				}

@@ -114,7 +114,7 @@ func explainCentral(addr string, useTLS bool, err error) error {
 // it says Hello and looks at the first bytes of the answer.
 func checkControl(ctx context.Context, f *flags) error {
 	if strings.Contains(f.control, ",") {
-		return nil // replicas: standbys bind no port, the client tries each
+		return nil // replicas: the client tries each, one may be down
 	}
 	d := &net.Dialer{}
 	var conn net.Conn

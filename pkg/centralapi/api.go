@@ -244,4 +244,7 @@ type Health struct {
 	// ControlPort is the port of Central's control listener, on the same
 	// host as the REST API: a client needs only Central's REST address.
 	ControlPort int `json:"control_port,omitempty"`
+	// REST is the bound REST address of the Central that answered: the
+	// leader, also when asked through a follower replica, which relays.
+	REST string `json:"rest,omitempty"`
 }

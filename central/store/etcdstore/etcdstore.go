@@ -26,7 +26,8 @@
 // deposed leader (killed, partitioned from etcd, paused) cannot overwrite
 // its successor's records: its Lost channel closes instead and it must
 // stop serving. Several Centrals started with OpenLeader on one prefix are
-// so one leader and hot standbys.
+// so one leader and hot standbys. WatchLeader tells the standbys (who
+// relay their clients to the leader) where the leader is.
 package etcdstore
 
 import (
@@ -293,6 +294,68 @@ func (s *Store) Leader(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return string(resp.Kvs[0].Value), nil
+}
+
+// WatchLeader reports, on a client of its own, the value the leader of
+// prefix campaigned with ("" while there is none) at once and whenever it
+// changes, until ctx ends; then the channel closes. Only the latest value
+// waits in the channel. While etcd cannot be reached the last value stands.
+// A follower Central uses it to know where to relay its clients.
+func WatchLeader(ctx context.Context, endpoints []string, prefix string) (<-chan string, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("etcdstore: %w", err)
+	}
+	out := make(chan string, 1)
+	go func() {
+		defer close(out)
+		defer cli.Close()
+		last := "\x00" // no value yet
+		for ctx.Err() == nil {
+			gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			resp, err := cli.Get(gctx, prefix+"leader", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+			cancel()
+			if err != nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+				continue
+			}
+			v := ""
+			if len(resp.Kvs) > 0 {
+				v = string(resp.Kvs[0].Value)
+			}
+			if v != last {
+				last = v
+				select {
+				case <-out:
+				default:
+				}
+				out <- v
+			}
+			// Any change to the candidates (a leader resigns or its
+			// lease ends, a standby campaigns) sends us back to Get.
+			wctx, cancel := context.WithCancel(ctx)
+			<-cli.Watch(clientv3.WithRequireLeader(wctx), prefix+"leader", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+			cancel()
+		}
+	}()
+	return out, nil
+}
+
+// Proclaim replaces the value a leading Store campaigned with (what
+// Leader and WatchLeader report), keeping the leadership. A Central
+// campaigns without its addresses and proclaims them once it serves, so a
+// follower never relays to a port the new leader has not bound yet.
+func (s *Store) Proclaim(ctx context.Context, value string) error {
+	if s.elec == nil {
+		return errors.New("etcdstore: Proclaim needs a Store from OpenLeader")
+	}
+	if err := s.elec.Proclaim(ctx, value); err != nil {
+		return fmt.Errorf("etcdstore: proclaim: %w", err)
+	}
+	return nil
 }
 
 // loadPage is how many keys one read of load fetches: a prefix of

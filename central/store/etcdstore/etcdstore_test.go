@@ -321,3 +321,63 @@ func TestStandbyFollowsWhileCampaigning(t *testing.T) {
 	l2.PutRoom(store.Room{ID: "r3", Epoch: 1})
 	flush(t, l2)
 }
+
+// TestWatchLeader follows the leadership of a prefix: the first leader's
+// value and the one it proclaims next, nothing new when a standby campaigns, the standby's value when
+// the leader resigns, and "" when nobody leads.
+func TestWatchLeader(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leaders, err := WatchLeader(ctx, ec.Endpoints(), "/wl/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(want string) {
+		t.Helper()
+		select {
+		case got := <-leaders:
+			if got != want {
+				t.Fatalf("leader %q, want %q", got, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no leader change to %q reported", want)
+		}
+	}
+	next("")
+	l1 := openLeader(t, ec.Endpoints(), "/wl/", "one")
+	next("one")
+	if err := l1.Proclaim(ctx, "one, serving"); err != nil {
+		t.Fatal(err)
+	}
+	next("one, serving")
+	standby := make(chan *Store, 1)
+	go func() {
+		s, err := OpenLeader(ctx, ec.Endpoints(), "/wl/", "two", 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		standby <- s
+	}()
+	testkit.WaitFor(t, 20*time.Second, "the standby to campaign", func() bool {
+		resp, err := l1.cli.Get(ctx, "/wl/leader", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err == nil && resp.Count == 2
+	})
+	select {
+	case got := <-leaders:
+		t.Fatalf("a standby's campaign reported leader %q", got)
+	default:
+	}
+	if err := l1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next("two")
+	l2 := <-standby
+	if l2 == nil {
+		t.FailNow()
+	}
+	if err := l2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next("")
+}
