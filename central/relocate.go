@@ -622,13 +622,18 @@ func (c *Central) probeLocked(s *serverRec) {
 	s.probing = true
 	addr, id := s.rec.Addr, s.rec.ID
 	timeout, connTimeout := c.probeTimeoutLocked(s), c.connectTimeoutLocked(s)
+	// Whether the check ran late is judged on Central's clock (the wall
+	// clock but in tests, which starve Central by moving theirs); the
+	// echo's own time is the network's, on the wall clock.
+	start := c.now()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
-		start := time.Now()
+		echoStart := time.Now()
 		connected, err := echo(ctx, connTimeout, addr, c.cfg.ChatTLS)
-		took := time.Since(start)
+		echoTook := time.Since(echoStart)
+		took := c.now().Sub(start)
 		cancel()
 		if !connected {
 			timeout = connTimeout // what the late check below compares with
@@ -641,7 +646,7 @@ func (c *Central) probeLocked(s *serverRec) {
 		switch {
 		case c.ctx.Err() != nil || c.srvByID[id] != s:
 		case err == nil:
-			s.echoRTT = took
+			s.echoRTT = echoTook
 			s.suspectAt = time.Time{}
 			for rep, silent := range s.reporters {
 				// A member whose connection broke rejoins (the server may

@@ -449,6 +449,46 @@ func TestSilenceOfDeadServerMovesFast(t *testing.T) {
 	}
 }
 
+// TestStarvedCheckProvesNothing: Central's own check of a server its
+// members report gone runs on a starved Central (its clock jumps 2 s
+// while the check waits on a 150 ms connect): a check whose timer fired
+// that late proves nothing either way, so the server is not declared down
+// and nothing moves, though two members reported it and it really is
+// unreachable. The next check, on time, moves the room.
+func TestStarvedCheckProvesNothing(t *testing.T) {
+	w := newWorld(t, nil)
+	a, b, _, _, room, _ := roomsOnServer1(t, w, darkAddr(t))
+	srv := func() (probing bool, checks int, down bool) {
+		w.c.mu.Lock()
+		defer w.c.mu.Unlock()
+		s := w.c.srvByID["serv1"]
+		return s.probing, s.checks, s.rec.Down
+	}
+	for _, k := range []*ctl{a, b} {
+		k.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1, Silent: true})
+	}
+	testkit.WaitFor(t, 10*time.Second, "Central's check of serv1 under way", func() bool { p, _, _ := srv(); return p })
+	w.clk.Advance(2 * time.Second) // Central was starved while its check waited
+	testkit.WaitFor(t, 10*time.Second, "Central's check of serv1 to end", func() bool { _, n, _ := srv(); return n == 1 })
+	if _, _, down := srv(); down {
+		t.Fatal("a check that ended 2 s late (timeout 150 ms) declared serv1 down")
+	}
+	for i, k := range []*ctl{a, b} {
+		// A Pong, not an Assign, comes next: nothing moved.
+		k.send(&proto.Ping{ID: uint64(20 + i)})
+		if p := expect[*proto.Pong](k, nil); p.ID != uint64(20+i) {
+			t.Fatalf("%s got %+v", k.name, p)
+		}
+	}
+	// The members report again (they do, every second): a check on time.
+	for _, k := range []*ctl{a, b} {
+		k.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1, Silent: true})
+	}
+	if mv := expect[*proto.Assign](a, nil); mv.Server.ID != "serv2" || mv.Reason != "current server down" {
+		t.Fatalf("after a check on time alice got %+v", mv)
+	}
+}
+
 // TestSilenceOfLiveServerNoRejoin: a member reports its connection silent,
 // and the server answers Central's check. The member is not sent the
 // placement again (which would make it rejoin, and every member of a slow

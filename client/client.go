@@ -120,6 +120,9 @@ type Client struct {
 	probeNow chan struct{}                // asks the prober for a round now
 	upNow    map[string]string            // servers announced up since that round: ID -> address
 	good     map[string][]goodSample      // each server's recent successful probes, oldest first
+	clock    time.Time                    // samples' clock: wall time less the stretches in which every probe failed
+	lastOK   bool                         // the last round measured some server
+	lastAt   time.Time                    // when the last round ended
 	explore  int                          // where the next round's exploration starts among the rest
 	often    map[string]bool              // the servers probed every round, as of the last round
 
@@ -133,7 +136,7 @@ type Client struct {
 
 type goodSample struct {
 	s  centralapi.Sample
-	at time.Time
+	at time.Time // on Client.clock
 }
 
 type roomState struct {
@@ -1021,6 +1024,84 @@ func (c *Client) probeLoop(ctx context.Context) {
 	}
 }
 
+// liveServers returns the servers that a room's session is connected to
+// now, its connection not silent.
+func (c *Client) liveServers() map[string]bool {
+	c.mu.Lock()
+	rooms := make([]*roomState, 0, len(c.rooms))
+	for _, r := range c.rooms {
+		rooms = append(rooms, r)
+	}
+	c.mu.Unlock()
+	live := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
+		r.mu.Lock()
+		sess, server := r.sess, r.server
+		r.mu.Unlock()
+		if sess == nil {
+			continue
+		}
+		if st := sess.Stats(); st.Connected && st.Server.ID == server {
+			live[server] = true
+		}
+	}
+	return live
+}
+
+// noteRoundLocked adds a probe round's results, got at now, to each
+// server's recent samples and returns the vector they make; the samples
+// of a server in live (a room's connection to it answers) do not age.
+func (c *Client) noteRoundLocked(results map[string]rtt.Result, live map[string]bool, now time.Time) map[string]centralapi.Sample {
+	// Each server is reported by its best round of the last few (as
+	// Tailscale's netcheck judges a region by its best recent latency):
+	// the noise of a busy machine only ever adds delay, so one slow round
+	// must not make a server look worse and move a room, while a server
+	// that got better shows at once. A server whose probe failed this
+	// round, or that is missing from the list for a moment (chat servers
+	// registering again with a restarted Central), keeps its recent rounds
+	// too, so it does not look unmeasured and force a move. A sample ages
+	// out after recentRounds of its server's probe period in which this
+	// client measured some server: a client whose every probe fails is
+	// overloaded itself (thousands of members in one process), which says
+	// nothing against its room's server, so the samples' clock (c.clock)
+	// stops from the last round that measured anything to the next. Nor
+	// does a server whose probes fail while a room's connection to it
+	// answers age out: that connection's liveness check is the better
+	// witness (a dead path there is reported at once, as a break or a
+	// silence), and the failed probes say the client is overloaded.
+	ok := false
+	for _, r := range results {
+		ok = ok || (r.Err == nil && r.Count > 0)
+	}
+	switch {
+	case ok && c.lastOK:
+		c.clock = c.clock.Add(now.Sub(c.lastAt))
+	case ok && c.clock.IsZero():
+		c.clock = now
+	}
+	c.lastOK, c.lastAt = ok, now
+	vec := make(map[string]centralapi.Sample, len(results))
+	for id, r := range results {
+		if r.Err == nil && r.Count > 0 {
+			g := append(c.good[id], goodSample{centralapi.SampleOf(r.Median, r.Spread, r.Count), c.clock})
+			c.good[id] = g[max(0, len(g)-recentRounds):]
+		}
+	}
+	for id, g := range c.good {
+		window := recentRounds * c.periodLocked(id, len(c.servers))
+		for len(g) > 0 && !live[id] && c.clock.Sub(g[0].at) >= window {
+			g = g[1:]
+		}
+		if len(g) == 0 {
+			delete(c.good, id)
+			continue
+		}
+		c.good[id] = g
+		vec[id] = bestOf(g)
+	}
+	return vec
+}
+
 // report sends vec to Central, registering again first when Central has
 // forgotten the user (it restarted) or the token.
 func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) error {
@@ -1074,36 +1155,9 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 	// that finished earlier must not report after, and over, a later one.
 	c.repMu.Lock()
 	defer c.repMu.Unlock()
-	// Each server is reported by its best round of the last few (as
-	// Tailscale's netcheck judges a region by its best recent latency):
-	// the noise of a busy machine only ever adds delay, so one slow round
-	// must not make a server look worse and move a room, while a server
-	// that got better shows at once. A server whose probe failed this
-	// round, or that is missing from the list for a moment (chat servers
-	// registering again with a restarted Central), keeps its recent rounds
-	// too, so it does not look unmeasured and force a move. A sample ages
-	// out after recentRounds of its server's probe period.
-	now := time.Now()
-	vec := make(map[string]centralapi.Sample, len(results))
+	live := c.liveServers()
 	c.mu.Lock()
-	for id, r := range results {
-		if r.Err == nil && r.Count > 0 {
-			g := append(c.good[id], goodSample{centralapi.SampleOf(r.Median, r.Spread, r.Count), now})
-			c.good[id] = g[max(0, len(g)-recentRounds):]
-		}
-	}
-	for id, g := range c.good {
-		window := recentRounds * c.periodLocked(id, len(c.servers))
-		for len(g) > 0 && now.Sub(g[0].at) >= window {
-			g = g[1:]
-		}
-		if len(g) == 0 {
-			delete(c.good, id)
-			continue
-		}
-		c.good[id] = g
-		vec[id] = bestOf(g)
-	}
+	vec := c.noteRoundLocked(results, live, time.Now())
 	changed := meaningful(c.lastVec, vec)
 	c.mu.Unlock()
 	if !changed {

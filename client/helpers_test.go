@@ -267,6 +267,7 @@ type proxy struct {
 	drop   atomic.Bool
 	hole   atomic.Bool
 	delay  atomic.Int64 // nanoseconds each frame to the client waits
+	sentAt atomic.Int64 // Unix nanoseconds of the last frame written to the client
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
@@ -356,6 +357,7 @@ func (p *proxy) relayDown(up, down net.Conn) {
 		if _, err := down.Write(b); err != nil {
 			return
 		}
+		p.sentAt.Store(time.Now().UnixNano())
 	}
 }
 

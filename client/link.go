@@ -28,7 +28,8 @@ type link struct {
 
 	// Owned by the session loop.
 	epoch    uint64
-	started  time.Time
+	started  time.Time // when the dial began
+	welcomed bool
 	joined   bool
 	dead     bool
 	suspect  bool              // silent past the liveness deadline; reported Broken, still open
@@ -49,34 +50,57 @@ type link struct {
 	rinflight int
 }
 
-// dialLink connects to server and exchanges Hello and Welcome within
-// HandshakeTimeout. It runs on the caller's goroutine; the link is not
-// started.
+// dialLink opens the TCP connection (and TLS, if the Dialer speaks it)
+// to server within HandshakeTimeout. It runs on the caller's goroutine;
+// the link is not started. open sends Hello and Join together and the
+// Welcome is read with the rest (see welcome), so a join takes two round
+// trips (the connect's, then Welcome and Joined), not three.
 func dialLink(ctx context.Context, s *Session, server proto.ServerRef) (*link, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
 	start := time.Now()
-	pc, welcome, err := proto.Dial(ctx, s.cfg.Dialer, server.Addr, &proto.Hello{Agent: s.cfg.Agent})
-	if err != nil {
-		return nil, err
+	d := s.cfg.Dialer
+	if d == nil {
+		d = &net.Dialer{}
 	}
-	// Connect and Hello/Welcome take two round trips (more with TLS): an
-	// overestimate to start from, with TCP's initial deviation (half of
-	// it), which Pongs correct. The prober's figures for the server, from
-	// many round trips, are a better start when there are any.
-	now := time.Now()
-	l := &link{s: s, server: server, pc: pc, conn: pc.NetConn(), wake: make(chan struct{}, 1), heardAt: now, rtt: now.Sub(start) / 2}
+	nc, err := d.DialContext(ctx, "tcp", server.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", server.Addr, err)
+	}
+	return &link{s: s, server: server, pc: proto.NewConn(nc, 0), conn: nc, wake: make(chan struct{}, 1), started: start, heardAt: time.Now()}, nil
+}
+
+// open queues Hello and join as one write: the server answers Welcome,
+// then Joined. Loop only, after start.
+func (l *link) open(join *proto.Join) {
+	l.send(&proto.Hello{V: wire.Version, Agent: l.s.cfg.Agent})
+	l.send(join)
+}
+
+// welcome takes the server's first frame, m, received at now. It must be
+// a Welcome in our version (an Error is returned as the error). Connect and
+// Hello/Welcome took two round trips (more with TLS): an overestimate of
+// the RTT to start from, with TCP's initial deviation (half of it), which
+// Pongs correct. The prober's figures for the server, from many round
+// trips, are a better start when there are any. Loop only.
+func (l *link) welcome(m wire.Message, now time.Time) error {
+	w, err := proto.CheckWelcome(m)
+	if err != nil {
+		return fmt.Errorf("handshake with %s: %w", l.server.Addr, err)
+	}
+	l.welcomed = true
+	l.rtt = now.Sub(l.started) / 2
 	l.rttvar = l.rtt / 2
-	if s.cfg.RTTHint != nil {
-		if rtt, spread, ok := s.cfg.RTTHint(server.ID); ok && rtt > 0 {
+	if hint := l.s.cfg.RTTHint; hint != nil {
+		if rtt, spread, ok := hint(l.server.ID); ok && rtt > 0 {
 			l.rtt, l.rttvar = rtt, max(spread, rtt/8)
 		}
 	}
-	l.serverID = welcome.Server
+	l.serverID = w.Server
 	if l.serverID == "" {
-		l.serverID = server.ID
+		l.serverID = l.server.ID
 	}
-	return l, nil
+	return nil
 }
 
 // heard notes a frame that arrived at now; a Pong to one of our pings
@@ -102,11 +126,13 @@ func (l *link) start() {
 
 func (l *link) readLoop() {
 	defer l.s.wg.Done()
-	idle := l.s.cfg.IdleTimeout
+	// The first frame is the Welcome, within HandshakeTimeout.
+	wait := l.s.cfg.HandshakeTimeout
 	for {
-		if idle > 0 {
-			_ = l.conn.SetReadDeadline(time.Now().Add(idle))
+		if wait > 0 {
+			_ = l.conn.SetReadDeadline(time.Now().Add(wait))
 		}
+		wait = l.s.cfg.IdleTimeout
 		m, err := l.pc.Recv()
 		select {
 		case l.s.frames <- inbound{l: l, m: m, err: err}:

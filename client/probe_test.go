@@ -1,11 +1,13 @@
 package client
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"nearchat/pkg/centralapi"
+	"nearchat/pkg/rtt"
 )
 
 // TestProbeRoundTargets: with 16 servers a round probes the 3 best, the
@@ -100,5 +102,66 @@ func TestReportOnlyMeaningful(t *testing.T) {
 	}
 	if !meaningful(nil, map[string]centralapi.Sample{}) {
 		t.Error("the first vector must be reported")
+	}
+}
+
+// TestOverloadedClientKeepsItsFigures: a client whose every probe fails
+// (thousands of members in one process on a saturated machine, probes
+// timing out) is no evidence against any server: its samples do not age
+// out, however long that lasts, and the room's server stays measured
+// (Central used to move the room: "current server not measured by every
+// member", 2,498 of 4,169 moves in chatload at 2,000 x 3). Once it
+// measures other servers but not the room's, the room's server ages out
+// as before.
+func TestOverloadedClientKeepsItsFigures(t *testing.T) {
+	opts := DefaultConfig()
+	opts.User = "alice"
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := func(ms int) rtt.Result {
+		return rtt.Result{Median: time.Duration(ms) * time.Millisecond, Count: 5}
+	}
+	failed := rtt.Result{Err: context.DeadlineExceeded}
+	c.servers = []centralapi.ServerInfo{{ID: "room"}, {ID: "other"}}
+	c.rooms["r"] = &roomState{server: "room"}
+	start := time.Now()
+	window := recentRounds * opts.ProbeEvery
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.noteRoundLocked(map[string]rtt.Result{"room": ok(10), "other": ok(20)}, nil, start)
+	var vec map[string]centralapi.Sample
+	for i := 1; i <= 20; i++ {
+		vec = c.noteRoundLocked(map[string]rtt.Result{"room": failed, "other": failed}, nil, start.Add(time.Duration(i)*opts.ProbeEvery))
+	}
+	if _, ok := vec["room"]; !ok || len(vec) != 2 {
+		t.Errorf("after %v of rounds in which every probe failed the vector is %v; want both servers still measured", 20*opts.ProbeEvery, vec)
+	}
+	// Measuring again, the other server but not the room's: the blind
+	// stretch does not count, the rounds from now on do.
+	at := start.Add(21 * opts.ProbeEvery)
+	for i := range recentRounds + 1 {
+		vec = c.noteRoundLocked(map[string]rtt.Result{"room": failed, "other": ok(20)}, nil, at.Add(time.Duration(i)*opts.ProbeEvery))
+		_, kept := vec["room"]
+		if i < recentRounds && !kept {
+			t.Errorf("the room's server aged out %d rounds after the client measured again (window %v): the blind stretch counted", i, window)
+		}
+		if i == recentRounds && kept {
+			t.Errorf("the room's server is still in the vector %v after the client measured only the other one for %v (window %v)", vec, time.Duration(i)*opts.ProbeEvery, window)
+		}
+		if _, ok := vec["other"]; !ok {
+			t.Errorf("the server measured every round is missing from %v", vec)
+		}
+	}
+	// The room's connection to a server answers while its probes fail:
+	// the server keeps its figure, however long.
+	c.noteRoundLocked(map[string]rtt.Result{"room": ok(10), "other": ok(20)}, nil, at.Add(10*opts.ProbeEvery))
+	live := map[string]bool{"room": true}
+	for i := range 20 {
+		vec = c.noteRoundLocked(map[string]rtt.Result{"room": failed, "other": ok(20)}, live, at.Add(time.Duration(11+i)*opts.ProbeEvery))
+	}
+	if _, ok := vec["room"]; !ok {
+		t.Errorf("the server of a live room connection aged out of %v though only its probes failed", vec)
 	}
 }

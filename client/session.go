@@ -42,7 +42,8 @@ type SessionConfig struct {
 	// DrainTimeout bounds how long the old connection stays open after a
 	// move.
 	DrainTimeout time.Duration
-	// HandshakeTimeout bounds Hello/Welcome.
+	// HandshakeTimeout bounds the connect to a chat server, and then the
+	// wait for its Welcome (Hello and Join go out together).
 	HandshakeTimeout time.Duration
 	// IdleTimeout: a connection silent this long is considered dead; the
 	// session pings every third of it. 0 disables both.
@@ -338,7 +339,6 @@ func (s *Session) Move(ctx context.Context, server proto.ServerRef, epoch uint64
 	if skip {
 		return nil
 	}
-	start := time.Now()
 	l, err := dialLink(ctx, s, server)
 	if err != nil {
 		return fmt.Errorf("client: join %s: %w", server.ID, err)
@@ -346,13 +346,13 @@ func (s *Session) Move(ctx context.Context, server proto.ServerRef, epoch uint64
 	ticket = append([]byte(nil), ticket...)
 	wait := make(chan error, 1)
 	if err := s.call(func() {
-		l.epoch, l.started = epoch, start
+		l.epoch = epoch
 		if s.pending != nil {
 			s.pending.close(false)
 		}
 		s.pending, s.moveWait = l, wait
 		l.start()
-		l.send(&proto.Join{Room: s.room, User: s.user, Ticket: ticket, Epoch: epoch, LastSent: s.out.last, Since: s.since[server.Addr], Inc: s.inc, Move: s.cur != nil})
+		l.open(&proto.Join{Room: s.room, User: s.user, Ticket: ticket, Epoch: epoch, LastSent: s.out.last, Since: s.since[server.Addr], Inc: s.inc, Move: s.cur != nil})
 		s.armPing(time.Now())
 	}); err != nil {
 		l.conn.Close()
@@ -491,11 +491,19 @@ func (s *Session) sendLink() *link {
 func (s *Session) handle(in inbound) {
 	if in.err == nil {
 		now := time.Now()
+		answered := in.l.pingAt.After(in.l.heardAt)
 		in.l.heard(now, in.m)
-		if in.l.suspect && in.l == s.cur {
+		switch {
+		case in.l != s.cur:
+		case in.l.suspect:
 			in.l.suspect = false
 			s.log.Info("room server answers again", "server", in.l.server.ID)
 			s.emit(Resumed{Server: in.l.server, Epoch: in.l.epoch, After: now.Sub(in.l.silentAt)})
+			s.checkLive(now)
+		case answered:
+			// The next ping is due one ping interval after this answer,
+			// not at the deadline of the ping it answers: left there, a
+			// path going dark was found up to a deadline later.
 			s.checkLive(now)
 		}
 	}
@@ -510,6 +518,12 @@ func (s *Session) handle(in inbound) {
 func (s *Session) handlePending(l *link, in inbound) {
 	if in.err != nil {
 		s.abandonPending(in.err)
+		return
+	}
+	if !l.welcomed {
+		if err := l.welcome(in.m, l.heardAt); err != nil {
+			s.abandonPending(err)
+		}
 		return
 	}
 	switch m := in.m.(type) {

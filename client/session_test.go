@@ -336,6 +336,42 @@ func TestMoveThroughDelay(t *testing.T) {
 	verify(t, []*member{a, b}, map[string]uint64{"alice": n, "bob": n})
 }
 
+// TestJoinPipelinedWithHello: a join sends Hello and Join together, so it
+// takes two round trips (the connect, then Welcome and Joined together),
+// not three (it waited for the Welcome before sending Join). Three members
+// join through 150 ms one-way; the fastest join is judged.
+func TestJoinPipelinedWithHello(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	const oneWay = 150 * time.Millisecond
+	var delays delaynet.Delays
+	delays.Set(s1.Addr(), oneWay)
+	cfg := testConfig(t)
+	cfg.Dialer = &delaynet.Dialer{Delay: delays.Get}
+	var wg sync.WaitGroup
+	members := make([]*member, 3)
+	for i := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			members[i] = join(t, cfg, ref(s1), "room-pipelined", fmt.Sprintf("user%d", i))
+		}()
+	}
+	wg.Wait()
+	took := make([]time.Duration, len(members))
+	for i, m := range members {
+		testkit.WaitFor(t, settle, "the join's Moved event", func() bool { return len(m.movesSoFar()) == 1 })
+		took[i] = m.movesSoFar()[0].Took
+	}
+	fastest := slices.Min(took)
+	t.Logf("joins through %v one-way took %v (two round trips: %v)", oneWay, took, 4*oneWay)
+	if fastest < 4*oneWay {
+		t.Errorf("a join took %v, faster than two round trips (%v) allow", fastest, 4*oneWay)
+	}
+	if fastest > 5*oneWay {
+		t.Errorf("the fastest join took %v, want about %v: Join waited for the Welcome (three round trips: %v)", fastest, 4*oneWay, 6*oneWay)
+	}
+}
+
 func TestOpenErrors(t *testing.T) {
 	srv := startChat(t, "serv1")
 	tests := []struct {
@@ -628,6 +664,36 @@ func TestSilentPathBreaksFast(t *testing.T) {
 	b.mu.Unlock()
 	if !errors.Is(err, ErrSilent) {
 		t.Errorf("Broken error %v, want ErrSilent", err)
+	}
+}
+
+// TestDarkPathFoundOneIntervalAfterLastFrame: the path goes dark just after
+// the server answered a ping. The session pings again one ping interval
+// (max(Liveness/3, 2*RTT)) after the last frame it heard and declares the
+// silence one deadline after that. It used to leave its next check at the
+// deadline of the ping just answered, so the next ping, and the silence,
+// came up to a deadline later (Mininet link s6-s3 down: found 0.57 s after
+// the link went dark instead of 0.42 s).
+func TestDarkPathFoundOneIntervalAfterLastFrame(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	cfg := testConfig(t)
+	cfg.Liveness = 2400 * time.Millisecond // at loopback RTT: ping after 800 ms of silence, deadline 2.4 s
+	every, deadline := cfg.Liveness/3, cfg.Liveness
+	b := join(t, cfg, p.ref("serv1"), "room-dark-soon", "bob")
+	joined := time.Now()
+	// The first ping goes out one interval after the join; go dark as
+	// soon as its answer has passed.
+	testkit.WaitFor(t, 10*time.Second, "the first Pong relayed", func() bool {
+		return p.sentAt.Load() > joined.Add(every/2).UnixNano()
+	})
+	p.hole.Store(true)
+	last := time.Unix(0, p.sentAt.Load())
+	testkit.WaitFor(t, 4*deadline, "break seen", func() bool { return b.brokenCount() == 1 })
+	took := time.Since(last)
+	t.Logf("dark path declared silent %v after the last frame (ping interval %v, deadline %v)", took.Round(time.Millisecond), every, deadline)
+	if want := every + deadline + deadline/3; took > want {
+		t.Errorf("declared silent %v after the last frame, want about %v (under %v): the next ping waited for the answered ping's deadline", took.Round(time.Millisecond), every+deadline, want)
 	}
 }
 

@@ -14,14 +14,33 @@ import (
 // engine on the first accept error (EMFILE): here accept errors are
 // retried with back-off, a connection past the descriptor budget is
 // written refusal (a fatal error frame) and closed without reaching the
-// loops, and at most one accepted connection at a time waits to reach its
-// loop, so the descriptors held can never outrun the count by more than
-// one (gnet briefly duplicates each one). eng must use a load-balancing
-// algorithm other than RoundRobin (gnet's rule for Engine.Register), and
-// its event loops must be running: OnBoot comes before gnet makes them,
-// OnTick (WithTicker) after.
+// loops, and at most maxEnrolling (16) accepted connections at a time wait to reach
+// their loops, so the descriptors held can never outrun the count by more
+// than 2 x maxEnrolling (gnet briefly duplicates each one), well inside the
+// reserve of Budget. eng must use a load-balancing algorithm other than
+// RoundRobin (gnet's rule for Engine.Register), and its event loops must be
+// running: OnBoot comes before gnet makes them, OnTick (WithTicker) after.
 // logf may be nil.
 func Feed(ln net.Listener, eng gnet.Engine, l *Limiter, refusal []byte, logf func(string, ...any)) {
+	// A connection reaches its loop only when the loop next runs its task
+	// queue, after the I/O it is busy with: waiting for each in turn
+	// before accepting the next let a busy server take one connection per
+	// loop pass, and the listen queue overflow (connects timing out).
+	// The window is waited for in order by one goroutine.
+	enrolling := make(chan (<-chan gnet.RegisteredResult), maxEnrolling)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for res := range enrolling {
+			if r := <-res; r.Err != nil && logf != nil {
+				logf("handing a connection to the event loops", "err", r.Err)
+			}
+		}
+	}()
+	defer func() {
+		close(enrolling)
+		<-done
+	}()
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -37,7 +56,7 @@ func Feed(ln net.Listener, eng gnet.Engine, l *Limiter, refusal []byte, logf fun
 			continue
 		}
 		delay = 0
-		if l.InUse() >= l.Max() {
+		if l.InUse()+2*len(enrolling) >= l.Max() {
 			l.refused.Add(1)
 			_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 			_, _ = c.Write(refusal)
@@ -52,8 +71,10 @@ func Feed(ln net.Listener, eng gnet.Engine, l *Limiter, refusal []byte, logf fun
 			_ = c.Close()
 			continue
 		}
-		if r := <-res; r.Err != nil && logf != nil {
-			logf("handing a connection to the event loops", "err", r.Err)
-		}
+		enrolling <- res
 	}
 }
+
+// maxEnrolling is how many accepted connections Feed lets wait for their
+// event loops at once.
+const maxEnrolling = 16

@@ -5,7 +5,9 @@
 // keeps encoding free of allocations.
 //
 // Every connection opens with Hello and Welcome (see package wire). After
-// that, a chat-server connection is used for one room membership:
+// that, a chat-server connection is used for one room membership (the
+// client sends Join right behind its Hello, without waiting for the
+// Welcome: the server answers Welcome, then Joined):
 //
 //	client                       chat server
 //	Join{room,user,ticket,...} ->
