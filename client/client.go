@@ -307,13 +307,21 @@ func (c *Client) Run(ctx context.Context) error {
 	c.rooms = map[string]*roomState{}
 	c.mu.Unlock()
 	for _, r := range rooms {
-		r.mu.Lock()
-		if r.sess != nil {
-			_ = r.sess.Close()
-		}
-		r.mu.Unlock()
+		closeSession(r)
 	}
 	return err
+}
+
+// closeSession closes r's session, if it has one, without holding r.mu
+// meanwhile: Close waits for the session's goroutine, which takes r.mu in
+// OnBroken when the room's connection breaks at that moment.
+func closeSession(r *roomState) {
+	r.mu.Lock()
+	sess := r.sess
+	r.mu.Unlock()
+	if sess != nil {
+		_ = sess.Close()
+	}
 }
 
 // failoverRetry is how long after a settled control connection broke the
@@ -675,12 +683,10 @@ func (c *Client) closeRoom(room string) {
 	if r == nil {
 		return
 	}
+	// A session the room's worker opens from now on sees r.done and
+	// closes itself.
 	close(r.done)
-	r.mu.Lock()
-	if r.sess != nil {
-		_ = r.sess.Close()
-	}
-	r.mu.Unlock()
+	closeSession(r)
 }
 
 // assign hands an Assign to its room's worker, which opens or moves the
