@@ -291,6 +291,7 @@ func (c *Client) Register(ctx context.Context) error {
 func (c *Client) Run(ctx context.Context) error {
 	c.runDone = ctx.Done()
 	close(c.running)
+	defer c.api.CloseIdleConnections()
 	if err := c.Register(ctx); err != nil {
 		return fmt.Errorf("client: register %q: %w", c.opts.User, err)
 	}

@@ -33,10 +33,14 @@ type Client struct {
 
 // NewClient returns a client for the Central at base, given as host:port or
 // as an http(s):// URL, or for several Central replicas, comma-separated. A
-// nil hc uses a client with a 10 s timeout.
+// nil hc uses a client with a 10 s timeout and a connection pool of its
+// own: with http.DefaultTransport, every Client of a process would share
+// two idle connections per Central, and a process of many users (a bot
+// farm, the load generator) would open a new connection for nearly every
+// request.
 func NewClient(base string, hc *http.Client) *Client {
 	if hc == nil {
-		hc = &http.Client{Timeout: 10 * time.Second}
+		hc = &http.Client{Timeout: 10 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
 	c := &Client{hc: hc}
 	for _, b := range strings.Split(base, ",") {
@@ -61,6 +65,10 @@ func NewClientTLS(base string, tc *tls.Config) *Client {
 	return NewClient(strings.Join(bases, ","), &http.Client{Timeout: 10 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: tc.Clone(), ForceAttemptHTTP2: true}})
 }
+
+// CloseIdleConnections closes the client's keep-alive connections that
+// carry no request now. Safe for concurrent use.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 
 // do sends in (if not nil) as JSON and decodes a 2xx answer into out (if not
 // nil); any other answer becomes an *Error.

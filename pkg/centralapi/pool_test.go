@@ -1,0 +1,73 @@
+package centralapi_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"nearchat/pkg/centralapi"
+)
+
+// TestClientsKeepTheirConnections: many Clients in one process (a bot
+// farm, the load generator's thousands of users) each keep their
+// keep-alive connection to Central. With http.DefaultTransport they
+// shared two idle connections per host, so nearly every request of every
+// user opened and closed a TCP connection (250 a second to chatload's
+// Central at 300 rooms x 3).
+func TestClientsKeepTheirConnections(t *testing.T) {
+	const clients, rounds = 8, 4
+	var accepted atomic.Int64
+	var mu sync.Mutex
+	inFlight := 0
+	all := sync.NewCond(&mu)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Hold each request until every client has one in flight, so
+		// each round uses one connection per client at once.
+		mu.Lock()
+		inFlight++
+		if inFlight%clients == 0 {
+			all.Broadcast()
+		}
+		for round := (inFlight - 1) / clients; inFlight < (round+1)*clients; {
+			all.Wait()
+		}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"servers":[]}`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			accepted.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+
+	cs := make([]*centralapi.Client, clients)
+	for i := range cs {
+		cs[i] = centralapi.NewClient(srv.Listener.Addr().String(), nil)
+		defer cs[i].CloseIdleConnections()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for range rounds {
+		var wg sync.WaitGroup
+		for _, c := range cs {
+			wg.Go(func() {
+				if _, err := c.Servers(ctx); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	t.Logf("%d clients x %d requests: %d connections", clients, rounds, accepted.Load())
+	if n := accepted.Load(); n != clients {
+		t.Fatalf("%d connections for %d clients over %d rounds, want one each", n, clients, rounds)
+	}
+}
