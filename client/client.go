@@ -53,7 +53,9 @@ type Config struct {
 	// the rooms held, any server not measured lately, and ProbeExplore of
 	// the rest in turn (so a new good server is found); the vector is
 	// reported to Central only when it changed meaningfully (a server
-	// came or went, or a figure moved by reportDelta).
+	// came or went, or a figure moved by reportDelta). While rounds find
+	// nothing new and every probe answers, the interval doubles, up to
+	// 4*ProbeEvery; a change or a failed probe brings it back.
 	ProbeEvery time.Duration
 	// ProbeBest is how many of the best servers every round probes; 0
 	// probes every live server every round.
@@ -124,6 +126,7 @@ type Client struct {
 	lastOK   bool                         // the last round measured some server
 	lastAt   time.Time                    // when the last round ended
 	explore  int                          // where the next round's exploration starts among the rest
+	every    time.Duration                // the interval to the next regular round (see nextEveryLocked)
 	often    map[string]bool              // the servers probed every round, as of the last round
 
 	repMu    sync.Mutex    // held while a vector is made and reported
@@ -135,8 +138,9 @@ type Client struct {
 }
 
 type goodSample struct {
-	s  centralapi.Sample
-	at time.Time // on Client.clock
+	s     centralapi.Sample
+	at    time.Time     // on Client.clock
+	every time.Duration // the round interval when it was taken
 }
 
 type roomState struct {
@@ -196,6 +200,7 @@ func New(opts Config) (*Client, error) {
 		asked:    make(map[string]asking),
 		probeNow: make(chan struct{}, 1),
 		upNow:    make(map[string]string),
+		every:    opts.ProbeEvery,
 	}, nil
 }
 
@@ -900,16 +905,40 @@ func (c *Client) roundTargetsLocked(servers []centralapi.ServerInfo) []rtt.Targe
 	return targets
 }
 
-// periodLocked is how often server id is probed, with n live servers: every
-// round for the often-probed, else once per turn through the rest.
-func (c *Client) periodLocked(id string, n int) time.Duration {
+// periodLocked is how often server id is probed, with n live servers and
+// rounds every apart: every round for the often-probed, else once per
+// turn through the rest.
+func (c *Client) periodLocked(id string, n int, every time.Duration) time.Duration {
 	if c.often[id] || c.opts.ProbeExplore == 0 {
 		// With no exploration the rest are probed again once their
 		// samples age out, as unmeasured servers.
-		return c.opts.ProbeEvery
+		return every
 	}
 	rest := max(1, n-len(c.often))
-	return time.Duration((rest+c.opts.ProbeExplore-1)/c.opts.ProbeExplore) * c.opts.ProbeEvery
+	return time.Duration((rest+c.opts.ProbeExplore-1)/c.opts.ProbeExplore) * every
+}
+
+// probeStretch bounds how far the round interval stretches while nothing
+// changes: at most probeStretch*ProbeEvery between rounds.
+const probeStretch = 4
+
+// nextEveryLocked sets the interval to the next regular round after one
+// whose vector changed meaningfully (changed) or some of whose probes
+// failed (failed): ProbeEvery then, and twice the last interval (at most
+// probeStretch*ProbeEvery) after a round that found nothing new. Figures
+// that hold still are probed less and less (the probes were most of a
+// large client population's cost: a dial, a Hello and 3 Pings per server
+// and round), while a change, a failure or a new server (probed at once on
+// Central's announcement) brings the pace back at once. Room connections
+// watch their own servers meanwhile (liveness), so a dead path is not
+// left to the rounds.
+func (c *Client) nextEveryLocked(changed, failed bool) time.Duration {
+	if changed || failed {
+		c.every = c.opts.ProbeEvery
+	} else {
+		c.every = min(2*c.every, probeStretch*c.opts.ProbeEvery)
+	}
+	return c.every
 }
 
 // reportDelta is the change in a server's figure that is worth a report:
@@ -1027,7 +1056,10 @@ func (c *Client) probeLoop(ctx context.Context) {
 		if err := c.probeOnce(ctx, p, false); err != nil && ctx.Err() == nil {
 			c.log.Warn("latency round", "err", err)
 		}
-		t.Reset(c.opts.ProbeEvery)
+		c.mu.Lock()
+		every := c.every
+		c.mu.Unlock()
+		t.Reset(every)
 	}
 }
 
@@ -1090,13 +1122,14 @@ func (c *Client) noteRoundLocked(results map[string]rtt.Result, live map[string]
 	vec := make(map[string]centralapi.Sample, len(results))
 	for id, r := range results {
 		if r.Err == nil && r.Count > 0 {
-			g := append(c.good[id], goodSample{centralapi.SampleOf(r.Median, r.Spread, r.Count), c.clock})
+			g := append(c.good[id], goodSample{centralapi.SampleOf(r.Median, r.Spread, r.Count), c.clock, c.every})
 			c.good[id] = g[max(0, len(g)-recentRounds):]
 		}
 	}
 	for id, g := range c.good {
-		window := recentRounds * c.periodLocked(id, len(c.servers))
-		for len(g) > 0 && !live[id] && c.clock.Sub(g[0].at) >= window {
+		// A sample ages by the pace of the rounds it was taken in: the
+		// rounds may have stretched since (nextEveryLocked).
+		for len(g) > 0 && !live[id] && c.clock.Sub(g[0].at) >= recentRounds*c.periodLocked(id, len(c.servers), max(g[0].every, c.every)) {
 			g = g[1:]
 		}
 		if len(g) == 0 {
@@ -1144,6 +1177,9 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 	} else {
 		servers, err := c.api.Servers(ctx)
 		if err != nil {
+			c.mu.Lock()
+			c.nextEveryLocked(false, true)
+			c.mu.Unlock()
 			return err
 		}
 		c.mu.Lock()
@@ -1166,6 +1202,13 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 	c.mu.Lock()
 	vec := c.noteRoundLocked(results, live, time.Now())
 	changed := meaningful(c.lastVec, vec)
+	failed := false
+	for _, r := range results {
+		failed = failed || r.Err != nil || r.Count == 0
+	}
+	if !newOnly || changed {
+		c.nextEveryLocked(changed, failed)
+	}
 	c.mu.Unlock()
 	if !changed {
 		return nil

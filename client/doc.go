@@ -28,7 +28,9 @@
 // Probing scales with the number of servers: a round probes the ProbeBest
 // servers with the best figures, the servers of the rooms held and any
 // server not measured lately, and ProbeExplore of the others in turn, and
-// the vector goes to Central only when it changed meaningfully. A server
+// the vector goes to Central only when it changed meaningfully. While
+// rounds find nothing new, the interval doubles up to 4*ProbeEvery; a
+// change, a failed probe or an announced server brings back the pace. A server
 // is reported by its best of the last 3 rounds; its figure ages out after
 // 3 of its probe periods in which the Client measured some server, so a
 // Client whose every probe fails (it is overloaded itself) keeps its

@@ -3,11 +3,17 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/rtt"
+	"nearchat/pkg/testkit"
 )
 
 // TestProbeRoundTargets: with 16 servers a round probes the 3 best, the
@@ -26,7 +32,7 @@ func TestProbeRoundTargets(t *testing.T) {
 		id := fmt.Sprintf("s%02d", i)
 		servers = append(servers, centralapi.ServerInfo{ID: id, Addr: id + ":1"})
 		// s00 is the best (10 ms), s15 the worst.
-		c.good[id] = []goodSample{{centralapi.SampleOf(time.Duration(10+i)*time.Millisecond, 0, 5), now}}
+		c.good[id] = []goodSample{{centralapi.SampleOf(time.Duration(10+i)*time.Millisecond, 0, 5), now, opts.ProbeEvery}}
 	}
 	c.rooms["r"] = &roomState{server: "s09"}
 	seen := map[string]int{}
@@ -163,5 +169,102 @@ func TestOverloadedClientKeepsItsFigures(t *testing.T) {
 	}
 	if _, ok := vec["room"]; !ok {
 		t.Errorf("the server of a live room connection aged out of %v though only its probes failed", vec)
+	}
+}
+
+// TestProbeRoundsStretchWhileNothingChanges: rounds that find nothing new
+// come at twice the last interval, up to probeStretch*ProbeEvery; before,
+// every member probed every server each ProbeEvery forever (a dial, a
+// Hello and 3 Pings per server: the largest part of chatload's CPU at
+// 500 rooms x 3).
+func TestProbeRoundsStretchWhileNothingChanges(t *testing.T) {
+	var mu sync.Mutex
+	var rounds []time.Time
+	central := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/v1/servers" {
+			mu.Lock()
+			rounds = append(rounds, time.Now())
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"servers":[]}`)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent) // the latency report
+	}))
+	defer central.Close()
+	opts := DefaultConfig()
+	opts.User = "alice"
+	opts.Central = central.Listener.Addr().String()
+	opts.ProbeEvery = 50 * time.Millisecond
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.probeLoop(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+		c.api.CloseIdleConnections()
+	}()
+	testkit.WaitFor(t, 20*time.Second, "6 probe rounds", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(rounds) >= 6
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	var gaps []time.Duration
+	for i := 1; i < len(rounds); i++ {
+		gaps = append(gaps, rounds[i].Sub(rounds[i-1]).Round(time.Millisecond))
+	}
+	t.Logf("intervals between rounds: %v (ProbeEvery %v)", gaps, opts.ProbeEvery)
+	if last := gaps[len(gaps)-1]; last < 3*opts.ProbeEvery {
+		t.Errorf("rounds that found nothing new still come every %v; want them stretched toward %v", last, probeStretch*opts.ProbeEvery)
+	}
+}
+
+// TestStretchedPaceResets: a change or a failed probe brings back
+// ProbeEvery; a sample taken while rounds were stretched ages by that
+// slower pace, so a failed round right after does not drop it.
+func TestStretchedPaceResets(t *testing.T) {
+	opts := DefaultConfig()
+	opts.User = "alice"
+	opts.ProbeEvery = time.Second
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var got []time.Duration
+	for _, r := range []struct{ changed, failed bool }{{false, false}, {false, false}, {false, false}, {true, false}, {false, false}, {false, true}} {
+		got = append(got, c.nextEveryLocked(r.changed, r.failed))
+	}
+	want := []time.Duration{2 * time.Second, 4 * time.Second, 4 * time.Second, time.Second, 2 * time.Second, time.Second}
+	if !slices.Equal(got, want) {
+		t.Fatalf("intervals %v, want %v", got, want)
+	}
+
+	ok := rtt.Result{Median: 10 * time.Millisecond, Count: 3}
+	failed := rtt.Result{Err: context.DeadlineExceeded}
+	c.servers = []centralapi.ServerInfo{{ID: "a"}, {ID: "b"}}
+	c.every = probeStretch * opts.ProbeEvery
+	start := time.Now()
+	c.noteRoundLocked(map[string]rtt.Result{"a": ok, "b": ok}, nil, start)
+	c.nextEveryLocked(false, true) // a's probes fail from now on
+	for i := 1; i < recentRounds*probeStretch; i++ {
+		vec := c.noteRoundLocked(map[string]rtt.Result{"a": failed, "b": ok}, nil, start.Add(time.Duration(i)*opts.ProbeEvery))
+		if _, kept := vec["a"]; !kept {
+			t.Fatalf("a's figure, taken %v apart, aged out %v after", c.every, time.Duration(i)*opts.ProbeEvery)
+		}
+	}
+	vec := c.noteRoundLocked(map[string]rtt.Result{"a": failed, "b": ok}, nil, start.Add(recentRounds*probeStretch*opts.ProbeEvery))
+	if _, kept := vec["a"]; kept {
+		t.Errorf("a's figure outlived %d stretched rounds of failed probes", recentRounds)
 	}
 }
