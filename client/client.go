@@ -987,14 +987,24 @@ func (c *Client) rttHint(server string) (rtt, spread time.Duration, ok bool) {
 	return time.Duration(best.MedianUS) * time.Microsecond, time.Duration(best.SpreadUS) * time.Microsecond, true
 }
 
-// bestOf returns the sample of g with the lowest median; g is not empty.
+// bestOf returns the sample of g with the lowest median, g not empty, its
+// spread widened to the range of the recent rounds' medians: a figure
+// whose rounds disagree is only as certain as their disagreement. On a
+// starved client (thousands of members in one process) one round of a
+// server may read 0.1 ms and the next 47 ms while the best round's own
+// interquartile range is 0.04 ms; Central weighs a move's gain against
+// the spreads, so such a figure moves no room, while one that holds
+// still from round to round keeps its narrow spread.
 func bestOf(g []goodSample) centralapi.Sample {
 	best := g[0].s
+	lo, hi := best.MedianUS, best.MedianUS
 	for _, x := range g[1:] {
 		if x.s.MedianUS < best.MedianUS {
 			best = x.s
 		}
+		lo, hi = min(lo, x.s.MedianUS), max(hi, x.s.MedianUS)
 	}
+	best.SpreadUS = max(best.SpreadUS, hi-lo)
 	return best
 }
 

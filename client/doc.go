@@ -31,7 +31,9 @@
 // the vector goes to Central only when it changed meaningfully. While
 // rounds find nothing new, the interval doubles up to 4*ProbeEvery; a
 // change, a failed probe or an announced server brings back the pace. A server
-// is reported by its best of the last 3 rounds; its figure ages out after
+// is reported by its best of the last 3 rounds, with a spread that covers
+// how far those rounds disagree (a starved client's noise then moves no
+// room: Central weighs gains against spreads); its figure ages out after
 // 3 of its probe periods in which the Client measured some server, so a
 // Client whose every probe fails (it is overloaded itself) keeps its
 // figures rather than make its room's server look unmeasured to Central,

@@ -268,3 +268,39 @@ func TestStretchedPaceResets(t *testing.T) {
 		t.Errorf("a's figure outlived %d stretched rounds of failed probes", recentRounds)
 	}
 }
+
+// TestFigureSpreadCoversItsRounds: a server is reported by its best recent
+// round with a spread that covers how far the recent rounds disagree. A
+// starved client's rounds of one loopback server read 0.1, 47 and 30 ms,
+// each with an interquartile range of 0.04 ms: reported as 0.1 ms give or
+// take 0.04 ms, that figure let Central move rooms between equally close
+// servers (74 "better server" moves at 500 rooms x 3).
+func TestFigureSpreadCoversItsRounds(t *testing.T) {
+	opts := DefaultConfig()
+	opts.User = "alice"
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := func(median, spread float64) rtt.Result {
+		return rtt.Result{Median: time.Duration(median * float64(time.Millisecond)), Spread: time.Duration(spread * float64(time.Millisecond)), Count: 3}
+	}
+	c.servers = []centralapi.ServerInfo{{ID: "noisy"}, {ID: "steady"}}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	start := time.Now()
+	var vec map[string]centralapi.Sample
+	for i, r := range []map[string]rtt.Result{
+		{"noisy": res(0.1, 0.04), "steady": res(40, 0.5)},
+		{"noisy": res(47, 0.04), "steady": res(40.3, 0.5)},
+		{"noisy": res(30, 0.04), "steady": res(40.1, 0.5)},
+	} {
+		vec = c.noteRoundLocked(r, nil, start.Add(time.Duration(i)*opts.ProbeEvery))
+	}
+	if n := vec["noisy"]; n.Median() != 100*time.Microsecond || n.Spread() < 46*time.Millisecond {
+		t.Errorf("noisy: %v give or take %v; want its best round, 0.1 ms, give or take the rounds' range (46.9 ms)", n.Median(), n.Spread())
+	}
+	if s := vec["steady"]; s.Median() != 40*time.Millisecond || s.Spread() > time.Millisecond {
+		t.Errorf("steady: %v give or take %v; want 40 ms give or take its own 0.5 ms (the rounds agree within 0.3 ms)", s.Median(), s.Spread())
+	}
+}
