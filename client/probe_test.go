@@ -109,6 +109,22 @@ func TestReportOnlyMeaningful(t *testing.T) {
 	if !meaningful(nil, map[string]centralapi.Sample{}) {
 		t.Error("the first vector must be reported")
 	}
+	// A noisy figure (a starved client's): 20 ms give or take 100 ms.
+	noisy := map[string]centralapi.Sample{"a": centralapi.SampleOf(20*time.Millisecond, 100*time.Millisecond, 3)}
+	for _, tc := range []struct {
+		name string
+		v    centralapi.Sample
+		want bool
+	}{
+		{"median moves within the spread", centralapi.SampleOf(90*time.Millisecond, 100*time.Millisecond, 3), false},
+		{"spread changes by a third", centralapi.SampleOf(20*time.Millisecond, 67*time.Millisecond, 3), false},
+		{"median moves past the spread", centralapi.SampleOf(130*time.Millisecond, 100*time.Millisecond, 3), true},
+		{"it calms down", centralapi.SampleOf(20*time.Millisecond, time.Millisecond, 3), true},
+	} {
+		if got := meaningful(noisy, map[string]centralapi.Sample{"a": tc.v}); got != tc.want {
+			t.Errorf("noisy, %s: meaningful = %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }
 
 // TestOverloadedClientKeepsItsFigures: a client whose every probe fails
