@@ -88,7 +88,11 @@ func (g *gen) relocated(m *member, ev client.Moved) {
 			mark = &g.chaosLog[ev.Assign.Prev][i]
 		}
 	}
-	if mark != nil && now.Sub(mark.at) < causeWindow {
+	if ev.From.ID == ev.To.ID {
+		// A member whose connection broke joined the same server again
+		// (Central confirmed the server): no room changed servers.
+		cause = "rejoin, same server"
+	} else if mark != nil && now.Sub(mark.at) < causeWindow {
 		cause = string(mark.kind)
 	} else if !g.centralAt.IsZero() && now.Sub(g.centralAt) < causeWindow {
 		cause = string(ChaosCentral)

@@ -3,11 +3,14 @@ package load
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"nearchat/client"
+	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
 )
 
@@ -199,4 +202,19 @@ func TestSoakShort(t *testing.T) {
 	}
 	t.Logf("longest without a server: %v over %d incidents; handoff p99 %v; latency p99 %v",
 		rep.Outage.Max, rep.Outage.Count, rep.Handoff.P99, rep.Latency.P99)
+}
+
+// TestRejoinIsNotAMove: a member whose connection broke joins the same
+// server again at the same epoch when Central confirms the server; the
+// report counted it as a move under its Assign's reason ("new room"),
+// as if the room had changed servers.
+func TestRejoinIsNotAMove(t *testing.T) {
+	g := &gen{moves: map[string]int{}, movesSeen: map[string]bool{}, chaosLog: map[string][]chaosMark{}}
+	s1, s2 := proto.ServerRef{ID: "s1"}, proto.ServerRef{ID: "s2"}
+	g.relocated(nil, client.Moved{Room: "r1", From: s1, To: s1, Epoch: 1, Assign: proto.Assign{Room: "r1", Epoch: 1, Server: s1, Reason: "new room"}})
+	g.relocated(nil, client.Moved{Room: "r2", From: s1, To: s2, Epoch: 2, Assign: proto.Assign{Room: "r2", Epoch: 2, Server: s2, Prev: "s1", Reason: "better server: s2 1ms < s1 9ms"}})
+	want := map[string]int{"rejoin, same server": 1, "other: better server": 1}
+	if !maps.Equal(g.moves, want) {
+		t.Errorf("moves %v, want %v", g.moves, want)
+	}
 }
