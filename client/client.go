@@ -1035,13 +1035,11 @@ func (c *Client) probeLoop(ctx context.Context) {
 	pcfg := c.opts.Probe
 	pcfg.Dialer = c.dialer
 	pcfg.Logger = c.log
-	pcfg.Keep = true
 	p, err := rtt.New(pcfg)
 	if err != nil {
 		c.log.Error("prober", "err", err)
 		return
 	}
-	defer p.Close()
 	// A server announced up is measured at once, on its own, beside the
 	// regular rounds (one in progress may wait on the farthest server);
 	// the regular rounds keep their pace.

@@ -25,8 +25,7 @@
 // connection is reported to Central (Unreachable) until Central moves the
 // room or confirms the server.
 //
-// Probing scales with the number of servers: each probed server's
-// connection stays open between rounds (rtt.Config.Keep), and a round probes the ProbeBest
+// Probing scales with the number of servers: a round probes the ProbeBest
 // servers with the best figures, the servers of the rooms held and any
 // server not measured lately, and ProbeExplore of the others in turn, and
 // the vector goes to Central only when it changed meaningfully. While

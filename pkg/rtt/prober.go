@@ -8,8 +8,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
-
-	"nearchat/pkg/proto"
 )
 
 // Target is one server to probe.
@@ -32,14 +30,6 @@ type Config struct {
 	// Jitter spreads periodic rounds by up to this fraction of the interval
 	// (0 to 1) so many clients do not probe in lockstep.
 	Jitter float64
-	// Keep keeps each server's probe connection open between rounds (one
-	// per address, at most maxKept), so a round costs its Pings alone:
-	// the dial, Hello and close were 80% of a probe's CPU on both sides.
-	// The samples are the same Ping/Pong round trips as on a new
-	// connection. A kept connection that fails (the server closed it as
-	// idle, or restarted) is replaced by a new one within the same probe.
-	// Close closes them.
-	Keep bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -54,87 +44,6 @@ func DefaultConfig() Config {
 type Prober struct {
 	cfg Config
 	log *slog.Logger
-
-	mu     sync.Mutex
-	kept   map[string]*proto.Conn // by address, idle between probes (Config.Keep)
-	closed bool
-}
-
-// maxKept bounds the connections a Prober keeps between rounds.
-const maxKept = 16
-
-// take returns the kept connection to addr, if any, for one probe's use.
-func (p *Prober) take(addr string) *proto.Conn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	c := p.kept[addr]
-	delete(p.kept, addr)
-	return c
-}
-
-// keepIf holds c for the next probe of addr, or closes it. A probe whose
-// ctx has ended may have left c a deadline in the past: c is closed.
-func (p *Prober) keepIf(ctx context.Context, addr string, c *proto.Conn) {
-	p.mu.Lock()
-	if ctx.Err() == nil && !p.closed && p.kept[addr] == nil && len(p.kept) < maxKept {
-		p.kept[addr] = c
-		c = nil
-	}
-	p.mu.Unlock()
-	if c != nil {
-		c.Close()
-	}
-}
-
-// Close closes the connections kept between rounds; later probes keep
-// none. Safe for concurrent use.
-func (p *Prober) Close() error {
-	p.mu.Lock()
-	kept := p.kept
-	p.kept, p.closed = nil, true
-	p.mu.Unlock()
-	for _, c := range kept {
-		c.Close()
-	}
-	return nil
-}
-
-// probe measures addr once, on its kept connection when there is one.
-func (p *Prober) probe(ctx context.Context, addr string) (Result, error) {
-	if !p.cfg.Keep {
-		return Probe(ctx, p.cfg.Dialer, addr, p.cfg.Samples, p.cfg.Timeout)
-	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	if c := p.take(addr); c != nil {
-		res, err := pings(ctx, c, p.cfg.Samples)
-		if err == nil {
-			p.keepIf(ctx, addr, c)
-			return res, nil
-		}
-		c.Close()
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("rtt: probe %s: %w (%w)", addr, err, ctx.Err())
-		}
-		// Closed by the server meanwhile: measure on a new connection.
-	}
-	c, err := dial(ctx, p.cfg.Dialer, addr)
-	if err == nil {
-		var res Result
-		if res, err = pings(ctx, c, p.cfg.Samples); err == nil {
-			p.keepIf(ctx, addr, c)
-			return res, nil
-		}
-		c.Close()
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", err, ctx.Err())
-		}
-		return res, fmt.Errorf("rtt: probe %s: %w", addr, err)
-	}
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", err, ctx.Err())
-	}
-	return Result{}, fmt.Errorf("rtt: probe %s: %w", addr, err)
 }
 
 // New validates cfg and returns a Prober.
@@ -155,7 +64,7 @@ func New(cfg Config) (*Prober, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Prober{cfg: cfg, log: log, kept: map[string]*proto.Conn{}}, nil
+	return &Prober{cfg: cfg, log: log}, nil
 }
 
 // Round probes every target, at most Concurrency at a time, and returns one
@@ -177,7 +86,7 @@ func (p *Prober) Round(ctx context.Context, targets []Target) map[string]Result 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			res, err := p.probe(ctx, t.Addr)
+			res, err := Probe(ctx, p.cfg.Dialer, t.Addr, p.cfg.Samples, p.cfg.Timeout)
 			if err != nil {
 				res.Err = err
 				p.log.Debug("probe failed", "server", t.ID, "addr", t.Addr, "err", err)

@@ -6,8 +6,7 @@
 //
 // Probe measures one server. A Prober measures a list of servers with
 // bounded concurrency and a timeout per probe, and can repeat that on an
-// interval without ever spinning; with Config.Keep it keeps each server's
-// connection open between rounds, so a round costs only its Pings.
+// interval without ever spinning.
 package rtt
 
 import (
@@ -77,23 +76,11 @@ func Probe(ctx context.Context, d Dialer, addr string, samples int, timeout time
 }
 
 func probe(ctx context.Context, d Dialer, addr string, samples int) (Result, error) {
-	c, err := dial(ctx, d, addr)
+	c, _, err := proto.Dial(ctx, d, addr, &proto.Hello{Agent: Agent})
 	if err != nil {
 		return Result{}, err
 	}
 	defer c.Close()
-	return pings(ctx, c, samples)
-}
-
-// dial opens a probe connection (Hello and Welcome done).
-func dial(ctx context.Context, d Dialer, addr string) (*proto.Conn, error) {
-	c, _, err := proto.Dial(ctx, d, addr, &proto.Hello{Agent: Agent})
-	return c, err
-}
-
-// pings takes samples on c, one Ping in flight at a time, within ctx. When
-// they all succeed before ctx ends, c has no deadline again.
-func pings(ctx context.Context, c *proto.Conn, samples int) (Result, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.NetConn().SetDeadline(dl)
 	}
@@ -126,9 +113,6 @@ func pings(ctx context.Context, c *proto.Conn, samples int) (Result, error) {
 			got = append(got, time.Since(start))
 			break
 		}
-	}
-	if stop() {
-		_ = c.NetConn().SetDeadline(time.Time{})
 	}
 	return summarize(got), nil
 }

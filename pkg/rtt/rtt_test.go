@@ -3,7 +3,6 @@ package rtt
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -227,7 +226,6 @@ func TestProberRun(t *testing.T) {
 type countingDialer struct {
 	d           net.Dialer
 	active, max atomic.Int32
-	dials       atomic.Int32
 }
 
 type countedConn struct {
@@ -246,7 +244,6 @@ func (d *countingDialer) DialContext(ctx context.Context, network, addr string) 
 	if err != nil {
 		return nil, err
 	}
-	d.dials.Add(1)
 	n := d.active.Add(1)
 	for {
 		m := d.max.Load()
@@ -255,44 +252,4 @@ func (d *countingDialer) DialContext(ctx context.Context, network, addr string) 
 		}
 	}
 	return &countedConn{Conn: c, d: d}, nil
-}
-
-// TestProberKeepsConnections: with Keep, rounds reuse one connection per
-// server instead of dialing, saying Hello and closing each time (80% of a
-// probe's CPU, and the largest part of chatload's), and a kept
-// connection the server closed meanwhile is replaced within the probe,
-// which does not fail.
-func TestProberKeepsConnections(t *testing.T) {
-	s := wiretest.EchoServer(t, 0, nil)
-	cd := &countingDialer{}
-	cfg := DefaultConfig()
-	cfg.Dialer, cfg.Samples, cfg.Keep = cd, 3, true
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	target := []Target{{ID: "s", Addr: s.Addr()}}
-	round := func(what string) {
-		t.Helper()
-		if r := p.Round(context.Background(), target)["s"]; r.Err != nil || r.Count != 3 {
-			t.Fatalf("%s: %+v", what, r)
-		}
-	}
-	for i := range 5 {
-		round(fmt.Sprintf("round %d", i))
-	}
-	if n := cd.dials.Load(); n != 1 {
-		t.Errorf("5 rounds dialed %d times, want once", n)
-	}
-	// The server closes the kept connection (idle timeout, restart).
-	s.Drop()
-	round("after the server closed the kept connection")
-	if n := cd.dials.Load(); n != 2 {
-		t.Errorf("%d dials after the kept connection closed, want 2", n)
-	}
-	p.Close()
-	if n := cd.active.Load(); n != 0 {
-		t.Errorf("%d connections open after Close", n)
-	}
 }

@@ -220,16 +220,6 @@ func (e *Echo) Stop() {
 	})
 }
 
-// Drop closes every open connection, as a server closing idle ones, and
-// goes on accepting new ones.
-func (e *Echo) Drop() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for c := range e.conns {
-		c.Close()
-	}
-}
-
 func (e *Echo) accept() {
 	defer e.wg.Done()
 	for {
