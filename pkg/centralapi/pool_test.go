@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"nearchat/pkg/centralapi"
+	"nearchat/pkg/testkit"
 )
 
 // TestClientsKeepTheirConnections: many Clients in one process (a bot
@@ -21,7 +22,7 @@ import (
 // Central at 300 rooms x 3).
 func TestClientsKeepTheirConnections(t *testing.T) {
 	const clients, rounds = 8, 4
-	var accepted atomic.Int64
+	var accepted, closed atomic.Int64
 	var mu sync.Mutex
 	inFlight := 0
 	all := sync.NewCond(&mu)
@@ -41,8 +42,11 @@ func TestClientsKeepTheirConnections(t *testing.T) {
 		_, _ = w.Write([]byte(`{"servers":[]}`))
 	}))
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+		switch s {
+		case http.StateNew:
 			accepted.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
 		}
 	}
 	srv.Start()
@@ -70,4 +74,9 @@ func TestClientsKeepTheirConnections(t *testing.T) {
 	if n := accepted.Load(); n != clients {
 		t.Fatalf("%d connections for %d clients over %d rounds, want one each", n, clients, rounds)
 	}
+	// Idle, they close on their own: a process of thousands of users
+	// holds no descriptor per user between its rounds.
+	start := time.Now()
+	testkit.WaitFor(t, 20*time.Second, "the idle connections to close", func() bool { return closed.Load() == clients })
+	t.Logf("idle connections closed %v after the last request", time.Since(start).Round(time.Millisecond))
 }
