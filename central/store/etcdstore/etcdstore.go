@@ -28,6 +28,10 @@
 // stop serving. Several Centrals started with OpenLeader on one prefix are
 // so one leader and hot standbys. WatchLeader tells the standbys (who
 // relay their clients to the leader) where the leader is.
+//
+// A Store is also a store.Liveness: one lease per chat server, refreshed
+// when Central hears the server, so that a new leader knows how long ago
+// each server was last heard of (liveness.go).
 package etcdstore
 
 import (
