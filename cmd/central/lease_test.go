@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -281,4 +283,54 @@ func TestLeaseLapseUnderPartitionIsNotDeath(t *testing.T) {
 	_ = rest2
 	staysUp(t, "live", offline+2*time.Second, downs1, downs2)
 	awaitKey(t, ec, "/part/alive/live") // heard by the new leader: a new lease
+}
+
+// scrape returns the metrics text at addr, "" if it does not answer.
+func scrape(addr string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestFollowerServesMetrics: a follower started with -metrics serves its
+// relays' counters there, marked role="follower" (a REST call through it
+// counts as accepted and relayed on the rest port); once it leads, the
+// same address serves Central's metrics, marked role="leader".
+func TestFollowerServesMetrics(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	metrics := deadAddr(t)
+	leader, _, f, running := startPair(t, ec, "/metrics", nil, []string{"-metrics", metrics})
+	testkit.WaitFor(t, 10*time.Second, "the follower's metrics", func() bool {
+		return strings.Contains(scrape(metrics), `nearchat_central_role{role="follower"} 1`)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := centralapi.NewClient("http://"+f[0], nil).Servers(ctx); err != nil {
+		t.Fatalf("a REST call through the follower: %v", err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the relayed call counted", func() bool {
+		m := scrape(metrics)
+		return strings.Contains(m, `nearchat_central_relay_relayed_total{port="rest"} 1`) &&
+			strings.Contains(m, `nearchat_central_relay_accepted_total{port="control"} 0`) &&
+			strings.Contains(m, "process_cpu_seconds_total")
+	})
+	leader.Process.Kill()
+	leader.Wait()
+	select {
+	case <-running:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the follower did not take over")
+	}
+	testkit.WaitFor(t, 10*time.Second, "the new leader's metrics on the same address", func() bool {
+		m := scrape(metrics)
+		return strings.Contains(m, `nearchat_central_role{role="leader"} 1`) && strings.Contains(m, "nearchat_central_scan_duration_seconds") &&
+			!strings.Contains(m, "nearchat_central_relay_")
+	})
 }
