@@ -182,6 +182,11 @@ func TestThousandClients(t *testing.T) {
 	// The echo servers never heartbeat, and on a loaded machine the test
 	// outlasts testConfig's 15 s; it measures matching, not liveness.
 	cfg.OfflineAfter = 10 * time.Minute
+	// The bots say Hello and then wait, without the pings a real client
+	// sends, while the others register; under -race at load 15-20 the
+	// thousand registrations outlast the default 30 s and the first bots
+	// were cut off for silence.
+	cfg.ControlIdle = 10 * time.Minute
 	h := startCentral(t, cfg)
 	h.addServer(t, "serv1")
 	h.addServer(t, "serv2")

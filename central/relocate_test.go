@@ -294,16 +294,7 @@ func stalledAddr(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { nc.Close() })
-		}
-	}()
+	testkit.Serve(t, ln, nil)
 	return ln.Addr().String()
 }
 

@@ -167,27 +167,19 @@ func newRecorder(t *testing.T, target string) *recorder {
 		t.Fatal(err)
 	}
 	r := &recorder{ln: ln}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				return
-			}
-			cp := func(dst, src net.Conn) {
-				_, _ = io.Copy(io.MultiWriter(dst, r), src)
-				dst.Close()
-				src.Close()
-			}
-			go cp(up, c)
-			go cp(c, up)
+	testkit.Serve(t, ln, func(c net.Conn) {
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			return
 		}
-	}()
+		cp := func(dst, src net.Conn) {
+			_, _ = io.Copy(io.MultiWriter(dst, r), src)
+			dst.Close()
+			src.Close()
+		}
+		go cp(up, c)
+		cp(c, up)
+	})
 	return r
 }
 

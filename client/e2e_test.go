@@ -150,6 +150,7 @@ type user struct {
 	name   string
 	mu     sync.Mutex
 	probes []map[string]time.Duration // medians of each probe round, newest last
+	every  time.Duration              // the probe interval the user was given
 	c      *client.Client
 	events chan client.Event   // every event of c but messages
 	msgs   chan client.Message // c's messages, in order
@@ -169,7 +170,7 @@ func (c *cluster) user(name string, edits ...func(*client.Config)) *user {
 	for _, edit := range edits {
 		edit(&opts)
 	}
-	u := &user{t: c.t, name: name}
+	u := &user{t: c.t, name: name, every: opts.ProbeEvery}
 	opts.OnProbe = func(res map[string]rtt.Result) {
 		m := map[string]time.Duration{}
 		for id, r := range res {
@@ -274,7 +275,11 @@ func (u *user) settled() bool {
 // chat has a request from a to b accepted and returns both sessions.
 func chat(t *testing.T, a, b *user) (*client.Session, *client.Session, proto.Assign) {
 	t.Helper()
-	testkit.WaitFor(t, 20*time.Second, "probes that agree with the emulated RTTs", func() bool { return a.settled() && b.settled() })
+	// Two agreeing rounds take 2 intervals on a quiet machine; on a loaded
+	// one some rounds come out noisy, so the bound is counted in rounds
+	// (with 5 s rounds, 20 s left only four, and a test at load 23 timed out).
+	wait := max(20*time.Second, 20*max(a.every, b.every))
+	testkit.WaitFor(t, wait, "probes that agree with the emulated RTTs", func() bool { return a.settled() && b.settled() })
 	if err := a.c.Request(b.name); err != nil {
 		t.Fatal(err)
 	}

@@ -14,24 +14,14 @@ import (
 // echo serves on ln: every line it reads comes back prefixed with name.
 func echo(t *testing.T, ln net.Listener, name string) {
 	t.Helper()
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	testkit.Serve(t, ln, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			if _, err := io.WriteString(c, name+":"+sc.Text()+"\n"); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					if _, err := io.WriteString(c, name+":"+sc.Text()+"\n"); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 }
 
 func listen(t *testing.T) net.Listener {
@@ -200,17 +190,7 @@ func TestRelayHalfClose(t *testing.T) {
 // of both ends at once, even if the client never closes its own.
 func TestRelayLeaderEndFreesBoth(t *testing.T) {
 	a := listen(t)
-	t.Cleanup(func() { a.Close() })
-	go func() {
-		for {
-			c, err := a.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "bye\n")
-			c.Close()
-		}
-	}()
+	testkit.Serve(t, a, func(c net.Conn) { io.WriteString(c, "bye\n") })
 	r := startRelay(t, 5*time.Second)
 	r.SetTarget(a.Addr().String())
 	c, rd := dialRelay(t, r) // never closed before the test ends

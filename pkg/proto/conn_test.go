@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
 )
 
@@ -19,28 +20,18 @@ func listen(t *testing.T, answer func(*proto.Hello) wire.Message) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				c := proto.NewConn(nc, 0)
-				m, err := c.Recv()
-				if err != nil {
-					return
-				}
-				h, _ := m.(*proto.Hello)
-				if reply := answer(h); reply != nil {
-					_ = c.Send(reply)
-				}
-				_, _ = c.Recv() // hold the connection until the dialer closes it
-			}()
+	testkit.Serve(t, ln, func(nc net.Conn) {
+		c := proto.NewConn(nc, 0)
+		m, err := c.Recv()
+		if err != nil {
+			return
 		}
-	}()
+		h, _ := m.(*proto.Hello)
+		if reply := answer(h); reply != nil {
+			_ = c.Send(reply)
+		}
+		_, _ = c.Recv() // hold the connection until the dialer closes it
+	})
 	return ln.Addr().String()
 }
 

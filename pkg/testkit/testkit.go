@@ -1,5 +1,6 @@
 // Package testkit holds the helpers every nearchat test package shares: a
-// logger that writes through t.Log, a poll with a deadline, the one
+// logger that writes through t.Log, a poll with a deadline, a listener
+// that serves each connection until the test ends, the one
 // goroutine-leak check run by every package's TestMain, and a
 // once-per-run build of the programs a test starts as processes; its own
 // test keeps "every package has a package doc" true repo-wide. It uses
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path"
@@ -85,6 +87,55 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		every = min(every*5/4, 20*time.Millisecond)
 	}
+}
+
+// Serve accepts on ln until the test ends and runs handle on each
+// connection in a goroutine of its own, closing the connection when handle
+// returns. A nil handle holds every connection open and unread, as a
+// process that has stopped running would. When the test ends, ln and every
+// connection still open are closed, which ends a handle blocked reading.
+func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	t.Helper()
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
+	done := false
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		done = true
+		for c := range open {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if done {
+				mu.Unlock()
+				c.Close()
+				return
+			}
+			open[c] = true
+			mu.Unlock()
+			if handle == nil {
+				continue
+			}
+			go func() {
+				defer func() {
+					mu.Lock()
+					delete(open, c)
+					mu.Unlock()
+					c.Close()
+				}()
+				handle(c)
+			}()
+		}
+	}()
 }
 
 // ignored are the goroutines that outlive every test by design: gnet's
