@@ -96,16 +96,31 @@ func startBinary(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
 // awaitKey waits until key is in etcd.
 func awaitKey(t *testing.T, ec *etcdtest.Cluster, key string) {
 	t.Helper()
+	awaitKeyCount(t, ec, key, 1, 10*time.Second)
+}
+
+// awaitGone waits until key is not in etcd.
+func awaitGone(t *testing.T, ec *etcdtest.Cluster, key string, timeout time.Duration) {
+	t.Helper()
+	awaitKeyCount(t, ec, key, 0, timeout)
+}
+
+func awaitKeyCount(t *testing.T, ec *etcdtest.Cluster, key string, n int, timeout time.Duration) {
+	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	testkit.WaitFor(t, 10*time.Second, key+" in etcd", func() bool {
+	what := key + " in etcd"
+	if n == 0 {
+		what = key + " gone from etcd"
+	}
+	testkit.WaitFor(t, timeout, what, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		resp, err := cli.Get(ctx, key)
-		return err == nil && len(resp.Kvs) == 1
+		return err == nil && len(resp.Kvs) == n
 	})
 }
 
@@ -362,21 +377,5 @@ func TestDeposedLeaderFollowsAgain(t *testing.T) {
 	testkit.WaitFor(t, 20*time.Second, "the deposed leader to relay to the new one", func() bool {
 		h, err := api.Health(ctx)
 		return err == nil && h.REST == f[0]
-	})
-}
-
-// awaitGone waits until key is not in etcd.
-func awaitGone(t *testing.T, ec *etcdtest.Cluster, key string, timeout time.Duration) {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	testkit.WaitFor(t, timeout, key+" gone from etcd", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		resp, err := cli.Get(ctx, key)
-		return err == nil && len(resp.Kvs) == 0
 	})
 }
