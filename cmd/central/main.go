@@ -58,7 +58,7 @@ func run() int {
 	fs.StringVar(&cfg.RESTListen, "rest", cfg.RESTListen, "REST API listen address (host:port)")
 	fs.StringVar(&cfg.ControlListen, "control", cfg.ControlListen, "control port listen address (host:port)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval chat servers are told to use")
-	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "a chat server silent this long is marked down")
+	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "a chat server silent this long is marked down (with -store etcd://, also the TTL of its etcd lease, which carries its silence across leaders)")
 	fs.DurationVar(&cfg.ScanInterval, "scan", cfg.ScanInterval, "relocation scan interval")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "a chat request unanswered this long ends with REQ_TIMEOUT")
 	fs.DurationVar(&cfg.AwaitingEvery, "awaiting-every", cfg.AwaitingEvery, "period of AWAITING_REQ while a request waits")
