@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"nearchat/bench/chaos"
+	"nearchat/bench/cluster"
 	"nearchat/central/store/etcdstore/etcdtest"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/testkit"
@@ -81,14 +81,13 @@ func serverUp(rest, id string) (up, ok bool) {
 	return false, false
 }
 
-// deadAddr is a loopback address nothing listens on (any more).
+// deadAddr is a loopback address nothing listens on, outside the
+// ephemeral range (cluster.FreeAddr), so no connection takes it meanwhile.
 func deadAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := cluster.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
 }
 
@@ -187,12 +186,7 @@ func TestLeaseSpansLeaderChange(t *testing.T) {
 	args := append([]string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-store", "etcd://" + ec.Hosts() + "/span"}, flags...)
 	leader, _ := startBinary(t, bin, args...)
 	_, following, running, downs := launchWatched(t, bin, args...)
-	var f [2]string
-	select {
-	case f = <-following:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the second Central does not follow")
-	}
+	f := awaitFollowing(t, following)
 	var cur atomic.Value
 	cur.Store(f[0]) // through the follower's relay, which leads next
 	startBeater(t, "live", wiretest.EchoServer(t, 0, nil).Addr(), &cur)
@@ -247,12 +241,7 @@ func TestLeaseLapseUnderPartitionIsNotDeath(t *testing.T) {
 		"-heartbeat", "250ms", "-offline-after", offline.String()}
 	rest, downs1 := startWatched(t, bin, append(args, "-store", "etcd://"+p.Addr()+"/part")...)
 	_, following, running, downs2 := launchWatched(t, bin, append(args, "-store", "etcd://"+ec.Hosts()+"/part")...)
-	var f [2]string
-	select {
-	case f = <-following:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the second Central does not follow")
-	}
+	f := awaitFollowing(t, following)
 	var cur atomic.Value
 	cur.Store(f[0])
 	startBeater(t, "live", wiretest.EchoServer(t, 0, nil).Addr(), &cur)

@@ -207,12 +207,19 @@ func startPair(t *testing.T, ec *etcdtest.Cluster, prefix string, leaderArgs, fo
 	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", "etcd://" + ec.Hosts() + prefix}
 	leader, rest := startBinary(t, bin, append(args, leaderArgs...)...)
 	_, following, running := launchReplica(t, bin, append(args, followerArgs...)...)
+	return leader, rest, awaitFollowing(t, following), running
+}
+
+// awaitFollowing waits until a replica follows and returns its REST and
+// control addresses.
+func awaitFollowing(t *testing.T, following <-chan [2]string) [2]string {
+	t.Helper()
 	select {
 	case f := <-following:
-		return leader, rest, f, running
+		return f
 	case <-time.After(30 * time.Second):
 		t.Fatal("the second Central does not follow")
-		return nil, "", [2]string{}, nil
+		return [2]string{}
 	}
 }
 
