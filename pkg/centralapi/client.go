@@ -71,10 +71,11 @@ func NewClientTLS(base string, tc *tls.Config) *Client {
 // idleConn is how long a Client's REST connection stays open with no
 // request: long enough for the requests that follow one another (a probe
 // round's server list and latency report, a registration and its first
-// report), short enough that a client holds none between rounds (5,000
-// users in one process would otherwise hold 5,000 descriptors there, and
-// as many in Central).
-const idleConn = 2 * time.Second
+// report, a chat server's heartbeats every 3 s), short enough that the
+// load generator's members, probing every 5 s or less often, hold none
+// between rounds (6,000 users in one process would otherwise hold 6,000
+// descriptors there, and as many in Central).
+const idleConn = 4 * time.Second
 
 // CloseIdleConnections closes the client's keep-alive connections that
 // carry no request now. Safe for concurrent use.
