@@ -58,9 +58,10 @@ type Central struct {
 	rnd        *rand.Rand
 	workerRnds []*rand.Rand
 	online     int
-	started    time.Time // when New ran: servers get OfflineAfter to come back
-	tokenKey   []byte    // signs session tokens (newToken)
-	checkTok   bool      // tokenKey survives restarts: placeholders need their token
+	started    time.Time      // when New ran: servers get OfflineAfter to come back
+	live       store.Liveness // the store's record of server liveness, if it keeps one
+	tokenKey   []byte         // signs session tokens (newToken)
+	checkTok   bool           // tokenKey survives restarts: placeholders need their token
 	obs        *observer
 	revokes    revokeLog // tickets withdrawn before they expire (revoke.go)
 
@@ -169,6 +170,7 @@ func newCore(cfg Config) (*Central, error) {
 	if c.st == nil {
 		c.st = store.NewMemory()
 	}
+	c.live, _ = c.st.(store.Liveness)
 	if c.now == nil {
 		c.now = time.Now
 	}

@@ -72,6 +72,17 @@
 // member's liveness ping unanswered) weighs less: it corroborates only a
 // check that could not even connect, since on a starved machine every
 // member of a live server's rooms falls silent at once.
+//
+// A Store that keeps liveness itself (store.Liveness: etcdstore holds one
+// lease per server, TTL OfflineAfter, refreshed at every registration and
+// heartbeat) carries it across a change of leader: New takes each
+// server's last sign of life from the store, and a server the store has
+// none of within OfflineAfter (its lease lapsed, say while no Central
+// led) is checked at once and marked down if the check fails, the lapse
+// being the missed heartbeats. A server whose silence reaches OfflineAfter
+// by the store's account alone is treated the same way; one that answers
+// gets OfflineAfter from then to heartbeat. With such a store a heartbeat
+// writes no record, only a lease refresh.
 // Reports are kept once per (member, room). A member that reports a
 // placement older than Central's is simply sent the current one.
 //
@@ -99,7 +110,9 @@
 // epochs per room, one owner of each pending request and push, the fence
 // on every etcd write) exactly as they are proven for one process, with
 // nothing on a follower to keep consistent; the price is a hop on control
-// traffic and a leader that does all the deciding. The leader publishes
+// traffic and a leader that does all the deciding. A new leader counts
+// each server's silence from its etcd lease (Liveness above), so a server
+// that died while no one led is found at once. The leader publishes
 // its addresses (etcdstore.Store.Proclaim) only once it serves, so a relay
 // never points into another relay.
 // Central's in-memory store dies with it, but nothing else needs to: chat

@@ -595,6 +595,9 @@ func (c *Central) corroboratedLocked(s *serverRec, now time.Time, connected bool
 			two = true
 		}
 	}
+	if s.lapsed {
+		return true, "its etcd lease lapsed (no heartbeat for OfflineAfter, whoever led)"
+	}
 	if first == nil {
 		return false, "" // only silences, from a server that accepts connections
 	}
@@ -648,6 +651,7 @@ func (c *Central) probeLocked(s *serverRec) {
 		case err == nil:
 			s.echoRTT = echoTook
 			s.suspectAt = time.Time{}
+			s.lapsed = false // alive: its heartbeats (or OfflineAfter) decide
 			for rep, silent := range s.reporters {
 				// A member whose connection broke rejoins (the server may
 				// have restarted and lost the room); one whose connection
@@ -665,7 +669,7 @@ func (c *Central) probeLocked(s *serverRec) {
 			var ok bool
 			if ok, why = c.corroboratedLocked(s, now, connected); ok {
 				down = true
-				c.markDownLocked(s, "reported unreachable, failed Central's echo check ("+err.Error()+") and "+why)
+				c.markDownLocked(s, "failed Central's echo check ("+err.Error()+") and "+why)
 			} else {
 				c.log.Info("server reported unreachable failed one echo check; waiting for corroboration", "server", id, "connected", connected, "err", err)
 			}

@@ -471,7 +471,8 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	}
 	s.rec.Token = s.token
 	token := s.token
-	c.storeErr("put server", c.st.PutServer(s.rec))
+	s.lapsed, s.byLease = false, false
+	c.heardLocked(s, true)
 	c.syncSelLocked()
 	c.announceLocked(s, proto.ServerUp)
 	c.mu.Unlock()
@@ -502,11 +503,11 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	}
 	now := c.now()
 	revived := s.rec.Down
-	s.rec.Down = false
+	s.rec.Down, s.lapsed, s.byLease = false, false, false
 	s.rec.LastSeen = now
 	s.rec.Conns, s.rec.Rooms = in.Conns, max(in.Total, len(in.Rooms))
 	c.adoptLocked(s, in.Rooms, now)
-	c.storeErr("put server", c.st.PutServer(s.rec))
+	c.heardLocked(s, revived)
 	c.syncSelLocked()
 	if revived {
 		c.announceLocked(s, proto.ServerUp)
@@ -519,6 +520,20 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 		c.kickScan()
 	}
 	return http.StatusOK, out, nil
+}
+
+// heardLocked records a registration or heartbeat of s in the store: the
+// record when changed says so, or always without a store that keeps
+// liveness. With one (etcd) a heartbeat costs a lease refresh there, not
+// a write: the record's load figures and LastSeen are the leader's alone,
+// and a new leader has them from the next heartbeat and the lease.
+func (c *Central) heardLocked(s *serverRec, changed bool) {
+	if c.live == nil || changed {
+		c.storeErr("put server", c.st.PutServer(s.rec))
+	}
+	if c.live != nil {
+		c.live.Heard(s.rec.ID, c.cfg.OfflineAfter)
+	}
 }
 
 func (c *Central) drain(r *http.Request) (int, any, *apiError) {
@@ -556,6 +571,9 @@ func (c *Central) deregisterServer(r *http.Request) (int, any, *apiError) {
 	c.announceLocked(s, proto.ServerDown)
 	delete(c.srvByID, s.rec.ID)
 	c.storeErr("delete server", c.st.DeleteServer(s.rec.ID))
+	if c.live != nil {
+		c.live.Forget(s.rec.ID)
+	}
 	c.compactLocked()
 	c.syncSelLocked()
 	c.mu.Unlock()

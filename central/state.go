@@ -71,6 +71,14 @@ type serverRec struct {
 	// badAt when Central first had a sign it is down, draining or gone
 	// (see noteServersLocked); zero while it is fine.
 	suspectAt, badAt time.Time
+	// lapsed: the store's lease of the server ran out (no leader heard
+	// it for OfflineAfter) and it has not been heard of since; a failed
+	// echo check then marks it down. checkLivenessLocked checks it.
+	lapsed bool
+	// byLease: LastSeen is the store's account (a lease a previous
+	// leader refreshed), not a heartbeat to this Central; its running
+	// out is a lapse, not a silence this Central saw.
+	byLease bool
 	// echoRTT is how long Central's last successful echo check took.
 	echoRTT time.Duration
 	checks  int // echo checks finished, for tests and logs
@@ -218,8 +226,22 @@ func (c *Central) load() error {
 		return err
 	}
 	for _, rec := range servers {
-		rec.LastSeen = now // a fresh OfflineAfter window to heartbeat in
-		c.addServerLocked(rec)
+		// A fresh OfflineAfter window to heartbeat in, unless the store
+		// keeps liveness (etcd leases): then the server was last heard
+		// of when it says, and a server it has no sign of life of for
+		// OfflineAfter is checked at once (a lapsed lease is the missed
+		// heartbeats; the failed check must come too).
+		rec.LastSeen = now
+		lapsed, byLease := false, false
+		if c.live != nil && !rec.Down {
+			if ago, ok := c.live.HeardAgo(rec.ID); ok {
+				rec.LastSeen, byLease = now.Add(-min(ago, c.cfg.OfflineAfter)), true
+			} else {
+				lapsed = true
+			}
+		}
+		s := c.addServerLocked(rec)
+		s.lapsed, s.byLease = lapsed, byLease
 	}
 	users, err := c.st.Users()
 	if err != nil {
@@ -383,7 +405,7 @@ func (c *Central) markDownLocked(s *serverRec, why string) {
 	if s.rec.Down || s.gone {
 		return
 	}
-	s.rec.Down = true
+	s.rec.Down, s.lapsed, s.byLease = true, false, false
 	clear(s.reporters)
 	c.announceLocked(s, proto.ServerDown)
 	c.log.Warn("chat server down", "server", s.rec.ID, "addr", s.rec.Addr, "why", why, "rooms", s.assigned)
@@ -396,11 +418,17 @@ func (c *Central) markDownLocked(s *serverRec, why string) {
 func (c *Central) checkLivenessLocked(now time.Time) bool {
 	changed := false
 	for _, s := range c.servers {
+		if s.byLease && !s.rec.Down && !s.gone && now.Sub(s.rec.LastSeen) > c.cfg.OfflineAfter {
+			// Silent for OfflineAfter by the lease's account: the missed
+			// heartbeats; an echo check must fail too. If it answers, it
+			// has OfflineAfter from now to heartbeat.
+			s.byLease, s.lapsed, s.rec.LastSeen = false, true, now
+		}
 		if !s.rec.Down && !s.gone && now.Sub(s.rec.LastSeen) > c.cfg.OfflineAfter {
 			c.markDownLocked(s, fmt.Sprintf("no heartbeat for %v", now.Sub(s.rec.LastSeen).Round(time.Millisecond)))
 			changed = true
-		} else if len(s.reporters) > 0 && !s.rec.Down && now.Sub(s.rec.LastSeen) > c.cfg.HeartbeatInterval*3/2 {
-			c.probeLocked(s) // a report plus a late heartbeat: check again now
+		} else if (len(s.reporters) > 0 && !s.rec.Down && now.Sub(s.rec.LastSeen) > c.cfg.HeartbeatInterval*3/2) || s.lapsed {
+			c.probeLocked(s) // a report plus a late heartbeat, or a lapsed lease: check again now
 		}
 	}
 	return changed

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"syscall"
 	"time"
 
 	"nearchat/bench/cluster"
@@ -20,6 +21,8 @@ var replicaScenarios = []Scenario{
 		Replicas: true, Run: partitionLeaderFromEtcd},
 	{Name: "replica-kill-etcd-member", Doc: "three Centrals on etcd: SIGKILL one of the three etcd members, then drain the room's server",
 		Replicas: true, Run: killEtcdMember},
+	{Name: "replica-kill-server-no-leader", Doc: "three Centrals on etcd: SIGSTOP the followers, SIGKILL the leader and the room's chat server, SIGCONT the followers 1-5 s later (the server's etcd lease, TTL offline-after, lapsed or not); the new leader must move the room off the dead server",
+		Replicas: true, Run: killServerNoLeader},
 }
 
 func init() { Scenarios = append(Scenarios, replicaScenarios...) }
@@ -155,6 +158,51 @@ func partitionLeaderFromEtcd(e *Env) error {
 		p.Heal()
 	}
 	return e.drainRoomMoves()
+}
+
+func killServerNoLeader(e *Env) error {
+	at, _, err := e.Where()
+	if err != nil {
+		return err
+	}
+	lead := e.Rep.Leader(e.ctx)
+	var stopped []int
+	for i, c := range e.Rep.Centrals {
+		if i != lead && c.Running() {
+			if err := c.Signal(syscall.SIGSTOP); err != nil {
+				return err
+			}
+			stopped = append(stopped, i)
+		}
+	}
+	e.Fault("SIGSTOP the followers %v, SIGKILL the leader, central%d", stopped, lead)
+	if err := e.Rep.Centrals[lead].Kill(); err != nil {
+		return err
+	}
+	from := e.C.Events.Len()
+	if err := e.Kill(at); err != nil {
+		return err
+	}
+	gap := e.Jitter(time.Second, 5*time.Second)
+	if err := e.Sleep(gap); err != nil {
+		return err
+	}
+	e.Fault("SIGCONT the followers after %v with no Central leading", gap.Round(time.Millisecond))
+	for _, i := range stopped {
+		if err := e.Rep.Centrals[i].Signal(syscall.SIGCONT); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	if err := e.awaitNewLeader(lead, start); err != nil {
+		return err
+	}
+	led := time.Now()
+	if _, err := e.AwaitMove(from, 15*time.Second); err != nil {
+		return fmt.Errorf("the new leader did not move the room off the dead %s: %w", at, err)
+	}
+	e.log("the room moved off the dead %s %.0f ms after the new leader was seen", at, float64(time.Since(led).Milliseconds()))
+	return nil
 }
 
 func killEtcdMember(e *Env) error {

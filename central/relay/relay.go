@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,6 +36,23 @@ type Relay struct {
 	conns   map[net.Conn]bool // every connection: true once relayed to target
 	closed  bool
 	wg      sync.WaitGroup
+
+	accepted, relayed, gaveUp, changes atomic.Uint64
+	open                               atomic.Int64
+}
+
+// Stats are a Relay's counters since Serve.
+type Stats struct {
+	Accepted uint64 // connections accepted
+	Relayed  uint64 // of them, connected to a leader
+	GaveUp   uint64 // of them, closed with no leader answering within the patience
+	Open     int    // connections open now (accepted, waiting or relayed)
+	Changes  uint64 // times the target changed (a new leader, or none)
+}
+
+// Stats returns the relay's counters. Safe for concurrent use.
+func (r *Relay) Stats() Stats {
+	return Stats{Accepted: r.accepted.Load(), Relayed: r.relayed.Load(), GaveUp: r.gaveUp.Load(), Open: int(r.open.Load()), Changes: r.changes.Load()}
 }
 
 // Serve relays every connection ln accepts until Close. A connection waits
@@ -59,6 +77,7 @@ func (r *Relay) SetTarget(addr string) {
 		return
 	}
 	r.target = addr
+	r.changes.Add(1)
 	close(r.changed)
 	r.changed = make(chan struct{})
 	for c, relayed := range r.conns {
@@ -99,9 +118,12 @@ func (r *Relay) accept() {
 			c.Close()
 			return
 		}
+		r.accepted.Add(1)
+		r.open.Add(1)
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
+			defer r.open.Add(-1)
 			r.relay(c)
 		}()
 	}
@@ -136,6 +158,7 @@ func (r *Relay) relay(client net.Conn) {
 		r.untrack(client)
 		return
 	}
+	r.relayed.Add(1)
 	// A client that ends its sending side cleanly (FIN) may still be
 	// owed an answer: the half-close is passed on and the leader's way
 	// keeps flowing (the leader's timeouts bound it). Anything else, and
@@ -177,6 +200,7 @@ func (r *Relay) dial(client net.Conn) net.Conn {
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
+			r.gaveUp.Add(1)
 			return nil
 		}
 		if target != "" {

@@ -125,7 +125,8 @@ func TestRelayWaitsForTarget(t *testing.T) {
 }
 
 // TestRelayGivesUp: with no target for its patience, a connection is
-// closed; Close closes relayed connections and the listener.
+// closed; Close closes relayed connections and the listener. Stats count
+// both connections.
 func TestRelayGivesUp(t *testing.T) {
 	r := startRelay(t, 200*time.Millisecond)
 	c, rd := dialRelay(t, r)
@@ -143,7 +144,13 @@ func TestRelayGivesUp(t *testing.T) {
 	if got, err := ask(t, c2, rd2, "x"); err != nil || got != "a:x" {
 		t.Fatalf("%q, %v", got, err)
 	}
+	if st := r.Stats(); st != (Stats{Accepted: 2, Relayed: 1, GaveUp: 1, Open: 1, Changes: 1}) {
+		t.Fatalf("stats %+v, want 2 accepted, 1 relayed, 1 given up, 1 open, 1 change", st)
+	}
 	r.Close()
+	if st := r.Stats(); st.Open != 0 {
+		t.Fatalf("%d connections open after Close", st.Open)
+	}
 	c2.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := rd2.ReadString('\n'); err == nil {
 		t.Fatal("a relayed connection outlived Close")

@@ -104,6 +104,24 @@ type Store interface {
 	Counts() (users, servers, rooms int)
 }
 
+// Liveness is what a Store offers that keeps chat-server liveness itself,
+// beyond the process that runs Central: etcdstore.Store holds one etcd
+// lease per server, so that a Central taking over knows how long ago each
+// server was last heard of. Central uses it when its Store implements it;
+// Memory does not (liveness is then Central's own clock alone).
+type Liveness interface {
+	// Heard records a sign of life of server id (its registration or a
+	// heartbeat) that lasts ttl. It does no I/O.
+	Heard(id string, ttl time.Duration)
+	// Forget drops server id's liveness (it deregistered).
+	Forget(id string)
+	// HeardAgo reports how long ago server id was last heard of, by the
+	// store's account when it was opened or won the leadership; false
+	// when no sign of life of it is live (the last one is older than its
+	// ttl, or there was none).
+	HeardAgo(id string) (time.Duration, bool)
+}
+
 // Memory is a Store in process memory, guarded by one RWMutex. The zero
 // value is not usable; call NewMemory.
 type Memory struct {

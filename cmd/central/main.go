@@ -12,7 +12,8 @@
 // it learns from the election (etcdstore.WatchLeader); when it wins it
 // closes the relays and serves on the same ports, and when it loses the
 // leadership (its lease lapsed: cut off from etcd, or starved) it steps
-// down and follows again.
+// down and follows again. With -metrics a follower serves its relays'
+// counters (role="follower"), the leader Central's (role="leader").
 //
 // It stops cleanly on SIGINT or SIGTERM.
 package main
@@ -39,6 +40,8 @@ import (
 	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func main() { os.Exit(run()) }
@@ -55,7 +58,7 @@ func run() int {
 	fs.StringVar(&cfg.RESTListen, "rest", cfg.RESTListen, "REST API listen address (host:port)")
 	fs.StringVar(&cfg.ControlListen, "control", cfg.ControlListen, "control port listen address (host:port)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval chat servers are told to use")
-	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "a chat server silent this long is marked down")
+	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "a chat server silent this long is marked down (with -store etcd://, also the TTL of its etcd lease, which carries its silence across leaders)")
 	fs.DurationVar(&cfg.ScanInterval, "scan", cfg.ScanInterval, "relocation scan interval")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "a chat request unanswered this long ends with REQ_TIMEOUT")
 	fs.DurationVar(&cfg.AwaitingEvery, "awaiting-every", cfg.AwaitingEvery, "period of AWAITING_REQ while a request waits")
@@ -160,7 +163,7 @@ func run() int {
 	// A replica: follow (relay to the leader) until we lead, serve until
 	// we stop or are deposed, then follow again.
 	for {
-		f, err := startFollower(ctx, *storeURL, &sv.cfg)
+		f, err := startFollower(ctx, *storeURL, &sv.cfg, sv.metricsAddr)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
 			return 1
@@ -224,7 +227,11 @@ func (sv *server) serve(ctx context.Context, st *etcdstore.Store, serving string
 		}
 	}
 	if sv.metricsAddr != "" {
-		m, err := metricshttp.Listen(sv.metricsAddr, c.Collector())
+		cs := []prometheus.Collector{c.Collector()}
+		if st != nil {
+			cs = append(cs, roleGauge("leader"))
+		}
+		m, err := metricshttp.Listen(sv.metricsAddr, cs...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
 			c.Close()
@@ -312,14 +319,17 @@ type follower struct {
 	self      string // the campaign value, JSON: the name alone
 	serving   string // proclaimed once Central serves: name and addresses
 	rest, ctl *relay.Relay
+	metrics   *metricshttp.Server // nil without -metrics
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 }
 
 // startFollower binds cfg's ports (fixing a port 0 to the one it got, so
 // that Central binds the same one when it leads) and relays them to the
-// leader of the store URL's prefix until stop.
-func startFollower(ctx context.Context, storeURL string, cfg *central.Config) (*follower, error) {
+// leader of the store URL's prefix until stop; with a metrics address it
+// serves its relays' counters there (the process's own too), marked
+// role="follower".
+func startFollower(ctx context.Context, storeURL string, cfg *central.Config, metricsAddr string) (*follower, error) {
 	endpoints, prefix, err := etcdstore.ParseURL(storeURL)
 	if err != nil {
 		return nil, err
@@ -353,14 +363,27 @@ func startFollower(ctx context.Context, storeURL string, cfg *central.Config) (*
 	self, _ := json.Marshal(candidate{Name: me.Name})
 	serving, _ := json.Marshal(me)
 	f := &follower{self: string(self), serving: string(serving), rest: relay.Serve(restLn, relayPatience), ctl: relay.Serve(ctlLn, relayPatience), watchDone: make(chan struct{})}
+	fail := func(err error) (*follower, error) {
+		f.rest.Close()
+		f.ctl.Close()
+		if f.metrics != nil {
+			f.metrics.Close()
+		}
+		return nil, err
+	}
+	if metricsAddr != "" {
+		cs := append(relayCollectors("rest", f.rest), relayCollectors("control", f.ctl)...)
+		if f.metrics, err = metricsListen(ctx, metricsAddr, append(cs, roleGauge("follower"))...); err != nil {
+			return fail(err)
+		}
+		cfg.Logger.Info("follower metrics", "url", "http://"+f.metrics.Addr()+"/metrics")
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	f.stopWatch = cancel
 	leaders, err := etcdstore.WatchLeader(wctx, endpoints, prefix)
 	if err != nil {
 		cancel()
-		f.rest.Close()
-		f.ctl.Close()
-		return nil, err
+		return fail(err)
 	}
 	go func() {
 		defer close(f.watchDone)
@@ -408,4 +431,42 @@ func (f *follower) stop() {
 	<-f.watchDone
 	f.rest.Close()
 	f.ctl.Close()
+	if f.metrics != nil {
+		f.metrics.Close()
+	}
+}
+
+// metricsListen is metricshttp.Listen, retrying for a few seconds while
+// the address is in use (as listen does: the leader's metrics port, which
+// a deposed leader's follower takes over).
+func metricsListen(ctx context.Context, addr string, cs ...prometheus.Collector) (*metricshttp.Server, error) {
+	ln, err := listen(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	ln.Close()
+	return metricshttp.Listen(ln.Addr().String(), cs...)
+}
+
+// roleGauge is nearchat_central_role{role=...} 1: whether this replica's
+// metrics are a leader's (Central's) or a follower's (its relays').
+func roleGauge(role string) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nearchat_central_role", Help: "1, labelled with what this Central replica is: the leader (it runs Central) or a follower (it relays to the leader).",
+		ConstLabels: prometheus.Labels{"role": role}}, func() float64 { return 1 })
+}
+
+// relayCollectors export a follower's relay of one port.
+func relayCollectors(port string, r *relay.Relay) []prometheus.Collector {
+	l := prometheus.Labels{"port": port}
+	counter := func(name, help string, v func(relay.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: l}, func() float64 { return float64(v(r.Stats())) })
+	}
+	return []prometheus.Collector{
+		counter("nearchat_central_relay_accepted_total", "Connections a follower accepted on the port.", func(s relay.Stats) uint64 { return s.Accepted }),
+		counter("nearchat_central_relay_relayed_total", "Connections a follower relayed to the leader.", func(s relay.Stats) uint64 { return s.Relayed }),
+		counter("nearchat_central_relay_gave_up_total", "Connections a follower closed with no leader answering within its patience.", func(s relay.Stats) uint64 { return s.GaveUp }),
+		counter("nearchat_central_relay_leader_changes_total", "Times a follower's relay target changed (a new leader, or none).", func(s relay.Stats) uint64 { return s.Changes }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nearchat_central_relay_open", Help: "Connections a follower holds open on the port (waiting or relayed).", ConstLabels: l},
+			func() float64 { return float64(r.Stats().Open) }),
+	}
 }

@@ -29,6 +29,14 @@ func launch(t *testing.T, bin string, args ...string) (*exec.Cmd, <-chan string)
 // control addresses a replica relays on while it does not lead.
 func launchReplica(t *testing.T, bin string, args ...string) (cmd *exec.Cmd, following <-chan [2]string, running <-chan string) {
 	t.Helper()
+	cmd, following, running, _ = launchWatched(t, bin, args...)
+	return cmd, following, running
+}
+
+// launchWatched is launchReplica that also reports, on downs, the id of
+// every chat server the process declares down.
+func launchWatched(t *testing.T, bin string, args ...string) (cmd *exec.Cmd, following <-chan [2]string, running, downs <-chan string) {
+	t.Helper()
 	cmd = exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -40,7 +48,7 @@ func launchReplica(t *testing.T, bin string, args ...string) (cmd *exec.Cmd, fol
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	// Never blocks the scanner (a full channel drops the line): a
 	// blocked scanner would stall the process on its stderr.
-	run, follow := make(chan string, 4), make(chan [2]string, 4)
+	run, follow, down := make(chan string, 4), make(chan [2]string, 4), make(chan string, 64)
 	field := func(line, name string) string {
 		_, v, _ := strings.Cut(line, " "+name+"=")
 		v, _, _ = strings.Cut(v, " ")
@@ -61,10 +69,15 @@ func launchReplica(t *testing.T, bin string, args ...string) (cmd *exec.Cmd, fol
 				case follow <- [2]string{field(line, "rest"), field(line, "control")}:
 				default:
 				}
+			case strings.Contains(line, "chat server down"):
+				select {
+				case down <- field(line, "server"):
+				default:
+				}
 			}
 		}
 	}()
-	return cmd, follow, run
+	return cmd, follow, run, down
 }
 
 // startBinary is launch, waiting until Central runs.
@@ -83,16 +96,31 @@ func startBinary(t *testing.T, bin string, args ...string) (*exec.Cmd, string) {
 // awaitKey waits until key is in etcd.
 func awaitKey(t *testing.T, ec *etcdtest.Cluster, key string) {
 	t.Helper()
+	awaitKeyCount(t, ec, key, 1, 10*time.Second)
+}
+
+// awaitGone waits until key is not in etcd.
+func awaitGone(t *testing.T, ec *etcdtest.Cluster, key string, timeout time.Duration) {
+	t.Helper()
+	awaitKeyCount(t, ec, key, 0, timeout)
+}
+
+func awaitKeyCount(t *testing.T, ec *etcdtest.Cluster, key string, n int, timeout time.Duration) {
+	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	testkit.WaitFor(t, 10*time.Second, key+" in etcd", func() bool {
+	what := key + " in etcd"
+	if n == 0 {
+		what = key + " gone from etcd"
+	}
+	testkit.WaitFor(t, timeout, what, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		resp, err := cli.Get(ctx, key)
-		return err == nil && len(resp.Kvs) == 1
+		return err == nil && len(resp.Kvs) == n
 	})
 }
 
@@ -179,12 +207,19 @@ func startPair(t *testing.T, ec *etcdtest.Cluster, prefix string, leaderArgs, fo
 	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", "etcd://" + ec.Hosts() + prefix}
 	leader, rest := startBinary(t, bin, append(args, leaderArgs...)...)
 	_, following, running := launchReplica(t, bin, append(args, followerArgs...)...)
+	return leader, rest, awaitFollowing(t, following), running
+}
+
+// awaitFollowing waits until a replica follows and returns its REST and
+// control addresses.
+func awaitFollowing(t *testing.T, following <-chan [2]string) [2]string {
+	t.Helper()
 	select {
 	case f := <-following:
-		return leader, rest, f, running
+		return f
 	case <-time.After(30 * time.Second):
 		t.Fatal("the second Central does not follow")
-		return nil, "", [2]string{}, nil
+		return [2]string{}
 	}
 }
 

@@ -28,6 +28,10 @@
 // stop serving. Several Centrals started with OpenLeader on one prefix are
 // so one leader and hot standbys. WatchLeader tells the standbys (who
 // relay their clients to the leader) where the leader is.
+//
+// A Store is also a store.Liveness: one lease per chat server, refreshed
+// when Central hears the server, so that a new leader knows how long ago
+// each server was last heard of (liveness.go).
 package etcdstore
 
 import (
@@ -82,6 +86,9 @@ type Store struct {
 	fence    []clientv3.Cmp
 	lost     chan struct{} // closed once the leadership is gone
 	lostOnce sync.Once
+
+	live       liveness      // chat-server leases (liveness.go)
+	refreshing chan struct{} // closed when the lease refresher stops
 }
 
 var _ store.Store = (*Store)(nil)
@@ -176,9 +183,15 @@ func OpenLeader(ctx context.Context, endpoints []string, prefix, name string, tt
 		// The watch broke (compacted past rev, say) and returned: load
 		// afresh.
 		s.Memory = store.NewMemory()
+		s.live.mu.Lock()
+		s.live.recs = map[string]*liveRec{}
+		s.live.mu.Unlock()
 		if _, err := s.load(ctx); err != nil {
 			return fail(err)
 		}
+	}
+	if err := s.measureAges(ctx); err != nil {
+		return fail(err)
 	}
 	s.fence = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.elec.Key()), "=", s.elec.Rev())}
 	go func() {
@@ -206,7 +219,7 @@ func (s *Store) follow(ctx context.Context, rev int64, applied chan int64, werr 
 			if ev.Type == clientv3.EventTypeDelete {
 				err = s.forget(string(ev.Kv.Key))
 			} else {
-				err = s.apply(ev.Kv.Key, ev.Kv.Value)
+				err = s.apply(ev.Kv.Key, ev.Kv.Value, ev.Kv.Lease)
 			}
 			if err != nil {
 				werr <- err
@@ -246,13 +259,19 @@ func newStore(endpoints []string, prefix string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: %w", err)
 	}
-	return &Store{Memory: store.NewMemory(), cli: cli, prefix: prefix,
+	s := &Store{Memory: store.NewMemory(), cli: cli, prefix: prefix,
 		pending: map[string]*string{}, changed: make(chan struct{}), wake: make(chan struct{}, 1),
-		done: make(chan struct{}), lost: make(chan struct{})}, nil
+		done: make(chan struct{}), lost: make(chan struct{})}
+	s.live.init()
+	return s, nil
 }
 
 func (s *Store) start(ctx context.Context) error {
 	if _, err := s.load(ctx); err != nil {
+		s.closeClient()
+		return err
+	}
+	if err := s.measureAges(ctx); err != nil {
 		s.closeClient()
 		return err
 	}
@@ -263,7 +282,12 @@ func (s *Store) start(ctx context.Context) error {
 func (s *Store) startWriter() {
 	var wctx context.Context
 	wctx, s.stop = context.WithCancel(context.Background())
+	s.refreshing = make(chan struct{})
 	go s.writer(wctx)
+	go func() {
+		defer close(s.refreshing)
+		s.refresher(wctx)
+	}()
 }
 
 func (s *Store) closeClient() error {
@@ -381,7 +405,7 @@ func (s *Store) load(ctx context.Context) (int64, error) {
 			rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			if err := s.apply(kv.Key, kv.Value); err != nil {
+			if err := s.apply(kv.Key, kv.Value, kv.Lease); err != nil {
 				return 0, err
 			}
 		}
@@ -392,12 +416,14 @@ func (s *Store) load(ctx context.Context) (int64, error) {
 	}
 }
 
-// apply puts the record stored at key into the cache; keys that hold no
-// record of ours (the election's) are skipped.
-func (s *Store) apply(key, value []byte) error {
-	kind, _, _ := strings.Cut(strings.TrimPrefix(string(key), s.prefix), "/")
+// apply puts the record stored at key, attached to lease, into the cache;
+// keys that hold no record of ours (the election's) are skipped.
+func (s *Store) apply(key, value []byte, lease int64) error {
+	kind, id, _ := strings.Cut(strings.TrimPrefix(string(key), s.prefix), "/")
 	var err error
 	switch kind {
+	case "alive":
+		s.applyAlive(id, lease)
 	case "users":
 		var u store.User
 		if err = json.Unmarshal(value, &u); err == nil {
@@ -430,6 +456,8 @@ func (s *Store) forget(key string) error {
 	kind, id, _ := strings.Cut(strings.TrimPrefix(key, s.prefix), "/")
 	var err error
 	switch kind {
+	case "alive":
+		s.applyAlive(id, 0)
 	case "users":
 		err = s.Memory.DeleteUser(id)
 	case "servers":
@@ -652,5 +680,6 @@ func (s *Store) Close(ctx context.Context) error {
 	}
 	s.stop()
 	<-s.done
+	<-s.refreshing
 	return errors.Join(err, s.closeClient())
 }
