@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"nearchat/bench"
@@ -24,8 +25,12 @@ type result struct {
 	// what deliveries per CPU-second measure while the server is not
 	// saturated.
 	reads, writes float64
-	hwm           int64
-	err           error
+	// serverBusy and loadBusy are the share of one CPU the server and the
+	// load generator used over the cell. Neither near 100% means the cell
+	// measured latency (the machine's scheduling included), not capacity.
+	serverBusy, loadBusy float64
+	hwm                  int64
+	err                  error
 }
 
 // group is one row block of the table: a pattern at one room size and
@@ -170,8 +175,8 @@ func (o *options) oneRoom(kind string, m int) []result {
 		}
 		r.server = kind
 		out[i] = r
-		fmt.Fprintf(os.Stderr, "compare: %s members=%d size=%d: %.0f msgs/s, p99 %v, %.0f per CPU-s, %.1f reads and %.1f writes per 100\n",
-			kind, m, size, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU, r.reads, r.writes)
+		fmt.Fprintf(os.Stderr, "compare: %s members=%d size=%d: %.0f msgs/s, p99 %v, %.0f per CPU-s, %.1f reads and %.1f writes per 100, CPU busy %.0f%% server, %.0f%% load\n",
+			kind, m, size, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU, r.reads, r.writes, 100*r.serverBusy, 100*r.loadBusy)
 	}
 	return out
 }
@@ -187,6 +192,7 @@ func (o *options) measure(c *child, l *load, drive func() error) (result, error)
 	if err != nil {
 		return result{}, err
 	}
+	self0 := selfCPU()
 	t0 := time.Now()
 	if err := drive(); err != nil {
 		return result{}, err
@@ -195,6 +201,7 @@ func (o *options) measure(c *child, l *load, drive func() error) (result, error)
 		return result{}, err
 	}
 	elapsed := time.Since(t0)
+	self1 := selfCPU()
 	cpu1, err := c.cpu()
 	if err != nil {
 		return result{}, err
@@ -208,7 +215,8 @@ func (o *options) measure(c *child, l *load, drive func() error) (result, error)
 		return result{}, err
 	}
 	n := float64(l.received.Load() - before)
-	r := result{msgsPerSec: n / elapsed.Seconds(), lat: l.latency(), hwm: hwm}
+	r := result{msgsPerSec: n / elapsed.Seconds(), lat: l.latency(), hwm: hwm,
+		serverBusy: (cpu1 - cpu0).Seconds() / elapsed.Seconds(), loadBusy: (self1 - self0).Seconds() / elapsed.Seconds()}
 	if d := cpu1 - cpu0; d > 0 {
 		r.perCPU = n / d.Seconds()
 	}
@@ -297,17 +305,18 @@ func (o *options) idleMemory(kind string) (before, after int64, err error) {
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func writeTable(b *strings.Builder, groups []*group) {
-	fmt.Fprintln(b, "| pattern | members | size | server | delivered msgs/s | p50 | p99 | p99.9 | deliveries per server CPU-s | server reads / writes per 100 deliveries | server peak RSS |")
-	fmt.Fprintln(b, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(b, "| pattern | members | size | server | delivered msgs/s | p50 | p99 | p99.9 | deliveries per server CPU-s | server reads / writes per 100 deliveries | CPU busy: server / load generator | server peak RSS |")
+	fmt.Fprintln(b, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, g := range groups {
 		lead := fmt.Sprintf("| %s | %d | %d B", g.pattern, g.members, g.size)
 		for _, r := range g.results {
 			if r.err != nil {
-				fmt.Fprintf(b, "%s | %s | failed: %s | | | | | | |\n", lead, r.server, oneLine(r.err))
+				fmt.Fprintf(b, "%s | %s | failed: %s | | | | | | | |\n", lead, r.server, oneLine(r.err))
 				continue
 			}
-			fmt.Fprintf(b, "%s | %s | %.0f | %s | %s | %s | %.0f | %.1f / %.1f | %.1f MiB |\n", lead, r.server, r.msgsPerSec,
-				round(r.lat.Quantile(0.5)), round(r.lat.Quantile(0.99)), round(r.lat.Quantile(0.999)), r.perCPU, r.reads, r.writes, mib(r.hwm))
+			fmt.Fprintf(b, "%s | %s | %.0f | %s | %s | %s | %.0f | %.1f / %.1f | %.0f%% / %.0f%% | %.1f MiB |\n", lead, r.server, r.msgsPerSec,
+				round(r.lat.Quantile(0.5)), round(r.lat.Quantile(0.99)), round(r.lat.Quantile(0.999)), r.perCPU, r.reads, r.writes,
+				100*r.serverBusy, 100*r.loadBusy, mib(r.hwm))
 		}
 		for _, pair := range [][2]string{
 			{kindNearchat, kindNATS}, {kindNearchat + "-tls", kindNATS + "-tls"},
@@ -317,7 +326,7 @@ func writeTable(b *strings.Builder, groups []*group) {
 			if a == nil || c == nil {
 				continue
 			}
-			fmt.Fprintf(b, "%s | **%s ÷ %s** | **%.2f×** | | **%.2f×** | | **%.2f×** | **%.2f×** | |\n", lead, pair[0], pair[1],
+			fmt.Fprintf(b, "%s | **%s ÷ %s** | **%.2f×** | | **%.2f×** | | **%.2f×** | **%.2f×** | | |\n", lead, pair[0], pair[1],
 				a.msgsPerSec/c.msgsPerSec, float64(a.lat.Quantile(0.99))/float64(c.lat.Quantile(0.99)), a.perCPU/c.perCPU,
 				(a.reads+a.writes)/(c.reads+c.writes))
 		}
@@ -354,4 +363,13 @@ func loadAverage() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " / ")
+}
+
+// selfCPU is the CPU time this process (the load generator) has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
