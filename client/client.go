@@ -120,6 +120,7 @@ type Client struct {
 	asked    map[string]asking            // requests with no final status yet, by request id
 	left     map[string]time.Time         // rooms left lately: their Assigns are stale
 	probeNow chan struct{}                // asks the prober for a round now
+	paceNow  chan struct{}                // asks the prober to drop its stretched pace (paceBack)
 	upNow    map[string]string            // servers announced up since that round: ID -> address
 	good     map[string][]goodSample      // each server's recent successful probes, oldest first
 	clock    time.Time                    // samples' clock: wall time less the stretches in which every probe failed
@@ -199,6 +200,7 @@ func New(opts Config) (*Client, error) {
 		left:     make(map[string]time.Time),
 		asked:    make(map[string]asking),
 		probeNow: make(chan struct{}, 1),
+		paceNow:  make(chan struct{}, 1),
 		upNow:    make(map[string]string),
 		every:    opts.ProbeEvery,
 	}, nil
@@ -505,6 +507,8 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 			c.closeRoom(m.Room)
 			c.emit(RoomClosed{*m})
 		case *proto.ServerEvent:
+			// A server came, went or drains: the figures may change.
+			c.paceBack()
 			if m.State == proto.ServerUp {
 				// Measure it now: the room may move there at once.
 				c.mu.Lock()
@@ -764,6 +768,8 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 				// OnBroken runs on the session's goroutine: never block it
 				// on a control connection that may itself be stuck.
 				m := &proto.Unreachable{Room: room, Server: server.ID, Epoch: epoch, Silent: errors.Is(err, ErrSilent)}
+				// A path that broke may come back: measure at full pace.
+				c.paceBack()
 				r.mu.Lock()
 				r.broken = *m
 				remind := !r.reminding
@@ -941,6 +947,20 @@ func (c *Client) nextEveryLocked(changed, failed bool) time.Duration {
 	return c.every
 }
 
+// paceBack brings the probe rounds back to ProbeEvery when the network
+// changed under them (a room's connection broke, Central announced a
+// server's change): rounds stretched while nothing changed would otherwise
+// leave a path that came back unmeasured for up to probeStretch*ProbeEvery
+// (12 s at the defaults; in the Mininet scenario the room moved back to
+// the restored link's server on its own before the drain it waited for).
+// It never blocks: the prober takes at most one request at a time.
+func (c *Client) paceBack() {
+	select {
+	case c.paceNow <- struct{}{}:
+	default:
+	}
+}
+
 // reportDelta is the change in a server's figure that is worth a report:
 // reportDeltaMin or reportDeltaPct of the figure, whichever is larger.
 // Central's smallest move gain (selection.Policy.MinGain, 5 ms and 10%)
@@ -1061,10 +1081,20 @@ func (c *Client) probeLoop(ctx context.Context) {
 	defer wg.Wait()
 	t := time.NewTimer(0)
 	defer t.Stop()
+	next := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.paceNow:
+			c.mu.Lock()
+			c.every = c.opts.ProbeEvery
+			c.mu.Unlock()
+			if time.Until(next) > c.opts.ProbeEvery {
+				t.Reset(c.opts.ProbeEvery)
+				next = time.Now().Add(c.opts.ProbeEvery)
+			}
+			continue
 		case <-t.C:
 		}
 		if err := c.probeOnce(ctx, p, false); err != nil && ctx.Err() == nil {
@@ -1074,6 +1104,7 @@ func (c *Client) probeLoop(ctx context.Context) {
 		every := c.every
 		c.mu.Unlock()
 		t.Reset(every)
+		next = time.Now().Add(every)
 	}
 }
 

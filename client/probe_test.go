@@ -244,6 +244,71 @@ func TestProbeRoundsStretchWhileNothingChanges(t *testing.T) {
 	}
 }
 
+// TestPaceBackShortensAStretchedWait: once rounds have stretched, a
+// broken room connection or a server event (paceBack) brings the next
+// round within ProbeEvery rather than the stretched interval. Without it
+// the Mininet scenario's bots did not measure serv3 again for 11 s after
+// its link came back, and the room moved there before the drain the
+// scenario waited to measure.
+func TestPaceBackShortensAStretchedWait(t *testing.T) {
+	var mu sync.Mutex
+	var rounds []time.Time
+	central := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/v1/servers" {
+			mu.Lock()
+			rounds = append(rounds, time.Now())
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"servers":[]}`)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer central.Close()
+	opts := DefaultConfig()
+	opts.User = "alice"
+	opts.Central = central.Listener.Addr().String()
+	opts.ProbeEvery = 250 * time.Millisecond
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.probeLoop(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+		c.api.CloseIdleConnections()
+	}()
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(rounds)
+	}
+	testkit.WaitFor(t, 30*time.Second, "rounds stretched to the limit", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.every == probeStretch*opts.ProbeEvery
+	})
+	// Right after a round, with the whole stretched wait ahead.
+	n := count()
+	testkit.WaitFor(t, 30*time.Second, "the next stretched round", func() bool { return count() > n })
+	asked := time.Now()
+	c.paceBack()
+	testkit.WaitFor(t, 30*time.Second, "a round after paceBack", func() bool { return count() > n+1 })
+	mu.Lock()
+	took := rounds[n+1].Sub(asked)
+	mu.Unlock()
+	t.Logf("next round %v after paceBack (ProbeEvery %v, stretched %v)", took.Round(time.Millisecond), opts.ProbeEvery, probeStretch*opts.ProbeEvery)
+	if took > probeStretch*opts.ProbeEvery*3/4 {
+		t.Errorf("the next round came %v after paceBack; want about ProbeEvery (%v), not the stretched %v", took, opts.ProbeEvery, probeStretch*opts.ProbeEvery)
+	}
+}
+
 // TestStretchedPaceResets: a change or a failed probe brings back
 // ProbeEvery; a sample taken while rounds were stretched ages by that
 // slower pace, so a failed round right after does not drop it.
