@@ -188,12 +188,11 @@ func TestOverloadedClientKeepsItsFigures(t *testing.T) {
 	}
 }
 
-// TestProbeRoundsStretchWhileNothingChanges: rounds that find nothing new
-// come at twice the last interval, up to probeStretch*ProbeEvery; before,
-// every member probed every server each ProbeEvery forever (a dial, a
-// Hello and 3 Pings per server: the largest part of chatload's CPU at
-// 500 rooms x 3).
-func TestProbeRoundsStretchWhileNothingChanges(t *testing.T) {
+// roundCounter runs a Client's probe loop, with rounds every every,
+// against a Central that lists no servers, and records when each round
+// asked for the list; both stop when the test ends.
+func roundCounter(t *testing.T, every time.Duration) (*Client, func() []time.Time) {
+	t.Helper()
 	var mu sync.Mutex
 	var rounds []time.Time
 	central := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -207,13 +206,13 @@ func TestProbeRoundsStretchWhileNothingChanges(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusNoContent) // the latency report
 	}))
-	defer central.Close()
 	opts := DefaultConfig()
 	opts.User = "alice"
 	opts.Central = central.Listener.Addr().String()
-	opts.ProbeEvery = 50 * time.Millisecond
+	opts.ProbeEvery = every
 	c, err := New(opts)
 	if err != nil {
+		central.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -222,21 +221,32 @@ func TestProbeRoundsStretchWhileNothingChanges(t *testing.T) {
 		defer close(done)
 		c.probeLoop(ctx)
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		<-done
 		c.api.CloseIdleConnections()
-	}()
-	testkit.WaitFor(t, 20*time.Second, "6 probe rounds", func() bool {
+		central.Close()
+	})
+	return c, func() []time.Time {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(rounds) >= 6
-	})
-	mu.Lock()
-	defer mu.Unlock()
+		return slices.Clone(rounds)
+	}
+}
+
+// TestProbeRoundsStretchWhileNothingChanges: rounds that find nothing new
+// come at twice the last interval, up to probeStretch*ProbeEvery; before,
+// every member probed every server each ProbeEvery forever (a dial, a
+// Hello and 3 Pings per server: the largest part of chatload's CPU at
+// 500 rooms x 3).
+func TestProbeRoundsStretchWhileNothingChanges(t *testing.T) {
+	c, rounds := roundCounter(t, 50*time.Millisecond)
+	opts := c.opts
+	testkit.WaitFor(t, 20*time.Second, "6 probe rounds", func() bool { return len(rounds()) >= 6 })
+	r := rounds()
 	var gaps []time.Duration
-	for i := 1; i < len(rounds); i++ {
-		gaps = append(gaps, rounds[i].Sub(rounds[i-1]).Round(time.Millisecond))
+	for i := 1; i < len(r); i++ {
+		gaps = append(gaps, r[i].Sub(r[i-1]).Round(time.Millisecond))
 	}
 	t.Logf("intervals between rounds: %v (ProbeEvery %v)", gaps, opts.ProbeEvery)
 	if last := gaps[len(gaps)-1]; last < 3*opts.ProbeEvery {
@@ -251,44 +261,9 @@ func TestProbeRoundsStretchWhileNothingChanges(t *testing.T) {
 // its link came back, and the room moved there before the drain the
 // scenario waited to measure.
 func TestPaceBackShortensAStretchedWait(t *testing.T) {
-	var mu sync.Mutex
-	var rounds []time.Time
-	central := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && r.URL.Path == "/v1/servers" {
-			mu.Lock()
-			rounds = append(rounds, time.Now())
-			mu.Unlock()
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, `{"servers":[]}`)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer central.Close()
-	opts := DefaultConfig()
-	opts.User = "alice"
-	opts.Central = central.Listener.Addr().String()
-	opts.ProbeEvery = 250 * time.Millisecond
-	c, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.probeLoop(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-		c.api.CloseIdleConnections()
-	}()
-	count := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(rounds)
-	}
+	c, rounds := roundCounter(t, 250*time.Millisecond)
+	opts := c.opts
+	count := func() int { return len(rounds()) }
 	testkit.WaitFor(t, 30*time.Second, "rounds stretched to the limit", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -300,9 +275,7 @@ func TestPaceBackShortensAStretchedWait(t *testing.T) {
 	asked := time.Now()
 	c.paceBack()
 	testkit.WaitFor(t, 30*time.Second, "a round after paceBack", func() bool { return count() > n+1 })
-	mu.Lock()
-	took := rounds[n+1].Sub(asked)
-	mu.Unlock()
+	took := rounds()[n+1].Sub(asked)
 	t.Logf("next round %v after paceBack (ProbeEvery %v, stretched %v)", took.Round(time.Millisecond), opts.ProbeEvery, probeStretch*opts.ProbeEvery)
 	if took > probeStretch*opts.ProbeEvery*3/4 {
 		t.Errorf("the next round came %v after paceBack; want about ProbeEvery (%v), not the stretched %v", took, opts.ProbeEvery, probeStretch*opts.ProbeEvery)
