@@ -443,6 +443,14 @@ class Scenario:
             self.results['drain->move'] = t_moved - t_drain
             self.say('(g) ok: chat on %s %.2f s after %s began to drain' % (
                 drain_to, t_moved - t_drain, after_cut))
+        elif args.wait_dwell:
+            # With the room's dwell waited out, the bots re-measure the
+            # restored link well inside --min-dwell: a room that left
+            # before the drain means they did not (a stretched probe pace
+            # once hid this behind a passing run).
+            raise ScenarioError('(g) the chat left %s before the drain: the bots '
+                                'did not measure %s again within --min-dwell (%s) '
+                                'of the link coming back' % (after_cut, drain_to, args.min_dwell))
         else:
             self.say('(g) not measured: the chat left %s before the drain' % after_cut)
 
