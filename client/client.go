@@ -55,7 +55,8 @@ type Config struct {
 	// reported to Central only when it changed meaningfully (a server
 	// came or went, or a figure moved by reportDelta). While rounds find
 	// nothing new and every probe answers, the interval doubles, up to
-	// 4*ProbeEvery; a change or a failed probe brings it back.
+	// 4*ProbeEvery; a change, a failed probe, a server event from Central
+	// or a room connection that broke brings it back (paceBack).
 	ProbeEvery time.Duration
 	// ProbeBest is how many of the best servers every round probes; 0
 	// probes every live server every round.
@@ -934,8 +935,8 @@ const probeStretch = 4
 // probeStretch*ProbeEvery) after a round that found nothing new. Figures
 // that hold still are probed less and less (the probes were most of a
 // large client population's cost: a dial, a Hello and 3 Pings per server
-// and round), while a change, a failure or a new server (probed at once on
-// Central's announcement) brings the pace back at once. Room connections
+// and round), while a change, a failure, a server event or a broken room
+// connection (paceBack) brings the pace back at once. Room connections
 // watch their own servers meanwhile (liveness), so a dead path is not
 // left to the rounds.
 func (c *Client) nextEveryLocked(changed, failed bool) time.Duration {
@@ -1088,7 +1089,7 @@ func (c *Client) probeLoop(ctx context.Context) {
 			return
 		case <-c.paceNow:
 			c.mu.Lock()
-			c.every = c.opts.ProbeEvery
+			c.nextEveryLocked(true, false)
 			c.mu.Unlock()
 			if time.Until(next) > c.opts.ProbeEvery {
 				t.Reset(c.opts.ProbeEvery)
