@@ -1,10 +1,12 @@
 package chatserver
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
 )
 
@@ -105,4 +107,63 @@ func TestStreamingReceiverWritesGathered(t *testing.T) {
 			t.Errorf("%d writes for %d messages: the reader's deliveries were not gathered into one", writes, n)
 		}
 	})
+}
+
+// TestHeldDeliveriesKeepTheirPlace: a write of anything else to a member
+// (here the Pong to its Ping) takes the deliveries held for it along,
+// ahead of its own bytes: the member sees them first, and at once, not an
+// hour later when the hold would end. Plaintext and TLS (whose held bytes
+// are sealed when they leave).
+func TestHeldDeliveriesKeepTheirPlace(t *testing.T) {
+	ca := devCA(t)
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			s := startServer(t, func(c *Config) {
+				c.Loops, c.holdDelay = 1, time.Hour
+				if tlsOn {
+					tc, err := tlsconfig.Server(ca.ServerCert, ca.ServerKey, "")
+					if err != nil {
+						t.Fatal(err)
+					}
+					c.Listen, c.TLS, c.TLSListen = "", tc, "127.0.0.1:0"
+				}
+			})
+			join := func(user string) *peer {
+				if tlsOn {
+					return tlsMember(t, s.Addr(), ca, "order", user)
+				}
+				p, _ := joinAs(t, s, "order", user)
+				return p
+			}
+			sender, reader := join("sender"), join("reader")
+			chat(sender, 1, 1)
+			awaitDelivers(t, reader, 1, 1, 10*time.Second)
+			const last = 9 // 2..9 are held: fewer than holdFrames
+			for i := 2; i <= last; i++ {
+				chat(sender, i, i)
+				awaitAcks(t, sender, 1, 10*time.Second)
+			}
+			b, _ := wire.AppendFrame(nil, &proto.Ping{ID: 42})
+			reader.raw(b)
+			next := 2
+			for {
+				m, err := reader.next(10 * time.Second)
+				if err != nil {
+					t.Fatalf("after message %d of %d: %v", next-1, last, err)
+				}
+				switch m := m.(type) {
+				case *proto.Deliver:
+					if int(m.Num) != next {
+						t.Fatalf("got message %d, want %d", m.Num, next)
+					}
+					next++
+				case *proto.Pong:
+					if next <= last {
+						t.Fatalf("the Pong came before messages %d..%d held for the reader", next, last)
+					}
+					return
+				}
+			}
+		})
+	}
 }
