@@ -171,11 +171,19 @@ func (m *member) flushHeld() {
 // kill sends a fatal error frame and closes the connection. When the frame
 // cannot leave at once (a slow consumer's backlog is ahead of it), the
 // connection stays open, written to no more, until its backlog drains or
-// doomGrace passes, so the peer can still learn why it was cut off. Event
-// loop only.
+// doomGrace passes, so the peer can still learn why it was cut off. What
+// is held for m (deliveries, Acks) was queued before the error and goes
+// ahead of it, unless m is cut off for its backlog, of which it is part.
+// Event loop only.
 func (m *member) kill(code proto.Code, reason string) {
 	if m.dead {
 		return
+	}
+	if code != proto.CodeSlowConsumer {
+		m.writeN(nil, m.loop.srv.cfg.MaxOutbound, 0)
+		if m.dead {
+			return // cut off by that write after all, or closed
+		}
 	}
 	if code == proto.CodeSlowConsumer {
 		m.loop.srv.log.Info("cutting off a slow consumer", "user", m.user, "remote", m.c.RemoteAddr(), "reason", reason,

@@ -167,3 +167,64 @@ func TestHeldDeliveriesKeepTheirPlace(t *testing.T) {
 		})
 	}
 }
+
+// TestHeldDeliveriesPrecedeAFatalError: a member cut off for a fault of
+// its own (here a second Hello) is told why in a fatal Error frame, and
+// the deliveries held for it were queued before that frame: they go
+// ahead of it, as they did before deliveries were held, not dropped.
+// Plaintext and TLS.
+func TestHeldDeliveriesPrecedeAFatalError(t *testing.T) {
+	ca := devCA(t)
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			s := startServer(t, func(c *Config) {
+				c.Loops, c.holdDelay = 1, time.Hour
+				if tlsOn {
+					tc, err := tlsconfig.Server(ca.ServerCert, ca.ServerKey, "")
+					if err != nil {
+						t.Fatal(err)
+					}
+					c.Listen, c.TLS, c.TLSListen = "", tc, "127.0.0.1:0"
+				}
+			})
+			join := func(user string) *peer {
+				if tlsOn {
+					return tlsMember(t, s.Addr(), ca, "fatal", user)
+				}
+				p, _ := joinAs(t, s, "fatal", user)
+				return p
+			}
+			sender, reader := join("sender"), join("reader")
+			chat(sender, 1, 1)
+			awaitDelivers(t, reader, 1, 1, 10*time.Second)
+			const last = 9 // 2..9 are held: fewer than holdFrames
+			for i := 2; i <= last; i++ {
+				chat(sender, i, i)
+				awaitAcks(t, sender, 1, 10*time.Second)
+			}
+			reader.send(&proto.Hello{Agent: "again"})
+			next := 2
+			for {
+				m, err := reader.next(10 * time.Second)
+				if err != nil {
+					t.Fatalf("after message %d of %d, before the Error: %v", next-1, last, err)
+				}
+				switch m := m.(type) {
+				case *proto.Deliver:
+					if int(m.Num) != next {
+						t.Fatalf("got message %d, want %d", m.Num, next)
+					}
+					next++
+				case *proto.Error:
+					if m.Code != proto.CodeBadFrame {
+						t.Fatalf("error %+v, want code %d", m, proto.CodeBadFrame)
+					}
+					if next <= last {
+						t.Fatalf("the fatal Error came without messages %d..%d held for the reader", next, last)
+					}
+					return
+				}
+			}
+		})
+	}
+}
