@@ -139,15 +139,20 @@ func (m *member) writeN(b []byte, max, frames int) {
 	}
 	backlog := m.c.OutboundBuffered()
 	if backlog > max {
+		if h != nil {
+			h.B, m.nheld = h.B[:0], 0
+		}
 		l.st.cutOff()
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
 	} else {
 		m.send(b)
+		if h != nil {
+			// No longer held: the backlog noteBacklog sees counts what of
+			// it is unsent, once.
+			h.B, m.nheld = h.B[:0], 0
+		}
 		l.st.wrote(b, frames, backlog)
 		m.noteBacklog()
-	}
-	if h != nil {
-		h.B, m.nheld = h.B[:0], 0
 	}
 	if acked {
 		l.sentAcks(m)

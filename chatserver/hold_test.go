@@ -1,9 +1,13 @@
 package chatserver
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/panjf2000/gnet/v2"
 
 	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
@@ -227,4 +231,71 @@ func TestHeldDeliveriesPrecedeAFatalError(t *testing.T) {
 			}
 		})
 	}
+}
+
+// onLoop runs f on l's event loop and waits for it.
+func onLoop(t *testing.T, l *loop, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		f()
+		close(done)
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-done
+}
+
+// TestHeldBytesCountedOnce: the deliveries held for a member count in its
+// backlog (flow.go) until they are written, and then only as the unsent
+// bytes they leave, if any: not twice. The reader here reads everything
+// at once, yet on main the write of its held deliveries counted them both
+// as held and as written, put its backlog past HighWater (8 KiB, under
+// the 16 KiB written) and marked it behind, which withholds the room's
+// Acks until the next flowTick.
+func TestHeldBytesCountedOnce(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Loops, c.holdDelay, c.HighWater = 1, time.Hour, 8<<10 })
+	sender, _ := joinAs(t, s, "once", "sender")
+	reader, _ := joinAs(t, s, "once", "reader")
+	text := strings.Repeat("x", 200)
+	send := func(i int) {
+		b, _ := wire.AppendFrame(nil, &proto.Chat{Num: uint64(i), Text: text})
+		sender.raw(b)
+		awaitAcks(t, sender, 1, 10*time.Second)
+	}
+	send(1) // a lone message, written at once
+	awaitDelivers(t, reader, 1, 1, 10*time.Second)
+	// Each of these is held, until holdBytes or holdFrames of them are
+	// written together.
+	const last = 1 + holdFrames
+	for i := 2; i <= last; i++ {
+		send(i)
+	}
+	// The Pong takes along what is still held after the last of those.
+	reader.send(&proto.Ping{ID: 1})
+	awaitDelivers(t, reader, 2, last, 10*time.Second)
+	m := memberOf(t, s, "once", "reader")
+	var since time.Time
+	var unsent int
+	onLoop(t, m.loop, func() { since, unsent = m.behindSince, m.c.OutboundBuffered() })
+	if !since.IsZero() {
+		t.Errorf("the reader, which read all %d messages (%d bytes unsent now), was marked behind (HighWater %d)", last, unsent, 8<<10)
+	}
+}
+
+// memberOf returns the member user of room.
+func memberOf(t *testing.T, s *Server, room, user string) *member {
+	t.Helper()
+	s.mu.Lock()
+	r := s.rooms[room]
+	s.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.members[user]
+	if m == nil {
+		t.Fatalf("no member %q in room %q", user, room)
+	}
+	return m
 }
