@@ -32,8 +32,9 @@ type shard struct {
 
 	// Flow control (flow.go): the bytes of items queued for the shard's
 	// members on loop and not yet written, the largest backlog among them
-	// when they were last written to, and whether the two together put
-	// the shard behind (counted in room.nbehind).
+	// (unsent and held bytes) when their loop last delivered to them, and
+	// whether the two together put the shard behind (counted in
+	// room.nbehind).
 	queued atomic.Int64
 	peak   atomic.Int64
 	behind atomic.Bool
@@ -516,8 +517,13 @@ func (l *loop) deliver(run []item) {
 			m.dead = true
 			_ = m.c.Close()
 		}
-		if m.outb > peak {
-			peak = m.outb
+		// Its backlog but for the shard's queue: unsent and held bytes.
+		n := m.outb
+		if m.held != nil {
+			n += len(m.held.B)
+		}
+		if n > peak {
+			peak = n
 		}
 		if i < len(*members) && (*members)[i] != m {
 			i--

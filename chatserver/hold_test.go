@@ -299,3 +299,47 @@ func memberOf(t *testing.T, s *Server, room, user string) *member {
 	}
 	return m
 }
+
+// TestHeldBytesCountInShardPeak: what is held for a member counts in its
+// shard's peak, which a sender's loop adds to what it queues there to
+// decide whether the shard is behind (flow.go): the reader's loop is
+// blocked, with 6 messages held for the reader and a seventh queued, 7
+// frames in all past HighWater (6.5 frames), so the sender's Ack must be
+// withheld until that loop runs. On main the peak counted only the
+// reader's unsent bytes (none), and the Ack came at once.
+func TestHeldBytesCountInShardPeak(t *testing.T) {
+	text := strings.Repeat("x", 1000)
+	frame := len(proto.AppendDeliver(nil, 8, "sender", 8, time.Now().UnixNano(), []byte(text), 0))
+	s := startServer(t, func(c *Config) { c.Loops, c.holdDelay, c.HighWater = 2, time.Hour, frame*13/2 })
+	sender, _ := joinAs(t, s, "peak", "sender")
+	reader, _ := joinAs(t, s, "peak", "reader")
+	loops := memberLoops(t, s, "peak", "sender", "reader")
+	if loops[0] == loops[1] {
+		t.Fatal("sender and reader share an event loop: the test needs the reader's alone")
+	}
+	send := func(i int) {
+		b, _ := wire.AppendFrame(nil, &proto.Chat{Num: uint64(i), Text: text})
+		sender.raw(b)
+	}
+	send(1) // a lone message, written at once
+	awaitAcks(t, sender, 1, 10*time.Second)
+	awaitDelivers(t, reader, 1, 1, 10*time.Second)
+	for i := 2; i <= 7; i++ { // held for the reader: 6 frames
+		send(i)
+		awaitAcks(t, sender, 1, 10*time.Second)
+	}
+	unblock := blockLoop(t, loops[1])
+	_, held := acksHeld(s, "peak")
+	send(8)
+	deadline := time.Now().Add(10 * time.Second)
+	for !held() {
+		if time.Now().After(deadline) {
+			t.Fatal("the sender's Ack was not withheld, with 7 frames held for and queued to the reader, past HighWater")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	unblock()
+	awaitAcks(t, sender, 1, 10*time.Second)
+	reader.send(&proto.Ping{ID: 1}) // the Pong takes the held ones along
+	awaitDelivers(t, reader, 2, 8, 10*time.Second)
+}
