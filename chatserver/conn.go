@@ -137,20 +137,19 @@ func (m *member) writeN(b []byte, max, frames int) {
 	if len(b) == 0 {
 		return
 	}
+	if h != nil {
+		// b is h's bytes: held no longer, whether written or dropped, so
+		// the backlog noteBacklog sees counts what of them is unsent once.
+		// Untouched after the write: a write that fails closes m, and the
+		// close may give h back to the pool.
+		h.B, m.nheld = h.B[:0], 0
+	}
 	backlog := m.c.OutboundBuffered()
 	if backlog > max {
-		if h != nil {
-			h.B, m.nheld = h.B[:0], 0
-		}
 		l.st.cutOff()
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread", max))
 	} else {
 		m.send(b)
-		if h != nil {
-			// No longer held: the backlog noteBacklog sees counts what of
-			// it is unsent, once.
-			h.B, m.nheld = h.B[:0], 0
-		}
 		l.st.wrote(b, frames, backlog)
 		m.noteBacklog()
 	}
