@@ -28,8 +28,9 @@
 // are held and leave together once that is over (at most 64 frames or
 // 16 KiB at a time): the first callback to end after it writes them, or
 // the loop's timer if the room went quiet. A lone message goes out at
-// once; any other write to the member takes what is held along, ahead of
-// it. In a room of two that cut the writes per delivery by a third
+// once; any other write to the member, a fatal error included, takes what
+// is held along, ahead of it (a slow consumer's cut-off drops it with the
+// rest of its backlog, in which it counts). In a room of two that cut the writes per delivery by a third
 // (bench/RESULTS.md). Chat, Deliver and Ack go through hand-written
 // encoders (pkg/proto's scan.go), not the reflecting msgpack codec.
 //

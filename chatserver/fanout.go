@@ -285,8 +285,8 @@ func (l *loop) exit(start time.Time) {
 // and the first of a stream, goes out at once; a streaming receiver waits
 // at most holdDelay more for a message, a streaming sender ackDelay for
 // its Acks. Any other write to a member (a reply, a resend, presence, a
-// goodbye) takes what is held for it along, ahead of its own bytes, so
-// nothing is reordered. Acks held for one member are written before
+// goodbye, a fatal error but a slow consumer's) takes what is held for it
+// along, ahead of its own bytes, so nothing is reordered or dropped. Acks held for one member are written before
 // another member's are queued, so a loop holds one member's Acks at a
 // time. The timer costs a wake-up of the loop when it fires: in the
 // benchmark's closed loop (64 messages in flight) it fires in most holds,
