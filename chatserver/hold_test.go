@@ -343,3 +343,55 @@ func TestHeldBytesCountInShardPeak(t *testing.T) {
 	reader.send(&proto.Ping{ID: 1}) // the Pong takes the held ones along
 	awaitDelivers(t, reader, 2, 8, 10*time.Second)
 }
+
+// TestHeldDeliveriesPrecedeAGoodbye: the goodbyes the server queues for a
+// member (its shutdown, a newer connection of the same user) take the
+// deliveries held for it along, ahead of the Error frame, before the
+// connection closes.
+func TestHeldDeliveriesPrecedeAGoodbye(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		code proto.Code
+		bye  func(s *Server)
+	}{
+		{"shutdown", proto.CodeShutdown, func(s *Server) { go s.Close() }},
+		{"replaced", proto.CodeConflict, func(s *Server) { joinAs(t, s, "bye", "reader") }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := startServer(t, func(c *Config) { c.Loops, c.holdDelay = 1, time.Hour })
+			sender, _ := joinAs(t, s, "bye", "sender")
+			reader, _ := joinAs(t, s, "bye", "reader")
+			chat(sender, 1, 1)
+			awaitDelivers(t, reader, 1, 1, 10*time.Second)
+			const last = 9 // 2..9 are held: fewer than holdFrames
+			for i := 2; i <= last; i++ {
+				chat(sender, i, i)
+				awaitAcks(t, sender, 1, 10*time.Second)
+			}
+			c.bye(s)
+			next := 2
+			for {
+				m, err := reader.next(10 * time.Second)
+				if err != nil {
+					t.Fatalf("after message %d of %d, before the goodbye: %v", next-1, last, err)
+				}
+				switch m := m.(type) {
+				case *proto.Deliver:
+					if int(m.Num) != next {
+						t.Fatalf("got message %d, want %d", m.Num, next)
+					}
+					next++
+				case *proto.Error:
+					if m.Code != c.code {
+						t.Fatalf("error %+v, want code %d", m, c.code)
+					}
+					if next <= last {
+						t.Fatalf("the goodbye came without messages %d..%d held for the reader", next, last)
+					}
+					reader.expectEOF()
+					return
+				}
+			}
+		})
+	}
+}
