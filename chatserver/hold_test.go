@@ -395,3 +395,70 @@ func TestHeldDeliveriesPrecedeAGoodbye(t *testing.T) {
 		})
 	}
 }
+
+// TestHeldDeliveriesPrecedeEveryReply: whatever else is written to a
+// member whose deliveries are held (the Ack of its own message, a join's
+// Presence, a resend answer, a forwarded Resend or Missed) comes after
+// them, and brings them at once. The sender is on another event loop than
+// the reader, so the deliveries and the forwarded frames reach the
+// reader's loop through its queue (Execute).
+func TestHeldDeliveriesPrecedeEveryReply(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		poke func(s *Server, sender, reader *peer)
+		last func(wire.Message) bool // the frame poke makes the reader get
+	}{
+		{"ack", func(s *Server, sender, reader *peer) { chat(reader, 1, 1) },
+			func(m wire.Message) bool { _, ok := m.(*proto.Ack); return ok }},
+		{"presence", func(s *Server, sender, reader *peer) { joinAs(t, s, "reply", "third") },
+			func(m wire.Message) bool {
+				_, one := m.(*proto.Presence)
+				_, many := m.(*proto.Presences)
+				return one || many
+			}},
+		{"resend answer", func(s *Server, sender, reader *peer) {
+			sender.send(&proto.Chat{Num: 5, Text: "again", To: "reader"})
+		}, func(m wire.Message) bool { d, ok := m.(*proto.Deliver); return ok && d.Text == "again" }},
+		{"resend ask", func(s *Server, sender, reader *peer) { sender.send(&proto.Resend{Of: "reader"}) },
+			func(m wire.Message) bool { _, ok := m.(*proto.Resend); return ok }},
+		{"missed", func(s *Server, sender, reader *peer) {
+			sender.send(&proto.Missed{To: "reader", First: 1, Last: 1})
+		}, func(m wire.Message) bool { _, ok := m.(*proto.Missed); return ok }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := startServer(t, func(c *Config) { c.Loops, c.holdDelay = 2, time.Hour })
+			sender, _ := joinAs(t, s, "reply", "sender")
+			reader, _ := joinAs(t, s, "reply", "reader")
+			if l := memberLoops(t, s, "reply", "sender", "reader"); l[0] == l[1] {
+				t.Fatal("sender and reader share an event loop")
+			}
+			chat(sender, 1, 1)
+			awaitDelivers(t, reader, 1, 1, 10*time.Second)
+			const last = 9 // 2..9 are held: fewer than holdFrames
+			for i := 2; i <= last; i++ {
+				chat(sender, i, i)
+				awaitAcks(t, sender, 1, 10*time.Second)
+			}
+			c.poke(s, sender, reader)
+			next := 2
+			for {
+				m, err := reader.next(10 * time.Second)
+				if err != nil {
+					t.Fatalf("after message %d of %d: %v", next-1, last, err)
+				}
+				if c.last(m) {
+					if next <= last {
+						t.Fatalf("%T came before messages %d..%d held for the reader", m, next, last)
+					}
+					return
+				}
+				if d, ok := m.(*proto.Deliver); ok {
+					if int(d.Num) != next {
+						t.Fatalf("got message %d, want %d", d.Num, next)
+					}
+					next++
+				}
+			}
+		})
+	}
+}
