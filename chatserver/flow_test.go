@@ -19,14 +19,28 @@ import (
 // memberLoops returns the fan-out loops of room's members, by user.
 func memberLoops(t *testing.T, s *Server, room string, users ...string) []*loop {
 	t.Helper()
+	var out []*loop
+	for _, m := range roomMembers(t, s, room, users...) {
+		out = append(out, m.loop)
+	}
+	return out
+}
+
+// roomMembers returns room's members, by user.
+func roomMembers(t *testing.T, s *Server, room string, users ...string) []*member {
+	t.Helper()
 	s.mu.Lock()
 	r := s.rooms[room]
 	s.mu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []*loop
+	var out []*member
 	for _, u := range users {
-		out = append(out, r.members[u].loop)
+		m := r.members[u]
+		if m == nil {
+			t.Fatalf("no member %q in room %q", u, room)
+		}
+		out = append(out, m)
 	}
 	return out
 }

@@ -113,61 +113,100 @@ func TestStreamingReceiverWritesGathered(t *testing.T) {
 	})
 }
 
+// holdServer starts a server on loops event loops whose holds last an
+// hour (only a cap or another write ends one), plaintext or TLS, and
+// returns it with a function joining its room "held" as a user.
+func holdServer(t *testing.T, tlsOn bool, loops int) (*Server, func(user string) *peer) {
+	t.Helper()
+	var ca tlsconfig.Files
+	if tlsOn {
+		ca = devCA(t)
+	}
+	s := startServer(t, func(c *Config) {
+		c.Loops, c.holdDelay = loops, time.Hour
+		if tlsOn {
+			tc, err := tlsconfig.Server(ca.ServerCert, ca.ServerKey, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Listen, c.TLS, c.TLSListen = "", tc, "127.0.0.1:0"
+		}
+	})
+	return s, func(user string) *peer {
+		if tlsOn {
+			return tlsMember(t, s.Addr(), ca, "held", user)
+		}
+		p, _ := joinAs(t, s, "held", user)
+		return p
+	}
+}
+
+// heldLast is the last of the messages holdNine has held.
+const heldLast = 9
+
+// holdNine sends message 1 from sender, a lone message written to reader
+// at once, then 2..heldLast, each once the last is acknowledged, which
+// are held for reader (fewer than holdFrames, and an hour's hold).
+func holdNine(t *testing.T, sender, reader *peer) {
+	t.Helper()
+	chat(sender, 1, 1)
+	awaitDelivers(t, reader, 1, 1, 10*time.Second)
+	for i := 2; i <= heldLast; i++ {
+		chat(sender, i, i)
+		awaitAcks(t, sender, 1, 10*time.Second)
+	}
+}
+
+// afterHeld reads reader's frames until one that end reports true, which
+// must come after the Delivers 2..heldLast, in order, and returns it.
+func afterHeld(t *testing.T, reader *peer, end func(wire.Message) bool) wire.Message {
+	t.Helper()
+	next := 2
+	for {
+		m, err := reader.next(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after message %d of %d: %v", next-1, heldLast, err)
+		}
+		if end(m) {
+			if next <= heldLast {
+				t.Fatalf("%T came before messages %d..%d held for the reader", m, next, heldLast)
+			}
+			return m
+		}
+		if d, ok := m.(*proto.Deliver); ok {
+			if int(d.Num) != next {
+				t.Fatalf("got message %d, want %d", d.Num, next)
+			}
+			next++
+		}
+	}
+}
+
+// isError reports whether m is an Error frame, and fails t if its code is
+// not code.
+func isError(t *testing.T, code proto.Code) func(wire.Message) bool {
+	return func(m wire.Message) bool {
+		e, ok := m.(*proto.Error)
+		if ok && e.Code != code {
+			t.Fatalf("error %+v, want code %d", e, code)
+		}
+		return ok
+	}
+}
+
 // TestHeldDeliveriesKeepTheirPlace: a write of anything else to a member
 // (here the Pong to its Ping) takes the deliveries held for it along,
 // ahead of its own bytes: the member sees them first, and at once, not an
 // hour later when the hold would end. Plaintext and TLS (whose held bytes
 // are sealed when they leave).
 func TestHeldDeliveriesKeepTheirPlace(t *testing.T) {
-	ca := devCA(t)
 	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
-			s := startServer(t, func(c *Config) {
-				c.Loops, c.holdDelay = 1, time.Hour
-				if tlsOn {
-					tc, err := tlsconfig.Server(ca.ServerCert, ca.ServerKey, "")
-					if err != nil {
-						t.Fatal(err)
-					}
-					c.Listen, c.TLS, c.TLSListen = "", tc, "127.0.0.1:0"
-				}
-			})
-			join := func(user string) *peer {
-				if tlsOn {
-					return tlsMember(t, s.Addr(), ca, "order", user)
-				}
-				p, _ := joinAs(t, s, "order", user)
-				return p
-			}
+			_, join := holdServer(t, tlsOn, 1)
 			sender, reader := join("sender"), join("reader")
-			chat(sender, 1, 1)
-			awaitDelivers(t, reader, 1, 1, 10*time.Second)
-			const last = 9 // 2..9 are held: fewer than holdFrames
-			for i := 2; i <= last; i++ {
-				chat(sender, i, i)
-				awaitAcks(t, sender, 1, 10*time.Second)
-			}
-			b, _ := wire.AppendFrame(nil, &proto.Ping{ID: 42})
-			reader.raw(b)
-			next := 2
-			for {
-				m, err := reader.next(10 * time.Second)
-				if err != nil {
-					t.Fatalf("after message %d of %d: %v", next-1, last, err)
-				}
-				switch m := m.(type) {
-				case *proto.Deliver:
-					if int(m.Num) != next {
-						t.Fatalf("got message %d, want %d", m.Num, next)
-					}
-					next++
-				case *proto.Pong:
-					if next <= last {
-						t.Fatalf("the Pong came before messages %d..%d held for the reader", next, last)
-					}
-					return
-				}
-			}
+			holdNine(t, sender, reader)
+			reader.send(&proto.Ping{ID: 42})
+			afterHeld(t, reader, func(m wire.Message) bool { _, ok := m.(*proto.Pong); return ok })
 		})
 	}
 }
@@ -178,57 +217,79 @@ func TestHeldDeliveriesKeepTheirPlace(t *testing.T) {
 // ahead of it, as they did before deliveries were held, not dropped.
 // Plaintext and TLS.
 func TestHeldDeliveriesPrecedeAFatalError(t *testing.T) {
-	ca := devCA(t)
 	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
-			s := startServer(t, func(c *Config) {
-				c.Loops, c.holdDelay = 1, time.Hour
-				if tlsOn {
-					tc, err := tlsconfig.Server(ca.ServerCert, ca.ServerKey, "")
-					if err != nil {
-						t.Fatal(err)
-					}
-					c.Listen, c.TLS, c.TLSListen = "", tc, "127.0.0.1:0"
-				}
-			})
-			join := func(user string) *peer {
-				if tlsOn {
-					return tlsMember(t, s.Addr(), ca, "fatal", user)
-				}
-				p, _ := joinAs(t, s, "fatal", user)
-				return p
-			}
+			_, join := holdServer(t, tlsOn, 1)
 			sender, reader := join("sender"), join("reader")
-			chat(sender, 1, 1)
-			awaitDelivers(t, reader, 1, 1, 10*time.Second)
-			const last = 9 // 2..9 are held: fewer than holdFrames
-			for i := 2; i <= last; i++ {
-				chat(sender, i, i)
-				awaitAcks(t, sender, 1, 10*time.Second)
-			}
+			holdNine(t, sender, reader)
 			reader.send(&proto.Hello{Agent: "again"})
-			next := 2
-			for {
-				m, err := reader.next(10 * time.Second)
-				if err != nil {
-					t.Fatalf("after message %d of %d, before the Error: %v", next-1, last, err)
-				}
-				switch m := m.(type) {
-				case *proto.Deliver:
-					if int(m.Num) != next {
-						t.Fatalf("got message %d, want %d", m.Num, next)
-					}
-					next++
-				case *proto.Error:
-					if m.Code != proto.CodeBadFrame {
-						t.Fatalf("error %+v, want code %d", m, proto.CodeBadFrame)
-					}
-					if next <= last {
-						t.Fatalf("the fatal Error came without messages %d..%d held for the reader", next, last)
-					}
-					return
-				}
+			afterHeld(t, reader, isError(t, proto.CodeBadFrame))
+		})
+	}
+}
+
+// TestHeldDeliveriesPrecedeAGoodbye: the goodbyes the server queues for a
+// member (its shutdown, a newer connection of the same user) take the
+// deliveries held for it along, ahead of the Error frame, before the
+// connection closes.
+func TestHeldDeliveriesPrecedeAGoodbye(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		code proto.Code
+		bye  func(s *Server, join func(string) *peer)
+	}{
+		{"shutdown", proto.CodeShutdown, func(s *Server, _ func(string) *peer) { go s.Close() }},
+		{"replaced", proto.CodeConflict, func(_ *Server, join func(string) *peer) { join("reader") }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, join := holdServer(t, false, 1)
+			sender, reader := join("sender"), join("reader")
+			holdNine(t, sender, reader)
+			c.bye(s, join)
+			afterHeld(t, reader, isError(t, c.code))
+			reader.expectEOF()
+		})
+	}
+}
+
+// TestHeldDeliveriesPrecedeEveryReply: whatever else is written to a
+// member whose deliveries are held (the Ack of its own message, a join's
+// Presence, a resend answer, a forwarded Resend or Missed) comes after
+// them, and brings them at once. The sender is on another event loop than
+// the reader, so the deliveries and the forwarded frames reach the
+// reader's loop through its queue (Execute).
+func TestHeldDeliveriesPrecedeEveryReply(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		poke func(join func(string) *peer, sender, reader *peer)
+		end  func(wire.Message) bool // the frame poke makes the reader get
+	}{
+		{"ack", func(_ func(string) *peer, _, reader *peer) { chat(reader, 1, 1) },
+			func(m wire.Message) bool { _, ok := m.(*proto.Ack); return ok }},
+		{"presence", func(join func(string) *peer, _, _ *peer) { join("third") },
+			func(m wire.Message) bool {
+				_, one := m.(*proto.Presence)
+				_, many := m.(*proto.Presences)
+				return one || many
+			}},
+		{"resend answer", func(_ func(string) *peer, sender, _ *peer) {
+			sender.send(&proto.Chat{Num: 5, Text: "again", To: "reader"})
+		}, func(m wire.Message) bool { d, ok := m.(*proto.Deliver); return ok && d.Text == "again" }},
+		{"resend ask", func(_ func(string) *peer, sender, _ *peer) { sender.send(&proto.Resend{Of: "reader"}) },
+			func(m wire.Message) bool { _, ok := m.(*proto.Resend); return ok }},
+		{"missed", func(_ func(string) *peer, sender, _ *peer) {
+			sender.send(&proto.Missed{To: "reader", First: 1, Last: 1})
+		}, func(m wire.Message) bool { _, ok := m.(*proto.Missed); return ok }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, join := holdServer(t, false, 2)
+			sender, reader := join("sender"), join("reader")
+			if l := memberLoops(t, s, "held", "sender", "reader"); l[0] == l[1] {
+				t.Fatal("sender and reader share an event loop")
 			}
+			holdNine(t, sender, reader)
+			c.poke(join, sender, reader)
+			afterHeld(t, reader, c.end)
 		})
 	}
 }
@@ -276,28 +337,13 @@ func TestHeldBytesCountedOnce(t *testing.T) {
 	// The Pong takes along what is still held after the last of those.
 	reader.send(&proto.Ping{ID: 1})
 	awaitDelivers(t, reader, 2, last, 10*time.Second)
-	m := memberOf(t, s, "once", "reader")
+	m := roomMembers(t, s, "once", "reader")[0]
 	var since time.Time
 	var unsent int
 	onLoop(t, m.loop, func() { since, unsent = m.behindSince, m.c.OutboundBuffered() })
 	if !since.IsZero() {
 		t.Errorf("the reader, which read all %d messages (%d bytes unsent now), was marked behind (HighWater %d)", last, unsent, 8<<10)
 	}
-}
-
-// memberOf returns the member user of room.
-func memberOf(t *testing.T, s *Server, room, user string) *member {
-	t.Helper()
-	s.mu.Lock()
-	r := s.rooms[room]
-	s.mu.Unlock()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m := r.members[user]
-	if m == nil {
-		t.Fatalf("no member %q in room %q", user, room)
-	}
-	return m
 }
 
 // TestHeldBytesCountInShardPeak: what is held for a member counts in its
@@ -342,123 +388,4 @@ func TestHeldBytesCountInShardPeak(t *testing.T) {
 	awaitAcks(t, sender, 1, 10*time.Second)
 	reader.send(&proto.Ping{ID: 1}) // the Pong takes the held ones along
 	awaitDelivers(t, reader, 2, 8, 10*time.Second)
-}
-
-// TestHeldDeliveriesPrecedeAGoodbye: the goodbyes the server queues for a
-// member (its shutdown, a newer connection of the same user) take the
-// deliveries held for it along, ahead of the Error frame, before the
-// connection closes.
-func TestHeldDeliveriesPrecedeAGoodbye(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		code proto.Code
-		bye  func(s *Server)
-	}{
-		{"shutdown", proto.CodeShutdown, func(s *Server) { go s.Close() }},
-		{"replaced", proto.CodeConflict, func(s *Server) { joinAs(t, s, "bye", "reader") }},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			s := startServer(t, func(c *Config) { c.Loops, c.holdDelay = 1, time.Hour })
-			sender, _ := joinAs(t, s, "bye", "sender")
-			reader, _ := joinAs(t, s, "bye", "reader")
-			chat(sender, 1, 1)
-			awaitDelivers(t, reader, 1, 1, 10*time.Second)
-			const last = 9 // 2..9 are held: fewer than holdFrames
-			for i := 2; i <= last; i++ {
-				chat(sender, i, i)
-				awaitAcks(t, sender, 1, 10*time.Second)
-			}
-			c.bye(s)
-			next := 2
-			for {
-				m, err := reader.next(10 * time.Second)
-				if err != nil {
-					t.Fatalf("after message %d of %d, before the goodbye: %v", next-1, last, err)
-				}
-				switch m := m.(type) {
-				case *proto.Deliver:
-					if int(m.Num) != next {
-						t.Fatalf("got message %d, want %d", m.Num, next)
-					}
-					next++
-				case *proto.Error:
-					if m.Code != c.code {
-						t.Fatalf("error %+v, want code %d", m, c.code)
-					}
-					if next <= last {
-						t.Fatalf("the goodbye came without messages %d..%d held for the reader", next, last)
-					}
-					reader.expectEOF()
-					return
-				}
-			}
-		})
-	}
-}
-
-// TestHeldDeliveriesPrecedeEveryReply: whatever else is written to a
-// member whose deliveries are held (the Ack of its own message, a join's
-// Presence, a resend answer, a forwarded Resend or Missed) comes after
-// them, and brings them at once. The sender is on another event loop than
-// the reader, so the deliveries and the forwarded frames reach the
-// reader's loop through its queue (Execute).
-func TestHeldDeliveriesPrecedeEveryReply(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		poke func(s *Server, sender, reader *peer)
-		last func(wire.Message) bool // the frame poke makes the reader get
-	}{
-		{"ack", func(s *Server, sender, reader *peer) { chat(reader, 1, 1) },
-			func(m wire.Message) bool { _, ok := m.(*proto.Ack); return ok }},
-		{"presence", func(s *Server, sender, reader *peer) { joinAs(t, s, "reply", "third") },
-			func(m wire.Message) bool {
-				_, one := m.(*proto.Presence)
-				_, many := m.(*proto.Presences)
-				return one || many
-			}},
-		{"resend answer", func(s *Server, sender, reader *peer) {
-			sender.send(&proto.Chat{Num: 5, Text: "again", To: "reader"})
-		}, func(m wire.Message) bool { d, ok := m.(*proto.Deliver); return ok && d.Text == "again" }},
-		{"resend ask", func(s *Server, sender, reader *peer) { sender.send(&proto.Resend{Of: "reader"}) },
-			func(m wire.Message) bool { _, ok := m.(*proto.Resend); return ok }},
-		{"missed", func(s *Server, sender, reader *peer) {
-			sender.send(&proto.Missed{To: "reader", First: 1, Last: 1})
-		}, func(m wire.Message) bool { _, ok := m.(*proto.Missed); return ok }},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			s := startServer(t, func(c *Config) { c.Loops, c.holdDelay = 2, time.Hour })
-			sender, _ := joinAs(t, s, "reply", "sender")
-			reader, _ := joinAs(t, s, "reply", "reader")
-			if l := memberLoops(t, s, "reply", "sender", "reader"); l[0] == l[1] {
-				t.Fatal("sender and reader share an event loop")
-			}
-			chat(sender, 1, 1)
-			awaitDelivers(t, reader, 1, 1, 10*time.Second)
-			const last = 9 // 2..9 are held: fewer than holdFrames
-			for i := 2; i <= last; i++ {
-				chat(sender, i, i)
-				awaitAcks(t, sender, 1, 10*time.Second)
-			}
-			c.poke(s, sender, reader)
-			next := 2
-			for {
-				m, err := reader.next(10 * time.Second)
-				if err != nil {
-					t.Fatalf("after message %d of %d: %v", next-1, last, err)
-				}
-				if c.last(m) {
-					if next <= last {
-						t.Fatalf("%T came before messages %d..%d held for the reader", m, next, last)
-					}
-					return
-				}
-				if d, ok := m.(*proto.Deliver); ok {
-					if int(d.Num) != next {
-						t.Fatalf("got message %d, want %d", d.Num, next)
-					}
-					next++
-				}
-			}
-		})
-	}
 }
