@@ -11,26 +11,27 @@ import (
 	"nearchat/pkg/wire"
 )
 
-// Flow control. A member's backlog is what the server holds for it and
-// has not sent: its connection's unsent bytes plus the fan-out queued for
-// its shard on its event loop and not yet written (shard.queued). The
-// queued part matters when the member's loop lags behind the sender's: the
-// sender's loop acknowledges at once, and without it the senders would
-// run on while the lagging loop's queue grew, to be written to the member
-// all at once past MaxOutbound.
+// Flow control. A member's backlog is what the server holds for it and has
+// not sent: its connection's unsent bytes, the deliveries held for it
+// (member.held, counted there until written, then as unsent bytes if they
+// are), plus the fan-out queued for its shard on its event loop and not
+// yet written (shard.queued). The queued part matters when the member's
+// loop lags behind the sender's: the sender's loop acknowledges at once,
+// and without it the senders would run on while the lagging loop's queue
+// grew, to be written to the member all at once past MaxOutbound.
 //
-// A member whose backlog passes HighWater is behind: while any member of
-// a room is behind, the room's senders get no Acks (they are held in the
+// A member whose backlog passes HighWater is behind: while any member of a
+// room is behind, the room's senders get no Acks (they are held in the
 // room, in order), and a sender's session writes no more than its
 // SendWindow unacknowledged bytes, so the senders slow to the slowest
-// reader's pace instead of the reader's backlog growing without bound.
-// The member's loop marks the member (after each write to it); the
-// sender's loop marks the shard when what it queues there, plus the
-// largest backlog among the shard's members at their last write
-// (shard.peak), passes HighWater, so a loop that has not run yet holds
-// the senders too. A member is caught up again once its backlog drains
-// below half of HighWater, a shard once its queue does; the held Acks are
-// then sent. So a member's backlog stays under HighWater plus the
+// reader's pace instead of the reader's backlog growing without bound. The
+// member's loop marks the member (after each write to it); the sender's
+// loop marks the shard when what it queues there, plus the largest backlog
+// but the queue among the shard's members when their loop last delivered
+// to them (shard.peak), passes HighWater, so a loop that has not run yet
+// holds the senders too. A member is caught up again once its backlog
+// drains below half of HighWater, a shard once its queue does; the held
+// Acks are then sent. So a member's backlog stays under HighWater plus the
 // SendWindows of the room's senders. A member that stays behind longer
 // than SlowTimeout, or whose backlog passes MaxOutbound all the same (more
 // senders than the windows allow for), is cut off as a slow consumer: it
