@@ -124,6 +124,11 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+
+	// holdDelay is how long a streaming member's deliveries may be held
+	// to be written together (fanout.go); 0 means the default, holdDelay.
+	// Tests set it.
+	holdDelay time.Duration
 }
 
 // DefaultConfig returns the configuration of bin/chatserver without flags.
@@ -152,6 +157,9 @@ func DefaultConfig() Config {
 
 func (c *Config) validate() error {
 	var errs []error
+	if c.holdDelay == 0 {
+		c.holdDelay = holdDelay
+	}
 	if c.HighWater == 0 {
 		c.HighWater = c.MaxOutbound / 4
 	}

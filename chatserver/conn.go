@@ -51,6 +51,13 @@ type member struct {
 	idx         int // position in shard.members, -1 when not in one
 
 	partial []byte // TLS only: the decrypted start of a frame not yet whole
+
+	// Deliveries held while the member streams (fanout.go, holdDelay):
+	// when a delivery was last written to it (its loop's time), and the
+	// frames held since, set while the member is in loop.holding.
+	wroteAt time.Time
+	held    *bytebufferpool.ByteBuffer
+	nheld   int
 }
 
 // send writes b to the member's connection, encrypted if it is TLS. Event
@@ -67,20 +74,68 @@ func (m *member) send(b []byte) {
 // Event loop only.
 func (m *member) write(b []byte, max int) { m.writeN(b, max, 1) }
 
-// writeN is write for b holding frames frames, for the counters. Event
-// loop only.
+// deliverN is writeN for b holding frames broadcast to m's room: held
+// while a delivery was written to m less than holdDelay ago (see
+// holdDelay), and written at once otherwise. Event loop only.
+func (m *member) deliverN(b []byte, max, frames int) {
+	if m.dead {
+		return
+	}
+	l := m.loop
+	if l.ackTo == m {
+		// Acks are owed to m, newer than anything held for it: b goes
+		// with them, in order.
+		m.wroteAt = l.now
+		m.writeN(b, max, frames)
+		return
+	}
+	if m.held == nil {
+		if l.now.Sub(m.wroteAt) >= l.srv.cfg.holdDelay {
+			m.wroteAt = l.now
+			m.writeN(b, max, frames)
+			return
+		}
+		m.held = heldPool.Get()
+		l.holding = append(l.holding, m)
+	}
+	m.held.B = append(m.held.B, b...)
+	m.nheld += frames
+	if len(m.held.B) >= holdBytes || m.nheld >= holdFrames {
+		m.writeN(nil, max, 0)
+	}
+}
+
+// writeN is write for b holding frames frames, for the counters: what is
+// held for m goes first, then the Acks owed to it, then b, all in one
+// write. Event loop only.
 func (m *member) writeN(b []byte, max, frames int) {
 	if m.dead {
 		return
 	}
 	l := m.loop
 	acked := l.ackTo == m
-	if acked {
+	var h *bytebufferpool.ByteBuffer
+	if m.held != nil && len(m.held.B) > 0 {
+		// Deliveries held for m predate its Acks (deliverN holds none
+		// while Acks are owed to it), and b.
+		h = m.held
+		if acked {
+			l.ackTo = nil
+			h.B = append(h.B, l.acks...)
+			frames += l.nacks
+		}
+		h.B = append(h.B, b...)
+		b, frames = h.B, frames+m.nheld
+		m.wroteAt = l.now
+	} else if acked {
 		// The Acks queued for m keep their place in the stream, ahead of
 		// b, and leave in the same write.
 		l.ackTo = nil
 		l.acks = append(l.acks, b...)
 		b, frames = l.acks, frames+l.nacks
+	}
+	if len(b) == 0 {
+		return
 	}
 	backlog := m.c.OutboundBuffered()
 	if backlog > max {
@@ -91,9 +146,26 @@ func (m *member) writeN(b []byte, max, frames int) {
 		l.st.wrote(b, frames, backlog)
 		m.noteBacklog()
 	}
+	if h != nil {
+		h.B, m.nheld = h.B[:0], 0
+	}
 	if acked {
 		l.sentAcks(m)
 	}
+}
+
+// heldPool has the buffers of held deliveries, apart from the frames':
+// the frames' pool sizes new frames by the buffers it gets back, and a
+// room's history keeps its frames.
+var heldPool bytebufferpool.Pool
+
+// flushHeld writes what is held for m (unless it is dead) and gives the
+// buffer back; the caller takes m out of its loop's holding. Event loop
+// only.
+func (m *member) flushHeld() {
+	m.writeN(nil, m.loop.srv.cfg.MaxOutbound, 0)
+	heldPool.Put(m.held)
+	m.held, m.nheld = nil, 0
 }
 
 // kill sends a fatal error frame and closes the connection. When the frame

@@ -119,19 +119,24 @@ type loop struct {
 	depth    int       // loop only
 	deferred bool      // loop only
 	now      time.Time // when the outermost callback running began; loop only
-	// acks holds the Ack frames owed to ackTo, written in one call when
-	// the callback ends, or held longer for a sender that streams (see
-	// endAcks), or written ahead of the next bytes going to ackTo, in the
-	// same write. All loop only.
-	acks     []byte
-	nacks    int     // frames in acks
-	ackBytes int     // bytes of the messages acks acknowledge
-	ackTo    *member // who acks are owed to
-	ackLast  *member // who Acks were last written to, and when
-	ackAt    time.Time
-	ackTimer *time.Timer // writes held Acks ackDelay after they were held
-	ackArmed bool        // ackTimer is set and ackRun not run since
-	ackRun   ackFlusher
+	// Held writes (see holdDelay). acks holds the Ack frames owed to
+	// ackTo, written in one call when the callback ends, or held longer
+	// for a sender that streams, or written ahead of the next bytes going
+	// to ackTo, in the same write. holding lists the members whose
+	// deliveries are held (member.held). endHolds writes what is due when
+	// a callback ends; holdTimer writes the rest once it is due, if no
+	// callback did first. All loop only.
+	acks      []byte
+	nacks     int     // frames in acks
+	ackBytes  int     // bytes of the messages acks acknowledge
+	ackTo     *member // who acks are owed to
+	ackLast   *member // who Acks were last written to, and when
+	ackAt     time.Time
+	holding   []*member
+	holdTimer *time.Timer
+	holdArmed bool      // holdTimer is set and holdRun not run since
+	holdAt    time.Time // when holdTimer fires, while armed
+	holdRun   holdFlusher
 
 	batch []byte // frames of a run of broadcasts, concatenated; loop only
 	own   []byte // the joins and leaves one member gets; loop only
@@ -235,43 +240,69 @@ func (l *loop) enter() time.Time {
 	return l.now
 }
 
-// exit ends a callback on l that began at start; the outermost one flushes
-// the acknowledgements, drains what was queued on l from the loop itself,
-// and hands the loop's tally to the metrics. Event loop only.
+// exit ends a callback on l that began at start; the outermost one drains
+// what was queued on l from the loop itself, writes the held writes that
+// are due, and hands the loop's tally to the metrics. Event loop only.
 func (l *loop) exit(start time.Time) {
 	if l.depth > 1 {
 		l.depth--
 		return
 	}
-	for l.deferred {
-		l.deferred = false
-		l.drain()
+	for {
+		for l.deferred {
+			l.deferred = false
+			l.drain()
+		}
+		l.endHolds()
+		// A held write that failed closed its connection, and the leave
+		// may have queued presence on this loop: drain that too.
+		if !l.deferred {
+			break
+		}
 	}
-	l.endAcks()
 	l.depth--
 	l.st.done(start)
 }
 
-// Acks of a streaming sender are held and written together: in a room of
-// two, a write of Acks to the sender per read of its messages was a third
-// of the server's system calls (a sender's read, the receiver's write, the
-// sender's Acks). A sender's Acks are held while Acks were written to it
-// less than ackDelay ago, up to ackBatch of them or ackBatchBytes of
-// messages acknowledged; the loop's ackTimer writes what is still held
-// ackDelay later, once the sender has gone quiet. So a lone message is
-// acknowledged at once, and a streaming sender's window waits at most
-// ackDelay longer for its Acks (and never for more than ackBatchBytes, an
-// eighth of a client's default SendWindow). Acks held for one member are
-// written before another member's are queued, so a loop holds one
-// member's at a time.
+// Writes to a member that streams are held and written together. A write
+// is a system call, most of a small room's server CPU, and a loop writes
+// to each member once per read it serves: in a room of two, a sender's
+// read, the receiver's write and the sender's Acks were three calls for
+// the few messages of one read (nats-server, whose writer goroutine
+// gathers what several reads queued, writes a third as often). So the
+// loop holds:
+//
+//   - a sender's Acks, while Acks were written to it less than ackDelay
+//     ago, up to ackBatch of them or ackBatchBytes of messages
+//     acknowledged (an eighth of a client's default SendWindow);
+//   - a receiver's deliveries, while a delivery was written to it less
+//     than holdDelay ago (Config.holdDelay), up to holdFrames frames or
+//     holdBytes.
+//
+// What is held is written by the first callback to end once it is due, or
+// by the loop's holdTimer if no callback comes first. So a lone message,
+// and the first of a stream, goes out at once; a streaming receiver waits
+// at most holdDelay more for a message, a streaming sender ackDelay for
+// its Acks. Any other write to a member (a reply, a resend, presence, a
+// goodbye) takes what is held for it along, ahead of its own bytes, so
+// nothing is reordered. Acks held for one member are written before
+// another member's are queued, so a loop holds one member's Acks at a
+// time. The timer costs a wake-up of the loop when it fires: in the
+// benchmark's closed loop (64 messages in flight) it fires in most holds,
+// since the sender waits for the very deliveries held, which is what
+// bounds holdDelay to a fraction of that round trip (bench/RESULTS.md).
 const (
 	ackDelay      = 2 * time.Millisecond
 	ackBatch      = 64
 	ackBatchBytes = 8 << 10
+
+	holdDelay  = 250 * time.Microsecond
+	holdFrames = 64
+	holdBytes  = 16 << 10
 )
 
 // ack queues an Ack frame for m, for a message of size bytes, to be
-// written with the others of this callback or held (endAcks). Event loop
+// written with the others of this callback or held (endHolds). Event loop
 // only.
 func (l *loop) ack(m *member, num, seq uint64, size int) {
 	if l.ackTo != m {
@@ -283,25 +314,54 @@ func (l *loop) ack(m *member, num, seq uint64, size int) {
 	l.ackBytes += size
 }
 
-// endAcks writes the Acks queued when the outermost callback ends, unless
-// they are held (see ackDelay). Event loop only.
-func (l *loop) endAcks() {
-	if l.ackTo == nil {
-		return
-	}
-	if l.ackTo != l.ackLast || l.now.Sub(l.ackAt) >= ackDelay || l.nacks >= ackBatch || l.ackBytes >= ackBatchBytes {
+// endHolds writes the held Acks and deliveries that are due when the
+// outermost callback ends, and sets holdTimer for the rest. Event loop
+// only.
+func (l *loop) endHolds() {
+	if m := l.ackTo; m != nil && (m != l.ackLast || l.now.Sub(l.ackAt) >= ackDelay || l.nacks >= ackBatch || l.ackBytes >= ackBatchBytes) {
 		l.flushAcks()
+	}
+	var due time.Time
+	if l.ackTo != nil {
+		due = l.ackAt.Add(ackDelay)
+	}
+	if len(l.holding) > 0 {
+		hold := l.srv.cfg.holdDelay
+		keep := l.holding[:0]
+		for _, m := range l.holding {
+			if !m.dead && len(m.held.B) > 0 && l.now.Sub(m.wroteAt) < hold {
+				keep = append(keep, m)
+				if at := m.wroteAt.Add(hold); due.IsZero() || at.Before(due) {
+					due = at
+				}
+				continue
+			}
+			m.flushHeld()
+		}
+		clear(l.holding[len(keep):])
+		l.holding = keep
+	}
+	l.armHold(due)
+}
+
+// armHold makes holdTimer fire by due, or stops it when due is zero
+// (nothing is held). Event loop only.
+func (l *loop) armHold(due time.Time) {
+	if due.IsZero() {
+		if l.holdArmed && l.holdTimer.Stop() {
+			l.holdArmed = false
+		}
 		return
 	}
-	if l.ackArmed {
+	if l.holdArmed && !due.Before(l.holdAt) {
 		return
 	}
-	l.ackArmed = true
-	if l.ackTimer == nil {
-		l.ackRun.l = l
-		l.ackTimer = time.AfterFunc(ackDelay, l.ackRun.wake)
+	l.holdArmed, l.holdAt = true, due
+	if l.holdTimer == nil {
+		l.holdRun.l = l
+		l.holdTimer = time.AfterFunc(due.Sub(l.now), l.holdRun.wake)
 	} else {
-		l.ackTimer.Reset(ackDelay)
+		l.holdTimer.Reset(due.Sub(l.now))
 	}
 }
 
@@ -316,32 +376,27 @@ func (l *loop) flushAcks() {
 	l.sentAcks(m)
 }
 
-// sentAcks records that the Acks queued for m left, and stops ackTimer:
-// while a sender streams, the callback that reads it after ackDelay
-// writes its Acks, and the timer, which would cost a wake-up of the loop
-// each time, never fires. Event loop only.
+// sentAcks records that the Acks queued for m left. Event loop only.
 func (l *loop) sentAcks(m *member) {
 	l.acks, l.nacks, l.ackBytes = l.acks[:0], 0, 0
 	l.ackLast, l.ackAt = m, l.now
-	if l.ackArmed && l.ackTimer.Stop() {
-		l.ackArmed = false
-	}
 }
 
-// ackFlusher writes a loop's held Acks when its ackTimer fires.
-type ackFlusher struct{ l *loop }
+// holdFlusher writes what a loop holds when its holdTimer fires: the
+// callback's end (endHolds) writes what is due by then.
+type holdFlusher struct{ l *loop }
 
-// wake runs the flusher on its loop; ackTimer calls it.
-func (f *ackFlusher) wake() {
-	// An error means the engine is stopping: the Acks no longer matter.
+// wake runs the flusher on its loop; holdTimer calls it.
+func (f *holdFlusher) wake() {
+	// An error means the engine is stopping: what is held no longer
+	// matters.
 	_ = f.l.el.Execute(context.Background(), f)
 }
 
-func (f *ackFlusher) Run(context.Context) error {
+func (f *holdFlusher) Run(context.Context) error {
 	l := f.l
 	start := l.enter()
-	l.ackArmed = false
-	l.flushAcks()
+	l.holdArmed = false
 	l.exit(start)
 	return nil
 }
@@ -446,17 +501,18 @@ func (l *loop) deliver(run []item) {
 	for i := 0; i < len(*members); i++ {
 		m := (*members)[i]
 		if m.joinEv < first.ev && !sentOne(run, m) {
-			m.writeN(batch, max, len(run))
+			m.deliverN(batch, max, len(run))
 		} else {
 			// The member sent one of these messages, or joined in the
 			// middle of the run: pick its frames one by one.
 			for k := range run {
 				if run[k].skip != m && run[k].ev > m.joinEv {
-					m.write(run[k].f.bb.B, max)
+					m.deliverN(run[k].f.bb.B, max, 1)
 				}
 			}
 		}
 		if first.bye {
+			m.writeN(nil, max, 0) // what is held leaves before the close
 			m.dead = true
 			_ = m.c.Close()
 		}

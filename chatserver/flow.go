@@ -101,8 +101,12 @@ func (m *member) noteBacklog() {
 }
 
 // backlog is m's backlog given its connection's unsent bytes: those
-// plus what is queued for its shard. Event loop only.
+// plus what is held for it (holdDelay) and queued for its shard. Event
+// loop only.
 func (m *member) backlog(unsent int) int {
+	if m.held != nil {
+		unsent += len(m.held.B)
+	}
 	if m.shard == nil {
 		return unsent
 	}

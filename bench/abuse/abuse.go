@@ -202,7 +202,7 @@ func Join(addr, room, user string) (*Member, error) {
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		t, _, err := m.r.Next()
+		t, body, err := m.r.Next()
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("%s joining: %w", user, err)
@@ -211,8 +211,10 @@ func Join(addr, room, user string) (*Member, error) {
 			break
 		}
 		if t == proto.TError {
+			var e proto.Error
+			_ = wire.Unmarshal(body, &e)
 			c.Close()
-			return nil, fmt.Errorf("%s joining: refused", user)
+			return nil, fmt.Errorf("%s joining: refused: %w", user, &e)
 		}
 	}
 	c.SetReadDeadline(time.Time{})

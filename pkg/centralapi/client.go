@@ -40,9 +40,7 @@ type Client struct {
 // a new connection for nearly every request.
 func NewClient(base string, hc *http.Client) *Client {
 	if hc == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.IdleConnTimeout = idleConn
-		hc = &http.Client{Timeout: 10 * time.Second, Transport: tr}
+		hc = pooled(nil)
 	}
 	c := &Client{hc: hc}
 	for _, b := range strings.Split(base, ",") {
@@ -55,8 +53,8 @@ func NewClient(base string, hc *http.Client) *Client {
 }
 
 // NewClientTLS returns a client that reaches Central over https, verifying
-// it (and presenting a certificate) as tc says. A base without a scheme
-// gets https://.
+// it (and presenting a certificate) as tc says, with the same pool as
+// NewClient's. A base without a scheme gets https://.
 func NewClientTLS(base string, tc *tls.Config) *Client {
 	bases := strings.Split(base, ",")
 	for i, b := range bases {
@@ -64,8 +62,19 @@ func NewClientTLS(base string, tc *tls.Config) *Client {
 			bases[i] = "https://" + b
 		}
 	}
-	return NewClient(strings.Join(bases, ","), &http.Client{Timeout: 10 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: tc.Clone(), ForceAttemptHTTP2: true}})
+	return NewClient(strings.Join(bases, ","), pooled(tc))
+}
+
+// pooled returns an http.Client with a 10 s timeout and a connection pool
+// of its own whose connections close after idleConn, verifying Central as
+// tc says when tc is not nil.
+func pooled(tc *tls.Config) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.IdleConnTimeout = idleConn
+	if tc != nil {
+		tr.TLSClientConfig = tc.Clone()
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
 }
 
 // idleConn is how long a Client's REST connection stays open with no

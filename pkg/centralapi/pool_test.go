@@ -2,6 +2,8 @@ package centralapi_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -79,4 +81,35 @@ func TestClientsKeepTheirConnections(t *testing.T) {
 	start := time.Now()
 	testkit.WaitFor(t, 20*time.Second, "the idle connections to close", func() bool { return closed.Load() == clients })
 	t.Logf("idle connections closed %v after the last request", time.Since(start).Round(time.Millisecond))
+}
+
+// TestTLSClientClosesIdleConnections: a client over https closes its idle
+// connection like a plaintext one. Its transport used to have no idle
+// timeout, so every TLS user of a bot farm held a descriptor in Central
+// between its rounds for as long as it ran.
+func TestTLSClientClosesIdleConnections(t *testing.T) {
+	var closed atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"servers":[]}`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	c := centralapi.NewClientTLS(srv.Listener.Addr().String(), &tls.Config{RootCAs: roots})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Servers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	testkit.WaitFor(t, 20*time.Second, "the idle TLS connection to close", func() bool { return closed.Load() == 1 })
+	t.Logf("idle TLS connection closed %v after the request", time.Since(start).Round(time.Millisecond))
 }
