@@ -16,6 +16,7 @@ import (
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/wiretest"
 )
 
 func TestAssignRetriedUntilAck(t *testing.T) {
@@ -113,18 +114,25 @@ func TestServerDownRelocatesAndOfflineMemberCatchesUp(t *testing.T) {
 	}
 }
 
-func TestUnreachableFastPath(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.ScanInterval = time.Hour // only the fast path can move the room
-	h := startCentral(t, cfg)
-	e1 := h.addServer(t, "serv1")
+// roomOnServer1 starts a Central on cfg with echo servers serv1 and
+// serv2, and alice and bob, both closer to serv1, in a room.
+func roomOnServer1(t *testing.T, cfg Config) (h *harness, e1 *wiretest.Echo, a, b *ctl, room *proto.Assign) {
+	t.Helper()
+	h = startCentral(t, cfg)
+	e1 = h.addServer(t, "serv1")
 	h.addServer(t, "serv2")
 	a, as := h.connect(t, "alice")
 	b, bs := h.connect(t, "bob")
 	for _, s := range []centralapi.Session{as, bs} {
 		h.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10), "serv2": ms(30)})
 	}
-	room := chat(t, a, b)
+	return h, e1, a, b, chat(t, a, b)
+}
+
+func TestUnreachableFastPath(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ScanInterval = time.Hour // only the fast path can move the room
+	h, e1, a, b, room := roomOnServer1(t, cfg)
 
 	// A report about a server that answers moves nothing: the reporter gets
 	// the placement again, to rejoin (the server may have restarted).
@@ -524,15 +532,7 @@ func TestStarvedCentralKeepsLiveServer(t *testing.T) {
 	// which corroborate a check that could not connect.
 	cfg.HeartbeatInterval, cfg.OfflineAfter = time.Hour, 24*time.Hour
 	cfg.ScanInterval = time.Hour
-	h := startCentral(t, cfg)
-	h.addServer(t, "serv1")
-	h.addServer(t, "serv2")
-	a, as := h.connect(t, "alice")
-	b, bs := h.connect(t, "bob")
-	for _, s := range []centralapi.Session{as, bs} {
-		h.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10), "serv2": ms(30)})
-	}
-	room := chat(t, a, b)
+	h, _, a, b, room := roomOnServer1(t, cfg)
 	if room.Server.ID != "serv1" {
 		t.Fatalf("room on %s, want serv1", room.Server.ID)
 	}
