@@ -71,7 +71,10 @@
 // A report that the connection merely fell silent (Unreachable.Silent, the
 // member's liveness ping unanswered) weighs less: it corroborates only a
 // check that could not even connect, since on a starved machine every
-// member of a live server's rooms falls silent at once.
+// member of a live server's rooms falls silent at once. Whether the check
+// connected is the kernel's answer (connect, then poll(2) in a blocking
+// call, asked once more at the deadline), not the late wake-up of a
+// starved Central's goroutine.
 //
 // A Store that keeps liveness itself (store.Liveness: etcdstore holds one
 // lease per server, TTL OfflineAfter, refreshed at every registration and

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -669,7 +668,8 @@ func (c *Central) probeLocked(s *serverRec) {
 			var ok bool
 			if ok, why = c.corroboratedLocked(s, now, connected); ok {
 				down = true
-				c.markDownLocked(s, "failed Central's echo check ("+err.Error()+") and "+why)
+				c.markDownLocked(s, "failed Central's echo check and "+why,
+					"check_took", echoTook.Round(time.Millisecond), "check_timeout", timeout, "connected", connected, "check_err", err)
 			} else {
 				c.log.Info("server reported unreachable failed one echo check; waiting for corroboration", "server", id, "connected", connected, "err", err)
 			}
@@ -701,22 +701,4 @@ func echo(ctx context.Context, connTimeout time.Duration, addr string, tc *tls.C
 	}
 	_, err = rtt.Probe(ctx, d, addr, 1, 0)
 	return base.connected.Load(), err
-}
-
-// connectDialer bounds its TCP connect by timeout and notes whether it
-// succeeded.
-type connectDialer struct {
-	net.Dialer
-	timeout   time.Duration
-	connected atomic.Bool
-}
-
-func (d *connectDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.timeout)
-	defer cancel()
-	c, err := d.Dialer.DialContext(ctx, network, addr)
-	if err == nil {
-		d.connected.Store(true)
-	}
-	return c, err
 }

@@ -3,14 +3,20 @@ package central
 import (
 	"fmt"
 	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/wiretest"
 )
 
 func TestAssignRetriedUntilAck(t *testing.T) {
@@ -108,18 +114,25 @@ func TestServerDownRelocatesAndOfflineMemberCatchesUp(t *testing.T) {
 	}
 }
 
-func TestUnreachableFastPath(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.ScanInterval = time.Hour // only the fast path can move the room
-	h := startCentral(t, cfg)
-	e1 := h.addServer(t, "serv1")
+// roomOnServer1 starts a Central on cfg with echo servers serv1 and
+// serv2, and alice and bob, both closer to serv1, in a room.
+func roomOnServer1(t *testing.T, cfg Config) (h *harness, e1 *wiretest.Echo, a, b *ctl, room *proto.Assign) {
+	t.Helper()
+	h = startCentral(t, cfg)
+	e1 = h.addServer(t, "serv1")
 	h.addServer(t, "serv2")
 	a, as := h.connect(t, "alice")
 	b, bs := h.connect(t, "bob")
 	for _, s := range []centralapi.Session{as, bs} {
 		h.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10), "serv2": ms(30)})
 	}
-	room := chat(t, a, b)
+	return h, e1, a, b, chat(t, a, b)
+}
+
+func TestUnreachableFastPath(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ScanInterval = time.Hour // only the fast path can move the room
+	h, e1, a, b, room := roomOnServer1(t, cfg)
 
 	// A report about a server that answers moves nothing: the reporter gets
 	// the placement again, to rejoin (the server may have restarted).
@@ -500,5 +513,74 @@ func TestSilenceOfLiveServerNoRejoin(t *testing.T) {
 	a.send(&proto.Ping{ID: 7})
 	if p := expect[*proto.Pong](a, nil); p.ID != 7 {
 		t.Fatalf("after her silence report alice got %+v, want no Assign", p)
+	}
+}
+
+// TestStarvedCentralKeepsLiveServer (issue 14): Central's own goroutines
+// run late, starved of CPU by busy goroutines beside it in its process
+// (what a loaded machine does to it), while two members keep reporting
+// their live server silent. The server's port accepts every connection at
+// once (the kernel completes the handshake), but Central's goroutine
+// learns of it late: a check that concluded "connect timed out" from its
+// own late wake-up, a little past the 150 ms bound and within the
+// starvation guard's slack, declared the live server down and moved its
+// room. Whatever the checks conclude now, none may say it could not
+// connect, and the server stays up.
+func TestStarvedCentralKeepsLiveServer(t *testing.T) {
+	cfg := testConfig(t)
+	// Heartbeats are not the evidence here: only the two members' silences,
+	// which corroborate a check that could not connect.
+	cfg.HeartbeatInterval, cfg.OfflineAfter = time.Hour, 24*time.Hour
+	cfg.ScanInterval = time.Hour
+	h, _, a, b, room := roomOnServer1(t, cfg)
+	if room.Server.ID != "serv1" {
+		t.Fatalf("room on %s, want serv1", room.Server.ID)
+	}
+	srv := func() (probing bool, checks int, down bool) {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		s := h.c.srvByID["serv1"]
+		return s.probing, s.checks, s.rec.Down
+	}
+
+	hogs := 8 * runtime.GOMAXPROCS(0)
+	var stop atomic.Bool
+	var hogged sync.WaitGroup
+	for range hogs {
+		hogged.Go(func() {
+			// Its own thread, at the lowest priority: it starves Central
+			// inside its process, where Go schedules it beside Central's
+			// goroutines, and yields to every other process on the machine.
+			runtime.LockOSThread() // never unlocked: the thread ends with it
+			if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19); err != nil {
+				t.Errorf("nice the busy thread: %v", err)
+			}
+			for x := 0; !stop.Load(); x++ {
+			}
+		})
+	}
+	defer func() { stop.Store(true); hogged.Wait() }()
+
+	const want = 20
+	deadline := time.Now().Add(60 * time.Second)
+	checks := 0
+	for checks < want && time.Now().Before(deadline) {
+		for _, k := range []*ctl{a, b} {
+			k.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1, Silent: true})
+		}
+		testkit.WaitFor(t, 30*time.Second, "Central's next check of serv1", func() bool {
+			p, n, d := srv()
+			return d || (n > checks && !p)
+		})
+		var down bool
+		_, checks, down = srv()
+		if down {
+			stop.Store(true)
+			t.Fatalf("serv1, alive and accepting, declared down after %d echo checks by a starved Central (%d busy goroutines beside it)", checks, hogs)
+		}
+	}
+	t.Logf("%d echo checks by a Central starved by %d busy goroutines; serv1 stayed up", checks, hogs)
+	if checks < want/2 {
+		t.Fatalf("only %d checks ran in 60 s", checks)
 	}
 }

@@ -400,15 +400,16 @@ func (c *Central) syncSelLocked() {
 	c.noteServersLocked()
 }
 
-// markDownLocked declares s down; the caller kicks the scan.
-func (c *Central) markDownLocked(s *serverRec, why string) {
+// markDownLocked declares s down; the caller kicks the scan. attrs are
+// logged after why (for an echo check: how long it took and its error).
+func (c *Central) markDownLocked(s *serverRec, why string, attrs ...any) {
 	if s.rec.Down || s.gone {
 		return
 	}
 	s.rec.Down, s.lapsed, s.byLease = true, false, false
 	clear(s.reporters)
 	c.announceLocked(s, proto.ServerDown)
-	c.log.Warn("chat server down", "server", s.rec.ID, "addr", s.rec.Addr, "why", why, "rooms", s.assigned)
+	c.log.Warn("chat server down", append([]any{"server", s.rec.ID, "addr", s.rec.Addr, "why", why, "rooms", s.assigned}, attrs...)...)
 	c.storeErr("put server", c.st.PutServer(s.rec))
 	c.syncSelLocked()
 }

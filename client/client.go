@@ -152,9 +152,33 @@ type roomState struct {
 	sess      *Session
 	epoch     uint64
 	server    string            // the server the session follows at epoch
-	follow    proto.Assign      // the Assign being followed, for its Moved event
+	followed  []proto.Assign    // the last few Assigns followed, newest last, for their Moved events
 	broken    proto.Unreachable // the last report of a broken session
 	reminding bool              // a remindBroken runs
+}
+
+// keptFollowed is how many of a room's followed Assigns are kept for their
+// Moved events: a move's event may be forwarded after the next Assign was
+// taken up (moves in quick succession, as when servers go down one after
+// another), and it must still carry its own Assign's reason.
+const keptFollowed = 4
+
+func (r *roomState) followLocked(a proto.Assign) {
+	if len(r.followed) == keptFollowed {
+		r.followed = append(r.followed[:0], r.followed[1:]...)
+	}
+	r.followed = append(r.followed, a)
+}
+
+// followedLocked returns the Assign followed to server at epoch (zero if
+// none is kept).
+func (r *roomState) followedLocked(epoch uint64, server string) proto.Assign {
+	for i := len(r.followed) - 1; i >= 0; i-- {
+		if a := r.followed[i]; a.Epoch == epoch && a.Server.ID == server {
+			return a
+		}
+	}
+	return proto.Assign{}
 }
 
 // New validates opts. Nothing is dialed before Run.
@@ -265,9 +289,7 @@ func (c *Client) forward(r *roomState, ready RoomReady) {
 				continue
 			}
 			r.mu.Lock()
-			if r.follow.Epoch == m.Epoch {
-				m.Assign = r.follow
-			}
+			m.Assign = r.followedLocked(m.Epoch, m.To.ID)
 			r.mu.Unlock()
 			ev = m
 		}
@@ -746,7 +768,7 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 		cur, curServer := r.epoch, r.server
 		sess := r.sess
 		if a.Epoch > cur || (a.Epoch == cur && a.Server.ID != curServer) {
-			r.follow = a
+			r.followLocked(a)
 		}
 		r.mu.Unlock()
 		// A placement is (epoch, server): the same epoch on another server

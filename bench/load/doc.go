@@ -34,7 +34,14 @@
 // be zero. The time a room spends without a working server runs, per room,
 // from the first member's Broken event to the moment every broken member
 // has joined again (its next Moved event); rooms still broken at the end
-// count until then.
+// count until then. A connection that only fell silent (Broken with
+// client.ErrSilent) and then answered again (Resumed, nothing moved) was
+// never without a server: it counts as a silence, apart, and not in that
+// time; one that fell silent and then moved counts from its silence.
+// The settle wait and the final count ask every session for its Stats
+// within a bound of their own, so a session whose goroutine is stuck
+// makes the run unsettled (and counted under "session_stuck") rather than
+// hang it.
 //
 // # Concurrency
 //

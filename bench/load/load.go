@@ -37,6 +37,7 @@ type gen struct {
 	broken      atomic.Uint64
 	disconnects atomic.Uint64
 	missed      atomic.Uint64
+	silences    atomic.Uint64 // silent connections that answered again, no move
 	roomsUp     atomic.Int64
 
 	mu          sync.Mutex
@@ -230,7 +231,7 @@ func (g *gen) runIn(ctx context.Context, logDir string) (*Report, error) {
 	var wg sync.WaitGroup
 	g.rooms = make([]*room, cfg.Rooms)
 	for i := range g.rooms {
-		g.rooms[i] = &room{idx: i, broken: map[int]bool{}}
+		g.rooms[i] = &room{idx: i, broken: map[int]brk{}}
 	}
 	for _, r := range g.rooms {
 		select {
@@ -306,11 +307,28 @@ func (g *gen) runIn(ctx context.Context, logDir string) (*Report, error) {
 	phase.Store("settle")
 	settleStart := time.Now()
 	phaseStart.Store(settleStart.UnixNano())
-	err = waitUntil(ctx, cfg.Settle, g.settled)
+	err = g.settle(ctx, cfg.Settle)
 	rep.Settled = err == nil
 	rep.SettleTook = ms(time.Since(settleStart))
 	g.account(rep)
 	return rep, nil
+}
+
+// settle waits, for at most bound, until settled. The bound holds even if
+// a check never returns (Session.Stats of a session whose goroutine is
+// stuck): the check runs on a goroutine of its own, left to end with the
+// session.
+func (g *gen) settle(ctx context.Context, bound time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- waitUntil(ctx, bound, g.settled) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("load: not settled within %v: a session does not answer", bound)
+	}
 }
 
 // settled reports whether every sender's messages are acknowledged and
@@ -337,6 +355,7 @@ func (g *gen) settled() bool {
 // account fills in the report's counts.
 func (g *gen) account(rep *Report) {
 	now := time.Now()
+	stats := g.allStats(statsBound)
 	for _, r := range g.rooms {
 		if r.failed != "" {
 			continue
@@ -350,7 +369,9 @@ func (g *gen) account(rep *Report) {
 			n := m.sent.Load()
 			rep.Sent += n
 			rep.Expected += n * uint64(len(r.members)-1)
-			if st := m.sess.Load().Stats(); st.Sent != n {
+			if st, ok := stats[m]; !ok {
+				g.errorf("session_stuck")
+			} else if st.Sent != n {
 				g.errorf("sent_mismatch")
 			}
 			for _, o := range r.members {
@@ -368,6 +389,7 @@ func (g *gen) account(rep *Report) {
 		}
 	}
 	rep.MissedReported = g.missed.Load()
+	rep.Silences = g.silences.Load()
 	rep.Latency = g.lat.dist()
 	rep.Handoff = g.handoff.dist()
 	rep.Outage = g.outage.dist()
@@ -381,6 +403,42 @@ func (g *gen) account(rep *Report) {
 	rep.CentralDown = append([]Millis(nil), g.centralDown...)
 	rep.ChaosDone = clone(g.chaosDone)
 	rep.Errors = clone(g.errs)
+}
+
+// statsBound is how long the final count waits for the sessions' Stats.
+const statsBound = 5 * time.Second
+
+// allStats asks every formed room's members for their session's Stats at
+// once and returns those that answered within bound; a session whose
+// goroutine is stuck is left out, and its asker ends with the session.
+func (g *gen) allStats(bound time.Duration) map[*member]client.Stats {
+	type answer struct {
+		m  *member
+		st client.Stats
+	}
+	var members []*member
+	for _, r := range g.rooms {
+		if r.failed == "" {
+			members = append(members, r.members...)
+		}
+	}
+	asked := len(members)
+	ch := make(chan answer, asked) // an answer after bound never blocks
+	for _, m := range members {
+		go func() { ch <- answer{m, m.sess.Load().Stats()} }()
+	}
+	out := make(map[*member]client.Stats, asked)
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	for range asked {
+		select {
+		case a := <-ch:
+			out[a.m] = a.st
+		case <-t.C:
+			return out
+		}
+	}
+	return out
 }
 
 func clone(m map[string]int) map[string]int {

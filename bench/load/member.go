@@ -23,9 +23,16 @@ type room struct {
 
 	mu        sync.Mutex
 	id        string
-	broken    map[int]bool // members whose connection broke and who have not joined again
-	downSince time.Time
+	broken    map[int]brk // members whose connection broke or fell silent and who have not joined again
+	downSince time.Time   // the earliest break of the members in broken
 	hit       bool
+}
+
+// brk is one member's broken connection: when, and whether it only fell
+// silent (client.ErrSilent: a ping unanswered past the liveness deadline).
+type brk struct {
+	at     time.Time
+	silent bool
 }
 
 // member is one synthetic user: a whole client.Client.
@@ -49,16 +56,42 @@ type member struct {
 	sent  atomic.Uint64
 }
 
-func (r *room) markBroken(i int, now time.Time) {
+// markBroken notes that member i's connection broke (silent: only fell
+// silent) at now.
+func (r *room) markBroken(i int, now time.Time, silent bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.broken[i] {
+	if b, ok := r.broken[i]; ok {
+		b.silent = b.silent && silent // a break outweighs a silence
+		r.broken[i] = b
 		return
 	}
 	if len(r.broken) == 0 {
 		r.downSince = now
 	}
-	r.broken[i] = true
+	r.broken[i] = brk{at: now, silent: silent}
+}
+
+// markResumed ends member i's silence: its server answered again and
+// nothing moved, so the silence was no time without a server (on a
+// starved machine it is the liveness check's false alarm). It reports
+// whether i was silent; a member whose connection broke is left to
+// markJoined.
+func (r *room) markResumed(i int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, ok := r.broken[i]
+	if !ok || !b.silent {
+		return false
+	}
+	delete(r.broken, i)
+	r.downSince = time.Time{}
+	for _, o := range r.broken {
+		if r.downSince.IsZero() || o.at.Before(r.downSince) {
+			r.downSince = o.at
+		}
+	}
+	return true
 }
 
 // markJoined ends member i's outage; when it was the last broken member
@@ -66,7 +99,7 @@ func (r *room) markBroken(i int, now time.Time) {
 func (r *room) markJoined(i int, now time.Time) (time.Duration, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.broken[i] {
+	if _, ok := r.broken[i]; !ok {
 		return 0, false
 	}
 	delete(r.broken, i)
@@ -143,69 +176,75 @@ func (m *member) events(ctx context.Context) {
 			return
 		case ev = <-m.cl.Events():
 		}
-		now := time.Now()
-		switch ev := ev.(type) {
-		case client.Incoming:
-			accept := ev.From == m.r.lead
-			if err := m.cl.Answer(ev.Req, accept); err != nil {
-				m.g.errorf("answer")
+		m.handle(ev, time.Now())
+	}
+}
+
+// handle counts one of the client's events, received at now.
+func (m *member) handle(ev client.Event, now time.Time) {
+	switch ev := ev.(type) {
+	case client.Incoming:
+		accept := ev.From == m.r.lead
+		if err := m.cl.Answer(ev.Req, accept); err != nil {
+			m.g.errorf("answer")
+		}
+	case client.Status:
+		if m.statuses != nil && ev.Code.Final() {
+			select {
+			case m.statuses <- ev:
+			default:
 			}
-		case client.Status:
-			if m.statuses != nil && ev.Code.Final() {
-				select {
-				case m.statuses <- ev:
-				default:
-				}
-			}
-		case client.RoomReady:
-			if m.sess.Load() != nil {
-				m.g.errorf("second_room")
-				continue
-			}
-			m.r.mu.Lock()
-			m.r.id = ev.Room
-			m.r.mu.Unlock()
-			m.sess.Store(ev.Session)
-			close(m.ready)
-		case client.RoomClosed:
-			m.g.errorf("room_closed")
-		case client.Disconnected:
-			m.g.disconnects.Add(1)
-		case client.Message:
-			m.check.Observe(ev.From, ev.Num)
-			m.g.lat.add(ev.Latency)
-			m.g.window.add(ev.Latency)
-			m.g.delivered.Add(1)
-		case client.Broken:
-			m.g.log.Info("member lost its server", "room", m.r.roomID(), "user", m.name, "server", ev.Server.ID, "epoch", ev.Epoch, "err", ev.Err)
-			m.r.markBroken(m.idx, now)
+		}
+	case client.RoomReady:
+		if m.sess.Load() != nil {
+			m.g.errorf("second_room")
+			return
+		}
+		m.r.mu.Lock()
+		m.r.id = ev.Room
+		m.r.mu.Unlock()
+		m.sess.Store(ev.Session)
+		close(m.ready)
+	case client.RoomClosed:
+		m.g.errorf("room_closed")
+	case client.Disconnected:
+		m.g.disconnects.Add(1)
+	case client.Message:
+		m.check.Observe(ev.From, ev.Num)
+		m.g.lat.add(ev.Latency)
+		m.g.window.add(ev.Latency)
+		m.g.delivered.Add(1)
+	case client.Broken:
+		silent := errors.Is(ev.Err, client.ErrSilent)
+		m.g.log.Info("member lost its server", "room", m.r.roomID(), "user", m.name, "server", ev.Server.ID, "epoch", ev.Epoch, "silent", silent, "err", ev.Err)
+		m.r.markBroken(m.idx, now, silent)
+		if !silent {
 			m.g.broken.Add(1)
-		case client.Resumed:
-			// The silent server answered: the room is whole again
-			// without a move.
-			if d, ok := m.r.markJoined(m.idx, now); ok {
-				m.g.outage.add(d)
-				m.g.noteOutage(m.r, d)
-			}
-		case client.Moved:
-			m.g.relocated(m, ev)
-			if d, ok := m.r.markJoined(m.idx, now); ok {
-				m.g.outage.add(d)
-				m.g.noteOutage(m.r, d)
-				m.g.log.Info("room whole again", "room", m.r.roomID(), "without_server", d, "from", ev.From.ID, "to", ev.To.ID, "epoch", ev.Epoch, "join_took", ev.Took)
-			}
-		case client.Missed:
-			m.g.missed.Add(ev.Last - ev.First + 1)
-		case client.Drained:
-			if ev.TimedOut {
-				m.g.errorf("drain_timeout")
-			}
-		case client.Error:
-			if ev.Room == "" {
-				m.g.errorf("central_error:%s", errKind(ev.Err))
-			} else {
-				m.g.errorf("session_error:%s", errKind(ev.Err))
-			}
+		}
+	case client.Resumed:
+		// The silent server answered: the room is whole again
+		// without a move, and was never without a server.
+		if m.r.markResumed(m.idx) {
+			m.g.silences.Add(1)
+		}
+	case client.Moved:
+		m.g.relocated(m, ev)
+		if d, ok := m.r.markJoined(m.idx, now); ok {
+			m.g.outage.add(d)
+			m.g.noteOutage(m.r, d)
+			m.g.log.Info("room whole again", "room", m.r.roomID(), "without_server", d, "from", ev.From.ID, "to", ev.To.ID, "epoch", ev.Epoch, "join_took", ev.Took)
+		}
+	case client.Missed:
+		m.g.missed.Add(ev.Last - ev.First + 1)
+	case client.Drained:
+		if ev.TimedOut {
+			m.g.errorf("drain_timeout")
+		}
+	case client.Error:
+		if ev.Room == "" {
+			m.g.errorf("central_error:%s", errKind(ev.Err))
+		} else {
+			m.g.errorf("session_error:%s", errKind(ev.Err))
 		}
 	}
 }

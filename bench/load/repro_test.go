@@ -54,7 +54,7 @@ func testGen(t *testing.T, servers int, edit func(*Config)) *gen {
 func testRoom(t *testing.T, g *gen, idx, members int) *room {
 	t.Helper()
 	g.cfg.Members = members
-	r := &room{idx: idx, broken: map[int]bool{}}
+	r := &room{idx: idx, broken: map[int]brk{}}
 	g.rooms = append(g.rooms, r)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

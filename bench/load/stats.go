@@ -165,8 +165,12 @@ type Report struct {
 	Handoff Dist           `json:"handoff"` // per member: Assign to Joined on the new server
 	// Outage is, per room and incident, the time from the first member's
 	// broken connection until every broken member had joined again.
-	Outage      Dist     `json:"outage"`
-	OutageRooms int      `json:"outage_rooms"` // distinct rooms with at least one incident
+	Outage      Dist `json:"outage"`
+	OutageRooms int  `json:"outage_rooms"` // distinct rooms with at least one incident
+	// Silences counts connections that fell silent past the liveness
+	// deadline and answered again before any move (client.Resumed): the
+	// server was slow, not gone, so they are not part of Outage.
+	Silences    uint64   `json:"silences"`
 	WorstRoom   string   `json:"worst_room,omitempty"`
 	CentralDown []Millis `json:"central_down_ms,omitempty"` // each Central restart, close to serving
 
@@ -252,6 +256,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		{"moves", fmt.Sprintf("%d (%s)", r.MovesTotal(), sortedKV(r.Moves))},
 		{"handoff", r.Handoff.String()},
 		{"without server", fmt.Sprintf("%s; %d rooms hit%s", r.Outage, r.OutageRooms, worst(r.WorstRoom))},
+		{"silences", fmt.Sprintf("%d resumed, nothing moved (not counted as without server)", r.Silences)},
 		{"central restarts", centralDown(r.CentralDown)},
 		{"chaos done", sortedKV(r.ChaosDone)},
 		{"errors", sortedKV(r.Errors)},
