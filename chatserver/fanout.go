@@ -286,12 +286,13 @@ func (l *loop) exit(start time.Time) {
 // at most holdDelay more for a message, a streaming sender ackDelay for
 // its Acks. Any other write to a member (a reply, a resend, presence, a
 // goodbye, a fatal error but a slow consumer's) takes what is held for it
-// along, ahead of its own bytes, so nothing is reordered or dropped. Acks held for one member are written before
-// another member's are queued, so a loop holds one member's Acks at a
-// time. The timer costs a wake-up of the loop when it fires: in the
-// benchmark's closed loop (64 messages in flight) it fires in most holds,
-// since the sender waits for the very deliveries held, which is what
-// bounds holdDelay to a fraction of that round trip (bench/RESULTS.md).
+// along, ahead of its own bytes, so nothing is reordered or dropped. Acks
+// held for one member are written before another member's are queued, so
+// a loop holds one member's Acks at a time. The timer costs a wake-up of
+// the loop when it fires: in the benchmark's closed loop (64 messages in
+// flight) it fires in most holds, since the sender waits for the very
+// deliveries held, which is what bounds holdDelay to a fraction of that
+// round trip (bench/RESULTS.md).
 const (
 	ackDelay      = 2 * time.Millisecond
 	ackBatch      = 64
