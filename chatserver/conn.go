@@ -44,6 +44,7 @@ type member struct {
 
 	behind      *room        // set while the member's backlog is past HighWater (flow.go)
 	behindSince time.Time    // when it fell behind
+	acksQueued  atomic.Int32 // released Acks (releaseAcks) on its loop's queue, not yet written
 	lastRead    atomic.Int64 // Server.now when a frame last came in; read by the idle sweep
 	outb        int          // OutboundBuffered when last looked at, counted in Server.outBytes
 	joinEv      uint64       // fan-out items numbered up to this predate the join

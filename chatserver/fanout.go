@@ -90,6 +90,7 @@ type item struct {
 	target *member
 	ev     uint64
 	bye    bool  // after writing f, close the recipients
+	ack    bool  // f is an Ack for target, counted in its acksQueued
 	at     int64 // when a fan-out item was queued (Unix ns), for the latency histogram
 	// pb, in place of f, is a batch of joins and leaves for sh's members.
 	pb *presBatch
@@ -215,6 +216,9 @@ func (l *loop) push(it item, from *loop) {
 			for _, it := range q {
 				if it.size > 0 {
 					it.sh.queued.Add(-int64(it.size))
+				}
+				if it.ack {
+					it.target.acksQueued.Add(-1)
 				}
 				it.release()
 			}
@@ -484,6 +488,9 @@ func (l *loop) deliver(run []item) {
 				m.dead = true
 				_ = m.c.Close()
 			}
+		}
+		if first.ack {
+			m.acksQueued.Add(-1)
 		}
 		return
 	}

@@ -157,10 +157,7 @@ func (s *Server) releaseAcks(r *room) {
 		return
 	}
 	for _, a := range r.acks {
-		f := newFrame()
-		f.bb.B, _ = wire.AppendFrame(f.bb.B, &proto.Ack{Num: a.num, Seq: a.seq})
-		r.ev++
-		a.m.loop.push(item{target: a.m, f: f, ev: r.ev}, nil)
+		r.queueAck(a, nil)
 	}
 	clear(r.acks)
 	r.acks = r.acks[:0]
@@ -248,12 +245,33 @@ func (s *Server) flowLoop() {
 // holdAck holds m's Ack for num while r has a member behind (or Acks
 // held before it); otherwise it reports that the caller must write it.
 // Caller holds r.mu.
+//
+// Released Acks reach their sender's loop through its queue, so an Ack
+// due while some of m's are still on it goes through the queue too,
+// behind them: written at once, it would overtake them, and a session
+// pairs its resends' Acks (Seq 0) with their sizes in order.
 func (r *room) holdAck(m *member, num, seq uint64) (write bool) {
-	if r.nbehind.Load() == 0 && len(r.acks) == 0 {
+	a := heldAck{m: m, num: num, seq: seq}
+	switch {
+	case r.nbehind.Load() > 0 || len(r.acks) > 0:
+		r.acks = append(r.acks, a)
+	case m.acksQueued.Load() > 0:
+		r.queueAck(a, m.loop)
+	default:
 		return true
 	}
-	r.acks = append(r.acks, heldAck{m: m, num: num, seq: seq})
 	return false
+}
+
+// queueAck queues a's Ack on its sender's loop, counted in
+// member.acksQueued until written. from is the loop the caller runs on,
+// nil if none. Caller holds r.mu.
+func (r *room) queueAck(a heldAck, from *loop) {
+	f := newFrame()
+	f.bb.B, _ = wire.AppendFrame(f.bb.B, &proto.Ack{Num: a.num, Seq: a.seq})
+	r.ev++
+	a.m.acksQueued.Add(1)
+	a.m.loop.push(item{target: a.m, f: f, ev: r.ev, ack: true}, from)
 }
 
 // forgetBacklog takes a closed member's backlog out of the server's total.
