@@ -64,10 +64,10 @@ type Config struct {
 	// own idle timeout (15 s by default). 0 disables it.
 	IdleTimeout time.Duration
 	// HistoryBudget and OutboundBudget cap the bytes held in all rooms'
-	// histories and in all members' unsent backlogs. Past either, new rooms
-	// and new members are refused (server_full) while those already in keep
-	// working, and histories stop growing. 0 means an eighth of the
-	// machine's memory each.
+	// histories and in all members' unsent backlogs (with the deliveries
+	// held for them). Past either, new rooms and new members are refused
+	// (server_full) while those already in keep working, and histories
+	// stop growing. 0 means an eighth of the machine's memory each.
 	HistoryBudget  int64
 	OutboundBudget int64
 	// SendRate and SendBurst bound the Chat frames taken from one member

@@ -46,7 +46,7 @@ type member struct {
 	behindSince time.Time    // when it fell behind
 	acksQueued  atomic.Int32 // released Acks (releaseAcks) on its loop's queue, not yet written
 	lastRead    atomic.Int64 // Server.now when a frame last came in; read by the idle sweep
-	outb        int          // OutboundBuffered when last looked at, counted in Server.outBytes
+	outb        int          // OutboundBuffered and held bytes when last looked at, counted in Server.outBytes
 	joinEv      uint64       // fan-out items numbered up to this predate the join
 	shard       *shard
 	idx         int // position in shard.members, -1 when not in one
@@ -101,6 +101,10 @@ func (m *member) deliverN(b []byte, max, frames int) {
 	}
 	m.held.B = append(m.held.B, b...)
 	m.nheld += frames
+	// Held bytes count in the outbound budget, as unsent ones do: up to
+	// holdBytes and a batch per member.
+	m.outb += len(b)
+	l.srv.outBytes.Add(int64(len(b)))
 	if len(m.held.B) >= holdBytes || m.nheld >= holdFrames {
 		m.writeN(nil, max, 0)
 	}

@@ -103,10 +103,11 @@
 //
 // # Memory budgets
 //
-// The bytes in all rooms' histories and in all members' unsent backlogs are
-// counted. Past Config.HistoryBudget or Config.OutboundBudget, a Join that
-// would add a room or a member is refused (server_full), members already in
-// keep working, and histories stop growing.
+// The bytes in all rooms' histories and in all members' unsent backlogs
+// (with the deliveries held for them) are counted. Past
+// Config.HistoryBudget or Config.OutboundBudget, a Join that would add a
+// room or a member is refused (server_full), members already in keep
+// working, and histories stop growing.
 //
 // # Concurrency
 //

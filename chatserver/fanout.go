@@ -526,12 +526,8 @@ func (l *loop) deliver(run []item) {
 			_ = m.c.Close()
 		}
 		// Its backlog but for the shard's queue: unsent and held bytes.
-		n := m.outb
-		if m.held != nil {
-			n += len(m.held.B)
-		}
-		if n > peak {
-			peak = n
+		if m.outb > peak {
+			peak = m.outb
 		}
 		if i < len(*members) && (*members)[i] != m {
 			i--

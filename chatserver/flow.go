@@ -81,15 +81,19 @@ type heldAck struct {
 // flowTick is how often behind members are checked for having drained.
 const flowTick = 20 * time.Millisecond
 
-// noteBacklog records m's unsent bytes in the server's total and marks m
-// behind when its backlog passed HighWater. Event loop only, right after a
-// write to m.
+// noteBacklog records m's unsent and held bytes in the server's total and
+// marks m behind when its backlog passed HighWater. Event loop only, right
+// after a write to m.
 func (m *member) noteBacklog() {
 	s := m.loop.srv
 	n := m.c.OutboundBuffered()
-	if n != m.outb {
-		s.outBytes.Add(int64(n - m.outb))
-		m.outb = n
+	out := n
+	if m.held != nil {
+		out += len(m.held.B)
+	}
+	if out != m.outb {
+		s.outBytes.Add(int64(out - m.outb))
+		m.outb = out
 	}
 	if m.behind != nil || m.room == nil || m.backlog(n) <= s.cfg.HighWater {
 		return

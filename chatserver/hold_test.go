@@ -389,3 +389,30 @@ func TestHeldBytesCountInShardPeak(t *testing.T) {
 	reader.send(&proto.Ping{ID: 1}) // the Pong takes the held ones along
 	awaitDelivers(t, reader, 2, 8, 10*time.Second)
 }
+
+// TestHeldBytesCountInOutboundBudget: the deliveries held for a member
+// count in the server's outbound bytes, which OutboundBudget caps, as
+// they would once written and unsent. The reader reads everything written
+// to it, but eight messages of 1.5 KB are held for it (an hour's hold),
+// past the 8 KiB budget: a new member is refused. Before, held bytes
+// were counted nowhere the budget looks, and it was let in.
+func TestHeldBytesCountInOutboundBudget(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Loops, c.holdDelay, c.OutboundBudget = 1, time.Hour, 8<<10 })
+	sender, _ := joinAs(t, s, "held", "sender")
+	reader, _ := joinAs(t, s, "held", "reader")
+	text := strings.Repeat("h", 1500)
+	send := func(i int) {
+		b, _ := wire.AppendFrame(nil, &proto.Chat{Num: uint64(i), Text: text})
+		sender.raw(b)
+		awaitAcks(t, sender, 1, 10*time.Second)
+	}
+	send(1) // a lone message, written at once
+	awaitDelivers(t, reader, 1, 1, 10*time.Second)
+	for i := 2; i <= 9; i++ {
+		send(i)
+	}
+	t.Logf("outbound bytes %d of %d", s.outBytes.Load(), s.cfg.OutboundBudget)
+	p := hello(t, s)
+	p.send(&proto.Join{Room: "two", User: "c"})
+	p.expectClosed(proto.CodeServerFull)
+}

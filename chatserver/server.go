@@ -52,7 +52,7 @@ type Server struct {
 
 	conns          atomic.Int64
 	now            atomic.Int64 // Unix ns, kept current by flowLoop for cheap timestamps
-	outBytes       atomic.Int64 // members' unsent bytes, as last seen (member.outb)
+	outBytes       atomic.Int64 // members' unsent and held bytes, as last seen (member.outb)
 	histFrames     atomic.Int64 // held by the rooms' history rings, when Config.Metrics is on
 	histBytes      atomic.Int64 // held by the rooms' history rings, always counted (HistoryBudget)
 	resendsDropped atomic.Uint64
