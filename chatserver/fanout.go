@@ -472,8 +472,13 @@ func (l *loop) drain() {
 	l.mu.Unlock()
 }
 
-// maxBatch bounds the bytes written to a member in one call, so the
-// slow-consumer check between calls stays close to MaxOutbound.
+// maxBatch bounds the bytes of a run of broadcasts gathered for one
+// write, so the slow-consumer check between writes stays close to
+// MaxOutbound. A write to a member may carry more: what was held for it
+// (under holdBytes) and the Acks owed to it go ahead of the run, so one
+// reaches about maxBatch + holdBytes, and a member is cut off at most
+// that far past MaxOutbound (80 KiB past 4 MiB by default), its bytes
+// counted in OutboundBudget all the while.
 const maxBatch = 64 << 10
 
 // deliver writes a run of items: one targeted item, or broadcasts to one
