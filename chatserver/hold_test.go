@@ -309,6 +309,26 @@ func onLoop(t *testing.T, l *loop, f func()) {
 	<-done
 }
 
+// sendOne joins a sender and a reader to room on s and sends message 1,
+// a lone message written to the reader at once, which the reader reads.
+// send sends message i, of a text of size bytes, in a write of its own,
+// and waits for its Ack.
+func sendOne(t *testing.T, s *Server, room string, size int) (reader *peer, send func(i int)) {
+	t.Helper()
+	sender, _ := joinAs(t, s, room, "sender")
+	reader, _ = joinAs(t, s, room, "reader")
+	text := strings.Repeat("x", size)
+	send = func(i int) {
+		t.Helper()
+		b, _ := wire.AppendFrame(nil, &proto.Chat{Num: uint64(i), Text: text})
+		sender.raw(b)
+		awaitAcks(t, sender, 1, 10*time.Second)
+	}
+	send(1)
+	awaitDelivers(t, reader, 1, 1, 10*time.Second)
+	return reader, send
+}
+
 // TestHeldBytesCountedOnce: the deliveries held for a member count in its
 // backlog (flow.go) until they are written, and then only as the unsent
 // bytes they leave, if any: not twice. The reader here reads everything
@@ -318,16 +338,7 @@ func onLoop(t *testing.T, l *loop, f func()) {
 // Acks until the next flowTick.
 func TestHeldBytesCountedOnce(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.Loops, c.holdDelay, c.HighWater = 1, time.Hour, 8<<10 })
-	sender, _ := joinAs(t, s, "once", "sender")
-	reader, _ := joinAs(t, s, "once", "reader")
-	text := strings.Repeat("x", 200)
-	send := func(i int) {
-		b, _ := wire.AppendFrame(nil, &proto.Chat{Num: uint64(i), Text: text})
-		sender.raw(b)
-		awaitAcks(t, sender, 1, 10*time.Second)
-	}
-	send(1) // a lone message, written at once
-	awaitDelivers(t, reader, 1, 1, 10*time.Second)
+	reader, send := sendOne(t, s, "once", 200)
 	// Each of these is held, until holdBytes or holdFrames of them are
 	// written together.
 	const last = 1 + holdFrames
@@ -398,16 +409,7 @@ func TestHeldBytesCountInShardPeak(t *testing.T) {
 // were counted nowhere the budget looks, and it was let in.
 func TestHeldBytesCountInOutboundBudget(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.Loops, c.holdDelay, c.OutboundBudget = 1, time.Hour, 8<<10 })
-	sender, _ := joinAs(t, s, "held", "sender")
-	reader, _ := joinAs(t, s, "held", "reader")
-	text := strings.Repeat("h", 1500)
-	send := func(i int) {
-		b, _ := wire.AppendFrame(nil, &proto.Chat{Num: uint64(i), Text: text})
-		sender.raw(b)
-		awaitAcks(t, sender, 1, 10*time.Second)
-	}
-	send(1) // a lone message, written at once
-	awaitDelivers(t, reader, 1, 1, 10*time.Second)
+	_, send := sendOne(t, s, "held", 1500)
 	for i := 2; i <= 9; i++ {
 		send(i)
 	}
