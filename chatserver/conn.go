@@ -120,7 +120,7 @@ func (m *member) writeN(b []byte, max, frames int) {
 	l := m.loop
 	acked := l.ackTo == m
 	var h *bytebufferpool.ByteBuffer
-	if m.held != nil && len(m.held.B) > 0 {
+	if m.heldBytes() > 0 {
 		// Deliveries held for m predate its Acks (deliverN holds none
 		// while Acks are owed to it), and b.
 		h = m.held

@@ -87,11 +87,7 @@ const flowTick = 20 * time.Millisecond
 func (m *member) noteBacklog() {
 	s := m.loop.srv
 	n := m.c.OutboundBuffered()
-	out := n
-	if m.held != nil {
-		out += len(m.held.B)
-	}
-	if out != m.outb {
+	if out := n + m.heldBytes(); out != m.outb {
 		s.outBytes.Add(int64(out - m.outb))
 		m.outb = out
 	}
@@ -105,13 +101,19 @@ func (m *member) noteBacklog() {
 	l.nbehind.Store(int32(len(l.behind)))
 }
 
+// heldBytes is the bytes of the deliveries held for m. Event loop only.
+func (m *member) heldBytes() int {
+	if m.held == nil {
+		return 0
+	}
+	return len(m.held.B)
+}
+
 // backlog is m's backlog given its connection's unsent bytes: those
 // plus what is held for it (holdDelay) and queued for its shard. Event
 // loop only.
 func (m *member) backlog(unsent int) int {
-	if m.held != nil {
-		unsent += len(m.held.B)
-	}
+	unsent += m.heldBytes()
 	if m.shard == nil {
 		return unsent
 	}
