@@ -39,3 +39,5 @@ require (
 )
 
 replace nearchat => ../..
+
+replace github.com/panjf2000/gnet/v2 => ../../third_party/gnet
