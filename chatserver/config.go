@@ -129,6 +129,9 @@ type Config struct {
 	// to be written together (fanout.go); 0 means the default, holdDelay.
 	// Tests set it.
 	holdDelay time.Duration
+	// pace, if set, is the pause after a round to a big shard in place of
+	// the round's own duration (fanout.go, paceShard). Tests set it.
+	pace time.Duration
 }
 
 // DefaultConfig returns the configuration of bin/chatserver without flags.
