@@ -30,9 +30,19 @@
 // the loop's timer if the room went quiet. A lone message goes out at
 // once; any other write to the member, a fatal error included, takes what
 // is held along, ahead of it (a slow consumer's cut-off drops it with the
-// rest of its backlog, in which it counts). In a room of two that cut the writes per delivery by a third
-// (bench/RESULTS.md). Chat, Deliver and Ack go through hand-written
-// encoders (pkg/proto's scan.go), not the reflecting msgpack codec.
+// rest of its backlog, in which it counts). In a room of two that cut the
+// writes per delivery by a third (bench/RESULTS.md). In a big room a
+// round of fan-out is itself long (a write to each member), so after a
+// round to a shard of 64 members or more the loop waits as long as the
+// round took (at most 10 ms) before it drains its queue again, and what
+// the senders sent meanwhile leaves in one fuller round (fanout.go,
+// paceShard). Chat, Deliver and Ack go through hand-written encoders
+// (pkg/proto's scan.go), not the reflecting msgpack codec.
+//
+// The loops are gnet's with one change, kept in third_party/gnet
+// (NEARCHAT.md there): a loop with nothing to do parks in Go's netpoller,
+// as a goroutine reading a net.Conn does, instead of blocking in
+// epoll_wait while it holds its P.
 //
 // # Joins and leaves
 //
