@@ -50,7 +50,9 @@ type Config struct {
 	ProbeTimeout time.Duration
 	// SettleWait is how long a new room's placement waits, once everyone
 	// accepted, for every member to have measured every open server; past
-	// it the room is placed provisionally.
+	// it the room is placed provisionally, or, while no open server is
+	// measured by every member, waits for their reports up to
+	// RequestTimeout.
 	SettleWait time.Duration
 	// MaxOutbound bounds the bytes queued for one control connection that
 	// its client has not read; past a quarter of it the connection's input

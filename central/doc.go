@@ -57,9 +57,13 @@
 // Events first, the scan as a safety net: a server that registers, drains
 // or goes down is announced to every connected client (ServerEvent), which
 // probes a new server at once; a latency report re-evaluates that member's
-// rooms at once; a room placed before every open server was measured is
-// provisional (no dwell). Moves need a gain beyond the margins and beyond
-// the measured spreads (selection.Policy).
+// rooms at once; a new room waits up to SettleWait for every member to
+// have measured every open server, and one placed before that is
+// provisional (no dwell). A room no open server can host yet because a
+// member has measured none of them (a first probe round late on a loaded
+// machine) waits for the reports up to RequestTimeout instead of failing.
+// Moves need a gain beyond the margins and beyond the measured spreads
+// (selection.Policy).
 //
 // # Liveness
 //

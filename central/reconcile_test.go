@@ -556,3 +556,47 @@ func TestFirstPlacementWaitsForSettledVector(t *testing.T) {
 		t.Fatalf("first placement %+v, want serv3 at epoch 1", as)
 	}
 }
+
+// A member whose first probe round outlasts SettleWait (a loaded machine)
+// has measured no server when the placement is forced: the request waits
+// for its report instead of failing with "no chat server can host this
+// room" (1-12 rooms a run of bin/chatload at 1,000-2,000 x 3), and fails
+// only at RequestTimeout if none comes.
+func TestPlacementWaitsForAFirstMeasurement(t *testing.T) {
+	w := newWorld(t, nil)
+	tick := func() {
+		w.c.mu.Lock()
+		w.c.tickRequestsLocked(w.clk.Now())
+		w.c.mu.Unlock()
+	}
+	request := func(a, b *ctl, bob string) {
+		a.send(&proto.Request{To: []string{bob}})
+		a.expectStatus(proto.AckConn)
+		a.expectStatus(proto.ReqSent)
+		in := expect[*proto.Incoming](b, nil)
+		b.send(&proto.Answer{Req: in.Req, Accept: true})
+		b.send(&proto.Ping{ID: 1})
+		expect[*proto.Pong](b, nil)
+	}
+	a := w.user(t, "alice")
+	b, bs := w.connect(t, "bob") // connected, no report yet
+	request(a, b, "bob")
+	w.clk.Advance(w.c.cfg.SettleWait + time.Second)
+	tick() // forced: still nothing to place on
+	w.latency(t, bs, map[string]centralapi.Sample{"serv1": ms(10), "serv2": ms(30)})
+	a.expectStatus(proto.ReqAccepted)
+	if as := expect[*proto.Assign](a, skipAwaiting); as.Server.ID != "serv1" {
+		t.Fatalf("placed %+v, want serv1", as)
+	}
+
+	c := w.user(t, "carol")
+	d, _ := w.connect(t, "dave") // never reports
+	request(c, d, "dave")
+	w.clk.Advance(w.c.cfg.SettleWait + time.Second)
+	tick()
+	w.clk.Advance(w.c.cfg.RequestTimeout)
+	tick()
+	if st := c.expectStatus(proto.ServerErr); !strings.Contains(st.Detail, "not measured") {
+		t.Fatalf("carol's request failed with %q", st.Detail)
+	}
+}

@@ -1,6 +1,7 @@
 package central
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -26,6 +27,9 @@ type request struct {
 	// registered after a member's last round is measured at once, on its
 	// ServerEvent), so the first placement is the right one.
 	settleBy time.Time
+	// unmeasuredSaid is set once the log said the placement waits for a
+	// member's first measurement of a server that could host the room.
+	unmeasuredSaid bool
 }
 
 // statusLocked sends one Status to u if it is online.
@@ -274,6 +278,17 @@ func (c *Central) tryPlaceLocked(q *request, force bool) {
 	r, rtt, err := c.placeLocked(q, force)
 	if r == nil && err == nil {
 		return // not settled: a member's report or the tick tries again
+	}
+	if err != nil && errors.Is(err, selection.ErrUnmeasured) && c.now().Sub(q.created) < c.cfg.RequestTimeout {
+		// No server that could host the room is measured by every member
+		// yet: a member's first probe round can outlast SettleWait on a
+		// loaded machine. Its report tries again (state.go); the request
+		// fails only at RequestTimeout.
+		if !q.unmeasuredSaid {
+			q.unmeasuredSaid = true
+			c.log.Info("new room waits for its members' measurements", "req", q.id, "err", err)
+		}
+		return
 	}
 	if err != nil {
 		c.log.Warn("no server for new room", "req", q.id, "err", err)

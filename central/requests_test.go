@@ -156,11 +156,11 @@ func TestRequestOutcomes(t *testing.T) {
 				t.Fatal(err)
 			}
 			b.send(&proto.Answer{Req: req, Accept: true})
-			// bob has not measured the open servers: Central waits
-			// SettleWait for his vector before it gives up.
+			// bob has not measured the open servers: Central waits for a
+			// report that covers one until RequestTimeout, then gives up.
 			b.send(&proto.Ping{ID: 1})
 			expect[*proto.Pong](b, nil)
-			w.clk.Advance(w.c.cfg.SettleWait)
+			w.clk.Advance(w.c.cfg.RequestTimeout)
 			if st := a.expectStatus(proto.ServerErr); !strings.Contains(st.Detail, "no eligible server") {
 				t.Fatalf("detail %q", st.Detail)
 			}

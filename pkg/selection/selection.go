@@ -54,6 +54,11 @@ var (
 	// ErrNoEligible means no server is up, open and measured by every member.
 	// Returned errors wrap it with detail; test with errors.Is.
 	ErrNoEligible = errors.New("selection: no eligible server")
+	// ErrUnmeasured is also matched by an ErrNoEligible error when a
+	// server that is up and open was passed over only because some member
+	// has not measured it: a member's next report may still make it
+	// eligible.
+	ErrUnmeasured = errors.New("selection: an open server not measured by every member")
 	// ErrNoMembers means the room has no members, so no server can be scored.
 	ErrNoMembers = errors.New("selection: room has no members")
 )
@@ -216,8 +221,24 @@ func noEligible(servers []Server, members int, measured func(i int) bool) error 
 			unmeasured++
 		}
 	}
-	return fmt.Errorf("%w: %d servers for %d members: %d down, %d draining, %d full, %d not measured by every member",
-		ErrNoEligible, len(servers), members, down, draining, full, unmeasured)
+	return &noEligibleError{
+		msg: fmt.Sprintf("%v: %d servers for %d members: %d down, %d draining, %d full, %d not measured by every member",
+			ErrNoEligible, len(servers), members, down, draining, full, unmeasured),
+		unmeasured: unmeasured > 0,
+	}
+}
+
+// noEligibleError is ErrNoEligible with its detail, and ErrUnmeasured too
+// when some open server lacked only a member's measurement.
+type noEligibleError struct {
+	msg        string
+	unmeasured bool
+}
+
+func (e *noEligibleError) Error() string { return e.msg }
+
+func (e *noEligibleError) Is(target error) bool {
+	return target == ErrNoEligible || (e.unmeasured && target == ErrUnmeasured)
 }
 
 // Policy is the anti-flap rule for moving a live room.

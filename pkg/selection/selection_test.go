@@ -210,6 +210,15 @@ func TestNoEligibleErrorSaysWhy(t *testing.T) {
 	if err2 == nil || err2.Error() != err.Error() {
 		t.Errorf("matrix error %v differs from map error %v", err2, err)
 	}
+	// Two open servers lacked only a measurement: a report may fix that.
+	if !errors.Is(err, ErrUnmeasured) || !errors.Is(err2, ErrUnmeasured) {
+		t.Errorf("%v does not match ErrUnmeasured", err)
+	}
+	// Every server down, draining or full: no report helps.
+	shut := with(with(up("a", "b"), "a", down), "b", full)
+	if _, err := Choose(shut, members, nil); !errors.Is(err, ErrNoEligible) || errors.Is(err, ErrUnmeasured) {
+		t.Errorf("servers down and full: %v", err)
+	}
 }
 
 func TestScore(t *testing.T) {
