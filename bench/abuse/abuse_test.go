@@ -3,9 +3,11 @@ package abuse
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -251,10 +253,10 @@ func TestCentralUnderAttack(t *testing.T) {
 	// The honest control connection survived every attack.
 	hc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	ping, _ := wire.AppendFrame(nil, &proto.Ping{ID: 7})
-	if _, err := hc.Write(ping); err != nil {
-		t.Fatalf("honest control connection: %v", err)
-	}
 	r := wire.NewReader(hc, wire.MaxFrame)
+	if _, err := hc.Write(ping); err != nil {
+		t.Fatalf("honest control connection: %v; Central had sent: %s", err, whatWasSent(r))
+	}
 	for {
 		typ, _, err := r.Next()
 		if err != nil {
@@ -266,5 +268,25 @@ func TestCentralUnderAttack(t *testing.T) {
 	}
 	if peak > 96<<20 {
 		t.Errorf("peak RSS %d MiB, bound 96 MiB", peak>>20)
+	}
+}
+
+// whatWasSent lists the frames waiting on a connection Central closed, so
+// a failure names Central's reason (an Error frame) if it gave one.
+func whatWasSent(r *wire.Reader) string {
+	var out []string
+	for {
+		typ, body, err := r.Next()
+		if err != nil {
+			return strings.Join(append(out, "then "+err.Error()), ", ")
+		}
+		if typ == proto.TError {
+			var e proto.Error
+			if wire.Unmarshal(body, &e) == nil {
+				out = append(out, fmt.Sprintf("Error %v %q", e.Code, e.Reason))
+				continue
+			}
+		}
+		out = append(out, fmt.Sprintf("frame 0x%02x", byte(typ)))
 	}
 }
