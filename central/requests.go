@@ -279,7 +279,7 @@ func (c *Central) tryPlaceLocked(q *request, force bool) {
 	if r == nil && err == nil {
 		return // not settled: a member's report or the tick tries again
 	}
-	if err != nil && errors.Is(err, selection.ErrUnmeasured) && c.now().Sub(q.created) < c.cfg.RequestTimeout {
+	if errors.Is(err, selection.ErrUnmeasured) && c.now().Sub(q.created) < c.cfg.RequestTimeout {
 		// No server that could host the room is measured by every member
 		// yet: a member's first probe round can outlast SettleWait on a
 		// loaded machine. Its report tries again (state.go); the request

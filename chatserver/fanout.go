@@ -397,6 +397,16 @@ func (l *loop) drainDue() time.Time {
 	return time.Time{}
 }
 
+// notePaced records a round to a big shard that began at start and ended now:
+// the next drain waits as long (paceShard). Event loop only.
+func (l *loop) notePaced(start time.Time) {
+	l.paceAt = time.Now()
+	l.paceFor = min(l.paceAt.Sub(start), paceMax)
+	if p := l.srv.cfg.pace; p > 0 {
+		l.paceFor = p
+	}
+}
+
 // armHold makes holdTimer fire by due, or stops it when due is zero
 // (nothing is held). Event loop only.
 func (l *loop) armHold(due time.Time) {
@@ -501,16 +511,14 @@ func (l *loop) drain() {
 			if counted > 0 {
 				sh.queued.Add(-int64(counted))
 			}
-			if it.target == nil && len(it.sh.members) >= paceShard {
-				t0 := time.Now()
-				l.deliver(q[i : i+n])
-				l.paceAt = time.Now()
-				l.paceFor = min(l.paceAt.Sub(t0), paceMax)
-				if p := l.srv.cfg.pace; p > 0 {
-					l.paceFor = p
-				}
-			} else {
-				l.deliver(q[i : i+n])
+			big := it.target == nil && len(it.sh.members) >= paceShard
+			var t0 time.Time
+			if big {
+				t0 = time.Now()
+			}
+			l.deliver(q[i : i+n])
+			if big {
+				l.notePaced(t0)
 			}
 			if counted > 0 {
 				sh.settle()

@@ -77,12 +77,7 @@ func TestStreamingReceiverWritesGathered(t *testing.T) {
 		awaitDelivers(t, reader, 1, 1, 10*time.Second)
 		awaitAcks(t, sender, 1, 10*time.Second)
 		before := writesSoFar(t, s, sender)
-		start := time.Now()
-		for i := 2; i < 2+n; i++ {
-			chat(sender, i, i)
-			awaitAcks(t, sender, 1, 10*time.Second)
-		}
-		took = time.Since(start)
+		took = sendEachAcked(t, sender, 2, 1+n)
 		awaitDelivers(t, reader, 2, 1+n, 10*time.Second)
 		return writesSoFar(t, s, sender) - before, took
 	}
@@ -111,6 +106,19 @@ func TestStreamingReceiverWritesGathered(t *testing.T) {
 			t.Errorf("%d writes for %d messages: the reader's deliveries were not gathered into one", writes, n)
 		}
 	})
+}
+
+// sendEachAcked sends messages from..to, each once the last is
+// acknowledged (so each is a read of its own), and returns how long that
+// took.
+func sendEachAcked(t *testing.T, sender *peer, from, to int) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for i := from; i <= to; i++ {
+		chat(sender, i, i)
+		awaitAcks(t, sender, 1, 10*time.Second)
+	}
+	return time.Since(start)
 }
 
 // holdServer starts a server on loops event loops whose holds last an

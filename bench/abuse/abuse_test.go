@@ -200,15 +200,7 @@ func TestCentralUnderAttack(t *testing.T) {
 	// right, and not what this test is about.
 	r := wire.NewReader(hc, wire.MaxFrame)
 	hc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		typ, _, err := r.Next()
-		if err != nil {
-			t.Fatalf("honest control connection before the attacks: %v", err)
-		}
-		if typ == proto.TWelcome {
-			break
-		}
-	}
+	awaitFrame(t, r, proto.TWelcome, "before the attacks")
 	base := p.RSS()
 	ctx := context.Background()
 
@@ -271,17 +263,24 @@ func TestCentralUnderAttack(t *testing.T) {
 	if _, err := hc.Write(ping); err != nil {
 		t.Fatalf("honest control connection: %v; Central had sent: %s", err, whatWasSent(r))
 	}
-	for {
-		typ, _, err := r.Next()
-		if err != nil {
-			t.Fatalf("honest control connection after the attacks: %v", err)
-		}
-		if typ == proto.TPong {
-			break
-		}
-	}
+	awaitFrame(t, r, proto.TPong, "after the attacks")
 	if peak > 96<<20 {
 		t.Errorf("peak RSS %d MiB, bound 96 MiB", peak>>20)
+	}
+}
+
+// awaitFrame reads from r until a frame of type typ, failing the test if
+// the connection ends first.
+func awaitFrame(t *testing.T, r *wire.Reader, typ wire.Type, when string) {
+	t.Helper()
+	for {
+		got, _, err := r.Next()
+		if err != nil {
+			t.Fatalf("honest control connection %s: %v", when, err)
+		}
+		if got == typ {
+			return
+		}
 	}
 }
 
