@@ -257,9 +257,10 @@ func verify(t testing.TB, members []*member, sent map[string]uint64) {
 }
 
 // proxy sits between members and a chat server: it can drop the Deliver
-// frames it relays to clients (drop), or every frame (hole: a path that
-// went dark without a reset), and sever every connection at once, which to
-// the members looks like the server dying.
+// frames it relays to clients (drop), hold back every frame (hole: a path
+// that went dark without a reset; as over TCP, what the server sent
+// meanwhile arrives, in order, once the path is back), and sever every
+// connection at once, which to the members looks like the server dying.
 type proxy struct {
 	t      testing.TB
 	ln     net.Listener
@@ -337,7 +338,9 @@ func (p *proxy) accept() {
 }
 
 // relayDown copies frames from the server to the client, minus Deliver
-// frames while drop is set.
+// frames while drop is set; while hole is set it holds each frame back
+// (and so stops reading: the server's writes back up as over a dark TCP
+// path).
 func (p *proxy) relayDown(up, down net.Conn) {
 	r := wire.NewReader(up, 0)
 	var b []byte
@@ -346,7 +349,10 @@ func (p *proxy) relayDown(up, down net.Conn) {
 		if err != nil {
 			return
 		}
-		if p.hole.Load() || (p.drop.Load() && t == proto.TDeliver) {
+		if !p.waitPath() {
+			return
+		}
+		if p.drop.Load() && t == proto.TDeliver {
 			continue
 		}
 		if d := p.delay.Load(); d > 0 {
@@ -359,6 +365,21 @@ func (p *proxy) relayDown(up, down net.Conn) {
 		}
 		p.sentAt.Store(time.Now().UnixNano())
 	}
+}
+
+// waitPath waits while the path is dark; false once the proxy has been
+// killed meanwhile. It polls: the hole is a test's switch, not a queue.
+func (p *proxy) waitPath() bool {
+	for p.hole.Load() {
+		p.mu.Lock()
+		killed := p.conns == nil
+		p.mu.Unlock()
+		if killed {
+			return false
+		}
+		time.Sleep(time.Millisecond) // emulates the dark path, not synchronisation
+	}
+	return true
 }
 
 // kill closes every relayed connection at once (a reset for both ends).

@@ -861,7 +861,9 @@ func TestStalledServerRecovers(t *testing.T) {
 		t.Error("a silent connection counts as connected")
 	}
 	n := b.send(t, "while alice hears nothing")
-	p.hole.Store(false) // frames flow again (what was dropped is recovered by Resend)
+	// Acked: the server has passed it on, so it waits on alice's dark path.
+	testkit.WaitFor(t, 5*time.Second, "bob's message acked", func() bool { return b.s.Stats().Unacked == 0 })
+	p.hole.Store(false) // frames flow again: what the server sent meanwhile arrives first
 	b.send(t, "after the stall")
 	testkit.WaitFor(t, 5*time.Second, "alice connected again", func() bool { return a.s.Stats().Connected })
 	testkit.WaitFor(t, 5*time.Second, "alice told the server answers again", func() bool {
