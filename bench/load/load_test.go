@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -216,5 +217,19 @@ func TestRejoinIsNotAMove(t *testing.T) {
 	want := map[string]int{"rejoin, same server": 1, "other: better server": 1}
 	if !maps.Equal(g.moves, want) {
 		t.Errorf("moves %v, want %v", g.moves, want)
+	}
+}
+
+// TestErrKindKeepsTheReason: a kind is the error's last part, whole. It
+// was cut at 40 characters, which left a placement failure as "0 down, 0
+// draining, 0 full, 3 not measur" and hid which servers were passed over.
+func TestErrKindKeepsTheReason(t *testing.T) {
+	err := fmt.Errorf("join: %w", errors.New("selection: no eligible server: 3 servers for 3 members: 0 down, 0 draining, 0 full, 3 not measured by every member"))
+	if got, want := errKind(err), "0 down, 0 draining, 0 full, 3 not measured by every member"; got != want {
+		t.Errorf("errKind = %q, want %q", got, want)
+	}
+	long := errors.New("x: " + strings.Repeat("y", 300))
+	if got := errKind(long); len(got) != maxKind {
+		t.Errorf("a %d-character reason gave a kind of %d, want it cut at %d", 300, len(got), maxKind)
 	}
 }

@@ -259,11 +259,16 @@ func errKind(err error) string {
 	if i := strings.LastIndex(s, ": "); i >= 0 {
 		s = s[i+2:]
 	}
-	if len(s) > 40 {
-		s = s[:40]
+	if len(s) > maxKind {
+		s = s[:maxKind]
 	}
 	return s
 }
+
+// maxKind bounds an error kind: long enough for a reason whole (a
+// placement failure's counts run to about 60 characters), short enough
+// that a kind stays one line of the table.
+const maxKind = 100
 
 // form creates the room's members, waits for their latency reports, has
 // member 0 invite the others and waits for every session.
