@@ -34,9 +34,10 @@
 // writes per delivery by a third (bench/RESULTS.md). In a big room a
 // round of fan-out is itself long (a write to each member), so after a
 // round to a shard of 64 members or more the loop waits as long as the
-// round took (at most 10 ms) before it drains its queue again, and what
-// the senders sent meanwhile leaves in one fuller round (fanout.go,
-// paceShard). Chat, Deliver and Ack go through hand-written encoders
+// round took (at most 10 ms) before it drains that room's queue again,
+// and what the senders sent meanwhile leaves in one fuller round
+// (fanout.go, paceShard); the loop's other rooms are served meanwhile
+// (drainBeside). Chat, Deliver and Ack go through hand-written encoders
 // (pkg/proto's scan.go), not the reflecting msgpack codec.
 //
 // The loops are gnet's with one change, kept in third_party/gnet

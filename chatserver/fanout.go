@@ -262,7 +262,8 @@ func (l *loop) exit(start time.Time) {
 	for {
 		for l.deferred {
 			if l.drainAt = l.drainDue(); !l.drainAt.IsZero() {
-				break // the hold timer drains it (endHolds)
+				l.drainBeside()
+				break // the hold timer drains the rest (endHolds)
 			}
 			l.deferred = false
 			l.drain()
@@ -371,9 +372,9 @@ func (l *loop) endHolds() {
 // loop that woke as soon as a sender's next bytes arrived served a
 // streaming sender in rounds of a few messages each, each round a write to
 // every member: at 1,024 members 4-6 writes per 100 deliveries against 1.6
-// with it (bench/RESULTS.md). The pause gates the whole queue, so nothing
-// on the loop is reordered; what else the loop serves waits at most that
-// long, which is no longer than the round itself kept it waiting.
+// with it (bench/RESULTS.md). The pause gates what concerns the big
+// shard (drainBeside): what the loop serves for other rooms goes out
+// meanwhile, and nothing is reordered on any connection.
 const (
 	paceShard = 64
 	paceMax   = 10 * time.Millisecond
@@ -483,7 +484,62 @@ func (l *loop) drain() {
 	l.queue = l.spare[:0]
 	l.scheduled = false
 	l.mu.Unlock()
+	l.run(q)
+}
 
+// drainBeside delivers, while a big shard's round is paced (drainDue),
+// what concerns no big shard: a small room on the loop does not wait for
+// a big room's pause. Everything to a big shard's members (its broadcasts,
+// its presence, the replies and Acks to them) stays queued in order, so
+// no connection's frames are reordered: a member is in one shard, and
+// what reaches it is its shard's items and those targeted at it. Like
+// drain, event loop only.
+func (l *loop) drainBeside() {
+	l.mu.Lock()
+	q := l.queue
+	others := 0
+	for i := range q {
+		if !q[i].paced() {
+			others++
+		}
+	}
+	if others == 0 {
+		l.mu.Unlock()
+		return
+	}
+	keep := l.spare[:0]
+	n := 0
+	for i := range q {
+		if q[i].paced() {
+			keep = append(keep, q[i])
+		} else {
+			q[n] = q[i]
+			n++
+		}
+	}
+	clear(q[n:])
+	l.queue = keep
+	// scheduled stays set: what is kept is drained when the pause ends
+	// (the hold timer), and a push from another loop meanwhile waits for
+	// that as before.
+	l.mu.Unlock()
+	l.run(q[:n])
+}
+
+// paced reports whether it concerns a shard whose rounds are paced: a
+// broadcast or presence to a shard of paceShard members or more, or a
+// write targeted at one of its members. Event loop only.
+func (it *item) paced() bool {
+	sh := it.sh
+	if it.target != nil {
+		sh = it.target.shard
+	}
+	return sh != nil && len(sh.members) >= paceShard
+}
+
+// run delivers q, a queue taken from l, and keeps its array for the next
+// queue. Event loop only.
+func (l *loop) run(q []item) {
 	for i := 0; i < len(q); {
 		it := &q[i]
 		// Consecutive broadcasts to the same shard go out as one write per
