@@ -38,7 +38,15 @@ type shard struct {
 	queued atomic.Int64
 	peak   atomic.Int64
 	behind atomic.Bool
+
+	// big says the shard has paceShard members or more, so its rounds are
+	// paced. Its loop sets it as members come and go; pushes from other
+	// loops read it (loop.push).
+	big atomic.Bool
 }
+
+// resized records a change in the shard's members. Event loop only.
+func (sh *shard) resized() { sh.big.Store(len(sh.members) >= paceShard) }
 
 // frame is an encoded frame shared by every recipient, returned to the pool
 // when the last holder releases it.
@@ -113,6 +121,10 @@ type loop struct {
 	queue     []item
 	spare     []item
 	scheduled bool
+	// paused says a drain waits for a big shard's pause (drainBeside ran)
+	// and no wake-up has been asked since: a push from another loop of an
+	// item beside the pause wakes the loop, once.
+	paused bool
 
 	// depth counts the gnet callbacks and queue drains running on the loop
 	// (they nest: a write that fails closes its connection inside the
@@ -203,6 +215,10 @@ func (l *loop) push(it item, from *loop) {
 	l.mu.Lock()
 	l.queue = append(l.queue, it)
 	wake := !l.scheduled
+	if !wake && l.paused && !it.paced() {
+		// The queue waits for a big room's pause: this item need not.
+		wake, l.paused = true, false
+	}
 	l.scheduled = true
 	l.mu.Unlock()
 	if wake && from == l && l.depth > 0 {
@@ -391,7 +407,7 @@ func (l *loop) drainDue() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := range l.queue {
-		if it := &l.queue[i]; it.target == nil && it.pb == nil && len(it.sh.members) >= paceShard {
+		if it := &l.queue[i]; it.target == nil && it.pb == nil && it.sh.big.Load() {
 			return due
 		}
 	}
@@ -482,7 +498,7 @@ func (l *loop) drain() {
 	l.mu.Lock()
 	q := l.queue
 	l.queue = l.spare[:0]
-	l.scheduled = false
+	l.scheduled, l.paused = false, false
 	l.mu.Unlock()
 	l.run(q)
 }
@@ -496,6 +512,7 @@ func (l *loop) drain() {
 // drain, event loop only.
 func (l *loop) drainBeside() {
 	l.mu.Lock()
+	l.paused = true
 	q := l.queue
 	others := 0
 	for i := range q {
@@ -520,21 +537,21 @@ func (l *loop) drainBeside() {
 	clear(q[n:])
 	l.queue = keep
 	// scheduled stays set: what is kept is drained when the pause ends
-	// (the hold timer), and a push from another loop meanwhile waits for
-	// that as before.
+	// (the hold timer); a push from another loop meanwhile wakes the loop
+	// only if it is beside the pause (paused).
 	l.mu.Unlock()
 	l.run(q[:n])
 }
 
 // paced reports whether it concerns a shard whose rounds are paced: a
 // broadcast or presence to a shard of paceShard members or more, or a
-// write targeted at one of its members. Event loop only.
+// write targeted at one of its members. Safe for concurrent use.
 func (it *item) paced() bool {
 	sh := it.sh
 	if it.target != nil {
 		sh = it.target.shard
 	}
-	return sh != nil && len(sh.members) >= paceShard
+	return sh != nil && sh.big.Load()
 }
 
 // run delivers q, a queue taken from l, and keeps its array for the next
@@ -567,7 +584,7 @@ func (l *loop) run(q []item) {
 			if counted > 0 {
 				sh.queued.Add(-int64(counted))
 			}
-			big := it.target == nil && len(it.sh.members) >= paceShard
+			big := it.target == nil && it.sh.big.Load()
 			var t0 time.Time
 			if big {
 				t0 = time.Now()

@@ -198,6 +198,69 @@ func TestSmallRoomNotHeldByPacedRound(t *testing.T) {
 	}
 }
 
+// TestSmallRoomAcrossLoopsNotHeldByPacedRound: the same with two loops,
+// alice on one and bob on the other, each loop pausing for its shard of
+// the big room: alice's message reaches bob's loop from hers, and wakes it
+// though the loop's queue waits for the pause. It waited for the pause
+// before (a push from another loop woke the loop only when its queue had
+// been empty).
+func TestSmallRoomAcrossLoopsNotHeldByPacedRound(t *testing.T) {
+	const pace = 3 * time.Second
+	s := startServer(t, func(c *Config) { c.Loops, c.pace = 2, pace })
+	sender, _ := joinAs(t, s, "big", "sender")
+	readers := make([]*peer, 2*paceShard+8) // a shard of 64 or more on each loop
+	for i := range readers {
+		readers[i], _ = joinAs(t, s, "big", fmt.Sprintf("reader%03d", i))
+	}
+	alice, _ := joinAs(t, s, "small", "alice")
+	la := roomMembers(t, s, "small", "alice")[0].loop
+	var bob *peer
+	var lb *loop
+	for i := 0; lb == nil || lb == la; i++ {
+		if i == 4 {
+			t.Fatal("every bob landed on alice's loop")
+		}
+		if i > 0 {
+			hello(t, s) // one more connection on bob's last loop
+		}
+		name := fmt.Sprintf("bob%d", i)
+		bob, _ = joinAs(t, s, "small", name)
+		lb = roomMembers(t, s, "small", name)[0].loop
+	}
+	s.mu.Lock()
+	big := s.rooms["big"]
+	s.mu.Unlock()
+	big.mu.Lock()
+	shards := slices.Clone(big.shards)
+	big.mu.Unlock()
+	for _, sh := range shards {
+		var n int
+		onLoop(t, sh.loop, func() { n = len(sh.members) })
+		if n < paceShard {
+			t.Fatalf("the big room has %d members on a loop, want %d or more", n, paceShard)
+		}
+	}
+	chat(sender, 1, 1)
+	for _, r := range readers {
+		awaitDelivers(t, r, 1, 1, 10*time.Second)
+	}
+	paused := time.Now()
+	chat(sender, 2, 2) // queued on both loops until their pauses end
+	testkit.WaitFor(t, pace/2, "bob's loop pausing", func() bool {
+		var waits bool
+		onLoop(t, lb, func() { waits = !lb.drainAt.IsZero() })
+		return waits
+	})
+	sent := time.Now()
+	chat(alice, 1, 1)
+	awaitDelivers(t, bob, 1, 1, 10*time.Second)
+	took := time.Since(sent)
+	t.Logf("bob got alice's message from the other loop %v after she sent it, in the big room's %v pause", took.Round(time.Microsecond), pace)
+	if time.Since(paused) >= pace/2 {
+		t.Errorf("bob got alice's message %v after she sent it: it waited for his loop's pause (%v)", took, pace)
+	}
+}
+
 // BenchmarkSmallRoomBesideBigRoom: what paced rounds cost a room of two
 // that shares a loop with a big room under load. A sender floods a room
 // of 2 x paceShard readers at about 4,000 messages a second; alice and bob,

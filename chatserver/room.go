@@ -116,6 +116,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	// cannot run in between, since they run on this same loop.
 	m.idx = len(sh.members)
 	sh.members = append(sh.members, m)
+	sh.resized()
 	s.reply(m, &joined)
 	for len(rest) > 0 {
 		n := min(len(rest), presencesMembers)
@@ -250,6 +251,7 @@ func (s *Server) leave(m *member) {
 		moved.idx = m.idx
 		sh.members[last] = nil
 		sh.members = sh.members[:last]
+		sh.resized()
 		m.idx = -1
 	}
 	empty := len(r.members) == 0
