@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -514,19 +515,14 @@ func (l *loop) drainBeside() {
 	l.mu.Lock()
 	l.paused = true
 	q := l.queue
-	others := 0
-	for i := range q {
-		if !q[i].paced() {
-			others++
-		}
-	}
-	if others == 0 {
+	first := slices.IndexFunc(q, func(it item) bool { return !it.paced() })
+	if first < 0 {
 		l.mu.Unlock()
 		return
 	}
-	keep := l.spare[:0]
+	keep := append(l.spare[:0], q[:first]...)
 	n := 0
-	for i := range q {
+	for i := first; i < len(q); i++ {
 		if q[i].paced() {
 			keep = append(keep, q[i])
 		} else {
