@@ -1083,6 +1083,7 @@ func (c *Client) probeLoop(ctx context.Context) {
 		c.log.Error("prober", "err", err)
 		return
 	}
+	defer p.Close()
 	// A server announced up is measured at once, on its own, beside the
 	// regular rounds (one in progress may wait on the farthest server);
 	// the regular rounds keep their pace.

@@ -6,7 +6,8 @@
 //
 // Probe measures one server. A Prober measures a list of servers with
 // bounded concurrency and a timeout per probe, and can repeat that on an
-// interval without ever spinning.
+// interval without ever spinning; it keeps each server's connection open
+// between probes (Config.Keep), so a round costs Pings, not handshakes.
 package rtt
 
 import (
@@ -63,46 +64,85 @@ func Probe(ctx context.Context, d Dialer, addr string, samples int, timeout time
 	}
 	res, err := probe(ctx, d, addr, samples)
 	if err != nil {
-		switch {
-		case ctx.Err() != nil:
-			err = fmt.Errorf("%w (%w)", err, ctx.Err())
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// The socket deadline mirrors ctx's and may fire a hair first.
-			err = fmt.Errorf("%w (%w)", err, context.DeadlineExceeded)
-		}
-		return res, fmt.Errorf("rtt: probe %s: %w", addr, err)
+		return res, annotate(ctx, addr, err)
 	}
 	return res, nil
 }
 
+// annotate names addr in a probe's err, and says when ctx's end (or a
+// socket deadline that mirrors it) is what stopped the probe.
+func annotate(ctx context.Context, addr string, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		err = fmt.Errorf("%w (%w)", err, ctx.Err())
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The socket deadline mirrors ctx's and may fire a hair first.
+		err = fmt.Errorf("%w (%w)", err, context.DeadlineExceeded)
+	}
+	return fmt.Errorf("rtt: probe %s: %w", addr, err)
+}
+
 func probe(ctx context.Context, d Dialer, addr string, samples int) (Result, error) {
-	c, _, err := proto.Dial(ctx, d, addr, &proto.Hello{Agent: Agent})
+	h, err := dial(ctx, d, addr)
 	if err != nil {
 		return Result{}, err
 	}
-	defer c.Close()
+	defer h.c.Close()
+	res, _, err := h.ping(ctx, samples)
+	return res, err
+}
+
+// conn is a probe connection that said Hello: its Pings are numbered
+// on from one probe to the next, so a late Pong of an earlier probe is
+// never taken for the answer to a later Ping.
+type conn struct {
+	c    *proto.Conn
+	next uint64    // the last Ping's ID
+	used time.Time // when its last probe ended
+}
+
+func dial(ctx context.Context, d Dialer, addr string) (*conn, error) {
+	c, _, err := proto.Dial(ctx, d, addr, &proto.Hello{Agent: Agent})
+	if err != nil {
+		return nil, err
+	}
+	return &conn{c: c}, nil
+}
+
+// ping takes samples RTT measurements on h, one Ping in flight at a time,
+// bounded by ctx. It reports whether h can serve another probe (reuse):
+// no error, and its deadline cleared, not left in the past by ctx's end.
+func (h *conn) ping(ctx context.Context, samples int) (res Result, reuse bool, err error) {
+	nc := h.c.NetConn()
 	if dl, ok := ctx.Deadline(); ok {
-		_ = c.NetConn().SetDeadline(dl)
+		_ = nc.SetDeadline(dl)
 	}
 	// A cancelled ctx without a deadline must still unblock a pending read.
-	stop := context.AfterFunc(ctx, func() { _ = c.NetConn().SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	got := make([]time.Duration, 0, samples)
+	err = h.exchange(samples, &got)
+	if reuse = stop() && err == nil; reuse {
+		_ = nc.SetDeadline(time.Time{})
+	}
+	return summarize(got), reuse, err
+}
+
+func (h *conn) exchange(samples int, got *[]time.Duration) error {
 	base := time.Now()
-	for i := range samples {
-		id := uint64(i + 1)
+	for range samples {
+		h.next++
+		id := h.next
 		start := time.Now()
-		if err := c.Send(&proto.Ping{ID: id, At: int64(start.Sub(base))}); err != nil {
-			return summarize(got), err
+		if err := h.c.Send(&proto.Ping{ID: id, At: int64(start.Sub(base))}); err != nil {
+			return err
 		}
 		for {
-			m, err := c.Recv()
+			m, err := h.c.Recv()
 			if err != nil {
-				return summarize(got), fmt.Errorf("waiting for pong %d: %w", id, err)
+				return fmt.Errorf("waiting for pong %d: %w", id, err)
 			}
 			if e, ok := m.(*proto.Error); ok {
-				return summarize(got), fmt.Errorf("server error: %w", e)
+				return fmt.Errorf("server error: %w", e)
 			}
 			pong, ok := m.(*proto.Pong)
 			if !ok || pong.ID != id {
@@ -110,11 +150,11 @@ func probe(ctx context.Context, d Dialer, addr string, samples int) (Result, err
 				// deadline bounds how long we keep looking.
 				continue
 			}
-			got = append(got, time.Since(start))
+			*got = append(*got, time.Since(start))
 			break
 		}
 	}
-	return summarize(got), nil
+	return nil
 }
 
 // Summarize computes a Result from samples (which it keeps, unsorted).

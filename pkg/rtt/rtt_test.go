@@ -152,6 +152,7 @@ func TestProberRound(t *testing.T) {
 	cfg.Samples = 3
 	cfg.Concurrency = 2
 	cfg.Timeout = 500 * time.Millisecond
+	cfg.Keep = 0 // open connections count the probes running
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +187,7 @@ func TestProberConfig(t *testing.T) {
 		{"timeout", func(c *Config) { c.Timeout = 0 }},
 		{"concurrency", func(c *Config) { c.Concurrency = 0 }},
 		{"jitter", func(c *Config) { c.Jitter = 2 }},
+		{"keep", func(c *Config) { c.Keep = -time.Second }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,6 +206,7 @@ func TestProberRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer p.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	var rounds atomic.Int32
 	done := make(chan error, 1)
@@ -222,10 +225,99 @@ func TestProberRun(t *testing.T) {
 	}
 }
 
-// countingDialer tracks how many of its connections are open at once.
+// The rounds of a Prober share one connection per server: one dial,
+// however many rounds, and Close closes it.
+func TestProberKeepsConnections(t *testing.T) {
+	a, b := wiretest.EchoServer(t, 0, nil), wiretest.EchoServer(t, 0, nil)
+	targets := []Target{{ID: "a", Addr: a.Addr()}, {ID: "b", Addr: b.Addr()}}
+	p, cd := keepingProber(t, time.Minute)
+	for i := range 4 {
+		for id, r := range p.Round(context.Background(), targets) {
+			if r.Err != nil || r.Count != 3 {
+				t.Fatalf("round %d, %s: %+v", i, id, r)
+			}
+		}
+	}
+	if n, open := cd.dials.Load(), cd.active.Load(); n != 2 || open != 2 {
+		t.Fatalf("4 rounds of 2 servers: %d dials, %d connections open; want 2 and 2", n, open)
+	}
+	p.Close()
+	if open := cd.active.Load(); open != 0 {
+		t.Fatalf("%d connections open after Close", open)
+	}
+	// A closed Prober still probes, and keeps nothing.
+	if r := p.Round(context.Background(), targets[:1])["a"]; r.Err != nil || cd.active.Load() != 0 {
+		t.Fatalf("after Close: %+v, %d connections open", r, cd.active.Load())
+	}
+}
+
+// A kept connection whose server went away meanwhile (restarted on the
+// same address, as a crashed chat server comes back) fails before its
+// first Pong; the probe dials again and succeeds, within one round. A
+// server that stays away fails the probe, and nothing is kept for it.
+func TestProberRedialsEndedConnection(t *testing.T) {
+	old := wiretest.EchoServer(t, 0, nil)
+	addr := old.Addr()
+	targets := []Target{{ID: "s", Addr: addr}}
+	p, cd := keepingProber(t, time.Minute)
+	if r := p.Round(context.Background(), targets)["s"]; r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	old.Stop()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s again: %v", addr, err)
+	}
+	back := wiretest.EchoOn(t, ln, 0, nil)
+	if r := p.Round(context.Background(), targets)["s"]; r.Err != nil || r.Count != 3 {
+		t.Fatalf("the round after the restart: %+v", r)
+	}
+	if n := cd.dials.Load(); n != 2 {
+		t.Fatalf("%d dials, want 2 (the first round's, the redial)", n)
+	}
+	back.Stop()
+	if r := p.Round(context.Background(), targets)["s"]; r.Err == nil {
+		t.Fatalf("a stopped server measured: %+v", r)
+	}
+	if open := cd.active.Load(); open != 0 {
+		t.Fatalf("%d connections open to a stopped server", open)
+	}
+}
+
+// A connection unused for Keep is closed at the next probe of any
+// server, not reused; one used within Keep is reused.
+func TestProberKeepExpires(t *testing.T) {
+	a, b := wiretest.EchoServer(t, 0, nil), wiretest.EchoServer(t, 0, nil)
+	p, cd := keepingProber(t, time.Minute)
+	if r := p.Round(context.Background(), []Target{{ID: "a", Addr: a.Addr()}})["a"]; r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if h := p.take(b.Addr(), time.Now().Add(59*time.Second)); h != nil || cd.active.Load() != 1 {
+		t.Fatalf("within Keep: took %v for another server, %d open; want nothing taken, a's kept", h, cd.active.Load())
+	}
+	if h := p.take(b.Addr(), time.Now().Add(time.Minute)); h != nil || cd.active.Load() != 0 {
+		t.Fatalf("after Keep: took %v, %d open; want a's closed", h, cd.active.Load())
+	}
+}
+
+func keepingProber(t *testing.T, keep time.Duration) (*Prober, *countingDialer) {
+	t.Helper()
+	cd := &countingDialer{}
+	cfg := DefaultConfig()
+	cfg.Dialer, cfg.Samples, cfg.Keep = cd, 3, keep
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p, cd
+}
+
+// countingDialer tracks how many of its connections are open at once,
+// and how many it dialled.
 type countingDialer struct {
-	d           net.Dialer
-	active, max atomic.Int32
+	d                  net.Dialer
+	active, max, dials atomic.Int32
 }
 
 type countedConn struct {
@@ -244,6 +336,7 @@ func (d *countingDialer) DialContext(ctx context.Context, network, addr string) 
 	if err != nil {
 		return nil, err
 	}
+	d.dials.Add(1)
 	n := d.active.Add(1)
 	for {
 		m := d.max.Load()

@@ -192,6 +192,13 @@ func EchoServer(t testing.TB, delay time.Duration, welcome func(*proto.Hello) wi
 	if err != nil {
 		t.Fatal(err)
 	}
+	return EchoOn(t, ln, delay, welcome)
+}
+
+// EchoOn is EchoServer on ln: on the address of one stopped before, it
+// stands for a server that restarted.
+func EchoOn(t testing.TB, ln net.Listener, delay time.Duration, welcome func(*proto.Hello) wire.Message) *Echo {
+	t.Helper()
 	if welcome == nil {
 		welcome = func(*proto.Hello) wire.Message { return &proto.Welcome{V: wire.Version, Server: "echo"} }
 	}
