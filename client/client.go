@@ -116,6 +116,15 @@ type Client struct {
 	ctrl    *ctrlConn // nil while disconnected
 	rooms   map[string]*roomState
 	servers []centralapi.ServerInfo
+	// The server list is fetched from Central (REST) for a probe round
+	// only when it may be stale: Central announces every server that
+	// comes, drains or goes down on the control connection (ServerEvent),
+	// and noteServerLocked applies those announcements to servers. ctrlGen
+	// counts the control connection's ups and downs; listGen is ctrlGen as
+	// of the last fetch, listAt that fetch's start, zero when it must be
+	// fetched again; evGen counts announcements applied.
+	ctrlGen, listGen, evGen uint64
+	listAt                  time.Time
 
 	lastVec  map[string]centralapi.Sample // the last vector reported
 	asked    map[string]asking            // requests with no final status yet, by request id
@@ -454,12 +463,14 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 	defer pc.Close()
 	c.mu.Lock()
 	c.ctrl = cc
+	c.ctrlGen++
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		if c.ctrl == cc {
 			c.ctrl = nil
 		}
+		c.ctrlGen++
 		c.mu.Unlock()
 	}()
 	c.emit(Connected{Central: ctrlAddr})
@@ -532,6 +543,9 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 		case *proto.ServerEvent:
 			// A server came, went or drains: the figures may change.
 			c.paceBack()
+			c.mu.Lock()
+			c.noteServerLocked(m)
+			c.mu.Unlock()
 			if m.State == proto.ServerUp {
 				// Measure it now: the room may move there at once.
 				c.mu.Lock()
@@ -557,6 +571,41 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 			c.log.Debug("ignoring control frame", "type", fmt.Sprintf("%T", m))
 		}
 	}
+}
+
+// listEvery bounds how long a probe round goes on with the server list
+// that Central's announcements keep, fetching none: a safety net for an
+// announcement lost in some way the control connection did not see.
+const listEvery = 30 * time.Second
+
+// noteServerLocked applies Central's announcement m to the server list,
+// as Central's own list would show it: a server up is listed (again), one
+// draining is marked so, one down is dropped. c.mu held.
+func (c *Client) noteServerLocked(m *proto.ServerEvent) {
+	c.evGen++
+	i := slices.IndexFunc(c.servers, func(s centralapi.ServerInfo) bool { return s.ID == m.Server.ID })
+	servers := slices.Clone(c.servers) // Servers' callers may hold the old one
+	switch {
+	case m.State == proto.ServerDown && i >= 0:
+		servers = slices.Delete(servers, i, i+1)
+	case m.State == proto.ServerDown:
+	case i < 0:
+		servers = append(servers, centralapi.ServerInfo{ID: m.Server.ID, Addr: m.Server.Addr})
+		i = len(servers) - 1
+		fallthrough
+	default:
+		servers[i].Addr, servers[i].Up = m.Server.Addr, true
+		servers[i].Draining = m.State == proto.ServerDraining
+	}
+	c.servers = servers
+}
+
+// listFreshLocked reports whether the server list, as fetched and kept
+// by Central's announcements since, can serve a probe round at now: the
+// control connection that was up when it was fetched is still up, and
+// the fetch is less than listEvery old. c.mu held.
+func (c *Client) listFreshLocked(now time.Time) bool {
+	return c.ctrl != nil && c.listGen == c.ctrlGen && !c.listAt.IsZero() && now.Sub(c.listAt) < listEvery
 }
 
 // holding lists the rooms this client holds, with the placement each
@@ -1244,16 +1293,31 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 		clear(c.upNow)
 		c.mu.Unlock()
 	} else {
-		servers, err := c.api.Servers(ctx)
-		if err != nil {
+		c.mu.Lock()
+		fresh := c.listFreshLocked(time.Now())
+		gen, ev := c.ctrlGen, c.evGen
+		c.mu.Unlock()
+		if !fresh {
+			at := time.Now()
+			servers, err := c.api.Servers(ctx)
+			if err != nil {
+				c.mu.Lock()
+				c.nextEveryLocked(false, true)
+				c.mu.Unlock()
+				return err
+			}
 			c.mu.Lock()
-			c.nextEveryLocked(false, true)
+			c.servers = servers
+			c.listGen, c.listAt = gen, at
+			if c.evGen != ev {
+				// An announcement crossed the fetch: which is newer is
+				// unknown, so the next round fetches again.
+				c.listAt = time.Time{}
+			}
 			c.mu.Unlock()
-			return err
 		}
 		c.mu.Lock()
-		c.servers = servers
-		targets = c.roundTargetsLocked(servers)
+		targets = c.roundTargetsLocked(c.servers)
 		c.mu.Unlock()
 	}
 	if newOnly && len(targets) == 0 {

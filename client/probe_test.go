@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
 	"nearchat/pkg/testkit"
 )
@@ -357,4 +358,111 @@ func TestFigureSpreadCoversItsRounds(t *testing.T) {
 	if s := vec["steady"]; s.Median() != 40*time.Millisecond || s.Spread() > time.Millisecond {
 		t.Errorf("steady: %v give or take %v; want 40 ms give or take its own 0.5 ms (the rounds agree within 0.3 ms)", s.Median(), s.Spread())
 	}
+}
+
+// TestRoundsUseAnnouncedServerList: while the control connection is up, a
+// probe round takes the server list that Central's announcements keep and
+// asks Central's REST API for it only when it may be stale: the first
+// round, after the control connection came back, once the list is
+// listEvery old, and after an announcement crossed a fetch. Before, every
+// round of every member fetched it (a REST request, usually on a new
+// connection: about a tenth of the load generator's CPU at 1,000 x 3).
+func TestRoundsUseAnnouncedServerList(t *testing.T) {
+	var mu sync.Mutex
+	gets := 0
+	var during func() // runs inside the next GET
+	listed := `{"servers":[{"id":"a","addr":"127.0.0.1:1","up":true}]}`
+	central := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/v1/servers" {
+			mu.Lock()
+			gets++
+			f := during
+			during = nil
+			mu.Unlock()
+			if f != nil {
+				f()
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, listed)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent) // the latency report
+	}))
+	defer central.Close()
+	opts := DefaultConfig()
+	opts.User = "alice"
+	opts.Central = central.Listener.Addr().String()
+	opts.Probe.Timeout = 200 * time.Millisecond
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.api.CloseIdleConnections()
+	p, err := rtt.New(c.opts.Probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	fetched := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return gets
+	}
+	round := func(want int, when string) {
+		t.Helper()
+		_ = c.probeOnce(context.Background(), p, false)
+		if got := fetched(); got != want {
+			t.Fatalf("%s: %d fetches of the server list, want %d", when, got, want)
+		}
+	}
+	ids := func() []string {
+		var out []string
+		for _, s := range c.Servers() {
+			out = append(out, s.ID)
+		}
+		return out
+	}
+	connect := func() {
+		c.mu.Lock()
+		c.ctrl, c.ctrlGen = &ctrlConn{}, c.ctrlGen+1
+		c.mu.Unlock()
+	}
+	announce := func(id, state string) {
+		c.mu.Lock()
+		c.noteServerLocked(&proto.ServerEvent{Server: proto.ServerRef{ID: id, Addr: "127.0.0.1:2"}, State: state})
+		c.mu.Unlock()
+	}
+
+	round(1, "no control connection")
+	round(2, "still no control connection")
+	connect()
+	round(3, "the control connection came up after the last fetch")
+	round(3, "a round while the control connection stays up")
+	round(3, "and another")
+	announce("b", proto.ServerUp)
+	if got := ids(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("after b's announcement, servers %v", got)
+	}
+	round(3, "a round after an announcement")
+	announce("a", proto.ServerDraining)
+	announce("b", proto.ServerDown)
+	if s := c.Servers(); len(s) != 1 || s[0].ID != "a" || !s[0].Draining {
+		t.Fatalf("after a drains and b goes down, servers %+v", s)
+	}
+	connect() // it broke and came back: announcements may have been missed
+	round(4, "the control connection came back")
+	round(4, "the list fetched on this connection")
+	c.mu.Lock()
+	c.listAt = c.listAt.Add(-listEvery)
+	c.mu.Unlock()
+	round(5, "the list is listEvery old")
+	mu.Lock()
+	during = func() { announce("c", proto.ServerUp) }
+	mu.Unlock()
+	c.mu.Lock()
+	c.listAt = time.Time{}
+	c.mu.Unlock()
+	round(6, "a fetch that an announcement crossed")
+	round(7, "the round after it")
+	round(7, "then the list holds again")
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ type gen struct {
 	log       *slog.Logger
 	clientLog *slog.Logger
 	run       string
+	noKeep    bool // members dial for every probe (the open-file limit is short)
 	cl        *cluster
 	rooms     []*room
 
@@ -161,12 +163,29 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, err
 	}
-	// The Go runtime has raised the soft open-file limit to the hard one
-	// (go.dev/issue/46279); say so if even that is short.
-	var lim syscall.Rlimit
-	want := uint64(cfg.Rooms*cfg.Members*6 + 1024)
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < want {
-		g.log.Warn("open-file limit below what this run may need", "limit", lim.Cur, "want", want, "err", err)
+	// Every member holds a room connection, a control connection, a REST
+	// connection now and then and a probe connection to each server it
+	// probes every round (rtt.Config.Keep, at most 6), all in this
+	// process. The Go runtime has raised the soft open-file limit to the
+	// hard one (go.dev/issue/46279); raise the hard one too where we may
+	// (root with CAP_SYS_RESOURCE; the servers and Central we start
+	// inherit it). Short of that, the members dial for every probe as
+	// they did before they kept connections, and if even that does not
+	// fit, say so.
+	probed := 6
+	if cfg.Servers > 0 {
+		probed = min(cfg.Servers, probed)
+	}
+	members := uint64(cfg.Rooms * cfg.Members)
+	keep, bare := members*uint64(3+probed)+1024, members*3+1024
+	lim, err := raiseNoFile(keep)
+	if lim < keep {
+		g.noKeep = true
+		g.progress("open-file limit %d: below the %d descriptors for kept probe connections; members dial for every probe", lim, keep)
+	}
+	if err != nil || lim < bare {
+		g.log.Warn("open-file limit below what this run may need", "limit", lim, "want", bare, "err", err)
+		g.progress("open-file limit %d, below the %d descriptors this run may need (raise the hard limit: ulimit -Hn)", lim, bare)
 	}
 	rep, err := g.runIn(ctx, logDir)
 	if made && err == nil && rep.OK() && !cfg.KeepLogs {
@@ -175,6 +194,31 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		g.progress("logs kept in %s", logDir)
 	}
 	return rep, err
+}
+
+// raiseNoFile lifts RLIMIT_NOFILE (soft and hard) to want, as far as the
+// kernel lets this process (nr_open, privilege), and returns the limit.
+func raiseNoFile(want uint64) (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	if lim.Cur >= want {
+		return lim.Cur, nil
+	}
+	up := syscall.Rlimit{Cur: want, Max: max(lim.Max, want)}
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && up.Max > n {
+			up.Cur, up.Max = min(up.Cur, n), n
+		}
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up); err != nil {
+		// Not allowed past the hard limit: go as far as it.
+		up = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up)
+	}
+	err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	return lim.Cur, err
 }
 
 func (g *gen) progress(format string, a ...any) {

@@ -149,6 +149,9 @@ func (g *gen) newMember(r *room, i int) (*member, error) {
 	opts.Session.Liveness = g.cfg.Liveness
 	opts.Probe.Samples = 3
 	opts.Probe.Concurrency = 2
+	if g.noKeep {
+		opts.Probe.Keep = 0
+	}
 	opts.BackoffMin, opts.BackoffMax = 50*time.Millisecond, time.Second
 	opts.Logger = g.clientLog
 	cl, err := client.New(opts)
