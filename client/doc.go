@@ -38,7 +38,11 @@
 // 3 of its probe periods in which the Client measured some server, so a
 // Client whose every probe fails (it is overloaded itself) keeps its
 // figures rather than make its room's server look unmeasured to Central,
-// and so does a server a room's connection reaches (not silent).
+// and so does a server a room's connection reaches (not silent). The
+// list of servers comes from Central's REST API when the control
+// connection (re)connects, and every 30 s; in between Central's
+// announcements keep it. A probe reuses the connection of its server's
+// previous probe (rtt.Config.Keep), so a round costs Pings, not dials.
 //
 // # Liveness
 //

@@ -61,10 +61,11 @@ func (c *cluster) fileLogger(name string, level slog.Level) *slog.Logger {
 
 // restartCentral stops Central (SIGTERM) and starts it again on the same
 // ports, then waits (bounded) until every running chat server has
-// registered with it. It returns how long Central was not serving.
-func (c *cluster) restartCentral(ctx context.Context) (time.Duration, error) {
+// registered with it. It returns how long after the signal the old
+// Central had exited and the new one answered (Cluster.RestartCentral).
+func (c *cluster) restartCentral(ctx context.Context) (stopped, down time.Duration, err error) {
 	if c.Central() == nil {
-		return 0, errors.New("load: Central is not ours to restart")
+		return 0, 0, errors.New("load: Central is not ours to restart")
 	}
 	return c.RestartCentral(ctx, syscall.SIGTERM)
 }

@@ -50,6 +50,7 @@ type gen struct {
 	centralAt   time.Time
 	chaosDone   map[string]int
 	centralDown []Millis
+	centralStop []Millis
 	worst       time.Duration
 	worstRoom   string
 	hitRooms    map[*room]bool
@@ -445,6 +446,7 @@ func (g *gen) account(rep *Report) {
 		rep.WorstRoom = fmt.Sprintf("%s (%v)", g.worstRoom, fmtDur(g.worst))
 	}
 	rep.CentralDown = append([]Millis(nil), g.centralDown...)
+	rep.CentralStop = append([]Millis(nil), g.centralStop...)
 	rep.ChaosDone = clone(g.chaosDone)
 	rep.Errors = clone(g.errs)
 }
@@ -631,13 +633,14 @@ func (g *gen) act(ctx context.Context, k ChaosKind) error {
 		g.mu.Lock()
 		g.centralAt = time.Now()
 		g.mu.Unlock()
-		down, err := g.cl.restartCentral(ctx)
+		stopped, down, err := g.cl.restartCentral(ctx)
 		g.mu.Lock()
 		g.centralDown = append(g.centralDown, ms(down))
+		g.centralStop = append(g.centralStop, ms(stopped))
 		g.mu.Unlock()
 		if err == nil {
 			done()
-			g.chaosf("Central back after %v", fmtDur(down))
+			g.chaosf("Central back after %v (the old one exited in %v)", fmtDur(down), fmtDur(stopped))
 		}
 		return err
 	}

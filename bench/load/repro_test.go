@@ -125,7 +125,7 @@ func TestReproCentralRestartForgetsLatency(t *testing.T) {
 	g := testGen(t, 2, func(c *Config) { c.ProbeEvery = 10 * time.Second })
 	r := testRoom(t, g, 0, 2)
 	ctx := context.Background()
-	if _, err := g.cl.restartCentral(ctx); err != nil {
+	if _, _, err := g.cl.restartCentral(ctx); err != nil {
 		t.Fatal(err)
 	}
 	id := roomServer(r)
@@ -161,7 +161,7 @@ func TestReproCentralRestartMovesRooms(t *testing.T) {
 	for _, r := range rooms {
 		before[r] = r.members[0].sess.Load().Stats().Epoch
 	}
-	if _, err := g.cl.restartCentral(context.Background()); err != nil {
+	if _, _, err := g.cl.restartCentral(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second) // long enough for several probe rounds; no condition to wait for

@@ -172,7 +172,8 @@ type Report struct {
 	// server was slow, not gone, so they are not part of Outage.
 	Silences    uint64   `json:"silences"`
 	WorstRoom   string   `json:"worst_room,omitempty"`
-	CentralDown []Millis `json:"central_down_ms,omitempty"` // each Central restart, close to serving
+	CentralDown []Millis `json:"central_down_ms,omitempty"` // each Central restart: from SIGTERM until the new one answered REST
+	CentralStop []Millis `json:"central_stop_ms,omitempty"` // each Central restart: from SIGTERM until the old one exited
 
 	ChaosDone map[string]int `json:"chaos_done"` // actions carried out, by kind
 	Errors    map[string]int `json:"errors"`     // by kind
@@ -257,7 +258,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		{"handoff", r.Handoff.String()},
 		{"without server", fmt.Sprintf("%s; %d rooms hit%s", r.Outage, r.OutageRooms, worst(r.WorstRoom))},
 		{"silences", fmt.Sprintf("%d resumed, nothing moved (not counted as without server)", r.Silences)},
-		{"central restarts", centralDown(r.CentralDown)},
+		{"central restarts", centralDown(r.CentralDown, r.CentralStop)},
 		{"chaos done", sortedKV(r.ChaosDone)},
 		{"errors", sortedKV(r.Errors)},
 		{"verdict", verdict},
@@ -275,13 +276,16 @@ func worst(id string) string {
 	return "; longest: " + id
 }
 
-func centralDown(ds []Millis) string {
-	if len(ds) == 0 {
+func centralDown(down, stop []Millis) string {
+	if len(down) == 0 {
 		return "none"
 	}
-	parts := make([]string, len(ds))
-	for i, d := range ds {
+	parts := make([]string, len(down))
+	for i, d := range down {
 		parts[i] = d.String()
+		if i < len(stop) {
+			parts[i] += " (exited in " + stop[i].String() + ")"
+		}
 	}
-	return fmt.Sprintf("%d (down %s each)", len(ds), strings.Join(parts, ", "))
+	return fmt.Sprintf("%d (answering again after %s)", len(down), strings.Join(parts, ", "))
 }
