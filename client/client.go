@@ -1115,8 +1115,9 @@ const recentRounds = 3
 // leftFor is how long Assigns for a room this client left are ignored.
 const leftFor = time.Minute
 
-// Servers returns the live servers as of the last probe round, and those
-// Central announced since.
+// Servers returns the live servers as Central last listed them, with the
+// announcements since applied (a server up added, draining marked, down
+// dropped); the counts in it (Conns, Rooms, Full) are the listing's.
 func (c *Client) Servers() []centralapi.ServerInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -178,7 +178,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		probed = min(cfg.Servers, probed)
 	}
 	members := uint64(cfg.Rooms * cfg.Members)
-	keep, bare := members*uint64(3+probed)+1024, members*3+1024
+	// A room, a control and a REST connection each, and the probes: kept
+	// ones, or up to the 2 a member runs at once (member.go).
+	keep, bare := members*uint64(3+probed)+1024, members*(3+2)+1024
 	lim, err := raiseNoFile(keep)
 	if lim < keep {
 		g.noKeep = true
