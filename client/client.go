@@ -586,14 +586,15 @@ func (c *Client) noteServerLocked(m *proto.ServerEvent) {
 	i := slices.IndexFunc(c.servers, func(s centralapi.ServerInfo) bool { return s.ID == m.Server.ID })
 	servers := slices.Clone(c.servers) // Servers' callers may hold the old one
 	switch {
-	case m.State == proto.ServerDown && i >= 0:
-		servers = slices.Delete(servers, i, i+1)
 	case m.State == proto.ServerDown:
-	case i < 0:
-		servers = append(servers, centralapi.ServerInfo{ID: m.Server.ID, Addr: m.Server.Addr})
-		i = len(servers) - 1
-		fallthrough
+		if i >= 0 {
+			servers = slices.Delete(servers, i, i+1)
+		}
 	default:
+		if i < 0 {
+			servers = append(servers, centralapi.ServerInfo{ID: m.Server.ID})
+			i = len(servers) - 1
+		}
 		servers[i].Addr, servers[i].Up = m.Server.Addr, true
 		servers[i].Draining = m.State == proto.ServerDraining
 	}
@@ -1286,38 +1287,34 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 			if len(c.good[id]) == 0 {
 				targets = append(targets, rtt.Target{ID: id, Addr: addr})
 			}
-			// Servers lists it from now on, as the next round's list will.
-			if !slices.ContainsFunc(c.servers, func(s centralapi.ServerInfo) bool { return s.ID == id }) {
-				c.servers = append(slices.Clip(c.servers), centralapi.ServerInfo{ID: id, Addr: addr, Up: true})
-			}
 		}
 		clear(c.upNow)
 		c.mu.Unlock()
 	} else {
+		at := time.Now()
 		c.mu.Lock()
-		fresh := c.listFreshLocked(time.Now())
+		fresh := c.listFreshLocked(at)
 		gen, ev := c.ctrlGen, c.evGen
 		c.mu.Unlock()
+		var servers []centralapi.ServerInfo
 		if !fresh {
-			at := time.Now()
-			servers, err := c.api.Servers(ctx)
-			if err != nil {
+			var err error
+			if servers, err = c.api.Servers(ctx); err != nil {
 				c.mu.Lock()
 				c.nextEveryLocked(false, true)
 				c.mu.Unlock()
 				return err
 			}
-			c.mu.Lock()
-			c.servers = servers
-			c.listGen, c.listAt = gen, at
+		}
+		c.mu.Lock()
+		if !fresh {
+			c.servers, c.listGen, c.listAt = servers, gen, at
 			if c.evGen != ev {
 				// An announcement crossed the fetch: which is newer is
 				// unknown, so the next round fetches again.
 				c.listAt = time.Time{}
 			}
-			c.mu.Unlock()
 		}
-		c.mu.Lock()
 		targets = c.roundTargetsLocked(c.servers)
 		c.mu.Unlock()
 	}

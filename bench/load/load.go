@@ -165,21 +165,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	// Every member holds a room connection, a control connection, a REST
-	// connection now and then and a probe connection to each server it
-	// probes every round (rtt.Config.Keep, at most 6), all in this
-	// process. The Go runtime has raised the soft open-file limit to the
-	// hard one (go.dev/issue/46279); raise the hard one too where we may
-	// (root with CAP_SYS_RESOURCE; the servers and Central we start
-	// inherit it). Short of that, the members dial for every probe as
-	// they did before they kept connections, and if even that does not
-	// fit, say so.
+	// connection now and then, and either a probe connection to each
+	// server it probes every round (rtt.Config.Keep, at most 6) or up to
+	// the 2 probes it runs at once (member.go), all in this process. The
+	// Go runtime has raised the soft open-file limit to the hard one
+	// (go.dev/issue/46279); raise the hard one too where we may (root
+	// with CAP_SYS_RESOURCE; the servers and Central we start inherit
+	// it). Short of that, the members dial for every probe as they did
+	// before they kept connections, and if even that does not fit, say so.
 	probed := 6
 	if cfg.Servers > 0 {
 		probed = min(cfg.Servers, probed)
 	}
 	members := uint64(cfg.Rooms * cfg.Members)
-	// A room, a control and a REST connection each, and the probes: kept
-	// ones, or up to the 2 a member runs at once (member.go).
 	keep, bare := members*uint64(3+probed)+1024, members*(3+2)+1024
 	lim, err := raiseNoFile(keep)
 	if lim < keep {

@@ -143,17 +143,9 @@ func (p *Prober) probe(ctx context.Context, addr string) (Result, error) {
 		defer cancel()
 	}
 	if h := p.take(addr, time.Now()); h != nil {
-		res, reuse, err := h.ping(ctx, p.cfg.Samples)
-		if reuse {
-			p.keep(addr, h)
-			return res, nil
-		}
-		h.c.Close()
-		if err != nil && (res.Count > 0 || ctx.Err() != nil) {
-			return res, annotate(ctx, addr, err)
-		}
-		if err == nil {
-			return res, nil
+		res, err := p.use(ctx, addr, h)
+		if err == nil || res.Count > 0 || ctx.Err() != nil {
+			return res, err
 		}
 		p.log.Debug("kept probe connection had ended; dialling", "addr", addr, "err", err)
 	}
@@ -161,6 +153,11 @@ func (p *Prober) probe(ctx context.Context, addr string) (Result, error) {
 	if err != nil {
 		return Result{}, annotate(ctx, addr, err)
 	}
+	return p.use(ctx, addr, h)
+}
+
+// use probes addr on h, then keeps h for the next probe or closes it.
+func (p *Prober) use(ctx context.Context, addr string, h *conn) (Result, error) {
 	res, reuse, err := h.ping(ctx, p.cfg.Samples)
 	if reuse {
 		p.keep(addr, h)
