@@ -295,6 +295,9 @@ loop:
 	if isET && n == len(el.buffer) {
 		return el.poller.Trigger(queue.LowPriority, el.read0, c)
 	}
+	if n == len(el.buffer) { // level-triggered: the socket may hold more, and will not signal again
+		el.poller.MoreReady()
+	}
 
 	return nil
 }
@@ -456,6 +459,7 @@ func (el *eventloop) readUDP(fd int, _ netpoll.IOEvent, _ netpoll.IOFlags) error
 		return fmt.Errorf("failed to read UDP packet from fd=%d in event-loop(%d), %v",
 			fd, el.idx, os.NewSyscallError("recvfrom", err))
 	}
+	el.poller.MoreReady() // one datagram of perhaps several queued
 	var c *conn
 	if ln, ok := el.listeners[fd]; ok {
 		c = newUDPConn(fd, el, ln.addr, sa, false)

@@ -40,6 +40,7 @@ type Poller struct {
 	asyncTaskQueue              queue.AsyncTaskQueue // queue with low priority
 	urgentAsyncTaskQueue        queue.AsyncTaskQueue // queue with high priority
 	highPriorityEventsThreshold int32                // threshold of high-priority events
+	moreReady                   bool                 // set by MoreReady during a batch
 }
 
 // OpenPoller instantiates a poller.
@@ -137,49 +138,31 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 	if err != nil {
 		return err
 	}
-	var (
-		n    int
-		werr error
-	)
-	// poll takes what is ready without blocking. RawSyscall6 is safe here
-	// because a zero timeout never blocks, and it spares the scheduler's
-	// entersyscall/exitsyscall. Returning false parks the goroutine in Go's
-	// netpoller until the epoll descriptor turns readable.
-	poll := func(uintptr) bool {
-		r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.fd), uintptr(unsafe.Pointer(&el.events[0])), uintptr(len(el.events)), 0, 0, 0)
-		n, werr = int(r), nil
-		switch errno {
-		case 0:
-			return n > 0
-		case unix.EINTR: // poll again rather than park: what is ready may have signalled already
-			n = 0
-		default:
-			n, werr = 0, errno
-		}
-		return true
-	}
-	for {
-		if err = rc.Read(poll); err != nil {
-			logging.Errorf("error occurs in epoll: %v", err)
-			return err
-		}
-		if werr != nil {
-			logging.Errorf("error occurs in epoll: %v", os.NewSyscallError("epoll_wait", werr))
-			return werr
-		}
-		if n == 0 {
-			continue
-		}
-
+	var werr error
+	// handle runs the callbacks and tasks of the n events in el. It reports
+	// whether everything that was ready has been taken: fewer events than
+	// the list holds, each a plain EPOLLIN (or the eventfd), and no callback
+	// that said it left something ready behind (MoreReady). Only then can
+	// the loop park without polling once more: anything that turns ready
+	// from now on signals the epoll descriptor anew, and the runtime's epoll
+	// reports it. A level-triggered descriptor that is still ready does not
+	// signal again, so whatever may have left one behind polls again.
+	handle := func(n int) (drained bool) {
+		p.moreReady = false
+		drained = n < len(el.events)
 		for i := 0; i < n; i++ {
 			ev := &el.events[i]
 			if fd := int(ev.Fd); fd == p.efd { // poller is awakened to run tasks in queues.
 				doChores = true
 			} else {
+				if ev.Events&^unix.EPOLLIN != 0 {
+					drained = false
+				}
 				err = callback(fd, ev.Events, 0)
 				if errors.Is(err, errorx.ErrAcceptSocket) || errors.Is(err, errorx.ErrEngineShutdown) {
-					return err
+					return false
 				}
+				err = nil
 			}
 		}
 
@@ -189,7 +172,7 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 			for ; task != nil; task = p.urgentAsyncTaskQueue.Dequeue() {
 				err = task.Exec(task.Param)
 				if errors.Is(err, errorx.ErrEngineShutdown) {
-					return err
+					return false
 				}
 				queue.PutTask(task)
 			}
@@ -199,21 +182,23 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 				}
 				err = task.Exec(task.Param)
 				if errors.Is(err, errorx.ErrEngineShutdown) {
-					return err
+					return false
 				}
 				queue.PutTask(task)
 			}
+			err = nil
 			atomic.StoreInt32(&p.wakeupCall, 0)
 			if (!p.asyncTaskQueue.IsEmpty() || !p.urgentAsyncTaskQueue.IsEmpty()) && atomic.CompareAndSwapInt32(&p.wakeupCall, 0, 1) {
 				for {
-					_, err = unix.Write(p.efd, b)
-					if err == unix.EAGAIN {
+					_, werr = unix.Write(p.efd, b)
+					if werr == unix.EAGAIN {
 						_, _ = unix.Read(p.efd, p.efdBuf)
 						continue
 					}
-					if err != nil {
-						logging.Errorf("failed to notify next round of event-loop for leftover tasks, %v", os.NewSyscallError("write", err))
+					if werr != nil {
+						logging.Errorf("failed to notify next round of event-loop for leftover tasks, %v", os.NewSyscallError("write", werr))
 					}
+					werr = nil
 					break
 				}
 			}
@@ -224,8 +209,53 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 		} else if n < el.size>>1 {
 			el.shrink()
 		}
+		return drained && !p.moreReady
 	}
+	// The whole loop runs inside one RawRead: each poll takes what is ready
+	// with a zero-timeout epoll_pwait made as a raw system call (it never
+	// blocks, and so spares the scheduler's entersyscall/exitsyscall), and
+	// returning false parks the goroutine in Go's netpoller until the epoll
+	// descriptor turns readable. Staying inside one RawRead matters: a new
+	// RawRead forgets a readiness the runtime noted while the callbacks ran.
+	poll := func(uintptr) bool {
+		for {
+			r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.fd), uintptr(unsafe.Pointer(&el.events[0])), uintptr(len(el.events)), 0, 0, 0)
+			switch errno {
+			case 0:
+			case unix.EINTR: // poll again rather than park: what is ready may have signalled already
+				continue
+			default:
+				werr = errno
+				return true
+			}
+			n := int(r)
+			if n == 0 {
+				return false
+			}
+			drained := handle(n)
+			if err != nil {
+				return true
+			}
+			if drained {
+				return false
+			}
+		}
+	}
+	if rerr := rc.Read(poll); rerr != nil {
+		logging.Errorf("error occurs in epoll: %v", rerr)
+		return rerr
+	}
+	if werr != nil {
+		logging.Errorf("error occurs in epoll: %v", os.NewSyscallError("epoll_wait", werr))
+		return werr
+	}
+	return err
 }
+
+// MoreReady tells Polling that a callback of the current batch may have left
+// its descriptor ready (a read that filled its buffer, one accept of
+// several), so the loop polls again before it parks. Event loop only.
+func (p *Poller) MoreReady() { p.moreReady = true }
 
 // AddReadWrite registers the given file descriptor with readable and writable events to the poller.
 func (p *Poller) AddReadWrite(pa *PollAttachment, edgeTriggered bool) error {

@@ -246,3 +246,7 @@ func (p *Poller) ModReadWrite(pa *PollAttachment, edgeTriggered bool) error {
 func (p *Poller) Delete(fd int) error {
 	return os.NewSyscallError("epoll_ctl del", epollCtl(p.fd, unix.EPOLL_CTL_DEL, fd, nil))
 }
+
+// MoreReady is a no-op here: this poller polls again after every batch.
+// (nearchat: see NEARCHAT.md.)
+func (p *Poller) MoreReady() {}

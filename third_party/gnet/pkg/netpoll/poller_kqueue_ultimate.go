@@ -235,3 +235,7 @@ func (p *Poller) ModReadWrite(pa *PollAttachment, edgeTriggered bool) error {
 func (p *Poller) Delete(_ int) error {
 	return nil
 }
+
+// MoreReady is a no-op here: this poller polls again after every batch.
+// (nearchat: see NEARCHAT.md.)
+func (p *Poller) MoreReady() {}
