@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
 )
@@ -109,22 +110,11 @@ func TestBudgetRSS(t *testing.T) {
 // raiseNoFile lifts RLIMIT_NOFILE so that this process and the server can
 // each hold members connections, and returns how many members fit.
 func raiseNoFile(t *testing.T, members int) int {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+	lim, err := connlimit.RaiseNoFile(uint64(members) + 1000)
+	if err != nil {
 		t.Fatal(err)
 	}
-	need := uint64(members) + 1000
-	if lim.Cur < need {
-		up := lim
-		up.Cur = max(lim.Cur, need)
-		up.Max = max(lim.Max, need)
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up); err != nil {
-			up.Cur, up.Max = lim.Max, lim.Max // not allowed past the hard limit
-			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up)
-		}
-		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
-	return min(members, int(lim.Cur)-1000)
+	return min(members, int(lim)-1000)
 }
 
 type chatProc struct {

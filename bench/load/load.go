@@ -9,14 +9,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"nearchat/client"
+	"nearchat/pkg/connlimit"
 )
 
 // gen is one run's state.
@@ -179,7 +178,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	members := uint64(cfg.Rooms * cfg.Members)
 	keep, bare := members*uint64(3+probed)+1024, members*(3+2)+1024
-	lim, err := raiseNoFile(keep)
+	lim, err := connlimit.RaiseNoFile(keep)
 	if lim < keep {
 		g.noKeep = true
 		g.progress("open-file limit %d: below the %d descriptors for kept probe connections; members dial for every probe", lim, keep)
@@ -195,31 +194,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		g.progress("logs kept in %s", logDir)
 	}
 	return rep, err
-}
-
-// raiseNoFile lifts RLIMIT_NOFILE (soft and hard) to want, as far as the
-// kernel lets this process (nr_open, privilege), and returns the limit.
-func raiseNoFile(want uint64) (uint64, error) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, err
-	}
-	if lim.Cur >= want {
-		return lim.Cur, nil
-	}
-	up := syscall.Rlimit{Cur: want, Max: max(lim.Max, want)}
-	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
-		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && up.Max > n {
-			up.Cur, up.Max = min(up.Cur, n), n
-		}
-	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up); err != nil {
-		// Not allowed past the hard limit: go as far as it.
-		up = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &up)
-	}
-	err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	return lim.Cur, err
 }
 
 func (g *gen) progress(format string, a ...any) {

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -232,30 +231,5 @@ func TestErrKindKeepsTheReason(t *testing.T) {
 	long := errors.New("x: " + strings.Repeat("y", 300))
 	if got := errKind(long); len(got) != maxKind {
 		t.Errorf("a %d-character reason gave a kind of %d, want it cut at %d", 300, len(got), maxKind)
-	}
-}
-
-// raiseNoFile raises the open-file limit to what a run needs, or as far
-// as this process may: to the hard limit without CAP_SYS_RESOURCE.
-func TestRaiseNoFile(t *testing.T) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	want := lim.Max + 1000
-	got, err := raiseNoFile(want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var now syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &now); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("open-file limit %d (hard %d) -> %d (hard %d), asked for %d", lim.Cur, lim.Max, now.Cur, now.Max, want)
-	switch {
-	case got != now.Cur:
-		t.Fatalf("returned %d, but the limit is %d", got, now.Cur)
-	case got < want && (got != lim.Max || now.Max != lim.Max):
-		t.Fatalf("refused a raise past the hard limit %d, yet the limit is %d (hard %d)", lim.Max, got, now.Max)
 	}
 }

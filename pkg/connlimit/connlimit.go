@@ -17,7 +17,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -65,6 +68,36 @@ func Budget() (budget, reserve int, err error) {
 		return 0, 0, fmt.Errorf("connlimit: getrlimit: %w", err)
 	}
 	return budgetFor(int(min(rl.Cur, 1<<30)))
+}
+
+// RaiseNoFile lifts RLIMIT_NOFILE (soft and hard) to want, as far as the
+// kernel lets this process (fs.nr_open; past the hard limit only with
+// CAP_SYS_RESOURCE), and returns the soft limit it ends at. Load
+// generators and tests that hold many connections use it; servers keep
+// what Go set at start and stay within Budget.
+func RaiseNoFile(want uint64) (uint64, error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("connlimit: getrlimit: %w", err)
+	}
+	if lim.Cur >= want {
+		return lim.Cur, nil
+	}
+	up := unix.Rlimit{Cur: want, Max: max(lim.Max, want)}
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && up.Max > n {
+			up.Cur, up.Max = min(up.Cur, n), n
+		}
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &up); err != nil {
+		// Not allowed past the hard limit: go as far as it.
+		up = unix.Rlimit{Cur: lim.Max, Max: lim.Max}
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &up)
+	}
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("connlimit: getrlimit: %w", err)
+	}
+	return lim.Cur, nil
 }
 
 func budgetFor(limit int) (budget, reserve int, err error) {

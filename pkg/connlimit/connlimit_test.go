@@ -2,6 +2,7 @@ package connlimit
 
 import (
 	"net"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -95,5 +96,30 @@ func TestListenerRefusesPastTheLimit(t *testing.T) {
 		c.Close()
 	case <-time.After(5 * time.Second):
 		t.Fatal("a connection after the release was not admitted")
+	}
+}
+
+// RaiseNoFile raises the open-file limit to what a run needs, or as far
+// as this process may: to the hard limit without CAP_SYS_RESOURCE.
+func TestRaiseNoFile(t *testing.T) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	want := lim.Max + 1000
+	got, err := RaiseNoFile(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &now); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("open-file limit %d (hard %d) -> %d (hard %d), asked for %d", lim.Cur, lim.Max, now.Cur, now.Max, want)
+	switch {
+	case got != now.Cur:
+		t.Fatalf("returned %d, but the limit is %d", got, now.Cur)
+	case got < want && (got != lim.Max || now.Max != lim.Max):
+		t.Fatalf("refused a raise past the hard limit %d, yet the limit is %d (hard %d)", lim.Max, got, now.Max)
 	}
 }
