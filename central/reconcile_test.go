@@ -1,7 +1,9 @@
 package central
 
 import (
+	"crypto/ed25519"
 	"fmt"
+	"math"
 	"net"
 	"runtime"
 	"slices"
@@ -12,6 +14,7 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/ticket"
 	"nearchat/pkg/wire"
 	"nearchat/pkg/wiretest"
 )
@@ -598,5 +601,120 @@ func TestPlacementWaitsForAFirstMeasurement(t *testing.T) {
 	tick()
 	if st := c.expectStatus(proto.ServerErr); !strings.Contains(st.Detail, "not measured") {
 		t.Fatalf("carol's request failed with %q", st.Detail)
+	}
+}
+
+// Where Central signs tickets, a Holding report makes its sender a member,
+// or moves the room, only with the ticket Central signed for that member,
+// room and placement (an expired one will do). Before, anyone who learnt a
+// room's id could report it after a Central restart and be let in with a
+// ticket of their own (abuse probe, 2026-12-01).
+func TestHoldingNeedsTicket(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	w := newWorld(t, func(c *Config) { c.TicketKey = priv; c.Policy.MinDwell = time.Hour })
+	sign := func(user string, epoch uint64, server string, exp time.Time) []byte {
+		tk, err := ticket.Sign(priv, ticket.Claims{Room: lostRoom, User: user, Epoch: epoch, Server: server, Expires: exp.Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	later := w.clk.Now().Add(time.Hour)
+	held := func(epoch uint64, server string, tk []byte) *proto.Holding {
+		return &proto.Holding{Rooms: []proto.Held{{Room: lostRoom, Epoch: epoch, Server: server, Ticket: tk}}}
+	}
+	members := func() []string {
+		r, ok := w.roomOf(t, lostRoom)
+		if !ok {
+			return nil
+		}
+		return r.Members
+	}
+	a, b, m := w.user(t, "alice"), w.user(t, "bob"), w.user(t, "mallory")
+
+	// No ticket, or one for another placement: the room is not adopted.
+	a.send(held(5, "serv2", nil))
+	a.send(held(5, "serv2", sign("alice", 4, "serv2", later)))
+	a.sync(nil)
+	if _, ok := w.roomOf(t, lostRoom); ok {
+		t.Fatal("a report with no ticket, or another placement's, adopted the room")
+	}
+	// Her ticket for the placement, though expired, brings it back.
+	a.send(held(5, "serv2", sign("alice", 5, "serv2", w.clk.Now().Add(-time.Hour))))
+	testkit.WaitFor(t, 5*time.Second, "room adopted from alice's report with her ticket", func() bool {
+		r, ok := w.roomOf(t, lostRoom)
+		return ok && r.Epoch == 5 && r.Server == "serv2" && r.Adopted
+	})
+
+	// mallory knows the room's id and placement: with no ticket, with
+	// alice's, or with one for herself in another room, she stays out.
+	m.send(held(5, "serv2", nil))
+	if rc := expect[*proto.RoomClosed](m, nil); rc.Room != lostRoom {
+		t.Fatalf("mallory got %+v", rc)
+	}
+	m.send(held(5, "serv2", sign("alice", 5, "serv2", later)))
+	expect[*proto.RoomClosed](m, nil)
+	other, _ := ticket.Sign(priv, ticket.Claims{Room: "r-0000000000ff", User: "mallory", Epoch: 5, Server: "serv2", Expires: later.Unix()})
+	m.send(held(5, "serv2", other))
+	expect[*proto.RoomClosed](m, nil)
+	if got := members(); !slices.Equal(got, []string{"alice"}) {
+		t.Fatalf("members %v after mallory's reports, want alice alone", got)
+	}
+
+	// bob, with his ticket, joins; a newer placement he cannot show does
+	// not move the room, one he can does.
+	b.send(held(5, "serv2", sign("bob", 5, "serv2", later)))
+	testkit.WaitFor(t, 5*time.Second, "bob a member by his ticket", func() bool { return len(members()) == 2 })
+	b.send(held(9, "serv1", sign("bob", 5, "serv2", later)))
+	if got := expect[*proto.Assign](b, nil); got.Epoch != 5 || got.Server.ID != "serv2" {
+		t.Fatalf("bob reporting an epoch he cannot show got %+v, want the room's epoch 5 on serv2", got)
+	}
+	b.send(held(9, "serv1", sign("bob", 9, "serv1", later)))
+	testkit.WaitFor(t, 5*time.Second, "the room at the placement bob showed", func() bool {
+		r, _ := w.roomOf(t, lostRoom)
+		return r.Epoch == 9 && r.Server == "serv1"
+	})
+}
+
+// An epoch no placement can have (past the current time in milliseconds
+// plus a day, as an adopted room's epochs go) is ignored, from a member
+// and from a chat server alike: before, 2^64-1 was taken, and the room's
+// next move wrapped its epoch to 0 (abuse probe, 2026-12-01).
+func TestHoldingImplausibleEpoch(t *testing.T) {
+	w := newWorld(t, func(c *Config) { c.Policy.MinDwell = time.Hour })
+	a, b := w.user(t, "alice"), w.user(t, "bob")
+	room := chat(t, a, b)
+	a.send(&proto.Holding{Rooms: []proto.Held{{Room: room.Room, Epoch: math.MaxUint64, Server: "ghost"}}})
+	if got := expect[*proto.Assign](a, nil); got.Epoch != room.Epoch || got.Server.ID != room.Server.ID {
+		t.Fatalf("alice reporting epoch 2^64-1 got %+v, want the room's placement again", got)
+	}
+	r, _ := w.roomOf(t, room.Room)
+	if r.Epoch != room.Epoch || r.Server != room.Server.ID {
+		t.Fatalf("room at epoch %d on %q after the report, want %d on %s", r.Epoch, r.Server, room.Epoch, room.Server.ID)
+	}
+	if !epochPlausible(uint64(w.clk.Now().UnixMilli()), w.clk.Now()) || epochPlausible(0, w.clk.Now()) {
+		t.Fatal("epochPlausible refuses an adopted room's epoch, or takes 0")
+	}
+}
+
+const lostRoom = "r-00aa11bb22dd"
+
+// A member's reports make Central adopt rooms only while the member is in
+// fewer than maxAdopted: without tickets, a made-up member listing
+// thousands of invented rooms cannot make Central hold them all.
+func TestHoldingAdoptsBounded(t *testing.T) {
+	w := newWorld(t, nil)
+	a := w.user(t, "alice")
+	h := &proto.Holding{}
+	for i := range maxAdopted + 50 {
+		h.Rooms = append(h.Rooms, proto.Held{Room: fmt.Sprintf("r-%012x", i), Epoch: 1, Server: "serv1"})
+	}
+	a.send(h)
+	a.sync(func(m wire.Message) bool { _, pong := m.(*proto.Pong); return !pong }) // Central sends the adopted rooms' Assigns
+	w.c.mu.Lock()
+	n := len(w.c.users["alice"].rooms)
+	w.c.mu.Unlock()
+	if n != maxAdopted {
+		t.Fatalf("alice's report of %d rooms made Central adopt %d, want %d", len(h.Rooms), n, maxAdopted)
 	}
 }

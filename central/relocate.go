@@ -6,7 +6,9 @@ package central
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -374,9 +376,31 @@ func (c *Central) tickPushesLocked(now time.Time) {
 	}
 }
 
-// maxHolding bounds the rooms of one Holding report, and the rooms a
-// member's reports can make Central adopt.
-const maxHolding = 4096
+// maxHolding bounds the rooms of one Holding report; maxAdopted the rooms
+// a member may be in for its reports to make Central adopt one more. Rooms
+// past it come back with their chat servers' heartbeats; without tickets,
+// it bounds what one made-up member can make Central hold (25 members made
+// Central adopt 102,403 invented rooms, 150 MB, at 4,096 each).
+const (
+	maxHolding = 4096
+	maxAdopted = 256
+)
+
+// maxHeldTickets bounds the tickets one Holding report may have checked
+// (an Ed25519 verification each); an honest member needs them only for the
+// few rooms Central lost in a restart, and its next report brings the rest.
+const maxHeldTickets = 32
+
+// epochAhead is how far past the current Unix time in milliseconds an
+// epoch may claim to be. Epochs count up from 1, or from that time for a
+// room Central adopted (nextEpoch), so no placement reaches past it; a
+// report that does is refused, and no epoch can wrap.
+const epochAhead = uint64(24 * time.Hour / time.Millisecond)
+
+// epochPlausible reports whether epoch could be a placement's at now.
+func epochPlausible(epoch uint64, now time.Time) bool {
+	return epoch != 0 && epoch <= uint64(max(now.UnixMilli(), 0))+epochAhead
+}
 
 // Members' reports are rate-limited per member: Holding comes every few
 // seconds and Unreachable every second per broken room, so these leave
@@ -400,13 +424,42 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 		return // a member reports every few seconds; more is noise
 	}
 	listed := make(map[*room]struct{}, len(m.Rooms))
-	for _, h := range m.Rooms {
-		if proto.CheckRoom(h.Room) != nil || h.Epoch == 0 || proto.CheckUser(h.Server) != nil {
+	checked, adopted := 0, 0
+	defer func() {
+		if adopted > 1 { // the first is logged on its own
+			c.log.Info("rooms adopted from a member's report", "member", u.name, "rooms", adopted)
+		}
+	}()
+	// proves reports whether h carries the ticket Central signed for u in
+	// h's room (at h's placement too, with placement): what a report needs
+	// to make u a member, or to move the room, where Central signs
+	// tickets. An expired ticket still proves what it says; the room's
+	// chat server is the one that refuses it for a join.
+	proves := func(h *proto.Held, placement bool) bool {
+		if c.cfg.TicketKey == nil {
+			return true
+		}
+		if len(h.Ticket) == 0 || checked >= maxHeldTickets {
+			return false
+		}
+		checked++
+		cl, err := ticket.Verify(c.cfg.TicketKey.Public().(ed25519.PublicKey), h.Ticket, h.Room, u.name, now)
+		if err != nil && !errors.Is(err, ticket.ErrExpired) {
+			return false
+		}
+		return !placement || (cl.Epoch == h.Epoch && cl.Server == h.Server)
+	}
+	for i := range m.Rooms {
+		h := &m.Rooms[i]
+		if proto.CheckRoom(h.Room) != nil || !epochPlausible(h.Epoch, now) || proto.CheckUser(h.Server) != nil {
 			continue
 		}
 		r := c.roomByID[h.Room]
-		if r == nil && len(u.rooms) >= maxHolding {
-			continue // no member makes Central hold rooms without bound
+		if r == nil && (len(u.rooms) >= maxAdopted || !proves(h, true)) {
+			// No member makes Central hold rooms without bound, or adopt
+			// one it cannot show it was placed in. A room whose members
+			// cannot show it comes back with its chat server's heartbeat.
+			continue
 		}
 		if r == nil {
 			r = &room{id: h.Room, srv: c.srvByID[h.Server], epoch: h.Epoch, created: now, lastMove: now, adopted: true, members: []*user{u}}
@@ -416,12 +469,14 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 			c.insertRoomLocked(r)
 			r.confirm(u, h.Epoch)
 			c.storeErr("put room", c.st.PutRoom(r.record()))
-			c.log.Info("room adopted from a member's report", "room", r.id, "server", h.Server, "known", r.srv != nil, "epoch", r.epoch, "member", u.name)
+			if adopted++; adopted == 1 {
+				c.log.Info("room adopted from a member's report", "room", r.id, "server", h.Server, "known", r.srv != nil, "epoch", r.epoch, "member", u.name)
+			}
 			listed[r] = struct{}{}
 			continue
 		}
 		if !r.hasMember(u) {
-			if !r.adopted || len(r.members) >= c.cfg.MaxMembers {
+			if !r.adopted || len(r.members) >= c.cfg.MaxMembers || !proves(h, false) {
 				c.sendLocked(cn, &proto.RoomClosed{Room: h.Room, Reason: "you are not a member of this room"})
 				continue
 			}
@@ -431,7 +486,7 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 			c.storeErr("put room", c.st.PutRoom(r.record()))
 		}
 		listed[r] = struct{}{}
-		if h.Epoch > r.epoch {
+		if h.Epoch > r.epoch && proves(h, true) {
 			// u follows a placement newer than Central's: Central lost
 			// the move that made it (a restart). The newest epoch wins.
 			c.adoptPlacementLocked(r, c.srvByID[h.Server], h.Server, h.Epoch, now)

@@ -497,7 +497,7 @@ func (c *Central) removeMemberLocked(r *room, u *user) {
 // room's newest placement; adopted rooms learn members as they reconnect.
 func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now time.Time) {
 	for _, rep := range reports {
-		if proto.CheckRoom(rep.ID) != nil || rep.Epoch == 0 {
+		if proto.CheckRoom(rep.ID) != nil || !epochPlausible(rep.Epoch, now) {
 			continue
 		}
 		var members []string

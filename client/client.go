@@ -161,6 +161,7 @@ type roomState struct {
 	sess      *Session
 	epoch     uint64
 	server    string            // the server the session follows at epoch
+	ticket    []byte            // the ticket of the Assign followed at epoch (Holding carries it)
 	followed  []proto.Assign    // the last few Assigns followed, newest last, for their Moved events
 	broken    proto.Unreachable // the last report of a broken session
 	reminding bool              // a remindBroken runs
@@ -625,7 +626,7 @@ func (c *Client) holding() *proto.Holding {
 	for i, r := range rooms {
 		r.mu.Lock()
 		if r.sess != nil {
-			h.Rooms = append(h.Rooms, proto.Held{Room: ids[i], Epoch: r.epoch, Server: r.server})
+			h.Rooms = append(h.Rooms, proto.Held{Room: ids[i], Epoch: r.epoch, Server: r.server, Ticket: r.ticket})
 		}
 		r.mu.Unlock()
 	}
@@ -858,7 +859,7 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 			sess, err = Open(ctx, cfg, a.Server, room, c.opts.User, a.Epoch, a.Ticket)
 			if err == nil {
 				r.mu.Lock()
-				r.sess, r.epoch, r.server = sess, a.Epoch, a.Server.ID
+				r.sess, r.epoch, r.server, r.ticket = sess, a.Epoch, a.Server.ID, a.Ticket
 				r.mu.Unlock()
 				select {
 				case <-r.done: // left while we were joining
@@ -872,7 +873,7 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 			err = sess.Move(ctx, a.Server, a.Epoch, a.Ticket)
 			if err == nil {
 				r.mu.Lock()
-				r.epoch, r.server = a.Epoch, a.Server.ID
+				r.epoch, r.server, r.ticket = a.Epoch, a.Server.ID, a.Ticket
 				r.mu.Unlock()
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 )
 
 // TestMovedCarriesItsOwnAssign (issue 14): a room moves twice in quick
@@ -65,6 +66,42 @@ func TestMovedCarriesItsOwnAssign(t *testing.T) {
 			}
 		case <-deadline:
 			t.Fatalf("Moved events for epochs %v never came", want)
+		}
+	}
+}
+
+// A member's Holding carries the ticket of the placement it follows: a
+// Central that signs tickets believes a report that would make its sender
+// a member, or move the room, only with it (after a restart).
+func TestHoldingCarriesTicket(t *testing.T) {
+	s1, s2 := startChat(t, "s1"), startChat(t, "s2")
+	opts := DefaultConfig()
+	opts.Central, opts.Control, opts.User = "127.0.0.1:1", "127.0.0.1:1", "alice"
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(c.running) // as Run does; nothing here dials Central
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); c.closeRoom("room-tickets") }()
+	heldNow := func() proto.Held {
+		h := c.holding()
+		if len(h.Rooms) != 1 {
+			return proto.Held{}
+		}
+		return h.Rooms[0]
+	}
+	for _, a := range []proto.Assign{
+		{Room: "room-tickets", Epoch: 1, Server: ref(s1), Ticket: []byte("ticket-1"), Reason: "new room"},
+		{Room: "room-tickets", Epoch: 2, Server: ref(s2), Ticket: []byte("ticket-2"), Prev: "s1", Reason: "better server"},
+	} {
+		c.assign(ctx, a)
+		testkit.WaitFor(t, 10*time.Second, "the room followed to "+a.Server.ID, func() bool {
+			h := heldNow()
+			return h.Epoch == a.Epoch && h.Server == a.Server.ID
+		})
+		if h := heldNow(); string(h.Ticket) != string(a.Ticket) {
+			t.Fatalf("Holding at epoch %d carries ticket %q, want %q", a.Epoch, h.Ticket, a.Ticket)
 		}
 	}
 }

@@ -376,11 +376,17 @@ type RoomClosed struct {
 	Reason string `msgpack:"reason"`
 }
 
-// Held is one room a member holds: the placement its session follows.
+// Held is one room a member holds: the placement its session follows, and
+// the ticket of that placement's Assign (none where Central signs no
+// tickets). A Central that signs tickets believes a report that would make
+// the member a member, or move the room to a placement it does not know
+// (both happen only after it restarted), only with the ticket it signed
+// for that room, member and placement.
 type Held struct {
 	Room   string `msgpack:"room"`
 	Epoch  uint64 `msgpack:"epoch"`
 	Server string `msgpack:"server"`
+	Ticket []byte `msgpack:"ticket,omitempty"`
 }
 
 // Holding (0x29, member -> Central): every room the member holds, with the
