@@ -284,6 +284,7 @@ func TestBadInput(t *testing.T) {
 		{"oversized user name", false, mustEncode(&proto.Join{Room: "r", User: strings.Repeat("u", proto.MaxUser+1)}), proto.CodeBadJoin},
 		{"user name with spaces", false, mustEncode(&proto.Join{Room: "r", User: "a b"}), proto.CodeBadJoin},
 		{"oversized text", false, append(mustEncode(&proto.Join{Room: "r2", User: "u"}), mustEncode(&proto.Chat{Num: 1, Text: strings.Repeat("t", proto.MaxText+1)})...), proto.CodeBadBody},
+		{"chat with an unknown field", false, append(mustEncode(&proto.Join{Room: "r5", User: "u"}), frame(proto.TChat, []byte{0x83, 0xa3, 'n', 'u', 'm', 0x01, 0xa4, 'e', 'v', 'i', 'l', 0xc0, 0xa4, 't', 'e', 'x', 't', 0xa2, 'h', 'i'})...), proto.CodeBadBody},
 		{"second join", false, append(mustEncode(&proto.Join{Room: "r3", User: "u"}), mustEncode(&proto.Join{Room: "r4", User: "u"})...), proto.CodeBadJoin},
 		{"no hello", true, mustEncode(&proto.Ping{ID: 1}), proto.CodeNoHello},
 		{"wrong version", true, mustEncode(&proto.Hello{V: 99}), proto.CodeVersion},

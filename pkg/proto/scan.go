@@ -49,9 +49,9 @@ func ScanChat(b []byte) (num uint64, at int64, text, to []byte, ok bool) {
 				to = v
 			}
 		default:
-			if b, ok = skip(b); !ok {
-				return 0, 0, nil, nil, false
-			}
+			// A key Chat does not have: the codec refuses it, and the
+			// fast path must not take what the codec refuses.
+			return 0, 0, nil, nil, false
 		}
 	}
 	return num, at, text, to, len(b) == 0
