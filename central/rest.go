@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"nearchat/central/store"
 	"nearchat/pkg/centralapi"
@@ -73,6 +74,11 @@ func handler(f func(r *http.Request) (int, any, *apiError)) http.HandlerFunc {
 
 // decode reads one JSON value of at most limit bytes into v.
 func decode(r *http.Request, limit int64, v any) *apiError {
+	if r.ContentLength > limit {
+		// Refused before any read, so a client that asked to be told
+		// (Expect: 100-continue) is not invited to send it.
+		return errf(http.StatusRequestEntityTooLarge, centralapi.CodeTooLarge, "request body of %d bytes exceeds %d", r.ContentLength, limit)
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
@@ -264,10 +270,10 @@ func (c *Central) authUserLocked(r *http.Request) (*user, *apiError) {
 	name := r.PathValue("name")
 	u := c.users[name]
 	if u == nil || u.placeholder() {
-		return nil, errf(http.StatusNotFound, centralapi.CodeUnknownClient, "no registered client %q", name)
+		return nil, errf(http.StatusNotFound, centralapi.CodeUnknownClient, "no registered client %.64q", name) // a name past 64 characters is cut, never echoed whole
 	}
 	if t := bearer(r); t == "" || !same(t, u.token) {
-		return nil, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "missing or wrong session token for %q (Authorization: Bearer <token>)", name)
+		return nil, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "missing or wrong session token for %.64q (Authorization: Bearer <token>)", name)
 	}
 	return u, nil
 }
@@ -278,7 +284,7 @@ func (c *Central) lookupClient(r *http.Request) (int, any, *apiError) {
 	defer c.mu.Unlock()
 	u := c.users[name]
 	if u == nil || u.placeholder() {
-		return 0, nil, errf(http.StatusNotFound, centralapi.CodeUnknownClient, "no registered client %q", name)
+		return 0, nil, errf(http.StatusNotFound, centralapi.CodeUnknownClient, "no registered client %.64q", name) // a name past 64 characters is cut, never echoed whole
 	}
 	info := centralapi.ClientInfo{Name: u.name, Online: u.sess != nil, Rooms: []string{}}
 	for r := range u.rooms {
@@ -320,6 +326,10 @@ func (c *Central) deregisterClient(r *http.Request) (int, any, *apiError) {
 	return http.StatusNoContent, nil, nil
 }
 
+// maxSampleUS bounds a reported round trip: an hour, far past any a probe
+// waits for.
+const maxSampleUS = int64(time.Hour / time.Microsecond)
+
 func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 	var in centralapi.LatencyVector
 	if e := decode(r, maxBody, &in); e != nil {
@@ -335,6 +345,10 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 		}
 		if s.MedianUS < 0 || s.SpreadUS < 0 || s.Count < 0 {
 			return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server %s: negative median, spread or count", id)
+		}
+		if s.MedianUS > maxSampleUS || s.SpreadUS > maxSampleUS {
+			// Also keeps the conversion to a Duration from overflowing.
+			return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server %s: median or spread over %d µs (an hour)", id, int64(maxSampleUS))
 		}
 		lat[id] = selection.Sample{Median: s.Median(), Spread: s.Spread(), Count: s.Count}
 	}

@@ -1,9 +1,11 @@
 package central
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -47,6 +49,8 @@ func TestRESTErrors(t *testing.T) {
 		{"deregister unknown", "DELETE", "/v1/clients/nobody", "", "Bearer " + alice.Token, 404, centralapi.CodeUnknownClient, ""},
 		{"latency wrong token", "PUT", "/v1/clients/alice/latency", `{"servers":{}}`, "Bearer nope", 401, centralapi.CodeUnauthorized, ""},
 		{"latency negative", "PUT", "/v1/clients/alice/latency", `{"servers":{"serv1":{"median_us":-1,"count":1}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
+		{"latency past a Duration", "PUT", "/v1/clients/alice/latency", `{"servers":{"serv1":{"median_us":9223372036854776,"count":1}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
+		{"latency over an hour", "PUT", "/v1/clients/alice/latency", `{"servers":{"serv1":{"median_us":1000,"spread_us":3600000001,"count":1}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
 		{"latency bad server id", "PUT", "/v1/clients/alice/latency", `{"servers":{"a b":{"median_us":1,"count":1}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
 		{"server no secret", "POST", "/v1/servers", `{"id":"serv2","addr":"127.0.0.1:1"}`, "", 401, centralapi.CodeUnauthorized, ""},
 		{"server bad addr", "POST", "/v1/servers", `{"id":"serv2","addr":"nowhere","secret":"s3cret"}`, "", 400, centralapi.CodeBadRequest, ""},
@@ -66,6 +70,7 @@ func TestRESTErrors(t *testing.T) {
 		{"name differs by case", "POST", "/v1/clients", `{"name":"ALICE"}`, "", 409, centralapi.CodeNameTaken, ""},
 		{"rooms without secret", "GET", "/v1/rooms", "", "", 401, centralapi.CodeUnauthorized, ""},
 		{"deregister unknown server", "DELETE", "/v1/servers/ghost", "", "Bearer s3cret", 404, centralapi.CodeUnknownServer, ""},
+		{"lookup a 5,000-byte name", "GET", "/v1/clients/" + strings.Repeat("n", 5000), "", "", 404, centralapi.CodeUnknownClient, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,6 +96,9 @@ func TestRESTErrors(t *testing.T) {
 			var e centralapi.Error
 			if err := json.Unmarshal(data, &e); err != nil || e.Code != tc.code || e.Message == "" {
 				t.Fatalf("body %s: code %q, want %q (%v)", data, e.Code, tc.code, err)
+			}
+			if len(data) > 512 && len(tc.body) < 512 {
+				t.Errorf("a %d-byte answer to a %d-byte request: the request echoed back?", len(data), len(tc.path)+len(tc.body))
 			}
 			if tc.allow != "" && resp.Header.Get("Allow") != tc.allow {
 				t.Errorf("Allow %q, want %q", resp.Header.Get("Allow"), tc.allow)
@@ -316,5 +324,28 @@ func TestOnlineClients(t *testing.T) {
 	})
 	if got.Clients[0] != "alice" || got.Clients[1] != "bob" || got.More {
 		t.Fatalf("online clients %+v, want [alice bob]", got)
+	}
+}
+
+// A body declared too big is refused before it is read: a client that
+// asks first (Expect: 100-continue) gets 413, not an invitation to send a
+// gigabyte (abuse probe, 2026-12-01).
+func TestRESTRefusesDeclaredBigBody(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	nc, err := net.Dial("tcp", h.c.RESTAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(nc, "POST /v1/clients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(nc).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(line, "HTTP/1.1 413") {
+		t.Fatalf("first answer %q, want 413", strings.TrimSpace(line))
 	}
 }
