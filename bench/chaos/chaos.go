@@ -208,7 +208,10 @@ type Scenario struct {
 	// replicas.go) instead of one Central; servers and bots get every
 	// Central's address and no proxy on their links to Central.
 	Replicas bool
-	Run      func(e *Env) error
+	// Tickets has Central sign room tickets and the chat servers check
+	// them (cluster.Options.Tickets); otherwise the servers run -insecure.
+	Tickets bool
+	Run     func(e *Env) error
 	// Check, when set, looks at every bot event once the bots stopped
 	// and reports what the scenario alone promises.
 	Check func(e *Env, evs []cluster.Event)
@@ -267,7 +270,7 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	}
 	opts := cluster.Options{Bin: e.cfg.Bin, Dir: res.Logs, CentralArgs: []string{
 		"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s",
-		"-assign-retry", "300ms", "-assign-give-up", "5s"}}
+		"-assign-retry", "300ms", "-assign-give-up", "5s"}, Tickets: sc.Tickets}
 	if sc.Replicas {
 		if err := e.startReplicas(&opts, proxy); err != nil {
 			return err

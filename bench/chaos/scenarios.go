@@ -23,6 +23,11 @@ var Scenarios = []Scenario{
 	{Name: "central-restart-during-move", Doc: "SIGKILL Central right after a drain starts a move, start it again", Run: centralRestart(true, 200*time.Millisecond)},
 	{Name: "central-restart-old-server-up", Doc: "SIGKILL Central 0-100 ms after a drain asks for a move, the drained server staying up (-drain-timeout 30s) so a member that missed its Assign keeps its old link",
 		ServerArgs: []string{"-drain-timeout", "30s"}, Run: centralRestart(false, 100*time.Millisecond)},
+	// The same two with room tickets: a restarted Central then believes a
+	// member's Holding only with the ticket of its placement.
+	{Name: "central-restart-during-move-tickets", Doc: "central-restart-during-move with room tickets signed and checked", Tickets: true, Run: centralRestart(true, 200*time.Millisecond)},
+	{Name: "central-restart-old-server-up-tickets", Doc: "central-restart-old-server-up with room tickets signed and checked", Tickets: true,
+		ServerArgs: []string{"-drain-timeout", "30s"}, Run: centralRestart(false, 100*time.Millisecond)},
 	{Name: "kill-server-during-handoff", Doc: "SIGKILL the destination chat server while a move's handoff runs", Run: killDuringHandoff},
 	{Name: "kill-server-central-down", Doc: "SIGKILL the room's chat server while Central is down, then start Central", Run: killWhileCentralDown},
 	{Name: "client-kill-restart", Doc: "SIGKILL a member's client and start it again with its token", Run: clientKillRestart},
