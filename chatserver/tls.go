@@ -16,6 +16,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"nearchat/pkg/connlimit"
+	"nearchat/pkg/proto"
 )
 
 // TLS on the event loops.
@@ -380,6 +381,16 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 		if err != nil {
 			break
 		}
+		// Records that carry no bytes of the stream (empty ones, key
+		// updates) cost a decryption, and a key update asked of us a
+		// record out, without anything to pace: a run of them is refused,
+		// as crypto/tls refuses it.
+		if typ == typeAppData && size > 0 {
+			rl.useless = 0
+		} else if rl.useless++; rl.useless > maxUselessRecords {
+			err = fmt.Errorf("%s%d records in a row without data", errRecordMsg, rl.useless)
+			break
+		}
 		switch typ {
 		case typeAppData:
 		case typeHandshake:
@@ -429,6 +440,11 @@ func (s *Server) keyUpdate(m *member, msg []byte) error {
 		return err
 	}
 	if msg[4] == 1 {
+		if n := m.c.OutboundBuffered(); n >= s.cfg.MaxOutbound {
+			// Our answers pile up unread, like any other output.
+			m.kill(proto.CodeSlowConsumer, fmt.Sprintf("%d bytes unread, limit %d, and a key update asked for more", n, s.cfg.MaxOutbound))
+			return nil
+		}
 		l := m.loop
 		l.sealBuf = m.rec.out.seal(l.sealBuf[:0], typeHandshake, []byte{keyUpdate, 0, 0, 1, 0}, &l.nonce)
 		_, _ = m.c.Write(l.sealBuf)
@@ -436,6 +452,10 @@ func (s *Server) keyUpdate(m *member, msg []byte) error {
 	}
 	return nil
 }
+
+// maxUselessRecords bounds a run of records that carry no stream bytes
+// (crypto/tls allows 16 too).
+const maxUselessRecords = 16
 
 // sealTo encrypts b into records and writes them to m. Event loop only.
 func (l *loop) sealTo(m *member, b []byte) {

@@ -161,6 +161,7 @@ func (h *halfConn) open(dst, hdr, ct []byte, n *[12]byte) ([]byte, byte, int, er
 type recordLayer struct {
 	in, out halfConn
 	pending []byte // ciphertext of a record not yet whole; nil when none
+	useless int    // records in a row that carried no stream bytes
 }
 
 // keyCapture collects the application traffic secrets from crypto/tls's

@@ -1,0 +1,221 @@
+package chatserver
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/tlsconfig"
+	"nearchat/pkg/wire"
+)
+
+// rawTLS is a TLS 1.3 client that writes its own records after crypto/tls
+// did the handshake (the key log gives it the traffic secrets), so a test
+// can send what crypto/tls never would: runs of key updates, records of
+// any shape.
+type rawTLS struct {
+	t       *testing.T
+	c       net.Conn
+	out, in halfConn
+	nonce   [12]byte
+	buf     []byte // received, not yet a whole record
+	plain   []byte // decrypted, not yet a whole frame
+}
+
+// dialRawTLS handshakes with s's TLS port over a socket whose receive
+// buffer is rcvbuf bytes (0: the system's).
+func dialRawTLS(t *testing.T, s *Server, ca tlsconfig.Files, rcvbuf int) *rawTLS {
+	t.Helper()
+	d := &net.Dialer{}
+	if rcvbuf > 0 {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf) })
+			return serr
+		}
+	}
+	c, err := d.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cfg := clientTLS(t, ca)
+	keys := &keyCapture{}
+	cfg.KeyLogWriter = keys
+	tc := tls.Client(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	r := &rawTLS{t: t, c: c}
+	suite := tc.ConnectionState().CipherSuite
+	if err := r.out.setSecret(suite, keys.client); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.in.setSecret(suite, keys.server); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// record seals payload as one record of content type typ.
+func (r *rawTLS) record(typ byte, payload []byte) []byte {
+	return r.out.seal(nil, typ, payload, &r.nonce)
+}
+
+// keyUpdate returns a KeyUpdate record (asking the server to update its
+// key too when request), after which this side writes under its next key.
+func (r *rawTLS) keyUpdate(request bool) []byte {
+	req := byte(0)
+	if request {
+		req = 1
+	}
+	rec := r.record(typeHandshake, []byte{keyUpdate, 0, 0, 1, req})
+	if err := r.out.update(); err != nil {
+		r.t.Fatal(err)
+	}
+	return rec
+}
+
+func (r *rawTLS) frame(m wire.Message) []byte {
+	b, err := wire.AppendFrame(nil, m)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return r.record(typeAppData, b)
+}
+
+// next returns the type of the next frame the server sends, skipping its
+// session tickets and following its key updates.
+func (r *rawTLS) next(timeout time.Duration) (wire.Type, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if len(r.plain) >= wire.HeaderSize {
+			if n := wire.LenSize + int(binary.BigEndian.Uint32(r.plain)); len(r.plain) >= n {
+				typ := wire.Type(r.plain[wire.LenSize])
+				r.plain = r.plain[n:]
+				return typ, nil
+			}
+		}
+		for len(r.buf) >= recordHeader {
+			n := recordHeader + int(binary.BigEndian.Uint16(r.buf[3:]))
+			if n > len(r.buf) {
+				break
+			}
+			out, typ, size, err := r.in.open(nil, r.buf[:recordHeader], r.buf[recordHeader:n], &r.nonce)
+			r.buf = r.buf[n:]
+			if err != nil {
+				return 0, err
+			}
+			switch {
+			case typ == typeHandshake && size > 0 && out[0] == keyUpdate:
+				if err := r.in.update(); err != nil {
+					return 0, err
+				}
+			case typ == typeAppData:
+				r.plain = append(r.plain, out...)
+			}
+		}
+		if len(r.plain) >= wire.HeaderSize {
+			continue
+		}
+		r.c.SetReadDeadline(deadline)
+		b := make([]byte, 64<<10)
+		k, err := r.c.Read(b)
+		if err != nil {
+			return 0, err
+		}
+		r.buf = append(r.buf, b[:k]...)
+	}
+}
+
+// closed waits until the server closes r's connection, reading (and
+// dropping) whatever it sends first.
+func (r *rawTLS) closed(timeout time.Duration) bool {
+	r.c.SetReadDeadline(time.Now().Add(timeout))
+	b := make([]byte, 64<<10)
+	for {
+		_, err := r.c.Read(b)
+		var ne net.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ne) && ne.Timeout():
+			return false
+		default:
+			return true // EOF or a reset
+		}
+	}
+}
+
+// A run of records that carry no stream bytes (here key updates; empty
+// records count the same) is refused past maxUselessRecords, as crypto/tls
+// refuses it: each is a decryption, and each key update that asks for one
+// is a record out, with nothing to pace them (abuse probe, 2026-12-01).
+func TestTLSUselessRecordsRefused(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+
+	ok := dialRawTLS(t, s, ca, 0)
+	hello := ok.frame(&proto.Hello{V: wire.Version})
+	var run []byte
+	for range maxUselessRecords {
+		run = append(run, ok.keyUpdate(false)...)
+	}
+	run = append(run, ok.frame(&proto.Ping{ID: 7})...)
+	if _, err := ok.c.Write(append(hello, run...)); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []wire.Type{proto.TWelcome, proto.TPong} {
+		typ, err := ok.next(10 * time.Second)
+		if err != nil || typ != want {
+			t.Fatalf("after %d key updates: frame 0x%02x, %v; want 0x%02x", maxUselessRecords, byte(typ), err, byte(want))
+		}
+	}
+
+	bad := dialRawTLS(t, s, ca, 0)
+	out := bad.frame(&proto.Hello{V: wire.Version})
+	for range maxUselessRecords + 1 {
+		out = append(out, bad.record(typeAppData, nil)...)
+	}
+	if _, err := bad.c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	if !bad.closed(10 * time.Second) {
+		t.Fatalf("%d empty records in a row: the connection stays open", maxUselessRecords+1)
+	}
+}
+
+// The abuse probe's attack: a member that never reads sends nothing but
+// key updates asking for ours. Before, it was never paced nor cut off (no
+// stream bytes reach the frame parser, where output is checked): 38 MB of
+// requests grew a server by 218 MB. Now the run ends the connection; and
+// an answer that would pile up past MaxOutbound cuts the member off.
+func TestTLSKeyUpdateFloodCutOff(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	r := dialRawTLS(t, s, ca, 4<<10)
+	if _, err := r.c.Write(r.frame(&proto.Hello{V: wire.Version})); err != nil {
+		t.Fatal(err)
+	}
+	// Well within the server's idle timeout, which would end the
+	// connection too, in its own time.
+	sent, limit, start := 0, 8<<20, time.Now()
+	for sent < limit {
+		var b []byte
+		for range 256 {
+			b = append(b, r.keyUpdate(true)...)
+		}
+		r.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		n, err := r.c.Write(b)
+		sent += n
+		if err != nil {
+			t.Logf("cut off after %d bytes of requests (%v): %v", sent, time.Since(start), err)
+			return
+		}
+	}
+	t.Fatalf("sent %d bytes of key update requests in %v, reading none of the answers: still connected", sent, time.Since(start))
+}
