@@ -36,12 +36,14 @@ import (
 
 // tlsHandshakes bounds concurrent TLS handshakes. A connection holds a
 // slot only while the server works on its handshake: from the moment its
-// first record (the ClientHello) has arrived whole until the server has
-// sent its answer and waits for the client's. Waiting on the client, before
-// and after, happens outside the pool, in a stage that never blocks
-// accepting: when it holds tlsHelloWaiters connections, its oldest is
-// closed to make room. So neither idle sockets nor clients that stall
-// mid-handshake can hold the pool.
+// first record has arrived whole, and given up whenever the handshake
+// waits on the client for more bytes (the rest of a ClientHello split
+// over records, or promised by a first record that brings less; the
+// client's answer), until they come (hsSlot). Waiting on the client
+// happens outside the pool, in a stage that never blocks accepting: when
+// it holds tlsHelloWaiters connections, its oldest is closed to make room.
+// So neither idle sockets nor clients that stall mid-handshake can hold
+// the pool.
 const tlsHandshakes = 64
 
 // tlsHandshakeTimeout bounds one handshake, from its first record on.
@@ -167,16 +169,18 @@ func (f *tlsFront) hello(c *net.TCPConn, el *list.Element) {
 	first, err := readFirstRecord(c)
 	_ = c.SetReadDeadline(time.Time{})
 	f.unpark(el)
-	var release func()
+	sl := &hsSlot{f: f, c: c}
 	if err == nil {
+		wait := time.NewTimer(tlsHandshakeTimeout)
 		select {
 		case f.sem <- struct{}{}:
-			var once sync.Once
-			release = func() { once.Do(func() { <-f.sem }) }
-			defer release()
+			sl.held = true
+		case <-wait.C:
+			err = errors.New("no handshake slot free in time")
 		case <-f.stop:
 			err = net.ErrClosed
 		}
+		wait.Stop()
 	}
 	if err != nil {
 		f.s.port.Release(c.RemoteAddr(), 1)
@@ -186,7 +190,59 @@ func (f *tlsFront) hello(c *net.TCPConn, el *list.Element) {
 		c.Close()
 		return
 	}
-	f.handshake(c, first, release)
+	f.handshake(c, first, sl)
+}
+
+// hsSlot is a handshake's claim on the pool (tlsHandshakes): held while
+// the server works on the handshake, given up whenever it waits on the
+// client for more bytes, and taken again once they come. So a client
+// that sends part of its ClientHello and stalls, or a first record that
+// promises more than it brings, waits outside the pool like any other.
+type hsSlot struct {
+	f    *tlsFront
+	c    net.Conn
+	held bool
+	el   *list.Element   // c's place among those waiting on their client
+	done <-chan struct{} // the handshake's deadline
+}
+
+// wait gives the slot up before a read from the client.
+func (s *hsSlot) wait() error {
+	if s.held {
+		<-s.f.sem
+		s.held = false
+	}
+	if s.el == nil {
+		if s.el = s.f.park(s.c); s.el == nil {
+			return net.ErrClosed // the front stopped
+		}
+	}
+	return nil
+}
+
+// work takes a slot again after the client sent something.
+func (s *hsSlot) work() error {
+	s.f.unpark(s.el)
+	s.el = nil
+	select {
+	case s.f.sem <- struct{}{}:
+		s.held = true
+		return nil
+	case <-s.done:
+		return context.DeadlineExceeded
+	case <-s.f.stop:
+		return net.ErrClosed
+	}
+}
+
+// release ends the claim.
+func (s *hsSlot) release() {
+	if s.held {
+		<-s.f.sem
+		s.held = false
+	}
+	s.f.unpark(s.el)
+	s.el = nil
 }
 
 // unpark takes el off the waiting list; a no-op if it was evicted.
@@ -234,20 +290,17 @@ func (f *tlsFront) track(c net.Conn, on bool) bool {
 	return !f.stopped
 }
 
-// handshake runs the TLS handshake on c off the loops, then enrolls c on
-// an event loop with its record layer as the connection's context. It
-// calls release, giving up its slot, once it waits on the client.
-func (f *tlsFront) handshake(c *net.TCPConn, first []byte, release func()) {
-	var el *list.Element
-	t := &tlsTransport{Conn: c, first: first, onWait: func() {
-		release()
-		el = f.park(c)
-	}}
+// handshake runs the TLS handshake on c off the loops, in slot sl, then
+// enrolls c on an event loop with its record layer as the connection's
+// context.
+func (f *tlsFront) handshake(c *net.TCPConn, first []byte, sl *hsSlot) {
+	t := &tlsTransport{Conn: c, first: first, slot: sl}
 	tc := tls.Server(t, f.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
+	sl.done = ctx.Done()
 	err := tc.HandshakeContext(ctx)
 	cancel()
-	f.unpark(el)
+	sl.release()
 	f.s.port.Release(c.RemoteAddr(), 1)
 	var rl *recordLayer
 	if err == nil {
@@ -301,8 +354,8 @@ func (f *tlsFront) stopAccepting() {
 // kilobytes, dropped with the tls.Conn) for newRecordLayer.
 type tlsTransport struct {
 	net.Conn
-	first         []byte // read before the handshake began, handed out first
-	onWait        func() // called once, when the server has answered and waits on the client
+	first         []byte  // read before the handshake began, handed out first
+	slot          *hsSlot // given up while a read waits on the client
 	read, written []byte
 	keys          keyCapture
 }
@@ -314,12 +367,14 @@ func (t *tlsTransport) Read(p []byte) (int, error) {
 		t.read = append(t.read, p[:n]...)
 		return n, nil
 	}
-	if t.onWait != nil && len(t.written) > 0 {
-		t.onWait()
-		t.onWait = nil
+	if err := t.slot.wait(); err != nil {
+		return 0, err
 	}
 	n, err := t.Conn.Read(p)
 	t.read = append(t.read, p[:n]...)
+	if err == nil {
+		err = t.slot.work()
+	}
 	return n, err
 }
 

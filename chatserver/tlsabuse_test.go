@@ -219,3 +219,48 @@ func TestTLSKeyUpdateFloodCutOff(t *testing.T) {
 	}
 	t.Fatalf("sent %d bytes of key update requests in %v, reading none of the answers: still connected", sent, time.Since(start))
 }
+
+// Twice as many clients as there are handshake slots each send a first
+// record that promises more than it brings, and stall: a ClientHello's
+// header alone in a 9-byte record, or the header of a record too big to
+// wait for whole. A new client is served at once: the slot is given up
+// while the handshake waits on its client. Before, each held its slot for
+// the whole handshake timeout, and 70 such clients stopped every TLS
+// handshake (abuse probe, 2026-12-01).
+func TestTLSPartialFirstRecordsDoNotHoldSlots(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	firsts := [][]byte{
+		{0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x01, 0x00}, // ClientHello header: 256 bytes to come
+		{0x16, 0x03, 0x01, 0x41, 0x3c},                         // a handshake record of 16,700 bytes
+		{0x15, 0x03, 0x01, 0x3e, 0x80},                         // an alert record of 16,000 bytes
+	}
+	var stalled []net.Conn
+	t.Cleanup(func() {
+		for _, c := range stalled {
+			c.Close()
+		}
+	})
+	for i := range 2 * tlsHandshakes {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stalled = append(stalled, c)
+		if _, err := c.Write(firsts[i%len(firsts)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // let them reach their handshakes; nothing waits on this
+	start := time.Now()
+	p, err := dialTLS(t, s.Addr(), ca, nil)
+	if err != nil {
+		t.Fatalf("TLS client behind %d stalled first records: %v after %v", len(stalled), err, time.Since(start))
+	}
+	p.Hello(&proto.Hello{})
+	took := time.Since(start)
+	t.Logf("handshake and hello behind %d stalled first records: %v", len(stalled), took)
+	if took > tlsHandshakeTimeout/2 {
+		t.Fatalf("took %v: stalled first records held the handshake slots", took)
+	}
+}
