@@ -264,3 +264,81 @@ func TestTLSPartialFirstRecordsDoNotHoldSlots(t *testing.T) {
 		t.Fatalf("took %v: stalled first records held the handshake slots", took)
 	}
 }
+
+// appendConn appends extra records to the client's second write of the
+// handshake (its Finished), sealed by then under its application key.
+type appendConn struct {
+	net.Conn
+	writes int
+	extra  func() []byte
+}
+
+func (c *appendConn) Write(p []byte) (int, error) {
+	c.writes++
+	if c.writes == 2 {
+		if _, err := c.Conn.Write(append(append([]byte(nil), p...), c.extra()...)); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// Records that come with the client's Finished are held to the same rules
+// as later ones: a record neither of the client's keys opens, or a
+// plaintext one after its encrypted records, ends the connection. Before,
+// they were skipped while looking for the first application record, and a
+// Hello behind them was answered (abuse probe, 2026-12-01).
+func TestTLSRecordsWithFinishedChecked(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	hello, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version})
+	for _, tc := range []struct {
+		name  string
+		extra func(out *halfConn, nonce *[12]byte) []byte
+		ok    bool
+	}{
+		{"hello alone", func(out *halfConn, nonce *[12]byte) []byte { return out.seal(nil, typeAppData, hello, nonce) }, true},
+		{"junk record, then hello", func(out *halfConn, nonce *[12]byte) []byte {
+			junk := append([]byte{typeAppData, 3, 3, 0, 40}, make([]byte, 40)...)
+			return append(junk, out.seal(nil, typeAppData, hello, nonce)...)
+		}, false},
+		{"plaintext change_cipher_spec, then hello", func(out *halfConn, nonce *[12]byte) []byte {
+			return append([]byte{20, 3, 3, 0, 1, 1}, out.seal(nil, typeAppData, hello, nonce)...)
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := net.Dial("tcp", s.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			cfg := clientTLS(t, ca)
+			keys := &keyCapture{}
+			cfg.KeyLogWriter = keys
+			var out halfConn
+			var nonce [12]byte
+			ac := &appendConn{Conn: raw, extra: func() []byte {
+				if err := out.setSecret(tls.TLS_AES_128_GCM_SHA256, keys.client); err != nil {
+					t.Error(err)
+				}
+				return tc.extra(&out, &nonce)
+			}}
+			cfg.CipherSuites = []uint16{tls.TLS_AES_128_GCM_SHA256} // TLS 1.3 ignores it; the server prefers AES-128 on AES hardware
+			tcn := tls.Client(ac, cfg)
+			if err := tcn.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if tcn.ConnectionState().CipherSuite != tls.TLS_AES_128_GCM_SHA256 {
+				t.Skipf("suite %s, not the one the test sealed with", tls.CipherSuiteName(tcn.ConnectionState().CipherSuite))
+			}
+			tcn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			b := make([]byte, 64)
+			n, err := tcn.Read(b)
+			welcomed := err == nil && n >= wire.HeaderSize && wire.Type(b[wire.LenSize]) == proto.TWelcome
+			if welcomed != tc.ok {
+				t.Fatalf("welcomed %v (read %d bytes, %v), want %v", welcomed, n, err, tc.ok)
+			}
+		})
+	}
+}

@@ -146,6 +146,10 @@ func (h *halfConn) open(dst, hdr, ct []byte, n *[12]byte) ([]byte, byte, int, er
 		return dst, 0, 0, errors.New(errRecordMsg + "record failed authentication")
 	}
 	h.seq++
+	if len(out)-start > maxPlain+1 {
+		// RFC 8446 section 5.4: content, type and padding fit 2^14 + 1.
+		return dst, 0, 0, fmt.Errorf("%srecord of %d bytes of plaintext, limit %d", errRecordMsg, len(out)-start, maxPlain+1)
+	}
 	// The content type is the last non-zero byte; zeros after it pad.
 	i := len(out) - 1
 	for i >= start && out[i] == 0 {
@@ -164,10 +168,12 @@ type recordLayer struct {
 	useless int    // records in a row that carried no stream bytes
 }
 
-// keyCapture collects the application traffic secrets from crypto/tls's
-// key log during one connection's handshake.
+// keyCapture collects the application traffic secrets, and the client's
+// handshake traffic secret, from crypto/tls's key log during one
+// connection's handshake.
 type keyCapture struct {
 	client, server []byte
+	clientHS       []byte
 }
 
 func (k *keyCapture) Write(line []byte) (int, error) {
@@ -184,6 +190,8 @@ func (k *keyCapture) Write(line []byte) (int, error) {
 		k.client = secret
 	case "SERVER_TRAFFIC_SECRET_0":
 		k.server = secret
+	case "CLIENT_HANDSHAKE_TRAFFIC_SECRET":
+		k.clientHS = secret
 	}
 	return len(line), nil
 }
@@ -220,22 +228,45 @@ func newRecordLayer(suite uint16, keys *keyCapture, read, written []byte) (*reco
 		}
 		b = b[n:]
 	}
-	// The client's first application record: the first one that opens
-	// under its application key, or a partial one (the handshake is over,
-	// so every handshake record was whole).
+	// The client's first application record: what the client sent is its
+	// plaintext hello records (ClientHello, ChangeCipherSpec), then records
+	// under its handshake key (Finished, and a certificate before it),
+	// then its application records, the first of which may be partial
+	// (the handshake is over, so every handshake record was whole).
+	// Anything else among the bytes read (a record neither key opens, a
+	// plaintext one after the encrypted ones) ends the connection, as it
+	// would after the handshake.
+	var hs halfConn
+	if keys.clientHS == nil {
+		return nil, errors.New(errRecordMsg + "handshake logged no client handshake secret")
+	}
+	if err := hs.setSecret(suite, keys.clientHS); err != nil {
+		return nil, err
+	}
 	b := read
+	encrypted := false
 	for len(b) >= recordHeader {
 		n := recordHeader + int(binary.BigEndian.Uint16(b[3:]))
 		if n > len(b) {
 			break
 		}
-		if b[0] == typeAppData {
-			probe := rl.in
-			if _, _, _, err := probe.open(scratch[:0], b[:recordHeader], b[recordHeader:n], &nonce); err == nil {
-				break
+		if b[0] != typeAppData {
+			if encrypted || (b[0] != typeHandshake && b[0] != 20) {
+				return nil, fmt.Errorf("%splaintext record of type %d after the handshake", errRecordMsg, b[0])
 			}
+			b = b[n:]
+			continue
 		}
-		b = b[n:]
+		encrypted = true
+		if _, _, _, err := hs.open(scratch[:0], b[:recordHeader], b[recordHeader:n], &nonce); err == nil {
+			b = b[n:]
+			continue
+		}
+		probe := rl.in
+		if _, _, _, err := probe.open(scratch[:0], b[:recordHeader], b[recordHeader:n], &nonce); err != nil {
+			return nil, errors.New(errRecordMsg + "a record after the handshake failed authentication")
+		}
+		break
 	}
 	if len(b) > 0 {
 		rl.pending = append([]byte(nil), b...)

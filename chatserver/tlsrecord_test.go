@@ -54,3 +54,26 @@ func TestRecordSealOpenAndKeyUpdate(t *testing.T) {
 		})
 	}
 }
+
+// A record whose plaintext (content, type and padding) is over 2^14 + 1
+// bytes is refused (RFC 8446 section 5.4), though its ciphertext fits:
+// before, one of 16,623 bytes was taken (abuse probe, 2026-12-01).
+func TestRecordOverflowRefused(t *testing.T) {
+	secret := bytes.Repeat([]byte{7}, 32)
+	var w, r halfConn
+	if err := w.setSecret(tls.TLS_AES_128_GCM_SHA256, secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.setSecret(tls.TLS_AES_128_GCM_SHA256, secret); err != nil {
+		t.Fatal(err)
+	}
+	var nonce [12]byte
+	for _, size := range []int{maxPlain, maxPlain + 1, maxPlain + 200} {
+		rec := w.seal(nil, typeAppData, make([]byte, size), &nonce)
+		_, _, _, err := r.open(nil, rec[:recordHeader], rec[recordHeader:], &nonce)
+		if (err == nil) != (size <= maxPlain) {
+			t.Fatalf("%d bytes of content: open says %v", size, err)
+		}
+	}
+}
+
