@@ -76,4 +76,3 @@ func TestRecordOverflowRefused(t *testing.T) {
 		}
 	}
 }
-
