@@ -50,6 +50,8 @@ var messages = []struct {
 	{"unreachable-silent", &proto.Unreachable{Room: "r-1", Server: "serv3", Epoch: 2, Silent: true}},
 	{"leave-room", &proto.LeaveRoom{Room: "r-1"}},
 	{"room-closed", &proto.RoomClosed{Room: "r-1", Reason: "all members left"}},
+	{"holding", &proto.Holding{Rooms: []proto.Held{{Room: "r-1", Epoch: 3, Server: "serv1"}}}},
+	{"holding-ticket", &proto.Holding{Rooms: []proto.Held{{Room: "r-1", Epoch: 3, Server: "serv1", Ticket: []byte{0x81, 0xa4, 'r', 'o', 'o', 'm'}}}}},
 }
 
 func TestRoundTripAndGolden(t *testing.T) {

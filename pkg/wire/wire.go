@@ -29,7 +29,11 @@ const (
 	//   - version 4: the chat server acknowledges a resend (Chat.To) with
 	//     Ack.Seq 0, in order with the sender's other Acks, so a sender
 	//     paces its Resend answers by its SendWindow.
-	Version = 4
+	//   - version 5: Held (in Holding, member -> Central) carries the
+	//     ticket of the placement the member follows; where Central signs
+	//     tickets, a report that would make its sender a member or move the
+	//     room counts only with it. Nothing else changes.
+	Version = 5
 	// MinVersion is the oldest version a listener still speaks.
 	MinVersion = 2
 	// LenSize is the size of the length prefix.
