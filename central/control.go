@@ -57,8 +57,13 @@ type conn struct {
 	paused   atomic.Bool  // input left unread until the output drains
 	pausedAt atomic.Int64 // when paused was set, Unix nanoseconds
 	lastRead atomic.Int64 // when input last arrived, Unix nanoseconds
+	partial  atomic.Int64 // when the frame still incomplete began to arrive (0: none), Unix nanoseconds
 	user     *user        // guarded by Central.mu; nil before Hello
 }
+
+// frameTimeout bounds how long a frame may take to arrive once begun, as
+// on the chat servers: a trickle of bytes is not a live client.
+const frameTimeout = 10 * time.Second
 
 // control is the gnet event handler of the control port.
 type control struct {
@@ -247,10 +252,16 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 		}
 		t, body, size, err := wire.Next(gc, wire.MaxFrame)
 		if errors.Is(err, wire.ErrIncomplete) {
+			if gc.InboundBuffered() == 0 {
+				cn.partial.Store(0)
+			} else if cn.partial.Load() == 0 {
+				cn.partial.Store(time.Now().UnixNano())
+			}
 			return gnet.None
 		}
 		var msg wire.Message
 		if err == nil {
+			cn.partial.Store(0)
 			msg, err = proto.Decode(t, body) // copies what it keeps out of gc's buffer
 			gc.Discard(size)
 		}
@@ -378,6 +389,9 @@ func (c *Central) tickHelloLocked(now time.Time) {
 			c.fatalLocked(cn, proto.CodeTimeout, "no hello within "+helloTimeout.String())
 		case cn.user != nil && idle > 0 && real-cn.lastRead.Load() > idle:
 			c.fatalLocked(cn, proto.CodeTimeout, fmt.Sprintf("nothing received for %v (clients ping)", c.cfg.ControlIdle))
+		case !cn.paused.Load() && cn.partial.Load() != 0 && real-cn.partial.Load() > frameTimeout.Nanoseconds():
+			// Paused, the frame waits on us, not on the client.
+			c.fatalLocked(cn, proto.CodeTimeout, "a frame begun "+frameTimeout.String()+" ago is still incomplete")
 		}
 	}
 }

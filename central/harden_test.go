@@ -17,6 +17,7 @@ import (
 	"nearchat/pkg/testkit"
 	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
+	"nearchat/pkg/wiretest"
 )
 
 // A heartbeat with a wrong token is refused before its body is read: the
@@ -207,5 +208,60 @@ func TestServerCertificateNamesItsID(t *testing.T) {
 	}
 	if _, err := shared.Heartbeat(ctx(t), "serv2", r2.Token, centralapi.HeartbeatRequest{}); err != nil {
 		t.Fatalf("serv2's heartbeat: %v", err)
+	}
+}
+
+// A control client that begins a frame and trickles the rest, a byte now
+// and then so it is never silent, is cut off frameTimeout after the frame
+// began, as on the chat servers. Before, any byte counted as life: 200
+// such clients each held 64 KiB of Central's memory for as long as they
+// liked (abuse probe, 2026-12-01).
+func TestControlFrameTrickleCutOff(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	k, _ := h.connect(t, "trickler")
+	// A frame of 1,000 bytes, of which 10 come now.
+	if _, err := k.nc.Write([]byte{0, 0, 3, 0xe8, byte(proto.TPing), 0x81, 0xa2, 'i', 'd', 0xcd}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := k.nc.Write([]byte{0}); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	told := false
+	for deadline := start.Add(frameTimeout + 10*time.Second); ; {
+		m, err := k.Next(time.Until(deadline))
+		if err != nil {
+			if !wiretest.Closed(err) {
+				t.Fatalf("want the connection closed within %v of the frame's start, got %v", frameTimeout+10*time.Second, err)
+			}
+			break
+		}
+		if e, ok := m.(*proto.Error); ok {
+			if e.Code != proto.CodeTimeout || !e.Fatal {
+				t.Fatalf("error %+v, want a fatal timeout", e)
+			}
+			told = true
+		}
+	}
+	if !told {
+		t.Fatal("closed without saying why")
+	}
+	took := time.Since(start)
+	t.Logf("cut off %v after the frame began (frameTimeout %v)", took, frameTimeout)
+	if took < frameTimeout {
+		t.Fatalf("cut off after %v, before frameTimeout %v", took, frameTimeout)
 	}
 }

@@ -2,6 +2,7 @@ package abuse
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -301,5 +302,50 @@ func whatWasSent(r *wire.Reader) string {
 			}
 		}
 		out = append(out, fmt.Sprintf("frame 0x%02x", byte(typ)))
+	}
+}
+
+// TestCentralMetricsFlood: a Central with TLS, limited to 256 descriptors,
+// takes a flood of idle keep-alive connections to its metrics port, then
+// a TLS client on its control port. Before, nothing bounded the metrics
+// port: the flood took every descriptor, the TLS front's relay to the
+// event loops made gnet's accept fail (EMFILE), and gnet ended the engine
+// and Central with it (abuse probe, 2026-12-01). Now the port serves
+// metricshttp.MaxConns connections at a time; the rest wait in the listen
+// queue, holding no descriptor.
+func TestCentralMetricsFlood(t *testing.T) {
+	ca, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := FreeAddr()
+	ctl, _ := FreeAddr()
+	metrics, _ := FreeAddr()
+	p := start(t, "central", fdLimit, "-rest", rest, "-control", ctl, "-secret", "s3cret",
+		"-tls-cert", ca.ServerCert, "-tls-key", ca.ServerKey, "-metrics", metrics)
+	if err := WaitDial(metrics, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	f := Open(ctx, metrics, 2*fdLimit, 32, []byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+	defer f.Close()
+	t.Logf("metrics flood: %d opened, %d failed; Central alive %v, %d descriptors", f.Opened, f.Failed, p.Alive(), p.FDs())
+	cfg, err := tlsconfig.Client(ca.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "127.0.0.1"
+	for i := range 3 {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ctl, cfg)
+		if err == nil {
+			c.Close()
+		}
+		t.Logf("TLS dial %d of the control port: %v", i, err)
+	}
+	if !p.Alive() {
+		t.Fatalf("Central died after a flood of its metrics port (%d descriptors)", p.FDs())
+	}
+	if n := p.FDs(); n > fdLimit/2 {
+		t.Errorf("Central holds %d descriptors under the metrics flood, want the port's few", n)
 	}
 }

@@ -36,6 +36,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"nearchat/central"
 )
 
@@ -63,6 +65,9 @@ type Config struct {
 	// Logger receives the dashboard's logs; nil discards them.
 	Logger *slog.Logger
 }
+
+// maxConns bounds the connections the dashboard serves at once.
+const maxConns = 32
 
 // Server is a running dashboard. Create it with New.
 type Server struct {
@@ -118,6 +123,10 @@ func New(cfg Config, src Source) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: listen on %s: %w", cfg.Listen, err)
 	}
+	// A few viewers at a time: past maxConns, connections wait in the
+	// listen queue, holding none of Central's descriptors (its ports share
+	// a budget of them; see pkg/metricshttp).
+	ln = netutil.LimitListener(ln, maxConns)
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}
@@ -128,8 +137,9 @@ func New(cfg Config, src Source) (*Server, error) {
 	mux.Handle("GET /", http.FileServerFS(static))
 	mux.HandleFunc("GET /api/snapshot", s.snapshot)
 	mux.HandleFunc("GET /api/events", s.events)
-	s.http = &http.Server{Handler: s.auth(mux), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	// No WriteTimeout: /api/events streams for as long as a page is open.
+	s.http = &http.Server{Handler: s.auth(mux), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+		IdleTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	go func() {
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("dashboard stopped", "err", err)

@@ -15,7 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 )
+
+// MaxConns bounds the connections the metrics port serves at once.
+const MaxConns = 16
 
 // Server serves /metrics. Create it with Listen.
 type Server struct {
@@ -39,7 +43,14 @@ func Listen(addr string, cs ...prometheus.Collector) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	s := &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	// A scraper needs a connection or two. Past MaxConns, connections wait
+	// in the listen queue, holding none of the process's descriptors: its
+	// other ports share a budget of them (pkg/connlimit), and an
+	// unbounded port here could exhaust it (an abuse probe made Central
+	// exit with 19,978 idle connections to this port).
+	ln = netutil.LimitListener(ln, MaxConns)
+	s := &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			_ = ln.Close()
