@@ -621,16 +621,39 @@ func (c *Central) listRooms(r *http.Request) (int, any, *apiError) {
 			return 0, nil, e
 		}
 	}
+	q := r.URL.Query()
+	after, limit := q.Get("after"), centralapi.RoomPage
+	if len(after) > proto.MaxRoom {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "after: %d bytes, no room id is longer than %d", len(after), proto.MaxRoom)
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > centralapi.RoomPage {
+			return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "limit %.16q: want 1 to %d", v, centralapi.RoomPage)
+		}
+		limit = n
+	}
 	c.mu.Lock()
-	out := centralapi.RoomList{Rooms: make([]centralapi.RoomInfo, 0, len(c.rooms))}
-	for _, r := range c.rooms {
-		info := centralapi.RoomInfo{ID: r.id, Epoch: r.epoch, Members: r.memberNames(), LastMove: r.lastMove, Adopted: r.adopted}
-		if r.srv != nil {
-			info.Server, info.Addr = r.srv.rec.ID, r.srv.rec.Addr
+	defer c.mu.Unlock()
+	// One page, so a listing of a large deployment costs each request
+	// (and its answer) a page, not every room.
+	page := make([]*room, 0, min(len(c.rooms), 4*limit))
+	for _, rm := range c.rooms {
+		if rm.id > after {
+			page = append(page, rm)
+		}
+	}
+	slices.SortFunc(page, func(a, b *room) int { return strings.Compare(a.id, b.id) })
+	out := centralapi.RoomList{Rooms: make([]centralapi.RoomInfo, 0, min(len(page), limit))}
+	if len(page) > limit {
+		page, out.More = page[:limit], true
+	}
+	for _, rm := range page {
+		info := centralapi.RoomInfo{ID: rm.id, Epoch: rm.epoch, Members: rm.memberNames(), LastMove: rm.lastMove, Adopted: rm.adopted}
+		if rm.srv != nil {
+			info.Server, info.Addr = rm.srv.rec.ID, rm.srv.rec.Addr
 		}
 		out.Rooms = append(out.Rooms, info)
 	}
-	c.mu.Unlock()
-	slices.SortFunc(out.Rooms, func(a, b centralapi.RoomInfo) int { return strings.Compare(a.ID, b.ID) })
 	return http.StatusOK, out, nil
 }

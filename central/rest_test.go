@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -347,5 +350,65 @@ func TestRESTRefusesDeclaredBigBody(t *testing.T) {
 	}
 	if !strings.HasPrefix(line, "HTTP/1.1 413") {
 		t.Fatalf("first answer %q, want 413", strings.TrimSpace(line))
+	}
+}
+
+// GET /v1/rooms answers one page at a time (a listing of 100,000 rooms
+// was one 16 MB answer), sorted by id, and the client follows the pages.
+func TestRoomsPaged(t *testing.T) {
+	w := newWorld(t, nil)
+	var want []string
+	for i := range 5 {
+		a, b := w.user(t, fmt.Sprintf("a%d", i)), w.user(t, fmt.Sprintf("b%d", i))
+		want = append(want, chat(t, a, b).Room)
+	}
+	slices.Sort(want)
+	base := "http://" + w.c.RESTAddr() + "/v1/rooms"
+	get := func(query string) (int, centralapi.RoomList) {
+		t.Helper()
+		resp, err := http.Get(base + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out centralapi.RoomList
+		if resp.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode, out
+	}
+	var got []string
+	for after, pages := "", 0; ; pages++ {
+		if pages > 3 {
+			t.Fatalf("more than 3 pages of 2 for 5 rooms: %v", got)
+		}
+		code, page := get("?limit=2&after=" + url.QueryEscape(after))
+		if code != http.StatusOK || len(page.Rooms) == 0 || len(page.Rooms) > 2 {
+			t.Fatalf("page after %q: %d %+v", after, code, page)
+		}
+		for _, r := range page.Rooms {
+			got = append(got, r.ID)
+		}
+		if !page.More {
+			break
+		}
+		after = page.Rooms[len(page.Rooms)-1].ID
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("pages gave %v, want %v", got, want)
+	}
+	if code, page := get("?after=" + url.QueryEscape(want[4])); code != http.StatusOK || len(page.Rooms) != 0 || page.More {
+		t.Fatalf("after the last room: %d %+v", code, page)
+	}
+	for _, q := range []string{"?limit=0", "?limit=-1", "?limit=1001", "?limit=x", "?after=" + strings.Repeat("r", 65)} {
+		if code, _ := get(q); code != http.StatusBadRequest {
+			t.Errorf("GET /v1/rooms%s: %d, want 400", q, code)
+		}
+	}
+	all, err := w.api.Rooms(ctx(t), "")
+	if err != nil || len(all) != 5 {
+		t.Fatalf("client listing: %d rooms, %v", len(all), err)
 	}
 }

@@ -228,10 +228,17 @@ type RoomInfo struct {
 	Adopted  bool      `json:"adopted,omitempty"`
 }
 
-// RoomList is the answer to GET /v1/rooms.
+// RoomList is the answer to GET /v1/rooms: one page of rooms sorted by
+// id. More says there are rooms after the last one; ask again with
+// ?after= that room's id.
 type RoomList struct {
 	Rooms []RoomInfo `json:"rooms"`
+	More  bool       `json:"more,omitempty"`
 }
+
+// RoomPage is the most rooms one GET /v1/rooms answers with, and its
+// default ?limit=.
+const RoomPage = 1000
 
 // Health is the answer to GET /healthz.
 type Health struct {

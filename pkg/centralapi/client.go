@@ -240,14 +240,29 @@ func (c *Client) AllServers(ctx context.Context) ([]ServerInfo, error) {
 	return out.Servers, err
 }
 
-// Rooms lists every room with its server, members and epoch.
+// Rooms lists every room with its server, members and epoch, sorted by
+// id, asking for one page after another.
 //
 // When Central has a cluster secret, the listing needs it (secret): it
 // says who talks where.
 func (c *Client) Rooms(ctx context.Context, secret string) ([]RoomInfo, error) {
-	var out RoomList
-	err := c.do(ctx, http.MethodGet, "/v1/rooms", secret, nil, &out)
-	return out.Rooms, err
+	var all []RoomInfo
+	after := ""
+	for {
+		var out RoomList
+		path := "/v1/rooms"
+		if after != "" {
+			path += "?after=" + url.QueryEscape(after)
+		}
+		if err := c.do(ctx, http.MethodGet, path, secret, nil, &out); err != nil {
+			return all, err
+		}
+		all = append(all, out.Rooms...)
+		if !out.More || len(out.Rooms) == 0 {
+			return all, nil
+		}
+		after = out.Rooms[len(out.Rooms)-1].ID
+	}
 }
 
 // Health returns Central's health summary.

@@ -2,7 +2,11 @@ package centralapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -143,5 +147,43 @@ func TestClientTransportError(t *testing.T) {
 	var e *centralapi.Error
 	if err == nil || errors.As(err, &e) {
 		t.Fatalf("connection refused must be a transport error, got %v", err)
+	}
+}
+
+// Rooms follows GET /v1/rooms page after page, asking after the last id
+// of each, until a page says there are no more.
+func TestRoomsFollowsPages(t *testing.T) {
+	var ids []string
+	for i := range 2*centralapi.RoomPage + 3 {
+		ids = append(ids, fmt.Sprintf("r-%05d", i))
+	}
+	var asks []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		after := r.URL.Query().Get("after")
+		asks = append(asks, after)
+		i, _ := slices.BinarySearch(ids, after)
+		if i < len(ids) && ids[i] == after {
+			i++
+		}
+		out := centralapi.RoomList{Rooms: []centralapi.RoomInfo{}}
+		for ; i < len(ids) && len(out.Rooms) < centralapi.RoomPage; i++ {
+			out.Rooms = append(out.Rooms, centralapi.RoomInfo{ID: ids[i]})
+		}
+		out.More = i < len(ids)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	}))
+	defer srv.Close()
+	api := centralapi.NewClient(srv.URL, nil)
+	defer api.CloseIdleConnections()
+	got, err := api.Rooms(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(ids) || got[0].ID != ids[0] || got[len(got)-1].ID != ids[len(ids)-1] {
+		t.Fatalf("%d rooms from %s to %s, want %d", len(got), got[0].ID, got[len(got)-1].ID, len(ids))
+	}
+	if want := []string{"", ids[centralapi.RoomPage-1], ids[2*centralapi.RoomPage-1]}; !slices.Equal(asks, want) {
+		t.Fatalf("asked after %q, want %q", asks, want)
 	}
 }
