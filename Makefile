@@ -41,7 +41,7 @@ deps: ## install the Debian packages the tests need (as root; otherwise say what
 test: build deps ## vet, then every test with the race detector (and the tests of nearchat's change to gnet)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
-	cd third_party/gnet && $(GO) test -race -count=1 ./pkg/netpoll
+	cd third_party/gnet && $(GO) test -race -count=1 ./pkg/netpoll ./pkg/io
 	./mininet/mininet-test.sh $(MININET_FLAGS)
 
 race: ## the tests again under -race, three times, to shake out flakes

@@ -71,3 +71,12 @@ func bytes2iovec(bs [][]byte) []unix.Iovec {
 	}
 	return iovecs
 }
+
+// RawRead is unix.Read here; on Linux a raw system call (io_linux.go).
+func RawRead(fd int, p []byte) (int, error) { return unix.Read(fd, p) }
+
+// RawWrite is unix.Write here; on Linux a raw system call (io_linux.go).
+func RawWrite(fd int, p []byte) (int, error) { return unix.Write(fd, p) }
+
+// RawWritev is Writev here; on Linux a raw system call (io_linux.go).
+func RawWritev(fd int, bs [][]byte) (int, error) { return Writev(fd, bs) }

@@ -17,7 +17,12 @@
 
 package io
 
-import "golang.org/x/sys/unix"
+import (
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // Writev calls writev() on Linux.
 func Writev(fd int, iov [][]byte) (int, error) {
@@ -33,4 +38,64 @@ func Readv(fd int, iov [][]byte) (int, error) {
 		return 0, nil
 	}
 	return unix.Readv(fd, iov)
+}
+
+// The Raw functions below are nearchat's change (NEARCHAT.md, the third):
+// read(2), write(2) and writev(2) on a non-blocking socket, made as raw
+// system calls. Such a call never blocks, so telling the scheduler about
+// it only costs: entersyscall wakes sysmon from its deep sleep whenever
+// every P was idle, and sysmon then ticks every 20 µs on the loop's own CPU
+// (11% of a chat server's CPU in a room of two, pinned to one CPU).
+
+// RawRead reads into p from the non-blocking descriptor fd.
+func RawRead(fd int, p []byte) (int, error) {
+	r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	if r > 0 {
+		raceReadDone()
+	}
+	return int(r), nil
+}
+
+// RawWrite writes p to the non-blocking descriptor fd.
+func RawWrite(fd int, p []byte) (int, error) {
+	raceWriteBefore()
+	r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// rawIovecs is how many buffers one RawWritev passes; the rest wait for
+// the next call, as after any short write.
+const rawIovecs = 64
+
+// RawWritev writes the buffers of bs, in order, to the non-blocking
+// descriptor fd. It may write less than all of them, like writev(2).
+func RawWritev(fd int, bs [][]byte) (int, error) {
+	var vecs [rawIovecs]unix.Iovec
+	n := 0
+	for _, b := range bs {
+		if len(b) == 0 {
+			continue
+		}
+		if n == rawIovecs {
+			break
+		}
+		vecs[n].Base = unsafe.SliceData(b)
+		vecs[n].SetLen(len(b))
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	raceWriteBefore()
+	r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&vecs[0])), uintptr(n))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	errorx "github.com/panjf2000/gnet/v2/pkg/errors"
+	gio "github.com/panjf2000/gnet/v2/pkg/io"
 	"github.com/panjf2000/gnet/v2/pkg/logging"
 	"github.com/panjf2000/gnet/v2/pkg/queue"
 )
@@ -109,7 +110,7 @@ func (p *Poller) Trigger(priority queue.EventPriority, fn queue.Func, param any)
 	}
 	if atomic.CompareAndSwapInt32(&p.wakeupCall, 0, 1) {
 		for {
-			_, err = unix.Write(p.efd, b)
+			_, err = gio.RawWrite(p.efd, b)
 			if err == unix.EAGAIN {
 				_, _ = unix.Read(p.efd, p.efdBuf)
 				continue
@@ -190,7 +191,7 @@ func (p *Poller) Polling(callback PollEventHandler) error {
 			atomic.StoreInt32(&p.wakeupCall, 0)
 			if (!p.asyncTaskQueue.IsEmpty() || !p.urgentAsyncTaskQueue.IsEmpty()) && atomic.CompareAndSwapInt32(&p.wakeupCall, 0, 1) {
 				for {
-					_, werr = unix.Write(p.efd, b)
+					_, werr = gio.RawWrite(p.efd, b)
 					if werr == unix.EAGAIN {
 						_, _ = unix.Read(p.efd, p.efdBuf)
 						continue
