@@ -606,7 +606,7 @@ func TestPlacementWaitsForAFirstMeasurement(t *testing.T) {
 
 // Where Central signs tickets, a Holding report makes its sender a member,
 // or moves the room, only with the ticket Central signed for that member,
-// room and placement (an expired one will do). Before, anyone who learnt a
+// room and placement, still valid. Before, anyone who learnt a
 // room's id could report it after a Central restart and be let in with a
 // ticket of their own (abuse probe, 2026-12-01).
 func TestHoldingNeedsTicket(t *testing.T) {
@@ -639,8 +639,15 @@ func TestHoldingNeedsTicket(t *testing.T) {
 	if _, ok := w.roomOf(t, lostRoom); ok {
 		t.Fatal("a report with no ticket, or another placement's, adopted the room")
 	}
-	// Her ticket for the placement, though expired, brings it back.
+	// Her ticket for the placement, expired, does not either: it may
+	// predate her leaving the room.
 	a.send(held(5, "serv2", sign("alice", 5, "serv2", w.clk.Now().Add(-time.Hour))))
+	a.sync(nil)
+	if _, ok := w.roomOf(t, lostRoom); ok {
+		t.Fatal("a report with an expired ticket adopted the room")
+	}
+	// Her valid ticket for the placement brings it back.
+	a.send(held(5, "serv2", sign("alice", 5, "serv2", later)))
 	testkit.WaitFor(t, 5*time.Second, "room adopted from alice's report with her ticket", func() bool {
 		r, ok := w.roomOf(t, lostRoom)
 		return ok && r.Epoch == 5 && r.Server == "serv2" && r.Adopted
@@ -659,6 +666,18 @@ func TestHoldingNeedsTicket(t *testing.T) {
 	expect[*proto.RoomClosed](m, nil)
 	if got := members(); !slices.Equal(got, []string{"alice"}) {
 		t.Fatalf("members %v after mallory's reports, want alice alone", got)
+	}
+
+	// carol was in the room and left it; a restart forgot that. Her old
+	// ticket, expired, does not let her back in (abuse probe, 2026-12-01:
+	// before, it did, and the Assign that followed carried a fresh one).
+	cl := w.user(t, "carol")
+	cl.send(held(5, "serv2", sign("carol", 5, "serv2", w.clk.Now().Add(-time.Minute))))
+	if rc := expect[*proto.RoomClosed](cl, nil); rc.Room != lostRoom {
+		t.Fatalf("carol got %+v", rc)
+	}
+	if got := members(); !slices.Equal(got, []string{"alice"}) {
+		t.Fatalf("members %v after carol's expired ticket, want alice alone", got)
 	}
 
 	// bob, with his ticket, joins; a newer placement he cannot show does
@@ -716,5 +735,44 @@ func TestHoldingAdoptsBounded(t *testing.T) {
 	w.c.mu.Unlock()
 	if n != maxAdopted {
 		t.Fatalf("alice's report of %d rooms made Central adopt %d, want %d", len(h.Rooms), n, maxAdopted)
+	}
+}
+
+// A chat server that refuses Central's echo check because it is full is
+// up: two members' reports do not mark it down, and no room moves
+// (abuse probe, 2026-12-01: two members who filled a server with idle
+// connections had every room on it moved).
+func TestFullServerAnswersEchoCheck(t *testing.T) {
+	w := newWorld(t, nil)
+	full := wiretest.EchoServer(t, 0, func(*proto.Hello) wire.Message {
+		return &proto.Error{Code: proto.CodeServerFull, Reason: "server has its maximum of 150 connections"}
+	})
+	if _, err := w.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: full.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := w.user(t, "alice"), w.user(t, "bob")
+	room := chat(t, a, b)
+	if room.Server.ID != "serv1" {
+		t.Fatalf("room on %s, want serv1", room.Server.ID)
+	}
+	checks := func() int {
+		w.c.mu.Lock()
+		defer w.c.mu.Unlock()
+		return w.c.srvByID["serv1"].checks
+	}
+	a.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
+	testkit.WaitFor(t, 10*time.Second, "Central's first check of serv1", func() bool { return checks() >= 1 })
+	b.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
+	testkit.WaitFor(t, 10*time.Second, "Central's second check of serv1", func() bool { return checks() >= 2 })
+	all, _ := w.api.AllServers(ctx(t))
+	for _, s := range all {
+		if s.ID == "serv1" && !s.Up {
+			t.Fatal("a full server that refused the echo check was marked down")
+		}
+	}
+	for _, k := range []*ctl{a, b} {
+		if as := expect[*proto.Assign](k, nil); as.Server.ID != "serv1" || as.Epoch != room.Epoch {
+			t.Fatalf("%s got %+v, want the placement on serv1 again", k.name, as)
+		}
 	}
 }

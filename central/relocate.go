@@ -350,7 +350,10 @@ func (c *Central) removePushLocked(p *push) {
 
 // ackLocked clears u's push for the room once it follows that epoch.
 func (c *Central) ackLocked(u *user, m *proto.AssignAck) {
-	if r := c.roomByID[m.Room]; r != nil && r.srv != nil && m.Epoch == r.epoch {
+	// Only a member's acknowledgement counts: r.held kept anyone's, and a
+	// loop of registrations acknowledging known rooms grew Central's
+	// memory without bound (abuse probe, 2026-12-01).
+	if r := c.roomByID[m.Room]; r != nil && r.srv != nil && m.Epoch == r.epoch && r.hasMember(u) {
 		r.confirm(u, m.Epoch)
 	}
 	if p := u.pushes[m.Room]; p != nil && m.Epoch >= p.epoch {
@@ -430,11 +433,15 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 			c.log.Info("rooms adopted from a member's report", "member", u.name, "rooms", adopted)
 		}
 	}()
-	// proves reports whether h carries the ticket Central signed for u in
-	// h's room (at h's placement too, with placement): what a report needs
-	// to make u a member, or to move the room, where Central signs
-	// tickets. An expired ticket still proves what it says; the room's
-	// chat server is the one that refuses it for a join.
+	// proves reports whether h carries a ticket Central signed for u in
+	// h's room (at h's placement too, with placement), still valid: what a
+	// report needs to make u a member, or to move the room, where Central
+	// signs tickets. An expired ticket proves nothing: one issued before
+	// its holder left the room would let it back in once a restart has
+	// forgotten the leave (abuse probe, 2026-12-01). Members still on the
+	// room's chat server come back with its heartbeat whatever their
+	// tickets; one that is not, with a ticket older than TicketTTL, is told
+	// the room is closed.
 	proves := func(h *proto.Held, placement bool) bool {
 		if c.cfg.TicketKey == nil {
 			return true
@@ -444,7 +451,7 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 		}
 		checked++
 		cl, err := ticket.Verify(c.cfg.TicketKey.Public().(ed25519.PublicKey), h.Ticket, h.Room, u.name, now)
-		if err != nil && !errors.Is(err, ticket.ErrExpired) {
+		if err != nil {
 			return false
 		}
 		return !placement || (cl.Epoch == h.Epoch && cl.Server == h.Server)
@@ -755,5 +762,13 @@ func echo(ctx context.Context, connTimeout time.Duration, addr string, tc *tls.C
 		d = &tlsconfig.Dialer{Base: base, Config: tc}
 	}
 	_, err = rtt.Probe(ctx, d, addr, 1, 0)
+	// A server that answers with an Error frame (server_full, most likely)
+	// is up: a refusal is an answer. Counting it as a failure let members
+	// who filled a server with idle connections have it marked down and
+	// every room on it moved (abuse probe, 2026-12-01).
+	var refused *proto.Error
+	if errors.As(err, &refused) {
+		err = nil
+	}
 	return base.connected.Load(), err
 }
