@@ -412,3 +412,23 @@ func TestRoomsPaged(t *testing.T) {
 		t.Fatalf("client listing: %d rooms, %v", len(all), err)
 	}
 }
+
+// A latency vector keeps only the servers Central knows: made-up ids cost
+// memory per user without bound (abuse probe, 2026-12-01).
+func TestLatencyKeepsKnownServersOnly(t *testing.T) {
+	w := newWorld(t, nil)
+	s := w.register(t, "alice")
+	v := map[string]centralapi.Sample{"serv1": ms(10), "serv2": ms(20)}
+	for i := range 1000 {
+		v[fmt.Sprintf("s%04d", i)] = ms(1)
+	}
+	if err := w.api.PutLatency(ctx(t), "alice", s.Token, v); err != nil {
+		t.Fatal(err)
+	}
+	w.c.mu.Lock()
+	lat := w.c.users["alice"].lat
+	w.c.mu.Unlock()
+	if len(lat) != 2 || lat["serv1"].Median != 10*time.Millisecond || lat["serv2"].Median != 20*time.Millisecond {
+		t.Fatalf("alice's vector has %d servers (serv1 %v, serv2 %v), want serv1 and serv2 only", len(lat), lat["serv1"], lat["serv2"])
+	}
+}

@@ -66,8 +66,19 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// maxConns bounds the connections the dashboard serves at once.
-const maxConns = 32
+// maxConns bounds the connections the dashboard serves at once. Of them,
+// at most maxStreams carry /api/events (maxStreamsPerSource from one
+// address), so pages and snapshots always find a slot; a stream ends after
+// streamLifetime (the page's EventSource opens the next one), and one whose
+// reader stops taking its writes for streamWriteTimeout is cut. Before,
+// 32 streams held every slot for good (abuse probe, 2026-12-01).
+const (
+	maxConns            = 32
+	maxStreams          = 16
+	maxStreamsPerSource = 4
+	streamLifetime      = 10 * time.Minute
+	streamWriteTimeout  = 10 * time.Second
+)
 
 // Server is a running dashboard. Create it with New.
 type Server struct {
@@ -80,6 +91,10 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	once   sync.Once
+
+	mu      sync.Mutex
+	streams map[string]int // open /api/events streams by remote address
+	nstream int
 }
 
 // Loopback reports whether addr (host:port, or unix:path) can only be
@@ -130,7 +145,7 @@ func New(cfg Config, src Source) (*Server, error) {
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}
-	s := &Server{cfg: cfg, src: src, log: log, ln: ln}
+	s := &Server{cfg: cfg, src: src, log: log, ln: ln, streams: map[string]int{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	static, _ := fs.Sub(web, "web")
 	mux := http.NewServeMux()
@@ -224,17 +239,60 @@ func (s *Server) snapshot(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(b)
 }
 
+// openStream counts a new /api/events stream from src, unless the
+// dashboard has maxStreams open or src maxStreamsPerSource.
+func (s *Server) openStream(src string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nstream >= maxStreams || s.streams[src] >= maxStreamsPerSource {
+		return false
+	}
+	s.nstream++
+	s.streams[src]++
+	return true
+}
+
+func (s *Server) closeStream(src string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nstream--
+	if s.streams[src]--; s.streams[src] <= 0 {
+		delete(s.streams, src)
+	}
+}
+
 // events streams a snapshot whenever the picture differs from the last one
 // sent (the snapshot's own timestamp aside), and a comment every 15 s so
-// proxies keep the stream open.
+// proxies keep the stream open, for at most streamLifetime.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	src, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		src = r.RemoteAddr // a unix socket's peer
+	}
+	if !s.openStream(src) {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, fmt.Sprintf("too many live views open (at most %d, %d from one address)", maxStreams, maxStreamsPerSource), http.StatusServiceUnavailable)
+		return
+	}
+	defer s.closeStream(src)
 	rc := http.NewResponseController(w)
+	// Each write must be taken within streamWriteTimeout.
+	write := func(f func() error) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		if err := f(); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	if err := rc.Flush(); err != nil {
+	// retry: the page's EventSource comes back 2 s after this stream ends.
+	if err := write(func() error { _, err := io.WriteString(w, "retry: 2000\n\n"); return err }); err != nil {
 		return
 	}
+	end := time.NewTimer(streamLifetime)
+	defer end.Stop()
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	var last []byte
@@ -251,23 +309,22 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			last = b
 			snap.At = at
 			b, _ = json.Marshal(snap)
-			if _, err := fmt.Fprintf(w, "event: snapshot\ndata: %s\n\n", b); err != nil {
+			if err := write(func() error { _, err := fmt.Fprintf(w, "event: snapshot\ndata: %s\n\n", b); return err }); err != nil {
 				return
 			}
 			quiet = time.Now()
 		} else if time.Since(quiet) > 15*time.Second {
-			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
+			if err := write(func() error { _, err := io.WriteString(w, ": keep-alive\n\n"); return err }); err != nil {
 				return
 			}
 			quiet = time.Now()
-		}
-		if err := rc.Flush(); err != nil {
-			return
 		}
 		select {
 		case <-r.Context().Done():
 			return
 		case <-s.ctx.Done():
+			return
+		case <-end.C:
 			return
 		case <-t.C:
 		}

@@ -219,7 +219,12 @@ function start() {
   fetch("api/snapshot").then(r => r.json()).then(render).catch(() => setLive(false));
   const es = new EventSource("api/events");
   es.addEventListener("open", () => setLive(true));
-  es.addEventListener("error", () => setLive(false));
+  es.addEventListener("error", () => {
+    setLive(false);
+    // A refused stream (the dashboard has too many open) is not retried
+    // by the browser: try again in a few seconds.
+    if (es.readyState === EventSource.CLOSED) setTimeout(start, 5000);
+  });
   es.addEventListener("snapshot", ev => { setLive(true); render(JSON.parse(ev.data)); });
 }
 
