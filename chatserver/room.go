@@ -357,7 +357,14 @@ func (r *room) forward(m *member, to string, msg wire.Message) int {
 // Not fatal: the member may just have left. Event loop only.
 func (s *Server) notFound(m *member, r *room, to string) {
 	bb := bytebufferpool.Get()
-	bb.B, _ = wire.AppendFrame(bb.B, &proto.Error{Code: proto.CodeNotFound, Reason: fmt.Sprintf("%q is not in room %q", to, r.id), Ref: to})
+	// The name is the peer's own and may be anything up to a frame long:
+	// echoed whole it made the Error too big to encode, and none was sent
+	// (abuse probe, 2026-12-01). A name no user can have is cut.
+	ref := to
+	if proto.CheckUser(to) != nil {
+		ref = ""
+	}
+	bb.B, _ = wire.AppendFrame(bb.B, &proto.Error{Code: proto.CodeNotFound, Reason: fmt.Sprintf("%.40q is not in room %q", to, r.id), Ref: ref})
 	m.write(bb.B, s.cfg.MaxOutbound)
 	bytebufferpool.Put(bb)
 }

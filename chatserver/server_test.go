@@ -207,6 +207,13 @@ func TestResendAndMissedAreForwarded(t *testing.T) {
 	if e.Code != proto.CodeNotFound || e.Fatal || e.Ref != "nobody" {
 		t.Fatalf("resend to absent member: %+v", e)
 	}
+	// A name far past any user's is answered too, cut: echoed whole, the
+	// Error was too big to encode and none came (abuse probe, 2026-12-01).
+	b.send(&proto.Resend{Of: strings.Repeat("x", 60<<10), After: 1})
+	e = b.expect(proto.TError).(*proto.Error)
+	if e.Code != proto.CodeNotFound || e.Ref != "" || len(e.Reason) > 200 {
+		t.Fatalf("resend naming 60 KiB: code %v, ref %d bytes, reason %d bytes", e.Code, len(e.Ref), len(e.Reason))
+	}
 }
 
 func TestEmptyRoomsAreRemoved(t *testing.T) {
