@@ -471,12 +471,24 @@ func TestE2ECentralRestartKeepsChatting(t *testing.T) {
 	}{
 		{"plaintext", func(*testing.T) []func(*central.Config) { return nil }},
 		{"tls and tickets", func(t *testing.T) []func(*central.Config) { return []func(*central.Config){withTLS(t)} }},
+		// The members' tickets have expired by the restart: a report
+		// counts only with a valid ticket, and the members, still on
+		// their chat server, come back with its heartbeat.
+		{"tls and expired tickets", func(t *testing.T) []func(*central.Config) {
+			return []func(*central.Config){withTLS(t), func(cfg *central.Config) {
+				cfg.TicketTTL, cfg.AssignGiveUp = 2*time.Second, time.Second
+			}}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t, tc.edit(t)...)
 			c.startServer("serv3")
 			alice, bob := c.user("alice"), c.user("bob")
 			sa, _, _ := chat(t, alice, bob)
+			if tc.name == "tls and expired tickets" {
+				expired := time.Now().Add(2500 * time.Millisecond)
+				testkit.WaitFor(t, 10*time.Second, "the members' tickets to expire", func() bool { return time.Now().After(expired) })
+			}
 			const n = 200
 			sendA := stream(t, sa, n, 10*time.Millisecond)
 			recvB := collect(t, bob, n, 30*time.Second)
