@@ -45,6 +45,8 @@ type member struct {
 	behind      *room        // set while the member's backlog is past HighWater (flow.go)
 	behindSince time.Time    // when it fell behind
 	acksQueued  atomic.Int32 // released Acks (releaseAcks) on its loop's queue, not yet written
+	withheld    atomic.Int64 // bytes of its messages whose Acks its room withholds (flow.go, overWindow)
+	asked       atomic.Int32 // Resend asks forwarded to it: the Missed frames it may send (onMissed), at most maxAsked
 	lastRead    atomic.Int64 // Server.now when a frame last came in; read by the idle sweep
 	outb        int          // OutboundBuffered and held bytes when last looked at, counted in Server.outBytes
 	joinEv      uint64       // fan-out items numbered up to this predate the join
@@ -370,6 +372,10 @@ func (s *Server) onLeave(m *member, body []byte) error {
 	return nil
 }
 
+// maxAsked bounds the Missed frames a member may owe: enough for every
+// asker of a big room to have a few asks answered.
+const maxAsked = 256
+
 // onResend forwards a Resend to the member asked, signed with the sender.
 // Asks beyond ResendRate per asker are dropped: an ask costs the member
 // asked a whole answer, and an asker whose ask was dropped asks again on
@@ -392,11 +398,20 @@ func (s *Server) onResend(m *member, body []byte) error {
 }
 
 // onMissed forwards a Missed to the member it answers, signed with the
-// sender.
+// sender. A Missed answers a Resend: a member sends at most one per ask
+// forwarded to it (member.asked), the rest are dropped, counted with the
+// dropped asks. Before, a member could send them without bound and get
+// any other member cut off for the backlog (abuse probe, 2026-12-01);
+// an asker whose answer was dropped asks again on its own timer.
 func (s *Server) onMissed(m *member, body []byte) error {
 	var x proto.Missed
 	if err := wire.Unmarshal(body, &x); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "missed: %v", err)
+	}
+	if m.asked.Add(-1) < 0 {
+		m.asked.Add(1)
+		s.resendsDropped.Add(1)
+		return nil
 	}
 	x.From = m.user
 	s.forward(m, x.To, &x)

@@ -136,7 +136,7 @@ func (s *Server) serve(m *member, c inbound) gnet.Action {
 		}
 		if err == nil {
 			m.partialAt = time.Time{}
-			if t == proto.TChat && m.room != nil && s.pace(m, now, buffered) {
+			if t == proto.TChat && m.room != nil && (s.overWindow(m, buffered) || s.pace(m, now, buffered)) {
 				return gnet.None // the Chat stays unread until the member's rate allows it
 			}
 			m.loop.st.received(n)

@@ -63,19 +63,45 @@ func (s *Server) pace(m *member, now time.Time, buffered int) bool {
 		m.kill(proto.CodeRateLimited, fmt.Sprintf("more than %d bytes sent past %v messages a second", maxPausedInbound, s.cfg.SendRate))
 		return true
 	}
+	m.waitInput()
+	return true
+}
+
+// overWindow reports whether m's next frame, a Chat, must wait because
+// more than HighWater bytes of m's messages wait for Acks its room
+// withholds (a member is behind): a session stops at its SendWindow, a
+// sender that does not would fill the slow member's backlog until that
+// member, not it, is cut off (abuse probe, 2026-12-01). Its input waits,
+// like a rate-paced member's, until the Acks are released; one that
+// sends maxPausedInbound more meanwhile is cut off. Event loop only.
+func (s *Server) overWindow(m *member, buffered int) bool {
+	if m.withheld.Load() <= int64(s.cfg.HighWater) {
+		return false
+	}
+	if buffered > maxPausedInbound {
+		m.kill(proto.CodeRateLimited, fmt.Sprintf("more than %d bytes sent past %d bytes of messages its room had not acknowledged", maxPausedInbound, s.cfg.HighWater))
+		return true
+	}
+	m.waitInput()
+	return true
+}
+
+// waitInput leaves m's input unread until its loop's watcher wakes it
+// (every flowTick). Event loop only.
+func (m *member) waitInput() {
 	if !m.paced {
 		m.paced = true
 		l := m.loop
 		l.paced = append(l.paced, m)
 		l.npaced.Store(int32(len(l.paced)))
 	}
-	return true
 }
 
 // heldAck is an Ack withheld while the room has a member behind.
 type heldAck struct {
 	m        *member
 	num, seq uint64
+	size     int // the message's bytes, counted in m.withheld while held
 }
 
 // flowTick is how often behind members are checked for having drained.
@@ -163,6 +189,7 @@ func (s *Server) releaseAcks(r *room) {
 		return
 	}
 	for _, a := range r.acks {
+		a.m.withheld.Add(-int64(a.size))
 		r.queueAck(a, nil)
 	}
 	clear(r.acks)
@@ -256,11 +283,12 @@ func (s *Server) flowLoop() {
 // due while some of m's are still on it goes through the queue too,
 // behind them: written at once, it would overtake them, and a session
 // pairs its resends' Acks (Seq 0) with their sizes in order.
-func (r *room) holdAck(m *member, num, seq uint64) (write bool) {
-	a := heldAck{m: m, num: num, seq: seq}
+func (r *room) holdAck(m *member, num, seq uint64, size int) (write bool) {
+	a := heldAck{m: m, num: num, seq: seq, size: size}
 	switch {
 	case r.nbehind.Load() > 0 || len(r.acks) > 0:
 		r.acks = append(r.acks, a)
+		m.withheld.Add(int64(size))
 	case m.acksQueued.Load() > 0:
 		r.queueAck(a, m.loop)
 	default:

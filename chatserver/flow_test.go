@@ -350,3 +350,55 @@ func TestResendsUnacknowledgedBeforeV4(t *testing.T) {
 		t.Fatalf("first Ack %+v, want the live message's", a)
 	}
 }
+
+// A sender that ignores its window while the room withholds its Acks
+// (a member is behind) has its input left unread once more than HighWater
+// of its messages wait for Acks, and is cut off (rate_limited) when it
+// sends maxPausedInbound more: the slow member is not the one cut off.
+// Before, the flooder was read on, the slow member's backlog passed
+// MaxOutbound and it was cut off (slow_consumer), the flooder never
+// (abuse probe, 2026-12-01).
+func TestWindowIgnoringSenderIsCutNotTheReader(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxOutbound = 256 << 10 })
+	slow := dialSlow(t, s, "w", "slow")
+	shrinkSendBuffer(t, s, "w", "slow")
+	flooder, _ := joinAs(t, s, "w", "flooder")
+	slow.expect(proto.TPresence)
+	var b []byte
+	for i := uint64(1); len(b) < 8<<20; i++ {
+		b, _ = wire.AppendFrame(b, &proto.Chat{Num: i, Text: strings.Repeat("f", 4000)})
+	}
+	go flooder.conn.Write(b) //nolint:errcheck // the close below tells
+	flooder.ExpectClosed(proto.CodeRateLimited)
+	// The slow member is still in: it reads what reached it, in order,
+	// with no error among it, and its connection stays open.
+	for i := uint64(1); ; i++ {
+		m, err := slow.next(5 * time.Second)
+		if err != nil {
+			if i < 2 {
+				t.Fatalf("slow member read nothing: %v", err)
+			}
+			t.Logf("slow member read %d messages, then nothing more (%v): not cut off", i-1, err)
+			break
+		}
+		switch m := m.(type) {
+		case *proto.Deliver:
+			if m.Num != i {
+				t.Fatalf("slow member got %d, want %d", m.Num, i)
+			}
+		case *proto.Presence:
+			i--
+		default:
+			t.Fatalf("slow member got %T %+v after %d messages", m, m, i-1)
+		}
+	}
+	s.mu.Lock()
+	r := s.rooms["w"]
+	s.mu.Unlock()
+	r.mu.Lock()
+	_, in := r.members["slow"]
+	r.mu.Unlock()
+	if !in {
+		t.Fatal("the slow member is no longer in the room")
+	}
+}

@@ -285,7 +285,10 @@ func TestHeldDeliveriesPrecedeEveryReply(t *testing.T) {
 		}, func(m wire.Message) bool { d, ok := m.(*proto.Deliver); return ok && d.Text == "again" }},
 		{"resend ask", func(_ func(string) *peer, sender, _ *peer) { sender.send(&proto.Resend{Of: "reader"}) },
 			func(m wire.Message) bool { _, ok := m.(*proto.Resend); return ok }},
-		{"missed", func(_ func(string) *peer, sender, _ *peer) {
+		{"missed", func(_ func(string) *peer, sender, reader *peer) {
+			// A Missed answers an ask: the reader asks first.
+			reader.send(&proto.Resend{Of: "sender"})
+			sender.ExpectType(proto.TResend, func(m wire.Message) bool { _, ack := m.(*proto.Ack); return ack })
 			sender.send(&proto.Missed{To: "reader", First: 1, Last: 1})
 		}, func(m wire.Message) bool { _, ok := m.(*proto.Missed); return ok }},
 	} {

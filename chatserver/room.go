@@ -294,7 +294,7 @@ func (s *Server) broadcast(m *member, num uint64, at int64, text []byte) {
 	r.fanout(f, m, m.loop)
 	r.remember(f, s)
 	seq, size := r.seq, len(f.bb.B)
-	ack := r.holdAck(m, num, seq)
+	ack := r.holdAck(m, num, seq, size)
 	r.mu.Unlock()
 	f.release()
 
@@ -325,7 +325,7 @@ func (s *Server) resend(m *member, c *proto.Chat) {
 	r := m.room
 	r.mu.Lock()
 	size := r.forward(m, c.To, &proto.Deliver{From: m.user, Num: c.Num, At: c.At, Text: c.Text, Inc: m.inc})
-	ack := m.v4 && r.holdAck(m, c.Num, 0)
+	ack := m.v4 && r.holdAck(m, c.Num, 0, size)
 	r.mu.Unlock()
 	if size == 0 {
 		s.notFound(m, r, c.To)
@@ -342,6 +342,9 @@ func (r *room) forward(m *member, to string, msg wire.Message) int {
 	target := r.members[to]
 	if target == nil {
 		return 0
+	}
+	if _, ask := msg.(*proto.Resend); ask && target.asked.Load() < maxAsked {
+		target.asked.Add(1) // one Missed it may answer with (onMissed)
 	}
 	f := newFrame()
 	f.bb.B, _ = wire.AppendFrame(f.bb.B, msg)

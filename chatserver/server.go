@@ -300,7 +300,8 @@ func (s *Server) Close() error {
 type Stats struct {
 	Conns int
 	Rooms int
-	// ResendsDropped counts Resend asks over a member's ResendRate.
+	// ResendsDropped counts Resend asks over a member's ResendRate, and
+	// Missed frames that answered no ask (onMissed).
 	ResendsDropped uint64
 }
 

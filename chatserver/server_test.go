@@ -202,6 +202,19 @@ func TestResendAndMissedAreForwarded(t *testing.T) {
 	if x.From != "alice" || x.First != 1 || x.Last != 2 {
 		t.Fatalf("forwarded missed = %+v", x)
 	}
+	// A Missed answers an ask: alice, asked once, gets one through; the
+	// rest are dropped, so no member can flood another with them (abuse
+	// probe, 2026-12-01: 828,000 of them got bob cut off).
+	for i := range 1000 {
+		a.send(&proto.Missed{To: "bob", First: uint64(10 + i), Last: uint64(10 + i)})
+	}
+	a.send(&proto.Ping{ID: 7})
+	a.expect(proto.TPong)
+	b.send(&proto.Ping{ID: 8})
+	b.expect(proto.TPong) // nothing but the Pong: no Missed came through
+	if got := s.Stats().ResendsDropped; got != 1000 {
+		t.Fatalf("%d unasked Missed frames dropped, want 1000", got)
+	}
 	b.send(&proto.Resend{Of: "nobody", After: 1})
 	e := b.expect(proto.TError).(*proto.Error)
 	if e.Code != proto.CodeNotFound || e.Fatal || e.Ref != "nobody" {

@@ -520,12 +520,17 @@ func TestHeldOverflowIsTold(t *testing.T) {
 // (review finding 12: a Missed used to discard them).
 func TestMissedKeepsHeld(t *testing.T) {
 	srv := startChat(t, "serv1")
-	b := join(t, testConfig(t), ref(srv), "room-keep", "bob")
+	cfg := testConfig(t)
+	cfg.HoldBack = 50 * time.Millisecond // bob asks for the gap soon
+	b := join(t, cfg, ref(srv), "room-keep", "bob")
 	raw := dialRaw(t, srv.Addr(), "room-keep", "mallory")
 	for _, n := range []uint64{1, 3, 5, 6} {
 		raw.Send(&proto.Chat{Num: n, Text: fmt.Sprint(n)})
 	}
 	testkit.WaitFor(t, 5*time.Second, "3 held", func() bool { return b.s.Stats().Held == 3 })
+	// bob asks for the gap; the Missed answers that ask (the server
+	// forwards a Missed only as an answer).
+	wiretest.Expect[*proto.Resend](raw, wiretest.AllBut(proto.TResend))
 	raw.Send(&proto.Missed{To: "bob", First: 2, Last: 6})
 	testkit.WaitFor(t, 5*time.Second, "bob gets 1 3 5 6", func() bool { return b.got("mallory") == 4 })
 	testkit.WaitFor(t, 5*time.Second, "two ranges told", func() bool { return len(b.missed()) == 2 })
