@@ -236,8 +236,9 @@ func TestReportersBoundedWhileDown(t *testing.T) {
 }
 
 // Reliability finding 7: one member's report about a slow server that
-// fails one check does not evict every room on it; a second member's
-// report corroborates it.
+// fails one check does not evict every room on it; nor does a second
+// member's while the server heartbeats on time; once its heartbeat is late
+// too, the reports and a failed check mark it down.
 func TestOneReportDoesNotEvictSlowServer(t *testing.T) {
 	w := newWorld(t, nil)
 	// serv1 is re-registered at a listener that accepts and never answers.
@@ -268,7 +269,18 @@ func TestOneReportDoesNotEvictSlowServer(t *testing.T) {
 	if p := expect[*proto.Pong](c, nil); p.ID != 6 {
 		t.Fatalf("carol got %+v", p)
 	}
-	// bob, the other member, reports too: now serv1 is down.
+	// bob, the other member, reports too: serv1 accepts connections and
+	// heartbeats on time, so two members' word is not enough (two
+	// accounts of one outsider could say as much: abuse probe, 2026-12-01).
+	b.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
+	testkit.WaitFor(t, 10*time.Second, "Central's second check of serv1", func() bool { return checks() == 2 })
+	b.send(&proto.Ping{ID: 7})
+	if p := expect[*proto.Pong](b, nil); p.ID != 7 {
+		t.Fatalf("bob got %+v", p)
+	}
+	// Its heartbeat falls late: with the reports and a failed check, serv1
+	// is down.
+	w.clk.Advance(w.c.cfg.HeartbeatInterval * 2)
 	b.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
 	mv := expect[*proto.Assign](b, nil)
 	if mv.Server.ID != "serv2" || mv.Reason != "current server down" {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -643,13 +644,23 @@ func (c *Central) connectTimeoutLocked(s *serverRec) time.Duration {
 // (connected false): a server whose port accepts connections but answers
 // late is slow, as everything is on a starved machine, not gone; silences
 // from every member of its rooms at once, and a heartbeat a little late,
-// say nothing more. A process that stays stopped is found by OfflineAfter.
-func (c *Central) corroboratedLocked(s *serverRec, now time.Time, connected bool) (bool, string) {
+// say nothing more. Members' reports of broken connections, when Central's
+// check connected and then ran out of time, count only with the server's
+// heartbeat late too (half an interval past due): a process that stopped.
+func (c *Central) corroboratedLocked(s *serverRec, now time.Time, connected, timedOut bool) (bool, string) {
 	var first *user
-	two := false
+	two, slow := false, false
 	for rep, silent := range s.reporters {
 		switch {
 		case silent && connected:
+		case connected && timedOut:
+			// A server that accepted Central's connection and was only
+			// too slow to answer it is loaded or stopped, and a broken
+			// connection is only a member's word: two members who flooded
+			// its TLS handshakes had it marked down, and every room on it
+			// moved, while it heartbeat on time (abuse probe,
+			// 2026-12-01). Its heartbeat decides.
+			slow = true
 		case first == nil:
 			first = rep.u
 		case rep.u != first:
@@ -659,7 +670,7 @@ func (c *Central) corroboratedLocked(s *serverRec, now time.Time, connected bool
 	if s.lapsed {
 		return true, "its etcd lease lapsed (no heartbeat for OfflineAfter, whoever led)"
 	}
-	if first == nil {
+	if first == nil && !slow {
 		return false, "" // only silences, from a server that accepts connections
 	}
 	if late := now.Sub(s.rec.LastSeen); late > c.cfg.HeartbeatInterval*3/2 {
@@ -728,7 +739,8 @@ func (c *Central) probeLocked(s *serverRec) {
 			c.log.Info("echo check of a server reported unreachable ran late; Central was starved, the check proves nothing", "server", id, "took", took.Round(time.Millisecond), "timeout", timeout, "err", err)
 		default:
 			var ok bool
-			if ok, why = c.corroboratedLocked(s, now, connected); ok {
+			timedOut := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
+			if ok, why = c.corroboratedLocked(s, now, connected, timedOut); ok {
 				down = true
 				c.markDownLocked(s, "failed Central's echo check and "+why,
 					"check_took", echoTook.Round(time.Millisecond), "check_timeout", timeout, "connected", connected, "check_err", err)
