@@ -68,23 +68,30 @@ func (s *Server) pace(m *member, now time.Time, buffered int) bool {
 }
 
 // overWindow reports whether m's next frame, a Chat, must wait because
-// more than HighWater bytes of m's messages wait for Acks its room
+// more than HighWater bytes (at least minWithheld) of m's messages wait for Acks its room
 // withholds (a member is behind): a session stops at its SendWindow, a
 // sender that does not would fill the slow member's backlog until that
 // member, not it, is cut off (abuse probe, 2026-12-01). Its input waits,
 // like a rate-paced member's, until the Acks are released; one that
 // sends maxPausedInbound more meanwhile is cut off. Event loop only.
 func (s *Server) overWindow(m *member, buffered int) bool {
-	if m.withheld.Load() <= int64(s.cfg.HighWater) {
+	limit := int64(max(s.cfg.HighWater, minWithheld))
+	if m.withheld.Load() <= limit {
 		return false
 	}
 	if buffered > maxPausedInbound {
-		m.kill(proto.CodeRateLimited, fmt.Sprintf("more than %d bytes sent past %d bytes of messages its room had not acknowledged", maxPausedInbound, s.cfg.HighWater))
+		m.kill(proto.CodeRateLimited, fmt.Sprintf("more than %d bytes sent past %d bytes of messages its room had not acknowledged", maxPausedInbound, limit))
 		return true
 	}
 	m.waitInput()
 	return true
 }
+
+// minWithheld is the least overWindow allows whatever HighWater: twice a
+// session's default SendWindow, since the server counts the Deliver frames
+// it makes, a little bigger than the Chat frames a session counts, so a
+// session that keeps its window never waits for it.
+const minWithheld = 128 << 10
 
 // waitInput leaves m's input unread until its loop's watcher wakes it
 // (every flowTick). Event loop only.
