@@ -27,8 +27,9 @@ const retryEvery = 50 * time.Millisecond
 
 // Relay forwards the connections of one listener to a target address.
 type Relay struct {
-	ln       net.Listener
-	patience time.Duration
+	ln         net.Listener
+	patience   time.Duration
+	writeStall time.Duration // how long a client may take no byte of the leader's
 
 	mu      sync.Mutex
 	target  string
@@ -58,7 +59,7 @@ func (r *Relay) Stats() Stats {
 // Serve relays every connection ln accepts until Close. A connection waits
 // up to patience for a target that accepts it, then is closed.
 func Serve(ln net.Listener, patience time.Duration) *Relay {
-	r := &Relay{ln: ln, patience: patience, changed: make(chan struct{}), conns: map[net.Conn]bool{}}
+	r := &Relay{ln: ln, patience: patience, writeStall: writeStall, changed: make(chan struct{}), conns: map[net.Conn]bool{}}
 	r.wg.Add(1)
 	go r.accept()
 	return r
@@ -174,7 +175,7 @@ func (r *Relay) relay(client net.Conn) {
 		done <- half
 	}()
 	go func() {
-		io.Copy(client, up)
+		io.Copy(stallWriter{client, r.writeStall}, up)
 		done <- false
 	}()
 	if !<-done {
@@ -182,6 +183,24 @@ func (r *Relay) relay(client net.Conn) {
 	}
 	<-done
 	r.untrack(client, up)
+}
+
+// writeStall bounds a write of the leader's bytes to a client: one that
+// stops reading is cut after it. Without it a client that pipelined
+// requests and never read their answers held the relay's descriptors,
+// goroutines and buffers for good, the leader's own timeouts long past
+// (abuse probe, 2026-12-01).
+const writeStall = 30 * time.Second
+
+// stallWriter writes to c, each write bounded by d.
+type stallWriter struct {
+	c net.Conn
+	d time.Duration
+}
+
+func (w stallWriter) Write(p []byte) (int, error) {
+	_ = w.c.SetWriteDeadline(time.Now().Add(w.d))
+	return w.c.Write(p)
 }
 
 // dial returns a connection to the target, tracked like client, or nil

@@ -204,3 +204,33 @@ func TestRelayLeaderEndFreesBoth(t *testing.T) {
 		return len(r.conns) == 0
 	})
 }
+
+// TestRelayCutsClientThatStopsReading: a client that asks for far more
+// than the sockets hold and never reads is cut once a write to it has
+// waited writeStall, the leader having long closed its end. Before, both
+// copies waited on the client for good (abuse probe, 2026-12-01).
+func TestRelayCutsClientThatStopsReading(t *testing.T) {
+	a := listen(t)
+	testkit.Serve(t, a, func(c net.Conn) {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for range 256 { // 16 MiB, far past both sockets' buffers
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	r := startRelay(t, 5*time.Second)
+	r.writeStall = 300 * time.Millisecond
+	r.SetTarget(a.Addr().String())
+	c, _ := dialRelay(t, r)
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := io.WriteString(c, "send everything\n"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 20*time.Second, "the relay to cut the client that stopped reading", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.conns) == 0
+	})
+}
