@@ -412,6 +412,11 @@ func epochPlausible(epoch uint64, now time.Time) bool {
 const (
 	holdingRate, holdingBurst         = 1, 5
 	unreachableRate, unreachableBurst = 20, 50
+	// A member reports its vector after a probe round that changed it
+	// (every few seconds at most, faster while it settles): each report
+	// is a store write, which with etcd is a put and an fsync; one member
+	// in a loop made 450 a second (abuse probe, 2026-12-01).
+	latencyRate, latencyBurst = 2, 10
 )
 
 // holdingLocked reconciles what u says it holds with the desired placement

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -358,6 +359,9 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 	if e != nil {
 		return 0, nil, e
 	}
+	if !u.latLimit.allow(c.now(), latencyRate, latencyBurst) {
+		return 0, nil, errf(http.StatusTooManyRequests, centralapi.CodeRateLimited, "more than %d latency reports a second (bursts of %d)", latencyRate, latencyBurst)
+	}
 	// Only servers Central knows are kept: a vector of made-up ids cost
 	// Central and its store up to 1,024 entries per user (abuse probe,
 	// 2026-12-01: 2,000 such users, 550 MB). A server that registers later
@@ -366,6 +370,9 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 		if s := c.srvByID[id]; s == nil || s.gone {
 			delete(lat, id)
 		}
+	}
+	if u.latGen != 0 && maps.Equal(lat, u.lat) {
+		return http.StatusNoContent, nil, nil // nothing new: no store write, no re-evaluation
 	}
 	c.setLatencyLocked(u, lat)
 	return http.StatusNoContent, nil, nil

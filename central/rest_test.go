@@ -432,3 +432,40 @@ func TestLatencyKeepsKnownServersOnly(t *testing.T) {
 		t.Fatalf("alice's vector has %d servers (serv1 %v, serv2 %v), want serv1 and serv2 only", len(lat), lat["serv1"], lat["serv2"])
 	}
 }
+
+// Latency reports are a store write each (a put and an fsync with etcd):
+// one member may make 2 a second (bursts of 10), and a report that
+// changes nothing is not written. Before, one member in a loop made etcd
+// write 450 a second (abuse probe, 2026-12-01).
+func TestLatencyReportsBounded(t *testing.T) {
+	w := newWorld(t, nil)
+	s := w.register(t, "alice")
+	gen := func() uint64 {
+		w.c.mu.Lock()
+		defer w.c.mu.Unlock()
+		return w.c.latGen
+	}
+	put := func(ms1 int) error {
+		return w.api.PutLatency(ctx(t), "alice", s.Token, map[string]centralapi.Sample{"serv1": ms(ms1)})
+	}
+	if err := put(10); err != nil {
+		t.Fatal(err)
+	}
+	g := gen()
+	if err := put(10); err != nil || gen() != g {
+		t.Fatalf("the same vector again: %v, generation %d -> %d (want unchanged)", err, g, gen())
+	}
+	var err error
+	n := 2
+	for ; n <= 20 && err == nil; n++ {
+		err = put(10 + n)
+	}
+	var apiErr *centralapi.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusTooManyRequests || n > latencyBurst+2 {
+		t.Fatalf("report %d: %v; want 429 after a burst of %d", n-1, err, latencyBurst)
+	}
+	w.clk.Advance(time.Second)
+	if err := put(99); err != nil {
+		t.Fatalf("a second later: %v", err)
+	}
+}

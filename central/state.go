@@ -47,6 +47,7 @@ type user struct {
 	reqLimit  bucket // chat requests this user may still make
 	holdLimit bucket // Holding reports
 	repLimit  bucket // Unreachable reports
+	latLimit  bucket // latency reports (PUT /v1/clients/{name}/latency)
 }
 
 func (u *user) placeholder() bool { return u.token == "" }
