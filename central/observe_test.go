@@ -1,6 +1,7 @@
 package central
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -94,5 +95,29 @@ func TestMoveTimelineIsBounded(t *testing.T) {
 	moves := w.c.Snapshot().Moves
 	if len(moves) != movesKept || moves[0].At != time.Unix(10, 0) || moves[len(moves)-1].At != time.Unix(movesKept+9, 0) {
 		t.Fatalf("%d moves, first %v, last %v", len(moves), moves[0].At, moves[len(moves)-1].At)
+	}
+}
+
+// A Snapshot lists at most snapshotClients clients, the first by name,
+// with the true total in Counts: anyone may register users, and a
+// snapshot of them all grew with each (abuse probe, 2026-12-01: 414 KB at
+// 5,831 users, marshalled for every live view).
+func TestSnapshotClientsBounded(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	h.c.mu.Lock()
+	now := h.c.now()
+	for i := range snapshotClients + 100 {
+		name := fmt.Sprintf("u%04d", (i*7919)%(snapshotClients+100))
+		h.c.newUserLocked(name, h.c.newToken(name), now)
+	}
+	h.c.mu.Unlock()
+	snap := h.c.Snapshot()
+	if len(snap.Clients) != snapshotClients || snap.Counts["clients"] != snapshotClients+100 {
+		t.Fatalf("%d clients listed of %d, want %d of %d", len(snap.Clients), snap.Counts["clients"], snapshotClients, snapshotClients+100)
+	}
+	for i, v := range snap.Clients {
+		if want := fmt.Sprintf("u%04d", i); v.Name != want {
+			t.Fatalf("client %d is %s, want %s (the first by name)", i, v.Name, want)
+		}
 	}
 }

@@ -95,6 +95,8 @@ type Server struct {
 	mu      sync.Mutex
 	streams map[string]int // open /api/events streams by remote address
 	nstream int
+	snap    central.Snapshot // the last one taken, shared by the live views
+	snapAt  time.Time
 }
 
 // Loopback reports whether addr (host:port, or unix:path) can only be
@@ -239,6 +241,18 @@ func (s *Server) snapshot(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(b)
 }
 
+// shared returns the source's snapshot, taken at most about once an
+// Interval however many live views ask: each take walks Central's state
+// under its lock.
+func (s *Server) shared() central.Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snapAt.IsZero() || time.Since(s.snapAt) >= s.cfg.Interval*3/4 {
+		s.snap, s.snapAt = s.src.Snapshot(), time.Now()
+	}
+	return s.snap
+}
+
 // openStream counts a new /api/events stream from src, unless the
 // dashboard has maxStreams open or src maxStreamsPerSource.
 func (s *Server) openStream(src string) bool {
@@ -298,7 +312,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	var last []byte
 	quiet := time.Now()
 	for {
-		snap := s.src.Snapshot()
+		snap := s.shared()
 		at := snap.At
 		snap.At = time.Time{}
 		b, err := json.Marshal(snap)
