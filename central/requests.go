@@ -39,6 +39,13 @@ func (c *Central) statusLocked(u *user, req string, code proto.StatusCode, detai
 	}
 }
 
+// maxPendingPerUser bounds the requests pending for one user: the rate
+// limit is per requester, and 1,000 accounts inviting one user put 10,000
+// Incoming frames on its control connection in 101 ms, cutting it off as a
+// slow consumer, again at every reconnect, for as long as they were
+// renewed (abuse probe, 2026-12-01). Past it a request is declined.
+const maxPendingPerUser = 32
+
 // handleRequestLocked runs the first steps of a chat request from u.
 func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 	id := randomID("q-", 8)
@@ -100,6 +107,10 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 		case v.sess == nil && !c.awaitedLocked(v):
 			c.countRequest(proto.UserNotFound)
 			c.statusLocked(u, id, proto.UserNotFound, fmt.Sprintf("user %s is not connected", to), "")
+			return
+		case len(v.reqs) >= maxPendingPerUser:
+			c.countRequest(proto.ReqDeclined)
+			c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("user %s has %d requests pending; try again later", to, len(v.reqs)), "")
 			return
 		}
 		members = append(members, v)

@@ -1,6 +1,7 @@
 package central
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -332,5 +333,33 @@ func TestRequestToDroppedUserWaits(t *testing.T) {
 	a.expectStatus(proto.AckConn)
 	if st := a.expectStatus(proto.UserNotFound); !strings.Contains(st.Detail, "not connected") {
 		t.Fatalf("detail %q", st.Detail)
+	}
+}
+
+// At most maxPendingPerUser requests wait on one user; more are declined
+// for it: the rate limit is per requester, and 1,000 accounts inviting one
+// user cut its control connection off as a slow consumer, again at every
+// reconnect (abuse probe, 2026-12-01).
+func TestPendingRequestsPerUserBounded(t *testing.T) {
+	w := newWorld(t, nil)
+	victim := w.user(t, "victim")
+	for i := range maxPendingPerUser + 5 {
+		a := w.user(t, fmt.Sprintf("spam%02d", i))
+		a.send(&proto.Request{To: []string{"victim"}})
+		a.expectStatus(proto.AckConn)
+		if i < maxPendingPerUser {
+			a.expectStatus(proto.ReqSent)
+			continue
+		}
+		if st := a.expectStatus(proto.ReqDeclined); !strings.Contains(st.Detail, "pending") {
+			t.Fatalf("request %d declined with %q", i+1, st.Detail)
+		}
+	}
+	for range maxPendingPerUser {
+		expect[*proto.Incoming](victim, nil)
+	}
+	victim.send(&proto.Ping{ID: 9})
+	if p := expect[*proto.Pong](victim, nil); p.ID != 9 {
+		t.Fatalf("victim got %+v after %d Incoming, want no more", p, maxPendingPerUser)
 	}
 }
