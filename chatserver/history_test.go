@@ -100,3 +100,56 @@ func TestReplayFitsOutbound(t *testing.T) {
 		}
 	}
 }
+
+// A room's history replays share a budget, MaxOutbound bytes a second in
+// bursts of four times that: a member that rejoins in a loop announcing
+// it has seen nothing is replayed nothing once it is spent (Truncated,
+// so it asks the senders), where before each Join of about 100 bytes
+// earned the whole history (abuse probe, 2026-12-01: 6.9 GB in 15 s).
+func TestReplaysBounded(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxOutbound = 256 << 10 })
+	sender, _ := joinAs(t, s, "h", "sender")
+	text := strings.Repeat("h", 1000)
+	for i := uint64(1); i <= 200; i++ {
+		sender.send(&proto.Chat{Num: i, Text: text})
+	}
+	sender.send(&proto.Ping{ID: 1})
+	sender.ExpectType(proto.TPong, func(m wire.Message) bool { _, ack := m.(*proto.Ack); return ack })
+	const joins = 40
+	start := time.Now()
+	replayed, truncatedEmpty := 0, 0
+	for i := range joins {
+		p := hello(t, s)
+		p.send(&proto.Join{Room: "h", User: "again", Move: true, Inc: uint64(i + 1)})
+		j := p.expect(proto.TJoined).(*proto.Joined)
+		p.send(&proto.Ping{ID: 2})
+		n := 0
+		for {
+			m, err := p.next(10 * time.Second)
+			if err != nil {
+				t.Fatalf("join %d: %v", i, err)
+			}
+			if _, ok := m.(*proto.Deliver); ok {
+				n++
+				continue
+			}
+			if _, ok := m.(*proto.Pong); ok {
+				break
+			}
+		}
+		replayed += n
+		if n == 0 && j.Truncated {
+			truncatedEmpty++
+		}
+		p.Close()
+	}
+	took := time.Since(start)
+	budget := float64(4*s.cfg.MaxOutbound) + float64(s.cfg.MaxOutbound)*took.Seconds() + float64(s.cfg.MaxOutbound/replayShare)
+	t.Logf("%d joins in %v: %d messages replayed (%d bytes of text), %d joins replayed nothing (budget %.0f bytes)", joins, took, replayed, replayed*len(text), truncatedEmpty, budget)
+	if float64(replayed*len(text)) > budget {
+		t.Fatalf("%d joins were replayed %d bytes of text in %v, past the budget of %.0f", joins, replayed*len(text), took, budget)
+	}
+	if truncatedEmpty == 0 {
+		t.Fatal("no join was refused its replay")
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/time/rate"
 
 	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
@@ -23,11 +25,12 @@ type room struct {
 	seq     uint64 // last room sequence number given to a message
 	ev      uint64 // last fan-out item number (messages and presence)
 	members map[string]*member
-	shards  []*shard     // one per event loop that has had members here
-	hist    []*frame     // ring of the last History message frames
-	histPos int          // next slot to overwrite once hist is full
-	acks    []heldAck    // Acks withheld while a member is behind (flow.go)
-	nbehind atomic.Int32 // members behind; read without mu
+	shards  []*shard      // one per event loop that has had members here
+	hist    []*frame      // ring of the last History message frames
+	histPos int           // next slot to overwrite once hist is full
+	acks    []heldAck     // Acks withheld while a member is behind (flow.go)
+	nbehind atomic.Int32  // members behind; read without mu
+	replays *rate.Limiter // bytes of history replayed to joiners (replayAllowed); nil until the first
 }
 
 // join makes m a member of j.Room. Event loop only.
@@ -107,6 +110,12 @@ func (s *Server) join(m *member, j *proto.Join) error {
 	var replay []*frame
 	if (j.Since > 0 || j.Move) && j.Since < r.seq {
 		replay, joined.Oldest = r.historyAfter(j.Since, s.cfg.MaxOutbound/replayShare)
+		if !r.replayAllowed(replay, s.cfg.MaxOutbound) {
+			for _, f := range replay {
+				f.release()
+			}
+			replay, joined.Oldest = nil, r.seq+1
+		}
 		joined.Truncated = joined.Oldest > j.Since+1
 	}
 	r.mu.Unlock()
@@ -160,6 +169,28 @@ const presencesMembers = 800
 // traffic. With the defaults (1 MiB of 4 MiB, History 256) a history of
 // messages averaging up to 4 KiB fits whole.
 const replayShare = 4
+
+// replayAllowed reports whether the room's replay budget covers replay,
+// and takes it: MaxOutbound bytes a second, in bursts of four times that
+// (16 whole replays at the defaults, a room of members rejoining at
+// once). A joiner past it is replayed nothing and asks the senders
+// (Truncated), as for history the server no longer has. Before, one
+// member that rejoined in a loop, announcing it had seen nothing, was sent
+// the whole history each time: 6.9 GB in 15 s from 100-byte Joins (abuse
+// probe, 2026-12-01). Caller holds r.mu.
+func (r *room) replayAllowed(replay []*frame, maxOutbound int) bool {
+	n := 0
+	for _, f := range replay {
+		n += len(f.bb.B)
+	}
+	if n == 0 {
+		return true
+	}
+	if r.replays == nil {
+		r.replays = rate.NewLimiter(rate.Limit(maxOutbound), 4*maxOutbound)
+	}
+	return r.replays.AllowN(time.Now(), n)
+}
 
 // historyAfter returns the newest kept frames with sequence numbers above
 // since that fit in budget bytes, in order and retained for the caller,
