@@ -112,6 +112,7 @@ func MemberArgs(name, dir, client, peer, initial string) []string {
 		"--initial-cluster", initial, "--initial-cluster-state", "new",
 		"--initial-cluster-token", "nearchat-test",
 		"--heartbeat-interval", "50", "--election-timeout", "500",
+		"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
 		"--logger", "zap", "--log-level", "error"}
 }
 
