@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -744,7 +743,8 @@ func (c *Central) probeLocked(s *serverRec) {
 			c.log.Info("echo check of a server reported unreachable ran late; Central was starved, the check proves nothing", "server", id, "took", took.Round(time.Millisecond), "timeout", timeout, "err", err)
 		default:
 			var ok bool
-			timedOut := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
+			// rtt.Probe names a socket deadline as ctx's end too.
+			timedOut := errors.Is(err, context.DeadlineExceeded)
 			if ok, why = c.corroboratedLocked(s, now, connected, timedOut); ok {
 				down = true
 				c.markDownLocked(s, "failed Central's echo check and "+why,

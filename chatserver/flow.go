@@ -68,12 +68,13 @@ func (s *Server) pace(m *member, now time.Time, buffered int) bool {
 }
 
 // overWindow reports whether m's next frame, a Chat, must wait because
-// more than HighWater bytes (at least minWithheld) of m's messages wait for Acks its room
-// withholds (a member is behind): a session stops at its SendWindow, a
-// sender that does not would fill the slow member's backlog until that
-// member, not it, is cut off (abuse probe, 2026-12-01). Its input waits,
-// like a rate-paced member's, until the Acks are released; one that
-// sends maxPausedInbound more meanwhile is cut off. Event loop only.
+// more than HighWater bytes (at least minWithheld) of m's messages wait
+// for Acks its room withholds (a member is behind): a session stops at
+// its SendWindow, a sender that does not would fill the slow member's
+// backlog until that member, not it, is cut off (abuse probe,
+// 2026-12-01). Its input waits, like a rate-paced member's, until the
+// Acks are released; one that sends maxPausedInbound more meanwhile is
+// cut off. Event loop only.
 func (s *Server) overWindow(m *member, buffered int) bool {
 	limit := int64(max(s.cfg.HighWater, minWithheld))
 	if m.withheld.Load() <= limit {

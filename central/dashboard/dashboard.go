@@ -291,9 +291,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	defer s.closeStream(src)
 	rc := http.NewResponseController(w)
 	// Each write must be taken within streamWriteTimeout.
-	write := func(f func() error) error {
+	write := func(b []byte) error {
 		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
-		if err := f(); err != nil {
+		if _, err := w.Write(b); err != nil {
 			return err
 		}
 		return rc.Flush()
@@ -302,7 +302,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	// retry: the page's EventSource comes back 2 s after this stream ends.
-	if err := write(func() error { _, err := io.WriteString(w, "retry: 2000\n\n"); return err }); err != nil {
+	if err := write([]byte("retry: 2000\n\n")); err != nil {
 		return
 	}
 	end := time.NewTimer(streamLifetime)
@@ -323,12 +323,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			last = b
 			snap.At = at
 			b, _ = json.Marshal(snap)
-			if err := write(func() error { _, err := fmt.Fprintf(w, "event: snapshot\ndata: %s\n\n", b); return err }); err != nil {
+			if err := write(fmt.Appendf(nil, "event: snapshot\ndata: %s\n\n", b)); err != nil {
 				return
 			}
 			quiet = time.Now()
 		} else if time.Since(quiet) > 15*time.Second {
-			if err := write(func() error { _, err := io.WriteString(w, ": keep-alive\n\n"); return err }); err != nil {
+			if err := write([]byte(": keep-alive\n\n")); err != nil {
 				return
 			}
 			quiet = time.Now()
