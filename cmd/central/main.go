@@ -94,6 +94,7 @@ func run() int {
 	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
 	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing); with etcd, Centrals on one prefix elect one leader that decides everything; the others relay their REST and control connections to it and stand by to lead")
 	leaderTTL := fs.Duration("leader-ttl", 2*time.Second, "with -store etcd://: a leader that stops renewing its lease (killed, cut off from etcd) is replaced after this long (whole seconds)")
+	compactEvery := fs.Duration("etcd-compact", 5*time.Minute, "with -store etcd://: the leader compacts etcd's history this often, up to the revision of one interval before (0: leave it to etcd's --auto-compaction-*; use 0 when other programs share the etcd cluster and read old revisions)")
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Parse(os.Args[1:])
 	if (*tlsCert == "") != (*tlsKey == "") {
@@ -135,6 +136,10 @@ func run() int {
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
+		os.Exit(2)
+	}
+	if *compactEvery < 0 {
+		fmt.Fprintf(os.Stderr, "central: -etcd-compact %v: must not be negative (0 turns compaction off)\n", *compactEvery)
 		os.Exit(2)
 	}
 	level := slog.LevelInfo
@@ -180,6 +185,9 @@ func run() int {
 			return 1
 		}
 		sv.cfg.Logger.Info("leading: records loaded from etcd", "store", *storeURL)
+		if *compactEvery > 0 {
+			st.KeepCompacted(*compactEvery, sv.cfg.Logger)
+		}
 		deposed, code := sv.serve(ctx, st, f.serving)
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := st.Close(cctx); err != nil {

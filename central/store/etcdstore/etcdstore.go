@@ -39,11 +39,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -89,6 +91,9 @@ type Store struct {
 
 	live       liveness      // chat-server leases (liveness.go)
 	refreshing chan struct{} // closed when the lease refresher stops
+
+	stopCompact context.CancelFunc // set by KeepCompacted
+	compacting  chan struct{}      // closed when the compactor stops
 }
 
 var _ store.Store = (*Store)(nil)
@@ -681,5 +686,63 @@ func (s *Store) Close(ctx context.Context) error {
 	s.stop()
 	<-s.done
 	<-s.refreshing
+	if s.stopCompact != nil {
+		s.stopCompact()
+		<-s.compacting
+	}
 	return errors.Join(err, s.closeClient())
+}
+
+// KeepCompacted compacts etcd's history every interval, up to the
+// revision etcd had one interval before, while this Store leads (or, from
+// Open, until Close): every write keeps the old value of its key in etcd
+// until a compaction, so without one etcd grows until it reaches its quota
+// and refuses all writes. A watch or read lagging less than an interval
+// behind is unaffected. Compaction is cluster-wide, so an etcd shared with
+// programs that read old revisions wants this off and its own
+// --auto-compaction-* instead. Failures go to log, and the same revision
+// is tried again an interval later. Call it at most once.
+func (s *Store) KeepCompacted(every time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopCompact, s.compacting = cancel, make(chan struct{})
+	go func() {
+		defer close(s.compacting)
+		s.compactor(ctx, every, log)
+	}()
+}
+
+func (s *Store) compactor(ctx context.Context, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var prev, done int64 // the revision one interval ago; the last compacted
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.lost:
+			return
+		case <-t.C:
+		}
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// Any read's header carries the store's current revision.
+		resp, err := s.cli.Get(tctx, s.prefix+"leader", clientv3.WithCountOnly())
+		if err == nil && prev > done {
+			_, err = s.cli.Compact(tctx, prev)
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				err = nil // someone (etcd's own auto-compaction) went further
+			}
+		}
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("etcd compaction", "revision", prev, "err", err)
+			}
+			continue // the same prev next time
+		}
+		if prev > done {
+			log.Debug("etcd compacted", "revision", prev)
+			done = prev
+		}
+		prev = resp.Header.Revision
+	}
 }

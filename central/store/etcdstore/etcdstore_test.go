@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"nearchat/central/store"
@@ -380,4 +381,52 @@ func TestWatchLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	next("")
+}
+
+// TestKeepCompacted checks that a Store compacts etcd's history, which
+// otherwise keeps every old value of every key until etcd's quota refuses
+// all writes, and that it keeps the interval before the current revision
+// and every record.
+func TestKeepCompacted(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	s := open(t, ec.Endpoints(), "/compact/")
+	for i := range 20 {
+		s.PutUser(store.User{Name: "alice", Token: fmt.Sprint("tok", i)})
+		flush(t, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key := s.key("users", "alice")
+	head, err := s.cli.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := head.Header.Revision - 10
+	if _, err := s.cli.Get(ctx, key, clientv3.WithRev(old)); err != nil {
+		t.Fatalf("revision %d before compaction: %v", old, err)
+	}
+	s.KeepCompacted(200*time.Millisecond, testkit.Logger(t))
+	start := time.Now()
+	testkit.WaitFor(t, 20*time.Second, "an old revision compacted", func() bool {
+		_, err := s.cli.Get(ctx, key, clientv3.WithRev(old))
+		return errors.Is(err, rpctypes.ErrCompacted)
+	})
+	t.Logf("revision %d compacted after %v", old, time.Since(start).Round(time.Millisecond))
+	// The newest value, in etcd and in a Store that loads afresh, is
+	// untouched.
+	u, ok := open(t, ec.Endpoints(), "/compact/").User("alice")
+	if !ok || u.Token != "tok19" {
+		t.Fatalf("after compaction alice = %+v, %v", u, ok)
+	}
+	// Writes go on, and what was written after the first round stays
+	// readable at its revision until an interval has passed.
+	s.PutUser(store.User{Name: "bob", Token: "b"})
+	flush(t, s)
+	r, err := s.cli.Get(ctx, s.key("users", "bob"))
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("bob after compaction: %v %v", r, err)
+	}
+	if _, err := s.cli.Get(ctx, key, clientv3.WithRev(r.Header.Revision)); err != nil {
+		t.Fatalf("the current revision: %v", err)
+	}
 }
