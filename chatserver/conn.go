@@ -61,11 +61,17 @@ type member struct {
 	wroteAt time.Time
 	held    *bytebufferpool.ByteBuffer
 	nheld   int
+
+	// Beats (beat.go): the interval the member asked for (0: none) and
+	// its loop's time when anything was last written to it.
+	beat  time.Duration
+	outAt time.Time
 }
 
 // send writes b to the member's connection, encrypted if it is TLS. Event
 // loop only.
 func (m *member) send(b []byte) {
+	m.outAt = m.loop.now
 	if m.rec != nil {
 		m.loop.sealTo(m, b)
 		return
@@ -223,6 +229,8 @@ func (s *Server) handle(m *member, t wire.Type, body []byte) error {
 	switch t {
 	case proto.TPing:
 		return s.onPing(m, body)
+	case proto.TBeat:
+		return s.onBeat(m, body)
 	case proto.TJoin:
 		return s.onJoin(m, body)
 	case proto.THello:

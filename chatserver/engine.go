@@ -84,6 +84,7 @@ func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
 			m.loop.ackLast = nil
 		}
 		m.forgetBacklog()
+		m.loop.stopBeats(m)
 		if m.room != nil {
 			s.leave(m)
 		}

@@ -180,6 +180,10 @@ type loop struct {
 	paced   []*member    // members whose input waits for their send rate; loop only (flow.go)
 	npaced  atomic.Int32 // len(paced), for Server.flowLoop
 	watcher watcher
+
+	beats  map[*member]struct{} // members that asked for beats; loop only (beat.go)
+	nbeats atomic.Int32         // len(beats), for Server.flowLoop
+	beater beater
 }
 
 func (l *loop) doom(m *member) {
@@ -735,6 +739,7 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 		}
 		l.reaper.l = l
 		l.watcher.l = l
+		l.beater.l = l
 		s.loops[el] = l
 	}
 	return l

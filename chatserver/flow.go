@@ -273,6 +273,9 @@ func (s *Server) flowLoop() {
 				if l.nbehind.Load() > 0 || l.npaced.Load() > 0 {
 					_ = l.el.Execute(context.Background(), &l.watcher)
 				}
+				if l.nbeats.Load() > 0 {
+					_ = l.el.Execute(context.Background(), &l.beater)
+				}
 			}
 			s.loopsMu.Unlock()
 			if now.Sub(lastGuard) >= guardTick {

@@ -58,6 +58,13 @@
 // the server was only stalled, its next frame makes the session connected
 // again; a Move, even to the same server and epoch, joins anew.
 //
+// A chat server that speaks protocol version 6 is asked to do the pinging's
+// work itself (proto.Beat): it writes an empty Pong whenever it has written
+// nothing to the connection for the ping interval, so a quiet room costs one
+// frame per interval, server to client, and a busy one none; the session
+// then pings every 2 s only to keep the RTT current, and silence for the
+// interval plus the deadline means what an unanswered ping does.
+//
 // Everything the Client sees arrives on one channel, Client.Events: the
 // controller's events (Status, Incoming, RoomReady, RoomClosed, Connected,
 // Disconnected, Error) and every room's (Message, Presence, Moved, Drained,

@@ -1,10 +1,10 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -21,6 +21,12 @@ import (
 )
 
 func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
+
+// beatBody is the body of a beat, an empty Pong.
+var beatBody = func() []byte {
+	b, _ := wire.AppendFrame(nil, &proto.Pong{})
+	return b[wire.HeaderSize:]
+}()
 
 // startChat runs a chat server on a free loopback port until the test ends.
 func startChat(t testing.TB, id string) *chatserver.Server {
@@ -269,6 +275,8 @@ type proxy struct {
 	hole   atomic.Bool
 	delay  atomic.Int64 // nanoseconds each frame to the client waits
 	sentAt atomic.Int64 // Unix nanoseconds of the last frame written to the client
+	pings  atomic.Int64 // Ping frames relayed to the server
+	beats  atomic.Int64 // beats (empty Pongs) relayed to the client
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
@@ -326,7 +334,7 @@ func (p *proxy) accept() {
 		p.wg.Add(2)
 		go func() {
 			defer p.wg.Done()
-			_, _ = io.Copy(up, down)
+			p.relayUp(down, up)
 			up.Close()
 		}()
 		go func() {
@@ -334,6 +342,26 @@ func (p *proxy) accept() {
 			p.relayDown(up, down)
 			down.Close()
 		}()
+	}
+}
+
+// relayUp copies frames from the client to the server, counting Pings.
+func (p *proxy) relayUp(down, up net.Conn) {
+	r := wire.NewReader(down, 0)
+	var b []byte
+	for {
+		t, body, err := r.Next()
+		if err != nil {
+			return
+		}
+		if t == proto.TPing {
+			p.pings.Add(1)
+		}
+		b = binary.BigEndian.AppendUint32(b[:0], uint32(1+len(body)))
+		b = append(append(b, byte(t)), body...)
+		if _, err := up.Write(b); err != nil {
+			return
+		}
 	}
 }
 
@@ -354,6 +382,9 @@ func (p *proxy) relayDown(up, down net.Conn) {
 		}
 		if p.drop.Load() && t == proto.TDeliver {
 			continue
+		}
+		if t == proto.TPong && bytes.Equal(body, beatBody) {
+			p.beats.Add(1)
 		}
 		if d := p.delay.Load(); d > 0 {
 			time.Sleep(time.Duration(d)) // an emulated long path, not synchronisation

@@ -38,6 +38,7 @@ type link struct {
 	lastSeq  uint64
 	heardAt  time.Time     // when the last frame arrived
 	pingAt   time.Time     // when the last liveness ping went out
+	beat     time.Duration // the server writes at least this often (proto.Beat); 0: we ping
 	rtt      time.Duration // smoothed round trip: the handshake's, then each Pong's
 	rttvar   time.Duration // its smoothed deviation
 
@@ -99,6 +100,15 @@ func (l *link) welcome(m wire.Message, now time.Time) error {
 	l.serverID = w.Server
 	if l.serverID == "" {
 		l.serverID = l.server.ID
+	}
+	if w.V >= 6 && l.s.cfg.Liveness > 0 {
+		// The server can write us something whenever the connection has
+		// been quiet for the ping interval: silence then means a dead
+		// path, with no Ping and Pong for it.
+		every, _ := l.s.liveTimes(l)
+		every = min(max(every.Round(time.Millisecond), proto.BeatMin*time.Millisecond), proto.BeatMax*time.Millisecond)
+		l.beat = every
+		l.send(&proto.Beat{Every: uint32(every / time.Millisecond)})
 	}
 	return nil
 }

@@ -56,8 +56,12 @@ type SessionConfig struct {
 	// round trip and deviation (as TCP keeps them). The report says the
 	// connection is silent, not broken, and Central weighs it less (on a
 	// starved machine every member of a room goes silent at once); a
-	// check that runs late looks again before judging. 0 leaves only
-	// IdleTimeout.
+	// check that runs late looks again before judging. A server that
+	// speaks protocol version 6 is asked (proto.Beat) to write something
+	// whenever the connection has been quiet for the ping interval; the
+	// session then pings only every 2 s, for the RTT, and takes silence
+	// for the interval plus the deadline as the unanswered ping. 0 leaves
+	// only IdleTimeout.
 	Liveness time.Duration
 	// RTTHint, if set, gives the RTT and spread measured to a server by
 	// other means (the Client's prober): a new connection's liveness
@@ -970,6 +974,10 @@ func (s *Session) checkLive(now time.Time) {
 	}
 	every, deadline := s.liveTimes(l)
 	late := !scheduled.IsZero() && now.Sub(scheduled) > max(deadline/4, lateSlack)
+	if l.beat > 0 {
+		s.checkBeats(l, now, max(every, l.beat)+deadline, late)
+		return
+	}
 	if l.pingAt.After(l.heardAt) {
 		if late {
 			// This check ran late: the process was starved, and the
@@ -993,6 +1001,33 @@ func (s *Session) checkLive(now time.Time) {
 	l.pingAt = now
 	s.nextLive = now.Add(deadline)
 }
+
+// checkBeats is checkLive for a connection the server beats on
+// (proto.Beat): silent for limit (the beat interval and the deadline, as
+// long as a ping's silence takes) it is taken for dead. A Ping still goes
+// out every beatPing, to keep the RTT, and so the deadline, current.
+func (s *Session) checkBeats(l *link, now time.Time, limit time.Duration, late bool) {
+	if silent := now.Sub(l.heardAt); silent >= limit {
+		if late {
+			// As in checkLive: the beats may wait unread.
+			s.nextLive = now.Add(limit / 8)
+			return
+		}
+		s.fellSilent(l, fmt.Errorf("%w (%v, RTT %v)", ErrSilent, silent.Round(time.Millisecond), l.rtt.Round(time.Microsecond)))
+		return
+	}
+	if now.Sub(l.pingAt) >= beatPing {
+		l.send(&proto.Ping{At: now.UnixNano()})
+		l.pingAt = now
+	}
+	s.nextLive = l.heardAt.Add(limit)
+	if next := l.pingAt.Add(beatPing); next.Before(s.nextLive) {
+		s.nextLive = next
+	}
+}
+
+// beatPing is how often a connection with beats is pinged, for its RTT.
+const beatPing = 2 * time.Second
 
 // fellSilent reports the current connection Broken (ErrSilent) without
 // closing it: the server may only be stalled. Anything that arrives on it

@@ -672,6 +672,33 @@ func TestSilentPathBreaksFast(t *testing.T) {
 	}
 }
 
+// TestQuietRoomIsNotPinged: in a quiet room the server beats (proto.Beat)
+// and the session sends no liveness Pings: over 1.5 s of silence at most
+// one Ping (the RTT's, every 2 s) goes up, where pinging after each 100 ms
+// of silence sent one every 100 ms or so; the beats keep the connection
+// up, and a path going dark is still found (by TestSilentPathBreaksFast).
+func TestQuietRoomIsNotPinged(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	cfg := testConfig(t)
+	cfg.Liveness = 300 * time.Millisecond
+	b := join(t, cfg, p.ref("serv1"), "room-quiet", "bob")
+	testkit.WaitFor(t, 10*time.Second, "a first beat", func() bool { return p.beats.Load() > 0 })
+	pings, beats := p.pings.Load(), p.beats.Load()
+	time.Sleep(1500 * time.Millisecond) // an observation window of a quiet room
+	pings, beats = p.pings.Load()-pings, p.beats.Load()-beats
+	t.Logf("in 1.5 s of a quiet room: %d pings up, %d beats down", pings, beats)
+	if pings > 1 {
+		t.Errorf("%d Pings in 1.5 s of a quiet room with beats; want at most 1", pings)
+	}
+	if beats < 3 {
+		t.Errorf("%d beats in 1.5 s, at an interval of 100 ms; want several", beats)
+	}
+	if n := b.brokenCount(); n != 0 {
+		t.Errorf("a quiet, live room broke %d times", n)
+	}
+}
+
 // TestDarkPathFoundOneIntervalAfterLastFrame: the path goes dark just after
 // the server answered a ping. The session pings again one ping interval
 // (max(Liveness/3, 2*RTT)) after the last frame it heard and declares the

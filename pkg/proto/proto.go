@@ -18,6 +18,8 @@
 //	                            <- Deliver{seq,from,...}  (to every other member)
 //	Ping{id,at}                ->
 //	                            <- Pong{id,at}
+//	Beat{every}                ->   (version 6)
+//	                            <- Pong{0,0}   (after every ms of silence)
 //
 // and the control connection to Central carries chat requests, their status
 // stream, and room assignments:
@@ -59,6 +61,7 @@ const (
 	TError   wire.Type = 0x03
 	TPing    wire.Type = 0x04
 	TPong    wire.Type = 0x05
+	TBeat    wire.Type = 0x06
 
 	// Client <-> chat server.
 	TJoin      wire.Type = 0x10
@@ -140,6 +143,22 @@ type Pong struct {
 	ID uint64 `msgpack:"id"`
 	At int64  `msgpack:"at"`
 }
+
+// Beat (0x06, client -> chat server, version 6): from now on, whenever
+// the server has written nothing to this connection for Every
+// milliseconds (BeatMin to BeatMax; 0 stops it), it writes an empty Pong
+// (ID and At 0). A client that watches its connection for silence needs
+// no Pings for it then: one frame, server to client, instead of a Ping and
+// its Pong, and none at all while the room is busy.
+type Beat struct {
+	Every uint32 `msgpack:"every"`
+}
+
+// Bounds of Beat.Every, in milliseconds.
+const (
+	BeatMin = 20
+	BeatMax = 60000
+)
 
 // Join (0x10, client -> chat server): become a member of Room as User.
 // Ticket is Central's signed admission for (room, user, epoch). LastSent is
@@ -421,6 +440,7 @@ func (*Welcome) FrameType() wire.Type     { return TWelcome }
 func (*Error) FrameType() wire.Type       { return TError }
 func (*Ping) FrameType() wire.Type        { return TPing }
 func (*Pong) FrameType() wire.Type        { return TPong }
+func (*Beat) FrameType() wire.Type        { return TBeat }
 func (*Join) FrameType() wire.Type        { return TJoin }
 func (*Joined) FrameType() wire.Type      { return TJoined }
 func (*Leave) FrameType() wire.Type       { return TLeave }
@@ -457,6 +477,8 @@ func New(t wire.Type) wire.Message {
 		return new(Ping)
 	case TPong:
 		return new(Pong)
+	case TBeat:
+		return new(Beat)
 	case TJoin:
 		return new(Join)
 	case TJoined:

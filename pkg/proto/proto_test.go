@@ -27,6 +27,7 @@ var messages = []struct {
 	{"error", &proto.Error{Code: proto.CodeBadJoin, Reason: "empty room id", Fatal: true}},
 	{"ping", &proto.Ping{ID: 7, At: 123456789}},
 	{"pong", &proto.Pong{ID: 7, At: 123456789}},
+	{"beat", &proto.Beat{Every: 100}},
 	{"join", &proto.Join{Room: "r-1", User: "alice", Ticket: []byte{1, 2, 3}, Epoch: 2, LastSent: 41, Since: 9, Inc: 1700000000000000001, Move: true}},
 	{"joined", &proto.Joined{Room: "r-1", Epoch: 2, Seq: 10, Members: []proto.Member{{User: "alice", LastSent: 41, Inc: 1700000000000000001}, {User: "bob"}}}},
 	{"leave", &proto.Leave{}},

@@ -33,7 +33,10 @@ const (
 	//     ticket of the placement the member follows; where Central signs
 	//     tickets, a report that would make its sender a member or move the
 	//     room counts only with it. Nothing else changes.
-	Version = 5
+	//   - version 6: Beat (0x06, client -> chat server) asks the server to
+	//     write an empty Pong whenever the connection has been silent for
+	//     an interval, so a client watches for silence without pinging.
+	Version = 6
 	// MinVersion is the oldest version a listener still speaks.
 	MinVersion = 2
 	// LenSize is the size of the length prefix.

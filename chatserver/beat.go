@@ -1,0 +1,71 @@
+package chatserver
+
+import (
+	"context"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+// Beats: a member that sent Beat{Every} is written an empty Pong whenever
+// nothing has been written to it for Every, so its client can tell a dead
+// path by silence alone, without a Ping and a Pong each time the room is
+// quiet. Each loop keeps the set of its members that asked; flowLoop runs
+// the loop's beater every flowTick while the set is not empty, which is
+// also the resolution of the intervals.
+
+// beatFrame is the frame a beat writes: Pong{ID: 0, At: 0}.
+var beatFrame, _ = wire.AppendFrame(nil, &proto.Pong{})
+
+// onBeat sets (or, with Every 0, stops) m's beats.
+func (s *Server) onBeat(m *member, body []byte) error {
+	var b proto.Beat
+	if err := wire.Unmarshal(body, &b); err != nil {
+		return proto.Fatalf(proto.CodeBadBody, "beat: %v", err)
+	}
+	if b.Every != 0 && (b.Every < proto.BeatMin || b.Every > proto.BeatMax) {
+		return proto.Fatalf(proto.CodeBadBody, "beat every %d ms: must be 0 (off) or %d to %d", b.Every, proto.BeatMin, proto.BeatMax)
+	}
+	l := m.loop
+	if b.Every == 0 {
+		l.stopBeats(m)
+		return nil
+	}
+	m.beat = time.Duration(b.Every) * time.Millisecond
+	if l.beats == nil {
+		l.beats = map[*member]struct{}{}
+	}
+	l.beats[m] = struct{}{}
+	l.nbeats.Store(int32(len(l.beats)))
+	return nil
+}
+
+// stopBeats takes m out of its loop's beats. Loop only.
+func (l *loop) stopBeats(m *member) {
+	if m.beat == 0 {
+		return
+	}
+	m.beat = 0
+	delete(l.beats, m)
+	l.nbeats.Store(int32(len(l.beats)))
+}
+
+// beater writes the beats that are due on its loop. It runs on the loop,
+// scheduled by Server.flowLoop.
+type beater struct{ l *loop }
+
+func (b *beater) Run(context.Context) error {
+	l := b.l
+	defer l.exit(l.enter())
+	now := l.now
+	for m := range l.beats {
+		// A member with bytes still unsent will hear them first; a dead
+		// one is written nothing.
+		if m.dead || now.Sub(m.outAt) < m.beat || m.c.OutboundBuffered() > 0 {
+			continue
+		}
+		m.write(beatFrame, l.srv.cfg.MaxOutbound)
+	}
+	return nil
+}
