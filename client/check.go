@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -137,26 +138,53 @@ func (c *Checker) Report() CheckReport {
 		r.Received += len(s.seen)
 		r.Duplicates += s.dup
 		r.OutOfOrder += s.reorder
-		miss, told := 0, 0
-		for n := uint64(1); n <= s.expected; n++ {
-			if _, ok := s.seen[n]; !ok {
-				miss++
-				if s.announced(n) {
-					told++
-				}
-			}
-		}
+		miss, told := s.missing()
 		r.Missing[u] = miss
 		r.Told[u] = told
 	}
 	return r
 }
 
-func (s *checkSender) announced(n uint64) bool {
-	for _, r := range s.told {
-		if r[0] <= n && n <= r[1] {
-			return true
+// missing counts the numbers 1..expected never seen, and how many of them
+// a Missed event announced. It works from the messages seen and the told
+// ranges, never number by number: expected and the ranges come from the
+// peers (a Chat numbered 2^62 is a peer's to send), and a loop from 1 to
+// expected could run for years.
+func (s *checkSender) missing() (miss, told int) {
+	var seenIn uint64
+	for n := range s.seen {
+		if n >= 1 && n <= s.expected {
+			seenIn++
 		}
 	}
-	return false
+	// The told ranges, cut to 1..expected, sorted and merged.
+	rs := make([][2]uint64, 0, len(s.told))
+	for _, r := range s.told {
+		lo, hi := max(r[0], 1), min(r[1], s.expected)
+		if lo <= hi {
+			rs = append(rs, [2]uint64{lo, hi})
+		}
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i][0] < rs[j][0] })
+	merged := rs[:0]
+	for _, r := range rs {
+		if k := len(merged) - 1; k >= 0 && r[0] <= merged[k][1]+1 && merged[k][1] != ^uint64(0) {
+			merged[k][1] = max(merged[k][1], r[1])
+			continue
+		}
+		merged = append(merged, r)
+	}
+	var toldAll uint64 // numbers in the told ranges, seen or not
+	for _, r := range merged {
+		toldAll += r[1] - r[0] + 1 // cannot wrap: r[0] >= 1
+	}
+	for n := range s.seen {
+		i := sort.Search(len(merged), func(i int) bool { return merged[i][1] >= n })
+		if i < len(merged) && merged[i][0] <= n {
+			toldAll--
+		}
+	}
+	return clampInt(s.expected - seenIn), clampInt(toldAll)
 }
+
+func clampInt(n uint64) int { return int(min(n, uint64(math.MaxInt))) }
