@@ -62,7 +62,7 @@
 // work itself (proto.Beat): it writes an empty Pong whenever it has written
 // nothing to the connection for the ping interval, so a quiet room costs one
 // frame per interval, server to client, and a busy one none; the session
-// then pings every 2 s only to keep the RTT current, and silence for the
+// then pings every 500 ms only to keep the RTT current, and silence for the
 // interval plus the deadline means what an unanswered ping does.
 //
 // Everything the Client sees arrives on one channel, Client.Events: the

@@ -38,7 +38,10 @@ type link struct {
 	lastSeq  uint64
 	heardAt  time.Time     // when the last frame arrived
 	pingAt   time.Time     // when the last liveness ping went out
-	beat     time.Duration // the server writes at least this often (proto.Beat); 0: we ping
+	beats    bool          // the server writes at least every beat (proto.Beat); false: we ping
+	beat     time.Duration // the interval last asked for
+	late     time.Duration // smoothed lateness of frames past a due beat
+	latevar  time.Duration // its smoothed deviation
 	rtt      time.Duration // smoothed round trip: the handshake's, then each Pong's
 	rttvar   time.Duration // its smoothed deviation
 
@@ -105,12 +108,33 @@ func (l *link) welcome(m wire.Message, now time.Time) error {
 		// The server can write us something whenever the connection has
 		// been quiet for the ping interval: silence then means a dead
 		// path, with no Ping and Pong for it.
+		l.beats = true
 		every, _ := l.s.liveTimes(l)
-		every = min(max(every.Round(time.Millisecond), proto.BeatMin*time.Millisecond), proto.BeatMax*time.Millisecond)
-		l.beat = every
-		l.send(&proto.Beat{Every: uint32(every / time.Millisecond)})
+		l.askBeats(every)
 	}
 	return nil
+}
+
+// limit is how long a connection with beats may be silent before it is
+// taken for dead: the beat interval (at least the ping interval, every)
+// and the deadline a Ping would have had, at least twice the lateness of
+// due beats and four deviations. Loop only.
+func (l *link) limit(every, deadline time.Duration) time.Duration {
+	return max(every, l.beat) + max(deadline, 2*(l.late+4*l.latevar))
+}
+
+// askBeats asks the server for a beat every interval (the ping interval,
+// which grows with the RTT, and the frames' lateness), unless it beats
+// within a quarter of that already: a starved client or a slow path is
+// beaten less often, as a Ping waited for its Pong before the next.
+// Loop only.
+func (l *link) askBeats(every time.Duration) {
+	every = min(max(every.Round(time.Millisecond), proto.BeatMin*time.Millisecond), proto.BeatMax*time.Millisecond)
+	if d := every - l.beat; d < every/4 && -d < every/4 {
+		return
+	}
+	l.beat = every
+	l.send(&proto.Beat{Every: uint32(every / time.Millisecond)})
 }
 
 // heard notes a frame that arrived at now; a Pong to one of our pings
@@ -118,6 +142,15 @@ func (l *link) welcome(m wire.Message, now time.Time) error {
 // 1/8 and 1/4), so a loaded path's jitter widens the liveness deadline.
 // Loop only.
 func (l *link) heard(now time.Time, m wire.Message) {
+	if gap := now.Sub(l.heardAt); l.beats && l.joined && gap >= l.beat {
+		// A beat was due: how late this frame came past it (a loaded
+		// server or path, or this process starved) is smoothed, with
+		// its deviation, as TCP smooths round trips, and widens the
+		// silence deadline as a Ping's RTT would have (limit).
+		late := gap - l.beat
+		l.latevar += (max(l.late-late, late-l.late) - l.latevar) / 4
+		l.late += (late - l.late) / 8
+	}
 	l.heardAt = now
 	if p, ok := m.(*proto.Pong); ok && p.At > 0 {
 		if d := now.Sub(time.Unix(0, p.At)); d >= 0 && d < time.Minute {

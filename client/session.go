@@ -59,7 +59,7 @@ type SessionConfig struct {
 	// check that runs late looks again before judging. A server that
 	// speaks protocol version 6 is asked (proto.Beat) to write something
 	// whenever the connection has been quiet for the ping interval; the
-	// session then pings only every 2 s, for the RTT, and takes silence
+	// session then pings only every 500 ms, for the RTT, and takes silence
 	// for the interval plus the deadline as the unanswered ping. 0 leaves
 	// only IdleTimeout.
 	Liveness time.Duration
@@ -974,8 +974,9 @@ func (s *Session) checkLive(now time.Time) {
 	}
 	every, deadline := s.liveTimes(l)
 	late := !scheduled.IsZero() && now.Sub(scheduled) > max(deadline/4, lateSlack)
-	if l.beat > 0 {
-		s.checkBeats(l, now, max(every, l.beat)+deadline, late)
+	if l.beats {
+		l.askBeats(every + l.late)
+		s.checkBeats(l, now, l.limit(every, deadline), late)
 		return
 	}
 	if l.pingAt.After(l.heardAt) {
@@ -1003,8 +1004,7 @@ func (s *Session) checkLive(now time.Time) {
 }
 
 // checkBeats is checkLive for a connection the server beats on
-// (proto.Beat): silent for limit (the beat interval and the deadline, as
-// long as a ping's silence takes) it is taken for dead. A Ping still goes
+// (proto.Beat): silent for limit (link.limit) it is taken for dead. A Ping still goes
 // out every beatPing, to keep the RTT, and so the deadline, current.
 func (s *Session) checkBeats(l *link, now time.Time, limit time.Duration, late bool) {
 	if silent := now.Sub(l.heardAt); silent >= limit {
@@ -1027,7 +1027,7 @@ func (s *Session) checkBeats(l *link, now time.Time, limit time.Duration, late b
 }
 
 // beatPing is how often a connection with beats is pinged, for its RTT.
-const beatPing = 2 * time.Second
+const beatPing = 500 * time.Millisecond
 
 // fellSilent reports the current connection Broken (ErrSilent) without
 // closing it: the server may only be stalled. Anything that arrives on it

@@ -674,7 +674,7 @@ func TestSilentPathBreaksFast(t *testing.T) {
 
 // TestQuietRoomIsNotPinged: in a quiet room the server beats (proto.Beat)
 // and the session sends no liveness Pings: over 1.5 s of silence at most
-// one Ping (the RTT's, every 2 s) goes up, where pinging after each 100 ms
+// 4 Pings (the RTT's, every 500 ms) go up, where pinging after each 100 ms
 // of silence sent one every 100 ms or so; the beats keep the connection
 // up, and a path going dark is still found (by TestSilentPathBreaksFast).
 func TestQuietRoomIsNotPinged(t *testing.T) {
@@ -688,8 +688,8 @@ func TestQuietRoomIsNotPinged(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // an observation window of a quiet room
 	pings, beats = p.pings.Load()-pings, p.beats.Load()-beats
 	t.Logf("in 1.5 s of a quiet room: %d pings up, %d beats down", pings, beats)
-	if pings > 1 {
-		t.Errorf("%d Pings in 1.5 s of a quiet room with beats; want at most 1", pings)
+	if pings > 4 {
+		t.Errorf("%d Pings in 1.5 s of a quiet room with beats; want at most 4", pings)
 	}
 	if beats < 3 {
 		t.Errorf("%d beats in 1.5 s, at an interval of 100 ms; want several", beats)
