@@ -46,6 +46,14 @@ func (c *Central) statusLocked(u *user, req string, code proto.StatusCode, detai
 // renewed (abuse probe, 2026-12-01). Past it a request is declined.
 const maxPendingPerUser = 32
 
+// maxRoomsPerUser bounds the rooms one user may be in: no request that
+// would add one more is made. A client states every room it holds in one
+// Holding frame, which must stay under the frame limit (with tickets, about
+// 200 bytes a room: 64 KiB held 330 rooms, and a client invited into more
+// lost its control connection for good). Requests pending on the user
+// (maxPendingPerUser) may add a few more.
+const maxRoomsPerUser = maxAdopted
+
 // handleRequestLocked runs the first steps of a chat request from u.
 func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 	id := randomID("q-", 8)
@@ -72,6 +80,11 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 		return
 	}
 	c.statusLocked(u, id, proto.AckConn, "", "")
+	if len(u.rooms) >= maxRoomsPerUser {
+		c.countRequest(proto.ReqDeclined)
+		c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("you are in %d rooms, the most one user may be in: leave one first", len(u.rooms)), "")
+		return
+	}
 	if len(m.To) == 0 {
 		invalid("nobody to invite")
 		return
@@ -107,6 +120,10 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 		case v.sess == nil && !c.awaitedLocked(v):
 			c.countRequest(proto.UserNotFound)
 			c.statusLocked(u, id, proto.UserNotFound, fmt.Sprintf("user %s is not connected", to), "")
+			return
+		case len(v.rooms) >= maxRoomsPerUser:
+			c.countRequest(proto.ReqDeclined)
+			c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("user %s is in %d rooms, the most one user may be in", to, len(v.rooms)), "")
 			return
 		case len(v.reqs) >= maxPendingPerUser:
 			c.countRequest(proto.ReqDeclined)

@@ -363,3 +363,42 @@ func TestPendingRequestsPerUserBounded(t *testing.T) {
 		t.Fatalf("victim got %+v after %d Incoming, want no more", p, maxPendingPerUser)
 	}
 }
+
+// TestRoomsPerUserBounded: a user already in maxRoomsPerUser rooms is
+// invited into no more, and asks for no more: every room it is in goes in
+// one Holding frame, which 330 rooms with tickets outgrew (the client lost
+// its control connection for good; abuse probe, 2026-12-01).
+func TestRoomsPerUserBounded(t *testing.T) {
+	w := newWorld(t, nil)
+	victim := w.user(t, "victim")
+	a := w.user(t, "alice")
+	w.c.mu.Lock()
+	v := w.c.users["victim"]
+	for range maxRoomsPerUser {
+		v.rooms[&room{}] = struct{}{} // stand-ins: only their number counts here
+	}
+	w.c.mu.Unlock()
+	a.send(&proto.Request{To: []string{"victim"}})
+	a.expectStatus(proto.AckConn)
+	if st := a.expectStatus(proto.ReqDeclined); !strings.Contains(st.Detail, "rooms") {
+		t.Fatalf("invitation declined with %q", st.Detail)
+	}
+	victim.send(&proto.Request{To: []string{"alice"}})
+	victim.expectStatus(proto.AckConn)
+	if st := victim.expectStatus(proto.ReqDeclined); !strings.Contains(st.Detail, "leave one first") {
+		t.Fatalf("own request declined with %q", st.Detail)
+	}
+	// One room fewer, and the invitation goes out.
+	w.c.mu.Lock()
+	for r := range v.rooms {
+		delete(v.rooms, r)
+		break
+	}
+	w.c.mu.Unlock()
+	a.send(&proto.Request{To: []string{"victim"}})
+	a.expectStatus(proto.AckConn)
+	a.expectStatus(proto.ReqSent)
+	if in := expect[*proto.Incoming](victim, nil); in.From != "alice" {
+		t.Fatalf("incoming %+v", in)
+	}
+}

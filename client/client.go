@@ -623,12 +623,25 @@ func (c *Client) holding() *proto.Holding {
 	}
 	c.mu.Unlock()
 	h := &proto.Holding{Rooms: make([]proto.Held, 0, len(rooms))}
+	size, left := wire.HeaderSize+16, 0
 	for i, r := range rooms {
 		r.mu.Lock()
 		if r.sess != nil {
-			h.Rooms = append(h.Rooms, proto.Held{Room: ids[i], Epoch: r.epoch, Server: r.server, Ticket: r.ticket})
+			held := proto.Held{Room: ids[i], Epoch: r.epoch, Server: r.server, Ticket: r.ticket}
+			// Keys, tags and the epoch take under 48 bytes a room.
+			if n := len(held.Room) + len(held.Server) + len(held.Ticket) + 48; size+n <= wire.MaxFrame {
+				size += n
+				h.Rooms = append(h.Rooms, held)
+			} else {
+				left++
+			}
 		}
 		r.mu.Unlock()
+	}
+	if left > 0 {
+		// Central lets no user into this many rooms; a report too big to
+		// send would cost the control connection, again at each retry.
+		c.log.Warn("too many rooms for one Holding report; some left out", "reported", len(h.Rooms), "left out", left)
 	}
 	return h
 }

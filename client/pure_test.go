@@ -1,6 +1,7 @@
 package client
 
 import (
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -306,6 +307,31 @@ func TestChecker(t *testing.T) {
 	}
 }
 
+// TestHoldingFitsOneFrame: a client in more rooms than one Holding frame
+// holds (400 rooms with 200-byte tickets; 234 fit the 64 KiB limit)
+// reports about as many as fit instead of a frame it cannot send, which cost it
+// its control connection at every retry.
+func TestHoldingFitsOneFrame(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.User = "alice"
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 400 {
+		c.rooms[fmt.Sprintf("r-%032x", i)] = &roomState{sess: &Session{}, epoch: 7, server: "serv1", ticket: make([]byte, 200)}
+	}
+	h := c.holding()
+	b, err := wire.AppendFrame(nil, h)
+	if err != nil {
+		t.Fatalf("Holding of %d rooms: %v", len(h.Rooms), err)
+	}
+	t.Logf("%d of 400 rooms in a %d-byte Holding", len(h.Rooms), len(b))
+	if len(h.Rooms) < 220 {
+		t.Errorf("only %d rooms reported; want as many as fit", len(h.Rooms))
+	}
+}
+
 // TestRequestsInFlightBounded: requests made with no Central reachable
 // wait to be sent, at most maxAsked of them; one older than askedFor ends
 // with REQ_TIMEOUT at the next connection instead of being sent.
@@ -361,5 +387,38 @@ func TestRequestsInFlightBounded(t *testing.T) {
 	defer c.mu.Unlock()
 	if _, ok := c.asked[old]; ok || len(c.asked) != maxAsked-1 {
 		t.Fatalf("%d requests in flight, the old one still there: %v", len(c.asked), ok)
+	}
+}
+
+// TestLateBeatsWidenTheDeadline: beats that come late (a loaded server or
+// path, or a starved client) widen the silence deadline as a Ping's
+// growing RTT did, and make the session ask for fewer beats; on time they
+// leave the deadline at its floor. With the deadline fixed, 1,000 rooms x 3
+// on this machine reported 4,000-6,800 silences that resumed per run
+// against 600-2,500 with Pings.
+func TestLateBeatsWidenTheDeadline(t *testing.T) {
+	const every, deadline = 100 * time.Millisecond, 300 * time.Millisecond
+	l := &link{beats: true, joined: true, beat: every, wake: make(chan struct{}, 1)}
+	now := time.Now()
+	l.heardAt = now
+	for range 20 { // on time: within the beater's 20 ms resolution
+		now = now.Add(every + 10*time.Millisecond)
+		l.heard(now, &proto.Pong{})
+	}
+	if got := l.limit(every, deadline); got != every+deadline {
+		t.Errorf("beats on time: limit %v, want %v", got, every+deadline)
+	}
+	for range 3 { // 400 ms late, three times
+		now = now.Add(every + 400*time.Millisecond)
+		l.heard(now, &proto.Pong{})
+	}
+	lim := l.limit(every, deadline)
+	t.Logf("after 3 beats 400 ms late: limit %v (late %v, deviation %v)", lim, l.late, l.latevar)
+	if lim < 2*(every+deadline) {
+		t.Errorf("after late beats the limit is %v, want it widened well past %v", lim, every+deadline)
+	}
+	l.askBeats(every + l.late)
+	if l.beat <= every {
+		t.Errorf("after late beats the session asks for a beat every %v, want longer than %v", l.beat, every)
 	}
 }
