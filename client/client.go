@@ -585,6 +585,9 @@ const listEvery = 30 * time.Second
 func (c *Client) noteServerLocked(m *proto.ServerEvent) {
 	c.evGen++
 	i := slices.IndexFunc(c.servers, func(s centralapi.ServerInfo) bool { return s.ID == m.Server.ID })
+	if i < 0 && (m.State == proto.ServerDown || len(c.servers) >= maxServers) {
+		return // nothing to drop; or see maxServers
+	}
 	servers := slices.Clone(c.servers) // Servers' callers may hold the old one
 	switch {
 	case m.State == proto.ServerDown:
@@ -786,6 +789,16 @@ func (c *Client) closeRoom(room string) {
 	closeSession(r)
 }
 
+// maxRooms bounds the rooms a Client holds, each a session, a connection
+// and a worker: Central lets a user into at most 256, and a Central that
+// assigned thousands (a made-up one, in a probe) made the client open a
+// connection for each and ping them all.
+const maxRooms = 1024
+
+// maxServers bounds the servers a Client learns of from Central's
+// announcements; each is measured every probe round.
+const maxServers = 1024
+
 // assign hands an Assign to its room's worker, which opens or moves the
 // session; only the newest pending Assign matters.
 func (c *Client) assign(ctx context.Context, a proto.Assign) {
@@ -796,6 +809,12 @@ func (c *Client) assign(ctx context.Context, a proto.Assign) {
 		return
 	}
 	r := c.rooms[a.Room]
+	if r == nil && len(c.rooms) >= maxRooms {
+		// See maxRooms. Unacknowledged, the Assign is Central's to repeat.
+		c.mu.Unlock()
+		c.log.Warn("too many rooms: an Assign for one more is ignored", "room", a.Room, "rooms", maxRooms)
+		return
+	}
 	if r == nil {
 		r = &roomState{assigns: make(chan proto.Assign, 1), done: make(chan struct{})}
 		c.rooms[a.Room] = r

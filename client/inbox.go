@@ -71,6 +71,14 @@ func (in *inbox) peer(user string) *sender {
 	return p
 }
 
+// maxPeers bounds the senders an inbox learns of from announcements
+// (Joined, Presence), past those whose messages it received: a chat server
+// announcing made-up members by the thousand (500 a frame, 1,000 frames a
+// second) grew a client to 3.7 GB in 45 s, and each announced member's
+// tail gap sent a Resend. A room holds at most 10,000 members (the chat
+// server's default).
+const maxPeers = 1 << 16
+
 // cursor returns the last number of user delivered in order.
 func (in *inbox) cursor(user string) uint64 {
 	if p := in.peers[user]; p != nil {
@@ -188,6 +196,9 @@ func (in *inbox) giveUp(from string, p *sender, now time.Time, gaps *[]gap, reas
 // (from Joined or Presence). A last beyond the cursor opens a tail gap; a
 // newer incarnation closes out the old one first.
 func (in *inbox) announce(user string, inc, last uint64, now time.Time) (ready []proto.Deliver, gaps []gap) {
+	if in.peers[user] == nil && len(in.peers) >= maxPeers {
+		return nil, nil // see maxPeers
+	}
 	p := in.peer(user)
 	ok, ready, gaps := in.incarnation(user, p, inc, now)
 	if !ok {
@@ -208,7 +219,10 @@ func (in *inbox) announce(user string, inc, last uint64, now time.Time) (ready [
 // does not start at the cursor (stale, or for another incarnation) is
 // ignored.
 func (in *inbox) missed(user string, inc, first, last uint64, now time.Time) ([]proto.Deliver, []gap) {
-	p := in.peer(user)
+	p := in.peers[user]
+	if p == nil {
+		return nil, nil // nothing of user was expected, so nothing is missed
+	}
 	if inc != p.inc || last <= p.cursor || first > p.cursor+1 {
 		return nil, nil
 	}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
 )
 
@@ -131,6 +133,27 @@ func TestInboxAnnounceAndMissed(t *testing.T) {
 	ready, _, _ = in.accept(proto.Deliver{From: "a", Num: 6}, t0)
 	if !slices.Equal(nums(ready), []uint64{6}) || len(in.lagging(t0)) != 0 {
 		t.Fatalf("after tail: ready %v lagging %v", nums(ready), in.lagging(t0))
+	}
+}
+
+// TestInboxPeersBounded: a server announcing made-up members by the
+// thousand makes the inbox learn at most maxPeers of them (it grew a client
+// to 3.7 GB), and a Missed for a sender never heard of holds nothing;
+// messages from senders past the bound are still delivered.
+func TestInboxPeersBounded(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	in := newInbox(time.Second, 5*time.Second, 100)
+	for i := range maxPeers + 1000 {
+		in.announce(fmt.Sprintf("m%d", i), uint64(i), 1<<40, t0)
+	}
+	if len(in.peers) != maxPeers {
+		t.Fatalf("%d peers learned from announcements, want %d", len(in.peers), maxPeers)
+	}
+	if ready, g := in.missed("stranger", 0, 1, 1<<60, t0); len(ready) != 0 || len(g) != 0 {
+		t.Fatalf("a Missed for an unknown sender: ready %v gaps %v", nums(ready), g)
+	}
+	if ready, _, _ := in.accept(proto.Deliver{From: "late", Num: 1}, t0); !slices.Equal(nums(ready), []uint64{1}) {
+		t.Fatalf("a message past the bound: ready %v", nums(ready))
 	}
 }
 
@@ -420,5 +443,38 @@ func TestLateBeatsWidenTheDeadline(t *testing.T) {
 	l.askBeats(every + l.late)
 	if l.beat <= every {
 		t.Errorf("after late beats the session asks for a beat every %v, want longer than %v", l.beat, every)
+	}
+}
+
+// TestRoomsAndServersBounded: a Central that assigns room after room, or
+// announces server after server (a made-up one, in a probe: 2,500 rooms
+// took 2,514 descriptors and every one was pinged; 30,000 servers took the
+// CPU with a copy of the whole list per announcement), gets at most
+// maxRooms rooms and maxServers servers.
+func TestRoomsAndServersBounded(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.User = "alice"
+	cfg.Logger = testkit.Logger(t)
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxRooms {
+		c.rooms[fmt.Sprint("r", i)] = &roomState{assigns: make(chan proto.Assign, 1), done: make(chan struct{})}
+	}
+	c.assign(context.Background(), proto.Assign{Room: "one-more", Epoch: 1, Server: proto.ServerRef{ID: "s", Addr: "127.0.0.1:1"}})
+	if _, ok := c.rooms["one-more"]; ok || len(c.rooms) != maxRooms {
+		t.Fatalf("%d rooms after one more Assign, want %d", len(c.rooms), maxRooms)
+	}
+	c.mu.Lock()
+	for i := range maxServers + 100 {
+		c.noteServerLocked(&proto.ServerEvent{Server: proto.ServerRef{ID: fmt.Sprint("s", i), Addr: "127.0.0.1:2"}, State: proto.ServerUp})
+	}
+	n := len(c.servers)
+	c.noteServerLocked(&proto.ServerEvent{Server: proto.ServerRef{ID: "s0"}, State: proto.ServerDown})
+	m := len(c.servers)
+	c.mu.Unlock()
+	if n != maxServers || m != maxServers-1 {
+		t.Fatalf("%d servers after %d announced, %d after one went down; want %d, %d", n, maxServers+100, m, maxServers, maxServers-1)
 	}
 }
