@@ -219,7 +219,7 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 		// "alice" would only confuse their peers.
 		if other := c.folded[strings.ToLower(in.Name)]; other != nil {
 			return 0, nil, errf(http.StatusConflict, centralapi.CodeNameTaken,
-				"user name %q is taken as %q (names differ by more than case); pick another name", in.Name, other.name)
+				"user name %q is taken as %q (names that differ only in case are one name); pick another name", in.Name, other.name)
 		}
 	}
 	if u != nil && !u.placeholder() {
