@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -542,23 +543,7 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 			c.closeRoom(m.Room)
 			c.emit(RoomClosed{*m})
 		case *proto.ServerEvent:
-			// A server came, went or drains: the figures may change.
-			c.paceBack()
-			c.mu.Lock()
-			c.noteServerLocked(m)
-			c.mu.Unlock()
-			if m.State == proto.ServerUp {
-				// Measure it now: the room may move there at once.
-				c.mu.Lock()
-				if len(c.upNow) < maxUpNow {
-					c.upNow[m.Server.ID] = m.Server.Addr
-				}
-				c.mu.Unlock()
-				select {
-				case c.probeNow <- struct{}{}:
-				default:
-				}
-			}
+			c.onServerEvent(m)
 		case *proto.Ping:
 			_ = cc.send((*proto.Pong)(m))
 		case *proto.Pong:
@@ -787,6 +772,38 @@ func (c *Client) closeRoom(room string) {
 	// closes itself.
 	close(r.done)
 	closeSession(r)
+}
+
+// onServerEvent takes Central's news of a server: it updates the list the
+// rounds probe, and a server that came up is measured (or reported) at
+// once.
+func (c *Client) onServerEvent(m *proto.ServerEvent) {
+	// A server came, went or drains: the figures may change.
+	c.paceBack()
+	c.mu.Lock()
+	c.noteServerLocked(m)
+	c.mu.Unlock()
+	if m.State == proto.ServerUp {
+		// Measure it now: the room may move there at once. Central
+		// keeps no figure for a server it did not know (one that
+		// registers after us with a restarted Central, one back
+		// from down), so a figure we reported for it before is
+		// reported again, measured or not.
+		c.mu.Lock()
+		if len(c.upNow) < maxUpNow {
+			c.upNow[m.Server.ID] = m.Server.Addr
+		}
+		if _, ok := c.lastVec[m.Server.ID]; ok {
+			last := maps.Clone(c.lastVec)
+			delete(last, m.Server.ID)
+			c.lastVec = last
+		}
+		c.mu.Unlock()
+		select {
+		case c.probeNow <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // maxRooms bounds the rooms a Client holds, each a session, a connection
@@ -1265,13 +1282,15 @@ func (c *Client) noteRoundLocked(results map[string]rtt.Result, live map[string]
 	for _, r := range results {
 		ok = ok || (r.Err == nil && r.Count > 0)
 	}
-	switch {
-	case ok && c.lastOK:
-		c.clock = c.clock.Add(now.Sub(c.lastAt))
-	case ok && c.clock.IsZero():
-		c.clock = now
+	if len(results) > 0 { // a report without a round (probeOnce) leaves the clock alone
+		switch {
+		case ok && c.lastOK:
+			c.clock = c.clock.Add(now.Sub(c.lastAt))
+		case ok && c.clock.IsZero():
+			c.clock = now
+		}
+		c.lastOK, c.lastAt = ok, now
 	}
-	c.lastOK, c.lastAt = ok, now
 	vec := make(map[string]centralapi.Sample, len(results))
 	for id, r := range results {
 		if r.Err == nil && r.Count > 0 {
@@ -1312,6 +1331,7 @@ func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) e
 // when it changed meaningfully.
 func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) error {
 	var targets []rtt.Target
+	unreported := false
 	if newOnly {
 		// The announcements name the servers: probe them without asking
 		// Central for the list first (a round trip on the way to a move).
@@ -1319,6 +1339,8 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 		for id, addr := range c.upNow {
 			if len(c.good[id]) == 0 {
 				targets = append(targets, rtt.Target{ID: id, Addr: addr})
+			} else if _, ok := c.lastVec[id]; !ok {
+				unreported = true // its recent figure goes to Central as it is
 			}
 		}
 		clear(c.upNow)
@@ -1351,7 +1373,7 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 		targets = c.roundTargetsLocked(c.servers)
 		c.mu.Unlock()
 	}
-	if newOnly && len(targets) == 0 {
+	if newOnly && len(targets) == 0 && !unreported {
 		return nil
 	}
 	results := p.Round(ctx, targets)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -465,4 +466,60 @@ func TestRoundsUseAnnouncedServerList(t *testing.T) {
 	round(6, "a fetch that an announcement crossed")
 	round(7, "the round after it")
 	round(7, "then the list holds again")
+}
+
+// TestAnnouncedServerReportedAgain: a server Central announces up may be
+// one it keeps no figure of ours for (it registered with a restarted
+// Central after our re-report, which Central cut to the servers it knew),
+// so our figure for it goes to Central again at once, measured or not. It
+// used to wait for a round whose figures changed: in the chaos scenario
+// kill-server-central-down the room sat on its dead server for 17 s.
+func TestAnnouncedServerReportedAgain(t *testing.T) {
+	srv := startChat(t, "a")
+	var mu sync.Mutex
+	var puts []string
+	central := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/v1/servers" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"servers":[{"id":"a","addr":"`+srv.Addr()+`","up":true}]}`)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		puts = append(puts, string(b))
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer central.Close()
+	opts := DefaultConfig()
+	opts.User = "alice"
+	opts.Central = central.Listener.Addr().String()
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.api.CloseIdleConnections()
+	p, err := rtt.New(c.opts.Probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	reports := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(puts)
+	}
+	if err := c.probeOnce(context.Background(), p, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := reports(); len(got) != 1 || !strings.Contains(got[0], `"a"`) {
+		t.Fatalf("after the first round, reports %q", got)
+	}
+	c.onServerEvent(&proto.ServerEvent{Server: proto.ServerRef{ID: "a", Addr: srv.Addr()}, State: proto.ServerUp})
+	if err := c.probeOnce(context.Background(), p, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := reports(); len(got) != 2 || !strings.Contains(got[1], `"a"`) {
+		t.Fatalf("after a's announcement, reports %q; want the figure for a again", got)
+	}
 }
