@@ -345,6 +345,17 @@ func (p *proxy) accept() {
 	}
 }
 
+// appendRaw appends a frame of type t with body as it came off the wire.
+func appendRaw(b []byte, t wire.Type, body []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(1+len(body)))
+	return append(append(b, byte(t)), body...)
+}
+
+func write(c net.Conn, b []byte) bool {
+	_, err := c.Write(b)
+	return err == nil
+}
+
 // relayUp copies frames from the client to the server, counting Pings.
 func (p *proxy) relayUp(down, up net.Conn) {
 	r := wire.NewReader(down, 0)
@@ -357,9 +368,7 @@ func (p *proxy) relayUp(down, up net.Conn) {
 		if t == proto.TPing {
 			p.pings.Add(1)
 		}
-		b = binary.BigEndian.AppendUint32(b[:0], uint32(1+len(body)))
-		b = append(append(b, byte(t)), body...)
-		if _, err := up.Write(b); err != nil {
+		if b = appendRaw(b[:0], t, body); !write(up, b) {
 			return
 		}
 	}
@@ -389,9 +398,7 @@ func (p *proxy) relayDown(up, down net.Conn) {
 		if d := p.delay.Load(); d > 0 {
 			time.Sleep(time.Duration(d)) // an emulated long path, not synchronisation
 		}
-		b = binary.BigEndian.AppendUint32(b[:0], uint32(1+len(body)))
-		b = append(append(b, byte(t)), body...)
-		if _, err := down.Write(b); err != nil {
+		if b = appendRaw(b[:0], t, body); !write(down, b) {
 			return
 		}
 		p.sentAt.Store(time.Now().UnixNano())

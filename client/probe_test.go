@@ -390,20 +390,7 @@ func TestRoundsUseAnnouncedServerList(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent) // the latency report
 	}))
 	defer central.Close()
-	opts := DefaultConfig()
-	opts.User = "alice"
-	opts.Central = central.Listener.Addr().String()
-	opts.Probe.Timeout = 200 * time.Millisecond
-	c, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.api.CloseIdleConnections()
-	p, err := rtt.New(c.opts.Probe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	c, p := probingClient(t, central, 200*time.Millisecond)
 	fetched := func() int {
 		mu.Lock()
 		defer mu.Unlock()
@@ -491,19 +478,7 @@ func TestAnnouncedServerReportedAgain(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer central.Close()
-	opts := DefaultConfig()
-	opts.User = "alice"
-	opts.Central = central.Listener.Addr().String()
-	c, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.api.CloseIdleConnections()
-	p, err := rtt.New(c.opts.Probe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	c, p := probingClient(t, central, 0)
 	reports := func() []string {
 		mu.Lock()
 		defer mu.Unlock()
@@ -522,4 +497,27 @@ func TestAnnouncedServerReportedAgain(t *testing.T) {
 	if got := reports(); len(got) != 2 || !strings.Contains(got[1], `"a"`) {
 		t.Fatalf("after a's announcement, reports %q; want the figure for a again", got)
 	}
+}
+
+// probingClient is alice's Client against a fake Central, with a prober of
+// its own (probe timeout 0: the default), closed when the test ends.
+func probingClient(t *testing.T, central *httptest.Server, timeout time.Duration) (*Client, *rtt.Prober) {
+	t.Helper()
+	opts := DefaultConfig()
+	opts.User = "alice"
+	opts.Central = central.Listener.Addr().String()
+	if timeout > 0 {
+		opts.Probe.Timeout = timeout
+	}
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.api.CloseIdleConnections)
+	p, err := rtt.New(c.opts.Probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return c, p
 }

@@ -1004,8 +1004,9 @@ func (s *Session) checkLive(now time.Time) {
 }
 
 // checkBeats is checkLive for a connection the server beats on
-// (proto.Beat): silent for limit (link.limit) it is taken for dead. A Ping still goes
-// out every beatPing, to keep the RTT, and so the deadline, current.
+// (proto.Beat): silent for limit (link.limit) it is taken for dead. A Ping
+// still goes out every beatPing, to keep the RTT, and so the deadline,
+// current.
 func (s *Session) checkBeats(l *link, now time.Time, limit time.Duration, late bool) {
 	if silent := now.Sub(l.heardAt); silent >= limit {
 		if late {
