@@ -60,10 +60,13 @@
 //
 // A chat server that speaks protocol version 6 is asked to do the pinging's
 // work itself (proto.Beat): it writes an empty Pong whenever it has written
-// nothing to the connection for the ping interval, so a quiet room costs one
-// frame per interval, server to client, and a busy one none; the session
-// then pings every 500 ms only to keep the RTT current, and silence for the
-// interval plus the deadline means what an unanswered ping does.
+// nothing to the connection for max(Liveness/2, 2*RTT), so a quiet room
+// costs one frame per interval, server to client, and a busy one none.
+// Silence for that interval plus a grace of max(5/6 Liveness, 4*RTT,
+// 2*(RTT+4*RTTVAR)), widened by the beats' own lateness, means what an
+// unanswered ping does, and is found as soon. The RTT is kept current by
+// the Acks of the session's messages, each round trip timed as TCP times
+// a segment, and by a Ping when 500 ms pass without one.
 //
 // Everything the Client sees arrives on one channel, Client.Events: the
 // controller's events (Status, Incoming, RoomReady, RoomClosed, Connected,

@@ -42,8 +42,11 @@ type link struct {
 	beat     time.Duration // the interval last asked for
 	late     time.Duration // smoothed lateness of frames past a due beat
 	latevar  time.Duration // its smoothed deviation
-	rtt      time.Duration // smoothed round trip: the handshake's, then each Pong's
+	rtt      time.Duration // smoothed round trip: the handshake's, then each Pong's (and timed Ack's)
 	rttvar   time.Duration // its smoothed deviation
+	sampled  time.Time     // when rtt last took a sample
+	timed    uint64        // the message whose Ack is timed (0: none), as TCP times one segment
+	timedAt  time.Time     // when it was written
 
 	// Resend answers going out on this connection (Session.pump): the asks
 	// being answered, oldest first, and the sizes of the resent messages
@@ -109,8 +112,8 @@ func (l *link) welcome(m wire.Message, now time.Time) error {
 		// been quiet for the ping interval: silence then means a dead
 		// path, with no Ping and Pong for it.
 		l.beats = true
-		every, _ := l.s.liveTimes(l)
-		l.askBeats(every)
+		beat, _ := l.s.beatTimes(l)
+		l.askBeats(beat)
 	}
 	return nil
 }
@@ -153,12 +156,44 @@ func (l *link) heard(now time.Time, m wire.Message) {
 	}
 	l.heardAt = now
 	if p, ok := m.(*proto.Pong); ok && p.At > 0 {
-		if d := now.Sub(time.Unix(0, p.At)); d >= 0 && d < time.Minute {
-			l.rttvar += (max(l.rtt-d, d-l.rtt) - l.rttvar) / 4
-			l.rtt += (d - l.rtt) / 8
-		}
+		l.sample(now.Sub(time.Unix(0, p.At)), now)
 	}
 }
+
+// sample takes d, a round trip that ended at now, into the smoothed RTT
+// and its deviation. Loop only.
+func (l *link) sample(d time.Duration, now time.Time) {
+	if d < 0 || d >= time.Minute {
+		return
+	}
+	l.rttvar += (max(l.rtt-d, d-l.rtt) - l.rttvar) / 4
+	l.rtt += (d - l.rtt) / 8
+	l.sampled = now
+}
+
+// timeAck times the Ack of message num, just written, unless one is timed
+// already: a message's Ack is a round trip as a Pong is (the server
+// acknowledges as it fans out), so a room that chats needs no Ping for
+// its RTT. A timed message whose Ack never came (the connection moved on)
+// is given up after a while. Loop only.
+func (l *link) timeAck(num uint64) {
+	now := time.Now()
+	if l.timed == 0 || now.Sub(l.timedAt) > timedFor {
+		l.timed, l.timedAt = num, now
+	}
+}
+
+// acked takes the round trip of the timed message when num is its Ack.
+// Loop only.
+func (l *link) acked(num uint64, now time.Time) {
+	if num == l.timed {
+		l.timed = 0
+		l.sample(now.Sub(l.timedAt), now)
+	}
+}
+
+// timedFor is how long a timed Ack is waited for.
+const timedFor = 10 * time.Second
 
 // start launches the reader and writer. Loop only.
 func (l *link) start() {

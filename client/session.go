@@ -58,10 +58,11 @@ type SessionConfig struct {
 	// starved machine every member of a room goes silent at once); a
 	// check that runs late looks again before judging. A server that
 	// speaks protocol version 6 is asked (proto.Beat) to write something
-	// whenever the connection has been quiet for the ping interval; the
-	// session then pings only every 500 ms, for the RTT, and takes silence
-	// for the interval plus the deadline as the unanswered ping. 0 leaves
-	// only IdleTimeout.
+	// whenever the connection has been quiet for max(Liveness/2, 2*RTT);
+	// silence for that plus max(5/6 Liveness, 4*RTT, 2*(RTT+4*RTTVAR))
+	// then means what the unanswered ping did, found as soon, and the
+	// session pings only when the RTT has had no sample for 500 ms (the
+	// Acks of its messages time it too). 0 leaves only IdleTimeout.
 	Liveness time.Duration
 	// RTTHint, if set, gives the RTT and spread measured to a server by
 	// other means (the Client's prober): a new connection's liveness
@@ -192,6 +193,7 @@ type Session struct {
 	queue             []Event           // events not yet taken from the channel
 	paused            bool              // not reading frames: the user has EventBuffer events to take
 	wakeups           int               // loop iterations, for tests that check it idles
+	armedAt           time.Time         // when the loop's timer fires (zero: stopped or fired)
 	stats             Stats
 }
 
@@ -431,6 +433,7 @@ func (s *Session) run() {
 		case in := <-frames:
 			s.handle(in)
 		case <-timer.C:
+			s.armedAt = time.Time{}
 			s.tick(time.Now())
 		}
 	}
@@ -445,7 +448,12 @@ func (s *Session) quiet() bool {
 	return s.paused || s.old != nil || s.pending != nil || s.cur == nil || !s.cur.joined || s.cur.dead || s.cur.suspect
 }
 
-// arm points timer at the next deadline the loop has.
+// arm points timer at the next deadline the loop has. A timer already set
+// to fire no later is left alone: the loop runs once per frame, and
+// resetting a timer to the deadline it has (or moving it later) costs the
+// runtime's timer heap a fix-up each time, most of the idle loop's CPU
+// with thousands of sessions in one process. Firing early is harmless:
+// tick does only what is due and arms the timer again.
 func (s *Session) arm(timer *time.Timer) {
 	var next time.Time
 	if !s.quiet() {
@@ -457,9 +465,16 @@ func (s *Session) arm(timer *time.Timer) {
 		}
 	}
 	if next.IsZero() {
-		timer.Stop()
+		if !s.armedAt.IsZero() {
+			timer.Stop()
+			s.armedAt = time.Time{}
+		}
 		return
 	}
+	if !s.armedAt.IsZero() && !next.Before(s.armedAt) {
+		return
+	}
+	s.armedAt = next
 	timer.Reset(max(time.Until(next), 0))
 }
 
@@ -584,6 +599,7 @@ func (s *Session) flush() {
 	for s.sentUpTo < s.out.last && s.inflight+l.rinflight < s.cfg.SendWindow {
 		c := s.out.get(s.sentUpTo + 1)
 		l.send(c)
+		l.timeAck(c.Num)
 		s.sentUpTo = c.Num
 		s.inflight += wireSize(c)
 	}
@@ -707,6 +723,7 @@ func (s *Session) handleMember(l *link, in inbound) {
 			s.flush()
 			return
 		}
+		l.acked(m.Num, now)
 		if c := s.out.ack(m.Num); c != nil && m.Num <= s.sentUpTo {
 			s.inflight = max(s.inflight-wireSize(c), 0)
 			s.flush()
@@ -972,13 +989,15 @@ func (s *Session) checkLive(now time.Time) {
 		// connection is not what is silent.
 		l.heardAt = now
 	}
-	every, deadline := s.liveTimes(l)
-	late := !scheduled.IsZero() && now.Sub(scheduled) > max(deadline/4, lateSlack)
 	if l.beats {
-		l.askBeats(every + l.late)
-		s.checkBeats(l, now, l.limit(every, deadline), late)
+		beat, grace := s.beatTimes(l)
+		late := !scheduled.IsZero() && now.Sub(scheduled) > max(grace/4, lateSlack)
+		l.askBeats(beat + l.late)
+		s.checkBeats(l, now, l.limit(beat, grace), late)
 		return
 	}
+	every, deadline := s.liveTimes(l)
+	late := !scheduled.IsZero() && now.Sub(scheduled) > max(deadline/4, lateSlack)
 	if l.pingAt.After(l.heardAt) {
 		if late {
 			// This check ran late: the process was starved, and the
@@ -1005,8 +1024,9 @@ func (s *Session) checkLive(now time.Time) {
 
 // checkBeats is checkLive for a connection the server beats on
 // (proto.Beat): silent for limit (link.limit) it is taken for dead. A Ping
-// still goes out every beatPing, to keep the RTT, and so the deadline,
-// current.
+// still goes out when the RTT has gone beatPing without a sample (a Pong,
+// or the Ack of a message timed on its way: link.timeAck), so the
+// deadline follows a path that slows.
 func (s *Session) checkBeats(l *link, now time.Time, limit time.Duration, late bool) {
 	if silent := now.Sub(l.heardAt); silent >= limit {
 		if late {
@@ -1017,17 +1037,22 @@ func (s *Session) checkBeats(l *link, now time.Time, limit time.Duration, late b
 		s.fellSilent(l, fmt.Errorf("%w (%v, RTT %v)", ErrSilent, silent.Round(time.Millisecond), l.rtt.Round(time.Microsecond)))
 		return
 	}
-	if now.Sub(l.pingAt) >= beatPing {
+	if now.Sub(l.sampled) >= beatPing && now.Sub(l.pingAt) >= beatPing {
 		l.send(&proto.Ping{At: now.UnixNano()})
 		l.pingAt = now
 	}
 	s.nextLive = l.heardAt.Add(limit)
-	if next := l.pingAt.Add(beatPing); next.Before(s.nextLive) {
+	last := l.pingAt
+	if l.sampled.After(last) {
+		last = l.sampled
+	}
+	if next := last.Add(beatPing); next.Before(s.nextLive) {
 		s.nextLive = next
 	}
 }
 
-// beatPing is how often a connection with beats is pinged, for its RTT.
+// beatPing is how long a connection with beats goes without an RTT sample
+// before it is pinged for one.
 const beatPing = 500 * time.Millisecond
 
 // fellSilent reports the current connection Broken (ErrSilent) without
@@ -1052,4 +1077,16 @@ const lateSlack = 100 * time.Millisecond
 // four deviations), so a jittery, loaded path is not taken for a dead one.
 func (s *Session) liveTimes(l *link) (every, deadline time.Duration) {
 	return max(s.cfg.Liveness/3, 2*l.rtt), max(s.cfg.Liveness, 4*l.rtt, 2*(l.rtt+4*l.rttvar))
+}
+
+// beatTimes returns, for a connection the server beats on, the beat
+// interval to ask for and the grace past a due beat before silence: half
+// of Liveness and five sixths of it, so silence is found as soon as an
+// unanswered ping finds it (Liveness/3 + Liveness) with fewer frames than
+// a ping interval of Liveness/3 took (in a room of three chatting once a
+// second each, about 5 beats a second against 9). The grace keeps the
+// deadline's floors of four RTTs and twice the retransmission timeout.
+func (s *Session) beatTimes(l *link) (beat, grace time.Duration) {
+	live := s.cfg.Liveness
+	return max(live/2, 2*l.rtt), max(live-live/6, 4*l.rtt, 2*(l.rtt+4*l.rttvar))
 }

@@ -692,10 +692,40 @@ func TestQuietRoomIsNotPinged(t *testing.T) {
 		t.Errorf("%d Pings in 1.5 s of a quiet room with beats; want at most 4", pings)
 	}
 	if beats < 3 {
-		t.Errorf("%d beats in 1.5 s, at an interval of 100 ms; want several", beats)
+		t.Errorf("%d beats in 1.5 s, at an interval of 150 ms; want several", beats)
 	}
 	if n := b.brokenCount(); n != 0 {
 		t.Errorf("a quiet, live room broke %d times", n)
+	}
+}
+
+// TestChatTimesTheRTT: a member that chats has its RTT from its messages'
+// Acks, as TCP times its segments, and is not pinged for it: it used to
+// ping every 500 ms whatever it sent.
+func TestChatTimesTheRTT(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	p := startProxy(t, s1.Addr())
+	cfg := testConfig(t)
+	cfg.Liveness = 300 * time.Millisecond
+	b := join(t, cfg, p.ref("serv1"), "room-chatty", "bob")
+	testkit.WaitFor(t, 10*time.Second, "a first beat", func() bool { return p.beats.Load() > 0 })
+	var before time.Time
+	_ = b.s.call(func() { before = b.s.cur.sampled })
+	pings := p.pings.Load()
+	for i := range 30 { // 10 a second for 3 s
+		b.send(t, fmt.Sprintf("m%d", i))
+		time.Sleep(100 * time.Millisecond)
+	}
+	pings = p.pings.Load() - pings
+	var sampled time.Time
+	var rtt time.Duration
+	_ = b.s.call(func() { sampled, rtt = b.s.cur.sampled, b.s.cur.rtt })
+	t.Logf("in 3 s of chat: %d pings, RTT %v, last sample %v ago", pings, rtt, time.Since(sampled).Round(time.Millisecond))
+	if !sampled.After(before) || time.Since(sampled) > time.Second {
+		t.Errorf("no RTT sample taken from the Acks (last sample %v ago)", time.Since(sampled).Round(time.Millisecond))
+	}
+	if pings > 1 {
+		t.Errorf("%d Pings in 3 s while chatting 10 times a second; want at most 1", pings)
 	}
 }
 
