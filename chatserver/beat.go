@@ -18,8 +18,17 @@ import (
 // beatFrame is the frame a beat writes: Pong{ID: 0, At: 0}.
 var beatFrame, _ = wire.AppendFrame(nil, &proto.Pong{})
 
-// onBeat sets (or, with Every 0, stops) m's beats.
+// onBeat sets (or, with Every 0, stops) m's beats. Only a member of a room
+// is beaten on: a Beat before the Join is kept until the Join succeeds
+// (clients ask as soon as they are welcomed), so a connection that never
+// joins (a ticket it does not have) gets no frames for nothing. Before, a
+// Hello and a Beat at the minimum interval made any connection a stream of
+// 50 frames a second, and 2,048 of them from one source cost the server
+// half a core (abuse probe, 2026-12-01).
 func (s *Server) onBeat(m *member, body []byte) error {
+	if !m.v6 {
+		return proto.Fatalf(proto.CodeUnknownType, "beat needs protocol version 6")
+	}
 	var b proto.Beat
 	if err := wire.Unmarshal(body, &b); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "beat: %v", err)
@@ -27,26 +36,30 @@ func (s *Server) onBeat(m *member, body []byte) error {
 	if b.Every != 0 && (b.Every < proto.BeatMin || b.Every > proto.BeatMax) {
 		return proto.Fatalf(proto.CodeBadBody, "beat every %d ms: must be 0 (off) or %d to %d", b.Every, proto.BeatMin, proto.BeatMax)
 	}
-	l := m.loop
-	if b.Every == 0 {
-		l.stopBeats(m)
-		return nil
-	}
 	m.beat = time.Duration(b.Every) * time.Millisecond
+	if m.beat == 0 {
+		m.loop.stopBeats(m)
+	} else if m.room != nil {
+		m.loop.startBeats(m)
+	}
+	return nil
+}
+
+// startBeats puts m, a member of a room that asked for beats, in its
+// loop's beats. Loop only.
+func (l *loop) startBeats(m *member) {
 	if l.beats == nil {
 		l.beats = map[*member]struct{}{}
 	}
 	l.beats[m] = struct{}{}
 	l.nbeats.Store(int32(len(l.beats)))
-	return nil
 }
 
 // stopBeats takes m out of its loop's beats. Loop only.
 func (l *loop) stopBeats(m *member) {
-	if m.beat == 0 {
+	if _, ok := l.beats[m]; !ok {
 		return
 	}
-	m.beat = 0
 	delete(l.beats, m)
 	l.nbeats.Store(int32(len(l.beats)))
 }

@@ -55,7 +55,7 @@ func TestBeats(t *testing.T) {
 	}
 
 	// Out of range: refused with a reason.
-	for _, every := range []uint32{1, proto.BeatMax + 1} {
+	for _, every := range []uint64{1, proto.BeatMax + 1, 1<<32 + 20} {
 		p, _ := joinAs(t, s, "room-beat2", "carol")
 		p.send(&proto.Beat{Every: every})
 		p.expectClosed(proto.CodeBadBody)
@@ -76,4 +76,38 @@ func syncPing(t *testing.T, p *peer, id uint64) {
 			return
 		}
 	}
+}
+
+// TestBeatsOnlyForMembers: a connection that asked for beats is written
+// none until it has joined a room (the Beat is kept and takes effect with
+// the Join), and a client of a version before 6 may not ask at all. A
+// connection used to be beaten on from its Hello: one frame in, 50 frames
+// a second out, to connections that could never join (abuse probe,
+// 2026-12-01).
+func TestBeatsOnlyForMembers(t *testing.T) {
+	s := startServer(t, nil)
+	p := hello(t, s)
+	p.send(&proto.Beat{Every: proto.BeatMin})
+	syncPing(t, p, 1)
+	if m, err := p.next(300 * time.Millisecond); err == nil {
+		t.Fatalf("before its Join, a connection that asked for beats got %T %+v", m, m)
+	}
+	p.send(&proto.Join{Room: "room-beat", User: "alice"})
+	p.expect(proto.TJoined)
+	beats := 0
+	for beats < 3 {
+		m, err := p.next(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after its Join: %v (%d beats)", err, beats)
+		}
+		if pong, ok := m.(*proto.Pong); ok && *pong == (proto.Pong{}) {
+			beats++
+		}
+	}
+
+	old := dial(t, s)
+	old.send(&proto.Hello{Agent: "test", V: 5})
+	old.expect(proto.TWelcome)
+	old.send(&proto.Beat{Every: 100})
+	old.expectClosed(proto.CodeUnknownType)
 }

@@ -25,6 +25,7 @@ type member struct {
 	hello bool
 	v2    bool // speaks protocol version 2: no Presences frames
 	v4    bool // speaks protocol version 4 or later: its resends are acknowledged
+	v6    bool // speaks protocol version 6 or later: may ask for beats
 	dead  bool // nothing more is written: closed, or closing
 	gone  bool // OnClose has run
 
@@ -62,7 +63,8 @@ type member struct {
 	held    *bytebufferpool.ByteBuffer
 	nheld   int
 
-	// Beats (beat.go): the interval the member asked for (0: none) and
+	// Beats (beat.go): the interval the member asked for (0: none; kept
+	// from a Beat before the Join, beaten on once joined) and
 	// its loop's time when anything was last written to it.
 	beat  time.Duration
 	outAt time.Time
@@ -280,7 +282,7 @@ func (s *Server) onHello(m *member, t wire.Type, body []byte) error {
 	if err != nil {
 		return err
 	}
-	m.hello, m.v2, m.v4 = true, v < 3, v >= 4
+	m.hello, m.v2, m.v4, m.v6 = true, v < 3, v >= 4, v >= 6
 	s.reply(m, &proto.Welcome{V: v, Server: s.cfg.ID, Max: s.cfg.MaxFrame})
 	return nil
 }
@@ -336,9 +338,13 @@ func (s *Server) onJoin(m *member, body []byte) error {
 		if why := s.revoked.revoked(c); why != "" {
 			return proto.Fatalf(proto.CodeUnauthorized, "%s", why)
 		}
-		return nil
+	} else if err := s.join(m, &j); err != nil {
+		return err
 	}
-	return s.join(m, &j)
+	if m.beat != 0 {
+		m.loop.startBeats(m) // asked for before the Join
+	}
+	return nil
 }
 
 // onChat broadcasts a joined member's message to its room, or hands a

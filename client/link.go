@@ -137,7 +137,7 @@ func (l *link) askBeats(every time.Duration) {
 		return
 	}
 	l.beat = every
-	l.send(&proto.Beat{Every: uint32(every / time.Millisecond)})
+	l.send(&proto.Beat{Every: uint64(every / time.Millisecond)})
 }
 
 // heard notes a frame that arrived at now; a Pong to one of our pings

@@ -147,11 +147,14 @@ type Pong struct {
 // Beat (0x06, client -> chat server, version 6): from now on, whenever
 // the server has written nothing to this connection for Every
 // milliseconds (BeatMin to BeatMax; 0 stops it), it writes an empty Pong
-// (ID and At 0). A client that watches its connection for silence needs
-// no Pings for it then: one frame, server to client, instead of a Ping and
-// its Pong, and none at all while the room is busy.
+// (ID and At 0), once the connection is a member of a room (a Beat before
+// the Join takes effect with it). A client that watches its connection
+// for silence needs no Pings for it then: one frame, server to client,
+// instead of a Ping and its Pong, and none at all while the room is busy.
+// Every is 64 bits wide so that a value past 32 bits is refused as out
+// of range rather than cut to its low bits by the decoder.
 type Beat struct {
-	Every uint32 `msgpack:"every"`
+	Every uint64 `msgpack:"every"`
 }
 
 // Bounds of Beat.Every, in milliseconds.
