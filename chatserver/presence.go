@@ -15,10 +15,48 @@ import (
 // mutex, so the loop takes it under that mutex too.
 type presBatch struct {
 	frames []byte // Presence frames, concatenated
+	offs   []int  // where each change's frame starts in frames
 	evs    []uint64
 	skips  []*member
-	queued bool // an item for it is on the loop's queue
-	timed  bool // a timer will queue it
+	about  []string       // the user each change is about
+	users  map[string]int // the change about each user, by index
+	queued bool           // an item for it is on the loop's queue
+	timed  bool           // a timer will queue it
+}
+
+// add appends one change about user. A change about the same user already
+// in the batch is taken out first: the members learn where the user is
+// now, and a user that rejoins in a loop (or a client reconnecting, whose
+// Join replaces its old connection, a leave and a join at once) costs
+// each member at most one change a batch however fast it loops. The
+// changes stay in event order, so a member that joined in between (its
+// Joined listed the older state) still gets the newer.
+func (b *presBatch) add(user string, enc []byte, ev uint64, skip *member) {
+	if k, ok := b.users[user]; ok {
+		end := len(b.frames)
+		if k+1 < len(b.offs) {
+			end = b.offs[k+1]
+		}
+		cut := end - b.offs[k]
+		b.frames = append(b.frames[:b.offs[k]], b.frames[end:]...)
+		for i := k + 1; i < len(b.offs); i++ {
+			b.offs[i] -= cut
+			b.users[b.about[i]]--
+		}
+		b.offs = append(b.offs[:k], b.offs[k+1:]...)
+		b.evs = append(b.evs[:k], b.evs[k+1:]...)
+		b.skips = append(b.skips[:k], b.skips[k+1:]...)
+		b.about = append(b.about[:k], b.about[k+1:]...)
+	}
+	if b.users == nil {
+		b.users = make(map[string]int)
+	}
+	b.users[user] = len(b.evs)
+	b.offs = append(b.offs, len(b.frames))
+	b.frames = append(b.frames, enc...)
+	b.evs = append(b.evs, ev)
+	b.skips = append(b.skips, skip)
+	b.about = append(b.about, user)
 }
 
 // A change after a quiet spell goes out at once. A change that comes
@@ -63,9 +101,7 @@ func (r *room) presence(p *proto.Presence, skip *member, from *loop) {
 			b = new(presBatch)
 			sh.pres = b
 		}
-		b.frames = append(b.frames, enc...)
-		b.evs = append(b.evs, r.ev)
-		b.skips = append(b.skips, skip)
+		b.add(p.User, enc, r.ev, skip)
 		switch wait := sh.presAt.Add(sh.presGap).Sub(now); {
 		case b.queued:
 		case len(b.evs) >= maxPresBatch:

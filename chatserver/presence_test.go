@@ -265,3 +265,51 @@ func TestPresenceBatchCap(t *testing.T) {
 		t.Fatalf("a Presences frame carried %d changes, cap %d", biggest, maxPresBatch)
 	}
 }
+
+// TestRejoinLoopCoalesces: a user whose new connections replace its old
+// one in a loop (a Join replacing a connection is a leave and a join at
+// once) costs each other member at most one change per rejoin, not two,
+// and a batch carries one change per user; the member still ends up with
+// the user's latest incarnation, before that incarnation's first message.
+func TestRejoinLoopCoalesces(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Loops = 1; c.IdleTimeout = 0 })
+	w, _ := joinAs(t, s, "r", "w")
+	const n = 60
+	var x *peer
+	for i := range n {
+		x = hello(t, s)
+		x.send(&proto.Join{Room: "r", User: "x", Inc: uint64(i + 1)})
+		x.expect(proto.TJoined)
+	}
+	x.send(&proto.Chat{Num: 1, Text: "hi"})
+	changes, batches := 0, 0
+	var last proto.Presence
+	for {
+		msg, err := w.next(10 * time.Second)
+		if err != nil {
+			t.Fatalf("w saw %d changes about x: %v", changes, err)
+		}
+		if d, ok := msg.(*proto.Deliver); ok {
+			if !last.Here || last.Inc != n || d.Inc != n {
+				t.Fatalf("deliver %+v after x's change %+v, want x here in incarnation %d", d, last, n)
+			}
+			break
+		}
+		inBatch := 0
+		for _, c := range presenceOf(msg) {
+			if c.User == "x" {
+				changes++
+				inBatch++
+				last = c
+			}
+		}
+		if inBatch > 1 {
+			t.Fatalf("one frame carried %d changes about x", inBatch)
+		}
+		batches++
+	}
+	t.Logf("%d rejoins cost w %d changes in %d frames", n, changes, batches)
+	if changes > n {
+		t.Fatalf("%d changes about x for %d joins, want at most one a join", changes, n)
+	}
+}
