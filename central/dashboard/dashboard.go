@@ -36,9 +36,8 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/netutil"
-
 	"nearchat/central"
+	"nearchat/pkg/connlimit"
 )
 
 //go:embed web
@@ -72,12 +71,20 @@ type Config struct {
 // streamLifetime (the page's EventSource opens the next one), and one whose
 // reader stops taking its writes for streamWriteTimeout is cut. Before,
 // 32 streams held every slot for good (abuse probe, 2026-12-01).
+//
+// At most maxConnsPerSource connections come from one address (a browser
+// opens six at most), so connections that send nothing cannot keep
+// everyone out: each holds its slot for headerTimeout at most. A request
+// refused (401, 403, 503) closes its connection rather than keep it alive
+// and holding a slot.
 const (
 	maxConns            = 32
+	maxConnsPerSource   = 8
 	maxStreams          = 16
 	maxStreamsPerSource = 4
 	streamLifetime      = 10 * time.Minute
 	streamWriteTimeout  = 10 * time.Second
+	headerTimeout       = 5 * time.Second
 )
 
 // Server is a running dashboard. Create it with New.
@@ -143,7 +150,7 @@ func New(cfg Config, src Source) (*Server, error) {
 	// A few viewers at a time: past maxConns, connections wait in the
 	// listen queue, holding none of Central's descriptors (its ports share
 	// a budget of them; see pkg/metricshttp).
-	ln = netutil.LimitListener(ln, maxConns)
+	ln = connlimit.Few(ln, maxConns, maxConnsPerSource)
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}
@@ -155,7 +162,7 @@ func New(cfg Config, src Source) (*Server, error) {
 	mux.HandleFunc("GET /api/snapshot", s.snapshot)
 	mux.HandleFunc("GET /api/events", s.events)
 	// No WriteTimeout: /api/events streams for as long as a page is open.
-	s.http = &http.Server{Handler: s.auth(mux), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+	s.http = &http.Server{Handler: s.auth(mux), ReadHeaderTimeout: headerTimeout, ReadTimeout: 10 * time.Second,
 		IdleTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	go func() {
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -208,6 +215,14 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; img-src 'self' data:")
 		if s.cfg.Token == "" {
+			// Without a token only loopback can reach us, but a web page
+			// can too, through a name of its own that it points at
+			// 127.0.0.1 once loaded (DNS rebinding): its requests name
+			// that host, so only loopback names are served.
+			if !loopbackHost(r.Host) {
+				refuse(w, fmt.Sprintf("this dashboard answers requests for localhost or a loopback address, not %q", r.Host), http.StatusForbidden)
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -226,8 +241,31 @@ func (s *Server) auth(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		http.Error(w, "operator token required", http.StatusUnauthorized)
+		refuse(w, "operator token required", http.StatusUnauthorized)
 	})
+}
+
+// refuse answers a request with an error and closes its connection, so
+// that refused requests do not keep slots (maxConns) alive.
+func refuse(w http.ResponseWriter, msg string, code int) {
+	w.Header().Set("Connection", "close")
+	http.Error(w, msg, code)
+}
+
+// loopbackHost reports whether a request's Host (with or without a port)
+// names this machine: localhost, a name under .localhost, or a loopback
+// address. A Unix socket's requests name whatever the relay in front of
+// it was asked for, on loopback too.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (s *Server) snapshot(w http.ResponseWriter, _ *http.Request) {
@@ -285,7 +323,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.openStream(src) {
 		w.Header().Set("Retry-After", "5")
-		http.Error(w, fmt.Sprintf("too many live views open (at most %d, %d from one address)", maxStreams, maxStreamsPerSource), http.StatusServiceUnavailable)
+		refuse(w, fmt.Sprintf("too many live views open (at most %d, %d from one address)", maxStreams, maxStreamsPerSource), http.StatusServiceUnavailable)
 		return
 	}
 	defer s.closeStream(src)

@@ -2,6 +2,7 @@ package dashboard_test
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -29,7 +30,7 @@ func TestEventStreamsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write([]byte("GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		if _, err := c.Write([]byte("GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n")); err != nil {
 			t.Fatal(err)
 		}
 		status, err := bufio.NewReader(c).ReadString('\n')
@@ -53,6 +54,12 @@ func TestEventStreamsBounded(t *testing.T) {
 		}
 		if !strings.Contains(status, want) {
 			t.Fatalf("stream %d from one address: %q, want %s", i+1, status, want)
+		}
+		if want == "503" {
+			// A refused view does not keep its connection (and a slot).
+			if _, err := io.Copy(io.Discard, c); err != nil {
+				t.Fatalf("stream %d refused, its connection not closed: %v", i+1, err)
+			}
 		}
 	}
 	hc := &http.Client{Timeout: 5 * time.Second}

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -187,6 +188,16 @@ func (p *Port) Release(addr net.Addr, cost int) {
 // retried with back-off instead of ending the caller's accept loop.
 func (p *Port) Listener(ln net.Listener, cost int) net.Listener {
 	return &listener{Listener: ln, p: p, cost: cost}
+}
+
+// Few wraps the listener of a port that serves a few clients at a time
+// (a metrics scraper, a dashboard's viewers): at most max connections are
+// served at once, the rest waiting in the listen queue where they hold
+// none of the process's descriptors, and at most perSource of them come
+// from one address; one past that is closed at once, so a single source
+// that opens connections and sends nothing cannot take every slot.
+func Few(ln net.Listener, max, perSource int) net.Listener {
+	return netutil.LimitListener(New(max).Port(perSource).Listener(ln, 1), max)
 }
 
 type listener struct {

@@ -15,11 +15,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/net/netutil"
+
+	"nearchat/pkg/connlimit"
 )
 
-// MaxConns bounds the connections the metrics port serves at once.
-const MaxConns = 16
+// MaxConns bounds the connections the metrics port serves at once,
+// MaxConnsPerSource those from one address.
+const (
+	MaxConns          = 16
+	MaxConnsPerSource = 4
+)
+
+// readHeaderTimeout is how long a connection may take to send a
+// request's headers: a scraper sends them at once, and a connection that
+// sends nothing holds a slot no longer. A variable so tests can lengthen
+// it.
+var readHeaderTimeout = 3 * time.Second
 
 // Server serves /metrics. Create it with Listen.
 type Server struct {
@@ -47,9 +58,11 @@ func Listen(addr string, cs ...prometheus.Collector) (*Server, error) {
 	// in the listen queue, holding none of the process's descriptors: its
 	// other ports share a budget of them (pkg/connlimit), and an
 	// unbounded port here could exhaust it (an abuse probe made Central
-	// exit with 19,978 idle connections to this port).
-	ln = netutil.LimitListener(ln, MaxConns)
-	s := &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+	// exit with 19,978 idle connections to this port). Past
+	// MaxConnsPerSource from one address they are closed, so connections
+	// that send nothing cannot keep every scraper out.
+	ln = connlimit.Few(ln, MaxConns, MaxConnsPerSource)
+	s := &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
