@@ -3,6 +3,7 @@ package chatserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -22,6 +23,7 @@ type agent struct {
 	api *centralapi.Client
 
 	draining bool
+	joined   bool // registered once since the server started
 	pages    pager
 }
 
@@ -160,11 +162,21 @@ func (a *agent) run(ctx context.Context) {
 		if !registered {
 			var iv time.Duration
 			iv, err = a.register(ctx)
-			if err == nil {
-				registered = true
+			switch {
+			case err == nil:
+				registered, a.joined = true, true
 				if iv > 0 && a.s.cfg.Heartbeat == 0 {
 					interval = iv
 				}
+			case !a.joined && (centralapi.IsUnauthorized(err) || centralapi.IsBadRequest(err)):
+				// A wrong secret or certificate, or an id or address
+				// Central will never take: asking again changes nothing,
+				// so the server stops with Central's reason (Run returns
+				// it). Once registered, a refusal (Central's secret
+				// changed under a running server) is retried instead:
+				// the rooms keep running meanwhile.
+				a.s.refused <- fmt.Errorf("chatserver: Central refused to register %q: %w", a.s.cfg.ID, err)
+				return
 			}
 		}
 		if registered {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,4 +185,35 @@ func TestRestartTakesIDBackWithTokenFile(t *testing.T) {
 		return ok && info.Up && info.Addr == s.Addr()
 	})
 	t.Logf("id taken back in %v (Central declares a server down after %v)", time.Since(start).Round(time.Millisecond), central.DefaultConfig().OfflineAfter)
+}
+
+// TestRefusedRegistrationStops: a registration Central refuses for good
+// (a wrong secret, an id it will never take) ends Run with Central's
+// reason instead of asking again forever with the server up and unused.
+func TestRefusedRegistrationStops(t *testing.T) {
+	c := startCentral(t, "127.0.0.1:0")
+	for _, tc := range []struct {
+		name, id, secret, want string
+	}{
+		{"wrong secret", "serv1", "wrong", "unauthorized"},
+		{"bad id", "has space", "s3cret", "bad_request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Listen = "127.0.0.1:0"
+			cfg.Logger = testkit.LoggerAt(t, slog.LevelError)
+			cfg.ID, cfg.Central, cfg.Secret = tc.id, c.RESTAddr(), tc.secret
+			s, err := New(cfg)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err = s.Run(ctx)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "refused to register") {
+				t.Fatalf("Run = %v, want Central's %s refusal", err, tc.want)
+			}
+			t.Logf("Run: %v", err)
+		})
+	}
 }

@@ -43,6 +43,7 @@ type Server struct {
 	stopReap  chan struct{}
 	stopAgent context.CancelFunc
 	agentDone chan struct{}
+	refused   chan error // Central's refusal of the first registration, once
 	drainReq  chan struct{}
 	centralOK atomic.Bool
 	token     atomic.Pointer[string] // this server's token from Central
@@ -92,6 +93,7 @@ func New(cfg Config) (*Server, error) {
 		stopReap: make(chan struct{}),
 		drainReq: make(chan struct{}, 1),
 		exited:   make(chan struct{}),
+		refused:  make(chan error, 1),
 		rooms:    make(map[string]*room),
 		loops:    make(map[gnet.EventLoop]*loop),
 		guards:   make(map[gnet.EventLoop]*guardSet),
@@ -247,6 +249,9 @@ func (s *Server) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return s.Close()
+	case err := <-s.refused:
+		s.Close()
+		return err
 	case <-s.exited:
 		if s.closing.Load() {
 			return nil

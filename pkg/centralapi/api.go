@@ -60,6 +60,10 @@ func IsUnknownClient(err error) bool { return hasCode(err, CodeUnknownClient) }
 // IsUnauthorized reports whether err is a refused token or secret.
 func IsUnauthorized(err error) bool { return hasCode(err, CodeUnauthorized) }
 
+// IsBadRequest reports whether err says the request itself is wrong (a
+// malformed body, an invalid name or field): sent again, it fails again.
+func IsBadRequest(err error) bool { return hasCode(err, CodeBadRequest) }
+
 // IsServerTaken reports whether err says another live server holds the id.
 func IsServerTaken(err error) bool { return hasCode(err, CodeServerTaken) }
 
