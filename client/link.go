@@ -103,6 +103,9 @@ func (l *link) welcome(m wire.Message, now time.Time) error {
 			l.rtt, l.rttvar = rtt, max(spread, rtt/8)
 		}
 	}
+	// Either start is a fresh sample: the first Ping for one (beatPing)
+	// waits as after any other, rather than going out with the Join.
+	l.sampled = now
 	l.serverID = w.Server
 	if l.serverID == "" {
 		l.serverID = l.server.ID

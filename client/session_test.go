@@ -989,8 +989,14 @@ func TestRTTHintSeedsLiveness(t *testing.T) {
 	}
 	b := join(t, cfg, ref(s1), "room-hint", "bob")
 	var rtt, rttvar time.Duration
-	if err := b.s.call(func() { rtt, rttvar = b.s.cur.rtt, b.s.cur.rttvar }); err != nil {
+	var pinged time.Time
+	if err := b.s.call(func() { rtt, rttvar, pinged = b.s.cur.rtt, b.s.cur.rttvar, b.s.cur.pingAt }); err != nil {
 		t.Fatal(err)
+	}
+	// The hint counts as a sample: no Ping for one as the room is joined
+	// (its Pong, a loopback round trip, would pull the RTT off the hint).
+	if !pinged.IsZero() {
+		t.Errorf("pinged %v after the join, with the hint's RTT fresh", time.Since(pinged))
 	}
 	if rtt != 60*time.Millisecond || rttvar != 60*time.Millisecond/8 {
 		t.Errorf("rtt %v, rttvar %v; want the hint's 60ms and a deviation of 7.5ms (an eighth, above its spread)", rtt, rttvar)
