@@ -203,7 +203,7 @@ func (c *Config) Validate() error {
 	}
 	var heartbeat error
 	if c.Heartbeat != 0 && (c.Heartbeat < MinHeartbeat || c.Heartbeat > time.Hour) {
-		heartbeat = bounds.Fail("heartbeat", bounds.Duration(c.Heartbeat), "0 (Central's) or "+bounds.Duration(MinHeartbeat)+" to 1h")
+		heartbeat = bounds.Fail("heartbeat", c.Heartbeat, "0 (Central's) or "+bounds.Duration(MinHeartbeat)+" to 1h")
 	}
 	return bounds.First(
 		addrs,

@@ -57,7 +57,7 @@ func AtLeast[T Number](name string, v, lo T) error {
 // Fail returns an *Error for a value refused by a rule of its own, want
 // saying what is accepted.
 func Fail(name string, value any, want string) error {
-	v := fmt.Sprint(value)
+	v := format(value)
 	if s, ok := value.(string); ok {
 		v = strconv.Quote(s)
 	}

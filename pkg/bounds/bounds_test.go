@@ -22,6 +22,7 @@ func TestMessages(t *testing.T) {
 		{"NaN", Range("loss", math.NaN(), 0, 1), "invalid value NaN for -loss: want 0 to 1"},
 		{"at least", AtLeast("max-conns", -1, 0), "invalid value -1 for -max-conns: want at least 0"},
 		{"at least ok", AtLeast("max-conns", 0, 0), ""},
+		{"fail duration", Fail("ttl", 90*time.Minute, "whole seconds"), "invalid value 1h30m for -ttl: want whole seconds"},
 		{"fail quotes strings", Fail("id", "a b", "letters"), `invalid value "a b" for -id: want letters`},
 		{"addr", Addr("listen", "127.0.0.1:99999", false), `invalid value "127.0.0.1:99999" for -listen: want host:port, port 0 to 65535`},
 		{"addr no port", Addr("listen", "localhost", false), `invalid value "localhost" for -listen: want host:port, port 0 to 65535`},
