@@ -175,6 +175,7 @@ const (
 // *bounds.Error naming the bin/central flag that sets it, the value and
 // the range, without changing c. New calls it; bin/central calls it first
 // so a bad flag exits 2 before anything starts.
+// It only reads c: safe for concurrent use.
 func (c *Config) Validate() error {
 	var ticketTTL error
 	if c.TicketKey != nil && c.TicketTTL <= c.AssignGiveUp {

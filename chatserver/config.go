@@ -182,6 +182,7 @@ const (
 // *bounds.Error naming the bin/chatserver flag that sets it, the value
 // and the range, without changing c. New calls it; bin/chatserver calls it
 // first so a bad flag exits 2 before anything starts.
+// It only reads c: safe for concurrent use.
 func (c *Config) Validate() error {
 	var addrs error
 	if c.TLS != nil {

@@ -50,6 +50,7 @@ const MaxRSSCap = 1 << 40
 // naming the bin/chaos flag that sets it, the value and the range (the
 // RSS caps in MiB, as the flags take them).
 // bin/chaos calls it before running any scenario and exits 2.
+// It only reads c: safe for concurrent use.
 func (c *Config) Validate() error {
 	return bounds.First(
 		// The stalled reader stops for Hold/2: under a second, a scenario's

@@ -125,6 +125,7 @@ func DefaultConfig() Config {
 // Validate reports the first setting out of range as a *bounds.Error
 // naming the bin/chatload flag that sets it, the value and the range, on
 // one line. Run calls it; bin/chatload calls it first and exits 2.
+// It only reads c: safe for concurrent use.
 func (c *Config) Validate() error {
 	var arrivals, offline, servers, liveness, ext, chaos error
 	if c.Arrivals != Exponential && c.Arrivals != Uniform {

@@ -68,6 +68,7 @@ const (
 // Validate reports the first setting out of range as a *bounds.Error
 // naming the bin/linkdelay flag that sets it, the value and the range. Open
 // calls it; bin/linkdelay calls it first and exits 2.
+// It only reads c: safe for concurrent use.
 func (c *Config) Validate() error {
 	var same error
 	if c.A != "" && c.A == c.B {
