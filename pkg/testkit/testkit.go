@@ -1,8 +1,9 @@
 // Package testkit holds the helpers every nearchat test package shares: a
 // logger that writes through t.Log, a poll with a deadline, a listener
 // that serves each connection until the test ends, the one
-// goroutine-leak check run by every package's TestMain, and a
-// once-per-run build of the programs a test starts as processes; its own
+// goroutine-leak check run by every package's TestMain, a once-per-run
+// build of the programs a test starts as processes, and the check that
+// such a program refuses a bad flag (status 2, one line); its own
 // test keeps "every package has a package doc" true repo-wide. It uses
 // the standard library and goleak only, and only tests import it.
 package testkit
