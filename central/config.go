@@ -3,13 +3,12 @@ package central
 import (
 	"crypto/ed25519"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"nearchat/central/store"
+	"nearchat/pkg/bounds"
 	"nearchat/pkg/selection"
 )
 
@@ -153,54 +152,76 @@ func DefaultConfig() Config {
 	}
 }
 
-func (c *Config) validate() error {
-	var errs []error
-	for _, a := range []struct{ name, v string }{{"RESTListen", c.RESTListen}, {"ControlListen", c.ControlListen}} {
-		if _, _, err := net.SplitHostPort(a.v); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: %w", a.name, a.v, err))
-		}
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"HeartbeatInterval", c.HeartbeatInterval}, {"OfflineAfter", c.OfflineAfter},
-		{"ScanInterval", c.ScanInterval}, {"RequestTimeout", c.RequestTimeout},
-		{"AwaitingEvery", c.AwaitingEvery}, {"AssignRetry", c.AssignRetry},
-		{"AssignGiveUp", c.AssignGiveUp}, {"SessionGrace", c.SessionGrace},
-		{"ProbeTimeout", c.ProbeTimeout}, {"TicketTTL", c.TicketTTL}, {"RoomTTL", c.RoomTTL},
-		{"SettleWait", c.SettleWait},
-	} {
-		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
-		}
-	}
-	if c.ReconnectGrace < 0 {
-		errs = append(errs, fmt.Errorf("ReconnectGrace must not be negative, got %v", c.ReconnectGrace))
-	}
-	if c.OfflineAfter > 0 && c.OfflineAfter < c.HeartbeatInterval {
-		errs = append(errs, fmt.Errorf("OfflineAfter %v is shorter than HeartbeatInterval %v", c.OfflineAfter, c.HeartbeatInterval))
-	}
+// Limits Validate holds the settings to, beyond those stated in place.
+const (
+	// MaxInterval bounds the periods and timeouts: past a day none of
+	// them makes sense.
+	MaxInterval = 24 * time.Hour
+	// MaxTTL bounds the lifetimes (rooms, sessions, tickets, a server's
+	// silence): thirty days.
+	MaxTTL = 30 * 24 * time.Hour
+	// MinInterval is the shortest heartbeat, scan, retry and AWAITING_REQ
+	// period: shorter ones spin.
+	MinInterval = 10 * time.Millisecond
+	// MinOutbound is the least MaxOutbound: a control client must be able
+	// to hold a few frames of the largest size.
+	MinOutbound = 64 << 10
+	// MaxMembersLimit bounds MaxMembers (a request's invitees travel in
+	// one frame).
+	MaxMembersLimit = 1024
+)
+
+// Validate reports the first setting out of its accepted range as a
+// *bounds.Error naming the bin/central flag that sets it, the value and
+// the range, without changing c. New calls it; bin/central calls it first
+// so a bad flag exits 2 before anything starts.
+// It only reads c: safe for concurrent use.
+func (c *Config) Validate() error {
+	var ticketTTL error
 	if c.TicketKey != nil && c.TicketTTL <= c.AssignGiveUp {
-		errs = append(errs, fmt.Errorf("TicketTTL %v must exceed AssignGiveUp %v, or a retried Assign could carry an expired ticket", c.TicketTTL, c.AssignGiveUp))
+		// A retried Assign could carry an expired ticket.
+		ticketTTL = bounds.Fail("ticket-ttl", c.TicketTTL, "more than -assign-give-up ("+bounds.Duration(c.AssignGiveUp)+")")
 	}
-	if c.RequestRate <= 0 || c.RequestBurst < 1 || c.RegisterRate <= 0 || c.RegisterBurst < 1 {
-		errs = append(errs, fmt.Errorf("request and registration rates must be positive with bursts of at least 1"))
+	return bounds.First(
+		bounds.Addr("rest", c.RESTListen, false),
+		bounds.Addr("control", c.ControlListen, false),
+		bounds.Range("heartbeat", c.HeartbeatInterval, MinInterval, time.Hour),
+		bounds.Range("offline-after", c.OfflineAfter, max(c.HeartbeatInterval, MinInterval), MaxTTL),
+		bounds.Range("scan", c.ScanInterval, MinInterval, MaxInterval),
+		bounds.Range("request-timeout", c.RequestTimeout, time.Millisecond, MaxInterval),
+		bounds.Range("awaiting-every", c.AwaitingEvery, MinInterval, MaxInterval),
+		bounds.Range("assign-retry", c.AssignRetry, MinInterval, MaxInterval),
+		bounds.Range("assign-give-up", c.AssignGiveUp, time.Millisecond, MaxTTL),
+		bounds.Range("session-grace", c.SessionGrace, time.Millisecond, MaxTTL),
+		bounds.Range("reconnect-grace", c.ReconnectGrace, 0, MaxInterval),
+		bounds.Range("probe-timeout", c.ProbeTimeout, time.Millisecond, time.Minute),
+		bounds.Range("min-gain", c.Policy.MinGain, 0, time.Hour),
+		// A room's worst RTT can drop by 100% at most: more, and no room
+		// ever moves.
+		bounds.Range("min-gain-pct", c.Policy.MinGainPct, 0, 100),
+		bounds.Range("min-dwell", c.Policy.MinDwell, 0, MaxTTL),
+		bounds.Range("spread-factor", c.Policy.SpreadFactor, 0, 100),
+		bounds.Range("room-ttl", c.RoomTTL, time.Millisecond, MaxTTL),
+		bounds.Range("control-idle", c.ControlIdle, 0, MaxInterval),
+		bounds.AtLeast("max-outbound", c.MaxOutbound, MinOutbound),
+		bounds.Range("max-members", c.MaxMembers, 2, MaxMembersLimit),
+		bounds.Range("request-rate", c.RequestRate, 0.001, 1e6),
+		bounds.Range("request-burst", c.RequestBurst, 1, 1_000_000),
+		bounds.Range("register-rate", c.RegisterRate, 0.001, 1e6),
+		bounds.Range("register-burst", c.RegisterBurst, 1, 1_000_000),
+		bounds.AtLeast("max-conns", c.MaxConns, 0),
+		bounds.AtLeast("max-conns-per-source", c.MaxConnsPerSource, 0),
+		bounds.Range("ticket-ttl", c.TicketTTL, time.Second, MaxTTL),
+		ticketTTL,
+	)
+}
+
+func (c *Config) validate() error {
+	if err := c.Validate(); err != nil {
+		return err
 	}
-	if c.MaxConns < 0 || c.MaxConnsPerSource < 0 {
-		errs = append(errs, fmt.Errorf("MaxConns and MaxConnsPerSource must not be negative"))
+	if c.SettleWait <= 0 {
+		return fmt.Errorf("SettleWait must be positive, got %v", c.SettleWait)
 	}
-	if c.ControlIdle < 0 {
-		errs = append(errs, fmt.Errorf("ControlIdle must not be negative, got %v", c.ControlIdle))
-	}
-	if c.MaxOutbound < 64<<10 {
-		errs = append(errs, fmt.Errorf("MaxOutbound must be at least 64 KiB, got %d", c.MaxOutbound))
-	}
-	if c.MaxMembers < 2 {
-		errs = append(errs, fmt.Errorf("MaxMembers must be at least 2, got %d", c.MaxMembers))
-	}
-	if c.Policy.MinGain < 0 || c.Policy.MinGainPct < 0 || c.Policy.MinDwell < 0 {
-		errs = append(errs, fmt.Errorf("policy margins and dwell must not be negative: %+v", c.Policy))
-	}
-	return errors.Join(errs...)
+	return nil
 }

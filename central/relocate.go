@@ -463,7 +463,7 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 	}
 	for i := range m.Rooms {
 		h := &m.Rooms[i]
-		if proto.CheckRoom(h.Room) != nil || !epochPlausible(h.Epoch, now) || proto.CheckUser(h.Server) != nil {
+		if proto.CheckRoom(h.Room) != nil || !epochPlausible(h.Epoch, now) || proto.CheckServer(h.Server) != nil {
 			continue
 		}
 		r := c.roomByID[h.Room]

@@ -341,7 +341,7 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 	}
 	lat := make(map[string]selection.Sample, len(in.Servers))
 	for id, s := range in.Servers {
-		if err := proto.CheckUser(id); err != nil {
+		if err := proto.CheckServer(id); err != nil {
 			return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server id: %v", err)
 		}
 		if s.MedianUS < 0 || s.SpreadUS < 0 || s.Count < 0 {
@@ -465,7 +465,7 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	if e := certFor(r, in.ID); e != nil {
 		return 0, nil, e
 	}
-	if err := proto.CheckUser(in.ID); err != nil {
+	if err := proto.CheckServer(in.ID); err != nil {
 		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server id: %v", err)
 	}
 	host, port, err := net.SplitHostPort(in.Addr)

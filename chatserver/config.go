@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"nearchat/pkg/bounds"
+	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
 )
 
@@ -160,7 +161,81 @@ func DefaultConfig() Config {
 	}
 }
 
+// Limits Validate holds the settings to, beyond those stated in place.
+const (
+	// MaxLoops bounds Loops: past a thousand event loops each costs a
+	// goroutine and an epoll instance and buys no parallelism.
+	MaxLoops = 1024
+	// MinOutbound is the least MaxOutbound: a member must be able to hold
+	// one frame of the largest size.
+	MinOutbound = 64 << 10
+	// MaxTimeout bounds every timeout and interval setting: a day is past
+	// any sensible value, and far from where time arithmetic overflows.
+	MaxTimeout = 24 * time.Hour
+	// MinHeartbeat is the shortest Heartbeat other than 0 (Central's).
+	MinHeartbeat = 10 * time.Millisecond
+	// MaxHistory bounds History (messages kept per room).
+	MaxHistory = 1 << 20
+)
+
+// Validate reports the first setting out of its accepted range as a
+// *bounds.Error naming the bin/chatserver flag that sets it, the value
+// and the range, without changing c. New calls it; bin/chatserver calls it
+// first so a bad flag exits 2 before anything starts.
+// It only reads c: safe for concurrent use.
+func (c *Config) Validate() error {
+	var addrs error
+	if c.TLS != nil {
+		// bin/chatserver serves TLS on -listen and plaintext on
+		// -plain-listen (none when empty).
+		addrs = bounds.First(bounds.Addr("listen", c.TLSListen, false), bounds.Addr("plain-listen", c.Listen, true))
+	} else {
+		addrs = bounds.Addr("listen", c.Listen, false)
+	}
+	var id error
+	if c.ID != "" && proto.CheckServer(c.ID) != nil {
+		id = bounds.Fail("id", c.ID, fmt.Sprintf("1 to %d ASCII letters, digits, '.', '_' or '-' (empty: chat-<port>)", proto.MaxServer))
+	}
+	var hw error
+	if c.HighWater != 0 {
+		// Below max-outbound, or a member would be cut off before it
+		// counted as behind.
+		hw = bounds.Range("high-water", c.HighWater, 1, c.MaxOutbound-1)
+	}
+	var heartbeat error
+	if c.Heartbeat != 0 && (c.Heartbeat < MinHeartbeat || c.Heartbeat > time.Hour) {
+		heartbeat = bounds.Fail("heartbeat", c.Heartbeat, "0 (Central's) or "+bounds.Duration(MinHeartbeat)+" to 1h")
+	}
+	return bounds.First(
+		addrs,
+		id,
+		bounds.Range("loops", c.Loops, 0, MaxLoops),
+		bounds.AtLeast("max-conns", c.MaxConns, 1),
+		bounds.AtLeast("max-conns-per-source", c.MaxConnsPerSource, 0),
+		bounds.Range("hello-timeout", c.HelloTimeout, time.Millisecond, MaxTimeout),
+		bounds.Range("frame-timeout", c.FrameTimeout, time.Millisecond, MaxTimeout),
+		bounds.AtLeast("max-rooms", c.MaxRooms, 1),
+		bounds.AtLeast("max-members", c.MaxMembers, 1),
+		bounds.AtLeast("max-outbound", c.MaxOutbound, MinOutbound),
+		bounds.Range("history", c.History, 0, MaxHistory),
+		hw,
+		bounds.Range("slow-timeout", c.SlowTimeout, time.Millisecond, MaxTimeout),
+		bounds.Range("idle-timeout", c.IdleTimeout, 0, MaxTimeout),
+		bounds.Range("send-rate", c.SendRate, 1, 1e9),
+		bounds.Range("resend-rate", c.ResendRate, 0.01, 1e6),
+		bounds.AtLeast("history-budget", c.HistoryBudget, 0),
+		bounds.AtLeast("outbound-budget", c.OutboundBudget, 0),
+		bounds.DialAddr("advertise", c.Advertise, true),
+		heartbeat,
+		bounds.Range("shutdown-grace", c.ShutdownGrace, 0, MaxTimeout),
+	)
+}
+
+// validate checks c and fills in the defaults its zero values stand for.
 func (c *Config) validate() error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("chatserver: invalid config: %w", err)
+	}
 	var errs []error
 	if c.holdDelay == 0 {
 		c.holdDelay = holdDelay
@@ -174,67 +249,11 @@ func (c *Config) validate() error {
 	if c.OutboundBudget == 0 {
 		c.OutboundBudget = machineMemory() / 8
 	}
-	if c.Listen != "" || c.TLS == nil {
-		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-			errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
-		}
-	}
-	if c.TLS != nil {
-		if _, _, err := net.SplitHostPort(c.TLSListen); err != nil {
-			errs = append(errs, fmt.Errorf("TLS listen address %q: %w", c.TLSListen, err))
-		}
-	}
 	if c.MaxFrame <= wire.HeaderSize || c.MaxFrame > wire.MaxFrame {
 		errs = append(errs, fmt.Errorf("max frame %d: want %d..%d", c.MaxFrame, wire.HeaderSize+1, wire.MaxFrame))
 	}
-	for _, l := range []struct {
-		name string
-		v    int
-	}{{"max conns", c.MaxConns}, {"max rooms", c.MaxRooms}, {"max members", c.MaxMembers}, {"max outbound", c.MaxOutbound}, {"resend burst", c.ResendBurst}, {"high water", c.HighWater}, {"send burst", c.SendBurst}} {
-		if l.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s %d: must be positive", l.name, l.v))
-		}
-	}
-	if c.MaxConnsPerSource < 0 {
-		errs = append(errs, fmt.Errorf("max conns per source %d: must not be negative", c.MaxConnsPerSource))
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"hello timeout", c.HelloTimeout}, {"frame timeout", c.FrameTimeout}} {
-		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s %v: must be positive", d.name, d.v))
-		}
-	}
-	if c.History < 0 {
-		errs = append(errs, fmt.Errorf("history %d: must not be negative", c.History))
-	}
-	if c.HighWater >= c.MaxOutbound {
-		errs = append(errs, fmt.Errorf("high water %d: must be below max outbound %d", c.HighWater, c.MaxOutbound))
-	}
-	if c.HistoryBudget < 0 || c.OutboundBudget < 0 {
-		errs = append(errs, fmt.Errorf("memory budgets %d, %d: must not be negative", c.HistoryBudget, c.OutboundBudget))
-	}
-	if c.SlowTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("slow timeout %v: must be positive", c.SlowTimeout))
-	}
-	if c.IdleTimeout < 0 {
-		errs = append(errs, fmt.Errorf("idle timeout %v: must not be negative", c.IdleTimeout))
-	}
-	if c.SendRate <= 0 {
-		errs = append(errs, fmt.Errorf("send rate %v: must be positive", c.SendRate))
-	}
-	if c.ResendRate <= 0 {
-		errs = append(errs, fmt.Errorf("resend rate %v: must be positive", c.ResendRate))
-	}
-	if c.Loops < 0 {
-		errs = append(errs, fmt.Errorf("loops %d: must not be negative", c.Loops))
-	}
-	if c.Heartbeat < 0 {
-		errs = append(errs, fmt.Errorf("heartbeat %v: must not be negative", c.Heartbeat))
-	}
-	if c.ShutdownGrace < 0 {
-		errs = append(errs, fmt.Errorf("shutdown grace %v: must not be negative", c.ShutdownGrace))
+	if c.ResendBurst <= 0 || c.SendBurst <= 0 {
+		errs = append(errs, fmt.Errorf("resend burst %d, send burst %d: must be positive", c.ResendBurst, c.SendBurst))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("chatserver: invalid config: %w", errors.Join(errs...))

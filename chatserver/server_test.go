@@ -536,10 +536,10 @@ func TestConfigValidation(t *testing.T) {
 		edit func(*Config)
 		want string
 	}{
-		{"bad address", func(c *Config) { c.Listen = "nonsense" }, "listen address"},
+		{"bad address", func(c *Config) { c.Listen = "nonsense" }, "-listen"},
 		{"frame limit too big", func(c *Config) { c.MaxFrame = wire.MaxFrame + 1 }, "max frame"},
-		{"negative history", func(c *Config) { c.History = -1 }, "history"},
-		{"negative conns", func(c *Config) { c.MaxConns = -1 }, "max conns"},
+		{"negative history", func(c *Config) { c.History = -1 }, "-history"},
+		{"negative conns", func(c *Config) { c.MaxConns = -1 }, "-max-conns"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

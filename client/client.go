@@ -11,6 +11,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -192,6 +193,24 @@ func (r *roomState) followedLocked(epoch uint64, server string) proto.Assign {
 	return proto.Assign{}
 }
 
+// Bounds New holds Config.ProbeEvery and SessionConfig.Liveness to: a
+// probe round more often than MinProbeEvery, or a liveness check shorter
+// than MinLiveness, would load every chat server for nothing (and report
+// healthy connections broken); past the maxima the client would take
+// minutes to notice a better server or a dead one.
+const (
+	MinProbeEvery = 50 * time.Millisecond
+	MaxProbeEvery = time.Hour
+	MinLiveness   = 10 * time.Millisecond
+	MaxLiveness   = time.Minute
+)
+
+// ErrNotCentral is returned (wrapped) by Run when every control address
+// answered, but none as Central's control port: a chat server (its Welcome
+// names the server), an HTTP port such as Central's REST API, or another
+// service (proto.ErrNotNearchat). Retrying would not help, so Run does not.
+var ErrNotCentral = errors.New("client: the control address is not Central's control port")
+
 // New validates opts. Nothing is dialed before Run.
 func New(opts Config) (*Client, error) {
 	if err := proto.CheckUser(opts.User); err != nil {
@@ -206,8 +225,16 @@ func New(opts Config) (*Client, error) {
 	if opts.ProbeBest < 0 || opts.ProbeExplore < 0 {
 		return nil, errors.New("client: ProbeBest and ProbeExplore must not be negative")
 	}
-	if opts.ProbeEvery <= 0 || opts.BackoffMin <= 0 || opts.BackoffMax < opts.BackoffMin {
-		return nil, errors.New("client: probe interval and backoff bounds must be positive, min <= max")
+	if opts.ProbeEvery < MinProbeEvery || opts.ProbeEvery > MaxProbeEvery {
+		return nil, fmt.Errorf("client: ProbeEvery %v: want %v to %v", opts.ProbeEvery, MinProbeEvery, MaxProbeEvery)
+	}
+	if opts.BackoffMin <= 0 || opts.BackoffMax < opts.BackoffMin {
+		return nil, fmt.Errorf("client: BackoffMin %v, BackoffMax %v: want 0 < BackoffMin <= BackoffMax", opts.BackoffMin, opts.BackoffMax)
+	}
+	// The sessions are made later, one per room: a bad setting is
+	// refused here rather than at the first room.
+	if err := opts.Session.validate(); err != nil {
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
@@ -338,11 +365,15 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
+	// The prober stops with the control loop, which ends early on a
+	// control address that is not Central (ErrNotCentral).
+	pctx, stopProbes := context.WithCancel(ctx)
 	go func() {
 		defer wg.Done()
-		c.probeLoop(ctx)
+		c.probeLoop(pctx)
 	}()
 	err := c.controlLoop(ctx)
+	stopProbes()
 	wg.Wait()
 	c.mu.Lock()
 	rooms := c.rooms
@@ -381,6 +412,9 @@ func (c *Client) controlLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, ErrNotCentral) {
+			return err
+		}
 		var pe *proto.Error
 		if errors.As(err, &pe) && pe.Code == proto.CodeUnauthorized {
 			// Central forgot our token (it restarted after the grace
@@ -413,6 +447,34 @@ func (c *Client) controlLoop(ctx context.Context) error {
 	}
 }
 
+// httpPort reports whether addr is an HTTP server: one waits for the end
+// of a request line and so never answers a Hello, and the handshake times
+// out. Asked only then, on a connection of its own, with a blank line
+// after the Hello that makes an HTTP server answer at once (a Central
+// answers the Hello before it reads past it).
+func (c *Client) httpPort(ctx context.Context, addr string) bool {
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := c.dialer.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	hello, err := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: c.opts.Agent})
+	if err != nil {
+		return false
+	}
+	if dl, ok := dctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if _, err := conn.Write(append(hello, "\r\n\r\n"...)); err != nil {
+		return false
+	}
+	head := make([]byte, 5)
+	_, err = io.ReadFull(conn, head)
+	return err == nil && string(head) == "HTTP/"
+}
+
 // ctrlSilence is the least time the control connection may stay silent
 // before the client drops it and connects again: Central answers the
 // client's pings (every HoldingEvery) at once.
@@ -435,6 +497,7 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 	addrs := strings.Split(c.opts.Control, ",")
 	var pc *proto.Conn
 	var err error
+	notCentral := 0 // addresses that answered as something else
 	for i := range addrs {
 		at := (c.ctrlAt + i) % len(addrs)
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -445,16 +508,30 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 			// Something else speaks the protocol there (a chat server on
 			// a port once meant for a Central replica): not Central.
 			pc.Close()
-			err = fmt.Errorf("%s welcomed us as %q, not as Central's control port", addrs[at], w.Server)
+			err = fmt.Errorf("%s welcomed us as %q: %w", addrs[at], w.Server, ErrNotCentral)
 		}
 		if err == nil {
 			c.ctrlAt = at
 			break
 		}
+		if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) && ctx.Err() == nil && c.httpPort(ctx, addrs[at]) {
+			err = fmt.Errorf("%s is an HTTP port (Central's REST API?): %w", addrs[at], ErrNotCentral)
+		}
+		if errors.Is(err, ErrNotCentral) || errors.Is(err, proto.ErrNotNearchat) {
+			notCentral++
+		}
 		c.log.Debug("control connection failed", "central", addrs[at], "err", err)
 	}
 	if err != nil {
 		c.ctrlAt = (c.ctrlAt + 1) % len(addrs)
+		switch {
+		case notCentral == len(addrs) && !errors.Is(err, ErrNotCentral):
+			return fmt.Errorf("control: %w: %w", ErrNotCentral, err)
+		case notCentral < len(addrs) && errors.Is(err, ErrNotCentral):
+			// Another address may yet be Central (a replica down
+			// now): not final, Run tries again.
+			return fmt.Errorf("control: %v", err)
+		}
 		return fmt.Errorf("control: %w", err)
 	}
 	*up = time.Now()

@@ -121,8 +121,8 @@ func (c *SessionConfig) validate() error {
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle timeout %v: must not be negative", c.IdleTimeout))
 	}
-	if c.Liveness < 0 {
-		errs = append(errs, fmt.Errorf("liveness %v: must not be negative", c.Liveness))
+	if c.Liveness != 0 && (c.Liveness < MinLiveness || c.Liveness > MaxLiveness) {
+		errs = append(errs, fmt.Errorf("Liveness %v: want 0 (off) or %v to %v", c.Liveness, MinLiveness, MaxLiveness))
 	}
 	if c.GapTimeout < c.HoldBack {
 		errs = append(errs, fmt.Errorf("gap timeout %v shorter than hold back %v", c.GapTimeout, c.HoldBack))

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"nearchat/bench/cluster"
+	"nearchat/pkg/bounds"
 )
 
 // Config is one harness run.
@@ -39,6 +40,26 @@ type Config struct {
 // DefaultConfig returns the caps and timings the README states.
 func DefaultConfig() Config {
 	return Config{Bin: "bin", Converge: 5 * time.Second, CentralRSS: 32 << 20, ServerRSS: 64 << 20, Rate: 20, Hold: time.Minute}
+}
+
+// MaxRSSCap bounds CentralRSS and ServerRSS: a terabyte, far past any
+// machine this runs on and far from where the bytes overflow int64.
+const MaxRSSCap = 1 << 40
+
+// Validate reports the first setting out of range as a *bounds.Error
+// naming the bin/chaos flag that sets it, the value and the range (the
+// RSS caps in MiB, as the flags take them).
+// bin/chaos calls it before running any scenario and exits 2.
+// It only reads c: safe for concurrent use.
+func (c *Config) Validate() error {
+	return bounds.First(
+		// The stalled reader stops for Hold/2: under a second, a scenario's
+		// fault ends before the room can notice it.
+		bounds.Range("hold", c.Hold, time.Second, time.Hour),
+		bounds.Range("converge", c.Converge, 10*time.Millisecond, time.Hour),
+		bounds.Range("central-rss", c.CentralRSS>>20, 1, MaxRSSCap>>20),
+		bounds.Range("server-rss", c.ServerRSS>>20, 1, MaxRSSCap>>20),
+	)
 }
 
 // Result is what one scenario run found.

@@ -1,7 +1,6 @@
 package load
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"nearchat/client"
+	"nearchat/pkg/bounds"
 )
 
 // Arrivals names the distribution of a member's inter-message times.
@@ -122,78 +122,68 @@ func DefaultConfig() Config {
 	}
 }
 
-func (c *Config) validate() error {
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if c.Rooms < 1 || c.Rooms > MaxRooms {
-		bad("rooms %d: want 1..%d", c.Rooms, MaxRooms)
-	}
-	if c.Members < 2 || c.Members > MaxMembers {
-		bad("members %d: want 2..%d", c.Members, MaxMembers)
-	}
-	if !(c.Rate > 0 && c.Rate <= MaxRate) {
-		bad("rate %v: want more than 0, at most %d per second", c.Rate, MaxRate)
-	}
+// Validate reports the first setting out of range as a *bounds.Error
+// naming the bin/chatload flag that sets it, the value and the range, on
+// one line. Run calls it; bin/chatload calls it first and exits 2.
+// It only reads c: safe for concurrent use.
+func (c *Config) Validate() error {
+	var arrivals, offline, servers, liveness, ext, chaos error
 	if c.Arrivals != Exponential && c.Arrivals != Uniform {
-		bad("arrivals %q: want %q or %q", c.Arrivals, Exponential, Uniform)
-	}
-	if c.Size < 0 || c.Size > MaxSize {
-		bad("size %d: want 0..%d", c.Size, MaxSize)
-	}
-	if c.Duration <= 0 || c.Duration > MaxDuration {
-		bad("duration %v: want more than 0, at most %v", c.Duration, MaxDuration)
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"setup timeout", c.SetupTimeout}, {"settle", c.Settle}, {"heartbeat", c.Heartbeat},
-		{"offline after", c.OfflineAfter}, {"probe interval", c.ProbeEvery}} {
-		if d.v <= 0 || d.v > time.Hour {
-			bad("%s %v: want more than 0, at most 1h", d.name, d.v)
-		}
-	}
-	if c.MinGain < 0 {
-		bad("min gain %v: must not be negative", c.MinGain)
+		arrivals = bounds.Fail("arrivals", string(c.Arrivals), fmt.Sprintf("%s or %s", Exponential, Uniform))
 	}
 	if c.OfflineAfter < c.Heartbeat {
-		bad("offline after %v is shorter than the heartbeat %v", c.OfflineAfter, c.Heartbeat)
+		offline = bounds.Fail("offline-after", c.OfflineAfter, "at least -heartbeat ("+bounds.Duration(c.Heartbeat)+")")
 	}
-	if c.SetupConcurrency < 1 || c.SetupConcurrency > 1024 {
-		bad("setup concurrency %d: want 1..1024", c.SetupConcurrency)
-	}
-	if c.MaxServers < 1 || c.MaxServers > MaxServers {
-		bad("max servers %d: want 1..%d", c.MaxServers, MaxServers)
-	}
-	if c.Servers < 0 || c.Servers > c.MaxServers {
-		bad("servers %d: want 0..%d (max servers)", c.Servers, c.MaxServers)
+	if c.Liveness != 0 && (c.Liveness < client.MinLiveness || c.Liveness > client.MaxLiveness) {
+		liveness = bounds.Fail("liveness", c.Liveness, fmt.Sprintf("0 (off) or %s to %s", bounds.Duration(client.MinLiveness), bounds.Duration(client.MaxLiveness)))
 	}
 	external := c.Central != "" || c.Control != ""
 	if external {
-		if c.Central == "" || c.Control == "" {
-			bad("an existing Central needs both its REST and its control address")
-		}
-		for _, a := range []string{c.Central, c.Control} {
-			if a != "" {
-				if err := loopbackOnly(a); err != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
-		if c.Servers > 0 && c.Secret == "" {
-			bad("starting chat servers for an existing Central needs its cluster secret")
+		switch {
+		case c.Central == "":
+			ext = bounds.Fail("central", c.Central, "Central's REST address, with -control")
+		case c.Control == "":
+			ext = bounds.Fail("control", c.Control, "Central's control address, with -central")
+		case loopbackOnly(c.Central) != nil:
+			ext = bounds.Fail("central", c.Central, "a loopback host:port (the load generator talks only to loopback)")
+		case loopbackOnly(c.Control) != nil:
+			ext = bounds.Fail("control", c.Control, "a loopback host:port (the load generator talks only to loopback)")
+		case c.Servers > 0 && c.Secret == "":
+			ext = bounds.Fail("secret", "", "Central's cluster secret, to start chat servers for an existing Central (or -servers 0)")
 		}
 	} else if c.Servers < 1 {
-		bad("servers %d: a Central of our own needs at least one chat server", c.Servers)
+		servers = bounds.Fail("servers", c.Servers, "at least 1 for a Central of our own")
 	}
 	for _, a := range c.Chaos {
-		if a.Kind == ChaosCentral && external {
-			bad("chaos %s: Central can be restarted only when this process runs it", a)
+		if a.Kind == ChaosCentral && external && chaos == nil {
+			chaos = bounds.Fail("chaos", a.String(), "no central= action: Central can be restarted only when this process runs it")
 		}
-		if (a.Kind == ChaosKill || a.Kind == ChaosDrain) && c.Servers < 2 {
-			bad("chaos %s: needs at least two chat servers started by this run", a)
+		if (a.Kind == ChaosKill || a.Kind == ChaosDrain) && c.Servers < 2 && chaos == nil {
+			chaos = bounds.Fail("chaos", a.String(), "at least two chat servers started by this run (-servers)")
 		}
 	}
-	return errors.Join(errs...)
+	return bounds.First(
+		bounds.Range("rooms", c.Rooms, 1, MaxRooms),
+		bounds.Range("members", c.Members, 2, MaxMembers),
+		bounds.Range("rate", c.Rate, 0.001, MaxRate),
+		arrivals,
+		bounds.Range("size", c.Size, 0, MaxSize),
+		bounds.Range("duration", c.Duration, time.Millisecond, MaxDuration),
+		bounds.Range("setup-timeout", c.SetupTimeout, time.Millisecond, time.Hour),
+		bounds.Range("settle", c.Settle, time.Millisecond, time.Hour),
+		bounds.Range("setup-concurrency", c.SetupConcurrency, 1, 1024),
+		bounds.Range("max-servers", c.MaxServers, 1, MaxServers),
+		bounds.Range("servers", c.Servers, 0, c.MaxServers),
+		servers,
+		bounds.Range("heartbeat", c.Heartbeat, 10*time.Millisecond, time.Hour),
+		bounds.Range("offline-after", c.OfflineAfter, time.Millisecond, time.Hour),
+		offline,
+		bounds.Range("probe-every", c.ProbeEvery, client.MinProbeEvery, time.Hour),
+		liveness,
+		bounds.Range("min-gain", c.MinGain, 0, time.Hour),
+		ext,
+		chaos,
+	)
 }
 
 // loopbackOnly refuses an address whose host is not a loopback address.

@@ -137,7 +137,7 @@ func (g *gen) errCount() int {
 // a run that counted lost messages returns a Report whose OK is false.
 // Safe for concurrent use, though two runs share the machine's CPUs.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("load: config: %w", err)
 	}
 	var rb [3]byte

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"nearchat/client"
+	"nearchat/pkg/bounds"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
 )
@@ -126,36 +127,55 @@ func TestHistQuantiles(t *testing.T) {
 	}
 }
 
+// TestConfigRefuses: each setting out of range is refused as a
+// *bounds.Error naming its bin/chatload flag, so the program exits 2 at
+// once instead of starting a cluster first (a -probe-every or -liveness
+// the client library refuses used to fail every member after Central
+// and the chat servers were up).
 func TestConfigRefuses(t *testing.T) {
 	tests := []struct {
 		name string
 		edit func(*Config)
+		flag string
 	}{
-		{"no rooms", func(c *Config) { c.Rooms = 0 }},
-		{"too many rooms", func(c *Config) { c.Rooms = MaxRooms + 1 }},
-		{"one member", func(c *Config) { c.Members = 1 }},
-		{"zero rate", func(c *Config) { c.Rate = 0 }},
-		{"remote Central", func(c *Config) { c.Central, c.Control, c.Secret = "192.0.2.1:8080", "192.0.2.1:8081", "s" }},
+		{"no rooms", func(c *Config) { c.Rooms = 0 }, "rooms"},
+		{"too many rooms", func(c *Config) { c.Rooms = MaxRooms + 1 }, "rooms"},
+		{"one member", func(c *Config) { c.Members = 1 }, "members"},
+		{"zero rate", func(c *Config) { c.Rate = 0 }, "rate"},
+		{"arrivals", func(c *Config) { c.Arrivals = "poisson" }, "arrivals"},
+		{"size past a message", func(c *Config) { c.Size = MaxSize + 1 }, "size"},
+		{"zero duration", func(c *Config) { c.Duration = 0 }, "duration"},
+		{"setup concurrency 0", func(c *Config) { c.SetupConcurrency = 0 }, "setup-concurrency"},
+		{"heartbeat 0", func(c *Config) { c.Heartbeat = 0 }, "heartbeat"},
+		{"offline before heartbeat", func(c *Config) { c.OfflineAfter = c.Heartbeat / 2 }, "offline-after"},
+		{"probe every below the client's minimum", func(c *Config) { c.ProbeEvery = time.Millisecond }, "probe-every"},
+		{"liveness below the client's minimum", func(c *Config) { c.Liveness = time.Millisecond }, "liveness"},
+		{"liveness negative", func(c *Config) { c.Liveness = -time.Second }, "liveness"},
+		{"min gain negative", func(c *Config) { c.MinGain = -1 }, "min-gain"},
+		{"remote Central", func(c *Config) { c.Central, c.Control, c.Secret = "192.0.2.1:8080", "192.0.2.1:8081", "s" }, "central"},
+		{"Central without control", func(c *Config) { c.Central = "127.0.0.1:8080" }, "control"},
 		{"restart someone else's Central", func(c *Config) {
 			c.Central, c.Control, c.Servers = "127.0.0.1:8080", "127.0.0.1:8081", 0
 			c.Chaos = []Action{{Kind: ChaosCentral, At: time.Second}}
-		}},
-		{"kill with one server", func(c *Config) { c.Servers = 1; c.Chaos = []Action{{Kind: ChaosKill, Every: time.Second}} }},
-		{"no servers for our Central", func(c *Config) { c.Servers = 0 }},
+		}, "chaos"},
+		{"kill with one server", func(c *Config) { c.Servers = 1; c.Chaos = []Action{{Kind: ChaosKill, Every: time.Second}} }, "chaos"},
+		{"no servers for our Central", func(c *Config) { c.Servers = 0 }, "servers"},
+		{"more servers than max", func(c *Config) { c.Servers = c.MaxServers + 1 }, "servers"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			tt.edit(&cfg)
-			if err := cfg.validate(); err == nil {
-				t.Fatal("config accepted")
-			} else {
-				t.Log(err)
+			err := cfg.Validate()
+			var be *bounds.Error
+			if !errors.As(err, &be) || be.Name != tt.flag {
+				t.Fatalf("Validate = %v, want a *bounds.Error for -%s", err, tt.flag)
 			}
+			t.Log(err)
 		})
 	}
 	cfg := DefaultConfig()
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatalf("default config refused: %v", err)
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"nearchat/central/dashboard"
 	"nearchat/central/relay"
 	"nearchat/central/store/etcdstore"
+	"nearchat/pkg/bounds"
 	"nearchat/pkg/connlimit"
 	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
@@ -55,48 +56,55 @@ func run() int {
 		fmt.Fprintf(fs.Output(), "Usage: central [flags]\n\nRuns nearchat's Central (registry, matchmaking, relocation).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.RESTListen, "rest", cfg.RESTListen, "REST API listen address (host:port)")
-	fs.StringVar(&cfg.ControlListen, "control", cfg.ControlListen, "control port listen address (host:port)")
-	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval chat servers are told to use")
-	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "a chat server silent this long is marked down (with -store etcd://, also the TTL of its etcd lease, which carries its silence across leaders)")
-	fs.DurationVar(&cfg.ScanInterval, "scan", cfg.ScanInterval, "relocation scan interval")
-	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "a chat request unanswered this long ends with REQ_TIMEOUT")
-	fs.DurationVar(&cfg.AwaitingEvery, "awaiting-every", cfg.AwaitingEvery, "period of AWAITING_REQ while a request waits")
-	fs.DurationVar(&cfg.AssignRetry, "assign-retry", cfg.AssignRetry, "resend an unacknowledged Assign this often")
-	fs.DurationVar(&cfg.AssignGiveUp, "assign-give-up", cfg.AssignGiveUp, "stop resending an Assign after this long")
-	fs.DurationVar(&cfg.SessionGrace, "session-grace", cfg.SessionGrace, "a name stays reserved this long without a control connection")
-	fs.DurationVar(&cfg.ReconnectGrace, "reconnect-grace", cfg.ReconnectGrace, "a chat request waits this long for a member whose control connection dropped to come back (0: it fails at once)")
-	fs.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "timeout of Central's echo check of a server reported unreachable")
-	fs.DurationVar(&cfg.Policy.MinGain, "min-gain", cfg.Policy.MinGain, "a move must lower the room's worst RTT by at least this much")
-	fs.Float64Var(&cfg.Policy.MinGainPct, "min-gain-pct", cfg.Policy.MinGainPct, "... and by at least this many percent")
-	fs.DurationVar(&cfg.Policy.MinDwell, "min-dwell", cfg.Policy.MinDwell, "no voluntary move within this long after the last one")
-	fs.Float64Var(&cfg.Policy.SpreadFactor, "spread-factor", cfg.Policy.SpreadFactor, "a move needs a gain above this times the two servers' measured spreads (0: off)")
-	fs.DurationVar(&cfg.RoomTTL, "room-ttl", cfg.RoomTTL, "a room with no member connected and no server reporting it expires after this long")
-	fs.DurationVar(&cfg.ControlIdle, "control-idle", cfg.ControlIdle, "close a control connection silent this long after Hello (clients ping); 0 keeps it")
-	fs.IntVar(&cfg.MaxOutbound, "max-outbound", cfg.MaxOutbound, "bytes a control client may leave unread before it is cut off")
-	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "most members in one chat request")
+	fs.StringVar(&cfg.RESTListen, "rest", cfg.RESTListen, "REST API listen address, host:port with port 0 to 65535 (0: any free port)")
+	fs.StringVar(&cfg.ControlListen, "control", cfg.ControlListen, "control port listen address, host:port with port 0 to 65535 (0: any free port)")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval chat servers are told to use, 10ms to 1h")
+	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "a chat server silent this long is marked down (with -store etcd://, also the TTL of its etcd lease, which carries its silence across leaders), from -heartbeat to 720h")
+	fs.DurationVar(&cfg.ScanInterval, "scan", cfg.ScanInterval, "relocation scan interval, 10ms to 24h")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "a chat request unanswered this long ends with REQ_TIMEOUT, 1ms to 24h")
+	fs.DurationVar(&cfg.AwaitingEvery, "awaiting-every", cfg.AwaitingEvery, "period of AWAITING_REQ while a request waits, 10ms to 24h")
+	fs.DurationVar(&cfg.AssignRetry, "assign-retry", cfg.AssignRetry, "resend an unacknowledged Assign this often, 10ms to 24h")
+	fs.DurationVar(&cfg.AssignGiveUp, "assign-give-up", cfg.AssignGiveUp, "stop resending an Assign after this long, 1ms to 720h")
+	fs.DurationVar(&cfg.SessionGrace, "session-grace", cfg.SessionGrace, "a name stays reserved this long without a control connection, 1ms to 720h")
+	fs.DurationVar(&cfg.ReconnectGrace, "reconnect-grace", cfg.ReconnectGrace, "a chat request waits this long for a member whose control connection dropped to come back, 0 to 24h (0: it fails at once)")
+	fs.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "timeout of Central's echo check of a server reported unreachable, 1ms to 1m")
+	fs.DurationVar(&cfg.Policy.MinGain, "min-gain", cfg.Policy.MinGain, "a move must lower the room's worst RTT by at least this much, 0 to 1h")
+	fs.Float64Var(&cfg.Policy.MinGainPct, "min-gain-pct", cfg.Policy.MinGainPct, "... and by at least this many percent, 0 to 100")
+	fs.DurationVar(&cfg.Policy.MinDwell, "min-dwell", cfg.Policy.MinDwell, "no voluntary move within this long after the last one, 0 to 720h")
+	fs.Float64Var(&cfg.Policy.SpreadFactor, "spread-factor", cfg.Policy.SpreadFactor, "a move needs a gain above this times the two servers' measured spreads, 0 to 100 (0: off)")
+	fs.DurationVar(&cfg.RoomTTL, "room-ttl", cfg.RoomTTL, "a room with no member connected and no server reporting it expires after this long, 1ms to 720h")
+	fs.DurationVar(&cfg.ControlIdle, "control-idle", cfg.ControlIdle, "close a control connection silent this long after Hello (clients ping), 0 to 24h (0 keeps it)")
+	fs.IntVar(&cfg.MaxOutbound, "max-outbound", cfg.MaxOutbound, "bytes a control client may leave unread before it is cut off, at least 65536")
+	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "most members in one chat request, 2 to 1024")
 	fs.StringVar(&cfg.ClusterSecret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster secret chat servers must present (default $NEARCHAT_SECRET; empty: none)")
 	fs.BoolVar(&cfg.Multicore, "multicore", cfg.Multicore, "one control-port event loop per CPU")
-	fs.Float64Var(&cfg.RequestRate, "request-rate", cfg.RequestRate, "chat requests a user may make per second, on average")
-	fs.IntVar(&cfg.RequestBurst, "request-burst", cfg.RequestBurst, "chat requests a user may make at once")
-	fs.Float64Var(&cfg.RegisterRate, "register-rate", cfg.RegisterRate, "client registrations Central takes per second from one address, on average")
-	fs.IntVar(&cfg.RegisterBurst, "register-burst", cfg.RegisterBurst, "client registrations Central takes at once from one address")
-	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "descriptors all connections may hold (0: the descriptor limit minus a reserve)")
-	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", cfg.MaxConnsPerSource, "connections one IP address may hold on each port (0: no limit)")
+	fs.Float64Var(&cfg.RequestRate, "request-rate", cfg.RequestRate, "chat requests a user may make per second, on average, 0.001 to 1e6")
+	fs.IntVar(&cfg.RequestBurst, "request-burst", cfg.RequestBurst, "chat requests a user may make at once, 1 to 1000000")
+	fs.Float64Var(&cfg.RegisterRate, "register-rate", cfg.RegisterRate, "client registrations Central takes per second from one address, on average, 0.001 to 1e6")
+	fs.IntVar(&cfg.RegisterBurst, "register-burst", cfg.RegisterBurst, "client registrations Central takes at once from one address, 1 to 1000000")
+	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "descriptors all connections may hold, at least 0 (0: the descriptor limit minus a reserve)")
+	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", cfg.MaxConnsPerSource, "connections one IP address may hold on each port, at least 0 (0: no limit)")
 	tlsCert := fs.String("tls-cert", "", "certificate `file`: serve the REST API and control port over TLS 1.3 only")
 	tlsKey := fs.String("tls-key", "", "private key `file` of -tls-cert")
 	clientCA := fs.String("tls-client-ca", "", "CA `file`: chat servers presenting a certificate from it need no cluster secret")
 	chatCA := fs.String("chat-ca", "", "CA `file` to verify chat servers with, for Central's echo check when they serve TLS")
 	ticketKey := fs.String("ticket-key", "", "Ed25519 private key `file` (make certs): sign a room ticket for every member")
-	fs.DurationVar(&cfg.TicketTTL, "ticket-ttl", cfg.TicketTTL, "how long a room ticket stays valid")
+	fs.DurationVar(&cfg.TicketTTL, "ticket-ttl", cfg.TicketTTL, "how long a room ticket stays valid, 1s to 720h, and more than -assign-give-up with -ticket-key")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088 (empty: off); any non-loopback address needs -dashboard-token and -tls-cert, and serves https")
 	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
 	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing); with etcd, Centrals on one prefix elect one leader that decides everything; the others relay their REST and control connections to it and stand by to lead")
-	leaderTTL := fs.Duration("leader-ttl", 2*time.Second, "with -store etcd://: a leader that stops renewing its lease (killed, cut off from etcd) is replaced after this long (whole seconds)")
-	compactEvery := fs.Duration("etcd-compact", 5*time.Minute, "with -store etcd://: the leader compacts etcd's history this often, up to the revision of one interval before (0: leave it to etcd's --auto-compaction-*; use 0 when other programs share the etcd cluster and read old revisions)")
+	leaderTTL := fs.Duration("leader-ttl", 2*time.Second, "with -store etcd://: a leader that stops renewing its lease (killed, cut off from etcd) is replaced after this long, whole seconds from 1s to 1h")
+	compactEvery := fs.Duration("etcd-compact", 5*time.Minute, "with -store etcd://: the leader compacts etcd's history this often, up to the revision of one interval before (0: leave it to etcd's --auto-compaction-*), 0 to 720h; use 0 when other programs share the etcd cluster and read old revisions)")
 	verbose := fs.Bool("v", false, "debug logging")
 	fs.Parse(os.Args[1:])
+	if fs.NArg() > 0 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	if err := checkFlags(&cfg, *storeURL, *leaderTTL, *compactEvery, *metricsAddr, *dashAddr); err != nil {
+		bounds.Exit("central", err)
+	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintln(os.Stderr, "central: -tls-cert and -tls-key go together")
 		os.Exit(2)
@@ -133,14 +141,6 @@ func run() int {
 			os.Exit(2)
 		}
 		cfg.TicketKey = k
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		os.Exit(2)
-	}
-	if *compactEvery < 0 {
-		fmt.Fprintf(os.Stderr, "central: -etcd-compact %v: must not be negative (0 turns compaction off)\n", *compactEvery)
-		os.Exit(2)
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -298,6 +298,29 @@ func (sv *server) serve(ctx context.Context, st *etcdstore.Store, serving string
 
 // openEtcd waits (until ctx ends) to lead the URL's prefix and loads it;
 // self is what it campaigns with.
+// checkFlags refuses, before anything starts, a setting out of its range:
+// cfg's (Config.Validate) and those main keeps itself.
+func checkFlags(cfg *central.Config, storeURL string, leaderTTL, compactEvery time.Duration, metricsAddr, dashAddr string) error {
+	var store, ttl error
+	if storeURL != "memory" {
+		if _, _, err := etcdstore.ParseURL(storeURL); err != nil {
+			store = bounds.Fail("store", storeURL, "memory or etcd://host:port[,host:port...][/prefix]")
+		}
+	}
+	if leaderTTL%time.Second != 0 || leaderTTL < time.Second || leaderTTL > time.Hour {
+		// etcd grants leases in whole seconds.
+		ttl = bounds.Fail("leader-ttl", leaderTTL, "whole seconds from 1s to 1h")
+	}
+	return bounds.First(
+		cfg.Validate(),
+		store,
+		ttl,
+		bounds.Range("etcd-compact", compactEvery, 0, central.MaxTTL),
+		bounds.Addr("metrics", metricsAddr, true),
+		bounds.Addr("dashboard", dashAddr, true),
+	)
+}
+
 func openEtcd(ctx context.Context, storeURL, self string, ttl time.Duration) (*etcdstore.Store, error) {
 	endpoints, prefix, err := etcdstore.ParseURL(storeURL)
 	if err != nil {

@@ -15,12 +15,36 @@ import (
 	"strings"
 	"time"
 
+	"nearchat/pkg/bounds"
+	"nearchat/pkg/proto"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 )
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// checkArgs refuses a host, server id or validity WriteDev or
+// WriteServerClient would refuse, naming the flag.
+func checkArgs(dir, hosts, ids string, validity time.Duration) error {
+	if dir == "" {
+		return bounds.Fail("dir", dir, "a directory")
+	}
+	if tlsconfig.CheckValidity(validity) != nil {
+		return bounds.Range("validity", validity, tlsconfig.MinValidity, tlsconfig.MaxValidity)
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" && tlsconfig.CheckHost(h) != nil {
+			return bounds.Fail("hosts", h, "IP addresses or DNS names of ASCII letters, digits, '-' and '.', at most 253 bytes, comma-separated")
+		}
+	}
+	for _, id := range strings.Split(ids, ",") {
+		if id = strings.TrimSpace(id); id != "" && proto.CheckServer(id) != nil {
+			return bounds.Fail("server-ids", id, fmt.Sprintf("ids of 1 to %d ASCII letters, digits, '.', '_' or '-', comma-separated", proto.MaxServer))
+		}
+	}
+	return nil
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -30,15 +54,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: certs [flags]   a development CA, certificates and ticket keys for nearchat's TLS mode\n\nflags:\n")
 		fl.PrintDefaults()
 	}
-	dir := fl.String("dir", "certs", "output `directory`")
-	hosts := fl.String("hosts", "", "extra comma-separated `names or IPs` for the server certificate (localhost, 127.0.0.1 and ::1 are always in)")
-	validity := fl.Duration("validity", 90*24*time.Hour, "how long the certificates stay valid")
-	ids := fl.String("server-ids", "", "comma-separated chat server `ids`: also issue each a client certificate naming it (client-ID.pem), with which Central lets it register and speak for that id only; with an existing CA, only these are made")
+	dir := fl.String("dir", "certs", "output `directory` (made if missing)")
+	hosts := fl.String("hosts", "", "extra comma-separated `names or IPs` for the server certificate: IP addresses, or DNS names of ASCII letters, digits, '-' and '.' (optionally *.name), at most 253 bytes (localhost, 127.0.0.1 and ::1 are always in)")
+	validity := fl.Duration("validity", 90*24*time.Hour, "how long the certificates stay valid, 1m to 87600h (ten years)")
+	ids := fl.String("server-ids", "", "comma-separated chat server `ids`, each 1 to 32 ASCII letters, digits, '.', '_' or '-': also issue each a client certificate naming it (client-ID.pem), with which Central lets it register and speak for that id only; with an existing CA, only these are made")
 	force := fl.Bool("force", false, "replace an existing CA and ticket key (every running server, client and ticket made with the old ones stops being trusted)")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		return 2
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "certs: unexpected argument %q\n", fl.Arg(0))
+		return 2
+	}
+	// Every argument is checked before the first file is written, so a
+	// bad one leaves the directory as it was.
+	if err := checkArgs(*dir, *hosts, *ids, *validity); err != nil {
+		fmt.Fprintln(stderr, "certs:", err)
 		return 2
 	}
 	var extra []string

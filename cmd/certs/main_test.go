@@ -90,3 +90,37 @@ func TestServerIDs(t *testing.T) {
 	}
 	t.Logf("%s", out.String())
 }
+
+// TestBadArgumentsWriteNothing: a bad host, server id or validity is
+// refused with status 2 and a line naming the flag before any file is
+// written, where it used to leave a CA (and, for a validity below the
+// hour of back-dating, certificates expired from the start) behind.
+func TestBadArgumentsWriteNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"host with a space", []string{"-hosts", "example.org,bad host"}, `invalid value "bad host" for -hosts`},
+		{"host with a slash", []string{"-hosts", "a/b"}, `invalid value "a/b" for -hosts`},
+		{"negative validity", []string{"-validity", "-2h"}, "invalid value -2h for -validity: want 1m to 87600h"},
+		{"validity past ten years", []string{"-validity", "100000h"}, "invalid value 100000h for -validity"},
+		{"server id outside the directory", []string{"-server-ids", "serv1,../x"}, `invalid value "../x" for -server-ids`},
+		{"stray argument", []string{"serv1"}, `unexpected argument "serv1"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "certs")
+			var out, errOut bytes.Buffer
+			if rc := run(append([]string{"-dir", dir}, tc.args...), &out, &errOut); rc != 2 {
+				t.Errorf("rc %d, want 2; stderr %q", rc, errOut.String())
+			}
+			if !strings.Contains(errOut.String(), tc.want) {
+				t.Errorf("stderr %q does not say %q", errOut.String(), tc.want)
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				es, _ := os.ReadDir(dir)
+				t.Errorf("the refused run made %s (%d files)", dir, len(es))
+			}
+		})
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"nearchat/client"
+	"nearchat/pkg/bounds"
 	"nearchat/pkg/delaynet"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
@@ -66,21 +67,24 @@ flags:
 	fs.StringVar(&f.logFile, "log", "", "write the client's log to this `file` (default: discard in the terminal UI, stderr for the bot)")
 	fs.StringVar(&f.ca, "ca", os.Getenv("NEARCHAT_CA"), "CA `file`: talk TLS 1.3 to Central and the chat servers, trusting only this CA (default $NEARCHAT_CA)")
 	fs.BoolVar(&f.verbose, "v", false, "debug logging")
-	fs.DurationVar(&f.probeEvery, "probe-every", def.ProbeEvery, "interval between RTT probe rounds over the live chat servers")
-	fs.DurationVar(&f.liveness, "liveness", def.Session.Liveness, "fast check of the room's connection: report it broken when a ping goes unanswered this long (scaled up by the path's RTT and jitter; 0: off, only the 15 s idle timeout)")
+	fs.DurationVar(&f.probeEvery, "probe-every", def.ProbeEvery, "interval between RTT probe rounds over the live chat servers, 50ms to 1h")
+	fs.DurationVar(&f.liveness, "liveness", def.Session.Liveness, "fast check of the room's connection: report it broken when a ping goes unanswered this long (scaled up by the path's RTT and jitter), 10ms to 1m (0: off, only the 15 s idle timeout)")
 	fs.BoolVar(&f.bot, "bot", false, "run headless: request or accept a chat, send messages, print JSON events")
 	fs.StringVar(&f.peers, "peer", "", "bot: `users` to request a chat with (comma-separated)")
 	fs.BoolVar(&f.accept, "accept", false, "bot: accept every incoming chat request")
-	fs.Float64Var(&f.rate, "rate", 5, "bot: messages per second (`rate`)")
-	fs.IntVar(&f.count, "count", 0, "bot: messages to send (0: until -duration or a signal)")
-	fs.DurationVar(&f.duration, "duration", 0, "bot: stop after this long (0: no limit)")
-	fs.IntVar(&f.size, "size", 0, "bot: pad messages to this many `bytes`")
+	fs.Float64Var(&f.rate, "rate", 5, "bot: messages per second (`rate`), 0.001 to 10000")
+	fs.IntVar(&f.count, "count", 0, "bot: messages to send, at least 0 (0: until -duration or a signal)")
+	fs.DurationVar(&f.duration, "duration", 0, "bot: stop after this long, 0 to 8760h (0: no limit)")
+	fs.IntVar(&f.size, "size", 0, "bot: pad messages to this many `bytes`, 0 to 4096")
 	fs.BoolVar(&f.quiet, "quiet", false, "bot: do not print a line per received message")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := checkSession(f.probeEvery, f.liveness); err != nil {
+		return nil, err
 	}
 	if !f.bot {
 		var botOnly []string
@@ -100,10 +104,15 @@ flags:
 			return nil, errors.New("-bot needs -name")
 		case f.peers == "" && !f.accept:
 			return nil, errors.New("-bot needs -peer or -accept")
-		case f.rate <= 0 || f.rate > 10000:
-			return nil, fmt.Errorf("-rate %v: want more than 0 and at most 10000", f.rate)
-		case f.count < 0 || f.size < 0 || f.duration < 0:
-			return nil, errors.New("-count, -size and -duration must not be negative")
+		}
+		if err := bounds.First(
+			bounds.Range("rate", f.rate, 0.001, 10000),
+			bounds.AtLeast("count", f.count, 0),
+			bounds.Range("duration", f.duration, 0, 365*24*time.Hour),
+			// A message over MaxText is refused by the server.
+			bounds.Range("size", f.size, 0, proto.MaxText),
+		); err != nil {
+			return nil, err
 		}
 		if err := proto.CheckUser(f.name); err != nil {
 			return nil, fmt.Errorf("-name: %s", nameProblem(f.name))
@@ -119,6 +128,17 @@ flags:
 		}
 	}
 	return f, nil
+}
+
+// checkSession holds -probe-every and -liveness to the client library's
+// bounds, so a bad value is refused at startup naming the flag (client.New
+// would name the field; 0 used to stand for the default probe interval).
+func checkSession(probeEvery, liveness time.Duration) error {
+	var live error
+	if liveness != 0 && (liveness < client.MinLiveness || liveness > client.MaxLiveness) {
+		live = bounds.Fail("liveness", liveness, fmt.Sprintf("0 (off) or %s to %s", bounds.Duration(client.MinLiveness), bounds.Duration(client.MaxLiveness)))
+	}
+	return bounds.First(bounds.Range("probe-every", probeEvery, client.MinProbeEvery, client.MaxProbeEvery), live)
 }
 
 // parseEmulation reads "serv1=40ms,serv3=60ms" into server ID -> RTT.
@@ -154,9 +174,7 @@ func newClient(f *flags, log *slog.Logger, onProbe func(map[string]rtt.Result)) 
 	opts.Logger = log
 	opts.OnProbe = onProbe
 	opts.Session.Liveness = f.liveness
-	if f.probeEvery > 0 {
-		opts.ProbeEvery = f.probeEvery
-	}
+	opts.ProbeEvery = f.probeEvery
 	var c *client.Client
 	if len(rtts) > 0 {
 		opts.Dialer = &delaynet.Dialer{Delay: func(addr string) time.Duration {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -146,6 +147,20 @@ func checkControl(ctx context.Context, f *flags) error {
 	}
 	if bytes.HasPrefix(head, []byte("HTTP/")) {
 		return fmt.Errorf("-control %s is an HTTP port (Central's REST port?): leave -control out, the client learns the control port from Central", f.control)
+	}
+	// A chat server answers the Hello too: its Welcome names it.
+	n := int(binary.BigEndian.Uint32(head[:4]))
+	if n < 1 || n > wire.MaxFrame {
+		return fmt.Errorf("-control %s does not speak nearchat's protocol: leave -control out, the client learns the control port from Central", f.control)
+	}
+	body := make([]byte, n-1)
+	if _, err := io.ReadFull(conn, body); err != nil {
+		return fmt.Errorf("%s did not answer as Central's control port (%v): leave -control out, the client learns the port from Central", f.control, unwrapOp(err))
+	}
+	if m, err := proto.Decode(wire.Type(head[4]), body); err == nil {
+		if w, ok := m.(*proto.Welcome); ok && w.Server != proto.CentralName {
+			return fmt.Errorf("-control %s is chat server %q, not Central's control port: leave -control out, the client learns the port from Central", f.control, w.Server)
+		}
 	}
 	return nil
 }

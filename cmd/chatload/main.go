@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"nearchat/bench/load"
+	"nearchat/pkg/bounds"
 )
 
 func main() {
@@ -51,28 +52,28 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "number of rooms")
-	fs.IntVar(&cfg.Members, "members", cfg.Members, "members per room")
-	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "mean messages per second per member")
+	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "number of rooms, 1 to 20000")
+	fs.IntVar(&cfg.Members, "members", cfg.Members, "members per room, 2 to 16")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "mean messages per second per member, 0.001 to 1000")
 	arrivals := fs.String("arrivals", string(cfg.Arrivals), "inter-message times: exp (Poisson) or uniform (±50%)")
-	fs.IntVar(&cfg.Size, "size", cfg.Size, "message text `bytes`")
-	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long members send once every room is up")
-	fs.DurationVar(&cfg.SetupTimeout, "setup-timeout", cfg.SetupTimeout, "bound on forming every room")
-	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "bound on waiting for acks and deliveries after sending stops")
-	fs.IntVar(&cfg.SetupConcurrency, "setup-concurrency", cfg.SetupConcurrency, "rooms formed at once")
+	fs.IntVar(&cfg.Size, "size", cfg.Size, "message text `bytes`, 0 to 4096")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long members send once every room is up, 1ms to 24h")
+	fs.DurationVar(&cfg.SetupTimeout, "setup-timeout", cfg.SetupTimeout, "bound on forming every room, 1ms to 1h")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "bound on waiting for acks and deliveries after sending stops, 1ms to 1h")
+	fs.IntVar(&cfg.SetupConcurrency, "setup-concurrency", cfg.SetupConcurrency, "rooms formed at once, 1 to 1024")
 	fs.StringVar(&cfg.Central, "central", "", "existing Central's REST `address` (with -control); empty: start one (-bin/central)")
 	fs.StringVar(&cfg.Control, "control", "", "existing Central's control `address`")
-	fs.IntVar(&cfg.Servers, "servers", cfg.Servers, "chat servers to start")
-	fs.IntVar(&cfg.MaxServers, "max-servers", cfg.MaxServers, "most chat servers of ours running at once")
+	fs.IntVar(&cfg.Servers, "servers", cfg.Servers, "chat servers to start, 0 to -max-servers (at least 1 without -central)")
+	fs.IntVar(&cfg.MaxServers, "max-servers", cfg.MaxServers, "most chat servers of ours running at once, 1 to 64")
 	fs.StringVar(&cfg.Bin, "bin", cfg.Bin, "`directory` holding central and chatserver")
 	fs.StringVar(&cfg.Secret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster secret (default $NEARCHAT_SECRET; made up for our own Central)")
-	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "chat servers' heartbeat interval")
-	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "our Central marks a silent chat server down after this")
-	fs.DurationVar(&cfg.ProbeEvery, "probe-every", cfg.ProbeEvery, "members' RTT probe and latency report interval")
-	fs.DurationVar(&cfg.Liveness, "liveness", cfg.Liveness, "members' liveness check of their chat connection (0: off)")
-	fs.DurationVar(&cfg.MinGain, "min-gain", cfg.MinGain, "our Central's absolute anti-flap margin (all servers share one loopback: a smaller gain is noise)")
+	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "chat servers' heartbeat interval, 10ms to 1h")
+	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "our Central marks a silent chat server down after this, from -heartbeat to 1h")
+	fs.DurationVar(&cfg.ProbeEvery, "probe-every", cfg.ProbeEvery, "members' RTT probe and latency report interval, 50ms to 1h")
+	fs.DurationVar(&cfg.Liveness, "liveness", cfg.Liveness, "members' liveness check of their chat connection, 10ms to 1m (0: off)")
+	fs.DurationVar(&cfg.MinGain, "min-gain", cfg.MinGain, "our Central's absolute anti-flap margin (all servers share one loopback: a smaller gain is noise), 0 to 1h")
 	chaos := fs.String("chaos", "", "chaos `schedule` (see above)")
-	maxOutage := fs.Duration("max-outage", 0, "also fail when a room went longer than this without a working server (0: no limit)")
+	maxOutage := fs.Duration("max-outage", 0, "also fail when a room went longer than this without a working server, at least 0 (0: no limit)")
 	jsonOut := fs.String("json", "", "write the JSON report to this `file` (- for stdout)")
 	fs.StringVar(&cfg.LogDir, "logs", "", "`directory` for the logs of Central, the servers and the clients (default: temporary, removed after a clean run)")
 	fs.BoolVar(&cfg.KeepLogs, "keep-logs", false, "keep the temporary log directory after a clean run")
@@ -93,6 +94,9 @@ flags:
 	if cfg.Chaos, err = load.ParseChaos(*chaos); err != nil {
 		fmt.Fprintln(os.Stderr, "chatload:", err)
 		os.Exit(2)
+	}
+	if err := bounds.First(cfg.Validate(), bounds.AtLeast("max-outage", *maxOutage, 0)); err != nil {
+		bounds.Exit("chatload", err)
 	}
 	if !*quiet {
 		cfg.Progress = os.Stderr

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"nearchat/chatserver"
+	"nearchat/pkg/bounds"
 	"nearchat/pkg/metricshttp"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
@@ -30,31 +31,31 @@ func main() {
 		fmt.Fprintf(fs.Output(), "usage: chatserver [flags]\n\nServes nearchat rooms on a gnet event loop.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "TCP `address` to serve chat on")
-	fs.StringVar(&cfg.ID, "id", cfg.ID, "server `name` announced to clients and Central (default chat-<port>)")
-	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops (0: one per CPU)")
-	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "maximum open connections")
-	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", cfg.MaxConnsPerSource, "connections one IP address may hold (0: no limit)")
-	fs.DurationVar(&cfg.HelloTimeout, "hello-timeout", cfg.HelloTimeout, "close a connection that has not said Hello within this long")
-	fs.DurationVar(&cfg.FrameTimeout, "frame-timeout", cfg.FrameTimeout, "close a connection that takes longer than this to finish a frame it started")
-	fs.IntVar(&cfg.MaxRooms, "max-rooms", cfg.MaxRooms, "maximum rooms hosted")
-	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "maximum members of one room")
-	fs.IntVar(&cfg.MaxOutbound, "max-outbound", cfg.MaxOutbound, "unsent `bytes` after which a member is cut off as a slow consumer")
-	fs.IntVar(&cfg.History, "history", cfg.History, "recent messages kept per room for reconnecting members (0: none; members then recover through the senders' resends)")
-	fs.IntVar(&cfg.HighWater, "high-water", cfg.HighWater, "backlog `bytes` (unsent, plus fan-out queued on its event loop) past which a member is behind and its room's Acks are withheld (0: max-outbound/4)")
-	fs.DurationVar(&cfg.SlowTimeout, "slow-timeout", cfg.SlowTimeout, "how long a member may stay behind before it is cut off")
-	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a connection that said Hello and then sends nothing (not even a ping) this long (0: never)")
-	fs.Float64Var(&cfg.SendRate, "send-rate", cfg.SendRate, "Chat frames a second taken from one member; past it its input waits (one that sends 256 KiB more meanwhile is cut off)")
-	fs.Float64Var(&cfg.ResendRate, "resend-rate", cfg.ResendRate, "Resend asks a second forwarded per asker")
-	fs.Int64Var(&cfg.HistoryBudget, "history-budget", cfg.HistoryBudget, "total `bytes` of all rooms' histories (0: an eighth of the machine's memory)")
-	fs.Int64Var(&cfg.OutboundBudget, "outbound-budget", cfg.OutboundBudget, "total unsent `bytes` of all members (0: an eighth of the machine's memory)")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "TCP `address` to serve chat on, host:port with port 0 to 65535 (0: any free port)")
+	fs.StringVar(&cfg.ID, "id", cfg.ID, "server `name` announced to clients and Central: 1 to 32 ASCII letters, digits, '.', '_' or '-' (default chat-<port>)")
+	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops, 0 to 1024 (0: one per CPU)")
+	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "maximum open connections, at least 1")
+	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", cfg.MaxConnsPerSource, "connections one IP address may hold, at least 0 (0: no limit)")
+	fs.DurationVar(&cfg.HelloTimeout, "hello-timeout", cfg.HelloTimeout, "close a connection that has not said Hello within this long, 1ms to 24h")
+	fs.DurationVar(&cfg.FrameTimeout, "frame-timeout", cfg.FrameTimeout, "close a connection that takes longer than this to finish a frame it started, 1ms to 24h")
+	fs.IntVar(&cfg.MaxRooms, "max-rooms", cfg.MaxRooms, "maximum rooms hosted, at least 1")
+	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "maximum members of one room, at least 1")
+	fs.IntVar(&cfg.MaxOutbound, "max-outbound", cfg.MaxOutbound, "unsent `bytes` after which a member is cut off as a slow consumer, at least 65536")
+	fs.IntVar(&cfg.History, "history", cfg.History, "recent messages kept per room for reconnecting members, 0 to 1048576 (0: none; members then recover through the senders' resends)")
+	fs.IntVar(&cfg.HighWater, "high-water", cfg.HighWater, "backlog `bytes` (unsent, plus fan-out queued on its event loop) past which a member is behind and its room's Acks are withheld, below -max-outbound (0: max-outbound/4)")
+	fs.DurationVar(&cfg.SlowTimeout, "slow-timeout", cfg.SlowTimeout, "how long a member may stay behind before it is cut off, 1ms to 24h")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a connection that said Hello and then sends nothing (not even a ping) this long, 0 to 24h (0: never)")
+	fs.Float64Var(&cfg.SendRate, "send-rate", cfg.SendRate, "Chat frames a second taken from one member; past it its input waits (one that sends 256 KiB more meanwhile is cut off), 1 to 1e9")
+	fs.Float64Var(&cfg.ResendRate, "resend-rate", cfg.ResendRate, "Resend asks a second forwarded per asker, 0.01 to 1e6")
+	fs.Int64Var(&cfg.HistoryBudget, "history-budget", cfg.HistoryBudget, "total `bytes` of all rooms' histories, at least 0 (0: an eighth of the machine's memory)")
+	fs.Int64Var(&cfg.OutboundBudget, "outbound-budget", cfg.OutboundBudget, "total unsent `bytes` of all members, at least 0 (0: an eighth of the machine's memory)")
 	fs.StringVar(&cfg.Central, "central", cfg.Central, "Central's REST `address` (host:port or URL), or several Central replicas' comma-separated (heartbeats go to the one that serves); empty runs standalone")
 	fs.StringVar(&cfg.TokenFile, "token-file", "", "`file` keeping the server token from Central, so a restart takes this id back at once (otherwise after Central declares the old instance down)")
 	fs.StringVar(&cfg.Secret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster `secret` presented to Central (default $NEARCHAT_SECRET)")
-	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "`address` clients should dial, as told to Central (default: the bound address)")
-	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "heartbeat interval to Central (0: what Central suggests)")
-	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to wait for Central to move the rooms away before closing")
-	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for goodbye frames")
+	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "host:port `address` clients should dial, as told to Central, port 1 to 65535 (default: the bound address)")
+	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "heartbeat interval to Central, 10ms to 1h (0: what Central suggests)")
+	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to wait for Central to move the rooms away before closing, 0 to 24h")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for goodbye frames, 0 to 24h")
 	tlsCert := fs.String("tls-cert", "", "certificate `file`: serve TLS 1.3 on -listen (and plaintext only on -plain-listen, if given)")
 	tlsKey := fs.String("tls-key", "", "private key `file` of -tls-cert")
 	plain := fs.String("plain-listen", "", "with TLS on, also serve plaintext on this `address` (default: none)")
@@ -74,6 +75,12 @@ func main() {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "chatserver: unexpected argument %q\n", fs.Arg(0))
 		os.Exit(2)
+	}
+	if err := bounds.First(
+		bounds.Range("drain-timeout", *drainTimeout, 0, chatserver.MaxTimeout),
+		bounds.Addr("metrics", *metricsAddr, true),
+	); err != nil {
+		bounds.Exit("chatserver", err)
 	}
 	if (*ticketKey == "") == !*insecure {
 		fmt.Fprintln(os.Stderr, "chatserver: give -ticket-key (Central's ticket public key, from make certs), or -insecure to admit anyone to any room")
@@ -106,6 +113,9 @@ func main() {
 			os.Exit(2)
 		}
 		cfg.TicketKey = pub
+	}
+	if err := cfg.Validate(); err != nil {
+		bounds.Exit("chatserver", err)
 	}
 	level := slog.LevelInfo
 	if *verbose {

@@ -2,25 +2,46 @@ package main
 
 import (
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"nearchat/pkg/testkit"
 )
 
-// TestCheckFlags: a value the demo cannot run with is refused before any
-// process starts, naming the flag; good values pass.
-func TestCheckFlags(t *testing.T) {
+func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
+
+// fakeBin returns a directory holding empty central, chatserver and chat.
+func fakeBin(t *testing.T) string {
 	bin := t.TempDir()
 	for _, p := range []string{"central", "chatserver", "chat"} {
 		if err := os.WriteFile(filepath.Join(bin, p), nil, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return bin
+}
+
+// TestCheckFlags: a value the demo cannot run with is refused before any
+// process starts, naming the flag, at once (well within 50 ms) even for a
+// -dashboard address Central could not serve on, which used to surface
+// only when the wait for Central timed out.
+func TestCheckFlags(t *testing.T) {
+	bin := fakeBin(t)
 	if err := checkFlags(bin, 10, 4*time.Second, "", nil); err != nil {
 		t.Fatalf("defaults refused: %v", err)
 	}
+	if err := checkFlags(bin, 10, 4*time.Second, "127.0.0.1:0", nil); err != nil {
+		t.Fatalf("a free loopback dashboard refused: %v", err)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
 	for _, c := range []struct {
 		name  string
 		bin   string
@@ -30,18 +51,38 @@ func TestCheckFlags(t *testing.T) {
 		rest  []string
 		wants string
 	}{
-		{"zero rate", bin, 0, 4 * time.Second, "", nil, "-rate 0"},
-		{"negative rate", bin, -3, 4 * time.Second, "", nil, "-rate -3"},
-		{"NaN rate", bin, math.NaN(), 4 * time.Second, "", nil, "-rate NaN"},
-		{"huge rate", bin, 1e6, 4 * time.Second, "", nil, "-rate"},
-		{"zero hold", bin, 10, 0, "", nil, "-hold 0s"},
-		{"bad dashboard", bin, 10, 4 * time.Second, "nohost", nil, "-dashboard"},
+		{"zero rate", bin, 0, 4 * time.Second, "", nil, "invalid value 0 for -rate"},
+		{"negative rate", bin, -3, 4 * time.Second, "", nil, "invalid value -3 for -rate"},
+		{"NaN rate", bin, math.NaN(), 4 * time.Second, "", nil, "invalid value NaN for -rate"},
+		{"huge rate", bin, 1e6, 4 * time.Second, "", nil, "-rate: want 0.001 to 1000"},
+		{"zero hold", bin, 10, 0, "", nil, "invalid value 0s for -hold: want 1s to 1h"},
+		{"dashboard without port", bin, 10, 4 * time.Second, "nohost", nil, `invalid value "nohost" for -dashboard`},
+		{"dashboard port past 65535", bin, 10, 4 * time.Second, "127.0.0.1:99999", nil, "-dashboard"},
+		{"dashboard not loopback", bin, 10, 4 * time.Second, "192.0.2.1:8088", nil, "-dashboard"},
+		{"dashboard host name", bin, 10, 4 * time.Second, "example.org:8088", nil, "-dashboard"},
+		{"dashboard in use", bin, 10, 4 * time.Second, busy.Addr().String(), nil, "address already in use"},
 		{"no binaries", t.TempDir(), 10, 4 * time.Second, "", nil, "no central there"},
 		{"stray argument", bin, 10, 4 * time.Second, "", []string{"x"}, "unexpected arguments"},
 	} {
+		start := time.Now()
 		err := checkFlags(c.bin, c.rate, c.hold, c.dash, c.rest)
-		if err == nil || !strings.Contains(err.Error(), c.wants) {
-			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.wants)
+		if took := time.Since(start); took > 50*time.Millisecond {
+			t.Errorf("%s: took %v", c.name, took)
+		}
+		if err == nil || !strings.Contains(err.Error(), c.wants) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: got %v, want one line with %q", c.name, err, c.wants)
 		}
 	}
+}
+
+// TestBadDashboardRefused: the real binary exits 2 with one line.
+func TestBadDashboardRefused(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	testkit.ExpectRefused(t, testkit.BuildOnce(t, "nearchat/cmd/demo"),
+		[]string{"-bin", fakeBin(t), "-dashboard", busy.Addr().String()},
+		"demo: invalid value", "-dashboard", "address already in use")
 }

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"nearchat/bench/cluster"
+	"nearchat/pkg/bounds"
 )
 
 // maxRate bounds -rate: above it the bots' messages, not the moves, are
@@ -34,29 +35,59 @@ import (
 const maxRate = 1000
 
 // checkFlags refuses values the demo cannot run with, before any process
-// starts, saying which flag is wrong and why.
+// starts, naming the flag, the value and what it takes, on one line.
 func checkFlags(bin string, rate float64, hold time.Duration, dash string, rest []string) error {
-	var errs []error
 	if len(rest) > 0 {
-		errs = append(errs, fmt.Errorf("unexpected arguments %q: every setting is a flag", rest))
+		return fmt.Errorf("unexpected arguments %q: every setting is a flag", rest)
 	}
-	if !(rate > 0 && rate <= maxRate) { // also refuses NaN
-		errs = append(errs, fmt.Errorf("-rate %v: must be above 0 and at most %d messages per second", rate, maxRate))
-	}
-	if hold < time.Second {
-		errs = append(errs, fmt.Errorf("-hold %v: must be at least 1s, or a phase ends before a probe round can see it", hold))
-	}
-	if dash != "" {
-		if _, _, err := net.SplitHostPort(dash); err != nil {
-			errs = append(errs, fmt.Errorf("-dashboard %q: want host:port: %v", dash, err))
-		}
-	}
+	var binErr error
 	for _, prog := range []string{"central", "chatserver", "chat"} {
-		if _, err := os.Stat(filepath.Join(bin, prog)); err != nil {
-			errs = append(errs, fmt.Errorf("-bin %s: no %s there (make build puts it in bin/)", bin, prog))
+		if _, err := os.Stat(filepath.Join(bin, prog)); err != nil && binErr == nil {
+			binErr = bounds.Fail("bin", bin, "the directory holding central, chatserver and chat (make build puts them in bin/): no "+prog+" there")
 		}
 	}
-	return errors.Join(errs...)
+	return bounds.First(
+		bounds.Range("rate", rate, 0.001, maxRate),
+		// Shorter, and a phase ends before a probe round can see it.
+		bounds.Range("hold", hold, time.Second, time.Hour),
+		checkDashboard(dash),
+		binErr,
+	)
+}
+
+// checkDashboard refuses a -dashboard address Central could not serve
+// the demo's dashboard on, at once: Central would exit, and the demo
+// find out only when waiting for it timed out. The demo gives Central no
+// dashboard token, so the address must be loopback; it must be free, which
+// binding it for a moment shows.
+func checkDashboard(dash string) error {
+	if dash == "" {
+		return nil
+	}
+	const want = "a free loopback host:port, e.g. 127.0.0.1:8088 (the demo's dashboard has no token), or empty for any free port"
+	if bounds.Addr("dashboard", dash, false) != nil {
+		return bounds.Fail("dashboard", dash, want)
+	}
+	host, _, _ := net.SplitHostPort(dash)
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return bounds.Fail("dashboard", dash, want)
+	}
+	ln, err := net.Listen("tcp", dash)
+	if err != nil {
+		return bounds.Fail("dashboard", dash, want+" ("+unwrapListen(err)+")")
+	}
+	ln.Close()
+	return nil
+}
+
+// unwrapListen returns the system's reason a listen failed ("address
+// already in use"), without the address the message repeats.
+func unwrapListen(err error) string {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err.Error()
+	}
+	return err.Error()
 }
 
 // The paper's topology, as round-trip times from either client.
@@ -78,17 +109,15 @@ type demo struct {
 
 func main() {
 	bin := flag.String("bin", "bin", "`directory` holding central, chatserver and chat")
-	rate := flag.Float64("rate", 10, "messages per second from each bot")
-	hold := flag.Duration("hold", 4*time.Second, "how long each phase of the chat runs before the next event")
+	rate := flag.Float64("rate", 10, "messages per second from each bot, 0.001 to 1000")
+	hold := flag.Duration("hold", 4*time.Second, "how long each phase of the chat runs before the next event, 1s to 1h")
 	keep := flag.Bool("keep-logs", false, "keep the processes' logs and the bots' event logs (their directory is printed)")
-	dash := flag.String("dashboard", "", "`address` of Central's live dashboard (default: a free loopback port)")
+	dash := flag.String("dashboard", "", "free loopback `address` of Central's live dashboard, host:port with port 0 to 65535 (default: a free loopback port)")
 	useTLS := flag.Bool("tls", true, "TLS 1.3 on every link and signed room tickets (a throwaway CA is made for the run)")
 	replicas := flag.Bool("replicas", false, "the cluster demo instead (make cluster-demo): 3 etcd members, 3 Central replicas, 4 chat servers, 2 bots; SIGKILL the leader Central, then an etcd member (plaintext)")
 	flag.Parse()
 	if err := checkFlags(*bin, *rate, *hold, *dash, flag.Args()); err != nil {
-		fmt.Fprintln(os.Stderr, "demo:", err)
-		flag.Usage()
-		os.Exit(2)
+		bounds.Exit("demo", err)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

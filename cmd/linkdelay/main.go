@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"nearchat/mininet/linkdelay"
+	"nearchat/pkg/bounds"
 )
 
 func main() {
@@ -31,14 +32,14 @@ func main() {
 
 func run() int {
 	fs := flag.NewFlagSet("linkdelay", flag.ContinueOnError)
-	a := fs.String("a", "", "first middle interface (required)")
-	b := fs.String("b", "", "second middle interface (required)")
-	delay := fs.Duration("delay", 10*time.Millisecond, "one-way delay applied in each direction")
-	delayBA := fs.Duration("delay-ba", 0, "if > 0, one-way delay from -b to -a instead of -delay")
-	queue := fs.Int("queue-bytes", linkdelay.DefaultQueueBytes, "queue size per direction in bytes (tail drop when full)")
-	parentPID := fs.Int("parent-pid", -1, "exit when this process dies (default: the parent at start; 0: never)")
-	rtprio := fs.Int("rtprio", 10, "SCHED_FIFO priority for the relay threads, so frames leave on time on a busy machine (0: normal scheduling)")
-	nice := fs.Int("nice", -10, "nice value for the relay threads if -rtprio is 0 or not permitted (0: unchanged)")
+	a := fs.String("a", "", "first middle interface (required): 1 to 15 bytes, no '/', ':' or spaces")
+	b := fs.String("b", "", "second middle interface (required, not -a)")
+	delay := fs.Duration("delay", 10*time.Millisecond, "one-way delay applied in each direction, 0 to 10s")
+	delayBA := fs.Duration("delay-ba", 0, "if > 0, one-way delay from -b to -a instead of -delay, 0 to 10s")
+	queue := fs.Int("queue-bytes", linkdelay.DefaultQueueBytes, "queue size per direction in bytes (tail drop when full), 0 to 1073741824 (0: the default)")
+	parentPID := fs.Int("parent-pid", -1, "exit when this process dies, -1 or a process id (-1: the parent at start; 0: never)")
+	rtprio := fs.Int("rtprio", 10, "SCHED_FIFO priority for the relay threads, so frames leave on time on a busy machine, 0 to 99 (0: normal scheduling)")
+	nice := fs.Int("nice", -10, "nice value for the relay threads if -rtprio is 0 or not permitted, -20 to 19 (0: unchanged)")
 	noIPv6 := fs.Bool("disable-ipv6", false, "also set net.ipv6.conf.IFACE.disable_ipv6=1 on both interfaces (the Mininet link class already does)")
 	noPromisc := fs.Bool("no-promisc", false, "do not put the interfaces in promiscuous mode")
 	ready := fs.Bool("ready", false, "print \"ready\" on stdout once the sockets are bound")
@@ -61,6 +62,24 @@ func run() int {
 	if *a == "" || *b == "" {
 		fmt.Fprintln(os.Stderr, "linkdelay: -a and -b are required")
 		fs.Usage()
+		return 2
+	}
+	cfg := linkdelay.Config{
+		A:                 *a,
+		B:                 *b,
+		Delay:             *delay,
+		DelayBA:           *delayBA,
+		QueueBytes:        *queue,
+		NoPromisc:         *noPromisc,
+		PrepareInterfaces: *noIPv6,
+		Nice:              *nice,
+		RealtimePriority:  *rtprio,
+	}
+	// Checked before anything is opened: -queue-bytes -1 used to mean the
+	// default in silence, and a bad value otherwise surfaced (status 1) only
+	// after the parent watch and the sockets were set up.
+	if err := bounds.First(cfg.Validate(), bounds.AtLeast("parent-pid", *parentPID, -1)); err != nil {
+		fmt.Fprintln(os.Stderr, "linkdelay:", err)
 		return 2
 	}
 
@@ -107,18 +126,8 @@ func run() int {
 		}()
 	}
 
-	relay, err := linkdelay.Open(linkdelay.Config{
-		A:                 *a,
-		B:                 *b,
-		Delay:             *delay,
-		DelayBA:           *delayBA,
-		QueueBytes:        *queue,
-		NoPromisc:         *noPromisc,
-		PrepareInterfaces: *noIPv6,
-		Nice:              *nice,
-		RealtimePriority:  *rtprio,
-		Logf:              logf,
-	})
+	cfg.Logf = logf
+	relay, err := linkdelay.Open(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

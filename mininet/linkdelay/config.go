@@ -2,7 +2,11 @@ package linkdelay
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"time"
+
+	"nearchat/pkg/bounds"
 )
 
 // DefaultQueueBytes is the default size of each direction's queue. A delay
@@ -22,12 +26,13 @@ type Config struct {
 	// namespace).
 	A, B string
 	// Delay is the one-way delay applied to frames going from A to B and,
-	// unless DelayBA is set, from B to A.
+	// unless DelayBA is set, from B to A (at most MaxDelay).
 	Delay time.Duration
 	// DelayBA, when positive, overrides Delay for frames from B to A.
 	DelayBA time.Duration
-	// QueueBytes bounds each direction's queue (default DefaultQueueBytes).
-	// Values below twice the largest frame are raised to that.
+	// QueueBytes bounds each direction's queue (0: DefaultQueueBytes; at
+	// most MaxQueueBytes). Values below twice the largest frame are raised
+	// to that.
 	QueueBytes int
 	// NoPromisc skips joining PACKET_MR_PROMISC on the sockets.
 	NoPromisc bool
@@ -46,6 +51,47 @@ type Config struct {
 	RealtimePriority int
 	// Logf, if set, receives diagnostic messages.
 	Logf func(format string, args ...any)
+}
+
+// Bounds Validate holds a Config to.
+const (
+	// MaxDelay bounds Delay and DelayBA: a link slower than ten seconds
+	// one way is no network the demos emulate, and its queue would have to
+	// hold ten seconds of traffic.
+	MaxDelay = 10 * time.Second
+	// MaxQueueBytes bounds QueueBytes: each direction's queue is memory.
+	MaxQueueBytes = 1 << 30
+	// maxIfName is the longest interface name Linux takes (IFNAMSIZ-1).
+	maxIfName = 15
+)
+
+// Validate reports the first setting out of range as a *bounds.Error
+// naming the bin/linkdelay flag that sets it, the value and the range. Open
+// calls it; bin/linkdelay calls it first and exits 2.
+// It only reads c: safe for concurrent use.
+func (c *Config) Validate() error {
+	var same error
+	if c.A != "" && c.A == c.B {
+		same = bounds.Fail("b", c.B, "an interface other than -a")
+	}
+	return bounds.First(
+		checkIfName("a", c.A),
+		checkIfName("b", c.B),
+		same,
+		bounds.Range("delay", c.Delay, 0, MaxDelay),
+		bounds.Range("delay-ba", c.DelayBA, 0, MaxDelay),
+		bounds.Range("queue-bytes", c.QueueBytes, 0, MaxQueueBytes),
+		bounds.Range("rtprio", c.RealtimePriority, 0, 99),
+		bounds.Range("nice", c.Nice, -20, 19),
+	)
+}
+
+// checkIfName refuses what cannot be a Linux interface name.
+func checkIfName(flag, name string) error {
+	if name == "" || len(name) > maxIfName || name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n") {
+		return bounds.Fail(flag, name, fmt.Sprintf("an interface name of 1 to %d bytes without '/', ':' or spaces", maxIfName))
+	}
+	return nil
 }
 
 // Stats are the counters of one direction.

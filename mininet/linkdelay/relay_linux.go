@@ -56,16 +56,10 @@ type Relay struct {
 // directions. Frames start queueing in the kernel from here on; call Run to
 // relay them.
 func Open(cfg Config) (*Relay, error) {
-	if cfg.A == "" || cfg.B == "" {
-		return nil, errors.New("linkdelay: both interfaces (-a and -b) are required")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("linkdelay: %w", err)
 	}
-	if cfg.A == cfg.B {
-		return nil, fmt.Errorf("linkdelay: interfaces must differ (both are %q)", cfg.A)
-	}
-	if cfg.Delay < 0 || cfg.DelayBA < 0 {
-		return nil, errors.New("linkdelay: delay must not be negative")
-	}
-	if cfg.QueueBytes <= 0 {
+	if cfg.QueueBytes == 0 {
 		cfg.QueueBytes = DefaultQueueBytes
 	}
 	ifA, err := lookupInterface(cfg.A)

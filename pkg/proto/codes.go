@@ -89,18 +89,25 @@ func (s StatusCode) Final() bool {
 
 // Limits on names and text, enforced by every receiver.
 const (
-	MaxUser = 32
-	MaxRoom = 64
-	MaxKey  = 32
-	MaxText = 4096
+	MaxUser   = 32
+	MaxServer = MaxUser
+	MaxRoom   = 64
+	MaxKey    = 32
+	MaxText   = 4096
 )
 
-// ErrName is returned by CheckUser, CheckRoom and CheckKey.
+// ErrName is returned by CheckUser, CheckServer, CheckRoom and CheckKey.
 var ErrName = errors.New("proto: invalid name")
 
 // CheckUser reports whether s is a valid user name: 1 to MaxUser bytes of
 // ASCII letters, digits, '.', '_' and '-'.
 func CheckUser(s string) error { return checkName("user name", s, MaxUser) }
+
+// CheckServer reports whether s is a valid chat server id: 1 to MaxServer
+// bytes of ASCII letters, digits, '.', '_' and '-', the rule of user names.
+// Central refuses to register any other id, and bin/chatserver refuses to
+// start with one, so both sides of a registration agree.
+func CheckServer(s string) error { return checkName("server id", s, MaxServer) }
 
 // CheckRoom reports whether s is a valid room id: 1 to MaxRoom bytes of
 // ASCII letters, digits, '.', '_', ':' and '-'.

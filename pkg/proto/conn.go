@@ -65,6 +65,13 @@ func Dial(ctx context.Context, d Dialer, addr string, hello *Hello) (*Conn, *Wel
 	return c, w, nil
 }
 
+// ErrNotNearchat is returned (wrapped) by Dial and CheckWelcome when the
+// listener answered the Hello, but not with a nearchat frame (an HTTP
+// server's "HTTP/1.1 400", say, read as a frame far over the limit) or
+// not with a Welcome or Error: the address is some other service, and
+// dialing it again will not help.
+var ErrNotNearchat = errors.New("proto: the listener does not speak nearchat's protocol")
+
 func (c *Conn) handshake(hello *Hello) (*Welcome, error) {
 	h := *hello
 	h.V = wire.Version
@@ -73,6 +80,9 @@ func (c *Conn) handshake(hello *Hello) (*Welcome, error) {
 	}
 	m, err := c.Recv()
 	if err != nil {
+		if errors.Is(err, wire.ErrTooLarge) || errors.Is(err, wire.ErrEmpty) || errors.Is(err, wire.ErrBody) || errors.Is(err, ErrUnknownType) {
+			return nil, fmt.Errorf("%w: its answer to Hello: %v", ErrNotNearchat, err)
+		}
 		return nil, fmt.Errorf("waiting for welcome: %w", err)
 	}
 	return CheckWelcome(m)
@@ -92,7 +102,7 @@ func CheckWelcome(m wire.Message) (*Welcome, error) {
 	case *Error:
 		return nil, m
 	default:
-		return nil, fmt.Errorf("expected welcome, got frame 0x%02x", byte(m.FrameType()))
+		return nil, fmt.Errorf("%w: expected welcome, got frame 0x%02x", ErrNotNearchat, byte(m.FrameType()))
 	}
 }
 

@@ -1,8 +1,9 @@
 // Package testkit holds the helpers every nearchat test package shares: a
 // logger that writes through t.Log, a poll with a deadline, a listener
 // that serves each connection until the test ends, the one
-// goroutine-leak check run by every package's TestMain, and a
-// once-per-run build of the programs a test starts as processes; its own
+// goroutine-leak check run by every package's TestMain, a once-per-run
+// build of the programs a test starts as processes, and the check that
+// such a program refuses a bad flag (status 2, one line); its own
 // test keeps "every package has a package doc" true repo-wide. It uses
 // the standard library and goleak only, and only tests import it.
 package testkit
@@ -230,5 +231,39 @@ func removeBuilds() {
 	if builds.dir != "" {
 		os.RemoveAll(builds.dir)
 		builds.dir = ""
+	}
+}
+
+// ExpectRefused runs the program bin (from BuildOnce) with args and fails
+// t unless it exits with status 2 within 10 s, as a program does for a bad
+// flag, having printed exactly one line on stderr that contains every
+// string of want. A program that starts instead of refusing is killed at
+// the deadline.
+func ExpectRefused(t testing.TB, bin string, args []string, want ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	code := -1
+	if cmd.ProcessState != nil {
+		code = cmd.ProcessState.ExitCode()
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("%s %q still running after 10 s, killed; stderr:\n%s", path.Base(bin), args, stderr.String())
+	}
+	if code != 2 {
+		t.Fatalf("%s %q: %v (status %d), want status 2; stderr:\n%s", path.Base(bin), args, err, code, stderr.String())
+	}
+	out := strings.TrimSuffix(stderr.String(), "\n")
+	if strings.Contains(out, "\n") {
+		t.Errorf("%s %q: stderr has more than one line:\n%s", path.Base(bin), args, out)
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s %q: stderr %q does not say %q", path.Base(bin), args, out, w)
+		}
 	}
 }

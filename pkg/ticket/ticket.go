@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"nearchat/pkg/atomicfile"
 )
 
 // Claims is what a ticket says.
@@ -88,10 +90,12 @@ func GenerateFiles(privPath, pubPath string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(privPath, pem.EncodeToMemory(&pem.Block{Type: pemPrivate, Bytes: priv.Seed()}), 0o600); err != nil {
+	// Each file whole or not at all (atomicfile): a truncated key would
+	// only be found when Central or a chat server loads it.
+	if err := atomicfile.Write(privPath, pem.EncodeToMemory(&pem.Block{Type: pemPrivate, Bytes: priv.Seed()}), 0o600); err != nil {
 		return err
 	}
-	return os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: pemPublic, Bytes: pub}), 0o644)
+	return atomicfile.Write(pubPath, pem.EncodeToMemory(&pem.Block{Type: pemPublic, Bytes: pub}), 0o644)
 }
 
 // LoadPrivate reads a private key written by GenerateFiles.

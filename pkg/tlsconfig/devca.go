@@ -16,6 +16,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"nearchat/pkg/atomicfile"
+	"nearchat/pkg/proto"
 )
 
 // Files names the PEM files of a development CA, as written by WriteDev.
@@ -34,13 +37,84 @@ func DevFiles(dir string) Files {
 		ClientCert: p("client.pem"), ClientKey: p("client.key")}
 }
 
+// Validity bounds of the certificates WriteDev and WriteServerClient make.
+const (
+	MinValidity = time.Minute
+	// MaxValidity is ten years: a development CA has no business lasting
+	// longer.
+	MaxValidity = 10 * 365 * 24 * time.Hour
+)
+
+// CheckValidity reports whether d is a validity WriteDev accepts, from
+// MinValidity to MaxValidity.
+func CheckValidity(d time.Duration) error {
+	if d < MinValidity || d > MaxValidity {
+		return fmt.Errorf("tlsconfig: validity %v: want %v to %v", d, MinValidity, MaxValidity)
+	}
+	return nil
+}
+
+// CheckHost reports whether h can name a server in a certificate: an IP
+// address, or a DNS name of labels of 1 to 63 ASCII letters, digits and
+// '-' (not first or last), at most 253 bytes, optionally with "*." first.
+func CheckHost(h string) error {
+	if net.ParseIP(h) != nil {
+		return nil
+	}
+	name := strings.TrimPrefix(h, "*.")
+	bad := func(why string) error { return fmt.Errorf("tlsconfig: host %q: %s", h, why) }
+	if name == "" || len(name) > 253 {
+		return bad("want an IP address or a DNS name of 1 to 253 bytes")
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return bad("each dot-separated label needs 1 to 63 bytes")
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return bad("a label may not begin or end with '-'")
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return bad(fmt.Sprintf("character %q: want ASCII letters, digits, '-' and '.'", c))
+			}
+		}
+	}
+	return nil
+}
+
 // WriteDev creates a development CA in dir with a server certificate valid
 // for hosts (plus localhost, 127.0.0.1 and ::1) and a client certificate,
-// each valid for validity. Keys are ECDSA P-256, written 0600.
+// each valid for validity. Keys are ECDSA P-256, written 0600. Hosts and
+// validity are checked (CheckHost, CheckValidity) and everything is made
+// in memory before the first file is written, and each file is written
+// atomically, so a failed run leaves no half-made set or truncated file.
 func WriteDev(dir string, hosts []string, validity time.Duration) (Files, error) {
 	f := DevFiles(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := CheckValidity(validity); err != nil {
 		return f, err
+	}
+	for _, h := range hosts {
+		if err := CheckHost(h); err != nil {
+			return f, err
+		}
+	}
+	type file struct {
+		path string
+		pem  []byte
+		mode os.FileMode
+	}
+	var out []file
+	addCert := func(path string, der []byte) {
+		out = append(out, file{path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644})
+	}
+	addKey := func(path string, k *ecdsa.PrivateKey) error {
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return err
+		}
+		out = append(out, file{path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600})
+		return nil
 	}
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -61,10 +135,8 @@ func WriteDev(dir string, hosts []string, validity time.Duration) (Files, error)
 		return f, err
 	}
 	caCert, _ := x509.ParseCertificate(caDER)
-	if err := writePEM(f.CA, "CERTIFICATE", caDER, 0o644); err != nil {
-		return f, err
-	}
-	if err := writeKey(f.CAKey, caKey); err != nil {
+	addCert(f.CA, caDER)
+	if err := addKey(f.CAKey, caKey); err != nil {
 		return f, err
 	}
 	leaf := func(certPath, keyPath, cn string, usage x509.ExtKeyUsage, hosts []string) error {
@@ -91,10 +163,8 @@ func WriteDev(dir string, hosts []string, validity time.Duration) (Files, error)
 		if err != nil {
 			return err
 		}
-		if err := writePEM(certPath, "CERTIFICATE", der, 0o644); err != nil {
-			return err
-		}
-		return writeKey(keyPath, key)
+		addCert(certPath, der)
+		return addKey(keyPath, key)
 	}
 	all := append([]string{"localhost", "127.0.0.1", "::1"}, hosts...)
 	if err := leaf(f.ServerCert, f.ServerKey, "nearchat server", x509.ExtKeyUsageServerAuth, all); err != nil {
@@ -102,6 +172,14 @@ func WriteDev(dir string, hosts []string, validity time.Duration) (Files, error)
 	}
 	if err := leaf(f.ClientCert, f.ClientKey, "nearchat chat server", x509.ExtKeyUsageClientAuth, nil); err != nil {
 		return f, fmt.Errorf("client certificate: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return f, err
+	}
+	for _, o := range out {
+		if err := atomicfile.Write(o.path, o.pem, o.mode); err != nil {
+			return f, err
+		}
 	}
 	return f, nil
 }
@@ -120,7 +198,7 @@ func writeKey(path string, k *ecdsa.PrivateKey) error {
 }
 
 func writePEM(path, typ string, der []byte, mode os.FileMode) error {
-	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
+	return atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
 }
 
 // ServerIDURI is the URI SAN by which a client certificate names the chat
@@ -147,8 +225,15 @@ func ServerClientFiles(dir, id string) (cert, key string) {
 }
 
 // WriteServerClient issues, from the development CA in f, a client
-// certificate naming chat server id alone, valid for validity.
+// certificate naming chat server id alone, valid for validity. The id must
+// be a valid server id (proto.CheckServer): it names the files too.
 func WriteServerClient(f Files, id string, validity time.Duration) (cert, key string, err error) {
+	if err := proto.CheckServer(id); err != nil {
+		return "", "", err
+	}
+	if err := CheckValidity(validity); err != nil {
+		return "", "", err
+	}
 	caCert, caKey, err := loadCA(f)
 	if err != nil {
 		return "", "", err
