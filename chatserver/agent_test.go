@@ -2,7 +2,10 @@ package chatserver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -192,17 +195,25 @@ func TestRestartTakesIDBackWithTokenFile(t *testing.T) {
 // reason instead of asking again forever with the server up and unused.
 func TestRefusedRegistrationStops(t *testing.T) {
 	c := startCentral(t, "127.0.0.1:0")
+	// A Central whose rules are stricter than ours (an id we take and it
+	// does not): the chat server's own checks cannot catch that.
+	strict := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, `{"code":"bad_request","message":"server id: not one of ours"}`)
+	}))
+	defer strict.Close()
 	for _, tc := range []struct {
-		name, id, secret, want string
+		name, central, secret, want string
 	}{
-		{"wrong secret", "serv1", "wrong", "unauthorized"},
-		{"bad id", "has space", "s3cret", "bad_request"},
+		{"wrong secret", c.RESTAddr(), "wrong", "unauthorized"},
+		{"bad id", strings.TrimPrefix(strict.URL, "http://"), "s3cret", "bad_request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Listen = "127.0.0.1:0"
 			cfg.Logger = testkit.LoggerAt(t, slog.LevelError)
-			cfg.ID, cfg.Central, cfg.Secret = tc.id, c.RESTAddr(), tc.secret
+			cfg.ID, cfg.Central, cfg.Secret = "serv1", tc.central, tc.secret
 			s, err := New(cfg)
 			if err != nil {
 				t.Fatalf("New: %v", err)
