@@ -29,6 +29,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -317,8 +318,20 @@ func checkFlags(cfg *central.Config, storeURL string, leaderTTL, compactEvery ti
 		ttl,
 		bounds.Range("etcd-compact", compactEvery, 0, central.MaxTTL),
 		bounds.Addr("metrics", metricsAddr, true),
-		bounds.Addr("dashboard", dashAddr, true),
+		dashboardAddr(dashAddr),
 	)
+}
+
+// dashboardAddr checks -dashboard: host:port, or unix:PATH for a Unix
+// socket (the Mininet scripts serve it so, from Central's namespace).
+func dashboardAddr(v string) error {
+	if path, ok := strings.CutPrefix(v, "unix:"); ok {
+		if path == "" {
+			return bounds.Fail("dashboard", v, "host:port, unix:PATH, or empty for none")
+		}
+		return nil
+	}
+	return bounds.Addr("dashboard", v, true)
 }
 
 func openEtcd(ctx context.Context, storeURL, self string, ttl time.Duration) (*etcdstore.Store, error) {
