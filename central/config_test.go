@@ -2,12 +2,10 @@ package central
 
 import (
 	"crypto/ed25519"
-	"errors"
-	"strings"
 	"testing"
 	"time"
 
-	"nearchat/pkg/bounds"
+	"nearchat/pkg/testkit"
 )
 
 // TestValidate: every setting bin/central takes from a flag is refused
@@ -59,20 +57,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			tc.edit(&cfg)
-			err := cfg.Validate()
-			if tc.flag == "" {
-				if err != nil {
-					t.Fatalf("Validate: %v", err)
-				}
-				return
-			}
-			var be *bounds.Error
-			if !errors.As(err, &be) || be.Name != tc.flag {
-				t.Fatalf("Validate = %v, want a *bounds.Error for -%s", err, tc.flag)
-			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("Validate = %q: want one line", err)
-			}
+			testkit.ExpectFlagError(t, cfg.Validate(), tc.flag)
 		})
 	}
 }

@@ -2,12 +2,11 @@ package chatserver
 
 import (
 	"crypto/tls"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"nearchat/pkg/bounds"
+	"nearchat/pkg/testkit"
 )
 
 // TestValidate: every setting bin/chatserver takes from a flag is refused
@@ -60,20 +59,7 @@ func TestValidate(t *testing.T) {
 			cfg := DefaultConfig()
 			tc.edit(&cfg)
 			before := cfg
-			err := cfg.Validate()
-			if tc.flag == "" {
-				if err != nil {
-					t.Fatalf("Validate: %v", err)
-				}
-				return
-			}
-			var be *bounds.Error
-			if !errors.As(err, &be) || be.Name != tc.flag {
-				t.Fatalf("Validate = %v, want a *bounds.Error for -%s", err, tc.flag)
-			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("Validate = %q: want one line", err)
-			}
+			testkit.ExpectFlagError(t, cfg.Validate(), tc.flag)
 			if cfg.HighWater != before.HighWater || cfg.HistoryBudget != before.HistoryBudget {
 				t.Error("Validate changed the config")
 			}

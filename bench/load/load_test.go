@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"nearchat/client"
-	"nearchat/pkg/bounds"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
 )
@@ -167,10 +166,7 @@ func TestConfigRefuses(t *testing.T) {
 			cfg := DefaultConfig()
 			tt.edit(&cfg)
 			err := cfg.Validate()
-			var be *bounds.Error
-			if !errors.As(err, &be) || be.Name != tt.flag {
-				t.Fatalf("Validate = %v, want a *bounds.Error for -%s", err, tt.flag)
-			}
+			testkit.ExpectFlagError(t, err, tt.flag)
 			t.Log(err)
 		})
 	}

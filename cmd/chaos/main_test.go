@@ -1,12 +1,10 @@
 package main
 
 import (
-	"errors"
 	"testing"
 	"time"
 
 	"nearchat/bench/chaos"
-	"nearchat/pkg/bounds"
 	"nearchat/pkg/testkit"
 )
 
@@ -40,17 +38,7 @@ func TestCheckFlags(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(&cfg)
 			}
-			err := checkFlags(&cfg, tc.runs, tc.only)
-			if tc.flag == "" {
-				if err != nil {
-					t.Fatalf("checkFlags: %v", err)
-				}
-				return
-			}
-			var be *bounds.Error
-			if !errors.As(err, &be) || be.Name != tc.flag {
-				t.Fatalf("checkFlags = %v, want a *bounds.Error for -%s", err, tc.flag)
-			}
+			testkit.ExpectFlagError(t, checkFlags(&cfg, tc.runs, tc.only), tc.flag)
 		})
 	}
 }

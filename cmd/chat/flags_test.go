@@ -3,14 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"nearchat/chatserver"
-	"nearchat/pkg/bounds"
 	"nearchat/pkg/testkit"
 )
 
@@ -44,16 +42,7 @@ func TestFlagRanges(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
 			_, err := parseFlags(tc.args, &out)
-			if tc.flag == "" {
-				if err != nil {
-					t.Fatalf("parseFlags(%q): %v", tc.args, err)
-				}
-				return
-			}
-			var be *bounds.Error
-			if !errors.As(err, &be) || be.Name != tc.flag {
-				t.Fatalf("parseFlags(%q) = %v, want a *bounds.Error for -%s", tc.args, err, tc.flag)
-			}
+			testkit.ExpectFlagError(t, err, tc.flag)
 		})
 	}
 }

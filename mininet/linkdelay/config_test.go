@@ -1,12 +1,11 @@
 package linkdelay
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"nearchat/pkg/bounds"
+	"nearchat/pkg/testkit"
 )
 
 // TestValidate: every setting bin/linkdelay takes from a flag is refused
@@ -36,17 +35,7 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Config{A: "mid-a", B: "mid-b", Delay: 10 * time.Millisecond, QueueBytes: DefaultQueueBytes, RealtimePriority: 10, Nice: -10}
 			tc.edit(&cfg)
-			err := cfg.Validate()
-			if tc.flag == "" {
-				if err != nil {
-					t.Fatalf("Validate: %v", err)
-				}
-				return
-			}
-			var be *bounds.Error
-			if !errors.As(err, &be) || be.Name != tc.flag {
-				t.Fatalf("Validate = %v, want a *bounds.Error for -%s", err, tc.flag)
-			}
+			testkit.ExpectFlagError(t, cfg.Validate(), tc.flag)
 		})
 	}
 }

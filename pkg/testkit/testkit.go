@@ -10,6 +10,7 @@ package testkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +25,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"nearchat/pkg/bounds"
 )
 
 // Logger returns a logger that writes every record through t.Log, and goes
@@ -265,5 +268,25 @@ func ExpectRefused(t testing.TB, bin string, args []string, want ...string) {
 		if !strings.Contains(out, w) {
 			t.Errorf("%s %q: stderr %q does not say %q", path.Base(bin), args, out, w)
 		}
+	}
+}
+
+// ExpectFlagError fails t unless err, from a program's check of its
+// settings, is nil when flag is "" and otherwise a one-line *bounds.Error
+// naming flag, the error its program exits 2 on.
+func ExpectFlagError(t testing.TB, err error, flag string) {
+	t.Helper()
+	if flag == "" {
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+		return
+	}
+	var be *bounds.Error
+	if !errors.As(err, &be) || be.Name != flag {
+		t.Fatalf("got %v, want a *bounds.Error for -%s", err, flag)
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("%q: want one line", err)
 	}
 }
