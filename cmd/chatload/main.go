@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -77,6 +78,7 @@ flags:
 	jsonOut := fs.String("json", "", "write the JSON report to this `file` (- for stdout)")
 	fs.StringVar(&cfg.LogDir, "logs", "", "`directory` for the logs of Central, the servers and the clients (default: temporary, removed after a clean run)")
 	fs.BoolVar(&cfg.KeepLogs, "keep-logs", false, "keep the temporary log directory after a clean run")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of chatload's own process (the members; Central and the chat servers are processes of their own) to this `file`, for go tool pprof")
 	quiet := fs.Bool("q", false, "no progress lines")
 	verbose := fs.Bool("v", false, "log the run's own warnings to stderr")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -104,9 +106,20 @@ flags:
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chatload: -cpuprofile:", err)
+			os.Exit(2)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := load.Run(ctx, cfg)
+	pprof.StopCPUProfile() // before any exit below; a no-op without -cpuprofile
 	if rep != nil {
 		fmt.Println()
 		_ = rep.WriteTable(os.Stdout)
