@@ -41,7 +41,7 @@ type member struct {
 	inc      uint64        // the member's incarnation, from its Join
 	issued   int64         // when its ticket was issued (Central's clock, Unix ns); 0 without tickets
 	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
-	sends    *rate.Limiter // Chat frames accepted from this member; nil until its first
+	sends    sendBucket    // Chat frames accepted from this member (flow.go, pace)
 	paced    bool          // its input waits for sends (flow.go)
 
 	behind      *room        // set while the member's backlog is past HighWater (flow.go)
