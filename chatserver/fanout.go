@@ -429,8 +429,15 @@ func (l *loop) notePaced(start time.Time) {
 	}
 }
 
-// armHold makes holdTimer fire by due, or stops it when due is zero
-// (nothing is held). Event loop only.
+// armHold makes holdTimer fire at due, the earliest time something held
+// is due (endHolds), or stops it when due is zero (nothing is held).
+// Event loop only.
+//
+// A timer set for earlier than due is moved to due: what it was set for
+// has been written since, by a callback that ended after it was due. Left
+// alone it fired anyway, for nothing but a wake-up of the loop (a timer
+// goroutine, an eventfd write, a poll): in a streaming room of two about
+// as many as there were writes of deliveries.
 func (l *loop) armHold(due time.Time) {
 	if due.IsZero() {
 		if l.holdArmed && l.holdTimer.Stop() {
@@ -438,7 +445,7 @@ func (l *loop) armHold(due time.Time) {
 		}
 		return
 	}
-	if l.holdArmed && !due.Before(l.holdAt) {
+	if l.holdArmed && due.Equal(l.holdAt) {
 		return
 	}
 	l.holdArmed, l.holdAt = true, due

@@ -455,3 +455,32 @@ func TestHeldBuffersReused(t *testing.T) {
 		t.Errorf("a hold allocates %.2f times, want 0", n)
 	}
 }
+
+// TestHoldTimerFollowsWhatIsDue: the hold timer is set for the earliest
+// time something held is due, later as well as earlier. Before, a timer
+// set earlier stayed, and fired for deliveries a callback had already
+// written: in a streaming room of two, a wake-up of the loop (a timer
+// goroutine and an eventfd write) for nearly every write of deliveries.
+func TestHoldTimerFollowsWhatIsDue(t *testing.T) {
+	l := &loop{now: time.Now()}
+	t.Cleanup(func() { l.armHold(time.Time{}) })
+	first := l.now.Add(time.Hour) // never fires during the test
+	for _, tt := range []struct {
+		name string
+		due  time.Time
+	}{
+		{"first hold", first},
+		{"written, the next hold due later", first.Add(time.Minute)},
+		{"something due sooner", first.Add(-time.Minute)},
+		{"the same again", first.Add(-time.Minute)},
+	} {
+		l.armHold(tt.due)
+		if !l.holdArmed || !l.holdAt.Equal(tt.due) {
+			t.Errorf("%s: timer armed %v for %v, want for %v", tt.name, l.holdArmed, l.holdAt.Sub(l.now), tt.due.Sub(l.now))
+		}
+	}
+	l.armHold(time.Time{})
+	if l.holdArmed {
+		t.Error("nothing held: the timer is still armed")
+	}
+}
