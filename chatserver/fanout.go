@@ -321,7 +321,13 @@ func (l *loop) exit(start time.Time) {
 // at most holdDelay more for a message, a streaming sender ackDelay for
 // its Acks. Any other write to a member (a reply, a resend, presence, a
 // goodbye, a fatal error but a slow consumer's) takes what is held for it
-// along, ahead of its own bytes, so nothing is reordered or dropped. Acks
+// along, ahead of its own bytes, so nothing is reordered or dropped. (The
+// timer is a Go timer, and a process with nothing else to do sleeps in
+// the runtime's epoll_pwait, whose timeout counts whole milliseconds: when
+// the room goes quiet, what is held leaves about 1.1 ms after it was
+// written, not holdDelay. A timerfd that woke the loop on time cost 14%
+// of the server CPU per delivery in a room of two and 25% in a room of
+// 16: bench/RESULTS.md, 2026-12-02.) Acks
 // held for one member are written before another member's are queued, so
 // a loop holds one member's Acks at a time. The timer costs a wake-up of
 // the loop when it fires: in the benchmark's closed loop (64 messages in
