@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,7 +41,7 @@ type member struct {
 	inc      uint64        // the member's incarnation, from its Join
 	issued   int64         // when its ticket was issued (Central's clock, Unix ns); 0 without tickets
 	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
-	sends    *rate.Limiter // Chat frames accepted from this member; nil until its first
+	sends    sendBucket    // Chat frames accepted from this member (flow.go, pace)
 	paced    bool          // its input waits for sends (flow.go)
 
 	behind      *room        // set while the member's backlog is past HighWater (flow.go)
@@ -106,7 +107,7 @@ func (m *member) deliverN(b []byte, max, frames int) {
 			m.writeN(b, max, frames)
 			return
 		}
-		m.held = heldPool.Get()
+		m.held = getHeld()
 		l.holding = append(l.holding, m)
 	}
 	m.held.B = append(m.held.B, b...)
@@ -175,15 +176,34 @@ func (m *member) writeN(b []byte, max, frames int) {
 
 // heldPool has the buffers of held deliveries, apart from the frames':
 // the frames' pool sizes new frames by the buffers it gets back, and a
-// room's history keeps its frames.
-var heldPool bytebufferpool.Pool
+// room's history keeps its frames. A plain sync.Pool, not a
+// bytebufferpool.Pool: a held buffer comes back empty (writeN wrote what
+// it held), and bytebufferpool, which keeps only buffers no bigger than
+// the lengths it is given back, dropped every one after its first
+// 42,000 returns, so each hold allocated and grew a new buffer.
+var heldPool = sync.Pool{New: func() any { return new(bytebufferpool.ByteBuffer) }}
+
+// maxHeldCap bounds the buffers heldPool keeps. A held buffer holds at
+// most about holdBytes, a run of broadcasts (maxBatch) and a member's
+// Acks, so this only drops one that something grew past that.
+const maxHeldCap = 256 << 10
+
+func getHeld() *bytebufferpool.ByteBuffer { return heldPool.Get().(*bytebufferpool.ByteBuffer) }
+
+func putHeld(b *bytebufferpool.ByteBuffer) {
+	if cap(b.B) > maxHeldCap {
+		return
+	}
+	b.B = b.B[:0]
+	heldPool.Put(b)
+}
 
 // flushHeld writes what is held for m (unless it is dead) and gives the
 // buffer back; the caller takes m out of its loop's holding. Event loop
 // only.
 func (m *member) flushHeld() {
 	m.writeN(nil, m.loop.srv.cfg.MaxOutbound, 0)
-	heldPool.Put(m.held)
+	putHeld(m.held)
 	m.held, m.nheld = nil, 0
 }
 

@@ -321,7 +321,13 @@ func (l *loop) exit(start time.Time) {
 // at most holdDelay more for a message, a streaming sender ackDelay for
 // its Acks. Any other write to a member (a reply, a resend, presence, a
 // goodbye, a fatal error but a slow consumer's) takes what is held for it
-// along, ahead of its own bytes, so nothing is reordered or dropped. Acks
+// along, ahead of its own bytes, so nothing is reordered or dropped. (The
+// timer is a Go timer, and a process with nothing else to do sleeps in
+// the runtime's epoll_pwait, whose timeout counts whole milliseconds: when
+// the room goes quiet, what is held leaves about 1.1 ms after it was
+// written, not holdDelay. A timerfd that woke the loop on time cost 14%
+// of the server CPU per delivery in a room of two and 25% in a room of
+// 16: bench/RESULTS.md, 2026-12-02.) Acks
 // held for one member are written before another member's are queued, so
 // a loop holds one member's Acks at a time. The timer costs a wake-up of
 // the loop when it fires: in the benchmark's closed loop (64 messages in
@@ -429,8 +435,15 @@ func (l *loop) notePaced(start time.Time) {
 	}
 }
 
-// armHold makes holdTimer fire by due, or stops it when due is zero
-// (nothing is held). Event loop only.
+// armHold makes holdTimer fire at due, the earliest time something held
+// is due (endHolds), or stops it when due is zero (nothing is held).
+// Event loop only.
+//
+// A timer set for earlier than due is moved to due: what it was set for
+// has been written since, by a callback that ended after it was due. Left
+// alone it fired anyway, for nothing but a wake-up of the loop (a timer
+// goroutine, an eventfd write, a poll): in a streaming room of two about
+// as many as there were writes of deliveries.
 func (l *loop) armHold(due time.Time) {
 	if due.IsZero() {
 		if l.holdArmed && l.holdTimer.Stop() {
@@ -438,7 +451,7 @@ func (l *loop) armHold(due time.Time) {
 		}
 		return
 	}
-	if l.holdArmed && !due.Before(l.holdAt) {
+	if l.holdArmed && due.Equal(l.holdAt) {
 		return
 	}
 	l.holdArmed, l.holdAt = true, due

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/time/rate"
 
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
@@ -400,5 +401,44 @@ func TestWindowIgnoringSenderIsCutNotTheReader(t *testing.T) {
 	r.mu.Unlock()
 	if !in {
 		t.Fatal("the slow member is no longer in the room")
+	}
+}
+
+// TestSendBucketMatchesLimiter: sendBucket lets through exactly the Chat
+// frames rate.Limiter.AllowN(now, 1) did, the pacing it replaced on the
+// loops, for bursts, steady streams and pauses at several rates.
+func TestSendBucketMatchesLimiter(t *testing.T) {
+	tests := []struct {
+		name  string
+		rate  float64
+		burst int
+		gaps  []time.Duration // between successive Chat frames, cycled
+	}{
+		{"default rate, back to back", 1_000_000, 100_000, []time.Duration{0}},
+		{"default rate, 300 ns apart", 1_000_000, 100_000, []time.Duration{300}},
+		{"200/s burst 20, a flood", 200, 20, []time.Duration{100 * time.Microsecond}},
+		{"200/s burst 20, bursts and pauses", 200, 20, []time.Duration{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200 * time.Millisecond}},
+		{"3/s burst 1", 3, 1, []time.Duration{100 * time.Millisecond, 250 * time.Millisecond}},
+		{"burst 1 at a steady 1000/s", 1000, 1, []time.Duration{999 * time.Microsecond, 1001 * time.Microsecond}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lim := rate.NewLimiter(rate.Limit(tt.rate), tt.burst)
+			var b sendBucket
+			every, span := sendPace(tt.rate, tt.burst)
+			now := time.Unix(1_700_000_000, 0)
+			allowed := 0
+			for i := range 300_000 {
+				now = now.Add(tt.gaps[i%len(tt.gaps)])
+				want := lim.AllowN(now, 1)
+				if got := b.allow(now.UnixNano(), every, span); got != want {
+					t.Fatalf("frame %d (%d let through): bucket says %v, limiter %v", i, allowed, got, want)
+				}
+				if want {
+					allowed++
+				}
+			}
+			t.Logf("%d of 300000 let through", allowed)
+		})
 	}
 }

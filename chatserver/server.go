@@ -26,6 +26,8 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
+	sendEvery, sendSpan int64 // SendRate and SendBurst for sendBucket (sendPace)
+
 	eng     gnet.Engine
 	addr    string // where the event loops listen (TCP, or a Unix socket under TLS only)
 	tlsLn   net.Listener
@@ -98,6 +100,7 @@ func New(cfg Config) (*Server, error) {
 		loops:    make(map[gnet.EventLoop]*loop),
 		guards:   make(map[gnet.EventLoop]*guardSet),
 	}
+	s.sendEvery, s.sendSpan = sendPace(cfg.SendRate, cfg.SendBurst)
 	budget, _, err := connlimit.Budget()
 	if err != nil {
 		return nil, fmt.Errorf("chatserver: %w", err)

@@ -177,6 +177,23 @@ func pinSelf(cpus string) error {
 	return syscall.Exec(ts, append([]string{"taskset", "-c", cpus, self}, os.Args[1:]...), env)
 }
 
+// numCPU is runtime.NumCPU, replaced in tests.
+var numCPU = runtime.NumCPU
+
+// childCommand returns the command that runs args, the server child,
+// pinned to cpus when there is a CPU to pin it apart from the load
+// generator. Once pinSelf has pinned this process, runtime.NumCPU counts
+// the CPUs it may use, one, not the machine's: asking it alone left every
+// child unpinned, on the load generator's CPU with it, from the first
+// version of this harness (2026-11-30) on.
+func childCommand(args []string, cpus string) *exec.Cmd {
+	apart := os.Getenv(pinnedEnv) != "" || numCPU() > 1
+	if ts, err := exec.LookPath("taskset"); err == nil && cpus != "" && apart {
+		return exec.Command(ts, append([]string{"-c", cpus}, args...)...)
+	}
+	return exec.Command(args[0], args[1:]...)
+}
+
 // child is a server process under test.
 type child struct {
 	cmd   *exec.Cmd
@@ -195,12 +212,7 @@ func startChild(o *options, kind, tag string) (*child, error) {
 	if o.profile != "" {
 		args = append(args, "-cpuprofile", filepath.Join(o.profile, kind+"-"+tag+".pprof"))
 	}
-	var cmd *exec.Cmd
-	if ts, err := exec.LookPath("taskset"); err == nil && o.serverCPU != "" && runtime.NumCPU() > 1 {
-		cmd = exec.Command(ts, append([]string{"-c", o.serverCPU}, args...)...)
-	} else {
-		cmd = exec.Command(args[0], args[1:]...)
-	}
+	cmd := childCommand(args, o.serverCPU)
 	cmd.Stderr = os.Stderr
 	c := &child{cmd: cmd, kind: kind, lines: make(chan string, 4)}
 	if c.stdin, err = cmd.StdinPipe(); err != nil {
