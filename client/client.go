@@ -353,14 +353,39 @@ func (c *Client) Register(ctx context.Context) error {
 	return nil
 }
 
+// registerPatiently registers, waiting out Central's rate limit: a
+// registration it refused as one too many from this address (many users
+// behind one address, all starting at once) is tried again after the
+// back-off, which doubles from BackoffMin up to BackoffMax, with jitter so
+// that those refused together do not come back together. Any other
+// refusal, or ctx ending, is returned.
+func (c *Client) registerPatiently(ctx context.Context) error {
+	backoff := c.opts.BackoffMin
+	for {
+		err := c.Register(ctx)
+		if !centralapi.IsRateLimited(err) {
+			return err
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Debug("registration rate-limited; trying again", "in", wait)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (rate-limited until then: %v)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, c.opts.BackoffMax)
+	}
+}
+
 // Run registers, keeps the control connection up and probes servers until
 // ctx ends. It returns ctx's error, or a registration refusal (the name is
-// held by another live session).
+// held by another live session); a registration refused by Central's rate
+// limit is tried again until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
 	c.runDone = ctx.Done()
 	close(c.running)
 	defer c.api.CloseIdleConnections()
-	if err := c.Register(ctx); err != nil {
+	if err := c.registerPatiently(ctx); err != nil {
 		return fmt.Errorf("client: register %q: %w", c.opts.User, err)
 	}
 	var wg sync.WaitGroup

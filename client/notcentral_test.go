@@ -16,11 +16,14 @@ import (
 )
 
 // startBareCentral runs a Central on loopback ports until the test ends.
-func startBareCentral(t *testing.T) *central.Central {
+func startBareCentral(t *testing.T, edits ...func(*central.Config)) *central.Central {
 	t.Helper()
 	cfg := central.DefaultConfig()
 	cfg.RESTListen, cfg.ControlListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Logger = testkit.LoggerAt(t, slog.LevelWarn)
+	for _, edit := range edits {
+		edit(&cfg)
+	}
 	cen, err := central.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -64,6 +64,10 @@ func IsUnauthorized(err error) bool { return hasCode(err, CodeUnauthorized) }
 // malformed body, an invalid name or field): sent again, it fails again.
 func IsBadRequest(err error) bool { return hasCode(err, CodeBadRequest) }
 
+// IsRateLimited reports whether err says Central refused the request as
+// one too many for now: the same request succeeds once the rate allows.
+func IsRateLimited(err error) bool { return hasCode(err, CodeRateLimited) }
+
 // IsServerTaken reports whether err says another live server holds the id.
 func IsServerTaken(err error) bool { return hasCode(err, CodeServerTaken) }
 
