@@ -38,10 +38,11 @@ deps: ## install the Debian packages the tests need (as root; otherwise say what
 		echo "installing:$$missing"; apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing; \
 	else echo "not root: cannot install$$missing; the tests that need them will skip and say so"; fi
 
-test: build deps ## vet, then every test with the race detector (and the tests of nearchat's change to gnet)
+test: build deps ## vet, then every test with the race detector (and the tests of nearchat's change to gnet and of bench/nats, which make bench builds)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 	cd third_party/gnet && $(GO) test -race -count=1 ./pkg/netpoll ./pkg/io
+	cd bench/nats && $(GO) vet ./... && $(GO) test -count=1 ./...
 	./mininet/mininet-test.sh $(MININET_FLAGS)
 
 race: ## the tests again under -race, three times, to shake out flakes
