@@ -175,6 +175,7 @@ func (a *agent) run(ctx context.Context) {
 				// it). Once registered, a refusal (Central's secret
 				// changed under a running server) is retried instead:
 				// the rooms keep running meanwhile.
+				a.s.log.Error("Central refused the registration for good; stopping", "id", a.s.cfg.ID, "err", err)
 				a.s.refused <- fmt.Errorf("chatserver: Central refused to register %q: %w", a.s.cfg.ID, err)
 				return
 			}
