@@ -75,6 +75,7 @@ type member struct {
 	broke   []Broken
 	resumed []Resumed
 	here    map[string]bool // members present, from Presence events
+	pres    []Presence      // every Presence event, in order
 	errs    []error
 	last    map[string]Message
 	incs    map[string][]uint64 // incarnations seen, by sender, in order
@@ -173,6 +174,7 @@ func (m *member) drain() {
 			m.resumed = append(m.resumed, ev)
 		case Presence:
 			m.here[ev.User] = ev.Here
+			m.pres = append(m.pres, ev)
 		case Error:
 			m.errs = append(m.errs, ev.Err)
 		}

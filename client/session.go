@@ -678,6 +678,12 @@ func (s *Session) presence(l *link, m *proto.Presence, now time.Time) {
 			s.askLagging(now)
 		}
 	} else {
+		if _, known := l.members[m.User]; !known {
+			// A user that joined and left between two of the server's
+			// presence batches comes as its leave alone (a batch keeps
+			// one change per user): not ours to report.
+			return
+		}
 		delete(l.members, m.User)
 		s.dropAnswers(l, m.User)
 	}

@@ -1023,3 +1023,36 @@ func TestBurstOfJoinsAndLeaves(t *testing.T) {
 	}
 	testkit.WaitFor(t, settle, "alice sees six leave", func() bool { return slices.Equal(a.present(), want[6:]) })
 }
+
+// TestJoinAndLeaveInOneBatch: a user that joins and leaves while the
+// server gathers presence changes reaches the members as its leave alone
+// (a batch keeps one change per user); a Session that never saw the user
+// reports nothing for it, rather than a leave of a stranger.
+func TestJoinAndLeaveInOneBatch(t *testing.T) {
+	srv := startChat(t, "serv1")
+	alice := join(t, testConfig(t), ref(srv), "room-jl", "alice")
+	// a's join goes out at once; x's, within the gap after it, waits in
+	// a batch, and x's leave replaces it there.
+	a := dialRaw(t, srv.Addr(), "room-jl", "a")
+	x := dialRaw(t, srv.Addr(), "room-jl", "x")
+	x.Close()
+	testkit.WaitFor(t, settle, "x gone from the room", func() bool {
+		rooms := srv.Rooms()
+		return len(rooms) == 1 && !slices.Contains(rooms[0].Members, "x")
+	})
+	a.Send(&proto.Chat{Num: 1, Text: "after"})
+	testkit.WaitFor(t, settle, "alice gets a's message", func() bool { return alice.got("a") == 1 })
+	alice.mu.Lock()
+	defer alice.mu.Unlock()
+	seen := false
+	for _, p := range alice.pres {
+		if p.User != "x" {
+			continue
+		}
+		if !p.Here && !seen {
+			t.Fatalf("alice told x left, never told x joined: %+v", alice.pres)
+		}
+		seen = p.Here
+	}
+	t.Logf("alice's presence events: %+v", alice.pres)
+}
