@@ -267,7 +267,10 @@ type Presence struct {
 // and sends them in one Presences frame per member (a lone change goes as
 // a Presence), and lists the members a very large room's Joined has no
 // room for in them, so M members joining together cost each member a few
-// frames rather than M. A version-2 member gets Presence frames instead.
+// frames rather than M. A gathering keeps the latest change per user
+// only, so a user that joined and left meanwhile may come as a leave
+// alone, of a user the member never saw: receivers ignore such a leave.
+// A version-2 member gets Presence frames instead.
 type Presences struct {
 	Changes []Presence `msgpack:"changes"`
 }
