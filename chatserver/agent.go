@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"nearchat/pkg/atomicfile"
 	"nearchat/pkg/centralapi"
 )
 
@@ -127,7 +128,7 @@ func (a *agent) register(ctx context.Context) (time.Duration, error) {
 	}
 	a.s.token.Store(&resp.Token)
 	if cfg.TokenFile != "" && resp.Token != tok {
-		if err := writeToken(cfg.TokenFile, resp.Token); err != nil {
+		if err := atomicfile.Write(cfg.TokenFile, []byte(resp.Token+"\n"), 0o600); err != nil {
 			a.s.log.Warn("keeping the server token", "file", cfg.TokenFile, "err", err)
 		}
 	}
@@ -265,15 +266,6 @@ func (s *Server) deregister() {
 	if err := api.Deregister(ctx, s.cfg.ID, s.centralToken()); err != nil {
 		s.log.Debug("deregistering from Central", "err", err)
 	}
-}
-
-// writeToken replaces the token file with tok, readable by the owner only.
-func writeToken(path, tok string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // centralToken is the server token from the last registration with

@@ -1,6 +1,7 @@
 package chatserver
 
 import (
+	"slices"
 	"time"
 
 	"nearchat/pkg/proto"
@@ -18,10 +19,9 @@ type presBatch struct {
 	offs   []int  // where each change's frame starts in frames
 	evs    []uint64
 	skips  []*member
-	about  []string       // the user each change is about
-	users  map[string]int // the change about each user, by index
-	queued bool           // an item for it is on the loop's queue
-	timed  bool           // a timer will queue it
+	about  []string // the user each change is about
+	queued bool     // an item for it is on the loop's queue
+	timed  bool     // a timer will queue it
 }
 
 // add appends one change about user. A change about the same user already
@@ -32,26 +32,21 @@ type presBatch struct {
 // changes stay in event order, so a member that joined in between (its
 // Joined listed the older state) still gets the newer.
 func (b *presBatch) add(user string, enc []byte, ev uint64, skip *member) {
-	if k, ok := b.users[user]; ok {
+	if k := slices.Index(b.about, user); k >= 0 {
 		end := len(b.frames)
 		if k+1 < len(b.offs) {
 			end = b.offs[k+1]
 		}
 		cut := end - b.offs[k]
-		b.frames = append(b.frames[:b.offs[k]], b.frames[end:]...)
+		b.frames = slices.Delete(b.frames, b.offs[k], end)
 		for i := k + 1; i < len(b.offs); i++ {
 			b.offs[i] -= cut
-			b.users[b.about[i]]--
 		}
-		b.offs = append(b.offs[:k], b.offs[k+1:]...)
-		b.evs = append(b.evs[:k], b.evs[k+1:]...)
-		b.skips = append(b.skips[:k], b.skips[k+1:]...)
-		b.about = append(b.about[:k], b.about[k+1:]...)
+		b.offs = slices.Delete(b.offs, k, k+1)
+		b.evs = slices.Delete(b.evs, k, k+1)
+		b.skips = slices.Delete(b.skips, k, k+1)
+		b.about = slices.Delete(b.about, k, k+1)
 	}
-	if b.users == nil {
-		b.users = make(map[string]int)
-	}
-	b.users[user] = len(b.evs)
 	b.offs = append(b.offs, len(b.frames))
 	b.frames = append(b.frames, enc...)
 	b.evs = append(b.evs, ev)

@@ -356,8 +356,8 @@ func (c *Client) Register(ctx context.Context) error {
 // registerPatiently registers, waiting out Central's rate limit: a
 // registration it refused as one too many from this address (many users
 // behind one address, all starting at once) is tried again after the
-// back-off, which doubles from BackoffMin up to BackoffMax, with jitter so
-// that those refused together do not come back together. Any other
+// back-off, which doubles from BackoffMin up to BackoffMax (jittered).
+// Any other
 // refusal, or ctx ending, is returned.
 func (c *Client) registerPatiently(ctx context.Context) error {
 	backoff := c.opts.BackoffMin
@@ -366,7 +366,7 @@ func (c *Client) registerPatiently(ctx context.Context) error {
 		if !centralapi.IsRateLimited(err) {
 			return err
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := jitter(backoff)
 		c.log.Debug("registration rate-limited; trying again", "in", wait)
 		select {
 		case <-ctx.Done():
@@ -376,6 +376,10 @@ func (c *Client) registerPatiently(ctx context.Context) error {
 		backoff = min(backoff*2, c.opts.BackoffMax)
 	}
 }
+
+// jitter returns a wait between d/2 and d, so that clients refused or
+// cut off together do not all come back together.
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 
 // Run registers, keeps the control connection up and probes servers until
 // ctx ends. It returns ctx's error, or a registration refusal (the name is
@@ -461,7 +465,7 @@ func (c *Client) controlLoop(ctx context.Context) error {
 		if now.Sub(broke) < failoverRetry {
 			step = min(step, 4*c.opts.BackoffMin)
 		}
-		wait := step/2 + rand.N(step/2+1)
+		wait := jitter(step)
 		c.log.Info("control connection lost; reconnecting", "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
@@ -539,7 +543,7 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 			c.ctrlAt = at
 			break
 		}
-		if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) && ctx.Err() == nil && c.httpPort(ctx, addrs[at]) {
+		if (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) && ctx.Err() == nil && c.httpPort(ctx, addrs[at]) {
 			err = fmt.Errorf("%s is an HTTP port (Central's REST API?): %w", addrs[at], ErrNotCentral)
 		}
 		if errors.Is(err, ErrNotCentral) || errors.Is(err, proto.ErrNotNearchat) {

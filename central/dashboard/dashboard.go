@@ -113,9 +113,12 @@ func Loopback(addr string) bool {
 		return true
 	}
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
+	return err == nil && loopbackName(host)
+}
+
+// loopbackName reports whether host (no port) is localhost or a loopback
+// address.
+func loopbackName(host string) bool {
 	if host == "localhost" {
 		return true
 	}
@@ -261,11 +264,7 @@ func loopbackHost(host string) bool {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")), ".")
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return loopbackName(host) || strings.HasSuffix(host, ".localhost")
 }
 
 func (s *Server) snapshot(w http.ResponseWriter, _ *http.Request) {

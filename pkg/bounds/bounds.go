@@ -67,30 +67,23 @@ func Fail(name string, value any, want string) error {
 // Addr returns an *Error unless v is host:port with a port from 0 to
 // 65535 (0: any free port), as a listener takes it. With optional, an
 // empty v is accepted too (the setting is off).
-func Addr(name, v string, optional bool) error {
-	if v == "" && optional {
-		return nil
-	}
-	want := "host:port, port 0 to 65535"
-	if optional {
-		want += ", or empty for none"
-	}
-	if _, port, err := net.SplitHostPort(v); err != nil || !validPort(port, 0) {
-		return Fail(name, v, want)
-	}
-	return nil
-}
+func Addr(name, v string, optional bool) error { return hostPort(name, v, optional, 0) }
 
-// DialAddr is Addr for an address to dial: the port must be 1 to 65535.
-func DialAddr(name, v string, optional bool) error {
+// DialAddr is Addr for an address to dial: the host must be given and the
+// port must be 1 to 65535.
+func DialAddr(name, v string, optional bool) error { return hostPort(name, v, optional, 1) }
+
+// hostPort checks v as host:port with a port from lo to 65535; with lo 1,
+// an address to dial, the host must not be empty.
+func hostPort(name, v string, optional bool, lo int) error {
 	if v == "" && optional {
 		return nil
 	}
-	want := "host:port, port 1 to 65535"
+	want := fmt.Sprintf("host:port, port %d to 65535", lo)
 	if optional {
 		want += ", or empty for none"
 	}
-	if host, port, err := net.SplitHostPort(v); err != nil || host == "" || !validPort(port, 1) {
+	if host, port, err := net.SplitHostPort(v); err != nil || (lo > 0 && host == "") || !validPort(port, lo) {
 		return Fail(name, v, want)
 	}
 	return nil
