@@ -106,8 +106,8 @@ func compare(o *options) int {
 		groups = append(groups, g)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%s, %s/%s, Go %s. Servers pinned to CPU %s, load generator to CPU %s; %v per cell, %d messages in flight (one room); fixed rate over %v.\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.serverCPU, o.loadCPU, o.cell, o.window, o.rateTime)
+	fmt.Fprintf(&b, "\n%s, %s/%s, Go %s. Servers pinned to CPU %s, load generator to CPU %s; %v per cell, %s (one room); fixed rate over %v.\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.serverCPU, o.loadCPU, o.cell, o.describeInFlight(), o.rateTime)
 	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s at the start, %s at the end: above 1 or so, other work shares the CPUs and the cells swing.\n", load0, loadAverage())
 	fmt.Fprintf(&b, "Command: %s\n\n", strings.Join(os.Args, " "))
 	writeTable(&b, groups)
@@ -152,7 +152,8 @@ func (o *options) oneRoom(kind string, m int) []result {
 	}
 	defer c.stop()
 	t0 := time.Now()
-	l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), 1, m, o.window)
+	window, batch := o.inFlight(m)
+	l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), 1, m, window)
 	if err != nil {
 		return fail(err)
 	}
@@ -160,8 +161,8 @@ func (o *options) oneRoom(kind string, m int) []result {
 	fmt.Fprintf(os.Stderr, "compare: %s: %d members joined in %v\n", kind, m, time.Since(t0).Round(time.Millisecond))
 	for i, size := range o.sizes {
 		l.size = size
-		for range 4 * o.window {
-			if err := l.send(l.rooms[0], time.Now()); err != nil {
+		for range 4 * window {
+			if err := l.send(l.rooms[0], time.Now(), 1); err != nil {
 				return fail(err)
 			}
 		}
@@ -169,7 +170,7 @@ func (o *options) oneRoom(kind string, m int) []result {
 			return fail(fmt.Errorf("warm-up: %w", err))
 		}
 		l.reset()
-		r, err := o.measure(c, l, func() error { return l.closedLoop(o.cell) })
+		r, err := o.measure(c, l, func() error { return l.closedLoop(o.cell, batch) })
 		if err != nil {
 			return fail(err)
 		}
@@ -179,6 +180,48 @@ func (o *options) oneRoom(kind string, m int) []result {
 			kind, m, size, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU, r.reads, r.writes, 100*r.serverBusy, 100*r.loadBusy)
 	}
 	return out
+}
+
+// Without -window, a room keeps autoWindow messages in flight, or fewer
+// where that would make more than maxDeliveriesInFlight deliveries owed
+// at once, but never fewer than minWindow. A thousand messages keep either
+// server busy in small rooms; in big ones each message is work enough, and
+// a million deliveries in flight would only measure queueing.
+const (
+	autoWindow            = 1024
+	minWindow             = 64
+	maxDeliveriesInFlight = 64 << 10
+)
+
+// inFlight returns the window and the write batch of a room of m.
+func (o *options) inFlight(m int) (window, batch int) {
+	window = o.window
+	if window == 0 {
+		window = min(autoWindow, max(minWindow, maxDeliveriesInFlight/max(m-1, 1)))
+	}
+	batch = o.batch
+	if batch == 0 {
+		batch = window
+	}
+	return window, batch
+}
+
+func (o *options) describeInFlight() string {
+	var w, b string
+	if o.window == 0 {
+		w = fmt.Sprintf("%d messages in flight (at most %d deliveries, at least %d messages)", autoWindow, maxDeliveriesInFlight, minWindow)
+	} else {
+		w = fmt.Sprintf("%d messages in flight", o.window)
+	}
+	switch o.batch {
+	case 0:
+		b = "the sender writes all it may send in one system call"
+	case 1:
+		b = "one system call a message"
+	default:
+		b = fmt.Sprintf("up to %d messages a system call", o.batch)
+	}
+	return w + ", " + b
 }
 
 // measure runs drive and reads the figures of the cell.

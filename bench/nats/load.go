@@ -203,20 +203,36 @@ func (l *load) setErr(err error) {
 }
 
 // send publishes r's next message, stamped at. A closed-loop room first
-// waits for a free slot.
-func (l *load) send(r *room, at time.Time) error {
+// waits for a free slot; with batch > 1 it then also takes the slots that
+// are free already, up to batch in all, and writes those messages in one
+// system call, as a client that buffers its writes does (nats.go's
+// flusher, nearchat's link writer).
+func (l *load) send(r *room, at time.Time, batch int) error {
+	n := 1
 	if r.tokens != nil {
 		select {
 		case <-r.tokens:
 		case <-l.fail:
 			return l.err
 		}
+	more:
+		for n < batch {
+			select {
+			case <-r.tokens:
+				n++
+			default:
+				break more
+			}
+		}
 	}
-	r.sent++
-	if r.slots != nil {
-		r.slots[r.sent%uint64(len(r.slots))].left.Store(int32(r.members - 1))
+	r.out = r.out[:0]
+	for range n {
+		r.sent++
+		if r.slots != nil {
+			r.slots[r.sent%uint64(len(r.slots))].left.Store(int32(r.members - 1))
+		}
+		r.out = l.p.appendPub(r.out, r.id, r.sent, at.UnixNano(), l.size)
 	}
-	r.out = l.p.appendPub(r.out[:0], r.id, r.sent, at.UnixNano(), l.size)
 	if _, err := r.sender.Write(r.out); err != nil {
 		l.setErr(fmt.Errorf("room %s: send: %w", r.id, err))
 		return l.err
@@ -280,14 +296,14 @@ func (l *load) close() {
 
 // closedLoop sends from one room's sender for d, keeping the room's window
 // full.
-func (l *load) closedLoop(d time.Duration) error {
+func (l *load) closedLoop(d time.Duration, batch int) error {
 	r := l.rooms[0]
 	end := time.Now().Add(d)
 	for i := 0; ; i++ {
 		if i%64 == 0 && time.Now().After(end) {
 			return nil
 		}
-		if err := l.send(r, time.Now()); err != nil {
+		if err := l.send(r, time.Now(), batch); err != nil {
 			return err
 		}
 	}
@@ -305,7 +321,7 @@ func (l *load) fixedRate(rate int, d time.Duration) error {
 		if wait := time.Until(due); wait > 0 {
 			time.Sleep(wait)
 		}
-		if err := l.send(l.rooms[i%len(l.rooms)], due); err != nil {
+		if err := l.send(l.rooms[i%len(l.rooms)], due, 1); err != nil {
 			return err
 		}
 	}

@@ -65,6 +65,7 @@ type options struct {
 	out        string
 	certs      tlsconfig.Files
 	window     int
+	batch      int
 	fullRun    bool
 	skipFanout bool
 }
@@ -83,7 +84,8 @@ func run() int {
 	flag.IntVar(&o.rooms, "rooms", 1000, "rooms of two in the fixed-rate pattern (0: skip it)")
 	flag.IntVar(&o.rate, "rate", 2000, "total messages a second in the fixed-rate pattern")
 	flag.IntVar(&o.idle, "idle", 10_000, "idle connections for the memory table (0: skip it)")
-	flag.IntVar(&o.window, "window", 64, "messages in flight in the one-room pattern")
+	flag.IntVar(&o.window, "window", 0, "messages in flight in the one-room pattern (0: 1,024, fewer in rooms past 64 members so that at most 65,536 deliveries are in flight, never under 64)")
+	flag.IntVar(&o.batch, "batch", 0, "most messages the one-room sender writes in one system call (0: all it may send, like a client that buffers its writes; 1: one write per message)")
 	flag.StringVar(&o.serverCPU, "server-cpu", "0", "CPU list the servers are pinned to")
 	flag.StringVar(&o.loadCPU, "load-cpu", "1", "CPU list the load generator is pinned to")
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of each server process into `dir`")
@@ -122,6 +124,9 @@ func run() int {
 	}
 	if o.baselineM, err = ints(*baselineM); err != nil {
 		return usage(err)
+	}
+	if o.window < 0 || o.batch < 0 {
+		return usage(fmt.Errorf("-window %d, -batch %d: must be 0 or more", o.window, o.batch))
 	}
 	o.servers = strings.Split(*servers, ",")
 	dir, err := os.MkdirTemp("", "nearchat-compare-")

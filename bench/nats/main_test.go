@@ -1,9 +1,14 @@
 package main
 
 import (
+	"net"
 	"os/exec"
 	"slices"
 	"testing"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
 )
 
 // TestChildPinnedApartOncePinned: the server child is pinned to
@@ -39,5 +44,82 @@ func TestChildPinnedApartOncePinned(t *testing.T) {
 				t.Errorf("command %q does not end with the child's arguments", cmd.Args)
 			}
 		})
+	}
+}
+
+func TestInFlight(t *testing.T) {
+	tests := []struct {
+		window, batch, m      int
+		wantWindow, wantBatch int
+	}{
+		{0, 0, 2, 1024, 1024},
+		{0, 0, 16, 1024, 1024},
+		{0, 0, 65, 1024, 1024},
+		{0, 0, 256, 257, 257},
+		{0, 0, 1024, 64, 64},
+		{0, 0, 10_000, 64, 64},
+		{0, 1, 2, 1024, 1},
+		{64, 0, 1024, 64, 64},
+		{64, 8, 2, 64, 8},
+	}
+	for _, tt := range tests {
+		o := options{window: tt.window, batch: tt.batch}
+		w, b := o.inFlight(tt.m)
+		if w != tt.wantWindow || b != tt.wantBatch {
+			t.Errorf("-window %d -batch %d, %d members: window %d batch %d, want %d and %d",
+				tt.window, tt.batch, tt.m, w, b, tt.wantWindow, tt.wantBatch)
+		}
+	}
+}
+
+// TestSendCoalesces: a closed-loop sender writes every message its free
+// slots allow, up to the batch, in one system call, numbered in order; a
+// batch of 1 writes one.
+func TestSendCoalesces(t *testing.T) {
+	for _, tt := range []struct{ free, batch, want int }{
+		{5, 8, 5}, {5, 3, 3}, {5, 1, 1}, {1, 8, 1},
+	} {
+		client, server := net.Pipe()
+		r := &room{id: "r", members: 2, slots: make([]slot, 8), tokens: make(chan struct{}, 8)}
+		for range tt.free {
+			r.tokens <- struct{}{}
+		}
+		l := &load{p: &nearchatProto{}, size: 64, fail: make(chan struct{}), rooms: []*room{r}}
+		r.l, r.sender = l, client
+		got := make(chan []byte, 1)
+		go func() {
+			b := make([]byte, 64<<10)
+			n, _ := server.Read(b) // net.Pipe: one Read takes one Write
+			got <- b[:n]
+		}()
+		if err := l.send(r, time.Now(), tt.batch); err != nil {
+			t.Fatal(err)
+		}
+		b := <-got
+		var nums []uint64
+		for len(b) > 0 {
+			ty, body, n, err := wire.ParseFrame(b, 0)
+			if err != nil || ty != proto.TChat {
+				t.Fatalf("frame %v: %v", ty, err)
+			}
+			var c proto.Chat
+			if err := wire.Unmarshal(body, &c); err != nil {
+				t.Fatal(err)
+			}
+			nums = append(nums, c.Num)
+			b = b[n:]
+		}
+		want := make([]uint64, tt.want)
+		for i := range want {
+			want[i] = uint64(i + 1)
+		}
+		if !slices.Equal(nums, want) {
+			t.Errorf("%d free, batch %d: one write carried %v, want %v", tt.free, tt.batch, nums, want)
+		}
+		if left := len(r.tokens); left != tt.free-tt.want {
+			t.Errorf("%d free, batch %d: %d slots left, want %d", tt.free, tt.batch, left, tt.free-tt.want)
+		}
+		client.Close()
+		server.Close()
 	}
 }

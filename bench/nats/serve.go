@@ -47,6 +47,10 @@ func startKind(kind string, tlsOn bool, certs tlsconfig.Files) (stopper, string,
 		cfg.MaxConnsPerSource = 0 // every member dials from 127.0.0.1
 		cfg.MaxMembers = 10_000
 		cfg.MaxRooms = 30_000
+		// The one sender of the one-room pattern is the whole load: the
+		// per-member flood guard (1,000,000 a second by default) would be
+		// what is measured, not the fan-out. nats-server has no such guard.
+		cfg.SendRate, cfg.SendBurst = 1e9, 1_000_000
 		if tlsOn {
 			tc, err := tlsconfig.Server(certs.ServerCert, certs.ServerKey, "")
 			if err != nil {
