@@ -66,7 +66,7 @@
 // 2*(RTT+4*RTTVAR)), widened by the beats' own lateness, means what an
 // unanswered ping does, and is found as soon. The RTT is kept current by
 // the Acks of the session's messages, each round trip timed as TCP times
-// a segment, and by a Ping when 500 ms pass without one.
+// a segment, and by a Ping when 2 s pass without one.
 //
 // Everything the Client sees arrives on one channel, Client.Events: the
 // controller's events (Status, Incoming, RoomReady, RoomClosed, Connected,
