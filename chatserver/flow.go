@@ -336,7 +336,7 @@ func (r *room) holdAck(m *member, num, seq uint64, size int) (write bool) {
 // nil if none. Caller holds r.mu.
 func (r *room) queueAck(a heldAck, from *loop) {
 	f := newFrame()
-	f.bb.B, _ = wire.AppendFrame(f.bb.B, &proto.Ack{Num: a.num, Seq: a.seq})
+	f.b, _ = wire.AppendFrame(f.b, &proto.Ack{Num: a.num, Seq: a.seq})
 	r.ev++
 	a.m.acksQueued.Add(1)
 	a.m.loop.push(item{target: a.m, f: f, ev: r.ev, ack: true}, from)

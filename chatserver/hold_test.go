@@ -484,3 +484,32 @@ func TestHoldTimerFollowsWhatIsDue(t *testing.T) {
 		t.Error("nothing held: the timer is still armed")
 	}
 }
+
+// TestFramePoolKeepsSmallBuffers: a released frame keeps its buffer for
+// its next use (one pool operation a frame, not a frame's and a
+// buffer's), unless the buffer grew past frameKeep, which the pool would
+// otherwise pin for small frames.
+func TestFramePoolKeepsSmallBuffers(t *testing.T) {
+	f := newFrame()
+	f.b = append(f.b, make([]byte, 100)...)
+	f.retain()
+	f.release()
+	if len(f.b) != 100 {
+		t.Fatalf("a frame still held lost its bytes: %d", len(f.b))
+	}
+	f.release()
+	if cap(f.b) < 100 {
+		t.Errorf("released frame's buffer has capacity %d, want its 100 bytes kept", cap(f.b))
+	}
+	g := newFrame()
+	g.b = append(g.b, make([]byte, frameKeep+1)...)
+	g.release()
+	if g.b != nil {
+		t.Errorf("released frame kept a %d-byte buffer, past frameKeep %d", cap(g.b), frameKeep)
+	}
+	h := newFrame()
+	if len(h.b) != 0 || h.refs.Load() != 1 {
+		t.Errorf("new frame: %d bytes, %d refs; want empty, 1", len(h.b), h.refs.Load())
+	}
+	h.release()
+}

@@ -144,7 +144,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 		rest = rest[n:]
 	}
 	for _, f := range replay {
-		m.write(f.bb.B, s.cfg.MaxOutbound)
+		m.write(f.b, s.cfg.MaxOutbound)
 		f.release()
 	}
 	return nil
@@ -181,7 +181,7 @@ const replayShare = 4
 func (r *room) replayAllowed(replay []*frame, maxOutbound int) bool {
 	n := 0
 	for _, f := range replay {
-		n += len(f.bb.B)
+		n += len(f.b)
 	}
 	if n == 0 {
 		return true
@@ -209,10 +209,10 @@ func (r *room) historyAfter(since uint64, budget int) ([]*frame, uint64) {
 	k, size := n, 0 // the replay is hist[start+k...], newest last
 	for k > 0 {
 		f := r.hist[(start+k-1)%n]
-		if f.seq <= since || size+len(f.bb.B) > budget {
+		if f.seq <= since || size+len(f.b) > budget {
 			break
 		}
-		size += len(f.bb.B)
+		size += len(f.b)
 		k--
 	}
 	if k > 0 && r.hist[(start+k-1)%n].seq > since {
@@ -317,14 +317,14 @@ func (s *Server) broadcast(m *member, num uint64, at int64, text []byte) {
 	f.seq = r.seq
 	// One allocation at most, not one per doubling, for a buffer the pool
 	// has just made (after a GC empties it).
-	f.bb.B = slices.Grow(f.bb.B[:0], deliverOverhead+len(m.user)+len(text))
-	f.bb.B = proto.AppendDeliver(f.bb.B, r.seq, m.user, num, at, text, m.inc)
+	f.b = slices.Grow(f.b[:0], deliverOverhead+len(m.user)+len(text))
+	f.b = proto.AppendDeliver(f.b, r.seq, m.user, num, at, text, m.inc)
 	if num > m.lastSent {
 		m.lastSent = num
 	}
 	r.fanout(f, m, m.loop)
 	r.remember(f, s)
-	seq, size := r.seq, len(f.bb.B)
+	seq, size := r.seq, len(f.b)
 	ack := r.holdAck(m, num, seq, size)
 	r.mu.Unlock()
 	f.release()
@@ -378,10 +378,10 @@ func (r *room) forward(m *member, to string, msg wire.Message) int {
 		target.asked.Add(1) // one Missed it may answer with (onMissed)
 	}
 	f := newFrame()
-	f.bb.B, _ = wire.AppendFrame(f.bb.B, msg)
+	f.b, _ = wire.AppendFrame(f.b, msg)
 	target.shard.closePres(m.loop)
 	r.ev++
-	size := len(f.bb.B)
+	size := len(f.b)
 	target.shard.enqueue(size)
 	target.loop.push(item{target: target, sh: target.shard, size: size, f: f, ev: r.ev}, m.loop)
 	return size
@@ -406,7 +406,7 @@ func (s *Server) notFound(m *member, r *room, to string) {
 // sharedError encodes a fatal error frame for the fan-out queue.
 func (s *Server) sharedError(code proto.Code, reason string) *frame {
 	f := newFrame()
-	f.bb.B = append(f.bb.B, errorFrame(code, reason)...)
+	f.b = append(f.b, errorFrame(code, reason)...)
 	return f
 }
 
