@@ -53,7 +53,8 @@
 // an answer) makes it Broken with ErrSilent, which the
 // Client reports to Central at once, marked as a silence (Central weighs it
 // below a broken connection: see package central). A check that runs well
-// past its time (the process was starved, the answer may wait unread)
+// past its time, or that finds the server's bytes waiting unread in the
+// socket (Linux), means the process was starved, not the path silent: it
 // looks again shortly instead of declaring silence. A silent connection is kept open: if
 // the server was only stalled, its next frame makes the session connected
 // again; a Move, even to the same server and epoch, joins anew.

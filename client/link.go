@@ -214,6 +214,9 @@ func (l *link) readLoop() {
 			_ = l.conn.SetReadDeadline(time.Now().Add(wait))
 		}
 		wait = l.s.cfg.IdleTimeout
+		if h := l.s.cfg.beforeRead; h != nil {
+			h()
+		}
 		m, err := l.pc.Recv()
 		select {
 		case l.s.frames <- inbound{l: l, m: m, err: err}:

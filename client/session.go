@@ -80,6 +80,11 @@ type SessionConfig struct {
 	OnBroken func(server proto.ServerRef, epoch uint64, err error)
 	// Logger; nil discards.
 	Logger *slog.Logger
+
+	// beforeRead, if set, runs before each read of a connection's reader
+	// goroutine. Tests set it to hold the reader, as a starved process
+	// would be held.
+	beforeRead func()
 }
 
 // DefaultSessionConfig returns the defaults used by the terminal client and bot.
@@ -1005,10 +1010,10 @@ func (s *Session) checkLive(now time.Time) {
 	every, deadline := s.liveTimes(l)
 	late := !scheduled.IsZero() && now.Sub(scheduled) > max(deadline/4, lateSlack)
 	if l.pingAt.After(l.heardAt) {
-		if late {
-			// This check ran late: the process was starved, and the
-			// answer may wait unread in the socket. Judge again shortly,
-			// once the reader has had its turn.
+		if late || (now.Sub(l.pingAt) >= deadline && unread(l.conn)) {
+			// This check ran late, or the answer waits in the socket,
+			// unread: the process was starved. Judge again shortly, once
+			// the reader has had its turn.
 			s.nextLive = now.Add(deadline / 4)
 			return
 		}
@@ -1035,7 +1040,7 @@ func (s *Session) checkLive(now time.Time) {
 // deadline follows a path that slows.
 func (s *Session) checkBeats(l *link, now time.Time, limit time.Duration, late bool) {
 	if silent := now.Sub(l.heardAt); silent >= limit {
-		if late {
+		if late || unread(l.conn) {
 			// As in checkLive: the beats may wait unread.
 			s.nextLive = now.Add(limit / 8)
 			return

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -669,6 +670,47 @@ func TestSilentPathBreaksFast(t *testing.T) {
 	b.mu.Unlock()
 	if !errors.Is(err, ErrSilent) {
 		t.Errorf("Broken error %v, want ErrSilent", err)
+	}
+}
+
+// TestStarvedReaderIsNotSilence: the connection's reader is held (as a
+// process starved of CPU holds it) while the server's beats keep coming;
+// they wait in the socket, and the session must not take the connection
+// for silent. Before, it declared it Broken (ErrSilent) about 400 ms into
+// the hold; chatload at 800 x 3 reported 1,200-3,400 such silences a run
+// (then resumed), each a Broken event and a report to Central.
+func TestStarvedReaderIsNotSilence(t *testing.T) {
+	s1 := startChat(t, "serv1")
+	cfg := testConfig(t)
+	cfg.Liveness = 300 * time.Millisecond
+	var hold atomic.Bool
+	release := make(chan struct{})
+	var held atomic.Int32
+	cfg.beforeRead = func() {
+		if hold.Load() {
+			held.Add(1)
+			<-release
+		}
+	}
+	b := join(t, cfg, ref(s1), "room-starved", "bob")
+	hold.Store(true)
+	testkit.WaitFor(t, 10*time.Second, "the reader held", func() bool { return held.Load() > 0 })
+	start := time.Now()
+	time.Sleep(1500 * time.Millisecond) // the hold: ten beat intervals
+	close(release)
+	var frames int
+	_ = b.s.call(func() { frames = b.s.wakeups })
+	testkit.WaitFor(t, 10*time.Second, "frames read again", func() bool {
+		var n int
+		_ = b.s.call(func() { n = b.s.wakeups })
+		return n > frames+3
+	})
+	t.Logf("reader held %v", time.Since(start).Round(time.Millisecond))
+	if n := b.brokenCount(); n != 0 {
+		b.mu.Lock()
+		err := b.broke[0].Err
+		b.mu.Unlock()
+		t.Errorf("a connection whose beats waited unread was reported Broken %d times (%v)", n, err)
 	}
 }
 
