@@ -174,9 +174,9 @@ func (m *member) writeN(b []byte, max, frames int) {
 	}
 }
 
-// heldPool has the buffers of held deliveries, apart from the frames':
-// the frames' pool sizes new frames by the buffers it gets back, and a
-// room's history keeps its frames. A plain sync.Pool, not a
+// heldPool has the buffers of held deliveries, apart from the frames'
+// (a room's history keeps its frames, and a frame's buffer is sized for
+// one frame). A plain sync.Pool, not a
 // bytebufferpool.Pool: a held buffer comes back empty (writeN wrote what
 // it held), and bytebufferpool, which keeps only buffers no bigger than
 // the lengths it is given back, dropped every one after its first

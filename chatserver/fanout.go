@@ -49,10 +49,9 @@ type shard struct {
 func (sh *shard) resized() { sh.big.Store(len(sh.members) >= paceShard) }
 
 // frame is an encoded frame shared by every recipient, returned to the pool
-// when the last holder releases it.
-// Its buffer is pooled with it: one pool operation a frame each way, not
-// two (the frame's, then a bytebufferpool buffer's: 19% of a room of
-// two's server CPU went to the two pools).
+// when the last holder releases it. Its buffer is pooled with it: one pool
+// operation a frame each way, not two (the frame's, then a bytebufferpool
+// buffer's: 19% of a room of two's server CPU went to the two pools).
 type frame struct {
 	b    []byte
 	seq  uint64
@@ -76,7 +75,7 @@ func newFrame() *frame {
 func (f *frame) retain() { f.refs.Add(1) }
 
 // frameOverhead is what a held frame costs beyond its buffer's bytes: the
-// frame, its ByteBuffer and its slot in a history ring.
+// frame and its slot in a history ring.
 const frameOverhead = int(unsafe.Sizeof(frame{}) + unsafe.Sizeof(&frame{}))
 
 // held is the memory f holds while kept: its buffer's capacity, which a
