@@ -13,6 +13,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"nearchat/pkg/centralapi"
 	"nearchat/pkg/connlimit"
 	"nearchat/pkg/gnetlog"
 	"nearchat/pkg/proto"
@@ -430,6 +431,8 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 		c.unreachableLocked(cn, u, m)
 	case *proto.Holding:
 		c.holdingLocked(cn, u, m)
+	case *proto.Latency:
+		c.latencyFrameLocked(cn, u, m)
 	case *proto.LeaveRoom:
 		r := c.roomByID[m.Room]
 		if r == nil || !r.hasMember(u) {
@@ -442,6 +445,28 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 		c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: "hello was already done on this connection"})
 	default:
 		c.sendLocked(cn, &proto.Error{Code: proto.CodeUnknownType, Reason: fmt.Sprintf("frame type 0x%02x is not used on Central's control port", byte(msg.FrameType()))})
+	}
+}
+
+// latencyFrameLocked takes a vector reported on the control connection,
+// checked as PUT /v1/clients/{name}/latency checks one; it answers only a
+// refusal (a non-fatal Error with Ref proto.LatencyRef).
+func (c *Central) latencyFrameLocked(cn *conn, u *user, m *proto.Latency) {
+	in := make(map[string]centralapi.Sample, len(m.Servers))
+	for _, s := range m.Servers {
+		if _, dup := in[s.Server]; dup {
+			c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: fmt.Sprintf("server %.64q twice in the vector", s.Server), Ref: proto.LatencyRef})
+			return
+		}
+		in[s.Server] = centralapi.Sample{MedianUS: s.MedianUS, SpreadUS: s.SpreadUS, Count: s.Count}
+	}
+	lat, err := checkLatency(in)
+	if err != nil {
+		c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: err.Error(), Ref: proto.LatencyRef})
+		return
+	}
+	if !c.latencyLocked(u, lat) {
+		c.sendLocked(cn, &proto.Error{Code: proto.CodeRateLimited, Reason: latencyLimited, Ref: proto.LatencyRef})
 	}
 }
 

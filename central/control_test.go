@@ -3,12 +3,14 @@ package central
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/selection"
 	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
 )
@@ -162,5 +164,72 @@ func TestHealthNamesControlPort(t *testing.T) {
 	}
 	if want := h.c.ControlAddr(); !strings.HasSuffix(want, fmt.Sprintf(":%d", hl.ControlPort)) {
 		t.Fatalf("health control_port %d, control listens on %s", hl.ControlPort, want)
+	}
+}
+
+// A member's latency vector on its control connection counts as a REST
+// report does: checked the same way, rate limited the same way, and only a
+// refusal is answered.
+func TestControlLatency(t *testing.T) {
+	clk := newFakeClock()
+	cfg := testConfig(t)
+	cfg.Clock = clk.Now
+	h := startCentral(t, cfg)
+	h.addServer(t, "serv1")
+	k, _ := h.connect(t, "alice")
+	vecOf := func() map[string]selection.Sample {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		return maps.Clone(h.c.users["alice"].lat)
+	}
+	k.send(&proto.Latency{Servers: []proto.ServerRTT{{Server: "serv1", MedianUS: 12000, SpreadUS: 500, Count: 5}, {Server: "serv9", MedianUS: 1000, Count: 5}}})
+	k.sync(nil) // no Error before the Pong: taken
+	want := map[string]selection.Sample{"serv1": {Median: 12 * time.Millisecond, Spread: 500 * time.Microsecond, Count: 5}}
+	if got := vecOf(); !maps.Equal(got, want) {
+		t.Fatalf("vector %v, want %v (an unknown server is dropped)", got, want)
+	}
+	many := make([]proto.ServerRTT, maxVector+1)
+	for i := range many {
+		many[i] = proto.ServerRTT{Server: fmt.Sprintf("s%d", i), MedianUS: 1000, Count: 1}
+	}
+	bad := []struct {
+		name string
+		vec  []proto.ServerRTT
+	}{
+		{"negative median", []proto.ServerRTT{{Server: "serv1", MedianUS: -1, Count: 5}}},
+		{"past an hour", []proto.ServerRTT{{Server: "serv1", MedianUS: maxSampleUS + 1, Count: 5}}},
+		{"bad id", []proto.ServerRTT{{Server: "serv 1", MedianUS: 1000, Count: 5}}},
+		{"twice", []proto.ServerRTT{{Server: "serv1", MedianUS: 1000, Count: 5}, {Server: "serv1", MedianUS: 2000, Count: 5}}},
+		{"too many", many},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			k.send(&proto.Latency{Servers: tc.vec})
+			e := expect[*proto.Error](k, nil)
+			if e.Code != proto.CodeBadRequest || e.Fatal || e.Ref != proto.LatencyRef {
+				t.Fatalf("error %+v, want non-fatal bad_request ref %q", e, proto.LatencyRef)
+			}
+			if got := vecOf(); !maps.Equal(got, want) {
+				t.Fatalf("vector %v after a refused report, want %v", got, want)
+			}
+		})
+	}
+	// The burst is shared with REST reports; the clock stands still.
+	for i := range latencyBurst - 1 {
+		k.send(&proto.Latency{Servers: []proto.ServerRTT{{Server: "serv1", MedianUS: int64(20000 + i), Count: 5}}})
+	}
+	k.sync(nil)
+	k.send(&proto.Latency{Servers: []proto.ServerRTT{{Server: "serv1", MedianUS: 30000, Count: 5}}})
+	if e := expect[*proto.Error](k, nil); e.Code != proto.CodeRateLimited || e.Fatal || e.Ref != proto.LatencyRef {
+		t.Fatalf("error %+v, want non-fatal rate_limited ref %q", e, proto.LatencyRef)
+	}
+	if got := vecOf()["serv1"].Median; got != (20000+latencyBurst-2)*time.Microsecond {
+		t.Fatalf("median %v, want the last report taken", got)
+	}
+	clk.Advance(time.Second)
+	k.send(&proto.Latency{Servers: []proto.ServerRTT{{Server: "serv1", MedianUS: 30000, Count: 5}}})
+	k.sync(nil)
+	if got := vecOf()["serv1"].Median; got != 30*time.Millisecond {
+		t.Fatalf("median %v a second later, want 30ms", got)
 	}
 }

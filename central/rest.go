@@ -336,22 +336,9 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 	if e := decode(r, maxBody, &in); e != nil {
 		return 0, nil, e
 	}
-	if len(in.Servers) > maxVector {
-		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "%d servers in the vector, limit %d", len(in.Servers), maxVector)
-	}
-	lat := make(map[string]selection.Sample, len(in.Servers))
-	for id, s := range in.Servers {
-		if err := proto.CheckServer(id); err != nil {
-			return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server id: %v", err)
-		}
-		if s.MedianUS < 0 || s.SpreadUS < 0 || s.Count < 0 {
-			return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server %s: negative median, spread or count", id)
-		}
-		if s.MedianUS > maxSampleUS || s.SpreadUS > maxSampleUS {
-			// Also keeps the conversion to a Duration from overflowing.
-			return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server %s: median or spread over %d µs (an hour)", id, int64(maxSampleUS))
-		}
-		lat[id] = selection.Sample{Median: s.Median(), Spread: s.Spread(), Count: s.Count}
+	lat, err := checkLatency(in.Servers)
+	if err != nil {
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "%v", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -359,8 +346,44 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 	if e != nil {
 		return 0, nil, e
 	}
+	if !c.latencyLocked(u, lat) {
+		return 0, nil, errf(http.StatusTooManyRequests, centralapi.CodeRateLimited, "%s", latencyLimited)
+	}
+	return http.StatusNoContent, nil, nil
+}
+
+// latencyLimited says why a latency report over the rate was refused.
+var latencyLimited = fmt.Sprintf("more than %d latency reports a second (bursts of %d)", latencyRate, latencyBurst)
+
+// checkLatency checks a reported vector, however it came (REST or a
+// control frame), and converts it: at most maxVector servers, valid ids,
+// no negative figure and none past an hour.
+func checkLatency(in map[string]centralapi.Sample) (map[string]selection.Sample, error) {
+	if len(in) > maxVector {
+		return nil, fmt.Errorf("%d servers in the vector, limit %d", len(in), maxVector)
+	}
+	lat := make(map[string]selection.Sample, len(in))
+	for id, s := range in {
+		if err := proto.CheckServer(id); err != nil {
+			return nil, fmt.Errorf("server id: %v", err)
+		}
+		if s.MedianUS < 0 || s.SpreadUS < 0 || s.Count < 0 {
+			return nil, fmt.Errorf("server %s: negative median, spread or count", id)
+		}
+		if s.MedianUS > maxSampleUS || s.SpreadUS > maxSampleUS {
+			// Also keeps the conversion to a Duration from overflowing.
+			return nil, fmt.Errorf("server %s: median or spread over %d µs (an hour)", id, int64(maxSampleUS))
+		}
+		lat[id] = selection.Sample{Median: s.Median(), Spread: s.Spread(), Count: s.Count}
+	}
+	return lat, nil
+}
+
+// latencyLocked takes lat, checked, as u's vector; false when u is over
+// its rate of reports (nothing is taken then).
+func (c *Central) latencyLocked(u *user, lat map[string]selection.Sample) bool {
 	if !u.latLimit.allow(c.now(), latencyRate, latencyBurst) {
-		return 0, nil, errf(http.StatusTooManyRequests, centralapi.CodeRateLimited, "more than %d latency reports a second (bursts of %d)", latencyRate, latencyBurst)
+		return false
 	}
 	// Only servers Central knows are kept: a vector of made-up ids cost
 	// Central and its store up to 1,024 entries per user (abuse probe,
@@ -372,10 +395,10 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 		}
 	}
 	if u.latGen != 0 && maps.Equal(lat, u.lat) {
-		return http.StatusNoContent, nil, nil // nothing new: no store write, no re-evaluation
+		return true // nothing new: no store write, no re-evaluation
 	}
 	c.setLatencyLocked(u, lat)
-	return http.StatusNoContent, nil, nil
+	return true
 }
 
 // clusterOK checks that r comes from a member of the cluster: a verified

@@ -129,6 +129,7 @@ type Client struct {
 	listAt                  time.Time
 
 	lastVec  map[string]centralapi.Sample // the last vector reported
+	refusals uint64                       // Latency frames Central refused (latencyRefused)
 	asked    map[string]asking            // requests with no final status yet, by request id
 	left     map[string]time.Time         // rooms left lately: their Assigns are stale
 	probeNow chan struct{}                // asks the prober for a round now
@@ -657,6 +658,10 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 			if m.Fatal {
 				return m
 			}
+			if m.Ref == proto.LatencyRef {
+				c.latencyRefused(m)
+				continue
+			}
 			c.log.Warn("Central reports an error", "err", m)
 			c.emit(Error{Err: m})
 		default:
@@ -667,8 +672,12 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 
 // listEvery bounds how long a probe round goes on with the server list
 // that Central's announcements keep, fetching none: a safety net for an
-// announcement lost in some way the control connection did not see.
-const listEvery = 30 * time.Second
+// announcement lost in some way the control connection did not see (an
+// announcement is lost only with its connection, and a new connection
+// fetches the list). At 30 s the fetches were most of what was left of
+// Central's REST load once latency reports went on the control
+// connection (80 a second at 800 x 3 in chatload).
+const listEvery = 2 * time.Minute
 
 // noteServerLocked applies Central's announcement m to the server list,
 // as Central's own list would show it: a server up is listed (again), one
@@ -1420,9 +1429,27 @@ func (c *Client) noteRoundLocked(results map[string]rtt.Result, live map[string]
 	return vec
 }
 
-// report sends vec to Central, registering again first when Central has
-// forgotten the user (it restarted) or the token.
+// report sends vec to Central: on the control connection when one is up
+// (a Latency frame; Central answers only a refusal, see latencyRefused),
+// else over REST, registering again first when Central has forgotten the
+// user (it restarted) or the token. A REST report costs a connection of
+// its own most of the time (probe rounds are further apart than the
+// REST pool keeps one), which was most of Central's REST load.
 func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) error {
+	c.mu.Lock()
+	cc := c.ctrl
+	c.mu.Unlock()
+	if cc != nil {
+		m := &proto.Latency{Servers: make([]proto.ServerRTT, 0, len(vec))}
+		for id, s := range vec {
+			m.Servers = append(m.Servers, proto.ServerRTT{Server: id, MedianUS: s.MedianUS, SpreadUS: s.SpreadUS, Count: s.Count})
+		}
+		if cc.send(m) == nil {
+			return nil
+		}
+		// The connection broke under the write; REST may still reach
+		// Central, and the next connection reports again anyway.
+	}
 	err := c.api.PutLatency(ctx, c.opts.User, c.Token(), vec)
 	if centralapi.IsUnauthorized(err) || centralapi.IsUnknownClient(err) {
 		if rerr := c.Register(ctx); rerr == nil {
@@ -1430,6 +1457,17 @@ func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) e
 		}
 	}
 	return err
+}
+
+// latencyRefused takes Central's refusal of a Latency frame: the vector
+// reported last did not count, so the next round reports whatever it
+// finds, changed or not.
+func (c *Client) latencyRefused(e *proto.Error) {
+	c.log.Warn("Central refused our latency report", "err", e)
+	c.mu.Lock()
+	c.lastVec = nil
+	c.refusals++
+	c.mu.Unlock()
 }
 
 // probeOnce measures this round's servers (see Config.ProbeEvery), or
@@ -1505,11 +1543,16 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 	if !changed {
 		return nil
 	}
+	c.mu.Lock()
+	refusals := c.refusals
+	c.mu.Unlock()
 	if err := c.report(ctx, vec); err != nil {
 		return err
 	}
 	c.mu.Lock()
-	c.lastVec = vec
+	if c.refusals == refusals { // else Central refused it already
+		c.lastVec = vec
+	}
 	c.mu.Unlock()
 	c.repOnce.Do(func() { close(c.reported) })
 	return nil

@@ -40,8 +40,9 @@
 // figures rather than make its room's server look unmeasured to Central,
 // and so does a server a room's connection reaches (not silent). The
 // list of servers comes from Central's REST API when the control
-// connection (re)connects, and every 30 s; in between Central's
-// announcements keep it. A probe reuses the connection of its server's
+// connection (re)connects, and every 2 minutes; in between Central's
+// announcements keep it. The vector goes to Central on the control
+// connection (a Latency frame) while one is up, over REST otherwise. A probe reuses the connection of its server's
 // previous probe (rtt.Config.Keep), so a round costs Pings, not dials.
 //
 // # Liveness

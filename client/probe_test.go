@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/wire"
 )
 
 // TestProbeRoundTargets: with 16 servers a round probes the 3 best, the
@@ -410,11 +412,7 @@ func TestRoundsUseAnnouncedServerList(t *testing.T) {
 		}
 		return out
 	}
-	connect := func() {
-		c.mu.Lock()
-		c.ctrl, c.ctrlGen = &ctrlConn{}, c.ctrlGen+1
-		c.mu.Unlock()
-	}
+	connect := func() { pipeCtrl(t, c) }
 	announce := func(id, state string) {
 		c.mu.Lock()
 		c.noteServerLocked(&proto.ServerEvent{Server: proto.ServerRef{ID: id, Addr: "127.0.0.1:2"}, State: state})
@@ -497,6 +495,83 @@ func TestAnnouncedServerReportedAgain(t *testing.T) {
 	if got := reports(); len(got) != 2 || !strings.Contains(got[1], `"a"`) {
 		t.Fatalf("after a's announcement, reports %q; want the figure for a again", got)
 	}
+}
+
+// TestLatencyOnControlConnection: with a control connection up, a latency
+// report is a Latency frame on it, not a REST request (each of which cost
+// Central and the client a TCP connection: 200 a second at 800 x 3 in
+// chatload); without one, REST carries it. A report Central refuses is
+// made again at the next round, changed or not.
+func TestLatencyOnControlConnection(t *testing.T) {
+	srv := startChat(t, "a")
+	var mu sync.Mutex
+	puts := 0
+	central := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/v1/servers" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"servers":[{"id":"a","addr":"`+srv.Addr()+`","up":true}]}`)
+			return
+		}
+		mu.Lock()
+		puts++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer central.Close()
+	c, p := probingClient(t, central, 0)
+	restReports := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return puts
+	}
+	if err := c.probeOnce(context.Background(), p, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := restReports(); got != 1 {
+		t.Fatalf("without a control connection, %d REST reports, want 1", got)
+	}
+	frames := pipeCtrl(t, c)
+	c.latencyRefused(&proto.Error{Code: proto.CodeRateLimited, Ref: proto.LatencyRef})
+	if err := c.probeOnce(context.Background(), p, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-frames:
+		l, ok := m.(*proto.Latency)
+		if !ok || len(l.Servers) != 1 || l.Servers[0].Server != "a" || l.Servers[0].MedianUS <= 0 || l.Servers[0].Count == 0 {
+			t.Fatalf("control frame %#v, want a Latency with a's figure", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Latency frame on the control connection after a refused report")
+	}
+	if got := restReports(); got != 1 {
+		t.Fatalf("with a control connection, %d REST reports, want still 1", got)
+	}
+}
+
+// pipeCtrl gives c a control connection over a pipe whose far end, for
+// Central, hands every frame c sends to the channel returned.
+func pipeCtrl(t *testing.T, c *Client) <-chan wire.Message {
+	near, far := net.Pipe()
+	t.Cleanup(func() { near.Close(); far.Close() })
+	frames := make(chan wire.Message, 64)
+	go func() {
+		pc := proto.NewConn(far, wire.MaxFrame)
+		for {
+			m, err := pc.Recv()
+			if err != nil {
+				return
+			}
+			select {
+			case frames <- m:
+			default:
+			}
+		}
+	}()
+	c.mu.Lock()
+	c.ctrl, c.ctrlGen = &ctrlConn{pc: proto.NewConn(near, wire.MaxFrame)}, c.ctrlGen+1
+	c.mu.Unlock()
+	return frames
 }
 
 // probingClient is alice's Client against a fake Central, with a prober of

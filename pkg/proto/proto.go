@@ -41,7 +41,8 @@
 // from the desired placement with an Assign, and a member follows an
 // Assign whose (epoch, server) differs from its own, never the epoch alone.
 // Central tells connected clients of servers that come up, drain or go down
-// (ServerEvent), so they measure a new server at once.
+// (ServerEvent), so they measure a new server at once, and members report
+// their latency vectors on the same connection (Latency).
 package proto
 
 import (
@@ -87,6 +88,7 @@ const (
 	TRoomClosed  wire.Type = 0x28
 	THolding     wire.Type = 0x29
 	TServerEvent wire.Type = 0x2a
+	TLatency     wire.Type = 0x2b
 )
 
 // Hello (0x01, dialer -> listener, first frame). V is the protocol version
@@ -441,6 +443,28 @@ type ServerEvent struct {
 	State  string    `msgpack:"state"`
 }
 
+// Latency (0x2b, member -> Central, version 7): the member's latency
+// vector, replacing the last one it reported, as PUT
+// /v1/clients/{name}/latency does but without a REST connection. Central
+// answers nothing when it takes the vector, and a non-fatal Error with Ref
+// LatencyRef when it refuses it (a bad figure, an unknown server id, more
+// than its rate).
+type Latency struct {
+	Servers []ServerRTT `msgpack:"servers"`
+}
+
+// ServerRTT is one server's RTT in a Latency vector: the median and the
+// spread (interquartile range) of Count probes, in microseconds.
+type ServerRTT struct {
+	Server   string `msgpack:"server"`
+	MedianUS int64  `msgpack:"median_us"`
+	SpreadUS int64  `msgpack:"spread_us"`
+	Count    int    `msgpack:"count"`
+}
+
+// LatencyRef is the Ref of an Error that refuses a Latency frame.
+const LatencyRef = "latency"
+
 func (*Hello) FrameType() wire.Type       { return THello }
 func (*Welcome) FrameType() wire.Type     { return TWelcome }
 func (*Error) FrameType() wire.Type       { return TError }
@@ -468,6 +492,7 @@ func (*LeaveRoom) FrameType() wire.Type   { return TLeaveRoom }
 func (*RoomClosed) FrameType() wire.Type  { return TRoomClosed }
 func (*Holding) FrameType() wire.Type     { return THolding }
 func (*ServerEvent) FrameType() wire.Type { return TServerEvent }
+func (*Latency) FrameType() wire.Type     { return TLatency }
 
 // New returns an empty message of type t, ready for wire.Unmarshal, or nil
 // for a type byte this protocol version does not define.
@@ -527,6 +552,8 @@ func New(t wire.Type) wire.Message {
 		return new(Holding)
 	case TServerEvent:
 		return new(ServerEvent)
+	case TLatency:
+		return new(Latency)
 	}
 	return nil
 }

@@ -36,7 +36,10 @@ const (
 	//   - version 6: Beat (0x06, client -> chat server) asks the server to
 	//     write an empty Pong whenever the connection has been silent for
 	//     an interval, so a client watches for silence without pinging.
-	Version = 6
+	//   - version 7: Latency (0x2b, member -> Central) carries the
+	//     member's latency vector on the control connection, which the
+	//     member otherwise sent over REST on a connection of its own.
+	Version = 7
 	// MinVersion is the oldest version a listener still speaks.
 	MinVersion = 2
 	// LenSize is the size of the length prefix.
