@@ -1166,6 +1166,27 @@ func (c *Client) periodLocked(id string, n int, every time.Duration) time.Durati
 // changes: at most probeStretch*ProbeEvery between rounds.
 const probeStretch = 4
 
+// probeKeep is how long the prober keeps a probe connection for the next
+// probe of its server (rtt.Config.Keep): keep, or if that is shorter,
+// long enough to span the longest gap between two rounds (probeStretch
+// rounds, stretched by the jitter), up to maxProbeKeep. A Keep shorter
+// than that gap closed every connection just before the round that would
+// have used it: with chatload's 5 s rounds (up to 22 s apart) and Keep's
+// 20 s, each stretched round dialled every server again, 90 accepts a
+// second per chat server at 700 x 3 where there had been none. keep 0
+// (dial for every probe) stays 0.
+func probeKeep(keep, every time.Duration, jitter float64) time.Duration {
+	if keep <= 0 {
+		return keep
+	}
+	gap := time.Duration(float64(probeStretch*every)*(1+jitter)) + time.Second
+	return max(keep, min(gap, maxProbeKeep))
+}
+
+// maxProbeKeep bounds probeKeep under the chat servers' idle timeout (30 s
+// by default), which closes a connection silent for that long.
+const maxProbeKeep = 25 * time.Second
+
 // nextEveryLocked sets the interval to the next regular round after one
 // whose vector changed meaningfully (changed) or some of whose probes
 // failed (failed): ProbeEvery then, and twice the last interval (at most
@@ -1294,6 +1315,7 @@ func (c *Client) probeLoop(ctx context.Context) {
 	pcfg := c.opts.Probe
 	pcfg.Dialer = c.dialer
 	pcfg.Logger = c.log
+	pcfg.Keep = probeKeep(pcfg.Keep, c.opts.ProbeEvery, pcfg.Jitter)
 	p, err := rtt.New(pcfg)
 	if err != nil {
 		c.log.Error("prober", "err", err)

@@ -596,3 +596,22 @@ func probingClient(t *testing.T, central *httptest.Server, timeout time.Duration
 	t.Cleanup(func() { p.Close() })
 	return c, p
 }
+
+// TestProbeConnectionsOutlastStretchedRounds: a kept probe connection
+// must still be open when the next round, stretched the most, probes its
+// server, or every such round dials every server again.
+func TestProbeConnectionsOutlastStretchedRounds(t *testing.T) {
+	def := rtt.DefaultConfig()
+	for _, every := range []time.Duration{time.Second, 3 * time.Second, 5 * time.Second} {
+		gap := time.Duration(float64(probeStretch*every) * (1 + def.Jitter))
+		if keep := probeKeep(def.Keep, every, def.Jitter); keep <= gap || keep > maxProbeKeep {
+			t.Errorf("rounds every %v (up to %v apart): probe connections kept %v; want more than the gap, at most %v", every, gap, keep, maxProbeKeep)
+		}
+	}
+	if keep := probeKeep(def.Keep, time.Minute, def.Jitter); keep != maxProbeKeep {
+		t.Errorf("rounds a minute apart: kept %v, want the bound %v (a server's idle timeout closes it anyway)", keep, maxProbeKeep)
+	}
+	if keep := probeKeep(0, 5*time.Second, def.Jitter); keep != 0 {
+		t.Errorf("Keep 0 (dial for every probe) became %v", keep)
+	}
+}
