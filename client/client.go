@@ -1456,11 +1456,19 @@ func (c *Client) noteRoundLocked(results map[string]rtt.Result, live map[string]
 // else over REST, registering again first when Central has forgotten the
 // user (it restarted) or the token. A REST report costs a connection of
 // its own most of the time (probe rounds are further apart than the
-// REST pool keeps one), which was most of Central's REST load.
+// REST pool keeps one), which was most of Central's REST load. The first
+// report goes over REST all the same: Reported promises that Central has
+// the vector, which only a REST answer tells. c.repMu held, so reports
+// never overtake each other on their two ways.
 func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) error {
 	c.mu.Lock()
 	cc := c.ctrl
 	c.mu.Unlock()
+	select {
+	case <-c.reported:
+	default:
+		cc = nil
+	}
 	if cc != nil {
 		m := &proto.Latency{Servers: make([]proto.ServerRTT, 0, len(vec))}
 		for id, s := range vec {
