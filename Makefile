@@ -66,7 +66,7 @@ demo: build ## the paper's scenario on loopback: Central, four chat servers, two
 cluster-demo: build deps ## 3 etcd members, 3 Central replicas, 4 chat servers, 2 bots: SIGKILL the leader Central, then an etcd member
 	$(BIN)/demo -bin $(BIN) -replicas
 
-chaos: build ## fault injection on real processes, a proxy on every link: every scenario with CHAOS_RUNS seeds from CHAOS_SEED; fails on any violation
+chaos: build deps ## fault injection on real processes, a proxy on every link: every scenario with CHAOS_RUNS seeds from CHAOS_SEED; fails on any violation
 	$(BIN)/chaos -bin $(BIN) -runs $(CHAOS_RUNS) -seed $(CHAOS_SEED) -json chaos.json
 
 certs: build ## a development CA and certificates in certs/ (for -tls flags and the demo)
