@@ -86,10 +86,11 @@ func compare(o *options) int {
 				kinds = append(kinds, kindBaseline)
 			}
 		}
-		for _, kind := range kinds {
-			rs := o.oneRoom(kind, m)
+		for k, rs := range o.oneRoom(kinds, m) {
 			for i := range gs {
-				gs[i].results = append(gs[i].results, rs[i])
+				r := rs[i]
+				r.server = kinds[k]
+				gs[i].results = append(gs[i].results, r)
 			}
 		}
 		groups = append(groups, gs...)
@@ -106,8 +107,8 @@ func compare(o *options) int {
 		groups = append(groups, g)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%s, %s/%s, Go %s. Servers pinned to CPU %s, load generator to CPU %s; %v per cell, %s (one room); fixed rate over %v.\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.serverCPU, o.loadCPU, o.cell, o.describeInFlight(), o.rateTime)
+	fmt.Fprintf(&b, "\n%s, %s/%s, Go %s. Servers pinned to CPU %s, load generator to CPU %s; %v per cell, in %d rounds taken in turn across the servers, %s (one room); fixed rate over %v.\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.serverCPU, o.loadCPU, o.cell, o.rounds, o.describeInFlight(), o.rateTime)
 	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s at the start, %s at the end: above 1 or so, other work shares the CPUs and the cells swing.\n", load0, loadAverage())
 	fmt.Fprintf(&b, "Command: %s\n\n", strings.Join(os.Args, " "))
 	writeTable(&b, groups)
@@ -133,51 +134,99 @@ func compare(o *options) int {
 	return 0
 }
 
-// oneRoom measures a room of m members on a fresh server of kind, one
-// result per payload size.
-func (o *options) oneRoom(kind string, m int) []result {
-	out := make([]result, len(o.sizes))
-	fail := func(err error) []result {
-		fmt.Fprintf(os.Stderr, "compare: %s members=%d: %v\n", kind, m, err)
-		for i := range out {
-			if out[i].server == "" {
-				out[i] = result{server: kind, err: err}
+// oneRoom measures a room of m members on a fresh server of every kind,
+// one result per kind and payload size. The servers run side by side
+// (idle but for the one measured), and each cell is measured in o.rounds
+// rounds taken in turn across them, their figures summed: a spell of
+// other work on the machine then falls on every server alike, not on
+// whichever was being measured, and the ratio rows compare like with
+// like.
+func (o *options) oneRoom(kinds []string, m int) [][]result {
+	out := make([][]result, len(kinds))
+	type side struct {
+		c   *child
+		l   *load
+		sum []tally
+	}
+	sides := make([]*side, len(kinds))
+	fail := func(k int, err error) {
+		fmt.Fprintf(os.Stderr, "compare: %s members=%d: %v\n", kinds[k], m, err)
+		for i := range out[k] {
+			if out[k][i].err == nil && out[k][i].lat == nil {
+				out[k][i] = result{err: err}
 			}
 		}
-		return out
+		sides[k] = nil
 	}
-	c, err := startChild(o, kind, fmt.Sprintf("m%d", m))
-	if err != nil {
-		return fail(err)
-	}
-	defer c.stop()
-	t0 := time.Now()
 	window, batch := o.inFlight(m)
-	l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), 1, m, window)
-	if err != nil {
-		return fail(err)
+	for k, kind := range kinds {
+		out[k] = make([]result, len(o.sizes))
+		c, err := startChild(o, kind, fmt.Sprintf("m%d", m))
+		if err != nil {
+			fail(k, err)
+			continue
+		}
+		defer c.stop()
+		t0 := time.Now()
+		l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), 1, m, window)
+		if err != nil {
+			fail(k, err)
+			continue
+		}
+		defer l.close()
+		fmt.Fprintf(os.Stderr, "compare: %s: %d members joined in %v\n", kind, m, time.Since(t0).Round(time.Millisecond))
+		sides[k] = &side{c: c, l: l, sum: make([]tally, len(o.sizes))}
 	}
-	defer l.close()
-	fmt.Fprintf(os.Stderr, "compare: %s: %d members joined in %v\n", kind, m, time.Since(t0).Round(time.Millisecond))
+	round := o.cell / time.Duration(o.rounds)
 	for i, size := range o.sizes {
-		l.size = size
-		for range 4 * window {
-			if err := l.send(l.rooms[0], time.Now(), 1); err != nil {
-				return fail(err)
+		for k, sd := range sides {
+			if sd == nil {
+				continue
+			}
+			sd.l.size = size
+			for range 4 * window {
+				if err := sd.l.send(sd.l.rooms[0], time.Now(), 1); err != nil {
+					fail(k, err)
+					break
+				}
+			}
+			if sides[k] == nil {
+				continue
+			}
+			if err := sd.l.drain(60 * time.Second); err != nil {
+				fail(k, fmt.Errorf("warm-up: %w", err))
+				continue
+			}
+			sd.l.reset()
+		}
+		for range o.rounds {
+			for k, sd := range sides {
+				if sd == nil {
+					continue
+				}
+				t, err := o.measure(sd.c, sd.l, func() error { return sd.l.closedLoop(round, batch) })
+				if err != nil {
+					fail(k, err)
+					continue
+				}
+				sd.sum[i].add(t)
 			}
 		}
-		if err := l.drain(60 * time.Second); err != nil {
-			return fail(fmt.Errorf("warm-up: %w", err))
+		for k, sd := range sides {
+			if sd == nil {
+				continue
+			}
+			// The histograms were not reset between rounds: they hold
+			// every round's deliveries.
+			r, err := sd.sum[i].result(sd.c, sd.l.latency())
+			if err != nil {
+				fail(k, err)
+				continue
+			}
+			out[k][i] = r
+			fmt.Fprintf(os.Stderr, "compare: %s members=%d size=%d: %.0f msgs/s, p99 %v, %.0f per CPU-s, %.1f reads and %.1f writes per 100, CPU busy %.0f%% server, %.0f%% load\n",
+				kinds[k], m, size, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU, r.reads, r.writes, 100*r.serverBusy, 100*r.loadBusy)
 		}
-		l.reset()
-		r, err := o.measure(c, l, func() error { return l.closedLoop(o.cell, batch) })
-		if err != nil {
-			return fail(err)
-		}
-		r.server = kind
-		out[i] = r
-		fmt.Fprintf(os.Stderr, "compare: %s members=%d size=%d: %.0f msgs/s, p99 %v, %.0f per CPU-s, %.1f reads and %.1f writes per 100, CPU busy %.0f%% server, %.0f%% load\n",
-			kind, m, size, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU, r.reads, r.writes, 100*r.serverBusy, 100*r.loadBusy)
 	}
 	return out
 }
@@ -224,49 +273,77 @@ func (o *options) describeInFlight() string {
 	return w + ", " + b
 }
 
-// measure runs drive and reads the figures of the cell.
-func (o *options) measure(c *child, l *load, drive func() error) (result, error) {
-	before := l.received.Load()
-	cpu0, err := c.cpu()
+// tally is what a cell's figures are made of, summed over its rounds.
+type tally struct {
+	n                     uint64        // deliveries
+	elapsed, server, self time.Duration // wall time, the server's CPU, the load generator's
+	reads, writes         uint64        // the server's system calls
+}
+
+func (t *tally) add(u tally) {
+	t.n += u.n
+	t.elapsed += u.elapsed
+	t.server += u.server
+	t.self += u.self
+	t.reads += u.reads
+	t.writes += u.writes
+}
+
+// result turns t into a cell's figures, with lat the latencies of its
+// deliveries and c's peak RSS.
+func (t tally) result(c *child, lat *bench.Histogram) (result, error) {
+	hwm, err := c.status("VmHWM")
 	if err != nil {
 		return result{}, err
 	}
+	return t.figures(lat, hwm), nil
+}
+
+func (t tally) figures(lat *bench.Histogram, hwm int64) result {
+	n, secs := float64(t.n), t.elapsed.Seconds()
+	r := result{msgsPerSec: n / secs, lat: lat, hwm: hwm,
+		serverBusy: t.server.Seconds() / secs, loadBusy: t.self.Seconds() / secs}
+	if t.server > 0 {
+		r.perCPU = n / t.server.Seconds()
+	}
+	if n > 0 {
+		r.reads, r.writes = float64(t.reads)*100/n, float64(t.writes)*100/n
+	}
+	return r
+}
+
+// measure runs drive, waits for its deliveries, and tallies the figures
+// of that stretch.
+func (o *options) measure(c *child, l *load, drive func() error) (tally, error) {
+	before := l.received.Load()
+	cpu0, err := c.cpu()
+	if err != nil {
+		return tally{}, err
+	}
 	r0, w0, err := c.syscalls()
 	if err != nil {
-		return result{}, err
+		return tally{}, err
 	}
 	self0 := selfCPU()
 	t0 := time.Now()
 	if err := drive(); err != nil {
-		return result{}, err
+		return tally{}, err
 	}
 	if err := l.drain(60 * time.Second); err != nil {
-		return result{}, err
+		return tally{}, err
 	}
 	elapsed := time.Since(t0)
 	self1 := selfCPU()
 	cpu1, err := c.cpu()
 	if err != nil {
-		return result{}, err
+		return tally{}, err
 	}
 	r1, w1, err := c.syscalls()
 	if err != nil {
-		return result{}, err
+		return tally{}, err
 	}
-	hwm, err := c.status("VmHWM")
-	if err != nil {
-		return result{}, err
-	}
-	n := float64(l.received.Load() - before)
-	r := result{msgsPerSec: n / elapsed.Seconds(), lat: l.latency(), hwm: hwm,
-		serverBusy: (cpu1 - cpu0).Seconds() / elapsed.Seconds(), loadBusy: (self1 - self0).Seconds() / elapsed.Seconds()}
-	if d := cpu1 - cpu0; d > 0 {
-		r.perCPU = n / d.Seconds()
-	}
-	if n > 0 {
-		r.reads, r.writes = float64(r1-r0)*100/n, float64(w1-w0)*100/n
-	}
-	return r, nil
+	return tally{n: l.received.Load() - before, elapsed: elapsed, server: cpu1 - cpu0, self: self1 - self0,
+		reads: uint64(r1 - r0), writes: uint64(w1 - w0)}, nil
 }
 
 // fixedRate measures many rooms of two at a fixed total rate.
@@ -293,7 +370,11 @@ func (o *options) fixedRate(kind string, size int) result {
 		return fail(err)
 	}
 	l.reset()
-	r, err := o.measure(c, l, func() error { return l.fixedRate(o.rate, o.rateTime) })
+	t, err := o.measure(c, l, func() error { return l.fixedRate(o.rate, o.rateTime) })
+	if err != nil {
+		return fail(err)
+	}
+	r, err := t.result(c, l.latency())
 	if err != nil {
 		return fail(err)
 	}

@@ -51,6 +51,7 @@ func main() { os.Exit(run()) }
 
 type options struct {
 	cell       time.Duration
+	rounds     int
 	members    []int
 	sizes      []int
 	servers    []string
@@ -77,6 +78,7 @@ func run() int {
 	var o options
 	full := flag.Bool("full", false, "10 s per cell (the default is 2 s)")
 	cell := flag.Duration("cell", 0, "measuring time per cell (overrides -full)")
+	flag.IntVar(&o.rounds, "rounds", 3, "one-room cells: rounds a cell is measured in, taken in turn across the servers and summed (1 to 100)")
 	members := flag.String("members", "", "room sizes of the one-room pattern (default 2,16,256,1024)")
 	sizes := flag.String("sizes", "64,1024", "payload sizes in bytes")
 	servers := flag.String("servers", "nearchat,nats,nearchat-tls,nats-tls", "servers to compare")
@@ -124,6 +126,9 @@ func run() int {
 	}
 	if o.baselineM, err = ints(*baselineM); err != nil {
 		return usage(err)
+	}
+	if o.rounds < 1 || o.rounds > 100 {
+		return usage(fmt.Errorf("-rounds %d: must be 1 to 100", o.rounds))
 	}
 	if o.window < 0 || o.batch < 0 {
 		return usage(fmt.Errorf("-window %d, -batch %d: must be 0 or more", o.window, o.batch))

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"nearchat/bench"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
 )
@@ -121,5 +122,44 @@ func TestSendCoalesces(t *testing.T) {
 		}
 		client.Close()
 		server.Close()
+	}
+}
+
+// TestTallySumsRounds: a cell measured in rounds reports the rounds'
+// sums, so that msgs/s is all deliveries over all the time measured, not
+// an average of per-round rates.
+func TestTallySumsRounds(t *testing.T) {
+	var sum tally
+	sum.add(tally{n: 1000, elapsed: time.Second, server: 500 * time.Millisecond, self: time.Second, reads: 10, writes: 20})
+	sum.add(tally{n: 3000, elapsed: time.Second, server: 500 * time.Millisecond, self: 500 * time.Millisecond, reads: 30, writes: 20})
+	want := tally{n: 4000, elapsed: 2 * time.Second, server: time.Second, self: 1500 * time.Millisecond, reads: 40, writes: 40}
+	if sum != want {
+		t.Fatalf("sum %+v, want %+v", sum, want)
+	}
+	r := sum.figures(new(bench.Histogram), 0)
+	if r.msgsPerSec != 2000 || r.perCPU != 4000 || r.serverBusy != 0.5 || r.loadBusy != 0.75 || r.reads != 1 || r.writes != 1 {
+		t.Errorf("figures %+v", r)
+	}
+}
+
+// TestStampReaderStampsReads: a delivery's arrival is when the read that
+// brought it returned; a read that returns nothing leaves the stamp.
+func TestStampReaderStampsReads(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	sr := &stampReader{r: client}
+	go server.Write([]byte("abc"))
+	before := time.Now().UnixNano()
+	b := make([]byte, 8)
+	if n, err := sr.Read(b); err != nil || n != 3 {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	if sr.at < before || sr.at > time.Now().UnixNano() {
+		t.Fatalf("stamp %d outside the read (%d and after)", sr.at, before)
+	}
+	at := sr.at
+	server.Close()
+	if n, _ := sr.Read(b); n != 0 || sr.at != at {
+		t.Errorf("a read of nothing moved the stamp: %d bytes, %d -> %d", n, at, sr.at)
 	}
 }
