@@ -139,8 +139,18 @@ func TestTLSRejections(t *testing.T) {
 				break
 			}
 		}
-		if bytes.Contains(got, []byte{byte(proto.TWelcome)}) && len(got) > wire.HeaderSize && got[wire.LenSize] == byte(proto.TWelcome) {
-			t.Fatal("a plaintext Hello was answered with Welcome")
+		// It is told, in its own protocol, that the port speaks TLS,
+		// and nothing more: no Welcome.
+		typ, body, n, err := wire.ParseFrame(got, 0)
+		if err != nil || typ != proto.TError {
+			t.Fatalf("a plaintext Hello got %q (%v), want an Error frame", got, err)
+		}
+		var e proto.Error
+		if err := wire.Unmarshal(body, &e); err != nil || !e.Fatal || !strings.Contains(e.Reason, "speaks TLS") {
+			t.Fatalf("Error %+v (%v), want a fatal one saying the port speaks TLS", e, err)
+		}
+		if n != len(got) {
+			t.Fatalf("%d more bytes after the Error: %q", len(got)-n, got[n:])
 		}
 		stillFine(t)
 	})

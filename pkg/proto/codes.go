@@ -3,6 +3,8 @@ package proto
 import (
 	"errors"
 	"fmt"
+
+	"nearchat/pkg/wire"
 )
 
 // Code classifies an Error frame.
@@ -137,4 +139,17 @@ func checkName(what, s string, max int) error {
 		}
 	}
 	return nil
+}
+
+// PlaintextOnTLS returns the fatal Error frame a TLS port answers a client
+// that opened with a plaintext Hello, given the first 5 bytes it sent (a
+// TLS record header's worth), or nil when they start no Hello frame. A
+// TLS port says so in the client's own protocol, as net/http answers
+// HTTP on an HTTPS port, rather than leaving it a reset connection.
+func PlaintextOnTLS(first []byte) []byte {
+	if _, err := wire.FrameLen(first, 0); err != nil || len(first) <= wire.LenSize || wire.Type(first[wire.LenSize]) != THello {
+		return nil
+	}
+	b, _ := wire.AppendFrame(nil, &Error{Code: CodeBadFrame, Reason: "this port speaks TLS 1.3: connect with TLS (the client's -ca)", Fatal: true})
+	return b
 }

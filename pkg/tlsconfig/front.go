@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"nearchat/pkg/connlimit"
+	"nearchat/pkg/proto"
 )
 
 // Front terminates TLS in front of a plaintext server, for gnet, which has
@@ -103,6 +104,13 @@ func (f *Front) relay(c *tls.Conn) {
 	err := c.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) && rh.Conn != nil {
+			if b := proto.PlaintextOnTLS(rh.RecordHeader[:]); b != nil {
+				_ = rh.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+				_, _ = rh.Conn.Write(b)
+			}
+		}
 		f.log("TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
 		return
 	}

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
 )
 
 func TestConfigErrors(t *testing.T) {
@@ -98,5 +101,24 @@ func TestFrontRelaysAndVerifies(t *testing.T) {
 	}
 	if _, err := dial(other.CA); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("dial trusting another CA: %v, want a certificate error", err)
+	}
+	// A client speaking nearchat in plaintext is told, in nearchat's
+	// protocol, that the port speaks TLS.
+	pc, err := net.Dial("tcp", front.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	hello, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version})
+	pc.Write(hello)
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(pc)
+	typ, body, _, err := wire.ParseFrame(got, 0)
+	var e proto.Error
+	if err == nil && typ == proto.TError {
+		err = wire.Unmarshal(body, &e)
+	}
+	if err != nil || !e.Fatal || !strings.Contains(e.Reason, "speaks TLS") {
+		t.Fatalf("a plaintext Hello got %q (%v), want a fatal Error saying the port speaks TLS", got, err)
 	}
 }

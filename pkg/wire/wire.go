@@ -88,9 +88,24 @@ func FrameLen(buf []byte, max int) (int, error) {
 		max = MaxFrame
 	}
 	if l > uint32(max) {
-		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, l, max)
+		return 0, fmt.Errorf("%w: %d bytes, limit %d%s", ErrTooLarge, l, max, foreign(buf))
 	}
 	return LenSize + int(l), nil
+}
+
+// foreign names the protocol whose first bytes make the length prefix
+// buf[:4] too large, so that a peer that dialled the wrong port, or
+// spoke TLS to a plaintext one, is told what happened rather than only
+// how many bytes a frame of its would hold.
+func foreign(b []byte) string {
+	if b[0] == 0x16 && b[1] == 0x03 { // a TLS record carrying a handshake
+		return " (that looks like a TLS handshake: this port speaks plaintext)"
+	}
+	switch string(b[:4]) {
+	case "GET ", "HEAD", "POST", "PUT ", "DELE", "OPTI", "PATC", "CONN", "TRAC", "PRI ":
+		return " (that looks like an HTTP request: this port speaks nearchat's framed protocol, not HTTP)"
+	}
+	return ""
 }
 
 // ParseFrame splits the first frame off buf. It returns the frame's type, its

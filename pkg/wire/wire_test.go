@@ -46,6 +46,35 @@ func TestParseFrameErrors(t *testing.T) {
 	})
 }
 
+// TestTooLargeNamesForeignProtocols: the bytes of an HTTP request or of a
+// TLS ClientHello read as a huge length; the error says what they look
+// like, so the peer learns it dialled the wrong port or spoke TLS to a
+// plaintext one. Other huge lengths are not given a guess.
+func TestTooLargeNamesForeignProtocols(t *testing.T) {
+	for _, tc := range []struct {
+		buf  string
+		want string
+	}{
+		{"GET / HTTP/1.1\r\n", "HTTP request"},
+		{"POST /v1/join HTTP/1.1\r\n", "HTTP request"},
+		{"PRI * HTTP/2.0\r\n", "HTTP request"},
+		{"\x16\x03\x01\x00\xa5\x01", "TLS handshake"},
+		{"\xff\xff\xff\xff", ""},
+		{"ABCD", ""},
+	} {
+		_, err := wire.FrameLen([]byte(tc.buf), 0)
+		if !errors.Is(err, wire.ErrTooLarge) {
+			t.Fatalf("%q: %v, want ErrTooLarge", tc.buf, err)
+		}
+		if tc.want == "" && strings.Contains(err.Error(), "looks like") {
+			t.Errorf("%q: %v guesses a protocol", tc.buf, err)
+		}
+		if tc.want != "" && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v does not say %q", tc.buf, err, tc.want)
+		}
+	}
+}
+
 func TestUnmarshalRejectsWrongShapes(t *testing.T) {
 	tests := []struct {
 		name string
