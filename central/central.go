@@ -114,6 +114,8 @@ func New(cfg Config) (*Central, error) {
 	ln = c.lim.Port(cfg.MaxConnsPerSource).Listener(ln, 1)
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
+	} else {
+		ln = framedOff{Listener: ln, control: c.ControlAddr}
 	}
 	c.restLn = ln
 	c.httpSrv = &http.Server{

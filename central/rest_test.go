@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/wire"
 )
 
 func TestRESTErrors(t *testing.T) {
@@ -351,6 +353,39 @@ func TestRESTRefusesDeclaredBigBody(t *testing.T) {
 	if !strings.HasPrefix(line, "HTTP/1.1 413") {
 		t.Fatalf("first answer %q, want 413", strings.TrimSpace(line))
 	}
+}
+
+// A peer speaking nearchat's framed protocol to the REST port (a client
+// given it as the control port) is told at once, in that protocol, where
+// the control port is; before, the HTTP server waited 5 s for a request
+// line and closed without a word. HTTP still works on the same port.
+func TestRESTAnswersFramesWithTheControlPort(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	nc, err := net.Dial("tcp", h.c.RESTAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	hello, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version})
+	if _, err := nc.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	nc.SetReadDeadline(time.Now().Add(restHeaderTimeout + 5*time.Second))
+	got, _ := io.ReadAll(nc)
+	t.Logf("answered in %v", time.Since(start))
+	typ, body, _, err := wire.ParseFrame(got, 0)
+	var e proto.Error
+	if err == nil && typ == proto.TError {
+		err = wire.Unmarshal(body, &e)
+	}
+	if err != nil || !e.Fatal || !strings.Contains(e.Reason, h.c.ControlAddr()) {
+		t.Fatalf("a Hello on the REST port got %q (%v), want a fatal Error naming the control port %s", got, err, h.c.ControlAddr())
+	}
+	if time.Since(start) >= restHeaderTimeout {
+		t.Fatalf("answered after %v, the HTTP header timeout", time.Since(start))
+	}
+	h.register(t, "still-http")
 }
 
 // GET /v1/rooms answers one page at a time (a listing of 100,000 rooms

@@ -99,11 +99,11 @@ func FrameLen(buf []byte, max int) (int, error) {
 // how many bytes a frame of its would hold.
 func foreign(b []byte) string {
 	if b[0] == 0x16 && b[1] == 0x03 { // a TLS record carrying a handshake
-		return " (that looks like a TLS handshake: this port speaks plaintext)"
+		return " (that looks like a TLS handshake: this connection is plaintext)"
 	}
 	switch string(b[:4]) {
-	case "GET ", "HEAD", "POST", "PUT ", "DELE", "OPTI", "PATC", "CONN", "TRAC", "PRI ":
-		return " (that looks like an HTTP request: this port speaks nearchat's framed protocol, not HTTP)"
+	case "GET ", "HEAD", "POST", "PUT ", "DELE", "OPTI", "PATC", "CONN", "TRAC", "PRI ", "HTTP":
+		return " (that looks like HTTP: this connection speaks nearchat's framed protocol)"
 	}
 	return ""
 }

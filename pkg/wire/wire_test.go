@@ -55,9 +55,10 @@ func TestTooLargeNamesForeignProtocols(t *testing.T) {
 		buf  string
 		want string
 	}{
-		{"GET / HTTP/1.1\r\n", "HTTP request"},
-		{"POST /v1/join HTTP/1.1\r\n", "HTTP request"},
-		{"PRI * HTTP/2.0\r\n", "HTTP request"},
+		{"GET / HTTP/1.1\r\n", "HTTP"},
+		{"POST /v1/join HTTP/1.1\r\n", "HTTP"},
+		{"PRI * HTTP/2.0\r\n", "HTTP"},
+		{"HTTP/1.1 400 Bad Request\r\n", "HTTP"},
 		{"\x16\x03\x01\x00\xa5\x01", "TLS handshake"},
 		{"\xff\xff\xff\xff", ""},
 		{"ABCD", ""},

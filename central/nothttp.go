@@ -1,0 +1,55 @@
+package central
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
+)
+
+// framedOff wraps the plaintext REST listener so that a peer opening with
+// a frame of nearchat's protocol (a client or chat server given the REST
+// port where the control port belongs) is answered at once with a fatal
+// Error naming the control port. Without it the HTTP server waits
+// restHeaderTimeout for a request line that never comes, and the peer
+// learns nothing. No HTTP request starts with a NUL byte, and every
+// frame under 16 MiB does (its big-endian length prefix).
+type framedOff struct {
+	net.Listener
+	control func() string // the control port's address
+}
+
+func (l framedOff) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return c, err
+	}
+	return &framedOffConn{Conn: c, control: l.control}, nil
+}
+
+type framedOffConn struct {
+	net.Conn
+	control func() string
+	read    bool // the first bytes were looked at
+}
+
+// Read is called by one goroutine at a time (the HTTP server's for this
+// connection), so read needs no lock.
+func (c *framedOffConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.read || n == 0 {
+		return n, err
+	}
+	c.read = true
+	if p[0] != 0 {
+		return n, err
+	}
+	reason := fmt.Sprintf("this is Central's REST port, which speaks HTTP; nearchat's framed protocol goes to its control port, %s", c.control())
+	b, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeBadFrame, Reason: reason, Fatal: true})
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Conn.Write(b)
+	return 0, io.EOF
+}
