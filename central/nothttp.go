@@ -48,7 +48,7 @@ func (c *framedOffConn) Read(p []byte) (int, error) {
 		return n, err
 	}
 	reason := fmt.Sprintf("this is Central's REST port, which speaks HTTP; nearchat's framed protocol goes to its control port, %s", c.control())
-	b, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeBadFrame, Reason: reason, Fatal: true})
+	b, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeWrongPort, Reason: reason, Fatal: true})
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.Conn.Write(b)
 	return 0, io.EOF

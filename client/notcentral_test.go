@@ -37,9 +37,10 @@ func startBareCentral(t *testing.T, edits ...func(*central.Config)) *central.Cen
 
 // TestControlNotCentral: a control address that answers, but not as
 // Central's control port, ends Run with ErrNotCentral, where the client
-// used to retry it forever: at once for a chat server or a service that
-// answers the Hello, after the 5 s handshake timeout for an HTTP port
-// (it waits for a request line the Hello never ends).
+// used to retry it forever: at once for a chat server, a service that
+// answers the Hello, and Central's REST port (which answers a frame with
+// Error wrong_port; it used to take the 5 s handshake timeout, an HTTP
+// server waiting for a request line the Hello never ends).
 func TestControlNotCentral(t *testing.T) {
 	cen := startBareCentral(t)
 	chat := startChat(t, "serv1")
@@ -56,9 +57,9 @@ func TestControlNotCentral(t *testing.T) {
 		within        time.Duration
 	}{
 		{"a chat server", chat.Addr(), time.Second},
-		{"Central's REST port", cen.RESTAddr(), 7 * time.Second},
+		{"Central's REST port", cen.RESTAddr(), 2 * time.Second},
 		{"another protocol", garbage.Addr().String(), time.Second},
-		{"every replica wrong", chat.Addr() + "," + cen.RESTAddr(), 7 * time.Second},
+		{"every replica wrong", chat.Addr() + "," + cen.RESTAddr(), 2 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := DefaultConfig()

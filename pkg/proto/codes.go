@@ -31,6 +31,7 @@ const (
 	CodeBadRequest   Code = 17 // a well-formed message that makes no sense (request to oneself)
 	CodeInternal     Code = 18 // the server's own fault
 	CodeTimeout      Code = 19 // the peer said nothing for too long
+	CodeWrongPort    Code = 20 // this port serves something else: TLS to a plaintext Hello, HTTP (Central's REST port)
 )
 
 var codeNames = map[Code]string{
@@ -40,7 +41,7 @@ var codeNames = map[Code]string{
 	CodeServerFull: "server_full", CodeSlowConsumer: "slow_consumer",
 	CodeUnauthorized: "unauthorized", CodeShutdown: "shutdown", CodeNotFound: "not_found",
 	CodeConflict: "conflict", CodeRateLimited: "rate_limited", CodeBadRequest: "bad_request",
-	CodeInternal: "internal", CodeTimeout: "timeout",
+	CodeInternal: "internal", CodeTimeout: "timeout", CodeWrongPort: "wrong_port",
 }
 
 func (c Code) String() string {
@@ -150,6 +151,6 @@ func PlaintextOnTLS(first []byte) []byte {
 	if _, err := wire.FrameLen(first, 0); err != nil || len(first) <= wire.LenSize || wire.Type(first[wire.LenSize]) != THello {
 		return nil
 	}
-	b, _ := wire.AppendFrame(nil, &Error{Code: CodeBadFrame, Reason: "this port speaks TLS 1.3: connect with TLS (the client's -ca)", Fatal: true})
+	b, _ := wire.AppendFrame(nil, &Error{Code: CodeWrongPort, Reason: "this port speaks TLS 1.3: connect with TLS (the client's -ca)", Fatal: true})
 	return b
 }
