@@ -101,13 +101,15 @@ func compare(o *options) int {
 		if len(o.baselineM) > 0 {
 			kinds = append(kinds, kindBaseline)
 		}
-		for _, kind := range kinds {
-			g.results = append(g.results, o.fixedRate(kind, g.size))
+		for k, rs := range o.fixedRate(kinds, g.size) {
+			r := rs[0]
+			r.server = kinds[k]
+			g.results = append(g.results, r)
 		}
 		groups = append(groups, g)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%s, %s/%s, Go %s. Servers pinned to CPU %s, load generator to CPU %s; %v per cell, in %d rounds taken in turn across the servers, %s (one room); fixed rate over %v.\n",
+	fmt.Fprintf(&b, "\n%s, %s/%s, Go %s. Servers pinned to CPU %s, load generator to CPU %s; %v per cell, in %d rounds taken in turn across the servers, %s (one room); fixed rate over %v, in rounds too.\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.Version(), o.serverCPU, o.loadCPU, o.cell, o.rounds, o.describeInFlight(), o.rateTime)
 	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s at the start, %s at the end: above 1 or so, other work shares the CPUs and the cells swing.\n", load0, loadAverage())
 	fmt.Fprintf(&b, "Command: %s\n\n", strings.Join(os.Args, " "))
@@ -135,13 +137,44 @@ func compare(o *options) int {
 }
 
 // oneRoom measures a room of m members on a fresh server of every kind,
-// one result per kind and payload size. The servers run side by side
-// (idle but for the one measured), and each cell is measured in o.rounds
-// rounds taken in turn across them, their figures summed: a spell of
-// other work on the machine then falls on every server alike, not on
-// whichever was being measured, and the ratio rows compare like with
-// like.
+// one result per kind and payload size.
 func (o *options) oneRoom(kinds []string, m int) [][]result {
+	window, batch := o.inFlight(m)
+	plans := make([]cellPlan, len(o.sizes))
+	for i, size := range o.sizes {
+		plans[i] = cellPlan{
+			name: fmt.Sprintf("members=%d size=%d", m, size),
+			warm: func(l *load) error {
+				l.size = size
+				for range 4 * window {
+					if err := l.send(l.rooms[0], time.Now(), 1); err != nil {
+						return err
+					}
+				}
+				return l.drain(60 * time.Second)
+			},
+			drive: func(l *load, d time.Duration) error { return l.closedLoop(d, batch) },
+		}
+	}
+	return o.inTurn(kinds, fmt.Sprintf("m%d", m), 1, m, window, o.cell, plans)
+}
+
+// cellPlan is how one cell is warmed up and driven on each server.
+type cellPlan struct {
+	name  string
+	warm  func(l *load) error
+	drive func(l *load, d time.Duration) error // one round of d
+}
+
+// inTurn starts a fresh server of every kind, each with a load of rooms
+// rooms of m members (window messages in flight in each), and measures
+// every cell of plans on each: one result per kind and plan. The servers
+// run side by side (idle but for the one measured), and each cell is
+// measured in o.rounds rounds of total/o.rounds taken in turn across
+// them, their figures summed: a spell of other work on the machine then
+// falls on every server alike, not on whichever was being measured, and
+// the ratio rows compare like with like.
+func (o *options) inTurn(kinds []string, tag string, rooms, m, window int, total time.Duration, plans []cellPlan) [][]result {
 	out := make([][]result, len(kinds))
 	type side struct {
 		c   *child
@@ -150,7 +183,7 @@ func (o *options) oneRoom(kinds []string, m int) [][]result {
 	}
 	sides := make([]*side, len(kinds))
 	fail := func(k int, err error) {
-		fmt.Fprintf(os.Stderr, "compare: %s members=%d: %v\n", kinds[k], m, err)
+		fmt.Fprintf(os.Stderr, "compare: %s %s: %v\n", kinds[k], tag, err)
 		for i := range out[k] {
 			if out[k][i].err == nil && out[k][i].lat == nil {
 				out[k][i] = result{err: err}
@@ -158,42 +191,31 @@ func (o *options) oneRoom(kinds []string, m int) [][]result {
 		}
 		sides[k] = nil
 	}
-	window, batch := o.inFlight(m)
 	for k, kind := range kinds {
-		out[k] = make([]result, len(o.sizes))
-		c, err := startChild(o, kind, fmt.Sprintf("m%d", m))
+		out[k] = make([]result, len(plans))
+		c, err := startChild(o, kind, tag)
 		if err != nil {
 			fail(k, err)
 			continue
 		}
 		defer c.stop()
 		t0 := time.Now()
-		l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), 1, m, window)
+		l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), rooms, m, window)
 		if err != nil {
 			fail(k, err)
 			continue
 		}
 		defer l.close()
-		fmt.Fprintf(os.Stderr, "compare: %s: %d members joined in %v\n", kind, m, time.Since(t0).Round(time.Millisecond))
-		sides[k] = &side{c: c, l: l, sum: make([]tally, len(o.sizes))}
+		fmt.Fprintf(os.Stderr, "compare: %s: %d rooms of %d joined in %v\n", kind, rooms, m, time.Since(t0).Round(time.Millisecond))
+		sides[k] = &side{c: c, l: l, sum: make([]tally, len(plans))}
 	}
-	round := o.cell / time.Duration(o.rounds)
-	for i, size := range o.sizes {
+	round := total / time.Duration(o.rounds)
+	for i, p := range plans {
 		for k, sd := range sides {
 			if sd == nil {
 				continue
 			}
-			sd.l.size = size
-			for range 4 * window {
-				if err := sd.l.send(sd.l.rooms[0], time.Now(), 1); err != nil {
-					fail(k, err)
-					break
-				}
-			}
-			if sides[k] == nil {
-				continue
-			}
-			if err := sd.l.drain(60 * time.Second); err != nil {
+			if err := p.warm(sd.l); err != nil {
 				fail(k, fmt.Errorf("warm-up: %w", err))
 				continue
 			}
@@ -204,7 +226,7 @@ func (o *options) oneRoom(kinds []string, m int) [][]result {
 				if sd == nil {
 					continue
 				}
-				t, err := o.measure(sd.c, sd.l, func() error { return sd.l.closedLoop(round, batch) })
+				t, err := o.measure(sd.c, sd.l, func() error { return p.drive(sd.l, round) })
 				if err != nil {
 					fail(k, err)
 					continue
@@ -224,8 +246,8 @@ func (o *options) oneRoom(kinds []string, m int) [][]result {
 				continue
 			}
 			out[k][i] = r
-			fmt.Fprintf(os.Stderr, "compare: %s members=%d size=%d: %.0f msgs/s, p99 %v, %.0f per CPU-s, %.1f reads and %.1f writes per 100, CPU busy %.0f%% server, %.0f%% load\n",
-				kinds[k], m, size, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU, r.reads, r.writes, 100*r.serverBusy, 100*r.loadBusy)
+			fmt.Fprintf(os.Stderr, "compare: %s %s: %.0f msgs/s, p99 %v, %.0f per CPU-s, %.1f reads and %.1f writes per 100, CPU busy %.0f%% server, %.0f%% load\n",
+				kinds[k], p.name, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU, r.reads, r.writes, 100*r.serverBusy, 100*r.loadBusy)
 		}
 	}
 	return out
@@ -346,41 +368,22 @@ func (o *options) measure(c *child, l *load, drive func() error) (tally, error) 
 		reads: uint64(r1 - r0), writes: uint64(w1 - w0)}, nil
 }
 
-// fixedRate measures many rooms of two at a fixed total rate.
-func (o *options) fixedRate(kind string, size int) result {
-	fail := func(err error) result {
-		fmt.Fprintf(os.Stderr, "compare: %s fixed rate: %v\n", kind, err)
-		return result{server: kind, err: err}
+// fixedRate measures many rooms of two at a fixed total rate on a fresh
+// server of every kind, in rounds taken in turn (inTurn). Each server
+// first runs a second at the rate.
+func (o *options) fixedRate(kinds []string, size int) [][]result {
+	plan := cellPlan{
+		name: "fixed rate",
+		warm: func(l *load) error {
+			l.size = size
+			if err := l.fixedRate(o.rate, time.Second); err != nil {
+				return err
+			}
+			return l.drain(30 * time.Second)
+		},
+		drive: func(l *load, d time.Duration) error { return l.fixedRate(o.rate, d) },
 	}
-	c, err := startChild(o, kind, "rate")
-	if err != nil {
-		return fail(err)
-	}
-	defer c.stop()
-	l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), o.rooms, 2, 0)
-	if err != nil {
-		return fail(err)
-	}
-	defer l.close()
-	l.size = size
-	if err := l.fixedRate(o.rate, time.Second); err != nil {
-		return fail(err)
-	}
-	if err := l.drain(30 * time.Second); err != nil {
-		return fail(err)
-	}
-	l.reset()
-	t, err := o.measure(c, l, func() error { return l.fixedRate(o.rate, o.rateTime) })
-	if err != nil {
-		return fail(err)
-	}
-	r, err := t.result(c, l.latency())
-	if err != nil {
-		return fail(err)
-	}
-	r.server = kind
-	fmt.Fprintf(os.Stderr, "compare: %s fixed rate: %.0f msgs/s, p99 %v\n", kind, r.msgsPerSec, r.lat.Quantile(0.99))
-	return r
+	return o.inTurn(kinds, "rate", o.rooms, 2, 0, o.rateTime, []cellPlan{plan})
 }
 
 // idleTable measures the resident memory idle members cost each server.

@@ -78,7 +78,7 @@ func run() int {
 	var o options
 	full := flag.Bool("full", false, "10 s per cell (the default is 2 s)")
 	cell := flag.Duration("cell", 0, "measuring time per cell (overrides -full)")
-	flag.IntVar(&o.rounds, "rounds", 3, "one-room cells: rounds a cell is measured in, taken in turn across the servers and summed (1 to 100)")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds each cell is measured in, taken in turn across the servers and summed (1 to 100)")
 	members := flag.String("members", "", "room sizes of the one-room pattern (default 2,16,256,1024)")
 	sizes := flag.String("sizes", "64,1024", "payload sizes in bytes")
 	servers := flag.String("servers", "nearchat,nats,nearchat-tls,nats-tls", "servers to compare")
