@@ -194,7 +194,7 @@ func (c *Config) Validate() error {
 	}
 	var id error
 	if c.ID != "" && proto.CheckServer(c.ID) != nil {
-		id = bounds.Fail("id", c.ID, fmt.Sprintf("1 to %d ASCII letters, digits, '.', '_' or '-' (empty: chat-<port>)", proto.MaxServer))
+		id = bounds.Fail("id", c.ID, fmt.Sprintf("1 to %d ASCII letters, digits, '.', '_' or '-', not %q (empty: chat-<port>)", proto.MaxServer, proto.CentralName))
 	}
 	var hw error
 	if c.HighWater != 0 {

@@ -32,7 +32,7 @@ func main() {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "TCP `address` to serve chat on, host:port with port 0 to 65535 (0: any free port)")
-	fs.StringVar(&cfg.ID, "id", cfg.ID, "server `name` announced to clients and Central: 1 to 32 ASCII letters, digits, '.', '_' or '-' (default chat-<port>)")
+	fs.StringVar(&cfg.ID, "id", cfg.ID, "server `name` announced to clients and Central: 1 to 32 ASCII letters, digits, '.', '_' or '-', not \"central\" (default chat-<port>)")
 	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops, 0 to 1024 (0: one per CPU)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "maximum open connections, at least 1")
 	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", cfg.MaxConnsPerSource, "connections one IP address may hold, at least 0 (0: no limit)")

@@ -21,6 +21,7 @@ func TestBadFlagsRefused(t *testing.T) {
 	}{
 		{"loops", []string{"-loops", "5000"}, []string{"-loops", "5000", "0 to 1024"}},
 		{"id", []string{"-id", "serv 1"}, []string{"-id", `"serv 1"`, "1 to 32"}},
+		{"id of Central's", []string{"-id", "Central"}, []string{"-id", `"Central"`, `not "central"`}},
 		{"port", []string{"-listen", "127.0.0.1:99999"}, []string{"-listen", "99999", "0 to 65535"}},
 		{"drain timeout", []string{"-drain-timeout", "-1s"}, []string{"-drain-timeout", "-1s", "0s to 24h"}},
 		{"max conns per source", []string{"-max-conns-per-source", "-1"}, []string{"-max-conns-per-source", "-1", "at least 0"}},

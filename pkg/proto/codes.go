@@ -3,6 +3,7 @@ package proto
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"nearchat/pkg/wire"
 )
@@ -107,10 +108,17 @@ var ErrName = errors.New("proto: invalid name")
 func CheckUser(s string) error { return checkName("user name", s, MaxUser) }
 
 // CheckServer reports whether s is a valid chat server id: 1 to MaxServer
-// bytes of ASCII letters, digits, '.', '_' and '-', the rule of user names.
-// Central refuses to register any other id, and bin/chatserver refuses to
-// start with one, so both sides of a registration agree.
-func CheckServer(s string) error { return checkName("server id", s, MaxServer) }
+// bytes of ASCII letters, digits, '.', '_' and '-', the rule of user names,
+// and not CentralName in any case: a client takes the Welcome of a
+// listener that names itself so for Central's control port. Central
+// refuses to register any other id, and bin/chatserver refuses to start
+// with one, so both sides of a registration agree.
+func CheckServer(s string) error {
+	if strings.EqualFold(s, CentralName) {
+		return fmt.Errorf("%w: server id %q is reserved: Central's control port names itself so", ErrName, s)
+	}
+	return checkName("server id", s, MaxServer)
+}
 
 // CheckRoom reports whether s is a valid room id: 1 to MaxRoom bytes of
 // ASCII letters, digits, '.', '_', ':' and '-'.

@@ -27,6 +27,9 @@ func TestCheckServer(t *testing.T) {
 		{"dot", ".", false},
 		{"dot dot", "..", false},
 		{"non-ASCII", "sérv", false},
+		{"Central's name", proto.CentralName, false},
+		{"Central's name in capitals", "CENTRAL", false},
+		{"longer than Central's name", "central-1", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := proto.CheckServer(tc.id)
