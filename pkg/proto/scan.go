@@ -24,14 +24,18 @@ func ScanChat(b []byte) (num uint64, at int64, text, to []byte, ok bool) {
 	}
 	for range n {
 		var key []byte
-		if key, b, ok = str(b); !ok {
-			return 0, 0, nil, nil, false
+		if key, b, ok = fixStr(b); !ok {
+			if key, b, ok = str(b); !ok {
+				return 0, 0, nil, nil, false
+			}
 		}
 		switch string(key) {
 		case "num", "at":
 			var v int64
-			if v, b, ok = integer(b); !ok {
-				return 0, 0, nil, nil, false
+			if v, b, ok = int64Of(b); !ok {
+				if v, b, ok = integer(b); !ok {
+					return 0, 0, nil, nil, false
+				}
 			}
 			if key[0] == 'n' {
 				num = uint64(v)
@@ -40,8 +44,10 @@ func ScanChat(b []byte) (num uint64, at int64, text, to []byte, ok bool) {
 			}
 		case "text", "to":
 			var v []byte
-			if v, b, ok = str(b); !ok {
-				return 0, 0, nil, nil, false
+			if v, b, ok = str8(b); !ok {
+				if v, b, ok = str(b); !ok {
+					return 0, 0, nil, nil, false
+				}
 			}
 			if key[0] == 't' && key[1] == 'e' {
 				text = v
@@ -111,14 +117,18 @@ func DeliverInfo(b []byte) (seq, num uint64, at int64, ok bool) {
 	}
 	for range n {
 		var key []byte
-		if key, b, ok = str(b); !ok {
-			return 0, 0, 0, false
+		if key, b, ok = fixStr(b); !ok {
+			if key, b, ok = str(b); !ok {
+				return 0, 0, 0, false
+			}
 		}
 		switch string(key) {
 		case "seq", "num", "at":
 			var v int64
-			if v, b, ok = integer(b); !ok {
-				return 0, 0, 0, false
+			if v, b, ok = int64Of(b); !ok {
+				if v, b, ok = integer(b); !ok {
+					return 0, 0, 0, false
+				}
 			}
 			switch key[0] {
 			case 's':
@@ -129,6 +139,12 @@ func DeliverInfo(b []byte) (seq, num uint64, at int64, ok bool) {
 				at = v
 			}
 		default:
+			if _, b, ok = fixStr(b); ok {
+				continue
+			}
+			if _, b, ok = str8(b); ok {
+				continue
+			}
 			if b, ok = skip(b); !ok {
 				return 0, 0, 0, false
 			}
@@ -147,6 +163,40 @@ func mapLen(b []byte) (int, []byte, bool) {
 		return int(binary.BigEndian.Uint32(b[1:])), b[5:], true
 	}
 	return 0, b, false
+}
+
+// fixStr and int64Of are the forms the encoders write for keys, short
+// strings and integers (a fixstr, a uint64 or int64 of 8 bytes), small
+// enough for the compiler to inline into the scanners' loops, which fall
+// back to str and integer for every other form.
+func fixStr(b []byte) ([]byte, []byte, bool) {
+	if len(b) == 0 || b[0]&0xe0 != 0xa0 {
+		return nil, b, false
+	}
+	n := int(b[0]&0x1f) + 1
+	if n > len(b) {
+		return nil, b, false
+	}
+	return b[1:n], b[n:], true
+}
+
+func int64Of(b []byte) (int64, []byte, bool) {
+	if len(b) < 9 || (b[0] != 0xcf && b[0] != 0xd3) {
+		return 0, b, false
+	}
+	return int64(binary.BigEndian.Uint64(b[1:9])), b[9:], true
+}
+
+// str8 is a string of 32 to 255 bytes, as a message's text often is.
+func str8(b []byte) ([]byte, []byte, bool) {
+	if len(b) < 2 || b[0] != 0xd9 {
+		return nil, b, false
+	}
+	n := int(b[1]) + 2
+	if n > len(b) {
+		return nil, b, false
+	}
+	return b[2:n], b[n:], true
 }
 
 func str(b []byte) ([]byte, []byte, bool) {

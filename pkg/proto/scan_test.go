@@ -155,3 +155,32 @@ func TestAppendPresences(t *testing.T) {
 		}
 	}
 }
+
+// The scanners are the chat server's per-message parse (ScanChat) and the
+// benchmarks' receivers' (DeliverInfo): a frame as a client's codec
+// encodes it, and as the server's hand encoder does.
+func BenchmarkScanChat(b *testing.B) {
+	coded, _ := wire.AppendFrame(nil, &Chat{Num: 123456, At: time.Now().UnixNano(), Text: strings.Repeat("x", 64)})
+	for _, bc := range []struct {
+		name  string
+		frame []byte
+	}{{"codec", coded}, {"hand", AppendChat(nil, 123456, time.Now().UnixNano(), strings.Repeat("x", 64))}} {
+		body := bc.frame[wire.HeaderSize:]
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, _, _, _, ok := ScanChat(body); !ok {
+					b.Fatal("not ok")
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkDeliverInfo(b *testing.B) {
+	body := AppendDeliver(nil, 99, "sender", 123456, time.Now().UnixNano(), []byte(strings.Repeat("x", 64)), 7)[wire.HeaderSize:]
+	for b.Loop() {
+		if _, _, _, ok := DeliverInfo(body); !ok {
+			b.Fatal("not ok")
+		}
+	}
+}
