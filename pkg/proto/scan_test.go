@@ -184,3 +184,36 @@ func BenchmarkDeliverInfo(b *testing.B) {
 		}
 	}
 }
+
+// FuzzScanners: whatever ScanChat and DeliverInfo accept, the codec
+// decodes to the same fields; the fast paths never take what the codec
+// would read otherwise.
+func FuzzScanners(f *testing.F) {
+	for _, c := range []Chat{{}, {Num: 1, At: -2, Text: "hi"}, {Num: math.MaxUint64, At: math.MinInt64, Text: strings.Repeat("x", 300), To: "bob"}} {
+		b, _ := wire.AppendFrame(nil, &c)
+		f.Add(b[wire.HeaderSize:])
+	}
+	f.Add(AppendChat(nil, 7, 8, strings.Repeat("y", 64))[wire.HeaderSize:])
+	f.Add(AppendDeliver(nil, 1, "from", 2, 3, []byte(strings.Repeat("z", 40)), 4)[wire.HeaderSize:])
+	for _, d := range []Deliver{{}, {Seq: 300, From: strings.Repeat("f", 32), Num: 1 << 20, At: -1, Text: "t"}} {
+		b, _ := wire.AppendFrame(nil, &d)
+		f.Add(b[wire.HeaderSize:])
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if num, at, text, to, ok := ScanChat(body); ok {
+			var c Chat
+			if err := wire.Unmarshal(body, &c); err != nil {
+				t.Fatalf("ScanChat took % x, the codec refuses it: %v", body, err)
+			}
+			if c.Num != num || c.At != at || c.Text != string(text) || c.To != string(to) {
+				t.Fatalf("ScanChat(% x) = %d %d %q %q, the codec %+v", body, num, at, text, to, c)
+			}
+		}
+		if seq, num, at, ok := DeliverInfo(body); ok {
+			var d Deliver
+			if err := wire.Unmarshal(body, &d); err == nil && (d.Seq != seq || d.Num != num || d.At != at) {
+				t.Fatalf("DeliverInfo(% x) = %d %d %d, the codec %+v", body, seq, num, at, d)
+			}
+		}
+	})
+}
