@@ -171,9 +171,10 @@ type cellPlan struct {
 // every cell of plans on each: one result per kind and plan. The servers
 // run side by side (idle but for the one measured), and each cell is
 // measured in o.rounds rounds of total/o.rounds taken in turn across
-// them, their figures summed: a spell of other work on the machine then
-// falls on every server alike, not on whichever was being measured, and
-// the ratio rows compare like with like.
+// them (each round starting one server later), their figures summed: a
+// spell of other work on the machine then falls on every server alike,
+// not on whichever was being measured, and the ratio rows compare like
+// with like.
 func (o *options) inTurn(kinds []string, tag string, rooms, m, window int, total time.Duration, plans []cellPlan) [][]result {
 	out := make([][]result, len(kinds))
 	type side struct {
@@ -182,6 +183,8 @@ func (o *options) inTurn(kinds []string, tag string, rooms, m, window int, total
 		sum []tally
 	}
 	sides := make([]*side, len(kinds))
+	// A server that fails is stopped at once, so that it does not go on
+	// working off a backlog on the CPU the others are measured on.
 	fail := func(k int, err error) {
 		fmt.Fprintf(os.Stderr, "compare: %s %s: %v\n", kinds[k], tag, err)
 		for i := range out[k] {
@@ -189,8 +192,20 @@ func (o *options) inTurn(kinds []string, tag string, rooms, m, window int, total
 				out[k][i] = result{err: err}
 			}
 		}
+		if sd := sides[k]; sd != nil {
+			sd.l.close()
+			sd.c.stop()
+		}
 		sides[k] = nil
 	}
+	defer func() {
+		for _, sd := range sides {
+			if sd != nil {
+				sd.l.close()
+				sd.c.stop()
+			}
+		}
+	}()
 	for k, kind := range kinds {
 		out[k] = make([]result, len(plans))
 		c, err := startChild(o, kind, tag)
@@ -198,14 +213,13 @@ func (o *options) inTurn(kinds []string, tag string, rooms, m, window int, total
 			fail(k, err)
 			continue
 		}
-		defer c.stop()
 		t0 := time.Now()
 		l, err := newLoad(protocolFor(kind), o.dialer(kind, c.addr), rooms, m, window)
 		if err != nil {
+			c.stop()
 			fail(k, err)
 			continue
 		}
-		defer l.close()
 		fmt.Fprintf(os.Stderr, "compare: %s: %d rooms of %d joined in %v\n", kind, rooms, m, time.Since(t0).Round(time.Millisecond))
 		sides[k] = &side{c: c, l: l, sum: make([]tally, len(plans))}
 	}
@@ -221,8 +235,14 @@ func (o *options) inTurn(kinds []string, tag string, rooms, m, window int, total
 			}
 			sd.l.reset()
 		}
-		for range o.rounds {
-			for k, sd := range sides {
+		for r := range o.rounds {
+			// Each round starts one server later, so that whatever the
+			// previous server's round leaves behind (the load generator's
+			// garbage, a server finishing its writes) falls on every
+			// server in turn.
+			for j := range sides {
+				k := (j + r) % len(sides)
+				sd := sides[k]
 				if sd == nil {
 					continue
 				}

@@ -163,3 +163,14 @@ func TestStampReaderStampsReads(t *testing.T) {
 		t.Errorf("a read of nothing moved the stamp: %d bytes, %d -> %d", n, at, sr.at)
 	}
 }
+
+// TestNearchatReceiversNotCutOff: the chat server of the benchmark keeps
+// members that only listen. Every server of a pattern runs through the
+// others' rounds, and with the default idle cut-off (30 s) nearchat's
+// receivers were closed mid-run ("nothing received for 30s") in the
+// default fixed-rate pattern and in every -full run.
+func TestNearchatReceiversNotCutOff(t *testing.T) {
+	if got := nearchatConfig().IdleTimeout; got != 0 {
+		t.Fatalf("IdleTimeout %v: members that only listen are cut off after it", got)
+	}
+}

@@ -36,21 +36,32 @@ func (n natsServer) Close() error {
 	return nil
 }
 
+// nearchatConfig is the chat server's configuration in the benchmark.
+func nearchatConfig() chatserver.Config {
+	cfg := chatserver.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.MaxConns = 30_000
+	cfg.MaxConnsPerSource = 0 // every member dials from 127.0.0.1
+	cfg.MaxMembers = 10_000
+	cfg.MaxRooms = 30_000
+	// The one sender of the one-room pattern is the whole load: the
+	// per-member flood guard (1,000,000 a second by default) would be
+	// what is measured, not the fan-out. nats-server has no such guard.
+	cfg.SendRate, cfg.SendBurst = 1e9, 1_000_000
+	// The receivers send nothing after their Join and every server of a
+	// pattern runs through the others' rounds (inTurn), a minute and more
+	// with -full: the idle cut-off (30 s by default; a real client pings)
+	// would end them mid-run.
+	cfg.IdleTimeout = 0
+	return cfg
+}
+
 // startKind starts one server of kind on a free loopback port; certs are
 // the development certificates for the TLS kinds.
 func startKind(kind string, tlsOn bool, certs tlsconfig.Files) (stopper, string, error) {
 	switch kind {
 	case kindNearchat:
-		cfg := chatserver.DefaultConfig()
-		cfg.Listen = "127.0.0.1:0"
-		cfg.MaxConns = 30_000
-		cfg.MaxConnsPerSource = 0 // every member dials from 127.0.0.1
-		cfg.MaxMembers = 10_000
-		cfg.MaxRooms = 30_000
-		// The one sender of the one-room pattern is the whole load: the
-		// per-member flood guard (1,000,000 a second by default) would be
-		// what is measured, not the fan-out. nats-server has no such guard.
-		cfg.SendRate, cfg.SendBurst = 1e9, 1_000_000
+		cfg := nearchatConfig()
 		if tlsOn {
 			tc, err := tlsconfig.Server(certs.ServerCert, certs.ServerKey, "")
 			if err != nil {
