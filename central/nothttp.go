@@ -36,8 +36,19 @@ type framedOffConn struct {
 	read    bool // the first bytes were looked at
 }
 
-// Read is called by one goroutine at a time (the HTTP server's for this
-// connection), so read needs no lock.
+// CloseWrite half-closes the connection as the one it wraps does: net/http
+// sends a refusal (413, 431) that way and waits before closing, so that a
+// client still sending its body reads the answer rather than a reset.
+func (c *framedOffConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// Read is never called concurrently (net/http's background read takes
+// turns with the request's reads, and starts only after the first
+// request), so read needs no lock.
 func (c *framedOffConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if c.read || n == 0 {

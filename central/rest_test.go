@@ -355,6 +355,33 @@ func TestRESTRefusesDeclaredBigBody(t *testing.T) {
 	}
 }
 
+// A body over its route's cap is answered 413 and the connection ends
+// cleanly, though the client is still sending: net/http half-closes and
+// waits before closing, which needs the connection's CloseWrite. The REST
+// listener's wrapper (framedOff) hid it, and the 413 was followed by a
+// reset that can beat it to the client (found in review).
+func TestRESTRefusalEndsWithoutReset(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	nc, err := net.Dial("tcp", h.c.RESTAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	body := strings.Repeat("x", 64<<10)
+	if _, err := io.WriteString(nc, fmt.Sprintf("POST /v1/clients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", 1<<20, body)); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(nc)
+	line, err := rd.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 413") {
+		t.Fatalf("first answer %q (%v), want 413", strings.TrimSpace(line), err)
+	}
+	if _, err := io.Copy(io.Discard, rd); err != nil {
+		t.Fatalf("after the 413: %v, want a clean end of the stream", err)
+	}
+}
+
 // A peer speaking nearchat's framed protocol to the REST port (a client
 // given it as the control port) is told at once, in that protocol, where
 // the control port is; before, the HTTP server waited 5 s for a request
