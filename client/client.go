@@ -547,7 +547,7 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 		if pe := (*proto.Error)(nil); errors.As(err, &pe) && pe.Code == proto.CodeWrongPort {
 			// Central's REST port, or a TLS port dialled in plaintext,
 			// says so (and where to go) at once.
-			err = fmt.Errorf("%s is not Central's control port (%s): %w", addrs[at], pe.Reason, ErrNotCentral)
+			err = fmt.Errorf("%s refused our Hello (%s): %w", addrs[at], pe.Reason, ErrNotCentral)
 		} else if (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) && ctx.Err() == nil && c.httpPort(ctx, addrs[at]) {
 			err = fmt.Errorf("%s is an HTTP port (Central's REST API?): %w", addrs[at], ErrNotCentral)
 		}

@@ -162,8 +162,9 @@ func checkControl(ctx context.Context, f *flags) error {
 			return fmt.Errorf("-control %s is chat server %q, not Central's control port: leave -control out, the client learns the port from Central", f.control, w.Server)
 		}
 		if e, ok := m.(*proto.Error); ok && e.Code == proto.CodeWrongPort {
-			// Central's REST port names the control port itself.
-			return fmt.Errorf("-control %s is not Central's control port (%s): leave -control out, the client learns the port from Central", f.control, e.Reason)
+			// The reason says what to do: Central's REST port names the
+			// control port, a TLS port asks for -ca.
+			return fmt.Errorf("-control %s refused our Hello: %s", f.control, e.Reason)
 		}
 	}
 	return nil

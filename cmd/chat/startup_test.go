@@ -79,7 +79,7 @@ func TestStartupErrors(t *testing.T) {
 		{"control port given as -central", nil, []string{"-central", plain.ctrl},
 			"it looks like Central's control port"},
 		{"REST port given as -control", nil, []string{"-central", plain.rest, "-control", plain.rest},
-			"is not Central's control port (this is Central's REST port, which speaks HTTP; nearchat's framed protocol goes to its control port, " + plain.ctrl + ")"},
+			"refused our Hello: this is Central's REST port, which speaks HTTP; nearchat's framed protocol goes to its control port, " + plain.ctrl},
 		{"nothing on -control", nil, []string{"-central", plain.rest, "-control", dead},
 			"control port " + dead + " is not reachable"},
 		{"bot flags without -bot", nil, []string{"-peer", "dave", "-rate", "3"},
