@@ -22,12 +22,6 @@ import (
 
 func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 
-// beatBody is the body of a beat, an empty Pong.
-var beatBody = func() []byte {
-	b, _ := wire.AppendFrame(nil, &proto.Pong{})
-	return b[wire.HeaderSize:]
-}()
-
 // startChat runs a chat server on a free loopback port until the test ends.
 func startChat(t testing.TB, id string) *chatserver.Server {
 	t.Helper()

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -217,7 +218,7 @@ func (l *link) readLoop() {
 		if h := l.s.cfg.beforeRead; h != nil {
 			h()
 		}
-		m, err := l.pc.Recv()
+		m, err := l.recv()
 		select {
 		case l.s.frames <- inbound{l: l, m: m, err: err}:
 		case <-l.s.done:
@@ -230,6 +231,41 @@ func (l *link) readLoop() {
 		}
 	}
 }
+
+// recv reads the next frame.
+func (l *link) recv() (wire.Message, error) {
+	t, body, err := l.pc.Next()
+	if err != nil {
+		return nil, err
+	}
+	return decode(t, body)
+}
+
+// decode decodes a frame of type t; a beat is not decoded but is the
+// shared beatPong. A beat is most of what a member of a quiet room reads
+// (about 5 a second in a room of 3 at 1 msg/s each, against 3 chat
+// frames), and decoding each one (msgpack by reflection, and a Pong
+// allocated) was about 2% of the CPU of a process of 2,400 members.
+func decode(t wire.Type, body []byte) (wire.Message, error) {
+	if t == proto.TPong && bytes.Equal(body, beatBody) {
+		return beatPong, nil
+	}
+	return proto.Decode(t, body)
+}
+
+// beatPong is what every beat (proto.Beat: an empty Pong) decodes to,
+// shared by every link: read only.
+var beatPong = &proto.Pong{}
+
+// beatBody is a beat's body as the chat server encodes it; a beat encoded
+// otherwise is decoded as any frame.
+var beatBody = func() []byte {
+	f, err := wire.AppendFrame(nil, beatPong)
+	if err != nil {
+		panic(err)
+	}
+	return f[wire.HeaderSize:]
+}()
 
 func (l *link) writeLoop() {
 	defer l.s.wg.Done()

@@ -3,11 +3,13 @@ package client
 import (
 	"log/slog"
 	"net"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/wire"
 )
 
 // Frames sent from several goroutines at once, while the peer does not
@@ -90,4 +92,66 @@ func TestLinkSendKeepsOrderAcrossFullSocket(t *testing.T) {
 	<-filled
 	l.close(false)
 	s.wg.Wait()
+}
+
+// A beat (an empty Pong) is read without decoding or allocating; every
+// other frame, a Pong with an ID or time included, decodes as proto.Decode
+// decodes it.
+func TestDecodeBeat(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		m    wire.Message
+		beat bool
+	}{
+		{"beat", &proto.Pong{}, true},
+		{"pong to a ping", &proto.Pong{ID: 7, At: 12345}, false},
+		{"pong with a time only", &proto.Pong{At: 1}, false},
+		{"ping", &proto.Ping{ID: 1}, false},
+		{"ack", &proto.Ack{Num: 3, Seq: 9}, false},
+	} {
+		f, err := wire.AppendFrame(nil, tc.m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		typ, body := wire.Type(f[wire.LenSize]), f[wire.HeaderSize:]
+		got, err := decode(typ, body)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		want, _ := proto.Decode(typ, body)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: decoded %#v, want %#v", tc.name, got, want)
+		}
+		if (got == wire.Message(beatPong)) != tc.beat {
+			t.Errorf("%s: taken for a beat: %v, want %v", tc.name, !tc.beat, tc.beat)
+		}
+		if tc.beat {
+			if n := testing.AllocsPerRun(100, func() { _, _ = decode(typ, body) }); n != 0 {
+				t.Errorf("%s: %v allocations a read, want 0", tc.name, n)
+			}
+		}
+	}
+}
+
+// BenchmarkDecode: a beat against a Pong that answers a Ping, which is
+// decoded as any frame.
+func BenchmarkDecode(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		m    wire.Message
+	}{{"frame=beat", &proto.Pong{}}, {"frame=pong", &proto.Pong{ID: 7, At: 12345}}} {
+		f, err := wire.AppendFrame(nil, bc.m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		typ, body := wire.Type(f[wire.LenSize]), f[wire.HeaderSize:]
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := decode(typ, body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
