@@ -19,6 +19,12 @@ type inbox struct {
 	gapTimeout time.Duration // a gap this old is given up
 	maxHeld    int
 	peers      map[string]*sender
+	// gaps is false only when no sender has a gap (gapSince zero for all):
+	// next and tick, called on every turn of the session loop, then skip
+	// the senders. Set whenever a gap opens, cleared by next when it
+	// finds none (iterating the map each turn was 3% of the CPU of a
+	// process of 2,400 members, none of them with a gap).
+	gaps bool
 }
 
 type sender struct {
@@ -129,7 +135,7 @@ func (in *inbox) accept(d proto.Deliver, now time.Time) (ready []proto.Deliver, 
 		}
 		p.held[d.Num] = d
 		if p.gapSince.IsZero() {
-			p.gapSince = now
+			p.gapSince, in.gaps = now, true
 		}
 		if len(p.held) > in.maxHeld {
 			ready = append(ready, in.giveUp(d.From, p, now, &gaps, reasonHeld)...)
@@ -171,7 +177,7 @@ func (in *inbox) release(p *sender, now time.Time, ready []proto.Deliver) []prot
 	}
 	p.gapSince, p.wait = time.Time{}, 0
 	if len(p.held) > 0 || p.known > p.cursor {
-		p.gapSince = now
+		p.gapSince, in.gaps = now, true
 	}
 	return ready
 }
@@ -208,7 +214,7 @@ func (in *inbox) announce(user string, inc, last uint64, now time.Time) (ready [
 		p.known = last
 	}
 	if p.known > p.cursor && p.gapSince.IsZero() {
-		p.gapSince = now
+		p.gapSince, in.gaps = now, true
 	}
 	return ready, gaps
 }
@@ -266,6 +272,7 @@ func (in *inbox) lagging(now time.Time) []ask {
 		}
 		if p.known > p.cursor {
 			p.asked, p.gapSince, p.wait = now, now, 2*in.holdBack
+			in.gaps = true
 			out = append(out, ask{of: u, inc: p.inc, after: p.cursor})
 		}
 	}
@@ -288,7 +295,7 @@ func (in *inbox) restart(now time.Time) {
 // progress for gapTimeout is given up. With quiet set (the old server may
 // still deliver) nothing is asked or given up yet.
 func (in *inbox) tick(now time.Time, quiet bool) (asks []ask, gaps []gap, ready []proto.Deliver) {
-	if quiet {
+	if quiet || !in.gaps {
 		return nil, nil, nil
 	}
 	for u, p := range in.peers {
@@ -311,6 +318,9 @@ func (in *inbox) tick(now time.Time, quiet bool) (asks []ask, gaps []gap, ready 
 // next returns when tick has work to do, zero if never.
 func (in *inbox) next() time.Time {
 	var t time.Time
+	if !in.gaps {
+		return t
+	}
 	for _, p := range in.peers {
 		if p.gapSince.IsZero() {
 			continue
@@ -327,6 +337,7 @@ func (in *inbox) next() time.Time {
 			t = w
 		}
 	}
+	in.gaps = !t.IsZero()
 	return t
 }
 

@@ -65,6 +65,46 @@ func TestInboxOrderAndDuplicates(t *testing.T) {
 	}
 }
 
+// TestInboxNextSkipsWithoutGaps: next (the loop's next deadline) is zero
+// while no sender has a gap, and comes back whenever one opens, however
+// it opens: a message ahead of a gap, an announced last beyond the
+// cursor, a gap reopened behind a held message.
+func TestInboxNextSkipsWithoutGaps(t *testing.T) {
+	const hold = 100 * time.Millisecond
+	in := newInbox(hold, time.Second, 100)
+	now := time.Unix(100, 0)
+	step := func(what string, fn func(), wantGap bool) {
+		t.Helper()
+		fn()
+		if got := !in.next().IsZero(); got != wantGap {
+			t.Fatalf("after %s: a deadline %v, want %v", what, got, wantGap)
+		}
+		if got := !in.next().IsZero(); got != wantGap {
+			t.Fatalf("after %s, asked again: a deadline %v, want %v", what, got, wantGap)
+		}
+	}
+	step("nothing yet", func() {}, false)
+	step("1 of a", func() { in.accept(proto.Deliver{From: "a", Num: 1}, now) }, false)
+	step("3 of a", func() { in.accept(proto.Deliver{From: "a", Num: 3}, now) }, true)
+	step("2 of a", func() { in.accept(proto.Deliver{From: "a", Num: 2}, now) }, false)
+	step("b announced up to 2", func() { in.announce("b", 0, 2, now) }, true)
+	step("1 of b", func() { in.accept(proto.Deliver{From: "b", Num: 1}, now) }, true)
+	step("2 of b", func() { in.accept(proto.Deliver{From: "b", Num: 2}, now) }, false)
+	step("5 and 7 of a", func() {
+		in.accept(proto.Deliver{From: "a", Num: 5}, now)
+		in.accept(proto.Deliver{From: "a", Num: 7}, now)
+	}, true)
+	step("4 of a: 6 still missing", func() { in.accept(proto.Deliver{From: "a", Num: 4}, now) }, true)
+	step("6 of a", func() { in.accept(proto.Deliver{From: "a", Num: 6}, now) }, false)
+	if asks, gaps, ready := in.tick(now.Add(time.Hour), false); len(asks)+len(gaps)+len(ready) > 0 {
+		t.Errorf("tick without a gap: asks %v, gaps %v, ready %v", asks, gaps, ready)
+	}
+	step("c announced up to 1", func() { in.announce("c", 0, 1, now) }, true)
+	if asks, _, _ := in.tick(now.Add(hold), false); len(asks) != 1 {
+		t.Errorf("c's gap not asked for after holdBack: %v", asks)
+	}
+}
+
 func TestInboxTimers(t *testing.T) {
 	const hold, giveUp = 100 * time.Millisecond, time.Second
 	t0 := time.Unix(100, 0)
