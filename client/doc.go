@@ -30,8 +30,10 @@
 // server not measured lately, and ProbeExplore of the others in turn, and
 // the vector goes to Central only when it changed meaningfully. While
 // rounds find nothing new, the interval doubles up to 4*ProbeEvery; a
-// change, a failed probe, a server event from Central or a room connection
-// that broke brings back the pace (the next round within ProbeEvery). A server
+// server that came or went, a median that moved, a failed probe, a server
+// event from Central or a room connection that broke brings back the pace
+// (the next round within ProbeEvery), a spread that changed alone is
+// reported without it. A server
 // is reported by its best of the last 3 rounds, with a spread that covers
 // how far those rounds disagree (a starved client's noise then moves no
 // room: Central weighs gains against spreads); its figure ages out after

@@ -86,47 +86,50 @@ func TestProbeRoundTargets(t *testing.T) {
 }
 
 // TestReportOnlyMeaningful: jitter under 1 ms or 5% is not reported; a
-// server coming or going, or a real change, is.
+// server coming or going, or a real change, is; only a spread that
+// changed alone leaves the rounds' pace stretched (moved false).
 func TestReportOnlyMeaningful(t *testing.T) {
 	ms := func(v float64) centralapi.Sample {
 		return centralapi.SampleOf(time.Duration(v*float64(time.Millisecond)), 0, 5)
 	}
 	last := map[string]centralapi.Sample{"a": ms(60), "b": ms(80)}
 	for _, tc := range []struct {
-		name string
-		vec  map[string]centralapi.Sample
-		want bool
+		name          string
+		vec           map[string]centralapi.Sample
+		report, moved bool
 	}{
-		{"same", map[string]centralapi.Sample{"a": ms(60), "b": ms(80)}, false},
-		{"jitter", map[string]centralapi.Sample{"a": ms(60.4), "b": ms(79.2)}, false},
-		{"a worse by 5 ms", map[string]centralapi.Sample{"a": ms(65), "b": ms(80)}, true},
-		{"b better by 10 ms", map[string]centralapi.Sample{"a": ms(60), "b": ms(70)}, true},
-		{"a's spread grows by 20 ms", map[string]centralapi.Sample{"a": centralapi.SampleOf(60*time.Millisecond, 20*time.Millisecond, 5), "b": ms(80)}, true},
-		{"a's spread by 0.5 ms", map[string]centralapi.Sample{"a": centralapi.SampleOf(60*time.Millisecond, 500*time.Microsecond, 5), "b": ms(80)}, false},
-		{"c appears", map[string]centralapi.Sample{"a": ms(60), "b": ms(80), "c": ms(40)}, true},
-		{"b gone", map[string]centralapi.Sample{"a": ms(60)}, true},
+		{"same", map[string]centralapi.Sample{"a": ms(60), "b": ms(80)}, false, false},
+		{"jitter", map[string]centralapi.Sample{"a": ms(60.4), "b": ms(79.2)}, false, false},
+		{"a worse by 5 ms", map[string]centralapi.Sample{"a": ms(65), "b": ms(80)}, true, true},
+		{"b better by 10 ms", map[string]centralapi.Sample{"a": ms(60), "b": ms(70)}, true, true},
+		{"a's spread grows by 20 ms", map[string]centralapi.Sample{"a": centralapi.SampleOf(60*time.Millisecond, 20*time.Millisecond, 5), "b": ms(80)}, true, false},
+		{"a's spread grows, b better by 10 ms", map[string]centralapi.Sample{"a": centralapi.SampleOf(60*time.Millisecond, 20*time.Millisecond, 5), "b": ms(70)}, true, true},
+		{"a's spread by 0.5 ms", map[string]centralapi.Sample{"a": centralapi.SampleOf(60*time.Millisecond, 500*time.Microsecond, 5), "b": ms(80)}, false, false},
+		{"c appears", map[string]centralapi.Sample{"a": ms(60), "b": ms(80), "c": ms(40)}, true, true},
+		{"b gone", map[string]centralapi.Sample{"a": ms(60)}, true, true},
+		{"b gone, c instead", map[string]centralapi.Sample{"a": ms(60), "c": ms(80)}, true, true},
 	} {
-		if got := meaningful(last, tc.vec); got != tc.want {
-			t.Errorf("%s: meaningful = %v, want %v", tc.name, got, tc.want)
+		if report, moved := meaningful(last, tc.vec); report != tc.report || moved != tc.moved {
+			t.Errorf("%s: meaningful = %v, %v, want %v, %v", tc.name, report, moved, tc.report, tc.moved)
 		}
 	}
-	if !meaningful(nil, map[string]centralapi.Sample{}) {
-		t.Error("the first vector must be reported")
+	if report, moved := meaningful(nil, map[string]centralapi.Sample{}); !report || !moved {
+		t.Error("the first vector must be reported, at the full pace")
 	}
 	// A noisy figure (a starved client's): 20 ms give or take 100 ms.
 	noisy := map[string]centralapi.Sample{"a": centralapi.SampleOf(20*time.Millisecond, 100*time.Millisecond, 3)}
 	for _, tc := range []struct {
-		name string
-		v    centralapi.Sample
-		want bool
+		name          string
+		v             centralapi.Sample
+		report, moved bool
 	}{
-		{"median moves within the spread", centralapi.SampleOf(90*time.Millisecond, 100*time.Millisecond, 3), false},
-		{"spread changes by a third", centralapi.SampleOf(20*time.Millisecond, 67*time.Millisecond, 3), false},
-		{"median moves past the spread", centralapi.SampleOf(130*time.Millisecond, 100*time.Millisecond, 3), true},
-		{"it calms down", centralapi.SampleOf(20*time.Millisecond, time.Millisecond, 3), true},
+		{"median moves within the spread", centralapi.SampleOf(90*time.Millisecond, 100*time.Millisecond, 3), false, false},
+		{"spread changes by a third", centralapi.SampleOf(20*time.Millisecond, 67*time.Millisecond, 3), false, false},
+		{"median moves past the spread", centralapi.SampleOf(130*time.Millisecond, 100*time.Millisecond, 3), true, true},
+		{"it calms down", centralapi.SampleOf(20*time.Millisecond, time.Millisecond, 3), true, false},
 	} {
-		if got := meaningful(noisy, map[string]centralapi.Sample{"a": tc.v}); got != tc.want {
-			t.Errorf("noisy, %s: meaningful = %v, want %v", tc.name, got, tc.want)
+		if report, moved := meaningful(noisy, map[string]centralapi.Sample{"a": tc.v}); report != tc.report || moved != tc.moved {
+			t.Errorf("noisy, %s: meaningful = %v, %v, want %v, %v", tc.name, report, moved, tc.report, tc.moved)
 		}
 	}
 }
