@@ -337,22 +337,29 @@ func TestOnlineClients(t *testing.T) {
 // gigabyte (abuse probe, 2026-12-01).
 func TestRESTRefusesDeclaredBigBody(t *testing.T) {
 	h := startCentral(t, testConfig(t))
-	nc, err := net.Dial("tcp", h.c.RESTAddr())
+	rawRequest(t, h.c.RESTAddr(), "POST /v1/clients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n", "HTTP/1.1 413")
+}
+
+// rawRequest writes req to a new connection to addr and checks that the
+// answer's status line starts with want; it returns the rest of the
+// answer to read.
+func rawRequest(t *testing.T, addr, req, want string) *bufio.Reader {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(func() { nc.Close() })
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(nc, "POST /v1/clients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(nc, req); err != nil {
 		t.Fatal(err)
 	}
-	line, err := bufio.NewReader(nc).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
+	rd := bufio.NewReader(nc)
+	line, err := rd.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, want) {
+		t.Fatalf("first answer %q (%v), want %q", strings.TrimSpace(line), err, want)
 	}
-	if !strings.HasPrefix(line, "HTTP/1.1 413") {
-		t.Fatalf("first answer %q, want 413", strings.TrimSpace(line))
-	}
+	return rd
 }
 
 // A body over its route's cap is answered 413 and the connection ends
@@ -362,21 +369,8 @@ func TestRESTRefusesDeclaredBigBody(t *testing.T) {
 // reset that can beat it to the client (found in review).
 func TestRESTRefusalEndsWithoutReset(t *testing.T) {
 	h := startCentral(t, testConfig(t))
-	nc, err := net.Dial("tcp", h.c.RESTAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	body := strings.Repeat("x", 64<<10)
-	if _, err := io.WriteString(nc, fmt.Sprintf("POST /v1/clients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", 1<<20, body)); err != nil {
-		t.Fatal(err)
-	}
-	rd := bufio.NewReader(nc)
-	line, err := rd.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 413") {
-		t.Fatalf("first answer %q (%v), want 413", strings.TrimSpace(line), err)
-	}
+	rd := rawRequest(t, h.c.RESTAddr(), fmt.Sprintf("POST /v1/clients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", 1<<20, body), "HTTP/1.1 413")
 	if _, err := io.Copy(io.Discard, rd); err != nil {
 		t.Fatalf("after the 413: %v, want a clean end of the stream", err)
 	}
