@@ -1,13 +1,10 @@
 package central
 
 import (
-	"fmt"
 	"io"
 	"net"
-	"time"
 
 	"nearchat/pkg/proto"
-	"nearchat/pkg/wire"
 )
 
 // framedOff wraps the plaintext REST listener so that a peer opening with
@@ -58,9 +55,6 @@ func (c *framedOffConn) Read(p []byte) (int, error) {
 	if p[0] != 0 {
 		return n, err
 	}
-	reason := fmt.Sprintf("this is Central's REST port, which speaks HTTP; nearchat's framed protocol goes to its control port, %s", c.control())
-	b, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeWrongPort, Reason: reason, Fatal: true})
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = c.Conn.Write(b)
+	proto.Refuse(c.Conn, proto.CodeWrongPort, "this is Central's REST port, which speaks HTTP; nearchat's framed protocol goes to its control port, "+c.control())
 	return 0, io.EOF
 }

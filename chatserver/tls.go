@@ -170,10 +170,7 @@ func (f *tlsFront) hello(c *net.TCPConn, el *list.Element) {
 	_ = c.SetReadDeadline(time.Time{})
 	f.unpark(el)
 	if err == nil && first[0] != 0x16 {
-		if b := proto.PlaintextOnTLS(first); b != nil {
-			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = c.Write(b)
-		}
+		proto.PlaintextOnTLS(c, first)
 		err = fmt.Errorf("first record of type %d, not a TLS handshake", first[0])
 	}
 	sl := &hsSlot{f: f, c: c}

@@ -86,11 +86,9 @@ func compare(o *options) int {
 				kinds = append(kinds, kindBaseline)
 			}
 		}
-		for k, rs := range o.oneRoom(kinds, m) {
+		for _, rs := range o.oneRoom(kinds, m) {
 			for i := range gs {
-				r := rs[i]
-				r.server = kinds[k]
-				gs[i].results = append(gs[i].results, r)
+				gs[i].results = append(gs[i].results, rs[i])
 			}
 		}
 		groups = append(groups, gs...)
@@ -101,10 +99,8 @@ func compare(o *options) int {
 		if len(o.baselineM) > 0 {
 			kinds = append(kinds, kindBaseline)
 		}
-		for k, rs := range o.fixedRate(kinds, g.size) {
-			r := rs[0]
-			r.server = kinds[k]
-			g.results = append(g.results, r)
+		for _, rs := range o.fixedRate(kinds, g.size) {
+			g.results = append(g.results, rs[0])
 		}
 		groups = append(groups, g)
 	}
@@ -183,29 +179,29 @@ func (o *options) inTurn(kinds []string, tag string, rooms, m, window int, total
 		sum []tally
 	}
 	sides := make([]*side, len(kinds))
+	stop := func(k int) {
+		if sd := sides[k]; sd != nil {
+			sd.l.close()
+			sd.c.stop()
+			sides[k] = nil
+		}
+	}
+	defer func() {
+		for k := range sides {
+			stop(k)
+		}
+	}()
 	// A server that fails is stopped at once, so that it does not go on
 	// working off a backlog on the CPU the others are measured on.
 	fail := func(k int, err error) {
 		fmt.Fprintf(os.Stderr, "compare: %s %s: %v\n", kinds[k], tag, err)
 		for i := range out[k] {
 			if out[k][i].err == nil && out[k][i].lat == nil {
-				out[k][i] = result{err: err}
+				out[k][i] = result{server: kinds[k], err: err}
 			}
 		}
-		if sd := sides[k]; sd != nil {
-			sd.l.close()
-			sd.c.stop()
-		}
-		sides[k] = nil
+		stop(k)
 	}
-	defer func() {
-		for _, sd := range sides {
-			if sd != nil {
-				sd.l.close()
-				sd.c.stop()
-			}
-		}
-	}()
 	for k, kind := range kinds {
 		out[k] = make([]result, len(plans))
 		c, err := startChild(o, kind, tag)
@@ -265,6 +261,7 @@ func (o *options) inTurn(kinds []string, tag string, rooms, m, window int, total
 				fail(k, err)
 				continue
 			}
+			r.server = kinds[k]
 			out[k][i] = r
 			fmt.Fprintf(os.Stderr, "compare: %s %s: %.0f msgs/s, p99 %v, %.0f per CPU-s, %.1f reads and %.1f writes per 100, CPU busy %.0f%% server, %.0f%% load\n",
 				kinds[k], p.name, r.msgsPerSec, r.lat.Quantile(0.99), r.perCPU, r.reads, r.writes, 100*r.serverBusy, 100*r.loadBusy)

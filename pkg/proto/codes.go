@@ -3,7 +3,9 @@ package proto
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"time"
 
 	"nearchat/pkg/wire"
 )
@@ -150,15 +152,23 @@ func checkName(what, s string, max int) error {
 	return nil
 }
 
-// PlaintextOnTLS returns the fatal Error frame a TLS port answers a client
-// that opened with a plaintext Hello, given the first 5 bytes it sent (a
-// TLS record header's worth), or nil when they start no Hello frame. A
-// TLS port says so in the client's own protocol, as net/http answers
-// HTTP on an HTTPS port, rather than leaving it a reset connection.
-func PlaintextOnTLS(first []byte) []byte {
+// PlaintextOnTLS answers on c, a TLS port's connection about to be
+// closed, a client that opened with a plaintext Hello (first holds the
+// first 5 bytes it sent, a TLS record header's worth; anything else is
+// left unanswered): the port says so in the client's own protocol, as
+// net/http answers HTTP on an HTTPS port, rather than leaving it a reset
+// connection.
+func PlaintextOnTLS(c net.Conn, first []byte) {
 	if _, err := wire.FrameLen(first, 0); err != nil || len(first) <= wire.LenSize || wire.Type(first[wire.LenSize]) != THello {
-		return nil
+		return
 	}
-	b, _ := wire.AppendFrame(nil, &Error{Code: CodeWrongPort, Reason: "this port speaks TLS 1.3: connect with TLS (the client's -ca)", Fatal: true})
-	return b
+	Refuse(c, CodeWrongPort, "this port speaks TLS 1.3: connect with TLS (the client's -ca)")
+}
+
+// Refuse writes a fatal Error of code and reason to c, a raw connection
+// about to be closed, giving the write a second.
+func Refuse(c net.Conn, code Code, reason string) {
+	b, _ := wire.AppendFrame(nil, &Error{Code: code, Reason: reason, Fatal: true})
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write(b)
 }

@@ -106,10 +106,7 @@ func (f *Front) relay(c *tls.Conn) {
 	if err != nil {
 		var rh tls.RecordHeaderError
 		if errors.As(err, &rh) && rh.Conn != nil {
-			if b := proto.PlaintextOnTLS(rh.RecordHeader[:]); b != nil {
-				_ = rh.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-				_, _ = rh.Conn.Write(b)
-			}
+			proto.PlaintextOnTLS(rh.Conn, rh.RecordHeader[:])
 		}
 		f.log("TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
 		return
