@@ -1102,3 +1102,56 @@ func TestJoinAndLeaveInOneBatch(t *testing.T) {
 	}
 	t.Logf("alice's presence events: %+v", alice.pres)
 }
+
+// TestEventBacklogBound: a user who takes no events holds the session at
+// EventBuffer undelivered events, those in the Events channel and those
+// queued behind it together (they were bounded apart, so a session held
+// twice its EventBuffer); the rest wait on the connection, and every one
+// arrives, in order, once the user reads.
+func TestEventBacklogBound(t *testing.T) {
+	srv := startChat(t, "serv1")
+	cfg := testConfig(t)
+	a := join(t, cfg, ref(srv), "room-backlog", "alice")
+	bcfg := cfg
+	bcfg.EventBuffer = 100
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	bob, err := Open(ctx, bcfg, ref(srv), "room-backlog", "bob", 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	if got, want := cap(bob.Events()), min(bcfg.EventBuffer-1, eventChan); got != want {
+		t.Errorf("Events channel holds %d, want %d", got, want)
+	}
+	const n = 400
+	for i := range n {
+		a.send(t, fmt.Sprint(i))
+	}
+	backlog := func() (k int) {
+		_ = bob.call(func() { k = len(bob.queue) + len(bob.events) })
+		return k
+	}
+	testkit.WaitFor(t, 10*time.Second, "bob's reader blocked behind the backlog", func() bool {
+		return backlog() >= bcfg.EventBuffer && len(bob.frames) == cap(bob.frames)
+	})
+	if k := backlog(); k != bcfg.EventBuffer {
+		t.Errorf("%d events wait for bob, want EventBuffer (%d)", k, bcfg.EventBuffer)
+	}
+	check := NewChecker()
+	for got := 0; got < n; {
+		select {
+		case ev := <-bob.Events():
+			if m, ok := ev.(Message); ok {
+				check.Observe(m.From, m.Num)
+				got++
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("bob got %d of %d messages", got, n)
+		}
+	}
+	check.Expect("alice", n)
+	if r := check.Report(); !r.OK() {
+		t.Errorf("bob: %v", r)
+	}
+}
