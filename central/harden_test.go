@@ -193,6 +193,15 @@ func TestServerCertificateNamesItsID(t *testing.T) {
 		return centralapi.NewClientTLS(h.c.RESTAddr(), cl)
 	}
 	serv1, shared := api(cert1, key1), api(f.ClientCert, f.ClientKey)
+	// Without a cluster secret the certificate is the only way in: a
+	// peer without one registered any server it liked.
+	anon := api("", "")
+	if _, err := anon.Register(ctx(t), centralapi.RegisterServerRequest{ID: "servX", Addr: "127.0.0.1:3999"}); !centralapi.IsUnauthorized(err) {
+		t.Fatalf("registering without a certificate or secret: %v, want unauthorized", err)
+	}
+	if _, err := anon.Rooms(ctx(t), ""); !centralapi.IsUnauthorized(err) {
+		t.Fatalf("listing rooms without a certificate or secret: %v, want unauthorized", err)
+	}
 	if _, err := serv1.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: "127.0.0.1:3002"}); err != nil {
 		t.Fatalf("serv1 registering itself: %v", err)
 	}

@@ -403,13 +403,21 @@ func (c *Central) latencyLocked(u *user, lat map[string]selection.Sample) bool {
 
 // clusterOK checks that r comes from a member of the cluster: a verified
 // client certificate from the cluster CA, or the cluster secret as a bearer
-// token or, for registration only, in the (small, capped) body.
+// token or, for registration only, in the (small, capped) body. A Central
+// with neither a secret nor a client CA (serverAuthOn) lets anyone in, and
+// says so at start. One with a client CA and no secret takes only the
+// certificate: it let anyone in too, so that any peer that could reach its
+// REST port could register a chat server and have every client probe it
+// (abuse probe, 2026-12-02).
 func (c *Central) clusterOK(r *http.Request, body string) *apiError {
-	if c.cfg.ClusterSecret == "" {
+	if !c.serverAuthOn() {
 		return nil
 	}
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		return nil // a client certificate from the cluster CA stands for the secret
+	}
+	if c.cfg.ClusterSecret == "" {
+		return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this Central admits cluster members by client certificate: present one from the cluster CA (a chat server's -client-cert and -client-key)")
 	}
 	got := bearer(r)
 	if got == "" {

@@ -222,9 +222,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
+// newAPI returns the operator's client for Central. With TLS it presents
+// the cluster's client certificate, which is what lets it list rooms and
+// drain servers: this Central has no cluster secret.
 func (c *Cluster) newAPI() *centralapi.Client {
 	if c.opts.TLS {
-		tc, err := tlsconfig.Client(c.certs.CA, "", "")
+		tc, err := tlsconfig.Client(c.certs.CA, c.certs.ClientCert, c.certs.ClientKey)
 		if err == nil {
 			return centralapi.NewClientTLS(c.REST, tc)
 		}

@@ -87,7 +87,7 @@ func run() int {
 	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", cfg.MaxConnsPerSource, "connections one IP address may hold on each port, at least 0 (0: no limit)")
 	tlsCert := fs.String("tls-cert", "", "certificate `file`: serve the REST API and control port over TLS 1.3 only")
 	tlsKey := fs.String("tls-key", "", "private key `file` of -tls-cert")
-	clientCA := fs.String("tls-client-ca", "", "CA `file`: chat servers presenting a certificate from it need no cluster secret")
+	clientCA := fs.String("tls-client-ca", "", "CA `file`: chat servers presenting a certificate from it need no cluster secret; without -secret, only they may register")
 	chatCA := fs.String("chat-ca", "", "CA `file` to verify chat servers with, for Central's echo check when they serve TLS")
 	ticketKey := fs.String("ticket-key", "", "Ed25519 private key `file` (make certs): sign a room ticket for every member")
 	fs.DurationVar(&cfg.TicketTTL, "ticket-ttl", cfg.TicketTTL, "how long a room ticket stays valid, 1s to 720h, and more than -assign-give-up with -ticket-key")
@@ -151,7 +151,7 @@ func run() int {
 	switch {
 	case cfg.ClusterSecret != "":
 	case *clientCA != "":
-		cfg.Logger.Warn("no -secret: a chat server without a certificate from -tls-client-ca can register too; set -secret (or NEARCHAT_SECRET) to require one or the other")
+		cfg.Logger.Info("no -secret: only chat servers with a certificate from -tls-client-ca may register")
 	default:
 		cfg.Logger.Warn("no -secret and no -tls-client-ca: any chat server that reaches the REST port can register and host rooms; set -secret (or NEARCHAT_SECRET), or with TLS -tls-client-ca and -secret")
 	}

@@ -12,7 +12,8 @@ import (
 )
 
 // TestWarnsWhenServersAreNotAuthenticated: a Central that lets any chat
-// server register says so at start; one with a secret does not.
+// server register says so at start; one with a secret or a client CA
+// does not.
 func TestWarnsWhenServersAreNotAuthenticated(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "central")
 	if out, err := exec.Command("go", "build", "-o", bin, "nearchat/cmd/central").CombinedOutput(); err != nil {
@@ -30,7 +31,7 @@ func TestWarnsWhenServersAreNotAuthenticated(t *testing.T) {
 		want string // "" for no warning
 	}{
 		{"TLS, no secret, no client CA", tlsFlags, "any chat server that reaches the REST port can register"},
-		{"TLS, client CA, no secret", append(append([]string{}, tlsFlags...), "-tls-client-ca", files.CA), "a chat server without a certificate from -tls-client-ca can register too"},
+		{"TLS, client CA, no secret", append(append([]string{}, tlsFlags...), "-tls-client-ca", files.CA), ""}, // only certificate holders register
 		{"plaintext, no secret", nil, "any chat server that reaches the REST port can register"},
 		{"secret", []string{"-secret", "s3cret"}, ""},
 	} {
@@ -60,7 +61,7 @@ func TestWarnsWhenServersAreNotAuthenticated(t *testing.T) {
 			warned := strings.Contains(all, "level=WARN")
 			switch {
 			case tc.want == "" && warned:
-				t.Errorf("warned with a secret set:\n%s", all)
+				t.Errorf("warned with servers authenticated:\n%s", all)
 			case tc.want != "" && !strings.Contains(all, tc.want):
 				t.Errorf("no warning %q:\n%s", tc.want, all)
 			}
