@@ -354,6 +354,15 @@ func (c *Central) fatalLocked(cn *conn, code proto.Code, reason string) {
 	if cn.dead.Load() {
 		return
 	}
+	if code == proto.CodeSlowConsumer {
+		// The peer may not read the Error either: the log is where the
+		// cut-off shows.
+		user := ""
+		if cn.user != nil {
+			user = cn.user.name
+		}
+		c.log.Info("control connection cut off", "user", user, "code", code, "reason", reason)
+	}
 	frame, err := wire.AppendFrame(nil, &proto.Error{Code: code, Reason: reason, Fatal: true})
 	cn.dead.Store(true)
 	if err != nil {

@@ -6,9 +6,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,7 +103,10 @@ func TestRegistrationThatNeverConnectsExpires(t *testing.T) {
 // A control client that sends pings and never reads the pongs is cut off
 // once its replies pass the outbound cap, and Central goes on serving.
 func TestControlNonReaderIsCutOff(t *testing.T) {
-	h := startCentral(t, testConfig(t))
+	cfg := testConfig(t)
+	logs := &lockedLog{}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(testkit.Writer(t), logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	h := startCentral(t, cfg)
 	s := h.register(t, "spammer")
 	nc, err := net.Dial("tcp", h.c.ControlAddr())
 	if err != nil {
@@ -136,7 +142,29 @@ func TestControlNonReaderIsCutOff(t *testing.T) {
 	if _, err := h.api.Health(ctx(t)); err != nil {
 		t.Fatalf("Central after the flood: %v", err)
 	}
+	// The client may never read its Error: Central's log says it.
+	testkit.WaitFor(t, 10*time.Second, "the cut-off logged", func() bool {
+		return strings.Contains(logs.String(), `msg="control connection cut off" user=spammer code=slow_consumer`)
+	})
 	_ = context.Background
+}
+
+// lockedLog collects log output written from any goroutine.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // A control connection that said Hello and then went silent is closed
