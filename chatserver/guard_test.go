@@ -94,6 +94,44 @@ func TestNonReaderIsBounded(t *testing.T) {
 	hello(t, s) // still serving
 }
 
+// Over TLS too, what a cut-off member sends is dropped and the connection
+// closed past maxDropped. (Before: a TLS member was read and thrown away
+// at full speed until its close, 240-297 MB in 2 s.)
+func TestTLSNonReaderIsBounded(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServerWith(t, ca, func(c *Config) { c.MaxOutbound = 64 << 10 })
+	p, err := dialTLS(t, s.Addr(), ca, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Hello(&proto.Hello{Agent: "test"})
+	var batch []byte
+	for i := range 1024 {
+		batch, _ = wire.AppendFrame(batch, &proto.Ping{ID: uint64(i), At: 1})
+	}
+	sent, start, cut := 0, time.Now(), false
+	for sent < 1<<30 && time.Since(start) < 30*time.Second {
+		p.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		n, err := p.conn.Write(batch)
+		sent += n
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			cut = true
+			break
+		}
+	}
+	t.Logf("closed after %d KiB of pings in %v", sent>>10, time.Since(start))
+	if !cut {
+		t.Fatalf("a TLS member that never reads was not closed after %d MiB", sent>>20)
+	}
+	if sent > 32<<20 {
+		t.Errorf("a TLS member that never reads sent %d MiB before its close, want a few (64 KiB out, %d KiB dropped)", sent>>20, maxDropped>>10)
+	}
+}
+
 func TestConnectionLimitPerSource(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.MaxConnsPerSource = 3 })
 	for range 3 {

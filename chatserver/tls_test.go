@@ -34,6 +34,12 @@ func devCA(t testing.TB) tlsconfig.Files {
 
 func startTLSServer(t testing.TB, ca tlsconfig.Files) *Server {
 	t.Helper()
+	return startTLSServerWith(t, ca, nil)
+}
+
+// startTLSServerWith is startTLSServer with mod applied to the config.
+func startTLSServerWith(t testing.TB, ca tlsconfig.Files, mod func(*Config)) *Server {
+	t.Helper()
 	cfg, err := tlsconfig.Server(ca.ServerCert, ca.ServerKey, "")
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +48,9 @@ func startTLSServer(t testing.TB, ca tlsconfig.Files) *Server {
 		c.Listen = "" // TLS only
 		c.TLS = cfg
 		c.TLSListen = "127.0.0.1:0"
+		if mod != nil {
+			mod(c)
+		}
 	})
 }
 
