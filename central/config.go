@@ -78,7 +78,9 @@ type Config struct {
 
 	// RequestRate and RequestBurst bound each user's chat requests (a token
 	// bucket), so nobody can flood another user with requests;
-	// RegisterRate and RegisterBurst bound registrations Central-wide.
+	// RegisterRate and RegisterBurst bound registrations from each source
+	// (an IPv4 address, an IPv6 /64), so one flooder spends its own
+	// allowance and not everyone's.
 	RequestRate   float64
 	RequestBurst  int
 	RegisterRate  float64

@@ -37,8 +37,9 @@ type sourceBuckets struct {
 	m map[netip.Addr]*bucket
 }
 
-// allow takes a token from src's bucket at now.
+// allow takes a token from the bucket of src's sourceKey at now.
 func (s *sourceBuckets) allow(src netip.Addr, now time.Time, rate float64, burst int) bool {
+	src = sourceKey(src)
 	if s.m == nil {
 		s.m = map[netip.Addr]*bucket{}
 	}
@@ -54,6 +55,19 @@ func (s *sourceBuckets) allow(src netip.Addr, now time.Time, rate float64, burst
 		s.m[src] = b
 	}
 	return b.allow(now, rate, burst)
+}
+
+// sourceKey is the bucket a source address spends from: for IPv6 its /64,
+// which a single host is commonly given whole (an address per bucket let
+// one host register without limit by walking its prefix: abuse probe,
+// 2026-12-02); an IPv4 address, or one mapped into IPv6, alone.
+func sourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
 }
 
 // prune forgets the buckets that would be full again at now.
