@@ -16,6 +16,7 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/connlimit"
 	"nearchat/pkg/gnetlog"
+	"nearchat/pkg/mono"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
@@ -56,20 +57,11 @@ type conn struct {
 	queued   atomic.Int64 // bytes handed to AsyncWrite, not yet on the loop
 	outbound atomic.Int64 // the outbound buffer as last seen on the loop
 	paused   atomic.Bool  // input left unread until the output drains
-	pausedAt atomic.Int64 // when paused was set, mono() nanoseconds
-	lastRead atomic.Int64 // when input last arrived, mono() nanoseconds
-	partial  atomic.Int64 // when the frame still incomplete began to arrive (0: none), mono() nanoseconds
+	pausedAt atomic.Int64 // when paused was set, mono.Now()
+	lastRead atomic.Int64 // when input last arrived, mono.Now()
+	partial  atomic.Int64 // when the frame still incomplete began to arrive (0: none), mono.Now()
 	user     *user        // guarded by Central.mu; nil before Hello
 }
-
-// mono is the monotonic clock, in nanoseconds since Central's package was
-// loaded, for the connections' timers (lastRead, partial, pausedAt). They
-// were wall clock readings, which move when the system clock is stepped:
-// in one make test, TestControlFrameTrickleCutOff saw a trickling frame
-// cut off 25 ms before frameTimeout by its own monotonic clock.
-func mono() int64 { return int64(time.Since(monoBase)) + 1 } // never 0: partial uses 0 for none
-
-var monoBase = time.Now()
 
 // frameTimeout bounds how long a frame may take to arrive once begun, as
 // on the chat servers: a trickle of bytes is not a live client.
@@ -201,7 +193,7 @@ func (h *control) OnBoot(eng gnet.Engine) gnet.Action {
 // OnOpen runs on the connection's event loop.
 func (h *control) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	cn := &conn{gc: gc}
-	cn.lastRead.Store(mono())
+	cn.lastRead.Store(mono.Now())
 	gc.SetContext(cn)
 	c := h.c
 	if !c.ctrlPort.Acquire(gc.RemoteAddr(), 1) {
@@ -250,7 +242,7 @@ func (c *Central) closed(cn *conn) {
 // connection's event loop.
 func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 	cn := gc.Context().(*conn)
-	cn.lastRead.Store(mono())
+	cn.lastRead.Store(mono.Now())
 	for {
 		n := gc.InboundBuffered()
 		if cn.dead.Load() {
@@ -265,7 +257,7 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 			if gc.InboundBuffered() == 0 {
 				cn.partial.Store(0)
 			} else if cn.partial.Load() == 0 {
-				cn.partial.Store(mono())
+				cn.partial.Store(mono.Now())
 			}
 			return gnet.None
 		}
@@ -301,7 +293,7 @@ func (c *Central) backPressure(cn *conn, inbound int) bool {
 		return false
 	}
 	if !cn.paused.Swap(true) {
-		cn.pausedAt.Store(mono())
+		cn.pausedAt.Store(mono.Now())
 	}
 	if inbound > ctrlMaxInbound {
 		c.fatal(cn, proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes of replies unread", pause))
@@ -317,7 +309,7 @@ func (c *Central) wakePausedLocked() {
 		if !cn.paused.Load() || cn.dead.Load() {
 			continue
 		}
-		if mono()-cn.pausedAt.Load() > ctrlMaxPause.Nanoseconds() {
+		if mono.Now()-cn.pausedAt.Load() > ctrlMaxPause.Nanoseconds() {
 			c.fatalLocked(cn, proto.CodeSlowConsumer, fmt.Sprintf("replies unread for %v", ctrlMaxPause))
 			continue
 		}
@@ -400,7 +392,7 @@ func (c *Central) offlineLocked(u *user) {
 func (c *Central) tickHelloLocked(now time.Time) {
 	c.wakePausedLocked()
 	idle := c.cfg.ControlIdle.Nanoseconds()
-	real := mono()
+	real := mono.Now()
 	for cn := range c.conns {
 		switch {
 		case cn.dead.Load():

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"nearchat/pkg/mono"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
 )
@@ -293,7 +294,7 @@ func (s *Server) flowLoop() {
 		case <-s.stopReap:
 			return
 		case now := <-t.C:
-			s.now.Store(now.UnixNano())
+			s.now.Store(mono.Now())
 			reap := now.Sub(lastReap) >= doomGrace/8
 			if reap {
 				lastReap = now

@@ -7,6 +7,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"nearchat/pkg/mono"
 	"nearchat/pkg/proto"
 )
 
@@ -84,7 +85,7 @@ func (w *sweeper) Run(context.Context) error {
 			m.kill(proto.CodeTimeout, fmt.Sprintf("no hello within %v", s.cfg.HelloTimeout))
 		case !m.partialAt.IsZero() && now.Sub(m.partialAt) > s.cfg.FrameTimeout:
 			m.kill(proto.CodeTimeout, fmt.Sprintf("a frame took more than %v to arrive", s.cfg.FrameTimeout))
-		case m.hello && s.cfg.IdleTimeout > 0 && now.UnixNano()-m.lastRead.Load() > int64(s.cfg.IdleTimeout):
+		case m.hello && s.cfg.IdleTimeout > 0 && mono.Now()-m.lastRead.Load() > int64(s.cfg.IdleTimeout):
 			m.kill(proto.CodeTimeout, fmt.Sprintf("nothing received for %v (clients ping)", s.cfg.IdleTimeout))
 		case m.paused && m.c.OutboundBuffered() <= s.cfg.MaxOutbound/2:
 			// Drained since its input was paused: read it again, even if

@@ -17,6 +17,7 @@ import (
 
 	"nearchat/pkg/connlimit"
 	"nearchat/pkg/gnetlog"
+	"nearchat/pkg/mono"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
 )
@@ -54,7 +55,7 @@ type Server struct {
 	closeErr  error
 
 	conns          atomic.Int64
-	now            atomic.Int64 // Unix ns, kept current by flowLoop for cheap timestamps
+	now            atomic.Int64 // mono.Now(), kept current by flowLoop for cheap timestamps
 	outBytes       atomic.Int64 // members' unsent and held bytes, as last seen (member.outb)
 	histFrames     atomic.Int64 // held by the rooms' history rings, when Config.Metrics is on
 	histBytes      atomic.Int64 // held by the rooms' history rings, always counted (HistoryBudget)
@@ -191,7 +192,7 @@ func New(cfg Config) (*Server, error) {
 	case <-s.exited:
 		return fail(fmt.Errorf("chatserver: event loops did not start: %w", s.runErr))
 	}
-	s.now.Store(time.Now().UnixNano()) // before the first connection stamps lastRead
+	s.now.Store(mono.Now()) // before the first connection stamps lastRead
 	if tlsLn != nil {
 		s.front = newTLSFront(s, tlsLn)
 	}
