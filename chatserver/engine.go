@@ -148,14 +148,19 @@ func (s *Server) serve(m *member, c inbound) gnet.Action {
 			return s.reject(m, proto.CodeOf(err), proto.ReasonOf(err))
 		}
 	}
-	// A cut-off member's input is never read: drop it rather than let it
-	// pile up while the error frame drains; one that goes on sending that
-	// much is not reading its error frame either.
 	n, _ := c.Discard(c.InboundBuffered())
+	m.drop(n)
+	return gnet.None
+}
+
+// drop counts n bytes a cut-off member sent, discarded unread: its input
+// is dropped rather than left to pile up while the error frame drains,
+// and one that goes on sending past maxDropped is not reading its error
+// frame either, so it is closed. Event loop only.
+func (m *member) drop(n int) {
 	if m.dropped += n; m.dropped > maxDropped && !m.gone {
 		_ = m.c.Close()
 	}
-	return gnet.None
 }
 
 // reject answers a protocol violation with a fatal error frame and closes

@@ -246,15 +246,13 @@ func (w *watcher) Run(context.Context) error {
 		case m.dead || m.backlog(m.c.OutboundBuffered()) <= s.cfg.HighWater/2:
 			m.noteBacklog()
 			m.catchUp()
-			if !m.dead && m.paused && m.c.OutboundBuffered() <= s.cfg.MaxOutbound/2 {
-				// Drained: its input is read again, and a later pause
-				// starts its own clock. Left to the guard's sweep, a
-				// drain shorter than guardTick went unseen, and a member
-				// that filled up again short of HighWater was cut off
-				// as paused since before it caught up
-				// (TestBehindMemberOutlastsPause, on a loaded machine).
-				m.paused = false
-				_ = m.c.Wake(nil)
+			if !m.dead {
+				// Left to the guard's sweep, a drain shorter than
+				// guardTick went unseen, and a member that filled up
+				// again short of HighWater was cut off as paused since
+				// before it caught up (TestBehindMemberOutlastsPause, on
+				// a loaded machine).
+				s.resumeIfDrained(m)
 			}
 		case now.Sub(m.behindSince) > s.cfg.SlowTimeout:
 			l.st.cutOff()

@@ -87,11 +87,8 @@ func (w *sweeper) Run(context.Context) error {
 			m.kill(proto.CodeTimeout, fmt.Sprintf("a frame took more than %v to arrive", s.cfg.FrameTimeout))
 		case m.hello && s.cfg.IdleTimeout > 0 && mono.Now()-m.lastRead.Load() > int64(s.cfg.IdleTimeout):
 			m.kill(proto.CodeTimeout, fmt.Sprintf("nothing received for %v (clients ping)", s.cfg.IdleTimeout))
-		case m.paused && m.c.OutboundBuffered() <= s.cfg.MaxOutbound/2:
-			// Drained since its input was paused: read it again, even if
-			// it sends nothing new (serve looks only when input waits).
-			m.paused = false
-			_ = m.c.Wake(nil)
+		case s.resumeIfDrained(m):
+			// Drained since its input was paused: read again.
 		case m.paused && m.behind == nil && now.Sub(m.pausedAt) > maxPause:
 			// A member behind holds its room's senders, which bounds its
 			// backlog; SlowTimeout (flow.go) bounds how long it may.
@@ -144,6 +141,19 @@ func (s *Server) backPressure(m *member, inbound int) bool {
 	if inbound > maxPausedInbound {
 		m.kill(proto.CodeSlowConsumer, fmt.Sprintf("more than %d bytes unread; stopped reading you", s.cfg.MaxOutbound/2))
 	}
+	return true
+}
+
+// resumeIfDrained reads a paused member's input again once its output has
+// drained, even if it sends nothing new (serve looks only when input
+// waits), so a later pause starts its own clock. It reports whether it
+// did. Loop only.
+func (s *Server) resumeIfDrained(m *member) bool {
+	if !m.paused || m.c.OutboundBuffered() > s.cfg.MaxOutbound/2 {
+		return false
+	}
+	m.paused = false
+	_ = m.c.Wake(nil)
 	return true
 }
 
