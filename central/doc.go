@@ -125,7 +125,8 @@
 // Central's in-memory store dies with it, but nothing else needs to: chat
 // servers keep serving; their heartbeats get unknown_server, they register
 // again and report their rooms, which Central adopts with their epochs and
-// members; clients register again with their old tokens (accepted when the
+// members (where it signs tickets, only those whose report carries its
+// signature on the placement); clients register again with their old tokens (accepted when the
 // name is free; a placeholder's name only with that member's token, which
 // Central checks by its HMAC) and reconnect, stating what they hold. The
 // room goes on with its id and epoch. A room whose server died meanwhile is

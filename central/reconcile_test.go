@@ -105,6 +105,114 @@ func TestRestartMidMoveHealsStaleMember(t *testing.T) {
 	}
 }
 
+// Where Central signs tickets, a heartbeat adopts a room, or a placement
+// newer than Central's, only with a ticket Central signed for that room on
+// that server at that epoch. Before, any registered server took a live room
+// by claiming a higher epoch, and made Central adopt rooms and member names
+// it invented (abuse probe, 2026-12-02). The honest case still heals:
+// Central restarts mid-move and the newer placement's server proves it.
+func TestHeartbeatClaimsNeedTicket(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	_, forger, _ := ed25519.GenerateKey(nil)
+	cfg := testConfig(t)
+	cfg.TicketKey = priv
+	w := twoServerChat(t, cfg)
+	h1, s1, s2, a, b, as, bs, room := w.h, w.s1, w.s2, w.a, w.b, w.as, w.bs, w.room
+	sign := func(k ed25519.PrivateKey, id, srv string, epoch uint64) []byte {
+		tk, err := ticket.Sign(k, ticket.Claims{Room: id, User: "mallory", Epoch: epoch, Server: srv, Expires: time.Now().Add(time.Hour).Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	placed := func(h *harness, srv string, epoch uint64) {
+		t.Helper()
+		if r, ok := h.roomOf(t, room.Room); !ok || r.Server != srv || r.Epoch != epoch {
+			t.Fatalf("room %+v (known %v), want it on %s at epoch %d", r, ok, srv, epoch)
+		}
+	}
+	placed(h1, "serv1", room.Epoch)
+
+	// serv2 claims the live room at a far higher epoch: with no ticket,
+	// serv1's ticket, a ticket of its own at another epoch, or one signed
+	// by another key. None moves it, and nobody is told to follow.
+	high := room.Epoch + 1000
+	for _, tk := range [][]byte{nil, room.Ticket, sign(priv, room.Room, "serv2", high-1), sign(forger, room.Room, "serv2", high)} {
+		s2.rooms = []centralapi.RoomReport{{ID: room.Room, Epoch: high, Members: []string{"alice", "bob"}, Ticket: tk}}
+		s2.beat(t, h1.api)
+		placed(h1, "serv1", room.Epoch)
+	}
+	// Nor does it make Central adopt a room it never placed, or hold
+	// names for the members it lists.
+	const invented = "r-00000000dead"
+	s2.rooms = []centralapi.RoomReport{{ID: invented, Epoch: 7, Members: []string{"mallory", "trudy"}, Ticket: sign(forger, invented, "serv2", 7)}}
+	s2.beat(t, h1.api)
+	if r, ok := h1.roomOf(t, invented); ok {
+		t.Fatalf("invented room adopted: %+v", r)
+	}
+	if _, err := h1.api.RegisterClient(ctx(t), "trudy", ""); err != nil {
+		t.Fatalf("trudy cannot register after serv2 named her: %v", err)
+	}
+	a.sync(nil)
+	b.sync(nil)
+
+	// The honest case: serv1 drains, the room moves to serv2, bob is away
+	// and Central restarts with an empty store. serv1 still lists bob at
+	// the old epoch, serv2 alice at the new one, each with the ticket of
+	// a member that joined it there: the newer placement wins.
+	h1.offline(t, b)
+	if err := h1.api.Drain(ctx(t), "serv1", ""); err != nil {
+		t.Fatal(err)
+	}
+	mv := expect[*proto.Assign](a, nil)
+	a.send(&proto.AssignAck{Room: mv.Room, Epoch: mv.Epoch})
+	h1.c.Close()
+	cfg2 := testConfig(t)
+	cfg2.TicketKey = priv
+	h2 := startCentral(t, cfg2)
+	s1.rooms = []centralapi.RoomReport{{ID: room.Room, Epoch: room.Epoch, Members: []string{"bob"}, Ticket: room.Ticket}}
+	s2.rooms = []centralapi.RoomReport{{ID: room.Room, Epoch: mv.Epoch, Members: []string{"alice"}, Ticket: mv.Ticket}}
+	s1.beat(t, h2.api)
+	placed(h2, "serv1", room.Epoch)
+	s2.beat(t, h2.api)
+	placed(h2, "serv2", mv.Epoch)
+	for _, s := range []centralapi.Session{as, bs} {
+		if _, err := h2.api.RegisterClient(ctx(t), s.Name, s.Token); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b2 := h2.connectAs(t, bs)
+	if got := expect[*proto.Assign](b2, nil); got.Room != room.Room || got.Epoch != mv.Epoch || got.Server.ID != "serv2" {
+		t.Fatalf("bob after the restart got %+v, want the room on serv2 at epoch %d", got, mv.Epoch)
+	}
+}
+
+// Where Central signs no tickets it trusts its chat servers' reports, but
+// not past the rooms a server said it can host: a heartbeat of invented
+// rooms no longer grows Central without bound (abuse probe, 2026-12-02).
+func TestHeartbeatAdoptsUpToMaxRooms(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	e := wiretest.EchoServer(t, 0, nil)
+	reg, err := h.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.Addr(), MaxRooms: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reps []centralapi.RoomReport
+	for i := range 10 {
+		reps = append(reps, centralapi.RoomReport{ID: fmt.Sprintf("r-%012x", i+1), Epoch: 1, Members: []string{fmt.Sprintf("u%d", i)}})
+	}
+	if _, err := h.api.Heartbeat(ctx(t), "serv1", reg.Token, centralapi.HeartbeatRequest{Total: len(reps), Rooms: reps}); err != nil {
+		t.Fatal(err)
+	}
+	rooms, err := h.api.Rooms(ctx(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rooms) != 3 {
+		t.Fatalf("%d rooms adopted from a server of at most 3", len(rooms))
+	}
+}
+
 // Holding reports alone rebuild a room and heal a member that follows an
 // older placement; a member that lists nothing is given its rooms; a
 // non-member of a room Central made is told the room is closed to it.

@@ -528,6 +528,7 @@ func (c *Central) adoptPlacementLocked(r *room, s *serverRec, id string, epoch u
 		r.srv.assigned--
 	}
 	if epoch > r.epoch {
+		c.log.Info("room's newer placement adopted from a report", "room", r.id, "server", id, "epoch", epoch, "was_epoch", r.epoch, "was_server", r.srvID())
 		c.revokeLocked(centralapi.Revocation{Room: r.id, Epoch: epoch}, now)
 	}
 	r.srv, r.epoch, r.lostSrv = s, epoch, ""

@@ -1,6 +1,7 @@
 package central
 
 import (
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -15,6 +16,7 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
+	"nearchat/pkg/ticket"
 )
 
 // user is a registered client, or a placeholder for a room member that
@@ -83,6 +85,8 @@ type serverRec struct {
 	// echoRTT is how long Central's last successful echo check took.
 	echoRTT time.Duration
 	checks  int // echo checks finished, for tests and logs
+	// refusedLog is when adoptLocked last logged reports it refused.
+	refusedLog time.Time
 	// reporters said the server was unreachable (once per member and
 	// room; true while every report of that member was only a silence,
 	// see proto.Unreachable); if it answers Central's check, each gets its
@@ -151,6 +155,14 @@ func (r *room) confirm(u *user, epoch uint64) {
 		r.held = make(map[*user]uint64, len(r.members))
 	}
 	r.held[u] = epoch
+}
+
+// srvID names the server r is placed on, known to Central or not.
+func (r *room) srvID() string {
+	if r.srv != nil {
+		return r.srv.rec.ID
+	}
+	return r.lostSrv
 }
 
 func (r *room) record() store.Room {
@@ -496,9 +508,32 @@ func (c *Central) removeMemberLocked(r *room, u *user) {
 // Central does not know (it restarted) are adopted with their epoch and
 // members; a higher epoch than Central's means the reporter holds the
 // room's newest placement; adopted rooms learn members as they reconnect.
+// Where Central signs tickets, a report does either only with a ticket
+// for that placement (placedOn): a registered server cannot take a room
+// by claiming a higher epoch, or make Central hold rooms it never placed
+// (abuse probe, 2026-12-02: one server's heartbeats took live rooms, and
+// made Central adopt 20,000 invented rooms of 320,000 names).
 func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now time.Time) {
-	for _, rep := range reports {
+	budget, refused := maxProofsPerBeat, 0
+	defer func() {
+		if refused > 0 && now.Sub(s.refusedLog) >= time.Minute {
+			s.refusedLog = now
+			c.log.Warn("a chat server reported rooms whose placement on it Central cannot verify; they are not adopted",
+				"server", s.rec.ID, "rooms", refused, "hint", "a server without -ticket-key, an old version, or one claiming rooms it was not given")
+		}
+	}()
+	for i := range reports {
+		rep := &reports[i]
 		if proto.CheckRoom(rep.ID) != nil || !epochPlausible(rep.Epoch, now) {
+			continue
+		}
+		r := c.roomByID[rep.ID]
+		if (r == nil || rep.Epoch > r.epoch || (r.srv == nil && rep.Epoch == r.epoch)) && !c.placedOn(s, rep, &budget) {
+			refused++
+			continue
+		}
+		if r == nil && c.cfg.TicketKey == nil && s.rec.MaxRooms > 0 && s.assigned >= s.rec.MaxRooms {
+			refused++ // trusted, but not past what it says it can host
 			continue
 		}
 		var members []string
@@ -507,7 +542,6 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 				members = append(members, m)
 			}
 		}
-		r := c.roomByID[rep.ID]
 		if r == nil {
 			if len(members) == 0 {
 				continue
@@ -549,6 +583,27 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 			c.storeErr("put room", c.st.PutRoom(r.record()))
 		}
 	}
+}
+
+// maxProofsPerBeat bounds the placement tickets one heartbeat makes
+// Central verify (an Ed25519 check each, under its lock); reports past it
+// are looked at again on a later beat.
+const maxProofsPerBeat = 256
+
+// placedOn reports whether rep proves that Central placed the room on s at
+// rep.Epoch: its ticket carries Central's signature on that room, server
+// and epoch. Expired tickets count: the room may have lived for days.
+// Where Central signs no tickets, chat servers are trusted.
+func (c *Central) placedOn(s *serverRec, rep *centralapi.RoomReport, budget *int) bool {
+	if c.cfg.TicketKey == nil {
+		return true
+	}
+	if len(rep.Ticket) == 0 || *budget <= 0 {
+		return false
+	}
+	*budget--
+	cl, err := ticket.Open(c.cfg.TicketKey.Public().(ed25519.PublicKey), rep.Ticket)
+	return err == nil && cl.Room == rep.ID && cl.Server == s.rec.ID && cl.Epoch == rep.Epoch
 }
 
 // expireLocked forgets rooms none of whose members has been connected, and

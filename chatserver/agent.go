@@ -62,7 +62,7 @@ func (p *pager) page(rooms []RoomInfo, max int) []centralapi.RoomReport {
 	slices.SortFunc(rooms, func(a, b RoomInfo) int { return strings.Compare(a.ID, b.ID) })
 	out := make([]centralapi.RoomReport, 0, min(max, len(rooms)))
 	take := func(r RoomInfo, sig uint64) {
-		out = append(out, centralapi.RoomReport{ID: r.ID, Epoch: r.Epoch, Members: r.Members})
+		out = append(out, centralapi.RoomReport{ID: r.ID, Epoch: r.Epoch, Members: r.Members, Ticket: r.Proof})
 		p.sent[r.ID] = sig
 	}
 	present := make(map[string]struct{}, len(rooms))

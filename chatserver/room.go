@@ -1,6 +1,7 @@
 package chatserver
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"sync"
@@ -22,6 +23,7 @@ type room struct {
 	mu      sync.Mutex // taken after Server.mu when both are held
 	closed  bool       // removed from the server's map; a joiner must look again
 	epoch   uint64
+	proof   []byte // a ticket for epoch, from a joiner: what the heartbeat shows Central
 	seq     uint64 // last room sequence number given to a message
 	ev      uint64 // last fan-out item number (messages and presence)
 	members map[string]*member
@@ -83,8 +85,13 @@ func (s *Server) join(m *member, j *proto.Join) error {
 		r.ev++
 		old.loop.push(item{target: old, f: s.sharedError(proto.CodeConflict, "replaced by a newer connection"), ev: r.ev, bye: true}, m.loop)
 	}
-	if j.Epoch > r.epoch {
-		r.epoch = j.Epoch
+	if j.Epoch > r.epoch || (j.Epoch == r.epoch && r.proof == nil) {
+		// The first ticket at a new epoch is the room's proof, for Central,
+		// that it placed the room here (never modified: joiners replace it).
+		r.epoch, r.proof = j.Epoch, nil
+		if len(j.Ticket) > 0 {
+			r.proof = bytes.Clone(j.Ticket)
+		}
 	}
 	m.room, m.user, m.lastSent, m.inc = r, j.User, j.LastSent, j.Inc
 	sh := r.shardFor(m.loop)

@@ -328,6 +328,7 @@ type RoomInfo struct {
 	Epoch   uint64
 	Seq     uint64
 	Members []string
+	Proof   []byte // the ticket of a member that joined at Epoch, if any (RoomReport.Ticket)
 }
 
 // Rooms lists the rooms this server hosts. Safe for concurrent use.
@@ -341,7 +342,7 @@ func (s *Server) Rooms() []RoomInfo {
 	out := make([]RoomInfo, 0, len(rs))
 	for _, r := range rs {
 		r.mu.Lock()
-		info := RoomInfo{ID: r.id, Epoch: r.epoch, Seq: r.seq, Members: make([]string, 0, len(r.members))}
+		info := RoomInfo{ID: r.id, Epoch: r.epoch, Seq: r.seq, Proof: r.proof, Members: make([]string, 0, len(r.members))}
 		for u := range r.members {
 			info.Members = append(info.Members, u)
 		}

@@ -1,6 +1,7 @@
 package chatserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -784,7 +785,8 @@ func TestTicketsAreChecked(t *testing.T) {
 	// The room reaches epoch 2 with a valid ticket; everything below is
 	// measured against it.
 	alice := hello(t, s)
-	alice.send(&proto.Join{Room: "r", User: "alice", Epoch: 2, Ticket: sign(priv, "r", "alice", 2, exp)})
+	aliceTicket := sign(priv, "r", "alice", 2, exp)
+	alice.send(&proto.Join{Room: "r", User: "alice", Epoch: 2, Ticket: aliceTicket})
 	alice.expect(proto.TJoined)
 
 	server = "serv2"
@@ -820,6 +822,29 @@ func TestTicketsAreChecked(t *testing.T) {
 	bob.send(&proto.Chat{Num: 1, Text: "let in"})
 	if d := alice.expect(proto.TDeliver).(*proto.Deliver); d.From != "bob" {
 		t.Fatalf("alice got %+v", d)
+	}
+
+	// The heartbeat shows Central a ticket for the room's epoch here (the
+	// first joiner's), so a restarted Central can tell the placement is
+	// its own; a join at a newer epoch brings the newer proof.
+	proof := func() []byte {
+		for _, r := range s.Rooms() {
+			if r.ID == "r" {
+				return r.Proof
+			}
+		}
+		t.Fatal("room r not listed")
+		return nil
+	}
+	if !bytes.Equal(proof(), aliceTicket) {
+		t.Fatal("room r's proof at epoch 2 is not the first joiner's ticket")
+	}
+	carolTicket := sign(priv, "r", "carol", 3, exp)
+	carol := hello(t, s)
+	carol.send(&proto.Join{Room: "r", User: "carol", Epoch: 3, Ticket: carolTicket})
+	carol.expect(proto.TJoined)
+	if !bytes.Equal(proof(), carolTicket) {
+		t.Fatal("room r's proof after a join at epoch 3 is not that joiner's ticket")
 	}
 }
 

@@ -158,6 +158,11 @@ type RoomReport struct {
 	ID      string   `json:"id"`
 	Epoch   uint64   `json:"epoch"`
 	Members []string `json:"members"` // users connected to the room now
+	// Ticket is the ticket (base64 in JSON) of a member that joined at
+	// Epoch: Central's signature on the room's placement on this server
+	// at that epoch. Where Central signs tickets, it adopts a room it does
+	// not know, or a newer placement than its own, only with this proof.
+	Ticket []byte `json:"ticket,omitempty"`
 }
 
 // HeartbeatRequest is the body of POST /v1/servers/{id}/heartbeat.
