@@ -69,7 +69,10 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 		id = proto.RequestID(u.name, m.Key)
 		// A repeat costs no token: it starts nothing, and the answers
 		// go to the repeater alone.
-		if c.repeatLocked(u, id) {
+		if prev, ok := c.repeatLocked(u, id, m.To); ok {
+			if prev != nil {
+				invalid("key %q already names your request to %s; a repeat must invite the same users, a new request needs a new key", m.Key, strings.Join(prev, ", "))
+			}
 			return
 		}
 	}
@@ -200,21 +203,47 @@ func (c *Central) failOfflineLocked(u *user) {
 }
 
 // repeatLocked answers a keyed request u has made before, if Central knows
-// it: a running request's status stream again from ACK_CONN (the
-// AWAITING_REQs and the final status follow as usual), or the outcome of
-// one that ended.
-func (c *Central) repeatLocked(u *user, id string) bool {
+// it (pending, or its outcome kept), and reports whether it did. A
+// request under the same key to other invitees is no repeat: ok with the
+// earlier request's invitees, for the caller to refuse it.
+func (c *Central) repeatLocked(u *user, id string, to []string) (prev []string, ok bool) {
 	if q := c.reqs[id]; q != nil && q.from == u {
+		if inv := q.invitees(); !sameNames(to, inv) {
+			return inv, true
+		}
 		c.statusLocked(u, id, proto.AckConn, "", "")
 		c.statusLocked(u, id, proto.ReqSent, "", "")
-		return true
+		return nil, true
 	}
 	if d, ok := c.done[id]; ok && d.From == u.name {
+		if d.To != nil && !sameNames(to, d.To) {
+			return d.To, true
+		}
 		c.statusLocked(u, id, proto.AckConn, "", "")
 		c.statusLocked(u, id, proto.StatusCode(d.Code), d.Detail, d.Room)
-		return true
+		return nil, true
 	}
-	return false
+	return nil, false
+}
+
+// invitees are q's members but its requester, sorted.
+func (q *request) invitees() []string {
+	out := make([]string, 0, len(q.members)-1)
+	for _, v := range q.members[1:] {
+		out = append(out, v.name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// sameNames reports whether to names the users of sorted, in any order.
+func sameNames(to, sorted []string) bool {
+	if len(to) != len(sorted) {
+		return false
+	}
+	a := slices.Clone(to)
+	slices.Sort(a)
+	return slices.Equal(a, sorted)
 }
 
 // Outcomes of keyed requests are kept for requestMemory, at most maxDone of
@@ -234,7 +263,7 @@ func (c *Central) rememberLocked(q *request, code proto.StatusCode, detail, room
 	if !q.keyed || (code != proto.ReqAccepted && code != proto.ReqDeclined && code != proto.ReqTimeout) {
 		return
 	}
-	rec := store.Request{ID: q.id, From: q.from.name, Code: uint8(code), Detail: detail, Room: room, Finished: c.now()}
+	rec := store.Request{ID: q.id, From: q.from.name, To: q.invitees(), Code: uint8(code), Detail: detail, Room: room, Finished: c.now()}
 	if _, ok := c.done[q.id]; !ok {
 		c.doneQ = append(c.doneQ, q.id)
 	}

@@ -266,7 +266,7 @@ func TestRequestRateLimit(t *testing.T) {
 // per requester; an invalid key is refused.
 func TestRequestKeyRepeats(t *testing.T) {
 	w := newWorld(t, nil)
-	a, b := w.user(t, "alice"), w.user(t, "bob")
+	a, b, c := w.user(t, "alice"), w.user(t, "bob"), w.user(t, "carol")
 	want := proto.RequestID("alice", "k1")
 	req := &proto.Request{To: []string{"bob"}, Key: "k1"}
 	for range 2 {
@@ -276,6 +276,17 @@ func TestRequestKeyRepeats(t *testing.T) {
 		}
 		a.expectStatus(proto.ReqSent)
 	}
+	// The key with other invitees is no repeat: it is refused, not
+	// answered with the request to bob (abuse probe, 2026-12-02).
+	other := &proto.Request{To: []string{"carol"}, Key: "k1"}
+	reuse := func() {
+		t.Helper()
+		a.send(other)
+		if st := a.expectStatus(proto.ReqInvalid); !strings.Contains(st.Detail, "bob") {
+			t.Fatalf("key reused for carol: %+v", st)
+		}
+	}
+	reuse()
 	in := expect[*proto.Incoming](b, nil)
 	if in.Req != want {
 		t.Fatalf("incoming %+v", in)
@@ -294,6 +305,8 @@ func TestRequestKeyRepeats(t *testing.T) {
 	if rooms, err := w.api.Rooms(ctx(t), ""); err != nil || len(rooms) != 1 {
 		t.Fatalf("rooms %+v %v, want the one", rooms, err)
 	}
+	reuse()
+	c.sync(nil) // carol was never asked
 
 	b.send(&proto.Request{To: []string{"alice"}, Key: "k1"})
 	if ack := b.expectStatus(proto.AckConn); ack.Req == want || ack.Req != proto.RequestID("bob", "k1") {

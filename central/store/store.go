@@ -72,7 +72,8 @@ type Room struct {
 type Request struct {
 	ID       string // proto.RequestID(From, key)
 	From     string
-	Code     uint8 // the final proto.StatusCode
+	To       []string // the invitees, sorted (nil in records of older versions)
+	Code     uint8    // the final proto.StatusCode
 	Detail   string
 	Room     string
 	Finished time.Time
