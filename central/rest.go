@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -131,6 +132,10 @@ func (c *Central) restHandler() http.Handler {
 	mux.Handle("DELETE /v1/servers/{id}", handler(c.deregisterServer))
 	mux.Handle("GET /v1/rooms", handler(c.listRooms))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if e := checkEnvelope(r); e != nil {
+			writeErr(w, e)
+			return
+		}
 		if h, pattern := mux.Handler(r); pattern == "" {
 			sw := &statusOnly{header: w.Header()}
 			h.ServeHTTP(sw, r)
@@ -147,6 +152,30 @@ func (c *Central) restHandler() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// checkEnvelope refuses what no route takes, before the routes see it:
+// HTTP/2's prior-knowledge preface on a plaintext port (net/http hands it
+// over as "PRI *", which the mux answered with a redirect), a target that
+// is not a path, and a body declared as anything but JSON, which is what
+// a browser's form or no-cors fetch sends from another site: no page can
+// register users or servers through a visitor's browser (abuse probe,
+// 2026-12-02). A body with no Content-Type is taken as JSON.
+func checkEnvelope(r *http.Request) *apiError {
+	if r.Method == "PRI" || r.ProtoMajor != 1 && r.TLS == nil {
+		return errf(http.StatusHTTPVersionNotSupported, centralapi.CodeBadVersion,
+			"HTTP/2 without TLS is not served on this port: use HTTP/1.1, or HTTP/2 over TLS")
+	}
+	if !strings.HasPrefix(r.URL.Path, "/") {
+		return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "request target %.64q is not a path", r.RequestURI)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && (r.ContentLength != 0 || r.Body != http.NoBody) {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return errf(http.StatusUnsupportedMediaType, centralapi.CodeMediaType,
+				"Content-Type %.64q: request bodies are JSON (application/json)", ct)
+		}
+	}
+	return nil
 }
 
 // statusOnly records the status the mux's own error handlers write and

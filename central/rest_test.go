@@ -113,6 +113,67 @@ func TestRESTErrors(t *testing.T) {
 	}
 }
 
+// What no route takes is refused before the routes, in JSON: HTTP/2's
+// plaintext preface (once answered with a redirect), a target that is not
+// a path, and a body declared as other than JSON, which a browser on
+// another site could send (abuse probe, 2026-12-02).
+func TestRESTEnvelope(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	raw := func(req string) (int, centralapi.Error) {
+		t.Helper()
+		cn, err := net.Dial("tcp", h.c.RESTAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cn.Close()
+		cn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(cn, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(cn), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		defer resp.Body.Close()
+		var e centralapi.Error
+		data, _ := io.ReadAll(resp.Body)
+		json.Unmarshal(data, &e)
+		t.Logf("%.24q: %d %s", req, resp.StatusCode, data)
+		return resp.StatusCode, e
+	}
+	if st, e := raw("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"); st != http.StatusHTTPVersionNotSupported || e.Code != centralapi.CodeBadVersion {
+		t.Errorf("HTTP/2 preface: %d %+v", st, e)
+	}
+	if st, e := raw("GET * HTTP/1.1\r\nHost: x\r\n\r\n"); st != http.StatusBadRequest || e.Code != centralapi.CodeBadRequest {
+		t.Errorf("GET *: %d %+v", st, e)
+	}
+	post := func(ct string) int {
+		t.Helper()
+		resp, err := http.Post("http://"+h.c.RESTAddr()+"/v1/clients", ct, strings.NewReader(`{"name":"zed"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e centralapi.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		if resp.StatusCode == http.StatusUnsupportedMediaType && e.Code != centralapi.CodeMediaType {
+			t.Errorf("415 with code %q", e.Code)
+		}
+		return resp.StatusCode
+	}
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", "garbage;;"} {
+		if st := post(ct); st != http.StatusUnsupportedMediaType {
+			t.Errorf("POST with %q: %d, want 415", ct, st)
+		}
+	}
+	if _, err := h.api.LookupClient(ctx(t), "zed"); !centralapi.IsUnknownClient(err) {
+		t.Fatalf("zed registered through a non-JSON body: %v", err)
+	}
+	if st := post("application/json; charset=utf-8"); st != http.StatusCreated {
+		t.Fatalf("POST with JSON: %d, want 201", st)
+	}
+}
+
 func TestRESTClientLifecycle(t *testing.T) {
 	h := startCentral(t, testConfig(t))
 	api := h.api

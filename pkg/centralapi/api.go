@@ -17,17 +17,19 @@ import (
 
 // Error codes carried in the "code" field of an error body.
 const (
-	CodeBadRequest       = "bad_request"        // malformed JSON, invalid name, bad field value
-	CodeTooLarge         = "too_large"          // body over the size limit (64 KiB)
-	CodeUnauthorized     = "unauthorized"       // missing or wrong session token or cluster secret
-	CodeNotFound         = "not_found"          // unknown path
-	CodeUnknownClient    = "unknown_client"     // no such registered client
-	CodeUnknownServer    = "unknown_server"     // no such registered server: register again
-	CodeNameTaken        = "name_taken"         // a live session holds the user name
-	CodeMethodNotAllowed = "method_not_allowed" // wrong method; the Allow header lists the right ones
-	CodeRateLimited      = "rate_limited"       // too many registrations; try again shortly
-	CodeServerTaken      = "server_taken"       // the server id belongs to another live server
-	CodeInternal         = "internal"           // Central's own fault
+	CodeBadRequest       = "bad_request"            // malformed JSON, invalid name, bad field value
+	CodeTooLarge         = "too_large"              // body over the size limit (64 KiB)
+	CodeUnauthorized     = "unauthorized"           // missing or wrong session token or cluster secret
+	CodeNotFound         = "not_found"              // unknown path
+	CodeUnknownClient    = "unknown_client"         // no such registered client
+	CodeUnknownServer    = "unknown_server"         // no such registered server: register again
+	CodeNameTaken        = "name_taken"             // a live session holds the user name
+	CodeMethodNotAllowed = "method_not_allowed"     // wrong method; the Allow header lists the right ones
+	CodeMediaType        = "unsupported_media_type" // a body whose Content-Type is not JSON
+	CodeBadVersion       = "http_version"           // HTTP/2 without TLS: use HTTP/1.1, or HTTP/2 over TLS
+	CodeRateLimited      = "rate_limited"           // too many registrations; try again shortly
+	CodeServerTaken      = "server_taken"           // the server id belongs to another live server
+	CodeInternal         = "internal"               // Central's own fault
 )
 
 // Error is an error response from Central.
