@@ -3,9 +3,12 @@ package proto
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strings"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"nearchat/pkg/wire"
 )
@@ -54,8 +57,31 @@ func (c Code) String() string {
 	return fmt.Sprintf("code_%d", uint16(c))
 }
 
+// DecodeMsgpack refuses a code past 16 bits: msgpack's decoder would
+// wrap 65,537 into code 1.
+func (c *Code) DecodeMsgpack(d *msgpack.Decoder) error {
+	n, err := decodeBounded(d, math.MaxUint16, "error code")
+	*c = Code(n)
+	return err
+}
+
 // StatusCode is one step of a chat request's status stream.
 type StatusCode uint8
+
+// DecodeMsgpack refuses a status code past 8 bits (see Code's).
+func (c *StatusCode) DecodeMsgpack(d *msgpack.Decoder) error {
+	n, err := decodeBounded(d, math.MaxUint8, "status code")
+	*c = StatusCode(n)
+	return err
+}
+
+func decodeBounded(d *msgpack.Decoder, limit uint64, what string) (uint64, error) {
+	n, err := d.DecodeUint64()
+	if err == nil && n > limit {
+		return 0, fmt.Errorf("%s %d out of range (at most %d)", what, n, limit)
+	}
+	return n, err
+}
 
 // Status codes, in the order a request normally sees them. Values are part
 // of the protocol: never renumber.

@@ -94,3 +94,23 @@ func TestRoundTripAndGolden(t *testing.T) {
 		})
 	}
 }
+
+// Codes past their width are refused, not wrapped: msgpack's decoder made
+// an Error of code 65,537 into code 1 (abuse probe, 2026-12-02).
+func TestCodesOutOfRangeRefused(t *testing.T) {
+	for _, tc := range []struct {
+		body []byte
+		v    any
+	}{
+		{[]byte{0x81, 0xa4, 'c', 'o', 'd', 'e', 0xce, 0x00, 0x01, 0x00, 0x01}, &proto.Error{}},
+		{[]byte{0x81, 0xa4, 'c', 'o', 'd', 'e', 0xcd, 0x01, 0x00}, &proto.Status{}},
+	} {
+		if err := wire.Unmarshal(tc.body, tc.v); err == nil {
+			t.Errorf("%T from % x: %+v, want an error", tc.v, tc.body, tc.v)
+		}
+	}
+	var e proto.Error
+	if err := wire.Unmarshal([]byte{0x81, 0xa4, 'c', 'o', 'd', 'e', 0xcd, 0xff, 0xff}, &e); err != nil || e.Code != 0xffff {
+		t.Errorf("code 65535: %+v %v", e, err)
+	}
+}

@@ -181,8 +181,8 @@ func fixStr(b []byte) ([]byte, []byte, bool) {
 }
 
 func int64Of(b []byte) (int64, []byte, bool) {
-	if len(b) < 9 || (b[0] != 0xcf && b[0] != 0xd3) {
-		return 0, b, false
+	if len(b) < 9 || (b[0] != 0xcf && (b[0] != 0xd3 || b[1] >= 0x80)) {
+		return 0, b, false // a negative int64 too: the codec refuses it (wire.Unmarshal)
 	}
 	return int64(binary.BigEndian.Uint64(b[1:9])), b[9:], true
 }
@@ -242,7 +242,7 @@ func integer(b []byte) (int64, []byte, bool) {
 	case c <= 0x7f:
 		return int64(c), b[1:], true
 	case c >= 0xe0:
-		return int64(int8(c)), b[1:], true
+		return 0, b, false // negative: the codec refuses it (wire.Unmarshal)
 	}
 	var size int
 	switch c {
@@ -277,6 +277,9 @@ func integer(b []byte) (int64, []byte, bool) {
 		v = int64(int32(binary.BigEndian.Uint32(p)))
 	case 0xd3:
 		v = int64(binary.BigEndian.Uint64(p))
+	}
+	if c >= 0xd0 && v < 0 {
+		return 0, b, false // negative: the codec refuses it (wire.Unmarshal)
 	}
 	return v, b[1+size:], true
 }

@@ -20,8 +20,7 @@ func TestDeliverInfo(t *testing.T) {
 		{"zero", Deliver{}},
 		{"small", Deliver{Seq: 1, From: "u1", Num: 2, At: 3, Text: "hi"}},
 		{"now", Deliver{Seq: 70000, From: "sender", Num: 1 << 33, At: time.Now().UnixNano(), Text: strings.Repeat("x", 1024)}},
-		{"negative at", Deliver{Seq: 255, From: "a", Num: 256, At: -5, Text: strings.Repeat("y", 40)}},
-		{"max", Deliver{Seq: math.MaxUint64, From: strings.Repeat("z", 32), Num: math.MaxUint64 - 1, At: math.MinInt64, Text: strings.Repeat("q", MaxText)}},
+		{"max", Deliver{Seq: math.MaxUint64, From: strings.Repeat("z", 32), Num: math.MaxUint64 - 1, At: math.MaxInt64, Text: strings.Repeat("q", MaxText)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,7 +38,10 @@ func TestDeliverInfo(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range [][]byte{nil, {0x91, 0x01}, {0x81, 0xa2, 'a', 't', 0x90}, {0x81, 0xa2, 'a'}, {0x81, 0xa2, 'a', 't', 0x01, 0x00}} {
+	// Negative integers are refused by the codec, so by the fast path too.
+	negative := AppendDeliver(nil, 1, "a", 2, -5, []byte("y"), 0)[wire.HeaderSize:]
+	for _, bad := range [][]byte{nil, {0x91, 0x01}, {0x81, 0xa2, 'a', 't', 0x90}, {0x81, 0xa2, 'a'}, {0x81, 0xa2, 'a', 't', 0x01, 0x00},
+		negative, {0x81, 0xa2, 'a', 't', 0xff}, {0x81, 0xa3, 's', 'e', 'q', 0xd0, 0x80}} {
 		if _, _, _, ok := DeliverInfo(bad); ok {
 			t.Errorf("DeliverInfo(% x) ok, want not ok", bad)
 		}
@@ -49,7 +51,7 @@ func TestDeliverInfo(t *testing.T) {
 func TestAppendChat(t *testing.T) {
 	for _, size := range []int{0, 1, 31, 32, 64, 255, 256, 1024, MaxText} {
 		text := strings.Repeat("t", size)
-		frame := AppendChat([]byte("junk"), 42, -7, text)[4:]
+		frame := AppendChat([]byte("junk"), 42, 7, text)[4:]
 		typ, body, n, err := wire.ParseFrame(frame, 0)
 		if err != nil || typ != TChat || n != len(frame) {
 			t.Fatalf("size %d: ParseFrame: type 0x%02x, n %d of %d, %v", size, byte(typ), n, len(frame), err)
@@ -58,7 +60,7 @@ func TestAppendChat(t *testing.T) {
 		if err := wire.Unmarshal(body, &c); err != nil {
 			t.Fatalf("size %d: %v", size, err)
 		}
-		if c.Num != 42 || c.At != -7 || c.Text != text {
+		if c.Num != 42 || c.At != 7 || c.Text != text {
 			t.Errorf("size %d: decoded num %d at %d text of %d bytes", size, c.Num, c.At, len(c.Text))
 		}
 	}
@@ -68,8 +70,8 @@ func TestAppendChat(t *testing.T) {
 }
 
 func TestHandEncodersDecode(t *testing.T) {
-	for _, want := range []Deliver{{}, {Seq: 1, From: "u", Num: 2, At: -3, Text: "hi", Inc: 4},
-		{Seq: math.MaxUint64, From: strings.Repeat("f", MaxUser), Num: 1 << 40, At: math.MinInt64, Text: strings.Repeat("t", MaxText), Inc: math.MaxUint64},
+	for _, want := range []Deliver{{}, {Seq: 1, From: "u", Num: 2, At: 3, Text: "hi", Inc: 4},
+		{Seq: math.MaxUint64, From: strings.Repeat("f", MaxUser), Num: 1 << 40, At: math.MaxInt64, Text: strings.Repeat("t", MaxText), Inc: math.MaxUint64},
 		{Seq: 7, From: "x", Num: 8, At: 9, Text: strings.Repeat("t", 300)}} {
 		b := AppendDeliver([]byte("junk"), want.Seq, want.From, want.Num, want.At, []byte(want.Text), want.Inc)[4:]
 		var got Deliver
@@ -99,7 +101,7 @@ func decodeFrame(t *testing.T, b []byte, typ wire.Type, v any) {
 }
 
 func TestScanChat(t *testing.T) {
-	for _, want := range []Chat{{}, {Num: 1, At: 2, Text: "hello"}, {Num: 3, Text: "again", To: "bob"}, {Num: math.MaxUint64, At: -1, Text: strings.Repeat("x", MaxText)}} {
+	for _, want := range []Chat{{}, {Num: 1, At: 2, Text: "hello"}, {Num: 3, Text: "again", To: "bob"}, {Num: math.MaxUint64, At: math.MaxInt64, Text: strings.Repeat("x", MaxText)}} {
 		// Both the codec's encoding and the hand-written one.
 		coded, _ := wire.AppendFrame(nil, &want)
 		frames := [][]byte{coded}
@@ -117,7 +119,9 @@ func TestScanChat(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range [][]byte{nil, {0x91, 0x01}, {0x81, 0xa4, 't', 'e', 'x', 't', 0x01}, {0x81, 0xa3, 'n', 'u', 'm', 0xa1, 'x'}, {0x81, 0xa2, 'a', 't', 0x01, 0x00}, {0x82, 0xa3, 'n', 'u', 'm', 0x01, 0xa4, 'e', 'v', 'i', 'l', 0xc0}} {
+	negative := AppendChat(nil, 1, -1, "x")[wire.HeaderSize:]
+	for _, bad := range [][]byte{nil, {0x91, 0x01}, {0x81, 0xa4, 't', 'e', 'x', 't', 0x01}, {0x81, 0xa3, 'n', 'u', 'm', 0xa1, 'x'}, {0x81, 0xa2, 'a', 't', 0x01, 0x00}, {0x82, 0xa3, 'n', 'u', 'm', 0x01, 0xa4, 'e', 'v', 'i', 'l', 0xc0},
+		negative, {0x81, 0xa3, 'n', 'u', 'm', 0xff}, {0x81, 0xa3, 'n', 'u', 'm', 0xd1, 0xff, 0xff}} {
 		if _, _, _, _, ok := ScanChat(bad); ok {
 			t.Errorf("ScanChat(% x) ok, want not ok", bad)
 		}

@@ -5,8 +5,11 @@ import (
 	"errors"
 )
 
-// errShape is wrapped into ErrBody by Unmarshal.
-var errShape = errors.New("declared length runs past the body")
+// errShape and errNegative are wrapped into ErrBody by Unmarshal.
+var (
+	errShape    = errors.New("declared length runs past the body")
+	errNegative = errors.New("negative integer: no field of the protocol takes one")
+)
 
 // checkShape walks one msgpack value in b without decoding it and fails
 // when any string, binary, extension, array or map declares more than the
@@ -14,7 +17,10 @@ var errShape = errors.New("declared length runs past the body")
 // trusts declared lengths and allocates them up front, so without this a
 // 16-byte frame declaring a 2 GiB array would exhaust the receiver's memory.
 // Every element takes at least one byte, so the values still owed can never
-// exceed the bytes still unread.
+// exceed the bytes still unread. It also refuses negative integers: every
+// integer of the protocol is a count, a number or a time that is never
+// negative, and msgpack's decoder would wrap -1 into an unsigned field as
+// 2^64-1 (abuse probe, 2026-12-02).
 func checkShape(b []byte) error {
 	i, owed := 0, 1
 	// take returns the next n header bytes, or nil when b is too short.
@@ -35,7 +41,9 @@ func checkShape(b []byte) error {
 		owed--
 		var skip, more int // payload bytes to skip, values added
 		switch {
-		case c <= 0x7f || c >= 0xe0, c == 0xc0, c == 0xc2, c == 0xc3:
+		case c >= 0xe0:
+			return errNegative
+		case c <= 0x7f, c == 0xc0, c == 0xc2, c == 0xc3:
 		case c&0xf0 == 0x80:
 			more = 2 * int(c&0x0f)
 		case c&0xf0 == 0x90:
@@ -89,6 +97,9 @@ func checkShape(b []byte) error {
 		}
 		if skip > len(b)-i {
 			return errShape
+		}
+		if c >= 0xd0 && c <= 0xd3 && b[i] >= 0x80 {
+			return errNegative
 		}
 		i += skip
 		owed += more

@@ -98,6 +98,13 @@ func TestUnmarshalRejectsWrongShapes(t *testing.T) {
 		{"map16 header cut", []byte{0x81, 0xa2, 'i', 'd', 0xde, 0x01}},
 		{"ext32 past the end", []byte{0x81, 0xa2, 'i', 'd', 0xc9, 0x00, 0x10, 0x00, 0x00, 0x01}},
 		{"fixmap with too few entries", []byte{0x83, 0xa2, 'i', 'd', 0x01}},
+		// Negative integers: msgpack wraps -1 into an unsigned field as
+		// 2^64-1, and no field of the protocol takes one.
+		{"negative fixint", []byte{0x81, 0xa2, 'i', 'd', 0xff}},
+		{"negative int8", []byte{0x81, 0xa2, 'i', 'd', 0xd0, 0x80}},
+		{"negative int16", []byte{0x81, 0xa2, 'i', 'd', 0xd1, 0xff, 0xfe}},
+		{"negative int32", []byte{0x81, 0xa2, 'i', 'd', 0xd2, 0x80, 0, 0, 0}},
+		{"negative int64 into a signed field", []byte{0x81, 0xa2, 'a', 't', 0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
