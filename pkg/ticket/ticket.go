@@ -103,10 +103,10 @@ func GenerateFiles(privPath, pubPath string) error {
 	}
 	// Each file whole or not at all (atomicfile): a truncated key would
 	// only be found when Central or a chat server loads it.
-	if err := atomicfile.Write(privPath, pem.EncodeToMemory(&pem.Block{Type: pemPrivate, Bytes: priv.Seed()}), 0o600); err != nil {
-		return err
-	}
-	return atomicfile.Write(pubPath, pem.EncodeToMemory(&pem.Block{Type: pemPublic, Bytes: pub}), 0o644)
+	return atomicfile.WriteAll([]atomicfile.File{
+		{Path: privPath, Data: pem.EncodeToMemory(&pem.Block{Type: pemPrivate, Bytes: priv.Seed()}), Perm: 0o600},
+		{Path: pubPath, Data: pem.EncodeToMemory(&pem.Block{Type: pemPublic, Bytes: pub}), Perm: 0o644},
+	})
 }
 
 // LoadPrivate reads a private key written by GenerateFiles.

@@ -176,12 +176,13 @@ func WriteDev(dir string, hosts []string, validity time.Duration) (Files, error)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return f, err
 	}
+	set := make([]atomicfile.File, 0, len(out))
 	for _, o := range out {
-		if err := atomicfile.Write(o.path, o.pem, o.mode); err != nil {
-			return f, err
-		}
+		set = append(set, atomicfile.File{Path: o.path, Data: o.pem, Perm: o.mode})
 	}
-	return f, nil
+	// All or nothing: a CA beside certificates another CA signed trusts
+	// nothing (abuse probe, 2026-12-02: a failed -force run left that).
+	return f, atomicfile.WriteAll(set)
 }
 
 func serial() *big.Int {
