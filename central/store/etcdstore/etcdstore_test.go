@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -88,7 +89,7 @@ func TestReopenSeesEverything(t *testing.T) {
 	if err := s.DeleteRoom("nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("delete of a missing room: %v", err)
 	}
-	s.PutRequest(store.Request{ID: "q-1", From: "alice", Code: 5, Room: "raa", Finished: now})
+	s.PutRequest(store.Request{ID: "q-1", From: "alice", To: []string{"bob"}, Code: 5, Room: "raa", Finished: now})
 	s.PutRequest(store.Request{ID: "q-2", From: "bob", Code: 7, Detail: "alice declined", Finished: now})
 	if err := s.DeleteRequest("q-2"); err != nil {
 		t.Fatal(err)
@@ -111,7 +112,7 @@ func TestReopenSeesEverything(t *testing.T) {
 	if !ok || r.Server != "serv2" || r.Epoch != 7 || !slices.Equal(r.Members, []string{"alice", "bob"}) || !r.LastMove.Equal(now) {
 		t.Fatalf("raa reopened: %+v %v", r, ok)
 	}
-	if reqs, _ := s2.Requests(); len(reqs) != 1 || reqs[0] != (store.Request{ID: "q-1", From: "alice", Code: 5, Room: "raa", Finished: now}) {
+	if reqs, _ := s2.Requests(); len(reqs) != 1 || !reflect.DeepEqual(reqs[0], store.Request{ID: "q-1", From: "alice", To: []string{"bob"}, Code: 5, Room: "raa", Finished: now}) {
 		t.Fatalf("requests reopened: %+v", reqs)
 	}
 	if other := open(t, ec.Endpoints(), "/t2/"); func() bool { u, sv, r := other.Counts(); return u+sv+r != 0 }() {
