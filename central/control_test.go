@@ -196,7 +196,6 @@ func TestControlLatency(t *testing.T) {
 		name string
 		vec  []proto.ServerRTT
 	}{
-		{"negative median", []proto.ServerRTT{{Server: "serv1", MedianUS: -1, Count: 5}}},
 		{"past an hour", []proto.ServerRTT{{Server: "serv1", MedianUS: maxSampleUS + 1, Count: 5}}},
 		{"bad id", []proto.ServerRTT{{Server: "serv 1", MedianUS: 1000, Count: 5}}},
 		{"twice", []proto.ServerRTT{{Server: "serv1", MedianUS: 1000, Count: 5}, {Server: "serv1", MedianUS: 2000, Count: 5}}},
@@ -231,5 +230,15 @@ func TestControlLatency(t *testing.T) {
 	k.sync(nil)
 	if got := vecOf()["serv1"].Median; got != 30*time.Millisecond {
 		t.Fatalf("median %v a second later, want 30ms", got)
+	}
+	// A negative figure is no figure at all: like every negative integer
+	// on the wire, a malformed body, and the connection ends.
+	k.send(&proto.Latency{Servers: []proto.ServerRTT{{Server: "serv1", MedianUS: -1, Count: 5}}})
+	if e := expect[*proto.Error](k, nil); e.Code != proto.CodeBadBody || !e.Fatal {
+		t.Fatalf("error %+v for a negative median, want fatal bad_body", e)
+	}
+	k.expectClosed()
+	if got := vecOf()["serv1"].Median; got != 30*time.Millisecond {
+		t.Fatalf("median %v after a negative report, want 30ms", got)
 	}
 }

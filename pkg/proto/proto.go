@@ -447,8 +447,9 @@ type ServerEvent struct {
 // vector, replacing the last one it reported, as PUT
 // /v1/clients/{name}/latency does but without a REST connection. Central
 // answers nothing when it takes the vector, and a non-fatal Error with Ref
-// LatencyRef when it refuses it (a bad figure, a malformed or repeated
-// server id, more than its rate). Servers Central does not know (one
+// LatencyRef when it refuses it (a figure over an hour, a malformed or
+// repeated server id, more than its rate; a negative figure is a malformed
+// body, as any negative integer is). Servers Central does not know (one
 // deregistered since the probe) are left out of the vector, not refused.
 type Latency struct {
 	Servers []ServerRTT `msgpack:"servers"`
