@@ -72,23 +72,29 @@ func TestOfflineMemberToldAfterGiveUp(t *testing.T) {
 	}
 }
 
+// moveThenRestart drains serv1 while bob is offline, so the room moves to
+// serv2 with alice alone, then restarts Central on an empty store with cfg.
+func (w restartWorld) moveThenRestart(t *testing.T, cfg Config) (*harness, *proto.Assign) {
+	t.Helper()
+	w.h.offline(t, w.b)
+	if err := w.h.api.Drain(ctx(t), "serv1", ""); err != nil {
+		t.Fatal(err)
+	}
+	mv := expect[*proto.Assign](w.a, nil)
+	w.a.send(&proto.AssignAck{Room: mv.Room, Epoch: mv.Epoch})
+	w.h.c.Close()
+	return startCentral(t, cfg), mv
+}
+
 // Reliability finding 1 (a): Central restarts after moving a room while a
 // member was away; the old server still lists that member at the old epoch.
 // The restarted Central must move the member, from the heartbeats alone.
 func TestRestartMidMoveHealsStaleMember(t *testing.T) {
 	w := twoServerChat(t, testConfig(t))
-	h1, s1, s2, a, b, as, bs, room := w.h, w.s1, w.s2, w.a, w.b, w.as, w.bs, w.room
-	h1.offline(t, b)
-	if err := h1.api.Drain(ctx(t), "serv1", ""); err != nil {
-		t.Fatal(err)
-	}
-	mv := expect[*proto.Assign](a, nil)
-	a.send(&proto.AssignAck{Room: mv.Room, Epoch: mv.Epoch})
-
+	s1, s2, as, bs, room := w.s1, w.s2, w.as, w.bs, w.room
 	// Central restarts with an empty store. bob still sits on serv1 at
 	// epoch 1; alice is on serv2.
-	h1.c.Close()
-	h2 := startCentral(t, testConfig(t))
+	h2, mv := w.moveThenRestart(t, testConfig(t))
 	s1.rooms = []centralapi.RoomReport{{ID: room.Room, Epoch: room.Epoch, Members: []string{"bob"}}}
 	s2.rooms = []centralapi.RoomReport{{ID: room.Room, Epoch: mv.Epoch, Members: []string{"alice"}}}
 	s1.beat(t, h2.api)
@@ -160,16 +166,9 @@ func TestHeartbeatClaimsNeedTicket(t *testing.T) {
 	// and Central restarts with an empty store. serv1 still lists bob at
 	// the old epoch, serv2 alice at the new one, each with the ticket of
 	// a member that joined it there: the newer placement wins.
-	h1.offline(t, b)
-	if err := h1.api.Drain(ctx(t), "serv1", ""); err != nil {
-		t.Fatal(err)
-	}
-	mv := expect[*proto.Assign](a, nil)
-	a.send(&proto.AssignAck{Room: mv.Room, Epoch: mv.Epoch})
-	h1.c.Close()
 	cfg2 := testConfig(t)
 	cfg2.TicketKey = priv
-	h2 := startCentral(t, cfg2)
+	h2, mv := w.moveThenRestart(t, cfg2)
 	s1.rooms = []centralapi.RoomReport{{ID: room.Room, Epoch: room.Epoch, Members: []string{"bob"}, Ticket: room.Ticket}}
 	s2.rooms = []centralapi.RoomReport{{ID: room.Room, Epoch: mv.Epoch, Members: []string{"alice"}, Ticket: mv.Ticket}}
 	s1.beat(t, h2.api)
