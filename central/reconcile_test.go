@@ -186,6 +186,88 @@ func TestHeartbeatClaimsNeedTicket(t *testing.T) {
 	}
 }
 
+// After a restart every room is adopted; a leave, a deregistration or a
+// room's removal must still stick. The chat server's next heartbeat, built
+// before it read the revocation, still lists the member, and the member
+// still holds the ticket it had: neither brings it back (abuse probe,
+// 2026-12-03: both did, and the member got a fresh ticket). With tickets
+// and without.
+func TestLeaveSticksAfterRestart(t *testing.T) {
+	for _, tickets := range []bool{true, false} {
+		t.Run(fmt.Sprintf("tickets=%v", tickets), func(t *testing.T) {
+			_, priv, _ := ed25519.GenerateKey(nil)
+			conf := func() Config {
+				cfg := testConfig(t)
+				if tickets {
+					cfg.TicketKey = priv
+				}
+				return cfg
+			}
+			w := twoServerChat(t, conf())
+			s1, as, bs, room := w.s1, w.as, w.bs, w.room
+			w.h.c.Close()
+			h2 := startCentral(t, conf())
+			report := func(members ...string) {
+				t.Helper()
+				s1.rooms = []centralapi.RoomReport{{ID: room.Room, Epoch: room.Epoch, Members: members, Ticket: room.Ticket}}
+				s1.beat(t, h2.api)
+			}
+			members := func() []string {
+				t.Helper()
+				r, _ := h2.roomOf(t, room.Room)
+				return r.Members
+			}
+			report("alice", "bob")
+			if got := members(); !slices.Equal(got, []string{"alice", "bob"}) {
+				t.Fatalf("members %v after the restart, want alice and bob", got)
+			}
+			for _, s := range []centralapi.Session{as, bs} {
+				if _, err := h2.api.RegisterClient(ctx(t), s.Name, s.Token); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b := h2.connectAs(t, bs)
+			var bobs []byte // the ticket he holds, from before he leaves
+			if tickets {
+				var err error
+				bobs, err = ticket.Sign(priv, ticket.Claims{Room: room.Room, User: "bob", Epoch: room.Epoch, Server: "serv1",
+					Expires: time.Now().Add(time.Hour).Unix(), Issued: time.Now().UnixNano()})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			b.send(&proto.LeaveRoom{Room: room.Room})
+			testkit.WaitFor(t, 5*time.Second, "bob out of the room", func() bool { return slices.Equal(members(), []string{"alice"}) })
+
+			report("alice", "bob") // built before serv1 dropped him
+			if got := members(); !slices.Equal(got, []string{"alice"}) {
+				t.Fatalf("members %v after a heartbeat that still lists bob, want alice alone", got)
+			}
+			b.send(&proto.Holding{Rooms: []proto.Held{{Room: room.Room, Epoch: room.Epoch, Server: "serv1", Ticket: bobs}}})
+			if rc := expect[*proto.RoomClosed](b, nil); rc.Room != room.Room {
+				t.Fatalf("bob's report of the room he left got %+v", rc)
+			}
+			if got := members(); !slices.Equal(got, []string{"alice"}) {
+				t.Fatalf("members %v after bob reported his old ticket, want alice alone", got)
+			}
+
+			// alice deregisters: the room goes, and serv1's report of her
+			// brings back neither the room nor a placeholder holding her
+			// name.
+			if err := h2.api.DeregisterClient(ctx(t), "alice", as.Token); err != nil {
+				t.Fatal(err)
+			}
+			report("alice", "bob")
+			if r, ok := h2.roomOf(t, room.Room); ok {
+				t.Fatalf("room %+v back after its last member deregistered", r)
+			}
+			if _, err := h2.api.RegisterClient(ctx(t), "alice", ""); err != nil {
+				t.Fatalf("alice's name after she deregistered: %v", err)
+			}
+		})
+	}
+}
+
 // Where Central signs no tickets it trusts its chat servers' reports, but
 // not past the rooms a server said it can host: a heartbeat of invented
 // rooms no longer grows Central without bound (abuse probe, 2026-12-02).

@@ -449,15 +449,15 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 	// the room is closed.
 	proves := func(h *proto.Held, placement bool) bool {
 		if c.cfg.TicketKey == nil {
-			return true
+			return !c.leftLocked(h.Room, u.name, 0)
 		}
 		if len(h.Ticket) == 0 || checked >= maxHeldTickets {
 			return false
 		}
 		checked++
 		cl, err := ticket.Verify(c.cfg.TicketKey.Public().(ed25519.PublicKey), h.Ticket, h.Room, u.name, now)
-		if err != nil {
-			return false
+		if err != nil || c.leftLocked(h.Room, u.name, cl.Issued) {
+			return false // nor one issued before u left the room, or it was removed
 		}
 		return !placement || (cl.Epoch == h.Epoch && cl.Server == h.Server)
 	}

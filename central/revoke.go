@@ -14,6 +14,13 @@ import (
 // servers learn within a heartbeat or two; an entry is kept until every
 // ticket it covers has expired. The log lives in memory: a Central that
 // restarts starts a new log (a new id), and servers start reading it over.
+//
+// The log is kept whether or not Central signs tickets: it is also
+// Central's own memory of who left which room, and which rooms it removed
+// (leftLocked), so that a chat server's report that still lists a member,
+// or a member's report with a ticket from before it left, does not bring
+// it back (abuse probe, 2026-12-03: after a restart, a leave or a
+// deregistration was undone by the next heartbeat).
 
 // Bounds of the revocation log. maxRevocations entries of about 100 bytes
 // stay near 10 MB; past it the oldest go (and are logged), which a
@@ -30,17 +37,18 @@ type revokeLog struct {
 	entries []centralapi.Revocation
 	seqs    []uint64 // seqs[i] is the sequence number of entries[i]
 	lost    uint64   // entries dropped over the cap
+	// byRoom holds each room's entries with Before set (leaves and
+	// removals), oldest first: a prefix of them goes whenever the log's
+	// oldest entries go.
+	byRoom map[string][]centralapi.Revocation
 }
 
-// revokeLocked appends r to the log, when Central signs tickets.
+// revokeLocked appends r to the log.
 func (c *Central) revokeLocked(r centralapi.Revocation, now time.Time) {
-	if c.cfg.TicketKey == nil {
-		return
-	}
 	l := &c.revokes
 	c.pruneRevokesLocked(now)
 	if len(l.entries) >= maxRevocations {
-		l.entries, l.seqs = l.entries[1:], l.seqs[1:]
+		l.forget(1)
 		if l.lost++; l.lost == 1 || l.lost%10000 == 0 {
 			c.log.Warn("ticket revocation log full: dropping the oldest; servers that fell behind may admit a revoked ticket", "dropped", l.lost, "cap", maxRevocations)
 		}
@@ -51,6 +59,40 @@ func (c *Central) revokeLocked(r centralapi.Revocation, now time.Time) {
 	l.next++
 	l.entries = append(l.entries, r)
 	l.seqs = append(l.seqs, l.next)
+	if r.Before != 0 {
+		if l.byRoom == nil {
+			l.byRoom = map[string][]centralapi.Revocation{}
+		}
+		l.byRoom[r.Room] = append(l.byRoom[r.Room], r)
+	}
+}
+
+// forget drops the log's n oldest entries.
+func (l *revokeLog) forget(n int) {
+	for _, e := range l.entries[:n] {
+		if e.Before == 0 {
+			continue
+		}
+		if rest := l.byRoom[e.Room][1:]; len(rest) > 0 {
+			l.byRoom[e.Room] = rest
+		} else {
+			delete(l.byRoom, e.Room)
+		}
+	}
+	l.entries, l.seqs = l.entries[n:], l.seqs[n:]
+}
+
+// leftLocked reports whether user left room, or room was removed, after a
+// ticket issued at issued (Unix ns; 0 for a membership known without a
+// ticket, which predates any leave this Central saw: a member let in
+// again would be one in Central's own picture).
+func (c *Central) leftLocked(room, user string, issued int64) bool {
+	for _, r := range c.revokes.byRoom[room] {
+		if (r.User == "" || r.User == user) && issued <= r.Before {
+			return true
+		}
+	}
+	return false
 }
 
 // pruneRevokesLocked forgets entries whose tickets have all expired.
@@ -63,7 +105,7 @@ func (c *Central) pruneRevokesLocked(now time.Time) {
 	if i == 0 {
 		return
 	}
-	l.entries, l.seqs = l.entries[i:], l.seqs[i:]
+	l.forget(i)
 	if cap(l.entries) > 2*len(l.entries)+64 {
 		l.entries, l.seqs = slices.Clone(l.entries), slices.Clone(l.seqs)
 	}

@@ -536,9 +536,12 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 			refused++ // trusted, but not past what it says it can host
 			continue
 		}
+		// A member that left the room, or a room Central removed, since
+		// this Central started is not brought back by a report that still
+		// lists it (the server drops it once it reads the revocation).
 		var members []string
 		for _, m := range rep.Members {
-			if proto.CheckUser(m) == nil && !slices.Contains(members, m) && len(members) < c.cfg.MaxMembers {
+			if proto.CheckUser(m) == nil && !slices.Contains(members, m) && len(members) < c.cfg.MaxMembers && !c.leftLocked(rep.ID, m, 0) {
 				members = append(members, m)
 			}
 		}
