@@ -54,6 +54,7 @@ type conn struct {
 	opened   time.Time
 	dead     atomic.Bool  // a fatal error was sent: ignore further input
 	counted  bool         // holds a descriptor of Central's budget; loop only
+	greeted  bool         // a Hello frame arrived (frames may be MaxFrame now); loop only
 	queued   atomic.Int64 // bytes handed to AsyncWrite, not yet on the loop
 	outbound atomic.Int64 // the outbound buffer as last seen on the loop
 	paused   atomic.Bool  // input left unread until the output drains
@@ -252,7 +253,11 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 		if h.c.backPressure(cn, n) {
 			return gnet.None
 		}
-		t, body, size, err := wire.Next(gc, wire.MaxFrame)
+		limit := wire.MaxFrame
+		if !cn.greeted {
+			limit = proto.MaxHelloFrame
+		}
+		t, body, size, err := wire.Next(gc, limit)
 		if errors.Is(err, wire.ErrIncomplete) {
 			if gc.InboundBuffered() == 0 {
 				cn.partial.Store(0)
@@ -266,6 +271,7 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 			cn.partial.Store(0)
 			msg, err = proto.Decode(t, body) // copies what it keeps out of gc's buffer
 			gc.Discard(size)
+			cn.greeted = cn.greeted || t == proto.THello
 		}
 		if err != nil {
 			h.c.fatal(cn, proto.CodeOf(err), err.Error())

@@ -36,6 +36,8 @@ func TestControlHandshakeErrors(t *testing.T) {
 		{"wrong version", frame(&proto.Hello{V: 99, Token: s.Token}), proto.CodeVersion},
 		{"request before hello", frame(&proto.Request{To: []string{"bob"}}), proto.CodeNoHello},
 		{"oversized frame", huge, proto.CodeTooLarge},
+		// Before the Hello only MaxHelloFrame is buffered for a peer.
+		{"big frame before hello", []byte{0, 0, byte((proto.MaxHelloFrame + 2) >> 8), 1, byte(proto.THello)}, proto.CodeTooLarge},
 		{"empty frame", []byte{0, 0, 0, 0}, proto.CodeBadFrame},
 		{"unknown type", []byte{0, 0, 0, 1, 0x7f}, proto.CodeUnknownType},
 		{"bad body", []byte{0, 0, 0, 2, byte(proto.THello), 0xc1}, proto.CodeBadBody},

@@ -128,7 +128,11 @@ func (s *Server) serve(m *member, c inbound) gnet.Action {
 		if s.backPressure(m, buffered) {
 			return gnet.None
 		}
-		t, body, n, err := wire.Next(c, s.cfg.MaxFrame)
+		limit := s.cfg.MaxFrame
+		if !m.hello {
+			limit = min(limit, proto.MaxHelloFrame)
+		}
+		t, body, n, err := wire.Next(c, limit)
 		if errors.Is(err, wire.ErrIncomplete) {
 			if m.partialAt.IsZero() {
 				m.partialAt = now // a frame has begun: it must finish within FrameTimeout

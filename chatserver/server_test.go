@@ -308,6 +308,9 @@ func TestBadInput(t *testing.T) {
 		{"chat with an unknown field", false, append(mustEncode(&proto.Join{Room: "r5", User: "u"}), frame(proto.TChat, []byte{0x83, 0xa3, 'n', 'u', 'm', 0x01, 0xa4, 'e', 'v', 'i', 'l', 0xc0, 0xa4, 't', 'e', 'x', 't', 0xa2, 'h', 'i'})...), proto.CodeBadBody},
 		{"second join", false, append(mustEncode(&proto.Join{Room: "r3", User: "u"}), mustEncode(&proto.Join{Room: "r4", User: "u"})...), proto.CodeBadJoin},
 		{"no hello", true, mustEncode(&proto.Ping{ID: 1}), proto.CodeNoHello},
+		// Before the Hello, a frame over MaxHelloFrame is refused on its
+		// header: an unknown peer does not get 64 KiB buffered.
+		{"big frame before hello", true, []byte{0, 0, byte((proto.MaxHelloFrame + 2) >> 8), 1, byte(proto.THello)}, proto.CodeTooLarge},
 		{"wrong version", true, mustEncode(&proto.Hello{V: 99}), proto.CodeVersion},
 	}
 	for _, tc := range tests {

@@ -100,6 +100,13 @@ type Hello struct {
 	Token string `msgpack:"token"`
 }
 
+// MaxHelloFrame bounds the frames a listener takes before the Hello: a
+// Hello is some hundred bytes, and a peer nobody knows yet must not make
+// it buffer a whole MaxFrame (abuse probe, 2026-12-03: 2,000 connections
+// each sending 64 KiB of a first frame held 130 MB of a chat server's and
+// of Central's memory).
+const MaxHelloFrame = 4 << 10
+
 // Welcome (0x02, listener -> dialer, answers Hello). Server is the
 // listener's name (a chat server's ID, or CentralName); Max its frame limit;
 // User, on the control port, the user the token belongs to.
