@@ -614,32 +614,40 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 
 // probeTimeout is how long Central's check of s may take: ProbeTimeout,
 // or, if longer, twice Central's last echo of s (which spans three round
-// trips: connect, Hello, Ping) or four times the slowest RTT to s that a
-// reporter measured, so a distant server is not declared dead for being
+// trips: connect, Hello, Ping) or four times the RTT to s that its
+// reporters measured, so a distant server is not declared dead for being
 // far.
 func (c *Central) probeTimeoutLocked(s *serverRec) time.Duration {
-	d := max(c.cfg.ProbeTimeout, 2*s.echoRTT)
-	for rep := range s.reporters {
-		if smp, ok := rep.u.lat[s.rec.ID]; ok && smp.Count > 0 {
-			d = max(d, 4*smp.Median)
-		}
-	}
-	return d
+	return max(c.cfg.ProbeTimeout, 2*s.echoRTT, 4*c.reportedRTTLocked(s))
 }
 
 // connectTimeoutLocked bounds the TCP connect of Central's check of s: a
-// connect takes one round trip, so three of the slowest reporter's RTTs,
-// or Central's last whole echo (three round trips), or minConnectTimeout
-// if longer, and never more than the whole check. A dark path (SYNs lost)
-// is told within it.
+// connect takes one round trip, so three of the reporters' RTT, or
+// Central's last whole echo (three round trips), or minConnectTimeout if
+// longer, and never more than the whole check. A dark path (SYNs lost) is
+// told within it.
 func (c *Central) connectTimeoutLocked(s *serverRec) time.Duration {
-	d := max(minConnectTimeout, s.echoRTT)
+	d := max(minConnectTimeout, s.echoRTT, 3*c.reportedRTTLocked(s))
+	return min(d, c.probeTimeoutLocked(s))
+}
+
+// maxReportedRTT bounds what members' figures may add to a check's time:
+// no chat server worth keeping is a second away.
+const maxReportedRTT = time.Second
+
+// reportedRTTLocked is the lowest RTT to s that its reporters measured, at
+// most maxReportedRTT: any member near s shows s is near, and a member's
+// figures alone stretch the check by seconds at most (abuse probe,
+// 2026-12-03: one member claiming an hour kept a stopped server up for
+// 12.5 s instead of 2, until its heartbeats were overdue).
+func (c *Central) reportedRTTLocked(s *serverRec) time.Duration {
+	var low time.Duration
 	for rep := range s.reporters {
-		if smp, ok := rep.u.lat[s.rec.ID]; ok && smp.Count > 0 {
-			d = max(d, 3*smp.Median)
+		if smp, ok := rep.u.lat[s.rec.ID]; ok && smp.Count > 0 && (low == 0 || smp.Median < low) {
+			low = smp.Median
 		}
 	}
-	return min(d, c.probeTimeoutLocked(s))
+	return min(low, maxReportedRTT)
 }
 
 // corroboratedLocked reports whether a failed check of s is backed by

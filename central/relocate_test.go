@@ -290,6 +290,18 @@ func TestProbeTimeoutScales(t *testing.T) {
 	if d := w.c.connectTimeoutLocked(s); d != 600*time.Millisecond {
 		t.Errorf("a reporter 200ms away: connect timeout %v, want 600ms", d)
 	}
+	// One member's figure cannot stretch the check past a few seconds,
+	// and a nearer reporter shows the server near (abuse probe,
+	// 2026-12-03: a member claiming an hour kept a stopped server up).
+	liar := &user{name: "liar", lat: map[string]selection.Sample{"serv1": {Median: time.Hour, Count: 5}}}
+	s.reporters[reporter{u: liar}] = false
+	if d := w.c.probeTimeoutLocked(s); d != 800*time.Millisecond {
+		t.Errorf("reporters 200ms and an hour away: timeout %v, want 800ms (the nearer)", d)
+	}
+	delete(s.reporters, reporter{u: far})
+	if d := w.c.probeTimeoutLocked(s); d != 4*maxReportedRTT {
+		t.Errorf("a reporter claiming an hour: timeout %v, want %v", d, 4*maxReportedRTT)
+	}
 	s.echoRTT = 0
 	s.reporters = map[reporter]bool{{u: &user{lat: map[string]selection.Sample{"serv1": {Median: 10 * time.Millisecond, Count: 5}}}}: true}
 	if d := w.c.connectTimeoutLocked(s); d != minConnectTimeout {
