@@ -549,6 +549,17 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 			"server id %q is registered by a live server at %s; pick another id, present its token, or wait until it is declared down (%v without a heartbeat)",
 			in.ID, s.rec.Addr, c.cfg.OfflineAfter)
 	}
+	if s == nil {
+		// Ids differing only in case are one id, as user names are:
+		// "SERV1" beside a live "serv1" would only confuse operators.
+		for id, o := range c.srvByID {
+			if strings.EqualFold(id, in.ID) && !o.rec.Down {
+				c.mu.Unlock()
+				return 0, nil, errf(http.StatusConflict, centralapi.CodeServerTaken,
+					"server id %q is taken as %q by a live server (ids that differ only in case are one id); pick another id", in.ID, id)
+			}
+		}
+	}
 	rec := store.Server{ID: in.ID, Addr: in.Addr, MaxRooms: in.MaxRooms, MaxConns: in.MaxConns, Registered: now, LastSeen: now}
 	if s == nil {
 		s = c.addServerLocked(rec)
