@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,11 +143,8 @@ func (c *Central) restHandler() http.Handler {
 			switch sw.status {
 			case http.StatusMethodNotAllowed:
 				writeErr(w, errf(sw.status, centralapi.CodeMethodNotAllowed, "method %s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, w.Header().Get("Allow")))
-			case http.StatusNotFound, 0:
-				writeErr(w, errf(http.StatusNotFound, centralapi.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
 			default:
-				// A redirect (such as a cleaned path) goes out as the mux meant.
-				w.WriteHeader(sw.status)
+				writeErr(w, errf(http.StatusNotFound, centralapi.CodeNotFound, "no route %s %.256s", r.Method, r.URL.Path))
 			}
 			return
 		}
@@ -168,6 +166,11 @@ func checkEnvelope(r *http.Request) *apiError {
 	}
 	if !strings.HasPrefix(r.URL.Path, "/") {
 		return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "request target %.64q is not a path", r.RequestURI)
+	}
+	// The mux would redirect "//" and ".." to the clean path; no client of
+	// the API sends those, so it is told, in JSON like every refusal.
+	if p := r.URL.Path; path.Clean(p) != p {
+		return errf(http.StatusNotFound, centralapi.CodeNotFound, "no route %s %.256s (not a clean path: %.256s)", r.Method, p, path.Clean(p))
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && (r.ContentLength != 0 || r.Body != http.NoBody) {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {

@@ -73,6 +73,8 @@ func TestRESTErrors(t *testing.T) {
 		{"name dot", "POST", "/v1/clients", `{"name":"."}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"name dot dot", "POST", "/v1/clients", `{"name":".."}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"name differs by case", "POST", "/v1/clients", `{"name":"ALICE"}`, "", 409, centralapi.CodeNameTaken, ""},
+		{"unclean path", "GET", "/v1//clients", "", "", 404, centralapi.CodeNotFound, ""},
+		{"dot dot path", "GET", "/v1/x/../clients", "", "", 404, centralapi.CodeNotFound, ""},
 		{"server id differs by case", "POST", "/v1/servers", `{"id":"SERV1","addr":"127.0.0.1:9"}`, "Bearer s3cret", 409, centralapi.CodeServerTaken, ""},
 		{"rooms without secret", "GET", "/v1/rooms", "", "", 401, centralapi.CodeUnauthorized, ""},
 		{"deregister unknown server", "DELETE", "/v1/servers/ghost", "", "Bearer s3cret", 404, centralapi.CodeUnknownServer, ""},
