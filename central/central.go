@@ -73,6 +73,7 @@ type Central struct {
 	httpSrv   *http.Server
 	ctrl      *control
 	regLimit  sourceBuckets    // registrations per source address, guarded by mu
+	checks    bucket           // ticket verifications, every report's; guarded by mu
 	folded    map[string]*user // users by case-folded name, guarded by mu
 	ctrlAddr  string
 	ctrlFront *tlsconfig.Front // TLS in front of the control port, if on

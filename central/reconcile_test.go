@@ -805,6 +805,54 @@ func TestPlacementWaitsForAFirstMeasurement(t *testing.T) {
 	}
 }
 
+// Ticket checks cost Central's CPU under its lock: a member whose report
+// carries a forged ticket has none checked for a minute, and every check,
+// whoever asks, comes from one budget (abuse probe, 2026-12-03: 300
+// accounts reporting forged tickets took 2.2 s of Central's CPU).
+func TestTicketChecksAreBudgeted(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	_, forger, _ := ed25519.GenerateKey(nil)
+	w := newWorld(t, func(c *Config) { c.TicketKey = priv; c.Policy.MinDwell = time.Hour })
+	sign := func(k ed25519.PrivateKey, user string) []byte {
+		tk, err := ticket.Sign(k, ticket.Claims{Room: lostRoom, User: user, Epoch: 5, Server: "serv2", Expires: w.clk.Now().Add(time.Hour).Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	held := func(tk []byte) *proto.Holding {
+		return &proto.Holding{Rooms: []proto.Held{{Room: lostRoom, Epoch: 5, Server: "serv2", Ticket: tk}}}
+	}
+	adopted := func() bool { _, ok := w.roomOf(t, lostRoom); return ok }
+	a := w.user(t, "alice")
+	a.send(held(sign(forger, "alice")))
+	a.send(held(sign(priv, "alice"))) // valid, but right after a forgery
+	a.sync(nil)
+	if adopted() {
+		t.Fatal("a ticket was checked right after the same member's forged one")
+	}
+	w.clk.Advance(forgedPause)
+	a.send(held(sign(priv, "alice")))
+	testkit.WaitFor(t, 5*time.Second, "room adopted once the pause is over", adopted)
+
+	// The budget, spent, checks nothing until it refills.
+	b := w.user(t, "bob")
+	w.c.mu.Lock()
+	w.c.checks.tokens = 0
+	w.c.mu.Unlock()
+	b.send(held(sign(priv, "bob")))
+	expect[*proto.RoomClosed](b, nil) // as to any report that shows nothing
+	if r, _ := w.roomOf(t, lostRoom); slices.Contains(r.Members, "bob") {
+		t.Fatal("a ticket was checked with the budget spent")
+	}
+	w.clk.Advance(time.Second)
+	b.send(held(sign(priv, "bob")))
+	testkit.WaitFor(t, 5*time.Second, "bob let in once the budget refilled", func() bool {
+		r, _ := w.roomOf(t, lostRoom)
+		return slices.Contains(r.Members, "bob")
+	})
+}
+
 // Where Central signs tickets, a Holding report makes its sender a member,
 // or moves the room, only with the ticket Central signed for that member,
 // room and placement, still valid. Before, anyone who learnt a

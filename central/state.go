@@ -50,6 +50,9 @@ type user struct {
 	holdLimit bucket // Holding reports
 	repLimit  bucket // Unreachable reports
 	latLimit  bucket // latency reports (PUT /v1/clients/{name}/latency)
+	// forged is when u last reported a ticket with a bad signature, which
+	// no honest client does: its tickets go unchecked for forgedPause.
+	forged time.Time
 }
 
 func (u *user) placeholder() bool { return u.token == "" }
@@ -601,7 +604,7 @@ func (c *Central) placedOn(s *serverRec, rep *centralapi.RoomReport, budget *int
 	if c.cfg.TicketKey == nil {
 		return true
 	}
-	if len(rep.Ticket) == 0 || *budget <= 0 {
+	if len(rep.Ticket) == 0 || *budget <= 0 || !c.allowCheckLocked(c.now()) {
 		return false
 	}
 	*budget--
