@@ -230,6 +230,11 @@ func (m *member) kill(code proto.Code, reason string) {
 	}
 	m.dead = true
 	m.send(errorFrame(code, reason))
+	if m.rec != nil {
+		// TLS ends with our close_notify, so the peer can tell this close
+		// from a cut made on the way (RFC 8446, 6.1).
+		m.loop.sealAlert(m, 1, alertCloseNotify)
+	}
 	if m.c.OutboundBuffered() == 0 || m.gone {
 		_ = m.c.Close()
 		return

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/time/rate"
 
 	"nearchat/pkg/connlimit"
 	"nearchat/pkg/proto"
@@ -429,10 +430,15 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 	in.buf, in.off = append(l.plainBuf[:0], m.partial...), 0
 	b := ct
 	var err error
+	closing := false // the peer sent close_notify
 	for len(b) >= recordHeader && err == nil && !m.dead {
 		n := int(binary.BigEndian.Uint16(b[3:]))
-		if b[0] != typeAppData || n > maxCiphertext {
-			err = fmt.Errorf("%srecord of type %d, %d bytes", errRecordMsg, b[0], n)
+		if n > maxCiphertext {
+			err = recordErr(alertRecordOverflow, "record of %d bytes, limit %d", n, maxCiphertext)
+			break
+		}
+		if b[0] != typeAppData {
+			err = recordErr(alertUnexpected, "record of type %d after the handshake", b[0])
 			break
 		}
 		if recordHeader+n > len(b) {
@@ -455,7 +461,7 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 		if typ == typeAppData && size > 0 {
 			rl.useless = 0
 		} else if rl.useless++; rl.useless > maxUselessRecords {
-			err = fmt.Errorf("%s%d records in a row without data", errRecordMsg, rl.useless)
+			err = recordErr(alertUnexpected, "%d records in a row without data", rl.useless)
 			break
 		}
 		switch typ {
@@ -465,10 +471,18 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 			in.buf = in.buf[:len(in.buf)-size]
 			err = s.keyUpdate(m, msg)
 		case typeAlert:
-			// close_notify or a fatal alert: the peer is done either way.
+			// close_notify or a fatal alert: the peer is done either way;
+			// a close_notify is answered with ours (RFC 8446, 6.1).
+			msg := in.buf[len(in.buf)-size:]
+			in.buf = in.buf[:len(in.buf)-size]
 			err = io.EOF
+			if size != 2 {
+				err = recordErr(alertDecodeError, "alert of %d bytes", size)
+			} else if msg[1] == alertCloseNotify {
+				closing = true
+			}
 		default:
-			err = fmt.Errorf("%scontent type %d", errRecordMsg, typ)
+			err = recordErr(alertUnexpected, "content type %d", typ)
 		}
 	}
 	if len(b) > 0 && err == nil && !m.dead {
@@ -487,8 +501,14 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 	}
 	l.plainBuf, in.buf = in.buf[:0], nil
 	if err != nil && !m.dead {
+		// The peer learns why, in TLS's own terms: an alert for a fault
+		// in its records, our close_notify for its own (before, the
+		// connection just closed: abuse probe, 2026-12-03).
 		if err != io.EOF {
 			s.log.Debug("TLS record", "remote", m.c.RemoteAddr(), "err", err)
+			l.sealAlert(m, 2, alertOf(err))
+		} else if closing {
+			l.sealAlert(m, 1, alertCloseNotify)
 		}
 		m.dead = true
 		_ = m.c.Close()
@@ -496,12 +516,35 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 	return gnet.None
 }
 
+// sealAlert writes one alert record of level and description to m. Event
+// loop only.
+func (l *loop) sealAlert(m *member, level, desc byte) {
+	l.sealBuf = m.rec.out.seal(l.sealBuf[:0], typeAlert, []byte{level, desc}, &l.nonce)
+	_, _ = m.c.Write(l.sealBuf)
+}
+
 // keyUpdate handles a post-handshake message: only KeyUpdate is allowed.
 // The peer's next records use its next key; if it asks, ours move on too,
 // announced under the old key. Event loop only.
 func (s *Server) keyUpdate(m *member, msg []byte) error {
-	if len(msg) != 5 || msg[0] != keyUpdate || msg[1] != 0 || msg[2] != 0 || msg[3] != 1 || msg[4] > 1 {
-		return fmt.Errorf("%sunexpected handshake message % x", errRecordMsg, msg)
+	switch {
+	case len(msg) == 0 || msg[0] != keyUpdate:
+		return recordErr(alertUnexpected, "unexpected handshake message % x", msg)
+	case len(msg) != 5 || msg[1] != 0 || msg[2] != 0 || msg[3] != 1:
+		return recordErr(alertDecodeError, "malformed key update % x", msg)
+	case msg[4] > 1:
+		return recordErr(alertIllegalParameter, "key update request %d", msg[4])
+	}
+	// Each costs three HKDF expansions and a new AEAD, on the loop every
+	// member on it shares, and a byte of data between them resets the
+	// run of useless records: they are paced apart (abuse probe,
+	// 2026-12-03: one client re-keyed 107,000 times a second, 64% of a
+	// loop). A peer needs one every 2^24 records or so.
+	if m.rec.keyUpdates == nil {
+		m.rec.keyUpdates = rate.NewLimiter(keyUpdateRate, keyUpdateBurst)
+	}
+	if !m.rec.keyUpdates.AllowN(m.loop.now, 1) {
+		return recordErr(alertUnexpected, "more than %d key updates in a burst, %g a second", keyUpdateBurst, float64(keyUpdateRate))
 	}
 	if err := m.rec.in.update(); err != nil {
 		return err
@@ -519,6 +562,12 @@ func (s *Server) keyUpdate(m *member, msg []byte) error {
 	}
 	return nil
 }
+
+// keyUpdateRate and keyUpdateBurst pace a member's key updates.
+const (
+	keyUpdateRate  = rate.Limit(1)
+	keyUpdateBurst = 16
+)
 
 // maxUselessRecords bounds a run of records that carry no stream bytes
 // (crypto/tls allows 16 too).

@@ -15,6 +15,7 @@ import (
 	"hash"
 
 	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/time/rate"
 )
 
 // The TLS 1.3 record layer of an established connection (RFC 8446, 5.2),
@@ -36,7 +37,38 @@ const (
 	keyUpdate     = 24
 
 	errRecordMsg = "chatserver: TLS " // prefix of record errors
+
+	// Alert descriptions (RFC 8446, 6) the server ends a connection with.
+	alertCloseNotify      = 0
+	alertUnexpected       = 10
+	alertBadRecordMAC     = 20
+	alertRecordOverflow   = 22
+	alertIllegalParameter = 47
+	alertDecodeError      = 50
 )
+
+// recordError is a fault in the peer's records, and the alert that names
+// it to the peer before the connection ends.
+type recordError struct {
+	alert byte
+	msg   string
+}
+
+func (e *recordError) Error() string { return errRecordMsg + e.msg }
+
+func recordErr(alert byte, format string, args ...any) error {
+	return &recordError{alert: alert, msg: fmt.Sprintf(format, args...)}
+}
+
+// alertOf is the alert that answers err: the one a recordError names,
+// decode_error for anything else.
+func alertOf(err error) byte {
+	var re *recordError
+	if errors.As(err, &re) {
+		return re.alert
+	}
+	return alertDecodeError
+}
 
 // halfConn protects one direction.
 type halfConn struct {
@@ -143,12 +175,12 @@ func (h *halfConn) open(dst, hdr, ct []byte, n *[12]byte) ([]byte, byte, int, er
 	start := len(dst)
 	out, err := h.aead.Open(dst, n[:], ct, hdr)
 	if err != nil {
-		return dst, 0, 0, errors.New(errRecordMsg + "record failed authentication")
+		return dst, 0, 0, recordErr(alertBadRecordMAC, "record failed authentication")
 	}
 	h.seq++
 	if len(out)-start > maxPlain+1 {
 		// RFC 8446 section 5.4: content, type and padding fit 2^14 + 1.
-		return dst, 0, 0, fmt.Errorf("%srecord of %d bytes of plaintext, limit %d", errRecordMsg, len(out)-start, maxPlain+1)
+		return dst, 0, 0, recordErr(alertRecordOverflow, "record of %d bytes of plaintext, limit %d", len(out)-start, maxPlain+1)
 	}
 	// The content type is the last non-zero byte; zeros after it pad.
 	i := len(out) - 1
@@ -156,9 +188,25 @@ func (h *halfConn) open(dst, hdr, ct []byte, n *[12]byte) ([]byte, byte, int, er
 		i--
 	}
 	if i < start {
-		return dst, 0, 0, errors.New(errRecordMsg + "record without a content type")
+		return dst, 0, 0, recordErr(alertUnexpected, "record without a content type")
 	}
 	return out[:i], out[i], i - start, nil
+}
+
+// holdsFinished reports whether the handshake messages in p include a
+// Finished (type 20).
+func holdsFinished(p []byte) bool {
+	for len(p) >= 4 {
+		if p[0] == 20 {
+			return true
+		}
+		n := 4 + (int(p[1])<<16 | int(p[2])<<8 | int(p[3]))
+		if n > len(p) {
+			break
+		}
+		p = p[n:]
+	}
+	return false
 }
 
 // recordLayer is a TLS member's protection state. Event loop only.
@@ -166,6 +214,8 @@ type recordLayer struct {
 	in, out halfConn
 	pending []byte // ciphertext of a record not yet whole; nil when none
 	useless int    // records in a row that carried no stream bytes
+	// keyUpdates paces the peer's key updates; nil until its first.
+	keyUpdates *rate.Limiter
 }
 
 // keyCapture collects the application traffic secrets, and the client's
@@ -244,7 +294,7 @@ func newRecordLayer(suite uint16, keys *keyCapture, read, written []byte) (*reco
 		return nil, err
 	}
 	b := read
-	encrypted := false
+	encrypted, finished := false, false
 	for len(b) >= recordHeader {
 		n := recordHeader + int(binary.BigEndian.Uint16(b[3:]))
 		if n > len(b) {
@@ -252,19 +302,27 @@ func newRecordLayer(suite uint16, keys *keyCapture, read, written []byte) (*reco
 		}
 		if b[0] != typeAppData {
 			if encrypted || (b[0] != typeHandshake && b[0] != 20) {
-				return nil, fmt.Errorf("%splaintext record of type %d after the handshake", errRecordMsg, b[0])
+				return nil, recordErr(alertUnexpected, "plaintext record of type %d after the handshake", b[0])
 			}
 			b = b[n:]
 			continue
 		}
 		encrypted = true
-		if _, _, _, err := hs.open(scratch[:0], b[:recordHeader], b[recordHeader:n], &nonce); err == nil {
+		if pt, typ, _, err := hs.open(scratch[:0], b[:recordHeader], b[recordHeader:n], &nonce); err == nil {
+			// crypto/tls took these, up to the Finished; one after it,
+			// or one that is no handshake message, is the client's
+			// fault as it would be later (abuse probe, 2026-12-03: they
+			// were skipped unchecked).
+			if finished || typ != typeHandshake {
+				return nil, recordErr(alertUnexpected, "record of type %d under the handshake key after the client's Finished", typ)
+			}
+			finished = holdsFinished(pt)
 			b = b[n:]
 			continue
 		}
 		probe := rl.in
 		if _, _, _, err := probe.open(scratch[:0], b[:recordHeader], b[recordHeader:n], &nonce); err != nil {
-			return nil, errors.New(errRecordMsg + "a record after the handshake failed authentication")
+			return nil, recordErr(alertBadRecordMAC, "a record after the handshake failed authentication")
 		}
 		break
 	}
