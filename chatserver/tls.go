@@ -426,8 +426,17 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 		k, _ := m.c.Read(ct[len(ct)-n:])
 		ct = ct[:len(ct)-n+k]
 	}
+	// Plaintext goes after the start of a frame m sent before, in m's own
+	// buffer when there is one: copying it into the loop's buffer and back
+	// at every event cost up to 2 x 256 KiB for each tiny record of a
+	// client dripping a big frame (TLS review, 2026-12-03).
 	in := &l.plain
-	in.buf, in.off = append(l.plainBuf[:0], m.partial...), 0
+	own := len(m.partial) > 0
+	if own {
+		in.buf, in.off = m.partial, 0
+	} else {
+		in.buf, in.off = l.plainBuf[:0], 0
+	}
 	b := ct
 	var err error
 	closing := false // the peer sent close_notify
@@ -494,12 +503,20 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 	if in.InboundBuffered() > 0 {
 		s.serve(m, in)
 	}
-	if rest := in.buf[in.off:]; len(rest) > 0 && !m.dead {
-		m.partial = append(m.partial[:0], rest...)
-	} else {
+	switch rest := in.buf[in.off:]; {
+	case len(rest) == 0 || m.dead:
 		m.partial = nil
+	case own && in.off == 0:
+		m.partial = in.buf // nothing taken: it stays where it is
+	case own:
+		m.partial = append(in.buf[:0], rest...) // moved down in its own buffer
+	default:
+		m.partial = append([]byte(nil), rest...)
 	}
-	l.plainBuf, in.buf = in.buf[:0], nil
+	if !own {
+		l.plainBuf = in.buf[:0]
+	}
+	in.buf = nil
 	if err != nil && !m.dead {
 		// The peer learns why, in TLS's own terms: an alert for a fault
 		// in its records, our close_notify for its own (before, the
