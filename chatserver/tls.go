@@ -316,6 +316,13 @@ func (f *tlsFront) handshake(c *net.TCPConn, first []byte, sl *hsSlot) {
 			f.failed.Add(1)
 			f.s.log.Debug("TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
 		}
+		if rl != nil && err != nil {
+			// The records that came with the client's Finished are at
+			// fault: it is told so, as it would be later.
+			var nonce [12]byte
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.Write(rl.out.seal(nil, typeAlert, []byte{2, alertOf(err)}, &nonce))
+		}
 		c.Close()
 		return
 	}

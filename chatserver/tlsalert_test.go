@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,7 +222,10 @@ func TestTLSHandshakeKeyEndsAtFinished(t *testing.T) {
 			if err == nil && n >= wire.HeaderSize && wire.Type(b[wire.LenSize]) == proto.TWelcome {
 				t.Fatal("a record under the handshake key after the Finished was skipped, and the Hello behind it welcomed")
 			}
-			t.Logf("the client read %d bytes, %v", n, err)
+			// crypto/tls names the alert it got: unexpected_message.
+			if err == nil || !strings.Contains(err.Error(), "unexpected message") {
+				t.Fatalf("the client read %d bytes, %v; want the unexpected_message alert", n, err)
+			}
 		})
 	}
 }

@@ -251,7 +251,9 @@ func (k *keyCapture) Write(line []byte) (int, error) {
 // socket: records the client sent after its Finished may already be among
 // the bytes read, and the server may have sent session tickets under the
 // new keys, so the sequence numbers and the first unread application
-// record are found by trying the application keys on those records.
+// record are found by trying the application keys on those records. When
+// those records are at fault, the record layer comes back with the error,
+// for the alert that answers it.
 func newRecordLayer(suite uint16, keys *keyCapture, read, written []byte) (*recordLayer, error) {
 	if keys.client == nil || keys.server == nil {
 		return nil, errors.New(errRecordMsg + "handshake logged no traffic secrets")
@@ -302,7 +304,7 @@ func newRecordLayer(suite uint16, keys *keyCapture, read, written []byte) (*reco
 		}
 		if b[0] != typeAppData {
 			if encrypted || (b[0] != typeHandshake && b[0] != 20) {
-				return nil, recordErr(alertUnexpected, "plaintext record of type %d after the handshake", b[0])
+				return rl, recordErr(alertUnexpected, "plaintext record of type %d after the handshake", b[0])
 			}
 			b = b[n:]
 			continue
@@ -314,7 +316,7 @@ func newRecordLayer(suite uint16, keys *keyCapture, read, written []byte) (*reco
 			// fault as it would be later (abuse probe, 2026-12-03: they
 			// were skipped unchecked).
 			if finished || typ != typeHandshake {
-				return nil, recordErr(alertUnexpected, "record of type %d under the handshake key after the client's Finished", typ)
+				return rl, recordErr(alertUnexpected, "record of type %d under the handshake key after the client's Finished", typ)
 			}
 			finished = holdsFinished(pt)
 			b = b[n:]
@@ -322,7 +324,7 @@ func newRecordLayer(suite uint16, keys *keyCapture, read, written []byte) (*reco
 		}
 		probe := rl.in
 		if _, _, _, err := probe.open(scratch[:0], b[:recordHeader], b[recordHeader:n], &nonce); err != nil {
-			return nil, recordErr(alertBadRecordMAC, "a record after the handshake failed authentication")
+			return rl, recordErr(alertBadRecordMAC, "a record after the handshake failed authentication")
 		}
 		break
 	}
