@@ -482,9 +482,25 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 		}
 		switch typ {
 		case typeAppData:
+			if len(rl.hsPart) > 0 {
+				err = recordErr(alertUnexpected, "data in the middle of a handshake message")
+			}
 		case typeHandshake:
 			msg := in.buf[len(in.buf)-size:]
 			in.buf = in.buf[:len(in.buf)-size]
+			// A message may come in pieces, one record each (RFC 8446,
+			// 5.1); the only one a client may send is 5 bytes.
+			if len(rl.hsPart) > 0 || len(msg) < 4 || len(msg) < 4+(int(msg[1])<<16|int(msg[2])<<8|int(msg[3])) {
+				if len(rl.hsPart)+len(msg) > 5 {
+					err = recordErr(alertUnexpected, "handshake message of more than 5 bytes after the handshake")
+					break
+				}
+				rl.hsPart = append(rl.hsPart, msg...)
+				if len(rl.hsPart) < 4 || len(rl.hsPart) < 4+int(rl.hsPart[3]) {
+					break // more to come
+				}
+				msg, rl.hsPart = rl.hsPart, nil
+			}
 			err = s.keyUpdate(m, msg)
 		case typeAlert:
 			// close_notify or a fatal alert: the peer is done either way;

@@ -229,3 +229,53 @@ func TestTLSHandshakeKeyEndsAtFinished(t *testing.T) {
 		})
 	}
 }
+
+// A KeyUpdate may come in pieces, one record each (RFC 8446, 5.1), as
+// stacks other than crypto/tls may send it; data in the middle of one, or
+// a piece that makes it longer than a KeyUpdate, ends the connection.
+// Before, a split KeyUpdate ended it (TLS review, 2026-12-03).
+func TestTLSKeyUpdateInPieces(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	r := dialRawTLS(t, s, ca, 0)
+	welcomed(t, r)
+	out := r.record(typeHandshake, []byte{keyUpdate, 0})
+	out = append(out, r.record(typeHandshake, []byte{0, 1})...)
+	out = append(out, r.record(typeHandshake, []byte{0})...)
+	if err := r.out.update(); err != nil {
+		t.Fatal(err)
+	}
+	out = append(out, r.frame(&proto.Ping{ID: 5})...)
+	if _, err := r.c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	if typ, err := r.next(10 * time.Second); err != nil || typ != proto.TPong {
+		t.Fatalf("a KeyUpdate in three records: frame 0x%02x, %v; want it taken and the Ping answered", byte(typ), err)
+	}
+	for _, tc := range []struct {
+		name   string
+		pieces [][]byte
+	}{
+		{"data in the middle", [][]byte{{keyUpdate, 0}, nil}},
+		{"longer than a KeyUpdate", [][]byte{{keyUpdate, 0, 0}, {9, 0, 0, 0}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := dialRawTLS(t, s, ca, 0)
+			welcomed(t, r)
+			var out []byte
+			for _, p := range tc.pieces {
+				if p == nil {
+					out = append(out, r.frame(&proto.Ping{ID: 6})...)
+					continue
+				}
+				out = append(out, r.record(typeHandshake, p)...)
+			}
+			if _, err := r.c.Write(out); err != nil {
+				t.Fatal(err)
+			}
+			if got := r.end(10 * time.Second); !got.closed || len(got.alerts) != 1 || got.alerts[0][1] != alertUnexpected {
+				t.Fatalf("alerts % x, closed %v; want unexpected_message and a close", got.alerts, got.closed)
+			}
+		})
+	}
+}

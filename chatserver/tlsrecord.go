@@ -214,6 +214,7 @@ type recordLayer struct {
 	in, out halfConn
 	pending []byte // ciphertext of a record not yet whole; nil when none
 	useless int    // records in a row that carried no stream bytes
+	hsPart  []byte // the start of a handshake message split over records
 	// keyUpdates paces the peer's key updates; nil until its first.
 	keyUpdates *rate.Limiter
 }
