@@ -93,6 +93,13 @@ func (in *inbox) cursor(user string) uint64 {
 	return 0
 }
 
+// maxNumJump bounds how far past the cursor a sender's number may be
+// taken: no sender sends 2^32 messages while it is not delivered, and a
+// number near 2^64 made every number below it a hole and, once its next
+// was computed, wrapped to 0 and spun the session forever (abuse probe,
+// 2026-12-03). Such a Deliver, or announcement, is dropped.
+const maxNumJump = 1 << 32
+
 // incarnation moves p to incarnation inc if that is newer than the one it
 // follows: whatever the old incarnation still owed is given up (held
 // messages delivered, holes reported) and numbering starts afresh. It
@@ -119,6 +126,9 @@ func (in *inbox) accept(d proto.Deliver, now time.Time) (ready []proto.Deliver, 
 	ok, ready, gaps := in.incarnation(d.From, p, d.Inc, now)
 	if !ok {
 		return in.late(p, d)
+	}
+	if d.Num > p.cursor && d.Num-p.cursor > maxNumJump {
+		return ready, gaps, true // see maxNumJump
 	}
 	if d.Num > p.known {
 		p.known = d.Num
@@ -210,7 +220,7 @@ func (in *inbox) announce(user string, inc, last uint64, now time.Time) (ready [
 	if !ok {
 		return nil, nil
 	}
-	if last > p.known {
+	if last > p.known && last-p.cursor <= maxNumJump {
 		p.known = last
 	}
 	if p.known > p.cursor && p.gapSince.IsZero() {
@@ -229,7 +239,7 @@ func (in *inbox) missed(user string, inc, first, last uint64, now time.Time) ([]
 	if p == nil {
 		return nil, nil // nothing of user was expected, so nothing is missed
 	}
-	if inc != p.inc || last <= p.cursor || first > p.cursor+1 {
+	if inc != p.inc || last <= p.cursor || first > p.cursor+1 || last-p.cursor > maxNumJump {
 		return nil, nil
 	}
 	var keys []uint64
@@ -267,14 +277,27 @@ func (in *inbox) missed(user string, inc, first, last uint64, now time.Time) ([]
 func (in *inbox) lagging(now time.Time) []ask {
 	var out []ask
 	for u, p := range in.peers {
-		if !p.gapSince.IsZero() {
-			p.gapSince = now
-		}
-		if p.known > p.cursor {
-			p.asked, p.gapSince, p.wait = now, now, 2*in.holdBack
-			in.gaps = true
-			out = append(out, ask{of: u, inc: p.inc, after: p.cursor})
-		}
+		out = in.lagOne(u, p, now, out)
+	}
+	return out
+}
+
+// laggingOf is lagging for sender u alone.
+func (in *inbox) laggingOf(u string, now time.Time) []ask {
+	if p := in.peers[u]; p != nil {
+		return in.lagOne(u, p, now, nil)
+	}
+	return nil
+}
+
+func (in *inbox) lagOne(u string, p *sender, now time.Time, out []ask) []ask {
+	if !p.gapSince.IsZero() {
+		p.gapSince = now
+	}
+	if p.known > p.cursor {
+		p.asked, p.gapSince, p.wait = now, now, 2*in.holdBack
+		in.gaps = true
+		out = append(out, ask{of: u, inc: p.inc, after: p.cursor})
 	}
 	return out
 }

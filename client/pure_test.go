@@ -518,3 +518,36 @@ func TestRoomsAndServersBounded(t *testing.T) {
 		t.Fatalf("%d servers after %d announced, %d after one went down; want %d, %d", n, maxServers+100, m, maxServers, maxServers-1)
 	}
 }
+
+// A number near 2^64, in a Deliver, an announcement or a Missed, is
+// dropped: taken, it made every number below it a hole, and its next
+// wrapped to 0 and spun the session forever once the sender's next
+// incarnation came (abuse probe, 2026-12-03).
+func TestInboxNumbersBounded(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	in := newInbox(time.Second, 5*time.Second, 100)
+	if _, _, dup := in.accept(proto.Deliver{From: "a", Num: math.MaxUint64}, t0); !dup {
+		t.Fatal("a Deliver numbered 2^64-1 was taken")
+	}
+	in.announce("a", 0, math.MaxUint64-1, t0)
+	if ready, g := in.missed("a", 0, 1, math.MaxUint64-2, t0); len(ready)+len(g) != 0 {
+		t.Fatalf("a Missed up to 2^64-3 applied: %v %v", nums(ready), g)
+	}
+	if lag := in.lagging(t0); len(lag) != 0 {
+		t.Fatalf("lagging %v after absurd numbers", lag)
+	}
+	done := make(chan []proto.Deliver, 1)
+	go func() {
+		r1, _, _ := in.accept(proto.Deliver{From: "a", Num: 1}, t0)
+		r2, _, _ := in.accept(proto.Deliver{From: "a", Num: 1, Inc: 1}, t0) // its next incarnation
+		done <- append(r1, r2...)
+	}()
+	select {
+	case ready := <-done:
+		if len(ready) != 2 {
+			t.Fatalf("delivered %d of the two honest messages", len(ready))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the inbox spins on a new incarnation")
+	}
+}

@@ -1155,3 +1155,62 @@ func TestEventBacklogBound(t *testing.T) {
 		t.Errorf("bob: %v", r)
 	}
 }
+
+// Each announced member that is ahead of us is asked for its tail alone:
+// asking every lagging member at each announcement made N announced
+// members cost N^2/2 Resends (abuse probe, 2026-12-03: 20,000 made-up
+// members, 2.3 GB written in 15 s). A fake chat server announces 300.
+func TestAnnouncementsAskOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const n = 300
+	resends := make(chan int, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		c := proto.NewConn(nc, 0)
+		for joined := false; !joined; {
+			m, err := c.Recv()
+			if err != nil {
+				return
+			}
+			switch m := m.(type) {
+			case *proto.Hello:
+				c.Send(&proto.Welcome{V: m.V, Server: "fake"})
+			case *proto.Join:
+				c.Send(&proto.Joined{Room: m.Room, Epoch: m.Epoch})
+				joined = true
+			}
+		}
+		var ps proto.Presences
+		for i := range n {
+			ps.Changes = append(ps.Changes, proto.Presence{User: fmt.Sprintf("m%d", i), Here: true, LastSent: 5})
+		}
+		c.Send(&ps)
+		count := 0
+		nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		for {
+			m, err := c.Recv()
+			if err != nil {
+				break
+			}
+			if _, ok := m.(*proto.Resend); ok {
+				count++
+			}
+		}
+		resends <- count
+	}()
+	s := open(t, testConfig(t), proto.ServerRef{ID: "fake", Addr: ln.Addr().String()}, "room-1", "me")
+	defer s.Close()
+	got := <-resends
+	t.Logf("%d announced members ahead of us: %d Resends", n, got)
+	if got > 2*n {
+		t.Fatalf("%d Resends for %d announced members, want about one each", got, n)
+	}
+}
