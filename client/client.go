@@ -937,9 +937,33 @@ const maxRooms = 1024
 // announcements; each is measured every probe round.
 const maxServers = 1024
 
+// checkAssign reports what makes a unusable.
+func checkAssign(a proto.Assign) error {
+	if err := proto.CheckRoom(a.Room); err != nil {
+		return err
+	}
+	if a.Epoch == 0 {
+		return errors.New("epoch 0")
+	}
+	if err := proto.CheckServer(a.Server.ID); err != nil {
+		return err
+	}
+	if _, port, err := net.SplitHostPort(a.Server.Addr); err != nil || port == "" {
+		return fmt.Errorf("server address %.64q is not host:port", a.Server.Addr)
+	}
+	return nil
+}
+
 // assign hands an Assign to its room's worker, which opens or moves the
 // session; only the newest pending Assign matters.
 func (c *Client) assign(ctx context.Context, a proto.Assign) {
+	// An Assign names a room, a placement (epoch 1 on) and a server to
+	// dial; one without is ignored. Epoch 0 on no server matched a new
+	// room's empty state and crashed the client (abuse probe, 2026-12-03).
+	if err := checkAssign(a); err != nil {
+		c.log.Warn("an Assign from Central ignored", "room", a.Room, "err", err)
+		return
+	}
 	c.mu.Lock()
 	if _, ok := c.left[a.Room]; ok {
 		// Sent before Central saw our LeaveRoom: a room left stays left.
@@ -994,7 +1018,7 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 		r.mu.Unlock()
 		// A placement is (epoch, server): the same epoch on another server
 		// is a different placement (a restarted Central may reuse one).
-		if a.Epoch < cur || (a.Epoch == cur && a.Server.ID == curServer && sess.Stats().Connected) {
+		if a.Epoch < cur || (a.Epoch == cur && a.Server.ID == curServer && sess != nil && sess.Stats().Connected) {
 			// A repeat of what we already follow: Central missed the ack.
 			_ = c.send(&proto.AssignAck{Room: room, Epoch: cur})
 			continue

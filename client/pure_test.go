@@ -551,3 +551,25 @@ func TestInboxNumbersBounded(t *testing.T) {
 		t.Fatal("the inbox spins on a new incarnation")
 	}
 }
+
+// An Assign with no placement or no server to dial is ignored: epoch 0 on
+// no server matched a new room's empty state and crashed the client (abuse
+// probe, 2026-12-03).
+func TestCheckAssign(t *testing.T) {
+	good := proto.Assign{Room: "r-1", Epoch: 1, Server: proto.ServerRef{ID: "serv1", Addr: "127.0.0.1:3001"}}
+	if err := checkAssign(good); err != nil {
+		t.Fatalf("a good Assign refused: %v", err)
+	}
+	for name, a := range map[string]proto.Assign{
+		"the crash":     {Room: "r-1"},
+		"epoch 0":       {Room: "r-1", Server: good.Server},
+		"no server id":  {Room: "r-1", Epoch: 1, Server: proto.ServerRef{Addr: "127.0.0.1:3001"}},
+		"no address":    {Room: "r-1", Epoch: 1, Server: proto.ServerRef{ID: "serv1"}},
+		"not host:port": {Room: "r-1", Epoch: 1, Server: proto.ServerRef{ID: "serv1", Addr: "nowhere"}},
+		"bad room":      {Room: "", Epoch: 1, Server: good.Server},
+	} {
+		if checkAssign(a) == nil {
+			t.Errorf("%s: %+v taken", name, a)
+		}
+	}
+}
