@@ -1576,6 +1576,8 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 				c.mu.Unlock()
 				return err
 			}
+			// No more are dialled than are kept from announcements.
+			servers = servers[:min(len(servers), maxServers)]
 		}
 		c.mu.Lock()
 		if !fresh {

@@ -93,6 +93,19 @@ func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
 // do sends in (if not nil) as JSON and decodes a 2xx answer into out (if not
 // nil); any other answer becomes an *Error.
 func (c *Client) do(ctx context.Context, method, path, bearer string, in, out any) error {
+	return c.doLimited(ctx, method, path, bearer, in, out, maxAnswer)
+}
+
+// Answers are bounded: a Central, or whatever answers in its place, cannot
+// make a client hold more than this, maxList for a server list (1,024
+// servers are some 250 KB; one answer of 60 MB took a bot past 7 GB:
+// abuse probe, 2026-12-03).
+const (
+	maxAnswer = 64 << 20
+	maxList   = 8 << 20
+)
+
+func (c *Client) doLimited(ctx context.Context, method, path, bearer string, in, out any, limit int64) error {
 	var payload []byte
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -131,9 +144,12 @@ func (c *Client) do(ctx context.Context, method, path, bearer string, in, out an
 		}
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return fmt.Errorf("centralapi: %s %s: read answer: %w", method, path, err)
+	}
+	if int64(len(data)) > limit {
+		return fmt.Errorf("centralapi: %s %s: answer over %d bytes", method, path, limit)
 	}
 	if resp.StatusCode/100 != 2 {
 		e := &Error{Status: resp.StatusCode}
@@ -229,7 +245,7 @@ func (c *Client) PutLatency(ctx context.Context, name, token string, servers map
 // these are the servers a client should measure.
 func (c *Client) Servers(ctx context.Context) ([]ServerInfo, error) {
 	var out ServerList
-	err := c.do(ctx, http.MethodGet, "/v1/servers", "", nil, &out)
+	err := c.doLimited(ctx, http.MethodGet, "/v1/servers", "", nil, &out, maxList)
 	return out.Servers, err
 }
 

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,5 +187,34 @@ func TestRoomsFollowsPages(t *testing.T) {
 	}
 	if want := []string{"", ids[centralapi.RoomPage-1], ids[2*centralapi.RoomPage-1]}; !slices.Equal(asks, want) {
 		t.Fatalf("asked after %q, want %q", asks, want)
+	}
+}
+
+// A server list is bounded at 8 MiB, every other answer at 64 MiB: one
+// list of 60 MB of empty entries took a bot past 7 GB (abuse probe,
+// 2026-12-03).
+func TestServerListBounded(t *testing.T) {
+	entries := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"servers":[`)
+		for i := range entries {
+			if i > 0 {
+				io.WriteString(w, ",")
+			}
+			io.WriteString(w, `{}`)
+		}
+		io.WriteString(w, `]}`)
+	}))
+	defer srv.Close()
+	api := centralapi.NewClient(srv.URL, nil)
+	defer api.CloseIdleConnections()
+	entries = 1000
+	if got, err := api.Servers(context.Background()); err != nil || len(got) != entries {
+		t.Fatalf("a list of %d: %d, %v", entries, len(got), err)
+	}
+	entries = 3 << 20 // 9 MB
+	if got, err := api.Servers(context.Background()); err == nil || !strings.Contains(err.Error(), "answer over") {
+		t.Fatalf("a 9 MB list: %d servers, %v; want it refused", len(got), err)
 	}
 }
