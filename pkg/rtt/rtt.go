@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"time"
@@ -92,12 +93,11 @@ func probe(ctx context.Context, d Dialer, addr string, samples int) (Result, err
 	return res, err
 }
 
-// conn is a probe connection that said Hello: its Pings are numbered
-// on from one probe to the next, so a late Pong of an earlier probe is
-// never taken for the answer to a later Ping.
+// conn is a probe connection that said Hello. Its Pings carry random IDs,
+// so neither a late Pong of an earlier probe nor one a server sent ahead
+// is taken for the answer to a later Ping.
 type conn struct {
 	c    *proto.Conn
-	next uint64    // the last Ping's ID
 	used time.Time // when its last probe ended
 }
 
@@ -130,8 +130,10 @@ func (h *conn) ping(ctx context.Context, samples int) (res Result, reuse bool, e
 func (h *conn) exchange(samples int, got *[]time.Duration) error {
 	base := time.Now()
 	for range samples {
-		h.next++
-		id := h.next
+		// A random ID: with IDs counting 1, 2, 3 a server could send its
+		// Pongs ahead of the Pings and look 200 ms nearer than it is
+		// (abuse probe, 2026-12-03). Never 0, which chat servers' beats use.
+		id := rand.Uint64() | 1
 		start := time.Now()
 		if err := h.c.Send(&proto.Ping{ID: id, At: int64(start.Sub(base))}); err != nil {
 			return err
