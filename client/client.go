@@ -356,21 +356,22 @@ func (c *Client) Register(ctx context.Context) error {
 	return nil
 }
 
-// registerPatiently registers, waiting out Central's rate limit: a
-// registration it refused as one too many from this address (many users
-// behind one address, all starting at once) is tried again after the
-// back-off, which doubles from BackoffMin up to BackoffMax (jittered).
-// Any other
-// refusal, or ctx ending, is returned.
+// registerPatiently registers, waiting out Central's rate limit and its
+// passing troubles: a registration it refused as one too many from this
+// address (many users behind one address, all starting at once), one that
+// timed out, or one it failed (5xx: a Central busy or failing over) is
+// tried again after the back-off, which doubles from BackoffMin up to
+// BackoffMax (jittered). Before, one slow answer ended a bot (abuse probe,
+// 2026-12-03). Any other refusal, or ctx ending, is returned.
 func (c *Client) registerPatiently(ctx context.Context) error {
 	backoff := c.opts.BackoffMin
 	for {
 		err := c.Register(ctx)
-		if !centralapi.IsRateLimited(err) {
+		if err == nil || ctx.Err() != nil || !passing(err) {
 			return err
 		}
 		wait := jitter(backoff)
-		c.log.Debug("registration rate-limited; trying again", "in", wait)
+		c.log.Info("registration not answered; trying again", "in", wait, "err", err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (rate-limited until then: %v)", ctx.Err(), err)
@@ -378,6 +379,16 @@ func (c *Client) registerPatiently(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, c.opts.BackoffMax)
 	}
+}
+
+// passing reports whether a registration's failure may pass by itself.
+func passing(err error) bool {
+	var e *centralapi.Error
+	if errors.As(err, &e) {
+		return e.Code == centralapi.CodeRateLimited || e.Status >= 500
+	}
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // jitter returns a wait between d/2 and d, so that clients refused or

@@ -3,12 +3,17 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"nearchat/central"
+	"nearchat/pkg/centralapi"
 	"nearchat/pkg/testkit"
 )
 
@@ -70,5 +75,47 @@ func TestRegistrationWaitsOutRateLimit(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("%d of %d users connected", got, n)
 		}
+	}
+}
+
+// A registration Central failed (5xx: busy, failing over) is tried again,
+// as one it rate-limited is; one it refused for good is not. Before, one
+// slow or failed answer ended a bot (abuse probe, 2026-12-03).
+func TestRegistrationOutlastsPassingFailures(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if n <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"code":"internal","message":"no leader yet"}`)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, `{"name":"bob","token":"`+strings.Repeat("ab", 32)+`"}`)
+	}))
+	defer srv.Close()
+	opts := DefaultConfig()
+	opts.Central, opts.Control, opts.User = strings.TrimPrefix(srv.URL, "http://"), "127.0.0.1:1", "bob"
+	opts.BackoffMin, opts.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
+	opts.Logger = testkit.LoggerAt(t, slog.LevelWarn)
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.registerPatiently(ctx); err != nil {
+		t.Fatalf("after two 503s: %v", err)
+	}
+	if calls != 3 {
+		t.Fatalf("%d registrations, want 3", calls)
+	}
+	if passing(&centralapi.Error{Status: http.StatusConflict, Code: centralapi.CodeNameTaken}) {
+		t.Fatal("a name taken is taken for a passing failure")
 	}
 }
