@@ -1514,6 +1514,7 @@ func (c *Client) noteRoundLocked(results map[string]rtt.Result, live map[string]
 // the vector, which only a REST answer tells. c.repMu held, so reports
 // never overtake each other on their two ways.
 func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) error {
+	vec = nearest(vec, maxReported)
 	c.mu.Lock()
 	cc := c.ctrl
 	c.mu.Unlock()
@@ -1540,6 +1541,30 @@ func (c *Client) report(ctx context.Context, vec map[string]centralapi.Sample) e
 		}
 	}
 	return err
+}
+
+// maxReported bounds the servers one latency report names: the nearest
+// ones, which are all placement looks at. A vector of more than about 850
+// servers with long ids no longer fit a frame (64 KiB), nor Central's
+// REST limit, and a client that saw that many never became ready (abuse
+// probe, 2026-12-03).
+const maxReported = 512
+
+// nearest returns vec, or if it names more than n servers, the n with the
+// lowest medians.
+func nearest(vec map[string]centralapi.Sample, n int) map[string]centralapi.Sample {
+	if len(vec) <= n {
+		return vec
+	}
+	ids := slices.Collect(maps.Keys(vec))
+	slices.SortFunc(ids, func(a, b string) int {
+		return cmp.Or(cmp.Compare(vec[a].MedianUS, vec[b].MedianUS), strings.Compare(a, b))
+	})
+	out := make(map[string]centralapi.Sample, n)
+	for _, id := range ids[:n] {
+		out[id] = vec[id]
+	}
+	return out
 }
 
 // latencyRefused takes Central's refusal of a Latency frame: the vector

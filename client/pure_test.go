@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
@@ -571,5 +572,34 @@ func TestCheckAssign(t *testing.T) {
 		if checkAssign(a) == nil {
 			t.Errorf("%s: %+v taken", name, a)
 		}
+	}
+}
+
+// A latency report names at most maxReported servers, the nearest: one of
+// 901 servers with 32-byte ids no longer fit a frame, and the client never
+// became ready (abuse probe, 2026-12-03).
+func TestReportNamesTheNearest(t *testing.T) {
+	vec := map[string]centralapi.Sample{}
+	for i := range 1024 {
+		vec[fmt.Sprintf("%032d", i)] = centralapi.Sample{MedianUS: int64(1024 - i), Count: 5}
+	}
+	got := nearest(vec, maxReported)
+	if len(got) != maxReported {
+		t.Fatalf("%d servers reported, want %d", len(got), maxReported)
+	}
+	for id, s := range got {
+		if s.MedianUS > maxReported {
+			t.Fatalf("%s at %d us reported, farther than servers left out", id, s.MedianUS)
+		}
+	}
+	m := &proto.Latency{}
+	for id, s := range got {
+		m.Servers = append(m.Servers, proto.ServerRTT{Server: id, MedianUS: s.MedianUS, SpreadUS: s.SpreadUS, Count: s.Count})
+	}
+	if _, err := wire.AppendFrame(nil, m); err != nil {
+		t.Fatalf("the report does not fit a frame: %v", err)
+	}
+	if small := map[string]centralapi.Sample{"a": {MedianUS: 1}}; len(nearest(small, maxReported)) != 1 {
+		t.Fatal("a small vector was cut")
 	}
 }
