@@ -1061,7 +1061,9 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 					}
 				}()
 			}
-			sess, err = Open(ctx, cfg, a.Server, room, c.opts.User, a.Epoch, a.Ticket)
+			jctx, cancel := context.WithTimeout(ctx, followTimeout)
+			sess, err = Open(jctx, cfg, a.Server, room, c.opts.User, a.Epoch, a.Ticket)
+			cancel()
 			if err == nil {
 				r.mu.Lock()
 				r.sess, r.epoch, r.server, r.ticket = sess, a.Epoch, a.Server.ID, a.Ticket
@@ -1075,7 +1077,9 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 				go c.forward(r, RoomReady{Room: room, Session: sess, Assign: a})
 			}
 		} else {
-			err = sess.Move(ctx, a.Server, a.Epoch, a.Ticket)
+			jctx, cancel := context.WithTimeout(ctx, followTimeout)
+			err = sess.Move(jctx, a.Server, a.Epoch, a.Ticket)
+			cancel()
 			if err == nil {
 				r.mu.Lock()
 				r.epoch, r.server, r.ticket = a.Epoch, a.Server.ID, a.Ticket
@@ -1094,6 +1098,12 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 		_ = c.send(&proto.AssignAck{Room: room, Epoch: a.Epoch})
 	}
 }
+
+// followTimeout bounds joining a room's new placement: a chat server that
+// welcomes a member but never says Joined wedged the room for good (abuse
+// probe, 2026-12-03). Past it the server is reported unreachable, and
+// Central checks it and sends the placement again or a new one.
+const followTimeout = 15 * time.Second
 
 // remindBroken repeats the room's last Unreachable while its session
 // stays broken at that epoch: the first report may be lost with a control
