@@ -77,11 +77,13 @@ func (in *inbox) peer(user string) *sender {
 	return p
 }
 
-// maxPeers bounds the senders an inbox learns of from announcements
-// (Joined, Presence), past those whose messages it received: a chat server
-// announcing made-up members by the thousand (500 a frame, 1,000 frames a
-// second) grew a client to 3.7 GB in 45 s, and each announced member's
-// tail gap sent a Resend. A room holds at most 10,000 members (the chat
+// maxPeers bounds the senders an inbox learns of, from announcements
+// (Joined, Presence) and from messages alike, and the members a link
+// keeps: a chat server announcing made-up members by the thousand (500 a
+// frame, 1,000 frames a second) grew a client to 3.7 GB in 45 s, and each
+// announced member's tail gap sent a Resend; later, 3 million made-up
+// members, or 538,000 made-up senders, still grew one past 400 MB (abuse
+// probe, 2026-12-03). A room holds at most 10,000 members (the chat
 // server's default).
 const maxPeers = 1 << 16
 
@@ -122,6 +124,9 @@ func (in *inbox) incarnation(from string, p *sender, inc uint64, now time.Time) 
 // order, the gaps given up on the way, and whether d was a duplicate (and
 // dropped).
 func (in *inbox) accept(d proto.Deliver, now time.Time) (ready []proto.Deliver, gaps []gap, dup bool) {
+	if in.peers[d.From] == nil && len(in.peers) >= maxPeers {
+		return nil, nil, true // see maxPeers: senders count, not only announcements
+	}
 	p := in.peer(d.From)
 	ok, ready, gaps := in.incarnation(d.From, p, d.Inc, now)
 	if !ok {

@@ -180,7 +180,9 @@ func TestInboxAnnounceAndMissed(t *testing.T) {
 // TestInboxPeersBounded: a server announcing made-up members by the
 // thousand makes the inbox learn at most maxPeers of them (it grew a client
 // to 3.7 GB), and a Missed for a sender never heard of holds nothing;
-// messages from senders past the bound are still delivered.
+// messages from senders past the bound are dropped too (538,000 made-up
+// senders grew a client past 400 MB: abuse probe, 2026-12-03), while those
+// of senders it knows still come.
 func TestInboxPeersBounded(t *testing.T) {
 	t0 := time.Unix(100, 0)
 	in := newInbox(time.Second, 5*time.Second, 100)
@@ -193,8 +195,11 @@ func TestInboxPeersBounded(t *testing.T) {
 	if ready, g := in.missed("stranger", 0, 1, 1<<60, t0); len(ready) != 0 || len(g) != 0 {
 		t.Fatalf("a Missed for an unknown sender: ready %v gaps %v", nums(ready), g)
 	}
-	if ready, _, _ := in.accept(proto.Deliver{From: "late", Num: 1}, t0); !slices.Equal(nums(ready), []uint64{1}) {
-		t.Fatalf("a message past the bound: ready %v", nums(ready))
+	if ready, _, dup := in.accept(proto.Deliver{From: "late", Num: 1}, t0); len(ready) != 0 || !dup || len(in.peers) != maxPeers {
+		t.Fatalf("a message from a sender past the bound: ready %v, dropped %v, %d peers", nums(ready), dup, len(in.peers))
+	}
+	if ready, _, _ := in.accept(proto.Deliver{From: "m0", Num: 1}, t0); !slices.Equal(nums(ready), []uint64{1}) {
+		t.Fatalf("a known sender's message: ready %v", nums(ready))
 	}
 }
 

@@ -696,6 +696,9 @@ func (s *Session) presence(l *link, m *proto.Presence, now time.Time) {
 		return
 	}
 	if m.Here {
+		if _, known := l.members[m.User]; !known && len(l.members) >= maxPeers {
+			return // see maxPeers: no more members are learnt, nor told
+		}
 		l.members[m.User] = m.LastSent
 		ready, gaps := s.in.announce(m.User, m.Inc, m.LastSent, now)
 		s.hand(ready, gaps, l, now)

@@ -1214,3 +1214,73 @@ func TestAnnouncementsAskOnce(t *testing.T) {
 		t.Fatalf("%d Resends for %d announced members, want about one each", got, n)
 	}
 }
+
+// A link learns at most maxPeers members: 3 million made-up members grew
+// a client to 452 MB (abuse probe, 2026-12-03). The fake server's Ping
+// after its announcements comes back once the client took them all.
+func TestLinkMembersBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const per = 500
+	const batches = (maxPeers + 2000) / per
+	taken := make(chan error, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			taken <- err
+			return
+		}
+		defer nc.Close()
+		c := proto.NewConn(nc, 0)
+		for joined := false; !joined; {
+			m, err := c.Recv()
+			if err != nil {
+				taken <- err
+				return
+			}
+			switch m := m.(type) {
+			case *proto.Hello:
+				c.Send(&proto.Welcome{V: m.V, Server: "fake"})
+			case *proto.Join:
+				c.Send(&proto.Joined{Room: m.Room, Epoch: m.Epoch})
+				joined = true
+			}
+		}
+		for b := range batches {
+			var ps proto.Presences
+			for i := range per {
+				ps.Changes = append(ps.Changes, proto.Presence{User: fmt.Sprintf("m%d-%d", b, i), Here: true})
+			}
+			c.Send(&ps)
+		}
+		// A message of the first announced member: once the client tells
+		// it, it has taken every announcement before it.
+		c.Send(&proto.Deliver{Seq: 1, From: "m0-0", Num: 1, Text: "last"})
+		taken <- nil
+		c.Recv() // until the client goes
+	}()
+	s := open(t, testConfig(t), proto.ServerRef{ID: "fake", Addr: ln.Addr().String()}, "room-1", "me")
+	defer s.Close()
+	if err := <-taken; err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(20 * time.Second)
+	for told := false; !told; {
+		select {
+		case ev := <-s.Events():
+			m, ok := ev.(Message)
+			told = ok && m.Text == "last"
+		case <-timeout:
+			t.Fatal("the message after the announcements never came")
+		}
+	}
+	var members int
+	s.call(func() { members = len(s.cur.members) })
+	t.Logf("%d members announced, %d kept", batches*per, members)
+	if members > maxPeers {
+		t.Fatalf("%d members kept, at most %d wanted", members, maxPeers)
+	}
+}
