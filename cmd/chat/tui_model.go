@@ -711,6 +711,11 @@ func (m *model) failed(f failedMsg) []cmd {
 	return nil
 }
 
+// maxIncoming bounds the chat requests listed: Central lets at most 32
+// wait on a user, and a list without bound, scanned at every request,
+// took a terminal past a core after 200,000 (abuse probe, 2026-12-03).
+const maxIncoming = 256
+
 func (m *model) clientEvent(ev client.Event) []cmd {
 	switch e := ev.(type) {
 	case client.Status:
@@ -718,6 +723,10 @@ func (m *model) clientEvent(ev client.Event) []cmd {
 	case client.Incoming:
 		if !slices.ContainsFunc(m.incoming, func(in proto.Incoming) bool { return in.Req == e.Req }) {
 			m.incoming = append(m.incoming, e.Incoming)
+			if len(m.incoming) > maxIncoming {
+				m.incoming = slices.Delete(m.incoming, 0, len(m.incoming)-maxIncoming) // the oldest go
+				m.sel = min(m.sel, len(m.incoming)-1)
+			}
 		}
 		if m.chat != nil {
 			m.chat.sys("chat request from %s: leave this chat (Esc) and View chat requests to answer", e.From)

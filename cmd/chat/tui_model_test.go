@@ -335,6 +335,21 @@ func TestModel(t *testing.T) {
 			},
 		},
 		{
+			name: "incoming requests bounded",
+			msgs: func() []any {
+				ms := inMenu()
+				for i := range maxIncoming + 10 {
+					ms = append(ms, client.Incoming{Incoming: proto.Incoming{Req: fmt.Sprintf("q%d", i), From: "carol"}})
+				}
+				return ms
+			}(),
+			check: func(t *testing.T, m *model) {
+				if len(m.incoming) != maxIncoming || m.incoming[0].Req != "q10" {
+					t.Errorf("%d requests listed, the first %s; want %d from q10", len(m.incoming), m.incoming[0].Req, maxIncoming)
+				}
+			},
+		},
+		{
 			name: "incoming request counted",
 			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol", Members: []string{"carol", "alice"}}},
 				client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}), // a repeat
