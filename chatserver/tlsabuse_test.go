@@ -265,6 +265,36 @@ func TestTLSPartialFirstRecordsDoNotHoldSlots(t *testing.T) {
 	}
 }
 
+// afterFinished runs a handshake with s in which the client's Finished
+// carries the records extra makes from the keys the handshake logged
+// (sealed with AES-128-GCM, which the server prefers on AES hardware), and
+// returns the client's first read after it.
+func afterFinished(t *testing.T, s *Server, ca tlsconfig.Files, extra func(keys *keyCapture, nonce *[12]byte) []byte) ([]byte, error) {
+	t.Helper()
+	raw, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	cfg := clientTLS(t, ca)
+	keys := &keyCapture{}
+	cfg.KeyLogWriter = keys
+	var nonce [12]byte
+	ac := &appendConn{Conn: raw, extra: func() []byte { return extra(keys, &nonce) }}
+	cfg.CipherSuites = []uint16{tls.TLS_AES_128_GCM_SHA256} // TLS 1.3 ignores it
+	tcn := tls.Client(ac, cfg)
+	if err := tcn.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if tcn.ConnectionState().CipherSuite != tls.TLS_AES_128_GCM_SHA256 {
+		t.Skipf("suite %s, not the one the test sealed with", tls.CipherSuiteName(tcn.ConnectionState().CipherSuite))
+	}
+	tcn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 64)
+	n, err := tcn.Read(b)
+	return b[:n], err
+}
+
 // appendConn appends extra records to the client's second write of the
 // handshake (its Finished), sealed by then under its application key.
 type appendConn struct {
@@ -308,33 +338,14 @@ func TestTLSRecordsWithFinishedChecked(t *testing.T) {
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			raw, err := net.Dial("tcp", s.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			cfg := clientTLS(t, ca)
-			keys := &keyCapture{}
-			cfg.KeyLogWriter = keys
-			var out halfConn
-			var nonce [12]byte
-			ac := &appendConn{Conn: raw, extra: func() []byte {
+			b, err := afterFinished(t, s, ca, func(keys *keyCapture, nonce *[12]byte) []byte {
+				var out halfConn
 				if err := out.setSecret(tls.TLS_AES_128_GCM_SHA256, keys.client); err != nil {
 					t.Error(err)
 				}
-				return tc.extra(&out, &nonce)
-			}}
-			cfg.CipherSuites = []uint16{tls.TLS_AES_128_GCM_SHA256} // TLS 1.3 ignores it; the server prefers AES-128 on AES hardware
-			tcn := tls.Client(ac, cfg)
-			if err := tcn.Handshake(); err != nil {
-				t.Fatal(err)
-			}
-			if tcn.ConnectionState().CipherSuite != tls.TLS_AES_128_GCM_SHA256 {
-				t.Skipf("suite %s, not the one the test sealed with", tls.CipherSuiteName(tcn.ConnectionState().CipherSuite))
-			}
-			tcn.SetReadDeadline(time.Now().Add(10 * time.Second))
-			b := make([]byte, 64)
-			n, err := tcn.Read(b)
+				return tc.extra(&out, nonce)
+			})
+			n := len(b)
 			welcomed := err == nil && n >= wire.HeaderSize && wire.Type(b[wire.LenSize]) == proto.TWelcome
 			if welcomed != tc.ok {
 				t.Fatalf("welcomed %v (read %d bytes, %v), want %v", welcomed, n, err, tc.ok)

@@ -188,17 +188,8 @@ func TestTLSHandshakeKeyEndsAtFinished(t *testing.T) {
 		{"a fatal alert", typeAlert, []byte{2, 40}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			raw, err := net.Dial("tcp", s.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			cfg := clientTLS(t, ca)
-			keys := &keyCapture{}
-			cfg.KeyLogWriter = keys
-			var out, hs halfConn
-			var nonce [12]byte
-			ac := &appendConn{Conn: raw, extra: func() []byte {
+			b, err := afterFinished(t, s, ca, func(keys *keyCapture, nonce *[12]byte) []byte {
+				var out, hs halfConn
 				if err := out.setSecret(tls.TLS_AES_128_GCM_SHA256, keys.client); err != nil {
 					t.Error(err)
 				}
@@ -206,25 +197,15 @@ func TestTLSHandshakeKeyEndsAtFinished(t *testing.T) {
 					t.Error(err)
 				}
 				hs.seq = 1 // the Finished went out under sequence number 0
-				b := hs.seal(nil, tc.typ, tc.body, &nonce)
-				return append(b, out.seal(nil, typeAppData, hello, &nonce)...)
-			}}
-			tcn := tls.Client(ac, cfg)
-			if err := tcn.Handshake(); err != nil {
-				t.Fatal(err)
-			}
-			if tcn.ConnectionState().CipherSuite != tls.TLS_AES_128_GCM_SHA256 {
-				t.Skipf("suite %s, not the one the test sealed with", tls.CipherSuiteName(tcn.ConnectionState().CipherSuite))
-			}
-			tcn.SetReadDeadline(time.Now().Add(10 * time.Second))
-			b := make([]byte, 64)
-			n, err := tcn.Read(b)
-			if err == nil && n >= wire.HeaderSize && wire.Type(b[wire.LenSize]) == proto.TWelcome {
+				rec := hs.seal(nil, tc.typ, tc.body, nonce)
+				return append(rec, out.seal(nil, typeAppData, hello, nonce)...)
+			})
+			if err == nil && len(b) >= wire.HeaderSize && wire.Type(b[wire.LenSize]) == proto.TWelcome {
 				t.Fatal("a record under the handshake key after the Finished was skipped, and the Hello behind it welcomed")
 			}
 			// crypto/tls names the alert it got: unexpected_message.
 			if err == nil || !strings.Contains(err.Error(), "unexpected message") {
-				t.Fatalf("the client read %d bytes, %v; want the unexpected_message alert", n, err)
+				t.Fatalf("the client read %d bytes, %v; want the unexpected_message alert", len(b), err)
 			}
 		})
 	}

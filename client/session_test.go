@@ -1169,32 +1169,18 @@ func TestAnnouncementsAskOnce(t *testing.T) {
 	const n = 300
 	resends := make(chan int, 1)
 	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
+		c := acceptJoin(ln)
+		if c == nil {
 			return
 		}
-		defer nc.Close()
-		c := proto.NewConn(nc, 0)
-		for joined := false; !joined; {
-			m, err := c.Recv()
-			if err != nil {
-				return
-			}
-			switch m := m.(type) {
-			case *proto.Hello:
-				c.Send(&proto.Welcome{V: m.V, Server: "fake"})
-			case *proto.Join:
-				c.Send(&proto.Joined{Room: m.Room, Epoch: m.Epoch})
-				joined = true
-			}
-		}
+		defer c.Close()
 		var ps proto.Presences
 		for i := range n {
 			ps.Changes = append(ps.Changes, proto.Presence{User: fmt.Sprintf("m%d", i), Here: true, LastSent: 5})
 		}
 		c.Send(&ps)
 		count := 0
-		nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		c.NetConn().SetReadDeadline(time.Now().Add(2 * time.Second))
 		for {
 			m, err := c.Recv()
 			if err != nil {
@@ -1228,27 +1214,12 @@ func TestLinkMembersBounded(t *testing.T) {
 	const batches = (maxPeers + 2000) / per
 	taken := make(chan error, 1)
 	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			taken <- err
+		c := acceptJoin(ln)
+		if c == nil {
+			taken <- errors.New("no join")
 			return
 		}
-		defer nc.Close()
-		c := proto.NewConn(nc, 0)
-		for joined := false; !joined; {
-			m, err := c.Recv()
-			if err != nil {
-				taken <- err
-				return
-			}
-			switch m := m.(type) {
-			case *proto.Hello:
-				c.Send(&proto.Welcome{V: m.V, Server: "fake"})
-			case *proto.Join:
-				c.Send(&proto.Joined{Room: m.Room, Epoch: m.Epoch})
-				joined = true
-			}
-		}
+		defer c.Close()
 		for b := range batches {
 			var ps proto.Presences
 			for i := range per {
@@ -1282,5 +1253,29 @@ func TestLinkMembersBounded(t *testing.T) {
 	t.Logf("%d members announced, %d kept", batches*per, members)
 	if members > maxPeers {
 		t.Fatalf("%d members kept, at most %d wanted", members, maxPeers)
+	}
+}
+
+// acceptJoin plays a chat server for the next connection on ln up to its
+// Joined (an empty room), and returns the connection, or nil.
+func acceptJoin(ln net.Listener) *proto.Conn {
+	nc, err := ln.Accept()
+	if err != nil {
+		return nil
+	}
+	c := proto.NewConn(nc, 0)
+	for {
+		m, err := c.Recv()
+		if err != nil {
+			c.Close()
+			return nil
+		}
+		switch m := m.(type) {
+		case *proto.Hello:
+			c.Send(&proto.Welcome{V: m.V, Server: "fake"})
+		case *proto.Join:
+			c.Send(&proto.Joined{Room: m.Room, Epoch: m.Epoch})
+			return c
+		}
 	}
 }
