@@ -433,7 +433,7 @@ func startFollower(ctx context.Context, storeURL string, cfg *central.Config, me
 		defer close(f.watchDone)
 		for v := range leaders {
 			var l candidate
-			if json.Unmarshal([]byte(v), &l) != nil || l.REST == me.REST || l.Control == me.Control {
+			if json.Unmarshal([]byte(v), &l) != nil || isSelf(l.REST, me.REST) || isSelf(l.Control, me.Control) {
 				// None, one we cannot read (an older Central), or
 				// ourselves (won and about to serve, or a dead
 				// process on our ports): wait. A leader that has
@@ -513,4 +513,42 @@ func relayCollectors(port string, r *relay.Relay) []prometheus.Collector {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nearchat_central_relay_open", Help: "Connections a follower holds open on the port (waiting or relayed).", ConstLabels: l},
 			func() float64 { return float64(r.Stats().Open) }),
 	}
+}
+
+// isSelf reports whether addr is our own listener at listen, however it is
+// spelled: the same port on listen's host ("localhost" for 127.0.0.1), or
+// on any address of this machine when listen's host is unspecified. A
+// leader record naming our own port another way made a follower relay to
+// itself some 2,000 times (abuse probe, 2026-12-03).
+func isSelf(addr, listen string) bool {
+	if addr == listen {
+		return true
+	}
+	host, port, err := net.SplitHostPort(addr)
+	lhost, lport, lerr := net.SplitHostPort(listen)
+	if err != nil || lerr != nil || port != lport {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		return false
+	}
+	lip := net.ParseIP(lhost)
+	var local []net.Addr
+	if lhost == "" || lip != nil && lip.IsUnspecified() {
+		local, _ = net.InterfaceAddrs()
+	}
+	for _, ip := range ips {
+		if lip != nil && ip.IP.Equal(lip) {
+			return true
+		}
+		for _, a := range local {
+			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip.IP) {
+				return true
+			}
+		}
+	}
+	return false
 }

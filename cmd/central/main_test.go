@@ -68,3 +68,25 @@ func TestWarnsWhenServersAreNotAuthenticated(t *testing.T) {
 		})
 	}
 }
+
+// A follower takes a leader record naming its own ports however they are
+// spelled for itself, and waits: "localhost" for 127.0.0.1 once made one
+// relay to itself some 2,000 times (abuse probe, 2026-12-03).
+func TestIsSelf(t *testing.T) {
+	for _, tc := range []struct {
+		addr, listen string
+		self         bool
+	}{
+		{"127.0.0.1:8080", "127.0.0.1:8080", true},
+		{"localhost:8080", "127.0.0.1:8080", true},
+		{"127.0.0.1:8080", "0.0.0.0:8080", true},
+		{"127.0.0.1:8080", ":8080", true},
+		{"127.0.0.1:8081", "127.0.0.1:8080", false},
+		{"127.0.0.2:8080", "127.0.0.1:8080", false}, // another replica on this machine
+		{"not an address", "127.0.0.1:8080", false},
+	} {
+		if got := isSelf(tc.addr, tc.listen); got != tc.self {
+			t.Errorf("isSelf(%q, %q) = %v, want %v", tc.addr, tc.listen, got, tc.self)
+		}
+	}
+}
