@@ -531,7 +531,7 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 			continue
 		}
 		r := c.roomByID[rep.ID]
-		if (r == nil || rep.Epoch > r.epoch || (r.srv == nil && rep.Epoch == r.epoch)) && !c.placedOn(s, rep, &budget) {
+		if (r == nil || rep.Epoch > r.epoch || (r.srv == nil && rep.Epoch == r.epoch)) && !c.placedOn(s, rep, now, &budget) {
 			refused++
 			continue
 		}
@@ -600,11 +600,11 @@ const maxProofsPerBeat = 256
 // rep.Epoch: its ticket carries Central's signature on that room, server
 // and epoch. Expired tickets count: the room may have lived for days.
 // Where Central signs no tickets, chat servers are trusted.
-func (c *Central) placedOn(s *serverRec, rep *centralapi.RoomReport, budget *int) bool {
+func (c *Central) placedOn(s *serverRec, rep *centralapi.RoomReport, now time.Time, budget *int) bool {
 	if c.cfg.TicketKey == nil {
 		return true
 	}
-	if len(rep.Ticket) == 0 || *budget <= 0 || !c.allowCheckLocked(c.now()) {
+	if len(rep.Ticket) == 0 || *budget <= 0 || !c.allowCheckLocked(now) {
 		return false
 	}
 	*budget--

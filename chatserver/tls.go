@@ -321,7 +321,7 @@ func (f *tlsFront) handshake(c *net.TCPConn, first []byte, sl *hsSlot) {
 			// fault: it is told so, as it would be later.
 			var nonce [12]byte
 			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = c.Write(rl.out.seal(nil, typeAlert, []byte{2, alertOf(err)}, &nonce))
+			_, _ = c.Write(rl.out.alert(nil, 2, alertOf(err), &nonce))
 		}
 		c.Close()
 		return
@@ -486,22 +486,12 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 				err = recordErr(alertUnexpected, "data in the middle of a handshake message")
 			}
 		case typeHandshake:
-			msg := in.buf[len(in.buf)-size:]
+			piece := in.buf[len(in.buf)-size:]
 			in.buf = in.buf[:len(in.buf)-size]
-			// A message may come in pieces, one record each (RFC 8446,
-			// 5.1); the only one a client may send is 5 bytes.
-			if len(rl.hsPart) > 0 || len(msg) < 4 || len(msg) < 4+(int(msg[1])<<16|int(msg[2])<<8|int(msg[3])) {
-				if len(rl.hsPart)+len(msg) > 5 {
-					err = recordErr(alertUnexpected, "handshake message of more than 5 bytes after the handshake")
-					break
-				}
-				rl.hsPart = append(rl.hsPart, msg...)
-				if len(rl.hsPart) < 4 || len(rl.hsPart) < 4+int(rl.hsPart[3]) {
-					break // more to come
-				}
-				msg, rl.hsPart = rl.hsPart, nil
+			var msg []byte
+			if msg, err = rl.gather(piece); msg != nil {
+				err = s.keyUpdate(m, msg)
 			}
-			err = s.keyUpdate(m, msg)
 		case typeAlert:
 			// close_notify or a fatal alert: the peer is done either way;
 			// a close_notify is answered with ours (RFC 8446, 6.1).
@@ -559,7 +549,7 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 // sealAlert writes one alert record of level and description to m. Event
 // loop only.
 func (l *loop) sealAlert(m *member, level, desc byte) {
-	l.sealBuf = m.rec.out.seal(l.sealBuf[:0], typeAlert, []byte{level, desc}, &l.nonce)
+	l.sealBuf = m.rec.out.alert(l.sealBuf[:0], level, desc, &l.nonce)
 	_, _ = m.c.Write(l.sealBuf)
 }
 

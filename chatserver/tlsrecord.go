@@ -168,6 +168,11 @@ func (h *halfConn) seal(dst []byte, typ byte, payload []byte, n *[12]byte) []byt
 	return dst
 }
 
+// alert appends one alert record of level and description to dst.
+func (h *halfConn) alert(dst []byte, level, desc byte, n *[12]byte) []byte {
+	return h.seal(dst, typeAlert, []byte{level, desc}, n)
+}
+
 // open decrypts record body ct (with its header hdr), appending the
 // plaintext to dst; it returns the content type and the plaintext's length.
 func (h *halfConn) open(dst, hdr, ct []byte, n *[12]byte) ([]byte, byte, int, error) {
@@ -207,6 +212,29 @@ func holdsFinished(p []byte) bool {
 		p = p[n:]
 	}
 	return false
+}
+
+// gather takes one record's piece of a post-handshake message, which may
+// come in pieces (RFC 8446, 5.1), and returns the message once whole (nil
+// while more is to come). The only one a client may send, KeyUpdate, is 5
+// bytes: gathering stops past that.
+func (rl *recordLayer) gather(piece []byte) ([]byte, error) {
+	msg := piece
+	if len(rl.hsPart) > 0 {
+		if len(rl.hsPart)+len(piece) > 5 {
+			return nil, recordErr(alertUnexpected, "handshake message of more than 5 bytes after the handshake")
+		}
+		msg = append(rl.hsPart, piece...)
+	}
+	if len(msg) >= 4 && len(msg) >= 4+(int(msg[1])<<16|int(msg[2])<<8|int(msg[3])) {
+		rl.hsPart = nil
+		return msg, nil // whole, or longer than it says: keyUpdate judges
+	}
+	if len(msg) > 5 {
+		return nil, recordErr(alertUnexpected, "handshake message of more than 5 bytes after the handshake")
+	}
+	rl.hsPart = append(rl.hsPart[:0:0], msg...) // piece is the loop's buffer
+	return nil, nil
 }
 
 // recordLayer is a TLS member's protection state. Event loop only.

@@ -68,9 +68,14 @@ func newInbox(holdBack, gapTimeout time.Duration, maxHeld int) *inbox {
 	return &inbox{holdBack: holdBack, gapTimeout: gapTimeout, maxHeld: maxHeld, peers: make(map[string]*sender)}
 }
 
+// peer returns user's state, made if new, or nil for a new one past
+// maxPeers.
 func (in *inbox) peer(user string) *sender {
 	p := in.peers[user]
 	if p == nil {
+		if len(in.peers) >= maxPeers {
+			return nil // see maxPeers
+		}
 		p = &sender{}
 		in.peers[user] = p
 	}
@@ -124,10 +129,10 @@ func (in *inbox) incarnation(from string, p *sender, inc uint64, now time.Time) 
 // order, the gaps given up on the way, and whether d was a duplicate (and
 // dropped).
 func (in *inbox) accept(d proto.Deliver, now time.Time) (ready []proto.Deliver, gaps []gap, dup bool) {
-	if in.peers[d.From] == nil && len(in.peers) >= maxPeers {
+	p := in.peer(d.From)
+	if p == nil {
 		return nil, nil, true // see maxPeers: senders count, not only announcements
 	}
-	p := in.peer(d.From)
 	ok, ready, gaps := in.incarnation(d.From, p, d.Inc, now)
 	if !ok {
 		return in.late(p, d)
@@ -217,10 +222,10 @@ func (in *inbox) giveUp(from string, p *sender, now time.Time, gaps *[]gap, reas
 // (from Joined or Presence). A last beyond the cursor opens a tail gap; a
 // newer incarnation closes out the old one first.
 func (in *inbox) announce(user string, inc, last uint64, now time.Time) (ready []proto.Deliver, gaps []gap) {
-	if in.peers[user] == nil && len(in.peers) >= maxPeers {
+	p := in.peer(user)
+	if p == nil {
 		return nil, nil // see maxPeers
 	}
-	p := in.peer(user)
 	ok, ready, gaps := in.incarnation(user, p, inc, now)
 	if !ok {
 		return nil, nil
