@@ -245,15 +245,16 @@ func (s RoomStats) String() string {
 // Room is an honest two-member room: each member sends a message every
 // Every and counts what the other delivers.
 type Room struct {
-	a, b *Member
-	stop chan struct{}
-	wg   sync.WaitGroup
-	sent atomic.Int64
-	mu   sync.Mutex
-	lat  []time.Duration
-	got  map[string]uint64 // highest number delivered, by sender
-	gotN int
-	errs []error
+	a, b    *Member
+	stop    chan struct{}
+	senders sync.WaitGroup
+	wg      sync.WaitGroup // receivers
+	sent    atomic.Int64
+	mu      sync.Mutex
+	lat     []time.Duration
+	got     map[string]uint64 // highest number delivered, by sender
+	gotN    int
+	errs    []error
 }
 
 // StartRoom joins two members to room on addr and starts the chat.
@@ -270,7 +271,8 @@ func StartRoom(addr, room string, every time.Duration) (*Room, error) {
 	r := &Room{a: a, b: b, stop: make(chan struct{}), got: map[string]uint64{}}
 	for _, pair := range [][2]*Member{{a, b}, {b, a}} {
 		from, to := pair[0], pair[1]
-		r.wg.Add(2)
+		r.senders.Add(1)
+		r.wg.Add(1)
 		go r.sender(from, every)
 		go r.receiver(to, from.user)
 	}
@@ -284,7 +286,7 @@ func (r *Room) fail(err error) {
 }
 
 func (r *Room) sender(m *Member, every time.Duration) {
-	defer r.wg.Done()
+	defer r.senders.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for n := uint64(1); ; n++ {
@@ -342,9 +344,12 @@ func (r *Room) receiver(m *Member, from string) {
 }
 
 // Stop ends the chat, waits up to settle for messages in flight, and
-// reports.
+// reports. The senders are waited for first: a sender whose tick raced
+// the stop may still send one more, and counting the deliveries before
+// it is counted reported that message lost.
 func (r *Room) Stop(settle time.Duration) RoomStats {
 	close(r.stop)
+	r.senders.Wait()
 	deadline := time.Now().Add(settle)
 	for time.Now().Before(deadline) {
 		r.mu.Lock()

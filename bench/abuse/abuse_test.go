@@ -349,3 +349,25 @@ func TestCentralMetricsFlood(t *testing.T) {
 		t.Errorf("Central holds %d descriptors under the metrics flood, want the port's few", n)
 	}
 }
+
+// TestRoomStopCountsEveryMessage: a sender whose tick raced Stop sent one
+// more message after Stop had seen every delivery it knew of, and the
+// honest room reported it lost (a CI failure of TestChatServerUnderAttack
+// with "sent 314, delivered 313" and no real loss: Stop had not waited).
+func TestRoomStopCountsEveryMessage(t *testing.T) {
+	plain, _ := FreeAddr()
+	start(t, "chatserver", 1024, "-listen", plain, "-id", "stops", "-insecure")
+	if err := WaitDial(plain, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		room, err := StartRoom(plain, fmt.Sprintf("stop-%d", i), time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(i%5) * time.Millisecond) // varies where Stop meets the ticks
+		if st := room.Stop(5 * time.Second); st.Err != nil || st.Lost != 0 {
+			t.Fatalf("room %d: %v", i, st)
+		}
+	}
+}
