@@ -94,7 +94,10 @@ func run() int {
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088, or unix:PATH for a Unix socket (empty: off); any non-loopback address needs -dashboard-token and -tls-cert, and serves https")
 	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
-	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing); with etcd, Centrals on one prefix elect one leader that decides everything; the others relay their REST and control connections to it and stand by to lead")
+	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing; etcds:// for etcd serving TLS); with etcd, Centrals on one prefix elect one leader that decides everything; the others relay their REST and control connections to it and stand by to lead")
+	etcdCA := fs.String("etcd-ca", "", "with -store etcds://: CA `file` etcd's certificate must chain to (default: the system's roots)")
+	etcdCert := fs.String("etcd-cert", "", "with -store etcds://: client certificate `file` to present to etcd (its --client-cert-auth)")
+	etcdKey := fs.String("etcd-key", "", "private key `file` of -etcd-cert")
 	leaderTTL := fs.Duration("leader-ttl", 2*time.Second, "with -store etcd://: a leader that stops renewing its lease (killed, cut off from etcd) is replaced after this long, whole seconds from 1s to 1h")
 	compactEvery := fs.Duration("etcd-compact", 5*time.Minute, "with -store etcd://: the leader compacts etcd's history this often, up to the revision of one interval before (0: leave it to etcd's --auto-compaction-*), 0 to 720h; use 0 when other programs share the etcd cluster and read old revisions)")
 	verbose := fs.Bool("v", false, "debug logging")
@@ -108,6 +111,11 @@ func run() int {
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintln(os.Stderr, "central: -tls-cert and -tls-key go together")
+		os.Exit(2)
+	}
+	etcdOpts, err := etcdOptions(*storeURL, *etcdCA, *etcdCert, *etcdKey)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "central:", err)
 		os.Exit(2)
 	}
 	if *tlsCert != "" {
@@ -158,6 +166,9 @@ func run() int {
 	if cfg.TLS != nil {
 		cfg.Logger.Info("TLS 1.3 on the REST and control ports")
 	}
+	if strings.HasPrefix(*storeURL, "etcd://") {
+		cfg.Logger.Warn("INSECURE: etcd is reached in plaintext without authentication; whoever can write to it can name another leader and have followers relay clients, tokens and the cluster secret to it: use etcds:// with -etcd-cert, or keep etcd on a network only the replicas reach")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -169,13 +180,13 @@ func run() int {
 	// A replica: follow (relay to the leader) until we lead, serve until
 	// we stop or are deposed, then follow again.
 	for {
-		f, err := startFollower(ctx, *storeURL, &sv.cfg, sv.metricsAddr)
+		f, err := startFollower(ctx, *storeURL, etcdOpts, &sv.cfg, sv.metricsAddr)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "central:", err)
 			return 1
 		}
 		sv.cfg.Logger.Info("follower: relaying to the leader while waiting to lead", "store", *storeURL, "rest", sv.cfg.RESTListen, "control", sv.cfg.ControlListen)
-		st, err := openEtcd(ctx, *storeURL, f.self, *leaderTTL)
+		st, err := openEtcd(ctx, *storeURL, etcdOpts, f.self, *leaderTTL)
 		f.stop() // frees the ports for Central
 		if err != nil {
 			if ctx.Err() != nil {
@@ -305,7 +316,7 @@ func checkFlags(cfg *central.Config, storeURL string, leaderTTL, compactEvery ti
 	var store, ttl error
 	if storeURL != "memory" {
 		if _, _, err := etcdstore.ParseURL(storeURL); err != nil {
-			store = bounds.Fail("store", storeURL, "memory or etcd://host:port[,host:port...][/prefix]")
+			store = bounds.Fail("store", storeURL, "memory, etcd://host:port[,host:port...][/prefix], or etcds://... for TLS")
 		}
 	}
 	if leaderTTL%time.Second != 0 || leaderTTL < time.Second || leaderTTL > time.Hour {
@@ -334,12 +345,43 @@ func dashboardAddr(v string) error {
 	return bounds.Addr("dashboard", v, true)
 }
 
-func openEtcd(ctx context.Context, storeURL, self string, ttl time.Duration) (*etcdstore.Store, error) {
+func openEtcd(ctx context.Context, storeURL string, opts []etcdstore.Option, self string, ttl time.Duration) (*etcdstore.Store, error) {
 	endpoints, prefix, err := etcdstore.ParseURL(storeURL)
 	if err != nil {
 		return nil, err
 	}
-	return etcdstore.OpenLeader(ctx, endpoints, prefix, self, ttl)
+	return etcdstore.OpenLeader(ctx, endpoints, prefix, self, ttl, opts...)
+}
+
+// etcdOptions turns -etcd-ca, -etcd-cert and -etcd-key into how to reach
+// the store: TLS for etcds:// (the system's roots without -etcd-ca), and
+// the flags refused anywhere else.
+func etcdOptions(storeURL, ca, cert, key string) ([]etcdstore.Option, error) {
+	if !strings.HasPrefix(storeURL, "etcds://") {
+		if ca != "" || cert != "" || key != "" {
+			return nil, errors.New("-etcd-ca, -etcd-cert and -etcd-key need -store etcds:// (etcd over TLS)")
+		}
+		return nil, nil
+	}
+	if (cert == "") != (key == "") {
+		return nil, errors.New("-etcd-cert and -etcd-key go together")
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12} // etcd's own minimum
+	if ca != "" {
+		c, err := tlsconfig.Client(ca, "", "")
+		if err != nil {
+			return nil, fmt.Errorf("-etcd-ca: %w", err)
+		}
+		tc.RootCAs = c.RootCAs
+	}
+	if cert != "" {
+		c, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("-etcd-cert: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{c}
+	}
+	return []etcdstore.Option{etcdstore.WithTLS(tc)}, nil
 }
 
 // candidate is what a replica campaigns with: who it is (for operators),
@@ -373,7 +415,7 @@ type follower struct {
 // leader of the store URL's prefix until stop; with a metrics address it
 // serves its relays' counters there (the process's own too), marked
 // role="follower".
-func startFollower(ctx context.Context, storeURL string, cfg *central.Config, metricsAddr string) (*follower, error) {
+func startFollower(ctx context.Context, storeURL string, opts []etcdstore.Option, cfg *central.Config, metricsAddr string) (*follower, error) {
 	endpoints, prefix, err := etcdstore.ParseURL(storeURL)
 	if err != nil {
 		return nil, err
@@ -424,7 +466,7 @@ func startFollower(ctx context.Context, storeURL string, cfg *central.Config, me
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	f.stopWatch = cancel
-	leaders, err := etcdstore.WatchLeader(wctx, endpoints, prefix)
+	leaders, err := etcdstore.WatchLeader(wctx, endpoints, prefix, opts...)
 	if err != nil {
 		cancel()
 		return fail(err)

@@ -90,3 +90,31 @@ func TestIsSelf(t *testing.T) {
 		}
 	}
 }
+
+// TestEtcdOptions: the etcd TLS flags go with etcds:// only, the
+// certificate with its key, and files that do not load are named.
+func TestEtcdOptions(t *testing.T) {
+	f, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, url, ca, cert, key string
+		want                     string // in the error; "" for none
+		opts                     int
+	}{
+		{name: "plaintext", url: "etcd://a:2379"},
+		{name: "memory", url: "memory"},
+		{name: "TLS, system roots", url: "etcds://a:2379", opts: 1},
+		{name: "TLS, CA and certificate", url: "etcds://a:2379", ca: f.CA, cert: f.ClientCert, key: f.ClientKey, opts: 1},
+		{name: "flags without etcds", url: "etcd://a:2379", ca: f.CA, want: "need -store etcds://"},
+		{name: "certificate without key", url: "etcds://a:2379", cert: f.ClientCert, want: "go together"},
+		{name: "missing CA file", url: "etcds://a:2379", ca: f.CA + ".nope", want: "-etcd-ca"},
+		{name: "key of another certificate", url: "etcds://a:2379", cert: f.ClientCert, key: f.ServerKey, want: "-etcd-cert"},
+	} {
+		opts, err := etcdOptions(tc.url, tc.ca, tc.cert, tc.key)
+		if tc.want == "" && (err != nil || len(opts) != tc.opts) || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %d options, %v", tc.name, len(opts), err)
+		}
+	}
+}

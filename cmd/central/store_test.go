@@ -15,6 +15,7 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/tlsconfig"
 )
 
 // launch runs bin with args; the channel gets its REST address once it
@@ -107,11 +108,7 @@ func awaitGone(t *testing.T, ec *etcdtest.Cluster, key string, timeout time.Dura
 
 func awaitKeyCount(t *testing.T, ec *etcdtest.Cluster, key string, n int, timeout time.Duration) {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := ec.Client(t)
 	what := key + " in etcd"
 	if n == 0 {
 		what = key + " gone from etcd"
@@ -204,10 +201,18 @@ func TestStandbyTakesOverFromKilledLeader(t *testing.T) {
 func startPair(t *testing.T, ec *etcdtest.Cluster, prefix string, leaderArgs, followerArgs []string) (*exec.Cmd, string, [2]string, <-chan string) {
 	t.Helper()
 	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
-	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", "etcd://" + ec.Hosts() + prefix}
+	args := []string{"-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-leader-ttl", "1s", "-store", storeURL(ec, prefix)}
 	leader, rest := startBinary(t, bin, append(args, leaderArgs...)...)
 	_, following, running := launchReplica(t, bin, append(args, followerArgs...)...)
 	return leader, rest, awaitFollowing(t, following), running
+}
+
+// storeURL is -store for ec's members and prefix: etcds:// over TLS.
+func storeURL(ec *etcdtest.Cluster, prefix string) string {
+	if ec.TLS != nil {
+		return "etcds://" + ec.Hosts() + prefix
+	}
+	return "etcd://" + ec.Hosts() + prefix
 }
 
 // awaitFollowing waits until a replica follows and returns its REST and
@@ -297,6 +302,71 @@ func TestFollowerRelaysToLeader(t *testing.T) {
 	pc2.Close()
 }
 
+// TestReplicasOverEtcdTLS runs a leader and a follower on an etcd that
+// serves TLS and requires client certificates (-store etcds:// with
+// -etcd-ca, -etcd-cert, -etcd-key): a server registered through the
+// follower is written to etcd, and the follower takes over when the
+// leader is SIGKILLed. A replica without a client certificate says why it
+// cannot reach etcd.
+func TestReplicasOverEtcdTLS(t *testing.T) {
+	f, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := etcdtest.StartTLS(t, 1, f)
+	certs := []string{"-etcd-ca", f.CA, "-etcd-cert", f.ClientCert, "-etcd-key", f.ClientKey}
+	leader, _, fol, running := startPair(t, ec, "/tls", certs, certs)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	via := centralapi.NewClient("http://"+fol[0], nil)
+	reg, err := via.Register(ctx, centralapi.RegisterServerRequest{ID: "serv1", Addr: "127.0.0.1:1", Secret: "s"})
+	if err != nil {
+		t.Fatalf("registering a server through the follower: %v", err)
+	}
+	awaitKey(t, ec, "/tls/servers/serv1")
+	leader.Process.Kill()
+	leader.Wait()
+	select {
+	case <-running:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the follower did not take over")
+	}
+	if _, err := via.Heartbeat(ctx, "serv1", reg.Token, centralapi.HeartbeatRequest{}); err != nil {
+		t.Fatalf("heartbeat to the new leader: %v", err)
+	}
+
+	// No client certificate: etcd refuses the handshake, and the log says so.
+	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
+	cmd := exec.Command(bin, "-rest", "127.0.0.1:0", "-control", "127.0.0.1:0", "-secret", "s", "-store", storeURL(ec, "/tls"), "-etcd-ca", f.CA)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		for sc := bufio.NewScanner(stderr); sc.Scan(); {
+			lines <- sc.Text()
+		}
+	}()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case l := <-lines:
+			t.Logf("replica without a client certificate: %s", l)
+			if strings.Contains(l, "certificate") {
+				return
+			}
+		case <-deadline:
+			t.Fatal("a replica without a client certificate did not say why etcd refuses it")
+		}
+	}
+}
+
 // TestFollowerLimitsConnections: a follower applies -max-conns-per-source
 // itself (here 1, the leader's 100): a client's control connection through
 // it is welcomed, a second one from the same address is closed unwelcomed.
@@ -351,11 +421,7 @@ func TestDeposedLeaderFollowsAgain(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the second Central does not follow")
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := ec.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	resp, err := cli.Get(ctx, "/depose/leader", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))

@@ -36,6 +36,7 @@ package etcdstore
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,20 +100,22 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // ParseURL splits "etcd://host:2379,host2:2379/prefix" into endpoints and a
-// key prefix (DefaultPrefix when the URL has no path).
+// key prefix (DefaultPrefix when the URL has no path). The scheme etcds://
+// names endpoints served over TLS (https://): open them WithTLS.
 func ParseURL(s string) (endpoints []string, prefix string, err error) {
 	u, err := url.Parse(s)
 	if err != nil {
 		return nil, "", fmt.Errorf("etcdstore: %w", err)
 	}
-	if u.Scheme != "etcd" || u.Host == "" {
-		return nil, "", fmt.Errorf("etcdstore: %q: want etcd://host:port[,host:port...][/prefix]", s)
+	scheme := map[string]string{"etcd": "http://", "etcds": "https://"}[u.Scheme]
+	if scheme == "" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, "", fmt.Errorf("etcdstore: %q: want etcd://host:port[,host:port...][/prefix], or etcds:// for TLS", s)
 	}
 	for _, h := range strings.Split(u.Host, ",") {
 		if h == "" {
 			return nil, "", fmt.Errorf("etcdstore: %q: empty endpoint", s)
 		}
-		endpoints = append(endpoints, "http://"+h)
+		endpoints = append(endpoints, scheme+h)
 	}
 	prefix = DefaultPrefix
 	if p := strings.Trim(u.Path, "/"); p != "" {
@@ -121,11 +124,41 @@ func ParseURL(s string) (endpoints []string, prefix string, err error) {
 	return endpoints, prefix, nil
 }
 
+// Option changes how a Store or WatchLeader reaches etcd.
+type Option func(*clientv3.Config)
+
+// WithTLS reaches etcd over TLS with tc: the CA etcd's certificate must
+// chain to, and the client certificate to present where etcd asks for one
+// (--client-cert-auth). The endpoints must be https:// (ParseURL's
+// etcds://).
+func WithTLS(tc *tls.Config) Option {
+	return func(c *clientv3.Config) { c.TLS = tc }
+}
+
+func dial(endpoints []string, opts []Option) (*clientv3.Client, error) {
+	cfg := clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	for _, e := range endpoints {
+		if strings.HasPrefix(e, "https://") != (cfg.TLS != nil) {
+			// clientv3 would dial https:// in plaintext without a TLS
+			// config, and send plaintext to http:// with one.
+			return nil, fmt.Errorf("etcdstore: endpoint %s needs TLS settings exactly when it is https://", e)
+		}
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcdstore: %w", err)
+	}
+	return cli, nil
+}
+
 // Open connects to etcd at endpoints and loads every record under prefix.
 // ctx bounds the connection and the load. The Store does not take part in
 // an election: use it only where nothing else writes the prefix.
-func Open(ctx context.Context, endpoints []string, prefix string) (*Store, error) {
-	s, err := newStore(endpoints, prefix)
+func Open(ctx context.Context, endpoints []string, prefix string, opts ...Option) (*Store, error) {
+	s, err := newStore(endpoints, prefix, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -140,8 +173,8 @@ func Open(ctx context.Context, endpoints []string, prefix string) (*Store, error
 // what the election records for the leader (for operators); ttl (a whole
 // number of seconds, at least one) is how long the leadership outlives a
 // leader that stopped renewing it. Close resigns.
-func OpenLeader(ctx context.Context, endpoints []string, prefix, name string, ttl time.Duration) (*Store, error) {
-	s, err := newStore(endpoints, prefix)
+func OpenLeader(ctx context.Context, endpoints []string, prefix, name string, ttl time.Duration, opts ...Option) (*Store, error) {
+	s, err := newStore(endpoints, prefix, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -259,10 +292,10 @@ func (s *Store) catchUp(ctx context.Context, rev int64, applied chan int64, werr
 	}
 }
 
-func newStore(endpoints []string, prefix string) (*Store, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+func newStore(endpoints []string, prefix string, opts []Option) (*Store, error) {
+	cli, err := dial(endpoints, opts)
 	if err != nil {
-		return nil, fmt.Errorf("etcdstore: %w", err)
+		return nil, err
 	}
 	s := &Store{Memory: store.NewMemory(), cli: cli, prefix: prefix,
 		pending: map[string]*string{}, changed: make(chan struct{}), wake: make(chan struct{}, 1),
@@ -330,10 +363,10 @@ func (s *Store) Leader(ctx context.Context) (string, error) {
 // changes, until ctx ends; then the channel closes. Only the latest value
 // waits in the channel. While etcd cannot be reached the last value stands.
 // A follower Central uses it to know where to relay its clients.
-func WatchLeader(ctx context.Context, endpoints []string, prefix string) (<-chan string, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+func WatchLeader(ctx context.Context, endpoints []string, prefix string, opts ...Option) (<-chan string, error) {
+	cli, err := dial(endpoints, opts)
 	if err != nil {
-		return nil, fmt.Errorf("etcdstore: %w", err)
+		return nil, err
 	}
 	out := make(chan string, 1)
 	go func() {

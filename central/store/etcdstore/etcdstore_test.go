@@ -16,6 +16,7 @@ import (
 	"nearchat/central/store/etcdstore/etcdtest"
 	"nearchat/pkg/selection"
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/tlsconfig"
 )
 
 func open(t *testing.T, endpoints []string, prefix string) *Store {
@@ -49,7 +50,10 @@ func TestParseURL(t *testing.T) {
 	}{
 		{in: "etcd://a:2379", prefix: DefaultPrefix, eps: []string{"http://a:2379"}},
 		{in: "etcd://a:1,b:2/chat/eu", prefix: "/chat/eu/", eps: []string{"http://a:1", "http://b:2"}},
+		{in: "etcds://a:2379,b:2379/x", prefix: "/x/", eps: []string{"https://a:2379", "https://b:2379"}},
 		{in: "http://a:2379", bad: true},
+		{in: "etcd://user:pw@a:2379", bad: true},
+		{in: "etcd://a:2379?tls=1", bad: true},
 		{in: "etcd://", bad: true},
 		{in: "etcd://a:1,,b:2", bad: true},
 	} {
@@ -57,6 +61,69 @@ func TestParseURL(t *testing.T) {
 		if (err != nil) != tc.bad || (!tc.bad && (prefix != tc.prefix || !slices.Equal(eps, tc.eps))) {
 			t.Errorf("ParseURL(%q) = %v %q %v", tc.in, eps, prefix, err)
 		}
+	}
+}
+
+// TestTLS reaches an etcd that serves TLS and asks for client
+// certificates: a Store with the CA and a client certificate writes and
+// reloads; one without a client certificate, one trusting another CA, and
+// one without TLS settings at all are refused.
+func TestTLS(t *testing.T) {
+	f, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := etcdtest.StartTLS(t, 1, f)
+	eps, prefix, err := ParseURL("etcds://" + ec.Hosts() + "/tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := tlsconfig.Client(f.CA, f.ClientCert, f.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, eps, prefix, WithTLS(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.PutUser(store.User{Name: "alice", Token: "tok"})
+	flush(t, s)
+	s.Close(ctx)
+	s2, err := Open(ctx, eps, prefix, WithTLS(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(ctx)
+	if u, ok := s2.User("alice"); !ok || u.Token != "tok" {
+		t.Fatalf("alice over TLS: %+v %v", u, ok)
+	}
+
+	noCert, _ := tlsconfig.Client(f.CA, "", "")
+	other, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, _ := tlsconfig.Client(other.CA, other.ClientCert, other.ClientKey)
+	for _, bad := range []struct {
+		name string
+		opts []Option
+	}{{"no client certificate", []Option{WithTLS(noCert)}}, {"another CA", []Option{WithTLS(otherCA)}}, {"no TLS settings", nil}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		s, err := Open(ctx, eps, prefix, bad.opts...)
+		cancel()
+		if err == nil {
+			s.Close(context.Background())
+			t.Errorf("%s: opened", bad.name)
+			continue
+		}
+		t.Logf("%s: %v", bad.name, err)
+	}
+	// An etcd:// endpoint with TLS settings would send them nowhere.
+	plainEps, _, _ := ParseURL("etcd://" + ec.Hosts())
+	if _, err := Open(ctx, plainEps, prefix, WithTLS(good)); err == nil {
+		t.Error("TLS settings taken for an http:// endpoint")
 	}
 }
 

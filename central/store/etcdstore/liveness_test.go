@@ -38,11 +38,7 @@ func aliveKeys(t *testing.T, cli *clientv3.Client, prefix string) map[string]int
 // it for the TTL) is granted afresh at the next heartbeat.
 func TestServerLeases(t *testing.T) {
 	ec := etcdtest.Start(t, 1)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := ec.Client(t)
 	const ttl = 2 * time.Second
 	l1 := openLeader(t, ec.Endpoints(), "/live/", "one")
 	l1.Heard("live", ttl)

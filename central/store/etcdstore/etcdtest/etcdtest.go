@@ -5,6 +5,7 @@ package etcdtest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -18,11 +19,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/tlsconfig"
 )
 
 // Member is one running etcd process.
 type Member struct {
-	Name, Client, Peer string // Client and Peer are http:// URLs
+	Name, Client, Peer string // Client and Peer are http:// URLs (Client https:// with TLS)
 	dir                string
 	args               []string
 	cmd                *exec.Cmd
@@ -32,6 +34,19 @@ type Member struct {
 // Cluster is a set of etcd members started together.
 type Cluster struct {
 	Members []*Member
+	TLS     *tls.Config // a client's settings, with StartTLS
+}
+
+// Client returns a client of the cluster (over TLS with StartTLS's
+// client certificate), closed when the test ends.
+func (c *Cluster) Client(t testing.TB) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, TLS: c.TLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }
 
 // Endpoints returns the members' client URLs.
@@ -48,7 +63,7 @@ func (c *Cluster) Endpoints() []string {
 func (c *Cluster) Hosts() string {
 	hosts := make([]string, len(c.Members))
 	for i, m := range c.Members {
-		hosts[i] = strings.TrimPrefix(m.Client, "http://")
+		_, hosts[i], _ = strings.Cut(m.Client, "://")
 	}
 	return strings.Join(hosts, ",")
 }
@@ -66,20 +81,46 @@ func freePort(t testing.TB) string {
 // members are killed when the test ends.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return start(t, n, nil)
+}
+
+// StartTLS is Start with the members' client URLs served over TLS with
+// the development CA in f (its server certificate), and each client
+// required to present a certificate from that CA (--client-cert-auth).
+// The peers talk plaintext among themselves.
+func StartTLS(t testing.TB, n int, f tlsconfig.Files) *Cluster {
+	t.Helper()
+	return start(t, n, &f)
+}
+
+func start(t testing.TB, n int, f *tlsconfig.Files) *Cluster {
+	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Skip("etcd not installed (make deps installs Debian's etcd-server as root)")
 	}
-	c := &Cluster{}
+	scheme := "http://"
+	var tc *tls.Config
+	if f != nil {
+		scheme = "https://"
+		if tc, err = tlsconfig.Client(f.CA, f.ClientCert, f.ClientKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &Cluster{TLS: tc}
 	var initial []string
 	for i := range n {
-		m := &Member{Name: fmt.Sprintf("m%d", i), Client: "http://" + freePort(t), Peer: "http://" + freePort(t),
+		m := &Member{Name: fmt.Sprintf("m%d", i), Client: scheme + freePort(t), Peer: "http://" + freePort(t),
 			dir: filepath.Join(t.TempDir(), "data"), t: t}
 		c.Members = append(c.Members, m)
 		initial = append(initial, m.Name+"="+m.Peer)
 	}
 	for _, m := range c.Members {
 		m.args = MemberArgs(m.Name, m.dir, m.Client, m.Peer, strings.Join(initial, ","))
+		if f != nil {
+			m.args = append(m.args, "--cert-file", f.ServerCert, "--key-file", f.ServerKey,
+				"--trusted-ca-file", f.CA, "--client-cert-auth")
+		}
 		m.start(bin)
 	}
 	t.Cleanup(func() {
@@ -87,11 +128,7 @@ func Start(t testing.TB, n int) *Cluster {
 			m.Kill()
 		}
 	})
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := c.Client(t)
 	testkit.WaitFor(t, 30*time.Second, "etcd to answer", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
