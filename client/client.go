@@ -1102,8 +1102,9 @@ func (c *Client) roomWorker(ctx context.Context, room string, r *roomState) {
 // followTimeout bounds joining a room's new placement: a chat server that
 // welcomes a member but never says Joined wedged the room for good (abuse
 // probe, 2026-12-03). Past it the server is reported unreachable, and
-// Central checks it and sends the placement again or a new one.
-const followTimeout = 15 * time.Second
+// Central checks it and sends the placement again or a new one. A
+// variable so that a test need not wait 15 s.
+var followTimeout = 15 * time.Second
 
 // remindBroken repeats the room's last Unreachable while its session
 // stays broken at that epoch: the first report may be lost with a control

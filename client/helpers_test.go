@@ -269,6 +269,8 @@ type proxy struct {
 	target string
 	drop   atomic.Bool
 	hole   atomic.Bool
+	mute   atomic.Int32 // a frame type +1 never relayed to the client while set
+	joins  atomic.Int64 // Join frames relayed to the server
 	delay  atomic.Int64 // nanoseconds each frame to the client waits
 	sentAt atomic.Int64 // Unix nanoseconds of the last frame written to the client
 	pings  atomic.Int64 // Ping frames relayed to the server
@@ -364,6 +366,9 @@ func (p *proxy) relayUp(down, up net.Conn) {
 		if t == proto.TPing {
 			p.pings.Add(1)
 		}
+		if t == proto.TJoin {
+			p.joins.Add(1)
+		}
 		if b = appendRaw(b[:0], t, body); !write(up, b) {
 			return
 		}
@@ -385,7 +390,7 @@ func (p *proxy) relayDown(up, down net.Conn) {
 		if !p.waitPath() {
 			return
 		}
-		if p.drop.Load() && t == proto.TDeliver {
+		if p.drop.Load() && t == proto.TDeliver || p.mute.Load() == int32(t)+1 {
 			continue
 		}
 		if t == proto.TPong && bytes.Equal(body, beatBody) {
