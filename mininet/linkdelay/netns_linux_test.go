@@ -257,12 +257,28 @@ func checkRTT(t *testing.T, c *chain, want, tol float64) {
 	if !c.pingOnce("2") {
 		t.Fatal("no answer to the warm-up ping")
 	}
-	rtts := c.pingRTTs(t, 20, "0.05")
-	med, lo, hi := summarize(rtts)
-	t.Logf("configured RTT %.1f ms over %d link(s); measured median %.3f ms (min %.3f, max %.3f, n=%d)",
-		want, len(c.midA), med, lo, hi, len(rtts))
-	if med < want-tol || med > want+tol {
-		t.Errorf("median RTT %.3f ms, want %.1f ± %.1f ms (all: %v)", med, want, tol, rtts)
+	// A relay late to send (its thread or the pinger starved on a busy
+	// machine) only ever adds delay: a median above the band is measured
+	// again, a few times, and one round inside it passes. A median below
+	// the band is a relay that does not hold frames long enough, which no
+	// load explains, and fails at once. (CI, under make test's parallel
+	// packages: 65.5 ms for 60 ± 2, the relays up to 18 ms late.)
+	const rounds = 5
+	for round := 1; ; round++ {
+		rtts := c.pingRTTs(t, 20, "0.05")
+		med, lo, hi := summarize(rtts)
+		t.Logf("configured RTT %.1f ms over %d link(s); round %d: median %.3f ms (min %.3f, max %.3f, n=%d)",
+			want, len(c.midA), round, med, lo, hi, len(rtts))
+		switch {
+		case med < want-tol:
+			t.Errorf("median RTT %.3f ms, below %.1f - %.1f ms: the relays hold frames too briefly (all: %v)", med, want, tol, rtts)
+			return
+		case med <= want+tol:
+			return
+		case round == rounds:
+			t.Errorf("median RTT above %.1f + %.1f ms in all %d rounds, last %.3f ms (all: %v)", want, tol, rounds, med, rtts)
+			return
+		}
 	}
 }
 
