@@ -310,13 +310,7 @@ func TestFollowerServesMetrics(t *testing.T) {
 			strings.Contains(m, `nearchat_central_relay_accepted_total{port="control"} 0`) &&
 			strings.Contains(m, "process_cpu_seconds_total")
 	})
-	leader.Process.Kill()
-	leader.Wait()
-	select {
-	case <-running:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the follower did not take over")
-	}
+	takeOver(t, leader, running)
 	testkit.WaitFor(t, 10*time.Second, "the new leader's metrics on the same address", func() bool {
 		m := scrape(metrics)
 		return strings.Contains(m, `nearchat_central_role{role="leader"} 1`) && strings.Contains(m, "nearchat_central_scan_duration_seconds") &&

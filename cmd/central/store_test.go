@@ -215,6 +215,21 @@ func storeURL(ec *etcdtest.Cluster, prefix string) string {
 	return "etcd://" + ec.Hosts() + prefix
 }
 
+// takeOver SIGKILLs the leader and waits until the follower whose
+// running channel this is leads.
+func takeOver(t *testing.T, leader *exec.Cmd, running <-chan string) string {
+	t.Helper()
+	leader.Process.Kill()
+	leader.Wait()
+	select {
+	case rest := <-running:
+		return rest
+	case <-time.After(30 * time.Second):
+		t.Fatal("the follower did not take over")
+		return ""
+	}
+}
+
 // awaitFollowing waits until a replica follows and returns its REST and
 // control addresses.
 func awaitFollowing(t *testing.T, following <-chan [2]string) [2]string {
@@ -324,13 +339,7 @@ func TestReplicasOverEtcdTLS(t *testing.T) {
 		t.Fatalf("registering a server through the follower: %v", err)
 	}
 	awaitKey(t, ec, "/tls/servers/serv1")
-	leader.Process.Kill()
-	leader.Wait()
-	select {
-	case <-running:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the follower did not take over")
-	}
+	takeOver(t, leader, running)
 	if _, err := via.Heartbeat(ctx, "serv1", reg.Token, centralapi.HeartbeatRequest{}); err != nil {
 		t.Fatalf("heartbeat to the new leader: %v", err)
 	}
