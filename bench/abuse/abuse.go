@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"nearchat/bench/cluster"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/wire"
 )
@@ -43,15 +44,16 @@ func Build(dir string) error {
 	return nil
 }
 
-// FreeAddr returns a loopback address with a port free at the time.
-func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+// FreeAddr returns a loopback address with a port free at the time, for
+// a target process to bind when it starts. It is cluster.FreeAddr: a port
+// below the kernel's ephemeral range, never handed out twice. A port a
+// :0 listener had just given up was free to the kernel again, and in the
+// window before the target bound it any :0 listener on the machine (a
+// test of another package running beside these), a second FreeAddr, or
+// an outgoing connection once even ports ran short could be given it:
+// the target then exited on "address already in use", or WaitDial
+// reached whatever had taken the port.
+func FreeAddr() (string, error) { return cluster.FreeAddr() }
 
 // Proc is a target process.
 type Proc struct {

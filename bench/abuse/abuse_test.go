@@ -371,3 +371,44 @@ func TestRoomStopCountsEveryMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestFreeAddrOutsideEphemeralRange: the targets bind the addresses
+// FreeAddr gives only once their process has started, so a port must be
+// one no outgoing connection and no :0 listener can take meanwhile (the
+// floods here open hundreds of connections, and other packages' tests run
+// beside these), and no two targets may be given the same one. FreeAddr
+// used to hand out ports a :0 listener had just given up, which are in
+// the kernel's ephemeral range.
+func TestFreeAddrOutsideEphemeralRange(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Skipf("no ephemeral range to check against: %v", err)
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		t.Fatalf("ip_local_port_range %q: %v", b, err)
+	}
+	if lo-10000 < 1000 {
+		t.Skipf("ephemeral range starts at %d: no room below it", lo)
+	}
+	seen := map[string]bool{}
+	for range 200 {
+		addr, err := FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ps, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p int
+		fmt.Sscan(ps, &p)
+		if p >= lo && p <= hi {
+			t.Fatalf("FreeAddr gave %s, inside the ephemeral range %d-%d", addr, lo, hi)
+		}
+		if seen[addr] {
+			t.Fatalf("FreeAddr gave %s twice", addr)
+		}
+		seen[addr] = true
+	}
+}
