@@ -125,12 +125,13 @@ type chatProc struct {
 
 func startChatServer(t *testing.T, bin string, args []string) *chatProc {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// A port below the ephemeral range: one a :0 listener gave up could
+	// be taken, before the process binds it, by any outgoing connection
+	// on the machine (the idle members below open thousands).
+	addr, err := abuse.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 	cmd := exec.Command(bin, append([]string{"-listen", addr, "-id", "budget"}, args...)...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "chatserver.log"))
 	if err != nil {
