@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	proc "nearchat/bench/cluster"
 	"nearchat/central"
 	"nearchat/central/relay"
 	"nearchat/central/store/etcdstore"
@@ -16,13 +17,18 @@ import (
 	"nearchat/pkg/testkit"
 )
 
+// freeAddr returns an address for the standby to bind once it leads,
+// seconds later. The port lies below the kernel's ephemeral range
+// (proc.FreeAddr): one a :0 listener had given up could be given
+// meanwhile to any :0 listener on the machine (the chat server
+// processes, another package's tests), and the standby then failed on
+// "address already in use".
 func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := proc.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // replicaPair is a cluster whose Central leads on etcd, with a standby
