@@ -26,9 +26,12 @@ func fakeBin(t *testing.T) string {
 }
 
 // TestCheckFlags: a value the demo cannot run with is refused before any
-// process starts, naming the flag, at once (well within 50 ms) even for a
-// -dashboard address Central could not serve on, which used to surface
-// only when the wait for Central timed out.
+// process starts, naming the flag, at once even for a -dashboard address
+// Central could not serve on, which used to surface only when the wait for
+// Central timed out (seconds). "At once" is checked against a second:
+// the checks take well under a millisecond, and the 50 ms this used to
+// allow is one scheduling hiccup of a race-instrumented binary on a
+// loaded 2-core CI machine.
 func TestCheckFlags(t *testing.T) {
 	bin := fakeBin(t)
 	if err := checkFlags(bin, 10, 4*time.Second, "", nil); err != nil {
@@ -66,8 +69,8 @@ func TestCheckFlags(t *testing.T) {
 	} {
 		start := time.Now()
 		err := checkFlags(c.bin, c.rate, c.hold, c.dash, c.rest)
-		if took := time.Since(start); took > 50*time.Millisecond {
-			t.Errorf("%s: took %v", c.name, took)
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("%s: took %v, want at once (under 1 s)", c.name, took)
 		}
 		if err == nil || !strings.Contains(err.Error(), c.wants) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: got %v, want one line with %q", c.name, err, c.wants)
