@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"nearchat/bench/cluster"
 	"nearchat/central"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
@@ -55,8 +56,17 @@ func serverInfo(t *testing.T, api *centralapi.Client, id string) (centralapi.Ser
 }
 
 func TestRegistersHeartbeatsAndReregisters(t *testing.T) {
-	c := startCentral(t, "127.0.0.1:0")
-	rest := c.RESTAddr()
+	// Central restarts on this port below, once the server has seen it
+	// gone. A port from a :0 listener is one the kernel hands out again:
+	// in that window any :0 listener on the machine (another test's, in
+	// this package or one running beside it) could take it, and the new
+	// Central failed on "address already in use". cluster.FreeAddr's
+	// ports lie below the ephemeral range.
+	rest, err := cluster.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCentral(t, rest)
 	api := centralapi.NewClient(rest, nil)
 	s := startServer(t, func(cfg *Config) {
 		cfg.ID = "serv1"
