@@ -51,8 +51,17 @@ const secret = "e2e-secret"
 func newCluster(t *testing.T, edits ...func(*central.Config)) *cluster {
 	t.Helper()
 	cfg := central.DefaultConfig()
-	cfg.RESTListen = "127.0.0.1:0"
-	cfg.ControlListen = "127.0.0.1:0"
+	// restartCentral starts Central again on these ports, and
+	// TestReconnectBackoffStartsAgain only after seconds without it: ports
+	// from :0 listeners could be taken meanwhile by any :0 listener on the
+	// machine, and the new Central failed on "address already in use".
+	// proc.FreeAddr's lie below the ephemeral range.
+	for _, a := range []*string{&cfg.RESTListen, &cfg.ControlListen} {
+		var err error
+		if *a, err = proc.FreeAddr(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	cfg.OfflineAfter = 1500 * time.Millisecond
 	cfg.ScanInterval = 500 * time.Millisecond
