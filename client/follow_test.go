@@ -2,11 +2,11 @@ package client
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"nearchat/chatserver"
+	"nearchat/pkg/freeport"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
 )
@@ -26,12 +26,10 @@ func TestFollowGivesUpOnSilentServer(t *testing.T) {
 	cen := startBareCentral(t)
 	// The chat server advertises the proxy in front of it, so the proxy
 	// needs the server's address first.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	p := startProxy(t, addr)
 	p.mute.Store(int32(proto.TJoined) + 1)
 	startChatWith(t, "s1", func(c *chatserver.Config) {

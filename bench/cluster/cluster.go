@@ -4,19 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"nearchat/pkg/centralapi"
+	"nearchat/pkg/freeport"
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 )
@@ -95,64 +92,9 @@ type ServerOptions struct {
 	NoWait bool
 }
 
-// FreeAddr returns a loopback address with a port free at the time of the
-// call. The port lies below the kernel's ephemeral range
-// (net.ipv4.ip_local_port_range), so no outgoing connection and no :0
-// listener can take it before the process it is meant for binds it, and
-// this process never hands the same port out twice. (Ports from the
-// ephemeral range were taken in that window: a chaos run of 220 scenarios
-// lost two to "address already in use" and to a Central address answered
-// by some other listener.)
-func FreeAddr() (string, error) {
-	lo, hi := 10000, ephemeralStart()
-	if hi-lo >= 1000 {
-		freePorts.Lock()
-		defer freePorts.Unlock()
-		for range 64 {
-			p := lo + rand.IntN(hi-lo)
-			if freePorts.given[p] {
-				continue
-			}
-			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-			if err != nil {
-				continue
-			}
-			l.Close()
-			freePorts.given[p] = true
-			return l.Addr().String(), nil
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// freePorts is what FreeAddr has handed out.
-var freePorts = struct {
-	sync.Mutex
-	given map[int]bool
-}{given: map[int]bool{}}
-
-// ephemeralStart is the first port of the kernel's ephemeral range, 32768
-// when it cannot be read.
-func ephemeralStart() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 32768
-	}
-	n, err := strconv.Atoi(f[0])
-	if err != nil {
-		return 32768
-	}
-	return n
-}
+// FreeAddr is freeport.Addr: a loopback address whose port no :0
+// listener or outgoing connection can take before its process binds it.
+func FreeAddr() (string, error) { return freeport.Addr() }
 
 // Start starts Central (unless opts names an existing one) and waits
 // until its REST API answers.

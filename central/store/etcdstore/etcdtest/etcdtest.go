@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"nearchat/pkg/freeport"
 	"nearchat/pkg/testkit"
 	"nearchat/pkg/tlsconfig"
 )
@@ -68,13 +68,15 @@ func (c *Cluster) Hosts() string {
 	return strings.Join(hosts, ",")
 }
 
+// freePort is a loopback address for a member to bind: etcd binds it
+// after it starts, and Restart binds it again after a kill, so it lies
+// outside the range other tests' :0 listeners draw from (freeport).
 func freePort(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // Start runs an n-member etcd cluster and waits until it answers. The
