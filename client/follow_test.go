@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"nearchat/central"
 	"nearchat/chatserver"
 	"nearchat/pkg/freeport"
 	"nearchat/pkg/proto"
@@ -23,7 +24,7 @@ func TestFollowGivesUpOnSilentServer(t *testing.T) {
 	followTimeout = time.Second
 	t.Cleanup(func() { followTimeout = old })
 
-	cen := startBareCentral(t)
+	cen := startBareCentral(t, func(c *central.Config) { c.Logger = testkit.Logger(t) })
 	// The chat server advertises the proxy in front of it, so the proxy
 	// needs the server's address first.
 	addr, err := freeport.Addr()
@@ -65,6 +66,7 @@ func TestFollowGivesUpOnSilentServer(t *testing.T) {
 				case <-ctx.Done():
 					return
 				}
+				t.Logf("%s event %T %+v", name, ev, ev)
 				switch e := ev.(type) {
 				case Incoming:
 					_ = c.Answer(e.Req, true)

@@ -39,12 +39,17 @@ func aliveKeys(t *testing.T, cli *clientv3.Client, prefix string) map[string]int
 func TestServerLeases(t *testing.T) {
 	ec := etcdtest.Start(t, 1)
 	cli := ec.Client(t)
-	const ttl = 2 * time.Second
+	// 3 s: the new leader below must win and load within one TTL of the
+	// last heartbeat, which under -race beside other packages took more
+	// than 2 s.
+	const ttl = 3 * time.Second
 	l1 := openLeader(t, ec.Endpoints(), "/live/", "one")
+	// Taken before the lease exists: a slow wait for the keys must not
+	// shorten the lifetime measured below.
+	diesAt := time.Now()
 	l1.Heard("live", ttl)
 	l1.Heard("dies", ttl)
 	testkit.WaitFor(t, 10*time.Second, "both liveness keys", func() bool { return len(aliveKeys(t, cli, "/live/")) == 2 })
-	diesAt := time.Now()
 
 	var stop atomic.Bool
 	beats := make(chan struct{})
