@@ -740,7 +740,7 @@ func (c *Central) probeLocked(s *serverRec) {
 		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
 		echoStart := time.Now()
-		connected, err := echo(ctx, connTimeout, addr, c.cfg.ChatTLS)
+		connected, err := echo(ctx, connTimeout, rtt.Target{ID: id, Addr: addr}, c.cfg.ChatTLS)
 		echoTook := time.Since(echoStart)
 		took := c.now().Sub(start)
 		cancel()
@@ -799,16 +799,16 @@ const minConnectTimeout = 150 * time.Millisecond
 // it counts as run on a starved Central (timers firing late).
 const starvedSlack = 50 * time.Millisecond
 
-// echo checks that a chat server answers Hello and one Ping. connected
-// reports whether the TCP connection itself was made: the host and the
-// path to it are up, whatever the server process then did.
-func echo(ctx context.Context, connTimeout time.Duration, addr string, tc *tls.Config) (connected bool, err error) {
+// echo checks that chat server t answers Hello, as itself, and one Ping.
+// connected reports whether the TCP connection itself was made: the host
+// and the path to it are up, whatever the server process then did.
+func echo(ctx context.Context, connTimeout time.Duration, t rtt.Target, tc *tls.Config) (connected bool, err error) {
 	base := &connectDialer{timeout: connTimeout}
 	var d proto.Dialer = base
 	if tc != nil {
 		d = &tlsconfig.Dialer{Base: base, Config: tc}
 	}
-	_, err = rtt.Probe(ctx, d, addr, 1, 0)
+	_, err = rtt.Probe(ctx, d, t, 1, 0)
 	// A server that answers with an Error frame (server_full, most likely)
 	// is up: a refusal is an answer. Counting it as a failure let members
 	// who filled a server with idle connections have it marked down and

@@ -75,7 +75,7 @@ func TestProbeMeasuresInjectedDelay(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := &Dialer{Delay: func(string) time.Duration { return tt.delay }}
-			res, err := rtt.Probe(context.Background(), d, addr, 7, 5*time.Second)
+			res, err := rtt.Probe(context.Background(), d, rtt.Target{Addr: addr}, 7, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,7 +110,7 @@ func TestPerDestinationDelay(t *testing.T) {
 		addr string
 		want time.Duration
 	}{{near, 10 * time.Millisecond}, {far, 50 * time.Millisecond}} {
-		res, err := rtt.Probe(context.Background(), d, tc.addr, 5, 5*time.Second)
+		res, err := rtt.Probe(context.Background(), d, rtt.Target{Addr: tc.addr}, 5, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

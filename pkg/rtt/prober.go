@@ -136,15 +136,16 @@ func (p *Prober) keep(addr string, h *conn) {
 // first answer had ended meanwhile (the server closed it, or restarted):
 // the probe dials again, within the same timeout. One that fails later
 // failed under this probe, which reports it.
-func (p *Prober) probe(ctx context.Context, addr string) (Result, error) {
+func (p *Prober) probe(ctx context.Context, t Target) (Result, error) {
 	if p.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timeout)
 		defer cancel()
 	}
+	addr := t.Addr
 	if h := p.take(addr, time.Now()); h != nil {
-		res, err := p.use(ctx, addr, h)
-		if err == nil || res.Count > 0 || ctx.Err() != nil {
+		res, err := p.use(ctx, t, h)
+		if err == nil || res.Count > 0 || ctx.Err() != nil || errors.Is(err, ErrOtherServer) {
 			return res, err
 		}
 		p.log.Debug("kept probe connection had ended; dialling", "addr", addr, "err", err)
@@ -153,11 +154,17 @@ func (p *Prober) probe(ctx context.Context, addr string) (Result, error) {
 	if err != nil {
 		return Result{}, annotate(ctx, addr, err)
 	}
-	return p.use(ctx, addr, h)
+	return p.use(ctx, t, h)
 }
 
-// use probes addr on h, then keeps h for the next probe or closes it.
-func (p *Prober) use(ctx context.Context, addr string, h *conn) (Result, error) {
+// use probes t on h, then keeps h for the next probe or closes it. A
+// connection to another server than t's is closed unused (see Probe).
+func (p *Prober) use(ctx context.Context, t Target, h *conn) (Result, error) {
+	addr := t.Addr
+	if err := h.is(t.ID); err != nil {
+		h.c.Close()
+		return Result{}, annotate(ctx, addr, err)
+	}
 	res, reuse, err := h.ping(ctx, p.cfg.Samples)
 	if reuse {
 		p.keep(addr, h)
@@ -189,7 +196,7 @@ func (p *Prober) Round(ctx context.Context, targets []Target) map[string]Result 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			res, err := p.probe(ctx, t.Addr)
+			res, err := p.probe(ctx, t)
 			if err != nil {
 				res.Err = err
 				p.log.Debug("probe failed", "server", t.ID, "addr", t.Addr, "err", err)

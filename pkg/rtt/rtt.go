@@ -50,11 +50,21 @@ type Result struct {
 // ErrNoSamples is returned when a probe is asked for fewer than one sample.
 var ErrNoSamples = errors.New("rtt: samples must be at least 1")
 
-// Probe dials addr through d and takes samples RTT measurements, one Ping in
-// flight at a time. timeout bounds the whole probe, dial included (0 means
+// ErrOtherServer is the error of a probe whose target's address is
+// answered by a server of another id: whatever was measured there is not
+// the target's RTT. (A server registered at another's address had the
+// clients measure the other one, and new rooms were placed on it and
+// stuck: fuzz sweep, 2026-12-03.)
+var ErrOtherServer = errors.New("another server answers at this address")
+
+// Probe dials t.Addr through d and takes samples RTT measurements, one
+// Ping in flight at a time. A Welcome naming a server other than t.ID
+// fails it with ErrOtherServer (an empty t.ID, or a Welcome naming none,
+// checks nothing). timeout bounds the whole probe, dial included (0 means
 // only ctx bounds it). When some samples were taken before a failure, the
-// partial Result is returned with the error. Probe is safe for concurrent use.
-func Probe(ctx context.Context, d Dialer, addr string, samples int, timeout time.Duration) (Result, error) {
+// partial Result is returned with the error. Probe is safe for concurrent
+// use.
+func Probe(ctx context.Context, d Dialer, t Target, samples int, timeout time.Duration) (Result, error) {
 	if samples < 1 {
 		return Result{}, ErrNoSamples
 	}
@@ -63,9 +73,9 @@ func Probe(ctx context.Context, d Dialer, addr string, samples int, timeout time
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	res, err := probe(ctx, d, addr, samples)
+	res, err := probe(ctx, d, t, samples)
 	if err != nil {
-		return res, annotate(ctx, addr, err)
+		return res, annotate(ctx, t.Addr, err)
 	}
 	return res, nil
 }
@@ -83,12 +93,15 @@ func annotate(ctx context.Context, addr string, err error) error {
 	return fmt.Errorf("rtt: probe %s: %w", addr, err)
 }
 
-func probe(ctx context.Context, d Dialer, addr string, samples int) (Result, error) {
-	h, err := dial(ctx, d, addr)
+func probe(ctx context.Context, d Dialer, t Target, samples int) (Result, error) {
+	h, err := dial(ctx, d, t.Addr)
 	if err != nil {
 		return Result{}, err
 	}
 	defer h.c.Close()
+	if err := h.is(t.ID); err != nil {
+		return Result{}, err
+	}
 	res, _, err := h.ping(ctx, samples)
 	return res, err
 }
@@ -97,16 +110,25 @@ func probe(ctx context.Context, d Dialer, addr string, samples int) (Result, err
 // so neither a late Pong of an earlier probe nor one a server sent ahead
 // is taken for the answer to a later Ping.
 type conn struct {
-	c    *proto.Conn
-	used time.Time // when its last probe ended
+	c      *proto.Conn
+	server string    // the server its Welcome named
+	used   time.Time // when its last probe ended
 }
 
 func dial(ctx context.Context, d Dialer, addr string) (*conn, error) {
-	c, _, err := proto.Dial(ctx, d, addr, &proto.Hello{Agent: Agent})
+	c, w, err := proto.Dial(ctx, d, addr, &proto.Hello{Agent: Agent})
 	if err != nil {
 		return nil, err
 	}
-	return &conn{c: c}, nil
+	return &conn{c: c, server: w.Server}, nil
+}
+
+// is checks that h's server is id (see Probe).
+func (h *conn) is(id string) error {
+	if id != "" && h.server != "" && h.server != id {
+		return fmt.Errorf("%w: probing server %q, %q answered", ErrOtherServer, id, h.server)
+	}
+	return nil
 }
 
 // ping takes samples RTT measurements on h, one Ping in flight at a time,

@@ -38,7 +38,7 @@ func TestProbe(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := wiretest.EchoServer(t, tt.delay, nil)
-			res, err := Probe(context.Background(), &net.Dialer{}, s.Addr(), tt.samples, 5*time.Second)
+			res, err := Probe(context.Background(), &net.Dialer{}, Target{Addr: s.Addr()}, tt.samples, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,7 +80,7 @@ func TestProbeFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
-			_, err := Probe(context.Background(), nil, tt.addr, tt.samples, 300*time.Millisecond)
+			_, err := Probe(context.Background(), nil, Target{Addr: tt.addr}, tt.samples, 300*time.Millisecond)
 			took := time.Since(start)
 			t.Logf("err %v after %v", err, took)
 			if err == nil {
@@ -101,7 +101,7 @@ func TestProbeCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	start := time.Now()
-	_, err := Probe(ctx, nil, s.Addr(), 3, 0)
+	_, err := Probe(ctx, nil, Target{Addr: s.Addr()}, 3, 0)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want context.Canceled", err)
 	}
@@ -383,7 +383,7 @@ func TestPongsAheadDoNotCount(t *testing.T) {
 			}
 		}
 	}()
-	res, err := Probe(context.Background(), &net.Dialer{}, ln.Addr().String(), 5, 10*time.Second)
+	res, err := Probe(context.Background(), &net.Dialer{}, Target{Addr: ln.Addr().String()}, 5, 10*time.Second)
 	ln.Close()
 	<-done
 	if err != nil {
@@ -393,4 +393,42 @@ func TestPongsAheadDoNotCount(t *testing.T) {
 	if res.Min < delay {
 		t.Fatalf("min %v: a Pong sent ahead was taken for an answer (the server answers after %v)", res.Min, delay)
 	}
+}
+
+// TestOtherServerNotMeasured: a server registered at another's address
+// (a look-alike, or a server restarted under a new id) was measured as
+// that other server, and new rooms were placed on it and stuck (fuzz
+// sweep, 2026-12-03). A Welcome naming another server fails the probe,
+// on a new connection and on a kept one; a Welcome naming none (a
+// stand-in) and a target without an id check nothing.
+func TestOtherServerNotMeasured(t *testing.T) {
+	serv1 := wiretest.EchoServer(t, 0, func(*proto.Hello) wire.Message { return &proto.Welcome{V: wire.Version, Server: "serv1"} })
+	anon := wiretest.EchoServer(t, 0, nil)
+	for _, tc := range []struct {
+		t     Target
+		other bool
+	}{
+		{Target{ID: "look", Addr: serv1.Addr()}, true},
+		{Target{ID: "serv1", Addr: serv1.Addr()}, false},
+		{Target{Addr: serv1.Addr()}, false},
+		{Target{ID: "look", Addr: anon.Addr()}, false},
+	} {
+		_, err := Probe(context.Background(), nil, tc.t, 2, 5*time.Second)
+		if errors.Is(err, ErrOtherServer) != tc.other || !tc.other && err != nil {
+			t.Errorf("Probe %+v: %v", tc.t, err)
+		}
+	}
+	p, cd := keepingProber(t, time.Minute)
+	defer p.Close()
+	targets := []Target{{ID: "serv1", Addr: serv1.Addr()}, {ID: "look", Addr: serv1.Addr()}}
+	for round := range 3 {
+		res := p.Round(context.Background(), targets)
+		if r := res["serv1"]; r.Err != nil || r.Count == 0 {
+			t.Errorf("round %d, serv1: %+v", round, r)
+		}
+		if r := res["look"]; !errors.Is(r.Err, ErrOtherServer) || r.Count != 0 {
+			t.Errorf("round %d, look (serv1's address): %+v, want %v", round, r, ErrOtherServer)
+		}
+	}
+	t.Logf("%d dials for 3 rounds", cd.dials.Load())
 }

@@ -183,7 +183,8 @@ type Echo struct {
 }
 
 // EchoServer starts an Echo on a loopback port until the test ends. Each
-// Pong waits delay. welcome answers a Hello (nil: a Welcome from "echo"); a
+// Pong waits delay. welcome answers a Hello (nil: a Welcome naming no
+// server, so that it stands in for a server of any id); a
 // welcome that returns nil leaves the dialer waiting, one that returns an
 // Error refuses it.
 func EchoServer(t testing.TB, delay time.Duration, welcome func(*proto.Hello) wire.Message) *Echo {
@@ -200,7 +201,7 @@ func EchoServer(t testing.TB, delay time.Duration, welcome func(*proto.Hello) wi
 func EchoOn(t testing.TB, ln net.Listener, delay time.Duration, welcome func(*proto.Hello) wire.Message) *Echo {
 	t.Helper()
 	if welcome == nil {
-		welcome = func(*proto.Hello) wire.Message { return &proto.Welcome{V: wire.Version, Server: "echo"} }
+		welcome = func(*proto.Hello) wire.Message { return &proto.Welcome{V: wire.Version} }
 	}
 	e := &Echo{ln: ln, delay: delay, welcome: welcome, conns: map[net.Conn]struct{}{}}
 	e.wg.Add(1)
