@@ -200,6 +200,43 @@ func TestDrainAndDeregisterMoveRooms(t *testing.T) {
 	}
 }
 
+// TestRoomWaitsWhenNoServerCanTakeIt: a room whose server is
+// deregistered, when no other server its members measured can take it,
+// stays where it was; the listing named the forgotten server as if the
+// room were there (fuzz sweep, 2026-12-03, F2), and now marks it
+// waiting. Once the members measure another server it moves there.
+func TestRoomWaitsWhenNoServerCanTakeIt(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	h.addServer(t, "serv1")
+	a, as := h.connect(t, "alice")
+	b, bs := h.connect(t, "bob")
+	h.latency(t, as, map[string]centralapi.Sample{"serv1": ms(10)})
+	h.latency(t, bs, map[string]centralapi.Sample{"serv1": ms(10)})
+	room := chat(t, a, b)
+	if r, _ := h.roomOf(t, room.Room); r.Server != "serv1" || r.Waiting {
+		t.Fatalf("room before: %+v", r)
+	}
+	if err := h.api.Deregister(ctx(t), "serv1", ""); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the room listed as waiting", func() bool {
+		r, _ := h.roomOf(t, room.Room)
+		return r.Waiting
+	})
+	r, _ := h.roomOf(t, room.Room)
+	t.Logf("after serv1's deregistration: %+v", r)
+	h.addServer(t, "serv2")
+	h.latency(t, as, map[string]centralapi.Sample{"serv2": ms(20)})
+	h.latency(t, bs, map[string]centralapi.Sample{"serv2": ms(20)})
+	mv := expect[*proto.Assign](a, nil)
+	if mv.Room != room.Room || mv.Server.ID != "serv2" {
+		t.Fatalf("move %+v", mv)
+	}
+	if r, _ := h.roomOf(t, room.Room); r.Server != "serv2" || r.Waiting {
+		t.Fatalf("room after the move: %+v", r)
+	}
+}
+
 func TestBetterServerMoveAndDwell(t *testing.T) {
 	w := newWorld(t, func(c *Config) { c.Policy.MinDwell = time.Minute; c.OfflineAfter = 24 * time.Hour })
 	a, as := w.connect(t, "alice")

@@ -742,6 +742,7 @@ func (c *Central) listRooms(r *http.Request) (int, any, *apiError) {
 		info := centralapi.RoomInfo{ID: rm.id, Epoch: rm.epoch, Members: rm.memberNames(), LastMove: rm.lastMove, Adopted: rm.adopted}
 		if rm.srv != nil {
 			info.Server, info.Addr = rm.srv.rec.ID, rm.srv.rec.Addr
+			info.Waiting = rm.srv.gone || rm.srv.rec.Down
 		}
 		out.Rooms = append(out.Rooms, info)
 	}

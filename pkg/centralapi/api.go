@@ -241,6 +241,9 @@ type RoomInfo struct {
 	Members  []string  `json:"members"`
 	LastMove time.Time `json:"last_move"`
 	Adopted  bool      `json:"adopted,omitempty"`
+	// Waiting: Server is down or was deregistered, and no server the
+	// members measured can take the room yet.
+	Waiting bool `json:"waiting,omitempty"`
 }
 
 // RoomList is the answer to GET /v1/rooms: one page of rooms sorted by
