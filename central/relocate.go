@@ -441,13 +441,25 @@ const (
 // rooms Central does not know (it restarted) are adopted from the report,
 // and rooms u should hold but does not list are pushed to it.
 func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
-	if len(m.Rooms) > maxHolding {
-		c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: fmt.Sprintf("%d rooms in one Holding report, limit %d", len(m.Rooms), maxHolding)})
+	if len(m.Rooms) > maxHolding || len(m.Left) > maxHolding {
+		c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: fmt.Sprintf("%d rooms held and %d left in one Holding report, limit %d each", len(m.Rooms), len(m.Left), maxHolding)})
 		return
 	}
 	now := c.now()
 	if !u.holdLimit.allow(now, holdingRate, holdingBurst) {
 		return // a member reports every few seconds; more is noise
+	}
+	// A leave reported here is one whose LeaveRoom this Central never
+	// read: it died, or the connection did, with the frame unread (fuzz
+	// sweep, 2026-12-03: the next Central kept the leaver listed and
+	// pushed it the room). The member repeats it for minutes, so a room
+	// Central learns later (from a heartbeat, after a restart) still
+	// loses it at the next report.
+	for _, id := range m.Left {
+		if r := c.roomByID[id]; r != nil && r.hasMember(u) {
+			c.log.Info("member left room", "room", r.id, "user", u.name, "via", "holding")
+			c.removeMemberLocked(r, u)
+		}
 	}
 	listed := make(map[*room]struct{}, len(m.Rooms))
 	checked, adopted := 0, 0

@@ -741,9 +741,14 @@ func (c *Client) holding() *proto.Holding {
 		rooms = append(rooms, r)
 		ids = append(ids, id)
 	}
-	c.mu.Unlock()
+	c.pruneLeftLocked(time.Now())
 	h := &proto.Holding{Rooms: make([]proto.Held, 0, len(rooms))}
 	size, left := wire.HeaderSize+16, 0
+	for id := range c.left { // at most maxLeft, under 17 KiB
+		h.Left = append(h.Left, id)
+		size += len(id) + 2
+	}
+	c.mu.Unlock()
 	for i, r := range rooms {
 		r.mu.Lock()
 		if r.sess != nil {
@@ -864,19 +869,42 @@ func (c *Client) Answer(req string, accept bool) error {
 	return c.send(&proto.Answer{Req: req, Accept: accept})
 }
 
-// Leave leaves a room for good and tells Central.
+// Leave leaves a room for good and tells Central: at once when the
+// control connection is up, and in every Holding report for leftFor
+// whatever happens to it (a LeaveRoom is not acknowledged, and one the
+// connection or Central lost would leave us listed in the room). It fails
+// only for a malformed room id.
 func (c *Client) Leave(room string) error {
-	now := time.Now()
+	if err := proto.CheckRoom(room); err != nil {
+		return fmt.Errorf("client: leave: %w", err)
+	}
 	c.mu.Lock()
+	c.pruneLeftLocked(time.Now())
+	if len(c.left) >= maxLeft {
+		oldest := ""
+		for id, at := range c.left {
+			if oldest == "" || at.Before(c.left[oldest]) {
+				oldest = id
+			}
+		}
+		delete(c.left, oldest)
+	}
+	c.left[room] = time.Now()
+	c.mu.Unlock()
+	c.closeRoom(room)
+	if err := c.send(&proto.LeaveRoom{Room: room}); err != nil {
+		c.log.Debug("LeaveRoom not sent now; the next Holding report carries it", "room", room, "err", err)
+	}
+	return nil
+}
+
+// pruneLeftLocked forgets the rooms left over leftFor ago.
+func (c *Client) pruneLeftLocked(now time.Time) {
 	for id, at := range c.left {
 		if now.Sub(at) > leftFor {
 			delete(c.left, id)
 		}
 	}
-	c.left[room] = now
-	c.mu.Unlock()
-	c.closeRoom(room)
-	return c.send(&proto.LeaveRoom{Room: room})
 }
 
 // Session returns the session of a room this client is in, or nil.
@@ -976,8 +1004,8 @@ func (c *Client) assign(ctx context.Context, a proto.Assign) {
 		return
 	}
 	c.mu.Lock()
-	if _, ok := c.left[a.Room]; ok {
-		// Sent before Central saw our LeaveRoom: a room left stays left.
+	if at, ok := c.left[a.Room]; ok && time.Since(at) <= leftFor {
+		// Sent before Central saw our leave: a room left stays left.
 		c.mu.Unlock()
 		return
 	}
@@ -1363,8 +1391,14 @@ const maxUpNow = 64
 // best of.
 const recentRounds = 3
 
-// leftFor is how long Assigns for a room this client left are ignored.
-const leftFor = time.Minute
+// leftFor is how long the client reports a room it left to Central (in
+// each Holding) and ignores Assigns for it; maxLeft bounds those rooms,
+// the oldest going first. Central, told every HoldingEvery, drops the
+// member at the first report it reads.
+const (
+	leftFor = 10 * time.Minute
+	maxLeft = 256
+)
 
 // Servers returns the live servers as Central last listed them, with the
 // announcements since applied (a server up added, draining marked, down

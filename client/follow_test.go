@@ -30,6 +30,12 @@ type roomUser struct {
 // after a first measurement that a slow machine delays).
 func startUsers(t *testing.T, cen *central.Central, server string, names ...string) map[string]*roomUser {
 	t.Helper()
+	return startUsersWith(t, cen, server, nil, names...)
+}
+
+// startUsersWith is startUsers with edit applied to each user's Config.
+func startUsersWith(t *testing.T, cen *central.Central, server string, edit func(*Config), names ...string) map[string]*roomUser {
+	t.Helper()
 	users := map[string]*roomUser{}
 	for _, name := range names {
 		u := &roomUser{ready: make(chan RoomReady, 1)}
@@ -47,6 +53,9 @@ func startUsers(t *testing.T, cen *central.Central, server string, names ...stri
 					u.other.Store(true)
 				}
 			}
+		}
+		if edit != nil {
+			edit(&opts)
 		}
 		c, err := New(opts)
 		if err != nil {

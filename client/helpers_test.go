@@ -258,7 +258,8 @@ func verify(t testing.TB, members []*member, sent map[string]uint64) {
 	}
 }
 
-// proxy sits between members and a chat server: it can drop the Deliver
+// proxy sits between members and a chat server (or Central's control
+// port): it can drop the Deliver
 // frames it relays to clients (drop), hold back every frame (hole: a path
 // that went dark without a reset; as over TCP, what the server sent
 // meanwhile arrives, in order, once the path is back), and sever every
@@ -270,6 +271,7 @@ type proxy struct {
 	drop   atomic.Bool
 	hole   atomic.Bool
 	mute   atomic.Int32 // a frame type +1 never relayed to the client while set
+	muteUp atomic.Int32 // a frame type +1 never relayed to the target while set
 	joins  atomic.Int64 // Join frames relayed to the server
 	delay  atomic.Int64 // nanoseconds each frame to the client waits
 	sentAt atomic.Int64 // Unix nanoseconds of the last frame written to the client
@@ -368,6 +370,9 @@ func (p *proxy) relayUp(down, up net.Conn) {
 		}
 		if t == proto.TJoin {
 			p.joins.Add(1)
+		}
+		if p.muteUp.Load() == int32(t)+1 {
+			continue
 		}
 		if b = appendRaw(b[:0], t, body); !write(up, b) {
 			return

@@ -608,3 +608,42 @@ func TestReportNamesTheNearest(t *testing.T) {
 		t.Fatal("a small vector was cut")
 	}
 }
+
+// TestLeftRoomsReported: a room left is listed in every Holding for
+// leftFor (a Leave made while no Central is connected too: the report
+// carries it once one is), its Assigns are ignored meanwhile, and after
+// that it is forgotten.
+func TestLeftRoomsReported(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.User = "alice"
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Leave("r-1"); err != nil {
+		t.Fatalf("Leave with no control connection: %v", err)
+	}
+	if err := c.Leave("bad/room"); err == nil {
+		t.Fatal("Leave of a malformed room id did not fail")
+	}
+	if h := c.holding(); !slices.Equal(h.Left, []string{"r-1"}) {
+		t.Fatalf("Holding.Left %v, want [r-1]", h.Left)
+	}
+	a := proto.Assign{Room: "r-1", Epoch: 1, Server: proto.ServerRef{ID: "s1", Addr: "127.0.0.1:1"}}
+	c.assign(context.Background(), a)
+	if c.Session("r-1") != nil || len(c.rooms) != 0 {
+		t.Fatal("an Assign for a room left was followed")
+	}
+	c.mu.Lock()
+	c.left["r-1"] = time.Now().Add(-leftFor - time.Second)
+	c.mu.Unlock()
+	if h := c.holding(); len(h.Left) != 0 {
+		t.Fatalf("Holding.Left %v after leftFor, want none", h.Left)
+	}
+	for i := range maxLeft + 10 {
+		_ = c.Leave(fmt.Sprintf("r-%d", i))
+	}
+	if h := c.holding(); len(h.Left) != maxLeft {
+		t.Fatalf("%d rooms in Holding.Left, want the newest %d", len(h.Left), maxLeft)
+	}
+}

@@ -429,8 +429,15 @@ type Held struct {
 // placement and sends an Assign wherever they differ, so a lost Assign, a
 // missed move or a Central restart heals without any edge being seen.
 // Rooms Central does not know are adopted from it (Central restarted).
+//
+// Left lists the rooms the member left recently (the client keeps them ten
+// minutes): a LeaveRoom is neither acknowledged nor resent, and one lost
+// with the connection or the Central that was to read it would leave the
+// member listed, and pushed the room, by the next Central. Central removes
+// the member from any room listed there, as a LeaveRoom would.
 type Holding struct {
-	Rooms []Held `msgpack:"rooms"`
+	Rooms []Held   `msgpack:"rooms"`
+	Left  []string `msgpack:"left,omitempty"`
 }
 
 // Server states of a ServerEvent.

@@ -1,0 +1,63 @@
+package client
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"nearchat/chatserver"
+	"nearchat/pkg/centralapi"
+	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
+)
+
+// TestLeaveSurvivesLostLeaveRoom: a LeaveRoom that never reaches Central
+// (here a proxy on the control path swallows it; in the fuzz sweep of
+// 2026-12-03, Central was killed with the frame unread) left the member
+// listed in the room for good, and pushed the room by every Central after
+// (fuzz sweep 2, F1). The client now reports the rooms it left in each
+// Holding, and Central drops the member at the first one.
+func TestLeaveSurvivesLostLeaveRoom(t *testing.T) {
+	cen := startBareCentral(t)
+	startChatWith(t, "s1", func(c *chatserver.Config) {
+		c.Central = cen.RESTAddr()
+		c.Heartbeat = 200 * time.Millisecond
+	})
+	p := startProxy(t, cen.ControlAddr())
+	users := startUsersWith(t, cen, "s1", func(o *Config) {
+		o.Control = p.ln.Addr().String()
+		o.HoldingEvery = 200 * time.Millisecond
+	}, "alice", "bob", "carol")
+	if err := users["alice"].Request("bob", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	var room string
+	for name, u := range users {
+		select {
+		case r := <-u.ready:
+			room = r.Room
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no room within 30 s", name)
+		}
+	}
+	p.muteUp.Store(int32(proto.TLeaveRoom) + 1)
+	if err := users["alice"].Leave(room); err != nil {
+		t.Fatal(err)
+	}
+	api := centralapi.NewClient(cen.RESTAddr(), nil)
+	start := time.Now()
+	testkit.WaitFor(t, 20*time.Second, "Central to drop alice from the room whose LeaveRoom it never got", func() bool {
+		info, err := api.LookupClient(context.Background(), "alice")
+		return err == nil && !slices.Contains(info.Rooms, room)
+	})
+	t.Logf("alice dropped from %s %v after leaving", room, time.Since(start).Round(time.Millisecond))
+	// The room goes on for the others, without alice, and she stays out.
+	info, err := api.LookupClient(context.Background(), "bob")
+	if err != nil || !slices.Contains(info.Rooms, room) {
+		t.Fatalf("bob's rooms %v (err %v), want %s", info.Rooms, err, room)
+	}
+	if users["alice"].Session(room) != nil {
+		t.Fatal("alice holds a session of the room she left")
+	}
+}
