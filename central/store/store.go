@@ -1,7 +1,7 @@
-// Package store holds Central's records (clients, chat servers, rooms) behind
-// the Store interface: Memory here, the default, and etcdstore.Store, which
-// keeps them in etcd for restarts and replicas, without touching the
-// matchmaking code.
+// Package store holds Central's records (clients, chat servers, rooms,
+// leaves and room removals) behind the Store interface: Memory here, the
+// default, and etcdstore.Store, which keeps them in etcd for restarts and
+// replicas, without touching the matchmaking code.
 //
 // Records go in and out by value: a Store never hands out memory that the
 // caller could change behind its back, and a caller may keep what it got.
@@ -79,6 +79,24 @@ type Request struct {
 	Finished time.Time
 }
 
+// Revocation is a member's leave of a room (User set) or a room's removal
+// (User empty), kept until every ticket issued before it has expired, so
+// that a Central that restarts or takes over the leadership still refuses
+// those tickets (central's revocation log).
+type Revocation struct {
+	Room   string
+	User   string
+	Before int64 // Unix nanoseconds: tickets issued up to then are void
+	Until  int64 // Unix seconds: the last of those tickets has expired
+}
+
+// RevocationID is the key of the Revocation of room and user: a later
+// leave of the same member replaces the record.
+func RevocationID(room, user string) string { return room + "/" + user }
+
+// ID returns RevocationID(r.Room, r.User).
+func (r Revocation) ID() string { return RevocationID(r.Room, r.User) }
+
 // Store is the record keeper. Put creates or replaces a record; the list
 // methods return records sorted by key.
 type Store interface {
@@ -100,6 +118,10 @@ type Store interface {
 	PutRequest(q Request) error
 	DeleteRequest(id string) error
 	Requests() ([]Request, error)
+
+	PutRevocation(r Revocation) error
+	DeleteRevocation(id string) error
+	Revocations() ([]Revocation, error)
 
 	// Counts returns the number of users, servers and rooms.
 	Counts() (users, servers, rooms int)
@@ -131,13 +153,14 @@ type Memory struct {
 	servers map[string]Server
 	rooms   map[string]Room
 	reqs    map[string]Request
+	revs    map[string]Revocation
 }
 
 var _ Store = (*Memory)(nil)
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{users: map[string]User{}, servers: map[string]Server{}, rooms: map[string]Room{}, reqs: map[string]Request{}}
+	return &Memory{users: map[string]User{}, servers: map[string]Server{}, rooms: map[string]Room{}, reqs: map[string]Request{}, revs: map[string]Revocation{}}
 }
 
 func cloneUser(u User) User {
@@ -234,6 +257,22 @@ func (m *Memory) DeleteRequest(id string) error { return del(&m.mu, m.reqs, id) 
 // Requests is safe for concurrent use.
 func (m *Memory) Requests() ([]Request, error) {
 	return list(&m.mu, m.reqs, func(q Request) Request { return q }), nil
+}
+
+// PutRevocation is safe for concurrent use.
+func (m *Memory) PutRevocation(r Revocation) error {
+	m.mu.Lock()
+	m.revs[r.ID()] = r
+	m.mu.Unlock()
+	return nil
+}
+
+// DeleteRevocation is safe for concurrent use.
+func (m *Memory) DeleteRevocation(id string) error { return del(&m.mu, m.revs, id) }
+
+// Revocations is safe for concurrent use.
+func (m *Memory) Revocations() ([]Revocation, error) {
+	return list(&m.mu, m.revs, func(r Revocation) Revocation { return r }), nil
 }
 
 // Counts is safe for concurrent use.

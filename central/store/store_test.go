@@ -35,6 +35,12 @@ func TestMemoryCopiesAndOrder(t *testing.T) {
 	if reqs, _ := m.Requests(); len(reqs) != 2 || reqs[0].ID != "q-1" || reqs[0].Room != "r2" {
 		t.Fatalf("requests %+v", reqs)
 	}
+	m.PutRevocation(Revocation{Room: "r2", User: "b", Before: 1, Until: 2})
+	m.PutRevocation(Revocation{Room: "r2", User: "b", Before: 3, Until: 4}) // the later leave wins
+	m.PutRevocation(Revocation{Room: "r1", Before: 1, Until: 2})
+	if revs, _ := m.Revocations(); len(revs) != 2 || revs[0].ID() != "r1/" || revs[1] != (Revocation{Room: "r2", User: "b", Before: 3, Until: 4}) {
+		t.Fatalf("revocations %+v", revs)
+	}
 	if u, s, r := m.Counts(); u != 2 || s != 1 || r != 2 {
 		t.Fatalf("counts %d %d %d", u, s, r)
 	}
@@ -46,6 +52,7 @@ func TestMemoryCopiesAndOrder(t *testing.T) {
 		{"server", func() error { return m.DeleteServer("s") }},
 		{"room", func() error { return m.DeleteRoom("r1") }},
 		{"request", func() error { return m.DeleteRequest("q-1") }},
+		{"revocation", func() error { return m.DeleteRevocation(RevocationID("r2", "b")) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.del(); err != nil {

@@ -1,6 +1,6 @@
 // Package etcdstore keeps Central's records (users, chat servers, rooms,
-// the outcomes of keyed chat requests) in
-// etcd, so that a Central that dies or restarts, on this machine or another,
+// the outcomes of keyed chat requests, leaves and room removals) in etcd,
+// so that a Central that dies or restarts, on this machine or another,
 // finds them again.
 //
 // A Store is a write-behind cache: every record also lives in a
@@ -482,6 +482,11 @@ func (s *Store) apply(key, value []byte, lease int64) error {
 		if err = json.Unmarshal(value, &q); err == nil {
 			err = s.Memory.PutRequest(q)
 		}
+	case "revocations":
+		var r store.Revocation
+		if err = json.Unmarshal(value, &r); err == nil {
+			err = s.Memory.PutRevocation(r)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("etcdstore: load %s: %w", key, err)
@@ -504,6 +509,8 @@ func (s *Store) forget(key string) error {
 		err = s.Memory.DeleteRoom(id)
 	case "requests":
 		err = s.Memory.DeleteRequest(id)
+	case "revocations":
+		err = s.Memory.DeleteRevocation(id)
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		err = nil
@@ -588,6 +595,20 @@ func (s *Store) DeleteRequest(id string) error {
 		return err
 	}
 	return s.queue(s.key("requests", id), nil)
+}
+
+// PutRevocation is safe for concurrent use.
+func (s *Store) PutRevocation(r store.Revocation) error {
+	s.Memory.PutRevocation(r)
+	return s.queue(s.key("revocations", r.ID()), r)
+}
+
+// DeleteRevocation is safe for concurrent use.
+func (s *Store) DeleteRevocation(id string) error {
+	if err := s.Memory.DeleteRevocation(id); err != nil {
+		return err
+	}
+	return s.queue(s.key("revocations", id), nil)
 }
 
 // writer sends the queue to etcd until ctx ends, then once more.

@@ -187,6 +187,44 @@ func TestReopenSeesEverything(t *testing.T) {
 	}
 }
 
+// TestRevocationsRoundTrip: leaves and room removals written by one Store
+// are loaded by the next, the last write to a member's leave winning, and
+// a deletion by the second is gone for a third.
+func TestRevocationsRoundTrip(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	s := open(t, ec.Endpoints(), "/rv/")
+	now := time.Now()
+	leave := store.Revocation{Room: "r-1", User: "carol", Before: now.UnixNano(), Until: now.Add(10 * time.Minute).Unix()}
+	again := store.Revocation{Room: "r-1", User: "carol", Before: now.Add(time.Second).UnixNano(), Until: now.Add(10*time.Minute + time.Second).Unix()}
+	removed := store.Revocation{Room: "r-2", Before: now.UnixNano(), Until: leave.Until}
+	gone := store.Revocation{Room: "r-3", User: "dave", Before: now.UnixNano(), Until: leave.Until}
+	for _, r := range []store.Revocation{leave, again, removed, gone} {
+		if err := s.PutRevocation(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteRevocation(gone.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRevocation("r-9/nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("delete of a missing revocation: %v", err)
+	}
+	flush(t, s)
+
+	s2 := open(t, ec.Endpoints(), "/rv/")
+	got, err := s2.Revocations()
+	if err != nil || !reflect.DeepEqual(got, []store.Revocation{again, removed}) {
+		t.Fatalf("revocations reopened: %+v %v, want %+v", got, err, []store.Revocation{again, removed})
+	}
+	if err := s2.DeleteRevocation(removed.ID()); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, s2)
+	if got, _ := open(t, ec.Endpoints(), "/rv/").Revocations(); !reflect.DeepEqual(got, []store.Revocation{again}) {
+		t.Fatalf("revocations after a delete: %+v, want %+v", got, []store.Revocation{again})
+	}
+}
+
 // TestWritesSurviveEtcdOutage kills the only etcd member, writes, and checks
 // that Flush reports the failure, then succeeds once etcd is back, with the
 // last write to each key winning.
@@ -339,6 +377,7 @@ func TestStandbyFollowsWhileCampaigning(t *testing.T) {
 	}
 	l1.PutRoom(store.Room{ID: "r1", Epoch: 1, Members: []string{"u00000", "u00001"}})
 	l1.PutRoom(store.Room{ID: "r2", Epoch: 1})
+	l1.PutRevocation(store.Revocation{Room: "r9", User: "u00003", Before: 1, Until: 2})
 	flush(t, l1)
 
 	standby := make(chan *Store, 1)
@@ -365,6 +404,10 @@ func TestStandbyFollowsWhileCampaigning(t *testing.T) {
 	}
 	l1.PutServer(store.Server{ID: "serv1", Addr: "127.0.0.1:9"})
 	l1.PutRequest(store.Request{ID: "q-1", From: "u00000", Code: 5, Room: "r1"})
+	if err := l1.DeleteRevocation("r9/u00003"); err != nil {
+		t.Fatal(err)
+	}
+	l1.PutRevocation(store.Revocation{Room: "r2", Before: 3, Until: 4})
 	flush(t, l1)
 	start := time.Now()
 	if err := l1.Close(context.Background()); err != nil {
@@ -387,6 +430,9 @@ func TestStandbyFollowsWhileCampaigning(t *testing.T) {
 	}
 	if reqs, _ := l2.Requests(); len(reqs) != 1 || reqs[0].Room != "r1" {
 		t.Fatalf("requests %+v", reqs)
+	}
+	if revs, _ := l2.Revocations(); len(revs) != 1 || revs[0] != (store.Revocation{Room: "r2", Before: 3, Until: 4}) {
+		t.Fatalf("revocations %+v, want the removal of r2 alone", revs)
 	}
 	// And it writes: the leadership is its own.
 	l2.PutRoom(store.Room{ID: "r3", Epoch: 1})
