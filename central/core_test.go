@@ -68,17 +68,36 @@ type coreRig struct {
 	clock *fakeClock
 }
 
-func newCoreRig(t *testing.T) *coreRig {
+// newCoreRig builds the rig on testConfig, changed by each of opts.
+func newCoreRig(t *testing.T, opts ...func(*Config)) *coreRig {
 	t.Helper()
 	cfg := testConfig(t)
 	clock := newFakeClock()
 	cfg.Clock = clock.Now
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return coreRigOn(t, cfg, clock)
+}
+
+func coreRigOn(t *testing.T, cfg Config, clock *fakeClock) *coreRig {
+	t.Helper()
 	c, err := newCore(cfg)
 	if err != nil {
 		t.Fatalf("newCore: %v", err)
 	}
 	t.Cleanup(c.cancel)
 	return &coreRig{t: t, c: c, rest: c.restHandler(), clock: clock}
+}
+
+// restart stops k's Central and builds another on its store, config and
+// clock, as a Central that restarted, or a standby taking over, starts.
+func (k *coreRig) restart() *coreRig {
+	k.t.Helper()
+	k.c.cancel()
+	cfg := k.c.cfg
+	cfg.Store = k.c.st
+	return coreRigOn(k.t, cfg, k.clock)
 }
 
 // call makes one REST request in memory and decodes the answer into out.
@@ -107,11 +126,21 @@ func (k *coreRig) call(method, path, token string, in, out any, want int) {
 	}
 }
 
-// server registers a chat server; nothing listens at its address, and
-// nothing in these tests dials it.
-func (k *coreRig) server(id string) {
+// server registers a chat server and returns its token; nothing listens
+// at its address, and nothing in these tests dials it.
+func (k *coreRig) server(id string) string {
 	k.t.Helper()
-	k.call("POST", "/v1/servers", "", centralapi.RegisterServerRequest{ID: id, Addr: "127.0.0.1:9", Secret: k.c.cfg.ClusterSecret}, nil, http.StatusOK)
+	var out centralapi.RegisterServerResponse
+	k.call("POST", "/v1/servers", "", centralapi.RegisterServerRequest{ID: id, Addr: "127.0.0.1:9", Secret: k.c.cfg.ClusterSecret}, &out, http.StatusOK)
+	return out.Token
+}
+
+// beat sends a heartbeat of server id, holding no revocation log.
+func (k *coreRig) beat(id, token string, rooms ...centralapi.RoomReport) centralapi.HeartbeatResponse {
+	k.t.Helper()
+	var out centralapi.HeartbeatResponse
+	k.call("POST", "/v1/servers/"+id+"/heartbeat", token, centralapi.HeartbeatRequest{Conns: len(rooms), Rooms: rooms}, &out, http.StatusOK)
+	return out
 }
 
 // corePeer is one client's control connection, without a socket.
@@ -127,13 +156,20 @@ type corePeer struct {
 // Hello.
 func (k *coreRig) connect(name string) *corePeer {
 	k.t.Helper()
-	p := &corePeer{k: k, rec: &recorder{}}
-	k.call("POST", "/v1/clients", "", centralapi.RegisterClientRequest{Name: name}, &p.s, http.StatusCreated)
+	var s centralapi.Session
+	k.call("POST", "/v1/clients", "", centralapi.RegisterClientRequest{Name: name}, &s, http.StatusCreated)
+	return k.connectAs(s)
+}
+
+// connectAs opens a control connection for the session s and says Hello.
+func (k *coreRig) connectAs(s centralapi.Session) *corePeer {
+	k.t.Helper()
+	p := &corePeer{k: k, s: s, rec: &recorder{}}
 	p.cn = &conn{gc: p.rec}
 	k.c.open(p.cn)
-	p.send(&proto.Hello{V: wire.Version, Agent: "core-test/1", Token: p.s.Token})
-	if w := only[*proto.Welcome](p); w.User != name {
-		k.t.Fatalf("welcome %+v for %s", w, name)
+	p.send(&proto.Hello{V: wire.Version, Agent: "core-test/1", Token: s.Token})
+	if w := only[*proto.Welcome](p); w.User != s.Name {
+		k.t.Fatalf("welcome %+v for %s", w, s.Name)
 	}
 	return p
 }

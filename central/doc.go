@@ -16,9 +16,10 @@
 //
 // # State
 //
-// The records (users, servers, rooms, and for two minutes the outcomes of
-// keyed chat requests) live in a store.Store; New loads what the store
-// already holds, and every change is written through. Next to the records
+// The records (users, servers, rooms, for two minutes the outcomes of
+// keyed chat requests, and for a ticket's lifetime the leaves and room
+// removals of the revocation log) live in a store.Store; New loads what
+// the store already holds, and every change is written through. Next to the records
 // Central keeps what is derived or tied to a connection: control sessions,
 // pending requests (a client sends its own again, by key, to whichever
 // Central it reaches next), unacknowledged pushes, and one latency matrix

@@ -1,9 +1,11 @@
 package central
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
+	"nearchat/central/store"
 	"nearchat/pkg/centralapi"
 )
 
@@ -12,15 +14,19 @@ import (
 // epochs are void everywhere) and when a member leaves it or the room goes
 // (tickets issued before are void, and their holders are dropped). Chat
 // servers learn within a heartbeat or two; an entry is kept until every
-// ticket it covers has expired. The log lives in memory: a Central that
-// restarts starts a new log (a new id), and servers start reading it over.
+// ticket it covers has expired. Every Central starts a log of its own (a
+// new id), which servers read over from the start. The leaves and
+// removals come back into it from the store (store.Revocation, kept as
+// long as their log entries); the moves do not, so after a restart a
+// ticket for a moved room's older epoch is bounded by its expiry alone.
 //
 // The log is kept whether or not Central signs tickets: it is also
 // Central's own memory of who left which room, and which rooms it removed
 // (leftLocked), so that a chat server's report that still lists a member,
 // or a member's report with a ticket from before it left, does not bring
 // it back (abuse probe, 2026-12-03: after a restart, a leave or a
-// deregistration was undone by the next heartbeat).
+// deregistration was undone by the next heartbeat; fuzz sweep F2: so
+// was one after a failover to a standby, whose log began empty).
 
 // Bounds of the revocation log. maxRevocations entries of about 100 bytes
 // stay near 10 MB; past it the oldest go (and are logged), which a
@@ -43,12 +49,12 @@ type revokeLog struct {
 	byRoom map[string][]centralapi.Revocation
 }
 
-// revokeLocked appends r to the log.
+// revokeLocked appends r to the log; a leave or a removal is also stored.
 func (c *Central) revokeLocked(r centralapi.Revocation, now time.Time) {
 	l := &c.revokes
 	c.pruneRevokesLocked(now)
 	if len(l.entries) >= maxRevocations {
-		l.forget(1)
+		c.forgetRevokesLocked(1)
 		if l.lost++; l.lost == 1 || l.lost%10000 == 0 {
 			c.log.Warn("ticket revocation log full: dropping the oldest; servers that fell behind may admit a revoked ticket", "dropped", l.lost, "cap", maxRevocations)
 		}
@@ -56,6 +62,14 @@ func (c *Central) revokeLocked(r centralapi.Revocation, now time.Time) {
 	// A ticket issued at now expires at now+TicketTTL, rounded down to a
 	// second: one second more covers it.
 	r.Until = now.Add(c.cfg.TicketTTL).Unix() + 1
+	l.add(r)
+	if r.Before != 0 {
+		c.storeErr("put revocation", c.st.PutRevocation(store.Revocation{Room: r.Room, User: r.User, Before: r.Before, Until: r.Until}))
+	}
+}
+
+// add appends r to the log as it is.
+func (l *revokeLog) add(r centralapi.Revocation) {
 	l.next++
 	l.entries = append(l.entries, r)
 	l.seqs = append(l.seqs, l.next)
@@ -67,19 +81,44 @@ func (c *Central) revokeLocked(r centralapi.Revocation, now time.Time) {
 	}
 }
 
-// forget drops the log's n oldest entries.
-func (l *revokeLog) forget(n int) {
+// forgetRevokesLocked drops the log's n oldest entries, and the stored
+// records of the leaves and removals among them that no newer entry
+// replaced (their record is the newer one's now).
+func (c *Central) forgetRevokesLocked(n int) {
+	l := &c.revokes
 	for _, e := range l.entries[:n] {
 		if e.Before == 0 {
 			continue
 		}
-		if rest := l.byRoom[e.Room][1:]; len(rest) > 0 {
+		rest := l.byRoom[e.Room][1:]
+		if len(rest) > 0 {
 			l.byRoom[e.Room] = rest
 		} else {
 			delete(l.byRoom, e.Room)
 		}
+		if !slices.ContainsFunc(rest, func(r centralapi.Revocation) bool { return r.User == e.User }) {
+			c.storeErr("delete revocation", c.st.DeleteRevocation(store.RevocationID(e.Room, e.User)))
+		}
 	}
 	l.entries, l.seqs = l.entries[n:], l.seqs[n:]
+}
+
+// loadRevokesLocked puts the stored leaves and removals whose tickets may
+// still live back into the log, as they were, and deletes the others.
+func (c *Central) loadRevokesLocked(now time.Time) error {
+	recs, err := c.st.Revocations()
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(recs, func(a, b store.Revocation) int { return cmp.Compare(a.Before, b.Before) })
+	for _, rec := range recs {
+		if rec.Until < now.Unix() {
+			c.storeErr("delete revocation", c.st.DeleteRevocation(rec.ID()))
+			continue
+		}
+		c.revokes.add(centralapi.Revocation{Room: rec.Room, User: rec.User, Before: rec.Before, Until: rec.Until})
+	}
+	return nil
 }
 
 // leftLocked reports whether user left room, or room was removed, after a
@@ -105,7 +144,7 @@ func (c *Central) pruneRevokesLocked(now time.Time) {
 	if i == 0 {
 		return
 	}
-	l.forget(i)
+	c.forgetRevokesLocked(i)
 	if cap(l.entries) > 2*len(l.entries)+64 {
 		l.entries, l.seqs = slices.Clone(l.entries), slices.Clone(l.seqs)
 	}

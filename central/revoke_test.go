@@ -2,12 +2,16 @@ package central
 
 import (
 	"crypto/ed25519"
+	"slices"
 	"testing"
 	"time"
 
+	"nearchat/central/store"
 	"nearchat/chatserver"
+	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/ticket"
 	"nearchat/pkg/wiretest"
 )
 
@@ -126,4 +130,165 @@ func TestTicketsRevoked(t *testing.T) {
 			t.Fatalf("pong %+v", pong)
 		}
 	})
+}
+
+// withTicketKey makes a core rig's Central sign tickets with a new key.
+func withTicketKey(c *Config) { _, c.TicketKey, _ = ed25519.GenerateKey(nil) }
+
+// members returns the members of room id, and whether Central knows it.
+func (k *coreRig) members(id string) ([]string, bool) {
+	k.c.mu.Lock()
+	defer k.c.mu.Unlock()
+	r := k.c.roomByID[id]
+	if r == nil {
+		return nil, false
+	}
+	return r.memberNames(), true
+}
+
+// revoked reports whether hb carries a revocation of user's tickets for
+// room (user "" for the room's removal) issued up to before.
+func revoked(hb centralapi.HeartbeatResponse, room, user string, before int64) bool {
+	return slices.ContainsFunc(hb.Revocations, func(r centralapi.Revocation) bool {
+		return r.Room == room && r.User == user && r.Before == before
+	})
+}
+
+// A member that left a room stays out of it once Central restarts, or a
+// standby takes over, on the same store (fuzz sweep F2: the new Central's
+// revocation log began empty): neither the room's server, which has not
+// read the leave yet, nor the member's report with the ticket it had
+// before leaving brings it back; and the servers read the leave again,
+// from the new Central's log.
+func TestLeaveSurvivesRestart(t *testing.T) {
+	k := newCoreRig(t, withTicketKey)
+	tok := k.server("s1")
+	k.connect("alice")
+	k.connect("bob")
+	cl := k.connect("carol")
+	// The room was adopted from its server (a Central restarted before):
+	// an adopted room lets in members that show a ticket.
+	proof, err := ticket.Sign(k.c.cfg.TicketKey, ticket.Claims{Room: lostRoom, User: "alice", Epoch: 5, Server: "s1", Expires: k.clock.Now().Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := centralapi.RoomReport{ID: lostRoom, Epoch: 5, Members: []string{"alice", "bob", "carol"}, Ticket: proof}
+	k.beat("s1", tok, report)
+	cl.send(&proto.Holding{}) // carol is sent the room's placement, with her ticket
+	as := only[*proto.Assign](cl)
+	if as.Room != lostRoom || len(as.Ticket) == 0 {
+		t.Fatalf("carol was sent %+v, want the room with a ticket", as)
+	}
+	k.clock.Advance(time.Second)
+	left := k.clock.Now().UnixNano()
+	cl.send(&proto.LeaveRoom{Room: lostRoom})
+	if got, _ := k.members(lostRoom); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Fatalf("members %v after carol left", got)
+	}
+
+	k.clock.Advance(time.Second)
+	k2 := k.restart()
+	hb := k2.beat("s1", tok, report) // s1 still lists carol
+	if got, _ := k2.members(lostRoom); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Fatalf("members %v after the restart and a heartbeat that lists carol", got)
+	}
+	if !revoked(hb, lostRoom, "carol", left) {
+		t.Fatalf("the new Central's heartbeat answer does not revoke carol's tickets: %+v", hb.Revocations)
+	}
+	cl2 := k2.connectAs(cl.s)
+	cl2.send(&proto.Holding{Rooms: []proto.Held{{Room: lostRoom, Epoch: as.Epoch, Server: "s1", Ticket: as.Ticket}}})
+	if rc := only[*proto.RoomClosed](cl2); rc.Room != lostRoom {
+		t.Fatalf("carol's report with her old ticket got %+v", rc)
+	}
+	if got, _ := k2.members(lostRoom); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Fatalf("members %v after carol's report with her old ticket", got)
+	}
+}
+
+// A room whose members all left stays removed once Central restarts on
+// the same store (fuzz sweep F2): its server, which has not read the
+// removal yet, reports it with a ticket from before, and a member reports
+// it with its own; neither brings it back.
+func TestRemovedRoomSurvivesRestart(t *testing.T) {
+	k := newCoreRig(t, withTicketKey)
+	tok := k.server("s1")
+	a, b, asA, _ := matchPair(k, map[string]int{"s1": 10})
+	k.clock.Advance(time.Second)
+	a.send(&proto.LeaveRoom{Room: asA.Room})
+	removed := k.clock.Now().UnixNano()
+	b.send(&proto.LeaveRoom{Room: asA.Room})
+	if _, ok := k.members(asA.Room); ok {
+		t.Fatal("the room outlived its members")
+	}
+
+	k.clock.Advance(time.Second)
+	k2 := k.restart()
+	hb := k2.beat("s1", tok, centralapi.RoomReport{ID: asA.Room, Epoch: asA.Epoch, Members: []string{"alice", "bob"}, Ticket: asA.Ticket})
+	if got, ok := k2.members(asA.Room); ok {
+		t.Fatalf("the removed room came back from its server's heartbeat, members %v", got)
+	}
+	if !revoked(hb, asA.Room, "", removed) {
+		t.Fatalf("the new Central's heartbeat answer does not revoke the room: %+v", hb.Revocations)
+	}
+	a2 := k2.connectAs(a.s)
+	a2.send(&proto.Holding{Rooms: []proto.Held{{Room: asA.Room, Epoch: asA.Epoch, Server: "s1", Ticket: asA.Ticket}}})
+	if got, ok := k2.members(asA.Room); ok {
+		t.Fatalf("the removed room came back from alice's report, members %v", got)
+	}
+}
+
+// A stored leave lasts as long as the tickets it voids: the log forgets
+// it then and deletes its record, unless a later leave of the same member
+// replaced the record; a Central that loads the store later deletes
+// records already past.
+func TestRevocationRecordsExpire(t *testing.T) {
+	k := newCoreRig(t, withTicketKey)
+	tok := k.server("s1")
+	stored := func(k *coreRig) []store.Revocation {
+		t.Helper()
+		recs, err := k.c.st.Revocations()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	leave := func(at time.Time) {
+		k.c.mu.Lock()
+		k.c.revokeLocked(centralapi.Revocation{Room: lostRoom, User: "carol", Before: at.UnixNano()}, at)
+		k.c.mu.Unlock()
+	}
+	ttl := k.c.cfg.TicketTTL
+	first := k.clock.Now()
+	leave(first)
+	k.clock.Advance(ttl / 2)
+	second := k.clock.Now()
+	leave(second)
+	k.c.mu.Lock()
+	k.c.revokeLocked(centralapi.Revocation{Room: lostRoom, Epoch: 9}, second) // a move: not stored
+	k.c.mu.Unlock()
+	if recs := stored(k); len(recs) != 1 || recs[0].Before != second.UnixNano() {
+		t.Fatalf("stored %+v, want carol's second leave alone", recs)
+	}
+
+	k.clock.Advance(ttl/2 + 2*time.Second) // the first leave's tickets are gone
+	k.beat("s1", tok)
+	if recs := stored(k); len(recs) != 1 || recs[0].Before != second.UnixNano() {
+		t.Fatalf("stored %+v once the first leave expired, want the second", recs)
+	}
+	k.clock.Advance(ttl / 2) // and the second's
+	k.beat("s1", tok)
+	if recs := stored(k); len(recs) != 0 {
+		t.Fatalf("stored %+v once every leave expired", recs)
+	}
+
+	// A record past its time when a Central loads the store.
+	leave(k.clock.Now())
+	k.clock.Advance(ttl + 2*time.Second)
+	k2 := k.restart()
+	if recs := stored(k2); len(recs) != 0 {
+		t.Fatalf("stored %+v after a load past their time", recs)
+	}
+	if hb := k2.beat("s1", tok); len(hb.Revocations) != 0 {
+		t.Fatalf("the new log holds %+v", hb.Revocations)
+	}
 }

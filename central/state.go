@@ -295,6 +295,9 @@ func (c *Central) load() error {
 		c.done[rec.ID] = rec
 		c.doneQ = append(c.doneQ, rec.ID)
 	}
+	if err := c.loadRevokesLocked(now); err != nil {
+		return err
+	}
 	c.syncSelLocked()
 	return nil
 }
