@@ -743,6 +743,11 @@ func (c *Central) listRooms(r *http.Request) (int, any, *apiError) {
 		if rm.srv != nil {
 			info.Server, info.Addr = rm.srv.rec.ID, rm.srv.rec.Addr
 			info.Waiting = rm.srv.gone || rm.srv.rec.Down
+		} else {
+			// A server this Central does not know (it was deregistered
+			// before a restart or a takeover, or has not registered
+			// again since): the room waits for it or a new placement.
+			info.Server, info.Waiting = rm.lostSrv, true
 		}
 		out.Rooms = append(out.Rooms, info)
 	}

@@ -2,6 +2,7 @@ package central
 
 import (
 	"crypto/ed25519"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -290,5 +291,25 @@ func TestRevocationRecordsExpire(t *testing.T) {
 	}
 	if hb := k2.beat("s1", tok); len(hb.Revocations) != 0 {
 		t.Fatalf("the new log holds %+v", hb.Revocations)
+	}
+}
+
+// TestUnknownServerRoomListedWaiting: a room loaded from the store whose
+// server's record is gone (deregistered, then the leader changed) was
+// listed on server "" and not waiting (fuzz sweep 2, F4); it is listed on
+// the server it last had, waiting.
+func TestUnknownServerRoomListedWaiting(t *testing.T) {
+	k := newCoreRig(t)
+	tok := k.server("s1")
+	_, _, asA, _ := matchPair(k, map[string]int{"s1": 10})
+	k.call("DELETE", "/v1/servers/s1", tok, nil, nil, http.StatusNoContent)
+	k2 := k.restart()
+	var list centralapi.RoomList
+	k2.call("GET", "/v1/rooms", "", nil, &list, http.StatusOK)
+	if len(list.Rooms) != 1 || list.Rooms[0].ID != asA.Room {
+		t.Fatalf("rooms after the restart: %+v", list.Rooms)
+	}
+	if r := list.Rooms[0]; r.Server != "s1" || !r.Waiting {
+		t.Fatalf("room of the forgotten server listed as %+v, want server s1, waiting", r)
 	}
 }
