@@ -45,6 +45,7 @@ type Central struct {
 	sel        []selection.Server
 	layout     uint64
 	latGen     uint64
+	srvGen     uint64 // latGen when the newest server slot was made
 	rooms      []*room
 	roomByID   map[string]*room
 	reqs       map[string]*request

@@ -7,11 +7,13 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/selection"
 	"nearchat/pkg/wire"
 )
 
@@ -389,5 +391,60 @@ func TestCoreHelloErrors(t *testing.T) {
 	p.send(&proto.Ping{ID: 1})
 	if msgs := p.frames(); len(msgs) != 0 {
 		t.Fatalf("closed connection answered: %s", describe(msgs))
+	}
+}
+
+// TestRestartKeepsRoomWhileServersReregister: after a restart on the
+// in-memory store the chat servers register again one by one, and a
+// member that reported its vector between two registrations had it cut to
+// the servers known then: the room's own server, registering next, was
+// taken as one the member does not measure, and the room moved at once
+// (fuzz sweep 2, F3). The room stays until the members report again; a
+// vector reported after the server is known and still without it moves
+// the room as before.
+func TestRestartKeepsRoomWhileServersReregister(t *testing.T) {
+	old := newCoreRig(t)
+	old.server("s1")
+	old.server("s2")
+	_, _, as, _ := matchPair(old, map[string]int{"s1": 20, "s2": 10})
+	if as.Server.ID != "s2" {
+		t.Fatalf("room placed on %s, want s2", as.Server.ID)
+	}
+	old.c.cancel()
+
+	k := newCoreRig(t) // a fresh in-memory store: a restart
+	a, b := k.connect("alice"), k.connect("bob")
+	held := &proto.Holding{Rooms: []proto.Held{{Room: as.Room, Epoch: as.Epoch, Server: "s2"}}}
+	a.send(held)
+	b.send(held)
+	k.server("s1")
+	a.latency(map[string]int{"s1": 20, "s2": 10}) // kept: s1 alone
+	b.latency(map[string]int{"s1": 20, "s2": 10})
+	tok := k.server("s2")
+	k.beat("s2", tok, centralapi.RoomReport{ID: as.Room, Epoch: as.Epoch, Members: []string{"alice", "bob"}})
+	k.clock.Advance(time.Second)
+	k.c.mu.Lock()
+	k.c.scanLocked() // the safety-net scan agrees
+	k.c.mu.Unlock()
+	for _, p := range []*corePeer{a, b} {
+		for _, m := range p.frames() {
+			if mv, ok := m.(*proto.Assign); ok && (mv.Epoch != as.Epoch || mv.Server.ID != "s2") {
+				t.Fatalf("%s: the room moved while the servers re-registered: %+v", p.s.Name, mv)
+			}
+		}
+	}
+	if members, ok := k.members(as.Room); !ok || len(members) != 2 {
+		t.Fatalf("room %s after the restart: members %v, known %v", as.Room, members, ok)
+	}
+
+	// Reported again, still without s2 (the members cannot reach the
+	// room's server): that moves it.
+	a.latency(map[string]int{"s1": 20})
+	b.latency(map[string]int{"s1": 20})
+	for _, p := range []*corePeer{a, b} {
+		mv := only[*proto.Assign](p)
+		if mv.Server.ID != "s1" || mv.Reason != selection.ReasonCurrentUnmeasured {
+			t.Fatalf("%s: %+v, want a move to s1 for %q", p.s.Name, mv, selection.ReasonCurrentUnmeasured)
+		}
 	}
 }

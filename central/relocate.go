@@ -100,6 +100,9 @@ func (c *Central) decide(r *room, now time.Time, rnd *rand.Rand) (move, bool) {
 	if r.srv == nil && r.lostSrv != "" && now.Sub(c.started) < c.cfg.OfflineAfter {
 		return move{}, false // its server may still come back and report it
 	}
+	if c.vectorsBehind(r, now) {
+		return move{}, false
+	}
 	c.refreshMatrix(r)
 	cur := r.cur()
 	d, err := c.cfg.Policy.DecideMatrix(cur, r.lastMove, now, c.sel, r.m, rnd)
@@ -113,6 +116,27 @@ func (c *Central) decide(r *room, now time.Time, rnd *rand.Rand) (move, bool) {
 		}
 	}
 	return mv, true
+}
+
+// vectorsBehind reports whether a member's vector lacks r's current server
+// (healthy) only because the member reported it before this Central knew
+// the server: a vector keeps only servers Central knows, and after a
+// restart on the in-memory store the servers register again one by one,
+// so a member that reported between two registrations was taken as not
+// measuring the room's own server, and the room moved at once (fuzz sweep
+// 2, F3). A member reports again as soon as it hears the server is up;
+// until it does, or for OfflineAfter at most, the room stays.
+func (c *Central) vectorsBehind(r *room, now time.Time) bool {
+	s := r.srv
+	if s == nil || s.gone || s.rec.Down || s.rec.Draining || now.Sub(s.knownAt) >= c.cfg.OfflineAfter {
+		return false
+	}
+	for _, u := range r.members {
+		if _, ok := u.lat[s.rec.ID]; !ok && u.latGen <= s.knownGen {
+			return true
+		}
+	}
+	return false
 }
 
 // evaluateLocked decides and applies one room's move.

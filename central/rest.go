@@ -426,8 +426,11 @@ func (c *Central) latencyLocked(u *user, lat map[string]selection.Sample) bool {
 			delete(lat, id)
 		}
 	}
-	if u.latGen != 0 && maps.Equal(lat, u.lat) {
-		return true // nothing new: no store write, no re-evaluation
+	if u.latGen > c.srvGen && maps.Equal(lat, u.lat) {
+		// Nothing new: no store write, no re-evaluation. A vector the
+		// same as one from before a server registered is news, though:
+		// it says the member does not measure that server (vectorsBehind).
+		return true
 	}
 	c.setLatencyLocked(u, lat)
 	return true

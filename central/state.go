@@ -87,7 +87,12 @@ type serverRec struct {
 	byLease bool
 	// echoRTT is how long Central's last successful echo check took.
 	echoRTT time.Duration
-	checks  int // echo checks finished, for tests and logs
+	// knownAt is when this Central took the server in (registered, or
+	// loaded from the store), knownGen the latGen then: a vector reported
+	// before (a user's latGen not past it) could not name the server.
+	knownAt  time.Time
+	knownGen uint64
+	checks   int // echo checks finished, for tests and logs
 	// refusedLog is when adoptLocked last logged reports it refused.
 	refusedLog time.Time
 	// reporters said the server was unreachable (once per member and
@@ -377,7 +382,8 @@ func (c *Central) setLatencyLocked(u *user, lat map[string]selection.Sample) {
 
 // addServerLocked creates a slot for a new server ID.
 func (c *Central) addServerLocked(rec store.Server) *serverRec {
-	s := &serverRec{rec: rec, idx: len(c.servers), token: rec.Token}
+	s := &serverRec{rec: rec, idx: len(c.servers), token: rec.Token, knownAt: c.now(), knownGen: c.latGen}
+	c.srvGen = c.latGen
 	c.servers = append(c.servers, s)
 	c.srvByID[rec.ID] = s
 	c.layout++
