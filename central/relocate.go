@@ -200,6 +200,10 @@ func (c *Central) scanLocked() int {
 	c.syncSelLocked()
 	c.refreshDirtyLocked()
 	now := c.now()
+	// Heartbeat answers and new revocations prune the log too, but
+	// without tickets nothing reads it: its expired leaves, and their
+	// store records, would wait for the next leave.
+	c.pruneRevokesLocked(now)
 	workers := len(c.workerRnds)
 	if len(c.rooms) < 2*scanChunk {
 		workers = 1

@@ -313,3 +313,24 @@ func TestUnknownServerRoomListedWaiting(t *testing.T) {
 		t.Fatalf("room of the forgotten server listed as %+v, want server s1, waiting", r)
 	}
 }
+
+// TestRevocationRecordsExpireWithoutTickets: without a ticket key no
+// heartbeat answer prunes the log, and an expired leave's store record
+// stayed until the next leave; the scan prunes it.
+func TestRevocationRecordsExpireWithoutTickets(t *testing.T) {
+	k := newCoreRig(t)
+	now := k.clock.Now()
+	k.c.mu.Lock()
+	k.c.revokeLocked(centralapi.Revocation{Room: lostRoom, User: "carol", Before: now.UnixNano()}, now)
+	k.c.mu.Unlock()
+	if recs, _ := k.c.st.Revocations(); len(recs) != 1 {
+		t.Fatalf("stored %+v, want carol's leave", recs)
+	}
+	k.clock.Advance(k.c.cfg.TicketTTL + 2*time.Second)
+	k.c.mu.Lock()
+	k.c.scanLocked()
+	k.c.mu.Unlock()
+	if recs, _ := k.c.st.Revocations(); len(recs) != 0 {
+		t.Fatalf("stored %+v after the tickets expired, want none", recs)
+	}
+}
