@@ -124,8 +124,9 @@ func (c *Central) decide(r *room, now time.Time, rnd *rand.Rand) (move, bool) {
 // restart on the in-memory store the servers register again one by one,
 // so a member that reported between two registrations was taken as not
 // measuring the room's own server, and the room moved at once (fuzz sweep
-// 2, F3). A member reports again as soon as it hears the server is up;
-// until it does, or for OfflineAfter at most, the room stays.
+// 2, F3). A member probes a server as soon as it hears it is up, and
+// reports after, changed or not; until it does (an older client may not),
+// or for OfflineAfter at most, the room stays.
 func (c *Central) vectorsBehind(r *room, now time.Time) bool {
 	s := r.srv
 	if s == nil || s.gone || s.rec.Down || s.rec.Draining || now.Sub(s.knownAt) >= c.cfg.OfflineAfter {
@@ -473,21 +474,24 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 		c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: fmt.Sprintf("%d rooms held and %d left in one Holding report, limit %d each", len(m.Rooms), len(m.Left), maxHolding)})
 		return
 	}
-	now := c.now()
-	if !u.holdLimit.allow(now, holdingRate, holdingBurst) {
-		return // a member reports every few seconds; more is noise
-	}
 	// A leave reported here is one whose LeaveRoom this Central never
 	// read: it died, or the connection did, with the frame unread (fuzz
 	// sweep, 2026-12-03: the next Central kept the leaver listed and
-	// pushed it the room). The member repeats it for minutes, so a room
-	// Central learns later (from a heartbeat, after a restart) still
-	// loses it at the next report.
+	// pushed it the room). The member repeats it until Central answers,
+	// and 10 minutes after, so a room Central learns later (from a
+	// heartbeat, after a restart) still loses it at the next report.
+	// Before the rate limit: the member
+	// takes the Pong to the Ping behind this report for proof that the
+	// leaves were taken in (a lookup each; the frame bounds them).
 	for _, id := range m.Left {
 		if r := c.roomByID[id]; r != nil && r.hasMember(u) {
 			c.log.Info("member left room", "room", r.id, "user", u.name, "via", "holding")
 			c.removeMemberLocked(r, u)
 		}
+	}
+	now := c.now()
+	if !u.holdLimit.allow(now, holdingRate, holdingBurst) {
+		return // a member reports every few seconds; more is noise
 	}
 	listed := make(map[*room]struct{}, len(m.Rooms))
 	checked, adopted := 0, 0

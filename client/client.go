@@ -133,7 +133,7 @@ type Client struct {
 	lastVec  map[string]centralapi.Sample // the last vector reported
 	refusals uint64                       // Latency frames Central refused (latencyRefused)
 	asked    map[string]asking            // requests with no final status yet, by request id
-	left     map[string]time.Time         // rooms left lately: their Assigns are stale
+	left     map[string]*leftRoom         // rooms left lately: their Assigns are stale
 	probeNow chan struct{}                // asks the prober for a round now
 	paceNow  chan struct{}                // asks the prober to drop its stretched pace (paceBack)
 	upNow    map[string]string            // servers announced up since that round: ID -> address
@@ -263,7 +263,7 @@ func New(opts Config) (*Client, error) {
 		reported: make(chan struct{}),
 		running:  make(chan struct{}),
 		good:     make(map[string][]goodSample),
-		left:     make(map[string]time.Time),
+		left:     make(map[string]*leftRoom),
 		asked:    make(map[string]asking),
 		probeNow: make(chan struct{}, 1),
 		paceNow:  make(chan struct{}, 1),
@@ -623,7 +623,7 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 	// with it: Central closes control connections silent past its
 	// ControlIdle, and its Pong keeps ours from going silent past
 	// ctrlSilence, after which we take Central (or the path) for dead.
-	if err := cc.send(c.holding()); err != nil {
+	if err := c.sendHolding(cc, 0); err != nil {
 		return err
 	}
 	// Requests with no final status yet: this Central may be a new one
@@ -641,7 +641,7 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 			case <-hctx.Done():
 				return
 			case <-t.C:
-				if cc.send(c.holding()) != nil || cc.send(&proto.Ping{ID: n, At: time.Now().UnixNano()}) != nil {
+				if c.sendHolding(cc, n) != nil {
 					pc.Close()
 					return
 				}
@@ -671,6 +671,7 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 		case *proto.Ping:
 			_ = cc.send((*proto.Pong)(m))
 		case *proto.Pong:
+			c.leavesHeard(m)
 		case *proto.Error:
 			if m.Fatal {
 				return m
@@ -870,26 +871,30 @@ func (c *Client) Answer(req string, accept bool) error {
 }
 
 // Leave leaves a room for good and tells Central: at once when the
-// control connection is up, and in every Holding report for leftFor
-// whatever happens to it (a LeaveRoom is not acknowledged, and one the
-// connection or Central lost would leave us listed in the room). It fails
-// only for a malformed room id.
+// control connection is up, and in every Holding report until Central has
+// been heard to take it in (see leftRoom): a LeaveRoom is not
+// acknowledged, and one the connection or Central lost would leave us
+// listed in the room. It fails only for a malformed room id.
 func (c *Client) Leave(room string) error {
 	if err := proto.CheckRoom(room); err != nil {
 		return fmt.Errorf("client: leave: %w", err)
 	}
+	now := time.Now()
 	c.mu.Lock()
-	c.pruneLeftLocked(time.Now())
-	if len(c.left) >= maxLeft {
-		oldest := ""
-		for id, at := range c.left {
-			if oldest == "" || at.Before(c.left[oldest]) {
+	c.pruneLeftLocked(now)
+	if _, again := c.left[room]; !again && len(c.left) >= maxLeft {
+		// The last resort: the oldest entry goes, one Central took in
+		// before one it may not have.
+		var oldest string
+		for id, lr := range c.left {
+			if o := c.left[oldest]; o == nil || before(lr, o) {
 				oldest = id
 			}
 		}
+		c.log.Warn("too many rooms left unconfirmed: forgetting one", "room", oldest, "heard", !c.left[oldest].heard.IsZero(), "limit", maxLeft)
 		delete(c.left, oldest)
 	}
-	c.left[room] = time.Now()
+	c.left[room] = &leftRoom{at: now}
 	c.mu.Unlock()
 	c.closeRoom(room)
 	if err := c.send(&proto.LeaveRoom{Room: room}); err != nil {
@@ -898,13 +903,56 @@ func (c *Client) Leave(room string) error {
 	return nil
 }
 
-// pruneLeftLocked forgets the rooms left over leftFor ago.
+// leftRoom is a room this client left: when, and when Central answered a
+// Ping sent right behind a Holding that listed it (zero: not yet). Central
+// reads a connection's frames in order, so that Pong says it has taken the
+// leave in. The room is listed until then, however long Central is away,
+// and for leftFor after, while Assigns for it are ignored.
+type leftRoom struct{ at, heard time.Time }
+
+// before orders the rooms left for eviction: the ones Central took in
+// first, then the oldest.
+func before(a, b *leftRoom) bool {
+	if a.heard.IsZero() != b.heard.IsZero() {
+		return !a.heard.IsZero()
+	}
+	return a.at.Before(b.at)
+}
+
+// pruneLeftLocked forgets the rooms Central took in over leftFor ago.
 func (c *Client) pruneLeftLocked(now time.Time) {
-	for id, at := range c.left {
-		if now.Sub(at) > leftFor {
+	for id, lr := range c.left {
+		if !lr.heard.IsZero() && now.Sub(lr.heard) > leftFor {
 			delete(c.left, id)
 		}
 	}
+}
+
+// sendHolding sends a Holding report and a Ping right behind it (ID n, At
+// the moment the report was made), whose Pong confirms the leaves it
+// carried (leavesHeard).
+func (c *Client) sendHolding(cc *ctrlConn, n uint64) error {
+	at := time.Now()
+	if err := cc.send(c.holding()); err != nil {
+		return err
+	}
+	return cc.send(&proto.Ping{ID: n, At: at.UnixNano()})
+}
+
+// leavesHeard marks the rooms left by the time the Holding that m's Ping
+// followed was made as taken in by Central.
+func (c *Client) leavesHeard(m *proto.Pong) {
+	made, now := time.Unix(0, m.At), time.Now()
+	if made.After(now) {
+		return // not a Pong of ours
+	}
+	c.mu.Lock()
+	for _, lr := range c.left {
+		if lr.heard.IsZero() && !lr.at.After(made) {
+			lr.heard = now
+		}
+	}
+	c.mu.Unlock()
 }
 
 // Session returns the session of a room this client is in, or nil.
@@ -1004,8 +1052,9 @@ func (c *Client) assign(ctx context.Context, a proto.Assign) {
 		return
 	}
 	c.mu.Lock()
-	if at, ok := c.left[a.Room]; ok && time.Since(at) <= leftFor {
-		// Sent before Central saw our leave: a room left stays left.
+	if _, ok := c.left[a.Room]; ok {
+		// Sent before Central took our leave in (the next Holding tells
+		// it again): a room left stays left.
 		c.mu.Unlock()
 		return
 	}
@@ -1391,10 +1440,10 @@ const maxUpNow = 64
 // best of.
 const recentRounds = 3
 
-// leftFor is how long the client reports a room it left to Central (in
-// each Holding) and ignores Assigns for it; maxLeft bounds those rooms,
-// the oldest going first. Central, told every HoldingEvery, drops the
-// member at the first report it reads.
+// leftFor is how long, once Central has taken a leave in, the client
+// still lists the room in its Holding reports and ignores Assigns for it;
+// maxLeft bounds those rooms (past it, the oldest goes, preferably one
+// Central took in).
 const (
 	leftFor = 10 * time.Minute
 	maxLeft = 256
@@ -1695,7 +1744,12 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 		c.nextEveryLocked(moved, failed)
 	}
 	c.mu.Unlock()
-	if !changed {
+	if !changed && !newOnly {
+		// A round for servers just announced reports even so: Central
+		// keeps a room on its server, though a member's vector lacks
+		// it, until the member reports after the server registered (it
+		// cannot tell one that fails our probe from one it had not
+		// yet told us of).
 		return nil
 	}
 	c.mu.Lock()

@@ -273,6 +273,7 @@ type proxy struct {
 	mute   atomic.Int32 // a frame type +1 never relayed to the client while set
 	muteUp atomic.Int32 // a frame type +1 never relayed to the target while set
 	joins  atomic.Int64 // Join frames relayed to the server
+	lats   atomic.Int64 // Latency frames relayed to the target
 	delay  atomic.Int64 // nanoseconds each frame to the client waits
 	sentAt atomic.Int64 // Unix nanoseconds of the last frame written to the client
 	pings  atomic.Int64 // Ping frames relayed to the server
@@ -370,6 +371,9 @@ func (p *proxy) relayUp(down, up net.Conn) {
 		}
 		if t == proto.TJoin {
 			p.joins.Add(1)
+		}
+		if t == proto.TLatency {
+			p.lats.Add(1)
 		}
 		if p.muteUp.Load() == int32(t)+1 {
 			continue

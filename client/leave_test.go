@@ -3,12 +3,15 @@ package client
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"nearchat/chatserver"
 	"nearchat/pkg/centralapi"
+	"nearchat/pkg/freeport"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/rtt"
 	"nearchat/pkg/testkit"
 )
 
@@ -60,4 +63,49 @@ func TestLeaveSurvivesLostLeaveRoom(t *testing.T) {
 	if users["alice"].Session(room) != nil {
 		t.Fatal("alice holds a session of the room she left")
 	}
+}
+
+// TestReportsAfterAnnouncedServerFails: a member whose probe of a server
+// Central has just announced fails reports its vector even so, unchanged:
+// Central keeps a room on a server that registered after the member's
+// last report (it cannot tell a server the member cannot reach from one
+// it had not yet heard of) until the member reports again, and the client
+// sent nothing then, so a room stayed OfflineAfter on a server its member
+// could not reach (review, 2026-12-03).
+func TestReportsAfterAnnouncedServerFails(t *testing.T) {
+	cen := startBareCentral(t)
+	startChatWith(t, "s1", func(c *chatserver.Config) {
+		c.Central = cen.RESTAddr()
+		c.Heartbeat = 200 * time.Millisecond
+	})
+	p := startProxy(t, cen.ControlAddr())
+	// Latency frames on the control path when the round that probed s2
+	// ended (-1: not yet); the report, if any, comes right after.
+	var before atomic.Int64
+	before.Store(-1)
+	startUsersWith(t, cen, "s1", func(o *Config) {
+		o.Control = p.ln.Addr().String()
+		o.ProbeEvery = time.Hour // only the announcement makes a round
+		measured := o.OnProbe
+		o.OnProbe = func(res map[string]rtt.Result) {
+			if r, ok := res["s2"]; ok && r.Err != nil {
+				before.CompareAndSwap(-1, p.lats.Load())
+			}
+			measured(res)
+		}
+	}, "alice")
+	api := centralapi.NewClient(cen.RESTAddr(), nil)
+	testkit.WaitFor(t, 20*time.Second, "alice online", func() bool {
+		info, err := api.LookupClient(context.Background(), "alice")
+		return err == nil && info.Online
+	})
+	dead, err := freeport.Addr() // nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.Register(context.Background(), centralapi.RegisterServerRequest{ID: "s2", Addr: dead}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 20*time.Second, "alice's probe of s2 to fail", func() bool { return before.Load() >= 0 })
+	testkit.WaitFor(t, 20*time.Second, "a report after the probe of s2 failed", func() bool { return p.lats.Load() > before.Load() })
 }

@@ -609,10 +609,12 @@ func TestReportNamesTheNearest(t *testing.T) {
 	}
 }
 
-// TestLeftRoomsReported: a room left is listed in every Holding for
-// leftFor (a Leave made while no Central is connected too: the report
-// carries it once one is), its Assigns are ignored meanwhile, and after
-// that it is forgotten.
+// TestLeftRoomsReported: a room left is listed in every Holding (a Leave
+// made while no Central is connected too) until Central answers a Ping
+// sent behind one that carried it, however long that takes, and for
+// leftFor after; its Assigns are ignored meanwhile. A leave was forgotten
+// leftFor after the Leave call, heard or not, and an Assign then put the
+// member back in the room it left (review, 2026-12-03).
 func TestLeftRoomsReported(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.User = "alice"
@@ -626,24 +628,44 @@ func TestLeftRoomsReported(t *testing.T) {
 	if err := c.Leave("bad/room"); err == nil {
 		t.Fatal("Leave of a malformed room id did not fail")
 	}
+	a := proto.Assign{Room: "r-1", Epoch: 1, Server: proto.ServerRef{ID: "s1", Addr: "127.0.0.1:1"}}
+	// Long unheard: still listed, its Assigns still ignored.
+	c.mu.Lock()
+	c.left["r-1"].at = time.Now().Add(-2 * leftFor)
+	c.mu.Unlock()
 	if h := c.holding(); !slices.Equal(h.Left, []string{"r-1"}) {
 		t.Fatalf("Holding.Left %v, want [r-1]", h.Left)
 	}
-	a := proto.Assign{Room: "r-1", Epoch: 1, Server: proto.ServerRef{ID: "s1", Addr: "127.0.0.1:1"}}
 	c.assign(context.Background(), a)
 	if c.Session("r-1") != nil || len(c.rooms) != 0 {
 		t.Fatal("an Assign for a room left was followed")
 	}
+	// A Pong for a Ping made before the leave confirms nothing.
+	c.leavesHeard(&proto.Pong{At: time.Now().Add(-3 * leftFor).UnixNano()})
 	c.mu.Lock()
-	c.left["r-1"] = time.Now().Add(-leftFor - time.Second)
+	c.left["r-1"].at = time.Now()
+	unheard := c.left["r-1"].heard.IsZero()
+	c.mu.Unlock()
+	if !unheard {
+		t.Fatal("a Pong for a Ping sent before the leave confirmed it")
+	}
+	c.leavesHeard(&proto.Pong{At: time.Now().UnixNano()})
+	c.mu.Lock()
+	c.left["r-1"].heard = time.Now().Add(-leftFor + time.Minute)
+	c.mu.Unlock()
+	if h := c.holding(); len(h.Left) != 1 {
+		t.Fatalf("Holding.Left %v within leftFor of Central's answer, want [r-1]", h.Left)
+	}
+	c.mu.Lock()
+	c.left["r-1"].heard = time.Now().Add(-leftFor - time.Second)
 	c.mu.Unlock()
 	if h := c.holding(); len(h.Left) != 0 {
-		t.Fatalf("Holding.Left %v after leftFor, want none", h.Left)
+		t.Fatalf("Holding.Left %v leftFor after Central's answer, want none", h.Left)
 	}
 	for i := range maxLeft + 10 {
 		_ = c.Leave(fmt.Sprintf("r-%d", i))
 	}
-	if h := c.holding(); len(h.Left) != maxLeft {
+	if h := c.holding(); len(h.Left) != maxLeft || slices.Contains(h.Left, "r-0") || !slices.Contains(h.Left, fmt.Sprintf("r-%d", maxLeft+9)) {
 		t.Fatalf("%d rooms in Holding.Left, want the newest %d", len(h.Left), maxLeft)
 	}
 }

@@ -54,6 +54,7 @@ var messages = []struct {
 	{"holding", &proto.Holding{Rooms: []proto.Held{{Room: "r-1", Epoch: 3, Server: "serv1"}}}},
 	{"latency", &proto.Latency{Servers: []proto.ServerRTT{{Server: "serv1", MedianUS: 20500, SpreadUS: 300, Count: 5}, {Server: "serv2", MedianUS: 41000, SpreadUS: 1200, Count: 4}}}},
 	{"holding-ticket", &proto.Holding{Rooms: []proto.Held{{Room: "r-1", Epoch: 3, Server: "serv1", Ticket: []byte{0x81, 0xa4, 'r', 'o', 'o', 'm'}}}}},
+	{"holding-left", &proto.Holding{Rooms: []proto.Held{{Room: "r-1", Epoch: 3, Server: "serv1"}}, Left: []string{"r-2"}}},
 }
 
 func TestRoundTripAndGolden(t *testing.T) {

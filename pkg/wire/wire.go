@@ -39,7 +39,11 @@ const (
 	//   - version 7: Latency (0x2b, member -> Central) carries the
 	//     member's latency vector on the control connection, which the
 	//     member otherwise sent over REST on a connection of its own.
-	Version = 7
+	//   - version 8: Holding (member -> Central) carries Left, the rooms
+	//     the member left that Central may not have heard of; an older
+	//     Central refuses the key (unknown keys are refused), so a member
+	//     sends it only to a Central that answered version 8.
+	Version = 8
 	// MinVersion is the oldest version a listener still speaks.
 	MinVersion = 2
 	// LenSize is the size of the length prefix.
