@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -321,5 +324,41 @@ func TestAssignAckFromNonMemberIgnored(t *testing.T) {
 	w.c.mu.Unlock()
 	if held != 2 {
 		t.Fatalf("the room records %d members following it, want alice and bob", held)
+	}
+}
+
+// TestMalformedServerIDCertSpeaksForNone: a client certificate whose
+// nearchat URI does not parse as a server id (nearchat://server/serv1, an
+// empty id) registered any id and read the cluster's rooms, as a
+// certificate for the whole cluster (abuse sweep, 2026-12-03). It now
+// speaks for no server; a well-formed one still speaks for its own.
+func TestMalformedServerIDCertSpeaksForNone(t *testing.T) {
+	c := &Central{cfg: Config{ClusterSecret: "s3cret"}}
+	req := func(uri string) *http.Request {
+		u, err := url.Parse(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := httptest.NewRequest("POST", "/v1/servers", nil)
+		r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{URIs: []*url.URL{u}}}}}
+		return r
+	}
+	for _, uri := range []string{"nearchat://server/serv1", "nearchat:server:"} {
+		if e := certFor(req(uri), "servz"); e == nil {
+			t.Errorf("%s: registered servz", uri)
+		}
+		if e := c.clusterOK(req(uri), ""); e == nil {
+			t.Errorf("%s: taken for a cluster member", uri)
+		}
+	}
+	good := req("nearchat:server:serv1")
+	if e := certFor(good, "serv1"); e != nil {
+		t.Errorf("serv1's certificate refused for serv1: %v", e)
+	}
+	if e := certFor(good, "servz"); e == nil {
+		t.Error("serv1's certificate registered servz")
+	}
+	if e := c.clusterOK(good, ""); e != nil {
+		t.Errorf("serv1's certificate not a cluster member: %v", e)
 	}
 }

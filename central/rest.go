@@ -448,8 +448,13 @@ func (c *Central) clusterOK(r *http.Request, body string) *apiError {
 	if !c.serverAuthOn() {
 		return nil
 	}
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		return nil // a client certificate from the cluster CA stands for the secret
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		// A client certificate from the cluster CA stands for the
+		// secret, unless the server id it was meant to name is unreadable.
+		if _, err := tlsconfig.ServerIDs(r.TLS.VerifiedChains[0][0]); err != nil {
+			return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate speaks for no chat server: %v", err)
+		}
+		return nil
 	}
 	if c.cfg.ClusterSecret == "" {
 		return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this Central admits cluster members by client certificate: present one from the cluster CA (a chat server's -client-cert and -client-key)")
@@ -472,7 +477,11 @@ func certFor(r *http.Request, id string) *apiError {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 		return nil
 	}
-	ids := tlsconfig.ServerIDs(r.TLS.VerifiedChains[0][0])
+	ids, err := tlsconfig.ServerIDs(r.TLS.VerifiedChains[0][0])
+	if err != nil {
+		// Meant for some server, but which is unreadable: for none.
+		return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate speaks for no chat server: %v", err)
+	}
 	if len(ids) == 0 || slices.Contains(ids, id) {
 		return nil
 	}

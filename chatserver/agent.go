@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -169,13 +170,16 @@ func (a *agent) run(ctx context.Context) {
 				if iv > 0 && a.s.cfg.Heartbeat == 0 {
 					interval = iv
 				}
-			case !a.joined && (centralapi.IsUnauthorized(err) || centralapi.IsBadRequest(err)):
+			case !a.joined && (centralapi.IsUnauthorized(err) || centralapi.IsBadRequest(err) || certRefused(err)):
 				// A wrong secret or certificate, or an id or address
 				// Central will never take: asking again changes nothing,
 				// so the server stops with Central's reason (Run returns
 				// it). Once registered, a refusal (Central's secret
 				// changed under a running server) is retried instead:
 				// the rooms keep running meanwhile.
+				if certRefused(err) {
+					err = fmt.Errorf("%w (Central refused this server's client certificate: check -client-cert/-client-key, its dates, and that Central's -tls-client-ca signed it)", err)
+				}
 				a.s.log.Error("Central refused the registration for good; stopping", "id", a.s.cfg.ID, "err", err)
 				a.s.refused <- fmt.Errorf("chatserver: Central refused to register %q: %w", a.s.cfg.ID, err)
 				return
@@ -288,6 +292,25 @@ func (s *Server) centralAPI() *centralapi.Client {
 		return centralapi.NewClient(s.cfg.Central, nil)
 	}
 	return centralapi.NewClientTLS(s.cfg.Central, s.cfg.CentralTLS)
+}
+
+// certRefused reports whether err is Central refusing this server's client
+// certificate (or its lack of one) in the TLS handshake: the alert it sent
+// back names the certificate. In TLS 1.3 the client learns of it on its
+// first read, as a "remote error"; it was taken for Central being
+// unreachable, retried for ever (abuse sweep, 2026-12-03).
+func certRefused(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return false
+	}
+	switch op.Err.Error() {
+	case "tls: bad certificate", "tls: unsupported certificate", "tls: revoked certificate",
+		"tls: expired certificate", "tls: unknown certificate", "tls: unknown certificate authority",
+		"tls: access denied", "tls: certificate required":
+		return true
+	}
+	return false
 }
 
 // centralMisconfig names a configuration mistake behind err, which retrying

@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
+	"nearchat/pkg/tlsconfig"
 )
 
 // startCentral runs a real Central on loopback, on the given REST address
@@ -213,17 +215,45 @@ func TestRefusedRegistrationStops(t *testing.T) {
 		fmt.Fprint(w, `{"code":"bad_request","message":"server id: not one of ours"}`)
 	}))
 	defer strict.Close()
+	// A Central that takes client certificates of its own CA only, and
+	// one of another CA presented to it: refused in the TLS handshake,
+	// which was taken for Central being unreachable, retried for ever
+	// (abuse sweep, 2026-12-03).
+	ours, err := tlsconfig.WriteDev(t.TempDir(), []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := tlsconfig.WriteDev(t.TempDir(), []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTLS, err := tlsconfig.Server(ours.ServerCert, ours.ServerKey, ours.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certOnly := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("a request got past the client-certificate check: %s %s", r.Method, r.URL)
+	}))
+	certOnly.TLS = srvTLS
+	certOnly.StartTLS()
+	defer certOnly.Close()
+	wrongCert, err := tlsconfig.Client(ours.CA, theirs.ClientCert, theirs.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, central, secret, want string
+		tls                         *tls.Config
 	}{
-		{"wrong secret", c.RESTAddr(), "wrong", "unauthorized"},
-		{"bad id", strings.TrimPrefix(strict.URL, "http://"), "s3cret", "bad_request"},
+		{"wrong secret", c.RESTAddr(), "wrong", "unauthorized", nil},
+		{"bad id", strings.TrimPrefix(strict.URL, "http://"), "s3cret", "bad_request", nil},
+		{"certificate of another CA", strings.TrimPrefix(certOnly.URL, "https://"), "", "unknown certificate authority", wrongCert},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
 			cfg.Listen = "127.0.0.1:0"
 			cfg.Logger = testkit.LoggerAt(t, slog.LevelError)
-			cfg.ID, cfg.Central, cfg.Secret = "serv1", tc.central, tc.secret
+			cfg.ID, cfg.Central, cfg.Secret, cfg.CentralTLS = "serv1", tc.central, tc.secret, tc.tls
 			s, err := New(cfg)
 			if err != nil {
 				t.Fatalf("New: %v", err)

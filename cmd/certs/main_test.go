@@ -84,7 +84,7 @@ func TestServerIDs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ids := tlsconfig.ServerIDs(cert); len(ids) != 1 || ids[0] != id {
+		if ids, err := tlsconfig.ServerIDs(cert); err != nil || len(ids) != 1 || ids[0] != id {
 			t.Errorf("%s names %v, want [%s]", certFile, ids, id)
 		}
 	}

@@ -1,8 +1,11 @@
 package tlsconfig
 
 import (
+	"crypto/x509"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,4 +86,41 @@ func TestWriteDevRefusesBeforeWriting(t *testing.T) {
 			t.Error("wrote outside the directory")
 		}
 	})
+}
+
+// TestServerIDsMalformed: a nearchat URI that is not nearchat:server:ID
+// with a valid id was skipped, so a certificate meant for one server whose
+// URI was misspelt stood for the whole cluster (abuse sweep, 2026-12-03).
+func TestServerIDsMalformed(t *testing.T) {
+	parse := func(s string) *url.URL {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	for _, tc := range []struct {
+		uris []string
+		ids  []string
+		bad  bool
+	}{
+		{nil, nil, false},
+		{[]string{"https://example.com/x"}, nil, false},
+		{[]string{"nearchat:server:serv1"}, []string{"serv1"}, false},
+		{[]string{"nearchat:server:serv1", "nearchat:server:serv2"}, []string{"serv1", "serv2"}, false},
+		{[]string{"nearchat://server/serv1"}, nil, true},
+		{[]string{"nearchat:server:"}, nil, true},
+		{[]string{"nearchat:client:serv1"}, nil, true},
+		{[]string{"nearchat:server:serv1", "nearchat:server:bad id"}, nil, true},
+		{[]string{"nearchat:server:serv1?x=1"}, nil, true},
+	} {
+		cert := &x509.Certificate{}
+		for _, s := range tc.uris {
+			cert.URIs = append(cert.URIs, parse(s))
+		}
+		ids, err := ServerIDs(cert)
+		if (err != nil) != tc.bad || !slices.Equal(ids, tc.ids) {
+			t.Errorf("%v: ids %v, err %v; want %v, malformed %v", tc.uris, ids, err, tc.ids, tc.bad)
+		}
+	}
 }

@@ -208,15 +208,23 @@ func writePEM(path, typ string, der []byte, mode os.FileMode) error {
 // the whole cluster, as the cluster secret does.
 func ServerIDURI(id string) *url.URL { return &url.URL{Scheme: "nearchat", Opaque: "server:" + id} }
 
-// ServerIDs returns the chat server ids cert names (see ServerIDURI).
-func ServerIDs(cert *x509.Certificate) []string {
+// ServerIDs returns the chat server ids cert names (see ServerIDURI). A
+// nearchat URI that is not a well-formed ServerIDURI is an error: it was
+// skipped, and a certificate whose one id was misspelt so stood for the
+// whole cluster (abuse sweep, 2026-12-03).
+func ServerIDs(cert *x509.Certificate) ([]string, error) {
 	var ids []string
 	for _, u := range cert.URIs {
-		if id, ok := strings.CutPrefix(u.Opaque, "server:"); ok && u.Scheme == "nearchat" && id != "" {
-			ids = append(ids, id)
+		if !strings.EqualFold(u.Scheme, "nearchat") {
+			continue
 		}
+		id, ok := strings.CutPrefix(u.Opaque, "server:")
+		if !ok || proto.CheckServer(id) != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("tls: certificate URI %.80q is not nearchat:server:ID with a valid id", u.String())
+		}
+		ids = append(ids, id)
 	}
-	return ids
+	return ids, nil
 }
 
 // ServerClientFiles names the client certificate and key WriteServerClient
