@@ -427,6 +427,15 @@ func (s *Server) serveTLS(m *member) gnet.Action {
 		m.drop(n)
 		return gnet.None
 	}
+	// A member whose output is backed up is not read from: its records
+	// stay in gnet's buffer undecrypted, counted against maxPausedInbound
+	// as a plaintext member's bytes are. Before, they were opened at full
+	// speed and only their plaintext counted: 1-byte records padded to
+	// 16 KB made the loop decrypt 6.5 GB before the cut-off (abuse sweep,
+	// 2026-12-03).
+	if s.backPressure(m, m.c.InboundBuffered()+len(rl.pending)+len(m.partial)) {
+		return gnet.None
+	}
 	ct := append(l.cipherBuf[:0], rl.pending...)
 	if n := m.c.InboundBuffered(); n > 0 {
 		ct = append(ct, make([]byte, n)...)

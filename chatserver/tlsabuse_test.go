@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
 )
@@ -351,5 +352,89 @@ func TestTLSRecordsWithFinishedChecked(t *testing.T) {
 				t.Fatalf("welcomed %v (read %d bytes, %v), want %v", welcomed, n, err, tc.ok)
 			}
 		})
+	}
+}
+
+// TestTLSPausedMemberNotDecrypted: a TLS member whose output is backed up
+// (it reads nothing) is not read from, as a plaintext one is not: what it
+// sends stays undecrypted and counts against maxPausedInbound as sent.
+// Before, its records were opened at full speed and only their plaintext
+// counted, so 1-byte records cost the loop about 23 times the bound in
+// decryption (16 KB of padding each: 6.5 GB) before the cut-off (abuse
+// sweep, 2026-12-03).
+func TestTLSPausedMemberNotDecrypted(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServerWith(t, ca, func(c *Config) { c.MaxOutbound = 64 << 10 })
+	r := dialRawTLS(t, s, ca, 4<<10)
+	if err := r.c.(*net.TCPConn).SetWriteBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	join := append(r.frame(&proto.Hello{V: wire.Version}), r.frame(&proto.Join{Room: "p", User: "slow"})...)
+	if _, err := r.c.Write(join); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "slow in room p", func() bool {
+		s.mu.Lock()
+		rm := s.rooms["p"]
+		s.mu.Unlock()
+		if rm == nil {
+			return false
+		}
+		rm.mu.Lock()
+		defer rm.mu.Unlock()
+		return rm.members["slow"] != nil
+	})
+	shrinkSendBuffer(t, s, "p", "slow")
+	s.mu.Lock()
+	rm := s.rooms["p"]
+	s.mu.Unlock()
+	rm.mu.Lock()
+	fd := rm.members["slow"].c.Fd()
+	rm.mu.Unlock()
+	// No autotuning of the server's receive buffer either (to megabytes
+	// on loopback): what was sent is what the server took, within a few
+	// kilobytes.
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10); err != nil {
+		t.Fatal(err)
+	}
+	// Pings whose Pongs it never reads back its output up past half of
+	// MaxOutbound: the server stops reading it.
+	var pings []byte
+	for i := range 1024 {
+		pings, _ = wire.AppendFrame(pings, &proto.Ping{ID: uint64(i + 1), At: 1})
+	}
+	for range 4 {
+		for i := 0; i < len(pings); i += maxPlain {
+			if _, err := r.c.Write(r.record(typeAppData, pings[i:min(i+maxPlain, len(pings))])); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Then more Pings, a byte to a record, until the server cuts it off.
+	sent, start := 0, time.Now()
+	for sent < 64<<20 && time.Since(start) < 30*time.Second {
+		var drip []byte
+		for _, b := range pings[:256] {
+			drip = append(drip, r.record(typeAppData, []byte{b})...)
+		}
+		r.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		n, err := r.c.Write(drip)
+		sent += n
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
+		if err != nil {
+			break
+		}
+	}
+	t.Logf("cut off after %d KiB of 1-byte records (%v)", sent>>10, time.Since(start).Round(time.Millisecond))
+	if !r.closed(10 * time.Second) {
+		t.Fatalf("still connected after %d KiB of records while reading nothing", sent>>10)
+	}
+	// maxPausedInbound of ciphertext, plus what the sockets hold (and
+	// what was read before the pause); before, about 23 times as much.
+	if sent > 2<<20 {
+		t.Errorf("the server took %d KiB of records from a member it had stopped reading; want about %d KiB", sent>>10, maxPausedInbound>>10)
 	}
 }
