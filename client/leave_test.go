@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"nearchat/central"
 	"nearchat/chatserver"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/freeport"
@@ -15,6 +16,18 @@ import (
 	"nearchat/pkg/testkit"
 )
 
+// centralBehindProxy starts a Central with chat server s1 registered, and
+// a proxy in front of its control port.
+func centralBehindProxy(t *testing.T) (*central.Central, *proxy) {
+	t.Helper()
+	cen := startBareCentral(t)
+	startChatWith(t, "s1", func(c *chatserver.Config) {
+		c.Central = cen.RESTAddr()
+		c.Heartbeat = 200 * time.Millisecond
+	})
+	return cen, startProxy(t, cen.ControlAddr())
+}
+
 // TestLeaveSurvivesLostLeaveRoom: a LeaveRoom that never reaches Central
 // (here a proxy on the control path swallows it; in the fuzz sweep of
 // 2026-12-03, Central was killed with the frame unread) left the member
@@ -22,12 +35,7 @@ import (
 // (fuzz sweep 2, F1). The client now reports the rooms it left in each
 // Holding, and Central drops the member at the first one.
 func TestLeaveSurvivesLostLeaveRoom(t *testing.T) {
-	cen := startBareCentral(t)
-	startChatWith(t, "s1", func(c *chatserver.Config) {
-		c.Central = cen.RESTAddr()
-		c.Heartbeat = 200 * time.Millisecond
-	})
-	p := startProxy(t, cen.ControlAddr())
+	cen, p := centralBehindProxy(t)
 	users := startUsersWith(t, cen, "s1", func(o *Config) {
 		o.Control = p.ln.Addr().String()
 		o.HoldingEvery = 200 * time.Millisecond
@@ -73,12 +81,7 @@ func TestLeaveSurvivesLostLeaveRoom(t *testing.T) {
 // sent nothing then, so a room stayed OfflineAfter on a server its member
 // could not reach (review, 2026-12-03).
 func TestReportsAfterAnnouncedServerFails(t *testing.T) {
-	cen := startBareCentral(t)
-	startChatWith(t, "s1", func(c *chatserver.Config) {
-		c.Central = cen.RESTAddr()
-		c.Heartbeat = 200 * time.Millisecond
-	})
-	p := startProxy(t, cen.ControlAddr())
+	cen, p := centralBehindProxy(t)
 	// Latency frames on the control path when the round that probed s2
 	// ended (-1: not yet); the report, if any, comes right after.
 	var before atomic.Int64
