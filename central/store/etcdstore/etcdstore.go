@@ -668,8 +668,8 @@ func (s *Store) writeBatch(ctx context.Context) error {
 		}
 		ops = ops[:0]
 	}
-	for k, v := range batch {
-		if v == nil {
+	for _, k := range s.writeOrder(batch) {
+		if v := batch[k]; v == nil {
 			ops = append(ops, clientv3.OpDelete(k))
 		} else {
 			ops = append(ops, clientv3.OpPut(k, *v))
@@ -694,6 +694,28 @@ func (s *Store) writeBatch(ctx context.Context) error {
 	close(s.changed)
 	s.changed = make(chan struct{})
 	return err
+}
+
+// writeOrder lists batch's keys in the order they are written: leaves and
+// room removals first. A batch of more than maxOps keys takes several
+// transactions, and a leader that died between them left, in map order,
+// a room's removal (or a member's) in etcd without the revocation queued
+// before it, which is what lets a successor bring the room or the member
+// back (fuzz sweep 3, from reading).
+func (s *Store) writeOrder(batch map[string]*string) []string {
+	keys := make([]string, 0, len(batch))
+	first := s.prefix + "revocations/"
+	for k := range batch {
+		if strings.HasPrefix(k, first) {
+			keys = append(keys, k)
+		}
+	}
+	for k := range batch {
+		if !strings.HasPrefix(k, first) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // Flush waits until every write queued before it is in etcd, or ctx ends

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -544,5 +545,29 @@ func TestKeepCompacted(t *testing.T) {
 	}
 	if _, err := s.cli.Get(ctx, key, clientv3.WithRev(r.Header.Revision)); err != nil {
 		t.Fatalf("the current revision: %v", err)
+	}
+}
+
+// TestRevocationsWrittenFirst: the revocations of a batch go before its
+// other writes, so a batch split over several transactions never leaves a
+// room's removal in etcd without the revocation queued with it.
+func TestRevocationsWrittenFirst(t *testing.T) {
+	s := &Store{prefix: DefaultPrefix}
+	v := "x"
+	batch := map[string]*string{}
+	for i := range 300 {
+		batch[s.key("rooms", fmt.Sprintf("r-%d", i))] = nil
+		if i%3 == 0 {
+			batch[s.key("revocations", fmt.Sprintf("r-%d/", i))] = &v
+		}
+	}
+	keys := s.writeOrder(batch)
+	if len(keys) != len(batch) {
+		t.Fatalf("%d keys ordered of %d", len(keys), len(batch))
+	}
+	for i, k := range keys {
+		if strings.HasPrefix(k, DefaultPrefix+"revocations/") != (i < 100) {
+			t.Fatalf("key %d is %s: revocations are not all first", i, k)
+		}
 	}
 }
