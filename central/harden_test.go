@@ -331,7 +331,8 @@ func TestAssignAckFromNonMemberIgnored(t *testing.T) {
 // nearchat URI does not parse as a server id (nearchat://server/serv1, an
 // empty id) registered any id and read the cluster's rooms, as a
 // certificate for the whole cluster (abuse sweep, 2026-12-03). It now
-// speaks for no server; a well-formed one still speaks for its own.
+// speaks for no server; a well-formed one still speaks for its own, and
+// no longer lists the cluster's rooms.
 func TestMalformedServerIDCertSpeaksForNone(t *testing.T) {
 	c := &Central{cfg: Config{ClusterSecret: "s3cret"}}
 	req := func(uri string) *http.Request {
@@ -360,5 +361,14 @@ func TestMalformedServerIDCertSpeaksForNone(t *testing.T) {
 	}
 	if e := c.clusterOK(good, ""); e != nil {
 		t.Errorf("serv1's certificate not a cluster member: %v", e)
+	}
+	// It read every room of the cluster.
+	list := req("nearchat:server:serv1")
+	list.Method, list.URL.Path = "GET", "/v1/rooms"
+	if _, _, e := c.listRooms(list); e == nil {
+		t.Error("serv1's certificate listed the cluster's rooms")
+	}
+	if _, _, e := c.listRooms(req("https://example.com/cluster")); e != nil {
+		t.Errorf("a cluster certificate may not list the rooms: %v", e)
 	}
 }

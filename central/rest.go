@@ -722,6 +722,13 @@ func (c *Central) listRooms(r *http.Request) (int, any, *apiError) {
 		if e := c.clusterOK(r, ""); e != nil {
 			return 0, nil, e
 		}
+		// A certificate for one chat server speaks for it alone, not for
+		// the cluster whose rooms this lists (abuse sweep, 2026-12-03).
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+			if ids, _ := tlsconfig.ServerIDs(r.TLS.VerifiedChains[0][0]); len(ids) > 0 {
+				return 0, nil, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate is for chat server %s, not the cluster: listing the rooms takes the secret or a certificate naming no server", strings.Join(ids, ", "))
+			}
+		}
 	}
 	q := r.URL.Query()
 	after, limit := q.Get("after"), centralapi.RoomPage
