@@ -532,10 +532,15 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 			continue
 		}
 		r := c.roomByID[h.Room]
-		if r == nil && (len(u.rooms) >= maxAdopted || !proves(h, true)) {
+		if r == nil && (len(u.rooms) >= maxAdopted || !proves(h, true) || !u.adoptions.allow(now, maxAdopted/max(c.cfg.TicketTTL, time.Minute).Seconds(), maxAdopted)) {
 			// No member makes Central hold rooms without bound, or adopt
-			// one it cannot show it was placed in. A room whose members
-			// cannot show it comes back with its chat server's heartbeat.
+			// one it cannot show it was placed in, or more than
+			// maxAdopted a TicketTTL: each room adopted and left is a
+			// revocation kept that long, and one member adopting and
+			// leaving 256 made-up rooms a second (no ticket key) filled
+			// the log in minutes, evicting real rooms' removals (review,
+			// 2026-12-03). A room whose members cannot show it comes
+			// back with its chat server's heartbeat.
 			continue
 		}
 		if r == nil {

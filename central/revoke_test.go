@@ -2,6 +2,7 @@ package central
 
 import (
 	"crypto/ed25519"
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -332,5 +333,55 @@ func TestRevocationRecordsExpireWithoutTickets(t *testing.T) {
 	k.c.mu.Unlock()
 	if recs, _ := k.c.st.Revocations(); len(recs) != 0 {
 		t.Fatalf("stored %+v after the tickets expired, want none", recs)
+	}
+}
+
+// TestAdoptionChurnBounded: without tickets, a member that adopted 256
+// made-up rooms from each Holding report and left them in the next made
+// 512 revocations a second: in minutes the log was full and evicted real
+// rooms' removals, which a heartbeat then undid (review, 2026-12-03).
+// A member now makes Central adopt at most maxAdopted rooms a TicketTTL.
+func TestAdoptionChurnBounded(t *testing.T) {
+	k := newCoreRig(t)
+	k.server("s1")
+	m := k.connect("mallory")
+	frame := func(n int, left []string) []string {
+		h := &proto.Holding{Left: left}
+		var ids []string
+		for j := range maxAdopted {
+			id := fmt.Sprintf("r-m%d-%d", n, j)
+			ids = append(ids, id)
+			h.Rooms = append(h.Rooms, proto.Held{Room: id, Epoch: 1, Server: "s1"})
+		}
+		m.send(h)
+		m.frames()
+		k.clock.Advance(time.Second)
+		return ids
+	}
+	held := func() int {
+		k.c.mu.Lock()
+		defer k.c.mu.Unlock()
+		return len(k.c.users["mallory"].rooms)
+	}
+	prev := frame(0, nil)
+	if n := held(); n != maxAdopted {
+		t.Fatalf("first report: %d rooms adopted, want %d", n, maxAdopted)
+	}
+	for n := 1; n <= 10; n++ {
+		prev = frame(n, prev)
+	}
+	k.c.mu.Lock()
+	logged := len(k.c.revokes.entries)
+	k.c.mu.Unlock()
+	t.Logf("after 11 reports: %d rooms held, %d revocations", held(), logged)
+	// Each room adopted and left is two entries (the leave, the removal).
+	if logged > 3*maxAdopted {
+		t.Fatalf("%d revocations from one member's reports in 11 s, want about %d", logged, 2*maxAdopted)
+	}
+	// A TicketTTL later it may adopt as many again.
+	k.clock.Advance(k.c.cfg.TicketTTL)
+	frame(99, prev)
+	if n := held(); n != maxAdopted {
+		t.Fatalf("a TicketTTL later: %d rooms adopted, want %d", n, maxAdopted)
 	}
 }

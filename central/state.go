@@ -48,6 +48,7 @@ type user struct {
 	restored  bool
 	reqLimit  bucket // chat requests this user may still make
 	holdLimit bucket // Holding reports
+	adoptions bucket // rooms adopted from u's Holding reports (adoptPer)
 	repLimit  bucket // Unreachable reports
 	latLimit  bucket // latency reports (PUT /v1/clients/{name}/latency)
 	// forged is when u last reported a ticket with a bad signature, which
