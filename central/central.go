@@ -107,13 +107,18 @@ func New(cfg Config) (*Central, error) {
 		budget = min(budget, cfg.MaxConns)
 	}
 	c.lim = connlimit.New(budget)
-	c.ctrlPort = c.lim.Port(cfg.MaxConnsPerSource)
+	// Each port may take all but an eighth of the budget: a flood of
+	// control connections that never say Hello (5 s each) left no
+	// descriptor for REST, where chat servers register and beat, and the
+	// other way round (abuse sweep, 2026-12-03).
+	share := budget - max(budget/8, 1)
+	c.ctrlPort = c.lim.Port(cfg.MaxConnsPerSource).Capped(share)
 	ln, err := net.Listen("tcp", cfg.RESTListen)
 	if err != nil {
 		c.cancel()
 		return nil, fmt.Errorf("central: REST listen: %w", err)
 	}
-	ln = c.lim.Port(cfg.MaxConnsPerSource).Listener(ln, 1)
+	ln = c.lim.Port(cfg.MaxConnsPerSource).Capped(share).Listener(ln, 1)
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	} else {

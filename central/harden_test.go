@@ -372,3 +372,53 @@ func TestMalformedServerIDCertSpeaksForNone(t *testing.T) {
 		t.Errorf("a cluster certificate may not list the rooms: %v", e)
 	}
 }
+
+// TestControlFloodLeavesRESTItsShare: control connections that never say
+// Hello, each held until the Hello timeout, took the whole descriptor
+// budget, and REST (where chat servers register and beat) answered
+// nothing meanwhile (abuse sweep, 2026-12-03: /healthz 0 of 12). Each port
+// now takes at most all but an eighth of the budget.
+func TestControlFloodLeavesRESTItsShare(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxConns = 40
+	h := startCentral(t, cfg)
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	// Dialled one by one until the control port holds its share: the
+	// loops admit what they accept as they get to it, and refuse some
+	// while others wait to be enrolled.
+	share := cfg.MaxConns - cfg.MaxConns/8
+	testkit.WaitFor(t, 10*time.Second, "the flood to take the control port's share", func() bool {
+		if h.c.lim.InUse() >= share {
+			return true
+		}
+		if c, err := net.Dial("tcp", h.c.ControlAddr()); err == nil {
+			flood = append(flood, c)
+		}
+		return false
+	})
+	// Then on, until the server refuses one: the control port is full.
+	for refused := h.c.lim.Refused(); h.c.lim.Refused() == refused; {
+		inUse := h.c.lim.InUse()
+		c, err := net.Dial("tcp", h.c.ControlAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		flood = append(flood, c)
+		testkit.WaitFor(t, 10*time.Second, "the server to admit or refuse one more", func() bool {
+			return h.c.lim.InUse() > inUse || h.c.lim.Refused() > refused
+		})
+	}
+	t.Logf("flood: %d of %d descriptors in use", h.c.lim.InUse(), cfg.MaxConns)
+	hc, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	api := centralapi.NewClient(h.c.RESTAddr(), nil)
+	defer api.CloseIdleConnections()
+	if _, err := api.Health(hc); err != nil {
+		t.Fatalf("REST during a control flood: %v", err)
+	}
+}

@@ -44,12 +44,24 @@ type Limiter struct {
 func New(max int) *Limiter { return &Limiter{max: int64(max)} }
 
 // Port is one listening port's share of a Limiter: the budget is common,
-// the per-source cap is the port's own.
+// the per-source cap is the port's own, and so is an optional cap on the
+// whole port (Capped).
 type Port struct {
 	l      *Limiter
 	perSrc int
+	max    int64 // 0: the budget alone
+	n      atomic.Int64
 	mu     sync.Mutex
 	src    map[netip.Addr]int
+}
+
+// Capped sets the most descriptors p's connections may hold together, so
+// that a flood of one port (connections that never say who they are,
+// from many sources) leaves the others some of the budget. It returns p;
+// call it before p serves.
+func (p *Port) Capped(max int) *Port {
+	p.max = int64(max)
+	return p
 }
 
 // Port returns a Port drawing on l with at most perSource connections from
@@ -156,10 +168,17 @@ func (p *Port) Acquire(addr net.Addr, cost int) bool {
 		l.refused.Add(1)
 		return false
 	}
+	if p.n.Add(int64(cost)) > p.max && p.max > 0 {
+		p.n.Add(-int64(cost))
+		l.n.Add(-int64(cost))
+		l.refused.Add(1)
+		return false
+	}
 	if ip, ok := sourceOf(addr); ok && p.perSrc > 0 {
 		p.mu.Lock()
 		if p.src[ip] >= p.perSrc {
 			p.mu.Unlock()
+			p.n.Add(-int64(cost))
 			l.n.Add(-int64(cost))
 			l.refused.Add(1)
 			return false
@@ -173,6 +192,7 @@ func (p *Port) Acquire(addr net.Addr, cost int) bool {
 // Release returns what Acquire took for a connection from addr.
 func (p *Port) Release(addr net.Addr, cost int) {
 	p.l.n.Add(-int64(cost))
+	p.n.Add(-int64(cost))
 	if ip, ok := sourceOf(addr); ok && p.perSrc > 0 {
 		p.mu.Lock()
 		if p.src[ip]--; p.src[ip] <= 0 {

@@ -123,3 +123,31 @@ func TestRaiseNoFile(t *testing.T) {
 		t.Fatalf("refused a raise past the hard limit %d, yet the limit is %d (hard %d)", lim.Max, got, now.Max)
 	}
 }
+
+// TestCappedPortLeavesTheRest: a port capped below the budget refuses past
+// its cap, from any number of sources, while another port still gets the
+// rest of the budget; a release frees the capped port's share.
+func TestCappedPortLeavesTheRest(t *testing.T) {
+	l := New(8)
+	ctrl := l.Port(1).Capped(6)
+	rest := l.Port(0).Capped(6)
+	for i := range 6 {
+		if !ctrl.Acquire(&net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i+1)), Port: 1}, 1) {
+			t.Fatalf("connection %d refused within the port's cap", i)
+		}
+	}
+	z := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 99), Port: 1}
+	if ctrl.Acquire(z, 1) {
+		t.Fatal("admitted past the port's cap of 6")
+	}
+	if !rest.Acquire(z, 1) || !rest.Acquire(z, 1) {
+		t.Fatal("the other port refused within what the capped one left")
+	}
+	if rest.Acquire(z, 1) {
+		t.Fatal("admitted past the shared budget of 8")
+	}
+	ctrl.Release(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, 1)
+	if !ctrl.Acquire(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, 1) || l.InUse() != 8 || l.Refused() != 2 {
+		t.Fatalf("after a release: in use %d, refused %d", l.InUse(), l.Refused())
+	}
+}
