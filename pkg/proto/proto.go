@@ -430,11 +430,13 @@ type Held struct {
 // missed move or a Central restart heals without any edge being seen.
 // Rooms Central does not know are adopted from it (Central restarted).
 //
-// Left lists the rooms the member left recently (the client keeps them ten
-// minutes): a LeaveRoom is neither acknowledged nor resent, and one lost
-// with the connection or the Central that was to read it would leave the
-// member listed, and pushed the room, by the next Central. Central removes
-// the member from any room listed there, as a LeaveRoom would.
+// Left (version 8) lists the rooms the member left that Central may not
+// have taken in: a LeaveRoom is neither acknowledged nor resent, and one
+// lost with the connection or the Central that was to read it would leave
+// the member listed, and pushed the room, by the next Central. Central
+// removes the member from any room listed there, as a LeaveRoom would. The
+// client lists a room until Central answers a Ping sent behind a Holding
+// that carried it, and for ten minutes after.
 type Holding struct {
 	Rooms []Held   `msgpack:"rooms"`
 	Left  []string `msgpack:"left,omitempty"`
