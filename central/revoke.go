@@ -29,9 +29,9 @@ import (
 // was one after a failover to a standby, whose log began empty).
 
 // Bounds of the revocation log. maxRevocations entries of about 100 bytes
-// stay near 10 MB; past it the oldest go (and are logged), which a
-// cluster reaches only with more than 100,000 moves and leaves per
-// TicketTTL. revokePage bounds one heartbeat answer.
+// stay near 10 MB; past it old moves go first, then the oldest entries
+// (and are logged), which a cluster reaches only with more than 100,000
+// moves and leaves per TicketTTL. revokePage bounds one heartbeat answer.
 const (
 	maxRevocations = 100_000
 	revokePage     = 4096
@@ -54,9 +54,14 @@ func (c *Central) revokeLocked(r centralapi.Revocation, now time.Time) {
 	l := &c.revokes
 	c.pruneRevokesLocked(now)
 	if len(l.entries) >= maxRevocations {
-		c.forgetRevokesLocked(1)
-		if l.lost++; l.lost == 1 || l.lost%10000 == 0 {
-			c.log.Warn("ticket revocation log full: dropping the oldest; servers that fell behind may admit a revoked ticket", "dropped", l.lost, "cap", maxRevocations)
+		n := l.dropMoves()
+		if n == 0 {
+			c.forgetRevokesLocked(1)
+			n = 1
+		}
+		before := l.lost
+		if l.lost += uint64(n); before == 0 || l.lost/10000 != before/10000 {
+			c.log.Warn("ticket revocation log full: dropping old moves first, then the oldest; servers that fell behind may admit a revoked ticket", "dropped", l.lost, "cap", maxRevocations)
 		}
 	}
 	// A ticket issued at now expires at now+TicketTTL, rounded down to a
@@ -79,6 +84,37 @@ func (l *revokeLog) add(r centralapi.Revocation) {
 		}
 		l.byRoom[r.Room] = append(l.byRoom[r.Room], r)
 	}
+}
+
+// dropMoves makes room in a full log by dropping the moves (entries without
+// Before) among its oldest eighth, and returns how many went: a move's
+// entry only hastens what a ticket's expiry does anyway, while a leave or a
+// removal is also Central's own memory that the member or the room is gone
+// (leftLocked), which a heartbeat could otherwise undo. It drops nothing
+// unless at least one in 64 of that eighth are moves, so that each pass,
+// a copy of the log, makes room for many entries.
+func (l *revokeLog) dropMoves() int {
+	head := len(l.entries) / 8
+	moves := 0
+	for _, e := range l.entries[:head] {
+		if e.Before == 0 {
+			moves++
+		}
+	}
+	if moves == 0 || moves < head/64 {
+		return 0
+	}
+	j := 0
+	for i, e := range l.entries {
+		if i < head && e.Before == 0 {
+			continue
+		}
+		l.entries[j], l.seqs[j] = e, l.seqs[i]
+		j++
+	}
+	clear(l.entries[j:])
+	l.entries, l.seqs = l.entries[:j], l.seqs[:j]
+	return moves
 }
 
 // forgetRevokesLocked drops the log's n oldest entries, and the stored

@@ -385,3 +385,33 @@ func TestAdoptionChurnBounded(t *testing.T) {
 		t.Fatalf("a TicketTTL later: %d rooms adopted, want %d", n, maxAdopted)
 	}
 }
+
+// TestFullLogDropsMovesFirst: a full revocation log dropped its oldest
+// entry whatever it was, and a leave gone from it is forgotten by Central
+// itself (a heartbeat that still lists the member brings it back). Old
+// moves go first now, many at a time; leaves and removals stay.
+func TestFullLogDropsMovesFirst(t *testing.T) {
+	k := newCoreRig(t)
+	now := k.clock.Now()
+	k.c.mu.Lock()
+	defer k.c.mu.Unlock()
+	for i := range maxRevocations / 2 {
+		room := fmt.Sprintf("r-%d", i)
+		k.c.revokeLocked(centralapi.Revocation{Room: room, User: "carol", Before: now.UnixNano()}, now)
+		k.c.revokeLocked(centralapi.Revocation{Room: room, Epoch: 2}, now)
+	}
+	k.c.revokeLocked(centralapi.Revocation{Room: "r-last", User: "carol", Before: now.UnixNano()}, now)
+	l := &k.c.revokes
+	if len(l.entries) > maxRevocations || len(l.entries) != len(l.seqs) {
+		t.Fatalf("%d entries (%d seqs) after one past the cap of %d", len(l.entries), len(l.seqs), maxRevocations)
+	}
+	if !slices.IsSorted(l.seqs) {
+		t.Fatal("sequence numbers out of order")
+	}
+	for _, room := range []string{"r-0", "r-1", "r-last"} {
+		if !k.c.leftLocked(room, "carol", 0) {
+			t.Errorf("carol's leave of %s forgotten when the log filled", room)
+		}
+	}
+	t.Logf("full log: %d entries left, %d dropped", len(l.entries), l.lost)
+}
