@@ -450,13 +450,9 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 	case *proto.Latency:
 		c.latencyFrameLocked(cn, u, m)
 	case *proto.LeaveRoom:
-		r := c.roomByID[m.Room]
-		if r == nil || !r.hasMember(u) {
+		if !c.leaveLocked(u, m.Room, "leave") {
 			c.sendLocked(cn, &proto.Error{Code: proto.CodeNotFound, Reason: "you are not a member of this room", Ref: m.Room})
-			return
 		}
-		c.log.Info("member left room", "room", r.id, "user", u.name)
-		c.removeMemberLocked(r, u)
 	case *proto.Hello:
 		c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: "hello was already done on this connection"})
 	default:

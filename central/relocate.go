@@ -418,6 +418,13 @@ const (
 	maxAdopted = 256
 )
 
+// adoptRate is how many rooms a second a member's reports may make Central
+// adopt, past a burst of maxAdopted: maxAdopted a TicketTTL, the time a
+// room adopted and left stays in the revocation log.
+func (c *Central) adoptRate() float64 {
+	return maxAdopted / max(c.cfg.TicketTTL, time.Minute).Seconds()
+}
+
 // Ticket verifications (an Ed25519 check each, about 50 µs, under
 // Central's lock) are bounded across every report, Holding and heartbeat
 // alike: 2,000 a second, 10% of a core, with a burst of 20,000 for the
@@ -480,14 +487,11 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 	// pushed it the room). The member repeats it until Central answers,
 	// and 10 minutes after, so a room Central learns later (from a
 	// heartbeat, after a restart) still loses it at the next report.
-	// Before the rate limit: the member
-	// takes the Pong to the Ping behind this report for proof that the
-	// leaves were taken in (a lookup each; the frame bounds them).
+	// Before the rate limit: the member takes the Pong to the Ping behind
+	// this report for proof that the leaves were taken in (a lookup each;
+	// the frame bounds them).
 	for _, id := range m.Left {
-		if r := c.roomByID[id]; r != nil && r.hasMember(u) {
-			c.log.Info("member left room", "room", r.id, "user", u.name, "via", "holding")
-			c.removeMemberLocked(r, u)
-		}
+		c.leaveLocked(u, id, "holding")
 	}
 	now := c.now()
 	if !u.holdLimit.allow(now, holdingRate, holdingBurst) {
@@ -532,7 +536,7 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 			continue
 		}
 		r := c.roomByID[h.Room]
-		if r == nil && (len(u.rooms) >= maxAdopted || !proves(h, true) || !u.adoptions.allow(now, maxAdopted/max(c.cfg.TicketTTL, time.Minute).Seconds(), maxAdopted)) {
+		if r == nil && (len(u.rooms) >= maxAdopted || !proves(h, true) || !u.adoptions.allow(now, c.adoptRate(), maxAdopted)) {
 			// No member makes Central hold rooms without bound, or adopt
 			// one it cannot show it was placed in, or more than
 			// maxAdopted a TicketTTL: each room adopted and left is a

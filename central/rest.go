@@ -448,13 +448,10 @@ func (c *Central) clusterOK(r *http.Request, body string) *apiError {
 	if !c.serverAuthOn() {
 		return nil
 	}
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+	if _, cert, e := certIDs(r); cert {
 		// A client certificate from the cluster CA stands for the
 		// secret, unless the server id it was meant to name is unreadable.
-		if _, err := tlsconfig.ServerIDs(r.TLS.VerifiedChains[0][0]); err != nil {
-			return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate speaks for no chat server: %v", err)
-		}
-		return nil
+		return e
 	}
 	if c.cfg.ClusterSecret == "" {
 		return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this Central admits cluster members by client certificate: present one from the cluster CA (a chat server's -client-cert and -client-key)")
@@ -474,18 +471,26 @@ func (c *Central) clusterOK(r *http.Request, body string) *apiError {
 // certificate speaks for its own server alone. A certificate naming no id
 // stands for the cluster, as the secret does.
 func certFor(r *http.Request, id string) *apiError {
+	ids, _, e := certIDs(r)
+	if e != nil || len(ids) == 0 || slices.Contains(ids, id) {
+		return e
+	}
+	return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate is for chat server %s, not %q", strings.Join(ids, ", "), id)
+}
+
+// certIDs returns the chat server ids named by r's verified client
+// certificate, and whether r has one. A certificate whose server id URI
+// is unreadable was meant for some server, but which is unknown: it speaks
+// for none (an error).
+func certIDs(r *http.Request) (ids []string, cert bool, e *apiError) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
-		return nil
+		return nil, false, nil
 	}
 	ids, err := tlsconfig.ServerIDs(r.TLS.VerifiedChains[0][0])
 	if err != nil {
-		// Meant for some server, but which is unreadable: for none.
-		return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate speaks for no chat server: %v", err)
+		return nil, true, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate speaks for no chat server: %v", err)
 	}
-	if len(ids) == 0 || slices.Contains(ids, id) {
-		return nil
-	}
-	return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate is for chat server %s, not %q", strings.Join(ids, ", "), id)
+	return ids, true, nil
 }
 
 // serverAuthOn reports whether chat servers must prove who they are: a
@@ -724,10 +729,8 @@ func (c *Central) listRooms(r *http.Request) (int, any, *apiError) {
 		}
 		// A certificate for one chat server speaks for it alone, not for
 		// the cluster whose rooms this lists (abuse sweep, 2026-12-03).
-		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
-			if ids, _ := tlsconfig.ServerIDs(r.TLS.VerifiedChains[0][0]); len(ids) > 0 {
-				return 0, nil, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate is for chat server %s, not the cluster: listing the rooms takes the secret or a certificate naming no server", strings.Join(ids, ", "))
-			}
+		if ids, _, _ := certIDs(r); len(ids) > 0 {
+			return 0, nil, errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "this client certificate is for chat server %s, not the cluster: listing the rooms takes the secret or a certificate naming no server", strings.Join(ids, ", "))
 		}
 	}
 	q := r.URL.Query()

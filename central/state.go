@@ -48,7 +48,7 @@ type user struct {
 	restored  bool
 	reqLimit  bucket // chat requests this user may still make
 	holdLimit bucket // Holding reports
-	adoptions bucket // rooms adopted from u's Holding reports (adoptPer)
+	adoptions bucket // rooms adopted from u's Holding reports (adoptRate)
 	repLimit  bucket // Unreachable reports
 	latLimit  bucket // latency reports (PUT /v1/clients/{name}/latency)
 	// forged is when u last reported a ticket with a bad signature, which
@@ -491,6 +491,18 @@ func (c *Central) deleteRoomLocked(r *room) {
 	c.revokeLocked(centralapi.Revocation{Room: r.id, Before: c.now().UnixNano()}, c.now())
 	c.storeErr("delete room", c.st.DeleteRoom(r.id))
 	c.log.Info("room removed", "room", r.id)
+}
+
+// leaveLocked takes u out of room id for good, as its LeaveRoom or a
+// Holding's Left asks (via), and reports whether u was a member.
+func (c *Central) leaveLocked(u *user, id, via string) bool {
+	r := c.roomByID[id]
+	if r == nil || !r.hasMember(u) {
+		return false
+	}
+	c.log.Info("member left room", "room", r.id, "user", u.name, "via", via)
+	c.removeMemberLocked(r, u)
+	return true
 }
 
 // removeMemberLocked takes u out of r; a room left without members goes.

@@ -887,7 +887,7 @@ func (c *Client) Leave(room string) error {
 		// before one it may not have.
 		var oldest string
 		for id, lr := range c.left {
-			if o := c.left[oldest]; o == nil || before(lr, o) {
+			if o := c.left[oldest]; o == nil || evictsFirst(lr, o) {
 				oldest = id
 			}
 		}
@@ -910,9 +910,9 @@ func (c *Client) Leave(room string) error {
 // and for leftFor after, while Assigns for it are ignored.
 type leftRoom struct{ at, heard time.Time }
 
-// before orders the rooms left for eviction: the ones Central took in
+// evictsFirst orders the rooms left for eviction: the ones Central took in
 // first, then the oldest.
-func before(a, b *leftRoom) bool {
+func evictsFirst(a, b *leftRoom) bool {
 	if a.heard.IsZero() != b.heard.IsZero() {
 		return !a.heard.IsZero()
 	}

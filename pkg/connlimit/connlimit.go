@@ -160,33 +160,37 @@ func sourceOf(addr net.Addr) (netip.Addr, bool) {
 }
 
 // Acquire takes cost descriptors for a connection from addr. It reports
-// false, taking nothing, when the budget or addr's per-source cap is spent.
+// false, taking nothing, when the budget, the port's cap or addr's
+// per-source cap is spent.
 func (p *Port) Acquire(addr net.Addr, cost int) bool {
-	l := p.l
-	if l.n.Add(int64(cost)) > l.max {
-		l.n.Add(-int64(cost))
-		l.refused.Add(1)
-		return false
+	n := int64(cost)
+	if p.l.n.Add(n) > p.l.max {
+		return p.refuse(n, false)
 	}
-	if p.n.Add(int64(cost)) > p.max && p.max > 0 {
-		p.n.Add(-int64(cost))
-		l.n.Add(-int64(cost))
-		l.refused.Add(1)
-		return false
+	if p.n.Add(n) > p.max && p.max > 0 {
+		return p.refuse(n, true)
 	}
 	if ip, ok := sourceOf(addr); ok && p.perSrc > 0 {
 		p.mu.Lock()
 		if p.src[ip] >= p.perSrc {
 			p.mu.Unlock()
-			p.n.Add(-int64(cost))
-			l.n.Add(-int64(cost))
-			l.refused.Add(1)
-			return false
+			return p.refuse(n, true)
 		}
 		p.src[ip]++
 		p.mu.Unlock()
 	}
 	return true
+}
+
+// refuse gives back the n descriptors Acquire took from the budget (and
+// from the port's own count, with port), counts a refusal, and says no.
+func (p *Port) refuse(n int64, port bool) bool {
+	if port {
+		p.n.Add(-n)
+	}
+	p.l.n.Add(-n)
+	p.l.refused.Add(1)
+	return false
 }
 
 // Release returns what Acquire took for a connection from addr.
