@@ -13,6 +13,7 @@
 package connlimit
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +36,7 @@ type Limiter struct {
 	max     int64
 	n       atomic.Int64
 	refused atomic.Int64
+	evicted atomic.Int64
 
 	peak        atomic.Int64 // for Reclaim
 	lastReclaim atomic.Int64 // Unix nanoseconds
@@ -53,6 +55,11 @@ type Port struct {
 	n      atomic.Int64
 	mu     sync.Mutex
 	src    map[netip.Addr]int
+
+	// Connections admitted by AcquireNew that have not yet said who they
+	// are, oldest first: all of them, and by source (newcomer.go).
+	newcomers *list.List
+	bySrc     map[netip.Addr]*list.List
 }
 
 // Capped sets the most descriptors p's connections may hold together, so
@@ -67,7 +74,7 @@ func (p *Port) Capped(max int) *Port {
 // Port returns a Port drawing on l with at most perSource connections from
 // one IP address (0: no per-source cap).
 func (l *Limiter) Port(perSource int) *Port {
-	return &Port{l: l, perSrc: perSource, src: map[netip.Addr]int{}}
+	return &Port{l: l, perSrc: perSource, src: map[netip.Addr]int{}, newcomers: list.New(), bySrc: map[netip.Addr]*list.List{}}
 }
 
 // Budget returns how many descriptors connections may use in this process:
@@ -142,8 +149,15 @@ func (l *Limiter) Max() int { return int(l.max) }
 // InUse returns the descriptors held by admitted connections.
 func (l *Limiter) InUse() int { return int(l.n.Load()) }
 
+// InUse returns the descriptors held by p's connections.
+func (p *Port) InUse() int { return int(p.n.Load()) }
+
 // Refused returns how many connections were refused so far.
 func (l *Limiter) Refused() int64 { return l.refused.Load() }
+
+// Evicted returns how many connections were closed so far to make room
+// for a newer one (AcquireNew).
+func (l *Limiter) Evicted() int64 { return l.evicted.Load() }
 
 // sourceOf returns addr's IP, or false for addresses without one (Unix
 // sockets: the relay of a TLS front, already counted by source there).
@@ -163,23 +177,49 @@ func sourceOf(addr net.Addr) (netip.Addr, bool) {
 // false, taking nothing, when the budget, the port's cap or addr's
 // per-source cap is spent.
 func (p *Port) Acquire(addr net.Addr, cost int) bool {
+	_, ok := p.acquire(addr, cost, nil, true)
+	return ok
+}
+
+// acquire is Acquire, and AcquireNew when evict is not nil; without
+// capped the port's cap is not checked (AcquireHandshake).
+func (p *Port) acquire(addr net.Addr, cost int, evict func(), capped bool) (*Newcomer, bool) {
 	n := int64(cost)
 	if p.l.n.Add(n) > p.l.max {
-		return p.refuse(n, false)
+		return nil, p.refuse(n, false)
 	}
-	if p.n.Add(n) > p.max && p.max > 0 {
-		return p.refuse(n, true)
-	}
-	if ip, ok := sourceOf(addr); ok && p.perSrc > 0 {
-		p.mu.Lock()
-		if p.src[ip] >= p.perSrc {
-			p.mu.Unlock()
-			return p.refuse(n, true)
+	ip, hasIP := sourceOf(addr)
+	hasIP = hasIP && p.perSrc > 0
+	p.mu.Lock()
+	overPort := p.n.Add(n) > p.max && p.max > 0 && capped
+	overSrc := hasIP && p.src[ip] >= p.perSrc
+	var out *Newcomer
+	if overPort || overSrc {
+		// One eviction makes room under both caps when it is addr's own.
+		from := p.newcomers
+		if overSrc {
+			from = p.bySrc[ip]
 		}
-		p.src[ip]++
-		p.mu.Unlock()
+		if evict == nil || from == nil || from.Len() == 0 {
+			p.mu.Unlock()
+			return nil, p.refuse(n, true)
+		}
+		out = from.Front().Value.(*Newcomer)
+		p.unlistLocked(out)
 	}
-	return true
+	if hasIP {
+		p.src[ip]++
+	}
+	var nc *Newcomer
+	if evict != nil {
+		nc = p.listLocked(ip, hasIP, evict)
+	}
+	p.mu.Unlock()
+	if out != nil {
+		p.l.evicted.Add(1)
+		out.evict()
+	}
+	return nc, true
 }
 
 // refuse gives back the n descriptors Acquire took from the budget (and
@@ -226,8 +266,9 @@ func Few(ln net.Listener, max, perSource int) net.Listener {
 
 type listener struct {
 	net.Listener
-	p    *Port
-	cost int
+	p         *Port
+	cost      int
+	newcomers bool // NewcomerListener
 }
 
 func (ln *listener) Accept() (net.Conn, error) {
@@ -243,11 +284,16 @@ func (ln *listener) Accept() (net.Conn, error) {
 			continue
 		}
 		delay = 0
-		if !ln.p.Acquire(c.RemoteAddr(), ln.cost) {
+		var evict func()
+		if ln.newcomers {
+			evict = func() { _ = c.Close() }
+		}
+		nc, ok := ln.p.acquire(c.RemoteAddr(), ln.cost, evict, true)
+		if !ok {
 			_ = c.Close()
 			continue
 		}
-		return &conn{Conn: c, p: ln.p, cost: ln.cost}, nil
+		return &conn{Conn: c, p: ln.p, cost: ln.cost, nc: nc}, nil
 	}
 }
 
@@ -255,12 +301,16 @@ type conn struct {
 	net.Conn
 	p    *Port
 	cost int
+	nc   *Newcomer // NewcomerListener: until Settle
 	once sync.Once
 }
 
 func (c *conn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.p.Release(c.Conn.RemoteAddr(), c.cost) })
+	c.once.Do(func() {
+		c.nc.Done()
+		c.p.Release(c.Conn.RemoteAddr(), c.cost)
+	})
 	return err
 }
 

@@ -1,0 +1,113 @@
+package connlimit
+
+import (
+	"container/list"
+	"net"
+	"net/netip"
+)
+
+// Newcomers: a connection that has not yet said who it is (a Hello) holds
+// its place only until somebody needs it. A flood of connections that
+// never speak, from one address or from many, would otherwise fill a
+// source's cap or the port's until their hello deadlines close them, and
+// refuse every real client meanwhile. AcquireNew admits a connection past
+// a full cap by evicting the oldest newcomer (of the same source, for the
+// per-source cap); a connection that said who it is (Newcomer.Done) is
+// never evicted. The descriptor budget stays a hard limit: past it a
+// connection is refused, as by Acquire.
+//
+// A flood then only evicts itself, oldest first: a client that says Hello
+// within its first round trip is displaced only by as many newer
+// connections as the cap holds.
+
+// Newcomer is a connection admitted by AcquireNew that may still be
+// evicted.
+type Newcomer struct {
+	p     *Port
+	src   netip.Addr
+	evict func()
+	all   *list.Element // in p.newcomers
+	mine  *list.Element // in p.bySrc[src]; nil without a per-source cap
+}
+
+// AcquireNew is Acquire for a connection that has yet to say who it is.
+// Where Acquire would refuse it for the port's cap or addr's, it evicts
+// the oldest newcomer instead (addr's own for the per-source cap), calling
+// its evict, which must close that connection (its owner then calls
+// Release and Done as for any close), be safe to call from any goroutine,
+// and not call into p. It returns nil, false when the connection must be
+// refused; otherwise call Done once the connection has said who it is,
+// and when it closes.
+func (p *Port) AcquireNew(addr net.Addr, cost int, evict func()) (*Newcomer, bool) {
+	return p.acquire(addr, cost, evict, true)
+}
+
+// AcquireHandshake is AcquireNew without the port's cap, for a connection
+// that is admitted again, capped, once a handshake is done (a TLS one),
+// and can be told then why it is refused. It still counts toward the cap.
+func (p *Port) AcquireHandshake(addr net.Addr, cost int, evict func()) (*Newcomer, bool) {
+	return p.acquire(addr, cost, evict, false)
+}
+
+// listLocked records a newcomer from ip (with a per-source cap when
+// hasIP).
+func (p *Port) listLocked(ip netip.Addr, hasIP bool, evict func()) *Newcomer {
+	nc := &Newcomer{p: p, src: ip, evict: evict}
+	nc.all = p.newcomers.PushBack(nc)
+	if hasIP {
+		l := p.bySrc[ip]
+		if l == nil {
+			l = list.New()
+			p.bySrc[ip] = l
+		}
+		nc.mine = l.PushBack(nc)
+	}
+	return nc
+}
+
+// unlistLocked takes nc off the lists; a no-op the second time.
+func (p *Port) unlistLocked(nc *Newcomer) {
+	if nc.all == nil {
+		return
+	}
+	p.newcomers.Remove(nc.all)
+	nc.all = nil
+	if nc.mine != nil {
+		l := p.bySrc[nc.src]
+		l.Remove(nc.mine)
+		if l.Len() == 0 {
+			delete(p.bySrc, nc.src)
+		}
+		nc.mine = nil
+	}
+}
+
+// Done takes nc's connection off the newcomers, for good: it said who it
+// is, or it closed. Safe to call more than once, and on nil.
+func (nc *Newcomer) Done() {
+	if nc == nil {
+		return
+	}
+	nc.p.mu.Lock()
+	nc.p.unlistLocked(nc)
+	nc.p.mu.Unlock()
+}
+
+// Newcomers returns how many connections admitted by AcquireNew have not
+// yet said who they are.
+func (p *Port) Newcomers() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.newcomers.Len()
+}
+
+// NewcomerListener is Listener for a port whose connections prove who
+// they are only later, in a protocol run over them (behind a TLS front):
+// each accepted connection is a newcomer (AcquireNew), evicted by closing
+// it, until its Settle method is called (interface{ Settle() }).
+func (p *Port) NewcomerListener(ln net.Listener, cost int) net.Listener {
+	return &listener{Listener: ln, p: p, cost: cost, newcomers: true}
+}
+
+// Settle takes c off the port's newcomers: it has shown who it is.
+func (c *conn) Settle() { c.nc.Done() }

@@ -1,0 +1,73 @@
+package connlimit
+
+import (
+	"net"
+	"testing"
+)
+
+// TestNewcomersMakeRoom: past a full per-source or port cap, the oldest
+// connection that has not said who it is gives way (its own source's
+// first), one that has is never evicted, and the budget stays a hard limit.
+func TestNewcomersMakeRoom(t *testing.T) {
+	x := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+	y := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 1}
+	l := New(100)
+	p := l.Port(2).Capped(3)
+	var evicted []string
+	admit := func(name string, addr net.Addr) (*Newcomer, bool) {
+		nc, ok := p.AcquireNew(addr, 1, func() { evicted = append(evicted, name) })
+		return nc, ok
+	}
+	closed := func(nc *Newcomer, addr net.Addr) {
+		nc.Done()
+		p.Release(addr, 1)
+	}
+	x1, _ := admit("x1", x)
+	x2, _ := admit("x2", x)
+	x3, ok := admit("x3", x)
+	if !ok || len(evicted) != 1 || evicted[0] != "x1" {
+		t.Fatalf("third from x at a per-source cap of 2: admitted %v, evicted %v; want x1 evicted", ok, evicted)
+	}
+	closed(x1, x)
+	x2.Done() // x2 said Hello
+	x4, ok := admit("x4", x)
+	if !ok || len(evicted) != 2 || evicted[1] != "x3" {
+		t.Fatalf("x2 settled: admitted %v, evicted %v; want x3 evicted, x2 kept", ok, evicted)
+	}
+	closed(x3, x)
+	x4.Done()
+	if _, ok := admit("x5", x); ok {
+		t.Fatalf("x at its cap with both settled: admitted, evicted %v", evicted)
+	}
+	// The port (cap 3) holds x2, x4; y1 fits, y2 evicts y1, its source's or
+	// not, as the oldest newcomer of the port.
+	y1, ok := admit("y1", y)
+	if !ok {
+		t.Fatal("y1 refused under the port's cap")
+	}
+	if _, ok := admit("y2", y); !ok || evicted[len(evicted)-1] != "y1" {
+		t.Fatalf("y2 at the port's cap: admitted %v, evicted %v; want y1 evicted", ok, evicted)
+	}
+	closed(y1, y)
+	if got := p.Newcomers(); got != 1 {
+		t.Fatalf("newcomers %d, want 1 (y2)", got)
+	}
+	if l.Evicted() != 3 || l.Refused() != 1 {
+		t.Fatalf("evicted %d refused %d, want 3 and 1", l.Evicted(), l.Refused())
+	}
+
+	// The budget is never exceeded to make room.
+	small := New(2)
+	q := small.Port(0)
+	q.AcquireNew(x, 1, func() { t.Error("evicted for the budget") })
+	q.AcquireNew(y, 1, func() { t.Error("evicted for the budget") })
+	if _, ok := q.AcquireNew(x, 1, func() {}); ok {
+		t.Fatal("admitted past the budget")
+	}
+	// Acquire never evicts.
+	r := New(10).Port(1)
+	r.AcquireNew(x, 1, func() { t.Error("evicted by Acquire") })
+	if r.Acquire(x, 1) {
+		t.Fatal("Acquire admitted past the per-source cap")
+	}
+}
