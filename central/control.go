@@ -52,16 +52,17 @@ type link interface {
 type conn struct {
 	gc       link
 	opened   time.Time
-	dead     atomic.Bool  // a fatal error was sent: ignore further input
-	counted  bool         // holds a descriptor of Central's budget; loop only
-	greeted  bool         // a Hello frame arrived (frames may be MaxFrame now); loop only
-	queued   atomic.Int64 // bytes handed to AsyncWrite, not yet on the loop
-	outbound atomic.Int64 // the outbound buffer as last seen on the loop
-	paused   atomic.Bool  // input left unread until the output drains
-	pausedAt atomic.Int64 // when paused was set, mono.Now()
-	lastRead atomic.Int64 // when input last arrived, mono.Now()
-	partial  atomic.Int64 // when the frame still incomplete began to arrive (0: none), mono.Now()
-	user     *user        // guarded by Central.mu; nil before Hello
+	dead     atomic.Bool         // a fatal error was sent: ignore further input
+	counted  bool                // holds a descriptor of Central's budget; loop only
+	newcomer *connlimit.Newcomer // its place until Hello, evictable (connlimit.AcquireNew)
+	greeted  bool                // a Hello frame arrived (frames may be MaxFrame now); loop only
+	queued   atomic.Int64        // bytes handed to AsyncWrite, not yet on the loop
+	outbound atomic.Int64        // the outbound buffer as last seen on the loop
+	paused   atomic.Bool         // input left unread until the output drains
+	pausedAt atomic.Int64        // when paused was set, mono.Now()
+	lastRead atomic.Int64        // when input last arrived, mono.Now()
+	partial  atomic.Int64        // when the frame still incomplete began to arrive (0: none), mono.Now()
+	user     *user               // guarded by Central.mu; nil before Hello
 }
 
 // frameTimeout bounds how long a frame may take to arrive once begun, as
@@ -99,7 +100,9 @@ func (c *Central) startControl() error {
 	if c.cfg.TLS != nil {
 		// A relayed TLS connection holds two descriptors in the front and
 		// one on the event loops (counted in OnOpen).
-		tlsLn = tls.NewListener(c.ctrlPort.Listener(ln, 2), c.cfg.TLS)
+		// Until Central first answers it (a Welcome, once it said Hello),
+		// one may be evicted for a newer connection (connlimit.AcquireNew).
+		tlsLn = tls.NewListener(c.ctrlPort.NewcomerListener(ln, 2), c.cfg.TLS)
 	}
 	go func() {
 		c.gnetDone <- gnet.Run(h, network+"://"+listen,
@@ -197,14 +200,26 @@ func (h *control) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	cn.lastRead.Store(mono.Now())
 	gc.SetContext(cn)
 	c := h.c
-	if !c.ctrlPort.Acquire(gc.RemoteAddr(), 1) {
+	nc, ok := c.ctrlPort.AcquireNew(gc.RemoteAddr(), 1, func() { c.evict(cn) })
+	if !ok {
 		cn.dead.Store(true)
 		b, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeServerFull, Reason: "Central has too many connections (from your address or in all); try again later", Fatal: true})
 		return b, gnet.Close
 	}
-	cn.counted = true
+	cn.counted, cn.newcomer = true, nc
 	c.open(cn)
 	return nil, gnet.None
+}
+
+// evict closes cn, which has not said Hello, for a newer connection that
+// needs its place under a connection cap (connlimit.AcquireNew).
+func (c *Central) evict(cn *conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cn.user != nil {
+		return // its Hello came in meanwhile: it keeps its place
+	}
+	c.fatalLocked(cn, proto.CodeServerFull, "a newer connection needed this one's place (Central is at its connection limit for your address or in all) and it had not said Hello")
 }
 
 // open enrolls cn, which has helloTimeout to say Hello.
@@ -223,6 +238,7 @@ func (h *control) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	}
 	c := h.c
 	if cn.counted {
+		cn.newcomer.Done()
 		c.ctrlPort.Release(gc.RemoteAddr(), 1)
 	}
 	c.closed(cn)
@@ -499,6 +515,7 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 	} else {
 		c.online++
 	}
+	cn.newcomer.Done()
 	u.sess = cn
 	u.restored = false
 	u.dropped = time.Time{}

@@ -401,16 +401,18 @@ func TestControlFloodLeavesRESTItsShare(t *testing.T) {
 		}
 		return false
 	})
-	// Then on, until the server refuses one: the control port is full.
-	for refused := h.c.lim.Refused(); h.c.lim.Refused() == refused; {
+	// Then on, until the server refuses one or evicts an older one to let
+	// it in: the control port is full.
+	full := func() int64 { return h.c.lim.Refused() + h.c.lim.Evicted() }
+	for before := full(); full() == before; {
 		inUse := h.c.lim.InUse()
 		c, err := net.Dial("tcp", h.c.ControlAddr())
 		if err != nil {
 			t.Fatal(err)
 		}
 		flood = append(flood, c)
-		testkit.WaitFor(t, 10*time.Second, "the server to admit or refuse one more", func() bool {
-			return h.c.lim.InUse() > inUse || h.c.lim.Refused() > refused
+		testkit.WaitFor(t, 10*time.Second, "the server to admit, refuse or make room for one more", func() bool {
+			return h.c.lim.InUse() > inUse || full() > before
 		})
 	}
 	t.Logf("flood: %d of %d descriptors in use", h.c.lim.InUse(), cfg.MaxConns)
@@ -421,4 +423,117 @@ func TestControlFloodLeavesRESTItsShare(t *testing.T) {
 	if _, err := api.Health(hc); err != nil {
 		t.Fatalf("REST during a control flood: %v", err)
 	}
+}
+
+// TestHelloLessFloodDoesNotLockOutClients: connections that never say
+// Hello fill the per-source cap of the client's own address; a real
+// client still gets in, the oldest silent connection giving way, and one
+// that said Hello is never evicted.
+func TestHelloLessFloodDoesNotLockOutClients(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxConnsPerSource = 8
+	h := startCentral(t, cfg)
+	bob, _ := h.connect(t, "bob") // said Hello: keeps its place
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	testkit.WaitFor(t, 10*time.Second, "the flood to fill the per-source cap", func() bool {
+		if h.c.ctrlPort.InUse() >= cfg.MaxConnsPerSource {
+			return true
+		}
+		if c, err := net.Dial("tcp", h.c.ControlAddr()); err == nil {
+			flood = append(flood, c)
+		}
+		return false
+	})
+	evicted := h.c.lim.Evicted()
+	for i := range 3 {
+		alice, _ := h.connect(t, fmt.Sprintf("alice%d", i))
+		alice.send(&proto.Ping{ID: 1})
+		expect[*proto.Pong](alice, nil)
+	}
+	if got := h.c.lim.Evicted() - evicted; got < 3 {
+		t.Fatalf("%d silent connections evicted for 3 clients, want at least 3", got)
+	}
+	bob.send(&proto.Ping{ID: 2})
+	expect[*proto.Pong](bob, nil)
+	// The evicted are told why.
+	m, err := wiretest.NewPeer(t, flood[0]).Next(5 * time.Second)
+	if e, ok := m.(*proto.Error); err != nil || !ok || e.Code != proto.CodeServerFull || !strings.Contains(e.Reason, "had not said Hello") {
+		t.Fatalf("the oldest silent connection read %v, %v; want a server_full error naming its eviction", m, err)
+	}
+}
+
+// TestHelloLessFloodDoesNotLockOutTLSClients is the flood above on a TLS
+// control port: raw connections that never start TLS and TLS connections
+// that never say Hello fill the per-source cap, and clients still get in.
+func TestHelloLessFloodDoesNotLockOutTLSClients(t *testing.T) {
+	f, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTLS, err := tlsconfig.Server(f.ServerCert, f.ServerKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := tlsconfig.Client(f.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.TLS = srvTLS
+	cfg.MaxConnsPerSource = 8
+	h := startCentral(t, cfg)
+	api := centralapi.NewClientTLS(h.c.RESTAddr(), cl)
+	defer api.CloseIdleConnections()
+	dialTLS := func() *wiretest.Peer {
+		c, err := (&tlsconfig.Dialer{Config: cl}).DialContext(ctx(t), "tcp", h.c.ControlAddr())
+		if err != nil {
+			t.Fatalf("TLS dial: %v", err)
+		}
+		return wiretest.NewPeer(t, c)
+	}
+	connect := func(name string) *wiretest.Peer {
+		s, err := api.RegisterClient(ctx(t), name, "")
+		if err != nil {
+			t.Fatalf("register %s: %v", name, err)
+		}
+		p := dialTLS()
+		p.Name = name
+		p.Hello(&proto.Hello{Agent: "test/1", Token: s.Token})
+		return p
+	}
+	bob := connect("bob")
+	silent := dialTLS() // TLS, no Hello: the oldest newcomer
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	// bob and silent hold 3 descriptors each (2 in the front, 1 on a loop).
+	testkit.WaitFor(t, 10*time.Second, "the flood to fill the per-source cap", func() bool {
+		if h.c.ctrlPort.InUse() >= 6+2*(cfg.MaxConnsPerSource-2) {
+			return true
+		}
+		if c, err := net.Dial("tcp", h.c.ControlAddr()); err == nil {
+			flood = append(flood, c)
+		}
+		return false
+	})
+	evicted := h.c.lim.Evicted()
+	for i := range 3 {
+		alice := connect(fmt.Sprintf("alice%d", i))
+		alice.Send(&proto.Ping{ID: 1})
+		wiretest.Expect[*proto.Pong](alice, wiretest.AllBut(proto.TPong))
+	}
+	if got := h.c.lim.Evicted() - evicted; got < 3 {
+		t.Fatalf("%d connections evicted for 3 clients, want at least 3", got)
+	}
+	silent.ExpectClosed(0)
+	bob.Send(&proto.Ping{ID: 2})
+	wiretest.Expect[*proto.Pong](bob, wiretest.AllBut(proto.TPong))
 }

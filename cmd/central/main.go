@@ -84,7 +84,7 @@ func run() int {
 	fs.Float64Var(&cfg.RegisterRate, "register-rate", cfg.RegisterRate, "client registrations Central takes per second from one address, on average, 0.001 to 1e6")
 	fs.IntVar(&cfg.RegisterBurst, "register-burst", cfg.RegisterBurst, "client registrations Central takes at once from one address, 1 to 1000000")
 	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "descriptors all connections may hold, at least 0 (0: the descriptor limit minus a reserve)")
-	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", cfg.MaxConnsPerSource, "connections one IP address may hold on each port, at least 0 (0: no limit)")
+	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", cfg.MaxConnsPerSource, "connections one IP address may hold on each port (past it a control connection evicts the address's oldest that has not said Hello); at least 0 (0: no limit)")
 	tlsCert := fs.String("tls-cert", "", "certificate `file`: serve the REST API and control port over TLS 1.3 only")
 	tlsKey := fs.String("tls-key", "", "private key `file` of -tls-cert")
 	clientCA := fs.String("tls-client-ca", "", "CA `file`: chat servers presenting a certificate from it need no cluster secret; without -secret, only they may register")

@@ -131,12 +131,32 @@ func (f *Front) relay(c *tls.Conn) {
 		}
 		closeWrite(back)
 	}()
-	_, _ = io.Copy(c, back)
+	_, _ = io.Copy(&settling{Writer: c, c: c.NetConn()}, back)
 	_ = c.SetWriteDeadline(time.Now().Add(LingerTimeout))
 	_ = c.CloseWrite()
 	closeWrite(c.NetConn())
 	_ = c.SetReadDeadline(time.Now().Add(LingerTimeout))
 	<-up
+}
+
+// settling writes what the server sends to the client, and the first
+// time tells the client's connection that it has settled
+// (connlimit.NewcomerListener): a server answers a client only once it
+// has shown who it is (a Hello), or to close it.
+type settling struct {
+	io.Writer
+	c       net.Conn
+	settled bool
+}
+
+func (s *settling) Write(p []byte) (int, error) {
+	if !s.settled {
+		s.settled = true
+		if st, ok := s.c.(interface{ Settle() }); ok {
+			st.Settle()
+		}
+	}
+	return s.Writer.Write(p)
 }
 
 // LingerTimeout bounds how long a relayed connection the server has closed
