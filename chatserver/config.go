@@ -31,11 +31,14 @@ type Config struct {
 	Loops int
 	// MaxFrame is the largest inbound frame accepted (at most wire.MaxFrame).
 	MaxFrame int
-	// MaxConns bounds open connections; one more is told server_full.
+	// MaxConns bounds open connections, TLS handshakes included: one more
+	// evicts the oldest that has not joined a room, or is told
+	// server_full and closed when there is none.
 	MaxConns int
 	// MaxConnsPerSource bounds the connections of one IP address (0: no
-	// bound). Past it, or past the descriptor budget (RLIMIT_NOFILE minus a
-	// reserve), a connection is told server_full and closed.
+	// bound), as MaxConns bounds them all, the address's own oldest giving
+	// way. Past the descriptor budget (RLIMIT_NOFILE minus a reserve) a
+	// connection is refused.
 	MaxConnsPerSource int
 	// HelloTimeout closes a connection that has not said Hello this long
 	// after it opened; FrameTimeout one that started a frame and has not

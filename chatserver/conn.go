@@ -366,6 +366,9 @@ func (s *Server) onJoin(m *member, body []byte) error {
 	} else if err := s.join(m, &j); err != nil {
 		return err
 	}
+	// A member: no longer evictable for a newcomer (guard.go).
+	m.newcomer.Done()
+	m.newcomer = nil
 	if m.beat != 0 {
 		m.loop.startBeats(m) // asked for before the Join
 	}

@@ -2,7 +2,6 @@ package chatserver
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -37,7 +36,7 @@ func (e *engine) OnTick() (time.Duration, gnet.Action) {
 // OnOpen admits a connection unless the server is full or closing.
 func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	s := e.s
-	n := s.conns.Add(1)
+	s.conns.Add(1)
 	m := &member{c: c, loop: s.loopFor(c.EventLoop()), idx: -1}
 	m.lastRead.Store(s.now.Load())
 	if rl, ok := c.Context().(*recordLayer); ok {
@@ -50,8 +49,6 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		refuse = errorFrame(proto.CodeServerFull, "server has too many connections (from your address or in all); try again later")
 	case s.closing.Load():
 		refuse = errorFrame(proto.CodeShutdown, "server is shutting down")
-	case n > int64(s.cfg.MaxConns):
-		refuse = errorFrame(proto.CodeServerFull, fmt.Sprintf("server has its maximum of %d connections", s.cfg.MaxConns))
 	default:
 		if m.rec != nil && m.rec.pending != nil {
 			// Records that arrived with the end of the handshake: have

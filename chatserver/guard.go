@@ -7,6 +7,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/mono"
 	"nearchat/pkg/proto"
 )
@@ -27,12 +28,13 @@ const guardTick = doomGrace / 4
 
 // guardState is the guard's part of a member. Loop only.
 type guardState struct {
-	opened    time.Time // accepted
-	partialAt time.Time // the first byte of an incomplete frame arrived; zero when none
-	paused    bool      // input left unread until the output drains
-	pausedAt  time.Time // when paused was last set
-	counted   bool      // holds a descriptor of the budget
-	dropped   int       // input discarded since the member was cut off
+	opened    time.Time           // accepted
+	partialAt time.Time           // the first byte of an incomplete frame arrived; zero when none
+	paused    bool                // input left unread until the output drains
+	pausedAt  time.Time           // when paused was last set
+	counted   bool                // holds a descriptor of the budget
+	newcomer  *connlimit.Newcomer // its place until it joins a room, evictable (connlimit.AcquireNew)
+	dropped   int                 // input discarded since the member was cut off
 }
 
 // maxDropped is how much a cut-off member may send while its error frame
@@ -109,11 +111,27 @@ func (s *Server) admit(m *member) bool {
 	m.opened = time.Now()
 	m.guard = s.guardFor(m.c.EventLoop())
 	m.guard.conns[m] = struct{}{}
-	if !s.port.Acquire(m.c.RemoteAddr(), 1) {
+	nc, ok := s.port.AcquireNew(m.c.RemoteAddr(), 1, func() {
+		_ = m.c.EventLoop().Execute(context.Background(), evictTask{m})
+	})
+	if !ok {
 		return false
 	}
-	m.counted = true
+	m.counted, m.newcomer = true, nc
 	return true
+}
+
+// evictTask closes a connection that has not joined a room, for a newer
+// one that needs its place (connlimit.AcquireNew). A Hello alone does not
+// keep a place: it takes no credential, so a flood would send one. It
+// runs on the connection's loop.
+type evictTask struct{ m *member }
+
+func (e evictTask) Run(context.Context) error {
+	if m := e.m; m.newcomer != nil && !m.dead {
+		m.kill(proto.CodeServerFull, "a newer connection needed this one's place (the server is at its connection limit for your address or in all) and it had not joined a room")
+	}
+	return nil
 }
 
 // release undoes admit. Loop only.
@@ -123,6 +141,7 @@ func (s *Server) release(m *member) {
 	}
 	if m.counted {
 		m.counted = false
+		m.newcomer.Done()
 		s.port.Release(m.c.RemoteAddr(), 1)
 	}
 }

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"testing"
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
+	"nearchat/pkg/wiretest"
 )
 
 func TestDeadlines(t *testing.T) {
@@ -134,8 +137,8 @@ func TestTLSNonReaderIsBounded(t *testing.T) {
 
 func TestConnectionLimitPerSource(t *testing.T) {
 	s := startServer(t, func(c *Config) { c.MaxConnsPerSource = 3 })
-	for range 3 {
-		hello(t, s)
+	for i := range 3 {
+		joinAs(t, s, "r", fmt.Sprintf("u%d", i))
 	}
 	p := dial(t, s)
 	p.expectClosed(proto.CodeServerFull)
@@ -202,6 +205,72 @@ func TestFatalErrorReachesAWritingClient(t *testing.T) {
 			if lost > 0 {
 				t.Fatalf("%d of 20 clients writing past a protocol error got a bare close, no Error frame", lost)
 			}
+		})
+	}
+}
+
+// TestSilentFloodDoesNotLockOutMembers: connections that never join a
+// room (silent, a bare Hello, a TLS handshake left waiting) fill the
+// per-source cap and then the server's; members still get in, plaintext
+// and TLS, the oldest of those connections giving way and told why, and a
+// joined member is never evicted. (Before: refused until the flood's
+// hello deadlines closed it.)
+func TestSilentFloodDoesNotLockOutMembers(t *testing.T) {
+	ca := devCA(t)
+	for _, tc := range []struct {
+		name string
+		cfg  func(*Config)
+	}{
+		{"per-source", func(c *Config) { c.MaxConnsPerSource = 8 }},
+		{"server", func(c *Config) { c.MaxConns = 8 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startTLSServerWith(t, ca, func(c *Config) {
+				c.Listen = "127.0.0.1:0"
+				tc.cfg(c)
+			})
+			plain := func() *peer {
+				p := wiretest.Dial(t, s.PlainAddr())
+				return &peer{Peer: p, t: t, conn: p.Conn.NetConn()}
+			}
+			join := func(p *peer, user string) {
+				p.Hello(&proto.Hello{Agent: "test"})
+				p.send(&proto.Join{Room: "r", User: user})
+				p.expect(proto.TJoined)
+			}
+			kept := plain()
+			join(kept, "kept")
+			tlsSilent, err := net.Dial("tcp", s.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tlsSilent.Close()
+			oldest := plain()
+			greeted := plain()
+			greeted.Hello(&proto.Hello{Agent: "test"})
+			testkit.WaitFor(t, 10*time.Second, "the flood to fill the cap", func() bool {
+				if s.port.InUse() >= 8 {
+					return true
+				}
+				plain()
+				return false
+			})
+			evicted := s.lim.Evicted()
+			for i := range 3 {
+				join(plain(), fmt.Sprintf("plain%d", i))
+				p, err := dialTLS(t, s.Addr(), ca, nil)
+				if err != nil {
+					t.Fatalf("TLS member %d: %v", i, err)
+				}
+				join(p, fmt.Sprintf("tls%d", i))
+			}
+			if got := s.lim.Evicted() - evicted; got < 6 {
+				t.Fatalf("%d connections evicted for 6 members, want at least 6", got)
+			}
+			oldest.expectClosed(proto.CodeServerFull)
+			greeted.expectClosed(proto.CodeServerFull)
+			kept.send(&proto.Ping{ID: 7})
+			kept.expect(proto.TPong)
 		})
 	}
 }

@@ -107,7 +107,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("chatserver: %w", err)
 	}
 	s.lim = connlimit.New(budget)
-	s.port = s.lim.Port(cfg.MaxConnsPerSource)
+	// The port's cap stays below the budget, which is a hard limit, so
+	// that a full server makes room for a newcomer by evicting the oldest
+	// connection that has not said Hello (guard.go) instead of refusing
+	// it; the margin covers connections being handed to the loops and
+	// evicted ones not yet closed.
+	s.port = s.lim.Port(cfg.MaxConnsPerSource).Capped(min(cfg.MaxConns, budget-max(budget/16, 2*connlimit.Backlog)))
 	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(cfg.Loops),

@@ -486,8 +486,8 @@ func TestSlowConsumerIsCutOff(t *testing.T) {
 func TestLimits(t *testing.T) {
 	t.Run("connections", func(t *testing.T) {
 		s := startServer(t, func(c *Config) { c.MaxConns = 2 })
-		hello(t, s)
-		hello(t, s)
+		joinAs(t, s, "r", "a")
+		joinAs(t, s, "r", "b")
 		dial(t, s).expectClosed(proto.CodeServerFull)
 	})
 	t.Run("rooms", func(t *testing.T) {

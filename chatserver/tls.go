@@ -127,21 +127,25 @@ func (f *tlsFront) accept() {
 		}
 		delay = 0
 		// The handshake holds a descriptor of the budget; OnOpen counts the
-		// connection again once it is on a loop.
-		if !f.s.port.Acquire(c.RemoteAddr(), 1) {
+		// connection again once it is on a loop, where a server at its
+		// -max-conns can tell it so in TLS. Until then it may be evicted
+		// for a newer connection, as one on a loop may until it joins a
+		// room (guard.go): closing it fails the handshake's reads.
+		nc, ok := f.s.port.AcquireHandshake(c.RemoteAddr(), 1, func() { _ = c.Close() })
+		if !ok {
 			c.Close()
 			continue
 		}
 		el := f.park(c)
 		if el == nil {
-			f.s.port.Release(c.RemoteAddr(), 1)
+			f.release(c, nc)
 			c.Close()
 			return
 		}
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			f.hello(c.(*net.TCPConn), el)
+			f.hello(c.(*net.TCPConn), el, nc)
 		}()
 	}
 }
@@ -165,7 +169,7 @@ func (f *tlsFront) park(c net.Conn) *list.Element {
 
 // hello waits, within tlsHelloTimeout, for c's first record, then for a
 // handshake slot, and runs the handshake in it.
-func (f *tlsFront) hello(c *net.TCPConn, el *list.Element) {
+func (f *tlsFront) hello(c *net.TCPConn, el *list.Element, nc *connlimit.Newcomer) {
 	_ = c.SetReadDeadline(time.Now().Add(tlsHelloTimeout))
 	first, err := readFirstRecord(c)
 	_ = c.SetReadDeadline(time.Time{})
@@ -188,14 +192,20 @@ func (f *tlsFront) hello(c *net.TCPConn, el *list.Element) {
 		wait.Stop()
 	}
 	if err != nil {
-		f.s.port.Release(c.RemoteAddr(), 1)
+		f.release(c, nc)
 		f.track(c, false)
 		f.failed.Add(1)
 		f.s.log.Debug("TLS client sent no first record in time", "remote", c.RemoteAddr(), "err", err)
 		c.Close()
 		return
 	}
-	f.handshake(c, first, sl)
+	f.handshake(c, first, sl, nc)
+}
+
+// release gives back what the handshake of c held of the budget.
+func (f *tlsFront) release(c net.Conn, nc *connlimit.Newcomer) {
+	nc.Done()
+	f.s.port.Release(c.RemoteAddr(), 1)
 }
 
 // hsSlot is a handshake's claim on the pool (tlsHandshakes): held while
@@ -298,7 +308,7 @@ func (f *tlsFront) track(c net.Conn, on bool) bool {
 // handshake runs the TLS handshake on c off the loops, in slot sl, then
 // enrolls c on an event loop with its record layer as the connection's
 // context.
-func (f *tlsFront) handshake(c *net.TCPConn, first []byte, sl *hsSlot) {
+func (f *tlsFront) handshake(c *net.TCPConn, first []byte, sl *hsSlot, nc *connlimit.Newcomer) {
 	t := &tlsTransport{Conn: c, first: first, slot: sl}
 	tc := tls.Server(t, f.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
@@ -306,7 +316,7 @@ func (f *tlsFront) handshake(c *net.TCPConn, first []byte, sl *hsSlot) {
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	sl.release()
-	f.s.port.Release(c.RemoteAddr(), 1)
+	f.release(c, nc)
 	var rl *recordLayer
 	if err == nil {
 		rl, err = newRecordLayer(tc.ConnectionState().CipherSuite, &t.keys, t.read, t.written)

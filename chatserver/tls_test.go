@@ -357,6 +357,8 @@ func TestTLSLimitsAndSlowConsumer(t *testing.T) {
 	}
 	third.send(&proto.Hello{V: wire.Version})
 	third.expect(proto.TWelcome)
+	third.send(&proto.Join{Room: "r", User: "third"}) // a Hello alone may be evicted
+	third.expect(proto.TJoined)
 	over, err := dialTLS(t, s.Addr(), ca, nil)
 	if err != nil {
 		t.Fatal(err)
