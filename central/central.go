@@ -118,7 +118,10 @@ func New(cfg Config) (*Central, error) {
 		c.cancel()
 		return nil, fmt.Errorf("central: REST listen: %w", err)
 	}
-	ln = c.lim.Port(cfg.MaxConnsPerSource).Capped(share).Listener(ln, 1)
+	// A REST connection not serving a request (new, trickling its
+	// headers, or idle between requests) gives way to a newer one at a
+	// full cap, as a control connection that has not said Hello does.
+	ln = c.lim.Port(cfg.MaxConnsPerSource).Capped(share).NewcomerListener(ln, 1)
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	} else {
@@ -135,6 +138,14 @@ func New(cfg Config) (*Central, error) {
 		IdleTimeout:       restIdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, nc net.Conn) context.Context {
+			return context.WithValue(ctx, restConnKey{}, connlimit.NewcomerOf(nc))
+		},
+		ConnState: func(nc net.Conn, st http.ConnState) {
+			if st == http.StateIdle {
+				connlimit.NewcomerOf(nc).Relist()
+			}
+		},
 	}
 	if err := c.startControl(); err != nil {
 		ln.Close()

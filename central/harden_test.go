@@ -537,3 +537,43 @@ func TestHelloLessFloodDoesNotLockOutTLSClients(t *testing.T) {
 	bob.Send(&proto.Ping{ID: 2})
 	wiretest.Expect[*proto.Pong](bob, wiretest.AllBut(proto.TPong))
 }
+
+// TestRESTFloodDoesNotLockOutClients: connections to the REST port that
+// send nothing, or trickle a request's headers, fill the per-source cap;
+// a client of the same address still registers, the oldest of them
+// giving way. (Before: refused until the header timeout closed them.)
+func TestRESTFloodDoesNotLockOutClients(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxConnsPerSource = 8
+	h := startCentral(t, cfg)
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	rest := h.c.restLn.Addr().String()
+	testkit.WaitFor(t, 10*time.Second, "the flood to fill the per-source cap", func() bool {
+		if h.c.lim.InUse()-h.c.ctrlPort.InUse() >= cfg.MaxConnsPerSource {
+			return true
+		}
+		c, err := net.Dial("tcp", rest)
+		if err == nil {
+			flood = append(flood, c)
+			_, _ = c.Write([]byte("GET /v1/health HTTP/1.1\r\n")) // and never the rest
+		}
+		return false
+	})
+	evicted := h.c.lim.Evicted()
+	for i := range 3 {
+		// Each client keeps its connection, so each needs a place.
+		api := centralapi.NewClient(h.c.RESTAddr(), nil)
+		defer api.CloseIdleConnections()
+		if _, err := api.RegisterClient(ctx(t), fmt.Sprintf("carol%d", i), ""); err != nil {
+			t.Fatalf("registering during the flood: %v", err)
+		}
+	}
+	if got := h.c.lim.Evicted() - evicted; got < 3 {
+		t.Fatalf("%d connections evicted for 3 clients, want at least 3", got)
+	}
+}

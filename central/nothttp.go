@@ -33,6 +33,9 @@ type framedOffConn struct {
 	read    bool // the first bytes were looked at
 }
 
+// NetConn returns the connection c wraps (connlimit.NewcomerOf).
+func (c *framedOffConn) NetConn() net.Conn { return c.Conn }
+
 // CloseWrite half-closes the connection as the one it wraps does: net/http
 // sends a refusal (413, 431) that way and waits before closing, so that a
 // client still sending its body reads the answer rather than a reset.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"nearchat/pkg/connlimit"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
 )
@@ -153,6 +154,11 @@ func (c *Central) noteServersLocked() {
 // observeREST counts REST requests by the mux pattern that served them.
 func (c *Central) observeREST(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A whole request came: not evicted while it is served (and
+		// listed again when the connection idles: Central's ConnState).
+		if nc, ok := r.Context().Value(restConnKey{}).(*connlimit.Newcomer); ok {
+			nc.Hold()
+		}
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(sw, r)
 		route := r.Pattern // set by the mux on the request it was given
@@ -162,6 +168,10 @@ func (c *Central) observeREST(next http.Handler) http.Handler {
 		c.obs.rest.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 	})
 }
+
+// restConnKey keys a REST request's context to its connection's
+// *connlimit.Newcomer.
+type restConnKey struct{}
 
 type statusWriter struct {
 	http.ResponseWriter
@@ -194,6 +204,8 @@ var (
 	dRooms   = prometheus.NewDesc("nearchat_central_rooms", "Rooms.", nil, nil)
 	dPushes  = prometheus.NewDesc("nearchat_central_pending_pushes", "Assign pushes not yet acknowledged.", nil, nil)
 	dPending = prometheus.NewDesc("nearchat_central_pending_requests", "Chat requests awaiting answers.", nil, nil)
+	dRefused = prometheus.NewDesc("nearchat_central_connections_refused_total", "Connections (REST and control) refused for a connection limit.", nil, nil)
+	dEvicted = prometheus.NewDesc("nearchat_central_connections_evicted_total", "Connections (REST and control) closed before showing who they are, to make room for a newer one at a connection limit.", nil, nil)
 )
 
 func (k centralCollector) own() []prometheus.Collector {
@@ -202,7 +214,7 @@ func (k centralCollector) own() []prometheus.Collector {
 }
 
 func (k centralCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dClients, dServers, dRooms, dPushes, dPending} {
+	for _, d := range []*prometheus.Desc{dClients, dServers, dRooms, dPushes, dPending, dRefused, dEvicted} {
 		ch <- d
 	}
 	for _, x := range k.own() {
@@ -239,6 +251,8 @@ func (k centralCollector) Collect(ch chan<- prometheus.Metric) {
 	g(dRooms, rooms)
 	g(dPushes, pushes)
 	g(dPending, reqs)
+	ch <- prometheus.MustNewConstMetric(dRefused, prometheus.CounterValue, float64(c.lim.Refused()))
+	ch <- prometheus.MustNewConstMetric(dEvicted, prometheus.CounterValue, float64(c.lim.Evicted()))
 	for _, x := range k.own() {
 		x.Collect(ch)
 	}

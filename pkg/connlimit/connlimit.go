@@ -205,6 +205,7 @@ func (p *Port) acquire(addr net.Addr, cost int, evict func(), capped bool) (*New
 			return nil, p.refuse(n, true)
 		}
 		out = from.Front().Value.(*Newcomer)
+		out.done = true
 		p.unlistLocked(out)
 	}
 	if hasIP {

@@ -25,9 +25,11 @@ import (
 type Newcomer struct {
 	p     *Port
 	src   netip.Addr
+	hasIP bool // counted by source
 	evict func()
 	all   *list.Element // in p.newcomers
 	mine  *list.Element // in p.bySrc[src]; nil without a per-source cap
+	done  bool          // Done was called: never listed again
 }
 
 // AcquireNew is Acquire for a connection that has yet to say who it is.
@@ -52,9 +54,16 @@ func (p *Port) AcquireHandshake(addr net.Addr, cost int, evict func()) (*Newcome
 // listLocked records a newcomer from ip (with a per-source cap when
 // hasIP).
 func (p *Port) listLocked(ip netip.Addr, hasIP bool, evict func()) *Newcomer {
-	nc := &Newcomer{p: p, src: ip, evict: evict}
+	nc := &Newcomer{p: p, src: ip, hasIP: hasIP, evict: evict}
+	p.pushLocked(nc)
+	return nc
+}
+
+// pushLocked lists nc as the newest newcomer.
+func (p *Port) pushLocked(nc *Newcomer) {
 	nc.all = p.newcomers.PushBack(nc)
-	if hasIP {
+	ip := nc.src
+	if nc.hasIP {
 		l := p.bySrc[ip]
 		if l == nil {
 			l = list.New()
@@ -62,7 +71,6 @@ func (p *Port) listLocked(ip netip.Addr, hasIP bool, evict func()) *Newcomer {
 		}
 		nc.mine = l.PushBack(nc)
 	}
-	return nc
 }
 
 // unlistLocked takes nc off the lists; a no-op the second time.
@@ -89,8 +97,51 @@ func (nc *Newcomer) Done() {
 		return
 	}
 	nc.p.mu.Lock()
+	nc.done = true
 	nc.p.unlistLocked(nc)
 	nc.p.mu.Unlock()
+}
+
+// Hold takes nc's connection off the newcomers while it does work that
+// shows it is a client (an HTTP request being served); Relist puts it
+// back once it idles, as the newest. Both are no-ops after Done, and on
+// nil.
+func (nc *Newcomer) Hold() {
+	if nc == nil {
+		return
+	}
+	nc.p.mu.Lock()
+	nc.p.unlistLocked(nc)
+	nc.p.mu.Unlock()
+}
+
+// Relist: see Hold.
+func (nc *Newcomer) Relist() {
+	if nc == nil {
+		return
+	}
+	nc.p.mu.Lock()
+	if !nc.done && nc.all == nil {
+		nc.p.pushLocked(nc)
+	}
+	nc.p.mu.Unlock()
+}
+
+// NewcomerOf returns the newcomer of a connection accepted by a
+// NewcomerListener, looking through wrappers that have a NetConn method
+// (crypto/tls), or nil.
+func NewcomerOf(c net.Conn) *Newcomer {
+	for range 8 {
+		switch x := c.(type) {
+		case *conn:
+			return x.nc
+		case interface{ NetConn() net.Conn }:
+			c = x.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 // Newcomers returns how many connections admitted by AcquireNew have not

@@ -71,3 +71,37 @@ func TestNewcomersMakeRoom(t *testing.T) {
 		t.Fatal("Acquire admitted past the per-source cap")
 	}
 }
+
+// TestNewcomerHoldAndRelist: a connection at work is not evicted; idle
+// again, it is listed as the newest; once done or evicted, never again.
+func TestNewcomerHoldAndRelist(t *testing.T) {
+	x := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+	p := New(100).Port(2)
+	var evicted []string
+	admit := func(name string) *Newcomer {
+		nc, ok := p.AcquireNew(x, 1, func() { evicted = append(evicted, name) })
+		if !ok {
+			t.Fatalf("%s refused", name)
+		}
+		return nc
+	}
+	a := admit("a")
+	b := admit("b")
+	a.Hold()
+	c := admit("c") // a is busy: b goes
+	if len(evicted) != 1 || evicted[0] != "b" {
+		t.Fatalf("evicted %v, want [b]", evicted)
+	}
+	b.Relist() // evicted: stays off the list
+	p.Release(x, 1)
+	a.Relist() // idle again, newer than c
+	admit("d")
+	if len(evicted) != 2 || evicted[1] != "c" {
+		t.Fatalf("evicted %v, want c second", evicted)
+	}
+	c.Done()
+	p.Release(x, 1)
+	if got := p.Newcomers(); got != 2 {
+		t.Fatalf("newcomers %d, want 2 (a, d)", got)
+	}
+}
