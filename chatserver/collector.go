@@ -34,11 +34,13 @@ var (
 	dOutLimit      = desc("outbound_limit_bytes", "Unsent bytes after which a member is cut off (-max-outbound).")
 	dTLSHandshakes = desc("tls_handshakes_total", "TLS handshakes completed.")
 	dTLSFailures   = desc("tls_handshake_failures_total", "TLS handshakes that failed.")
+	dRefused       = desc("connections_refused_total", "Connections refused for a connection limit.")
+	dEvicted       = desc("connections_evicted_total", "Connections closed before joining a room to make room for a newer one at a connection limit.")
 )
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dRooms, dMembers, dFramesIn, dBytesIn, dFramesOut, dBytesOut, dWrites,
-		dSlow, dBusy, dFanout, dHistFrames, dHistBytes, dHistLimit, dOutHigh, dOutLimit, dTLSHandshakes, dTLSFailures} {
+		dSlow, dBusy, dFanout, dHistFrames, dHistBytes, dHistLimit, dOutHigh, dOutLimit, dTLSHandshakes, dTLSFailures, dRefused, dEvicted} {
 		ch <- d
 	}
 }
@@ -71,4 +73,6 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(dOutLimit, float64(m.OutboundLimit))
 	counter(dTLSHandshakes, float64(m.TLSHandshakes))
 	counter(dTLSFailures, float64(m.TLSFailures))
+	counter(dRefused, float64(m.Refused))
+	counter(dEvicted, float64(m.Evicted))
 }

@@ -192,6 +192,9 @@ type Metrics struct {
 	OutboundHigh, OutboundLimit int64
 
 	TLSHandshakes, TLSFailures uint64
+	// Refused counts connections refused for a limit; Evicted, those
+	// closed before joining a room to make room for a newer one.
+	Refused, Evicted uint64
 }
 
 // Metrics sums the per-loop counters and reads the gauges; with
@@ -208,6 +211,8 @@ func (s *Server) Metrics() Metrics {
 		HistoryBytes:  s.histBytes.Load(),
 		HistoryLimit:  s.cfg.History,
 		OutboundLimit: int64(s.cfg.MaxOutbound),
+		Refused:       uint64(s.lim.Refused()),
+		Evicted:       uint64(s.lim.Evicted()),
 	}
 	s.mu.Lock()
 	rooms := make([]*room, 0, len(s.rooms))
