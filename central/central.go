@@ -138,15 +138,8 @@ func New(cfg Config) (*Central, error) {
 		IdleTimeout:       restIdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, nc net.Conn) context.Context {
-			return context.WithValue(ctx, restConnKey{}, connlimit.NewcomerOf(nc))
-		},
-		ConnState: func(nc net.Conn, st http.ConnState) {
-			if st == http.StateIdle {
-				connlimit.NewcomerOf(nc).Relist()
-			}
-		},
 	}
+	connlimit.ServeNewcomers(c.httpSrv)
 	if err := c.startControl(); err != nil {
 		ln.Close()
 		c.cancel()

@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"nearchat/pkg/connlimit"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/selection"
 )
@@ -154,11 +153,6 @@ func (c *Central) noteServersLocked() {
 // observeREST counts REST requests by the mux pattern that served them.
 func (c *Central) observeREST(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// A whole request came: not evicted while it is served (and
-		// listed again when the connection idles: Central's ConnState).
-		if nc, ok := r.Context().Value(restConnKey{}).(*connlimit.Newcomer); ok {
-			nc.Hold()
-		}
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(sw, r)
 		route := r.Pattern // set by the mux on the request it was given
@@ -168,10 +162,6 @@ func (c *Central) observeREST(next http.Handler) http.Handler {
 		c.obs.rest.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 	})
 }
-
-// restConnKey keys a REST request's context to its connection's
-// *connlimit.Newcomer.
-type restConnKey struct{}
 
 type statusWriter struct {
 	http.ResponseWriter

@@ -150,9 +150,10 @@ func New(cfg Config, src Source) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: listen on %s: %w", cfg.Listen, err)
 	}
-	// A few viewers at a time: past maxConns, connections wait in the
-	// listen queue, holding none of Central's descriptors (its ports share
-	// a budget of them; see pkg/metricshttp).
+	// A few viewers at a time, so as not to eat into the descriptors
+	// Central's ports share (see pkg/metricshttp); past maxConns the
+	// oldest connection not serving a request (a live view is one) gives
+	// way to a new one.
 	ln = connlimit.Few(ln, maxConns, maxConnsPerSource)
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
@@ -167,6 +168,7 @@ func New(cfg Config, src Source) (*Server, error) {
 	// No WriteTimeout: /api/events streams for as long as a page is open.
 	s.http = &http.Server{Handler: s.auth(mux), ReadHeaderTimeout: headerTimeout, ReadTimeout: 10 * time.Second,
 		IdleTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	connlimit.ServeNewcomers(s.http)
 	go func() {
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("dashboard stopped", "err", err)

@@ -27,7 +27,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/net/netutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -255,14 +254,16 @@ func (p *Port) Listener(ln net.Listener, cost int) net.Listener {
 	return &listener{Listener: ln, p: p, cost: cost}
 }
 
-// Few wraps the listener of a port that serves a few clients at a time
-// (a metrics scraper, a dashboard's viewers): at most max connections are
-// served at once, the rest waiting in the listen queue where they hold
-// none of the process's descriptors, and at most perSource of them come
-// from one address; one past that is closed at once, so a single source
-// that opens connections and sends nothing cannot take every slot.
+// Few wraps the listener of an HTTP port that serves a few clients at a
+// time (a metrics scraper, a dashboard's viewers): at most max connections
+// are held, at most perSource of them from one address. Past either a new
+// connection evicts the oldest that is not serving a request (the
+// server must call ServeNewcomers), or is closed at once when every one
+// is; so connections that send nothing, or trickle, from one address or
+// many, cannot keep a scraper out. The process's descriptor budget is
+// not touched: max bounds what this port takes of it.
 func Few(ln net.Listener, max, perSource int) net.Listener {
-	return netutil.LimitListener(New(max).Port(perSource).Listener(ln, 1), max)
+	return New(2*max).Port(perSource).Capped(max).NewcomerListener(ln, 1)
 }
 
 type listener struct {

@@ -54,16 +54,17 @@ func Listen(addr string, cs ...prometheus.Collector) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	// A scraper needs a connection or two. Past MaxConns, connections wait
-	// in the listen queue, holding none of the process's descriptors: its
-	// other ports share a budget of them (pkg/connlimit), and an
+	// A scraper needs a connection or two. The port holds at most
+	// MaxConns, MaxConnsPerSource from one address: its process's other
+	// ports share a budget of descriptors (pkg/connlimit), and an
 	// unbounded port here could exhaust it (an abuse probe made Central
-	// exit with 19,978 idle connections to this port). Past
-	// MaxConnsPerSource from one address they are closed, so connections
-	// that send nothing cannot keep every scraper out.
+	// exit with 19,978 idle connections to this port). Past either, the
+	// oldest connection not serving a request gives way, so connections
+	// that send nothing cannot keep a scraper out.
 	ln = connlimit.Few(ln, MaxConns, MaxConnsPerSource)
 	s := &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}}
+	connlimit.ServeNewcomers(s.srv)
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			_ = ln.Close()

@@ -63,3 +63,49 @@ func TestSilentConnectionsLeaveRoom(t *testing.T) {
 		t.Fatalf("%d of %d silent connections from one address closed, want %d", closed, MaxConns, want)
 	}
 }
+
+// TestSilentFloodFromManySources: silent connections from four addresses
+// fill every slot of the port; a scraper is still served at once, from
+// one of those addresses or another, the oldest silent connection giving
+// way. (Before: it waited in the listen queue for their header timeout.)
+func TestSilentFloodFromManySources(t *testing.T) {
+	old := readHeaderTimeout
+	t.Cleanup(func() { readHeaderTimeout = old })
+	readHeaderTimeout = time.Minute
+	s, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	from := func(i byte) *net.Dialer {
+		return &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 10+i)}}
+	}
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	for i := range MaxConns {
+		c, err := from(byte(i % 4)).Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+	}
+	for _, src := range []byte{0, 7} {
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: from(src).DialContext}}
+		start := time.Now()
+		resp, err := hc.Get("http://" + s.Addr() + "/metrics")
+		if err != nil {
+			t.Fatalf("scrape from 127.0.0.%d beside %d silent connections: %v", 10+src, MaxConns, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		hc.CloseIdleConnections()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("scrape: %s", resp.Status)
+		}
+		t.Logf("scraped from 127.0.0.%d in %v", 10+src, time.Since(start))
+	}
+}
