@@ -106,9 +106,15 @@ type Config struct {
 	// three); 0 means the process's descriptor limit minus a reserve, and
 	// a larger value is lowered to that. MaxConnsPerSource bounds the
 	// connections of one IP address on each port (0: no bound).
-	// Connections past either are refused at once.
+	// Past either a connection that has not shown who it is gives way to
+	// the new one (pkg/connlimit), or the new one is refused at once.
 	MaxConns          int
 	MaxConnsPerSource int
+	// MaxUsers bounds the users Central holds (0: no bound). Past it a
+	// registration first makes room by forgetting the users longest
+	// offline that are in no room and wait on no request (as SessionGrace
+	// would, only sooner), and is refused when there are none.
+	MaxUsers int
 
 	// Multicore runs the control port on one gnet event loop per CPU.
 	Multicore bool
@@ -148,6 +154,7 @@ func DefaultConfig() Config {
 		RequestBurst:      10,
 		RegisterRate:      200,
 		RegisterBurst:     2000,
+		MaxUsers:          250_000,
 		Policy:            selection.DefaultPolicy(),
 		Multicore:         true,
 		MaxConnsPerSource: 2048,
@@ -213,6 +220,7 @@ func (c *Config) Validate() error {
 		bounds.Range("register-burst", c.RegisterBurst, 1, 1_000_000),
 		bounds.AtLeast("max-conns", c.MaxConns, 0),
 		bounds.AtLeast("max-conns-per-source", c.MaxConnsPerSource, 0),
+		bounds.AtLeast("max-users", c.MaxUsers, 0),
 		bounds.Range("ticket-ttl", c.TicketTTL, time.Second, MaxTTL),
 		ticketTTL,
 	)

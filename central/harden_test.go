@@ -577,3 +577,41 @@ func TestRESTFloodDoesNotLockOutClients(t *testing.T) {
 		t.Fatalf("%d connections evicted for 3 clients, want at least 3", got)
 	}
 }
+
+// TestRegistrationsBounded: past MaxUsers, a registration makes Central
+// forget the users longest offline in no room (a flood of registrations
+// from many addresses, each within its rate, grew Central without bound);
+// when every user is connected it is refused with full, and names are
+// free again once users go.
+func TestRegistrationsBounded(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxUsers = 16
+	h := startCentral(t, cfg)
+	var online []*ctl
+	for i := range 8 {
+		k, _ := h.connect(t, fmt.Sprintf("on%d", i))
+		online = append(online, k)
+	}
+	for i := range 100 {
+		h.register(t, fmt.Sprintf("idle%d", i)) // never connect
+	}
+	h.c.mu.Lock()
+	n, first := len(h.c.users), h.c.users["idle0"]
+	h.c.mu.Unlock()
+	if n > cfg.MaxUsers || first != nil {
+		t.Fatalf("%d users held (max %d), the first idle one kept: %v", n, cfg.MaxUsers, first != nil)
+	}
+	for _, k := range online {
+		k.send(&proto.Ping{ID: 3})
+		expect[*proto.Pong](k, skipAwaiting)
+	}
+	// Every place taken by a connected user: refused, and told why.
+	for i := 8; i < 16; i++ {
+		h.connect(t, fmt.Sprintf("on%d", i))
+	}
+	_, err := h.api.RegisterClient(ctx(t), "late", "")
+	var ae *centralapi.Error
+	if !errors.As(err, &ae) || ae.Code != centralapi.CodeFull || ae.Status != http.StatusServiceUnavailable {
+		t.Fatalf("registering past %d connected users: %v, want 503 full", cfg.MaxUsers, err)
+	}
+}

@@ -286,6 +286,10 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 		token = c.newToken(in.Name)
 	}
 	if u == nil {
+		if c.cfg.MaxUsers > 0 && len(c.users) >= c.cfg.MaxUsers && !c.makeRoomForUsersLocked(now) {
+			return 0, nil, errf(http.StatusServiceUnavailable, centralapi.CodeFull,
+				"Central holds its maximum of %d users, every one of them connected, in a room or awaited by a request; try again later", c.cfg.MaxUsers)
+		}
 		u = c.newUserLocked(in.Name, token, now)
 	} else {
 		// A placeholder from a heartbeat: the member of a live room is back.

@@ -634,6 +634,33 @@ func (c *Central) placedOn(s *serverRec, rep *centralapi.RoomReport, now time.Ti
 	return err == nil && cl.Room == rep.ID && cl.Server == s.rec.ID && cl.Epoch == rep.Epoch
 }
 
+// makeRoomForUsersLocked forgets the users longest offline among those
+// that are in no room and wait on no request, an eighth of MaxUsers at
+// most (those SessionGrace forgets anyway, only sooner: a flood of
+// registrations from many addresses, each within its rate, grew Central
+// by 768 bytes each, without bound), so that a registration past MaxUsers
+// has room. It reports false when no user may go. The scan is over every
+// user, once per MaxUsers/8 registrations at most.
+func (c *Central) makeRoomForUsersLocked(now time.Time) bool {
+	var idle []*user
+	for _, u := range c.users {
+		if u.sess == nil && !u.placeholder() && len(u.rooms) == 0 && len(u.reqs) == 0 {
+			idle = append(idle, u)
+		}
+	}
+	if len(idle) == 0 {
+		return false
+	}
+	n := min(len(idle), max(c.cfg.MaxUsers/8, 1))
+	slices.SortFunc(idle, func(a, b *user) int { return a.offlineSince.Compare(b.offlineSince) })
+	for _, u := range idle[:n] {
+		c.dropUserLocked(u, "forgotten early: Central holds its maximum of users")
+	}
+	c.log.Warn("users forgotten before their session grace: Central holds its maximum of users", "forgotten", n, "max", c.cfg.MaxUsers,
+		"oldest_offline_for", now.Sub(idle[0].offlineSince).Round(time.Second))
+	return true
+}
+
 // expireLocked forgets rooms none of whose members has been connected, and
 // that no server has reported, for RoomTTL (their clients crashed or never
 // came back, so nobody will send LeaveRoom), and users whose session has

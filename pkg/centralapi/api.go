@@ -29,6 +29,7 @@ const (
 	CodeBadVersion       = "http_version"           // HTTP/2 without TLS: use HTTP/1.1, or HTTP/2 over TLS
 	CodeRateLimited      = "rate_limited"           // too many registrations; try again shortly
 	CodeServerTaken      = "server_taken"           // the server id belongs to another live server
+	CodeFull             = "full"                   // Central holds its maximum of users (-max-users); try again later
 	CodeInternal         = "internal"               // Central's own fault
 )
 

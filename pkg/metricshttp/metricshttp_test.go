@@ -87,7 +87,7 @@ func TestSilentFloodFromManySources(t *testing.T) {
 		}
 	}()
 	for i := range MaxConns {
-		c, err := from(byte(i % 4)).Dial("tcp", s.Addr())
+		c, err := from(byte(i%4)).Dial("tcp", s.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
