@@ -74,6 +74,7 @@ type Central struct {
 	httpSrv   *http.Server
 	ctrl      *control
 	regLimit  sourceBuckets    // registrations per source address, guarded by mu
+	srvLimit  sourceBuckets    // server registrations per source address, guarded by mu
 	checks    bucket           // ticket verifications, every report's; guarded by mu
 	folded    map[string]*user // users by case-folded name, guarded by mu
 	ctrlAddr  string
@@ -107,11 +108,17 @@ func New(cfg Config) (*Central, error) {
 		budget = min(budget, cfg.MaxConns)
 	}
 	c.lim = connlimit.New(budget)
-	// Each port may take all but an eighth of the budget: a flood of
-	// control connections that never say Hello (5 s each) left no
-	// descriptor for REST, where chat servers register and beat, and the
-	// other way round (abuse sweep, 2026-12-03).
-	share := budget - max(budget/8, 1)
+	// Each port has its share: a flood of control connections that never
+	// say Hello (5 s each) left no descriptor for REST, where chat servers
+	// register and beat, and the other way round (abuse sweep,
+	// 2026-12-03). The shares and an eviction margin add up to the
+	// budget: the ports make room at their caps by evicting, but the
+	// budget refuses outright, so with caps of seven eighths each, idle
+	// REST connections filling the control port's headroom turned its
+	// eviction into refusal (review, 2026-12-03). REST, which evicts
+	// too, takes an eighth.
+	restShare := max(budget/8, 1)
+	share := max(budget-restShare-connlimit.EvictionMargin(budget), 1)
 	c.ctrlPort = c.lim.Port(cfg.MaxConnsPerSource).Capped(share)
 	ln, err := net.Listen("tcp", cfg.RESTListen)
 	if err != nil {
@@ -121,7 +128,7 @@ func New(cfg Config) (*Central, error) {
 	// A REST connection not serving a request (new, trickling its
 	// headers, or idle between requests) gives way to a newer one at a
 	// full cap, as a control connection that has not said Hello does.
-	ln = c.lim.Port(cfg.MaxConnsPerSource).Capped(share).NewcomerListener(ln, 1)
+	ln = c.lim.Port(cfg.MaxConnsPerSource).Capped(restShare).NewcomerListener(ln, 1)
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	} else {

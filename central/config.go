@@ -115,6 +115,10 @@ type Config struct {
 	// offline that are in no room and wait on no request (as SessionGrace
 	// would, only sooner), and is refused when there are none.
 	MaxUsers int
+	// MaxServers bounds the chat servers Central holds, down ones included
+	// (0: no bound). Past it a registration of a new id makes Central
+	// forget the server down longest, and is refused when none is down.
+	MaxServers int
 
 	// Multicore runs the control port on one gnet event loop per CPU.
 	Multicore bool
@@ -155,6 +159,7 @@ func DefaultConfig() Config {
 		RegisterRate:      200,
 		RegisterBurst:     2000,
 		MaxUsers:          250_000,
+		MaxServers:        4096,
 		Policy:            selection.DefaultPolicy(),
 		Multicore:         true,
 		MaxConnsPerSource: 2048,
@@ -221,6 +226,7 @@ func (c *Config) Validate() error {
 		bounds.AtLeast("max-conns", c.MaxConns, 0),
 		bounds.AtLeast("max-conns-per-source", c.MaxConnsPerSource, 0),
 		bounds.AtLeast("max-users", c.MaxUsers, 0),
+		bounds.AtLeast("max-servers", c.MaxServers, 0),
 		bounds.Range("ticket-ttl", c.TicketTTL, time.Second, MaxTTL),
 		ticketTTL,
 	)

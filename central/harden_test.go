@@ -391,7 +391,7 @@ func TestControlFloodLeavesRESTItsShare(t *testing.T) {
 	// Dialled one by one until the control port holds its share: the
 	// loops admit what they accept as they get to it, and refuse some
 	// while others wait to be enrolled.
-	share := cfg.MaxConns - cfg.MaxConns/8
+	share := h.c.ctrlPort.Max()
 	testkit.WaitFor(t, 10*time.Second, "the flood to take the control port's share", func() bool {
 		if h.c.lim.InUse() >= share {
 			return true
@@ -613,5 +613,70 @@ func TestRegistrationsBounded(t *testing.T) {
 	var ae *centralapi.Error
 	if !errors.As(err, &ae) || ae.Code != centralapi.CodeFull || ae.Status != http.StatusServiceUnavailable {
 		t.Fatalf("registering past %d connected users: %v, want 503 full", cfg.MaxUsers, err)
+	}
+}
+
+// TestServerRegistrationsBounded: chat server registrations are rate
+// limited per address, and past MaxServers a new id makes Central forget
+// the server down longest, or is refused with full. (Before: a Central
+// without a secret took any number of made-up servers from one address,
+// announcing each to every client, which probed it.)
+func TestServerRegistrationsBounded(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxServers = 4
+	cfg.OfflineAfter = 300 * time.Millisecond
+	h := startCentral(t, cfg)
+	reg := func(id string) error {
+		_, err := h.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: id, Addr: "127.0.0.1:1"})
+		return err
+	}
+	if err := reg("old"); err != nil {
+		t.Fatal(err)
+	}
+	// old never beats: it goes down.
+	testkit.WaitFor(t, 10*time.Second, "old to go down", func() bool {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		return h.c.srvByID["old"].rec.Down
+	})
+	var ae *centralapi.Error
+	for i := range 3 {
+		if err := reg(fmt.Sprintf("s%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := reg("s3"); err != nil {
+		t.Fatalf("a fifth server, one of four down: %v", err)
+	}
+	h.c.mu.Lock()
+	_, kept := h.c.srvByID["old"]
+	h.c.mu.Unlock()
+	if kept {
+		t.Fatal("the down server was kept past MaxServers")
+	}
+	// The live ones beat, so none is down now.
+	for i := range 4 {
+		id := fmt.Sprintf("s%d", i)
+		h.c.mu.Lock()
+		h.c.srvByID[id].rec.LastSeen = h.c.now().Add(time.Hour)
+		h.c.mu.Unlock()
+	}
+	if err := reg("s4"); !errors.As(err, &ae) || ae.Code != centralapi.CodeFull {
+		t.Fatalf("a fifth live server: %v, want 503 full", err)
+	}
+	// The rate: a burst of serverRegisterBurst from one address, then 429.
+	cfg2 := testConfig(t)
+	h2 := startCentral(t, cfg2)
+	refused := 0
+	for i := range serverRegisterBurst + 8 {
+		_, err := h2.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: fmt.Sprintf("x%d", i), Addr: "127.0.0.1:1"})
+		if errors.As(err, &ae) && ae.Code == centralapi.CodeRateLimited {
+			refused++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if refused < 4 {
+		t.Fatalf("%d of %d registrations from one address refused for the rate, want at least 4", refused, serverRegisterBurst+8)
 	}
 }

@@ -561,6 +561,14 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	}
 	c.mu.Lock()
 	now := c.now()
+	// Per address, as client registrations are: where Central runs open
+	// (no secret, no client CA) anyone may register servers, and each
+	// one is announced to every client, which probes it.
+	if !c.srvLimit.allow(sourceIP(r), now, serverRegisterRate, serverRegisterBurst) {
+		c.mu.Unlock()
+		return 0, nil, errf(http.StatusTooManyRequests, centralapi.CodeRateLimited,
+			"too many chat server registrations from your address: Central takes %d at once and %g a second after that from one address; try again shortly", serverRegisterBurst, serverRegisterRate)
+	}
 	s := c.srvByID[in.ID]
 	// A live server's id is its own: another holder of the cluster secret
 	// may not take it over, re-address it or reset its token, not even at
@@ -583,6 +591,11 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 					"server id %q is taken as %q by a live server (ids that differ only in case are one id); pick another id", in.ID, id)
 			}
 		}
+	}
+	if s == nil && c.cfg.MaxServers > 0 && len(c.srvByID) >= c.cfg.MaxServers && !c.forgetDownServerLocked() {
+		c.mu.Unlock()
+		return 0, nil, errf(http.StatusServiceUnavailable, centralapi.CodeFull,
+			"Central holds its maximum of %d chat servers, none of them down; deregister one first", c.cfg.MaxServers)
 	}
 	rec := store.Server{ID: in.ID, Addr: in.Addr, MaxRooms: in.MaxRooms, MaxConns: in.MaxConns, Registered: now, LastSeen: now}
 	if s == nil {
@@ -692,6 +705,16 @@ func (c *Central) deregisterServer(r *http.Request) (int, any, *apiError) {
 		c.mu.Unlock()
 		return 0, nil, errf(http.StatusNotFound, centralapi.CodeUnknownServer, "server %q was deregistered meanwhile", s.rec.ID)
 	}
+	c.dropServerLocked(s)
+	c.mu.Unlock()
+	c.log.Info("chat server deregistered", "server", s.rec.ID)
+	c.kickScan()
+	return http.StatusNoContent, nil, nil
+}
+
+// dropServerLocked forgets s, as its deregistration does; its rooms move
+// at the next scan.
+func (c *Central) dropServerLocked(s *serverRec) {
 	s.gone = true
 	c.announceLocked(s, proto.ServerDown)
 	delete(c.srvByID, s.rec.ID)
@@ -701,11 +724,33 @@ func (c *Central) deregisterServer(r *http.Request) (int, any, *apiError) {
 	}
 	c.compactLocked()
 	c.syncSelLocked()
-	c.mu.Unlock()
-	c.log.Info("chat server deregistered", "server", s.rec.ID)
-	c.kickScan()
-	return http.StatusNoContent, nil, nil
 }
+
+// forgetDownServerLocked makes room for a server past MaxServers by
+// forgetting the one down longest (a down server comes back only by
+// registering again), and reports false when none is down.
+func (c *Central) forgetDownServerLocked() bool {
+	var old *serverRec
+	for _, s := range c.srvByID {
+		if s.rec.Down && (old == nil || s.rec.LastSeen.Before(old.rec.LastSeen)) {
+			old = s
+		}
+	}
+	if old == nil {
+		return false
+	}
+	c.log.Warn("chat server forgotten: Central holds its maximum of servers", "server", old.rec.ID, "down_since", old.rec.LastSeen, "max", c.cfg.MaxServers)
+	c.dropServerLocked(old)
+	return true
+}
+
+// Server registrations one source address may make: a burst enough for a
+// host of chat servers registering at once (after a Central restart),
+// then a few a second.
+const (
+	serverRegisterRate  = 2.0
+	serverRegisterBurst = 64
+)
 
 func (c *Central) listServers(r *http.Request) (int, any, *apiError) {
 	all := r.URL.Query().Get("all")

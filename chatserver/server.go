@@ -112,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 	// connection that has not said Hello (guard.go) instead of refusing
 	// it; the margin covers connections being handed to the loops and
 	// evicted ones not yet closed.
-	s.port = s.lim.Port(cfg.MaxConnsPerSource).Capped(min(cfg.MaxConns, budget-max(budget/16, 2*connlimit.Backlog)))
+	s.port = s.lim.Port(cfg.MaxConnsPerSource).Capped(min(cfg.MaxConns, budget-connlimit.EvictionMargin(budget)))
 	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(cfg.Loops),

@@ -190,7 +190,11 @@ func (p *Port) acquire(addr net.Addr, cost int, evict func(), capped bool) (*New
 	ip, hasIP := sourceOf(addr)
 	hasIP = hasIP && p.perSrc > 0
 	p.mu.Lock()
-	overPort := p.n.Add(n) > p.max && p.max > 0 && capped
+	// A handshake (not capped) past the port's cap still makes room by
+	// evicting where it can: otherwise handshakes piled up past the cap
+	// to the budget, where nothing is evicted and every newcomer was
+	// refused (review, 2026-12-03).
+	overPort := p.n.Add(n) > p.max && p.max > 0
 	overSrc := hasIP && p.src[ip] >= p.perSrc
 	var out *Newcomer
 	if overPort || overSrc {
@@ -199,13 +203,17 @@ func (p *Port) acquire(addr net.Addr, cost int, evict func(), capped bool) (*New
 		if overSrc {
 			from = p.bySrc[ip]
 		}
-		if evict == nil || from == nil || from.Len() == 0 {
+		switch {
+		case evict != nil && from != nil && from.Len() > 0:
+			out = from.Front().Value.(*Newcomer)
+			out.done = true
+			p.unlistLocked(out)
+		case overSrc || capped:
 			p.mu.Unlock()
 			return nil, p.refuse(n, true)
 		}
-		out = from.Front().Value.(*Newcomer)
-		out.done = true
-		p.unlistLocked(out)
+		// Else a handshake past the port's cap with nothing to evict:
+		// admitted, and capped once it is on a loop (AcquireHandshake).
 	}
 	if hasIP {
 		p.src[ip]++

@@ -44,9 +44,11 @@ func (p *Port) AcquireNew(addr net.Addr, cost int, evict func()) (*Newcomer, boo
 	return p.acquire(addr, cost, evict, true)
 }
 
-// AcquireHandshake is AcquireNew without the port's cap, for a connection
-// that is admitted again, capped, once a handshake is done (a TLS one),
-// and can be told then why it is refused. It still counts toward the cap.
+// AcquireHandshake is AcquireNew for a connection that is admitted again,
+// capped, once a handshake is done (a TLS one), and can be told then why
+// it is refused: past the port's cap it evicts a newcomer if there is one,
+// and is admitted all the same if there is none. The per-source cap and
+// the budget refuse it as they refuse any.
 func (p *Port) AcquireHandshake(addr net.Addr, cost int, evict func()) (*Newcomer, bool) {
 	return p.acquire(addr, cost, evict, false)
 }
@@ -162,3 +164,15 @@ func (p *Port) NewcomerListener(ln net.Listener, cost int) net.Listener {
 
 // Settle takes c off the port's newcomers: it has shown who it is.
 func (c *conn) Settle() { c.nc.Done() }
+
+// EvictionMargin is how much of a budget to leave above the caps of the
+// ports that evict (AcquireNew), for connections evicted or being handed
+// to the event loops but not yet closed: a sixteenth, at least 2*Backlog,
+// never more than a quarter, so that a small budget keeps a cap (0 would
+// be none, and then the budget, which never evicts, refuses first).
+func EvictionMargin(budget int) int {
+	return min(max(budget/16, 2*Backlog), budget/4)
+}
+
+// Max returns p's cap (0: none).
+func (p *Port) Max() int { return int(p.max) }

@@ -105,3 +105,40 @@ func TestNewcomerHoldAndRelist(t *testing.T) {
 		t.Fatalf("newcomers %d, want 2 (a, d)", got)
 	}
 }
+
+// TestHandshakesEvictPastThePortCap: a handshake is admitted past the
+// port's cap, but evicts the oldest newcomer when there is one, so that
+// handshakes cannot pile up to the budget, where nothing is evicted and
+// every newcomer is refused (review, 2026-12-03).
+func TestHandshakesEvictPastThePortCap(t *testing.T) {
+	l := New(10)
+	p := l.Port(0).Capped(4)
+	evicted := 0
+	for i := range 10 {
+		addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i)), Port: 1}
+		if _, ok := p.AcquireHandshake(addr, 1, func() { evicted++ }); !ok {
+			t.Fatalf("handshake %d refused", i)
+		}
+	}
+	if evicted != 6 {
+		t.Fatalf("10 handshakes at a port cap of 4: %d evicted, want 6 (they filled the budget: %d of %d)", evicted, l.InUse(), l.Max())
+	}
+	// With nothing to evict, a handshake past the cap is still admitted.
+	q := New(10).Port(0).Capped(1)
+	nc, _ := q.AcquireNew(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1, func() {})
+	nc.Done()
+	if _, ok := q.AcquireHandshake(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, 1, func() { t.Error("evicted a settled one") }); !ok {
+		t.Fatal("handshake refused past the cap with nothing to evict")
+	}
+}
+
+// TestEvictionMarginLeavesACap: a port capped at budget less the margin
+// keeps a positive cap at every budget (review, 2026-12-03: budget-max(budget/16,
+// 256) was <= 0, no cap at all, for budgets up to 256).
+func TestEvictionMarginLeavesACap(t *testing.T) {
+	for _, b := range []int{16, 40, 192, 256, 384, 1536, 18848, 1 << 20} {
+		if m := EvictionMargin(b); b-m <= 0 || m <= 0 {
+			t.Errorf("budget %d: margin %d leaves cap %d", b, m, b-m)
+		}
+	}
+}
