@@ -60,7 +60,7 @@ flags:
 	}
 	def := client.DefaultConfig()
 	fs.StringVar(&f.name, "name", "", "user `name` (the terminal client asks when empty; required with -bot)")
-	fs.StringVar(&f.central, "central", envOr("NEARCHAT_CENTRAL", def.Central), "Central's REST `address`, or several Central replicas' comma-separated (default $NEARCHAT_CENTRAL, else "+def.Central+")")
+	fs.StringVar(&f.central, "central", envOr("NEARCHAT_CENTRAL", def.Central), "Central's REST `address`, or several Central replicas' comma-separated; $NEARCHAT_CENTRAL when set")
 	fs.StringVar(&f.control, "control", "", "Central's control port `address`, or one per replica comma-separated (default: learned from Central, the same port on each replica's host)")
 	fs.StringVar(&f.token, "token", os.Getenv("NEARCHAT_TOKEN"), "session `token` from an earlier run, to get the same identity back (default $NEARCHAT_TOKEN)")
 	fs.StringVar(&f.emulate, "emulate-rtt", "", "emulate round-trip times to chat servers, e.g. `serv1=40ms,serv3=60ms` (delay added in both directions, for demos on one machine)")
@@ -95,7 +95,11 @@ flags:
 			}
 		})
 		if len(botOnly) > 0 {
-			return nil, fmt.Errorf("%s only work with -bot; the terminal client asks whom to chat with", strings.Join(botOnly, ", "))
+			verb := "work"
+			if len(botOnly) == 1 {
+				verb = "works"
+			}
+			return nil, fmt.Errorf("%s only %s with -bot; the terminal client asks whom to chat with", strings.Join(botOnly, ", "), verb)
 		}
 	}
 	if f.bot {

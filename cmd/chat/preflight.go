@@ -44,6 +44,12 @@ func preflight(ctx context.Context, f *flags) error {
 	defer cancel()
 	h, err := api.Health(hctx)
 	if err != nil {
+		if framedAnswer(err, f.tls != nil) && !strings.Contains(f.central, ",") {
+			// Central's control port or a chat server: a Hello tells which.
+			if w, _ := hello(hctx, f.central, f.tls); w != nil && w.Server != proto.CentralName {
+				return fmt.Errorf("%s is chat server %q, not Central's REST API: give Central's REST address with -central or NEARCHAT_CENTRAL", f.central, w.Server)
+			}
+		}
 		return explainCentral(f.central, f.tls != nil, err)
 	}
 	if f.control == "" {
@@ -97,7 +103,7 @@ func explainCentral(addr string, useTLS bool, err error) error {
 		return fmt.Errorf("Central's certificate is not valid for %q: %v; use the host name the certificate was made for", centralHost(addr), hn)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("Central at %s is not reachable (connection refused). Is it running? Give its REST address with -central or NEARCHAT_CENTRAL", addr)
-	case strings.Contains(msg, "malformed HTTP") || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) && !useTLS:
+	case framedAnswer(err, useTLS):
 		return fmt.Errorf("%s answers, but not as Central's REST API: it looks like Central's control port. Give the REST port with -central (the control port is learned from Central)", addr)
 	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "Client.Timeout"):
 		return fmt.Errorf("Central at %s did not answer within 5 s: check the address (-central or NEARCHAT_CENTRAL) and the network", addr)
@@ -109,6 +115,47 @@ func explainCentral(addr string, useTLS bool, err error) error {
 		return fmt.Errorf("Central at %s is not reachable (%v): check -central or NEARCHAT_CENTRAL", addr, ne.Err)
 	}
 	return fmt.Errorf("cannot reach Central at %s: %v", addr, err)
+}
+
+// framedAnswer reports whether err is what an HTTP request to a port of
+// nearchat's framed protocol gets: an answer that is not HTTP, or a close.
+func framedAnswer(err error, useTLS bool) bool {
+	return strings.Contains(err.Error(), "malformed HTTP") || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) && !useTLS
+}
+
+// hello says Hello to the framed-protocol port at addr and returns its
+// Welcome (nil, and the frame's error or nil, for any other answer).
+func hello(ctx context.Context, addr string, tc *tls.Config) (*proto.Welcome, error) {
+	d := &net.Dialer{}
+	var conn net.Conn
+	var err error
+	if tc != nil {
+		conn, err = (&tlsconfig.Dialer{Base: d, Config: tc}).DialContext(ctx, "tcp", addr)
+	} else {
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	b, err := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: "chat/1"})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Write(b); err != nil {
+		return nil, err
+	}
+	t, body, err := wire.NewReader(conn, wire.MaxFrame).Next()
+	if err != nil {
+		return nil, err
+	}
+	m, err := proto.Decode(t, body)
+	if err != nil {
+		return nil, err
+	}
+	w, _ := m.(*proto.Welcome)
+	return w, nil
 }
 
 // checkControl makes sure -control, when given, is Central's control port:

@@ -58,6 +58,7 @@ func closedPort(t *testing.T) string {
 func TestStartupErrors(t *testing.T) {
 	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
 	plain := startCluster(t)
+	serv9 := plain.startServer("serv9", 0)
 	tlsCen, ca := startTLSCentral(t)
 	dead := closedPort(t)
 	tests := []struct {
@@ -78,12 +79,16 @@ func TestStartupErrors(t *testing.T) {
 			dead + " is not reachable"},
 		{"control port given as -central", nil, []string{"-central", plain.ctrl},
 			"it looks like Central's control port"},
+		{"chat server given as -central", nil, []string{"-central", serv9},
+			serv9 + ` is chat server "serv9", not Central's REST API`},
 		{"REST port given as -control", nil, []string{"-central", plain.rest, "-control", plain.rest},
 			"refused our Hello: this is Central's REST port, which speaks HTTP; nearchat's framed protocol goes to its control port, " + plain.ctrl},
 		{"nothing on -control", nil, []string{"-central", plain.rest, "-control", dead},
 			"control port " + dead + " is not reachable"},
 		{"bot flags without -bot", nil, []string{"-peer", "dave", "-rate", "3"},
 			"-peer, -rate only work with -bot"},
+		{"one bot flag without -bot", nil, []string{"-accept"},
+			"-accept only works with -bot"},
 		{"bot asking itself", nil, []string{"-bot", "-name", "x9", "-peer", "x9"},
 			"that is the bot itself"},
 		{"non-ASCII bot name", nil, []string{"-bot", "-name", "zoë", "-accept"},

@@ -68,8 +68,9 @@ func startCluster(t *testing.T) *cluster {
 	return &cluster{t: t, rest: cen.RESTAddr(), ctrl: cen.ControlAddr(), delays: &delaynet.Delays{}}
 }
 
-// startServer runs chat server id; in-process peers see rtt to it.
-func (c *cluster) startServer(id string, rtt time.Duration) {
+// startServer runs chat server id, and returns its address; in-process
+// peers see rtt to it.
+func (c *cluster) startServer(id string, rtt time.Duration) string {
 	c.t.Helper()
 	cfg := chatserver.DefaultConfig()
 	cfg.Listen, cfg.ID, cfg.Loops = "127.0.0.1:0", id, 1
@@ -84,6 +85,7 @@ func (c *cluster) startServer(id string, rtt time.Duration) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.Run(ctx) }()
 	c.t.Cleanup(func() { cancel(); <-done })
+	return s.Addr()
 }
 
 // peer is a user driven by the test through the client library.

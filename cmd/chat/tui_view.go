@@ -167,7 +167,10 @@ func (m *model) viewMenu() ([]row, string) {
 	}
 	body = append(body, row{}, row{text: "  " + m.probeLine(), st: stDim})
 	if m.token != "" {
-		body = append(body, row{}, row{text: "  To take your name back after a crash: -token " + m.token, st: stDim})
+		// On a line of its own: 64 hex digits behind the sentence did
+		// not fit 80 or 100 columns, and a cut token is no use.
+		body = append(body, row{}, row{text: "  To take your name back after a crash, start with -token", st: stDim},
+			row{text: "  " + m.token, st: stDim})
 	}
 	hint := "Up/Down or k/j: move · Enter: choose · q: quit"
 	if m.confirmQuit {

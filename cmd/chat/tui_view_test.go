@@ -67,6 +67,9 @@ func TestViewScreens(t *testing.T) {
 		{"name prompt", nil, []string{"Your user name:", "Enter: continue"}, 6},
 		{"name taken", seq(keysOf("bob"), codeKey(keyEnter), registeredMsg{name: "bob", online: true, err: fmt.Errorf("x: %w", errTaken())}), []string{`"bob" is taken`}, 6},
 		{"menu", inMenu(), []string{"> Begin a chat", "View chat requests (0)", "Quit", "alice · online"}, -1},
+		// The whole token, which 80 columns cut after "-token " (bug).
+		{"menu shows the whole token", seq(keysOf("alice"), codeKey(keyEnter), registeredMsg{name: "alice", token: strings.Repeat("0123456789abcdef", 4)}, reportedMsg{}, client.Connected{}),
+			[]string{"start with -token", "  " + strings.Repeat("0123456789abcdef", 4)}, -1},
 		{"menu with requests", seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}), []string{"View chat requests (1)", "chat request from carol"}, -1},
 		{"menu with probes", seq(inMenu(), probeMsg{rtt: map[string]time.Duration{"serv3": 60 * time.Millisecond, "serv1": 40 * time.Millisecond}}), []string{"RTT: serv1 40 ms · serv3 60 ms"}, -1},
 		{"begin with status stream", seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
