@@ -75,6 +75,8 @@ type Central struct {
 	ctrl      *control
 	regLimit  sourceBuckets    // registrations per source address, guarded by mu
 	srvLimit  sourceBuckets    // server registrations per source address, guarded by mu
+	listLimit sourceBuckets    // listings per source address, guarded by mu
+	listAll   bucket           // listings in all, guarded by mu
 	checks    bucket           // ticket verifications, every report's; guarded by mu
 	folded    map[string]*user // users by case-folded name, guarded by mu
 	ctrlAddr  string

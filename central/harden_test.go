@@ -680,3 +680,69 @@ func TestServerRegistrationsBounded(t *testing.T) {
 		t.Fatalf("%d of %d registrations from one address refused for the rate, want at least 4", refused, serverRegisterBurst+8)
 	}
 }
+
+// TestUnjoinedRoomsBounded: rooms that nobody joins on their chat server
+// (pairs of users forming rooms and never joining them filled every
+// server's quota in 100 s, and no new chat could start) count toward a
+// server's capacity only until its next heartbeat, at most maxUnjoined of
+// them per user, and they close AssignGiveUp after their placement.
+func TestUnjoinedRoomsBounded(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.AssignGiveUp = 2 * time.Second
+	cfg.RoomTTL = 4 * time.Second // expiry runs every second
+	h := startCentral(t, cfg)
+	e := wiretest.EchoServer(t, 0, nil)
+	reg, err := h.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.Addr(), MaxRooms: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := func(name string) *ctl {
+		k, s := h.connect(t, name)
+		h.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10)})
+		return k
+	}
+	a := user("a")
+	chat(t, a, user("b0"))
+	// serv1 (max 1 room) is full with a room nobody joined...
+	c := user("c")
+	c.send(&proto.Request{To: []string{"a"}})
+	c.expectStatus(proto.AckConn)
+	c.expectStatus(proto.ReqSent)
+	in := expect[*proto.Incoming](a, skipAwaiting)
+	a.send(&proto.Answer{Req: in.Req, Accept: true})
+	if st := c.expectStatus(proto.ServerErr); !strings.Contains(st.Detail, "full") {
+		t.Fatalf("a second room on a full server: %q", st.Detail)
+	}
+	a.expectStatus(proto.ServerErr)
+	// ...until its heartbeat says it hosts none.
+	if _, err := h.api.Heartbeat(ctx(t), "serv1", reg.Token, centralapi.HeartbeatRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < maxUnjoined; i++ {
+		chat(t, a, user(fmt.Sprintf("b%d", i)))
+		if _, err := h.api.Heartbeat(ctx(t), "serv1", reg.Token, centralapi.HeartbeatRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a is in maxUnjoined rooms nobody joined: no more, either way.
+	a.send(&proto.Request{To: []string{"c"}})
+	a.expectStatus(proto.AckConn)
+	if st := a.expectStatus(proto.ReqDeclined); !strings.Contains(st.Detail, "no member has joined") {
+		t.Fatalf("a fifth room: %q", st.Detail)
+	}
+	c.send(&proto.Request{To: []string{"a"}})
+	c.expectStatus(proto.AckConn)
+	if st := c.expectStatus(proto.ReqDeclined); !strings.Contains(st.Detail, "no member has joined") {
+		t.Fatalf("inviting a: %q", st.Detail)
+	}
+	// Nobody joins: the rooms close, their members told.
+	closed := 0
+	for closed < maxUnjoined {
+		m := expect[*proto.RoomClosed](a, func(m wire.Message) bool { return skipAwaiting(m) || m.FrameType() == proto.TAssign })
+		if !strings.Contains(m.Reason, "no member joined") {
+			t.Fatalf("room closed: %q", m.Reason)
+		}
+		closed++
+	}
+	chat(t, a, c)
+}

@@ -167,6 +167,7 @@ func (c *Central) applyMoveLocked(mv move, now time.Time) {
 	}
 	r.srv = to
 	to.assigned++
+	to.fresh++
 	c.sel[to.idx].Full = to.full()
 	r.epoch = c.nextEpoch(r, now)
 	r.lastMove = now
@@ -548,7 +549,7 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 			continue
 		}
 		if r == nil {
-			r = &room{id: h.Room, srv: c.srvByID[h.Server], epoch: h.Epoch, created: now, lastMove: now, adopted: true, members: []*user{u}}
+			r = &room{id: h.Room, srv: c.srvByID[h.Server], epoch: h.Epoch, created: now, lastMove: now, adopted: true, joined: true, members: []*user{u}}
 			if r.srv == nil {
 				r.lostSrv = h.Server
 			}
@@ -686,6 +687,10 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 	c.probeLocked(s)
 }
 
+// recheckGap is the least time between two of Central's echo checks of
+// one server that answered the first.
+const recheckGap = 250 * time.Millisecond
+
 // probeTimeout is how long Central's check of s may take: ProbeTimeout,
 // or, if longer, twice Central's last echo of s (which spans three round
 // trips: connect, Hello, Ping) or four times the RTT to s that its
@@ -781,6 +786,25 @@ func (c *Central) probeLocked(s *serverRec) {
 	if s.probing || s.rec.Down || s.gone {
 		return
 	}
+	if since := time.Since(s.answeredAt); since < recheckGap {
+		// The server answered a check a moment ago: one more, when
+		// recheckGap has passed, answers the reports that came meanwhile.
+		// A check for every report let members have Central dial a server
+		// (or, where it runs open, any address named as one) dozens of
+		// times a second, each logged (abuse sweep, 2026-12-03).
+		if !s.recheck {
+			s.recheck = true
+			time.AfterFunc(recheckGap-since, func() {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				s.recheck = false
+				if c.ctx.Err() == nil && c.srvByID[s.rec.ID] == s && (len(s.reporters) > 0 || s.lapsed) {
+					c.probeLocked(s)
+				}
+			})
+		}
+		return
+	}
 	s.probing = true
 	addr, id := s.rec.Addr, s.rec.ID
 	timeout, connTimeout := c.probeTimeoutLocked(s), c.connectTimeoutLocked(s)
@@ -809,6 +833,7 @@ func (c *Central) probeLocked(s *serverRec) {
 		case c.ctx.Err() != nil || c.srvByID[id] != s:
 		case err == nil:
 			s.echoRTT = echoTook
+			s.answeredAt = time.Now()
 			s.suspectAt = time.Time{}
 			s.lapsed = false // alive: its heartbeats (or OfflineAfter) decide
 			for rep, silent := range s.reporters {

@@ -633,3 +633,39 @@ func TestStarvedCentralKeepsLiveServer(t *testing.T) {
 		t.Fatalf("only %d checks ran in 60 s", checks)
 	}
 }
+
+// TestReportsCoalesceChecks: reports that a live server is unreachable,
+// from two members for a second, make Central check it at most once per
+// recheckGap, and every reporter is answered. (Before: a check per
+// report, each a connection to the server and a log line; an abuse sweep
+// made 37 a second.)
+func TestReportsCoalesceChecks(t *testing.T) {
+	h, _, a, b, room := roomOnServer1(t, testConfig(t))
+	start := time.Now()
+	sent := 0
+	for time.Since(start) < time.Second {
+		for _, k := range []*ctl{a, b} {
+			k.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: 1})
+		}
+		sent += 2
+		time.Sleep(40 * time.Millisecond) // pacing the reports, within the members' rate
+	}
+	el := time.Since(start)
+	testkit.WaitFor(t, 5*time.Second, "the last due check", func() bool {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		return !h.c.srvByID["serv1"].recheck && !h.c.srvByID["serv1"].probing
+	})
+	h.c.mu.Lock()
+	checks := h.c.srvByID["serv1"].checks
+	h.c.mu.Unlock()
+	t.Logf("%d checks for %d reports in %v", checks, sent, el)
+	if max := 2 + int(el/recheckGap); checks > max {
+		t.Fatalf("%d checks for %d reports in %v, want at most %d", checks, sent, el, max)
+	}
+	for _, k := range []*ctl{a, b} {
+		if as := expect[*proto.Assign](k, nil); as.Reason != "current placement" {
+			t.Fatalf("%s: %+v", k.name, as)
+		}
+	}
+}

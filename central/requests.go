@@ -3,6 +3,7 @@ package central
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -46,6 +47,12 @@ func (c *Central) statusLocked(u *user, req string, code proto.StatusCode, detai
 // renewed (abuse probe, 2026-12-01). Past it a request is declined.
 const maxPendingPerUser = 32
 
+// maxPendingPerSource bounds the requests pending for one user from users
+// registered from one address: 32 users of one attacker, each renewing its
+// request as it timed out, kept every other request to a user who answers
+// by hand declined, for as long as they liked (abuse sweep, 2026-12-03).
+const maxPendingPerSource = 4
+
 // maxRoomsPerUser bounds the rooms one user may be in: no request that
 // would add one more is made. A client states every room it holds in one
 // Holding frame, which must stay under the frame limit (with tickets, about
@@ -88,6 +95,11 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 		c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("you are in %d rooms, the most one user may be in: leave one first", len(u.rooms)), "")
 		return
 	}
+	if n := u.unjoined(); n >= maxUnjoined {
+		c.countRequest(proto.ReqDeclined)
+		c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("you are in %d rooms that no member has joined on a chat server yet: join or leave one first", n), "")
+		return
+	}
 	if len(m.To) == 0 {
 		invalid("nobody to invite")
 		return
@@ -128,6 +140,14 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 			c.countRequest(proto.ReqDeclined)
 			c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("user %s is in %d rooms, the most one user may be in", to, len(v.rooms)), "")
 			return
+		case v.unjoined() >= maxUnjoined:
+			c.countRequest(proto.ReqDeclined)
+			c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("user %s is in %d rooms that no member has joined yet; try again later", to, maxUnjoined), "")
+			return
+		case u.src.IsValid() && pendingFrom(v, u.src) >= maxPendingPerSource:
+			c.countRequest(proto.ReqDeclined)
+			c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("user %s has %d requests pending from users of your address; try again later", to, maxPendingPerSource), "")
+			return
 		case len(v.reqs) >= maxPendingPerUser:
 			c.countRequest(proto.ReqDeclined)
 			c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("user %s has %d requests pending; try again later", to, len(v.reqs)), "")
@@ -163,6 +183,18 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 		detail = "told when they reconnect: " + strings.Join(later, ", ")
 	}
 	c.statusLocked(u, id, proto.ReqSent, detail, "")
+}
+
+// pendingFrom counts the requests v is asked to answer that come from
+// users registered from src.
+func pendingFrom(v *user, src netip.Addr) int {
+	n := 0
+	for q := range v.reqs {
+		if q.from != v && q.from.src == src {
+			n++
+		}
+	}
+	return n
 }
 
 func (c *Central) incomingLocked(v *user, q *request) {

@@ -2,6 +2,7 @@ package central
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -358,6 +359,7 @@ func TestPendingRequestsPerUserBounded(t *testing.T) {
 	victim := w.user(t, "victim")
 	for i := range maxPendingPerUser + 5 {
 		a := w.user(t, fmt.Sprintf("spam%02d", i))
+		w.from(fmt.Sprintf("spam%02d", i), byte(i)) // many addresses: maxPendingPerSource is its own test
 		a.send(&proto.Request{To: []string{"victim"}})
 		a.expectStatus(proto.AckConn)
 		if i < maxPendingPerUser {
@@ -388,7 +390,7 @@ func TestRoomsPerUserBounded(t *testing.T) {
 	w.c.mu.Lock()
 	v := w.c.users["victim"]
 	for range maxRoomsPerUser {
-		v.rooms[&room{}] = struct{}{} // stand-ins: only their number counts here
+		v.rooms[&room{joined: true}] = struct{}{} // stand-ins: only their number counts here
 	}
 	w.c.mu.Unlock()
 	a.send(&proto.Request{To: []string{"victim"}})
@@ -413,5 +415,40 @@ func TestRoomsPerUserBounded(t *testing.T) {
 	a.expectStatus(proto.ReqSent)
 	if in := expect[*proto.Incoming](victim, nil); in.From != "alice" {
 		t.Fatalf("incoming %+v", in)
+	}
+}
+
+// from makes name a user registered from 10.0.0.i.
+func (w *world) from(name string, i byte) {
+	w.c.mu.Lock()
+	w.c.users[name].src = netip.AddrFrom4([4]byte{10, 0, 0, i})
+	w.c.mu.Unlock()
+}
+
+// TestPendingRequestsPerSourceBounded: users of one address keep at most
+// maxPendingPerSource requests pending for one user, so that a few dozen
+// accounts renewing theirs cannot keep everyone else's declined.
+func TestPendingRequestsPerSourceBounded(t *testing.T) {
+	w := newWorld(t, nil)
+	victim := w.user(t, "victim")
+	for i := range maxPendingPerSource + 2 {
+		a := w.user(t, fmt.Sprintf("spam%d", i)) // all from 127.0.0.1
+		a.send(&proto.Request{To: []string{"victim"}})
+		a.expectStatus(proto.AckConn)
+		if i < maxPendingPerSource {
+			a.expectStatus(proto.ReqSent)
+			continue
+		}
+		if st := a.expectStatus(proto.ReqDeclined); !strings.Contains(st.Detail, "from users of your address") {
+			t.Fatalf("request %d declined with %q", i+1, st.Detail)
+		}
+	}
+	friend := w.user(t, "friend")
+	w.from("friend", 7)
+	friend.send(&proto.Request{To: []string{"victim"}})
+	friend.expectStatus(proto.AckConn)
+	friend.expectStatus(proto.ReqSent)
+	for range maxPendingPerSource + 1 {
+		expect[*proto.Incoming](victim, nil)
 	}
 }

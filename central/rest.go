@@ -296,6 +296,7 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 		u.token, u.reg, u.offlineSince = token, now, now
 		c.tokens[token] = u
 	}
+	u.src = sourceKey(sourceIP(r))
 	c.storeErr("put user", c.st.PutUser(u.record()))
 	c.log.Info("client registered", "user", u.name)
 	return http.StatusCreated, centralapi.Session{Name: u.name, Token: u.token}, nil
@@ -335,20 +336,82 @@ func (c *Central) lookupClient(r *http.Request) (int, any, *apiError) {
 // not a dump of a large deployment.
 const maxListed = 500
 
-func (c *Central) onlineClients(*http.Request) (int, any, *apiError) {
+func (c *Central) onlineClients(r *http.Request) (int, any, *apiError) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := centralapi.ClientList{Clients: []string{}}
-	for _, u := range c.users {
-		if u.sess != nil && !u.placeholder() {
-			out.Clients = append(out.Clients, u.name)
-		}
+	if e := c.listAllowedLocked(r); e != nil {
+		return 0, nil, e
 	}
-	slices.Sort(out.Clients)
-	if len(out.Clients) > maxListed {
-		out.Clients, out.More = out.Clients[:maxListed], true
+	names := smallest(maxListed+1, func(yield func(string)) {
+		for _, u := range c.users {
+			if u.sess != nil && !u.placeholder() {
+				yield(u.name)
+			}
+		}
+	}, strings.Compare)
+	out := centralapi.ClientList{Clients: names}
+	if len(names) > maxListed {
+		out.Clients, out.More = names[:maxListed], true
 	}
 	return http.StatusOK, out, nil
+}
+
+// Listings walk every user or room under Central's lock: a flood of them
+// held it so long that control connections timed out (abuse sweep,
+// 2026-12-03: 57 ms a room listing at 100,000 rooms, which sorted them
+// all; 167 ms control round trips under a flood of GET /v1/clients at
+// 61,000 users). Both pick their page without sorting everything; the
+// user listing, which needs no credential in any mode, is also limited
+// per address and in all.
+const (
+	listRate, listBurst       = 5, 20  // per address
+	listAllRate, listAllBurst = 40, 80 // all addresses together
+)
+
+// listAllowedLocked takes a user listing's tokens, or says why not.
+func (c *Central) listAllowedLocked(r *http.Request) *apiError {
+	now := c.now()
+	if !c.listLimit.allow(sourceIP(r), now, listRate, listBurst) || !c.listAll.allow(now, listAllRate, listAllBurst) {
+		return errf(http.StatusTooManyRequests, centralapi.CodeRateLimited, "too many listings: Central answers %d a second from one address and %d in all; try again shortly", listRate, listAllRate)
+	}
+	return nil
+}
+
+// smallest returns, sorted, the n smallest of the values seq yields, in
+// O(len * log n) with a bounded max-heap instead of sorting them all.
+func smallest[T any](n int, seq func(func(T)), cmp func(a, b T) int) []T {
+	h := make([]T, 0, n)
+	down := func(i int) {
+		for {
+			l, big := 2*i+1, i
+			if l < len(h) && cmp(h[l], h[big]) > 0 {
+				big = l
+			}
+			if l+1 < len(h) && cmp(h[l+1], h[big]) > 0 {
+				big = l + 1
+			}
+			if big == i {
+				return
+			}
+			h[i], h[big] = h[big], h[i]
+			i = big
+		}
+	}
+	seq(func(v T) {
+		if len(h) < n {
+			h = append(h, v)
+			for i := len(h) - 1; i > 0 && cmp(h[(i-1)/2], h[i]) < 0; i = (i - 1) / 2 {
+				h[i], h[(i-1)/2] = h[(i-1)/2], h[i]
+			}
+			return
+		}
+		if n > 0 && cmp(v, h[0]) < 0 {
+			h[0] = v
+			down(0)
+		}
+	})
+	slices.SortFunc(h, cmp)
+	return h
 }
 
 func (c *Central) deregisterClient(r *http.Request) (int, any, *apiError) {
@@ -644,6 +707,7 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	s.rec.Down, s.lapsed, s.byLease = false, false, false
 	s.rec.LastSeen = now
 	s.rec.Conns, s.rec.Rooms = in.Conns, max(in.Total, len(in.Rooms))
+	s.fresh = 0
 	c.adoptLocked(s, in.Rooms, now)
 	c.heardLocked(s, revived)
 	c.syncSelLocked()
@@ -798,13 +862,13 @@ func (c *Central) listRooms(r *http.Request) (int, any, *apiError) {
 	defer c.mu.Unlock()
 	// One page, so a listing of a large deployment costs each request
 	// (and its answer) a page, not every room.
-	page := make([]*room, 0, min(len(c.rooms), 4*limit))
-	for _, rm := range c.rooms {
-		if rm.id > after {
-			page = append(page, rm)
+	page := smallest(limit+1, func(yield func(*room)) {
+		for _, rm := range c.rooms {
+			if rm.id > after {
+				yield(rm)
+			}
 		}
-	}
-	slices.SortFunc(page, func(a, b *room) int { return strings.Compare(a.id, b.id) })
+	}, func(a, b *room) int { return strings.Compare(a.id, b.id) })
 	out := centralapi.RoomList{Rooms: make([]centralapi.RoomInfo, 0, min(len(page), limit))}
 	if len(page) > limit {
 		page, out.More = page[:limit], true

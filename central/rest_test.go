@@ -589,3 +589,32 @@ func TestLatencyReportsBounded(t *testing.T) {
 		t.Fatalf("a second later: %v", err)
 	}
 }
+
+// TestListingsBounded: user listings are limited per address (they walk
+// every user under Central's lock, and need no credential), and a page
+// of either listing is the smallest names in order, picked without
+// sorting everything.
+func TestListingsBounded(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	limited := 0
+	for range listBurst + 10 {
+		_, err := h.api.OnlineClients(ctx(t))
+		var ae *centralapi.Error
+		if errors.As(err, &ae) && ae.Code == centralapi.CodeRateLimited {
+			limited++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if limited < 5 {
+		t.Fatalf("%d of %d user listings from one address refused for the rate, want at least 5", limited, listBurst+10)
+	}
+	got := smallest(3, func(yield func(int)) {
+		for _, v := range []int{9, 4, 7, 1, 8, 2, 6} {
+			yield(v)
+		}
+	}, func(a, b int) int { return a - b })
+	if fmt.Sprint(got) != "[1 2 4]" {
+		t.Fatalf("smallest 3: %v", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -35,6 +36,9 @@ type user struct {
 	denseLayout uint64
 	denseGen    uint64
 
+	// src is the address (an IPv6 /64) u last registered from, unknown
+	// for users loaded from the store or learnt from a report.
+	src          netip.Addr
 	rooms        map[*room]struct{}
 	reqs         map[*request]struct{}
 	pushes       map[string]*push // by room id
@@ -70,6 +74,9 @@ type serverRec struct {
 	gone     bool
 	probing  bool
 	assigned int // rooms Central placed here
+	// fresh counts the rooms placed here since the server's last
+	// heartbeat, which its report of the rooms it hosts does not show yet.
+	fresh int
 	// token is issued at registration; heartbeats, drain and deregister
 	// for this id must carry it. Kept in memory only: after a Central
 	// restart the server registers again.
@@ -88,6 +95,11 @@ type serverRec struct {
 	byLease bool
 	// echoRTT is how long Central's last successful echo check took.
 	echoRTT time.Duration
+	// answeredAt is when the server last answered Central's echo check
+	// (on the real clock); recheck, that a check is due at recheckGap
+	// after it.
+	answeredAt time.Time
+	recheck    bool
 	// knownAt is when this Central took the server in (registered, or
 	// loaded from the store), knownGen the latGen then: a vector reported
 	// before (a user's latGen not past it) could not name the server.
@@ -105,9 +117,13 @@ type serverRec struct {
 	reporters map[reporter]bool
 }
 
-// full reports whether the server takes no new room.
+// full reports whether the server takes no new room: by the rooms it
+// reported hosting and those placed on it since. Rooms placed that nobody
+// joins count until its next heartbeat only: pairs of users that form
+// rooms and never join them made every server full, and no new chat
+// could start (abuse sweep, 2026-12-03: 100,000 such rooms in 100 s).
 func (s *serverRec) full() bool {
-	rooms := max(s.rec.Rooms, s.assigned)
+	rooms := s.rec.Rooms + s.fresh
 	return (s.rec.MaxRooms > 0 && rooms >= s.rec.MaxRooms) || (s.rec.MaxConns > 0 && s.rec.Conns >= s.rec.MaxConns)
 }
 
@@ -123,7 +139,11 @@ type room struct {
 	created  time.Time
 	lastMove time.Time
 	adopted  bool
-	pos      int // index in c.rooms
+	// joined: a heartbeat of the room's server has reported a member in
+	// it. Until then the room counts toward its members' maxUnjoined,
+	// and expires AssignGiveUp after its placement.
+	joined bool
+	pos    int // index in c.rooms
 	// lostSrv names the server a member or a restarted Central's store
 	// says the room is on while Central does not know that server (srv is
 	// nil): it may register again, or the room is placed afresh once
@@ -471,6 +491,7 @@ func (c *Central) insertRoomLocked(r *room) {
 	}
 	if r.srv != nil {
 		r.srv.assigned++
+		r.srv.fresh++
 	}
 }
 
@@ -574,7 +595,7 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 			if len(members) == 0 {
 				continue
 			}
-			r = &room{id: rep.ID, srv: s, epoch: rep.Epoch, created: now, lastMove: now, adopted: true}
+			r = &room{id: rep.ID, srv: s, epoch: rep.Epoch, created: now, lastMove: now, adopted: true, joined: true}
 			for _, m := range members {
 				r.members = append(r.members, c.userOrPlaceholderLocked(m, now))
 			}
@@ -584,6 +605,9 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 			continue
 		}
 		r.alive = now
+		if r.srv == s && rep.Epoch == r.epoch && len(members) > 0 {
+			r.joined = true
+		}
 		changed := false
 		if rep.Epoch > r.epoch || (r.srv == nil && rep.Epoch == r.epoch) {
 			c.adoptPlacementLocked(r, s, s.rec.ID, rep.Epoch, now)
@@ -633,6 +657,44 @@ func (c *Central) placedOn(s *serverRec, rep *centralapi.RoomReport, now time.Ti
 	cl, err := ticket.Open(c.cfg.TicketKey.Public().(ed25519.PublicKey), rep.Ticket)
 	return err == nil && cl.Room == rep.ID && cl.Server == s.rec.ID && cl.Epoch == rep.Epoch
 }
+
+// expireUnjoinedLocked closes the rooms placed on a server that is up
+// more than AssignGiveUp ago that no heartbeat of it has shown a member
+// in: their members were given the placement, and not one joined. Their
+// members still connected are told.
+func (c *Central) expireUnjoinedLocked(now time.Time) {
+	for i := 0; i < len(c.rooms); {
+		r := c.rooms[i]
+		if r.joined || r.srv == nil || r.srv.rec.Down || r.srv.rec.Draining || now.Sub(r.lastMove) < c.cfg.AssignGiveUp {
+			i++
+			continue
+		}
+		c.log.Info("room closed: no member joined it on its chat server", "room", r.id, "server", r.srv.rec.ID, "placed", now.Sub(r.lastMove).Round(time.Second))
+		for _, u := range r.members {
+			if u.sess != nil {
+				c.sendLocked(u.sess, &proto.RoomClosed{Room: r.id, Reason: "no member joined the room on its chat server in " + c.cfg.AssignGiveUp.String()})
+			}
+		}
+		for len(r.members) > 0 {
+			c.removeMemberLocked(r, r.members[0]) // the last one deletes r, which moves another room to i
+		}
+	}
+}
+
+// unjoined counts u's rooms that no member has joined yet.
+func (u *user) unjoined() int {
+	n := 0
+	for r := range u.rooms {
+		if !r.joined {
+			n++
+		}
+	}
+	return n
+}
+
+// maxUnjoined bounds the rooms a user may be in that nobody has joined
+// yet: enough for a few chats started at once, while their members join.
+const maxUnjoined = 4
 
 // makeRoomForUsersLocked forgets the users longest offline among those
 // that are in no room and wait on no request, an eighth of MaxUsers at
@@ -685,6 +747,7 @@ func (c *Central) expireLocked(now time.Time) {
 			c.removeMemberLocked(r, r.members[0]) // the last one deletes r, which moves another room to i
 		}
 	}
+	c.expireUnjoinedLocked(now)
 	for _, u := range c.users {
 		if u.sess == nil && !u.placeholder() && len(u.rooms) == 0 && len(u.reqs) == 0 && now.Sub(u.offlineSince) >= c.cfg.SessionGrace {
 			c.log.Info("user expired: offline past the session grace", "user", u.name)
