@@ -243,3 +243,39 @@ func TestRestartKeepsOutcomesAndAwaitsMembers(t *testing.T) {
 		t.Fatalf("alice's request to carol: %+v", st)
 	}
 }
+
+// TestRestartKeepsLoadedRoomsJoined: a room loaded from the store is not
+// taken for one nobody joined (whether it was is not stored, and its
+// placement is older than AssignGiveUp): it stays for its members. (The
+// first version of the unjoined-room bound closed every loaded room at
+// the first expiry after a restart or a failover, review 2026-12-03.)
+func TestRestartKeepsLoadedRoomsJoined(t *testing.T) {
+	st := store.NewMemory()
+	cfg := testConfig(t)
+	cfg.Store = st
+	h1 := startCentral(t, cfg)
+	h1.addServer(t, "serv1")
+	a, as := h1.connect(t, "alice")
+	b, bs := h1.connect(t, "bob")
+	for _, s := range []centralapi.Session{as, bs} {
+		h1.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10)})
+	}
+	room := chat(t, a, b)
+	h1.c.Close()
+
+	cfg2 := testConfig(t)
+	cfg2.Store = st
+	cfg2.AssignGiveUp = 500 * time.Millisecond
+	cfg2.RoomTTL = 2 * time.Second // expiry every half second
+	h2 := startCentral(t, cfg2)
+	a2 := h2.connectAs(t, as)
+	h2.connectAs(t, bs)
+	a2.send(&proto.Holding{Rooms: []proto.Held{{Room: room.Room, Server: "serv1", Epoch: room.Epoch}}})
+	deadline := time.Now().Add(2 * time.Second) // four expiry runs
+	for time.Now().Before(deadline) {
+		if _, ok := h2.roomOf(t, room.Room); !ok {
+			t.Fatal("a room loaded from the store was closed as one nobody joined")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -303,7 +303,10 @@ func (c *Central) load() error {
 	}
 	c.roomByID, c.rooms = make(map[string]*room, len(rooms)), make([]*room, 0, len(rooms))
 	for _, rec := range rooms {
-		r := &room{id: rec.ID, srv: c.srvByID[rec.Server], epoch: rec.Epoch, created: rec.Created, lastMove: rec.LastMove, adopted: rec.Adopted}
+		// Whether a member joined is not stored: a loaded room is taken
+		// for joined (it was live), or every one would close as unjoined
+		// at the first expiry after a restart or a failover.
+		r := &room{id: rec.ID, srv: c.srvByID[rec.Server], epoch: rec.Epoch, created: rec.Created, lastMove: rec.LastMove, adopted: rec.Adopted, joined: true}
 		if r.srv == nil {
 			r.lostSrv = rec.Server
 		}
