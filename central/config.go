@@ -115,6 +115,13 @@ type Config struct {
 	// offline that are in no room and wait on no request (as SessionGrace
 	// would, only sooner), and is refused when there are none.
 	MaxUsers int
+	// MaxPendingPerSource bounds the chat requests pending for one user
+	// from users registered from one address (0: no bound): 32 accounts of
+	// one attacker, each renewing its request as it timed out, kept every
+	// other request to a user who answers by hand declined (abuse sweep,
+	// 2026-12-03). Behind a NAT, or a follower replica (whose users the
+	// leader sees registered from its address), raise it.
+	MaxPendingPerSource int
 	// MaxServers bounds the chat servers Central holds, down ones included
 	// (0: no bound). Past it a registration of a new id makes Central
 	// forget the server down longest, and is refused when none is down.
@@ -136,33 +143,34 @@ type Config struct {
 // DefaultConfig returns the paper's defaults on loopback addresses.
 func DefaultConfig() Config {
 	return Config{
-		RESTListen:        "127.0.0.1:8080",
-		ControlListen:     "127.0.0.1:8081",
-		HeartbeatInterval: 3 * time.Second,
-		OfflineAfter:      15 * time.Second,
-		ScanInterval:      4 * time.Second,
-		RequestTimeout:    30 * time.Second,
-		AwaitingEvery:     2 * time.Second,
-		AssignRetry:       time.Second,
-		AssignGiveUp:      2 * time.Minute,
-		SessionGrace:      time.Minute,
-		ReconnectGrace:    5 * time.Second,
-		ProbeTimeout:      250 * time.Millisecond,
-		MaxMembers:        16,
-		MaxOutbound:       1 << 20,
-		ControlIdle:       30 * time.Second,
-		SettleWait:        2 * time.Second,
-		RoomTTL:           10 * time.Minute,
-		TicketTTL:         10 * time.Minute,
-		RequestRate:       1,
-		RequestBurst:      10,
-		RegisterRate:      200,
-		RegisterBurst:     2000,
-		MaxUsers:          250_000,
-		MaxServers:        4096,
-		Policy:            selection.DefaultPolicy(),
-		Multicore:         true,
-		MaxConnsPerSource: 2048,
+		RESTListen:          "127.0.0.1:8080",
+		ControlListen:       "127.0.0.1:8081",
+		HeartbeatInterval:   3 * time.Second,
+		OfflineAfter:        15 * time.Second,
+		ScanInterval:        4 * time.Second,
+		RequestTimeout:      30 * time.Second,
+		AwaitingEvery:       2 * time.Second,
+		AssignRetry:         time.Second,
+		AssignGiveUp:        2 * time.Minute,
+		SessionGrace:        time.Minute,
+		ReconnectGrace:      5 * time.Second,
+		ProbeTimeout:        250 * time.Millisecond,
+		MaxMembers:          16,
+		MaxOutbound:         1 << 20,
+		ControlIdle:         30 * time.Second,
+		SettleWait:          2 * time.Second,
+		RoomTTL:             10 * time.Minute,
+		TicketTTL:           10 * time.Minute,
+		RequestRate:         1,
+		RequestBurst:        10,
+		RegisterRate:        200,
+		RegisterBurst:       2000,
+		MaxUsers:            250_000,
+		MaxServers:          4096,
+		MaxPendingPerSource: 4,
+		Policy:              selection.DefaultPolicy(),
+		Multicore:           true,
+		MaxConnsPerSource:   2048,
 	}
 }
 
@@ -227,6 +235,7 @@ func (c *Config) Validate() error {
 		bounds.AtLeast("max-conns-per-source", c.MaxConnsPerSource, 0),
 		bounds.AtLeast("max-users", c.MaxUsers, 0),
 		bounds.AtLeast("max-servers", c.MaxServers, 0),
+		bounds.AtLeast("max-pending-per-source", c.MaxPendingPerSource, 0),
 		bounds.Range("ticket-ttl", c.TicketTTL, time.Second, MaxTTL),
 		ticketTTL,
 	)

@@ -161,13 +161,20 @@ func (c *Central) applyMoveLocked(mv move, now time.Time) {
 	if prev != nil {
 		prevID = prev.rec.ID
 		prev.assigned--
+		if r.joined {
+			prev.joinedN--
+		}
 		if prev.idx >= 0 {
 			c.sel[prev.idx].Full = prev.full()
 		}
 	}
 	r.srv = to
 	to.assigned++
-	to.fresh++
+	if r.joined {
+		to.joinedN++ // its members rejoin it there
+	} else {
+		to.fresh++
+	}
 	c.sel[to.idx].Full = to.full()
 	r.epoch = c.nextEpoch(r, now)
 	r.lastMove = now
@@ -601,6 +608,9 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 func (c *Central) adoptPlacementLocked(r *room, s *serverRec, id string, epoch uint64, now time.Time) {
 	if r.srv != nil {
 		r.srv.assigned--
+		if r.joined {
+			r.srv.joinedN--
+		}
 	}
 	if epoch > r.epoch {
 		c.log.Info("room's newer placement adopted from a report", "room", r.id, "server", id, "epoch", epoch, "was_epoch", r.epoch, "was_server", r.srvID())
@@ -611,6 +621,12 @@ func (c *Central) adoptPlacementLocked(r *room, s *serverRec, id string, epoch u
 		r.lostSrv = id
 	} else {
 		s.assigned++
+		// A member or the server holds it there.
+		if r.joined {
+			s.joinedN++
+		} else {
+			c.markJoinedLocked(r)
+		}
 	}
 	c.storeErr("put room", c.st.PutRoom(r.record()))
 	if s == nil {

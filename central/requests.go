@@ -47,12 +47,6 @@ func (c *Central) statusLocked(u *user, req string, code proto.StatusCode, detai
 // renewed (abuse probe, 2026-12-01). Past it a request is declined.
 const maxPendingPerUser = 32
 
-// maxPendingPerSource bounds the requests pending for one user from users
-// registered from one address: 32 users of one attacker, each renewing its
-// request as it timed out, kept every other request to a user who answers
-// by hand declined, for as long as they liked (abuse sweep, 2026-12-03).
-const maxPendingPerSource = 4
-
 // maxRoomsPerUser bounds the rooms one user may be in: no request that
 // would add one more is made. A client states every room it holds in one
 // Holding frame, which must stay under the frame limit (with tickets, about
@@ -144,9 +138,9 @@ func (c *Central) handleRequestLocked(u *user, m *proto.Request) {
 			c.countRequest(proto.ReqDeclined)
 			c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("user %s is in %d rooms that no member has joined yet; try again later", to, maxUnjoined), "")
 			return
-		case u.src.IsValid() && pendingFrom(v, u.src) >= maxPendingPerSource:
+		case c.cfg.MaxPendingPerSource > 0 && u.src.IsValid() && pendingFrom(v, u.src) >= c.cfg.MaxPendingPerSource:
 			c.countRequest(proto.ReqDeclined)
-			c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("user %s has %d requests pending from users of your address; try again later", to, maxPendingPerSource), "")
+			c.statusLocked(u, id, proto.ReqDeclined, fmt.Sprintf("user %s has %d requests pending from users of your address; try again later", to, c.cfg.MaxPendingPerSource), "")
 			return
 		case len(v.reqs) >= maxPendingPerUser:
 			c.countRequest(proto.ReqDeclined)

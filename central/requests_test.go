@@ -359,7 +359,7 @@ func TestPendingRequestsPerUserBounded(t *testing.T) {
 	victim := w.user(t, "victim")
 	for i := range maxPendingPerUser + 5 {
 		a := w.user(t, fmt.Sprintf("spam%02d", i))
-		w.from(fmt.Sprintf("spam%02d", i), byte(i)) // many addresses: maxPendingPerSource is its own test
+		w.from(fmt.Sprintf("spam%02d", i), byte(i)) // many addresses: DefaultConfig().MaxPendingPerSource is its own test
 		a.send(&proto.Request{To: []string{"victim"}})
 		a.expectStatus(proto.AckConn)
 		if i < maxPendingPerUser {
@@ -426,16 +426,16 @@ func (w *world) from(name string, i byte) {
 }
 
 // TestPendingRequestsPerSourceBounded: users of one address keep at most
-// maxPendingPerSource requests pending for one user, so that a few dozen
+// DefaultConfig().MaxPendingPerSource requests pending for one user, so that a few dozen
 // accounts renewing theirs cannot keep everyone else's declined.
 func TestPendingRequestsPerSourceBounded(t *testing.T) {
 	w := newWorld(t, nil)
 	victim := w.user(t, "victim")
-	for i := range maxPendingPerSource + 2 {
+	for i := range DefaultConfig().MaxPendingPerSource + 2 {
 		a := w.user(t, fmt.Sprintf("spam%d", i)) // all from 127.0.0.1
 		a.send(&proto.Request{To: []string{"victim"}})
 		a.expectStatus(proto.AckConn)
-		if i < maxPendingPerSource {
+		if i < DefaultConfig().MaxPendingPerSource {
 			a.expectStatus(proto.ReqSent)
 			continue
 		}
@@ -448,7 +448,7 @@ func TestPendingRequestsPerSourceBounded(t *testing.T) {
 	friend.send(&proto.Request{To: []string{"victim"}})
 	friend.expectStatus(proto.AckConn)
 	friend.expectStatus(proto.ReqSent)
-	for range maxPendingPerSource + 1 {
+	for range DefaultConfig().MaxPendingPerSource + 1 {
 		expect[*proto.Incoming](victim, nil)
 	}
 }

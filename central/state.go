@@ -75,8 +75,10 @@ type serverRec struct {
 	probing  bool
 	assigned int // rooms Central placed here
 	// fresh counts the rooms placed here since the server's last
-	// heartbeat, which its report of the rooms it hosts does not show yet.
-	fresh int
+	// heartbeat, which its report of the rooms it hosts does not show yet;
+	// joinedN the rooms here that a member has joined (some may be empty
+	// on the server for now: their members come back to them).
+	fresh, joinedN int
 	// token is issued at registration; heartbeats, drain and deregister
 	// for this id must carry it. Kept in memory only: after a Central
 	// restart the server registers again.
@@ -123,7 +125,7 @@ type serverRec struct {
 // rooms and never join them made every server full, and no new chat
 // could start (abuse sweep, 2026-12-03: 100,000 such rooms in 100 s).
 func (s *serverRec) full() bool {
-	rooms := s.rec.Rooms + s.fresh
+	rooms := max(s.rec.Rooms, s.joinedN) + s.fresh
 	return (s.rec.MaxRooms > 0 && rooms >= s.rec.MaxRooms) || (s.rec.MaxConns > 0 && s.rec.Conns >= s.rec.MaxConns)
 }
 
@@ -140,8 +142,10 @@ type room struct {
 	lastMove time.Time
 	adopted  bool
 	// joined: a heartbeat of the room's server has reported a member in
-	// it. Until then the room counts toward its members' maxUnjoined,
-	// and expires AssignGiveUp after its placement.
+	// it (or the room was adopted from a report, or loaded from the
+	// store). Until then it counts toward its members' maxUnjoined, and
+	// toward its server's capacity only until the server's next
+	// heartbeat (serverRec.full). Set with markJoinedLocked.
 	joined bool
 	pos    int // index in c.rooms
 	// lostSrv names the server a member or a restarted Central's store
@@ -303,9 +307,8 @@ func (c *Central) load() error {
 	}
 	c.roomByID, c.rooms = make(map[string]*room, len(rooms)), make([]*room, 0, len(rooms))
 	for _, rec := range rooms {
-		// Whether a member joined is not stored: a loaded room is taken
-		// for joined (it was live), or every one would close as unjoined
-		// at the first expiry after a restart or a failover.
+		// Whether a member joined is not stored: a loaded room was live,
+		// and is taken for joined.
 		r := &room{id: rec.ID, srv: c.srvByID[rec.Server], epoch: rec.Epoch, created: rec.Created, lastMove: rec.LastMove, adopted: rec.Adopted, joined: true}
 		if r.srv == nil {
 			r.lostSrv = rec.Server
@@ -494,7 +497,21 @@ func (c *Central) insertRoomLocked(r *room) {
 	}
 	if r.srv != nil {
 		r.srv.assigned++
-		r.srv.fresh++
+		if r.joined {
+			r.srv.joinedN++ // adopted or loaded: in the server's count already
+		} else {
+			r.srv.fresh++
+		}
+	}
+}
+
+// markJoinedLocked records that a member joined r on its server.
+func (c *Central) markJoinedLocked(r *room) {
+	if !r.joined {
+		r.joined = true
+		if r.srv != nil {
+			r.srv.joinedN++
+		}
 	}
 }
 
@@ -511,6 +528,9 @@ func (c *Central) deleteRoomLocked(r *room) {
 	}
 	if r.srv != nil {
 		r.srv.assigned--
+		if r.joined {
+			r.srv.joinedN--
+		}
 	}
 	c.revokeLocked(centralapi.Revocation{Room: r.id, Before: c.now().UnixNano()}, c.now())
 	c.storeErr("delete room", c.st.DeleteRoom(r.id))
@@ -609,7 +629,7 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 		}
 		r.alive = now
 		if r.srv == s && rep.Epoch == r.epoch && len(members) > 0 {
-			r.joined = true
+			c.markJoinedLocked(r)
 		}
 		changed := false
 		if rep.Epoch > r.epoch || (r.srv == nil && rep.Epoch == r.epoch) {
@@ -659,29 +679,6 @@ func (c *Central) placedOn(s *serverRec, rep *centralapi.RoomReport, now time.Ti
 	*budget--
 	cl, err := ticket.Open(c.cfg.TicketKey.Public().(ed25519.PublicKey), rep.Ticket)
 	return err == nil && cl.Room == rep.ID && cl.Server == s.rec.ID && cl.Epoch == rep.Epoch
-}
-
-// expireUnjoinedLocked closes the rooms placed on a server that is up
-// more than AssignGiveUp ago that no heartbeat of it has shown a member
-// in: their members were given the placement, and not one joined. Their
-// members still connected are told.
-func (c *Central) expireUnjoinedLocked(now time.Time) {
-	for i := 0; i < len(c.rooms); {
-		r := c.rooms[i]
-		if r.joined || r.srv == nil || r.srv.rec.Down || r.srv.rec.Draining || now.Sub(r.lastMove) < c.cfg.AssignGiveUp {
-			i++
-			continue
-		}
-		c.log.Info("room closed: no member joined it on its chat server", "room", r.id, "server", r.srv.rec.ID, "placed", now.Sub(r.lastMove).Round(time.Second))
-		for _, u := range r.members {
-			if u.sess != nil {
-				c.sendLocked(u.sess, &proto.RoomClosed{Room: r.id, Reason: "no member joined the room on its chat server in " + c.cfg.AssignGiveUp.String()})
-			}
-		}
-		for len(r.members) > 0 {
-			c.removeMemberLocked(r, r.members[0]) // the last one deletes r, which moves another room to i
-		}
-	}
 }
 
 // unjoined counts u's rooms that no member has joined yet.
@@ -750,7 +747,6 @@ func (c *Central) expireLocked(now time.Time) {
 			c.removeMemberLocked(r, r.members[0]) // the last one deletes r, which moves another room to i
 		}
 	}
-	c.expireUnjoinedLocked(now)
 	for _, u := range c.users {
 		if u.sess == nil && !u.placeholder() && len(u.rooms) == 0 && len(u.reqs) == 0 && now.Sub(u.offlineSince) >= c.cfg.SessionGrace {
 			c.log.Info("user expired: offline past the session grace", "user", u.name)

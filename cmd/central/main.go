@@ -84,6 +84,7 @@ func run() int {
 	fs.Float64Var(&cfg.RegisterRate, "register-rate", cfg.RegisterRate, "client registrations Central takes per second from one address, on average, 0.001 to 1e6")
 	fs.IntVar(&cfg.RegisterBurst, "register-burst", cfg.RegisterBurst, "client registrations Central takes at once from one address, 1 to 1000000")
 	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "descriptors all connections may hold, at least 0 (0: the descriptor limit minus a reserve)")
+	fs.IntVar(&cfg.MaxPendingPerSource, "max-pending-per-source", cfg.MaxPendingPerSource, "chat requests pending for one user from users registered from one address (raise it behind a NAT, and on replicas: a leader sees a follower's users as its address); at least 0 (0: no limit)")
 	fs.IntVar(&cfg.MaxServers, "max-servers", cfg.MaxServers, "chat servers Central holds, down ones included; past it a new id makes Central forget the server down longest, or is refused (503 full) when none is down; at least 0 (0: no limit)")
 	fs.IntVar(&cfg.MaxUsers, "max-users", cfg.MaxUsers, "users Central holds (about 800 bytes each); past it a registration makes Central forget the users longest offline in no room, or is refused (503 full) when every user is connected or busy; at least 0 (0: no limit)")
 	fs.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", cfg.MaxConnsPerSource, "connections one IP address may hold on each port (past it a control connection evicts the address's oldest that has not said Hello); at least 0 (0: no limit)")
