@@ -259,9 +259,12 @@ func (t *tui) exec(ctx context.Context, m *model, cmds []cmd) (full bool) {
 			t.jobs <- func() {
 				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				defer cancel()
-				if l, err := cl.API().OnlineClients(ctx); err == nil {
-					t.post(onlineMsg{names: l.Clients, more: l.More})
+				l, err := cl.API().OnlineClients(ctx)
+				if err != nil {
+					t.post(onlineMsg{err: err.Error()})
+					return
 				}
+				t.post(onlineMsg{names: l.Clients, more: l.More})
 			}
 		case cmdQuit:
 		}

@@ -68,6 +68,7 @@ type (
 	onlineMsg struct {
 		names []string
 		more  bool
+		err   string // why the list is not known (Central refused, say for its rate)
 	}
 	// tickMsg comes a few times a second: time-based changes to the screen.
 	tickMsg struct{ now time.Time }
@@ -268,6 +269,7 @@ type model struct {
 	online     []string // users online now, this one excepted
 	completing string   // the prefix Tab completes from
 	more       bool     // more are online than listed
+	onlineErr  string   // why the last listing failed; "" once one came
 	out        *outgoing
 
 	incoming []proto.Incoming
@@ -334,6 +336,10 @@ func (m *model) update(msg any) []cmd {
 			}
 		}
 	case onlineMsg:
+		m.onlineErr = msg.err
+		if msg.err != "" {
+			break // keep the last list, if any
+		}
 		m.online = slices.DeleteFunc(msg.names, func(u string) bool { return u == m.user })
 		m.more = msg.more
 	case sentMsg:

@@ -235,6 +235,10 @@ func (m *model) viewBegin(f *frame) ([]row, string) {
 		for _, l := range wrap(list+" (Tab completes a name)", f.w-2) {
 			body = append(body, row{text: l, st: stDim})
 		}
+	} else if m.onlineErr != "" {
+		for _, l := range wrap("  Who is online is not known right now ("+m.onlineErr+"); type the name.", f.w-2) {
+			body = append(body, row{text: l, st: stDim})
+		}
 	} else if m.online != nil {
 		body = append(body, row{text: "  Nobody else is online right now.", st: stDim})
 	}

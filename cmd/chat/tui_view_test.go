@@ -70,6 +70,10 @@ func TestViewScreens(t *testing.T) {
 		// The whole token, which 80 columns cut after "-token " (bug).
 		{"menu shows the whole token", seq(keysOf("alice"), codeKey(keyEnter), registeredMsg{name: "alice", token: strings.Repeat("0123456789abcdef", 4)}, reportedMsg{}, client.Connected{}),
 			[]string{"start with -token", "  " + strings.Repeat("0123456789abcdef", 4)}, -1},
+		// A listing Central refused (its rate) says so, instead of
+		// showing nothing (review, 2026-12-03).
+		{"begin with the online list refused", seq(inMenu(), codeKey(keyEnter), onlineMsg{err: "central: rate_limited (429): too many listings"}),
+			[]string{"Who is online is not known right now", "type the name"}, 3},
 		{"menu with requests", seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}}), []string{"View chat requests (1)", "chat request from carol"}, -1},
 		{"menu with probes", seq(inMenu(), probeMsg{rtt: map[string]time.Duration{"serv3": 60 * time.Millisecond, "serv1": 40 * time.Millisecond}}), []string{"RTT: serv1 40 ms · serv3 60 ms"}, -1},
 		{"begin with status stream", seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter),
