@@ -8,28 +8,8 @@ import (
 	"nearchat/chatserver"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
-	"nearchat/pkg/testkit"
 	"nearchat/pkg/wiretest"
 )
-
-// startChatServer runs one real chat server with maxRooms, checking tickets.
-func startChatServer(t *testing.T, h *harness, pub ed25519.PublicKey, id string, maxRooms int) *chatserver.Server {
-	t.Helper()
-	cfg := chatserver.DefaultConfig()
-	cfg.ID, cfg.Listen, cfg.Central, cfg.TicketKey = id, "127.0.0.1:0", h.c.RESTAddr(), pub
-	cfg.MaxRooms = maxRooms
-	cfg.Logger = testkit.Logger(t)
-	s, err := chatserver.New(cfg)
-	if err != nil {
-		t.Fatalf("chatserver.New: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	testkit.WaitFor(t, 10*time.Second, "chat server registered", func() bool {
-		list, err := h.api.Servers(ctx(t))
-		return err == nil && len(list) == 1
-	})
-	return s
-}
 
 // TestDormantRoomStillCounts: a room whose members joined (its server
 // reported them) and then left the chat server for a while (their clients
@@ -44,7 +24,7 @@ func TestDormantRoomStillCounts(t *testing.T) {
 	cfg.TicketKey = priv
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	h := startCentral(t, cfg)
-	srv := startChatServer(t, h, pub, "serv1", 1)
+	srv := startChatServersWith(t, h, pub, func(c *chatserver.Config) { c.MaxRooms = 1 }, "serv1")["serv1"]
 	w := &world{harness: h}
 	a, b := w.user(t, "alice"), w.user(t, "bob")
 	h.heardTwice(t, "serv1")

@@ -382,25 +382,11 @@ func TestControlFloodLeavesRESTItsShare(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxConns = 40
 	h := startCentral(t, cfg)
-	var flood []net.Conn
-	defer func() {
-		for _, c := range flood {
-			c.Close()
-		}
-	}()
 	// Dialled one by one until the control port holds its share: the
 	// loops admit what they accept as they get to it, and refuse some
 	// while others wait to be enrolled.
 	share := h.c.ctrlPort.Max()
-	testkit.WaitFor(t, 10*time.Second, "the flood to take the control port's share", func() bool {
-		if h.c.lim.InUse() >= share {
-			return true
-		}
-		if c, err := net.Dial("tcp", h.c.ControlAddr()); err == nil {
-			flood = append(flood, c)
-		}
-		return false
-	})
+	floodUntil(t, h.c.ControlAddr(), nil, func() bool { return h.c.lim.InUse() >= share })
 	// Then on, until the server refuses one or evicts an older one to let
 	// it in: the control port is full.
 	full := func() int64 { return h.c.lim.Refused() + h.c.lim.Evicted() }
@@ -410,7 +396,7 @@ func TestControlFloodLeavesRESTItsShare(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		flood = append(flood, c)
+		t.Cleanup(func() { c.Close() })
 		testkit.WaitFor(t, 10*time.Second, "the server to admit, refuse or make room for one more", func() bool {
 			return h.c.lim.InUse() > inUse || full() > before
 		})
@@ -434,21 +420,7 @@ func TestHelloLessFloodDoesNotLockOutClients(t *testing.T) {
 	cfg.MaxConnsPerSource = 8
 	h := startCentral(t, cfg)
 	bob, _ := h.connect(t, "bob") // said Hello: keeps its place
-	var flood []net.Conn
-	defer func() {
-		for _, c := range flood {
-			c.Close()
-		}
-	}()
-	testkit.WaitFor(t, 10*time.Second, "the flood to fill the per-source cap", func() bool {
-		if h.c.ctrlPort.InUse() >= cfg.MaxConnsPerSource {
-			return true
-		}
-		if c, err := net.Dial("tcp", h.c.ControlAddr()); err == nil {
-			flood = append(flood, c)
-		}
-		return false
-	})
+	flood := floodUntil(t, h.c.ControlAddr(), nil, func() bool { return h.c.ctrlPort.InUse() >= cfg.MaxConnsPerSource })
 	evicted := h.c.lim.Evicted()
 	for i := range 3 {
 		alice, _ := h.connect(t, fmt.Sprintf("alice%d", i))
@@ -508,22 +480,8 @@ func TestHelloLessFloodDoesNotLockOutTLSClients(t *testing.T) {
 	}
 	bob := connect("bob")
 	silent := dialTLS() // TLS, no Hello: the oldest newcomer
-	var flood []net.Conn
-	defer func() {
-		for _, c := range flood {
-			c.Close()
-		}
-	}()
 	// bob and silent hold 3 descriptors each (2 in the front, 1 on a loop).
-	testkit.WaitFor(t, 10*time.Second, "the flood to fill the per-source cap", func() bool {
-		if h.c.ctrlPort.InUse() >= 6+2*(cfg.MaxConnsPerSource-2) {
-			return true
-		}
-		if c, err := net.Dial("tcp", h.c.ControlAddr()); err == nil {
-			flood = append(flood, c)
-		}
-		return false
-	})
+	floodUntil(t, h.c.ControlAddr(), nil, func() bool { return h.c.ctrlPort.InUse() >= 6+2*(cfg.MaxConnsPerSource-2) })
 	evicted := h.c.lim.Evicted()
 	for i := range 3 {
 		alice := connect(fmt.Sprintf("alice%d", i))
@@ -546,24 +504,9 @@ func TestRESTFloodDoesNotLockOutClients(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxConnsPerSource = 8
 	h := startCentral(t, cfg)
-	var flood []net.Conn
-	defer func() {
-		for _, c := range flood {
-			c.Close()
-		}
-	}()
 	rest := h.c.restLn.Addr().String()
-	testkit.WaitFor(t, 10*time.Second, "the flood to fill the per-source cap", func() bool {
-		if h.c.lim.InUse()-h.c.ctrlPort.InUse() >= cfg.MaxConnsPerSource {
-			return true
-		}
-		c, err := net.Dial("tcp", rest)
-		if err == nil {
-			flood = append(flood, c)
-			_, _ = c.Write([]byte("GET /v1/health HTTP/1.1\r\n")) // and never the rest
-		}
-		return false
-	})
+	floodUntil(t, rest, []byte("GET /v1/health HTTP/1.1\r\n"), // and never the rest
+		func() bool { return h.c.lim.InUse()-h.c.ctrlPort.InUse() >= cfg.MaxConnsPerSource })
 	evicted := h.c.lim.Evicted()
 	for i := range 3 {
 		// Each client keeps its connection, so each needs a place.
@@ -742,4 +685,30 @@ func TestUnjoinedRoomsBounded(t *testing.T) {
 	h.c.mu.Unlock()
 	a.send(&proto.LeaveRoom{Room: mine[0]})
 	chat(t, a, c)
+}
+
+// floodUntil dials addr from 127.0.0.1, each connection sending first (if
+// any) and nothing more, until full reports the cap filled; the
+// connections close when the test ends.
+func floodUntil(t *testing.T, addr string, first []byte, full func() bool) []net.Conn {
+	t.Helper()
+	var flood []net.Conn
+	t.Cleanup(func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	})
+	testkit.WaitFor(t, 10*time.Second, "the flood to fill the cap", func() bool {
+		if full() {
+			return true
+		}
+		if c, err := net.Dial("tcp", addr); err == nil {
+			flood = append(flood, c)
+			if first != nil {
+				_, _ = c.Write(first)
+			}
+		}
+		return false
+	})
+	return flood
 }

@@ -159,21 +159,29 @@ func TestRestartFromEtcd(t *testing.T) {
 	})
 }
 
+// chatThenStop runs a chat between alice and bob on serv1 on a Central
+// over st, and stops that Central: the records are in st.
+func chatThenStop(t *testing.T, st store.Store) (room *proto.Assign, as, bs centralapi.Session) {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.Store = st
+	h := startCentral(t, cfg)
+	h.addServer(t, "serv1")
+	a, as := h.connect(t, "alice")
+	b, bs := h.connect(t, "bob")
+	for _, s := range []centralapi.Session{as, bs} {
+		h.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10)})
+	}
+	room = chat(t, a, b)
+	h.c.Close()
+	return room, as, bs
+}
+
 // restartFromStore runs a chat on a Central over st, closes it, and starts
 // a second Central over reopen()'s store, which must know the room and
 // both identities.
 func restartFromStore(t *testing.T, st store.Store, reopen func() store.Store) {
-	cfg := testConfig(t)
-	cfg.Store = st
-	h1 := startCentral(t, cfg)
-	h1.addServer(t, "serv1")
-	a, as := h1.connect(t, "alice")
-	b, bs := h1.connect(t, "bob")
-	for _, s := range []centralapi.Session{as, bs} {
-		h1.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10)})
-	}
-	room := chat(t, a, b)
-	h1.c.Close()
+	room, as, bs := chatThenStop(t, st)
 
 	cfg2 := testConfig(t)
 	cfg2.Store = reopen()
@@ -251,17 +259,7 @@ func TestRestartKeepsOutcomesAndAwaitsMembers(t *testing.T) {
 // loaded room at the first expiry after a restart or a failover.)
 func TestRestartKeepsLoadedRoomsJoined(t *testing.T) {
 	st := store.NewMemory()
-	cfg := testConfig(t)
-	cfg.Store = st
-	h1 := startCentral(t, cfg)
-	h1.addServer(t, "serv1")
-	a, as := h1.connect(t, "alice")
-	b, bs := h1.connect(t, "bob")
-	for _, s := range []centralapi.Session{as, bs} {
-		h1.latency(t, s, map[string]centralapi.Sample{"serv1": ms(10)})
-	}
-	room := chat(t, a, b)
-	h1.c.Close()
+	room, _, _ := chatThenStop(t, st)
 
 	cfg2 := testConfig(t)
 	cfg2.Store = st

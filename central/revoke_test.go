@@ -21,11 +21,21 @@ import (
 // registered with h's Central.
 func startChatServers(t *testing.T, h *harness, pub ed25519.PublicKey, ids ...string) map[string]*chatserver.Server {
 	t.Helper()
+	return startChatServersWith(t, h, pub, nil, ids...)
+}
+
+// startChatServersWith is startChatServers with mod applied to each
+// server's config.
+func startChatServersWith(t *testing.T, h *harness, pub ed25519.PublicKey, mod func(*chatserver.Config), ids ...string) map[string]*chatserver.Server {
+	t.Helper()
 	out := map[string]*chatserver.Server{}
 	for _, id := range ids {
 		cfg := chatserver.DefaultConfig()
 		cfg.ID, cfg.Listen, cfg.Central, cfg.TicketKey = id, "127.0.0.1:0", h.c.RESTAddr(), pub
 		cfg.Logger = testkit.Logger(t)
+		if mod != nil {
+			mod(&cfg)
+		}
 		s, err := chatserver.New(cfg)
 		if err != nil {
 			t.Fatalf("chatserver.New: %v", err)

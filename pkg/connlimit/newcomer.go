@@ -157,13 +157,10 @@ func (p *Port) Newcomers() int {
 // NewcomerListener is Listener for a port whose connections prove who
 // they are only later, in a protocol run over them (behind a TLS front):
 // each accepted connection is a newcomer (AcquireNew), evicted by closing
-// it, until its Settle method is called (interface{ Settle() }).
+// it, until NewcomerOf(it).Done() is called.
 func (p *Port) NewcomerListener(ln net.Listener, cost int) net.Listener {
 	return &listener{Listener: ln, p: p, cost: cost, newcomers: true}
 }
-
-// Settle takes c off the port's newcomers: it has shown who it is.
-func (c *conn) Settle() { c.nc.Done() }
 
 // EvictionMargin is how much of a budget to leave above the caps of the
 // ports that evict (AcquireNew), for connections evicted or being handed

@@ -131,7 +131,7 @@ func (f *Front) relay(c *tls.Conn) {
 		}
 		closeWrite(back)
 	}()
-	_, _ = io.Copy(&settling{Writer: c, c: c.NetConn()}, back)
+	_, _ = io.Copy(&settling{Writer: c, nc: connlimit.NewcomerOf(c)}, back)
 	_ = c.SetWriteDeadline(time.Now().Add(LingerTimeout))
 	_ = c.CloseWrite()
 	closeWrite(c.NetConn())
@@ -145,16 +145,13 @@ func (f *Front) relay(c *tls.Conn) {
 // has shown who it is (a Hello), or to close it.
 type settling struct {
 	io.Writer
-	c       net.Conn
-	settled bool
+	nc *connlimit.Newcomer // nil once settled, or for a port that does not evict
 }
 
 func (s *settling) Write(p []byte) (int, error) {
-	if !s.settled {
-		s.settled = true
-		if st, ok := s.c.(interface{ Settle() }); ok {
-			st.Settle()
-		}
+	if s.nc != nil {
+		s.nc.Done()
+		s.nc = nil
 	}
 	return s.Writer.Write(p)
 }
