@@ -8,7 +8,9 @@ package bounds
 
 import (
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -144,4 +146,115 @@ func Duration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// FromEnv gives each named flag of fs that the command line left unset
+// the value of its environment variable, when that is set. A secret's
+// flag takes its default this way, after parsing, rather than as the
+// flag's default value, which -h would print for anyone to paste
+// (usability review 7, H2). vars maps flag names (without the dash) to
+// variable names. It returns the first value the flag refuses.
+func FromEnv(fs *flag.FlagSet, vars map[string]string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for name, env := range vars {
+		v, ok := os.LookupEnv(env)
+		if given[name] || !ok || v == "" {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return fmt.Errorf("$%s: %w", env, err)
+		}
+	}
+	return nil
+}
+
+// NoArgs exits 2 with one line (Stray's) if fs left arguments of args
+// unparsed: every setting is a flag.
+func NoArgs(prog string, fs *flag.FlagSet, args []string) {
+	if fs.NArg() == 0 {
+		return
+	}
+	fmt.Fprintln(os.Stderr, Stray(prog, fs, args))
+	os.Exit(2)
+}
+
+// Stray words the refusal of the first argument fs left unparsed. A
+// "true" or "false" after a boolean flag gets the hint the flag package
+// does not give: -flag false ends the flags at "false"; the value is
+// written -flag=false.
+func Stray(prog string, fs *flag.FlagSet, args []string) string {
+	stray := fs.Arg(0)
+	hint := ""
+	if i := len(args) - fs.NArg(); i > 0 && (stray == "true" || stray == "false") {
+		name := strings.TrimLeft(args[i-1], "-")
+		if f := fs.Lookup(name); f != nil {
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+				hint = fmt.Sprintf(": a boolean flag takes its value as -%s=%s", name, stray)
+			}
+		}
+	}
+	return fmt.Sprintf("%s: unexpected argument %q%s (every setting is a flag; -h lists them)", prog, stray, hint)
+}
+
+// Parse parses args with fs the way every nearchat program does: -h
+// prints the usage to stdout and exits 0; a value that does not parse is
+// one line naming the flag, with a hint of the form it takes (a duration
+// such as 5s), and exit 2, instead of the flag package's error followed
+// by the whole usage (98 lines for Central: usability review 7, L1); an
+// argument that is not a flag is refused as NoArgs does.
+func Parse(prog string, fs *flag.FlagSet, args []string) {
+	usage := fs.Usage
+	fs.Init(prog, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(nil)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(os.Stdout)
+		if usage != nil {
+			usage()
+		} else {
+			fs.PrintDefaults()
+		}
+		os.Exit(0)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "%s: %s%s (-h lists the flags)\n", prog, err, parseHint(fs, err))
+		os.Exit(2)
+	}
+	NoArgs(prog, fs, args)
+}
+
+// parseHint says what form the value of the flag err names takes, when
+// the flag package does not.
+func parseHint(fs *flag.FlagSet, err error) string {
+	msg := err.Error()
+	i := strings.Index(msg, " for flag -")
+	if i < 0 {
+		return ""
+	}
+	name := msg[i+len(" for flag -"):]
+	if j := strings.IndexByte(name, ':'); j >= 0 {
+		name = name[:j]
+	}
+	f := fs.Lookup(name)
+	if f == nil {
+		return ""
+	}
+	switch f.Value.(type) {
+	case interface{ IsBoolFlag() bool }:
+		return ": want true or false"
+	}
+	switch fmt.Sprintf("%T", f.Value) {
+	case "*flag.durationValue":
+		return ": want a duration such as 500ms, 5s or 2m"
+	case "*flag.intValue", "*flag.int64Value", "*flag.uintValue", "*flag.uint64Value":
+		if strings.Contains(f.Usage, "bytes") {
+			return ": want a whole number of bytes, such as 4194304 (no unit)"
+		}
+		return ": want a whole number"
+	case "*flag.float64Value":
+		return ": want a number such as 1.5"
+	}
+	return ""
 }

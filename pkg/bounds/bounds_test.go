@@ -1,8 +1,11 @@
 package bounds
 
 import (
+	"flag"
 	"fmt"
+	"io"
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -46,5 +49,72 @@ func TestMessages(t *testing.T) {
 				t.Errorf("got %q\nwant %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestFromEnv: a flag the command line left unset takes its variable's
+// value; one given keeps its own; a value the flag refuses is an error
+// naming the variable.
+func TestFromEnv(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	secret := fs.String("secret", "", "")
+	other := fs.String("other", "", "")
+	n := fs.Int("n", 0, "")
+	if err := fs.Parse([]string{"-other", "mine"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("X_SECRET", "s3")
+	t.Setenv("X_OTHER", "theirs")
+	if err := FromEnv(fs, map[string]string{"secret": "X_SECRET", "other": "X_OTHER"}); err != nil {
+		t.Fatal(err)
+	}
+	if *secret != "s3" || *other != "mine" {
+		t.Fatalf("secret %q other %q, want s3 (the variable) and mine (the flag)", *secret, *other)
+	}
+	t.Setenv("X_N", "many")
+	if err := FromEnv(fs, map[string]string{"n": "X_N"}); err == nil || !strings.Contains(err.Error(), "$X_N") {
+		t.Fatalf("a value the flag refuses: %v (n=%d), want an error naming $X_N", err, *n)
+	}
+}
+
+// TestStray: a stray argument is named; after a boolean flag, "false"
+// gets the -flag=false hint.
+func TestStray(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.Bool("multicore", true, "")
+	fs.String("rest", "", "")
+	args := []string{"-rest", "a:1", "-multicore", "false"}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if got := Stray("central", fs, args); !strings.Contains(got, `unexpected argument "false"`) || !strings.Contains(got, "-multicore=false") {
+		t.Fatalf("%s", got)
+	}
+	args = []string{"-rest", "a:1", "extra"}
+	fs.Parse(args)
+	if got := Stray("central", fs, args); !strings.Contains(got, `unexpected argument "extra"`) || strings.Contains(got, "boolean") {
+		t.Fatalf("%s", got)
+	}
+}
+
+// TestParseHint: a value that does not parse gets the form its flag takes.
+func TestParseHint(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Duration("heartbeat", 0, "")
+	fs.Int("max-outbound", 0, "unsent `bytes` after which ...")
+	fs.Int("loops", 0, "")
+	for _, tc := range []struct{ args, want string }{
+		{"-heartbeat=5", "duration such as"},
+		{"-max-outbound=4MiB", "whole number of bytes"},
+		{"-loops=x", "want a whole number"},
+	} {
+		err := fs.Parse([]string{tc.args})
+		if err == nil {
+			t.Fatalf("%s parsed", tc.args)
+		}
+		if got := parseHint(fs, err); !strings.Contains(got, tc.want) {
+			t.Errorf("%s: hint %q, want %q", tc.args, got, tc.want)
+		}
 	}
 }

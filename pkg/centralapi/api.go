@@ -31,6 +31,7 @@ const (
 	CodeServerTaken      = "server_taken"           // the server id belongs to another live server
 	CodeFull             = "full"                   // Central holds its maximum of users (-max-users); try again later
 	CodeInternal         = "internal"               // Central's own fault
+	CodeUnavailable      = "unavailable"            // the change is not stored yet (etcd unreachable): send it again
 )
 
 // Error is an error response from Central.
@@ -177,6 +178,12 @@ type HeartbeatRequest struct {
 	Conns int          `json:"conns"`
 	Total int          `json:"total,omitempty"`
 	Rooms []RoomReport `json:"rooms"`
+	// Admits: a connection from a new address would be admitted now,
+	// although Conns is at MaxConns: the server makes room by evicting
+	// one that never joined, or a member of an address holding more than
+	// its fair share. Central then still places rooms there. False from
+	// an older server.
+	Admits bool `json:"admits,omitempty"`
 	// RevokeLog and RevokeSeq say how much of Central's revocation log the
 	// server holds: the log's id and the last sequence number applied.
 	RevokeLog string `json:"revoke_log,omitempty"`

@@ -116,6 +116,7 @@ func (c *Client) doLimited(ctx context.Context, method, path, bearer string, in,
 	}
 	first := int(c.cur.Load())
 	var resp *http.Response
+	var data []byte
 	for i := range c.bases {
 		at := (first + i) % len(c.bases)
 		var body io.Reader
@@ -135,18 +136,23 @@ func (c *Client) doLimited(ctx context.Context, method, path, bearer string, in,
 		}
 		resp, err = c.hc.Do(req)
 		if err == nil {
-			c.cur.Store(uint32(at))
-			break
-		}
-		c.cur.CompareAndSwap(uint32(first), uint32((at+1)%len(c.bases)))
-		if !refused(err) || i == len(c.bases)-1 || ctx.Err() != nil {
+			data, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
+			resp.Body.Close()
+			if err != nil {
+				return fmt.Errorf("centralapi: %s %s: read answer: %w", method, path, err)
+			}
+			if !noLeader(resp, data) || i == len(c.bases)-1 || ctx.Err() != nil {
+				c.cur.Store(uint32(at))
+				break
+			}
+			// A replica that reaches no leader answers so: another one
+			// may (it stayed on that replica for good, retrying there,
+			// though the next one served: abuse sweep 7).
+		} else if !refused(err) || i == len(c.bases)-1 || ctx.Err() != nil {
+			c.cur.CompareAndSwap(uint32(first), uint32((at+1)%len(c.bases)))
 			return fmt.Errorf("centralapi: %s %s: %w", method, path, err)
 		}
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return fmt.Errorf("centralapi: %s %s: read answer: %w", method, path, err)
+		c.cur.CompareAndSwap(uint32(first), uint32((at+1)%len(c.bases)))
 	}
 	if int64(len(data)) > limit {
 		return fmt.Errorf("centralapi: %s %s: answer over %d bytes", method, path, limit)
@@ -165,6 +171,16 @@ func (c *Client) doLimited(ctx context.Context, method, path, bearer string, in,
 		return fmt.Errorf("centralapi: %s %s: decode answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// noLeader reports whether resp (with its body data) says that no
+// Central leads where the request went: 503 unavailable.
+func noLeader(resp *http.Response, data []byte) bool {
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		return false
+	}
+	var e Error
+	return json.Unmarshal(data, &e) == nil && e.Code == CodeUnavailable
 }
 
 // refused reports whether err is a failure to connect, so that the request

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 )
 
 // Limiter is the descriptor budget of a process, shared by its ports.
@@ -59,6 +60,14 @@ type Port struct {
 	// are, oldest first: all of them, and by source (newcomer.go).
 	newcomers *list.List
 	bySrc     map[netip.Addr]*list.List
+	// Those that have (Newcomer.Settle), by source, oldest first, and
+	// the sources by how many connections they hold: at a full port a
+	// newcomer from a source holding fewer takes the place of the
+	// newest settled connection of the source holding the most
+	// (share.go).
+	settled map[netip.Addr]*list.List
+	load    sourceLoad
+	takers  map[netip.Addr]*rate.Limiter // sources that took settled places
 }
 
 // Capped sets the most descriptors p's connections may hold together, so
@@ -73,7 +82,7 @@ func (p *Port) Capped(max int) *Port {
 // Port returns a Port drawing on l with at most perSource connections from
 // one IP address (0: no per-source cap).
 func (l *Limiter) Port(perSource int) *Port {
-	return &Port{l: l, perSrc: perSource, src: map[netip.Addr]int{}, newcomers: list.New(), bySrc: map[netip.Addr]*list.List{}}
+	return &Port{l: l, perSrc: perSource, src: map[netip.Addr]int{}, newcomers: list.New(), bySrc: map[netip.Addr]*list.List{}, settled: map[netip.Addr]*list.List{}}
 }
 
 // Budget returns how many descriptors connections may use in this process:
@@ -158,18 +167,29 @@ func (l *Limiter) Refused() int64 { return l.refused.Load() }
 // for a newer one (AcquireNew).
 func (l *Limiter) Evicted() int64 { return l.evicted.Load() }
 
-// sourceOf returns addr's IP, or false for addresses without one (Unix
-// sockets: the relay of a TLS front, already counted by source there).
+// sourceOf returns addr's source, or false for addresses without one (Unix
+// sockets: the relay of a TLS front, already counted by source there). A
+// source is an IPv4 address, or an IPv6 /64: one host is usually given a
+// whole /64, so counting its addresses apart would void every per-source
+// cap against it (abuse sweep 6; Central's rate limits key sources the
+// same way).
 func sourceOf(addr net.Addr) (netip.Addr, bool) {
+	var ip netip.Addr
+	var ok bool
 	switch a := addr.(type) {
 	case *net.TCPAddr:
-		ip, ok := netip.AddrFromSlice(a.IP)
-		return ip.Unmap(), ok
+		ip, ok = netip.AddrFromSlice(a.IP)
 	case *net.UDPAddr:
-		ip, ok := netip.AddrFromSlice(a.IP)
-		return ip.Unmap(), ok
+		ip, ok = netip.AddrFromSlice(a.IP)
 	}
-	return netip.Addr{}, false
+	if !ok {
+		return netip.Addr{}, false
+	}
+	if ip = ip.Unmap(); ip.Is6() {
+		p, _ := ip.Prefix(64)
+		ip = p.Addr()
+	}
+	return ip, true
 }
 
 // Acquire takes cost descriptors for a connection from addr. It reports
@@ -182,12 +202,21 @@ func (p *Port) Acquire(addr net.Addr, cost int) bool {
 
 // acquire is Acquire, and AcquireNew when evict is not nil; without
 // capped the port's cap is not checked (AcquireHandshake).
-func (p *Port) acquire(addr net.Addr, cost int, evict func(), capped bool) (*Newcomer, bool) {
+func (p *Port) acquire(addr net.Addr, cost int, evict func(settled bool), capped bool) (*Newcomer, bool) {
 	n := int64(cost)
 	if p.l.n.Add(n) > p.l.max {
 		return nil, p.refuse(n, false)
 	}
 	ip, hasIP := sourceOf(addr)
+	if !hasIP && evict != nil {
+		// The relay of a TLS front in this process (a Unix socket):
+		// its client's connection was capped there, and is the one to
+		// evict. Counted in the port, so that the front's cap sees
+		// it; never refused for the cap, nor evicting: it would evict
+		// its own client's connection (abuse sweep 6, verification).
+		p.n.Add(n)
+		return nil, true
+	}
 	hasIP = hasIP && p.perSrc > 0
 	p.mu.Lock()
 	// A handshake (not capped) past the port's cap still makes room by
@@ -208,6 +237,14 @@ func (p *Port) acquire(addr net.Addr, cost int, evict func(), capped bool) (*New
 			out = from.Front().Value.(*Newcomer)
 			out.done = true
 			p.unlistLocked(out)
+		case evict != nil && capped && !overSrc && hasIP:
+			// No newcomer to evict: the port is full of connections
+			// that said who they are. A fair share, not first come.
+			if out = p.overShareLocked(ip, p.src[ip]); out != nil {
+				break
+			}
+			p.mu.Unlock()
+			return nil, p.refuse(n, true)
 		case overSrc || capped:
 			p.mu.Unlock()
 			return nil, p.refuse(n, true)
@@ -217,6 +254,7 @@ func (p *Port) acquire(addr net.Addr, cost int, evict func(), capped bool) (*New
 	}
 	if hasIP {
 		p.src[ip]++
+		p.load.moved(ip, p.src[ip]-1, p.src[ip])
 	}
 	var nc *Newcomer
 	if evict != nil {
@@ -225,7 +263,7 @@ func (p *Port) acquire(addr net.Addr, cost int, evict func(), capped bool) (*New
 	p.mu.Unlock()
 	if out != nil {
 		p.l.evicted.Add(1)
-		out.evict()
+		out.evict(out.isSettled)
 	}
 	return nc, true
 }
@@ -250,6 +288,7 @@ func (p *Port) Release(addr net.Addr, cost int) {
 		if p.src[ip]--; p.src[ip] <= 0 {
 			delete(p.src, ip)
 		}
+		p.load.moved(ip, p.src[ip]+1, p.src[ip])
 		p.mu.Unlock()
 	}
 }
@@ -294,9 +333,9 @@ func (ln *listener) Accept() (net.Conn, error) {
 			continue
 		}
 		delay = 0
-		var evict func()
+		var evict func(bool)
 		if ln.newcomers {
-			evict = func() { _ = c.Close() }
+			evict = func(bool) { _ = c.Close() }
 		}
 		nc, ok := ln.p.acquire(c.RemoteAddr(), ln.cost, evict, true)
 		if !ok {

@@ -12,9 +12,10 @@ import (
 // source's cap or the port's until their hello deadlines close them, and
 // refuse every real client meanwhile. AcquireNew admits a connection past
 // a full cap by evicting the oldest newcomer (of the same source, for the
-// per-source cap); a connection that said who it is (Newcomer.Done) is
-// never evicted. The descriptor budget stays a hard limit: past it a
-// connection is refused, as by Acquire.
+// per-source cap); a connection that said who it is (Newcomer.Settle) is
+// never evicted for a newcomer, only for a fair share (share.go). The
+// descriptor budget stays a hard limit: past it a connection is refused,
+// as by Acquire.
 //
 // A flood then only evicts itself, oldest first: a client that says Hello
 // within its first round trip is displaced only by as many newer
@@ -26,10 +27,13 @@ type Newcomer struct {
 	p     *Port
 	src   netip.Addr
 	hasIP bool // counted by source
-	evict func()
+	evict func(settled bool)
 	all   *list.Element // in p.newcomers
 	mine  *list.Element // in p.bySrc[src]; nil without a per-source cap
-	done  bool          // Done was called: never listed again
+	// in p.settled[src] once settled (nil without a per-source cap)
+	settledAt *list.Element
+	isSettled bool // Settle was called: listed as a newcomer no more
+	done      bool // Done was called, or evicted: never listed again
 }
 
 // AcquireNew is Acquire for a connection that has yet to say who it is.
@@ -37,10 +41,11 @@ type Newcomer struct {
 // the oldest newcomer instead (addr's own for the per-source cap), calling
 // its evict, which must close that connection (its owner then calls
 // Release and Done as for any close), be safe to call from any goroutine,
-// and not call into p. It returns nil, false when the connection must be
-// refused; otherwise call Done once the connection has said who it is,
-// and when it closes.
-func (p *Port) AcquireNew(addr net.Addr, cost int, evict func()) (*Newcomer, bool) {
+// and not call into p; settled tells it that the connection had said who
+// it is, and goes for a fair share. It returns nil, false when the
+// connection must be refused; otherwise call Settle once the connection
+// has said who it is, and Done when it closes.
+func (p *Port) AcquireNew(addr net.Addr, cost int, evict func(settled bool)) (*Newcomer, bool) {
 	return p.acquire(addr, cost, evict, true)
 }
 
@@ -49,13 +54,13 @@ func (p *Port) AcquireNew(addr net.Addr, cost int, evict func()) (*Newcomer, boo
 // it is refused: past the port's cap it evicts a newcomer if there is one,
 // and is admitted all the same if there is none. The per-source cap and
 // the budget refuse it as they refuse any.
-func (p *Port) AcquireHandshake(addr net.Addr, cost int, evict func()) (*Newcomer, bool) {
+func (p *Port) AcquireHandshake(addr net.Addr, cost int, evict func(settled bool)) (*Newcomer, bool) {
 	return p.acquire(addr, cost, evict, false)
 }
 
 // listLocked records a newcomer from ip (with a per-source cap when
 // hasIP).
-func (p *Port) listLocked(ip netip.Addr, hasIP bool, evict func()) *Newcomer {
+func (p *Port) listLocked(ip netip.Addr, hasIP bool, evict func(bool)) *Newcomer {
 	nc := &Newcomer{p: p, src: ip, hasIP: hasIP, evict: evict}
 	p.pushLocked(nc)
 	return nc
@@ -77,6 +82,9 @@ func (p *Port) pushLocked(nc *Newcomer) {
 
 // unlistLocked takes nc off the lists; a no-op the second time.
 func (p *Port) unlistLocked(nc *Newcomer) {
+	if nc.settledAt != nil {
+		p.unsettleLocked(nc)
+	}
 	if nc.all == nil {
 		return
 	}
@@ -92,8 +100,27 @@ func (p *Port) unlistLocked(nc *Newcomer) {
 	}
 }
 
-// Done takes nc's connection off the newcomers, for good: it said who it
-// is, or it closed. Safe to call more than once, and on nil.
+// Settle takes nc's connection off the newcomers, for good: it said who it
+// is. From then on it gives way only to a newcomer from a source holding
+// fewer connections, when the port is full (share.go). Safe to call more
+// than once, and on nil.
+func (nc *Newcomer) Settle() {
+	if nc == nil {
+		return
+	}
+	p := nc.p
+	p.mu.Lock()
+	if !nc.done && !nc.isSettled {
+		nc.isSettled = true
+		p.unlistLocked(nc)
+		p.settleLocked(nc)
+	}
+	p.mu.Unlock()
+}
+
+// Done takes nc's connection off every list, for good: it closed (or
+// said who it is, on a port with no share to keep). Safe to call more
+// than once, and on nil.
 func (nc *Newcomer) Done() {
 	if nc == nil {
 		return
@@ -123,7 +150,7 @@ func (nc *Newcomer) Relist() {
 		return
 	}
 	nc.p.mu.Lock()
-	if !nc.done && nc.all == nil {
+	if !nc.done && !nc.isSettled && nc.all == nil {
 		nc.p.pushLocked(nc)
 	}
 	nc.p.mu.Unlock()
@@ -157,7 +184,7 @@ func (p *Port) Newcomers() int {
 // NewcomerListener is Listener for a port whose connections prove who
 // they are only later, in a protocol run over them (behind a TLS front):
 // each accepted connection is a newcomer (AcquireNew), evicted by closing
-// it, until NewcomerOf(it).Done() is called.
+// it, until NewcomerOf(it).Settle() is called (then only for a fair share).
 func (p *Port) NewcomerListener(ln net.Listener, cost int) net.Listener {
 	return &listener{Listener: ln, p: p, cost: cost, newcomers: true}
 }

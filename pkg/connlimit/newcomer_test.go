@@ -1,7 +1,9 @@
 package connlimit
 
 import (
+	"fmt"
 	"net"
+	"slices"
 	"testing"
 )
 
@@ -15,7 +17,7 @@ func TestNewcomersMakeRoom(t *testing.T) {
 	p := l.Port(2).Capped(3)
 	var evicted []string
 	admit := func(name string, addr net.Addr) (*Newcomer, bool) {
-		nc, ok := p.AcquireNew(addr, 1, func() { evicted = append(evicted, name) })
+		nc, ok := p.AcquireNew(addr, 1, func(bool) { evicted = append(evicted, name) })
 		return nc, ok
 	}
 	closed := func(nc *Newcomer, addr net.Addr) {
@@ -29,13 +31,13 @@ func TestNewcomersMakeRoom(t *testing.T) {
 		t.Fatalf("third from x at a per-source cap of 2: admitted %v, evicted %v; want x1 evicted", ok, evicted)
 	}
 	closed(x1, x)
-	x2.Done() // x2 said Hello
+	x2.Settle() // x2 said Hello
 	x4, ok := admit("x4", x)
 	if !ok || len(evicted) != 2 || evicted[1] != "x3" {
 		t.Fatalf("x2 settled: admitted %v, evicted %v; want x3 evicted, x2 kept", ok, evicted)
 	}
 	closed(x3, x)
-	x4.Done()
+	x4.Settle()
 	if _, ok := admit("x5", x); ok {
 		t.Fatalf("x at its cap with both settled: admitted, evicted %v", evicted)
 	}
@@ -59,14 +61,14 @@ func TestNewcomersMakeRoom(t *testing.T) {
 	// The budget is never exceeded to make room.
 	small := New(2)
 	q := small.Port(0)
-	q.AcquireNew(x, 1, func() { t.Error("evicted for the budget") })
-	q.AcquireNew(y, 1, func() { t.Error("evicted for the budget") })
-	if _, ok := q.AcquireNew(x, 1, func() {}); ok {
+	q.AcquireNew(x, 1, func(bool) { t.Error("evicted for the budget") })
+	q.AcquireNew(y, 1, func(bool) { t.Error("evicted for the budget") })
+	if _, ok := q.AcquireNew(x, 1, func(bool) {}); ok {
 		t.Fatal("admitted past the budget")
 	}
 	// Acquire never evicts.
 	r := New(10).Port(1)
-	r.AcquireNew(x, 1, func() { t.Error("evicted by Acquire") })
+	r.AcquireNew(x, 1, func(bool) { t.Error("evicted by Acquire") })
 	if r.Acquire(x, 1) {
 		t.Fatal("Acquire admitted past the per-source cap")
 	}
@@ -79,7 +81,7 @@ func TestNewcomerHoldAndRelist(t *testing.T) {
 	p := New(100).Port(2)
 	var evicted []string
 	admit := func(name string) *Newcomer {
-		nc, ok := p.AcquireNew(x, 1, func() { evicted = append(evicted, name) })
+		nc, ok := p.AcquireNew(x, 1, func(bool) { evicted = append(evicted, name) })
 		if !ok {
 			t.Fatalf("%s refused", name)
 		}
@@ -116,7 +118,7 @@ func TestHandshakesEvictPastThePortCap(t *testing.T) {
 	evicted := 0
 	for i := range 10 {
 		addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i)), Port: 1}
-		if _, ok := p.AcquireHandshake(addr, 1, func() { evicted++ }); !ok {
+		if _, ok := p.AcquireHandshake(addr, 1, func(bool) { evicted++ }); !ok {
 			t.Fatalf("handshake %d refused", i)
 		}
 	}
@@ -125,9 +127,9 @@ func TestHandshakesEvictPastThePortCap(t *testing.T) {
 	}
 	// With nothing to evict, a handshake past the cap is still admitted.
 	q := New(10).Port(0).Capped(1)
-	nc, _ := q.AcquireNew(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1, func() {})
-	nc.Done()
-	if _, ok := q.AcquireHandshake(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, 1, func() { t.Error("evicted a settled one") }); !ok {
+	nc, _ := q.AcquireNew(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, 1, func(bool) {})
+	nc.Settle()
+	if _, ok := q.AcquireHandshake(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, 1, func(bool) { t.Error("evicted a settled one") }); !ok {
 		t.Fatal("handshake refused past the cap with nothing to evict")
 	}
 }
@@ -140,5 +142,66 @@ func TestEvictionMarginLeavesACap(t *testing.T) {
 		if m := EvictionMargin(b); b-m <= 0 || m <= 0 {
 			t.Errorf("budget %d: margin %d leaves cap %d", b, m, b-m)
 		}
+	}
+}
+
+// TestSettledGiveWayToAFairShare: at a full port with no newcomer left, a
+// connection from a source holding fewer takes the place of the newest
+// settled connection of the source holding the most, until the shares are
+// even; then it is refused, as is one from the heaviest source (abuse
+// sweep 6, F2: a few addresses filled Central's control port with
+// connections that had said Hello).
+func TestSettledGiveWayToAFairShare(t *testing.T) {
+	x := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 1}
+	y := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+	l := New(100)
+	p := l.Port(10).Capped(6)
+	type held struct {
+		name string
+		nc   *Newcomer
+		addr net.Addr
+	}
+	var conns []*held
+	var evicted []string
+	admit := func(name string, addr net.Addr) bool {
+		h := &held{name: name, addr: addr}
+		nc, ok := p.AcquireNew(addr, 1, func(settled bool) {
+			if !settled {
+				t.Errorf("%s evicted as a newcomer, but it had settled", h.name)
+			}
+			evicted = append(evicted, h.name)
+			h.nc.Done()
+			p.Release(h.addr, 1)
+		})
+		if !ok {
+			return false
+		}
+		h.nc = nc
+		nc.Settle()
+		conns = append(conns, h)
+		return true
+	}
+	for i := range 6 {
+		if !admit(fmt.Sprintf("x%d", i+1), x) {
+			t.Fatalf("x%d refused under the caps", i+1)
+		}
+	}
+	if admit("x7", x) {
+		t.Fatal("x7 admitted past a port full of x's settled connections")
+	}
+	for i := range 3 {
+		if !admit(fmt.Sprintf("y%d", i+1), y) {
+			t.Fatalf("y%d refused while x holds %d of 6: evicted %v", i+1, 6-i, evicted)
+		}
+	}
+	if want := []string{"x6", "x5", "x4"}; !slices.Equal(evicted, want) {
+		t.Fatalf("evicted %v, want %v (the newest of the heaviest source first)", evicted, want)
+	}
+	// 3 and 3: even. Neither source may take the other's place.
+	if admit("y4", y) || admit("x8", x) {
+		t.Fatalf("admitted past even shares: evicted %v", evicted)
+	}
+	if l.Evicted() != 3 || p.InUse() != 6 {
+		t.Fatalf("evicted %d, in use %d; want 3 and 6", l.Evicted(), p.InUse())
 	}
 }

@@ -38,6 +38,7 @@ const (
 	CodeInternal     Code = 18 // the server's own fault
 	CodeTimeout      Code = 19 // the peer said nothing for too long
 	CodeWrongPort    Code = 20 // this port serves something else: TLS to a plaintext Hello, HTTP (Central's REST port)
+	CodeUnavailable  Code = 21 // no Central leads now (a replica that relays to the leader has none): try again shortly
 )
 
 var codeNames = map[Code]string{
@@ -48,6 +49,7 @@ var codeNames = map[Code]string{
 	CodeUnauthorized: "unauthorized", CodeShutdown: "shutdown", CodeNotFound: "not_found",
 	CodeConflict: "conflict", CodeRateLimited: "rate_limited", CodeBadRequest: "bad_request",
 	CodeInternal: "internal", CodeTimeout: "timeout", CodeWrongPort: "wrong_port",
+	CodeUnavailable: "unavailable",
 }
 
 func (c Code) String() string {

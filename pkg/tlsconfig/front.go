@@ -131,7 +131,20 @@ func (f *Front) relay(c *tls.Conn) {
 		}
 		closeWrite(back)
 	}()
-	_, _ = io.Copy(&settling{Writer: c, nc: connlimit.NewcomerOf(c)}, back)
+	_, err = io.Copy(&settling{c: c, nc: connlimit.NewcomerOf(c)}, back)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The client took nothing for writeStall: end it with a reset,
+		// so that what the kernel holds for it goes now, not after the
+		// FIN behind it in an orphan socket (pkg/unsent). The backend
+		// has cut it off already, or will, as a slow consumer.
+		f.log("TLS relay: client reads nothing", "remote", c.RemoteAddr(), "stall", writeStall)
+		if tc, ok := c.NetConn().(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = c.NetConn().Close()
+		<-up
+		return
+	}
 	_ = c.SetWriteDeadline(time.Now().Add(LingerTimeout))
 	_ = c.CloseWrite()
 	closeWrite(c.NetConn())
@@ -139,22 +152,31 @@ func (f *Front) relay(c *tls.Conn) {
 	<-up
 }
 
-// settling writes what the server sends to the client, and the first
-// time tells the client's connection that it has settled
-// (connlimit.NewcomerListener): a server answers a client only once it
-// has shown who it is (a Hello), or to close it.
+// settling writes what the server sends to the client, each write
+// bounded by writeStall, and the first time tells the client's connection
+// that it has settled (connlimit.NewcomerListener): a server answers a
+// client only once it has shown who it is (a Hello), or to close it.
 type settling struct {
-	io.Writer
+	c  *tls.Conn
 	nc *connlimit.Newcomer // nil once settled, or for a port that does not evict
 }
 
 func (s *settling) Write(p []byte) (int, error) {
 	if s.nc != nil {
-		s.nc.Done()
+		s.nc.Settle()
 		s.nc = nil
 	}
-	return s.Writer.Write(p)
+	_ = s.c.SetWriteDeadline(time.Now().Add(writeStall))
+	return s.c.Write(p)
 }
+
+// writeStall bounds a write to a relayed client. Without it a client that
+// stopped reading (its window shut) held the relay's goroutines, its TLS
+// connection and its place on the port for as long as it answered the
+// kernel's zero-window probes, the backend having cut it off long before
+// (verification of abuse sweep 6, V2-4). Central cuts a control
+// connection off after 5 s of unread replies; this is longer.
+var writeStall = 10 * time.Second
 
 // LingerTimeout bounds how long a relayed connection the server has closed
 // is drained before it is closed, so the server's last frame is read

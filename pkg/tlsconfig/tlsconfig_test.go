@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
 )
 
@@ -121,4 +122,82 @@ func TestFrontRelaysAndVerifies(t *testing.T) {
 	if err != nil || !e.Fatal || !strings.Contains(e.Reason, "speaks TLS") {
 		t.Fatalf("a plaintext Hello got %q (%v), want a fatal Error saying the port speaks TLS", got, err)
 	}
+}
+
+// TestFrontCutsClientThatReadsNothing: a client that shakes hands and
+// then reads nothing, while the server sends, held the front's relay (its
+// goroutines, its TLS connection and its place on the port) for as long
+// as its window stayed shut: no write to it had a deadline (V2-4). Each
+// write now has writeStall.
+func TestFrontCutsClientThatReadsNothing(t *testing.T) {
+	old := writeStall
+	writeStall = 300 * time.Millisecond
+	t.Cleanup(func() { writeStall = old })
+	f, err := WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	network, addr, dir, err := Backend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	go func() {
+		for {
+			c, err := back.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // the server talks, up to 256 MiB, until cut off
+				defer c.Close()
+				for range 4096 {
+					if _, err := c.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	scfg, err := Server(f.ServerCert, f.ServerKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := NewFront(ln, network, addr, dir, nil)
+	t.Cleanup(func() { front.Close(); back.Close() })
+	cfg, err := Client(f.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Dial("tcp", front.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.(*net.TCPConn).SetReadBuffer(4096) // the window shuts soon
+	cfg.ServerName = "localhost"
+	c := tls.Client(raw, cfg)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	// Read nothing more.
+	relaying := func() int {
+		front.mu.Lock()
+		defer front.mu.Unlock()
+		return len(front.conns)
+	}
+	if relaying() != 1 {
+		t.Fatalf("%d connections relayed, want 1", relaying())
+	}
+	start := time.Now()
+	testkit.WaitFor(t, 20*time.Second, "the front to let go of the client that reads nothing", func() bool { return relaying() == 0 })
+	t.Logf("cut %v after the handshake (stall %v)", time.Since(start), writeStall)
 }
