@@ -9,6 +9,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"slices"
@@ -143,6 +144,17 @@ type Liveness interface {
 	// when no sign of life of it is live (the last one is older than its
 	// ttl, or there was none).
 	HeardAgo(id string) (time.Duration, bool)
+}
+
+// Flusher is what a Store offers that writes behind: Flush returns once
+// every write made before the call is durable, or with an error when that
+// cannot be said within ctx (etcdstore.Store: when etcd lost quorum, or the
+// leadership is lost). Central, when its Store implements it, answers the
+// rare changes it promises are kept for good (a leave confirmed by a Pong,
+// a DELETE /v1/clients) only after a Flush; Memory does not (its writes
+// are done when the call returns).
+type Flusher interface {
+	Flush(ctx context.Context) error
 }
 
 // Memory is a Store in process memory, guarded by one RWMutex. The zero

@@ -97,7 +97,10 @@ type Store struct {
 	compacting  chan struct{}      // closed when the compactor stops
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store   = (*Store)(nil)
+	_ store.Flusher = (*Store)(nil)
+)
 
 // ParseURL splits "etcd://host:2379,host2:2379/prefix" into endpoints and a
 // key prefix (DefaultPrefix when the URL has no path). The scheme etcds://
@@ -187,13 +190,10 @@ func OpenLeader(ctx context.Context, endpoints []string, prefix, name string, tt
 		s.cli.Close()
 		return nil, err
 	}
-	s.sess, err = concurrency.NewSession(s.cli, concurrency.WithTTL(max(1, int(ttl.Round(time.Second)/time.Second))))
-	if err != nil {
-		s.cli.Close()
-		return nil, fmt.Errorf("etcdstore: session: %w", err)
-	}
 	fail := func(err error) (*Store, error) {
-		s.sess.Close()
+		if s.sess != nil {
+			s.sess.Close()
+		}
 		s.cli.Close()
 		return nil, err
 	}
@@ -207,9 +207,8 @@ func OpenLeader(ctx context.Context, endpoints []string, prefix, name string, tt
 	}()
 	defer func() { stopWatch(); <-followed }()
 
-	s.elec = concurrency.NewElection(s.sess, prefix+"leader")
-	if err := s.elec.Campaign(ctx, name); err != nil {
-		return fail(fmt.Errorf("etcdstore: campaign: %w", err))
+	if err := s.campaign(ctx, prefix, name, ttl); err != nil {
+		return fail(err)
 	}
 	// Every write of an earlier leader precedes the creation of our
 	// election key (its key was gone by then): once the watch has
@@ -241,6 +240,96 @@ func OpenLeader(ctx context.Context, endpoints []string, prefix, name string, tt
 	}()
 	s.startWriter()
 	return s, nil
+}
+
+// campaign waits until this process leads prefix on a live session of its
+// own (s.sess, s.elec). Campaign alone is not enough: it returns once
+// every older candidate's key is gone, and when etcd comes back from a
+// quorum loss longer than the TTL, every lease expires at once, ours with
+// the leader's, so it can return with our own key gone too (rel7 sweep,
+// 2026-12-03: standbys logged that they led, dropped their relays and
+// built a Central before Proclaim failed). Such a win is dropped and the
+// campaign starts again on a new session.
+func (s *Store) campaign(ctx context.Context, prefix, name string, ttl time.Duration) error {
+	for {
+		sess, err := newSession(ctx, s.cli, max(1, int(ttl.Round(time.Second)/time.Second)))
+		if err != nil {
+			return fmt.Errorf("etcdstore: session: %w", err)
+		}
+		s.sess, s.elec = sess, concurrency.NewElection(sess, prefix+"leader")
+		// Campaign returns when ctx ends, but only after resigning on the
+		// client's own context, which waits for etcd however long it is
+		// gone: wait for ctx alone (the client's Close, when OpenLeader
+		// fails, ends the resignation).
+		elec := s.elec
+		if err := untilDone(ctx, func() error { return elec.Campaign(ctx, name) }); err != nil {
+			return fmt.Errorf("etcdstore: campaign: %w", err)
+		}
+		held, err := s.holdsElection(ctx)
+		if err != nil {
+			return fmt.Errorf("etcdstore: campaign: %w", err)
+		}
+		if held {
+			return nil
+		}
+		sess.Orphan() // its lease is gone: nothing to revoke
+		s.sess = nil
+	}
+}
+
+// newSession starts a session (a lease of ttl seconds, kept alive until
+// the session is closed) and gives up when ctx ends. concurrency's own
+// NewSession grants the lease on the context its session lives by, so
+// with ctx it would end with ctx (which bounds only the wait), and
+// without it, it blocked while etcd was unreachable, however ctx ended: a
+// replica then ignored SIGTERM for the whole outage (abuse sweep 7). A
+// session made after ctx ended is closed; the grant itself ends when
+// etcd answers or the client is closed.
+func newSession(ctx context.Context, cli *clientv3.Client, ttl int) (*concurrency.Session, error) {
+	made := make(chan *concurrency.Session, 1)
+	err := untilDone(ctx, func() error {
+		sess, err := concurrency.NewSession(cli, concurrency.WithTTL(ttl))
+		made <- sess
+		return err
+	})
+	if err != nil && ctx.Err() != nil {
+		go func() {
+			if sess := <-made; sess != nil {
+				sess.Close()
+			}
+		}()
+		return nil, err
+	}
+	return <-made, err
+}
+
+// untilDone runs f and returns its error, or ctx's as soon as ctx ends,
+// f then going on alone: for etcd calls that ignore ctx, or wait on the
+// client's own context after it ended.
+func untilDone(ctx context.Context, f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// holdsElection reports whether s.sess is alive and its election key is
+// still the one it created.
+func (s *Store) holdsElection(ctx context.Context) (bool, error) {
+	select {
+	case <-s.sess.Done():
+		return false, nil
+	default:
+	}
+	resp, err := s.cli.Get(ctx, s.elec.Key())
+	if err != nil {
+		return false, err
+	}
+	return len(resp.Kvs) == 1 && resp.Kvs[0].CreateRevision == s.elec.Rev(), nil
 }
 
 // follow applies every change under the prefix after revision rev to the
