@@ -77,3 +77,35 @@ func TestAdoptedRoomCountedOnce(t *testing.T) {
 		t.Fatalf("serv1 (max 2 rooms) hosting 1 counted full: reported %d + fresh %d", rooms, fresh)
 	}
 }
+
+// TestServerAdmittingNewAddressesIsNotFull: a chat server at its maximum
+// of connections that still admits a client from a new address (it evicts
+// for a fair share: one address's members filled it) takes new rooms.
+// Central counted it full by its connections alone and refused every
+// room while the fill lasted (abuse sweep 6, verification, N2).
+func TestServerAdmittingNewAddressesIsNotFull(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	e := wiretest.EchoServer(t, 0, nil)
+	reg, err := h.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.Addr(), MaxConns: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := func(hb centralapi.HeartbeatRequest) bool {
+		t.Helper()
+		if _, err := h.api.Heartbeat(ctx(t), "serv1", reg.Token, hb); err != nil {
+			t.Fatal(err)
+		}
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		return h.c.srvByID["serv1"].full()
+	}
+	if !full(centralapi.HeartbeatRequest{Conns: 8}) {
+		t.Fatal("8 of 8 connections, admitting nobody new: not full")
+	}
+	if full(centralapi.HeartbeatRequest{Conns: 8, Admits: true}) {
+		t.Fatal("8 of 8 connections but admitting a new address: full")
+	}
+	if full(centralapi.HeartbeatRequest{Conns: 7}) {
+		t.Fatal("7 of 8 connections: full")
+	}
+}

@@ -61,6 +61,7 @@ type Central struct {
 	online     int
 	started    time.Time      // when New ran: servers get OfflineAfter to come back
 	live       store.Liveness // the store's record of server liveness, if it keeps one
+	flush      store.Flusher  // the store, if it writes behind (see flushed)
 	tokenKey   []byte         // signs session tokens (newToken)
 	checkTok   bool           // tokenKey survives restarts: placeholders need their token
 	obs        *observer
@@ -193,6 +194,7 @@ func newCore(cfg Config) (*Central, error) {
 		c.st = store.NewMemory()
 	}
 	c.live, _ = c.st.(store.Liveness)
+	c.flush, _ = c.st.(store.Flusher)
 	if c.now == nil {
 		c.now = time.Now
 	}

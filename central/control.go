@@ -19,6 +19,7 @@ import (
 	"nearchat/pkg/mono"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/tlsconfig"
+	"nearchat/pkg/unsent"
 	"nearchat/pkg/wire"
 )
 
@@ -63,6 +64,11 @@ type conn struct {
 	lastRead atomic.Int64        // when input last arrived, mono.Now()
 	partial  atomic.Int64        // when the frame still incomplete began to arrive (0: none), mono.Now()
 	user     *user               // guarded by Central.mu; nil before Hello
+	// leaving: a LeaveRoom, or a Holding with left rooms, arrived since
+	// the last Pong; deferred: Pongs waiting on a store Flush (pongLocked).
+	// Guarded by Central.mu.
+	leaving  bool
+	deferred int
 }
 
 // frameTimeout bounds how long a frame may take to arrive once begun, as
@@ -200,7 +206,7 @@ func (h *control) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	cn.lastRead.Store(mono.Now())
 	gc.SetContext(cn)
 	c := h.c
-	nc, ok := c.ctrlPort.AcquireNew(gc.RemoteAddr(), 1, func() { c.evict(cn) })
+	nc, ok := c.ctrlPort.AcquireNew(gc.RemoteAddr(), 1, func(settled bool) { c.evict(cn, settled) })
 	if !ok {
 		cn.dead.Store(true)
 		b, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeServerFull, Reason: "Central has too many connections (from your address or in all); try again later", Fatal: true})
@@ -211,11 +217,16 @@ func (h *control) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
-// evict closes cn, which has not said Hello, for a newer connection that
-// needs its place under a connection cap (connlimit.AcquireNew).
-func (c *Central) evict(cn *conn) {
+// evict closes cn for a newer connection that needs its place under a
+// connection cap (connlimit.AcquireNew): cn has not said Hello, or, when
+// settled, its address holds more of a full port than the newer one's.
+func (c *Central) evict(cn *conn, settled bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if settled {
+		c.fatalLocked(cn, proto.CodeServerFull, "Central is at its connection limit, and your address holds more of its connections than any other: a connection from an address holding fewer took this one's place; try again later")
+		return
+	}
 	if cn.user != nil {
 		return // its Hello came in meanwhile: it keeps its place
 	}
@@ -392,7 +403,16 @@ func (c *Central) fatalLocked(cn *conn, code proto.Code, reason string) {
 		cn.gc.Close()
 		return
 	}
-	if cn.gc.AsyncWrite(frame, func(gnet.Conn, error) error { return cn.gc.Close() }) != nil {
+	closed := func(gnet.Conn, error) error {
+		// A peer that does not read gets a reset, so that what the kernel
+		// could not send does not outlive the connection in an orphan
+		// socket (pkg/unsent).
+		if s, ok := cn.gc.(unsent.Socket); ok {
+			unsent.Abort(s)
+		}
+		return cn.gc.Close()
+	}
+	if cn.gc.AsyncWrite(frame, closed) != nil {
 		cn.gc.Close()
 	}
 }
@@ -451,7 +471,7 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 	}
 	switch m := msg.(type) {
 	case *proto.Ping:
-		c.sendLocked(cn, &proto.Pong{ID: m.ID, At: m.At})
+		c.pongLocked(cn, m)
 	case *proto.Pong:
 	case *proto.Request:
 		c.handleRequestLocked(u, m)
@@ -466,6 +486,7 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 	case *proto.Latency:
 		c.latencyFrameLocked(cn, u, m)
 	case *proto.LeaveRoom:
+		cn.leaving = true
 		if !c.leaveLocked(u, m.Room, "leave") {
 			c.sendLocked(cn, &proto.Error{Code: proto.CodeNotFound, Reason: "you are not a member of this room", Ref: m.Room})
 		}
@@ -474,6 +495,61 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 	default:
 		c.sendLocked(cn, &proto.Error{Code: proto.CodeUnknownType, Reason: fmt.Sprintf("frame type 0x%02x is not used on Central's control port", byte(msg.FrameType()))})
 	}
+}
+
+// maxDeferredPongs bounds the Pongs of one connection that wait on a store
+// Flush: a client pings every few seconds, and one Ping more than this
+// while the store cannot write goes unanswered (it pings again).
+const maxDeferredPongs = 4
+
+// flushWait bounds a Flush that a Pong or a deregistration waits on: the
+// leader's lease (2 s by default) runs out well before, and a leader that
+// cannot write by then has stepped down.
+const flushWait = 5 * time.Second
+
+// pongLocked answers a Ping. Its Pong tells the client that every leave it
+// sent before the Ping is taken in (the client stops repeating them in its
+// Holding reports, and quits on it), so after a LeaveRoom or a Holding with
+// left rooms, and while an earlier such Pong waits, the Pong waits for the
+// store to have written everything before it (a Store that writes behind,
+// etcd: rel7 sweep, 2026-12-03, R7-2, where a leader that lost etcd
+// answered leaves it then lost at its step-down). A Flush that fails
+// sends no Pong: the client keeps the leave in its reports, and pings
+// again. The memory store, and a Ping with no leave before it, are
+// answered at once.
+func (c *Central) pongLocked(cn *conn, m *proto.Ping) {
+	pong := &proto.Pong{ID: m.ID, At: m.At}
+	if c.flush == nil || !cn.leaving && cn.deferred == 0 {
+		c.sendLocked(cn, pong)
+		return
+	}
+	if cn.deferred >= maxDeferredPongs {
+		c.log.Debug("Ping dropped: Pongs wait on the store already", "user", cn.user.name, "waiting", cn.deferred)
+		return
+	}
+	cn.leaving = false
+	cn.deferred++
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, flushWait)
+		err := c.flush.Flush(ctx)
+		cancel()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		cn.deferred--
+		switch {
+		case err != nil:
+			cn.leaving = true // the next Ping waits for the store again
+			user := ""
+			if cn.user != nil {
+				user = cn.user.name
+			}
+			c.log.Warn("a leave is not stored yet: Pong withheld (the client reports the leave again)", "user", user, "err", err)
+		case cn.user != nil && cn.user.sess == cn:
+			c.sendLocked(cn, pong) // a dead connection's write is dropped
+		}
+	}()
 }
 
 // latencyFrameLocked takes a vector reported on the control connection,
@@ -515,7 +591,7 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 	} else {
 		c.online++
 	}
-	cn.newcomer.Done()
+	cn.newcomer.Settle()
 	u.sess = cn
 	u.restored = false
 	u.dropped = time.Time{}

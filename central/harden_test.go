@@ -443,18 +443,7 @@ func TestHelloLessFloodDoesNotLockOutClients(t *testing.T) {
 // control port: raw connections that never start TLS and TLS connections
 // that never say Hello fill the per-source cap, and clients still get in.
 func TestHelloLessFloodDoesNotLockOutTLSClients(t *testing.T) {
-	f, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvTLS, err := tlsconfig.Server(f.ServerCert, f.ServerKey, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := tlsconfig.Client(f.CA, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srvTLS, cl := devTLS(t)
 	cfg := testConfig(t)
 	cfg.TLS = srvTLS
 	cfg.MaxConnsPerSource = 8
@@ -711,4 +700,117 @@ func floodUntil(t *testing.T, addr string, first []byte, full func() bool) []net
 		return false
 	})
 	return flood
+}
+
+// TestRESTHeldBodyDoesNotLockOutClients (abuse sweep 6, F1): a REST connection
+// whose request declares a body it never sends is held as "serving a
+// request" (connlimit.ServeNewcomers) for ReadTimeout (15 s), so it is
+// never evicted; REST's share of the budget filled that way refuses every
+// new connection, chat servers' heartbeats included. Here the share is 8
+// (MaxConns 64), filled from 127.0.0.2; a client from 127.0.0.1 must still
+// register.
+func TestRESTHeldBodyDoesNotLockOutClients(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxConns = 64 // REST's share: 8
+	h := startCentral(t, cfg)
+	rest := h.c.restLn.Addr().String()
+	for range 12 {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+		c, err := d.Dial("tcp", rest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 64\r\n\r\n")
+		// Paced, so that each header reaches its handler before the next
+		// connection could evict it as a newcomer.
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := range 3 {
+		api := centralapi.NewClient(h.c.RESTAddr(), nil)
+		defer api.CloseIdleConnections()
+		if _, err := api.RegisterClient(ctx(t), fmt.Sprintf("carol%d", i), ""); err != nil {
+			t.Fatalf("registering while 12 connections from another address hold a declared body back: %v", err)
+		}
+	}
+}
+
+// TestHelloedFloodFromFewAddressesDoesNotLockOutClients (abuse sweep 6, F2): a
+// Hello needs only a session token, and a token is a free registration
+// (200/s and bursts of 2,000 per address). Connections that said Hello
+// are never evicted, so a few addresses that register users and hold one
+// control connection each fill the control port's share of the budget,
+// and every client from any other address is refused for as long as they
+// ping. Measured on the binaries (nofile 20,000, TLS): 5,104 connections
+// from 3 addresses, 0 of 40 new clients admitted in 40 s. Here the
+// share is 40 (MaxConns 64), filled from 127.0.0.2-4; a client from
+// 127.0.0.1 must still get in (for example by evicting a connection of
+// the address that holds the most, past a fair share).
+func TestHelloedFloodFromFewAddressesDoesNotLockOutClients(t *testing.T) {
+	srvTLS, cl := devTLS(t)
+	for _, withTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plaintext", true: "TLS"}[withTLS], func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.MaxConns = 64 // control's share: 64 - 8 - 16 = 40
+			if withTLS {
+				cfg.TLS = srvTLS // 3 descriptors a connection: 13 of them
+			}
+			h := startCentral(t, cfg)
+			api := h.api
+			if withTLS {
+				api = centralapi.NewClientTLS(h.c.RESTAddr(), cl)
+				defer api.CloseIdleConnections()
+			}
+			dialer := func(from byte) proto.Dialer {
+				d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, from)}, Timeout: 5 * time.Second}
+				if withTLS {
+					return &tlsconfig.Dialer{Base: d, Config: cl}
+				}
+				return d
+			}
+			hello := func(name string, from byte) (*proto.Conn, error) {
+				s, err := api.RegisterClient(ctx(t), name, "")
+				if err != nil {
+					t.Fatalf("register %s: %v", name, err)
+				}
+				c, _, err := proto.Dial(ctx(t), dialer(from), h.c.ControlAddr(), &proto.Hello{V: wire.Version, Agent: "test", Token: s.Token})
+				return c, err
+			}
+			share := h.c.ctrlPort.Max()
+			held := 0
+			for i := 0; i < 2*share; i++ {
+				c, err := hello(fmt.Sprintf("sybil%d", i), byte(2+i%3))
+				if err != nil {
+					continue // refused: the port is full
+				}
+				t.Cleanup(func() { c.Close() })
+				held++
+			}
+			t.Logf("control port share %d descriptors: %d connections that said Hello from 3 addresses", share, held)
+			for i := range 3 {
+				c, err := hello(fmt.Sprintf("carol%d", i), 1)
+				if err != nil {
+					t.Fatalf("client %d from 127.0.0.1 while 3 other addresses hold %d connections that said Hello: %v", i, held, err)
+				}
+				c.Close()
+			}
+		})
+	}
+}
+
+// devTLS returns the server and client TLS configurations of a new
+// development CA: a server certificate for loopback, no client ones.
+func devTLS(t *testing.T) (srv, client *tls.Config) {
+	t.Helper()
+	f, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv, err = tlsconfig.Server(f.ServerCert, f.ServerKey, ""); err != nil {
+		t.Fatal(err)
+	}
+	if client, err = tlsconfig.Client(f.CA, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	return srv, client
 }

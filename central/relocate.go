@@ -501,6 +501,9 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 	for _, id := range m.Left {
 		c.leaveLocked(u, id, "holding")
 	}
+	if len(m.Left) > 0 {
+		cn.leaving = true // the Pong behind this report waits for the store
+	}
 	now := c.now()
 	if !u.holdLimit.allow(now, holdingRate, holdingBurst) {
 		return // a member reports every few seconds; more is noise

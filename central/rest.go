@@ -1,6 +1,7 @@
 package central
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
@@ -414,15 +415,32 @@ func smallest[T any](n int, seq func(func(T)), cmp func(a, b T) int) []T {
 	return h
 }
 
+// deregisterClient drops the user, and answers once the store has it
+// (a Store that writes behind, etcd: rel7 sweep, 2026-12-03, R7-2): a
+// deregistration answered and then lost with the leader's step-down left
+// the user in its rooms for good. A refusal waits for the store too, so
+// that the 401 or 404 a retry gets says the earlier deregistration, if
+// any, is stored. A Flush that fails is answered 503: send it again.
 func (c *Central) deregisterClient(r *http.Request) (int, any, *apiError) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	u, e := c.authUserLocked(r)
+	if e == nil {
+		c.log.Info("client deregistered", "user", u.name)
+		c.dropUserLocked(u, "deregistered")
+	}
+	c.mu.Unlock()
+	if c.flush != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), flushWait)
+		err := c.flush.Flush(ctx)
+		cancel()
+		if err != nil {
+			c.log.Warn("deregistration not stored yet", "user", r.PathValue("name"), "err", err)
+			return 0, nil, errf(http.StatusServiceUnavailable, centralapi.CodeUnavailable, "the deregistration is not stored yet (%v): send it again", err)
+		}
+	}
 	if e != nil {
 		return 0, nil, e
 	}
-	c.log.Info("client deregistered", "user", u.name)
-	c.dropUserLocked(u, "deregistered")
 	return http.StatusNoContent, nil, nil
 }
 
@@ -707,6 +725,7 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	s.rec.Down, s.lapsed, s.byLease = false, false, false
 	s.rec.LastSeen = now
 	s.rec.Conns, s.rec.Rooms = in.Conns, max(in.Total, len(in.Rooms))
+	s.admits = in.Admits
 	s.fresh = 0
 	c.adoptLocked(s, in.Rooms, now)
 	c.heardLocked(s, revived)

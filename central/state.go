@@ -79,6 +79,10 @@ type serverRec struct {
 	// joinedN the rooms here that a member has joined (some may be empty
 	// on the server for now: their members come back to them).
 	fresh, joinedN int
+	// admits: the last heartbeat said a client from a new address would
+	// be admitted, though the server holds its maximum of connections
+	// (it evicts for a fair share).
+	admits bool
 	// token is issued at registration; heartbeats, drain and deregister
 	// for this id must carry it. Kept in memory only: after a Central
 	// restart the server registers again.
@@ -120,13 +124,17 @@ type serverRec struct {
 }
 
 // full reports whether the server takes no new room: by the rooms it
-// reported hosting and those placed on it since. Rooms placed that nobody
+// reported hosting and those placed on it since, or by its connections
+// when it said it admits no client from a new address (one address's
+// members filling a server made Central refuse to place rooms there,
+// though the server would have evicted them for a fair share: abuse
+// sweep 6, verification, N2). Rooms placed that nobody
 // joins count until its next heartbeat only: pairs of users that form
 // rooms and never join them made every server full, and no new chat
 // could start (abuse sweep, 2026-12-03: 100,000 such rooms in 100 s).
 func (s *serverRec) full() bool {
 	rooms := max(s.rec.Rooms, s.joinedN) + s.fresh
-	return (s.rec.MaxRooms > 0 && rooms >= s.rec.MaxRooms) || (s.rec.MaxConns > 0 && s.rec.Conns >= s.rec.MaxConns)
+	return (s.rec.MaxRooms > 0 && rooms >= s.rec.MaxRooms) || (s.rec.MaxConns > 0 && s.rec.Conns >= s.rec.MaxConns && !s.admits)
 }
 
 // room is a conversation. m is its latency matrix over c.servers, valid

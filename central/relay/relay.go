@@ -7,8 +7,9 @@
 //
 // A connection accepted while no leader is known, or while the leader does
 // not answer (it died and its lease has not run out yet, or the new one is
-// still starting), waits up to the Relay's patience for one that does. When
-// the leader changes, every connection relayed to the old one is closed:
+// still starting), waits up to the Relay's patience for one that does, and
+// is then handed to the Relay's refusal, which answers it that no Central
+// leads (or closed, without one). When the leader changes, every connection relayed to the old one is closed:
 // its client connects again and reaches the new leader.
 package relay
 
@@ -29,7 +30,8 @@ const retryEvery = 50 * time.Millisecond
 type Relay struct {
 	ln         net.Listener
 	patience   time.Duration
-	writeStall time.Duration // how long a client may take no byte of the leader's
+	refuse     func(c net.Conn, leader string) // answers a connection no leader took; nil: close it
+	writeStall time.Duration                   // how long a client may take no byte of the leader's
 
 	mu      sync.Mutex
 	target  string
@@ -57,9 +59,13 @@ func (r *Relay) Stats() Stats {
 }
 
 // Serve relays every connection ln accepts until Close. A connection waits
-// up to patience for a target that accepts it, then is closed.
-func Serve(ln net.Listener, patience time.Duration) *Relay {
-	r := &Relay{ln: ln, patience: patience, writeStall: writeStall, changed: make(chan struct{}), conns: map[net.Conn]bool{}}
+// up to patience for a target that accepts it, then is given to refuse
+// with the target it last waited for ("" for none), or closed when refuse
+// is nil. refuse runs on the connection's own goroutine and should bound
+// its time with deadlines; Close closes the connection under it. The
+// relay closes the connection after refuse returns.
+func Serve(ln net.Listener, patience time.Duration, refuse func(c net.Conn, leader string)) *Relay {
+	r := &Relay{ln: ln, patience: patience, refuse: refuse, writeStall: writeStall, changed: make(chan struct{}), conns: map[net.Conn]bool{}}
 	r.wg.Add(1)
 	go r.accept()
 	return r
@@ -154,8 +160,11 @@ func (r *Relay) untrack(cs ...net.Conn) {
 // relay dials the target for client and copies both ways until both
 // have ended, or either failed.
 func (r *Relay) relay(client net.Conn) {
-	up := r.dial(client)
+	up, leader, gaveUp := r.dial(client)
 	if up == nil {
+		if gaveUp && r.refuse != nil {
+			r.refuse(client, leader)
+		}
 		r.untrack(client)
 		return
 	}
@@ -175,7 +184,11 @@ func (r *Relay) relay(client net.Conn) {
 		done <- half
 	}()
 	go func() {
-		io.Copy(stallWriter{client, r.writeStall}, up)
+		// Hiding up's WriteTo makes the copy use a small buffer: the
+		// default 32 KiB per connection made an idle relayed control
+		// connection cost ~40 KB of the follower's heap (abuse7 #4);
+		// Central's answers and pushes are small frames.
+		io.CopyBuffer(stallWriter{client, r.writeStall}, struct{ io.Reader }{up}, make([]byte, copyBuf))
 		done <- false
 	}()
 	if !<-done {
@@ -184,6 +197,9 @@ func (r *Relay) relay(client net.Conn) {
 	<-done
 	r.untrack(client, up)
 }
+
+// copyBuf is the buffer of the leader-to-client copy.
+const copyBuf = 4 << 10
 
 // writeStall bounds a write of the leader's bytes to a client: one that
 // stops reading is cut after it. Without it a client that pipelined
@@ -204,23 +220,25 @@ func (w stallWriter) Write(p []byte) (int, error) {
 }
 
 // dial returns a connection to the target, tracked like client, or nil
-// when none accepted within the patience, the target changed under a
-// dial, or the relay closed.
-func (r *Relay) dial(client net.Conn) net.Conn {
+// when none accepted within the patience (gaveUp, with the target last
+// tried, "" for none), or the relay closed or client was closed.
+func (r *Relay) dial(client net.Conn) (up net.Conn, target string, gaveUp bool) {
 	deadline := time.Now().Add(r.patience)
 	var d net.Dialer
 	for {
 		r.mu.Lock()
-		target, changed, closed := r.target, r.changed, r.closed
+		var changed chan struct{}
+		var closed bool
+		target, changed, closed = r.target, r.changed, r.closed
 		_, open := r.conns[client]
 		r.mu.Unlock()
 		if closed || !open {
-			return nil
+			return nil, target, false
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
 			r.gaveUp.Add(1)
-			return nil
+			return nil, target, true
 		}
 		if target != "" {
 			ctx, cancel := context.WithTimeout(context.Background(), min(left, time.Second))
@@ -236,7 +254,7 @@ func (r *Relay) dial(client net.Conn) net.Conn {
 				}
 				r.mu.Unlock()
 				if ok {
-					return up
+					return up, target, false
 				}
 				up.Close()
 				continue

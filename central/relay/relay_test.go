@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func listen(t *testing.T) net.Listener {
 
 func startRelay(t *testing.T, patience time.Duration) *Relay {
 	t.Helper()
-	r := Serve(listen(t), patience)
+	r := Serve(listen(t), patience, nil)
 	t.Cleanup(func() { r.Close() })
 	return r
 }
@@ -121,6 +122,47 @@ func TestRelayWaitsForTarget(t *testing.T) {
 		if err != nil || strings.TrimSuffix(got, "\n") != x.want {
 			t.Fatalf("waiting connection: %q, %v; want %s", got, err, x.want)
 		}
+	}
+}
+
+// TestRelayRefusal: a connection no target took within the patience goes
+// to the refusal, with the target it waited for, and can be answered
+// there (without one, its client saw only a close: rel7 R7-4). Close
+// closes a connection held by the refusal.
+func TestRelayRefusal(t *testing.T) {
+	down := listen(t)
+	deadAddr := down.Addr().String()
+	down.Close() // refuses every dial
+	held := make(chan struct{})
+	r := Serve(listen(t), 200*time.Millisecond, func(c net.Conn, leader string) {
+		io.WriteString(c, "no leader ("+leader+")\n")
+		if leader == deadAddr {
+			close(held)
+			io.Copy(io.Discard, c) // until Close
+		}
+	})
+	t.Cleanup(func() { r.Close() })
+	c, rd := dialRelay(t, r)
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if got, err := rd.ReadString('\n'); err != nil || got != "no leader ()\n" {
+		t.Fatalf("with no target: %q, %v", got, err)
+	}
+	if _, err := rd.ReadString('\n'); err == nil {
+		t.Fatal("the refused connection stayed open")
+	}
+	r.SetTarget(deadAddr)
+	c2, rd2 := dialRelay(t, r)
+	c2.SetDeadline(time.Now().Add(20 * time.Second))
+	if got, err := rd2.ReadString('\n'); err != nil || got != "no leader ("+deadAddr+")\n" {
+		t.Fatalf("with a target that refuses: %q, %v", got, err)
+	}
+	<-held
+	r.Close()
+	if _, err := rd2.ReadString('\n'); err == nil {
+		t.Fatal("Close left a connection held by the refusal open")
+	}
+	if st := r.Stats(); st.GaveUp != 2 || st.Open != 0 {
+		t.Fatalf("stats %+v, want 2 given up and none open", st)
 	}
 }
 
@@ -234,4 +276,58 @@ func TestRelayCutsClientThatStopsReading(t *testing.T) {
 		defer r.mu.Unlock()
 		return len(r.conns) == 0
 	})
+}
+
+// TestRelayIdleConnIsSmall: each relayed connection's leader-to-client
+// copy held a 32 KiB buffer, so an idle control connection cost a
+// follower ~40 KB of heap and a few thousand idle clients (or an abuser)
+// ran it to hundreds of MB (abuse7 #4). Measured here: the relay's heap
+// per idle relayed connection, the test's own ends included.
+func TestRelayIdleConnIsSmall(t *testing.T) {
+	target := listen(t)
+	testkit.Serve(t, target, func(c net.Conn) {
+		var b [64]byte
+		for {
+			n, err := c.Read(b[:])
+			if err != nil {
+				return
+			}
+			if _, err := c.Write(b[:n]); err != nil {
+				return
+			}
+		}
+	})
+	r := startRelay(t, 5*time.Second)
+	r.SetTarget(target.Addr().String())
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	const n = 200
+	before := heap()
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", r.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		var b [1]byte
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	per := (int64(heap()) - int64(before)) / n
+	t.Logf("heap per idle relayed connection: %d B", per)
+	if per > 16<<10 {
+		t.Fatalf("an idle relayed connection costs %d B of heap, want under %d", per, 16<<10)
+	}
+	runtime.KeepAlive(conns)
 }
