@@ -2,12 +2,14 @@ package chatserver
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -114,10 +116,11 @@ func (a *agent) register(ctx context.Context) (time.Duration, error) {
 	cfg := a.s.cfg
 	tok := a.s.centralToken()
 	if tok == "" && cfg.TokenFile != "" {
-		if b, err := os.ReadFile(cfg.TokenFile); err == nil {
-			tok = strings.TrimSpace(string(b))
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			a.s.log.Warn("reading the server token", "file", cfg.TokenFile, "err", err)
+		var why string
+		if tok, why = readTokenFile(cfg.TokenFile); why != "" {
+			// Changed since Validate looked: neither sent nor replaced.
+			a.s.log.Warn("not using the token file", "file", cfg.TokenFile, "err", why)
+			cfg.TokenFile = ""
 		}
 	}
 	resp, err := a.api.Register(ctx, centralapi.RegisterServerRequest{
@@ -146,7 +149,7 @@ func (a *agent) heartbeat(ctx context.Context) (centralapi.HeartbeatResponse, er
 	st := a.s.Stats()
 	rooms := a.s.Rooms()
 	hb := centralapi.HeartbeatRequest{Conns: st.Conns, Total: len(rooms),
-		Rooms: a.pages.page(rooms, heartbeatPage)}
+		Rooms: a.pages.page(rooms, heartbeatPage), Admits: a.s.port.Admits()}
 	hb.RevokeLog, hb.RevokeSeq = a.s.revoked.cursor()
 	resp, err := a.api.Heartbeat(ctx, a.s.cfg.ID, a.s.centralToken(), hb)
 	if err == nil {
@@ -226,7 +229,7 @@ func (a *agent) run(ctx context.Context) {
 			return
 		case <-a.s.drainReq:
 			a.draining = true
-			if err := a.api.Drain(ctx, a.s.cfg.ID, a.s.centralToken()); err != nil {
+			if err := a.api.Drain(ctx, a.s.cfg.ID, a.s.centralToken()); err != nil && ctx.Err() == nil {
 				a.s.log.Warn("telling Central about the drain", "err", err)
 			}
 		case <-time.After(wait):
@@ -321,7 +324,57 @@ func centralMisconfig(err error) string {
 	case strings.Contains(msg, "HTTP request to an HTTPS server"):
 		return "Central serves TLS: start the chat server with -ca FILE (the cluster's CA), and -client-cert/-client-key or -secret"
 	case strings.Contains(msg, "HTTP response to HTTPS client"), strings.Contains(msg, "first record does not look like a TLS handshake"):
-		return "Central does not serve TLS: start the chat server without -ca"
+		return "Central does not serve TLS: give -central as host:port or an http:// URL, without -ca"
+	case strings.Contains(msg, "malformed HTTP"):
+		// nearchat's framed protocol where HTTP was expected: Central's
+		// control port (which answers HTTP with an Error frame) or a chat
+		// server (usability review 7, M7: "Central unreachable" forever).
+		return "the -central address answers, but not in HTTP: it must be Central's REST port (central -rest), not its control port or a chat server"
 	}
 	return ""
+}
+
+// readTokenFile reads the server token kept at path: "" when the file is
+// not there yet (in a directory that is) or holds nothing. why says what
+// else is wrong with it, and then it must be neither sent to Central nor
+// replaced: a mistyped path (a key, a config file, /etc/passwd) was read
+// whole, sent to Central as the token, and overwritten with the token
+// Central issued (usability review 7, H1).
+func readTokenFile(path string) (tok, why string) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if d, err := os.Stat(filepath.Dir(path)); err != nil || !d.IsDir() {
+			return "", "its directory does not exist"
+		}
+		return "", ""
+	}
+	if err != nil {
+		return "", err.Error()
+	}
+	if !fi.Mode().IsRegular() {
+		return "", "not a regular file"
+	}
+	const most = 256 // a token and some white space
+	if fi.Size() > most {
+		return "", "it holds something other than a server token"
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err.Error()
+	}
+	tok = strings.TrimSpace(string(b))
+	if tok != "" && !isToken(tok) {
+		return "", "it holds something other than a server token"
+	}
+	return tok, ""
+}
+
+// isToken reports whether s looks like a token Central issues: 64 hex
+// digits.
+func isToken(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
 }

@@ -111,7 +111,8 @@ type Config struct {
 	// registration, so a restarted server presents it and takes its id
 	// back at once. Central gives a live server's id to nobody without its
 	// token: a restarted server without one waits until Central has
-	// declared its old instance down (OfflineAfter).
+	// declared its old instance down (OfflineAfter). The file must hold
+	// a token or nothing, or not be there yet (Validate).
 	TokenFile string
 	// CentralTLS, when set, reaches Central over https with this client
 	// configuration (its certificate, if any, can stand for the secret).
@@ -205,6 +206,12 @@ func (c *Config) Validate() error {
 		// counted as behind.
 		hw = bounds.Range("high-water", c.HighWater, 1, c.MaxOutbound-1)
 	}
+	var tokenFile error
+	if c.TokenFile != "" {
+		if _, why := readTokenFile(c.TokenFile); why != "" {
+			tokenFile = bounds.Fail("token-file", c.TokenFile, "a file that holds a server token, or nothing, or is not there yet in a directory that is (not: "+why+")")
+		}
+	}
 	var heartbeat error
 	if c.Heartbeat != 0 && (c.Heartbeat < MinHeartbeat || c.Heartbeat > time.Hour) {
 		heartbeat = bounds.Fail("heartbeat", c.Heartbeat, "0 (Central's) or "+bounds.Duration(MinHeartbeat)+" to 1h")
@@ -230,6 +237,7 @@ func (c *Config) Validate() error {
 		bounds.AtLeast("outbound-budget", c.OutboundBudget, 0),
 		bounds.DialAddr("advertise", c.Advertise, true),
 		heartbeat,
+		tokenFile,
 		bounds.Range("shutdown-grace", c.ShutdownGrace, 0, MaxTimeout),
 	)
 }

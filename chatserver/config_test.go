@@ -2,10 +2,14 @@ package chatserver
 
 import (
 	"crypto/tls"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"nearchat/pkg/bounds"
 	"nearchat/pkg/testkit"
 )
 
@@ -64,5 +68,49 @@ func TestValidate(t *testing.T) {
 				t.Error("Validate changed the config")
 			}
 		})
+	}
+}
+
+// TestTokenFileChecked: -token-file took any file there was as the token,
+// sent its content to Central and replaced it with the token Central
+// issued (/etc/passwd, in the usability review 7, H1). Only a file
+// holding a token or nothing, or none yet in a directory that exists, is
+// taken; anything else is refused at startup, naming the flag.
+func TestTokenFileChecked(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, path string
+		ok         bool
+	}{
+		{"not there yet", filepath.Join(dir, "new.token"), true},
+		{"empty", write("empty", "\n"), true},
+		{"a token", write("tok", strings.Repeat("ab", 32)+"\n"), true},
+		{"a password file", write("passwd", "root:x:0:0:root:/root:/bin/bash\n"), false},
+		{"a short hex string", write("short", "abcdef\n"), false},
+		{"a big file", write("big", strings.Repeat("0", 4096)), false},
+		{"a directory", dir, false},
+		{"no such directory", filepath.Join(dir, "nodir", "tok"), false},
+	} {
+		before, _ := os.ReadFile(tc.path)
+		cfg := DefaultConfig()
+		cfg.TokenFile = tc.path
+		err := cfg.Validate()
+		var be *bounds.Error
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case !tc.ok && (!errors.As(err, &be) || be.Name != "token-file"):
+			t.Errorf("%s: %v, want -token-file refused", tc.name, err)
+		}
+		if after, _ := os.ReadFile(tc.path); string(after) != string(before) {
+			t.Errorf("%s: the file changed", tc.name)
+		}
 	}
 }

@@ -92,7 +92,9 @@
 // the reader's backlog growing. A member behind for longer than
 // Config.SlowTimeout, or whose backlog passes Config.MaxOutbound all the
 // same, gets an Error frame (slow_consumer) and is disconnected; it rejoins
-// and recovers or is told what it missed. Nothing ever blocks on a
+// and recovers or is told what it missed. If it rejoins the same room
+// within 10 minutes it holds the room no more: it is never behind, and is
+// cut off at MaxOutbound. Nothing ever blocks on a
 // member's socket. A member sending Chat frames past Config.SendRate has
 // its input left unread until its rate allows more, which slows a
 // session's sender the same way. flow.go has all of this. A connection that said Hello

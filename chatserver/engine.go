@@ -160,7 +160,7 @@ func (s *Server) serve(m *member, c inbound) gnet.Action {
 // frame either, so it is closed. Event loop only.
 func (m *member) drop(n int) {
 	if m.dropped += n; m.dropped > maxDropped && !m.gone {
-		_ = m.c.Close()
+		m.cut()
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"nearchat/pkg/proto"
+	"nearchat/pkg/unsent"
 )
 
 // shard is the part of a room whose members live on one event loop. count,
@@ -199,8 +200,9 @@ func (l *loop) doom(m *member) {
 	l.ndoomed.Store(int32(len(l.doomed)))
 }
 
-// reaper closes doomed members whose backlog drained or whose grace ran
-// out. It runs on the loop, scheduled by Server.flowLoop.
+// reaper closes doomed members whose backlog drained, from gnet's buffer
+// and the kernel's, or whose grace ran out. It runs on the loop,
+// scheduled by Server.flowLoop.
 type reaper struct{ l *loop }
 
 func (r *reaper) Run(context.Context) error {
@@ -210,7 +212,9 @@ func (r *reaper) Run(context.Context) error {
 	for _, m := range l.doomed {
 		switch {
 		case m.gone:
-		case m.c.OutboundBuffered() == 0 || now.After(m.doomedAt):
+		case now.After(m.doomedAt):
+			m.cut() // a reset if anything is still unsent
+		case m.c.OutboundBuffered() == 0 && unsent.Bytes(m.c.Fd()) == 0:
 			_ = m.c.Close()
 		default:
 			keep = append(keep, m)
@@ -693,7 +697,7 @@ func (l *loop) deliver(run []item) {
 			_ = m.c.Close()
 		}
 		// Its backlog but for the shard's queue: unsent and held bytes.
-		if m.outb > peak {
+		if m.outb > peak && !m.noHold {
 			peak = m.outb
 		}
 		if i < len(*members) && (*members)[i] != m {

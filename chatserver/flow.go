@@ -3,6 +3,7 @@ package chatserver
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"nearchat/pkg/mono"
@@ -36,6 +37,17 @@ import (
 // senders than the windows allow for), is cut off as a slow consumer: it
 // rejoins and recovers what it lacks from the history and the senders, or
 // is told exactly what it missed.
+//
+// A member that was cut off as a slow consumer and joins the same room
+// again within slowMemory holds the room no more: it is never behind, so
+// the room's Acks never wait for it; it gets what fits in its MaxOutbound
+// (its input paused past half of it, cut off after maxPause so) and is
+// cut off again past it, the others going on at their own pace. Before,
+// a member that stopped reading and kept pinging held every other
+// member's messages for SlowTimeout, rejoined with the same ticket (valid
+// for Central's -ticket-ttl, 10 minutes by default) and did it again
+// (abuse sweep, 2026-12-03: the others' messages stalled for 52 s and
+// then 59 s, over and over).
 //
 // Liveness: every connection must send something (its session pings) at
 // least every IdleTimeout; one silent longer is closed with a timeout error
@@ -149,12 +161,13 @@ func (m *member) noteBacklog() {
 		s.outBytes.Add(int64(out - m.outb))
 		m.outb = out
 	}
-	if m.behind != nil || m.room == nil || m.backlog(n) <= s.cfg.HighWater {
+	if m.behind != nil || m.room == nil || m.noHold || m.backlog(n) <= s.cfg.HighWater {
 		return
 	}
 	m.behind, m.behindSince = m.room, time.Now()
 	m.room.nbehind.Add(1)
 	l := m.loop
+	l.st.behind()
 	l.behind = append(l.behind, m)
 	l.nbehind.Store(int32(len(l.behind)))
 }
@@ -369,4 +382,61 @@ func (s *Server) overBudget() error {
 		return proto.Fatalf(proto.CodeServerFull, "outbound memory budget reached (%d of %d bytes unsent): try another server", o, s.cfg.OutboundBudget)
 	}
 	return nil
+}
+
+// slowMemory is how long a member cut off as slow is remembered in its
+// room (slowCuts): a ticket's default lifetime. Each cut-off, of a member
+// remembered too, starts it afresh.
+const slowMemory = 10 * time.Minute
+
+// maxSlowCuts bounds the members slowCuts remembers; past it the oldest
+// are forgotten.
+const maxSlowCuts = 4096
+
+// slowKey is a member of a room: the room's id and the user.
+type slowKey struct{ room, user string }
+
+// slowCuts remembers members cut off as slow consumers, by room and user,
+// for slowMemory.
+type slowCuts struct {
+	mu    sync.Mutex
+	at    map[slowKey]time.Time // when each was last cut off
+	order []slowCut             // every cut-off, oldest first; stale once its key was cut off again
+}
+
+type slowCut struct {
+	k  slowKey
+	at time.Time
+}
+
+// remember notes that k was cut off as slow at now.
+func (sc *slowCuts) remember(k slowKey, now time.Time) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.at == nil {
+		sc.at = make(map[slowKey]time.Time)
+	}
+	sc.at[k] = now
+	sc.order = append(sc.order, slowCut{k, now})
+	n := 0
+	for ; n < len(sc.order); n++ {
+		e := sc.order[n]
+		if now.Sub(e.at) <= slowMemory && len(sc.at) <= maxSlowCuts && len(sc.order)-n <= 2*maxSlowCuts {
+			break
+		}
+		if sc.at[e.k] == e.at {
+			delete(sc.at, e.k)
+		}
+	}
+	if n > 0 {
+		sc.order = append(sc.order[:0], sc.order[n:]...)
+	}
+}
+
+// recent reports whether k was cut off as slow within slowMemory of now.
+func (sc *slowCuts) recent(k slowKey, now time.Time) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	at, ok := sc.at[k]
+	return ok && now.Sub(at) <= slowMemory
 }

@@ -442,3 +442,115 @@ func TestSendBucketMatchesLimiter(t *testing.T) {
 		})
 	}
 }
+
+// TestReturningSlowMemberHoldsNoAcks: a member cut off for staying behind
+// past SlowTimeout that joins the same room again no longer holds the
+// room's Acks: it gets what fits in its MaxOutbound and is cut off past
+// it, and the senders go on meanwhile. Before, it held every sender
+// again, for SlowTimeout each time it came back with its ticket (abuse
+// sweep, 2026-12-03: a member that pinged and never read stalled the
+// others' messages for 52 s, then 59 s, over and over).
+func TestReturningSlowMemberHoldsNoAcks(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.MaxOutbound = 1 << 20 // HighWater 256 KiB: a sender's window never fills a shard's queue past it
+		c.SlowTimeout = 2 * time.Second
+		c.Metrics = true
+	})
+	// The first time, the member holds the room until SlowTimeout.
+	_, sender, w := slowHoldsRoom(t, s)
+	testkit.WaitFor(t, 30*time.Second, "the slow member to be cut off", func() bool { return s.Metrics().SlowConsumers == 1 })
+	if err := <-w.done; err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 30*time.Second, "the slow member to be closed", func() bool { return s.Metrics().Conns == 1 })
+	// It comes back and does not read again: it no longer holds the room.
+	returnsHoldingNothing(t, s, sender, 2)
+}
+
+// TestSlowMemberLeavingWhileBehindHoldsNoAcksAgain: a member that leaves
+// while it holds its room's Acks, before SlowTimeout cuts it off, is
+// remembered as a slow one: joining again, it holds the room no more.
+func TestSlowMemberLeavingWhileBehindHoldsNoAcksAgain(t *testing.T) {
+	s := startServer(t, func(c *Config) {
+		c.MaxOutbound = 1 << 20
+		c.SlowTimeout = time.Minute // never reached: it leaves first
+		c.Metrics = true
+	})
+	first, sender, w := slowHoldsRoom(t, s)
+	first.conn.Close()
+	if err := <-w.done; err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 30*time.Second, "the slow member to be gone", func() bool { return s.Metrics().Conns == 1 })
+	returnsHoldingNothing(t, s, sender, 1)
+}
+
+// slowHoldsRoom has the member "slow" of room r, which does not read,
+// hold the room's Acks while "sender" sends; it returns both, and the
+// sending under way.
+func slowHoldsRoom(t *testing.T, s *Server) (slow, sender *peer, w *windowed) {
+	t.Helper()
+	slow = dialSlow(t, s, "r", "slow")
+	shrinkSendBuffer(t, s, "r", "slow")
+	sender, _ = joinAs(t, s, "r", "sender")
+	slow.expect(proto.TPresence)
+	_, held := acksHeld(s, "r")
+	w = sendWindowed(sender, 600, 16, strings.Repeat("s", 4000))
+	testkit.WaitFor(t, 30*time.Second, "the slow member to hold the room's Acks", held)
+	return slow, sender, w
+}
+
+// returnsHoldingNothing has the member "slow" of room r join again and not
+// read while a new sender sends, and checks that it is cut off (the
+// server's slow cut-offs reach cuts) without ever holding the room's Acks.
+// The first sender leaves first: left in the room, not reading, it fell
+// behind at times and held the Acks itself.
+func returnsHoldingNothing(t *testing.T, s *Server, sender *peer, cuts uint64) {
+	t.Helper()
+	sender2, _ := joinAs(t, s, "r", "sender2")
+	sender.conn.Close()
+	testkit.WaitFor(t, 30*time.Second, "the first sender to be gone", func() bool { return s.Metrics().Conns == 1 })
+	dialSlow(t, s, "r", "slow")
+	shrinkSendBuffer(t, s, "r", "slow")
+	// The room may hold its Acks for a moment while its queue on a
+	// starved loop passes HighWater; the member must never be behind.
+	marks := s.Metrics().FellBehind
+	w := sendWindowed(sender2, 1000, 16, strings.Repeat("s", 4000))
+	testkit.WaitFor(t, 60*time.Second, "the returning member to be cut off, or to fall behind", func() bool {
+		return s.Metrics().SlowConsumers == cuts || s.Metrics().FellBehind > marks
+	})
+	if s.Metrics().FellBehind > marks {
+		t.Fatal("a member remembered as slow, back in its room, holds the room's Acks again")
+	}
+	if err := <-w.done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSlowCutsBounded: the memory of slow cut-offs forgets after
+// slowMemory and holds at most maxSlowCuts members.
+func TestSlowCutsBounded(t *testing.T) {
+	var sc slowCuts
+	t0 := time.Now()
+	sc.remember(slowKey{"r", "old"}, t0)
+	if !sc.recent(slowKey{"r", "old"}, t0.Add(slowMemory)) || sc.recent(slowKey{"r", "other"}, t0) {
+		t.Fatal("recent is wrong within slowMemory")
+	}
+	if sc.recent(slowKey{"r", "old"}, t0.Add(slowMemory+time.Second)) {
+		t.Fatal("remembered past slowMemory")
+	}
+	for i := range 3 * maxSlowCuts {
+		sc.remember(slowKey{"r", fmt.Sprint(i % (2 * maxSlowCuts))}, t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	if len(sc.at) > maxSlowCuts || len(sc.order) > 2*maxSlowCuts {
+		t.Fatalf("%d remembered, %d in order; want at most %d and %d", len(sc.at), len(sc.order), maxSlowCuts, 2*maxSlowCuts)
+	}
+	last := t0.Add(time.Duration(3*maxSlowCuts-1) * time.Millisecond)
+	if !sc.recent(slowKey{"r", fmt.Sprint((3*maxSlowCuts - 1) % (2 * maxSlowCuts))}, last) {
+		t.Fatal("the newest cut-off was forgotten")
+	}
+	sc.remember(slowKey{"r", "late"}, last.Add(slowMemory+time.Second))
+	if len(sc.at) != 1 {
+		t.Fatalf("%d remembered after slowMemory, want only the newest", len(sc.at))
+	}
+}

@@ -33,7 +33,8 @@ type guardState struct {
 	paused    bool                // input left unread until the output drains
 	pausedAt  time.Time           // when paused was last set
 	counted   bool                // holds a descriptor of the budget
-	newcomer  *connlimit.Newcomer // its place until it joins a room, evictable (connlimit.AcquireNew)
+	newcomer  *connlimit.Newcomer // its place: evictable (connlimit.AcquireNew) until it joins a room, then only for a fair share
+	joined    bool                // joined a room (settled its place)
 	dropped   int                 // input discarded since the member was cut off
 }
 
@@ -111,8 +112,8 @@ func (s *Server) admit(m *member) bool {
 	m.opened = time.Now()
 	m.guard = s.guardFor(m.c.EventLoop())
 	m.guard.conns[m] = struct{}{}
-	nc, ok := s.port.AcquireNew(m.c.RemoteAddr(), 1, func() {
-		_ = m.c.EventLoop().Execute(context.Background(), evictTask{m})
+	nc, ok := s.port.AcquireNew(m.c.RemoteAddr(), 1, func(settled bool) {
+		_ = m.c.EventLoop().Execute(context.Background(), evictTask{m, settled})
 	})
 	if !ok {
 		return false
@@ -125,10 +126,19 @@ func (s *Server) admit(m *member) bool {
 // one that needs its place (connlimit.AcquireNew). A Hello alone does not
 // keep a place: it takes no credential, so a flood would send one. It
 // runs on the connection's loop.
-type evictTask struct{ m *member }
+// A member that joined is evicted only for a fair share (settled): its
+// address holds more of a full server than the newer connection's.
+type evictTask struct {
+	m       *member
+	settled bool
+}
 
 func (e evictTask) Run(context.Context) error {
-	if m := e.m; m.newcomer != nil && !m.dead {
+	switch m := e.m; {
+	case m.dead:
+	case e.settled:
+		m.kill(proto.CodeServerFull, "the server is at its connection limit, and your address holds more of its connections than any other: a connection from an address holding fewer took this one's place")
+	case !m.joined:
 		m.kill(proto.CodeServerFull, "a newer connection needed this one's place (the server is at its connection limit for your address or in all) and it had not joined a room")
 	}
 	return nil

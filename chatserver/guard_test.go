@@ -274,3 +274,54 @@ func TestSilentFloodDoesNotLockOutMembers(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinedFloodFromOneAddressGivesWay: members that joined are never
+// evicted for a newcomer, but joining costs little (a free ticket), so
+// one address filled a server with joined members and every room placed
+// there failed (abuse sweep 6, F2b). At a full server a connection from an
+// address holding fewer takes the place of the newest member of the
+// address holding the most; between even shares nobody is evicted.
+func TestJoinedFloodFromOneAddressGivesWay(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.MaxConns = 8 })
+	from := func(ip byte) *peer {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, ip)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return newPeer(t, c)
+	}
+	join := func(p *peer, user string) {
+		p.send(&proto.Hello{V: wire.Version, Agent: "test"})
+		p.expect(proto.TWelcome)
+		p.send(&proto.Join{Room: "r", User: user})
+		p.expect(proto.TJoined)
+	}
+	var flood []*peer
+	for i := range 8 {
+		p := from(2)
+		join(p, fmt.Sprintf("flood%d", i))
+		flood = append(flood, p)
+	}
+	for i := range 4 {
+		join(from(1), fmt.Sprintf("member%d", i))
+		// The newest of the flood went first.
+		flood[len(flood)-1-i].expectClosed(proto.CodeServerFull)
+		testkit.WaitFor(t, 10*time.Second, "the evicted member's place to be given back", func() bool { return s.port.InUse() <= 8 })
+	}
+	// 4 and 4: neither address takes the other's place.
+	from(1).expectClosed(proto.CodeServerFull)
+	from(2).expectClosed(proto.CodeServerFull)
+	// A new address would take one, and the heartbeat says so: Central
+	// counted the server full by its connections and placed no room
+	// there (N2).
+	testkit.WaitFor(t, 10*time.Second, "the refused connections' places to be given back", func() bool { return s.port.InUse() <= 8 })
+	if !s.port.Admits() {
+		t.Fatal("a server whose addresses hold 4 members each admits no new address")
+	}
+	join(from(3), "newcomer")
+	testkit.WaitFor(t, 10*time.Second, "one of the 8 members to give way", func() bool { return s.port.InUse() <= 8 })
+	flood[0].send(&proto.Ping{ID: 7})
+	flood[0].expect(proto.TPong)
+}

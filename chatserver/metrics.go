@@ -51,6 +51,7 @@ type loopStats struct {
 	framesOut, bytesOut atomic.Uint64
 	writes              atomic.Uint64
 	slowConsumers       atomic.Uint64
+	fellBehind          atomic.Uint64
 	busyNs              atomic.Int64
 	outHigh             atomic.Int64 // most unsent bytes seen before a write, since the last Metrics call
 
@@ -102,6 +103,13 @@ func (st *loopStats) received(n int) {
 func (st *loopStats) cutOff() {
 	if st != nil {
 		st.slowConsumers.Add(1)
+	}
+}
+
+// behind counts a member marked behind. Event loop only.
+func (st *loopStats) behind() {
+	if st != nil {
+		st.fellBehind.Add(1)
 	}
 }
 
@@ -171,6 +179,9 @@ type Metrics struct {
 	// Writes is how well frames are batched.
 	Writes        uint64
 	SlowConsumers uint64
+	// FellBehind counts the times a member's backlog passed HighWater and
+	// its room's Acks were held for it.
+	FellBehind uint64
 	// Busy is the event loops' total time spent parsing inbound frames
 	// and writing fan-out, summed over the loops.
 	Busy time.Duration
@@ -238,6 +249,7 @@ func (s *Server) Metrics() Metrics {
 		m.BytesOut += st.bytesOut.Load()
 		m.Writes += st.writes.Load()
 		m.SlowConsumers += st.slowConsumers.Load()
+		m.FellBehind += st.fellBehind.Load()
 		m.Busy += time.Duration(st.busyNs.Load())
 		m.OutboundHigh = max(m.OutboundHigh, st.outHigh.Swap(0))
 		m.FanoutCount += st.fanoutCount.Load()

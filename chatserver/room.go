@@ -94,6 +94,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 		}
 	}
 	m.room, m.user, m.lastSent, m.inc = r, j.User, j.LastSent, j.Inc
+	m.noHold = s.slowCuts.recent(slowKey{r.id, j.User}, time.Now())
 	sh := r.shardFor(m.loop)
 	sh.count++
 	m.shard = sh
@@ -280,6 +281,14 @@ func (s *Server) detach(r *room, m *member, from *loop) {
 // only.
 func (s *Server) leave(m *member) {
 	r := m.room
+	if m.behind != nil {
+		// It leaves while it holds the room's Acks: remembered as one cut
+		// off as slow (slowCuts), or it could leave before SlowTimeout,
+		// join again with the same ticket and hold the room anew each
+		// time (verification of abuse sweep 6: bob got nothing for 130
+		// of 150 s from a member rejoining every 50 s).
+		s.slowCuts.remember(slowKey{r.id, m.user}, time.Now())
+	}
 	r.mu.Lock()
 	s.detach(r, m, m.loop)
 	if sh := m.shard; m.idx >= 0 {

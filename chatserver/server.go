@@ -51,6 +51,7 @@ type Server struct {
 	centralOK atomic.Bool
 	token     atomic.Pointer[string] // this server's token from Central
 	revoked   revocations            // tickets Central withdrew (revoke.go)
+	slowCuts  slowCuts               // members cut off as slow lately (flow.go)
 	closeOnce sync.Once
 	closeErr  error
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,19 +43,22 @@ import (
 // over records, or promised by a first record that brings less; the
 // client's answer), until they come (hsSlot). Waiting on the client
 // happens outside the pool, in a stage that never blocks accepting: when
-// it holds tlsHelloWaiters connections, its oldest is closed to make room.
-// So neither idle sockets nor clients that stall mid-handshake can hold
-// the pool.
+// it holds tlsHelloWaiters connections, one is closed to make room
+// (waiters.victim). So neither idle sockets nor clients that stall
+// mid-handshake can hold the pool.
 const tlsHandshakes = 64
 
 // tlsHandshakeTimeout bounds one handshake, from its first record on.
 const tlsHandshakeTimeout = 10 * time.Second
 
 // Bounds of waiting on clients: how long a connection may take to send
-// its first record, and how many may wait on their client at once.
+// its first record, how many may wait on their client at once, and how
+// many of them one source may always hold (its fair share is at least
+// that; see waiters.victim).
 const (
 	tlsHelloTimeout = 3 * time.Second
 	tlsHelloWaiters = 1024
+	tlsWaitersFloor = 16
 )
 
 // maxFirstRecord is the largest first record waited for whole: a TLS
@@ -72,16 +76,17 @@ type tlsFront struct {
 	enrolMu sync.Mutex // serialises Engine.Register
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // in the handshake, closed by stop
-	waiting *list.List            // of net.Conn waiting on their client, oldest first
+	waiting waiters               // connections waiting on their client
 	stopped bool
 	stop    chan struct{} // closed by stopAccepting
 
 	handshakes, failed atomic.Uint64 // completed and failed, for Metrics
+	evicted            atomic.Uint64 // waiters closed to make room
 }
 
 func newTLSFront(s *Server, ln net.Listener) *tlsFront {
 	f := &tlsFront{s: s, ln: ln, sem: make(chan struct{}, tlsHandshakes), pending: make(map[net.Conn]struct{}),
-		waiting: list.New(), stop: make(chan struct{})}
+		waiting: newWaiters(), stop: make(chan struct{})}
 	base := s.cfg.TLS
 	f.cfg = &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -131,13 +136,13 @@ func (f *tlsFront) accept() {
 		// -max-conns can tell it so in TLS. Until then it may be evicted
 		// for a newer connection, as one on a loop may until it joins a
 		// room (guard.go): closing it fails the handshake's reads.
-		nc, ok := f.s.port.AcquireHandshake(c.RemoteAddr(), 1, func() { _ = c.Close() })
+		nc, ok := f.s.port.AcquireHandshake(c.RemoteAddr(), 1, func(bool) { _ = c.Close() })
 		if !ok {
 			c.Close()
 			continue
 		}
-		el := f.park(c)
-		if el == nil {
+		w := f.park(c, false)
+		if w == nil {
 			f.release(c, nc)
 			c.Close()
 			return
@@ -145,35 +150,38 @@ func (f *tlsFront) accept() {
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			f.hello(c.(*net.TCPConn), el, nc)
+			f.hello(c.(*net.TCPConn), w, nc)
 		}()
 	}
 }
 
-// park lists c as waiting on its client, closing the oldest waiter if
-// tlsHelloWaiters wait, and returns c's place in the list; nil means the
-// front is stopped.
-func (f *tlsFront) park(c net.Conn) *list.Element {
+// park lists c as waiting on its client (spoke: after its first record
+// whole, in a handshake under way), closing a waiter if tlsHelloWaiters
+// wait, and returns c's place in the list; nil means the front is
+// stopped.
+func (f *tlsFront) park(c net.Conn, spoke bool) *waiter {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stopped {
 		return nil
 	}
-	if f.waiting.Len() >= tlsHelloWaiters {
-		old := f.waiting.Remove(f.waiting.Front()).(net.Conn)
-		_ = old.Close() // its hello goroutine sees the read fail
+	if f.waiting.n >= tlsHelloWaiters {
+		old := f.waiting.victim()
+		f.waiting.remove(old)
+		_ = old.c.Close() // its goroutine sees the read fail
+		f.evicted.Add(1)
 	}
 	f.pending[c] = struct{}{}
-	return f.waiting.PushBack(c)
+	return f.waiting.add(c, spoke)
 }
 
 // hello waits, within tlsHelloTimeout, for c's first record, then for a
 // handshake slot, and runs the handshake in it.
-func (f *tlsFront) hello(c *net.TCPConn, el *list.Element, nc *connlimit.Newcomer) {
+func (f *tlsFront) hello(c *net.TCPConn, w *waiter, nc *connlimit.Newcomer) {
 	_ = c.SetReadDeadline(time.Now().Add(tlsHelloTimeout))
 	first, err := readFirstRecord(c)
 	_ = c.SetReadDeadline(time.Time{})
-	f.unpark(el)
+	f.unpark(w)
 	if err == nil && first[0] != 0x16 {
 		proto.PlaintextOnTLS(c, first)
 		err = fmt.Errorf("first record of type %d, not a TLS handshake", first[0])
@@ -217,7 +225,7 @@ type hsSlot struct {
 	f    *tlsFront
 	c    net.Conn
 	held bool
-	el   *list.Element   // c's place among those waiting on their client
+	el   *waiter         // c's place among those waiting on their client
 	done <-chan struct{} // the handshake's deadline
 }
 
@@ -228,7 +236,7 @@ func (s *hsSlot) wait() error {
 		s.held = false
 	}
 	if s.el == nil {
-		if s.el = s.f.park(s.c); s.el == nil {
+		if s.el = s.f.park(s.c, true); s.el == nil {
 			return net.ErrClosed // the front stopped
 		}
 	}
@@ -260,14 +268,133 @@ func (s *hsSlot) release() {
 	s.el = nil
 }
 
-// unpark takes el off the waiting list; a no-op if it was evicted.
-func (f *tlsFront) unpark(el *list.Element) {
-	if el == nil {
+// unpark takes w off the waiting list; a no-op if it was evicted.
+func (f *tlsFront) unpark(w *waiter) {
+	if w == nil {
 		return
 	}
 	f.mu.Lock()
-	f.waiting.Remove(el)
+	f.waiting.remove(w)
 	f.mu.Unlock()
+}
+
+// waiters are the connections waiting on their client, by source and by
+// whether they spoke. When the list is full, the one closed for a newcomer
+// is chosen so that neither sockets that never sent a record nor one
+// source can crowd out a client mid-handshake: before, the list was one
+// FIFO for every source, and one address churning 1,500 idle sockets
+// closed every client more than a few milliseconds away between the
+// server's flight and its Finished (abuse sweep, 2026-12-03). Guarded by
+// tlsFront.mu.
+type waiters struct {
+	n              int
+	silent, spoken list.List // of *waiter, oldest first
+	sources        map[netip.Addr]*waitSource
+	big            map[*waitSource]struct{} // holding more than tlsWaitersFloor
+}
+
+// waiter is one connection in waiters.
+type waiter struct {
+	c     net.Conn
+	src   *waitSource
+	spoke bool          // sent its first record whole
+	all   *list.Element // in waiters.silent or .spoken; nil once removed
+	own   *list.Element // in src.silent or .spoken
+}
+
+// waitSource is the waiters of one source: an IP address, or an IPv6 /64.
+type waitSource struct {
+	key            netip.Addr
+	silent, spoken list.List // of *waiter, oldest first
+	n              int
+}
+
+func newWaiters() waiters {
+	return waiters{sources: make(map[netip.Addr]*waitSource), big: make(map[*waitSource]struct{})}
+}
+
+// waitKey is the source c is counted against.
+func waitKey(c net.Conn) netip.Addr {
+	a, _ := c.RemoteAddr().(*net.TCPAddr)
+	if a == nil {
+		return netip.Addr{}
+	}
+	ip := a.AddrPort().Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		ip = p.Addr()
+	}
+	return ip
+}
+
+func (ws *waiters) add(c net.Conn, spoke bool) *waiter {
+	k := waitKey(c)
+	src := ws.sources[k]
+	if src == nil {
+		src = &waitSource{key: k}
+		ws.sources[k] = src
+	}
+	w := &waiter{c: c, src: src, spoke: spoke}
+	if spoke {
+		w.all, w.own = ws.spoken.PushBack(w), src.spoken.PushBack(w)
+	} else {
+		w.all, w.own = ws.silent.PushBack(w), src.silent.PushBack(w)
+	}
+	ws.n++
+	if src.n++; src.n > tlsWaitersFloor {
+		ws.big[src] = struct{}{}
+	}
+	return w
+}
+
+func (ws *waiters) remove(w *waiter) {
+	if w.all == nil {
+		return // evicted, or removed already
+	}
+	src := w.src
+	if w.spoke {
+		ws.spoken.Remove(w.all)
+		src.spoken.Remove(w.own)
+	} else {
+		ws.silent.Remove(w.all)
+		src.silent.Remove(w.own)
+	}
+	w.all, w.own = nil, nil
+	ws.n--
+	if src.n--; src.n <= tlsWaitersFloor {
+		delete(ws.big, src)
+	}
+	if src.n == 0 {
+		delete(ws.sources, src.key)
+	}
+}
+
+// victim is the waiter to close for a newcomer: the oldest of the source
+// holding the most, if that is more than its fair share (the waiters over
+// the sources waiting, and at least tlsWaitersFloor); otherwise the
+// oldest of all. Either way a socket that has not sent its first record
+// goes before any that did. So a flood of idle sockets, from one address
+// or many, closes only its own, and handshakes under way from one
+// address cannot crowd out those of others. ws is not empty.
+func (ws *waiters) victim() *waiter {
+	var top *waitSource
+	for src := range ws.big {
+		if top == nil || src.n > top.n {
+			top = src
+		}
+	}
+	if top != nil && top.n > max(ws.n/len(ws.sources), tlsWaitersFloor) {
+		return oldest(&top.silent, &top.spoken)
+	}
+	return oldest(&ws.silent, &ws.spoken)
+}
+
+// oldest is the front of silent, or else of spoken.
+func oldest(silent, spoken *list.List) *waiter {
+	if e := silent.Front(); e != nil {
+		return e.Value.(*waiter)
+	}
+	return spoken.Front().Value.(*waiter)
 }
 
 // readFirstRecord reads the header of the first TLS record from c and, if

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"syscall"
 	"testing"
@@ -436,5 +437,142 @@ func TestTLSPausedMemberNotDecrypted(t *testing.T) {
 	// what was read before the pause); before, about 23 times as much.
 	if sent > 2<<20 {
 		t.Errorf("the server took %d KiB of records from a member it had stopped reading; want about %d KiB", sent>>10, maxPausedInbound>>10)
+	}
+}
+
+// heldFinished is a client transport whose second write (the client's
+// Finished flight) waits until release is closed, after telling at: a
+// client one round trip away, caught between the server's flight and its
+// answer.
+type heldFinished struct {
+	net.Conn
+	writes  int
+	at      chan struct{}
+	release chan struct{}
+}
+
+func (c *heldFinished) Write(p []byte) (int, error) {
+	c.writes++
+	if c.writes == 2 {
+		close(c.at)
+		<-c.release
+	}
+	return c.Conn.Write(p)
+}
+
+// TestTLSHandshakeAwaitingFinishedOutlastsIdleFlood: a client waiting its
+// round trip to send its Finished is not closed to make room for sockets
+// that never sent a byte, however many of them one other address opens.
+// Before, the front's waiting list was one FIFO for every source and
+// closed its oldest when full, so 1,024 newer idle sockets from one
+// address closed a real client mid-handshake (abuse sweep, 2026-12-03:
+// clients 150 ms away got 0 handshakes of 15 through).
+func TestTLSHandshakeAwaitingFinishedOutlastsIdleFlood(t *testing.T) {
+	ca := devCA(t)
+	s := startTLSServer(t, ca)
+	raw, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &heldFinished{Conn: raw, at: make(chan struct{}), release: make(chan struct{})}
+	tc := tls.Client(hc, clientTLS(t, ca))
+	t.Cleanup(func() { tc.Close() })
+	done := make(chan error, 1)
+	go func() {
+		_ = tc.SetDeadline(time.Now().Add(30 * time.Second))
+		done <- tc.Handshake()
+	}()
+	select {
+	case <-hc.at:
+	case err := <-done:
+		t.Fatalf("handshake ended before the client's Finished: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server's flight never came")
+	}
+	// Idle sockets from another address, more than the waiting list holds.
+	var idle []net.Conn
+	t.Cleanup(func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	})
+	for range tlsHelloWaiters + 64 {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+		c, err := d.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	// Every one of them parked: the list overflowed by all but its room.
+	want := uint64(len(idle) + 1 - tlsHelloWaiters)
+	testkit.WaitFor(t, 10*time.Second, "the idle sockets to be parked", func() bool {
+		return s.front.evicted.Load() >= want
+	})
+	close(hc.release)
+	if err := <-done; err != nil {
+		t.Fatalf("handshake of a client one round trip from its Finished, after %d idle sockets: %v", len(idle), err)
+	}
+	// TLS 1.3: the client's handshake ends with its Finished sent; the
+	// server's answer to a Hello says whether it took it.
+	pc := proto.NewConn(tc, 0)
+	err = pc.Send(&proto.Hello{V: wire.Version, Agent: "far"})
+	var m wire.Message
+	if err == nil {
+		m, err = pc.Recv()
+	}
+	if err == nil {
+		_, err = proto.CheckWelcome(m)
+	}
+	if err != nil {
+		t.Fatalf("a client one round trip from its Finished, closed for %d newer idle sockets from another address: %v", len(idle), err)
+	}
+}
+
+// addrConn is a connection from addr, for the waiting list's bookkeeping.
+type addrConn struct {
+	net.Conn
+	addr *net.TCPAddr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.addr }
+
+// TestTLSWaitersVictim: the waiter closed for a newcomer is a silent
+// socket before one whose handshake is under way, and the oldest of a
+// source holding more than its fair share before anyone else's.
+func TestTLSWaitersVictim(t *testing.T) {
+	from := func(ip string) net.Conn {
+		return addrConn{addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 1}}
+	}
+	ws := newWaiters()
+	// Handshakes under way: one from a client, a flood from another source.
+	real := ws.add(from("127.0.0.1"), true)
+	for range 100 {
+		ws.add(from("127.0.0.2"), true)
+	}
+	if v := ws.victim(); v.c.RemoteAddr().String() != "127.0.0.2:1" {
+		t.Fatalf("victim from %v, want the source holding the most", v.c.RemoteAddr())
+	}
+	// Within fair shares, a socket that never spoke goes first, however
+	// new.
+	ws2 := newWaiters()
+	ws2.add(from("127.0.0.1"), true)
+	silent := ws2.add(from("127.0.0.3"), false)
+	if v := ws2.victim(); v != silent {
+		t.Fatalf("victim from %v (spoke %v), want the silent socket", v.c.RemoteAddr(), v.spoke)
+	}
+	// An IPv6 /64 is one source.
+	ws3 := newWaiters()
+	ws3.add(from("2001:db8::1"), true)
+	for i := range 40 {
+		ws3.add(from(fmt.Sprintf("2001:db8:0:1::%x", i+1)), true)
+	}
+	if v := ws3.victim(); v.c.RemoteAddr().String() == "[2001:db8::1]:1" {
+		t.Fatal("the lone IPv6 client went before a /64 holding 40")
+	}
+	ws.remove(real)
+	ws.remove(real) // evicted and then unparked: a no-op
+	if ws.n != 100 || len(ws.sources) != 1 {
+		t.Fatalf("%d waiters from %d sources, want 100 from 1", ws.n, len(ws.sources))
 	}
 }
