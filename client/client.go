@@ -134,6 +134,8 @@ type Client struct {
 	refusals uint64                       // Latency frames Central refused (latencyRefused)
 	asked    map[string]asking            // requests with no final status yet, by request id
 	left     map[string]*leftRoom         // rooms left lately: their Assigns are stale
+	leftNote chan struct{}                // closed (and replaced) when a leave is heard or the control connection changes
+	skipAddr bool                         // the next connection starts at the next control address (LeavesConfirmed)
 	probeNow chan struct{}                // asks the prober for a round now
 	paceNow  chan struct{}                // asks the prober to drop its stretched pace (paceBack)
 	upNow    map[string]string            // servers announced up since that round: ID -> address
@@ -264,6 +266,7 @@ func New(opts Config) (*Client, error) {
 		running:  make(chan struct{}),
 		good:     make(map[string][]goodSample),
 		left:     make(map[string]*leftRoom),
+		leftNote: make(chan struct{}),
 		asked:    make(map[string]asking),
 		probeNow: make(chan struct{}, 1),
 		paceNow:  make(chan struct{}, 1),
@@ -541,6 +544,14 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 	var pc *proto.Conn
 	var err error
 	notCentral := 0 // addresses that answered as something else
+	c.mu.Lock()
+	if c.skipAddr {
+		// The last Central did not answer in time (LeavesConfirmed):
+		// another replica may lead by now.
+		c.skipAddr = false
+		c.ctrlAt = (c.ctrlAt + 1) % len(addrs)
+	}
+	c.mu.Unlock()
 	for i := range addrs {
 		at := (c.ctrlAt + i) % len(addrs)
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -590,6 +601,7 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 	c.mu.Lock()
 	c.ctrl = cc
 	c.ctrlGen++
+	c.noteLocked()
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -597,6 +609,7 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 			c.ctrl = nil
 		}
 		c.ctrlGen++
+		c.noteLocked()
 		c.mu.Unlock()
 	}()
 	c.emit(Connected{Central: ctrlAddr})
@@ -952,7 +965,97 @@ func (c *Client) leavesHeard(m *proto.Pong) {
 			lr.heard = now
 		}
 	}
+	c.noteLocked()
 	c.mu.Unlock()
+}
+
+// noteLocked wakes LeavesConfirmed. c.mu held.
+func (c *Client) noteLocked() {
+	close(c.leftNote)
+	c.leftNote = make(chan struct{})
+}
+
+// leavePatience is how long LeavesConfirmed waits for the Pong to its
+// Ping before it takes the control connection for dead (a Central frozen,
+// or cut off, keeps a TCP connection open and silent) and connects again,
+// starting at the next address: the leader's lease (2 s by default) has
+// about run out by then, and a replica that leads answers.
+const leavePatience = 2 * time.Second
+
+// UnconfirmedError is LeavesConfirmed's error: the rooms left that no
+// Central has confirmed, and why the wait ended.
+type UnconfirmedError struct {
+	Rooms []string // sorted
+	Err   error
+}
+
+func (e *UnconfirmedError) Error() string {
+	return fmt.Sprintf("client: Central did not confirm leaving %s: %v", strings.Join(e.Rooms, ", "), e.Err)
+}
+
+func (e *UnconfirmedError) Unwrap() error { return e.Err }
+
+// LeavesConfirmed waits until Central has confirmed every room this client
+// left (Leave): until a Pong answered a Ping sent behind a Holding report
+// that listed them. With -store etcd, Central sends that Pong only once the
+// leave is stored, so a confirmed leave survives a failover and a loss of
+// etcd. It sends a Holding and a Ping at once on the control connection,
+// and again on each new one (a reconnect sends a Holding first); a
+// connection that does not answer within a couple of seconds is dropped
+// and the next Central address tried. It returns nil at once when there is
+// nothing to confirm, else an *UnconfirmedError when ctx ends first.
+//
+// Call it before stopping Run when the process is about to exit: a leave
+// is otherwise repeated only while the client runs, and one Central never
+// took in (it was frozen, or failing over, or lost etcd) leaves the user
+// listed in the room, and a restart with the same token back in it (rel7
+// sweep, 2026-12-03, R7-1). Run must be running for the wait to end well.
+func (c *Client) LeavesConfirmed(ctx context.Context) error {
+	var asked, dropped *ctrlConn // the connection the last Holding went on; the one given up on
+	var askedAt time.Time
+	for n := uint64(1 << 63); ; n++ {
+		c.mu.Lock()
+		var rooms []string
+		for id, lr := range c.left {
+			if lr.heard.IsZero() {
+				rooms = append(rooms, id)
+			}
+		}
+		cc, note := c.ctrl, c.leftNote
+		c.mu.Unlock()
+		if len(rooms) == 0 {
+			return nil
+		}
+		var patience <-chan time.Time
+		if cc != nil && cc != dropped {
+			if cc != asked {
+				asked, askedAt = cc, time.Now()
+				go func() {
+					if c.sendHolding(cc, n) != nil {
+						cc.pc.Close()
+					}
+				}()
+			}
+			t := time.NewTimer(max(leavePatience-time.Since(askedAt), 0))
+			defer t.Stop()
+			patience = t.C
+		}
+		select {
+		case <-ctx.Done():
+			slices.Sort(rooms)
+			return &UnconfirmedError{Rooms: rooms, Err: ctx.Err()}
+		case <-note:
+		case <-patience:
+			c.log.Info("Central has not confirmed the rooms left: connecting again", "rooms", rooms, "waited", time.Since(askedAt).Round(time.Millisecond))
+			c.mu.Lock()
+			if c.ctrl == cc {
+				c.skipAddr = true
+			}
+			c.mu.Unlock()
+			cc.pc.Close()
+			dropped = cc
+		}
+	}
 }
 
 // Session returns the session of a room this client is in, or nil.

@@ -23,7 +23,10 @@
 // HoldingEvery the Client tells Central which rooms it holds and where
 // (Holding), so any placement it missed is sent again. A broken room
 // connection is reported to Central (Unreachable) until Central moves the
-// room or confirms the server.
+// room or confirms the server. A room left (Leave) is listed in every
+// Holding until Central confirms the leave; a program about to exit calls
+// LeavesConfirmed, with a deadline, before it stops Run, so that a leave
+// made while Central fails over is not lost with the process.
 //
 // Probing scales with the number of servers: a round probes the ProbeBest
 // servers with the best figures, the servers of the rooms held and any

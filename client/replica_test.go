@@ -306,7 +306,7 @@ func TestE2EFollowerDeathLosesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := relay.Serve(ln, 4*time.Second)
+		r := relay.Serve(ln, 4*time.Second, nil)
 		r.SetTarget(target)
 		t.Cleanup(func() { r.Close() })
 		return r
