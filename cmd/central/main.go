@@ -77,7 +77,7 @@ func run() int {
 	fs.DurationVar(&cfg.ControlIdle, "control-idle", cfg.ControlIdle, "close a control connection silent this long after Hello (clients ping), 0 to 24h (0 keeps it)")
 	fs.IntVar(&cfg.MaxOutbound, "max-outbound", cfg.MaxOutbound, "bytes a control client may leave unread before it is cut off, at least 65536")
 	fs.IntVar(&cfg.MaxMembers, "max-members", cfg.MaxMembers, "most members in one chat request, 2 to 1024")
-	fs.StringVar(&cfg.ClusterSecret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster secret chat servers must present (default $NEARCHAT_SECRET; empty: none)")
+	fs.StringVar(&cfg.ClusterSecret, "secret", "", "cluster secret chat servers must present (default $NEARCHAT_SECRET; empty: none)")
 	fs.BoolVar(&cfg.Multicore, "multicore", cfg.Multicore, "one control-port event loop per CPU")
 	fs.Float64Var(&cfg.RequestRate, "request-rate", cfg.RequestRate, "chat requests a user may make per second, on average, 0.001 to 1e6")
 	fs.IntVar(&cfg.RequestBurst, "request-burst", cfg.RequestBurst, "chat requests a user may make at once, 1 to 1000000")
@@ -96,7 +96,7 @@ func run() int {
 	fs.DurationVar(&cfg.TicketTTL, "ticket-ttl", cfg.TicketTTL, "how long a room ticket stays valid, 1s to 720h, and more than -assign-give-up with -ticket-key")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	dashAddr := fs.String("dashboard", "", "serve the live dashboard on this `address`, e.g. 127.0.0.1:8088, or unix:PATH for a Unix socket (empty: off); any non-loopback address needs -dashboard-token and -tls-cert, and serves https")
-	dashToken := fs.String("dashboard-token", os.Getenv("NEARCHAT_DASHBOARD_TOKEN"), "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
+	dashToken := fs.String("dashboard-token", "", "operator `token` the dashboard requires (default $NEARCHAT_DASHBOARD_TOKEN; empty: none, loopback only)")
 	storeURL := fs.String("store", "memory", "where the records live: `memory` (lost when Central stops), or etcd://host:port[,host:port...][/prefix] (loaded at start, so a restarted Central loses nothing; etcds:// for etcd serving TLS); with etcd, Centrals on one prefix elect one leader that decides everything; the others relay their REST and control connections to it and stand by to lead")
 	etcdCA := fs.String("etcd-ca", "", "with -store etcds://: CA `file` etcd's certificate must chain to (default: the system's roots)")
 	etcdCert := fs.String("etcd-cert", "", "with -store etcds://: client certificate `file` to present to etcd (its --client-cert-auth)")
@@ -104,10 +104,9 @@ func run() int {
 	leaderTTL := fs.Duration("leader-ttl", 2*time.Second, "with -store etcd://: a leader that stops renewing its lease (killed, cut off from etcd) is replaced after this long, whole seconds from 1s to 1h")
 	compactEvery := fs.Duration("etcd-compact", 5*time.Minute, "with -store etcd://: the leader compacts etcd's history this often, up to the revision of one interval before (0: leave it to etcd's --auto-compaction-*), 0 to 720h; use 0 when other programs share the etcd cluster and read old revisions)")
 	verbose := fs.Bool("v", false, "debug logging")
-	fs.Parse(os.Args[1:])
-	if fs.NArg() > 0 {
-		fs.Usage()
-		os.Exit(2)
+	bounds.Parse("central", fs, os.Args[1:])
+	if err := bounds.FromEnv(fs, map[string]string{"secret": "NEARCHAT_SECRET", "dashboard-token": "NEARCHAT_DASHBOARD_TOKEN"}); err != nil {
+		bounds.Exit("central", err)
 	}
 	if err := checkFlags(&cfg, *storeURL, *leaderTTL, *compactEvery, *metricsAddr, *dashAddr); err != nil {
 		bounds.Exit("central", err)
@@ -173,6 +172,8 @@ func run() int {
 		cfg.Logger.Warn("INSECURE: etcd is reached in plaintext without authentication; whoever can write to it can name another leader and have followers relay clients, tokens and the cluster secret to it: use etcds:// with -etcd-cert, or keep etcd on a network only the replicas reach")
 	}
 
+	etcdOpts = append(etcdOpts, etcdstore.WithLogger(cfg.Logger))
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	sv := server{cfg: cfg, metricsAddr: *metricsAddr, dashAddr: *dashAddr, dashToken: *dashToken, tlsCert: *tlsCert, tlsKey: *tlsKey}
@@ -189,7 +190,10 @@ func run() int {
 			return 1
 		}
 		sv.cfg.Logger.Info("follower: relaying to the leader while waiting to lead", "store", *storeURL, "rest", sv.cfg.RESTListen, "control", sv.cfg.ControlListen)
+		waiting := make(chan struct{})
+		go watchEtcd(*storeURL, waiting, sv.cfg.Logger)
 		st, err := openEtcd(ctx, *storeURL, etcdOpts, f.self, *leaderTTL)
+		close(waiting)
 		f.stop() // frees the ports for Central
 		if err != nil {
 			if ctx.Err() != nil {
@@ -281,7 +285,13 @@ func (sv *server) serve(ctx context.Context, st *etcdstore.Store, serving string
 			return false, 1
 		}
 		defer d.Close()
-		cfg.Logger.Info("dashboard", "url", d.URL())
+		if u, _, withToken := strings.Cut(d.URL(), "?token="); withToken {
+			// The token stays out of the log, which more people read than
+			// may operate Central (usability review 7, L13).
+			cfg.Logger.Info("dashboard", "url", u, "token", "required: open the url with ?token= and the -dashboard-token")
+		} else {
+			cfg.Logger.Info("dashboard", "url", u)
+		}
 	}
 	runCtx, depose := context.WithCancel(ctx)
 	defer depose()
@@ -396,6 +406,40 @@ type candidate struct {
 	Control string `json:"control"`
 }
 
+// watchEtcd says in the log, until done, when no etcd member of the store
+// URL accepts a connection while we wait to lead (and again every 30 s,
+// and when one does again): the wait is silent otherwise, and the etcd
+// client's own retries are not logged (etcdstore.WithLogger).
+func watchEtcd(storeURL string, done <-chan struct{}, log *slog.Logger) {
+	endpoints, _, err := etcdstore.ParseURL(storeURL)
+	if err != nil {
+		return
+	}
+	var since, said time.Time
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		why := etcdstore.Unreachable(endpoints, 2*time.Second)
+		now := time.Now()
+		switch {
+		case why != "" && (since.IsZero() || now.Sub(said) >= 30*time.Second):
+			if since.IsZero() {
+				since = now
+			}
+			said = now
+			log.Warn("etcd unreachable: no member answers, so no replica can lead; waiting for it", "endpoints", strings.Join(endpoints, ","), "for", now.Sub(since).Round(time.Second), "err", why)
+		case why == "" && !since.IsZero():
+			log.Info("etcd reachable again", "after", now.Sub(since).Round(time.Second))
+			since = time.Time{}
+		}
+	}
+}
+
 // relayPatience is how long a follower holds a new connection while no
 // leader answers (the old one died and its lease has not run out, or the
 // new one is starting): about the lease TTL and a start, under the
@@ -451,7 +495,7 @@ func startFollower(ctx context.Context, storeURL string, opts []etcdstore.Option
 	me := candidate{Name: fmt.Sprintf("%s/%d", host, os.Getpid()), REST: cfg.RESTListen, Control: cfg.ControlListen}
 	self, _ := json.Marshal(candidate{Name: me.Name})
 	serving, _ := json.Marshal(me)
-	f := &follower{self: string(self), serving: string(serving), rest: relay.Serve(restLn, relayPatience), ctl: relay.Serve(ctlLn, relayPatience), watchDone: make(chan struct{})}
+	f := &follower{self: string(self), serving: string(serving), rest: relay.Serve(restLn, relayPatience, refuseREST(cfg.TLS, ctlLn.Addr().String())), ctl: relay.Serve(ctlLn, relayPatience, refuseControl(cfg.TLS)), watchDone: make(chan struct{})}
 	fail := func(err error) (*follower, error) {
 		f.rest.Close()
 		f.ctl.Close()
