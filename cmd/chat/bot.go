@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -45,6 +46,7 @@ type bot struct {
 	f   *flags
 	out *botOut
 	c   *client.Client
+	log *slog.Logger
 
 	check *client.Checker
 	// inc tells this process's messages from an earlier run's under the
@@ -78,7 +80,7 @@ func runBot(ctx context.Context, f *flags, stdout io.Writer) int {
 		fmt.Fprintln(os.Stderr, "chat:", err)
 		return 2
 	}
-	b := &bot{f: f, out: out, c: c, check: client.NewChecker(), last: map[string]uint64{}, recv: map[string]int{},
+	b := &bot{f: f, out: out, c: c, log: log, check: client.NewChecker(), last: map[string]uint64{}, recv: map[string]int{},
 		inc: strconv.FormatUint(rand.Uint64()&0xffffffff, 36)}
 	return b.run(ctx)
 }
@@ -348,8 +350,7 @@ func (b *bot) send(stop context.Context, sess *client.Session) bool {
 func (b *bot) finish(stop context.Context, sess *client.Session, sending *sync.WaitGroup, kill context.CancelFunc) int {
 	if sess == nil {
 		b.out.emit("report", map[string]any{"user": b.f.name, "sent": 0, "ok": false, "err": "never joined a room"})
-		kill()
-		deregister(b.c)
+		b.quit(kill)
 		return 1
 	}
 	sending.Wait()
@@ -377,12 +378,44 @@ func (b *bot) finish(stop context.Context, sess *client.Session, sending *sync.W
 		"resent": st.Resent, "server": st.Server.ID, "epoch": st.Epoch, "ok": ok,
 	})
 	_ = b.c.Leave(sess.Room())
-	kill()
-	deregister(b.c)
+	b.quit(kill)
 	if !ok {
 		return 1
 	}
 	return 0
+}
+
+// quit waits for Central to confirm the bot's leaves (the client still
+// runs, its events drained meanwhile), stops the client with kill and
+// deregisters, within quitBound; what Central did not confirm is said
+// in an "unconfirmed" event (what: "leave" with the rooms, or
+// "deregister") and in the log.
+func (b *bot) quit(kill context.CancelFunc) {
+	drained := make(chan struct{})
+	stopDrain := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			select {
+			case <-b.c.Events():
+			case <-stopDrain:
+				return
+			}
+		}
+	}()
+	rooms, leaveErr, deregErr := confirmQuit(context.Background(), time.Now(), b.c, func() {
+		close(stopDrain)
+		<-drained
+		kill()
+	})
+	if leaveErr != nil {
+		b.out.emit("unconfirmed", map[string]any{"what": "leave", "rooms": rooms, "err": leaveErr.Error()})
+		b.log.Warn("Central did not confirm that we left; it may still list us", "rooms", rooms, "err", leaveErr)
+	}
+	if deregErr != nil {
+		b.out.emit("unconfirmed", map[string]any{"what": "deregister", "err": deregErr.Error()})
+		b.log.Warn("Central did not confirm the deregistration; the name stays taken until its grace period ends", "err", deregErr)
+	}
 }
 
 // incOf reads the sender's incarnation from a bot's message text,

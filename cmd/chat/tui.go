@@ -58,6 +58,10 @@ func runTerminal(ctx context.Context, f *flags) int {
 	size := func() (int, int, error) { return term.GetSize(outFd) }
 	var code int
 	guarded(restore, func() { code = t.run(ctx, os.Stdin, os.Stdout, w, h, size) })
+	restore()
+	for _, l := range t.farewell {
+		fmt.Fprintln(os.Stderr, "chat:", l)
+	}
 	return code
 }
 
@@ -90,7 +94,8 @@ type tui struct {
 	runDone   chan struct{}
 	sessions  map[string]*client.Session
 	forwarded sync.WaitGroup
-	polling   bool // an acknowledgement poll is under way
+	polling   bool     // an acknowledgement poll is under way
+	farewell  []string // printed once the terminal is restored
 }
 
 // pollAcks asks the open chat's session, off the loop, how far the server
@@ -191,7 +196,7 @@ func (t *tui) run(ctx context.Context, in io.Reader, out io.Writer, w, h int, si
 			}
 		}
 	}
-	t.shutdown(workerDone)
+	t.shutdown(workerDone, m, p)
 	return 0
 }
 
@@ -342,10 +347,17 @@ func (t *tui) start(c *client.Client) {
 	})
 }
 
-// shutdown leaves the open rooms, stops the client and waits, boundedly,
-// for it: a stuck network write must not keep the user from their shell.
-func (t *tui) shutdown(workerDone chan struct{}) {
-	close(t.done)
+// leavingSlow is how long quitting waits for Central before it says so on
+// the screen.
+const leavingSlow = 500 * time.Millisecond
+
+// shutdown leaves the open rooms, waits for Central to confirm the leaves,
+// stops the client and deregisters (confirmQuit), within quitBound: a
+// leave Central never took in kept the user listed in the room for good
+// (rel7 sweep, 2026-12-03, R7-1). Past a moment the bottom bar says what
+// it waits for, and Ctrl-C quits at once. What Central did not confirm is
+// logged, and printed once the terminal is restored (farewell).
+func (t *tui) shutdown(workerDone chan struct{}, m *model, p *painter) {
 	for room := range t.sessions {
 		cl := t.c
 		t.jobs <- func() { _ = cl.Leave(room) }
@@ -357,26 +369,120 @@ func (t *tui) shutdown(workerDone chan struct{}) {
 		case <-time.After(d):
 		}
 	}
+	start := time.Now()
 	wait(workerDone, 2*time.Second)
 	if t.stopRun != nil {
-		t.stopRun()
-		wait(t.runDone, 3*time.Second)
-		// Give the name back at once rather than after Central's grace
-		// period: this session is over. The client has stopped, so it
-		// cannot register the name again behind our back.
-		deregister(t.c)
+		quit, giveUp := context.WithCancel(context.Background())
+		defer giveUp()
+		type outcome struct {
+			rooms              []string
+			leaveErr, deregErr error
+		}
+		done := make(chan outcome, 1)
+		c, stopRun, runDone := t.c, t.stopRun, t.runDone
+		go func() {
+			rooms, leaveErr, deregErr := confirmQuit(quit, start, c, func() {
+				stopRun()
+				wait(runDone, 3*time.Second)
+			})
+			done <- outcome{rooms, leaveErr, deregErr}
+		}()
+		slow := time.NewTimer(leavingSlow)
+		defer slow.Stop()
+		var out outcome
+	waiting:
+		for {
+			select {
+			case out = <-done:
+				break waiting
+			case <-slow.C:
+				m.leaving = "leaving: waiting for Central to confirm… (Ctrl-C: quit now)"
+				_ = p.paint(m.view(), false)
+			case msg := <-t.msgs: // the client's events and keys: only Ctrl-C counts now
+				if k, ok := msg.(key); ok && k == ctrlKey('c') {
+					giveUp()
+					m.leaving = "quitting…"
+					_ = p.paint(m.view(), false)
+				}
+			}
+		}
+		for _, room := range out.rooms {
+			t.farewell = append(t.farewell, fmt.Sprintf("Central did not confirm that you left %s; it may still list you", room))
+		}
+		if out.leaveErr != nil {
+			t.log.Warn("Central did not confirm that we left; it may still list us", "rooms", out.rooms, "err", out.leaveErr)
+		}
+		if out.deregErr != nil {
+			t.farewell = append(t.farewell, fmt.Sprintf("Central did not confirm that you quit (%v); your name stays taken until Central's grace period ends", out.deregErr))
+			t.log.Warn("Central did not confirm the deregistration", "err", out.deregErr)
+		}
 	}
+	close(t.done)
 	fw := make(chan struct{})
 	go func() { t.forwarded.Wait(); close(fw) }()
 	wait(fw, time.Second)
 }
 
-// deregister tells Central the user is gone, so the name is free at once;
-// a Central that cannot be reached frees it after its grace period anyway.
-func deregister(c *client.Client) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if tok := c.Token(); tok != "" {
-		_ = c.API().DeregisterClient(ctx, c.User(), tok)
+// quitBound bounds how long quitting waits for Central to confirm the
+// leaves and the deregistration: the leader's lease (2 s by default) and a
+// failover to another replica fit in it.
+const quitBound = 10 * time.Second
+
+// deregister tells Central the user is gone, so the name is free at once
+// and the user out of its rooms. It tries again, across Central's
+// addresses (each failed call moves the API client to the next), until
+// Central answers 204 or for good (the client unknown, the token refused:
+// with -store etcd such an answer, like the 204, means stored), or ctx
+// ends: one attempt was lost while the leader was frozen or failing over
+// (rel7 sweep, 2026-12-03, R7-1), and a Central that cannot store it yet
+// answers 503. It returns the last error when ctx ended first.
+func deregister(ctx context.Context, c *client.Client) error {
+	tok := c.Token()
+	if tok == "" {
+		return nil
 	}
+	for {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := c.API().DeregisterClient(actx, c.User(), tok)
+		cancel()
+		if err == nil || centralapi.IsUnknownClient(err) || centralapi.IsUnauthorized(err) || centralapi.IsBadRequest(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond): // a pause between attempts, not synchronisation
+		}
+	}
+}
+
+// until returns parent bounded by deadline, or by d from now if that is
+// later: the deregistration gets a few seconds of its own even when the
+// wait for the leaves took the whole bound.
+func until(parent context.Context, deadline time.Time, d time.Duration) (context.Context, context.CancelFunc) {
+	if soon := time.Now().Add(d); soon.After(deadline) {
+		deadline = soon
+	}
+	return context.WithDeadline(parent, deadline)
+}
+
+// confirmQuit waits, within quitBound from start and while quit lasts,
+// for Central to confirm the leaves of c (which must still run), then
+// calls stop (which stops c) and deregisters. It returns what Central did
+// not confirm: the rooms whose leave it did not, and the deregistration's
+// error if that failed.
+func confirmQuit(quit context.Context, start time.Time, c *client.Client, stop func()) (rooms []string, leaveErr, deregErr error) {
+	ctx, cancel := context.WithDeadline(quit, start.Add(quitBound))
+	leaveErr = c.LeavesConfirmed(ctx)
+	cancel()
+	var ue *client.UnconfirmedError
+	if errors.As(leaveErr, &ue) {
+		rooms = ue.Rooms
+	}
+	// Stopped, the client cannot register the name again behind our back.
+	stop()
+	ctx, cancel = until(quit, start.Add(quitBound), 5*time.Second)
+	deregErr = deregister(ctx, c)
+	cancel()
+	return rooms, leaveErr, deregErr
 }

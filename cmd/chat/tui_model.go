@@ -279,6 +279,7 @@ type model struct {
 	quit bool
 
 	confirmQuit bool             // asking whether to quit
+	leaving     string           // quitting: what the exit waits for, shown in the bottom bar
 	tls         bool             // Central and the chat servers are reached over TLS
 	now         func() time.Time // the clock for timestamps; tests fix it
 }

@@ -42,6 +42,16 @@ const minW, minH = 20, 6
 
 // view draws the model. It is a pure function of the model.
 func (m *model) view() frame {
+	f := m.screen()
+	if m.leaving != "" && len(f.rows) > 0 && f.h >= minH {
+		// Quitting: the bottom bar says what the exit waits for.
+		f.rows[len(f.rows)-1] = row{text: pad(" "+fit(m.leaving, f.w-1), f.w), st: stBar}
+		f.cursor = false
+	}
+	return f
+}
+
+func (m *model) screen() frame {
 	f := frame{w: max(m.w, 0), h: max(m.h, 0)}
 	if f.w < minW || f.h < minH {
 		f.rows = make([]row, f.h)
