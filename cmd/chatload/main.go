@@ -11,7 +11,9 @@
 // it started itself (-servers, which needs -secret) can be killed or
 // drained, and Central cannot be restarted. Progress goes to stderr once a
 // second, the summary table to stdout, the JSON report to the -json file
-// ("-" for stdout). It exits 1 when a message was lost, duplicated or
+// ("-" for stdout, and the table then goes to stderr). It exits 130 when
+// interrupted (SIGINT, SIGTERM: the table says so, and is no verdict),
+// 1 when a message was lost, duplicated or
 // reordered, a room did not form, or (with -max-outage) a room went too
 // long without a working server.
 package main
@@ -67,7 +69,7 @@ flags:
 	fs.IntVar(&cfg.Servers, "servers", cfg.Servers, "chat servers to start, 0 to -max-servers (at least 1 without -central)")
 	fs.IntVar(&cfg.MaxServers, "max-servers", cfg.MaxServers, "most chat servers of ours running at once, 1 to 64")
 	fs.StringVar(&cfg.Bin, "bin", cfg.Bin, "`directory` holding central and chatserver")
-	fs.StringVar(&cfg.Secret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster secret (default $NEARCHAT_SECRET; made up for our own Central)")
+	fs.StringVar(&cfg.Secret, "secret", "", "cluster secret (default $NEARCHAT_SECRET; made up for our own Central)")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "chat servers' heartbeat interval, 10ms to 1h")
 	fs.DurationVar(&cfg.OfflineAfter, "offline-after", cfg.OfflineAfter, "our Central marks a silent chat server down after this, from -heartbeat to 1h")
 	fs.DurationVar(&cfg.ProbeEvery, "probe-every", cfg.ProbeEvery, "members' RTT probe and latency report interval, 50ms to 1h")
@@ -81,15 +83,9 @@ flags:
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of chatload's own process (the members; Central and the chat servers are processes of their own) to this `file`, for go tool pprof")
 	quiet := fs.Bool("q", false, "no progress lines")
 	verbose := fs.Bool("v", false, "log the run's own warnings to stderr")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if err == flag.ErrHelp {
-			os.Exit(0)
-		}
-		os.Exit(2)
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "chatload: unexpected argument %q\n", fs.Arg(0))
-		os.Exit(2)
+	bounds.Parse("chatload", fs, os.Args[1:])
+	if err := bounds.FromEnv(fs, map[string]string{"secret": "NEARCHAT_SECRET"}); err != nil {
+		bounds.Exit("chatload", err)
 	}
 	cfg.Arrivals = load.Arrivals(*arrivals)
 	var err error
@@ -106,6 +102,16 @@ flags:
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	if *jsonOut != "" && *jsonOut != "-" {
+		// Checked before the run, not after it: a report that cannot be
+		// written lost the whole run's figures, with exit status 0
+		// (usability review 7, H3).
+		f, err := os.OpenFile(*jsonOut, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			bounds.Exit("chatload", bounds.Fail("json", *jsonOut, "a file that can be written ("+err.Error()+")"))
+		}
+		f.Close()
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil {
@@ -120,14 +126,25 @@ flags:
 	defer stop()
 	rep, err := load.Run(ctx, cfg)
 	pprof.StopCPUProfile() // before any exit below; a no-op without -cpuprofile
+	interrupted := ctx.Err() != nil
 	if rep != nil {
-		fmt.Println()
-		_ = rep.WriteTable(os.Stdout)
+		rep.Interrupted = interrupted
+		table := os.Stdout
+		if *jsonOut == "-" {
+			table = os.Stderr // stdout is the JSON's alone
+		}
+		fmt.Fprintln(table)
+		_ = rep.WriteTable(table)
 		if *jsonOut != "" {
 			if werr := writeJSON(*jsonOut, rep); werr != nil {
-				fmt.Fprintln(os.Stderr, "chatload:", werr)
+				fmt.Fprintln(os.Stderr, "chatload: the JSON report:", werr)
+				os.Exit(1)
 			}
 		}
+	}
+	if interrupted {
+		fmt.Fprintln(os.Stderr, "chatload: interrupted")
+		os.Exit(130)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chatload:", err)

@@ -51,7 +51,7 @@ func main() {
 	fs.Int64Var(&cfg.OutboundBudget, "outbound-budget", cfg.OutboundBudget, "total unsent `bytes` of all members, at least 0 (0: an eighth of the machine's memory)")
 	fs.StringVar(&cfg.Central, "central", cfg.Central, "Central's REST `address` (host:port or URL), or several Central replicas' comma-separated (heartbeats go to the one that serves); empty runs standalone")
 	fs.StringVar(&cfg.TokenFile, "token-file", "", "`file` keeping the server token from Central, so a restart takes this id back at once (otherwise after Central declares the old instance down)")
-	fs.StringVar(&cfg.Secret, "secret", os.Getenv("NEARCHAT_SECRET"), "cluster `secret` presented to Central (default $NEARCHAT_SECRET)")
+	fs.StringVar(&cfg.Secret, "secret", "", "cluster `secret` presented to Central (default $NEARCHAT_SECRET)")
 	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "host:port `address` clients should dial, as told to Central, port 1 to 65535 (default: the bound address)")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "heartbeat interval to Central, 10ms to 1h (0: what Central suggests)")
 	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to wait for Central to move the rooms away before closing, 0 to 24h")
@@ -66,15 +66,9 @@ func main() {
 	insecure := fs.Bool("insecure", false, "without -ticket-key, admit joins with no ticket: anyone may join any room under any name (tests and labs only)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this `address` at /metrics, e.g. 127.0.0.1:9091 (empty: off)")
 	verbose := fs.Bool("v", false, "log debug detail")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if err == flag.ErrHelp {
-			os.Exit(0)
-		}
-		os.Exit(2)
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "chatserver: unexpected argument %q\n", fs.Arg(0))
-		os.Exit(2)
+	bounds.Parse("chatserver", fs, os.Args[1:])
+	if err := bounds.FromEnv(fs, map[string]string{"secret": "NEARCHAT_SECRET"}); err != nil {
+		bounds.Exit("chatserver", err)
 	}
 	if err := bounds.First(
 		bounds.Range("drain-timeout", *drainTimeout, 0, chatserver.MaxTimeout),
@@ -82,8 +76,15 @@ func main() {
 	); err != nil {
 		bounds.Exit("chatserver", err)
 	}
-	if (*ticketKey == "") == !*insecure {
+	switch {
+	case *ticketKey != "" && *insecure:
+		fmt.Fprintln(os.Stderr, "chatserver: -ticket-key and -insecure exclude each other: with -ticket-key joins need a ticket, -insecure admits anyone to any room")
+		os.Exit(2)
+	case *ticketKey == "" && !*insecure:
 		fmt.Fprintln(os.Stderr, "chatserver: give -ticket-key (Central's ticket public key, from make certs), or -insecure to admit anyone to any room")
+		os.Exit(2)
+	case *plain != "" && *tlsCert == "":
+		fmt.Fprintln(os.Stderr, "chatserver: -plain-listen is the plaintext port beside TLS: it needs -tls-cert (without TLS, -listen is plaintext)")
 		os.Exit(2)
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {

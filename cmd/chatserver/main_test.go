@@ -33,3 +33,14 @@ func TestBadFlagsRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestConflictingFlagsRefused: flags that do not go together are refused
+// with one line saying what is wrong. -ticket-key with -insecure was
+// told to give one of them (usability review 7, M6), and -plain-listen
+// without TLS was ignored (L5).
+func TestConflictingFlagsRefused(t *testing.T) {
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chatserver")
+	testkit.ExpectRefused(t, bin, []string{"-listen", "127.0.0.1:0", "-insecure", "-ticket-key", "x.pub"}, "exclude each other")
+	testkit.ExpectRefused(t, bin, []string{"-listen", "127.0.0.1:0", "-insecure", "-plain-listen", "127.0.0.1:0"}, "-plain-listen", "needs -tls-cert")
+	testkit.ExpectRefused(t, bin, []string{"-listen", "127.0.0.1:0", "-insecure", "-token-file", "/etc/passwd"}, "-token-file", "something other than a server token")
+}
