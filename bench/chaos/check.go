@@ -74,6 +74,7 @@ func divergence(ctx context.Context, c *cluster.Cluster) []string {
 		return []string{fmt.Sprintf("Central's server listing: %v", err)}
 	}
 	pl := placements(c)
+	quit := quitters(c)
 	var diff []string
 	listed := map[string]bool{}
 	for _, r := range rooms {
@@ -83,7 +84,14 @@ func divergence(ctx context.Context, c *cluster.Cluster) []string {
 		for _, m := range r.Members {
 			p, ok := pl[m]
 			if !ok {
-				continue // not a running bot of ours
+				// Not a running bot of ours. One that quit (SIGTERM: it
+				// leaves its rooms and waits for Central to confirm)
+				// must not be listed; a killed one may be, as it may
+				// come back (rel7 R7-5: a quit bot still listed passed).
+				if quit[m] {
+					diff = append(diff, fmt.Sprintf("%s quit and left, yet Central lists it in room %s", m, r.ID))
+				}
+				continue
 			}
 			listed[m] = true
 			switch {
@@ -107,6 +115,33 @@ func divergence(ctx context.Context, c *cluster.Cluster) []string {
 	return diff
 }
 
+// quitters lists the bots not running whose last run quit cleanly: it
+// printed its report, and no "unconfirmed" event says Central did not
+// confirm its leave.
+func quitters(c *cluster.Cluster) map[string]bool {
+	last := map[string]int{}
+	for _, b := range c.Bots() {
+		if !b.Running() {
+			last[b.Name] = b.Starts()
+		}
+	}
+	out := map[string]bool{}
+	for _, e := range c.Events.All() {
+		if run, ok := last[e.Bot]; !ok || e.Run != run {
+			continue
+		}
+		switch {
+		case e.Kind() == "report":
+			if _, doubt := out[e.Bot]; !doubt {
+				out[e.Bot] = true
+			}
+		case e.Kind() == "unconfirmed" && e.Str("what") == "leave":
+			out[e.Bot] = false
+		}
+	}
+	return out
+}
+
 // run is one run of one bot, read from its events.
 type botRun struct {
 	bot      string
@@ -115,6 +150,7 @@ type botRun struct {
 	joinedAt time.Time
 	lastAt   time.Time
 	clean    bool // printed its report
+	reportAt time.Time
 	report   map[string]any
 }
 
@@ -156,7 +192,7 @@ func delivery(evs []cluster.Event, stop time.Time) (viol []string, received, mis
 			s := e.Bot + " " + e.Str("inc")
 			sent[s] = append(sent[s], sentMsg{num: uint64(e.Num("num")), at: e.At})
 		case "report":
-			r.clean, r.report = true, e.Fields
+			r.clean, r.report, r.reportAt = true, e.Fields, e.At
 		}
 	}
 	// The highest number of each sender incarnation anyone received: a
@@ -244,6 +280,11 @@ func delivery(evs []cluster.Event, stop time.Time) (viol []string, received, mis
 					owed = false
 				}
 				if m.at.After(stop.Add(-inFlight)) {
+					owed = false
+				}
+				// Nor what was sent after a receiver that quit on its
+				// own (a scenario stopped it early) left the room.
+				if r.clean && m.at.After(r.reportAt.Add(-inFlight)) {
 					owed = false
 				}
 				if !owed {

@@ -249,3 +249,24 @@ func TestErrKindKeepsTheReason(t *testing.T) {
 		t.Errorf("a %d-character reason gave a kind of %d, want it cut at %d", 300, len(got), maxKind)
 	}
 }
+
+// TestVerdictSaysWhy: a failed run's verdict said only "FAILED"
+// (usability review 7, M8), and an interrupted one was called failed.
+func TestVerdictSaysWhy(t *testing.T) {
+	table := func(r Report) string {
+		var b strings.Builder
+		if err := r.WriteTable(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	r := Report{Rooms: 10, RoomsUp: 9, Settled: true, Lost: 3}
+	got := table(r)
+	if !strings.Contains(got, "FAILED: 1 of 10 rooms never came up; 3 messages lost") {
+		t.Fatalf("verdict gives no reason:\n%s", got)
+	}
+	r.Interrupted = true
+	if got := table(r); strings.Contains(got, "FAILED") || !strings.Contains(got, "interrupted") {
+		t.Fatalf("an interrupted run's verdict:\n%s", got)
+	}
+}

@@ -145,6 +145,9 @@ type Report struct {
 	SendFor    Millis  `json:"sending_ms"`
 	SettleTook Millis  `json:"settle_ms"`
 	Settled    bool    `json:"settled"`
+	// Interrupted: the run was stopped (SIGINT, SIGTERM) before its end;
+	// the figures cover it until then, and are no verdict.
+	Interrupted bool `json:"interrupted,omitempty"`
 
 	Sent       uint64 `json:"sent"`
 	Expected   uint64 `json:"expected_deliveries"` // sent × (members−1), over the rooms that formed
@@ -183,6 +186,26 @@ type Report struct {
 // formed and the run settled. Safe for concurrent use (it only reads).
 func (r *Report) OK() bool {
 	return r.RoomsUp == r.Rooms && r.Settled && r.Lost == 0 && r.Duplicated == 0 && r.OutOfOrder == 0 && r.MissedReported == 0
+}
+
+// failures says why r is not OK, one phrase a reason.
+func (r *Report) failures() []string {
+	var why []string
+	if r.RoomsUp != r.Rooms {
+		why = append(why, fmt.Sprintf("%d of %d rooms never came up", r.Rooms-r.RoomsUp, r.Rooms))
+	}
+	if !r.Settled {
+		why = append(why, "the rooms did not settle (deliveries still owed at the end)")
+	}
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{int(r.Lost), "lost"}, {int(r.Duplicated), "duplicated"}, {int(r.OutOfOrder), "out of order"}, {int(r.MissedReported), "reported missed"}} {
+		if c.n > 0 {
+			why = append(why, fmt.Sprintf("%d messages %s", c.n, c.what))
+		}
+	}
+	return why
 }
 
 // MovesTotal returns the number of relocations. Safe for concurrent use.
@@ -235,8 +258,11 @@ func (d Dist) String() string {
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	verdict := "OK: nothing lost, duplicated or reordered"
-	if !r.OK() {
-		verdict = "FAILED"
+	switch {
+	case r.Interrupted:
+		verdict = "none: interrupted before the end"
+	case !r.OK():
+		verdict = "FAILED: " + strings.Join(r.failures(), "; ")
 	}
 	chaos := r.Chaos
 	if chaos == "" {
