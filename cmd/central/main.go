@@ -115,7 +115,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "central: -tls-cert and -tls-key go together")
 		os.Exit(2)
 	}
-	etcdOpts, err := etcdOptions(*storeURL, *etcdCA, *etcdCert, *etcdKey)
+	etcdOpts, etcdTLS, err := etcdOptions(*storeURL, *etcdCA, *etcdCert, *etcdKey)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "central:", err)
 		os.Exit(2)
@@ -191,7 +191,7 @@ func run() int {
 		}
 		sv.cfg.Logger.Info("follower: relaying to the leader while waiting to lead", "store", *storeURL, "rest", sv.cfg.RESTListen, "control", sv.cfg.ControlListen)
 		waiting := make(chan struct{})
-		go watchEtcd(*storeURL, waiting, sv.cfg.Logger)
+		go watchEtcd(*storeURL, etcdTLS, waiting, sv.cfg.Logger)
 		st, err := openEtcd(ctx, *storeURL, etcdOpts, f.self, *leaderTTL)
 		close(waiting)
 		f.stop() // frees the ports for Central
@@ -367,34 +367,35 @@ func openEtcd(ctx context.Context, storeURL string, opts []etcdstore.Option, sel
 }
 
 // etcdOptions turns -etcd-ca, -etcd-cert and -etcd-key into how to reach
-// the store: TLS for etcds:// (the system's roots without -etcd-ca), and
-// the flags refused anywhere else.
-func etcdOptions(storeURL, ca, cert, key string) ([]etcdstore.Option, error) {
+// the store: TLS for etcds:// (the system's roots without -etcd-ca; its
+// config returned too, for watchEtcd's checks), and the flags refused
+// anywhere else.
+func etcdOptions(storeURL, ca, cert, key string) ([]etcdstore.Option, *tls.Config, error) {
 	if !strings.HasPrefix(storeURL, "etcds://") {
 		if ca != "" || cert != "" || key != "" {
-			return nil, errors.New("-etcd-ca, -etcd-cert and -etcd-key need -store etcds:// (etcd over TLS)")
+			return nil, nil, errors.New("-etcd-ca, -etcd-cert and -etcd-key need -store etcds:// (etcd over TLS)")
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
 	if (cert == "") != (key == "") {
-		return nil, errors.New("-etcd-cert and -etcd-key go together")
+		return nil, nil, errors.New("-etcd-cert and -etcd-key go together")
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12} // etcd's own minimum
 	if ca != "" {
 		c, err := tlsconfig.Client(ca, "", "")
 		if err != nil {
-			return nil, fmt.Errorf("-etcd-ca: %w", err)
+			return nil, nil, fmt.Errorf("-etcd-ca: %w", err)
 		}
 		tc.RootCAs = c.RootCAs
 	}
 	if cert != "" {
 		c, err := tls.LoadX509KeyPair(cert, key)
 		if err != nil {
-			return nil, fmt.Errorf("-etcd-cert: %w", err)
+			return nil, nil, fmt.Errorf("-etcd-cert: %w", err)
 		}
 		tc.Certificates = []tls.Certificate{c}
 	}
-	return []etcdstore.Option{etcdstore.WithTLS(tc)}, nil
+	return []etcdstore.Option{etcdstore.WithTLS(tc)}, tc, nil
 }
 
 // candidate is what a replica campaigns with: who it is (for operators),
@@ -407,10 +408,11 @@ type candidate struct {
 }
 
 // watchEtcd says in the log, until done, when no etcd member of the store
-// URL accepts a connection while we wait to lead (and again every 30 s,
+// URL lets us in (no connection, or with tc a refused TLS handshake: our
+// certificate missing or untrusted) while we wait to lead (and again every 30 s,
 // and when one does again): the wait is silent otherwise, and the etcd
 // client's own retries are not logged (etcdstore.WithLogger).
-func watchEtcd(storeURL string, done <-chan struct{}, log *slog.Logger) {
+func watchEtcd(storeURL string, tc *tls.Config, done <-chan struct{}, log *slog.Logger) {
 	endpoints, _, err := etcdstore.ParseURL(storeURL)
 	if err != nil {
 		return
@@ -424,7 +426,7 @@ func watchEtcd(storeURL string, done <-chan struct{}, log *slog.Logger) {
 			return
 		case <-t.C:
 		}
-		why := etcdstore.Unreachable(endpoints, 2*time.Second)
+		why := etcdstore.Unreachable(endpoints, tc, 2*time.Second)
 		now := time.Now()
 		switch {
 		case why != "" && (since.IsZero() || now.Sub(said) >= 30*time.Second):
@@ -432,7 +434,7 @@ func watchEtcd(storeURL string, done <-chan struct{}, log *slog.Logger) {
 				since = now
 			}
 			said = now
-			log.Warn("etcd unreachable: no member answers, so no replica can lead; waiting for it", "endpoints", strings.Join(endpoints, ","), "for", now.Sub(since).Round(time.Second), "err", why)
+			log.Warn("etcd unreachable: no member lets this replica in, so it cannot lead; waiting for it", "endpoints", strings.Join(endpoints, ","), "for", now.Sub(since).Round(time.Second), "err", why)
 		case why == "" && !since.IsZero():
 			log.Info("etcd reachable again", "after", now.Sub(since).Round(time.Second))
 			since = time.Time{}

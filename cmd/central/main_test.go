@@ -121,7 +121,7 @@ func TestEtcdOptions(t *testing.T) {
 		{name: "missing CA file", url: "etcds://a:2379", ca: f.CA + ".nope", want: "-etcd-ca"},
 		{name: "key of another certificate", url: "etcds://a:2379", cert: f.ClientCert, key: f.ServerKey, want: "-etcd-cert"},
 	} {
-		opts, err := etcdOptions(tc.url, tc.ca, tc.cert, tc.key)
+		opts, _, err := etcdOptions(tc.url, tc.ca, tc.cert, tc.key)
 		if tc.want == "" && (err != nil || len(opts) != tc.opts) || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: %d options, %v", tc.name, len(opts), err)
 		}

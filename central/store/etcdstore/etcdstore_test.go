@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"reflect"
@@ -120,6 +121,18 @@ func TestTLS(t *testing.T) {
 			continue
 		}
 		t.Logf("%s: %v", bad.name, err)
+	}
+	// Unreachable names what the etcd client's retries keep quiet: a
+	// refused certificate (this replica said nothing in its log before).
+	if why := Unreachable(eps, good, 2*time.Second); why != "" {
+		t.Errorf("the good certificate counted refused: %s", why)
+	}
+	for name, tc := range map[string]*tls.Config{"no client certificate": noCert, "another CA": otherCA} {
+		why := Unreachable(eps, tc, 2*time.Second)
+		if !strings.Contains(why, "certificate") {
+			t.Errorf("%s: Unreachable said %q", name, why)
+		}
+		t.Logf("Unreachable, %s: %s", name, why)
 	}
 	// An etcd:// endpoint with TLS settings would send them nowhere.
 	plainEps, _, _ := ParseURL("etcd://" + ec.Hosts())

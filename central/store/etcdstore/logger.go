@@ -2,6 +2,9 @@ package etcdstore
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
@@ -57,20 +60,23 @@ func (c *slogCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
 
 func (c *slogCore) Sync() error { return nil }
 
-// Unreachable reports, when no etcd member at endpoints accepts a TCP
-// connection within timeout, why for the first of them; "" when one
-// does. It says nothing of TLS or of quorum, only that etcd is not there
-// at all: the usual mistake (a wrong address, etcd not started).
-func Unreachable(endpoints []string, timeout time.Duration) string {
+// Unreachable reports, when no etcd member at endpoints lets this
+// replica in within timeout, why for the first of them; "" when one does.
+// Without tc that means a TCP connection (the usual mistakes: a wrong
+// address, etcd not started); with tc, a TLS handshake too, and a moment
+// after it for etcd to refuse our certificate (TLS 1.3 says so only
+// after the handshake): a missing or untrusted client certificate is
+// named, where the etcd client's own retries would be silent. It says
+// nothing of quorum.
+func Unreachable(endpoints []string, tc *tls.Config, timeout time.Duration) string {
 	var why string
 	for _, e := range endpoints {
 		host := e
 		if u, err := url.Parse(e); err == nil && u.Host != "" {
 			host = u.Host
 		}
-		c, err := net.DialTimeout("tcp", host, timeout)
+		err := admits(host, tc, timeout)
 		if err == nil {
-			c.Close()
 			return ""
 		}
 		if why == "" {
@@ -78,4 +84,38 @@ func Unreachable(endpoints []string, timeout time.Duration) string {
 		}
 	}
 	return strings.TrimSpace(why)
+}
+
+// admits dials host and, with tc, shakes hands and waits briefly for a
+// refusal of our certificate.
+func admits(host string, tc *tls.Config, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp", host, timeout)
+	if err != nil || tc == nil {
+		if c != nil {
+			c.Close()
+		}
+		return err
+	}
+	defer c.Close()
+	cfg := tc.Clone()
+	if cfg.ServerName == "" {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			cfg.ServerName = h
+		}
+	}
+	tl := tls.Client(c, cfg)
+	tl.SetDeadline(time.Now().Add(timeout))
+	if err := tl.Handshake(); err != nil {
+		return fmt.Errorf("TLS handshake with %s: %w", host, err)
+	}
+	// etcd waits for the HTTP/2 preface, so a read that times out means
+	// it took our certificate; an alert means it did not.
+	tl.SetReadDeadline(time.Now().Add(timeout / 4))
+	var b [1]byte
+	_, err = tl.Read(b[:])
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		return nil
+	}
+	return fmt.Errorf("TLS handshake with %s: %w", host, err)
 }

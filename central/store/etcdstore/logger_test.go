@@ -42,10 +42,10 @@ func TestUnreachable(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	dead.Close()
 	defer ln.Close()
-	if why := Unreachable([]string{"http://" + deadAddr}, time.Second); why == "" {
+	if why := Unreachable([]string{"http://" + deadAddr}, nil, time.Second); why == "" {
 		t.Fatal("a closed port counted reachable")
 	}
-	if why := Unreachable([]string{"http://" + deadAddr, "http://" + live}, time.Second); why != "" {
+	if why := Unreachable([]string{"http://" + deadAddr, "http://" + live}, nil, time.Second); why != "" {
 		t.Fatalf("one member listening: %s", why)
 	}
 }
