@@ -47,7 +47,7 @@ func preflight(ctx context.Context, f *flags) error {
 		if framedAnswer(err, f.tls != nil) && !strings.Contains(f.central, ",") {
 			// Central's control port or a chat server: a Hello tells which.
 			if w, _ := hello(hctx, f.central, f.tls); w != nil && w.Server != proto.CentralName {
-				return fmt.Errorf("%s is chat server %q, not Central's REST API: give Central's REST address with -central or NEARCHAT_CENTRAL", f.central, w.Server)
+				return fmt.Errorf("%s is chat server %q, not Central's REST API: give Central's REST address with -central or NEARCHAT_CENTRAL", f.central, clipName(w.Server))
 			}
 		}
 		return explainCentral(f.central, f.tls != nil, err)
@@ -91,6 +91,8 @@ func explainCentral(addr string, useTLS bool, err error) error {
 	var hn x509.HostnameError
 	var rhe tls.RecordHeaderError
 	msg := err.Error()
+	// What Central (or whatever answers at addr) says is printed on the
+	// terminal: clipped and cleaned like any text from the network.
 	switch {
 	case errors.As(err, &ae) && strings.Contains(ae.Message, "HTTP request to an HTTPS server"):
 		return fmt.Errorf("Central at %s serves TLS: start with -ca FILE (the cluster's CA, e.g. certs/ca.pem) or set NEARCHAT_CA", addr)
@@ -100,7 +102,7 @@ func explainCentral(addr string, useTLS bool, err error) error {
 	case errors.As(err, &ua):
 		return fmt.Errorf("Central at %s has a certificate the CA given with -ca did not sign: give the cluster's CA (the certs directory Central's certificate came from)", addr)
 	case errors.As(err, &hn):
-		return fmt.Errorf("Central's certificate is not valid for %q: %v; use the host name the certificate was made for", centralHost(addr), hn)
+		return fmt.Errorf("Central's certificate is not valid for %q: %s; use the host name the certificate was made for", centralHost(addr), clipDetail(hn.Error()))
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("Central at %s is not reachable (connection refused). Is it running? Give its REST address with -central or NEARCHAT_CENTRAL", addr)
 	case framedAnswer(err, useTLS):
@@ -108,13 +110,13 @@ func explainCentral(addr string, useTLS bool, err error) error {
 	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "Client.Timeout"):
 		return fmt.Errorf("Central at %s did not answer within 5 s: check the address (-central or NEARCHAT_CENTRAL) and the network", addr)
 	case errors.As(err, &ae):
-		return fmt.Errorf("Central at %s answered with an error: %s", addr, ae.Message)
+		return fmt.Errorf("Central at %s answered with an error: %s", addr, clipDetail(ae.Message))
 	}
 	var ne *net.OpError
 	if errors.As(err, &ne) {
-		return fmt.Errorf("Central at %s is not reachable (%v): check -central or NEARCHAT_CENTRAL", addr, ne.Err)
+		return fmt.Errorf("Central at %s is not reachable (%s): check -central or NEARCHAT_CENTRAL", addr, clipDetail(ne.Err.Error()))
 	}
-	return fmt.Errorf("cannot reach Central at %s: %v", addr, err)
+	return fmt.Errorf("cannot reach Central at %s: %s", addr, clipDetail(msg))
 }
 
 // framedAnswer reports whether err is what an HTTP request to a port of
@@ -206,12 +208,12 @@ func checkControl(ctx context.Context, f *flags) error {
 	}
 	if m, err := proto.Decode(wire.Type(head[4]), body); err == nil {
 		if w, ok := m.(*proto.Welcome); ok && w.Server != proto.CentralName {
-			return fmt.Errorf("-control %s is chat server %q, not Central's control port: leave -control out, the client learns the port from Central", f.control, w.Server)
+			return fmt.Errorf("-control %s is chat server %q, not Central's control port: leave -control out, the client learns the port from Central", f.control, clipName(w.Server))
 		}
 		if e, ok := m.(*proto.Error); ok && e.Code == proto.CodeWrongPort {
 			// The reason says what to do: Central's REST port names the
 			// control port, a TLS port asks for -ca.
-			return fmt.Errorf("-control %s refused our Hello: %s", f.control, e.Reason)
+			return fmt.Errorf("-control %s refused our Hello: %s", f.control, clipDetail(e.Reason))
 		}
 	}
 	return nil

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"nearchat/central"
+	"nearchat/pkg/centralapi"
 	"nearchat/pkg/testkit"
 	"nearchat/pkg/tlsconfig"
 )
@@ -134,4 +137,26 @@ func cleanEnv() []string {
 		}
 	}
 	return env
+}
+
+// TestExplainCentralCleansMessage: what Central answers is printed on the
+// terminal, before and after the screen is set up: its control characters
+// and bidi overrides must not reach the terminal, nor a megabyte of it.
+func TestExplainCentralCleansMessage(t *testing.T) {
+	msg := "busy\x1b]0;owned\x07\u202e" + strings.Repeat("m", 1<<20)
+	for _, err := range []error{
+		&centralapi.Error{Status: 500, Code: "internal", Message: msg},
+		fmt.Errorf("get: %w", errors.New(msg)),
+	} {
+		got := explainCentral("127.0.0.1:1", false, err).Error()
+		if strings.ContainsAny(got, "\x1b\x07\u202e") {
+			t.Errorf("explanation keeps control characters: %q", got[:min(len(got), 200)])
+		}
+		if len(got) > 1000 {
+			t.Errorf("explanation is %d bytes", len(got))
+		}
+		if !strings.Contains(got, "busy\uFFFD]0;owned") {
+			t.Errorf("explanation lost Central's words: %q", got[:min(len(got), 200)])
+		}
+	}
 }

@@ -407,13 +407,13 @@ func (t *tui) shutdown(workerDone chan struct{}, m *model, p *painter) {
 			}
 		}
 		for _, room := range out.rooms {
-			t.farewell = append(t.farewell, fmt.Sprintf("Central did not confirm that you left %s; it may still list you", room))
+			t.farewell = append(t.farewell, fmt.Sprintf("Central did not confirm that you left %s; it may still list you", clipName(room)))
 		}
 		if out.leaveErr != nil {
 			t.log.Warn("Central did not confirm that we left; it may still list us", "rooms", out.rooms, "err", out.leaveErr)
 		}
 		if out.deregErr != nil {
-			t.farewell = append(t.farewell, fmt.Sprintf("Central did not confirm that you quit (%v); your name stays taken until Central's grace period ends", out.deregErr))
+			t.farewell = append(t.farewell, fmt.Sprintf("Central did not confirm that you quit (%s); your name stays taken until Central's grace period ends", clipDetail(out.deregErr.Error())))
 			t.log.Warn("Central did not confirm the deregistration", "err", out.deregErr)
 		}
 	}

@@ -225,7 +225,12 @@ type room struct {
 }
 
 func (r *room) add(kind lineKind, from, text string) *chatLine {
-	r.lines = append(r.lines, chatLine{kind: kind, from: clean(from), text: clean(text), at: r.now()})
+	if kind == lineSys || kind == lineErr {
+		// Built from names, ids and error texts of the network: each
+		// part is clipped where it is put in, and the whole line bounded.
+		text = clip(text, 4*maxDetailCols)
+	}
+	r.lines = append(r.lines, chatLine{kind: kind, from: clipName(from), text: clean(text), at: r.now()})
 	if len(r.lines) > maxLines {
 		r.lines = slices.Delete(r.lines, 0, len(r.lines)-maxLines)
 	}
@@ -296,7 +301,7 @@ func newModel(name string, w, h int) (*model, []cmd) {
 }
 
 func (m *model) setNotice(err bool, format string, args ...any) {
-	m.notice, m.noticeEr = clean(fmt.Sprintf(format, args...)), err
+	m.notice, m.noticeEr = clip(fmt.Sprintf(format, args...), 4*maxDetailCols), err
 }
 
 // update applies one key or event and returns the commands to carry out.
@@ -333,11 +338,11 @@ func (m *model) update(msg any) []cmd {
 			}
 			sort.Strings(left)
 			for _, u := range left {
-				r.sys("%s left the chat", u)
+				r.sys("%s left the chat", clipName(u))
 			}
 		}
 	case onlineMsg:
-		m.onlineErr = msg.err
+		m.onlineErr = clipDetail(msg.err)
 		if msg.err != "" {
 			break // keep the last list, if any
 		}
@@ -361,10 +366,10 @@ func (m *model) update(msg any) []cmd {
 		}
 	case stoppedMsg:
 		m.ctrlUp = false
-		m.stoppedBy = fmt.Sprint(msg.err)
-		m.setNotice(true, "the client stopped: %v", msg.err)
+		m.stoppedBy = clipDetail(fmt.Sprint(msg.err))
+		m.setNotice(true, "the client stopped: %s", m.stoppedBy)
 		if m.chat != nil {
-			m.chat.add(lineErr, "", "the client stopped: "+fmt.Sprint(msg.err))
+			m.chat.add(lineErr, "", "the client stopped: "+m.stoppedBy)
 		}
 	case inputClosedMsg:
 		m.quit = true
@@ -434,11 +439,11 @@ func (m *model) registered(r registeredMsg) []cmd {
 	case errors.As(r.err, &ae) && ae.Code == centralapi.CodeNameTaken && r.online:
 		m.nameErr = fmt.Sprintf("%q is taken: someone with that name is online. Choose another name.", r.name)
 	case errors.As(r.err, &ae) && ae.Code == centralapi.CodeNameTaken:
-		m.nameErr = fmt.Sprintf("%q is not free yet: %s. Choose another name, or wait.", r.name, ae.Message)
+		m.nameErr = fmt.Sprintf("%q is not free yet: %s. Choose another name, or wait.", r.name, clipDetail(ae.Message))
 	case errors.As(r.err, &ae):
-		m.nameErr = fmt.Sprintf("Central refused %q: %s", r.name, ae.Message)
+		m.nameErr = fmt.Sprintf("Central refused %q: %s", r.name, clipDetail(ae.Message))
 	default:
-		m.nameErr = fmt.Sprintf("%v (Enter to try again)", r.err)
+		m.nameErr = fmt.Sprintf("%s (Enter to try again)", clipDetail(r.err.Error()))
 	}
 	m.nameErr = clean(m.nameErr)
 	return nil
@@ -588,10 +593,10 @@ func (m *model) keyRequests(k key) []cmd {
 		m.removeIncoming(in.Req)
 		accept := k != runeKey('d')
 		if accept {
-			m.setNotice(false, "accepted %s's request; waiting for the room...", in.From)
+			m.setNotice(false, "accepted %s's request; waiting for the room...", clipName(in.From))
 			m.scr = scrMenu
 		} else {
-			m.setNotice(false, "declined %s's request", in.From)
+			m.setNotice(false, "declined %s's request", clipName(in.From))
 		}
 		return []cmd{cmdAnswer{req: in.Req, accept: accept}}
 	}
@@ -684,7 +689,7 @@ func (m *model) keyChat(k key) []cmd {
 func (m *model) leave() []cmd {
 	r := m.chat
 	m.chat, m.scr = nil, scrMenu
-	m.setNotice(false, "left the chat with %s", strings.Join(r.members, ", "))
+	m.setNotice(false, "left the chat with %s", clipNames(r.members))
 	if r.closed != "" {
 		return nil
 	}
@@ -696,8 +701,8 @@ func (m *model) failed(f failedMsg) []cmd {
 	case cmdRequest:
 		if m.out != nil && slices.Equal(m.out.to, c.to) && !m.out.final {
 			m.out.final = true
-			m.out.steps = append(m.out.steps, step{detail: "not sent: " + f.err.Error()})
-			m.beginErr = clean("the request was not sent: " + f.err.Error())
+			m.out.steps = append(m.out.steps, step{detail: "not sent: " + clipDetail(f.err.Error())})
+			m.beginErr = "the request was not sent: " + clipDetail(f.err.Error())
 		}
 	case cmdAnswer:
 		m.setNotice(true, "answer not sent: %v", f.err)
@@ -736,9 +741,9 @@ func (m *model) clientEvent(ev client.Event) []cmd {
 			}
 		}
 		if m.chat != nil {
-			m.chat.sys("chat request from %s: leave this chat (Esc) and View chat requests to answer", e.From)
+			m.chat.sys("chat request from %s: leave this chat (Esc) and View chat requests to answer", clipName(e.From))
 		} else {
-			m.setNotice(false, "chat request from %s: View chat requests to answer", e.From)
+			m.setNotice(false, "chat request from %s: View chat requests to answer", clipName(e.From))
 		}
 	case client.RoomReady:
 		return m.roomReady(e)
@@ -759,7 +764,7 @@ func (m *model) clientEvent(ev client.Event) []cmd {
 		if m.chat != nil && m.chat.id == e.Room {
 			m.chat.closed = "closed"
 			if e.Reason != "" {
-				m.chat.closed = e.Reason
+				m.chat.closed = clipDetail(e.Reason)
 			}
 			m.chat.add(lineErr, "", "the room was closed: "+m.chat.closed+" (Esc to go back)")
 		}
@@ -771,17 +776,17 @@ func (m *model) clientEvent(ev client.Event) []cmd {
 	case client.Disconnected:
 		switch {
 		case m.ctrlUp:
-			m.say(true, fmt.Sprintf("control connection to Central lost (%v); reconnecting", e.Err))
+			m.say(true, fmt.Sprintf("control connection to Central lost (%s); reconnecting", clipDetail(e.Err.Error())))
 		case !m.ctrlSeen:
 			// Never connected: say why, rather than "connecting" forever.
-			m.say(true, fmt.Sprintf("cannot reach Central's control port (%v); retrying", e.Err))
+			m.say(true, fmt.Sprintf("cannot reach Central's control port (%s); retrying", clipDetail(e.Err.Error())))
 		}
 		m.ctrlUp = false
 	case client.Error:
 		if e.Room != "" {
 			m.roomEvent(e)
 		} else {
-			m.say(true, "Central: "+e.Err.Error())
+			m.say(true, "Central: "+clipDetail(e.Err.Error()))
 		}
 	}
 	return nil
@@ -804,7 +809,7 @@ func (m *model) say(isErr bool, text string) {
 // server from: why the chat moved, and what it changed for them.
 func moveLine(from string, e client.Moved, lostAt, now time.Time) string {
 	a := e.Assign
-	to := e.To.ID
+	from, to := clipName(from), clipName(e.To.ID)
 	var s string
 	switch {
 	case strings.HasPrefix(a.Reason, "better server"):
@@ -822,7 +827,7 @@ func moveLine(from string, e client.Moved, lostAt, now time.Time) string {
 	default:
 		s = "the chat moved to " + to
 		if a.Reason != "" {
-			s += " (" + a.Reason + ")"
+			s += " (" + clipDetail(a.Reason) + ")"
 		}
 	}
 	if e.Took > 0 {
@@ -853,9 +858,9 @@ func (m *model) status(st proto.Status) {
 			switch st.Code {
 			case proto.ReqAccepted:
 			case proto.ReqTimeout:
-				m.say(false, fmt.Sprintf("%s's chat request expired: you did not answer in time", in.From))
+				m.say(false, fmt.Sprintf("%s's chat request expired: you did not answer in time", clipName(in.From)))
 			default:
-				m.say(false, fmt.Sprintf("%s's chat request ended: %s", in.From, step{code: st.Code, detail: st.Detail}))
+				m.say(false, fmt.Sprintf("%s's chat request ended: %s", clipName(in.From), step{code: st.Code, detail: clipDetail(st.Detail)}))
 			}
 			return
 		}
@@ -868,20 +873,20 @@ func (m *model) status(st proto.Status) {
 	if n := len(o.steps); n > 0 && st.Code == proto.AwaitingReq && o.steps[n-1].code == proto.AwaitingReq {
 		o.steps[n-1].n++
 	} else {
-		o.steps = append(o.steps, step{code: st.Code, detail: clean(st.Detail), room: clean(st.Room), n: 1})
+		o.steps = append(o.steps, step{code: st.Code, detail: clipDetail(st.Detail), room: st.Room, n: 1})
 	}
 	if !st.Code.Final() {
 		return
 	}
 	o.final = true
 	if st.Code != proto.ReqAccepted {
-		m.say(true, fmt.Sprintf("request to %s: %s", strings.Join(o.to, ", "), o.steps[len(o.steps)-1]))
+		m.say(true, fmt.Sprintf("request to %s: %s", clipNames(o.to), o.steps[len(o.steps)-1]))
 	}
 }
 
 func (m *model) roomReady(e client.RoomReady) []cmd {
 	if m.chat != nil && m.chat.id != e.Room {
-		m.chat.sys("left room %s at once: you are already in a chat", e.Room)
+		m.chat.sys("left room %s at once: you are already in a chat", clipName(e.Room))
 		return []cmd{cmdLeave{room: e.Room}}
 	}
 	a := e.Assign
@@ -901,7 +906,7 @@ func (m *model) roomReady(e client.RoomReady) []cmd {
 	if o := m.out; o != nil && o.req != "" && len(o.steps) > 0 && o.steps[len(o.steps)-1].room == e.Room {
 		m.out = nil
 	}
-	r.sys("chat with %s on %s; Esc or Ctrl-D leaves", strings.Join(r.members, ", "), a.Server.ID)
+	r.sys("chat with %s on %s; Esc or Ctrl-D leaves", clipNames(r.members), clipName(a.Server.ID))
 	var away []string
 	for _, u := range r.members {
 		if !r.present[u] {
@@ -909,7 +914,7 @@ func (m *model) roomReady(e client.RoomReady) []cmd {
 		}
 	}
 	if len(away) > 0 {
-		r.sys("waiting for %s to join", strings.Join(away, ", "))
+		r.sys("waiting for %s to join", clipNames(away))
 	}
 	m.chat, m.scr, m.notice = r, scrChat, ""
 	return nil
@@ -939,25 +944,25 @@ func (m *model) roomEvent(ev client.Event) {
 				delete(r.gone, e.User) // it was a move, not a leave
 				return
 			}
-			r.sys("%s joined the chat", e.User)
+			r.sys("%s joined the chat", clipName(e.User))
 		} else {
 			// A member who follows a move leaves this server a moment
 			// before we do: say "left" only if they do not turn up.
 			r.gone[e.User] = m.now()
 		}
 	case client.Missed:
-		r.add(lineErr, "", fmt.Sprintf("missed messages %d-%d of %s: %s", e.First, e.Last, e.From, e.Reason))
+		r.add(lineErr, "", fmt.Sprintf("missed messages %d-%d of %s: %s", e.First, e.Last, clipName(e.From), clipDetail(e.Reason)))
 	case client.Broken:
 		if !r.broken {
 			r.lostAt = m.now()
 		}
 		r.broken = true
-		r.add(lineErr, "", fmt.Sprintf("lost the connection to %s (%v); your messages wait and go out once Central moves the chat to a working server", e.Server.ID, e.Err))
+		r.add(lineErr, "", fmt.Sprintf("lost the connection to %s (%v); your messages wait and go out once Central moves the chat to a working server", clipName(e.Server.ID), clipDetail(e.Err.Error())))
 	case client.Resumed:
 		r.broken, r.lostAt = false, time.Time{}
-		r.sys("%s answers again after %s", e.Server.ID, fmtDur(e.After))
+		r.sys("%s answers again after %s", clipName(e.Server.ID), fmtDur(e.After))
 	case client.Error:
-		r.add(lineErr, "", e.Err.Error())
+		r.add(lineErr, "", clipDetail(e.Err.Error()))
 	}
 }
 

@@ -48,12 +48,13 @@ func textWidth(s string) int {
 }
 
 // clean makes text from the network safe to print: control characters
-// (which could move the cursor or recolour the screen) become U+FFFD, and
-// tabs and newlines become spaces.
+// (which could move the cursor or recolour the screen) and bidirectional
+// controls (which could make text read other than it is, or reorder the
+// rest of the row) become U+FFFD, and tabs and line breaks become spaces.
 func clean(s string) string {
 	ok := true
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\uFFFD' {
+		if unsafeRune(r) || r == '\uFFFD' {
 			ok = false
 			break
 		}
@@ -63,13 +64,66 @@ func clean(s string) string {
 	}
 	return strings.Map(func(r rune) rune {
 		switch {
-		case r == '\t' || r == '\n' || r == '\r':
+		case r == '\t' || r == '\n' || r == '\r' || r == '\u2028' || r == '\u2029':
 			return ' '
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+		case unsafeRune(r):
 			return '\uFFFD'
 		}
 		return r
 	}, s)
+}
+
+// unsafeRune reports whether r must not reach the terminal as it is.
+func unsafeRune(r rune) bool {
+	switch {
+	case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+		return true
+	case r == '\u061c', r == '\u200e', r == '\u200f', // arabic letter mark, LRM, RLM
+		r >= '\u202a' && r <= '\u202e', // embeddings and overrides
+		r >= '\u2066' && r <= '\u2069', // isolates
+		r == '\u2028' || r == '\u2029': // line and paragraph separators
+		return true
+	}
+	return false
+}
+
+// Bounds on what one name or one detail from the network may take on the
+// screen. A valid user name or server id has at most 32 characters; the
+// rest is a peer's or a server's to choose, and a megabyte "name" must not
+// fill the screen or the row it sits in.
+const (
+	maxNameCols   = 40
+	maxDetailCols = 300
+)
+
+// clip cleans s and cuts it to at most n columns, ending with "…" when it
+// was longer. Zero-width runes count too (at most 4n runes), so a string
+// of combining marks cannot stack without bound on one cell.
+func clip(s string, n int) string {
+	cols, runes := 0, 0
+	for i, r := range s {
+		cols += runeWidth(r)
+		runes++
+		if cols > n || runes > 4*n {
+			return clean(fit(s[:i], n-1)) + "…"
+		}
+	}
+	return clean(s)
+}
+
+// clipName is a user name, server id or room id from the network, safe to print.
+func clipName(s string) string { return clip(s, maxNameCols) }
+
+// clipDetail is an error or detail text from the network, safe to print.
+func clipDetail(s string) string { return clip(s, maxDetailCols) }
+
+// clipNames joins names from the network for printing.
+func clipNames(names []string) string {
+	out := make([]string, len(names))
+	for i, u := range names {
+		out[i] = clipName(u)
+	}
+	return strings.Join(out, ", ")
 }
 
 // fit cuts s to at most w columns.

@@ -51,6 +51,26 @@ func TestTextHelpers(t *testing.T) {
 		if got := clean("plain é"); got != "plain é" {
 			t.Errorf("clean changed plain text: %q", got)
 		}
+		if got := clean("a\u202eb\u2067c\u200fd\u2028e"); got != "a\uFFFDb\uFFFDc\uFFFDd e" {
+			t.Errorf("clean kept a bidi control: %q", got)
+		}
+	})
+	t.Run("clip", func(t *testing.T) {
+		for _, tt := range []struct {
+			s    string
+			n    int
+			want string
+		}{
+			{"serv1", 5, "serv1"},
+			{"serv12", 5, "serv…"},
+			{"a\x1bbcdef", 4, "a\uFFFDb…"},
+			{"日本語", 5, "日本…"},
+			{"e" + strings.Repeat("\u0301", 100), 5, "e" + strings.Repeat("\u0301", 19) + "…"},
+		} {
+			if got := clip(tt.s, tt.n); got != tt.want {
+				t.Errorf("clip(%q, %d) = %q, want %q", tt.s, tt.n, got, tt.want)
+			}
+		}
 	})
 }
 

@@ -164,7 +164,7 @@ func (m *model) viewMenu() ([]row, string) {
 	}
 	body = append(body, row{})
 	if o := m.out; o != nil {
-		body = append(body, row{text: "  Your request to " + strings.Join(o.to, ", ") + ": " + o.progress(), st: stDim})
+		body = append(body, row{text: "  Your request to " + clipNames(o.to) + ": " + o.progress(), st: stDim})
 	}
 	if m.notice != "" {
 		st := stSys
@@ -219,7 +219,7 @@ func (m *model) probeLine() string {
 	})
 	parts := make([]string, len(ids))
 	for i, id := range ids {
-		parts[i] = clean(id) + " " + fmtMS(m.probes[id])
+		parts[i] = clipName(id) + " " + fmtMS(m.probes[id])
 	}
 	return "RTT: " + strings.Join(parts, " · ")
 }
@@ -238,7 +238,7 @@ func (m *model) viewBegin(f *frame) ([]row, string) {
 		}
 	}
 	if len(m.online) > 0 {
-		list := "  Online now: " + strings.Join(m.online, ", ")
+		list := "  Online now: " + clipNames(m.online)
 		if m.more {
 			list += ", ..."
 		}
@@ -246,7 +246,7 @@ func (m *model) viewBegin(f *frame) ([]row, string) {
 			body = append(body, row{text: l, st: stDim})
 		}
 	} else if m.onlineErr != "" {
-		for _, l := range wrap("  Who is online is not known right now ("+m.onlineErr+"); type the name.", f.w-2) {
+		for _, l := range wrap("  Who is online is not known right now ("+clipDetail(m.onlineErr)+"); type the name.", f.w-2) {
 			body = append(body, row{text: l, st: stDim})
 		}
 	} else if m.online != nil {
@@ -254,7 +254,7 @@ func (m *model) viewBegin(f *frame) ([]row, string) {
 	}
 	body = append(body, row{})
 	if o := m.out; o != nil {
-		body = append(body, row{text: "  Request to " + strings.Join(o.to, ", ") + ":", st: stTitle})
+		body = append(body, row{text: "  Request to " + clipNames(o.to) + ":", st: stTitle})
 		if o.queued {
 			body = append(body, row{text: "    waiting for the first latency measurement...", st: stDim})
 		}
@@ -288,11 +288,11 @@ func (m *model) viewRequests() ([]row, string) {
 		body = append(body, row{text: "  No pending chat requests.", st: stDim})
 	}
 	for i, in := range m.incoming {
-		text := "  " + clean(in.From)
+		text := "  " + clipName(in.From)
 		var others []string
 		for _, u := range in.Members {
 			if u != in.From && u != m.user {
-				others = append(others, clean(u))
+				others = append(others, clipName(u))
 			}
 		}
 		if len(others) > 0 {
@@ -317,12 +317,12 @@ func (m *model) viewChat() frame {
 	// Header: who is in the chat, where it runs, how fast, how safe.
 	who := make([]string, len(r.members))
 	for i, u := range r.members {
-		who[i] = u
+		who[i] = clipName(u)
 		if !r.present[u] {
 			who[i] += " (away)"
 		}
 	}
-	where := r.server
+	where := clipName(r.server)
 	switch {
 	case r.closed != "":
 		where += " (closed)"
@@ -383,7 +383,7 @@ func (m *model) viewChat() frame {
 	hint := " Enter: send · Up: history · PgUp: scroll · Esc: leave"
 	switch {
 	case r.leaving:
-		hint = fmt.Sprintf(" Leave the chat with %s? y: leave · any other key: stay", strings.Join(r.members, ", "))
+		hint = fmt.Sprintf(" Leave the chat with %s? y: leave · any other key: stay", clipNames(r.members))
 	case r.scroll > 0 && r.unread > 0:
 		hint = fmt.Sprintf(" %d new below · scrolled back %d rows · End or Esc: jump to the latest", r.unread, r.scroll)
 	case r.scroll > 0:

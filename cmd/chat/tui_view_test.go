@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -191,4 +192,63 @@ func TestGuardedRestoresOnPanic(t *testing.T) {
 	}()
 	guarded(func() { restored++ }, func() { panic("boom") })
 	t.Error("guarded swallowed the panic")
+}
+
+// hostile is a name a peer or a server could send: a clear-screen, a
+// right-to-left override, and a length no valid name has.
+var hostile = "ev\x1b[2Jil\u202e" + strings.Repeat("x", 5000)
+
+// screenSafe fails when s holds a character that must not reach the
+// terminal as it is.
+func screenSafe(t *testing.T, where, s string) {
+	t.Helper()
+	for _, r := range s {
+		bidi := r == '\u061c' || r == '\u200e' || r == '\u200f' || r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069'
+		if r != '\n' && (r < 0x20 || r >= 0x7f && r < 0xa0 || bidi) {
+			t.Errorf("%s: %U reaches the screen:\n%q", where, r, s)
+			return
+		}
+	}
+}
+
+// TestViewHostileNames: names, server ids and details from peers and
+// servers are drawn without their control characters or bidi overrides,
+// and cut short, so what follows them on the row still shows (a member's
+// megabyte name used to push the server off the chat header).
+func TestViewHostileNames(t *testing.T) {
+	assign := func(server string, members ...string) client.RoomReady {
+		return client.RoomReady{Room: "r1", Assign: proto.Assign{Room: "r1", Epoch: 1, Server: proto.ServerRef{ID: server}, Members: members, RTT: 62 * time.Millisecond}, Present: members}
+	}
+	tests := []struct {
+		name string
+		msgs []any
+		want []string
+	}{
+		{"requests list", seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: hostile, Members: []string{hostile, "alice", "dave\u202e"}}},
+			codeKey(keyDown), codeKey(keyEnter)), []string{"> ev\uFFFD[2Jil\uFFFDxxx", "…"}},
+		{"menu notice and probe line", seq(inMenu(), probeMsg{rtt: map[string]time.Duration{hostile: time.Millisecond, "serv1": 40 * time.Millisecond}},
+			client.Incoming{Incoming: proto.Incoming{Req: "q2", From: hostile}}), []string{"… 1 ms · serv1 40 ms", "chat request from ev"}},
+		{"chat header and sender", seq(inMenu(), probeMsg{rtt: map[string]time.Duration{"serv3\x1b[31m": time.Millisecond}}, assign("serv3\x1b[31m", "alice", hostile),
+			client.Presence{Room: "r1", User: "\u202eeve", Here: true}, client.Message{Room: "r1", From: hostile, Text: "hi\x1b]0;owned\x07"}),
+			[]string{"…, \uFFFDeve · on serv3\uFFFD[31m · you 1 ms", "\uFFFDeve joined", ": hi\uFFFD]0;owned\uFFFD"}},
+		{"status detail", seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter), status("q1", proto.AckConn, "", ""),
+			status("q1", proto.ServerErr, "no server\x1b[2J\u202e"+strings.Repeat("y", 5000), "")), []string{"no server\uFFFD[2J\uFFFDyyy"}},
+		{"central error", seq(inMenu(), client.Error{Err: errors.New("bad\x1b[?1049l\u2066" + strings.Repeat("z", 5000))}), []string{"Central:", "bad\uFFFD[?1049l\uFFFDzz", "z…"}},
+		{"room closed and moved", seq(inChat(), client.Moved{Room: "r1", To: proto.ServerRef{ID: hostile}, Assign: proto.Assign{Reason: "why\x1b[2J"}},
+			client.RoomClosed{RoomClosed: proto.RoomClosed{Room: "r1", Reason: "bye\x1b[2J"}}), []string{"the chat moved to ev\uFFFD[2Jil\uFFFDx", "closed: bye\uFFFD[2J"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := drive(t, 120, 30, tt.msgs...)
+			f := m.view()
+			checkFrame(t, f, 120, 30)
+			s := text(f)
+			screenSafe(t, "screen", s)
+			for _, w := range tt.want {
+				if !strings.Contains(s, w) {
+					t.Errorf("screen lacks %q:\n%s", w, s)
+				}
+			}
+		})
+	}
 }
