@@ -11,12 +11,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -27,8 +31,10 @@ import (
 func main() {
 	cfg := chaos.DefaultConfig()
 	flag.StringVar(&cfg.Bin, "bin", cfg.Bin, "`directory` holding central, chatserver and chat")
-	runs := flag.Int("runs", envInt("CHAOS_RUNS", 1), "how many seeds to run every scenario with, 1 to 1000 (default $CHAOS_RUNS or 1)")
-	seed := flag.Uint64("seed", uint64(envInt("CHAOS_SEED", 0)), "first seed; run i uses seed+i (default $CHAOS_SEED; 0: from the clock)")
+	envRuns, runsErr := envRuns()
+	envSeed, seedErr := envSeed()
+	runs := flag.Int("runs", envRuns, "how many seeds to run every scenario with, 1 to 1000 (default $CHAOS_RUNS or 1)")
+	seed := flag.Uint64("seed", envSeed, "first seed; run i uses seed+i (default $CHAOS_SEED; 0: from the clock)")
 	only := flag.String("run", "", "run only the scenarios whose name matches this `regexp` (it must match at least one: see -list)")
 	list := flag.Bool("list", false, "list the scenarios and exit")
 	jsonOut := flag.String("json", "", "also write the JSON summary to this `file`")
@@ -42,6 +48,17 @@ func main() {
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "chaos: unexpected argument %q: every setting is a flag\n", flag.Arg(0))
 		os.Exit(2)
+	}
+	// A malformed variable used to be ignored silently (the default ran
+	// instead) or read in part ("3x" as 3, "-1" as a huge seed); it
+	// matters only where its flag is not given.
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if runsErr != nil && !set["runs"] {
+		bounds.Exit("chaos", runsErr)
+	}
+	if seedErr != nil && !set["seed"] {
+		bounds.Exit("chaos", seedErr)
 	}
 	// The caps are checked in MiB before they are shifted into bytes,
 	// where a huge one would wrap around.
@@ -61,6 +78,9 @@ func main() {
 			fmt.Printf("%-28s %s\n", s.Name, s.Doc)
 		}
 		return
+	}
+	if err := checkPaths(cfg.Bin, *dir, *jsonOut); err != nil {
+		bounds.Exit("chaos", err)
 	}
 	re := regexp.MustCompile(*only) // checkFlags compiled it
 	var err error
@@ -127,10 +147,108 @@ func checkFlags(cfg *chaos.Config, runs int, only string) error {
 	return bounds.First(bounds.Range("runs", runs, 1, maxRuns), match, cfg.Validate())
 }
 
-func envInt(name string, def int) int {
-	var v int
-	if _, err := fmt.Sscan(os.Getenv(name), &v); err == nil {
-		return v
+// envRuns is -runs' default: $CHAOS_RUNS, or 1 when it is unset or
+// empty; an error if it is set to anything but 1 to maxRuns.
+func envRuns() (int, error) {
+	v := os.Getenv("CHAOS_RUNS")
+	if v == "" {
+		return 1, nil
 	}
-	return def
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxRuns {
+		return 1, fmt.Errorf("invalid value %q for $CHAOS_RUNS (the default of -runs): want an integer 1 to %d", v, maxRuns)
+	}
+	return n, nil
+}
+
+// envSeed is -seed's default: $CHAOS_SEED, or 0 (from the clock) when it
+// is unset or empty; an error if it is set to anything but a decimal
+// 0 to 2^64-1.
+func envSeed() (uint64, error) {
+	v := os.Getenv("CHAOS_SEED")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("invalid value %q for $CHAOS_SEED (the default of -seed): want an integer 0 to %d (0: from the clock)", v, uint64(1<<64-1))
+	}
+	return n, nil
+}
+
+// programs are what every scenario starts from -bin.
+var programs = []string{"central", "chatserver", "chat"}
+
+// checkPaths refuses, before anything starts, a -bin without the
+// programs, a -dir the logs cannot go in and a -json file that cannot be
+// written. Each used to surface only once the run was under way: a
+// harness error for every scenario, or, for -json, the summary lost at
+// the end of a run of hours. It creates -dir when it does not exist (the
+// run would), and leaves no -json file behind that was not there.
+func checkPaths(bin, dir, jsonOut string) error {
+	return bounds.First(checkBin(bin), checkJSON(jsonOut), checkDir(dir))
+}
+
+func checkBin(bin string) error {
+	const want = "the directory holding central, chatserver and chat (make build puts them in bin/)"
+	if fi, err := os.Stat(bin); err != nil {
+		return bounds.Fail("bin", bin, want+": "+reason(err))
+	} else if !fi.IsDir() {
+		return bounds.Fail("bin", bin, want+": it is not a directory")
+	}
+	for _, prog := range programs {
+		fi, err := os.Stat(filepath.Join(bin, prog))
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return bounds.Fail("bin", bin, want+": no executable "+prog+" there")
+		}
+	}
+	return nil
+}
+
+func checkDir(dir string) error {
+	if dir == "" {
+		return nil // a temporary one
+	}
+	const want = "a directory the logs can be written in, or empty for a temporary one"
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return bounds.Fail("dir", dir, want+": it is not a directory")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return bounds.Fail("dir", dir, want+": "+reason(err))
+	}
+	f, err := os.CreateTemp(dir, ".chaos-probe-")
+	if err != nil {
+		return bounds.Fail("dir", dir, want+": "+reason(err))
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+func checkJSON(path string) error {
+	if path == "" {
+		return nil
+	}
+	const want = "a file the JSON summary can be written to"
+	_, statErr := os.Stat(path)
+	// Opened without truncating: an existing file keeps what it holds
+	// until the run's end replaces it.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return bounds.Fail("json", path, want+": "+reason(err))
+	}
+	f.Close()
+	if errors.Is(statErr, fs.ErrNotExist) {
+		return os.Remove(path)
+	}
+	return nil
+}
+
+// reason is what the system said about a path, without the path the
+// refusal already quotes: "no such file or directory".
+func reason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }

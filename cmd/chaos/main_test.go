@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -51,4 +54,115 @@ func TestBadFlagsRefused(t *testing.T) {
 	testkit.ExpectRefused(t, bin, []string{"-bin", dir, "-dir", dir, "-runs", "0"}, "chaos: invalid value 0 for -runs: want 1 to 1000")
 	testkit.ExpectRefused(t, bin, []string{"-bin", dir, "-dir", dir, "-run", "no-such-scenario"}, `invalid value "no-such-scenario" for -run`)
 	testkit.ExpectRefused(t, bin, []string{"-bin", dir, "-dir", dir, "-server-rss", "99999999999999"}, "invalid value 99999999999999 for -server-rss")
+}
+
+// fakeBin returns a directory holding empty executables central,
+// chatserver and chat: enough for the checks, and a run that got past
+// them would fail at once instead of starting a cluster.
+func fakeBin(t *testing.T) string {
+	bin := t.TempDir()
+	for _, p := range []string{"central", "chatserver", "chat"} {
+		if err := os.WriteFile(filepath.Join(bin, p), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bin
+}
+
+// TestBadPathsAndEnvRefused: a -bin without the programs, an unusable
+// -dir, a -json file that cannot be written and a malformed $CHAOS_RUNS
+// or $CHAOS_SEED each used to start the run anyway (a harness error per
+// scenario, the summary lost at the end, the variable ignored or read in
+// part); each now exits 2 with one line before anything starts.
+func TestBadPathsAndEnvRefused(t *testing.T) {
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chaos")
+	fake := fakeBin(t)
+	tmp := t.TempDir()
+	file := filepath.Join(tmp, "a-file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noChat := t.TempDir()
+	for _, p := range []string{"central", "chatserver"} {
+		if err := os.WriteFile(filepath.Join(noChat, p), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notExec := fakeBin(t)
+	if err := os.Chmod(filepath.Join(notExec, "chatserver"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(tmp, "missing")
+	// One cheap scenario: before the fix, a run that was not refused
+	// failed at once on the empty programs instead of starting anything.
+	one := []string{"-run", "^resend-storm$"}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want []string
+	}{
+		{"bin missing", nil, []string{"-bin", missing}, []string{"chaos: invalid value", "for -bin", "no such file or directory"}},
+		{"bin a file", nil, []string{"-bin", file}, []string{"for -bin", "not a directory"}},
+		{"bin empty", nil, []string{"-bin", tmp}, []string{"for -bin", "no executable central there"}},
+		{"bin without chat", nil, []string{"-bin", noChat}, []string{"for -bin", "no executable chat there"}},
+		{"bin not executable", nil, []string{"-bin", notExec}, []string{"for -bin", "no executable chatserver there"}},
+		{"dir a file", nil, []string{"-bin", fake, "-dir", file}, []string{"for -dir", "not a directory"}},
+		{"dir under a file", nil, []string{"-bin", fake, "-dir", filepath.Join(file, "logs")}, []string{"for -dir", "not a directory"}},
+		{"json in a missing directory", nil, []string{"-bin", fake, "-json", filepath.Join(missing, "out.json")}, []string{"for -json", "no such file or directory"}},
+		{"json a directory", nil, []string{"-bin", fake, "-json", tmp}, []string{"for -json", "is a directory"}},
+		{"runs not a number", map[string]string{"CHAOS_RUNS": "three"}, []string{"-bin", fake}, []string{`invalid value "three" for $CHAOS_RUNS`}},
+		{"runs trailing junk", map[string]string{"CHAOS_RUNS": "3x"}, []string{"-bin", fake}, []string{`"3x" for $CHAOS_RUNS`}},
+		{"runs zero", map[string]string{"CHAOS_RUNS": "0"}, []string{"-bin", fake}, []string{`"0" for $CHAOS_RUNS`, "1 to 1000"}},
+		{"seed negative", map[string]string{"CHAOS_SEED": "-1"}, []string{"-bin", fake}, []string{`invalid value "-1" for $CHAOS_SEED`}},
+		{"seed past uint64", map[string]string{"CHAOS_SEED": "18446744073709551616"}, []string{"-bin", fake}, []string{"for $CHAOS_SEED"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CHAOS_RUNS", "")
+			t.Setenv("CHAOS_SEED", "")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			args := append(append([]string{}, one...), tc.args...)
+			if !slices.Contains(args, "-dir") {
+				args = append(args, "-dir", t.TempDir())
+			}
+			testkit.ExpectRefused(t, bin, args, tc.want...)
+		})
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Errorf("a refused run created %s", missing)
+	}
+}
+
+// TestCheckPathsAccepts: what a run can use passes, a -dir that does not
+// exist yet is made, and a -json file that was not there is not left
+// behind by the check.
+func TestCheckPathsAccepts(t *testing.T) {
+	fake, tmp := fakeBin(t), t.TempDir()
+	dir, out := filepath.Join(tmp, "logs", "today"), filepath.Join(tmp, "out.json")
+	if err := checkPaths(fake, dir, out); err != nil {
+		t.Fatalf("refused: %v", err)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Errorf("-dir %s not made: %v", dir, err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("-json %s left behind by the check: %v", out, err)
+	}
+	if err := os.WriteFile(out, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkPaths(fake, "", out); err != nil {
+		t.Fatalf("an existing -json file refused: %v", err)
+	}
+	if b, _ := os.ReadFile(out); string(b) != "old" {
+		t.Errorf("the check changed an existing -json file to %q", b)
+	}
+	if err := checkPaths(fake, dir, out); err != nil {
+		t.Fatalf("an existing -dir refused: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("the check left %d files in -dir", len(ents))
+	}
 }
