@@ -3,7 +3,9 @@
 // three chat servers, a room of three bots) with a fault proxy on every
 // link, then checks the invariants: convergence, exactly-once in-order
 // delivery or an explicit Missed, and RSS caps. One line per scenario, a
-// JSON summary at the end; the exit status is 1 on any violation.
+// JSON summary at the end; the exit status is 1 on any violation, and
+// 128 plus the signal's number (130, 143) when SIGINT or SIGTERM cut the
+// run short: it stops the processes it started first.
 //
 //	chaos -bin bin -runs 3 -seed 42 -run 'kill|restart'
 package main
@@ -16,12 +18,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
-	"syscall"
 	"time"
 
 	"nearchat/bench/chaos"
@@ -94,11 +94,12 @@ func main() {
 		}
 	}
 	cfg.Dir = *dir
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interrupts(context.Background())
 	defer stop()
 
 	fmt.Printf("nearchat chaos: seeds %d..%d, logs in %s\n", *seed, *seed+uint64(*runs)-1, *dir)
 	var results []chaos.Result
+	var interrupted []string
 	failed := 0
 	for i := range *runs {
 		for _, sc := range chaos.Scenarios {
@@ -107,7 +108,11 @@ func main() {
 			}
 			r := chaos.RunScenario(ctx, cfg, sc, *seed+uint64(i), nil)
 			fmt.Println(r.Line())
-			if !r.Pass {
+			if ctx.Err() != nil && !r.Pass {
+				// Cut short by the signal: its logs are kept, but it
+				// is no verdict on the scenario.
+				interrupted = append(interrupted, r.Scenario)
+			} else if !r.Pass {
 				failed++
 			} else if !*keep {
 				os.RemoveAll(r.Logs)
@@ -116,6 +121,9 @@ func main() {
 		}
 	}
 	summary := map[string]any{"runs": len(results), "failed": failed, "results": results}
+	if ctx.Err() != nil {
+		summary["interrupted"] = interrupted
+	}
 	b, _ := json.MarshalIndent(summary, "", "  ")
 	fmt.Println(string(b))
 	if *jsonOut != "" {
@@ -126,8 +134,14 @@ func main() {
 	if failed == 0 && !*keep {
 		os.Remove(*dir)
 	}
-	if failed > 0 || ctx.Err() != nil {
+	if failed > 0 {
 		fmt.Fprintf(os.Stderr, "chaos: %d of %d scenario runs violated an invariant\n", failed, len(results))
+	}
+	if code := interruptStatus(ctx); code != 0 {
+		fmt.Fprintf(os.Stderr, "chaos: %v; the children are stopped, logs in %s\n", context.Cause(ctx), *dir)
+		os.Exit(code)
+	}
+	if failed > 0 {
 		os.Exit(1)
 	}
 }

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"nearchat/pkg/testkit"
+)
+
+// slowCentralBin returns a -bin directory whose central only writes its
+// pid to central.pid there and sleeps, never answering: a run waits for
+// it for seconds, long enough to be signalled at a known point, and no
+// real cluster starts. chatserver and chat are empty.
+func slowCentralBin(t *testing.T) (bin, pidFile string) {
+	bin = fakeBin(t)
+	pidFile = filepath.Join(bin, "central.pid")
+	script := "#!/bin/sh\necho $$ > " + strconv.Quote(pidFile) + ".tmp && mv " + strconv.Quote(pidFile+".tmp") + " " + strconv.Quote(pidFile) + "\nexec sleep 600\n"
+	if err := os.WriteFile(filepath.Join(bin, "central"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin, pidFile
+}
+
+// TestSignalExitStatus: chaos interrupted by SIGINT or SIGTERM stops the
+// processes it started and exits 128 plus the signal's number, as
+// chatload does; it exited 1, the status of a violation, so a caller
+// could not tell an interrupted run from a failed one.
+func TestSignalExitStatus(t *testing.T) {
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chaos")
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		want int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+		t.Run(unixName(tc.sig), func(t *testing.T) {
+			fake, pidFile := slowCentralBin(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "-bin", fake, "-dir", t.TempDir(), "-run", "^resend-storm$", "-runs", "1", "-seed", "1")
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var central int
+			testkit.WaitFor(t, 30*time.Second, "the run to start central", func() bool {
+				b, err := os.ReadFile(pidFile)
+				central, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+				return err == nil && central > 0
+			})
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != tc.want {
+				t.Fatalf("exit: %v, want status %d; stderr:\n%s", err, tc.want, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), "chaos: interrupted by "+unixName(tc.sig)) {
+				t.Errorf("stderr does not say it was interrupted by %s:\n%s", unixName(tc.sig), stderr.String())
+			}
+			if strings.Contains(stderr.String(), "violated an invariant") {
+				t.Errorf("the interrupted run counted as a violation:\n%s", stderr.String())
+			}
+			// chaos waits for its children before it exits: the central
+			// it started is gone, or at most a zombie left to init.
+			if b, err := os.ReadFile("/proc/" + strconv.Itoa(central) + "/stat"); err == nil && !strings.Contains(string(b), ") Z ") {
+				syscall.Kill(central, syscall.SIGKILL)
+				t.Errorf("central (pid %d) still running after chaos exited: %s", central, b)
+			}
+		})
+	}
+}
+
+func unixName(s syscall.Signal) string { return signalled{s}.Error()[len("interrupted by "):] }
+
+// TestInterruptStatus: the status is 128 plus the signal's number, and 0
+// for a run no signal cut short.
+func TestInterruptStatus(t *testing.T) {
+	for _, tc := range []struct {
+		cause error
+		want  int
+	}{
+		{signalled{syscall.SIGINT}, 130},
+		{signalled{syscall.SIGTERM}, 143},
+		{context.Canceled, 0},
+		{nil, 0},
+	} {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		if tc.cause != nil {
+			cancel(tc.cause)
+		}
+		if got := interruptStatus(ctx); got != tc.want {
+			t.Errorf("cause %v: status %d, want %d", tc.cause, got, tc.want)
+		}
+		cancel(nil)
+	}
+}
