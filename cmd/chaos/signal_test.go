@@ -22,7 +22,8 @@ import (
 func slowCentralBin(t *testing.T) (bin, pidFile string) {
 	bin = fakeBin(t)
 	pidFile = filepath.Join(bin, "central.pid")
-	script := "#!/bin/sh\necho $$ > " + strconv.Quote(pidFile) + ".tmp && mv " + strconv.Quote(pidFile+".tmp") + " " + strconv.Quote(pidFile) + "\nexec sleep 600\n"
+	tmp := strconv.Quote(pidFile + ".tmp")
+	script := "#!/bin/sh\necho $$ > " + tmp + " && mv " + tmp + " " + strconv.Quote(pidFile) + "\nexec sleep 600\n"
 	if err := os.WriteFile(filepath.Join(bin, "central"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -37,9 +38,10 @@ func TestSignalExitStatus(t *testing.T) {
 	bin := testkit.BuildOnce(t, "nearchat/cmd/chaos")
 	for _, tc := range []struct {
 		sig  syscall.Signal
+		name string
 		want int
-	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
-		t.Run(unixName(tc.sig), func(t *testing.T) {
+	}{{syscall.SIGINT, "SIGINT", 130}, {syscall.SIGTERM, "SIGTERM", 143}} {
+		t.Run(tc.name, func(t *testing.T) {
 			fake, pidFile := slowCentralBin(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -63,8 +65,8 @@ func TestSignalExitStatus(t *testing.T) {
 			if !errors.As(err, &ee) || ee.ExitCode() != tc.want {
 				t.Fatalf("exit: %v, want status %d; stderr:\n%s", err, tc.want, stderr.String())
 			}
-			if !strings.Contains(stderr.String(), "chaos: interrupted by "+unixName(tc.sig)) {
-				t.Errorf("stderr does not say it was interrupted by %s:\n%s", unixName(tc.sig), stderr.String())
+			if !strings.Contains(stderr.String(), "chaos: interrupted by "+tc.name) {
+				t.Errorf("stderr does not say it was interrupted by %s:\n%s", tc.name, stderr.String())
 			}
 			if strings.Contains(stderr.String(), "violated an invariant") {
 				t.Errorf("the interrupted run counted as a violation:\n%s", stderr.String())
@@ -78,8 +80,6 @@ func TestSignalExitStatus(t *testing.T) {
 		})
 	}
 }
-
-func unixName(s syscall.Signal) string { return signalled{s}.Error()[len("interrupted by "):] }
 
 // TestInterruptStatus: the status is 128 plus the signal's number, and 0
 // for a run no signal cut short.

@@ -3,7 +3,9 @@
 // bots seeing the paper's round-trip times through emulated delay. serv1 is
 // held back, the chat starts on serv3, serv1 starts and the chat moves
 // there, serv1 is killed and the chat moves back. It prints a timeline and a
-// final delivery count, and stops every process it started.
+// final delivery count, and stops every process it started. It exits 1
+// when a step fails, and 128 plus the signal's number (130, 143) when
+// SIGINT or SIGTERM cuts it short.
 //
 // The processes run under bench/cluster, which records every event the
 // bots print: a step waits for its event without discarding any other, and
@@ -19,7 +21,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -120,7 +121,7 @@ func main() {
 		bounds.Exit("demo", err)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interrupts(context.Background())
 	defer stop()
 	dir, err := os.MkdirTemp("", "nearchat-demo-")
 	if err != nil {
@@ -141,7 +142,10 @@ func main() {
 			CentralArgs: []string{"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s", "-min-gain", "10ms",
 				"-dashboard", *dash}}, *rate, *hold)
 	}
-	if err != nil && d.c != nil {
+	// A step the signal cut short failed for no fault of the cluster's:
+	// there is nothing to diagnose.
+	interrupted := interruptStatus(ctx)
+	if err != nil && d.c != nil && interrupted == 0 {
 		d.diagnose()
 	}
 	if d.c != nil {
@@ -151,6 +155,10 @@ func main() {
 		fmt.Printf("logs: %s (<name>.log: each process; <bot>.events.jsonl: the bots' events; <bot>.client.log: the bots' client logs)\n", dir)
 	} else {
 		os.RemoveAll(dir)
+	}
+	if interrupted != 0 {
+		fmt.Fprintf(os.Stderr, "demo: %v; every process it started is stopped\n", context.Cause(ctx))
+		os.Exit(interrupted)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
