@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"math"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,6 +48,10 @@ func TestCheckFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
+	notExec := fakeBin(t)
+	if err := os.Chmod(filepath.Join(notExec, "chat"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name  string
 		bin   string
@@ -64,7 +71,10 @@ func TestCheckFlags(t *testing.T) {
 		{"dashboard not loopback", bin, 10, 4 * time.Second, "192.0.2.1:8088", nil, "-dashboard"},
 		{"dashboard host name", bin, 10, 4 * time.Second, "example.org:8088", nil, "-dashboard"},
 		{"dashboard in use", bin, 10, 4 * time.Second, busy.Addr().String(), nil, "address already in use"},
-		{"no binaries", t.TempDir(), 10, 4 * time.Second, "", nil, "no central there"},
+		{"no binaries", t.TempDir(), 10, 4 * time.Second, "", nil, "no executable central, chatserver, chat there"},
+		{"bin missing", filepath.Join(t.TempDir(), "missing"), 10, 4 * time.Second, "", nil, "no such file or directory"},
+		{"bin a file", filepath.Join(bin, "chat"), 10, 4 * time.Second, "", nil, "it is not a directory"},
+		{"chat not executable", notExec, 10, 4 * time.Second, "", nil, "no executable chat there"},
 		{"stray argument", bin, 10, 4 * time.Second, "", []string{"x"}, "unexpected arguments"},
 	} {
 		start := time.Now()
@@ -88,4 +98,58 @@ func TestBadDashboardRefused(t *testing.T) {
 	testkit.ExpectRefused(t, testkit.BuildOnce(t, "nearchat/cmd/demo"),
 		[]string{"-bin", fakeBin(t), "-dashboard", busy.Addr().String()},
 		"demo: invalid value", "-dashboard", "address already in use")
+}
+
+// TestBadBinRefused: a -bin without every program exits 2 with one line
+// naming each one missing, before anything starts.
+func TestBadBinRefused(t *testing.T) {
+	bin := fakeBin(t)
+	for _, p := range []string{"central", "chat"} {
+		if err := os.Remove(filepath.Join(bin, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.ExpectRefused(t, testkit.BuildOnce(t, "nearchat/cmd/demo"),
+		[]string{"-bin", bin}, "demo: invalid value", "for -bin", "no executable central, chat there")
+}
+
+// TestRelativeBin: -bin is resolved against the working directory the
+// demo was started in, whatever it is. "-bin ." used to make the bare
+// name "central", which os/exec looked up in $PATH: the demo failed at
+// once (or ran another central) instead of starting the one in ".".
+func TestRelativeBin(t *testing.T) {
+	demo := testkit.BuildOnce(t, "nearchat/cmd/demo")
+	fake, pidFile := slowCentralBin(t)
+	for _, rel := range []string{".", "./"} {
+		t.Run(rel, func(t *testing.T) {
+			os.Remove(pidFile)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, demo, "-bin", rel)
+			cmd.Dir = fake
+			cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			// Central started from -bin writes its pid; a demo that
+			// could not start it exits first.
+			testkit.WaitFor(t, 30*time.Second, "the demo to start -bin's central, or exit", func() bool {
+				_, err := os.Stat(pidFile)
+				return err == nil || len(exited) > 0
+			})
+			if _, err := os.Stat(pidFile); err != nil {
+				t.Fatalf("-bin %s: central in %s not started (%v); stderr:\n%s", rel, fake, <-exited, stderr.String())
+			}
+			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-exited; err == nil || !strings.Contains(stderr.String(), "interrupted by SIGINT") {
+				t.Errorf("after SIGINT: %v; stderr:\n%s", err, stderr.String())
+			}
+		})
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -41,19 +42,61 @@ func checkFlags(bin string, rate float64, hold time.Duration, dash string, rest 
 	if len(rest) > 0 {
 		return fmt.Errorf("unexpected arguments %q: every setting is a flag", rest)
 	}
-	var binErr error
-	for _, prog := range []string{"central", "chatserver", "chat"} {
-		if _, err := os.Stat(filepath.Join(bin, prog)); err != nil && binErr == nil {
-			binErr = bounds.Fail("bin", bin, "the directory holding central, chatserver and chat (make build puts them in bin/): no "+prog+" there")
-		}
-	}
 	return bounds.First(
 		bounds.Range("rate", rate, 0.001, maxRate),
 		// Shorter, and a phase ends before a probe round can see it.
 		bounds.Range("hold", hold, time.Second, time.Hour),
 		checkDashboard(dash),
-		binErr,
+		checkBin(bin),
 	)
+}
+
+// programs are what the demo starts from -bin.
+var programs = []string{"central", "chatserver", "chat"}
+
+// checkBin refuses a -bin the demo could not start its processes from,
+// naming every program missing, as cmd/chaos's checkBin words it: a
+// program that is there but not executable used to pass, and fail only
+// once Central was up.
+func checkBin(bin string) error {
+	const want = "the directory holding central, chatserver and chat (make build puts them in bin/)"
+	if fi, err := os.Stat(bin); err != nil {
+		return bounds.Fail("bin", bin, want+": "+reason(err))
+	} else if !fi.IsDir() {
+		return bounds.Fail("bin", bin, want+": it is not a directory")
+	}
+	var missing []string
+	for _, prog := range programs {
+		fi, err := os.Stat(filepath.Join(bin, prog))
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			missing = append(missing, prog)
+		}
+	}
+	if len(missing) > 0 {
+		return bounds.Fail("bin", bin, want+": no executable "+strings.Join(missing, ", ")+" there")
+	}
+	return nil
+}
+
+// absBin makes -bin absolute, so it names the same directory wherever a
+// process is started from. Joined with a program's name, a relative one
+// such as "." gave a bare "central", which os/exec looks up in $PATH: the
+// demo ran some other central, or none.
+func absBin(bin string) string {
+	if abs, err := filepath.Abs(bin); err == nil {
+		return abs
+	}
+	return bin // the working directory is gone: checkBin says so
+}
+
+// reason is what the system said about a path, without the path the
+// refusal already quotes: "no such file or directory".
+func reason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 // checkDashboard refuses a -dashboard address Central could not serve
@@ -117,6 +160,7 @@ func main() {
 	useTLS := flag.Bool("tls", true, "TLS 1.3 on every link and signed room tickets (a throwaway CA is made for the run)")
 	replicas := flag.Bool("replicas", false, "the cluster demo instead (make cluster-demo): 3 etcd members, 3 Central replicas, 4 chat servers, 2 bots; SIGKILL the leader Central, then an etcd member (plaintext)")
 	flag.Parse()
+	*bin = absBin(*bin)
 	if err := checkFlags(*bin, *rate, *hold, *dash, flag.Args()); err != nil {
 		bounds.Exit("demo", err)
 	}
