@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -83,6 +84,9 @@ func main() {
 		bounds.Exit("chaos", err)
 	}
 	re := regexp.MustCompile(*only) // checkFlags compiled it
+	if err := checkEtcd(re, exec.LookPath); err != nil {
+		bounds.Exit("chaos", err)
+	}
 	var err error
 	if *seed == 0 {
 		*seed = uint64(time.Now().UnixNano() % 1_000_000_000)
@@ -255,6 +259,31 @@ func checkJSON(path string) error {
 		return os.Remove(path)
 	}
 	return nil
+}
+
+// checkEtcd refuses, before anything starts, a run of scenarios with
+// Central replicas (Scenario.Replicas) where no etcd can be found, as
+// bench/cluster finds it: each such scenario used to fail as a harness
+// error, a long run reporting "violations" that were only a missing
+// program.
+func checkEtcd(re *regexp.Regexp, lookPath func(string) (string, error)) error {
+	var need []string
+	for _, s := range chaos.Scenarios {
+		if s.Replicas && re.MatchString(s.Name) {
+			need = append(need, s.Name)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	if _, err := lookPath("etcd"); err == nil {
+		return nil
+	}
+	which := need[0]
+	if len(need) > 1 {
+		which = fmt.Sprintf("%s and %d more", need[0], len(need)-1)
+	}
+	return fmt.Errorf("no etcd in $PATH, and the scenarios selected with Central replicas (%s) need it: make deps installs Debian's etcd-server (as root), or -run can leave them out", which)
 }
 
 // reason is what the system said about a path, without the path the

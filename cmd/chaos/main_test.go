@@ -2,8 +2,11 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,4 +168,51 @@ func TestCheckPathsAccepts(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("the check left %d files in -dir", len(ents))
 	}
+}
+
+// TestCheckEtcd: a run that selects a scenario with Central replicas is
+// refused when no etcd can be found, naming the scenarios; one that
+// selects none, or finds etcd, is not.
+func TestCheckEtcd(t *testing.T) {
+	missing := func(string) (string, error) { return "", exec.ErrNotFound }
+	found := func(string) (string, error) { return "/usr/bin/etcd", nil }
+	for _, tc := range []struct {
+		name, run string
+		look      func(string) (string, error)
+		want      []string // nil: accepted
+	}{
+		{"no replica scenario", "^resend-storm$", missing, nil},
+		{"one replica scenario", "^replica-kill-follower$", missing, []string{"no etcd in $PATH", "(replica-kill-follower)", "make deps"}},
+		{"every scenario", "", missing, []string{"no etcd in $PATH", "more)", "-run can leave them out"}},
+		{"etcd found", "", found, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkEtcd(regexp.MustCompile(tc.run), tc.look)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("got %v, want one line", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestMissingEtcdRefused: without etcd, a run of a replica scenario
+// exits 2 with one line before anything starts; it used to start, and
+// report each such scenario as a violation.
+func TestMissingEtcdRefused(t *testing.T) {
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chaos")
+	fake := fakeBin(t)
+	t.Setenv("PATH", t.TempDir()) // after the build, which needs go
+	testkit.ExpectRefused(t, bin, []string{"-bin", fake, "-dir", t.TempDir(), "-run", "^quit-etcd-lost$"},
+		"chaos: no etcd in $PATH", "(quit-etcd-lost)")
 }
