@@ -153,3 +153,16 @@ func TestRelativeBin(t *testing.T) {
 		})
 	}
 }
+
+// TestMissingEtcdRefused: without etcd, -replicas exits 2 with one line
+// before anything starts; it started the cluster demo, which failed on
+// its first step. Without -replicas etcd is not needed.
+func TestMissingEtcdRefused(t *testing.T) {
+	missing := func(string) (string, error) { return "", exec.ErrNotFound }
+	if err := checkEtcd(false, missing); err != nil {
+		t.Errorf("refused without -replicas: %v", err)
+	}
+	demo := testkit.BuildOnce(t, "nearchat/cmd/demo")
+	t.Setenv("PATH", t.TempDir()) // after the build, which needs go
+	testkit.ExpectRefused(t, demo, []string{"-bin", fakeBin(t), "-replicas"}, "demo: no etcd in $PATH", "-replicas")
+}

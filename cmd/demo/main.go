@@ -22,6 +22,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -87,6 +88,19 @@ func absBin(bin string) string {
 		return abs
 	}
 	return bin // the working directory is gone: checkBin says so
+}
+
+// checkEtcd refuses -replicas where no etcd can be found, as
+// bench/cluster finds it, before anything starts: the cluster demo needs
+// three etcd members.
+func checkEtcd(replicas bool, lookPath func(string) (string, error)) error {
+	if !replicas {
+		return nil
+	}
+	if _, err := lookPath("etcd"); err != nil {
+		return errors.New("no etcd in $PATH, and -replicas runs three etcd members: make deps installs Debian's etcd-server (as root)")
+	}
+	return nil
 }
 
 // reason is what the system said about a path, without the path the
@@ -162,6 +176,9 @@ func main() {
 	flag.Parse()
 	*bin = absBin(*bin)
 	if err := checkFlags(*bin, *rate, *hold, *dash, flag.Args()); err != nil {
+		bounds.Exit("demo", err)
+	}
+	if err := checkEtcd(*replicas, exec.LookPath); err != nil {
 		bounds.Exit("demo", err)
 	}
 
