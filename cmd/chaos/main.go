@@ -130,10 +130,9 @@ func main() {
 	}
 	b, _ := json.MarshalIndent(summary, "", "  ")
 	fmt.Println(string(b))
-	if *jsonOut != "" {
-		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "chaos:", err)
-		}
+	jsonErr := writeSummary(*jsonOut, b)
+	if jsonErr != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", jsonErr)
 	}
 	if failed == 0 && !*keep {
 		os.Remove(*dir)
@@ -141,13 +140,40 @@ func main() {
 	if failed > 0 {
 		fmt.Fprintf(os.Stderr, "chaos: %d of %d scenario runs violated an invariant\n", failed, len(results))
 	}
-	if code := interruptStatus(ctx); code != 0 {
+	sigStatus := interruptStatus(ctx)
+	if sigStatus != 0 {
 		fmt.Fprintf(os.Stderr, "chaos: %v; the children are stopped, logs in %s\n", context.Cause(ctx), *dir)
-		os.Exit(code)
 	}
-	if failed > 0 {
-		os.Exit(1)
+	os.Exit(exitStatus(failed, sigStatus, jsonErr))
+}
+
+// writeSummary writes the JSON summary to the -json file, if any. The
+// check before the run found the file writable, but a disk that filled
+// up or a path replaced by a directory since still fails the write here.
+func writeSummary(path string, b []byte) error {
+	if path == "" {
+		return nil
 	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("the JSON summary was not written, only printed above: %w", err)
+	}
+	return nil
+}
+
+// exitStatus is chaos's exit status: 128 plus the signal's number when
+// one cut the run short (interrupted, from interruptStatus), else 1 when
+// a run violated an invariant or the -json summary was not written, else
+// 0. An unwritten summary used to leave the status 0: a caller that
+// reads the file (make chaos writes chaos.json) found it stale or
+// missing after a run that looked clean.
+func exitStatus(failed, interrupted int, jsonErr error) int {
+	switch {
+	case interrupted != 0:
+		return interrupted
+	case failed > 0 || jsonErr != nil:
+		return 1
+	}
+	return 0
 }
 
 // maxRuns bounds -runs: a thousand seeds of every scenario is days.

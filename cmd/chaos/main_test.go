@@ -216,3 +216,45 @@ func TestMissingEtcdRefused(t *testing.T) {
 	testkit.ExpectRefused(t, bin, []string{"-bin", fake, "-dir", t.TempDir(), "-run", "^quit-etcd-lost$"},
 		"chaos: no etcd in $PATH", "(quit-etcd-lost)")
 }
+
+// TestSummaryWriteFailureFails: a -json summary that cannot be written at
+// the end of the run (the disk full, the path now a directory) makes the
+// exit status 1 even when every run passed; it was 0, with one line on
+// stderr a caller would not read. A signal's status still wins.
+func TestSummaryWriteFailureFails(t *testing.T) {
+	dir := t.TempDir()
+	paths := []string{dir} // a directory
+	if _, err := os.Stat("/dev/full"); err == nil {
+		paths = append(paths, "/dev/full") // every write: no space left on device
+	}
+	for _, p := range paths {
+		err := writeSummary(p, []byte("{}"))
+		if err == nil {
+			t.Fatalf("writing the summary to %s did not fail", p)
+		}
+		if strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "JSON summary was not written") {
+			t.Errorf("%s: %q: want one line saying the summary was not written", p, err)
+		}
+		if got := exitStatus(0, 0, err); got != 1 {
+			t.Errorf("every run passed, summary not written to %s: status %d, want 1", p, got)
+		}
+		if got := exitStatus(0, 130, err); got != 130 {
+			t.Errorf("interrupted, summary not written: status %d, want 130", got)
+		}
+	}
+	out := filepath.Join(dir, "out.json")
+	if err := writeSummary(out, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(out); string(b) != "{}\n" {
+		t.Errorf("summary file holds %q", b)
+	}
+	if err := writeSummary("", []byte("{}")); err != nil {
+		t.Errorf("no -json: %v", err)
+	}
+	for _, tc := range []struct{ failed, interrupted, want int }{{0, 0, 0}, {2, 0, 1}, {2, 143, 143}} {
+		if got := exitStatus(tc.failed, tc.interrupted, nil); got != tc.want {
+			t.Errorf("%d failed, interrupted %d: status %d, want %d", tc.failed, tc.interrupted, got, tc.want)
+		}
+	}
+}
