@@ -118,7 +118,7 @@ func compare(o *options) int {
 	fmt.Print(b.String())
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(b.String()), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, err)
+			fmt.Fprintln(os.Stderr, "compare: the table was not written to -o, only printed above:", err)
 			return 1
 		}
 	}

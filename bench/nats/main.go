@@ -42,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"nearchat/pkg/bounds"
 	"nearchat/pkg/tlsconfig"
 )
 
@@ -77,25 +78,36 @@ func run() int {
 	childProfile := flag.String("cpuprofile", "", "child mode: write a CPU profile to `file`")
 	var o options
 	full := flag.Bool("full", false, "10 s per cell (the default is 2 s)")
-	cell := flag.Duration("cell", 0, "measuring time per cell (overrides -full)")
+	cell := flag.Duration("cell", 0, "measuring time per cell, 100ms to 1h (overrides -full; 0: -full decides)")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds each cell is measured in, taken in turn across the servers and summed (1 to 100)")
-	members := flag.String("members", "", "room sizes of the one-room pattern (default 2,16,256,1024)")
-	sizes := flag.String("sizes", "64,1024", "payload sizes in bytes")
-	servers := flag.String("servers", "nearchat,nats,nearchat-tls,nats-tls", "servers to compare")
-	baselineM := flag.String("baseline", "2,16", "room sizes at which the goroutine-per-connection baseline runs too (empty: never)")
-	flag.IntVar(&o.rooms, "rooms", 1000, "rooms of two in the fixed-rate pattern (0: skip it)")
-	flag.IntVar(&o.rate, "rate", 2000, "total messages a second in the fixed-rate pattern")
-	flag.IntVar(&o.idle, "idle", 10_000, "idle connections for the memory table (0: skip it)")
+	members := flag.String("members", "", "room sizes of the one-room pattern, 2 to 10000 each (default 2,16,256,1024)")
+	sizes := flag.String("sizes", "64,1024", "payload sizes in bytes, 16 to 4096 each")
+	servers := flag.String("servers", "nearchat,nats,nearchat-tls,nats-tls", "servers to compare: nearchat, nats, nearchat-tls, nats-tls, baseline")
+	baselineM := flag.String("baseline", "2,16", "room sizes at which the goroutine-per-connection baseline runs too, 2 to 10000 each (empty: never)")
+	flag.IntVar(&o.rooms, "rooms", 1000, "rooms of two in the fixed-rate pattern, 0 to 15000 (0: skip it)")
+	flag.IntVar(&o.rate, "rate", 2000, "total messages a second in the fixed-rate pattern, 1 to 1000000")
+	flag.IntVar(&o.idle, "idle", 10_000, "idle connections for the memory table, an even number up to 30000 (0: skip it)")
 	flag.IntVar(&o.window, "window", 0, "messages in flight in the one-room pattern (0: 1,024, fewer in rooms past 64 members so that at most 65,536 deliveries are in flight, never under 64)")
 	flag.IntVar(&o.batch, "batch", 0, "most messages the one-room sender writes in one system call (0: all it may send, like a client that buffers its writes; 1: one write per message)")
-	flag.StringVar(&o.serverCPU, "server-cpu", "0", "CPU list the servers are pinned to")
-	flag.StringVar(&o.loadCPU, "load-cpu", "1", "CPU list the load generator is pinned to")
+	flag.StringVar(&o.serverCPU, "server-cpu", "0", "CPU list the servers are pinned to, as taskset -c takes it (empty: not pinned)")
+	flag.StringVar(&o.loadCPU, "load-cpu", "1", "CPU list the load generator is pinned to (empty: not pinned)")
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of each server process into `dir`")
 	flag.StringVar(&o.out, "o", "", "also write the table to `file`")
-	flag.Parse()
+	bounds.Parse("compare", flag.CommandLine, os.Args[1:])
 	if *serve != "" {
 		kind, tlsOn := strings.CutSuffix(*serve, "-tls")
 		return serveChild(kind, tlsOn, *certDir, *childProfile)
+	}
+	if *members == "" {
+		// A room of 1,024 joins in a few seconds since the chat server
+		// gathers joins into Presences frames (it took a minute or more
+		// with a Presence frame per member per join).
+		*members = "2,16,256,1024"
+	}
+	// Checked before pinSelf runs this program again, so a refusal is
+	// printed once.
+	if err := checkFlags(&o, flagValues{cell: *cell, members: *members, sizes: *sizes, servers: *servers, baseline: *baselineM}); err != nil {
+		return usage(err)
 	}
 	if os.Getenv(pinnedEnv) == "" && o.loadCPU != "" {
 		if err := pinSelf(o.loadCPU); err != nil {
@@ -111,29 +123,6 @@ func run() int {
 		o.cell = *cell
 	}
 	o.rateTime = max(o.cell, 5*time.Second)
-	if *members == "" {
-		// A room of 1,024 joins in a few seconds since the chat server
-		// gathers joins into Presences frames (it took a minute or more
-		// with a Presence frame per member per join).
-		*members = "2,16,256,1024"
-	}
-	var err error
-	if o.members, err = ints(*members); err != nil {
-		return usage(err)
-	}
-	if o.sizes, err = ints(*sizes); err != nil {
-		return usage(err)
-	}
-	if o.baselineM, err = ints(*baselineM); err != nil {
-		return usage(err)
-	}
-	if o.rounds < 1 || o.rounds > 100 {
-		return usage(fmt.Errorf("-rounds %d: must be 1 to 100", o.rounds))
-	}
-	if o.window < 0 || o.batch < 0 {
-		return usage(fmt.Errorf("-window %d, -batch %d: must be 0 or more", o.window, o.batch))
-	}
-	o.servers = strings.Split(*servers, ",")
 	dir, err := os.MkdirTemp("", "nearchat-compare-")
 	if err != nil {
 		return usage(err)
@@ -153,21 +142,6 @@ func run() int {
 func usage(err error) int {
 	fmt.Fprintln(os.Stderr, "compare:", err)
 	return 2
-}
-
-func ints(s string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", s, err)
-		}
-		out = append(out, n)
-	}
-	return out, nil
 }
 
 // pinSelf re-executes this program under taskset, pinned to cpus.
