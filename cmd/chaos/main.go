@@ -46,6 +46,7 @@ func main() {
 	cmib := flag.Int64("central-rss", cfg.CentralRSS>>20, "Central's RSS cap in `MiB`, 1 to 1048576")
 	smib := flag.Int64("server-rss", cfg.ServerRSS>>20, "each chat server's RSS cap in `MiB`, 1 to 1048576")
 	flag.Parse()
+	cfg.Bin = absBin(cfg.Bin)
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "chaos: unexpected argument %q: every setting is a flag\n", flag.Arg(0))
 		os.Exit(2)
@@ -231,6 +232,17 @@ var programs = []string{"central", "chatserver", "chat"}
 // run would), and leaves no -json file behind that was not there.
 func checkPaths(bin, dir, jsonOut string) error {
 	return bounds.First(checkBin(bin), checkJSON(jsonOut), checkDir(dir))
+}
+
+// absBin makes -bin absolute, so it names the same directory wherever a
+// process is started from. Joined with a program's name, a relative one
+// such as "." gave a bare "central", which os/exec looks up in $PATH:
+// every scenario failed at once, or ran some other central.
+func absBin(bin string) string {
+	if abs, err := filepath.Abs(bin); err == nil {
+		return abs
+	}
+	return bin // the working directory is gone: checkBin says so
 }
 
 func checkBin(bin string) error {

@@ -103,3 +103,38 @@ func TestInterruptStatus(t *testing.T) {
 		cancel(nil)
 	}
 }
+
+// TestRelativeBin: -bin is resolved against the working directory chaos
+// was started in. "-bin ." used to make the bare name "central", which
+// os/exec looked up in $PATH: the scenario failed at once (or ran another
+// central) instead of starting the one in ".".
+func TestRelativeBin(t *testing.T) {
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chaos")
+	fake, pidFile := slowCentralBin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-bin", ".", "-dir", t.TempDir(), "-run", "^resend-storm$", "-runs", "1", "-seed", "1")
+	cmd.Dir = fake
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// Central started from -bin writes its pid; a run that could not
+	// start it exits first.
+	testkit.WaitFor(t, 30*time.Second, "the run to start -bin's central, or exit", func() bool {
+		_, err := os.Stat(pidFile)
+		return err == nil || len(exited) > 0
+	})
+	if _, err := os.Stat(pidFile); err != nil {
+		t.Fatalf("-bin .: central in %s not started (%v); stderr:\n%s", fake, <-exited, stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err == nil || !strings.Contains(stderr.String(), "interrupted by SIGINT") {
+		t.Errorf("after SIGINT: %v; stderr:\n%s", err, stderr.String())
+	}
+}
