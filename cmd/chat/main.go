@@ -230,7 +230,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "chat:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP is how a closed terminal window ends the client: it quits as
+	// on SIGTERM, leaving its rooms and giving its name back, where the
+	// default action killed it and left it listed until Central's grace
+	// period ran out.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if _, err := parseEmulation(f.emulate); err != nil {
 		fmt.Fprintln(os.Stderr, "chat:", err)
