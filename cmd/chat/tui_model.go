@@ -279,6 +279,10 @@ type model struct {
 
 	incoming []proto.Incoming
 	sel      int
+	// accepted are the requests this user accepted whose outcome has not
+	// come yet: placing the room can still fail, and the user must hear
+	// it rather than wait for a chat that never opens.
+	accepted []proto.Incoming
 
 	chat *room
 	quit bool
@@ -593,6 +597,10 @@ func (m *model) keyRequests(k key) []cmd {
 		m.removeIncoming(in.Req)
 		accept := k != runeKey('d')
 		if accept {
+			m.accepted = append(m.accepted, in)
+			if len(m.accepted) > maxIncoming {
+				m.accepted = slices.Delete(m.accepted, 0, len(m.accepted)-maxIncoming)
+			}
 			m.setNotice(false, "accepted %s's request; waiting for the room...", clipName(in.From))
 			m.scr = scrMenu
 		} else {
@@ -860,7 +868,15 @@ func (m *model) status(st proto.Status) {
 			case proto.ReqTimeout:
 				m.say(false, fmt.Sprintf("%s's chat request expired: you did not answer in time", clipName(in.From)))
 			default:
-				m.say(false, fmt.Sprintf("%s's chat request ended: %s", clipName(in.From), step{code: st.Code, detail: clipDetail(st.Detail)}))
+				m.say(false, fmt.Sprintf("%s's chat request ended: %s", clipName(in.From), step{code: st.Code, detail: statusDetail(st)}))
+			}
+			return
+		}
+		if i := slices.IndexFunc(m.accepted, func(in proto.Incoming) bool { return in.Req == st.Req }); i >= 0 {
+			in := m.accepted[i]
+			m.accepted = slices.Delete(m.accepted, i, i+1)
+			if st.Code != proto.ReqAccepted { // accepted: the room's arrival says it
+				m.say(true, fmt.Sprintf("you accepted %s's chat request, but the chat could not start: %s", clipName(in.From), step{code: st.Code, detail: statusDetail(st)}))
 			}
 			return
 		}
@@ -873,7 +889,7 @@ func (m *model) status(st proto.Status) {
 	if n := len(o.steps); n > 0 && st.Code == proto.AwaitingReq && o.steps[n-1].code == proto.AwaitingReq {
 		o.steps[n-1].n++
 	} else {
-		o.steps = append(o.steps, step{code: st.Code, detail: clipDetail(st.Detail), room: st.Room, n: 1})
+		o.steps = append(o.steps, step{code: st.Code, detail: statusDetail(st), room: st.Room, n: 1})
 	}
 	if !st.Code.Final() {
 		return
@@ -882,6 +898,76 @@ func (m *model) status(st proto.Status) {
 	if st.Code != proto.ReqAccepted {
 		m.say(true, fmt.Sprintf("request to %s: %s", clipNames(o.to), o.steps[len(o.steps)-1]))
 	}
+}
+
+// statusDetail is a request status's detail as the person is shown it.
+func statusDetail(st proto.Status) string {
+	if st.Code == proto.ServerErr {
+		return placementProblem(st.Detail)
+	}
+	return clipDetail(st.Detail)
+}
+
+// placementProblem words why Central could not place a room. Central's
+// detail is written for its log, a Go error chain: "no chat server can host
+// this room: selection: no eligible server: 3 servers for 2 members: 1
+// down, 0 draining, 2 full, 0 not measured by every member". The person
+// gets the counts as a sentence. Another cause behind Central's words is
+// an internal one, left to its log (the status's own text says enough); a
+// detail in other words shows its first part only.
+func placementProblem(detail string) string {
+	const central = "no chat server can host this room: "
+	d, ours := strings.CutPrefix(detail, central)
+	d = strings.TrimPrefix(d, "selection: ")
+	var servers, members, down, draining, full, unmeasured int
+	_, err := fmt.Sscanf(d, "no eligible server: %d servers for %d members: %d down, %d draining, %d full, %d not measured by every member",
+		&servers, &members, &down, &draining, &full, &unmeasured)
+	if err != nil {
+		switch {
+		case d == "room has no members":
+			return "the chat has no members"
+		case ours:
+			return ""
+		}
+		if i := strings.Index(d, ": "); i > 0 {
+			d = d[:i] // the causes behind are for the log
+		}
+		return clipDetail(d)
+	}
+	if servers == 0 {
+		return "no chat server is running"
+	}
+	type reason struct {
+		n         int
+		one, many string
+	}
+	var why []string
+	for _, r := range []reason{
+		{down, "is down", "are down"},
+		{draining, "is shutting down", "are shutting down"},
+		{full, "is full", "are full"},
+		{unmeasured, "is not measured by everyone in the chat yet", "are not measured by everyone in the chat yet"},
+	} {
+		switch {
+		case r.n == 0:
+		case r.n == servers && servers == 1:
+			return "the only chat server " + r.one
+		case r.n == servers:
+			return fmt.Sprintf("all %d chat servers %s", servers, r.many)
+		case r.n == 1:
+			why = append(why, "1 "+r.one)
+		default:
+			why = append(why, fmt.Sprintf("%d %s", r.n, r.many))
+		}
+	}
+	if len(why) == 0 {
+		return fmt.Sprintf("none of the %d chat servers can take it", servers)
+	}
+	list := why[len(why)-1]
+	if len(why) > 1 {
+		list = strings.Join(why[:len(why)-1], ", ") + " and " + list
+	}
+	return fmt.Sprintf("of %d chat servers, %s", servers, list)
 }
 
 func (m *model) roomReady(e client.RoomReady) []cmd {
