@@ -240,6 +240,14 @@ func (r *room) add(kind lineKind, from, text string) *chatLine {
 	return &r.lines[len(r.lines)-1]
 }
 
+// withWhom names the other members for a sentence; all may have left.
+func (r *room) withWhom() string {
+	if len(r.members) == 0 {
+		return "nobody else"
+	}
+	return clipNames(r.members)
+}
+
 func (r *room) sys(format string, args ...any) { r.add(lineSys, "", fmt.Sprintf(format, args...)) }
 
 // pending reports whether any of this user's lines awaits acknowledgement.
@@ -343,6 +351,11 @@ func (m *model) update(msg any) []cmd {
 			sort.Strings(left)
 			for _, u := range left {
 				r.sys("%s left the chat", clipName(u))
+				// Gone for good, not moving: off the header, which
+				// listed them as away until the chat closed. Should
+				// they come back, their presence adds them again.
+				r.members = slices.DeleteFunc(r.members, func(v string) bool { return v == u })
+				delete(r.present, u)
 			}
 		}
 	case onlineMsg:
@@ -697,7 +710,7 @@ func (m *model) keyChat(k key) []cmd {
 func (m *model) leave() []cmd {
 	r := m.chat
 	m.chat, m.scr = nil, scrMenu
-	m.setNotice(false, "left the chat with %s", clipNames(r.members))
+	m.setNotice(false, "left the chat with %s", r.withWhom())
 	if r.closed != "" {
 		return nil
 	}

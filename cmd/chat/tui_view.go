@@ -341,7 +341,11 @@ func (m *model) viewChat() frame {
 	if m.tls {
 		speed += " · TLS"
 	}
-	left := fmt.Sprintf(" with %s · on %s%s", strings.Join(who, ", "), where, speed)
+	with := strings.Join(who, ", ")
+	if len(who) == 0 {
+		with = r.withWhom()
+	}
+	left := fmt.Sprintf(" with %s · on %s%s", with, where, speed)
 	f.rows = append(f.rows, row{text: spread(fit(left, m.w-1), m.connState()+" ", m.w), st: stBar})
 
 	// The conversation, wrapped with a hanging indent under the time,
@@ -383,7 +387,7 @@ func (m *model) viewChat() frame {
 	hint := " Enter: send · Up: history · PgUp: scroll · Esc: leave"
 	switch {
 	case r.leaving:
-		hint = fmt.Sprintf(" Leave the chat with %s? y: leave · any other key: stay", clipNames(r.members))
+		hint = fmt.Sprintf(" Leave the chat with %s? y: leave · any other key: stay", r.withWhom())
 	case r.scroll > 0 && r.unread > 0:
 		hint = fmt.Sprintf(" %d new below · scrolled back %d rows · End or Esc: jump to the latest", r.unread, r.scroll)
 	case r.scroll > 0:

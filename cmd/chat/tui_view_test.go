@@ -252,3 +252,45 @@ func TestViewHostileNames(t *testing.T) {
 		})
 	}
 }
+
+// TestViewHeaderDropsLeftMembers: a member who left the chat used to stay
+// in the header, "(away)", for as long as the chat lasted. Once the chat
+// says they left (not a move: they did not turn up again within
+// leaveGrace) the header drops them; back, they are listed again.
+func TestViewHeaderDropsLeftMembers(t *testing.T) {
+	at := time.Date(2026, 11, 30, 4, 5, 0, 0, time.Local) // drive's clock
+	later := tickMsg{now: at.Add(leaveGrace)}
+	group := client.RoomReady{Room: "r1", Assign: proto.Assign{Room: "r1", Epoch: 1, Server: proto.ServerRef{ID: "serv3"}, Members: []string{"alice", "bob", "carol"}},
+		Present: []string{"bob", "carol"}}
+	gone := func(u string) client.Presence { return client.Presence{Room: "r1", User: u} }
+	back := func(u string) client.Presence { return client.Presence{Room: "r1", User: u, Here: true} }
+	tests := []struct {
+		name       string
+		msgs       []any
+		want, lack []string
+	}{
+		{"one of two left", seq(inMenu(), group, gone("carol"), later), []string{" with bob · on serv3", "carol left the chat"}, []string{"carol (away)", "with bob, carol ·"}},
+		{"away until the grace ends", seq(inMenu(), group, gone("carol")), []string{" with bob, carol (away) · on serv3"}, []string{"left the chat"}},
+		{"a move is no leave", seq(inMenu(), group, gone("carol"), back("carol"), later), []string{" with bob, carol · on serv3"}, []string{"left the chat", "(away)"}},
+		{"everyone left", seq(inChat(), gone("bob"), later, codeKey(keyEsc)), []string{" with nobody else · on serv3", "Leave the chat with nobody else?"}, []string{"bob (away)"}},
+		{"back after leaving", seq(inChat(), gone("bob"), later, back("bob")), []string{" with bob · on serv3", "bob left the chat", "bob joined the chat"}, []string{"(away)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := drive(t, 80, 24, tt.msgs...)
+			f := m.view()
+			checkFrame(t, f, 80, 24)
+			s := text(f)
+			for _, w := range tt.want {
+				if !strings.Contains(s, w) {
+					t.Errorf("screen lacks %q:\n%s", w, s)
+				}
+			}
+			for _, w := range tt.lack {
+				if strings.Contains(s, w) {
+					t.Errorf("screen shows %q:\n%s", w, s)
+				}
+			}
+		})
+	}
+}
