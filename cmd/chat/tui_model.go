@@ -191,6 +191,7 @@ type chatLine struct {
 	id      int    // own lines: the id cmdSend carries
 	num     uint64 // own lines: the session's message number, once known
 	pending bool   // own lines: not yet acknowledged by the server
+	seq     uint64 // numbers the room's lines from 1, as they were added
 }
 
 // leaveGrace is how long a member may be off the room's server before the
@@ -211,17 +212,25 @@ type room struct {
 	gone    map[string]time.Time // members who left the room's server, and when
 	lines   []chatLine
 	input   lineEdit
-	scroll  int // rows scrolled back from the bottom
-	unread  int // lines that arrived while scrolled back
-	broken  bool
-	lostAt  time.Time // when the connection to the room's server broke
-	closed  string    // why Central closed it; empty while open
-	leaving bool      // asking whether to leave
-	history []string  // lines this user sent, oldest first
-	hist    int       // position in history while browsing it; len(history) when not
-	draft   string    // the unsent input, kept while browsing history
-	nextID  int
-	now     func() time.Time
+	// scroll is how many rows the view was scrolled back from the bottom
+	// by the last scrolling key, 0 while it follows the latest. Scrolled
+	// back, the view is anchored to a line (its seq) and a row of it, so
+	// that what arrives below does not move the rows being read (a view
+	// counted from the bottom did): back tells the rows below it now.
+	scroll    int
+	anchor    uint64
+	anchorRow int
+	seq       uint64 // the last line's seq
+	unread    int    // lines that arrived while scrolled back
+	broken    bool
+	lostAt    time.Time // when the connection to the room's server broke
+	closed    string    // why Central closed it; empty while open
+	leaving   bool      // asking whether to leave
+	history   []string  // lines this user sent, oldest first
+	hist      int       // position in history while browsing it; len(history) when not
+	draft     string    // the unsent input, kept while browsing history
+	nextID    int
+	now       func() time.Time
 }
 
 func (r *room) add(kind lineKind, from, text string) *chatLine {
@@ -230,7 +239,8 @@ func (r *room) add(kind lineKind, from, text string) *chatLine {
 		// part is clipped where it is put in, and the whole line bounded.
 		text = clip(text, 4*maxDetailCols)
 	}
-	r.lines = append(r.lines, chatLine{kind: kind, from: clipName(from), text: clean(text), at: r.now()})
+	r.seq++
+	r.lines = append(r.lines, chatLine{kind: kind, from: clipName(from), text: clean(text), at: r.now(), seq: r.seq})
 	if len(r.lines) > maxLines {
 		r.lines = slices.Delete(r.lines, 0, len(r.lines)-maxLines)
 	}
@@ -674,13 +684,13 @@ func (m *model) keyChat(k key) []cmd {
 		l := r.add(lineSelf, m.user, text)
 		l.id, l.pending = r.nextID, true
 		return []cmd{cmdSend{room: r.id, text: text, id: r.nextID}}
-	case k.code == keyPgUp:
-		r.scroll += page
-	case k.code == keyPgDn:
-		r.scroll = max(r.scroll-page, 0)
-		if r.scroll == 0 {
-			r.unread = 0
+	case k.code == keyPgUp || k.code == keyPgDn:
+		if k.code == keyPgDn {
+			page = -page
 		}
+		height := m.h - 3 // as viewChat draws it
+		all, first := r.layout(m.w)
+		r.scrollTo(r.back(all, first, height)+page, m.w, height)
 	case k.code == keyEnd && r.scroll > 0:
 		r.scroll, r.unread = 0, 0
 	case k.code == keyUp:

@@ -504,7 +504,7 @@ func TestModel(t *testing.T) {
 		},
 		{
 			name: "Esc ends scroll mode before it asks to leave; End jumps to the latest",
-			msgs: seq(inChat(), codeKey(keyPgUp), client.Message{Room: "r1", From: "bob", Text: "new"}),
+			msgs: seq(inChat(), many(40), codeKey(keyPgUp), client.Message{Room: "r1", From: "bob", Text: "new"}),
 			check: func(t *testing.T, m *model) {
 				r := m.chat
 				if r.scroll == 0 || r.unread != 1 {
