@@ -45,6 +45,16 @@ func seq(parts ...any) []any {
 	return out
 }
 
+// terminal is the keys the terminal's input s decodes to.
+func terminal(s string) []any {
+	keys, _ := decodeKeys([]byte(s), true)
+	var out []any
+	for _, k := range keys {
+		out = append(out, k)
+	}
+	return out
+}
+
 // inMenu is alice registered, latency reported, on the menu.
 func inMenu() []any {
 	return seq(keysOf("alice"), codeKey(keyEnter), registeredMsg{name: "alice"}, reportedMsg{}, client.Connected{})
@@ -450,6 +460,25 @@ func TestModel(t *testing.T) {
 				o := m.out
 				if got, want := o.steps[len(o.steps)-1].String(), "no chat server can host the chat: of 3 chat servers, 1 is down and 2 are full"; got != want {
 					t.Errorf("last step %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "a paste is text: its line breaks do not send",
+			msgs: seq(inChat(), keysOf("say: "), terminal("\x1b[200~hi\r\nthere\r\n\x1b[201~")),
+			check: func(t *testing.T, m *model) {
+				if got := m.chat.input.String(); got != "say: hi there " || len(m.chat.lines) != 1 {
+					t.Errorf("input %q, lines %v", got, m.chat.lines)
+				}
+			},
+		},
+		{
+			name: "a pasted letter is no command",
+			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}},
+				codeKey(keyDown), codeKey(keyEnter), terminal("\x1b[200~dq\x1b[201~")),
+			check: func(t *testing.T, m *model) {
+				if len(m.incoming) != 1 || m.scr != scrRequests {
+					t.Errorf("screen %d, incoming %v: a pasted d declined", m.scr, m.incoming)
 				}
 			},
 		},
