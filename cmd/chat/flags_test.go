@@ -38,6 +38,17 @@ func TestFlagRanges(t *testing.T) {
 		{"duration negative", append(bot, "-duration", "-1s"), "duration"},
 		{"size past a message", append(bot, "-size", "5000"), "size"},
 		{"size 4096", append(bot, "-size", "4096"), ""},
+		{"token", []string{"-token", strings.Repeat("0a", 32)}, ""},
+		{"token cut short", []string{"-token", strings.Repeat("0a", 31)}, "token"},
+		{"token not hex", []string{"-token", strings.Repeat("0a", 31) + "0g"}, "token"},
+		{"central URL", []string{"-central", "https://central.example:8080"}, ""},
+		{"central replicas", []string{"-central", "127.0.0.1:8080,127.0.0.2:8080"}, ""},
+		{"central bad port", []string{"-central", "127.0.0.1:http"}, "central"},
+		{"central empty replica", []string{"-central", "127.0.0.1:8080,"}, "central"},
+		{"central other scheme", []string{"-central", "ftp://127.0.0.1:8080"}, "central"},
+		{"control", []string{"-control", "127.0.0.1:9000,127.0.0.2:9000"}, ""},
+		{"control without port", []string{"-control", "127.0.0.1"}, "control"},
+		{"control port past 65535", []string{"-control", "127.0.0.1:70000"}, "control"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
@@ -53,6 +64,13 @@ func TestBadFlagsExit2(t *testing.T) {
 	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
 	testkit.ExpectRefused(t, bin, []string{"-probe-every", "0"}, "chat: invalid value 0s for -probe-every: want 50ms to 1h")
 	testkit.ExpectRefused(t, bin, []string{"-bot", "-name", "x", "-accept", "-liveness", "1ms"}, "chat: invalid value 1ms for -liveness")
+	// A token cut short when copied used to be found only by Central, after
+	// the name was typed; it is described, not printed (a credential).
+	short := strings.Repeat("5f", 31)
+	testkit.ExpectRefused(t, bin, []string{"-token", short}, "chat: invalid value of 62 characters for -token: want 64 hex digits")
+	testkit.ExpectRefused(t, bin, []string{"-bot", "-name", "x", "-accept", "-token", short}, "for -token")
+	testkit.ExpectRefused(t, bin, []string{"-bot", "-name", "x", "-accept", "-central", "127.0.0.1:http"}, `chat: invalid value "127.0.0.1:http" for -central`)
+	testkit.ExpectRefused(t, bin, []string{"-bot", "-name", "x", "-accept", "-control", "127.0.0.1"}, `chat: invalid value "127.0.0.1" for -control`)
 }
 
 // TestChatServerAsControl: a chat server's address given as -control is

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +88,9 @@ flags:
 	if err := checkSession(f.probeEvery, f.liveness); err != nil {
 		return nil, err
 	}
+	if err := bounds.First(checkCentral(f.central), checkControlAddr(f.control), checkToken(f.token)); err != nil {
+		return nil, err
+	}
 	if !f.bot {
 		var botOnly []string
 		fs.Visit(func(fl *flag.Flag) {
@@ -143,6 +148,65 @@ func checkSession(probeEvery, liveness time.Duration) error {
 		live = bounds.Fail("liveness", liveness, fmt.Sprintf("0 (off) or %s to %s", bounds.Duration(client.MinLiveness), bounds.Duration(client.MaxLiveness)))
 	}
 	return bounds.First(bounds.Range("probe-every", probeEvery, client.MinProbeEvery, client.MaxProbeEvery), live)
+}
+
+// checkCentral refuses a -central that cannot be an address, before the
+// client looks for Central there: each replica's host:port or http(s) URL.
+// A malformed one used to come back from the first request as a URL
+// parser's error, with status 1.
+func checkCentral(v string) error {
+	const want = "host:port or an http(s):// URL, comma-separated for replicas"
+	for _, a := range strings.Split(v, ",") {
+		raw := a
+		if !strings.Contains(raw, "://") {
+			raw = "http://" + raw
+		}
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+			return bounds.Fail("central", a, want)
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return bounds.Fail("central", a, want)
+			}
+		}
+	}
+	return nil
+}
+
+// checkControlAddr refuses a -control that is not host:port, or a list of
+// them: the client would otherwise dial it for ever.
+func checkControlAddr(v string) error {
+	if v == "" {
+		return nil // learned from Central
+	}
+	for _, a := range strings.Split(v, ",") {
+		if err := bounds.DialAddr("control", a, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkToken refuses a -token (or $NEARCHAT_TOKEN) that is not what Central
+// issues, 64 hex digits, so a token cut short when copied is named at
+// startup rather than refused by Central after the name was typed. The
+// refusal describes the value instead of printing it: a token is a
+// credential.
+func checkToken(v string) error {
+	if v == "" {
+		return nil
+	}
+	const want = "64 hex digits, as the menu of an earlier run showed (from -token or $NEARCHAT_TOKEN)"
+	if n := utf8.RuneCountInString(v); n != 64 {
+		return &bounds.Error{Name: "token", Value: fmt.Sprintf("of %d characters", n), Want: want}
+	}
+	for i, r := range []rune(v) {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return &bounds.Error{Name: "token", Value: fmt.Sprintf("with %q (character %d) not a hex digit", r, i+1), Want: want}
+		}
+	}
+	return nil
 }
 
 // parseEmulation reads "serv1=40ms,serv3=60ms" into server ID -> RTT.
@@ -230,7 +294,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "chat:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP is how a closed terminal window ends the client: it quits as
+	// on SIGTERM, leaving its rooms and giving its name back, where the
+	// default action killed it and left it listed until Central's grace
+	// period ran out.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if _, err := parseEmulation(f.emulate); err != nil {
 		fmt.Fprintln(os.Stderr, "chat:", err)

@@ -254,3 +254,92 @@ func chatWithBob(t *testing.T, p *pane, bob *peer) {
 	}
 	p.waitScreen("with bob · on serv1")
 }
+
+// TestTerminalHangupQuits: closing the terminal window hangs up the
+// client (SIGHUP), which used to kill it on the spot: it stayed listed in
+// its chat and its name taken until Central's grace period ran out. It
+// now quits as on SIGTERM: Central no longer knows it.
+func TestTerminalHangupQuits(t *testing.T) {
+	needTmux(t)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
+	cl := startCluster(t)
+	cl.startServer("serv1", 0)
+	bob := cl.peer("bob")
+	command, log := chatCommand(t, bin, "-name", "alice", "-central", cl.rest, "-control", cl.ctrl)
+	p := startPane(t, 100, 24, command, log)
+	chatWithBob(t, p, bob)
+	// Killing the pane closes its terminal: the kernel hangs up the
+	// processes on it, as when a terminal window is closed.
+	p.tmux("kill-pane", "-t", "chat")
+	testkit.WaitFor(t, 15*time.Second, "Central to forget alice", func() bool {
+		_, err := bob.c.API().LookupClient(context.Background(), "alice")
+		return centralapi.IsUnknownClient(err)
+	})
+}
+
+// TestBotHangupQuits: SIGHUP ends the bot as SIGTERM does, leaving its
+// chat and deregistering, and exiting 0, rather than killing it.
+func TestBotHangupQuits(t *testing.T) {
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
+	cl := startCluster(t)
+	cl.startServer("serv1", 0)
+	bob := cl.peer("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-bot", "-name", "alice", "-accept", "-rate", "5",
+		"-central", cl.rest, "-control", cl.ctrl, "-probe-every", "300ms")
+	cmd.Env = cleanEnv()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready, joined, read := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(out)
+		seen := map[string]bool{}
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				continue
+			}
+			switch ev := fmt.Sprint(m["ev"]); {
+			case ev == "ready" && !seen[ev]:
+				close(ready)
+			case ev == "joined" && !seen[ev]:
+				close(joined)
+			default:
+				continue
+			}
+			seen[fmt.Sprint(m["ev"])] = true
+		}
+	}()
+	waitFor := func(ch chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatalf("alice never %s\n%s", what, stderr.String())
+		}
+	}
+	waitFor(ready, "got ready")
+	if err := bob.c.Request("alice"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(joined, "joined a room")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	<-read
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("alice after SIGHUP: %v, want exit status 0\n%s", err, stderr.String())
+	}
+	if _, err := bob.c.API().LookupClient(context.Background(), "alice"); !centralapi.IsUnknownClient(err) {
+		t.Errorf("alice after SIGHUP: %v, want unknown to Central", err)
+	}
+}

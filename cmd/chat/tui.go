@@ -48,12 +48,14 @@ func runTerminal(ctx context.Context, f *flags) int {
 	var once sync.Once
 	restore := func() {
 		once.Do(func() {
-			_, _ = os.Stdout.WriteString(escReset + escShowCur + escMainScr)
+			_, _ = os.Stdout.WriteString(escPasteOff + escReset + escShowCur + escMainScr)
 			_ = term.Restore(inFd, saved)
 		})
 	}
 	defer restore()
-	_, _ = os.Stdout.WriteString(escAltScreen)
+	// Bracketed paste, so that a line break in pasted text is told from
+	// the Enter key (keyDecoder).
+	_, _ = os.Stdout.WriteString(escAltScreen + escPasteOn)
 	t := &tui{f: f, log: log, restore: restore}
 	size := func() (int, int, error) { return term.GetSize(outFd) }
 	var code int

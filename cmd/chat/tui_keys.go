@@ -26,12 +26,20 @@ const (
 	keyEnd
 	keyPgUp
 	keyPgDn
+	// The bracketed paste markers, ESC [200~ and ESC [201~: the decoder
+	// acts on them, and they never reach the model.
+	keyPasteStart
+	keyPasteEnd
 )
 
 // key is one key press as the model sees it.
 type key struct {
 	code keyCode
 	r    rune
+	// paste marks a character pasted rather than typed: text for the
+	// field being edited, never a command (a pasted "d" must not decline
+	// a request, a pasted "y" confirm quitting).
+	paste bool
 }
 
 func runeKey(r rune) key    { return key{code: keyRune, r: r} }
@@ -43,11 +51,45 @@ func codeKey(c keyCode) key { return key{code: c} }
 // write, so only a slow link splits it.
 const escWait = 40 * time.Millisecond
 
-// decodeKeys decodes as many whole key presses from b as it can and returns
+// decodeKeys decodes b with a new decoder: see keyDecoder.decode.
+func decodeKeys(b []byte, flush bool) ([]key, int) {
+	var d keyDecoder
+	return d.decode(b, flush)
+}
+
+// keyDecoder decodes the terminal's input, keeping what it must across
+// reads: whether a bracketed paste is under way. The terminal client turns
+// bracketed paste on, so a pasted line break is not the Enter key: it
+// used to send the first line of a paste on its own, the rest going
+// into the input line.
+type keyDecoder struct {
+	pasting bool      // between ESC [200~ and ESC [201~
+	cr      bool      // pasting, and the last byte was CR (CR LF is one break)
+	last    time.Time // when the last input came
+}
+
+// pasteIdle ends a bracketed paste whose end marker never came (lost, or a
+// terminal that sent only the start): input after a pause this long is
+// typed again, or Enter would never send and Ctrl-C never quit. A paste
+// comes in a burst.
+const pasteIdle = time.Second
+
+// arrived notes that input came at now, before it is decoded.
+func (d *keyDecoder) arrived(now time.Time) {
+	if d.pasting && now.Sub(d.last) >= pasteIdle {
+		d.pasting = false
+	}
+	d.last = now
+}
+
+// decode decodes as many whole key presses from b as it can and returns
 // them with the number of bytes used. The rest (part of an escape sequence
 // or of a UTF-8 character) waits for more input, unless flush is set: then
-// everything is decoded, a dangling ESC being the Esc key.
-func decodeKeys(b []byte, flush bool) ([]key, int) {
+// everything is decoded, a dangling ESC being the Esc key. Pasted text
+// comes as characters marked paste, a line break or a tab as a space; the
+// other keys in a paste (control characters, escape sequences) are
+// dropped, so a paste neither sends nor edits nor quits.
+func (d *keyDecoder) decode(b []byte, flush bool) ([]key, int) {
 	var keys []key
 	i := 0
 	for i < len(b) {
@@ -55,10 +97,34 @@ func decodeKeys(b []byte, flush bool) ([]key, int) {
 		if n == 0 {
 			break
 		}
-		if k.code != keyNone {
-			keys = append(keys, k)
-		}
+		c := b[i]
 		i += n
+		switch {
+		case k.code == keyPasteStart:
+			d.pasting, d.cr = true, false
+			continue
+		case k.code == keyPasteEnd:
+			d.pasting = false
+			continue
+		case !d.pasting:
+			if k.code != keyNone {
+				keys = append(keys, k)
+			}
+			continue
+		}
+		afterCR := d.cr
+		d.cr = c == '\r'
+		switch {
+		case k.code == keyRune:
+			k.paste = true
+		case c == '\n' && afterCR:
+			continue
+		case c == '\r' || c == '\n' || c == '\t':
+			k = key{code: keyRune, r: ' ', paste: true}
+		default:
+			continue
+		}
+		keys = append(keys, k)
 	}
 	return keys, i
 }
@@ -195,6 +261,10 @@ func csiKey(params []byte, final byte) key {
 			return codeKey(keyPgUp)
 		case 6:
 			return codeKey(keyPgDn)
+		case 200:
+			return codeKey(keyPasteStart)
+		case 201:
+			return codeKey(keyPasteEnd)
 		}
 	}
 	return key{}
@@ -227,11 +297,12 @@ func readKeys(r io.Reader, emit func(key), emitErr func(error), done <-chan stru
 		}
 	}()
 	var pend []byte
+	var dec keyDecoder
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	decode := func(flush bool) {
-		keys, n := decodeKeys(pend, flush)
+		keys, n := dec.decode(pend, flush)
 		pend = append(pend[:0], pend[n:]...)
 		for _, k := range keys {
 			emit(k)
@@ -246,6 +317,7 @@ func readKeys(r io.Reader, emit func(key), emitErr func(error), done <-chan stru
 		case <-done:
 			return
 		case c := <-chunks:
+			dec.arrived(time.Now())
 			pend = append(pend, c.b...)
 			decode(c.err != nil)
 			if c.err != nil {

@@ -62,6 +62,12 @@ func TestDecodeKeys(t *testing.T) {
 		{"cut utf-8 waits", "x\xe6\x97", false, []key{runeKey('x')}, 1},
 		{"invalid utf-8 dropped", "\xff\xfeok", false, []key{runeKey('o'), runeKey('k')}, -1},
 		{"C1 control dropped", "\u009bA", false, []key{runeKey('A')}, -1},
+		// Bracketed paste: a line break in a paste used to be Enter.
+		{"paste", "\x1b[200~hi\r\nyou\tall\x1b[201~\r", false, append(pasted("hi you all"), codeKey(keyEnter)), -1},
+		{"paste line breaks", "\x1b[200~a\nb\rc\r\r\x1b[201~", false, pasted("a b c  "), -1},
+		{"paste drops keys", "\x1b[200~a\x03\x1b[Ab\x7f\x1b[201~", false, pasted("ab"), -1},
+		{"paste end cut waits", "\x1b[200~a\x1b[20", false, pasted("a"), 7},
+		{"paste end alone", "\x1b[201~x", false, []key{runeKey('x')}, -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,11 +83,20 @@ func TestDecodeKeys(t *testing.T) {
 	}
 }
 
+// pasted is s as a bracketed paste decodes it.
+func pasted(s string) []key {
+	var keys []key
+	for _, r := range s {
+		keys = append(keys, key{code: keyRune, r: r, paste: true})
+	}
+	return keys
+}
+
 // FuzzDecodeKeys checks that decoding never panics, always makes progress
 // when flushing, and that feeding the input split in two gives the same keys
 // as feeding it whole.
 func FuzzDecodeKeys(f *testing.F) {
-	for _, s := range []string{"a\x1b[A", "\x1b[1;5C", "\x1bOA\x1b", "é\x1b[3~", "\x1b[5~x"} {
+	for _, s := range []string{"a\x1b[A", "\x1b[1;5C", "\x1bOA\x1b", "é\x1b[3~", "\x1b[5~x", "\x1b[200~a\r\nb\x1b[201~\r"} {
 		f.Add([]byte(s), 1)
 	}
 	f.Fuzz(func(t *testing.T, b []byte, cut int) {
@@ -93,8 +108,9 @@ func FuzzDecodeKeys(f *testing.F) {
 			return
 		}
 		cut = (cut%len(b) + len(b)) % len(b)
-		first, used := decodeKeys(b[:cut], false)
-		rest, _ := decodeKeys(append(append([]byte(nil), b[used:cut]...), b[cut:]...), true)
+		var d keyDecoder // one decoder for both reads, as readKeys has
+		first, used := d.decode(b[:cut], false)
+		rest, _ := d.decode(append(append([]byte(nil), b[used:cut]...), b[cut:]...), true)
 		split := append(first, rest...)
 		if !slices.Equal(whole, split) {
 			t.Fatalf("%q cut at %d: whole %v, split %v", b, cut, whole, split)
@@ -164,5 +180,30 @@ func TestReadKeys(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("end of input not reported")
+	}
+}
+
+// TestPasteAcrossReads: a paste split across reads stays a paste, its CR
+// LF split too; one whose end marker never comes ends when input comes
+// after a pause of pasteIdle, so Enter works again.
+func TestPasteAcrossReads(t *testing.T) {
+	var d keyDecoder
+	t0 := time.Date(2026, 12, 4, 14, 0, 0, 0, time.UTC)
+	var got []key
+	read := func(at time.Duration, s string) {
+		d.arrived(t0.Add(at))
+		keys, n := d.decode([]byte(s), false)
+		if n != len(s) {
+			t.Fatalf("%q: used %d bytes", s, n)
+		}
+		got = append(got, keys...)
+	}
+	read(0, "\x1b[200~one\r")
+	read(10*time.Millisecond, "\ntwo\r")
+	read(20*time.Millisecond, "three") // no end marker
+	read(20*time.Millisecond+pasteIdle, "\r")
+	want := append(pasted("one two three"), codeKey(keyEnter))
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
 	}
 }

@@ -191,6 +191,7 @@ type chatLine struct {
 	id      int    // own lines: the id cmdSend carries
 	num     uint64 // own lines: the session's message number, once known
 	pending bool   // own lines: not yet acknowledged by the server
+	seq     uint64 // numbers the room's lines from 1, as they were added
 }
 
 // leaveGrace is how long a member may be off the room's server before the
@@ -211,17 +212,25 @@ type room struct {
 	gone    map[string]time.Time // members who left the room's server, and when
 	lines   []chatLine
 	input   lineEdit
-	scroll  int // rows scrolled back from the bottom
-	unread  int // lines that arrived while scrolled back
-	broken  bool
-	lostAt  time.Time // when the connection to the room's server broke
-	closed  string    // why Central closed it; empty while open
-	leaving bool      // asking whether to leave
-	history []string  // lines this user sent, oldest first
-	hist    int       // position in history while browsing it; len(history) when not
-	draft   string    // the unsent input, kept while browsing history
-	nextID  int
-	now     func() time.Time
+	// scroll is how many rows the view was scrolled back from the bottom
+	// by the last scrolling key, 0 while it follows the latest. Scrolled
+	// back, the view is anchored to a line (its seq) and a row of it, so
+	// that what arrives below does not move the rows being read (a view
+	// counted from the bottom did): back tells the rows below it now.
+	scroll    int
+	anchor    uint64
+	anchorRow int
+	seq       uint64 // the last line's seq
+	unread    int    // lines that arrived while scrolled back
+	broken    bool
+	lostAt    time.Time // when the connection to the room's server broke
+	closed    string    // why Central closed it; empty while open
+	leaving   bool      // asking whether to leave
+	history   []string  // lines this user sent, oldest first
+	hist      int       // position in history while browsing it; len(history) when not
+	draft     string    // the unsent input, kept while browsing history
+	nextID    int
+	now       func() time.Time
 }
 
 func (r *room) add(kind lineKind, from, text string) *chatLine {
@@ -230,7 +239,8 @@ func (r *room) add(kind lineKind, from, text string) *chatLine {
 		// part is clipped where it is put in, and the whole line bounded.
 		text = clip(text, 4*maxDetailCols)
 	}
-	r.lines = append(r.lines, chatLine{kind: kind, from: clipName(from), text: clean(text), at: r.now()})
+	r.seq++
+	r.lines = append(r.lines, chatLine{kind: kind, from: clipName(from), text: clean(text), at: r.now(), seq: r.seq})
 	if len(r.lines) > maxLines {
 		r.lines = slices.Delete(r.lines, 0, len(r.lines)-maxLines)
 	}
@@ -238,6 +248,14 @@ func (r *room) add(kind lineKind, from, text string) *chatLine {
 		r.unread++
 	}
 	return &r.lines[len(r.lines)-1]
+}
+
+// withWhom names the other members for a sentence; all may have left.
+func (r *room) withWhom() string {
+	if len(r.members) == 0 {
+		return "nobody else"
+	}
+	return clipNames(r.members)
 }
 
 func (r *room) sys(format string, args ...any) { r.add(lineSys, "", fmt.Sprintf(format, args...)) }
@@ -279,6 +297,10 @@ type model struct {
 
 	incoming []proto.Incoming
 	sel      int
+	// accepted are the requests this user accepted whose outcome has not
+	// come yet: placing the room can still fail, and the user must hear
+	// it rather than wait for a chat that never opens.
+	accepted []proto.Incoming
 
 	chat *room
 	quit bool
@@ -339,6 +361,11 @@ func (m *model) update(msg any) []cmd {
 			sort.Strings(left)
 			for _, u := range left {
 				r.sys("%s left the chat", clipName(u))
+				// Gone for good, not moving: off the header, which
+				// listed them as away until the chat closed. Should
+				// they come back, their presence adds them again.
+				r.members = slices.DeleteFunc(r.members, func(v string) bool { return v == u })
+				delete(r.present, u)
 			}
 		}
 	case onlineMsg:
@@ -593,6 +620,10 @@ func (m *model) keyRequests(k key) []cmd {
 		m.removeIncoming(in.Req)
 		accept := k != runeKey('d')
 		if accept {
+			m.accepted = append(m.accepted, in)
+			if len(m.accepted) > maxIncoming {
+				m.accepted = slices.Delete(m.accepted, 0, len(m.accepted)-maxIncoming)
+			}
 			m.setNotice(false, "accepted %s's request; waiting for the room...", clipName(in.From))
 			m.scr = scrMenu
 		} else {
@@ -653,13 +684,13 @@ func (m *model) keyChat(k key) []cmd {
 		l := r.add(lineSelf, m.user, text)
 		l.id, l.pending = r.nextID, true
 		return []cmd{cmdSend{room: r.id, text: text, id: r.nextID}}
-	case k.code == keyPgUp:
-		r.scroll += page
-	case k.code == keyPgDn:
-		r.scroll = max(r.scroll-page, 0)
-		if r.scroll == 0 {
-			r.unread = 0
+	case k.code == keyPgUp || k.code == keyPgDn:
+		if k.code == keyPgDn {
+			page = -page
 		}
+		height := m.h - 3 // as viewChat draws it
+		all, first := r.layout(m.w)
+		r.scrollTo(r.back(all, first, height)+page, m.w, height)
 	case k.code == keyEnd && r.scroll > 0:
 		r.scroll, r.unread = 0, 0
 	case k.code == keyUp:
@@ -689,7 +720,7 @@ func (m *model) keyChat(k key) []cmd {
 func (m *model) leave() []cmd {
 	r := m.chat
 	m.chat, m.scr = nil, scrMenu
-	m.setNotice(false, "left the chat with %s", clipNames(r.members))
+	m.setNotice(false, "left the chat with %s", r.withWhom())
 	if r.closed != "" {
 		return nil
 	}
@@ -860,7 +891,15 @@ func (m *model) status(st proto.Status) {
 			case proto.ReqTimeout:
 				m.say(false, fmt.Sprintf("%s's chat request expired: you did not answer in time", clipName(in.From)))
 			default:
-				m.say(false, fmt.Sprintf("%s's chat request ended: %s", clipName(in.From), step{code: st.Code, detail: clipDetail(st.Detail)}))
+				m.say(false, fmt.Sprintf("%s's chat request ended: %s", clipName(in.From), step{code: st.Code, detail: statusDetail(st)}))
+			}
+			return
+		}
+		if i := slices.IndexFunc(m.accepted, func(in proto.Incoming) bool { return in.Req == st.Req }); i >= 0 {
+			in := m.accepted[i]
+			m.accepted = slices.Delete(m.accepted, i, i+1)
+			if st.Code != proto.ReqAccepted { // accepted: the room's arrival says it
+				m.say(true, fmt.Sprintf("you accepted %s's chat request, but the chat could not start: %s", clipName(in.From), step{code: st.Code, detail: statusDetail(st)}))
 			}
 			return
 		}
@@ -873,7 +912,7 @@ func (m *model) status(st proto.Status) {
 	if n := len(o.steps); n > 0 && st.Code == proto.AwaitingReq && o.steps[n-1].code == proto.AwaitingReq {
 		o.steps[n-1].n++
 	} else {
-		o.steps = append(o.steps, step{code: st.Code, detail: clipDetail(st.Detail), room: st.Room, n: 1})
+		o.steps = append(o.steps, step{code: st.Code, detail: statusDetail(st), room: st.Room, n: 1})
 	}
 	if !st.Code.Final() {
 		return
@@ -882,6 +921,76 @@ func (m *model) status(st proto.Status) {
 	if st.Code != proto.ReqAccepted {
 		m.say(true, fmt.Sprintf("request to %s: %s", clipNames(o.to), o.steps[len(o.steps)-1]))
 	}
+}
+
+// statusDetail is a request status's detail as the person is shown it.
+func statusDetail(st proto.Status) string {
+	if st.Code == proto.ServerErr {
+		return placementProblem(st.Detail)
+	}
+	return clipDetail(st.Detail)
+}
+
+// placementProblem words why Central could not place a room. Central's
+// detail is written for its log, a Go error chain: "no chat server can host
+// this room: selection: no eligible server: 3 servers for 2 members: 1
+// down, 0 draining, 2 full, 0 not measured by every member". The person
+// gets the counts as a sentence. Another cause behind Central's words is
+// an internal one, left to its log (the status's own text says enough); a
+// detail in other words shows its first part only.
+func placementProblem(detail string) string {
+	const central = "no chat server can host this room: "
+	d, ours := strings.CutPrefix(detail, central)
+	d = strings.TrimPrefix(d, "selection: ")
+	var servers, members, down, draining, full, unmeasured int
+	_, err := fmt.Sscanf(d, "no eligible server: %d servers for %d members: %d down, %d draining, %d full, %d not measured by every member",
+		&servers, &members, &down, &draining, &full, &unmeasured)
+	if err != nil {
+		switch {
+		case d == "room has no members":
+			return "the chat has no members"
+		case ours:
+			return ""
+		}
+		if i := strings.Index(d, ": "); i > 0 {
+			d = d[:i] // the causes behind are for the log
+		}
+		return clipDetail(d)
+	}
+	if servers == 0 {
+		return "no chat server is running"
+	}
+	type reason struct {
+		n         int
+		one, many string
+	}
+	var why []string
+	for _, r := range []reason{
+		{down, "is down", "are down"},
+		{draining, "is shutting down", "are shutting down"},
+		{full, "is full", "are full"},
+		{unmeasured, "is not measured by everyone in the chat yet", "are not measured by everyone in the chat yet"},
+	} {
+		switch {
+		case r.n == 0:
+		case r.n == servers && servers == 1:
+			return "the only chat server " + r.one
+		case r.n == servers:
+			return fmt.Sprintf("all %d chat servers %s", servers, r.many)
+		case r.n == 1:
+			why = append(why, "1 "+r.one)
+		default:
+			why = append(why, fmt.Sprintf("%d %s", r.n, r.many))
+		}
+	}
+	if len(why) == 0 {
+		return fmt.Sprintf("none of the %d chat servers can take it", servers)
+	}
+	list := why[len(why)-1]
+	if len(why) > 1 {
+		list = strings.Join(why[:len(why)-1], ", ") + " and " + list
+	}
+	return fmt.Sprintf("of %d chat servers, %s", servers, list)
 }
 
 func (m *model) roomReady(e client.RoomReady) []cmd {

@@ -45,6 +45,16 @@ func seq(parts ...any) []any {
 	return out
 }
 
+// terminal is the keys the terminal's input s decodes to.
+func terminal(s string) []any {
+	keys, _ := decodeKeys([]byte(s), true)
+	var out []any
+	for _, k := range keys {
+		out = append(out, k)
+	}
+	return out
+}
+
 // inMenu is alice registered, latency reported, on the menu.
 func inMenu() []any {
 	return seq(keysOf("alice"), codeKey(keyEnter), registeredMsg{name: "alice"}, reportedMsg{}, client.Connected{})
@@ -409,6 +419,70 @@ func TestModel(t *testing.T) {
 			},
 		},
 		{
+			// The acceptor's request left the list on accept, and its
+			// SERVER_ERR was dropped: the user waited for a chat that
+			// would never open.
+			name: "accepted request whose room cannot be placed says why",
+			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}},
+				codeKey(keyDown), codeKey(keyEnter), codeKey(keyEnter), status("q2", proto.ServerErr, placeErr, "")),
+			check: func(t *testing.T, m *model) {
+				want := "you accepted carol's chat request, but the chat could not start: no chat server can host the chat: of 3 chat servers, 1 is down and 2 are full"
+				if m.notice != want || !m.noticeEr || len(m.accepted) != 0 {
+					t.Errorf("notice %q (error %v), accepted %v; want error %q", m.notice, m.noticeEr, m.accepted, want)
+				}
+			},
+		},
+		{
+			name: "accepted request that another member declines says so",
+			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol", Members: []string{"carol", "alice", "dave"}}},
+				codeKey(keyDown), codeKey(keyEnter), codeKey(keyEnter), status("q2", proto.ReqDeclined, "dave declined", "")),
+			check: func(t *testing.T, m *model) {
+				if want := "you accepted carol's chat request, but the chat could not start: declined: dave declined"; m.notice != want {
+					t.Errorf("notice %q, want %q", m.notice, want)
+				}
+			},
+		},
+		{
+			name: "accepted request whose room opens says nothing more",
+			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}},
+				codeKey(keyDown), codeKey(keyEnter), codeKey(keyEnter), status("q2", proto.ReqAccepted, "", "r2")),
+			check: func(t *testing.T, m *model) {
+				if !strings.HasPrefix(m.notice, "accepted carol's request") || len(m.accepted) != 0 {
+					t.Errorf("notice %q, accepted %v", m.notice, m.accepted)
+				}
+			},
+		},
+		{
+			name: "request whose room cannot be placed says why in words",
+			msgs: seq(inMenu(), codeKey(keyEnter), keysOf("bob"), codeKey(keyEnter), status("q1", proto.AckConn, "", ""),
+				status("q1", proto.ServerErr, placeErr, "")),
+			check: func(t *testing.T, m *model) {
+				o := m.out
+				if got, want := o.steps[len(o.steps)-1].String(), "no chat server can host the chat: of 3 chat servers, 1 is down and 2 are full"; got != want {
+					t.Errorf("last step %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "a paste is text: its line breaks do not send",
+			msgs: seq(inChat(), keysOf("say: "), terminal("\x1b[200~hi\r\nthere\r\n\x1b[201~")),
+			check: func(t *testing.T, m *model) {
+				if got := m.chat.input.String(); got != "say: hi there " || len(m.chat.lines) != 1 {
+					t.Errorf("input %q, lines %v", got, m.chat.lines)
+				}
+			},
+		},
+		{
+			name: "a pasted letter is no command",
+			msgs: seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}},
+				codeKey(keyDown), codeKey(keyEnter), terminal("\x1b[200~dq\x1b[201~")),
+			check: func(t *testing.T, m *model) {
+				if len(m.incoming) != 1 || m.scr != scrRequests {
+					t.Errorf("screen %d, incoming %v: a pasted d declined", m.scr, m.incoming)
+				}
+			},
+		},
+		{
 			name: "send a message",
 			msgs: seq(inChat(), keysOf("hi bob"), codeKey(keyEnter)),
 			cmds: []cmd{cmdSend{room: "r1", text: "hi bob", id: 1}},
@@ -459,7 +533,7 @@ func TestModel(t *testing.T) {
 		},
 		{
 			name: "Esc ends scroll mode before it asks to leave; End jumps to the latest",
-			msgs: seq(inChat(), codeKey(keyPgUp), client.Message{Room: "r1", From: "bob", Text: "new"}),
+			msgs: seq(inChat(), many(40), codeKey(keyPgUp), client.Message{Room: "r1", From: "bob", Text: "new"}),
 			check: func(t *testing.T, m *model) {
 				r := m.chat
 				if r.scroll == 0 || r.unread != 1 {
@@ -631,6 +705,37 @@ func TestModel(t *testing.T) {
 			// Every state must draw.
 			checkFrame(t, m.view(), 80, 24)
 		})
+	}
+}
+
+// placeErr is Central's detail of a SERVER_ERR, as it words it for its log.
+const placeErr = "no chat server can host this room: selection: no eligible server: 3 servers for 2 members: 1 down, 0 draining, 2 full, 0 not measured by every member"
+
+// TestPlacementProblem: why Central could not place a room reaches the
+// person as a sentence, never as Central's Go error chain.
+func TestPlacementProblem(t *testing.T) {
+	chain := func(servers, down, draining, full, unmeasured int) string {
+		return fmt.Sprintf("no chat server can host this room: selection: no eligible server: %d servers for 2 members: %d down, %d draining, %d full, %d not measured by every member",
+			servers, down, draining, full, unmeasured)
+	}
+	for _, tt := range []struct{ detail, want string }{
+		{placeErr, "of 3 chat servers, 1 is down and 2 are full"},
+		{chain(0, 0, 0, 0, 0), "no chat server is running"},
+		{chain(1, 0, 1, 0, 0), "the only chat server is shutting down"},
+		{chain(2, 0, 0, 2, 0), "all 2 chat servers are full"},
+		{chain(4, 1, 1, 1, 1), "of 4 chat servers, 1 is down, 1 is shutting down, 1 is full and 1 is not measured by everyone in the chat yet"},
+		{"no chat server can host this room: selection: room has no members", "the chat has no members"},
+		{"no chat server can host this room: selection: matrix shape does not match server list", ""},
+		{"no room for you: the cluster is resizing", "no room for you"},
+		{"", ""},
+	} {
+		got := placementProblem(tt.detail)
+		if got != tt.want {
+			t.Errorf("placementProblem(%q) = %q, want %q", tt.detail, got, tt.want)
+		}
+		if strings.Contains(got, "selection:") {
+			t.Errorf("placementProblem(%q) = %q: Go error chain", tt.detail, got)
+		}
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 const (
 	escAltScreen = "\x1b[?1049h" // save the screen and switch to a blank one
 	escMainScr   = "\x1b[?1049l" // back to the saved screen
+	escPasteOn   = "\x1b[?2004h" // bracketed paste: a paste comes between ESC [200~ and ESC [201~
+	escPasteOff  = "\x1b[?2004l"
 	escHideCur   = "\x1b[?25l"
 	escShowCur   = "\x1b[?25h"
 	escClear     = "\x1b[2J"

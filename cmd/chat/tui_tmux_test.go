@@ -460,3 +460,42 @@ func TestTerminalRequests(t *testing.T) {
 		t.Errorf("alice's name after Quit: %v", err)
 	}
 }
+
+// TestTerminalPaste: text pasted into the chat with line breaks in it used
+// to be sent up to the first break, the rest left in the input line. With
+// bracketed paste on, the breaks become spaces and nothing goes out until
+// Enter; on exit the mode is off again, so the shell gets a paste as typed
+// text (with the mode left on, it would echo the markers, ^[[200~).
+func TestTerminalPaste(t *testing.T) {
+	needTmux(t)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
+	cl := startCluster(t)
+	cl.startServer("serv1", 0)
+	bob := cl.peer("bob")
+	command, log := chatCommand(t, bin, "-name", "alice", "-central", cl.rest, "-control", cl.ctrl)
+	p := startPane(t, 100, 24, command, log)
+	chatWithBob(t, p, bob)
+	paste := func(s string) {
+		t.Helper()
+		p.tmux("set-buffer", "-b", "clip", s)
+		// -p: with the markers, if the program in the pane asked for them.
+		p.tmux("paste-buffer", "-p", "-b", "clip", "-t", "chat")
+	}
+	paste("line one\nline two\n")
+	p.waitScreen("> line one line two")
+	p.keys("Enter")
+	testkit.WaitFor(t, 10*time.Second, "bob to receive the pasted lines as one message", func() bool { return bob.received("alice", "line one line two ") })
+	// Messages arrive in order: a line sent at the paste came first.
+	for _, early := range []string{"line one", "line two"} {
+		if bob.received("alice", early) {
+			t.Errorf("the paste sent %q on its own", early)
+		}
+	}
+	p.keys("C-c")
+	p.waitScreen("EXIT=0", "TTY=RESTORED")
+	paste("after exit")
+	s := p.waitScreen("after exit")
+	if strings.Contains(s, "200~") {
+		t.Errorf("bracketed paste still on after exit:\n%s", s)
+	}
+}

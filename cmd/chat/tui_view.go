@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -341,39 +342,19 @@ func (m *model) viewChat() frame {
 	if m.tls {
 		speed += " · TLS"
 	}
-	left := fmt.Sprintf(" with %s · on %s%s", strings.Join(who, ", "), where, speed)
+	with := strings.Join(who, ", ")
+	if len(who) == 0 {
+		with = r.withWhom()
+	}
+	left := fmt.Sprintf(" with %s · on %s%s", with, where, speed)
 	f.rows = append(f.rows, row{text: spread(fit(left, m.w-1), m.connState()+" ", m.w), st: stBar})
 
-	// The conversation, wrapped with a hanging indent under the time,
-	// bottom-aligned, scrolled back by r.scroll.
+	// The conversation, bottom-aligned, scrolled back to the line the user
+	// was reading.
 	height := m.h - 3
-	var all []row
-	for _, l := range r.lines {
-		var text string
-		st := stPlain
-		switch l.kind {
-		case lineMsg:
-			text = l.from + ": " + l.text
-		case lineSelf:
-			text, st = l.from+": "+l.text, stSelf
-			if l.pending {
-				text += " [sending]"
-			}
-		case lineSys:
-			text, st = "* "+l.text, stSys
-		case lineErr:
-			text, st = "! "+l.text, stErr
-		}
-		stamp := l.at.Format("15:04") + " "
-		for i, w := range wrap(text, m.w-len(stamp)) {
-			if i > 0 {
-				stamp = strings.Repeat(" ", len(stamp))
-			}
-			all = append(all, row{text: stamp + w, st: st})
-		}
-	}
-	r.scroll = min(r.scroll, max(len(all)-height, 0))
-	end := len(all) - r.scroll
+	all, first := r.layout(m.w)
+	scroll := r.back(all, first, height)
+	end := len(all) - scroll
 	start := max(end-height, 0)
 	for range height - (end - start) {
 		f.rows = append(f.rows, row{})
@@ -383,11 +364,11 @@ func (m *model) viewChat() frame {
 	hint := " Enter: send · Up: history · PgUp: scroll · Esc: leave"
 	switch {
 	case r.leaving:
-		hint = fmt.Sprintf(" Leave the chat with %s? y: leave · any other key: stay", clipNames(r.members))
-	case r.scroll > 0 && r.unread > 0:
-		hint = fmt.Sprintf(" %d new below · scrolled back %d rows · End or Esc: jump to the latest", r.unread, r.scroll)
-	case r.scroll > 0:
-		hint = fmt.Sprintf(" scrolled back %d rows · PgDn: newer · End or Esc: jump to the latest", r.scroll)
+		hint = fmt.Sprintf(" Leave the chat with %s? y: leave · any other key: stay", r.withWhom())
+	case scroll > 0 && r.unread > 0:
+		hint = fmt.Sprintf(" %d new below · scrolled back %d rows · End or Esc: jump to the latest", r.unread, scroll)
+	case scroll > 0:
+		hint = fmt.Sprintf(" scrolled back %d rows · PgDn: newer · End or Esc: jump to the latest", scroll)
 	}
 	right := ""
 	if n := len(m.incoming); n > 0 {
@@ -406,4 +387,72 @@ func (m *model) viewChat() frame {
 	f.rows = append(f.rows, row{text: line})
 	f.cursor, f.crow, f.ccol = true, m.h-1, col
 	return f
+}
+
+// layout wraps the room's lines into rows of w columns, with a hanging
+// indent under the time; first[i] is the row line i starts on.
+func (r *room) layout(w int) (all []row, first []int) {
+	first = make([]int, len(r.lines))
+	for i, l := range r.lines {
+		first[i] = len(all)
+		var text string
+		st := stPlain
+		switch l.kind {
+		case lineMsg:
+			text = l.from + ": " + l.text
+		case lineSelf:
+			text, st = l.from+": "+l.text, stSelf
+			if l.pending {
+				text += " [sending]"
+			}
+		case lineSys:
+			text, st = "* "+l.text, stSys
+		case lineErr:
+			text, st = "! "+l.text, stErr
+		}
+		stamp := l.at.Format("15:04") + " "
+		for j, t := range wrap(text, w-len(stamp)) {
+			if j > 0 {
+				stamp = strings.Repeat(" ", len(stamp))
+			}
+			all = append(all, row{text: stamp + t, st: st})
+		}
+	}
+	return all, first
+}
+
+// back returns how many of the rows all (laid out by layout) lie below a
+// view of height rows: 0 when it follows the latest; when scrolled back,
+// those under the anchored row, so lines that arrive, lines whose
+// "[sending]" goes, a new width, leave the rows read where they were.
+func (r *room) back(all []row, first []int, height int) int {
+	if r.scroll == 0 || len(all) == 0 {
+		return 0
+	}
+	at := 0 // the anchored line was dropped from the scrollback: its top
+	i := sort.Search(len(r.lines), func(i int) bool { return r.lines[i].seq >= r.anchor })
+	if i < len(r.lines) && r.lines[i].seq == r.anchor {
+		last := len(all) - 1
+		if i+1 < len(first) {
+			last = first[i+1] - 1
+		}
+		at = min(first[i]+r.anchorRow, last)
+	}
+	return min(len(all)-1-at, max(len(all)-height, 0))
+}
+
+// scrollTo scrolls the chat view of width w and height rows to n rows back
+// from the bottom (within the lines there are), anchored to the row then
+// at the view's bottom.
+func (r *room) scrollTo(n, w, height int) {
+	all, first := r.layout(w)
+	n = min(max(n, 0), max(len(all)-height, 0))
+	r.scroll = n
+	if n == 0 {
+		r.unread = 0
+		return
+	}
+	at := len(all) - 1 - n
+	i := sort.Search(len(first), func(i int) bool { return first[i] > at }) - 1
+	r.anchor, r.anchorRow = r.lines[i].seq, at-first[i]
 }

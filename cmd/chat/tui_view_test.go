@@ -252,3 +252,100 @@ func TestViewHostileNames(t *testing.T) {
 		})
 	}
 }
+
+// TestViewHeaderDropsLeftMembers: a member who left the chat used to stay
+// in the header, "(away)", for as long as the chat lasted. Once the chat
+// says they left (not a move: they did not turn up again within
+// leaveGrace) the header drops them; back, they are listed again.
+func TestViewHeaderDropsLeftMembers(t *testing.T) {
+	at := time.Date(2026, 11, 30, 4, 5, 0, 0, time.Local) // drive's clock
+	later := tickMsg{now: at.Add(leaveGrace)}
+	group := client.RoomReady{Room: "r1", Assign: proto.Assign{Room: "r1", Epoch: 1, Server: proto.ServerRef{ID: "serv3"}, Members: []string{"alice", "bob", "carol"}},
+		Present: []string{"bob", "carol"}}
+	gone := func(u string) client.Presence { return client.Presence{Room: "r1", User: u} }
+	back := func(u string) client.Presence { return client.Presence{Room: "r1", User: u, Here: true} }
+	tests := []struct {
+		name       string
+		msgs       []any
+		want, lack []string
+	}{
+		{"one of two left", seq(inMenu(), group, gone("carol"), later), []string{" with bob · on serv3", "carol left the chat"}, []string{"carol (away)", "with bob, carol ·"}},
+		{"away until the grace ends", seq(inMenu(), group, gone("carol")), []string{" with bob, carol (away) · on serv3"}, []string{"left the chat"}},
+		{"a move is no leave", seq(inMenu(), group, gone("carol"), back("carol"), later), []string{" with bob, carol · on serv3"}, []string{"left the chat", "(away)"}},
+		{"everyone left", seq(inChat(), gone("bob"), later, codeKey(keyEsc)), []string{" with nobody else · on serv3", "Leave the chat with nobody else?"}, []string{"bob (away)"}},
+		{"back after leaving", seq(inChat(), gone("bob"), later, back("bob")), []string{" with bob · on serv3", "bob left the chat", "bob joined the chat"}, []string{"(away)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := drive(t, 80, 24, tt.msgs...)
+			f := m.view()
+			checkFrame(t, f, 80, 24)
+			s := text(f)
+			for _, w := range tt.want {
+				if !strings.Contains(s, w) {
+					t.Errorf("screen lacks %q:\n%s", w, s)
+				}
+			}
+			for _, w := range tt.lack {
+				if strings.Contains(s, w) {
+					t.Errorf("screen shows %q:\n%s", w, s)
+				}
+			}
+		})
+	}
+}
+
+// chatRows is the conversation part of a chat frame: the rows between the
+// header and the bottom bar.
+func chatRows(f frame) string {
+	var b strings.Builder
+	for _, r := range f.rows[1 : len(f.rows)-2] {
+		b.WriteString(r.text)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// TestViewScrollbackStaysPut: scrolled back, the user reads older lines;
+// new ones used to push what they read up the screen (the position was
+// counted from the bottom). The rows stay put now, whatever arrives, and
+// the bottom bar counts the new lines.
+func TestViewScrollbackStaysPut(t *testing.T) {
+	long := strings.Repeat("wrapped ", 30)
+	mine := seq(keysOf(strings.Repeat("x", 67)), codeKey(keyEnter), sentMsg{room: "r1", id: 1, num: 1})
+	tests := []struct {
+		name   string
+		w, h   int
+		before []any // up to the scrolled view
+		after  []any // what arrives while scrolled back
+		hint   string
+	}{
+		{"messages", 80, 24, seq(inChat(), many(40), codeKey(keyPgUp)), many(5), "5 new below · scrolled back 25 rows"},
+		{"wrapped messages", 40, 24, seq(inChat(), many(40), codeKey(keyPgUp)),
+			[]any{client.Message{Room: "r1", From: "bob", Text: long}, client.Message{Room: "r1", From: "bob", Text: long}}, "2 new below"},
+		{"a second page back", 80, 24, seq(inChat(), many(60), codeKey(keyPgUp), many(3), codeKey(keyPgUp)), many(4), "scrolled back 47 rows"},
+		{"system lines and errors", 80, 24, seq(inChat(), many(40), codeKey(keyPgUp)),
+			[]any{client.Presence{Room: "r1", User: "carol", Here: true}, client.Missed{Room: "r1", From: "bob", First: 1, Last: 2, Reason: "gone"}}, "2 new below"},
+		// "alice: " and the 67 x fill the row: " [sending]" took a second.
+		{"an acknowledgement below the view", 80, 24, seq(inChat(), many(40), mine, codeKey(keyPgUp)),
+			[]any{ackedMsg{room: "r1", num: 1}}, "scrolled back 19 rows"},
+		{"the oldest lines dropped", 80, 24, seq(inChat(), many(maxLines), codeKey(keyPgUp)), many(30), "30 new below · scrolled back 50 rows"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := drive(t, tt.w, tt.h, tt.before...)
+			want := chatRows(m.view())
+			for _, msg := range tt.after {
+				m.update(msg)
+			}
+			f := m.view()
+			checkFrame(t, f, tt.w, tt.h)
+			if got := chatRows(f); got != want {
+				t.Errorf("the rows moved:\n%s\nwant\n%s", got, want)
+			}
+			if s := text(f); !strings.Contains(s, tt.hint) {
+				t.Errorf("bottom bar lacks %q:\n%s", tt.hint, s)
+			}
+		})
+	}
+}
