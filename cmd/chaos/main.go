@@ -27,6 +27,7 @@ import (
 
 	"nearchat/bench/chaos"
 	"nearchat/pkg/bounds"
+	"nearchat/pkg/interrupt"
 )
 
 func main() {
@@ -99,7 +100,7 @@ func main() {
 		}
 	}
 	cfg.Dir = *dir
-	ctx, stop := interrupts(context.Background())
+	ctx, stop := interrupt.Notify(context.Background())
 	defer stop()
 
 	fmt.Printf("nearchat chaos: seeds %d..%d, logs in %s\n", *seed, *seed+uint64(*runs)-1, *dir)
@@ -141,7 +142,7 @@ func main() {
 	if failed > 0 {
 		fmt.Fprintf(os.Stderr, "chaos: %d of %d scenario runs violated an invariant\n", failed, len(results))
 	}
-	sigStatus := interruptStatus(ctx)
+	sigStatus := interrupt.Status(ctx)
 	if sigStatus != 0 {
 		fmt.Fprintf(os.Stderr, "chaos: %v; the children are stopped, logs in %s\n", context.Cause(ctx), *dir)
 	}
@@ -162,7 +163,7 @@ func writeSummary(path string, b []byte) error {
 }
 
 // exitStatus is chaos's exit status: 128 plus the signal's number when
-// one cut the run short (interrupted, from interruptStatus), else 1 when
+// one cut the run short (interrupted, from interrupt.Status), else 1 when
 // a run violated an invariant or the -json summary was not written, else
 // 0. An unwritten summary used to leave the status 0: a caller that
 // reads the file (make chaos writes chaos.json) found it stale or

@@ -81,29 +81,6 @@ func TestSignalExitStatus(t *testing.T) {
 	}
 }
 
-// TestInterruptStatus: the status is 128 plus the signal's number, and 0
-// for a run no signal cut short.
-func TestInterruptStatus(t *testing.T) {
-	for _, tc := range []struct {
-		cause error
-		want  int
-	}{
-		{signalled{syscall.SIGINT}, 130},
-		{signalled{syscall.SIGTERM}, 143},
-		{context.Canceled, 0},
-		{nil, 0},
-	} {
-		ctx, cancel := context.WithCancelCause(context.Background())
-		if tc.cause != nil {
-			cancel(tc.cause)
-		}
-		if got := interruptStatus(ctx); got != tc.want {
-			t.Errorf("cause %v: status %d, want %d", tc.cause, got, tc.want)
-		}
-		cancel(nil)
-	}
-}
-
 // TestRelativeBin: -bin is resolved against the working directory chaos
 // was started in. "-bin ." used to make the bare name "central", which
 // os/exec looked up in $PATH: the scenario failed at once (or ran another

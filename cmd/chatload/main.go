@@ -11,11 +11,13 @@
 // it started itself (-servers, which needs -secret) can be killed or
 // drained, and Central cannot be restarted. Progress goes to stderr once a
 // second, the summary table to stdout, the JSON report to the -json file
-// ("-" for stdout, and the table then goes to stderr). It exits 130 when
-// interrupted (SIGINT, SIGTERM: the table says so, and is no verdict),
-// 1 when a message was lost, duplicated or
-// reordered, a room did not form, or (with -max-outage) a room went too
-// long without a working server.
+// ("-" for stdout, and the table then goes to stderr). Interrupted, it
+// exits 128 plus the signal's number, 130 for SIGINT and 143 for SIGTERM,
+// even when the JSON report then cannot be written (the table says the
+// run was cut short, and is no verdict). Otherwise it exits 1 when a
+// message was lost, duplicated or reordered, a room did not form, (with
+// -max-outage) a room went too long without a working server, or the
+// JSON report was not written.
 package main
 
 import (
@@ -25,13 +27,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"runtime/pprof"
-	"syscall"
 	"time"
 
 	"nearchat/bench/load"
 	"nearchat/pkg/bounds"
+	"nearchat/pkg/interrupt"
 )
 
 func main() {
@@ -122,13 +123,14 @@ flags:
 			os.Exit(2)
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interrupt.Notify(context.Background())
 	defer stop()
 	rep, err := load.Run(ctx, cfg)
 	pprof.StopCPUProfile() // before any exit below; a no-op without -cpuprofile
-	interrupted := ctx.Err() != nil
+	interrupted := interrupt.Status(ctx)
+	var jsonErr error
 	if rep != nil {
-		rep.Interrupted = interrupted
+		rep.Interrupted = interrupted != 0
 		table := os.Stdout
 		if *jsonOut == "-" {
 			table = os.Stderr // stdout is the JSON's alone
@@ -136,15 +138,20 @@ flags:
 		fmt.Fprintln(table)
 		_ = rep.WriteTable(table)
 		if *jsonOut != "" {
-			if werr := writeJSON(*jsonOut, rep); werr != nil {
-				fmt.Fprintln(os.Stderr, "chatload: the JSON report:", werr)
-				os.Exit(1)
+			if jsonErr = writeJSON(*jsonOut, rep); jsonErr != nil {
+				fmt.Fprintln(os.Stderr, "chatload: the JSON report:", jsonErr)
 			}
 		}
 	}
-	if interrupted {
-		fmt.Fprintln(os.Stderr, "chatload: interrupted")
-		os.Exit(130)
+	// The signal's status comes first, as in chaos: a report that failed
+	// to be written on the way out must not make an interrupted run look
+	// like one that lost messages.
+	if interrupted != 0 {
+		fmt.Fprintf(os.Stderr, "chatload: %v\n", context.Cause(ctx))
+		os.Exit(interrupted)
+	}
+	if jsonErr != nil {
+		os.Exit(1)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chatload:", err)

@@ -31,6 +31,7 @@ import (
 
 	"nearchat/bench/cluster"
 	"nearchat/pkg/bounds"
+	"nearchat/pkg/interrupt"
 )
 
 // maxRate bounds -rate: above it the bots' messages, not the moves, are
@@ -182,7 +183,7 @@ func main() {
 		bounds.Exit("demo", err)
 	}
 
-	ctx, stop := interrupts(context.Background())
+	ctx, stop := interrupt.Notify(context.Background())
 	defer stop()
 	dir, err := os.MkdirTemp("", "nearchat-demo-")
 	if err != nil {
@@ -205,7 +206,7 @@ func main() {
 	}
 	// A step the signal cut short failed for no fault of the cluster's:
 	// there is nothing to diagnose.
-	interrupted := interruptStatus(ctx)
+	interrupted := interrupt.Status(ctx)
 	if err != nil && d.c != nil && interrupted == 0 {
 		d.diagnose()
 	}

@@ -79,26 +79,3 @@ func TestSignalExitStatus(t *testing.T) {
 		})
 	}
 }
-
-// TestInterruptStatus: the status is 128 plus the signal's number, and 0
-// for a demo no signal cut short.
-func TestInterruptStatus(t *testing.T) {
-	for _, tc := range []struct {
-		cause error
-		want  int
-	}{
-		{signalled{syscall.SIGINT}, 130},
-		{signalled{syscall.SIGTERM}, 143},
-		{context.Canceled, 0},
-		{nil, 0},
-	} {
-		ctx, cancel := context.WithCancelCause(context.Background())
-		if tc.cause != nil {
-			cancel(tc.cause)
-		}
-		if got := interruptStatus(ctx); got != tc.want {
-			t.Errorf("cause %v: status %d, want %d", tc.cause, got, tc.want)
-		}
-		cancel(nil)
-	}
-}
