@@ -136,7 +136,8 @@ func (c *Central) startControl() error {
 		}
 		c.ctrlAddr = ln.Addr().String()
 		if tlsLn != nil {
-			c.ctrlFront = tlsconfig.NewFront(tlsLn, network, listen, sockDir, c.log.Debug)
+			words, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeServerFull, Reason: evictedNewcomer, Fatal: true})
+			c.ctrlFront = tlsconfig.NewFront(tlsLn, network, listen, sockDir, c.log.Debug, words)
 			return nil
 		}
 		c.ctrlSock, c.ctrlLn, c.ctrlFed = sockDir, ln, make(chan struct{})
@@ -230,8 +231,12 @@ func (c *Central) evict(cn *conn, settled bool) {
 	if cn.user != nil {
 		return // its Hello came in meanwhile: it keeps its place
 	}
-	c.fatalLocked(cn, proto.CodeServerFull, "a newer connection needed this one's place (Central is at its connection limit for your address or in all) and it had not said Hello")
+	c.fatalLocked(cn, proto.CodeServerFull, evictedNewcomer)
 }
+
+// evictedNewcomer is why a connection evicted before its Hello is closed,
+// in plaintext and, from the TLS front, over TLS.
+const evictedNewcomer = "a newer connection needed this one's place (Central is at its connection limit for your address or in all) and it had not said Hello"
 
 // open enrolls cn, which has helloTimeout to say Hello.
 func (c *Central) open(cn *conn) {

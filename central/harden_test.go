@@ -441,7 +441,8 @@ func TestHelloLessFloodDoesNotLockOutClients(t *testing.T) {
 
 // TestHelloLessFloodDoesNotLockOutTLSClients is the flood above on a TLS
 // control port: raw connections that never start TLS and TLS connections
-// that never say Hello fill the per-source cap, and clients still get in.
+// that never say Hello fill the per-source cap, and clients still get in;
+// the TLS connection evicted is told why.
 func TestHelloLessFloodDoesNotLockOutTLSClients(t *testing.T) {
 	srvTLS, cl := devTLS(t)
 	cfg := testConfig(t)
@@ -479,6 +480,12 @@ func TestHelloLessFloodDoesNotLockOutTLSClients(t *testing.T) {
 	}
 	if got := h.c.lim.Evicted() - evicted; got < 3 {
 		t.Fatalf("%d connections evicted for 3 clients, want at least 3", got)
+	}
+	// The evicted TLS newcomer is told why over TLS, as a plaintext one
+	// is (before: a bare close under the TLS connection, an EOF).
+	m, err := silent.Next(5 * time.Second)
+	if e, ok := m.(*proto.Error); err != nil || !ok || e.Code != proto.CodeServerFull || !e.Fatal || !strings.Contains(e.Reason, "had not said Hello") {
+		t.Fatalf("the silent TLS connection read %v, %v; want a fatal server_full error naming its eviction", m, err)
 	}
 	silent.ExpectClosed(0)
 	bob.Send(&proto.Ping{ID: 2})

@@ -260,10 +260,14 @@ func (p *Port) acquire(addr net.Addr, cost int, evict func(settled bool), capped
 	if evict != nil {
 		nc = p.listLocked(ip, hasIP, evict)
 	}
+	var outEvict func(bool)
+	if out != nil {
+		outEvict = out.evict // SetEvict changes it under p.mu
+	}
 	p.mu.Unlock()
 	if out != nil {
 		p.l.evicted.Add(1)
-		out.evict(out.isSettled)
+		outEvict(out.isSettled)
 	}
 	return nc, true
 }

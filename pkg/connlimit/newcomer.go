@@ -118,6 +118,20 @@ func (nc *Newcomer) Settle() {
 	p.mu.Unlock()
 }
 
+// SetEvict replaces how nc's connection is evicted, once its owner can
+// say more than a close does: a TLS front, once the handshake is done,
+// tells its client why in the protocol it speaks (a fatal Error frame)
+// where the listener could only close the TCP connection under it. The
+// same rules as AcquireNew's evict hold. A no-op on nil.
+func (nc *Newcomer) SetEvict(evict func(settled bool)) {
+	if nc == nil {
+		return
+	}
+	nc.p.mu.Lock()
+	nc.evict = evict
+	nc.p.mu.Unlock()
+}
+
 // Done takes nc's connection off every list, for good: it closed (or
 // said who it is, on a port with no share to keep). Safe to call more
 // than once, and on nil.

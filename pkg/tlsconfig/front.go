@@ -27,6 +27,7 @@ type Front struct {
 	network string
 	sockDir string // private directory holding the Unix socket, if any
 	log     func(msg string, args ...any)
+	evicted []byte // what a client evicted as a newcomer reads, if anything
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -39,11 +40,20 @@ const HandshakeTimeout = 10 * time.Second
 // NewFront starts relaying the connections accepted by ln (a TLS listener)
 // to the plaintext server at network/backend. log may be nil. Close stops it
 // and removes sockDir, the private directory made by Backend, if given.
-func NewFront(ln net.Listener, network, backend, sockDir string, log func(msg string, args ...any)) *Front {
+//
+// When ln is a connlimit NewcomerListener's, evicted (if not nil) is what
+// a client evicted for a newer connection before the server wrote to it
+// reads, over TLS, before its connection closes: the server's own words
+// for it (a fatal Error frame), where the listener alone could only close
+// the TCP connection under the TLS one, and the client was left to guess
+// from an EOF. A client evicted once the server has written to it (for a
+// fair share) is closed without them: they could fall inside one of the
+// server's frames.
+func NewFront(ln net.Listener, network, backend, sockDir string, log func(msg string, args ...any), evicted []byte) *Front {
 	if log == nil {
 		log = func(string, ...any) {}
 	}
-	f := &Front{ln: ln, network: network, backend: backend, sockDir: sockDir, log: log, conns: map[net.Conn]struct{}{}}
+	f := &Front{ln: ln, network: network, backend: backend, sockDir: sockDir, log: log, evicted: evicted, conns: map[net.Conn]struct{}{}}
 	f.wg.Add(1)
 	go f.serve()
 	return f
@@ -111,6 +121,10 @@ func (f *Front) relay(c *tls.Conn) {
 		f.log("TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
+	out := &settling{c: c, nc: connlimit.NewcomerOf(c)}
+	if out.nc != nil && f.evicted != nil {
+		out.nc.SetEvict(func(settled bool) { go out.evict(f.evicted) })
+	}
 	back, err := net.Dial(f.network, f.backend)
 	if err != nil {
 		f.log("TLS relay: reaching the event loops", "err", err)
@@ -131,7 +145,7 @@ func (f *Front) relay(c *tls.Conn) {
 		}
 		closeWrite(back)
 	}()
-	_, err = io.Copy(&settling{c: c, nc: connlimit.NewcomerOf(c)}, back)
+	_, err = io.Copy(out, back)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		// The client took nothing for writeStall: end it with a reset,
 		// so that what the kernel holds for it goes now, not after the
@@ -156,18 +170,47 @@ func (f *Front) relay(c *tls.Conn) {
 // bounded by writeStall, and the first time tells the client's connection
 // that it has settled (connlimit.NewcomerListener): a server answers a
 // client only once it has shown who it is (a Hello), or to close it.
+// Until then the client may be evicted, told why in Front.evicted's
+// words.
 type settling struct {
-	c  *tls.Conn
-	nc *connlimit.Newcomer // nil once settled, or for a port that does not evict
+	c       *tls.Conn
+	mu      sync.Mutex
+	nc      *connlimit.Newcomer // nil once settled, or for a port that does not evict
+	evicted bool
 }
 
 func (s *settling) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	if s.evicted {
+		s.mu.Unlock()
+		return 0, errEvicted
+	}
 	if s.nc != nil {
 		s.nc.Settle()
 		s.nc = nil
 	}
+	s.mu.Unlock()
 	_ = s.c.SetWriteDeadline(time.Now().Add(writeStall))
 	return s.c.Write(p)
+}
+
+var errEvicted = errors.New("evicted for a newer connection")
+
+// evict ends the client's connection for a newer one: with words, before
+// the server wrote to it; by a close alone after (words could fall
+// inside a frame of the server's). Closing the TCP connection ends the
+// relay as a close of the listener's would; its descriptors go back
+// when the relay closes it.
+func (s *settling) evict(words []byte) {
+	s.mu.Lock()
+	first := s.nc != nil && !s.evicted
+	s.evicted = true
+	s.mu.Unlock()
+	if first {
+		_ = s.c.SetWriteDeadline(time.Now().Add(LingerTimeout))
+		_, _ = s.c.Write(words)
+	}
+	_ = s.c.NetConn().Close()
 }
 
 // writeStall bounds a write to a relayed client. Without it a client that

@@ -75,7 +75,7 @@ func TestFrontRelaysAndVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := NewFront(ln, network, addr, dir, nil)
+	front := NewFront(ln, network, addr, dir, nil, nil)
 	t.Cleanup(func() { front.Close(); back.Close() })
 
 	dial := func(ca string) (net.Conn, error) {
@@ -170,7 +170,7 @@ func TestFrontCutsClientThatReadsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := NewFront(ln, network, addr, dir, nil)
+	front := NewFront(ln, network, addr, dir, nil, nil)
 	t.Cleanup(func() { front.Close(); back.Close() })
 	cfg, err := Client(f.CA, "", "")
 	if err != nil {
