@@ -136,8 +136,14 @@ func (c *Central) startControl() error {
 		}
 		c.ctrlAddr = ln.Addr().String()
 		if tlsLn != nil {
-			words, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeServerFull, Reason: evictedNewcomer, Fatal: true})
-			c.ctrlFront = tlsconfig.NewFront(tlsLn, network, listen, sockDir, c.log.Debug, words)
+			newcomer, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeServerFull, Reason: evictedNewcomer, Fatal: true})
+			settled, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeServerFull, Reason: evictedForShare, Fatal: true})
+			c.ctrlFront = tlsconfig.NewFront(tlsLn, network, listen, sockDir, c.log.Debug, func(s bool) []byte {
+				if s {
+					return settled
+				}
+				return newcomer
+			})
 			return nil
 		}
 		c.ctrlSock, c.ctrlLn, c.ctrlFed = sockDir, ln, make(chan struct{})
@@ -225,7 +231,7 @@ func (c *Central) evict(cn *conn, settled bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if settled {
-		c.fatalLocked(cn, proto.CodeServerFull, "Central is at its connection limit, and your address holds more of its connections than any other: a connection from an address holding fewer took this one's place; try again later")
+		c.fatalLocked(cn, proto.CodeServerFull, evictedForShare)
 		return
 	}
 	if cn.user != nil {
@@ -234,9 +240,13 @@ func (c *Central) evict(cn *conn, settled bool) {
 	c.fatalLocked(cn, proto.CodeServerFull, evictedNewcomer)
 }
 
-// evictedNewcomer is why a connection evicted before its Hello is closed,
-// in plaintext and, from the TLS front, over TLS.
-const evictedNewcomer = "a newer connection needed this one's place (Central is at its connection limit for your address or in all) and it had not said Hello"
+// evictedNewcomer and evictedForShare say why a connection is evicted
+// before its Hello, and after it for a fair share: in plaintext and,
+// from the TLS front, over TLS.
+const (
+	evictedNewcomer = "a newer connection needed this one's place (Central is at its connection limit for your address or in all) and it had not said Hello"
+	evictedForShare = "Central is at its connection limit, and your address holds more of its connections than any other: a connection from an address holding fewer took this one's place; try again later"
+)
 
 // open enrolls cn, which has helloTimeout to say Hello.
 func (c *Central) open(cn *conn) {

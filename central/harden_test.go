@@ -13,8 +13,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -784,22 +786,54 @@ func TestHelloedFloodFromFewAddressesDoesNotLockOutClients(t *testing.T) {
 				return c, err
 			}
 			share := h.c.ctrlPort.Max()
-			held := 0
+			var sybils []*proto.Conn
 			for i := 0; i < 2*share; i++ {
 				c, err := hello(fmt.Sprintf("sybil%d", i), byte(2+i%3))
 				if err != nil {
 					continue // refused: the port is full
 				}
 				t.Cleanup(func() { c.Close() })
-				held++
+				sybils = append(sybils, c)
 			}
+			held := len(sybils)
 			t.Logf("control port share %d descriptors: %d connections that said Hello from 3 addresses", share, held)
+			evicted := h.c.lim.Evicted()
 			for i := range 3 {
 				c, err := hello(fmt.Sprintf("carol%d", i), 1)
 				if err != nil {
 					t.Fatalf("client %d from 127.0.0.1 while 3 other addresses hold %d connections that said Hello: %v", i, held, err)
 				}
 				c.Close()
+			}
+			// Each connection that gave way was told why, over TLS too
+			// (before: closed under its TLS connection, an EOF).
+			var told, bare atomic.Int64
+			var wg sync.WaitGroup
+			for _, c := range sybils {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c.NetConn().SetReadDeadline(time.Now().Add(3 * time.Second))
+					for {
+						m, err := c.Recv()
+						if e, ok := m.(*proto.Error); ok && e.Code == proto.CodeServerFull && strings.Contains(e.Reason, "holds more of its connections") {
+							told.Add(1)
+							return
+						}
+						if err != nil {
+							if !errors.Is(err, os.ErrDeadlineExceeded) {
+								bare.Add(1)
+								t.Logf("a connection that gave way read no reason: %v", err)
+							}
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			t.Logf("%d connections evicted; %d told why, %d closed without a word", h.c.lim.Evicted()-evicted, told.Load(), bare.Load())
+			if told.Load() == 0 || bare.Load() > 0 {
+				t.Fatalf("of the connections that gave way for a fair share %d were told why, %d closed without a word", told.Load(), bare.Load())
 			}
 		})
 	}

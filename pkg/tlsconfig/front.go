@@ -3,6 +3,7 @@ package tlsconfig
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -27,7 +28,7 @@ type Front struct {
 	network string
 	sockDir string // private directory holding the Unix socket, if any
 	log     func(msg string, args ...any)
-	evicted []byte // what a client evicted as a newcomer reads, if anything
+	evicted func(settled bool) []byte // what an evicted client reads, if anything
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -41,15 +42,16 @@ const HandshakeTimeout = 10 * time.Second
 // to the plaintext server at network/backend. log may be nil. Close stops it
 // and removes sockDir, the private directory made by Backend, if given.
 //
-// When ln is a connlimit NewcomerListener's, evicted (if not nil) is what
-// a client evicted for a newer connection before the server wrote to it
-// reads, over TLS, before its connection closes: the server's own words
-// for it (a fatal Error frame), where the listener alone could only close
-// the TCP connection under the TLS one, and the client was left to guess
-// from an EOF. A client evicted once the server has written to it (for a
-// fair share) is closed without them: they could fall inside one of the
-// server's frames.
-func NewFront(ln net.Listener, network, backend, sockDir string, log func(msg string, args ...any), evicted []byte) *Front {
+// When ln is a connlimit NewcomerListener's, evicted (if not nil) gives
+// what a client evicted for a newer connection reads, over TLS, before
+// its connection closes: the server's own words for it (a fatal Error
+// frame; settled says whether the server had answered it, so it lost its
+// place for a fair share), where the listener alone could only close the
+// TCP connection under the TLS one, and the client was left to guess
+// from an EOF. They go between two of the server's frames (the relay
+// follows their length prefixes), or not at all if the relay is in the
+// middle of one.
+func NewFront(ln net.Listener, network, backend, sockDir string, log func(msg string, args ...any), evicted func(settled bool) []byte) *Front {
 	if log == nil {
 		log = func(string, ...any) {}
 	}
@@ -123,7 +125,7 @@ func (f *Front) relay(c *tls.Conn) {
 	}
 	out := &settling{c: c, nc: connlimit.NewcomerOf(c)}
 	if out.nc != nil && f.evicted != nil {
-		out.nc.SetEvict(func(settled bool) { go out.evict(f.evicted) })
+		out.nc.SetEvict(func(settled bool) { go out.evict(f.evicted(settled)) })
 	}
 	back, err := net.Dial(f.network, f.backend)
 	if err != nil {
@@ -170,13 +172,15 @@ func (f *Front) relay(c *tls.Conn) {
 // bounded by writeStall, and the first time tells the client's connection
 // that it has settled (connlimit.NewcomerListener): a server answers a
 // client only once it has shown who it is (a Hello), or to close it.
-// Until then the client may be evicted, told why in Front.evicted's
-// words.
+// It may be evicted meanwhile, or later for a fair share, told why in
+// Front.evicted's words.
 type settling struct {
 	c       *tls.Conn
 	mu      sync.Mutex
 	nc      *connlimit.Newcomer // nil once settled, or for a port that does not evict
+	writing bool                // a Write is under way
 	evicted bool
+	framing framing // of what was written
 }
 
 func (s *settling) Write(p []byte) (int, error) {
@@ -189,29 +193,64 @@ func (s *settling) Write(p []byte) (int, error) {
 		s.nc.Settle()
 		s.nc = nil
 	}
+	s.writing = true
 	s.mu.Unlock()
 	_ = s.c.SetWriteDeadline(time.Now().Add(writeStall))
-	return s.c.Write(p)
+	n, err := s.c.Write(p)
+	s.mu.Lock()
+	s.writing = false
+	s.framing.feed(p[:n])
+	s.mu.Unlock()
+	return n, err
 }
 
 var errEvicted = errors.New("evicted for a newer connection")
 
-// evict ends the client's connection for a newer one: with words, before
-// the server wrote to it; by a close alone after (words could fall
-// inside a frame of the server's). Closing the TCP connection ends the
-// relay as a close of the listener's would; its descriptors go back
-// when the relay closes it.
+// evict ends the client's connection for a newer one, with words when
+// they fall between two of the server's frames (a write under way, or
+// one that ended inside a frame, leaves only a close). Closing the TCP
+// connection ends the relay as a close of the listener's would; its
+// descriptors go back when the relay closes it.
 func (s *settling) evict(words []byte) {
 	s.mu.Lock()
-	first := s.nc != nil && !s.evicted
+	speak := !s.evicted && !s.writing && s.framing.whole()
 	s.evicted = true
 	s.mu.Unlock()
-	if first {
+	if speak {
 		_ = s.c.SetWriteDeadline(time.Now().Add(LingerTimeout))
 		_, _ = s.c.Write(words)
 	}
 	_ = s.c.NetConn().Close()
 }
+
+// framing follows the length-prefixed frames of a stream (pkg/wire: a
+// 4-byte big-endian length, then as many bytes) to tell whether it ends
+// between two of them.
+type framing struct {
+	hdr  [4]byte
+	hn   int // bytes of hdr read
+	left int // bytes of the current frame's body still to come
+}
+
+func (f *framing) feed(p []byte) {
+	for len(p) > 0 {
+		if f.left > 0 {
+			k := min(f.left, len(p))
+			f.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(f.hdr[f.hn:], p)
+		f.hn += k
+		p = p[k:]
+		if f.hn == len(f.hdr) {
+			f.left, f.hn = int(binary.BigEndian.Uint32(f.hdr[:])), 0
+		}
+	}
+}
+
+// whole reports whether the stream so far ends between frames.
+func (f *framing) whole() bool { return f.hn == 0 && f.left == 0 }
 
 // writeStall bounds a write to a relayed client. Without it a client that
 // stopped reading (its window shut) held the relay's goroutines, its TLS

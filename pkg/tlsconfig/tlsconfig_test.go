@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -200,4 +201,22 @@ func TestFrontCutsClientThatReadsNothing(t *testing.T) {
 	start := time.Now()
 	testkit.WaitFor(t, 20*time.Second, "the front to let go of the client that reads nothing", func() bool { return relaying() == 0 })
 	t.Logf("cut %v after the handshake (stall %v)", time.Since(start), writeStall)
+}
+
+// TestFraming: the front tells a stream that ends between two frames from
+// one that ends inside one, however the frames were cut into writes.
+func TestFraming(t *testing.T) {
+	frame := func(body string) []byte { return append([]byte{0, 0, 0, byte(len(body))}, body...) }
+	stream := slices.Concat(frame("a"), frame("hello"), frame(strings.Repeat("x", 200)))
+	ends := map[int]bool{0: true, 5: true, 14: true, len(stream): true}
+	for cut := 1; cut <= len(stream); cut++ {
+		var f framing
+		for i := 0; i < len(stream); i += cut {
+			j := min(i+cut, len(stream))
+			f.feed(stream[i:j])
+			if f.whole() != ends[j] {
+				t.Fatalf("writes of %d bytes: after %d, whole() = %v", cut, j, f.whole())
+			}
+		}
+	}
 }
