@@ -60,7 +60,8 @@
 // probes a new server at once; a latency report re-evaluates that member's
 // rooms at once; a new room waits up to SettleWait for every member to
 // have measured every open server, and one placed before that is
-// provisional (no dwell). A room no open server can host yet because a
+// provisional (no dwell); nor does the dwell hold a room never moved from
+// a server that came up after it was placed. A room no open server can host yet because a
 // member has measured none of them (a first probe round late on a loaded
 // machine) waits for the reports up to RequestTimeout instead of failing.
 // Moves need a gain beyond the margins and beyond the measured spreads

@@ -105,7 +105,17 @@ func (c *Central) decide(r *room, now time.Time, rnd *rand.Rand) (move, bool) {
 	}
 	c.refreshMatrix(r)
 	cur := r.cur()
-	d, err := c.cfg.Policy.DecideMatrix(cur, r.lastMove, now, c.sel, r.m, rnd)
+	last := r.lastMove
+	if r.unmoved && r.upsThen != c.serverUps {
+		// The dwell keeps a room from moving back and forth on noise
+		// between servers it has chosen among; a room never moved has
+		// not chosen among servers that came up after it was placed:
+		// one better by the margins and spreads takes it at once (a
+		// chat begun just before its best server came up waited out the
+		// whole dwell, 4.6 s in the Mininet screen test).
+		last = time.Time{}
+	}
+	d, err := c.cfg.Policy.DecideMatrix(cur, last, now, c.sel, r.m, rnd)
 	if err != nil || !d.Move {
 		return move{}, false
 	}
@@ -169,6 +179,7 @@ func (c *Central) applyMoveLocked(mv move, now time.Time) {
 		}
 	}
 	r.srv = to
+	r.unmoved = false
 	to.assigned++
 	if r.joined {
 		to.joinedN++ // its members rejoin it there

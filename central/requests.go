@@ -390,7 +390,7 @@ func (c *Central) placeLocked(q *request, force bool) (*room, time.Duration, err
 	c.syncSelLocked()
 	c.refreshDirtyLocked()
 	now := c.now()
-	r := &room{epoch: 1, members: slices.Clone(q.members), created: now, lastMove: now}
+	r := &room{epoch: 1, members: slices.Clone(q.members), created: now, lastMove: now, unmoved: true, upsThen: c.serverUps}
 	c.refreshMatrix(r)
 	if !force && c.unsettledLocked(r) {
 		return nil, 0, nil
