@@ -79,18 +79,20 @@ type Central struct {
 	restLn    net.Listener
 	httpSrv   *http.Server
 	ctrl      *control
-	regLimit  sourceBuckets    // registrations per source address, guarded by mu
-	srvLimit  sourceBuckets    // server registrations per source address, guarded by mu
-	listLimit sourceBuckets    // listings per source address, guarded by mu
-	listAll   bucket           // listings in all, guarded by mu
-	checks    bucket           // ticket verifications, every report's; guarded by mu
-	folded    map[string]*user // users by case-folded name, guarded by mu
-	ctrlAddr  string
-	ctrlFront *tlsconfig.Front // TLS in front of the control port, if on
-	ctrlLn    net.Listener     // the plaintext control port, fed to the loops
-	ctrlFed   chan struct{}    // closed when feeding ctrlLn ends
-	ctrlSock  string           // the loops' private socket directory, when no front owns it
-	gnetDone  chan error
+	regLimit  sourceBuckets // registrations per source address, guarded by mu
+	srvLimit  sourceBuckets // server registrations per source address, guarded by mu
+	listLimit sourceBuckets // listings per source address, guarded by mu
+	listAll   bucket        // listings in all, guarded by mu
+	// secretFails: wrong cluster secrets per source address, guarded by mu
+	secretFails sourceBuckets
+	checks      bucket           // ticket verifications, every report's; guarded by mu
+	folded      map[string]*user // users by case-folded name, guarded by mu
+	ctrlAddr    string
+	ctrlFront   *tlsconfig.Front // TLS in front of the control port, if on
+	ctrlLn      net.Listener     // the plaintext control port, fed to the loops
+	ctrlFed     chan struct{}    // closed when feeding ctrlLn ends
+	ctrlSock    string           // the loops' private socket directory, when no front owns it
+	gnetDone    chan error
 
 	ctx       context.Context // ends on Close; bounds probes
 	cancel    context.CancelFunc

@@ -329,6 +329,77 @@ func TestAssignAckFromNonMemberIgnored(t *testing.T) {
 	}
 }
 
+// TestSecretGuessingLimited: an address that sends wrong cluster secrets
+// gets secretFailBurst tries, then 429s with a Retry-After, its right
+// secret too, until the allowance refills; another address is not
+// touched. Before, 1,000 wrong secrets took 0.22 s and went unlogged
+// (black-box sweep, 2026-12-04).
+func TestSecretGuessingLimited(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ClusterSecret = "s3cret-of-the-cluster"
+	clk := newFakeClock()
+	cfg.Clock = clk.Now
+	h := startCentral(t, cfg)
+	register := func(from byte, secret string) *http.Response {
+		t.Helper()
+		tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, from)}}).DialContext}
+		defer tr.CloseIdleConnections()
+		body := fmt.Sprintf(`{"id":"serv%d","addr":"127.0.0.1:9","secret":%q}`, from, secret)
+		resp, err := (&http.Client{Transport: tr}).Post("http://"+h.c.RESTAddr()+"/v1/servers", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for i := range secretFailBurst {
+		if st := register(2, "guess").StatusCode; st != http.StatusUnauthorized {
+			t.Fatalf("wrong secret %d: %d, want 401", i, st)
+		}
+	}
+	for _, secret := range []string{"guess", cfg.ClusterSecret} {
+		resp := register(2, secret)
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "5" {
+			t.Fatalf("secret %q past the allowance: %d, Retry-After %q; want 429 and 5", secret, resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	}
+	if st := register(3, cfg.ClusterSecret).StatusCode; st != http.StatusOK {
+		t.Fatalf("the right secret from another address: %d", st)
+	}
+	clk.Advance(5 * time.Second)
+	if st := register(2, cfg.ClusterSecret).StatusCode; st != http.StatusOK {
+		t.Fatalf("the right secret once a try is back: %d", st)
+	}
+}
+
+// TestLongIDsAreNotEchoed: an Answer, LeaveRoom or Unreachable naming an
+// id Central could not have issued is refused as a bad request without
+// the Ref that echoed it: Answers with 60,000-byte request ids read each
+// back in an Error, as many bytes out as in (black-box sweep,
+// 2026-12-04: 2.56 GB in 15 s on one connection).
+func TestLongIDsAreNotEchoed(t *testing.T) {
+	w := newWorld(t, nil)
+	m := w.user(t, "mallory")
+	long := strings.Repeat("r", 60_000)
+	for _, f := range []wire.Message{
+		&proto.Answer{Req: long, Accept: true},
+		&proto.LeaveRoom{Room: long},
+		&proto.Unreachable{Room: long, Server: "serv1", Epoch: 1},
+	} {
+		m.send(f)
+		e := expect[*proto.Error](m, nil)
+		if e.Code != proto.CodeBadRequest || e.Ref != "" || len(e.Reason) > 200 {
+			t.Fatalf("%T with a 60,000-byte id: %s %q (%d bytes), ref of %d bytes", f, e.Code, e.Reason[:min(len(e.Reason), 200)], len(e.Reason), len(e.Ref))
+		}
+		t.Logf("%T: %s", f, e.Reason)
+	}
+	// A well-formed id Central does not know still names it.
+	m.send(&proto.Answer{Req: "q-0123456789abcdef", Accept: true})
+	if e := expect[*proto.Error](m, nil); e.Code != proto.CodeNotFound || e.Ref != "q-0123456789abcdef" {
+		t.Fatalf("unknown request: %+v", e)
+	}
+}
+
 // TestMalformedServerIDCertSpeaksForNone: a client certificate whose
 // nearchat URI does not parse as a server id (nearchat://server/serv1, an
 // empty id) registered any id and read the cluster's rooms, as a

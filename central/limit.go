@@ -57,6 +57,12 @@ func (s *sourceBuckets) allow(src netip.Addr, now time.Time, rate float64, burst
 	return b.allow(now, rate, burst)
 }
 
+// has reports whether src's bucket holds a token at now, taking none.
+func (s *sourceBuckets) has(src netip.Addr, now time.Time, rate float64) bool {
+	b := s.m[sourceKey(src)]
+	return b == nil || b.tokens+now.Sub(b.last).Seconds()*rate >= 1
+}
+
 // sourceKey is the bucket a source address spends from: for IPv6 its /64,
 // which a single host is commonly given whole (an address per bucket let
 // one host register without limit by walking its prefix: abuse probe,

@@ -685,6 +685,10 @@ func (c *Central) unreachableLocked(cn *conn, u *user, m *proto.Unreachable) {
 	if !u.repLimit.allow(c.now(), unreachableRate, unreachableBurst) {
 		return
 	}
+	if err := proto.CheckRoom(m.Room); err != nil {
+		c.badIDLocked(cn, err)
+		return
+	}
 	r := c.roomByID[m.Room]
 	if r == nil || !r.hasMember(u) {
 		c.sendLocked(cn, &proto.Error{Code: proto.CodeNotFound, Reason: "you are not a member of this room", Ref: m.Room})

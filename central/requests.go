@@ -334,6 +334,10 @@ func (c *Central) finishLocked(q *request, code proto.StatusCode, detail, room s
 
 // handleAnswerLocked applies u's answer to a request.
 func (c *Central) handleAnswerLocked(cn *conn, u *user, m *proto.Answer) {
+	if err := proto.CheckReq(m.Req); err != nil {
+		c.badIDLocked(cn, err)
+		return
+	}
 	q := c.reqs[m.Req]
 	if q == nil || q.from == u || !slices.Contains(q.members, u) {
 		c.sendLocked(cn, &proto.Error{Code: proto.CodeNotFound, Reason: "no pending chat request with this id for you", Ref: m.Req})

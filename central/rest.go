@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"mime"
 	"net"
 	"net/http"
@@ -41,10 +42,23 @@ const (
 type apiError struct {
 	status        int
 	code, message string
+	retryAfter    int // seconds, for a Retry-After header (429)
 }
 
 func errf(status int, code, format string, args ...any) *apiError {
 	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+// limited is a 429 for a limit of rate a second, with the Retry-After
+// of a token's refill (black-box sweep, 2026-12-04: 429s without one, so
+// a client or a proxy could only guess when to try again).
+func limited(rate float64, format string, args ...any) *apiError {
+	e := errf(http.StatusTooManyRequests, centralapi.CodeRateLimited, format, args...)
+	e.retryAfter = 1
+	if rate > 0 && rate < 1 {
+		e.retryAfter = int(math.Ceil(1 / rate))
+	}
+	return e
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -57,6 +71,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, e *apiError) {
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+	}
 	writeJSON(w, e.status, centralapi.Error{Code: e.code, Message: e.message})
 }
 
@@ -154,7 +171,7 @@ func (c *Central) restHandler() http.Handler {
 }
 
 // checkEnvelope refuses what no route takes, before the routes see it:
-// HTTP/2's prior-knowledge preface on a plaintext port (net/http hands it
+// HTTP/2's prior-knowledge preface, in plaintext or TLS (net/http hands it
 // over as "PRI *", which the mux answered with a redirect), a target that
 // is not a path, and a body declared as anything but JSON, which is what
 // a browser's form or no-cors fetch sends from another site: no page can
@@ -162,8 +179,10 @@ func (c *Central) restHandler() http.Handler {
 // 2026-12-02). A body with no Content-Type is taken as JSON.
 func checkEnvelope(r *http.Request) *apiError {
 	if r.Method == "PRI" || r.ProtoMajor != 1 && r.TLS == nil {
+		// Not "use HTTP/2 over TLS" as this said: the TLS port offers no
+		// h2 by ALPN either (black-box sweep, 2026-12-04).
 		return errf(http.StatusHTTPVersionNotSupported, centralapi.CodeBadVersion,
-			"HTTP/2 without TLS is not served on this port: use HTTP/1.1, or HTTP/2 over TLS")
+			"HTTP/2 is not served on this port: use HTTP/1.1")
 	}
 	if !strings.HasPrefix(r.URL.Path, "/") {
 		return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "request target %.64q is not a path", r.RequestURI)
@@ -243,7 +262,7 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 	defer c.mu.Unlock()
 	now := c.now()
 	if !c.regLimit.allow(sourceIP(r), now, c.cfg.RegisterRate, c.cfg.RegisterBurst) {
-		return 0, nil, errf(http.StatusTooManyRequests, centralapi.CodeRateLimited,
+		return 0, nil, limited(c.cfg.RegisterRate,
 			"too many registrations from your address: Central takes at most %g a second from one address; try again shortly", c.cfg.RegisterRate)
 	}
 	u := c.users[in.Name]
@@ -373,7 +392,7 @@ const (
 func (c *Central) listAllowedLocked(r *http.Request) *apiError {
 	now := c.now()
 	if !c.listLimit.allow(sourceIP(r), now, listRate, listBurst) || !c.listAll.allow(now, listAllRate, listAllBurst) {
-		return errf(http.StatusTooManyRequests, centralapi.CodeRateLimited, "too many listings: Central answers %d a second from one address and %d in all; try again shortly", listRate, listAllRate)
+		return limited(listRate, "too many listings: Central answers %d a second from one address and %d in all; try again shortly", listRate, listAllRate)
 	}
 	return nil
 }
@@ -464,7 +483,7 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 		return 0, nil, e
 	}
 	if !c.latencyLocked(u, lat) {
-		return 0, nil, errf(http.StatusTooManyRequests, centralapi.CodeRateLimited, "%s", latencyLimited)
+		return 0, nil, limited(latencyRate, "%s", latencyLimited)
 	}
 	return http.StatusNoContent, nil, nil
 }
@@ -545,11 +564,32 @@ func (c *Central) clusterOK(r *http.Request, body string) *apiError {
 	if got == "" {
 		got = body
 	}
+	src := sourceIP(r)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if !c.secretFails.has(src, now, secretFailRate) {
+		return limited(secretFailRate, "too many wrong cluster secrets from your address: Central takes %d, then one every %v; check -secret (or NEARCHAT_SECRET)", secretFailBurst, time.Duration(float64(time.Second)/secretFailRate))
+	}
 	if !same(got, c.cfg.ClusterSecret) {
+		c.secretFails.allow(src, now, secretFailRate, secretFailBurst)
+		if !c.secretFails.has(src, now, secretFailRate) {
+			// Once per spent allowance, not once per try.
+			c.log.Warn("wrong cluster secrets from one address: its tries are limited now", "source", src, "tries", secretFailBurst)
+		}
 		return errf(http.StatusUnauthorized, centralapi.CodeUnauthorized, "missing or wrong cluster secret")
 	}
 	return nil
 }
+
+// secretFailRate and secretFailBurst bound the wrong cluster secrets one
+// address may try: 1,000 tries took 0.22 s on one connection, none of
+// them logged (black-box sweep, 2026-12-04). A right one past the
+// allowance waits too, so the bound holds for a guesser that hits.
+const (
+	secretFailRate  = 0.2
+	secretFailBurst = 10
+)
 
 // certFor refuses r when it carries a verified client certificate that
 // names chat server ids (tlsconfig.ServerIDURI) other than id: such a
@@ -647,7 +687,7 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	// one is announced to every client, which probes it.
 	if !c.srvLimit.allow(sourceIP(r), now, serverRegisterRate, serverRegisterBurst) {
 		c.mu.Unlock()
-		return 0, nil, errf(http.StatusTooManyRequests, centralapi.CodeRateLimited,
+		return 0, nil, limited(serverRegisterRate,
 			"too many chat server registrations from your address: Central takes %d at once and %g a second after that from one address; try again shortly", serverRegisterBurst, serverRegisterRate)
 	}
 	s := c.srvByID[in.ID]

@@ -351,6 +351,16 @@ func TestRegistrationRateLimit(t *testing.T) {
 	if !errors.As(err, &e) || e.Status != http.StatusTooManyRequests || e.Code != centralapi.CodeRateLimited {
 		t.Fatalf("fourth registration: %v, want 429 rate_limited", err)
 	}
+	// The 429 says when a token is back: one in 1,000 s at this rate
+	// (black-box sweep, 2026-12-04: no Retry-After at all).
+	resp, err := http.Post("http://"+h.c.RESTAddr()+"/v1/clients", "application/json", strings.NewReader(`{"name":"usery"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1000" {
+		t.Fatalf("fifth registration: %d, Retry-After %q; want 429 and 1000", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
 }
 
 // TestNameReservedSaysForHowLong: a name whose session ended without

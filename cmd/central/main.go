@@ -159,6 +159,11 @@ func run() int {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	switch {
+	case cfg.ClusterSecret != "" && len(strings.TrimSpace(cfg.ClusterSecret)) < minSecret:
+		// Taken as it is (the demo and tests use short ones), but said:
+		// "abc" and sixteen spaces both started without a word
+		// (black-box sweep, 2026-12-04).
+		cfg.Logger.Warn(fmt.Sprintf("weak cluster secret: %d bytes, %d of them not spaces; whoever guesses it registers chat servers and reads every room: use %d or more random bytes, e.g. openssl rand -hex 16", len(cfg.ClusterSecret), len(strings.TrimSpace(cfg.ClusterSecret)), minSecret))
 	case cfg.ClusterSecret != "":
 	case *clientCA != "":
 		cfg.Logger.Info("no -secret: only chat servers with a certificate from -tls-client-ca may register")
@@ -397,6 +402,9 @@ func etcdOptions(storeURL, ca, cert, key string) ([]etcdstore.Option, *tls.Confi
 	}
 	return []etcdstore.Option{etcdstore.WithTLS(tc)}, tc, nil
 }
+
+// minSecret is the cluster secret's length below which Central warns.
+const minSecret = 16
 
 // candidate is what a replica campaigns with: who it is (for operators),
 // and, proclaimed once it serves as the leader, where the followers relay

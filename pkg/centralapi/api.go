@@ -26,7 +26,7 @@ const (
 	CodeNameTaken        = "name_taken"             // a live session holds the user name
 	CodeMethodNotAllowed = "method_not_allowed"     // wrong method; the Allow header lists the right ones
 	CodeMediaType        = "unsupported_media_type" // a body whose Content-Type is not JSON
-	CodeBadVersion       = "http_version"           // HTTP/2 without TLS: use HTTP/1.1, or HTTP/2 over TLS
+	CodeBadVersion       = "http_version"           // HTTP/2 (prior knowledge): use HTTP/1.1
 	CodeRateLimited      = "rate_limited"           // too many registrations; try again shortly
 	CodeServerTaken      = "server_taken"           // the server id belongs to another live server
 	CodeFull             = "full"                   // Central holds its maximum of users (-max-users); try again later

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -127,10 +128,12 @@ const (
 	MaxServer = MaxUser
 	MaxRoom   = 64
 	MaxKey    = 32
+	MaxReq    = 32 // Central issues "q-" and 16 hex digits
 	MaxText   = 4096
 )
 
-// ErrName is returned by CheckUser, CheckServer, CheckRoom and CheckKey.
+// ErrName is returned by CheckUser, CheckServer, CheckRoom, CheckKey and
+// CheckReq.
 var ErrName = errors.New("proto: invalid name")
 
 // CheckUser reports whether s is a valid user name: 1 to MaxUser bytes of
@@ -158,6 +161,11 @@ func CheckRoom(s string) error { return checkName("room id", s, MaxRoom) }
 // ASCII letters, digits, '.', '_' and '-'.
 func CheckKey(s string) error { return checkName("request key", s, MaxKey) }
 
+// CheckReq reports whether s could be a request id Central issued (in
+// ChatRequest, for an Answer): 1 to MaxReq bytes of ASCII letters,
+// digits, '.', '_' and '-'.
+func CheckReq(s string) error { return checkName("request id", s, MaxReq) }
+
 func checkName(what, s string, max int) error {
 	if s == "" {
 		return fmt.Errorf("%w: empty %s", ErrName, what)
@@ -174,7 +182,12 @@ func checkName(what, s string, max int) error {
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 			c == '.' || c == '_' || c == '-' || (c == ':' && what == "room id")
 		if !ok {
-			return fmt.Errorf("%w: %s %q has character %q at %d", ErrName, what, s, c, i)
+			// Name the character, not its first byte ('\u202e', not 'â').
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size <= 1 {
+				return fmt.Errorf("%w: %s %q is not UTF-8 at byte %d (0x%02x)", ErrName, what, s, i, c)
+			}
+			return fmt.Errorf("%w: %s %q has character %q at byte %d", ErrName, what, s, r, i)
 		}
 	}
 	return nil

@@ -42,3 +42,20 @@ func TestCheckServer(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckNameSaysWhichCharacter: an invalid name's error quotes the
+// character, not its first byte: U+202E (a right-to-left override) read
+// as 'â' (black-box sweep, 2026-12-04), invalid UTF-8 as 'ï'.
+func TestCheckNameSaysWhichCharacter(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"\u202eevil", `'\u202e' at byte 0`},
+		{"bob\U0001F600", `'😀' at byte 3`},
+		{"al\xefce", "is not UTF-8 at byte 2 (0xef)"},
+		{"a\ufffd", `'�' at byte 1`},
+	} {
+		err := proto.CheckUser(tc.name)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckUser(%q) = %v, want it to say %s", tc.name, err, tc.want)
+		}
+	}
+}
