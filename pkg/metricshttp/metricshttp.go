@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"nearchat/pkg/connlimit"
+	"nearchat/pkg/loopback"
 )
 
 // MaxConns bounds the connections the metrics port serves at once,
@@ -61,8 +62,12 @@ func Listen(addr string, cs ...prometheus.Collector) (*Server, error) {
 	// exit with 19,978 idle connections to this port). Past either, the
 	// oldest connection not serving a request gives way, so connections
 	// that send nothing cannot keep a scraper out.
+	var h http.Handler = mux
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
+		h = loopbackOnly(mux)
+	}
 	ln = connlimit.Few(ln, MaxConns, MaxConnsPerSource)
-	s := &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout,
+	s := &Server{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second}}
 	connlimit.ServeNewcomers(s.srv)
 	go func() {
@@ -71,6 +76,25 @@ func Listen(addr string, cs ...prometheus.Collector) (*Server, error) {
 		}
 	}()
 	return s, nil
+}
+
+// loopbackOnly serves only requests whose Host names localhost or a
+// loopback address. Bound to loopback the port has no other guard, and a
+// web page the operator's browser loads can reach it too by pointing a
+// name of its own at 127.0.0.1 (DNS rebinding); its requests carry that
+// name, so they are refused. Bound elsewhere, scrapers name the port
+// however the operator set them up, and the handler is not used.
+func loopbackOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopback.Host(r.Host) {
+			// Closing keeps refused requests from holding one of the
+			// port's few slots.
+			w.Header().Set("Connection", "close")
+			http.Error(w, fmt.Sprintf("metrics on loopback answer requests for localhost or a loopback address, not %q", r.Host), http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Addr returns the bound address.
