@@ -327,7 +327,7 @@ func TestCentralMetricsFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	f := Open(ctx, metrics, 2*fdLimit, 32, []byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+	f := Open(ctx, metrics, 2*fdLimit, 32, []byte("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
 	defer f.Close()
 	t.Logf("metrics flood: %d opened, %d failed; Central alive %v, %d descriptors", f.Opened, f.Failed, p.Alive(), p.FDs())
 	cfg, err := tlsconfig.Client(ca.CA, "", "")

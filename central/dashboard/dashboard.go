@@ -38,6 +38,7 @@ import (
 
 	"nearchat/central"
 	"nearchat/pkg/connlimit"
+	"nearchat/pkg/loopback"
 )
 
 //go:embed web
@@ -108,23 +109,7 @@ type Server struct {
 
 // Loopback reports whether addr (host:port, or unix:path) can only be
 // reached from this machine.
-func Loopback(addr string) bool {
-	if strings.HasPrefix(addr, "unix:") {
-		return true
-	}
-	host, _, err := net.SplitHostPort(addr)
-	return err == nil && loopbackName(host)
-}
-
-// loopbackName reports whether host (no port) is localhost or a loopback
-// address.
-func loopbackName(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+func Loopback(addr string) bool { return loopback.Addr(addr) }
 
 // New validates cfg, binds the listener and starts serving src.
 func New(cfg Config, src Source) (*Server, error) {
@@ -224,7 +209,7 @@ func (s *Server) auth(next http.Handler) http.Handler {
 			// can too, through a name of its own that it points at
 			// 127.0.0.1 once loaded (DNS rebinding): its requests name
 			// that host, so only loopback names are served.
-			if !loopbackHost(r.Host) {
+			if !loopback.Host(r.Host) {
 				refuse(w, fmt.Sprintf("this dashboard answers requests for localhost or a loopback address, not %q", r.Host), http.StatusForbidden)
 				return
 			}
@@ -255,18 +240,6 @@ func (s *Server) auth(next http.Handler) http.Handler {
 func refuse(w http.ResponseWriter, msg string, code int) {
 	w.Header().Set("Connection", "close")
 	http.Error(w, msg, code)
-}
-
-// loopbackHost reports whether a request's Host (with or without a port)
-// names this machine: localhost, a name under .localhost, or a loopback
-// address. A Unix socket's requests name whatever the relay in front of
-// it was asked for, on loopback too.
-func loopbackHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")), ".")
-	return loopbackName(host) || strings.HasSuffix(host, ".localhost")
 }
 
 func (s *Server) snapshot(w http.ResponseWriter, _ *http.Request) {
