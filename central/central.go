@@ -85,14 +85,17 @@ type Central struct {
 	listAll   bucket        // listings in all, guarded by mu
 	// secretFails: wrong cluster secrets per source address, guarded by mu
 	secretFails sourceBuckets
-	checks      bucket           // ticket verifications, every report's; guarded by mu
-	folded      map[string]*user // users by case-folded name, guarded by mu
-	ctrlAddr    string
-	ctrlFront   *tlsconfig.Front // TLS in front of the control port, if on
-	ctrlLn      net.Listener     // the plaintext control port, fed to the loops
-	ctrlFed     chan struct{}    // closed when feeding ctrlLn ends
-	ctrlSock    string           // the loops' private socket directory, when no front owns it
-	gnetDone    chan error
+	// regLog and expireLog bound the lines of registrations and of user
+	// expiries (quietLog), guarded by mu
+	regLog, expireLog quietLog
+	checks            bucket           // ticket verifications, every report's; guarded by mu
+	folded            map[string]*user // users by case-folded name, guarded by mu
+	ctrlAddr          string
+	ctrlFront         *tlsconfig.Front // TLS in front of the control port, if on
+	ctrlLn            net.Listener     // the plaintext control port, fed to the loops
+	ctrlFed           chan struct{}    // closed when feeding ctrlLn ends
+	ctrlSock          string           // the loops' private socket directory, when no front owns it
+	gnetDone          chan error
 
 	ctx       context.Context // ends on Close; bounds probes
 	cancel    context.CancelFunc

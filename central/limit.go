@@ -84,3 +84,44 @@ func (s *sourceBuckets) prune(now time.Time, rate float64, burst int) {
 		}
 	}
 }
+
+// quietLog bounds the lines one kind of routine event writes to the log:
+// logBurst in a logWindow, then only a count of the rest, given with the
+// first line of a later window. Registrations and expiries are free to
+// cause: 40,000 registrations from 20 addresses wrote 40,000 lines in 14 s
+// and as many expiry lines a minute later (black-box sweep, 2026-12-04).
+// Callers serialise access (Central's mutex).
+type quietLog struct {
+	start  time.Time
+	n      int
+	hushed int
+}
+
+const (
+	logBurst  = 20
+	logWindow = 10 * time.Second
+)
+
+// allow reports whether an event at now may have its line, and how many
+// were left out before it.
+func (q *quietLog) allow(now time.Time) (ok bool, hushed int) {
+	if now.Sub(q.start) >= logWindow {
+		hushed = q.hushed
+		q.start, q.n, q.hushed = now, 0, 0
+	}
+	if q.n >= logBurst {
+		q.hushed++
+		return false, 0
+	}
+	q.n++
+	return true, hushed
+}
+
+// attrs are the log attributes of a line allow let through: args, and
+// how many lines were left out before it, if any.
+func (q *quietLog) attrs(hushed int, args ...any) []any {
+	if hushed > 0 {
+		args = append(args, "not_logged_before", hushed)
+	}
+	return args
+}

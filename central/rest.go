@@ -318,7 +318,9 @@ func (c *Central) registerClient(r *http.Request) (int, any, *apiError) {
 	}
 	u.src = sourceKey(sourceIP(r))
 	c.storeErr("put user", c.st.PutUser(u.record()))
-	c.log.Info("client registered", "user", u.name)
+	if ok, hushed := c.regLog.allow(now); ok {
+		c.log.Info("client registered", c.regLog.attrs(hushed, "user", u.name)...)
+	}
 	return http.StatusCreated, centralapi.Session{Name: u.name, Token: u.token}, nil
 }
 

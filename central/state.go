@@ -762,7 +762,9 @@ func (c *Central) expireLocked(now time.Time) {
 	}
 	for _, u := range c.users {
 		if u.sess == nil && !u.placeholder() && len(u.rooms) == 0 && len(u.reqs) == 0 && now.Sub(u.offlineSince) >= c.cfg.SessionGrace {
-			c.log.Info("user expired: offline past the session grace", "user", u.name)
+			if ok, hushed := c.expireLog.allow(now); ok {
+				c.log.Info("user expired: offline past the session grace", c.expireLog.attrs(hushed, "user", u.name)...)
+			}
 			c.dropUserLocked(u, "expired")
 		}
 	}
