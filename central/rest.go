@@ -1,6 +1,7 @@
 package central
 
 import (
+	"bufio"
 	"context"
 	"crypto/subtle"
 	"encoding/hex"
@@ -100,7 +101,16 @@ func decode(r *http.Request, limit int64, v any) *apiError {
 		// (Expect: 100-continue) is not invited to send it.
 		return errf(http.StatusRequestEntityTooLarge, centralapi.CodeTooLarge, "request body of %d bytes exceeds %d", r.ContentLength, limit)
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
+	body := bufio.NewReader(http.MaxBytesReader(nil, r.Body, limit))
+	// Every body is one JSON object with the fields of its request, as
+	// every frame is one msgpack map of its message's: null, another
+	// kind of value, or a field no request has is refused, where it was
+	// taken as an empty request or ignored (black-box sweep, 2026-12-04).
+	if first, err := firstByte(body); err == nil && first != '{' {
+		return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "the body must be a JSON object, not one beginning %q", first)
+	}
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -112,6 +122,20 @@ func decode(r *http.Request, limit int64, v any) *apiError {
 		return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "trailing data after the JSON body")
 	}
 	return nil
+}
+
+// firstByte returns the first byte of r past JSON's white space, left
+// unread; an error when there is none (the decoder then says so).
+func firstByte(r *bufio.Reader) (byte, error) {
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		if b != ' ' && b != '\t' && b != '\n' && b != '\r' {
+			return b, r.UnreadByte()
+		}
+	}
 }
 
 // sourceIP is the address a request came from: the connection's peer,

@@ -42,6 +42,12 @@ func TestRESTErrors(t *testing.T) {
 		{"wrong method on rooms", "DELETE", "/v1/rooms", "", "", 405, centralapi.CodeMethodNotAllowed, "GET, HEAD"},
 		{"malformed json", "POST", "/v1/clients", "{", "", 400, centralapi.CodeBadRequest, ""},
 		{"trailing json", "POST", "/v1/clients", `{"name":"zed"} {}`, "", 400, centralapi.CodeBadRequest, ""},
+		// One JSON object with its request's fields, as a frame is one
+		// map of its message's (black-box sweep, 2026-12-04: null was an
+		// empty report, unknown fields were ignored).
+		{"null body", "PUT", "/v1/clients/alice/latency", `null`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
+		{"array body", "POST", "/v1/clients", ` [{"name":"zed"}]`, "", 400, centralapi.CodeBadRequest, ""},
+		{"unknown field", "POST", "/v1/clients", `{"name":"zed","zz":1}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"body too large", "POST", "/v1/clients", big, "", 413, centralapi.CodeTooLarge, ""},
 		{"invalid name", "POST", "/v1/clients", `{"name":"no spaces"}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"empty name", "POST", "/v1/clients", `{"name":""}`, "", 400, centralapi.CodeBadRequest, ""},
