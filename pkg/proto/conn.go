@@ -149,7 +149,14 @@ func (c *Conn) Close() error { return c.nc.Close() }
 // gets a fatal Error{CodeVersion}. who names the listener in the reason
 // ("this server", "this Central").
 func CheckHello(h *Hello, who string) (int, error) {
-	if h.V < wire.MinVersion || h.V > wire.Version {
+	switch {
+	case h.V == 0:
+		return 0, Fatalf(CodeVersion, "the Hello names no protocol version (v); %s speaks %d to %d", who, wire.MinVersion, wire.Version)
+	case h.V < 0:
+		// A number past 2^63-1, wrapped by the decoder: not "-1"
+		// (black-box sweep, 2026-12-04).
+		return 0, Fatalf(CodeVersion, "protocol version past 2^63-1 is not spoken here; %s speaks %d to %d", who, wire.MinVersion, wire.Version)
+	case h.V < wire.MinVersion || h.V > wire.Version:
 		return 0, Fatalf(CodeVersion, "protocol version %d is not spoken here; %s speaks %d to %d", h.V, who, wire.MinVersion, wire.Version)
 	}
 	return h.V, nil

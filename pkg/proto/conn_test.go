@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,6 +130,14 @@ func TestCheckHelloVersions(t *testing.T) {
 			t.Errorf("CheckHello(v%d) = %d, %v; want %d", v, got, err, v)
 		case !spoken && proto.CodeOf(err) != proto.CodeVersion:
 			t.Errorf("CheckHello(v%d) = %d, %v; want Error{version}", v, got, err)
+		}
+	}
+	// No version, and 2^64-1 as the decoder wraps it into an int: said so,
+	// not "version 0" and "version -1" (black-box sweep, 2026-12-04).
+	for v, want := range map[int]string{0: "names no protocol version", -1: "past 2^63-1"} {
+		_, err := proto.CheckHello(&proto.Hello{V: v}, "this test")
+		if proto.CodeOf(err) != proto.CodeVersion || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckHello(v%d) = %v; want Error{version} saying %q", v, err, want)
 		}
 	}
 }
