@@ -59,19 +59,6 @@ func TestBadFlagsRefused(t *testing.T) {
 	testkit.ExpectRefused(t, bin, []string{"-bin", dir, "-dir", dir, "-server-rss", "99999999999999"}, "invalid value 99999999999999 for -server-rss")
 }
 
-// fakeBin returns a directory holding empty executables central,
-// chatserver and chat: enough for the checks, and a run that got past
-// them would fail at once instead of starting a cluster.
-func fakeBin(t *testing.T) string {
-	bin := t.TempDir()
-	for _, p := range []string{"central", "chatserver", "chat"} {
-		if err := os.WriteFile(filepath.Join(bin, p), nil, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return bin
-}
-
 // TestBadPathsAndEnvRefused: a -bin without the programs, an unusable
 // -dir, a -json file that cannot be written and a malformed $CHAOS_RUNS
 // or $CHAOS_SEED each used to start the run anyway (a harness error per
@@ -79,7 +66,7 @@ func fakeBin(t *testing.T) string {
 // part); each now exits 2 with one line before anything starts.
 func TestBadPathsAndEnvRefused(t *testing.T) {
 	bin := testkit.BuildOnce(t, "nearchat/cmd/chaos")
-	fake := fakeBin(t)
+	fake := testkit.FakeBin(t)
 	tmp := t.TempDir()
 	file := filepath.Join(tmp, "a-file")
 	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
@@ -91,7 +78,7 @@ func TestBadPathsAndEnvRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	notExec := fakeBin(t)
+	notExec := testkit.FakeBin(t)
 	if err := os.Chmod(filepath.Join(notExec, "chatserver"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +129,7 @@ func TestBadPathsAndEnvRefused(t *testing.T) {
 // exist yet is made, and a -json file that was not there is not left
 // behind by the check.
 func TestCheckPathsAccepts(t *testing.T) {
-	fake, tmp := fakeBin(t), t.TempDir()
+	fake, tmp := testkit.FakeBin(t), t.TempDir()
 	dir, out := filepath.Join(tmp, "logs", "today"), filepath.Join(tmp, "out.json")
 	if err := checkPaths(fake, dir, out); err != nil {
 		t.Fatalf("refused: %v", err)
@@ -211,7 +198,7 @@ func TestCheckEtcd(t *testing.T) {
 // report each such scenario as a violation.
 func TestMissingEtcdRefused(t *testing.T) {
 	bin := testkit.BuildOnce(t, "nearchat/cmd/chaos")
-	fake := fakeBin(t)
+	fake := testkit.FakeBin(t)
 	t.Setenv("PATH", t.TempDir()) // after the build, which needs go
 	testkit.ExpectRefused(t, bin, []string{"-bin", fake, "-dir", t.TempDir(), "-run", "^quit-etcd-lost$"},
 		"chaos: no etcd in $PATH", "(quit-etcd-lost)")

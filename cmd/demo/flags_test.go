@@ -17,17 +17,6 @@ import (
 
 func TestMain(m *testing.M) { testkit.VerifyNoLeaks(m) }
 
-// fakeBin returns a directory holding empty central, chatserver and chat.
-func fakeBin(t *testing.T) string {
-	bin := t.TempDir()
-	for _, p := range []string{"central", "chatserver", "chat"} {
-		if err := os.WriteFile(filepath.Join(bin, p), nil, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return bin
-}
-
 // TestCheckFlags: a value the demo cannot run with is refused before any
 // process starts, naming the flag, at once even for a -dashboard address
 // Central could not serve on, which used to surface only when the wait for
@@ -36,7 +25,7 @@ func fakeBin(t *testing.T) string {
 // allow is one scheduling hiccup of a race-instrumented binary on a
 // loaded 2-core CI machine.
 func TestCheckFlags(t *testing.T) {
-	bin := fakeBin(t)
+	bin := testkit.FakeBin(t)
 	if err := checkFlags(bin, 10, 4*time.Second, "", nil); err != nil {
 		t.Fatalf("defaults refused: %v", err)
 	}
@@ -48,7 +37,7 @@ func TestCheckFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	notExec := fakeBin(t)
+	notExec := testkit.FakeBin(t)
 	if err := os.Chmod(filepath.Join(notExec, "chat"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -96,14 +85,14 @@ func TestBadDashboardRefused(t *testing.T) {
 	}
 	defer busy.Close()
 	testkit.ExpectRefused(t, testkit.BuildOnce(t, "nearchat/cmd/demo"),
-		[]string{"-bin", fakeBin(t), "-dashboard", busy.Addr().String()},
+		[]string{"-bin", testkit.FakeBin(t), "-dashboard", busy.Addr().String()},
 		"demo: invalid value", "-dashboard", "address already in use")
 }
 
 // TestBadBinRefused: a -bin without every program exits 2 with one line
 // naming each one missing, before anything starts.
 func TestBadBinRefused(t *testing.T) {
-	bin := fakeBin(t)
+	bin := testkit.FakeBin(t)
 	for _, p := range []string{"central", "chat"} {
 		if err := os.Remove(filepath.Join(bin, p)); err != nil {
 			t.Fatal(err)
@@ -119,7 +108,7 @@ func TestBadBinRefused(t *testing.T) {
 // once (or ran another central) instead of starting the one in ".".
 func TestRelativeBin(t *testing.T) {
 	demo := testkit.BuildOnce(t, "nearchat/cmd/demo")
-	fake, pidFile := slowCentralBin(t)
+	fake, pidFile := testkit.SlowCentralBin(t)
 	for _, rel := range []string{".", "./"} {
 		t.Run(rel, func(t *testing.T) {
 			os.Remove(pidFile)
@@ -164,5 +153,5 @@ func TestMissingEtcdRefused(t *testing.T) {
 	}
 	demo := testkit.BuildOnce(t, "nearchat/cmd/demo")
 	t.Setenv("PATH", t.TempDir()) // after the build, which needs go
-	testkit.ExpectRefused(t, demo, []string{"-bin", fakeBin(t), "-replicas"}, "demo: no etcd in $PATH", "-replicas")
+	testkit.ExpectRefused(t, demo, []string{"-bin", testkit.FakeBin(t), "-replicas"}, "demo: no etcd in $PATH", "-replicas")
 }

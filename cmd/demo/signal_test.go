@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,21 +13,6 @@ import (
 
 	"nearchat/pkg/testkit"
 )
-
-// slowCentralBin returns a -bin directory whose central only writes its
-// pid to central.pid there and sleeps, never answering: the demo waits
-// for it for seconds, long enough to be signalled at a known point, and
-// no real cluster starts. chatserver and chat are empty.
-func slowCentralBin(t *testing.T) (bin, pidFile string) {
-	bin = fakeBin(t)
-	pidFile = filepath.Join(bin, "central.pid")
-	tmp := strconv.Quote(pidFile + ".tmp")
-	script := "#!/bin/sh\necho $$ > " + tmp + " && mv " + tmp + " " + strconv.Quote(pidFile) + "\nexec sleep 600\n"
-	if err := os.WriteFile(filepath.Join(bin, "central"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return bin, pidFile
-}
 
 // TestSignalExitStatus: the demo interrupted by SIGINT or SIGTERM stops
 // the processes it started and exits 128 plus the signal's number; it
@@ -42,7 +26,7 @@ func TestSignalExitStatus(t *testing.T) {
 		want int
 	}{{syscall.SIGINT, "SIGINT", 130}, {syscall.SIGTERM, "SIGTERM", 143}} {
 		t.Run(tc.name, func(t *testing.T) {
-			fake, pidFile := slowCentralBin(t)
+			fake, pidFile := testkit.SlowCentralBin(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, bin, "-bin", fake)

@@ -290,3 +290,33 @@ func ExpectFlagError(t testing.TB, err error, flag string) {
 		t.Errorf("%q: want one line", err)
 	}
 }
+
+// FakeBin returns a new directory of empty executables named like
+// nearchat's programs, for a tool's -bin: enough for its checks of the
+// directory, and whatever it starts exits at once.
+func FakeBin(t testing.TB) string {
+	t.Helper()
+	bin := t.TempDir()
+	for _, p := range []string{"central", "chatserver", "chat"} {
+		if err := os.WriteFile(filepath.Join(bin, p), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bin
+}
+
+// SlowCentralBin is FakeBin whose central only writes its pid to
+// central.pid there and sleeps, never answering: a tool waits for it for
+// seconds, long enough to be signalled at a known point, and no real
+// cluster starts.
+func SlowCentralBin(t testing.TB) (bin, pidFile string) {
+	t.Helper()
+	bin = FakeBin(t)
+	pidFile = filepath.Join(bin, "central.pid")
+	tmp := fmt.Sprintf("%q", pidFile+".tmp")
+	script := "#!/bin/sh\necho $$ > " + tmp + " && mv " + tmp + " " + fmt.Sprintf("%q", pidFile) + "\nexec sleep 600\n"
+	if err := os.WriteFile(filepath.Join(bin, "central"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin, pidFile
+}
