@@ -60,7 +60,11 @@ func TestWarnsWhenServersAreNotAuthenticated(t *testing.T) {
 		{"TLS, no secret, no client CA", tlsFlags, "any chat server that reaches the REST port can register"},
 		{"TLS, client CA, no secret", append(append([]string{}, tlsFlags...), "-tls-client-ca", files.CA), ""}, // only certificate holders register
 		{"plaintext, no secret", nil, "any chat server that reaches the REST port can register"},
-		{"secret", []string{"-secret", "s3cret"}, ""},
+		{"secret", []string{"-secret", "s3cret-of-20-bytes.."}, ""},
+		// Taken, but said: "abc" and sixteen spaces started without a
+		// word (black-box sweep, 2026-12-04).
+		{"short secret", []string{"-secret", "s3cret"}, "weak cluster secret: 6 bytes"},
+		{"secret of spaces", []string{"-secret", strings.Repeat(" ", 20)}, "weak cluster secret: 20 bytes, 0 of them not spaces"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			all := startLog(t, bin, []string{"PATH=/usr/bin:/bin"}, append(append([]string{}, ports...), tc.args...)...)
@@ -137,11 +141,11 @@ func TestEtcdOptions(t *testing.T) {
 // token (it did, in the dashboard's URL).
 func TestHelpHidesSecretsFromEnv(t *testing.T) {
 	bin := testkit.BuildOnce(t, "nearchat/cmd/central")
-	env := []string{"PATH=/usr/bin:/bin", "NEARCHAT_SECRET=topsecret-env", "NEARCHAT_DASHBOARD_TOKEN=dashtok-env"}
+	env := []string{"PATH=/usr/bin:/bin", "NEARCHAT_SECRET=topsecret-env-of-24-bytes", "NEARCHAT_DASHBOARD_TOKEN=dashtok-env"}
 	cmd := exec.Command(bin, "-h")
 	cmd.Env = env
 	out, _ := cmd.CombinedOutput()
-	if strings.Contains(string(out), "topsecret-env") || strings.Contains(string(out), "dashtok-env") || !strings.Contains(string(out), "$NEARCHAT_SECRET") {
+	if strings.Contains(string(out), "topsecret-env-of-24-bytes") || strings.Contains(string(out), "dashtok-env") || !strings.Contains(string(out), "$NEARCHAT_SECRET") {
 		t.Fatalf("-h shows a secret from the environment, or does not name the variable:\n%s", out)
 	}
 	for _, bad := range []struct{ flag, want string }{{"-heartbeat=5", "a duration such as"}, {"-max-outbound=4MiB", "whole number of bytes"}} {
