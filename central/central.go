@@ -153,8 +153,8 @@ func New(cfg Config) (*Central, error) {
 		// Short timeouts: an idle or trickling connection holds a
 		// descriptor from the budget every port shares.
 		ReadHeaderTimeout: restHeaderTimeout,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second,
+		ReadTimeout:       restReadTimeout,
+		WriteTimeout:      restWriteTimeout,
 		IdleTimeout:       restIdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
@@ -229,10 +229,16 @@ func newCore(cfg Config) (*Central, error) {
 }
 
 // REST timeouts: headers must arrive within restHeaderTimeout of the
-// connection (or of the previous response), and a keep-alive connection
-// idle for restIdleTimeout is closed.
+// connection (or of the previous response), a whole request within
+// restReadTimeout, and a keep-alive connection idle for restIdleTimeout
+// is closed. The read ends before the write's 15 s, so a body that never
+// arrives in full is told so (408): with both at 15 s the answer was past
+// its own deadline, and the peer saw only a close (black-box sweep,
+// 2026-12-04).
 const (
 	restHeaderTimeout = 5 * time.Second
+	restReadTimeout   = 10 * time.Second
+	restWriteTimeout  = 15 * time.Second
 	restIdleTimeout   = 15 * time.Second
 )
 

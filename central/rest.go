@@ -8,12 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"mime"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -111,17 +113,27 @@ func decode(r *http.Request, limit int64, v any) *apiError {
 	}
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return errf(http.StatusRequestEntityTooLarge, centralapi.CodeTooLarge, "request body exceeds %d bytes", limit)
+	err := dec.Decode(v)
+	if err == nil {
+		// The body must end with the object: read on to its end, so
+		// that one shorter than its Content-Length is not taken (the
+		// object was whole, the rest never came) and trailing data is
+		// seen.
+		if _, err = dec.Token(); err == nil {
+			return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "trailing data after the JSON body")
 		}
-		return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "malformed JSON body: %v", err)
+		if err == io.EOF {
+			return nil
+		}
 	}
-	if dec.More() {
-		return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "trailing data after the JSON body")
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return errf(http.StatusRequestEntityTooLarge, centralapi.CodeTooLarge, "request body exceeds %d bytes", limit)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return errf(http.StatusRequestTimeout, centralapi.CodeTimeout, "the request did not arrive whole within %v (Content-Length %d)", restReadTimeout, r.ContentLength)
 	}
-	return nil
+	return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "malformed JSON body: %v", err)
 }
 
 // firstByte returns the first byte of r past JSON's white space, left

@@ -415,6 +415,35 @@ func TestOnlineClients(t *testing.T) {
 // A body declared too big is refused before it is read: a client that
 // asks first (Expect: 100-continue) gets 413, not an invitation to send a
 // gigabyte (abuse probe, 2026-12-01).
+// TestRESTShortBodyTimesOut: a body shorter than its Content-Length is
+// answered 408 once restReadTimeout passes. With the read and the write
+// deadlines both at 15 s the answer was past its own deadline, and the
+// peer saw only a close (black-box sweep, 2026-12-04).
+func TestRESTShortBodyTimesOut(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	nc, err := net.Dial("tcp", h.c.RESTAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	start := time.Now()
+	if _, err := io.WriteString(nc, "POST /v1/clients HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":\"x\"}"); err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(restWriteTimeout + 10*time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatalf("no answer to a short body (after %v): %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	defer resp.Body.Close()
+	var e centralapi.Error
+	json.NewDecoder(resp.Body).Decode(&e)
+	if resp.StatusCode != http.StatusRequestTimeout || e.Code != centralapi.CodeTimeout {
+		t.Fatalf("short body: %d %+v, want 408 timeout", resp.StatusCode, e)
+	}
+	t.Logf("answered after %v: %s", time.Since(start).Round(time.Millisecond), e.Message)
+}
+
 func TestRESTRefusesDeclaredBigBody(t *testing.T) {
 	h := startCentral(t, testConfig(t))
 	rawRequest(t, h.c.RESTAddr(), "POST /v1/clients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n", "HTTP/1.1 413")

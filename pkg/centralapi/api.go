@@ -32,6 +32,7 @@ const (
 	CodeFull             = "full"                   // Central holds its maximum of users (-max-users); try again later
 	CodeInternal         = "internal"               // Central's own fault
 	CodeUnavailable      = "unavailable"            // the change is not stored yet (etcd unreachable): send it again
+	CodeTimeout          = "timeout"                // the request's body did not arrive whole in time (408)
 )
 
 // Error is an error response from Central.
