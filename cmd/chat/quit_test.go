@@ -221,14 +221,7 @@ func TestTerminalQuitWaitsForCentral(t *testing.T) {
 // chat, has the leave confirmed and the name given back, with nothing
 // to report.
 func TestTerminalQuitConfirmed(t *testing.T) {
-	needTmux(t)
-	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
-	cl := startCluster(t)
-	cl.startServer("serv1", 0)
-	bob := cl.peer("bob")
-	command, log := chatCommand(t, bin, "-name", "alice", "-central", cl.rest, "-control", cl.ctrl)
-	p := startPane(t, 100, 24, command, log)
-	chatWithBob(t, p, bob)
+	p, bob := aliceChattingWithBob(t)
 	p.keys("C-c")
 	s := p.waitScreen("EXIT=0", "TTY=RESTORED")
 	if strings.Contains(s, "did not confirm") {
@@ -237,6 +230,21 @@ func TestTerminalQuitConfirmed(t *testing.T) {
 	if _, err := bob.c.API().LookupClient(context.Background(), "alice"); !centralapi.IsUnknownClient(err) {
 		t.Errorf("alice after Ctrl-C: %v, want unknown", err)
 	}
+}
+
+// aliceChattingWithBob starts a cluster with serv1 and the peer bob, and
+// the terminal client as alice in a 100x24 pane, in a chat with bob.
+func aliceChattingWithBob(t *testing.T) (*pane, *peer) {
+	t.Helper()
+	needTmux(t)
+	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
+	cl := startCluster(t)
+	cl.startServer("serv1", 0)
+	bob := cl.peer("bob")
+	command, log := chatCommand(t, bin, "-name", "alice", "-central", cl.rest, "-control", cl.ctrl)
+	p := startPane(t, 100, 24, command, log)
+	chatWithBob(t, p, bob)
+	return p, bob
 }
 
 // chatWithBob has alice, at the terminal client's first screen in p, ask
@@ -260,14 +268,7 @@ func chatWithBob(t *testing.T, p *pane, bob *peer) {
 // its chat and its name taken until Central's grace period ran out. It
 // now quits as on SIGTERM: Central no longer knows it.
 func TestTerminalHangupQuits(t *testing.T) {
-	needTmux(t)
-	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
-	cl := startCluster(t)
-	cl.startServer("serv1", 0)
-	bob := cl.peer("bob")
-	command, log := chatCommand(t, bin, "-name", "alice", "-central", cl.rest, "-control", cl.ctrl)
-	p := startPane(t, 100, 24, command, log)
-	chatWithBob(t, p, bob)
+	p, bob := aliceChattingWithBob(t)
 	// Killing the pane closes its terminal: the kernel hangs up the
 	// processes on it, as when a terminal window is closed.
 	p.tmux("kill-pane", "-t", "chat")

@@ -467,14 +467,7 @@ func TestTerminalRequests(t *testing.T) {
 // Enter; on exit the mode is off again, so the shell gets a paste as typed
 // text (with the mode left on, it would echo the markers, ^[[200~).
 func TestTerminalPaste(t *testing.T) {
-	needTmux(t)
-	bin := testkit.BuildOnce(t, "nearchat/cmd/chat")
-	cl := startCluster(t)
-	cl.startServer("serv1", 0)
-	bob := cl.peer("bob")
-	command, log := chatCommand(t, bin, "-name", "alice", "-central", cl.rest, "-control", cl.ctrl)
-	p := startPane(t, 100, 24, command, log)
-	chatWithBob(t, p, bob)
+	p, bob := aliceChattingWithBob(t)
 	paste := func(s string) {
 		t.Helper()
 		p.tmux("set-buffer", "-b", "clip", s)
