@@ -25,6 +25,16 @@ func centralBehindProxy(t *testing.T) (*central.Central, *proxy) {
 		c.Central = cen.RESTAddr()
 		c.Heartbeat = 200 * time.Millisecond
 	})
+	// s1 registers on its own goroutine: a user started before it did
+	// could list no server, and miss its announcement while its control
+	// connection was still coming up; with an hour between rounds
+	// (TestReportsAfterAnnouncedServerFails) it then never measured s1
+	// (a CI run under load, 2026-12-04).
+	api := centralapi.NewClient(cen.RESTAddr(), nil)
+	testkit.WaitFor(t, 20*time.Second, "s1 registered", func() bool {
+		servers, err := api.Servers(context.Background())
+		return err == nil && slices.ContainsFunc(servers, func(s centralapi.ServerInfo) bool { return s.ID == "s1" })
+	})
 	return cen, startProxy(t, cen.ControlAddr())
 }
 
