@@ -626,6 +626,9 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 	u.dropped = time.Time{}
 	cn.user = u
 	c.sendLocked(cn, &proto.Welcome{V: v, Server: proto.CentralName, Max: wire.MaxFrame, User: u.name})
+	if v >= 9 {
+		c.listServersLocked(cn)
+	}
 	now := c.now()
 	for _, p := range u.pushes {
 		p.first = now // the give-up clock stood still while u was away

@@ -205,7 +205,7 @@ func (p *corePeer) send(m wire.Message) {
 }
 
 // frames returns what Central wrote to p since the last call, server
-// announcements left out.
+// announcements and lists left out.
 func (p *corePeer) frames() []wire.Message {
 	p.k.t.Helper()
 	msgs, _, err := p.rec.take()
@@ -215,7 +215,9 @@ func (p *corePeer) frames() []wire.Message {
 	p.seen = append(p.seen, msgs...)
 	out := msgs[:0]
 	for _, m := range msgs {
-		if _, ok := m.(*proto.ServerEvent); !ok {
+		switch m.(type) {
+		case *proto.ServerEvent, *proto.ServerList:
+		default:
 			out = append(out, m)
 		}
 	}

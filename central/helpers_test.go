@@ -104,6 +104,8 @@ type ctl struct {
 	// announcements interleave with everything, and tests that care read
 	// them here.
 	events []proto.ServerEvent
+	// listed collects the ServerList frames after the Welcome (version 9).
+	listed []proto.ServerList
 }
 
 func dialCtl(t testing.TB, addr string) *ctl {
@@ -119,8 +121,12 @@ func (k *ctl) send(m wire.Message) { k.t.Helper(); k.Send(m) }
 func expect[T wire.Message](k *ctl, skip func(wire.Message) bool) T {
 	k.t.Helper()
 	return wiretest.Expect[T](k.Peer, func(m wire.Message) bool {
-		if ev, ok := m.(*proto.ServerEvent); ok {
+		switch ev := m.(type) {
+		case *proto.ServerEvent:
 			k.events = append(k.events, *ev)
+			return true
+		case *proto.ServerList:
+			k.listed = append(k.listed, *ev)
 			return true
 		}
 		return skip != nil && skip(m)

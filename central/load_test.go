@@ -68,8 +68,12 @@ func recvType[T wire.Message](b *bot) (T, error) {
 		if err != nil {
 			return zero, err
 		}
-		if _, ev := m.(*proto.ServerEvent); skipAwaiting(m) || ev {
+		switch m.(type) {
+		case *proto.ServerEvent, *proto.ServerList:
 			continue // server announcements interleave with everything
+		}
+		if skipAwaiting(m) {
+			continue
 		}
 		if as, ok := m.(*proto.Assign); ok && b.left != "" && as.Room == b.left {
 			continue

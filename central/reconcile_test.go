@@ -606,6 +606,92 @@ func TestServerEventsAnnounced(t *testing.T) {
 	}
 }
 
+// TestServerListAfterWelcome: a client's control connection starts with
+// the servers up (version 9), draining ones marked and those gone left
+// out, in frames of a bounded size; an older client gets no ServerList,
+// whose type it would refuse. Before it, a server registered while a
+// client had no control connection was unknown to the client until its
+// next list fetch (client.TestServerListedOnConnect).
+func TestServerListAfterWelcome(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	for _, id := range []string{"serv1", "serv2", "serv3"} {
+		h.addServer(t, id)
+	}
+	if err := h.api.Drain(ctx(t), "serv2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.api.Deregister(ctx(t), "serv3", ""); err != nil {
+		t.Fatal(err)
+	}
+	addrOf := map[string]string{}
+	servers, err := h.api.Servers(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		addrOf[s.ID] = s.Addr
+	}
+	want := []proto.ListedServer{{ID: "serv1", Addr: addrOf["serv1"]}, {ID: "serv2", Addr: addrOf["serv2"], Draining: true}}
+
+	// The first frame after the Welcome, before any other.
+	s := h.register(t, "alice")
+	k := h.connectAs(t, s)
+	m, err := k.Next(wiretest.Timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, ok := m.(*proto.ServerList)
+	if !ok || !l.Last || !slices.Equal(l.Servers, want) {
+		t.Fatalf("after the Welcome: %T %+v, want the last ServerList of %+v", m, m, want)
+	}
+
+	// Split when the entries pass the frame budget.
+	setListBytes := func(n int) { // read under c.mu
+		h.c.mu.Lock()
+		listFrameBytes = n
+		h.c.mu.Unlock()
+	}
+	old := listFrameBytes
+	setListBytes(1)
+	t.Cleanup(func() { setListBytes(old) })
+	b := h.connectAs(t, h.register(t, "bob"))
+	var got []proto.ListedServer
+	for i := 0; ; i++ {
+		m, err := b.Next(wiretest.Timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, ok := m.(*proto.ServerList)
+		if !ok {
+			t.Fatalf("frame %d: %T %+v, want a ServerList", i, m, m)
+		}
+		if len(l.Servers) != 1 || l.Last != (i == len(want)-1) {
+			t.Fatalf("frame %d: %+v, want one server a frame, the last marked", i, l)
+		}
+		got = append(got, l.Servers...)
+		if l.Last {
+			break
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("split list %+v, want %+v", got, want)
+	}
+
+	// A version-8 client: a Ping's Pong is the first frame after the Welcome.
+	c := dialCtl(t, h.c.ControlAddr())
+	c.send(&proto.Hello{V: 8, Agent: "test/1", Token: h.register(t, "carol").Token})
+	w := expect[*proto.Welcome](c, nil)
+	if w.V != 8 {
+		t.Fatalf("welcome %+v, want version 8", w)
+	}
+	c.send(&proto.Ping{ID: 3})
+	if m, err := c.Next(wiretest.Timeout); err != nil {
+		t.Fatal(err)
+	} else if _, ok := m.(*proto.Pong); !ok {
+		t.Fatalf("version 8: %T %+v after the Welcome, want the Pong", m, m)
+	}
+}
+
 // Reliability 13: a room whose server died while Central was down is known
 // to a restarted Central only from its members' reports; once servers have
 // had OfflineAfter to come back, it is placed afresh.

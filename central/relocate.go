@@ -668,6 +668,35 @@ func (c *Central) announceLocked(s *serverRec, state string) {
 	}
 }
 
+// listServersLocked sends cn the servers up, after its Welcome (version
+// 9): the list the announcements after it change. Entries go in frames of
+// at most listFrameBytes of ids and addresses, the last with Last set.
+func (c *Central) listServersLocked(cn *conn) {
+	m := &proto.ServerList{Servers: []proto.ListedServer{}}
+	size := 0
+	for _, s := range c.servers {
+		if s.gone || s.rec.Down {
+			continue
+		}
+		n := len(s.rec.ID) + len(s.rec.Addr) + listEntryBytes
+		if size+n > listFrameBytes && len(m.Servers) > 0 {
+			c.sendLocked(cn, m)
+			m.Servers, size = m.Servers[:0], 0
+		}
+		m.Servers = append(m.Servers, proto.ListedServer{ID: s.rec.ID, Addr: s.rec.Addr, Draining: s.rec.Draining})
+		size += n
+	}
+	m.Last = true
+	c.sendLocked(cn, m)
+}
+
+// A ServerList frame holds entries of at most listFrameBytes in all, each
+// its id and address and listEntryBytes more for the keys and lengths:
+// well inside wire.MaxFrame. A variable for its test, read under c.mu.
+var listFrameBytes = wire.MaxFrame / 2
+
+const listEntryBytes = 32
+
 // reporter is one member's report that its room's server is unreachable.
 type reporter struct {
 	u *user

@@ -662,6 +662,7 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 		}
 	}()
 	silence := max(6*c.opts.HoldingEvery, ctrlSilence)
+	var listed []proto.ListedServer // a ServerList's frames so far
 	for {
 		_ = pc.NetConn().SetReadDeadline(time.Now().Add(silence))
 		m, err := pc.Recv()
@@ -681,6 +682,14 @@ func (c *Client) controlOnce(ctx context.Context, up *time.Time) error {
 			c.emit(RoomClosed{*m})
 		case *proto.ServerEvent:
 			c.onServerEvent(m)
+		case *proto.ServerList:
+			if len(listed)+len(m.Servers) <= maxServers {
+				listed = append(listed, m.Servers...)
+			}
+			if m.Last {
+				c.onServerList(listed)
+				listed = nil
+			}
 		case *proto.Ping:
 			_ = cc.send((*proto.Pong)(m))
 		case *proto.Pong:
@@ -1110,6 +1119,45 @@ func (c *Client) onServerEvent(m *proto.ServerEvent) {
 			c.lastVec = last
 		}
 		c.mu.Unlock()
+		select {
+		case c.probeNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// onServerList takes the servers Central listed after its Welcome: the
+// list the rounds probe from now on, which the announcements after it
+// keep, with no fetch. A server not listed here before came up while no
+// control connection could tell us (this client starting, or Central
+// restarted): it is measured at once, as an announced one is; a server
+// already known is left to the regular rounds, so a restarted Central's
+// clients do not all probe every server at once.
+func (c *Client) onServerList(list []proto.ListedServer) {
+	c.mu.Lock()
+	known := make(map[string]bool, len(c.servers))
+	for _, s := range c.servers {
+		known[s.ID] = true
+	}
+	servers := make([]centralapi.ServerInfo, 0, len(list))
+	seen := make(map[string]bool, len(list))
+	news := 0
+	for _, s := range list {
+		if seen[s.ID] {
+			continue
+		}
+		seen[s.ID] = true
+		servers = append(servers, centralapi.ServerInfo{ID: s.ID, Addr: s.Addr, Up: true, Draining: s.Draining})
+		if !known[s.ID] && len(c.upNow) < maxUpNow {
+			c.upNow[s.ID] = s.Addr
+			news++
+		}
+	}
+	c.servers, c.listGen, c.listAt = servers, c.ctrlGen, time.Now()
+	c.evGen++ // a fetch under way is older: it must not replace this list
+	c.mu.Unlock()
+	if news > 0 {
+		c.paceBack()
 		select {
 		case c.probeNow <- struct{}{}:
 		default:
@@ -1813,7 +1861,13 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 			servers = servers[:min(len(servers), maxServers)]
 		}
 		c.mu.Lock()
-		if !fresh {
+		switch {
+		case fresh:
+		case c.listFreshLocked(at) && c.listAt.After(at):
+			// Central listed its servers on a new control connection
+			// meanwhile: that list, and the announcements after it, are
+			// newer than this fetch.
+		default:
 			c.servers, c.listGen, c.listAt = servers, gen, at
 			if c.evGen != ev {
 				// An announcement crossed the fetch: which is newer is
@@ -1822,6 +1876,10 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 			}
 		}
 		targets = c.roundTargetsLocked(c.servers)
+		for _, t := range targets {
+			// This round measures it: no second probe beside it.
+			delete(c.upNow, t.ID)
+		}
 		c.mu.Unlock()
 	}
 	if newOnly && len(targets) == 0 && !unreported {

@@ -44,9 +44,11 @@
 // Client whose every probe fails (it is overloaded itself) keeps its
 // figures rather than make its room's server look unmeasured to Central,
 // and so does a server a room's connection reaches (not silent). The
-// list of servers comes from Central's REST API when the control
-// connection (re)connects, and every 2 minutes; in between Central's
-// announcements keep it. The vector goes to Central on the control
+// list of servers comes from Central with every control connection (a
+// ServerList after the Welcome; a server on it that the Client did not
+// know is measured at once), and from its REST API every 2 minutes, or
+// while no control connection is up; in between Central's announcements
+// keep it. The vector goes to Central on the control
 // connection (a Latency frame) while one is up, over REST otherwise. A probe reuses the connection of its server's
 // previous probe (rtt.Config.Keep), so a round costs Pings, not dials.
 //

@@ -270,14 +270,15 @@ type proxy struct {
 	target string
 	drop   atomic.Bool
 	hole   atomic.Bool
-	mute   atomic.Int32 // a frame type +1 never relayed to the client while set
-	muteUp atomic.Int32 // a frame type +1 never relayed to the target while set
-	joins  atomic.Int64 // Join frames relayed to the server
-	lats   atomic.Int64 // Latency frames relayed to the target
-	delay  atomic.Int64 // nanoseconds each frame to the client waits
-	sentAt atomic.Int64 // Unix nanoseconds of the last frame written to the client
-	pings  atomic.Int64 // Ping frames relayed to the server
-	beats  atomic.Int64 // beats (empty Pongs) relayed to the client
+	mute   atomic.Int32  // a frame type +1 never relayed to the client while set
+	muteUp atomic.Int32  // a frame type +1 never relayed to the target while set
+	joins  atomic.Int64  // Join frames relayed to the server
+	lats   atomic.Int64  // Latency frames relayed to the target
+	delay  atomic.Int64  // nanoseconds each frame to the client waits
+	sentAt atomic.Int64  // Unix nanoseconds of the last frame written to the client
+	pings  atomic.Int64  // Ping frames relayed to the server
+	beats  atomic.Int64  // beats (empty Pongs) relayed to the client
+	gate   chan struct{} // if set, no connection reaches the target before it is closed
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
@@ -285,11 +286,18 @@ type proxy struct {
 
 func startProxy(t testing.TB, target string) *proxy {
 	t.Helper()
+	return startGatedProxy(t, target, nil)
+}
+
+// startGatedProxy is startProxy whose connections are accepted at once
+// but reach target only once gate is closed (a nil gate: at once).
+func startGatedProxy(t testing.TB, target string, gate chan struct{}) *proxy {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{t: t, ln: ln, target: target, conns: map[net.Conn]bool{}}
+	p := &proxy{t: t, ln: ln, target: target, gate: gate, conns: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(func() {
@@ -321,6 +329,9 @@ func (p *proxy) accept() {
 		down, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		if p.gate != nil {
+			<-p.gate
 		}
 		up, err := net.Dial("tcp", p.target)
 		if err != nil {

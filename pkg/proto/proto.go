@@ -40,9 +40,11 @@
 // after every Welcome and periodically), Central answers every difference
 // from the desired placement with an Assign, and a member follows an
 // Assign whose (epoch, server) differs from its own, never the epoch alone.
-// Central tells connected clients of servers that come up, drain or go down
-// (ServerEvent), so they measure a new server at once, and members report
-// their latency vectors on the same connection (Latency).
+// Right after its Welcome, Central lists the servers up (ServerList,
+// version 9), and from then on tells connected clients of servers that
+// come up, drain or go down (ServerEvent), so they measure a new server at
+// once, and members report their latency vectors on the same connection
+// (Latency).
 package proto
 
 import (
@@ -89,6 +91,7 @@ const (
 	THolding     wire.Type = 0x29
 	TServerEvent wire.Type = 0x2a
 	TLatency     wire.Type = 0x2b
+	TServerList  wire.Type = 0x2c
 )
 
 // Hello (0x01, dialer -> listener, first frame). V is the protocol version
@@ -459,6 +462,26 @@ type ServerEvent struct {
 	State  string    `msgpack:"state"`
 }
 
+// ServerList (0x2c, Central -> client, version 9): the chat servers up,
+// draining ones marked, when Central took the client's Hello. Central
+// sends it right after the Welcome, in as many frames as the frame limit
+// needs (Last set on the final one), and every ServerEvent on the
+// connection after it changes this list. So a client knows every server
+// from the moment its control connection is up: a server that registered
+// while the client had none (starting, or reconnecting to a restarted
+// Central) is not missed until the client's next list fetch.
+type ServerList struct {
+	Servers []ListedServer `msgpack:"servers"`
+	Last    bool           `msgpack:"last"`
+}
+
+// ListedServer is one server of a ServerList.
+type ListedServer struct {
+	ID       string `msgpack:"id"`
+	Addr     string `msgpack:"addr"`
+	Draining bool   `msgpack:"draining"`
+}
+
 // Latency (0x2b, member -> Central, version 7): the member's latency
 // vector, replacing the last one it reported, as PUT
 // /v1/clients/{name}/latency does but without a REST connection. Central
@@ -510,6 +533,7 @@ func (*LeaveRoom) FrameType() wire.Type   { return TLeaveRoom }
 func (*RoomClosed) FrameType() wire.Type  { return TRoomClosed }
 func (*Holding) FrameType() wire.Type     { return THolding }
 func (*ServerEvent) FrameType() wire.Type { return TServerEvent }
+func (*ServerList) FrameType() wire.Type  { return TServerList }
 func (*Latency) FrameType() wire.Type     { return TLatency }
 
 // New returns an empty message of type t, ready for wire.Unmarshal, or nil
@@ -572,6 +596,8 @@ func New(t wire.Type) wire.Message {
 		return new(ServerEvent)
 	case TLatency:
 		return new(Latency)
+	case TServerList:
+		return new(ServerList)
 	}
 	return nil
 }

@@ -43,7 +43,11 @@ const (
 	//     the member left that Central may not have heard of; an older
 	//     Central refuses the key (unknown keys are refused), so a member
 	//     sends it only to a Central that answered version 8.
-	Version = 8
+	//   - version 9: Central's control port follows its Welcome with
+	//     ServerList (0x2c), the servers up at that moment; an older
+	//     client would refuse the unknown type, so Central sends it only
+	//     to a client whose Hello said version 9.
+	Version = 9
 	// MinVersion is the oldest version a listener still speaks.
 	MinVersion = 2
 	// LenSize is the size of the length prefix.
