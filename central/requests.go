@@ -379,11 +379,27 @@ func (c *Central) tryPlaceLocked(q *request, force bool) {
 	}
 	if err != nil {
 		c.log.Warn("no server for new room", "req", q.id, "err", err)
-		c.finishLocked(q, proto.ServerErr, "no chat server can host this room: "+err.Error(), "")
+		c.finishLocked(q, proto.ServerErr, placementDetail(err), "")
 		return
 	}
 	c.finishLocked(q, proto.ReqAccepted, "", r.id)
 	c.pushAssignLocked(r, "new room", "", 0, rtt, r.created)
+}
+
+// placementDetail is a SERVER_ERR's detail: why no server could host the
+// room, worded for the people who asked for it ("no chat server can host
+// this room: all 2 chat servers are full"). The error chain behind it is
+// for Central's log; a cause that is Central's own says only that.
+func placementDetail(err error) string {
+	const why = "no chat server can host this room"
+	var ne *selection.NoEligibleError
+	switch {
+	case errors.As(err, &ne):
+		return why + ": " + ne.Sentence()
+	case errors.Is(err, selection.ErrNoMembers):
+		return why + ": the chat has no members"
+	}
+	return why + " (an error of Central's own: its log has it)"
 }
 
 // placeLocked chooses a server for q's members and creates the room at

@@ -931,66 +931,23 @@ func statusDetail(st proto.Status) string {
 	return clipDetail(st.Detail)
 }
 
-// placementProblem words why Central could not place a room. Central's
-// detail is written for its log, a Go error chain: "no chat server can host
-// this room: selection: no eligible server: 3 servers for 2 members: 1
-// down, 0 draining, 2 full, 0 not measured by every member". The person
-// gets the counts as a sentence. Another cause behind Central's words is
-// an internal one, left to its log (the status's own text says enough); a
-// detail in other words shows its first part only.
+// placementProblem is what the person is told of why Central could not
+// place a room. Central words it for people ("no chat server can host this
+// room: all 2 chat servers are full"), its error chain going to its log,
+// and the part after its prefix is what is new to the person, who asked
+// for a chat. A detail in other words shows its first part only.
 func placementProblem(detail string) string {
-	const central = "no chat server can host this room: "
-	d, ours := strings.CutPrefix(detail, central)
-	d = strings.TrimPrefix(d, "selection: ")
-	var servers, members, down, draining, full, unmeasured int
-	_, err := fmt.Sscanf(d, "no eligible server: %d servers for %d members: %d down, %d draining, %d full, %d not measured by every member",
-		&servers, &members, &down, &draining, &full, &unmeasured)
-	if err != nil {
-		switch {
-		case d == "room has no members":
-			return "the chat has no members"
-		case ours:
-			return ""
-		}
-		if i := strings.Index(d, ": "); i > 0 {
-			d = d[:i] // the causes behind are for the log
-		}
-		return clipDetail(d)
-	}
-	if servers == 0 {
-		return "no chat server is running"
-	}
-	type reason struct {
-		n         int
-		one, many string
-	}
-	var why []string
-	for _, r := range []reason{
-		{down, "is down", "are down"},
-		{draining, "is shutting down", "are shutting down"},
-		{full, "is full", "are full"},
-		{unmeasured, "is not measured by everyone in the chat yet", "are not measured by everyone in the chat yet"},
-	} {
-		switch {
-		case r.n == 0:
-		case r.n == servers && servers == 1:
-			return "the only chat server " + r.one
-		case r.n == servers:
-			return fmt.Sprintf("all %d chat servers %s", servers, r.many)
-		case r.n == 1:
-			why = append(why, "1 "+r.one)
-		default:
-			why = append(why, fmt.Sprintf("%d %s", r.n, r.many))
+	d, ok := strings.CutPrefix(detail, "no chat server can host this room")
+	if ok {
+		d, ok = strings.CutPrefix(d, ": ")
+		if !ok {
+			return "" // Central's own fault: the status's text says enough
 		}
 	}
-	if len(why) == 0 {
-		return fmt.Sprintf("none of the %d chat servers can take it", servers)
+	if i := strings.Index(d, ": "); i > 0 {
+		d = d[:i] // any causes behind are for a log
 	}
-	list := why[len(why)-1]
-	if len(why) > 1 {
-		list = strings.Join(why[:len(why)-1], ", ") + " and " + list
-	}
-	return fmt.Sprintf("of %d chat servers, %s", servers, list)
+	return clipDetail(d)
 }
 
 func (m *model) roomReady(e client.RoomReady) []cmd {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -207,38 +208,78 @@ func Score(serverID string, members []Member) (Choice, bool) {
 // so it can afford a second pass to say why each server was rejected, which
 // is what an operator needs to read in the log.
 func noEligible(servers []Server, members int, measured func(i int) bool) error {
-	var down, draining, full, unmeasured int
+	e := &NoEligibleError{Servers: len(servers), Members: members}
 	for i := range servers {
 		s := &servers[i]
 		switch {
 		case !s.Up:
-			down++
+			e.Down++
 		case s.Draining:
-			draining++
+			e.Draining++
 		case s.Full:
-			full++
+			e.Full++
 		case !measured(i):
-			unmeasured++
+			e.Unmeasured++
 		}
 	}
-	return &noEligibleError{
-		msg: fmt.Sprintf("%v: %d servers for %d members: %d down, %d draining, %d full, %d not measured by every member",
-			ErrNoEligible, len(servers), members, down, draining, full, unmeasured),
-		unmeasured: unmeasured > 0,
+	return e
+}
+
+// NoEligibleError is ErrNoEligible with its counts: of Servers, how many
+// were passed over for each reason. It matches ErrUnmeasured too when some
+// open server lacked only a member's measurement.
+type NoEligibleError struct {
+	Servers, Members                 int
+	Down, Draining, Full, Unmeasured int
+}
+
+// Error words the counts for a log.
+func (e *NoEligibleError) Error() string {
+	return fmt.Sprintf("%v: %d servers for %d members: %d down, %d draining, %d full, %d not measured by every member",
+		ErrNoEligible, e.Servers, e.Members, e.Down, e.Draining, e.Full, e.Unmeasured)
+}
+
+func (e *NoEligibleError) Is(target error) bool {
+	return target == ErrNoEligible || (e.Unmeasured > 0 && target == ErrUnmeasured)
+}
+
+// Sentence words the counts for the people waiting for the room: "all 2
+// chat servers are full", "of 3 chat servers, 1 is down and 2 are full".
+func (e *NoEligibleError) Sentence() string {
+	if e.Servers == 0 {
+		return "no chat server is running"
 	}
-}
-
-// noEligibleError is ErrNoEligible with its detail, and ErrUnmeasured too
-// when some open server lacked only a member's measurement.
-type noEligibleError struct {
-	msg        string
-	unmeasured bool
-}
-
-func (e *noEligibleError) Error() string { return e.msg }
-
-func (e *noEligibleError) Is(target error) bool {
-	return target == ErrNoEligible || (e.unmeasured && target == ErrUnmeasured)
+	type reason struct {
+		n         int
+		one, many string
+	}
+	var why []string
+	for _, r := range []reason{
+		{e.Down, "is down", "are down"},
+		{e.Draining, "is shutting down", "are shutting down"},
+		{e.Full, "is full", "are full"},
+		{e.Unmeasured, "is not measured by everyone in the chat yet", "are not measured by everyone in the chat yet"},
+	} {
+		switch {
+		case r.n == 0:
+		case r.n == e.Servers && e.Servers == 1:
+			return "the only chat server " + r.one
+		case r.n == e.Servers:
+			return fmt.Sprintf("all %d chat servers %s", e.Servers, r.many)
+		case r.n == 1:
+			why = append(why, "1 "+r.one)
+		default:
+			why = append(why, fmt.Sprintf("%d %s", r.n, r.many))
+		}
+	}
+	if len(why) == 0 {
+		return fmt.Sprintf("none of the %d chat servers can take it", e.Servers)
+	}
+	list := why[len(why)-1]
+	if len(why) > 1 {
+		list = strings.Join(why[:len(why)-1], ", ") + " and " + list
+	}
+	return fmt.Sprintf("of %d chat servers, %s", e.Servers, list)
 }
 
 // Policy is the anti-flap rule for moving a live room.

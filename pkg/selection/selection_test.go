@@ -221,6 +221,31 @@ func TestNoEligibleErrorSaysWhy(t *testing.T) {
 	}
 }
 
+// TestNoEligibleSentence: the counts worded for the people waiting for a
+// room (Central's SERVER_ERR detail; bin/chat showed its error chain, and
+// then parsed it, before).
+func TestNoEligibleSentence(t *testing.T) {
+	for _, tt := range []struct {
+		e    NoEligibleError
+		want string
+	}{
+		{NoEligibleError{Servers: 3, Down: 1, Full: 2}, "of 3 chat servers, 1 is down and 2 are full"},
+		{NoEligibleError{}, "no chat server is running"},
+		{NoEligibleError{Servers: 1, Draining: 1}, "the only chat server is shutting down"},
+		{NoEligibleError{Servers: 2, Full: 2}, "all 2 chat servers are full"},
+		{NoEligibleError{Servers: 4, Down: 1, Draining: 1, Full: 1, Unmeasured: 1}, "of 4 chat servers, 1 is down, 1 is shutting down, 1 is full and 1 is not measured by everyone in the chat yet"},
+		{NoEligibleError{Servers: 2}, "none of the 2 chat servers can take it"},
+	} {
+		if got := tt.e.Sentence(); got != tt.want {
+			t.Errorf("%+v: %q, want %q", tt.e, got, tt.want)
+		}
+	}
+	var ne *NoEligibleError
+	if _, err := Choose(up("a"), []Member{rtts("u1", nil)}, nil); !errors.As(err, &ne) || ne.Sentence() != "the only chat server is not measured by everyone in the chat yet" {
+		t.Errorf("Choose: %v", err)
+	}
+}
+
 func TestScore(t *testing.T) {
 	members := []Member{
 		rtts("u1", map[string]time.Duration{"a": 10 * ms, "b": 5 * ms, "c": -1}),
