@@ -2,6 +2,7 @@ package central
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/hex"
@@ -103,7 +104,8 @@ func decode(r *http.Request, limit int64, v any) *apiError {
 		// (Expect: 100-continue) is not invited to send it.
 		return errf(http.StatusRequestEntityTooLarge, centralapi.CodeTooLarge, "request body of %d bytes exceeds %d", r.ContentLength, limit)
 	}
-	body := bufio.NewReader(http.MaxBytesReader(nil, r.Body, limit))
+	var seen bytes.Buffer // what the decoder read, for distinctKeys
+	body := bufio.NewReader(io.TeeReader(http.MaxBytesReader(nil, r.Body, limit), &seen))
 	// Every body is one JSON object with the fields of its request, as
 	// every frame is one msgpack map of its message's: null, another
 	// kind of value, or a field no request has is refused, where it was
@@ -123,6 +125,9 @@ func decode(r *http.Request, limit int64, v any) *apiError {
 			return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "trailing data after the JSON body")
 		}
 		if err == io.EOF {
+			if err := distinctKeys(seen.Bytes()); err != nil {
+				return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "%v", err)
+			}
 			return nil
 		}
 	}
@@ -134,6 +139,63 @@ func decode(r *http.Request, limit int64, v any) *apiError {
 		return errf(http.StatusRequestTimeout, centralapi.CodeTimeout, "the request did not arrive whole within %v (Content-Length %d)", restReadTimeout, r.ContentLength)
 	}
 	return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "malformed JSON body: %v", err)
+}
+
+// distinctKeys refuses a JSON body (one the decoder took) in which an
+// object names a key twice: encoding/json takes the last, so two readers of
+// one request could disagree on what it asks ({"name": "alice", "name":
+// "mallory"}). The request object's own keys are compared as encoding/json
+// matches them to fields, without regard to case; the keys of nested
+// objects exactly, since some are maps (a latency vector's server ids),
+// where "S1" and "s1" are two servers.
+func distinctKeys(body []byte) error {
+	type level struct {
+		obj, key bool // an object, and its next string is a key
+		seen     map[string]struct{}
+	}
+	var stack []level
+	value := func() { // a value ended: in an object, a key comes next
+		if n := len(stack); n > 0 && stack[n-1].obj {
+			stack[n-1].key = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // no float parsing: only the shape matters here
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // io.EOF; anything else the decoder refused already
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			if t == '{' || t == '[' {
+				stack = append(stack, level{obj: t == '{', key: t == '{'})
+				continue
+			}
+			stack = stack[:len(stack)-1]
+			value()
+		case string:
+			top := len(stack) - 1
+			if top < 0 || !stack[top].obj || !stack[top].key {
+				value()
+				continue
+			}
+			k := t
+			if top == 0 {
+				k = strings.ToLower(strings.ToUpper(t)) // as encoding/json folds a field's name
+			}
+			if stack[top].seen == nil {
+				stack[top].seen = map[string]struct{}{}
+			}
+			if _, dup := stack[top].seen[k]; dup {
+				return fmt.Errorf("key %.64q given twice in one JSON object", t)
+			}
+			stack[top].seen[k] = struct{}{}
+			stack[top].key = false
+		default:
+			value()
+		}
+	}
 }
 
 // firstByte returns the first byte of r past JSON's white space, left

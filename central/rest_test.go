@@ -48,6 +48,12 @@ func TestRESTErrors(t *testing.T) {
 		{"null body", "PUT", "/v1/clients/alice/latency", `null`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
 		{"array body", "POST", "/v1/clients", ` [{"name":"zed"}]`, "", 400, centralapi.CodeBadRequest, ""},
 		{"unknown field", "POST", "/v1/clients", `{"name":"zed","zz":1}`, "", 400, centralapi.CodeBadRequest, ""},
+		// A key twice: encoding/json takes the last, so two readers could
+		// disagree on what was asked (black-box sweep, 2026-12-04).
+		{"duplicate key", "POST", "/v1/clients", `{"name":"zed","name":"mallory"}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"duplicate key by case", "POST", "/v1/clients", `{"name":"zed","NAME":"mallory"}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"duplicate server in a vector", "PUT", "/v1/clients/alice/latency", `{"servers":{"serv1":{"median_us":1,"count":1},"serv1":{"median_us":1,"count":1}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
+		{"duplicate key in a sample", "PUT", "/v1/clients/alice/latency", `{"servers":{"serv1":{"median_us":1,"count":1,"count":2}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
 		{"body too large", "POST", "/v1/clients", big, "", 413, centralapi.CodeTooLarge, ""},
 		{"invalid name", "POST", "/v1/clients", `{"name":"no spaces"}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"empty name", "POST", "/v1/clients", `{"name":""}`, "", 400, centralapi.CodeBadRequest, ""},

@@ -18,9 +18,10 @@
 // configured lower) before it buffers a single body byte: an oversized or
 // malformed frame costs the receiver nothing but an error frame and a closed
 // connection. The body is one msgpack value, a map keyed by the short field
-// names listed in package proto; unknown keys, trailing bytes, values of
-// the wrong msgpack type and negative integers (no field takes one) are
-// all errors. Every length the body declares is
+// names listed in package proto; unknown keys, a key twice in one map,
+// trailing bytes, values of the wrong msgpack type, negative integers (no
+// field takes one), maps of more than 32 keys and values nested deeper
+// than 8 are all errors. Every length the body declares is
 // checked against the bytes actually present before decoding, so a frame
 // can never make its receiver allocate more than the frame's own size.
 //

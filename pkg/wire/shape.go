@@ -1,8 +1,10 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 )
 
 // errShape and errNegative are wrapped into ErrBody by Unmarshal.
@@ -111,4 +113,133 @@ func checkShape(b []byte) error {
 		return errShape
 	}
 	return nil
+}
+
+// Limits checkKeys applies: no message of the protocol nests deeper than
+// three (a Holding's rooms, each a map) or has more than a dozen fields.
+const (
+	maxDepth = 8
+	maxKeys  = 32
+)
+
+var (
+	errDepth = fmt.Errorf("values nested deeper than %d: no message nests that deep", maxDepth)
+	errKeys  = fmt.Errorf("a map of more than %d keys: no message has that many fields", maxKeys)
+)
+
+// checkKeys refuses a body (one that passed checkShape) in which a map
+// names a key twice: msgpack's decoder takes the last, so two readers of
+// one frame could disagree on what it says (a Join naming two rooms, its
+// first for one check, its last for another). It also bounds nesting and
+// the keys of a map, so that checking costs little on any frame.
+func checkKeys(b []byte) error {
+	_, err := walkKeys(b, 0, 0)
+	return err
+}
+
+// walkKeys checks the value at b[i:] and returns the index past it.
+func walkKeys(b []byte, i, depth int) (int, error) {
+	c := b[i]
+	var n int // entries of a map, elements of an array
+	isMap := false
+	switch {
+	case c&0xf0 == 0x80:
+		n, isMap, i = int(c&0x0f), true, i+1
+	case c == 0xde:
+		n, isMap, i = int(binary.BigEndian.Uint16(b[i+1:])), true, i+3
+	case c == 0xdf:
+		n, isMap, i = int(binary.BigEndian.Uint32(b[i+1:])), true, i+5
+	case c&0xf0 == 0x90:
+		n, i = int(c&0x0f), i+1
+	case c == 0xdc:
+		n, i = int(binary.BigEndian.Uint16(b[i+1:])), i+3
+	case c == 0xdd:
+		n, i = int(binary.BigEndian.Uint32(b[i+1:])), i+5
+	default:
+		return i + scalarSize(b[i:]), nil
+	}
+	if depth == maxDepth {
+		return 0, errDepth
+	}
+	if !isMap {
+		for range n {
+			var err error
+			if i, err = walkKeys(b, i, depth+1); err != nil {
+				return 0, err
+			}
+		}
+		return i, nil
+	}
+	if n > maxKeys {
+		return 0, errKeys
+	}
+	var keys [maxKeys][]byte
+	for k := range n {
+		end := i + scalarSize(b[i:])
+		key := b[i:end]
+		if c := key[0]; c&0xe0 == 0xa0 || (c >= 0xd9 && c <= 0xdb) {
+			key = key[strHeader(c):] // a string's bytes, however its length is encoded
+		}
+		for _, prev := range keys[:k] {
+			if bytes.Equal(prev, key) {
+				return 0, fmt.Errorf("key %.32q given twice in one map", key)
+			}
+		}
+		keys[k] = key
+		var err error
+		if i, err = walkKeys(b, end, depth+1); err != nil {
+			return 0, err
+		}
+	}
+	return i, nil
+}
+
+// strHeader is the header size of a msgpack string that starts with c.
+func strHeader(c byte) int {
+	switch c {
+	case 0xd9:
+		return 2
+	case 0xda:
+		return 3
+	case 0xdb:
+		return 5
+	}
+	return 1
+}
+
+// scalarSize is the encoded size of the value at the start of b, which is
+// neither a map nor an array (checkShape has vouched for its length).
+func scalarSize(b []byte) int {
+	c := b[0]
+	switch {
+	case c <= 0x7f, c >= 0xe0, c == 0xc0, c == 0xc2, c == 0xc3:
+		return 1
+	case c&0xe0 == 0xa0:
+		return 1 + int(c&0x1f)
+	}
+	switch c {
+	case 0xc4, 0xd9:
+		return 2 + int(b[1])
+	case 0xc5, 0xda:
+		return 3 + int(binary.BigEndian.Uint16(b[1:]))
+	case 0xc6, 0xdb:
+		return 5 + int(binary.BigEndian.Uint32(b[1:]))
+	case 0xc7:
+		return 3 + int(b[1])
+	case 0xc8:
+		return 4 + int(binary.BigEndian.Uint16(b[1:]))
+	case 0xc9:
+		return 6 + int(binary.BigEndian.Uint32(b[1:]))
+	case 0xcc, 0xd0:
+		return 2
+	case 0xcd, 0xd1:
+		return 3
+	case 0xca, 0xce, 0xd2:
+		return 5
+	case 0xcb, 0xcf, 0xd3:
+		return 9
+	case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8:
+		return 2 + 1<<(c-0xd4)
+	}
+	return 1 // 0xc1, refused by checkShape
 }

@@ -206,6 +206,9 @@ func Unmarshal(body []byte, v any) error {
 	if err := checkShape(body); err != nil {
 		return fmt.Errorf("%w: %v", ErrBody, err)
 	}
+	if err := checkKeys(body); err != nil {
+		return fmt.Errorf("%w: %v", ErrBody, err)
+	}
 	d := decoders.Get().(*decoder)
 	d.r.Reset(body)
 	d.dec.Reset(&d.r)

@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -105,6 +106,13 @@ func TestUnmarshalRejectsWrongShapes(t *testing.T) {
 		{"negative int16", []byte{0x81, 0xa2, 'i', 'd', 0xd1, 0xff, 0xfe}},
 		{"negative int32", []byte{0x81, 0xa2, 'i', 'd', 0xd2, 0x80, 0, 0, 0}},
 		{"negative int64 into a signed field", []byte{0x81, 0xa2, 'a', 't', 0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+		// A key twice: msgpack takes the last, so two readers could
+		// disagree on what the frame says (black-box sweep, 2026-12-04).
+		{"duplicate key", []byte{0x82, 0xa2, 'i', 'd', 0x01, 0xa2, 'i', 'd', 0x02}},
+		{"duplicate key, second as str8", []byte{0x82, 0xa2, 'i', 'd', 0x01, 0xd9, 0x02, 'i', 'd', 0x02}},
+		{"duplicate key after another", []byte{0x83, 0xa2, 'i', 'd', 0x01, 0xa2, 'a', 't', 0x02, 0xda, 0x00, 0x02, 'a', 't', 0x03}},
+		{"more keys than any message has", append([]byte{0xde, 0x00, 33}, bytes.Repeat([]byte{0xc0, 0xc0}, 33)...)},
+		{"nested nine deep", append(append([]byte{0x81, 0xa2, 'i', 'd'}, bytes.Repeat([]byte{0x91}, 8)...), 0x01)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,6 +121,36 @@ func TestUnmarshalRejectsWrongShapes(t *testing.T) {
 				t.Fatalf("Unmarshal(%x) = %v, want ErrBody", tc.body, err)
 			}
 		})
+	}
+}
+
+// TestUnmarshalDuplicateKeyNamed: the refusal of a repeated key names it,
+// and keys of different maps may repeat one another.
+func TestUnmarshalDuplicateKeyNamed(t *testing.T) {
+	err := wire.Unmarshal([]byte{0x82, 0xa2, 'i', 'd', 0x01, 0xa2, 'i', 'd', 0x02}, &proto.Ping{})
+	if err == nil || !strings.Contains(err.Error(), `key "id" given twice`) {
+		t.Fatalf("err = %v", err)
+	}
+	// The bounds that keep the check cheap, refused before msgpack reads on.
+	wide := append([]byte{0xde, 0x00, 33}, bytes.Repeat([]byte{0xa1, 'x', 0xc0}, 33)...)
+	if err := wire.Unmarshal(wide, &proto.Ping{}); err == nil || !strings.Contains(err.Error(), "more than 32 keys") {
+		t.Errorf("33 keys: %v", err)
+	}
+	deep := append(append([]byte{0x81, 0xa2, 'i', 'd'}, bytes.Repeat([]byte{0x91}, 8)...), 0x01)
+	if err := wire.Unmarshal(deep, &proto.Ping{}); err == nil || !strings.Contains(err.Error(), "deeper than 8") {
+		t.Errorf("nine deep: %v", err)
+	}
+	frame, err := wire.AppendFrame(nil, &proto.Joined{Room: "r-1", Members: []proto.Member{{User: "alice"}, {User: "bob"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _, err := wire.ParseFrame(frame, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j proto.Joined
+	if err := wire.Unmarshal(body, &j); err != nil || len(j.Members) != 2 || j.Members[1].User != "bob" {
+		t.Fatalf("Joined with two members: %+v, %v", j, err)
 	}
 }
 
