@@ -55,6 +55,8 @@ var messages = []struct {
 	{"latency", &proto.Latency{Servers: []proto.ServerRTT{{Server: "serv1", MedianUS: 20500, SpreadUS: 300, Count: 5}, {Server: "serv2", MedianUS: 41000, SpreadUS: 1200, Count: 4}}}},
 	{"holding-ticket", &proto.Holding{Rooms: []proto.Held{{Room: "r-1", Epoch: 3, Server: "serv1", Ticket: []byte{0x81, 0xa4, 'r', 'o', 'o', 'm'}}}}},
 	{"holding-left", &proto.Holding{Rooms: []proto.Held{{Room: "r-1", Epoch: 3, Server: "serv1"}}, Left: []string{"r-2"}}},
+	{"server-event", &proto.ServerEvent{Server: proto.ServerRef{ID: "serv2", Addr: "127.0.0.1:3003"}, State: proto.ServerDraining}},
+	{"server-list", &proto.ServerList{Servers: []proto.ListedServer{{ID: "serv1", Addr: "127.0.0.1:3002"}, {ID: "serv2", Addr: "127.0.0.1:3003", Draining: true}}, Last: true}},
 }
 
 func TestRoundTripAndGolden(t *testing.T) {
