@@ -130,7 +130,7 @@ func (m *model) viewName(f *frame) ([]row, string) {
 		{text: "  Choose a user name: 1 to 32 letters, digits, '.', '_' or '-'."},
 		{},
 	}
-	line, col := m.name.view("  Your user name: ", f.w)
+	line, col := m.name.view(prompt(f.w, "  Your user name: ", "  Name: ", "> "), f.w)
 	f.cursor, f.crow, f.ccol = !m.registering, len(body)+1, col
 	body = append(body, row{text: line}, row{})
 	switch {
@@ -144,12 +144,31 @@ func (m *model) viewName(f *frame) ([]row, string) {
 	return body, "Enter: continue · Ctrl-C: quit"
 }
 
+// prompt is the first of prompts that leaves an input at least
+// promptRoom columns of a w-column row, or the last: at 20 columns "Your
+// user name: " left 2, and a typed name showed its last letter alone.
+func prompt(w int, prompts ...string) string {
+	for _, p := range prompts {
+		if w-textWidth(p) >= promptRoom {
+			return p
+		}
+	}
+	return prompts[len(prompts)-1]
+}
+
+const promptRoom = 12
+
 func (m *model) menuLabel(i int) string {
 	switch i {
 	case menuBegin:
 		return "Begin a chat"
 	case menuRequests:
-		return fmt.Sprintf("View chat requests (%d)", len(m.incoming))
+		l := fmt.Sprintf("View chat requests (%d)", len(m.incoming))
+		if textWidth(l)+5 > m.w {
+			// The count matters most: at 20 columns it was cut away.
+			l = fmt.Sprintf("Requests (%d)", len(m.incoming))
+		}
+		return l
 	}
 	return "Quit"
 }

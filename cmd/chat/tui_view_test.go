@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -117,6 +118,35 @@ func TestViewScreens(t *testing.T) {
 				t.Errorf("cursor row %d, want %d:\n%s", row, tt.crow, s)
 			}
 		})
+	}
+}
+
+// TestViewNarrowNamePrompt: at the smallest window the name being typed
+// shows, its prompt shortened to make room; "  Your user name: " left two
+// columns of 20, so "alice" showed as "e".
+func TestViewNarrowNamePrompt(t *testing.T) {
+	m := drive(t, 80, 24, keysOf("alice")...)
+	for _, w := range []int{minW, 24, 30, 80} {
+		m.update(resizeMsg{w: w, h: minH})
+		f := m.view()
+		checkFrame(t, f, w, minH)
+		if got := f.rows[f.crow].text; !strings.Contains(got, "alice") {
+			t.Errorf("%d columns: the input row is %q, want the name in it", w, got)
+		}
+	}
+	m.update(resizeMsg{w: 80, h: 24})
+	if f := m.view(); !strings.Contains(f.rows[f.crow].text, "Your user name: alice") {
+		t.Errorf("80 columns: %q, want the whole prompt", f.rows[f.crow].text)
+	}
+	// The menu keeps the count of requests waiting.
+	m = drive(t, 80, 24, seq(inMenu(), client.Incoming{Incoming: proto.Incoming{Req: "q2", From: "carol"}})...)
+	for _, w := range []int{minW, 26, 80} {
+		m.update(resizeMsg{w: w, h: minH})
+		f := m.view()
+		checkFrame(t, f, w, minH)
+		if !slices.ContainsFunc(f.rows, func(r row) bool { return strings.Contains(r.text, "(1)") }) {
+			t.Errorf("%d columns: no request count in the menu:\n%v", w, f.rows)
+		}
 	}
 }
 
