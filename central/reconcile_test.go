@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"nearchat/central/store"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
@@ -675,6 +676,32 @@ func TestServerListAfterWelcome(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("split list %+v, want %+v", got, want)
+	}
+
+	// At most MaxListed servers, all a client measures: a list of all
+	// 4,096 Central may hold passed a connection's MaxOutbound at once.
+	h.c.mu.Lock()
+	for i := range proto.MaxListed + 10 {
+		h.c.addServerLocked(store.Server{ID: fmt.Sprintf("many%04d", i), Addr: "127.0.0.1:1"})
+	}
+	h.c.mu.Unlock()
+	setListBytes(old)
+	d := h.connectAs(t, h.register(t, "dave"))
+	listed := 0
+	for last := false; !last; {
+		m, err := d.Next(wiretest.Timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, ok := m.(*proto.ServerList)
+		if !ok {
+			t.Fatalf("%T %+v before the list's last frame", m, m)
+		}
+		listed += len(l.Servers)
+		last = l.Last
+	}
+	if listed != proto.MaxListed {
+		t.Fatalf("%d servers listed of %d up, want %d", listed, proto.MaxListed+12, proto.MaxListed)
 	}
 
 	// A version-8 client: a Ping's Pong is the first frame after the Welcome.

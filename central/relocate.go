@@ -670,13 +670,18 @@ func (c *Central) announceLocked(s *serverRec, state string) {
 
 // listServersLocked sends cn the servers up, after its Welcome (version
 // 9): the list the announcements after it change. Entries go in frames of
-// at most listFrameBytes of ids and addresses, the last with Last set.
+// at most listFrameBytes of ids and addresses, the last with Last set; at
+// most proto.MaxListed servers, which is all a client measures, so that
+// the list stays well inside the connection's MaxOutbound.
 func (c *Central) listServersLocked(cn *conn) {
 	m := &proto.ServerList{Servers: []proto.ListedServer{}}
-	size := 0
+	size, n := 0, 0
 	for _, s := range c.servers {
 		if s.gone || s.rec.Down {
 			continue
+		}
+		if n++; n > proto.MaxListed {
+			break
 		}
 		n := len(s.rec.ID) + len(s.rec.Addr) + listEntryBytes
 		if size+n > listFrameBytes && len(m.Servers) > 0 {

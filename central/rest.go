@@ -773,6 +773,10 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	if err := proto.CheckServer(in.ID); err != nil {
 		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "server id: %v", err)
 	}
+	if len(in.Addr) > proto.MaxAddr {
+		// Every client is told the address, in each announcement and list.
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "addr of %d bytes: a host:port is at most %d", len(in.Addr), proto.MaxAddr)
+	}
 	host, port, err := net.SplitHostPort(in.Addr)
 	if p, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || p <= 0 || p > 65535 {
 		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "addr %q is not host:port", in.Addr)

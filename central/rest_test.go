@@ -71,6 +71,7 @@ func TestRESTErrors(t *testing.T) {
 		{"latency bad server id", "PUT", "/v1/clients/alice/latency", `{"servers":{"a b":{"median_us":1,"count":1}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
 		{"server no secret", "POST", "/v1/servers", `{"id":"serv2","addr":"127.0.0.1:1"}`, "", 401, centralapi.CodeUnauthorized, ""},
 		{"server bad addr", "POST", "/v1/servers", `{"id":"serv2","addr":"nowhere","secret":"s3cret"}`, "", 400, centralapi.CodeBadRequest, ""},
+		{"server addr too long", "POST", "/v1/servers", `{"id":"serv2","addr":"` + strings.Repeat("a", 300) + `:1","secret":"s3cret"}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"server bad id", "POST", "/v1/servers", `{"id":"","addr":"127.0.0.1:1","secret":"s3cret"}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"heartbeat unknown server", "POST", "/v1/servers/ghost/heartbeat", `{}`, "Bearer s3cret", 404, centralapi.CodeUnknownServer, ""},
 		{"heartbeat wrong secret", "POST", "/v1/servers/serv1/heartbeat", `{"secret":"bad"}`, "", 401, centralapi.CodeUnauthorized, ""},

@@ -1172,8 +1172,8 @@ func (c *Client) onServerList(list []proto.ListedServer) {
 const maxRooms = 1024
 
 // maxServers bounds the servers a Client learns of from Central's
-// announcements; each is measured every probe round.
-const maxServers = 1024
+// announcements and lists; each is measured every probe round.
+const maxServers = proto.MaxListed
 
 // checkAssign reports what makes a unusable.
 func checkAssign(a proto.Assign) error {

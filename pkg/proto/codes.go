@@ -130,6 +130,12 @@ const (
 	MaxKey    = 32
 	MaxReq    = 32 // Central issues "q-" and 16 hex digits
 	MaxText   = 4096
+	// MaxAddr bounds a chat server's host:port: a DNS name is at most
+	// 253 bytes, an IPv6 literal in brackets 47.
+	MaxAddr = 260
+	// MaxListed bounds the servers a ServerList names, and a client
+	// measures: 1,024 of the longest ids and addresses fit 330 KiB.
+	MaxListed = 1024
 )
 
 // ErrName is returned by CheckUser, CheckServer, CheckRoom, CheckKey and
