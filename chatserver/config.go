@@ -235,11 +235,20 @@ func (c *Config) Validate() error {
 		bounds.Range("resend-rate", c.ResendRate, 0.01, 1e6),
 		bounds.AtLeast("history-budget", c.HistoryBudget, 0),
 		bounds.AtLeast("outbound-budget", c.OutboundBudget, 0),
-		bounds.DialAddr("advertise", c.Advertise, true),
+		advertise(c.Advertise),
 		heartbeat,
 		tokenFile,
 		bounds.Range("shutdown-grace", c.ShutdownGrace, 0, MaxTimeout),
 	)
+}
+
+// advertise checks the address told to Central: one to dial, no longer
+// than Central takes (proto.MaxAddr), or empty for the listen address.
+func advertise(v string) error {
+	if len(v) > proto.MaxAddr {
+		return bounds.Fail("advertise", v[:32]+"...", fmt.Sprintf("host:port of at most %d bytes (Central tells it to every client); this one has %d", proto.MaxAddr, len(v)))
+	}
+	return bounds.DialAddr("advertise", v, true)
 }
 
 // validate checks c and fills in the defaults its zero values stand for.

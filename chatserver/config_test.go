@@ -55,6 +55,7 @@ func TestValidate(t *testing.T) {
 		{"history budget negative", func(c *Config) { c.HistoryBudget = -1 }, "history-budget"},
 		{"outbound budget negative", func(c *Config) { c.OutboundBudget = -1 }, "outbound-budget"},
 		{"advertise port 0", func(c *Config) { c.Advertise = "10.0.0.1:0" }, "advertise"},
+		{"advertise longer than Central takes", func(c *Config) { c.Advertise = strings.Repeat("a", 300) + ":1" }, "advertise"},
 		{"heartbeat 0 is Central's", func(c *Config) { c.Heartbeat = 0 }, ""},
 		{"heartbeat 1ns", func(c *Config) { c.Heartbeat = 1 }, "heartbeat"},
 		{"shutdown grace negative", func(c *Config) { c.ShutdownGrace = -1 }, "shutdown-grace"},
