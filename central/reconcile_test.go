@@ -682,7 +682,8 @@ func TestServerListAfterWelcome(t *testing.T) {
 	// 4,096 Central may hold passed a connection's MaxOutbound at once.
 	h.c.mu.Lock()
 	for i := range proto.MaxListed + 10 {
-		h.c.addServerLocked(store.Server{ID: fmt.Sprintf("many%04d", i), Addr: "127.0.0.1:1"})
+		// Heard now, or the liveness check may mark them down first.
+		h.c.addServerLocked(store.Server{ID: fmt.Sprintf("many%04d", i), Addr: "127.0.0.1:1", LastSeen: h.c.now()})
 	}
 	h.c.mu.Unlock()
 	setListBytes(old)
