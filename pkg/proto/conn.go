@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"nearchat/pkg/wire"
 )
@@ -158,8 +160,28 @@ func CheckHello(h *Hello, who string) (int, error) {
 		return 0, Fatalf(CodeVersion, "protocol version past 2^63-1 is not spoken here; %s speaks %d to %d", who, wire.MinVersion, wire.Version)
 	case h.V < wire.MinVersion || h.V > wire.Version:
 		return 0, Fatalf(CodeVersion, "protocol version %d is not spoken here; %s speaks %d to %d", h.V, who, wire.MinVersion, wire.Version)
+	case len(h.Agent) > MaxAgent:
+		return 0, Fatalf(CodeBadRequest, "agent of %d bytes: a program's name and version take at most %d", len(h.Agent), MaxAgent)
+	case !printable(h.Agent):
+		return 0, Fatalf(CodeBadRequest, "agent %.64q is not printable UTF-8", h.Agent)
 	}
 	return h.V, nil
+}
+
+// MaxAgent bounds a Hello's Agent ("chat/1", "chatload/1").
+const MaxAgent = 64
+
+// printable reports whether s is UTF-8 without control characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // Fatal is a protocol violation that ends the connection: the listener

@@ -118,6 +118,21 @@ func TestCodeOf(t *testing.T) {
 	}
 }
 
+// TestCheckHelloAgent: a Hello's agent is a short printable name; one
+// that was not UTF-8, or 4 KiB of control characters, was taken (black-box
+// sweep, 2026-12-04).
+func TestCheckHelloAgent(t *testing.T) {
+	for agent, ok := range map[string]bool{
+		"chat/1": true, "chatload/1": true, "": true, "bot/1 (été)": true,
+		"\xff\xfe": false, "chat\x1b[2J": false, "a\nb": false, strings.Repeat("a", proto.MaxAgent+1): false,
+	} {
+		_, err := proto.CheckHello(&proto.Hello{V: wire.Version, Agent: agent}, "this test")
+		if (err == nil) != ok || (!ok && proto.CodeOf(err) != proto.CodeBadRequest) {
+			t.Errorf("agent %q: %v, want ok %v", agent, err, ok)
+		}
+	}
+}
+
 // TestCheckHelloVersions: a listener speaks every version from
 // wire.MinVersion to wire.Version, answers in the Hello's own, and refuses
 // the others with Error{version}.

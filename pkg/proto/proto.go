@@ -95,7 +95,8 @@ const (
 )
 
 // Hello (0x01, dialer -> listener, first frame). V is the protocol version
-// the dialer speaks; Agent names the program ("chat/1", "bot/1"); Token is
+// the dialer speaks; Agent names the program ("chat/1", "bot/1"), in at
+// most MaxAgent bytes of printable UTF-8; Token is
 // the session token on Central's control port and empty elsewhere.
 type Hello struct {
 	V     int    `msgpack:"v"`

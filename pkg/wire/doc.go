@@ -34,8 +34,10 @@
 // then on it sends that peer only frames of that version (a version-2 chat
 // member gets Presence frames where a version-3 one gets Presences). A
 // peer whose Hello names another version gets Error{code: Version}; a
-// dialer takes only a Welcome in its own version. Nothing else is accepted
-// before Hello. The current version is Version.
+// dialer takes only a Welcome in its own version. The agent names the
+// dialing program ("chat/1"): printable UTF-8 of at most 64 bytes, or
+// Error{code: BadRequest}. Nothing else is accepted before Hello. The
+// current version is Version.
 //
 // # Errors
 //
