@@ -1602,7 +1602,9 @@ const (
 
 // Servers returns the live servers as Central last listed them, with the
 // announcements since applied (a server up added, draining marked, down
-// dropped); the counts in it (Conns, Rooms, Full) are the listing's.
+// dropped). Only ID, Addr, Up and Draining are kept up: the load figures
+// (Conns, Rooms, Full) are a REST listing's, and zero for a server listed
+// on the control connection (ServerList) or announced.
 func (c *Client) Servers() []centralapi.ServerInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
