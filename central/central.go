@@ -143,13 +143,14 @@ func New(cfg Config) (*Central, error) {
 	// full cap, as a control connection that has not said Hello does.
 	ln = c.lim.Port(cfg.MaxConnsPerSource).Capped(restShare).NewcomerListener(ln, 1)
 	if cfg.TLS != nil {
-		ln = tls.NewListener(ln, cfg.TLS)
+		ln = jsonErrorsTLS{tls.NewListener(ln, cfg.TLS)}
 	} else {
 		ln = framedOff{Listener: ln, control: c.ControlAddr}
 	}
 	c.restLn = ln
 	c.httpSrv = &http.Server{
-		Handler: c.observeREST(c.restHandler()),
+		Handler:     tlsState(c.observeREST(c.restHandler())),
+		ConnContext: withConn,
 		// Short timeouts: an idle or trickling connection holds a
 		// descriptor from the budget every port shares.
 		ReadHeaderTimeout: restHeaderTimeout,
