@@ -71,6 +71,8 @@ for prog in central chatserver chat linkdelay; do
 done
 
 cd "$repo" || fail "cannot cd to $repo"
+# The scenario's own checks, on fake hosts: quick, and no network.
+"$python" -I mininet/test_ping_check.py -q || fail "mininet/test_ping_check.py failed"
 passed=0
 failed=0
 # The bots' scenario, then the terminal client's (tmux in c1 and c2).

@@ -59,6 +59,7 @@ import chat_network as cn
 import nearchat_link
 
 RTT_TOLERANCE_MS = 3.0
+PING_TRIES = 3  # bursts of pings per path before a delay counts as wrong
 PROBE_ROUNDS = 3  # probe rounds per bot and server before judging an RTT
 CUT_LINK = ('s6', 's3')  # serv3's switch leaves the network in step e
 BOT_RATE = 5  # messages per second per bot
@@ -304,20 +305,32 @@ class Scenario:
             for s in servers:
                 host = self.net[client]
                 host.cmd('ping -n -c 1 -W 2', cn.HOSTS[s])
-                out = host.cmd('ping -n -c 10 -i 0.05 -W 2', cn.HOSTS[s])
-                rtts = [float(x) for x in re.findall(r'time=([0-9.]+) ms', out)]
                 want = cn.expected_rtt_ms(client, s)
-                if len(rtts) < 5:
-                    raise ScenarioError('ping %s -> %s: only %d of 10 replies%s'
-                                        % (client, s, len(rtts), bridge_hint()))
-                med = statistics.median(rtts)
-                self.say('ping %-5s -> %-5s expected %3d ms, median %6.2f ms' %
-                         (client, s, want, med))
-                if abs(med - want) > RTT_TOLERANCE_MS:
+                # A delay set wrong is wrong in every burst; a burst that
+                # a busy machine stalled (half of ten pings 4.7 ms late
+                # through the relay, a CI run of 2026-12-04) is measured
+                # again, up to PING_TRIES bursts.
+                for attempt in range(1, PING_TRIES + 1):
+                    out = host.cmd('ping -n -c 10 -i 0.05 -W 2', cn.HOSTS[s])
+                    rtts = [float(x) for x in re.findall(r'time=([0-9.]+) ms', out)]
+                    if len(rtts) < 5:
+                        raise ScenarioError('ping %s -> %s: only %d of 10 replies%s'
+                                            % (client, s, len(rtts), bridge_hint()))
+                    med = statistics.median(rtts)
+                    self.say('ping %-5s -> %-5s expected %3d ms, median %6.2f ms' %
+                             (client, s, want, med))
+                    if abs(med - want) <= RTT_TOLERANCE_MS:
+                        break
+                    if attempt < PING_TRIES:
+                        self.say('ping %s -> %s off by %.2f ms (load average %s): '
+                                 'measuring again' % (client, s, med - want,
+                                                      load_average()))
+                        continue
                     raise ScenarioError(
                         'link delay is wrong: ping %s -> %s median %.2f ms, '
-                        'expected %d ms (delay mode %s)' % (
-                            client, s, med, want, self.link.__name__))
+                        'expected %d ms, in %d bursts of 10 (delay mode %s)' % (
+                            client, s, med, want, PING_TRIES,
+                            self.link.__name__))
 
     def run(self):
         args = self.args
