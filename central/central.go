@@ -143,14 +143,13 @@ func New(cfg Config) (*Central, error) {
 	// full cap, as a control connection that has not said Hello does.
 	ln = c.lim.Port(cfg.MaxConnsPerSource).Capped(restShare).NewcomerListener(ln, 1)
 	if cfg.TLS != nil {
-		ln = jsonErrorsTLS{tls.NewListener(ln, cfg.TLS)}
+		ln = tls.NewListener(ln, cfg.TLS)
 	} else {
 		ln = framedOff{Listener: ln, control: c.ControlAddr}
 	}
 	c.restLn = ln
 	c.httpSrv = &http.Server{
-		Handler:     tlsState(c.observeREST(c.restHandler())),
-		ConnContext: withConn,
+		Handler: c.observeREST(c.restHandler()),
 		// Short timeouts: an idle or trickling connection holds a
 		// descriptor from the budget every port shares.
 		ReadHeaderTimeout: restHeaderTimeout,

@@ -46,9 +46,6 @@ func (c *framedOffConn) CloseWrite() error {
 	return c.Conn.Close()
 }
 
-// Write rewrites net/http's own plain-text errors as JSON (httperr.go).
-func (c *framedOffConn) Write(b []byte) (int, error) { return writeRewritten(c.Conn, b) }
-
 // Read is never called concurrently (net/http's background read takes
 // turns with the request's reads, and starts only after the first
 // request), so read needs no lock.
