@@ -683,13 +683,13 @@ func (c *Central) listServersLocked(cn *conn) {
 		if n++; n > proto.MaxListed {
 			break
 		}
-		n := len(s.rec.ID) + len(s.rec.Addr) + listEntryBytes
-		if size+n > listFrameBytes && len(m.Servers) > 0 {
+		entry := len(s.rec.ID) + len(s.rec.Addr) + listEntryBytes
+		if size+entry > listFrameBytes && len(m.Servers) > 0 {
 			c.sendLocked(cn, m)
 			m.Servers, size = m.Servers[:0], 0
 		}
 		m.Servers = append(m.Servers, proto.ListedServer{ID: s.rec.ID, Addr: s.rec.Addr, Draining: s.rec.Draining})
-		size += n
+		size += entry
 	}
 	m.Last = true
 	c.sendLocked(cn, m)
