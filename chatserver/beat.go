@@ -30,7 +30,7 @@ func (s *Server) onBeat(m *member, body []byte) error {
 		return proto.Fatalf(proto.CodeUnknownType, "beat needs protocol version 6")
 	}
 	var b proto.Beat
-	if err := wire.Unmarshal(body, &b); err != nil {
+	if err := proto.Unmarshal(body, &b); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "beat: %v", err)
 	}
 	if b.Every != 0 && (b.Every < proto.BeatMin || b.Every > proto.BeatMax) {

@@ -322,7 +322,7 @@ func (s *Server) onHello(m *member, t wire.Type, body []byte) error {
 		return proto.Fatalf(proto.CodeNoHello, "the first frame must be Hello, got type 0x%02x", byte(t))
 	}
 	var h proto.Hello
-	if err := wire.Unmarshal(body, &h); err != nil {
+	if err := proto.Unmarshal(body, &h); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "hello: %v", err)
 	}
 	v, err := proto.CheckHello(&h, "this server")
@@ -337,7 +337,7 @@ func (s *Server) onHello(m *member, t wire.Type, body []byte) error {
 // onPing echoes a Ping as a Pong: the RTT probe clients measure with.
 func (s *Server) onPing(m *member, body []byte) error {
 	var p proto.Ping
-	if err := wire.Unmarshal(body, &p); err != nil {
+	if err := proto.Unmarshal(body, &p); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "ping: %v", err)
 	}
 	s.reply(m, (*proto.Pong)(&p))
@@ -351,7 +351,7 @@ func (s *Server) onJoin(m *member, body []byte) error {
 		return proto.Fatalf(proto.CodeBadJoin, "already joined room %q on this connection", m.room.id)
 	}
 	var j proto.Join
-	if err := wire.Unmarshal(body, &j); err != nil {
+	if err := proto.Unmarshal(body, &j); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "join: %v", err)
 	}
 	if err := proto.CheckRoom(j.Room); err != nil {
@@ -412,7 +412,7 @@ func (s *Server) onChat(m *member, body []byte) error {
 		// Not the encoding the fast path knows, or a resend for one
 		// member: the codec decides.
 		var msg proto.Chat
-		if err := wire.Unmarshal(body, &msg); err != nil {
+		if err := proto.Unmarshal(body, &msg); err != nil {
 			return proto.Fatalf(proto.CodeBadBody, "chat: %v", err)
 		}
 		if len(msg.Text) > proto.MaxText {
@@ -433,7 +433,7 @@ func (s *Server) onChat(m *member, body []byte) error {
 
 // onLeave takes a joined member out of its room and closes the connection.
 func (s *Server) onLeave(m *member, body []byte) error {
-	if err := wire.Unmarshal(body, &proto.Leave{}); err != nil {
+	if err := proto.Unmarshal(body, &proto.Leave{}); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "leave: %v", err)
 	}
 	s.leave(m)
@@ -452,7 +452,7 @@ const maxAsked = 256
 // its own timer, so nothing is lost by it.
 func (s *Server) onResend(m *member, body []byte) error {
 	var r proto.Resend
-	if err := wire.Unmarshal(body, &r); err != nil {
+	if err := proto.Unmarshal(body, &r); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "resend: %v", err)
 	}
 	if m.resends == nil {
@@ -475,7 +475,7 @@ func (s *Server) onResend(m *member, body []byte) error {
 // an asker whose answer was dropped asks again on its own timer.
 func (s *Server) onMissed(m *member, body []byte) error {
 	var x proto.Missed
-	if err := wire.Unmarshal(body, &x); err != nil {
+	if err := proto.Unmarshal(body, &x); err != nil {
 		return proto.Fatalf(proto.CodeBadBody, "missed: %v", err)
 	}
 	if m.asked.Add(-1) < 0 {

@@ -306,6 +306,12 @@ func TestBadInput(t *testing.T) {
 		{"user name with spaces", false, mustEncode(&proto.Join{Room: "r", User: "a b"}), proto.CodeBadJoin},
 		{"oversized text", false, append(mustEncode(&proto.Join{Room: "r2", User: "u"}), mustEncode(&proto.Chat{Num: 1, Text: strings.Repeat("t", proto.MaxText+1)})...), proto.CodeBadBody},
 		{"chat with an unknown field", false, append(mustEncode(&proto.Join{Room: "r5", User: "u"}), frame(proto.TChat, []byte{0x83, 0xa3, 'n', 'u', 'm', 0x01, 0xa4, 'e', 'v', 'i', 'l', 0xc0, 0xa4, 't', 'e', 'x', 't', 0xa2, 'h', 'i'})...), proto.CodeBadBody},
+		// A time past 2^63-1 would reach the room as a negative one, which
+		// every member's decoder refuses: one member could cut off all the
+		// others (and poison the history they rejoin to). It joins the
+		// bystanders' room, so their check sees what it would relay.
+		{"chat time past 2^63-1", false, append(mustEncode(&proto.Join{Room: "bystanders", User: "z"}), frame(proto.TChat, []byte{0x83, 0xa3, 'n', 'u', 'm', 0x01, 0xa2, 'a', 't', 0xcf, 0x80, 0, 0, 0, 0, 0, 0, 5, 0xa4, 't', 'e', 'x', 't', 0xa2, 'h', 'i'})...), proto.CodeBadBody},
+		{"ping time past 2^63-1", false, frame(proto.TPing, []byte{0x82, 0xa2, 'i', 'd', 0x01, 0xa2, 'a', 't', 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}), proto.CodeBadBody},
 		{"second join", false, append(mustEncode(&proto.Join{Room: "r3", User: "u"}), mustEncode(&proto.Join{Room: "r4", User: "u"})...), proto.CodeBadJoin},
 		{"no hello", true, mustEncode(&proto.Ping{ID: 1}), proto.CodeNoHello},
 		// Before the Hello, a frame over MaxHelloFrame is refused on its

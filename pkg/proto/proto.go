@@ -612,8 +612,66 @@ func Decode(t wire.Type, body []byte) (wire.Message, error) {
 	if m == nil {
 		return nil, fmt.Errorf("%w 0x%02x", ErrUnknownType, byte(t))
 	}
-	if err := wire.Unmarshal(body, m); err != nil {
+	if err := Unmarshal(body, m); err != nil {
 		return nil, fmt.Errorf("frame 0x%02x: %w", byte(t), err)
 	}
 	return m, nil
+}
+
+// Unmarshal is wire.Unmarshal with one check the codec cannot make: every
+// signed field of the protocol (a version, a limit, a time, a duration, a
+// count) is never negative, and wire.Unmarshal refuses a negative
+// encoding, but msgpack's decoder puts an unsigned integer past 2^63-1
+// into a signed field as a negative number. Relayed as it is, a Chat's
+// time reached every member as a negative integer their decoders refuse
+// (abuse probe, 2026-12-05): one member could cut off the others.
+func Unmarshal(body []byte, m wire.Message) error {
+	if err := wire.Unmarshal(body, m); err != nil {
+		return err
+	}
+	if f := wrapped(m); f != "" {
+		return fmt.Errorf("%w: %s is past 2^63-1", wire.ErrBody, f)
+	}
+	return nil
+}
+
+// wrapped names the first signed field of m that holds a negative value.
+func wrapped(m wire.Message) string {
+	switch m := m.(type) {
+	case *Hello:
+		if m.V < 0 {
+			return "v"
+		}
+	case *Welcome:
+		if m.V < 0 || m.Max < 0 {
+			return "v or max"
+		}
+	case *Ping:
+		if m.At < 0 {
+			return "at"
+		}
+	case *Pong:
+		if m.At < 0 {
+			return "at"
+		}
+	case *Chat:
+		if m.At < 0 {
+			return "at"
+		}
+	case *Deliver:
+		if m.At < 0 {
+			return "at"
+		}
+	case *Assign:
+		if m.PrevRTT < 0 || m.RTT < 0 {
+			return "prev_rtt or rtt"
+		}
+	case *Latency:
+		for _, s := range m.Servers {
+			if s.MedianUS < 0 || s.SpreadUS < 0 || s.Count < 0 {
+				return "a server's median_us, spread_us or count"
+			}
+		}
+	}
+	return ""
 }

@@ -3,6 +3,7 @@ package proto_test
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -115,5 +116,53 @@ func TestCodesOutOfRangeRefused(t *testing.T) {
 	var e proto.Error
 	if err := wire.Unmarshal([]byte{0x81, 0xa4, 'c', 'o', 'd', 'e', 0xcd, 0xff, 0xff}, &e); err != nil || e.Code != 0xffff {
 		t.Errorf("code 65535: %+v %v", e, err)
+	}
+}
+
+// An unsigned integer past 2^63-1 in a signed field is refused, not
+// wrapped to a negative number: wire.Unmarshal took it, and a Chat's time
+// went on to every member as a negative integer their decoders refuse.
+// The unsigned fields keep their whole range (ping IDs use it).
+func TestSignedFieldsPastInt64Refused(t *testing.T) {
+	big := []byte{0xcf, 0x80, 0, 0, 0, 0, 0, 0, 1}
+	field := func(key string) []byte {
+		b := append([]byte{0x81, 0xa0 | byte(len(key))}, key...)
+		return append(b, big...)
+	}
+	sample := append([]byte{0x81, 0xa7, 's', 'e', 'r', 'v', 'e', 'r', 's', 0x91, 0x81, 0xa9}, "median_us"...)
+	for _, tc := range []struct {
+		t    wire.Type
+		body []byte
+	}{
+		{proto.THello, field("v")},
+		{proto.TWelcome, field("max")},
+		{proto.TPing, field("at")},
+		{proto.TPong, field("at")},
+		{proto.TChat, field("at")},
+		{proto.TDeliver, field("at")},
+		{proto.TAssign, field("rtt")},
+		{proto.TLatency, append(sample, big...)},
+	} {
+		if m, err := proto.Decode(tc.t, tc.body); err == nil || !errors.Is(err, wire.ErrBody) {
+			t.Errorf("frame 0x%02x % x: %+v, %v; want a malformed body", byte(tc.t), tc.body, m, err)
+		}
+	}
+	for _, tc := range []struct {
+		body []byte
+		ok   bool
+	}{
+		{[]byte{0x82, 0xa3, 'n', 'u', 'm', 0x01, 0xa2, 'a', 't', 0xcf, 0x80, 0, 0, 0, 0, 0, 0, 1}, false},
+		{[]byte{0x82, 0xa3, 'n', 'u', 'm', 0x01, 0xa2, 'a', 't', 0xcf, 0x7f, 0, 0, 0, 0, 0, 0, 1}, true},
+	} {
+		if _, _, _, _, ok := proto.ScanChat(tc.body); ok != tc.ok {
+			t.Errorf("ScanChat(% x) ok %v, want %v", tc.body, ok, tc.ok)
+		}
+		if _, _, _, ok := proto.DeliverInfo(tc.body); ok != tc.ok {
+			t.Errorf("DeliverInfo(% x) ok %v, want %v", tc.body, ok, tc.ok)
+		}
+	}
+	m, err := proto.Decode(proto.TPing, field("id"))
+	if p, _ := m.(*proto.Ping); err != nil || p.ID != 1<<63+1 {
+		t.Errorf("ping id past 2^63-1: %+v %v, want it kept", m, err)
 	}
 }

@@ -60,7 +60,8 @@ func ScanChat(b []byte) (num uint64, at int64, text, to []byte, ok bool) {
 			return 0, 0, nil, nil, false
 		}
 	}
-	return num, at, text, to, len(b) == 0
+	// A time past 2^63-1 reads as negative: the codec path refuses it.
+	return num, at, text, to, len(b) == 0 && at >= 0
 }
 
 // AppendDeliver appends a whole Deliver frame to dst.
@@ -150,7 +151,7 @@ func DeliverInfo(b []byte) (seq, num uint64, at int64, ok bool) {
 			}
 		}
 	}
-	return seq, num, at, len(b) == 0
+	return seq, num, at, len(b) == 0 && at >= 0
 }
 
 func mapLen(b []byte) (int, []byte, bool) {
