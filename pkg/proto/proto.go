@@ -647,21 +647,13 @@ func wrapped(m wire.Message) string {
 			return "v or max"
 		}
 	case *Ping:
-		if m.At < 0 {
-			return "at"
-		}
+		return negative(m.At, "at")
 	case *Pong:
-		if m.At < 0 {
-			return "at"
-		}
+		return negative(m.At, "at")
 	case *Chat:
-		if m.At < 0 {
-			return "at"
-		}
+		return negative(m.At, "at")
 	case *Deliver:
-		if m.At < 0 {
-			return "at"
-		}
+		return negative(m.At, "at")
 	case *Assign:
 		if m.PrevRTT < 0 || m.RTT < 0 {
 			return "prev_rtt or rtt"
@@ -672,6 +664,14 @@ func wrapped(m wire.Message) string {
 				return "a server's median_us, spread_us or count"
 			}
 		}
+	}
+	return ""
+}
+
+// negative returns name when v is negative, and "" otherwise.
+func negative(v int64, name string) string {
+	if v < 0 {
+		return name
 	}
 	return ""
 }
