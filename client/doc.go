@@ -38,8 +38,9 @@
 // (the next round within ProbeEvery), a spread that changed alone is
 // reported without it. A server
 // is reported by its best of the last 3 rounds, with a spread that covers
-// how far those rounds disagree (a starved client's noise then moves no
-// room: Central weighs gains against spreads); its figure ages out after
+// how far the best two of them disagree (a starved client's noise then
+// moves no room: Central weighs gains against spreads, while one stalled
+// round alone does not veto a move); its figure ages out after
 // 3 of its probe periods in which the Client measured some server, so a
 // Client whose every probe fails (it is overloaded itself) keeps its
 // figures rather than make its room's server look unmeasured to Central,
