@@ -22,6 +22,7 @@ func ScanChat(b []byte) (num uint64, at int64, text, to []byte, ok bool) {
 	if !ok {
 		return 0, 0, nil, nil, false
 	}
+	var seen uint8 // the keys met so far: a key twice is the codec's to refuse
 	for range n {
 		var key []byte
 		if key, b, ok = fixStr(b); !ok {
@@ -29,6 +30,21 @@ func ScanChat(b []byte) (num uint64, at int64, text, to []byte, ok bool) {
 				return 0, 0, nil, nil, false
 			}
 		}
+		var bit uint8
+		switch string(key) {
+		case "num":
+			bit = 1
+		case "at":
+			bit = 2
+		case "text":
+			bit = 4
+		case "to":
+			bit = 8
+		}
+		if seen&bit != 0 {
+			return 0, 0, nil, nil, false
+		}
+		seen |= bit
 		switch string(key) {
 		case "num", "at":
 			var v int64

@@ -177,8 +177,12 @@ func walkKeys(b []byte, i, depth int) (int, error) {
 	for k := range n {
 		end := i + scalarSize(b[i:])
 		key := b[i:end]
-		if c := key[0]; c&0xe0 == 0xa0 || (c >= 0xd9 && c <= 0xdb) {
-			key = key[strHeader(c):] // a string's bytes, however its length is encoded
+		if c := key[0]; c&0xe0 == 0xa0 || (c >= 0xd9 && c <= 0xdb) || (c >= 0xc4 && c <= 0xc6) {
+			// A string's bytes, however its length is encoded; a binary
+			// key's too, since the decoder takes it for the same field
+			// (abuse probe, 2026-12-05: a Ping naming id as a string and
+			// again as binary was answered with the second).
+			key = key[strHeader(c):]
 		}
 		for _, prev := range keys[:k] {
 			if bytes.Equal(prev, key) {
@@ -194,14 +198,15 @@ func walkKeys(b []byte, i, depth int) (int, error) {
 	return i, nil
 }
 
-// strHeader is the header size of a msgpack string that starts with c.
+// strHeader is the header size of a msgpack string or binary that starts
+// with c.
 func strHeader(c byte) int {
 	switch c {
-	case 0xd9:
+	case 0xd9, 0xc4:
 		return 2
-	case 0xda:
+	case 0xda, 0xc5:
 		return 3
-	case 0xdb:
+	case 0xdb, 0xc6:
 		return 5
 	}
 	return 1

@@ -131,6 +131,13 @@ func TestUnmarshalDuplicateKeyNamed(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `key "id" given twice`) {
 		t.Fatalf("err = %v", err)
 	}
+	// A key named once as a string and once as binary is the same field
+	// to the decoder (abuse probe, 2026-12-05: a Ping answered with the
+	// second id).
+	err = wire.Unmarshal([]byte{0x82, 0xa2, 'i', 'd', 0x01, 0xc4, 0x02, 'i', 'd', 0x02}, &proto.Ping{})
+	if err == nil || !strings.Contains(err.Error(), `key "id" given twice`) {
+		t.Errorf("id as a string, then as binary: %v", err)
+	}
 	// The bounds that keep the check cheap, refused before msgpack reads on.
 	wide := append([]byte{0xde, 0x00, 33}, bytes.Repeat([]byte{0xa1, 'x', 0xc0}, 33)...)
 	if err := wire.Unmarshal(wide, &proto.Ping{}); err == nil || !strings.Contains(err.Error(), "more than 32 keys") {
