@@ -357,6 +357,9 @@ func (r *room) holdAck(m *member, num, seq uint64, size int) (write bool) {
 // member.acksQueued until written. from is the loop the caller runs on,
 // nil if none. Caller holds r.mu.
 func (r *room) queueAck(a heldAck, from *loop) {
+	if a.seq == 0 && !a.m.v4 {
+		return // a resend's, which a member before version 4 is not sent
+	}
 	f := newFrame()
 	f.b, _ = wire.AppendFrame(f.b, &proto.Ack{Num: a.num, Seq: a.seq})
 	r.ev++

@@ -360,14 +360,28 @@ func TestResendsUnacknowledgedBeforeV4(t *testing.T) {
 // MaxOutbound and it was cut off (slow_consumer), the flooder never
 // (abuse probe, 2026-12-01).
 func TestWindowIgnoringSenderIsCutNotTheReader(t *testing.T) {
+	t.Run("live messages", func(t *testing.T) { windowIgnoringSender(t, wire.Version, "") })
+	// A member of a version before 4 gets no Ack for a resend, so its
+	// resends were never withheld: flooding Chat{To: slow} it was never
+	// paused, and the slow member was cut off (slow_consumer) again each
+	// time it came back (abuse probe, 2026-12-05). They count against
+	// its window now, released unacknowledged.
+	t.Run("resends, version 3", func(t *testing.T) { windowIgnoringSender(t, 3, "slow") })
+}
+
+func windowIgnoringSender(t *testing.T, v int, to string) {
 	s := startServer(t, func(c *Config) { c.MaxOutbound = 256 << 10 })
 	slow := dialSlow(t, s, "w", "slow")
 	shrinkSendBuffer(t, s, "w", "slow")
-	flooder, _ := joinAs(t, s, "w", "flooder")
+	flooder := dial(t, s)
+	flooder.send(&proto.Hello{V: v, Agent: "flooder"})
+	flooder.expect(proto.TWelcome)
+	flooder.send(&proto.Join{Room: "w", User: "flooder"})
+	flooder.expect(proto.TJoined)
 	slow.expect(proto.TPresence)
 	var b []byte
 	for i := uint64(1); len(b) < 8<<20; i++ {
-		b, _ = wire.AppendFrame(b, &proto.Chat{Num: i, Text: strings.Repeat("f", 4000)})
+		b, _ = wire.AppendFrame(b, &proto.Chat{Num: i, Text: strings.Repeat("f", 4000), To: to})
 	}
 	go flooder.conn.Write(b) //nolint:errcheck // the close below tells
 	flooder.ExpectClosed(proto.CodeRateLimited)

@@ -367,12 +367,16 @@ func (s *Server) forward(m *member, to string, msg wire.Message) {
 // and held with them while the room has a member behind: a sender paces
 // its resend answers by these Acks through its SendWindow, as it does its
 // live messages, so a long answer cannot overrun the asker's MaxOutbound.
-// A member of a version before 4 gets no such Ack. Event loop only.
+// A member of a version before 4 gets no such Ack, but its resends are
+// held all the same (queueAck drops them when released): counted in its
+// withheld bytes, they pause a sender that floods them (overWindow), as
+// its live messages do, instead of cutting off the member it floods.
+// Event loop only.
 func (s *Server) resend(m *member, c *proto.Chat) {
 	r := m.room
 	r.mu.Lock()
 	size := r.forward(m, c.To, &proto.Deliver{From: m.user, Num: c.Num, At: c.At, Text: c.Text, Inc: m.inc})
-	ack := m.v4 && r.holdAck(m, c.Num, 0, size)
+	ack := r.holdAck(m, c.Num, 0, size) && m.v4
 	r.mu.Unlock()
 	if size == 0 {
 		s.notFound(m, r, c.To)
