@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -125,7 +126,7 @@ func decode(r *http.Request, limit int64, v any) *apiError {
 			return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "trailing data after the JSON body")
 		}
 		if err == io.EOF {
-			if err := distinctKeys(seen.Bytes()); err != nil {
+			if err := distinctKeys(seen.Bytes(), reflect.TypeOf(v)); err != nil {
 				return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "%v", err)
 			}
 			return nil
@@ -141,16 +142,20 @@ func decode(r *http.Request, limit int64, v any) *apiError {
 	return errf(http.StatusBadRequest, centralapi.CodeBadRequest, "malformed JSON body: %v", err)
 }
 
-// distinctKeys refuses a JSON body (one the decoder took) in which an
-// object names a key twice: encoding/json takes the last, so two readers of
-// one request could disagree on what it asks ({"name": "alice", "name":
-// "mallory"}). The request object's own keys are compared as encoding/json
-// matches them to fields, without regard to case; the keys of nested
-// objects exactly, since some are maps (a latency vector's server ids),
-// where "S1" and "s1" are two servers.
-func distinctKeys(body []byte) error {
+// distinctKeys refuses a JSON body (one the decoder took into a value of
+// type typ) in which an object names a key twice: encoding/json takes the
+// last, so two readers of one request could disagree on what it asks
+// ({"name": "alice", "name": "mallory"}). The keys of an object decoded
+// into a struct are compared as encoding/json matches them to fields,
+// without regard to case, at any depth (a latency sample's "median_us"
+// and "MEDIAN_US" too: abuse probe, 2026-12-05); those of an object
+// decoded into a map exactly, since they are names (a latency vector's
+// server ids, where "S1" and "s1" are two servers).
+func distinctKeys(body []byte, typ reflect.Type) error {
 	type level struct {
-		obj, key bool // an object, and its next string is a key
+		obj, key bool         // an object, and its next string is a key
+		typ      reflect.Type // what the object or array decodes into; nil: unknown
+		next     reflect.Type // in an object, what the value after its last key decodes into
 		seen     map[string]struct{}
 	}
 	var stack []level
@@ -169,7 +174,17 @@ func distinctKeys(body []byte) error {
 		switch t := tok.(type) {
 		case json.Delim:
 			if t == '{' || t == '[' {
-				stack = append(stack, level{obj: t == '{', key: t == '{'})
+				vt := typ
+				if n := len(stack); n > 0 {
+					vt = stack[n-1].next
+					if !stack[n-1].obj {
+						vt = elem(stack[n-1].typ)
+					}
+				}
+				for vt != nil && vt.Kind() == reflect.Pointer {
+					vt = vt.Elem()
+				}
+				stack = append(stack, level{obj: t == '{', key: t == '{', typ: vt})
 				continue
 			}
 			stack = stack[:len(stack)-1]
@@ -180,22 +195,54 @@ func distinctKeys(body []byte) error {
 				value()
 				continue
 			}
-			k := t
-			if top == 0 {
+			k, lv := t, &stack[top]
+			lv.next = nil
+			switch {
+			case lv.typ != nil && lv.typ.Kind() == reflect.Struct:
 				k = strings.ToLower(strings.ToUpper(t)) // as encoding/json folds a field's name
+				lv.next = fieldType(lv.typ, k)
+			case lv.typ != nil && lv.typ.Kind() == reflect.Map:
+				lv.next = lv.typ.Elem()
 			}
-			if stack[top].seen == nil {
-				stack[top].seen = map[string]struct{}{}
+			if lv.seen == nil {
+				lv.seen = map[string]struct{}{}
 			}
-			if _, dup := stack[top].seen[k]; dup {
+			if _, dup := lv.seen[k]; dup {
 				return fmt.Errorf("key %.64q given twice in one JSON object", t)
 			}
-			stack[top].seen[k] = struct{}{}
-			stack[top].key = false
+			lv.seen[k] = struct{}{}
+			lv.key = false
 		default:
 			value()
 		}
 	}
+}
+
+// elem is what the elements of an array of type t decode into, nil when
+// t is not a slice or an array.
+func elem(t reflect.Type) reflect.Type {
+	if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		return t.Elem()
+	}
+	return nil
+}
+
+// fieldType is the type of struct t's field whose JSON name folds to
+// folded, nil when there is none.
+func fieldType(t reflect.Type, folded string) reflect.Type {
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if strings.ToLower(strings.ToUpper(name)) == folded {
+			return f.Type
+		}
+	}
+	return nil
 }
 
 // firstByte returns the first byte of r past JSON's white space, left

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -53,6 +54,10 @@ func TestRESTErrors(t *testing.T) {
 		{"duplicate key", "POST", "/v1/clients", `{"name":"zed","name":"mallory"}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"duplicate key by case", "POST", "/v1/clients", `{"name":"zed","NAME":"mallory"}`, "", 400, centralapi.CodeBadRequest, ""},
 		{"duplicate server in a vector", "PUT", "/v1/clients/alice/latency", `{"servers":{"serv1":{"median_us":1,"count":1},"serv1":{"median_us":1,"count":1}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
+		// A nested struct's keys fold as encoding/json folds them: it kept
+		// the last, 5 (abuse probe, 2026-12-05). A map's keys (server ids)
+		// do not: serv1 and SERV1 are two servers (TestLatencyMapKeysExact).
+		{"duplicate key by case in a sample", "PUT", "/v1/clients/alice/latency", `{"servers":{"serv1":{"median_us":100,"MEDIAN_US":5,"count":1}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
 		{"duplicate key in a sample", "PUT", "/v1/clients/alice/latency", `{"servers":{"serv1":{"median_us":1,"count":1,"count":2}}}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
 		{"body too large", "POST", "/v1/clients", big, "", 413, centralapi.CodeTooLarge, ""},
 		{"invalid name", "POST", "/v1/clients", `{"name":"no spaces"}`, "", 400, centralapi.CodeBadRequest, ""},
@@ -668,5 +673,18 @@ func TestListingsBounded(t *testing.T) {
 	}, func(a, b int) int { return a - b })
 	if fmt.Sprint(got) != "[1 2 4]" {
 		t.Fatalf("smallest 3: %v", got)
+	}
+}
+
+// The keys of an object decoded into a map are names, compared exactly;
+// those of a struct fold as encoding/json matches fields.
+func TestLatencyMapKeysExact(t *testing.T) {
+	var v centralapi.LatencyVector
+	body := `{"servers":{"serv1":{"median_us":1,"count":1},"SERV1":{"Median_US":2,"count":1}}}`
+	if err := distinctKeys([]byte(body), reflect.TypeOf(&v)); err != nil {
+		t.Errorf("two servers named apart by case: %v", err)
+	}
+	if err := distinctKeys([]byte(`{"SERVERS":{},"servers":{}}`), reflect.TypeOf(&v)); err == nil {
+		t.Error("servers twice by case: taken")
 	}
 }
