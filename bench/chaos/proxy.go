@@ -44,7 +44,18 @@ type Rule struct {
 	Stall bool
 	// Blackhole discards everything.
 	Blackhole bool
+	// Rounds, above 1, limits Delay on Down to one round in Rounds, the
+	// first included: a round is a burst of exchanges, an Up frame coming
+	// less than roundGap after the last Up frame came or Down frame went,
+	// as a probe round's Pings and Pongs do (frame links only). A client whose probe rounds stall now and then, as on a busy
+	// machine, reads every server slow in those rounds alone.
+	Rounds int
 }
+
+// roundGap is the silence that ends a round (Rule.Rounds): more than the
+// client takes from a Pong to its next Ping, less than the interval
+// between probe rounds.
+const roundGap = 500 * time.Millisecond
 
 // Proxy forwards TCP connections from its own loopback address to a
 // target, with faults. On a frame link it cuts the stream into frames with
@@ -92,7 +103,9 @@ type pconn struct {
 	last   [2]map[wire.Type][]byte
 	closed chan struct{}
 	once   sync.Once
-	ended  int // directions whose source ended cleanly (under mu)
+	ended  int       // directions whose source ended cleanly (under mu)
+	lastAt time.Time // when the last Up frame came or Down frame went (under mu)
+	round  int       // rounds of Up frames so far, see Rule.Rounds (under mu)
 }
 
 // NewProxy listens on a free loopback port and forwards to target.
@@ -364,12 +377,26 @@ func (c *pconn) learn(d Dir, u unit) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.last[d][u.t] = u.b
+	if d == Up {
+		if u.at.Sub(c.lastAt) > roundGap {
+			c.round++
+		}
+		c.lastAt = u.at
+	}
 	if d == Up && u.t == proto.TJoin {
 		var j proto.Join
 		if wire.Unmarshal(u.b[wire.HeaderSize:], &j) == nil {
 			c.user = j.User
 		}
 	}
+}
+
+// stalledRound reports whether the current round is one of every n that
+// Rule.Rounds delays.
+func (c *pconn) stalledRound(n int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.round > 0 && (c.round-1)%n == 0
 }
 
 // write forwards queued units to dst under the rule of the moment.
@@ -418,6 +445,9 @@ func (c *pconn) writeTo(d Dir, dst net.Conn) bool {
 			}
 			r = c.p.rule(c, d)
 		}
+		if r.Rounds > 1 && !c.stalledRound(r.Rounds) {
+			r.Delay = 0
+		}
 		if wait := time.Until(u.at.Add(r.Delay)); wait > 0 {
 			select {
 			case <-c.closed:
@@ -442,6 +472,11 @@ func (c *pconn) writeTo(d Dir, dst net.Conn) bool {
 		}
 		if _, err := dst.Write(out); err != nil {
 			return false
+		}
+		if d == Down && u.ok {
+			c.mu.Lock()
+			c.lastAt = time.Now()
+			c.mu.Unlock()
 		}
 		if r.Rate > 0 {
 			select {

@@ -255,3 +255,54 @@ func TestProxyDeliversBeforeReset(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyDelaysOneRoundInN: with Rule.Rounds, only the first of every n
+// bursts of Up frames (rounds, roundGap apart) has its answers delayed.
+func TestProxyDelaysOneRoundInN(t *testing.T) {
+	addr, conns := sink(t)
+	p, err := NewProxy("s", addr, true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const delay = 500 * time.Millisecond
+	p.Set("", Down, Rule{Delay: delay, Rounds: 3})
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var srv net.Conn
+	for round := 1; round <= 4; round++ {
+		if round > 1 {
+			time.Sleep(roundGap + 100*time.Millisecond) // the silence that ends a round
+		}
+		var took []time.Duration
+		for i := range 2 { // two exchanges per round
+			start := time.Now()
+			if _, err := c.Write(frame(t, &proto.Ping{ID: uint64(2*round + i)})); err != nil {
+				t.Fatal(err)
+			}
+			if srv == nil {
+				srv = <-conns
+			}
+			if typ, err := readFrame(t, srv, 5*time.Second); err != nil || typ != proto.TPing {
+				t.Fatalf("round %d: server got %v, %v; want a Ping", round, typ, err)
+			}
+			if _, err := srv.Write(frame(t, &proto.Pong{ID: uint64(2*round + i)})); err != nil {
+				t.Fatal(err)
+			}
+			if typ, err := readFrame(t, c, 5*time.Second); err != nil || typ != proto.TPong {
+				t.Fatalf("round %d: got %v, %v; want the Pong", round, typ, err)
+			}
+			took = append(took, time.Since(start))
+		}
+		stalled := round == 1 || round == 4
+		t.Logf("round %d: %v (stalled: %v)", round, took, stalled)
+		for _, d := range took {
+			if stalled != (d >= delay) {
+				t.Errorf("round %d: an exchange took %v; want delayed by %v: %v", round, d, delay, stalled)
+			}
+		}
+	}
+}
