@@ -875,6 +875,40 @@ func TestFirstPlacementWaitsForSettledVector(t *testing.T) {
 	}
 }
 
+// A server whose advertised address no member reaches (a wrong -advertise,
+// a firewall) is in no vector its members report after it registered:
+// they probe every server they are told of, and report after, measured or
+// not. The placement does not wait SettleWait for it (every room started
+// 2 s late while such a server was registered: 2.3-2.4 s against 0.22-0.27
+// s, bin/chat bots, 2026-12-05), yet stays provisional, so a member that
+// later measures the server moves the room at once, dwell or not.
+func TestPlacementSkipsAServerItsMembersTried(t *testing.T) {
+	w := newWorld(t, func(cfg *Config) { cfg.Policy.MinDwell = time.Hour })
+	w.addServer(t, "serv3") // registers before the members report
+	a, as := w.connect(t, "alice")
+	b, bs := w.connect(t, "bob")
+	without := map[string]centralapi.Sample{"serv1": ms(60), "serv2": ms(100)}
+	w.latency(t, as, without)
+	w.latency(t, bs, without)
+	a.send(&proto.Request{To: []string{"bob"}})
+	a.expectStatus(proto.AckConn)
+	a.expectStatus(proto.ReqSent)
+	in := expect[*proto.Incoming](b, nil)
+	b.send(&proto.Answer{Req: in.Req, Accept: true})
+	// No tick, no clock advanced: placed on the answer.
+	a.expectStatus(proto.ReqAccepted)
+	if as := expect[*proto.Assign](a, skipAwaiting); as.Server.ID != "serv1" {
+		t.Fatalf("first placement %+v, want serv1", as)
+	}
+	expect[*proto.Assign](b, func(m wire.Message) bool { _, ok := m.(*proto.Status); return ok })
+	with := map[string]centralapi.Sample{"serv1": ms(60), "serv2": ms(100), "serv3": ms(20)}
+	w.latency(t, as, with)
+	w.latency(t, bs, with)
+	if mv := expect[*proto.Assign](a, nil); mv.Server.ID != "serv3" {
+		t.Fatalf("alice got %+v, want a move to serv3 despite the dwell", mv)
+	}
+}
+
 // A member whose first probe round outlasts SettleWait (a loaded machine)
 // has measured no server when the placement is forced: the request waits
 // for its report instead of failing with "no chat server can host this

@@ -412,7 +412,7 @@ func (c *Central) placeLocked(q *request, force bool) (*room, time.Duration, err
 	now := c.now()
 	r := &room{epoch: 1, members: slices.Clone(q.members), created: now, lastMove: now, unmoved: true, upsThen: c.serverUps}
 	c.refreshMatrix(r)
-	if !force && c.unsettledLocked(r) {
+	if !force && c.unsettledLocked(r, true) {
 		return nil, 0, nil
 	}
 	ch, err := selection.ChooseMatrix(c.sel, r.m, c.rnd)
@@ -426,12 +426,13 @@ func (c *Central) placeLocked(q *request, force bool) (*room, time.Duration, err
 		}
 	}
 	r.srv = c.servers[ch.Index]
-	provisional := c.unsettledLocked(r)
+	provisional := c.unsettledLocked(r, false)
 	if provisional {
 		// Some member has not measured a server that could host the room
-		// (it registered after the member's last round; the member was
-		// told and is probing it now): place it now, and let the
-		// member's report move it at once, with no dwell to wait out.
+		// (it registered after the member's last round, and the member
+		// is probing it now; or the member could not reach it): place it
+		// now, and let the member's report move it at once, with no
+		// dwell to wait out.
 		r.lastMove = time.Time{}
 	}
 	c.insertRoomLocked(r)
@@ -473,16 +474,24 @@ func (c *Central) tickRequestsLocked(now time.Time) {
 }
 
 // unsettledLocked reports whether some open server is unmeasured by some
-// member of r, whose matrix is fresh.
-func (c *Central) unsettledLocked(r *room) bool {
+// member of r, whose matrix is fresh. With awaited, only a server the
+// member may yet measure counts: not one missing from a vector it reported
+// after Central knew the server, since a client probes every server it is
+// told of and reports after, measured or not (an address no member
+// reaches, a wrong -advertise say, held every new room for SettleWait).
+func (c *Central) unsettledLocked(r *room, awaited bool) bool {
 	for i, s := range c.sel {
 		if !s.Up || s.Draining || s.Full {
 			continue
 		}
-		for j := range r.m.Members {
-			if r.m.At(j, i) < 0 {
-				return true
+		for j, u := range r.members {
+			if r.m.At(j, i) >= 0 {
+				continue
 			}
+			if awaited && u.lat != nil && u.latGen > c.servers[i].knownGen {
+				continue // it tried, and could not measure it
+			}
+			return true
 		}
 	}
 	return false
