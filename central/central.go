@@ -59,18 +59,13 @@ type Central struct {
 	rnd        *rand.Rand
 	workerRnds []*rand.Rand
 	online     int
-	started    time.Time // when New ran: servers get OfflineAfter to come back
-	// serverUps counts chat servers registering or coming back up
-	// (guarded by mu): a room this Central placed when it stood lower,
-	// and never moved, could not choose the servers since, and the
-	// dwell does not hold it (decide).
-	serverUps uint64
-	live      store.Liveness // the store's record of server liveness, if it keeps one
-	flush     store.Flusher  // the store, if it writes behind (see flushed)
-	tokenKey  []byte         // signs session tokens (newToken)
-	checkTok  bool           // tokenKey survives restarts: placeholders need their token
-	obs       *observer
-	revokes   revokeLog // tickets withdrawn before they expire (revoke.go)
+	started    time.Time      // when New ran: servers get OfflineAfter to come back
+	live       store.Liveness // the store's record of server liveness, if it keeps one
+	flush      store.Flusher  // the store, if it writes behind (see flushed)
+	tokenKey   []byte         // signs session tokens (newToken)
+	checkTok   bool           // tokenKey survives restarts: placeholders need their token
+	obs        *observer
+	revokes    revokeLog // tickets withdrawn before they expire (revoke.go)
 
 	kick chan struct{}
 

@@ -59,9 +59,10 @@
 // or goes down is announced to every connected client (ServerEvent), which
 // probes a new server at once; a latency report re-evaluates that member's
 // rooms at once; a new room waits up to SettleWait for every member to
-// have measured every open server, and one placed before that is
-// provisional (no dwell); nor does the dwell hold a room never moved from
-// a server that came up after it was placed. A room no open server can host yet because a
+// have measured every open server (not one a member's report since it
+// registered left out: the member could not reach it), and no dwell holds
+// a room never moved: its placement rested on its members' first probe
+// rounds, or missed a server that came up after. A room no open server can host yet because a
 // member has measured none of them (a first probe round late on a loaded
 // machine) waits for the reports up to RequestTimeout instead of failing.
 // Moves need a gain beyond the margins and beyond the measured spreads

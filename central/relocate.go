@@ -106,13 +106,16 @@ func (c *Central) decide(r *room, now time.Time, rnd *rand.Rand) (move, bool) {
 	c.refreshMatrix(r)
 	cur := r.cur()
 	last := r.lastMove
-	if r.unmoved && r.upsThen != c.serverUps {
+	if r.unmoved {
 		// The dwell keeps a room from moving back and forth on noise
-		// between servers it has chosen among; a room never moved has
-		// not chosen among servers that came up after it was placed:
-		// one better by the margins and spreads takes it at once (a
-		// chat begun just before its best server came up waited out the
-		// whole dwell, 4.6 s in the Mininet screen test).
+		// between servers it has chosen among. A room never moved has
+		// not chosen yet: its placement rested on its members' first
+		// rounds, the noisiest (a stalled one put a make demo room on
+		// serv4 at 87 ms, not serv3 at 62, and the dwell held it 8.5 s),
+		// or it could not choose a server that came up after (a chat
+		// begun just before its best server came up waited out the
+		// whole dwell, 4.6 s in the Mininet screen test). A server
+		// better by the margins and spreads takes it at once.
 		last = time.Time{}
 	}
 	d, err := c.cfg.Policy.DecideMatrix(cur, last, now, c.sel, r.m, rnd)

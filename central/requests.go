@@ -410,7 +410,7 @@ func (c *Central) placeLocked(q *request, force bool) (*room, time.Duration, err
 	c.syncSelLocked()
 	c.refreshDirtyLocked()
 	now := c.now()
-	r := &room{epoch: 1, members: slices.Clone(q.members), created: now, lastMove: now, unmoved: true, upsThen: c.serverUps}
+	r := &room{epoch: 1, members: slices.Clone(q.members), created: now, lastMove: now, unmoved: true}
 	c.refreshMatrix(r)
 	if !force && c.unsettledLocked(r, true) {
 		return nil, 0, nil
@@ -426,15 +426,11 @@ func (c *Central) placeLocked(q *request, force bool) (*room, time.Duration, err
 		}
 	}
 	r.srv = c.servers[ch.Index]
+	// Provisional: some member has not measured a server that could
+	// host the room (it registered after the member's last round, and
+	// the member is probing it now; or the member could not reach it).
+	// No dwell holds a room's first move either way (decide).
 	provisional := c.unsettledLocked(r, false)
-	if provisional {
-		// Some member has not measured a server that could host the room
-		// (it registered after the member's last round, and the member
-		// is probing it now; or the member could not reach it): place it
-		// now, and let the member's report move it at once, with no
-		// dwell to wait out.
-		r.lastMove = time.Time{}
-	}
 	c.insertRoomLocked(r)
 	c.sel[ch.Index].Full = r.srv.full()
 	c.storeErr("put room", c.st.PutRoom(r.record()))

@@ -885,7 +885,6 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	c.heardLocked(s, true)
 	c.syncSelLocked()
 	c.announceLocked(s, proto.ServerUp)
-	c.serverUps++
 	c.mu.Unlock()
 	c.log.Info("chat server registered", "server", in.ID, "addr", in.Addr)
 	c.kickScan()
@@ -924,7 +923,6 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	c.syncSelLocked()
 	if revived {
 		c.announceLocked(s, proto.ServerUp)
-		c.serverUps++
 	}
 	out := centralapi.HeartbeatResponse{HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), Draining: s.rec.Draining}
 	c.revocationsLocked(&out, in.RevokeLog, in.RevokeSeq, now)

@@ -149,11 +149,10 @@ type room struct {
 	created  time.Time
 	lastMove time.Time
 	adopted  bool
-	// unmoved: this Central placed the room when c.serverUps stood at
-	// upsThen, and has not moved it since (a room loaded from the store
-	// or adopted from a report is not).
+	// unmoved: this Central placed the room and has not moved it since
+	// (a room loaded from the store or adopted from a report is not):
+	// the dwell does not hold it (decide).
 	unmoved bool
-	upsThen uint64
 	// joined: a heartbeat of the room's server has reported a member in
 	// it (or the room was adopted from a report, or loaded from the
 	// store). Until then it counts toward its members' maxUnjoined, and

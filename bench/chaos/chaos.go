@@ -218,6 +218,12 @@ type Scenario struct {
 	// Config.Hold.
 	ServerArgs, BotArgs []string
 	HoldArgs            func(hold time.Duration) []string
+	// CentralArgs are extra flags for Central; later flags win, so they
+	// may override the harness's own.
+	CentralArgs []string
+	// Before, when set, runs once every proxy is up and before the bots
+	// start: faults the bots must meet from their first connection.
+	Before func(e *Env)
 	// Rate overrides Config.Rate when set.
 	Rate float64
 	// NoLoss makes any Missed, and any member's chat link breaking, a
@@ -292,6 +298,7 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	opts := cluster.Options{Bin: e.cfg.Bin, Dir: res.Logs, CentralArgs: []string{
 		"-scan", "1s", "-heartbeat", "500ms", "-offline-after", "3s", "-min-dwell", "2s",
 		"-assign-retry", "300ms", "-assign-give-up", "5s"}, Tickets: sc.Tickets}
+	opts.CentralArgs = append(opts.CentralArgs, sc.CentralArgs...)
 	if sc.Replicas {
 		if err := e.startReplicas(&opts, proxy); err != nil {
 			return err
@@ -343,6 +350,9 @@ func (e *Env) run(sc Scenario, seed uint64, res *Result) error {
 	var emu []string
 	for _, id := range sortedKeys(serverRTT) {
 		emu = append(emu, id+"="+serverRTT[id])
+	}
+	if sc.Before != nil {
+		sc.Before(e)
 	}
 	rate := e.cfg.Rate
 	if sc.Rate > 0 {

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"nearchat/bench/cluster"
@@ -12,6 +13,8 @@ import (
 var stallScenarios = []Scenario{
 	{Name: "stalled-probe-rounds", Doc: "every member's probe rounds read every server 150 ms slow one round in three (a busy client) while the room's drained server starts again: the room must go back to it within 20 s, and make no other move",
 		Run: stalledProbeRounds},
+	{Name: "stalled-first-round", Doc: "every member's first probe round of the best server (s1) reads it 150 ms slow, as a busy client's can, so the room starts on s2; Central's -min-dwell 30s: the room must reach s1 within 15 s of forming",
+		CentralArgs: []string{"-min-dwell", "30s"}, Before: stallFirstRound, Run: firstRoundCorrected},
 }
 
 func init() { Scenarios = append(Scenarios, stallScenarios...) }
@@ -77,6 +80,51 @@ func stalledProbeRounds(e *Env) error {
 				ev.Bot, ev.Str("from"), ev.Str("to"), best)
 			break
 		}
+	}
+	return nil
+}
+
+// firstRoundBack bounds how long after the room formed on a stalled first
+// round it may take to reach the best server: three probe rounds (1 s
+// apart here), well inside the scenario's dwell of 30 s, which held such a
+// room for all of it before a room never moved was freed of it.
+const firstRoundBack = 15 * time.Second
+
+// stallFirstRound delays the answers of s1 in the first round of every
+// probe connection to it (one round in math.MaxInt: the first only).
+func stallFirstRound(e *Env) {
+	p := e.Chat["s1"]
+	for _, m := range members {
+		p.Set(m, Down, Rule{})
+	}
+	p.Set("", Down, Rule{Delay: stallDelay, Rounds: math.MaxInt})
+	e.log("every first probe round of s1 stalled %v", stallDelay)
+}
+
+// firstRoundCorrected checks that the room, placed on s2 from the stalled
+// first rounds, reaches s1 within firstRoundBack of forming.
+func firstRoundCorrected(e *Env) error {
+	var formed time.Time
+	for _, ev := range e.C.Events.All() {
+		if ev.Kind() == "joined" && ev.Str("room") == e.Room {
+			if ev.Str("server") == "s1" {
+				return fmt.Errorf("%s joined the room on s1: the first rounds were not stalled", ev.Bot)
+			}
+			if formed.IsZero() || ev.At.Before(formed) {
+				formed = ev.At
+			}
+		}
+	}
+	mv, err := e.C.Events.Await(e.ctx, 0, firstRoundBack+5*time.Second, func(ev cluster.Event) bool {
+		return ev.Kind() == "moved" && ev.Str("to") == "s1"
+	})
+	switch {
+	case err != nil:
+		e.Violate("the room never reached s1 after forming on a stalled first round: %v", err)
+	case mv.At.Sub(formed) > firstRoundBack:
+		e.Violate("the room reached s1 %.1f s after forming, over %v", mv.At.Sub(formed).Seconds(), firstRoundBack)
+	default:
+		e.log("the room reached s1 %.1f s after forming", mv.At.Sub(formed).Seconds())
 	}
 	return nil
 }

@@ -47,6 +47,9 @@
 // The defaults (DefaultPolicy) are a gain of at least 5 ms and at least 10 %
 // of the current worst-case RTT, and a dwell of 10 s, which is longer than
 // Central's scan interval so a room that has just moved sits out one scan.
+// The dwell counts from the room's last move; Central gives a room it
+// placed and never moved none (its placement rested on first probe
+// rounds, the noisiest), so its first move waits only for the gain.
 // Central's -min-gain, -min-gain-pct and -min-dwell flags set them. This is
 // the one statement of the relocation rule; the README, package central and
 // central/API.md refer here.
