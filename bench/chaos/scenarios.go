@@ -98,12 +98,8 @@ func partitionDuringMove(e *Env) error {
 // upTo, once a member moved if awaitMove, and starts it again.
 func centralRestart(awaitMove bool, upTo time.Duration) func(*Env) error {
 	return func(e *Env) error {
-		at, _, err := e.Where()
+		from, err := e.drainRoomServer()
 		if err != nil {
-			return err
-		}
-		from := e.C.Events.Len()
-		if err := e.Drain(at); err != nil {
 			return err
 		}
 		if awaitMove {
@@ -126,18 +122,25 @@ func centralRestart(awaitMove bool, upTo time.Duration) func(*Env) error {
 	}
 }
 
-func killDuringHandoff(e *Env) error {
+// drainRoomServer drains the room's server and returns the event index
+// before it, for AwaitMove.
+func (e *Env) drainRoomServer() (from int, err error) {
 	at, _, err := e.Where()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	from := e.C.Events.Len()
-	if err := e.Drain(at); err != nil {
+	from = e.C.Events.Len()
+	return from, e.Drain(at)
+}
+
+func killDuringHandoff(e *Env) error {
+	from, err := e.drainRoomServer()
+	if err != nil {
 		return err
 	}
 	mv, err := e.AwaitMove(from, 10*time.Second)
 	if err != nil {
-		return fmt.Errorf("the drain of %s moved nobody: %w", at, err)
+		return fmt.Errorf("the drain moved nobody: %w", err)
 	}
 	if err := e.Sleep(e.Jitter(0, 100*time.Millisecond)); err != nil {
 		return err

@@ -36,17 +36,15 @@ const stallDelay = 150 * time.Millisecond
 // certain enough, the round left out as the outlier it is), and once back
 // must stay (nor may a stalled round move it).
 func stalledProbeRounds(e *Env) error {
-	best, _, err := e.Where()
+	from, err := e.drainRoomServer()
 	if err != nil {
 		return err
 	}
-	from := e.C.Events.Len()
-	if err := e.Drain(best); err != nil {
-		return err
+	mv, err := e.AwaitMove(from, 15*time.Second)
+	if err != nil {
+		return fmt.Errorf("the drain moved nobody: %w", err)
 	}
-	if _, err := e.AwaitMove(from, 15*time.Second); err != nil {
-		return fmt.Errorf("the drain of %s moved nobody: %w", best, err)
-	}
+	best := mv.Str("from")
 	// A member's chat link (it sent a Join) keeps its pace; every other
 	// connection to a chat server is a probe connection.
 	for _, p := range e.Chat {
@@ -62,7 +60,7 @@ func stalledProbeRounds(e *Env) error {
 		return err
 	}
 	restarted := time.Now()
-	mv, err := e.C.Events.Await(e.ctx, back, stallBack, func(ev cluster.Event) bool {
+	mv, err = e.C.Events.Await(e.ctx, back, stallBack, func(ev cluster.Event) bool {
 		return ev.Kind() == "moved" && ev.Str("to") == best
 	})
 	if err != nil {
