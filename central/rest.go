@@ -885,6 +885,7 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	c.heardLocked(s, true)
 	c.syncSelLocked()
 	c.announceLocked(s, proto.ServerUp)
+	c.verifyAddrLocked(s)
 	c.mu.Unlock()
 	c.log.Info("chat server registered", "server", in.ID, "addr", in.Addr)
 	c.kickScan()
@@ -924,7 +925,10 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	if revived {
 		c.announceLocked(s, proto.ServerUp)
 	}
-	out := centralapi.HeartbeatResponse{HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), Draining: s.rec.Draining}
+	if s.addrErr != "" && time.Since(s.verifiedAt) >= verifyRetry {
+		c.verifyAddrLocked(s)
+	}
+	out := centralapi.HeartbeatResponse{HeartbeatIntervalMS: c.cfg.HeartbeatInterval.Milliseconds(), Draining: s.rec.Draining, AddrError: s.addrErr}
 	c.revocationsLocked(&out, in.RevokeLog, in.RevokeSeq, now)
 	c.mu.Unlock()
 	if revived {
@@ -1039,6 +1043,7 @@ func (c *Central) listServers(r *http.Request) (int, any, *apiError) {
 		out.Servers = append(out.Servers, centralapi.ServerInfo{
 			ID: s.rec.ID, Addr: s.rec.Addr, Up: !s.rec.Down, Draining: s.rec.Draining, Full: s.full(),
 			Conns: s.rec.Conns, Rooms: s.assigned, MaxRooms: s.rec.MaxRooms, MaxConns: s.rec.MaxConns, LastSeen: s.rec.LastSeen,
+			AddrError: s.addrErr,
 		})
 	}
 	slices.SortFunc(out.Servers, func(a, b centralapi.ServerInfo) int { return strings.Compare(a.ID, b.ID) })

@@ -106,6 +106,13 @@ type serverRec struct {
 	// after it.
 	answeredAt time.Time
 	recheck    bool
+	// addrErr is why Central's last check of the server's advertised
+	// address failed, "" once it answered as this server (or before the
+	// first check ended); verifying, that a check runs; verifiedAt, when
+	// the last one ended (see verifyAddrLocked).
+	addrErr    string
+	verifying  bool
+	verifiedAt time.Time
 	// knownAt is when this Central took the server in (registered, or
 	// loaded from the store), knownGen the latGen then: a vector reported
 	// before (a user's latGen not past it) could not name the server.

@@ -29,6 +29,7 @@ type agent struct {
 	draining bool
 	joined   bool // registered once since the server started
 	pages    pager
+	addrErr  string // Central's last word on the advertised address
 }
 
 // heartbeatPage bounds the rooms one heartbeat reports: 2,000 rooms of 16
@@ -201,6 +202,7 @@ func (a *agent) run(ctx context.Context) {
 				if resp.Draining && !a.draining {
 					a.s.log.Info("Central says this server is draining")
 				}
+				a.noteAddrError(resp.AddrError)
 			}
 		}
 		wait := interval
@@ -377,4 +379,20 @@ func isToken(s string) bool {
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// noteAddrError logs Central's verdict on the advertised address when it
+// changes: an address Central cannot reach as this server is one clients
+// are unlikely to reach either, and nothing else would tell the operator.
+func (a *agent) noteAddrError(why string) {
+	if why == a.addrErr {
+		return
+	}
+	a.addrErr = why
+	if why != "" {
+		a.s.log.Warn("Central cannot reach this server at its advertised address; clients are unlikely to either: check -advertise (and the firewall)",
+			"advertise", a.s.Advertised(), "err", why)
+		return
+	}
+	a.s.log.Info("Central reaches this server at its advertised address now", "advertise", a.s.Advertised())
 }

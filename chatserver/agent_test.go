@@ -1,9 +1,11 @@
 package chatserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -266,5 +269,66 @@ func TestRefusedRegistrationStops(t *testing.T) {
 			}
 			t.Logf("Run: %v", err)
 		})
+	}
+}
+
+// lockedBuf is a log sink safe for the server's goroutines and the test.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A server registered with an advertised address nobody reaches was
+// listed as up with nothing said: Central checks the address now (a Hello
+// answered by this server), lists why it failed, and the server logs it.
+// An address answered by another server fails too; a right one passes.
+func TestAdvertisedAddressChecked(t *testing.T) {
+	rest, err := cluster.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startCentral(t, rest)
+	api := centralapi.NewClient(rest, nil)
+	dead, err := cluster.FreeAddr() // nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := startServer(t, func(cfg *Config) { cfg.ID, cfg.Central, cfg.Secret = "good", rest, "s3cret" })
+	var logs lockedBuf
+	startServer(t, func(cfg *Config) {
+		cfg.ID, cfg.Central, cfg.Secret, cfg.Advertise = "dead", rest, "s3cret", dead
+		cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testkit.Writer(t)), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	startServer(t, func(cfg *Config) {
+		cfg.ID, cfg.Central, cfg.Secret, cfg.Advertise = "twin", rest, "s3cret", good.Addr()
+	})
+	for id, want := range map[string]string{"dead": "connect", "twin": "another server"} {
+		testkit.WaitFor(t, 10*time.Second, id+"'s address error listed", func() bool {
+			info, ok := serverInfo(t, api, id)
+			return ok && info.AddrError != ""
+		})
+		info, _ := serverInfo(t, api, id)
+		t.Logf("%s at %s: %s", id, info.Addr, info.AddrError)
+		if !strings.Contains(info.AddrError, want) {
+			t.Errorf("%s: addr_error %q, want it to say %q", id, info.AddrError, want)
+		}
+	}
+	testkit.WaitFor(t, 10*time.Second, "the dead server's warning", func() bool {
+		return strings.Contains(logs.String(), "Central cannot reach this server at its advertised address")
+	})
+	if info, _ := serverInfo(t, api, "good"); info.AddrError != "" || !info.Up {
+		t.Fatalf("good: %+v", info)
 	}
 }

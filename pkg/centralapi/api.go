@@ -214,6 +214,9 @@ type HeartbeatResponse struct {
 	// Draining echoes Central's view, so a server drained by an operator
 	// through the API learns it.
 	Draining bool `json:"draining"`
+	// AddrError, when set, says why the server's advertised address
+	// failed Central's check (ServerInfo.AddrError), for its log.
+	AddrError string `json:"addr_error,omitempty"`
 	// Revocations follow the server's RevokeSeq in Central's log RevokeLog,
 	// up to RevokeSeq here; a server whose log id differs starts over
 	// from the first entry. Empty when Central signs no tickets.
@@ -234,6 +237,11 @@ type ServerInfo struct {
 	MaxRooms int       `json:"max_rooms"`
 	MaxConns int       `json:"max_conns"`
 	LastSeen time.Time `json:"last_seen"`
+	// AddrError, when set, says why Central's check of Addr failed (a
+	// Hello answered by this server, and one Ping): clients are unlikely
+	// to reach the server there either. Checked at registration, and
+	// again every 30 s while it fails.
+	AddrError string `json:"addr_error,omitempty"`
 }
 
 // ServerList is the answer to GET /v1/servers.
