@@ -270,6 +270,9 @@ type ServerView struct {
 	MaxRooms int       `json:"max_rooms"`
 	MaxConns int       `json:"max_conns"`
 	LastSeen time.Time `json:"last_seen"`
+	// AddrError says why Central's check of Addr failed (see
+	// centralapi.ServerInfo), empty when it answered.
+	AddrError string `json:"addr_error,omitempty"`
 }
 
 // ClientView is one registered client and its latest latency vector
@@ -331,7 +334,8 @@ func (c *Central) Snapshot() Snapshot {
 			continue
 		}
 		snap.Servers = append(snap.Servers, ServerView{ID: s.rec.ID, Addr: s.rec.Addr, Up: !s.rec.Down, Draining: s.rec.Draining,
-			Rooms: s.assigned, Conns: s.rec.Conns, MaxRooms: s.rec.MaxRooms, MaxConns: s.rec.MaxConns, LastSeen: s.rec.LastSeen})
+			Rooms: s.assigned, Conns: s.rec.Conns, MaxRooms: s.rec.MaxRooms, MaxConns: s.rec.MaxConns, LastSeen: s.rec.LastSeen,
+			AddrError: s.addrErr})
 	}
 	// The first snapshotClients by name: a heap of the smallest names
 	// seen, its greatest on top. Anyone may register users, and a snapshot

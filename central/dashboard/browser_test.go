@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	benchcluster "nearchat/bench/cluster"
+	"nearchat/pkg/centralapi"
 	"nearchat/pkg/testkit"
 
 	"github.com/chromedp/chromedp"
@@ -161,6 +163,48 @@ func TestDashboardInBrowser(t *testing.T) {
 		if err := os.WriteFile(p, png, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page reported problems: %q", p)
+	}
+}
+
+// TestDashboardFlagsUnreachableAddress: a chat server registered at an
+// address that does not answer Central's check is listed with an
+// "unreachable" badge whose title says why; one that answers has none.
+func TestDashboardFlagsUnreachableAddress(t *testing.T) {
+	ctx, problems := browser(t)
+	c := startCluster(t)
+	c.startServer("serv1")
+	dead, err := benchcluster.FreeAddr() // below the ephemeral range: no :0 listener takes it meanwhile
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.api.Register(context.Background(), centralapi.RegisterServerRequest{ID: "astray", Addr: dead, Secret: secret}); err != nil {
+		t.Fatal(err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(tctx,
+		chromedp.Navigate(c.dash.URL()),
+		chromedp.WaitVisible(chromedp.CSS(`#servers tbody tr[data-server="astray"][data-addr-error] .badge.unreachable`)),
+	); err != nil {
+		t.Fatalf("the unreachable badge: %v (page problems: %q)", err, problems())
+	}
+	why, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#servers tbody tr[data-server="astray"] td:nth-child(2)').title`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagged, err := chromedp.Run(ctx, chromedp.Evaluate[string](`Array.from(document.querySelectorAll("#servers tbody tr[data-addr-error]")).map(r => r.dataset.server).join(",")`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("astray at %s: %q", dead, why)
+	if !strings.Contains(why, "refused") {
+		t.Errorf("badge title %q, want the check's error (connection refused)", why)
+	}
+	if flagged != "astray" {
+		t.Errorf("flagged rows %q, want astray alone", flagged)
 	}
 	if p := problems(); len(p) > 0 {
 		t.Errorf("the page reported problems: %q", p)

@@ -65,12 +65,20 @@ function renderServers(s) {
   body.replaceChildren();
   for (const v of s.servers || []) {
     const state = !v.up ? "down" : v.draining ? "draining" : "up";
-    const tr = row([el("td", v.id), el("td", v.addr), td(el("span", state, "badge " + state)),
+    const addr = el("td", v.addr);
+    if (v.addr_error) {
+      // Central's check of the advertised address failed: clients are
+      // unlikely to reach the server there.
+      addr.append(" ", el("span", "unreachable", "badge unreachable"));
+      addr.title = v.addr_error;
+    }
+    const tr = row([el("td", v.id), addr, td(el("span", state, "badge " + state)),
       td(String(v.rooms) + (v.max_rooms ? " / " + v.max_rooms : ""), "num"),
       td(String(v.conns) + (v.max_conns ? " / " + v.max_conns : ""), "num"),
       el("td", ago(v.last_seen, s.at))]);
     tr.dataset.server = v.id;
     tr.dataset.state = state;
+    if (v.addr_error) tr.dataset.addrError = v.addr_error;
     body.appendChild(tr);
   }
 }
