@@ -470,13 +470,16 @@ func (c *pconn) writeTo(d Dir, dst net.Conn) bool {
 			out = append(out, held...)
 			held = nil
 		}
-		if _, err := dst.Write(out); err != nil {
-			return false
-		}
 		if d == Down && u.ok {
+			// Before the write: the dialer's next frame, sent once this
+			// one arrives, must not find the time of the one before
+			// (CI under -race took a round's second Ping for a new round).
 			c.mu.Lock()
 			c.lastAt = time.Now()
 			c.mu.Unlock()
+		}
+		if _, err := dst.Write(out); err != nil {
+			return false
 		}
 		if r.Rate > 0 {
 			select {

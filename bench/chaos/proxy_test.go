@@ -265,7 +265,7 @@ func TestProxyDelaysOneRoundInN(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	const delay = 500 * time.Millisecond
+	const delay = 300 * time.Millisecond // under roundGap, as a probe round's RTT is
 	p.Set("", Down, Rule{Delay: delay, Rounds: 3})
 	c, err := net.Dial("tcp", p.Addr())
 	if err != nil {
