@@ -109,7 +109,7 @@ func TestRegistrationThatNeverConnectsExpires(t *testing.T) {
 // once its replies pass the outbound cap, and Central goes on serving.
 func TestControlNonReaderIsCutOff(t *testing.T) {
 	cfg := testConfig(t)
-	logs := &lockedLog{}
+	logs := &testkit.LogBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(testkit.Writer(t), logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	h := startCentral(t, cfg)
 	s := h.register(t, "spammer")
@@ -152,24 +152,6 @@ func TestControlNonReaderIsCutOff(t *testing.T) {
 		return strings.Contains(logs.String(), `msg="control connection cut off" user=spammer code=slow_consumer`)
 	})
 	_ = context.Background
-}
-
-// lockedLog collects log output written from any goroutine.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // A control connection that said Hello and then went silent is closed

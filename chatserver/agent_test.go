@@ -1,7 +1,6 @@
 package chatserver
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -272,24 +270,6 @@ func TestRefusedRegistrationStops(t *testing.T) {
 	}
 }
 
-// lockedBuf is a log sink safe for the server's goroutines and the test.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A server registered with an advertised address nobody reaches was
 // listed as up with nothing said: Central checks the address now (a Hello
 // answered by this server), lists why it failed, and the server logs it.
@@ -306,7 +286,7 @@ func TestAdvertisedAddressChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := startServer(t, func(cfg *Config) { cfg.ID, cfg.Central, cfg.Secret = "good", rest, "s3cret" })
-	var logs lockedBuf
+	var logs testkit.LogBuffer
 	startServer(t, func(cfg *Config) {
 		cfg.ID, cfg.Central, cfg.Secret, cfg.Advertise = "dead", rest, "s3cret", dead
 		cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testkit.Writer(t)), &slog.HandlerOptions{Level: slog.LevelInfo}))

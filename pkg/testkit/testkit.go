@@ -320,3 +320,23 @@ func SlowCentralBin(t testing.TB) (bin, pidFile string) {
 	}
 	return bin, pidFile
 }
+
+// LogBuffer collects log output written from any goroutine, for a test to
+// search (String).
+type LogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
