@@ -488,6 +488,14 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 	case *proto.Ping:
 		c.pongLocked(cn, m)
 	case *proto.Pong:
+	case *proto.Error:
+		// Never answered with an Error: two peers that did would trade
+		// them forever. A fatal one is the client closing.
+		c.log.Debug("error from a client", "user", u.name, "code", m.Code, "reason", m.Reason, "fatal", m.Fatal)
+		if m.Fatal {
+			cn.dead.Store(true)
+			cn.gc.Close()
+		}
 	case *proto.Request:
 		c.handleRequestLocked(u, m)
 	case *proto.Answer:

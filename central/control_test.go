@@ -13,6 +13,7 @@ import (
 	"nearchat/pkg/selection"
 	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
+	"nearchat/pkg/wiretest"
 )
 
 func TestControlHandshakeErrors(t *testing.T) {
@@ -243,4 +244,36 @@ func TestControlLatency(t *testing.T) {
 	if got := vecOf()["serv1"].Median; got != 30*time.Millisecond {
 		t.Fatalf("median %v after a negative report, want 30ms", got)
 	}
+}
+
+// TestControlTakesClientErrors checks that Central does not answer an
+// Error with an Error (two peers that did would trade them forever): a
+// non-fatal one is taken and the session goes on; a fatal one is the
+// client closing, so Central closes the connection, writes nothing back,
+// and the client is offline.
+func TestControlTakesClientErrors(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	k, _ := h.connect(t, "alice")
+	k.send(&proto.Error{Code: proto.CodeBadBody, Reason: "a frame we could not read"})
+	k.send(&proto.Ping{ID: 5})
+	if p := expect[*proto.Pong](k, skipAwaiting); p.ID != 5 {
+		t.Fatalf("pong %+v, want id 5", p)
+	}
+	k.send(&proto.Error{Code: proto.CodeShutdown, Reason: "quitting", Fatal: true})
+	for {
+		m, err := k.Next(wiretest.Timeout)
+		if err != nil {
+			if !wiretest.Closed(err) {
+				t.Fatalf("want the connection closed after a fatal error, got %v", err)
+			}
+			break
+		}
+		if e, ok := m.(*proto.Error); ok {
+			t.Fatalf("answered a client's error with %+v", e)
+		}
+	}
+	testkit.WaitFor(t, 5*time.Second, "alice offline", func() bool {
+		info, err := h.api.LookupClient(ctx(t), "alice")
+		return err == nil && !info.Online
+	})
 }

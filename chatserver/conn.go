@@ -284,6 +284,14 @@ func (s *Server) handle(m *member, t wire.Type, body []byte) error {
 		return s.onJoin(m, body)
 	case proto.THello:
 		return proto.Fatalf(proto.CodeBadFrame, "second hello")
+	case proto.TPong:
+		var p proto.Pong
+		if err := proto.Unmarshal(body, &p); err != nil {
+			return proto.Fatalf(proto.CodeBadBody, "pong: %v", err)
+		}
+		return nil // we ping no client: nothing to match it to
+	case proto.TError:
+		return s.onPeerError(m, body)
 	}
 	var on func(*member, []byte) error
 	switch t {
@@ -341,6 +349,26 @@ func (s *Server) onPing(m *member, body []byte) error {
 		return proto.Fatalf(proto.CodeBadBody, "ping: %v", err)
 	}
 	s.reply(m, (*proto.Pong)(&p))
+	return nil
+}
+
+// onPeerError takes an Error from the client: a non-fatal one is logged,
+// a fatal one means the client is closing, so the connection is closed as
+// though it had gone, with no Error of ours in reply (two peers that answer
+// an Error with an Error would trade them forever).
+func (s *Server) onPeerError(m *member, body []byte) error {
+	var e proto.Error
+	if err := proto.Unmarshal(body, &e); err != nil {
+		return proto.Fatalf(proto.CodeBadBody, "error: %v", err)
+	}
+	s.log.Debug("error from a client", "user", m.user, "remote", m.c.RemoteAddr(), "code", e.Code, "reason", e.Reason, "fatal", e.Fatal)
+	if e.Fatal {
+		m.dead = true
+		if m.rec != nil {
+			m.loop.sealAlert(m, 1, alertCloseNotify)
+		}
+		_ = m.c.Close()
+	}
 	return nil
 }
 
