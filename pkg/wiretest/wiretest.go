@@ -153,6 +153,26 @@ func (p *Peer) ExpectClosed(code proto.Code) {
 	}
 }
 
+// ExpectClosedQuietly reads until the other side closes the connection,
+// failing after Timeout or on any Error frame: for a close that must not
+// be answered with one (the peer's own fatal Error, say).
+func (p *Peer) ExpectClosedQuietly() {
+	p.t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for {
+		m, err := p.Next(time.Until(deadline))
+		if err != nil {
+			if !Closed(err) {
+				p.fatalf("want the connection closed, got %v", err)
+			}
+			return
+		}
+		if e, ok := m.(*proto.Error); ok {
+			p.fatalf("got %+v, want the connection closed without an error frame", e)
+		}
+	}
+}
+
 // Closed reports whether err means the other side closed the connection
 // (EOF or a reset), as opposed to a timeout or a frame cut short.
 func Closed(err error) bool {
