@@ -12,11 +12,25 @@ import (
 // and ignored, a non-fatal Error is taken and the connection stays, and a
 // fatal Error (the client is closing) ends the connection without an Error
 // of our own in reply (two peers that answer an Error with one would trade
-// them forever) and takes the member out of its room.
+// them forever) and takes the member out of its room; in plaintext and in
+// TLS.
 func TestClientErrorAndPongAccepted(t *testing.T) {
-	s := startServer(t, nil)
-	a, _ := joinAs(t, s, "peer-error", "alice")
-	b, _ := joinAs(t, s, "peer-error", "bob")
+	t.Run("plain", func(t *testing.T) {
+		s := startServer(t, nil)
+		a, _ := joinAs(t, s, "peer-error", "alice")
+		b, _ := joinAs(t, s, "peer-error", "bob")
+		clientErrorAndPong(t, a, b)
+	})
+	t.Run("tls", func(t *testing.T) {
+		ca := devCA(t)
+		s := startTLSServer(t, ca)
+		a := tlsMember(t, s.Addr(), ca, "peer-error", "alice")
+		b := tlsMember(t, s.Addr(), ca, "peer-error", "bob")
+		clientErrorAndPong(t, a, b)
+	})
+}
+
+func clientErrorAndPong(t *testing.T, a, b *peer) {
 
 	alive := func(p *peer, id uint64) {
 		t.Helper()
