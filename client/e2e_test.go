@@ -430,7 +430,8 @@ func TestE2EMovesAndSurvivesKill(t *testing.T) {
 // TestE2EAnnouncedServerProbedAtOnce: a server that comes up is measured
 // as soon as Central announces it, on its own (the announcement names it:
 // no round of every server, no list fetched first), and the room moves
-// there without waiting for the next probe round (5 s away here).
+// there without waiting for the next probe round (5 s away here); then
+// measured again at once until its figure has its rounds.
 func TestE2EAnnouncedServerProbedAtOnce(t *testing.T) {
 	c := newCluster(t, func(cfg *central.Config) { cfg.Policy.MinDwell = 0 })
 	for _, id := range []string{"serv2", "serv3", "serv4"} {
@@ -461,6 +462,19 @@ func TestE2EAnnouncedServerProbedAtOnce(t *testing.T) {
 	if len(first) != 1 {
 		t.Errorf("serv1 was first measured in a round of %v, want a round of serv1 alone", first)
 	}
+	// And measured again at once, on its own, so that its figure settles
+	// within a second rather than over the next regular rounds (a regular
+	// round may give one of its three figures: at least two rounds are
+	// of serv1 alone).
+	testkit.WaitFor(t, 10*time.Second, "serv1 measured again on its own", func() bool {
+		alone := 0
+		for _, r := range alice.probeRounds()[rounds:] {
+			if _, ok := r["serv1"]; ok && len(r) == 1 {
+				alone++
+			}
+		}
+		return alone >= 2
+	})
 	// Servers lists it already (the chat command's -emulate-rtt finds a
 	// server's address there: a server missing from it was measured
 	// without its emulated delay).
