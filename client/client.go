@@ -1891,8 +1891,7 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 		c.mu.Lock()
 		for id, addr := range c.upNow {
 			if len(c.good[id]) == 0 {
-				targets = append(targets, rtt.Target{ID: id, Addr: addr})
-				c.follow[id] = followed{addr: addr}
+				c.follow[id] = followed{addr: addr} // measured now, and again until it has its rounds
 				announced = true
 			} else if _, ok := c.lastVec[id]; !ok {
 				unreported = true // its recent figure goes to Central as it is
@@ -1900,9 +1899,7 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 		}
 		clear(c.upNow)
 		for id, f := range c.follow {
-			if !slices.ContainsFunc(targets, func(t rtt.Target) bool { return t.ID == id }) {
-				targets = append(targets, rtt.Target{ID: id, Addr: f.addr})
-			}
+			targets = append(targets, rtt.Target{ID: id, Addr: f.addr})
 		}
 		c.mu.Unlock()
 	} else {
@@ -1967,15 +1964,15 @@ func (c *Client) probeOnce(ctx context.Context, p *rtt.Prober, newOnly bool) err
 	if !newOnly || moved {
 		c.nextEveryLocked(moved, failed)
 	}
-	for _, t := range targets {
-		f, ok := c.follow[t.ID]
-		if !ok || !newOnly {
-			continue
-		}
-		if f.tries++; f.tries >= followTries || len(c.good[t.ID]) >= recentRounds {
-			delete(c.follow, t.ID)
-		} else {
-			c.follow[t.ID] = f
+	if newOnly {
+		// Its targets were the followed servers (less any that went down
+		// since, and only this goroutine adds to them).
+		for id, f := range c.follow {
+			if f.tries++; f.tries >= followTries || len(c.good[id]) >= recentRounds {
+				delete(c.follow, id)
+			} else {
+				c.follow[id] = f
+			}
 		}
 	}
 	c.mu.Unlock()
