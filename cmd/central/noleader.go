@@ -90,14 +90,16 @@ func refuseREST(tc *tls.Config, control string) func(net.Conn, string) {
 }
 
 // refuseControl answers the first frame on c (a Hello) with a fatal
-// Error of code unavailable.
+// Error of code unavailable; a first frame that is itself an Error is
+// closed without an answer.
 func refuseControl(tc *tls.Config) func(net.Conn, string) {
 	return func(c net.Conn, leader string) {
 		_ = c.SetDeadline(time.Now().Add(refuseWait))
 		conn := serverTLS(c, tc)
 		// A Hello is small: a longer first frame is refused unread, as
 		// the leader's control port does before the Hello.
-		if _, _, err := wire.NewReader(conn, proto.MaxHelloFrame).Next(); err != nil {
+		typ, _, err := wire.NewReader(conn, proto.MaxHelloFrame).Next()
+		if err != nil {
 			// A peer that spoke something else (HTTP, TLS to a plaintext
 			// port, a frame too large) is told what, as the leader tells
 			// it; one that went quiet or away is closed.
@@ -105,6 +107,11 @@ func refuseControl(tc *tls.Config) func(net.Conn, string) {
 				proto.Refuse(conn, code, err.Error())
 				linger(conn)
 			}
+			return
+		}
+		if typ == proto.TError {
+			// An Error is never answered with an Error: the peer has
+			// given up already and is closed without a word.
 			return
 		}
 		b, err := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeUnavailable, Fatal: true, Reason: noLeaderReason(leader)})
