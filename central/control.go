@@ -314,6 +314,16 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 			msg, err = proto.Decode(t, body) // copies what it keeps out of gc's buffer
 			gc.Discard(size)
 			cn.greeted = cn.greeted || t == proto.THello
+			if err != nil && t == proto.TError {
+				// An Error frame whose body does not decode may have
+				// been fatal, and is not answered either: taken as the
+				// client closing.
+				h.c.log.Debug("unreadable error frame from a client", "remote", gc.RemoteAddr(), "err", err)
+				h.c.mu.Lock()
+				h.c.closeQuietlyLocked(cn)
+				h.c.mu.Unlock()
+				continue
+			}
 		}
 		if err != nil {
 			h.c.fatal(cn, proto.CodeOf(err), err.Error())
@@ -321,6 +331,13 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 		}
 		h.c.handle(cn, msg)
 	}
+}
+
+// closeQuietlyLocked closes cn without a word, as a client's fatal Error
+// asks.
+func (c *Central) closeQuietlyLocked(cn *conn) {
+	cn.dead.Store(true)
+	cn.gc.Close()
 }
 
 func (c *Central) fatal(cn *conn, code proto.Code, reason string) {
@@ -472,6 +489,20 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 		return
 	}
 	u := cn.user
+	if e, ok := msg.(*proto.Error); ok {
+		// Never answered with an Error, before the Hello too: two peers
+		// that did would trade them forever. A fatal one is the client
+		// closing.
+		name := "" // before the Hello
+		if u != nil {
+			name = u.name
+		}
+		c.log.Debug("error from a client", "user", name, "code", e.Code, "reason", e.Reason, "fatal", e.Fatal)
+		if e.Fatal {
+			c.closeQuietlyLocked(cn)
+		}
+		return
+	}
 	if u == nil {
 		hello, ok := msg.(*proto.Hello)
 		if !ok {
@@ -488,14 +519,6 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 	case *proto.Ping:
 		c.pongLocked(cn, m)
 	case *proto.Pong:
-	case *proto.Error:
-		// Never answered with an Error: two peers that did would trade
-		// them forever. A fatal one is the client closing.
-		c.log.Debug("error from a client", "user", u.name, "code", m.Code, "reason", m.Reason, "fatal", m.Fatal)
-		if m.Fatal {
-			cn.dead.Store(true)
-			cn.gc.Close()
-		}
 	case *proto.Request:
 		c.handleRequestLocked(u, m)
 	case *proto.Answer:

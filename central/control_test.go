@@ -265,3 +265,37 @@ func TestControlTakesClientErrors(t *testing.T) {
 		return err == nil && !info.Online
 	})
 }
+
+// TestControlErrorBeforeHelloNotAnswered: an Error as the first frame on
+// the control port was answered with a fatal no_hello Error, and one
+// whose body did not decode with a bad_body one, at any time (black-box
+// sweep, 2026-12-05). A non-fatal Error before the Hello is now taken and
+// the Hello still awaited; a fatal or unreadable one closes the
+// connection without a word.
+func TestControlErrorBeforeHelloNotAnswered(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	garbled := []byte{0, 0, 0, 2, byte(proto.TError), 0x01} // body: msgpack 1, not a map
+	t.Run("non-fatal, then hello", func(t *testing.T) {
+		s := h.register(t, "early")
+		k := dialCtl(t, h.c.ControlAddr())
+		k.send(&proto.Error{Code: proto.CodeInternal, Reason: "not yet"})
+		if w := k.Hello(&proto.Hello{Agent: "test/1", Token: s.Token}); w.User != "early" {
+			t.Fatalf("welcome %+v", w)
+		}
+	})
+	t.Run("fatal", func(t *testing.T) {
+		k := dialCtl(t, h.c.ControlAddr())
+		k.send(&proto.Error{Code: proto.CodeShutdown, Reason: "quitting", Fatal: true})
+		k.ExpectClosedQuietly()
+	})
+	t.Run("unreadable", func(t *testing.T) {
+		k := dialCtl(t, h.c.ControlAddr())
+		k.Raw(garbled)
+		k.ExpectClosedQuietly()
+	})
+	t.Run("unreadable after hello", func(t *testing.T) {
+		k, _ := h.connect(t, "later")
+		k.Raw(garbled)
+		k.ExpectClosedQuietly()
+	})
+}

@@ -58,6 +58,9 @@ func (c *framedOffConn) Read(p []byte) (int, error) {
 	if p[0] != 0 {
 		return n, err
 	}
+	if proto.StartsError(p[:n]) {
+		return 0, io.EOF // the peer gave up: nothing to tell it
+	}
 	proto.Refuse(c.Conn, proto.CodeWrongPort, "this is Central's REST port, which speaks HTTP; nearchat's framed protocol goes to its control port, "+c.control())
 	return 0, io.EOF
 }

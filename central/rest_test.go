@@ -688,3 +688,23 @@ func TestLatencyMapKeysExact(t *testing.T) {
 		t.Error("servers twice by case: taken")
 	}
 }
+
+// A framed Error sent to the REST port was answered with a wrong_port
+// Error (black-box sweep, 2026-12-05); an Error is never answered with an
+// Error, so the connection is now closed without a word.
+func TestRESTDoesNotAnswerAnErrorFrame(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	nc, err := net.Dial("tcp", h.c.RESTAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeShutdown, Reason: "quitting", Fatal: true})
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(restHeaderTimeout + 5*time.Second))
+	if got, _ := io.ReadAll(nc); len(got) != 0 {
+		t.Fatalf("an Error frame on the REST port got %q, want the connection closed without an answer", got)
+	}
+}

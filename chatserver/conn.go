@@ -269,9 +269,13 @@ func (m *member) cut() {
 }
 
 // handle dispatches one frame from m to the method for its type. The first
-// frame must be Hello; Chat, Leave, Resend and Missed need a joined room.
-// An error it returns is fatal to the connection. Event loop only.
+// frame must be Hello (an Error may come before it); Chat, Leave, Resend
+// and Missed need a joined room. An error it returns is fatal to the
+// connection. Event loop only.
 func (s *Server) handle(m *member, t wire.Type, body []byte) error {
+	if t == proto.TError {
+		return s.onPeerError(m, body)
+	}
 	if !m.hello {
 		return s.onHello(m, t, body)
 	}
@@ -290,8 +294,6 @@ func (s *Server) handle(m *member, t wire.Type, body []byte) error {
 			return proto.Fatalf(proto.CodeBadBody, "pong: %v", err)
 		}
 		return nil // we ping no client: nothing to match it to
-	case proto.TError:
-		return s.onPeerError(m, body)
 	}
 	var on func(*member, []byte) error
 	switch t {
@@ -358,11 +360,15 @@ func (s *Server) onPing(m *member, body []byte) error {
 // an Error with an Error would trade them forever).
 func (s *Server) onPeerError(m *member, body []byte) error {
 	var e proto.Error
-	if err := proto.Unmarshal(body, &e); err != nil {
-		return proto.Fatalf(proto.CodeBadBody, "error: %v", err)
+	err := proto.Unmarshal(body, &e)
+	if err != nil {
+		s.log.Debug("unreadable error frame from a client", "user", m.user, "remote", m.c.RemoteAddr(), "err", err)
+	} else {
+		s.log.Debug("error from a client", "user", m.user, "remote", m.c.RemoteAddr(), "code", e.Code, "reason", e.Reason, "fatal", e.Fatal)
 	}
-	s.log.Debug("error from a client", "user", m.user, "remote", m.c.RemoteAddr(), "code", e.Code, "reason", e.Reason, "fatal", e.Fatal)
-	if e.Fatal {
+	if e.Fatal || err != nil {
+		// An Error we cannot read may have been fatal: take it as the
+		// client closing, since it must not be answered either.
 		m.dead = true
 		if m.rec != nil {
 			m.loop.sealAlert(m, 1, alertCloseNotify)

@@ -78,3 +78,54 @@ func clientErrorAndPong(t *testing.T, a, b *peer) {
 		}
 	}
 }
+
+// TestErrorBeforeHelloNotAnswered: an Error as a connection's first frame
+// was answered with a fatal no_hello Error, and an Error frame whose body
+// did not decode with a bad_body one (black-box sweep, 2026-12-05): the
+// rule that an Error is never answered with an Error held only after the
+// Hello. Now a non-fatal Error before the Hello is taken and the Hello
+// still awaited, and a fatal or unreadable one closes the connection
+// without a word; in plaintext and in TLS.
+func TestErrorBeforeHelloNotAnswered(t *testing.T) {
+	// An Error frame (type 0x03) whose body is the msgpack integer 1,
+	// not a map.
+	garbled := []byte{0, 0, 0, 2, byte(proto.TError), 0x01}
+	run := func(t *testing.T, open func(t *testing.T) *peer) {
+		t.Run("non-fatal, then hello", func(t *testing.T) {
+			p := open(t)
+			p.send(&proto.Error{Code: proto.CodeInternal, Reason: "not yet"})
+			p.Hello(&proto.Hello{Agent: "test"})
+		})
+		t.Run("fatal", func(t *testing.T) {
+			p := open(t)
+			p.send(&proto.Error{Code: proto.CodeShutdown, Reason: "quitting", Fatal: true})
+			p.ExpectClosedQuietly()
+		})
+		t.Run("unreadable", func(t *testing.T) {
+			p := open(t)
+			p.raw(garbled)
+			p.ExpectClosedQuietly()
+		})
+		t.Run("unreadable after hello", func(t *testing.T) {
+			p := open(t)
+			p.Hello(&proto.Hello{Agent: "test"})
+			p.raw(garbled)
+			p.ExpectClosedQuietly()
+		})
+	}
+	t.Run("plain", func(t *testing.T) {
+		s := startServer(t, nil)
+		run(t, func(t *testing.T) *peer { return dial(t, s) })
+	})
+	t.Run("tls", func(t *testing.T) {
+		ca := devCA(t)
+		s := startTLSServer(t, ca)
+		run(t, func(t *testing.T) *peer {
+			p, err := dialTLS(t, s.Addr(), ca, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		})
+	})
+}

@@ -63,6 +63,9 @@ func refuseREST(tc *tls.Config, control string) func(net.Conn, string) {
 		conn := serverTLS(c, tc)
 		rd := bufio.NewReaderSize(io.LimitReader(conn, 64<<10), 4096)
 		if b, err := rd.Peek(1); err == nil && b[0] == 0 { // no request line starts with NUL; every frame does
+			if b, _ := rd.Peek(wire.LenSize + 1); proto.StartsError(b) {
+				return // an Error is not answered with one
+			}
 			proto.Refuse(conn, proto.CodeWrongPort, "this is Central's REST port, which speaks HTTP; nearchat's framed protocol goes to its control port, "+control)
 			linger(conn)
 			return

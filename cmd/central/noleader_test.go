@@ -159,39 +159,47 @@ func TestRefusalSaysWhatWasWrong(t *testing.T) {
 
 // TestRefusalDoesNotAnswerAnError: a follower with no leader answered
 // any first control frame with a fatal Error unavailable, an Error frame
-// too, where every other nearchat endpoint never answers an Error with an
-// Error (two such peers would trade them). A peer whose first frame is an
-// Error is now closed without an answer.
+// too, and a frame on the REST port with wrong_port, an Error too, where
+// every other nearchat endpoint never answers an Error with an Error (two
+// such peers would trade them). A peer whose first frame is an Error is
+// now closed without an answer.
 func TestRefusalDoesNotAnswerAnError(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		refuseControl(nil)(c, "")
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	perr, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeInternal, Fatal: true, Reason: "test gives up"})
-	if _, err := c.Write(perr); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(refuseWait / 2))
-	typ, b, err := wire.NewReader(c, wire.MaxFrame).Next()
-	if err == nil {
-		m, _ := proto.Decode(typ, b)
-		t.Fatalf("an Error was answered with %#v; want the connection closed without a frame", m)
-	}
-	if err != io.EOF {
-		t.Fatalf("want the connection closed (EOF), got %v", err)
+	for name, refuse := range map[string]func(net.Conn, string){
+		"control": refuseControl(nil),
+		"REST":    refuseREST(nil, "127.0.0.1:7001"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				refuse(c, "")
+			}()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			perr, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeInternal, Fatal: true, Reason: "test gives up"})
+			if _, err := c.Write(perr); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(refuseWait / 2))
+			typ, b, err := wire.NewReader(c, wire.MaxFrame).Next()
+			if err == nil {
+				m, _ := proto.Decode(typ, b)
+				t.Fatalf("an Error was answered with %#v; want the connection closed without a frame", m)
+			}
+			if err != io.EOF {
+				t.Fatalf("want the connection closed (EOF), got %v", err)
+			}
+		})
 	}
 }

@@ -212,6 +212,13 @@ func PlaintextOnTLS(c net.Conn, first []byte) {
 	Refuse(c, CodeWrongPort, "this port speaks TLS 1.3: connect with TLS (the client's -ca)")
 }
 
+// StartsError reports whether b, the first bytes a peer sent, begin a
+// frame of type Error: a refusal of the connection is then left unsaid,
+// since an Error is never answered with an Error.
+func StartsError(b []byte) bool {
+	return len(b) > wire.LenSize && wire.Type(b[wire.LenSize]) == TError
+}
+
 // Refuse writes a fatal Error of code and reason to c, a raw connection
 // about to be closed, giving the write a second.
 func Refuse(c net.Conn, code Code, reason string) {
