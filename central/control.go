@@ -115,7 +115,7 @@ func (c *Central) startControl() error {
 			gnet.WithLoadBalancing(gnet.LeastConnections), // Engine.Register needs it
 			gnet.WithTicker(true),                         // the first OnTick says the loops exist
 			gnet.WithMulticore(c.cfg.Multicore),
-			gnet.WithLogger(gnetlog.Logger{L: c.log}),
+			gnet.WithLogger(gnetlog.New(c.log)),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithTCPKeepAlive(time.Minute),
 			// A restarted Central must get its port back while the last

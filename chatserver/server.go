@@ -119,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 		gnet.WithNumEventLoop(cfg.Loops),
 		gnet.WithReuseAddr(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithLogger(gnetlog.Logger{L: log}),
+		gnet.WithLogger(gnetlog.New(log)),
 		// Connections reach the loops through Engine.Register (see
 		// connlimit.Feed), which RoundRobin does not allow.
 		gnet.WithLoadBalancing(gnet.LeastConnections),
