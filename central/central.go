@@ -137,10 +137,10 @@ func New(cfg Config) (*Central, error) {
 	// headers, or idle between requests) gives way to a newer one at a
 	// full cap, as a control connection that has not said Hello does.
 	ln = c.lim.Port(cfg.MaxConnsPerSource).Capped(restShare).NewcomerListener(ln, 1)
+	// Beneath TLS too: a plaintext frame is no TLS record either.
+	ln = framedOff{Listener: ln, control: c.ControlAddr}
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
-	} else {
-		ln = framedOff{Listener: ln, control: c.ControlAddr}
 	}
 	c.restLn = ln
 	c.httpSrv = &http.Server{

@@ -908,3 +908,55 @@ func devTLS(t *testing.T) (srv, client *tls.Config) {
 	}
 	return srv, client
 }
+
+// TestTLSPortsTellTheWrongProtocol: over TLS, a plaintext Hello on
+// Central's REST port and an HTTP request on its control port were
+// closed without a word (black-box sweep, 2026-12-05), where the
+// plaintext ports name the port to use. Each is now answered in the
+// peer's own protocol; HTTPS still works on the REST port.
+func TestTLSPortsTellTheWrongProtocol(t *testing.T) {
+	srvTLS, cl := devTLS(t)
+	cfg := testConfig(t)
+	cfg.TLS = srvTLS
+	h := startCentral(t, cfg)
+	send := func(t *testing.T, addr string, b []byte) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		return c
+	}
+	t.Run("frame on the REST port", func(t *testing.T) {
+		hello, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version})
+		got, _ := io.ReadAll(send(t, h.c.RESTAddr(), hello))
+		typ, body, _, err := wire.ParseFrame(got, 0)
+		var e proto.Error
+		if err == nil && typ == proto.TError {
+			err = wire.Unmarshal(body, &e)
+		}
+		if err != nil || !e.Fatal || e.Code != proto.CodeWrongPort || !strings.Contains(e.Reason, h.c.ControlAddr()) {
+			t.Fatalf("a plaintext Hello on the TLS REST port got %q (%v), want a fatal wrong_port naming the control port %s", got, err, h.c.ControlAddr())
+		}
+	})
+	t.Run("HTTP on the control port", func(t *testing.T) {
+		c := send(t, h.c.ControlAddr(), []byte("GET /v1/servers HTTP/1.1\r\nHost: x\r\n\r\n"))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("HTTP on the TLS control port: %v, want a 400 response", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "TLS") {
+			t.Fatalf("HTTP on the TLS control port got %d %q, want 400 saying the port speaks TLS", resp.StatusCode, body)
+		}
+	})
+	api := centralapi.NewClientTLS(h.c.RESTAddr(), cl)
+	defer api.CloseIdleConnections()
+	if _, err := api.RegisterClient(ctx(t), "still-https", ""); err != nil {
+		t.Fatalf("HTTPS after: %v", err)
+	}
+}

@@ -7,13 +7,14 @@ import (
 	"nearchat/pkg/proto"
 )
 
-// framedOff wraps the plaintext REST listener so that a peer opening with
-// a frame of nearchat's protocol (a client or chat server given the REST
-// port where the control port belongs) is answered at once with a fatal
-// Error naming the control port. Without it the HTTP server waits
-// restHeaderTimeout for a request line that never comes, and the peer
-// learns nothing. No HTTP request starts with a NUL byte, and every
-// frame under 16 MiB does (its big-endian length prefix).
+// framedOff wraps the REST listener (beneath TLS, if any) so that a peer
+// opening in plaintext with a frame of nearchat's protocol (a client or
+// chat server given the REST port where the control port belongs) is
+// answered at once with a fatal Error naming the control port. Without
+// it the HTTP server waits restHeaderTimeout for a request line that
+// never comes, and over TLS the handshake fails without a word: the peer
+// learns nothing. No HTTP request or TLS record starts with a NUL byte,
+// and every frame under 16 MiB does (its big-endian length prefix).
 type framedOff struct {
 	net.Listener
 	control func() string // the control port's address

@@ -1,6 +1,7 @@
 package chatserver
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"strings"
@@ -160,6 +162,27 @@ func TestTLSRejections(t *testing.T) {
 		}
 		if n != len(got) {
 			t.Fatalf("%d more bytes after the Error: %q", len(got)-n, got[n:])
+		}
+		stillFine(t)
+	})
+	// HTTP to the TLS port was reset without a byte (black-box sweep,
+	// 2026-12-05); it is answered in HTTP, as net/http answers HTTP on
+	// an HTTPS port.
+	t.Run("HTTP to the TLS port", func(t *testing.T) {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+		c.SetReadDeadline(time.Now().Add(tlsconfig.HandshakeTimeout + 5*time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("HTTP on the TLS port: %v, want a 400 response", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "TLS") {
+			t.Fatalf("HTTP on the TLS port got %d %q, want 400 saying the port speaks TLS", resp.StatusCode, body)
 		}
 		stillFine(t)
 	})

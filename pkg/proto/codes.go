@@ -3,6 +3,7 @@ package proto
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"strings"
@@ -200,16 +201,51 @@ func checkName(what, s string, max int) error {
 }
 
 // PlaintextOnTLS answers on c, a TLS port's connection about to be
-// closed, a client that opened with a plaintext Hello (first holds the
-// first 5 bytes it sent, a TLS record header's worth; anything else is
-// left unanswered): the port says so in the client's own protocol, as
-// net/http answers HTTP on an HTTPS port, rather than leaving it a reset
-// connection.
+// closed, a client that opened in plaintext (first holds the first 5
+// bytes it sent, a TLS record header's worth): a nearchat Hello with a
+// fatal Error wrong_port, an HTTP request with a 400 response, each
+// saying that the port speaks TLS, as net/http answers HTTP on an HTTPS
+// port, rather than leaving it a closed or reset connection. Anything
+// else is left unanswered. It then reads what the client still sends,
+// for at most a second, so that closing does not reset the connection
+// before the answer is read.
 func PlaintextOnTLS(c net.Conn, first []byte) {
-	if _, err := wire.FrameLen(first, 0); err != nil || len(first) <= wire.LenSize || wire.Type(first[wire.LenSize]) != THello {
+	switch {
+	case len(first) > wire.LenSize && wire.Type(first[wire.LenSize]) == THello:
+		if _, err := wire.FrameLen(first, 0); err != nil {
+			return
+		}
+		Refuse(c, CodeWrongPort, "this port speaks TLS 1.3: connect with TLS (the client's -ca)")
+	case looksLikeHTTP(first):
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(c, httpOnTLS)
+	default:
 		return
 	}
-	Refuse(c, CodeWrongPort, "this port speaks TLS 1.3: connect with TLS (the client's -ca)")
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
+
+// httpOnTLS is the answer to HTTP on a TLS port of nearchat's protocol.
+var httpOnTLS = func() string {
+	const body = "This port speaks nearchat's framed protocol over TLS 1.3, not HTTP: wrong port?\n"
+	return fmt.Sprintf("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+}()
+
+// looksLikeHTTP reports whether b, a connection's first bytes, begin an
+// HTTP/1 request.
+func looksLikeHTTP(b []byte) bool {
+	if len(b) < 4 {
+		return false
+	}
+	switch string(b[:4]) {
+	case "GET ", "HEAD", "POST", "PUT ", "DELE", "OPTI", "PATC", "CONN", "TRAC", "PRI ":
+		return true
+	}
+	return false
 }
 
 // StartsError reports whether b, the first bytes a peer sent, begin a
