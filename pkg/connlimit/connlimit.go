@@ -55,6 +55,11 @@ type Port struct {
 	n      atomic.Int64
 	mu     sync.Mutex
 	src    map[netip.Addr]int
+	// leaving counts the connections evicted and not yet closed, in all
+	// and by source: their places are given to the ones that evicted
+	// them, so the caps do not count them twice.
+	leaving    map[netip.Addr]int
+	leavingAll int64
 
 	// Connections admitted by AcquireNew that have not yet said who they
 	// are, oldest first: all of them, and by source (newcomer.go).
@@ -82,7 +87,7 @@ func (p *Port) Capped(max int) *Port {
 // Port returns a Port drawing on l with at most perSource connections from
 // one IP address (0: no per-source cap).
 func (l *Limiter) Port(perSource int) *Port {
-	return &Port{l: l, perSrc: perSource, src: map[netip.Addr]int{}, newcomers: list.New(), bySrc: map[netip.Addr]*list.List{}, settled: map[netip.Addr]*list.List{}}
+	return &Port{l: l, perSrc: perSource, src: map[netip.Addr]int{}, leaving: map[netip.Addr]int{}, newcomers: list.New(), bySrc: map[netip.Addr]*list.List{}, settled: map[netip.Addr]*list.List{}}
 }
 
 // Budget returns how many descriptors connections may use in this process:
@@ -223,8 +228,8 @@ func (p *Port) acquire(addr net.Addr, cost int, evict func(settled bool), capped
 	// evicting where it can: otherwise handshakes piled up past the cap
 	// to the budget, where nothing is evicted and every newcomer was
 	// refused (review, 2026-12-03).
-	overPort := p.n.Add(n) > p.max && p.max > 0
-	overSrc := hasIP && p.src[ip] >= p.perSrc
+	overPort := p.n.Add(n)-p.leavingAll > p.max && p.max > 0
+	overSrc := hasIP && p.src[ip]-p.leaving[ip] >= p.perSrc
 	var out *Newcomer
 	if overPort || overSrc {
 		// One eviction makes room under both caps when it is addr's own.
@@ -237,10 +242,12 @@ func (p *Port) acquire(addr net.Addr, cost int, evict func(settled bool), capped
 			out = from.Front().Value.(*Newcomer)
 			out.done = true
 			p.unlistLocked(out)
+			p.leaveLocked(out)
 		case evict != nil && capped && !overSrc && hasIP:
 			// No newcomer to evict: the port is full of connections
 			// that said who they are. A fair share, not first come.
 			if out = p.overShareLocked(ip, p.src[ip]); out != nil {
+				p.leaveLocked(out)
 				break
 			}
 			p.mu.Unlock()

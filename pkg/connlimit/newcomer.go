@@ -34,6 +34,7 @@ type Newcomer struct {
 	settledAt *list.Element
 	isSettled bool // Settle was called: listed as a newcomer no more
 	done      bool // Done was called, or evicted: never listed again
+	leaving   bool // evicted for a newcomer, counted in p.leaving until Done
 }
 
 // AcquireNew is Acquire for a connection that has yet to say who it is.
@@ -139,10 +140,30 @@ func (nc *Newcomer) Done() {
 	if nc == nil {
 		return
 	}
-	nc.p.mu.Lock()
+	p := nc.p
+	p.mu.Lock()
 	nc.done = true
-	nc.p.unlistLocked(nc)
-	nc.p.mu.Unlock()
+	p.unlistLocked(nc)
+	if nc.leaving {
+		nc.leaving = false
+		p.leavingAll--
+		if nc.hasIP {
+			if p.leaving[nc.src]--; p.leaving[nc.src] <= 0 {
+				delete(p.leaving, nc.src)
+			}
+		}
+	}
+	p.mu.Unlock()
+}
+
+// leaveLocked counts nc, just evicted, as leaving until its Done: its
+// place is the evicting connection's already.
+func (p *Port) leaveLocked(nc *Newcomer) {
+	nc.leaving = true
+	p.leavingAll++
+	if nc.hasIP {
+		p.leaving[nc.src]++
+	}
 }
 
 // Hold takes nc's connection off the newcomers while it does work that

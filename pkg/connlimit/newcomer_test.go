@@ -95,6 +95,7 @@ func TestNewcomerHoldAndRelist(t *testing.T) {
 		t.Fatalf("evicted %v, want [b]", evicted)
 	}
 	b.Relist() // evicted: stays off the list
+	b.Done()   // its close, as its owner sees it
 	p.Release(x, 1)
 	a.Relist() // idle again, newer than c
 	admit("d")
@@ -203,5 +204,51 @@ func TestSettledGiveWayToAFairShare(t *testing.T) {
 	}
 	if l.Evicted() != 3 || p.InUse() != 6 {
 		t.Fatalf("evicted %d, in use %d; want 3 and 6", l.Evicted(), p.InUse())
+	}
+}
+
+// TestEvictedPlaceIsGivenAway: a newcomer evicted for a connection of its
+// own source kept counting against that source's cap until its close was
+// processed, so the next connection from the source evicted a second
+// newcomer (or, with none left, was refused) for a place already given:
+// a TLS member, admitted once for its handshake and again on its loop,
+// evicted one or two of a flood's connections by how fast the first
+// closed (chatserver TestSilentFloodDoesNotLockOutMembers failed 9 runs
+// in 30). An evicted connection's place now counts as taken by the one
+// that evicted it.
+func TestEvictedPlaceIsGivenAway(t *testing.T) {
+	x := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+	p := New(100).Port(2)
+	var evicted []string
+	admit := func(name string) *Newcomer {
+		nc, ok := p.AcquireNew(x, 1, func(bool) { evicted = append(evicted, name) })
+		if !ok {
+			t.Fatalf("%s refused (evicted so far %v)", name, evicted)
+		}
+		return nc
+	}
+	a := admit("a")
+	admit("b")
+	// A handshake at the full cap evicts a, which has not closed yet.
+	hs, ok := p.AcquireHandshake(x, 1, func(bool) { evicted = append(evicted, "handshake") })
+	if !ok || len(evicted) != 1 || evicted[0] != "a" {
+		t.Fatalf("handshake at the cap: admitted %v, evicted %v; want a evicted", ok, evicted)
+	}
+	// The handshake is done: its count goes, and its connection is
+	// admitted again on a loop, into the place a left.
+	hs.Done()
+	p.Release(x, 1)
+	c := admit("c")
+	if len(evicted) != 1 {
+		t.Fatalf("the handshake's connection on its loop evicted %v; want only a, whose place it has", evicted)
+	}
+	// a's close comes late: nothing changes but the count.
+	a.Done()
+	p.Release(x, 1)
+	c.Settle()
+	// x holds b and c: the cap is full again, and a newcomer evicts b.
+	admit("d")
+	if len(evicted) != 2 || evicted[1] != "b" {
+		t.Fatalf("at the cap again: evicted %v, want b", evicted)
 	}
 }

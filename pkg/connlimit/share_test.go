@@ -106,12 +106,17 @@ func TestTakingPlacesIsRateLimited(t *testing.T) {
 	p := New(100).Port(64).Capped(8)
 	nat := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 1}
 	churn := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3), Port: 1}
-	for range 8 {
-		nc, ok := p.AcquireNew(nat, 1, func(bool) {})
+	var gone *Newcomer // the NAT's connection evicted last
+	connectNAT := func() {
+		var nc *Newcomer
+		nc, ok := p.AcquireNew(nat, 1, func(bool) { gone = nc })
 		if !ok {
 			t.Fatal("the NAT refused under the cap")
 		}
 		nc.Settle()
+	}
+	for range 8 {
+		connectNAT()
 	}
 	taken := 0
 	for range 20 {
@@ -124,12 +129,9 @@ func TestTakingPlacesIsRateLimited(t *testing.T) {
 		// evicted; the NAT's client connects again into the freed place.
 		nc.Done()
 		p.Release(churn, 1)
+		gone.Done()
 		p.Release(nat, 1)
-		back, ok := p.AcquireNew(nat, 1, func(bool) {})
-		if !ok {
-			t.Fatal("the NAT's reconnect refused")
-		}
-		back.Settle()
+		connectNAT()
 	}
 	if taken != shareBurst {
 		t.Fatalf("20 tries in a moment took %d places, want %d", taken, shareBurst)
