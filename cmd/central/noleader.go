@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -62,7 +63,23 @@ func refuseREST(tc *tls.Config, control string) func(net.Conn, string) {
 		_ = c.SetDeadline(time.Now().Add(refuseWait))
 		conn := serverTLS(c, tc)
 		rd := bufio.NewReaderSize(io.LimitReader(conn, 64<<10), 4096)
-		if b, err := rd.Peek(1); err == nil && b[0] == 0 { // no request line starts with NUL; every frame does
+		b, err := rd.Peek(1)
+		if rh := (tls.RecordHeaderError{}); errors.As(err, &rh) && rh.Conn != nil {
+			// Plaintext on the TLS port: answered in plaintext, as the
+			// leader's REST port answers it.
+			switch first := rh.RecordHeader[:]; {
+			case first[0] == 0 && !proto.StartsError(first):
+				proto.Refuse(rh.Conn, proto.CodeWrongPort, "this is Central's REST port, which speaks HTTP; nearchat's framed protocol goes to its control port, "+control)
+			case first[0] != 0:
+				_ = rh.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+				_, _ = io.WriteString(rh.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+			default:
+				return // an Error is not answered with one
+			}
+			linger(rh.Conn)
+			return
+		}
+		if err == nil && b[0] == 0 { // no request line starts with NUL; every frame does
 			if b, _ := rd.Peek(wire.LenSize + 1); proto.StartsError(b) {
 				return // an Error is not answered with one
 			}
@@ -102,6 +119,10 @@ func refuseControl(tc *tls.Config) func(net.Conn, string) {
 		// A Hello is small: a longer first frame is refused unread, as
 		// the leader's control port does before the Hello.
 		typ, _, err := wire.NewReader(conn, proto.MaxHelloFrame).Next()
+		if rh := (tls.RecordHeaderError{}); errors.As(err, &rh) && rh.Conn != nil {
+			proto.PlaintextOnTLS(rh.Conn, rh.RecordHeader[:]) // as the leader's front does
+			return
+		}
 		if err != nil {
 			// A peer that spoke something else (HTTP, TLS to a plaintext
 			// port, a frame too large) is told what, as the leader tells

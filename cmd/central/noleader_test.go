@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -199,6 +200,80 @@ func TestRefusalDoesNotAnswerAnError(t *testing.T) {
 			}
 			if err != io.EOF {
 				t.Fatalf("want the connection closed (EOF), got %v", err)
+			}
+		})
+	}
+}
+
+// TestTLSRefusalSaysWhatWasWrong: with TLS, a follower with no leader
+// closed a peer speaking plaintext (a nearchat frame, or HTTP) without a
+// word, where the leader's TLS ports answer it in its own protocol
+// (black-box sweep, 2026-12-05). The refusals now answer as the leader.
+func TestTLSRefusalSaysWhatWasWrong(t *testing.T) {
+	files, err := tlsconfig.WriteDev(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := tlsconfig.Server(files.ServerCert, files.ServerKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello, _ := wire.AppendFrame(nil, &proto.Hello{V: wire.Version, Agent: "test"})
+	get := []byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	for _, tc := range []struct {
+		name   string
+		refuse func(net.Conn, string)
+		send   []byte
+		says   string // in an Error frame, or with http in a 400
+		http   bool
+	}{
+		{"hello on control", refuseControl(tc), hello, "speaks TLS", false},
+		{"HTTP on control", refuseControl(tc), get, "TLS", true},
+		{"hello on REST", refuseREST(tc, "127.0.0.1:7001"), hello, "control port, 127.0.0.1:7001", false},
+		{"HTTP on REST", refuseREST(tc, "127.0.0.1:7001"), get, "HTTPS", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				tc.refuse(c, "")
+			}()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(refuseWait / 2))
+			if tc.http {
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatalf("no HTTP answer: %v", err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), tc.says) {
+					t.Fatalf("answered %d %q, want 400 saying %q", resp.StatusCode, body, tc.says)
+				}
+				return
+			}
+			typ, b, err := wire.NewReader(c, wire.MaxFrame).Next()
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			m, err := proto.Decode(typ, b)
+			pe, ok := m.(*proto.Error)
+			if err != nil || !ok || !pe.Fatal || pe.Code != proto.CodeWrongPort || !strings.Contains(pe.Reason, tc.says) {
+				t.Fatalf("answered %#v, %v; want a fatal wrong_port saying %q", m, err, tc.says)
 			}
 		})
 	}
