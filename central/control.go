@@ -64,6 +64,7 @@ type conn struct {
 	lastRead atomic.Int64        // when input last arrived, mono.Now()
 	partial  atomic.Int64        // when the frame still incomplete began to arrive (0: none), mono.Now()
 	user     *user               // guarded by Central.mu; nil before Hello
+	v        int                 // the protocol version of the Welcome; guarded by Central.mu
 	// leaving: a LeaveRoom, or a Holding with left rooms, arrived since
 	// the last Pong; deferred: Pongs waiting on a store Flush (pongLocked).
 	// Guarded by Central.mu.
@@ -528,8 +529,18 @@ func (c *Central) handle(cn *conn, msg wire.Message) {
 	case *proto.Unreachable:
 		c.unreachableLocked(cn, u, m)
 	case *proto.Holding:
+		if len(m.Left) > 0 && cn.v < 8 {
+			// As a chat server refuses a frame newer than its
+			// connection: the client said it does not speak this.
+			c.sendLocked(cn, &proto.Error{Code: proto.CodeBadRequest, Reason: fmt.Sprintf("a Holding's left rooms need protocol version 8; this connection speaks %d", cn.v)})
+			return
+		}
 		c.holdingLocked(cn, u, m)
 	case *proto.Latency:
+		if cn.v < 7 {
+			c.sendLocked(cn, &proto.Error{Code: proto.CodeUnknownType, Reason: fmt.Sprintf("Latency needs protocol version 7; this connection speaks %d", cn.v)})
+			return
+		}
 		c.latencyFrameLocked(cn, u, m)
 	case *proto.LeaveRoom:
 		if err := proto.CheckRoom(m.Room); err != nil {
@@ -655,7 +666,7 @@ func (c *Central) helloLocked(cn *conn, m *proto.Hello) {
 	u.sess = cn
 	u.restored = false
 	u.dropped = time.Time{}
-	cn.user = u
+	cn.user, cn.v = u, v
 	c.sendLocked(cn, &proto.Welcome{V: v, Server: proto.CentralName, Max: wire.MaxFrame, User: u.name})
 	if v >= 9 {
 		c.listServersLocked(cn)

@@ -299,3 +299,31 @@ func TestControlErrorBeforeHelloNotAnswered(t *testing.T) {
 		k.ExpectClosedQuietly()
 	})
 }
+
+// TestControlFramesNeedTheirVersion: Central took a Latency frame
+// (version 7) and a Holding's left rooms (version 8) from a client that
+// said an older version in its Hello (black-box sweep, 2026-12-05), where
+// a chat server refuses a frame newer than its connection's version. A
+// frame or field the connection's version lacks is now refused, not
+// acted on, and the session goes on.
+func TestControlFramesNeedTheirVersion(t *testing.T) {
+	h := startCentral(t, testConfig(t))
+	s := h.register(t, "old")
+	k := dialCtl(t, h.c.ControlAddr())
+	k.send(&proto.Hello{V: 6, Agent: "test/1", Token: s.Token})
+	if w := expect[*proto.Welcome](k, nil); w.V != 6 {
+		t.Fatalf("welcome %+v, want version 6", w)
+	}
+	k.send(&proto.Latency{Servers: []proto.ServerRTT{{Server: "serv1", MedianUS: 12000, Count: 5}}})
+	if e := expect[*proto.Error](k, skipAwaiting); e.Code != proto.CodeUnknownType || e.Fatal || !strings.Contains(e.Reason, "version 7") {
+		t.Fatalf("a Latency on a version 6 connection: %+v, want a non-fatal unknown_type naming version 7", e)
+	}
+	k.send(&proto.Holding{Left: []string{"r-1"}})
+	if e := expect[*proto.Error](k, skipAwaiting); e.Code != proto.CodeBadRequest || e.Fatal || !strings.Contains(e.Reason, "version 8") {
+		t.Fatalf("a Holding with left rooms on a version 6 connection: %+v, want a non-fatal bad_request naming version 8", e)
+	}
+	k.send(&proto.Ping{ID: 9})
+	if p := expect[*proto.Pong](k, skipAwaiting); p.ID != 9 {
+		t.Fatalf("pong %+v, want id 9", p)
+	}
+}
