@@ -8,6 +8,8 @@ import (
 	"nearchat/chatserver"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/testkit"
+	"nearchat/pkg/wire"
 	"nearchat/pkg/wiretest"
 )
 
@@ -108,4 +110,60 @@ func TestServerAdmittingNewAddressesIsNotFull(t *testing.T) {
 	if full(centralapi.HeartbeatRequest{Conns: 7}) {
 		t.Fatal("7 of 8 connections: full")
 	}
+}
+
+// TestDormantRoomHoldLapses: a room whose members joined and then stayed
+// away from its chat server, connected to Central only, held its place on
+// the server for as long as Central kept the room (RoomTTL, ten minutes
+// by default), so users that joined rooms once and walked away kept every
+// server full and no new chat could start (abuse sweep 2, 2026-12-05). The
+// place is held for SessionGrace; past it a new room takes it, and the old
+// room's member, back and refused by the full server, is moved to a
+// server that has room, not sent back to the full one.
+func TestDormantRoomHoldLapses(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	cfg := testConfig(t)
+	cfg.TicketKey = priv
+	cfg.SessionGrace = 500 * time.Millisecond
+	cfg.RoomTTL = 4 * time.Second // rooms are looked at every second
+	h := startCentral(t, cfg)
+	srv := startChatServersWith(t, h, pub, func(c *chatserver.Config) { c.MaxRooms = 1 }, "serv1")["serv1"]
+	srv2 := startChatServersWith(t, h, pub, nil, "serv2")["serv2"]
+	w := &world{harness: h}
+	a, b := w.user(t, "alice"), w.user(t, "bob") // serv1 at 10 ms, serv2 at 30
+	h.heardTwice(t, "serv1")
+	h.heardTwice(t, "serv2")
+	room := chat(t, a, b)
+	if room.Server.ID != "serv1" {
+		t.Fatalf("room placed on %s, want serv1", room.Server.ID)
+	}
+	pa := joinWith(t, srv, "alice", room)
+	wiretest.Expect[*proto.Joined](pa, wiretest.AllBut(proto.TJoined))
+	h.heardTwice(t, "serv1") // joined now
+	pa.Close()               // alice leaves the chat server, not Central
+	start := time.Now()
+	testkit.WaitFor(t, 10*time.Second, "serv1 to give up the place of a room empty there", func() bool {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		return !h.c.srvByID["serv1"].full()
+	})
+	t.Logf("serv1 took new rooms again %v after the room emptied (session grace %v)", time.Since(start).Round(time.Millisecond), cfg.SessionGrace)
+	c, d := w.user(t, "carol"), w.user(t, "dave")
+	if as := chat(t, c, d); as.Server.ID != "serv1" {
+		t.Fatalf("carol and dave's room placed on %s, want serv1", as.Server.ID)
+	} else {
+		pc := joinWith(t, srv, "carol", as)
+		wiretest.Expect[*proto.Joined](pc, wiretest.AllBut(proto.TJoined))
+	}
+	h.heardTwice(t, "serv1")
+	// alice comes back: serv1 is full, and her room moves.
+	pa2 := joinWith(t, srv, "alice", room)
+	pa2.ExpectClosed(proto.CodeServerFull)
+	a.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: room.Epoch})
+	as := expect[*proto.Assign](a, func(m wire.Message) bool { _, ok := m.(*proto.Assign); return !ok })
+	if as.Room != room.Room || as.Server.ID != "serv2" {
+		t.Fatalf("alice, refused by the full serv1, was sent %+v, want her room on serv2", as)
+	}
+	p2 := joinWith(t, srv2, "alice", as)
+	wiretest.Expect[*proto.Joined](p2, wiretest.AllBut(proto.TJoined))
 }

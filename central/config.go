@@ -35,7 +35,9 @@ type Config struct {
 	AssignRetry  time.Duration
 	AssignGiveUp time.Duration
 	// SessionGrace is how long a registered name stays reserved for its
-	// token while no control connection is open.
+	// token while no control connection is open, and how long a room whose
+	// members all left its chat server keeps its place there
+	// (serverRec.full).
 	SessionGrace time.Duration
 	// ReconnectGrace is how long a chat request waits for a member whose
 	// control connection dropped (a Central replica relaying it died, a

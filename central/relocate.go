@@ -174,9 +174,7 @@ func (c *Central) applyMoveLocked(mv move, now time.Time) {
 	if prev != nil {
 		prevID = prev.rec.ID
 		prev.assigned--
-		if r.joined {
-			prev.joinedN--
-		}
+		r.unhold()
 		if prev.idx >= 0 {
 			c.sel[prev.idx].Full = prev.full()
 		}
@@ -185,7 +183,7 @@ func (c *Central) applyMoveLocked(mv move, now time.Time) {
 	r.unmoved = false
 	to.assigned++
 	if r.joined {
-		to.joinedN++ // its members rejoin it there
+		r.hold(now) // its members rejoin it there
 	} else {
 		to.fresh++
 	}
@@ -625,9 +623,7 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 func (c *Central) adoptPlacementLocked(r *room, s *serverRec, id string, epoch uint64, now time.Time) {
 	if r.srv != nil {
 		r.srv.assigned--
-		if r.joined {
-			r.srv.joinedN--
-		}
+		r.unhold()
 	}
 	if epoch > r.epoch {
 		c.log.Info("room's newer placement adopted from a report", "room", r.id, "server", id, "epoch", epoch, "was_epoch", r.epoch, "was_server", r.srvID())
@@ -639,11 +635,7 @@ func (c *Central) adoptPlacementLocked(r *room, s *serverRec, id string, epoch u
 	} else {
 		s.assigned++
 		// A member or the server holds it there.
-		if r.joined {
-			s.joinedN++
-		} else {
-			c.markJoinedLocked(r)
-		}
+		c.markJoinedLocked(r, now)
 	}
 	c.storeErr("put room", c.st.PutRoom(r.record()))
 	if s == nil {
@@ -913,7 +905,7 @@ func (c *Central) probeLocked(s *serverRec) {
 				// is only silent keeps it: the server is alive, and its
 				// next frame makes the session whole again, where a rejoin
 				// of every member of a slow server would only add load.
-				if !silent && rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r {
+				if !silent && rep.r.srv == s && rep.r.hasMember(rep.u) && c.roomByID[rep.r.id] == rep.r && !c.rehomeLocked(rep.r, s, now) {
 					c.resendPlacementLocked(rep.u, rep.r, "current placement")
 				}
 			}
@@ -939,6 +931,30 @@ func (c *Central) probeLocked(s *serverRec) {
 			c.log.Info("server reported unreachable answers Central's echo", "server", id)
 		}
 	}()
+}
+
+// rehomeLocked moves r, reported unreachable on s though s answers, to the
+// best server that can take it, when s is full and has not shown a member
+// in r for SessionGrace (see serverRec.full): its members came back to a
+// room s no longer holds a place for, and s refuses them (server_full).
+// Resending the placement would only have them refused again.
+func (c *Central) rehomeLocked(r *room, s *serverRec, now time.Time) bool {
+	if !r.joined || r.counted || !s.full() {
+		return false
+	}
+	c.syncSelLocked()
+	c.refreshDirtyLocked()
+	c.refreshMatrix(r)
+	ch, err := selection.ChooseMatrix(c.sel, r.m, c.rnd)
+	if err != nil || ch.Index == r.cur() {
+		return false
+	}
+	mv := move{r: r, to: ch.Index, epoch: r.epoch, reason: "its server is full and held no place for the room, empty there for the session grace", rtt: ch.Max}
+	if sc, ok := selection.ScoreMatrix(c.sel, r.m, r.cur()); ok {
+		mv.prevRTT = sc.Max
+	}
+	c.applyMoveLocked(mv, now)
+	return r.srv != s
 }
 
 // minConnectTimeout is the shortest bound on the connect of an echo check.

@@ -76,8 +76,10 @@ type serverRec struct {
 	assigned int // rooms Central placed here
 	// fresh counts the rooms placed here since the server's last
 	// heartbeat, which its report of the rooms it hosts does not show yet;
-	// joinedN the rooms here that a member has joined (some may be empty
-	// on the server for now: their members come back to them).
+	// joinedN the rooms here that a member has joined and that this
+	// server showed a member in, or took, within the last SessionGrace
+	// (room.held; some may be empty on the server for now: their members
+	// come back to them).
 	fresh, joinedN int
 	// admits: the last heartbeat said a client from a new address would
 	// be admitted, though the server holds its maximum of connections
@@ -139,6 +141,15 @@ type serverRec struct {
 // joins count until its next heartbeat only: pairs of users that form
 // rooms and never join them made every server full, and no new chat
 // could start (abuse sweep, 2026-12-03: 100,000 such rooms in 100 s).
+//
+// A room whose members all left its server (the server drops an empty
+// room from its report) holds its place there for SessionGrace, as an
+// offline user's name is held, not for as long as Central keeps the room:
+// users that joined rooms once and then stayed away from the chat server,
+// connected to Central only, kept every server full for RoomTTL, and no
+// new chat could start (abuse sweep 2, 2026-12-05). Members that come
+// back later to a server filled meanwhile are refused there, and Central
+// moves their room (probeLocked).
 func (s *serverRec) full() bool {
 	rooms := max(s.rec.Rooms, s.joinedN) + s.fresh
 	return (s.rec.MaxRooms > 0 && rooms >= s.rec.MaxRooms) || (s.rec.MaxConns > 0 && s.rec.Conns >= s.rec.MaxConns && !s.admits)
@@ -166,7 +177,12 @@ type room struct {
 	// toward its server's capacity only until the server's next
 	// heartbeat (serverRec.full). Set with markJoinedLocked.
 	joined bool
-	pos    int // index in c.rooms
+	// counted: the room is in its server's joinedN, as a joined room its
+	// server showed a member in (or took, by a move) at seen, less than
+	// SessionGrace ago. See holdLocked and expireLocked.
+	counted bool
+	seen    time.Time
+	pos     int // index in c.rooms
 	// lostSrv names the server a member or a restarted Central's store
 	// says the room is on while Central does not know that server (srv is
 	// nil): it may register again, or the room is placed afresh once
@@ -517,20 +533,36 @@ func (c *Central) insertRoomLocked(r *room) {
 	if r.srv != nil {
 		r.srv.assigned++
 		if r.joined {
-			r.srv.joinedN++ // adopted or loaded: in the server's count already
+			r.hold(r.alive) // adopted or loaded: in the server's count already
 		} else {
 			r.srv.fresh++
 		}
 	}
 }
 
-// markJoinedLocked records that a member joined r on its server.
-func (c *Central) markJoinedLocked(r *room) {
-	if !r.joined {
-		r.joined = true
-		if r.srv != nil {
-			r.srv.joinedN++
-		}
+// markJoinedLocked records that a member joined r on its server, as its
+// server shows at now.
+func (c *Central) markJoinedLocked(r *room, now time.Time) {
+	r.joined = true
+	r.hold(now)
+}
+
+// hold counts r, if joined, toward its server's capacity from now for
+// SessionGrace: its server showed a member in it, or it just moved there
+// and its members are on their way.
+func (r *room) hold(now time.Time) {
+	r.seen = now
+	if r.joined && !r.counted && r.srv != nil {
+		r.srv.joinedN++
+		r.counted = true
+	}
+}
+
+// unhold takes r out of its server's count; call it before r.srv changes.
+func (r *room) unhold() {
+	if r.counted {
+		r.srv.joinedN--
+		r.counted = false
 	}
 }
 
@@ -547,9 +579,7 @@ func (c *Central) deleteRoomLocked(r *room) {
 	}
 	if r.srv != nil {
 		r.srv.assigned--
-		if r.joined {
-			r.srv.joinedN--
-		}
+		r.unhold()
 	}
 	c.revokeLocked(centralapi.Revocation{Room: r.id, Before: c.now().UnixNano()}, c.now())
 	c.storeErr("delete room", c.st.DeleteRoom(r.id))
@@ -648,7 +678,7 @@ func (c *Central) adoptLocked(s *serverRec, reports []centralapi.RoomReport, now
 		}
 		r.alive = now
 		if r.srv == s && rep.Epoch == r.epoch && len(members) > 0 {
-			c.markJoinedLocked(r)
+			c.markJoinedLocked(r, now)
 		}
 		changed := false
 		if rep.Epoch > r.epoch || (r.srv == nil && rep.Epoch == r.epoch) {
@@ -746,11 +776,17 @@ func (c *Central) makeRoomForUsersLocked(now time.Time) bool {
 // that no server has reported, for RoomTTL (their clients crashed or never
 // came back, so nobody will send LeaveRoom), and users whose session has
 // been gone for SessionGrace and who are left in no room. Expired rooms
-// stop counting against their server's capacity.
+// stop counting against their server's capacity, and so do rooms their
+// server has not shown a member in for SessionGrace (serverRec.full).
 func (c *Central) expireLocked(now time.Time) {
 	c.expireDoneLocked(now)
+	released := false
 	for i := 0; i < len(c.rooms); {
 		r := c.rooms[i]
+		if r.counted && now.Sub(r.seen) >= c.cfg.SessionGrace {
+			r.unhold() // empty on its server for SessionGrace: see full
+			released = true
+		}
 		for _, u := range r.members {
 			if u.sess != nil {
 				r.alive = now
@@ -773,5 +809,8 @@ func (c *Central) expireLocked(now time.Time) {
 			}
 			c.dropUserLocked(u, "expired")
 		}
+	}
+	if released {
+		c.syncSelLocked()
 	}
 }

@@ -66,7 +66,7 @@ func run() int {
 	fs.DurationVar(&cfg.AwaitingEvery, "awaiting-every", cfg.AwaitingEvery, "period of AWAITING_REQ while a request waits, 10ms to 24h")
 	fs.DurationVar(&cfg.AssignRetry, "assign-retry", cfg.AssignRetry, "resend an unacknowledged Assign this often, 10ms to 24h")
 	fs.DurationVar(&cfg.AssignGiveUp, "assign-give-up", cfg.AssignGiveUp, "stop resending an Assign after this long, 1ms to 720h")
-	fs.DurationVar(&cfg.SessionGrace, "session-grace", cfg.SessionGrace, "a name stays reserved this long without a control connection, 1ms to 720h")
+	fs.DurationVar(&cfg.SessionGrace, "session-grace", cfg.SessionGrace, "a name stays reserved this long without a control connection, and a room empty on its chat server keeps its place there this long; 1ms to 720h")
 	fs.DurationVar(&cfg.ReconnectGrace, "reconnect-grace", cfg.ReconnectGrace, "a chat request waits this long for a member whose control connection dropped to come back, 0 to 24h (0: it fails at once)")
 	fs.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "timeout of Central's echo check of a server reported unreachable, 1ms to 1m")
 	fs.DurationVar(&cfg.Policy.MinGain, "min-gain", cfg.Policy.MinGain, "a move must lower the room's worst RTT by at least this much, 0 to 1h")
