@@ -294,7 +294,12 @@ func TestAdvertisedAddressChecked(t *testing.T) {
 	startServer(t, func(cfg *Config) {
 		cfg.ID, cfg.Central, cfg.Secret, cfg.Advertise = "twin", rest, "s3cret", good.Addr()
 	})
-	for id, want := range map[string]string{"dead": "connect", "twin": "another server"} {
+	// Central's own REST port answers a frame with an Error (wrong_port);
+	// that was taken for a live chat server.
+	startServer(t, func(cfg *Config) {
+		cfg.ID, cfg.Central, cfg.Secret, cfg.Advertise = "atcentral", rest, "s3cret", rest
+	})
+	for id, want := range map[string]string{"dead": "connect", "twin": "another server", "atcentral": "wrong_port"} {
 		testkit.WaitFor(t, 10*time.Second, id+"'s address error listed", func() bool {
 			info, ok := serverInfo(t, api, id)
 			return ok && info.AddrError != ""
