@@ -310,6 +310,13 @@ func (h *control) OnTraffic(gc gnet.Conn) gnet.Action {
 			return gnet.None
 		}
 		var msg wire.Message
+		if err == nil && !cn.greeted && t != proto.THello && t != proto.TError {
+			// As on a chat server, whatever the type, known or not.
+			cn.partial.Store(0)
+			gc.Discard(size)
+			h.c.fatal(cn, proto.CodeNoHello, fmt.Sprintf("the first frame must be Hello, got type 0x%02x", byte(t)))
+			continue
+		}
 		if err == nil {
 			cn.partial.Store(0)
 			msg, err = proto.Decode(t, body) // copies what it keeps out of gc's buffer
