@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"nearchat/pkg/proto"
 	"nearchat/pkg/rtt"
 	"nearchat/pkg/wire"
@@ -160,7 +162,7 @@ type Stats struct {
 	Received   int // messages delivered as events
 	Duplicates int // messages dropped as duplicates
 	Resent     int // messages sent again (after a move or on Resend)
-	Suppressed int // Resend asks not answered: an answer to the same ask was just sent
+	Suppressed int // Resend asks not answered: an answer to the same ask was just sent, or the asker had its share (shareLeft)
 	Held       int // messages waiting behind a gap
 	Missed     int // messages reported as missed
 }
@@ -195,11 +197,12 @@ type Session struct {
 	nextPing          time.Time
 	nextLive          time.Time // next liveness check of cur
 	moveWait          chan error
-	answered          map[string]answer // last Resend answered, by asker
-	queue             []Event           // events not yet taken from the channel
-	paused            bool              // not reading frames: the user has EventBuffer events to take
-	wakeups           int               // loop iterations, for tests that check it idles
-	armedAt           time.Time         // when the loop's timer fires (zero: stopped or fired)
+	answered          map[string]answer        // last Resend answered, by asker
+	shares            map[string]*rate.Limiter // messages resent, by asker (shareLeft)
+	queue             []Event                  // events not yet taken from the channel
+	paused            bool                     // not reading frames: the user has EventBuffer events to take
+	wakeups           int                      // loop iterations, for tests that check it idles
+	armedAt           time.Time                // when the loop's timer fires (zero: stopped or fired)
 	stats             Stats
 }
 
@@ -258,6 +261,7 @@ func Open(ctx context.Context, cfg SessionConfig, server proto.ServerRef, room, 
 		// restart, numbers its messages in a larger incarnation.
 		inc:      uint64(time.Now().UnixNano()),
 		answered: make(map[string]answer),
+		shares:   make(map[string]*rate.Limiter),
 	}
 	go s.run()
 	if err := s.Move(ctx, server, epoch, ticket); err != nil {
@@ -903,6 +907,10 @@ func (s *Session) answerResend(l *link, m *proto.Resend, now time.Time) {
 		s.stats.Suppressed++
 		return
 	}
+	if !s.shareLeft(m.By, after, now) {
+		s.stats.Suppressed++
+		return
+	}
 	j := &answering{by: m.By}
 	for _, a := range l.answers {
 		if a.by == m.By {
@@ -986,6 +994,36 @@ func (s *Session) remember(j *answering) {
 
 // maxAnswered bounds the askers remembered for suppressing repeat asks.
 const maxAnswered = 1024
+
+// shareLeft reports whether asker may be sent again the messages we keep
+// after after, and takes them from its share: two full Windows at once,
+// then a Window every GapTimeout (a gap is given up after that anyway).
+// An asker whose ask is refused asks again on its own timer. Repeat
+// suppression alone lasted 2*HoldBack: a member asking for everything
+// every 0.7 s had another member send it its whole kept window each time,
+// 49 MB for 100 asks of 5 KB (abuse sweep 2, 2026-12-05).
+func (s *Session) shareLeft(asker string, after uint64, now time.Time) bool {
+	n := int(s.sentUpTo - min(max(after, s.out.base), s.sentUpTo))
+	if n == 0 {
+		return true // only Missed to say, or nothing
+	}
+	lim := s.shares[asker]
+	if lim == nil {
+		if len(s.shares) >= maxAnswered {
+			for by, l := range s.shares {
+				if l.TokensAt(now) >= float64(l.Burst()) {
+					delete(s.shares, by) // a full share is a fresh one
+				}
+			}
+		}
+		if len(s.shares) >= maxAnswered {
+			return true // too many askers to keep accounts of; the server bounds each one's asks
+		}
+		lim = rate.NewLimiter(rate.Limit(float64(s.cfg.Window)/s.cfg.GapTimeout.Seconds()), 2*s.cfg.Window)
+		s.shares[asker] = lim
+	}
+	return lim.AllowN(now, min(n, lim.Burst())) // unacknowledged ones may pass a Window
+}
 
 func (s *Session) tick(now time.Time) {
 	asks, gaps, ready := s.in.tick(now, s.quiet())

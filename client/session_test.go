@@ -628,6 +628,40 @@ func TestResendStorm(t *testing.T) {
 	}
 }
 
+// TestResendShareBounded: mallory asks alice for everything again each
+// time the repeat suppression (2*HoldBack) has passed. Each ask had alice
+// send her whole kept window again: 100 asks of 5 KB pulled 49 MB (abuse
+// sweep 2, 2026-12-05). An asker's share is two Windows at once, then a
+// Window every GapTimeout.
+func TestResendShareBounded(t *testing.T) {
+	srv := startChat(t, "serv1")
+	cfg := testConfig(t)
+	const n, asks = 200, 8
+	cfg.Window = n
+	cfg.HoldBack = 50 * time.Millisecond // repeats suppressed for 100 ms
+	cfg.GapTimeout = time.Hour           // no share comes back within the test
+	a := join(t, cfg, ref(srv), "room-share", "alice")
+	raw := dialRaw(t, srv.Addr(), "room-share", "mallory")
+	if err := stream(a, n, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "alice acked", func() bool { return a.s.Stats().Unacked == 0 })
+	handled := func() int { st := a.s.Stats(); return st.Resent/n + st.Suppressed }
+	for i := range asks {
+		raw.Send(&proto.Resend{Of: "alice", After: 0})
+		testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("ask %d handled", i+1), func() bool { return handled() == i+1 })
+		// Past the repeat suppression: not a wait for a condition, the
+		// window the test must step out of (a loaded machine only
+		// lengthens it).
+		time.Sleep(3 * cfg.HoldBack)
+	}
+	st := a.s.Stats()
+	t.Logf("alice after %d asks for all %d of her messages: %+v (server dropped %d asks)", asks, n, st, srv.Stats().ResendsDropped)
+	if st.Resent > 2*n {
+		t.Fatalf("alice resent %d messages for %d asks of all %d, want at most %d (two Windows)", st.Resent, asks, n, 2*n)
+	}
+}
+
 // TestLateJoinerOnNewServer: in a room of three, alice moves to serv2 and
 // sends there before bob arrives. Bob gets it as soon as he joins serv2,
 // not after the old connection's DrainTimeout (review finding 11; with
