@@ -119,27 +119,7 @@ func TestRefusalSaysWhatWasWrong(t *testing.T) {
 		{"32 KiB first frame on control", refuseControl(nil), []byte{0, 0, 0x80, 0, 0x01, 0x80}, proto.CodeTooLarge, "limit 4096"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				tc.refuse(c, "")
-			}()
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.Write(tc.send); err != nil {
-				t.Fatal(err)
-			}
+			c := refusedConn(t, tc.refuse, tc.send)
 			start := time.Now()
 			// Half the refusal's own bound: a refusal that waits for more
 			// input times out here.
@@ -158,6 +138,34 @@ func TestRefusalSaysWhatWasWrong(t *testing.T) {
 	}
 }
 
+// refusedConn serves one connection with refuse and returns the client
+// side of it, send written.
+func refusedConn(t *testing.T, refuse func(net.Conn, string), send []byte) net.Conn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		refuse(c, "")
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write(send); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestRefusalDoesNotAnswerAnError: a follower with no leader answered
 // any first control frame with a fatal Error unavailable, an Error frame
 // too, and a frame on the REST port with wrong_port, an Error too, where
@@ -170,28 +178,8 @@ func TestRefusalDoesNotAnswerAnError(t *testing.T) {
 		"REST":    refuseREST(nil, "127.0.0.1:7001"),
 	} {
 		t.Run(name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				refuse(c, "")
-			}()
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
 			perr, _ := wire.AppendFrame(nil, &proto.Error{Code: proto.CodeInternal, Fatal: true, Reason: "test gives up"})
-			if _, err := c.Write(perr); err != nil {
-				t.Fatal(err)
-			}
+			c := refusedConn(t, refuse, perr)
 			c.SetReadDeadline(time.Now().Add(refuseWait / 2))
 			typ, b, err := wire.NewReader(c, wire.MaxFrame).Next()
 			if err == nil {
@@ -233,27 +221,7 @@ func TestTLSRefusalSaysWhatWasWrong(t *testing.T) {
 		{"HTTP on REST", refuseREST(tc, "127.0.0.1:7001"), get, "HTTPS", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				tc.refuse(c, "")
-			}()
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.Write(tc.send); err != nil {
-				t.Fatal(err)
-			}
+			c := refusedConn(t, tc.refuse, tc.send)
 			c.SetReadDeadline(time.Now().Add(refuseWait / 2))
 			if tc.http {
 				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
