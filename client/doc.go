@@ -104,8 +104,8 @@
 // server acknowledged but never delivered before dying is recovered. The
 // answer goes to the asker alone (Chat.To); repeat asks back off while
 // nothing arrives, and the sender does not answer the same ask twice while
-// its answer may be on the way, nor resend one asker more than two Windows
-// at once and a Window every GapTimeout after.
+// its answer may be on the way, nor past the asker's share (two Windows,
+// refilled at two Windows per GapTimeout).
 //
 // Every number given up is reported as a Missed event with its reason (the
 // sender no longer holds it, the gap timed out, MaxHeld messages waited

@@ -907,10 +907,6 @@ func (s *Session) answerResend(l *link, m *proto.Resend, now time.Time) {
 		s.stats.Suppressed++
 		return
 	}
-	if !s.shareLeft(m.By, after, now) {
-		s.stats.Suppressed++
-		return
-	}
 	j := &answering{by: m.By}
 	for _, a := range l.answers {
 		if a.by == m.By {
@@ -920,6 +916,10 @@ func (s *Session) answerResend(l *link, m *proto.Resend, now time.Time) {
 			}
 			j = a // an ask for another range: answer that instead
 		}
+	}
+	if !s.shareLeft(m.By, after, now) {
+		s.stats.Suppressed++
+		return
 	}
 	// Messages held for a pending move are not written yet: they go out
 	// with it, to the asker too.
@@ -996,12 +996,18 @@ func (s *Session) remember(j *answering) {
 const maxAnswered = 1024
 
 // shareLeft reports whether asker may be sent again the messages we keep
-// after after, and takes them from its share: two full Windows at once,
-// then a Window every GapTimeout (a gap is given up after that anyway).
-// An asker whose ask is refused asks again on its own timer. Repeat
-// suppression alone lasted 2*HoldBack: a member asking for everything
-// every 0.7 s had another member send it its whole kept window each time,
-// 49 MB for 100 asks of 5 KB (abuse sweep 2, 2026-12-05).
+// after after, and takes them from its share: two Windows, refilled at
+// two Windows per GapTimeout. An answer costs its length, at most half a
+// Window: an answer runs from the asker's cursor to our last message, and
+// after a move with many unacknowledged messages a real gap's answer is
+// longer than a Window. An asker whose ask is refused asks again on its
+// own timer (after 0.3, 0.9, 2.1, 4.5 and 9.3 s at the default HoldBack),
+// and half a Window is back within a quarter of GapTimeout: in time
+// before its gap is given up. Repeat suppression alone lasted 2*HoldBack:
+// a member asking for everything every 0.7 s had another member send it
+// its whole kept window each time, 49 MB for 100 asks of 5 KB (abuse
+// sweep 2, 2026-12-05); one asker now gets about 200 messages a second
+// at the defaults past its first two Windows.
 func (s *Session) shareLeft(asker string, after uint64, now time.Time) bool {
 	n := int(s.sentUpTo - min(max(after, s.out.base), s.sentUpTo))
 	if n == 0 {
@@ -1019,10 +1025,10 @@ func (s *Session) shareLeft(asker string, after uint64, now time.Time) bool {
 		if len(s.shares) >= maxAnswered {
 			return true // too many askers to keep accounts of; the server bounds each one's asks
 		}
-		lim = rate.NewLimiter(rate.Limit(float64(s.cfg.Window)/s.cfg.GapTimeout.Seconds()), 2*s.cfg.Window)
+		lim = rate.NewLimiter(rate.Limit(float64(2*s.cfg.Window)/s.cfg.GapTimeout.Seconds()), 2*s.cfg.Window)
 		s.shares[asker] = lim
 	}
-	return lim.AllowN(now, min(n, lim.Burst())) // unacknowledged ones may pass a Window
+	return lim.AllowN(now, max(1, min(n, s.cfg.Window/2)))
 }
 
 func (s *Session) tick(now time.Time) {
