@@ -8,6 +8,7 @@ import (
 	"nearchat/chatserver"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
+	"nearchat/pkg/rtt"
 	"nearchat/pkg/testkit"
 	"nearchat/pkg/wire"
 	"nearchat/pkg/wiretest"
@@ -166,4 +167,30 @@ func TestDormantRoomHoldLapses(t *testing.T) {
 	}
 	p2 := joinWith(t, srv2, "alice", as)
 	wiretest.Expect[*proto.Joined](p2, wiretest.AllBut(proto.TJoined))
+}
+
+// TestEchoTakesOnlyAServersRefusalsForUp: Central's echo check counts a
+// chat server that refuses it as full, or refuses the version of its
+// Hello (another release, in a rolling upgrade), as up; any other
+// refusal (a port that says it is the wrong one, a server shutting
+// down) as a failure. Every refusal counted as up before (abuse sweep 2,
+// 2026-12-05), and the first fix counted a version refusal as a failure
+// (review): every older server would have failed the address check, and
+// its liveness check.
+func TestEchoTakesOnlyAServersRefusalsForUp(t *testing.T) {
+	for code, up := range map[proto.Code]bool{
+		proto.CodeServerFull: true,
+		proto.CodeVersion:    true,
+		proto.CodeWrongPort:  false,
+		proto.CodeShutdown:   false,
+		proto.CodeInternal:   false,
+	} {
+		e := wiretest.EchoServer(t, 0, func(*proto.Hello) wire.Message {
+			return &proto.Error{Code: code, Reason: "test refuses", Fatal: true}
+		})
+		_, err := echo(ctx(t), time.Second, rtt.Target{ID: "serv1", Addr: e.Addr()}, nil)
+		if (err == nil) != up {
+			t.Errorf("a server refusing with %v: echo err %v, want up %v", code, err, up)
+		}
+	}
 }

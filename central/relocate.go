@@ -977,13 +977,15 @@ func echo(ctx context.Context, connTimeout time.Duration, t rtt.Target, tc *tls.
 	// A chat server that refuses the check because it is full is up: a
 	// refusal is an answer. Counting it as a failure let members who
 	// filled a server with idle connections have it marked down and every
-	// room on it moved (abuse probe, 2026-12-01). Any other Error is no
-	// such answer: a port that says it is the wrong one (Central's own, a
-	// TLS port spoken to in plaintext), or a server shutting down, passed
-	// the address check and the liveness check alike (abuse sweep 2,
-	// 2026-12-05).
+	// room on it moved (abuse probe, 2026-12-01). So is one that refuses
+	// the version of our Hello: a chat server of another release, met in
+	// a rolling upgrade, that serves its own clients. Any other Error is
+	// no such answer: a port that says it is the wrong one (Central's own,
+	// a TLS port spoken to in plaintext), or a server shutting down,
+	// passed the address check and the liveness check alike (abuse sweep
+	// 2, 2026-12-05).
 	var refused *proto.Error
-	if errors.As(err, &refused) && refused.Code == proto.CodeServerFull {
+	if errors.As(err, &refused) && (refused.Code == proto.CodeServerFull || refused.Code == proto.CodeVersion) {
 		err = nil
 	}
 	return base.connected.Load(), err
