@@ -194,3 +194,44 @@ func TestEchoTakesOnlyAServersRefusalsForUp(t *testing.T) {
 		}
 	}
 }
+
+// TestRoomListedInTurnKeepsItsPlace: a server hosting more rooms than one
+// heartbeat lists (centralapi.HeartbeatPage) reports them in turn, so a
+// live room may go unlisted for several beats. Its place was given up
+// after SessionGrace regardless, and one member's blip then moved the
+// live room off its full server (review, 2026-12-05). It is kept for as
+// long as the server takes to list every room twice, and a beat more.
+func TestRoomListedInTurnKeepsItsPlace(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HeartbeatInterval = time.Second
+	cfg.SessionGrace = 300 * time.Millisecond
+	h := startCentral(t, cfg)
+	e := wiretest.EchoServer(t, 0, nil)
+	reg, err := h.api.Register(ctx(t), centralapi.RegisterServerRequest{ID: "serv1", Addr: e.Addr(), MaxRooms: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	beat := func(hb centralapi.HeartbeatRequest) {
+		t.Helper()
+		if _, err := h.api.Heartbeat(ctx(t), "serv1", reg.Token, hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat(centralapi.HeartbeatRequest{Total: 1, Rooms: []centralapi.RoomReport{{ID: "r-listed", Epoch: 7, Members: []string{"alice"}}}})
+	beat(centralapi.HeartbeatRequest{Total: 5000}) // three pages: r-listed waits its turn
+	h.c.mu.Lock()
+	defer h.c.mu.Unlock()
+	r, s := h.c.roomByID["r-listed"], h.c.srvByID["serv1"]
+	if r == nil || !r.counted || s.joinedN != 1 {
+		t.Fatalf("adopted room %+v, serv1 joined %d: want it counted", r, s.joinedN)
+	}
+	now := h.c.now()
+	h.c.expireLocked(now.Add(2 * time.Second)) // past SessionGrace, inside 7 beats
+	if !r.counted || s.joinedN != 1 {
+		t.Fatalf("a room unlisted for 2 s of a 3-page rotation lost its place (session grace %v)", cfg.SessionGrace)
+	}
+	h.c.expireLocked(now.Add(8 * time.Second)) // past two rotations and a beat
+	if r.counted || s.joinedN != 0 {
+		t.Fatalf("a room unlisted for 8 s of a 3-page rotation (3 s) kept its place: counted %v, joined %d", r.counted, s.joinedN)
+	}
+}

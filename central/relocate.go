@@ -935,7 +935,7 @@ func (c *Central) probeLocked(s *serverRec) {
 
 // rehomeLocked moves r, reported unreachable on s though s answers, to the
 // best server that can take it, when s is full and has not shown a member
-// in r for SessionGrace (see serverRec.full): its members came back to a
+// in r for holdFor (see serverRec.full): its members came back to a
 // room s no longer holds a place for, and s refuses them (server_full).
 // Resending the placement would only have them refused again.
 func (c *Central) rehomeLocked(r *room, s *serverRec, now time.Time) bool {

@@ -77,7 +77,7 @@ type serverRec struct {
 	// fresh counts the rooms placed here since the server's last
 	// heartbeat, which its report of the rooms it hosts does not show yet;
 	// joinedN the rooms here that a member has joined and that this
-	// server showed a member in, or took, within the last SessionGrace
+	// server showed a member in, or took, within the last holdFor
 	// (room.held; some may be empty on the server for now: their members
 	// come back to them).
 	fresh, joinedN int
@@ -144,10 +144,11 @@ type serverRec struct {
 //
 // A room whose members all left its server (the server drops an empty
 // room from its report) holds its place there for SessionGrace, as an
-// offline user's name is held, not for as long as Central keeps the room:
-// users that joined rooms once and then stayed away from the chat server,
-// connected to Central only, kept every server full for RoomTTL, and no
-// new chat could start (abuse sweep 2, 2026-12-05). Members that come
+// offline user's name is held (or longer, see holdFor), not for as long
+// as Central keeps the room: users that joined rooms once and then stayed
+// away from the chat server, connected to Central only, kept every server
+// full for RoomTTL, and no new chat could start (abuse sweep 2,
+// 2026-12-05). Members that come
 // back later to a server filled meanwhile are refused there, and Central
 // moves their room (probeLocked).
 func (s *serverRec) full() bool {
@@ -179,7 +180,7 @@ type room struct {
 	joined bool
 	// counted: the room is in its server's joinedN, as a joined room its
 	// server showed a member in (or took, by a move) at seen, less than
-	// SessionGrace ago. See holdLocked and expireLocked.
+	// holdFor ago. See hold and expireLocked.
 	counted bool
 	seen    time.Time
 	pos     int // index in c.rooms
@@ -548,7 +549,7 @@ func (c *Central) markJoinedLocked(r *room, now time.Time) {
 }
 
 // hold counts r, if joined, toward its server's capacity from now for
-// SessionGrace: its server showed a member in it, or it just moved there
+// holdFor: its server showed a member in it, or it just moved there
 // and its members are on their way.
 func (r *room) hold(now time.Time) {
 	r.seen = now
@@ -556,6 +557,18 @@ func (r *room) hold(now time.Time) {
 		r.srv.joinedN++
 		r.counted = true
 	}
+}
+
+// holdFor is how long a joined room keeps its place on s with s showing
+// no member in it: SessionGrace, or, if longer, as long as s takes to
+// report every room it hosts twice over (a heartbeat lists at most
+// centralapi.HeartbeatPage rooms, the rest in later beats) and one beat
+// more. A live room that s had not listed for a while was otherwise taken
+// for an empty one, and one member's blip moved it off a full server
+// (rehomeLocked; review, 2026-12-05).
+func (c *Central) holdFor(s *serverRec) time.Duration {
+	pages := max(1, (s.rec.Rooms+centralapi.HeartbeatPage-1)/centralapi.HeartbeatPage)
+	return max(c.cfg.SessionGrace, time.Duration(2*pages+1)*c.cfg.HeartbeatInterval)
 }
 
 // unhold takes r out of its server's count; call it before r.srv changes.
@@ -777,14 +790,14 @@ func (c *Central) makeRoomForUsersLocked(now time.Time) bool {
 // came back, so nobody will send LeaveRoom), and users whose session has
 // been gone for SessionGrace and who are left in no room. Expired rooms
 // stop counting against their server's capacity, and so do rooms their
-// server has not shown a member in for SessionGrace (serverRec.full).
+// server has not shown a member in for holdFor (serverRec.full).
 func (c *Central) expireLocked(now time.Time) {
 	c.expireDoneLocked(now)
 	released := false
 	for i := 0; i < len(c.rooms); {
 		r := c.rooms[i]
-		if r.counted && now.Sub(r.seen) >= c.cfg.SessionGrace {
-			r.unhold() // empty on its server for SessionGrace: see full
+		if r.counted && now.Sub(r.seen) >= c.holdFor(r.srv) {
+			r.unhold() // empty on its server for the grace: see full
 			released = true
 		}
 		for _, u := range r.members {

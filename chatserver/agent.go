@@ -32,10 +32,8 @@ type agent struct {
 	addrErr  string // Central's last word on the advertised address
 }
 
-// heartbeatPage bounds the rooms one heartbeat reports: 2,000 rooms of 16
-// members stay near 0.5 MB, far inside Central's body limit, whatever
-// MaxRooms is.
-const heartbeatPage = 2000
+// heartbeatPage bounds the rooms one heartbeat reports.
+const heartbeatPage = centralapi.HeartbeatPage
 
 // pager picks the rooms of each heartbeat: rooms that changed since they
 // were last reported (new, moved, members came or went) first, then the

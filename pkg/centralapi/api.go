@@ -175,6 +175,13 @@ type RoomReport struct {
 // rest in turn), so a heartbeat stays small however many rooms a server
 // hosts; Total is how many it hosts (0 from an older server means
 // len(Rooms)).
+// HeartbeatPage bounds the rooms one heartbeat reports: 2,000 rooms of 16
+// members stay near 0.5 MB, far inside Central's body limit, whatever
+// MaxRooms is. A server hosting more reports them in turn, each at least
+// once every Total/HeartbeatPage beats (rounded up), and Central waits
+// that long before it takes a room missing from the reports for gone.
+const HeartbeatPage = 2000
+
 type HeartbeatRequest struct {
 	Conns int          `json:"conns"`
 	Total int          `json:"total,omitempty"`
