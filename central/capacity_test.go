@@ -128,8 +128,14 @@ func TestDormantRoomHoldLapses(t *testing.T) {
 	cfg.SessionGrace = 500 * time.Millisecond
 	cfg.RoomTTL = 4 * time.Second // rooms are looked at every second
 	h := startCentral(t, cfg)
-	srv := startChatServersWith(t, h, pub, func(c *chatserver.Config) { c.MaxRooms = 1 }, "serv1")["serv1"]
-	srv2 := startChatServersWith(t, h, pub, nil, "serv2")["serv2"]
+	// Both at once: the helper waits for as many servers as it starts,
+	// and a member's vector keeps only servers Central knows already.
+	srvs := startChatServersWith(t, h, pub, func(c *chatserver.Config) {
+		if c.ID == "serv1" {
+			c.MaxRooms = 1
+		}
+	}, "serv1", "serv2")
+	srv, srv2 := srvs["serv1"], srvs["serv2"]
 	w := &world{harness: h}
 	a, b := w.user(t, "alice"), w.user(t, "bob") // serv1 at 10 ms, serv2 at 30
 	h.heardTwice(t, "serv1")

@@ -674,7 +674,7 @@ func TestResendShareServesARealGap(t *testing.T) {
 	const n = 200
 	cfg.Window = n
 	cfg.HoldBack = 50 * time.Millisecond
-	cfg.GapTimeout = 4 * time.Second
+	cfg.GapTimeout = 8 * time.Second // a spent share is back in 2 s, checked at 4
 	a := join(t, cfg, ref(srv), "room-gap", "alice")
 	raw := dialRaw(t, srv.Addr(), "room-gap", "mallory")
 	if err := stream(a, n, 0, nil); err != nil {
