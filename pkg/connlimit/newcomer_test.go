@@ -74,19 +74,27 @@ func TestNewcomersMakeRoom(t *testing.T) {
 	}
 }
 
+// newcomers returns a function that admits a newcomer from x to p by
+// name, failing the test if it is refused, and notes in
+// evicted the names of those evicted.
+func newcomers(t *testing.T, p *Port, x net.Addr, evicted *[]string) func(name string) *Newcomer {
+	return func(name string) *Newcomer {
+		t.Helper()
+		nc, ok := p.AcquireNew(x, 1, func(bool) { *evicted = append(*evicted, name) })
+		if !ok {
+			t.Fatalf("%s refused (evicted so far %v)", name, *evicted)
+		}
+		return nc
+	}
+}
+
 // TestNewcomerHoldAndRelist: a connection at work is not evicted; idle
 // again, it is listed as the newest; once done or evicted, never again.
 func TestNewcomerHoldAndRelist(t *testing.T) {
 	x := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
 	p := New(100).Port(2)
 	var evicted []string
-	admit := func(name string) *Newcomer {
-		nc, ok := p.AcquireNew(x, 1, func(bool) { evicted = append(evicted, name) })
-		if !ok {
-			t.Fatalf("%s refused", name)
-		}
-		return nc
-	}
+	admit := newcomers(t, p, x, &evicted)
 	a := admit("a")
 	b := admit("b")
 	a.Hold()
@@ -220,13 +228,7 @@ func TestEvictedPlaceIsGivenAway(t *testing.T) {
 	x := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
 	p := New(100).Port(2)
 	var evicted []string
-	admit := func(name string) *Newcomer {
-		nc, ok := p.AcquireNew(x, 1, func(bool) { evicted = append(evicted, name) })
-		if !ok {
-			t.Fatalf("%s refused (evicted so far %v)", name, evicted)
-		}
-		return nc
-	}
+	admit := newcomers(t, p, x, &evicted)
 	a := admit("a")
 	admit("b")
 	// A handshake at the full cap evicts a, which has not closed yet.
