@@ -78,8 +78,8 @@ type serverRec struct {
 	// heartbeat, which its report of the rooms it hosts does not show yet;
 	// joinedN the rooms here that a member has joined and that this
 	// server showed a member in, or took, within the last holdFor
-	// (room.held; some may be empty on the server for now: their members
-	// come back to them).
+	// (room.counted; some may be empty on the server for now: their
+	// members come back to them).
 	fresh, joinedN int
 	// admits: the last heartbeat said a client from a new address would
 	// be admitted, though the server holds its maximum of connections
@@ -148,9 +148,8 @@ type serverRec struct {
 // as Central keeps the room: users that joined rooms once and then stayed
 // away from the chat server, connected to Central only, kept every server
 // full for RoomTTL, and no new chat could start (abuse sweep 2,
-// 2026-12-05). Members that come
-// back later to a server filled meanwhile are refused there, and Central
-// moves their room (probeLocked).
+// 2026-12-05). Members that come back later to a server filled meanwhile
+// are refused there, and Central moves their room (rehomeLocked).
 func (s *serverRec) full() bool {
 	rooms := max(s.rec.Rooms, s.joinedN) + s.fresh
 	return (s.rec.MaxRooms > 0 && rooms >= s.rec.MaxRooms) || (s.rec.MaxConns > 0 && s.rec.Conns >= s.rec.MaxConns && !s.admits)
