@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"nearchat/chatserver"
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
@@ -170,6 +172,10 @@ func TestDormantRoomHoldLapses(t *testing.T) {
 	as := expect[*proto.Assign](a, func(m wire.Message) bool { _, ok := m.(*proto.Assign); return !ok })
 	if as.Room != room.Room || as.Server.ID != "serv2" {
 		t.Fatalf("alice, refused by the full serv1, was sent %+v, want her room on serv2", as)
+	}
+	// The move is counted under its own reason, not "other".
+	if got := testutil.ToFloat64(h.c.obs.moves.WithLabelValues("server_full")); got != 1 {
+		t.Errorf("moves{reason=server_full} = %v, want 1", got)
 	}
 	p2 := joinWith(t, srv2, "alice", as)
 	wiretest.Expect[*proto.Joined](p2, wiretest.AllBut(proto.TJoined))

@@ -76,6 +76,8 @@ func moveReason(reason string) string {
 		return "server_unknown"
 	case reason == selection.ReasonCurrentUnmeasured:
 		return "server_unmeasured"
+	case reason == reasonRehome:
+		return "server_full"
 	case strings.HasPrefix(reason, "better server"):
 		return "better_server"
 	}

@@ -949,13 +949,17 @@ func (c *Central) rehomeLocked(r *room, s *serverRec, now time.Time) bool {
 	if err != nil || ch.Index == r.cur() {
 		return false
 	}
-	mv := move{r: r, to: ch.Index, epoch: r.epoch, reason: "its server is full and held no place for the room, empty there for the session grace", rtt: ch.Max}
+	mv := move{r: r, to: ch.Index, epoch: r.epoch, reason: reasonRehome, rtt: ch.Max}
 	if sc, ok := selection.ScoreMatrix(c.sel, r.m, r.cur()); ok {
 		mv.prevRTT = sc.Max
 	}
 	c.applyMoveLocked(mv, now)
 	return r.srv != s
 }
+
+// reasonRehome is the reason of a rehomeLocked move (moves_total's
+// server_full).
+const reasonRehome = "its server is full and held no place for the room, empty there for the session grace"
 
 // minConnectTimeout is the shortest bound on the connect of an echo check.
 const minConnectTimeout = 150 * time.Millisecond

@@ -296,11 +296,15 @@ func (c *Central) restHandler() http.Handler {
 	mux.Handle("DELETE /v1/servers/{id}", handler(c.deregisterServer))
 	mux.Handle("GET /v1/rooms", handler(c.listRooms))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
 		if e := checkEnvelope(r); e != nil {
+			// Counted under the route the request named (observeREST),
+			// not as unmatched.
+			r.Pattern = pattern
 			writeErr(w, e)
 			return
 		}
-		if h, pattern := mux.Handler(r); pattern == "" {
+		if pattern == "" {
 			sw := &statusOnly{header: w.Header()}
 			h.ServeHTTP(sw, r)
 			switch sw.status {

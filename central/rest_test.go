@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"nearchat/pkg/centralapi"
 	"nearchat/pkg/proto"
 	"nearchat/pkg/testkit"
@@ -189,6 +191,10 @@ func TestRESTEnvelope(t *testing.T) {
 	}
 	if _, err := h.api.LookupClient(ctx(t), "zed"); !centralapi.IsUnknownClient(err) {
 		t.Fatalf("zed registered through a non-JSON body: %v", err)
+	}
+	// Each refusal is counted under the route it named.
+	if n := testutil.ToFloat64(h.c.obs.rest.WithLabelValues("POST /v1/clients", "415")); n != 5 {
+		t.Errorf(`rest_requests{route="POST /v1/clients",code="415"} = %v, want 5`, n)
 	}
 	if st := post("application/json; charset=utf-8"); st != http.StatusCreated {
 		t.Fatalf("POST with JSON: %d, want 201", st)

@@ -3,7 +3,7 @@
 
 const reasonColor = {
   better_server: "#3b6fd8", server_down: "#d64545", server_draining: "#d98b12",
-  server_unknown: "#8a5cd1", server_unmeasured: "#6b7385", other: "#6b7385",
+  server_unknown: "#8a5cd1", server_unmeasured: "#6b7385", server_full: "#2f9e8f", other: "#6b7385",
 };
 
 function ms(ns) {
