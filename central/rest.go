@@ -684,7 +684,10 @@ func (c *Central) latencyLocked(u *user, lat map[string]selection.Sample) bool {
 	if u.latGen > c.srvGen && maps.Equal(lat, u.lat) {
 		// Nothing new: no store write, no re-evaluation. A vector the
 		// same as one from before a server registered is news, though:
-		// it says the member does not measure that server (vectorsBehind).
+		// it says the member does not measure that server (vectorsBehind),
+		// and so does the same vector from a round ended SettleWait after
+		// the server registered: the scan takes it from there.
+		u.latAt = c.now()
 		return true
 	}
 	c.setLatencyLocked(u, lat)

@@ -28,9 +28,10 @@ type user struct {
 	lat   map[string]selection.Sample
 	reg   time.Time
 
-	// latGen changes whenever lat does; dense is lat laid out in server
-	// order, valid while denseLayout and denseGen match.
+	// latGen changes whenever lat does, and latAt is when; dense is lat
+	// laid out in server order, valid while denseLayout and denseGen match.
 	latGen      uint64
+	latAt       time.Time
 	dense       []time.Duration
 	spread      []time.Duration // the samples' spreads, laid out as dense
 	denseLayout uint64
@@ -420,7 +421,7 @@ func (c *Central) setLatencyLocked(u *user, lat map[string]selection.Sample) {
 	c.obs.reports.Inc()
 	u.lat = lat
 	c.latGen++
-	u.latGen = c.latGen
+	u.latGen, u.latAt = c.latGen, c.now()
 	c.dirty[u] = struct{}{}
 	for r := range u.rooms {
 		r.mFresh = false
