@@ -2,6 +2,7 @@ package central
 
 import (
 	"crypto/ed25519"
+	"strings"
 	"testing"
 	"time"
 
@@ -246,4 +247,69 @@ func TestRoomListedInTurnKeepsItsPlace(t *testing.T) {
 	if r.counted || s.joinedN != 0 {
 		t.Fatalf("a room unlisted for 8 s of a 3-page rotation (3 s) kept its place: counted %v, joined %d", r.counted, s.joinedN)
 	}
+}
+
+// TestHistoryBudgetReachedIsFull: a chat server whose history budget is
+// reached refuses every new room, and Central, not told, went on placing
+// new rooms there, and sent a refused room's members back to it for as
+// long as they asked (abuse sweep 3, 2026-12-06). The server's heartbeat
+// says so now: Central counts it full and places new rooms elsewhere, and
+// a room placed there before it heard moves once a member reports being
+// refused. The rooms the server holds keep their places, and their members
+// get back in.
+func TestHistoryBudgetReachedIsFull(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	cfg := testConfig(t)
+	cfg.TicketKey = priv
+	h := startCentral(t, cfg)
+	srvs := startChatServersWith(t, h, pub, func(c *chatserver.Config) {
+		if c.ID == "serv1" {
+			c.HistoryBudget = 100 << 10
+		}
+	}, "serv1", "serv2")
+	srv, srv2 := srvs["serv1"], srvs["serv2"]
+	w := &world{harness: h}
+	a, b := w.user(t, "alice"), w.user(t, "bob") // serv1 at 10 ms, serv2 at 30
+	c, d := w.user(t, "carol"), w.user(t, "dave")
+	h.heardTwice(t, "serv1")
+	h.heardTwice(t, "serv2")
+	room := chat(t, a, b)
+	early := chat(t, c, d) // placed before the budget is reached; nobody joins it yet
+	if room.Server.ID != "serv1" || early.Server.ID != "serv1" {
+		t.Fatalf("rooms placed on %s and %s, want serv1", room.Server.ID, early.Server.ID)
+	}
+	pa := joinWith(t, srv, "alice", room)
+	wiretest.Expect[*proto.Joined](pa, wiretest.AllBut(proto.TJoined))
+	text := strings.Repeat("h", 4000)
+	for i := uint64(1); i <= 30; i++ {
+		pa.Send(&proto.Chat{Num: i, Text: text})
+		wiretest.Expect[*proto.Ack](pa, wiretest.AllBut(proto.TAck))
+	}
+	testkit.WaitFor(t, 10*time.Second, "Central to count serv1 full", func() bool {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		return h.c.srvByID["serv1"].full()
+	})
+	e, f := w.user(t, "erin"), w.user(t, "frank")
+	if as := chat(t, e, f); as.Server.ID != "serv2" {
+		t.Fatalf("a new room placed on %s, want serv2", as.Server.ID)
+	}
+	pc := joinWith(t, srv, "carol", early)
+	pc.ExpectClosed(proto.CodeServerFull)
+	c.send(&proto.Unreachable{Room: early.Room, Server: "serv1", Epoch: early.Epoch})
+	as := expect[*proto.Assign](c, func(m wire.Message) bool { _, ok := m.(*proto.Assign); return !ok })
+	if as.Room != early.Room || as.Server.ID != "serv2" {
+		t.Fatalf("carol, refused by serv1, was sent %+v, want her room on serv2", as)
+	}
+	pc2 := joinWith(t, srv2, "carol", as)
+	wiretest.Expect[*proto.Joined](pc2, wiretest.AllBut(proto.TJoined))
+	// bob, who holds nothing, is sent his room's placement again, and
+	// joins it on serv1 as a new member.
+	b.send(&proto.Holding{})
+	bs := expect[*proto.Assign](b, func(m wire.Message) bool { x, ok := m.(*proto.Assign); return !ok || x.Room != room.Room })
+	if bs.Server.ID != "serv1" || bs.Epoch != room.Epoch {
+		t.Fatalf("bob was sent %+v, want his room where it was", bs)
+	}
+	pb := joinWith(t, srv, "bob", bs)
+	wiretest.Expect[*proto.Joined](pb, wiretest.AllBut(proto.TJoined))
 }

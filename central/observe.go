@@ -76,7 +76,7 @@ func moveReason(reason string) string {
 		return "server_unknown"
 	case reason == selection.ReasonCurrentUnmeasured:
 		return "server_unmeasured"
-	case reason == reasonRehome:
+	case reason == reasonRehome || reason == reasonRefused:
 		return "server_full"
 	case strings.HasPrefix(reason, "better server"):
 		return "better_server"

@@ -944,10 +944,18 @@ func (c *Central) probeLocked(s *serverRec) {
 // best server that can take it, when s is full and has not shown a member
 // in r for holdFor (see serverRec.full): its members came back to a
 // room s no longer holds a place for, and s refuses them (server_full).
-// Resending the placement would only have them refused again.
+// So does a room no member has got into yet on a full server: one placed
+// there before Central heard that a memory budget of the server was
+// reached, say (abuse sweep 3, 2026-12-06: such a room was sent back to
+// its server for as long as its members asked). Resending the placement
+// would only have them refused again.
 func (c *Central) rehomeLocked(r *room, s *serverRec, now time.Time) bool {
-	if !r.joined || r.counted || !s.full() {
+	if r.counted || !s.full() {
 		return false
+	}
+	reason := reasonRehome
+	if !r.joined {
+		reason = reasonRefused
 	}
 	c.syncSelLocked()
 	c.refreshDirtyLocked()
@@ -956,7 +964,7 @@ func (c *Central) rehomeLocked(r *room, s *serverRec, now time.Time) bool {
 	if err != nil || ch.Index == r.cur() {
 		return false
 	}
-	mv := move{r: r, to: ch.Index, epoch: r.epoch, reason: reasonRehome, rtt: ch.Max}
+	mv := move{r: r, to: ch.Index, epoch: r.epoch, reason: reason, rtt: ch.Max}
 	if sc, ok := selection.ScoreMatrix(c.sel, r.m, r.cur()); ok {
 		mv.prevRTT = sc.Max
 	}
@@ -964,9 +972,12 @@ func (c *Central) rehomeLocked(r *room, s *serverRec, now time.Time) bool {
 	return r.srv != s
 }
 
-// reasonRehome is the reason of a rehomeLocked move (moves_total's
-// server_full).
-const reasonRehome = "its server is full and held no place for the room, empty there for the session grace"
+// reasonRehome and reasonRefused are the reasons of rehomeLocked's moves
+// (moves_total's server_full).
+const (
+	reasonRehome  = "its server is full and held no place for the room, empty there for the session grace"
+	reasonRefused = "its server is full and refused the room's first members"
+)
 
 // minConnectTimeout is the shortest bound on the connect of an echo check.
 const minConnectTimeout = 150 * time.Millisecond

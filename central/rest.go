@@ -925,6 +925,18 @@ func (c *Central) heartbeat(r *http.Request) (int, any, *apiError) {
 	s.rec.LastSeen = now
 	s.rec.Conns, s.rec.Rooms = in.Conns, max(in.Total, len(in.Rooms))
 	s.admits = in.Admits
+	budget := in.Budget
+	if len(budget) > maxBudgetText {
+		budget = strings.ToValidUTF8(budget[:maxBudgetText], "")
+	}
+	if budget != s.budget {
+		if budget != "" {
+			c.log.Warn("chat server refuses new rooms: counted full", "server", s.rec.ID, "why", budget)
+		} else {
+			c.log.Info("chat server takes new rooms again", "server", s.rec.ID)
+		}
+		s.budget = budget
+	}
 	s.fresh = 0
 	c.adoptLocked(s, in.Rooms, now)
 	c.heardLocked(s, revived)

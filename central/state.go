@@ -86,6 +86,10 @@ type serverRec struct {
 	// be admitted, though the server holds its maximum of connections
 	// (it evicts for a fair share).
 	admits bool
+	// budget: the last heartbeat said the server refuses every new room,
+	// a memory budget of its own reached (centralapi.HeartbeatRequest's
+	// Budget, cut to maxBudgetText); "" otherwise.
+	budget string
 	// token is issued at registration; heartbeats, drain and deregister
 	// for this id must carry it. Kept in memory only: after a Central
 	// restart the server registers again.
@@ -153,8 +157,11 @@ type serverRec struct {
 // are refused there, and Central moves their room (rehomeLocked).
 func (s *serverRec) full() bool {
 	rooms := max(s.rec.Rooms, s.joinedN) + s.fresh
-	return (s.rec.MaxRooms > 0 && rooms >= s.rec.MaxRooms) || (s.rec.MaxConns > 0 && s.rec.Conns >= s.rec.MaxConns && !s.admits)
+	return (s.rec.MaxRooms > 0 && rooms >= s.rec.MaxRooms) || (s.rec.MaxConns > 0 && s.rec.Conns >= s.rec.MaxConns && !s.admits) || s.budget != ""
 }
+
+// maxBudgetText bounds the reason a heartbeat gives for a budget reached.
+const maxBudgetText = 256
 
 // room is a conversation. m is its latency matrix over c.servers, valid
 // while mFresh holds and mLayout matches c.layout. A member's new vector or

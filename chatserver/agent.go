@@ -149,6 +149,9 @@ func (a *agent) heartbeat(ctx context.Context) (centralapi.HeartbeatResponse, er
 	rooms := a.s.Rooms()
 	hb := centralapi.HeartbeatRequest{Conns: st.Conns, Total: len(rooms),
 		Rooms: a.pages.page(rooms, heartbeatPage), Admits: a.s.port.Admits()}
+	if err := a.s.overBudget(true); err != nil {
+		hb.Budget = err.Error()
+	}
 	hb.RevokeLog, hb.RevokeSeq = a.s.revoked.cursor()
 	resp, err := a.api.Heartbeat(ctx, a.s.cfg.ID, a.s.centralToken(), hb)
 	if err == nil {

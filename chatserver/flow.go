@@ -374,11 +374,15 @@ func (m *member) forgetBacklog() {
 	m.outb = 0
 }
 
-// overBudget refuses a new room or member while the server's history
-// bytes are within a frame of their budget, or its outbound bytes past
-// theirs; members already in keep working.
-func (s *Server) overBudget() error {
-	if h := s.histBytes.Load(); h+int64(s.cfg.MaxFrame) > s.cfg.HistoryBudget {
+// overBudget refuses a new room while the server's history bytes are
+// within a frame of their budget, and a new room or member while its
+// outbound bytes are past theirs; members already in keep working. A
+// member joining a room here adds nothing to the room's history, so the
+// history budget leaves the room's members free to come back: it locked
+// them out of their own room, and Central, not told, sent them back
+// (abuse sweep 3, 2026-12-06). The heartbeat tells Central (Budget).
+func (s *Server) overBudget(newRoom bool) error {
+	if h := s.histBytes.Load(); newRoom && h+int64(s.cfg.MaxFrame) > s.cfg.HistoryBudget {
 		return proto.Fatalf(proto.CodeServerFull, "history memory budget reached (%d of %d bytes): try another server", h, s.cfg.HistoryBudget)
 	}
 	if o := s.outBytes.Load(); o > s.cfg.OutboundBudget {

@@ -50,7 +50,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 				s.mu.Unlock()
 				return proto.Fatalf(proto.CodeServerFull, "server hosts its maximum of %d rooms", s.cfg.MaxRooms)
 			}
-			if err := s.overBudget(); err != nil {
+			if err := s.overBudget(true); err != nil {
 				s.mu.Unlock()
 				return err
 			}
@@ -74,7 +74,7 @@ func (s *Server) join(m *member, j *proto.Join) error {
 		r.mu.Unlock()
 		return proto.Fatalf(proto.CodeRoomFull, "room %q has its maximum of %d members", j.Room, s.cfg.MaxMembers)
 	}
-	if err := s.overBudget(); old == nil && err != nil {
+	if err := s.overBudget(false); old == nil && err != nil {
 		r.mu.Unlock()
 		return err
 	}

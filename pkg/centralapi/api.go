@@ -192,6 +192,10 @@ type HeartbeatRequest struct {
 	// its fair share. Central then still places rooms there. False from
 	// an older server.
 	Admits bool `json:"admits,omitempty"`
+	// Budget, when set, says why the server refuses every new room now:
+	// a memory budget of its own (history or outbound bytes) is reached.
+	// Central then counts it full. Empty from an older server.
+	Budget string `json:"budget,omitempty"`
 	// RevokeLog and RevokeSeq say how much of Central's revocation log the
 	// server holds: the log's id and the last sequence number applied.
 	RevokeLog string `json:"revoke_log,omitempty"`
