@@ -1039,6 +1039,24 @@ func TestTicketChecksAreBudgeted(t *testing.T) {
 		r, _ := w.roomOf(t, lostRoom)
 		return slices.Contains(r.Members, "bob")
 	})
+
+	// A ticket Central signed, but for another member, pauses its
+	// sender's checks as a forged one does: many accounts sharing one
+	// genuine ticket kept the budget spent, none of them ever paused
+	// (abuse sweep 3, 2026-12-06).
+	c := w.user(t, "carol")
+	c.send(held(sign(priv, "alice")))
+	c.send(held(sign(priv, "carol")))
+	c.sync(func(m wire.Message) bool { _, ok := m.(*proto.RoomClosed); return ok })
+	if r, _ := w.roomOf(t, lostRoom); slices.Contains(r.Members, "carol") {
+		t.Fatal("a ticket was checked right after the same member's ticket for another")
+	}
+	w.clk.Advance(forgedPause)
+	c.send(held(sign(priv, "carol")))
+	testkit.WaitFor(t, 5*time.Second, "carol let in once the pause is over", func() bool {
+		r, _ := w.roomOf(t, lostRoom)
+		return slices.Contains(r.Members, "carol")
+	})
 }
 
 // Where Central signs tickets, a Holding report makes its sender a member,
