@@ -313,3 +313,30 @@ func TestHistoryBudgetReachedIsFull(t *testing.T) {
 	pb := joinWith(t, srv, "bob", bs)
 	wiretest.Expect[*proto.Joined](pb, wiretest.AllBut(proto.TJoined))
 }
+
+// A room no member has got into is moved off its server, on a member's
+// report, only when the server refuses every new room (a memory budget
+// reached), not when it is full by count: that may be by this very room's
+// placement (review, 2026-12-06: a server of one room, given this one,
+// lost it to the first failed join).
+func TestRefusedNewRoomMovesOnlyOffABudgetReached(t *testing.T) {
+	w := newWorld(t, nil)
+	a, b := w.user(t, "alice"), w.user(t, "bob")
+	as := chat(t, a, b)
+	w.c.mu.Lock()
+	defer w.c.mu.Unlock()
+	r, s := w.c.roomByID[as.Room], w.c.srvByID[as.Server.ID]
+	s.rec.MaxRooms, s.rec.Rooms = 1, 0 // full by this room's placement alone
+	w.c.syncSelLocked()
+	if r.joined || !s.full() {
+		t.Fatalf("room joined %v, server full %v: want a fresh room filling its server", r.joined, s.full())
+	}
+	if w.c.rehomeLocked(r, s, w.clk.Now()) {
+		t.Fatalf("the room left %s, full only by its own placement", as.Server.ID)
+	}
+	s.budget = "history memory budget reached"
+	w.c.syncSelLocked()
+	if !w.c.rehomeLocked(r, s, w.clk.Now()) || r.srv == s {
+		t.Fatalf("the room stayed on %s, which takes no new room", as.Server.ID)
+	}
+}

@@ -404,7 +404,7 @@ func TestCoreHelloErrors(t *testing.T) {
 // (fuzz sweep 2, F3). So does a vector reported just after the server
 // registered, from a round begun before (chatload's Central restart, 1,000
 // rooms of three: one room moved 80 ms after its server registered). The
-// room stays until the members report again, SettleWait past the
+// room stays until the members report again, roundSpan past the
 // registration; a vector still without the server then moves the room as
 // before.
 func TestRestartKeepsRoomWhileServersReregister(t *testing.T) {
@@ -449,7 +449,7 @@ func TestRestartKeepsRoomWhileServersReregister(t *testing.T) {
 	// Reported again once a round begun after s2 registered has ended,
 	// still without s2 (the members cannot reach the room's server): that
 	// moves it.
-	k.clock.Advance(k.c.cfg.SettleWait)
+	k.clock.Advance(max(k.c.cfg.SettleWait, roundSpan))
 	a.latency(map[string]int{"s1": 20})
 	b.latency(map[string]int{"s1": 20})
 	for _, p := range []*corePeer{a, b} {

@@ -141,24 +141,32 @@ func (c *Central) decide(r *room, now time.Time, rnd *rand.Rand) (move, bool) {
 // reports after, changed or not; until it does (an older client may not),
 // or for OfflineAfter at most, the room stays.
 //
-// A vector reported within SettleWait after the server became known may
-// still come from a round the member began before: it fetched the server
-// list, then probed for up to its probe timeout. Taken at its word, such a
-// vector moved a healthy room 80 ms after its server registered again
-// (chatload, 1,000 rooms of three, Central restarted: 1 move). It waits
-// for the member's next report as well.
+// A vector reported within roundSpan (or SettleWait, if longer) after the
+// server became known may still come from a round the member began
+// before: it fetched the server list, then probed for up to its probe
+// timeout. Taken at its word, such a vector moved a healthy room 80 ms
+// after its server registered again (chatload, 1,000 rooms of three,
+// Central restarted: 1 move). The room waits for a report from after that
+// (a member reports a newly announced server once probed, changed or not;
+// latencyLocked notes a report that repeats the vector too), or for
+// OfflineAfter since the registration at most, and the next scan.
 func (c *Central) vectorsBehind(r *room, now time.Time) bool {
 	s := r.srv
 	if s == nil || s.gone || s.rec.Down || s.rec.Draining || now.Sub(s.knownAt) >= c.cfg.OfflineAfter {
 		return false
 	}
 	for _, u := range r.members {
-		if _, ok := u.lat[s.rec.ID]; !ok && (u.latGen <= s.knownGen || u.latAt.Sub(s.knownAt) < c.cfg.SettleWait) {
+		if _, ok := u.lat[s.rec.ID]; !ok && (u.latGen <= s.knownGen || !u.latAt.IsZero() && u.latAt.Sub(s.knownAt) < max(c.cfg.SettleWait, roundSpan)) {
 			return true
 		}
 	}
 	return false
 }
+
+// roundSpan is how long a member's probe round may run: the default
+// probe timeout (rtt.DefaultConfig, 2 s) twice, for the server list
+// fetched first and probes queued behind others.
+const roundSpan = 4 * time.Second
 
 // evaluateLocked decides and applies one room's move.
 func (c *Central) evaluateLocked(r *room, now time.Time, rnd *rand.Rand) {
@@ -564,11 +572,16 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 		}
 		return !placement || (cl.Epoch == h.Epoch && cl.Server == h.Server)
 	}
+	seen := make(map[string]struct{}, len(m.Rooms))
 	for i := range m.Rooms {
 		h := &m.Rooms[i]
 		if proto.CheckRoom(h.Room) != nil || !epochPlausible(h.Epoch, now) || proto.CheckServer(h.Server) != nil {
 			continue
 		}
+		if _, dup := seen[h.Room]; dup {
+			continue // a room listed twice is taken once, and its ticket checked once
+		}
+		seen[h.Room] = struct{}{}
 		r := c.roomByID[h.Room]
 		if r == nil && (len(u.rooms) >= maxAdopted || !proves(h, true) || !u.adoptions.allow(now, c.adoptRate(), maxAdopted)) {
 			// No member makes Central hold rooms without bound, or adopt
@@ -948,13 +961,15 @@ func (c *Central) probeLocked(s *serverRec) {
 // best server that can take it, when s is full and has not shown a member
 // in r for holdFor (see serverRec.full): its members came back to a
 // room s no longer holds a place for, and s refuses them (server_full).
-// So does a room no member has got into yet on a full server: one placed
-// there before Central heard that a memory budget of the server was
-// reached, say (abuse sweep 3, 2026-12-06: such a room was sent back to
-// its server for as long as its members asked). Resending the placement
-// would only have them refused again.
+// So does a room no member has got into yet on a server that refuses
+// every new room, a memory budget of its own reached (serverRec.budget):
+// placed there before Central heard (abuse sweep 3, 2026-12-06: such a
+// room was sent back to its server for as long as its members asked). A
+// server full by count is not enough for that: it may be full only by
+// this room's own placement. Resending the placement would only have them
+// refused again.
 func (c *Central) rehomeLocked(r *room, s *serverRec, now time.Time) bool {
-	if r.counted || !s.full() {
+	if r.counted || !s.full() || !r.joined && s.budget == "" {
 		return false
 	}
 	reason := reasonRehome
@@ -980,7 +995,7 @@ func (c *Central) rehomeLocked(r *room, s *serverRec, now time.Time) bool {
 // (moves_total's server_full).
 const (
 	reasonRehome  = "its server is full and held no place for the room, empty there for the session grace"
-	reasonRefused = "its server is full and refused the room's first members"
+	reasonRefused = "its server takes no new room, a memory budget there reached"
 )
 
 // minConnectTimeout is the shortest bound on the connect of an echo check.

@@ -298,9 +298,12 @@ func (c *Central) restHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if e := checkEnvelope(r); e != nil {
-			// Counted under the route the request named (observeREST),
-			// not as unmatched.
-			r.Pattern = pattern
+			if path.Clean(r.URL.Path) == r.URL.Path {
+				// Counted under the route the request named
+				// (observeREST), not as unmatched; the mux matched an
+				// unclean path by its clean form, which it did not name.
+				r.Pattern = pattern
+			}
 			writeErr(w, e)
 			return
 		}
@@ -882,6 +885,7 @@ func (c *Central) registerServer(r *http.Request) (int, any, *apiError) {
 	} else {
 		rec.Conns, rec.Rooms = s.rec.Conns, s.rec.Rooms
 		s.rec = rec
+		s.budget = "" // a new process, most likely: its heartbeats say
 	}
 	if s.token == "" || !same(in.Token, s.token) {
 		s.token = randomID("", 32)

@@ -196,6 +196,13 @@ func TestRESTEnvelope(t *testing.T) {
 	if n := testutil.ToFloat64(h.c.obs.rest.WithLabelValues("POST /v1/clients", "415")); n != 5 {
 		t.Errorf(`rest_requests{route="POST /v1/clients",code="415"} = %v, want 5`, n)
 	}
+	// An unclean path names no route, though the mux matches its clean form.
+	if st, _ := raw("GET /v1/../healthz HTTP/1.1\r\nHost: x\r\n\r\n"); st != http.StatusNotFound {
+		t.Errorf("unclean path: %d, want 404", st)
+	}
+	if n := testutil.ToFloat64(h.c.obs.rest.WithLabelValues("GET /healthz", "404")); n != 0 {
+		t.Errorf(`rest_requests{route="GET /healthz",code="404"} = %v, want 0 (unmatched)`, n)
+	}
 	if st := post("application/json; charset=utf-8"); st != http.StatusCreated {
 		t.Fatalf("POST with JSON: %d, want 201", st)
 	}

@@ -28,8 +28,10 @@ type user struct {
 	lat   map[string]selection.Sample
 	reg   time.Time
 
-	// latGen changes whenever lat does, and latAt is when; dense is lat
-	// laid out in server order, valid while denseLayout and denseGen match.
+	// latGen changes whenever lat does; latAt is when u last reported
+	// (the same vector again too), zero before its first report to this
+	// Central. dense is lat laid out in server order, valid while
+	// denseLayout and denseGen match.
 	latGen      uint64
 	latAt       time.Time
 	dense       []time.Duration

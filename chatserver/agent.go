@@ -30,7 +30,18 @@ type agent struct {
 	joined   bool // registered once since the server started
 	pages    pager
 	addrErr  string // Central's last word on the advertised address
+
+	// The budget the heartbeat says is reached (Server.budgetReached),
+	// and when it last was: said for budgetHold after, so that a backlog
+	// hovering at the outbound budget does not have Central count the
+	// server full and not full from one beat to the next.
+	budget   string
+	budgetAt time.Time
 }
+
+// budgetHold is how long a heartbeat still says a budget is reached after
+// it last was.
+const budgetHold = 10 * time.Second
 
 // heartbeatPage bounds the rooms one heartbeat reports.
 const heartbeatPage = centralapi.HeartbeatPage
@@ -149,9 +160,13 @@ func (a *agent) heartbeat(ctx context.Context) (centralapi.HeartbeatResponse, er
 	rooms := a.s.Rooms()
 	hb := centralapi.HeartbeatRequest{Conns: st.Conns, Total: len(rooms),
 		Rooms: a.pages.page(rooms, heartbeatPage), Admits: a.s.port.Admits()}
-	if err := a.s.overBudget(true); err != nil {
-		hb.Budget = err.Error()
+	now := time.Now()
+	if b := a.s.budgetReached(); b != "" {
+		a.budget, a.budgetAt = b, now
+	} else if now.Sub(a.budgetAt) >= budgetHold {
+		a.budget = ""
 	}
+	hb.Budget = a.budget
 	hb.RevokeLog, hb.RevokeSeq = a.s.revoked.cursor()
 	resp, err := a.api.Heartbeat(ctx, a.s.cfg.ID, a.s.centralToken(), hb)
 	if err == nil {

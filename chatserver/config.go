@@ -69,9 +69,10 @@ type Config struct {
 	IdleTimeout time.Duration
 	// HistoryBudget and OutboundBudget cap the bytes held in all rooms'
 	// histories and in all members' unsent backlogs (with the deliveries
-	// held for them). Past either, new rooms and new members are refused
-	// (server_full) while those already in keep working, and histories
-	// stop growing. 0 means an eighth of the machine's memory each.
+	// held for them). Past either, new rooms are refused (server_full),
+	// and past the outbound budget new members too, while those already
+	// in keep working, and histories stop growing. 0 means an eighth of
+	// the machine's memory each.
 	HistoryBudget  int64
 	OutboundBudget int64
 	// SendRate and SendBurst bound the Chat frames taken from one member

@@ -119,8 +119,11 @@
 // The bytes in all rooms' histories and in all members' unsent backlogs
 // (with the deliveries held for them) are counted. Past
 // Config.HistoryBudget or Config.OutboundBudget, a Join that would add a
-// room or a member is refused (server_full), members already in keep
-// working, and histories stop growing.
+// room is refused (server_full), and past the outbound budget one that
+// would add a member too; members already in keep working, a member comes
+// back to a room still held here past the history budget, and histories
+// stop growing. The heartbeat tells Central a budget is reached, for
+// ten seconds after it last was, and Central counts the server full.
 //
 // # Concurrency
 //

@@ -382,13 +382,44 @@ func (m *member) forgetBacklog() {
 // them out of their own room, and Central, not told, sent them back
 // (abuse sweep 3, 2026-12-06). The heartbeat tells Central (Budget).
 func (s *Server) overBudget(newRoom bool) error {
-	if h := s.histBytes.Load(); newRoom && h+int64(s.cfg.MaxFrame) > s.cfg.HistoryBudget {
-		return proto.Fatalf(proto.CodeServerFull, "history memory budget reached (%d of %d bytes): try another server", h, s.cfg.HistoryBudget)
+	if h, full := s.historyFull(); newRoom && full {
+		return proto.Fatalf(proto.CodeServerFull, "%s (%d of %d bytes): try another server", budgetHistory, h, s.cfg.HistoryBudget)
 	}
-	if o := s.outBytes.Load(); o > s.cfg.OutboundBudget {
-		return proto.Fatalf(proto.CodeServerFull, "outbound memory budget reached (%d of %d bytes unsent): try another server", o, s.cfg.OutboundBudget)
+	if o, full := s.outboundFull(); full {
+		return proto.Fatalf(proto.CodeServerFull, "%s (%d of %d bytes unsent): try another server", budgetOutbound, o, s.cfg.OutboundBudget)
 	}
 	return nil
+}
+
+// historyFull and outboundFull return the bytes counted against each
+// budget, and whether it refuses a new room now.
+func (s *Server) historyFull() (int64, bool) {
+	h := s.histBytes.Load()
+	return h, h+int64(s.cfg.MaxFrame) > s.cfg.HistoryBudget
+}
+
+func (s *Server) outboundFull() (int64, bool) {
+	o := s.outBytes.Load()
+	return o, o > s.cfg.OutboundBudget
+}
+
+// What a heartbeat says of a budget reached (centralapi.HeartbeatRequest's
+// Budget): the same words each time, so that Central sees a change only
+// when the budget reached changes.
+const (
+	budgetHistory  = "history memory budget reached"
+	budgetOutbound = "outbound memory budget reached"
+)
+
+// budgetReached names the budget that refuses a new room now, or "".
+func (s *Server) budgetReached() string {
+	if _, full := s.historyFull(); full {
+		return budgetHistory
+	}
+	if _, full := s.outboundFull(); full {
+		return budgetOutbound
+	}
+	return ""
 }
 
 // slowMemory is how long a member cut off as slow is remembered in its
