@@ -167,19 +167,28 @@ func TestDormantRoomHoldLapses(t *testing.T) {
 	}
 	h.heardTwice(t, "serv1")
 	// alice comes back: serv1 is full, and her room moves.
-	pa2 := joinWith(t, srv, "alice", room)
-	pa2.ExpectClosed(proto.CodeServerFull)
-	a.send(&proto.Unreachable{Room: room.Room, Server: "serv1", Epoch: room.Epoch})
-	as := expect[*proto.Assign](a, func(m wire.Message) bool { _, ok := m.(*proto.Assign); return !ok })
-	if as.Room != room.Room || as.Server.ID != "serv2" {
-		t.Fatalf("alice, refused by the full serv1, was sent %+v, want her room on serv2", as)
-	}
+	as := refusedAndMoved(t, a, srv, room, "serv2")
 	// The move is counted under its own reason, not "other".
 	if got := testutil.ToFloat64(h.c.obs.moves.WithLabelValues("server_full")); got != 1 {
 		t.Errorf("moves{reason=server_full} = %v, want 1", got)
 	}
 	p2 := joinWith(t, srv2, "alice", as)
 	wiretest.Expect[*proto.Joined](p2, wiretest.AllBut(proto.TJoined))
+}
+
+// refusedAndMoved has u join as's room on srv, where it is refused as
+// full, and report the server unreachable; it returns the placement
+// Central answers with, which must be the same room on server want.
+func refusedAndMoved(t *testing.T, u *ctl, srv *chatserver.Server, as *proto.Assign, want string) *proto.Assign {
+	t.Helper()
+	p := joinWith(t, srv, u.name, as)
+	p.ExpectClosed(proto.CodeServerFull)
+	u.send(&proto.Unreachable{Room: as.Room, Server: as.Server.ID, Epoch: as.Epoch})
+	mv := expect[*proto.Assign](u, func(m wire.Message) bool { _, ok := m.(*proto.Assign); return !ok })
+	if mv.Room != as.Room || mv.Server.ID != want {
+		t.Fatalf("%s, refused by the full %s, was sent %+v, want the room on %s", u.name, as.Server.ID, mv, want)
+	}
+	return mv
 }
 
 // TestEchoTakesOnlyAServersRefusalsForUp: Central's echo check counts a
@@ -294,13 +303,7 @@ func TestHistoryBudgetReachedIsFull(t *testing.T) {
 	if as := chat(t, e, f); as.Server.ID != "serv2" {
 		t.Fatalf("a new room placed on %s, want serv2", as.Server.ID)
 	}
-	pc := joinWith(t, srv, "carol", early)
-	pc.ExpectClosed(proto.CodeServerFull)
-	c.send(&proto.Unreachable{Room: early.Room, Server: "serv1", Epoch: early.Epoch})
-	as := expect[*proto.Assign](c, func(m wire.Message) bool { _, ok := m.(*proto.Assign); return !ok })
-	if as.Room != early.Room || as.Server.ID != "serv2" {
-		t.Fatalf("carol, refused by serv1, was sent %+v, want her room on serv2", as)
-	}
+	as := refusedAndMoved(t, c, srv, early, "serv2")
 	pc2 := joinWith(t, srv2, "carol", as)
 	wiretest.Expect[*proto.Joined](pc2, wiretest.AllBut(proto.TJoined))
 	// bob, who holds nothing, is sent his room's placement again, and

@@ -155,8 +155,14 @@ func (c *Central) vectorsBehind(r *room, now time.Time) bool {
 	if s == nil || s.gone || s.rec.Down || s.rec.Draining || now.Sub(s.knownAt) >= c.cfg.OfflineAfter {
 		return false
 	}
+	window := max(c.cfg.SettleWait, roundSpan)
 	for _, u := range r.members {
-		if _, ok := u.lat[s.rec.ID]; !ok && (u.latGen <= s.knownGen || !u.latAt.IsZero() && u.latAt.Sub(s.knownAt) < max(c.cfg.SettleWait, roundSpan)) {
+		if _, ok := u.lat[s.rec.ID]; ok {
+			continue
+		}
+		before := u.latGen <= s.knownGen
+		maybeBefore := !u.latAt.IsZero() && u.latAt.Sub(s.knownAt) < window
+		if before || maybeBefore {
 			return true
 		}
 	}

@@ -688,8 +688,9 @@ func (c *Central) latencyLocked(u *user, lat map[string]selection.Sample) bool {
 		// Nothing new: no store write, no re-evaluation. A vector the
 		// same as one from before a server registered is news, though:
 		// it says the member does not measure that server (vectorsBehind),
-		// and so does the same vector from a round ended SettleWait after
-		// the server registered: the scan takes it from there.
+		// and so does the same vector from a round that ended past
+		// vectorsBehind's window after the server registered: the scan
+		// takes it from there.
 		u.latAt = c.now()
 		return true
 	}
