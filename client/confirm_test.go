@@ -15,9 +15,7 @@ import (
 // roomOf makes alice ask bob for a chat and returns their room.
 func roomOf(t *testing.T, users map[string]*roomUser) string {
 	t.Helper()
-	if err := users["alice"].Request("bob"); err != nil {
-		t.Fatal(err)
-	}
+	request(t, users, "alice", "bob")
 	var room string
 	for name, u := range users {
 		select {

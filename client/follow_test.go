@@ -99,6 +99,34 @@ func startUsersWith(t *testing.T, cen *central.Central, server string, edit func
 	return users
 }
 
+// request has from ask the others of users for a chat, once every one of
+// them holds a control connection. Measured is not connected: a user whose
+// control connection is still coming up (through a test's proxy, on a
+// loaded machine) is offline as far as Central knows, a request to it ends
+// at once with USER_NOT_FOUND, which these users' readers do not show,
+// and the test waited 30 s for a room (a CI run, 2026-12-06).
+func request(t *testing.T, users map[string]*roomUser, from string, to ...string) {
+	t.Helper()
+	testkit.WaitFor(t, 30*time.Second, "every user's control connection", func() bool {
+		for _, u := range users {
+			if !u.connected() {
+				return false
+			}
+		}
+		return true
+	})
+	if err := users[from].Request(to...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// connected reports whether Central has welcomed u's control connection.
+func (u *roomUser) connected() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.ctrl != nil
+}
+
 // TestFollowGivesUpOnSilentServer: a chat server that takes a member's
 // Join but never says Joined (here a proxy swallows the Joined) wedged the
 // room for good: the client waited on it with no deadline, and Central,
@@ -127,9 +155,7 @@ func TestFollowGivesUpOnSilentServer(t *testing.T) {
 		c.Heartbeat = 200 * time.Millisecond
 	})
 	users := startUsers(t, cen, "s1", "alice", "bob")
-	if err := users["alice"].Request("bob"); err != nil {
-		t.Fatal(err)
-	}
+	request(t, users, "alice", "bob")
 	// Each member joins, waits followTimeout for a Joined that never
 	// comes, reports the server and joins again when Central confirms it.
 	testkit.WaitFor(t, 30*time.Second, "both members to join a second time", func() bool { return p.joins.Load() >= 4 })
@@ -177,9 +203,7 @@ func TestLookAlikeServerGetsNoRoom(t *testing.T) {
 	}()
 	defer func() { cancel(); <-beating }()
 	users := startUsers(t, cen, "s1", "alice", "bob")
-	if err := users["alice"].Request("bob"); err != nil {
-		t.Fatal(err)
-	}
+	request(t, users, "alice", "bob")
 	for name, u := range users {
 		select {
 		case r := <-u.ready:

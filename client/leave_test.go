@@ -51,9 +51,7 @@ func TestLeaveSurvivesLostLeaveRoom(t *testing.T) {
 		o.Control = p.ln.Addr().String()
 		o.HoldingEvery = 200 * time.Millisecond
 	}, "alice", "bob", "carol")
-	if err := users["alice"].Request("bob", "carol"); err != nil {
-		t.Fatal(err)
-	}
+	request(t, users, "alice", "bob", "carol")
 	var room string
 	for name, u := range users {
 		select {
