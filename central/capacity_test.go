@@ -343,3 +343,32 @@ func TestRefusedNewRoomMovesOnlyOffABudgetReached(t *testing.T) {
 		t.Fatalf("the room stayed on %s, which takes no new room", as.Server.ID)
 	}
 }
+
+// A chat server whose heartbeats stop saying a memory budget is reached
+// (its rooms ended, and the chat server's own hold lapsed) takes new
+// rooms again: full while they say so, placeable once they do not.
+func TestBudgetLiftedTakesRoomsAgain(t *testing.T) {
+	w := newWorld(t, nil)
+	beat := func(budget string) {
+		t.Helper()
+		if _, err := w.api.Heartbeat(ctx(t), "serv1", "", centralapi.HeartbeatRequest{Budget: budget}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := w.user(t, "alice"), w.user(t, "bob") // serv1 at 10 ms, serv2 at 30
+	beat("history memory budget reached")
+	if as := chat(t, a, b); as.Server.ID != "serv2" {
+		t.Fatalf("a room placed on %s, whose budget is reached; want serv2", as.Server.ID)
+	}
+	beat("")
+	w.c.mu.Lock()
+	full := w.c.srvByID["serv1"].full()
+	w.c.mu.Unlock()
+	if full {
+		t.Fatal("serv1 still counted full after a heartbeat without a budget reached")
+	}
+	c, d := w.user(t, "carol"), w.user(t, "dave")
+	if as := chat(t, c, d); as.Server.ID != "serv1" {
+		t.Fatalf("a new room placed on %s once serv1's budget lifted; want serv1", as.Server.ID)
+	}
+}
