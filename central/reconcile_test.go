@@ -1057,6 +1057,39 @@ func TestTicketChecksAreBudgeted(t *testing.T) {
 		r, _ := w.roomOf(t, lostRoom)
 		return slices.Contains(r.Members, "carol")
 	})
+
+	// A ticket that could prove nothing even if genuine (the member's
+	// own, expired; or someone else's) costs no check: shown over and
+	// over by many accounts, expired ones kept the budget spent, no
+	// account ever paused (abuse sweep 3, 2026-12-06).
+	tokens := func() float64 {
+		w.c.mu.Lock()
+		defer w.c.mu.Unlock()
+		return w.c.checks.tokens
+	}
+	w.c.mu.Lock()
+	w.c.checks.tokens = 1
+	w.c.mu.Unlock()
+	d, e := w.user(t, "dave"), w.user(t, "erin")
+	expired, err := ticket.Sign(priv, ticket.Claims{Room: lostRoom, User: "dave", Epoch: 5, Server: "serv2", Expires: w.clk.Now().Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range holdingBurst - 1 { // the last report of the burst is for his own
+		d.send(held(expired))
+	}
+	e.send(held(sign(priv, "alice")))
+	closed := func(m wire.Message) bool { _, ok := m.(*proto.RoomClosed); return ok }
+	d.sync(closed)
+	e.sync(closed)
+	if n := tokens(); n != 1 {
+		t.Fatalf("%g checks left of 1 after tickets that prove nothing, genuine or not", n)
+	}
+	d.send(held(sign(priv, "dave")))
+	testkit.WaitFor(t, 5*time.Second, "dave let in with his own ticket, on the check left", func() bool {
+		r, _ := w.roomOf(t, lostRoom)
+		return slices.Contains(r.Members, "dave")
+	})
 }
 
 // Where Central signs tickets, a Holding report makes its sender a member,

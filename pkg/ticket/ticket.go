@@ -67,10 +67,43 @@ func Open(pub ed25519.PublicKey, t []byte) (Claims, error) {
 	if !ed25519.Verify(pub, body, sig) {
 		return c, ErrSignature
 	}
+	return decode(body)
+}
+
+// decode reads the claims of a ticket's body.
+func decode(body []byte) (Claims, error) {
+	var c Claims
 	if err := msgpack.Unmarshal(body, &c); err != nil {
 		return c, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	return c, nil
+}
+
+// Inspect checks what Verify checks but the signature: that t's claims
+// name exactly room and user and have not expired at now. It costs a
+// decode, where Verify costs an Ed25519 verification (some 50 µs), so a
+// checker can refuse for free a ticket that could not pass anyway: one
+// for someone else, or expired. The claims it returns prove nothing.
+func Inspect(t []byte, room, user string, now time.Time) (Claims, error) {
+	if len(t) <= ed25519.SignatureSize {
+		return Claims{}, fmt.Errorf("%w: %d bytes", ErrMalformed, len(t))
+	}
+	c, err := decode(t[:len(t)-ed25519.SignatureSize])
+	if err != nil {
+		return c, err
+	}
+	return c, check(c, room, user, now)
+}
+
+// check is Verify's test of signed claims.
+func check(c Claims, room, user string, now time.Time) error {
+	if c.Room != room || c.User != user {
+		return fmt.Errorf("%w: ticket is for %q in %q", ErrMismatch, c.User, c.Room)
+	}
+	if now.Unix() >= c.Expires {
+		return fmt.Errorf("%w at %s", ErrExpired, time.Unix(c.Expires, 0).UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Verify checks t's signature with pub, that it names exactly room and
@@ -81,13 +114,7 @@ func Verify(pub ed25519.PublicKey, t []byte, room, user string, now time.Time) (
 	if err != nil {
 		return c, err
 	}
-	if c.Room != room || c.User != user {
-		return c, fmt.Errorf("%w: ticket is for %q in %q", ErrMismatch, c.User, c.Room)
-	}
-	if now.Unix() >= c.Expires {
-		return c, fmt.Errorf("%w at %s", ErrExpired, time.Unix(c.Expires, 0).UTC().Format(time.RFC3339))
-	}
-	return c, nil
+	return c, check(c, room, user, now)
 }
 
 const (

@@ -54,6 +54,47 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+// Inspect finds what Verify finds but a bad signature, which it cannot
+// see: a forged ticket whose claims would do passes it.
+func TestInspect(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	_, forger, _ := ed25519.GenerateKey(nil)
+	now := time.Unix(1_800_000_000, 0)
+	good := Claims{Room: "r-1", User: "alice", Epoch: 3, Expires: now.Add(time.Minute).Unix()}
+	sign := func(k ed25519.PrivateKey, c Claims) []byte {
+		b, err := Sign(k, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name       string
+		ticket     []byte
+		room, user string
+		want       error
+	}{
+		{"valid", sign(priv, good), "r-1", "alice", nil},
+		{"forged", sign(forger, good), "r-1", "alice", nil},
+		{"another room", sign(priv, good), "r-2", "alice", ErrMismatch},
+		{"another user", sign(priv, good), "r-1", "bob", ErrMismatch},
+		{"expired", sign(priv, Claims{Room: "r-1", User: "alice", Expires: now.Unix()}), "r-1", "alice", ErrExpired},
+		{"empty", nil, "r-1", "alice", ErrMalformed},
+		{"not msgpack", make([]byte, ed25519.SignatureSize+3), "r-1", "alice", ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Inspect(tc.ticket, tc.room, tc.user, now)
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("Inspect = %v, want %v", err, tc.want)
+			}
+			if tc.want == nil && c != good {
+				t.Fatalf("claims = %+v, want %+v", c, good)
+			}
+		})
+	}
+}
+
 func TestKeyFiles(t *testing.T) {
 	dir := t.TempDir()
 	privPath, pubPath := filepath.Join(dir, "k"), filepath.Join(dir, "k.pub")
