@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"testing"
@@ -373,6 +374,71 @@ func TestChecker(t *testing.T) {
 				t.Errorf("report %v, want ok=%v dup=%d ooo=%d missing=%d", r, tt.ok, tt.dup, tt.ooo, tt.missingOf)
 			}
 		})
+	}
+}
+
+// TestCheckerMatchesAPlainSet: the Checker keeps runs of numbers, not one
+// entry a message; what it reports must be what a plain set of every
+// number seen gives, whatever the order, gaps and repeats.
+func TestCheckerMatchesAPlainSet(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for round := range 500 {
+		c := NewChecker()
+		seen := map[uint64]bool{}
+		var last uint64
+		dup, ooo, bad := 0, 0, 0
+		next := uint64(rnd.IntN(3))
+		for range rnd.IntN(200) {
+			var n uint64
+			switch rnd.IntN(10) {
+			case 0: // a repeat, or an old number
+				n = uint64(rnd.IntN(int(next) + 1))
+			case 1: // a gap
+				next += uint64(rnd.IntN(5)) + 1
+				n = next
+			case 2: // the edge
+				n = math.MaxUint64 - uint64(rnd.IntN(2))
+			default:
+				n = next
+				next++
+			}
+			want := true
+			if seen[n] {
+				dup++
+				want = false
+			} else if n < last {
+				ooo++
+				want = false
+			}
+			if !seen[n] {
+				seen[n] = true
+				last = max(last, n)
+			}
+			if c.Observe("a", n) != want {
+				bad++
+			}
+		}
+		expect := next + uint64(rnd.IntN(3))
+		c.Expect("a", expect)
+		told := [2]uint64{uint64(rnd.IntN(int(next) + 1)), uint64(rnd.IntN(int(next) + 1))}
+		c.Missed("a", told[0], told[1])
+		var seenIn, toldMissing int
+		for n := range seen {
+			if n >= 1 && n <= expect {
+				seenIn++
+			}
+		}
+		for n := max(told[0], 1); n <= min(told[1], expect); n++ {
+			if !seen[n] {
+				toldMissing++
+			}
+		}
+		r := c.Report()
+		if bad > 0 || r.Received != len(seen) || c.Count("a") != len(seen) || r.Duplicates != dup || r.OutOfOrder != ooo ||
+			r.Missing["a"] != int(expect)-seenIn || r.Told["a"] != toldMissing {
+			t.Fatalf("round %d: %d verdicts wrong; report %v told %d; want received %d, duplicates %d, out of order %d, missing %d, told %d",
+				round, bad, r, r.Told["a"], len(seen), dup, ooo, int(expect)-seenIn, toldMissing)
+		}
 	}
 }
 
