@@ -155,18 +155,24 @@ func (a *agent) register(ctx context.Context) (time.Duration, error) {
 	return resp.HeartbeatInterval(), nil
 }
 
+// budgetSaid is what a heartbeat at now says of the budgets, reached
+// naming the one reached now, if any: the last one reached, until
+// budgetHold after it last was.
+func (a *agent) budgetSaid(reached string, now time.Time) string {
+	if reached != "" {
+		a.budget, a.budgetAt = reached, now
+	} else if now.Sub(a.budgetAt) >= budgetHold {
+		a.budget = ""
+	}
+	return a.budget
+}
+
 func (a *agent) heartbeat(ctx context.Context) (centralapi.HeartbeatResponse, error) {
 	st := a.s.Stats()
 	rooms := a.s.Rooms()
 	hb := centralapi.HeartbeatRequest{Conns: st.Conns, Total: len(rooms),
 		Rooms: a.pages.page(rooms, heartbeatPage), Admits: a.s.port.Admits()}
-	now := time.Now()
-	if b := a.s.budgetReached(); b != "" {
-		a.budget, a.budgetAt = b, now
-	} else if now.Sub(a.budgetAt) >= budgetHold {
-		a.budget = ""
-	}
-	hb.Budget = a.budget
+	hb.Budget = a.budgetSaid(a.s.budgetReached(), time.Now())
 	hb.RevokeLog, hb.RevokeSeq = a.s.revoked.cursor()
 	resp, err := a.api.Heartbeat(ctx, a.s.cfg.ID, a.s.centralToken(), hb)
 	if err == nil {

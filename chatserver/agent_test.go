@@ -317,3 +317,30 @@ func TestAdvertisedAddressChecked(t *testing.T) {
 		t.Fatalf("good: %+v", info)
 	}
 }
+
+// A budget reached is said until budgetHold after it last was, then no
+// more: a server whose backlog hovers at the outbound budget is not full
+// and not full from one beat to the next, and one whose budget lifted
+// takes new rooms again.
+func TestBudgetSaidForItsHold(t *testing.T) {
+	var a agent
+	t0 := time.Unix(1_800_000_000, 0)
+	steps := []struct {
+		after   time.Duration
+		reached string
+		want    string
+	}{
+		{0, "", ""},
+		{time.Second, budgetOutbound, budgetOutbound},
+		{2 * time.Second, "", budgetOutbound},
+		{5 * time.Second, budgetOutbound, budgetOutbound}, // reached again: the hold starts over
+		{5*time.Second + budgetHold - time.Millisecond, "", budgetOutbound},
+		{5*time.Second + budgetHold, "", ""},
+		{6*time.Second + budgetHold, budgetHistory, budgetHistory},
+	}
+	for _, st := range steps {
+		if got := a.budgetSaid(st.reached, t0.Add(st.after)); got != st.want {
+			t.Fatalf("at %v with %q reached the heartbeat says %q, want %q", st.after, st.reached, got, st.want)
+		}
+	}
+}
