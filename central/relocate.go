@@ -570,13 +570,11 @@ func (c *Central) holdingLocked(cn *conn, u *user, m *proto.Holding) {
 		// shown over and over cost a check each, and some 63 accounts
 		// doing so kept the budget spent (abuse sweep 3, 2026-12-06).
 		cl, err := ticket.Inspect(h.Ticket, h.Room, u.name, now)
-		if err == nil && (c.leftLocked(h.Room, u.name, cl.Issued) || placement && (cl.Epoch != h.Epoch || cl.Server != h.Server)) {
+		switch {
+		case err != nil:
+		case c.leftLocked(h.Room, u.name, cl.Issued), placement && (cl.Epoch != h.Epoch || cl.Server != h.Server), !c.allowCheckLocked(now):
 			return false
-		}
-		if err == nil {
-			if !c.allowCheckLocked(now) {
-				return false
-			}
+		default:
 			checked++
 			_, err = ticket.Verify(c.cfg.TicketKey.Public().(ed25519.PublicKey), h.Ticket, h.Room, u.name, now)
 		}
