@@ -24,8 +24,15 @@ const readerSize = 4 << 10
 // NewReader returns a Reader of frames from r that refuses a frame whose
 // length prefix exceeds max (0 means MaxFrame) right after reading the four
 // length bytes, before any of its body.
-func NewReader(r io.Reader, max int) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, readerSize), max: max}
+func NewReader(r io.Reader, max int) *Reader { return NewReaderSize(r, max, readerSize) }
+
+// NewReaderSize is NewReader with a read buffer of size bytes (at least
+// 16): a stream of few, small frames (a probe's Pongs) needs no 4 KB
+// buffer, and one that is dialled often should not allocate one each time.
+// A frame larger than the buffer is still read whole, copied once into a
+// buffer kept for the next large one.
+func NewReaderSize(r io.Reader, max, size int) *Reader {
+	return &Reader{r: bufio.NewReaderSize(r, size), max: max}
 }
 
 // Next reads the next frame and returns its type and body. The body is
