@@ -23,6 +23,9 @@ func TestBadFlagsRefused(t *testing.T) {
 		{"liveness", []string{"-liveness", "1ms"}, []string{"-liveness", "1ms", "10ms to 1m"}},
 		{"probe every", []string{"-probe-every", "1ms"}, []string{"-probe-every", "50ms to 1h"}},
 		{"max outage", []string{"-max-outage", "-1s"}, []string{"-max-outage", "at least 0s"}},
+		// 0 would collect without pause; -1 is off, not 0.
+		{"gogc 0", []string{"-gogc", "0"}, []string{"-gogc", "0", "-1 (off) or 1 to 100000"}},
+		{"gogc -2", []string{"-gogc", "-2"}, []string{"-gogc", "-2", "-1 (off) or 1 to 100000"}},
 		// Checked after the run, it lost the run's report, exit 0
 		// (usability review 7, H3).
 		{"json", []string{"-json", "/nonexistent/dir/x.json"}, []string{"-json", "/nonexistent/dir/x.json", "can be written"}},
