@@ -626,6 +626,12 @@ func (c *Central) putLatency(r *http.Request) (int, any, *apiError) {
 	if e := decode(r, maxBody, &in); e != nil {
 		return 0, nil, e
 	}
+	if in.Servers == nil {
+		// {} or {"servers":null} replaced the vector with an empty one:
+		// a client that measured nothing sends {"servers":{}} (abuse
+		// sweep nit, 2026-12-05).
+		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, `the body has no "servers" object: send {"servers":{}} for a vector with no server in it`)
+	}
 	lat, err := checkLatency(in.Servers)
 	if err != nil {
 		return 0, nil, errf(http.StatusBadRequest, centralapi.CodeBadRequest, "%v", err)

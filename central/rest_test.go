@@ -49,6 +49,10 @@ func TestRESTErrors(t *testing.T) {
 		// map of its message's (black-box sweep, 2026-12-04: null was an
 		// empty report, unknown fields were ignored).
 		{"null body", "PUT", "/v1/clients/alice/latency", `null`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
+		// The vector's own object must be there too: {} and a null
+		// vector were taken as an empty vector (abuse sweep, 2026-12-05).
+		{"latency without servers", "PUT", "/v1/clients/alice/latency", `{}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
+		{"latency with null servers", "PUT", "/v1/clients/alice/latency", `{"servers":null}`, "Bearer " + alice.Token, 400, centralapi.CodeBadRequest, ""},
 		{"array body", "POST", "/v1/clients", ` [{"name":"zed"}]`, "", 400, centralapi.CodeBadRequest, ""},
 		{"unknown field", "POST", "/v1/clients", `{"name":"zed","zz":1}`, "", 400, centralapi.CodeBadRequest, ""},
 		// A key twice: encoding/json takes the last, so two readers could

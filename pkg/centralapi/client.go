@@ -253,7 +253,12 @@ func (c *Client) DeregisterClient(ctx context.Context, name, token string) error
 }
 
 // PutLatency replaces the latency vector of name, which must own token.
+// A nil servers is sent as an empty vector: Central refuses a body without
+// its "servers" object.
 func (c *Client) PutLatency(ctx context.Context, name, token string, servers map[string]Sample) error {
+	if servers == nil {
+		servers = map[string]Sample{}
+	}
 	return c.do(ctx, http.MethodPut, "/v1/clients/"+esc(name)+"/latency", token, LatencyVector{Servers: servers}, nil)
 }
 

@@ -112,6 +112,10 @@ func TestClientAgainstCentral(t *testing.T) {
 	if err != nil || !slices.Equal(info.Rooms, []string{"r-1"}) {
 		t.Fatalf("lookup: %+v %v", info, err)
 	}
+	// Nothing measured is an empty vector, not a body Central refuses.
+	if err := api.PutLatency(ctx, "ann", s.Token, nil); err != nil {
+		t.Fatalf("an empty vector: %v", err)
+	}
 	if err := api.DeregisterClient(ctx, "ann", s.Token); err != nil {
 		t.Fatal(err)
 	}
