@@ -40,6 +40,7 @@ type member struct {
 	user     string
 	lastSent uint64
 	inc      uint64        // the member's incarnation, from its Join
+	relayed  uint64        // the highest Num this connection broadcast (onChat)
 	issued   int64         // when its ticket was issued (Central's clock, Unix ns); 0 without tickets
 	resends  *rate.Limiter // Resend asks forwarded for this member; nil until its first
 	sends    sendBucket    // Chat frames accepted from this member (flow.go, pace)
@@ -461,6 +462,14 @@ func (s *Server) onChat(m *member, body []byte) error {
 	if len(text) > proto.MaxText {
 		return proto.Fatalf(proto.CodeBadBody, "chat text is %d bytes, limit %d", len(text), proto.MaxText)
 	}
+	// A message's number rises on its connection: after a move a client
+	// sends what the old server did not acknowledge, oldest first, then
+	// what follows. A number again was relayed as a second message for
+	// every member to drop (abuse sweep nit, 2026-12-05).
+	if num <= m.relayed {
+		return proto.Fatalf(proto.CodeBadBody, "chat %d after chat %d on this connection: numbers start at 1 and rise (a resend for one member names it in to)", num, m.relayed)
+	}
+	m.relayed = num
 	s.broadcast(m, num, at, text)
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"nearchat/pkg/ticket"
 	"nearchat/pkg/tlsconfig"
 	"nearchat/pkg/wire"
+	"nearchat/pkg/wiretest"
 )
 
 func TestPingPong(t *testing.T) {
@@ -82,6 +83,55 @@ func TestBroadcastOrderAckAndPresence(t *testing.T) {
 	left := a.expect(proto.TPresence).(*proto.Presence)
 	if left.User != "bob" || left.Here {
 		t.Fatalf("leave presence = %+v", left)
+	}
+}
+
+// A message number that does not rise on its connection is refused, not
+// relayed as a second message (abuse sweep nit, 2026-12-05: it was
+// broadcast again, for every member to drop). A resend for one member
+// (To set) repeats a number on purpose and is still taken.
+func TestRepeatedChatNumberRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		nums []uint64
+	}{
+		{"the same number again", []uint64{1, 2, 2}},
+		{"a lower number", []uint64{1, 3, 2}},
+		{"zero first", []uint64{0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, nil)
+			a, _ := joinAs(t, s, "r", "alice")
+			b, _ := joinAs(t, s, "r", "bob")
+			a.expect(proto.TPresence)
+			last := len(tc.nums) - 1
+			for i, n := range tc.nums[:last] {
+				a.send(&proto.Chat{Num: n, Text: fmt.Sprint(i)})
+				if d := b.expect(proto.TDeliver).(*proto.Deliver); d.Num != n {
+					t.Fatalf("bob got %+v, want num %d", d, n)
+				}
+				// A resend of the last one to bob alone is no repeat.
+				a.send(&proto.Chat{Num: n, Text: fmt.Sprint(i), To: "bob"})
+				if d := b.expect(proto.TDeliver).(*proto.Deliver); d.Num != n || d.Seq != 0 {
+					t.Fatalf("bob got %+v, want the resend of %d", d, n)
+				}
+			}
+			a.send(&proto.Chat{Num: tc.nums[last], Text: "again"})
+			a.expectClosed(proto.CodeBadBody)
+			// bob sees alice leave, and no second message from her.
+			for {
+				m, err := b.next(wiretest.Timeout)
+				if err != nil {
+					t.Fatalf("bob, waiting for alice to leave: %v", err)
+				}
+				if d, ok := m.(*proto.Deliver); ok {
+					t.Fatalf("bob got %+v: the repeated number was relayed", d)
+				}
+				if p, ok := m.(*proto.Presence); ok && p.User == "alice" && !p.Here {
+					break
+				}
+			}
+		})
 	}
 }
 

@@ -270,8 +270,14 @@ func TestDuplicatesAndReorder(t *testing.T) {
 	srv := startChat(t, "serv1")
 	b := join(t, testConfig(t), ref(srv), "room-dup", "bob")
 	raw := dialRaw(t, srv.Addr(), "room-dup", "mallory")
-	for _, n := range []uint64{1, 1, 3, 2, 2, 3, 4, 1} {
-		raw.Send(&proto.Chat{Num: n, At: time.Now().UnixNano(), Text: fmt.Sprint(n)})
+	// A chat server relays a number once on its connection; the repeats
+	// and the late ones reach bob as resends to him (To), as they do
+	// from a sender answering an ask, or from two servers during a move.
+	for _, c := range []struct {
+		n  uint64
+		to string
+	}{{1, ""}, {1, "bob"}, {3, ""}, {2, "bob"}, {2, "bob"}, {3, "bob"}, {4, ""}, {1, "bob"}} {
+		raw.Send(&proto.Chat{Num: c.n, At: time.Now().UnixNano(), Text: fmt.Sprint(c.n), To: c.to})
 	}
 	testkit.WaitFor(t, 5*time.Second, "bob gets 4", func() bool { return b.got("mallory") == 4 })
 	testkit.WaitFor(t, 5*time.Second, "duplicates counted", func() bool { return b.s.Stats().Duplicates == 4 })
@@ -295,8 +301,9 @@ func TestGapIsAskedFor(t *testing.T) {
 	if got := b.got("mallory"); got != 1 {
 		t.Fatalf("bob delivered %d before the gap filled", got)
 	}
-	raw.Send(&proto.Chat{Num: 2, Text: "2"})
-	raw.Send(&proto.Chat{Num: 3, Text: "3"})
+	// The answer, as a sender gives it: what follows 1, to bob alone.
+	raw.Send(&proto.Chat{Num: 2, Text: "2", To: "bob"})
+	raw.Send(&proto.Chat{Num: 3, Text: "3", To: "bob"})
 	testkit.WaitFor(t, 5*time.Second, "bob gets 3", func() bool { return b.got("mallory") == 3 })
 	verify(t, []*member{b}, map[string]uint64{"mallory": 3})
 }

@@ -228,7 +228,8 @@ type Joined struct {
 type Leave struct{}
 
 // Chat (0x13, client -> chat server): a message to the room. Num is the
-// sender's own message number, 1, 2, 3... with no gaps; At the sender's
+// sender's own message number, 1, 2, 3... with no gaps (a chat server
+// refuses one that does not rise on its connection); At the sender's
 // wall clock in Unix nanoseconds; Text the message. To, when set, makes it
 // a resend for that one member (the answer to its Resend): the server
 // hands it to To only, gives it no room sequence (Deliver.Seq 0), keeps it
