@@ -267,39 +267,13 @@ func TestRoomListedInTurnKeepsItsPlace(t *testing.T) {
 // refused. The rooms the server holds keep their places, and their members
 // get back in.
 func TestHistoryBudgetReachedIsFull(t *testing.T) {
-	pub, priv, _ := ed25519.GenerateKey(nil)
-	cfg := testConfig(t)
-	cfg.TicketKey = priv
-	h := startCentral(t, cfg)
-	srvs := startChatServersWith(t, h, pub, func(c *chatserver.Config) {
-		if c.ID == "serv1" {
-			c.HistoryBudget = 100 << 10
-		}
-	}, "serv1", "serv2")
-	srv, srv2 := srvs["serv1"], srvs["serv2"]
-	w := &world{harness: h}
-	a, b := w.user(t, "alice"), w.user(t, "bob") // serv1 at 10 ms, serv2 at 30
-	c, d := w.user(t, "carol"), w.user(t, "dave")
-	h.heardTwice(t, "serv1")
-	h.heardTwice(t, "serv2")
-	room := chat(t, a, b)
-	early := chat(t, c, d) // placed before the budget is reached; nobody joins it yet
-	if room.Server.ID != "serv1" || early.Server.ID != "serv1" {
-		t.Fatalf("rooms placed on %s and %s, want serv1", room.Server.ID, early.Server.ID)
-	}
+	bw := newBudgetWorld(t, nil)
+	srv, srv2, b, c := bw.srv, bw.srv2, bw.b, bw.c
+	room, early := bw.room, bw.other // early: placed before the budget is reached; nobody joins it yet
 	pa := joinWith(t, srv, "alice", room)
 	wiretest.Expect[*proto.Joined](pa, wiretest.AllBut(proto.TJoined))
-	text := strings.Repeat("h", 4000)
-	for i := uint64(1); i <= 30; i++ {
-		pa.Send(&proto.Chat{Num: i, Text: text})
-		wiretest.Expect[*proto.Ack](pa, wiretest.AllBut(proto.TAck))
-	}
-	testkit.WaitFor(t, 10*time.Second, "Central to count serv1 full", func() bool {
-		h.c.mu.Lock()
-		defer h.c.mu.Unlock()
-		return h.c.srvByID["serv1"].full()
-	})
-	e, f := w.user(t, "erin"), w.user(t, "frank")
+	bw.fill(t, pa)
+	e, f := bw.w.user(t, "erin"), bw.w.user(t, "frank")
 	if as := chat(t, e, f); as.Server.ID != "serv2" {
 		t.Fatalf("a new room placed on %s, want serv2", as.Server.ID)
 	}
@@ -315,6 +289,91 @@ func TestHistoryBudgetReachedIsFull(t *testing.T) {
 	}
 	pb := joinWith(t, srv, "bob", bs)
 	wiretest.Expect[*proto.Joined](pb, wiretest.AllBut(proto.TJoined))
+}
+
+// TestDroppedRoomMovesOffABudgetReached: a room whose members all left
+// its chat server is gone there, and a server whose memory budget is
+// reached refuses every new room, so holding the room's place for the
+// session grace held nothing: its members, coming back, were refused and
+// sent back to it for a minute (last stop's review). Its place now lasts
+// only until the server would have listed it, and the next refusal a
+// member reports moves it.
+func TestDroppedRoomMovesOffABudgetReached(t *testing.T) {
+	const grace = time.Minute // the default: far past the wait below
+	bw := newBudgetWorld(t, func(cfg *Config) { cfg.SessionGrace = grace })
+	h, srv, room := bw.h, bw.srv, bw.room
+	pa := joinWith(t, srv, "alice", room)
+	wiretest.Expect[*proto.Joined](pa, wiretest.AllBut(proto.TJoined))
+	pc := joinWith(t, srv, "carol", bw.other)
+	wiretest.Expect[*proto.Joined](pc, wiretest.AllBut(proto.TJoined))
+	h.heardTwice(t, "serv1") // both joined, and counted
+	bw.fill(t, pc)           // carol's room fills serv1's history budget, and stays
+	pa.Close()               // alice leaves serv1, not Central: serv1 drops her room
+	h.heardTwice(t, "serv1")
+	start := time.Now()
+	testkit.WaitFor(t, 20*time.Second, "Central to let go of the place of alice's room", func() bool {
+		h.c.mu.Lock()
+		defer h.c.mu.Unlock()
+		return !h.c.roomByID[room.Room].counted
+	})
+	t.Logf("alice's room gave up its place %v after serv1 last listed it (session grace %v)", time.Since(start).Round(time.Millisecond), grace)
+	as := refusedAndMoved(t, bw.a, srv, room, "serv2")
+	p2 := joinWith(t, bw.srv2, "alice", as)
+	wiretest.Expect[*proto.Joined](p2, wiretest.AllBut(proto.TJoined))
+}
+
+// budgetWorld is a Central with tickets, serv1 (history budget 100 KiB)
+// and serv2, and two rooms placed on serv1: alice and bob's (room), carol
+// and dave's (other).
+type budgetWorld struct {
+	h           *harness
+	w           *world
+	srv, srv2   *chatserver.Server
+	a, b, c, d  *ctl
+	room, other *proto.Assign
+}
+
+func newBudgetWorld(t *testing.T, edit func(*Config)) *budgetWorld {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	cfg := testConfig(t)
+	cfg.TicketKey = priv
+	if edit != nil {
+		edit(&cfg)
+	}
+	h := startCentral(t, cfg)
+	srvs := startChatServersWith(t, h, pub, func(c *chatserver.Config) {
+		if c.ID == "serv1" {
+			c.HistoryBudget = 100 << 10
+		}
+	}, "serv1", "serv2")
+	w := &world{harness: h}
+	bw := &budgetWorld{h: h, w: w, srv: srvs["serv1"], srv2: srvs["serv2"]}
+	bw.a, bw.b = w.user(t, "alice"), w.user(t, "bob") // serv1 at 10 ms, serv2 at 30
+	bw.c, bw.d = w.user(t, "carol"), w.user(t, "dave")
+	h.heardTwice(t, "serv1")
+	h.heardTwice(t, "serv2")
+	bw.room, bw.other = chat(t, bw.a, bw.b), chat(t, bw.c, bw.d)
+	if bw.room.Server.ID != "serv1" || bw.other.Server.ID != "serv1" {
+		t.Fatalf("rooms placed on %s and %s, want serv1", bw.room.Server.ID, bw.other.Server.ID)
+	}
+	return bw
+}
+
+// fill sends 120 KB through p, joined to a room on serv1, and waits for
+// Central to count serv1 full: its history budget is reached.
+func (bw *budgetWorld) fill(t *testing.T, p *wiretest.Peer) {
+	t.Helper()
+	text := strings.Repeat("h", 4000)
+	for i := uint64(1); i <= 30; i++ {
+		p.Send(&proto.Chat{Num: i, Text: text})
+		wiretest.Expect[*proto.Ack](p, wiretest.AllBut(proto.TAck))
+	}
+	testkit.WaitFor(t, 10*time.Second, "Central to count serv1 full", func() bool {
+		bw.h.c.mu.Lock()
+		defer bw.h.c.mu.Unlock()
+		return bw.h.c.srvByID["serv1"].full()
+	})
 }
 
 // A room no member has got into is moved off its server, on a member's

@@ -151,7 +151,8 @@ type serverRec struct {
 //
 // A room whose members all left its server (the server drops an empty
 // room from its report) holds its place there for SessionGrace, as an
-// offline user's name is held (or longer, see holdFor), not for as long
+// offline user's name is held (longer on a server with many rooms, shorter
+// on one whose memory budget is reached: see holdFor), not for as long
 // as Central keeps the room: users that joined rooms once and then stayed
 // away from the chat server, connected to Central only, kept every server
 // full for RoomTTL, and no new chat could start (abuse sweep 2,
@@ -575,9 +576,20 @@ func (r *room) hold(now time.Time) {
 // more. A live room that s had not listed for a while was otherwise taken
 // for an empty one, and one member's blip moved it off a full server
 // (rehomeLocked; review, 2026-12-05).
+//
+// While s says a memory budget of its own is reached it refuses every new
+// room, so a place held for a room it dropped holds nothing: a member
+// coming back is refused all the same. Such a room's place lasts only
+// until s would have listed it, and its members are moved on their next
+// report of the refusal, not a SessionGrace later (a minute by default;
+// last stop's review).
 func (c *Central) holdFor(s *serverRec) time.Duration {
 	pages := max(1, (s.rec.Rooms+centralapi.HeartbeatPage-1)/centralapi.HeartbeatPage)
-	return max(c.cfg.SessionGrace, time.Duration(2*pages+1)*c.cfg.HeartbeatInterval)
+	listed := time.Duration(2*pages+1) * c.cfg.HeartbeatInterval
+	if s.budget != "" {
+		return listed
+	}
+	return max(c.cfg.SessionGrace, listed)
 }
 
 // unhold takes r out of its server's count; call it before r.srv changes.
