@@ -329,7 +329,7 @@ type budgetWorld struct {
 	h           *harness
 	w           *world
 	srv, srv2   *chatserver.Server
-	a, b, c, d  *ctl
+	a, b, c     *ctl
 	room, other *proto.Assign
 }
 
@@ -350,10 +350,11 @@ func newBudgetWorld(t *testing.T, edit func(*Config)) *budgetWorld {
 	w := &world{harness: h}
 	bw := &budgetWorld{h: h, w: w, srv: srvs["serv1"], srv2: srvs["serv2"]}
 	bw.a, bw.b = w.user(t, "alice"), w.user(t, "bob") // serv1 at 10 ms, serv2 at 30
-	bw.c, bw.d = w.user(t, "carol"), w.user(t, "dave")
+	bw.c = w.user(t, "carol")
+	d := w.user(t, "dave")
 	h.heardTwice(t, "serv1")
 	h.heardTwice(t, "serv2")
-	bw.room, bw.other = chat(t, bw.a, bw.b), chat(t, bw.c, bw.d)
+	bw.room, bw.other = chat(t, bw.a, bw.b), chat(t, bw.c, d)
 	if bw.room.Server.ID != "serv1" || bw.other.Server.ID != "serv1" {
 		t.Fatalf("rooms placed on %s and %s, want serv1", bw.room.Server.ID, bw.other.Server.ID)
 	}
