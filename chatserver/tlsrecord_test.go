@@ -3,7 +3,11 @@ package chatserver
 import (
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"testing"
+	"time"
+
+	"nearchat/pkg/proto"
 )
 
 // TestRecordSealOpenAndKeyUpdate seals records with one side's state and
@@ -73,6 +77,39 @@ func TestRecordOverflowRefused(t *testing.T) {
 		_, _, _, err := r.open(nil, rec[:recordHeader], rec[recordHeader:], &nonce)
 		if (err == nil) != (size <= maxPlain) {
 			t.Fatalf("%d bytes of content: open says %v", size, err)
+		}
+	}
+}
+
+// BenchmarkSealPerDelivery is the price TLS adds to each delivery on the
+// loop: sealing the frames a member is owed, as sealTo does, in records
+// of one frame (a lone delivery), 16, and as many as fill a record (a
+// busy room's pass). Plaintext pays nothing here: its frames are written
+// as they are. Its ns/delivery beside the plaintext server's whole cost
+// per delivery (deliveries per CPU-s in `make bench`) bounds what TLS
+// fan-out can reach against plaintext on the machine.
+func BenchmarkSealPerDelivery(b *testing.B) {
+	secret := bytes.Repeat([]byte{7}, 48)
+	text := bytes.Repeat([]byte{'x'}, 64)
+	frame := proto.AppendDeliver(nil, 1<<40, "u1", 1<<20, time.Now().UnixNano(), text, 0)
+	for _, suite := range []uint16{tls.TLS_AES_128_GCM_SHA256, tls.TLS_CHACHA20_POLY1305_SHA256} {
+		for _, frames := range []int{1, 16, maxPlain / len(frame)} {
+			b.Run(fmt.Sprintf("%s/frames=%d", tls.CipherSuiteName(suite), frames), func(b *testing.B) {
+				var h halfConn
+				if err := h.setSecret(suite, secret); err != nil {
+					b.Fatal(err)
+				}
+				batch := bytes.Repeat(frame, frames)
+				var n [12]byte
+				out := make([]byte, 0, recordHeader+maxCiphertext)
+				b.SetBytes(int64(len(batch)))
+				b.ReportAllocs()
+				for b.Loop() {
+					out = h.seal(out[:0], typeAppData, batch, &n)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*frames), "ns/delivery")
+				b.ReportMetric(float64(len(frame)), "B/delivery")
+			})
 		}
 	}
 }
