@@ -101,7 +101,7 @@ type Server struct {
 	once   sync.Once
 
 	mu      sync.Mutex
-	streams map[string]int // open /api/events streams by remote address
+	streams map[string][]*stream // open /api/events streams by remote address, oldest first
 	nstream int
 	snap    central.Snapshot // the last one taken, shared by the live views
 	snapAt  time.Time
@@ -143,7 +143,7 @@ func New(cfg Config, src Source) (*Server, error) {
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)
 	}
-	s := &Server{cfg: cfg, src: src, log: log, ln: ln, streams: map[string]int{}}
+	s := &Server{cfg: cfg, src: src, log: log, ln: ln, streams: map[string][]*stream{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	static, _ := fs.Sub(web, "web")
 	mux := http.NewServeMux()
@@ -265,25 +265,68 @@ func (s *Server) shared() central.Snapshot {
 	return s.snap
 }
 
-// openStream counts a new /api/events stream from src, unless the
-// dashboard has maxStreams open or src maxStreamsPerSource.
-func (s *Server) openStream(src string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.nstream >= maxStreams || s.streams[src] >= maxStreamsPerSource {
-		return false
-	}
-	s.nstream++
-	s.streams[src]++
-	return true
+// stream is one open /api/events view; end stops it early.
+type stream struct {
+	end context.CancelFunc
 }
 
-func (s *Server) closeStream(src string) {
+// openStream counts a new /api/events stream from src. src may hold
+// maxStreamsPerSource. When all maxStreams are taken, the newest view of
+// the address holding the most ends (its page comes back in 2 s, and is
+// then refused or takes a share) if that address holds at least two more
+// than src would: addresses share the views, so a few of them cannot keep
+// the others out for a stream's whole lifetime (before, 4 addresses with
+// 4 views each held every view for up to 10 minutes). A view is refused
+// only while src holds its own limit or every address holds about as
+// many as src.
+func (s *Server) openStream(src string, end context.CancelFunc) (*stream, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.nstream--
-	if s.streams[src]--; s.streams[src] <= 0 {
+	mine := len(s.streams[src])
+	if mine >= maxStreamsPerSource {
+		return nil, false
+	}
+	if s.nstream >= maxStreams {
+		var most string
+		for a, l := range s.streams {
+			if len(l) > len(s.streams[most]) || (len(l) == len(s.streams[most]) && a < most) {
+				most = a
+			}
+		}
+		l := s.streams[most]
+		if len(l) < mine+2 {
+			return nil, false
+		}
+		// The newest: the oldest have shown longest to whoever watches.
+		l[len(l)-1].end()
+		s.dropLocked(most, l[len(l)-1])
+	}
+	st := &stream{end: end}
+	s.nstream++
+	s.streams[src] = append(s.streams[src], st)
+	return st, true
+}
+
+// closeStream uncounts st, unless it was ended to make room already.
+func (s *Server) closeStream(src string, st *stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropLocked(src, st)
+}
+
+func (s *Server) dropLocked(src string, st *stream) {
+	l := s.streams[src]
+	for i, x := range l {
+		if x == st {
+			l = append(l[:i], l[i+1:]...)
+			s.nstream--
+			break
+		}
+	}
+	if len(l) == 0 {
 		delete(s.streams, src)
+	} else {
+		s.streams[src] = l
 	}
 }
 
@@ -295,12 +338,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		src = r.RemoteAddr // a unix socket's peer
 	}
-	if !s.openStream(src) {
+	ctx, stop := context.WithCancel(r.Context())
+	defer stop()
+	st, ok := s.openStream(src, stop)
+	if !ok {
 		w.Header().Set("Retry-After", "5")
 		refuse(w, fmt.Sprintf("too many live views open (at most %d, %d from one address)", maxStreams, maxStreamsPerSource), http.StatusServiceUnavailable)
 		return
 	}
-	defer s.closeStream(src)
+	defer s.closeStream(src, st)
 	rc := http.NewResponseController(w)
 	// Each write must be taken within streamWriteTimeout.
 	write := func(b []byte) error {
@@ -346,7 +392,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			quiet = time.Now()
 		}
 		select {
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return
 		case <-s.ctx.Done():
 			return
