@@ -287,9 +287,9 @@ func (s *Server) openStream(src string, end context.CancelFunc) (*stream, bool) 
 		return nil, false
 	}
 	if s.nstream >= maxStreams {
-		var most string
+		var most string // the lowest address of those holding the most
 		for a, l := range s.streams {
-			if len(l) > len(s.streams[most]) || (len(l) == len(s.streams[most]) && a < most) {
+			if n := len(s.streams[most]); len(l) > n || len(l) == n && a < most {
 				most = a
 			}
 		}
@@ -297,9 +297,10 @@ func (s *Server) openStream(src string, end context.CancelFunc) (*stream, bool) 
 		if len(l) < mine+2 {
 			return nil, false
 		}
-		// The newest: the oldest have shown longest to whoever watches.
-		l[len(l)-1].end()
-		s.dropLocked(most, l[len(l)-1])
+		// Its newest view goes: the longest open are likeliest watched.
+		newest := l[len(l)-1]
+		newest.end()
+		s.dropLocked(most, newest)
 	}
 	st := &stream{end: end}
 	s.nstream++
